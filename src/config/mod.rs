@@ -1,0 +1,1 @@
+//! Configuration: TOML file -> validated, compiled `Config` (see `model.rs`, the contract).

@@ -1,0 +1,226 @@
+//! The compiled configuration: what the rest of rotor reads. Built once per (re)load by
+//! `config::compile`, then shared read-only as `Arc<Config>`; nothing here changes after build.
+//! Invariant: every value is validated and every secret resolved, so readers never re-check.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::AHashMap;
+
+use super::secret::Secret;
+
+/// One immutable configuration generation.
+#[derive(Debug)]
+pub struct Config {
+    pub server: Server,
+    pub upstream: Upstream,
+    pub retry: Retry,
+    pub storage: Storage,
+    pub routing: Routing,
+    /// Empty = open gateway (no client key needed; warned at start).
+    pub clients: Vec<Client>,
+    pub providers: Vec<Arc<Provider>>,
+    pub routes: RouteTable,
+    /// Where this config came from: a file path, or the `ROTOR_*` environment quick start.
+    pub source: ConfigSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Environment,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else the epoll driver (said once in the log).
+    Auto,
+    IoUring,
+    Legacy,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Resolved: 0 in the file becomes the number of available cores.
+    pub workers: usize,
+    pub pin_workers: bool,
+    pub driver: Driver,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// `None` = admin API off.
+    pub admin_key: Option<Secret>,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub pool_max_idle_per_host: usize,
+    pub pool_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    /// Extra PEM roots trusted beside webpki-roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub cooldown: Duration,
+}
+
+#[derive(Debug)]
+pub struct Storage {
+    /// `None` = in-memory only.
+    pub path: Option<PathBuf>,
+    pub log_requests: bool,
+    pub retention_days: u32,
+}
+
+#[derive(Debug)]
+pub struct Routing {
+    /// Used when the requested model has no route; `None` = such requests get 404.
+    pub default_model: Option<String>,
+    /// model -> models tried after the model's own candidates are exhausted.
+    pub fallbacks: AHashMap<String, Vec<String>>,
+}
+
+/// A window limit as configured: `-1` unlimited, `0` disabled, `N` the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Unlimited,
+    Disabled,
+    Max(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub rpm: Limit,
+    pub rpd: Limit,
+    pub tpm: Limit,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    pub name: String,
+    pub key: Secret,
+    /// Glob patterns (`*` any run, `?` one char); `["*"]` = every model.
+    pub models: Vec<String>,
+    pub limits: Limits,
+}
+
+impl Client {
+    /// Whether this client may use `model` (a client-facing name).
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.iter().any(|g| super::glob::matches(g, model))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Vertex,
+    Replicate,
+    Cohere,
+    Cloudflare,
+    OnDemand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStrategy {
+    RoundRobin,
+    Random,
+    LeastUsed,
+    HighestBalance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// A provider's `base_url`, split once so the request path never parses URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BaseUrl {
+    pub scheme: Scheme,
+    /// Host name or IP literal, as written (no brackets for IPv6); used for SNI and DNS.
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash, e.g. "/v1" or "" .
+    pub path: String,
+    /// Value for the `Host` header: host, plus `:port` when not the scheme's default.
+    pub host_header: String,
+}
+
+/// Stable identity of an upstream key across reloads: a hash of provider name and secret, so
+/// health and limit windows carry over for keys that remain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub u64);
+
+#[derive(Debug)]
+pub struct Key {
+    pub id: KeyId,
+    pub secret: Secret,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    /// Position in `Config::providers`.
+    pub index: usize,
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: BaseUrl,
+    /// From `keys` and `keys_file`, in order, duplicates removed.
+    pub keys: Vec<Key>,
+    pub key_strategy: KeyStrategy,
+    /// >= 1.
+    pub weight: u32,
+    pub enabled: bool,
+    pub limits: Limits,
+    /// Upstream model names served as-is. Empty = this provider serves any model name
+    /// (a wildcard route, tried after exact routes).
+    pub models: Vec<String>,
+    /// Client-facing name -> upstream name.
+    pub aliases: Vec<(String, String)>,
+    /// Extra headers sent upstream on every request (names lowercased).
+    pub headers: Vec<(String, String)>,
+}
+
+/// One way to serve a client-facing model name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index into `Config::providers`.
+    pub provider: usize,
+    /// The model name sent upstream (differs from the client's name for aliases).
+    pub upstream_model: String,
+}
+
+/// A route: every candidate for one client-facing model name, in provider declaration order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Dense index, so per-core balancing state can be a `Vec` indexed by route.
+    pub index: usize,
+    pub model: String,
+    pub candidates: Vec<Candidate>,
+}
+
+/// Client-facing model name -> route. Disabled providers are left out.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    pub by_model: AHashMap<String, Arc<Route>>,
+    /// Candidates of providers with an empty `models` list: serve any name not in `by_model`
+    /// (`upstream_model` is empty there and means "the client's name").
+    pub wildcard: Option<Arc<Route>>,
+    /// Number of routes including the wildcard one (per-core state is sized by this).
+    pub len: usize,
+}
