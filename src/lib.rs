@@ -2,7 +2,16 @@
 //!
 //! Clients speak the OpenAI API to rotor; rotor picks an upstream (provider, key, model) for
 //! each request, sends it over a pooled connection, and relays the answer as it arrives.
-//! The request path is `proxy` (read it top to bottom); the rest are the parts it calls.
+//! The request path is `proxy` (its module docs list the phases); the rest are the parts it
+//! calls: `server` (downstream HTTP/1.1), `route` (balancing), `upstream` (client and pool),
+//! `codec` (byte-level parsing), `config`, `runtime` (threads, reload, shutdown) and `mock`.
 
 pub mod codec;
 pub mod config;
+pub mod mock;
+pub mod net;
+pub mod proxy;
+pub mod route;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

@@ -1,1 +1,185 @@
-fn main(){}
+//! The `rotor` binary: parses the command line, sets up logging and the allocator, and starts
+//! the gateway, the config check, the demo or the mock. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use rotor::config::{self, Config, ConfigSource, Driver};
+use rotor::runtime::{self, control::Signals};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DEFAULT_CONFIG: &str = "config/rotor.toml";
+const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+/// The mock address written in `config/demo.toml`; `rotor demo` swaps in the real one.
+const DEMO_MOCK_ADDR: &str = "127.0.0.1:18080";
+
+#[derive(Parser)]
+#[command(
+    name = "rotor",
+    version,
+    about = "LLM API gateway: key pools, rate limits, failover, SSE relay"
+)]
+struct Cli {
+    /// Config file (default: config/rotor.toml, or the ROTOR_* environment quick start).
+    #[arg(long, global = true, env = "ROTOR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and print the route table.
+    Check,
+    /// Run the gateway on 127.0.0.1:8080 with the built-in mock provider behind it.
+    Demo,
+    /// Run the built-in mock provider alone.
+    Mock {
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Wait before each response head, in ms.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Content chunks per streamed answer.
+        #[arg(long, default_value_t = 5)]
+        chunks: usize,
+        /// Gap between streamed chunks, in ms.
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
+        /// Keep the last N requests in memory (0 = none; use 0 for benchmarks).
+        #[arg(long, default_value_t = 0)]
+        record: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(cli.config),
+        Some(Command::Check) => check(cli.config),
+        Some(Command::Demo) => demo(),
+        Some(Command::Mock {
+            listen,
+            workers,
+            latency_ms,
+            chunks,
+            interval_ms,
+            record,
+        }) => mock(rotor::mock::MockOptions {
+            listen,
+            workers,
+            driver: Driver::Auto,
+            latency: Duration::from_millis(latency_ms),
+            chunks,
+            interval: Duration::from_millis(interval_ms),
+            record_limit: record,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("rotor: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROTOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+/// The config from `--config`/`ROTOR_CONFIG`, else `config/rotor.toml`, else the environment.
+fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
+    if let Some(path) = path {
+        return config::load(&path).map_err(|e| e.to_string());
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG);
+    if default.exists() {
+        return config::load(&default).map_err(|e| e.to_string());
+    }
+    match config::from_env().map_err(|e| e.to_string())? {
+        Some(config) => Ok(config),
+        None => Err(format!(
+            "no config: pass --config PATH, create {DEFAULT_CONFIG} (see config/rotor.example.toml), \
+             or set ROTOR_UPSTREAM_URL and ROTOR_UPSTREAM_KEYS; `rotor demo` runs without any"
+        )),
+    }
+}
+
+fn run(path: Option<PathBuf>) -> Result<(), String> {
+    let config = load_config(path)?;
+    let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let running = runtime::start(config, Some(signals)).map_err(|e| e.to_string())?;
+    running.wait();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn check(path: Option<PathBuf>) -> Result<(), String> {
+    let config = load_config(path)?;
+    print!("{}", config.route_table_text());
+    println!("config OK");
+    Ok(())
+}
+
+fn mock(options: rotor::mock::MockOptions) -> Result<(), String> {
+    let server = rotor::mock::start(options).map_err(|e| e.to_string())?;
+    let signals = Signals::install().map_err(|e| e.to_string())?;
+    println!(
+        "rotor mock listening on http://{} (OpenAI shapes under /v1)",
+        server.addr
+    );
+    let shutdown = server.shutdown_handle();
+    std::thread::spawn(move || wait_for_terminate(&signals, || shutdown.trigger()));
+    server.wait();
+    Ok(())
+}
+
+fn demo() -> Result<(), String> {
+    let mock = rotor::mock::start(rotor::mock::MockOptions {
+        chunks: 8,
+        interval: Duration::from_millis(40),
+        ..Default::default()
+    })
+    .map_err(|e| format!("cannot start the mock provider: {e}"))?;
+    let text = DEMO_CONFIG.replace(DEMO_MOCK_ADDR, &mock.addr.to_string());
+    let config = config::parse_str(&text, ConfigSource::Environment).map_err(|e| e.to_string())?;
+    let signals = Signals::install().map_err(|e| e.to_string())?;
+    let running = runtime::start(config, Some(signals)).map_err(|e| e.to_string())?;
+    let base = format!("http://{}", running.addr);
+    println!(
+        "\nrotor demo: gateway on {base}, mock provider on {mock_addr} (no real keys, no network)\n\n\
+         try:\n  curl -s {base}/v1/models -H 'Authorization: Bearer demo-key'\n  \
+         curl -s {base}/v1/chat/completions -H 'Authorization: Bearer demo-key' -H 'content-type: application/json' \\\n    \
+         -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  \
+         curl -sN {base}/v1/chat/completions -H 'Authorization: Bearer demo-key' -H 'content-type: application/json' \\\n    \
+         -d '{{\"model\":\"gpt-3.5-turbo\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  \
+         curl -s {base}/v1/embeddings -H 'Authorization: Bearer demo-key' -H 'content-type: application/json' \\\n    \
+         -d '{{\"model\":\"text-embedding-3-small\",\"input\":\"hello\"}}'\n  \
+         curl -s {base}/health\n\nCtrl-C stops it.\n",
+        mock_addr = mock.addr
+    );
+    running.wait();
+    mock.stop();
+    Ok(())
+}
+
+#[allow(clippy::disallowed_methods)] // main thread, not a worker
+fn wait_for_terminate(signals: &Signals, stop: impl FnOnce()) {
+    while !signals.terminate.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop();
+}

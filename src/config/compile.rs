@@ -1,0 +1,251 @@
+//! Validation and compilation: `FileConfig` -> `Config`, with one precise message per rule
+//! (providers and their keys are in `provider.rs`).
+//!
+//! Invariant: whatever this returns `Ok` for is fully usable by the rest of rotor without
+//! re-checking (addresses parsed, secrets resolved, every enabled provider has keys, every
+//! `default_model`/fallback target has a route). Errors name the key path and what is allowed;
+//! they never quote a secret (clashing client keys are reported by client name).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ahash::AHashMap;
+
+use super::file::{ClientConfig, FileConfig, RetryConfig, RoutingConfig, ServerConfig, StorageConfig, UpstreamConfig};
+use super::model::*;
+use super::secret::Resolver;
+use super::{provider, routes, ConfigError};
+
+pub(crate) fn compile(file: FileConfig, r: &Resolver<'_>, source: ConfigSource) -> Result<Config, ConfigError> {
+    let server = server(file.server, r)?;
+    let upstream = upstream(file.upstream, r)?;
+    let retry = retry(&file.retry)?;
+    let storage = storage(file.storage)?;
+    let clients = clients(file.clients, r)?;
+    let providers = provider::providers(file.providers, r)?;
+    let routes = routes::build(&providers);
+    let routing = routing(file.routing, &routes)?;
+    Ok(Config {
+        server,
+        upstream,
+        retry,
+        storage,
+        routing,
+        clients,
+        providers,
+        routes,
+        source,
+    })
+}
+
+const DRIVERS: &[(&str, Driver)] = &[
+    ("auto", Driver::Auto),
+    ("io_uring", Driver::IoUring),
+    ("legacy", Driver::Legacy),
+];
+
+fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
+    let listen = s.listen.parse::<SocketAddr>().map_err(|_| {
+        let hint = "an IP:port address such as \"127.0.0.1:8080\" or \"[::]:8080\" (host names are not resolved)";
+        ConfigError::at("server.listen", format!("{:?} is not {hint}", s.listen))
+    })?;
+    let workers = match s.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let admin_key = match s.admin_key.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(r.secret(raw, "server.admin_key")?),
+    };
+    Ok(Server {
+        listen,
+        workers,
+        pin_workers: s.pin_workers,
+        driver: one_of(&s.driver, DRIVERS, "server.driver")?,
+        max_connections: positive(s.max_connections, "server.max_connections")?,
+        max_header_bytes: positive(s.max_header_bytes, "server.max_header_bytes")?,
+        max_body_bytes: positive(s.max_body_bytes, "server.max_body_bytes")?,
+        header_read_timeout: positive_ms(s.header_read_timeout_ms, "server.header_read_timeout_ms")?,
+        keepalive_timeout: positive_ms(s.keepalive_timeout_ms, "server.keepalive_timeout_ms")?,
+        // 0 is meaningful here: stop without waiting for in-flight requests.
+        shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+        admin_key,
+    })
+}
+
+fn upstream(u: UpstreamConfig, r: &Resolver<'_>) -> Result<Upstream, ConfigError> {
+    let ca_file = match u.ca_file.as_str() {
+        "" => None,
+        raw => {
+            let path = r.path(raw);
+            if !path.is_file() {
+                let what = format!("{} is not a readable file (PEM roots expected)", path.display());
+                return Err(ConfigError::at("upstream.ca_file", what));
+            }
+            Some(path)
+        }
+    };
+    Ok(Upstream {
+        // 0 is meaningful: no idle connections kept, every request connects anew.
+        pool_max_idle_per_host: u.pool_max_idle_per_host,
+        pool_idle_timeout: positive_ms(u.pool_idle_timeout_ms, "upstream.pool_idle_timeout_ms")?,
+        connect_timeout: positive_ms(u.connect_timeout_ms, "upstream.connect_timeout_ms")?,
+        first_byte_timeout: positive_ms(u.first_byte_timeout_ms, "upstream.first_byte_timeout_ms")?,
+        stream_idle_timeout: positive_ms(u.stream_idle_timeout_ms, "upstream.stream_idle_timeout_ms")?,
+        ca_file,
+    })
+}
+
+fn retry(r: &RetryConfig) -> Result<Retry, ConfigError> {
+    if r.max_attempts == 0 {
+        return Err(ConfigError::at(
+            "retry.max_attempts",
+            "must be at least 1 (1 = no retries)",
+        ));
+    }
+    Ok(Retry {
+        max_attempts: r.max_attempts,
+        backoff: Duration::from_millis(r.backoff_ms),
+        cooldown: positive_ms(r.cooldown_ms, "retry.cooldown_ms")?,
+    })
+}
+
+fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
+    if s.retention_days == 0 {
+        return Err(ConfigError::at(
+            "storage.retention_days",
+            "must be at least 1 (days of request logs kept)",
+        ));
+    }
+    // Relative to the working directory, like the default "data/rotor.db".
+    let path = (!s.path.is_empty()).then(|| s.path.into());
+    Ok(Storage {
+        path,
+        log_requests: s.log_requests,
+        retention_days: s.retention_days,
+    })
+}
+
+fn clients(list: Vec<ClientConfig>, r: &Resolver<'_>) -> Result<Vec<Client>, ConfigError> {
+    let mut out: Vec<Client> = Vec::with_capacity(list.len());
+    for (i, c) in list.into_iter().enumerate() {
+        let at = |k: &str| format!("clients[{i}].{k}");
+        check_name(&c.name, &at("name"))?;
+        if let Some(j) = out.iter().position(|o| o.name == c.name) {
+            return Err(ConfigError::at(
+                &at("name"),
+                format!("{:?} is already the name of clients[{j}]", c.name),
+            ));
+        }
+        let key = r.secret(&c.key, &at("key"))?;
+        if let Some(other) = out.iter().find(|o| o.key.expose() == key.expose()) {
+            let what = format!(
+                "client {:?} has the same key as client {:?}; every client needs its own key",
+                c.name, other.name
+            );
+            return Err(ConfigError::at(&at("key"), what));
+        }
+        let models = c.models.unwrap_or_else(|| vec!["*".to_string()]);
+        if models.is_empty() {
+            let what = "an empty list allows no model; leave `models` out or use [\"*\"] for every model";
+            return Err(ConfigError::at(&at("models"), what));
+        }
+        if let Some(j) = models.iter().position(|m| m.trim().is_empty()) {
+            return Err(ConfigError::at(&format!("clients[{i}].models[{j}]"), "empty pattern"));
+        }
+        let limits = limits(c.rpm, c.rpd, c.tpm, &at(""))?;
+        out.push(Client {
+            name: c.name,
+            key,
+            models,
+            limits,
+        });
+    }
+    Ok(out)
+}
+
+fn routing(r: RoutingConfig, routes: &RouteTable) -> Result<Routing, ConfigError> {
+    let no_route = |model: &str| {
+        format!("{model:?} has no route: no enabled provider lists it in `models` or `aliases`, and none has an empty `models` (serves any model)")
+    };
+    let default_model = match r.default_model.as_str() {
+        "" => None,
+        m if routes.get(m).is_none() => return Err(ConfigError::at("routing.default_model", no_route(m))),
+        m => Some(m.to_string()),
+    };
+    let mut fallbacks = AHashMap::with_capacity(r.fallbacks.len());
+    for (model, targets) in r.fallbacks {
+        for (j, t) in targets.iter().enumerate() {
+            let here = format!("routing.fallbacks.{model}[{j}]");
+            if *t == model {
+                return Err(ConfigError::at(&here, format!("{model:?} cannot fall back to itself")));
+            }
+            if routes.get(t).is_none() {
+                return Err(ConfigError::at(&here, no_route(t)));
+            }
+        }
+        fallbacks.insert(model, targets);
+    }
+    Ok(Routing {
+        default_model,
+        fallbacks,
+    })
+}
+
+/// Names appear in metrics labels, logs and the `x-rotor-provider` header: printable ASCII,
+/// no spaces or quotes.
+pub(super) fn check_name(name: &str, path: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::at(path, "name is empty"));
+    }
+    if name.bytes().any(|b| !b.is_ascii_graphic() || b == b'"' || b == b'\\') {
+        let what = format!("{name:?}: names may use printable ASCII only, without spaces, quotes or backslashes");
+        return Err(ConfigError::at(path, what));
+    }
+    Ok(())
+}
+
+/// `at` is the key path prefix ending in `.`, e.g. `clients[0].`.
+pub(super) fn limits(rpm: i64, rpd: i64, tpm: i64, at: &str) -> Result<Limits, ConfigError> {
+    let one = |v: i64, k: &str| match v {
+        -1 => Ok(Limit::Unlimited),
+        0 => Ok(Limit::Disabled),
+        n if n > 0 => Ok(Limit::Max(n.unsigned_abs())),
+        n => Err(ConfigError::at(
+            &format!("{at}{k}"),
+            format!("{n} is not a limit; use -1 (unlimited), 0 (disabled) or a positive count"),
+        )),
+    };
+    Ok(Limits {
+        rpm: one(rpm, "rpm")?,
+        rpd: one(rpd, "rpd")?,
+        tpm: one(tpm, "tpm")?,
+    })
+}
+
+pub(super) fn one_of<T: Copy>(value: &str, table: &[(&str, T)], path: &str) -> Result<T, ConfigError> {
+    match table.iter().find(|(name, _)| *name == value) {
+        Some((_, v)) => Ok(*v),
+        None => {
+            let allowed: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+            Err(ConfigError::at(
+                path,
+                format!("{value:?} is not one of {}", allowed.join(" | ")),
+            ))
+        }
+    }
+}
+
+fn positive(v: usize, path: &str) -> Result<usize, ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::at(path, "must be greater than 0"));
+    }
+    Ok(v)
+}
+
+fn positive_ms(v: u64, path: &str) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        return Err(ConfigError::at(path, "must be greater than 0 (milliseconds)"));
+    }
+    Ok(Duration::from_millis(v))
+}

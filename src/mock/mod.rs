@@ -1,0 +1,180 @@
+//! The built-in mock provider: OpenAI-shaped answers (chat, streamed chat with usage,
+//! completions, embeddings, models) with knobs for latency, stream length and pacing, status
+//! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
+//! and the benchmarks, so nobody needs a real key to see rotor work.
+//!
+//! Knobs, per request as headers (rotor forwards them) or as defaults in `MockOptions`:
+//! `x-mock-status` (answer this status with an error body), `x-mock-retry-after` (seconds),
+//! `x-mock-latency-ms` (wait before the response head: a slow first byte),
+//! `x-mock-chunks` (content chunks in a stream), `x-mock-interval-ms` (gap between chunks),
+//! `x-mock-cut-after` (close the connection after this many chunks, without a terminator).
+//! Keys select faults too, so a pool can mix bad keys in: a bearer key containing `fail401`,
+//! `fail403`, `fail429` or `fail500` gets that status.
+//! Invariant: the mock records requests only when asked and keeps at most `record_limit`.
+
+mod openai;
+mod service;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::config::Driver;
+use crate::runtime::{bind_listeners, spawn_workers, Shutdown, WorkerSpec};
+use crate::server::{ConnectionGate, WorkerServer};
+
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub driver: Driver,
+    /// Default wait before the response head.
+    pub latency: Duration,
+    /// Default number of content chunks in a stream.
+    pub chunks: usize,
+    /// Default gap between stream chunks.
+    pub interval: Duration,
+    /// Keep the last N requests for inspection (0 = do not record).
+    pub record_limit: usize,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 1,
+            driver: Driver::Auto,
+            latency: Duration::ZERO,
+            chunks: 5,
+            interval: Duration::ZERO,
+            record_limit: 10_000,
+        }
+    }
+}
+
+/// A request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    /// Header names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Which mock worker (and so which connection set) served it.
+    pub worker: usize,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The bearer key the request carried.
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization").and_then(|v| v.strip_prefix("Bearer "))
+    }
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    limit: usize,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+impl Recorder {
+    fn push(&self, r: Recorded) {
+        if self.limit == 0 {
+            return;
+        }
+        let mut requests = self.requests.lock();
+        if requests.len() >= self.limit {
+            requests.remove(0);
+        }
+        requests.push(r);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().clone()
+    }
+
+    pub fn clear(&self) {
+        self.requests.lock().clear();
+    }
+}
+
+/// A running mock.
+pub struct MockServer {
+    pub addr: SocketAddr,
+    pub recorder: Arc<Recorder>,
+    /// Connection counts (accepted in total, open now): keep-alive tests read these.
+    pub gate: Arc<ConnectionGate>,
+    shutdown: Arc<Shutdown>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Base URL for a provider entry, e.g. `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown.trigger();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+
+    /// Blocks until the mock stops (for `rotor mock`).
+    pub fn wait(mut self) {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+
+    pub fn shutdown_handle(&self) -> Arc<Shutdown> {
+        self.shutdown.clone()
+    }
+}
+
+pub fn start(options: MockOptions) -> io::Result<MockServer> {
+    let spec = WorkerSpec {
+        count: options.workers.max(1),
+        driver: options.driver,
+        pin: false,
+        name: "rotor-mock",
+    };
+    let (addr, listeners) = bind_listeners(options.listen, spec.count)?;
+    let recorder = Arc::new(Recorder {
+        limit: options.record_limit,
+        ..Recorder::default()
+    });
+    let shutdown = Arc::new(Shutdown::default());
+    let gate = Arc::new(ConnectionGate::default());
+    let workers = {
+        let recorder = recorder.clone();
+        let shutdown = shutdown.clone();
+        let gate = gate.clone();
+        spawn_workers(&spec, listeners, move |index, listener| {
+            let service = std::rc::Rc::new(service::MockService::new(index, options.clone(), recorder.clone()));
+            let server = WorkerServer::new(gate.clone(), usize::MAX, Duration::from_millis(100));
+            let stop = shutdown.subscribe();
+            async move { server.serve(listener, service, stop).await }
+        })?
+    };
+    Ok(MockServer {
+        addr,
+        recorder,
+        gate,
+        shutdown,
+        workers,
+    })
+}

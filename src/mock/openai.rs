@@ -1,0 +1,207 @@
+//! OpenAI-shaped bodies for the mock: chat completion (whole and streamed, with
+//! `stream_options.include_usage`), completions, embeddings (float and base64), models.
+//! Token counts are deterministic (prompt bytes / 4, one token per content chunk) so tests can
+//! assert on them.
+
+use std::io;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Serialize;
+use sonic_rs::JsonValueTrait;
+
+use super::service::Knobs;
+use crate::server::{Request, Responder};
+
+const JSON: (&str, &[u8]) = ("content-type", b"application/json");
+
+pub(super) fn error_body(status: u16) -> Vec<u8> {
+    let (kind, message) = match status {
+        401 => ("invalid_request_error", "Incorrect API key provided (mock)"),
+        403 => ("permission_error", "This key is not allowed (mock)"),
+        404 => ("invalid_request_error", "Not found (mock)"),
+        429 => ("rate_limit_error", "Rate limit reached (mock)"),
+        400..=499 => ("invalid_request_error", "Bad request (mock)"),
+        _ => ("server_error", "The server had an error (mock)"),
+    };
+    format!(r#"{{"error":{{"message":"{message}","type":"{kind}","param":null,"code":null}}}}"#).into_bytes()
+}
+
+pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>) -> io::Result<()> {
+    let body = &req.body;
+    let model = string_field(body, &["model"]).unwrap_or_else(|| "mock-model".to_owned());
+    let prompt_tokens = (body.len() / 4).max(1) as u64;
+    match req.head.path() {
+        "/v1/chat/completions" | "/v1/completions" => {
+            let chat = req.head.path() == "/v1/chat/completions";
+            let stream = sonic_rs::get(body.as_ref(), &["stream"])
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if stream {
+                let include_usage = sonic_rs::get(body.as_ref(), &["stream_options", "include_usage"])
+                    .ok()
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                stream_completion(res, knobs, &model, chat, include_usage, prompt_tokens).await
+            } else {
+                let text = (0..knobs.chunks).map(|i| format!("tok{i} ")).collect::<String>();
+                let completion = knobs.chunks as u64;
+                let out = if chat {
+                    format!(
+                        r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{},"choices":[{{"index":0,"message":{{"role":"assistant","content":{}}},"finish_reason":"stop"}}],"usage":{}}}"#,
+                        quote(&model),
+                        quote(&text),
+                        usage(prompt_tokens, completion)
+                    )
+                } else {
+                    format!(
+                        r#"{{"id":"cmpl-mock","object":"text_completion","created":1700000000,"model":{},"choices":[{{"index":0,"text":{},"finish_reason":"stop"}}],"usage":{}}}"#,
+                        quote(&model),
+                        quote(&text),
+                        usage(prompt_tokens, completion)
+                    )
+                };
+                res.send(200, &[JSON], Bytes::from(out)).await
+            }
+        }
+        "/v1/embeddings" => {
+            let base64 = string_field(body, &["encoding_format"]).is_some_and(|f| f == "base64");
+            let inputs = match sonic_rs::get(body.as_ref(), &["input"]) {
+                Ok(v) if v.is_array() => v.as_raw_str().matches(',').count() + 1,
+                _ => 1,
+            };
+            res.send(
+                200,
+                &[JSON],
+                Bytes::from(embeddings(&model, inputs, base64, prompt_tokens)),
+            )
+            .await
+        }
+        "/v1/models" => {
+            let out = r#"{"object":"list","data":[{"id":"mock-model","object":"model","created":1700000000,"owned_by":"mock"}]}"#;
+            res.send(200, &[JSON], Bytes::from_static(out.as_bytes())).await
+        }
+        _ => {
+            // Unknown paths echo what arrived, so passthrough tests can see it.
+            let out = format!(
+                r#"{{"object":"mock.echo","method":{},"path":{},"model":{},"bytes":{}}}"#,
+                quote(&String::from_utf8_lossy(&req.head.method_raw)),
+                quote(req.head.path()),
+                quote(&model),
+                body.len()
+            );
+            res.send(200, &[JSON], Bytes::from(out)).await
+        }
+    }
+}
+
+async fn stream_completion(
+    res: &mut Responder<'_>,
+    knobs: &Knobs,
+    model: &str,
+    chat: bool,
+    include_usage: bool,
+    prompt_tokens: u64,
+) -> io::Result<()> {
+    let headers: [(&str, &[u8]); 2] = [("content-type", b"text/event-stream"), ("cache-control", b"no-cache")];
+    res.start(200, &headers, None).await?;
+    let usage_null = if include_usage { r#","usage":null"# } else { "" };
+    let model = quote(model);
+    let (object, id) = if chat {
+        ("chat.completion.chunk", "chatcmpl-mock")
+    } else {
+        ("text_completion", "cmpl-mock")
+    };
+    let event = |choice: String| {
+        format!(
+            "data: {{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":{model},\"choices\":[{choice}]{usage_null}}}\n\n"
+        )
+    };
+    if chat {
+        res.piece(
+            event(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#.to_owned())
+                .as_bytes(),
+        )
+        .await?;
+    }
+    for i in 0..knobs.chunks {
+        if knobs.cut_after == Some(i) {
+            res.abort();
+            return Ok(());
+        }
+        if !knobs.interval.is_zero() {
+            monoio::time::sleep(knobs.interval).await;
+        }
+        let text = quote(&format!("tok{i} "));
+        let choice = if chat {
+            format!(r#"{{"index":0,"delta":{{"content":{text}}},"finish_reason":null}}"#)
+        } else {
+            format!(r#"{{"index":0,"text":{text},"finish_reason":null}}"#)
+        };
+        res.piece(event(choice).as_bytes()).await?;
+    }
+    let last = if chat {
+        r#"{"index":0,"delta":{},"finish_reason":"stop"}"#
+    } else {
+        r#"{"index":0,"text":"","finish_reason":"stop"}"#
+    };
+    res.piece(event(last.to_owned()).as_bytes()).await?;
+    if include_usage {
+        let out = format!(
+            "data: {{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":{model},\"choices\":[],\"usage\":{}}}\n\n",
+            usage(prompt_tokens, knobs.chunks as u64)
+        );
+        res.piece(out.as_bytes()).await?;
+    }
+    res.piece(b"data: [DONE]\n\n").await?;
+    res.finish().await
+}
+
+#[derive(Serialize)]
+struct Embedding {
+    object: &'static str,
+    index: usize,
+    embedding: sonic_rs::Value,
+}
+
+fn embeddings(model: &str, inputs: usize, base64: bool, prompt_tokens: u64) -> String {
+    let data: Vec<Embedding> = (0..inputs)
+        .map(|index| {
+            let vector: Vec<f32> = (0..8).map(|d| ((index * 8 + d) as f32 * 0.125).sin()).collect();
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+                sonic_rs::Value::from(base64::engine::general_purpose::STANDARD.encode(bytes).as_str())
+            } else {
+                sonic_rs::to_value(&vector).unwrap_or_default()
+            };
+            Embedding {
+                object: "embedding",
+                index,
+                embedding,
+            }
+        })
+        .collect();
+    let data = sonic_rs::to_string(&data).unwrap_or_else(|_| "[]".to_owned());
+    format!(
+        r#"{{"object":"list","data":{data},"model":{},"usage":{{"prompt_tokens":{prompt_tokens},"total_tokens":{prompt_tokens}}}}}"#,
+        quote(model)
+    )
+}
+
+fn usage(prompt: u64, completion: u64) -> String {
+    format!(
+        r#"{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{}}}"#,
+        prompt + completion
+    )
+}
+
+fn string_field(body: &Bytes, path: &[&str]) -> Option<String> {
+    sonic_rs::get(body.as_ref(), path)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+fn quote(s: &str) -> String {
+    sonic_rs::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}

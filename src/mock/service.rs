@@ -1,0 +1,116 @@
+//! The mock's request handling: knobs, faults, recording, then the OpenAI-shaped answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::openai;
+use super::{MockOptions, Recorded, Recorder};
+use crate::codec::head::RequestHead;
+use crate::server::{Limits, Request, Responder, Service};
+
+pub(super) struct MockService {
+    worker: usize,
+    options: MockOptions,
+    recorder: Arc<Recorder>,
+}
+
+/// Knob values for one request.
+pub(super) struct Knobs {
+    pub status: Option<u16>,
+    pub retry_after: Option<String>,
+    pub latency: Duration,
+    pub chunks: usize,
+    pub interval: Duration,
+    pub cut_after: Option<usize>,
+}
+
+impl MockService {
+    pub(super) fn new(worker: usize, options: MockOptions, recorder: Arc<Recorder>) -> Self {
+        MockService {
+            worker,
+            options,
+            recorder,
+        }
+    }
+
+    fn knobs(&self, head: &RequestHead) -> Knobs {
+        let number = |name: &str| -> Option<u64> {
+            head.header(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let key = head.header("authorization").map(|v| v.as_ref()).unwrap_or(b"");
+        let key_status = [
+            (b"fail401", 401),
+            (b"fail403", 403),
+            (b"fail429", 429),
+            (b"fail500", 500),
+        ]
+        .iter()
+        .find(|(marker, _)| key.windows(7).any(|w| w == *marker))
+        .map(|(_, status)| *status);
+        Knobs {
+            status: number("x-mock-status")
+                .and_then(|s| u16::try_from(s).ok())
+                .or(key_status),
+            retry_after: head
+                .header("x-mock-retry-after")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_owned)
+                .or_else(|| (key_status == Some(429)).then(|| "1".to_owned())),
+            latency: number("x-mock-latency-ms").map_or(self.options.latency, Duration::from_millis),
+            chunks: number("x-mock-chunks").map_or(self.options.chunks, |n| n as usize),
+            interval: number("x-mock-interval-ms").map_or(self.options.interval, Duration::from_millis),
+            cut_after: number("x-mock-cut-after").map(|n| n as usize),
+        }
+    }
+
+    fn record(&self, req: &Request) {
+        self.recorder.push(Recorded {
+            method: String::from_utf8_lossy(&req.head.method_raw).into_owned(),
+            target: String::from_utf8_lossy(&req.head.target).into_owned(),
+            headers: req
+                .head
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        String::from_utf8_lossy(&h.name).to_ascii_lowercase(),
+                        String::from_utf8_lossy(&h.value).into_owned(),
+                    )
+                })
+                .collect(),
+            body: req.body.clone(),
+            worker: self.worker,
+        });
+    }
+}
+
+impl Service for MockService {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: 256 * 1024 * 1024,
+            ..Limits::default()
+        }
+    }
+
+    async fn call(&self, req: Request, res: &mut Responder<'_>) {
+        self.record(&req);
+        let knobs = self.knobs(&req.head);
+        if !knobs.latency.is_zero() {
+            monoio::time::sleep(knobs.latency).await;
+        }
+        if let Some(status) = knobs.status {
+            let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
+            if let Some(ra) = &knobs.retry_after {
+                headers.push(("retry-after", ra.as_bytes()));
+            }
+            let body = openai::error_body(status);
+            let _ = res.send(status, &headers, Bytes::from(body)).await;
+            return;
+        }
+        let _ = openai::answer(&req, &knobs, res).await;
+    }
+}

@@ -1,0 +1,99 @@
+//! Endpoints rotor answers itself: `GET /health` and `GET /v1/models`.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::error::{ErrorKind, ProxyError, Side};
+use super::{Core, RequestContext};
+use crate::config::Client;
+use crate::server::Responder;
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'a str,
+    generation: u64,
+    uptime_s: u64,
+    providers: usize,
+    usable_keys: usize,
+    open_connections: usize,
+    worker: usize,
+}
+
+pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
+    let config = &ctx.generation.config;
+    let usable_keys = config
+        .providers
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| p.keys.len())
+        .sum();
+    let body = Health {
+        status: if usable_keys > 0 { "ok" } else { "degraded" },
+        generation: ctx.generation.id,
+        uptime_s: core.gateway.started.elapsed().as_secs(),
+        providers: config.providers.iter().filter(|p| p.enabled).count(),
+        usable_keys,
+        open_connections: core.gateway.gate.open_connections(),
+        worker: core.worker,
+    };
+    send_json(res, ctx, &body).await
+}
+
+#[derive(Serialize)]
+struct ModelList<'a> {
+    object: &'static str,
+    data: Vec<ModelEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct ModelEntry<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    owned_by: &'a str,
+}
+
+/// Every client-facing model name (aliases included) this client may use, sorted.
+pub(super) async fn models(
+    ctx: &RequestContext,
+    client: Option<&Client>,
+    res: &mut Responder<'_>,
+) -> Result<(), ProxyError> {
+    let config = &ctx.generation.config;
+    let mut data: Vec<ModelEntry> = config
+        .routes
+        .by_model
+        .values()
+        .filter(|route| client.is_none_or(|c| c.allows(&route.model)))
+        .map(|route| ModelEntry {
+            id: &route.model,
+            object: "model",
+            created: 0,
+            owned_by: route
+                .candidates
+                .first()
+                .and_then(|c| config.providers.get(c.provider))
+                .map_or("rotor", |p| p.name.as_str()),
+        })
+        .collect();
+    data.sort_by(|a, b| a.id.cmp(b.id));
+    send_json(res, ctx, &ModelList { object: "list", data }).await
+}
+
+async fn send_json<T: Serialize>(res: &mut Responder<'_>, ctx: &RequestContext, value: &T) -> Result<(), ProxyError> {
+    let body = sonic_rs::to_vec(value).map_err(|e| {
+        ProxyError::new(
+            ErrorKind::Internal,
+            Side::Internal,
+            format!("cannot encode response: {e}"),
+        )
+    })?;
+    let headers: [(&str, &[u8]); 2] = [("content-type", b"application/json"), ("x-request-id", &ctx.request_id)];
+    res.send(200, &headers, Bytes::from(body)).await.map_err(|e| {
+        ProxyError::new(
+            ErrorKind::Internal,
+            Side::Downstream,
+            format!("client connection lost: {e}"),
+        )
+    })
+}

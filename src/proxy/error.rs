@@ -1,0 +1,161 @@
+//! The one error shape of the request path, and the one place it becomes an HTTP response.
+//! Invariant: error messages never contain secrets (keys appear only masked), and every error a
+//! client can see has its status, an OpenAI-style `type` and, where useful, a `code`.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use crate::server::Responder;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    NoRoute,
+    MethodNotAllowed,
+    UpstreamFailed,
+    UpstreamTimeout,
+    NoUsableKey,
+    Internal,
+}
+
+#[derive(Debug)]
+struct Inner {
+    kind: ErrorKind,
+    side: Side,
+    message: Cow<'static, str>,
+    code: Option<&'static str>,
+    param: Option<&'static str>,
+}
+
+/// Boxed so `Result<T, ProxyError>` stays one pointer wide on the hot path.
+#[derive(Debug)]
+pub struct ProxyError(Box<Inner>);
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind, side: Side, message: impl Into<Cow<'static, str>>) -> Self {
+        ProxyError(Box::new(Inner {
+            kind,
+            side,
+            message: message.into(),
+            code: None,
+            param: None,
+        }))
+    }
+
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::BadRequest, Side::Downstream, message)
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.0.code = Some(code);
+        self
+    }
+
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.0.param = Some(param);
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+
+    pub fn side(&self) -> Side {
+        self.0.side
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    pub fn status(&self) -> u16 {
+        match self.0.kind {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound | ErrorKind::NoRoute => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::UpstreamFailed => 502,
+            ErrorKind::NoUsableKey => 503,
+            ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    fn openai_type(&self) -> &'static str {
+        match self.0.kind {
+            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::NoRoute | ErrorKind::MethodNotAllowed => {
+                "invalid_request_error"
+            }
+            ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::Forbidden => "permission_error",
+            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout | ErrorKind::NoUsableKey => "upstream_error",
+            ErrorKind::Internal => "server_error",
+        }
+    }
+
+    /// The OpenAI error envelope.
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(96 + self.0.message.len());
+        body.extend_from_slice(b"{\"error\":{\"message\":");
+        push_json_string(&mut body, &self.0.message);
+        body.extend_from_slice(b",\"type\":\"");
+        body.extend_from_slice(self.openai_type().as_bytes());
+        body.extend_from_slice(b"\",\"param\":");
+        push_optional(&mut body, self.0.param);
+        body.extend_from_slice(b",\"code\":");
+        push_optional(&mut body, self.0.code);
+        body.extend_from_slice(b"}}");
+        body
+    }
+}
+
+impl From<UpstreamError> for ProxyError {
+    fn from(e: UpstreamError) -> Self {
+        let kind = match e.kind {
+            UpstreamErrorKind::ConnectTimeout
+            | UpstreamErrorKind::FirstByteTimeout
+            | UpstreamErrorKind::IdleTimeout => ErrorKind::UpstreamTimeout,
+            _ => ErrorKind::UpstreamFailed,
+        };
+        ProxyError::new(kind, Side::Upstream, format!("upstream error: {}", e.message))
+    }
+}
+
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    match sonic_rs::to_string(s) {
+        Ok(quoted) => out.extend_from_slice(quoted.as_bytes()),
+        Err(_) => out.extend_from_slice(b"\"\""),
+    }
+}
+
+fn push_optional(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => push_json_string(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Answers `err` to the client, unless a response already started (then the connection is cut
+/// so the client sees the failure rather than a clean-looking end).
+pub async fn render(err: &ProxyError, res: &mut Responder<'_>, request_id: &[u8]) {
+    if res.started() {
+        res.abort();
+        return;
+    }
+    let body = Bytes::from(err.body());
+    let headers: [(&str, &[u8]); 2] = [("content-type", b"application/json"), ("x-request-id", request_id)];
+    let _ = res.send(err.status(), &headers, body).await;
+}

@@ -1,0 +1,177 @@
+//! Header handling on the way through: which client headers go upstream, which upstream
+//! headers come back, where credentials are read and written.
+//! Invariant: the client's credentials and hop-by-hop headers never cross rotor in either
+//! direction; the pool key is the only credential sent upstream.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use crate::codec::head::{Header, RequestHead};
+use crate::config::{Provider, ProviderKind};
+
+/// Client request headers rotor sets itself or must not forward.
+const NOT_FORWARDED: &[&str] = &[
+    // hop-by-hop (RFC 9110 7.6.1)
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    // set by rotor for the upstream hop
+    "host",
+    "content-length",
+    "expect",
+    // the client's own credentials
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    // rotor reads response bodies (usage) and relays SSE as it arrives: no compression upstream
+    "accept-encoding",
+];
+
+/// Upstream response headers that describe the upstream hop only.
+const NOT_RETURNED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "x-request-id",
+];
+
+fn listed(name: &[u8], list: &[&str]) -> bool {
+    list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Names listed in the client's `Connection` header are hop-by-hop too.
+fn named_by_connection(head: &RequestHead, name: &[u8]) -> bool {
+    head.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+}
+
+/// The key the client presented: `Authorization: Bearer <key>`, else `x-api-key`.
+pub fn client_key(head: &RequestHead) -> Option<&[u8]> {
+    if let Some(value) = head.header("authorization") {
+        let value = value.trim_ascii();
+        if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
+            return Some(value[7..].trim_ascii());
+        }
+    }
+    head.header("x-api-key").map(|v| v.trim_ascii())
+}
+
+/// The client's `x-request-id` when it is a sane token, else a fresh random id.
+pub fn request_id(head: &RequestHead) -> Bytes {
+    if let Some(id) = head.header("x-request-id") {
+        if !id.is_empty() && id.len() <= 64 && id.iter().all(|b| b.is_ascii_graphic()) {
+            return id.clone();
+        }
+    }
+    let mut out = BytesMut::with_capacity(16);
+    let n = fastrand::u64(..);
+    for shift in (0..16).rev() {
+        out.put_u8(b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize]);
+    }
+    out.freeze()
+}
+
+/// Writes the upstream request head: request line, Host, the pool key in the provider's way,
+/// Content-Length, the client's end-to-end headers, then the provider's configured headers.
+pub fn upstream_request_head(
+    head: &RequestHead,
+    provider: &Provider,
+    key: &str,
+    upstream_path: &str,
+    body_len: usize,
+) -> BytesMut {
+    let mut out = BytesMut::with_capacity(512);
+    out.put_slice(&head.method_raw);
+    out.put_u8(b' ');
+    out.put_slice(provider.base_url.path.as_bytes());
+    out.put_slice(upstream_path.as_bytes());
+    if let Some(query) = head.query() {
+        out.put_u8(b'?');
+        out.put_slice(query.as_bytes());
+    }
+    out.put_slice(b" HTTP/1.1\r\nhost: ");
+    out.put_slice(provider.base_url.host_header.as_bytes());
+    out.put_slice(b"\r\n");
+    match provider.kind {
+        ProviderKind::Anthropic => {
+            put_header(&mut out, b"x-api-key", key.as_bytes());
+            if head.header("anthropic-version").is_none() {
+                put_header(&mut out, b"anthropic-version", b"2023-06-01");
+            }
+        }
+        ProviderKind::Gemini => put_header(&mut out, b"x-goog-api-key", key.as_bytes()),
+        _ => {
+            out.put_slice(b"authorization: Bearer ");
+            out.put_slice(key.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+    }
+    if body_len > 0 || head.method_raw.as_ref() != b"GET" {
+        let mut digits = itoa::Buffer::new();
+        put_header(&mut out, b"content-length", digits.format(body_len).as_bytes());
+    }
+    for Header { name, value } in &head.headers {
+        if listed(name, NOT_FORWARDED) || named_by_connection(head, name) {
+            continue;
+        }
+        if provider
+            .headers
+            .iter()
+            .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        put_header(&mut out, name, value);
+    }
+    for (name, value) in &provider.headers {
+        put_header(&mut out, name.as_bytes(), value.as_bytes());
+    }
+    out.put_slice(b"\r\n");
+    out
+}
+
+fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+pub type ResponseHeaders<'a> = SmallVec<[(&'a str, &'a [u8]); 24]>;
+
+/// Upstream response headers worth returning (end-to-end ones), plus rotor's own.
+pub fn response_headers<'a>(
+    upstream: &'a [Header],
+    request_id: &'a [u8],
+    provider: &'a str,
+    attempts: &'a [u8],
+) -> ResponseHeaders<'a> {
+    let mut out = ResponseHeaders::new();
+    for h in upstream {
+        if listed(&h.name, NOT_RETURNED) {
+            continue;
+        }
+        if let Ok(name) = std::str::from_utf8(&h.name) {
+            out.push((name, &h.value));
+        }
+    }
+    out.push(("x-request-id", request_id));
+    out.push(("x-rotor-provider", provider.as_bytes()));
+    out.push(("x-rotor-attempts", attempts));
+    out
+}

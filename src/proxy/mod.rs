@@ -1,0 +1,185 @@
+//! The request path, as named phases run top to bottom for every request:
+//!
+//! | phase        | reads                               | writes            | errors      |
+//! |--------------|-------------------------------------|-------------------|-------------|
+//! | route        | method, path                        |                   | 404, 405    |
+//! | authenticate | `Authorization` / `x-api-key`, clients | the `Client`   | 401         |
+//! | inspect      | body (`model`, `stream`, strictly)  |                   | 400         |
+//! | authorize    | client model globs                  |                   | 403         |
+//! | select       | route table, per-core balance       | balance cursors   | 404, 501    |
+//! | adapt        | alias -> upstream model             | request body      |             |
+//! | send         | per-core pool, connector            | pool              | 502, 504    |
+//! | relay        | upstream response                   | client connection | (cut)       |
+//! | finish       | exchange state                      | pool              |             |
+//!
+//! `route`/`authenticate` live here, `inspect` through `relay` in `forward`, and the only
+//! error-to-HTTP mapping in `error::render`. Invariant: one request holds one config generation
+//! from start to end, so a reload never changes a request midway.
+
+mod endpoints;
+pub mod error;
+mod forward;
+mod headers;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use error::{ErrorKind, ProxyError, Side};
+
+use crate::codec::head::{Method, RequestHead};
+use crate::config::Client;
+use crate::route::CoreBalance;
+use crate::runtime::{Gateway, Generation};
+use crate::server::{Limits, Request, Responder, Service};
+use crate::upstream::Pool;
+
+/// One worker's gateway state. Lives on its core only (`Rc`, `Cell`, `RefCell`); no borrow is
+/// ever held across an `.await`.
+pub struct Core {
+    pub worker: usize,
+    pub gateway: Arc<Gateway>,
+    pub pool: Pool,
+    balance: RefCell<CoreBalance>,
+    pool_generation: Cell<u64>,
+}
+
+/// What every phase of one request may read.
+pub struct RequestContext {
+    pub generation: Arc<Generation>,
+    pub request_id: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    Models,
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    /// Any other `/v1/*`, relayed to an OpenAI-kind provider.
+    Passthrough,
+}
+
+impl Core {
+    pub fn new(worker: usize, gateway: Arc<Gateway>) -> Self {
+        let generation = gateway.current();
+        let upstream = &generation.config.upstream;
+        Core {
+            worker,
+            pool: Pool::new(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout),
+            balance: RefCell::new(CoreBalance::new(worker)),
+            pool_generation: Cell::new(generation.id),
+            gateway,
+        }
+    }
+
+    /// Per-core periodic work: reap idle upstream connections, follow pool settings on reload.
+    pub async fn housekeeping(core: Rc<Core>) {
+        while !core.gateway.shutdown.is_stopping() {
+            monoio::time::sleep(Duration::from_secs(1)).await;
+            let generation = core.gateway.current();
+            if core.pool_generation.get() != generation.id {
+                core.pool_generation.set(generation.id);
+                let upstream = &generation.config.upstream;
+                core.pool
+                    .resize(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout);
+            }
+            core.pool.reap();
+        }
+    }
+
+    async fn handle(&self, ctx: &RequestContext, req: Request, res: &mut Responder<'_>) -> Result<(), ProxyError> {
+        let endpoint = route(&req.head)?;
+        if endpoint == Endpoint::Health {
+            return endpoints::health(self, ctx, res).await;
+        }
+        let client = authenticate(&ctx.generation.config.clients, &req.head)?;
+        match endpoint {
+            Endpoint::Models => endpoints::models(ctx, client, res).await,
+            _ => forward::forward(self, ctx, endpoint, client, req, res).await,
+        }
+    }
+}
+
+impl Service for Core {
+    fn limits(&self) -> Limits {
+        let generation = self.gateway.current();
+        let server = &generation.config.server;
+        Limits {
+            max_header_bytes: server.max_header_bytes,
+            max_body_bytes: server.max_body_bytes,
+            header_read_timeout: server.header_read_timeout,
+            keepalive_timeout: server.keepalive_timeout,
+        }
+    }
+
+    async fn call(&self, req: Request, res: &mut Responder<'_>) {
+        let request_id = headers::request_id(&req.head);
+        let ctx = RequestContext {
+            generation: self.gateway.current(),
+            request_id,
+        };
+        if let Err(err) = self.handle(&ctx, req, res).await {
+            tracing::debug!(request_id = ?ctx.request_id, status = err.status(), "{}", err.message());
+            error::render(&err, res, &ctx.request_id).await;
+        }
+    }
+}
+
+/// Phase `route`: path and method -> endpoint.
+fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
+    let path = head.path();
+    let (endpoint, method) = match path {
+        "/health" => (Endpoint::Health, Method::Get),
+        "/v1/models" => (Endpoint::Models, Method::Get),
+        "/v1/chat/completions" => (Endpoint::ChatCompletions, Method::Post),
+        "/v1/completions" => (Endpoint::Completions, Method::Post),
+        "/v1/embeddings" => (Endpoint::Embeddings, Method::Post),
+        p if p.starts_with("/v1/") => return Ok(Endpoint::Passthrough),
+        _ => {
+            return Err(
+                ProxyError::new(ErrorKind::NotFound, Side::Downstream, format!("unknown path {path}"))
+                    .with_code("unknown_url"),
+            )
+        }
+    };
+    let allowed = head.method == method || (method == Method::Get && head.method == Method::Head);
+    if !allowed {
+        return Err(ProxyError::new(
+            ErrorKind::MethodNotAllowed,
+            Side::Downstream,
+            format!("{path} accepts {method:?} only"),
+        ));
+    }
+    Ok(endpoint)
+}
+
+/// Phase `authenticate`: the client key from `Authorization: Bearer` or `x-api-key`, compared in
+/// constant time against every configured client. No clients configured = open gateway.
+fn authenticate<'c>(clients: &'c [Client], head: &RequestHead) -> Result<Option<&'c Client>, ProxyError> {
+    if clients.is_empty() {
+        return Ok(None);
+    }
+    let presented = headers::client_key(head).ok_or_else(|| {
+        ProxyError::new(
+            ErrorKind::Unauthorized,
+            Side::Downstream,
+            "missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key'",
+        )
+        .with_code("missing_api_key")
+    })?;
+    // Every client is compared (no early exit), so timing does not reveal which prefix matched.
+    let mut found = None;
+    for client in clients {
+        if client.key.ct_eq(presented) && found.is_none() {
+            found = Some(client);
+        }
+    }
+    found.map(Some).ok_or_else(|| {
+        ProxyError::new(ErrorKind::Unauthorized, Side::Downstream, "invalid API key").with_code("invalid_api_key")
+    })
+}

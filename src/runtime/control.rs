@@ -1,0 +1,95 @@
+//! The control thread: the one place that may block. It reloads the config (SIGHUP, file
+//! change), refreshes DNS, and turns SIGTERM/SIGINT into a graceful shutdown.
+//! Invariant: a failed reload is logged and changes nothing.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{upstream_hosts, Gateway};
+use crate::config::ConfigSource;
+
+const TICK: Duration = Duration::from_millis(100);
+const FILE_CHECK: Duration = Duration::from_secs(1);
+const DNS_REFRESH: Duration = Duration::from_secs(30);
+
+/// Flags set by signal handlers (signal-hook), read by the control thread.
+#[derive(Clone, Default)]
+pub struct Signals {
+    pub reload: Arc<AtomicBool>,
+    pub terminate: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Registers SIGHUP (reload) and SIGTERM/SIGINT (graceful stop). Binary only: tests drive
+    /// the same paths through `Gateway::reload` and `Running::stop`.
+    pub fn install() -> std::io::Result<Self> {
+        let signals = Signals::default();
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, signals.reload.clone())?;
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, signals.terminate.clone())?;
+        signal_hook::flag::register(signal_hook::consts::SIGINT, signals.terminate.clone())?;
+        Ok(signals)
+    }
+}
+
+pub fn spawn(gateway: Arc<Gateway>, signals: Option<Signals>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("rotor-control".into())
+        .spawn(move || run(gateway, signals.unwrap_or_default()))
+}
+
+#[allow(clippy::disallowed_methods)] // sleeping is fine here: this thread exists to block
+fn run(gateway: Arc<Gateway>, signals: Signals) {
+    let mut watched = watched_file(&gateway);
+    let mut last_file_check = Instant::now();
+    let mut last_dns = Instant::now();
+    while !gateway.shutdown.is_stopping() {
+        std::thread::sleep(TICK);
+        if signals.terminate.swap(false, Ordering::Relaxed) {
+            tracing::info!("signal received: no longer accepting; finishing requests in flight");
+            gateway.shutdown.trigger();
+            break;
+        }
+        let mut reload = signals.reload.swap(false, Ordering::Relaxed);
+        if last_file_check.elapsed() >= FILE_CHECK {
+            last_file_check = Instant::now();
+            if let Some((path, seen)) = &mut watched {
+                let now = modified(path);
+                if now != *seen {
+                    *seen = now;
+                    reload = true;
+                }
+            }
+        }
+        if reload {
+            match gateway.reload() {
+                Ok(id) => tracing::info!(generation = id, "config reloaded"),
+                Err(e) => tracing::error!("config reload rejected, keeping the running config: {e}"),
+            }
+            watched = watched_file(&gateway);
+        }
+        if last_dns.elapsed() >= DNS_REFRESH {
+            last_dns = Instant::now();
+            let hosts = upstream_hosts(&gateway.current().config);
+            for failure in gateway.resolver.refresh(hosts) {
+                tracing::warn!("cannot resolve upstream {failure}; keeping previous addresses");
+            }
+        }
+    }
+}
+
+/// The config file and its modification time, polled once a second. Polling a stat is cheaper
+/// to reason about than inotify here: editors and Kubernetes ConfigMaps replace the file
+/// through renames and symlink swaps, which watchers of the old inode miss.
+fn watched_file(gateway: &Gateway) -> Option<(PathBuf, Option<SystemTime>)> {
+    match &gateway.current().config.source {
+        ConfigSource::File(path) => Some((path.clone(), modified(path))),
+        ConfigSource::Environment => None,
+    }
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}

@@ -1,0 +1,193 @@
+//! Process shape: N worker threads (one monoio runtime and one SO_REUSEPORT listener each) and
+//! one control thread for everything that may block (reload, DNS, periodic jobs).
+//! Invariant: workers only ever read the config through `Gateway::current`, an atomic pointer;
+//! a reload prepares a whole new `Generation` (which may fail) and then swaps it in (which
+//! cannot), so in-flight requests finish on the generation they started with.
+
+pub mod control;
+mod listen;
+mod shutdown;
+mod workers;
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+pub use listen::bind_listeners;
+pub use shutdown::Shutdown;
+pub use workers::{run_on_driver, spawn_workers, uses_io_uring, WorkerSpec};
+
+use crate::config::{self, Config, ConfigSource};
+use crate::server::{ConnectionGate, WorkerServer};
+use crate::upstream::{dns::Resolver, tls, Connector};
+
+/// One configuration generation with everything derived from it.
+pub struct Generation {
+    pub id: u64,
+    pub config: Arc<Config>,
+    pub connector: Connector,
+}
+
+/// Process-wide shared state (`Send + Sync`); each worker builds its own `Core` from it.
+pub struct Gateway {
+    current: ArcSwap<Generation>,
+    next_id: AtomicU64,
+    pub resolver: Arc<Resolver>,
+    pub shutdown: Shutdown,
+    pub gate: Arc<ConnectionGate>,
+    pub started: Instant,
+}
+
+impl Gateway {
+    /// Prepares generation 1: TLS roots loaded, every upstream host resolved.
+    pub fn new(config: Config) -> Result<Arc<Self>, String> {
+        let resolver = Arc::new(Resolver::default());
+        let first = prepare(1, config, &resolver)?;
+        Ok(Arc::new(Gateway {
+            current: ArcSwap::from_pointee(first),
+            next_id: AtomicU64::new(2),
+            resolver,
+            shutdown: Shutdown::default(),
+            gate: Arc::new(ConnectionGate::default()),
+            started: Instant::now(),
+        }))
+    }
+
+    /// The live generation (an atomic pointer load; hold the `Arc` for a whole request).
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Loads the config again from where it came from; on success it serves new requests.
+    /// On failure the running generation stays and the error says why.
+    pub fn reload(&self) -> Result<u64, String> {
+        let source = self.current().config.source.clone();
+        let config = match &source {
+            ConfigSource::File(path) => config::load(path).map_err(|e| e.to_string())?,
+            ConfigSource::Environment => config::from_env()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "ROTOR_UPSTREAM_URL is no longer set".to_owned())?,
+        };
+        self.install(config)
+    }
+
+    /// Prepares and swaps in `config` as the next generation.
+    pub fn install(&self, config: Config) -> Result<u64, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let generation = prepare(id, config, &self.resolver)?;
+        self.current.store(Arc::new(generation));
+        Ok(id)
+    }
+}
+
+fn prepare(id: u64, config: Config, resolver: &Arc<Resolver>) -> Result<Generation, String> {
+    let tls_config = tls::client_config(config.upstream.ca_file.as_deref())?;
+    let tls_id = config
+        .upstream
+        .ca_file
+        .as_ref()
+        .map_or(0, |p| ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(p) | 1);
+    let failures = resolver.refresh(upstream_hosts(&config));
+    for failure in failures {
+        tracing::warn!("cannot resolve upstream {failure}; will retry");
+    }
+    let connector = Connector {
+        resolver: resolver.clone(),
+        tls: monoio_rustls::TlsConnector::from(tls_config),
+        tls_id,
+    };
+    Ok(Generation {
+        id,
+        config: Arc::new(config),
+        connector,
+    })
+}
+
+pub(crate) fn upstream_hosts(config: &Config) -> Vec<(String, u16)> {
+    config
+        .providers
+        .iter()
+        .map(|p| (p.base_url.host.clone(), p.base_url.port))
+        .collect()
+}
+
+/// A started gateway: its bound address and the threads to join.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    workers: Vec<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting; in-flight requests get `shutdown_grace` to finish.
+    pub fn stop(&self) {
+        self.gateway.shutdown.trigger();
+    }
+
+    /// Waits for every worker and the control thread to end.
+    pub fn wait(mut self) {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+    }
+}
+
+/// Binds, starts the workers and the control thread, and returns at once.
+pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Running> {
+    let server = &config.server;
+    let spec = WorkerSpec {
+        count: server.workers.max(1),
+        driver: server.driver,
+        pin: server.pin_workers,
+        name: "rotor-worker",
+    };
+    let (addr, listeners) = bind_listeners(server.listen, spec.count)?;
+    if config.clients.is_empty() {
+        tracing::warn!("no [[clients]] configured: the gateway is open to anyone who can reach {addr}");
+    }
+    let gateway = Gateway::new(config).map_err(io::Error::other)?;
+    let workers = {
+        let gateway = gateway.clone();
+        spawn_workers(&spec, listeners, move |index, listener| {
+            let gateway = gateway.clone();
+            async move { run_worker(index, listener, gateway).await }
+        })?
+    };
+    let control = control::spawn(gateway.clone(), signals)?;
+    tracing::info!(
+        %addr,
+        workers = spec.count,
+        io_uring = uses_io_uring(spec.driver),
+        "rotor listening"
+    );
+    Ok(Running {
+        addr,
+        gateway,
+        workers,
+        control: Some(control),
+    })
+}
+
+async fn run_worker(index: usize, listener: monoio::net::TcpListener, gateway: Arc<Gateway>) {
+    let generation = gateway.current();
+    let server_config = &generation.config.server;
+    let server = WorkerServer::new(
+        gateway.gate.clone(),
+        server_config.max_connections,
+        server_config.shutdown_grace,
+    );
+    let core = Rc::new(crate::proxy::Core::new(index, gateway.clone()));
+    monoio::spawn(crate::proxy::Core::housekeeping(core.clone()));
+    let stop = gateway.shutdown.subscribe();
+    server.serve(listener, core, stop).await;
+}

@@ -1,0 +1,109 @@
+//! Worker threads: one monoio runtime per thread, each driving its own listener.
+//! Invariant: a worker's state never leaves its thread; it is built inside the thread from a
+//! `Send` factory ("send factory, per-core service").
+
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use crate::config::Driver;
+
+/// io_uring submission queue size; the default 1024 is small for 10k concurrent streams.
+const RING_ENTRIES: u32 = 4096;
+
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub count: usize,
+    pub driver: Driver,
+    pub pin: bool,
+    /// Thread name prefix, e.g. "rotor-worker".
+    pub name: &'static str,
+}
+
+/// Starts `spec.count` worker threads. Worker `i` receives listener `i` and runs the future that
+/// `body(i, listener)` returns until it completes.
+pub fn spawn_workers<F, Fut>(spec: &WorkerSpec, listeners: Vec<TcpListener>, body: F) -> io::Result<Vec<JoinHandle<()>>>
+where
+    F: Fn(usize, monoio::net::TcpListener) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let body = body.clone();
+        let driver = spec.driver;
+        let pin = spec.pin;
+        let handle = std::thread::Builder::new()
+            .name(format!("{}-{index}", spec.name))
+            .spawn(move || {
+                if pin {
+                    if let Err(e) = monoio::utils::bind_to_cpu_set([index % cores]) {
+                        tracing::warn!(worker = index, "cannot pin worker to a core: {e}");
+                    }
+                }
+                if let Err(e) = run_on_driver(driver, move || async move {
+                    match monoio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => body(index, listener).await,
+                        Err(e) => tracing::error!(worker = index, "cannot adopt listener: {e}"),
+                    }
+                }) {
+                    tracing::error!(worker = index, "worker runtime failed to start: {e}");
+                }
+            })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// Runs one future to completion on a runtime of the chosen driver, with timers enabled.
+pub fn run_on_driver<F, Fut>(driver: Driver, make: F) -> io::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    match driver {
+        Driver::Auto => {
+            if !monoio::utils::detect_uring() {
+                say_fallback_once();
+            }
+            let mut rt = RuntimeBuilder::<FusionDriver>::new()
+                .enable_timer()
+                .with_entries(RING_ENTRIES)
+                .build()?;
+            rt.block_on(make());
+        }
+        Driver::IoUring => {
+            let mut rt = RuntimeBuilder::<IoUringDriver>::new()
+                .enable_timer()
+                .with_entries(RING_ENTRIES)
+                .build()
+                .map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?;
+            rt.block_on(make());
+        }
+        Driver::Legacy => {
+            let mut rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?;
+            rt.block_on(make());
+        }
+    }
+    Ok(())
+}
+
+/// Whether io_uring would be used under `driver` (for the start-up log line and `/health`).
+pub fn uses_io_uring(driver: Driver) -> bool {
+    match driver {
+        Driver::Auto => monoio::utils::detect_uring(),
+        Driver::IoUring => true,
+        Driver::Legacy => false,
+    }
+}
+
+fn say_fallback_once() {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!("io_uring is unavailable here; using the epoll (legacy) driver");
+    }
+}

@@ -1,0 +1,185 @@
+//! Downstream HTTP/1.1 server: accept loop, keep-alive connections, request limits and
+//! timeouts, and the `Responder` a service writes its answer through.
+//! Invariant: a service sees only complete, validated requests (head and whole body within
+//! limits); malformed framing is answered 4xx and the connection closed before any service runs.
+
+mod conn;
+mod respond;
+mod unwind;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+pub use respond::Responder;
+
+use crate::codec::head::RequestHead;
+
+/// Limits applied while reading requests; read from the live config for every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 32 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// A complete request: validated head and the whole body.
+#[derive(Debug)]
+pub struct Request {
+    pub head: RequestHead,
+    pub body: Bytes,
+    pub peer: SocketAddr,
+    /// When the first byte of the head arrived (the start of rotor's own latency).
+    pub received_at: Instant,
+}
+
+/// What a worker serves: the gateway, or the built-in mock. One instance per core.
+#[allow(async_fn_in_trait)] // single-threaded runtime: futures never cross threads
+pub trait Service: 'static {
+    fn limits(&self) -> Limits;
+    /// Answers one request through `res`. Whatever happens, the service must either send a
+    /// complete response or leave `res` marked broken (the connection then closes).
+    async fn call(&self, req: Request, res: &mut Responder<'_>);
+}
+
+/// Process-wide connection accounting shared by all workers of one server.
+#[derive(Debug, Default)]
+pub struct ConnectionGate {
+    open: AtomicUsize,
+    accepted: AtomicUsize,
+    refused: AtomicUsize,
+    panics: AtomicUsize,
+}
+
+impl ConnectionGate {
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+    /// Connections accepted since start.
+    pub fn accepted_connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+    pub fn refused_connections(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
+    }
+    /// Connection tasks that panicked (each closed its own connection only).
+    pub fn panics(&self) -> usize {
+        self.panics.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-worker server state.
+pub struct WorkerServer {
+    pub gate: Arc<ConnectionGate>,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    in_flight: Rc<Cell<usize>>,
+}
+
+impl WorkerServer {
+    pub fn new(gate: Arc<ConnectionGate>, max_connections: usize, shutdown_grace: Duration) -> Self {
+        WorkerServer {
+            gate,
+            max_connections,
+            shutdown_grace,
+            in_flight: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// Accepts until `stop` fires, then waits (up to the grace period) for requests in flight on
+    /// this worker to finish. Idle keep-alive connections are dropped with the runtime.
+    pub async fn serve<S: Service>(
+        &self,
+        listener: monoio::net::TcpListener,
+        service: Rc<S>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        loop {
+            monoio::select! {
+                _ = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.admit(stream, peer, &service),
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        // Out of fds or similar: back off instead of spinning.
+                        monoio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let deadline = Instant::now() + self.shutdown_grace;
+        while self.in_flight.get() > 0 && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if self.in_flight.get() > 0 {
+            tracing::warn!(abandoned = self.in_flight.get(), "shutdown grace elapsed");
+        }
+    }
+
+    fn admit<S: Service>(&self, stream: monoio::net::TcpStream, peer: SocketAddr, service: &Rc<S>) {
+        self.gate.accepted.fetch_add(1, Ordering::Relaxed);
+        let open = self.gate.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let guard = OpenConnection(self.gate.clone());
+        if open > self.max_connections {
+            self.gate.refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            drop(guard);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let in_flight = self.in_flight.clone();
+        let gate = self.gate.clone();
+        monoio::spawn(async move {
+            let outcome = unwind::CatchUnwind::new(conn::serve_connection(stream, peer, service, in_flight)).await;
+            if outcome.is_err() {
+                gate.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%peer, "connection task panicked; closed that connection only");
+            }
+            drop(guard);
+        });
+    }
+}
+
+struct OpenConnection(Arc<ConnectionGate>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `fut` with the in-flight count of this worker raised, even if it panics.
+pub(crate) struct InFlight(Rc<Cell<usize>>);
+
+impl InFlight {
+    pub(crate) fn enter(counter: &Rc<Cell<usize>>) -> Self {
+        counter.set(counter.get() + 1);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}

@@ -1,0 +1,234 @@
+//! Writing responses to the downstream client: whole bodies in one write, streamed bodies one
+//! write per piece so SSE events leave as soon as they arrive.
+//! Invariant: the connection is reused only after a response was completely framed; anything
+//! else (service forgot to answer, stream cut, write failed) closes it.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
+use crate::codec::encode::{write_chunk, write_last_chunk, write_response_head};
+use crate::codec::head::BodyFraming;
+use crate::net::write_all_buf;
+
+/// Bodies up to this size are copied behind the head and sent in one write; larger ones are
+/// sent as a second, zero-copy write.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Fresh,
+    /// Head sent with chunked framing; pieces follow.
+    Chunked,
+    /// Head sent with a content-length; this many body bytes are still owed.
+    Sized(u64),
+    Done,
+    Broken,
+}
+
+pub struct Responder<'a> {
+    io: &'a mut TcpStream,
+    out: BytesMut,
+    keep_alive: bool,
+    head_only: bool,
+    state: State,
+    bytes_out: u64,
+}
+
+impl<'a> Responder<'a> {
+    pub(super) fn new(io: &'a mut TcpStream, out: BytesMut, keep_alive: bool, head_only: bool) -> Self {
+        Responder {
+            io,
+            out,
+            keep_alive,
+            head_only,
+            state: State::Fresh,
+            bytes_out: 0,
+        }
+    }
+
+    /// Body bytes written so far (for accounting).
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+
+    /// Whether anything has been sent; after that, errors can no longer become a status code.
+    pub fn started(&self) -> bool {
+        self.state != State::Fresh
+    }
+
+    /// Asks for the connection to close after this response (`Connection: close` is sent if the
+    /// head has not gone yet).
+    pub fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// Sends a complete response with a content-length.
+    pub async fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: Bytes) -> io::Result<()> {
+        self.expect_fresh()?;
+        write_response_head(
+            &mut self.out,
+            status,
+            headers,
+            BodyFraming::Length(body.len() as u64),
+            self.keep_alive,
+        );
+        let body = if self.head_only { Bytes::new() } else { body };
+        let result = if body.len() <= COALESCE_LIMIT {
+            self.out.extend_from_slice(&body);
+            write_all_buf(self.io, &mut self.out).await
+        } else {
+            match write_all_buf(self.io, &mut self.out).await {
+                Ok(()) => self.io.write_all(body.clone()).await.0.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        };
+        self.settle(result, State::Done, body.len() as u64)
+    }
+
+    /// Sends the head of a streamed response. `length` = Some(n) keeps the upstream's
+    /// content-length (pieces are then raw), None uses chunked framing.
+    pub async fn start(&mut self, status: u16, headers: &[(&str, &[u8])], length: Option<u64>) -> io::Result<()> {
+        self.expect_fresh()?;
+        let (framing, next) = match length {
+            Some(n) => (BodyFraming::Length(n), State::Sized(n)),
+            None => (BodyFraming::Chunked, State::Chunked),
+        };
+        write_response_head(&mut self.out, status, headers, framing, self.keep_alive);
+        let next = if self.head_only { State::Done } else { next };
+        let result = write_all_buf(self.io, &mut self.out).await;
+        self.settle(result, next, 0)
+    }
+
+    /// Sends one piece of a streamed body, at once.
+    pub async fn piece(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let next = match self.state {
+            State::Chunked => {
+                write_chunk(&mut self.out, data);
+                State::Chunked
+            }
+            State::Sized(owed) => {
+                let n = data.len() as u64;
+                if n > owed {
+                    self.state = State::Broken;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "body longer than its content-length",
+                    ));
+                }
+                self.out.extend_from_slice(data);
+                if n == owed {
+                    State::Done
+                } else {
+                    State::Sized(owed - n)
+                }
+            }
+            State::Done if self.head_only => return Ok(()),
+            _ => return Err(self.misuse()),
+        };
+        let result = write_all_buf(self.io, &mut self.out).await;
+        self.settle(result, next, data.len() as u64)
+    }
+
+    /// Ends a streamed body (the chunked terminator). A sized body must already be complete.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        match self.state {
+            State::Chunked => {
+                write_last_chunk(&mut self.out);
+                let result = write_all_buf(self.io, &mut self.out).await;
+                self.settle(result, State::Done, 0)
+            }
+            State::Done => Ok(()),
+            _ => Err(self.misuse()),
+        }
+    }
+
+    /// Marks the response as cut: the connection will close without a terminator, so the client
+    /// sees the truncation instead of a clean-looking end.
+    pub fn abort(&mut self) {
+        self.state = State::Broken;
+    }
+
+    /// After the service returns: true when the connection may carry another request. A service
+    /// that sent nothing gets a 500 here, so no client ever waits on an empty reply.
+    pub(super) async fn complete_and_reusable(&mut self) -> bool {
+        if self.state == State::Fresh {
+            tracing::error!("service returned without a response; answering 500");
+            self.keep_alive = false;
+            let _ = write_error_into(self.io, &mut self.out, 500, "internal error: no response produced").await;
+            return false;
+        }
+        self.state == State::Done && self.keep_alive
+    }
+
+    pub(super) fn into_buffer(self) -> BytesMut {
+        self.out
+    }
+
+    fn expect_fresh(&mut self) -> io::Result<()> {
+        if self.state == State::Fresh {
+            Ok(())
+        } else {
+            Err(self.misuse())
+        }
+    }
+
+    fn misuse(&mut self) -> io::Error {
+        self.state = State::Broken;
+        io::Error::other("response written out of order")
+    }
+
+    fn settle(&mut self, result: io::Result<()>, next: State, body_bytes: u64) -> io::Result<()> {
+        match result {
+            Ok(()) => {
+                self.state = next;
+                self.bytes_out += body_bytes;
+                Ok(())
+            }
+            Err(e) => {
+                self.state = State::Broken;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A protocol-level error (before any service ran), in the OpenAI error envelope, with
+/// `Connection: close`.
+pub(super) async fn write_error(io: &mut TcpStream, out: &mut BytesMut, status: u16, reason: &str) -> io::Result<()> {
+    write_error_into(io, out, status, reason).await
+}
+
+async fn write_error_into(io: &mut TcpStream, out: &mut BytesMut, status: u16, reason: &str) -> io::Result<()> {
+    let body = error_body(reason, "invalid_request_error");
+    out.clear();
+    write_response_head(
+        out,
+        status,
+        &[("content-type", b"application/json")],
+        BodyFraming::Length(body.len() as u64),
+        false,
+    );
+    out.extend_from_slice(&body);
+    write_all_buf(io, out).await
+}
+
+/// `{"error":{"message":..,"type":..,"param":null,"code":null}}`, message JSON-escaped.
+pub fn error_body(message: &str, kind: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + message.len());
+    body.extend_from_slice(b"{\"error\":{\"message\":");
+    body.extend_from_slice(json_string(message).as_bytes());
+    body.extend_from_slice(b",\"type\":");
+    body.extend_from_slice(json_string(kind).as_bytes());
+    body.extend_from_slice(b",\"param\":null,\"code\":null}}");
+    body
+}
+
+fn json_string(s: &str) -> String {
+    sonic_rs::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+}

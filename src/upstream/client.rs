@@ -1,0 +1,202 @@
+//! One upstream exchange on one connection: write the request, read the response head, then
+//! the body piece by piece as it arrives (Content-Length, chunked, or until close).
+//! Invariant: `reusable()` is true only after the body was completely framed with nothing left
+//! over, so a pooled connection always starts at a message boundary.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::connect::Io;
+use super::error::{UpstreamError, UpstreamErrorKind};
+use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
+use crate::codec::head::HeadLimits;
+use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
+use crate::net::{read_more_within, write_all_buf};
+
+const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
+    max_head_bytes: 64 * 1024,
+    max_headers: 128,
+};
+
+pub struct Exchange {
+    pub io: Io,
+    /// Came from the pool (a failure before any response byte may be a stale connection).
+    pub reused: bool,
+    buf: BytesMut,
+    body: BodyState,
+    keep_alive: bool,
+}
+
+enum BodyState {
+    NotStarted,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+    Failed,
+}
+
+impl Exchange {
+    pub fn new(io: Io, reused: bool) -> Self {
+        Exchange {
+            io,
+            reused,
+            buf: BytesMut::new(),
+            body: BodyState::NotStarted,
+            keep_alive: false,
+        }
+    }
+
+    /// Writes the request head and body (one write when the body is small).
+    pub async fn send(&mut self, mut head: BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
+        let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
+        if body.len() <= 64 * 1024 {
+            head.extend_from_slice(body);
+            write_all_buf(&mut self.io, &mut head).await.map_err(send_err)
+        } else {
+            write_all_buf(&mut self.io, &mut head).await.map_err(send_err)?;
+            let (result, _) = monoio::io::AsyncWriteRentExt::write_all(&mut self.io, body.clone()).await;
+            result.map(|_| ()).map_err(send_err)
+        }
+    }
+
+    /// Reads the response head; `timeout` bounds the wait for it (time to first byte).
+    pub async fn read_head(&mut self, timeout: Duration, head_request: bool) -> Result<ResponseHead, UpstreamError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match parse_response_head(&mut self.buf, &RESPONSE_HEAD_LIMITS, head_request) {
+                Ok(Some(head)) => {
+                    self.keep_alive = head.keep_alive;
+                    self.body = match head.framing {
+                        ResponseFraming::Empty | ResponseFraming::Length(0) => BodyState::Done,
+                        ResponseFraming::Length(n) => BodyState::Length(n),
+                        ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(ChunkedLimits {
+                            max_line_bytes: 4096,
+                            max_trailer_bytes: 16 * 1024,
+                        })),
+                        ResponseFraming::UntilClose => BodyState::UntilClose,
+                    };
+                    return Ok(head);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match read_more_within(&mut self.io, &mut self.buf, left).await {
+                Ok(0) => {
+                    return Err(UpstreamError::new(
+                        UpstreamErrorKind::ClosedBeforeHead,
+                        "upstream closed the connection before responding",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(UpstreamError::new(
+                        UpstreamErrorKind::FirstByteTimeout,
+                        format!("no response within {} ms", timeout.as_millis()),
+                    ))
+                }
+                Err(e) if self.buf.is_empty() => {
+                    return Err(UpstreamError::new(UpstreamErrorKind::ClosedBeforeHead, e.to_string()))
+                }
+                Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.to_string())),
+            }
+        }
+    }
+
+    /// The next piece of the body as it arrives; `None` at its end. `idle` bounds each silence.
+    pub async fn next_piece(&mut self, idle: Duration) -> Result<Option<Bytes>, UpstreamError> {
+        loop {
+            match &mut self.body {
+                BodyState::Done => return Ok(None),
+                BodyState::NotStarted | BodyState::Failed => {
+                    return Err(UpstreamError::new(UpstreamErrorKind::BrokenBody, "no body to read"))
+                }
+                BodyState::Length(owed) => {
+                    if !self.buf.is_empty() {
+                        let n = (*owed).min(self.buf.len() as u64) as usize;
+                        let piece = self.buf.split_to(n).freeze();
+                        *owed -= n as u64;
+                        if *owed == 0 {
+                            self.body = BodyState::Done;
+                        }
+                        return Ok(Some(piece));
+                    }
+                }
+                BodyState::Chunked(decoder) => match decoder.decode(&mut self.buf) {
+                    Ok(Some(Chunk::Data(data))) => return Ok(Some(data)),
+                    Ok(Some(Chunk::Done)) => {
+                        self.body = BodyState::Done;
+                        return Ok(None);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.body = BodyState::Failed;
+                        return Err(UpstreamError::new(UpstreamErrorKind::BrokenBody, e.0));
+                    }
+                },
+                BodyState::UntilClose => {
+                    if !self.buf.is_empty() {
+                        return Ok(Some(self.buf.split().freeze()));
+                    }
+                }
+            }
+            self.fill(idle).await?;
+        }
+    }
+
+    /// Reads the rest of a body into one buffer, bounded by `max` bytes.
+    pub async fn read_to_end(&mut self, idle: Duration, max: usize) -> Result<Bytes, UpstreamError> {
+        let mut all = BytesMut::new();
+        while let Some(piece) = self.next_piece(idle).await? {
+            if all.len() + piece.len() > max {
+                self.body = BodyState::Failed;
+                return Err(UpstreamError::new(
+                    UpstreamErrorKind::BrokenBody,
+                    "upstream body too large",
+                ));
+            }
+            if all.is_empty() {
+                all = BytesMut::from(&piece[..]);
+            } else {
+                all.extend_from_slice(&piece);
+            }
+        }
+        Ok(all.freeze())
+    }
+
+    async fn fill(&mut self, idle: Duration) -> Result<(), UpstreamError> {
+        match read_more_within(&mut self.io, &mut self.buf, idle).await {
+            Ok(0) => {
+                if matches!(self.body, BodyState::UntilClose) {
+                    self.body = BodyState::Done;
+                    self.keep_alive = false;
+                    return Ok(());
+                }
+                self.body = BodyState::Failed;
+                Err(UpstreamError::new(
+                    UpstreamErrorKind::BrokenBody,
+                    "upstream closed mid-body",
+                ))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                self.body = BodyState::Failed;
+                Err(UpstreamError::new(
+                    UpstreamErrorKind::IdleTimeout,
+                    format!("upstream silent for {} ms", idle.as_millis()),
+                ))
+            }
+            Err(e) => {
+                self.body = BodyState::Failed;
+                Err(UpstreamError::new(UpstreamErrorKind::BrokenBody, e.to_string()))
+            }
+        }
+    }
+
+    /// True when the connection can carry another request.
+    pub fn reusable(&self) -> bool {
+        matches!(self.body, BodyState::Done) && self.keep_alive && self.buf.is_empty()
+    }
+}

@@ -1,0 +1,126 @@
+//! Opening upstream connections: pre-resolved address, TCP_NODELAY, optional TLS with SNI.
+//! Invariant: no blocking call (DNS comes from `dns::Resolver`), and every step is bounded by
+//! the connect timeout.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+use monoio_rustls::TlsConnector;
+use rustls_pki_types::ServerName;
+
+use super::dns::Resolver;
+use super::error::{UpstreamError, UpstreamErrorKind};
+use super::PoolKey;
+use crate::config::Scheme;
+
+/// A plain or TLS upstream stream.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+}
+
+pub async fn connect(
+    key: &PoolKey,
+    resolver: &Resolver,
+    tls: &TlsConnector,
+    timeout: Duration,
+) -> Result<Io, UpstreamError> {
+    let addrs = resolver.lookup(&key.host, key.port).ok_or_else(|| {
+        UpstreamError::new(
+            UpstreamErrorKind::Dns,
+            format!("{} is not resolved yet (retry shortly)", key.host),
+        )
+    })?;
+    let work = async {
+        let tcp = connect_any(&addrs).await?;
+        let _ = tcp.set_nodelay(true);
+        match key.scheme {
+            Scheme::Http => Ok(Io::Plain(tcp)),
+            Scheme::Https => {
+                let name = ServerName::try_from(key.host.to_string())
+                    .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
+                Ok(Io::Tls(Box::new(stream)))
+            }
+        }
+    };
+    match monoio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(UpstreamError::new(
+            UpstreamErrorKind::ConnectTimeout,
+            format!(
+                "connecting to {}:{} took over {} ms",
+                key.host,
+                key.port,
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, UpstreamError> {
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_addr(*addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    Err(UpstreamError::new(
+        UpstreamErrorKind::Connect,
+        last.unwrap_or_else(|| "no address".to_owned()),
+    ))
+}
+
+impl AsyncReadRent for Io {
+    async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Io::Plain(s) => s.read(buf).await,
+            Io::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Io::Plain(s) => s.readv(buf).await,
+            Io::Tls(s) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for Io {
+    async fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Io::Plain(s) => s.write(buf).await,
+            Io::Tls(s) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: monoio::buf::IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Io::Plain(s) => s.writev(buf).await,
+            Io::Tls(s) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Io::Plain(s) => s.flush().await,
+            Io::Tls(s) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Io::Plain(s) => s.shutdown().await,
+            Io::Tls(s) => s.shutdown().await,
+        }
+    }
+}

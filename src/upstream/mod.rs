@@ -1,0 +1,80 @@
+//! The upstream client: pre-resolved DNS, TCP + rustls connections, a per-core keep-alive pool
+//! and one-exchange-at-a-time HTTP/1.1 on rotor's codec.
+//! Invariant: a connection is in exactly one place: the pool, or one `Exchange`.
+
+mod client;
+mod connect;
+pub mod dns;
+mod error;
+mod pool;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::Exchange;
+pub use connect::Io;
+pub use error::{UpstreamError, UpstreamErrorKind};
+pub use pool::Pool;
+
+use crate::config::{BaseUrl, Scheme};
+
+/// Which connections are interchangeable: same scheme, host, port and TLS trust settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub scheme: Scheme,
+    pub host: Arc<str>,
+    pub port: u16,
+    /// Identity of the TLS client config (changes when `ca_file` changes).
+    pub tls: u64,
+}
+
+impl PoolKey {
+    pub fn for_base(base: &BaseUrl, tls: u64) -> Self {
+        PoolKey {
+            scheme: base.scheme,
+            host: Arc::from(base.host.as_str()),
+            port: base.port,
+            tls,
+        }
+    }
+}
+
+/// Shared, `Send` inputs every core needs to open connections.
+pub struct Connector {
+    pub resolver: Arc<dns::Resolver>,
+    pub tls: monoio_rustls::TlsConnector,
+    pub tls_id: u64,
+}
+
+/// A pooled connection if one is idle, else a new one. `reused` tells the caller whether a
+/// failure before the first response byte may be a stale connection.
+pub async fn checkout(
+    pool: &Pool,
+    connector: &Connector,
+    key: &PoolKey,
+    connect_timeout: Duration,
+) -> Result<Exchange, UpstreamError> {
+    if let Some(io) = pool.take(key) {
+        return Ok(Exchange::new(io, true));
+    }
+    let io = connect::connect(key, &connector.resolver, &connector.tls, connect_timeout).await?;
+    Ok(Exchange::new(io, false))
+}
+
+/// Opens a fresh connection, bypassing the pool (the retry after a stale pooled one).
+pub async fn connect_fresh(
+    connector: &Connector,
+    key: &PoolKey,
+    connect_timeout: Duration,
+) -> Result<Exchange, UpstreamError> {
+    let io = connect::connect(key, &connector.resolver, &connector.tls, connect_timeout).await?;
+    Ok(Exchange::new(io, false))
+}
+
+/// Returns the connection to the pool if its response was completely framed; drops it otherwise.
+pub fn checkin(pool: &Pool, key: &PoolKey, exchange: Exchange) {
+    if exchange.reusable() {
+        pool.put(key, exchange.io);
+    }
+}

@@ -1,0 +1,82 @@
+//! Per-core keep-alive pool of upstream connections, keyed by scheme, host, port and TLS
+//! settings. Invariant: only connections whose last response was completely framed, with no
+//! stray bytes and no `Connection: close`, come back here; idle ones past
+//! `pool_idle_timeout` are never handed out (and are reaped).
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+
+use super::connect::Io;
+use super::PoolKey;
+
+struct Idle {
+    io: Io,
+    since: Instant,
+}
+
+pub struct Pool {
+    idle: RefCell<AHashMap<PoolKey, Vec<Idle>>>,
+    max_idle_per_host: Cell<usize>,
+    idle_timeout: Cell<Duration>,
+}
+
+impl Pool {
+    pub fn new(max_idle_per_host: usize, idle_timeout: Duration) -> Self {
+        Pool {
+            idle: RefCell::new(AHashMap::new()),
+            max_idle_per_host: Cell::new(max_idle_per_host),
+            idle_timeout: Cell::new(idle_timeout),
+        }
+    }
+
+    /// Applies new sizes after a reload; pooled connections stay.
+    pub fn resize(&self, max_idle_per_host: usize, idle_timeout: Duration) {
+        self.max_idle_per_host.set(max_idle_per_host);
+        self.idle_timeout.set(idle_timeout);
+    }
+
+    /// The most recently used live connection for `key` (LIFO keeps a warm set small).
+    pub fn take(&self, key: &PoolKey) -> Option<Io> {
+        let timeout = self.idle_timeout.get();
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(key)?;
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() < timeout {
+                return Some(entry.io);
+            }
+        }
+        None
+    }
+
+    pub fn put(&self, key: &PoolKey, io: Io) {
+        let max = self.max_idle_per_host.get();
+        if max == 0 {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(key.clone()).or_default();
+        if list.len() >= max {
+            list.remove(0);
+        }
+        list.push(Idle {
+            io,
+            since: Instant::now(),
+        });
+    }
+
+    /// Drops connections idle past the timeout; called once a second per core.
+    pub fn reap(&self) {
+        let timeout = self.idle_timeout.get();
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|_, list| {
+            list.retain(|entry| entry.since.elapsed() < timeout);
+            !list.is_empty()
+        });
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
+    }
+}
