@@ -1,0 +1,195 @@
+//! The config file as written: serde structs mirroring DESIGN 1.2 key for key, with defaults.
+//!
+//! Invariant: every struct denies unknown keys, so a typo (`modelz`) is an error naming its
+//! path, never a silently ignored setting. Nothing here is validated beyond its type; that is
+//! `compile.rs`, which turns these into the `model.rs` types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file. Every section may be left out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub retry: RetryConfig,
+    pub storage: StorageConfig,
+    pub routing: RoutingConfig,
+    /// No `[[clients]]` = open gateway.
+    pub clients: Vec<ClientConfig>,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// 0 = one worker per available core.
+    pub workers: usize,
+    pub pin_workers: bool,
+    /// `auto` | `io_uring` | `legacy`.
+    pub driver: String,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    /// Absent (or "") = admin API off.
+    pub admin_key: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            workers: 0,
+            pin_workers: false,
+            driver: "auto".into(),
+            max_connections: 65536,
+            max_header_bytes: 32768,
+            max_body_bytes: 33_554_432,
+            header_read_timeout_ms: 10_000,
+            keepalive_timeout_ms: 75_000,
+            shutdown_grace_ms: 30_000,
+            admin_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Per worker.
+    pub pool_max_idle_per_host: usize,
+    pub pool_idle_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub first_byte_timeout_ms: u64,
+    pub stream_idle_timeout_ms: u64,
+    /// "" = webpki-roots only.
+    pub ca_file: String,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            pool_max_idle_per_host: 128,
+            pool_idle_timeout_ms: 90_000,
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 120_000,
+            stream_idle_timeout_ms: 120_000,
+            ca_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub backoff_ms: u64,
+    pub cooldown_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            backoff_ms: 50,
+            cooldown_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// "" = in-memory only.
+    pub path: String,
+    pub log_requests: bool,
+    pub retention_days: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: "data/rotor.db".into(),
+            log_requests: true,
+            retention_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// "" = none.
+    pub default_model: String,
+    /// model -> models tried after its own candidates.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub name: String,
+    pub key: String,
+    /// Absent = `["*"]`.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default = "unlimited")]
+    pub rpm: i64,
+    #[serde(default = "unlimited")]
+    pub rpd: i64,
+    #[serde(default = "unlimited")]
+    pub tpm: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// One of the eight wire protocols; checked in `compile.rs` so the message lists them.
+    pub kind: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// "" = none.
+    #[serde(default)]
+    pub keys_file: String,
+    #[serde(default = "round_robin")]
+    pub key_strategy: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "unlimited")]
+    pub rpm: i64,
+    #[serde(default = "unlimited")]
+    pub rpd: i64,
+    #[serde(default = "unlimited")]
+    pub tpm: i64,
+    /// Empty = serves any model (wildcard route).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Client-facing name -> upstream name. A `BTreeMap` so the compiled order is stable.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn unlimited() -> i64 {
+    -1
+}
+fn round_robin() -> String {
+    "round-robin".into()
+}
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
