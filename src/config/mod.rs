@@ -10,6 +10,7 @@ mod compile;
 pub mod file;
 pub mod glob;
 pub mod model;
+mod provider;
 mod routes;
 pub mod secret;
 mod url;
@@ -89,7 +90,8 @@ fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
             .span()
             .map(|s| format!(" (line {})", line_of(text, s.start)));
         let line = line.unwrap_or_default();
-        let what = inner.message().trim_end();
+        // toml's messages may span lines ("invalid table header\nexpected ..."): keep one line.
+        let what = inner.message().trim_end().replace('\n', "; ");
         if path == "." {
             ConfigError(format!("config: {what}{line}"))
         } else {

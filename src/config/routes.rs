@@ -127,11 +127,17 @@ impl Config {
             ConfigSource::File(p) => p.display().to_string(),
             ConfigSource::Environment => "ROTOR_* environment".to_string(),
         };
-        let _ = writeln!(s, "config: {source}");
+        let _ = writeln!(s, "source: {source}");
         let _ = writeln!(
             s,
-            "listen {}, {} workers, driver {:?}",
-            self.server.listen, self.server.workers, self.server.driver
+            "listen {}, {} workers, driver {}",
+            self.server.listen,
+            self.server.workers,
+            match self.server.driver {
+                Driver::Auto => "auto",
+                Driver::IoUring => "io_uring",
+                Driver::Legacy => "legacy",
+            }
         );
         let _ = writeln!(
             s,

@@ -88,12 +88,14 @@ impl Resolver<'_> {
             let name = name.trim();
             match (self.env)(name) {
                 Some(v) => v.trim().to_string(),
-                None => return Err(ConfigError::at(
-                    key_path,
-                    format!(
+                None => {
+                    return Err(ConfigError::at(
+                        key_path,
+                        format!(
                         "environment variable {name:?} is not set (referenced as \"env:{name}\")"
                     ),
-                )),
+                    ))
+                }
             }
         } else if let Some(file) = raw.strip_prefix("file:") {
             let path = self.path(file.trim());
