@@ -103,11 +103,16 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
     }
     let mut headers = Vec::with_capacity(p.headers.len());
     for (name, value) in &p.headers {
-        headers.push(header(
-            name,
-            value,
-            &format!("providers[{i}].headers.{name}"),
-        )?);
+        let here = format!("providers[{i}].headers.{name}");
+        let (name, value) = header(name, value, &here)?;
+        // Names are case-insensitive: "X-A" and "x-a" would send the header twice.
+        if headers.iter().any(|(n, _)| *n == name) {
+            return Err(ConfigError::at(
+                &here,
+                format!("{name} is configured twice (header names ignore case)"),
+            ));
+        }
+        headers.push((name, value));
     }
     Ok(Provider {
         index: i,

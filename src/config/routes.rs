@@ -111,12 +111,6 @@ impl Config {
         if self.routes.len == 0 {
             out.push("no enabled provider: every request will get 404 (no route)".to_string());
         }
-        if self.server.admin_key.is_none() {
-            out.push(
-                "admin API off (no server.admin_key): /admin/reload and key management unavailable"
-                    .to_string(),
-            );
-        }
         out
     }
 

@@ -217,3 +217,34 @@ fn key_ids_are_stable_and_distinct() {
         KeyId::of("p", "sk-test-key-00000001")
     );
 }
+
+#[test]
+fn header_names_ignore_case_when_checking_duplicates() {
+    err(
+        &format!("{PROVIDER}headers = {{ \"X-A\" = \"1\", \"x-a\" = \"2\" }}\n"),
+        &["providers[0].headers.x-a", "twice"],
+    );
+}
+
+#[test]
+fn ca_file_and_file_secrets_resolve_against_the_config_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    std::fs::write(dir.path().join("admin.key"), "admin-key-from-file-01\n").unwrap();
+    let text = format!(
+        "[server]\nadmin_key = \"file:admin.key\"\n[upstream]\nca_file = \"ca.pem\"\n{PROVIDER}"
+    );
+    let source = ConfigSource::File(dir.path().join("rotor.toml"));
+    let c = parse_str_with_env(&text, source.clone(), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.upstream.ca_file, Some(dir.path().join("ca.pem")));
+    assert_eq!(
+        c.server.admin_key.as_ref().map(Secret::expose),
+        Some("admin-key-from-file-01")
+    );
+    let missing = text.replace("ca.pem", "nope.pem");
+    let e = parse_str_with_env(&missing, source, &env).unwrap_err().0;
+    assert!(
+        e.contains("upstream.ca_file") && e.contains("nope.pem"),
+        "{e}"
+    );
+}
