@@ -100,10 +100,7 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.clients.is_empty() {
-            out.push(
-                "open gateway: no [[clients]], so anyone who can reach the listen address can use every route"
-                    .to_string(),
-            );
+            out.push("open gateway: no [[clients]], so anyone who can reach the listen address can use every route".to_string());
         }
         for p in self.providers.iter().filter(|p| !p.enabled) {
             out.push(format!(
@@ -113,9 +110,6 @@ impl Config {
         }
         if self.routes.len == 0 {
             out.push("no enabled provider: every request will get 404 (no route)".to_string());
-        }
-        if self.server.admin_key.is_none() {
-            out.push("admin API off (no server.admin_key): /admin/reload and key management unavailable".to_string());
         }
         out
     }
@@ -127,13 +121,22 @@ impl Config {
             ConfigSource::File(p) => p.display().to_string(),
             ConfigSource::Environment => "ROTOR_* environment".to_string(),
         };
-        let _ = writeln!(s, "config: {source}");
+        let _ = writeln!(s, "source: {source}");
         let _ = writeln!(
             s,
-            "listen {}, {} workers, driver {:?}",
-            self.server.listen, self.server.workers, self.server.driver
+            "listen {}, {} workers, driver {}",
+            self.server.listen,
+            self.server.workers,
+            match self.server.driver {
+                Driver::Auto => "auto",
+                Driver::IoUring => "io_uring",
+                Driver::Legacy => "legacy",
+            }
         );
-        let _ = writeln!(s, "\nroutes (client model -> provider, upstream model, weight, keys):");
+        let _ = writeln!(
+            s,
+            "\nroutes (client model -> provider, upstream model, weight, keys):"
+        );
         let mut models: Vec<&Arc<Route>> = self.routes.by_model.values().collect();
         models.sort_by(|a, b| a.model.cmp(&b.model));
         for route in models {
@@ -206,7 +209,11 @@ impl Config {
 
 /// `3 keys (…abcd, …wxyz, …1234)`, or `500 keys (…abcd, …wxyz, …1234, … 497 more)`.
 fn keys_text(keys: &[Key]) -> String {
-    let shown: Vec<String> = keys.iter().take(KEYS_SHOWN).map(|k| k.secret.masked()).collect();
+    let shown: Vec<String> = keys
+        .iter()
+        .take(KEYS_SHOWN)
+        .map(|k| k.secret.masked())
+        .collect();
     let more = keys.len().saturating_sub(KEYS_SHOWN);
     let noun = if keys.len() == 1 { "key" } else { "keys" };
     let tail = if more > 0 {

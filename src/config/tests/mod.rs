@@ -1,0 +1,185 @@
+//! Tests of the whole pipeline (text -> `Config`): one per validation rule, each asserting
+//! that the message names the key path. This file: parsing, server/upstream/retry/storage
+//! sections and limits; `providers.rs`: providers and keys; `shipped.rs`: clients, routing,
+//! the env quick start and the shipped example and demo configs.
+
+use std::path::PathBuf;
+
+use super::*;
+
+mod providers;
+mod shipped;
+
+pub(super) const PROVIDER: &str = r#"
+[[providers]]
+name = "p"
+kind = "openai"
+base_url = "https://api.example.com/v1"
+keys = ["sk-test-key-00000001"]
+"#;
+
+pub(super) fn env(name: &str) -> Option<String> {
+    match name {
+        "ROTOR_ADMIN_KEY" => Some("admin-secret-000000ad".into()),
+        "WEB_CLIENT_KEY" => Some("web-client-key-0000we".into()),
+        "OPENAI_KEY_1" => Some("sk-openai-key-0000001".into()),
+        "OPENAI_KEY_2" => Some("sk-openai-key-0000002".into()),
+        _ => None,
+    }
+}
+
+pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_str_with_env(text, ConfigSource::Environment, &env)
+}
+
+pub(super) fn ok(text: &str) -> Config {
+    parse(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The error for `text`; asserts it names every one of `parts`.
+pub(super) fn err(text: &str, parts: &[&str]) -> String {
+    let e = match parse(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e.0,
+    };
+    assert!(e.starts_with("config: "), "{e}");
+    for part in parts {
+        assert!(e.contains(part), "{e:?} should contain {part:?}");
+    }
+    e
+}
+
+pub(super) fn manifest_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[test]
+fn minimal_config_takes_defaults() {
+    let c = ok(PROVIDER);
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert!(c.server.workers >= 1, "0 resolves to the core count");
+    assert_eq!(c.server.driver, Driver::Auto);
+    assert_eq!(c.server.max_body_bytes, 33_554_432);
+    assert_eq!(
+        c.upstream.connect_timeout,
+        std::time::Duration::from_millis(5000)
+    );
+    assert_eq!(c.retry.max_attempts, 3);
+    assert_eq!(c.storage.path, Some(PathBuf::from("data/rotor.db")));
+    assert!(c.server.admin_key.is_none() && c.clients.is_empty());
+    let p = &c.providers[0];
+    assert_eq!(
+        (p.kind, p.key_strategy, p.weight, p.enabled),
+        (ProviderKind::OpenAi, KeyStrategy::RoundRobin, 1, true)
+    );
+    assert_eq!(p.limits.rpm, Limit::Unlimited);
+    assert!(c.routes.wildcard.is_some(), "no models = serves any model");
+}
+
+#[test]
+fn unknown_key_names_its_path_and_line() {
+    let text = format!("{PROVIDER}modelz = [\"x\"]\n");
+    err(
+        &text,
+        &[
+            "providers[0].modelz",
+            "unknown field",
+            "expected one of",
+            "(line 7)",
+        ],
+    );
+    err(
+        "[server]\nlisten_addr = \"x\"\n",
+        &["server.listen_addr", "unknown field"],
+    );
+    err("[sever]\n", &["sever", "unknown field"]);
+}
+
+#[test]
+fn type_errors_name_their_path() {
+    err(
+        &format!("[server]\nworkers = \"four\"\n{PROVIDER}"),
+        &["server.workers", "(line 2)"],
+    );
+    err(
+        &format!("[server]\nworkers = -1\n{PROVIDER}"),
+        &["server.workers"],
+    );
+    err(
+        &format!("{PROVIDER}weight = -2\n"),
+        &["providers[0].weight"],
+    );
+    err(
+        "[[providers]]\nname = \"p\"\n",
+        &["providers[0]", "missing field"],
+    );
+    let e = err("[server\n", &["line 1"]);
+    assert!(!e.contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn listen_must_be_a_socket_address() {
+    err(
+        &format!("[server]\nlisten = \"localhost:8080\"\n{PROVIDER}"),
+        &["server.listen", "localhost:8080", "IP:port"],
+    );
+    let c = ok(&format!(
+        "[server]\nlisten = \"[::1]:9000\"\nworkers = 3\n{PROVIDER}"
+    ));
+    assert_eq!((c.server.listen.port(), c.server.workers), (9000, 3));
+}
+
+#[test]
+fn driver_is_one_of_three() {
+    err(
+        &format!("[server]\ndriver = \"epoll\"\n{PROVIDER}"),
+        &["server.driver", "auto | io_uring | legacy"],
+    );
+    assert_eq!(
+        ok(&format!("[server]\ndriver = \"legacy\"\n{PROVIDER}"))
+            .server
+            .driver,
+        Driver::Legacy
+    );
+}
+
+#[test]
+fn zero_sizes_and_durations_are_refused_where_meaningless() {
+    for (section, key) in [
+        ("server", "max_connections"),
+        ("server", "max_header_bytes"),
+        ("server", "max_body_bytes"),
+        ("server", "header_read_timeout_ms"),
+        ("server", "keepalive_timeout_ms"),
+        ("upstream", "pool_idle_timeout_ms"),
+        ("upstream", "connect_timeout_ms"),
+        ("upstream", "first_byte_timeout_ms"),
+        ("upstream", "stream_idle_timeout_ms"),
+        ("retry", "max_attempts"),
+        ("retry", "cooldown_ms"),
+        ("storage", "retention_days"),
+    ] {
+        let path = format!("{section}.{key}");
+        err(&format!("[{section}]\n{key} = 0\n{PROVIDER}"), &[&path]);
+    }
+    let c = ok(&format!("[server]\nshutdown_grace_ms = 0\n[upstream]\npool_max_idle_per_host = 0\n[retry]\nbackoff_ms = 0\n{PROVIDER}"));
+    assert!(c.server.shutdown_grace.is_zero());
+}
+
+#[test]
+fn limits_map_and_reject_below_minus_one() {
+    let c = ok(&format!("{PROVIDER}rpm = 60\nrpd = 0\ntpm = -1\n"));
+    let l = c.providers[0].limits;
+    assert_eq!(
+        (l.rpm, l.rpd, l.tpm),
+        (Limit::Max(60), Limit::Disabled, Limit::Unlimited)
+    );
+    err(
+        &format!("{PROVIDER}tpm = -5\n"),
+        &["providers[0].tpm", "-5", "-1 (unlimited)"],
+    );
+    err(
+        &format!("[[clients]]\nname = \"c\"\nkey = \"client-key-1\"\nrpd = -2\n{PROVIDER}"),
+        &["clients[0].rpd"],
+    );
+}

@@ -1,0 +1,250 @@
+//! Provider rules: kinds, strategies, weights, names, keys and key files, base URLs, headers,
+//! models and aliases, key ids.
+
+use super::super::*;
+use super::*;
+
+#[test]
+fn provider_kind_and_strategy_are_checked() {
+    err(
+        &PROVIDER.replace("\"openai\"", "\"openai-compatible\""),
+        &[
+            "providers[0].kind",
+            "openai | anthropic | gemini | vertex | replicate | cohere | cloudflare | ondemand",
+        ],
+    );
+    err(
+        &format!("{PROVIDER}key_strategy = \"fastest\"\n"),
+        &[
+            "providers[0].key_strategy",
+            "round-robin | random | least-used | highest-balance",
+        ],
+    );
+    let c = ok(&format!(
+        "{}key_strategy = \"highest-balance\"\n",
+        PROVIDER.replace("\"openai\"", "\"ondemand\"")
+    ));
+    assert_eq!(
+        (c.providers[0].kind, c.providers[0].key_strategy),
+        (ProviderKind::OnDemand, KeyStrategy::HighestBalance)
+    );
+}
+
+#[test]
+fn weight_must_be_at_least_one() {
+    err(
+        &format!("{PROVIDER}weight = 0\n"),
+        &["providers[0].weight", "at least 1"],
+    );
+}
+
+#[test]
+fn provider_names_unique_and_non_empty() {
+    err(
+        &format!("{PROVIDER}{PROVIDER}"),
+        &["providers[1].name", "providers[0]"],
+    );
+    err(
+        &PROVIDER.replace("name = \"p\"", "name = \"\""),
+        &["providers[0].name", "empty"],
+    );
+    err(
+        &PROVIDER.replace("name = \"p\"", "name = \"my provider\""),
+        &["providers[0].name", "printable ASCII"],
+    );
+}
+
+#[test]
+fn at_least_one_provider() {
+    err("", &["providers", "at least one"]);
+}
+
+#[test]
+fn enabled_provider_needs_keys_disabled_does_not() {
+    let no_keys = PROVIDER.replace("keys = [\"sk-test-key-00000001\"]", "");
+    err(&no_keys, &["providers[0].keys", "no keys"]);
+    let c = ok(&format!(
+        "{PROVIDER}{}enabled = false\n",
+        no_keys.replace("\"p\"", "\"off\"")
+    ));
+    assert!(!c.providers[1].enabled);
+    assert!(c.route_table_text().contains("\"off\" is disabled"));
+}
+
+#[test]
+fn keys_file_is_read_relative_to_the_config_and_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.txt"), "# pool\n\nsk-file-key-0001\n  sk-file-key-0002  \nsk-test-key-00000001\nsk-file-key-0001\n").unwrap();
+    let text = format!("{PROVIDER}keys_file = \"keys.txt\"\n");
+    let c = parse_str_with_env(
+        &text,
+        ConfigSource::File(dir.path().join("rotor.toml")),
+        &env,
+    )
+    .unwrap();
+    let keys: Vec<&str> = c.providers[0]
+        .keys
+        .iter()
+        .map(|k| k.secret.expose())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "sk-test-key-00000001",
+            "sk-file-key-0001",
+            "sk-file-key-0002"
+        ]
+    );
+    let e = parse_str_with_env(
+        &format!("{PROVIDER}keys_file = \"missing.txt\"\n"),
+        ConfigSource::File(dir.path().join("r.toml")),
+        &env,
+    )
+    .unwrap_err()
+    .0;
+    assert!(
+        e.contains("providers[0].keys_file") && e.contains("missing.txt"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_env_secret_names_variable_and_path() {
+    err(
+        &PROVIDER.replace(
+            "\"sk-test-key-00000001\"",
+            "\"sk-a-literal-key-1\", \"env:NOT_SET_ANYWHERE\"",
+        ),
+        &["providers[0].keys[1]", "NOT_SET_ANYWHERE"],
+    );
+    err(
+        &format!("[server]\nadmin_key = \"env:NO_ADMIN\"\n{PROVIDER}"),
+        &["server.admin_key", "NO_ADMIN"],
+    );
+    let c = ok(&format!(
+        "[server]\nadmin_key = \"env:ROTOR_ADMIN_KEY\"\n{PROVIDER}"
+    ));
+    assert_eq!(
+        c.server.admin_key.as_ref().map(Secret::expose),
+        Some("admin-secret-000000ad")
+    );
+}
+
+#[test]
+fn base_url_errors_name_the_key() {
+    err(
+        &PROVIDER.replace(
+            "https://api.example.com/v1",
+            "https://u:p@api.example.com/v1",
+        ),
+        &["providers[0].base_url", "user info"],
+    );
+    err(
+        &PROVIDER.replace(
+            "https://api.example.com/v1",
+            "https://api.example.com/v1?x=1",
+        ),
+        &["providers[0].base_url", "query"],
+    );
+    let c = ok(&PROVIDER.replace("https://api.example.com/v1", "http://[::1]:18080/v1/"));
+    let u = &c.providers[0].base_url;
+    assert_eq!(
+        (
+            u.host.as_str(),
+            u.port,
+            u.path.as_str(),
+            u.host_header.as_str()
+        ),
+        ("::1", 18080, "/v1", "[::1]:18080")
+    );
+}
+
+#[test]
+fn headers_are_tokens_lowercased_without_crlf() {
+    let c = ok(&format!(
+        "{PROVIDER}headers = {{ \"OpenAI-Organization\" = \"org-1\" }}\n"
+    ));
+    assert_eq!(
+        c.providers[0].headers,
+        [("openai-organization".to_string(), "org-1".to_string())]
+    );
+    err(
+        &format!("{PROVIDER}headers = {{ \"bad name\" = \"x\" }}\n"),
+        &["providers[0].headers.bad name", "header name"],
+    );
+    err(
+        &format!("{PROVIDER}headers = {{ \"x-a\" = \"v\\r\\nx-b: 1\" }}\n"),
+        &["providers[0].headers.x-a", "CR, LF"],
+    );
+    err(
+        &format!("{PROVIDER}headers = {{ \"Host\" = \"evil\" }}\n"),
+        &["providers[0].headers.Host", "set by rotor"],
+    );
+}
+
+#[test]
+fn models_and_aliases_are_checked() {
+    err(
+        &format!("{PROVIDER}models = [\"a\", \"b\", \"a\"]\n"),
+        &["providers[0].models[2]", "twice"],
+    );
+    err(
+        &format!("{PROVIDER}models = [\"a\"]\naliases = {{ \"a\" = \"b\" }}\n"),
+        &["providers[0].aliases.a", "also in `models`"],
+    );
+    err(
+        &format!("{PROVIDER}aliases = {{ \"a\" = \"\" }}\n"),
+        &["providers[0].aliases.a", "non-empty"],
+    );
+}
+
+#[test]
+fn key_ids_are_stable_and_distinct() {
+    assert_eq!(KeyId::of("p", "sk-1"), KeyId::of("p", "sk-1"));
+    assert_ne!(KeyId::of("p", "sk-1"), KeyId::of("p", "sk-2"));
+    assert_ne!(KeyId::of("p", "sk-1"), KeyId::of("q", "sk-1"));
+    assert_ne!(KeyId::of("ab", "c"), KeyId::of("a", "bc"));
+    // Fixed across processes and versions: persisted limit windows are keyed by it.
+    assert_eq!(KeyId::of("p", "sk-1"), KeyId::of("p", "sk-1"));
+    let a = ok(PROVIDER);
+    let b = ok(PROVIDER);
+    assert_eq!(
+        a.providers[0].keys[0].id, b.providers[0].keys[0].id,
+        "same across reloads"
+    );
+    assert_eq!(
+        a.providers[0].keys[0].id,
+        KeyId::of("p", "sk-test-key-00000001")
+    );
+}
+
+#[test]
+fn header_names_ignore_case_when_checking_duplicates() {
+    err(
+        &format!("{PROVIDER}headers = {{ \"X-A\" = \"1\", \"x-a\" = \"2\" }}\n"),
+        &["providers[0].headers.x-a", "twice"],
+    );
+}
+
+#[test]
+fn ca_file_and_file_secrets_resolve_against_the_config_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    std::fs::write(dir.path().join("admin.key"), "admin-key-from-file-01\n").unwrap();
+    let text = format!(
+        "[server]\nadmin_key = \"file:admin.key\"\n[upstream]\nca_file = \"ca.pem\"\n{PROVIDER}"
+    );
+    let source = ConfigSource::File(dir.path().join("rotor.toml"));
+    let c = parse_str_with_env(&text, source.clone(), &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.upstream.ca_file, Some(dir.path().join("ca.pem")));
+    assert_eq!(
+        c.server.admin_key.as_ref().map(Secret::expose),
+        Some("admin-key-from-file-01")
+    );
+    let missing = text.replace("ca.pem", "nope.pem");
+    let e = parse_str_with_env(&missing, source, &env).unwrap_err().0;
+    assert!(
+        e.contains("upstream.ca_file") && e.contains("nope.pem"),
+        "{e}"
+    );
+}
