@@ -11,19 +11,12 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 
-use super::file::{
-    ClientConfig, FileConfig, RetryConfig, RoutingConfig, ServerConfig, StorageConfig,
-    UpstreamConfig,
-};
+use super::file::{ClientConfig, FileConfig, RetryConfig, RoutingConfig, ServerConfig, StorageConfig, UpstreamConfig};
 use super::model::*;
 use super::secret::Resolver;
 use super::{provider, routes, ConfigError};
 
-pub(crate) fn compile(
-    file: FileConfig,
-    r: &Resolver<'_>,
-    source: ConfigSource,
-) -> Result<Config, ConfigError> {
+pub(crate) fn compile(file: FileConfig, r: &Resolver<'_>, source: ConfigSource) -> Result<Config, ConfigError> {
     let server = server(file.server, r)?;
     let upstream = upstream(file.upstream, r)?;
     let retry = retry(&file.retry)?;
@@ -72,10 +65,7 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         max_connections: positive(s.max_connections, "server.max_connections")?,
         max_header_bytes: positive(s.max_header_bytes, "server.max_header_bytes")?,
         max_body_bytes: positive(s.max_body_bytes, "server.max_body_bytes")?,
-        header_read_timeout: positive_ms(
-            s.header_read_timeout_ms,
-            "server.header_read_timeout_ms",
-        )?,
+        header_read_timeout: positive_ms(s.header_read_timeout_ms, "server.header_read_timeout_ms")?,
         keepalive_timeout: positive_ms(s.keepalive_timeout_ms, "server.keepalive_timeout_ms")?,
         // 0 is meaningful here: stop without waiting for in-flight requests.
         shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
@@ -89,10 +79,7 @@ fn upstream(u: UpstreamConfig, r: &Resolver<'_>) -> Result<Upstream, ConfigError
         raw => {
             let path = r.path(raw);
             if !path.is_file() {
-                let what = format!(
-                    "{} is not a readable file (PEM roots expected)",
-                    path.display()
-                );
+                let what = format!("{} is not a readable file (PEM roots expected)", path.display());
                 return Err(ConfigError::at("upstream.ca_file", what));
             }
             Some(path)
@@ -104,10 +91,7 @@ fn upstream(u: UpstreamConfig, r: &Resolver<'_>) -> Result<Upstream, ConfigError
         pool_idle_timeout: positive_ms(u.pool_idle_timeout_ms, "upstream.pool_idle_timeout_ms")?,
         connect_timeout: positive_ms(u.connect_timeout_ms, "upstream.connect_timeout_ms")?,
         first_byte_timeout: positive_ms(u.first_byte_timeout_ms, "upstream.first_byte_timeout_ms")?,
-        stream_idle_timeout: positive_ms(
-            u.stream_idle_timeout_ms,
-            "upstream.stream_idle_timeout_ms",
-        )?,
+        stream_idle_timeout: positive_ms(u.stream_idle_timeout_ms, "upstream.stream_idle_timeout_ms")?,
         ca_file,
     })
 }
@@ -163,15 +147,11 @@ fn clients(list: Vec<ClientConfig>, r: &Resolver<'_>) -> Result<Vec<Client>, Con
         }
         let models = c.models.unwrap_or_else(|| vec!["*".to_string()]);
         if models.is_empty() {
-            let what =
-                "an empty list allows no model; leave `models` out or use [\"*\"] for every model";
+            let what = "an empty list allows no model; leave `models` out or use [\"*\"] for every model";
             return Err(ConfigError::at(&at("models"), what));
         }
         if let Some(j) = models.iter().position(|m| m.trim().is_empty()) {
-            return Err(ConfigError::at(
-                &format!("clients[{i}].models[{j}]"),
-                "empty pattern",
-            ));
+            return Err(ConfigError::at(&format!("clients[{i}].models[{j}]"), "empty pattern"));
         }
         let limits = limits(c.rpm, c.rpd, c.tpm, &at(""))?;
         out.push(Client {
@@ -190,9 +170,7 @@ fn routing(r: RoutingConfig, routes: &RouteTable) -> Result<Routing, ConfigError
     };
     let default_model = match r.default_model.as_str() {
         "" => None,
-        m if routes.get(m).is_none() => {
-            return Err(ConfigError::at("routing.default_model", no_route(m)))
-        }
+        m if routes.get(m).is_none() => return Err(ConfigError::at("routing.default_model", no_route(m))),
         m => Some(m.to_string()),
     };
     let mut fallbacks = AHashMap::with_capacity(r.fallbacks.len());
@@ -200,10 +178,7 @@ fn routing(r: RoutingConfig, routes: &RouteTable) -> Result<Routing, ConfigError
         for (j, t) in targets.iter().enumerate() {
             let here = format!("routing.fallbacks.{model}[{j}]");
             if *t == model {
-                return Err(ConfigError::at(
-                    &here,
-                    format!("{model:?} cannot fall back to itself"),
-                ));
+                return Err(ConfigError::at(&here, format!("{model:?} cannot fall back to itself")));
             }
             if routes.get(t).is_none() {
                 return Err(ConfigError::at(&here, no_route(t)));
@@ -223,13 +198,8 @@ pub(super) fn check_name(name: &str, path: &str) -> Result<(), ConfigError> {
     if name.is_empty() {
         return Err(ConfigError::at(path, "name is empty"));
     }
-    if name
-        .bytes()
-        .any(|b| !b.is_ascii_graphic() || b == b'"' || b == b'\\')
-    {
-        let what = format!(
-            "{name:?}: names may use printable ASCII only, without spaces, quotes or backslashes"
-        );
+    if name.bytes().any(|b| !b.is_ascii_graphic() || b == b'"' || b == b'\\') {
+        let what = format!("{name:?}: names may use printable ASCII only, without spaces, quotes or backslashes");
         return Err(ConfigError::at(path, what));
     }
     Ok(())
@@ -253,11 +223,7 @@ pub(super) fn limits(rpm: i64, rpd: i64, tpm: i64, at: &str) -> Result<Limits, C
     })
 }
 
-pub(super) fn one_of<T: Copy>(
-    value: &str,
-    table: &[(&str, T)],
-    path: &str,
-) -> Result<T, ConfigError> {
+pub(super) fn one_of<T: Copy>(value: &str, table: &[(&str, T)], path: &str) -> Result<T, ConfigError> {
     match table.iter().find(|(name, _)| *name == value) {
         Some((_, v)) => Ok(*v),
         None => {
@@ -279,10 +245,7 @@ fn positive(v: usize, path: &str) -> Result<usize, ConfigError> {
 
 fn positive_ms(v: u64, path: &str) -> Result<Duration, ConfigError> {
     if v == 0 {
-        return Err(ConfigError::at(
-            path,
-            "must be greater than 0 (milliseconds)",
-        ));
+        return Err(ConfigError::at(path, "must be greater than 0 (milliseconds)"));
     }
     Ok(Duration::from_millis(v))
 }

@@ -46,8 +46,7 @@ pub fn matches(glob: &str, name: &str) -> bool {
         }
     }
     // The name is used up: what is left of the glob must be all `*`.
-    g.get(gi..)
-        .is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
+    g.get(gi..).is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
 }
 
 /// Length of the UTF-8 character that starts with `lead` (`name` is a valid `&str`, so `lead`
@@ -85,10 +84,7 @@ mod tests {
         assert!(matches("claude-3-?-x", "claude-3-5-x"));
         assert!(!matches("claude-3-?-x", "claude-3-55-x"));
         assert!(!matches("claude-3-?-x", "claude-3--x"));
-        assert!(
-            matches("a?c", "aéc"),
-            "? consumes a whole multi-byte character"
-        );
+        assert!(matches("a?c", "aéc"), "? consumes a whole multi-byte character");
         assert!(!matches("a??c", "aéc"));
     }
 

@@ -86,9 +86,7 @@ fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner
-            .span()
-            .map(|s| format!(" (line {})", line_of(text, s.start)));
+        let line = inner.span().map(|s| format!(" (line {})", line_of(text, s.start)));
         let line = line.unwrap_or_default();
         // toml's messages may span lines ("invalid table header\nexpected ..."): keep one line.
         let what = inner.message().trim_end().replace('\n', "; ");
@@ -117,11 +115,7 @@ pub fn from_env() -> Result<Option<Config>, ConfigError> {
 /// 1.1, `ROTOR_ADMIN_KEY` (admin API on when set). The provider is `default`, kind openai,
 /// with no model list, so it serves any model name. Everything else takes the file defaults.
 pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Config>, ConfigError> {
-    let var = |name: &str| {
-        get(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
+    let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let Some(url) = var("ROTOR_UPSTREAM_URL") else {
         return Ok(None);
     };

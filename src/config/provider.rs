@@ -36,10 +36,7 @@ const STRATEGIES: &[(&str, KeyStrategy)] = &[
 /// or fight the pool key.
 const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
 
-pub(super) fn providers(
-    list: Vec<ProviderConfig>,
-    r: &Resolver<'_>,
-) -> Result<Vec<Arc<Provider>>, ConfigError> {
+pub(super) fn providers(list: Vec<ProviderConfig>, r: &Resolver<'_>) -> Result<Vec<Arc<Provider>>, ConfigError> {
     if list.is_empty() {
         return Err(ConfigError::at(
             "providers",
@@ -62,11 +59,13 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
     let at = |k: &str| format!("providers[{i}].{k}");
     check_name(&p.name, &at("name"))?;
     let kind = one_of(&p.kind, KINDS, &at("kind"))?;
-    let base_url =
-        url::parse_base_url(&p.base_url).map_err(|e| ConfigError::at(&at("base_url"), e))?;
+    let base_url = url::parse_base_url(&p.base_url).map_err(|e| ConfigError::at(&at("base_url"), e))?;
     let keys = keys(i, &p, r)?;
     if p.enabled && keys.is_empty() {
-        let what = format!("provider {:?} is enabled but has no keys (from `keys` or `keys_file`); add keys or set enabled = false", p.name);
+        let what = format!(
+            "provider {:?} is enabled but has no keys (from `keys` or `keys_file`); add keys or set enabled = false",
+            p.name
+        );
         return Err(ConfigError::at(&at("keys"), what));
     }
     let key_strategy = one_of(&p.key_strategy, STRATEGIES, &at("key_strategy"))?;
@@ -95,9 +94,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
             ));
         }
         if p.models.contains(alias) {
-            let what = format!(
-                "{alias:?} is also in `models`; one name can have one meaning per provider"
-            );
+            let what = format!("{alias:?} is also in `models`; one name can have one meaning per provider");
             return Err(ConfigError::at(&here, what));
         }
     }
@@ -148,11 +145,7 @@ fn keys(i: usize, p: &ProviderConfig, r: &Resolver<'_>) -> Result<Vec<Key>, Conf
                 continue;
             }
             if line.bytes().any(|b| b.is_ascii_control()) {
-                let what = format!(
-                    "line {} of {} contains control characters",
-                    n + 1,
-                    path.display()
-                );
+                let what = format!("line {} of {} contains control characters", n + 1, path.display());
                 return Err(ConfigError::at(&here, what));
             }
             secrets.push(Secret::new(line));
@@ -179,12 +172,7 @@ impl KeyId {
         const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
         let mut h = FNV_OFFSET;
         // 0xFF never occurs in UTF-8, so ("ab", "c") and ("a", "bc") hash differently.
-        for &b in provider
-            .as_bytes()
-            .iter()
-            .chain(&[0xFF])
-            .chain(secret.as_bytes())
-        {
+        for &b in provider.as_bytes().iter().chain(&[0xFF]).chain(secret.as_bytes()) {
             h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
         }
         h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

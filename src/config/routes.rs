@@ -100,7 +100,10 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.clients.is_empty() {
-            out.push("open gateway: no [[clients]], so anyone who can reach the listen address can use every route".to_string());
+            out.push(
+                "open gateway: no [[clients]], so anyone who can reach the listen address can use every route"
+                    .to_string(),
+            );
         }
         for p in self.providers.iter().filter(|p| !p.enabled) {
             out.push(format!(
@@ -133,10 +136,7 @@ impl Config {
                 Driver::Legacy => "legacy",
             }
         );
-        let _ = writeln!(
-            s,
-            "\nroutes (client model -> provider, upstream model, weight, keys):"
-        );
+        let _ = writeln!(s, "\nroutes (client model -> provider, upstream model, weight, keys):");
         let mut models: Vec<&Arc<Route>> = self.routes.by_model.values().collect();
         models.sort_by(|a, b| a.model.cmp(&b.model));
         for route in models {
@@ -209,11 +209,7 @@ impl Config {
 
 /// `3 keys (…abcd, …wxyz, …1234)`, or `500 keys (…abcd, …wxyz, …1234, … 497 more)`.
 fn keys_text(keys: &[Key]) -> String {
-    let shown: Vec<String> = keys
-        .iter()
-        .take(KEYS_SHOWN)
-        .map(|k| k.secret.masked())
-        .collect();
+    let shown: Vec<String> = keys.iter().take(KEYS_SHOWN).map(|k| k.secret.masked()).collect();
     let more = keys.len().saturating_sub(KEYS_SHOWN);
     let noun = if keys.len() == 1 { "key" } else { "keys" };
     let tail = if more > 0 {

@@ -91,9 +91,7 @@ impl Resolver<'_> {
                 None => {
                     return Err(ConfigError::at(
                         key_path,
-                        format!(
-                        "environment variable {name:?} is not set (referenced as \"env:{name}\")"
-                    ),
+                        format!("environment variable {name:?} is not set (referenced as \"env:{name}\")"),
                     ))
                 }
             }
@@ -116,10 +114,7 @@ impl Resolver<'_> {
         }
         if value.bytes().any(|b| b.is_ascii_control()) {
             // It would end up in an HTTP header; CR/LF there is header injection.
-            return Err(ConfigError::at(
-                key_path,
-                "secret contains control characters",
-            ));
+            return Err(ConfigError::at(key_path, "secret contains control characters"));
         }
         Ok(Secret(value))
     }
@@ -170,10 +165,7 @@ mod tests {
         assert!(!s.ct_eq(b"demo-key-longer"));
         assert!(!s.ct_eq(b"demo"));
         assert!(!s.ct_eq(b""));
-        assert!(
-            !s.ct_eq(b"demo-keydemo-key"),
-            "a repeat of the key is not the key"
-        );
+        assert!(!s.ct_eq(b"demo-keydemo-key"), "a repeat of the key is not the key");
         assert!(Secret::new("").ct_eq(b""));
     }
 
@@ -198,15 +190,9 @@ mod tests {
             env: &no_env,
             base_dir: Some(dir.path()),
         };
-        assert_eq!(
-            r.secret("file:k.txt", "x").unwrap().expose(),
-            "sk-from-file-1234"
-        );
+        assert_eq!(r.secret("file:k.txt", "x").unwrap().expose(), "sk-from-file-1234");
         let err = r.secret("file:nope.txt", "server.admin_key").unwrap_err().0;
-        assert!(
-            err.contains("server.admin_key") && err.contains("nope.txt"),
-            "{err}"
-        );
+        assert!(err.contains("server.admin_key") && err.contains("nope.txt"), "{err}");
     }
 
     #[test]
@@ -215,10 +201,7 @@ mod tests {
             env: &no_env,
             base_dir: None,
         };
-        assert_eq!(
-            r.secret("plain-literal", "x").unwrap().expose(),
-            "plain-literal"
-        );
+        assert_eq!(r.secret("plain-literal", "x").unwrap().expose(), "plain-literal");
         assert!(r.secret("", "p").unwrap_err().0.contains("empty"));
         let err = r.secret("bad\r\nkey", "p").unwrap_err().0;
         assert!(err.contains("control") && !err.contains("bad"), "{err}");

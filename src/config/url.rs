@@ -39,18 +39,11 @@ pub(crate) fn parse_base_url(raw: &str) -> Result<BaseUrl, String> {
             _ => return Err(format!("{raw:?}: port {p:?} is not a number in 1..=65535")),
         },
     };
-    if let Some(bad) = path
-        .chars()
-        .find(|c| c.is_ascii_control() || c.is_whitespace())
-    {
+    if let Some(bad) = path.chars().find(|c| c.is_ascii_control() || c.is_whitespace()) {
         return Err(format!("{raw:?}: path contains {bad:?}; percent-encode it"));
     }
     let path = path.trim_end_matches('/').to_string();
-    let host_in_header = if bracketed {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
+    let host_in_header = if bracketed { format!("[{host}]") } else { host.clone() };
     let host_header = if port == default_port {
         host_in_header
     } else {
@@ -78,10 +71,7 @@ fn split_scheme(raw: &str) -> Result<(Scheme, &str), String> {
 }
 
 /// Splits `host[:port]` or `[v6][:port]`; the host comes back lowercased, without brackets.
-fn split_host_port<'a>(
-    authority: &'a str,
-    raw: &str,
-) -> Result<(String, Option<&'a str>, bool), String> {
+fn split_host_port<'a>(authority: &'a str, raw: &str) -> Result<(String, Option<&'a str>, bool), String> {
     if let Some(inner) = authority.strip_prefix('[') {
         let Some(end) = inner.find(']') else {
             return Err(format!("{raw:?}: unclosed '[' in IPv6 host"));
@@ -140,17 +130,10 @@ mod tests {
     fn http_with_port_and_no_path() {
         let u = ok("HTTP://127.0.0.1:18080");
         assert_eq!(u.scheme, Scheme::Http);
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("127.0.0.1", 18080, "")
-        );
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 18080, ""));
         assert_eq!(u.host_header, "127.0.0.1:18080");
         assert_eq!(ok("http://h/").path, "");
-        assert_eq!(
-            ok("http://h:80/x").host_header,
-            "h",
-            "default port left out of Host"
-        );
+        assert_eq!(ok("http://h:80/x").host_header, "h", "default port left out of Host");
     }
 
     #[test]

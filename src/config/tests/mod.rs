@@ -60,10 +60,7 @@ fn minimal_config_takes_defaults() {
     assert!(c.server.workers >= 1, "0 resolves to the core count");
     assert_eq!(c.server.driver, Driver::Auto);
     assert_eq!(c.server.max_body_bytes, 33_554_432);
-    assert_eq!(
-        c.upstream.connect_timeout,
-        std::time::Duration::from_millis(5000)
-    );
+    assert_eq!(c.upstream.connect_timeout, std::time::Duration::from_millis(5000));
     assert_eq!(c.retry.max_attempts, 3);
     assert_eq!(c.storage.path, Some(PathBuf::from("data/rotor.db")));
     assert!(c.server.admin_key.is_none() && c.clients.is_empty());
@@ -81,12 +78,7 @@ fn unknown_key_names_its_path_and_line() {
     let text = format!("{PROVIDER}modelz = [\"x\"]\n");
     err(
         &text,
-        &[
-            "providers[0].modelz",
-            "unknown field",
-            "expected one of",
-            "(line 7)",
-        ],
+        &["providers[0].modelz", "unknown field", "expected one of", "(line 7)"],
     );
     err(
         "[server]\nlisten_addr = \"x\"\n",
@@ -101,18 +93,9 @@ fn type_errors_name_their_path() {
         &format!("[server]\nworkers = \"four\"\n{PROVIDER}"),
         &["server.workers", "(line 2)"],
     );
-    err(
-        &format!("[server]\nworkers = -1\n{PROVIDER}"),
-        &["server.workers"],
-    );
-    err(
-        &format!("{PROVIDER}weight = -2\n"),
-        &["providers[0].weight"],
-    );
-    err(
-        "[[providers]]\nname = \"p\"\n",
-        &["providers[0]", "missing field"],
-    );
+    err(&format!("[server]\nworkers = -1\n{PROVIDER}"), &["server.workers"]);
+    err(&format!("{PROVIDER}weight = -2\n"), &["providers[0].weight"]);
+    err("[[providers]]\nname = \"p\"\n", &["providers[0]", "missing field"]);
     let e = err("[server\n", &["line 1"]);
     assert!(!e.contains('\n'), "one line: {e}");
 }
@@ -123,9 +106,7 @@ fn listen_must_be_a_socket_address() {
         &format!("[server]\nlisten = \"localhost:8080\"\n{PROVIDER}"),
         &["server.listen", "localhost:8080", "IP:port"],
     );
-    let c = ok(&format!(
-        "[server]\nlisten = \"[::1]:9000\"\nworkers = 3\n{PROVIDER}"
-    ));
+    let c = ok(&format!("[server]\nlisten = \"[::1]:9000\"\nworkers = 3\n{PROVIDER}"));
     assert_eq!((c.server.listen.port(), c.server.workers), (9000, 3));
 }
 
@@ -136,9 +117,7 @@ fn driver_is_one_of_three() {
         &["server.driver", "auto | io_uring | legacy"],
     );
     assert_eq!(
-        ok(&format!("[server]\ndriver = \"legacy\"\n{PROVIDER}"))
-            .server
-            .driver,
+        ok(&format!("[server]\ndriver = \"legacy\"\n{PROVIDER}")).server.driver,
         Driver::Legacy
     );
 }
@@ -162,7 +141,9 @@ fn zero_sizes_and_durations_are_refused_where_meaningless() {
         let path = format!("{section}.{key}");
         err(&format!("[{section}]\n{key} = 0\n{PROVIDER}"), &[&path]);
     }
-    let c = ok(&format!("[server]\nshutdown_grace_ms = 0\n[upstream]\npool_max_idle_per_host = 0\n[retry]\nbackoff_ms = 0\n{PROVIDER}"));
+    let c = ok(&format!(
+        "[server]\nshutdown_grace_ms = 0\n[upstream]\npool_max_idle_per_host = 0\n[retry]\nbackoff_ms = 0\n{PROVIDER}"
+    ));
     assert!(c.server.shutdown_grace.is_zero());
 }
 

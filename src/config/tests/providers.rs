@@ -40,10 +40,7 @@ fn weight_must_be_at_least_one() {
 
 #[test]
 fn provider_names_unique_and_non_empty() {
-    err(
-        &format!("{PROVIDER}{PROVIDER}"),
-        &["providers[1].name", "providers[0]"],
-    );
+    err(&format!("{PROVIDER}{PROVIDER}"), &["providers[1].name", "providers[0]"]);
     err(
         &PROVIDER.replace("name = \"p\"", "name = \"\""),
         &["providers[0].name", "empty"],
@@ -74,27 +71,15 @@ fn enabled_provider_needs_keys_disabled_does_not() {
 #[test]
 fn keys_file_is_read_relative_to_the_config_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("keys.txt"), "# pool\n\nsk-file-key-0001\n  sk-file-key-0002  \nsk-test-key-00000001\nsk-file-key-0001\n").unwrap();
-    let text = format!("{PROVIDER}keys_file = \"keys.txt\"\n");
-    let c = parse_str_with_env(
-        &text,
-        ConfigSource::File(dir.path().join("rotor.toml")),
-        &env,
+    std::fs::write(
+        dir.path().join("keys.txt"),
+        "# pool\n\nsk-file-key-0001\n  sk-file-key-0002  \nsk-test-key-00000001\nsk-file-key-0001\n",
     )
     .unwrap();
-    let keys: Vec<&str> = c.providers[0]
-        .keys
-        .iter()
-        .map(|k| k.secret.expose())
-        .collect();
-    assert_eq!(
-        keys,
-        [
-            "sk-test-key-00000001",
-            "sk-file-key-0001",
-            "sk-file-key-0002"
-        ]
-    );
+    let text = format!("{PROVIDER}keys_file = \"keys.txt\"\n");
+    let c = parse_str_with_env(&text, ConfigSource::File(dir.path().join("rotor.toml")), &env).unwrap();
+    let keys: Vec<&str> = c.providers[0].keys.iter().map(|k| k.secret.expose()).collect();
+    assert_eq!(keys, ["sk-test-key-00000001", "sk-file-key-0001", "sk-file-key-0002"]);
     let e = parse_str_with_env(
         &format!("{PROVIDER}keys_file = \"missing.txt\"\n"),
         ConfigSource::File(dir.path().join("r.toml")),
@@ -102,10 +87,7 @@ fn keys_file_is_read_relative_to_the_config_and_deduplicated() {
     )
     .unwrap_err()
     .0;
-    assert!(
-        e.contains("providers[0].keys_file") && e.contains("missing.txt"),
-        "{e}"
-    );
+    assert!(e.contains("providers[0].keys_file") && e.contains("missing.txt"), "{e}");
 }
 
 #[test]
@@ -121,9 +103,7 @@ fn missing_env_secret_names_variable_and_path() {
         &format!("[server]\nadmin_key = \"env:NO_ADMIN\"\n{PROVIDER}"),
         &["server.admin_key", "NO_ADMIN"],
     );
-    let c = ok(&format!(
-        "[server]\nadmin_key = \"env:ROTOR_ADMIN_KEY\"\n{PROVIDER}"
-    ));
+    let c = ok(&format!("[server]\nadmin_key = \"env:ROTOR_ADMIN_KEY\"\n{PROVIDER}"));
     assert_eq!(
         c.server.admin_key.as_ref().map(Secret::expose),
         Some("admin-secret-000000ad")
@@ -133,28 +113,17 @@ fn missing_env_secret_names_variable_and_path() {
 #[test]
 fn base_url_errors_name_the_key() {
     err(
-        &PROVIDER.replace(
-            "https://api.example.com/v1",
-            "https://u:p@api.example.com/v1",
-        ),
+        &PROVIDER.replace("https://api.example.com/v1", "https://u:p@api.example.com/v1"),
         &["providers[0].base_url", "user info"],
     );
     err(
-        &PROVIDER.replace(
-            "https://api.example.com/v1",
-            "https://api.example.com/v1?x=1",
-        ),
+        &PROVIDER.replace("https://api.example.com/v1", "https://api.example.com/v1?x=1"),
         &["providers[0].base_url", "query"],
     );
     let c = ok(&PROVIDER.replace("https://api.example.com/v1", "http://[::1]:18080/v1/"));
     let u = &c.providers[0].base_url;
     assert_eq!(
-        (
-            u.host.as_str(),
-            u.port,
-            u.path.as_str(),
-            u.host_header.as_str()
-        ),
+        (u.host.as_str(), u.port, u.path.as_str(), u.host_header.as_str()),
         ("::1", 18080, "/v1", "[::1]:18080")
     );
 }
@@ -212,10 +181,7 @@ fn key_ids_are_stable_and_distinct() {
         a.providers[0].keys[0].id, b.providers[0].keys[0].id,
         "same across reloads"
     );
-    assert_eq!(
-        a.providers[0].keys[0].id,
-        KeyId::of("p", "sk-test-key-00000001")
-    );
+    assert_eq!(a.providers[0].keys[0].id, KeyId::of("p", "sk-test-key-00000001"));
 }
 
 #[test]
@@ -231,9 +197,7 @@ fn ca_file_and_file_secrets_resolve_against_the_config_dir() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
     std::fs::write(dir.path().join("admin.key"), "admin-key-from-file-01\n").unwrap();
-    let text = format!(
-        "[server]\nadmin_key = \"file:admin.key\"\n[upstream]\nca_file = \"ca.pem\"\n{PROVIDER}"
-    );
+    let text = format!("[server]\nadmin_key = \"file:admin.key\"\n[upstream]\nca_file = \"ca.pem\"\n{PROVIDER}");
     let source = ConfigSource::File(dir.path().join("rotor.toml"));
     let c = parse_str_with_env(&text, source.clone(), &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.upstream.ca_file, Some(dir.path().join("ca.pem")));
@@ -243,8 +207,5 @@ fn ca_file_and_file_secrets_resolve_against_the_config_dir() {
     );
     let missing = text.replace("ca.pem", "nope.pem");
     let e = parse_str_with_env(&missing, source, &env).unwrap_err().0;
-    assert!(
-        e.contains("upstream.ca_file") && e.contains("nope.pem"),
-        "{e}"
-    );
+    assert!(e.contains("upstream.ca_file") && e.contains("nope.pem"), "{e}");
 }

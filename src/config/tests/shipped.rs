@@ -5,8 +5,7 @@ use super::*;
 
 #[test]
 fn client_names_and_keys_unique_without_revealing_the_key() {
-    let client =
-        |name: &str, key: &str| format!("[[clients]]\nname = \"{name}\"\nkey = \"{key}\"\n");
+    let client = |name: &str, key: &str| format!("[[clients]]\nname = \"{name}\"\nkey = \"{key}\"\n");
     err(
         &format!(
             "{}{}{PROVIDER}",
@@ -48,14 +47,13 @@ fn default_model_and_fallbacks_need_routes() {
         &format!("[routing]\nfallbacks = {{ \"gpt-4o\" = [\"gpt-4o\"] }}\n{listed}"),
         &["routing.fallbacks.gpt-4o[0]", "itself"],
     );
-    let c = ok(&format!("[routing]\ndefault_model = \"gpt-4o-mini\"\nfallbacks = {{ \"gpt-4o\" = [\"gpt-4o-mini\"] }}\n{listed}"));
+    let c = ok(&format!(
+        "[routing]\ndefault_model = \"gpt-4o-mini\"\nfallbacks = {{ \"gpt-4o\" = [\"gpt-4o-mini\"] }}\n{listed}"
+    ));
     assert_eq!(c.routing.default_model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(c.routing.fallbacks["gpt-4o"], ["gpt-4o-mini"]);
     // A wildcard provider serves any name, so any default is routable.
-    assert!(parse(&format!(
-        "[routing]\ndefault_model = \"whatever\"\n{PROVIDER}"
-    ))
-    .is_ok());
+    assert!(parse(&format!("[routing]\ndefault_model = \"whatever\"\n{PROVIDER}")).is_ok());
 }
 
 #[test]
@@ -66,29 +64,18 @@ fn config_debug_never_contains_secrets() {
         assert!(!dbg.contains(secret), "{secret} leaked");
     }
     let text = c.route_table_text();
-    assert!(
-        !text.contains("sk-test-key") && text.contains("…0001"),
-        "{text}"
-    );
+    assert!(!text.contains("sk-test-key") && text.contains("…0001"), "{text}");
 }
 
 #[test]
 fn env_quick_start() {
     let vars = |pairs: &'static [(&'static str, &'static str)]| {
-        move |n: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        }
+        move |n: &str| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
     };
     assert!(from_env_map(vars(&[])).unwrap().is_none());
     let c = from_env_map(vars(&[
         ("ROTOR_UPSTREAM_URL", "https://api.example.com/v1"),
-        (
-            "ROTOR_UPSTREAM_KEYS",
-            " sk-env-key-0001 , ,sk-env-key-0002,",
-        ),
+        ("ROTOR_UPSTREAM_KEYS", " sk-env-key-0001 , ,sk-env-key-0002,"),
         ("ROTOR_AUTH_KEYS", "client-key-one,client-key-two"),
         ("ROTOR_LISTEN", "0.0.0.0:9090"),
     ]))
@@ -122,12 +109,9 @@ fn env_quick_start() {
     .unwrap_err()
     .0;
     assert!(e.contains("ROTOR_UPSTREAM_KEYS"), "{e}");
-    let e = from_env_map(vars(&[
-        ("ROTOR_UPSTREAM_URL", "h:1"),
-        ("ROTOR_UPSTREAM_KEYS", "k"),
-    ]))
-    .unwrap_err()
-    .0;
+    let e = from_env_map(vars(&[("ROTOR_UPSTREAM_URL", "h:1"), ("ROTOR_UPSTREAM_KEYS", "k")]))
+        .unwrap_err()
+        .0;
     assert!(e.contains("ROTOR_UPSTREAM_URL"), "{e}");
     let e = from_env_map(vars(&[
         ("ROTOR_UPSTREAM_URL", "http://h"),
@@ -143,8 +127,7 @@ fn env_quick_start() {
 fn example_config_parses_with_every_key() {
     let path = manifest_path("config/rotor.example.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let c =
-        parse_str_with_env(&text, ConfigSource::File(path), &env).unwrap_or_else(|e| panic!("{e}"));
+    let c = parse_str_with_env(&text, ConfigSource::File(path), &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.providers[0].keys.len(), 2);
     assert_eq!(c.clients[0].key.expose(), "web-client-key-0000we");
     assert!(c.server.admin_key.is_some());
@@ -170,26 +153,17 @@ fn demo_config_routes_as_documented() {
             .collect()
     };
     let s = |x: &str| x.to_string();
-    assert_eq!(
-        cand("gpt-4o-mini"),
-        [(0, s("gpt-4o-mini")), (1, s("gpt-4o-mini"))]
-    );
+    assert_eq!(cand("gpt-4o-mini"), [(0, s("gpt-4o-mini")), (1, s("gpt-4o-mini"))]);
     assert_eq!(cand("gpt-4o"), [(0, s("gpt-4o"))]);
     assert_eq!(cand("gpt-3.5-turbo"), [(0, s("gpt-4o-mini"))]);
-    assert_eq!(
-        cand("text-embedding-3-small"),
-        [(1, s("text-embedding-3-small"))]
-    );
+    assert_eq!(cand("text-embedding-3-small"), [(1, s("text-embedding-3-small"))]);
     assert!(c.routes.wildcard.is_none());
     assert_eq!(c.routes.len, 4);
     let mut idx: Vec<usize> = c.routes.by_model.values().map(|r| r.index).collect();
     idx.sort_unstable();
     assert_eq!(idx, [0, 1, 2, 3], "dense indices");
     assert_eq!((c.providers[0].weight, c.providers[1].weight), (1, 2));
-    assert_eq!(
-        (c.providers[0].keys.len(), c.providers[1].keys.len()),
-        (3, 2)
-    );
+    assert_eq!((c.providers[0].keys.len(), c.providers[1].keys.len()), (3, 2));
     let text = c.route_table_text();
     assert!(
         text.contains("mock-a  upstream gpt-4o-mini  weight 1  3 keys (…00a1, …00a2, …00a3)"),
