@@ -44,7 +44,6 @@ const NOT_RETURNED: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "content-length",
-    "x-request-id",
 ];
 
 fn listed(name: &[u8], list: &[&str]) -> bool {
@@ -164,6 +163,12 @@ pub fn response_headers<'a>(
     let mut out = ResponseHeaders::new();
     for h in upstream {
         if listed(&h.name, NOT_RETURNED) {
+            continue;
+        }
+        // The provider's own request id stays visible (support tickets need it) under a name
+        // that does not collide with rotor's.
+        if h.name.eq_ignore_ascii_case(b"x-request-id") {
+            out.push(("x-upstream-request-id", &h.value));
             continue;
         }
         if let Ok(name) = std::str::from_utf8(&h.name) {

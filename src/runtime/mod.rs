@@ -80,6 +80,9 @@ impl Gateway {
     /// Prepares and swaps in `config` as the next generation.
     pub fn install(&self, config: Config) -> Result<u64, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let generation = prepare(id, config, &self.resolver)?;
         self.current.store(Arc::new(generation));
         Ok(id)
@@ -152,8 +155,8 @@ pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Ru
         name: "rotor-worker",
     };
     let (addr, listeners) = bind_listeners(server.listen, spec.count)?;
-    if config.clients.is_empty() {
-        tracing::warn!("no [[clients]] configured: the gateway is open to anyone who can reach {addr}");
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
     let gateway = Gateway::new(config).map_err(io::Error::other)?;
     let workers = {

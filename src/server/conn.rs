@@ -29,16 +29,25 @@ enum ReadStop {
     Reject(u16, &'static str),
 }
 
+/// Worker-wide state a connection reports to and reads.
+pub(super) struct Counters {
+    pub in_flight: Rc<Cell<usize>>,
+    pub stopping: Rc<Cell<bool>>,
+}
+
 pub(super) async fn serve_connection<S: Service>(
     mut stream: TcpStream,
     peer: SocketAddr,
     service: Rc<S>,
-    in_flight: Rc<Cell<usize>>,
+    counters: Counters,
 ) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = BytesMut::with_capacity(8 * 1024);
     let mut first = true;
     loop {
+        if counters.stopping.get() {
+            return;
+        }
         let limits = service.limits();
         let request = read_request(&mut stream, &mut buf, &mut out, &limits, first, peer).await;
         first = false;
@@ -52,7 +61,8 @@ pub(super) async fn serve_connection<S: Service>(
         };
         let keep_alive = request.head.keep_alive;
         let head_only = request.head.method == crate::codec::head::Method::Head;
-        let _guard = InFlight::enter(&in_flight);
+        let _guard = InFlight::enter(&counters.in_flight);
+        let keep_alive = keep_alive && !counters.stopping.get();
         let mut res = Responder::new(&mut stream, std::mem::take(&mut out), keep_alive, head_only);
         service.call(request, &mut res).await;
         let reusable = res.complete_and_reusable().await;

@@ -92,6 +92,8 @@ pub struct WorkerServer {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     in_flight: Rc<Cell<usize>>,
+    /// Set once shutdown starts: connections finish their current request and close.
+    stopping: Rc<Cell<bool>>,
 }
 
 impl WorkerServer {
@@ -101,6 +103,7 @@ impl WorkerServer {
             max_connections,
             shutdown_grace,
             in_flight: Rc::new(Cell::new(0)),
+            stopping: Rc::new(Cell::new(false)),
         }
     }
 
@@ -126,6 +129,7 @@ impl WorkerServer {
             }
         }
         drop(listener);
+        self.stopping.set(true);
         let deadline = Instant::now() + self.shutdown_grace;
         while self.in_flight.get() > 0 && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(5)).await;
@@ -147,10 +151,13 @@ impl WorkerServer {
         }
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        let in_flight = self.in_flight.clone();
+        let counters = conn::Counters {
+            in_flight: self.in_flight.clone(),
+            stopping: self.stopping.clone(),
+        };
         let gate = self.gate.clone();
         monoio::spawn(async move {
-            let outcome = unwind::CatchUnwind::new(conn::serve_connection(stream, peer, service, in_flight)).await;
+            let outcome = unwind::CatchUnwind::new(conn::serve_connection(stream, peer, service, counters)).await;
             if outcome.is_err() {
                 gate.panics.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%peer, "connection task panicked; closed that connection only");
