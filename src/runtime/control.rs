@@ -70,7 +70,8 @@ fn run(gateway: Arc<Gateway>, signals: Signals) {
             }
             watched = watched_file(&gateway);
         }
-        if last_dns.elapsed() >= DNS_REFRESH {
+        let missed = gateway.resolver.has_misses() && last_dns.elapsed() >= Duration::from_secs(1);
+        if missed || last_dns.elapsed() >= DNS_REFRESH {
             last_dns = Instant::now();
             let hosts = upstream_hosts(&gateway.current().config);
             for failure in gateway.resolver.refresh(hosts) {

@@ -34,6 +34,11 @@ impl Resolver {
         }
     }
 
+    /// Whether a worker asked for a name that is not resolved yet.
+    pub fn has_misses(&self) -> bool {
+        !self.missed.lock().is_empty()
+    }
+
     /// Resolves every name given plus every name workers missed, and swaps the table. Blocking:
     /// control thread (or start-up) only. Names that fail keep their previous addresses.
     pub fn refresh(&self, names: impl IntoIterator<Item = (String, u16)>) -> Vec<String> {
