@@ -94,18 +94,23 @@ impl Conf {
     }
 
     pub fn render(&self, mock_url: &str) -> String {
+        let server = with_defaults(&self.server, &["shutdown_grace_ms = 2000"]);
+        let upstream = with_defaults(
+            &self.upstream,
+            &[
+                "connect_timeout_ms = 1000",
+                "first_byte_timeout_ms = 5000",
+                "stream_idle_timeout_ms = 5000",
+            ],
+        );
         format!(
             r#"
 [server]
 listen = "127.0.0.1:0"
 workers = {workers}
-shutdown_grace_ms = 2000
 {server}
 
 [upstream]
-connect_timeout_ms = 1000
-first_byte_timeout_ms = 5000
-stream_idle_timeout_ms = 5000
 {upstream}
 
 [retry]
@@ -120,8 +125,6 @@ path = ""
 {body}
 "#,
             workers = self.workers,
-            server = self.server,
-            upstream = self.upstream,
             routing = self.routing,
             body = self.body,
         )
@@ -132,6 +135,20 @@ path = ""
         let text = self.render(mock_url);
         config::parse_str(&text, ConfigSource::Environment).unwrap_or_else(|e| panic!("{e}\n--- config ---\n{text}"))
     }
+}
+
+/// `extra` plus each default line whose key `extra` does not set itself.
+fn with_defaults(extra: &str, defaults: &[&str]) -> String {
+    let mut out = extra.to_owned();
+    for line in defaults {
+        let key = line.split('=').next().unwrap_or("").trim();
+        let overridden = extra.lines().any(|l| l.split('=').next().unwrap_or("").trim() == key);
+        if !overridden {
+            out.push('\n');
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// A mock and a gateway in front of it; both stop on drop.
