@@ -126,6 +126,9 @@ impl WorkerServer {
             }
         }
         drop(listener);
+        // Let the driver reap the cancelled accept so the listener really closes (io_uring keeps
+        // the fd alive until then; a runtime dropped before that leaks a listening socket).
+        monoio::time::sleep(Duration::from_millis(1)).await;
         let deadline = Instant::now() + self.shutdown_grace;
         while self.in_flight.get() > 0 && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(5)).await;
