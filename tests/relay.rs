@@ -275,3 +275,42 @@ fn upstream_cut_mid_stream_is_never_a_clean_end() {
     // The gateway itself is fine.
     assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
 }
+
+#[test]
+fn large_sized_answer_is_relayed_whole_with_its_length() {
+    let h = Harness::start(Conf {
+        workers: 1,
+        ..Default::default()
+    });
+    // ~600 KB of embeddings: past rotor's whole-body buffer, so it is relayed as it arrives.
+    let inputs = vec!["\"a\""; 3000].join(",");
+    let body = format!(r#"{{"model":"text-embedding-3-small","input":[{inputs}]}}"#);
+    let mut c = h.client();
+    let r = c.post("/v1/embeddings", &body, &[]);
+    assert_eq!(r.status, 200);
+    assert!(!r.chunked, "the upstream's content-length is kept");
+    assert!(r.body.len() > 256 * 1024, "only {} bytes", r.body.len());
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    assert_eq!(r.text(), direct(&h, "/v1/embeddings", &body).text());
+    // Both connections stay usable: the client's and the pooled upstream one.
+    assert_eq!(c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    assert_eq!(
+        h.mock().gate.accepted_connections(),
+        2,
+        "one for rotor, one for the direct call"
+    );
+}
+
+#[test]
+fn head_request_gets_headers_only() {
+    let h = Harness::start(Conf::default());
+    let mut c = h.client();
+    c.send_request("HEAD", "/health", &[], b"");
+    let (status, _, headers) = c.read_head();
+    assert_eq!(status, 200);
+    assert!(headers.iter().any(|(n, _)| n == "content-length"));
+    // No body follows: the next response on the same connection parses cleanly.
+    let r = c.get("/health", &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("\"status\""), "{}", r.text());
+}
