@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
 use super::respond::{write_error, Responder};
+use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::{parse_request_head, BodyFraming, HeadLimits, RequestHead};
@@ -32,7 +33,7 @@ enum ReadStop {
 /// Worker-wide state a connection reports to and reads.
 pub(super) struct Counters {
     pub in_flight: Rc<Cell<usize>>,
-    pub stopping: Rc<Cell<bool>>,
+    pub stopping: StopSignal,
 }
 
 pub(super) async fn serve_connection<S: Service>(
@@ -45,11 +46,16 @@ pub(super) async fn serve_connection<S: Service>(
     let mut out = BytesMut::with_capacity(8 * 1024);
     let mut first = true;
     loop {
-        if counters.stopping.get() {
+        if counters.stopping.is_stopped() {
             return;
         }
         let limits = service.limits();
-        let request = read_request(&mut stream, &mut buf, &mut out, &limits, first, peer).await;
+        let request = monoio::select! {
+            // Shutdown while idle between requests: close now (a read cancelled here loses
+            // nothing we would have served).
+            _ = counters.stopping.wait(), if buf.is_empty() => return,
+            request = read_request(&mut stream, &mut buf, &mut out, &limits, first, peer) => request,
+        };
         first = false;
         let request = match request {
             Ok(r) => r,
@@ -62,7 +68,7 @@ pub(super) async fn serve_connection<S: Service>(
         let keep_alive = request.head.keep_alive;
         let head_only = request.head.method == crate::codec::head::Method::Head;
         let _guard = InFlight::enter(&counters.in_flight);
-        let keep_alive = keep_alive && !counters.stopping.get();
+        let keep_alive = keep_alive && !counters.stopping.is_stopped();
         let mut res = Responder::new(&mut stream, std::mem::take(&mut out), keep_alive, head_only);
         service.call(request, &mut res).await;
         let reusable = res.complete_and_reusable().await;

@@ -5,6 +5,7 @@
 
 mod conn;
 mod respond;
+mod stop;
 mod unwind;
 
 use std::cell::Cell;
@@ -18,6 +19,8 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 pub use respond::Responder;
+
+use stop::StopSignal;
 
 use crate::codec::head::RequestHead;
 
@@ -92,8 +95,10 @@ pub struct WorkerServer {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     in_flight: Rc<Cell<usize>>,
-    /// Set once shutdown starts: connections finish their current request and close.
-    stopping: Rc<Cell<bool>>,
+    /// Triggered once shutdown starts: connections finish their current request and close.
+    stopping: StopSignal,
+    /// Connections open on this worker.
+    open_here: Rc<Cell<usize>>,
 }
 
 impl WorkerServer {
@@ -103,12 +108,13 @@ impl WorkerServer {
             max_connections,
             shutdown_grace,
             in_flight: Rc::new(Cell::new(0)),
-            stopping: Rc::new(Cell::new(false)),
+            stopping: StopSignal::default(),
+            open_here: Rc::new(Cell::new(0)),
         }
     }
 
     /// Accepts until `stop` fires, then waits (up to the grace period) for requests in flight on
-    /// this worker to finish. Idle keep-alive connections are dropped with the runtime.
+    /// this worker to finish. Idle keep-alive connections are closed at once.
     pub async fn serve<S: Service>(
         &self,
         listener: monoio::net::TcpListener,
@@ -129,13 +135,22 @@ impl WorkerServer {
             }
         }
         drop(listener);
-        self.stopping.set(true);
+        // Let the driver reap the cancelled accept so the listener really closes (io_uring keeps
+        // the fd alive until then; a runtime dropped before that leaks a listening socket).
+        monoio::time::sleep(Duration::from_millis(1)).await;
+        // Idle connections close now; busy ones after their current response.
+        self.stopping.trigger();
         let deadline = Instant::now() + self.shutdown_grace;
         while self.in_flight.get() > 0 && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(5)).await;
         }
         if self.in_flight.get() > 0 {
             tracing::warn!(abandoned = self.in_flight.get(), "shutdown grace elapsed");
+        }
+        // Give woken connection tasks a moment to drop their sockets inside the runtime.
+        let linger = Instant::now() + Duration::from_millis(100);
+        while self.open_here.get() > 0 && Instant::now() < linger {
+            monoio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -175,7 +190,8 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Runs `fut` with the in-flight count of this worker raised, even if it panics.
+/// Holds a per-worker count raised (requests in flight, connections open) until dropped, even
+/// when the task panics.
 pub(crate) struct InFlight(Rc<Cell<usize>>);
 
 impl InFlight {

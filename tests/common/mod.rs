@@ -1,0 +1,594 @@
+//! Integration-test harness: the built-in mock provider plus a gateway started from a TOML
+//! template, and a small blocking HTTP/1.1 client on `std::net::TcpStream` that can also send
+//! raw bytes (framing attacks) and read streamed bodies piece by piece with timestamps.
+//!
+//! Every socket has a read timeout, so a hang fails the test instead of hanging the suite.
+//! Everything binds port 0; nothing is serialized.
+#![allow(dead_code)]
+// Test code: a panic is a failed assertion (the crate lints deny these for src/ only).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests may block: they are not worker threads.
+#![allow(clippy::disallowed_methods)]
+
+pub mod tls;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use rotor::config::{self, Config, ConfigSource};
+use rotor::mock::{self, MockOptions, MockServer};
+use rotor::runtime::{self, Running};
+
+/// How long any single read may block before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client key every default config accepts.
+pub const CLIENT_KEY: &str = "sk-client-test-0001";
+/// The pool key of the default provider.
+pub const POOL_KEY: &str = "sk-pool-key-aaaa-0001";
+
+pub fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+pub fn start_mock() -> MockServer {
+    mock::start(MockOptions {
+        workers: 1,
+        ..Default::default()
+    })
+    .expect("mock starts")
+}
+
+/// The pieces of a gateway config. `{MOCK}` anywhere is replaced by the mock's base URL.
+pub struct Conf {
+    pub workers: usize,
+    /// Extra `[server]` lines.
+    pub server: String,
+    /// Extra `[upstream]` lines.
+    pub upstream: String,
+    /// Extra `[routing]` lines.
+    pub routing: String,
+    /// `[[clients]]` and `[[providers]]` tables (and anything else after the sections).
+    pub body: String,
+}
+
+impl Default for Conf {
+    fn default() -> Self {
+        Conf {
+            workers: 2,
+            server: String::new(),
+            upstream: String::new(),
+            routing: String::new(),
+            body: default_body(),
+        }
+    }
+}
+
+/// One client (`CLIENT_KEY`, all models) and one provider `mock` with `POOL_KEY` serving
+/// gpt-4o-mini, text-embedding-3-small and whisper-1, with the alias gpt-3.5 -> gpt-4o-mini.
+pub fn default_body() -> String {
+    format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "{{MOCK}}"
+keys = ["{POOL_KEY}"]
+models = ["gpt-4o-mini", "text-embedding-3-small", "whisper-1", "omni-moderation-latest"]
+aliases = {{ "gpt-3.5" = "gpt-4o-mini" }}
+"#
+    )
+}
+
+impl Conf {
+    pub fn with_body(body: &str) -> Self {
+        Conf {
+            body: body.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    pub fn render(&self, mock_url: &str) -> String {
+        let server = with_defaults(&self.server, &["shutdown_grace_ms = 2000"]);
+        let upstream = with_defaults(
+            &self.upstream,
+            &[
+                "connect_timeout_ms = 1000",
+                "first_byte_timeout_ms = 5000",
+                "stream_idle_timeout_ms = 5000",
+            ],
+        );
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+workers = {workers}
+{server}
+
+[upstream]
+{upstream}
+
+[retry]
+backoff_ms = 1
+
+[storage]
+path = ""
+
+[routing]
+{routing}
+
+{body}
+"#,
+            workers = self.workers,
+            routing = self.routing,
+            body = self.body,
+        )
+        .replace("{MOCK}", mock_url)
+    }
+
+    pub fn parse(&self, mock_url: &str) -> Config {
+        let text = self.render(mock_url);
+        config::parse_str(&text, ConfigSource::Environment).unwrap_or_else(|e| panic!("{e}\n--- config ---\n{text}"))
+    }
+}
+
+/// `extra` plus each default line whose key `extra` does not set itself.
+fn with_defaults(extra: &str, defaults: &[&str]) -> String {
+    let mut out = extra.to_owned();
+    for line in defaults {
+        let key = line.split('=').next().unwrap_or("").trim();
+        let overridden = extra.lines().any(|l| l.split('=').next().unwrap_or("").trim() == key);
+        if !overridden {
+            out.push('\n');
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// A mock and a gateway in front of it; both stop on drop.
+pub struct Harness {
+    pub mock: Option<MockServer>,
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+}
+
+impl Harness {
+    pub fn start(conf: Conf) -> Self {
+        let mock = start_mock();
+        Self::with_mock(mock, conf)
+    }
+
+    pub fn with_mock(mock: MockServer, conf: Conf) -> Self {
+        let config = conf.parse(&mock.base_url());
+        let running = runtime::start(config, None).expect("gateway starts");
+        let addr = running.addr;
+        Harness {
+            mock: Some(mock),
+            running: Some(running),
+            addr,
+        }
+    }
+
+    /// Starts a gateway only (the provider URL is whatever `conf` says).
+    pub fn gateway_only(conf: Conf, provider_url: &str) -> Self {
+        let config = conf.parse(provider_url);
+        let running = runtime::start(config, None).expect("gateway starts");
+        let addr = running.addr;
+        Harness {
+            mock: None,
+            running: Some(running),
+            addr,
+        }
+    }
+
+    pub fn mock(&self) -> &MockServer {
+        self.mock.as_ref().expect("harness has a mock")
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("gateway running")
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// A POST of a JSON body with the default client key, on a fresh connection.
+    pub fn post(&self, path: &str, body: &str, extra: &[(&str, &str)]) -> Response {
+        self.client().post(path, body, extra)
+    }
+
+    pub fn recorded(&self) -> Vec<rotor::mock::Recorded> {
+        self.mock().recorder.requests()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop();
+            running.wait();
+        }
+        if let Some(mock) = self.mock.take() {
+            mock.stop();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A chat request body.
+pub fn chat(model: &str) -> String {
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hello"}}]}}"#)
+}
+
+pub fn chat_stream(model: &str) -> String {
+    format!(r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"hello"}}]}}"#)
+}
+
+pub fn auth() -> (&'static str, String) {
+    ("authorization", format!("Bearer {CLIENT_KEY}"))
+}
+
+/// Status, reason and headers (names lowercased) of a response.
+pub type Head = (u16, String, Vec<(String, String)>);
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    /// Decoded body (chunked framing removed).
+    pub body: Vec<u8>,
+    pub chunked: bool,
+    /// The body was completely framed (length reached, or the chunked terminator seen).
+    pub complete: bool,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> sonic_rs::Value {
+        sonic_rs::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// Asserts the OpenAI error envelope and returns its `error` object fields.
+    pub fn openai_error(&self) -> (String, String) {
+        use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+        let v = self.json();
+        let err = v
+            .get("error")
+            .unwrap_or_else(|| panic!("no error object: {}", self.text()));
+        let obj = err.as_object().expect("error is an object");
+        for field in ["message", "type", "param", "code"] {
+            assert!(obj.get(&field).is_some(), "error.{field} missing: {}", self.text());
+        }
+        (
+            err.get("message").and_then(|m| m.as_str()).unwrap_or("").to_owned(),
+            err.get("type").and_then(|m| m.as_str()).unwrap_or("").to_owned(),
+        )
+    }
+}
+
+/// A blocking HTTP/1.1 client connection.
+pub struct Client {
+    pub stream: TcpStream,
+    /// Bytes read but not yet consumed.
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Duration) {
+        self.stream.set_read_timeout(Some(t)).unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Writes, tolerating a peer that already closed (framing tests).
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Builds a request (Host and Content-Length added) and writes it.
+    pub fn send_request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let bytes = build_request(method, path, headers, body);
+        self.send_raw(&bytes);
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        self.send_request(method, path, headers, body);
+        self.read_response()
+    }
+
+    /// POST with JSON content type and the default client key, plus `extra` headers.
+    pub fn post(&mut self, path: &str, body: &str, extra: &[(&str, &str)]) -> Response {
+        let (name, value) = auth();
+        let mut headers: Vec<(&str, &str)> = vec![(name, &value), ("content-type", "application/json")];
+        headers.extend_from_slice(extra);
+        self.request("POST", path, &headers, body.as_bytes())
+    }
+
+    pub fn get(&mut self, path: &str, extra: &[(&str, &str)]) -> Response {
+        let (name, value) = auth();
+        let mut headers: Vec<(&str, &str)> = vec![(name, &value)];
+        headers.extend_from_slice(extra);
+        self.request("GET", path, &headers, b"")
+    }
+
+    /// Reads more bytes into the buffer. Ok(0) = EOF. Panics on timeout.
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut tmp = [0u8; 16 * 1024];
+        match self.stream.read(&mut tmp) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                Ok(n)
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                panic!(
+                    "read timed out; buffered so far: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                )
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a response head. Panics if the connection closes first.
+    pub fn read_head(&mut self) -> Head {
+        self.try_read_head()
+            .unwrap_or_else(|| panic!("connection closed before a response head"))
+    }
+
+    /// A response head, or None if the peer closed (or reset) before sending one.
+    pub fn try_read_head(&mut self) -> Option<Head> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+                return Some(parse_head(&head));
+            }
+            match self.fill() {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads one full response (for a request that was not HEAD).
+    pub fn read_response(&mut self) -> Response {
+        self.try_read_response()
+            .unwrap_or_else(|| panic!("connection closed before a response"))
+    }
+
+    pub fn try_read_response(&mut self) -> Option<Response> {
+        let (status, reason, headers) = self.try_read_head()?;
+        let mut response = Response {
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+            chunked: false,
+            complete: false,
+        };
+        if (100..200).contains(&status) {
+            response.complete = true;
+            return Some(response);
+        }
+        let te = response.header("transfer-encoding").map(str::to_ascii_lowercase);
+        let cl = response
+            .header("content-length")
+            .map(|v| v.trim().parse::<usize>().expect("numeric CL"));
+        if te.as_deref() == Some("chunked") {
+            response.chunked = true;
+            while let Some(piece) = self.next_chunk() {
+                match piece {
+                    Some(data) => response.body.extend_from_slice(&data),
+                    None => {
+                        response.complete = true;
+                        break;
+                    }
+                }
+            }
+        } else if let Some(n) = cl {
+            while self.buf.len() < n {
+                match self.fill() {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            let take = n.min(self.buf.len());
+            response.body = self.buf.drain(..take).collect();
+            response.complete = take == n;
+        } else {
+            // Until close.
+            loop {
+                match self.fill() {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            response.body = std::mem::take(&mut self.buf);
+            response.complete = true;
+        }
+        Some(response)
+    }
+
+    /// One chunk of a chunked body: `Some(Some(data))`, `Some(None)` for the terminator
+    /// (trailers consumed), `None` when the connection ended mid-body.
+    pub fn next_chunk(&mut self) -> Option<Option<Vec<u8>>> {
+        let line_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n") {
+                break i;
+            }
+            match self.fill() {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        };
+        let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        if size == 0 {
+            // Trailers until an empty line.
+            loop {
+                if let Some(end) = find(&self.buf[line_end..], b"\r\n\r\n") {
+                    self.buf.drain(..line_end + end + 4);
+                    return Some(None);
+                }
+                match self.fill() {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let need = line_end + 2 + size + 2;
+        while self.buf.len() < need {
+            match self.fill() {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        assert_eq!(&self.buf[need - 2..need], b"\r\n", "chunk data not followed by CRLF");
+        let data = self.buf[line_end + 2..line_end + 2 + size].to_vec();
+        self.buf.drain(..need);
+        Some(Some(data))
+    }
+
+    /// Reads a chunked body chunk by chunk, noting when each arrived. Returns the pieces and
+    /// whether the terminator arrived.
+    pub fn read_chunks_timed(&mut self) -> (Vec<(Instant, Vec<u8>)>, bool) {
+        let mut pieces = Vec::new();
+        loop {
+            match self.next_chunk() {
+                Some(Some(data)) => pieces.push((Instant::now(), data)),
+                Some(None) => return (pieces, true),
+                None => return (pieces, false),
+            }
+        }
+    }
+
+    /// True when the peer closes (EOF or reset) within the read timeout with no further bytes
+    /// beyond those already buffered.
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        self.set_read_timeout(limit);
+        let mut tmp = [0u8; 1024];
+        let result = loop {
+            match self.stream.read(&mut tmp) {
+                Ok(0) => break true,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break false,
+                Err(_) => break true,
+            }
+        };
+        self.set_read_timeout(READ_TIMEOUT);
+        result
+    }
+
+    /// Bytes that arrived but were not consumed as part of a response.
+    pub fn leftover(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+pub fn build_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {path} HTTP/1.1\r\nhost: rotor.test\r\n").into_bytes();
+    for (name, value) in headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    if !body.is_empty() || method == "POST" {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(head: &[u8]) -> Head {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    assert!(version.starts_with("HTTP/1."), "bad status line {status_line:?}");
+    let status = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let reason = parts.next().unwrap_or("").to_owned();
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap_or_else(|| panic!("bad header line {l:?}"));
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    (status, reason, headers)
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep_ms(20);
+    }
+}
+
+/// A bound-then-closed local port: connecting to it is refused.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}

@@ -1,0 +1,298 @@
+//! The upstream side: TLS with a private CA, connection failures, timeouts, failover between
+//! providers, stale pooled connections and status passthrough.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn provider_at(url: &str) -> String {
+    format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "{url}"
+keys = ["{POOL_KEY}"]
+models = ["gpt-4o-mini"]
+"#
+    )
+}
+
+#[test]
+fn tls_upstream_with_private_ca() {
+    let mock = start_mock();
+    let tls = tls::start(mock.addr);
+    let conf = Conf {
+        upstream: format!("ca_file = \"{}\"", tls.ca_path()),
+        ..Conf::with_body(&provider_at(&tls.base_url()))
+    };
+    let h = Harness::with_mock(mock, conf);
+    let mut c = h.client();
+    let r = c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-rotor-provider"), Some("mock"));
+    let r = c.post(
+        "/v1/chat/completions",
+        &chat_stream("gpt-4o-mini"),
+        &[("x-mock-chunks", "3")],
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.complete && r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+    let rec = h.recorded();
+    assert_eq!(rec.len(), 2);
+    assert_eq!(
+        rec[0].header("host"),
+        Some(format!("localhost:{}", tls.addr.port()).as_str())
+    );
+    assert_eq!(rec[0].bearer(), Some(POOL_KEY));
+}
+
+#[test]
+fn tls_upstream_without_the_ca_is_502() {
+    let mock = start_mock();
+    let tls = tls::start(mock.addr);
+    let h = Harness::with_mock(mock, Conf::with_body(&provider_at(&tls.base_url())));
+    let r = h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    let (message, kind) = r.openai_error();
+    assert_eq!(kind, "upstream_error");
+    assert!(!message.is_empty());
+    assert!(
+        h.recorded().is_empty(),
+        "nothing may be sent over an untrusted connection"
+    );
+}
+
+#[test]
+fn connection_refused_is_502() {
+    let url = format!("http://{}/v1", closed_port());
+    let h = Harness::gateway_only(Conf::with_body(&provider_at(&url)), &url);
+    let started = Instant::now();
+    let r = h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    let (_, kind) = r.openai_error();
+    assert_eq!(kind, "upstream_error");
+    assert!(r.header("x-request-id").is_some());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_refused_provider_fails_over_to_the_next() {
+    let dead = format!("http://{}/v1", closed_port());
+    let body = format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "dead"
+kind = "openai"
+base_url = "{dead}"
+keys = ["sk-dead-key-0001"]
+weight = 5
+models = ["gpt-4o-mini"]
+
+[[providers]]
+name = "alive"
+kind = "openai"
+base_url = "{{MOCK}}"
+keys = ["{POOL_KEY}"]
+models = ["gpt-4o-mini"]
+"#
+    );
+    let h = Harness::start(Conf::with_body(&body));
+    let r = h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-rotor-provider"), Some("alive"));
+    assert_eq!(r.header("x-rotor-attempts"), Some("2"));
+}
+
+#[test]
+fn first_byte_timeout_is_504_quickly() {
+    let h = Harness::start(Conf {
+        upstream: "first_byte_timeout_ms = 200".into(),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let r = h.post(
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini"),
+        &[("x-mock-latency-ms", "1000")],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    let (_, kind) = r.openai_error();
+    assert_eq!(kind, "upstream_error");
+    assert!(elapsed < Duration::from_millis(800), "504 took {elapsed:?}");
+    assert_eq!(h.recorded().len(), 1, "a timed-out POST is not silently sent again");
+}
+
+#[test]
+fn stream_idle_timeout_cuts_the_stream() {
+    let h = Harness::start(Conf {
+        upstream: "stream_idle_timeout_ms = 200".into(),
+        ..Default::default()
+    });
+    let mut c = h.client();
+    let (name, value) = auth();
+    c.send_request(
+        "POST",
+        "/v1/chat/completions",
+        &[
+            (name, &value),
+            ("content-type", "application/json"),
+            ("x-mock-interval-ms", "1500"),
+        ],
+        chat_stream("gpt-4o-mini").as_bytes(),
+    );
+    let started = Instant::now();
+    let (status, _, _) = c.read_head();
+    assert_eq!(status, 200);
+    let (_, terminated) = c.read_chunks_timed();
+    assert!(!terminated, "an idle-timed-out stream must not look complete");
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "cut after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn upstream_status_and_body_pass_through() {
+    let h = Harness::start(Conf::default());
+    let r = h.post(
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini"),
+        &[("x-mock-status", "400")],
+    );
+    assert_eq!(r.status, 400);
+    let mut direct = Client::connect(h.mock().addr);
+    let expected = direct.request("POST", "/v1/chat/completions", &[("x-mock-status", "400")], b"{}");
+    assert_eq!(r.text(), expected.text());
+    assert_eq!(r.header("x-rotor-provider"), Some("mock"));
+    // The connection to the client and the pooled upstream connection both stay usable.
+    let mut c = h.client();
+    assert_eq!(
+        c.post(
+            "/v1/chat/completions",
+            &chat("gpt-4o-mini"),
+            &[("x-mock-status", "404")]
+        )
+        .status,
+        404
+    );
+    assert_eq!(c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+}
+
+/// An upstream that answers one request per connection, claims keep-alive, then closes the
+/// connection 50 ms later: every pooled connection to it goes stale.
+fn closing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                // Read one request: head, then content-length bytes.
+                loop {
+                    if let Some(end) = find(&buf, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                    match conn.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let body = r#"{"ok":true}"#;
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                sleep_ms(50);
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn stale_pooled_connection_is_retried_on_a_fresh_one() {
+    let (addr, accepted) = closing_upstream();
+    let url = format!("http://{addr}/v1");
+    let h = Harness::gateway_only(
+        Conf {
+            workers: 1,
+            ..Conf::with_body(&provider_at(&url))
+        },
+        &url,
+    );
+    let mut c = h.client();
+    assert_eq!(c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    // Let the upstream close the pooled connection.
+    sleep_ms(200);
+    let r = c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), r#"{"ok":true}"#);
+    assert_eq!(
+        r.header("x-rotor-attempts"),
+        Some("1"),
+        "the stale-connection retry is not an attempt"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+#[ignore = "BUG: 5xx/429 from an upstream are relayed, not retried on the next key (DESIGN 1.4; proxy/forward.rs forward)"]
+fn server_errors_move_to_the_next_key() {
+    let body = format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "{{MOCK}}"
+keys = ["sk-fail500-key-0001", "sk-good-key-00001"]
+models = ["gpt-4o-mini"]
+"#
+    );
+    let h = Harness::start(Conf {
+        workers: 1,
+        ..Conf::with_body(&body)
+    });
+    let mut c = h.client();
+    for i in 0..6 {
+        let r = c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+}
