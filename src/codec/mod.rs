@@ -1,1 +1,22 @@
-//! Byte-level parsers and encoders with no IO: HTTP/1.1 heads and framing, JSON inspection.
+//! Byte-level HTTP/1.1 parsers and encoders and JSON inspection, with no IO.
+//!
+//! Everything here is a pure function (or a small state machine) over `BytesMut`/`&[u8]`, so
+//! the server, the upstream client and the fuzz targets all share one implementation. The
+//! invariant every parser keeps: untrusted bytes never panic, and a message is either framed
+//! unambiguously or rejected (no request smuggling through CL/TE disagreements).
+
+pub mod chunked;
+pub mod encode;
+mod fields;
+pub mod head;
+pub mod json;
+pub mod response;
+
+pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};
+pub use encode::{reason_phrase, write_chunk, write_last_chunk, write_response_head};
+pub use head::{
+    find_header, parse_request_head, BodyFraming, HeadError, HeadLimits, Header, Headers, Method,
+    RequestHead,
+};
+pub use json::{inspect_body, multipart_field, splice_model, InspectError, Inspection};
+pub use response::{parse_response_head, ResponseFraming, ResponseHead};

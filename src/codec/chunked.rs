@@ -1,0 +1,210 @@
+//! Chunked transfer-coding decoder (RFC 9112 §7.1), for request bodies and upstream responses.
+//!
+//! Invariant: the output depends only on the bytes, never on how they were split across reads
+//! (data is passed on as soon as it is buffered, which SSE relaying needs), and every line is
+//! bounded, so a peer can neither smuggle a second message nor make us buffer without limit.
+
+use bytes::{Bytes, BytesMut};
+
+/// Bounds on the parts of a chunked body that must be buffered whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkedLimits {
+    /// A chunk-size line including extensions and CRLF.
+    pub max_line_bytes: usize,
+    /// The whole trailer section (trailers are read and discarded).
+    pub max_trailer_bytes: usize,
+}
+
+impl Default for ChunkedLimits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 4096,
+            max_trailer_bytes: 16384,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// Body bytes, never empty.
+    Data(Bytes),
+    /// The last chunk and the trailer section have been read.
+    Done,
+}
+
+/// Malformed chunked framing; the message says what, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkError(pub &'static str);
+
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad chunked encoding: {}", self.0)
+    }
+}
+
+impl std::error::Error for ChunkError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF that ends chunk data.
+    DataEnd,
+    /// After the last chunk: trailer lines, this many bytes read so far.
+    Trailer(usize),
+    Done,
+}
+
+/// Incremental decoder: call [`ChunkedDecoder::decode`] whenever more bytes arrive.
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    limits: ChunkedLimits,
+    state: State,
+}
+
+impl ChunkedDecoder {
+    pub fn new(limits: ChunkedLimits) -> Self {
+        Self {
+            limits,
+            state: State::Size,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Decode from the front of `buf`. `Ok(None)` = need more input. `Data` carries as much of
+    /// the current chunk as is buffered (partial chunks pass on at once: SSE must not wait for
+    /// a whole chunk). `Done` comes after the zero chunk and the trailer section; bytes after
+    /// that stay in `buf` (they belong to the next message).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Chunk>, ChunkError> {
+        loop {
+            match self.state {
+                State::Size => {
+                    let Some(line) = take_line(buf, self.limits.max_line_bytes)? else {
+                        return Ok(None);
+                    };
+                    let size = parse_size_line(&line)?;
+                    self.state = if size == 0 {
+                        State::Trailer(0)
+                    } else {
+                        State::Data(size)
+                    };
+                }
+                State::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                    return Ok(Some(Chunk::Data(data)));
+                }
+                State::DataEnd => match buf.get(..2) {
+                    None if buf.first().is_none_or(|&b| b == b'\r') => return Ok(None),
+                    Some(b"\r\n") => {
+                        let _ = buf.split_to(2);
+                        self.state = State::Size;
+                    }
+                    _ => return Err(ChunkError("missing CRLF after chunk data")),
+                },
+                State::Trailer(used) => {
+                    let room = self.limits.max_trailer_bytes.saturating_sub(used);
+                    let Some(line) = take_line(buf, room)
+                        .map_err(|_| ChunkError("trailer section too large"))?
+                    else {
+                        return Ok(None);
+                    };
+                    if line.len() == 2 {
+                        self.state = State::Done;
+                    } else {
+                        check_trailer_line(&line)?;
+                        self.state = State::Trailer(used + line.len());
+                    }
+                }
+                State::Done => return Ok(Some(Chunk::Done)),
+            }
+        }
+    }
+}
+
+/// Split off one CRLF-terminated line (terminator included) if it is complete. A line longer
+/// than `max` is an error whether complete or not; a bare LF is an error (RFC 9112 lets
+/// recipients accept it, but lenient line endings are a classic smuggling vector).
+fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ChunkError> {
+    let window = buf.get(..max.min(buf.len())).unwrap_or(&[]);
+    match memchr::memchr(b'\n', window) {
+        Some(lf) => {
+            if lf == 0 || window.get(lf - 1) != Some(&b'\r') {
+                return Err(ChunkError("bare LF"));
+            }
+            Ok(Some(buf.split_to(lf + 1)))
+        }
+        None if buf.len() >= max => Err(ChunkError("chunk line too long")),
+        None => Ok(None),
+    }
+}
+
+/// `chunk-size [ BWS ";" chunk-ext ] CRLF`: 1..=16 hex digits (so no overflow), extensions
+/// allowed but ignored, no control bytes except HTAB anywhere on the line.
+fn parse_size_line(line: &[u8]) -> Result<u64, ChunkError> {
+    let body = line.get(..line.len().saturating_sub(2)).unwrap_or(&[]);
+    let digits = body.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(ChunkError("bad chunk size"));
+    }
+    let (hex, rest) = body.split_at(digits);
+    let ext = rest
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .map(|i| rest.get(i..));
+    match ext {
+        None => {
+            if !rest.is_empty() {
+                return Err(ChunkError("whitespace after chunk size"));
+            }
+        }
+        Some(Some([b';', ext @ ..])) => {
+            if ext.iter().any(|&b| is_ctl(b)) {
+                return Err(ChunkError("control byte in chunk extension"));
+            }
+        }
+        Some(_) => return Err(ChunkError("bad chunk size")),
+    }
+    Ok(hex
+        .iter()
+        .fold(0u64, |acc, &b| (acc << 4) | u64::from(hex_val(b))))
+}
+
+fn check_trailer_line(line: &[u8]) -> Result<(), ChunkError> {
+    let body = line.get(..line.len().saturating_sub(2)).unwrap_or(&[]);
+    if body.iter().any(|&b| is_ctl(b)) || !body.contains(&b':') {
+        return Err(ChunkError("malformed trailer field"));
+    }
+    Ok(())
+}
+
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+fn hex_val(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+#[path = "chunked_tests.rs"]
+mod tests;

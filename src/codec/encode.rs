@@ -1,0 +1,224 @@
+//! Response heads and chunk framing for the downstream side (the `relay` step writes with these).
+//!
+//! Invariant: the framing we write always matches the body we will send (one framing header,
+//! chosen here, never copied from upstream), and nothing but `out` is allocated.
+
+use bytes::{BufMut, BytesMut};
+
+use super::head::BodyFraming;
+
+/// Standard reason phrase; "" for codes without one (the phrase is optional, RFC 9112 §4).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        499 => "Client Closed Request",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// Statuses that never carry a body, so they get no `content-length: 0` either.
+fn bodiless(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
+}
+
+/// Write a status line, `headers`, the framing header and the blank line.
+///
+/// Framing: `content-length: N` for `Length`, `transfer-encoding: chunked` for `Chunked`; for
+/// `Empty`, `content-length: 0` when the status may carry a body (so keep-alive clients know
+/// it ended) and nothing otherwise. `connection: close` when `!keep_alive`. Callers must not
+/// pass their own framing or connection headers. A header whose name or value holds CR or LF
+/// is skipped: it would let a value from upstream inject header lines.
+pub fn write_response_head(
+    out: &mut BytesMut,
+    status: u16,
+    headers: &[(&str, &[u8])],
+    framing: BodyFraming,
+    keep_alive: bool,
+) {
+    let reason = reason_phrase(status);
+    let fields: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    out.reserve(17 + reason.len() + fields + 40 + 19 + 2);
+    let mut num = itoa::Buffer::new();
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(num.format(status).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(reason.as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if has_line_break(name.as_bytes()) || has_line_break(value) {
+            continue;
+        }
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        BodyFraming::Length(n) => {
+            out.put_slice(b"content-length: ");
+            out.put_slice(num.format(n).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::Empty if !bodiless(status) => out.put_slice(b"content-length: 0\r\n"),
+        BodyFraming::Empty => {}
+    }
+    if !keep_alive {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn has_line_break(b: &[u8]) -> bool {
+    memchr::memchr2(b'\r', b'\n', b).is_some()
+}
+
+/// One chunk: hex size, CRLF, data, CRLF. Empty `data` writes nothing, because an empty chunk
+/// would be read as the last one.
+pub fn write_chunk(out: &mut BytesMut, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    out.reserve(16 + 4 + data.len());
+    out.put_slice(format_hex(data.len() as u64, &mut [0u8; 16]));
+    out.put_slice(b"\r\n");
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// The last chunk with no trailers.
+pub fn write_last_chunk(out: &mut BytesMut) {
+    out.put_slice(b"0\r\n\r\n");
+}
+
+/// Lower-case hex without leading zeros, written into `scratch` (itoa has no hex).
+fn format_hex(mut n: u64, scratch: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = scratch.len();
+    loop {
+        i -= 1;
+        if let (Some(slot), Some(&d)) = (scratch.get_mut(i), DIGITS.get((n & 0xf) as usize)) {
+            *slot = d;
+        }
+        n >>= 4;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    scratch.get(i..).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
+
+    fn head(status: u16, framing: BodyFraming, keep_alive: bool) -> String {
+        let mut out = BytesMut::new();
+        write_response_head(
+            &mut out,
+            status,
+            &[("content-type", b"text/event-stream")],
+            framing,
+            keep_alive,
+        );
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn heads() {
+        assert_eq!(
+            head(200, BodyFraming::Length(12), true),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 12\r\n\r\n"
+        );
+        assert_eq!(
+            head(200, BodyFraming::Chunked, false),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            head(404, BodyFraming::Empty, true),
+            "HTTP/1.1 404 Not Found\r\ncontent-type: text/event-stream\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            head(204, BodyFraming::Empty, true),
+            "HTTP/1.1 204 No Content\r\ncontent-type: text/event-stream\r\n\r\n"
+        );
+        assert!(head(299, BodyFraming::Empty, true).starts_with("HTTP/1.1 299 \r\n"));
+    }
+
+    #[test]
+    fn header_injection_skipped() {
+        let mut out = BytesMut::new();
+        write_response_head(
+            &mut out,
+            200,
+            &[("x", b"a\r\nset-cookie: y"), ("ok", b"1")],
+            BodyFraming::Empty,
+            true,
+        );
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 200 OK\r\nok: 1\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunks_round_trip_through_decoder() {
+        let mut out = BytesMut::new();
+        write_chunk(&mut out, b"hello");
+        write_chunk(&mut out, b"");
+        write_chunk(&mut out, &[b'x'; 300]);
+        write_last_chunk(&mut out);
+        assert!(out.starts_with(b"5\r\nhello\r\n12c\r\n"));
+        let mut dec = ChunkedDecoder::new(ChunkedLimits::default());
+        let mut data = Vec::new();
+        while let Some(c) = dec.decode(&mut out).unwrap() {
+            match c {
+                Chunk::Data(d) => data.extend_from_slice(&d),
+                Chunk::Done => break,
+            }
+        }
+        assert_eq!(data.len(), 305);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn hex() {
+        assert_eq!(format_hex(0, &mut [0; 16]), b"0");
+        assert_eq!(format_hex(255, &mut [0; 16]), b"ff");
+        assert_eq!(format_hex(u64::MAX, &mut [0; 16]), b"ffffffffffffffff");
+    }
+}

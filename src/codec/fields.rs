@@ -1,0 +1,114 @@
+//! Field-level helpers shared by the request and response head parsers: token lists, number
+//! syntax, httparse error mapping, and turning httparse's borrowed slices into `Bytes`.
+//!
+//! Invariant: nothing here indexes untrusted input directly; every slice goes through `get`.
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::head::{HeadError, Header, Headers};
+
+/// 1..=19 ASCII digits, nothing else (no sign, no spaces inside, no list): 19 digits always fit
+/// in a u64, and anything longer is no body we would accept anyway.
+pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let v = trim_ows(value);
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// Strip optional whitespace (SP / HTAB) at both ends.
+pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    v.get(start..end).unwrap_or(&[])
+}
+
+/// Whether the comma-separated list `value` holds `token` (ASCII case-insensitive).
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
+}
+
+pub(crate) fn skip_leading_empty_lines(buf: &mut BytesMut) {
+    let mut n = 0;
+    loop {
+        match buf.get(n..n + 2) {
+            Some(b"\r\n") => n += 2,
+            _ => match buf.get(n) {
+                Some(b'\n') => n += 1,
+                _ => break,
+            },
+        }
+    }
+    if n > 0 {
+        let _ = buf.split_to(n);
+    }
+}
+
+/// Map an httparse error to a status: 431 for too many headers, 505 for a version that is not
+/// HTTP/1.0 or 1.1, `other` (400 downstream, 502 upstream) for the rest.
+pub(crate) fn map_httparse_error(e: httparse::Error, other: u16) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders if other == 400 => HeadError::new(431, "too many headers"),
+        httparse::Error::TooManyHeaders => HeadError::new(other, "too many headers"),
+        httparse::Error::Version if other == 400 => {
+            HeadError::new(505, "HTTP version not supported")
+        }
+        httparse::Error::Version => HeadError::new(other, "unsupported HTTP version"),
+        httparse::Error::HeaderName => HeadError::new(other, "invalid header name"),
+        httparse::Error::HeaderValue => HeadError::new(other, "invalid header value"),
+        httparse::Error::NewLine => HeadError::new(other, "invalid line ending"),
+        httparse::Error::Status => HeadError::new(other, "invalid status line"),
+        httparse::Error::Token => HeadError::new(other, "invalid token in start line"),
+    }
+}
+
+/// Byte range of `part` inside the buffer starting at `base` (`part` borrows from it).
+pub(crate) fn range_in(base: usize, part: &[u8]) -> std::ops::Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(base);
+    start..start.saturating_add(part.len())
+}
+
+/// `head.slice(r)` that cannot panic: an out-of-range span (impossible when it came from
+/// [`range_in`] on the same buffer) yields an empty `Bytes`.
+pub(crate) fn sub(head: &Bytes, r: std::ops::Range<usize>) -> Bytes {
+    if r.start <= r.end && r.end <= head.len() {
+        head.slice(r)
+    } else {
+        Bytes::new()
+    }
+}
+
+pub(crate) type HeaderRanges = SmallVec<[(std::ops::Range<usize>, std::ops::Range<usize>); 16]>;
+
+pub(crate) fn header_ranges(base: usize, headers: &[httparse::Header<'_>]) -> HeaderRanges {
+    headers
+        .iter()
+        .map(|h| (range_in(base, h.name.as_bytes()), range_in(base, h.value)))
+        .collect()
+}
+
+pub(crate) fn slice_headers(head: &Bytes, ranges: &HeaderRanges) -> Headers {
+    ranges
+        .iter()
+        .map(|(n, v)| Header {
+            name: sub(head, n.clone()),
+            value: sub(head, v.clone()),
+        })
+        .collect()
+}

@@ -1,0 +1,327 @@
+//! Downstream request heads: parse, limit and frame (the first step of the request path, `read`).
+//!
+//! Invariant: a request head is accepted only when its body framing is unambiguous (RFC 9112
+//! §6.3 read strictly), so a front proxy and rotor can never disagree on where a request ends.
+//! `httparse` does the tokenising (it rejects forbidden bytes in names, values and targets);
+//! this module adds the limits and the framing policy httparse leaves to its caller.
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::fields::{
+    has_token, header_ranges, map_httparse_error, parse_content_length, range_in,
+    skip_leading_empty_lines, slice_headers, sub, trim_ows,
+};
+
+/// Bounds on a request head, so a client cannot make a worker buffer without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Whole head, request line to blank line. Beyond this: 431.
+    pub max_head_bytes: usize,
+    /// Header fields. Beyond this: 431.
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 32768,
+            max_headers: 100,
+        }
+    }
+}
+
+/// One header field. Both parts are zero-copy slices of the frozen head buffer; the name keeps
+/// the case it was sent in (compare with [`find_header`]).
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub name: Bytes,
+    pub value: Bytes,
+}
+
+/// Sixteen inline fields cover typical API requests without a heap allocation.
+pub type Headers = SmallVec<[Header; 16]>;
+
+/// First header named `name`, compared ASCII case-insensitively (field names are
+/// case-insensitive, RFC 9110 §5.1).
+pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a Bytes> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|h| &h.value)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+    /// Any other valid token; see `RequestHead::method_raw`.
+    Other,
+}
+
+impl Method {
+    fn from_bytes(m: &[u8]) -> Self {
+        match m {
+            b"GET" => Self::Get,
+            b"HEAD" => Self::Head,
+            b"POST" => Self::Post,
+            b"PUT" => Self::Put,
+            b"PATCH" => Self::Patch,
+            b"DELETE" => Self::Delete,
+            b"OPTIONS" => Self::Options,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// How the request body is delimited. `Content-Length: 0` is reported as `Empty`, so callers
+/// have one case for "no body".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: Method,
+    pub method_raw: Bytes,
+    /// The raw request-target: origin-form (`/path?query`) or `*` (OPTIONS only).
+    pub target: Bytes,
+    pub http10: bool,
+    pub headers: Headers,
+    pub framing: BodyFraming,
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on HTTP/1.1: the client waits for `100 Continue` before the body.
+    pub expect_continue: bool,
+}
+
+impl RequestHead {
+    /// The target before `?`; "" when the target is not UTF-8 (no route can match it then).
+    pub fn path(&self) -> &str {
+        let t = std::str::from_utf8(&self.target).unwrap_or("");
+        t.split_once('?').map_or(t, |(p, _)| p)
+    }
+
+    /// The target after the first `?`, if any (and if UTF-8).
+    pub fn query(&self) -> Option<&str> {
+        let t = std::str::from_utf8(&self.target).ok()?;
+        t.split_once('?').map(|(_, q)| q)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// A rejected head: the status to answer with, and a short reason safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadError {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl HeadError {
+    pub(crate) const fn new(status: u16, reason: &'static str) -> Self {
+        Self { status, reason }
+    }
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.reason)
+    }
+}
+
+impl std::error::Error for HeadError {}
+
+fn bad(reason: &'static str) -> HeadError {
+    HeadError::new(400, reason)
+}
+
+/// Parse one request head from the front of `buf`.
+///
+/// `Ok(None)` means more bytes are needed (and `buf.len() <= max_head_bytes`). On `Ok(Some)`
+/// the head bytes are split off the front of `buf` (split_to + freeze; headers are slices of
+/// that), and any body bytes already read stay in `buf`.
+pub fn parse_request_head(
+    buf: &mut BytesMut,
+    limits: &HeadLimits,
+) -> Result<Option<RequestHead>, HeadError> {
+    // RFC 9112 §2.2: a server SHOULD ignore empty lines before the request-line (some clients
+    // send a stray CRLF after a body). Dropping them here keeps them out of the size limit.
+    skip_leading_empty_lines(buf);
+    // The httparse borrow of `buf` must end before the head is split off, hence the block.
+    let (head_len, http10, method, method_range, target_range, ranges) = {
+        let mut slots: SmallVec<[httparse::Header<'_>; 128]> =
+            SmallVec::from_elem(httparse::EMPTY_HEADER, limits.max_headers);
+        let mut req = httparse::Request::new(&mut slots);
+        let head_len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > limits.max_head_bytes {
+                    return Err(HeadError::new(431, "request header section too large"));
+                }
+                return Ok(None);
+            }
+            Err(httparse::Error::Version) if !well_formed_version(buf) => {
+                return Err(bad("malformed request line"));
+            }
+            Err(e) => return Err(map_httparse_error(e, 400)),
+        };
+        if head_len > limits.max_head_bytes {
+            return Err(HeadError::new(431, "request header section too large"));
+        }
+        let method_raw = req.method.unwrap_or("").as_bytes();
+        let method = Method::from_bytes(method_raw);
+        let target = req.path.unwrap_or("").as_bytes();
+        let origin_form = target.first() == Some(&b'/');
+        let asterisk = target == b"*" && method == Method::Options;
+        if !origin_form && !asterisk {
+            return Err(bad("request-target must be origin-form"));
+        }
+        let base = buf.as_ptr() as usize;
+        let ranges = header_ranges(base, req.headers);
+        (
+            head_len,
+            req.version == Some(0),
+            method,
+            range_in(base, method_raw),
+            range_in(base, target),
+            ranges,
+        )
+    };
+    let head = buf.split_to(head_len).freeze();
+    let headers = slice_headers(&head, &ranges);
+    let policy = request_policy(&headers, http10)?;
+    Ok(Some(RequestHead {
+        method,
+        method_raw: sub(&head, method_range),
+        target: sub(&head, target_range),
+        http10,
+        headers,
+        framing: policy.framing,
+        keep_alive: policy.keep_alive,
+        expect_continue: policy.expect_continue,
+    }))
+}
+
+struct RequestPolicy {
+    framing: BodyFraming,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// The framing and connection rules of RFC 9112 §6 and §9, read strictly.
+fn request_policy(headers: &[Header], http10: bool) -> Result<RequestPolicy, HeadError> {
+    let mut content_length: Option<&Bytes> = None;
+    let mut transfer_encoding: Option<&Bytes> = None;
+    let mut host_seen = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    for h in headers {
+        let name = &h.name[..];
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.replace(&h.value).is_some() {
+                return Err(bad("repeated Content-Length"));
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if transfer_encoding.replace(&h.value).is_some() {
+                return Err(bad("repeated Transfer-Encoding"));
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            if host_seen {
+                return Err(bad("repeated Host"));
+            }
+            host_seen = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= has_token(&h.value, b"close");
+            keep_alive_token |= has_token(&h.value, b"keep-alive");
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if !trim_ows(&h.value).eq_ignore_ascii_case(b"100-continue") {
+                return Err(HeadError::new(417, "unsupported Expect"));
+            }
+            // RFC 9110 §10.1.1: ignore 100-continue from an HTTP/1.0 client.
+            expect_continue = !http10;
+        }
+    }
+    if !http10 && !host_seen {
+        return Err(bad("missing Host"));
+    }
+    let framing = match (content_length, transfer_encoding) {
+        (Some(_), Some(_)) => return Err(bad("both Content-Length and Transfer-Encoding")),
+        (_, Some(_)) if http10 => return Err(bad("Transfer-Encoding on HTTP/1.0")),
+        (_, Some(te)) => {
+            check_transfer_encoding(te).map_err(|status| match status {
+                501 => HeadError::new(501, "unsupported transfer-coding"),
+                _ => bad("invalid Transfer-Encoding"),
+            })?;
+            BodyFraming::Chunked
+        }
+        (Some(cl), None) => match parse_content_length(cl) {
+            Some(0) => BodyFraming::Empty,
+            Some(n) => BodyFraming::Length(n),
+            None => return Err(bad("invalid Content-Length")),
+        },
+        (None, None) => BodyFraming::Empty,
+    };
+    let keep_alive = if http10 {
+        keep_alive_token && !close
+    } else {
+        !close
+    };
+    Ok(RequestPolicy {
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// Whether the request line is `method SP target SP HTTP/d.d`, so a version error means an
+/// unsupported version (505) rather than a malformed line such as a space inside the target.
+fn well_formed_version(buf: &[u8]) -> bool {
+    let line_end = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+    let line = buf.get(..line_end).unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_), Some(_), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    matches!(v, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
+}
+
+/// Accept exactly `chunked`. `Err(501)` for a coding we do not implement, `Err(400)` for a
+/// malformed or repeated one (`chunked, chunked` would be a smuggling vector).
+pub(crate) fn check_transfer_encoding(value: &[u8]) -> Result<(), u16> {
+    let mut chunked = 0usize;
+    let mut other = false;
+    for token in value.split(|&b| b == b',') {
+        let token = trim_ows(token);
+        if token.is_empty() {
+            return Err(400);
+        }
+        if token.eq_ignore_ascii_case(b"chunked") {
+            chunked += 1;
+        } else {
+            other = true;
+        }
+    }
+    match (chunked, other) {
+        (1, false) => Ok(()),
+        (0 | 1, true) => Err(501),
+        _ => Err(400),
+    }
+}
+
+#[cfg(test)]
+#[path = "head_tests.rs"]
+mod tests;

@@ -1,0 +1,298 @@
+//! Upstream response heads: parse and frame what a provider sends back (the `send`/`relay` steps).
+//!
+//! Invariant: tolerant where it is safe (identical repeated Content-Length values, interim 1xx
+//! heads), strict on anything that could make us misjudge where the body ends: a response is
+//! framed unambiguously or it is a 502.
+
+use bytes::BytesMut;
+use smallvec::SmallVec;
+
+use super::fields::{
+    has_token, header_ranges, map_httparse_error, parse_content_length, skip_leading_empty_lines,
+    slice_headers, trim_ows,
+};
+use super::head::{HeadError, HeadLimits, Headers};
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// No length and no chunking: the body runs until the upstream closes (RFC 9112 §6.3 rule 8).
+    UntilClose,
+}
+
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Headers,
+    pub framing: ResponseFraming,
+    /// Whether the connection may go back to the pool after this response's body.
+    pub keep_alive: bool,
+}
+
+fn bad(reason: &'static str) -> HeadError {
+    HeadError::new(502, reason)
+}
+
+/// Parse the final response head from the front of `buf`.
+///
+/// `head_request`: the request was HEAD, so the response has no body whatever it says. Interim
+/// 1xx heads (except 101) are consumed and skipped. `Ok(None)` = need more bytes. Errors carry
+/// status 502 (the upstream misbehaved, not the client).
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    limits: &HeadLimits,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, HeadError> {
+    loop {
+        skip_leading_empty_lines(buf);
+        // The httparse borrow of `buf` must end before anything is split off, hence the block.
+        let (head_len, status, http10, ranges) = {
+            let mut slots: SmallVec<[httparse::Header<'_>; 128]> =
+                SmallVec::from_elem(httparse::EMPTY_HEADER, limits.max_headers);
+            let mut resp = httparse::Response::new(&mut slots);
+            let head_len = match resp.parse(buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => {
+                    if buf.len() > limits.max_head_bytes {
+                        return Err(bad("upstream response head too large"));
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(map_httparse_error(e, 502)),
+            };
+            if head_len > limits.max_head_bytes {
+                return Err(bad("upstream response head too large"));
+            }
+            let ranges = header_ranges(buf.as_ptr() as usize, resp.headers);
+            (
+                head_len,
+                resp.code.unwrap_or(0),
+                resp.version == Some(0),
+                ranges,
+            )
+        };
+        if (100..200).contains(&status) && status != 101 {
+            // Interim response (100 Continue, 103 Early Hints): drop it, read the next head.
+            let _ = buf.split_to(head_len);
+            continue;
+        }
+        let head = buf.split_to(head_len).freeze();
+        let headers = slice_headers(&head, &ranges);
+        return response_policy(status, headers, http10, head_request).map(Some);
+    }
+}
+
+fn response_policy(
+    status: u16,
+    headers: Headers,
+    http10: bool,
+    head_request: bool,
+) -> Result<ResponseHead, HeadError> {
+    let mut length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    for h in &headers {
+        let name = &h.name[..];
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // RFC 9110 §8.6: identical repeated values (or a list of them) may be taken as one.
+            for part in h.value.split(|&b| b == b',') {
+                let n = parse_content_length(part).ok_or(bad("invalid upstream Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad("conflicting upstream Content-Length"));
+                }
+                length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te_seen || !trim_ows(&h.value).eq_ignore_ascii_case(b"chunked") {
+                return Err(bad("unsupported upstream Transfer-Encoding"));
+            }
+            te_seen = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= has_token(&h.value, b"close");
+            keep_alive_token |= has_token(&h.value, b"keep-alive");
+        }
+    }
+    if te_seen && length.is_some() {
+        return Err(bad(
+            "upstream sent both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let no_body = head_request || status < 200 || status == 204 || status == 304;
+    let framing = if no_body {
+        ResponseFraming::Empty
+    } else if te_seen {
+        ResponseFraming::Chunked
+    } else {
+        match length {
+            Some(0) => ResponseFraming::Empty,
+            Some(n) => ResponseFraming::Length(n),
+            None => ResponseFraming::UntilClose,
+        }
+    };
+    let keep_alive = framing != ResponseFraming::UntilClose
+        && status != 101
+        && !close
+        && (!http10 || keep_alive_token);
+    Ok(ResponseHead {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], head: bool) -> Result<Option<ResponseHead>, HeadError> {
+        let mut buf = BytesMut::from(raw);
+        parse_response_head(&mut buf, &HeadLimits::default(), head)
+    }
+
+    fn ok(raw: &[u8]) -> ResponseHead {
+        parse(raw, false).unwrap().unwrap()
+    }
+
+    #[test]
+    fn length_and_leftover() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"[..]);
+        let h = parse_response_head(&mut buf, &HeadLimits::default(), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.keep_alive),
+            (200, ResponseFraming::Length(2), true)
+        );
+        assert_eq!(&buf[..], b"hi");
+    }
+
+    #[test]
+    fn partial_needs_more() {
+        assert!(parse(b"HTTP/1.1 200 OK\r\n", false).unwrap().is_none());
+    }
+
+    #[test]
+    fn interim_heads_skipped() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"[..],
+        );
+        let h = parse_response_head(&mut buf, &HeadLimits::default(), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.status, h.framing), (201, ResponseFraming::Empty));
+        assert!(buf.is_empty());
+        // Only the interim head has arrived: consumed, then need more.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
+        assert!(parse_response_head(&mut buf, &HeadLimits::default(), false)
+            .unwrap()
+            .is_none());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn bodiless_statuses_and_head() {
+        assert_eq!(
+            ok(b"HTTP/1.1 204 No Content\r\n\r\n").framing,
+            ResponseFraming::Empty
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").framing,
+            ResponseFraming::Empty
+        );
+        let h = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, ResponseFraming::Empty);
+        assert!(h.keep_alive);
+        assert!(!ok(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn chunked_and_conflicts() {
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n").framing,
+            ResponseFraming::Chunked
+        );
+        let e = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            false,
+        );
+        assert_eq!(e.unwrap_err().status, 502);
+        let e = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(e.unwrap_err().status, 502);
+        let e = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(e.unwrap_err().status, 502);
+    }
+
+    #[test]
+    fn repeated_content_length() {
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").framing,
+            ResponseFraming::Length(5)
+        );
+        assert_eq!(
+            ok(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n").framing,
+            ResponseFraming::Length(5)
+        );
+        let e = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            false,
+        );
+        assert_eq!(e.unwrap_err().status, 502);
+        let e = parse(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false);
+        assert_eq!(e.unwrap_err().status, 502);
+    }
+
+    #[test]
+    fn until_close_and_keep_alive() {
+        let h = ok(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(
+            (h.framing, h.keep_alive),
+            (ResponseFraming::UntilClose, false)
+        );
+        assert!(
+            !ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").keep_alive
+        );
+        assert!(!ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").keep_alive);
+        assert!(
+            ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n")
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn malformed_is_502() {
+        assert_eq!(
+            parse(b"HTTP/2 200 OK\r\n\r\n", false).unwrap_err().status,
+            502
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n", false)
+                .unwrap_err()
+                .status,
+            502
+        );
+        let limits = HeadLimits {
+            max_head_bytes: 16,
+            max_headers: 100,
+        };
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nServer: long-name"[..]);
+        assert_eq!(
+            parse_response_head(&mut buf, &limits, false)
+                .unwrap_err()
+                .status,
+            502
+        );
+    }
+}
