@@ -44,20 +44,17 @@ pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
+/// Drop empty lines (CRLF only) before a start line.
 pub(crate) fn skip_leading_empty_lines(buf: &mut BytesMut) {
-    let mut n = 0;
-    loop {
-        match buf.get(n..n + 2) {
-            Some(b"\r\n") => n += 2,
-            _ => match buf.get(n) {
-                Some(b'\n') => n += 1,
-                _ => break,
-            },
-        }
-    }
+    let n = buf.chunks(2).take_while(|c| *c == b"\r\n").count() * 2;
     if n > 0 {
         let _ = buf.split_to(n);
     }
+}
+
+/// Whether any LF in `head` is not preceded by CR.
+pub(crate) fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head.get(i - 1) != Some(&b'\r'))
 }
 
 /// Map an httparse error to a status: 431 for too many headers, 505 for a version that is not

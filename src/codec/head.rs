@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::fields::{
-    has_token, header_ranges, map_httparse_error, parse_content_length, range_in,
+    has_bare_lf, has_token, header_ranges, map_httparse_error, parse_content_length, range_in,
     skip_leading_empty_lines, slice_headers, sub, trim_ows,
 };
 
@@ -178,10 +178,15 @@ pub fn parse_request_head(
         if head_len > limits.max_head_bytes {
             return Err(HeadError::new(431, "request header section too large"));
         }
+        // httparse accepts a bare LF as a line end (RFC 9112 §2.2 allows it); a front proxy
+        // that does not is how requests get smuggled, so we refuse it.
+        if has_bare_lf(buf.get(..head_len).unwrap_or(&[])) {
+            return Err(bad("bare LF in request head"));
+        }
         let method_raw = req.method.unwrap_or("").as_bytes();
         let method = Method::from_bytes(method_raw);
         let target = req.path.unwrap_or("").as_bytes();
-        let origin_form = target.first() == Some(&b'/');
+        let origin_form = target.first() == Some(&b'/') && valid_origin_form(target);
         let asterisk = target == b"*" && method == Method::Options;
         if !origin_form && !asterisk {
             return Err(bad("request-target must be origin-form"));
@@ -282,6 +287,32 @@ fn request_policy(headers: &[Header], http10: bool) -> Result<RequestPolicy, Hea
         keep_alive,
         expect_continue,
     })
+}
+
+/// RFC 3986 characters only (pchar, `/`, `?`, well-formed `%XX`). httparse lets through more
+/// (`"`, `{`, `|`, backtick, ...); routing and logging should never meet those raw, and a
+/// front proxy may normalise them differently.
+fn valid_origin_form(target: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = target.get(i) {
+        let ok = match b {
+            b'%' => {
+                let hex = |j: usize| target.get(j).is_some_and(|h| h.is_ascii_hexdigit());
+                let pct = hex(i + 1) && hex(i + 2);
+                i += 2;
+                pct
+            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => true,
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' => true,
+            b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/' | b'?' => true,
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Whether the request line is `method SP target SP HTTP/d.d`, so a version error means an

@@ -95,6 +95,14 @@ fn forbidden_bytes_in_values_and_names_rejected() {
 }
 
 #[test]
+fn bare_lf_line_ends_rejected() {
+    assert_eq!(status(b"GET / HTTP/1.1\nHost: a\n\n"), 400);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), 400);
+    // Leading empty lines are skipped only as CRLF.
+    assert_eq!(status(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+}
+
+#[test]
 fn obs_fold_rejected() {
     assert_eq!(
         status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
@@ -228,6 +236,19 @@ fn non_ascii_target_rejected() {
     // meets non-UTF-8 from this parser; its "" fallback is for heads built elsewhere.
     assert_eq!(status(b"GET /\xff?a HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_eq!(status(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+}
+
+#[test]
+fn target_must_be_rfc3986() {
+    // Fuzz find (request_head differential): httparse accepts a backtick, http::Uri does not.
+    for t in [
+        "/ch`t", "/a{b}", "/a|b", "/a\"b", "/a#frag", "/a%zz", "/a%2", "/a^b", "/a[0]",
+    ] {
+        let raw = format!("GET {t} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(status(raw.as_bytes()), 400, "{t}");
+    }
+    let h = ok(b"GET /v1/models/a%2Fb;x=1:@!$&'()*+,?q=/?a~b_c-d. HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(h.path(), "/v1/models/a%2Fb;x=1:@!$&'()*+,");
 }
 
 #[test]
