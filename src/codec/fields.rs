@@ -3,6 +3,8 @@
 //!
 //! Invariant: nothing here indexes untrusted input directly; every slice goes through `get`.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
@@ -42,6 +44,23 @@ pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
+}
+
+/// Header slots kept on the stack; a `max_headers` above this spills to the heap.
+pub(crate) const INLINE_SLOTS: usize = 128;
+
+/// The first `n` of `inline`, or `n` slots in `spill` when `n` does not fit.
+pub(crate) fn header_slots<'s, 'b>(
+    inline: &'s mut [MaybeUninit<httparse::Header<'b>>; INLINE_SLOTS],
+    spill: &'s mut Vec<MaybeUninit<httparse::Header<'b>>>,
+    n: usize,
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    if n <= INLINE_SLOTS {
+        inline.get_mut(..n).unwrap_or_default()
+    } else {
+        spill.resize_with(n, MaybeUninit::uninit);
+        spill
+    }
 }
 
 /// Drop empty lines (CRLF only) before a start line.

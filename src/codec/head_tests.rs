@@ -260,3 +260,21 @@ fn find_header_first_match_case_insensitive() {
     );
     assert_eq!(find_header(&h.headers, "missing"), None);
 }
+
+#[test]
+fn header_limit_above_inline_slots_spills() {
+    let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..150 {
+        raw.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    let limits = HeadLimits {
+        max_head_bytes: 32768,
+        max_headers: 200,
+    };
+    let h = parse_request_head(&mut BytesMut::from(&raw[..]), &limits)
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.headers.len(), 151);
+    assert_eq!(status(&raw), 431);
+}

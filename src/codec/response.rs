@@ -4,12 +4,13 @@
 //! heads), strict on anything that could make us misjudge where the body ends: a response is
 //! framed unambiguously or it is a 502.
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
-use smallvec::SmallVec;
 
 use super::fields::{
-    has_token, header_ranges, map_httparse_error, parse_content_length, skip_leading_empty_lines,
-    slice_headers, trim_ows,
+    has_token, header_ranges, header_slots, map_httparse_error, parse_content_length,
+    skip_leading_empty_lines, slice_headers, trim_ows, INLINE_SLOTS,
 };
 use super::head::{HeadError, HeadLimits, Headers};
 
@@ -50,10 +51,13 @@ pub fn parse_response_head(
         skip_leading_empty_lines(buf);
         // The httparse borrow of `buf` must end before anything is split off, hence the block.
         let (head_len, status, http10, ranges) = {
-            let mut slots: SmallVec<[httparse::Header<'_>; 128]> =
-                SmallVec::from_elem(httparse::EMPTY_HEADER, limits.max_headers);
-            let mut resp = httparse::Response::new(&mut slots);
-            let head_len = match resp.parse(buf) {
+            let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
+            let mut spill = Vec::new();
+            let slots = header_slots(&mut inline, &mut spill, limits.max_headers);
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut resp, buf, slots);
+            let head_len = match parsed {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => {
                     if buf.len() > limits.max_head_bytes {
