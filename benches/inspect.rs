@@ -1,1 +1,94 @@
-fn main() {}
+//! Decision this supports: rotor reads every request body strictly, in one full-validation pass
+//! (`sonic_rs::to_object_iter`, duplicate `model`/`stream` rejected, trailing bytes checked)
+//! instead of the cheaper but lenient `get_many`, because the lenient read lets one body route
+//! one way and bill another (DESIGN 2.1a). That is only affordable if the strict pass is cheap
+//! next to an upstream round trip: issue 7 aims at < 300 ns for a 4 KB body. This bench
+//! measures it (model first and model last, 1 KB / 4 KB / 64 KB), the model splice at 4 KB,
+//! and the request-head parse that precedes it on every request.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rotor::codec::{inspect_body, parse_request_head, splice_model, HeadLimits};
+
+/// An OpenAI chat body of about `size` bytes: a system prompt, alternating turns, and the
+/// usual scalar options; `model` either first or last.
+fn chat_body(size: usize, model_first: bool) -> Vec<u8> {
+    let mut messages = String::from(
+        r#"[{"role":"system","content":"You are a helpful assistant. Answer briefly and cite sources when you can."}"#,
+    );
+    let turn = r#",{"role":"user","content":"Can you explain how a thread-per-core runtime differs from a work-stealing one, with an example?"},{"role":"assistant","content":"In a thread-per-core runtime each core runs its own event loop and tasks never move.\nExample: \"monoio\" pins connections to a core."}"#;
+    while messages.len() + turn.len() + 120 < size {
+        messages.push_str(turn);
+    }
+    messages.push(']');
+    let opts = r#""temperature":0.7,"max_tokens":512,"stream":true,"stream_options":{"include_usage":true}"#;
+    let model = r#""model":"gpt-4o-mini""#;
+    let body = if model_first {
+        format!(r#"{{{model},"messages":{messages},{opts}}}"#)
+    } else {
+        format!(r#"{{"messages":{messages},{opts},{model}}}"#)
+    };
+    body.into_bytes()
+}
+
+const REQUEST_HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
+Host: rotor.internal:8080\r\n\
+User-Agent: OpenAI/Python 1.51.0\r\n\
+Accept: application/json\r\n\
+Accept-Encoding: gzip, deflate\r\n\
+Content-Type: application/json\r\n\
+Content-Length: 4096\r\n\
+Authorization: Bearer rk-0123456789abcdef0123456789abcdef\r\n\
+X-Request-Id: 6f1c2a4e-9d3b-4c55-8a77-1e2f3a4b5c6d\r\n\
+X-Stainless-Lang: python\r\n\
+Connection: keep-alive\r\n\r\n";
+
+fn bench_inspect(c: &mut Criterion) {
+    let mut group = c.benchmark_group("inspect_body");
+    for size in [1024, 4096, 65536] {
+        for (label, first) in [("model_first", true), ("model_last", false)] {
+            let body = chat_body(size, first);
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            group.bench_with_input(BenchmarkId::new(label, size), &body, |b, body| {
+                b.iter(|| inspect_body(black_box(body)))
+            });
+        }
+    }
+    group.finish();
+
+    let body = chat_body(4096, true);
+    let span = inspect_body(&body)
+        .ok()
+        .and_then(|i| i.model_span)
+        .unwrap_or(0..0);
+    c.bench_function("splice_model/4096", |b| {
+        b.iter(|| {
+            splice_model(
+                black_box(&body),
+                span.clone(),
+                black_box("openai/gpt-4o-mini"),
+            )
+        })
+    });
+
+    let limits = HeadLimits::default();
+    c.bench_function("parse_request_head/10_headers", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(black_box(REQUEST_HEAD));
+            parse_request_head(&mut buf, &limits)
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = bench_inspect
+}
+criterion_main!(benches);

@@ -3,6 +3,8 @@
 //!
 //! Invariant: nothing here indexes untrusted input directly; every slice goes through `get`.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
@@ -26,7 +28,10 @@ pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
 
 /// Strip optional whitespace (SP / HTAB) at both ends.
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
     let end = v
         .iter()
         .rposition(|b| !matches!(b, b' ' | b'\t'))
@@ -41,20 +46,34 @@ pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
-pub(crate) fn skip_leading_empty_lines(buf: &mut BytesMut) {
-    let mut n = 0;
-    loop {
-        match buf.get(n..n + 2) {
-            Some(b"\r\n") => n += 2,
-            _ => match buf.get(n) {
-                Some(b'\n') => n += 1,
-                _ => break,
-            },
-        }
+/// Header slots kept on the stack; a `max_headers` above this spills to the heap.
+pub(crate) const INLINE_SLOTS: usize = 128;
+
+/// The first `n` of `inline`, or `n` slots in `spill` when `n` does not fit.
+pub(crate) fn header_slots<'s, 'b>(
+    inline: &'s mut [MaybeUninit<httparse::Header<'b>>; INLINE_SLOTS],
+    spill: &'s mut Vec<MaybeUninit<httparse::Header<'b>>>,
+    n: usize,
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    if n <= INLINE_SLOTS {
+        inline.get_mut(..n).unwrap_or_default()
+    } else {
+        spill.resize_with(n, MaybeUninit::uninit);
+        spill
     }
+}
+
+/// Drop empty lines (CRLF only) before a start line.
+pub(crate) fn skip_leading_empty_lines(buf: &mut BytesMut) {
+    let n = buf.chunks(2).take_while(|c| *c == b"\r\n").count() * 2;
     if n > 0 {
         let _ = buf.split_to(n);
     }
+}
+
+/// Whether any LF in `head` is not preceded by CR.
+pub(crate) fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head.get(i - 1) != Some(&b'\r'))
 }
 
 /// Map an httparse error to a status: 431 for too many headers, 505 for a version that is not
@@ -63,7 +82,9 @@ pub(crate) fn map_httparse_error(e: httparse::Error, other: u16) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders if other == 400 => HeadError::new(431, "too many headers"),
         httparse::Error::TooManyHeaders => HeadError::new(other, "too many headers"),
-        httparse::Error::Version if other == 400 => HeadError::new(505, "HTTP version not supported"),
+        httparse::Error::Version if other == 400 => {
+            HeadError::new(505, "HTTP version not supported")
+        }
         httparse::Error::Version => HeadError::new(other, "unsupported HTTP version"),
         httparse::Error::HeaderName => HeadError::new(other, "invalid header name"),
         httparse::Error::HeaderValue => HeadError::new(other, "invalid header value"),

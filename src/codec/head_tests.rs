@@ -17,8 +17,12 @@ fn status(raw: &[u8]) -> u16 {
 
 #[test]
 fn simple_get_splits_head_and_keeps_body() {
-    let mut buf = BytesMut::from(&b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET"[..]);
-    let h = parse_request_head(&mut buf, &HeadLimits::default()).unwrap().unwrap();
+    let mut buf = BytesMut::from(
+        &b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET"[..],
+    );
+    let h = parse_request_head(&mut buf, &HeadLimits::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(h.method, Method::Post);
     assert_eq!(&h.method_raw[..], b"POST");
     assert_eq!(&h.target[..], b"/v1/chat?x=1");
@@ -53,11 +57,17 @@ fn oversized_incomplete_head_is_431() {
     let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
     raw.extend(std::iter::repeat_n(b'a', 100));
     let mut buf = BytesMut::from(&raw[..]);
-    assert_eq!(parse_request_head(&mut buf, &limits).unwrap_err().status, 431);
+    assert_eq!(
+        parse_request_head(&mut buf, &limits).unwrap_err().status,
+        431
+    );
     // A complete head over the limit is refused too.
     raw.extend_from_slice(b"\r\n\r\n");
     let mut buf = BytesMut::from(&raw[..]);
-    assert_eq!(parse_request_head(&mut buf, &limits).unwrap_err().status, 431);
+    assert_eq!(
+        parse_request_head(&mut buf, &limits).unwrap_err().status,
+        431
+    );
 }
 
 #[test]
@@ -67,7 +77,10 @@ fn too_many_headers_is_431() {
         max_headers: 3,
     };
     let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"[..]);
-    assert_eq!(parse_request_head(&mut buf, &limits).unwrap_err().status, 431);
+    assert_eq!(
+        parse_request_head(&mut buf, &limits).unwrap_err().status,
+        431
+    );
 }
 
 #[test]
@@ -82,9 +95,23 @@ fn forbidden_bytes_in_values_and_names_rejected() {
 }
 
 #[test]
+fn bare_lf_line_ends_rejected() {
+    assert_eq!(status(b"GET / HTTP/1.1\nHost: a\n\n"), 400);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), 400);
+    // Leading empty lines are skipped only as CRLF.
+    assert_eq!(status(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+}
+
+#[test]
 fn obs_fold_rejected() {
-    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"), 400);
-    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n"), 400);
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n"),
+        400
+    );
 }
 
 #[test]
@@ -144,7 +171,10 @@ fn content_length_syntax() {
     assert_eq!(h.framing, BodyFraming::Length(9_999_999_999_999_999_999));
     let h = ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(h.framing, BodyFraming::Empty);
-    assert_eq!(ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").framing, BodyFraming::Empty);
+    assert_eq!(
+        ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").framing,
+        BodyFraming::Empty
+    );
 }
 
 #[test]
@@ -163,7 +193,10 @@ fn transfer_encoding_rules() {
         status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
         400
     );
-    assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+    assert_eq!(
+        status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        400
+    );
 }
 
 #[test]
@@ -185,9 +218,15 @@ fn keep_alive_rules() {
 
 #[test]
 fn expect_rules() {
-    assert!(ok(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expect_continue);
+    assert!(
+        ok(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
+            .expect_continue
+    );
     assert!(!ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n").expect_continue);
-    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"), 417);
+    assert_eq!(
+        status(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"),
+        417
+    );
     assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
 }
 
@@ -200,8 +239,42 @@ fn non_ascii_target_rejected() {
 }
 
 #[test]
+fn target_must_be_rfc3986() {
+    // Fuzz find (request_head differential): httparse accepts a backtick, http::Uri does not.
+    for t in [
+        "/ch`t", "/a{b}", "/a|b", "/a\"b", "/a#frag", "/a%zz", "/a%2", "/a^b", "/a[0]",
+    ] {
+        let raw = format!("GET {t} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(status(raw.as_bytes()), 400, "{t}");
+    }
+    let h = ok(b"GET /v1/models/a%2Fb;x=1:@!$&'()*+,?q=/?a~b_c-d. HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(h.path(), "/v1/models/a%2Fb;x=1:@!$&'()*+,");
+}
+
+#[test]
 fn find_header_first_match_case_insensitive() {
     let h = ok(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
-    assert_eq!(find_header(&h.headers, "x-A").map(|v| &v[..]), Some(&b"1"[..]));
+    assert_eq!(
+        find_header(&h.headers, "x-A").map(|v| &v[..]),
+        Some(&b"1"[..])
+    );
     assert_eq!(find_header(&h.headers, "missing"), None);
+}
+
+#[test]
+fn header_limit_above_inline_slots_spills() {
+    let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..150 {
+        raw.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    let limits = HeadLimits {
+        max_head_bytes: 32768,
+        max_headers: 200,
+    };
+    let h = parse_request_head(&mut BytesMut::from(&raw[..]), &limits)
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.headers.len(), 151);
+    assert_eq!(status(&raw), 431);
 }

@@ -4,12 +4,13 @@
 //! heads), strict on anything that could make us misjudge where the body ends: a response is
 //! framed unambiguously or it is a 502.
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
-use smallvec::SmallVec;
 
 use super::fields::{
-    has_token, header_ranges, map_httparse_error, parse_content_length, skip_leading_empty_lines, slice_headers,
-    trim_ows,
+    has_token, header_ranges, header_slots, map_httparse_error, parse_content_length,
+    skip_leading_empty_lines, slice_headers, trim_ows, INLINE_SLOTS,
 };
 use super::head::{HeadError, HeadLimits, Headers};
 
@@ -50,10 +51,13 @@ pub fn parse_response_head(
         skip_leading_empty_lines(buf);
         // The httparse borrow of `buf` must end before anything is split off, hence the block.
         let (head_len, status, http10, ranges) = {
-            let mut slots: SmallVec<[httparse::Header<'_>; 128]> =
-                SmallVec::from_elem(httparse::EMPTY_HEADER, limits.max_headers);
-            let mut resp = httparse::Response::new(&mut slots);
-            let head_len = match resp.parse(buf) {
+            let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
+            let mut spill = Vec::new();
+            let slots = header_slots(&mut inline, &mut spill, limits.max_headers);
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut resp, buf, slots);
+            let head_len = match parsed {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => {
                     if buf.len() > limits.max_head_bytes {
@@ -67,7 +71,12 @@ pub fn parse_response_head(
                 return Err(bad("upstream response head too large"));
             }
             let ranges = header_ranges(buf.as_ptr() as usize, resp.headers);
-            (head_len, resp.code.unwrap_or(0), resp.version == Some(0), ranges)
+            (
+                head_len,
+                resp.code.unwrap_or(0),
+                resp.version == Some(0),
+                ranges,
+            )
         };
         if (100..200).contains(&status) && status != 101 {
             // Interim response (100 Continue, 103 Early Hints): drop it, read the next head.
@@ -80,7 +89,12 @@ pub fn parse_response_head(
     }
 }
 
-fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bool) -> Result<ResponseHead, HeadError> {
+fn response_policy(
+    status: u16,
+    headers: Headers,
+    http10: bool,
+    head_request: bool,
+) -> Result<ResponseHead, HeadError> {
     let mut length: Option<u64> = None;
     let mut te_seen = false;
     let mut close = false;
@@ -107,7 +121,9 @@ fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bo
         }
     }
     if te_seen && length.is_some() {
-        return Err(bad("upstream sent both Content-Length and Transfer-Encoding"));
+        return Err(bad(
+            "upstream sent both Content-Length and Transfer-Encoding",
+        ));
     }
     let no_body = head_request || status < 200 || status == 204 || status == 304;
     let framing = if no_body {
@@ -121,7 +137,10 @@ fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bo
             None => ResponseFraming::UntilClose,
         }
     };
-    let keep_alive = framing != ResponseFraming::UntilClose && status != 101 && !close && (!http10 || keep_alive_token);
+    let keep_alive = framing != ResponseFraming::UntilClose
+        && status != 101
+        && !close
+        && (!http10 || keep_alive_token);
     Ok(ResponseHead {
         status,
         headers,
@@ -181,7 +200,10 @@ mod tests {
 
     #[test]
     fn bodiless_statuses_and_head() {
-        assert_eq!(ok(b"HTTP/1.1 204 No Content\r\n\r\n").framing, ResponseFraming::Empty);
+        assert_eq!(
+            ok(b"HTTP/1.1 204 No Content\r\n\r\n").framing,
+            ResponseFraming::Empty
+        );
         assert_eq!(
             ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").framing,
             ResponseFraming::Empty
@@ -205,7 +227,10 @@ mod tests {
             false,
         );
         assert_eq!(e.unwrap_err().status, 502);
-        let e = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false);
+        let e = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
         assert_eq!(e.unwrap_err().status, 502);
         let e = parse(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -236,17 +261,30 @@ mod tests {
     #[test]
     fn until_close_and_keep_alive() {
         let h = ok(b"HTTP/1.1 200 OK\r\n\r\n");
-        assert_eq!((h.framing, h.keep_alive), (ResponseFraming::UntilClose, false));
-        assert!(!ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").keep_alive);
+        assert_eq!(
+            (h.framing, h.keep_alive),
+            (ResponseFraming::UntilClose, false)
+        );
+        assert!(
+            !ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").keep_alive
+        );
         assert!(!ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").keep_alive);
-        assert!(ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n").keep_alive);
+        assert!(
+            ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n")
+                .keep_alive
+        );
     }
 
     #[test]
     fn malformed_is_502() {
-        assert_eq!(parse(b"HTTP/2 200 OK\r\n\r\n", false).unwrap_err().status, 502);
         assert_eq!(
-            parse(b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n", false).unwrap_err().status,
+            parse(b"HTTP/2 200 OK\r\n\r\n", false).unwrap_err().status,
+            502
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n", false)
+                .unwrap_err()
+                .status,
             502
         );
         let limits = HeadLimits {
@@ -254,6 +292,11 @@ mod tests {
             max_headers: 100,
         };
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nServer: long-name"[..]);
-        assert_eq!(parse_response_head(&mut buf, &limits, false).unwrap_err().status, 502);
+        assert_eq!(
+            parse_response_head(&mut buf, &limits, false)
+                .unwrap_err()
+                .status,
+            502
+        );
     }
 }
