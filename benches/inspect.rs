@@ -60,18 +60,9 @@ fn bench_inspect(c: &mut Criterion) {
     group.finish();
 
     let body = chat_body(4096, true);
-    let span = inspect_body(&body)
-        .ok()
-        .and_then(|i| i.model_span)
-        .unwrap_or(0..0);
+    let span = inspect_body(&body).ok().and_then(|i| i.model_span).unwrap_or(0..0);
     c.bench_function("splice_model/4096", |b| {
-        b.iter(|| {
-            splice_model(
-                black_box(&body),
-                span.clone(),
-                black_box("openai/gpt-4o-mini"),
-            )
-        })
+        b.iter(|| splice_model(black_box(&body), span.clone(), black_box("openai/gpt-4o-mini")))
     });
 
     let limits = HeadLimits::default();

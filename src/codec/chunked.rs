@@ -101,11 +101,7 @@ impl ChunkedDecoder {
                     let n = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
                     let data = buf.split_to(n).freeze();
                     let left = left - n as u64;
-                    self.state = if left == 0 {
-                        State::DataEnd
-                    } else {
-                        State::Data(left)
-                    };
+                    self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
                     return Ok(Some(Chunk::Data(data)));
                 }
                 State::DataEnd => match buf.get(..2) {
@@ -118,9 +114,7 @@ impl ChunkedDecoder {
                 },
                 State::Trailer(used) => {
                     let room = self.limits.max_trailer_bytes.saturating_sub(used);
-                    let Some(line) = take_line(buf, room)
-                        .map_err(|_| ChunkError("trailer section too large"))?
-                    else {
+                    let Some(line) = take_line(buf, room).map_err(|_| ChunkError("trailer section too large"))? else {
                         return Ok(None);
                     };
                     if line.len() == 2 {
@@ -179,9 +173,7 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ChunkError> {
         }
         Some(_) => return Err(ChunkError("bad chunk size")),
     }
-    Ok(hex
-        .iter()
-        .fold(0u64, |acc, &b| (acc << 4) | u64::from(hex_val(b))))
+    Ok(hex.iter().fold(0u64, |acc, &b| (acc << 4) | u64::from(hex_val(b))))
 }
 
 fn check_trailer_line(line: &[u8]) -> Result<(), ChunkError> {

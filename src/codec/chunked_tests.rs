@@ -93,25 +93,13 @@ fn split_invariance() {
 #[test]
 fn expected_outcomes() {
     assert_eq!(run(&[CASES[0]]), (b"hello".to_vec(), Ok(Some(vec![]))));
-    assert_eq!(
-        run(&[CASES[1]]),
-        (b"hello world".to_vec(), Ok(Some(b"NEXT".to_vec())))
-    );
-    assert_eq!(
-        run(&[CASES[2]]),
-        (b"0123456789".to_vec(), Ok(Some(b"rest".to_vec())))
-    );
+    assert_eq!(run(&[CASES[1]]), (b"hello world".to_vec(), Ok(Some(b"NEXT".to_vec()))));
+    assert_eq!(run(&[CASES[2]]), (b"0123456789".to_vec(), Ok(Some(b"rest".to_vec()))));
     assert_eq!(run(&[CASES[3]]).0, b"abcdefghijklmnopqrstuvwxyz".to_vec());
     assert_eq!(run(&[CASES[4]]).0, b"hello".to_vec());
-    assert_eq!(
-        run(&[CASES[5]]).1,
-        Err(ChunkError("missing CRLF after chunk data"))
-    );
+    assert_eq!(run(&[CASES[5]]).1, Err(ChunkError("missing CRLF after chunk data")));
     assert_eq!(run(&[CASES[6]]).1, Err(ChunkError("bare LF")));
-    assert_eq!(
-        run(&[CASES[7]]).1,
-        Err(ChunkError("missing CRLF after chunk data"))
-    );
+    assert_eq!(run(&[CASES[7]]).1, Err(ChunkError("missing CRLF after chunk data")));
     assert!(run(&[CASES[8]]).1.is_err());
     assert!(run(&[CASES[9]]).1.is_err());
     assert!(run(&[CASES[10]]).1.is_err());
@@ -121,10 +109,7 @@ fn expected_outcomes() {
     assert!(run(&[CASES[14]]).1.is_err());
     assert!(run(&[CASES[15]]).1.is_err());
     assert!(run(&[CASES[16]]).1.is_err());
-    assert_eq!(
-        run(&[CASES[17]]).1,
-        Err(ChunkError("trailer section too large"))
-    );
+    assert_eq!(run(&[CASES[17]]).1, Err(ChunkError("trailer section too large")));
     assert_eq!(run(&[CASES[18]]).1, Err(ChunkError("chunk line too long")));
     assert_eq!(run(&[CASES[19]]), (b"abc".to_vec(), Ok(None)));
     assert_eq!(run(&[CASES[20]]), (vec![], Ok(None)));

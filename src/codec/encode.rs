@@ -189,10 +189,7 @@ mod tests {
             BodyFraming::Empty,
             true,
         );
-        assert_eq!(
-            &out[..],
-            b"HTTP/1.1 200 OK\r\nok: 1\r\ncontent-length: 0\r\n\r\n"
-        );
+        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nok: 1\r\ncontent-length: 0\r\n\r\n");
     }
 
     #[test]

@@ -28,10 +28,7 @@ pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
 
 /// Strip optional whitespace (SP / HTAB) at both ends.
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(v.len());
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
     let end = v
         .iter()
         .rposition(|b| !matches!(b, b' ' | b'\t'))
@@ -82,9 +79,7 @@ pub(crate) fn map_httparse_error(e: httparse::Error, other: u16) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders if other == 400 => HeadError::new(431, "too many headers"),
         httparse::Error::TooManyHeaders => HeadError::new(other, "too many headers"),
-        httparse::Error::Version if other == 400 => {
-            HeadError::new(505, "HTTP version not supported")
-        }
+        httparse::Error::Version if other == 400 => HeadError::new(505, "HTTP version not supported"),
         httparse::Error::Version => HeadError::new(other, "unsupported HTTP version"),
         httparse::Error::HeaderName => HeadError::new(other, "invalid header name"),
         httparse::Error::HeaderValue => HeadError::new(other, "invalid header value"),

@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::fields::{
-    has_bare_lf, has_token, header_ranges, header_slots, map_httparse_error, parse_content_length,
-    range_in, skip_leading_empty_lines, slice_headers, sub, trim_ows, INLINE_SLOTS,
+    has_bare_lf, has_token, header_ranges, header_slots, map_httparse_error, parse_content_length, range_in,
+    skip_leading_empty_lines, slice_headers, sub, trim_ows, INLINE_SLOTS,
 };
 
 /// Bounds on a request head, so a client cannot make a worker buffer without end.
@@ -152,10 +152,7 @@ fn bad(reason: &'static str) -> HeadError {
 /// `Ok(None)` means more bytes are needed (and `buf.len() <= max_head_bytes`). On `Ok(Some)`
 /// the head bytes are split off the front of `buf` (split_to + freeze; headers are slices of
 /// that), and any body bytes already read stay in `buf`.
-pub fn parse_request_head(
-    buf: &mut BytesMut,
-    limits: &HeadLimits,
-) -> Result<Option<RequestHead>, HeadError> {
+pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Option<RequestHead>, HeadError> {
     // RFC 9112 §2.2: a server SHOULD ignore empty lines before the request-line (some clients
     // send a stray CRLF after a body). Dropping them here keeps them out of the size limit.
     skip_leading_empty_lines(buf);
@@ -282,11 +279,7 @@ fn request_policy(headers: &[Header], http10: bool) -> Result<RequestPolicy, Hea
         },
         (None, None) => BodyFraming::Empty,
     };
-    let keep_alive = if http10 {
-        keep_alive_token && !close
-    } else {
-        !close
-    };
+    let keep_alive = if http10 { keep_alive_token && !close } else { !close };
     Ok(RequestPolicy {
         framing,
         keep_alive,
@@ -327,9 +320,7 @@ fn well_formed_version(buf: &[u8]) -> bool {
     let line = buf.get(..line_end).unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|&b| b == b' ');
-    let (Some(_), Some(_), Some(v), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(_), Some(_), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return false;
     };
     matches!(v, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())

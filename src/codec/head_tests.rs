@@ -17,12 +17,8 @@ fn status(raw: &[u8]) -> u16 {
 
 #[test]
 fn simple_get_splits_head_and_keeps_body() {
-    let mut buf = BytesMut::from(
-        &b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET"[..],
-    );
-    let h = parse_request_head(&mut buf, &HeadLimits::default())
-        .unwrap()
-        .unwrap();
+    let mut buf = BytesMut::from(&b"POST /v1/chat?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET"[..]);
+    let h = parse_request_head(&mut buf, &HeadLimits::default()).unwrap().unwrap();
     assert_eq!(h.method, Method::Post);
     assert_eq!(&h.method_raw[..], b"POST");
     assert_eq!(&h.target[..], b"/v1/chat?x=1");
@@ -57,17 +53,11 @@ fn oversized_incomplete_head_is_431() {
     let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
     raw.extend(std::iter::repeat_n(b'a', 100));
     let mut buf = BytesMut::from(&raw[..]);
-    assert_eq!(
-        parse_request_head(&mut buf, &limits).unwrap_err().status,
-        431
-    );
+    assert_eq!(parse_request_head(&mut buf, &limits).unwrap_err().status, 431);
     // A complete head over the limit is refused too.
     raw.extend_from_slice(b"\r\n\r\n");
     let mut buf = BytesMut::from(&raw[..]);
-    assert_eq!(
-        parse_request_head(&mut buf, &limits).unwrap_err().status,
-        431
-    );
+    assert_eq!(parse_request_head(&mut buf, &limits).unwrap_err().status, 431);
 }
 
 #[test]
@@ -77,10 +67,7 @@ fn too_many_headers_is_431() {
         max_headers: 3,
     };
     let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"[..]);
-    assert_eq!(
-        parse_request_head(&mut buf, &limits).unwrap_err().status,
-        431
-    );
+    assert_eq!(parse_request_head(&mut buf, &limits).unwrap_err().status, 431);
 }
 
 #[test]
@@ -104,14 +91,8 @@ fn bare_lf_line_ends_rejected() {
 
 #[test]
 fn obs_fold_rejected() {
-    assert_eq!(
-        status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
-        400
-    );
-    assert_eq!(
-        status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n"),
-        400
-    );
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"), 400);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb\r\n\r\n"), 400);
 }
 
 #[test]
@@ -171,10 +152,7 @@ fn content_length_syntax() {
     assert_eq!(h.framing, BodyFraming::Length(9_999_999_999_999_999_999));
     let h = ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(h.framing, BodyFraming::Empty);
-    assert_eq!(
-        ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").framing,
-        BodyFraming::Empty
-    );
+    assert_eq!(ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").framing, BodyFraming::Empty);
 }
 
 #[test]
@@ -193,10 +171,7 @@ fn transfer_encoding_rules() {
         status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
         400
     );
-    assert_eq!(
-        status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-        400
-    );
+    assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
 }
 
 #[test]
@@ -218,15 +193,9 @@ fn keep_alive_rules() {
 
 #[test]
 fn expect_rules() {
-    assert!(
-        ok(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
-            .expect_continue
-    );
+    assert!(ok(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expect_continue);
     assert!(!ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\n").expect_continue);
-    assert_eq!(
-        status(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"),
-        417
-    );
+    assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n"), 417);
     assert!(!ok(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
 }
 
@@ -254,10 +223,7 @@ fn target_must_be_rfc3986() {
 #[test]
 fn find_header_first_match_case_insensitive() {
     let h = ok(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
-    assert_eq!(
-        find_header(&h.headers, "x-A").map(|v| &v[..]),
-        Some(&b"1"[..])
-    );
+    assert_eq!(find_header(&h.headers, "x-A").map(|v| &v[..]), Some(&b"1"[..]));
     assert_eq!(find_header(&h.headers, "missing"), None);
 }
 

@@ -66,9 +66,7 @@ pub fn inspect_body(body: &[u8]) -> Result<Inspection, InspectError> {
                 if out.model_span.is_some() {
                     return Err(err("duplicate \"model\" field"));
                 }
-                let model = value
-                    .as_str()
-                    .ok_or_else(|| err("\"model\" must be a string"))?;
+                let model = value.as_str().ok_or_else(|| err("\"model\" must be a string"))?;
                 out.model = Some(model.to_owned());
                 out.model_span = Some(start..end);
             }
@@ -99,10 +97,7 @@ fn check_tail(body: &[u8], last_end: Option<usize>) -> Result<(), InspectError> 
     let from = match last_end {
         Some(end) => end,
         // Empty object: skip to just past the opening brace.
-        None => body
-            .iter()
-            .position(|&b| !is_ws(b))
-            .map_or(body.len(), |i| i + 1),
+        None => body.iter().position(|&b| !is_ws(b)).map_or(body.len(), |i| i + 1),
     };
     let rest = body.get(from..).unwrap_or(&[]);
     let mut tail = rest.iter().skip_while(|&&b| is_ws(b));

@@ -33,10 +33,7 @@ fn escaped_model_value() {
 
 #[test]
 fn escaped_key_counts_as_model() {
-    assert_eq!(
-        inspect(r#"{"mod\u0065l":"a"}"#).unwrap().model.as_deref(),
-        Some("a")
-    );
+    assert_eq!(inspect(r#"{"mod\u0065l":"a"}"#).unwrap().model.as_deref(), Some("a"));
     assert!(inspect(r#"{"model":"a","mod\u0065l":"b"}"#).is_err());
     assert!(inspect(r#"{"model":"a","model":"a"}"#).is_err());
     assert!(inspect(r#"{"stream":true,"str\u0065am":false}"#).is_err());
@@ -79,15 +76,7 @@ fn invalid_nested_values_rejected() {
 
 #[test]
 fn non_object_rejected() {
-    for body in [
-        "",
-        " ",
-        "[]",
-        "\"model\"",
-        "null",
-        "1",
-        "[{\"model\":\"a\"}]",
-    ] {
+    for body in ["", " ", "[]", "\"model\"", "null", "1", "[{\"model\":\"a\"}]"] {
         assert!(inspect(body).is_err(), "{body:?}");
     }
 }
@@ -140,12 +129,8 @@ fn multipart_fields() {
     assert_eq!(multipart_field(FORM, b"application/json", "model"), None);
     assert_eq!(multipart_field(FORM, b"multipart/form-data", "model"), None);
     // `filename=` must not be mistaken for `name=`.
-    let form =
-        b"--b\r\nContent-Disposition: form-data; filename=\"model\"; name=\"x\"\r\n\r\n1\r\n--b--";
-    assert_eq!(
-        multipart_field(form, b"multipart/form-data; boundary=b", "model"),
-        None
-    );
+    let form = b"--b\r\nContent-Disposition: form-data; filename=\"model\"; name=\"x\"\r\n\r\n1\r\n--b--";
+    assert_eq!(multipart_field(form, b"multipart/form-data; boundary=b", "model"), None);
     assert_eq!(
         multipart_field(form, b"multipart/form-data; boundary=b", "x"),
         Some(&b"1"[..])
@@ -156,19 +141,11 @@ fn multipart_fields() {
 fn multipart_with_preamble_and_quoted_boundary_with_space() {
     let form = b"preamble\r\n--a b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ntts-1\r\n--a b--\r\n";
     assert_eq!(
-        multipart_field(
-            form,
-            b"multipart/form-data; charset=utf-8; boundary=\"a b\"",
-            "model"
-        ),
+        multipart_field(form, b"multipart/form-data; charset=utf-8; boundary=\"a b\"", "model"),
         Some(&b"tts-1"[..])
     );
     assert_eq!(
-        multipart_field(
-            b"--a b\r\n",
-            b"multipart/form-data; boundary=\"a b\"",
-            "model"
-        ),
+        multipart_field(b"--a b\r\n", b"multipart/form-data; boundary=\"a b\"", "model"),
         None
     );
 }

@@ -9,8 +9,8 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 
 use super::fields::{
-    has_token, header_ranges, header_slots, map_httparse_error, parse_content_length,
-    skip_leading_empty_lines, slice_headers, trim_ows, INLINE_SLOTS,
+    has_token, header_ranges, header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines,
+    slice_headers, trim_ows, INLINE_SLOTS,
 };
 use super::head::{HeadError, HeadLimits, Headers};
 
@@ -55,8 +55,7 @@ pub fn parse_response_head(
             let mut spill = Vec::new();
             let slots = header_slots(&mut inline, &mut spill, limits.max_headers);
             let mut resp = httparse::Response::new(&mut []);
-            let parsed = httparse::ParserConfig::default()
-                .parse_response_with_uninit_headers(&mut resp, buf, slots);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots);
             let head_len = match parsed {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => {
@@ -71,12 +70,7 @@ pub fn parse_response_head(
                 return Err(bad("upstream response head too large"));
             }
             let ranges = header_ranges(buf.as_ptr() as usize, resp.headers);
-            (
-                head_len,
-                resp.code.unwrap_or(0),
-                resp.version == Some(0),
-                ranges,
-            )
+            (head_len, resp.code.unwrap_or(0), resp.version == Some(0), ranges)
         };
         if (100..200).contains(&status) && status != 101 {
             // Interim response (100 Continue, 103 Early Hints): drop it, read the next head.
@@ -89,12 +83,7 @@ pub fn parse_response_head(
     }
 }
 
-fn response_policy(
-    status: u16,
-    headers: Headers,
-    http10: bool,
-    head_request: bool,
-) -> Result<ResponseHead, HeadError> {
+fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bool) -> Result<ResponseHead, HeadError> {
     let mut length: Option<u64> = None;
     let mut te_seen = false;
     let mut close = false;
@@ -121,9 +110,7 @@ fn response_policy(
         }
     }
     if te_seen && length.is_some() {
-        return Err(bad(
-            "upstream sent both Content-Length and Transfer-Encoding",
-        ));
+        return Err(bad("upstream sent both Content-Length and Transfer-Encoding"));
     }
     let no_body = head_request || status < 200 || status == 204 || status == 304;
     let framing = if no_body {
@@ -137,10 +124,7 @@ fn response_policy(
             None => ResponseFraming::UntilClose,
         }
     };
-    let keep_alive = framing != ResponseFraming::UntilClose
-        && status != 101
-        && !close
-        && (!http10 || keep_alive_token);
+    let keep_alive = framing != ResponseFraming::UntilClose && status != 101 && !close && (!http10 || keep_alive_token);
     Ok(ResponseHead {
         status,
         headers,
@@ -200,10 +184,7 @@ mod tests {
 
     #[test]
     fn bodiless_statuses_and_head() {
-        assert_eq!(
-            ok(b"HTTP/1.1 204 No Content\r\n\r\n").framing,
-            ResponseFraming::Empty
-        );
+        assert_eq!(ok(b"HTTP/1.1 204 No Content\r\n\r\n").framing, ResponseFraming::Empty);
         assert_eq!(
             ok(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n").framing,
             ResponseFraming::Empty
@@ -227,10 +208,7 @@ mod tests {
             false,
         );
         assert_eq!(e.unwrap_err().status, 502);
-        let e = parse(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            false,
-        );
+        let e = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false);
         assert_eq!(e.unwrap_err().status, 502);
         let e = parse(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -261,30 +239,17 @@ mod tests {
     #[test]
     fn until_close_and_keep_alive() {
         let h = ok(b"HTTP/1.1 200 OK\r\n\r\n");
-        assert_eq!(
-            (h.framing, h.keep_alive),
-            (ResponseFraming::UntilClose, false)
-        );
-        assert!(
-            !ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").keep_alive
-        );
+        assert_eq!((h.framing, h.keep_alive), (ResponseFraming::UntilClose, false));
+        assert!(!ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").keep_alive);
         assert!(!ok(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").keep_alive);
-        assert!(
-            ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n")
-                .keep_alive
-        );
+        assert!(ok(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n").keep_alive);
     }
 
     #[test]
     fn malformed_is_502() {
+        assert_eq!(parse(b"HTTP/2 200 OK\r\n\r\n", false).unwrap_err().status, 502);
         assert_eq!(
-            parse(b"HTTP/2 200 OK\r\n\r\n", false).unwrap_err().status,
-            502
-        );
-        assert_eq!(
-            parse(b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n", false)
-                .unwrap_err()
-                .status,
+            parse(b"HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n", false).unwrap_err().status,
             502
         );
         let limits = HeadLimits {
@@ -292,11 +257,6 @@ mod tests {
             max_headers: 100,
         };
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nServer: long-name"[..]);
-        assert_eq!(
-            parse_response_head(&mut buf, &limits, false)
-                .unwrap_err()
-                .status,
-            502
-        );
+        assert_eq!(parse_response_head(&mut buf, &limits, false).unwrap_err().status, 502);
     }
 }
