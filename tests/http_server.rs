@@ -363,7 +363,6 @@ fn http10_request_works_and_closes() {
 }
 
 #[test]
-#[ignore = "BUG: a streamed answer to an HTTP/1.0 client is sent with Transfer-Encoding: chunked (server/respond.rs Responder::start)"]
 fn http10_streamed_answer_is_not_chunked() {
     let h = Harness::start(Conf::default());
     // A streamed answer to an HTTP/1.0 client cannot use chunked framing either.

@@ -270,7 +270,7 @@ fn stale_pooled_connection_is_retried_on_a_fresh_one() {
 }
 
 #[test]
-#[ignore = "BUG: 5xx/429 from an upstream are relayed, not retried on the next key (DESIGN 1.4; proxy/forward.rs forward)"]
+#[ignore = "issue 3 (resilience): 5xx/429 before the first byte must move to the next key (DESIGN 1.4)"]
 fn server_errors_move_to_the_next_key() {
     let body = format!(
         r#"

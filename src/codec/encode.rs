@@ -68,6 +68,23 @@ pub fn write_response_head(
     framing: BodyFraming,
     keep_alive: bool,
 ) {
+    write_head(out, status, headers, Some(framing), keep_alive);
+}
+
+/// A head with no framing header and `connection: close`: the body ends when the connection
+/// does. Only for HTTP/1.0 clients receiving a body of unknown length, who must not be sent
+/// chunked encoding (RFC 9112 7.1).
+pub fn write_response_head_until_close(out: &mut BytesMut, status: u16, headers: &[(&str, &[u8])]) {
+    write_head(out, status, headers, None, false);
+}
+
+fn write_head(
+    out: &mut BytesMut,
+    status: u16,
+    headers: &[(&str, &[u8])],
+    framing: Option<BodyFraming>,
+    keep_alive: bool,
+) {
     let reason = reason_phrase(status);
     let fields: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
     out.reserve(17 + reason.len() + fields + 40 + 19 + 2);
@@ -87,14 +104,15 @@ pub fn write_response_head(
         out.put_slice(b"\r\n");
     }
     match framing {
-        BodyFraming::Length(n) => {
+        None => {}
+        Some(BodyFraming::Length(n)) => {
             out.put_slice(b"content-length: ");
             out.put_slice(num.format(n).as_bytes());
             out.put_slice(b"\r\n");
         }
-        BodyFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
-        BodyFraming::Empty if !bodiless(status) => out.put_slice(b"content-length: 0\r\n"),
-        BodyFraming::Empty => {}
+        Some(BodyFraming::Chunked) => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Some(BodyFraming::Empty) if !bodiless(status) => out.put_slice(b"content-length: 0\r\n"),
+        Some(BodyFraming::Empty) => {}
     }
     if !keep_alive {
         out.put_slice(b"connection: close\r\n");

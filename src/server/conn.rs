@@ -69,7 +69,8 @@ pub(super) async fn serve_connection<S: Service>(
         let head_only = request.head.method == crate::codec::head::Method::Head;
         let _guard = InFlight::enter(&counters.in_flight);
         let keep_alive = keep_alive && !counters.stopping.is_stopped();
-        let mut res = Responder::new(&mut stream, std::mem::take(&mut out), keep_alive, head_only);
+        let http10 = request.head.http10;
+        let mut res = Responder::new(&mut stream, std::mem::take(&mut out), keep_alive, head_only, http10);
         service.call(request, &mut res).await;
         let reusable = res.complete_and_reusable().await;
         out = res.into_buffer();

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
-use crate::codec::encode::{write_chunk, write_last_chunk, write_response_head};
+use crate::codec::encode::{write_chunk, write_last_chunk, write_response_head, write_response_head_until_close};
 use crate::codec::head::BodyFraming;
 use crate::net::write_all_buf;
 
@@ -22,6 +22,8 @@ enum State {
     Fresh,
     /// Head sent with chunked framing; pieces follow.
     Chunked,
+    /// Head sent without framing to an HTTP/1.0 client: pieces follow raw, closing ends it.
+    UntilClose,
     /// Head sent with a content-length; this many body bytes are still owed.
     Sized(u64),
     Done,
@@ -33,17 +35,19 @@ pub struct Responder<'a> {
     out: BytesMut,
     keep_alive: bool,
     head_only: bool,
+    http10: bool,
     state: State,
     bytes_out: u64,
 }
 
 impl<'a> Responder<'a> {
-    pub(super) fn new(io: &'a mut TcpStream, out: BytesMut, keep_alive: bool, head_only: bool) -> Self {
+    pub(super) fn new(io: &'a mut TcpStream, out: BytesMut, keep_alive: bool, head_only: bool, http10: bool) -> Self {
         Responder {
             io,
             out,
             keep_alive,
             head_only,
+            http10,
             state: State::Fresh,
             bytes_out: 0,
         }
@@ -92,11 +96,21 @@ impl<'a> Responder<'a> {
     /// content-length (pieces are then raw), None uses chunked framing.
     pub async fn start(&mut self, status: u16, headers: &[(&str, &[u8])], length: Option<u64>) -> io::Result<()> {
         self.expect_fresh()?;
-        let (framing, next) = match length {
-            Some(n) => (BodyFraming::Length(n), State::Sized(n)),
-            None => (BodyFraming::Chunked, State::Chunked),
+        let next = match length {
+            Some(n) => {
+                write_response_head(&mut self.out, status, headers, BodyFraming::Length(n), self.keep_alive);
+                State::Sized(n)
+            }
+            None if self.http10 => {
+                self.keep_alive = false;
+                write_response_head_until_close(&mut self.out, status, headers);
+                State::UntilClose
+            }
+            None => {
+                write_response_head(&mut self.out, status, headers, BodyFraming::Chunked, self.keep_alive);
+                State::Chunked
+            }
         };
-        write_response_head(&mut self.out, status, headers, framing, self.keep_alive);
         let next = if self.head_only { State::Done } else { next };
         let result = write_all_buf(self.io, &mut self.out).await;
         self.settle(result, next, 0)
@@ -111,6 +125,10 @@ impl<'a> Responder<'a> {
             State::Chunked => {
                 write_chunk(&mut self.out, data);
                 State::Chunked
+            }
+            State::UntilClose => {
+                self.out.extend_from_slice(data);
+                State::UntilClose
             }
             State::Sized(owed) => {
                 let n = data.len() as u64;
@@ -142,6 +160,10 @@ impl<'a> Responder<'a> {
                 write_last_chunk(&mut self.out);
                 let result = write_all_buf(self.io, &mut self.out).await;
                 self.settle(result, State::Done, 0)
+            }
+            State::UntilClose => {
+                self.state = State::Done;
+                Ok(())
             }
             State::Done => Ok(()),
             _ => Err(self.misuse()),
