@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod health;
 pub mod mock;
 pub mod net;
 pub mod proxy;
@@ -15,3 +16,4 @@ pub mod route;
 pub mod runtime;
 pub mod server;
 pub mod upstream;
+pub mod usage;

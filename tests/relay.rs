@@ -243,7 +243,7 @@ fn one_megabyte_request_body_arrives_byte_identical() {
 }
 
 #[test]
-fn upstream_cut_mid_stream_is_never_a_clean_end() {
+fn upstream_cut_mid_stream_ends_with_an_error_event_never_a_clean_end() {
     let h = Harness::start(Conf::default());
     let mut c = h.client();
     let (name, value) = auth();
@@ -261,18 +261,27 @@ fn upstream_cut_mid_stream_is_never_a_clean_end() {
     let (status, _, _) = c.read_head();
     assert_eq!(status, 200);
     let (pieces, terminated) = c.read_chunks_timed();
-    assert!(!terminated, "a cut stream must not end with the chunked terminator");
+    assert!(terminated, "the SSE stream is ended properly after the error event");
     let text: String = pieces
         .iter()
         .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
         .collect();
     assert!(text.contains("tok1"), "the events before the cut are relayed: {text}");
-    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(!text.contains("[DONE]"), "a cut stream must not look complete: {text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
     assert!(
-        c.closed_within(Duration::from_secs(2)),
-        "connection must close after a cut"
+        last.starts_with("data: {\"error\":") && last.contains("stream_interrupted"),
+        "the last event is an OpenAI-style error: {last}"
     );
-    // The gateway itself is fine.
+    // The answer was framed completely, so the same connection carries the next request.
+    let (name, value) = auth();
+    c.send_request(
+        "POST",
+        "/v1/chat/completions",
+        &[(name, &value), ("content-type", "application/json")],
+        chat("gpt-4o-mini").as_bytes(),
+    );
+    assert_eq!(c.read_head().0, 200);
     assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
 }
 

@@ -140,7 +140,7 @@ fn first_byte_timeout_is_504_quickly() {
 }
 
 #[test]
-fn stream_idle_timeout_cuts_the_stream() {
+fn stream_idle_timeout_ends_the_stream_with_an_error_event() {
     let h = Harness::start(Conf {
         upstream: "stream_idle_timeout_ms = 200".into(),
         ..Default::default()
@@ -160,8 +160,17 @@ fn stream_idle_timeout_cuts_the_stream() {
     let started = Instant::now();
     let (status, _, _) = c.read_head();
     assert_eq!(status, 200);
-    let (_, terminated) = c.read_chunks_timed();
-    assert!(!terminated, "an idle-timed-out stream must not look complete");
+    let (pieces, terminated) = c.read_chunks_timed();
+    assert!(terminated, "the stream is ended (not left hanging)");
+    let text: String = pieces
+        .iter()
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+        .collect();
+    assert!(text.contains("stream_interrupted") && text.contains("silent"), "{text}");
+    assert!(
+        !text.contains("[DONE]"),
+        "an idle-timed-out stream must not look complete: {text}"
+    );
     assert!(
         started.elapsed() < Duration::from_millis(1200),
         "cut after {:?}",
@@ -270,7 +279,6 @@ fn stale_pooled_connection_is_retried_on_a_fresh_one() {
 }
 
 #[test]
-#[ignore = "issue 3 (resilience): 5xx/429 before the first byte must move to the next key (DESIGN 1.4)"]
 fn server_errors_move_to_the_next_key() {
     let body = format!(
         r#"

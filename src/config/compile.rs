@@ -38,6 +38,9 @@ pub(crate) fn compile(file: FileConfig, r: &Resolver<'_>, source: ConfigSource) 
     })
 }
 
+const DISCONNECT_POLICIES: &[(&str, DisconnectPolicy)] =
+    &[("cancel", DisconnectPolicy::Cancel), ("drain", DisconnectPolicy::Drain)];
+
 const DRIVERS: &[(&str, Driver)] = &[
     ("auto", Driver::Auto),
     ("io_uring", Driver::IoUring),
@@ -69,6 +72,7 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         keepalive_timeout: positive_ms(s.keepalive_timeout_ms, "server.keepalive_timeout_ms")?,
         // 0 is meaningful here: stop without waiting for in-flight requests.
         shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+        sse_keepalive: (s.sse_keepalive_ms > 0).then(|| Duration::from_millis(s.sse_keepalive_ms)),
         admin_key,
     })
 }
@@ -92,6 +96,12 @@ fn upstream(u: UpstreamConfig, r: &Resolver<'_>) -> Result<Upstream, ConfigError
         connect_timeout: positive_ms(u.connect_timeout_ms, "upstream.connect_timeout_ms")?,
         first_byte_timeout: positive_ms(u.first_byte_timeout_ms, "upstream.first_byte_timeout_ms")?,
         stream_idle_timeout: positive_ms(u.stream_idle_timeout_ms, "upstream.stream_idle_timeout_ms")?,
+        request_timeout: (u.request_timeout_ms > 0).then(|| Duration::from_millis(u.request_timeout_ms)),
+        on_client_disconnect: one_of(
+            &u.on_client_disconnect,
+            DISCONNECT_POLICIES,
+            "upstream.on_client_disconnect",
+        )?,
         ca_file,
     })
 }
@@ -107,6 +117,9 @@ fn retry(r: &RetryConfig) -> Result<Retry, ConfigError> {
         max_attempts: r.max_attempts,
         backoff: Duration::from_millis(r.backoff_ms),
         cooldown: positive_ms(r.cooldown_ms, "retry.cooldown_ms")?,
+        wait_for_key: Duration::from_millis(r.wait_for_key_ms),
+        quarantine_after_failures: r.quarantine_after_failures.max(1),
+        quarantine: positive_ms(r.quarantine_ms, "retry.quarantine_ms")?,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     pub keepalive_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
+    /// SSE comment sent during upstream silences longer than this; 0 = never.
+    pub sse_keepalive_ms: u64,
     /// Absent (or "") = admin API off.
     pub admin_key: Option<String>,
 }
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             keepalive_timeout_ms: 75_000,
             shutdown_grace_ms: 30_000,
+            sse_keepalive_ms: 15_000,
             admin_key: None,
         }
     }
@@ -68,6 +71,10 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
     pub stream_idle_timeout_ms: u64,
+    /// Whole-request limit, streams included; 0 = none.
+    pub request_timeout_ms: u64,
+    /// `cancel` (close the upstream at once) | `drain` (keep reading, bounded, for usage).
+    pub on_client_disconnect: String,
     /// "" = webpki-roots only.
     pub ca_file: String,
 }
@@ -80,6 +87,8 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: 5_000,
             first_byte_timeout_ms: 120_000,
             stream_idle_timeout_ms: 120_000,
+            request_timeout_ms: 0,
+            on_client_disconnect: "cancel".into(),
             ca_file: String::new(),
         }
     }
@@ -91,6 +100,12 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     pub backoff_ms: u64,
     pub cooldown_ms: u64,
+    /// When every candidate key is cooling, wait up to this long for the soonest; 0 = answer 429.
+    pub wait_for_key_ms: u64,
+    /// Consecutive failures (5xx, timeouts, connect errors) that quarantine a key.
+    pub quarantine_after_failures: u32,
+    /// First quarantine length; doubles on each repeat, up to an hour.
+    pub quarantine_ms: u64,
 }
 
 impl Default for RetryConfig {
@@ -99,6 +114,9 @@ impl Default for RetryConfig {
             max_attempts: 3,
             backoff_ms: 50,
             cooldown_ms: 60_000,
+            wait_for_key_ms: 0,
+            quarantine_after_failures: 5,
+            quarantine_ms: 30_000,
         }
     }
 }

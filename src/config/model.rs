@@ -54,6 +54,8 @@ pub struct Server {
     pub header_read_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `None` = no keepalive comments.
+    pub sse_keepalive: Option<Duration>,
     /// `None` = admin API off.
     pub admin_key: Option<Secret>,
 }
@@ -65,6 +67,9 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// Whole-request limit; `None` = none.
+    pub request_timeout: Option<Duration>,
+    pub on_client_disconnect: DisconnectPolicy,
     /// Extra PEM roots trusted beside webpki-roots.
     pub ca_file: Option<PathBuf>,
 }
@@ -74,6 +79,19 @@ pub struct Retry {
     pub max_attempts: u32,
     pub backoff: Duration,
     pub cooldown: Duration,
+    /// Zero = answer 429 at once when every candidate key is cooling.
+    pub wait_for_key: Duration,
+    pub quarantine_after_failures: u32,
+    pub quarantine: Duration,
+}
+
+/// What happens upstream when the client leaves mid-answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectPolicy {
+    /// Close the upstream connection at once (the provider stops generating).
+    Cancel,
+    /// Keep reading (bounded) so usage is complete, then close.
+    Drain,
 }
 
 #[derive(Debug)]

@@ -97,3 +97,79 @@ async fn send_json<T: Serialize>(res: &mut Responder<'_>, ctx: &RequestContext, 
         )
     })
 }
+
+#[derive(Serialize)]
+struct Status<'a> {
+    generation: u64,
+    providers: Vec<ProviderStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProviderStatus<'a> {
+    name: &'a str,
+    kind: String,
+    enabled: bool,
+    weight: u32,
+    keys: Vec<KeyStatus>,
+}
+
+#[derive(Serialize)]
+struct KeyStatus {
+    /// Masked to the last 4 characters.
+    key: String,
+    /// `active` | `cooling` | `quarantined` | `disabled`.
+    state: &'static str,
+    /// Seconds until a cooling key is usable again, or until a quarantined key is probed.
+    retry_in_s: Option<u64>,
+    in_flight: u32,
+    successes: u64,
+    failures: u64,
+}
+
+/// Each provider and key with its state; keys are masked.
+pub(super) async fn status(ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
+    use crate::health::{now_ms, KeyState};
+    let config = &ctx.generation.config;
+    let now = now_ms();
+    let providers = config
+        .providers
+        .iter()
+        .map(|p| ProviderStatus {
+            name: &p.name,
+            kind: format!("{:?}", p.kind).to_lowercase(),
+            enabled: p.enabled,
+            weight: p.weight,
+            keys: ctx
+                .generation
+                .key_health
+                .provider(p.index)
+                .iter()
+                .map(|h| {
+                    let (state, until) = match h.state(now) {
+                        _ if !p.enabled => ("disabled", None),
+                        KeyState::Active => ("active", None),
+                        KeyState::Cooling(until) => ("cooling", Some(until)),
+                        KeyState::Quarantined(until) => ("quarantined", Some(until)),
+                    };
+                    KeyStatus {
+                        key: h.masked.clone(),
+                        state,
+                        retry_in_s: until.map(|u| u.saturating_sub(now).div_ceil(1000)),
+                        in_flight: h.in_flight(),
+                        successes: h.successes(),
+                        failures: h.failures(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    send_json(
+        res,
+        ctx,
+        &Status {
+            generation: ctx.generation.id,
+            providers,
+        },
+    )
+    .await
+}

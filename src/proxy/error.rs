@@ -24,6 +24,8 @@ pub enum ErrorKind {
     NotFound,
     NoRoute,
     MethodNotAllowed,
+    /// Every candidate key is rate limited (or the client's own limit is hit).
+    RateLimited,
     UpstreamFailed,
     UpstreamTimeout,
     NoUsableKey,
@@ -37,6 +39,8 @@ struct Inner {
     message: Cow<'static, str>,
     code: Option<&'static str>,
     param: Option<&'static str>,
+    /// Seconds for the `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 /// Boxed so `Result<T, ProxyError>` stays one pointer wide on the hot path.
@@ -51,6 +55,7 @@ impl ProxyError {
             message: message.into(),
             code: None,
             param: None,
+            retry_after: None,
         }))
     }
 
@@ -61,6 +66,15 @@ impl ProxyError {
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.0.code = Some(code);
         self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.0.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn retry_after(&self) -> Option<u64> {
+        self.0.retry_after
     }
 
     pub fn with_param(mut self, param: &'static str) -> Self {
@@ -87,6 +101,7 @@ impl ProxyError {
             ErrorKind::Forbidden => 403,
             ErrorKind::NotFound | ErrorKind::NoRoute => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RateLimited => 429,
             ErrorKind::UpstreamFailed => 502,
             ErrorKind::NoUsableKey => 503,
             ErrorKind::UpstreamTimeout => 504,
@@ -100,6 +115,7 @@ impl ProxyError {
                 "invalid_request_error"
             }
             ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout | ErrorKind::NoUsableKey => "upstream_error",
             ErrorKind::Internal => "server_error",
@@ -156,6 +172,13 @@ pub async fn render(err: &ProxyError, res: &mut Responder<'_>, request_id: &[u8]
         return;
     }
     let body = Bytes::from(err.body());
-    let headers: [(&str, &[u8]); 2] = [("content-type", b"application/json"), ("x-request-id", request_id)];
+    let mut digits = itoa::Buffer::new();
+    let mut headers: smallvec::SmallVec<[(&str, &[u8]); 3]> = smallvec::smallvec![
+        ("content-type", b"application/json".as_slice()),
+        ("x-request-id", request_id)
+    ];
+    if let Some(seconds) = err.retry_after() {
+        headers.push(("retry-after", digits.format(seconds).as_bytes()));
+    }
     let _ = res.send(err.status(), &headers, body).await;
 }

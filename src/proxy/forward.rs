@@ -1,30 +1,33 @@
-//! Phases `inspect` to `finish` for proxied endpoints: read `model`/`stream` strictly, check the
-//! client may use the model, pick provider and key, rewrite an alias, send over a pooled
-//! connection and relay the answer as it arrives.
-//! Invariant: nothing reaches the client until an upstream has answered with a response head;
-//! until then a connection-level failure may move to the next candidate.
+//! Proxied endpoints from `inspect` to `finish`: read the model strictly, check the client may
+//! use it, then try candidates (keys within a provider, then providers, then fallback models)
+//! until one answers, and relay that answer.
+//! Invariant: nothing reaches the client before an upstream answer is chosen for delivery, so
+//! every retry is invisible to the client; at most `retry.max_attempts` upstream requests are
+//! made per client request (a stale pooled connection retried once does not count).
 
-use bytes::Bytes;
+use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use super::classify::{classify_error, classify_status, Penalty, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
-use super::headers::{response_headers, upstream_request_head};
+use super::headers::upstream_request_head;
+use super::inspect::{adapt, default_model_for, inspect};
+use super::relay::{relay, RelayInput};
+use super::transform::Passthrough;
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::head::Method;
-use crate::codec::json::{inspect_body, multipart_field, splice_model, Inspection};
+use crate::codec::json::Inspection;
 use crate::codec::response::{ResponseFraming, ResponseHead};
-use crate::config::{Client, Config, Provider, ProviderKind};
+use crate::config::{Client, Config, Provider, ProviderKind, Route};
+use crate::health::{now_ms, KeyHealth, KeyState};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
 
-/// Sized upstream bodies up to this are read whole and sent in one write; larger ones stream.
-const BUFFER_WHOLE_LIMIT: u64 = 256 * 1024;
-
-/// The request as the upstream will see it, for one candidate.
-struct Outgoing<'a> {
-    provider: &'a Provider,
-    body: Bytes,
-}
+/// Discarded error bodies up to this are read so the connection can be pooled.
+const DISCARD_LIMIT: u64 = 64 * 1024;
 
 pub(super) async fn forward(
     core: &Core,
@@ -35,80 +38,289 @@ pub(super) async fn forward(
     res: &mut Responder<'_>,
 ) -> Result<(), ProxyError> {
     let config = &ctx.generation.config;
-    let model = inspect(endpoint, &req)?;
-    let (model_name, inspection) = match model {
-        Some((name, inspection)) => (name, inspection),
+    let (model, inspection) = match inspect(endpoint, &req)? {
+        Some(found) => found,
         None => (default_model_for(config)?, Inspection::default()),
     };
     if let Some(client) = client {
-        if !client.allows(&model_name) {
-            return Err(ProxyError::new(
-                ErrorKind::Forbidden,
-                Side::Downstream,
-                format!("this API key may not use model '{model_name}'"),
-            )
-            .with_code("model_not_allowed"));
+        if !client.allows(&model) {
+            let message = format!("this API key may not use model '{model}'");
+            return Err(ProxyError::new(ErrorKind::Forbidden, Side::Downstream, message).with_code("model_not_allowed"));
         }
     }
-    let (route, _defaulted) = find_route(config, &model_name).map_err(|_| {
-        ProxyError::new(
-            ErrorKind::NoRoute,
-            Side::Downstream,
-            format!("the model '{model_name}' does not exist or has no route"),
-        )
-        .with_param("model")
-        .with_code("model_not_found")
+    let (route, _defaulted) = find_route(config, &model).map_err(|_| {
+        let message = format!("the model '{model}' does not exist or has no route");
+        ProxyError::new(ErrorKind::NoRoute, Side::Downstream, message)
+            .with_param("model")
+            .with_code("model_not_found")
     })?;
-    let order = {
-        let mut balance = core.balance.borrow_mut();
-        balance.sync(ctx.generation.id, config);
-        balance.order(config, route)
+    let plan = plan(core, ctx, route, &model);
+    let mut attempt = Attempts {
+        max: config.retry.max_attempts.max(1) as usize,
+        made: 0,
+        soonest_cool: None,
+        last_error: None,
+        last_penalty: None,
     };
-    let upstream_path = req.head.path().get(3..).unwrap_or("");
-    let max_attempts = config.retry.max_attempts.max(1) as usize;
-    let mut last_error: Option<ProxyError> = None;
-    let mut attempts = 0usize;
-    for &candidate_index in order.iter() {
-        if attempts >= max_attempts {
-            break;
-        }
-        let Some(candidate) = route.candidates.get(candidate_index) else {
-            continue;
-        };
-        let Some(provider) = config.providers.get(candidate.provider) else {
-            continue;
-        };
-        if !speaks_openai(provider.kind) {
-            last_error = Some(ProxyError::new(
-                ErrorKind::UpstreamFailed,
-                Side::Upstream,
-                format!(
-                    "provider '{}' is of kind {:?}, which needs protocol translation (not available yet)",
-                    provider.name, provider.kind
-                ),
-            ));
-            continue;
-        }
-        attempts += 1;
-        let body = adapt(&req.body, &inspection, &candidate.upstream_model, &model_name);
-        let outgoing = Outgoing { provider, body };
-        match send(core, ctx, &req, &outgoing, upstream_path).await {
-            Ok((exchange, head)) => {
-                return relay(core, ctx, &req, res, outgoing.provider, attempts, exchange, head).await;
+    let deadline = config.upstream.request_timeout.map(|t| req.received_at + t);
+    // A second round only when every key was cooling and `wait_for_key_ms` allows waiting.
+    for round in 0..2 {
+        for step in &plan {
+            if let Some(delivered) =
+                try_provider(core, ctx, &req, res, &inspection, &model, step, &mut attempt, deadline).await?
+            {
+                return Ok(delivered);
             }
-            Err(e) => {
-                tracing::debug!(provider = %provider.name, "attempt {attempts} failed: {e}");
-                last_error = Some(e.into());
+            if attempt.made >= attempt.max {
+                break;
             }
+        }
+        let wait = attempt.soonest_cool.map(|until| until.saturating_sub(now_ms()));
+        match wait {
+            Some(ms) if round == 0 && attempt.made == 0 && ms <= config.retry.wait_for_key.as_millis() as u64 => {
+                monoio::time::sleep(Duration::from_millis(ms)).await;
+                attempt.soonest_cool = None;
+            }
+            _ => break,
         }
     }
-    Err(last_error.unwrap_or_else(|| {
-        ProxyError::new(
-            ErrorKind::NoUsableKey,
-            Side::Upstream,
-            format!("no usable provider for model '{model_name}'"),
-        )
-    }))
+    Err(attempt.exhausted(&model))
+}
+
+/// One provider candidate in the order to try.
+struct Step<'a> {
+    route: &'a Route,
+    candidate: usize,
+}
+
+/// The route's candidates in balancing order, then each fallback model's.
+fn plan<'a>(core: &Core, ctx: &'a RequestContext, route: &'a Route, model: &str) -> SmallVec<[Step<'a>; 8]> {
+    let config: &'a Config = &ctx.generation.config;
+    let mut balance = core.balance.borrow_mut();
+    balance.sync(ctx.generation.id, config);
+    let mut steps: SmallVec<[Step<'a>; 8]> = balance
+        .order(config, route)
+        .into_iter()
+        .map(|candidate| Step { route, candidate })
+        .collect();
+    for fallback in config.routing.fallbacks.get(model).into_iter().flatten() {
+        if let Some(fallback_route) = config.routes.by_model.get(fallback.as_str()) {
+            let order = balance.order(config, fallback_route);
+            steps.extend(order.into_iter().map(|candidate| Step {
+                route: fallback_route,
+                candidate,
+            }));
+        }
+    }
+    steps
+}
+
+struct Attempts {
+    max: usize,
+    made: usize,
+    /// Earliest moment a cooling candidate key frees up (monotonic ms).
+    soonest_cool: Option<u64>,
+    last_error: Option<ProxyError>,
+    last_penalty: Option<Penalty>,
+}
+
+impl Attempts {
+    fn note_cooling(&mut self, until: u64) {
+        self.soonest_cool = Some(self.soonest_cool.map_or(until, |s| s.min(until)));
+    }
+
+    /// The error when no candidate delivered: 429 when keys are only cooling, 503 when none is
+    /// usable at all, else the last upstream failure.
+    fn exhausted(self, model: &str) -> ProxyError {
+        let cooling_only = self.made == 0 || matches!(self.last_penalty, Some(Penalty::Cool(_)));
+        if let (true, Some(until)) = (cooling_only, self.soonest_cool) {
+            let seconds = until.saturating_sub(now_ms()).div_ceil(1000).max(1);
+            let message = format!("every key for model '{model}' is rate limited; retry in {seconds} s");
+            return ProxyError::new(ErrorKind::RateLimited, Side::Upstream, message)
+                .with_code("rate_limit_exceeded")
+                .with_retry_after(seconds);
+        }
+        if let Some(error) = self.last_error {
+            return error;
+        }
+        let message = format!("no usable upstream key for model '{model}' (all quarantined or disabled)");
+        ProxyError::new(ErrorKind::NoUsableKey, Side::Upstream, message).with_code("no_usable_key")
+    }
+}
+
+/// Tries keys of one provider until one delivers, the provider has no usable key left, or the
+/// attempts are used up. `Ok(Some(()))` = an answer went to the client.
+#[allow(clippy::too_many_arguments)]
+async fn try_provider(
+    core: &Core,
+    ctx: &RequestContext,
+    req: &Request,
+    res: &mut Responder<'_>,
+    inspection: &Inspection,
+    model: &str,
+    step: &Step<'_>,
+    attempt: &mut Attempts,
+    deadline: Option<Instant>,
+) -> Result<Option<()>, ProxyError> {
+    let config = &ctx.generation.config;
+    let Some(candidate) = step.route.candidates.get(step.candidate) else {
+        return Ok(None);
+    };
+    let Some(provider) = config.providers.get(candidate.provider) else {
+        return Ok(None);
+    };
+    if !provider.enabled {
+        return Ok(None);
+    }
+    if !speaks_openai(provider.kind) {
+        let message = format!(
+            "provider '{}' is of kind {:?}, which needs protocol translation (not available yet)",
+            provider.name, provider.kind
+        );
+        attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+        return Ok(None);
+    }
+    let body = adapt(&req.body, inspection, &candidate.upstream_model, model);
+    let upstream_path = req.head.path().get(3..).unwrap_or("");
+    let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
+    while attempt.made < attempt.max {
+        let Some(key_index) = pick_available_key(core, ctx, provider, &tried, attempt) else {
+            return Ok(None);
+        };
+        tried.push(key_index);
+        let Some(health) = ctx.generation.key_health.get(provider.index, key_index) else {
+            return Ok(None);
+        };
+        if attempt.made > 0 {
+            backoff(config.retry.backoff).await;
+        }
+        attempt.made += 1;
+        let _in_flight = health.enter();
+        let key = provider.keys.get(key_index).map_or("", |k| k.secret.expose());
+        let sent = send(core, ctx, req, provider, key, &body, upstream_path).await;
+        let (exchange, head) = match sent {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(provider = %provider.name, key = %health.masked, "attempt {} failed: {error}", attempt.made);
+                apply(health, classify_error(&error), config, attempt);
+                attempt.last_error = Some(error.into());
+                continue;
+            }
+        };
+        let verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
+        let last_chance = attempt.made >= attempt.max;
+        match verdict {
+            Verdict::Deliver { key_ok } => {
+                if key_ok {
+                    health.record_success();
+                }
+            }
+            Verdict::Retry(_) if last_chance => apply(health, verdict, config, attempt),
+            Verdict::Retry(_) => {
+                tracing::debug!(provider = %provider.name, key = %health.masked, status = head.status, "retrying elsewhere");
+                apply(health, verdict, config, attempt);
+                let message = format!("upstream '{}' answered {}", provider.name, head.status);
+                attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+                discard(core, ctx, provider, exchange, &head).await;
+                continue;
+            }
+        }
+        let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
+        let input = RelayInput {
+            provider,
+            pool_key,
+            attempts: attempt.made,
+            head,
+            exchange,
+            deadline,
+        };
+        let relayed = relay(core, ctx, res, input, &mut Passthrough).await?;
+        tracing::debug!(
+            request_id = ?ctx.request_id,
+            provider = %provider.name,
+            status = relayed.status,
+            streamed = relayed.streamed,
+            complete = relayed.complete,
+            usage = ?relayed.usage,
+            "relayed"
+        );
+        return Ok(Some(()));
+    }
+    Ok(None)
+}
+
+/// The provider's next key by its strategy, skipping keys already tried for this request and
+/// keys that are cooling or quarantined (noting when the soonest cooling one frees up).
+fn pick_available_key(
+    core: &Core,
+    ctx: &RequestContext,
+    provider: &Provider,
+    tried: &[usize],
+    attempt: &mut Attempts,
+) -> Option<usize> {
+    let n = provider.keys.len();
+    if n == 0 {
+        return None;
+    }
+    let start = core.balance.borrow_mut().pick_key(provider);
+    let health = ctx.generation.key_health.provider(provider.index);
+    let now = now_ms();
+    for offset in 0..n {
+        let index = (start + offset) % n;
+        if tried.contains(&index) {
+            continue;
+        }
+        match health.get(index).map(|h| h.state(now)) {
+            Some(KeyState::Active) | None => return Some(index),
+            Some(KeyState::Cooling(until)) => attempt.note_cooling(until),
+            Some(KeyState::Quarantined(_)) => {}
+        }
+    }
+    None
+}
+
+fn apply(health: &KeyHealth, verdict: Verdict, config: &Config, attempt: &mut Attempts) {
+    let Verdict::Retry(penalty) = verdict else { return };
+    let now = now_ms();
+    let quarantine_ms = config.retry.quarantine.as_millis() as u64;
+    match penalty {
+        Penalty::Cool(wait) => {
+            let until = now + wait.as_millis() as u64;
+            health.cool_until(until);
+            attempt.note_cooling(until);
+        }
+        Penalty::Reject => {
+            tracing::warn!(key = %health.masked, "upstream rejected the key; quarantined until a probe succeeds");
+            health.quarantine(now, quarantine_ms);
+        }
+        Penalty::Failure => health.record_failure(now, config.retry.quarantine_after_failures, quarantine_ms),
+    }
+    attempt.last_penalty = Some(penalty);
+}
+
+/// Jittered pause between attempts (50-150 % of `backoff_ms`), so retries from many requests do
+/// not arrive in lockstep.
+async fn backoff(base: Duration) {
+    if base.is_zero() {
+        return;
+    }
+    let ms = base.as_millis() as u64;
+    let jittered = ms / 2 + fastrand::u64(0..=ms);
+    monoio::time::sleep(Duration::from_millis(jittered)).await;
+}
+
+/// Reads a small error body so the connection can be reused; larger ones are dropped.
+async fn discard(core: &Core, ctx: &RequestContext, provider: &Provider, mut exchange: Exchange, head: &ResponseHead) {
+    let small = matches!(head.framing, ResponseFraming::Empty)
+        || matches!(head.framing, ResponseFraming::Length(n) if n <= DISCARD_LIMIT);
+    if !small {
+        return;
+    }
+    let idle = ctx.generation.config.upstream.stream_idle_timeout;
+    if exchange.read_to_end(idle, DISCARD_LIMIT as usize).await.is_ok() {
+        let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
+        upstream::checkin(&core.pool, &pool_key, exchange);
+    }
 }
 
 fn speaks_openai(kind: ProviderKind) -> bool {
@@ -118,94 +330,26 @@ fn speaks_openai(kind: ProviderKind) -> bool {
     )
 }
 
-/// Phase `inspect`: the model name (and stream flag) from a JSON body, or the multipart `model`
-/// field; `None` when the request carries no model at all (a bodiless passthrough like
-/// `GET /v1/files`).
-fn inspect(endpoint: Endpoint, req: &Request) -> Result<Option<(String, Inspection)>, ProxyError> {
-    let content_type = req.head.header("content-type").map(|v| v.as_ref()).unwrap_or(b"");
-    let is_multipart = content_type.len() >= 19 && content_type[..19].eq_ignore_ascii_case(b"multipart/form-data");
-    if is_multipart {
-        let model = multipart_field(&req.body, content_type, "model")
-            .and_then(|m| std::str::from_utf8(m).ok())
-            .map(|m| m.trim().to_owned());
-        return match model {
-            Some(m) if !m.is_empty() => Ok(Some((m, Inspection::default()))),
-            _ => Err(ProxyError::bad_request("the multipart form has no 'model' field").with_param("model")),
-        };
-    }
-    if req.body.is_empty() {
-        if endpoint == Endpoint::Passthrough && matches!(req.head.method, Method::Get | Method::Delete | Method::Head) {
-            return Ok(None);
-        }
-        return Err(ProxyError::bad_request(
-            "the request body is empty; a JSON object is required",
-        ));
-    }
-    let inspection =
-        inspect_body(&req.body).map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {}", e.0)))?;
-    match inspection.model.clone() {
-        Some(m) => Ok(Some((m, inspection))),
-        None if endpoint == Endpoint::Passthrough => Ok(None),
-        None => Err(ProxyError::bad_request("you must provide a model parameter").with_param("model")),
-    }
-}
-
-/// For requests without a model: `routing.default_model`, else the first OpenAI-kind provider's
-/// route (files, batches and similar account-level endpoints).
-fn default_model_for(config: &Config) -> Result<String, ProxyError> {
-    if let Some(model) = &config.routing.default_model {
-        return Ok(model.clone());
-    }
-    if config.routes.wildcard.is_some() {
-        return Ok(String::new());
-    }
-    config
-        .routes
-        .by_model
-        .values()
-        .min_by_key(|r| r.index)
-        .map(|r| r.model.clone())
-        .ok_or_else(|| {
-            ProxyError::new(
-                ErrorKind::NoRoute,
-                Side::Downstream,
-                "no provider can serve this request",
-            )
-        })
-}
-
-/// Phase `adapt` (same protocol): the body as sent, with only the model value replaced when the
-/// client used an alias.
-fn adapt(body: &Bytes, inspection: &Inspection, upstream_model: &str, client_model: &str) -> Bytes {
-    match &inspection.model_span {
-        Some(span) if !upstream_model.is_empty() && upstream_model != client_model => {
-            Bytes::from(splice_model(body, span.clone(), upstream_model))
-        }
-        _ => body.clone(),
-    }
-}
-
-/// Phase `send`: one attempt on one provider. A failure on a reused pooled connection before
-/// any response byte is retried once on a fresh connection (the pooled one was probably closed
-/// by the upstream while idle); that retry does not count as an attempt.
+/// Phase `send`: one attempt on one provider with one key. A failure on a reused pooled
+/// connection before any response byte is retried once on a fresh connection (the pooled one
+/// was probably closed by the upstream while idle); that retry does not count as an attempt.
 async fn send(
     core: &Core,
     ctx: &RequestContext,
     req: &Request,
-    outgoing: &Outgoing<'_>,
+    provider: &Provider,
+    key: &str,
+    body: &Bytes,
     upstream_path: &str,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
-    let provider = outgoing.provider;
     let upstream_config = &ctx.generation.config.upstream;
     let connector = &ctx.generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
-    let key_index = core.balance.borrow_mut().pick_key(provider);
-    let key = provider.keys.get(key_index).map(|k| k.secret.expose()).unwrap_or("");
     let head_request = req.head.method == Method::Head;
     let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
     loop {
-        let head = upstream_request_head(&req.head, provider, key, upstream_path, outgoing.body.len());
-        let result = match exchange.send(head, &outgoing.body).await {
+        let head: BytesMut = upstream_request_head(&req.head, provider, key, upstream_path, body.len());
+        let result = match exchange.send(head, body).await {
             Ok(()) => {
                 exchange
                     .read_head(upstream_config.first_byte_timeout, head_request)
@@ -221,71 +365,4 @@ async fn send(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Phases `relay` and `finish`: the upstream answer goes to the client as it arrives; the
-/// connection returns to the pool only if the body was completely read.
-#[allow(clippy::too_many_arguments)]
-async fn relay(
-    core: &Core,
-    ctx: &RequestContext,
-    req: &Request,
-    res: &mut Responder<'_>,
-    provider: &Provider,
-    attempts: usize,
-    mut exchange: Exchange,
-    head: ResponseHead,
-) -> Result<(), ProxyError> {
-    let upstream_config = &ctx.generation.config.upstream;
-    let idle = upstream_config.stream_idle_timeout;
-    let mut digits = itoa::Buffer::new();
-    let attempts_text = digits.format(attempts).as_bytes().to_vec();
-    let headers = response_headers(&head.headers, &ctx.request_id, &provider.name, &attempts_text);
-    let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
-    let _ = req;
-    match head.framing {
-        ResponseFraming::Empty => {
-            let result = res.send(head.status, &headers, Bytes::new()).await;
-            upstream::checkin(&core.pool, &pool_key, exchange);
-            result.map_err(client_gone)
-        }
-        ResponseFraming::Length(n) if n <= BUFFER_WHOLE_LIMIT => {
-            let body = exchange.read_to_end(idle, n as usize).await?;
-            upstream::checkin(&core.pool, &pool_key, exchange);
-            res.send(head.status, &headers, body).await.map_err(client_gone)
-        }
-        framing => {
-            let length = match framing {
-                ResponseFraming::Length(n) => Some(n),
-                _ => None,
-            };
-            res.start(head.status, &headers, length).await.map_err(client_gone)?;
-            loop {
-                match exchange.next_piece(idle).await {
-                    Ok(Some(piece)) => {
-                        // A failed write means the client left: the upstream connection is
-                        // dropped (not pooled), which cancels the generation upstream.
-                        res.piece(&piece).await.map_err(client_gone)?;
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(provider = %provider.name, "upstream failed mid-response: {e}");
-                        res.abort();
-                        return Ok(());
-                    }
-                }
-            }
-            res.finish().await.map_err(client_gone)?;
-            upstream::checkin(&core.pool, &pool_key, exchange);
-            Ok(())
-        }
-    }
-}
-
-fn client_gone(e: std::io::Error) -> ProxyError {
-    ProxyError::new(
-        ErrorKind::Internal,
-        Side::Downstream,
-        format!("client connection lost: {e}"),
-    )
 }

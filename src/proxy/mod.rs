@@ -16,10 +16,15 @@
 //! error-to-HTTP mapping in `error::render`. Invariant: one request holds one config generation
 //! from start to end, so a reload never changes a request midway.
 
+mod classify;
 mod endpoints;
 pub mod error;
 mod forward;
 mod headers;
+mod inspect;
+mod probe;
+mod relay;
+pub mod transform;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -57,6 +62,8 @@ pub struct RequestContext {
 pub enum Endpoint {
     Health,
     Models,
+    /// Providers and keys with their state (`GET /v1/status`).
+    Status,
     ChatCompletions,
     Completions,
     Embeddings,
@@ -89,6 +96,10 @@ impl Core {
                     .resize(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout);
             }
             core.pool.reap();
+            // One worker probes quarantined keys, so each key gets one probe per due time.
+            if core.worker == 0 {
+                probe::probe_due_keys(&core, &generation).await;
+            }
         }
     }
 
@@ -100,6 +111,7 @@ impl Core {
         let client = authenticate(&ctx.generation.config.clients, &req.head)?;
         match endpoint {
             Endpoint::Models => endpoints::models(ctx, client, res).await,
+            Endpoint::Status => endpoints::status(ctx, res).await,
             _ => forward::forward(self, ctx, endpoint, client, req, res).await,
         }
     }
@@ -136,6 +148,7 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
     let (endpoint, method) = match path {
         "/health" => (Endpoint::Health, Method::Get),
         "/v1/models" => (Endpoint::Models, Method::Get),
+        "/v1/status" => (Endpoint::Status, Method::Get),
         "/v1/chat/completions" => (Endpoint::ChatCompletions, Method::Post),
         "/v1/completions" => (Endpoint::Completions, Method::Post),
         "/v1/embeddings" => (Endpoint::Embeddings, Method::Post),

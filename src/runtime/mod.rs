@@ -24,6 +24,7 @@ pub use shutdown::Shutdown;
 pub use workers::{run_on_driver, spawn_workers, uses_io_uring, WorkerSpec};
 
 use crate::config::{self, Config, ConfigSource};
+use crate::health::{HealthRegistry, KeyHealthTable};
 use crate::server::{ConnectionGate, WorkerServer};
 use crate::upstream::{dns::Resolver, tls, Connector};
 
@@ -32,6 +33,8 @@ pub struct Generation {
     pub id: u64,
     pub config: Arc<Config>,
     pub connector: Connector,
+    /// Health of every key, `[provider][key]`, shared with other generations that keep the key.
+    pub key_health: KeyHealthTable,
 }
 
 /// Process-wide shared state (`Send + Sync`); each worker builds its own `Core` from it.
@@ -39,6 +42,7 @@ pub struct Gateway {
     current: ArcSwap<Generation>,
     next_id: AtomicU64,
     pub resolver: Arc<Resolver>,
+    pub health: HealthRegistry,
     pub shutdown: Shutdown,
     pub gate: Arc<ConnectionGate>,
     pub started: Instant,
@@ -48,11 +52,13 @@ impl Gateway {
     /// Prepares generation 1: TLS roots loaded, every upstream host resolved.
     pub fn new(config: Config) -> Result<Arc<Self>, String> {
         let resolver = Arc::new(Resolver::default());
-        let first = prepare(1, config, &resolver)?;
+        let health = HealthRegistry::default();
+        let first = prepare(1, config, &resolver, &health)?;
         Ok(Arc::new(Gateway {
             current: ArcSwap::from_pointee(first),
             next_id: AtomicU64::new(2),
             resolver,
+            health,
             shutdown: Shutdown::default(),
             gate: Arc::new(ConnectionGate::default()),
             started: Instant::now(),
@@ -83,13 +89,13 @@ impl Gateway {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
-        let generation = prepare(id, config, &self.resolver)?;
+        let generation = prepare(id, config, &self.resolver, &self.health)?;
         self.current.store(Arc::new(generation));
         Ok(id)
     }
 }
 
-fn prepare(id: u64, config: Config, resolver: &Arc<Resolver>) -> Result<Generation, String> {
+fn prepare(id: u64, config: Config, resolver: &Arc<Resolver>, health: &HealthRegistry) -> Result<Generation, String> {
     let tls_config = tls::client_config(config.upstream.ca_file.as_deref())?;
     let tls_id = config
         .upstream
@@ -105,10 +111,12 @@ fn prepare(id: u64, config: Config, resolver: &Arc<Resolver>) -> Result<Generati
         tls: monoio_rustls::TlsConnector::from(tls_config),
         tls_id,
     };
+    let key_health = health.table_for(&config);
     Ok(Generation {
         id,
         config: Arc::new(config),
         connector,
+        key_health,
     })
 }
 

@@ -20,7 +20,7 @@ use futures_channel::oneshot;
 
 pub use respond::Responder;
 
-use stop::StopSignal;
+pub use stop::StopSignal;
 
 use crate::codec::head::RequestHead;
 

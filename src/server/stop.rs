@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 #[derive(Clone, Default)]
-pub(crate) struct StopSignal(Rc<State>);
+pub struct StopSignal(Rc<State>);
 
 #[derive(Default)]
 struct State {
@@ -18,7 +18,7 @@ struct State {
 }
 
 impl StopSignal {
-    pub(crate) fn trigger(&self) {
+    pub fn trigger(&self) {
         self.0.stopped.set(true);
         let waiters = std::mem::take(&mut *self.0.waiters.borrow_mut());
         for waker in waiters {
@@ -26,17 +26,17 @@ impl StopSignal {
         }
     }
 
-    pub(crate) fn is_stopped(&self) -> bool {
+    pub fn is_stopped(&self) -> bool {
         self.0.stopped.get()
     }
 
     /// Completes once `trigger` has been called.
-    pub(crate) fn wait(&self) -> Stopped {
+    pub fn wait(&self) -> Stopped {
         Stopped(self.0.clone())
     }
 }
 
-pub(crate) struct Stopped(Rc<State>);
+pub struct Stopped(Rc<State>);
 
 impl Future for Stopped {
     type Output = ();

@@ -1,0 +1,80 @@
+//! Phases `inspect` and `adapt` for same-protocol requests: the model name and stream flag,
+//! read strictly (DESIGN 2.1a), and the body as the upstream will see it.
+//! Invariant: the body sent upstream differs from the client's only in the model value, and
+//! only when the client used an alias.
+
+use bytes::Bytes;
+
+use super::error::{ErrorKind, ProxyError, Side};
+use super::Endpoint;
+use crate::codec::head::Method;
+use crate::codec::json::{inspect_body, multipart_field, splice_model, Inspection};
+use crate::config::Config;
+use crate::server::Request;
+
+/// Phase `inspect`: the model name (and stream flag) from a JSON body, or the multipart `model`
+/// field; `None` when the request carries no model at all (a bodiless passthrough like
+/// `GET /v1/files`).
+pub(super) fn inspect(endpoint: Endpoint, req: &Request) -> Result<Option<(String, Inspection)>, ProxyError> {
+    let content_type = req.head.header("content-type").map(|v| v.as_ref()).unwrap_or(b"");
+    let is_multipart = content_type.len() >= 19 && content_type[..19].eq_ignore_ascii_case(b"multipart/form-data");
+    if is_multipart {
+        let model = multipart_field(&req.body, content_type, "model")
+            .and_then(|m| std::str::from_utf8(m).ok())
+            .map(|m| m.trim().to_owned());
+        return match model {
+            Some(m) if !m.is_empty() => Ok(Some((m, Inspection::default()))),
+            _ => Err(ProxyError::bad_request("the multipart form has no 'model' field").with_param("model")),
+        };
+    }
+    if req.body.is_empty() {
+        if endpoint == Endpoint::Passthrough && matches!(req.head.method, Method::Get | Method::Delete | Method::Head) {
+            return Ok(None);
+        }
+        return Err(ProxyError::bad_request(
+            "the request body is empty; a JSON object is required",
+        ));
+    }
+    let inspection =
+        inspect_body(&req.body).map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {}", e.0)))?;
+    match inspection.model.clone() {
+        Some(m) => Ok(Some((m, inspection))),
+        None if endpoint == Endpoint::Passthrough => Ok(None),
+        None => Err(ProxyError::bad_request("you must provide a model parameter").with_param("model")),
+    }
+}
+
+/// For requests without a model: `routing.default_model`, else the first OpenAI-kind provider's
+/// route (files, batches and similar account-level endpoints).
+pub(super) fn default_model_for(config: &Config) -> Result<String, ProxyError> {
+    if let Some(model) = &config.routing.default_model {
+        return Ok(model.clone());
+    }
+    if config.routes.wildcard.is_some() {
+        return Ok(String::new());
+    }
+    config
+        .routes
+        .by_model
+        .values()
+        .min_by_key(|r| r.index)
+        .map(|r| r.model.clone())
+        .ok_or_else(|| {
+            ProxyError::new(
+                ErrorKind::NoRoute,
+                Side::Downstream,
+                "no provider can serve this request",
+            )
+        })
+}
+
+/// Phase `adapt` (same protocol): the body as sent, with only the model value replaced when the
+/// client used an alias.
+pub(super) fn adapt(body: &Bytes, inspection: &Inspection, upstream_model: &str, client_model: &str) -> Bytes {
+    match &inspection.model_span {
+        Some(span) if !upstream_model.is_empty() && upstream_model != client_model => {
+            Bytes::from(splice_model(body, span.clone(), upstream_model))
+        }
+        _ => body.clone(),
+    }
+}

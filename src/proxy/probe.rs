@@ -1,0 +1,87 @@
+//! Background probes of quarantined keys: a cheap authenticated request (`GET <base>/models`)
+//! once a key's quarantine time is up; success restores the key, failure doubles the wait.
+//! Runs on worker 0's housekeeping task, so probes use the same client, pool and TLS as traffic.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::Core;
+use crate::config::{Provider, ProviderKind};
+use crate::health::now_ms;
+use crate::runtime::Generation;
+use crate::upstream::{self, PoolKey};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn probe_due_keys(core: &Core, generation: &Generation) {
+    let config = &generation.config;
+    for provider in config.providers.iter().filter(|p| p.enabled) {
+        for (index, key) in provider.keys.iter().enumerate() {
+            let Some(health) = generation.key_health.get(provider.index, index) else {
+                continue;
+            };
+            if !health.probe_due(now_ms()) {
+                continue;
+            }
+            let ok = probe(core, generation, provider, key.secret.expose()).await;
+            if ok {
+                tracing::info!(provider = %provider.name, key = %health.masked, "probe succeeded; key restored");
+                health.restore();
+            } else {
+                health.quarantine(now_ms(), config.retry.quarantine.as_millis() as u64);
+                tracing::info!(provider = %provider.name, key = %health.masked, "probe failed; key stays quarantined");
+            }
+        }
+    }
+}
+
+async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &str) -> bool {
+    let connector = &generation.connector;
+    let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
+    let work = async {
+        let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, PROBE_TIMEOUT)
+            .await
+            .ok()?;
+        exchange.send(probe_head(provider, key), &Bytes::new()).await.ok()?;
+        let head = exchange.read_head(PROBE_TIMEOUT, false).await.ok()?;
+        let _ = exchange.read_to_end(PROBE_TIMEOUT, 4 * 1024 * 1024).await.ok()?;
+        upstream::checkin(&core.pool, &pool_key, exchange);
+        Some((200..300).contains(&head.status))
+    };
+    matches!(monoio::time::timeout(PROBE_TIMEOUT * 2, work).await, Ok(Some(true)))
+}
+
+fn probe_head(provider: &Provider, key: &str) -> BytesMut {
+    let mut out = BytesMut::with_capacity(256);
+    out.put_slice(b"GET ");
+    out.put_slice(provider.base_url.path.as_bytes());
+    out.put_slice(b"/models HTTP/1.1\r\nhost: ");
+    out.put_slice(provider.base_url.host_header.as_bytes());
+    out.put_slice(b"\r\n");
+    match provider.kind {
+        ProviderKind::Anthropic => {
+            out.put_slice(b"x-api-key: ");
+            out.put_slice(key.as_bytes());
+            out.put_slice(b"\r\nanthropic-version: 2023-06-01\r\n");
+        }
+        ProviderKind::Gemini => {
+            out.put_slice(b"x-goog-api-key: ");
+            out.put_slice(key.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        _ => {
+            out.put_slice(b"authorization: Bearer ");
+            out.put_slice(key.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+    }
+    for (name, value) in &provider.headers {
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out
+}

@@ -1,0 +1,332 @@
+//! Phases `relay` and `finish`: the upstream answer goes to the client as it arrives, through
+//! a `ResponseTransform`. Streamed bodies are read by a separate reader task so the relay can
+//! send SSE keepalive comments during upstream silences without cancelling a read (a cancelled
+//! io_uring read may lose the bytes it got).
+//! Invariant: the upstream connection returns to the pool only when its body was read to the
+//! end; a client that leaves (with `on_client_disconnect = "cancel"`) closes it at once.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::{SinkExt, StreamExt};
+
+use super::error::{ErrorKind, ProxyError, Side};
+use super::headers::response_headers;
+use super::transform::{Emit, ResponseTransform};
+use super::{Core, RequestContext};
+use crate::codec::response::{ResponseFraming, ResponseHead};
+use crate::config::{DisconnectPolicy, Provider};
+use crate::server::{Responder, StopSignal};
+use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
+use crate::usage::Usage;
+
+/// Sized upstream bodies up to this are read whole and sent in one write; larger ones stream.
+const BUFFER_WHOLE_LIMIT: u64 = 256 * 1024;
+/// After the client left under the drain policy, read at most this much more for usage.
+const DRAIN_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+const KEEPALIVE_COMMENT: &[u8] = b": keepalive\n\n";
+
+/// How the relay ended, for accounting.
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed {
+    pub status: u16,
+    pub streamed: bool,
+    /// The client received the complete answer.
+    pub complete: bool,
+    pub usage: Usage,
+}
+
+pub(super) struct RelayInput<'a> {
+    pub provider: &'a Provider,
+    pub pool_key: PoolKey,
+    pub attempts: usize,
+    pub head: ResponseHead,
+    pub exchange: Exchange,
+    /// Absolute deadline for the whole request (`upstream.request_timeout_ms`), if any.
+    pub deadline: Option<Instant>,
+}
+
+pub(super) async fn relay(
+    core: &Core,
+    ctx: &RequestContext,
+    res: &mut Responder<'_>,
+    input: RelayInput<'_>,
+    transform: &mut dyn ResponseTransform,
+) -> Result<Relayed, ProxyError> {
+    let RelayInput {
+        provider,
+        pool_key,
+        attempts,
+        head,
+        mut exchange,
+        deadline,
+    } = input;
+    let upstream_config = &ctx.generation.config.upstream;
+    let idle = upstream_config.stream_idle_timeout;
+    let mut digits = itoa::Buffer::new();
+    let attempts_text = digits.format(attempts).as_bytes().to_vec();
+    let mut headers = response_headers(&head.headers, &ctx.request_id, &provider.name, &attempts_text);
+    if let Some(content_type) = transform.content_type() {
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
+        headers.push(("content-type", content_type));
+    }
+    let status = head.status;
+    let whole = |complete| Relayed {
+        status,
+        streamed: false,
+        complete,
+        usage: Usage::default(),
+    };
+    match head.framing {
+        ResponseFraming::Empty => {
+            let result = res.send(status, &headers, Bytes::new()).await;
+            upstream::checkin(&core.pool, &pool_key, exchange);
+            result.map_err(client_gone)?;
+            Ok(whole(true))
+        }
+        ResponseFraming::Length(n) if n <= BUFFER_WHOLE_LIMIT => {
+            let body = exchange.read_to_end(idle, n as usize).await?;
+            upstream::checkin(&core.pool, &pool_key, exchange);
+            let body = transform.full(status, body);
+            res.send(status, &headers, body).await.map_err(client_gone)?;
+            Ok(Relayed {
+                usage: transform.usage(),
+                ..whole(true)
+            })
+        }
+        framing => {
+            let sse = is_event_stream(&head);
+            // A transform may change the length, so only untouched sized bodies keep theirs.
+            let length = match framing {
+                ResponseFraming::Length(n) if transform.content_type().is_none() && !sse => Some(n),
+                _ => None,
+            };
+            res.start(status, &headers, length).await.map_err(client_gone)?;
+            let keepalive = if sse {
+                ctx.generation.config.server.sse_keepalive
+            } else {
+                None
+            };
+            let policy = upstream_config.on_client_disconnect;
+            let stream = Stream {
+                idle,
+                keepalive,
+                deadline,
+                sse,
+                policy,
+            };
+            let (complete, returned) = stream.run(res, exchange, transform).await;
+            if let Some(exchange) = returned {
+                upstream::checkin(&core.pool, &pool_key, exchange);
+            }
+            let mut usage = transform.usage();
+            usage.partial |= !complete;
+            Ok(Relayed {
+                status,
+                streamed: true,
+                complete,
+                usage,
+            })
+        }
+    }
+}
+
+fn is_event_stream(head: &ResponseHead) -> bool {
+    head.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case(b"content-type")
+            && h.value.len() >= 17
+            && h.value[..17].eq_ignore_ascii_case(b"text/event-stream")
+    })
+}
+
+fn client_gone(e: std::io::Error) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::Internal,
+        Side::Downstream,
+        format!("client connection lost: {e}"),
+    )
+}
+
+enum Piece {
+    Data(Bytes),
+    End,
+    Failed(UpstreamError),
+}
+
+struct Stream {
+    idle: Duration,
+    keepalive: Option<Duration>,
+    deadline: Option<Instant>,
+    sse: bool,
+    policy: DisconnectPolicy,
+}
+
+impl Stream {
+    /// Relays pieces until the upstream ends or fails. Returns whether the client got the whole
+    /// answer, and the exchange when it may be pooled.
+    async fn run(
+        &self,
+        res: &mut Responder<'_>,
+        exchange: Exchange,
+        transform: &mut dyn ResponseTransform,
+    ) -> (bool, Option<Exchange>) {
+        let (tx, mut rx) = mpsc::channel::<Piece>(4);
+        let cancel = StopSignal::default();
+        let reader = monoio::spawn(read_pieces(exchange, self.idle, tx, cancel.clone()));
+        let mut client_present = true;
+        let mut drained = 0u64;
+        let ended = loop {
+            let piece = match self.wait_for_piece(&mut rx, res, client_present).await {
+                Waited::Piece(piece) => piece,
+                Waited::ClientGone => {
+                    client_present = false;
+                    if self.policy == DisconnectPolicy::Cancel {
+                        break false;
+                    }
+                    continue;
+                }
+                Waited::Deadline => {
+                    self.fail(
+                        res,
+                        transform,
+                        "request exceeded upstream.request_timeout_ms",
+                        client_present,
+                    )
+                    .await;
+                    break false;
+                }
+            };
+            match piece {
+                Piece::Data(data) => {
+                    if !client_present {
+                        drained += data.len() as u64;
+                    }
+                    let out = transform.piece(data);
+                    if client_present && !send_all(res, out).await {
+                        client_present = false;
+                        if self.policy == DisconnectPolicy::Cancel {
+                            break false;
+                        }
+                    }
+                    if !client_present && drained > DRAIN_LIMIT_BYTES {
+                        break false;
+                    }
+                }
+                Piece::End => {
+                    if client_present {
+                        let tail = transform.end();
+                        client_present = send_all(res, tail).await && res.finish().await.is_ok();
+                    }
+                    break true;
+                }
+                Piece::Failed(e) => {
+                    tracing::warn!("upstream failed mid-response: {e}");
+                    let message = format!("upstream failed mid-stream: {}", e.message);
+                    self.fail(res, transform, &message, client_present).await;
+                    break false;
+                }
+            }
+        };
+        if !ended {
+            cancel.trigger();
+        }
+        let exchange = reader.await;
+        (ended && client_present, if ended { exchange } else { None })
+    }
+
+    /// The next piece, sending keepalive comments while the upstream is silent. Keepalive
+    /// writes also notice a client that left during a long silence.
+    async fn wait_for_piece(
+        &self,
+        rx: &mut mpsc::Receiver<Piece>,
+        res: &mut Responder<'_>,
+        client_present: bool,
+    ) -> Waited {
+        loop {
+            let now = Instant::now();
+            let until_deadline = self.deadline.map(|d| d.saturating_duration_since(now));
+            if until_deadline == Some(Duration::ZERO) {
+                return Waited::Deadline;
+            }
+            let tick = match (self.keepalive.filter(|_| client_present), until_deadline) {
+                (Some(k), Some(d)) => Some(k.min(d)),
+                (k, d) => k.or(d),
+            };
+            let Some(tick) = tick else {
+                return Waited::Piece(rx.next().await.unwrap_or(Piece::End));
+            };
+            // Receiving from the channel is cancel-safe: a piece not taken stays queued.
+            match monoio::time::timeout(tick, rx.next()).await {
+                Ok(piece) => return Waited::Piece(piece.unwrap_or(Piece::End)),
+                Err(_) => {
+                    if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Waited::Deadline;
+                    }
+                    if client_present && res.piece(KEEPALIVE_COMMENT).await.is_err() {
+                        return Waited::ClientGone;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a failed stream: an error event in the client's protocol and the terminator for SSE
+    /// (the client's SDK raises it), a cut connection for anything else.
+    async fn fail(&self, res: &mut Responder<'_>, transform: &mut dyn ResponseTransform, message: &str, present: bool) {
+        if !present {
+            return;
+        }
+        if self.sse && send_all(res, transform.fail(message)).await && res.finish().await.is_ok() {
+            return;
+        }
+        res.abort();
+    }
+}
+
+enum Waited {
+    Piece(Piece),
+    ClientGone,
+    Deadline,
+}
+
+async fn send_all(res: &mut Responder<'_>, pieces: Emit) -> bool {
+    for piece in pieces {
+        if res.piece(&piece).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The reader task: owns the exchange, forwards pieces, and hands the exchange back at a clean
+/// end so it can be pooled. Cancelled (connection dropped) when the relay gives up.
+async fn read_pieces(
+    mut exchange: Exchange,
+    idle: Duration,
+    mut tx: mpsc::Sender<Piece>,
+    cancel: StopSignal,
+) -> Option<Exchange> {
+    loop {
+        let next = monoio::select! {
+            _ = cancel.wait() => return None,
+            next = exchange.next_piece(idle) => next,
+        };
+        let (piece, done) = match next {
+            Ok(Some(data)) => (Piece::Data(data), false),
+            Ok(None) => (Piece::End, true),
+            Err(e) => (Piece::Failed(e), true),
+        };
+        let clean_end = matches!(piece, Piece::End);
+        let sent = monoio::select! {
+            _ = cancel.wait() => return None,
+            sent = tx.send(piece) => sent.is_ok(),
+        };
+        if !sent {
+            return None;
+        }
+        if done {
+            return clean_end.then_some(exchange);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The seam between an upstream's answer and the client's: a `ResponseTransform` sees the
+//! whole body or each streamed piece and says what the client receives. The same-protocol path
+//! is `Passthrough` (bytes untouched); protocol adapters and usage taps implement the same
+//! trait. Invariant: a transform never blocks and never fails the relay; what it cannot parse
+//! it passes on or drops, and says so in `usage().partial`.
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::usage::Usage;
+
+/// What one input piece becomes: usually one piece, sometimes none or several.
+pub type Emit = SmallVec<[Bytes; 2]>;
+
+pub trait ResponseTransform {
+    /// Replacement `content-type` for the client, when the transform changes the format.
+    fn content_type(&self) -> Option<&'static [u8]> {
+        None
+    }
+
+    /// A whole (non-streamed) body, any status.
+    fn full(&mut self, status: u16, body: Bytes) -> Bytes;
+
+    /// One piece of a streamed body as it arrived (SSE events may be split across pieces).
+    fn piece(&mut self, piece: Bytes) -> Emit;
+
+    /// The upstream body ended normally: anything still owed to the client.
+    fn end(&mut self) -> Emit {
+        Emit::new()
+    }
+
+    /// The upstream failed mid-stream: a final error event in the client's protocol, so the
+    /// client sees a failure, never a clean-looking end.
+    fn fail(&mut self, message: &str) -> Emit;
+
+    /// Usage seen so far.
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+}
+
+/// Same protocol on both sides: bytes pass untouched.
+#[derive(Default)]
+pub struct Passthrough;
+
+impl ResponseTransform for Passthrough {
+    fn full(&mut self, _status: u16, body: Bytes) -> Bytes {
+        body
+    }
+
+    fn piece(&mut self, piece: Bytes) -> Emit {
+        let mut out = Emit::new();
+        out.push(piece);
+        out
+    }
+
+    fn fail(&mut self, message: &str) -> Emit {
+        let mut out = Emit::new();
+        out.push(openai_error_event(message));
+        out
+    }
+}
+
+/// `data: {"error":{...}}` followed by a blank line: the OpenAI SDKs raise this as an APIError
+/// mid-stream.
+pub fn openai_error_event(message: &str) -> Bytes {
+    let quoted = sonic_rs::to_string(message).unwrap_or_else(|_| "\"upstream failed\"".to_owned());
+    Bytes::from(format!(
+        "data: {{\"error\":{{\"message\":{quoted},\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}}}\n\n"
+    ))
+}
