@@ -110,10 +110,52 @@ impl Recorder {
     }
 }
 
+/// A fault injected for one pool key at run time (tests flip keys bad and good again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyFault {
+    /// Answer this status with an error body.
+    pub status: Option<u16>,
+    /// `Retry-After` seconds sent with the status.
+    pub retry_after_s: Option<u64>,
+    /// Wait this long before the response head.
+    pub latency_ms: u64,
+}
+
+/// Faults by pool key (the bearer token or `x-api-key`/`x-goog-api-key` value).
+#[derive(Default)]
+pub struct KeyFaults {
+    any: std::sync::atomic::AtomicBool,
+    table: Mutex<ahash::AHashMap<String, KeyFault>>,
+}
+
+impl KeyFaults {
+    pub fn set(&self, key: &str, fault: KeyFault) {
+        let mut table = self.table.lock();
+        table.insert(key.to_owned(), fault);
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn clear(&self, key: &str) {
+        let mut table = self.table.lock();
+        table.remove(key);
+        self.any.store(!table.is_empty(), std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Option<KeyFault> {
+        if !self.any.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let key = std::str::from_utf8(key).ok()?;
+        self.table.lock().get(key).copied()
+    }
+}
+
 /// A running mock.
 pub struct MockServer {
     pub addr: SocketAddr,
     pub recorder: Arc<Recorder>,
+    /// Per-key faults, changeable while the mock runs.
+    pub faults: Arc<KeyFaults>,
     /// Connection counts (accepted in total, open now): keep-alive tests read these.
     pub gate: Arc<ConnectionGate>,
     shutdown: Arc<Shutdown>,
@@ -153,6 +195,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
         name: "rotor-mock",
     };
     let (addr, listeners) = bind_listeners(options.listen, spec.count)?;
+    let faults = Arc::new(KeyFaults::default());
     let recorder = Arc::new(Recorder {
         limit: options.record_limit,
         ..Recorder::default()
@@ -161,10 +204,16 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     let gate = Arc::new(ConnectionGate::default());
     let workers = {
         let recorder = recorder.clone();
+        let faults = faults.clone();
         let shutdown = shutdown.clone();
         let gate = gate.clone();
         spawn_workers(&spec, listeners, move |index, listener| {
-            let service = std::rc::Rc::new(service::MockService::new(index, options.clone(), recorder.clone()));
+            let service = std::rc::Rc::new(service::MockService::new(
+                index,
+                options.clone(),
+                recorder.clone(),
+                faults.clone(),
+            ));
             let server = WorkerServer::new(gate.clone(), usize::MAX, Duration::from_millis(100));
             let stop = shutdown.subscribe();
             async move { server.serve(listener, service, stop).await }
@@ -173,6 +222,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     Ok(MockServer {
         addr,
         recorder,
+        faults,
         gate,
         shutdown,
         workers,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::openai;
-use super::{MockOptions, Recorded, Recorder};
+use super::{KeyFaults, MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
 
@@ -14,6 +14,7 @@ pub(super) struct MockService {
     worker: usize,
     options: MockOptions,
     recorder: Arc<Recorder>,
+    faults: Arc<KeyFaults>,
 }
 
 /// Knob values for one request.
@@ -27,12 +28,23 @@ pub(super) struct Knobs {
 }
 
 impl MockService {
-    pub(super) fn new(worker: usize, options: MockOptions, recorder: Arc<Recorder>) -> Self {
+    pub(super) fn new(worker: usize, options: MockOptions, recorder: Arc<Recorder>, faults: Arc<KeyFaults>) -> Self {
         MockService {
             worker,
             options,
             recorder,
+            faults,
         }
+    }
+
+    /// The pool key the request carries, however the provider's protocol sends it.
+    fn pool_key(head: &RequestHead) -> &[u8] {
+        if let Some(v) = head.header("authorization") {
+            return v.strip_prefix(b"Bearer ").unwrap_or(v);
+        }
+        head.header("x-api-key")
+            .or_else(|| head.header("x-goog-api-key"))
+            .map_or(&[], |v| v.as_ref())
     }
 
     fn knobs(&self, head: &RequestHead) -> Knobs {
@@ -51,6 +63,9 @@ impl MockService {
         .iter()
         .find(|(marker, _)| key.windows(7).any(|w| w == *marker))
         .map(|(_, status)| *status);
+        let fault = self.faults.get(Self::pool_key(head)).unwrap_or_default();
+        let key_status = fault.status.or(key_status);
+        let fault_latency = (fault.latency_ms > 0).then(|| Duration::from_millis(fault.latency_ms));
         Knobs {
             status: number("x-mock-status")
                 .and_then(|s| u16::try_from(s).ok())
@@ -59,8 +74,11 @@ impl MockService {
                 .header("x-mock-retry-after")
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .map(str::to_owned)
+                .or_else(|| fault.retry_after_s.map(|s| s.to_string()))
                 .or_else(|| (key_status == Some(429)).then(|| "1".to_owned())),
-            latency: number("x-mock-latency-ms").map_or(self.options.latency, Duration::from_millis),
+            latency: fault_latency
+                .or_else(|| number("x-mock-latency-ms").map(Duration::from_millis))
+                .unwrap_or(self.options.latency),
             chunks: number("x-mock-chunks").map_or(self.options.chunks, |n| n as usize),
             interval: number("x-mock-interval-ms").map_or(self.options.interval, Duration::from_millis),
             cut_after: number("x-mock-cut-after").map(|n| n as usize),

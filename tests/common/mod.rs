@@ -49,6 +49,8 @@ pub struct Conf {
     pub upstream: String,
     /// Extra `[routing]` lines.
     pub routing: String,
+    /// Extra `[retry]` lines.
+    pub retry: String,
     /// `[[clients]]` and `[[providers]]` tables (and anything else after the sections).
     pub body: String,
 }
@@ -60,6 +62,7 @@ impl Default for Conf {
             server: String::new(),
             upstream: String::new(),
             routing: String::new(),
+            retry: String::new(),
             body: default_body(),
         }
     }
@@ -95,6 +98,7 @@ impl Conf {
 
     pub fn render(&self, mock_url: &str) -> String {
         let server = with_defaults(&self.server, &["shutdown_grace_ms = 2000"]);
+        let retry = with_defaults(&self.retry, &["backoff_ms = 1"]);
         let upstream = with_defaults(
             &self.upstream,
             &[
@@ -114,7 +118,7 @@ workers = {workers}
 {upstream}
 
 [retry]
-backoff_ms = 1
+{retry}
 
 [storage]
 path = ""
