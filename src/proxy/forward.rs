@@ -15,7 +15,6 @@ use super::error::{ErrorKind, ProxyError, Side};
 use super::headers::upstream_request_head;
 use super::inspect::{adapt, default_model_for, inspect};
 use super::relay::{relay, RelayInput};
-use super::transform::Passthrough;
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::head::Method;
 use crate::codec::json::Inspection;
@@ -25,6 +24,7 @@ use crate::health::{now_ms, KeyHealth, KeyState};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
+use crate::usage::openai::{client_asked_for_usage, inject_include_usage, Mode, OpenAiUsageTap};
 
 /// Discarded error bodies up to this are read so the connection can be pooled.
 const DISCARD_LIMIT: u64 = 64 * 1024;
@@ -63,12 +63,17 @@ pub(super) async fn forward(
         last_penalty: None,
     };
     let deadline = config.upstream.request_timeout.map(|t| req.received_at + t);
+    let job = Job {
+        req: &req,
+        inspection: &inspection,
+        model: &model,
+        endpoint,
+        deadline,
+    };
     // A second round only when every key was cooling and `wait_for_key_ms` allows waiting.
     for round in 0..2 {
         for step in &plan {
-            if let Some(delivered) =
-                try_provider(core, ctx, &req, res, &inspection, &model, step, &mut attempt, deadline).await?
-            {
+            if let Some(delivered) = try_provider(core, ctx, &job, res, step, &mut attempt).await? {
                 return Ok(delivered);
             }
             if attempt.made >= attempt.max {
@@ -85,6 +90,15 @@ pub(super) async fn forward(
         }
     }
     Err(attempt.exhausted(&model))
+}
+
+/// What every attempt of one client request shares.
+struct Job<'a> {
+    req: &'a Request,
+    inspection: &'a Inspection,
+    model: &'a str,
+    endpoint: Endpoint,
+    deadline: Option<Instant>,
 }
 
 /// One provider candidate in the order to try.
@@ -150,18 +164,21 @@ impl Attempts {
 
 /// Tries keys of one provider until one delivers, the provider has no usable key left, or the
 /// attempts are used up. `Ok(Some(()))` = an answer went to the client.
-#[allow(clippy::too_many_arguments)]
 async fn try_provider(
     core: &Core,
     ctx: &RequestContext,
-    req: &Request,
+    job: &Job<'_>,
     res: &mut Responder<'_>,
-    inspection: &Inspection,
-    model: &str,
     step: &Step<'_>,
     attempt: &mut Attempts,
-    deadline: Option<Instant>,
 ) -> Result<Option<()>, ProxyError> {
+    let Job {
+        req,
+        inspection,
+        model,
+        deadline,
+        ..
+    } = *job;
     let config = &ctx.generation.config;
     let Some(candidate) = step.route.candidates.get(step.candidate) else {
         return Ok(None);
@@ -181,6 +198,7 @@ async fn try_provider(
         return Ok(None);
     }
     let body = adapt(&req.body, inspection, &candidate.upstream_model, model);
+    let (body, usage_mode) = usage_plan(job, body);
     let upstream_path = req.head.path().get(3..).unwrap_or("");
     let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     while attempt.made < attempt.max {
@@ -234,7 +252,7 @@ async fn try_provider(
             exchange,
             deadline,
         };
-        let relayed = relay(core, ctx, res, input, &mut Passthrough).await?;
+        let relayed = relay(core, ctx, res, input, &mut OpenAiUsageTap::new(usage_mode)).await?;
         tracing::debug!(
             request_id = ?ctx.request_id,
             provider = %provider.name,
@@ -247,6 +265,19 @@ async fn try_provider(
         return Ok(Some(()));
     }
     Ok(None)
+}
+
+/// Streams of chat and completions always carry usage upstream: when the client did not ask
+/// for it, rotor asks, and the relay hides the extra chunk again (DESIGN 1.4).
+fn usage_plan(job: &Job<'_>, body: Bytes) -> (Bytes, Mode) {
+    let streams_tokens = matches!(job.endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+    if !job.inspection.stream || !streams_tokens || client_asked_for_usage(&body) {
+        return (body, Mode::Observe);
+    }
+    match inject_include_usage(&body) {
+        Some(injected) => (injected, Mode::Hide),
+        None => (body, Mode::Observe),
+    }
 }
 
 /// The provider's next key by its strategy, skipping keys already tried for this request and

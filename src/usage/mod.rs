@@ -2,6 +2,8 @@
 //! while the answer passes through (see `proxy::relay`), so a stream that ends early still has
 //! what it saw.
 
+pub mod openai;
+
 /// Token counts; `partial` when the answer ended before the upstream reported final usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {

@@ -1,0 +1,279 @@
+//! Usage from OpenAI-shaped answers, and the transform that carries it through the relay.
+//! Non-streamed: the top-level `usage` object, read without parsing the rest of the body.
+//! Streamed: the chunk with `usage`. When the client did not ask for usage, rotor asked the
+//! upstream for it (`inject_include_usage`) and `Hide` mode removes the usage-only chunk and
+//! the `"usage":null` fields, so that client sees the stream it asked for.
+//! Invariant: in `Observe` mode the bytes the client receives are exactly the upstream's.
+
+use bytes::{Bytes, BytesMut};
+use memchr::memmem;
+use serde::Deserialize;
+
+use super::Usage;
+use crate::codec::sse::{event_data, SseSplitter};
+use crate::proxy::transform::{openai_error_event, Emit, ResponseTransform};
+
+/// Longest SSE event kept while looking for usage.
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+/// The top-level `usage` of an OpenAI JSON body (chat, completions, embeddings), if present.
+pub fn usage_of(body: &[u8]) -> Option<Usage> {
+    memmem::find(body, b"\"usage\"")?;
+    let raw = sonic_rs::get(body, ["usage"]).ok()?;
+    let wire: WireUsage = sonic_rs::from_str(raw.as_raw_str()).ok()?;
+    Some(Usage {
+        prompt_tokens: wire.prompt_tokens,
+        completion_tokens: wire.completion_tokens,
+        cached_tokens: wire.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+        reasoning_tokens: wire
+            .completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0),
+        reported: true,
+        partial: false,
+    })
+}
+
+/// Whether the client asked for usage in its stream itself.
+pub fn client_asked_for_usage(body: &[u8]) -> bool {
+    use sonic_rs::JsonValueTrait;
+    sonic_rs::get(body, ["stream_options", "include_usage"])
+        .ok()
+        .and_then(|v| v.as_bool())
+        == Some(true)
+}
+
+/// The request body with `stream_options.include_usage = true`; `None` if the body could not be
+/// rewritten (it is then sent as it was, and usage may be missing).
+pub fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
+    use sonic_rs::JsonValueMutTrait;
+    if sonic_rs::get(body, ["stream_options"]).is_ok() {
+        // Rare: the client sent stream_options without include_usage. Rewrite the object.
+        let mut value: sonic_rs::Value = sonic_rs::from_slice(body).ok()?;
+        let options = sonic_rs::json!({"include_usage": true});
+        let object = value.as_object_mut()?;
+        match object.get_mut(&"stream_options").and_then(|o| o.as_object_mut()) {
+            Some(existing) => {
+                existing.insert("include_usage", true);
+            }
+            None => {
+                object.insert("stream_options", options);
+            }
+        }
+        return sonic_rs::to_vec(&value).ok().map(Bytes::from);
+    }
+    // Common case: splice the member in right after the opening brace, bytes otherwise intact.
+    let open = body.iter().position(|&b| b == b'{')?;
+    let rest = body.get(open + 1..)?;
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = BytesMut::with_capacity(body.len() + 40);
+    out.extend_from_slice(body.get(..=open)?);
+    out.extend_from_slice(b"\"stream_options\":{\"include_usage\":true}");
+    if !empty {
+        out.extend_from_slice(b",");
+    }
+    out.extend_from_slice(rest);
+    Some(out.freeze())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Pass bytes through untouched; only read usage.
+    Observe,
+    /// Remove what rotor added to the stream (usage chunk, `"usage":null`).
+    Hide,
+}
+
+/// OpenAI-to-OpenAI relay with usage accounting.
+pub struct OpenAiUsageTap {
+    mode: Mode,
+    events: SseSplitter,
+    usage: Usage,
+}
+
+impl OpenAiUsageTap {
+    pub fn new(mode: Mode) -> Self {
+        OpenAiUsageTap {
+            mode,
+            events: SseSplitter::new(MAX_EVENT_BYTES),
+            usage: Usage::default(),
+        }
+    }
+
+    /// Reads usage from one event; says whether the event is the usage-only chunk.
+    fn observe(&mut self, data: &[u8]) -> bool {
+        if memmem::find(data, b"\"usage\":{").is_none() && memmem::find(data, b"\"usage\": {").is_none() {
+            return false;
+        }
+        match usage_of(data) {
+            Some(usage) => {
+                self.usage = usage;
+                memmem::find(data, b"\"choices\":[]").is_some()
+            }
+            None => false,
+        }
+    }
+}
+
+impl ResponseTransform for OpenAiUsageTap {
+    fn full(&mut self, status: u16, body: Bytes) -> Bytes {
+        if (200..300).contains(&status) {
+            if let Some(usage) = usage_of(&body) {
+                self.usage = usage;
+            }
+        }
+        body
+    }
+
+    fn piece(&mut self, piece: Bytes) -> Emit {
+        self.events.push(&piece);
+        let mut out = Emit::new();
+        match self.mode {
+            Mode::Observe => {
+                while let Some(event) = self.events.next_event() {
+                    if let Some(data) = event_data(&event) {
+                        self.observe(&data);
+                    }
+                }
+                out.push(piece);
+            }
+            Mode::Hide => {
+                let mut kept = BytesMut::new();
+                while let Some(event) = self.events.next_event() {
+                    let usage_only = event_data(&event).is_some_and(|data| self.observe(&data));
+                    if usage_only {
+                        continue;
+                    }
+                    strip_usage_null(&event, &mut kept);
+                }
+                if !kept.is_empty() {
+                    out.push(kept.freeze());
+                }
+            }
+        }
+        out
+    }
+
+    fn end(&mut self) -> Emit {
+        let mut out = Emit::new();
+        if self.mode == Mode::Hide {
+            let rest = self.events.take_rest();
+            if !rest.is_empty() {
+                out.push(rest);
+            }
+        }
+        out
+    }
+
+    fn fail(&mut self, message: &str) -> Emit {
+        let mut out = self.end();
+        out.push(openai_error_event(message));
+        out
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+}
+
+/// Copies `event` into `out` without the `"usage":null` members the injected option adds.
+fn strip_usage_null(event: &[u8], out: &mut BytesMut) {
+    let mut rest = event;
+    while let Some(at) = memmem::find(rest, b",\"usage\":null") {
+        out.extend_from_slice(rest.get(..at).unwrap_or_default());
+        rest = rest.get(at + 13..).unwrap_or_default();
+    }
+    out.extend_from_slice(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INJECTED: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
+data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\
+\"prompt_tokens_details\":{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":1}}}\n\n\
+data: [DONE]\n\n";
+
+    fn run(mode: Mode, pieces: &[&[u8]]) -> (Vec<u8>, Usage) {
+        let mut tap = OpenAiUsageTap::new(mode);
+        let mut out = Vec::new();
+        for p in pieces {
+            for b in tap.piece(Bytes::copy_from_slice(p)) {
+                out.extend_from_slice(&b);
+            }
+        }
+        for b in tap.end() {
+            out.extend_from_slice(&b);
+        }
+        (out, tap.usage())
+    }
+
+    #[test]
+    fn hide_removes_the_usage_chunk_and_nulls_but_keeps_the_tokens() {
+        for cut in 0..INJECTED.len() {
+            let (a, b) = INJECTED.split_at(cut);
+            let (out, usage) = run(Mode::Hide, &[a, b]);
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("usage"), "cut {cut}: {text}");
+            assert!(
+                text.contains("\"content\":\"hi\"") && text.ends_with("data: [DONE]\n\n"),
+                "cut {cut}: {text}"
+            );
+            assert_eq!((usage.prompt_tokens, usage.completion_tokens), (9, 2));
+            assert_eq!((usage.cached_tokens, usage.reasoning_tokens), (4, 1));
+            assert!(usage.reported);
+        }
+    }
+
+    #[test]
+    fn observe_passes_bytes_untouched() {
+        let (out, usage) = run(Mode::Observe, &[&INJECTED[..50], &INJECTED[50..]]);
+        assert_eq!(out, INJECTED);
+        assert_eq!(usage.prompt_tokens, 9);
+    }
+
+    #[test]
+    fn include_usage_is_injected_once_and_keeps_the_rest() {
+        let body = br#"{"model":"m","stream":true,"messages":[]}"#;
+        let out = inject_include_usage(body).unwrap();
+        assert!(client_asked_for_usage(&out));
+        assert_eq!(
+            crate::codec::json::inspect_body(&out).unwrap().model.as_deref(),
+            Some("m")
+        );
+        let with_options = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
+        assert!(client_asked_for_usage(&inject_include_usage(with_options).unwrap()));
+    }
+
+    #[test]
+    fn non_stream_usage_is_read_from_the_body() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"{\"usage\":1}"}}],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#;
+        let usage = usage_of(body).unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 5));
+    }
+}
