@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod mock;
 pub mod net;
 pub mod proxy;

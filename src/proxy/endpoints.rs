@@ -173,3 +173,40 @@ pub(super) async fn status(ctx: &RequestContext, res: &mut Responder<'_>) -> Res
     )
     .await
 }
+
+/// `GET /metrics`: Prometheus text, summed over every core's shard at scrape time.
+pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
+    use crate::health::{now_ms, KeyState};
+    use crate::metrics::Extra;
+    let config = &ctx.generation.config;
+    let now = now_ms();
+    let mut key_states = Vec::new();
+    for provider in config.providers.iter() {
+        for health in ctx.generation.key_health.provider(provider.index) {
+            let state = match health.state(now) {
+                _ if !provider.enabled => "disabled",
+                KeyState::Active => "active",
+                KeyState::Cooling(_) => "cooling",
+                KeyState::Quarantined(_) => "quarantined",
+            };
+            key_states.push((provider.name.as_str(), health.masked.as_str(), state));
+        }
+    }
+    let extra = Extra {
+        key_states,
+        log_dropped: core.gateway.records.dropped(),
+        open_connections: core.gateway.gate.open_connections(),
+    };
+    let body = core.gateway.metrics.render(&extra);
+    let headers: [(&str, &[u8]); 2] = [
+        ("content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+        ("x-request-id", &ctx.request_id),
+    ];
+    res.send(200, &headers, Bytes::from(body)).await.map_err(|e| {
+        ProxyError::new(
+            ErrorKind::Internal,
+            Side::Downstream,
+            format!("client connection lost: {e}"),
+        )
+    })
+}

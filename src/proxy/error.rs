@@ -94,6 +94,23 @@ impl ProxyError {
         &self.0.message
     }
 
+    /// Snake-case name of the kind, for request records.
+    pub fn kind_name(&self) -> &'static str {
+        match self.0.kind {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::UpstreamFailed => "upstream_failed",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::NoUsableKey => "no_usable_key",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self.0.kind {
             ErrorKind::BadRequest => 400,

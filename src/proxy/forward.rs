@@ -54,6 +54,11 @@ pub(super) async fn forward(
             .with_param("model")
             .with_code("model_not_found")
     })?;
+    {
+        let mut trace = ctx.trace.borrow_mut();
+        trace.model = model.clone();
+        trace.stream = inspection.stream;
+    }
     let plan = plan(core, ctx, route, &model);
     let mut attempt = Attempts {
         max: config.retry.max_attempts.max(1) as usize,
@@ -214,12 +219,14 @@ async fn try_provider(
         }
         attempt.made += 1;
         let _in_flight = health.enter();
+        note_attempt(ctx, provider, &candidate.upstream_model, model, health, attempt.made);
         let key = provider.keys.get(key_index).map_or("", |k| k.secret.expose());
         let sent = send(core, ctx, req, provider, key, &body, upstream_path).await;
         let (exchange, head) = match sent {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::debug!(provider = %provider.name, key = %health.masked, "attempt {} failed: {error}", attempt.made);
+                core.metrics.lock().attempt(&provider.name, "error");
                 apply(health, classify_error(&error), config, attempt);
                 attempt.last_error = Some(error.into());
                 continue;
@@ -229,12 +236,17 @@ async fn try_provider(
         let last_chance = attempt.made >= attempt.max;
         match verdict {
             Verdict::Deliver { key_ok } => {
+                core.metrics.lock().attempt(&provider.name, "ok");
                 if key_ok {
                     health.record_success();
                 }
             }
-            Verdict::Retry(_) if last_chance => apply(health, verdict, config, attempt),
+            Verdict::Retry(_) if last_chance => {
+                core.metrics.lock().attempt(&provider.name, "error");
+                apply(health, verdict, config, attempt);
+            }
             Verdict::Retry(_) => {
+                core.metrics.lock().attempt(&provider.name, "retried");
                 tracing::debug!(provider = %provider.name, key = %health.masked, status = head.status, "retrying elsewhere");
                 apply(health, verdict, config, attempt);
                 let message = format!("upstream '{}' answered {}", provider.name, head.status);
@@ -253,6 +265,7 @@ async fn try_provider(
             deadline,
         };
         let relayed = relay(core, ctx, res, input, &mut OpenAiUsageTap::new(usage_mode)).await?;
+        ctx.trace.borrow_mut().usage = relayed.usage;
         tracing::debug!(
             request_id = ?ctx.request_id,
             provider = %provider.name,
@@ -265,6 +278,34 @@ async fn try_provider(
         return Ok(Some(()));
     }
     Ok(None)
+}
+
+/// Records who is being tried, for the request record and metrics.
+fn note_attempt(
+    ctx: &RequestContext,
+    provider: &Provider,
+    upstream_model: &str,
+    model: &str,
+    health: &KeyHealth,
+    n: usize,
+) {
+    let mut trace = ctx.trace.borrow_mut();
+    if trace.before_upstream.is_none() {
+        trace.before_upstream = Some(ctx.received_at.elapsed());
+    }
+    trace.attempts = n as u32;
+    if trace.provider != provider.name {
+        trace.provider = provider.name.clone();
+    }
+    let upstream_model = if upstream_model.is_empty() {
+        model
+    } else {
+        upstream_model
+    };
+    if trace.upstream_model != upstream_model {
+        trace.upstream_model = upstream_model.to_owned();
+    }
+    trace.key = health.masked.clone();
 }
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask

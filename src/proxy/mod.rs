@@ -19,6 +19,7 @@
 mod classify;
 mod endpoints;
 pub mod error;
+mod finish;
 mod forward;
 mod headers;
 mod inspect;
@@ -50,17 +51,24 @@ pub struct Core {
     pub pool: Pool,
     balance: RefCell<CoreBalance>,
     pool_generation: Cell<u64>,
+    /// This core's metrics shard (only this core writes it).
+    metrics: Arc<parking_lot::Mutex<crate::metrics::Shard>>,
 }
 
 /// What every phase of one request may read.
 pub struct RequestContext {
     pub generation: Arc<Generation>,
     pub request_id: Bytes,
+    /// When the request head arrived.
+    pub received_at: std::time::Instant,
+    /// What the phases learn, for `finish`; borrowed briefly, never across an `.await`.
+    pub trace: RefCell<finish::Trace>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Health,
+    Metrics,
     Models,
     /// Providers and keys with their state (`GET /v1/status`).
     Status,
@@ -69,6 +77,22 @@ pub enum Endpoint {
     Embeddings,
     /// Any other `/v1/*`, relayed to an OpenAI-kind provider.
     Passthrough,
+}
+
+impl Endpoint {
+    /// The label used in metrics and request records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Health => "health",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Models => "models",
+            Endpoint::Status => "status",
+            Endpoint::ChatCompletions => "chat/completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Passthrough => "passthrough",
+        }
+    }
 }
 
 impl Core {
@@ -80,6 +104,7 @@ impl Core {
             pool: Pool::new(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout),
             balance: RefCell::new(CoreBalance::new(worker)),
             pool_generation: Cell::new(generation.id),
+            metrics: gateway.metrics.shard(),
             gateway,
         }
     }
@@ -105,10 +130,16 @@ impl Core {
 
     async fn handle(&self, ctx: &RequestContext, req: Request, res: &mut Responder<'_>) -> Result<(), ProxyError> {
         let endpoint = route(&req.head)?;
-        if endpoint == Endpoint::Health {
-            return endpoints::health(self, ctx, res).await;
+        ctx.trace.borrow_mut().endpoint = endpoint.name();
+        match endpoint {
+            Endpoint::Health => return endpoints::health(self, ctx, res).await,
+            Endpoint::Metrics => return endpoints::metrics(self, ctx, res).await,
+            _ => {}
         }
         let client = authenticate(&ctx.generation.config.clients, &req.head)?;
+        if let Some(client) = client {
+            ctx.trace.borrow_mut().client = client.name.clone();
+        }
         match endpoint {
             Endpoint::Models => endpoints::models(ctx, client, res).await,
             Endpoint::Status => endpoints::status(ctx, res).await,
@@ -134,11 +165,18 @@ impl Service for Core {
         let ctx = RequestContext {
             generation: self.gateway.current(),
             request_id,
+            received_at: req.received_at,
+            trace: RefCell::new(finish::Trace {
+                bytes_in: req.body.len() as u64,
+                ..Default::default()
+            }),
         };
         if let Err(err) = self.handle(&ctx, req, res).await {
             tracing::debug!(request_id = ?ctx.request_id, status = err.status(), "{}", err.message());
+            ctx.trace.borrow_mut().error = err.kind_name();
             error::render(&err, res, &ctx.request_id).await;
         }
+        finish::finish(self, &ctx, res.status(), res.bytes_out());
     }
 }
 
@@ -147,6 +185,7 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
     let path = head.path();
     let (endpoint, method) = match path {
         "/health" => (Endpoint::Health, Method::Get),
+        "/metrics" => (Endpoint::Metrics, Method::Get),
         "/v1/models" => (Endpoint::Models, Method::Get),
         "/v1/status" => (Endpoint::Status, Method::Get),
         "/v1/chat/completions" => (Endpoint::ChatCompletions, Method::Post),

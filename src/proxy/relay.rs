@@ -62,6 +62,9 @@ pub(super) async fn relay(
         mut exchange,
         deadline,
     } = input;
+    let mut answer_ready = Instant::now();
+    // Declared before `headers`, which borrows it.
+    let overhead_text: String;
     let upstream_config = &ctx.generation.config.upstream;
     let idle = upstream_config.stream_idle_timeout;
     let mut digits = itoa::Buffer::new();
@@ -80,16 +83,23 @@ pub(super) async fn relay(
     };
     match head.framing {
         ResponseFraming::Empty => {
+            overhead_text = overhead_micros(ctx, answer_ready);
+            headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
             let result = res.send(status, &headers, Bytes::new()).await;
+            mark_first_byte(ctx);
             upstream::checkin(&core.pool, &pool_key, exchange);
             result.map_err(client_gone)?;
             Ok(whole(true))
         }
         ResponseFraming::Length(n) if n <= BUFFER_WHOLE_LIMIT => {
             let body = exchange.read_to_end(idle, n as usize).await?;
+            answer_ready = Instant::now();
             upstream::checkin(&core.pool, &pool_key, exchange);
             let body = transform.full(status, body);
+            overhead_text = overhead_micros(ctx, answer_ready);
+            headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
             res.send(status, &headers, body).await.map_err(client_gone)?;
+            mark_first_byte(ctx);
             Ok(Relayed {
                 usage: transform.usage(),
                 ..whole(true)
@@ -102,7 +112,10 @@ pub(super) async fn relay(
                 ResponseFraming::Length(n) if transform.content_type().is_none() && !sse => Some(n),
                 _ => None,
             };
+            overhead_text = overhead_micros(ctx, answer_ready);
+            headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
             res.start(status, &headers, length).await.map_err(client_gone)?;
+            mark_first_byte(ctx);
             let keepalive = if sse {
                 ctx.generation.config.server.sse_keepalive
             } else {
@@ -130,6 +143,17 @@ pub(super) async fn relay(
             })
         }
     }
+}
+
+/// rotor's own time so far (before the upstream send, plus since the answer was ready), in µs.
+fn overhead_micros(ctx: &RequestContext, answer_ready: Instant) -> String {
+    let mut trace = ctx.trace.borrow_mut();
+    trace.after_upstream = Some(answer_ready.elapsed());
+    trace.overhead().map_or(0, |d| d.as_micros()).to_string()
+}
+
+fn mark_first_byte(ctx: &RequestContext) {
+    ctx.trace.borrow_mut().first_byte_at = Some(Instant::now());
 }
 
 fn is_event_stream(head: &ResponseHead) -> bool {

@@ -43,6 +43,9 @@ pub struct Gateway {
     next_id: AtomicU64,
     pub resolver: Arc<Resolver>,
     pub health: HealthRegistry,
+    pub metrics: crate::metrics::Registry,
+    /// Request records on their way to storage.
+    pub records: crate::usage::record::RecordQueue,
     pub shutdown: Shutdown,
     pub gate: Arc<ConnectionGate>,
     pub started: Instant,
@@ -59,6 +62,8 @@ impl Gateway {
             next_id: AtomicU64::new(2),
             resolver,
             health,
+            metrics: crate::metrics::Registry::default(),
+            records: crate::usage::record::RecordQueue::default(),
             shutdown: Shutdown::default(),
             gate: Arc::new(ConnectionGate::default()),
             started: Instant::now(),

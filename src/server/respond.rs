@@ -38,6 +38,8 @@ pub struct Responder<'a> {
     http10: bool,
     state: State,
     bytes_out: u64,
+    /// Status of the response head sent (0 before).
+    status: u16,
 }
 
 impl<'a> Responder<'a> {
@@ -50,12 +52,18 @@ impl<'a> Responder<'a> {
             http10,
             state: State::Fresh,
             bytes_out: 0,
+            status: 0,
         }
     }
 
     /// Body bytes written so far (for accounting).
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out
+    }
+
+    /// The status sent, 0 if no head went out yet.
+    pub fn status(&self) -> u16 {
+        self.status
     }
 
     /// Whether anything has been sent; after that, errors can no longer become a status code.
@@ -72,6 +80,7 @@ impl<'a> Responder<'a> {
     /// Sends a complete response with a content-length.
     pub async fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: Bytes) -> io::Result<()> {
         self.expect_fresh()?;
+        self.status = status;
         write_response_head(
             &mut self.out,
             status,
@@ -96,6 +105,7 @@ impl<'a> Responder<'a> {
     /// content-length (pieces are then raw), None uses chunked framing.
     pub async fn start(&mut self, status: u16, headers: &[(&str, &[u8])], length: Option<u64>) -> io::Result<()> {
         self.expect_fresh()?;
+        self.status = status;
         let next = match length {
             Some(n) => {
                 write_response_head(&mut self.out, status, headers, BodyFraming::Length(n), self.keep_alive);

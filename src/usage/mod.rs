@@ -3,6 +3,7 @@
 //! what it saw.
 
 pub mod openai;
+pub mod record;
 
 /// Token counts; `partial` when the answer ended before the upstream reported final usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,0 +1,335 @@
+//! Prometheus metrics. Each worker counts into its own shard (a mutex only its own core takes
+//! on the request path, so it is never contended there); `/metrics` sums the shards at scrape
+//! time. Invariant: no counter shared between cores is written per request, and no label value
+//! is a secret (keys appear masked to their last 4 characters).
+
+mod histogram;
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use parking_lot::Mutex;
+
+use histogram::Histogram;
+
+/// Seconds: from a millisecond to two minutes (LLM answers are slow).
+const DURATION_BOUNDS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Seconds: rotor's own time, from 10 µs to 50 ms.
+const OVERHEAD_BOUNDS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
+];
+
+/// Fixed seeds: label hashes only need to be stable within the process.
+fn label_hash(parts: &[&str]) -> u64 {
+    ahash::RandomState::with_seeds(7, 11, 13, 17).hash_one(parts)
+}
+
+/// One finished request, as metrics see it.
+pub struct Observation<'a> {
+    pub endpoint: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub status: u16,
+    pub duration_s: f64,
+    /// `None` when the request never reached an upstream.
+    pub overhead_s: Option<f64>,
+    /// prompt, completion, cached, reasoning.
+    pub tokens: [u64; 4],
+}
+
+pub struct Shard {
+    requests: AHashMap<u64, (Vec<String>, u64)>,
+    tokens: AHashMap<u64, (Vec<String>, [u64; 4])>,
+    attempts: AHashMap<u64, (Vec<String>, u64)>,
+    limit_rejections: AHashMap<u64, (Vec<String>, u64)>,
+    duration: Histogram,
+    overhead: Histogram,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            requests: AHashMap::new(),
+            tokens: AHashMap::new(),
+            attempts: AHashMap::new(),
+            limit_rejections: AHashMap::new(),
+            duration: Histogram::new(DURATION_BOUNDS),
+            overhead: Histogram::new(OVERHEAD_BOUNDS),
+        }
+    }
+}
+
+fn bump<V>(map: &mut AHashMap<u64, (Vec<String>, V)>, labels: &[&str], default: V, f: impl FnOnce(&mut V)) {
+    let entry = map
+        .entry(label_hash(labels))
+        .or_insert_with(|| (labels.iter().map(|s| (*s).to_owned()).collect(), default));
+    f(&mut entry.1);
+}
+
+impl Shard {
+    pub fn observe(&mut self, o: &Observation<'_>) {
+        let mut digits = itoa::Buffer::new();
+        let status = digits.format(o.status);
+        bump(&mut self.requests, &[o.endpoint, o.model, o.provider, status], 0, |n| {
+            *n += 1
+        });
+        if o.tokens.iter().any(|&t| t > 0) {
+            bump(&mut self.tokens, &[o.model, o.provider], [0; 4], |t| {
+                for (a, b) in t.iter_mut().zip(o.tokens) {
+                    *a += b;
+                }
+            });
+        }
+        self.duration.observe(o.duration_s);
+        if let Some(overhead) = o.overhead_s {
+            self.overhead.observe(overhead);
+        }
+    }
+
+    /// One upstream attempt and how it went (`ok`, `retried`, `error`).
+    pub fn attempt(&mut self, provider: &str, outcome: &str) {
+        bump(&mut self.attempts, &[provider, outcome], 0, |n| *n += 1);
+    }
+
+    /// A request refused by a limit (`scope`: client, key, provider).
+    pub fn limit_rejection(&mut self, scope: &str) {
+        bump(&mut self.limit_rejections, &[scope], 0, |n| *n += 1);
+    }
+
+    fn merge(&mut self, other: &Shard) {
+        fn add<V: Clone>(
+            into: &mut AHashMap<u64, (Vec<String>, V)>,
+            from: &AHashMap<u64, (Vec<String>, V)>,
+            plus: impl Fn(&mut V, &V),
+        ) {
+            for (k, (labels, v)) in from {
+                match into.get_mut(k) {
+                    Some(existing) => plus(&mut existing.1, v),
+                    None => {
+                        into.insert(*k, (labels.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+        add(&mut self.requests, &other.requests, |a, b| *a += b);
+        add(&mut self.attempts, &other.attempts, |a, b| *a += b);
+        add(&mut self.limit_rejections, &other.limit_rejections, |a, b| *a += b);
+        add(&mut self.tokens, &other.tokens, |a, b| {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        });
+        self.duration.merge(&other.duration);
+        self.overhead.merge(&other.overhead);
+    }
+}
+
+/// Every core's shard, registered once at worker start.
+#[derive(Default)]
+pub struct Registry {
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+}
+
+/// Gauges and counters owned elsewhere, read at scrape time.
+pub struct Extra<'a> {
+    /// (provider, masked key, state)
+    pub key_states: Vec<(&'a str, &'a str, &'static str)>,
+    pub log_dropped: u64,
+    pub open_connections: usize,
+}
+
+impl Registry {
+    pub fn shard(&self) -> Arc<Mutex<Shard>> {
+        let shard = Arc::new(Mutex::new(Shard::default()));
+        self.shards.lock().push(shard.clone());
+        shard
+    }
+
+    /// The Prometheus text exposition of every shard summed, plus `extra`.
+    pub fn render(&self, extra: &Extra<'_>) -> String {
+        let mut total = Shard::default();
+        for shard in self.shards.lock().iter() {
+            total.merge(&shard.lock());
+        }
+        let mut out = String::with_capacity(4096);
+        family(
+            &mut out,
+            "rotor_requests_total",
+            "counter",
+            "Requests answered, by endpoint, model, provider and status.",
+        );
+        for (labels, n) in sorted(&total.requests) {
+            series(
+                &mut out,
+                "rotor_requests_total",
+                &["endpoint", "model", "provider", "status"],
+                labels,
+                *n,
+            );
+        }
+        family(
+            &mut out,
+            "rotor_tokens_total",
+            "counter",
+            "Tokens reported by upstreams, by model, provider and kind.",
+        );
+        for (labels, t) in sorted(&total.tokens) {
+            for (kind, n) in ["prompt", "completion", "cached", "reasoning"].iter().zip(t) {
+                let values = [labels[0].as_str(), labels[1].as_str(), kind];
+                series_str(
+                    &mut out,
+                    "rotor_tokens_total",
+                    &["model", "provider", "kind"],
+                    &values,
+                    *n,
+                );
+            }
+        }
+        family(
+            &mut out,
+            "rotor_upstream_attempts_total",
+            "counter",
+            "Upstream attempts, by provider and outcome.",
+        );
+        for (labels, n) in sorted(&total.attempts) {
+            series(
+                &mut out,
+                "rotor_upstream_attempts_total",
+                &["provider", "outcome"],
+                labels,
+                *n,
+            );
+        }
+        family(
+            &mut out,
+            "rotor_limit_rejections_total",
+            "counter",
+            "Requests refused by a rate limit, by scope.",
+        );
+        for (labels, n) in sorted(&total.limit_rejections) {
+            series(&mut out, "rotor_limit_rejections_total", &["scope"], labels, *n);
+        }
+        family(
+            &mut out,
+            "rotor_request_duration_seconds",
+            "histogram",
+            "Total request latency as the client saw it.",
+        );
+        total.duration.render("rotor_request_duration_seconds", &mut out);
+        family(
+            &mut out,
+            "rotor_overhead_seconds",
+            "histogram",
+            "Time rotor itself added (excludes waiting on the upstream).",
+        );
+        total.overhead.render("rotor_overhead_seconds", &mut out);
+        family(
+            &mut out,
+            "rotor_key_state",
+            "gauge",
+            "1 for the state each upstream key is in (keys masked).",
+        );
+        for (provider, key, state) in &extra.key_states {
+            series_str(
+                &mut out,
+                "rotor_key_state",
+                &["provider", "key", "state"],
+                &[provider, key, state],
+                1,
+            );
+        }
+        family(
+            &mut out,
+            "rotor_log_dropped_total",
+            "counter",
+            "Request records dropped (queue full or storage failing).",
+        );
+        let _ = writeln!(out, "rotor_log_dropped_total {}", extra.log_dropped);
+        family(
+            &mut out,
+            "rotor_open_connections",
+            "gauge",
+            "Client connections open now.",
+        );
+        let _ = writeln!(out, "rotor_open_connections {}", extra.open_connections);
+        out
+    }
+}
+
+fn sorted<V>(map: &AHashMap<u64, (Vec<String>, V)>) -> Vec<(&Vec<String>, &V)> {
+    let mut rows: Vec<_> = map.values().map(|(l, v)| (l, v)).collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    rows
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn series(out: &mut String, name: &str, keys: &[&str], values: &[String], n: u64) {
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    series_str(out, name, keys, &values, n);
+}
+
+fn series_str(out: &mut String, name: &str, keys: &[&str], values: &[&str], n: u64) {
+    out.push_str(name);
+    out.push('{');
+    for (i, (k, v)) in keys.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    let _ = writeln!(out, "}} {n}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_sum_and_render_as_prometheus_text() {
+        let registry = Registry::default();
+        let a = registry.shard();
+        let b = registry.shard();
+        let o = Observation {
+            endpoint: "chat",
+            model: "m\"x",
+            provider: "p",
+            status: 200,
+            duration_s: 0.2,
+            overhead_s: Some(0.00003),
+            tokens: [3, 5, 0, 0],
+        };
+        a.lock().observe(&o);
+        b.lock().observe(&o);
+        b.lock().attempt("p", "ok");
+        let text = registry.render(&Extra {
+            key_states: vec![("p", "…abcd", "active")],
+            log_dropped: 2,
+            open_connections: 1,
+        });
+        assert!(
+            text.contains(r#"rotor_requests_total{endpoint="chat",model="m\"x",provider="p",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"rotor_tokens_total{model="m\"x",provider="p",kind="completion"} 10"#));
+        assert!(text.contains("rotor_request_duration_seconds_count 2"));
+        assert!(text.contains(r#"rotor_overhead_seconds_bucket{le="0.00005"} 2"#));
+        assert!(text.contains(r#"rotor_key_state{provider="p",key="…abcd",state="active"} 1"#));
+        assert!(text.contains("rotor_log_dropped_total 2"));
+    }
+}

@@ -1,0 +1,90 @@
+//! Phase `finish`: what the earlier phases learned about a request (the `Trace`) becomes
+//! metrics on this core's shard and, when logging is on, a request record on the queue.
+//! Invariant: runs exactly once per request, after the response (or the error) went out, and
+//! never blocks.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{Core, RequestContext};
+use crate::metrics::Observation;
+use crate::usage::record::RequestRecord;
+use crate::usage::Usage;
+
+/// Filled in by the phases as the request goes; read by `finish`.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub endpoint: &'static str,
+    pub client: String,
+    pub model: String,
+    pub provider: String,
+    pub upstream_model: String,
+    /// The key of the delivering (or last) attempt, masked.
+    pub key: String,
+    pub attempts: u32,
+    pub stream: bool,
+    pub usage: Usage,
+    pub bytes_in: u64,
+    /// rotor's own time before the first upstream send.
+    pub before_upstream: Option<Duration>,
+    /// rotor's own time between the chosen upstream answer and the client's response head.
+    pub after_upstream: Option<Duration>,
+    /// When the response head went to the client.
+    pub first_byte_at: Option<Instant>,
+    /// Error kind when the request failed (e.g. `upstream_timeout`), else empty.
+    pub error: &'static str,
+}
+
+impl Trace {
+    /// rotor's own added time, when the request reached an upstream.
+    pub fn overhead(&self) -> Option<Duration> {
+        Some(self.before_upstream? + self.after_upstream.unwrap_or_default())
+    }
+}
+
+pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: u64) {
+    let trace = ctx.trace.borrow();
+    let elapsed = ctx.received_at.elapsed();
+    let overhead = trace.overhead();
+    let usage = trace.usage;
+    core.metrics.lock().observe(&Observation {
+        endpoint: trace.endpoint,
+        model: &trace.model,
+        provider: &trace.provider,
+        status,
+        duration_s: elapsed.as_secs_f64(),
+        overhead_s: overhead.map(|d| d.as_secs_f64()),
+        tokens: [
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.reasoning_tokens,
+        ],
+    });
+    let storage = &ctx.generation.config.storage;
+    if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models") {
+        return;
+    }
+    let arrived = SystemTime::now().checked_sub(elapsed).unwrap_or_else(SystemTime::now);
+    core.gateway.records.push(RequestRecord {
+        ts_ms: arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        request_id: String::from_utf8_lossy(&ctx.request_id).into_owned(),
+        client: trace.client.clone(),
+        endpoint: trace.endpoint.to_owned(),
+        model: trace.model.clone(),
+        provider: trace.provider.clone(),
+        upstream_model: trace.upstream_model.clone(),
+        key: trace.key.clone(),
+        status,
+        error: trace.error.to_owned(),
+        attempts: trace.attempts,
+        stream: trace.stream,
+        latency_ms: elapsed.as_millis() as u64,
+        ttfb_ms: trace
+            .first_byte_at
+            .map_or(0, |t| t.duration_since(ctx.received_at).as_millis() as u64),
+        overhead_us: overhead.map_or(0, |d| d.as_micros() as u64),
+        usage,
+        bytes_in: trace.bytes_in,
+        bytes_out,
+    });
+}
