@@ -9,11 +9,13 @@
 pub mod codec;
 pub mod config;
 pub mod health;
+pub mod limits;
 pub mod mock;
 pub mod net;
 pub mod proxy;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod storage;
 pub mod upstream;
 pub mod usage;
