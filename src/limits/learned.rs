@@ -1,0 +1,213 @@
+//! Learned limits: the provider's own rate-limit headers say when a key is spent, so rotor
+//! stops choosing it before the provider answers 429. Reads OpenAI's
+//! `x-ratelimit-remaining-{requests,tokens}` with `x-ratelimit-reset-{requests,tokens}` (Go-style
+//! durations: `1s`, `6m0s`, `20ms`, `1h2m3.5s`) and Anthropic's
+//! `anthropic-ratelimit-<what>-remaining` with `anthropic-ratelimit-<what>-reset` (RFC 3339).
+//! Invariant: only a remaining count of exactly 0 with a parseable reset cools a key, for at
+//! most a day; the caller applies it through `KeyHealth::cool_until`, which only moves later.
+
+use crate::codec::head::Header;
+
+/// Longest cooling a header may impose (a garbage reset must not bench a key for a year).
+const MAX_WAIT_MS: u64 = 86_400_000;
+
+/// How long (ms from now) the key is spent according to the response headers, if it is.
+/// `unix_now_ms` is the wall clock, for RFC 3339 resets.
+pub fn spent_for(headers: &[Header], unix_now_ms: u64) -> Option<u64> {
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|h| std::str::from_utf8(&h.value).ok())
+            .map(str::trim)
+    };
+    let mut wait: Option<u64> = None;
+    let mut note = |ms: Option<u64>| {
+        if let Some(ms) = ms {
+            wait = Some(wait.map_or(ms, |w| w.max(ms)).min(MAX_WAIT_MS));
+        }
+    };
+    for what in ["requests", "tokens"] {
+        if value(&format!("x-ratelimit-remaining-{what}")) == Some("0") {
+            note(value(&format!("x-ratelimit-reset-{what}")).and_then(parse_duration_ms));
+        }
+    }
+    for h in headers {
+        let Some(name) = std::str::from_utf8(&h.name).ok().map(str::to_ascii_lowercase) else {
+            continue;
+        };
+        let Some(what) = name
+            .strip_prefix("anthropic-ratelimit-")
+            .and_then(|n| n.strip_suffix("-remaining"))
+        else {
+            continue;
+        };
+        if h.value.as_ref().trim_ascii() != b"0" {
+            continue;
+        }
+        let reset = value(&format!("anthropic-ratelimit-{what}-reset")).and_then(parse_rfc3339_ms);
+        note(reset.map(|at| at.saturating_sub(unix_now_ms)));
+    }
+    wait.filter(|ms| *ms > 0)
+}
+
+/// A Go-style duration as OpenAI sends it: `1s`, `6m0s`, `20ms`, `1h2m3.5s`, `0.5s`.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit_ms, len) = if rest.starts_with("ms") {
+            (1.0, 2)
+        } else if rest.starts_with('h') {
+            (3_600_000.0, 1)
+        } else if rest.starts_with('m') {
+            (60_000.0, 1)
+        } else if rest.starts_with('s') {
+            (1_000.0, 1)
+        } else {
+            return None;
+        };
+        total += number * unit_ms;
+        rest = &rest[len..];
+    }
+    Some(total.ceil() as u64)
+}
+
+/// An RFC 3339 timestamp (`2024-05-01T12:00:30Z`, fractions and `+hh:mm` offsets allowed) as
+/// unix ms.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let b = text.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = std::str::from_utf8(b.get(r)?).ok()?;
+        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = std::str::from_utf8(&b[start..i]).ok()?;
+        let padded = format!("{:0<3}", frac.get(..3.min(frac.len()))?);
+        millis = padded.parse().ok()?;
+    }
+    let offset_min = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'+' {
+                m
+            } else {
+                -m
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_min * 60;
+    u64::try_from(seconds * 1_000 + millis).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> Vec<Header> {
+        pairs
+            .iter()
+            .map(|(n, v)| Header {
+                name: Bytes::from_static(n.as_bytes()),
+                value: Bytes::from_static(v.as_bytes()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration_ms("1s"), Some(1_000));
+        assert_eq!(parse_duration_ms("6m0s"), Some(360_000));
+        assert_eq!(parse_duration_ms("20ms"), Some(20));
+        assert_eq!(parse_duration_ms("1h2m3.5s"), Some(3_723_500));
+        assert_eq!(parse_duration_ms("0.5s"), Some(500));
+        assert_eq!(parse_duration_ms(""), None);
+        assert_eq!(parse_duration_ms("5"), None);
+        assert_eq!(parse_duration_ms("5x"), None);
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2024-05-01T12:00:30Z"), Some(1_714_564_830_000));
+        assert_eq!(parse_rfc3339_ms("2024-05-01T12:00:30.25Z"), Some(1_714_564_830_250));
+        assert_eq!(parse_rfc3339_ms("2024-05-01T14:00:30+02:00"), Some(1_714_564_830_000));
+        assert_eq!(parse_rfc3339_ms("2024-13-01T12:00:30Z"), None);
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn openai_headers_spent_only_at_zero() {
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "6m0s"),
+        ]);
+        assert_eq!(spent_for(&h, 0), Some(360_000));
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "3"),
+            ("x-ratelimit-reset-requests", "6m0s"),
+        ]);
+        assert_eq!(spent_for(&h, 0), None);
+        // The later reset wins when both are spent.
+        let h = headers(&[
+            ("X-RateLimit-Remaining-Requests", "0"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "20ms"),
+        ]);
+        assert_eq!(spent_for(&h, 0), Some(1_000));
+    }
+
+    #[test]
+    fn anthropic_headers_use_wall_clock_resets() {
+        let now = parse_rfc3339_ms("2024-05-01T12:00:00Z").unwrap_or(0);
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2024-05-01T12:00:30Z"),
+            ("anthropic-ratelimit-tokens-remaining", "5000"),
+            ("anthropic-ratelimit-tokens-reset", "2024-05-01T12:05:00Z"),
+        ]);
+        assert_eq!(spent_for(&h, now), Some(30_000));
+        let h = headers(&[("anthropic-ratelimit-requests-remaining", "0")]);
+        assert_eq!(spent_for(&h, now), None);
+    }
+}

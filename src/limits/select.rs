@@ -1,0 +1,104 @@
+//! Key admission during selection: walk a provider's keys from the strategy's starting point
+//! and take the first that is healthy and whose windows admit the request. A key whose window
+//! is full is skipped like a cooling key (its soonest free moment is reported); a key with a
+//! limit of 0 is skipped like a quarantined one.
+//! Invariant: a key is returned only with its reservation taken, so the attempt it serves is
+//! already counted on every core.
+
+use std::sync::Arc;
+
+use super::{to_health_ms, Admission, LimitSet, Reservation};
+use crate::health::{KeyHealth, KeyState};
+
+/// What one pick looks at.
+pub struct PickInput<'a> {
+    pub health: &'a [Arc<KeyHealth>],
+    /// Same length as `health` (a missing entry means unlimited).
+    pub limits: &'a [LimitSet],
+    /// The strategy's first choice.
+    pub start: usize,
+    /// Keys already tried for this request.
+    pub tried: &'a [usize],
+    /// Reserved against TPM.
+    pub tokens: u64,
+    /// `health::now_ms` clock.
+    pub now: u64,
+    /// `limits::now` clock.
+    pub limits_now: u64,
+}
+
+/// The chosen key index and what it reserved, or `None`. `soonest` learns the earliest
+/// moment (health clock) a cooling or full key frees up.
+pub fn pick_key(input: &PickInput<'_>, soonest: &mut Option<u64>) -> Option<(usize, Reservation)> {
+    let n = input.health.len();
+    let unlimited = LimitSet::default();
+    let mut note = |until: u64| *soonest = Some(soonest.map_or(until, |s| s.min(until)));
+    for offset in 0..n {
+        let index = (input.start + offset) % n;
+        if input.tried.contains(&index) {
+            continue;
+        }
+        match input.health.get(index).map(|h| h.state(input.now)) {
+            Some(KeyState::Active) | None => {}
+            Some(KeyState::Cooling(until)) => {
+                note(until);
+                continue;
+            }
+            Some(KeyState::Quarantined(_)) => continue,
+        }
+        let limits = input.limits.get(index).unwrap_or(&unlimited);
+        if limits.is_unlimited() {
+            return Some((index, Reservation::default()));
+        }
+        match limits.admit(input.tokens, input.limits_now) {
+            Admission::Admitted(reservation) => return Some((index, reservation)),
+            Admission::Full { free_at, .. } => note(to_health_ms(free_at)),
+            Admission::Disabled(_) => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeyId;
+    use crate::limits::{Gate, Kind, Window, CLOCK_BASE_MS};
+
+    fn keys(n: usize, rpm: u64) -> (Vec<Arc<KeyHealth>>, Vec<LimitSet>) {
+        let health = (0..n)
+            .map(|i| Arc::new(KeyHealth::new(KeyId(i as u64), format!("…{i}"))))
+            .collect();
+        let limits = (0..n)
+            .map(|_| LimitSet {
+                gates: [
+                    Gate::Max(Arc::new(Window::new(Kind::Rpm.window_ms(), rpm))),
+                    Gate::Unlimited,
+                    Gate::Unlimited,
+                ],
+            })
+            .collect();
+        (health, limits)
+    }
+
+    #[test]
+    fn full_keys_are_skipped_and_report_when_they_free() {
+        let (health, limits) = keys(2, 1);
+        let now = CLOCK_BASE_MS + 5_000;
+        let input = |start| PickInput {
+            health: &health,
+            limits: &limits,
+            start,
+            tried: &[],
+            tokens: 0,
+            now: 5_000,
+            limits_now: now,
+        };
+        let mut soonest = None;
+        assert_eq!(pick_key(&input(0), &mut soonest).map(|p| p.0), Some(0));
+        assert_eq!(pick_key(&input(0), &mut soonest).map(|p| p.0), Some(1));
+        assert_eq!(pick_key(&input(0), &mut soonest), None);
+        // Admitted in the bucket starting at 5 s: free once that bucket is a window old.
+        assert_eq!(soonest, Some(5_000 + 61_000));
+    }
+}
