@@ -6,6 +6,7 @@
 //! calls: `server` (downstream HTTP/1.1), `route` (balancing), `upstream` (client and pool),
 //! `codec` (byte-level parsing), `config`, `runtime` (threads, reload, shutdown) and `mock`.
 
+pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod health;

@@ -17,18 +17,29 @@ struct Health<'a> {
     usable_keys: usize,
     open_connections: usize,
     worker: usize,
+    /// `ok` or `failing` (request records are then counted as dropped).
+    storage: &'a str,
+    storage_error: Option<String>,
+    log_dropped: u64,
 }
 
 pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
     let config = &ctx.generation.config;
+    let now = crate::health::now_ms();
+    // Keys not cooling and not quarantined, of enabled providers.
     let usable_keys = config
         .providers
         .iter()
         .filter(|p| p.enabled)
-        .map(|p| p.keys.len())
-        .sum();
+        .flat_map(|p| ctx.generation.key_health.provider(p.index))
+        .filter(|h| h.available(now))
+        .count();
+    let storage_ok = core.gateway.storage_status.ok();
     let body = Health {
-        status: if usable_keys > 0 { "ok" } else { "degraded" },
+        status: if usable_keys > 0 && storage_ok { "ok" } else { "degraded" },
+        storage: if storage_ok { "ok" } else { "failing" },
+        storage_error: (!storage_ok).then(|| core.gateway.storage_status.last_error()),
+        log_dropped: core.gateway.records.dropped(),
         generation: ctx.generation.id,
         uptime_s: core.gateway.started.elapsed().as_secs(),
         providers: config.providers.iter().filter(|p| p.enabled).count(),

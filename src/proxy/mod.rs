@@ -69,6 +69,8 @@ pub struct RequestContext {
 pub enum Endpoint {
     Health,
     Metrics,
+    /// `/admin/*` (admin key, DESIGN 1.3).
+    Admin,
     Models,
     /// Providers and keys with their state (`GET /v1/status`).
     Status,
@@ -85,6 +87,7 @@ impl Endpoint {
         match self {
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
+            Endpoint::Admin => "admin",
             Endpoint::Models => "models",
             Endpoint::Status => "status",
             Endpoint::ChatCompletions => "chat/completions",
@@ -134,6 +137,15 @@ impl Core {
         match endpoint {
             Endpoint::Health => return endpoints::health(self, ctx, res).await,
             Endpoint::Metrics => return endpoints::metrics(self, ctx, res).await,
+            Endpoint::Admin => {
+                let Some(answer) = crate::admin::handle(&self.gateway, &req.head).await else {
+                    return Err(ProxyError::new(ErrorKind::NotFound, Side::Downstream, "the admin API is off")
+                        .with_code("unknown_url"));
+                };
+                return crate::admin::send(res, answer, &ctx.request_id).await.map_err(|e| {
+                    ProxyError::new(ErrorKind::Internal, Side::Downstream, format!("client connection lost: {e}"))
+                });
+            }
             _ => {}
         }
         let client = authenticate(&ctx.generation.config.clients, &req.head)?;
@@ -192,6 +204,7 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
         "/v1/completions" => (Endpoint::Completions, Method::Post),
         "/v1/embeddings" => (Endpoint::Embeddings, Method::Post),
         p if p.starts_with("/v1/") => return Ok(Endpoint::Passthrough),
+        p if p.starts_with("/admin/") => return Ok(Endpoint::Admin),
         _ => {
             return Err(
                 ProxyError::new(ErrorKind::NotFound, Side::Downstream, format!("unknown path {path}"))

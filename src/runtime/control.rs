@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::commands::Command;
 use super::{upstream_hosts, Gateway};
 use crate::config::ConfigSource;
+use crate::usage::writer::LogWriter;
 
 const TICK: Duration = Duration::from_millis(100);
 const FILE_CHECK: Duration = Duration::from_secs(1);
@@ -40,13 +42,17 @@ pub fn spawn(gateway: Arc<Gateway>, signals: Option<Signals>) -> std::io::Result
         .spawn(move || run(gateway, signals.unwrap_or_default()))
 }
 
-#[allow(clippy::disallowed_methods)] // sleeping is fine here: this thread exists to block
 fn run(gateway: Arc<Gateway>, signals: Signals) {
+    gateway.commands.attach();
+    let mut log_writer = LogWriter::open(&gateway);
     let mut watched = watched_file(&gateway);
     let mut last_file_check = Instant::now();
     let mut last_dns = Instant::now();
     while !gateway.shutdown.is_stopping() {
-        std::thread::sleep(TICK);
+        // Parked, not slept: an admin command unparks the thread to run at once.
+        std::thread::park_timeout(TICK);
+        run_commands(&gateway, &mut log_writer);
+        log_writer.tick(&gateway);
         if signals.terminate.swap(false, Ordering::Relaxed) {
             tracing::info!("signal received: no longer accepting; finishing requests in flight");
             gateway.shutdown.trigger();
@@ -78,6 +84,38 @@ fn run(gateway: Arc<Gateway>, signals: Signals) {
                 tracing::warn!("cannot resolve upstream {failure}; keeping previous addresses");
             }
         }
+    }
+    drain_after_shutdown(&gateway, &mut log_writer);
+}
+
+/// Workers finish in-flight requests after shutdown starts; their records are written once
+/// they have all stopped (bounded by the grace period plus a margin).
+fn drain_after_shutdown(gateway: &Gateway, log_writer: &mut LogWriter) {
+    let limit = Instant::now() + gateway.current().config.server.shutdown_grace + Duration::from_secs(2);
+    while !gateway.workers_stopped.load(Ordering::Acquire) && Instant::now() < limit {
+        std::thread::park_timeout(TICK);
+        run_commands(gateway, log_writer);
+        log_writer.tick(gateway);
+    }
+    log_writer.tick(gateway);
+}
+
+fn run_commands(gateway: &Gateway, log_writer: &mut LogWriter) {
+    while let Some((command, reply)) = gateway.commands.next() {
+        let result = match command {
+            Command::Reload => match gateway.reload() {
+                Ok(id) => {
+                    tracing::info!(generation = id, "config reloaded (admin API)");
+                    Ok(format!("{{\"reloaded\":true,\"generation\":{id}}}").into_bytes())
+                }
+                Err(e) => {
+                    tracing::error!("config reload rejected, keeping the running config: {e}");
+                    Err((400, e))
+                }
+            },
+            other => log_writer.execute(other, gateway),
+        };
+        let _ = reply.send(result);
     }
 }
 

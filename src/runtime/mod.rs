@@ -4,6 +4,7 @@
 //! a reload prepares a whole new `Generation` (which may fail) and then swaps it in (which
 //! cannot), so in-flight requests finish on the generation they started with.
 
+pub mod commands;
 pub mod control;
 mod listen;
 mod shutdown;
@@ -46,6 +47,11 @@ pub struct Gateway {
     pub metrics: crate::metrics::Registry,
     /// Request records on their way to storage.
     pub records: crate::usage::record::RecordQueue,
+    pub storage_status: crate::usage::writer::StorageStatus,
+    /// Work for the control thread (reload, storage queries), queued by workers.
+    pub commands: commands::Commands,
+    /// Set once every worker thread has ended (final writes wait for it).
+    pub workers_stopped: std::sync::atomic::AtomicBool,
     pub shutdown: Shutdown,
     pub gate: Arc<ConnectionGate>,
     pub started: Instant,
@@ -64,6 +70,9 @@ impl Gateway {
             health,
             metrics: crate::metrics::Registry::default(),
             records: crate::usage::record::RecordQueue::default(),
+            storage_status: crate::usage::writer::StorageStatus::default(),
+            commands: commands::Commands::default(),
+            workers_stopped: std::sync::atomic::AtomicBool::new(false),
             shutdown: Shutdown::default(),
             gate: Arc::new(ConnectionGate::default()),
             started: Instant::now(),
@@ -152,7 +161,9 @@ impl Running {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        self.gateway.workers_stopped.store(true, Ordering::Release);
         if let Some(c) = self.control.take() {
+            c.thread().unpark();
             let _ = c.join();
         }
     }

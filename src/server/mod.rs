@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-pub use respond::Responder;
+pub use respond::{error_body, Responder};
 
 pub use stop::StopSignal;
 

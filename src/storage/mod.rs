@@ -6,6 +6,7 @@
 //! Invariant: `PRAGMA user_version` = the number of migrations applied; a migration runs once,
 //! in order, inside a transaction, so a crash mid-migration leaves the previous version.
 
+pub mod requests;
 pub mod windows;
 
 use std::fmt;
@@ -22,6 +23,8 @@ pub const MIGRATIONS: &[&str] = &[
         saved_unix_ms INTEGER NOT NULL,
         buckets BLOB NOT NULL
     ) STRICT;",
+    // 2: request records (see `requests`).
+    requests::MIGRATION,
 ];
 
 #[derive(Debug)]
@@ -77,6 +80,11 @@ impl Storage {
         };
         storage.migrate(migrations)?;
         Ok(storage)
+    }
+
+    /// How long a write waits on a database locked by someone else before failing.
+    pub fn set_busy_timeout(&self, timeout: std::time::Duration) -> Result<(), StorageError> {
+        Ok(self.conn.busy_timeout(timeout)?)
     }
 
     /// Whether data survives the process.

@@ -4,6 +4,7 @@
 
 pub mod openai;
 pub mod record;
+pub mod writer;
 
 /// Token counts; `partial` when the answer ended before the upstream reported final usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,0 +1,52 @@
+//! Requests from workers to the control thread, for work a worker must not do itself (config
+//! reload, storage queries for the admin API). A worker queues a command and awaits the
+//! reply without blocking its core; the control thread is woken at once to run it.
+//! Invariant: every queued command gets exactly one reply (an error if the control thread is
+//! gone), so an admin request never hangs.
+
+use std::sync::OnceLock;
+use std::thread::Thread;
+
+use crossbeam_queue::SegQueue;
+use futures_channel::oneshot;
+
+use crate::storage::requests::{GroupBy, LogFilter, Period};
+
+#[derive(Debug)]
+pub enum Command {
+    Reload,
+    Logs { filter: LogFilter, limit: i64, offset: i64 },
+    DeleteLogs,
+    Stats { period: Period, group: GroupBy, since_ms: Option<i64>, until_ms: Option<i64> },
+    Overview { since_ms: Option<i64>, until_ms: Option<i64> },
+}
+
+/// A JSON body, or an HTTP status with a message.
+pub type Reply = Result<Vec<u8>, (u16, String)>;
+
+#[derive(Default)]
+pub struct Commands {
+    queue: SegQueue<(Command, oneshot::Sender<Reply>)>,
+    control: OnceLock<Thread>,
+}
+
+impl Commands {
+    /// Runs `command` on the control thread and waits for its reply.
+    pub async fn call(&self, command: Command) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.queue.push((command, tx));
+        if let Some(control) = self.control.get() {
+            control.unpark();
+        }
+        rx.await.unwrap_or_else(|_| Err((503, "the control thread is not running".to_owned())))
+    }
+
+    /// Called once by the control thread so `call` can wake it.
+    pub fn attach(&self) {
+        let _ = self.control.set(std::thread::current());
+    }
+
+    pub fn next(&self) -> Option<(Command, oneshot::Sender<Reply>)> {
+        self.queue.pop()
+    }
+}

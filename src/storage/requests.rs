@@ -1,0 +1,404 @@
+//! Request records in SQLite: batched inserts from the control thread, retention, and the
+//! queries behind `/admin/logs`, `/admin/stats` and `/admin/stats/overview`.
+//! Invariant: every query's filters and grouping come from fixed lists or bound parameters,
+//! never from text spliced into SQL.
+
+use rusqlite::{params_from_iter, types::Value};
+use serde::Serialize;
+
+use super::{Storage, StorageError};
+use crate::usage::record::RequestRecord;
+
+/// Migration that creates the table (appended to `MIGRATIONS`).
+pub const MIGRATION: &str = "CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        client TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        upstream_model TEXT NOT NULL,
+        key TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        stream INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        ttfb_ms INTEGER NOT NULL,
+        overhead_us INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        usage_partial INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX requests_ts ON requests (ts_ms);
+    CREATE INDEX requests_model ON requests (model, ts_ms);
+    CREATE INDEX requests_client ON requests (client, ts_ms);";
+
+const COLUMNS: &str = "id, ts_ms, request_id, client, endpoint, model, provider, upstream_model, key, status, error, \
+attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, \
+usage_partial, bytes_in, bytes_out";
+
+/// Writes `records` in one transaction.
+pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), StorageError> {
+    let tx = storage.conn().transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO requests (ts_ms, request_id, client, endpoint, model, provider, upstream_model, key, status, \
+             error, attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, cached_tokens, \
+             reasoning_tokens, usage_partial, bytes_in, bytes_out) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+        )?;
+        for r in records {
+            stmt.execute(rusqlite::params![
+                r.ts_ms,
+                r.request_id,
+                r.client,
+                r.endpoint,
+                r.model,
+                r.provider,
+                r.upstream_model,
+                r.key,
+                r.status,
+                r.error,
+                r.attempts,
+                r.stream,
+                clamp(r.latency_ms),
+                clamp(r.ttfb_ms),
+                clamp(r.overhead_us),
+                clamp(r.usage.prompt_tokens),
+                clamp(r.usage.completion_tokens),
+                clamp(r.usage.cached_tokens),
+                clamp(r.usage.reasoning_tokens),
+                r.usage.partial,
+                clamp(r.bytes_in),
+                clamp(r.bytes_out),
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Deletes records older than `cutoff_ms`; returns how many went.
+pub fn expire(storage: &mut Storage, cutoff_ms: i64) -> Result<usize, StorageError> {
+    Ok(storage.conn().execute("DELETE FROM requests WHERE ts_ms < ?1", [cutoff_ms])?)
+}
+
+pub fn clear(storage: &mut Storage) -> Result<usize, StorageError> {
+    Ok(storage.conn().execute("DELETE FROM requests", [])?)
+}
+
+/// Filters of `GET /admin/logs` (all optional; times in Unix ms).
+#[derive(Debug, Default, Clone)]
+pub struct LogFilter {
+    pub model: Option<String>,
+    pub client: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<i64>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl LogFilter {
+    fn clause(&self) -> (String, Vec<Value>) {
+        let mut parts = Vec::new();
+        let mut values = Vec::new();
+        let mut add = |sql: &str, v: Value| {
+            parts.push(sql.to_owned());
+            values.push(v);
+        };
+        if let Some(m) = &self.model {
+            add("model = ?", Value::Text(m.clone()));
+        }
+        if let Some(c) = &self.client {
+            add("client = ?", Value::Text(c.clone()));
+        }
+        if let Some(p) = &self.provider {
+            add("provider = ?", Value::Text(p.clone()));
+        }
+        if let Some(s) = self.status {
+            add("status = ?", Value::Integer(s));
+        }
+        if let Some(t) = self.since_ms {
+            add("ts_ms >= ?", Value::Integer(t));
+        }
+        if let Some(t) = self.until_ms {
+            add("ts_ms < ?", Value::Integer(t));
+        }
+        let clause = if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) };
+        (clause, values)
+    }
+}
+
+#[derive(Serialize, Debug, PartialEq, Eq)]
+pub struct LogRow {
+    pub id: i64,
+    pub ts: i64,
+    pub request_id: String,
+    pub client: String,
+    pub endpoint: String,
+    pub model: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub key: String,
+    pub status: i64,
+    pub error: String,
+    pub attempts: i64,
+    pub stream: bool,
+    pub latency_ms: i64,
+    pub ttfb_ms: i64,
+    pub overhead_us: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub usage_partial: bool,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct LogPage {
+    pub total: i64,
+    pub data: Vec<LogRow>,
+}
+
+/// Newest first.
+pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) -> Result<LogPage, StorageError> {
+    let (clause, mut values) = filter.clause();
+    let conn = storage.conn();
+    let total: i64 =
+        conn.query_row(&format!("SELECT COUNT(*) FROM requests{clause}"), params_from_iter(values.iter()), |r| r.get(0))?;
+    values.push(Value::Integer(limit.clamp(1, 1000)));
+    values.push(Value::Integer(offset.max(0)));
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM requests{clause} ORDER BY id DESC LIMIT ? OFFSET ?"))?;
+    let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
+        Ok(LogRow {
+            id: r.get(0)?,
+            ts: r.get(1)?,
+            request_id: r.get(2)?,
+            client: r.get(3)?,
+            endpoint: r.get(4)?,
+            model: r.get(5)?,
+            provider: r.get(6)?,
+            upstream_model: r.get(7)?,
+            key: r.get(8)?,
+            status: r.get(9)?,
+            error: r.get(10)?,
+            attempts: r.get(11)?,
+            stream: r.get(12)?,
+            latency_ms: r.get(13)?,
+            ttfb_ms: r.get(14)?,
+            overhead_us: r.get(15)?,
+            prompt_tokens: r.get(16)?,
+            completion_tokens: r.get(17)?,
+            cached_tokens: r.get(18)?,
+            reasoning_tokens: r.get(19)?,
+            usage_partial: r.get(20)?,
+            bytes_in: r.get(21)?,
+            bytes_out: r.get(22)?,
+        })
+    })?;
+    let data = rows.collect::<Result<Vec<_>, _>>()?;
+    Ok(LogPage { total, data })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Hour,
+    Day,
+    Month,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Period> {
+        match s {
+            "hour" => Some(Period::Hour),
+            "day" => Some(Period::Day),
+            "month" => Some(Period::Month),
+            _ => None,
+        }
+    }
+
+    fn format(self) -> &'static str {
+        match self {
+            Period::Hour => "%Y-%m-%dT%H:00",
+            Period::Day => "%Y-%m-%d",
+            Period::Month => "%Y-%m",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Model,
+    Provider,
+    Key,
+    Client,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        match s {
+            "model" => Some(GroupBy::Model),
+            "provider" => Some(GroupBy::Provider),
+            "key" => Some(GroupBy::Key),
+            "client" => Some(GroupBy::Client),
+            _ => None,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Model => "model",
+            GroupBy::Provider => "provider",
+            GroupBy::Key => "key",
+            GroupBy::Client => "client",
+        }
+    }
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct StatsRow {
+    pub bucket: String,
+    pub group: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub avg_latency_ms: f64,
+}
+
+/// Buckets of `period` (UTC) grouped by `group`, oldest first.
+pub fn stats(
+    storage: &mut Storage,
+    period: Period,
+    group: GroupBy,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+) -> Result<Vec<StatsRow>, StorageError> {
+    let filter = LogFilter { since_ms, until_ms, ..Default::default() };
+    let (clause, values) = filter.clause();
+    let sql = format!(
+        "SELECT strftime('{fmt}', ts_ms / 1000, 'unixepoch') AS bucket, {col} AS grp, COUNT(*), \
+         SUM(status >= 400), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(reasoning_tokens), \
+         AVG(latency_ms) FROM requests{clause} GROUP BY bucket, grp ORDER BY bucket, grp",
+        fmt = period.format(),
+        col = group.column(),
+    );
+    let conn = storage.conn();
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
+        Ok(StatsRow {
+            bucket: r.get(0)?,
+            group: r.get(1)?,
+            requests: r.get(2)?,
+            errors: r.get(3)?,
+            prompt_tokens: r.get(4)?,
+            completion_tokens: r.get(5)?,
+            cached_tokens: r.get(6)?,
+            reasoning_tokens: r.get(7)?,
+            avg_latency_ms: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Overview {
+    pub requests: i64,
+    pub errors: i64,
+    pub success_rate: f64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub avg_latency_ms: f64,
+    pub avg_overhead_us: f64,
+}
+
+pub fn overview(storage: &mut Storage, since_ms: Option<i64>, until_ms: Option<i64>) -> Result<Overview, StorageError> {
+    let filter = LogFilter { since_ms, until_ms, ..Default::default() };
+    let (clause, values) = filter.clause();
+    let sql = format!(
+        "SELECT COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(SUM(prompt_tokens), 0), \
+         COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), \
+         COALESCE(AVG(latency_ms), 0.0), COALESCE(AVG(overhead_us), 0.0) FROM requests{clause}"
+    );
+    let o = storage.conn().query_row(&sql, params_from_iter(values.iter()), |r| {
+        let requests: i64 = r.get(0)?;
+        let errors: i64 = r.get(1)?;
+        Ok(Overview {
+            requests,
+            errors,
+            success_rate: if requests > 0 { (requests - errors) as f64 / requests as f64 } else { 1.0 },
+            prompt_tokens: r.get(2)?,
+            completion_tokens: r.get(3)?,
+            cached_tokens: r.get(4)?,
+            reasoning_tokens: r.get(5)?,
+            avg_latency_ms: r.get(6)?,
+            avg_overhead_us: r.get(7)?,
+        })
+    })?;
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::Usage;
+
+    fn record(ts_ms: i64, model: &str, status: u16, prompt: u64) -> RequestRecord {
+        RequestRecord {
+            ts_ms,
+            model: model.into(),
+            provider: "p".into(),
+            client: "c".into(),
+            key: "…abcd".into(),
+            status,
+            latency_ms: 100,
+            usage: Usage { prompt_tokens: prompt, completion_tokens: 1, reported: true, ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stats_group_by_period_and_model_over_injected_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
+        // 2026-01-01T00:30Z, 2026-01-01T01:10Z, 2026-01-02T05:00Z, 2026-02-01T00:00Z
+        let (a, b, c, d) = (1_767_227_400_000, 1_767_229_800_000, 1_767_330_000_000, 1_769_904_000_000);
+        insert(&mut s, &[record(a, "m1", 200, 10), record(b, "m1", 500, 20), record(c, "m2", 200, 5), record(d, "m1", 200, 1)])
+            .unwrap();
+        let days = stats(&mut s, Period::Day, GroupBy::Model, None, None).unwrap();
+        let summary: Vec<(&str, &str, i64, i64, i64)> =
+            days.iter().map(|r| (r.bucket.as_str(), r.group.as_str(), r.requests, r.errors, r.prompt_tokens)).collect();
+        assert_eq!(
+            summary,
+            vec![("2026-01-01", "m1", 2, 1, 30), ("2026-01-02", "m2", 1, 0, 5), ("2026-02-01", "m1", 1, 0, 1)]
+        );
+        let hours = stats(&mut s, Period::Hour, GroupBy::Model, Some(a), Some(c)).unwrap();
+        assert_eq!(hours.iter().map(|r| r.bucket.as_str()).collect::<Vec<_>>(), vec!["2026-01-01T00:00", "2026-01-01T01:00"]);
+        let months = stats(&mut s, Period::Month, GroupBy::Provider, None, None).unwrap();
+        assert_eq!(months.iter().map(|r| (r.bucket.as_str(), r.requests)).collect::<Vec<_>>(), vec![("2026-01", 3), ("2026-02", 1)]);
+        let o = overview(&mut s, None, None).unwrap();
+        assert_eq!((o.requests, o.errors, o.prompt_tokens), (4, 1, 36));
+        assert!((o.success_rate - 0.75).abs() < 1e-9);
+        let page = logs(&mut s, &LogFilter { model: Some("m1".into()), ..Default::default() }, 2, 0).unwrap();
+        assert_eq!(page.total, 3);
+        assert_eq!(page.data.iter().map(|r| r.ts).collect::<Vec<_>>(), vec![d, b], "newest first, paged");
+        assert_eq!(expire(&mut s, c).unwrap(), 2);
+        assert_eq!(clear(&mut s).unwrap(), 2);
+    }
+}
