@@ -25,7 +25,10 @@ pub async fn handle(gateway: &Gateway, head: &RequestHead) -> Option<AdminAnswer
     let admin_key = generation.config.server.admin_key.as_ref()?;
     let presented = bearer(head);
     if !presented.is_some_and(|k| admin_key.ct_eq(k)) {
-        return Some(error(401, "admin API: missing or wrong admin key (Authorization: Bearer <admin_key>)"));
+        return Some(error(
+            401,
+            "admin API: missing or wrong admin key (Authorization: Bearer <admin_key>)",
+        ));
     }
     let query = Query::parse(head.query().unwrap_or(""));
     let command = match (head.method, head.path()) {
@@ -62,25 +65,37 @@ fn answer(reply: Reply) -> AdminAnswer {
 }
 
 fn error(status: u16, message: &str) -> AdminAnswer {
-    AdminAnswer { status, body: crate::server::error_body(message, "admin_error") }
+    AdminAnswer {
+        status,
+        body: crate::server::error_body(message, "admin_error"),
+    }
 }
 
 fn bearer(head: &RequestHead) -> Option<&[u8]> {
     let value = head.header("authorization")?.trim_ascii();
     let prefix = value.get(..7)?;
-    prefix.eq_ignore_ascii_case(b"bearer ").then(|| value.get(7..).unwrap_or_default().trim_ascii())
+    prefix
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| value.get(7..).unwrap_or_default().trim_ascii())
 }
 
 struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(raw: &str) -> Query {
-        Query(form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+        Query(
+            form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
     }
 
     /// A non-empty value for `name`.
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
     }
 
     fn int(&self, name: &str, default: i64) -> Result<i64, String> {
@@ -115,15 +130,24 @@ fn logs_command(query: &Query) -> Result<Command, String> {
         since_ms,
         until_ms,
     };
-    Ok(Command::Logs { filter, limit: query.int("limit", 50)?, offset: query.int("offset", 0)? })
+    Ok(Command::Logs {
+        filter,
+        limit: query.int("limit", 50)?,
+        offset: query.int("offset", 0)?,
+    })
 }
 
 fn stats_command(query: &Query) -> Result<Command, String> {
     let period = query.get("period").unwrap_or("day");
     let period = Period::parse(period).ok_or_else(|| format!("period must be hour, day or month, got {period:?}"))?;
     let group = query.get("group_by").unwrap_or("model");
-    let group =
-        GroupBy::parse(group).ok_or_else(|| format!("group_by must be model, provider, key or client, got {group:?}"))?;
+    let group = GroupBy::parse(group)
+        .ok_or_else(|| format!("group_by must be model, provider, key or client, got {group:?}"))?;
     let (since_ms, until_ms) = range(query)?;
-    Ok(Command::Stats { period, group, since_ms, until_ms })
+    Ok(Command::Stats {
+        period,
+        group,
+        since_ms,
+        until_ms,
+    })
 }

@@ -36,7 +36,11 @@ pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responde
         .count();
     let storage_ok = core.gateway.storage_status.ok();
     let body = Health {
-        status: if usable_keys > 0 && storage_ok { "ok" } else { "degraded" },
+        status: if usable_keys > 0 && storage_ok {
+            "ok"
+        } else {
+            "degraded"
+        },
         storage: if storage_ok { "ok" } else { "failing" },
         storage_error: (!storage_ok).then(|| core.gateway.storage_status.last_error()),
         log_dropped: core.gateway.records.dropped(),

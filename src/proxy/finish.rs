@@ -61,7 +61,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         ],
     });
     let storage = &ctx.generation.config.storage;
-    if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models") {
+    if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models" | "admin") {
         return;
     }
     let arrived = SystemTime::now().checked_sub(elapsed).unwrap_or_else(SystemTime::now);

@@ -139,11 +139,17 @@ impl Core {
             Endpoint::Metrics => return endpoints::metrics(self, ctx, res).await,
             Endpoint::Admin => {
                 let Some(answer) = crate::admin::handle(&self.gateway, &req.head).await else {
-                    return Err(ProxyError::new(ErrorKind::NotFound, Side::Downstream, "the admin API is off")
-                        .with_code("unknown_url"));
+                    return Err(
+                        ProxyError::new(ErrorKind::NotFound, Side::Downstream, "the admin API is off")
+                            .with_code("unknown_url"),
+                    );
                 };
                 return crate::admin::send(res, answer, &ctx.request_id).await.map_err(|e| {
-                    ProxyError::new(ErrorKind::Internal, Side::Downstream, format!("client connection lost: {e}"))
+                    ProxyError::new(
+                        ErrorKind::Internal,
+                        Side::Downstream,
+                        format!("client connection lost: {e}"),
+                    )
                 });
             }
             _ => {}

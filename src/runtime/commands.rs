@@ -15,10 +15,22 @@ use crate::storage::requests::{GroupBy, LogFilter, Period};
 #[derive(Debug)]
 pub enum Command {
     Reload,
-    Logs { filter: LogFilter, limit: i64, offset: i64 },
+    Logs {
+        filter: LogFilter,
+        limit: i64,
+        offset: i64,
+    },
     DeleteLogs,
-    Stats { period: Period, group: GroupBy, since_ms: Option<i64>, until_ms: Option<i64> },
-    Overview { since_ms: Option<i64>, until_ms: Option<i64> },
+    Stats {
+        period: Period,
+        group: GroupBy,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+    },
+    Overview {
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+    },
 }
 
 /// A JSON body, or an HTTP status with a message.
@@ -38,7 +50,8 @@ impl Commands {
         if let Some(control) = self.control.get() {
             control.unpark();
         }
-        rx.await.unwrap_or_else(|_| Err((503, "the control thread is not running".to_owned())))
+        rx.await
+            .unwrap_or_else(|_| Err((503, "the control thread is not running".to_owned())))
     }
 
     /// Called once by the control thread so `call` can wake it.

@@ -90,7 +90,9 @@ fn clamp(v: u64) -> i64 {
 
 /// Deletes records older than `cutoff_ms`; returns how many went.
 pub fn expire(storage: &mut Storage, cutoff_ms: i64) -> Result<usize, StorageError> {
-    Ok(storage.conn().execute("DELETE FROM requests WHERE ts_ms < ?1", [cutoff_ms])?)
+    Ok(storage
+        .conn()
+        .execute("DELETE FROM requests WHERE ts_ms < ?1", [cutoff_ms])?)
 }
 
 pub fn clear(storage: &mut Storage) -> Result<usize, StorageError> {
@@ -134,7 +136,11 @@ impl LogFilter {
         if let Some(t) = self.until_ms {
             add("ts_ms < ?", Value::Integer(t));
         }
-        let clause = if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) };
+        let clause = if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", parts.join(" AND "))
+        };
         (clause, values)
     }
 }
@@ -176,11 +182,16 @@ pub struct LogPage {
 pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) -> Result<LogPage, StorageError> {
     let (clause, mut values) = filter.clause();
     let conn = storage.conn();
-    let total: i64 =
-        conn.query_row(&format!("SELECT COUNT(*) FROM requests{clause}"), params_from_iter(values.iter()), |r| r.get(0))?;
+    let total: i64 = conn.query_row(
+        &format!("SELECT COUNT(*) FROM requests{clause}"),
+        params_from_iter(values.iter()),
+        |r| r.get(0),
+    )?;
     values.push(Value::Integer(limit.clamp(1, 1000)));
     values.push(Value::Integer(offset.max(0)));
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM requests{clause} ORDER BY id DESC LIMIT ? OFFSET ?"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM requests{clause} ORDER BY id DESC LIMIT ? OFFSET ?"
+    ))?;
     let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
         Ok(LogRow {
             id: r.get(0)?,
@@ -288,7 +299,11 @@ pub fn stats(
     since_ms: Option<i64>,
     until_ms: Option<i64>,
 ) -> Result<Vec<StatsRow>, StorageError> {
-    let filter = LogFilter { since_ms, until_ms, ..Default::default() };
+    let filter = LogFilter {
+        since_ms,
+        until_ms,
+        ..Default::default()
+    };
     let (clause, values) = filter.clause();
     let sql = format!(
         "SELECT strftime('{fmt}', ts_ms / 1000, 'unixepoch') AS bucket, {col} AS grp, COUNT(*), \
@@ -329,7 +344,11 @@ pub struct Overview {
 }
 
 pub fn overview(storage: &mut Storage, since_ms: Option<i64>, until_ms: Option<i64>) -> Result<Overview, StorageError> {
-    let filter = LogFilter { since_ms, until_ms, ..Default::default() };
+    let filter = LogFilter {
+        since_ms,
+        until_ms,
+        ..Default::default()
+    };
     let (clause, values) = filter.clause();
     let sql = format!(
         "SELECT COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(SUM(prompt_tokens), 0), \
@@ -342,7 +361,11 @@ pub fn overview(storage: &mut Storage, since_ms: Option<i64>, until_ms: Option<i
         Ok(Overview {
             requests,
             errors,
-            success_rate: if requests > 0 { (requests - errors) as f64 / requests as f64 } else { 1.0 },
+            success_rate: if requests > 0 {
+                (requests - errors) as f64 / requests as f64
+            } else {
+                1.0
+            },
             prompt_tokens: r.get(2)?,
             completion_tokens: r.get(3)?,
             cached_tokens: r.get(4)?,
@@ -368,7 +391,12 @@ mod tests {
             key: "…abcd".into(),
             status,
             latency_ms: 100,
-            usage: Usage { prompt_tokens: prompt, completion_tokens: 1, reported: true, ..Default::default() },
+            usage: Usage {
+                prompt_tokens: prompt,
+                completion_tokens: 1,
+                reported: true,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -378,26 +406,75 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
         // 2026-01-01T00:30Z, 2026-01-01T01:10Z, 2026-01-02T05:00Z, 2026-02-01T00:00Z
-        let (a, b, c, d) = (1_767_227_400_000, 1_767_229_800_000, 1_767_330_000_000, 1_769_904_000_000);
-        insert(&mut s, &[record(a, "m1", 200, 10), record(b, "m1", 500, 20), record(c, "m2", 200, 5), record(d, "m1", 200, 1)])
-            .unwrap();
+        let (a, b, c, d) = (
+            1_767_227_400_000,
+            1_767_229_800_000,
+            1_767_330_000_000,
+            1_769_904_000_000,
+        );
+        insert(
+            &mut s,
+            &[
+                record(a, "m1", 200, 10),
+                record(b, "m1", 500, 20),
+                record(c, "m2", 200, 5),
+                record(d, "m1", 200, 1),
+            ],
+        )
+        .unwrap();
         let days = stats(&mut s, Period::Day, GroupBy::Model, None, None).unwrap();
-        let summary: Vec<(&str, &str, i64, i64, i64)> =
-            days.iter().map(|r| (r.bucket.as_str(), r.group.as_str(), r.requests, r.errors, r.prompt_tokens)).collect();
+        let summary: Vec<(&str, &str, i64, i64, i64)> = days
+            .iter()
+            .map(|r| {
+                (
+                    r.bucket.as_str(),
+                    r.group.as_str(),
+                    r.requests,
+                    r.errors,
+                    r.prompt_tokens,
+                )
+            })
+            .collect();
         assert_eq!(
             summary,
-            vec![("2026-01-01", "m1", 2, 1, 30), ("2026-01-02", "m2", 1, 0, 5), ("2026-02-01", "m1", 1, 0, 1)]
+            vec![
+                ("2026-01-01", "m1", 2, 1, 30),
+                ("2026-01-02", "m2", 1, 0, 5),
+                ("2026-02-01", "m1", 1, 0, 1)
+            ]
         );
         let hours = stats(&mut s, Period::Hour, GroupBy::Model, Some(a), Some(c)).unwrap();
-        assert_eq!(hours.iter().map(|r| r.bucket.as_str()).collect::<Vec<_>>(), vec!["2026-01-01T00:00", "2026-01-01T01:00"]);
+        assert_eq!(
+            hours.iter().map(|r| r.bucket.as_str()).collect::<Vec<_>>(),
+            vec!["2026-01-01T00:00", "2026-01-01T01:00"]
+        );
         let months = stats(&mut s, Period::Month, GroupBy::Provider, None, None).unwrap();
-        assert_eq!(months.iter().map(|r| (r.bucket.as_str(), r.requests)).collect::<Vec<_>>(), vec![("2026-01", 3), ("2026-02", 1)]);
+        assert_eq!(
+            months
+                .iter()
+                .map(|r| (r.bucket.as_str(), r.requests))
+                .collect::<Vec<_>>(),
+            vec![("2026-01", 3), ("2026-02", 1)]
+        );
         let o = overview(&mut s, None, None).unwrap();
         assert_eq!((o.requests, o.errors, o.prompt_tokens), (4, 1, 36));
         assert!((o.success_rate - 0.75).abs() < 1e-9);
-        let page = logs(&mut s, &LogFilter { model: Some("m1".into()), ..Default::default() }, 2, 0).unwrap();
+        let page = logs(
+            &mut s,
+            &LogFilter {
+                model: Some("m1".into()),
+                ..Default::default()
+            },
+            2,
+            0,
+        )
+        .unwrap();
         assert_eq!(page.total, 3);
-        assert_eq!(page.data.iter().map(|r| r.ts).collect::<Vec<_>>(), vec![d, b], "newest first, paged");
+        assert_eq!(
+            page.data.iter().map(|r| r.ts).collect::<Vec<_>>(),
+            vec![d, b],
+            "newest first, paged"
+        );
         assert_eq!(expire(&mut s, c).unwrap(), 2);
         assert_eq!(clear(&mut s).unwrap(), 2);
     }

@@ -69,7 +69,10 @@ impl LogWriter {
                 None
             }
         };
-        LogWriter { storage, last_retention: Instant::now() - RETENTION_EVERY }
+        LogWriter {
+            storage,
+            last_retention: Instant::now() - RETENTION_EVERY,
+        }
     }
 
     /// Writes what the workers queued since the last tick.
@@ -85,7 +88,9 @@ impl LogWriter {
             };
             match &result {
                 Ok(()) => gateway.records.burst_over(),
-                Err(e) => gateway.records.count_dropped(batch.len() as u64, &format!("request log write failed: {e}")),
+                Err(e) => gateway
+                    .records
+                    .count_dropped(batch.len() as u64, &format!("request log write failed: {e}")),
             }
             let failed = result.is_err();
             gateway.storage_status.set(result);
@@ -119,9 +124,12 @@ impl LogWriter {
             Command::DeleteLogs => requests::clear(storage)
                 .map(|n| format!("{{\"deleted\":{n}}}").into_bytes())
                 .map_err(|e| e.to_string()),
-            Command::Stats { period, group, since_ms, until_ms } => {
-                json(requests::stats(storage, period, group, since_ms, until_ms).map(|data| StatsPage { data }))
-            }
+            Command::Stats {
+                period,
+                group,
+                since_ms,
+                until_ms,
+            } => json(requests::stats(storage, period, group, since_ms, until_ms).map(|data| StatsPage { data })),
             Command::Overview { since_ms, until_ms } => json(requests::overview(storage, since_ms, until_ms)),
             Command::Reload => return Err((500, "reload is not a storage command".to_owned())),
         };
@@ -140,5 +148,7 @@ fn json<T: Serialize, E: std::fmt::Display>(value: Result<T, E>) -> Result<Vec<u
 }
 
 fn now_unix_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -51,6 +51,8 @@ pub struct Conf {
     pub routing: String,
     /// Extra `[retry]` lines.
     pub retry: String,
+    /// Extra `[storage]` lines (default: `path = ""`, in memory).
+    pub storage: String,
     /// `[[clients]]` and `[[providers]]` tables (and anything else after the sections).
     pub body: String,
 }
@@ -63,6 +65,7 @@ impl Default for Conf {
             upstream: String::new(),
             routing: String::new(),
             retry: String::new(),
+            storage: String::new(),
             body: default_body(),
         }
     }
@@ -99,6 +102,7 @@ impl Conf {
     pub fn render(&self, mock_url: &str) -> String {
         let server = with_defaults(&self.server, &["shutdown_grace_ms = 2000"]);
         let retry = with_defaults(&self.retry, &["backoff_ms = 1"]);
+        let storage = with_defaults(&self.storage, &["path = \"\""]);
         let upstream = with_defaults(
             &self.upstream,
             &[
@@ -121,7 +125,7 @@ workers = {workers}
 {retry}
 
 [storage]
-path = ""
+{storage}
 
 [routing]
 {routing}

@@ -1,0 +1,247 @@
+//! Usage accounting, request logs, stats and metrics (issue 5), over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sonic_rs::JsonValueTrait;
+
+const ADMIN: &str = "adm-key-0000-0001";
+
+fn admin_conf() -> Conf {
+    Conf {
+        server: format!("admin_key = \"{ADMIN}\""),
+        ..Default::default()
+    }
+}
+
+fn admin(h: &Harness, method: &str, path: &str) -> Response {
+    let auth = format!("Bearer {ADMIN}");
+    h.client().request(method, path, &[("authorization", &auth)], b"")
+}
+
+/// The request log, newest first, once the control thread has written what is queued.
+fn logs(h: &Harness, query: &str) -> sonic_rs::Value {
+    let r = admin(h, "GET", &format!("/admin/logs{query}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+fn stream_text(h: &Harness, body: &str) -> String {
+    let mut c = h.client();
+    let (name, value) = auth();
+    c.send_request(
+        "POST",
+        "/v1/chat/completions",
+        &[(name, &value), ("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(c.read_head().0, 200);
+    let (pieces, terminated) = c.read_chunks_timed();
+    assert!(terminated);
+    pieces
+        .iter()
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+        .collect()
+}
+
+#[test]
+fn a_stream_without_include_usage_hides_the_usage_chunk_but_logs_the_tokens() {
+    let h = Harness::start(admin_conf());
+    let text = stream_text(&h, &chat_stream("gpt-4o-mini"));
+    assert!(!text.contains("usage"), "the client did not ask for usage: {text}");
+    assert!(text.contains("tok4") && text.contains("[DONE]"));
+    let sent = h.recorded().pop().unwrap();
+    assert!(
+        String::from_utf8_lossy(&sent.body).contains(r#""include_usage":true"#),
+        "rotor asked upstream"
+    );
+    let log = logs(&h, "?limit=1");
+    let row = &log["data"][0];
+    assert_eq!(row["completion_tokens"].as_u64(), Some(5), "{log}");
+    assert!(row["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(row["stream"].as_bool(), Some(true));
+    assert_eq!(row["key"].as_str(), Some("…0001"));
+}
+
+#[test]
+fn a_stream_with_include_usage_shows_exactly_one_usage_chunk() {
+    let h = Harness::start(admin_conf());
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let text = stream_text(&h, body);
+    let usage_chunks = text.split("\n\n").filter(|e| e.contains("\"usage\":{")).count();
+    assert_eq!(usage_chunks, 1, "{text}");
+    let log = logs(&h, "?limit=1");
+    assert_eq!(log["data"][0]["completion_tokens"].as_u64(), Some(5));
+}
+
+#[test]
+fn non_stream_tokens_are_logged_with_the_request_details() {
+    let h = Harness::start(admin_conf());
+    let r = h.post("/v1/chat/completions", &chat("gpt-3.5"), &[]);
+    assert_eq!(r.status, 200);
+    let overhead: u64 = r
+        .header("x-rotor-overhead-us")
+        .expect("overhead header")
+        .parse()
+        .unwrap();
+    assert!(overhead < 1_000_000);
+    let usage = r.json()["usage"].clone();
+    let log = logs(&h, "");
+    assert_eq!(log["total"].as_u64(), Some(1));
+    let row = &log["data"][0];
+    assert_eq!(row["model"].as_str(), Some("gpt-3.5"));
+    assert_eq!(row["upstream_model"].as_str(), Some("gpt-4o-mini"));
+    assert_eq!(row["provider"].as_str(), Some("mock"));
+    assert_eq!(row["client"].as_str(), Some("tester"));
+    assert_eq!(row["status"].as_u64(), Some(200));
+    assert_eq!(row["attempts"].as_u64(), Some(1));
+    assert_eq!(row["prompt_tokens"].as_u64(), usage["prompt_tokens"].as_u64());
+    assert_eq!(row["completion_tokens"].as_u64(), usage["completion_tokens"].as_u64());
+    assert_eq!(row["request_id"].as_str(), r.header("x-request-id"));
+    // Filters and overview.
+    assert_eq!(logs(&h, "?model=nope")["total"].as_u64(), Some(0));
+    let o = admin(&h, "GET", "/admin/stats/overview").json();
+    assert_eq!(o["requests"].as_u64(), Some(1));
+    let stats = admin(&h, "GET", "/admin/stats?period=hour&group_by=client").json();
+    assert_eq!(stats["data"][0]["group"].as_str(), Some("tester"));
+    assert_eq!(admin(&h, "GET", "/admin/stats?period=week").status, 400);
+    assert_eq!(admin(&h, "DELETE", "/admin/logs").status, 200);
+    assert_eq!(logs(&h, "")["total"].as_u64(), Some(0));
+}
+
+#[test]
+fn admin_is_off_without_a_key_and_refuses_wrong_keys() {
+    let off = Harness::start(Conf::default());
+    assert_eq!(admin(&off, "GET", "/admin/logs").status, 404);
+    let on = Harness::start(admin_conf());
+    let wrong = on
+        .client()
+        .request("GET", "/admin/logs", &[("authorization", "Bearer nope")], b"");
+    assert_eq!(wrong.status, 401);
+    let client_key = on.client().get("/admin/logs", &[]);
+    assert_eq!(client_key.status, 401, "a client key is not an admin key");
+}
+
+#[test]
+fn admin_reload_reports_the_generation_and_rejects_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotor.toml");
+    let mock = start_mock();
+    let text = admin_conf().render(&mock.base_url());
+    std::fs::write(&path, &text).unwrap();
+    let config = rotor::config::load(&path).unwrap();
+    let running = rotor::runtime::start(config, None).unwrap();
+    let addr = running.addr;
+    let h = Harness {
+        mock: Some(mock),
+        running: Some(running),
+        addr,
+    };
+    let r = admin(&h, "POST", "/admin/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["reloaded"].as_bool(), Some(true));
+    assert_eq!(r.json()["generation"].as_u64(), Some(2));
+    std::fs::write(&path, text.replace("[server]", "[server]\nbogus_key = 1")).unwrap();
+    let bad = admin(&h, "POST", "/admin/reload");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("bogus_key"), "{}", bad.text());
+    assert_eq!(
+        h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status,
+        200,
+        "old config still serves"
+    );
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_carry_no_secrets() {
+    let h = Harness::start(admin_conf());
+    assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    assert_eq!(h.post("/v1/chat/completions", &chat("nope"), &[]).status, 404);
+    let m = h.client().request("GET", "/metrics", &[], b"");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = m.text();
+    for secret in [POOL_KEY, CLIENT_KEY, ADMIN] {
+        assert!(!text.contains(secret), "metrics leak {secret}");
+    }
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.starts_with("rotor_") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+    }
+    assert!(
+        text.contains(
+            r#"rotor_requests_total{endpoint="chat/completions",model="gpt-4o-mini",provider="mock",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"status="404"} 1"#));
+    assert!(text.contains(r#"rotor_tokens_total{model="gpt-4o-mini",provider="mock",kind="completion"} 5"#));
+    assert!(text.contains("rotor_overhead_seconds_count 1"));
+    assert!(text.contains(r#"rotor_key_state{provider="mock",key="…0001",state="active"} 1"#));
+    assert!(text.contains("rotor_log_dropped_total 0"));
+}
+
+/// A locked database (another process holding an exclusive lock) fails every write: proxying
+/// goes on, the lost records are counted in /metrics and /health says storage is failing.
+#[test]
+fn a_failing_storage_keeps_proxying_and_counts_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotor.db");
+    let h = Harness::start(Conf {
+        storage: format!("path = {:?}", path.display().to_string()),
+        ..admin_conf()
+    });
+    assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    assert!(eventually(Duration::from_secs(3), || logs(&h, "")["total"].as_u64() == Some(1)));
+    let lock = rusqlite::Connection::open(&path).unwrap();
+    lock.busy_timeout(Duration::from_secs(5)).unwrap();
+    // Another writer holds the write lock (WAL allows one writer at a time).
+    lock.execute_batch("BEGIN IMMEDIATE; DELETE FROM requests WHERE 0;")
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status,
+            200,
+            "proxying goes on"
+        );
+    }
+    let dropped = || {
+        let text = h.client().request("GET", "/metrics", &[], b"").text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("rotor_log_dropped_total "))
+            .unwrap()
+            .to_owned();
+        line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || dropped() >= 5),
+        "dropped = {}",
+        dropped()
+    );
+    let health = h.client().request("GET", "/health", &[], b"").json();
+    assert_eq!(health["storage"].as_str(), Some("failing"), "{health}");
+    assert!(health["log_dropped"].as_u64().unwrap() >= 5);
+    drop(lock);
+    assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    assert!(eventually(Duration::from_secs(5), || {
+        h.client().request("GET", "/health", &[], b"").json()["storage"].as_str() == Some("ok")
+    }));
+}
