@@ -21,10 +21,15 @@ use crate::codec::head::Method;
 use crate::codec::json::Inspection;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{Client, Config, Provider, ProviderKind, Route};
-use crate::health::{now_ms, KeyHealth, KeyState};
+use crate::health::{now_ms, KeyHealth};
+use crate::limits::estimate::estimate_tokens;
+use crate::limits::select::{pick_key, PickInput};
+use crate::limits::{self, learned, Admission, LimitSet, Reservation};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
-use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
+use crate::storage::windows::unix_now_ms;
+use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
+use crate::usage::Usage;
 
 /// Discarded error bodies up to this are read so the connection can be pooled.
 const DISCARD_LIMIT: u64 = 64 * 1024;
@@ -55,21 +60,57 @@ pub(super) async fn forward(
             .with_code("model_not_found")
     })?;
     let plan = plan(core, ctx, route, &model);
+    let tokens = if ctx.generation.limits.any_tpm {
+        estimate_tokens(&req.body)
+    } else {
+        0
+    };
+    let client_limits = client.and_then(|c| Some((c, ctx.generation.limits.clients.get(c.index)?)));
+    let client_reservation = match client_limits {
+        Some((client, limits)) if !limits.is_unlimited() => Some((limits, admit_client(client, limits, tokens)?)),
+        _ => None,
+    };
     let mut attempt = Attempts {
         max: config.retry.max_attempts.max(1) as usize,
         made: 0,
+        tokens,
         soonest_cool: None,
         last_error: None,
         last_penalty: None,
     };
     let deadline = config.upstream.request_timeout.map(|t| req.received_at + t);
-    // A second round only when every key was cooling and `wait_for_key_ms` allows waiting.
+    let result = attempt_all(core, ctx, &req, res, &inspection, &model, &plan, &mut attempt, deadline).await;
+    // The client's own windows: settle TPM to what the upstream reported; give everything
+    // back when no upstream was ever asked (every key full, cooling or unusable).
+    if let Some((limits, reservation)) = client_reservation {
+        match &result {
+            Ok(usage) if usage.reported => limits.settle(&reservation, usage_tokens(usage), limits::now()),
+            _ if attempt.made == 0 => limits.refund(&reservation),
+            _ => {}
+        }
+    }
+    result.map(|_| ())
+}
+
+/// Tries the plan (twice when every key was cooling or full and `wait_for_key_ms` allows
+/// waiting for the soonest); the usage of the delivered answer.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_all(
+    core: &Core,
+    ctx: &RequestContext,
+    req: &Request,
+    res: &mut Responder<'_>,
+    inspection: &Inspection,
+    model: &str,
+    plan: &[Step<'_>],
+    attempt: &mut Attempts,
+    deadline: Option<Instant>,
+) -> Result<Usage, ProxyError> {
+    let config = &ctx.generation.config;
     for round in 0..2 {
-        for step in &plan {
-            if let Some(delivered) =
-                try_provider(core, ctx, &req, res, &inspection, &model, step, &mut attempt, deadline).await?
-            {
-                return Ok(delivered);
+        for step in plan {
+            if let Some(usage) = try_provider(core, ctx, req, res, inspection, model, step, attempt, deadline).await? {
+                return Ok(usage);
             }
             if attempt.made >= attempt.max {
                 break;
@@ -84,7 +125,39 @@ pub(super) async fn forward(
             _ => break,
         }
     }
-    Err(attempt.exhausted(&model))
+    Err(std::mem::take(attempt).exhausted(model))
+}
+
+/// The client's own windows, before any upstream work: over a limit -> 429 with Retry-After;
+/// a limit of 0 -> 429 without one (waiting will not help).
+fn admit_client(client: &Client, limits: &LimitSet, tokens: u64) -> Result<Reservation, ProxyError> {
+    let now = limits::now();
+    match limits.admit(tokens, now) {
+        Admission::Admitted(reservation) => Ok(reservation),
+        Admission::Full { free_at, kind } => {
+            let seconds = free_at.saturating_sub(now).div_ceil(1000).max(1);
+            let message = format!(
+                "client '{}' is over its {} limit; retry in {seconds} s",
+                client.name,
+                kind.name()
+            );
+            Err(ProxyError::new(ErrorKind::RateLimited, Side::Downstream, message)
+                .with_code("rate_limit_exceeded")
+                .with_retry_after(seconds))
+        }
+        Admission::Disabled(kind) => {
+            let message = format!(
+                "client '{}' has its {} limit set to 0 (disabled)",
+                client.name,
+                kind.name()
+            );
+            Err(ProxyError::new(ErrorKind::RateLimited, Side::Downstream, message).with_code("limit_disabled"))
+        }
+    }
+}
+
+fn usage_tokens(usage: &Usage) -> u64 {
+    usage.prompt_tokens.saturating_add(usage.completion_tokens)
 }
 
 /// One provider candidate in the order to try.
@@ -115,9 +188,12 @@ fn plan<'a>(core: &Core, ctx: &'a RequestContext, route: &'a Route, model: &str)
     steps
 }
 
+#[derive(Default)]
 struct Attempts {
     max: usize,
     made: usize,
+    /// Tokens reserved against TPM windows for each attempt.
+    tokens: u64,
     /// Earliest moment a cooling candidate key frees up (monotonic ms).
     soonest_cool: Option<u64>,
     last_error: Option<ProxyError>,
@@ -149,7 +225,7 @@ impl Attempts {
 }
 
 /// Tries keys of one provider until one delivers, the provider has no usable key left, or the
-/// attempts are used up. `Ok(Some(()))` = an answer went to the client.
+/// attempts are used up. `Ok(Some(usage))` = an answer went to the client.
 #[allow(clippy::too_many_arguments)]
 async fn try_provider(
     core: &Core,
@@ -161,7 +237,7 @@ async fn try_provider(
     step: &Step<'_>,
     attempt: &mut Attempts,
     deadline: Option<Instant>,
-) -> Result<Option<()>, ProxyError> {
+) -> Result<Option<Usage>, ProxyError> {
     let config = &ctx.generation.config;
     let Some(candidate) = step.route.candidates.get(step.candidate) else {
         return Ok(None);
@@ -184,10 +260,11 @@ async fn try_provider(
     let upstream_path = req.head.path().get(3..).unwrap_or("");
     let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     while attempt.made < attempt.max {
-        let Some(key_index) = pick_available_key(core, ctx, provider, &tried, attempt) else {
+        let Some((key_index, reservation)) = pick_available_key(core, ctx, provider, &tried, attempt) else {
             return Ok(None);
         };
         tried.push(key_index);
+        let key_limits = ctx.generation.limits.key(provider.index, key_index);
         let Some(health) = ctx.generation.key_health.get(provider.index, key_index) else {
             return Ok(None);
         };
@@ -202,11 +279,20 @@ async fn try_provider(
             Ok(answer) => answer,
             Err(error) => {
                 tracing::debug!(provider = %provider.name, key = %health.masked, "attempt {} failed: {error}", attempt.made);
+                if never_reached(&error) {
+                    if let Some(limits) = key_limits {
+                        limits.refund(&reservation);
+                    }
+                }
                 apply(health, classify_error(&error), config, attempt);
                 attempt.last_error = Some(error.into());
                 continue;
             }
         };
+        if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms()) {
+            tracing::debug!(provider = %provider.name, key = %health.masked, wait_ms = wait, "upstream says the key is spent");
+            health.cool_until(now_ms() + wait);
+        }
         let verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
         let last_chance = attempt.made >= attempt.max;
         match verdict {
@@ -244,39 +330,54 @@ async fn try_provider(
             usage = ?relayed.usage,
             "relayed"
         );
-        return Ok(Some(()));
+        if let (Some(limits), true) = (key_limits, relayed.usage.reported) {
+            limits.settle(&reservation, usage_tokens(&relayed.usage), limits::now());
+        }
+        return Ok(Some(relayed.usage));
     }
     Ok(None)
 }
 
-/// The provider's next key by its strategy, skipping keys already tried for this request and
-/// keys that are cooling or quarantined (noting when the soonest cooling one frees up).
+/// The provider's next key by its strategy, skipping keys already tried for this request,
+/// keys that are cooling or quarantined, and keys whose windows are full or disabled (noting
+/// when the soonest cooling or full one frees up). The key comes with its windows reserved.
 fn pick_available_key(
     core: &Core,
     ctx: &RequestContext,
     provider: &Provider,
     tried: &[usize],
     attempt: &mut Attempts,
-) -> Option<usize> {
-    let n = provider.keys.len();
-    if n == 0 {
+) -> Option<(usize, Reservation)> {
+    if provider.keys.is_empty() {
         return None;
     }
     let start = core.balance.borrow_mut().pick_key(provider);
-    let health = ctx.generation.key_health.provider(provider.index);
-    let now = now_ms();
-    for offset in 0..n {
-        let index = (start + offset) % n;
-        if tried.contains(&index) {
-            continue;
-        }
-        match health.get(index).map(|h| h.state(now)) {
-            Some(KeyState::Active) | None => return Some(index),
-            Some(KeyState::Cooling(until)) => attempt.note_cooling(until),
-            Some(KeyState::Quarantined(_)) => {}
-        }
+    let input = PickInput {
+        health: ctx.generation.key_health.provider(provider.index),
+        limits: ctx.generation.limits.provider(provider.index),
+        start,
+        tried,
+        tokens: attempt.tokens,
+        now: now_ms(),
+        limits_now: limits::now(),
+    };
+    let mut soonest = None;
+    let picked = pick_key(&input, &mut soonest);
+    if let Some(until) = soonest {
+        attempt.note_cooling(until);
     }
-    None
+    picked
+}
+
+/// The request never left rotor (no connection, no TLS), so the upstream did not count it.
+fn never_reached(error: &UpstreamError) -> bool {
+    matches!(
+        error.kind,
+        UpstreamErrorKind::Dns
+            | UpstreamErrorKind::Connect
+            | UpstreamErrorKind::ConnectTimeout
+            | UpstreamErrorKind::Tls
+    )
 }
 
 fn apply(health: &KeyHealth, verdict: Verdict, config: &Config, attempt: &mut Attempts) {

@@ -1,5 +1,6 @@
 //! The control thread: the one place that may block. It reloads the config (SIGHUP, file
-//! change), refreshes DNS, and turns SIGTERM/SIGINT into a graceful shutdown.
+//! change), refreshes DNS, owns the storage (limit-window snapshots every second and after the
+//! workers stop), and turns SIGTERM/SIGINT into a graceful shutdown.
 //! Invariant: a failed reload is logged and changes nothing.
 
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::persist::Persist;
 use super::{upstream_hosts, Gateway};
 use crate::config::ConfigSource;
 
@@ -34,15 +36,25 @@ impl Signals {
     }
 }
 
+/// Starts the control thread and returns once it has opened storage and restored the limit
+/// windows, so workers started afterwards never serve with empty windows.
 pub fn spawn(gateway: Arc<Gateway>, signals: Option<Signals>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let handle = std::thread::Builder::new()
         .name("rotor-control".into())
-        .spawn(move || run(gateway, signals.unwrap_or_default()))
+        .spawn(move || {
+            let mut persist = Persist::open(&gateway);
+            let _ = ready_tx.send(());
+            run(&gateway, signals.unwrap_or_default(), &mut persist);
+            persist.finish(&gateway);
+        })?;
+    let _ = ready_rx.recv();
+    Ok(handle)
 }
 
 #[allow(clippy::disallowed_methods)] // sleeping is fine here: this thread exists to block
-fn run(gateway: Arc<Gateway>, signals: Signals) {
-    let mut watched = watched_file(&gateway);
+fn run(gateway: &Gateway, signals: Signals, persist: &mut Persist) {
+    let mut watched = watched_file(gateway);
     let mut last_file_check = Instant::now();
     let mut last_dns = Instant::now();
     while !gateway.shutdown.is_stopping() {
@@ -68,7 +80,7 @@ fn run(gateway: Arc<Gateway>, signals: Signals) {
                 Ok(id) => tracing::info!(generation = id, "config reloaded"),
                 Err(e) => tracing::error!("config reload rejected, keeping the running config: {e}"),
             }
-            watched = watched_file(&gateway);
+            watched = watched_file(gateway);
         }
         let missed = gateway.resolver.has_misses() && last_dns.elapsed() >= Duration::from_secs(1);
         if missed || last_dns.elapsed() >= DNS_REFRESH {
@@ -78,6 +90,7 @@ fn run(gateway: Arc<Gateway>, signals: Signals) {
                 tracing::warn!("cannot resolve upstream {failure}; keeping previous addresses");
             }
         }
+        persist.tick(gateway);
     }
 }
 
