@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
+use super::admit::{admit_client, never_reached, pick_available_key, usage_tokens};
 use super::classify::{classify_error, classify_status, Penalty, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::headers::upstream_request_head;
@@ -23,12 +24,11 @@ use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{Client, Config, Provider, ProviderKind, Route};
 use crate::health::{now_ms, KeyHealth};
 use crate::limits::estimate::estimate_tokens;
-use crate::limits::select::{pick_key, PickInput};
-use crate::limits::{self, learned, Admission, LimitSet, Reservation};
+use crate::limits::{self, learned};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::storage::windows::unix_now_ms;
-use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
+use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
 use crate::usage::Usage;
 
 /// Discarded error bodies up to this are read so the connection can be pooled.
@@ -126,38 +126,6 @@ async fn attempt_all(
         }
     }
     Err(std::mem::take(attempt).exhausted(model))
-}
-
-/// The client's own windows, before any upstream work: over a limit -> 429 with Retry-After;
-/// a limit of 0 -> 429 without one (waiting will not help).
-fn admit_client(client: &Client, limits: &LimitSet, tokens: u64) -> Result<Reservation, ProxyError> {
-    let now = limits::now();
-    match limits.admit(tokens, now) {
-        Admission::Admitted(reservation) => Ok(reservation),
-        Admission::Full { free_at, kind } => {
-            let seconds = free_at.saturating_sub(now).div_ceil(1000).max(1);
-            let message = format!(
-                "client '{}' is over its {} limit; retry in {seconds} s",
-                client.name,
-                kind.name()
-            );
-            Err(ProxyError::new(ErrorKind::RateLimited, Side::Downstream, message)
-                .with_code("rate_limit_exceeded")
-                .with_retry_after(seconds))
-        }
-        Admission::Disabled(kind) => {
-            let message = format!(
-                "client '{}' has its {} limit set to 0 (disabled)",
-                client.name,
-                kind.name()
-            );
-            Err(ProxyError::new(ErrorKind::RateLimited, Side::Downstream, message).with_code("limit_disabled"))
-        }
-    }
-}
-
-fn usage_tokens(usage: &Usage) -> u64 {
-    usage.prompt_tokens.saturating_add(usage.completion_tokens)
 }
 
 /// One provider candidate in the order to try.
@@ -260,7 +228,12 @@ async fn try_provider(
     let upstream_path = req.head.path().get(3..).unwrap_or("");
     let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     while attempt.made < attempt.max {
-        let Some((key_index, reservation)) = pick_available_key(core, ctx, provider, &tried, attempt) else {
+        let mut soonest = None;
+        let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, &mut soonest);
+        if let Some(until) = soonest {
+            attempt.note_cooling(until);
+        }
+        let Some((key_index, reservation)) = picked else {
             return Ok(None);
         };
         tried.push(key_index);
@@ -336,48 +309,6 @@ async fn try_provider(
         return Ok(Some(relayed.usage));
     }
     Ok(None)
-}
-
-/// The provider's next key by its strategy, skipping keys already tried for this request,
-/// keys that are cooling or quarantined, and keys whose windows are full or disabled (noting
-/// when the soonest cooling or full one frees up). The key comes with its windows reserved.
-fn pick_available_key(
-    core: &Core,
-    ctx: &RequestContext,
-    provider: &Provider,
-    tried: &[usize],
-    attempt: &mut Attempts,
-) -> Option<(usize, Reservation)> {
-    if provider.keys.is_empty() {
-        return None;
-    }
-    let start = core.balance.borrow_mut().pick_key(provider);
-    let input = PickInput {
-        health: ctx.generation.key_health.provider(provider.index),
-        limits: ctx.generation.limits.provider(provider.index),
-        start,
-        tried,
-        tokens: attempt.tokens,
-        now: now_ms(),
-        limits_now: limits::now(),
-    };
-    let mut soonest = None;
-    let picked = pick_key(&input, &mut soonest);
-    if let Some(until) = soonest {
-        attempt.note_cooling(until);
-    }
-    picked
-}
-
-/// The request never left rotor (no connection, no TLS), so the upstream did not count it.
-fn never_reached(error: &UpstreamError) -> bool {
-    matches!(
-        error.kind,
-        UpstreamErrorKind::Dns
-            | UpstreamErrorKind::Connect
-            | UpstreamErrorKind::ConnectTimeout
-            | UpstreamErrorKind::Tls
-    )
 }
 
 fn apply(health: &KeyHealth, verdict: Verdict, config: &Config, attempt: &mut Attempts) {

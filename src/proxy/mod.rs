@@ -17,6 +17,7 @@
 //! error-to-HTTP mapping in `error::render`. Invariant: one request holds one config generation
 //! from start to end, so a reload never changes a request midway.
 
+mod admit;
 mod classify;
 mod endpoints;
 pub mod error;
