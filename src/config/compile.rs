@@ -168,6 +168,7 @@ fn clients(list: Vec<ClientConfig>, r: &Resolver<'_>) -> Result<Vec<Client>, Con
         }
         let limits = limits(c.rpm, c.rpd, c.tpm, &at(""))?;
         out.push(Client {
+            index: out.len(),
             name: c.name,
             key,
             models,

@@ -127,6 +127,8 @@ pub struct Limits {
 
 #[derive(Debug)]
 pub struct Client {
+    /// Position in `Config::clients` (indexes per-generation client state such as limits).
+    pub index: usize,
     pub name: String,
     pub key: Secret,
     /// Glob patterns (`*` any run, `?` one char); `["*"]` = every model.

@@ -2,7 +2,7 @@
 //! stops choosing it before the provider answers 429. Reads OpenAI's
 //! `x-ratelimit-remaining-{requests,tokens}` with `x-ratelimit-reset-{requests,tokens}` (Go-style
 //! durations: `1s`, `6m0s`, `20ms`, `1h2m3.5s`) and Anthropic's
-//! `anthropic-ratelimit-<what>-remaining` with `anthropic-ratelimit-<what>-reset` (RFC 3339).
+//! `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{remaining,reset}` (RFC 3339).
 //! Invariant: only a remaining count of exactly 0 with a parseable reset cools a key, for at
 //! most a day; the caller applies it through `KeyHealth::cool_until`, which only moves later.
 
@@ -11,8 +11,34 @@ use crate::codec::head::Header;
 /// Longest cooling a header may impose (a garbage reset must not bench a key for a year).
 const MAX_WAIT_MS: u64 = 86_400_000;
 
+/// `(remaining header, reset header)` pairs with Go-style duration resets (OpenAI).
+const DURATION_RESETS: [(&str, &str); 2] = [
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+];
+/// `(remaining header, reset header)` pairs with RFC 3339 resets (Anthropic).
+const TIMESTAMP_RESETS: [(&str, &str); 4] = [
+    (
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+    ),
+    (
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-reset",
+    ),
+    (
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-reset",
+    ),
+    (
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-reset",
+    ),
+];
+
 /// How long (ms from now) the key is spent according to the response headers, if it is.
-/// `unix_now_ms` is the wall clock, for RFC 3339 resets.
+/// `unix_now_ms` is the wall clock, for RFC 3339 resets. No allocation: it runs on every
+/// upstream response.
 pub fn spent_for(headers: &[Header], unix_now_ms: u64) -> Option<u64> {
     let value = |name: &str| {
         headers
@@ -27,26 +53,16 @@ pub fn spent_for(headers: &[Header], unix_now_ms: u64) -> Option<u64> {
             wait = Some(wait.map_or(ms, |w| w.max(ms)).min(MAX_WAIT_MS));
         }
     };
-    for what in ["requests", "tokens"] {
-        if value(&format!("x-ratelimit-remaining-{what}")) == Some("0") {
-            note(value(&format!("x-ratelimit-reset-{what}")).and_then(parse_duration_ms));
+    for (remaining, reset) in DURATION_RESETS {
+        if value(remaining) == Some("0") {
+            note(value(reset).and_then(parse_duration_ms));
         }
     }
-    for h in headers {
-        let Some(name) = std::str::from_utf8(&h.name).ok().map(str::to_ascii_lowercase) else {
-            continue;
-        };
-        let Some(what) = name
-            .strip_prefix("anthropic-ratelimit-")
-            .and_then(|n| n.strip_suffix("-remaining"))
-        else {
-            continue;
-        };
-        if h.value.as_ref().trim_ascii() != b"0" {
-            continue;
+    for (remaining, reset) in TIMESTAMP_RESETS {
+        if value(remaining) == Some("0") {
+            let at = value(reset).and_then(parse_rfc3339_ms);
+            note(at.map(|at| at.saturating_sub(unix_now_ms)));
         }
-        let reset = value(&format!("anthropic-ratelimit-{what}-reset")).and_then(parse_rfc3339_ms);
-        note(reset.map(|at| at.saturating_sub(unix_now_ms)));
     }
     wait.filter(|ms| *ms > 0)
 }

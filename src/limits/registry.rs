@@ -66,6 +66,8 @@ pub struct LimitRegistry {
 pub struct LimitTable {
     pub keys: Vec<Vec<LimitSet>>,
     pub clients: Vec<LimitSet>,
+    /// Some key or client has a TPM limit (only then is a token estimate computed).
+    pub any_tpm: bool,
 }
 
 impl LimitTable {
@@ -102,18 +104,20 @@ impl LimitRegistry {
                 }
             }),
         };
-        let keys = config
+        let keys: Vec<Vec<LimitSet>> = config
             .providers
             .iter()
             .map(|p| p.keys.iter().map(|k| set_for(Scope::Key(k.id), &p.limits)).collect())
             .collect();
-        let clients = config
+        let clients: Vec<LimitSet> = config
             .clients
             .iter()
             .map(|c| set_for(Scope::Client(c.name.clone()), &c.limits))
             .collect();
         *known = next;
-        LimitTable { keys, clients }
+        let tpm = |set: &LimitSet| matches!(set.gates[2], Gate::Max(_) | Gate::Disabled);
+        let any_tpm = clients.iter().any(tpm) || keys.iter().flatten().any(tpm);
+        LimitTable { keys, clients, any_tpm }
     }
 
     /// Every window with counts in it at `now` (limiter time).

@@ -10,6 +10,8 @@ use super::{KeyFaults, MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
 
+const RATELIMITED_ANSWER: &[u8] = br#"{"id":"chatcmpl-mock-rl","object":"chat.completion","created":0,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+
 pub(super) struct MockService {
     worker: usize,
     options: MockOptions,
@@ -25,6 +27,9 @@ pub(super) struct Knobs {
     pub chunks: usize,
     pub interval: Duration,
     pub cut_after: Option<usize>,
+    /// `x-mock-ratelimit-remaining`: answer a small chat completion carrying OpenAI
+    /// rate-limit headers with this remaining count (reset from `x-mock-ratelimit-reset`, "1s").
+    pub ratelimit: Option<(String, String)>,
 }
 
 impl MockService {
@@ -82,6 +87,13 @@ impl MockService {
             chunks: number("x-mock-chunks").map_or(self.options.chunks, |n| n as usize),
             interval: number("x-mock-interval-ms").map_or(self.options.interval, Duration::from_millis),
             cut_after: number("x-mock-cut-after").map(|n| n as usize),
+            ratelimit: number("x-mock-ratelimit-remaining").map(|n| {
+                let reset = head
+                    .header("x-mock-ratelimit-reset")
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .unwrap_or("1s");
+                (n.to_string(), reset.to_owned())
+            }),
         }
     }
 
@@ -127,6 +139,15 @@ impl Service for MockService {
             }
             let body = openai::error_body(status);
             let _ = res.send(status, &headers, Bytes::from(body)).await;
+            return;
+        }
+        if let Some((remaining, reset)) = &knobs.ratelimit {
+            let headers: [(&str, &[u8]); 3] = [
+                ("content-type", b"application/json"),
+                ("x-ratelimit-remaining-requests", remaining.as_bytes()),
+                ("x-ratelimit-reset-requests", reset.as_bytes()),
+            ];
+            let _ = res.send(200, &headers, Bytes::from_static(RATELIMITED_ANSWER)).await;
             return;
         }
         let _ = openai::answer(&req, &knobs, res).await;

@@ -1,4 +1,4 @@
-//! Endpoints rotor answers itself: `GET /health` and `GET /v1/models`.
+//! Endpoints rotor answers itself: `GET /health`, `GET /v1/models` and `GET /v1/status`.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -117,6 +117,33 @@ async fn send_json<T: Serialize>(res: &mut Responder<'_>, ctx: &RequestContext, 
 struct Status<'a> {
     generation: u64,
     providers: Vec<ProviderStatus<'a>>,
+    /// The calling client's own limits (other clients' names are not shown to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<ClientStatus<'a>>,
+}
+
+#[derive(Serialize)]
+struct ClientStatus<'a> {
+    name: &'a str,
+    limits: LimitsStatus,
+}
+
+#[derive(Serialize)]
+struct LimitUsage {
+    used: u64,
+    /// 0 = disabled.
+    limit: u64,
+}
+
+/// `{"rpm":{"used":3,"limit":5}, ...}` for each limited window (unlimited ones left out).
+type LimitsStatus = std::collections::BTreeMap<&'static str, LimitUsage>;
+
+fn limits_status(set: Option<&crate::limits::LimitSet>, now: u64) -> LimitsStatus {
+    set.map(|s| s.usage(now))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(kind, used, limit)| (kind.name(), LimitUsage { used, limit }))
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -139,13 +166,20 @@ struct KeyStatus {
     in_flight: u32,
     successes: u64,
     failures: u64,
+    limits: LimitsStatus,
 }
 
-/// Each provider and key with its state; keys are masked.
-pub(super) async fn status(ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
+/// Each provider and key with its state and usage against its limits; keys are masked.
+pub(super) async fn status(
+    ctx: &RequestContext,
+    client: Option<&Client>,
+    res: &mut Responder<'_>,
+) -> Result<(), ProxyError> {
     use crate::health::{now_ms, KeyState};
     let config = &ctx.generation.config;
     let now = now_ms();
+    let limits_now = crate::limits::now();
+    let table = &ctx.generation.limits;
     let providers = config
         .providers
         .iter()
@@ -159,7 +193,8 @@ pub(super) async fn status(ctx: &RequestContext, res: &mut Responder<'_>) -> Res
                 .key_health
                 .provider(p.index)
                 .iter()
-                .map(|h| {
+                .enumerate()
+                .map(|(i, h)| {
                     let (state, until) = match h.state(now) {
                         _ if !p.enabled => ("disabled", None),
                         KeyState::Active => ("active", None),
@@ -173,6 +208,7 @@ pub(super) async fn status(ctx: &RequestContext, res: &mut Responder<'_>) -> Res
                         in_flight: h.in_flight(),
                         successes: h.successes(),
                         failures: h.failures(),
+                        limits: limits_status(table.key(p.index, i), limits_now),
                     }
                 })
                 .collect(),
@@ -184,6 +220,10 @@ pub(super) async fn status(ctx: &RequestContext, res: &mut Responder<'_>) -> Res
         &Status {
             generation: ctx.generation.id,
             providers,
+            client: client.map(|c| ClientStatus {
+                name: &c.name,
+                limits: limits_status(table.clients.get(c.index), limits_now),
+            }),
         },
     )
     .await

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
+use super::admit::{admit_client, never_reached, pick_available_key, usage_tokens};
 use super::classify::{classify_error, classify_status, Penalty, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::headers::upstream_request_head;
@@ -20,11 +21,15 @@ use crate::codec::head::Method;
 use crate::codec::json::Inspection;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{Client, Config, Provider, ProviderKind, Route};
-use crate::health::{now_ms, KeyHealth, KeyState};
+use crate::health::{now_ms, KeyHealth};
+use crate::limits::estimate::estimate_tokens;
+use crate::limits::{self, learned};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
+use crate::storage::windows::unix_now_ms;
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
 use crate::usage::openai::{client_asked_for_usage, inject_include_usage, Mode, OpenAiUsageTap};
+use crate::usage::Usage;
 
 /// Discarded error bodies up to this are read so the connection can be pooled.
 const DISCARD_LIMIT: u64 = 64 * 1024;
@@ -60,9 +65,26 @@ pub(super) async fn forward(
         trace.stream = inspection.stream;
     }
     let plan = plan(core, ctx, route, &model);
+    let tokens = if ctx.generation.limits.any_tpm {
+        estimate_tokens(&req.body)
+    } else {
+        0
+    };
+    let client_limits = client.and_then(|c| Some((c, ctx.generation.limits.clients.get(c.index)?)));
+    let client_reservation = match client_limits {
+        Some((client, limits)) if !limits.is_unlimited() => {
+            let admitted = admit_client(client, limits, tokens);
+            if admitted.is_err() {
+                core.metrics.lock().limit_rejection("client");
+            }
+            Some((limits, admitted?))
+        }
+        _ => None,
+    };
     let mut attempt = Attempts {
         max: config.retry.max_attempts.max(1) as usize,
         made: 0,
+        tokens,
         soonest_cool: None,
         last_error: None,
         last_penalty: None,
@@ -75,11 +97,43 @@ pub(super) async fn forward(
         endpoint,
         deadline,
     };
-    // A second round only when every key was cooling and `wait_for_key_ms` allows waiting.
+    let result = attempt_all(core, ctx, &job, res, &plan, &mut attempt).await;
+    // The client's own windows: settle TPM to what the upstream reported; give everything
+    // back when no upstream was ever asked (every key full, cooling or unusable).
+    if let Some((limits, reservation)) = client_reservation {
+        match &result {
+            Ok(usage) if usage.reported => limits.settle(&reservation, usage_tokens(usage), limits::now()),
+            _ if attempt.made == 0 => limits.refund(&reservation),
+            _ => {}
+        }
+    }
+    result.map(|_| ())
+}
+
+/// What every attempt of one client request shares.
+struct Job<'a> {
+    req: &'a Request,
+    inspection: &'a Inspection,
+    model: &'a str,
+    endpoint: Endpoint,
+    deadline: Option<Instant>,
+}
+
+/// Tries the plan (twice when every key was cooling or full and `wait_for_key_ms` allows
+/// waiting for the soonest); the usage of the delivered answer.
+async fn attempt_all(
+    core: &Core,
+    ctx: &RequestContext,
+    job: &Job<'_>,
+    res: &mut Responder<'_>,
+    plan: &[Step<'_>],
+    attempt: &mut Attempts,
+) -> Result<Usage, ProxyError> {
+    let config = &ctx.generation.config;
     for round in 0..2 {
-        for step in &plan {
-            if let Some(delivered) = try_provider(core, ctx, &job, res, step, &mut attempt).await? {
-                return Ok(delivered);
+        for step in plan {
+            if let Some(usage) = try_provider(core, ctx, job, res, step, attempt).await? {
+                return Ok(usage);
             }
             if attempt.made >= attempt.max {
                 break;
@@ -94,16 +148,11 @@ pub(super) async fn forward(
             _ => break,
         }
     }
-    Err(attempt.exhausted(&model))
-}
-
-/// What every attempt of one client request shares.
-struct Job<'a> {
-    req: &'a Request,
-    inspection: &'a Inspection,
-    model: &'a str,
-    endpoint: Endpoint,
-    deadline: Option<Instant>,
+    let error = std::mem::take(attempt).exhausted(job.model);
+    if error.kind() == ErrorKind::RateLimited {
+        core.metrics.lock().limit_rejection("key");
+    }
+    Err(error)
 }
 
 /// One provider candidate in the order to try.
@@ -134,9 +183,12 @@ fn plan<'a>(core: &Core, ctx: &'a RequestContext, route: &'a Route, model: &str)
     steps
 }
 
+#[derive(Default)]
 struct Attempts {
     max: usize,
     made: usize,
+    /// Tokens reserved against TPM windows for each attempt.
+    tokens: u64,
     /// Earliest moment a cooling candidate key frees up (monotonic ms).
     soonest_cool: Option<u64>,
     last_error: Option<ProxyError>,
@@ -168,7 +220,7 @@ impl Attempts {
 }
 
 /// Tries keys of one provider until one delivers, the provider has no usable key left, or the
-/// attempts are used up. `Ok(Some(()))` = an answer went to the client.
+/// attempts are used up. `Ok(Some(usage))` = an answer went to the client.
 async fn try_provider(
     core: &Core,
     ctx: &RequestContext,
@@ -176,7 +228,7 @@ async fn try_provider(
     res: &mut Responder<'_>,
     step: &Step<'_>,
     attempt: &mut Attempts,
-) -> Result<Option<()>, ProxyError> {
+) -> Result<Option<Usage>, ProxyError> {
     let Job {
         req,
         inspection,
@@ -207,10 +259,16 @@ async fn try_provider(
     let upstream_path = req.head.path().get(3..).unwrap_or("");
     let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     while attempt.made < attempt.max {
-        let Some(key_index) = pick_available_key(core, ctx, provider, &tried, attempt) else {
+        let mut soonest = None;
+        let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, &mut soonest);
+        if let Some(until) = soonest {
+            attempt.note_cooling(until);
+        }
+        let Some((key_index, reservation)) = picked else {
             return Ok(None);
         };
         tried.push(key_index);
+        let key_limits = ctx.generation.limits.key(provider.index, key_index);
         let Some(health) = ctx.generation.key_health.get(provider.index, key_index) else {
             return Ok(None);
         };
@@ -227,11 +285,20 @@ async fn try_provider(
             Err(error) => {
                 tracing::debug!(provider = %provider.name, key = %health.masked, "attempt {} failed: {error}", attempt.made);
                 core.metrics.lock().attempt(&provider.name, "error");
+                if never_reached(&error) {
+                    if let Some(limits) = key_limits {
+                        limits.refund(&reservation);
+                    }
+                }
                 apply(health, classify_error(&error), config, attempt);
                 attempt.last_error = Some(error.into());
                 continue;
             }
         };
+        if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms()) {
+            tracing::debug!(provider = %provider.name, key = %health.masked, wait_ms = wait, "upstream says the key is spent");
+            health.cool_until(now_ms() + wait);
+        }
         let verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
         let last_chance = attempt.made >= attempt.max;
         match verdict {
@@ -275,7 +342,10 @@ async fn try_provider(
             usage = ?relayed.usage,
             "relayed"
         );
-        return Ok(Some(()));
+        if let (Some(limits), true) = (key_limits, relayed.usage.reported) {
+            limits.settle(&reservation, usage_tokens(&relayed.usage), limits::now());
+        }
+        return Ok(Some(relayed.usage));
     }
     Ok(None)
 }
@@ -319,36 +389,6 @@ fn usage_plan(job: &Job<'_>, body: Bytes) -> (Bytes, Mode) {
         Some(injected) => (injected, Mode::Hide),
         None => (body, Mode::Observe),
     }
-}
-
-/// The provider's next key by its strategy, skipping keys already tried for this request and
-/// keys that are cooling or quarantined (noting when the soonest cooling one frees up).
-fn pick_available_key(
-    core: &Core,
-    ctx: &RequestContext,
-    provider: &Provider,
-    tried: &[usize],
-    attempt: &mut Attempts,
-) -> Option<usize> {
-    let n = provider.keys.len();
-    if n == 0 {
-        return None;
-    }
-    let start = core.balance.borrow_mut().pick_key(provider);
-    let health = ctx.generation.key_health.provider(provider.index);
-    let now = now_ms();
-    for offset in 0..n {
-        let index = (start + offset) % n;
-        if tried.contains(&index) {
-            continue;
-        }
-        match health.get(index).map(|h| h.state(now)) {
-            Some(KeyState::Active) | None => return Some(index),
-            Some(KeyState::Cooling(until)) => attempt.note_cooling(until),
-            Some(KeyState::Quarantined(_)) => {}
-        }
-    }
-    None
 }
 
 fn apply(health: &KeyHealth, verdict: Verdict, config: &Config, attempt: &mut Attempts) {

@@ -6,16 +6,18 @@
 //! | authenticate | `Authorization` / `x-api-key`, clients | the `Client`   | 401         |
 //! | inspect      | body (`model`, `stream`, strictly)  |                   | 400         |
 //! | authorize    | client model globs                  |                   | 403         |
-//! | select       | route table, per-core balance       | balance cursors   | 404, 501    |
+//! | admit        | client limit windows                | window counts     | 429         |
+//! | select       | route table, balance, key windows   | cursors, windows  | 404, 429    |
 //! | adapt        | alias -> upstream model             | request body      |             |
 //! | send         | per-core pool, connector            | pool              | 502, 504    |
 //! | relay        | upstream response                   | client connection | (cut)       |
-//! | finish       | exchange state                      | pool              |             |
+//! | finish       | exchange state, usage               | pool, TPM settle  |             |
 //!
 //! `route`/`authenticate` live here, `inspect` through `relay` in `forward`, and the only
 //! error-to-HTTP mapping in `error::render`. Invariant: one request holds one config generation
 //! from start to end, so a reload never changes a request midway.
 
+mod admit;
 mod classify;
 mod endpoints;
 pub mod error;
@@ -160,7 +162,7 @@ impl Core {
         }
         match endpoint {
             Endpoint::Models => endpoints::models(ctx, client, res).await,
-            Endpoint::Status => endpoints::status(ctx, res).await,
+            Endpoint::Status => endpoints::status(ctx, client, res).await,
             _ => forward::forward(self, ctx, endpoint, client, req, res).await,
         }
     }

@@ -1,5 +1,6 @@
 //! The control thread: the one place that may block. It reloads the config (SIGHUP, file
-//! change), refreshes DNS, and turns SIGTERM/SIGINT into a graceful shutdown.
+//! change), refreshes DNS, owns the storage (limit-window snapshots every second and after the
+//! workers stop), and turns SIGTERM/SIGINT into a graceful shutdown.
 //! Invariant: a failed reload is logged and changes nothing.
 
 use std::path::PathBuf;
@@ -9,8 +10,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::commands::Command;
+use super::persist::Persist;
 use super::{upstream_hosts, Gateway};
 use crate::config::ConfigSource;
+use crate::storage::Storage;
 use crate::usage::writer::LogWriter;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -36,23 +39,31 @@ impl Signals {
     }
 }
 
+/// Starts the control thread and returns once it has opened storage and restored the limit
+/// windows, so workers started afterwards never serve with empty windows.
 pub fn spawn(gateway: Arc<Gateway>, signals: Option<Signals>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let handle = std::thread::Builder::new()
         .name("rotor-control".into())
-        .spawn(move || run(gateway, signals.unwrap_or_default()))
+        .spawn(move || {
+            let mut duties = Duties::open(&gateway);
+            let _ = ready_tx.send(());
+            run(&gateway, signals.unwrap_or_default(), &mut duties);
+            duties.after_shutdown(&gateway);
+        })?;
+    let _ = ready_rx.recv();
+    Ok(handle)
 }
 
-fn run(gateway: Arc<Gateway>, signals: Signals) {
+fn run(gateway: &Gateway, signals: Signals, duties: &mut Duties) {
     gateway.commands.attach();
-    let mut log_writer = LogWriter::open(&gateway);
-    let mut watched = watched_file(&gateway);
+    let mut watched = watched_file(gateway);
     let mut last_file_check = Instant::now();
     let mut last_dns = Instant::now();
     while !gateway.shutdown.is_stopping() {
         // Parked, not slept: an admin command unparks the thread to run at once.
         std::thread::park_timeout(TICK);
-        run_commands(&gateway, &mut log_writer);
-        log_writer.tick(&gateway);
+        duties.tick(gateway);
         if signals.terminate.swap(false, Ordering::Relaxed) {
             tracing::info!("signal received: no longer accepting; finishing requests in flight");
             gateway.shutdown.trigger();
@@ -74,7 +85,7 @@ fn run(gateway: Arc<Gateway>, signals: Signals) {
                 Ok(id) => tracing::info!(generation = id, "config reloaded"),
                 Err(e) => tracing::error!("config reload rejected, keeping the running config: {e}"),
             }
-            watched = watched_file(&gateway);
+            watched = watched_file(gateway);
         }
         let missed = gateway.resolver.has_misses() && last_dns.elapsed() >= Duration::from_secs(1);
         if missed || last_dns.elapsed() >= DNS_REFRESH {
@@ -85,37 +96,65 @@ fn run(gateway: Arc<Gateway>, signals: Signals) {
             }
         }
     }
-    drain_after_shutdown(&gateway, &mut log_writer);
 }
 
-/// Workers finish in-flight requests after shutdown starts; their records are written once
-/// they have all stopped (bounded by the grace period plus a margin).
-fn drain_after_shutdown(gateway: &Gateway, log_writer: &mut LogWriter) {
-    let limit = Instant::now() + gateway.current().config.server.shutdown_grace + Duration::from_secs(2);
-    while !gateway.workers_stopped.load(Ordering::Acquire) && Instant::now() < limit {
-        std::thread::park_timeout(TICK);
-        run_commands(gateway, log_writer);
-        log_writer.tick(gateway);
+/// What the control thread does with its one storage connection: request logs, limit-window
+/// snapshots, admin commands.
+struct Duties {
+    storage: Option<Storage>,
+    persist: Persist,
+    log_writer: LogWriter,
+}
+
+impl Duties {
+    /// Opens storage and restores limit windows (before any worker serves).
+    fn open(gateway: &Gateway) -> Duties {
+        let mut storage = LogWriter::open_storage(gateway);
+        let persist = Persist::open(gateway, storage.as_mut());
+        Duties {
+            storage,
+            persist,
+            log_writer: LogWriter::new(),
+        }
     }
-    log_writer.tick(gateway);
-}
 
-fn run_commands(gateway: &Gateway, log_writer: &mut LogWriter) {
-    while let Some((command, reply)) = gateway.commands.next() {
-        let result = match command {
-            Command::Reload => match gateway.reload() {
-                Ok(id) => {
-                    tracing::info!(generation = id, "config reloaded (admin API)");
-                    Ok(format!("{{\"reloaded\":true,\"generation\":{id}}}").into_bytes())
-                }
-                Err(e) => {
-                    tracing::error!("config reload rejected, keeping the running config: {e}");
-                    Err((400, e))
-                }
-            },
-            other => log_writer.execute(other, gateway),
-        };
-        let _ = reply.send(result);
+    fn tick(&mut self, gateway: &Gateway) {
+        self.run_commands(gateway);
+        self.log_writer.tick(gateway, &mut self.storage);
+        self.persist.tick(gateway, self.storage.as_mut());
+    }
+
+    /// Workers finish in-flight requests after shutdown starts; their records and the final
+    /// window snapshot are written once they have all stopped (bounded by the grace period plus
+    /// a margin).
+    fn after_shutdown(&mut self, gateway: &Gateway) {
+        let limit = Instant::now() + gateway.current().config.server.shutdown_grace + Duration::from_secs(2);
+        while !gateway.workers_stopped.load(Ordering::Acquire) && Instant::now() < limit {
+            std::thread::park_timeout(TICK);
+            self.run_commands(gateway);
+            self.log_writer.tick(gateway, &mut self.storage);
+        }
+        self.log_writer.tick(gateway, &mut self.storage);
+        self.persist.snapshot(gateway, self.storage.as_mut());
+    }
+
+    fn run_commands(&mut self, gateway: &Gateway) {
+        while let Some((command, reply)) = gateway.commands.next() {
+            let result = match command {
+                Command::Reload => match gateway.reload() {
+                    Ok(id) => {
+                        tracing::info!(generation = id, "config reloaded (admin API)");
+                        Ok(format!("{{\"reloaded\":true,\"generation\":{id}}}").into_bytes())
+                    }
+                    Err(e) => {
+                        tracing::error!("config reload rejected, keeping the running config: {e}");
+                        Err((400, e))
+                    }
+                },
+                other => self.log_writer.execute(other, gateway, &mut self.storage),
+            };
+            let _ = reply.send(result);
+        }
     }
 }
 

@@ -7,13 +7,14 @@
 pub mod commands;
 pub mod control;
 mod listen;
+mod persist;
 mod shutdown;
 mod workers;
 
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -26,6 +27,7 @@ pub use workers::{run_on_driver, spawn_workers, uses_io_uring, WorkerSpec};
 
 use crate::config::{self, Config, ConfigSource};
 use crate::health::{HealthRegistry, KeyHealthTable};
+use crate::limits::{LimitRegistry, LimitTable};
 use crate::server::{ConnectionGate, WorkerServer};
 use crate::upstream::{dns::Resolver, tls, Connector};
 
@@ -36,6 +38,8 @@ pub struct Generation {
     pub connector: Connector,
     /// Health of every key, `[provider][key]`, shared with other generations that keep the key.
     pub key_health: KeyHealthTable,
+    /// Window limits of every key and client, sharing windows with other generations.
+    pub limits: LimitTable,
 }
 
 /// Process-wide shared state (`Send + Sync`); each worker builds its own `Core` from it.
@@ -50,8 +54,9 @@ pub struct Gateway {
     pub storage_status: crate::usage::writer::StorageStatus,
     /// Work for the control thread (reload, storage queries), queued by workers.
     pub commands: commands::Commands,
-    /// Set once every worker thread has ended (final writes wait for it).
-    pub workers_stopped: std::sync::atomic::AtomicBool,
+    pub limits: LimitRegistry,
+    /// Set once every worker thread has ended (final writes and snapshots wait for it).
+    pub workers_stopped: AtomicBool,
     pub shutdown: Shutdown,
     pub gate: Arc<ConnectionGate>,
     pub started: Instant,
@@ -62,7 +67,8 @@ impl Gateway {
     pub fn new(config: Config) -> Result<Arc<Self>, String> {
         let resolver = Arc::new(Resolver::default());
         let health = HealthRegistry::default();
-        let first = prepare(1, config, &resolver, &health)?;
+        let limits = LimitRegistry::default();
+        let first = prepare(1, config, &resolver, &health, &limits)?;
         Ok(Arc::new(Gateway {
             current: ArcSwap::from_pointee(first),
             next_id: AtomicU64::new(2),
@@ -72,7 +78,8 @@ impl Gateway {
             records: crate::usage::record::RecordQueue::default(),
             storage_status: crate::usage::writer::StorageStatus::default(),
             commands: commands::Commands::default(),
-            workers_stopped: std::sync::atomic::AtomicBool::new(false),
+            limits,
+            workers_stopped: AtomicBool::new(false),
             shutdown: Shutdown::default(),
             gate: Arc::new(ConnectionGate::default()),
             started: Instant::now(),
@@ -103,13 +110,19 @@ impl Gateway {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
-        let generation = prepare(id, config, &self.resolver, &self.health)?;
+        let generation = prepare(id, config, &self.resolver, &self.health, &self.limits)?;
         self.current.store(Arc::new(generation));
         Ok(id)
     }
 }
 
-fn prepare(id: u64, config: Config, resolver: &Arc<Resolver>, health: &HealthRegistry) -> Result<Generation, String> {
+fn prepare(
+    id: u64,
+    config: Config,
+    resolver: &Arc<Resolver>,
+    health: &HealthRegistry,
+    limits: &LimitRegistry,
+) -> Result<Generation, String> {
     let tls_config = tls::client_config(config.upstream.ca_file.as_deref())?;
     let tls_id = config
         .upstream
@@ -126,11 +139,13 @@ fn prepare(id: u64, config: Config, resolver: &Arc<Resolver>, health: &HealthReg
         tls_id,
     };
     let key_health = health.table_for(&config);
+    let limits = limits.table_for(&config);
     Ok(Generation {
         id,
         config: Arc::new(config),
         connector,
         key_health,
+        limits,
     })
 }
 
@@ -183,14 +198,24 @@ pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Ru
         tracing::warn!("{warning}");
     }
     let gateway = Gateway::new(config).map_err(io::Error::other)?;
+    // Storage opens and windows are restored before any worker serves.
+    let control = control::spawn(gateway.clone(), signals)?;
     let workers = {
         let gateway = gateway.clone();
         spawn_workers(&spec, listeners, move |index, listener| {
             let gateway = gateway.clone();
             async move { run_worker(index, listener, gateway).await }
-        })?
+        })
     };
-    let control = control::spawn(gateway.clone(), signals)?;
+    let workers = match workers {
+        Ok(workers) => workers,
+        Err(e) => {
+            gateway.shutdown.trigger();
+            gateway.workers_stopped.store(true, Ordering::Release);
+            let _ = control.join();
+            return Err(e);
+        }
+    };
     tracing::info!(
         %addr,
         workers = spec.count,

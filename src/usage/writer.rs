@@ -48,41 +48,51 @@ impl StorageStatus {
 }
 
 pub struct LogWriter {
-    storage: Option<Storage>,
     last_retention: Instant,
 }
 
+impl Default for LogWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LogWriter {
-    /// Opens the log store at `storage.path` (in memory when unset). A failure leaves the writer
-    /// without storage: proxying goes on and records are counted as dropped.
-    pub fn open(gateway: &Gateway) -> LogWriter {
+    /// Opens the database at `storage.path` (in memory when unset), the one the control thread
+    /// owns for every storage duty. A failure leaves rotor without storage: proxying goes on and
+    /// records are counted as dropped.
+    pub fn open_storage(gateway: &Gateway) -> Option<Storage> {
         let config = gateway.current().config.clone();
-        let storage = match Storage::open(config.storage.path.as_deref()) {
+        match Storage::open(config.storage.path.as_deref()) {
             Ok(s) => {
+                // Bounded waits on a locked file: the control thread has other work.
                 let _ = s.set_busy_timeout(BUSY_TIMEOUT);
                 gateway.storage_status.set(Ok(()));
                 Some(s)
             }
             Err(e) => {
-                tracing::error!("request log storage unavailable: {e}");
+                tracing::error!("storage unavailable: {e}");
                 gateway.storage_status.set(Err(e.to_string()));
                 None
             }
-        };
+        }
+    }
+
+    pub fn new() -> LogWriter {
+        let long_ago = Instant::now().checked_sub(RETENTION_EVERY).unwrap_or_else(Instant::now);
         LogWriter {
-            storage,
-            last_retention: Instant::now() - RETENTION_EVERY,
+            last_retention: long_ago,
         }
     }
 
     /// Writes what the workers queued since the last tick.
-    pub fn tick(&mut self, gateway: &Gateway) {
+    pub fn tick(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
         loop {
             let batch = gateway.records.drain(BATCH);
             if batch.is_empty() {
                 break;
             }
-            let result = match self.storage.as_mut() {
+            let result = match storage.as_mut() {
                 Some(storage) => requests::insert(storage, &batch).map_err(|e| e.to_string()),
                 None => Err("storage is not open".to_owned()),
             };
@@ -102,7 +112,7 @@ impl LogWriter {
             self.last_retention = Instant::now();
             let days = gateway.current().config.storage.retention_days;
             let cutoff = now_unix_ms() - i64::from(days) * 86_400_000;
-            if let Some(storage) = self.storage.as_mut() {
+            if let Some(storage) = storage.as_mut() {
                 match requests::expire(storage, cutoff) {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "request records past retention deleted"),
                     Ok(_) => {}
@@ -114,9 +124,9 @@ impl LogWriter {
 
     /// Runs an admin storage command (after flushing queued records, so a log query sees every
     /// request answered before it).
-    pub fn execute(&mut self, command: Command, gateway: &Gateway) -> Reply {
-        self.tick(gateway);
-        let Some(storage) = self.storage.as_mut() else {
+    pub fn execute(&mut self, command: Command, gateway: &Gateway, storage: &mut Option<Storage>) -> Reply {
+        self.tick(gateway, storage);
+        let Some(storage) = storage.as_mut() else {
             return Err((503, "request log storage is unavailable".to_owned()));
         };
         let result = match command {

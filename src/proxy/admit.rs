@@ -1,0 +1,84 @@
+//! Phase `admit` and the limit side of `select`: the client's own windows are admitted before
+//! any upstream work, and a key is picked only with its windows reserved. See `limits` for
+//! the window algorithm.
+//! Invariant: a reservation is given back only when the request provably never reached the
+//! upstream (no attempt at all, or the connection was never made); otherwise it stays counted.
+
+use super::error::{ErrorKind, ProxyError, Side};
+use super::{Core, RequestContext};
+use crate::config::{Client, Provider};
+use crate::health::now_ms;
+use crate::limits::select::{pick_key, PickInput};
+use crate::limits::{self, Admission, LimitSet, Reservation};
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
+use crate::usage::Usage;
+
+/// The client's own windows, before any upstream work: over a limit -> 429 with Retry-After;
+/// a limit of 0 -> 429 without one (waiting will not help).
+pub(super) fn admit_client(client: &Client, limits: &LimitSet, tokens: u64) -> Result<Reservation, ProxyError> {
+    let now = limits::now();
+    match limits.admit(tokens, now) {
+        Admission::Admitted(reservation) => Ok(reservation),
+        Admission::Full { free_at, kind } => {
+            let seconds = free_at.saturating_sub(now).div_ceil(1000).max(1);
+            let message = format!(
+                "client '{}' is over its {} limit; retry in {seconds} s",
+                client.name,
+                kind.name()
+            );
+            Err(ProxyError::new(ErrorKind::RateLimited, Side::Downstream, message)
+                .with_code("rate_limit_exceeded")
+                .with_retry_after(seconds))
+        }
+        Admission::Disabled(kind) => {
+            let message = format!(
+                "client '{}' has its {} limit set to 0 (disabled)",
+                client.name,
+                kind.name()
+            );
+            Err(ProxyError::new(ErrorKind::RateLimited, Side::Downstream, message).with_code("limit_disabled"))
+        }
+    }
+}
+
+/// The provider's next key by its strategy, skipping keys already tried for this request,
+/// keys that are cooling or quarantined, and keys whose windows are full or disabled (noting
+/// when the soonest cooling or full one frees up). The key comes with its windows reserved.
+pub(super) fn pick_available_key(
+    core: &Core,
+    ctx: &RequestContext,
+    provider: &Provider,
+    tried: &[usize],
+    tokens: u64,
+    soonest: &mut Option<u64>,
+) -> Option<(usize, Reservation)> {
+    if provider.keys.is_empty() {
+        return None;
+    }
+    let start = core.balance.borrow_mut().pick_key(provider);
+    let input = PickInput {
+        health: ctx.generation.key_health.provider(provider.index),
+        limits: ctx.generation.limits.provider(provider.index),
+        start,
+        tried,
+        tokens,
+        now: now_ms(),
+        limits_now: limits::now(),
+    };
+    pick_key(&input, soonest)
+}
+
+/// The request never left rotor (no connection, no TLS), so the upstream did not count it.
+pub(super) fn never_reached(error: &UpstreamError) -> bool {
+    matches!(
+        error.kind,
+        UpstreamErrorKind::Dns
+            | UpstreamErrorKind::Connect
+            | UpstreamErrorKind::ConnectTimeout
+            | UpstreamErrorKind::Tls
+    )
+}
+
+pub(super) fn usage_tokens(usage: &Usage) -> u64 {
+    usage.prompt_tokens.saturating_add(usage.completion_tokens)
+}
