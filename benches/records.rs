@@ -33,7 +33,12 @@ fn record() -> RequestRecord {
         latency_ms: 850,
         ttfb_ms: 120,
         overhead_us: 35,
-        usage: Usage { prompt_tokens: 120, completion_tokens: 300, reported: true, ..Default::default() },
+        usage: Usage {
+            prompt_tokens: 120,
+            completion_tokens: 300,
+            reported: true,
+            ..Default::default()
+        },
         bytes_in: 900,
         bytes_out: 4200,
         ..Default::default()
@@ -63,7 +68,9 @@ fn push(c: &mut Criterion) {
             }
         })
     };
-    group.bench_function("push_with_drainer", |b| b.iter(|| shared.push(black_box(template.clone()))));
+    group.bench_function("push_with_drainer", |b| {
+        b.iter(|| shared.push(black_box(template.clone())))
+    });
     stop.store(true, Ordering::Relaxed);
     let _ = drainer.join();
     group.finish();

@@ -1,6 +1,7 @@
-//! Instants in admin query strings: Unix seconds, Unix milliseconds, or a UTC date/date-time
-//! (`2026-01-31`, `2026-01-31T12:00`, `2026-01-31T12:00:00Z`). Hand-written because only these
-//! few forms are accepted and a date-time crate would be the only reason to add one.
+//! Instants in admin query strings: Unix seconds, Unix milliseconds, or a UTC date or
+//! date-time (`2026-01-31`, `2026-01-31T12:00`, `2026-01-31T12:00:00Z`, offsets allowed).
+
+use crate::codec::time::parse_rfc3339_ms;
 
 /// Milliseconds since the Unix epoch.
 pub fn parse_instant_ms(value: &str) -> Option<i64> {
@@ -8,33 +9,14 @@ pub fn parse_instant_ms(value: &str) -> Option<i64> {
         // Below 10^11 a number is seconds (until the year 5138), above it milliseconds.
         return Some(if n.abs() < 100_000_000_000 { n * 1000 } else { n });
     }
-    let value = value.strip_suffix('Z').unwrap_or(value);
-    let (date, time) = value.split_once('T').unwrap_or((value, "00:00:00"));
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let hour = t.next().flatten().unwrap_or(0);
-    let minute = t.next().flatten().unwrap_or(0);
-    let second = t.next().flatten().unwrap_or(0);
-    if !(0..24).contains(&hour) || !(0..60).contains(&minute) || !(0..61).contains(&second) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    // Complete the short forms to RFC 3339.
+    let full = match value.len() {
+        10 => format!("{value}T00:00:00Z"),
+        16 => format!("{value}:00Z"),
+        19 => format!("{value}Z"),
+        _ => value.to_owned(),
+    };
+    parse_rfc3339_ms(&full).and_then(|ms| i64::try_from(ms).ok())
 }
 
 #[cfg(test)]

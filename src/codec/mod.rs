@@ -12,6 +12,7 @@ pub mod head;
 pub mod json;
 pub mod response;
 pub mod sse;
+pub mod time;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};
 pub use encode::{reason_phrase, write_chunk, write_last_chunk, write_response_head};
