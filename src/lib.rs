@@ -11,6 +11,7 @@ pub mod config;
 pub mod health;
 pub mod mock;
 pub mod net;
+pub mod providers;
 pub mod proxy;
 pub mod route;
 pub mod runtime;

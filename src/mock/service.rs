@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::openai;
+use super::{anthropic, gemini, openai};
 use super::{MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
@@ -24,6 +24,13 @@ pub(super) struct Knobs {
     pub chunks: usize,
     pub interval: Duration,
     pub cut_after: Option<usize>,
+    /// Anthropic/Gemini mocks: answer with a tool call.
+    pub tool: bool,
+    /// Gemini mock: CRLF-framed SSE.
+    pub crlf: bool,
+    /// Cache-read tokens to report (Anthropic `cache_read_input_tokens`, Gemini
+    /// `cachedContentTokenCount`).
+    pub cached_tokens: u64,
 }
 
 impl MockService {
@@ -41,7 +48,12 @@ impl MockService {
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse().ok())
         };
-        let key = head.header("authorization").map(|v| v.as_ref()).unwrap_or(b"");
+        let key = head
+            .header("authorization")
+            .or_else(|| head.header("x-api-key"))
+            .or_else(|| head.header("x-goog-api-key"))
+            .map(|v| v.as_ref())
+            .unwrap_or(b"");
         let key_status = [
             (b"fail401", 401),
             (b"fail403", 403),
@@ -64,6 +76,9 @@ impl MockService {
             chunks: number("x-mock-chunks").map_or(self.options.chunks, |n| n as usize),
             interval: number("x-mock-interval-ms").map_or(self.options.interval, Duration::from_millis),
             cut_after: number("x-mock-cut-after").map(|n| n as usize),
+            tool: number("x-mock-tool") == Some(1),
+            crlf: number("x-mock-crlf") == Some(1),
+            cached_tokens: number("x-mock-cached-tokens").unwrap_or(0),
         }
     }
 
@@ -107,10 +122,37 @@ impl Service for MockService {
             if let Some(ra) = &knobs.retry_after {
                 headers.push(("retry-after", ra.as_bytes()));
             }
-            let body = openai::error_body(status);
+            let body = match Shape::of(req.head.path()) {
+                Shape::Anthropic => anthropic::error_body(status),
+                Shape::Gemini => gemini::error_body(status, knobs.retry_after.as_deref()),
+                Shape::OpenAi => openai::error_body(status),
+            };
             let _ = res.send(status, &headers, Bytes::from(body)).await;
             return;
         }
-        let _ = openai::answer(&req, &knobs, res).await;
+        let _ = match Shape::of(req.head.path()) {
+            Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
+            Shape::Gemini => gemini::answer(&req, &knobs, res).await,
+            Shape::OpenAi => openai::answer(&req, &knobs, res).await,
+        };
+    }
+}
+
+/// Which provider's API a path belongs to.
+enum Shape {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Shape {
+    fn of(path: &str) -> Shape {
+        if path == "/v1/messages" {
+            Shape::Anthropic
+        } else if path.starts_with("/v1beta/models/") {
+            Shape::Gemini
+        } else {
+            Shape::OpenAi
+        }
     }
 }

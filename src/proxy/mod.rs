@@ -67,6 +67,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// The Anthropic Messages front door (`POST /v1/messages`), errors in Anthropic's envelope.
+    Messages,
     /// Any other `/v1/*`, relayed to an OpenAI-kind provider.
     Passthrough,
 }
@@ -131,13 +133,14 @@ impl Service for Core {
 
     async fn call(&self, req: Request, res: &mut Responder<'_>) {
         let request_id = headers::request_id(&req.head);
+        let envelope = error::Envelope::for_path(req.head.path());
         let ctx = RequestContext {
             generation: self.gateway.current(),
             request_id,
         };
         if let Err(err) = self.handle(&ctx, req, res).await {
             tracing::debug!(request_id = ?ctx.request_id, status = err.status(), "{}", err.message());
-            error::render(&err, res, &ctx.request_id).await;
+            error::render_as(&err, res, &ctx.request_id, envelope).await;
         }
     }
 }
@@ -152,6 +155,7 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
         "/v1/chat/completions" => (Endpoint::ChatCompletions, Method::Post),
         "/v1/completions" => (Endpoint::Completions, Method::Post),
         "/v1/embeddings" => (Endpoint::Embeddings, Method::Post),
+        "/v1/messages" => (Endpoint::Messages, Method::Post),
         p if p.starts_with("/v1/") => return Ok(Endpoint::Passthrough),
         _ => {
             return Err(
