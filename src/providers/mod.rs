@@ -17,6 +17,8 @@ pub mod anthropic;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
+#[cfg(test)]
+mod stream_tests;
 pub mod write;
 
 use bytes::Bytes;

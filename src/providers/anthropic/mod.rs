@@ -56,11 +56,39 @@ pub struct AMessage {
     pub content: BlockContent,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A string or a list of blocks. Deserialized by hand: serde's `untagged` buffers the input,
+/// and `sonic_rs::Value` fields inside blocks (tool `input`) cannot be read back from a buffer.
+#[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum BlockContent {
     Text(String),
     Blocks(Vec<Block>),
+}
+
+impl<'de> Deserialize<'de> for BlockContent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = BlockContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content blocks")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BlockContent, E> {
+                Ok(BlockContent::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<BlockContent, E> {
+                Ok(BlockContent::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<BlockContent, A::Error> {
+                let mut blocks = Vec::new();
+                while let Some(b) = seq.next_element::<Block>()? {
+                    blocks.push(b);
+                }
+                Ok(BlockContent::Blocks(blocks))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
 }
 
 impl Default for BlockContent {
