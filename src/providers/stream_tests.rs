@@ -118,7 +118,7 @@ fn anthropic_stream_cut_before_message_stop_ends_in_an_error() {
     assert!(out.trim_end().ends_with("}}"), "{out}");
     assert!(out.contains("\"error\""));
     let mut t = SseTranslator::new(AnthropicToOpenAi::new("m", false));
-    t.piece(Bytes::from_static(ANTHROPIC[..200].as_bytes()));
+    t.piece(Bytes::from_static(&ANTHROPIC.as_bytes()[..200]));
     assert!(t.usage().partial);
 }
 
