@@ -41,7 +41,8 @@ impl SseSplitter {
 
     /// Feeds bytes; calls `on_event` for every event they complete.
     pub fn feed(&mut self, mut input: &[u8], on_event: &mut dyn FnMut(Event<'_>)) {
-        if self.after_cr {
+        // An empty piece says nothing about whether a `\n` follows the last `\r`.
+        if self.after_cr && !input.is_empty() {
             self.after_cr = false;
             if let Some(rest) = input.strip_prefix(b"\n") {
                 input = rest;
@@ -213,6 +214,14 @@ mod tests {
     fn crlf_split_between_cr_and_lf_is_one_line_end() {
         let out = split_all(&[b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n"]);
         assert_eq!(out, vec![("".into(), "a".into()), ("".into(), "b".into())]);
+    }
+
+    /// Fuzz regression (`sse_split/regress_empty_piece_after_cr`): an empty piece between `\r`
+    /// and `\n` used to forget the pending CR, turning CRLF into two line ends.
+    #[test]
+    fn empty_piece_between_cr_and_lf_keeps_one_line_end() {
+        let out = split_all(&[b"data: a\r", b"", b"\ndata: b\n\n"]);
+        assert_eq!(out, vec![("".into(), "a\nb".into())]);
     }
 
     #[test]
