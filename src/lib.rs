@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod mock;
 pub mod net;
+pub mod providers;
 pub mod proxy;
 pub mod route;
 pub mod runtime;

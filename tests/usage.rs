@@ -58,6 +58,7 @@ fn a_stream_without_include_usage_hides_the_usage_chunk_but_logs_the_tokens() {
         String::from_utf8_lossy(&sent.body).contains(r#""include_usage":true"#),
         "rotor asked upstream"
     );
+    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
     let log = logs(&h, "?limit=1");
     let row = &log["data"][0];
     assert_eq!(row["completion_tokens"].as_u64(), Some(5), "{log}");
@@ -73,6 +74,7 @@ fn a_stream_with_include_usage_shows_exactly_one_usage_chunk() {
     let text = stream_text(&h, body);
     let usage_chunks = text.split("\n\n").filter(|e| e.contains("\"usage\":{")).count();
     assert_eq!(usage_chunks, 1, "{text}");
+    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
     let log = logs(&h, "?limit=1");
     assert_eq!(log["data"][0]["completion_tokens"].as_u64(), Some(5));
 }
@@ -89,8 +91,9 @@ fn non_stream_tokens_are_logged_with_the_request_details() {
         .unwrap();
     assert!(overhead < 1_000_000);
     let usage = r.json()["usage"].clone();
+    // The record is queued right after the answer went out; give the worker that moment.
+    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
     let log = logs(&h, "");
-    assert_eq!(log["total"].as_u64(), Some(1));
     let row = &log["data"][0];
     assert_eq!(row["model"].as_str(), Some("gpt-3.5"));
     assert_eq!(row["upstream_model"].as_str(), Some("gpt-4o-mini"));
@@ -160,7 +163,13 @@ fn metrics_parse_as_prometheus_text_and_carry_no_secrets() {
     let h = Harness::start(admin_conf());
     assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
     assert_eq!(h.post("/v1/chat/completions", &chat("nope"), &[]).status, 404);
-    let m = h.client().request("GET", "/metrics", &[], b"");
+    // Metrics are counted just after each answer goes out, possibly on the other worker.
+    let scrape = || h.client().request("GET", "/metrics", &[], b"");
+    assert!(eventually(Duration::from_secs(2), || {
+        let text = scrape().text();
+        text.contains(r#"status="404"} 1"#) && text.contains(r#"status="200"} 1"#)
+    }));
+    let m = scrape();
     assert_eq!(m.status, 200);
     assert!(m.header("content-type").unwrap().starts_with("text/plain"));
     let text = m.text();

@@ -1,4 +1,5 @@
-//! The built-in mock provider: OpenAI-shaped answers (chat, streamed chat with usage,
+//! The built-in mock provider: OpenAI-, Anthropic- (`/v1/messages`) and Gemini-shaped
+//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) answers; OpenAI ones (chat, streamed chat with usage,
 //! completions, embeddings, models) with knobs for latency, stream length and pacing, status
 //! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
 //! and the benchmarks, so nobody needs a real key to see rotor work.
@@ -12,6 +13,8 @@
 //! `fail403`, `fail429` or `fail500` gets that status.
 //! Invariant: the mock records requests only when asked and keeps at most `record_limit`.
 
+mod anthropic;
+mod gemini;
 mod openai;
 mod service;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::openai;
+use super::{anthropic, gemini, openai};
 use super::{KeyFaults, MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
@@ -30,6 +30,13 @@ pub(super) struct Knobs {
     /// `x-mock-ratelimit-remaining`: answer a small chat completion carrying OpenAI
     /// rate-limit headers with this remaining count (reset from `x-mock-ratelimit-reset`, "1s").
     pub ratelimit: Option<(String, String)>,
+    /// Anthropic/Gemini mocks: answer with a tool call.
+    pub tool: bool,
+    /// Gemini mock: CRLF-framed SSE.
+    pub crlf: bool,
+    /// Cache-read tokens to report (Anthropic `cache_read_input_tokens`, Gemini
+    /// `cachedContentTokenCount`).
+    pub cached_tokens: u64,
 }
 
 impl MockService {
@@ -58,7 +65,12 @@ impl MockService {
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse().ok())
         };
-        let key = head.header("authorization").map(|v| v.as_ref()).unwrap_or(b"");
+        let key = head
+            .header("authorization")
+            .or_else(|| head.header("x-api-key"))
+            .or_else(|| head.header("x-goog-api-key"))
+            .map(|v| v.as_ref())
+            .unwrap_or(b"");
         let key_status = [
             (b"fail401", 401),
             (b"fail403", 403),
@@ -94,6 +106,9 @@ impl MockService {
                     .unwrap_or("1s");
                 (n.to_string(), reset.to_owned())
             }),
+            tool: number("x-mock-tool") == Some(1),
+            crlf: number("x-mock-crlf") == Some(1),
+            cached_tokens: number("x-mock-cached-tokens").unwrap_or(0),
         }
     }
 
@@ -137,7 +152,11 @@ impl Service for MockService {
             if let Some(ra) = &knobs.retry_after {
                 headers.push(("retry-after", ra.as_bytes()));
             }
-            let body = openai::error_body(status);
+            let body = match Shape::of(req.head.path()) {
+                Shape::Anthropic => anthropic::error_body(status),
+                Shape::Gemini => gemini::error_body(status, knobs.retry_after.as_deref()),
+                Shape::OpenAi => openai::error_body(status),
+            };
             let _ = res.send(status, &headers, Bytes::from(body)).await;
             return;
         }
@@ -150,6 +169,29 @@ impl Service for MockService {
             let _ = res.send(200, &headers, Bytes::from_static(RATELIMITED_ANSWER)).await;
             return;
         }
-        let _ = openai::answer(&req, &knobs, res).await;
+        let _ = match Shape::of(req.head.path()) {
+            Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
+            Shape::Gemini => gemini::answer(&req, &knobs, res).await,
+            Shape::OpenAi => openai::answer(&req, &knobs, res).await,
+        };
+    }
+}
+
+/// Which provider's API a path belongs to.
+enum Shape {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Shape {
+    fn of(path: &str) -> Shape {
+        if path == "/v1/messages" {
+            Shape::Anthropic
+        } else if path.starts_with("/v1beta/models/") {
+            Shape::Gemini
+        } else {
+            Shape::OpenAi
+        }
     }
 }

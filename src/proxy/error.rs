@@ -181,14 +181,66 @@ fn push_optional(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
+/// Which API's error shape the client expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    OpenAi,
+    /// `{"type":"error","error":{"type","message"}}` on `/v1/messages`.
+    Anthropic,
+}
+
+impl Envelope {
+    pub fn for_path(path: &str) -> Envelope {
+        if path == "/v1/messages" {
+            Envelope::Anthropic
+        } else {
+            Envelope::OpenAi
+        }
+    }
+}
+
+impl ProxyError {
+    fn anthropic_type(&self) -> &'static str {
+        match self.0.kind {
+            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
+            ErrorKind::NotFound | ErrorKind::NoRoute => "not_found_error",
+            ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::Forbidden => "permission_error",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::UpstreamTimeout => "timeout_error",
+            ErrorKind::NoUsableKey => "overloaded_error",
+            ErrorKind::UpstreamFailed | ErrorKind::Internal => "api_error",
+        }
+    }
+
+    /// The Anthropic error envelope.
+    pub fn anthropic_body(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(80 + self.0.message.len());
+        body.extend_from_slice(b"{\"type\":\"error\",\"error\":{\"type\":\"");
+        body.extend_from_slice(self.anthropic_type().as_bytes());
+        body.extend_from_slice(b"\",\"message\":");
+        push_json_string(&mut body, &self.0.message);
+        body.extend_from_slice(b"}}");
+        body
+    }
+}
+
+/// Answers `err` to the client in the OpenAI envelope.
+pub async fn render(err: &ProxyError, res: &mut Responder<'_>, request_id: &[u8]) {
+    render_as(err, res, request_id, Envelope::OpenAi).await
+}
+
 /// Answers `err` to the client, unless a response already started (then the connection is cut
 /// so the client sees the failure rather than a clean-looking end).
-pub async fn render(err: &ProxyError, res: &mut Responder<'_>, request_id: &[u8]) {
+pub async fn render_as(err: &ProxyError, res: &mut Responder<'_>, request_id: &[u8], envelope: Envelope) {
     if res.started() {
         res.abort();
         return;
     }
-    let body = Bytes::from(err.body());
+    let body = Bytes::from(match envelope {
+        Envelope::OpenAi => err.body(),
+        Envelope::Anthropic => err.anthropic_body(),
+    });
     let mut digits = itoa::Buffer::new();
     let mut headers: smallvec::SmallVec<[(&str, &[u8]); 3]> = smallvec::smallvec![
         ("content-type", b"application/json".as_slice()),

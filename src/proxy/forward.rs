@@ -16,14 +16,16 @@ use super::error::{ErrorKind, ProxyError, Side};
 use super::headers::upstream_request_head;
 use super::inspect::{adapt, default_model_for, inspect};
 use super::relay::{relay, RelayInput};
+use super::transform::{Passthrough, ResponseTransform};
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::head::Method;
 use crate::codec::json::Inspection;
 use crate::codec::response::{ResponseFraming, ResponseHead};
-use crate::config::{Client, Config, Provider, ProviderKind, Route};
+use crate::config::{Client, Config, Provider, Route};
 use crate::health::{now_ms, KeyHealth};
 use crate::limits::estimate::estimate_tokens;
 use crate::limits::{self, learned};
+use crate::providers::{self, PrepareError};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::storage::windows::unix_now_ms;
@@ -246,17 +248,30 @@ async fn try_provider(
     if !provider.enabled {
         return Ok(None);
     }
-    if !speaks_openai(provider.kind) {
-        let message = format!(
-            "provider '{}' is of kind {:?}, which needs protocol translation (not available yet)",
-            provider.name, provider.kind
-        );
-        attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
-        return Ok(None);
-    }
-    let body = adapt(&req.body, inspection, &candidate.upstream_model, model);
-    let (body, usage_mode) = usage_plan(job, body);
-    let upstream_path = req.head.path().get(3..).unwrap_or("");
+    // Phase `adapt`: passthrough (model splice only) or a protocol translation.
+    let same = || adapt(&req.body, inspection, &candidate.upstream_model, model);
+    let prepared = match providers::prepare(
+        req.head.path(),
+        provider.kind,
+        &req.body,
+        &candidate.upstream_model,
+        model,
+        same,
+    ) {
+        Ok(prepared) => prepared,
+        Err(PrepareError::Unsupported(reason)) => {
+            let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
+            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+            return Ok(None);
+        }
+        Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
+    };
+    // Same protocol: rotor may ask for usage the client did not (and hide it again).
+    let (body, usage_mode) = match prepared.translation {
+        None => usage_plan(job, prepared.body.clone()),
+        Some(_) => (prepared.body.clone(), Mode::Observe),
+    };
+    let upstream_path = prepared.path.as_str();
     let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     while attempt.made < attempt.max {
         let mut soonest = None;
@@ -299,7 +314,7 @@ async fn try_provider(
             tracing::debug!(provider = %provider.name, key = %health.masked, wait_ms = wait, "upstream says the key is spent");
             health.cool_until(now_ms() + wait);
         }
-        let verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
+        let mut verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
         let last_chance = attempt.made >= attempt.max;
         match verdict {
             Verdict::Deliver { key_ok } => {
@@ -315,10 +330,16 @@ async fn try_provider(
             Verdict::Retry(_) => {
                 core.metrics.lock().attempt(&provider.name, "retried");
                 tracing::debug!(provider = %provider.name, key = %health.masked, status = head.status, "retrying elsewhere");
-                apply(health, verdict, config, attempt);
                 let message = format!("upstream '{}' answered {}", provider.name, head.status);
                 attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
-                discard(core, ctx, provider, exchange, &head).await;
+                let error_body = discard(core, ctx, provider, exchange, &head).await;
+                // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
+                if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
+                    if let Some(wait) = providers::retry_delay(provider.kind, body) {
+                        verdict = Verdict::Retry(Penalty::Cool(wait));
+                    }
+                }
+                apply(health, verdict, config, attempt);
                 continue;
             }
         }
@@ -331,7 +352,13 @@ async fn try_provider(
             exchange,
             deadline,
         };
-        let relayed = relay(core, ctx, res, input, &mut OpenAiUsageTap::new(usage_mode)).await?;
+        let mut transform: Box<dyn ResponseTransform> = match &prepared.translation {
+            Some(translation) => translation.transform(input.head.status),
+            // Anthropic to Anthropic: bytes untouched (usage is not read there yet).
+            None if job.endpoint == Endpoint::Messages => Box::new(Passthrough),
+            None => Box::new(OpenAiUsageTap::new(usage_mode)),
+        };
+        let relayed = relay(core, ctx, res, input, transform.as_mut()).await?;
         ctx.trace.borrow_mut().usage = relayed.usage;
         tracing::debug!(
             request_id = ?ctx.request_id,
@@ -421,25 +448,25 @@ async fn backoff(base: Duration) {
     monoio::time::sleep(Duration::from_millis(jittered)).await;
 }
 
-/// Reads a small error body so the connection can be reused; larger ones are dropped.
-async fn discard(core: &Core, ctx: &RequestContext, provider: &Provider, mut exchange: Exchange, head: &ResponseHead) {
+/// Reads a small error body so the connection can be reused (and returns it, for retry hints
+/// in bodies); larger ones are dropped.
+async fn discard(
+    core: &Core,
+    ctx: &RequestContext,
+    provider: &Provider,
+    mut exchange: Exchange,
+    head: &ResponseHead,
+) -> Option<Bytes> {
     let small = matches!(head.framing, ResponseFraming::Empty)
         || matches!(head.framing, ResponseFraming::Length(n) if n <= DISCARD_LIMIT);
     if !small {
-        return;
+        return None;
     }
     let idle = ctx.generation.config.upstream.stream_idle_timeout;
-    if exchange.read_to_end(idle, DISCARD_LIMIT as usize).await.is_ok() {
-        let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
-        upstream::checkin(&core.pool, &pool_key, exchange);
-    }
-}
-
-fn speaks_openai(kind: ProviderKind) -> bool {
-    !matches!(
-        kind,
-        ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Vertex
-    )
+    let body = exchange.read_to_end(idle, DISCARD_LIMIT as usize).await.ok()?;
+    let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
+    upstream::checkin(&core.pool, &pool_key, exchange);
+    Some(body)
 }
 
 /// Phase `send`: one attempt on one provider with one key. A failure on a reused pooled

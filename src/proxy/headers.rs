@@ -99,7 +99,8 @@ pub fn upstream_request_head(
     out.put_u8(b' ');
     out.put_slice(provider.base_url.path.as_bytes());
     out.put_slice(upstream_path.as_bytes());
-    if let Some(query) = head.query() {
+    // An adapter that sets its own query (Gemini's `?alt=sse`) replaces the client's.
+    if let Some(query) = head.query().filter(|_| !upstream_path.contains('?')) {
         out.put_u8(b'?');
         out.put_slice(query.as_bytes());
     }

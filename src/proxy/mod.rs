@@ -79,6 +79,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// The Anthropic Messages front door (`POST /v1/messages`), errors in Anthropic's envelope.
+    Messages,
     /// Any other `/v1/*`, relayed to an OpenAI-kind provider.
     Passthrough,
 }
@@ -95,6 +97,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat/completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
             Endpoint::Passthrough => "passthrough",
         }
     }
@@ -182,6 +185,7 @@ impl Service for Core {
 
     async fn call(&self, req: Request, res: &mut Responder<'_>) {
         let request_id = headers::request_id(&req.head);
+        let envelope = error::Envelope::for_path(req.head.path());
         let ctx = RequestContext {
             generation: self.gateway.current(),
             request_id,
@@ -194,7 +198,7 @@ impl Service for Core {
         if let Err(err) = self.handle(&ctx, req, res).await {
             tracing::debug!(request_id = ?ctx.request_id, status = err.status(), "{}", err.message());
             ctx.trace.borrow_mut().error = err.kind_name();
-            error::render(&err, res, &ctx.request_id).await;
+            error::render_as(&err, res, &ctx.request_id, envelope).await;
         }
         finish::finish(self, &ctx, res.status(), res.bytes_out());
     }
@@ -211,6 +215,7 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
         "/v1/chat/completions" => (Endpoint::ChatCompletions, Method::Post),
         "/v1/completions" => (Endpoint::Completions, Method::Post),
         "/v1/embeddings" => (Endpoint::Embeddings, Method::Post),
+        "/v1/messages" => (Endpoint::Messages, Method::Post),
         p if p.starts_with("/v1/") => return Ok(Endpoint::Passthrough),
         p if p.starts_with("/admin/") => return Ok(Endpoint::Admin),
         _ => {

@@ -1,0 +1,51 @@
+//! Each stream translator, fed arbitrary bytes in fuzzer-chosen pieces, never panics, emits
+//! only well-formed SSE whose every `data:` payload is JSON or `[DONE]`, and ends with exactly
+//! one terminator. The first byte picks the translator.
+#![no_main]
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use rotor::providers::anthropic::front_stream::OpenAiToAnthropic;
+use rotor::providers::anthropic::stream::AnthropicToOpenAi;
+use rotor::providers::gemini::stream::GeminiToOpenAi;
+use rotor::providers::SseTranslator;
+use rotor::proxy::transform::ResponseTransform;
+use sonic_rs::JsonValueTrait;
+
+fn check(t: &mut dyn ResponseTransform, body: &[u8], step: usize) {
+    let mut out = Vec::new();
+    for piece in body.chunks(step.max(1)) {
+        for b in t.piece(Bytes::copy_from_slice(piece)) {
+            out.extend_from_slice(&b);
+        }
+    }
+    for b in t.end() {
+        out.extend_from_slice(&b);
+    }
+    let text = std::str::from_utf8(&out).expect("output is UTF-8");
+    assert!(text.is_empty() || text.ends_with("\n\n"));
+    let mut terminators = 0;
+    for event in text.split("\n\n").filter(|e| !e.is_empty()) {
+        let data = event.lines().find_map(|l| l.strip_prefix("data: ")).expect("every event has data");
+        let name = event.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("");
+        if data == "[DONE]" {
+            terminators += 1;
+            continue;
+        }
+        let v: sonic_rs::Value = sonic_rs::from_str(data).expect("data is JSON");
+        let openai_error = name.is_empty() && v.get("error").is_some();
+        if openai_error || name == "message_stop" || name == "error" {
+            terminators += 1;
+        }
+    }
+    assert_eq!(terminators, 1, "{text}");
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&pick, body)) = input.split_first() else { return };
+    let step = (pick >> 2) as usize + 1;
+    match pick % 3 {
+        0 => check(&mut SseTranslator::new(AnthropicToOpenAi::new("m", true)), body, step),
+        1 => check(&mut SseTranslator::new(OpenAiToAnthropic::new("m")), body, step),
+        _ => check(&mut SseTranslator::new(GeminiToOpenAi::new("m", true)), body, step),
+    }
+});

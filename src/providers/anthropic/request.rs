@@ -1,0 +1,371 @@
+//! Request mapping between OpenAI chat and Anthropic Messages (provider-formats.md 7.2-7.7):
+//! `from_chat` for Anthropic upstreams, `to_chat` for the `/v1/messages` front door in front of
+//! OpenAI-compatible (and, through the hub, Gemini) upstreams.
+//! Invariant: no turn is lost; consecutive same-role turns are merged (Anthropic wants them
+//! alternating), tool results become `tool_result` blocks in a user turn and back.
+
+use sonic_rs::{JsonValueTrait, Value};
+
+use super::{AMessage, ATool, AToolChoice, Block, BlockContent, ImageSource, MessagesRequest, Metadata};
+use crate::providers::openai::{
+    ChatRequest, Content, FunctionCall, FunctionDef, ImageUrl, Message, Part, StreamOptions, Tool, ToolCall,
+};
+
+/// `max_tokens` is required by Anthropic; this is used when the OpenAI client set none.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// OpenAI chat -> Anthropic Messages body.
+pub fn from_chat(chat: &ChatRequest, model: &str) -> Result<Vec<u8>, String> {
+    let mut system: Vec<String> = Vec::new();
+    let mut messages: Vec<AMessage> = Vec::new();
+    for m in &chat.messages {
+        let (role, blocks) = match m.role.as_str() {
+            "system" | "developer" => {
+                if let Some(c) = &m.content {
+                    system.push(c.text());
+                }
+                continue;
+            }
+            "assistant" => ("assistant", assistant_blocks(m)),
+            "tool" | "function" => ("user", vec![tool_result(m)]),
+            _ => ("user", user_blocks(m.content.as_ref())),
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match messages.last_mut() {
+            Some(AMessage {
+                role: last,
+                content: BlockContent::Blocks(prev),
+            }) if last == role => prev.extend(blocks),
+            _ => messages.push(AMessage {
+                role: role.to_owned(),
+                content: BlockContent::Blocks(blocks),
+            }),
+        }
+    }
+    let mut tool_choice = chat.tool_choice.as_ref().and_then(tool_choice_from_openai);
+    if chat.parallel_tool_calls == Some(false) && chat.tools.is_some() {
+        let choice = tool_choice.get_or_insert_with(|| AToolChoice {
+            kind: "auto".to_owned(),
+            ..AToolChoice::default()
+        });
+        if choice.kind != "none" {
+            choice.disable_parallel_tool_use = Some(true);
+        }
+    }
+    let stops = chat.stop_list();
+    let request = MessagesRequest {
+        model: model.to_owned(),
+        max_tokens: chat.output_limit().unwrap_or(DEFAULT_MAX_TOKENS),
+        messages,
+        system: (!system.is_empty()).then(|| BlockContent::Text(system.join("\n\n"))),
+        stop_sequences: (!stops.is_empty()).then_some(stops),
+        // OpenAI allows 0-2, Anthropic 0-1.
+        temperature: chat.temperature.map(|t| t.clamp(0.0, 1.0)),
+        top_p: chat.top_p,
+        top_k: chat.top_k,
+        stream: chat.stream.filter(|s| *s),
+        tools: chat
+            .tools
+            .as_ref()
+            .map(|tools| tools.iter().map(tool_from_openai).collect()),
+        tool_choice,
+        metadata: chat.user.as_ref().map(|u| Metadata {
+            user_id: Some(u.clone()),
+        }),
+    };
+    sonic_rs::to_vec(&request).map_err(|e| format!("cannot encode the Anthropic request: {e}"))
+}
+
+fn text_block(text: String) -> Block {
+    Block {
+        kind: "text".to_owned(),
+        text: Some(text),
+        ..Block::default()
+    }
+}
+
+fn user_blocks(content: Option<&Content>) -> Vec<Block> {
+    match content {
+        None => Vec::new(),
+        Some(Content::Text(s)) if s.is_empty() => Vec::new(),
+        Some(Content::Text(s)) => vec![text_block(s.clone())],
+        Some(Content::Parts(parts)) => parts.iter().filter_map(part_to_block).collect(),
+    }
+}
+
+fn part_to_block(part: &Part) -> Option<Block> {
+    match part.kind.as_str() {
+        "text" => part.text.clone().filter(|t| !t.is_empty()).map(text_block),
+        "image_url" => {
+            let url = &part.image_url.as_ref()?.url;
+            let source = match parse_data_url(url) {
+                Some((media_type, data)) => ImageSource {
+                    kind: "base64".to_owned(),
+                    media_type: Some(media_type.to_owned()),
+                    data: Some(data.to_owned()),
+                    url: None,
+                },
+                None => ImageSource {
+                    kind: "url".to_owned(),
+                    url: Some(url.clone()),
+                    ..ImageSource::default()
+                },
+            };
+            Some(Block {
+                kind: "image".to_owned(),
+                source: Some(source),
+                ..Block::default()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `data:<mime>;base64,<data>` -> (mime, data).
+pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let mime = meta.strip_suffix(";base64")?;
+    Some((mime, data))
+}
+
+fn assistant_blocks(m: &Message) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    if let Some(text) = m.content.as_ref().map(Content::text).filter(|t| !t.is_empty()) {
+        blocks.push(text_block(text));
+    }
+    for call in m.tool_calls.iter().flatten() {
+        blocks.push(Block {
+            kind: "tool_use".to_owned(),
+            id: Some(call.id.clone()),
+            name: Some(call.function.name.clone()),
+            input: Some(parse_arguments(&call.function.arguments)),
+            ..Block::default()
+        });
+    }
+    blocks
+}
+
+/// Tool-call arguments as an object; invalid or empty JSON becomes `{}` (edge case 4).
+pub fn parse_arguments(arguments: &str) -> Value {
+    match sonic_rs::from_str::<Value>(arguments) {
+        Ok(v) if v.is_object() => v,
+        _ => sonic_rs::from_str("{}").unwrap_or_default(),
+    }
+}
+
+fn tool_result(m: &Message) -> Block {
+    Block {
+        kind: "tool_result".to_owned(),
+        tool_use_id: Some(m.tool_call_id.clone().unwrap_or_default()),
+        content: Some(BlockContent::Text(
+            m.content.as_ref().map(Content::text).unwrap_or_default(),
+        )),
+        ..Block::default()
+    }
+}
+
+fn tool_from_openai(tool: &Tool) -> ATool {
+    let schema = tool
+        .function
+        .parameters
+        .clone()
+        .unwrap_or_else(|| sonic_rs::from_str(r#"{"type":"object","properties":{}}"#).unwrap_or_default());
+    ATool {
+        name: tool.function.name.clone(),
+        description: tool.function.description.clone(),
+        input_schema: Some(schema),
+    }
+}
+
+fn tool_choice_from_openai(choice: &Value) -> Option<AToolChoice> {
+    let kind = |k: &str| AToolChoice {
+        kind: k.to_owned(),
+        ..AToolChoice::default()
+    };
+    if let Some(s) = choice.as_str() {
+        return match s {
+            "auto" => Some(kind("auto")),
+            "required" => Some(kind("any")),
+            "none" => Some(kind("none")),
+            _ => None,
+        };
+    }
+    let name = choice
+        .get("function")
+        .and_then(|f| f.get("name"))
+        .and_then(|n| n.as_str())?;
+    Some(AToolChoice {
+        kind: "tool".to_owned(),
+        name: Some(name.to_owned()),
+        disable_parallel_tool_use: None,
+    })
+}
+
+/// Anthropic Messages body -> OpenAI chat request (the front door's way to other upstreams).
+/// `include_usage` is always requested on streams, so output tokens can be reported.
+pub fn to_chat(body: &[u8], model: &str) -> Result<ChatRequest, String> {
+    let req: MessagesRequest =
+        sonic_rs::from_slice(body).map_err(|e| format!("invalid Anthropic Messages request: {e}"))?;
+    let mut messages = Vec::with_capacity(req.messages.len() + 1);
+    if let Some(system) = &req.system {
+        let text = system.text("\n\n");
+        if !text.is_empty() {
+            messages.push(Message {
+                role: "system".to_owned(),
+                content: Some(Content::Text(text)),
+                ..Message::default()
+            });
+        }
+    }
+    for m in &req.messages {
+        match (&m.content, m.role.as_str()) {
+            (BlockContent::Text(text), role) => messages.push(Message {
+                role: if role == "assistant" { "assistant" } else { "user" }.to_owned(),
+                content: Some(Content::Text(text.clone())),
+                ..Message::default()
+            }),
+            (BlockContent::Blocks(blocks), "assistant") => messages.push(assistant_from_blocks(blocks)),
+            (BlockContent::Blocks(blocks), _) => user_from_blocks(blocks, &mut messages),
+        }
+    }
+    let stream = req.stream == Some(true);
+    let tool_choice = req.tool_choice.as_ref().and_then(|c| {
+        let text = match c.kind.as_str() {
+            "auto" => "\"auto\"".to_owned(),
+            "any" => "\"required\"".to_owned(),
+            "none" => "\"none\"".to_owned(),
+            "tool" => {
+                let mut s = String::from("{\"type\":\"function\",\"function\":{");
+                crate::providers::write::field_str(&mut s, "name", c.name.as_deref().unwrap_or(""));
+                s.push_str("}}");
+                s
+            }
+            _ => return None,
+        };
+        sonic_rs::from_str::<Value>(&text).ok()
+    });
+    let parallel = req
+        .tool_choice
+        .as_ref()
+        .and_then(|c| c.disable_parallel_tool_use)
+        .filter(|d| *d)
+        .map(|_| false);
+    Ok(ChatRequest {
+        model: model.to_owned(),
+        messages,
+        max_tokens: (req.max_tokens > 0).then_some(req.max_tokens),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        stop: req.stop_sequences.map(crate::providers::openai::Stop::Many),
+        stream: stream.then_some(true),
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: Some(true),
+        }),
+        tools: req.tools.map(|tools| {
+            tools
+                .into_iter()
+                .map(|t| Tool {
+                    kind: "function".to_owned(),
+                    function: FunctionDef {
+                        name: t.name,
+                        description: t.description,
+                        parameters: t.input_schema,
+                    },
+                })
+                .collect()
+        }),
+        tool_choice,
+        parallel_tool_calls: parallel,
+        user: req.metadata.and_then(|m| m.user_id),
+        ..ChatRequest::default()
+    })
+}
+
+fn assistant_from_blocks(blocks: &[Block]) -> Message {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in blocks {
+        match b.kind.as_str() {
+            "text" => text.push_str(b.text.as_deref().unwrap_or("")),
+            "tool_use" => calls.push(ToolCall {
+                id: b.id.clone().unwrap_or_default(),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: b.name.clone().unwrap_or_default(),
+                    arguments: b
+                        .input
+                        .as_ref()
+                        .and_then(|v| sonic_rs::to_string(v).ok())
+                        .unwrap_or_else(|| "{}".to_owned()),
+                },
+            }),
+            // Thinking blocks cannot be expressed to an OpenAI-compatible upstream.
+            _ => {}
+        }
+    }
+    Message {
+        role: "assistant".to_owned(),
+        content: (!text.is_empty() || calls.is_empty()).then_some(Content::Text(text)),
+        tool_calls: (!calls.is_empty()).then_some(calls),
+        ..Message::default()
+    }
+}
+
+/// A user turn: its tool results become `tool` messages (first, as OpenAI wants them right
+/// after the assistant's calls), the rest one user message.
+fn user_from_blocks(blocks: &[Block], out: &mut Vec<Message>) {
+    let mut parts = Vec::new();
+    for b in blocks {
+        match b.kind.as_str() {
+            "tool_result" => out.push(Message {
+                role: "tool".to_owned(),
+                tool_call_id: b.tool_use_id.clone(),
+                content: Some(Content::Text(
+                    b.content.as_ref().map(|c| c.text("\n")).unwrap_or_default(),
+                )),
+                ..Message::default()
+            }),
+            "text" => parts.push(Part {
+                kind: "text".to_owned(),
+                text: b.text.clone(),
+                image_url: None,
+            }),
+            "image" => {
+                let Some(source) = &b.source else { continue };
+                let url = match (&source.url, &source.data) {
+                    (Some(url), _) => url.clone(),
+                    (None, Some(data)) => {
+                        format!(
+                            "data:{};base64,{data}",
+                            source.media_type.as_deref().unwrap_or("image/png")
+                        )
+                    }
+                    (None, None) => continue,
+                };
+                parts.push(Part {
+                    kind: "image_url".to_owned(),
+                    text: None,
+                    image_url: Some(ImageUrl { url }),
+                });
+            }
+            _ => {}
+        }
+    }
+    if parts.is_empty() {
+        return;
+    }
+    let content = match parts.as_slice() {
+        [Part {
+            kind, text: Some(t), ..
+        }] if kind == "text" => Content::Text(t.clone()),
+        _ => Content::Parts(parts),
+    };
+    out.push(Message {
+        role: "user".to_owned(),
+        content: Some(content),
+        ..Message::default()
+    });
+}

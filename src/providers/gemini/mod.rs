@@ -1,0 +1,186 @@
+//! The Gemini `generateContent` protocol: wire shapes, finish-reason and usage maps, and the
+//! retry delay carried in 429 bodies; the request, response and stream mappings to the OpenAI
+//! hub live in the submodules.
+//! Invariant: `usageMetadata` is cumulative on streams; the last one seen wins, never a sum.
+
+pub mod request;
+pub mod response;
+pub mod stream;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use sonic_rs::Value;
+
+use crate::usage::Usage;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateResponse {
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+    #[serde(default)]
+    pub usage_metadata: Option<UsageMetadata>,
+    #[serde(default)]
+    pub model_version: Option<String>,
+    #[serde(default)]
+    pub response_id: Option<String>,
+    #[serde(default)]
+    pub prompt_feedback: Option<PromptFeedback>,
+    #[serde(default)]
+    pub error: Option<ErrorDetail>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Content {
+    #[serde(default)]
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Part {
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub thought: Option<bool>,
+    #[serde(default)]
+    pub function_call: Option<FunctionCall>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionCall {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub args: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptFeedback {
+    #[serde(default)]
+    pub block_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageMetadata {
+    #[serde(default)]
+    pub prompt_token_count: u64,
+    #[serde(default)]
+    pub candidates_token_count: u64,
+    #[serde(default)]
+    pub thoughts_token_count: u64,
+    #[serde(default)]
+    pub cached_content_token_count: u64,
+    #[serde(default)]
+    pub tool_use_prompt_token_count: u64,
+}
+
+impl UsageMetadata {
+    /// provider-formats.md 7.8: completion = candidates + thoughts; cached is part of prompt.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_token_count + self.tool_use_prompt_token_count,
+            completion_tokens: self.candidates_token_count + self.thoughts_token_count,
+            cached_tokens: self.cached_content_token_count,
+            reasoning_tokens: self.thoughts_token_count,
+            reported: true,
+            partial: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct ErrorDetail {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub details: Vec<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorEnvelope {
+    #[serde(default)]
+    error: Option<ErrorDetail>,
+}
+
+/// Gemini `finishReason` -> OpenAI `finish_reason` (7.6); `STOP` with function calls is
+/// `tool_calls` (edge case 6).
+pub fn finish_reason(reason: &str, saw_tool_call: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => "length",
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "LANGUAGE" | "OTHER" => {
+            "content_filter"
+        }
+        r if r.starts_with("IMAGE_") || r == "NO_IMAGE" => "content_filter",
+        _ if saw_tool_call => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// The error message and `status` of a Gemini error body (also accepts the one-element array
+/// Vertex sends).
+pub fn parse_error(body: &[u8]) -> Option<ErrorDetail> {
+    if let Ok(e) = sonic_rs::from_slice::<ErrorEnvelope>(body) {
+        return e.error;
+    }
+    sonic_rs::from_slice::<Vec<ErrorEnvelope>>(body)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .and_then(|e| e.error)
+}
+
+/// `RetryInfo.retryDelay` ("38.6s") from a 429 body, rounded up to whole seconds.
+pub fn retry_delay(body: &[u8]) -> Option<Duration> {
+    use sonic_rs::JsonValueTrait;
+    let error = parse_error(body)?;
+    error.details.iter().find_map(|d| {
+        let is_retry_info = d
+            .get("@type")
+            .and_then(|t| t.as_str())
+            .is_some_and(|t| t.ends_with("RetryInfo"));
+        let delay = d.get("retryDelay").and_then(|v| v.as_str()).filter(|_| is_retry_info)?;
+        let seconds: f64 = delay.trim().strip_suffix('s')?.parse().ok()?;
+        (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs(seconds.ceil() as u64))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_comes_from_retry_info() {
+        let body = br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[
+          {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]},
+          {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"38.6s"}]}}"#;
+        assert_eq!(retry_delay(body), Some(Duration::from_secs(39)));
+        assert_eq!(retry_delay(br#"{"error":{"message":"x"}}"#), None);
+        assert_eq!(retry_delay(b"not json"), None);
+    }
+
+    #[test]
+    fn finish_reasons_map() {
+        assert_eq!(finish_reason("STOP", true), "tool_calls");
+        assert_eq!(finish_reason("STOP", false), "stop");
+        assert_eq!(finish_reason("MAX_TOKENS", false), "length");
+        assert_eq!(finish_reason("SAFETY", false), "content_filter");
+        assert_eq!(finish_reason("IMAGE_SAFETY", false), "content_filter");
+        assert_eq!(finish_reason("MALFORMED_FUNCTION_CALL", false), "stop");
+    }
+}

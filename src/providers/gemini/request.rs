@@ -1,0 +1,315 @@
+//! OpenAI chat -> Gemini `generateContent` body and path (provider-formats.md 3.2, 7.2-7.7):
+//! system turns into `systemInstruction`, `assistant` into `model`, tool results into
+//! `functionResponse` parts (named by looking up the call id earlier in the same history),
+//! sampling options into `generationConfig`, tools into `functionDeclarations`.
+//! Invariant: roles alternate (consecutive same-role contents are merged) and every
+//! `functionResponse.response` is an object (strings are wrapped as `{"content": ...}`).
+
+use serde::Serialize;
+use sonic_rs::{JsonValueMutTrait, JsonValueTrait, Value};
+
+use crate::providers::anthropic::request::{parse_arguments, parse_data_url};
+use crate::providers::openai::{ChatRequest, Content as ChatContent, Part as ChatPart};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    contents: Vec<Content>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<Content>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Tools>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<Value>,
+    generation_config: GenerationConfig,
+}
+
+#[derive(Serialize)]
+struct Content {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    parts: Vec<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Tools {
+    function_declarations: Vec<Value>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_json_schema: Option<Value>,
+}
+
+/// `/models/{model}:generateContent`, or the SSE streaming method.
+pub fn path(model: &str, stream: bool) -> String {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    if stream {
+        format!("/models/{model}:streamGenerateContent?alt=sse")
+    } else {
+        format!("/models/{model}:generateContent")
+    }
+}
+
+fn json(text: &str) -> Value {
+    sonic_rs::from_str(text).unwrap_or_default()
+}
+
+fn text_part(text: &str) -> Value {
+    let mut v = json("{}");
+    v.as_object_mut().map(|o| o.insert("text", Value::from(text)));
+    v
+}
+
+pub fn from_chat(chat: &ChatRequest) -> Result<Vec<u8>, String> {
+    let mut system: Vec<Value> = Vec::new();
+    let mut contents: Vec<Content> = Vec::new();
+    for m in &chat.messages {
+        let (role, parts) = match m.role.as_str() {
+            "system" | "developer" => {
+                if let Some(c) = &m.content {
+                    system.push(text_part(&c.text()));
+                }
+                continue;
+            }
+            "assistant" => ("model", assistant_parts(m)),
+            "tool" | "function" => ("user", vec![function_response(chat, m)]),
+            _ => ("user", user_parts(m.content.as_ref())),
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        match contents.last_mut() {
+            Some(last) if last.role == Some(role) => last.parts.extend(parts),
+            _ => contents.push(Content {
+                role: Some(role),
+                parts,
+            }),
+        }
+    }
+    let mut config = GenerationConfig {
+        max_output_tokens: chat.output_limit(),
+        temperature: chat.temperature,
+        top_p: chat.top_p,
+        top_k: chat.top_k,
+        stop_sequences: chat.stop_list(),
+        presence_penalty: chat.presence_penalty,
+        frequency_penalty: chat.frequency_penalty,
+        seed: chat.seed,
+        candidate_count: chat.n.filter(|n| *n > 1),
+        ..GenerationConfig::default()
+    };
+    if let Some(format) = &chat.response_format {
+        match format.get("type").and_then(|t| t.as_str()) {
+            Some("json_object") => config.response_mime_type = Some("application/json"),
+            Some("json_schema") => {
+                config.response_mime_type = Some("application/json");
+                config.response_json_schema = format.get("json_schema").and_then(|s| s.get("schema")).cloned();
+            }
+            _ => {}
+        }
+    }
+    let declarations: Vec<Value> = chat
+        .tools
+        .iter()
+        .flatten()
+        .map(|t| {
+            let mut d = json("{}");
+            if let Some(o) = d.as_object_mut() {
+                o.insert("name", Value::from(t.function.name.as_str()));
+                if let Some(desc) = &t.function.description {
+                    o.insert("description", Value::from(desc.as_str()));
+                }
+                if let Some(p) = &t.function.parameters {
+                    o.insert("parameters", clean_schema(p.clone()));
+                }
+            }
+            d
+        })
+        .collect();
+    let body = Body {
+        contents,
+        system_instruction: (!system.is_empty()).then_some(Content {
+            role: None,
+            parts: system,
+        }),
+        tools: if declarations.is_empty() {
+            Vec::new()
+        } else {
+            vec![Tools {
+                function_declarations: declarations,
+            }]
+        },
+        tool_config: chat.tool_choice.as_ref().and_then(tool_config),
+        generation_config: config,
+    };
+    sonic_rs::to_vec(&body).map_err(|e| format!("cannot encode the Gemini request: {e}"))
+}
+
+fn user_parts(content: Option<&ChatContent>) -> Vec<Value> {
+    match content {
+        None => Vec::new(),
+        Some(ChatContent::Text(s)) => vec![text_part(s)],
+        Some(ChatContent::Parts(parts)) => parts.iter().filter_map(part).collect(),
+    }
+}
+
+fn part(p: &ChatPart) -> Option<Value> {
+    match p.kind.as_str() {
+        "text" => p.text.as_deref().map(text_part),
+        "image_url" => {
+            let url = &p.image_url.as_ref()?.url;
+            let mut v = json("{}");
+            let o = v.as_object_mut()?;
+            match parse_data_url(url) {
+                Some((mime, data)) => {
+                    let mut inline = json("{}");
+                    inline.as_object_mut().map(|i| {
+                        i.insert("mimeType", Value::from(mime));
+                        i.insert("data", Value::from(data))
+                    });
+                    o.insert("inlineData", inline);
+                }
+                None => {
+                    // File-API / GCS URIs work as fileData; other URLs are passed the same way and
+                    // may be refused by the upstream (provider-formats.md 7.3 [U]).
+                    let mut file = json("{}");
+                    file.as_object_mut().map(|f| {
+                        f.insert("mimeType", Value::from(guess_mime(url)));
+                        f.insert("fileUri", Value::from(url.as_str()))
+                    });
+                    o.insert("fileData", file);
+                }
+            }
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
+fn guess_mime(url: &str) -> &'static str {
+    let lower = url.to_ascii_lowercase();
+    if lower.ends_with(".png") {
+        "image/png"
+    } else if lower.ends_with(".webp") {
+        "image/webp"
+    } else if lower.ends_with(".gif") {
+        "image/gif"
+    } else {
+        "image/jpeg"
+    }
+}
+
+fn assistant_parts(m: &crate::providers::openai::Message) -> Vec<Value> {
+    let mut parts = Vec::new();
+    if let Some(text) = m.content.as_ref().map(ChatContent::text).filter(|t| !t.is_empty()) {
+        parts.push(text_part(&text));
+    }
+    for call in m.tool_calls.iter().flatten() {
+        let mut fc = json("{}");
+        if let Some(o) = fc.as_object_mut() {
+            o.insert("name", Value::from(call.function.name.as_str()));
+            o.insert("args", parse_arguments(&call.function.arguments));
+        }
+        let mut p = json("{}");
+        p.as_object_mut().map(|o| o.insert("functionCall", fc));
+        parts.push(p);
+    }
+    parts
+}
+
+/// A tool message as a `functionResponse`; its name comes from the assistant call with the
+/// same id earlier in the history (Gemini requires it).
+fn function_response(chat: &ChatRequest, m: &crate::providers::openai::Message) -> Value {
+    let id = m.tool_call_id.as_deref().unwrap_or("");
+    let name = chat
+        .messages
+        .iter()
+        .flat_map(|x| x.tool_calls.iter().flatten())
+        .find(|c| c.id == id)
+        .map(|c| c.function.name.clone())
+        .or_else(|| m.name.clone())
+        .unwrap_or_default();
+    let text = m.content.as_ref().map(ChatContent::text).unwrap_or_default();
+    let response = match sonic_rs::from_str::<Value>(&text) {
+        Ok(v) if v.is_object() => v,
+        _ => {
+            let mut w = json("{}");
+            w.as_object_mut()
+                .map(|o| o.insert("content", Value::from(text.as_str())));
+            w
+        }
+    };
+    let mut fr = json("{}");
+    if let Some(o) = fr.as_object_mut() {
+        o.insert("name", Value::from(name.as_str()));
+        o.insert("response", response);
+    }
+    let mut p = json("{}");
+    p.as_object_mut().map(|o| o.insert("functionResponse", fr));
+    p
+}
+
+/// JSON-schema keys Gemini's OpenAPI subset rejects, removed at every depth.
+fn clean_schema(mut schema: Value) -> Value {
+    if let Some(o) = schema.as_object_mut() {
+        for key in ["$schema", "additionalProperties", "strict"] {
+            o.remove(&key);
+        }
+        for (_, v) in o.iter_mut() {
+            *v = clean_schema(v.take());
+        }
+    } else if let Some(a) = schema.as_array_mut() {
+        for v in a.iter_mut() {
+            *v = clean_schema(v.take());
+        }
+    }
+    schema
+}
+
+fn tool_config(choice: &Value) -> Option<Value> {
+    let (mode, name) = match choice.as_str() {
+        Some("auto") => ("AUTO", None),
+        Some("required") => ("ANY", None),
+        Some("none") => ("NONE", None),
+        Some(_) => return None,
+        None => (
+            "ANY",
+            choice
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(|n| n.as_str()),
+        ),
+    };
+    let mut text = format!(r#"{{"functionCallingConfig":{{"mode":"{mode}""#);
+    if let Some(name) = name {
+        text.push_str(",\"allowedFunctionNames\":[");
+        crate::providers::write::string(&mut text, name);
+        text.push(']');
+    }
+    text.push_str("}}");
+    sonic_rs::from_str(&text).ok()
+}

@@ -1,0 +1,148 @@
+//! A whole Gemini `generateContent` answer -> OpenAI chat completion, and Gemini error bodies ->
+//! the OpenAI envelope (the Google `status`, e.g. `RESOURCE_EXHAUSTED`, kept as `type`).
+//! Invariant: function calls get stable synthesized ids (`call_<n>`) when Gemini sends none.
+
+use super::{finish_reason, parse_error, GenerateResponse};
+use crate::providers::openai::{self, FunctionCall, ToolCall};
+use crate::providers::write;
+use crate::usage::Usage;
+
+/// Any status -> OpenAI body, and the usage it reports.
+pub fn to_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
+    if !(200..300).contains(&status) {
+        let message = match parse_error(body) {
+            Some(e) => {
+                return (
+                    openai::error_body(&e.message, e.status.as_deref().unwrap_or("upstream_error")),
+                    Usage::default(),
+                )
+            }
+            None => format!(
+                "upstream answered {status}: {}",
+                String::from_utf8_lossy(body.get(..512).unwrap_or(body))
+            ),
+        };
+        return (openai::error_body(&message, "upstream_error"), Usage::default());
+    }
+    let Ok(r) = sonic_rs::from_slice::<GenerateResponse>(body) else {
+        return (
+            openai::error_body("the upstream answer was not a valid Gemini response", "upstream_error"),
+            Usage::default(),
+        );
+    };
+    let usage = r.usage_metadata.map(|u| u.usage()).unwrap_or_default();
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut calls = Vec::new();
+    let candidate = r.candidates.into_iter().next().unwrap_or_default();
+    for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
+        if let Some(fc) = part.function_call {
+            calls.push(ToolCall {
+                id: fc
+                    .id
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| format!("call_{}", calls.len())),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: fc.name,
+                    arguments: fc
+                        .args
+                        .and_then(|a| sonic_rs::to_string(&a).ok())
+                        .unwrap_or_else(|| "{}".to_owned()),
+                },
+            });
+        } else if let Some(t) = part.text {
+            if part.thought == Some(true) {
+                reasoning.push_str(&t);
+            } else {
+                text.push_str(&t);
+            }
+        }
+    }
+    let blocked = r.prompt_feedback.and_then(|f| f.block_reason).is_some();
+    let finish = match candidate.finish_reason.as_deref() {
+        Some(reason) => finish_reason(reason, !calls.is_empty()),
+        None if blocked => "content_filter",
+        None => finish_reason("STOP", !calls.is_empty()),
+    };
+    let mut out = String::with_capacity(256 + text.len());
+    out.push('{');
+    write::field_str(
+        &mut out,
+        "id",
+        &format!("chatcmpl-{}", r.response_id.as_deref().unwrap_or("gemini")),
+    );
+    out.push_str(",\"object\":\"chat.completion\",\"created\":");
+    write::number(&mut out, write::unix_now());
+    out.push(',');
+    write::field_str(&mut out, "model", r.model_version.as_deref().unwrap_or(model));
+    out.push_str(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+    if text.is_empty() && !calls.is_empty() {
+        out.push_str("null");
+    } else {
+        write::string(&mut out, &text);
+    }
+    if !reasoning.is_empty() {
+        out.push(',');
+        write::field_str(&mut out, "reasoning_content", &reasoning);
+    }
+    if !calls.is_empty() {
+        out.push_str(",\"tool_calls\":");
+        out.push_str(&sonic_rs::to_string(&calls).unwrap_or_else(|_| "[]".to_owned()));
+    }
+    out.push_str("},\"finish_reason\":");
+    write::string(&mut out, finish);
+    out.push_str("}],\"usage\":");
+    openai::write_usage(&mut out, &usage);
+    out.push('}');
+    (out, usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonic_rs::JsonValueTrait;
+
+    #[test]
+    fn function_call_turn_is_tool_calls_with_usage() {
+        let body = br#"{"candidates":[{"index":0,"content":{"role":"model","parts":[{"text":"thinking","thought":true},{"functionCall":{"name":"get_weather","args":{"city":"Oslo"}}}]},"finishReason":"STOP"}],
+          "usageMetadata":{"promptTokenCount":20,"candidatesTokenCount":6,"totalTokenCount":40,"thoughtsTokenCount":14,"cachedContentTokenCount":4},"modelVersion":"gemini-x","responseId":"abc"}"#;
+        let (out, usage) = to_openai(200, body, "m");
+        let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"].as_str(), Some("tool_calls"));
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"][0]["id"].as_str(),
+            Some("call_0")
+        );
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].as_str(),
+            Some(r#"{"city":"Oslo"}"#)
+        );
+        assert_eq!(
+            v["choices"][0]["message"]["reasoning_content"].as_str(),
+            Some("thinking")
+        );
+        assert_eq!(v["usage"]["completion_tokens"].as_u64(), Some(20));
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(4));
+        assert_eq!(
+            v["usage"]["completion_tokens_details"]["reasoning_tokens"].as_u64(),
+            Some(14)
+        );
+        assert_eq!(usage.prompt_tokens, 20);
+    }
+
+    #[test]
+    fn blocked_prompt_is_content_filter_and_errors_keep_status_name() {
+        let (out, _) = to_openai(200, br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#, "m");
+        let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"].as_str(), Some("content_filter"));
+        let (out, _) = to_openai(
+            429,
+            br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#,
+            "m",
+        );
+        let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
+        assert_eq!(v["error"]["type"].as_str(), Some("RESOURCE_EXHAUSTED"));
+        assert_eq!(v["error"]["message"].as_str(), Some("quota"));
+    }
+}

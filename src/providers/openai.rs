@@ -1,0 +1,378 @@
+//! The OpenAI chat wire shapes, as the hub every translation passes through: the request
+//! (read from OpenAI clients, written for OpenAI-compatible upstreams), the response and chunk
+//! (read from upstreams), and a chunk writer (for translated streams to OpenAI clients).
+//! Invariant: unknown fields are ignored on input and absent fields are omitted on output, so
+//! newer or vendor-extended shapes never fail a translation.
+
+use serde::{Deserialize, Serialize};
+use sonic_rs::Value;
+
+use super::write;
+use crate::usage::Usage;
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct ChatRequest {
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Not OpenAI's, but accepted by many compatible servers and mapped to Anthropic/Gemini.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+}
+
+impl ChatRequest {
+    pub fn wants_usage_chunk(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
+    }
+
+    pub fn output_limit(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    pub fn stop_list(&self) -> Vec<String> {
+        match &self.stop {
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct StreamOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Message {
+    #[serde(default)]
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+impl Content {
+    /// All text parts joined (images and other parts skipped).
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(s) => s.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join(""),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Part {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<ImageUrl>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct ImageUrl {
+    #[serde(default)]
+    pub url: String,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct ToolCall {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    #[serde(default)]
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct FunctionCall {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Tool {
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    #[serde(default)]
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct FunctionDef {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+}
+
+/// A response or a stream chunk (the same reader serves both).
+#[derive(Debug, Default, Deserialize)]
+pub struct Completion {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub choices: Vec<Choice>,
+    #[serde(default)]
+    pub usage: Option<WireUsage>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Choice {
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Whole responses.
+    #[serde(default)]
+    pub message: Option<ChoiceDelta>,
+    /// Stream chunks.
+    #[serde(default)]
+    pub delta: Option<ChoiceDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ChoiceDelta {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallDelta {
+    #[serde(default)]
+    pub index: Option<u32>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<FunctionDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionDelta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+pub struct WireUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+impl WireUsage {
+    pub fn to_usage(self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            cached_tokens: self.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            reasoning_tokens: self.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
+            reported: true,
+            partial: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct WireError {
+    #[serde(default)]
+    pub message: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+}
+
+/// Writes `usage` as an OpenAI usage object (cached tokens always present, so clients that read
+/// `prompt_tokens_details.cached_tokens` find a number).
+pub fn write_usage(out: &mut String, usage: &Usage) {
+    out.push_str("{\"prompt_tokens\":");
+    write::number(out, usage.prompt_tokens);
+    out.push_str(",\"completion_tokens\":");
+    write::number(out, usage.completion_tokens);
+    out.push_str(",\"total_tokens\":");
+    write::number(out, usage.prompt_tokens + usage.completion_tokens);
+    out.push_str(",\"prompt_tokens_details\":{\"cached_tokens\":");
+    write::number(out, usage.cached_tokens);
+    out.push_str("},\"completion_tokens_details\":{\"reasoning_tokens\":");
+    write::number(out, usage.reasoning_tokens);
+    out.push_str("}}");
+}
+
+/// The OpenAI error envelope (`param`/`code` present, as the SDKs expect).
+pub fn error_body(message: &str, kind: &str) -> String {
+    let mut out = String::with_capacity(64 + message.len());
+    out.push_str("{\"error\":{");
+    write::field_str(&mut out, "message", message);
+    out.push(',');
+    write::field_str(&mut out, "type", kind);
+    out.push_str(",\"param\":null,\"code\":null}}");
+    out
+}
+
+/// Builds `chat.completion.chunk` events for one translated stream.
+pub struct ChunkWriter {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+}
+
+impl ChunkWriter {
+    /// `data: {...,"choices":[{"index":0,"delta":<delta>,"finish_reason":<finish>}]}` + blank line.
+    pub fn chunk(&self, out: &mut String, delta: &str, finish: Option<&str>) {
+        self.open(out);
+        out.push_str("[{\"index\":0,\"delta\":");
+        out.push_str(delta);
+        out.push_str(",\"finish_reason\":");
+        match finish {
+            Some(f) => write::string(out, f),
+            None => out.push_str("null"),
+        }
+        out.push_str("}]}\n\n");
+    }
+
+    /// The extra final chunk with empty `choices` and the totals.
+    pub fn usage_chunk(&self, out: &mut String, usage: &Usage) {
+        self.open(out);
+        out.push_str("[],\"usage\":");
+        write_usage(out, usage);
+        out.push_str("}\n\n");
+    }
+
+    pub fn text_delta(&self, out: &mut String, field: &str, text: &str) {
+        let mut delta = String::with_capacity(text.len() + 24);
+        delta.push('{');
+        write::field_str(&mut delta, field, text);
+        delta.push('}');
+        self.chunk(out, &delta, None);
+    }
+
+    /// The first delta of a tool call: id, name, empty arguments (or whole ones, for Gemini).
+    pub fn tool_start(&self, out: &mut String, index: u32, id: &str, name: &str, arguments: &str) {
+        let mut delta = String::with_capacity(96 + name.len() + arguments.len());
+        delta.push_str("{\"tool_calls\":[{\"index\":");
+        write::number(&mut delta, u64::from(index));
+        delta.push(',');
+        write::field_str(&mut delta, "id", id);
+        delta.push_str(",\"type\":\"function\",\"function\":{");
+        write::field_str(&mut delta, "name", name);
+        delta.push(',');
+        write::field_str(&mut delta, "arguments", arguments);
+        delta.push_str("}}]}");
+        self.chunk(out, &delta, None);
+    }
+
+    pub fn tool_args(&self, out: &mut String, index: u32, fragment: &str) {
+        let mut delta = String::with_capacity(64 + fragment.len());
+        delta.push_str("{\"tool_calls\":[{\"index\":");
+        write::number(&mut delta, u64::from(index));
+        delta.push_str(",\"function\":{");
+        write::field_str(&mut delta, "arguments", fragment);
+        delta.push_str("}}]}");
+        self.chunk(out, &delta, None);
+    }
+
+    fn open(&self, out: &mut String) {
+        out.push_str("data: {");
+        write::field_str(out, "id", &self.id);
+        out.push_str(",\"object\":\"chat.completion.chunk\",\"created\":");
+        write::number(out, self.created);
+        out.push(',');
+        write::field_str(out, "model", &self.model);
+        out.push_str(",\"choices\":");
+    }
+}
+
+pub const DONE: &str = "data: [DONE]\n\n";

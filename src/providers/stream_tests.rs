@@ -1,0 +1,322 @@
+//! Fixture-driven tests of the stream translators and request maps: each stream fixture is fed
+//! whole and split at every byte position, and must give the same output.
+
+use bytes::Bytes;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+
+use super::anthropic::front_stream::OpenAiToAnthropic;
+use super::anthropic::stream::AnthropicToOpenAi;
+use super::gemini::stream::GeminiToOpenAi;
+use super::{SseTranslator, StreamHandler};
+use crate::proxy::transform::ResponseTransform;
+
+const ANTHROPIC: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":30,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\r\n\r\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}\n\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi \\\"there\\\"\"}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_a\",\"name\":\"f\",\"input\":{}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"1}\"}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":3,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_b\",\"name\":\"g\",\"input\":{}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":3,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":25}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+/// Runs `input` through a fresh transform whole, then split at every position; all outputs
+/// must match. Returns the output.
+fn run_all_splits<T: ResponseTransform>(make: impl Fn() -> T, input: &str) -> String {
+    let run = |pieces: &[&[u8]]| {
+        let mut t = make();
+        let mut out = Vec::new();
+        for p in pieces {
+            for b in t.piece(Bytes::copy_from_slice(p)) {
+                out.extend_from_slice(&b);
+            }
+        }
+        for b in t.end() {
+            out.extend_from_slice(&b);
+        }
+        normalize(&String::from_utf8(out).unwrap())
+    };
+    let whole = run(&[input.as_bytes()]);
+    for at in 0..=input.len() {
+        let (a, b) = input.as_bytes().split_at(at);
+        assert_eq!(run(&[a, b]), whole, "split at {at}");
+    }
+    whole
+}
+
+/// `"created"` is the wall clock: zeroed so runs compare.
+fn normalize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("\"created\":") {
+        let (head, tail) = rest.split_at(at + 10);
+        out.push_str(head);
+        out.push('0');
+        rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+fn chunks(out: &str) -> (Vec<Value>, bool) {
+    let data: Vec<&str> = out.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).collect();
+    let done = data.last() == Some(&"[DONE]");
+    let values = data
+        .iter()
+        .filter(|d| **d != "[DONE]")
+        .map(|d| sonic_rs::from_str(d).unwrap())
+        .collect();
+    (values, done)
+}
+
+#[test]
+fn anthropic_stream_to_openai_chunks() {
+    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", true)), ANTHROPIC);
+    let (c, done) = chunks(&out);
+    assert!(done, "{out}");
+    assert_eq!(c[0]["id"].as_str(), Some("msg_1"));
+    assert_eq!(c[0]["choices"][0]["delta"]["role"].as_str(), Some("assistant"));
+    assert_eq!(c[1]["choices"][0]["delta"]["reasoning_content"].as_str(), Some("hmm"));
+    assert_eq!(c[2]["choices"][0]["delta"]["content"].as_str(), Some("Hi \"there\""));
+    // Tool indexes count tool calls only (blocks 2 and 3 -> 0 and 1); empty fragments dropped.
+    let calls: Vec<(u64, String)> = c
+        .iter()
+        .filter_map(|v| {
+            let t = &v["choices"][0]["delta"]["tool_calls"][0];
+            Some((t["index"].as_u64()?, t["function"]["arguments"].as_str()?.to_owned()))
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            (0, "".into()),
+            (0, "{\"a\":".into()),
+            (0, "1}".into()),
+            (1, "".into()),
+            (1, "{}".into())
+        ]
+    );
+    let finish = &c[c.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"].as_str(), Some("tool_calls"));
+    let usage = &c[c.len() - 1]["usage"];
+    assert_eq!(usage["prompt_tokens"].as_u64(), Some(135));
+    assert_eq!(usage["completion_tokens"].as_u64(), Some(25));
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(100));
+}
+
+#[test]
+fn anthropic_stream_cut_before_message_stop_ends_in_an_error() {
+    let cut = &ANTHROPIC[..ANTHROPIC.find("event: message_delta").unwrap()];
+    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", false)), cut);
+    assert!(!out.contains("[DONE]"));
+    assert!(out.trim_end().ends_with("}}"), "{out}");
+    assert!(out.contains("\"error\""));
+    let mut t = SseTranslator::new(AnthropicToOpenAi::new("m", false));
+    t.piece(Bytes::from_static(&ANTHROPIC.as_bytes()[..200]));
+    assert!(t.usage().partial);
+}
+
+#[test]
+fn anthropic_error_event_becomes_openai_error_data() {
+    let input = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", false)), input);
+    let (c, _) = chunks(&out);
+    assert_eq!(c[0]["error"]["type"].as_str(), Some("overloaded_error"));
+    assert_eq!(c.len(), 1, "{out}");
+}
+
+const OPENAI: &str = "data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+: keep-alive\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_2\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n\
+data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":9,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\n\
+data: [DONE]\n\n";
+
+fn anthropic_events(out: &str) -> Vec<(String, Value)> {
+    out.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once("\ndata: ").unwrap();
+            (
+                name.trim_start_matches("event: ").to_owned(),
+                sonic_rs::from_str(data).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn openai_stream_to_anthropic_events() {
+    let out = run_all_splits(|| SseTranslator::new(OpenAiToAnthropic::new("m")), OPENAI);
+    let ev = anthropic_events(&out);
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ],
+        "{out}"
+    );
+    assert_eq!(ev[0].1["message"]["id"].as_str(), Some("msg_c1"));
+    assert_eq!(ev[5].1["content_block"]["id"].as_str(), Some("call_1"));
+    assert_eq!(ev[5].1["index"].as_u64(), Some(1));
+    assert_eq!(ev[7].1["delta"]["partial_json"].as_str(), Some(":1}"));
+    assert_eq!(ev[9].1["content_block"]["name"].as_str(), Some("g"));
+    assert_eq!(ev[11].1["index"].as_u64(), Some(2));
+    let delta = &ev[12].1;
+    assert_eq!(delta["delta"]["stop_reason"].as_str(), Some("tool_use"));
+    assert_eq!(delta["usage"]["input_tokens"].as_u64(), Some(12));
+    assert_eq!(delta["usage"]["cache_read_input_tokens"].as_u64(), Some(8));
+    assert_eq!(delta["usage"]["output_tokens"].as_u64(), Some(9));
+}
+
+#[test]
+fn openai_stream_without_finish_is_an_anthropic_error() {
+    let cut = &OPENAI[..OPENAI
+        .find("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},")
+        .unwrap()];
+    let out = run_all_splits(|| SseTranslator::new(OpenAiToAnthropic::new("m")), cut);
+    let ev = anthropic_events(&out);
+    assert_eq!(ev.last().map(|e| e.0.as_str()), Some("error"));
+    assert!(!out.contains("message_stop"));
+}
+
+const GEMINI: &str = "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hel\"}]}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":1},\"modelVersion\":\"gemini-x\",\"responseId\":\"r1\"}\r\n\r\n\
+data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo\"},{\"functionCall\":{\"name\":\"f\",\"args\":{\"a\":1}}}]}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":2}}\r\n\r\n\
+data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":3,\"thoughtsTokenCount\":2,\"cachedContentTokenCount\":4}}\r\n\r\n";
+
+#[test]
+fn gemini_crlf_stream_to_openai_chunks() {
+    let out = run_all_splits(|| SseTranslator::new(GeminiToOpenAi::new("m", true)), GEMINI);
+    let (c, done) = chunks(&out);
+    assert!(done);
+    assert_eq!(c[0]["id"].as_str(), Some("chatcmpl-r1"));
+    let text: String = c
+        .iter()
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello");
+    let call = c
+        .iter()
+        .find_map(|v| v["choices"][0]["delta"]["tool_calls"][0].as_object().cloned())
+        .unwrap();
+    assert_eq!(call.get(&"id").and_then(|v| v.as_str()), Some("call_0"));
+    let finish: Vec<&str> = c
+        .iter()
+        .filter_map(|v| v["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, vec!["tool_calls"]);
+    let usage = &c.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"].as_u64(), Some(7));
+    assert_eq!(usage["completion_tokens"].as_u64(), Some(5));
+    assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"].as_u64(), Some(2));
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(4));
+}
+
+#[test]
+fn gemini_stream_closed_without_finish_reason_is_an_error() {
+    let cut = &GEMINI[..GEMINI.rfind("data: ").unwrap()];
+    let out = run_all_splits(|| SseTranslator::new(GeminiToOpenAi::new("m", true)), cut);
+    assert!(!out.contains("[DONE]"));
+    assert!(out.contains("\"error\""));
+    let mut h = GeminiToOpenAi::new("m", true);
+    let mut s = String::new();
+    h.on_end(&mut s);
+    assert!(h.usage().partial);
+}
+
+#[test]
+fn openai_request_maps_to_anthropic() {
+    let body = br#"{"model":"x","temperature":1.6,"stop":"END","parallel_tool_calls":false,"messages":[
+      {"role":"system","content":"A"},{"role":"developer","content":[{"type":"text","text":"B"}]},
+      {"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]},
+      {"role":"assistant","content":"","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"not json"}},{"id":"call_2","type":"function","function":{"name":"g","arguments":"{\"k\":2}"}}]},
+      {"role":"tool","tool_call_id":"call_1","content":"r1"},{"role":"tool","tool_call_id":"call_2","content":"r2"},
+      {"role":"user","content":"thanks"}],
+      "tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}}}"#;
+    let chat = sonic_rs::from_slice(body).unwrap();
+    let out = super::anthropic::request::from_chat(&chat, "claude-x").unwrap();
+    let v: Value = sonic_rs::from_slice(&out).unwrap();
+    assert_eq!(v["system"].as_str(), Some("A\n\nB"));
+    assert_eq!(v["max_tokens"].as_u64(), Some(4096));
+    assert_eq!(v["temperature"].as_f64(), Some(1.0));
+    assert_eq!(v["stop_sequences"][0].as_str(), Some("END"));
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "tool results merged with the next user turn: {v:?}");
+    assert_eq!(
+        msgs[0]["content"][1]["source"]["media_type"].as_str(),
+        Some("image/png")
+    );
+    assert_eq!(msgs[1]["content"].as_array().unwrap().len(), 2, "empty text dropped");
+    assert_eq!(msgs[1]["content"][0]["input"].as_object().map(|o| o.len()), Some(0));
+    assert_eq!(msgs[1]["content"][1]["input"]["k"].as_u64(), Some(2));
+    assert_eq!(msgs[2]["content"][0]["type"].as_str(), Some("tool_result"));
+    assert_eq!(msgs[2]["content"][1]["tool_use_id"].as_str(), Some("call_2"));
+    assert_eq!(msgs[2]["content"][2]["text"].as_str(), Some("thanks"));
+    assert_eq!(v["tools"][0]["input_schema"]["type"].as_str(), Some("object"));
+    assert_eq!(v["tool_choice"]["type"].as_str(), Some("tool"));
+    assert_eq!(v["tool_choice"]["disable_parallel_tool_use"].as_bool(), Some(true));
+}
+
+#[test]
+fn anthropic_request_maps_to_openai_and_gemini() {
+    let body = br#"{"model":"x","max_tokens":50,"system":[{"type":"text","text":"S","cache_control":{"type":"ephemeral"}}],"stream":true,
+      "messages":[{"role":"user","content":"q"},
+        {"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"s"},{"type":"text","text":"calling"},{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}]},
+        {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"42"}]},{"type":"text","text":"ok?"}]}],
+      "tools":[{"name":"f","input_schema":{"type":"object","additionalProperties":false}}],"tool_choice":{"type":"any"}}"#;
+    let chat = super::anthropic::request::to_chat(body, "gpt-x")
+        .map_err(|e| panic!("{e}"))
+        .unwrap();
+    let v: Value = sonic_rs::from_slice(&sonic_rs::to_vec(&chat).unwrap()).unwrap();
+    assert_eq!(v["stream_options"]["include_usage"].as_bool(), Some(true));
+    assert_eq!(v["messages"][0]["content"].as_str(), Some("S"));
+    assert_eq!(
+        v["messages"][2]["tool_calls"][0]["function"]["arguments"].as_str(),
+        Some(r#"{"a":1}"#)
+    );
+    assert_eq!(v["messages"][3]["role"].as_str(), Some("tool"));
+    assert_eq!(v["messages"][3]["content"].as_str(), Some("42"));
+    assert_eq!(v["messages"][4]["content"].as_str(), Some("ok?"));
+    assert_eq!(v["tool_choice"].as_str(), Some("required"));
+    let g: Value = sonic_rs::from_slice(&super::gemini::request::from_chat(&chat).unwrap()).unwrap();
+    assert_eq!(g["systemInstruction"]["parts"][0]["text"].as_str(), Some("S"));
+    assert_eq!(g["contents"][1]["role"].as_str(), Some("model"));
+    assert_eq!(
+        g["contents"][1]["parts"][1]["functionCall"]["args"]["a"].as_u64(),
+        Some(1)
+    );
+    let response = &g["contents"][2]["parts"][0]["functionResponse"];
+    assert_eq!(response["name"].as_str(), Some("f"), "name looked up from the call id");
+    assert_eq!(response["response"]["a"].as_u64(), None);
+    assert_eq!(response["response"]["content"].as_str(), Some("42"));
+    assert_eq!(g["contents"][2]["parts"][1]["text"].as_str(), Some("ok?"));
+    let decl = &g["tools"][0]["functionDeclarations"][0];
+    assert!(decl["parameters"].get("additionalProperties").is_none());
+    assert_eq!(g["toolConfig"]["functionCallingConfig"]["mode"].as_str(), Some("ANY"));
+    assert_eq!(g["generationConfig"]["maxOutputTokens"].as_u64(), Some(50));
+}
