@@ -2,7 +2,7 @@
 //! fuzzer-chosen points, and never holds more than `MAX_EVENT_BYTES`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rotor::providers::sse::{SseSplitter, MAX_EVENT_BYTES};
+use rotor::codec::sse::{SseSplitter, MAX_EVENT_BYTES};
 
 fn events(pieces: &[&[u8]]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut s = SseSplitter::new();

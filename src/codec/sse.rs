@@ -1,87 +1,170 @@
-//! Server-sent events framing: splits a byte stream into whole events however the bytes were
-//! cut into pieces (TCP reads, TLS records, HTTP chunks), with LF or CRLF line ends.
-//! Invariant: the buffer holds at most one incomplete event, bounded by `max_event_bytes`;
-//! past that the partial event is dropped and counted, never grown without limit.
+//! The SSE splitter every stream translator reads through: bytes in as they arrive (events split
+//! anywhere, even inside a CRLF), whole events out. Follows the WHATWG rules: lines end in `\n`,
+//! `\r\n` or `\r`; a blank line ends an event; `:` lines are comments; one space after the colon
+//! is stripped; several `data:` lines join with `\n`; a last event without its blank line is
+//! still delivered by `finish`.
+//! Invariant: memory is bounded by `MAX_EVENT_BYTES` per splitter whatever the input; an event
+//! that outgrows it is dropped whole (and counted), never truncated into something else.
 
-use std::borrow::Cow;
+/// Largest event (name + data) kept; Gemini chunks with inline images stay well below this.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
-use bytes::{Bytes, BytesMut};
+/// One dispatched event. `event` is empty when the stream sent no `event:` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub event: &'a [u8],
+    pub data: &'a [u8],
+}
 
+#[derive(Debug, Default)]
 pub struct SseSplitter {
-    buf: BytesMut,
-    max_event_bytes: usize,
-    /// Partial events thrown away because they outgrew the limit.
+    /// The current, unfinished line.
+    line: Vec<u8>,
+    event: Vec<u8>,
+    data: Vec<u8>,
+    /// `data` has at least one `data:` line (an empty one counts).
+    has_data: bool,
+    /// The last byte seen was `\r`: a `\n` right after it belongs to the same line end.
+    after_cr: bool,
+    /// The current event grew past the limit: skip to its end (the blank line).
+    overflow: bool,
+    /// While skipping: the current line has bytes (so its end is not the blank line).
+    skipped_line: bool,
+    /// Events dropped for size.
     pub dropped: u64,
 }
 
 impl SseSplitter {
-    pub fn new(max_event_bytes: usize) -> Self {
-        SseSplitter {
-            buf: BytesMut::new(),
-            max_event_bytes,
-            dropped: 0,
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes; calls `on_event` for every event they complete.
+    pub fn feed(&mut self, mut input: &[u8], on_event: &mut dyn FnMut(Event<'_>)) {
+        // An empty piece says nothing about whether a `\n` follows the last `\r`.
+        if self.after_cr && !input.is_empty() {
+            self.after_cr = false;
+            if let Some(rest) = input.strip_prefix(b"\n") {
+                input = rest;
+            }
         }
-    }
-
-    pub fn push(&mut self, piece: &[u8]) {
-        self.buf.extend_from_slice(piece);
-    }
-
-    /// The next complete event, blank-line terminator included (bytes exactly as received).
-    pub fn next_event(&mut self) -> Option<Bytes> {
-        match event_end(&self.buf) {
-            Some(end) => Some(self.buf.split_to(end).freeze()),
-            None => {
-                if self.buf.len() > self.max_event_bytes {
-                    self.buf.clear();
-                    self.dropped += 1;
+        while !input.is_empty() {
+            match memchr::memchr2(b'\n', b'\r', input) {
+                None => {
+                    self.extend_line(input);
+                    return;
                 }
-                None
+                Some(at) => {
+                    let (head, rest) = input.split_at(at);
+                    self.extend_line(head);
+                    let cr = rest.first() == Some(&b'\r');
+                    input = rest.get(1..).unwrap_or(&[]);
+                    if cr {
+                        match input.first() {
+                            Some(b'\n') => input = input.get(1..).unwrap_or(&[]),
+                            Some(_) => {}
+                            None => self.after_cr = true,
+                        }
+                    }
+                    self.end_line(on_event);
+                }
             }
         }
     }
 
-    /// Whatever is left after the stream ended (an event without its blank line).
-    pub fn take_rest(&mut self) -> Bytes {
-        self.buf.split().freeze()
-    }
-}
-
-/// Index just past the first blank line (`\n\n`, `\r\n\r\n`, or mixed), if any.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(offset) = memchr::memchr(b'\n', buf.get(from..)?) {
-        let nl = from + offset;
-        match buf.get(nl + 1) {
-            Some(b'\n') => return Some(nl + 2),
-            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
-            _ => from = nl + 1,
+    /// The input ended: a pending line and event are delivered as if a blank line followed.
+    pub fn finish(&mut self, on_event: &mut dyn FnMut(Event<'_>)) {
+        if !self.line.is_empty() {
+            self.end_line(on_event);
         }
+        self.dispatch(on_event);
+        self.after_cr = false;
+        self.overflow = false;
+        self.skipped_line = false;
     }
-    None
-}
 
-/// The event's data: its `data:` lines joined with `\n` (one leading space after the colon
-/// removed, per the SSE rules). `None` for comment-only or data-less events.
-pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let mut lines = event
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter_map(|line| line.strip_prefix(b"data:"))
-        .map(|value| value.strip_prefix(b" ").unwrap_or(value));
-    let first = lines.next()?;
-    match lines.next() {
-        None => Some(Cow::Borrowed(first)),
-        Some(second) => {
-            let mut joined = first.to_vec();
-            joined.push(b'\n');
-            joined.extend_from_slice(second);
-            for more in lines {
-                joined.push(b'\n');
-                joined.extend_from_slice(more);
+    /// Bytes held right now (for the bounded-memory checks).
+    pub fn buffered(&self) -> usize {
+        self.line.len() + self.event.len() + self.data.len()
+    }
+
+    fn extend_line(&mut self, bytes: &[u8]) {
+        if self.overflow {
+            self.skipped_line |= !bytes.is_empty();
+            return;
+        }
+        if self.buffered() + bytes.len() > MAX_EVENT_BYTES {
+            self.overflow_now();
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn overflow_now(&mut self) {
+        self.overflow = true;
+        self.skipped_line = true;
+        self.dropped += 1;
+        self.line = Vec::new();
+        self.event = Vec::new();
+        self.data = Vec::new();
+        self.has_data = false;
+    }
+
+    fn end_line(&mut self, on_event: &mut dyn FnMut(Event<'_>)) {
+        if self.overflow {
+            // An over-long event ends at the next blank line.
+            if !self.skipped_line {
+                self.overflow = false;
             }
-            Some(Cow::Owned(joined))
+            self.skipped_line = false;
+            return;
         }
+        if self.line.is_empty() {
+            self.dispatch(on_event);
+            return;
+        }
+        let line = std::mem::take(&mut self.line);
+        let (field, value) = match memchr::memchr(b':', &line) {
+            Some(0) => {
+                self.line = line;
+                self.line.clear();
+                return;
+            }
+            Some(at) => {
+                let value = line.get(at + 1..).unwrap_or(&[]);
+                (line.get(..at).unwrap_or(&[]), value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line.as_slice(), &[][..]),
+        };
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            b"event" => {
+                self.event.clear();
+                self.event.extend_from_slice(value);
+            }
+            _ => {}
+        }
+        // Reuse the line's allocation.
+        self.line = line;
+        self.line.clear();
+    }
+
+    fn dispatch(&mut self, on_event: &mut dyn FnMut(Event<'_>)) {
+        if self.has_data || !self.event.is_empty() {
+            on_event(Event {
+                event: &self.event,
+                data: &self.data,
+            });
+        }
+        self.event.clear();
+        self.data.clear();
+        self.has_data = false;
     }
 }
 
@@ -89,48 +172,69 @@ pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
 mod tests {
     use super::*;
 
-    const STREAM: &[u8] = b"data: {\"a\":1}\n\n: comment\n\ndata: {\"b\":\r\ndata: 2}\r\n\r\ndata: [DONE]\n\n";
-
-    fn events_of(pieces: &[&[u8]]) -> Vec<Bytes> {
-        let mut s = SseSplitter::new(1 << 20);
+    fn split_all(pieces: &[&[u8]]) -> Vec<(String, String)> {
+        let mut s = SseSplitter::new();
         let mut out = Vec::new();
+        let mut push = |e: Event<'_>| {
+            out.push((
+                String::from_utf8_lossy(e.event).into_owned(),
+                String::from_utf8_lossy(e.data).into_owned(),
+            ))
+        };
         for p in pieces {
-            s.push(p);
-            while let Some(e) = s.next_event() {
-                out.push(e);
-            }
+            s.feed(p, &mut push);
         }
+        s.finish(&mut push);
         out
     }
 
+    const STREAM: &[u8] = b": comment\r\nevent: message_start\r\ndata: {\"a\":1}\r\n\r\nevent: ping\ndata: {}\n\ndata:  two\ndata:x\r\r: keep\n\ndata: last";
+
+    fn expected() -> Vec<(String, String)> {
+        vec![
+            ("message_start".into(), "{\"a\":1}".into()),
+            ("ping".into(), "{}".into()),
+            ("".into(), " two\nx".into()),
+            ("".into(), "last".into()),
+        ]
+    }
+
     #[test]
-    fn any_split_gives_the_same_events() {
-        let whole = events_of(&[STREAM]);
-        assert_eq!(whole.len(), 4);
-        for cut in 0..STREAM.len() {
-            let (a, b) = STREAM.split_at(cut);
-            assert_eq!(events_of(&[a, b]), whole, "cut at {cut}");
+    fn every_split_position_gives_the_same_events() {
+        assert_eq!(split_all(&[STREAM]), expected());
+        for at in 0..=STREAM.len() {
+            let (a, b) = STREAM.split_at(at);
+            assert_eq!(split_all(&[a, b]), expected(), "split at {at}");
         }
         let bytes: Vec<&[u8]> = STREAM.chunks(1).collect();
-        assert_eq!(events_of(&bytes), whole);
+        assert_eq!(split_all(&bytes), expected());
     }
 
     #[test]
-    fn data_lines_join_and_comments_have_none() {
-        let events = events_of(&[STREAM]);
-        assert_eq!(event_data(&events[0]).as_deref(), Some(&b"{\"a\":1}"[..]));
-        assert_eq!(event_data(&events[1]), None);
-        assert_eq!(event_data(&events[2]).as_deref(), Some(&b"{\"b\":\n2}"[..]));
-        assert_eq!(event_data(&events[3]).as_deref(), Some(&b"[DONE]"[..]));
+    fn crlf_split_between_cr_and_lf_is_one_line_end() {
+        let out = split_all(&[b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(out, vec![("".into(), "a".into()), ("".into(), "b".into())]);
+    }
+
+    /// Fuzz regression (`sse_split/regress_empty_piece_after_cr`): an empty piece between `\r`
+    /// and `\n` used to forget the pending CR, turning CRLF into two line ends.
+    #[test]
+    fn empty_piece_between_cr_and_lf_keeps_one_line_end() {
+        let out = split_all(&[b"data: a\r", b"", b"\ndata: b\n\n"]);
+        assert_eq!(out, vec![("".into(), "a\nb".into())]);
     }
 
     #[test]
-    fn an_endless_event_is_dropped_not_grown() {
-        let mut s = SseSplitter::new(16);
-        s.push(&[b'x'; 40]);
-        assert!(s.next_event().is_none());
+    fn oversized_event_is_dropped_and_the_next_survives() {
+        let mut s = SseSplitter::new();
+        let mut seen = Vec::new();
+        let big = vec![b'x'; MAX_EVENT_BYTES + 10];
+        let mut push = |e: Event<'_>| seen.push(e.data.len());
+        s.feed(b"data: ", &mut push);
+        s.feed(&big, &mut push);
+        assert!(s.buffered() <= MAX_EVENT_BYTES);
+        s.feed(b"\n\ndata: ok\n\n", &mut push);
+        assert_eq!(seen, vec![2]);
         assert_eq!(s.dropped, 1);
-        s.push(b"data: ok\n\n");
-        assert_eq!(s.next_event().as_deref(), Some(&b"data: ok\n\n"[..]));
     }
 }

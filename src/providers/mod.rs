@@ -16,17 +16,16 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
-pub mod sse;
 #[cfg(test)]
 mod stream_tests;
 pub mod write;
 
 use bytes::Bytes;
 
+use crate::codec::sse::{Event, SseSplitter};
 use crate::config::ProviderKind;
 use crate::proxy::transform::{Emit, ResponseTransform};
 use crate::usage::Usage;
-use sse::{Event, SseSplitter};
 
 /// The wait a provider asks for in a 429 body (Gemini's `RetryInfo`); headers are read by
 /// `proxy::classify`.

@@ -10,11 +10,8 @@ use memchr::memmem;
 use serde::Deserialize;
 
 use super::Usage;
-use crate::codec::sse::{event_data, SseSplitter};
+use crate::codec::sse::SseSplitter;
 use crate::proxy::transform::{openai_error_event, Emit, ResponseTransform};
-
-/// Longest SSE event kept while looking for usage.
-const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 #[derive(Deserialize, Default)]
 struct WireUsage {
@@ -119,22 +116,8 @@ impl OpenAiUsageTap {
     pub fn new(mode: Mode) -> Self {
         OpenAiUsageTap {
             mode,
-            events: SseSplitter::new(MAX_EVENT_BYTES),
+            events: SseSplitter::new(),
             usage: Usage::default(),
-        }
-    }
-
-    /// Reads usage from one event; says whether the event is the usage-only chunk.
-    fn observe(&mut self, data: &[u8]) -> bool {
-        if memmem::find(data, b"\"usage\":{").is_none() && memmem::find(data, b"\"usage\": {").is_none() {
-            return false;
-        }
-        match usage_of(data) {
-            Some(usage) => {
-                self.usage = usage;
-                memmem::find(data, b"\"choices\":[]").is_some()
-            }
-            None => false,
         }
     }
 }
@@ -150,25 +133,35 @@ impl ResponseTransform for OpenAiUsageTap {
     }
 
     fn piece(&mut self, piece: Bytes) -> Emit {
-        self.events.push(&piece);
         let mut out = Emit::new();
         match self.mode {
             Mode::Observe => {
-                while let Some(event) = self.events.next_event() {
-                    if let Some(data) = event_data(&event) {
-                        self.observe(&data);
+                let mut seen = None;
+                self.events.feed(&piece, &mut |event| {
+                    if let Some(usage) = usage_event(event.data) {
+                        seen = Some(usage);
                     }
+                });
+                if let Some((usage, _)) = seen {
+                    self.usage = usage;
                 }
                 out.push(piece);
             }
             Mode::Hide => {
                 let mut kept = BytesMut::new();
-                while let Some(event) = self.events.next_event() {
-                    let usage_only = event_data(&event).is_some_and(|data| self.observe(&data));
-                    if usage_only {
-                        continue;
+                let mut seen = None;
+                self.events.feed(&piece, &mut |event| match usage_event(event.data) {
+                    // The usage-only chunk rotor asked for: read, not relayed.
+                    Some((usage, true)) => seen = Some(usage),
+                    found => {
+                        if let Some((usage, false)) = found {
+                            seen = Some(usage);
+                        }
+                        write_event(event.event, event.data, &mut kept);
                     }
-                    strip_usage_null(&event, &mut kept);
+                });
+                if let Some(usage) = seen {
+                    self.usage = usage;
                 }
                 if !kept.is_empty() {
                     out.push(kept.freeze());
@@ -181,9 +174,11 @@ impl ResponseTransform for OpenAiUsageTap {
     fn end(&mut self) -> Emit {
         let mut out = Emit::new();
         if self.mode == Mode::Hide {
-            let rest = self.events.take_rest();
-            if !rest.is_empty() {
-                out.push(rest);
+            let mut kept = BytesMut::new();
+            self.events
+                .finish(&mut |event| write_event(event.event, event.data, &mut kept));
+            if !kept.is_empty() {
+                out.push(kept.freeze());
             }
         }
         out
@@ -200,14 +195,34 @@ impl ResponseTransform for OpenAiUsageTap {
     }
 }
 
-/// Copies `event` into `out` without the `"usage":null` members the injected option adds.
-fn strip_usage_null(event: &[u8], out: &mut BytesMut) {
-    let mut rest = event;
+/// The usage in one event's data, and whether the event is the usage-only chunk
+/// (`"choices":[]`) that `include_usage` adds.
+fn usage_event(data: &[u8]) -> Option<(Usage, bool)> {
+    memmem::find(data, b"\"usage\"")?;
+    if memmem::find(data, b"\"usage\":null").is_some() {
+        return None;
+    }
+    let usage = usage_of(data)?;
+    Some((usage, memmem::find(data, b"\"choices\":[]").is_some()))
+}
+
+/// Re-frames one event for the client (`event:` line if any, `data:` line, blank line) without
+/// the `"usage":null` members the injected option adds. OpenAI streams carry only `data:` lines;
+/// upstream comments are not relayed (rotor sends its own keepalives).
+fn write_event(name: &[u8], data: &[u8], out: &mut BytesMut) {
+    if !name.is_empty() {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"data: ");
+    let mut rest = data;
     while let Some(at) = memmem::find(rest, b",\"usage\":null") {
         out.extend_from_slice(rest.get(..at).unwrap_or_default());
         rest = rest.get(at + 13..).unwrap_or_default();
     }
     out.extend_from_slice(rest);
+    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]

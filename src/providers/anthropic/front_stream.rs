@@ -9,8 +9,8 @@
 
 use super::response::anthropic_id;
 use super::{error_body, push_event, stop_reason, write_usage};
+use crate::codec::sse::Event;
 use crate::providers::openai::{Completion, ToolCallDelta};
-use crate::providers::sse::Event;
 use crate::providers::write;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;

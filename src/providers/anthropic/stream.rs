@@ -8,8 +8,8 @@ use serde::Deserialize;
 use smallvec::SmallVec;
 
 use super::{finish_reason, Block, ErrorDetail, MessagesResponse, Tally, WireUsage};
+use crate::codec::sse::Event;
 use crate::providers::openai::{self, ChunkWriter, DONE};
-use crate::providers::sse::Event;
 use crate::providers::write;
 use crate::providers::StreamHandler;
 use crate::proxy::transform::openai_error_event;

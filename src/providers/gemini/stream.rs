@@ -6,8 +6,8 @@
 //! closes without any `finishReason` ends in an error event, not a clean `[DONE]`.
 
 use super::{finish_reason, parse_error, GenerateResponse, UsageMetadata};
+use crate::codec::sse::Event;
 use crate::providers::openai::{self, ChunkWriter, DONE};
-use crate::providers::sse::Event;
 use crate::providers::write;
 use crate::providers::StreamHandler;
 use crate::proxy::transform::openai_error_event;
