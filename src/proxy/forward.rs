@@ -16,7 +16,7 @@ use super::error::{ErrorKind, ProxyError, Side};
 use super::headers::upstream_request_head;
 use super::inspect::{adapt, default_model_for, inspect};
 use super::relay::{relay, RelayInput};
-use super::transform::{Passthrough, ResponseTransform};
+use super::transform::ResponseTransform;
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::head::Method;
 use crate::codec::json::Inspection;
@@ -30,6 +30,7 @@ use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::storage::windows::unix_now_ms;
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
+use crate::usage::anthropic::AnthropicUsageTap;
 use crate::usage::openai::{client_asked_for_usage, inject_include_usage, Mode, OpenAiUsageTap};
 use crate::usage::Usage;
 
@@ -354,8 +355,8 @@ async fn try_provider(
         };
         let mut transform: Box<dyn ResponseTransform> = match &prepared.translation {
             Some(translation) => translation.transform(input.head.status),
-            // Anthropic to Anthropic: bytes untouched (usage is not read there yet).
-            None if job.endpoint == Endpoint::Messages => Box::new(Passthrough),
+            // Anthropic to Anthropic: bytes untouched, usage read on the way.
+            None if job.endpoint == Endpoint::Messages => Box::new(AnthropicUsageTap::default()),
             None => Box::new(OpenAiUsageTap::new(usage_mode)),
         };
         let relayed = relay(core, ctx, res, input, transform.as_mut()).await?;

@@ -2,6 +2,7 @@
 //! while the answer passes through (see `proxy::relay`), so a stream that ends early still has
 //! what it saw.
 
+pub mod anthropic;
 pub mod openai;
 pub mod record;
 pub mod writer;
