@@ -7,20 +7,18 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::admit::{admit_client, never_reached, pick_available_key, usage_tokens};
 use super::classify::{classify_error, classify_status, Penalty, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
-use super::headers::upstream_request_head;
 use super::inspect::{adapt, default_model_for, inspect};
 use super::relay::{relay, RelayInput};
+use super::send::{backoff, discard, send};
 use super::transform::ResponseTransform;
 use super::{Core, Endpoint, RequestContext};
-use crate::codec::head::Method;
 use crate::codec::json::Inspection;
-use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{Client, Config, Provider, Route};
 use crate::health::{now_ms, KeyHealth};
 use crate::limits::estimate::estimate_tokens;
@@ -29,13 +27,10 @@ use crate::providers::{self, PrepareError};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::storage::windows::unix_now_ms;
-use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
+use crate::upstream::PoolKey;
 use crate::usage::anthropic::AnthropicUsageTap;
 use crate::usage::openai::{client_asked_for_usage, inject_include_usage, Mode, OpenAiUsageTap};
 use crate::usage::Usage;
-
-/// Discarded error bodies up to this are read so the connection can be pooled.
-const DISCARD_LIMIT: u64 = 64 * 1024;
 
 pub(super) async fn forward(
     core: &Core,
@@ -436,73 +431,4 @@ fn apply(health: &KeyHealth, verdict: Verdict, config: &Config, attempt: &mut At
         Penalty::Failure => health.record_failure(now, config.retry.quarantine_after_failures, quarantine_ms),
     }
     attempt.last_penalty = Some(penalty);
-}
-
-/// Jittered pause between attempts (50-150 % of `backoff_ms`), so retries from many requests do
-/// not arrive in lockstep.
-async fn backoff(base: Duration) {
-    if base.is_zero() {
-        return;
-    }
-    let ms = base.as_millis() as u64;
-    let jittered = ms / 2 + fastrand::u64(0..=ms);
-    monoio::time::sleep(Duration::from_millis(jittered)).await;
-}
-
-/// Reads a small error body so the connection can be reused (and returns it, for retry hints
-/// in bodies); larger ones are dropped.
-async fn discard(
-    core: &Core,
-    ctx: &RequestContext,
-    provider: &Provider,
-    mut exchange: Exchange,
-    head: &ResponseHead,
-) -> Option<Bytes> {
-    let small = matches!(head.framing, ResponseFraming::Empty)
-        || matches!(head.framing, ResponseFraming::Length(n) if n <= DISCARD_LIMIT);
-    if !small {
-        return None;
-    }
-    let idle = ctx.generation.config.upstream.stream_idle_timeout;
-    let body = exchange.read_to_end(idle, DISCARD_LIMIT as usize).await.ok()?;
-    let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
-    upstream::checkin(&core.pool, &pool_key, exchange);
-    Some(body)
-}
-
-/// Phase `send`: one attempt on one provider with one key. A failure on a reused pooled
-/// connection before any response byte is retried once on a fresh connection (the pooled one
-/// was probably closed by the upstream while idle); that retry does not count as an attempt.
-async fn send(
-    core: &Core,
-    ctx: &RequestContext,
-    req: &Request,
-    provider: &Provider,
-    key: &str,
-    body: &Bytes,
-    upstream_path: &str,
-) -> Result<(Exchange, ResponseHead), UpstreamError> {
-    let upstream_config = &ctx.generation.config.upstream;
-    let connector = &ctx.generation.connector;
-    let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
-    let head_request = req.head.method == Method::Head;
-    let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
-    loop {
-        let head: BytesMut = upstream_request_head(&req.head, provider, key, upstream_path, body.len());
-        let result = match exchange.send(head, body).await {
-            Ok(()) => {
-                exchange
-                    .read_head(upstream_config.first_byte_timeout, head_request)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(head) => return Ok((exchange, head)),
-            Err(e) if exchange.reused && e.before_response() => {
-                exchange = upstream::connect_fresh(connector, &pool_key, upstream_config.connect_timeout).await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

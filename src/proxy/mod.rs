@@ -27,6 +27,7 @@ mod headers;
 mod inspect;
 mod probe;
 mod relay;
+mod send;
 pub mod transform;
 
 use std::cell::{Cell, RefCell};

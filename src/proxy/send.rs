@@ -1,0 +1,88 @@
+//! Phase `send`: one upstream attempt (request out, response head in) over a pooled
+//! connection, the pause between attempts, and the clean-up of an answer that will be retried.
+//! Invariant: a pooled connection is reused only from a clean message boundary: an answer that
+//! is not relayed is either read to its end (small) or its connection is dropped.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::headers::upstream_request_head;
+use super::{Core, RequestContext};
+use crate::codec::head::Method;
+use crate::codec::response::{ResponseFraming, ResponseHead};
+use crate::config::Provider;
+use crate::server::Request;
+use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
+
+/// Discarded error bodies up to this are read so the connection can be pooled.
+const DISCARD_LIMIT: u64 = 64 * 1024;
+
+/// Jittered pause between attempts (50-150 % of `backoff_ms`), so retries from many requests do
+/// not arrive in lockstep.
+pub(super) async fn backoff(base: Duration) {
+    if base.is_zero() {
+        return;
+    }
+    let ms = base.as_millis() as u64;
+    let jittered = ms / 2 + fastrand::u64(0..=ms);
+    monoio::time::sleep(Duration::from_millis(jittered)).await;
+}
+
+/// Reads a small error body so the connection can be reused (and returns it, for retry hints
+/// in bodies); larger ones are dropped.
+pub(super) async fn discard(
+    core: &Core,
+    ctx: &RequestContext,
+    provider: &Provider,
+    mut exchange: Exchange,
+    head: &ResponseHead,
+) -> Option<Bytes> {
+    let small = matches!(head.framing, ResponseFraming::Empty)
+        || matches!(head.framing, ResponseFraming::Length(n) if n <= DISCARD_LIMIT);
+    if !small {
+        return None;
+    }
+    let idle = ctx.generation.config.upstream.stream_idle_timeout;
+    let body = exchange.read_to_end(idle, DISCARD_LIMIT as usize).await.ok()?;
+    let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
+    upstream::checkin(&core.pool, &pool_key, exchange);
+    Some(body)
+}
+
+/// Phase `send`: one attempt on one provider with one key. A failure on a reused pooled
+/// connection before any response byte is retried once on a fresh connection (the pooled one
+/// was probably closed by the upstream while idle); that retry does not count as an attempt.
+pub(super) async fn send(
+    core: &Core,
+    ctx: &RequestContext,
+    req: &Request,
+    provider: &Provider,
+    key: &str,
+    body: &Bytes,
+    upstream_path: &str,
+) -> Result<(Exchange, ResponseHead), UpstreamError> {
+    let upstream_config = &ctx.generation.config.upstream;
+    let connector = &ctx.generation.connector;
+    let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
+    let head_request = req.head.method == Method::Head;
+    let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
+    loop {
+        let head: BytesMut = upstream_request_head(&req.head, provider, key, upstream_path, body.len());
+        let result = match exchange.send(head, body).await {
+            Ok(()) => {
+                exchange
+                    .read_head(upstream_config.first_byte_timeout, head_request)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(head) => return Ok((exchange, head)),
+            Err(e) if exchange.reused && e.before_response() => {
+                exchange = upstream::connect_fresh(connector, &pool_key, upstream_config.connect_timeout).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
