@@ -7,15 +7,17 @@
 //! | inspect      | body (`model`, `stream`, strictly)  |                   | 400         |
 //! | authorize    | client model globs                  |                   | 403         |
 //! | admit        | client limit windows                | window counts     | 429         |
-//! | select       | route table, balance, key windows   | cursors, windows  | 404, 429    |
-//! | adapt        | alias -> upstream model             | request body      |             |
+//! | select       | route table, balance, key health and windows | cursors, windows | 404, 429, 503 |
+//! | adapt        | alias -> upstream model, or a protocol translation | request body | 400     |
 //! | send         | per-core pool, connector            | pool              | 502, 504    |
-//! | relay        | upstream response                   | client connection | (cut)       |
-//! | finish       | exchange state, usage               | pool, TPM settle  |             |
+//! | classify     | upstream status                     | key health        | (retry)     |
+//! | relay        | upstream response, through a `ResponseTransform` | client connection | error event |
+//! | finish       | the request's `Trace`               | metrics shard, record queue |   |
 //!
-//! `route`/`authenticate` live here, `inspect` through `relay` in `forward`, and the only
-//! error-to-HTTP mapping in `error::render`. Invariant: one request holds one config generation
-//! from start to end, so a reload never changes a request midway.
+//! `route`/`authenticate` live here; `inspect` in `inspect`, `admit` in `admit`, select to relay
+//! driven from `forward` (`send`, `classify`, `relay`), `finish` in `finish`; the only
+//! error-to-HTTP mapping is `error::render_as`. Invariant: one request holds one config
+//! generation from start to end, so a reload never changes a request midway.
 
 mod admit;
 mod classify;
