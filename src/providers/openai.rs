@@ -376,3 +376,45 @@ impl ChunkWriter {
 }
 
 pub const DONE: &str = "data: [DONE]\n\n";
+
+/// One assistant answer, as every translator hands it to `write_chat_completion`.
+pub struct Answer<'a> {
+    pub id: &'a str,
+    pub model: &'a str,
+    pub text: &'a str,
+    pub reasoning: &'a str,
+    pub calls: &'a [ToolCall],
+    pub finish: &'a str,
+    pub usage: &'a Usage,
+}
+
+/// A whole OpenAI `chat.completion` body (content is `null` when the answer is only tool calls).
+pub fn write_chat_completion(c: &Answer<'_>) -> String {
+    let mut out = String::with_capacity(256 + c.text.len());
+    out.push('{');
+    write::field_str(&mut out, "id", c.id);
+    out.push_str(",\"object\":\"chat.completion\",\"created\":");
+    write::number(&mut out, write::unix_now());
+    out.push(',');
+    write::field_str(&mut out, "model", c.model);
+    out.push_str(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+    if c.text.is_empty() && !c.calls.is_empty() {
+        out.push_str("null");
+    } else {
+        write::string(&mut out, c.text);
+    }
+    if !c.reasoning.is_empty() {
+        out.push(',');
+        write::field_str(&mut out, "reasoning_content", c.reasoning);
+    }
+    if !c.calls.is_empty() {
+        out.push_str(",\"tool_calls\":");
+        out.push_str(&sonic_rs::to_string(c.calls).unwrap_or_else(|_| "[]".to_owned()));
+    }
+    out.push_str("},\"finish_reason\":");
+    write::string(&mut out, c.finish);
+    out.push_str("}],\"usage\":");
+    write_usage(&mut out, c.usage);
+    out.push('}');
+    out
+}

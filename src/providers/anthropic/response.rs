@@ -51,32 +51,15 @@ pub fn to_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
         }
     }
     let finish = finish_reason(msg.stop_reason.as_deref().unwrap_or("end_turn"));
-    let mut out = String::with_capacity(256 + text.len());
-    out.push_str("{\"id\":");
-    write::string(&mut out, &msg.id);
-    out.push_str(",\"object\":\"chat.completion\",\"created\":");
-    write::number(&mut out, write::unix_now());
-    out.push(',');
-    write::field_str(&mut out, "model", if msg.model.is_empty() { model } else { &msg.model });
-    out.push_str(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    if text.is_empty() && !calls.is_empty() {
-        out.push_str("null");
-    } else {
-        write::string(&mut out, &text);
-    }
-    if !reasoning.is_empty() {
-        out.push(',');
-        write::field_str(&mut out, "reasoning_content", &reasoning);
-    }
-    if !calls.is_empty() {
-        out.push_str(",\"tool_calls\":");
-        out.push_str(&sonic_rs::to_string(&calls).unwrap_or_else(|_| "[]".to_owned()));
-    }
-    out.push_str("},\"finish_reason\":");
-    write::string(&mut out, finish);
-    out.push_str("}],\"usage\":");
-    openai::write_usage(&mut out, &usage);
-    out.push('}');
+    let out = openai::write_chat_completion(&openai::Answer {
+        id: &msg.id,
+        model: if msg.model.is_empty() { model } else { &msg.model },
+        text: &text,
+        reasoning: &reasoning,
+        calls: &calls,
+        finish,
+        usage: &usage,
+    });
     (out, usage)
 }
 

@@ -4,7 +4,6 @@
 
 use super::{finish_reason, parse_error, GenerateResponse};
 use crate::providers::openai::{self, FunctionCall, ToolCall};
-use crate::providers::write;
 use crate::usage::Usage;
 
 /// Any status -> OpenAI body, and the usage it reports.
@@ -65,36 +64,16 @@ pub fn to_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
         None if blocked => "content_filter",
         None => finish_reason("STOP", !calls.is_empty()),
     };
-    let mut out = String::with_capacity(256 + text.len());
-    out.push('{');
-    write::field_str(
-        &mut out,
-        "id",
-        &format!("chatcmpl-{}", r.response_id.as_deref().unwrap_or("gemini")),
-    );
-    out.push_str(",\"object\":\"chat.completion\",\"created\":");
-    write::number(&mut out, write::unix_now());
-    out.push(',');
-    write::field_str(&mut out, "model", r.model_version.as_deref().unwrap_or(model));
-    out.push_str(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    if text.is_empty() && !calls.is_empty() {
-        out.push_str("null");
-    } else {
-        write::string(&mut out, &text);
-    }
-    if !reasoning.is_empty() {
-        out.push(',');
-        write::field_str(&mut out, "reasoning_content", &reasoning);
-    }
-    if !calls.is_empty() {
-        out.push_str(",\"tool_calls\":");
-        out.push_str(&sonic_rs::to_string(&calls).unwrap_or_else(|_| "[]".to_owned()));
-    }
-    out.push_str("},\"finish_reason\":");
-    write::string(&mut out, finish);
-    out.push_str("}],\"usage\":");
-    openai::write_usage(&mut out, &usage);
-    out.push('}');
+    let id = format!("chatcmpl-{}", r.response_id.as_deref().unwrap_or("gemini"));
+    let out = openai::write_chat_completion(&openai::Answer {
+        id: &id,
+        model: r.model_version.as_deref().unwrap_or(model),
+        text: &text,
+        reasoning: &reasoning,
+        calls: &calls,
+        finish,
+        usage: &usage,
+    });
     (out, usage)
 }
 
