@@ -20,7 +20,7 @@ mod classify;
 mod endpoints;
 pub mod error;
 mod forward;
-mod headers;
+pub mod headers;
 mod inspect;
 mod probe;
 mod relay;
