@@ -12,7 +12,8 @@
 # drift on a shared machine shows as spread), CONNS ("1 64 256"), MODES ("chat stream"),
 # PROXY_WORKERS (1: rotor workers and nginx worker_processes for the table), SCALE_WORKERS
 # (2: rotor workers for streams/idle), STREAMS ("1000 5000 9900": concurrent slow streams of
-# 20 chunks 50 ms apart), IDLE (10000 idle keep-alive connections), SKIP_BUILD=1.
+# 20 chunks 50 ms apart), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
+# upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), SKIP_BUILD=1.
 # Every cell is bounded (wrk -d, the stream client ends after its streams); loopback only.
 # Needs wrk and nginx; installs them with apt-get when missing and allowed (root).
 set -euo pipefail
@@ -67,6 +68,8 @@ rotor_config() { # port workers
 [server]
 listen = "127.0.0.1:$1"
 workers = $2
+[upstream]
+pool_max_idle_per_host = ${POOL:-256}
 [storage]
 path = ""
 [[clients]]
