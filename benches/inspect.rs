@@ -5,6 +5,12 @@
 //! next to an upstream round trip: issue 7 aims at < 300 ns for a 4 KB body. This bench
 //! measures it (model first and model last, 1 KB / 4 KB / 64 KB), the model splice at 4 KB,
 //! and the request-head parse that precedes it on every request.
+//!
+//! Group `inspect_alternatives` (4 KB, model first) prices strictness against what else could
+//! do the job: the lenient `get_many` (reads up to the fields and stops; accepts trailing
+//! garbage and keeps the first duplicate), a full DOM parse, a serde `IgnoredAny` validation
+//! pass, and `str::from_utf8` alone (a floor: touching every byte once and validating UTF-8,
+//! which any strict check must do).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -64,6 +70,30 @@ fn bench_inspect(c: &mut Criterion) {
     c.bench_function("splice_model/4096", |b| {
         b.iter(|| splice_model(black_box(&body), span.clone(), black_box("openai/gpt-4o-mini")))
     });
+
+    let body = chat_body(4096, true);
+    let mut alt = c.benchmark_group("inspect_alternatives");
+    alt.throughput(Throughput::Bytes(body.len() as u64));
+    alt.bench_function("strict_object_iter", |b| b.iter(|| inspect_body(black_box(&body))));
+    let tree = {
+        let mut t = sonic_rs::PointerTree::new();
+        t.add_path(["model"].iter());
+        t.add_path(["stream"].iter());
+        t
+    };
+    alt.bench_function("lenient_get_many", |b| {
+        b.iter(|| sonic_rs::get_many(black_box(&body[..]), &tree).map(|v| v.len()))
+    });
+    alt.bench_function("dom_value", |b| {
+        b.iter(|| sonic_rs::from_slice::<sonic_rs::Value>(black_box(&body)).is_ok())
+    });
+    alt.bench_function("serde_ignored_any", |b| {
+        b.iter(|| sonic_rs::from_slice::<serde::de::IgnoredAny>(black_box(&body)).is_ok())
+    });
+    alt.bench_function("utf8_floor", |b| {
+        b.iter(|| std::str::from_utf8(black_box(&body)).is_ok())
+    });
+    alt.finish();
 
     let limits = HeadLimits::default();
     c.bench_function("parse_request_head/10_headers", |b| {

@@ -1,27 +1,48 @@
 #!/usr/bin/env bash
 # End-to-end load comparison on loopback, in one run on one machine: the mock provider direct,
-# nginx as a reverse proxy in front of it, and rotor in front of it, driven by the same wrk
-# with the same body. Prints requests/s and latency percentiles per target and connection
-# count, and the ratios. Bounded: DURATION seconds per cell (default 5).
+# nginx as a reverse proxy in front of it (upstream keepalive, Authorization set: the classic
+# fast proxy) and rotor in front of it, all driven by the same wrk with the same Lua body.
+# Then streams at scale and idle keep-alive connections through rotor.
 #
-#   benches/load.sh                 # builds release, runs c=1 and c=64, non-streaming chat
-#   DURATION=10 CONNS="1 64 256" benches/load.sh
+#   benches/load.sh                               # everything, about 5 minutes on 2 cores
+#   DURATION=5 REPEAT=5 CONNS="1 256" benches/load.sh
+#   PARTS=table benches/load.sh                   # only the wrk table (or: streams, idle)
 #
-# Needs wrk (and nginx for the nginx column); installs them with apt-get when missing and
-# allowed (root). The full benchmark suite (streams at scale, CPU per proxy, RSS) grows here.
+# Knobs: DURATION (s per wrk cell, 3), REPEAT (3; targets alternate their order every round so
+# drift on a shared machine shows as spread), CONNS ("1 64 256"), MODES ("chat stream"),
+# PROXY_WORKERS (1: rotor workers and nginx worker_processes for the table), SCALE_WORKERS
+# (2: rotor workers for streams/idle), STREAMS ("1000 5000 9900": concurrent slow streams of
+# 20 chunks 50 ms apart), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
+# upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), SKIP_BUILD=1.
+# Every cell is bounded (wrk -d, the stream client ends after its streams); loopback only.
+# Needs wrk and nginx; installs them with apt-get when missing and allowed (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-5}
-CONNS=${CONNS:-"1 64"}
+DURATION=${DURATION:-3}
+REPEAT=${REPEAT:-3}
+CONNS=${CONNS:-"1 64 256"}
+MODES=${MODES:-"chat stream"}
+PARTS=${PARTS:-"table streams idle"}
+PROXY_WORKERS=${PROXY_WORKERS:-1}
+SCALE_WORKERS=${SCALE_WORKERS:-2}
+STREAMS=${STREAMS:-"1000 5000 9900"}
+IDLE=${IDLE:-10000}
 MOCK_PORT=${MOCK_PORT:-18181}
 ROTOR_PORT=${ROTOR_PORT:-18282}
 NGINX_PORT=${NGINX_PORT:-18383}
+SCALE_PORT=${SCALE_PORT:-18484}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
+# 10,000 streams need 20,000+ fds in rotor (one downstream and one upstream socket each).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 need() {
   command -v "$1" >/dev/null 2>&1 && return 0
@@ -33,15 +54,22 @@ need() {
 need wrk wrk || { echo "wrk is required"; exit 1; }
 HAVE_NGINX=1; need nginx nginx-light || HAVE_NGINX=0
 
-[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release --quiet
+fi
 ROTOR="$TARGET_DIR/release/rotor"
+CLIENT=$(cargo bench --bench streams --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
+[ -x "$CLIENT" ] || { echo "could not build benches/streams.rs"; exit 1; }
 
 "$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
 
-cat >"$WORK/rotor.toml" <<TOML
+rotor_config() { # port workers
+  cat <<TOML
 [server]
-listen = "127.0.0.1:$ROTOR_PORT"
-workers = 1
+listen = "127.0.0.1:$1"
+workers = $2
+[upstream]
+pool_max_idle_per_host = ${POOL:-256}
 [storage]
 path = ""
 [[clients]]
@@ -54,21 +82,26 @@ base_url = "http://127.0.0.1:$MOCK_PORT/v1"
 keys = ["sk-bench-key-1", "sk-bench-key-2"]
 models = ["gpt-4o-mini"]
 TOML
-ROTOR_LOG=warn "$ROTOR" --config "$WORK/rotor.toml" >"$WORK/rotor.log" 2>&1 & PIDS+=($!)
+}
+rotor_config "$ROTOR_PORT" "$PROXY_WORKERS" >"$WORK/rotor.toml"
+ROTOR_LOG=warn "$ROTOR" --config "$WORK/rotor.toml" >"$WORK/rotor.log" 2>&1 & ROTOR_PID=$!; PIDS+=($ROTOR_PID)
 
+NGINX_PIDS=""
 if [ "$HAVE_NGINX" = 1 ]; then
+  mkdir -p "$WORK/ng"
   cat >"$WORK/nginx.conf" <<NGINX
-worker_processes 1;
+worker_processes $PROXY_WORKERS;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
-  fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
+  client_body_temp_path $WORK/ng/body; proxy_temp_path $WORK/ng/proxy;
+  fastcgi_temp_path $WORK/ng/fcgi; uwsgi_temp_path $WORK/ng/uwsgi; scgi_temp_path $WORK/ng/scgi;
   upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 256; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
+    keepalive_requests 1000000;
     location / {
       proxy_pass http://mock;
       proxy_http_version 1.1;
@@ -79,48 +112,161 @@ http {
   }
 }
 NGINX
-  nginx -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+  nginx -c "$WORK/nginx.conf" -g 'daemon off;' 2>>"$WORK/nginx-error.log" & NGINX_MASTER=$!; PIDS+=($NGINX_MASTER)
 fi
 
-cat >"$WORK/chat.lua" <<'LUA'
+for lua in chat stream; do
+  stream=false; [ "$lua" = stream ] && stream=true
+  cat >"$WORK/$lua.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer bench-client-key"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}'
+wrk.body = '{"model":"gpt-4o-mini","stream":$stream,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}'
 LUA
-
-for port in $MOCK_PORT $ROTOR_PORT; do
-  for _ in $(seq 50); do curl -s "127.0.0.1:$port/v1/models" -H 'Authorization: Bearer bench-client-key' >/dev/null && break; sleep 0.1; done
 done
 
-# Prints "rps p50_ms p99_ms" for one wrk run.
+wait_port() {
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "127.0.0.1:$1/v1/models" -H 'Authorization: Bearer bench-client-key' && return 0
+    sleep 0.1
+  done
+  echo "port $1 did not come up"; exit 1
+}
+wait_port "$MOCK_PORT"; wait_port "$ROTOR_PORT"
+[ "$HAVE_NGINX" = 1 ] && wait_port "$NGINX_PORT"
+[ "$HAVE_NGINX" = 1 ] && NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
+
+TICKS=$(getconf CLK_TCK)
+# utime+stime of the given pids, in clock ticks.
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# One wrk run; prints "rps p50_ms p99_ms errors".
 measure() {
-  local url=$1 conns=$2 out
-  out=$(wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$WORK/chat.lua" "$url" 2>&1)
-  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
+  local url=$1 conns=$2 lua=$3 out
+  out=$(wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$WORK/$lua.lua" "$url" 2>&1)
+  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx|Socket errors/ {err=1}
        function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-       END { printf "%.0f %.3f %.3f\n", rps, ms(p50), ms(p99) }' <<<"$out"
+       END { printf "%.0f %.3f %.3f %d\n", rps, ms(p50), ms(p99), err }' <<<"$out"
 }
 
-printf '\nnon-streaming chat, %ss per cell, wrk -t1 (2-core loopback; every process shares the cores)\n' "$DURATION"
-printf '%-6s %-8s %10s %9s %9s\n' conns target rps p50_ms p99_ms
-for c in $CONNS; do
-  declare -A RPS=()
-  targets="direct rotor"; [ "$HAVE_NGINX" = 1 ] && targets="direct nginx rotor"
-  for t in $targets; do
-    case $t in
-      direct) url="http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
-      nginx)  url="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
-      rotor)  url="http://127.0.0.1:$ROTOR_PORT/v1/chat/completions" ;;
-    esac
-    read -r rps p50 p99 < <(measure "$url" "$c")
-    RPS[$t]=$rps
-    printf '%-6s %-8s %10s %9s %9s\n' "$c" "$t" "$rps" "$p50" "$p99"
+pids_of() { case $1 in rotor) echo "$ROTOR_PID" ;; nginx) echo "$NGINX_PIDS" ;; *) echo "" ;; esac; }
+port_of() { case $1 in direct) echo "$MOCK_PORT" ;; nginx) echo "$NGINX_PORT" ;; rotor) echo "$ROTOR_PORT" ;; esac; }
+
+run_table() {
+  local targets="direct rotor" results="$WORK/results"
+  [ "$HAVE_NGINX" = 1 ] && targets="direct nginx rotor"
+  : >"$results"
+  echo "running the wrk table: modes [$MODES] x conns [$CONNS] x targets [$targets] x $REPEAT rounds of ${DURATION}s" >&2
+  for mode in $MODES; do
+    for c in $CONNS; do
+      local order=$targets
+      for round in $(seq "$REPEAT"); do
+        for t in $order; do
+          local pids before after rps p50 p99 err cpu
+          pids=$(pids_of "$t")
+          # shellcheck disable=SC2086
+          before=$(cpu_ticks $pids)
+          read -r rps p50 p99 err < <(measure "http://127.0.0.1:$(port_of "$t")/v1/chat/completions" "$c" "$mode")
+          # shellcheck disable=SC2086
+          after=$(cpu_ticks $pids)
+          cpu=$(awk -v d=$((after - before)) -v hz="$TICKS" -v s="$DURATION" 'BEGIN { printf "%.2f", d / hz / s }')
+          echo "$mode $c $t $round $rps $p50 $p99 $cpu $err" >>"$results"
+        done
+        order="$(echo "$order" | cut -d' ' -f2-) $(echo "$order" | cut -d' ' -f1)" # rotate
+      done
+    done
   done
-  ratio=$(awk -v a="${RPS[rotor]}" -v b="${RPS[direct]}" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "n/a" }')
-  line="c=$c rotor/direct rps = $ratio"
-  if [ "$HAVE_NGINX" = 1 ]; then
-    line="$line, rotor/nginx rps = $(awk -v a="${RPS[rotor]}" -v b="${RPS[nginx]}" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "n/a" }')"
+  print_table "$results"
+}
+
+# Median over rounds (with min-max of rps) per mode/conns/target, then the comparisons.
+print_table() {
+  local results=$1
+  printf '\nwrk -t1, %ss per cell, %s rounds (targets alternate), median [min-max]; proxy workers: %s; %s cores, loopback\n' \
+    "$DURATION" "$REPEAT" "$PROXY_WORKERS" "$(nproc)"
+  awk -v ROTOR_RSS="$(rss_mb "$ROTOR_PID")" -v ROTOR_HWM="$(hwm_mb "$ROTOR_PID")" '
+    function median(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    function mn(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
+    function mx(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
+    { k = $1 SUBSEP $2 SUBSEP $3; rps[k] = rps[k] " " $5; p50[k] = p50[k] " " $6; p99[k] = p99[k] " " $7; cpu[k] = cpu[k] " " $8; err[k] += $9
+      if (!(($1 SUBSEP $2) in seen)) { seen[$1 SUBSEP $2] = 1; order[++nk] = $1 SUBSEP $2 }
+      if (!($3 in tseen)) { tseen[$3] = 1; targets[++nt] = $3 } }
+    END {
+      printf "%-6s %5s %-6s %8s %-15s %8s %8s %9s %10s %s\n", "mode", "conns", "target", "rps", "[min-max]", "p50_ms", "p99_ms", "cpu_cores", "rps/core", "flags"
+      for (i = 1; i <= nk; i++) {
+        split(order[i], mc, SUBSEP)
+        for (j = 1; j <= nt; j++) {
+          k = mc[1] SUBSEP mc[2] SUBSEP targets[j]; if (!(k in rps)) continue
+          r = median(rps[k]); c = median(cpu[k]); R[k] = r; C[k] = c; P50[k] = median(p50[k]); P99[k] = median(p99[k])
+          per = (targets[j] == "direct" || c == 0) ? "-" : sprintf("%.0f", r / c); PER[k] = per
+          printf "%-6s %5s %-6s %8.0f %-15s %8.3f %8.3f %9s %10s %s\n", mc[1], mc[2], targets[j], r, "[" mn(rps[k]) "-" mx(rps[k]) "]",
+            P50[k], P99[k], (targets[j] == "direct" ? "-" : c), per, (err[k] ? "ERRORS" : "")
+        }
+      }
+      print ""
+      for (i = 1; i <= nk; i++) {
+        split(order[i], mc, SUBSEP); m = mc[1]; c = mc[2]
+        ro = m SUBSEP c SUBSEP "rotor"; ng = m SUBSEP c SUBSEP "nginx"; di = m SUBSEP c SUBSEP "direct"
+        line = sprintf("%-6s c=%-4s", m, c)
+        if ((ng in R) && R[ng] > 0) line = line sprintf(" rotor/nginx rps %.2f", R[ro] / R[ng])
+        if ((ng in R) && PER[ng] != "-" && PER[ng] > 0 && PER[ro] != "-") line = line sprintf(", per core %.2f", PER[ro] / PER[ng])
+        if (c == 1 && (di in R)) {
+          line = line sprintf("; added vs direct: rotor p50 +%.3f p99 +%.3f ms", P50[ro] - P50[di], P99[ro] - P99[di])
+          if (ng in R) line = line sprintf(", nginx p50 +%.3f p99 +%.3f ms", P50[ng] - P50[di], P99[ng] - P99[di])
+        }
+        print line
+      }
+      printf "rotor RSS after the table: %s MB (peak %s MB)\n", ROTOR_RSS, ROTOR_HWM
+    }' "$results"
+}
+
+start_scale_rotor() {
+  if [ -z "${SCALE_PID:-}" ]; then
+    rotor_config "$SCALE_PORT" "$SCALE_WORKERS" >"$WORK/scale.toml"
+    ROTOR_LOG=error "$ROTOR" --config "$WORK/scale.toml" >"$WORK/scale.log" 2>&1 & SCALE_PID=$!; PIDS+=($SCALE_PID)
+    wait_port "$SCALE_PORT"
   fi
-  echo "$line"
+}
+
+run_streams() {
+  start_scale_rotor
+  printf '\nstreams at scale: N concurrent streams, 20 chunks 50 ms apart, starts spread over 50 ms; rotor workers %s\n' "$SCALE_WORKERS"
+  printf 'added = inter-chunk gap - 50 ms, over every gap of every stream; stall = gap > 300 ms or incomplete\n'
+  printf '%-7s %6s %9s %9s %9s %9s %12s %12s %12s %9s\n' target N connected complete no_stall peak_open added_p50ms added_p99ms added_maxms rotor_MB
+  for n in $STREAMS; do
+    for t in direct rotor; do
+      local port=$MOCK_PORT line rss="-"
+      [ "$t" = rotor ] && port=$SCALE_PORT
+      line=$("$CLIENT" streams "127.0.0.1:$port" "$n" 20 50 2>&1 | grep '^RESULT' || echo "RESULT failed")
+      [ "$t" = rotor ] && rss=$(hwm_mb "$SCALE_PID")
+      awk -v t="$t" -v rss="$rss" '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "%-7s %6s %9s %9s %9s %9s %12s %12s %12s %9s\n", t, v["n"], v["connected"], v["complete"], v["no_stall"], v["peak_open"], v["added_p50_ms"], v["added_p99_ms"], v["added_max_ms"], rss }' <<<"$line"
+      sleep 1
+    done
+  done
+  echo "(rotor_MB: rotor's peak RSS so far, VmHWM)"
+}
+
+run_idle() {
+  start_scale_rotor
+  local before out
+  before=$(rss_mb "$SCALE_PID")
+  "$CLIENT" idle "127.0.0.1:$SCALE_PORT" "$IDLE" 8 >"$WORK/idle.out" 2>&1 & local client=$!
+  for _ in $(seq 600); do grep -q READY "$WORK/idle.out" && break; sleep 0.1; done
+  sleep 1
+  out=$(grep READY "$WORK/idle.out" || echo "READY failed")
+  printf '\nidle keep-alive connections: %s; rotor (workers %s) RSS before %s MB, while held %s MB, open connections %s\n' \
+    "$out" "$SCALE_WORKERS" "$before" "$(rss_mb "$SCALE_PID")" "$(ls /proc/"$SCALE_PID"/fd | wc -l) fds"
+  wait "$client" || true
+}
+
+for part in $PARTS; do
+  case $part in
+    table) run_table ;;
+    streams) run_streams ;;
+    idle) run_idle ;;
+  esac
 done

@@ -25,7 +25,7 @@ mod endpoints;
 pub mod error;
 mod finish;
 mod forward;
-mod headers;
+pub mod headers;
 mod inspect;
 mod probe;
 mod relay;

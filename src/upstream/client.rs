@@ -35,6 +35,8 @@ enum BodyState {
     UntilClose,
     Done,
     Failed,
+    /// Bad chunked framing found after data that was already handed out.
+    Broken(&'static str),
 }
 
 impl Exchange {
@@ -113,6 +115,11 @@ impl Exchange {
                 BodyState::NotStarted | BodyState::Failed => {
                     return Err(UpstreamError::new(UpstreamErrorKind::BrokenBody, "no body to read"))
                 }
+                BodyState::Broken(reason) => {
+                    let reason = *reason;
+                    self.body = BodyState::Failed;
+                    return Err(UpstreamError::new(UpstreamErrorKind::BrokenBody, reason));
+                }
                 BodyState::Length(owed) => {
                     if !self.buf.is_empty() {
                         let n = (*owed).min(self.buf.len() as u64) as usize;
@@ -125,7 +132,7 @@ impl Exchange {
                     }
                 }
                 BodyState::Chunked(decoder) => match decoder.decode(&mut self.buf) {
-                    Ok(Some(Chunk::Data(data))) => return Ok(Some(data)),
+                    Ok(Some(Chunk::Data(data))) => return Ok(Some(self.gather_chunks(data))),
                     Ok(Some(Chunk::Done)) => {
                         self.body = BodyState::Done;
                         return Ok(None);
@@ -144,6 +151,41 @@ impl Exchange {
             }
             self.fill(idle).await?;
         }
+    }
+
+    /// `first` plus the data of every further chunk already buffered, in one piece: an
+    /// upstream that sent several SSE events back to back gets them relayed in one downstream
+    /// write (and one hop through the relay's channel) instead of one per chunk. Nothing waits
+    /// for more bytes, so no event is delayed. The terminator, if buffered, ends the body here
+    /// (the next call returns `None`).
+    fn gather_chunks(&mut self, first: Bytes) -> Bytes {
+        let BodyState::Chunked(decoder) = &mut self.body else {
+            return first;
+        };
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            match decoder.decode(&mut self.buf) {
+                Ok(Some(Chunk::Data(more))) => {
+                    let joined = joined.get_or_insert_with(|| {
+                        let mut j = BytesMut::with_capacity(first.len() + more.len() + self.buf.len());
+                        j.extend_from_slice(&first);
+                        j
+                    });
+                    joined.extend_from_slice(&more);
+                }
+                Ok(Some(Chunk::Done)) => {
+                    self.body = BodyState::Done;
+                    break;
+                }
+                Ok(None) => break,
+                // Relay what came before the error; the next call reports it.
+                Err(e) => {
+                    self.body = BodyState::Broken(e.0);
+                    break;
+                }
+            }
+        }
+        joined.map_or(first, BytesMut::freeze)
     }
 
     /// Reads the rest of a body into one buffer, bounded by `max` bytes.
