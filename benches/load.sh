@@ -13,7 +13,8 @@
 # PROXY_WORKERS (1: rotor workers and nginx worker_processes for the table), SCALE_WORKERS
 # (2: rotor workers for streams/idle), STREAMS ("1000 5000 9900": concurrent slow streams of
 # 20 chunks 50 ms apart), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
-# upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), SKIP_BUILD=1.
+# upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), LOG_REQUESTS (false, like
+# nginx's access_log off; true adds rotor's SQLite request log), SKIP_BUILD=1.
 # Every cell is bounded (wrk -d, the stream client ends after its streams); loopback only.
 # Needs wrk and nginx; installs them with apt-get when missing and allowed (root).
 set -euo pipefail
@@ -72,6 +73,8 @@ workers = $2
 pool_max_idle_per_host = ${POOL:-256}
 [storage]
 path = ""
+# nginx runs with access_log off; LOG_REQUESTS=true measures rotor with its request log on.
+log_requests = ${LOG_REQUESTS:-false}
 [[clients]]
 name = "bench"
 key = "bench-client-key"

@@ -17,9 +17,12 @@ use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::{parse_request_head, BodyFraming, HeadLimits, RequestHead};
-use crate::net::{read_more_within, write_all_buf};
+use crate::net::{read_more_reserving_within, read_more_within, write_all_buf};
 
 const MAX_HEADERS: usize = 100;
+/// Buffer offered to the kernel while a connection idles: most request heads fit, and 10,000
+/// idle connections pin 10 MB rather than 80 MB.
+const IDLE_READ_BYTES: usize = 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Why reading a request stopped without a request.
@@ -52,12 +55,27 @@ pub(super) async fn serve_connection<S: Service>(
             return;
         }
         let limits = service.limits();
-        let request = monoio::select! {
-            // Shutdown while idle between requests: close now (a read cancelled here loses
-            // nothing we would have served).
-            _ = counters.stopping.wait(), if buf.is_empty() => return,
-            request = read_request(&mut stream, &mut buf, &mut out, &limits, first, peer) => request,
-        };
+        // Idle wait for the first byte, kept small: the keep-alive timeout between requests, the
+        // header timeout on a fresh connection (one that never speaks is a slowloris).
+        if buf.is_empty() {
+            let idle = if first {
+                limits.header_read_timeout
+            } else {
+                limits.keepalive_timeout
+            };
+            let got = monoio::select! {
+                // Shutdown while idle: close now (a read cancelled here loses nothing we would
+                // have served).
+                _ = counters.stopping.wait() => return,
+                got = read_more_reserving_within(&mut stream, &mut buf, IDLE_READ_BYTES, idle) => got,
+            };
+            if !matches!(got, Ok(n) if n > 0) {
+                return;
+            }
+        }
+        // Boxed, like the service call below: the reading state machine then exists only while
+        // a request is being read, not in every idle connection's task.
+        let request = Box::pin(read_request(&mut stream, &mut buf, &mut out, &limits, peer)).await;
         first = false;
         let request = match request {
             Ok(r) => r,
@@ -95,10 +113,9 @@ async fn read_request(
     buf: &mut BytesMut,
     out: &mut BytesMut,
     limits: &Limits,
-    first: bool,
     peer: SocketAddr,
 ) -> Result<Request, ReadStop> {
-    let head = read_head(stream, buf, limits, first).await?;
+    let head = read_head(stream, buf, limits).await?;
     let received_at = Instant::now();
     let body = read_body(stream, buf, out, &head, limits).await?;
     Ok(Request {
@@ -109,29 +126,12 @@ async fn read_request(
     })
 }
 
-async fn read_head(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    limits: &Limits,
-    first: bool,
-) -> Result<RequestHead, ReadStop> {
+/// Reads the rest of a head whose first bytes are in `buf`.
+async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) -> Result<RequestHead, ReadStop> {
     let head_limits = HeadLimits {
         max_head_bytes: limits.max_header_bytes,
         max_headers: MAX_HEADERS,
     };
-    // Idle wait for the first byte: the keep-alive timeout between requests, the header
-    // timeout on a fresh connection (a connection that never speaks is a slowloris).
-    if buf.is_empty() {
-        let idle = if first {
-            limits.header_read_timeout
-        } else {
-            limits.keepalive_timeout
-        };
-        match read_more_within(stream, buf, idle).await {
-            Ok(0) | Err(_) => return Err(ReadStop::Quiet),
-            Ok(_) => {}
-        }
-    }
     let deadline = Instant::now() + limits.header_read_timeout;
     loop {
         match parse_request_head(buf, &head_limits) {
