@@ -328,7 +328,8 @@ async fn try_provider(
                 tracing::debug!(provider = %provider.name, key = %health.masked, status = head.status, "retrying elsewhere");
                 let message = format!("upstream '{}' answered {}", provider.name, head.status);
                 attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
-                let error_body = discard(core, ctx, provider, exchange, &head).await;
+                // Boxed: a retried answer is the rare path.
+                let error_body = Box::pin(discard(core, ctx, provider, exchange, &head)).await;
                 // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
                 if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
                     if let Some(wait) = providers::retry_delay(provider.kind, body) {

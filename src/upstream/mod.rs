@@ -58,8 +58,7 @@ pub async fn checkout(
     if let Some(io) = pool.take(key) {
         return Ok(Exchange::new(io, true));
     }
-    let io = connect::connect(key, &connector.resolver, &connector.tls, connect_timeout).await?;
-    Ok(Exchange::new(io, false))
+    connect_fresh(connector, key, connect_timeout).await
 }
 
 /// Opens a fresh connection, bypassing the pool (the retry after a stale pooled one).
@@ -68,7 +67,15 @@ pub async fn connect_fresh(
     key: &PoolKey,
     connect_timeout: Duration,
 ) -> Result<Exchange, UpstreamError> {
-    let io = connect::connect(key, &connector.resolver, &connector.tls, connect_timeout).await?;
+    // Boxed: the connect future (TCP + TLS handshake, ~3 KB) is on the rare path; inline it
+    // would grow every request's future, which is moved and held on every request.
+    let io = Box::pin(connect::connect(
+        key,
+        &connector.resolver,
+        &connector.tls,
+        connect_timeout,
+    ))
+    .await?;
     Ok(Exchange::new(io, false))
 }
 
