@@ -73,30 +73,20 @@ pub(super) async fn serve_connection<S: Service>(
                 return;
             }
         }
-        // Boxed, like the service call below: the reading state machine then exists only while
-        // a request is being read, not in every idle connection's task.
-        let request = Box::pin(read_request(&mut stream, &mut buf, &mut out, &limits, peer)).await;
+        // Boxed: reading, serving and answering one request is a state machine of tens of KiB
+        // (forward, retries, relay); inline it would make every idle connection's task that
+        // large. One allocation per request keeps an idle connection at a few KiB.
+        let one = Box::pin(serve_one(
+            &mut stream,
+            &mut buf,
+            &mut out,
+            &*service,
+            &counters,
+            &limits,
+            peer,
+        ));
         first = false;
-        let request = match request {
-            Ok(r) => r,
-            Err(ReadStop::Quiet) => return,
-            Err(ReadStop::Reject(status, reason)) => {
-                let _ = write_error(&mut stream, &mut out, status, reason).await;
-                return;
-            }
-        };
-        let keep_alive = request.head.keep_alive;
-        let head_only = request.head.method == crate::codec::head::Method::Head;
-        let _guard = InFlight::enter(&counters.in_flight);
-        let keep_alive = keep_alive && !counters.stopping.is_stopped();
-        let http10 = request.head.http10;
-        let mut res = Responder::new(&mut stream, std::mem::take(&mut out), keep_alive, head_only, http10);
-        // Boxed: the gateway's request future is tens of KiB (forward, retries, relay); inline
-        // it would make every idle keep-alive connection's task that large.
-        Box::pin(service.call(request, &mut res)).await;
-        let reusable = res.complete_and_reusable().await;
-        out = res.into_buffer();
-        if !reusable {
+        if !one.await {
             return;
         }
         if buf.is_empty() {
@@ -106,6 +96,36 @@ pub(super) async fn serve_connection<S: Service>(
             out = BytesMut::new();
         }
     }
+}
+
+/// Reads one request whose first bytes are in `buf`, has the service answer it, and says
+/// whether the connection may carry another.
+async fn serve_one<S: Service>(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    service: &S,
+    counters: &Counters,
+    limits: &Limits,
+    peer: SocketAddr,
+) -> bool {
+    let request = match read_request(stream, buf, out, limits, peer).await {
+        Ok(r) => r,
+        Err(ReadStop::Quiet) => return false,
+        Err(ReadStop::Reject(status, reason)) => {
+            let _ = write_error(stream, out, status, reason).await;
+            return false;
+        }
+    };
+    let head_only = request.head.method == crate::codec::head::Method::Head;
+    let _guard = InFlight::enter(&counters.in_flight);
+    let keep_alive = request.head.keep_alive && !counters.stopping.is_stopped();
+    let http10 = request.head.http10;
+    let mut res = Responder::new(stream, std::mem::take(out), keep_alive, head_only, http10);
+    service.call(request, &mut res).await;
+    let reusable = res.complete_and_reusable().await;
+    *out = res.into_buffer();
+    reusable
 }
 
 async fn read_request(
