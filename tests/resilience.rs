@@ -316,26 +316,12 @@ fn keepalive_comments_flow_during_a_silent_upstream() {
         server: "sse_keepalive_ms = 100".into(),
         ..Default::default()
     });
-    let mut c = h.client();
-    let (name, value) = auth();
-    c.send_request(
-        "POST",
-        "/v1/chat/completions",
-        &[
-            (name, &value),
-            ("content-type", "application/json"),
-            ("x-mock-chunks", "2"),
-            ("x-mock-interval-ms", "500"),
-        ],
-        chat_stream("gpt-4o-mini").as_bytes(),
+    let (status, text, terminated) = h.client().stream_chat(
+        &chat_stream("gpt-4o-mini"),
+        &[("x-mock-chunks", "2"), ("x-mock-interval-ms", "500")],
     );
-    assert_eq!(c.read_head().0, 200);
-    let (pieces, terminated) = c.read_chunks_timed();
+    assert_eq!(status, 200);
     assert!(terminated);
-    let text: String = pieces
-        .iter()
-        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
-        .collect();
     assert!(text.matches(": keepalive").count() >= 4, "{text}");
     assert!(text.contains("[DONE]"));
 }
@@ -346,27 +332,13 @@ fn request_timeout_ends_a_long_stream_with_an_error_event() {
         upstream: "request_timeout_ms = 400".into(),
         ..Default::default()
     });
-    let mut c = h.client();
-    let (name, value) = auth();
     let started = Instant::now();
-    c.send_request(
-        "POST",
-        "/v1/chat/completions",
-        &[
-            (name, &value),
-            ("content-type", "application/json"),
-            ("x-mock-chunks", "10"),
-            ("x-mock-interval-ms", "150"),
-        ],
-        chat_stream("gpt-4o-mini").as_bytes(),
+    let (status, text, terminated) = h.client().stream_chat(
+        &chat_stream("gpt-4o-mini"),
+        &[("x-mock-chunks", "10"), ("x-mock-interval-ms", "150")],
     );
-    assert_eq!(c.read_head().0, 200);
-    let (pieces, terminated) = c.read_chunks_timed();
+    assert_eq!(status, 200);
     assert!(terminated);
-    let text: String = pieces
-        .iter()
-        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
-        .collect();
     assert!(
         text.contains("request_timeout_ms") && !text.contains("[DONE]"),
         "{text}"

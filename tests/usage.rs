@@ -30,21 +30,10 @@ fn logs(h: &Harness, query: &str) -> sonic_rs::Value {
 }
 
 fn stream_text(h: &Harness, body: &str) -> String {
-    let mut c = h.client();
-    let (name, value) = auth();
-    c.send_request(
-        "POST",
-        "/v1/chat/completions",
-        &[(name, &value), ("content-type", "application/json")],
-        body.as_bytes(),
-    );
-    assert_eq!(c.read_head().0, 200);
-    let (pieces, terminated) = c.read_chunks_timed();
+    let (status, text, terminated) = h.client().stream_chat(body, &[]);
+    assert_eq!(status, 200);
     assert!(terminated);
-    pieces
-        .iter()
-        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
-        .collect()
+    text
 }
 
 #[test]

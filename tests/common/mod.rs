@@ -513,6 +513,22 @@ impl Client {
         }
     }
 
+    /// Sends a streaming chat request with the default client key (plus `extra` headers) and
+    /// reads the whole chunked answer: status, the body as text, whether the terminator came.
+    pub fn stream_chat(&mut self, body: &str, extra: &[(&str, &str)]) -> (u16, String, bool) {
+        let (name, value) = auth();
+        let mut headers: Vec<(&str, &str)> = vec![(name, &value), ("content-type", "application/json")];
+        headers.extend_from_slice(extra);
+        self.send_request("POST", "/v1/chat/completions", &headers, body.as_bytes());
+        let status = self.read_head().0;
+        let (pieces, terminated) = self.read_chunks_timed();
+        let text = pieces
+            .iter()
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+            .collect();
+        (status, text, terminated)
+    }
+
     /// True when the peer closes (EOF or reset) within the read timeout with no further bytes
     /// beyond those already buffered.
     pub fn closed_within(&mut self, limit: Duration) -> bool {
