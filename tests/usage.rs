@@ -243,3 +243,17 @@ fn a_failing_storage_keeps_proxying_and_counts_drops() {
         h.client().request("GET", "/health", &[], b"").json()["storage"].as_str() == Some("ok")
     }));
 }
+
+/// Providers behind CDNs answer whole JSON with chunked encoding: the usage is still read, and
+/// the client gets the whole body.
+#[test]
+fn chunked_json_answers_still_have_their_usage_logged() {
+    let h = Harness::start(admin_conf());
+    let r = h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[("x-mock-chunked", "1")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["usage"]["completion_tokens"].as_u64(), Some(5), "{}", r.text());
+    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
+    let row = logs(&h, "")["data"][0].clone();
+    assert_eq!(row["completion_tokens"].as_u64(), Some(5), "{row}");
+    assert!(row["prompt_tokens"].as_u64().unwrap() > 0);
+}

@@ -62,7 +62,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
                         usage(prompt_tokens, completion)
                     )
                 };
-                res.send(200, &[JSON], Bytes::from(out)).await
+                send_json(res, knobs, out).await
             }
         }
         "/v1/embeddings" => {
@@ -94,6 +94,18 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             res.send(200, &[JSON], Bytes::from(out)).await
         }
     }
+}
+
+/// A whole JSON answer, sized or (with `x-mock-chunked: 1`) in two chunks.
+async fn send_json(res: &mut Responder<'_>, knobs: &Knobs, out: String) -> io::Result<()> {
+    if !knobs.chunked {
+        return res.send(200, &[JSON], Bytes::from(out)).await;
+    }
+    res.start(200, &[JSON], None).await?;
+    let (a, b) = out.split_at(out.len() / 2);
+    res.piece(a.as_bytes()).await?;
+    res.piece(b.as_bytes()).await?;
+    res.finish().await
 }
 
 async fn stream_completion(

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_channel::mpsc;
 use futures_util::{SinkExt, StreamExt};
 
@@ -21,8 +21,9 @@ use crate::server::{Responder, StopSignal};
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
 use crate::usage::Usage;
 
-/// Sized upstream bodies up to this are read whole and sent in one write; larger ones stream.
-const BUFFER_WHOLE_LIMIT: u64 = 256 * 1024;
+/// Non-SSE upstream bodies up to this are read whole (usage read, translation applied, one
+/// write to the client); larger untranslated ones stream through.
+const BUFFER_WHOLE_LIMIT: usize = 16 * 1024 * 1024;
 /// After the client left under the drain policy, read at most this much more for usage.
 const DRAIN_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 const KEEPALIVE_COMMENT: &[u8] = b": keepalive\n\n";
@@ -91,8 +92,41 @@ pub(super) async fn relay(
             result.map_err(client_gone)?;
             Ok(whole(true))
         }
-        ResponseFraming::Length(n) if n <= BUFFER_WHOLE_LIMIT => {
-            let body = exchange.read_to_end(idle, n as usize).await?;
+        // Anything but SSE is read whole when it fits, sized or not (providers behind CDNs answer
+        // JSON with chunked encoding): usage is read from it and translations see a whole body.
+        framing if !is_event_stream(&head) && fits_whole(framing, transform) => {
+            let body = match read_whole(&mut exchange, idle).await? {
+                Whole::Complete(body) => body,
+                Whole::TooLarge(_) if transform.content_type().is_some() => {
+                    let message = format!("upstream answer over {BUFFER_WHOLE_LIMIT} bytes cannot be translated");
+                    return Err(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+                }
+                Whole::TooLarge(start) => {
+                    // Untranslated: relay it as a stream, starting with what was read.
+                    overhead_text = overhead_micros(ctx, answer_ready);
+                    headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
+                    res.start(status, &headers, None).await.map_err(client_gone)?;
+                    mark_first_byte(ctx);
+                    res.piece(&start).await.map_err(client_gone)?;
+                    let stream = Stream {
+                        idle,
+                        keepalive: None,
+                        deadline,
+                        sse: false,
+                        policy: upstream_config.on_client_disconnect,
+                    };
+                    let (complete, returned) = stream.run(res, exchange, transform).await;
+                    if let Some(exchange) = returned {
+                        upstream::checkin(&core.pool, &pool_key, exchange);
+                    }
+                    return Ok(Relayed {
+                        status,
+                        streamed: true,
+                        complete,
+                        usage: transform.usage(),
+                    });
+                }
+            };
             answer_ready = Instant::now();
             upstream::checkin(&core.pool, &pool_key, exchange);
             let body = transform.full(status, body);
@@ -143,6 +177,36 @@ pub(super) async fn relay(
             })
         }
     }
+}
+
+/// Whether a non-SSE body is read whole: always when it may fit, and always when a translation
+/// needs the whole body (a larger one then fails rather than being mistranslated).
+fn fits_whole(framing: ResponseFraming, transform: &dyn ResponseTransform) -> bool {
+    match framing {
+        ResponseFraming::Length(n) => n <= BUFFER_WHOLE_LIMIT as u64 || transform.content_type().is_some(),
+        _ => true,
+    }
+}
+
+enum Whole {
+    Complete(Bytes),
+    /// Past `BUFFER_WHOLE_LIMIT`: what was read so far; the rest follows on the exchange.
+    TooLarge(Bytes),
+}
+
+/// Reads a body whole, up to `BUFFER_WHOLE_LIMIT`.
+async fn read_whole(exchange: &mut Exchange, idle: Duration) -> Result<Whole, UpstreamError> {
+    let mut all = BytesMut::new();
+    while let Some(piece) = exchange.next_piece(idle).await? {
+        if all.is_empty() && piece.len() >= BUFFER_WHOLE_LIMIT {
+            return Ok(Whole::TooLarge(piece));
+        }
+        all.extend_from_slice(&piece);
+        if all.len() >= BUFFER_WHOLE_LIMIT {
+            return Ok(Whole::TooLarge(all.freeze()));
+        }
+    }
+    Ok(Whole::Complete(all.freeze()))
 }
 
 /// rotor's own time so far (before the upstream send, plus since the answer was ready), in µs.
