@@ -148,7 +148,13 @@ pub(super) async fn relay(
             };
             overhead_text = overhead_micros(ctx, answer_ready);
             headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
-            res.start(status, &headers, length).await.map_err(client_gone)?;
+            // SSE: the head leaves with the first event (one write, not two); every way a
+            // stream ends writes something, so the head is never lost.
+            if sse {
+                res.start_held(status, &headers, length).map_err(client_gone)?;
+            } else {
+                res.start(status, &headers, length).await.map_err(client_gone)?;
+            }
             mark_first_byte(ctx);
             let keepalive = if sse {
                 ctx.generation.config.server.sse_keepalive
@@ -264,8 +270,13 @@ impl Stream {
         let reader = monoio::spawn(read_pieces(exchange, self.idle, tx, cancel.clone()));
         let mut client_present = true;
         let mut drained = 0u64;
+        let mut queued: Option<Piece> = None;
         let ended = loop {
-            let piece = match self.wait_for_piece(&mut rx, res, client_present).await {
+            let next = match queued.take() {
+                Some(piece) => Waited::Piece(piece),
+                None => self.wait_for_piece(&mut rx, res, client_present).await,
+            };
+            let piece = match next {
                 Waited::Piece(piece) => piece,
                 Waited::ClientGone => {
                     client_present = false;
@@ -291,6 +302,17 @@ impl Stream {
                         drained += data.len() as u64;
                     }
                     let out = transform.piece(data);
+                    // The reader often has the end queued already (last event and terminator in
+                    // one upstream read): then the last piece and the terminator go in one write.
+                    queued = rx.try_recv().ok();
+                    if client_present && matches!(queued, Some(Piece::End)) {
+                        let mut last = BytesMut::new();
+                        for piece in out.into_iter().chain(transform.end()) {
+                            last.extend_from_slice(&piece);
+                        }
+                        client_present = res.piece_and_finish(&last).await.is_ok();
+                        break true;
+                    }
                     if client_present && !send_all(res, out).await {
                         client_present = false;
                         if self.policy == DisconnectPolicy::Cancel {

@@ -104,6 +104,16 @@ impl<'a> Responder<'a> {
     /// Sends the head of a streamed response. `length` = Some(n) keeps the upstream's
     /// content-length (pieces are then raw), None uses chunked framing.
     pub async fn start(&mut self, status: u16, headers: &[(&str, &[u8])], length: Option<u64>) -> io::Result<()> {
+        self.start_held(status, headers, length)?;
+        let next = self.state;
+        let result = write_all_buf(self.io, &mut self.out).await;
+        self.settle(result, next, 0)
+    }
+
+    /// Prepares the head of a streamed response without sending it: it leaves with the first
+    /// piece (or `finish`), one write instead of two. For SSE, whose failures always end in a
+    /// written error event, so a held head is never lost.
+    pub fn start_held(&mut self, status: u16, headers: &[(&str, &[u8])], length: Option<u64>) -> io::Result<()> {
         self.expect_fresh()?;
         self.status = status;
         let next = match length {
@@ -121,9 +131,20 @@ impl<'a> Responder<'a> {
                 State::Chunked
             }
         };
-        let next = if self.head_only { State::Done } else { next };
+        self.state = if self.head_only { State::Done } else { next };
+        Ok(())
+    }
+
+    /// Sends the last piece of a chunked body and its terminator in one write.
+    pub async fn piece_and_finish(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.state != State::Chunked {
+            self.piece(data).await?;
+            return self.finish().await;
+        }
+        write_chunk(&mut self.out, data);
+        write_last_chunk(&mut self.out);
         let result = write_all_buf(self.io, &mut self.out).await;
-        self.settle(result, next, 0)
+        self.settle(result, State::Done, data.len() as u64)
     }
 
     /// Sends one piece of a streamed body, at once.
@@ -175,6 +196,11 @@ impl<'a> Responder<'a> {
                 self.state = State::Done;
                 Ok(())
             }
+            // A held head of a head-only answer still has to go out.
+            State::Done if !self.out.is_empty() => {
+                let result = write_all_buf(self.io, &mut self.out).await;
+                self.settle(result, State::Done, 0)
+            }
             State::Done => Ok(()),
             _ => Err(self.misuse()),
         }
@@ -194,6 +220,13 @@ impl<'a> Responder<'a> {
             self.keep_alive = false;
             let _ = write_error_into(self.io, &mut self.out, 500, "internal error: no response produced").await;
             return false;
+        }
+        if self.state == State::Done && !self.out.is_empty() {
+            // A held head nobody flushed (a head-only answer): send it now.
+            let result = write_all_buf(self.io, &mut self.out).await;
+            if self.settle(result, State::Done, 0).is_err() {
+                return false;
+            }
         }
         self.state == State::Done && self.keep_alive
     }
