@@ -283,17 +283,8 @@ async fn write_error_into(io: &mut TcpStream, out: &mut BytesMut, status: u16, r
     write_all_buf(io, out).await
 }
 
-/// `{"error":{"message":..,"type":..,"param":null,"code":null}}`, message JSON-escaped.
+/// `{"error":{"message":..,"type":..,"param":null,"code":null}}`: the OpenAI envelope, written by
+/// the OpenAI wire module (one writer for every place rotor speaks OpenAI errors).
 pub fn error_body(message: &str, kind: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + message.len());
-    body.extend_from_slice(b"{\"error\":{\"message\":");
-    body.extend_from_slice(json_string(message).as_bytes());
-    body.extend_from_slice(b",\"type\":");
-    body.extend_from_slice(json_string(kind).as_bytes());
-    body.extend_from_slice(b",\"param\":null,\"code\":null}}");
-    body
-}
-
-fn json_string(s: &str) -> String {
-    sonic_rs::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+    crate::providers::openai::error_body(message, kind).into_bytes()
 }
