@@ -62,9 +62,32 @@ impl Default for Shard {
     }
 }
 
-fn bump<V>(map: &mut AHashMap<u64, (Vec<String>, V)>, labels: &[&str], default: V, f: impl FnOnce(&mut V)) {
+/// Label sets kept per family and shard. Model names can come from clients (wildcard routes
+/// accept any name), so past this many series new label sets count under model `(other)`
+/// instead of growing memory without bound.
+const MAX_SERIES: usize = 4096;
+const OVERFLOW_MODEL: &str = "(other)";
+
+/// Adds to the series of `labels`. `client_named` is the index of the one label whose values
+/// clients choose (the model); past `MAX_SERIES` series a new label set counts under
+/// `(other)` there.
+fn bump<V>(
+    map: &mut AHashMap<u64, (Vec<String>, V)>,
+    labels: &[&str],
+    client_named: Option<usize>,
+    default: V,
+    f: impl FnOnce(&mut V),
+) {
+    let mut labels: smallvec::SmallVec<[&str; 4]> = labels.iter().copied().collect();
+    let mut hash = label_hash(&labels);
+    if map.len() >= MAX_SERIES && !map.contains_key(&hash) {
+        if let Some(slot) = client_named.and_then(|i| labels.get_mut(i)) {
+            *slot = OVERFLOW_MODEL;
+            hash = label_hash(&labels);
+        }
+    }
     let entry = map
-        .entry(label_hash(labels))
+        .entry(hash)
         .or_insert_with(|| (labels.iter().map(|s| (*s).to_owned()).collect(), default));
     f(&mut entry.1);
 }
@@ -73,11 +96,15 @@ impl Shard {
     pub fn observe(&mut self, o: &Observation<'_>) {
         let mut digits = itoa::Buffer::new();
         let status = digits.format(o.status);
-        bump(&mut self.requests, &[o.endpoint, o.model, o.provider, status], 0, |n| {
-            *n += 1
-        });
+        bump(
+            &mut self.requests,
+            &[o.endpoint, o.model, o.provider, status],
+            Some(1),
+            0,
+            |n| *n += 1,
+        );
         if o.tokens.iter().any(|&t| t > 0) {
-            bump(&mut self.tokens, &[o.model, o.provider], [0; 4], |t| {
+            bump(&mut self.tokens, &[o.model, o.provider], Some(0), [0; 4], |t| {
                 for (a, b) in t.iter_mut().zip(o.tokens) {
                     *a += b;
                 }
@@ -91,12 +118,12 @@ impl Shard {
 
     /// One upstream attempt and how it went (`ok`, `retried`, `error`).
     pub fn attempt(&mut self, provider: &str, outcome: &str) {
-        bump(&mut self.attempts, &[provider, outcome], 0, |n| *n += 1);
+        bump(&mut self.attempts, &[provider, outcome], None, 0, |n| *n += 1);
     }
 
     /// A request refused by a limit (`scope`: client, key, provider).
     pub fn limit_rejection(&mut self, scope: &str) {
-        bump(&mut self.limit_rejections, &[scope], 0, |n| *n += 1);
+        bump(&mut self.limit_rejections, &[scope], None, 0, |n| *n += 1);
     }
 
     fn merge(&mut self, other: &Shard) {
@@ -299,6 +326,35 @@ fn series_str(out: &mut String, name: &str, keys: &[&str], values: &[&str], n: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_chosen_model_names_cannot_grow_series_without_bound() {
+        let registry = Registry::default();
+        let shard = registry.shard();
+        for i in 0..(MAX_SERIES + 500) {
+            let model = format!("random-{i}");
+            shard.lock().observe(&Observation {
+                endpoint: "chat",
+                model: &model,
+                provider: "p",
+                status: 200,
+                duration_s: 0.1,
+                overhead_s: None,
+                tokens: [1, 1, 0, 0],
+            });
+        }
+        assert!(shard.lock().requests.len() <= MAX_SERIES + 1);
+        assert!(shard.lock().tokens.len() <= MAX_SERIES + 1);
+        let text = registry.render(&Extra {
+            key_states: vec![],
+            log_dropped: 0,
+            open_connections: 0,
+        });
+        assert!(
+            text.contains(r#"model="(other)",provider="p",status="200"} 500"#),
+            "overflow counted, not lost"
+        );
+    }
 
     #[test]
     fn shards_sum_and_render_as_prometheus_text() {
