@@ -14,23 +14,6 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 const GOOD: &str = "sk-good-key-000001";
 const FLAKY: &str = "sk-flaky-key-00002";
 
-fn two_key_body(first: &str, second: &str) -> String {
-    format!(
-        r#"
-[[clients]]
-name = "tester"
-key = "{CLIENT_KEY}"
-
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "{{MOCK}}"
-keys = ["{first}", "{second}"]
-models = ["gpt-4o-mini"]
-"#
-    )
-}
-
 fn hits(h: &Harness, key: &str) -> usize {
     h.recorded()
         .iter()
@@ -42,7 +25,7 @@ fn hits(h: &Harness, key: &str) -> usize {
 fn a_429_key_is_hit_once_then_skipped_for_its_retry_after() {
     let h = Harness::start(Conf {
         workers: 1,
-        ..Conf::with_body(&two_key_body(FLAKY, GOOD))
+        ..Conf::with_body(&pool_body(&[FLAKY, GOOD]))
     });
     h.mock().faults.set(
         FLAKY,
@@ -77,7 +60,7 @@ fn a_401_key_is_quarantined_then_restored_by_the_probe() {
     let h = Harness::start(Conf {
         workers: 1,
         retry: "quarantine_ms = 200".into(),
-        ..Conf::with_body(&two_key_body(FLAKY, GOOD))
+        ..Conf::with_body(&pool_body(&[FLAKY, GOOD]))
     });
     h.mock().faults.set(
         FLAKY,
@@ -160,7 +143,7 @@ models = ["gpt-4o-mini"]
 fn all_keys_cooling_is_429_with_retry_after_without_touching_upstream() {
     let h = Harness::start(Conf {
         workers: 1,
-        ..Conf::with_body(&two_key_body(FLAKY, "sk-second-key-0003"))
+        ..Conf::with_body(&pool_body(&[FLAKY, "sk-second-key-0003"]))
     });
     h.mock().faults.set(
         FLAKY,
@@ -197,7 +180,7 @@ fn wait_for_key_waits_for_the_soonest_key_instead_of_failing() {
     let h = Harness::start(Conf {
         workers: 1,
         retry: "wait_for_key_ms = 3000".into(),
-        ..Conf::with_body(&two_key_body(FLAKY, FLAKY))
+        ..Conf::with_body(&pool_body(&[FLAKY, FLAKY]))
     });
     h.mock().faults.set(
         FLAKY,
@@ -227,7 +210,7 @@ fn all_keys_quarantined_is_503() {
     let h = Harness::start(Conf {
         workers: 1,
         retry: "quarantine_ms = 60000".into(),
-        ..Conf::with_body(&two_key_body("sk-fail401-key-001", "sk-fail403-key-002"))
+        ..Conf::with_body(&pool_body(&["sk-fail401-key-001", "sk-fail403-key-002"]))
     });
     let first = h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
     assert!(
@@ -245,7 +228,7 @@ fn slow_first_byte_moves_to_another_key_within_the_timeout() {
     let h = Harness::start(Conf {
         workers: 1,
         upstream: "first_byte_timeout_ms = 300".into(),
-        ..Conf::with_body(&two_key_body(FLAKY, GOOD))
+        ..Conf::with_body(&pool_body(&[FLAKY, GOOD]))
     });
     h.mock().faults.set(
         FLAKY,

@@ -20,20 +20,7 @@ fn count_by_bearer(h: &Harness) -> BTreeMap<String, usize> {
 
 #[test]
 fn keys_rotate_evenly() {
-    let body = format!(
-        r#"
-[[clients]]
-name = "tester"
-key = "{CLIENT_KEY}"
-
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "{{MOCK}}"
-keys = ["sk-rot-key-000001", "sk-rot-key-000002", "sk-rot-key-000003"]
-models = ["gpt-4o-mini"]
-"#
-    );
+    let body = pool_body(&["sk-rot-key-000001", "sk-rot-key-000002", "sk-rot-key-000003"]);
     let h = Harness::start(Conf::with_body(&body));
     for _ in 0..30 {
         // A fresh connection each time, so both workers take a share.

@@ -280,20 +280,7 @@ fn stale_pooled_connection_is_retried_on_a_fresh_one() {
 
 #[test]
 fn server_errors_move_to_the_next_key() {
-    let body = format!(
-        r#"
-[[clients]]
-name = "tester"
-key = "{CLIENT_KEY}"
-
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "{{MOCK}}"
-keys = ["sk-fail500-key-0001", "sk-good-key-00001"]
-models = ["gpt-4o-mini"]
-"#
-    );
+    let body = pool_body(&["sk-fail500-key-0001", "sk-good-key-00001"]);
     let h = Harness::start(Conf {
         workers: 1,
         ..Conf::with_body(&body)

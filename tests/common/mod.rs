@@ -91,6 +91,26 @@ aliases = {{ "gpt-3.5" = "gpt-4o-mini" }}
     )
 }
 
+/// One client (`CLIENT_KEY`) and one provider `mock` serving gpt-4o-mini with these pool keys.
+pub fn pool_body(keys: &[&str]) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+    format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "{{MOCK}}"
+keys = [{}]
+models = ["gpt-4o-mini"]
+"#,
+        keys.join(", ")
+    )
+}
+
 impl Conf {
     pub fn with_body(body: &str) -> Self {
         Conf {
