@@ -3,8 +3,8 @@
 //! instead of the cheaper but lenient `get_many`, because the lenient read lets one body route
 //! one way and bill another (DESIGN 2.1a). That is only affordable if the strict pass is cheap
 //! next to an upstream round trip: issue 7 aims at < 300 ns for a 4 KB body. This bench
-//! measures it (model first and model last, 1 KB / 4 KB / 64 KB), the model splice at 4 KB,
-//! and the request-head parse that precedes it on every request.
+//! measures it (model first and model last, 1 KB / 4 KB / 64 KB) and the model splice at 4 KB.
+//! The request-head parse that precedes it is in `benches/codec.rs`.
 //!
 //! Group `inspect_alternatives` (4 KB, model first) prices strictness against what else could
 //! do the job: the lenient `get_many` (reads up to the fields and stops; accepts trailing
@@ -15,9 +15,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use rotor::codec::{inspect_body, parse_request_head, splice_model, HeadLimits};
+use rotor::codec::{inspect_body, splice_model};
 
 /// An OpenAI chat body of about `size` bytes: a system prompt, alternating turns, and the
 /// usual scalar options; `model` either first or last.
@@ -39,18 +38,6 @@ fn chat_body(size: usize, model_first: bool) -> Vec<u8> {
     };
     body.into_bytes()
 }
-
-const REQUEST_HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
-Host: rotor.internal:8080\r\n\
-User-Agent: OpenAI/Python 1.51.0\r\n\
-Accept: application/json\r\n\
-Accept-Encoding: gzip, deflate\r\n\
-Content-Type: application/json\r\n\
-Content-Length: 4096\r\n\
-Authorization: Bearer rk-0123456789abcdef0123456789abcdef\r\n\
-X-Request-Id: 6f1c2a4e-9d3b-4c55-8a77-1e2f3a4b5c6d\r\n\
-X-Stainless-Lang: python\r\n\
-Connection: keep-alive\r\n\r\n";
 
 fn bench_inspect(c: &mut Criterion) {
     let mut group = c.benchmark_group("inspect_body");
@@ -94,14 +81,6 @@ fn bench_inspect(c: &mut Criterion) {
         b.iter(|| std::str::from_utf8(black_box(&body)).is_ok())
     });
     alt.finish();
-
-    let limits = HeadLimits::default();
-    c.bench_function("parse_request_head/10_headers", |b| {
-        b.iter(|| {
-            let mut buf = BytesMut::from(black_box(REQUEST_HEAD));
-            parse_request_head(&mut buf, &limits)
-        })
-    });
 }
 
 criterion_group! {

@@ -44,6 +44,18 @@ pub struct Header {
 /// Sixteen inline fields cover typical API requests without a heap allocation.
 pub type Headers = SmallVec<[Header; 16]>;
 
+/// Headers from static pairs, for unit tests of code that reads headers.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&'static str, &'static str)]) -> Vec<Header> {
+    pairs
+        .iter()
+        .map(|(n, v)| Header {
+            name: Bytes::from_static(n.as_bytes()),
+            value: Bytes::from_static(v.as_bytes()),
+        })
+        .collect()
+}
+
 /// First header named `name`, compared ASCII case-insensitively (field names are
 /// case-insensitive, RFC 9110 §5.1).
 pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a Bytes> {

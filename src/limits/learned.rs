@@ -100,19 +100,9 @@ pub fn parse_duration_ms(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
 
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> Vec<Header> {
-        pairs
-            .iter()
-            .map(|(n, v)| Header {
-                name: Bytes::from_static(n.as_bytes()),
-                value: Bytes::from_static(v.as_bytes()),
-            })
-            .collect()
-    }
+    use crate::codec::head::test_headers as headers;
 
     #[test]
     fn go_durations() {

@@ -76,17 +76,8 @@ pub fn retry_after(headers: &[Header], now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::head::test_headers as headers;
     use bytes::Bytes;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> Vec<Header> {
-        pairs
-            .iter()
-            .map(|(n, v)| Header {
-                name: Bytes::from_static(n.as_bytes()),
-                value: Bytes::from_static(v.as_bytes()),
-            })
-            .collect()
-    }
 
     #[test]
     fn statuses_map_to_verdicts() {
