@@ -19,6 +19,14 @@ pub struct Inspection {
     pub model_span: Option<Range<usize>>,
     /// Absent or null → false.
     pub stream: bool,
+    /// `max_completion_tokens` and `max_tokens` when they are non-negative integers (read in the
+    /// same pass, for TPM estimates).
+    pub max_completion_tokens: Option<u64>,
+    pub max_tokens: Option<u64>,
+    /// A top-level `stream_options` member is present.
+    pub has_stream_options: bool,
+    /// `stream_options.include_usage` is `true`.
+    pub include_usage: bool,
 }
 
 /// Why a body was refused; the message is safe to show the client (no body bytes in it).
@@ -80,6 +88,16 @@ pub fn inspect_body(body: &[u8]) -> Result<Inspection, InspectError> {
                     None if value.is_null() => false,
                     None => return Err(err("\"stream\" must be a boolean")),
                 };
+            }
+            "max_completion_tokens" => out.max_completion_tokens = value.as_u64(),
+            "max_tokens" => out.max_tokens = value.as_u64(),
+            "stream_options" => {
+                out.has_stream_options = true;
+                out.include_usage = value.is_object()
+                    && sonic_rs::get(raw.as_bytes(), ["include_usage"])
+                        .ok()
+                        .and_then(|v| v.as_bool())
+                        == Some(true);
             }
             _ => {}
         }

@@ -29,7 +29,7 @@ use crate::server::{Request, Responder};
 use crate::storage::windows::unix_now_ms;
 use crate::upstream::PoolKey;
 use crate::usage::anthropic::AnthropicUsageTap;
-use crate::usage::openai::{client_asked_for_usage, inject_include_usage, Mode, OpenAiUsageTap};
+use crate::usage::openai::{inject_include_usage, Mode, OpenAiUsageTap};
 use crate::usage::Usage;
 
 pub(super) async fn forward(
@@ -64,7 +64,7 @@ pub(super) async fn forward(
     }
     let plan = plan(core, ctx, route, &model);
     let tokens = if ctx.generation.limits.any_tpm {
-        estimate_tokens(&req.body)
+        estimate_tokens(req.body.len(), &inspection)
     } else {
         0
     };
@@ -406,10 +406,10 @@ fn note_attempt(
 /// for it, rotor asks, and the relay hides the extra chunk again (DESIGN 1.4).
 fn usage_plan(job: &Job<'_>, body: Bytes) -> (Bytes, Mode) {
     let streams_tokens = matches!(job.endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-    if !job.inspection.stream || !streams_tokens || client_asked_for_usage(&body) {
+    if !job.inspection.stream || !streams_tokens || job.inspection.include_usage {
         return (body, Mode::Observe);
     }
-    match inject_include_usage(&body) {
+    match inject_include_usage(&body, job.inspection.has_stream_options) {
         Some(injected) => (injected, Mode::Hide),
         None => (body, Mode::Observe),
     }

@@ -55,20 +55,12 @@ pub fn usage_of(body: &[u8]) -> Option<Usage> {
     })
 }
 
-/// Whether the client asked for usage in its stream itself.
-pub fn client_asked_for_usage(body: &[u8]) -> bool {
-    use sonic_rs::JsonValueTrait;
-    sonic_rs::get(body, ["stream_options", "include_usage"])
-        .ok()
-        .and_then(|v| v.as_bool())
-        == Some(true)
-}
-
 /// The request body with `stream_options.include_usage = true`; `None` if the body could not be
 /// rewritten (it is then sent as it was, and usage may be missing).
-pub fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
+/// `has_stream_options` comes from the strict inspection (no second scan of the body).
+pub fn inject_include_usage(body: &[u8], has_stream_options: bool) -> Option<Bytes> {
     use sonic_rs::JsonValueMutTrait;
-    if sonic_rs::get(body, ["stream_options"]).is_ok() {
+    if has_stream_options {
         // Rare: the client sent stream_options without include_usage. Rewrite the object.
         let mut value: sonic_rs::Value = sonic_rs::from_slice(body).ok()?;
         let options = sonic_rs::json!({"include_usage": true});
@@ -228,6 +220,7 @@ fn write_event(name: &[u8], data: &[u8], out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::json::inspect_body;
 
     const INJECTED: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
 data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\
@@ -275,14 +268,15 @@ data: [DONE]\n\n";
     #[test]
     fn include_usage_is_injected_once_and_keeps_the_rest() {
         let body = br#"{"model":"m","stream":true,"messages":[]}"#;
-        let out = inject_include_usage(body).unwrap();
-        assert!(client_asked_for_usage(&out));
-        assert_eq!(
-            crate::codec::json::inspect_body(&out).unwrap().model.as_deref(),
-            Some("m")
-        );
+        let out = inject_include_usage(body, false).unwrap();
+        assert!(inspect_body(&out).unwrap().include_usage);
+        assert_eq!(inspect_body(&out).unwrap().model.as_deref(), Some("m"));
         let with_options = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
-        assert!(client_asked_for_usage(&inject_include_usage(with_options).unwrap()));
+        assert!(
+            inspect_body(&inject_include_usage(with_options, true).unwrap())
+                .unwrap()
+                .include_usage
+        );
     }
 
     #[test]
