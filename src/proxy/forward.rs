@@ -140,7 +140,7 @@ async fn attempt_all(
         let wait = attempt.soonest_cool.map(|until| until.saturating_sub(now_ms()));
         match wait {
             Some(ms) if round == 0 && attempt.made == 0 && ms <= config.retry.wait_for_key.as_millis() as u64 => {
-                monoio::time::sleep(Duration::from_millis(ms)).await;
+                Box::pin(monoio::time::sleep(Duration::from_millis(ms))).await;
                 attempt.soonest_cool = None;
             }
             _ => break,

@@ -4,7 +4,6 @@
 //! direction; the pool key is the only credential sent upstream.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use smallvec::SmallVec;
 
 use crate::codec::head::{Header, RequestHead};
 use crate::config::{Provider, ProviderKind};
@@ -152,7 +151,8 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-pub type ResponseHeaders<'a> = SmallVec<[(&'a str, &'a [u8]); 24]>;
+/// On the heap for the reason `codec::head::Headers` is: the list lives across the relay's awaits.
+pub type ResponseHeaders<'a> = Vec<(&'a str, &'a [u8])>;
 
 /// Upstream response headers worth returning (end-to-end ones), plus rotor's own.
 pub fn response_headers<'a>(
@@ -161,7 +161,7 @@ pub fn response_headers<'a>(
     provider: &'a str,
     attempts: &'a [u8],
 ) -> ResponseHeaders<'a> {
-    let mut out = ResponseHeaders::new();
+    let mut out = ResponseHeaders::with_capacity(upstream.len() + 4);
     for h in upstream {
         if listed(&h.name, NOT_RETURNED) {
             continue;

@@ -367,7 +367,7 @@ impl Stream {
                 return Waited::Piece(rx.next().await.unwrap_or(Piece::End));
             };
             // Receiving from the channel is cancel-safe: a piece not taken stays queued.
-            match monoio::time::timeout(tick, rx.next()).await {
+            match crate::net::within(tick, rx.next()).await {
                 Ok(piece) => return Waited::Piece(piece.unwrap_or(Piece::End)),
                 Err(_) => {
                     if self.deadline.is_some_and(|d| Instant::now() >= d) {

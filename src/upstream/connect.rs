@@ -51,7 +51,7 @@ pub async fn connect(
             }
         }
     };
-    match monoio::time::timeout(timeout, work).await {
+    match crate::net::within(timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(UpstreamError::new(
             UpstreamErrorKind::ConnectTimeout,
