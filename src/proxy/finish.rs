@@ -14,12 +14,16 @@ use crate::usage::Usage;
 #[derive(Debug, Default)]
 pub struct Trace {
     pub endpoint: &'static str,
-    pub client: String,
+    /// Index in the generation's `clients` (names are looked up at `finish`: no copies per
+    /// request).
+    pub client: Option<usize>,
     pub model: String,
-    pub provider: String,
+    /// Index in the generation's `providers`.
+    pub provider: Option<usize>,
+    /// The model asked of the provider when it differs from `model` (an alias), else empty.
     pub upstream_model: String,
-    /// The key of the delivering (or last) attempt, masked.
-    pub key: String,
+    /// The key of the delivering (or last) attempt: (provider index, key index).
+    pub key: Option<(usize, usize)>,
     pub attempts: u32,
     pub stream: bool,
     pub usage: Usage,
@@ -46,10 +50,15 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     let elapsed = ctx.received_at.elapsed();
     let overhead = trace.overhead();
     let usage = trace.usage;
+    let config = &ctx.generation.config;
+    let provider = trace
+        .provider
+        .and_then(|i| config.providers.get(i))
+        .map_or("", |p| p.name.as_str());
     core.metrics.lock().observe(&Observation {
         endpoint: trace.endpoint,
         model: &trace.model,
-        provider: &trace.provider,
+        provider,
         status,
         duration_s: elapsed.as_secs_f64(),
         overhead_s: overhead.map(|d| d.as_secs_f64()),
@@ -60,7 +69,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
             usage.reasoning_tokens,
         ],
     });
-    let storage = &ctx.generation.config.storage;
+    let storage = &config.storage;
     if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models" | "admin") {
         return;
     }
@@ -68,12 +77,21 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     core.gateway.records.push(RequestRecord {
         ts_ms: arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
         request_id: String::from_utf8_lossy(&ctx.request_id).into_owned(),
-        client: trace.client.clone(),
+        client: trace
+            .client
+            .and_then(|i| config.clients.get(i))
+            .map_or_else(String::new, |c| c.name.clone()),
         endpoint: trace.endpoint.to_owned(),
         model: trace.model.clone(),
-        provider: trace.provider.clone(),
-        upstream_model: trace.upstream_model.clone(),
-        key: trace.key.clone(),
+        provider: provider.to_owned(),
+        upstream_model: match trace.upstream_model.as_str() {
+            "" if trace.provider.is_some() => trace.model.clone(),
+            alias => alias.to_owned(),
+        },
+        key: trace
+            .key
+            .and_then(|(p, k)| ctx.generation.key_health.get(p, k))
+            .map_or_else(String::new, |h| h.masked.clone()),
         status,
         error: trace.error.to_owned(),
         attempts: trace.attempts,

@@ -288,7 +288,7 @@ async fn try_provider(
         }
         attempt.made += 1;
         let _in_flight = health.enter();
-        note_attempt(ctx, provider, &candidate.upstream_model, model, health, attempt.made);
+        note_attempt(ctx, provider, &candidate.upstream_model, model, key_index, attempt.made);
         let key = provider.keys.get(key_index).map_or("", |k| k.secret.expose());
         let sent = send(core, ctx, req, provider, key, &body, upstream_path).await;
         let (exchange, head) = match sent {
@@ -380,7 +380,7 @@ fn note_attempt(
     provider: &Provider,
     upstream_model: &str,
     model: &str,
-    health: &KeyHealth,
+    key_index: usize,
     n: usize,
 ) {
     let mut trace = ctx.trace.borrow_mut();
@@ -388,18 +388,13 @@ fn note_attempt(
         trace.before_upstream = Some(ctx.received_at.elapsed());
     }
     trace.attempts = n as u32;
-    if trace.provider != provider.name {
-        trace.provider = provider.name.clone();
-    }
-    let upstream_model = if upstream_model.is_empty() {
-        model
-    } else {
-        upstream_model
-    };
-    if trace.upstream_model != upstream_model {
+    trace.provider = Some(provider.index);
+    if upstream_model.is_empty() || upstream_model == model {
+        trace.upstream_model.clear();
+    } else if trace.upstream_model != upstream_model {
         trace.upstream_model = upstream_model.to_owned();
     }
-    trace.key = health.masked.clone();
+    trace.key = Some((provider.index, key_index));
 }
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask

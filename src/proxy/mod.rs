@@ -164,7 +164,7 @@ impl Core {
         }
         let client = authenticate(&ctx.generation.config.clients, &req.head)?;
         if let Some(client) = client {
-            ctx.trace.borrow_mut().client = client.name.clone();
+            ctx.trace.borrow_mut().client = Some(client.index);
         }
         match endpoint {
             Endpoint::Models => endpoints::models(ctx, client, res).await,

@@ -65,12 +65,12 @@ pub(super) async fn relay(
     } = input;
     let mut answer_ready = Instant::now();
     // Declared before `headers`, which borrows it.
-    let overhead_text: String;
+    let mut overhead_digits = itoa::Buffer::new();
     let upstream_config = &ctx.generation.config.upstream;
     let idle = upstream_config.stream_idle_timeout;
     let mut digits = itoa::Buffer::new();
-    let attempts_text = digits.format(attempts).as_bytes().to_vec();
-    let mut headers = response_headers(&head.headers, &ctx.request_id, &provider.name, &attempts_text);
+    let attempts_text = digits.format(attempts).as_bytes();
+    let mut headers = response_headers(&head.headers, &ctx.request_id, &provider.name, attempts_text);
     if let Some(content_type) = transform.content_type() {
         headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
         headers.push(("content-type", content_type));
@@ -84,8 +84,8 @@ pub(super) async fn relay(
     };
     match head.framing {
         ResponseFraming::Empty => {
-            overhead_text = overhead_micros(ctx, answer_ready);
-            headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
+            let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+            headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             let result = res.send(status, &headers, Bytes::new()).await;
             mark_first_byte(ctx);
             upstream::checkin(&core.pool, &pool_key, exchange);
@@ -103,8 +103,8 @@ pub(super) async fn relay(
                 }
                 Whole::TooLarge(start) => {
                     // Untranslated: relay it as a stream, starting with what was read.
-                    overhead_text = overhead_micros(ctx, answer_ready);
-                    headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
+                    let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+                    headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
                     res.start(status, &headers, None).await.map_err(client_gone)?;
                     mark_first_byte(ctx);
                     res.piece(&start).await.map_err(client_gone)?;
@@ -130,8 +130,8 @@ pub(super) async fn relay(
             answer_ready = Instant::now();
             upstream::checkin(&core.pool, &pool_key, exchange);
             let body = transform.full(status, body);
-            overhead_text = overhead_micros(ctx, answer_ready);
-            headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
+            let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+            headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             res.send(status, &headers, body).await.map_err(client_gone)?;
             mark_first_byte(ctx);
             Ok(Relayed {
@@ -146,8 +146,8 @@ pub(super) async fn relay(
                 ResponseFraming::Length(n) if transform.content_type().is_none() && !sse => Some(n),
                 _ => None,
             };
-            overhead_text = overhead_micros(ctx, answer_ready);
-            headers.push(("x-rotor-overhead-us", overhead_text.as_bytes()));
+            let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+            headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             // SSE: the head leaves with the first event (one write, not two); every way a
             // stream ends writes something, so the head is never lost.
             if sse {
@@ -216,10 +216,10 @@ async fn read_whole(exchange: &mut Exchange, idle: Duration) -> Result<Whole, Up
 }
 
 /// rotor's own time so far (before the upstream send, plus since the answer was ready), in µs.
-fn overhead_micros(ctx: &RequestContext, answer_ready: Instant) -> String {
+fn overhead_micros(ctx: &RequestContext, answer_ready: Instant) -> u128 {
     let mut trace = ctx.trace.borrow_mut();
     trace.after_upstream = Some(answer_ready.elapsed());
-    trace.overhead().map_or(0, |d| d.as_micros()).to_string()
+    trace.overhead().map_or(0, |d| d.as_micros())
 }
 
 fn mark_first_byte(ctx: &RequestContext) {
