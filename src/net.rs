@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -49,6 +51,18 @@ pub async fn read_more_within<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMut, 
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")))
 }
 
+/// Time left until `deadline`, which is set to now + `limit` on the first call (that call reads
+/// the clock once and returns `limit`; later calls read it once each).
+pub fn time_left(deadline: &mut Option<std::time::Instant>, limit: Duration) -> Duration {
+    match deadline {
+        Some(at) => at.saturating_duration_since(std::time::Instant::now()),
+        None => {
+            *deadline = Some(std::time::Instant::now() + limit);
+            limit
+        }
+    }
+}
+
 /// `limit` passed before `fut` finished (`fut` was dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
@@ -57,13 +71,33 @@ pub struct Elapsed;
 /// allocation. monoio's timer entry is 640 bytes aligned to 128; kept inline, it makes every
 /// future that awaits a timed read that much larger and 128-aligned, and the request path
 /// builds and moves such futures several times per request (memmove was 12 % of a proxy
-/// core's time under load; `perf record`, issue 7).
-pub async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    let timer = Box::pin(monoio::time::sleep(limit));
-    monoio::select! {
-        biased;
-        out = fut => Ok(out),
-        _ = timer => Err(Elapsed),
+/// core's time under load; `perf record`, issue 7). A plain struct, not an `async fn`: an
+/// async fn would keep `fut` twice (as its argument and as the polled value).
+pub fn within<F: Future>(limit: Duration, fut: F) -> Within<F> {
+    Within {
+        fut,
+        timer: Box::pin(monoio::time::sleep(limit)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`within`] returns.
+    pub struct Within<F> {
+        #[pin]
+        fut: F,
+        timer: Pin<Box<monoio::time::Sleep>>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        this.timer.as_mut().poll(cx).map(|()| Err(Elapsed))
     }
 }
 

@@ -38,9 +38,9 @@ const TIMESTAMP_RESETS: [(&str, &str); 4] = [
 ];
 
 /// How long (ms from now) the key is spent according to the response headers, if it is.
-/// `unix_now_ms` is the wall clock, for RFC 3339 resets. No allocation: it runs on every
+/// `unix_now_ms` reads the wall clock, only for RFC 3339 resets. No allocation: it runs on every
 /// upstream response.
-pub fn spent_for(headers: &[Header], unix_now_ms: u64) -> Option<u64> {
+pub fn spent_for(headers: &[Header], unix_now_ms: impl Fn() -> u64) -> Option<u64> {
     let value = |name: &str| {
         headers
             .iter()
@@ -62,7 +62,7 @@ pub fn spent_for(headers: &[Header], unix_now_ms: u64) -> Option<u64> {
     for (remaining, reset) in TIMESTAMP_RESETS {
         if value(remaining) == Some("0") {
             let at = value(reset).and_then(parse_rfc3339_ms);
-            note(at.map(|at| at.saturating_sub(unix_now_ms)));
+            note(at.map(|at| at.saturating_sub(unix_now_ms())));
         }
     }
     wait.filter(|ms| *ms > 0)
@@ -122,12 +122,12 @@ mod tests {
             ("x-ratelimit-remaining-requests", "0"),
             ("x-ratelimit-reset-requests", "6m0s"),
         ]);
-        assert_eq!(spent_for(&h, 0), Some(360_000));
+        assert_eq!(spent_for(&h, || 0), Some(360_000));
         let h = headers(&[
             ("x-ratelimit-remaining-requests", "3"),
             ("x-ratelimit-reset-requests", "6m0s"),
         ]);
-        assert_eq!(spent_for(&h, 0), None);
+        assert_eq!(spent_for(&h, || 0), None);
         // The later reset wins when both are spent.
         let h = headers(&[
             ("X-RateLimit-Remaining-Requests", "0"),
@@ -135,7 +135,7 @@ mod tests {
             ("x-ratelimit-remaining-tokens", "0"),
             ("x-ratelimit-reset-tokens", "20ms"),
         ]);
-        assert_eq!(spent_for(&h, 0), Some(1_000));
+        assert_eq!(spent_for(&h, || 0), Some(1_000));
     }
 
     #[test]
@@ -147,8 +147,8 @@ mod tests {
             ("anthropic-ratelimit-tokens-remaining", "5000"),
             ("anthropic-ratelimit-tokens-reset", "2024-05-01T12:05:00Z"),
         ]);
-        assert_eq!(spent_for(&h, now), Some(30_000));
+        assert_eq!(spent_for(&h, || now), Some(30_000));
         let h = headers(&[("anthropic-ratelimit-requests-remaining", "0")]);
-        assert_eq!(spent_for(&h, now), None);
+        assert_eq!(spent_for(&h, || now), None);
     }
 }

@@ -306,7 +306,7 @@ async fn try_provider(
                 continue;
             }
         };
-        if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms()) {
+        if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms) {
             tracing::debug!(provider = %provider.name, key = %health.masked, wait_ms = wait, "upstream says the key is spent");
             health.cool_until(now_ms() + wait);
         }

@@ -17,7 +17,7 @@ use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::{parse_request_head, BodyFraming, HeadLimits, RequestHead};
-use crate::net::{read_more_reserving_within, read_more_within, write_all_buf};
+use crate::net::{read_more_reserving_within, read_more_within, time_left, write_all_buf};
 
 const MAX_HEADERS: usize = 100;
 /// Buffer offered to the kernel while a connection idles: most request heads fit, and 10,000
@@ -152,14 +152,15 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) 
         max_head_bytes: limits.max_header_bytes,
         max_headers: MAX_HEADERS,
     };
-    let deadline = Instant::now() + limits.header_read_timeout;
+    // Set at the first read: a head that arrived whole (the usual case) reads no clock.
+    let mut deadline: Option<Instant> = None;
     loop {
         match parse_request_head(buf, &head_limits) {
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(e) => return Err(ReadStop::Reject(e.status, e.reason)),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = time_left(&mut deadline, limits.header_read_timeout);
         match read_more_within(stream, buf, left).await {
             Ok(0) => return Err(ReadStop::Quiet),
             Ok(_) => {}

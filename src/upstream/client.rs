@@ -12,7 +12,7 @@ use super::error::{UpstreamError, UpstreamErrorKind};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
-use crate::net::{read_more_within, write_all_buf};
+use crate::net::{read_more_within, time_left, write_all_buf};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -65,7 +65,7 @@ impl Exchange {
 
     /// Reads the response head; `timeout` bounds the wait for it (time to first byte).
     pub async fn read_head(&mut self, timeout: Duration, head_request: bool) -> Result<ResponseHead, UpstreamError> {
-        let deadline = std::time::Instant::now() + timeout;
+        let mut deadline = None;
         loop {
             match parse_response_head(&mut self.buf, &RESPONSE_HEAD_LIMITS, head_request) {
                 Ok(Some(head)) => {
@@ -84,7 +84,7 @@ impl Exchange {
                 Ok(None) => {}
                 Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = time_left(&mut deadline, timeout);
             match read_more_within(&mut self.io, &mut self.buf, left).await {
                 Ok(0) => {
                     return Err(UpstreamError::new(
