@@ -1,15 +1,13 @@
 //! Phases `relay` and `finish`: the upstream answer goes to the client as it arrives, through
-//! a `ResponseTransform`. Streamed bodies are read by a separate reader task so the relay can
-//! send SSE keepalive comments during upstream silences without cancelling a read (a cancelled
-//! io_uring read may lose the bytes it got).
+//! a `ResponseTransform`. Streamed bodies are read and written in the request's own task; SSE
+//! keepalive comments go out during upstream silences while the pending read stays in flight
+//! (a cancelled io_uring read may lose the bytes it got).
 //! Invariant: the upstream connection returns to the pool only when its body was read to the
 //! end; a client that leaves (with `on_client_disconnect = "cancel"`) closes it at once.
 
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_channel::mpsc;
-use futures_util::{SinkExt, StreamExt};
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::headers::response_headers;
@@ -17,7 +15,7 @@ use super::transform::{Emit, ResponseTransform};
 use super::{Core, RequestContext};
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{DisconnectPolicy, Provider};
-use crate::server::{Responder, StopSignal};
+use crate::server::Responder;
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
 use crate::usage::Usage;
 
@@ -242,12 +240,6 @@ fn client_gone(e: std::io::Error) -> ProxyError {
     )
 }
 
-enum Piece {
-    Data(Bytes),
-    End,
-    Failed(UpstreamError),
-}
-
 struct Stream {
     idle: Duration,
     keepalive: Option<Duration>,
@@ -256,125 +248,104 @@ struct Stream {
     policy: DisconnectPolicy,
 }
 
+/// What waiting for the next upstream piece ended with.
+enum Next {
+    Piece(Result<Option<Bytes>, UpstreamError>),
+    /// The client left during an upstream silence and the policy is `cancel`.
+    ClientGone,
+    Deadline,
+}
+
 impl Stream {
     /// Relays pieces until the upstream ends or fails. Returns whether the client got the whole
-    /// answer, and the exchange when it may be pooled.
+    /// answer, and the exchange when it may be pooled (its body was read to the end).
     async fn run(
         &self,
         res: &mut Responder<'_>,
-        exchange: Exchange,
+        mut exchange: Exchange,
         transform: &mut dyn ResponseTransform,
     ) -> (bool, Option<Exchange>) {
-        let (tx, mut rx) = mpsc::channel::<Piece>(4);
-        let cancel = StopSignal::default();
-        let reader = monoio::spawn(read_pieces(exchange, self.idle, tx, cancel.clone()));
         let mut client_present = true;
         let mut drained = 0u64;
-        let mut queued: Option<Piece> = None;
-        let ended = loop {
-            let next = match queued.take() {
-                Some(piece) => Waited::Piece(piece),
-                None => self.wait_for_piece(&mut rx, res, client_present).await,
-            };
-            let piece = match next {
-                Waited::Piece(piece) => piece,
-                Waited::ClientGone => {
-                    client_present = false;
-                    if self.policy == DisconnectPolicy::Cancel {
-                        break false;
-                    }
-                    continue;
-                }
-                Waited::Deadline => {
-                    self.fail(
-                        res,
-                        transform,
-                        "request exceeded upstream.request_timeout_ms",
-                        client_present,
-                    )
-                    .await;
-                    break false;
-                }
-            };
-            match piece {
-                Piece::Data(data) => {
-                    if !client_present {
-                        drained += data.len() as u64;
-                    }
-                    let out = transform.piece(data);
-                    // The reader often has the end queued already (last event and terminator in
-                    // one upstream read): then the last piece and the terminator go in one write.
-                    queued = rx.try_recv().ok();
-                    if client_present && matches!(queued, Some(Piece::End)) {
-                        let mut last = BytesMut::new();
-                        for piece in out.into_iter().chain(transform.end()) {
-                            last.extend_from_slice(&piece);
-                        }
-                        client_present = res.piece_and_finish(&last).await.is_ok();
-                        break true;
-                    }
-                    if client_present && !send_all(res, out).await {
-                        client_present = false;
-                        if self.policy == DisconnectPolicy::Cancel {
-                            break false;
-                        }
-                    }
-                    if !client_present && drained > DRAIN_LIMIT_BYTES {
-                        break false;
-                    }
-                }
-                Piece::End => {
+        loop {
+            let data = match self.next_piece(&mut exchange, res, &mut client_present).await {
+                Next::Piece(Ok(Some(data))) => data,
+                Next::Piece(Ok(None)) => {
                     if client_present {
                         let tail = transform.end();
                         client_present = send_all(res, tail).await && res.finish().await.is_ok();
                     }
-                    break true;
+                    return (client_present, Some(exchange));
                 }
-                Piece::Failed(e) => {
+                Next::Piece(Err(e)) => {
                     tracing::warn!("upstream failed mid-response: {e}");
                     let message = format!("upstream failed mid-stream: {}", e.message);
                     self.fail(res, transform, &message, client_present).await;
-                    break false;
+                    return (false, None);
+                }
+                Next::ClientGone => return (false, None),
+                Next::Deadline => {
+                    let message = "request exceeded upstream.request_timeout_ms";
+                    self.fail(res, transform, message, client_present).await;
+                    return (false, None);
+                }
+            };
+            if !client_present {
+                drained += data.len() as u64;
+            }
+            let out = transform.piece(data);
+            // The terminator often comes in the same upstream read as the last event: then the
+            // last piece and the end of the response go out in one write.
+            if client_present && exchange.body_done() {
+                let mut last = BytesMut::new();
+                for piece in out.into_iter().chain(transform.end()) {
+                    last.extend_from_slice(&piece);
+                }
+                client_present = res.piece_and_finish(&last).await.is_ok();
+                return (client_present, Some(exchange));
+            }
+            if client_present && !send_all(res, out).await {
+                client_present = false;
+                if self.policy == DisconnectPolicy::Cancel {
+                    return (false, None);
                 }
             }
-        };
-        if !ended {
-            cancel.trigger();
+            if !client_present && drained > DRAIN_LIMIT_BYTES {
+                return (false, None);
+            }
         }
-        let exchange = reader.await;
-        (ended && client_present, if ended { exchange } else { None })
     }
 
-    /// The next piece, sending keepalive comments while the upstream is silent. Keepalive
-    /// writes also notice a client that left during a long silence.
-    async fn wait_for_piece(
-        &self,
-        rx: &mut mpsc::Receiver<Piece>,
-        res: &mut Responder<'_>,
-        client_present: bool,
-    ) -> Waited {
+    /// The next piece of the upstream body, sending keepalive comments while the upstream is
+    /// silent. The read stays in flight across those writes (a dropped io_uring read may lose
+    /// the bytes it got); it is dropped only when the stream ends anyway (deadline, client gone
+    /// under `cancel`). Keepalive writes also notice a client that left during a long silence.
+    async fn next_piece(&self, exchange: &mut Exchange, res: &mut Responder<'_>, client_present: &mut bool) -> Next {
+        let mut read = std::pin::pin!(exchange.next_piece(self.idle));
         loop {
-            let now = Instant::now();
-            let until_deadline = self.deadline.map(|d| d.saturating_duration_since(now));
-            if until_deadline == Some(Duration::ZERO) {
-                return Waited::Deadline;
+            let keepalive = self.keepalive.filter(|_| *client_present);
+            if keepalive.is_none() && self.deadline.is_none() {
+                return Next::Piece(read.await);
             }
-            let tick = match (self.keepalive.filter(|_| client_present), until_deadline) {
-                (Some(k), Some(d)) => Some(k.min(d)),
-                (k, d) => k.or(d),
+            let until_deadline = self.deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if until_deadline == Some(Duration::ZERO) {
+                return Next::Deadline;
+            }
+            let tick = match (keepalive, until_deadline) {
+                (Some(k), Some(d)) => k.min(d),
+                (k, d) => k.or(d).unwrap_or(self.idle),
             };
-            let Some(tick) = tick else {
-                return Waited::Piece(rx.next().await.unwrap_or(Piece::End));
-            };
-            // Receiving from the channel is cancel-safe: a piece not taken stays queued.
-            match crate::net::within(tick, rx.next()).await {
-                Ok(piece) => return Waited::Piece(piece.unwrap_or(Piece::End)),
+            match crate::net::within(tick, read.as_mut()).await {
+                Ok(piece) => return Next::Piece(piece),
                 Err(_) => {
                     if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Waited::Deadline;
+                        return Next::Deadline;
                     }
-                    if client_present && res.piece(KEEPALIVE_COMMENT).await.is_err() {
-                        return Waited::ClientGone;
+                    if *client_present && res.piece(KEEPALIVE_COMMENT).await.is_err() {
+                        *client_present = false;
+                        if self.policy == DisconnectPolicy::Cancel {
+                            return Next::ClientGone;
+                        }
                     }
                 }
             }
@@ -394,12 +365,6 @@ impl Stream {
     }
 }
 
-enum Waited {
-    Piece(Piece),
-    ClientGone,
-    Deadline,
-}
-
 async fn send_all(res: &mut Responder<'_>, pieces: Emit) -> bool {
     for piece in pieces {
         if res.piece(&piece).await.is_err() {
@@ -407,36 +372,4 @@ async fn send_all(res: &mut Responder<'_>, pieces: Emit) -> bool {
         }
     }
     true
-}
-
-/// The reader task: owns the exchange, forwards pieces, and hands the exchange back at a clean
-/// end so it can be pooled. Cancelled (connection dropped) when the relay gives up.
-async fn read_pieces(
-    mut exchange: Exchange,
-    idle: Duration,
-    mut tx: mpsc::Sender<Piece>,
-    cancel: StopSignal,
-) -> Option<Exchange> {
-    loop {
-        let next = monoio::select! {
-            _ = cancel.wait() => return None,
-            next = exchange.next_piece(idle) => next,
-        };
-        let (piece, done) = match next {
-            Ok(Some(data)) => (Piece::Data(data), false),
-            Ok(None) => (Piece::End, true),
-            Err(e) => (Piece::Failed(e), true),
-        };
-        let clean_end = matches!(piece, Piece::End);
-        let sent = monoio::select! {
-            _ = cancel.wait() => return None,
-            sent = tx.send(piece) => sent.is_ok(),
-        };
-        if !sent {
-            return None;
-        }
-        if done {
-            return clean_end.then_some(exchange);
-        }
-    }
 }

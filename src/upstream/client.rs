@@ -107,6 +107,11 @@ impl Exchange {
         }
     }
 
+    /// The body's end was read (the next `next_piece` returns `None` without reading).
+    pub fn body_done(&self) -> bool {
+        matches!(self.body, BodyState::Done)
+    }
+
     /// The next piece of the body as it arrives; `None` at its end. `idle` bounds each silence.
     pub async fn next_piece(&mut self, idle: Duration) -> Result<Option<Bytes>, UpstreamError> {
         loop {
