@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Where a proxied request's time goes, for the hot-path work of issue 7. Starts `rotor mock` and
+# one rotor worker in front of it on loopback, drives them with wrk, and reports one of:
+#
+#   benches/profile.sh cpu        # user and kernel CPU µs per request, from /proc (rotor's own)
+#   benches/profile.sh perf       # perf record of rotor under load, top symbols (perf.data kept)
+#   benches/profile.sh callgrind  # user-space instructions per request (repeatable on a busy box)
+#
+# Knobs: MODE (chat | stream), CONNS (256; callgrind uses 8), DURATION (s, 5), SKIP_BUILD=1,
+# OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set).
+# Every run is bounded by wrk -d; loopback only. Needs wrk (apt-get when missing, as root),
+# perf (linux-perf) or valgrind for the matching report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHAT=${1:-cpu}
+MODE=${MODE:-chat}
+CONNS=${CONNS:-256}
+DURATION=${DURATION:-5}
+MOCK_PORT=${MOCK_PORT:-18581}
+ROTOR_PORT=${ROTOR_PORT:-18582}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+KEEP=${OUT:+1}
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "$KEEP" ] || rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null
+  fi
+  command -v "$1" >/dev/null 2>&1 || { echo "$1 is required (apt-get install $2)"; exit 1; }
+}
+need wrk wrk
+case $WHAT in
+  perf) need perf linux-perf ;;
+  callgrind) need valgrind valgrind; need callgrind_annotate valgrind ;;
+  cpu) ;;
+  *) echo "usage: $0 cpu|perf|callgrind"; exit 2 ;;
+esac
+
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet
+ROTOR="$TARGET_DIR/release/rotor"
+
+cat >"$OUT/rotor.toml" <<TOML
+[server]
+listen = "127.0.0.1:$ROTOR_PORT"
+workers = 1
+[upstream]
+pool_max_idle_per_host = 256
+[storage]
+path = ""
+log_requests = false
+[[clients]]
+name = "bench"
+key = "bench-client-key"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:$MOCK_PORT/v1"
+keys = ["sk-bench-key-1"]
+models = ["gpt-4o-mini"]
+TOML
+stream=false; [ "$MODE" = stream ] && stream=true
+cat >"$OUT/body.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench-client-key"
+wrk.body = '{"model":"gpt-4o-mini","stream":$stream,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}'
+LUA
+URL="http://127.0.0.1:$ROTOR_PORT/v1/chat/completions"
+
+"$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$OUT/mock.log" 2>&1 & PIDS+=($!)
+if [ "$WHAT" = callgrind ]; then
+  ROTOR_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+    "$ROTOR" --config "$OUT/rotor.toml" >"$OUT/rotor.log" 2>&1 & ROTOR_PID=$!
+else
+  ROTOR_LOG=warn "$ROTOR" --config "$OUT/rotor.toml" >"$OUT/rotor.log" 2>&1 & ROTOR_PID=$!
+fi
+PIDS+=($ROTOR_PID)
+for _ in $(seq 120); do curl -s -o /dev/null "127.0.0.1:$ROTOR_PORT/health" && break; sleep 0.5; done
+
+requests() { awk '/requests in/ {print $1}'; }
+ticks() { awk '{print $14, $15}' "/proc/$ROTOR_PID/stat"; }
+
+case $WHAT in
+  cpu)
+    wrk -t1 -c"$CONNS" -d1s -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool
+    read -r u0 s0 < <(ticks)
+    n=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$OUT/body.lua" "$URL" | requests)
+    read -r u1 s1 < <(ticks)
+    hz=$(getconf CLK_TCK)
+    awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v d="$DURATION" -v m="$MODE" -v c="$CONNS" 'BEGIN {
+      printf "%s c=%s: %d requests, %.0f rps; rotor CPU per request: user %.2f us, kernel %.2f us, total %.2f us (%.2f cores)\n",
+        m, c, n, n / d, u * 1e6 / hz / n, s * 1e6 / hz / n, (u + s) * 1e6 / hz / n, (u + s) / hz / d }'
+    ;;
+  perf)
+    (wrk -t1 -c"$CONNS" -d"$((DURATION + 2))s" -s "$OUT/body.lua" "$URL" >"$OUT/wrk.txt" 2>&1 &)
+    sleep 1
+    perf record -F 2000 -g -p "$ROTOR_PID" -o "$OUT/perf.data" -- sleep "$DURATION" 2>/dev/null
+    sleep 2
+    grep -E 'Requests/sec' "$OUT/wrk.txt" || true
+    perf report -i "$OUT/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep '%' | grep -v -- '--' | head -5
+    perf report -i "$OUT/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep '%' | head -30
+    [ -n "$KEEP" ] && echo "perf.data in $OUT"
+    ;;
+  callgrind)
+    wrk -t1 -c8 -d2s -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool
+    callgrind_control -z "$ROTOR_PID" >/dev/null
+    n=$(wrk -t1 -c8 -d"${DURATION}s" -s "$OUT/body.lua" "$URL" | requests)
+    callgrind_control -d "$ROTOR_PID" >/dev/null
+    sleep 1
+    dump=$(ls "$OUT"/callgrind.out.* | tail -1)
+    total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    echo "$MODE: $n requests, $((total / n)) user-space instructions per request (callgrind, c=8)"
+    callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,30p' | cut -c1-160
+    [ -n "$KEEP" ] && echo "callgrind dumps in $OUT"
+    ;;
+esac
