@@ -2,8 +2,8 @@
 //! the body's `usage`, or in a stream `message_start.message.usage` then the cumulative
 //! `message_delta.usage`. Invariant: the bytes the client receives are exactly the upstream's.
 
+use super::needle::{MESSAGE_START, USAGE};
 use bytes::Bytes;
-use memchr::memmem;
 
 use super::Usage;
 use crate::codec::sse::SseSplitter;
@@ -18,7 +18,7 @@ pub struct AnthropicUsageTap {
 
 impl AnthropicUsageTap {
     fn read(&mut self, json: &[u8], path: &[&str]) {
-        if memmem::find(json, b"\"usage\"").is_none() {
+        if USAGE.find(json).is_none() {
             return;
         }
         let Ok(raw) = sonic_rs::get(json, path) else { return };
@@ -39,8 +39,8 @@ impl ResponseTransform for AnthropicUsageTap {
     fn piece(&mut self, piece: Bytes) -> Emit {
         let mut found: smallvec::SmallVec<[(Vec<u8>, bool); 2]> = smallvec::SmallVec::new();
         self.events.feed(&piece, &mut |event| {
-            if memmem::find(event.data, b"\"usage\"").is_some() {
-                let start = event.event == b"message_start" || memmem::find(event.data, b"\"message_start\"").is_some();
+            if USAGE.find(event.data).is_some() {
+                let start = event.event == b"message_start" || MESSAGE_START.find(event.data).is_some();
                 found.push((event.data.to_vec(), start));
             }
         });

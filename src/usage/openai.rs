@@ -6,9 +6,9 @@
 //! Invariant: in `Observe` mode the bytes the client receives are exactly the upstream's.
 
 use bytes::{Bytes, BytesMut};
-use memchr::memmem;
 use serde::Deserialize;
 
+use super::needle::{COMMA_USAGE_NULL, EMPTY_CHOICES, USAGE, USAGE_NULL};
 use super::Usage;
 use crate::codec::sse::SseSplitter;
 use crate::proxy::transform::{openai_error_event, Emit, ResponseTransform};
@@ -46,7 +46,7 @@ struct CompletionDetails {
 
 /// The top-level `usage` of an OpenAI JSON body (chat, completions, embeddings), if present.
 pub fn usage_of(body: &[u8]) -> Option<Usage> {
-    memmem::find(body, b"\"usage\"")?;
+    USAGE.find(body)?;
     // One serde pass that skips the other members: half the instructions of a `get` for the
     // member followed by a second parse of it (callgrind, issue 7).
     let wire = sonic_rs::from_slice::<WireBody>(body).ok()?.usage?;
@@ -198,12 +198,12 @@ impl ResponseTransform for OpenAiUsageTap {
 /// The usage in one event's data, and whether the event is the usage-only chunk
 /// (`"choices":[]`) that `include_usage` adds.
 fn usage_event(data: &[u8]) -> Option<(Usage, bool)> {
-    memmem::find(data, b"\"usage\"")?;
-    if memmem::find(data, b"\"usage\":null").is_some() {
+    USAGE.find(data)?;
+    if USAGE_NULL.find(data).is_some() {
         return None;
     }
     let usage = usage_of(data)?;
-    Some((usage, memmem::find(data, b"\"choices\":[]").is_some()))
+    Some((usage, EMPTY_CHOICES.find(data).is_some()))
 }
 
 /// Re-frames one event for the client (`event:` line if any, `data:` line, blank line) without
@@ -217,7 +217,7 @@ fn write_event(name: &[u8], data: &[u8], out: &mut BytesMut) {
     }
     out.extend_from_slice(b"data: ");
     let mut rest = data;
-    while let Some(at) = memmem::find(rest, b",\"usage\":null") {
+    while let Some(at) = COMMA_USAGE_NULL.find(rest) {
         out.extend_from_slice(rest.get(..at).unwrap_or_default());
         rest = rest.get(at + 13..).unwrap_or_default();
     }
