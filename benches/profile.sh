@@ -25,7 +25,9 @@ OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Under valgrind a worker blocked in io_uring_enter never sees SIGTERM; its dump is taken.
+  local signal=TERM; [ "$WHAT" = callgrind ] && signal=KILL
+  for p in "${PIDS[@]}"; do kill -s "$signal" "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -n "$KEEP" ] || rm -rf "$OUT"
 }
