@@ -45,15 +45,11 @@ trap cleanup EXIT
 # 10,000 streams need 20,000+ fds in rotor (one downstream and one upstream socket each).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null
-  fi
-  command -v "$1" >/dev/null 2>&1
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 need wrk wrk || { echo "wrk is required"; exit 1; }
 HAVE_NGINX=1; need nginx nginx-light || HAVE_NGINX=0
+require_free_ports "$MOCK_PORT" "$ROTOR_PORT" "$NGINX_PORT" "$SCALE_PORT"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --quiet
@@ -64,29 +60,7 @@ CLIENT=$(cargo bench --bench streams --no-run 2>&1 | sed -n 's/.*Executable .*(\
 
 "$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
 
-rotor_config() { # port workers
-  cat <<TOML
-[server]
-listen = "127.0.0.1:$1"
-workers = $2
-[upstream]
-pool_max_idle_per_host = ${POOL:-256}
-[storage]
-path = ""
-# nginx runs with access_log off; LOG_REQUESTS=true measures rotor with its request log on.
-log_requests = ${LOG_REQUESTS:-false}
-[[clients]]
-name = "bench"
-key = "bench-client-key"
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-keys = ["sk-bench-key-1", "sk-bench-key-2"]
-models = ["gpt-4o-mini"]
-TOML
-}
-rotor_config "$ROTOR_PORT" "$PROXY_WORKERS" >"$WORK/rotor.toml"
+rotor_config "$ROTOR_PORT" "$PROXY_WORKERS" "$MOCK_PORT" >"$WORK/rotor.toml"
 ROTOR_LOG=warn "$ROTOR" --config "$WORK/rotor.toml" >"$WORK/rotor.log" 2>&1 & ROTOR_PID=$!; PIDS+=($ROTOR_PID)
 
 NGINX_PIDS=""
@@ -120,12 +94,7 @@ fi
 
 for lua in chat stream; do
   stream=false; [ "$lua" = stream ] && stream=true
-  cat >"$WORK/$lua.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-client-key"
-wrk.body = '{"model":"gpt-4o-mini","stream":$stream,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}'
-LUA
+  chat_lua "$stream" >"$WORK/$lua.lua"
 done
 
 wait_port() {
@@ -228,7 +197,7 @@ print_table() {
 
 start_scale_rotor() {
   if [ -z "${SCALE_PID:-}" ]; then
-    rotor_config "$SCALE_PORT" "$SCALE_WORKERS" >"$WORK/scale.toml"
+    rotor_config "$SCALE_PORT" "$SCALE_WORKERS" "$MOCK_PORT" >"$WORK/scale.toml"
     ROTOR_LOG=error "$ROTOR" --config "$WORK/scale.toml" >"$WORK/scale.log" 2>&1 & SCALE_PID=$!; PIDS+=($SCALE_PID)
     wait_port "$SCALE_PORT"
   fi

@@ -7,6 +7,7 @@
 #   benches/profile.sh callgrind  # user-space instructions per request (repeatable on a busy box)
 #
 # Knobs: MODE (chat | stream), CONNS (256; callgrind uses 8), DURATION (s, 5), SKIP_BUILD=1,
+# ROTOR_BIN (a rotor binary to profile instead of target/release/rotor; the mock stays the same),
 # OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set).
 # Every run is bounded by wrk -d; loopback only. Needs wrk (apt-get when missing, as root),
 # perf (linux-perf) or valgrind for the matching report.
@@ -33,53 +34,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null
-  fi
-  command -v "$1" >/dev/null 2>&1 || { echo "$1 is required (apt-get install $2)"; exit 1; }
-}
-need wrk wrk
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+needed() { need "$1" "$2" || { echo "$1 is required (apt-get install $2)"; exit 1; }; }
+needed wrk wrk
 case $WHAT in
-  perf) need perf linux-perf ;;
-  callgrind) need valgrind valgrind; need callgrind_annotate valgrind ;;
+  perf) needed perf linux-perf ;;
+  callgrind) needed valgrind valgrind; needed callgrind_annotate valgrind ;;
   cpu) ;;
   *) echo "usage: $0 cpu|perf|callgrind"; exit 2 ;;
 esac
 
+require_free_ports "$MOCK_PORT" "$ROTOR_PORT"
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet
-ROTOR="$TARGET_DIR/release/rotor"
+# ROTOR_BIN: profile another build (an A/B against an older binary, alternating runs).
+ROTOR=${ROTOR_BIN:-$TARGET_DIR/release/rotor}
 
-cat >"$OUT/rotor.toml" <<TOML
-[server]
-listen = "127.0.0.1:$ROTOR_PORT"
-workers = 1
-[upstream]
-pool_max_idle_per_host = 256
-[storage]
-path = ""
-log_requests = false
-[[clients]]
-name = "bench"
-key = "bench-client-key"
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-keys = ["sk-bench-key-1"]
-models = ["gpt-4o-mini"]
-TOML
+rotor_config "$ROTOR_PORT" 1 "$MOCK_PORT" >"$OUT/rotor.toml"
 stream=false; [ "$MODE" = stream ] && stream=true
-cat >"$OUT/body.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-client-key"
-wrk.body = '{"model":"gpt-4o-mini","stream":$stream,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}'
-LUA
+chat_lua "$stream" >"$OUT/body.lua"
 URL="http://127.0.0.1:$ROTOR_PORT/v1/chat/completions"
 
-"$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$OUT/mock.log" 2>&1 & PIDS+=($!)
+"$TARGET_DIR/release/rotor" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$OUT/mock.log" 2>&1 & PIDS+=($!)
 if [ "$WHAT" = callgrind ]; then
   ROTOR_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
     "$ROTOR" --config "$OUT/rotor.toml" >"$OUT/rotor.log" 2>&1 & ROTOR_PID=$!

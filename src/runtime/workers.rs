@@ -70,35 +70,30 @@ where
             if !monoio::utils::detect_uring() {
                 say_fallback_once();
             }
-            let tuned = RuntimeBuilder::<FusionDriver>::new()
-                .enable_timer()
-                .with_entries(RING_ENTRIES)
-                .uring_builder(tuned_ring())
-                .build();
-            let mut rt = match tuned {
-                Ok(rt) => rt,
-                // A kernel older than 6.1 refuses the task-run flags: plain ring.
-                Err(_) => RuntimeBuilder::<FusionDriver>::new()
+            let mut rt = tuned_or_plain(|ring| {
+                let builder = RuntimeBuilder::<FusionDriver>::new()
                     .enable_timer()
-                    .with_entries(RING_ENTRIES)
-                    .build()?,
-            };
+                    .with_entries(RING_ENTRIES);
+                match ring {
+                    Some(ring) => builder.uring_builder(ring),
+                    None => builder,
+                }
+                .build()
+            })?;
             rt.block_on(make());
         }
         Driver::IoUring => {
-            let tuned = RuntimeBuilder::<IoUringDriver>::new()
-                .enable_timer()
-                .with_entries(RING_ENTRIES)
-                .uring_builder(tuned_ring())
-                .build();
-            let mut rt = match tuned {
-                Ok(rt) => rt,
-                Err(_) => RuntimeBuilder::<IoUringDriver>::new()
+            let mut rt = tuned_or_plain(|ring| {
+                let builder = RuntimeBuilder::<IoUringDriver>::new()
                     .enable_timer()
-                    .with_entries(RING_ENTRIES)
-                    .build()
-                    .map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?,
-            };
+                    .with_entries(RING_ENTRIES);
+                match ring {
+                    Some(ring) => builder.uring_builder(ring),
+                    None => builder,
+                }
+                .build()
+            })
+            .map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?;
             rt.block_on(make());
         }
         Driver::Legacy => {
@@ -117,6 +112,12 @@ fn tuned_ring() -> io_uring::Builder {
     let mut builder = io_uring::IoUring::builder();
     builder.setup_single_issuer().setup_defer_taskrun();
     builder
+}
+
+/// A runtime on the tuned ring, or on a plain one when the kernel refuses the task-run flags
+/// (before 6.1).
+fn tuned_or_plain<R>(build: impl Fn(Option<io_uring::Builder>) -> io::Result<R>) -> io::Result<R> {
+    build(Some(tuned_ring())).or_else(|_| build(None))
 }
 
 /// Whether io_uring would be used under `driver` (for the start-up log line and `/health`).

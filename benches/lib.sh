@@ -1,0 +1,58 @@
+# Shell pieces shared by benches/load.sh and benches/profile.sh (sourced, not run).
+
+# need CMD PACKAGE: true when CMD is on PATH, installing PACKAGE with apt-get first when missing
+# and allowed (root).
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null
+  fi
+  command -v "$1" >/dev/null 2>&1
+}
+
+# rotor_config PORT WORKERS MOCK_PORT: a rotor config in front of `rotor mock`, one client key,
+# two upstream keys. POOL (256) sizes the upstream pool like nginx's `keepalive 256`;
+# LOG_REQUESTS (false) matches nginx's `access_log off`.
+rotor_config() {
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+workers = $2
+[upstream]
+pool_max_idle_per_host = ${POOL:-256}
+[storage]
+path = ""
+log_requests = ${LOG_REQUESTS:-false}
+[[clients]]
+name = "bench"
+key = "bench-client-key"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:$3/v1"
+keys = ["sk-bench-key-1", "sk-bench-key-2"]
+models = ["gpt-4o-mini"]
+TOML
+}
+
+# chat_lua STREAM: the wrk script every target gets (STREAM is true or false).
+chat_lua() {
+  cat <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench-client-key"
+wrk.body = '{"model":"gpt-4o-mini","stream":$1,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}'
+LUA
+}
+
+# require_free_ports PORT...: stop with a clear message when something already listens on a
+# port (a stale rotor or nginx there would silently be measured instead of the fresh one).
+require_free_ports() {
+  local port
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port is already in use on 127.0.0.1; stop what listens there or set the *_PORT knobs" >&2
+      exit 1
+    fi
+  done
+}
