@@ -59,6 +59,22 @@ where
     Ok(handles)
 }
 
+/// A runtime of the given driver on the tuned ring, or on a plain one when the kernel refuses
+/// the task-run flags (before 6.1). A macro: each driver's `build` is its own inherent method.
+macro_rules! tuned_runtime {
+    ($driver:ty) => {{
+        let builder = || {
+            RuntimeBuilder::<$driver>::new()
+                .enable_timer()
+                .with_entries(RING_ENTRIES)
+        };
+        builder()
+            .uring_builder(tuned_ring())
+            .build()
+            .or_else(|_| builder().build())
+    }};
+}
+
 /// Runs one future to completion on a runtime of the chosen driver, with timers enabled.
 pub fn run_on_driver<F, Fut>(driver: Driver, make: F) -> io::Result<()>
 where
@@ -70,30 +86,12 @@ where
             if !monoio::utils::detect_uring() {
                 say_fallback_once();
             }
-            let mut rt = tuned_or_plain(|ring| {
-                let builder = RuntimeBuilder::<FusionDriver>::new()
-                    .enable_timer()
-                    .with_entries(RING_ENTRIES);
-                match ring {
-                    Some(ring) => builder.uring_builder(ring),
-                    None => builder,
-                }
-                .build()
-            })?;
+            let mut rt = tuned_runtime!(FusionDriver)?;
             rt.block_on(make());
         }
         Driver::IoUring => {
-            let mut rt = tuned_or_plain(|ring| {
-                let builder = RuntimeBuilder::<IoUringDriver>::new()
-                    .enable_timer()
-                    .with_entries(RING_ENTRIES);
-                match ring {
-                    Some(ring) => builder.uring_builder(ring),
-                    None => builder,
-                }
-                .build()
-            })
-            .map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?;
+            let mut rt = tuned_runtime!(IoUringDriver)
+                .map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?;
             rt.block_on(make());
         }
         Driver::Legacy => {
@@ -112,12 +110,6 @@ fn tuned_ring() -> io_uring::Builder {
     let mut builder = io_uring::IoUring::builder();
     builder.setup_single_issuer().setup_defer_taskrun();
     builder
-}
-
-/// A runtime on the tuned ring, or on a plain one when the kernel refuses the task-run flags
-/// (before 6.1).
-fn tuned_or_plain<R>(build: impl Fn(Option<io_uring::Builder>) -> io::Result<R>) -> io::Result<R> {
-    build(Some(tuned_ring())).or_else(|_| build(None))
 }
 
 /// Whether io_uring would be used under `driver` (for the start-up log line and `/health`).
