@@ -306,6 +306,10 @@ fn keepalive_comments_flow_during_a_silent_upstream() {
     assert_eq!(status, 200);
     assert!(terminated);
     assert!(text.matches(": keepalive").count() >= 4, "{text}");
+    // The upstream read stays in flight while keepalives are written: no event is lost.
+    for token in ["tok0 ", "tok1 "] {
+        assert_eq!(text.matches(token).count(), 1, "{token} once in {text}");
+    }
     assert!(text.contains("[DONE]"));
 }
 
