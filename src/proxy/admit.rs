@@ -56,14 +56,16 @@ pub(super) fn pick_available_key(
         return None;
     }
     let start = core.balance.borrow_mut().pick_key(provider);
+    // One clock read for both clocks (`limits::now` is `now_ms` + `CLOCK_BASE_MS`).
+    let now = now_ms();
     let input = PickInput {
         health: ctx.generation.key_health.provider(provider.index),
         limits: ctx.generation.limits.provider(provider.index),
         start,
         tried,
         tokens,
-        now: now_ms(),
-        limits_now: limits::now(),
+        now,
+        limits_now: now + limits::CLOCK_BASE_MS,
     };
     pick_key(&input, soonest)
 }

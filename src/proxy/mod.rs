@@ -176,14 +176,15 @@ impl Core {
 
 impl Service for Core {
     fn limits(&self) -> Limits {
-        let generation = self.gateway.current();
-        let server = &generation.config.server;
-        Limits {
-            max_header_bytes: server.max_header_bytes,
-            max_body_bytes: server.max_body_bytes,
-            header_read_timeout: server.header_read_timeout,
-            keepalive_timeout: server.keepalive_timeout,
-        }
+        self.gateway.peek(|generation| {
+            let server = &generation.config.server;
+            Limits {
+                max_header_bytes: server.max_header_bytes,
+                max_body_bytes: server.max_body_bytes,
+                header_read_timeout: server.header_read_timeout,
+                keepalive_timeout: server.keepalive_timeout,
+            }
+        })
     }
 
     async fn call(&self, req: Request, res: &mut Responder<'_>) {

@@ -61,7 +61,6 @@ pub(super) async fn relay(
         mut exchange,
         deadline,
     } = input;
-    let mut answer_ready = Instant::now();
     // Declared before `headers`, which borrows it.
     let mut overhead_digits = itoa::Buffer::new();
     let upstream_config = &ctx.generation.config.upstream;
@@ -82,7 +81,7 @@ pub(super) async fn relay(
     };
     match head.framing {
         ResponseFraming::Empty => {
-            let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+            let overhead = overhead_digits.format(overhead_micros(ctx, Instant::now()));
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             let result = res.send(status, &headers, Bytes::new()).await;
             mark_first_byte(ctx);
@@ -101,7 +100,7 @@ pub(super) async fn relay(
                 }
                 Whole::TooLarge(start) => {
                     // Untranslated: relay it as a stream, starting with what was read.
-                    let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+                    let overhead = overhead_digits.format(overhead_micros(ctx, Instant::now()));
                     headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
                     res.start(status, &headers, None).await.map_err(client_gone)?;
                     mark_first_byte(ctx);
@@ -125,7 +124,7 @@ pub(super) async fn relay(
                     });
                 }
             };
-            answer_ready = Instant::now();
+            let answer_ready = Instant::now();
             upstream::checkin(&core.pool, &pool_key, exchange);
             let body = transform.full(status, body);
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
@@ -138,6 +137,7 @@ pub(super) async fn relay(
             })
         }
         framing => {
+            let answer_ready = Instant::now();
             let sse = is_event_stream(&head);
             // A transform may change the length, so only untouched sized bodies keep theirs.
             let length = match framing {

@@ -91,6 +91,12 @@ impl Gateway {
         self.current.load_full()
     }
 
+    /// Reads the current generation without taking a reference on it (no write to its shared
+    /// count), for per-request reads that keep nothing.
+    pub fn peek<R>(&self, read: impl FnOnce(&Generation) -> R) -> R {
+        read(&self.current.load())
+    }
+
     /// Loads the config again from where it came from; on success it serves new requests.
     /// On failure the running generation stays and the error says why.
     pub fn reload(&self) -> Result<u64, String> {
