@@ -16,13 +16,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 /// Smallest free space offered to the kernel per read.
 const READ_RESERVE: usize = 8 * 1024;
 
-/// Reads once, appending to `buf`. Returns the number of bytes read; 0 means the peer closed.
-pub async fn read_more<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
-    read_more_reserving(io, buf, READ_RESERVE).await
-}
-
-/// `read_more` offering the kernel at least `free` bytes. An idle keep-alive connection waits
-/// with a small buffer (its read pins the buffer for as long as the client stays silent).
+/// Reads once, appending to `buf` and offering the kernel at least `free` bytes. Returns the
+/// number of bytes read; 0 means the peer closed. An idle keep-alive connection waits with a
+/// small buffer (its read pins the buffer for as long as the client stays silent).
 pub async fn read_more_reserving<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMut, free: usize) -> io::Result<usize> {
     buf.reserve(free);
     let owned = std::mem::take(buf);
@@ -44,11 +40,9 @@ pub async fn read_more_reserving_within<R: AsyncReadRent>(
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")))
 }
 
-/// `read_more` bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`.
+/// `read_more_reserving` with the usual reserve, bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`.
 pub async fn read_more_within<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMut, limit: Duration) -> io::Result<usize> {
-    within(limit, read_more(io, buf))
-        .await
-        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")))
+    read_more_reserving_within(io, buf, READ_RESERVE, limit).await
 }
 
 /// Time left until `deadline`, which is set to now + `limit` on the first call (that call reads

@@ -28,7 +28,12 @@ pub const CLOCK_BASE_MS: u64 = 2 * DAY_MS;
 
 /// Limiter time (monotonic ms, offset by `CLOCK_BASE_MS`).
 pub fn now() -> u64 {
-    now_ms() + CLOCK_BASE_MS
+    from_health_ms(now_ms())
+}
+
+/// The `health::now_ms` clock -> limiter time (one clock read serves both).
+pub fn from_health_ms(ms: u64) -> u64 {
+    ms + CLOCK_BASE_MS
 }
 
 /// Limiter time -> the `health::now_ms` clock (cooling deadlines, `Attempts::note_cooling`).

@@ -56,7 +56,7 @@ pub(super) fn pick_available_key(
         return None;
     }
     let start = core.balance.borrow_mut().pick_key(provider);
-    // One clock read for both clocks (`limits::now` is `now_ms` + `CLOCK_BASE_MS`).
+    // One clock read for both clocks.
     let now = now_ms();
     let input = PickInput {
         health: ctx.generation.key_health.provider(provider.index),
@@ -65,7 +65,7 @@ pub(super) fn pick_available_key(
         tried,
         tokens,
         now,
-        limits_now: now + limits::CLOCK_BASE_MS,
+        limits_now: limits::from_health_ms(now),
     };
     pick_key(&input, soonest)
 }

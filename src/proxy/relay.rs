@@ -324,16 +324,14 @@ impl Stream {
         let mut read = std::pin::pin!(exchange.next_piece(self.idle));
         loop {
             let keepalive = self.keepalive.filter(|_| *client_present);
-            if keepalive.is_none() && self.deadline.is_none() {
-                return Next::Piece(read.await);
-            }
             let until_deadline = self.deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if until_deadline == Some(Duration::ZERO) {
                 return Next::Deadline;
             }
             let tick = match (keepalive, until_deadline) {
                 (Some(k), Some(d)) => k.min(d),
-                (k, d) => k.or(d).unwrap_or(self.idle),
+                (Some(t), None) | (None, Some(t)) => t,
+                (None, None) => return Next::Piece(read.await),
             };
             match crate::net::within(tick, read.as_mut()).await {
                 Ok(piece) => return Next::Piece(piece),

@@ -47,8 +47,14 @@ struct CompletionDetails {
 /// The top-level `usage` of an OpenAI JSON body (chat, completions, embeddings), if present.
 pub fn usage_of(body: &[u8]) -> Option<Usage> {
     USAGE.find(body)?;
-    // One serde pass that skips the other members: half the instructions of a `get` for the
-    // member followed by a second parse of it (callgrind, issue 7).
+    parse_usage(body)
+}
+
+/// `usage_of` without the `"usage"` pre-check (callers that made it already). One serde pass
+/// that skips the other members: on a 277-byte chat answer 4.8 k instructions against 5.8 k for
+/// a `get` of the member and a second parse of it (callgrind, issue 7). A body with two `usage`
+/// members is refused (no usage) rather than read by whichever a parser prefers.
+fn parse_usage(body: &[u8]) -> Option<Usage> {
     let wire = sonic_rs::from_slice::<WireBody>(body).ok()?.usage?;
     Some(Usage {
         prompt_tokens: wire.prompt_tokens,
@@ -202,7 +208,7 @@ fn usage_event(data: &[u8]) -> Option<(Usage, bool)> {
     if USAGE_NULL.find(data).is_some() {
         return None;
     }
-    let usage = usage_of(data)?;
+    let usage = parse_usage(data)?;
     Some((usage, EMPTY_CHOICES.find(data).is_some()))
 }
 
