@@ -3,7 +3,7 @@
 # one rotor worker in front of it on loopback, drives them with wrk, and reports one of:
 #
 #   benches/profile.sh cpu        # user and kernel CPU µs per request, from /proc (rotor's own)
-#   benches/profile.sh perf       # perf record of rotor under load, top symbols (perf.data kept)
+#   benches/profile.sh perf       # perf record of rotor under load, top symbols (OUT keeps perf.data)
 #   benches/profile.sh callgrind  # user-space instructions per request (repeatable on a busy box)
 #
 # Knobs: MODE (chat | stream), CONNS (256; callgrind uses 8), DURATION (s, 5), SKIP_BUILD=1,

@@ -2,9 +2,9 @@
 //! the body's `usage`, or in a stream `message_start.message.usage` then the cumulative
 //! `message_delta.usage`. Invariant: the bytes the client receives are exactly the upstream's.
 
-use super::needle::{MESSAGE_START, USAGE};
 use bytes::Bytes;
 
+use super::needle::{MESSAGE_START, USAGE};
 use super::Usage;
 use crate::codec::sse::SseSplitter;
 use crate::providers::anthropic::{error_body, push_event, Tally, WireUsage};
