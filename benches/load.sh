@@ -11,8 +11,9 @@
 # Knobs: DURATION (s per wrk cell, 3), REPEAT (3; targets alternate their order every round so
 # drift on a shared machine shows as spread), CONNS ("1 64 256"), MODES ("chat stream"),
 # PROXY_WORKERS (1: rotor workers and nginx worker_processes for the table), SCALE_WORKERS
-# (2: rotor workers for streams/idle), STREAMS ("1000 5000 9900": concurrent slow streams of
-# 20 chunks 50 ms apart), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
+# (2: rotor workers for streams/idle), STREAMS ("1000 5000 10000": concurrent slow streams of
+# 20 chunks 50 ms apart; where one process's fd hard limit cannot hold two sockets a stream,
+# they are spread over several rotor processes of one worker each), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
 # upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), LOG_REQUESTS (false, like
 # nginx's access_log off; true adds rotor's SQLite request log), SKIP_BUILD=1.
 # Every cell is bounded (wrk -d, the stream client ends after its streams); loopback only.
@@ -27,7 +28,7 @@ MODES=${MODES:-"chat stream"}
 PARTS=${PARTS:-"table streams idle"}
 PROXY_WORKERS=${PROXY_WORKERS:-1}
 SCALE_WORKERS=${SCALE_WORKERS:-2}
-STREAMS=${STREAMS:-"1000 5000 9900"}
+STREAMS=${STREAMS:-"1000 5000 10000"}
 IDLE=${IDLE:-10000}
 MOCK_PORT=${MOCK_PORT:-18181}
 ROTOR_PORT=${ROTOR_PORT:-18282}
@@ -44,12 +45,13 @@ cleanup() {
 trap cleanup EXIT
 # 10,000 streams need 20,000+ fds in rotor (one downstream and one upstream socket each).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FD_LIMIT=$(ulimit -n)
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 need wrk wrk || { echo "wrk is required"; exit 1; }
 HAVE_NGINX=1; need nginx nginx-light || HAVE_NGINX=0
-require_free_ports "$MOCK_PORT" "$ROTOR_PORT" "$NGINX_PORT" "$SCALE_PORT"
+require_free_ports "$MOCK_PORT" "$ROTOR_PORT" "$NGINX_PORT" "$SCALE_PORT" "$((SCALE_PORT + 1))" "$((SCALE_PORT + 2))"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --quiet
@@ -203,23 +205,52 @@ start_scale_rotor() {
   fi
 }
 
+# Where n streams go: STREAM_ADDRS (comma-separated) and STREAM_PIDS. One rotor of
+# SCALE_WORKERS workers when its fd limit holds two sockets a stream; else enough processes of
+# one worker each, on the ports after SCALE_PORT (the limit is per process; same total workers
+# as long as SCALE_WORKERS >= the process count).
+scale_targets() {
+  local n=$1 procs i port
+  procs=$(( (2 * n + 200 + FD_LIMIT - 1) / FD_LIMIT ))
+  if [ "$procs" -le 1 ]; then
+    start_scale_rotor
+    STREAM_ADDRS="127.0.0.1:$SCALE_PORT"; STREAM_PIDS="$SCALE_PID"
+    return
+  fi
+  STREAM_ADDRS=""; STREAM_PIDS=""
+  for i in $(seq "$procs"); do
+    port=$((SCALE_PORT + i))
+    if ! grep -q "^$port " <<<"${SPLIT_STARTED:-}"; then
+      rotor_config "$port" 1 "$MOCK_PORT" >"$WORK/split$i.toml"
+      ROTOR_LOG=error "$ROTOR" --config "$WORK/split$i.toml" >"$WORK/split$i.log" 2>&1 & local pid=$!
+      PIDS+=("$pid"); SPLIT_STARTED="${SPLIT_STARTED:-}$port $pid"$'\n'
+      wait_port "$port"
+    fi
+    STREAM_ADDRS="$STREAM_ADDRS${STREAM_ADDRS:+,}127.0.0.1:$port"
+    STREAM_PIDS="$STREAM_PIDS $(awk -v p="$port" '$1 == p {print $2}' <<<"$SPLIT_STARTED")"
+  done
+}
+
 run_streams() {
-  start_scale_rotor
   printf '\nstreams at scale: N concurrent streams, 20 chunks 50 ms apart, starts spread over 50 ms; rotor workers %s\n' "$SCALE_WORKERS"
   printf 'added = inter-chunk gap - 50 ms, over every gap of every stream; stall = gap > 300 ms or incomplete\n'
-  printf '%-7s %6s %9s %9s %9s %9s %12s %12s %12s %9s\n' target N connected complete no_stall peak_open added_p50ms added_p99ms added_maxms rotor_MB
+  printf '%-7s %6s %9s %9s %9s %9s %12s %12s %12s %9s %s\n' target N connected complete no_stall peak_open added_p50ms added_p99ms added_maxms rotor_MB processes
   for n in $STREAMS; do
     for t in direct rotor; do
-      local port=$MOCK_PORT line rss="-"
-      [ "$t" = rotor ] && port=$SCALE_PORT
-      line=$("$CLIENT" streams "127.0.0.1:$port" "$n" 20 50 2>&1 | grep '^RESULT' || echo "RESULT failed")
-      [ "$t" = rotor ] && rss=$(hwm_mb "$SCALE_PID")
-      awk -v t="$t" -v rss="$rss" '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        printf "%-7s %6s %9s %9s %9s %9s %12s %12s %12s %9s\n", t, v["n"], v["connected"], v["complete"], v["no_stall"], v["peak_open"], v["added_p50_ms"], v["added_p99_ms"], v["added_max_ms"], rss }' <<<"$line"
+      local addrs="127.0.0.1:$MOCK_PORT" line rss="-" procs="-"
+      if [ "$t" = rotor ]; then scale_targets "$n"; addrs=$STREAM_ADDRS; fi
+      line=$("$CLIENT" streams "$addrs" "$n" 20 50 2>&1 | grep '^RESULT' || echo "RESULT failed")
+      if [ "$t" = rotor ]; then
+        # shellcheck disable=SC2086
+        rss=$(for p in $STREAM_PIDS; do hwm_mb "$p"; echo; done | awk '{s += $1} END {printf "%.1f", s}')
+        procs=$(wc -w <<<"$STREAM_PIDS")
+      fi
+      awk -v t="$t" -v rss="$rss" -v procs="$procs" '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "%-7s %6s %9s %9s %9s %9s %12s %12s %12s %9s %s\n", t, v["n"], v["connected"], v["complete"], v["no_stall"], v["peak_open"], v["added_p50_ms"], v["added_p99_ms"], v["added_max_ms"], rss, procs }' <<<"$line"
       sleep 1
     done
   done
-  echo "(rotor_MB: rotor's peak RSS so far, VmHWM)"
+  echo "(rotor_MB: peak RSS so far (VmHWM), summed over the rotor processes that carried the streams)"
 }
 
 run_idle() {

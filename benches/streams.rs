@@ -6,8 +6,12 @@
 //!
 //! Not a criterion bench: a load client on one monoio thread, driven by `benches/load.sh`.
 //!
-//!   cargo bench --bench streams -- streams ADDR N [CHUNKS INTERVAL_MS]
-//!   cargo bench --bench streams -- idle ADDR N HOLD_S
+//!   cargo bench --bench streams -- streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS]
+//!   cargo bench --bench streams -- idle ADDR[,ADDR...] N HOLD_S
+//!
+//! Connection i goes to the (i mod k)-th of the k addresses: a file-descriptor limit is per
+//! process, so `benches/load.sh` spreads 10,000 streams (20,000 sockets in the gateway) over
+//! two rotor processes where the hard limit is 20,000.
 //!
 //! `streams`: opens N connections, then sends one streamed chat request on each, starts spread
 //! evenly over one interval (so the upstream's timers do not all fire together), and times
@@ -53,13 +57,13 @@ async fn connect(addr: SocketAddr) -> Option<TcpStream> {
     None
 }
 
-/// Opens `n` connections, at most 512 connecting at once.
-async fn connect_all(addr: SocketAddr, n: usize) -> Vec<Option<TcpStream>> {
+/// Opens `n` connections, spread round-robin over `addrs`, at most 512 connecting at once.
+async fn connect_all(addrs: &[SocketAddr], n: usize) -> Vec<Option<TcpStream>> {
     let conns: Rc<RefCell<Vec<Option<TcpStream>>>> = Rc::new(RefCell::new((0..n).map(|_| None).collect()));
     let next = Rc::new(std::cell::Cell::new(0usize));
     let mut tasks = Vec::new();
     for _ in 0..512.min(n) {
-        let (conns, next) = (conns.clone(), next.clone());
+        let (conns, next, addrs) = (conns.clone(), next.clone(), addrs.to_vec());
         tasks.push(monoio::spawn(async move {
             loop {
                 let i = next.get();
@@ -67,7 +71,7 @@ async fn connect_all(addr: SocketAddr, n: usize) -> Vec<Option<TcpStream>> {
                     return;
                 }
                 next.set(i + 1);
-                let s = connect(addr).await;
+                let s = connect(addrs[i % addrs.len()]).await;
                 conns.borrow_mut()[i] = s;
             }
         }));
@@ -148,9 +152,9 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn run_streams(addr: SocketAddr, n: usize, chunks: usize, interval: Duration) {
+async fn run_streams(addrs: &[SocketAddr], n: usize, chunks: usize, interval: Duration) {
     let t0 = Instant::now();
-    let conns = connect_all(addr, n).await;
+    let conns = connect_all(addrs, n).await;
     let connected = conns.iter().filter(|c| c.is_some()).count();
     let connect_ms = t0.elapsed().as_millis();
     let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello."}]}"#;
@@ -196,8 +200,8 @@ async fn run_streams(addr: SocketAddr, n: usize, chunks: usize, interval: Durati
     );
 }
 
-async fn run_idle(addr: SocketAddr, n: usize, hold: Duration) {
-    let conns = connect_all(addr, n).await;
+async fn run_idle(addrs: &[SocketAddr], n: usize, hold: Duration) {
+    let conns = connect_all(addrs, n).await;
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
     let req = request(body, "");
     let conns = Rc::new(RefCell::new(conns));
@@ -244,13 +248,13 @@ async fn run_idle(addr: SocketAddr, n: usize, hold: Duration) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let usage = "usage: streams ADDR N [CHUNKS INTERVAL_MS] | idle ADDR N HOLD_S";
+    let usage = "usage: streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS] | idle ADDR[,ADDR...] N HOLD_S";
     if args.len() < 3 {
         // `cargo bench` with no arguments runs every bench target: nothing to do here.
         eprintln!("{usage}");
         return;
     }
-    let addr: SocketAddr = args[1].parse().expect("ADDR");
+    let addrs: Vec<SocketAddr> = args[1].split(',').map(|a| a.parse().expect("ADDR")).collect();
     let n: usize = args[2].parse().expect("N");
     let num = |i: usize, d: u64| args.get(i).map_or(d, |s| s.parse().expect("number"));
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
@@ -260,12 +264,12 @@ fn main() {
         .expect("runtime");
     match args[0].as_str() {
         "streams" => rt.block_on(run_streams(
-            addr,
+            &addrs,
             n,
             num(3, 20) as usize,
             Duration::from_millis(num(4, 50)),
         )),
-        "idle" => rt.block_on(run_idle(addr, n, Duration::from_secs(num(3, 10)))),
+        "idle" => rt.block_on(run_idle(&addrs, n, Duration::from_secs(num(3, 10)))),
         _ => panic!("{usage}"),
     }
 }
