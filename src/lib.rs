@@ -10,6 +10,7 @@ pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod health;
+pub mod heap;
 pub mod limits;
 pub mod metrics;
 pub mod mock;

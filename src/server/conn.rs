@@ -75,16 +75,11 @@ pub(super) async fn serve_connection<S: Service>(
         }
         // Boxed: reading, serving and answering one request is a state machine of tens of KiB
         // (forward, retries, relay); inline it would make every idle connection's task that
-        // large. One allocation per request keeps an idle connection at a few KiB.
-        let one = Box::pin(serve_one(
-            &mut stream,
-            &mut buf,
-            &mut out,
-            &*service,
-            &counters,
-            &limits,
-            peer,
-        ));
+        // large. One allocation per request keeps an idle connection at a few KiB; the future
+        // is built in it, not copied into it.
+        let one = crate::heap::pin_in_place(|| {
+            serve_one(&mut stream, &mut buf, &mut out, &*service, &counters, &limits, peer)
+        });
         first = false;
         if !one.await {
             return;
