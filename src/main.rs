@@ -13,7 +13,7 @@ use rotor::runtime::{self, control::Signals};
 static GLOBAL: Allocator = Allocator;
 
 /// mimalloc, asked for plain blocks when the alignment is one `malloc` already guarantees.
-/// The `mimalloc` crate's `MiMalloc` sends every request through `mi_malloc_aligned`, whose
+/// The `mimalloc` crate's `MiMalloc` sends every allocation through `mi_malloc_aligned`, whose
 /// fast path only covers blocks up to 1 KiB; larger ones (read buffers, the request future)
 /// took its generic aligned path. Plain `mi_malloc` for them: 35,849 → 34,893 user-space
 /// instructions per proxied request (`benches/profile.sh callgrind`, issue 7).
@@ -235,4 +235,49 @@ fn wait_for_terminate(signals: &Signals, stop: impl FnOnce()) {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::alloc::{GlobalAlloc, Layout};
+
+    use super::Allocator;
+
+    /// Every size and alignment mix, on both sides of `MALLOC_ALIGN` and of mimalloc's 1 KiB
+    /// small-block limit: blocks come back aligned, zeroed when asked, and keep their bytes
+    /// through a grow and a shrink.
+    #[test]
+    #[allow(unsafe_code)]
+    fn blocks_are_aligned_zeroed_and_kept_through_realloc() {
+        let small = [1, 7, 8, 9, 15, 16, 17, 24, 40, 100];
+        let large = [1000, 1024, 1025, 4096, 65536, 1 << 20];
+        for size in small.into_iter().chain(large) {
+            for align in [1, 2, 4, 8, 16, 32, 64, 128, 4096] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: non-zero sizes; every block is freed with the layout it has.
+                unsafe {
+                    let zeroed = Allocator.alloc_zeroed(layout);
+                    assert_eq!(zeroed as usize % align, 0, "zeroed {size}/{align}");
+                    assert!(std::slice::from_raw_parts(zeroed, size).iter().all(|&b| b == 0));
+                    Allocator.dealloc(zeroed, layout);
+
+                    let block = Allocator.alloc(layout);
+                    assert_eq!(block as usize % align, 0, "alloc {size}/{align}");
+                    for i in 0..size {
+                        *block.add(i) = i as u8;
+                    }
+                    let grown = Allocator.realloc(block, layout, size * 2 + 3);
+                    assert_eq!(grown as usize % align, 0, "grow {size}/{align}");
+                    let grown_layout = Layout::from_size_align(size * 2 + 3, align).unwrap();
+                    let shrunk_size = size.div_ceil(2);
+                    let shrunk = Allocator.realloc(grown, grown_layout, shrunk_size);
+                    assert_eq!(shrunk as usize % align, 0, "shrink {size}/{align}");
+                    for i in 0..shrunk_size {
+                        assert_eq!(*shrunk.add(i), i as u8, "byte {i} of {size}/{align}");
+                    }
+                    Allocator.dealloc(shrunk, Layout::from_size_align(shrunk_size, align).unwrap());
+                }
+            }
+        }
+    }
 }
