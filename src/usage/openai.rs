@@ -154,16 +154,22 @@ impl ResponseTransform for OpenAiUsageTap {
                 out.push(piece);
             }
             Mode::Hide => {
-                let mut kept = BytesMut::new();
+                // Re-framed events are no longer than the piece, but for `data:` lines that
+                // gain a space.
+                let mut kept = BytesMut::with_capacity(piece.len() + 64);
                 let mut seen = None;
-                self.events.feed(&piece, &mut |event| match usage_event(event.data) {
-                    // The usage-only chunk rotor asked for: read, not relayed.
-                    Some((usage, true)) => seen = Some(usage),
-                    found => {
-                        if let Some((usage, false)) = found {
-                            seen = Some(usage);
+                self.events.feed(&piece, &mut |event| {
+                    // One search per event serves both the usage read and the null removal.
+                    let first = USAGE.find(event.data);
+                    match first.and_then(|at| usage_event_at(event.data, at)) {
+                        // The usage-only chunk rotor asked for: read, not relayed.
+                        Some((usage, true)) => seen = Some(usage),
+                        found => {
+                            if let Some((usage, false)) = found {
+                                seen = Some(usage);
+                            }
+                            write_event(event.event, event.data, first, &mut kept);
                         }
-                        write_event(event.event, event.data, &mut kept);
                     }
                 });
                 if let Some(usage) = seen {
@@ -182,7 +188,7 @@ impl ResponseTransform for OpenAiUsageTap {
         if self.mode == Mode::Hide {
             let mut kept = BytesMut::new();
             self.events
-                .finish(&mut |event| write_event(event.event, event.data, &mut kept));
+                .finish(&mut |event| write_event(event.event, event.data, USAGE.find(event.data), &mut kept));
             if !kept.is_empty() {
                 out.push(kept.freeze());
             }
@@ -204,8 +210,13 @@ impl ResponseTransform for OpenAiUsageTap {
 /// The usage in one event's data, and whether the event is the usage-only chunk
 /// (`"choices":[]`) that `include_usage` adds.
 fn usage_event(data: &[u8]) -> Option<(Usage, bool)> {
-    USAGE.find(data)?;
-    if USAGE_NULL.find(data).is_some() {
+    usage_event_at(data, USAGE.find(data)?)
+}
+
+/// `usage_event` for data whose first `"usage"` is at `first`: a `"usage":null` can only start
+/// there or later, and in every chunk but the last it starts right there.
+fn usage_event_at(data: &[u8], first: usize) -> Option<(Usage, bool)> {
+    if USAGE_NULL.find(data.get(first..)?).is_some() {
         return None;
     }
     let usage = parse_usage(data)?;
@@ -214,15 +225,23 @@ fn usage_event(data: &[u8]) -> Option<(Usage, bool)> {
 
 /// Re-frames one event for the client (`event:` line if any, `data:` line, blank line) without
 /// the `"usage":null` members the injected option adds. OpenAI streams carry only `data:` lines;
-/// upstream comments are not relayed (rotor sends its own keepalives).
-fn write_event(name: &[u8], data: &[u8], out: &mut BytesMut) {
+/// upstream comments are not relayed (rotor sends its own keepalives). `first_usage` is where
+/// `"usage"` first occurs in `data` (`None`: nowhere, so there is nothing to remove).
+fn write_event(name: &[u8], data: &[u8], first_usage: Option<usize>, out: &mut BytesMut) {
     if !name.is_empty() {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name);
         out.extend_from_slice(b"\n");
     }
     out.extend_from_slice(b"data: ");
-    let mut rest = data;
+    let Some(first) = first_usage else {
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\n\n");
+        return;
+    };
+    // `,"usage":null` starts at most one byte before the first `"usage"`.
+    let (before, mut rest) = data.split_at(first.saturating_sub(1).min(data.len()));
+    out.extend_from_slice(before);
     while let Some(at) = COMMA_USAGE_NULL.find(rest) {
         out.extend_from_slice(rest.get(..at).unwrap_or_default());
         rest = rest.get(at + 13..).unwrap_or_default();
@@ -270,6 +289,20 @@ data: [DONE]\n\n";
             assert_eq!((usage.cached_tokens, usage.reasoning_tokens), (4, 1));
             assert!(usage.reported);
         }
+    }
+
+    #[test]
+    fn hide_removes_only_the_null_members_after_a_mention_of_usage() {
+        let chunk: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"token \\\"usage\\\" up\"},\
+\"usage_hint\":1}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":null,\"x\":1,\"usage\":null}\n\n";
+        let (out, usage) = run(Mode::Hide, &[chunk]);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"token \\\"usage\\\" up\"},\"usage_hint\":1}]}\n\n\
+             data: {\"choices\":[],\"x\":1}\n\n"
+        );
+        assert!(!usage.reported);
     }
 
     #[test]
