@@ -4,7 +4,7 @@
 //! (data is passed on as soon as it is buffered, which SSE relaying needs), and every line is
 //! bounded, so a peer can neither smuggle a second message nor make us buffer without limit.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Bounds on the parts of a chunked body that must be buffered whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +84,11 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 State::Size => {
-                    let Some(line) = take_line(buf, self.limits.max_line_bytes)? else {
+                    let Some(len) = line_len(buf, self.limits.max_line_bytes)? else {
                         return Ok(None);
                     };
-                    let size = parse_size_line(&line)?;
+                    let size = parse_size_line(buf.get(..len).unwrap_or_default())?;
+                    buf.advance(len);
                     self.state = if size == 0 {
                         State::Trailer(0)
                     } else {
@@ -107,22 +108,23 @@ impl ChunkedDecoder {
                 State::DataEnd => match buf.get(..2) {
                     None if buf.first().is_none_or(|&b| b == b'\r') => return Ok(None),
                     Some(b"\r\n") => {
-                        let _ = buf.split_to(2);
+                        buf.advance(2);
                         self.state = State::Size;
                     }
                     _ => return Err(ChunkError("missing CRLF after chunk data")),
                 },
                 State::Trailer(used) => {
                     let room = self.limits.max_trailer_bytes.saturating_sub(used);
-                    let Some(line) = take_line(buf, room).map_err(|_| ChunkError("trailer section too large"))? else {
+                    let Some(len) = line_len(buf, room).map_err(|_| ChunkError("trailer section too large"))? else {
                         return Ok(None);
                     };
-                    if line.len() == 2 {
+                    if len == 2 {
                         self.state = State::Done;
                     } else {
-                        check_trailer_line(&line)?;
-                        self.state = State::Trailer(used + line.len());
+                        check_trailer_line(buf.get(..len).unwrap_or_default())?;
+                        self.state = State::Trailer(used + len);
                     }
+                    buf.advance(len);
                 }
                 State::Done => return Ok(Some(Chunk::Done)),
             }
@@ -130,17 +132,19 @@ impl ChunkedDecoder {
     }
 }
 
-/// Split off one CRLF-terminated line (terminator included) if it is complete. A line longer
-/// than `max` is an error whether complete or not; a bare LF is an error (RFC 9112 lets
-/// recipients accept it, but lenient line endings are a classic smuggling vector).
-fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ChunkError> {
+/// Length of the CRLF-terminated line (terminator included) at the front of `buf`, if it is
+/// complete; the caller reads it in place and then advances past it (splitting it off cost a
+/// reference-counted handle per line). A line longer than `max` is an error whether
+/// complete or not; a bare LF is an error (RFC 9112 lets recipients accept it, but lenient line
+/// endings are a classic smuggling vector).
+fn line_len(buf: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
     let window = buf.get(..max.min(buf.len())).unwrap_or(&[]);
     match memchr::memchr(b'\n', window) {
         Some(lf) => {
             if lf == 0 || window.get(lf - 1) != Some(&b'\r') {
                 return Err(ChunkError("bare LF"));
             }
-            Ok(Some(buf.split_to(lf + 1)))
+            Ok(Some(lf + 1))
         }
         None if buf.len() >= max => Err(ChunkError("chunk line too long")),
         None => Ok(None),
