@@ -13,7 +13,8 @@
 # PROXY_WORKERS (1: rotor workers and nginx worker_processes for the table), SCALE_WORKERS
 # (2: rotor workers for streams/idle), STREAMS ("1000 5000 10000": concurrent slow streams of
 # 20 chunks 50 ms apart; where one process's fd hard limit cannot hold two sockets a stream,
-# they are spread over several rotor processes of one worker each), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
+# they are spread over several rotor processes of one worker each, on the ports after
+# SCALE_PORT), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
 # upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), LOG_REQUESTS (false, like
 # nginx's access_log off; true adds rotor's SQLite request log), SKIP_BUILD=1.
 # Every cell is bounded (wrk -d, the stream client ends after its streams); loopback only.
@@ -51,7 +52,7 @@ FD_LIMIT=$(ulimit -n)
 . benches/lib.sh
 need wrk wrk || { echo "wrk is required"; exit 1; }
 HAVE_NGINX=1; need nginx nginx-light || HAVE_NGINX=0
-require_free_ports "$MOCK_PORT" "$ROTOR_PORT" "$NGINX_PORT" "$SCALE_PORT" "$((SCALE_PORT + 1))" "$((SCALE_PORT + 2))"
+require_free_ports "$MOCK_PORT" "$ROTOR_PORT" "$NGINX_PORT" "$SCALE_PORT"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --quiet
@@ -220,16 +221,19 @@ scale_targets() {
   STREAM_ADDRS=""; STREAM_PIDS=""
   for i in $(seq "$procs"); do
     port=$((SCALE_PORT + i))
-    if ! grep -q "^$port " <<<"${SPLIT_STARTED:-}"; then
+    if [ -z "${SPLIT_PID[$port]:-}" ]; then
+      require_free_ports "$port"
       rotor_config "$port" 1 "$MOCK_PORT" >"$WORK/split$i.toml"
-      ROTOR_LOG=error "$ROTOR" --config "$WORK/split$i.toml" >"$WORK/split$i.log" 2>&1 & local pid=$!
-      PIDS+=("$pid"); SPLIT_STARTED="${SPLIT_STARTED:-}$port $pid"$'\n'
+      ROTOR_LOG=error "$ROTOR" --config "$WORK/split$i.toml" >"$WORK/split$i.log" 2>&1 & SPLIT_PID[$port]=$!
+      PIDS+=("${SPLIT_PID[$port]}")
       wait_port "$port"
     fi
     STREAM_ADDRS="$STREAM_ADDRS${STREAM_ADDRS:+,}127.0.0.1:$port"
-    STREAM_PIDS="$STREAM_PIDS $(awk -v p="$port" '$1 == p {print $2}' <<<"$SPLIT_STARTED")"
+    STREAM_PIDS="$STREAM_PIDS ${SPLIT_PID[$port]}"
   done
 }
+# The one-worker rotors scale_targets started, by port.
+declare -A SPLIT_PID
 
 run_streams() {
   printf '\nstreams at scale: N concurrent streams, 20 chunks 50 ms apart, starts spread over 50 ms; rotor workers %s\n' "$SCALE_WORKERS"

@@ -23,9 +23,9 @@ struct Allocator;
 /// up to 8 bytes are 8-aligned), the same rule `std`'s system allocator relies on.
 const MALLOC_ALIGN: usize = 16;
 
-/// Plain `mi_malloc` serves this layout with the alignment it asks for.
-fn malloc_aligns(layout: std::alloc::Layout) -> bool {
-    layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size()
+/// Plain `mi_malloc` serves a block of `size` bytes with this alignment.
+fn malloc_aligns(align: usize, size: usize) -> bool {
+    align <= MALLOC_ALIGN && align <= size
 }
 
 // SAFETY: each method forwards to the mimalloc call with the same contract; plain `mi_malloc`
@@ -34,7 +34,7 @@ fn malloc_aligns(layout: std::alloc::Layout) -> bool {
 unsafe impl std::alloc::GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if malloc_aligns(layout) {
+        if malloc_aligns(layout.align(), layout.size()) {
             libmimalloc_sys::mi_malloc(layout.size()).cast()
         } else {
             libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()).cast()
@@ -43,7 +43,7 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if malloc_aligns(layout) {
+        if malloc_aligns(layout.align(), layout.size()) {
             libmimalloc_sys::mi_zalloc(layout.size()).cast()
         } else {
             libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()).cast()
@@ -57,7 +57,7 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= MALLOC_ALIGN && layout.align() <= new_size {
+        if malloc_aligns(layout.align(), new_size) {
             libmimalloc_sys::mi_realloc(ptr.cast(), new_size).cast()
         } else {
             libmimalloc_sys::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()

@@ -234,17 +234,14 @@ fn write_event(name: &[u8], data: &[u8], first_usage: Option<usize>, out: &mut B
         out.extend_from_slice(b"\n");
     }
     out.extend_from_slice(b"data: ");
-    let Some(first) = first_usage else {
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\n\n");
-        return;
-    };
-    // `,"usage":null` starts at most one byte before the first `"usage"`.
-    let (before, mut rest) = data.split_at(first.saturating_sub(1).min(data.len()));
+    // `,"usage":null` starts at most one byte before the first `"usage"`: only the rest from
+    // there is searched (nothing, when there is no `"usage"`).
+    let from = first_usage.map_or(data.len(), |first| first.saturating_sub(1));
+    let (before, mut rest) = data.split_at(from.min(data.len()));
     out.extend_from_slice(before);
     while let Some(at) = COMMA_USAGE_NULL.find(rest) {
         out.extend_from_slice(rest.get(..at).unwrap_or_default());
-        rest = rest.get(at + 13..).unwrap_or_default();
+        rest = rest.get(at + COMMA_USAGE_NULL.needle().len()..).unwrap_or_default();
     }
     out.extend_from_slice(rest);
     out.extend_from_slice(b"\n\n");
