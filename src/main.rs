@@ -108,6 +108,9 @@ enum Command {
         /// Keep the last N requests in memory (0 = none; use 0 for benchmarks).
         #[arg(long, default_value_t = 0)]
         record: usize,
+        /// Random faults in percent of requests, for soak runs: "5xx=5,cut=1,slow=1,429=1,slow_ms=2000".
+        #[arg(long, default_value = "", value_parser = rotor::mock::Chaos::parse)]
+        chaos: rotor::mock::Chaos,
     },
 }
 
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
             chunks,
             interval_ms,
             record,
+            chaos,
         }) => mock(rotor::mock::MockOptions {
             listen,
             workers,
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
             chunks,
             interval: Duration::from_millis(interval_ms),
             record_limit: record,
+            chaos,
         }),
     };
     match result {

@@ -9,11 +9,13 @@
 //! `x-mock-latency-ms` (wait before the response head: a slow first byte),
 //! `x-mock-chunks` (content chunks in a stream), `x-mock-interval-ms` (gap between chunks),
 //! `x-mock-cut-after` (close the connection after this many chunks, without a terminator).
+//! `MockOptions::chaos` draws random faults per request for soak runs (`chaos`).
 //! Keys select faults too, so a pool can mix bad keys in: a bearer key containing `fail401`,
 //! `fail403`, `fail429` or `fail500` gets that status.
 //! Invariant: the mock records requests only when asked and keeps at most `record_limit`.
 
 mod anthropic;
+mod chaos;
 mod gemini;
 mod openai;
 mod service;
@@ -26,6 +28,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+
+pub use chaos::{Chaos, Fault};
 
 use crate::config::Driver;
 use crate::runtime::{bind_listeners, spawn_workers, Shutdown, WorkerSpec};
@@ -44,6 +48,8 @@ pub struct MockOptions {
     pub interval: Duration,
     /// Keep the last N requests for inspection (0 = do not record).
     pub record_limit: usize,
+    /// Random faults per request (soak runs); off by default.
+    pub chaos: Chaos,
 }
 
 impl Default for MockOptions {
@@ -56,6 +62,7 @@ impl Default for MockOptions {
             chunks: 5,
             interval: Duration::ZERO,
             record_limit: 10_000,
+            chaos: Chaos::default(),
         }
     }
 }

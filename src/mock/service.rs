@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{anthropic, gemini, openai};
-use super::{KeyFaults, MockOptions, Recorded, Recorder};
+use super::{Fault, KeyFaults, MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
 
@@ -40,6 +40,8 @@ pub(super) struct Knobs {
     /// `x-mock-chunked: 1`: send whole JSON answers with chunked encoding, as providers behind
     /// CDNs do.
     pub chunked: bool,
+    /// Chaos drew a cut for a whole (non-streamed) answer: close mid-body.
+    pub cut_body: bool,
 }
 
 impl MockService {
@@ -113,6 +115,28 @@ impl MockService {
             crlf: number("x-mock-crlf") == Some(1),
             cached_tokens: number("x-mock-cached-tokens").unwrap_or(0),
             chunked: number("x-mock-chunked") == Some(1),
+            cut_body: false,
+        }
+    }
+
+    /// A random fault for requests that asked for none (`MockOptions::chaos`).
+    fn add_chaos(&self, req: &Request, knobs: &mut Knobs) {
+        let chaos = &self.options.chaos;
+        let asked = knobs.status.is_some() || knobs.cut_after.is_some() || knobs.ratelimit.is_some();
+        if chaos.is_off() || asked {
+            return;
+        }
+        match chaos.draw(fastrand::f64() * 100.0) {
+            Some(Fault::Status(status)) => {
+                knobs.status = Some(status);
+                if status == 429 {
+                    knobs.retry_after = Some("1".to_owned());
+                }
+            }
+            Some(Fault::Slow(wait)) => knobs.latency = wait,
+            Some(Fault::Cut) if is_stream(req) => knobs.cut_after = Some(1 + fastrand::usize(..knobs.chunks.max(1))),
+            Some(Fault::Cut) => knobs.cut_body = true,
+            None => {}
         }
     }
 
@@ -147,9 +171,22 @@ impl Service for MockService {
 
     async fn call(&self, req: Request, res: &mut Responder<'_>) {
         self.record(&req);
-        let knobs = self.knobs(&req.head);
+        let mut knobs = self.knobs(&req.head);
+        self.add_chaos(&req, &mut knobs);
         if !knobs.latency.is_zero() {
             monoio::time::sleep(knobs.latency).await;
+        }
+        if knobs.cut_body {
+            // A head promising more than is sent, then the connection closes.
+            if res
+                .start(200, &[("content-type", b"application/json")], Some(64))
+                .await
+                .is_ok()
+            {
+                let _ = res.piece(br#"{"id":"chatcmpl-mock","object":"#).await;
+            }
+            res.abort();
+            return;
         }
         if let Some(status) = knobs.status {
             let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
@@ -179,6 +216,12 @@ impl Service for MockService {
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };
     }
+}
+
+/// Whether the request asks for a stream (a cheap look, good enough for the mock's own knobs).
+fn is_stream(req: &Request) -> bool {
+    let finder = |needle: &[u8]| memchr::memmem::find(&req.body, needle).is_some();
+    req.head.path().contains(":streamGenerateContent") || finder(b"\"stream\":true") || finder(b"\"stream\": true")
 }
 
 /// Which provider's API a path belongs to.
