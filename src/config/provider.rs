@@ -32,6 +32,41 @@ const STRATEGIES: &[(&str, KeyStrategy)] = &[
     ("highest-balance", KeyStrategy::HighestBalance),
 ];
 
+/// Kinds and strategies the config language names (DESIGN 1.2) that this build cannot honour
+/// yet. They are refused with the key's path instead of running as something else: a
+/// `replicate` provider sent OpenAI requests, a `least-used` pool rotated round-robin.
+const NOT_YET_KINDS: &[ProviderKind] = &[
+    ProviderKind::Vertex,
+    ProviderKind::Replicate,
+    ProviderKind::Cohere,
+    ProviderKind::Cloudflare,
+    ProviderKind::OnDemand,
+];
+const NOT_YET_STRATEGIES: &[KeyStrategy] = &[KeyStrategy::LeastUsed, KeyStrategy::HighestBalance];
+
+/// `value` from `table`, refused when this build lists it in `not_yet`.
+fn honoured<T: Copy + PartialEq>(
+    value: &str,
+    table: &[(&str, T)],
+    not_yet: &[T],
+    path: &str,
+) -> Result<T, ConfigError> {
+    let v = one_of(value, table, path)?;
+    if not_yet.contains(&v) {
+        let usable: Vec<&str> = table
+            .iter()
+            .filter(|(_, t)| !not_yet.contains(t))
+            .map(|(n, _)| *n)
+            .collect();
+        let what = format!(
+            "{value:?} is not supported by this build of rotor yet; use {}",
+            usable.join(" | ")
+        );
+        return Err(ConfigError::at(path, what));
+    }
+    Ok(v)
+}
+
 /// Headers rotor itself frames or sets per request; a configured value would corrupt framing
 /// or fight the pool key.
 const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
@@ -58,7 +93,7 @@ pub(super) fn providers(list: Vec<ProviderConfig>, r: &Resolver<'_>) -> Result<V
 fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, ConfigError> {
     let at = |k: &str| format!("providers[{i}].{k}");
     check_name(&p.name, &at("name"))?;
-    let kind = one_of(&p.kind, KINDS, &at("kind"))?;
+    let kind = honoured(&p.kind, KINDS, NOT_YET_KINDS, &at("kind"))?;
     let base_url = url::parse_base_url(&p.base_url).map_err(|e| ConfigError::at(&at("base_url"), e))?;
     let keys = keys(i, &p, r)?;
     if p.enabled && keys.is_empty() {
@@ -68,7 +103,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         );
         return Err(ConfigError::at(&at("keys"), what));
     }
-    let key_strategy = one_of(&p.key_strategy, STRATEGIES, &at("key_strategy"))?;
+    let key_strategy = honoured(&p.key_strategy, STRATEGIES, NOT_YET_STRATEGIES, &at("key_strategy"))?;
     if p.weight == 0 {
         return Err(ConfigError::at(
             &at("weight"),

@@ -95,8 +95,8 @@ impl CoreBalance {
         }
         match provider.key_strategy {
             KeyStrategy::Random => fastrand::usize(..n),
-            // least-used and highest-balance need shared key state (key health issue); until
-            // then they rotate like round-robin, which `rotor check` says.
+            // `rotor check` refuses least-used and highest-balance until they are built, so
+            // they never reach here; the arm only keeps the match total.
             KeyStrategy::RoundRobin | KeyStrategy::LeastUsed | KeyStrategy::HighestBalance => {
                 match self.key_cursor.get_mut(provider.index) {
                     Some(cursor) => {

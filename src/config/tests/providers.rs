@@ -21,13 +21,35 @@ fn provider_kind_and_strategy_are_checked() {
         ],
     );
     let c = ok(&format!(
-        "{}key_strategy = \"highest-balance\"\n",
-        PROVIDER.replace("\"openai\"", "\"ondemand\"")
+        "{}key_strategy = \"random\"\n",
+        PROVIDER.replace("\"openai\"", "\"gemini\"")
     ));
     assert_eq!(
         (c.providers[0].kind, c.providers[0].key_strategy),
-        (ProviderKind::OnDemand, KeyStrategy::HighestBalance)
+        (ProviderKind::Gemini, KeyStrategy::Random)
     );
+}
+
+#[test]
+fn kinds_and_strategies_this_build_cannot_honour_are_refused() {
+    for kind in ["vertex", "replicate", "cohere", "cloudflare", "ondemand"] {
+        err(
+            &PROVIDER.replace("\"openai\"", &format!("{kind:?}")),
+            &[
+                "providers[0].kind",
+                &format!("{kind:?} is not supported by this build of rotor yet; use openai | anthropic | gemini"),
+            ],
+        );
+    }
+    for strategy in ["least-used", "highest-balance"] {
+        err(
+            &format!("{PROVIDER}key_strategy = {strategy:?}\n"),
+            &[
+                "providers[0].key_strategy",
+                "not supported by this build of rotor yet; use round-robin | random",
+            ],
+        );
+    }
 }
 
 #[test]
