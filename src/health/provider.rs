@@ -2,18 +2,15 @@
 //! short tally of recent failures across its keys, and the provider's circuit breaker (closed,
 //! open until a moment, then half-open with one probe request in flight). These are the
 //! mechanisms; when to open the breaker or quarantine a key is decided in `proxy::classify`.
-//! Invariants: a healthy request writes nothing here but a coarse `last_ok` (at most once per
-//! `OK_RESOLUTION_MS`) and, only while failures are being tallied, one counter; at most one
-//! half-open probe request is in flight per provider.
+//! Invariants: a healthy request writes nothing here but `last_ok` (at most once per
+//! millisecond) and, only while failures are being tallied, one counter; at most one half-open
+//! probe request is in flight per provider.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use crate::metrics::health::HealthCounters;
-
-/// `last_ok` is refreshed when it is at least this old (fewer shared writes per request).
-const OK_RESOLUTION_MS: u64 = 10;
 
 /// What the breaker lets through right now.
 #[derive(Debug)]
@@ -73,7 +70,7 @@ impl Slot {
 
 #[derive(Debug, Default)]
 pub struct ProviderHealth {
-    /// Health-clock ms of the last answer any key of the provider gave (coarse).
+    /// Health-clock ms of the last answer any key of the provider gave.
     last_ok: AtomicU64,
     /// 0 = closed; else open until this health-clock ms, half-open after it.
     open_until: AtomicU64,
@@ -150,7 +147,8 @@ impl ProviderHealth {
 
     /// Any key of the provider answered (the provider is up, whatever the status said).
     pub fn note_answer(&self, now: u64, window_ms: u64) {
-        if self.last_ok.load(Ordering::Relaxed) + OK_RESOLUTION_MS <= now {
+        // One shared write per millisecond at most, however many answers arrive in it.
+        if self.last_ok.load(Ordering::Relaxed) < now {
             self.last_ok.fetch_max(now, Ordering::Relaxed);
         }
         // Answers are counted only while failures are: the ratio matters only then.
@@ -162,7 +160,7 @@ impl ProviderHealth {
         }
     }
 
-    /// Health-clock ms of the provider's last answer (to within `OK_RESOLUTION_MS`).
+    /// Health-clock ms of the provider's last answer.
     pub fn last_answer(&self) -> u64 {
         self.last_ok.load(Ordering::Relaxed)
     }

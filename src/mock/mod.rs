@@ -8,9 +8,14 @@
 //! `x-mock-status` (answer this status with an error body), `x-mock-retry-after` (seconds),
 //! `x-mock-latency-ms` (wait before the response head: a slow first byte),
 //! `x-mock-chunks` (content chunks in a stream), `x-mock-interval-ms` (gap between chunks),
-//! `x-mock-cut-after` (close the connection after this many chunks, without a terminator).
+//! `x-mock-cut-after` (close the connection after this many chunks, without a terminator; a
+//! whole answer is cut halfway through its body),
+//! `x-mock-chaos` (random faults drawn per request, e.g. `5xx=0.05,cut=0.01,slow=0.01,429=0.02,
+//! slow_ms=3000`: a 500/502/503, a cut answer, a first byte `slow_ms` late, a 429 with
+//! `Retry-After: 1`; for soaks, where each retry must draw anew).
 //! Keys select faults too, so a pool can mix bad keys in: a bearer key containing `fail401`,
-//! `fail403`, `fail429` or `fail500` gets that status.
+//! `fail403`, `fail429` or `fail500` gets that status; `MockServer::faults` sets a key's fault
+//! at run time, for every request or for the next N.
 //! Invariant: the mock records requests only when asked and keeps at most `record_limit`.
 
 mod anthropic;
@@ -122,6 +127,10 @@ pub struct KeyFault {
     pub retry_after_s: Option<u64>,
     /// Wait this long before the response head.
     pub latency_ms: u64,
+    /// Cut the answer (see `x-mock-cut-after`).
+    pub cut_after: Option<usize>,
+    /// Apply to this many requests, then clear; 0 = until cleared.
+    pub times: u32,
 }
 
 /// Faults by pool key (the bearer token or `x-api-key`/`x-goog-api-key` value).
@@ -144,12 +153,23 @@ impl KeyFaults {
         self.any.store(!table.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
+    /// The key's fault for this request (counting it against `times`).
     pub(crate) fn get(&self, key: &[u8]) -> Option<KeyFault> {
         if !self.any.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
         let key = std::str::from_utf8(key).ok()?;
-        self.table.lock().get(key).copied()
+        let mut table = self.table.lock();
+        let fault = table.get_mut(key)?;
+        let found = *fault;
+        if fault.times > 0 {
+            fault.times -= 1;
+            if fault.times == 0 {
+                table.remove(key);
+                self.any.store(!table.is_empty(), std::sync::atomic::Ordering::Release);
+            }
+        }
+        Some(found)
     }
 }
 

@@ -84,8 +84,14 @@ impl MockService {
         .find(|(marker, _)| key.windows(7).any(|w| w == *marker))
         .map(|(_, status)| *status);
         let fault = self.faults.get(Self::pool_key(head)).unwrap_or_default();
-        let key_status = fault.status.or(key_status);
+        let chaos = head
+            .header("x-mock-chaos")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(Chaos::draw)
+            .unwrap_or_default();
+        let key_status = fault.status.or(chaos.status).or(key_status);
         let fault_latency = (fault.latency_ms > 0).then(|| Duration::from_millis(fault.latency_ms));
+        let fault_latency = fault_latency.or(chaos.latency);
         Knobs {
             status: number("x-mock-status")
                 .and_then(|s| u16::try_from(s).ok())
@@ -95,13 +101,17 @@ impl MockService {
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .map(str::to_owned)
                 .or_else(|| fault.retry_after_s.map(|s| s.to_string()))
+                .or_else(|| (chaos.status == Some(429)).then(|| "1".to_owned()))
                 .or_else(|| (key_status == Some(429)).then(|| "1".to_owned())),
             latency: fault_latency
                 .or_else(|| number("x-mock-latency-ms").map(Duration::from_millis))
                 .unwrap_or(self.options.latency),
             chunks: number("x-mock-chunks").map_or(self.options.chunks, |n| n as usize),
             interval: number("x-mock-interval-ms").map_or(self.options.interval, Duration::from_millis),
-            cut_after: number("x-mock-cut-after").map(|n| n as usize),
+            cut_after: number("x-mock-cut-after")
+                .map(|n| n as usize)
+                .or(fault.cut_after)
+                .or(chaos.cut_after),
             ratelimit: number("x-mock-ratelimit-remaining").map(|n| {
                 let reset = head
                     .header("x-mock-ratelimit-reset")
@@ -197,5 +207,46 @@ impl Shape {
         } else {
             Shape::OpenAi
         }
+    }
+}
+
+/// One request's draw from `x-mock-chaos` (see the module docs).
+#[derive(Default)]
+struct Chaos {
+    status: Option<u16>,
+    cut_after: Option<usize>,
+    latency: Option<Duration>,
+}
+
+impl Chaos {
+    fn draw(spec: &str) -> Chaos {
+        let mut rates = [0.0f64; 4];
+        let mut slow_ms = 3_000u64;
+        for (name, value) in spec.split(',').filter_map(|part| part.trim().split_once('=')) {
+            let rate = value.trim().parse::<f64>().unwrap_or(0.0);
+            match name.trim() {
+                "5xx" => rates[0] = rate,
+                "cut" => rates[1] = rate,
+                "slow" => rates[2] = rate,
+                "429" => rates[3] = rate,
+                "slow_ms" => slow_ms = rate as u64,
+                _ => {}
+            }
+        }
+        let mut roll = fastrand::f64();
+        let mut chaos = Chaos::default();
+        for (i, rate) in rates.iter().enumerate() {
+            if roll < *rate {
+                match i {
+                    0 => chaos.status = Some([500, 502, 503][fastrand::usize(..3)]),
+                    1 => chaos.cut_after = Some(fastrand::usize(0..3)),
+                    2 => chaos.latency = Some(Duration::from_millis(slow_ms)),
+                    _ => chaos.status = Some(429),
+                }
+                return chaos;
+            }
+            roll -= rate;
+        }
+        chaos
     }
 }

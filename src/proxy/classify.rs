@@ -300,3 +300,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "classify_tests.rs"]
+mod settle_tests;
