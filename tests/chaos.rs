@@ -67,9 +67,17 @@ fn one(c: &mut Client, stream: bool, chaos: &str, tally: &mut Tally) {
         let (name, value) = auth();
         let mut headers: Vec<(&str, &str)> = vec![(name, &value), ("content-type", "application/json")];
         headers.extend_from_slice(&extra);
-        c.send_request("POST", "/v1/chat/completions", &headers, chat_stream("gpt-4o-mini").as_bytes());
+        c.send_request(
+            "POST",
+            "/v1/chat/completions",
+            &headers,
+            chat_stream("gpt-4o-mini").as_bytes(),
+        );
         let (status, _, head) = c.read_head();
-        let attempts = head.iter().find(|(n, _)| n == "x-rotor-attempts").map(|(_, v)| v.clone());
+        let attempts = head
+            .iter()
+            .find(|(n, _)| n == "x-rotor-attempts")
+            .map(|(_, v)| v.clone());
         let r = if status == 200 {
             let (pieces, _) = c.read_chunks_timed();
             let text: String = pieces.iter().map(|(_, d)| String::from_utf8_lossy(d)).collect();
@@ -85,7 +93,11 @@ fn one(c: &mut Client, stream: bool, chaos: &str, tally: &mut Tally) {
         (status, r, attempts)
     } else {
         let r = c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &extra);
-        (r.status, r.status == 200, r.header("x-rotor-attempts").map(str::to_owned))
+        (
+            r.status,
+            r.status == 200,
+            r.header("x-rotor-attempts").map(str::to_owned),
+        )
     };
     tally.answers += 1;
     *tally.by_status.entry(status).or_default() += 1;
@@ -131,7 +143,7 @@ fn soak(retry: &str) -> (Tally, String) {
                         next += pace;
                         // A fresh connection each time: an error answer may close it.
                         let mut c = h.client();
-                        one(&mut c, (n + i) % 2 == 0, chaos, &mut tally);
+                        one(&mut c, (n + i).is_multiple_of(2), chaos, &mut tally);
                         n += 1;
                     }
                     tally

@@ -26,12 +26,18 @@ struct Health<'a> {
 pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
     let config = &ctx.generation.config;
     let now = crate::health::now_ms();
-    // Keys not cooling and not quarantined, of enabled providers.
+    // Keys not cooling and not quarantined, of enabled providers whose breaker is not open.
+    let table = &ctx.generation.key_health;
     let usable_keys = config
         .providers
         .iter()
         .filter(|p| p.enabled)
-        .flat_map(|p| ctx.generation.key_health.provider(p.index))
+        .filter(|p| {
+            table
+                .provider_health(p.index)
+                .is_none_or(|h| h.breaker_state(now) != "open")
+        })
+        .flat_map(|p| table.provider(p.index))
         .filter(|h| h.available(now))
         .count();
     let storage_ok = core.gateway.storage_status.ok();

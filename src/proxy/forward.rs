@@ -222,11 +222,12 @@ async fn try_provider(
     let Some(provider_health) = ctx.generation.key_health.provider_health(provider.index) else {
         return Ok(None);
     };
-    // The provider's breaker: closed, open, or half-open with this request as its one probe.
-    let probe = match provider_health.gate(now_ms()) {
-        Gate::Closed => None,
-        Gate::Probe(permit) => Some(permit),
-        Gate::Open(_) => {
+    // The provider's breaker: closed (one atomic load, no clock read), open, or half-open with
+    // this request as its one probe.
+    let probe = match provider_health.open_until().map(|_| provider_health.gate(now_ms())) {
+        None | Some(Gate::Closed) => None,
+        Some(Gate::Probe(permit)) => Some(permit),
+        Some(Gate::Open(_)) => {
             attempt.breaker_open = true;
             return Ok(None);
         }
@@ -309,7 +310,8 @@ async fn try_key(
     let table = &ctx.generation.key_health;
     let tried = attempt.tried_keys(provider.index);
     let mut soonest = None;
-    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, &mut soonest);
+    let mut now = now_ms();
+    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, now, &mut soonest);
     if let Some(until) = soonest {
         attempt.note_cooling(until);
     }
@@ -326,6 +328,7 @@ async fn try_key(
     let key_limits = ctx.generation.limits.key(provider.index, key_index);
     if attempt.made > 0 {
         backoff(config.retry.backoff).await;
+        now = now_ms();
     }
     attempt.made += 1;
     let _in_flight = health.enter();
@@ -335,7 +338,7 @@ async fn try_key(
         provider_health,
         keys: table.provider(provider.index),
         key: key_index,
-        started: now_ms(),
+        started: now,
     };
     let key = provider.keys.get(key_index).map_or("", |k| k.secret.expose());
     let sent = send(core, ctx, job.req, provider, key, &target.body, target.path).await;
