@@ -126,7 +126,7 @@ impl Job<'_> {
 }
 
 /// Tries the plan: one pass over every candidate, more passes while attempts remain and keys
-/// failed in ways that may not repeat (a transient 5xx, a timeout), and one more after a wait
+/// failed in ways that may not repeat (a 5xx, a broken connection), and one more after a wait
 /// when every key was cooling or full and `wait_for_key_ms` allows waiting for the soonest.
 /// The usage of the delivered answer.
 async fn attempt_all(

@@ -5,8 +5,9 @@
 //! How an answer ends is recorded: cleanly, or as an upstream cut, an idle timeout, a client
 //! abort or the request deadline (`RelayFailure`), even though the status already went out.
 //! Invariant: the upstream connection returns to the pool only when its body was read to the
-//! end; a client that leaves (with `on_client_disconnect = "cancel"`) closes it at once; an
-//! answer that fails before any byte of it reached the client is handed back for a retry.
+//! end; a client that leaves (with `on_client_disconnect = "cancel"`) closes it at once; a
+//! whole (non-SSE) answer that breaks off while it is read, before any byte of it reached the
+//! client, is handed back for a retry.
 
 use std::time::{Duration, Instant};
 
