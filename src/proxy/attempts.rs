@@ -7,9 +7,10 @@
 
 use smallvec::SmallVec;
 
-use super::classify::Penalty;
+use super::classify::{settle, Penalty, Subject, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::RequestContext;
+use crate::config::Retry;
 use crate::health::{now_ms, KeyState};
 
 #[derive(Default)]
@@ -45,6 +46,18 @@ impl Attempts {
 
     pub fn note_cooling(&mut self, until: u64) {
         self.soonest_cool = Some(self.soonest_cool.map_or(until, |s| s.min(until)));
+    }
+
+    /// Applies a verdict to the key and provider health (`classify::settle`) and notes what the
+    /// request learned; `repeat`: the key may be tried again in a later pass.
+    pub fn judge(&mut self, subject: &Subject<'_>, provider: usize, verdict: Verdict, repeat: bool, retry: &Retry) {
+        if let Some(until) = settle(subject, verdict, retry, now_ms()) {
+            self.note_cooling(until);
+        }
+        if let Verdict::Retry(penalty) = verdict {
+            self.last_penalty = Some(penalty);
+            self.mark_tried(provider, subject.key, repeat);
+        }
     }
 
     /// Keys of `provider` already tried in this pass.

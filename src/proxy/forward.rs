@@ -12,9 +12,7 @@ use smallvec::SmallVec;
 
 use super::admit::{admit_client, never_reached, pick_available_key, usage_tokens};
 use super::attempts::{usable_in, Attempts};
-use super::classify::{
-    classify_error, classify_status, error_may_repeat, may_repeat, settle, Penalty, Subject, Verdict,
-};
+use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::inspect::{adapt, default_model_for, inspect};
 use super::relay::{relay, Relay, RelayInput};
@@ -353,14 +351,7 @@ async fn try_key(
                 }
             }
             let repeat = error_may_repeat(&error);
-            judge(
-                &subject,
-                provider.index,
-                classify_error(&error),
-                repeat,
-                config,
-                attempt,
-            );
+            attempt.judge(&subject, provider.index, classify_error(&error), repeat, &config.retry);
             attempt.last_error = Some(error.into());
             return Ok(KeyTry::Failed);
         }
@@ -388,11 +379,11 @@ async fn try_key(
                     verdict = Verdict::Retry(Penalty::Cool(wait));
                 }
             }
-            judge(&subject, provider.index, verdict, may_repeat(verdict), config, attempt);
+            attempt.judge(&subject, provider.index, verdict, may_repeat(verdict), &config.retry);
             return Ok(KeyTry::Failed);
         }
     };
-    judge(&subject, provider.index, verdict, false, config, attempt);
+    attempt.judge(&subject, provider.index, verdict, false, &config.retry);
     // A 503 tells the client when to come back, whether or not the upstream did.
     let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
     let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
@@ -421,14 +412,7 @@ async fn try_key(
                 .lock()
                 .attempt(&provider.name, if retried { "retried" } else { "error" });
             let repeat = error_may_repeat(&error);
-            judge(
-                &subject,
-                provider.index,
-                classify_error(&error),
-                repeat,
-                config,
-                attempt,
-            );
+            attempt.judge(&subject, provider.index, classify_error(&error), repeat, &config.retry);
             attempt.last_error = Some(error.into());
             return Ok(KeyTry::Failed);
         }
@@ -452,25 +436,6 @@ async fn try_key(
         limits.settle(&reservation, usage_tokens(&relayed.usage), limits::now());
     }
     Ok(KeyTry::Delivered(relayed.usage))
-}
-
-/// Applies a verdict to the key and provider health and notes what the request learned;
-/// `repeat`: the key may be tried again in a later pass (`classify::may_repeat`).
-fn judge(
-    subject: &Subject<'_>,
-    provider: usize,
-    verdict: Verdict,
-    repeat: bool,
-    config: &Config,
-    attempt: &mut Attempts,
-) {
-    if let Some(until) = settle(subject, verdict, &config.retry, now_ms()) {
-        attempt.note_cooling(until);
-    }
-    if let Verdict::Retry(penalty) = verdict {
-        attempt.last_penalty = Some(penalty);
-        attempt.mark_tried(provider, subject.key, repeat);
-    }
 }
 
 /// Records who is being tried, for the request record and metrics.
