@@ -78,8 +78,8 @@ pub struct ProviderHealth {
     changed_at: AtomicU64,
     probing: AtomicBool,
     slots: [Slot; 2],
-    /// Taken only when a key reached its failure threshold, so two keys cannot both conclude
-    /// the other one is still usable.
+    /// Taken only to quarantine a key (never on a healthy request), so two keys cannot both
+    /// conclude the other one is still usable, and one key is not quarantined twice at once.
     quarantine_lock: Mutex<()>,
     /// Quarantines, restores, breaker openings and relay failures, for `/metrics`.
     pub counters: HealthCounters,
@@ -211,7 +211,7 @@ impl ProviderHealth {
         }
     }
 
-    /// Runs `decide` alone among this provider's failure quarantines.
+    /// Runs `decide` alone among this provider's quarantine decisions.
     pub fn serialized<R>(&self, decide: impl FnOnce() -> R) -> R {
         let _held = self.quarantine_lock.lock();
         decide()

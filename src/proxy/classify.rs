@@ -112,8 +112,11 @@ pub fn settle(subject: &Subject<'_>, verdict: Verdict, retry: &Retry, now: u64) 
         }
         Verdict::Retry(Penalty::Reject(status)) => {
             answered(subject, now, window);
-            if !health.is_quarantined() {
-                let wait = health.quarantine(now, retry.quarantine.as_millis() as u64);
+            // Two requests rejected at once quarantine the key once (not for twice as long).
+            let quarantined = subject.provider_health.serialized(|| {
+                (!health.is_quarantined()).then(|| health.quarantine(now, retry.quarantine.as_millis() as u64))
+            });
+            if let Some(wait) = quarantined {
                 subject.provider_health.counters.quarantines.fetch_add(1, Relaxed);
                 tracing::warn!(
                     provider = %subject.provider,
