@@ -108,7 +108,7 @@ fn bench_pick(c: &mut Criterion) {
     // Worst realistic case: 1,000 keys where all but the last are cooling.
     let (health, limits) = keys(1_000, false);
     for h in &health[..999] {
-        h.cool_until(u64::MAX);
+        h.cool_until(u64::MAX, 0);
     }
     group.bench_function("1000_keys_999_cooling", |b| {
         b.iter(|| {

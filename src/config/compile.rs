@@ -118,9 +118,30 @@ fn retry(r: &RetryConfig) -> Result<Retry, ConfigError> {
         backoff: Duration::from_millis(r.backoff_ms),
         cooldown: positive_ms(r.cooldown_ms, "retry.cooldown_ms")?,
         wait_for_key: Duration::from_millis(r.wait_for_key_ms),
-        quarantine_after_failures: r.quarantine_after_failures.max(1),
+        quarantine_after_failures: r.quarantine_after_failures,
         quarantine: positive_ms(r.quarantine_ms, "retry.quarantine_ms")?,
+        breaker: breaker(r)?,
     })
+}
+
+fn breaker(r: &RetryConfig) -> Result<Option<Breaker>, ConfigError> {
+    if r.breaker_failures == 0 {
+        return Ok(None);
+    }
+    let window = positive_ms(r.breaker_window_ms, "retry.breaker_window_ms")?;
+    let open = positive_ms(r.breaker_open_ms, "retry.breaker_open_ms")?;
+    // An hour-long breaker would be an outage, not a pause: the probe is what reopens traffic.
+    if open > Duration::from_secs(300) {
+        return Err(ConfigError::at(
+            "retry.breaker_open_ms",
+            "must be at most 300000 (one probe request decides when it ends)",
+        ));
+    }
+    Ok(Some(Breaker {
+        failures: r.breaker_failures,
+        window,
+        open,
+    }))
 }
 
 fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {

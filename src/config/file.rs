@@ -102,10 +102,17 @@ pub struct RetryConfig {
     pub cooldown_ms: u64,
     /// When every candidate key is cooling, wait up to this long for the soonest; 0 = answer 429.
     pub wait_for_key_ms: u64,
-    /// Consecutive failures (5xx, timeouts, connect errors) that quarantine a key.
+    /// Consecutive failures (5xx, timeouts, connect errors) that quarantine a key, when
+    /// other keys of its provider answer meanwhile; 0 = never for failures.
     pub quarantine_after_failures: u32,
     /// First quarantine length; doubles on each repeat, up to an hour.
     pub quarantine_ms: u64,
+    /// Failures across a provider's keys within `breaker_window_ms` that open its breaker;
+    /// 0 = no breaker.
+    pub breaker_failures: u32,
+    pub breaker_window_ms: u64,
+    /// How long an open breaker refuses traffic before one probe request goes through.
+    pub breaker_open_ms: u64,
 }
 
 impl Default for RetryConfig {
@@ -117,6 +124,9 @@ impl Default for RetryConfig {
             wait_for_key_ms: 0,
             quarantine_after_failures: 5,
             quarantine_ms: 30_000,
+            breaker_failures: 5,
+            breaker_window_ms: 2_000,
+            breaker_open_ms: 1_000,
         }
     }
 }

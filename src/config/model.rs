@@ -81,8 +81,22 @@ pub struct Retry {
     pub cooldown: Duration,
     /// Zero = answer 429 at once when every candidate key is cooling.
     pub wait_for_key: Duration,
+    /// 0 = failures never quarantine a key (401/403 still do).
     pub quarantine_after_failures: u32,
     pub quarantine: Duration,
+    /// The provider circuit breaker; `None` = off.
+    pub breaker: Option<Breaker>,
+}
+
+/// When a provider's failures across keys open its breaker, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Breaker {
+    /// At least this many failures within `window` (also at least as many as answers, and
+    /// from two keys or more when the provider has several).
+    pub failures: u32,
+    pub window: Duration,
+    /// Open this long, then one probe request decides.
+    pub open: Duration,
 }
 
 /// What happens upstream when the client leaves mid-answer.

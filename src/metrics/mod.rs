@@ -3,6 +3,7 @@
 //! time. Invariant: no counter shared between cores is written per request, and no label value
 //! is a secret (keys appear masked to their last 4 characters).
 
+pub mod health;
 mod histogram;
 
 use std::fmt::Write;

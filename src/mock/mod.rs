@@ -8,10 +8,15 @@
 //! `x-mock-status` (answer this status with an error body), `x-mock-retry-after` (seconds),
 //! `x-mock-latency-ms` (wait before the response head: a slow first byte),
 //! `x-mock-chunks` (content chunks in a stream), `x-mock-interval-ms` (gap between chunks),
-//! `x-mock-cut-after` (close the connection after this many chunks, without a terminator).
-//! `MockOptions::chaos` draws random faults per request for soak runs (`chaos`).
+//! `x-mock-cut-after` (close the connection after this many chunks, without a terminator; a
+//! whole answer is cut halfway through its body),
+//! `x-mock-chaos` (random faults drawn per request, in percent, e.g.
+//! `5xx=5,cut=1,slow=1,429=0.2,slow_ms=3000`: a 500/502/503, a cut answer, a first byte
+//! `slow_ms` late, a 429 with `Retry-After: 1`; `MockOptions::chaos` / `rotor mock --chaos`
+//! draw the same for every request; each retry draws anew).
 //! Keys select faults too, so a pool can mix bad keys in: a bearer key containing `fail401`,
-//! `fail403`, `fail429` or `fail500` gets that status.
+//! `fail403`, `fail429` or `fail500` gets that status; `MockServer::faults` sets a key's fault
+//! at run time, for every request or for the next N.
 //! Invariant: the mock records requests only when asked and keeps at most `record_limit`.
 
 mod anthropic;
@@ -129,6 +134,10 @@ pub struct KeyFault {
     pub retry_after_s: Option<u64>,
     /// Wait this long before the response head.
     pub latency_ms: u64,
+    /// Cut the answer (see `x-mock-cut-after`).
+    pub cut_after: Option<usize>,
+    /// Apply to this many requests, then clear; 0 = until cleared.
+    pub times: u32,
 }
 
 /// Faults by pool key (the bearer token or `x-api-key`/`x-goog-api-key` value).
@@ -151,12 +160,23 @@ impl KeyFaults {
         self.any.store(!table.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
+    /// The key's fault for this request (counting it against `times`).
     pub(crate) fn get(&self, key: &[u8]) -> Option<KeyFault> {
         if !self.any.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
         let key = std::str::from_utf8(key).ok()?;
-        self.table.lock().get(key).copied()
+        let mut table = self.table.lock();
+        let fault = table.get_mut(key)?;
+        let found = *fault;
+        if fault.times > 0 {
+            fault.times -= 1;
+            if fault.times == 0 {
+                table.remove(key);
+                self.any.store(!table.is_empty(), std::sync::atomic::Ordering::Release);
+            }
+        }
+        Some(found)
     }
 }
 

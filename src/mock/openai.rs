@@ -96,8 +96,15 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
     }
 }
 
-/// A whole JSON answer, sized or (with `x-mock-chunked: 1`) in two chunks.
+/// A whole JSON answer, sized or (with `x-mock-chunked: 1`) in two chunks; with a cut, the
+/// connection closes halfway through the body.
 async fn send_json(res: &mut Responder<'_>, knobs: &Knobs, out: String) -> io::Result<()> {
+    if knobs.cut_after.is_some() {
+        res.start(200, &[JSON], Some(out.len() as u64)).await?;
+        res.piece(&out.as_bytes()[..out.len() / 2]).await?;
+        res.abort();
+        return Ok(());
+    }
     if !knobs.chunked {
         return res.send(200, &[JSON], Bytes::from(out)).await;
     }

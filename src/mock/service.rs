@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{anthropic, gemini, openai};
-use super::{Fault, KeyFaults, MockOptions, Recorded, Recorder};
+use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
 
@@ -40,8 +40,6 @@ pub(super) struct Knobs {
     /// `x-mock-chunked: 1`: send whole JSON answers with chunked encoding, as providers behind
     /// CDNs do.
     pub chunked: bool,
-    /// Chaos drew a cut for a whole (non-streamed) answer: close mid-body.
-    pub cut_body: bool,
 }
 
 impl MockService {
@@ -103,7 +101,7 @@ impl MockService {
                 .unwrap_or(self.options.latency),
             chunks: number("x-mock-chunks").map_or(self.options.chunks, |n| n as usize),
             interval: number("x-mock-interval-ms").map_or(self.options.interval, Duration::from_millis),
-            cut_after: number("x-mock-cut-after").map(|n| n as usize),
+            cut_after: number("x-mock-cut-after").map(|n| n as usize).or(fault.cut_after),
             ratelimit: number("x-mock-ratelimit-remaining").map(|n| {
                 let reset = head
                     .header("x-mock-ratelimit-reset")
@@ -115,14 +113,19 @@ impl MockService {
             crlf: number("x-mock-crlf") == Some(1),
             cached_tokens: number("x-mock-cached-tokens").unwrap_or(0),
             chunked: number("x-mock-chunked") == Some(1),
-            cut_body: false,
         }
     }
 
-    /// A random fault for requests that asked for none (`MockOptions::chaos`).
+    /// A random fault for requests that asked for none: from the `x-mock-chaos` header, else
+    /// `MockOptions::chaos`. A header that does not parse is ignored (the mock answers normally).
     fn add_chaos(&self, req: &Request, knobs: &mut Knobs) {
-        let chaos = &self.options.chaos;
         let asked = knobs.status.is_some() || knobs.cut_after.is_some() || knobs.ratelimit.is_some();
+        let from_header = req
+            .head
+            .header("x-mock-chaos")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|spec| Chaos::parse(spec).ok());
+        let chaos = from_header.unwrap_or(self.options.chaos);
         if chaos.is_off() || asked {
             return;
         }
@@ -134,8 +137,8 @@ impl MockService {
                 }
             }
             Some(Fault::Slow(wait)) => knobs.latency = wait,
-            Some(Fault::Cut) if is_stream(req) => knobs.cut_after = Some(1 + fastrand::usize(..knobs.chunks.max(1))),
-            Some(Fault::Cut) => knobs.cut_body = true,
+            // A stream is cut after its first events; a whole answer halfway through its body.
+            Some(Fault::Cut) => knobs.cut_after = Some(1 + fastrand::usize(..knobs.chunks.max(1))),
             None => {}
         }
     }
@@ -176,18 +179,6 @@ impl Service for MockService {
         if !knobs.latency.is_zero() {
             monoio::time::sleep(knobs.latency).await;
         }
-        if knobs.cut_body {
-            // A head promising more than is sent, then the connection closes.
-            if res
-                .start(200, &[("content-type", b"application/json")], Some(64))
-                .await
-                .is_ok()
-            {
-                let _ = res.piece(br#"{"id":"chatcmpl-mock","object":"#).await;
-            }
-            res.abort();
-            return;
-        }
         if let Some(status) = knobs.status {
             let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
             if let Some(ra) = &knobs.retry_after {
@@ -216,12 +207,6 @@ impl Service for MockService {
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };
     }
-}
-
-/// Whether the request asks for a stream (a cheap look, good enough for the mock's own knobs).
-fn is_stream(req: &Request) -> bool {
-    let finder = |needle: &[u8]| memchr::memmem::find(&req.body, needle).is_some();
-    req.head.path().contains(":streamGenerateContent") || finder(b"\"stream\":true") || finder(b"\"stream\": true")
 }
 
 /// Which provider's API a path belongs to.

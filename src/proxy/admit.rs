@@ -7,7 +7,6 @@
 use super::error::{ErrorKind, ProxyError, Side};
 use super::{Core, RequestContext};
 use crate::config::{Client, Provider};
-use crate::health::now_ms;
 use crate::limits::select::{pick_key, PickInput};
 use crate::limits::{self, Admission, LimitSet, Reservation};
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
@@ -44,20 +43,21 @@ pub(super) fn admit_client(client: &Client, limits: &LimitSet, tokens: u64) -> R
 /// The provider's next key by its strategy, skipping keys already tried for this request,
 /// keys that are cooling or quarantined, and keys whose windows are full or disabled (noting
 /// when the soonest cooling or full one frees up). The key comes with its windows reserved.
+/// `now` is the health clock (`health::now_ms`).
 pub(super) fn pick_available_key(
     core: &Core,
     ctx: &RequestContext,
     provider: &Provider,
     tried: &[usize],
     tokens: u64,
+    now: u64,
     soonest: &mut Option<u64>,
 ) -> Option<(usize, Reservation)> {
     if provider.keys.is_empty() {
         return None;
     }
     let start = core.balance.borrow_mut().pick_key(provider);
-    // One clock read for both clocks.
-    let now = now_ms();
+    // `now` (health clock) serves both clocks.
     let input = PickInput {
         health: ctx.generation.key_health.provider(provider.index),
         limits: ctx.generation.limits.provider(provider.index),

@@ -26,12 +26,18 @@ struct Health<'a> {
 pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
     let config = &ctx.generation.config;
     let now = crate::health::now_ms();
-    // Keys not cooling and not quarantined, of enabled providers.
+    // Keys not cooling and not quarantined, of enabled providers whose breaker is not open.
+    let table = &ctx.generation.key_health;
     let usable_keys = config
         .providers
         .iter()
         .filter(|p| p.enabled)
-        .flat_map(|p| ctx.generation.key_health.provider(p.index))
+        .filter(|p| {
+            table
+                .provider_health(p.index)
+                .is_none_or(|h| h.breaker_state(now) != "open")
+        })
+        .flat_map(|p| table.provider(p.index))
         .filter(|h| h.available(now))
         .count();
     let storage_ok = core.gateway.storage_status.ok();
@@ -152,6 +158,8 @@ struct ProviderStatus<'a> {
     kind: String,
     enabled: bool,
     weight: u32,
+    /// The provider's circuit breaker: `closed`, `open` or `half_open`.
+    breaker: &'static str,
     keys: Vec<KeyStatus>,
 }
 
@@ -188,6 +196,11 @@ pub(super) async fn status(
             kind: format!("{:?}", p.kind).to_lowercase(),
             enabled: p.enabled,
             weight: p.weight,
+            breaker: ctx
+                .generation
+                .key_health
+                .provider_health(p.index)
+                .map_or("closed", |h| h.breaker_state(now)),
             keys: ctx
                 .generation
                 .key_health
@@ -232,6 +245,7 @@ pub(super) async fn status(
 /// `GET /metrics`: Prometheus text, summed over every core's shard at scrape time.
 pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
     use crate::health::{now_ms, KeyState};
+    use crate::metrics::health::ProviderSample;
     use crate::metrics::Extra;
     let config = &ctx.generation.config;
     let now = now_ms();
@@ -252,7 +266,20 @@ pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Respond
         log_dropped: core.gateway.records.dropped(),
         open_connections: core.gateway.gate.open_connections(),
     };
-    let body = core.gateway.metrics.render(&extra);
+    let mut body = core.gateway.metrics.render(&extra);
+    let samples: Vec<ProviderSample> = config
+        .providers
+        .iter()
+        .filter_map(|p| {
+            let health = ctx.generation.key_health.provider_health(p.index)?;
+            Some(ProviderSample {
+                provider: &p.name,
+                breaker: health.breaker_state(now),
+                counters: &health.counters,
+            })
+        })
+        .collect();
+    crate::metrics::health::render(&mut body, &samples);
     let headers: [(&str, &[u8]); 2] = [
         ("content-type", b"text/plain; version=0.0.4; charset=utf-8"),
         ("x-request-id", &ctx.request_id),

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Core, RequestContext};
+use crate::metrics::health::RelayFailure;
 use crate::metrics::Observation;
 use crate::usage::record::RequestRecord;
 use crate::usage::Usage;
@@ -36,6 +37,9 @@ pub struct Trace {
     pub first_byte_at: Option<Instant>,
     /// Error kind when the request failed (e.g. `upstream_timeout`), else empty.
     pub error: &'static str,
+    /// How the answer failed after its status went out (a cut, an idle upstream, a client that
+    /// left); recorded as the `error` in its place.
+    pub relay_failure: Option<RelayFailure>,
 }
 
 impl Trace {
@@ -55,6 +59,15 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         .provider
         .and_then(|i| config.providers.get(i))
         .map_or("", |p| p.name.as_str());
+    let error = trace.relay_failure.map_or(trace.error, RelayFailure::name);
+    if let Some(failure) = trace.relay_failure {
+        let health = trace
+            .provider
+            .and_then(|i| ctx.generation.key_health.provider_health(i));
+        if let Some(health) = health {
+            health.counters.relay_failure(failure);
+        }
+    }
     core.metrics.lock().observe(&Observation {
         endpoint: trace.endpoint,
         model: &trace.model,
@@ -93,7 +106,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
             .and_then(|(p, k)| ctx.generation.key_health.get(p, k))
             .map_or_else(String::new, |h| h.masked.clone()),
         status,
-        error: trace.error.to_owned(),
+        error: error.to_owned(),
         attempts: trace.attempts,
         stream: trace.stream,
         latency_ms: elapsed.as_millis() as u64,

@@ -11,16 +11,17 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::admit::{admit_client, never_reached, pick_available_key, usage_tokens};
-use super::classify::{classify_error, classify_status, Penalty, Verdict};
+use super::attempts::{usable_in, Attempts};
+use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::inspect::{adapt, default_model_for, inspect};
-use super::relay::{relay, RelayInput};
+use super::relay::{relay, Relay, RelayInput};
 use super::send::{backoff, discard, send};
 use super::transform::ResponseTransform;
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::json::Inspection;
 use crate::config::{Client, Config, Provider, Route};
-use crate::health::{now_ms, KeyHealth};
+use crate::health::{now_ms, Gate};
 use crate::limits::estimate::estimate_tokens;
 use crate::limits::{self, learned};
 use crate::providers::{self, PrepareError};
@@ -79,14 +80,7 @@ pub(super) async fn forward(
         }
         _ => None,
     };
-    let mut attempt = Attempts {
-        max: config.retry.max_attempts.max(1) as usize,
-        made: 0,
-        tokens,
-        soonest_cool: None,
-        last_error: None,
-        last_penalty: None,
-    };
+    let mut attempt = Attempts::new(config.retry.max_attempts.max(1) as usize, tokens);
     let deadline = config.upstream.request_timeout.map(|t| req.received_at + t);
     let job = Job {
         req: &req,
@@ -94,8 +88,9 @@ pub(super) async fn forward(
         model: &model,
         endpoint,
         deadline,
+        plan: &plan,
     };
-    let result = attempt_all(core, ctx, &job, res, &plan, &mut attempt).await;
+    let result = attempt_all(core, ctx, &job, res, &mut attempt).await;
     // The client's own windows: settle TPM to what the upstream reported; give everything
     // back when no upstream was ever asked (every key full, cooling or unusable).
     if let Some((limits, reservation)) = client_reservation {
@@ -115,21 +110,35 @@ struct Job<'a> {
     model: &'a str,
     endpoint: Endpoint,
     deadline: Option<Instant>,
+    plan: &'a [Step<'a>],
 }
 
-/// Tries the plan (twice when every key was cooling or full and `wait_for_key_ms` allows
-/// waiting for the soonest); the usage of the delivered answer.
+impl Job<'_> {
+    /// The providers of the plan (for `Retry-After`, on the rare 503 path).
+    fn plan_providers(&self) -> impl Iterator<Item = usize> + '_ {
+        self.plan
+            .iter()
+            .filter_map(|s| s.route.candidates.get(s.candidate))
+            .map(|c| c.provider)
+    }
+}
+
+/// Tries the plan: one pass over every candidate, more passes while attempts remain and keys
+/// failed in ways that may not repeat (a 5xx, a broken connection), and one more after a wait
+/// when every key was cooling or full and `wait_for_key_ms` allows waiting for the soonest.
+/// The usage of the delivered answer.
 async fn attempt_all(
     core: &Core,
     ctx: &RequestContext,
     job: &Job<'_>,
     res: &mut Responder<'_>,
-    plan: &[Step<'_>],
     attempt: &mut Attempts,
 ) -> Result<Usage, ProxyError> {
     let config = &ctx.generation.config;
-    for round in 0..2 {
-        for step in plan {
+    let mut waited = false;
+    loop {
+        let made_before = attempt.made;
+        for step in job.plan {
             if let Some(usage) = try_provider(core, ctx, job, res, step, attempt).await? {
                 return Ok(usage);
             }
@@ -137,16 +146,23 @@ async fn attempt_all(
                 break;
             }
         }
+        if attempt.made >= attempt.max {
+            break;
+        }
+        if attempt.made > made_before && attempt.next_pass() {
+            continue;
+        }
         let wait = attempt.soonest_cool.map(|until| until.saturating_sub(now_ms()));
         match wait {
-            Some(ms) if round == 0 && attempt.made == 0 && ms <= config.retry.wait_for_key.as_millis() as u64 => {
+            Some(ms) if !waited && attempt.made == 0 && ms <= config.retry.wait_for_key.as_millis() as u64 => {
                 Box::pin(monoio::time::sleep(Duration::from_millis(ms))).await;
                 attempt.soonest_cool = None;
+                waited = true;
             }
             _ => break,
         }
     }
-    let error = std::mem::take(attempt).exhausted(job.model);
+    let error = std::mem::take(attempt).exhausted(job.model, || usable_in(ctx, job.plan_providers()));
     if error.kind() == ErrorKind::RateLimited {
         core.metrics.lock().limit_rejection("key");
     }
@@ -181,42 +197,6 @@ fn plan<'a>(core: &Core, ctx: &'a RequestContext, route: &'a Route, model: &str)
     steps
 }
 
-#[derive(Default)]
-struct Attempts {
-    max: usize,
-    made: usize,
-    /// Tokens reserved against TPM windows for each attempt.
-    tokens: u64,
-    /// Earliest moment a cooling candidate key frees up (monotonic ms).
-    soonest_cool: Option<u64>,
-    last_error: Option<ProxyError>,
-    last_penalty: Option<Penalty>,
-}
-
-impl Attempts {
-    fn note_cooling(&mut self, until: u64) {
-        self.soonest_cool = Some(self.soonest_cool.map_or(until, |s| s.min(until)));
-    }
-
-    /// The error when no candidate delivered: 429 when keys are only cooling, 503 when none is
-    /// usable at all, else the last upstream failure.
-    fn exhausted(self, model: &str) -> ProxyError {
-        let cooling_only = self.made == 0 || matches!(self.last_penalty, Some(Penalty::Cool(_)));
-        if let (true, Some(until)) = (cooling_only, self.soonest_cool) {
-            let seconds = until.saturating_sub(now_ms()).div_ceil(1000).max(1);
-            let message = format!("every key for model '{model}' is rate limited; retry in {seconds} s");
-            return ProxyError::new(ErrorKind::RateLimited, Side::Upstream, message)
-                .with_code("rate_limit_exceeded")
-                .with_retry_after(seconds);
-        }
-        if let Some(error) = self.last_error {
-            return error;
-        }
-        let message = format!("no usable upstream key for model '{model}' (all quarantined or disabled)");
-        ProxyError::new(ErrorKind::NoUsableKey, Side::Upstream, message).with_code("no_usable_key")
-    }
-}
-
 /// Tries keys of one provider until one delivers, the provider has no usable key left, or the
 /// attempts are used up. `Ok(Some(usage))` = an answer went to the client.
 async fn try_provider(
@@ -228,22 +208,28 @@ async fn try_provider(
     attempt: &mut Attempts,
 ) -> Result<Option<Usage>, ProxyError> {
     let Job {
-        req,
-        inspection,
-        model,
-        deadline,
-        ..
+        req, inspection, model, ..
     } = *job;
     let config = &ctx.generation.config;
     let Some(candidate) = step.route.candidates.get(step.candidate) else {
         return Ok(None);
     };
-    let Some(provider) = config.providers.get(candidate.provider) else {
+    let Some(provider) = config.providers.get(candidate.provider).filter(|p| p.enabled) else {
         return Ok(None);
     };
-    if !provider.enabled {
+    let Some(provider_health) = ctx.generation.key_health.provider_health(provider.index) else {
         return Ok(None);
-    }
+    };
+    // The provider's breaker: closed (one atomic load, no clock read), open, or half-open with
+    // this request as its one probe.
+    let probe = match provider_health.open_until().map(|_| provider_health.gate(now_ms())) {
+        None | Some(Gate::Closed) => None,
+        Some(Gate::Probe(permit)) => Some(permit),
+        Some(Gate::Open(_)) => {
+            attempt.breaker_open = true;
+            return Ok(None);
+        }
+    };
     // Phase `adapt`: passthrough (model splice only) or a protocol translation.
     let same = || adapt(&req.body, inspection, &candidate.upstream_model, model);
     let prepared = match providers::prepare(
@@ -267,111 +253,189 @@ async fn try_provider(
         None => usage_plan(job, prepared.body.clone()),
         Some(_) => (prepared.body.clone(), Mode::Observe),
     };
-    let upstream_path = prepared.path.as_str();
-    let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
+    let target = Target {
+        provider,
+        upstream_model: &candidate.upstream_model,
+        body,
+        usage_mode,
+        path: prepared.path.as_str(),
+        translation: prepared.translation.as_ref(),
+    };
     while attempt.made < attempt.max {
-        let mut soonest = None;
-        let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, &mut soonest);
-        if let Some(until) = soonest {
-            attempt.note_cooling(until);
+        match try_key(core, ctx, job, res, &target, attempt).await? {
+            KeyTry::Delivered(usage) => return Ok(Some(usage)),
+            KeyTry::NoKey => return Ok(None),
+            KeyTry::Failed => {}
         }
-        let Some((key_index, reservation)) = picked else {
+        // A half-open probe is a single attempt: while the breaker is open, move on.
+        if probe.is_some() && provider_health.open_until().is_some() {
             return Ok(None);
-        };
-        tried.push(key_index);
-        let key_limits = ctx.generation.limits.key(provider.index, key_index);
-        let Some(health) = ctx.generation.key_health.get(provider.index, key_index) else {
-            return Ok(None);
-        };
-        if attempt.made > 0 {
-            backoff(config.retry.backoff).await;
         }
-        attempt.made += 1;
-        let _in_flight = health.enter();
-        note_attempt(ctx, provider, &candidate.upstream_model, model, key_index, attempt.made);
-        let key = provider.keys.get(key_index).map_or("", |k| k.secret.expose());
-        let sent = send(core, ctx, req, provider, key, &body, upstream_path).await;
-        let (exchange, head) = match sent {
-            Ok(answer) => answer,
-            Err(error) => {
-                tracing::debug!(provider = %provider.name, key = %health.masked, "attempt {} failed: {error}", attempt.made);
-                core.metrics.lock().attempt(&provider.name, "error");
-                if never_reached(&error) {
-                    if let Some(limits) = key_limits {
-                        limits.refund(&reservation);
-                    }
-                }
-                apply(health, classify_error(&error), config, attempt);
-                attempt.last_error = Some(error.into());
-                continue;
-            }
-        };
-        if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms) {
-            tracing::debug!(provider = %provider.name, key = %health.masked, wait_ms = wait, "upstream says the key is spent");
-            health.cool_until(now_ms() + wait);
-        }
-        let mut verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
-        let last_chance = attempt.made >= attempt.max;
-        match verdict {
-            Verdict::Deliver { key_ok } => {
-                core.metrics.lock().attempt(&provider.name, "ok");
-                if key_ok {
-                    health.record_success();
-                }
-            }
-            Verdict::Retry(_) if last_chance => {
-                core.metrics.lock().attempt(&provider.name, "error");
-                apply(health, verdict, config, attempt);
-            }
-            Verdict::Retry(_) => {
-                core.metrics.lock().attempt(&provider.name, "retried");
-                tracing::debug!(provider = %provider.name, key = %health.masked, status = head.status, "retrying elsewhere");
-                let message = format!("upstream '{}' answered {}", provider.name, head.status);
-                attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
-                // Boxed: a retried answer is the rare path.
-                let error_body = Box::pin(discard(core, ctx, provider, exchange, &head)).await;
-                // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
-                if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
-                    if let Some(wait) = providers::retry_delay(provider.kind, body) {
-                        verdict = Verdict::Retry(Penalty::Cool(wait));
-                    }
-                }
-                apply(health, verdict, config, attempt);
-                continue;
-            }
-        }
-        let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
-        let input = RelayInput {
-            provider,
-            pool_key,
-            attempts: attempt.made,
-            head,
-            exchange,
-            deadline,
-        };
-        let mut transform: Box<dyn ResponseTransform> = match &prepared.translation {
-            Some(translation) => translation.transform(input.head.status),
-            // Anthropic to Anthropic: bytes untouched, usage read on the way.
-            None if job.endpoint == Endpoint::Messages => Box::new(AnthropicUsageTap::default()),
-            None => Box::new(OpenAiUsageTap::new(usage_mode)),
-        };
-        let relayed = relay(core, ctx, res, input, transform.as_mut()).await?;
-        ctx.trace.borrow_mut().usage = relayed.usage;
-        tracing::debug!(
-            request_id = ?ctx.request_id,
-            provider = %provider.name,
-            status = relayed.status,
-            streamed = relayed.streamed,
-            complete = relayed.complete,
-            usage = ?relayed.usage,
-            "relayed"
-        );
-        if let (Some(limits), true) = (key_limits, relayed.usage.reported) {
-            limits.settle(&reservation, usage_tokens(&relayed.usage), limits::now());
-        }
-        return Ok(Some(relayed.usage));
     }
     Ok(None)
+}
+
+/// One provider, ready to send to.
+struct Target<'a> {
+    provider: &'a Provider,
+    upstream_model: &'a str,
+    body: Bytes,
+    usage_mode: Mode,
+    path: &'a str,
+    translation: Option<&'a providers::Translation>,
+}
+
+enum KeyTry {
+    /// An answer went to the client.
+    Delivered(Usage),
+    /// The attempt failed; the next key may be tried.
+    Failed,
+    /// No usable key left on this provider for this pass.
+    NoKey,
+}
+
+/// Phases `select` (one key) to `relay` for one attempt.
+async fn try_key(
+    core: &Core,
+    ctx: &RequestContext,
+    job: &Job<'_>,
+    res: &mut Responder<'_>,
+    target: &Target<'_>,
+    attempt: &mut Attempts,
+) -> Result<KeyTry, ProxyError> {
+    let provider = target.provider;
+    let config = &ctx.generation.config;
+    let table = &ctx.generation.key_health;
+    let tried = attempt.tried_keys(provider.index);
+    let mut soonest = None;
+    let mut now = now_ms();
+    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, now, &mut soonest);
+    if let Some(until) = soonest {
+        attempt.note_cooling(until);
+    }
+    let Some((key_index, reservation)) = picked else {
+        return Ok(KeyTry::NoKey);
+    };
+    let (Some(health), Some(provider_health)) = (
+        table.get(provider.index, key_index),
+        table.provider_health(provider.index),
+    ) else {
+        return Ok(KeyTry::NoKey);
+    };
+    attempt.mark_tried(provider.index, key_index, false);
+    let key_limits = ctx.generation.limits.key(provider.index, key_index);
+    if attempt.made > 0 {
+        backoff(config.retry.backoff).await;
+        now = now_ms();
+    }
+    attempt.made += 1;
+    let _in_flight = health.enter();
+    note_attempt(ctx, provider, target.upstream_model, job.model, key_index, attempt.made);
+    let subject = Subject {
+        provider: &provider.name,
+        provider_health,
+        keys: table.provider(provider.index),
+        key: key_index,
+        started: now,
+    };
+    let key = provider.keys.get(key_index).map_or("", |k| k.secret.expose());
+    let sent = send(core, ctx, job.req, provider, key, &target.body, target.path).await;
+    let (exchange, head) = match sent {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::debug!(provider = %provider.name, key = %health.masked, "attempt {} failed: {error}", attempt.made);
+            core.metrics.lock().attempt(&provider.name, "error");
+            if never_reached(&error) {
+                if let Some(limits) = key_limits {
+                    limits.refund(&reservation);
+                }
+            }
+            let repeat = error_may_repeat(&error);
+            attempt.judge(&subject, provider.index, classify_error(&error), repeat, &config.retry);
+            attempt.last_error = Some(error.into());
+            return Ok(KeyTry::Failed);
+        }
+    };
+    if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms) {
+        tracing::debug!(provider = %provider.name, key = %health.masked, wait_ms = wait, "upstream says the key is spent");
+        let now = now_ms();
+        health.cool_until(now + wait, now);
+    }
+    let mut verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
+    let outcome = match verdict {
+        Verdict::Deliver { .. } => "ok",
+        // Out of attempts: the upstream's own answer goes to the client.
+        Verdict::Retry(_) if attempt.made >= attempt.max => "error",
+        Verdict::Retry(_) => {
+            core.metrics.lock().attempt(&provider.name, "retried");
+            tracing::debug!(provider = %provider.name, key = %health.masked, status = head.status, "retrying elsewhere");
+            let message = format!("upstream '{}' answered {}", provider.name, head.status);
+            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+            // Boxed: a retried answer is the rare path.
+            let error_body = Box::pin(discard(core, ctx, provider, exchange, &head)).await;
+            // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
+            if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
+                if let Some(wait) = providers::retry_delay(provider.kind, body) {
+                    verdict = Verdict::Retry(Penalty::Cool(wait));
+                }
+            }
+            attempt.judge(&subject, provider.index, verdict, may_repeat(verdict), &config.retry);
+            return Ok(KeyTry::Failed);
+        }
+    };
+    attempt.judge(&subject, provider.index, verdict, false, &config.retry);
+    // A 503 tells the client when to come back, whether or not the upstream did.
+    let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
+    let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
+    let input = RelayInput {
+        provider,
+        pool_key,
+        attempts: attempt.made,
+        head,
+        exchange,
+        deadline: job.deadline,
+        retry_after,
+    };
+    let mut transform: Box<dyn ResponseTransform> = match target.translation {
+        Some(translation) => translation.transform(input.head.status),
+        // Anthropic to Anthropic: bytes untouched, usage read on the way.
+        None if job.endpoint == Endpoint::Messages => Box::new(AnthropicUsageTap::default()),
+        None => Box::new(OpenAiUsageTap::new(target.usage_mode)),
+    };
+    let relayed = match relay(core, ctx, res, input, transform.as_mut()).await? {
+        Relay::Done(relayed) => relayed,
+        Relay::Unsent(error) => {
+            // The answer broke before anything reached the client: as good as a failed send.
+            tracing::debug!(provider = %provider.name, key = %health.masked, "answer failed before the client saw it: {error}");
+            let retried = attempt.made < attempt.max;
+            core.metrics
+                .lock()
+                .attempt(&provider.name, if retried { "retried" } else { "error" });
+            let repeat = error_may_repeat(&error);
+            attempt.judge(&subject, provider.index, classify_error(&error), repeat, &config.retry);
+            attempt.last_error = Some(error.into());
+            return Ok(KeyTry::Failed);
+        }
+    };
+    core.metrics.lock().attempt(&provider.name, outcome);
+    {
+        let mut trace = ctx.trace.borrow_mut();
+        trace.usage = relayed.usage;
+        trace.relay_failure = relayed.failure;
+    }
+    tracing::debug!(
+        request_id = ?ctx.request_id,
+        provider = %provider.name,
+        status = relayed.status,
+        streamed = relayed.streamed,
+        failure = ?relayed.failure,
+        usage = ?relayed.usage,
+        "relayed"
+    );
+    if let (Some(limits), true) = (key_limits, relayed.usage.reported) {
+        limits.settle(&reservation, usage_tokens(&relayed.usage), limits::now());
+    }
+    Ok(KeyTry::Delivered(relayed.usage))
 }
 
 /// Records who is being tried, for the request record and metrics.
@@ -408,23 +472,4 @@ fn usage_plan(job: &Job<'_>, body: Bytes) -> (Bytes, Mode) {
         Some(injected) => (injected, Mode::Hide),
         None => (body, Mode::Observe),
     }
-}
-
-fn apply(health: &KeyHealth, verdict: Verdict, config: &Config, attempt: &mut Attempts) {
-    let Verdict::Retry(penalty) = verdict else { return };
-    let now = now_ms();
-    let quarantine_ms = config.retry.quarantine.as_millis() as u64;
-    match penalty {
-        Penalty::Cool(wait) => {
-            let until = now + wait.as_millis() as u64;
-            health.cool_until(until);
-            attempt.note_cooling(until);
-        }
-        Penalty::Reject => {
-            tracing::warn!(key = %health.masked, "upstream rejected the key; quarantined until a probe succeeds");
-            health.quarantine(now, quarantine_ms);
-        }
-        Penalty::Failure => health.record_failure(now, config.retry.quarantine_after_failures, quarantine_ms),
-    }
-    attempt.last_penalty = Some(penalty);
 }

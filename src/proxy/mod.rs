@@ -20,6 +20,7 @@
 //! generation from start to end, so a reload never changes a request midway.
 
 mod admit;
+mod attempts;
 mod classify;
 mod endpoints;
 pub mod error;

@@ -2,6 +2,7 @@
 //! once a key's quarantine time is up; success restores the key, failure doubles the wait.
 //! Runs on worker 0's housekeeping task, so probes use the same client, pool and TLS as traffic.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -26,11 +27,14 @@ pub(super) async fn probe_due_keys(core: &Core, generation: &Generation) {
             }
             let ok = probe(core, generation, provider, key.secret.expose()).await;
             if ok {
-                tracing::info!(provider = %provider.name, key = %health.masked, "probe succeeded; key restored");
-                health.restore();
+                health.restore(now_ms());
+                if let Some(provider_health) = generation.key_health.provider_health(provider.index) {
+                    provider_health.counters.restores.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(provider = %provider.name, key = %health.masked, "key restored: its probe succeeded");
             } else {
-                health.quarantine(now_ms(), config.retry.quarantine.as_millis() as u64);
-                tracing::info!(provider = %provider.name, key = %health.masked, "probe failed; key stays quarantined");
+                let wait = health.quarantine(now_ms(), config.retry.quarantine.as_millis() as u64);
+                tracing::info!(provider = %provider.name, key = %health.masked, probe_in_ms = wait, "probe failed; key stays quarantined");
             }
         }
     }

@@ -2,8 +2,12 @@
 //! a `ResponseTransform`. Streamed bodies are read and written in the request's own task; SSE
 //! keepalive comments go out during upstream silences while the pending read stays in flight
 //! (a cancelled io_uring read may lose the bytes it got).
+//! How an answer ends is recorded: cleanly, or as an upstream cut, an idle timeout, a client
+//! abort or the request deadline (`RelayFailure`), even though the status already went out.
 //! Invariant: the upstream connection returns to the pool only when its body was read to the
-//! end; a client that leaves (with `on_client_disconnect = "cancel"`) closes it at once.
+//! end; a client that leaves (with `on_client_disconnect = "cancel"`) closes it at once; a
+//! whole (non-SSE) answer that breaks off while it is read, before any byte of it reached the
+//! client, is handed back for a retry.
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +19,9 @@ use super::transform::{Emit, ResponseTransform};
 use super::{Core, RequestContext};
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{DisconnectPolicy, Provider};
+use crate::metrics::health::RelayFailure;
 use crate::server::Responder;
-use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
+use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;
 
 /// Non-SSE upstream bodies up to this are read whole (usage read, translation applied, one
@@ -31,9 +36,17 @@ const KEEPALIVE_COMMENT: &[u8] = b": keepalive\n\n";
 pub struct Relayed {
     pub status: u16,
     pub streamed: bool,
-    /// The client received the complete answer.
-    pub complete: bool,
+    /// How the answer failed after its status went out; `None` = the client got all of it.
+    pub failure: Option<RelayFailure>,
     pub usage: Usage,
+}
+
+/// What became of the chosen answer.
+pub(super) enum Relay {
+    Done(Relayed),
+    /// The upstream failed before any byte of the answer reached the client (a body read
+    /// whole broke off): the request may try elsewhere.
+    Unsent(UpstreamError),
 }
 
 pub(super) struct RelayInput<'a> {
@@ -44,6 +57,8 @@ pub(super) struct RelayInput<'a> {
     pub exchange: Exchange,
     /// Absolute deadline for the whole request (`upstream.request_timeout_ms`), if any.
     pub deadline: Option<Instant>,
+    /// `Retry-After` seconds to add when the upstream's answer has none (a relayed 503).
+    pub retry_after: Option<u64>,
 }
 
 pub(super) async fn relay(
@@ -52,7 +67,7 @@ pub(super) async fn relay(
     res: &mut Responder<'_>,
     input: RelayInput<'_>,
     transform: &mut dyn ResponseTransform,
-) -> Result<Relayed, ProxyError> {
+) -> Result<Relay, ProxyError> {
     let RelayInput {
         provider,
         pool_key,
@@ -60,9 +75,11 @@ pub(super) async fn relay(
         head,
         mut exchange,
         deadline,
+        retry_after,
     } = input;
-    // Declared before `headers`, which borrows it.
+    // Declared before `headers`, which borrows them.
     let mut overhead_digits = itoa::Buffer::new();
+    let mut retry_digits = itoa::Buffer::new();
     let upstream_config = &ctx.generation.config.upstream;
     let idle = upstream_config.stream_idle_timeout;
     let mut digits = itoa::Buffer::new();
@@ -72,11 +89,17 @@ pub(super) async fn relay(
         headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
         headers.push(("content-type", content_type));
     }
+    if let Some(seconds) = retry_after {
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("retry-after")) {
+            headers.push(("retry-after", retry_digits.format(seconds).as_bytes()));
+        }
+    }
     let status = head.status;
-    let whole = |complete| Relayed {
+    let gone = |e: std::io::Error| client_gone(ctx, e);
+    let whole = Relayed {
         status,
         streamed: false,
-        complete,
+        failure: None,
         usage: Usage::default(),
     };
     match head.framing {
@@ -86,25 +109,26 @@ pub(super) async fn relay(
             let result = res.send(status, &headers, Bytes::new()).await;
             mark_first_byte(ctx);
             upstream::checkin(&core.pool, &pool_key, exchange);
-            result.map_err(client_gone)?;
-            Ok(whole(true))
+            result.map_err(gone)?;
+            Ok(Relay::Done(whole))
         }
         // Anything but SSE is read whole when it fits, sized or not (providers behind CDNs answer
         // JSON with chunked encoding): usage is read from it and translations see a whole body.
         framing if !is_event_stream(&head) && fits_whole(framing, transform) => {
-            let body = match read_whole(&mut exchange, idle).await? {
-                Whole::Complete(body) => body,
-                Whole::TooLarge(_) if transform.content_type().is_some() => {
+            let body = match read_whole(&mut exchange, idle).await {
+                Ok(Whole::Complete(body)) => body,
+                Err(error) => return Ok(Relay::Unsent(error)),
+                Ok(Whole::TooLarge(_)) if transform.content_type().is_some() => {
                     let message = format!("upstream answer over {BUFFER_WHOLE_LIMIT} bytes cannot be translated");
                     return Err(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
                 }
-                Whole::TooLarge(start) => {
+                Ok(Whole::TooLarge(start)) => {
                     // Untranslated: relay it as a stream, starting with what was read.
                     let overhead = overhead_digits.format(overhead_micros(ctx, Instant::now()));
                     headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-                    res.start(status, &headers, None).await.map_err(client_gone)?;
+                    res.start(status, &headers, None).await.map_err(gone)?;
                     mark_first_byte(ctx);
-                    res.piece(&start).await.map_err(client_gone)?;
+                    res.piece(&start).await.map_err(gone)?;
                     let stream = Stream {
                         idle,
                         keepalive: None,
@@ -112,16 +136,16 @@ pub(super) async fn relay(
                         sse: false,
                         policy: upstream_config.on_client_disconnect,
                     };
-                    let (complete, returned) = stream.run(res, exchange, transform).await;
+                    let (failure, returned) = stream.run(res, exchange, transform).await;
                     if let Some(exchange) = returned {
                         upstream::checkin(&core.pool, &pool_key, exchange);
                     }
-                    return Ok(Relayed {
+                    return Ok(Relay::Done(Relayed {
                         status,
                         streamed: true,
-                        complete,
+                        failure,
                         usage: transform.usage(),
-                    });
+                    }));
                 }
             };
             let answer_ready = Instant::now();
@@ -129,12 +153,12 @@ pub(super) async fn relay(
             let body = transform.full(status, body);
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-            res.send(status, &headers, body).await.map_err(client_gone)?;
+            res.send(status, &headers, body).await.map_err(gone)?;
             mark_first_byte(ctx);
-            Ok(Relayed {
+            Ok(Relay::Done(Relayed {
                 usage: transform.usage(),
-                ..whole(true)
-            })
+                ..whole
+            }))
         }
         framing => {
             let answer_ready = Instant::now();
@@ -149,9 +173,9 @@ pub(super) async fn relay(
             // SSE: the head leaves with the first event (one write, not two); every way a
             // stream ends writes something, so the head is never lost.
             if sse {
-                res.start_held(status, &headers, length).map_err(client_gone)?;
+                res.start_held(status, &headers, length).map_err(gone)?;
             } else {
-                res.start(status, &headers, length).await.map_err(client_gone)?;
+                res.start(status, &headers, length).await.map_err(gone)?;
             }
             mark_first_byte(ctx);
             let keepalive = if sse {
@@ -167,18 +191,18 @@ pub(super) async fn relay(
                 sse,
                 policy,
             };
-            let (complete, returned) = stream.run(res, exchange, transform).await;
+            let (failure, returned) = stream.run(res, exchange, transform).await;
             if let Some(exchange) = returned {
                 upstream::checkin(&core.pool, &pool_key, exchange);
             }
             let mut usage = transform.usage();
-            usage.partial |= !complete;
-            Ok(Relayed {
+            usage.partial |= failure.is_some();
+            Ok(Relay::Done(Relayed {
                 status,
                 streamed: true,
-                complete,
+                failure,
                 usage,
-            })
+            }))
         }
     }
 }
@@ -232,7 +256,9 @@ fn is_event_stream(head: &ResponseHead) -> bool {
     })
 }
 
-fn client_gone(e: std::io::Error) -> ProxyError {
+/// The client left before the answer was written: recorded as a client abort.
+fn client_gone(ctx: &RequestContext, e: std::io::Error) -> ProxyError {
+    ctx.trace.borrow_mut().relay_failure = Some(RelayFailure::ClientAbort);
     ProxyError::new(
         ErrorKind::Internal,
         Side::Downstream,
@@ -257,16 +283,18 @@ enum Next {
 }
 
 impl Stream {
-    /// Relays pieces until the upstream ends or fails. Returns whether the client got the whole
-    /// answer, and the exchange when it may be pooled (its body was read to the end).
+    /// Relays pieces until the upstream ends or fails. Returns how the answer failed (`None`:
+    /// the client got all of it), and the exchange when it may be pooled (its body was read to
+    /// the end).
     async fn run(
         &self,
         res: &mut Responder<'_>,
         mut exchange: Exchange,
         transform: &mut dyn ResponseTransform,
-    ) -> (bool, Option<Exchange>) {
+    ) -> (Option<RelayFailure>, Option<Exchange>) {
         let mut client_present = true;
         let mut drained = 0u64;
+        let abort = Some(RelayFailure::ClientAbort);
         loop {
             let data = match self.next_piece(&mut exchange, res, &mut client_present).await {
                 Next::Piece(Ok(Some(data))) => data,
@@ -275,19 +303,25 @@ impl Stream {
                         let tail = transform.end();
                         client_present = send_all(res, tail).await && res.finish().await.is_ok();
                     }
-                    return (client_present, Some(exchange));
+                    return (if client_present { None } else { abort }, Some(exchange));
                 }
                 Next::Piece(Err(e)) => {
                     tracing::warn!("upstream failed mid-response: {e}");
                     let message = format!("upstream failed mid-stream: {}", e.message);
                     self.fail(res, transform, &message, client_present).await;
-                    return (false, None);
+                    let failure = match e.kind {
+                        UpstreamErrorKind::IdleTimeout => RelayFailure::StreamIdleTimeout,
+                        _ => RelayFailure::UpstreamCut,
+                    };
+                    // A client that had already left is what the answer's end looked like to it.
+                    return (if client_present { Some(failure) } else { abort }, None);
                 }
-                Next::ClientGone => return (false, None),
+                Next::ClientGone => return (abort, None),
                 Next::Deadline => {
                     let message = "request exceeded upstream.request_timeout_ms";
                     self.fail(res, transform, message, client_present).await;
-                    return (false, None);
+                    let failure = Some(RelayFailure::RequestTimeout);
+                    return (if client_present { failure } else { abort }, None);
                 }
             };
             if !client_present {
@@ -301,17 +335,17 @@ impl Stream {
                 for piece in out.into_iter().chain(transform.end()) {
                     last.extend_from_slice(&piece);
                 }
-                client_present = res.piece_and_finish(&last).await.is_ok();
-                return (client_present, Some(exchange));
+                let delivered = res.piece_and_finish(&last).await.is_ok();
+                return (if delivered { None } else { abort }, Some(exchange));
             }
             if client_present && !send_all(res, out).await {
                 client_present = false;
                 if self.policy == DisconnectPolicy::Cancel {
-                    return (false, None);
+                    return (abort, None);
                 }
             }
             if !client_present && drained > DRAIN_LIMIT_BYTES {
-                return (false, None);
+                return (abort, None);
             }
         }
     }

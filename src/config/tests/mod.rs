@@ -148,6 +148,28 @@ fn zero_sizes_and_durations_are_refused_where_meaningless() {
 }
 
 #[test]
+fn breaker_settings_default_validate_and_switch_off() {
+    let c = ok(PROVIDER);
+    let b = c.retry.breaker.expect("on by default");
+    assert_eq!(b.failures, 5);
+    assert_eq!(b.window, std::time::Duration::from_millis(2000));
+    assert_eq!(b.open, std::time::Duration::from_millis(1000));
+    assert_eq!(c.retry.quarantine_after_failures, 5);
+    let off = ok(&format!(
+        "[retry]\nbreaker_failures = 0\nquarantine_after_failures = 0\n{PROVIDER}"
+    ));
+    assert!(off.retry.breaker.is_none());
+    assert_eq!(off.retry.quarantine_after_failures, 0, "0 = never, not 1");
+    for key in ["breaker_window_ms", "breaker_open_ms"] {
+        err(&format!("[retry]\n{key} = 0\n{PROVIDER}"), &[&format!("retry.{key}")]);
+    }
+    err(
+        &format!("[retry]\nbreaker_open_ms = 300001\n{PROVIDER}"),
+        &["retry.breaker_open_ms", "300000"],
+    );
+}
+
+#[test]
 fn limits_map_and_reject_below_minus_one() {
     let c = ok(&format!("{PROVIDER}rpm = 60\nrpd = 0\ntpm = -1\n"));
     let l = c.providers[0].limits;
