@@ -30,6 +30,7 @@ mod inspect;
 mod probe;
 mod relay;
 mod send;
+mod target;
 pub mod transform;
 
 use std::cell::{Cell, RefCell};
