@@ -1,7 +1,9 @@
-//! Response heads and chunk framing for the downstream side (the `relay` step writes with these).
+//! Response heads and chunk framing for the downstream side (the `relay` step writes with these),
+//! and the checked pieces of upstream request heads (the `send` step).
 //!
 //! Invariant: the framing we write always matches the body we will send (one framing header,
-//! chosen here, never copied from upstream), and nothing but `out` is allocated.
+//! chosen here, never copied from upstream), and nothing but `out` is allocated. No CR, LF or
+//! NUL is ever written inside a request target or a request header: the writer refuses instead.
 
 use bytes::{BufMut, BytesMut};
 
@@ -124,6 +126,49 @@ fn has_line_break(b: &[u8]) -> bool {
     memchr::memchr2(b'\r', b'\n', b).is_some()
 }
 
+/// A request head was not written: one of its parts would have ended a line (or the request
+/// line) early and let the rest be read as further header lines or a second request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsafeHead(pub &'static str);
+
+impl std::fmt::Display for UnsafeHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refused to send a request whose {} holds CR, LF, NUL or another byte that breaks the head",
+            self.0
+        )
+    }
+}
+
+/// Appends one piece of a request target (the request line is written by the caller around
+/// its pieces). Refuses control bytes, space and DEL (see `target::target_is_clean`).
+pub fn put_target(out: &mut BytesMut, piece: &[u8]) -> Result<(), UnsafeHead> {
+    if !super::target::target_is_clean(piece) {
+        return Err(UnsafeHead("request target"));
+    }
+    out.put_slice(piece);
+    Ok(())
+}
+
+/// Appends `name: value` CRLF. Refuses a name that is empty or holds a separator or control
+/// byte, and a value holding CR, LF or NUL: nothing is written then.
+pub fn put_request_header(out: &mut BytesMut, name: &[u8], value: &[u8]) -> Result<(), UnsafeHead> {
+    let bad_name = name.is_empty() || name.iter().any(|&b| b <= b' ' || b == b':' || b == 0x7f);
+    if bad_name {
+        return Err(UnsafeHead("header name"));
+    }
+    if memchr::memchr3(b'\r', b'\n', 0, value).is_some() {
+        return Err(UnsafeHead("header value"));
+    }
+    out.reserve(name.len() + value.len() + 4);
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+    Ok(())
+}
+
 /// One chunk: hex size, CRLF, data, CRLF. Empty `data` writes nothing, because an empty chunk
 /// would be read as the last one.
 pub fn write_chunk(out: &mut BytesMut, data: &[u8]) {
@@ -208,6 +253,28 @@ mod tests {
             true,
         );
         assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nok: 1\r\ncontent-length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn request_head_pieces_refuse_line_breaks() {
+        let mut out = BytesMut::new();
+        assert_eq!(put_target(&mut out, b"/v1beta/models/x:generateContent"), Ok(()));
+        assert_eq!(put_request_header(&mut out, b"x-goog-api-key", b"k"), Ok(()));
+        let good = out.len();
+        for target in [&b"/m HTTP/1.1\r\nhost: x"[..], b"/a\nb", b"/a\0", b"/a b", b"/a\x7f"] {
+            assert_eq!(put_target(&mut out, target), Err(UnsafeHead("request target")));
+        }
+        for value in [&b"a\r\nx-evil: 1"[..], b"a\nb", b"a\rb", b"a\0b"] {
+            assert_eq!(
+                put_request_header(&mut out, b"x", value),
+                Err(UnsafeHead("header value"))
+            );
+        }
+        for name in [&b""[..], b"a b", b"a:b", b"a\r\nb", b"a\0"] {
+            assert_eq!(put_request_header(&mut out, name, b"v"), Err(UnsafeHead("header name")));
+        }
+        assert_eq!(out.len(), good, "a refused piece writes nothing");
+        assert_eq!(&out[..], b"/v1beta/models/x:generateContentx-goog-api-key: k\r\n");
     }
 
     #[test]

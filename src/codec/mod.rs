@@ -12,6 +12,7 @@ pub mod head;
 pub mod json;
 pub mod response;
 pub mod sse;
+pub mod target;
 pub mod time;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};

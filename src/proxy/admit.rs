@@ -70,7 +70,8 @@ pub(super) fn pick_available_key(
     pick_key(&input, soonest)
 }
 
-/// The request never left rotor (no connection, no TLS), so the upstream did not count it.
+/// The request never left rotor (no connection, no TLS, or a head the writer refused), so the
+/// upstream did not count it.
 pub(super) fn never_reached(error: &UpstreamError) -> bool {
     matches!(
         error.kind,
@@ -78,6 +79,7 @@ pub(super) fn never_reached(error: &UpstreamError) -> bool {
             | UpstreamErrorKind::Connect
             | UpstreamErrorKind::ConnectTimeout
             | UpstreamErrorKind::Tls
+            | UpstreamErrorKind::Encode
     )
 }
 

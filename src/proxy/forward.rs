@@ -14,9 +14,10 @@ use super::admit::{admit_client, never_reached, pick_available_key, usage_tokens
 use super::attempts::{usable_in, Attempts};
 use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
-use super::inspect::{adapt, default_model_for, inspect};
+use super::inspect::{adapt, default_model_for, inspect, validate_model_name};
 use super::relay::{relay, Relay, RelayInput};
 use super::send::{backoff, discard, send};
+use super::target::{check_passthrough_path, check_upstream_path};
 use super::transform::ResponseTransform;
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::json::Inspection;
@@ -28,7 +29,7 @@ use crate::providers::{self, PrepareError};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::storage::windows::unix_now_ms;
-use crate::upstream::PoolKey;
+use crate::upstream::{PoolKey, UpstreamErrorKind};
 use crate::usage::anthropic::AnthropicUsageTap;
 use crate::usage::openai::{inject_include_usage, Mode, OpenAiUsageTap};
 use crate::usage::Usage;
@@ -42,8 +43,14 @@ pub(super) async fn forward(
     res: &mut Responder<'_>,
 ) -> Result<(), ProxyError> {
     let config = &ctx.generation.config;
+    if endpoint == Endpoint::Passthrough {
+        check_passthrough_path(req.head.path())?;
+    }
     let (model, inspection) = match inspect(endpoint, &req)? {
-        Some(found) => found,
+        Some(found) => {
+            validate_model_name(&found.0)?;
+            found
+        }
         None => (default_model_for(config)?, Inspection::default()),
     };
     if let Some(client) = client {
@@ -248,6 +255,7 @@ async fn try_provider(
         }
         Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
     };
+    check_upstream_path(job.endpoint, &prepared.path)?;
     // Same protocol: rotor may ask for usage the client did not (and hide it again).
     let (body, usage_mode) = match prepared.translation {
         None => usage_plan(job, prepared.body.clone()),
@@ -349,6 +357,10 @@ async fn try_key(
                 if let Some(limits) = key_limits {
                     limits.refund(&reservation);
                 }
+            }
+            if error.kind == UpstreamErrorKind::Encode {
+                // Every key and provider would refuse the same head: nothing to retry.
+                return Err(ProxyError::new(ErrorKind::Internal, Side::Internal, error.message));
             }
             let repeat = error_may_repeat(&error);
             attempt.judge(&subject, provider.index, classify_error(&error), repeat, &config.retry);

@@ -5,6 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
 use crate::codec::head::{Header, RequestHead};
 use crate::config::{Provider, ProviderKind};
 
@@ -86,43 +87,40 @@ pub fn request_id(head: &RequestHead) -> Bytes {
 
 /// Writes the upstream request head: request line, Host, the pool key in the provider's way,
 /// Content-Length, the client's end-to-end headers, then the provider's configured headers.
+/// Every piece goes through the checked writers, so a CR, LF or NUL anywhere (a model name in
+/// the path, a header value) refuses the whole head instead of splitting the request.
 pub fn upstream_request_head(
     head: &RequestHead,
     provider: &Provider,
     key: &str,
     upstream_path: &str,
     body_len: usize,
-) -> BytesMut {
+) -> Result<BytesMut, UnsafeHead> {
     let mut out = BytesMut::with_capacity(512);
-    out.put_slice(&head.method_raw);
+    put_target(&mut out, &head.method_raw)?;
     out.put_u8(b' ');
-    out.put_slice(provider.base_url.path.as_bytes());
-    out.put_slice(upstream_path.as_bytes());
+    put_target(&mut out, provider.base_url.path.as_bytes())?;
+    put_target(&mut out, upstream_path.as_bytes())?;
     // An adapter that sets its own query (Gemini's `?alt=sse`) replaces the client's.
     if let Some(query) = head.query().filter(|_| !upstream_path.contains('?')) {
         out.put_u8(b'?');
-        out.put_slice(query.as_bytes());
+        put_target(&mut out, query.as_bytes())?;
     }
-    out.put_slice(b" HTTP/1.1\r\nhost: ");
-    out.put_slice(provider.base_url.host_header.as_bytes());
-    out.put_slice(b"\r\n");
+    out.put_slice(b" HTTP/1.1\r\n");
+    put_header(&mut out, b"host", provider.base_url.host_header.as_bytes())?;
     match provider.kind {
         ProviderKind::Anthropic => {
-            put_header(&mut out, b"x-api-key", key.as_bytes());
+            put_header(&mut out, b"x-api-key", key.as_bytes())?;
             if head.header("anthropic-version").is_none() {
-                put_header(&mut out, b"anthropic-version", b"2023-06-01");
+                put_header(&mut out, b"anthropic-version", b"2023-06-01")?;
             }
         }
-        ProviderKind::Gemini => put_header(&mut out, b"x-goog-api-key", key.as_bytes()),
-        _ => {
-            out.put_slice(b"authorization: Bearer ");
-            out.put_slice(key.as_bytes());
-            out.put_slice(b"\r\n");
-        }
+        ProviderKind::Gemini => put_header(&mut out, b"x-goog-api-key", key.as_bytes())?,
+        _ => put_bearer(&mut out, key)?,
     }
     if body_len > 0 || head.method_raw.as_ref() != b"GET" {
         let mut digits = itoa::Buffer::new();
-        put_header(&mut out, b"content-length", digits.format(body_len).as_bytes());
+        put_header(&mut out, b"content-length", digits.format(body_len).as_bytes())?;
     }
     for Header { name, value } in &head.headers {
         if listed(name, NOT_FORWARDED) || named_by_connection(head, name) {
@@ -135,20 +133,24 @@ pub fn upstream_request_head(
         {
             continue;
         }
-        put_header(&mut out, name, value);
+        put_header(&mut out, name, value)?;
     }
     for (name, value) in &provider.headers {
-        put_header(&mut out, name.as_bytes(), value.as_bytes());
+        put_header(&mut out, name.as_bytes(), value.as_bytes())?;
     }
     out.put_slice(b"\r\n");
-    out
+    Ok(out)
 }
 
-fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
+/// `authorization: Bearer <key>`, checked like every other header.
+pub fn put_bearer(out: &mut BytesMut, key: &str) -> Result<(), UnsafeHead> {
+    if memchr::memchr3(b'\r', b'\n', 0, key.as_bytes()).is_some() {
+        return Err(UnsafeHead("header value"));
+    }
+    out.put_slice(b"authorization: Bearer ");
+    out.put_slice(key.as_bytes());
     out.put_slice(b"\r\n");
+    Ok(())
 }
 
 /// On the heap for the reason `codec::head::Headers` is: the list lives across the relay's awaits.

@@ -78,3 +78,14 @@ pub(super) fn adapt(body: &Bytes, inspection: &Inspection, upstream_model: &str,
         _ => body.clone(),
     }
 }
+
+/// Phase `inspect`, the name itself: a client's model name is at most
+/// `codec::target::MAX_MODEL_NAME_BYTES` and has no control character (CR/LF in a name that
+/// reaches an upstream path would split the request); a 400 in the API's envelope otherwise.
+pub(super) fn validate_model_name(model: &str) -> Result<(), ProxyError> {
+    crate::codec::target::check_model_name(model).map_err(|e| {
+        ProxyError::bad_request(e.to_string())
+            .with_param("model")
+            .with_code("invalid_model_name")
+    })
+}

@@ -4,7 +4,7 @@
 //! |--------------|-------------------------------------|-------------------|-------------|
 //! | route        | method, path                        |                   | 404, 405    |
 //! | authenticate | `Authorization` / `x-api-key`, clients | the `Client`   | 401         |
-//! | inspect      | body (`model`, `stream`, strictly)  |                   | 400         |
+//! | inspect      | body (`model`, `stream`, strictly), passthrough path | | 400         |
 //! | authorize    | client model globs                  |                   | 403         |
 //! | admit        | client limit windows                | window counts     | 429         |
 //! | select       | route table, balance, key health and windows | cursors, windows | 404, 429, 503 |
@@ -14,7 +14,8 @@
 //! | relay        | upstream response, through a `ResponseTransform` | client connection | error event |
 //! | finish       | the request's `Trace`               | metrics shard, record queue |   |
 //!
-//! `route`/`authenticate` live here; `inspect` in `inspect`, `admit` in `admit`, select to relay
+//! `route`/`authenticate` live here; `inspect` in `inspect` (paths and URL-bound names in
+//! `target`), `admit` in `admit`, select to relay
 //! driven from `forward` (`send`, `classify`, `relay`), `finish` in `finish`; the only
 //! error-to-HTTP mapping is `error::render_as`. Invariant: one request holds one config
 //! generation from start to end, so a reload never changes a request midway.
@@ -31,6 +32,7 @@ mod inspect;
 mod probe;
 mod relay;
 mod send;
+mod target;
 pub mod transform;
 
 use std::cell::{Cell, RefCell};

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::headers::put_bearer;
 use super::Core;
+use crate::codec::encode::{put_request_header as put_header, put_target};
 use crate::config::{Provider, ProviderKind};
 use crate::health::now_ms;
 use crate::runtime::Generation;
@@ -44,10 +46,11 @@ async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &
     let connector = &generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
     let work = async {
+        let head = probe_head(provider, key)?;
         let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, PROBE_TIMEOUT)
             .await
             .ok()?;
-        exchange.send(probe_head(provider, key), &Bytes::new()).await.ok()?;
+        exchange.send(head, &Bytes::new()).await.ok()?;
         let head = exchange.read_head(PROBE_TIMEOUT, false).await.ok()?;
         let _ = exchange.read_to_end(PROBE_TIMEOUT, 4 * 1024 * 1024).await.ok()?;
         upstream::checkin(&core.pool, &pool_key, exchange);
@@ -56,36 +59,25 @@ async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &
     matches!(monoio::time::timeout(PROBE_TIMEOUT * 2, work).await, Ok(Some(true)))
 }
 
-fn probe_head(provider: &Provider, key: &str) -> BytesMut {
+/// `GET <base>/models` with the key in the provider's way; `None` when a piece would break the
+/// head (the writers refuse CR, LF and NUL).
+fn probe_head(provider: &Provider, key: &str) -> Option<BytesMut> {
     let mut out = BytesMut::with_capacity(256);
     out.put_slice(b"GET ");
-    out.put_slice(provider.base_url.path.as_bytes());
-    out.put_slice(b"/models HTTP/1.1\r\nhost: ");
-    out.put_slice(provider.base_url.host_header.as_bytes());
-    out.put_slice(b"\r\n");
+    put_target(&mut out, provider.base_url.path.as_bytes()).ok()?;
+    out.put_slice(b"/models HTTP/1.1\r\n");
+    put_header(&mut out, b"host", provider.base_url.host_header.as_bytes()).ok()?;
     match provider.kind {
         ProviderKind::Anthropic => {
-            out.put_slice(b"x-api-key: ");
-            out.put_slice(key.as_bytes());
-            out.put_slice(b"\r\nanthropic-version: 2023-06-01\r\n");
+            put_header(&mut out, b"x-api-key", key.as_bytes()).ok()?;
+            put_header(&mut out, b"anthropic-version", b"2023-06-01").ok()?;
         }
-        ProviderKind::Gemini => {
-            out.put_slice(b"x-goog-api-key: ");
-            out.put_slice(key.as_bytes());
-            out.put_slice(b"\r\n");
-        }
-        _ => {
-            out.put_slice(b"authorization: Bearer ");
-            out.put_slice(key.as_bytes());
-            out.put_slice(b"\r\n");
-        }
+        ProviderKind::Gemini => put_header(&mut out, b"x-goog-api-key", key.as_bytes()).ok()?,
+        _ => put_bearer(&mut out, key).ok()?,
     }
     for (name, value) in &provider.headers {
-        out.put_slice(name.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        put_header(&mut out, name.as_bytes(), value.as_bytes()).ok()?;
     }
     out.put_slice(b"\r\n");
-    out
+    Some(out)
 }

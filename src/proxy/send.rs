@@ -13,7 +13,7 @@ use crate::codec::head::Method;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::Provider;
 use crate::server::Request;
-use crate::upstream::{self, Exchange, PoolKey, UpstreamError};
+use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
 
 /// Discarded error bodies up to this are read so the connection can be pooled.
 const DISCARD_LIMIT: u64 = 64 * 1024;
@@ -67,9 +67,18 @@ pub(super) async fn send(
     let connector = &ctx.generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
     let head_request = req.head.method == Method::Head;
+    let build = || {
+        upstream_request_head(&req.head, provider, key, upstream_path, body.len())
+            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
+    };
+    // Built before a connection is taken: a head the writer refuses never touches one.
+    let mut first: Option<BytesMut> = Some(build()?);
     let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
     loop {
-        let head: BytesMut = upstream_request_head(&req.head, provider, key, upstream_path, body.len());
+        let head = match first.take() {
+            Some(head) => head,
+            None => build()?,
+        };
         let result = match exchange.send(head, body).await {
             Ok(()) => {
                 exchange

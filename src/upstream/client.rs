@@ -1,7 +1,8 @@
 //! One upstream exchange on one connection: write the request, read the response head, then
 //! the body piece by piece as it arrives (Content-Length, chunked, or until close).
-//! Invariant: `reusable()` is true only after the body was completely framed with nothing left
-//! over, so a pooled connection always starts at a message boundary.
+//! Invariant: `reusable()` is true only after the request was written whole and the body was
+//! completely framed with nothing left over, so a pooled connection always starts at a message
+//! boundary.
 
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct Exchange {
     buf: BytesMut,
     body: BodyState,
     keep_alive: bool,
+    /// The whole request (head and body) was written.
+    written: bool,
 }
 
 enum BodyState {
@@ -47,6 +50,7 @@ impl Exchange {
             buf: BytesMut::new(),
             body: BodyState::NotStarted,
             keep_alive: false,
+            written: false,
         }
     }
 
@@ -55,12 +59,14 @@ impl Exchange {
         let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
         if body.len() <= 64 * 1024 {
             head.extend_from_slice(body);
-            write_all_buf(&mut self.io, &mut head).await.map_err(send_err)
+            write_all_buf(&mut self.io, &mut head).await.map_err(send_err)?;
         } else {
             write_all_buf(&mut self.io, &mut head).await.map_err(send_err)?;
             let (result, _) = monoio::io::AsyncWriteRentExt::write_all(&mut self.io, body.clone()).await;
-            result.map(|_| ()).map_err(send_err)
+            result.map_err(send_err)?;
         }
+        self.written = true;
+        Ok(())
     }
 
     /// Reads the response head; `timeout` bounds the wait for it (time to first byte).
@@ -242,8 +248,12 @@ impl Exchange {
         }
     }
 
-    /// True when the connection can carry another request.
+    /// True when the connection can carry another request: the request was written whole, the
+    /// response body was read exactly to the end of its framing (Content-Length consumed, or
+    /// the last chunk and its trailers), the upstream did not ask to close, and not one byte
+    /// beyond the response sits in the read buffer. (Bytes still in the TLS session or the
+    /// socket are checked by `checkin` and the pool.)
     pub fn reusable(&self) -> bool {
-        matches!(self.body, BodyState::Done) && self.keep_alive && self.buf.is_empty()
+        self.written && matches!(self.body, BodyState::Done) && self.keep_alive && self.buf.is_empty()
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -14,13 +15,22 @@ use rustls_pki_types::ServerName;
 
 use super::dns::Resolver;
 use super::error::{UpstreamError, UpstreamErrorKind};
+use super::idle::Guarded;
 use super::PoolKey;
 use crate::config::Scheme;
 
 /// A plain or TLS upstream stream.
 pub enum Io {
     Plain(TcpStream),
-    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+    Tls(Box<Tls>),
+}
+
+/// A TLS session over a guarded TCP stream (see `idle`), and that stream's descriptor so the
+/// socket can be peeked while the session owns it.
+pub struct Tls {
+    pub(super) stream: monoio_rustls::ClientTlsStream<Guarded>,
+    /// Valid as long as `stream` lives (it owns the socket).
+    pub(super) fd: RawFd,
 }
 
 pub async fn connect(
@@ -43,11 +53,12 @@ pub async fn connect(
             Scheme::Https => {
                 let name = ServerName::try_from(key.host.to_string())
                     .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
+                let fd = tcp.as_raw_fd();
                 let stream = tls
-                    .connect(name, tcp)
+                    .connect(name, Guarded(tcp))
                     .await
                     .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
-                Ok(Io::Tls(Box::new(stream)))
+                Ok(Io::Tls(Box::new(Tls { stream, fd })))
             }
         }
     };
@@ -85,14 +96,14 @@ impl AsyncReadRent for Io {
             Io::Plain(s) => s.read(buf).await,
             // Boxed: a TLS read's future is ~750 bytes and would sit inline in every request's
             // future (plain upstreams included); one allocation is nothing next to the crypto.
-            Io::Tls(s) => Box::pin(s.read(buf)).await,
+            Io::Tls(s) => Box::pin(s.stream.read(buf)).await,
         }
     }
 
     async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Io::Plain(s) => s.readv(buf).await,
-            Io::Tls(s) => s.readv(buf).await,
+            Io::Tls(s) => s.stream.readv(buf).await,
         }
     }
 }
@@ -101,28 +112,28 @@ impl AsyncWriteRent for Io {
     async fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Io::Plain(s) => s.write(buf).await,
-            Io::Tls(s) => s.write(buf).await,
+            Io::Tls(s) => s.stream.write(buf).await,
         }
     }
 
     async fn writev<T: monoio::buf::IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Io::Plain(s) => s.writev(buf).await,
-            Io::Tls(s) => s.writev(buf).await,
+            Io::Tls(s) => s.stream.writev(buf).await,
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         match self {
             Io::Plain(s) => s.flush().await,
-            Io::Tls(s) => s.flush().await,
+            Io::Tls(s) => s.stream.flush().await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             Io::Plain(s) => s.shutdown().await,
-            Io::Tls(s) => s.shutdown().await,
+            Io::Tls(s) => s.stream.shutdown().await,
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum UpstreamErrorKind {
     BrokenBody,
     /// The response head was malformed.
     Protocol,
+    /// The request head was refused by the writer (a CR, LF or NUL in it); nothing was sent,
+    /// and another key or provider would be refused the same way.
+    Encode,
 }
 
 #[derive(Debug, Clone)]

@@ -1,11 +1,13 @@
 //! The upstream client: pre-resolved DNS, TCP + rustls connections, a per-core keep-alive pool
 //! and one-exchange-at-a-time HTTP/1.1 on rotor's codec.
-//! Invariant: a connection is in exactly one place: the pool, or one `Exchange`.
+//! Invariant: a connection is in exactly one place: the pool, or one `Exchange`; it enters the
+//! pool only through `checkin` and leaves it only when its socket is quiet (`idle`).
 
 mod client;
 mod connect;
 pub mod dns;
 mod error;
+mod idle;
 mod pool;
 pub mod tls;
 
@@ -79,9 +81,11 @@ pub async fn connect_fresh(
     Ok(Exchange::new(io, false))
 }
 
-/// Returns the connection to the pool if its response was completely framed; drops it otherwise.
-pub fn checkin(pool: &Pool, key: &PoolKey, exchange: Exchange) {
-    if exchange.reusable() {
+/// Returns the connection to the pool if its request was completely written and its response
+/// read exactly to the end of its framing with nothing left over (in rotor's buffer or inside
+/// the TLS session); closes it otherwise. The only way into the pool.
+pub fn checkin(pool: &Pool, key: &PoolKey, mut exchange: Exchange) {
+    if exchange.reusable() && exchange.io.nothing_buffered() {
         pool.put(key, exchange.io);
     }
 }

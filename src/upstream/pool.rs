@@ -1,7 +1,8 @@
 //! Per-core keep-alive pool of upstream connections, keyed by scheme, host, port and TLS
 //! settings. Invariant: only connections whose last response was completely framed, with no
 //! stray bytes and no `Connection: close`, come back here; idle ones past
-//! `pool_idle_timeout` are never handed out (and are reaped).
+//! `pool_idle_timeout`, and ones whose socket received anything while idle, are never handed
+//! out (and are reaped or closed).
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
@@ -43,14 +44,17 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() < timeout {
+            // A socket with bytes, a FIN or an error waiting was closed by the upstream or
+            // sent something nobody asked for: either way it is not at a message boundary.
+            if entry.since.elapsed() < timeout && entry.io.socket_quiet() {
                 return Some(entry.io);
             }
         }
         None
     }
 
-    pub fn put(&self, key: &PoolKey, io: Io) {
+    /// Only `checkin` puts connections back (after its checks).
+    pub(super) fn put(&self, key: &PoolKey, io: Io) {
         let max = self.max_idle_per_host.get();
         if max == 0 {
             return;

@@ -32,6 +32,27 @@ impl TlsUpstream {
 
 /// Starts a TLS terminator in front of `backend` (the mock's plaintext address).
 pub fn start(backend: SocketAddr) -> TlsUpstream {
+    let (config, ca_file) = server_config();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::Builder::new()
+        .name("tls-upstream".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let _ = relay(conn, backend, config);
+                });
+            }
+        })
+        .unwrap();
+    TlsUpstream { addr, ca_file }
+}
+
+/// A server config for `localhost` signed by a throwaway CA, and that CA in PEM in a temp file
+/// (for `upstream.ca_file`): for tests that script their own TLS upstream.
+pub fn server_config() -> (Arc<rustls::ServerConfig>, tempfile::NamedTempFile) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -57,23 +78,7 @@ pub fn start(backend: SocketAddr) -> TlsUpstream {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    let config = Arc::new(config);
-
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::Builder::new()
-        .name("tls-upstream".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let config = config.clone();
-                std::thread::spawn(move || {
-                    let _ = relay(conn, backend, config);
-                });
-            }
-        })
-        .unwrap();
-    TlsUpstream { addr, ca_file }
+    (Arc::new(config), ca_file)
 }
 
 fn would_block(e: &io::Error) -> bool {

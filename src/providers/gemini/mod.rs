@@ -175,6 +175,24 @@ mod tests {
     }
 
     #[test]
+    fn model_is_one_encoded_segment_of_the_path() {
+        use request::path;
+        assert_eq!(
+            path("gemini-1.5-flash", false),
+            "/models/gemini-1.5-flash:generateContent"
+        );
+        assert_eq!(
+            path("models/gemini-x", true),
+            "/models/gemini-x:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(
+            path("m HTTP/1.1\r\nhost: x\r\n\r\nPOST /x", false),
+            "/models/m%20HTTP%2F1.1%0D%0Ahost:%20x%0D%0A%0D%0APOST%20%2Fx:generateContent"
+        );
+        assert_eq!(path("../a?b#c%", false), "/models/..%2Fa%3Fb%23c%25:generateContent");
+    }
+
+    #[test]
     fn finish_reasons_map() {
         assert_eq!(finish_reason("STOP", true), "tool_calls");
         assert_eq!(finish_reason("STOP", false), "stop");

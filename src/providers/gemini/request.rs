@@ -8,6 +8,7 @@
 use serde::Serialize;
 use sonic_rs::{JsonValueMutTrait, JsonValueTrait, Value};
 
+use crate::codec::target::push_segment;
 use crate::providers::anthropic::request::{parse_arguments, parse_data_url};
 use crate::providers::openai::{ChatRequest, Content as ChatContent, Part as ChatPart};
 
@@ -64,14 +65,19 @@ struct GenerationConfig {
     response_json_schema: Option<Value>,
 }
 
-/// `/models/{model}:generateContent`, or the SSE streaming method.
+/// `/models/{model}:generateContent`, or the SSE streaming method. The model is one
+/// percent-encoded segment, so no name can add a path segment, a query or a request line.
 pub fn path(model: &str, stream: bool) -> String {
     let model = model.strip_prefix("models/").unwrap_or(model);
-    if stream {
-        format!("/models/{model}:streamGenerateContent?alt=sse")
+    let mut out = String::with_capacity(model.len() + 48);
+    out.push_str("/models/");
+    push_segment(&mut out, model.as_bytes());
+    out.push_str(if stream {
+        ":streamGenerateContent?alt=sse"
     } else {
-        format!("/models/{model}:generateContent")
-    }
+        ":generateContent"
+    });
+    out
 }
 
 fn json(text: &str) -> Value {
