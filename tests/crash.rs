@@ -214,6 +214,11 @@ fn a_journal_from_before_a_reboot_fills_every_window() {
     );
     assert_eq!(mock.recorder.requests().len(), 3);
     assert!(second.log().contains("counted full"), "{}", second.log());
+    assert!(
+        second.log().contains("before the machine restarted"),
+        "{}",
+        second.log()
+    );
     second.kill();
     mock.stop();
 }

@@ -9,9 +9,10 @@
 //! - after a crash, each window also gets what the journal says it admitted after its last
 //!   saved snapshot, counted at the restart (a little later than it happened: it frees up
 //!   that much later, never earlier);
-//! - when the journal cannot vouch (the machine restarted, or the file is damaged), each window
-//!   is counted full from the restart, for one window length: the only choice that never admits
-//!   more than a limit when nothing says what the lost second admitted.
+//! - when the journal cannot vouch (the machine restarted, or the file is damaged) or the saved
+//!   windows cannot be read, each window is counted full from the restart, for one window
+//!   length: the only choice that never admits more than a limit when nothing says what the
+//!   lost second admitted.
 //!
 //! Invariant: a storage failure is logged and never stops the gateway; limits then simply
 //! live in memory only. No window ever admits more than its limit across a restart, clean or
@@ -62,13 +63,16 @@ impl Persist {
 
     fn restore(&mut self, gateway: &Gateway, storage: &mut Storage, journal_path: &Path) {
         let boot = journal::boot_id();
-        let previous = journal::read_previous(journal_path, boot);
+        let mut previous = journal::read_previous(journal_path, boot);
         match self.windows.load(storage, clock_offset()) {
             Ok(saved) => {
                 let restored = gateway.limits.restore(&saved, limits::now());
                 tracing::info!(restored, "limit windows restored from storage");
             }
-            Err(e) => tracing::error!("cannot read saved limit windows: {e}"),
+            Err(e) => {
+                tracing::error!("cannot read saved limit windows: {e}");
+                previous = Previous::Unknown(format!("its saved limit windows cannot be read ({e})"));
+            }
         }
         let unsaved = gateway.limits.restore_unsaved(&previous, limits::now());
         let units: u64 = unsaved.values().sum();
@@ -81,7 +85,7 @@ impl Persist {
             ),
             Previous::Unknown(why) => tracing::warn!(
                 windows = unsaved.len(),
-                "rotor did not stop cleanly and {why}: every limit window is counted full for one window length"
+                "rotor cannot tell what its windows admitted before this start ({why}): every limit window is counted full for one window length"
             ),
         }
         let created = gateway

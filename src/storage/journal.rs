@@ -1,8 +1,9 @@
 //! The admission journal file, `<storage.path>-admits`: a 64-byte header and one 64-byte
 //! `JournalCell` per limit window, mapped shared into memory. Workers write cells with plain
-//! atomic adds (no system call, no disk wait: the pages are locked in memory when the system
-//! allows it); the kernel owns the pages, so what was written survives the process dying at any
-//! instant. The control thread creates the file before any worker serves, maps more of it when
+//! atomic adds: no system call, and no page-in (the pages are locked in memory when
+//! RLIMIT_MEMLOCK allows; at worst a minor fault when the kernel re-arms dirty tracking after
+//! writing a page back). The kernel owns the pages, so what was written survives the process
+//! dying at any instant. The control thread creates the file before any worker serves, maps more of it when
 //! a reload adds windows, and marks it clean after the final snapshot of a graceful stop.
 //! Invariant: a journal vouches for a crashed run only when it says "running" and was written
 //! since the last boot (a power loss can lose page-cache writes); anything else it cannot
