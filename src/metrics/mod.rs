@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use bound::cap;
 use bound::{bump, Budget, Family};
-pub use bound::{cap, MAX_LABEL_BYTES, OVERFLOW_MODEL};
 use histogram::Histogram;
 
 /// Seconds: from a millisecond to two minutes (LLM answers are slow).
