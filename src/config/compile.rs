@@ -60,6 +60,14 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         None | Some("") => None,
         Some(raw) => Some(r.secret(raw, "server.admin_key")?),
     };
+    let metrics_key = match s.metrics_key.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(r.secret(raw, "server.metrics_key")?),
+    };
+    if s.metrics_max_bytes < MIN_METRICS_BYTES {
+        let why = format!("must be at least {MIN_METRICS_BYTES} (the fixed families alone take a few KiB)");
+        return Err(ConfigError::at("server.metrics_max_bytes", why));
+    }
     Ok(Server {
         listen,
         workers,
@@ -74,8 +82,14 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
         sse_keepalive: (s.sse_keepalive_ms > 0).then(|| Duration::from_millis(s.sse_keepalive_ms)),
         admin_key,
+        metrics_key,
+        metrics_max_series: positive(s.metrics_max_series, "server.metrics_max_series")?,
+        metrics_max_bytes: s.metrics_max_bytes,
     })
 }
+
+/// Smallest `server.metrics_max_bytes`: room for every unlabelled family and the histograms.
+const MIN_METRICS_BYTES: usize = 65_536;
 
 fn upstream(u: UpstreamConfig, r: &Resolver<'_>) -> Result<Upstream, ConfigError> {
     let ca_file = match u.ca_file.as_str() {

@@ -41,6 +41,12 @@ pub struct ServerConfig {
     pub sse_keepalive_ms: u64,
     /// Absent (or "") = admin API off.
     pub admin_key: Option<String>,
+    /// Absent (or "") = `/metrics` open; else it needs `Authorization: Bearer <metrics_key>`.
+    pub metrics_key: Option<String>,
+    /// Labelled series whose model label a client chose, over every family and core.
+    pub metrics_max_series: usize,
+    /// Largest `/metrics` body; series beyond it are left out of that scrape (and counted).
+    pub metrics_max_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +64,9 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             sse_keepalive_ms: 15_000,
             admin_key: None,
+            metrics_key: None,
+            metrics_max_series: 4096,
+            metrics_max_bytes: 8_388_608,
         }
     }
 }

@@ -58,6 +58,10 @@ pub struct Server {
     pub sse_keepalive: Option<Duration>,
     /// `None` = admin API off.
     pub admin_key: Option<Secret>,
+    /// `None` = `/metrics` is open.
+    pub metrics_key: Option<Secret>,
+    pub metrics_max_series: usize,
+    pub metrics_max_bytes: usize,
 }
 
 #[derive(Debug)]

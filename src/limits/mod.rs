@@ -7,6 +7,7 @@
 //! enters a window leaves it exactly once (drained when a full window old, or refunded).
 
 pub mod estimate;
+pub mod journal;
 pub mod learned;
 mod registry;
 pub mod select;
@@ -14,7 +15,7 @@ pub mod window;
 
 use std::sync::Arc;
 
-pub use registry::{LimitRegistry, LimitTable, LimiterId, Scope, WindowSnapshot};
+pub use registry::{LimitRegistry, LimitTable, LimiterId, Scope, Snapshot, WindowSnapshot};
 pub use window::{Admit, Window};
 
 use crate::config::{Limit, Limits};

@@ -24,8 +24,15 @@
 //! decrement the exact slot they were added to with a CAS, and only then `used`, so a count is
 //! never subtracted twice. Draining happens lazily, only when an admission finds the window
 //! full, so the uncontended fast path is two CASes.
+//!
+//! Crash safety. With storage on, each window also has a `JournalCell` in a shared file
+//! mapping: every admission adds its cost there after counting it (one more atomic add), so a
+//! restart after kill -9 knows exactly what the unsaved last second admitted (see `journal`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use super::journal::JournalCell;
 
 /// Buckets per window (the issue asks for granularity no coarser than 1/60).
 pub const BUCKETS: u64 = 60;
@@ -40,6 +47,8 @@ pub struct Window {
     limit: AtomicU64,
     used: AtomicU64,
     slots: [AtomicU64; SLOTS],
+    /// Set once storage opened the admission journal (before any worker serves).
+    journal: OnceLock<&'static JournalCell>,
 }
 
 /// Outcome of `Window::try_admit`.
@@ -66,6 +75,31 @@ impl Window {
             limit: AtomicU64::new(limit),
             used: AtomicU64::new(0),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            journal: OnceLock::new(),
+        }
+    }
+
+    /// Gives the window its journal cell (a second call keeps the first cell).
+    pub fn attach(&self, cell: &'static JournalCell) {
+        let _ = self.journal.set(cell);
+    }
+
+    /// The journal's count, read before a snapshot of the buckets (see `JournalCell::mark`).
+    pub fn journal_mark(&self) -> Option<(&'static JournalCell, u64)> {
+        self.journal.get().map(|cell| (*cell, cell.mark()))
+    }
+
+    /// The registry forgot this window (its key or client left the config): a restore must
+    /// not hand its counts to a later window of the same name, which starts empty.
+    pub fn retire_journal(&self) {
+        if let Some(cell) = self.journal.get() {
+            cell.retire();
+        }
+    }
+
+    fn journal_note(&self, cost: u64) {
+        if let Some(cell) = self.journal.get() {
+            cell.note(cost);
         }
     }
 
@@ -99,6 +133,7 @@ impl Window {
                 {
                     Ok(_) => {
                         self.add_to_slot(epoch, cost);
+                        self.journal_note(cost);
                         return Admit::Yes { epoch };
                     }
                     Err(seen) => used = seen,
@@ -126,6 +161,19 @@ impl Window {
         let epoch = self.epoch(now);
         self.used.fetch_add(cost, Ordering::AcqRel);
         self.add_to_slot(epoch, cost);
+        self.journal_note(cost);
+    }
+
+    /// Counts whatever room is left at `now` as used (a restore that cannot know what an
+    /// unclean stop admitted); returns the units added.
+    pub fn fill(&self, now: u64) -> u64 {
+        let room = self.limit().saturating_sub(self.used(now));
+        if room > 0 {
+            let epoch = self.epoch(now);
+            self.used.fetch_add(room, Ordering::AcqRel);
+            self.add_to_slot(epoch, room);
+        }
+        room
     }
 
     /// Gives back up to `cost` admitted in bucket `epoch`. A bucket already drained (older

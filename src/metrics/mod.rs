@@ -1,17 +1,23 @@
 //! Prometheus metrics. Each worker counts into its own shard (a mutex only its own core takes
 //! on the request path, so it is never contended there); `/metrics` sums the shards at scrape
 //! time. Invariant: no counter shared between cores is written per request, and no label value
-//! is a secret (keys appear masked to their last 4 characters).
+//! is a secret (keys appear masked to their last 4 characters). Label values clients choose
+//! are bounded in length and number (`bound`), and the rendered body in size (`fit`).
 
+mod bound;
+mod fit;
+
+pub use fit::fit;
 pub mod health;
 mod histogram;
 
 use std::fmt::Write;
 use std::sync::Arc;
 
-use ahash::AHashMap;
 use parking_lot::Mutex;
 
+pub use bound::cap;
+use bound::{bump, Budget, Family};
 use histogram::Histogram;
 
 /// Seconds: from a millisecond to two minutes (LLM answers are slow).
@@ -22,11 +28,6 @@ const DURATION_BOUNDS: &[f64] = &[
 const OVERHEAD_BOUNDS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05,
 ];
-
-/// Fixed seeds: label hashes only need to be stable within the process.
-fn label_hash(parts: &[&str]) -> u64 {
-    ahash::RandomState::with_seeds(7, 11, 13, 17).hash_one(parts)
-}
 
 /// One finished request, as metrics see it.
 pub struct Observation<'a> {
@@ -42,74 +43,55 @@ pub struct Observation<'a> {
 }
 
 pub struct Shard {
-    requests: AHashMap<u64, (Vec<String>, u64)>,
-    tokens: AHashMap<u64, (Vec<String>, [u64; 4])>,
-    attempts: AHashMap<u64, (Vec<String>, u64)>,
-    limit_rejections: AHashMap<u64, (Vec<String>, u64)>,
+    requests: Family<u64>,
+    tokens: Family<[u64; 4]>,
+    attempts: Family<u64>,
+    limit_rejections: Family<u64>,
     duration: Histogram,
     overhead: Histogram,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Shard {
-            requests: AHashMap::new(),
-            tokens: AHashMap::new(),
-            attempts: AHashMap::new(),
-            limit_rejections: AHashMap::new(),
-            duration: Histogram::new(DURATION_BOUNDS),
-            overhead: Histogram::new(OVERHEAD_BOUNDS),
-        }
-    }
-}
-
-/// Label sets kept per family and shard. Model names can come from clients (wildcard routes
-/// accept any name), so past this many series new label sets count under model `(other)`
-/// instead of growing memory without bound.
-const MAX_SERIES: usize = 4096;
-const OVERFLOW_MODEL: &str = "(other)";
-
-/// Adds to the series of `labels`. `client_named` is the index of the one label whose values
-/// clients choose (the model); past `MAX_SERIES` series a new label set counts under
-/// `(other)` there.
-fn bump<V>(
-    map: &mut AHashMap<u64, (Vec<String>, V)>,
-    labels: &[&str],
-    client_named: Option<usize>,
-    default: V,
-    f: impl FnOnce(&mut V),
-) {
-    let mut labels: smallvec::SmallVec<[&str; 4]> = labels.iter().copied().collect();
-    let mut hash = label_hash(&labels);
-    if map.len() >= MAX_SERIES && !map.contains_key(&hash) {
-        if let Some(slot) = client_named.and_then(|i| labels.get_mut(i)) {
-            *slot = OVERFLOW_MODEL;
-            hash = label_hash(&labels);
-        }
-    }
-    let entry = map
-        .entry(hash)
-        .or_insert_with(|| (labels.iter().map(|s| (*s).to_owned()).collect(), default));
-    f(&mut entry.1);
+    /// Observations that got no series of their own (counted under `(other)`, or dropped).
+    series_dropped: u64,
+    /// Shared with the registry and every other shard.
+    budget: Arc<Budget>,
 }
 
 impl Shard {
+    fn new(budget: Arc<Budget>) -> Self {
+        Shard {
+            requests: Family::default(),
+            tokens: Family::default(),
+            attempts: Family::default(),
+            limit_rejections: Family::default(),
+            duration: Histogram::new(DURATION_BOUNDS),
+            overhead: Histogram::new(OVERHEAD_BOUNDS),
+            series_dropped: 0,
+            budget,
+        }
+    }
+
     pub fn observe(&mut self, o: &Observation<'_>) {
         let mut digits = itoa::Buffer::new();
         let status = digits.format(o.status);
-        bump(
-            &mut self.requests,
-            &[o.endpoint, o.model, o.provider, status],
-            Some(1),
-            0,
-            |n| *n += 1,
-        );
+        let labels = [o.endpoint, o.model, o.provider, status];
+        if !bump(&mut self.requests, &self.budget, &labels, Some(1), 0, |n| *n += 1) {
+            self.series_dropped += 1;
+        }
         if o.tokens.iter().any(|&t| t > 0) {
-            bump(&mut self.tokens, &[o.model, o.provider], Some(0), [0; 4], |t| {
+            let add = |t: &mut [u64; 4]| {
                 for (a, b) in t.iter_mut().zip(o.tokens) {
                     *a += b;
                 }
-            });
+            };
+            if !bump(
+                &mut self.tokens,
+                &self.budget,
+                &[o.model, o.provider],
+                Some(0),
+                [0; 4],
+                add,
+            ) {
+                self.series_dropped += 1;
+            }
         }
         self.duration.observe(o.duration_s);
         if let Some(overhead) = o.overhead_s {
@@ -119,20 +101,22 @@ impl Shard {
 
     /// One upstream attempt and how it went (`ok`, `retried`, `error`).
     pub fn attempt(&mut self, provider: &str, outcome: &str) {
-        bump(&mut self.attempts, &[provider, outcome], None, 0, |n| *n += 1);
+        if !bump(&mut self.attempts, &self.budget, &[provider, outcome], None, 0, |n| {
+            *n += 1
+        }) {
+            self.series_dropped += 1;
+        }
     }
 
     /// A request refused by a limit (`scope`: client, key, provider).
     pub fn limit_rejection(&mut self, scope: &str) {
-        bump(&mut self.limit_rejections, &[scope], None, 0, |n| *n += 1);
+        if !bump(&mut self.limit_rejections, &self.budget, &[scope], None, 0, |n| *n += 1) {
+            self.series_dropped += 1;
+        }
     }
 
     fn merge(&mut self, other: &Shard) {
-        fn add<V: Clone>(
-            into: &mut AHashMap<u64, (Vec<String>, V)>,
-            from: &AHashMap<u64, (Vec<String>, V)>,
-            plus: impl Fn(&mut V, &V),
-        ) {
+        fn add<V: Clone>(into: &mut Family<V>, from: &Family<V>, plus: impl Fn(&mut V, &V)) {
             for (k, (labels, v)) in from {
                 match into.get_mut(k) {
                     Some(existing) => plus(&mut existing.1, v),
@@ -152,6 +136,7 @@ impl Shard {
         });
         self.duration.merge(&other.duration);
         self.overhead.merge(&other.overhead);
+        self.series_dropped += other.series_dropped;
     }
 }
 
@@ -159,6 +144,7 @@ impl Shard {
 #[derive(Default)]
 pub struct Registry {
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    budget: Arc<Budget>,
 }
 
 /// Gauges and counters owned elsewhere, read at scrape time.
@@ -171,14 +157,20 @@ pub struct Extra<'a> {
 
 impl Registry {
     pub fn shard(&self) -> Arc<Mutex<Shard>> {
-        let shard = Arc::new(Mutex::new(Shard::default()));
+        let shard = Arc::new(Mutex::new(Shard::new(self.budget.clone())));
         self.shards.lock().push(shard.clone());
         shard
     }
 
+    /// Applies `server.metrics_max_series` (at start and on every reload). Series that exist
+    /// stay; a lower limit only stops new ones.
+    pub fn set_max_series(&self, max: usize) {
+        self.budget.set_max(max);
+    }
+
     /// The Prometheus text exposition of every shard summed, plus `extra`.
     pub fn render(&self, extra: &Extra<'_>) -> String {
-        let mut total = Shard::default();
+        let mut total = Shard::new(self.budget.clone());
         for shard in self.shards.lock().iter() {
             total.merge(&shard.lock());
         }
@@ -283,11 +275,18 @@ impl Registry {
             "Client connections open now.",
         );
         let _ = writeln!(out, "rotor_open_connections {}", extra.open_connections);
+        family(
+            &mut out,
+            "rotor_metrics_series_dropped_total",
+            "counter",
+            "Observations without a series of their own (over server.metrics_max_series: counted under model=\"(other)\").",
+        );
+        let _ = writeln!(out, "rotor_metrics_series_dropped_total {}", total.series_dropped);
         out
     }
 }
 
-fn sorted<V>(map: &AHashMap<u64, (Vec<String>, V)>) -> Vec<(&Vec<String>, &V)> {
+fn sorted<V>(map: &Family<V>) -> Vec<(&Vec<String>, &V)> {
     let mut rows: Vec<_> = map.values().map(|(l, v)| (l, v)).collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
     rows
@@ -331,9 +330,11 @@ mod tests {
     #[test]
     fn client_chosen_model_names_cannot_grow_series_without_bound() {
         let registry = Registry::default();
-        let shard = registry.shard();
-        for i in 0..(MAX_SERIES + 500) {
-            let model = format!("random-{i}");
+        registry.set_max_series(100);
+        let (a, b) = (registry.shard(), registry.shard());
+        for i in 0..600 {
+            let model = format!("random-{i}-{}", "x".repeat(1 << 20));
+            let shard = if i % 2 == 0 { &a } else { &b };
             shard.lock().observe(&Observation {
                 endpoint: "chat",
                 model: &model,
@@ -344,17 +345,27 @@ mod tests {
                 tokens: [1, 1, 0, 0],
             });
         }
-        assert!(shard.lock().requests.len() <= MAX_SERIES + 1);
-        assert!(shard.lock().tokens.len() <= MAX_SERIES + 1);
+        let series = |s: &Arc<Mutex<Shard>>| {
+            let s = s.lock();
+            s.requests.len() + s.tokens.len()
+        };
+        assert!(
+            series(&a) + series(&b) <= 100 + 4,
+            "the budget is shared by families and shards"
+        );
         let text = registry.render(&Extra {
             key_states: vec![],
             log_dropped: 0,
             open_connections: 0,
         });
+        assert!(text.len() < 100 * 1024, "labels are capped: {} bytes", text.len());
+        assert!(text.lines().all(|l| l.len() < 512), "no label longer than the cap");
+        // 50 models got both series; the other 550 observations folded into (other), twice.
         assert!(
-            text.contains(r#"model="(other)",provider="p",status="200"} 500"#),
+            text.contains(r#"model="(other)",provider="p",status="200"} 550"#),
             "overflow counted, not lost"
         );
+        assert!(text.contains("rotor_metrics_series_dropped_total 1100"), "{text}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Endpoints rotor answers itself: `GET /health`, `GET /v1/models` and `GET /v1/status`.
+//! Endpoints rotor answers itself: `GET /health`, `GET /v1/models`, `GET /v1/status` and
+//! `GET /metrics`.
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::{Core, RequestContext};
+use crate::codec::head::RequestHead;
 use crate::config::Client;
 use crate::server::Responder;
 
@@ -242,12 +244,26 @@ pub(super) async fn status(
     .await
 }
 
-/// `GET /metrics`: Prometheus text, summed over every core's shard at scrape time.
-pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
+/// `GET /metrics`: Prometheus text, summed over every core's shard at scrape time, at most
+/// `server.metrics_max_bytes`; behind `Authorization: Bearer <metrics_key>` when that is set.
+pub(super) async fn metrics(
+    core: &Core,
+    ctx: &RequestContext,
+    head: &RequestHead,
+    res: &mut Responder<'_>,
+) -> Result<(), ProxyError> {
     use crate::health::{now_ms, KeyState};
     use crate::metrics::health::ProviderSample;
     use crate::metrics::Extra;
     let config = &ctx.generation.config;
+    if let Some(key) = &config.server.metrics_key {
+        if !bearer(head).is_some_and(|presented| key.ct_eq(presented)) {
+            let message = "/metrics needs the metrics key: send 'Authorization: Bearer <metrics_key>'";
+            return Err(
+                ProxyError::new(ErrorKind::Unauthorized, Side::Downstream, message).with_code("invalid_api_key")
+            );
+        }
+    }
     let now = now_ms();
     let mut key_states = Vec::new();
     for provider in config.providers.iter() {
@@ -280,6 +296,8 @@ pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Respond
         })
         .collect();
     crate::metrics::health::render(&mut body, &samples);
+    // The size bound covers every family, the health ones included.
+    let body = crate::metrics::fit(body, config.server.metrics_max_bytes);
     let headers: [(&str, &[u8]); 2] = [
         ("content-type", b"text/plain; version=0.0.4; charset=utf-8"),
         ("x-request-id", &ctx.request_id),
@@ -291,4 +309,11 @@ pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Respond
             format!("client connection lost: {e}"),
         )
     })
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer(head: &RequestHead) -> Option<&[u8]> {
+    let value = head.header("authorization")?.trim_ascii();
+    let scheme = value.get(..7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then(|| value[7..].trim_ascii())
 }

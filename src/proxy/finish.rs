@@ -19,6 +19,8 @@ pub struct Trace {
     /// request).
     pub client: Option<usize>,
     pub model: String,
+    /// `model` had no route and `routing.default_model` served it instead.
+    pub defaulted: bool,
     /// Index in the generation's `providers`.
     pub provider: Option<usize>,
     /// The model asked of the provider when it differs from `model` (an alias), else empty.
@@ -49,6 +51,14 @@ impl Trace {
     }
 }
 
+/// Longest model name a request record keeps. Names come from clients (wildcard routes serve
+/// any name), and the in-memory log and the record queue hold many records.
+const MAX_RECORD_MODEL_BYTES: usize = 256;
+
+fn capped(model: &str) -> String {
+    crate::metrics::cap(model, MAX_RECORD_MODEL_BYTES).into_owned()
+}
+
 pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: u64) {
     let trace = ctx.trace.borrow();
     let elapsed = ctx.received_at.elapsed();
@@ -68,9 +78,15 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
             health.counters.relay_failure(failure);
         }
     }
+    // Only a name that routed labels metrics: a defaulted request counts under the default
+    // model, not under whatever unknown name the client sent.
+    let model = match &config.routing.default_model {
+        Some(default) if trace.defaulted => default.as_str(),
+        _ => trace.model.as_str(),
+    };
     core.metrics.lock().observe(&Observation {
         endpoint: trace.endpoint,
-        model: &trace.model,
+        model,
         provider,
         status,
         duration_s: elapsed.as_secs_f64(),
@@ -95,11 +111,11 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
             .and_then(|i| config.clients.get(i))
             .map_or_else(String::new, |c| c.name.clone()),
         endpoint: trace.endpoint.to_owned(),
-        model: trace.model.clone(),
+        model: capped(&trace.model),
         provider: provider.to_owned(),
         upstream_model: match trace.upstream_model.as_str() {
-            "" if trace.provider.is_some() => trace.model.clone(),
-            alias => alias.to_owned(),
+            "" if trace.provider.is_some() => capped(&trace.model),
+            alias => capped(alias),
         },
         key: trace
             .key

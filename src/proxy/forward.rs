@@ -59,7 +59,7 @@ pub(super) async fn forward(
             return Err(ProxyError::new(ErrorKind::Forbidden, Side::Downstream, message).with_code("model_not_allowed"));
         }
     }
-    let (route, _defaulted) = find_route(config, &model).map_err(|_| {
+    let (route, defaulted) = find_route(config, &model).map_err(|_| {
         let message = format!("the model '{model}' does not exist or has no route");
         ProxyError::new(ErrorKind::NoRoute, Side::Downstream, message)
             .with_param("model")
@@ -68,6 +68,7 @@ pub(super) async fn forward(
     {
         let mut trace = ctx.trace.borrow_mut();
         trace.model = model.clone();
+        trace.defaulted = defaulted;
         trace.stream = inspection.stream;
     }
     let plan = plan(core, ctx, route, &model);

@@ -147,7 +147,7 @@ impl Core {
         ctx.trace.borrow_mut().endpoint = endpoint.name();
         match endpoint {
             Endpoint::Health => return endpoints::health(self, ctx, res).await,
-            Endpoint::Metrics => return endpoints::metrics(self, ctx, res).await,
+            Endpoint::Metrics => return endpoints::metrics(self, ctx, &req.head, res).await,
             Endpoint::Admin => {
                 let Some(answer) = crate::admin::handle(&self.gateway, &req.head).await else {
                     return Err(

@@ -135,7 +135,11 @@ impl Duties {
             self.log_writer.tick(gateway, &mut self.storage);
         }
         self.log_writer.tick(gateway, &mut self.storage);
-        self.persist.snapshot(gateway, self.storage.as_mut());
+        let saved = self.persist.snapshot(gateway, self.storage.as_mut());
+        // Only a snapshot taken after every worker ended holds every admission.
+        if saved && gateway.workers_stopped.load(Ordering::Acquire) {
+            gateway.limits.mark_clean_stop();
+        }
     }
 
     fn run_commands(&mut self, gateway: &Gateway) {

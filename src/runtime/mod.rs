@@ -69,12 +69,14 @@ impl Gateway {
         let health = HealthRegistry::default();
         let limits = LimitRegistry::default();
         let first = prepare(1, config, &resolver, &health, &limits)?;
+        let metrics = crate::metrics::Registry::default();
+        metrics.set_max_series(first.config.server.metrics_max_series);
         Ok(Arc::new(Gateway {
             current: ArcSwap::from_pointee(first),
             next_id: AtomicU64::new(2),
             resolver,
             health,
-            metrics: crate::metrics::Registry::default(),
+            metrics,
             records: crate::usage::record::RecordQueue::default(),
             storage_status: crate::usage::writer::StorageStatus::default(),
             commands: commands::Commands::default(),
@@ -117,6 +119,7 @@ impl Gateway {
             tracing::warn!("{warning}");
         }
         let generation = prepare(id, config, &self.resolver, &self.health, &self.limits)?;
+        self.metrics.set_max_series(generation.config.server.metrics_max_series);
         self.current.store(Arc::new(generation));
         Ok(id)
     }

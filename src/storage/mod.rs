@@ -6,6 +6,7 @@
 //! Invariant: `PRAGMA user_version` = the number of migrations applied; a migration runs once,
 //! in order, inside a transaction, so a crash mid-migration leaves the previous version.
 
+pub mod journal;
 pub mod requests;
 pub mod windows;
 

@@ -137,6 +137,8 @@ fn zero_sizes_and_durations_are_refused_where_meaningless() {
         ("retry", "max_attempts"),
         ("retry", "cooldown_ms"),
         ("storage", "retention_days"),
+        ("server", "metrics_max_series"),
+        ("server", "metrics_max_bytes"),
     ] {
         let path = format!("{section}.{key}");
         err(&format!("[{section}]\n{key} = 0\n{PROVIDER}"), &[&path]);
@@ -166,6 +168,29 @@ fn breaker_settings_default_validate_and_switch_off() {
     err(
         &format!("[retry]\nbreaker_open_ms = 300001\n{PROVIDER}"),
         &["retry.breaker_open_ms", "300000"],
+    );
+}
+
+#[test]
+fn metrics_settings_are_checked() {
+    err(
+        &format!("[server]\nmetrics_max_bytes = 1000\n{PROVIDER}"),
+        &["server.metrics_max_bytes", "65536"],
+    );
+    err(
+        &format!("[server]\nmetrics_key = \"env:NO_METRICS_KEY\"\n{PROVIDER}"),
+        &["server.metrics_key", "NO_METRICS_KEY"],
+    );
+    let c = ok(PROVIDER);
+    assert!(c.server.metrics_key.is_none(), "open by default");
+    assert_eq!(
+        (c.server.metrics_max_series, c.server.metrics_max_bytes),
+        (4096, 8_388_608)
+    );
+    let c = ok(&format!("[server]\nmetrics_key = \"env:ROTOR_ADMIN_KEY\"\n{PROVIDER}"));
+    assert_eq!(
+        c.server.metrics_key.as_ref().map(Secret::expose),
+        Some("admin-secret-000000ad")
     );
 }
 

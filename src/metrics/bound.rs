@@ -1,0 +1,153 @@
+//! How label values that clients choose stay bounded. Model names reach labels through
+//! wildcard routes (any name is served), so a client could otherwise mint one series per
+//! request, each as long as the request body allows (200 requests with 1 MiB names once held
+//! 460 MB and rendered a 1 GB `/metrics` body).
+//! Invariants: every label value is at most `MAX_LABEL_BYTES` long; at most
+//! `server.metrics_max_series` series with a client-chosen value exist over all families and
+//! cores (the rest count under model `(other)`); no family of a shard holds more than
+//! `hard_cap` series whatever the labels. Whatever does not get its own series is counted in
+//! `rotor_metrics_series_dropped_total`, never silently lost.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ahash::AHashMap;
+
+/// Longest label value kept; longer values are cut at a character boundary and end in `…`.
+pub const MAX_LABEL_BYTES: usize = 128;
+const CUT_MARKER: &str = "…";
+/// The model label of observations past the series budget.
+pub const OVERFLOW_MODEL: &str = "(other)";
+
+/// `value` when it fits in `max` bytes, else its longest prefix that fits with `…` appended.
+pub fn cap(value: &str, max: usize) -> Cow<'_, str> {
+    if value.len() <= max {
+        return Cow::Borrowed(value);
+    }
+    let mut end = max.saturating_sub(CUT_MARKER.len());
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{CUT_MARKER}", &value[..end]))
+}
+
+/// The series budget shared by the registry and every shard (set at start and on reload).
+#[derive(Debug)]
+pub struct Budget {
+    max: AtomicUsize,
+    used: AtomicUsize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max: AtomicUsize::new(4096),
+            used: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Budget {
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Takes one series from the budget, if any is left. Only a new label set asks (a few times
+    /// per model and shard), never a request that counts into an existing series.
+    fn take(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Series any one family of one shard may hold, `(other)` variants included: the budget
+    /// bounds client-chosen values; this bounds everything else (statuses an upstream invents).
+    fn hard_cap(&self) -> usize {
+        self.max.load(Ordering::Relaxed).saturating_mul(2).max(1024)
+    }
+}
+
+/// Label sets of one family in one shard, by hash.
+pub type Family<V> = AHashMap<u64, (Vec<String>, V)>;
+
+/// Fixed seeds: label hashes only need to be stable within the process.
+fn label_hash(parts: &[&str]) -> u64 {
+    ahash::RandomState::with_seeds(7, 11, 13, 17).hash_one(parts)
+}
+
+/// Adds to the series of `labels`. `client_named` is the index of the one label whose values
+/// clients choose (the model): a new value there needs a slot of `budget`, else it counts under
+/// `(other)`. Returns false when the observation got no series of its own (folded or dropped).
+pub fn bump<V>(
+    map: &mut Family<V>,
+    budget: &Budget,
+    labels: &[&str],
+    client_named: Option<usize>,
+    default: V,
+    f: impl FnOnce(&mut V),
+) -> bool {
+    let mut labels: smallvec::SmallVec<[Cow<'_, str>; 4]> = labels.iter().map(|l| cap(l, MAX_LABEL_BYTES)).collect();
+    let mut hash = hash_of(&labels);
+    if let Some(entry) = map.get_mut(&hash) {
+        f(&mut entry.1);
+        return true;
+    }
+    let full = map.len() >= budget.hard_cap();
+    let mut own = true;
+    if let Some(slot) = client_named.and_then(|i| labels.get_mut(i)) {
+        // `""` (no model: unrouted, or an endpoint without one) and `(other)` are one value each.
+        let free = slot.is_empty() || slot.as_ref() == OVERFLOW_MODEL;
+        if !free && (full || !budget.take()) {
+            *slot = Cow::Borrowed(OVERFLOW_MODEL);
+            hash = hash_of(&labels);
+            own = false;
+            if let Some(entry) = map.get_mut(&hash) {
+                f(&mut entry.1);
+                return false;
+            }
+        }
+    }
+    if full {
+        return false;
+    }
+    let mut value = default;
+    f(&mut value);
+    map.insert(hash, (labels.iter().map(|s| s.as_ref().to_owned()).collect(), value));
+    own
+}
+
+fn hash_of(labels: &[Cow<'_, str>]) -> u64 {
+    let parts: smallvec::SmallVec<[&str; 4]> = labels.iter().map(|l| l.as_ref()).collect();
+    label_hash(&parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_at_a_character_boundary_with_a_marker() {
+        assert_eq!(cap("short", 16), "short");
+        let long = "é".repeat(100);
+        let cut = cap(&long, 16);
+        assert!(cut.len() <= 16 && cut.ends_with('…'), "{cut}");
+        assert!(cut.starts_with("ééé"));
+    }
+
+    #[test]
+    fn budget_is_shared_and_the_rest_folds_into_other() {
+        let budget = Budget::default();
+        budget.set_max(2);
+        let (mut a, mut b): (Family<u64>, Family<u64>) = Default::default();
+        assert!(bump(&mut a, &budget, &["m1", "p"], Some(0), 0, |n| *n += 1));
+        assert!(bump(&mut b, &budget, &["m2", "p"], Some(0), 0, |n| *n += 1));
+        // Existing series keep counting; a third model anywhere folds.
+        assert!(bump(&mut a, &budget, &["m1", "p"], Some(0), 0, |n| *n += 1));
+        assert!(!bump(&mut a, &budget, &["m3", "p"], Some(0), 0, |n| *n += 1));
+        assert!(!bump(&mut b, &budget, &["m4", "p"], Some(0), 0, |n| *n += 1));
+        let other = a.values().find(|(l, _)| l[0] == OVERFLOW_MODEL).map(|(_, n)| *n);
+        assert_eq!(other, Some(1));
+        assert_eq!(a.len() + b.len(), 4, "m1, m2 and one (other) in each");
+    }
+}
