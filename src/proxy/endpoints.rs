@@ -252,7 +252,8 @@ pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Respond
         log_dropped: core.gateway.records.dropped(),
         open_connections: core.gateway.gate.open_connections(),
     };
-    let body = core.gateway.metrics.render(&extra);
+    let mut body = core.gateway.metrics.render(&extra);
+    core.gateway.gate.body.write_metrics(&mut body);
     let headers: [(&str, &[u8]); 2] = [
         ("content-type", b"text/plain; version=0.0.4; charset=utf-8"),
         ("x-request-id", &ctx.request_id),

@@ -183,6 +183,8 @@ impl Service for Core {
                 max_body_bytes: server.max_body_bytes,
                 header_read_timeout: server.header_read_timeout,
                 keepalive_timeout: server.keepalive_timeout,
+                body_read_timeout: server.body_read_timeout,
+                max_body_bytes_in_flight: server.max_body_bytes_in_flight,
             }
         })
     }
