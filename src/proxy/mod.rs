@@ -132,6 +132,7 @@ impl Core {
                     .resize(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout);
             }
             core.pool.reap();
+            crate::heap::release_freed_memory();
             // One worker probes quarantined keys, so each key gets one probe per due time.
             if core.worker == 0 {
                 probe::probe_due_keys(&core, &generation).await;
