@@ -126,10 +126,10 @@ fn a_declared_length_reserves_nothing_until_the_bytes_arrive() {
 
 #[test]
 fn bodies_past_the_worker_budget_get_503_while_small_requests_are_served() {
-    // One worker, a budget of two 256 KiB bodies.
+    // One worker, a budget of exactly two 256 KiB bodies (their first 8 KiB are free).
     let h = Harness::start(Conf {
         workers: 1,
-        server: "max_body_bytes = 262144\nmax_body_bytes_in_flight = 524288".into(),
+        server: "max_body_bytes = 262144\nmax_body_bytes_in_flight = 507904".into(),
         ..Default::default()
     });
     let partial = |c: &mut Client| {
@@ -145,9 +145,28 @@ fn bodies_past_the_worker_budget_get_503_while_small_requests_are_served() {
         eventually("an upload's bytes are charged", || in_flight(&h) >= i * 200 * 1024);
         holders.push(c);
     }
-    assert!(in_flight(&h) <= 512 * 1024);
+    assert_eq!(
+        in_flight(&h),
+        507_904,
+        "two bodies grown to their 256 KiB hold the budget"
+    );
 
-    // More of the same are refused at once, not queued.
+    // With the budget spent, a large body is refused before it is asked for: no 100 Continue.
+    let mut c = h.client();
+    let started = Instant::now();
+    c.send_raw(
+        head(256 * 1024)
+            .replace("\r\n\r\n", "\r\nexpect: 100-continue\r\n\r\n")
+            .as_bytes(),
+    );
+    let r = c.read_response();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not queued"
+    );
+
+    // More of the same, sending their bytes, are refused as well.
     for _ in 0..3 {
         let mut c = h.client();
         partial(&mut c);
@@ -159,8 +178,8 @@ fn bodies_past_the_worker_budget_get_503_while_small_requests_are_served() {
         assert_eq!(kind, "server_error");
         assert!(c.closed_within(Duration::from_secs(2)));
     }
-    assert_eq!(refused(&h, "busy"), 3);
-    assert!(in_flight(&h) <= 512 * 1024, "refused bodies gave their bytes back");
+    assert_eq!(refused(&h, "busy"), 4);
+    assert_eq!(in_flight(&h), 507_904, "refused bodies hold nothing");
 
     // A small request still gets through while the budget is spent.
     let r = h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
