@@ -265,8 +265,13 @@ run_idle() {
   for _ in $(seq 600); do grep -q READY "$WORK/idle.out" && break; sleep 0.1; done
   sleep 1
   out=$(grep READY "$WORK/idle.out" || echo "READY failed")
+  local held; held=$(rss_mb "$SCALE_PID")
   printf '\nidle keep-alive connections: %s; rotor (workers %s) RSS before %s MB, while held %s MB, open connections %s\n' \
-    "$out" "$SCALE_WORKERS" "$before" "$(rss_mb "$SCALE_PID")" "$(ls /proc/"$SCALE_PID"/fd | wc -l) fds"
+    "$out" "$SCALE_WORKERS" "$before" "$held" "$(ls /proc/"$SCALE_PID"/fd | wc -l) fds"
+  # The number the README quotes: rotor's RSS growth per held connection (kernel socket memory,
+  # about 5 KB per socket, is not in RSS).
+  awk -v b="$before" -v h="$held" -v n="$IDLE" \
+    'BEGIN { printf "per idle connection: %.1f KB of rotor RSS ((%s - %s MB) / %d)\n", (h - b) * 1048.576 / n, h, b, n }'
   wait "$client" || true
 }
 

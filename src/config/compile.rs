@@ -68,6 +68,14 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         let why = format!("must be at least {MIN_METRICS_BYTES} (the fixed families alone take a few KiB)");
         return Err(ConfigError::at("server.metrics_max_bytes", why));
     }
+    let max_body_bytes = positive(s.max_body_bytes, "server.max_body_bytes")?;
+    if s.max_body_bytes_in_flight < max_body_bytes {
+        let what = format!(
+            "{} is less than server.max_body_bytes ({max_body_bytes}): a body that large could never be read; raise it or lower max_body_bytes",
+            s.max_body_bytes_in_flight
+        );
+        return Err(ConfigError::at("server.max_body_bytes_in_flight", what));
+    }
     Ok(Server {
         listen,
         workers,
@@ -75,8 +83,10 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         driver: one_of(&s.driver, DRIVERS, "server.driver")?,
         max_connections: positive(s.max_connections, "server.max_connections")?,
         max_header_bytes: positive(s.max_header_bytes, "server.max_header_bytes")?,
-        max_body_bytes: positive(s.max_body_bytes, "server.max_body_bytes")?,
+        max_body_bytes,
         header_read_timeout: positive_ms(s.header_read_timeout_ms, "server.header_read_timeout_ms")?,
+        body_read_timeout: positive_ms(s.body_read_timeout_ms, "server.body_read_timeout_ms")?,
+        max_body_bytes_in_flight: s.max_body_bytes_in_flight,
         keepalive_timeout: positive_ms(s.keepalive_timeout_ms, "server.keepalive_timeout_ms")?,
         // 0 is meaningful here: stop without waiting for in-flight requests.
         shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),

@@ -35,6 +35,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub header_read_timeout_ms: u64,
+    /// The longest a whole request body may take to arrive.
+    pub body_read_timeout_ms: u64,
+    /// Per worker: buffer bytes that request bodies still being received may hold together.
+    pub max_body_bytes_in_flight: usize,
     pub keepalive_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     /// SSE comment sent during upstream silences longer than this; 0 = never.
@@ -60,6 +64,8 @@ impl Default for ServerConfig {
             max_header_bytes: 32768,
             max_body_bytes: 33_554_432,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            max_body_bytes_in_flight: 67_108_864,
             keepalive_timeout_ms: 75_000,
             shutdown_grace_ms: 30_000,
             sse_keepalive_ms: 15_000,

@@ -52,6 +52,9 @@ pub struct Server {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    /// Per worker; at least `max_body_bytes`.
+    pub max_body_bytes_in_flight: usize,
     pub keepalive_timeout: Duration,
     pub shutdown_grace: Duration,
     /// `None` = no keepalive comments.

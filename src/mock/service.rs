@@ -168,6 +168,7 @@ impl Service for MockService {
     fn limits(&self) -> Limits {
         Limits {
             max_body_bytes: 256 * 1024 * 1024,
+            max_body_bytes_in_flight: 1024 * 1024 * 1024,
             ..Limits::default()
         }
     }

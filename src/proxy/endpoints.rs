@@ -283,6 +283,7 @@ pub(super) async fn metrics(
         open_connections: core.gateway.gate.open_connections(),
     };
     let mut body = core.gateway.metrics.render(&extra);
+    core.gateway.gate.body.write_metrics(&mut body);
     let samples: Vec<ProviderSample> = config
         .providers
         .iter()

@@ -135,6 +135,7 @@ impl Core {
                     .resize(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout);
             }
             core.pool.reap();
+            crate::heap::release_freed_memory();
             // One worker probes quarantined keys, so each key gets one probe per due time.
             if core.worker == 0 {
                 probe::probe_due_keys(&core, &generation).await;
@@ -186,6 +187,8 @@ impl Service for Core {
                 max_body_bytes: server.max_body_bytes,
                 header_read_timeout: server.header_read_timeout,
                 keepalive_timeout: server.keepalive_timeout,
+                body_read_timeout: server.body_read_timeout,
+                max_body_bytes_in_flight: server.max_body_bytes_in_flight,
             }
         })
     }

@@ -4,13 +4,24 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// How long a port that is still held may take to come free before start-up gives up. A rotor
+/// killed with SIGKILL on the io_uring driver keeps its listening sockets for a few
+/// milliseconds after it has been reaped: each one is still referenced by the accept that
+/// was pending in the dead process's ring until the kernel tears the ring down in the
+/// background (5-13 ms measured; a restart lost that race about 1 time in 4). The epoll
+/// driver holds no such reference. A live process that owns the port is still reported,
+/// only this much later.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(2);
+const PORT_RETRY_EVERY: Duration = Duration::from_millis(5);
+
 /// Binds `count` listeners on `addr`. A port of 0 is resolved once, so every worker shares the
-/// same ephemeral port (tests bind to port 0).
+/// same ephemeral port (tests bind to port 0). Runs on the starting thread, before any worker.
 pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<(SocketAddr, Vec<TcpListener>)> {
-    let first = bind_one(addr, false).map_err(|e| {
+    let first = bind_exclusive(addr).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot listen on {addr}: {e} (is another process using it?)"),
@@ -25,6 +36,28 @@ pub fn bind_listeners(addr: SocketAddr, count: usize) -> io::Result<(SocketAddr,
         listeners.push(bind_one(bound, true)?);
     }
     Ok((bound, listeners))
+}
+
+/// The exclusive probe, retried while the address is in use for up to `PORT_RELEASE_WAIT`.
+fn bind_exclusive(addr: SocketAddr) -> io::Result<TcpListener> {
+    let started = Instant::now();
+    loop {
+        match bind_one(addr, false) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && started.elapsed() < PORT_RELEASE_WAIT => {
+                // Start-up only, on the thread that starts the server: no worker runs yet.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(PORT_RETRY_EVERY);
+            }
+            Err(e) => return Err(e),
+            Ok(listener) => {
+                if started.elapsed() >= PORT_RETRY_EVERY {
+                    let waited_ms = started.elapsed().as_millis();
+                    tracing::info!(%addr, waited_ms, "the port was still held (a previous process exiting); bound once it came free");
+                }
+                return Ok(listener);
+            }
+        }
+    }
 }
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {

@@ -7,26 +7,29 @@ use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use monoio::net::TcpStream;
 
+use super::body::{read_body, BodyBudget};
 use super::respond::{write_error, Responder};
 use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
-use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
-use crate::codec::head::{parse_request_head, BodyFraming, HeadLimits, RequestHead};
-use crate::net::{read_more_reserving_within, read_more_within, time_left, write_all_buf};
+use crate::codec::head::{parse_request_head, HeadLimits, RequestHead};
+use crate::net::{read_more_reserving_within, read_more_within, time_left};
 
 const MAX_HEADERS: usize = 100;
 /// Buffer offered to the kernel while a connection idles: most request heads fit, and 10,000
 /// idle connections pin 10 MB rather than 80 MB.
 const IDLE_READ_BYTES: usize = 1024;
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// After refusing a request, how long (and how many bytes) the client's unread bytes are read
+/// and dropped before closing (see `linger`).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Why reading a request stopped without a request.
-enum ReadStop {
+pub(super) enum ReadStop {
     /// Peer closed or went idle between requests: close quietly.
     Quiet,
     /// Answer with this status and reason, then close.
@@ -37,6 +40,7 @@ enum ReadStop {
 pub(super) struct Counters {
     pub in_flight: Rc<Cell<usize>>,
     pub stopping: StopSignal,
+    pub body_budget: BodyBudget,
 }
 
 pub(super) async fn serve_connection<S: Service>(
@@ -104,11 +108,15 @@ async fn serve_one<S: Service>(
     limits: &Limits,
     peer: SocketAddr,
 ) -> bool {
-    let request = match read_request(stream, buf, out, limits, peer).await {
+    let request = match read_request(stream, buf, out, limits, &counters.body_budget, peer).await {
         Ok(r) => r,
         Err(ReadStop::Quiet) => return false,
         Err(ReadStop::Reject(status, reason)) => {
-            let _ = write_error(stream, out, status, reason).await;
+            // The connection closes: a partly read body's buffer goes now, not after the linger.
+            *buf = BytesMut::new();
+            if write_error(stream, out, status, reason).await.is_ok() {
+                linger(stream).await;
+            }
             return false;
         }
     };
@@ -128,11 +136,12 @@ async fn read_request(
     buf: &mut BytesMut,
     out: &mut BytesMut,
     limits: &Limits,
+    budget: &BodyBudget,
     peer: SocketAddr,
 ) -> Result<Request, ReadStop> {
     let head = read_head(stream, buf, limits).await?;
     let received_at = Instant::now();
-    let body = read_body(stream, buf, out, &head, limits).await?;
+    let body = read_body(stream, buf, out, &head, limits, budget).await?;
     Ok(Request {
         head,
         body,
@@ -167,72 +176,27 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) 
     }
 }
 
-async fn read_body(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    out: &mut BytesMut,
-    head: &RequestHead,
-    limits: &Limits,
-) -> Result<Bytes, ReadStop> {
-    let too_large = ReadStop::Reject(413, "request body exceeds server.max_body_bytes");
-    match head.framing {
-        BodyFraming::Empty => Ok(Bytes::new()),
-        BodyFraming::Length(n) => {
-            let n = usize::try_from(n).map_err(|_| ReadStop::Reject(413, "request body too large"))?;
-            if n > limits.max_body_bytes {
-                return Err(too_large);
-            }
-            send_continue(stream, out, head).await?;
-            if buf.capacity() < n {
-                buf.reserve(n - buf.len());
-            }
-            while buf.len() < n {
-                fill(stream, buf, limits).await?;
-            }
-            Ok(buf.split_to(n).freeze())
-        }
-        BodyFraming::Chunked => {
-            send_continue(stream, out, head).await?;
-            let mut decoder = ChunkedDecoder::new(ChunkedLimits {
-                max_line_bytes: 4096,
-                max_trailer_bytes: 16 * 1024,
-            });
-            let mut body = BytesMut::new();
-            loop {
-                match decoder.decode(buf) {
-                    Ok(Some(Chunk::Data(data))) => {
-                        if body.len() + data.len() > limits.max_body_bytes {
-                            return Err(too_large);
-                        }
-                        body.extend_from_slice(&data);
-                    }
-                    Ok(Some(Chunk::Done)) => return Ok(body.freeze()),
-                    Ok(None) => fill(stream, buf, limits).await?,
-                    Err(e) => return Err(ReadStop::Reject(400, e.0)),
-                }
-            }
-        }
+/// After an error answer to a request the client may still be sending (a refused body, a bad
+/// head): end our side, so the client sees the answer and then EOF, and read and drop what it
+/// still sends for a moment. Closing with unread bytes would make the kernel reset the
+/// connection, and a reset can destroy the answer before the client reads it.
+async fn linger(stream: &mut TcpStream) {
+    use monoio::io::AsyncWriteRent;
+    if stream.shutdown().await.is_err() {
+        return;
     }
-}
-
-/// `Expect: 100-continue` is answered at once: curl waits a second for it on bodies over 1 KB.
-async fn send_continue(stream: &mut TcpStream, out: &mut BytesMut, head: &RequestHead) -> Result<(), ReadStop> {
-    if !head.expect_continue || head.http10 {
-        return Ok(());
-    }
-    out.clear();
-    out.extend_from_slice(CONTINUE);
-    write_all_buf(stream, out).await.map_err(|_| ReadStop::Quiet)
-}
-
-/// Reads more body bytes; the header timeout bounds each silence so a stalled upload ends.
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) -> Result<(), ReadStop> {
-    match read_more_within(stream, buf, limits.header_read_timeout).await {
-        Ok(0) => Err(ReadStop::Quiet),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            Err(ReadStop::Reject(408, "request body not received in time"))
+    let until = Instant::now() + LINGER;
+    let mut scratch = BytesMut::new();
+    let mut dropped = 0;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || dropped >= LINGER_BYTES {
+            return;
         }
-        Err(_) => Err(ReadStop::Quiet),
+        scratch.clear();
+        match read_more_reserving_within(stream, &mut scratch, 4096, left).await {
+            Ok(n) if n > 0 => dropped += n,
+            _ => return,
+        }
     }
 }

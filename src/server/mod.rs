@@ -3,6 +3,7 @@
 //! Invariant: a service sees only complete, validated requests (head and whole body within
 //! limits); malformed framing is answered 4xx and the connection closed before any service runs.
 
+mod body;
 mod conn;
 mod respond;
 mod stop;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+pub use body::BodyStats;
 pub use respond::{error_body, Responder};
 
 pub use stop::StopSignal;
@@ -31,6 +33,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// The longest a whole body may take to arrive.
+    pub body_read_timeout: Duration,
+    /// Per worker: buffer bytes that bodies still being received may hold together.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +46,8 @@ impl Default for Limits {
             max_body_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
+            body_read_timeout: Duration::from_secs(60),
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
         }
     }
 }
@@ -70,6 +78,8 @@ pub struct ConnectionGate {
     accepted: AtomicUsize,
     refused: AtomicUsize,
     panics: AtomicUsize,
+    /// Request bodies: bytes in flight and refusals.
+    pub body: BodyStats,
 }
 
 impl ConnectionGate {
@@ -99,11 +109,13 @@ pub struct WorkerServer {
     stopping: StopSignal,
     /// Connections open on this worker.
     open_here: Rc<Cell<usize>>,
+    body_budget: body::BodyBudget,
 }
 
 impl WorkerServer {
     pub fn new(gate: Arc<ConnectionGate>, max_connections: usize, shutdown_grace: Duration) -> Self {
         WorkerServer {
+            body_budget: body::BodyBudget::register(&gate),
             gate,
             max_connections,
             shutdown_grace,
@@ -169,6 +181,7 @@ impl WorkerServer {
         let counters = conn::Counters {
             in_flight: self.in_flight.clone(),
             stopping: self.stopping.clone(),
+            body_budget: self.body_budget.clone(),
         };
         let gate = self.gate.clone();
         monoio::spawn(async move {

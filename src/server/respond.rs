@@ -270,15 +270,20 @@ pub(super) async fn write_error(io: &mut TcpStream, out: &mut BytesMut, status: 
 }
 
 async fn write_error_into(io: &mut TcpStream, out: &mut BytesMut, status: u16, reason: &str) -> io::Result<()> {
-    let body = error_body(reason, "invalid_request_error");
+    // A 5xx is the server's own state, not the request's fault; a 503 (busy) passes soon.
+    let kind = if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    let headers: &[(&str, &[u8])] = if status == 503 {
+        &[("content-type", b"application/json"), ("retry-after", b"1")]
+    } else {
+        &[("content-type", b"application/json")]
+    };
+    let body = error_body(reason, kind);
     out.clear();
-    write_response_head(
-        out,
-        status,
-        &[("content-type", b"application/json")],
-        BodyFraming::Length(body.len() as u64),
-        false,
-    );
+    write_response_head(out, status, headers, BodyFraming::Length(body.len() as u64), false);
     out.extend_from_slice(&body);
     write_all_buf(io, out).await
 }

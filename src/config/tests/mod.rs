@@ -60,6 +60,8 @@ fn minimal_config_takes_defaults() {
     assert!(c.server.workers >= 1, "0 resolves to the core count");
     assert_eq!(c.server.driver, Driver::Auto);
     assert_eq!(c.server.max_body_bytes, 33_554_432);
+    assert_eq!(c.server.body_read_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(c.server.max_body_bytes_in_flight, 64 * 1024 * 1024);
     assert_eq!(c.upstream.connect_timeout, std::time::Duration::from_millis(5000));
     assert_eq!(c.retry.max_attempts, 3);
     assert_eq!(c.storage.path, Some(PathBuf::from("data/rotor.db")));
@@ -129,6 +131,8 @@ fn zero_sizes_and_durations_are_refused_where_meaningless() {
         ("server", "max_header_bytes"),
         ("server", "max_body_bytes"),
         ("server", "header_read_timeout_ms"),
+        ("server", "body_read_timeout_ms"),
+        ("server", "max_body_bytes_in_flight"),
         ("server", "keepalive_timeout_ms"),
         ("upstream", "pool_idle_timeout_ms"),
         ("upstream", "connect_timeout_ms"),
@@ -192,6 +196,19 @@ fn metrics_settings_are_checked() {
         c.server.metrics_key.as_ref().map(Secret::expose),
         Some("admin-secret-000000ad")
     );
+}
+
+#[test]
+fn body_budget_below_the_largest_body_is_refused() {
+    err(
+        &format!("[server]\nmax_body_bytes = 2048\nmax_body_bytes_in_flight = 1024\n{PROVIDER}"),
+        &["server.max_body_bytes_in_flight", "1024", "max_body_bytes (2048)"],
+    );
+    let c = ok(&format!(
+        "[server]\nmax_body_bytes = 2048\nmax_body_bytes_in_flight = 2048\nbody_read_timeout_ms = 500\n{PROVIDER}"
+    ));
+    assert_eq!(c.server.max_body_bytes_in_flight, 2048);
+    assert_eq!(c.server.body_read_timeout, std::time::Duration::from_millis(500));
 }
 
 #[test]
