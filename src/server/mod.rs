@@ -184,7 +184,10 @@ impl WorkerServer {
             body_budget: self.body_budget.clone(),
         };
         let gate = self.gate.clone();
+        // Counted until the task ends, so shutdown can wait for sockets to close in the runtime.
+        let open_here = InFlight::enter(&self.open_here);
         monoio::spawn(async move {
+            let _open_here = open_here;
             let outcome = unwind::CatchUnwind::new(conn::serve_connection(stream, peer, service, counters)).await;
             if outcome.is_err() {
                 gate.panics.fetch_add(1, Ordering::Relaxed);
