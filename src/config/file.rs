@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// SSE comment sent during upstream silences longer than this; 0 = never.
     pub sse_keepalive_ms: u64,
+    /// Deepest nesting of arrays and objects accepted in any JSON rotor parses.
+    pub max_json_depth: usize,
     /// Absent (or "") = admin API off.
     pub admin_key: Option<String>,
 }
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
             keepalive_timeout_ms: 75_000,
             shutdown_grace_ms: 30_000,
             sse_keepalive_ms: 15_000,
+            max_json_depth: crate::codec::depth::DEFAULT_MAX_DEPTH,
             admin_key: None,
         }
     }

@@ -41,7 +41,8 @@ pub(super) async fn forward(
     res: &mut Responder<'_>,
 ) -> Result<(), ProxyError> {
     let config = &ctx.generation.config;
-    let (model, inspection) = match inspect(endpoint, &req)? {
+    let max_json_depth = config.server.max_json_depth;
+    let (model, inspection) = match inspect(endpoint, &req, max_json_depth)? {
         Some(found) => found,
         None => (default_model_for(config)?, Inspection::default()),
     };
@@ -252,6 +253,7 @@ async fn try_provider(
         &req.body,
         &candidate.upstream_model,
         model,
+        config.server.max_json_depth,
         same,
     ) {
         Ok(prepared) => prepared,
@@ -264,7 +266,7 @@ async fn try_provider(
     };
     // Same protocol: rotor may ask for usage the client did not (and hide it again).
     let (body, usage_mode) = match prepared.translation {
-        None => usage_plan(job, prepared.body.clone()),
+        None => usage_plan(job, prepared.body.clone(), config.server.max_json_depth),
         Some(_) => (prepared.body.clone(), Mode::Observe),
     };
     let upstream_path = prepared.path.as_str();
@@ -332,7 +334,7 @@ async fn try_provider(
                 let error_body = Box::pin(discard(core, ctx, provider, exchange, &head)).await;
                 // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
                 if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
-                    if let Some(wait) = providers::retry_delay(provider.kind, body) {
+                    if let Some(wait) = providers::retry_delay(provider.kind, body, config.server.max_json_depth) {
                         verdict = Verdict::Retry(Penalty::Cool(wait));
                     }
                 }
@@ -352,8 +354,10 @@ async fn try_provider(
         let mut transform: Box<dyn ResponseTransform> = match &prepared.translation {
             Some(translation) => translation.transform(input.head.status),
             // Anthropic to Anthropic: bytes untouched, usage read on the way.
-            None if job.endpoint == Endpoint::Messages => Box::new(AnthropicUsageTap::default()),
-            None => Box::new(OpenAiUsageTap::new(usage_mode)),
+            None if job.endpoint == Endpoint::Messages => {
+                Box::new(AnthropicUsageTap::new(config.server.max_json_depth))
+            }
+            None => Box::new(OpenAiUsageTap::new(usage_mode, config.server.max_json_depth)),
         };
         let relayed = relay(core, ctx, res, input, transform.as_mut()).await?;
         ctx.trace.borrow_mut().usage = relayed.usage;
@@ -399,12 +403,12 @@ fn note_attempt(
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask
 /// for it, rotor asks, and the relay hides the extra chunk again (DESIGN 1.4).
-fn usage_plan(job: &Job<'_>, body: Bytes) -> (Bytes, Mode) {
+fn usage_plan(job: &Job<'_>, body: Bytes, max_json_depth: usize) -> (Bytes, Mode) {
     let streams_tokens = matches!(job.endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
     if !job.inspection.stream || !streams_tokens || job.inspection.include_usage {
         return (body, Mode::Observe);
     }
-    match inject_include_usage(&body, job.inspection.has_stream_options) {
+    match inject_include_usage(&body, job.inspection.has_stream_options, max_json_depth) {
         Some(injected) => (injected, Mode::Hide),
         None => (body, Mode::Observe),
     }

@@ -148,6 +148,33 @@ fn zero_sizes_and_durations_are_refused_where_meaningless() {
 }
 
 #[test]
+fn max_json_depth_defaults_to_128_and_refuses_0_and_absurd_values() {
+    assert_eq!(ok(PROVIDER).server.max_json_depth, 128);
+    assert_eq!(
+        ok(&format!("[server]\nmax_json_depth = 1\n{PROVIDER}"))
+            .server
+            .max_json_depth,
+        1
+    );
+    assert_eq!(
+        ok(&format!("[server]\nmax_json_depth = 1024\n{PROVIDER}"))
+            .server
+            .max_json_depth,
+        1024
+    );
+    for bad in ["0", "1025", "100000"] {
+        err(
+            &format!("[server]\nmax_json_depth = {bad}\n{PROVIDER}"),
+            &["server.max_json_depth", "between 1 and 1024", bad],
+        );
+    }
+    err(
+        &format!("[server]\nmax_json_depth = -1\n{PROVIDER}"),
+        &["server.max_json_depth"],
+    );
+}
+
+#[test]
 fn limits_map_and_reject_below_minus_one() {
     let c = ok(&format!("{PROVIDER}rpm = 60\nrpd = 0\ntpm = -1\n"));
     let l = c.providers[0].limits;
