@@ -19,10 +19,10 @@
 //! runs before every parse of untrusted JSON, `inspect_body` included (so the `inspect_body`
 //! numbers above contain it). sonic-rs cannot count depth during its own pass, so this is an
 //! extra scan and must stay a small fraction of it: budget a few hundred ns per 4 KB. Cases:
-//! the usual 4 KB chat body (fewer brackets than the limit: one `memchr2` count decides), a
-//! 4 KB body of many short turns (more brackets than the limit: the exact scan), one whose
-//! content is code full of braces (exact scan, mostly inside strings), and 100,000 levels
-//! (refused at level 129).
+//! the usual 4 KB chat body (fewer brackets than the limit: the vectorised bracket count
+//! decides), a 4 KB body of tiny turns (more brackets than the limit: the 64-byte block scan),
+//! one whose content is code full of braces (block scan, mostly inside a string), a 64 KB
+//! conversation (block scan), and 100,000 levels (refused at level 129).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -109,8 +109,9 @@ fn bench_inspect(c: &mut Criterion) {
     let mut depth = c.benchmark_group("json_depth");
     let cases = [
         ("chat_4k", chat_body(4096, true)),
-        ("short_turns_4k", short_turns_body(4096)),
+        ("tiny_turns_4k", tiny_turns_body(4096)),
         ("code_content_4k", code_body(4096)),
+        ("chat_64k", chat_body(65536, true)),
     ];
     for (name, body) in &cases {
         assert!(check_depth(body, D).is_ok(), "{name} must pass");
@@ -125,12 +126,12 @@ fn bench_inspect(c: &mut Criterion) {
     depth.finish();
 }
 
-/// A chat body of about `size` bytes made of many one-word turns: more brackets than the depth
-/// limit, so the bound takes its exact scan.
-fn short_turns_body(size: usize) -> Vec<u8> {
+/// A chat body of about `size` bytes made of tiny turns with content parts: more brackets than
+/// the depth limit, so the bound takes its exact scan.
+fn tiny_turns_body(size: usize) -> Vec<u8> {
     let mut messages = String::from("[");
     while messages.len() + 64 < size {
-        messages.push_str(r#"{"role":"user","content":"hi"},{"role":"assistant","content":"ok"},"#);
+        messages.push_str(r#"{"role":"user","content":[{"type":"text","text":"hi"}]},"#);
     }
     messages.push_str(r#"{"role":"user","content":"bye"}]"#);
     format!(r#"{{"model":"gpt-4o-mini","messages":{messages}}}"#).into_bytes()

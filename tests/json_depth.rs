@@ -4,7 +4,7 @@
 //! upstream answer a 502 in it (or an error event mid-stream), and the gateway keeps serving.
 //!
 //! rotor runs as a child process here (the mock and the scripted upstreams stay in the test
-//! process): an input that still crashed it shows up as a dead child and an unanswered request,
+//! process, except where the mock itself is under test): an input that still crashed it shows up as a dead child and an unanswered request,
 //! not as the abort of the test binary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -110,6 +110,7 @@ struct Rotor {
 }
 
 impl Rotor {
+    /// The gateway with this config, on a free port.
     fn start(conf: &Conf, mock_url: &str) -> Rotor {
         let addr = closed_port();
         let text = conf
@@ -118,9 +119,20 @@ impl Rotor {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rotor.toml");
         std::fs::write(&path, text).unwrap();
+        let args = ["--config".to_owned(), path.display().to_string()];
+        Rotor::spawn(addr, &args, dir)
+    }
+
+    /// `rotor mock` alone, on a free port.
+    fn mock() -> Rotor {
+        let addr = closed_port();
+        let args = ["mock".to_owned(), "--listen".to_owned(), addr.to_string()];
+        Rotor::spawn(addr, &args, tempfile::tempdir().unwrap())
+    }
+
+    fn spawn(addr: SocketAddr, args: &[String], dir: tempfile::TempDir) -> Rotor {
         let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
-            .arg("--config")
-            .arg(&path)
+            .args(args)
             .env_remove("ROTOR_CONFIG")
             .env("ROTOR_LOG", "error")
             .stdin(Stdio::null())
@@ -475,6 +487,17 @@ fn deep_upstream_answers_become_a_502_or_an_error_event() {
         "{message}"
     );
     rotor.assert_serving(&mut c, "a deep 429 body");
+}
+
+#[test]
+fn the_mock_refuses_deep_bodies_too() {
+    let mut mock = Rotor::mock();
+    for path in [OPENAI, ANTHROPIC] {
+        let mut c = Client::connect(mock.addr);
+        let r = mock.send(&mut c, path, &chat_at_depth("gpt-4o-mini", 100_000));
+        assert_eq!(r.status, 400, "{}", r.text());
+        mock.assert_serving(&mut c, "a deep body to the mock");
+    }
 }
 
 #[test]

@@ -5,10 +5,11 @@
 //! whole process (issue 12).
 //! Invariant: wherever a JSON parser stands in the input, the depth this scan counted there is
 //! at least the parser's nesting: both agree on where strings start and end up to the first byte
-//! a parser refuses, and every `[` and `{` outside a string is counted. So a body that passes
-//! never makes a parser recurse more than `max` levels.
+//! a parser refuses (a backslash escapes the byte after it; outside a string, where the scan
+//! lets it do so too, a parser refuses the backslash itself), and every `[` and `{` outside a
+//! string is counted. So a body that passes never makes a parser recurse more than `max` levels.
 
-use memchr::{memchr2, memchr2_iter};
+use sonic_simd::{u8x64, Mask, Simd};
 
 /// Default for `server.max_json_depth`: far beyond any real request (JSON schemas in tool
 /// definitions rarely pass 20 levels), far below what a 2 MiB worker stack survives.
@@ -36,54 +37,153 @@ impl std::error::Error for TooDeep {}
 /// `Err` when arrays and objects in `json` nest deeper than `max` anywhere. Not a validator:
 /// malformed input passes when it is shallow, and the parser that follows refuses it.
 ///
-/// Fast path: fewer than `max + 1` brackets in the whole input (strings included) cannot nest
-/// deeper than `max`, and counting them is a vectorised `memchr2` that stops at `max + 1`.
-/// Only inputs with more brackets get the exact scan.
+/// Fast path: at most `max` opening brackets in the whole input (strings included) cannot nest
+/// deeper than `max`. Only inputs with more brackets get the exact scan, 64 bytes at a time.
 pub fn check_depth(json: &[u8], max: usize) -> Result<(), TooDeep> {
-    if memchr2_iter(b'[', b'{', json).nth(max).is_none() {
+    if openers_at_most(json, max) {
         return Ok(());
     }
-    exact(json, max)
-}
-
-/// The exact scan: structure bytes one at a time, string contents skipped with `memchr2` to the
-/// next quote or backslash.
-fn exact(json: &[u8], max: usize) -> Result<(), TooDeep> {
-    let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(&b) = json.get(i) {
-        i += 1;
-        match b {
-            b'"' => i = string_end(json, i),
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Err(TooDeep { limit: max });
-                }
-            }
-            // A closer at depth 0 is malformed; the parser refuses it before going deeper.
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+    let mut scan = Scan::new(max);
+    let mut blocks = json.chunks_exact(64);
+    for block in blocks.by_ref() {
+        if let Ok(block) = <&[u8; 64]>::try_from(block) {
+            scan.block(block)?;
         }
     }
-    Ok(())
+    // The tail, padded with spaces (neutral outside and inside strings).
+    let rest = blocks.remainder();
+    let mut last = [b' '; 64];
+    if let Some(head) = last.get_mut(..rest.len()) {
+        head.copy_from_slice(rest);
+    }
+    scan.block(&last)
 }
 
-/// Index just past the closing quote of the string whose contents start at `from`; the input's
-/// length when it never closes. A backslash escapes the byte after it, as in JSON.
-fn string_end(json: &[u8], mut from: usize) -> usize {
-    loop {
-        let Some(rest) = json.get(from..) else {
-            return json.len();
-        };
-        let Some(at) = memchr2(b'"', b'\\', rest) else {
-            return json.len();
-        };
-        let pos = from + at;
-        if json.get(pos) == Some(&b'"') {
-            return pos + 1;
+/// Whether `json` holds at most `max` bytes `[` or `{` (the only bytes with `b | 0x20 == b'{'`).
+/// Counted into a `u8` 255 bytes at a time, a loop the compiler vectorises (a `memchr2`
+/// iterator costs about 8 ns per match, and the bodies that fail here are dense in brackets);
+/// stops early once past `max`.
+fn openers_at_most(json: &[u8], max: usize) -> bool {
+    let mut seen = 0usize;
+    for stretch in json.chunks(4 * 255) {
+        for run in stretch.chunks(255) {
+            let n = run.iter().fold(0u8, |n, &b| n.wrapping_add(u8::from(b | 0x20 == b'{')));
+            seen += usize::from(n);
         }
-        from = pos + 2;
+        if seen > max {
+            return false;
+        }
+    }
+    true
+}
+
+/// The exact scan's state between 64-byte blocks (the string and escape logic of simdjson's
+/// stage 1, on bitmasks: bit `i` stands for byte `i` of the block).
+struct Scan {
+    /// Nesting so far; a stray closer at zero leaves it at zero (a parser refuses it anyway, and
+    /// a lax one cannot get below zero either).
+    depth: u32,
+    max: usize,
+    /// 1 when the block ended in an odd run of backslashes: its first byte is escaped.
+    escape_carry: u64,
+    /// All ones when the block ended inside a string.
+    in_string: u64,
+}
+
+/// Bytes of one block that matter, as bitmasks.
+struct Classes {
+    quotes: u64,
+    backslashes: u64,
+    opens: u64,
+    closes: u64,
+}
+
+const EVEN_BITS: u64 = 0x5555_5555_5555_5555;
+
+impl Scan {
+    fn new(max: usize) -> Scan {
+        Scan {
+            depth: 0,
+            max,
+            escape_carry: 0,
+            in_string: 0,
+        }
+    }
+
+    fn block(&mut self, block: &[u8; 64]) -> Result<(), TooDeep> {
+        let c = classify(block);
+        let escaped = self.escaped(c.backslashes);
+        let quotes = c.quotes & !escaped;
+        let in_string = if quotes == 0 {
+            self.in_string
+        } else {
+            // Inside a string from its opening quote up to (not including) its closing one.
+            let inside = prefix_xor(quotes) ^ self.in_string;
+            self.in_string = ((inside as i64) >> 63) as u64;
+            inside
+        };
+        let opens = c.opens & !in_string;
+        let closes = c.closes & !in_string;
+        if opens | closes == 0 {
+            return Ok(());
+        }
+        let (up, down) = (opens.count_ones(), closes.count_ones());
+        // In bulk when neither the limit nor zero can be reached inside the block, whatever the
+        // order of its brackets.
+        if down <= self.depth && (self.depth + up) as usize <= self.max {
+            self.depth = self.depth + up - down;
+            return Ok(());
+        }
+        let mut rest = opens | closes;
+        while rest != 0 {
+            let bit = rest & rest.wrapping_neg();
+            if opens & bit != 0 {
+                self.depth += 1;
+                if self.depth as usize > self.max {
+                    return Err(TooDeep { limit: self.max });
+                }
+            } else {
+                self.depth = self.depth.saturating_sub(1);
+            }
+            rest ^= bit;
+        }
+        Ok(())
+    }
+
+    /// Bytes escaped by a backslash (the byte after each odd-length run of backslashes).
+    fn escaped(&mut self, backslashes: u64) -> u64 {
+        if backslashes | self.escape_carry == 0 {
+            return 0;
+        }
+        let backslashes = backslashes & !self.escape_carry;
+        let follows_escape = (backslashes << 1) | self.escape_carry;
+        let odd_starts = backslashes & !EVEN_BITS & !follows_escape;
+        let (even_starts, carry) = odd_starts.overflowing_add(backslashes);
+        self.escape_carry = u64::from(carry);
+        (EVEN_BITS ^ (even_starts << 1)) & follows_escape
+    }
+}
+
+/// Bit `i` set in the result = an odd number of bits set in `bits` at positions `<= i`.
+fn prefix_xor(mut bits: u64) -> u64 {
+    for shift in [1, 2, 4, 8, 16, 32] {
+        bits ^= bits << shift;
+    }
+    bits
+}
+
+/// The block's quotes, backslashes and brackets, compared 16 or 32 bytes at a time (sonic-rs's
+/// portable SIMD: SSE2/AVX2 on x86-64, NEON on aarch64).
+#[allow(unsafe_code)]
+fn classify(block: &[u8; 64]) -> Classes {
+    // SAFETY: `block` is 64 readable bytes, exactly one `u8x64`; `loadu` allows any alignment.
+    let v = unsafe { u8x64::loadu(block.as_ptr()) };
+    let is = |byte: u8| v.eq(&u8x64::splat(byte));
+    Classes {
+        quotes: is(b'"').bitmask(),
+        backslashes: is(b'\\').bitmask(),
+        opens: (is(b'[') | is(b'{')).bitmask(),
+        closes: (is(b']') | is(b'}')).bitmask(),
     }
 }
 
@@ -95,10 +195,58 @@ mod tests {
         format!("{}{}", open.repeat(depth), close.repeat(depth))
     }
 
-    /// Both paths (the counting shortcut and the exact scan) must agree.
+    /// The reference: one byte at a time, strings skipped to their closing quote.
+    fn reference(json: &[u8], max: usize) -> Result<(), TooDeep> {
+        let mut depth = 0usize;
+        let mut i = 0;
+        while let Some(&b) = json.get(i) {
+            i += 1;
+            match b {
+                b'"' => loop {
+                    match json.get(i) {
+                        None => break,
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                },
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return Err(TooDeep { limit: max });
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                // Outside a string a parser refuses a backslash; the scan lets it escape the
+                // next byte, which then neither opens a string nor escapes (brackets still count).
+                b'\\' if matches!(json.get(i), Some(b'"' | b'\\')) => i += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The exact scan alone (no counting shortcut).
+    fn exact(json: &[u8], max: usize) -> Result<(), TooDeep> {
+        let mut scan = Scan::new(max);
+        let mut blocks = json.chunks_exact(64);
+        for block in blocks.by_ref() {
+            scan.block(block.try_into().unwrap())?;
+        }
+        let mut last = [b' '; 64];
+        last[..blocks.remainder().len()].copy_from_slice(blocks.remainder());
+        scan.block(&last)
+    }
+
+    /// The shortcut, the exact scan and the reference must agree.
     fn check(json: &str, max: usize) -> Result<(), TooDeep> {
-        let fast = check_depth(json.as_bytes(), max);
-        assert_eq!(fast, exact(json.as_bytes(), max), "paths disagree on {json:?}");
+        let bytes = json.as_bytes();
+        let fast = check_depth(bytes, max);
+        assert_eq!(fast, reference(bytes, max), "check_depth vs reference on {json:?}");
+        assert_eq!(exact(bytes, max), fast, "exact scan vs check_depth on {json:?}");
         fast
     }
 
@@ -175,6 +323,57 @@ mod tests {
         // A trailing backslash at the very end.
         assert_eq!(check("[\"\\", 1), Ok(()));
         assert_eq!(check("", 1), Ok(()));
+    }
+
+    /// Every arrangement of the bytes that matter, at every offset across block boundaries:
+    /// pseudo-random strings over `"\\[]{}a ` compared with the reference at several limits.
+    #[test]
+    fn random_inputs_agree_with_the_reference() {
+        let alphabet = b"\"\\[]{}a ";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..3000 {
+            let len = 1 + (round % 300);
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for max in [0, 1, 3, 8, 40] {
+                let want = reference(&text, max);
+                assert_eq!(
+                    check_depth(&text, max),
+                    want,
+                    "{:?} max {max}",
+                    String::from_utf8_lossy(&text)
+                );
+                assert_eq!(
+                    exact(&text, max),
+                    want,
+                    "{:?} max {max}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn runs_of_backslashes_across_block_boundaries() {
+        for pad in 0..70 {
+            for run in 0..6 {
+                // `run` backslashes then a quote: the quote closes the string when `run` is even.
+                let text = format!("[\"{}{}\"{}", "a".repeat(pad), "\\".repeat(run), nested("[", "]", 10));
+                for max in [5, 11, 12] {
+                    assert_eq!(
+                        check(&text, max),
+                        reference(text.as_bytes(), max),
+                        "pad {pad} run {run}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! a whole upstream answer) is first bounded by `server.max_json_depth` (`codec::depth`).
 
 pub mod anthropic;
+#[cfg(test)]
+mod depth_tests;
 pub mod gemini;
 pub mod openai;
 #[cfg(test)]
