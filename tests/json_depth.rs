@@ -15,10 +15,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::child::ChildRotor;
 use common::*;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
@@ -102,76 +103,28 @@ models = ["gemini-x"]
     }
 }
 
-/// A rotor binary running as a child process; killed on drop.
-struct Rotor {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+/// rotor as a child process, with the front doors' headers.
+struct Rotor(ChildRotor);
 
 impl Rotor {
-    /// The gateway with this config, on a free port.
     fn start(conf: &Conf, mock_url: &str) -> Rotor {
-        let addr = closed_port();
-        let text = conf
-            .render(mock_url)
-            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rotor.toml");
-        std::fs::write(&path, text).unwrap();
-        let args = ["--config".to_owned(), path.display().to_string()];
-        Rotor::spawn(addr, &args, dir)
+        Rotor(ChildRotor::start(conf, mock_url))
     }
 
-    /// `rotor mock` alone, on a free port.
-    fn mock() -> Rotor {
-        let addr = closed_port();
-        let args = ["mock".to_owned(), "--listen".to_owned(), addr.to_string()];
-        Rotor::spawn(addr, &args, tempfile::tempdir().unwrap())
+    fn addr(&self) -> SocketAddr {
+        self.0.addr
     }
 
-    fn spawn(addr: SocketAddr, args: &[String], dir: tempfile::TempDir) -> Rotor {
-        let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
-            .args(args)
-            .env_remove("ROTOR_CONFIG")
-            .env("ROTOR_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut rotor = Rotor { child, addr, _dir: dir };
-        let up = eventually(Duration::from_secs(20), || {
-            assert!(rotor.exit().is_none(), "rotor exited while starting");
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-        assert!(up, "rotor did not start listening on {addr}");
-        rotor
-    }
-
-    /// The exit status, once the child has ended.
-    fn exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-
-    /// Sends `body` to `path` with the front door's headers on `c`. Panics, naming the child's
-    /// fate, when no answer comes.
+    /// Sends `body` to `path` on `c` with the headers of that front door's SDKs.
     fn send(&mut self, c: &mut Client, path: &str, body: &str) -> Response {
         let h = headers(path);
         let h: Vec<(&str, &str)> = h.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        c.send_request("POST", path, &h, body.as_bytes());
-        match c.try_read_response() {
-            Some(r) => r,
-            None => {
-                let _ = eventually(Duration::from_secs(2), || self.exit().is_some());
-                panic!("no answer on {path}; rotor exit status: {:?}", self.exit())
-            }
-        }
+        self.0.send(c, path, &h, body)
     }
 
     /// A fresh connection for one request.
     fn post(&mut self, path: &str, body: &str) -> Response {
-        let mut c = Client::connect(self.addr);
+        let mut c = Client::connect(self.addr());
         self.send(&mut c, path, body)
     }
 
@@ -179,14 +132,7 @@ impl Rotor {
     fn assert_serving(&mut self, c: &mut Client, after: &str) {
         let r = self.send(c, OPENAI, &chat("gpt-4o-mini"));
         assert_eq!(r.status, 200, "after {after}: {}", r.text());
-        assert!(self.exit().is_none(), "rotor exited after {after}");
-    }
-}
-
-impl Drop for Rotor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert!(self.0.exit().is_none(), "rotor exited after {after}");
     }
 }
 
@@ -217,7 +163,7 @@ fn deep_request_bodies_get_400_in_the_front_doors_envelope_and_rotor_lives_on() 
                     messages_at_depth(model, depth)
                 };
                 let case = format!("{depth} levels to {model} on {path}");
-                let mut c = Client::connect(rotor.addr);
+                let mut c = Client::connect(rotor.addr());
                 let r = rotor.send(&mut c, path, &body);
                 assert_eq!(r.status, 400, "{case}: {}", r.text());
                 let (kind, message) = envelope(path, &r);
@@ -269,7 +215,7 @@ fn deep_tool_arguments_are_refused_where_a_translation_would_parse_them() {
         )
     };
     for model in ["claude-x", "gemini-x"] {
-        let mut c = Client::connect(rotor.addr);
+        let mut c = Client::connect(rotor.addr());
         let r = rotor.send(&mut c, OPENAI, &with_args(model));
         assert_eq!(r.status, 400, "{model}: {}", r.text());
         let (_, message) = envelope(OPENAI, &r);
@@ -432,7 +378,7 @@ fn deep_upstream_answers_become_a_502_or_an_error_event() {
         } else {
             messages(model, false)
         };
-        let mut c = Client::connect(rotor.addr);
+        let mut c = Client::connect(rotor.addr());
         let r = rotor.send(&mut c, path, &body);
         assert_eq!(r.status, 502, "{model} on {path}: {}", r.text());
         let (kind, message) = envelope(path, &r);
@@ -454,7 +400,7 @@ fn deep_upstream_answers_become_a_502_or_an_error_event() {
     assert_eq!(v["content"][0]["input"].as_object().map(|o| o.len()), Some(0));
 
     // Streams: the events before go out, then one error event, and nothing after it.
-    let mut c = Client::connect(rotor.addr);
+    let mut c = Client::connect(rotor.addr());
     let (status, text, terminated) = c.stream_chat(&chat_stream("claude-deep-stream"), &[]);
     assert_eq!(status, 200);
     assert!(terminated, "the stream ends cleanly: {text}");
@@ -465,7 +411,7 @@ fn deep_upstream_answers_become_a_502_or_an_error_event() {
     assert!(!text.contains("[DONE]"), "{text}");
     rotor.assert_serving(&mut c, "a deep Anthropic stream");
 
-    let mut c = Client::connect(rotor.addr);
+    let mut c = Client::connect(rotor.addr());
     let r = rotor.send(&mut c, ANTHROPIC, &messages("gem-deep-stream", true));
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
@@ -478,7 +424,7 @@ fn deep_upstream_answers_become_a_502_or_an_error_event() {
     rotor.assert_serving(&mut c, "a deep Gemini stream to /v1/messages");
 
     // A 429 whose body is too deep to read for its retry delay is still a 429.
-    let mut c = Client::connect(rotor.addr);
+    let mut c = Client::connect(rotor.addr());
     let r = rotor.send(&mut c, OPENAI, &chat("gem-deep-429"));
     assert_eq!(r.status, 429, "{}", r.text());
     let (_, message) = envelope(OPENAI, &r);
@@ -491,9 +437,9 @@ fn deep_upstream_answers_become_a_502_or_an_error_event() {
 
 #[test]
 fn the_mock_refuses_deep_bodies_too() {
-    let mut mock = Rotor::mock();
+    let mut mock = Rotor(ChildRotor::mock());
     for path in [OPENAI, ANTHROPIC] {
-        let mut c = Client::connect(mock.addr);
+        let mut c = Client::connect(mock.addr());
         let r = mock.send(&mut c, path, &chat_at_depth("gpt-4o-mini", 100_000));
         assert_eq!(r.status, 400, "{}", r.text());
         mock.assert_serving(&mut c, "a deep body to the mock");
