@@ -22,7 +22,11 @@
 //! the usual 4 KB chat body (fewer brackets than the limit: the vectorised bracket count
 //! decides), a 4 KB body of tiny turns (more brackets than the limit: the 64-byte block scan),
 //! one whose content is code full of braces (block scan, mostly inside a string), a 64 KB
-//! conversation (block scan), and 100,000 levels (refused at level 129).
+//! conversation (block scan), and 100,000 levels (refused at level 129). Measured on a shared
+//! 2-core VM under load 8 (so every number here was several times its idle value): chat 4 KB
+//! 384 ns against 4.29 us for `inspect_body` on it (9 %), tiny turns 4 KB 1.85 us, code 4 KB
+//! 820 ns, 64 KB conversation 17.5 us against 73.9 us (24 %), 100k levels 65 ns. callgrind,
+//! instructions per call: 2,192 / 11,814 / 4,797 / 126,389.
 
 use std::hint::black_box;
 use std::time::Duration;
