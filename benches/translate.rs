@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rotor::codec::DEFAULT_MAX_DEPTH;
 use rotor::providers::anthropic::front_stream::OpenAiToAnthropic;
 use rotor::providers::anthropic::stream::AnthropicToOpenAi;
 use rotor::providers::gemini::stream::GeminiToOpenAi;
@@ -41,13 +42,13 @@ fn requests(c: &mut Criterion) {
     g.bench_function("openai_to_anthropic_4k", |b| {
         b.iter(|| {
             let chat: ChatRequest = sonic_rs::from_slice(black_box(&body)).unwrap_or_default();
-            anthropic::request::from_chat(&chat, "claude-x")
+            anthropic::request::from_chat(&chat, "claude-x", DEFAULT_MAX_DEPTH)
         })
     });
     g.bench_function("openai_to_gemini_4k", |b| {
         b.iter(|| {
             let chat: ChatRequest = sonic_rs::from_slice(black_box(&body)).unwrap_or_default();
-            gemini::request::from_chat(&chat)
+            gemini::request::from_chat(&chat, DEFAULT_MAX_DEPTH)
         })
     });
     g.finish();
@@ -69,21 +70,21 @@ fn streams(c: &mut Criterion) {
     stream_event(
         c,
         "stream_event/anthropic_to_openai_text_delta",
-        SseTranslator::new(AnthropicToOpenAi::new("m", true)),
+        SseTranslator::new(AnthropicToOpenAi::new("m", true), DEFAULT_MAX_DEPTH),
         b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"usage\":{\"input_tokens\":30}}}\n\n",
         b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" token\"}}\n\n",
     );
     stream_event(
         c,
         "stream_event/gemini_to_openai_text_chunk",
-        SseTranslator::new(GeminiToOpenAi::new("m", true)),
+        SseTranslator::new(GeminiToOpenAi::new("m", true), DEFAULT_MAX_DEPTH),
         b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}]}\r\n\r\n",
         b"data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\" token\"}]}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":2},\"modelVersion\":\"gemini-x\"}\r\n\r\n",
     );
     stream_event(
         c,
         "stream_event/openai_to_anthropic_text_delta",
-        SseTranslator::new(OpenAiToAnthropic::new("m")),
+        SseTranslator::new(OpenAiToAnthropic::new("m"), DEFAULT_MAX_DEPTH),
         b"data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"a\"}}]}\n\n",
         b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" token\"},\"finish_reason\":null}]}\n\n",
     );

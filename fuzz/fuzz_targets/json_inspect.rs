@@ -1,16 +1,38 @@
 //! Strict inspection never panics; when it yields a model span, splicing a fixed name (with
 //! characters that need escaping) re-inspects Ok with that name and the same stream flag.
+//! The depth bound agrees with sonic-rs: on any body sonic-rs parses, `check_depth` passes at
+//! exactly the body's real depth and fails one below it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rotor::codec::{inspect_body, splice_model};
+use rotor::codec::{check_depth, inspect_body, splice_model, DEFAULT_MAX_DEPTH};
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 const NEW: &str = "alias/\"q\"\\\n\u{1}é";
 
+/// Nesting of arrays and objects in `v`, walked with an explicit stack.
+fn depth(v: &sonic_rs::Value) -> usize {
+    let (mut deepest, mut stack) = (0, vec![(v, 0)]);
+    while let Some((v, d)) = stack.pop() {
+        let d = d + usize::from(v.is_array() || v.is_object());
+        deepest = deepest.max(d);
+        stack.extend(v.as_array().into_iter().flat_map(|a| a.iter()).map(|c| (c, d)));
+        stack.extend(v.as_object().into_iter().flat_map(|o| o.iter()).map(|(_, c)| (c, d)));
+    }
+    deepest
+}
+
 fuzz_target!(|body: &[u8]| {
-    let Ok(found) = inspect_body(body) else { return };
+    if check_depth(body, DEFAULT_MAX_DEPTH).is_ok() {
+        if let Ok(v) = sonic_rs::from_slice::<sonic_rs::Value>(body) {
+            let real = depth(&v);
+            assert!(check_depth(body, real).is_ok(), "real depth {real}");
+            assert!(real == 0 || check_depth(body, real - 1).is_err(), "real depth {real}");
+        }
+    }
+    let Ok(found) = inspect_body(body, DEFAULT_MAX_DEPTH) else { return };
     let Some(span) = found.model_span else { return };
     let out = splice_model(body, span, NEW);
-    let again = inspect_body(&out).expect("spliced body must stay valid");
+    let again = inspect_body(&out, DEFAULT_MAX_DEPTH).expect("spliced body must stay valid");
     assert_eq!(again.model.as_deref(), Some(NEW));
     assert_eq!(again.stream, found.stream);
 });

@@ -1,9 +1,11 @@
 //! Each stream translator, fed arbitrary bytes in fuzzer-chosen pieces, never panics, emits
 //! only well-formed SSE whose every `data:` payload is JSON or `[DONE]`, and ends with exactly
-//! one terminator. The first byte picks the translator.
+//! one terminator, also when an event nests deeper than the depth bound (it ends the stream
+//! with the error event). The first byte picks the translator.
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use rotor::codec::DEFAULT_MAX_DEPTH as D;
 use rotor::providers::anthropic::front_stream::OpenAiToAnthropic;
 use rotor::providers::anthropic::stream::AnthropicToOpenAi;
 use rotor::providers::gemini::stream::GeminiToOpenAi;
@@ -44,8 +46,8 @@ fuzz_target!(|input: &[u8]| {
     let Some((&pick, body)) = input.split_first() else { return };
     let step = (pick >> 2) as usize + 1;
     match pick % 3 {
-        0 => check(&mut SseTranslator::new(AnthropicToOpenAi::new("m", true)), body, step),
-        1 => check(&mut SseTranslator::new(OpenAiToAnthropic::new("m")), body, step),
-        _ => check(&mut SseTranslator::new(GeminiToOpenAi::new("m", true)), body, step),
+        0 => check(&mut SseTranslator::new(AnthropicToOpenAi::new("m", true), D), body, step),
+        1 => check(&mut SseTranslator::new(OpenAiToAnthropic::new("m"), D), body, step),
+        _ => check(&mut SseTranslator::new(GeminiToOpenAi::new("m", true), D), body, step),
     }
 });

@@ -5,11 +5,14 @@
 //! one valid JSON object, and a duplicate top-level `model` or `stream` (even spelled with
 //! escapes) is rejected, because parsers disagree on which duplicate wins (sonic-rs `get_many`
 //! keeps the first, Python keeps the last): that gap would let one body route one way and bill
-//! another (DESIGN 2.1a, monoio-notes §6).
+//! another (DESIGN 2.1a, monoio-notes §6). Nesting is bounded first (`codec::depth`): sonic-rs
+//! recurses once per level and 15,000 levels overflowed a worker's stack.
 
 use std::ops::Range;
 
 use sonic_rs::JsonValueTrait;
+
+use super::depth::check_depth;
 
 /// What routing and billing need from a request body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,8 +49,10 @@ fn err(msg: &str) -> InspectError {
 }
 
 /// One pass with `sonic_rs::to_object_iter`: every nested value is validated as it is skipped,
-/// no DOM is built. Top-level `model` must be a string, `stream` a bool or null.
-pub fn inspect_body(body: &[u8]) -> Result<Inspection, InspectError> {
+/// no DOM is built. Top-level `model` must be a string, `stream` a bool or null. A body nesting
+/// deeper than `max_depth` is refused before sonic-rs (which recurses per level) sees it.
+pub fn inspect_body(body: &[u8], max_depth: usize) -> Result<Inspection, InspectError> {
+    check_depth(body, max_depth).map_err(|e| InspectError(e.to_string()))?;
     let base = body.as_ptr() as usize;
     let mut out = Inspection::default();
     let mut seen_stream = false;

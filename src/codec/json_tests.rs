@@ -2,8 +2,10 @@
 
 use super::*;
 
+use crate::codec::depth::DEFAULT_MAX_DEPTH;
+
 fn inspect(s: &str) -> Result<Inspection, InspectError> {
-    inspect_body(s.as_bytes())
+    inspect_body(s.as_bytes(), DEFAULT_MAX_DEPTH)
 }
 
 #[test]
@@ -70,7 +72,7 @@ fn invalid_nested_values_rejected() {
     assert!(inspect(r#"{"model":"a","x":"a\qb"}"#).is_err());
     assert!(inspect(r#"{"model":"a","x":tru}"#).is_err());
     assert!(inspect("{\"model\":\"a\",\"x\":\"\u{1}\"}").is_err());
-    assert!(inspect_body(b"{\"model\":\"\xff\"}").is_err());
+    assert!(inspect_body(b"{\"model\":\"\xff\"}", DEFAULT_MAX_DEPTH).is_err());
     assert!(inspect(r#"{"model":"a""#).is_err());
 }
 
@@ -93,7 +95,7 @@ fn splice_round_trip() {
     let i = inspect(body).unwrap();
     let span = i.model_span.unwrap();
     let out = splice_model(body.as_bytes(), span.clone(), "provider/\"quoted\"\n\u{1}é");
-    let j = inspect_body(&out).unwrap();
+    let j = inspect_body(&out, DEFAULT_MAX_DEPTH).unwrap();
     assert_eq!(j.model.as_deref(), Some("provider/\"quoted\"\n\u{1}é"));
     assert!(j.stream);
     let new_span = j.model_span.unwrap();
@@ -148,4 +150,38 @@ fn multipart_with_preamble_and_quoted_boundary_with_space() {
         multipart_field(b"--a b\r\n", b"multipart/form-data; boundary=\"a b\"", "model"),
         None
     );
+}
+
+/// Runs `f` on a thread with a worker's debug stack: sonic-rs unoptimised needs more than a
+/// test thread's 2 MiB for 128 levels (see `runtime::workers`).
+fn on_worker_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .stack_size(16 << 20)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn nesting_is_bounded_before_parsing() {
+    on_worker_stack(nesting_is_bounded);
+}
+
+fn nesting_is_bounded() {
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    // The object itself is one level: 127 arrays inside it make 128.
+    let at_limit = format!(r#"{{"model":"a","x":{}}}"#, nested(127));
+    assert_eq!(inspect(&at_limit).unwrap().model.as_deref(), Some("a"));
+    let over = format!(r#"{{"model":"a","x":{}}}"#, nested(128));
+    let e = inspect(&over).unwrap_err();
+    assert_eq!(e.0, "nests deeper than 128 levels (server.max_json_depth)");
+    // Far too deep for any parser's stack: refused by the scan alone.
+    for depth in [15_000, 100_000] {
+        let body = format!(r#"{{"model":"a","x":{}}}"#, nested(depth));
+        assert!(inspect(&body).unwrap_err().0.contains("server.max_json_depth"));
+    }
+    // The limit is the caller's.
+    assert!(inspect_body(at_limit.as_bytes(), 127).is_err());
+    assert!(inspect_body(b"{\"model\":\"a\"}", 1).is_ok());
 }

@@ -6,6 +6,7 @@
 //! unambiguously or rejected (no request smuggling through CL/TE disagreements).
 
 pub mod chunked;
+pub mod depth;
 pub mod encode;
 mod fields;
 pub mod head;
@@ -16,6 +17,7 @@ pub mod target;
 pub mod time;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};
+pub use depth::{check_depth, TooDeep, DEFAULT_MAX_DEPTH};
 pub use encode::{reason_phrase, write_chunk, write_last_chunk, write_response_head};
 pub use head::{
     find_header, parse_request_head, BodyFraming, HeadError, HeadLimits, Header, Headers, Method, RequestHead,

@@ -91,6 +91,7 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         // 0 is meaningful here: stop without waiting for in-flight requests.
         shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
         sse_keepalive: (s.sse_keepalive_ms > 0).then(|| Duration::from_millis(s.sse_keepalive_ms)),
+        max_json_depth: json_depth(s.max_json_depth)?,
         admin_key,
         metrics_key,
         metrics_max_series: positive(s.metrics_max_series, "server.metrics_max_series")?,
@@ -298,6 +299,16 @@ pub(super) fn one_of<T: Copy>(value: &str, table: &[(&str, T)], path: &str) -> R
 fn positive(v: usize, path: &str) -> Result<usize, ConfigError> {
     if v == 0 {
         return Err(ConfigError::at(path, "must be greater than 0"));
+    }
+    Ok(v)
+}
+
+/// `server.max_json_depth`: at least 1, at most what a worker's stack survives.
+fn json_depth(v: usize) -> Result<usize, ConfigError> {
+    use crate::codec::depth::MAX_DEPTH_CEILING;
+    if v == 0 || v > MAX_DEPTH_CEILING {
+        let what = format!("must be between 1 and {MAX_DEPTH_CEILING} (nesting levels), got {v}");
+        return Err(ConfigError::at("server.max_json_depth", what));
     }
     Ok(v)
 }

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// SSE comment sent during upstream silences longer than this; 0 = never.
     pub sse_keepalive_ms: u64,
+    /// Deepest nesting of arrays and objects accepted in any JSON rotor parses.
+    pub max_json_depth: usize,
     /// Absent (or "") = admin API off.
     pub admin_key: Option<String>,
     /// Absent (or "") = `/metrics` open; else it needs `Authorization: Bearer <metrics_key>`.
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             keepalive_timeout_ms: 75_000,
             shutdown_grace_ms: 30_000,
             sse_keepalive_ms: 15_000,
+            max_json_depth: crate::codec::depth::DEFAULT_MAX_DEPTH,
             admin_key: None,
             metrics_key: None,
             metrics_max_series: 4096,

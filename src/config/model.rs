@@ -59,6 +59,9 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// `None` = no keepalive comments.
     pub sse_keepalive: Option<Duration>,
+    /// Deepest nesting of arrays and objects accepted in request bodies and upstream answers
+    /// (`codec::depth`); deeper is a 400 (request) or 502 (answer), never a parse.
+    pub max_json_depth: usize,
     /// `None` = admin API off.
     pub admin_key: Option<Secret>,
     /// `None` = `/metrics` is open.

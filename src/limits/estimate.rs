@@ -24,7 +24,7 @@ mod tests {
 
     #[test]
     fn prompt_bytes_plus_max_tokens() {
-        let estimate = |body: &[u8]| estimate_tokens(body.len(), &inspect_body(body).unwrap_or_default());
+        let estimate = |body: &[u8]| estimate_tokens(body.len(), &inspect_body(body, 128).unwrap_or_default());
         let body = br#"{"model":"m","max_tokens":100}"#;
         assert_eq!(estimate(body), (body.len() as u64).div_ceil(4) + 100);
         let body = br#"{"model":"m","max_completion_tokens":7,"max_tokens":100}"#;

@@ -175,6 +175,13 @@ impl Service for MockService {
 
     async fn call(&self, req: Request, res: &mut Responder<'_>) {
         self.record(&req);
+        // The mock reads bodies with sonic-rs too: bounded like rotor's (at the most any rotor
+        // config forwards), so a hand-made nesting attack gets a 400, not an abort.
+        if crate::codec::depth::check_depth(&req.body, crate::codec::depth::MAX_DEPTH_CEILING).is_err() {
+            let headers: [(&str, &[u8]); 1] = [("content-type", b"application/json")];
+            let _ = res.send(400, &headers, Bytes::from(openai::error_body(400))).await;
+            return;
+        }
         let mut knobs = self.knobs(&req.head);
         self.add_chaos(&req, &mut knobs);
         if !knobs.latency.is_zero() {

@@ -12,8 +12,12 @@
 //!
 //! Invariant: the same-protocol path never parses or re-encodes the body (only the model
 //! splice), so `cache_control`, thinking blocks and unknown fields survive it byte for byte.
+//! Every JSON a translation parses (the request, embedded tool arguments, each upstream event,
+//! a whole upstream answer) is first bounded by `server.max_json_depth` (`codec::depth`).
 
 pub mod anthropic;
+#[cfg(test)]
+mod depth_tests;
 pub mod gemini;
 pub mod openai;
 #[cfg(test)]
@@ -22,16 +26,17 @@ pub mod write;
 
 use bytes::Bytes;
 
+use crate::codec::depth::check_depth;
 use crate::codec::sse::{Event, SseSplitter};
 use crate::config::ProviderKind;
 use crate::proxy::transform::{Emit, ResponseTransform};
 use crate::usage::Usage;
 
 /// The wait a provider asks for in a 429 body (Gemini's `RetryInfo`); headers are read by
-/// `proxy::classify`.
-pub fn retry_delay(kind: ProviderKind, body: &[u8]) -> Option<std::time::Duration> {
+/// `proxy::classify`. A body nesting deeper than `max_depth` is not read.
+pub fn retry_delay(kind: ProviderKind, body: &[u8], max_depth: usize) -> Option<std::time::Duration> {
     match kind {
-        ProviderKind::Gemini | ProviderKind::Vertex => gemini::retry_delay(body),
+        ProviderKind::Gemini | ProviderKind::Vertex => gemini::retry_delay(body, max_depth),
         _ => None,
     }
 }
@@ -102,15 +107,19 @@ pub struct Translation {
     pub include_usage: bool,
     /// Shown in answers when the upstream does not name its model.
     pub model: String,
+    /// `server.max_json_depth`: deeper upstream JSON is an error for the client, never parsed.
+    pub max_depth: usize,
 }
 
-/// Plans one attempt. `same` builds the same-protocol body (the model splice).
+/// Plans one attempt. `same` builds the same-protocol body (the model splice). A body to
+/// translate that nests deeper than `max_depth` is a `BadRequest`.
 pub fn prepare(
     client_path: &str,
     kind: ProviderKind,
     body: &Bytes,
     upstream_model: &str,
     client_model: &str,
+    max_depth: usize,
     same: impl FnOnce() -> Bytes,
 ) -> Result<Prepared, PrepareError> {
     let front = Front::of_path(client_path);
@@ -135,9 +144,10 @@ pub fn prepare(
                 "{client_path} is served by OpenAI-compatible providers only"
             )))
         }
-        (Front::Chat, _) => sonic_rs::from_slice::<openai::ChatRequest>(body)
-            .map_err(|e| PrepareError::BadRequest(format!("invalid chat request: {e}")))?,
-        (Front::Messages, _) => anthropic::request::to_chat(body, model).map_err(PrepareError::BadRequest)?,
+        (Front::Chat, _) => openai::read_chat(body, max_depth).map_err(PrepareError::BadRequest)?,
+        (Front::Messages, _) => {
+            anthropic::request::to_chat(body, model, max_depth).map_err(PrepareError::BadRequest)?
+        }
     };
     let stream = chat.stream == Some(true);
     let translation = Translation {
@@ -146,10 +156,17 @@ pub fn prepare(
         stream,
         include_usage: chat.wants_usage_chunk(),
         model: client_model.to_owned(),
+        max_depth,
     };
     let (body, path) = match upstream {
-        Protocol::Anthropic => (anthropic::request::from_chat(&chat, model), "/messages".to_owned()),
-        Protocol::Gemini => (gemini::request::from_chat(&chat), gemini::request::path(model, stream)),
+        Protocol::Anthropic => (
+            anthropic::request::from_chat(&chat, model, max_depth),
+            "/messages".to_owned(),
+        ),
+        Protocol::Gemini => (
+            gemini::request::from_chat(&chat, max_depth),
+            gemini::request::path(model, stream),
+        ),
         Protocol::OpenAi => {
             let mut chat = chat;
             chat.model = model.to_owned();
@@ -170,34 +187,39 @@ impl Translation {
     pub fn transform(&self, status: u16) -> Box<dyn ResponseTransform> {
         let model = self.model.clone();
         let ok = (200..300).contains(&status);
+        let depth = self.max_depth;
         match (self.front, self.upstream, ok && self.stream) {
             (Front::Messages, Protocol::OpenAi, true) => Box::new(SseTranslator::new(
                 anthropic::front_stream::OpenAiToAnthropic::new(&model),
+                depth,
             )),
             (Front::Messages, Protocol::Gemini, true) => Box::new(Chain {
-                first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(&model, true)),
-                second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model)),
+                first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(&model, true), depth),
+                second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
             }),
-            (_, Protocol::Anthropic, true) => Box::new(SseTranslator::new(anthropic::stream::AnthropicToOpenAi::new(
-                &model,
-                self.include_usage,
-            ))),
-            (_, Protocol::Gemini, true) => Box::new(SseTranslator::new(gemini::stream::GeminiToOpenAi::new(
-                &model,
-                self.include_usage,
-            ))),
-            (front, upstream, _) => Box::new(WholeBody::new(status, model, whole_map(front, upstream))),
+            (_, Protocol::Anthropic, true) => Box::new(SseTranslator::new(
+                anthropic::stream::AnthropicToOpenAi::new(&model, self.include_usage),
+                depth,
+            )),
+            (_, Protocol::Gemini, true) => Box::new(SseTranslator::new(
+                gemini::stream::GeminiToOpenAi::new(&model, self.include_usage),
+                depth,
+            )),
+            (front, upstream, _) => Box::new(WholeBody::new(status, model, whole_map(front, upstream), front, depth)),
         }
     }
 }
 
-type WholeMap = fn(u16, &[u8], &str) -> (String, Usage);
+/// Maps a whole upstream answer (status, body, model) to the client's protocol. The body's
+/// own depth was bounded by `WholeBody`; the last argument (`server.max_json_depth`) bounds
+/// JSON embedded in it as strings (tool arguments).
+type WholeMap = fn(u16, &[u8], &str, usize) -> (String, Usage);
 
 fn whole_map(front: Front, upstream: Protocol) -> WholeMap {
     match (front, upstream) {
-        (Front::Messages, Protocol::Gemini) => |status, body, model| {
-            let (chat, _) = gemini::response::to_openai(status, body, model);
-            anthropic::response::from_openai(status, chat.as_bytes(), model)
+        (Front::Messages, Protocol::Gemini) => |status, body, model, depth| {
+            let (chat, _) = gemini::response::to_openai(status, body, model, depth);
+            anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
         },
         (Front::Messages, _) => anthropic::response::from_openai,
         (_, Protocol::Gemini) => gemini::response::to_openai,
@@ -215,16 +237,37 @@ pub trait StreamHandler {
     fn usage(&self) -> Usage;
 }
 
+/// Feeds a handler whole SSE events. An event whose data nests deeper than `max_depth` is not
+/// parsed: the stream ends there with the handler's error event, and what follows is dropped.
 pub struct SseTranslator<H> {
     splitter: SseSplitter,
     pub handler: H,
+    max_depth: usize,
+    /// An event was too deep: the error event went out, nothing more will.
+    failed: bool,
 }
 
 impl<H: StreamHandler> SseTranslator<H> {
-    pub fn new(handler: H) -> Self {
+    pub fn new(handler: H, max_depth: usize) -> Self {
         SseTranslator {
             splitter: SseSplitter::new(),
             handler,
+            max_depth,
+            failed: false,
+        }
+    }
+}
+
+/// One event to the handler, unless it is too deep (see `SseTranslator`).
+fn deliver<H: StreamHandler>(handler: &mut H, failed: &mut bool, max_depth: usize, event: Event<'_>, out: &mut String) {
+    if *failed {
+        return;
+    }
+    match check_depth(event.data, max_depth) {
+        Ok(()) => handler.on_event(event, out),
+        Err(e) => {
+            *failed = true;
+            handler.on_fail(&format!("the upstream event {e}"), out);
         }
     }
 }
@@ -244,31 +287,41 @@ impl<H: StreamHandler> ResponseTransform for SseTranslator<H> {
 
     fn full(&mut self, _status: u16, body: Bytes) -> Bytes {
         let mut out = String::new();
-        let handler = &mut self.handler;
-        self.splitter.feed(&body, &mut |e| handler.on_event(e, &mut out));
-        self.splitter.finish(&mut |e| handler.on_event(e, &mut out));
-        handler.on_end(&mut out);
+        let (handler, failed, depth) = (&mut self.handler, &mut self.failed, self.max_depth);
+        self.splitter
+            .feed(&body, &mut |e| deliver(handler, failed, depth, e, &mut out));
+        self.splitter
+            .finish(&mut |e| deliver(handler, failed, depth, e, &mut out));
+        if !*failed {
+            handler.on_end(&mut out);
+        }
         Bytes::from(out)
     }
 
     fn piece(&mut self, piece: Bytes) -> Emit {
         let mut out = String::new();
-        let handler = &mut self.handler;
-        self.splitter.feed(&piece, &mut |e| handler.on_event(e, &mut out));
+        let (handler, failed, depth) = (&mut self.handler, &mut self.failed, self.max_depth);
+        self.splitter
+            .feed(&piece, &mut |e| deliver(handler, failed, depth, e, &mut out));
         emit(out)
     }
 
     fn end(&mut self) -> Emit {
         let mut out = String::new();
-        let handler = &mut self.handler;
-        self.splitter.finish(&mut |e| handler.on_event(e, &mut out));
-        handler.on_end(&mut out);
+        let (handler, failed, depth) = (&mut self.handler, &mut self.failed, self.max_depth);
+        self.splitter
+            .finish(&mut |e| deliver(handler, failed, depth, e, &mut out));
+        if !*failed {
+            handler.on_end(&mut out);
+        }
         emit(out)
     }
 
     fn fail(&mut self, message: &str) -> Emit {
         let mut out = String::new();
-        self.handler.on_fail(message, &mut out);
+        if !self.failed {
+            self.handler.on_fail(message, &mut out);
+        }
         emit(out)
     }
 
@@ -291,6 +344,10 @@ impl<A: ResponseTransform, B: ResponseTransform> ResponseTransform for Chain<A, 
     fn full(&mut self, status: u16, body: Bytes) -> Bytes {
         let middle = self.first.full(status, body);
         self.second.full(status, middle)
+    }
+
+    fn status(&self, upstream: u16) -> u16 {
+        self.second.status(self.first.status(upstream))
     }
 
     fn piece(&mut self, piece: Bytes) -> Emit {
@@ -322,26 +379,58 @@ impl<A: ResponseTransform, B: ResponseTransform> ResponseTransform for Chain<A, 
 /// Largest non-streamed body translated; beyond it the client gets an error body instead.
 const WHOLE_LIMIT: usize = 32 * 1024 * 1024;
 
-/// A non-streamed answer (or any error answer): collected, then mapped in one go.
+/// A non-streamed answer (or any error answer): collected, then mapped in one go. An answer
+/// nesting deeper than `max_depth` is not parsed: the client gets an error in its envelope,
+/// with status 502 for a success it cannot deliver, the upstream's own for an error.
 pub struct WholeBody {
     status: u16,
     model: String,
     map: WholeMap,
+    front: Front,
+    max_depth: usize,
     buf: Vec<u8>,
     overflow: bool,
+    /// A successful answer was too deep to translate: the client gets this status instead.
+    refused: Option<u16>,
     usage: Usage,
 }
 
 impl WholeBody {
-    pub fn new(status: u16, model: String, map: WholeMap) -> Self {
+    pub fn new(status: u16, model: String, map: WholeMap, front: Front, max_depth: usize) -> Self {
         WholeBody {
             status,
             model,
             map,
+            front,
+            max_depth,
             buf: Vec::new(),
             overflow: false,
+            refused: None,
             usage: Usage::default(),
         }
+    }
+
+    fn answer(&mut self, status: u16, body: &[u8]) -> String {
+        if let Err(e) = check_depth(body, self.max_depth) {
+            let message = if (200..300).contains(&status) {
+                self.refused = Some(502);
+                format!("the upstream answer {e}")
+            } else {
+                format!("the upstream answered {status} with a body that {e}")
+            };
+            return error_answer(self.front, &message);
+        }
+        let (out, usage) = (self.map)(status, body, &self.model, self.max_depth);
+        self.usage = usage;
+        out
+    }
+}
+
+/// An upstream failure in the client's envelope.
+fn error_answer(front: Front, message: &str) -> String {
+    match front {
+        Front::Messages => anthropic::error_body("api_error", message),
+        Front::Chat | Front::Other => openai::error_body(message, "upstream_error"),
     }
 }
 
@@ -351,9 +440,11 @@ impl ResponseTransform for WholeBody {
     }
 
     fn full(&mut self, status: u16, body: Bytes) -> Bytes {
-        let (out, usage) = (self.map)(status, &body, &self.model);
-        self.usage = usage;
-        Bytes::from(out)
+        Bytes::from(self.answer(status, &body))
+    }
+
+    fn status(&self, upstream: u16) -> u16 {
+        self.refused.unwrap_or(upstream)
     }
 
     fn piece(&mut self, piece: Bytes) -> Emit {
@@ -369,8 +460,7 @@ impl ResponseTransform for WholeBody {
     fn end(&mut self) -> Emit {
         let body = std::mem::take(&mut self.buf);
         let status = if self.overflow { 502 } else { self.status };
-        let (out, usage) = (self.map)(status, &body, &self.model);
-        self.usage = usage;
+        let out = self.answer(status, &body);
         emit(out)
     }
 

@@ -71,6 +71,13 @@ impl ChatRequest {
     }
 }
 
+/// A client's chat request, for translation. A body nesting deeper than `max_depth` is refused
+/// before serde (which recurses per level) reads it.
+pub fn read_chat(body: &[u8], max_depth: usize) -> Result<ChatRequest, String> {
+    crate::codec::depth::check_depth(body, max_depth).map_err(|e| format!("request body {e}"))?;
+    sonic_rs::from_slice(body).map_err(|e| format!("invalid chat request: {e}"))
+}
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct StreamOptions {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ use super::anthropic::front_stream::OpenAiToAnthropic;
 use super::anthropic::stream::AnthropicToOpenAi;
 use super::gemini::stream::GeminiToOpenAi;
 use super::{SseTranslator, StreamHandler};
+use crate::codec::DEFAULT_MAX_DEPTH as D;
 use crate::proxy::transform::ResponseTransform;
 
 const ANTHROPIC: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":30,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\r\n\r\n\
@@ -77,7 +78,7 @@ fn chunks(out: &str) -> (Vec<Value>, bool) {
 
 #[test]
 fn anthropic_stream_to_openai_chunks() {
-    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", true)), ANTHROPIC);
+    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", true), D), ANTHROPIC);
     let (c, done) = chunks(&out);
     assert!(done, "{out}");
     assert_eq!(c[0]["id"].as_str(), Some("msg_1"));
@@ -113,11 +114,11 @@ fn anthropic_stream_to_openai_chunks() {
 #[test]
 fn anthropic_stream_cut_before_message_stop_ends_in_an_error() {
     let cut = &ANTHROPIC[..ANTHROPIC.find("event: message_delta").unwrap()];
-    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", false)), cut);
+    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", false), D), cut);
     assert!(!out.contains("[DONE]"));
     assert!(out.trim_end().ends_with("}}"), "{out}");
     assert!(out.contains("\"error\""));
-    let mut t = SseTranslator::new(AnthropicToOpenAi::new("m", false));
+    let mut t = SseTranslator::new(AnthropicToOpenAi::new("m", false), D);
     t.piece(Bytes::from_static(&ANTHROPIC.as_bytes()[..200]));
     assert!(t.usage().partial);
 }
@@ -125,7 +126,7 @@ fn anthropic_stream_cut_before_message_stop_ends_in_an_error() {
 #[test]
 fn anthropic_error_event_becomes_openai_error_data() {
     let input = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
-    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", false)), input);
+    let out = run_all_splits(|| SseTranslator::new(AnthropicToOpenAi::new("m", false), D), input);
     let (c, _) = chunks(&out);
     assert_eq!(c[0]["error"]["type"].as_str(), Some("overloaded_error"));
     assert_eq!(c.len(), 1, "{out}");
@@ -158,7 +159,7 @@ fn anthropic_events(out: &str) -> Vec<(String, Value)> {
 
 #[test]
 fn openai_stream_to_anthropic_events() {
-    let out = run_all_splits(|| SseTranslator::new(OpenAiToAnthropic::new("m")), OPENAI);
+    let out = run_all_splits(|| SseTranslator::new(OpenAiToAnthropic::new("m"), D), OPENAI);
     let ev = anthropic_events(&out);
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -199,7 +200,7 @@ fn openai_stream_without_finish_is_an_anthropic_error() {
     let cut = &OPENAI[..OPENAI
         .find("data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},")
         .unwrap()];
-    let out = run_all_splits(|| SseTranslator::new(OpenAiToAnthropic::new("m")), cut);
+    let out = run_all_splits(|| SseTranslator::new(OpenAiToAnthropic::new("m"), D), cut);
     let ev = anthropic_events(&out);
     assert_eq!(ev.last().map(|e| e.0.as_str()), Some("error"));
     assert!(!out.contains("message_stop"));
@@ -211,7 +212,7 @@ data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[]},\"finishRe
 
 #[test]
 fn gemini_crlf_stream_to_openai_chunks() {
-    let out = run_all_splits(|| SseTranslator::new(GeminiToOpenAi::new("m", true)), GEMINI);
+    let out = run_all_splits(|| SseTranslator::new(GeminiToOpenAi::new("m", true), D), GEMINI);
     let (c, done) = chunks(&out);
     assert!(done);
     assert_eq!(c[0]["id"].as_str(), Some("chatcmpl-r1"));
@@ -240,7 +241,7 @@ fn gemini_crlf_stream_to_openai_chunks() {
 #[test]
 fn gemini_stream_closed_without_finish_reason_is_an_error() {
     let cut = &GEMINI[..GEMINI.rfind("data: ").unwrap()];
-    let out = run_all_splits(|| SseTranslator::new(GeminiToOpenAi::new("m", true)), cut);
+    let out = run_all_splits(|| SseTranslator::new(GeminiToOpenAi::new("m", true), D), cut);
     assert!(!out.contains("[DONE]"));
     assert!(out.contains("\"error\""));
     let mut h = GeminiToOpenAi::new("m", true);
@@ -259,7 +260,7 @@ fn openai_request_maps_to_anthropic() {
       {"role":"user","content":"thanks"}],
       "tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}}}"#;
     let chat = sonic_rs::from_slice(body).unwrap();
-    let out = super::anthropic::request::from_chat(&chat, "claude-x").unwrap();
+    let out = super::anthropic::request::from_chat(&chat, "claude-x", D).unwrap();
     let v: Value = sonic_rs::from_slice(&out).unwrap();
     assert_eq!(v["system"].as_str(), Some("A\n\nB"));
     assert_eq!(v["max_tokens"].as_u64(), Some(4096));
@@ -289,7 +290,7 @@ fn anthropic_request_maps_to_openai_and_gemini() {
         {"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"s"},{"type":"text","text":"calling"},{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}]},
         {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"42"}]},{"type":"text","text":"ok?"}]}],
       "tools":[{"name":"f","input_schema":{"type":"object","additionalProperties":false}}],"tool_choice":{"type":"any"}}"#;
-    let chat = super::anthropic::request::to_chat(body, "gpt-x")
+    let chat = super::anthropic::request::to_chat(body, "gpt-x", D)
         .map_err(|e| panic!("{e}"))
         .unwrap();
     let v: Value = sonic_rs::from_slice(&sonic_rs::to_vec(&chat).unwrap()).unwrap();
@@ -303,7 +304,7 @@ fn anthropic_request_maps_to_openai_and_gemini() {
     assert_eq!(v["messages"][3]["content"].as_str(), Some("42"));
     assert_eq!(v["messages"][4]["content"].as_str(), Some("ok?"));
     assert_eq!(v["tool_choice"].as_str(), Some("required"));
-    let g: Value = sonic_rs::from_slice(&super::gemini::request::from_chat(&chat).unwrap()).unwrap();
+    let g: Value = sonic_rs::from_slice(&super::gemini::request::from_chat(&chat, D).unwrap()).unwrap();
     assert_eq!(g["systemInstruction"]["parts"][0]["text"].as_str(), Some("S"));
     assert_eq!(g["contents"][1]["role"].as_str(), Some("model"));
     assert_eq!(

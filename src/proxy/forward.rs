@@ -46,7 +46,8 @@ pub(super) async fn forward(
     if endpoint == Endpoint::Passthrough {
         check_passthrough_path(req.head.path())?;
     }
-    let (model, inspection) = match inspect(endpoint, &req)? {
+    let max_json_depth = config.server.max_json_depth;
+    let (model, inspection) = match inspect(endpoint, &req, max_json_depth)? {
         Some(found) => {
             validate_model_name(&found.0)?;
             found
@@ -246,6 +247,7 @@ async fn try_provider(
         &req.body,
         &candidate.upstream_model,
         model,
+        config.server.max_json_depth,
         same,
     ) {
         Ok(prepared) => prepared,
@@ -259,7 +261,7 @@ async fn try_provider(
     check_upstream_path(job.endpoint, &prepared.path)?;
     // Same protocol: rotor may ask for usage the client did not (and hide it again).
     let (body, usage_mode) = match prepared.translation {
-        None => usage_plan(job, prepared.body.clone()),
+        None => usage_plan(job, prepared.body.clone(), config.server.max_json_depth),
         Some(_) => (prepared.body.clone(), Mode::Observe),
     };
     let target = Target {
@@ -388,7 +390,7 @@ async fn try_key(
             let error_body = Box::pin(discard(core, ctx, provider, exchange, &head)).await;
             // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
             if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
-                if let Some(wait) = providers::retry_delay(provider.kind, body) {
+                if let Some(wait) = providers::retry_delay(provider.kind, body, config.server.max_json_depth) {
                     verdict = Verdict::Retry(Penalty::Cool(wait));
                 }
             }
@@ -412,8 +414,8 @@ async fn try_key(
     let mut transform: Box<dyn ResponseTransform> = match target.translation {
         Some(translation) => translation.transform(input.head.status),
         // Anthropic to Anthropic: bytes untouched, usage read on the way.
-        None if job.endpoint == Endpoint::Messages => Box::new(AnthropicUsageTap::default()),
-        None => Box::new(OpenAiUsageTap::new(target.usage_mode)),
+        None if job.endpoint == Endpoint::Messages => Box::new(AnthropicUsageTap::new(config.server.max_json_depth)),
+        None => Box::new(OpenAiUsageTap::new(target.usage_mode, config.server.max_json_depth)),
     };
     let relayed = match relay(core, ctx, res, input, transform.as_mut()).await? {
         Relay::Done(relayed) => relayed,
@@ -476,12 +478,12 @@ fn note_attempt(
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask
 /// for it, rotor asks, and the relay hides the extra chunk again (DESIGN 1.4).
-fn usage_plan(job: &Job<'_>, body: Bytes) -> (Bytes, Mode) {
+fn usage_plan(job: &Job<'_>, body: Bytes, max_json_depth: usize) -> (Bytes, Mode) {
     let streams_tokens = matches!(job.endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
     if !job.inspection.stream || !streams_tokens || job.inspection.include_usage {
         return (body, Mode::Observe);
     }
-    match inject_include_usage(&body, job.inspection.has_stream_options) {
+    match inject_include_usage(&body, job.inspection.has_stream_options, max_json_depth) {
         Some(injected) => (injected, Mode::Hide),
         None => (body, Mode::Observe),
     }

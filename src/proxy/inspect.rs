@@ -14,8 +14,12 @@ use crate::server::Request;
 
 /// Phase `inspect`: the model name (and stream flag) from a JSON body, or the multipart `model`
 /// field; `None` when the request carries no model at all (a bodiless passthrough like
-/// `GET /v1/files`).
-pub(super) fn inspect(endpoint: Endpoint, req: &Request) -> Result<Option<(String, Inspection)>, ProxyError> {
+/// `GET /v1/files`). A JSON body nesting deeper than `max_json_depth` is a 400.
+pub(super) fn inspect(
+    endpoint: Endpoint,
+    req: &Request,
+    max_json_depth: usize,
+) -> Result<Option<(String, Inspection)>, ProxyError> {
     let content_type = req.head.header("content-type").map(|v| v.as_ref()).unwrap_or(b"");
     let is_multipart = content_type.len() >= 19 && content_type[..19].eq_ignore_ascii_case(b"multipart/form-data");
     if is_multipart {
@@ -35,8 +39,8 @@ pub(super) fn inspect(endpoint: Endpoint, req: &Request) -> Result<Option<(Strin
             "the request body is empty; a JSON object is required",
         ));
     }
-    let inspection =
-        inspect_body(&req.body).map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {}", e.0)))?;
+    let inspection = inspect_body(&req.body, max_json_depth)
+        .map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {}", e.0)))?;
     match inspection.model.clone() {
         Some(m) => Ok(Some((m, inspection))),
         None if endpoint == Endpoint::Passthrough => Ok(None),

@@ -151,11 +151,13 @@ pub(super) async fn relay(
             let answer_ready = Instant::now();
             upstream::checkin(&core.pool, &pool_key, exchange);
             let body = transform.full(status, body);
+            let status = transform.status(status);
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             res.send(status, &headers, body).await.map_err(gone)?;
             mark_first_byte(ctx);
             Ok(Relay::Done(Relayed {
+                status,
                 usage: transform.usage(),
                 ..whole
             }))

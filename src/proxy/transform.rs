@@ -21,6 +21,13 @@ pub trait ResponseTransform {
     /// A whole (non-streamed) body, any status.
     fn full(&mut self, status: u16, body: Bytes) -> Bytes;
 
+    /// The status the client gets for the body `full` returned: the upstream's, unless the
+    /// transform could not use the answer (one nesting deeper than `server.max_json_depth`
+    /// becomes a 502).
+    fn status(&self, upstream: u16) -> u16 {
+        upstream
+    }
+
     /// One piece of a streamed body as it arrived (SSE events may be split across pieces).
     fn piece(&mut self, piece: Bytes) -> Emit;
 

@@ -15,6 +15,13 @@ use crate::config::Driver;
 /// io_uring submission queue size; the default 1024 is small for 10k concurrent streams.
 const RING_ENTRIES: u32 = 4096;
 
+/// A worker's stack. JSON parsers recurse once per nesting level, and `server.max_json_depth`
+/// (at most `codec::depth::MAX_DEPTH_CEILING`) is sized for 2 MiB, set here rather than left
+/// to `RUST_MIN_STACK`. Unoptimised builds spend about 40 KiB per level in sonic-rs (128 levels
+/// overflowed 2 MiB, fit in 8 MiB), so debug builds, which the tests run, get 16 MiB: enough
+/// for the default depth, not for the ceiling.
+const WORKER_STACK_BYTES: usize = if cfg!(debug_assertions) { 16 << 20 } else { 2 << 20 };
+
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
     pub count: usize,
@@ -39,6 +46,7 @@ where
         let pin = spec.pin;
         let handle = std::thread::Builder::new()
             .name(format!("{}-{index}", spec.name))
+            .stack_size(WORKER_STACK_BYTES)
             .spawn(move || {
                 if pin {
                     if let Err(e) = monoio::utils::bind_to_cpu_set([index % cores]) {

@@ -1,24 +1,35 @@
 //! Usage from Anthropic answers relayed untouched (`/v1/messages` to an Anthropic upstream):
 //! the body's `usage`, or in a stream `message_start.message.usage` then the cumulative
-//! `message_delta.usage`. Invariant: the bytes the client receives are exactly the upstream's.
+//! `message_delta.usage`. Invariant: the bytes the client receives are exactly the upstream's;
+//! JSON nesting deeper than `server.max_json_depth` passes with its usage unread.
 
 use bytes::Bytes;
 
 use super::needle::{MESSAGE_START, USAGE};
 use super::Usage;
+use crate::codec::depth::check_depth;
 use crate::codec::sse::SseSplitter;
 use crate::providers::anthropic::{error_body, push_event, Tally, WireUsage};
 use crate::proxy::transform::{Emit, ResponseTransform};
 
-#[derive(Default)]
 pub struct AnthropicUsageTap {
     events: SseSplitter,
     tally: Tally,
+    max_depth: usize,
 }
 
 impl AnthropicUsageTap {
+    /// `max_depth`: `server.max_json_depth`.
+    pub fn new(max_depth: usize) -> Self {
+        AnthropicUsageTap {
+            events: SseSplitter::new(),
+            tally: Tally::default(),
+            max_depth,
+        }
+    }
+
     fn read(&mut self, json: &[u8], path: &[&str]) {
-        if USAGE.find(json).is_none() {
+        if USAGE.find(json).is_none() || check_depth(json, self.max_depth).is_err() {
             return;
         }
         let Ok(raw) = sonic_rs::get(json, path) else { return };
@@ -82,7 +93,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     #[test]
     fn stream_usage_is_read_and_bytes_pass_untouched() {
         for cut in [1, 40, 100, STREAM.len() - 3] {
-            let mut tap = AnthropicUsageTap::default();
+            let mut tap = AnthropicUsageTap::new(crate::codec::DEFAULT_MAX_DEPTH);
             let mut out = Vec::new();
             for part in [&STREAM[..cut], &STREAM[cut..]] {
                 for b in tap.piece(Bytes::copy_from_slice(part)) {
@@ -102,7 +113,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
     #[test]
     fn whole_body_usage() {
-        let mut tap = AnthropicUsageTap::default();
+        let mut tap = AnthropicUsageTap::new(crate::codec::DEFAULT_MAX_DEPTH);
         let body = br#"{"id":"m","content":[{"type":"text","text":"x"}],"usage":{"input_tokens":4,"output_tokens":2}}"#;
         assert_eq!(tap.full(200, Bytes::from_static(body)).as_ref(), body);
         assert_eq!((tap.usage().prompt_tokens, tap.usage().completion_tokens), (4, 2));

@@ -4,12 +4,15 @@
 //! upstream for it (`inject_include_usage`) and `Hide` mode removes the usage-only chunk and
 //! the `"usage":null` fields, so that client sees the stream it asked for.
 //! Invariant: in `Observe` mode the bytes the client receives are exactly the upstream's.
+//! JSON nesting deeper than `server.max_json_depth` is never parsed: its usage goes unread (the
+//! bytes still pass, as the same-protocol path relays what it does not need to understand).
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::needle::{COMMA_USAGE_NULL, EMPTY_CHOICES, USAGE, USAGE_NULL};
 use super::Usage;
+use crate::codec::depth::check_depth;
 use crate::codec::sse::SseSplitter;
 use crate::proxy::transform::{openai_error_event, Emit, ResponseTransform};
 
@@ -44,17 +47,19 @@ struct CompletionDetails {
     reasoning_tokens: Option<u64>,
 }
 
-/// The top-level `usage` of an OpenAI JSON body (chat, completions, embeddings), if present.
-pub fn usage_of(body: &[u8]) -> Option<Usage> {
+/// The top-level `usage` of an OpenAI JSON body (chat, completions, embeddings), if present
+/// and the body nests no deeper than `max_depth`.
+pub fn usage_of(body: &[u8], max_depth: usize) -> Option<Usage> {
     USAGE.find(body)?;
-    parse_usage(body)
+    parse_usage(body, max_depth)
 }
 
 /// `usage_of` without the `"usage"` pre-check (callers that made it already). One serde pass
 /// that skips the other members: on a 277-byte chat answer 4.8 k instructions against 5.8 k for
 /// a `get` of the member and a second parse of it (callgrind, issue 7). A body with two `usage`
 /// members is refused (no usage) rather than read by whichever a parser prefers.
-fn parse_usage(body: &[u8]) -> Option<Usage> {
+fn parse_usage(body: &[u8], max_depth: usize) -> Option<Usage> {
+    check_depth(body, max_depth).ok()?;
     let wire = sonic_rs::from_slice::<WireBody>(body).ok()?.usage?;
     Some(Usage {
         prompt_tokens: wire.prompt_tokens,
@@ -71,11 +76,13 @@ fn parse_usage(body: &[u8]) -> Option<Usage> {
 
 /// The request body with `stream_options.include_usage = true`; `None` if the body could not be
 /// rewritten (it is then sent as it was, and usage may be missing).
-/// `has_stream_options` comes from the strict inspection (no second scan of the body).
-pub fn inject_include_usage(body: &[u8], has_stream_options: bool) -> Option<Bytes> {
+/// `has_stream_options` comes from the strict inspection (no second scan of the body). A body
+/// nesting deeper than `max_depth` is not parsed (the inspection refuses those anyway).
+pub fn inject_include_usage(body: &[u8], has_stream_options: bool, max_depth: usize) -> Option<Bytes> {
     use sonic_rs::JsonValueMutTrait;
     if has_stream_options {
         // Rare: the client sent stream_options without include_usage. Rewrite the object.
+        check_depth(body, max_depth).ok()?;
         let mut value: sonic_rs::Value = sonic_rs::from_slice(body).ok()?;
         let options = sonic_rs::json!({"include_usage": true});
         let object = value.as_object_mut()?;
@@ -116,14 +123,17 @@ pub struct OpenAiUsageTap {
     mode: Mode,
     events: SseSplitter,
     usage: Usage,
+    /// `server.max_json_depth`: deeper bodies and events are relayed without reading usage.
+    max_depth: usize,
 }
 
 impl OpenAiUsageTap {
-    pub fn new(mode: Mode) -> Self {
+    pub fn new(mode: Mode, max_depth: usize) -> Self {
         OpenAiUsageTap {
             mode,
             events: SseSplitter::new(),
             usage: Usage::default(),
+            max_depth,
         }
     }
 }
@@ -131,7 +141,7 @@ impl OpenAiUsageTap {
 impl ResponseTransform for OpenAiUsageTap {
     fn full(&mut self, status: u16, body: Bytes) -> Bytes {
         if (200..300).contains(&status) {
-            if let Some(usage) = usage_of(&body) {
+            if let Some(usage) = usage_of(&body, self.max_depth) {
                 self.usage = usage;
             }
         }
@@ -143,8 +153,9 @@ impl ResponseTransform for OpenAiUsageTap {
         match self.mode {
             Mode::Observe => {
                 let mut seen = None;
+                let max_depth = self.max_depth;
                 self.events.feed(&piece, &mut |event| {
-                    if let Some(usage) = usage_event(event.data) {
+                    if let Some(usage) = usage_event(event.data, max_depth) {
                         seen = Some(usage);
                     }
                 });
@@ -158,10 +169,11 @@ impl ResponseTransform for OpenAiUsageTap {
                 // gain a space.
                 let mut kept = BytesMut::with_capacity(piece.len() + 64);
                 let mut seen = None;
+                let max_depth = self.max_depth;
                 self.events.feed(&piece, &mut |event| {
                     // One search per event serves both the usage read and the null removal.
                     let first = USAGE.find(event.data);
-                    match first.and_then(|at| usage_event_at(event.data, at)) {
+                    match first.and_then(|at| usage_event_at(event.data, at, max_depth)) {
                         // The usage-only chunk rotor asked for: read, not relayed.
                         Some((usage, true)) => seen = Some(usage),
                         found => {
@@ -209,17 +221,17 @@ impl ResponseTransform for OpenAiUsageTap {
 
 /// The usage in one event's data, and whether the event is the usage-only chunk
 /// (`"choices":[]`) that `include_usage` adds.
-fn usage_event(data: &[u8]) -> Option<(Usage, bool)> {
-    usage_event_at(data, USAGE.find(data)?)
+fn usage_event(data: &[u8], max_depth: usize) -> Option<(Usage, bool)> {
+    usage_event_at(data, USAGE.find(data)?, max_depth)
 }
 
 /// `usage_event` for data whose first `"usage"` is at `first`: a `"usage":null` can only start
 /// there or later, and in every chunk but the last it starts right there.
-fn usage_event_at(data: &[u8], first: usize) -> Option<(Usage, bool)> {
+fn usage_event_at(data: &[u8], first: usize, max_depth: usize) -> Option<(Usage, bool)> {
     if USAGE_NULL.find(data.get(first..)?).is_some() {
         return None;
     }
-    let usage = parse_usage(data)?;
+    let usage = parse_usage(data, max_depth)?;
     Some((usage, EMPTY_CHOICES.find(data).is_some()))
 }
 
@@ -251,6 +263,7 @@ fn write_event(name: &[u8], data: &[u8], first_usage: Option<usize>, out: &mut B
 mod tests {
     use super::*;
     use crate::codec::json::inspect_body;
+    use crate::codec::DEFAULT_MAX_DEPTH as D;
 
     const INJECTED: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
 data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\
@@ -258,7 +271,7 @@ data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_t
 data: [DONE]\n\n";
 
     fn run(mode: Mode, pieces: &[&[u8]]) -> (Vec<u8>, Usage) {
-        let mut tap = OpenAiUsageTap::new(mode);
+        let mut tap = OpenAiUsageTap::new(mode, D);
         let mut out = Vec::new();
         for p in pieces {
             for b in tap.piece(Bytes::copy_from_slice(p)) {
@@ -312,21 +325,41 @@ data: [DONE]\n\n";
     #[test]
     fn include_usage_is_injected_once_and_keeps_the_rest() {
         let body = br#"{"model":"m","stream":true,"messages":[]}"#;
-        let out = inject_include_usage(body, false).unwrap();
-        assert!(inspect_body(&out).unwrap().include_usage);
-        assert_eq!(inspect_body(&out).unwrap().model.as_deref(), Some("m"));
+        let out = inject_include_usage(body, false, D).unwrap();
+        assert!(inspect_body(&out, D).unwrap().include_usage);
+        assert_eq!(inspect_body(&out, D).unwrap().model.as_deref(), Some("m"));
         let with_options = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
         assert!(
-            inspect_body(&inject_include_usage(with_options, true).unwrap())
+            inspect_body(&inject_include_usage(with_options, true, D).unwrap(), D)
                 .unwrap()
                 .include_usage
         );
+        assert!(inject_include_usage(with_options, true, 1).is_none(), "2 levels deep");
     }
 
     #[test]
     fn non_stream_usage_is_read_from_the_body() {
         let body = br#"{"id":"x","choices":[{"message":{"content":"{\"usage\":1}"}}],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#;
-        let usage = usage_of(body).unwrap();
+        let usage = usage_of(body, D).unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 5));
+        assert_eq!(usage_of(body, 3), None, "4 levels deep");
+    }
+
+    #[test]
+    fn too_deep_answers_pass_untouched_with_usage_unread() {
+        let deep = format!(
+            r#"{{"x":{}{},"usage":{{"prompt_tokens":3,"completion_tokens":5}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let mut tap = OpenAiUsageTap::new(Mode::Observe, D);
+        assert_eq!(tap.full(200, Bytes::from(deep.clone())).as_ref(), deep.as_bytes());
+        assert!(!tap.usage().reported);
+        let stream = format!("data: {deep}\n\ndata: [DONE]\n\n");
+        for mode in [Mode::Observe, Mode::Hide] {
+            let (out, usage) = run(mode, &[stream.as_bytes()]);
+            assert_eq!(out, stream.as_bytes(), "{mode:?}");
+            assert!(!usage.reported, "{mode:?}");
+        }
     }
 }

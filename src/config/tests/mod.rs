@@ -176,6 +176,33 @@ fn breaker_settings_default_validate_and_switch_off() {
 }
 
 #[test]
+fn max_json_depth_defaults_to_128_and_refuses_0_and_absurd_values() {
+    assert_eq!(ok(PROVIDER).server.max_json_depth, 128);
+    assert_eq!(
+        ok(&format!("[server]\nmax_json_depth = 1\n{PROVIDER}"))
+            .server
+            .max_json_depth,
+        1
+    );
+    assert_eq!(
+        ok(&format!("[server]\nmax_json_depth = 1024\n{PROVIDER}"))
+            .server
+            .max_json_depth,
+        1024
+    );
+    for bad in ["0", "1025", "100000"] {
+        err(
+            &format!("[server]\nmax_json_depth = {bad}\n{PROVIDER}"),
+            &["server.max_json_depth", "between 1 and 1024", bad],
+        );
+    }
+    err(
+        &format!("[server]\nmax_json_depth = -1\n{PROVIDER}"),
+        &["server.max_json_depth"],
+    );
+}
+
+#[test]
 fn metrics_settings_are_checked() {
     err(
         &format!("[server]\nmetrics_max_bytes = 1000\n{PROVIDER}"),

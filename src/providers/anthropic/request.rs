@@ -6,6 +6,8 @@
 
 use sonic_rs::{JsonValueTrait, Value};
 
+use crate::codec::depth::{check_depth, TooDeep};
+
 use super::{AMessage, ATool, AToolChoice, Block, BlockContent, ImageSource, MessagesRequest, Metadata};
 use crate::providers::openai::{
     ChatRequest, Content, FunctionCall, FunctionDef, ImageUrl, Message, Part, StreamOptions, Tool, ToolCall,
@@ -14,8 +16,9 @@ use crate::providers::openai::{
 /// `max_tokens` is required by Anthropic; this is used when the OpenAI client set none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-/// OpenAI chat -> Anthropic Messages body.
-pub fn from_chat(chat: &ChatRequest, model: &str) -> Result<Vec<u8>, String> {
+/// OpenAI chat -> Anthropic Messages body. Tool-call arguments (JSON inside a string) nesting
+/// deeper than `max_depth` are refused.
+pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Vec<u8>, String> {
     let mut system: Vec<String> = Vec::new();
     let mut messages: Vec<AMessage> = Vec::new();
     for m in &chat.messages {
@@ -26,7 +29,7 @@ pub fn from_chat(chat: &ChatRequest, model: &str) -> Result<Vec<u8>, String> {
                 }
                 continue;
             }
-            "assistant" => ("assistant", assistant_blocks(m)),
+            "assistant" => ("assistant", assistant_blocks(m, max_depth)?),
             "tool" | "function" => ("user", vec![tool_result(m)]),
             _ => ("user", user_blocks(m.content.as_ref())),
         };
@@ -131,29 +134,39 @@ pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     Some((mime, data))
 }
 
-fn assistant_blocks(m: &Message) -> Vec<Block> {
+fn assistant_blocks(m: &Message, max_depth: usize) -> Result<Vec<Block>, String> {
     let mut blocks = Vec::new();
     if let Some(text) = m.content.as_ref().map(Content::text).filter(|t| !t.is_empty()) {
         blocks.push(text_block(text));
     }
     for call in m.tool_calls.iter().flatten() {
+        let input =
+            parse_arguments(&call.function.arguments, max_depth).map_err(|e| too_deep_arguments(&call.id, e))?;
         blocks.push(Block {
             kind: "tool_use".to_owned(),
             id: Some(call.id.clone()),
             name: Some(call.function.name.clone()),
-            input: Some(parse_arguments(&call.function.arguments)),
+            input: Some(input),
             ..Block::default()
         });
     }
-    blocks
+    Ok(blocks)
 }
 
 /// Tool-call arguments as an object; invalid or empty JSON becomes `{}` (edge case 4).
-pub fn parse_arguments(arguments: &str) -> Value {
-    match sonic_rs::from_str::<Value>(arguments) {
+/// Arguments nesting deeper than `max_depth` are not parsed: the caller decides (a client's
+/// are refused, an upstream's become `{}` like other arguments rotor cannot read).
+pub fn parse_arguments(arguments: &str, max_depth: usize) -> Result<Value, TooDeep> {
+    check_depth(arguments.as_bytes(), max_depth)?;
+    Ok(match sonic_rs::from_str::<Value>(arguments) {
         Ok(v) if v.is_object() => v,
         _ => sonic_rs::from_str("{}").unwrap_or_default(),
-    }
+    })
+}
+
+/// The 400 message for a client's tool call whose arguments nest too deep.
+pub fn too_deep_arguments(call_id: &str, e: TooDeep) -> String {
+    format!("the arguments JSON of tool call '{call_id}' {e}")
 }
 
 fn tool_result(m: &Message) -> Block {
@@ -205,8 +218,10 @@ fn tool_choice_from_openai(choice: &Value) -> Option<AToolChoice> {
 }
 
 /// Anthropic Messages body -> OpenAI chat request (the front door's way to other upstreams).
-/// `include_usage` is always requested on streams, so output tokens can be reported.
-pub fn to_chat(body: &[u8], model: &str) -> Result<ChatRequest, String> {
+/// `include_usage` is always requested on streams, so output tokens can be reported. A body
+/// nesting deeper than `max_depth` is refused before serde reads it.
+pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest, String> {
+    check_depth(body, max_depth).map_err(|e| format!("request body {e}"))?;
     let req: MessagesRequest =
         sonic_rs::from_slice(body).map_err(|e| format!("invalid Anthropic Messages request: {e}"))?;
     let mut messages = Vec::with_capacity(req.messages.len() + 1);

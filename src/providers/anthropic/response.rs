@@ -9,8 +9,9 @@ use crate::providers::openai::{self, Completion, ToolCall};
 use crate::providers::write;
 use crate::usage::Usage;
 
-/// Anthropic response (any status) -> OpenAI body, and the usage it reports.
-pub fn to_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
+/// Anthropic response (any status) -> OpenAI body, and the usage it reports. The caller bounds
+/// the body's depth (`WholeBody`); nothing inside it is parsed again, so `_max_depth` is unused.
+pub fn to_openai(status: u16, body: &[u8], model: &str, _max_depth: usize) -> (String, Usage) {
     if !(200..300).contains(&status) {
         return (anthropic_error_to_openai(status, body), Usage::default());
     }
@@ -78,8 +79,10 @@ pub fn anthropic_error_to_openai(status: u16, body: &[u8]) -> String {
     }
 }
 
-/// OpenAI response (any status) -> Anthropic body, and the usage it reports.
-pub fn from_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
+/// OpenAI response (any status) -> Anthropic body, and the usage it reports. The caller bounds
+/// the body's depth (`WholeBody`); tool arguments inside it nesting deeper than `max_depth`
+/// become `{}`, like arguments that are not JSON at all (edge case 4).
+pub fn from_openai(status: u16, body: &[u8], model: &str, max_depth: usize) -> (String, Usage) {
     if !(200..300).contains(&status) {
         return (openai_error_to_anthropic(status, body), Usage::default());
     }
@@ -106,8 +109,9 @@ pub fn from_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
             kind: "tool_use".to_owned(),
             id: Some(call.id.unwrap_or_else(|| format!("toolu_{i}"))),
             name: Some(function.name.unwrap_or_default()),
-            input: Some(super::request::parse_arguments(
+            input: Some(upstream_arguments(
                 function.arguments.as_deref().unwrap_or(""),
+                max_depth,
             )),
             ..Block::default()
         });
@@ -126,6 +130,14 @@ pub fn from_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
     write_anthropic_usage(&mut out, &usage);
     out.push('}');
     (out, usage)
+}
+
+/// An upstream's tool arguments as an object; too deep to parse becomes `{}` (and a warning).
+fn upstream_arguments(arguments: &str, max_depth: usize) -> sonic_rs::Value {
+    super::request::parse_arguments(arguments, max_depth).unwrap_or_else(|e| {
+        tracing::warn!("upstream tool-call arguments {e}; sent as {{}}");
+        sonic_rs::from_str("{}").unwrap_or_default()
+    })
 }
 
 /// Anthropic SDKs show message ids; keep the upstream's, prefixed so they look like one.
@@ -155,6 +167,7 @@ pub fn openai_error_to_anthropic(status: u16, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::DEFAULT_MAX_DEPTH as D;
     use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
     #[test]
@@ -163,7 +176,7 @@ mod tests {
           "content":[{"type":"text","text":"Let me check."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Oslo"}}],
           "stop_reason":"tool_use","stop_sequence":null,
           "usage":{"input_tokens":30,"output_tokens":12,"cache_creation_input_tokens":5,"cache_read_input_tokens":100}}"#;
-        let (out, usage) = to_openai(200, body, "m");
+        let (out, usage) = to_openai(200, body, "m", D);
         let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"].as_str(), Some("tool_calls"));
         assert_eq!(v["choices"][0]["message"]["content"].as_str(), Some("Let me check."));
@@ -183,6 +196,7 @@ mod tests {
             529,
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
             "m",
+            D,
         );
         let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
         assert_eq!(v["error"]["type"].as_str(), Some("overloaded_error"));
@@ -191,6 +205,7 @@ mod tests {
             429,
             br#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#,
             "m",
+            D,
         );
         let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
         assert_eq!(v["type"].as_str(), Some("error"));
@@ -203,7 +218,7 @@ mod tests {
         let body = br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-x","choices":[{"index":0,"finish_reason":"tool_calls",
           "message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]}}],
           "usage":{"prompt_tokens":20,"completion_tokens":9,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":8}}}"#;
-        let (out, _) = from_openai(200, body, "m");
+        let (out, _) = from_openai(200, body, "m", D);
         let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
         assert_eq!(v["stop_reason"].as_str(), Some("tool_use"));
         assert_eq!(v["content"][0]["type"].as_str(), Some("tool_use"));

@@ -145,9 +145,11 @@ pub fn parse_error(body: &[u8]) -> Option<ErrorDetail> {
         .and_then(|e| e.error)
 }
 
-/// `RetryInfo.retryDelay` ("38.6s") from a 429 body, rounded up to whole seconds.
-pub fn retry_delay(body: &[u8]) -> Option<Duration> {
+/// `RetryInfo.retryDelay` ("38.6s") from a 429 body, rounded up to whole seconds. A body
+/// nesting deeper than `max_depth` is not read.
+pub fn retry_delay(body: &[u8], max_depth: usize) -> Option<Duration> {
     use sonic_rs::JsonValueTrait;
+    crate::codec::depth::check_depth(body, max_depth).ok()?;
     let error = parse_error(body)?;
     error.details.iter().find_map(|d| {
         let is_retry_info = d
@@ -169,9 +171,12 @@ mod tests {
         let body = br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[
           {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]},
           {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"38.6s"}]}}"#;
-        assert_eq!(retry_delay(body), Some(Duration::from_secs(39)));
-        assert_eq!(retry_delay(br#"{"error":{"message":"x"}}"#), None);
-        assert_eq!(retry_delay(b"not json"), None);
+        assert_eq!(retry_delay(body, 128), Some(Duration::from_secs(39)));
+        assert_eq!(retry_delay(body, 4), None, "5 levels deep");
+        assert_eq!(retry_delay(br#"{"error":{"message":"x"}}"#, 128), None);
+        assert_eq!(retry_delay(b"not json", 128), None);
+        let deep = format!(r#"{{"error":{{"details":{}}}}}"#, "[".repeat(100_000));
+        assert_eq!(retry_delay(deep.as_bytes(), 128), None);
     }
 
     #[test]

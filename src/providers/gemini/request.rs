@@ -8,8 +8,9 @@
 use serde::Serialize;
 use sonic_rs::{JsonValueMutTrait, JsonValueTrait, Value};
 
+use crate::codec::depth::check_depth;
 use crate::codec::target::push_segment;
-use crate::providers::anthropic::request::{parse_arguments, parse_data_url};
+use crate::providers::anthropic::request::{parse_arguments, parse_data_url, too_deep_arguments};
 use crate::providers::openai::{ChatRequest, Content as ChatContent, Part as ChatPart};
 
 #[derive(Serialize)]
@@ -90,7 +91,9 @@ fn text_part(text: &str) -> Value {
     v
 }
 
-pub fn from_chat(chat: &ChatRequest) -> Result<Vec<u8>, String> {
+/// OpenAI chat -> Gemini body. Tool-call arguments (JSON inside a string) nesting deeper than
+/// `max_depth` are refused; a tool result that deep is sent as text.
+pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String> {
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<Content> = Vec::new();
     for m in &chat.messages {
@@ -101,8 +104,8 @@ pub fn from_chat(chat: &ChatRequest) -> Result<Vec<u8>, String> {
                 }
                 continue;
             }
-            "assistant" => ("model", assistant_parts(m)),
-            "tool" | "function" => ("user", vec![function_response(chat, m)]),
+            "assistant" => ("model", assistant_parts(m, max_depth)?),
+            "tool" | "function" => ("user", vec![function_response(chat, m, max_depth)]),
             _ => ("user", user_parts(m.content.as_ref())),
         };
         if parts.is_empty() {
@@ -229,7 +232,7 @@ fn guess_mime(url: &str) -> &'static str {
     }
 }
 
-fn assistant_parts(m: &crate::providers::openai::Message) -> Vec<Value> {
+fn assistant_parts(m: &crate::providers::openai::Message, max_depth: usize) -> Result<Vec<Value>, String> {
     let mut parts = Vec::new();
     if let Some(text) = m.content.as_ref().map(ChatContent::text).filter(|t| !t.is_empty()) {
         parts.push(text_part(&text));
@@ -238,18 +241,21 @@ fn assistant_parts(m: &crate::providers::openai::Message) -> Vec<Value> {
         let mut fc = json("{}");
         if let Some(o) = fc.as_object_mut() {
             o.insert("name", Value::from(call.function.name.as_str()));
-            o.insert("args", parse_arguments(&call.function.arguments));
+            let args =
+                parse_arguments(&call.function.arguments, max_depth).map_err(|e| too_deep_arguments(&call.id, e))?;
+            o.insert("args", args);
         }
         let mut p = json("{}");
         p.as_object_mut().map(|o| o.insert("functionCall", fc));
         parts.push(p);
     }
-    parts
+    Ok(parts)
 }
 
 /// A tool message as a `functionResponse`; its name comes from the assistant call with the
-/// same id earlier in the history (Gemini requires it).
-fn function_response(chat: &ChatRequest, m: &crate::providers::openai::Message) -> Value {
+/// same id earlier in the history (Gemini requires it). Content that is not a JSON object, or
+/// nests deeper than `max_depth`, is wrapped as text.
+fn function_response(chat: &ChatRequest, m: &crate::providers::openai::Message, max_depth: usize) -> Value {
     let id = m.tool_call_id.as_deref().unwrap_or("");
     let name = chat
         .messages
@@ -260,8 +266,9 @@ fn function_response(chat: &ChatRequest, m: &crate::providers::openai::Message) 
         .or_else(|| m.name.clone())
         .unwrap_or_default();
     let text = m.content.as_ref().map(ChatContent::text).unwrap_or_default();
-    let response = match sonic_rs::from_str::<Value>(&text) {
-        Ok(v) if v.is_object() => v,
+    let parsed = check_depth(text.as_bytes(), max_depth).map(|()| sonic_rs::from_str::<Value>(&text));
+    let response = match parsed {
+        Ok(Ok(v)) if v.is_object() => v,
         _ => {
             let mut w = json("{}");
             w.as_object_mut()
@@ -279,18 +286,21 @@ fn function_response(chat: &ChatRequest, m: &crate::providers::openai::Message) 
     p
 }
 
-/// JSON-schema keys Gemini's OpenAPI subset rejects, removed at every depth.
+/// JSON-schema keys Gemini's OpenAPI subset rejects, removed at every depth. Walks with its own
+/// stack, not recursion: the schema is client input (its depth is bounded by
+/// `server.max_json_depth`, and this walk would not need that bound).
 fn clean_schema(mut schema: Value) -> Value {
-    if let Some(o) = schema.as_object_mut() {
-        for key in ["$schema", "additionalProperties", "strict"] {
-            o.remove(&key);
-        }
-        for (_, v) in o.iter_mut() {
-            *v = clean_schema(v.take());
-        }
-    } else if let Some(a) = schema.as_array_mut() {
-        for v in a.iter_mut() {
-            *v = clean_schema(v.take());
+    let mut pending: Vec<&mut Value> = vec![&mut schema];
+    while let Some(v) = pending.pop() {
+        if v.is_object() {
+            let Some(o) = v.as_object_mut() else { continue };
+            for key in ["$schema", "additionalProperties", "strict"] {
+                o.remove(&key);
+            }
+            pending.extend(o.iter_mut().map(|(_, child)| child));
+        } else if v.is_array() {
+            let Some(a) = v.as_array_mut() else { continue };
+            pending.extend(a.iter_mut());
         }
     }
     schema

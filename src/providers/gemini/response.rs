@@ -6,8 +6,9 @@ use super::{finish_reason, parse_error, GenerateResponse};
 use crate::providers::openai::{self, FunctionCall, ToolCall};
 use crate::usage::Usage;
 
-/// Any status -> OpenAI body, and the usage it reports.
-pub fn to_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
+/// Any status -> OpenAI body, and the usage it reports. The caller bounds the body's depth
+/// (`WholeBody`); nothing inside it is parsed again, so `_max_depth` is unused.
+pub fn to_openai(status: u16, body: &[u8], model: &str, _max_depth: usize) -> (String, Usage) {
     if !(200..300).contains(&status) {
         let message = match parse_error(body) {
             Some(e) => {
@@ -80,13 +81,14 @@ pub fn to_openai(status: u16, body: &[u8], model: &str) -> (String, Usage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::DEFAULT_MAX_DEPTH as D;
     use sonic_rs::JsonValueTrait;
 
     #[test]
     fn function_call_turn_is_tool_calls_with_usage() {
         let body = br#"{"candidates":[{"index":0,"content":{"role":"model","parts":[{"text":"thinking","thought":true},{"functionCall":{"name":"get_weather","args":{"city":"Oslo"}}}]},"finishReason":"STOP"}],
           "usageMetadata":{"promptTokenCount":20,"candidatesTokenCount":6,"totalTokenCount":40,"thoughtsTokenCount":14,"cachedContentTokenCount":4},"modelVersion":"gemini-x","responseId":"abc"}"#;
-        let (out, usage) = to_openai(200, body, "m");
+        let (out, usage) = to_openai(200, body, "m", D);
         let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"].as_str(), Some("tool_calls"));
         assert_eq!(
@@ -112,13 +114,14 @@ mod tests {
 
     #[test]
     fn blocked_prompt_is_content_filter_and_errors_keep_status_name() {
-        let (out, _) = to_openai(200, br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#, "m");
+        let (out, _) = to_openai(200, br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#, "m", D);
         let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"].as_str(), Some("content_filter"));
         let (out, _) = to_openai(
             429,
             br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#,
             "m",
+            D,
         );
         let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
         assert_eq!(v["error"]["type"].as_str(), Some("RESOURCE_EXHAUSTED"));
