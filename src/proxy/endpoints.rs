@@ -17,10 +17,13 @@ struct Health<'a> {
     usable_keys: usize,
     open_connections: usize,
     worker: usize,
-    /// `ok` or `failing` (request records are then counted as dropped).
+    /// `ok`, or `failing` while storage is closed or a write failure or dropped record is
+    /// more recent than `storage.health_window_ms`.
     storage: &'a str,
     storage_error: Option<String>,
     log_dropped: u64,
+    /// Request rows in the log now.
+    log_rows: u64,
 }
 
 pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
@@ -34,16 +37,20 @@ pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responde
         .flat_map(|p| ctx.generation.key_health.provider(p.index))
         .filter(|h| h.available(now))
         .count();
-    let storage_ok = core.gateway.storage_status.ok();
+    let storage = core
+        .gateway
+        .storage_status
+        .state(config.storage.health_window, core.gateway.records.last_drop_ms());
     let body = Health {
-        status: if usable_keys > 0 && storage_ok {
+        status: if usable_keys > 0 && storage.ok {
             "ok"
         } else {
             "degraded"
         },
-        storage: if storage_ok { "ok" } else { "failing" },
-        storage_error: (!storage_ok).then(|| core.gateway.storage_status.last_error()),
+        storage: if storage.ok { "ok" } else { "failing" },
+        storage_error: storage.error,
         log_dropped: core.gateway.records.dropped(),
+        log_rows: core.gateway.storage_status.size().0,
         generation: ctx.generation.id,
         uptime_s: core.gateway.started.elapsed().as_secs(),
         providers: config.providers.iter().filter(|p| p.enabled).count(),
@@ -252,7 +259,8 @@ pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Respond
         log_dropped: core.gateway.records.dropped(),
         open_connections: core.gateway.gate.open_connections(),
     };
-    let body = core.gateway.metrics.render(&extra);
+    let mut body = core.gateway.metrics.render(&extra);
+    core.gateway.storage_status.render(&mut body, 0);
     let headers: [(&str, &[u8]); 2] = [
         ("content-type", b"text/plain; version=0.0.4; charset=utf-8"),
         ("x-request-id", &ctx.request_id),

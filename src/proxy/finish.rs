@@ -73,6 +73,10 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models" | "admin") {
         return;
     }
+    // A row for this request? (`max_records = 0` keeps none; `sample_rate` thins them.)
+    if storage.max_records == Some(0) || (storage.sample_rate < 1.0 && fastrand::f64() >= storage.sample_rate) {
+        return;
+    }
     let arrived = SystemTime::now().checked_sub(elapsed).unwrap_or_else(SystemTime::now);
     core.gateway.records.push(RequestRecord {
         ts_ms: arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),

@@ -109,12 +109,13 @@ struct Duties {
 impl Duties {
     /// Opens storage and restores limit windows (before any worker serves).
     fn open(gateway: &Gateway) -> Duties {
-        let mut storage = LogWriter::open_storage(gateway);
+        let mut log_writer = LogWriter::new();
+        let mut storage = log_writer.open_storage(gateway);
         let persist = Persist::open(gateway, storage.as_mut());
         Duties {
             storage,
             persist,
-            log_writer: LogWriter::new(),
+            log_writer,
         }
     }
 

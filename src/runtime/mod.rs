@@ -51,7 +51,7 @@ pub struct Gateway {
     pub metrics: crate::metrics::Registry,
     /// Request records on their way to storage.
     pub records: crate::usage::record::RecordQueue,
-    pub storage_status: crate::usage::writer::StorageStatus,
+    pub storage_status: crate::storage::health::StorageHealth,
     /// Work for the control thread (reload, storage queries), queued by workers.
     pub commands: commands::Commands,
     pub limits: LimitRegistry,
@@ -76,7 +76,7 @@ impl Gateway {
             health,
             metrics: crate::metrics::Registry::default(),
             records: crate::usage::record::RecordQueue::default(),
-            storage_status: crate::usage::writer::StorageStatus::default(),
+            storage_status: crate::storage::health::StorageHealth::default(),
             commands: commands::Commands::default(),
             limits,
             workers_stopped: AtomicBool::new(false),

@@ -88,11 +88,46 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Deletes records older than `cutoff_ms`; returns how many went.
-pub fn expire(storage: &mut Storage, cutoff_ms: i64) -> Result<usize, StorageError> {
-    Ok(storage
-        .conn()
-        .execute("DELETE FROM requests WHERE ts_ms < ?1", [cutoff_ms])?)
+/// (oldest id, newest id) of the log; `None` when it is empty. Rows are only ever deleted
+/// oldest first (a prefix of ids) and ids are handed out in order, so the log holds exactly
+/// `newest - oldest + 1` rows: counting them costs two index lookups, not a scan.
+pub fn id_span(storage: &mut Storage) -> Result<Option<(i64, i64)>, StorageError> {
+    let span: (Option<i64>, Option<i64>) =
+        storage
+            .conn()
+            .query_row("SELECT MIN(id), MAX(id) FROM requests", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+    Ok(match span {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    })
+}
+
+/// Rows in the log (see `id_span`).
+pub fn row_count(storage: &mut Storage) -> Result<u64, StorageError> {
+    Ok(id_span(storage)?.map_or(0, |(a, b)| (b - a + 1).max(0) as u64))
+}
+
+/// Deletes the `n` oldest rows; returns how many went.
+pub fn prune_oldest(storage: &mut Storage, n: u64) -> Result<usize, StorageError> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    Ok(storage.conn().execute(
+        "DELETE FROM requests WHERE id < (SELECT MIN(id) FROM requests) + ?1",
+        [n],
+    )?)
+}
+
+/// Deletes, oldest first, rows that arrived before `cutoff_ms`, looking at no more than the
+/// `step` oldest rows (one small step; call again while it deletes). Deletes the prefix up to
+/// the newest such row among them, so `id_span` stays exact.
+pub fn prune_before(storage: &mut Storage, cutoff_ms: i64, step: u64) -> Result<usize, StorageError> {
+    let step = i64::try_from(step).unwrap_or(i64::MAX);
+    Ok(storage.conn().execute(
+        "DELETE FROM requests WHERE id <= (SELECT MAX(id) FROM \
+         (SELECT id, ts_ms FROM requests ORDER BY id LIMIT ?2) WHERE ts_ms < ?1)",
+        [cutoff_ms, step],
+    )?)
 }
 
 pub fn clear(storage: &mut Storage) -> Result<usize, StorageError> {
@@ -475,7 +510,14 @@ mod tests {
             vec![d, b],
             "newest first, paged"
         );
-        assert_eq!(expire(&mut s, c).unwrap(), 2);
-        assert_eq!(clear(&mut s).unwrap(), 2);
+        assert_eq!(row_count(&mut s).unwrap(), 4);
+        assert_eq!(prune_before(&mut s, c, 1).unwrap(), 1, "one step looks at one row");
+        assert_eq!(prune_before(&mut s, c, 10).unwrap(), 1);
+        assert_eq!(prune_before(&mut s, c, 10).unwrap(), 0, "nothing older is left");
+        assert_eq!(row_count(&mut s).unwrap(), 2);
+        assert_eq!(prune_oldest(&mut s, 1).unwrap(), 1);
+        assert_eq!(id_span(&mut s).unwrap(), Some((4, 4)));
+        assert_eq!(clear(&mut s).unwrap(), 1);
+        assert_eq!(row_count(&mut s).unwrap(), 0);
     }
 }

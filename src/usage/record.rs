@@ -40,6 +40,8 @@ pub struct RequestRecord {
 pub struct RecordQueue {
     queue: ArrayQueue<RequestRecord>,
     dropped: AtomicU64,
+    /// `storage::health::clock_ms` of the last drop; 0 = never (`/health` looks at it).
+    last_drop_ms: AtomicU64,
     /// `dropped` value when the last warning was logged (one warning per burst).
     warned_at: AtomicU64,
 }
@@ -55,6 +57,7 @@ impl RecordQueue {
         RecordQueue {
             queue: ArrayQueue::new(capacity.max(1)),
             dropped: AtomicU64::new(0),
+            last_drop_ms: AtomicU64::new(0),
             warned_at: AtomicU64::new(0),
         }
     }
@@ -69,6 +72,8 @@ impl RecordQueue {
     /// Counts records lost elsewhere (e.g. the storage write failed).
     pub fn count_dropped(&self, n: u64, why: &str) {
         let now = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        self.last_drop_ms
+            .store(crate::storage::health::clock_ms(), Ordering::Relaxed);
         let warned = self.warned_at.load(Ordering::Relaxed);
         // Warn on the first drop of a burst: after a quiet period the writer resets `warned_at`.
         if warned == 0
@@ -103,6 +108,11 @@ impl RecordQueue {
 
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// When a record was last dropped (`storage::health::clock_ms`), 0 = never.
+    pub fn last_drop_ms(&self) -> u64 {
+        self.last_drop_ms.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {

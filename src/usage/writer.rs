@@ -1,125 +1,86 @@
 //! The request-log writer, on the control thread: drains the record queue into SQLite in
-//! batched transactions, applies retention, and answers the admin API's storage queries.
+//! batched transactions and answers the admin API's storage queries; `storage::keeper` keeps
+//! the database open and bounded around it.
 //! Invariant: a storage failure never reaches the workers; the records of a failed batch are
-//! counted as dropped and the failure is visible in `/health` until a write succeeds again.
+//! counted as dropped and the failure is visible in `/health` for `storage.health_window_ms`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::runtime::commands::{Command, Reply};
 use crate::runtime::Gateway;
+use crate::storage::keeper::{batch_rows, Keeper};
 use crate::storage::requests;
 use crate::storage::Storage;
+use crate::usage::record::RequestRecord;
 
-/// Records per transaction; one transaction per tick keeps fsyncs rare.
-const BATCH: usize = 10_000;
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-/// A locked database makes the writer wait this long at most per attempt.
-const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// Storage health as `/health` shows it.
 #[derive(Default)]
-pub struct StorageStatus {
-    failing: AtomicBool,
-    last_error: Mutex<String>,
-}
-
-impl StorageStatus {
-    pub fn ok(&self) -> bool {
-        !self.failing.load(Ordering::Relaxed)
-    }
-
-    pub fn last_error(&self) -> String {
-        self.last_error.lock().clone()
-    }
-
-    fn set(&self, result: Result<(), String>) {
-        match result {
-            Ok(()) => self.failing.store(false, Ordering::Relaxed),
-            Err(e) => {
-                *self.last_error.lock() = e;
-                self.failing.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
 pub struct LogWriter {
-    last_retention: Instant,
-}
-
-impl Default for LogWriter {
-    fn default() -> Self {
-        Self::new()
-    }
+    keeper: Keeper,
 }
 
 impl LogWriter {
     /// Opens the database at `storage.path` (in memory when unset), the one the control thread
-    /// owns for every storage duty. A failure leaves rotor without storage: proxying goes on and
-    /// records are counted as dropped.
-    pub fn open_storage(gateway: &Gateway) -> Option<Storage> {
+    /// owns for every storage duty. A failure leaves rotor without storage until a retry
+    /// succeeds: proxying goes on and records are counted as dropped.
+    pub fn open_storage(&mut self, gateway: &Gateway) -> Option<Storage> {
         let config = gateway.current().config.clone();
-        match Storage::open(config.storage.path.as_deref()) {
-            Ok(s) => {
-                // Bounded waits on a locked file: the control thread has other work.
-                let _ = s.set_busy_timeout(BUSY_TIMEOUT);
-                gateway.storage_status.set(Ok(()));
-                Some(s)
-            }
-            Err(e) => {
-                tracing::error!("storage unavailable: {e}");
-                gateway.storage_status.set(Err(e.to_string()));
-                None
-            }
-        }
+        self.keeper.open(&config.storage, &gateway.storage_status)
     }
 
     pub fn new() -> LogWriter {
-        let long_ago = Instant::now().checked_sub(RETENTION_EVERY).unwrap_or_else(Instant::now);
-        LogWriter {
-            last_retention: long_ago,
-        }
+        LogWriter::default()
     }
 
-    /// Writes what the workers queued since the last tick.
+    /// Writes what the workers queued since the last tick, then prunes.
     pub fn tick(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        let config = gateway.current().config.clone();
+        let settings = &config.storage;
+        let health = &gateway.storage_status;
+        self.keeper.keep_open(settings, health, storage);
+        let batch_max = batch_rows(settings);
         loop {
-            let batch = gateway.records.drain(BATCH);
+            let batch = gateway.records.drain(batch_max);
             if batch.is_empty() {
                 break;
             }
-            let result = match storage.as_mut() {
-                Some(storage) => requests::insert(storage, &batch).map_err(|e| e.to_string()),
-                None => Err("storage is not open".to_owned()),
-            };
-            match &result {
+            match self.write_rows(gateway, storage, &batch) {
                 Ok(()) => gateway.records.burst_over(),
-                Err(e) => gateway
-                    .records
-                    .count_dropped(batch.len() as u64, &format!("request log write failed: {e}")),
+                Err(e) => {
+                    let e = format!("request log write failed: {e}");
+                    gateway.records.count_dropped(batch.len() as u64, &e);
+                    health.failed(e);
+                    break;
+                }
             }
-            let failed = result.is_err();
-            gateway.storage_status.set(result);
-            if failed || batch.len() < BATCH {
+            if batch.len() < batch_max {
                 break;
             }
         }
-        if self.last_retention.elapsed() >= RETENTION_EVERY {
-            self.last_retention = Instant::now();
-            let days = gateway.current().config.storage.retention_days;
-            let cutoff = now_unix_ms() - i64::from(days) * 86_400_000;
-            if let Some(storage) = storage.as_mut() {
-                match requests::expire(storage, cutoff) {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "request records past retention deleted"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("retention failed: {e}"),
-                }
-            }
+        if let Some(storage) = storage.as_mut() {
+            self.keeper.bound(settings, health, storage);
         }
+    }
+
+    /// Inserts `batch`; when the file turns out to have vanished under the write, the batch
+    /// went nowhere: the database is created again and the batch written there.
+    fn write_rows(
+        &mut self,
+        gateway: &Gateway,
+        storage: &mut Option<Storage>,
+        batch: &[RequestRecord],
+    ) -> Result<(), String> {
+        let config = gateway.current().config.clone();
+        for _ in 0..2 {
+            let Some(s) = storage.as_mut() else {
+                return Err("storage is not open (retrying)".to_owned());
+            };
+            requests::insert(s, batch).map_err(|e| e.to_string())?;
+            if !s.vanished() {
+                return Ok(());
+            }
+            self.keeper.keep_open(&config.storage, &gateway.storage_status, storage);
+        }
+        Err("the database file vanished again while writing".to_owned())
     }
 
     /// Runs an admin storage command (after flushing queued records, so a log query sees every
@@ -155,10 +116,4 @@ struct StatsPage {
 fn json<T: Serialize, E: std::fmt::Display>(value: Result<T, E>) -> Result<Vec<u8>, String> {
     let value = value.map_err(|e| e.to_string())?;
     sonic_rs::to_vec(&value).map_err(|e| e.to_string())
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
