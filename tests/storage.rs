@@ -8,9 +8,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::records::log_directly;
 use common::*;
 use rotor::usage::record::RequestRecord;
-use sonic_rs::JsonValueTrait;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 const ADMIN: &str = "adm-key-0000-0001";
 
@@ -186,4 +187,146 @@ fn the_in_memory_log_keeps_at_most_max_records() {
         metric(&h, "rotor_log_pruned_total{reason=\"max_records\"}") == 70
     }));
     assert_eq!(health(&h)["log_rows"].as_u64(), Some(50));
+}
+
+/// Stats come from rollups: rows pruned by `max_records` or thinned by `sample_rate` leave
+/// every total intact.
+#[test]
+fn stats_count_every_request_while_rows_are_pruned_or_sampled() {
+    let h = Harness::start(conf("max_records = 1000\nsample_rate = 0.5"));
+    let mut client = h.client();
+    for _ in 0..200 {
+        assert_eq!(
+            client.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status,
+            200
+        );
+    }
+    let overview = admin_json(&h, "/admin/stats/overview");
+    assert_eq!(overview["requests"].as_u64(), Some(200), "{overview}");
+    assert!(overview["prompt_tokens"].as_u64().unwrap() > 0, "{overview}");
+    let rows = admin_json(&h, "/admin/logs")["total"].as_u64().unwrap();
+    assert!((40..=160).contains(&rows), "about half the requests got a row: {rows}");
+    let stats = admin_json(&h, "/admin/stats?period=hour&group_by=client");
+    let counted: u64 = stats["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 200, "{stats}");
+
+    let h = Harness::start(conf("max_records = 20"));
+    let mut client = h.client();
+    for _ in 0..60 {
+        assert_eq!(
+            client.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status,
+            200
+        );
+    }
+    assert_eq!(admin_json(&h, "/admin/stats/overview")["requests"].as_u64(), Some(60));
+    assert!(eventually(Duration::from_secs(5), || {
+        admin_json(&h, "/admin/logs")["total"].as_u64() == Some(20)
+    }));
+    let auth = format!("Bearer {ADMIN}");
+    let cleared = h
+        .client()
+        .request("DELETE", "/admin/logs", &[("authorization", &auth)], b"");
+    assert_eq!(cleared.status, 200);
+    assert_eq!(
+        admin_json(&h, "/admin/stats/overview")["requests"].as_u64(),
+        Some(60),
+        "clearing the rows leaves the stats"
+    );
+}
+
+/// (file, WAL) sizes.
+fn file_bytes(path: &Path) -> (u64, u64) {
+    let size = |suffix: &str| {
+        let mut p = path.to_owned().into_os_string();
+        p.push(suffix);
+        std::fs::metadata(p).map_or(0, |m| m.len())
+    };
+    (size(""), size("-wal"))
+}
+
+/// A small `max_db_bytes` keeps the file and its WAL under about 1.2x of it, while the stats
+/// still count every request.
+#[test]
+fn max_db_bytes_bounds_the_file_and_its_wal_while_stats_count_everything() {
+    const MAX: u64 = 2 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotor.db");
+    let h = Harness::start(conf(&format!("{}\nmax_db_bytes = {MAX}", path_line(&path))));
+    let mut client = h.client();
+    for _ in 0..500 {
+        assert_eq!(
+            client.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status,
+            200
+        );
+    }
+    let shard = h.running().gateway.rollups.shard();
+    let mut biggest = (0, 0);
+    let mut sample = || {
+        let (file, wal) = file_bytes(&path);
+        if file + wal > biggest.0 + biggest.1 {
+            biggest = (file, wal);
+        }
+    };
+    for _ in 0..10 {
+        log_directly(&h, 10_000, &shard);
+        sample();
+        assert!(eventually(Duration::from_secs(20), || {
+            sample();
+            h.running().gateway.records.is_empty()
+        }));
+    }
+    // Everything written, then pruned to the bound.
+    let overview = admin_json(&h, "/admin/stats/overview");
+    assert_eq!(overview["requests"].as_u64(), Some(100_500), "{overview}");
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(&h, "rotor_log_pruned_total{reason=\"max_db_bytes\"}") > 0
+    }));
+    sample();
+    assert!(
+        (biggest.0 + biggest.1) as f64 <= MAX as f64 * 1.2,
+        "file + WAL reached {biggest:?} bytes, over 1.2 x {MAX}"
+    );
+    println!("max_db_bytes {MAX}: largest (file, WAL) seen {biggest:?}");
+    let rows = admin_json(&h, "/admin/logs")["total"].as_u64().unwrap();
+    assert!(rows > 1_000 && rows < 100_500, "rows kept: {rows}");
+    assert_eq!(metric(&h, "rotor_log_dropped_total"), 0);
+}
+
+/// Rollups that cannot be written (another process holds the write lock) wait in memory and
+/// are written exactly once when the lock goes: the totals neither lose nor double-count.
+#[test]
+fn rollups_wait_out_a_locked_database_and_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotor.db");
+    let h = Harness::start(conf(&format!("{}\nhealth_window_ms = 60000", path_line(&path))));
+    for _ in 0..3 {
+        chat_ok(&h);
+    }
+    assert_eq!(admin_json(&h, "/admin/stats/overview")["requests"].as_u64(), Some(3));
+    let lock = rusqlite::Connection::open(&path).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE; DELETE FROM rollups WHERE 0;")
+        .unwrap();
+    for _ in 0..5 {
+        chat_ok(&h);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            health(&h)["storage_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("rollup"))
+        }),
+        "a rollup flush failed on the lock: {}",
+        health(&h)
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    assert_eq!(admin_json(&h, "/admin/stats/overview")["requests"].as_u64(), Some(8));
+    sleep_ms(1_200); // another flush period: nothing is written twice
+    assert_eq!(admin_json(&h, "/admin/stats/overview")["requests"].as_u64(), Some(8));
+    assert_eq!(metric(&h, "rotor_rollups_dropped_total"), 0);
 }

@@ -260,7 +260,9 @@ pub(super) async fn metrics(core: &Core, ctx: &RequestContext, res: &mut Respond
         open_connections: core.gateway.gate.open_connections(),
     };
     let mut body = core.gateway.metrics.render(&extra);
-    core.gateway.storage_status.render(&mut body, 0);
+    core.gateway
+        .storage_status
+        .render(&mut body, core.gateway.rollups.overflow());
     let headers: [(&str, &[u8]); 2] = [
         ("content-type", b"text/plain; version=0.0.4; charset=utf-8"),
         ("x-request-id", &ctx.request_id),

@@ -135,7 +135,7 @@ impl Duties {
             self.run_commands(gateway);
             self.log_writer.tick(gateway, &mut self.storage);
         }
-        self.log_writer.tick(gateway, &mut self.storage);
+        self.log_writer.finish(gateway, &mut self.storage);
         self.persist.snapshot(gateway, self.storage.as_mut());
     }
 

@@ -51,6 +51,8 @@ pub struct Gateway {
     pub metrics: crate::metrics::Registry,
     /// Request records on their way to storage.
     pub records: crate::usage::record::RecordQueue,
+    /// Per-core stats rollups, collected by the control thread.
+    pub rollups: crate::usage::rollup::RollupRegistry,
     pub storage_status: crate::storage::health::StorageHealth,
     /// Work for the control thread (reload, storage queries), queued by workers.
     pub commands: commands::Commands,
@@ -76,6 +78,7 @@ impl Gateway {
             health,
             metrics: crate::metrics::Registry::default(),
             records: crate::usage::record::RecordQueue::default(),
+            rollups: crate::usage::rollup::RollupRegistry::default(),
             storage_status: crate::storage::health::StorageHealth::default(),
             commands: commands::Commands::default(),
             limits,

@@ -48,8 +48,8 @@ pub struct StorageHealth {
     pruned: [AtomicU64; 3],
     /// Times the database was opened again after it failed to open or its file vanished.
     reopened: AtomicU64,
-    /// Stats rollup cells given up (storage down for so long that the pending ones passed
-    /// their bound).
+    /// Requests whose stats rollups were given up (storage down so long that the pending cells
+    /// passed their bound, or still down at exit).
     rollups_dropped: AtomicU64,
     /// Gauges the writer refreshes: rows in the request log, database bytes (file + WAL, or
     /// the in-memory pages).
@@ -174,7 +174,7 @@ impl StorageHealth {
             (
                 "rotor_rollups_dropped_total",
                 "counter",
-                "Stats rollup cells lost because storage stayed down past their in-memory bound.",
+                "Requests whose stats were lost: storage stayed down past the pending rollups' bound, or at exit.",
                 self.rollups_dropped.load(Ordering::Relaxed),
             ),
             (

@@ -1,7 +1,8 @@
 //! Keeps the control thread's database open and bounded. Opens it (and retries with backoff
 //! when it cannot), notices a file deleted or replaced under rotor and creates it again, and
 //! prunes request rows oldest first in small steps so the log stays under
-//! `storage.max_records`, `storage.max_db_bytes` and `storage.retention_days`.
+//! `storage.max_records`, `storage.max_db_bytes` and `storage.retention_days`; folds minute
+//! rollups into hours and expires them after `storage.rollup_retention_days`.
 //! Invariant: no step holds the write lock long (a prune deletes at most `PRUNE_STEP` rows per
 //! statement), every pruned row is counted in `rotor_log_pruned_total`, and a store that is
 //! closed or lost shows in `/health` until it is open again.
@@ -9,7 +10,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::health::{PruneReason, StorageHealth};
-use super::{requests, Storage, StorageError};
+use super::{requests, rollups, Storage, StorageError};
 use crate::config::Storage as Settings;
 
 /// Rows deleted per statement: a few ms of lock at most.
@@ -19,7 +20,10 @@ const PRUNE_STEPS_PER_TICK: usize = 4;
 /// Pruning by size keeps the pages in use under this fraction of `max_db_bytes`, leaving room
 /// for a batch in flight and the WAL.
 const SIZE_TARGET: f64 = 0.8;
+/// Retention (rows and rollups) and folding minute rollups into hours are checked this often,
+/// and stepped every tick while there is work.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
+const DAY_MS: i64 = 86_400_000;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A locked database makes a write wait this long at most per attempt.
@@ -132,11 +136,14 @@ impl Keeper {
             health.count_pruned(PruneReason::MaxDbBytes, n as u64);
         }
         if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
-            let cutoff = now_unix_ms() - i64::from(settings.retention_days) * 86_400_000;
+            let now = now_unix_ms();
+            let cutoff = now - i64::from(settings.retention_days) * DAY_MS;
             let n = requests::prune_before(storage, cutoff, PRUNE_STEP)?;
             health.count_pruned(PruneReason::Retention, n as u64);
-            // Keep stepping next tick while old rows remain.
-            if n == 0 {
+            let folded = rollups::fold_oldest_hour(storage, now - rollups::FOLD_AFTER_MS)?;
+            let expired = rollups::expire(storage, now - i64::from(settings.rollup_retention_days) * DAY_MS)?;
+            // One step of each per tick; keep stepping next tick while there is more.
+            if n == 0 && !folded && expired == 0 {
                 self.last_retention = Some(Instant::now());
             }
         }
@@ -147,12 +154,13 @@ impl Keeper {
     }
 }
 
-/// Rows per write transaction: small next to a small `max_db_bytes`, so a batch (and the WAL
-/// it fills before the checkpoint) stays a small part of the bound.
+/// Rows per write transaction: small next to a small `max_db_bytes` or `max_records`, so a
+/// batch (and the WAL it fills before the checkpoint) stays a small part of the bound, and the
+/// pages it needs before the next prune (which an in-memory database never gives back) too.
 pub fn batch_rows(settings: &Settings) -> usize {
-    settings
-        .max_db_bytes
-        .map_or(10_000, |max| (max / 4096).clamp(256, 10_000) as usize)
+    let by_bytes = settings.max_db_bytes.map_or(10_000, |max| max / 4096);
+    let by_rows = settings.max_records.map_or(10_000, |max| max / 10);
+    by_bytes.min(by_rows).clamp(64, 10_000) as usize
 }
 
 fn open(settings: &Settings) -> Result<Storage, StorageError> {

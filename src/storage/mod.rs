@@ -9,6 +9,7 @@
 pub mod health;
 pub mod keeper;
 pub mod requests;
+pub mod rollups;
 pub mod windows;
 
 use std::fmt;
@@ -28,6 +29,8 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     // 2: request records (see `requests`).
     requests::MIGRATION,
+    // 3: stats rollups, seeded from the request records (see `rollups`).
+    rollups::MIGRATION,
 ];
 
 #[derive(Debug)]

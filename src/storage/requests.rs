@@ -1,5 +1,5 @@
-//! Request records in SQLite: batched inserts from the control thread, retention, and the
-//! queries behind `/admin/logs`, `/admin/stats` and `/admin/stats/overview`.
+//! Request rows in SQLite: batched inserts from the control thread, oldest-first pruning, and
+//! the query behind `/admin/logs` (stats come from `rollups`, never from these rows).
 //! Invariant: every query's filters and grouping come from fixed lists or bound parameters,
 //! never from text spliced into SQL.
 
@@ -258,160 +258,6 @@ pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) 
     Ok(LogPage { total, data })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Hour,
-    Day,
-    Month,
-}
-
-impl Period {
-    pub fn parse(s: &str) -> Option<Period> {
-        match s {
-            "hour" => Some(Period::Hour),
-            "day" => Some(Period::Day),
-            "month" => Some(Period::Month),
-            _ => None,
-        }
-    }
-
-    fn format(self) -> &'static str {
-        match self {
-            Period::Hour => "%Y-%m-%dT%H:00",
-            Period::Day => "%Y-%m-%d",
-            Period::Month => "%Y-%m",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    Model,
-    Provider,
-    Key,
-    Client,
-}
-
-impl GroupBy {
-    pub fn parse(s: &str) -> Option<GroupBy> {
-        match s {
-            "model" => Some(GroupBy::Model),
-            "provider" => Some(GroupBy::Provider),
-            "key" => Some(GroupBy::Key),
-            "client" => Some(GroupBy::Client),
-            _ => None,
-        }
-    }
-
-    fn column(self) -> &'static str {
-        match self {
-            GroupBy::Model => "model",
-            GroupBy::Provider => "provider",
-            GroupBy::Key => "key",
-            GroupBy::Client => "client",
-        }
-    }
-}
-
-#[derive(Serialize, Debug, PartialEq)]
-pub struct StatsRow {
-    pub bucket: String,
-    pub group: String,
-    pub requests: i64,
-    pub errors: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cached_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub avg_latency_ms: f64,
-}
-
-/// Buckets of `period` (UTC) grouped by `group`, oldest first.
-pub fn stats(
-    storage: &mut Storage,
-    period: Period,
-    group: GroupBy,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
-) -> Result<Vec<StatsRow>, StorageError> {
-    let filter = LogFilter {
-        since_ms,
-        until_ms,
-        ..Default::default()
-    };
-    let (clause, values) = filter.clause();
-    let sql = format!(
-        "SELECT strftime('{fmt}', ts_ms / 1000, 'unixepoch') AS bucket, {col} AS grp, COUNT(*), \
-         SUM(status >= 400), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(reasoning_tokens), \
-         AVG(latency_ms) FROM requests{clause} GROUP BY bucket, grp ORDER BY bucket, grp",
-        fmt = period.format(),
-        col = group.column(),
-    );
-    let conn = storage.conn();
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
-        Ok(StatsRow {
-            bucket: r.get(0)?,
-            group: r.get(1)?,
-            requests: r.get(2)?,
-            errors: r.get(3)?,
-            prompt_tokens: r.get(4)?,
-            completion_tokens: r.get(5)?,
-            cached_tokens: r.get(6)?,
-            reasoning_tokens: r.get(7)?,
-            avg_latency_ms: r.get(8)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-}
-
-#[derive(Serialize, Debug, PartialEq)]
-pub struct Overview {
-    pub requests: i64,
-    pub errors: i64,
-    pub success_rate: f64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cached_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub avg_latency_ms: f64,
-    pub avg_overhead_us: f64,
-}
-
-pub fn overview(storage: &mut Storage, since_ms: Option<i64>, until_ms: Option<i64>) -> Result<Overview, StorageError> {
-    let filter = LogFilter {
-        since_ms,
-        until_ms,
-        ..Default::default()
-    };
-    let (clause, values) = filter.clause();
-    let sql = format!(
-        "SELECT COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(SUM(prompt_tokens), 0), \
-         COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), \
-         COALESCE(AVG(latency_ms), 0.0), COALESCE(AVG(overhead_us), 0.0) FROM requests{clause}"
-    );
-    let o = storage.conn().query_row(&sql, params_from_iter(values.iter()), |r| {
-        let requests: i64 = r.get(0)?;
-        let errors: i64 = r.get(1)?;
-        Ok(Overview {
-            requests,
-            errors,
-            success_rate: if requests > 0 {
-                (requests - errors) as f64 / requests as f64
-            } else {
-                1.0
-            },
-            prompt_tokens: r.get(2)?,
-            completion_tokens: r.get(3)?,
-            cached_tokens: r.get(4)?,
-            reasoning_tokens: r.get(5)?,
-            avg_latency_ms: r.get(6)?,
-            avg_overhead_us: r.get(7)?,
-        })
-    })?;
-    Ok(o)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_group_by_period_and_model_over_injected_timestamps() {
+    fn logs_filter_and_page_newest_first_and_prune_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
         // 2026-01-01T00:30Z, 2026-01-01T01:10Z, 2026-01-02T05:00Z, 2026-02-01T00:00Z
@@ -457,43 +303,6 @@ mod tests {
             ],
         )
         .unwrap();
-        let days = stats(&mut s, Period::Day, GroupBy::Model, None, None).unwrap();
-        let summary: Vec<(&str, &str, i64, i64, i64)> = days
-            .iter()
-            .map(|r| {
-                (
-                    r.bucket.as_str(),
-                    r.group.as_str(),
-                    r.requests,
-                    r.errors,
-                    r.prompt_tokens,
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("2026-01-01", "m1", 2, 1, 30),
-                ("2026-01-02", "m2", 1, 0, 5),
-                ("2026-02-01", "m1", 1, 0, 1)
-            ]
-        );
-        let hours = stats(&mut s, Period::Hour, GroupBy::Model, Some(a), Some(c)).unwrap();
-        assert_eq!(
-            hours.iter().map(|r| r.bucket.as_str()).collect::<Vec<_>>(),
-            vec!["2026-01-01T00:00", "2026-01-01T01:00"]
-        );
-        let months = stats(&mut s, Period::Month, GroupBy::Provider, None, None).unwrap();
-        assert_eq!(
-            months
-                .iter()
-                .map(|r| (r.bucket.as_str(), r.requests))
-                .collect::<Vec<_>>(),
-            vec![("2026-01", 3), ("2026-02", 1)]
-        );
-        let o = overview(&mut s, None, None).unwrap();
-        assert_eq!((o.requests, o.errors, o.prompt_tokens), (4, 1, 36));
-        assert!((o.success_rate - 0.75).abs() < 1e-9);
         let page = logs(
             &mut s,
             &LogFilter {
@@ -510,6 +319,19 @@ mod tests {
             vec![d, b],
             "newest first, paged"
         );
+        assert_eq!(page.data[1].status, 500);
+        assert_eq!(page.data[1].prompt_tokens, 20);
+        let since = logs(
+            &mut s,
+            &LogFilter {
+                since_ms: Some(c),
+                ..Default::default()
+            },
+            10,
+            0,
+        )
+        .unwrap();
+        assert_eq!(since.total, 2);
         assert_eq!(row_count(&mut s).unwrap(), 4);
         assert_eq!(prune_before(&mut s, c, 1).unwrap(), 1, "one step looks at one row");
         assert_eq!(prune_before(&mut s, c, 10).unwrap(), 1);

@@ -1,21 +1,43 @@
 //! The request-log writer, on the control thread: drains the record queue into SQLite in
-//! batched transactions and answers the admin API's storage queries; `storage::keeper` keeps
-//! the database open and bounded around it.
-//! Invariant: a storage failure never reaches the workers; the records of a failed batch are
-//! counted as dropped and the failure is visible in `/health` for `storage.health_window_ms`.
+//! batched transactions, collects the workers' stats rollups once a second (`FLUSH_EVERY`),
+//! and answers the admin API's storage queries; `storage::keeper` keeps the database open and
+//! bounded around it.
+//! Invariant: a storage failure never reaches the workers. The rows of a failed batch are
+//! counted as dropped; rollup cells that could not be written stay pending (bounded by
+//! `MAX_PENDING`, the excess counted) and are written exactly once when storage is back. Either
+//! failure shows in `/health` for `storage.health_window_ms`.
 
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
 use serde::Serialize;
 
 use crate::runtime::commands::{Command, Reply};
 use crate::runtime::Gateway;
 use crate::storage::keeper::{batch_rows, Keeper};
-use crate::storage::requests;
-use crate::storage::Storage;
-use crate::usage::record::RequestRecord;
+use crate::storage::{requests, rollups, Storage, StorageError};
+use crate::usage::rollup::{Cell, RollupKey};
 
-#[derive(Default)]
+/// Rollups reach the database this often: what a crash can lose of the stats.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Rollup cells held while storage is down (a few hundred bytes each).
+const MAX_PENDING: usize = 100_000;
+
 pub struct LogWriter {
     keeper: Keeper,
+    /// Rollup cells collected from the workers and not yet committed.
+    pending: AHashMap<RollupKey, Cell>,
+    last_flush: Instant,
+}
+
+impl Default for LogWriter {
+    fn default() -> Self {
+        LogWriter {
+            keeper: Keeper::default(),
+            pending: AHashMap::new(),
+            last_flush: Instant::now(),
+        }
+    }
 }
 
 impl LogWriter {
@@ -31,24 +53,52 @@ impl LogWriter {
         LogWriter::default()
     }
 
-    /// Writes what the workers queued since the last tick, then prunes.
+    /// Writes what the workers queued since the last tick, the rollups when due, then prunes.
     pub fn tick(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        self.write(gateway, storage, false);
+    }
+
+    /// Writes everything now, rollups included (before an admin query, and at shutdown).
+    pub fn flush(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        self.write(gateway, storage, true);
+    }
+
+    fn write(&mut self, gateway: &Gateway, storage: &mut Option<Storage>, all: bool) {
         let config = gateway.current().config.clone();
         let settings = &config.storage;
-        let health = &gateway.storage_status;
-        self.keeper.keep_open(settings, health, storage);
+        self.keeper.keep_open(settings, &gateway.storage_status, storage);
+        self.write_rows(gateway, storage);
+        if all || self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.last_flush = Instant::now();
+            self.write_rollups(gateway, storage);
+        }
+        if let Some(storage) = storage.as_mut() {
+            self.keeper.bound(settings, &gateway.storage_status, storage);
+        }
+    }
+
+    fn write_rows(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        let config = gateway.current().config.clone();
+        let settings = &config.storage;
         let batch_max = batch_rows(settings);
         loop {
             let batch = gateway.records.drain(batch_max);
             if batch.is_empty() {
                 break;
             }
-            match self.write_rows(gateway, storage, &batch) {
-                Ok(()) => gateway.records.burst_over(),
+            match self.checked(gateway, storage, |s| requests::insert(s, &batch)) {
+                Ok(()) => {
+                    gateway.records.burst_over();
+                    // Bounded after every batch, not once per tick: a tick can drain a full
+                    // queue, many times a small `max_db_bytes`.
+                    if let Some(s) = storage.as_mut() {
+                        self.keeper.bound(settings, &gateway.storage_status, s);
+                    }
+                }
                 Err(e) => {
                     let e = format!("request log write failed: {e}");
                     gateway.records.count_dropped(batch.len() as u64, &e);
-                    health.failed(e);
+                    gateway.storage_status.failed(e);
                     break;
                 }
             }
@@ -56,25 +106,58 @@ impl LogWriter {
                 break;
             }
         }
-        if let Some(storage) = storage.as_mut() {
-            self.keeper.bound(settings, health, storage);
+    }
+
+    /// Adds the workers' cells to the pending ones and commits them all in one transaction;
+    /// on failure they stay pending for the next flush.
+    fn write_rollups(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        for (key, cell) in gateway.rollups.collect() {
+            self.pending.entry(key).or_default().merge(&cell);
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        let cells: Vec<(RollupKey, Cell)> = self.pending.drain().collect();
+        if let Err(e) = self.checked(gateway, storage, |s| rollups::add(s, &cells)) {
+            gateway
+                .storage_status
+                .failed(format!("stats rollup write failed (kept for the next try): {e}"));
+            self.pending.extend(cells);
+            self.shed_pending(gateway);
         }
     }
 
-    /// Inserts `batch`; when the file turns out to have vanished under the write, the batch
-    /// went nowhere: the database is created again and the batch written there.
-    fn write_rows(
+    /// Past `MAX_PENDING` cells, the excess is given up and its requests counted.
+    fn shed_pending(&mut self, gateway: &Gateway) {
+        let excess = self.pending.len().saturating_sub(MAX_PENDING);
+        if excess == 0 {
+            return;
+        }
+        let shed: Vec<RollupKey> = self.pending.keys().take(excess).cloned().collect();
+        let mut requests = 0;
+        for key in shed {
+            requests += self.pending.remove(&key).map_or(0, |c| c.requests);
+        }
+        gateway.storage_status.count_rollups_dropped(requests);
+        tracing::error!(requests, "storage down too long: stats rollups given up");
+    }
+
+    /// Runs `write` in the open database. When the file turns out to have vanished under the
+    /// write, what it wrote went nowhere anyone can read: the database is created again and
+    /// `write` runs once more there (so nothing is lost, and nothing counted twice in a file
+    /// anyone can read).
+    fn checked(
         &mut self,
         gateway: &Gateway,
         storage: &mut Option<Storage>,
-        batch: &[RequestRecord],
+        mut write: impl FnMut(&mut Storage) -> Result<(), StorageError>,
     ) -> Result<(), String> {
         let config = gateway.current().config.clone();
         for _ in 0..2 {
             let Some(s) = storage.as_mut() else {
                 return Err("storage is not open (retrying)".to_owned());
             };
-            requests::insert(s, batch).map_err(|e| e.to_string())?;
+            write(s).map_err(|e| e.to_string())?;
             if !s.vanished() {
                 return Ok(());
             }
@@ -83,10 +166,21 @@ impl LogWriter {
         Err("the database file vanished again while writing".to_owned())
     }
 
-    /// Runs an admin storage command (after flushing queued records, so a log query sees every
-    /// request answered before it).
+    /// The last write, after the workers stopped: rollups that cannot be written now are
+    /// counted as lost.
+    pub fn finish(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        self.flush(gateway, storage);
+        let lost: u64 = self.pending.drain().map(|(_, c)| c.requests).sum();
+        if lost > 0 {
+            gateway.storage_status.count_rollups_dropped(lost);
+            tracing::error!(requests = lost, "stats rollups could not be written before exit");
+        }
+    }
+
+    /// Runs an admin storage command (after flushing queued records and rollups, so a query
+    /// sees every request answered before it).
     pub fn execute(&mut self, command: Command, gateway: &Gateway, storage: &mut Option<Storage>) -> Reply {
-        self.tick(gateway, storage);
+        self.flush(gateway, storage);
         let Some(storage) = storage.as_mut() else {
             return Err((503, "request log storage is unavailable".to_owned()));
         };
@@ -100,8 +194,8 @@ impl LogWriter {
                 group,
                 since_ms,
                 until_ms,
-            } => json(requests::stats(storage, period, group, since_ms, until_ms).map(|data| StatsPage { data })),
-            Command::Overview { since_ms, until_ms } => json(requests::overview(storage, since_ms, until_ms)),
+            } => json(rollups::stats(storage, period, group, since_ms, until_ms).map(|data| StatsPage { data })),
+            Command::Overview { since_ms, until_ms } => json(rollups::overview(storage, since_ms, until_ms)),
             Command::Reload => return Err((500, "reload is not a storage command".to_owned())),
         };
         result.map_err(|e| (500, format!("storage query failed: {e}")))
@@ -110,7 +204,7 @@ impl LogWriter {
 
 #[derive(Serialize)]
 struct StatsPage {
-    data: Vec<requests::StatsRow>,
+    data: Vec<rollups::StatsRow>,
 }
 
 fn json<T: Serialize, E: std::fmt::Display>(value: Result<T, E>) -> Result<Vec<u8>, String> {

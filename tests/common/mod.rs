@@ -10,6 +10,7 @@
 // Tests may block: they are not worker threads.
 #![allow(clippy::disallowed_methods)]
 
+pub mod records;
 pub mod tls;
 
 use std::io::{self, Read, Write};
