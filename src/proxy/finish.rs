@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Core, RequestContext};
 use crate::metrics::Observation;
-use crate::usage::record::RequestRecord;
+use crate::usage::record::{RecordText, RequestRecord, Texts};
 use crate::usage::rollup::Sample;
 use crate::usage::Usage;
 
@@ -103,20 +103,23 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     if storage.max_records == Some(0) || (storage.sample_rate < 1.0 && fastrand::f64() >= storage.sample_rate) {
         return;
     }
+    // The text in one allocation; the writer maps it to a label id (and an empty upstream
+    // model to `model`).
+    let text = Texts::new(&RecordText {
+        // Request ids are ASCII (checked when read, or generated as hex).
+        request_id: std::str::from_utf8(&ctx.request_id).unwrap_or(""),
+        client,
+        endpoint: trace.endpoint,
+        model: &trace.model,
+        provider,
+        upstream_model: &trace.upstream_model,
+        key,
+        error: trace.error,
+    });
     core.gateway.records.push(RequestRecord {
         ts_ms,
-        request_id: String::from_utf8_lossy(&ctx.request_id).into_owned(),
-        client: client.to_owned(),
-        endpoint: trace.endpoint.to_owned(),
-        model: trace.model.clone(),
-        provider: provider.to_owned(),
-        upstream_model: match trace.upstream_model.as_str() {
-            "" if trace.provider.is_some() => trace.model.clone(),
-            alias => alias.to_owned(),
-        },
-        key: key.to_owned(),
+        text,
         status,
-        error: trace.error.to_owned(),
         attempts: trace.attempts,
         stream: trace.stream,
         latency_ms,

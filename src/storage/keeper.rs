@@ -24,6 +24,8 @@ const SIZE_TARGET: f64 = 0.8;
 /// and stepped every tick while there is work.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 const DAY_MS: i64 = 86_400_000;
+/// Past this many row labels, those no row uses any more are deleted (a scan of the rows).
+const MAX_LABELS: u64 = 10_000;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A locked database makes a write wait this long at most per attempt.
@@ -140,6 +142,7 @@ impl Keeper {
             let cutoff = now - i64::from(settings.retention_days) * DAY_MS;
             let n = requests::prune_before(storage, cutoff, PRUNE_STEP)?;
             health.count_pruned(PruneReason::Retention, n as u64);
+            requests::prune_labels(storage, MAX_LABELS)?;
             let folded = rollups::fold_oldest_hour(storage, now - rollups::FOLD_AFTER_MS)?;
             let expired = rollups::expire(storage, now - i64::from(settings.rollup_retention_days) * DAY_MS)?;
             // One step of each per tick; keep stepping next tick while there is more.

@@ -8,6 +8,7 @@
 
 pub mod health;
 pub mod keeper;
+mod labels;
 pub mod requests;
 pub mod rollups;
 pub mod windows;
@@ -31,6 +32,8 @@ pub const MIGRATIONS: &[&str] = &[
     requests::MIGRATION,
     // 3: stats rollups, seeded from the request records (see `rollups`).
     rollups::MIGRATION,
+    // 4: compact request rows with shared labels, no secondary index (see `requests`).
+    requests::MIGRATION_COMPACT,
 ];
 
 #[derive(Debug)]
@@ -67,6 +70,8 @@ pub struct Storage {
     /// The file and its (device, inode) when opened: a file deleted or replaced under rotor
     /// takes writes into an unlinked inode, so the writer compares this before trusting it.
     file: Option<(PathBuf, (u64, u64))>,
+    /// Label ids of this database's request rows (see `labels`).
+    labels: labels::LabelCache,
 }
 
 /// (device, inode) of the file at `path`, if it exists.
@@ -98,6 +103,8 @@ impl Storage {
         };
         // A locked file (another writer) waits a little instead of failing at once.
         conn.busy_timeout(std::time::Duration::from_millis(2_000))?;
+        // Room for every writer statement, the 1..32-row inserts included (see `requests`).
+        conn.set_prepared_statement_cache_capacity(64);
         let file = match path {
             Some(path) => Some((
                 path.to_owned(),
@@ -109,6 +116,7 @@ impl Storage {
             conn,
             persistent: path.is_some(),
             file,
+            labels: labels::LabelCache::default(),
         };
         storage.migrate(migrations)?;
         Ok(storage)
@@ -209,6 +217,10 @@ impl Storage {
     /// The connection, for subsystems' own queries (control thread only).
     pub fn conn(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+
+    fn conn_and_labels(&mut self) -> (&mut Connection, &mut labels::LabelCache) {
+        (&mut self.conn, &mut self.labels)
     }
 }
 

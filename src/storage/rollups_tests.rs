@@ -172,3 +172,42 @@ fn the_migration_seeds_rollups_from_stored_rows() {
         .unwrap();
     assert_eq!(hist, (1, 1, 1));
 }
+
+#[test]
+fn compacting_the_rows_keeps_them_in_order_with_their_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old = Storage::open_with(Some(&path), &crate::storage::MIGRATIONS[..3]).unwrap();
+    drop(old);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    // Ids with a gap (old retention deleted by time), two label sets.
+    for (id, model, status) in [(5, "m1", 200), (9, "m2", 429), (10, "m1", 200)] {
+        conn.execute(
+            "INSERT INTO requests (id, ts_ms, request_id, client, endpoint, model, provider, upstream_model, key, \
+             status, error, attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, \
+             cached_tokens, reasoning_tokens, usage_partial, bytes_in, bytes_out) \
+             VALUES (?1, ?1, 'r', 'c', 'chat', ?2, 'p', ?2, 'k', ?3, '', 1, 0, 9, 0, 5, 7, 3, 0, 0, 0, 0, 0)",
+            params![id, model, status],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    let mut s = Storage::open(Some(&path)).unwrap();
+    let page = crate::storage::requests::logs(&mut s, &Default::default(), 10, 0).unwrap();
+    assert_eq!(page.total, 3);
+    let rows: Vec<(i64, i64, &str, i64)> = page
+        .data
+        .iter()
+        .map(|r| (r.id, r.ts, r.model.as_str(), r.status))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(3, 10, "m1", 200), (2, 9, "m2", 429), (1, 5, "m1", 200)],
+        "renumbered, newest first"
+    );
+    let labels: i64 = s
+        .conn()
+        .query_row("SELECT COUNT(*) FROM log_labels", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(labels, 2);
+}

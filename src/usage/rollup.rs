@@ -171,13 +171,6 @@ impl RollupShard {
             }
         }
     }
-
-    /// Everything counted since the last call, and how many requests overflowed.
-    fn take(&mut self) -> (Vec<(RollupKey, Cell)>, u64) {
-        let mut out: Vec<(RollupKey, Cell)> = self.cells.drain().map(|(_, kc)| kc).collect();
-        out.append(&mut self.collided);
-        (out, std::mem::take(&mut self.overflow))
-    }
 }
 
 /// A core's shard as the registry hands it out.
@@ -197,15 +190,16 @@ impl RollupRegistry {
         shard
     }
 
-    /// Takes every shard's cells (control thread). Each shard is locked only while it is
-    /// swapped out.
+    /// Takes every shard's cells (control thread). Each shard is locked only while its maps
+    /// are swapped for empty ones, so a worker never waits on the copy.
     pub fn collect(&self) -> Vec<(RollupKey, Cell)> {
         let shards: Vec<_> = self.shards.lock().clone();
         let mut all = Vec::new();
         for shard in shards {
-            let (mut cells, overflow) = shard.lock().take();
-            self.overflow.fetch_add(overflow, Ordering::Relaxed);
-            all.append(&mut cells);
+            let mut taken = std::mem::take(&mut *shard.lock());
+            self.overflow.fetch_add(taken.overflow, Ordering::Relaxed);
+            all.extend(taken.cells.into_values());
+            all.append(&mut taken.collided);
         }
         all
     }

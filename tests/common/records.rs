@@ -2,7 +2,7 @@
 //! and rollups, without an HTTP round trip per record (for tests that need 100k+ of them).
 #![allow(clippy::unwrap_used)]
 
-use rotor::usage::record::RequestRecord;
+use rotor::usage::record::{RecordText, RequestRecord, Texts};
 
 use super::{sleep_ms, Harness};
 
@@ -15,15 +15,20 @@ pub fn log_directly(h: &Harness, n: usize, shard: &rotor::usage::rollup::RollupS
         .unwrap()
         .as_millis() as i64;
     for i in 0..n {
+        let id = format!("{i:016x}");
+        let text = RecordText {
+            request_id: &id,
+            client: "tester",
+            endpoint: "chat",
+            model: "gpt-4o-mini",
+            provider: "mock",
+            upstream_model: "",
+            key: "…0001",
+            error: "",
+        };
         let record = RequestRecord {
             ts_ms: now,
-            request_id: format!("{i:016x}"),
-            client: "tester".into(),
-            endpoint: "chat".into(),
-            model: "gpt-4o-mini".into(),
-            provider: "mock".into(),
-            upstream_model: "gpt-4o-mini".into(),
-            key: "…0001".into(),
+            text: Texts::new(&text),
             status: 200,
             attempts: 1,
             latency_ms: 3,
@@ -40,10 +45,10 @@ pub fn log_directly(h: &Harness, n: usize, shard: &rotor::usage::rollup::RollupS
         };
         shard.lock().add(&rotor::usage::rollup::Sample {
             ts_ms: record.ts_ms,
-            model: &record.model,
-            provider: &record.provider,
-            key: &record.key,
-            client: &record.client,
+            model: text.model,
+            provider: text.provider,
+            key: text.key,
+            client: text.client,
             status: record.status,
             latency_ms: record.latency_ms,
             overhead_us: record.overhead_us,
