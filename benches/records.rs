@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rotor::storage::memlog::MemLog;
 use rotor::storage::{requests, Storage};
 use rotor::usage::record::{RecordQueue, RecordText, RequestRecord, Texts};
 use rotor::usage::rollup::{RollupRegistry, Sample};
@@ -119,6 +120,12 @@ fn insert(c: &mut Criterion) {
     group.throughput(Throughput::Elements(batch.len() as u64));
     group.bench_function("sqlite_batch_of_1000", |b| {
         b.iter(|| requests::insert(&mut storage, black_box(&batch)).expect("insert"))
+    });
+    // The in-memory log (`storage.path = ""`) at its bound: every row appended evicts one.
+    let mut ring = MemLog::default();
+    ring.append(&batch, Some(100_000), None);
+    group.bench_function("memory_ring_of_1000_at_bound", |b| {
+        b.iter(|| ring.append(black_box(&batch), Some(1_000), None))
     });
     group.finish();
 }

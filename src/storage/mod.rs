@@ -9,6 +9,7 @@
 pub mod health;
 pub mod keeper;
 mod labels;
+pub mod memlog;
 pub mod requests;
 pub mod rollups;
 pub mod windows;

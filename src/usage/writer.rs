@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::runtime::commands::{Command, Reply};
 use crate::runtime::Gateway;
+use crate::storage::health::PruneReason;
 use crate::storage::keeper::{batch_rows, Keeper};
+use crate::storage::memlog::MemLog;
 use crate::storage::{requests, rollups, Storage, StorageError};
 use crate::usage::rollup::{Cell, RollupKey};
 
@@ -28,6 +30,14 @@ pub struct LogWriter {
     /// Rollup cells collected from the workers and not yet committed.
     pending: AHashMap<RollupKey, Cell>,
     last_flush: Instant,
+    /// The rows when the database is in memory (`storage.path = ""`); SQLite holds only the
+    /// rollups then.
+    memlog: MemLog,
+}
+
+/// The database lives in memory: rows go to the ring.
+fn in_memory(storage: &Option<Storage>) -> bool {
+    storage.as_ref().is_some_and(|s| !s.persistent())
 }
 
 impl Default for LogWriter {
@@ -36,6 +46,7 @@ impl Default for LogWriter {
             keeper: Keeper::default(),
             pending: AHashMap::new(),
             last_flush: Instant::now(),
+            memlog: MemLog::default(),
         }
     }
 }
@@ -75,6 +86,13 @@ impl LogWriter {
         if let Some(storage) = storage.as_mut() {
             self.keeper.bound(settings, &gateway.storage_status, storage);
         }
+        if in_memory(storage) {
+            // The keeper measured the SQLite side (rollups); the rows are in the ring.
+            let (_, db_bytes) = gateway.storage_status.size();
+            gateway
+                .storage_status
+                .set_size(self.memlog.len(), self.memlog.bytes() + db_bytes);
+        }
     }
 
     fn write_rows(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
@@ -85,6 +103,14 @@ impl LogWriter {
             let batch = gateway.records.drain(batch_max);
             if batch.is_empty() {
                 break;
+            }
+            if in_memory(storage) {
+                let (by_rows, by_bytes) = self.memlog.append(&batch, settings.max_records, settings.max_db_bytes);
+                let health = &gateway.storage_status;
+                health.count_pruned(PruneReason::MaxRecords, by_rows);
+                health.count_pruned(PruneReason::MaxDbBytes, by_bytes);
+                gateway.records.burst_over();
+                continue;
             }
             match self.checked(gateway, storage, |s| requests::insert(s, &batch)) {
                 Ok(()) => {
@@ -181,6 +207,16 @@ impl LogWriter {
     /// sees every request answered before it).
     pub fn execute(&mut self, command: Command, gateway: &Gateway, storage: &mut Option<Storage>) -> Reply {
         self.flush(gateway, storage);
+        if in_memory(storage) {
+            match command {
+                Command::Logs { filter, limit, offset } => {
+                    return json(Ok::<_, String>(self.memlog.logs(&filter, limit, offset)))
+                        .map_err(|e| (500, format!("storage query failed: {e}")))
+                }
+                Command::DeleteLogs => return Ok(format!("{{\"deleted\":{}}}", self.memlog.clear()).into_bytes()),
+                _ => {}
+            }
+        }
         let Some(storage) = storage.as_mut() else {
             return Err((503, "request log storage is unavailable".to_owned()));
         };
