@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rotor::storage::memlog::MemLog;
+use rotor::storage::memlog::{Bounds, MemLog};
 use rotor::storage::{requests, Storage};
 use rotor::usage::record::{RecordQueue, RecordText, RequestRecord, Texts};
 use rotor::usage::rollup::{RollupRegistry, Sample};
@@ -123,9 +123,14 @@ fn insert(c: &mut Criterion) {
     });
     // The in-memory log (`storage.path = ""`) at its bound: every row appended evicts one.
     let mut ring = MemLog::default();
-    ring.append(&batch, Some(100_000), None);
+    let bounds = Bounds {
+        max_rows: Some(1_000),
+        max_bytes: None,
+        cutoff_ms: 0,
+    };
+    ring.append(&batch, &bounds);
     group.bench_function("memory_ring_of_1000_at_bound", |b| {
-        b.iter(|| ring.append(black_box(&batch), Some(1_000), None))
+        b.iter(|| ring.append(black_box(&batch), &bounds))
     });
     group.finish();
 }

@@ -50,6 +50,23 @@ fn label_of<'a>(t: &RecordText<'a>) -> [&'a str; 7] {
     ]
 }
 
+/// What the ring may hold.
+pub struct Bounds {
+    pub max_rows: Option<u64>,
+    /// Estimated memory (`MemLog::bytes`).
+    pub max_bytes: Option<u64>,
+    /// Rows that arrived before this (Unix ms) go (`storage.retention_days`).
+    pub cutoff_ms: i64,
+}
+
+/// Rows evicted by `append`, by reason.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    pub rows: u64,
+    pub bytes: u64,
+    pub age: u64,
+}
+
 #[derive(Default)]
 struct Labels {
     all: Vec<Label>,
@@ -114,9 +131,8 @@ impl Default for MemLog {
 }
 
 impl MemLog {
-    /// Appends `records` (oldest first), then evicts the oldest rows past `max_rows` or past
-    /// `max_bytes` of estimated memory; returns how many went for each reason.
-    pub fn append(&mut self, records: &[RequestRecord], max_rows: Option<u64>, max_bytes: Option<u64>) -> (u64, u64) {
+    /// Appends `records` (oldest first), then evicts the oldest rows past `bounds`.
+    pub fn append(&mut self, records: &[RequestRecord], bounds: &Bounds) -> Evicted {
         for r in records {
             let mut text = r.text.get();
             if text.upstream_model.is_empty() && !text.provider.is_empty() {
@@ -145,20 +161,23 @@ impl MemLog {
                 bytes_out: r.bytes_out,
             });
         }
-        let mut by_rows = 0;
-        while max_rows.is_some_and(|max| self.rows.len() as u64 > max) {
+        let mut evicted = Evicted::default();
+        while bounds.max_rows.is_some_and(|max| self.rows.len() as u64 > max) {
             self.evict();
-            by_rows += 1;
+            evicted.rows += 1;
         }
-        let mut by_bytes = 0;
-        while max_bytes.is_some_and(|max| self.bytes() > max) && !self.rows.is_empty() {
+        while bounds.max_bytes.is_some_and(|max| self.bytes() > max) && !self.rows.is_empty() {
             self.evict();
-            by_bytes += 1;
+            evicted.bytes += 1;
+        }
+        while self.rows.front().is_some_and(|r| r.ts_ms < bounds.cutoff_ms) {
+            self.evict();
+            evicted.age += 1;
         }
         if self.labels.all.len() > MAX_LABELS {
             self.drop_unused_labels();
         }
-        (by_rows, by_bytes)
+        evicted
     }
 
     fn evict(&mut self) {
@@ -291,7 +310,13 @@ mod tests {
         let batch: Vec<_> = (0..10)
             .map(|i| record(i, if i % 2 == 0 { "even" } else { "odd" }, 200 + i as u16))
             .collect();
-        assert_eq!(log.append(&batch, Some(6), None), (4, 0));
+        let rows = |max_rows| Bounds {
+            max_rows: Some(max_rows),
+            max_bytes: None,
+            cutoff_ms: 0,
+        };
+        let evicted = log.append(&batch, &rows(6));
+        assert_eq!((evicted.rows, evicted.bytes), (4, 0));
         assert_eq!(log.len(), 6);
         let page = log.logs(&LogFilter::default(), 2, 1);
         assert_eq!(page.total, 6);
@@ -311,14 +336,23 @@ mod tests {
         );
         assert_eq!(odd.data.iter().map(|r| r.ts).collect::<Vec<_>>(), vec![9, 7, 5]);
         let before = log.bytes();
-        assert_eq!(
-            log.append(&batch[..2], None, Some(before)),
-            (0, 2),
-            "bytes bound the ring too"
-        );
-        assert_eq!(log.clear(), 6);
+        let by_bytes = Bounds {
+            max_rows: None,
+            max_bytes: Some(before),
+            cutoff_ms: 0,
+        };
+        // Rows 5 and 6 (ts 4, 5) go; ts 6..9 and the new 0, 1 stay.
+        assert_eq!(log.append(&batch[..2], &by_bytes).bytes, 2, "bytes bound the ring too");
+        let by_age = Bounds {
+            max_rows: None,
+            max_bytes: None,
+            cutoff_ms: 7,
+        };
+        // Oldest first: ts 6 goes, ts 7 stops the eviction (later rows are not looked at).
+        assert_eq!(log.append(&[], &by_age).age, 1);
+        assert_eq!(log.clear(), 5);
         assert!(log.is_empty());
-        log.append(&batch[..1], Some(6), None);
+        log.append(&batch[..1], &rows(6));
         assert_eq!(
             log.logs(&LogFilter::default(), 10, 0).data[0].id,
             13,
@@ -331,7 +365,14 @@ mod tests {
         let mut log = MemLog::default();
         let names: Vec<String> = (0..MAX_LABELS + 10).map(|i| format!("m{i}")).collect();
         let batch: Vec<_> = names.iter().map(|m| record(1, m, 200)).collect();
-        log.append(&batch, Some(5), None);
+        log.append(
+            &batch,
+            &Bounds {
+                max_rows: Some(5),
+                max_bytes: None,
+                cutoff_ms: 0,
+            },
+        );
         assert_eq!(log.labels.all.len(), 5);
         let models: Vec<String> = log
             .logs(&LogFilter::default(), 10, 0)

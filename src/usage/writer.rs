@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::runtime::commands::{Command, Reply};
 use crate::runtime::Gateway;
 use crate::storage::health::PruneReason;
-use crate::storage::keeper::{batch_rows, Keeper};
-use crate::storage::memlog::MemLog;
+use crate::storage::keeper::{batch_rows, now_unix_ms, Keeper};
+use crate::storage::memlog::{Bounds, MemLog};
 use crate::storage::{requests, rollups, Storage, StorageError};
 use crate::usage::rollup::{Cell, RollupKey};
 
@@ -105,10 +105,16 @@ impl LogWriter {
                 break;
             }
             if in_memory(storage) {
-                let (by_rows, by_bytes) = self.memlog.append(&batch, settings.max_records, settings.max_db_bytes);
+                let bounds = Bounds {
+                    max_rows: settings.max_records,
+                    max_bytes: settings.max_db_bytes,
+                    cutoff_ms: now_unix_ms() - i64::from(settings.retention_days) * 86_400_000,
+                };
+                let evicted = self.memlog.append(&batch, &bounds);
                 let health = &gateway.storage_status;
-                health.count_pruned(PruneReason::MaxRecords, by_rows);
-                health.count_pruned(PruneReason::MaxDbBytes, by_bytes);
+                health.count_pruned(PruneReason::MaxRecords, evicted.rows);
+                health.count_pruned(PruneReason::MaxDbBytes, evicted.bytes);
+                health.count_pruned(PruneReason::Retention, evicted.age);
                 gateway.records.burst_over();
                 continue;
             }
