@@ -205,10 +205,10 @@ print_table() {
         nl = m SUBSEP c SUBSEP "rotor-nolog"
         line = sprintf("%-6s c=%-4s", m, c)
         if ((ng in R) && R[ng] > 0) line = line sprintf(" rotor/nginx rps %.2f", R[ro] / R[ng])
-        if ((ng in R) && R[ng] > 0 && (nl in R)) line = line sprintf(", rotor-nolog/nginx %.2f", R[nl] / R[ng])
+        if ((ng in R) && PER[ng] != "-" && PER[ng] > 0 && PER[ro] != "-") line = line sprintf(", per core %.2f", PER[ro] / PER[ng])
+        if ((ng in R) && R[ng] > 0 && (nl in R)) line = line sprintf("; rotor-nolog/nginx rps %.2f", R[nl] / R[ng])
         if ((nl in R) && R[nl] > 0) line = line sprintf("; log on/off rps %.2f", R[ro] / R[nl])
         if ((nl in R) && PER[nl] != "-" && PER[nl] > 0 && PER[ro] != "-") line = line sprintf(", per core %.2f", PER[ro] / PER[nl])
-        if ((ng in R) && PER[ng] != "-" && PER[ng] > 0 && PER[ro] != "-") line = line sprintf(", per core %.2f", PER[ro] / PER[ng])
         if (c == 1 && (di in R)) {
           line = line sprintf("; added vs direct: rotor p50 +%.3f p99 +%.3f ms", P50[ro] - P50[di], P99[ro] - P99[di])
           if (ng in R) line = line sprintf(", nginx p50 +%.3f p99 +%.3f ms", P50[ng] - P50[di], P99[ng] - P99[di])

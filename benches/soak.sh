@@ -7,7 +7,8 @@
 #   MINUTES=3 STORAGE_PATH=/tmp/soak.db benches/soak.sh
 #
 # Knobs: MINUTES (10), RATE_PCT (80), CONNS (64), WORKERS (2: rotor workers), STORAGE_PATH (""
-# = in memory), SKIP_BUILD=1. Loopback only; every wrk run is bounded by -d.
+# = in memory), LOG_REQUESTS (true; false for the baseline without the log), SKIP_BUILD=1.
+# Loopback only; every wrk run is bounded by -d.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,8 +55,8 @@ target=$((peak * RATE_PCT / 100))
 delay_ms=$(awk -v c="$CONNS" -v t="$target" -v p="$peak" 'BEGIN { d = c * 1000 / t - c * 1000 / p; printf "%.3f", (d > 0 ? d : 0) }')
 cat "$WORK/chat.lua" >"$WORK/paced.lua"
 echo "function delay() return $delay_ms end" >>"$WORK/paced.lua"
-printf 'peak %s rps at c=%s; soak at ~%s rps (%s %%) for %s min; log on, storage.path = "%s"\n' \
-  "$peak" "$CONNS" "$target" "$RATE_PCT" "$MINUTES" "$STORAGE_PATH"
+printf 'peak %s rps at c=%s; soak at ~%s rps (%s %%) for %s min; log_requests = %s, storage.path = "%s"\n' \
+  "$peak" "$CONNS" "$target" "$RATE_PCT" "$MINUTES" "${LOG_REQUESTS:-true}" "$STORAGE_PATH"
 printf '%6s %10s %8s %10s %12s %10s\n' minute rps rss_MB log_rows storage_bytes dropped
 printf '%6s %10s %8s %10s %12s %10s\n' 0 - "$(rss_mb)" "$(metric rotor_log_rows)" "$(metric rotor_storage_bytes)" "$(metric rotor_log_dropped_total)"
 for m in $(seq "$MINUTES"); do
