@@ -12,7 +12,7 @@ need() {
 
 # rotor_config PORT WORKERS MOCK_PORT: a rotor config in front of `rotor mock`, one client key,
 # two upstream keys. POOL (256) sizes the upstream pool like nginx's `keepalive 256`;
-# LOG_REQUESTS (false) matches nginx's `access_log off`.
+# LOG_REQUESTS (true) keeps rotor's in-memory request log and stats on, as shipped.
 rotor_config() {
   cat <<TOML
 [server]
@@ -22,7 +22,7 @@ workers = $2
 pool_max_idle_per_host = ${POOL:-256}
 [storage]
 path = ""
-log_requests = ${LOG_REQUESTS:-false}
+log_requests = ${LOG_REQUESTS:-true}
 [[clients]]
 name = "bench"
 key = "bench-client-key"

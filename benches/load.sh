@@ -15,8 +15,10 @@
 # 20 chunks 50 ms apart; where one process's fd hard limit cannot hold two sockets a stream,
 # they are spread over several rotor processes of one worker each, on the ports after
 # SCALE_PORT), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
-# upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), LOG_REQUESTS (false, like
-# nginx's access_log off; true adds rotor's SQLite request log), SKIP_BUILD=1.
+# upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), LOG_REQUESTS (true: rotor's
+# in-memory request log and stats rollups on, as shipped; false turns them off), LOG_OFF (1: the
+# table also runs a second rotor, `rotor-nolog`, with the log off, and prints the log on/off
+# ratio next to both rotor/nginx ratios; 0 skips it), SKIP_BUILD=1.
 # Every cell is bounded (wrk -d, the stream client ends after its streams); loopback only.
 # Needs wrk and nginx; installs them with apt-get when missing and allowed (root).
 set -euo pipefail
@@ -33,6 +35,9 @@ STREAMS=${STREAMS:-"1000 5000 10000"}
 IDLE=${IDLE:-10000}
 MOCK_PORT=${MOCK_PORT:-18181}
 ROTOR_PORT=${ROTOR_PORT:-18282}
+NOLOG_PORT=${NOLOG_PORT:-18585}
+LOG_REQUESTS=${LOG_REQUESTS:-true}
+LOG_OFF=${LOG_OFF:-1}
 NGINX_PORT=${NGINX_PORT:-18383}
 SCALE_PORT=${SCALE_PORT:-18484}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -53,6 +58,7 @@ FD_LIMIT=$(ulimit -n)
 need wrk wrk || { echo "wrk is required"; exit 1; }
 HAVE_NGINX=1; need nginx nginx-light || HAVE_NGINX=0
 require_free_ports "$MOCK_PORT" "$ROTOR_PORT" "$NGINX_PORT" "$SCALE_PORT"
+[ "$LOG_OFF" = 1 ] && require_free_ports "$NOLOG_PORT"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --quiet
@@ -65,6 +71,11 @@ CLIENT=$(cargo bench --bench streams --no-run 2>&1 | sed -n 's/.*Executable .*(\
 
 rotor_config "$ROTOR_PORT" "$PROXY_WORKERS" "$MOCK_PORT" >"$WORK/rotor.toml"
 ROTOR_LOG=warn "$ROTOR" --config "$WORK/rotor.toml" >"$WORK/rotor.log" 2>&1 & ROTOR_PID=$!; PIDS+=($ROTOR_PID)
+NOLOG_PID=""
+if [ "$LOG_OFF" = 1 ]; then
+  LOG_REQUESTS=false rotor_config "$NOLOG_PORT" "$PROXY_WORKERS" "$MOCK_PORT" >"$WORK/nolog.toml"
+  ROTOR_LOG=warn "$ROTOR" --config "$WORK/nolog.toml" >"$WORK/nolog.log" 2>&1 & NOLOG_PID=$!; PIDS+=($NOLOG_PID)
+fi
 
 NGINX_PIDS=""
 if [ "$HAVE_NGINX" = 1 ]; then
@@ -108,6 +119,7 @@ wait_port() {
   echo "port $1 did not come up"; exit 1
 }
 wait_port "$MOCK_PORT"; wait_port "$ROTOR_PORT"
+[ "$LOG_OFF" = 1 ] && wait_port "$NOLOG_PORT"
 [ "$HAVE_NGINX" = 1 ] && wait_port "$NGINX_PORT"
 [ "$HAVE_NGINX" = 1 ] && NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
 
@@ -126,12 +138,13 @@ measure() {
        END { printf "%.0f %.3f %.3f %d\n", rps, ms(p50), ms(p99), err }' <<<"$out"
 }
 
-pids_of() { case $1 in rotor) echo "$ROTOR_PID" ;; nginx) echo "$NGINX_PIDS" ;; *) echo "" ;; esac; }
-port_of() { case $1 in direct) echo "$MOCK_PORT" ;; nginx) echo "$NGINX_PORT" ;; rotor) echo "$ROTOR_PORT" ;; esac; }
+pids_of() { case $1 in rotor) echo "$ROTOR_PID" ;; rotor-nolog) echo "$NOLOG_PID" ;; nginx) echo "$NGINX_PIDS" ;; *) echo "" ;; esac; }
+port_of() { case $1 in direct) echo "$MOCK_PORT" ;; nginx) echo "$NGINX_PORT" ;; rotor) echo "$ROTOR_PORT" ;; rotor-nolog) echo "$NOLOG_PORT" ;; esac; }
 
 run_table() {
   local targets="direct rotor" results="$WORK/results"
   [ "$HAVE_NGINX" = 1 ] && targets="direct nginx rotor"
+  [ "$LOG_OFF" = 1 ] && targets="$targets rotor-nolog"
   : >"$results"
   echo "running the wrk table: modes [$MODES] x conns [$CONNS] x targets [$targets] x $REPEAT rounds of ${DURATION}s" >&2
   for mode in $MODES; do
@@ -161,7 +174,11 @@ print_table() {
   local results=$1
   printf '\nwrk -t1, %ss per cell, %s rounds (targets alternate), median [min-max]; proxy workers: %s; %s cores, loopback\n' \
     "$DURATION" "$REPEAT" "$PROXY_WORKERS" "$(nproc)"
-  awk -v ROTOR_RSS="$(rss_mb "$ROTOR_PID")" -v ROTOR_HWM="$(hwm_mb "$ROTOR_PID")" '
+  printf 'rotor: request log %s (in memory); rotor-nolog: log off\n' "$([ "$LOG_REQUESTS" = true ] && echo on || echo off)"
+  local nolog_rss="" nolog_hwm=""
+  if [ -n "$NOLOG_PID" ]; then nolog_rss=$(rss_mb "$NOLOG_PID"); nolog_hwm=$(hwm_mb "$NOLOG_PID"); fi
+  awk -v ROTOR_RSS="$(rss_mb "$ROTOR_PID")" -v ROTOR_HWM="$(hwm_mb "$ROTOR_PID")" \
+      -v NOLOG_RSS="$nolog_rss" -v NOLOG_HWM="$nolog_hwm" '
     function median(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
       return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
     function mn(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
@@ -170,14 +187,14 @@ print_table() {
       if (!(($1 SUBSEP $2) in seen)) { seen[$1 SUBSEP $2] = 1; order[++nk] = $1 SUBSEP $2 }
       if (!($3 in tseen)) { tseen[$3] = 1; targets[++nt] = $3 } }
     END {
-      printf "%-6s %5s %-6s %8s %-15s %8s %8s %9s %10s %s\n", "mode", "conns", "target", "rps", "[min-max]", "p50_ms", "p99_ms", "cpu_cores", "rps/core", "flags"
+      printf "%-6s %5s %-11s %8s %-15s %8s %8s %9s %10s %s\n", "mode", "conns", "target", "rps", "[min-max]", "p50_ms", "p99_ms", "cpu_cores", "rps/core", "flags"
       for (i = 1; i <= nk; i++) {
         split(order[i], mc, SUBSEP)
         for (j = 1; j <= nt; j++) {
           k = mc[1] SUBSEP mc[2] SUBSEP targets[j]; if (!(k in rps)) continue
           r = median(rps[k]); c = median(cpu[k]); R[k] = r; C[k] = c; P50[k] = median(p50[k]); P99[k] = median(p99[k])
           per = (targets[j] == "direct" || c == 0) ? "-" : sprintf("%.0f", r / c); PER[k] = per
-          printf "%-6s %5s %-6s %8.0f %-15s %8.3f %8.3f %9s %10s %s\n", mc[1], mc[2], targets[j], r, "[" mn(rps[k]) "-" mx(rps[k]) "]",
+          printf "%-6s %5s %-11s %8.0f %-15s %8.3f %8.3f %9s %10s %s\n", mc[1], mc[2], targets[j], r, "[" mn(rps[k]) "-" mx(rps[k]) "]",
             P50[k], P99[k], (targets[j] == "direct" ? "-" : c), per, (err[k] ? "ERRORS" : "")
         }
       }
@@ -185,9 +202,13 @@ print_table() {
       for (i = 1; i <= nk; i++) {
         split(order[i], mc, SUBSEP); m = mc[1]; c = mc[2]
         ro = m SUBSEP c SUBSEP "rotor"; ng = m SUBSEP c SUBSEP "nginx"; di = m SUBSEP c SUBSEP "direct"
+        nl = m SUBSEP c SUBSEP "rotor-nolog"
         line = sprintf("%-6s c=%-4s", m, c)
         if ((ng in R) && R[ng] > 0) line = line sprintf(" rotor/nginx rps %.2f", R[ro] / R[ng])
         if ((ng in R) && PER[ng] != "-" && PER[ng] > 0 && PER[ro] != "-") line = line sprintf(", per core %.2f", PER[ro] / PER[ng])
+        if ((ng in R) && R[ng] > 0 && (nl in R)) line = line sprintf("; rotor-nolog/nginx rps %.2f", R[nl] / R[ng])
+        if ((nl in R) && R[nl] > 0) line = line sprintf("; log on/off rps %.2f", R[ro] / R[nl])
+        if ((nl in R) && PER[nl] != "-" && PER[nl] > 0 && PER[ro] != "-") line = line sprintf(", per core %.2f", PER[ro] / PER[nl])
         if (c == 1 && (di in R)) {
           line = line sprintf("; added vs direct: rotor p50 +%.3f p99 +%.3f ms", P50[ro] - P50[di], P99[ro] - P99[di])
           if (ng in R) line = line sprintf(", nginx p50 +%.3f p99 +%.3f ms", P50[ng] - P50[di], P99[ng] - P99[di])
@@ -195,6 +216,7 @@ print_table() {
         print line
       }
       printf "rotor RSS after the table: %s MB (peak %s MB)\n", ROTOR_RSS, ROTOR_HWM
+      if (NOLOG_RSS != "") printf "rotor-nolog RSS after the table: %s MB (peak %s MB)\n", NOLOG_RSS, NOLOG_HWM
     }' "$results"
 }
 

@@ -197,13 +197,14 @@ fn metrics_parse_as_prometheus_text_and_carry_no_secrets() {
 }
 
 /// A locked database (another process holding an exclusive lock) fails every write: proxying
-/// goes on, the lost records are counted in /metrics and /health says storage is failing.
+/// goes on, the lost records are counted in /metrics and /health says storage is failing
+/// until a whole `health_window_ms` passed without a failure.
 #[test]
 fn a_failing_storage_keeps_proxying_and_counts_drops() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rotor.db");
     let h = Harness::start(Conf {
-        storage: format!("path = {:?}", path.display().to_string()),
+        storage: format!("path = {:?}\nhealth_window_ms = 1000", path.display().to_string()),
         ..admin_conf()
     });
     assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
@@ -211,7 +212,7 @@ fn a_failing_storage_keeps_proxying_and_counts_drops() {
     let lock = rusqlite::Connection::open(&path).unwrap();
     lock.busy_timeout(Duration::from_secs(5)).unwrap();
     // Another writer holds the write lock (WAL allows one writer at a time).
-    lock.execute_batch("BEGIN IMMEDIATE; DELETE FROM requests WHERE 0;")
+    lock.execute_batch("BEGIN IMMEDIATE; DELETE FROM request_rows WHERE 0;")
         .unwrap();
     for _ in 0..5 {
         assert_eq!(

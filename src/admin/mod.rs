@@ -11,7 +11,8 @@ use crate::codec::head::{Method, RequestHead};
 use crate::runtime::commands::{Command, Reply};
 use crate::runtime::Gateway;
 use crate::server::Responder;
-use crate::storage::requests::{GroupBy, LogFilter, Period};
+use crate::storage::requests::LogFilter;
+use crate::storage::rollups::{GroupBy, Period};
 
 /// An admin answer: status and JSON body.
 pub struct AdminAnswer {

@@ -176,14 +176,64 @@ fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
             "must be at least 1 (days of request logs kept)",
         ));
     }
+    if s.rollup_retention_days == 0 {
+        return Err(ConfigError::at(
+            "storage.rollup_retention_days",
+            "must be at least 1 (days of stats rollups kept)",
+        ));
+    }
+    if !(0.0..=1.0).contains(&s.sample_rate) {
+        return Err(ConfigError::at(
+            "storage.sample_rate",
+            format!(
+                "must be between 0.0 and 1.0 (fraction of requests logged as rows), got {}",
+                s.sample_rate
+            ),
+        ));
+    }
     // Relative to the working directory, like the default "data/rotor.db".
-    let path = (!s.path.is_empty()).then(|| s.path.into());
+    let path: Option<std::path::PathBuf> = (!s.path.is_empty()).then(|| s.path.into());
+    let max_records = match (s.max_records, path.is_some()) {
+        // The in-memory log lives in RAM: bounded by default.
+        (None, false) => Some(100_000),
+        (None, true) | (Some(-1), true) => None,
+        (Some(-1), false) => {
+            return Err(ConfigError::at(
+                "storage.max_records",
+                "-1 (unlimited) needs a storage.path: an in-memory log must be bounded",
+            ))
+        }
+        (Some(n), _) => Some(u64::try_from(n).map_err(|_| {
+            ConfigError::at(
+                "storage.max_records",
+                format!("must be -1 (unlimited), 0 (no rows, stats only) or a row count, got {n}"),
+            )
+        })?),
+    };
+    let max_db_bytes = match s.max_db_bytes {
+        -1 => None,
+        n if n >= MIN_DB_BYTES => Some(n as u64),
+        n => {
+            return Err(ConfigError::at(
+                "storage.max_db_bytes",
+                format!("must be -1 (unlimited) or at least {MIN_DB_BYTES} (1 MiB), got {n}"),
+            ))
+        }
+    };
     Ok(Storage {
         path,
         log_requests: s.log_requests,
         retention_days: s.retention_days,
+        max_records,
+        max_db_bytes,
+        sample_rate: s.sample_rate,
+        rollup_retention_days: s.rollup_retention_days,
+        health_window: positive_ms(s.health_window_ms, "storage.health_window_ms")?,
     })
 }
+
+/// Smallest `storage.max_db_bytes`: room for the schema, the stats rollups and a batch of rows.
+const MIN_DB_BYTES: i64 = 1 << 20;
 
 fn clients(list: Vec<ClientConfig>, r: &Resolver<'_>) -> Result<Vec<Client>, ConfigError> {
     let mut out: Vec<Client> = Vec::with_capacity(list.len());

@@ -156,6 +156,16 @@ pub struct StorageConfig {
     pub path: String,
     pub log_requests: bool,
     pub retention_days: u32,
+    /// Request rows kept; -1 = no count limit. Absent: 100,000 in memory, -1 on disk.
+    pub max_records: Option<i64>,
+    /// The database (and its WAL) kept under this; -1 = no size limit.
+    pub max_db_bytes: i64,
+    /// Fraction of requests that get a row (rollups always count every request).
+    pub sample_rate: f64,
+    /// Days the per-minute/hour stats rollups are kept.
+    pub rollup_retention_days: u32,
+    /// `/health` reports storage failing while a failure or drop is this recent.
+    pub health_window_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -164,6 +174,11 @@ impl Default for StorageConfig {
             path: "data/rotor.db".into(),
             log_requests: true,
             retention_days: 30,
+            max_records: None,
+            max_db_bytes: 1 << 30,
+            sample_rate: 1.0,
+            rollup_retention_days: 400,
+            health_window_ms: 30_000,
         }
     }
 }

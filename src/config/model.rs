@@ -122,8 +122,18 @@ pub enum DisconnectPolicy {
 pub struct Storage {
     /// `None` = in-memory only.
     pub path: Option<PathBuf>,
+    /// Off = no request rows and no stats rollups.
     pub log_requests: bool,
     pub retention_days: u32,
+    /// Request rows kept at most (oldest pruned first); `None` = no count limit.
+    pub max_records: Option<u64>,
+    /// Size the database file plus its WAL is kept under; `None` = no size limit.
+    pub max_db_bytes: Option<u64>,
+    /// Fraction of requests that get a row, in [0, 1]; rollups count every request.
+    pub sample_rate: f64,
+    pub rollup_retention_days: u32,
+    /// How long a storage failure or dropped record keeps `/health` at `failing`.
+    pub health_window: std::time::Duration,
 }
 
 #[derive(Debug)]

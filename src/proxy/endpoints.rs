@@ -19,10 +19,13 @@ struct Health<'a> {
     usable_keys: usize,
     open_connections: usize,
     worker: usize,
-    /// `ok` or `failing` (request records are then counted as dropped).
+    /// `ok`, or `failing` while storage is closed or a write failure or dropped record is
+    /// more recent than `storage.health_window_ms`.
     storage: &'a str,
     storage_error: Option<String>,
     log_dropped: u64,
+    /// Request rows in the log now.
+    log_rows: u64,
 }
 
 pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
@@ -42,16 +45,20 @@ pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responde
         .flat_map(|p| table.provider(p.index))
         .filter(|h| h.available(now))
         .count();
-    let storage_ok = core.gateway.storage_status.ok();
+    let storage = core
+        .gateway
+        .storage_status
+        .state(config.storage.health_window, core.gateway.records.last_drop_ms());
     let body = Health {
-        status: if usable_keys > 0 && storage_ok {
+        status: if usable_keys > 0 && storage.ok {
             "ok"
         } else {
             "degraded"
         },
-        storage: if storage_ok { "ok" } else { "failing" },
-        storage_error: (!storage_ok).then(|| core.gateway.storage_status.last_error()),
+        storage: if storage.ok { "ok" } else { "failing" },
+        storage_error: storage.error,
         log_dropped: core.gateway.records.dropped(),
+        log_rows: core.gateway.storage_status.size().0,
         generation: ctx.generation.id,
         uptime_s: core.gateway.started.elapsed().as_secs(),
         providers: config.providers.iter().filter(|p| p.enabled).count(),
@@ -284,6 +291,9 @@ pub(super) async fn metrics(
     };
     let mut body = core.gateway.metrics.render(&extra);
     core.gateway.gate.body.write_metrics(&mut body);
+    core.gateway
+        .storage_status
+        .render(&mut body, core.gateway.rollups.overflow());
     let samples: Vec<ProviderSample> = config
         .providers
         .iter()

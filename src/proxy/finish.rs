@@ -1,5 +1,6 @@
 //! Phase `finish`: what the earlier phases learned about a request (the `Trace`) becomes
-//! metrics on this core's shard and, when logging is on, a request record on the queue.
+//! metrics on this core's shard and, when logging is on, a stats rollup count on this core's
+//! shard and (sampled) a request record on the queue.
 //! Invariant: runs exactly once per request, after the response (or the error) went out, and
 //! never blocks.
 
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Core, RequestContext};
 use crate::metrics::health::RelayFailure;
 use crate::metrics::Observation;
-use crate::usage::record::RequestRecord;
+use crate::usage::record::{RecordText, RequestRecord, Texts};
+use crate::usage::rollup::Sample;
 use crate::usage::Usage;
 
 /// Filled in by the phases as the request goes; read by `finish`.
@@ -55,8 +57,8 @@ impl Trace {
 /// any name), and the in-memory log and the record queue hold many records.
 const MAX_RECORD_MODEL_BYTES: usize = 256;
 
-fn capped(model: &str) -> String {
-    crate::metrics::cap(model, MAX_RECORD_MODEL_BYTES).into_owned()
+fn capped(model: &str) -> std::borrow::Cow<'_, str> {
+    crate::metrics::cap(model, MAX_RECORD_MODEL_BYTES)
 }
 
 pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: u64) {
@@ -103,33 +105,58 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         return;
     }
     let arrived = SystemTime::now().checked_sub(elapsed).unwrap_or_else(SystemTime::now);
-    core.gateway.records.push(RequestRecord {
-        ts_ms: arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
-        request_id: String::from_utf8_lossy(&ctx.request_id).into_owned(),
-        client: trace
-            .client
-            .and_then(|i| config.clients.get(i))
-            .map_or_else(String::new, |c| c.name.clone()),
-        endpoint: trace.endpoint.to_owned(),
-        model: capped(&trace.model),
-        provider: provider.to_owned(),
-        upstream_model: match trace.upstream_model.as_str() {
-            "" if trace.provider.is_some() => capped(&trace.model),
-            alias => capped(alias),
-        },
-        key: trace
-            .key
-            .and_then(|(p, k)| ctx.generation.key_health.get(p, k))
-            .map_or_else(String::new, |h| h.masked.clone()),
+    let ts_ms = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let client = trace
+        .client
+        .and_then(|i| config.clients.get(i))
+        .map_or("", |c| c.name.as_str());
+    let key = trace
+        .key
+        .and_then(|(p, k)| ctx.generation.key_health.get(p, k))
+        .map_or("", |h| h.masked.as_str());
+    let latency_ms = elapsed.as_millis() as u64;
+    let overhead_us = overhead.map_or(0, |d| d.as_micros() as u64);
+    // Every request counts in the stats, whether or not it gets a row.
+    core.rollups.lock().add(&Sample {
+        ts_ms,
+        model: &trace.model,
+        provider,
+        key,
+        client,
         status,
-        error: error.to_owned(),
+        latency_ms,
+        overhead_us,
+        usage,
+    });
+    // A row for this request? (`max_records = 0` keeps none; `sample_rate` thins them.)
+    if storage.max_records == Some(0) || (storage.sample_rate < 1.0 && fastrand::f64() >= storage.sample_rate) {
+        return;
+    }
+    // The text in one allocation; the writer maps it to a label id (and an empty upstream
+    // model to `model`).
+    let (model, upstream_model) = (capped(&trace.model), capped(&trace.upstream_model));
+    let text = Texts::new(&RecordText {
+        // Request ids are ASCII (checked when read, or generated as hex).
+        request_id: std::str::from_utf8(&ctx.request_id).unwrap_or(""),
+        client,
+        endpoint: trace.endpoint,
+        model: &model,
+        provider,
+        upstream_model: &upstream_model,
+        key,
+        error,
+    });
+    core.gateway.records.push(RequestRecord {
+        ts_ms,
+        text,
+        status,
         attempts: trace.attempts,
         stream: trace.stream,
-        latency_ms: elapsed.as_millis() as u64,
+        latency_ms,
         ttfb_ms: trace
             .first_byte_at
             .map_or(0, |t| t.duration_since(ctx.received_at).as_millis() as u64),
-        overhead_us: overhead.map_or(0, |d| d.as_micros() as u64),
+        overhead_us,
         usage,
         bytes_in: trace.bytes_in,
         bytes_out,

@@ -61,6 +61,8 @@ pub struct Core {
     pool_generation: Cell<u64>,
     /// This core's metrics shard (only this core writes it).
     metrics: Arc<parking_lot::Mutex<crate::metrics::Shard>>,
+    /// This core's stats rollups (only this core writes them; the control thread collects).
+    rollups: Arc<parking_lot::Mutex<crate::usage::rollup::RollupShard>>,
 }
 
 /// What every phase of one request may read.
@@ -119,6 +121,7 @@ impl Core {
             balance: RefCell::new(CoreBalance::new(worker)),
             pool_generation: Cell::new(generation.id),
             metrics: gateway.metrics.shard(),
+            rollups: gateway.rollups.shard(),
             gateway,
         }
     }

@@ -10,7 +10,8 @@ use std::thread::Thread;
 use crossbeam_queue::SegQueue;
 use futures_channel::oneshot;
 
-use crate::storage::requests::{GroupBy, LogFilter, Period};
+use crate::storage::requests::LogFilter;
+use crate::storage::rollups::{GroupBy, Period};
 
 #[derive(Debug)]
 pub enum Command {

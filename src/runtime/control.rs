@@ -109,12 +109,13 @@ struct Duties {
 impl Duties {
     /// Opens storage and restores limit windows (before any worker serves).
     fn open(gateway: &Gateway) -> Duties {
-        let mut storage = LogWriter::open_storage(gateway);
+        let mut log_writer = LogWriter::new();
+        let mut storage = log_writer.open_storage(gateway);
         let persist = Persist::open(gateway, storage.as_mut());
         Duties {
             storage,
             persist,
-            log_writer: LogWriter::new(),
+            log_writer,
         }
     }
 
@@ -134,7 +135,7 @@ impl Duties {
             self.run_commands(gateway);
             self.log_writer.tick(gateway, &mut self.storage);
         }
-        self.log_writer.tick(gateway, &mut self.storage);
+        self.log_writer.finish(gateway, &mut self.storage);
         let saved = self.persist.snapshot(gateway, self.storage.as_mut());
         // Only a snapshot taken after every worker ended holds every admission.
         if saved && gateway.workers_stopped.load(Ordering::Acquire) {

@@ -51,7 +51,9 @@ pub struct Gateway {
     pub metrics: crate::metrics::Registry,
     /// Request records on their way to storage.
     pub records: crate::usage::record::RecordQueue,
-    pub storage_status: crate::usage::writer::StorageStatus,
+    /// Per-core stats rollups, collected by the control thread.
+    pub rollups: crate::usage::rollup::RollupRegistry,
+    pub storage_status: crate::storage::health::StorageHealth,
     /// Work for the control thread (reload, storage queries), queued by workers.
     pub commands: commands::Commands,
     pub limits: LimitRegistry,
@@ -78,7 +80,8 @@ impl Gateway {
             health,
             metrics,
             records: crate::usage::record::RecordQueue::default(),
-            storage_status: crate::usage::writer::StorageStatus::default(),
+            rollups: crate::usage::rollup::RollupRegistry::default(),
+            storage_status: crate::storage::health::StorageHealth::default(),
             commands: commands::Commands::default(),
             limits,
             workers_stopped: AtomicBool::new(false),

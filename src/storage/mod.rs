@@ -6,12 +6,18 @@
 //! Invariant: `PRAGMA user_version` = the number of migrations applied; a migration runs once,
 //! in order, inside a transaction, so a crash mid-migration leaves the previous version.
 
+pub mod health;
 pub mod journal;
+pub mod keeper;
+mod labels;
+pub mod memlog;
 pub mod requests;
+pub mod rollups;
 pub mod windows;
 
 use std::fmt;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
@@ -26,10 +32,24 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     // 2: request records (see `requests`).
     requests::MIGRATION,
+    // 3: stats rollups, seeded from the request records (see `rollups`).
+    rollups::MIGRATION,
+    // 4: compact request rows with shared labels, no secondary index (see `requests`).
+    requests::MIGRATION_COMPACT,
 ];
 
 #[derive(Debug)]
 pub struct StorageError(pub String);
+
+/// Sizes of the database, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DbBytes {
+    /// Pages holding data (the free list excluded).
+    pub used: u64,
+    /// The main file (in memory: all pages).
+    pub file: u64,
+    pub wal: u64,
+}
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -49,6 +69,16 @@ impl From<rusqlite::Error> for StorageError {
 pub struct Storage {
     conn: Connection,
     persistent: bool,
+    /// The file and its (device, inode) when opened: a file deleted or replaced under rotor
+    /// takes writes into an unlinked inode, so the writer compares this before trusting it.
+    file: Option<(PathBuf, (u64, u64))>,
+    /// Label ids of this database's request rows (see `labels`).
+    labels: labels::LabelCache,
+}
+
+/// (device, inode) of the file at `path`, if it exists.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Storage {
@@ -75,12 +105,82 @@ impl Storage {
         };
         // A locked file (another writer) waits a little instead of failing at once.
         conn.busy_timeout(std::time::Duration::from_millis(2_000))?;
+        // Room for every writer statement, the 1..32-row inserts included (see `requests`).
+        conn.set_prepared_statement_cache_capacity(64);
+        let file = match path {
+            Some(path) => Some((
+                path.to_owned(),
+                identity(path).ok_or_else(|| StorageError(format!("{} vanished while opening", path.display())))?,
+            )),
+            None => None,
+        };
         let mut storage = Storage {
             conn,
             persistent: path.is_some(),
+            file,
+            labels: labels::LabelCache::default(),
         };
         storage.migrate(migrations)?;
         Ok(storage)
+    }
+
+    /// The file this database was opened from is no longer at its path (deleted, or replaced
+    /// by another file): what is written now goes nowhere anyone can read. Always false in
+    /// memory.
+    pub fn vanished(&self) -> bool {
+        match &self.file {
+            Some((path, opened)) => match std::fs::metadata(path) {
+                Ok(m) => (m.dev(), m.ino()) != *opened,
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            },
+            None => false,
+        }
+    }
+
+    /// The path this database was opened from (`None` in memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// Bytes the database takes now: (pages in use, total) plus the WAL file, or the
+    /// in-memory pages. Pages in use exclude the free list, which new rows reuse.
+    pub fn bytes(&self) -> Result<DbBytes, StorageError> {
+        let pragma = |name: &str| -> Result<u64, StorageError> {
+            let v: i64 = self.conn.pragma_query_value(None, name, |r| r.get(0))?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        };
+        let page = pragma("page_size")?;
+        let pages = pragma("page_count")?;
+        let free = pragma("freelist_count")?;
+        let wal = match &self.file {
+            Some((path, _)) => {
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
+                std::fs::metadata(wal).map_or(0, |m| m.len())
+            }
+            None => 0,
+        };
+        Ok(DbBytes {
+            used: pages.saturating_sub(free) * page,
+            file: pages * page,
+            wal,
+        })
+    }
+
+    /// Keeps the WAL small next to `max_db_bytes`: a checkpoint every ~1/32 of it (at most
+    /// SQLite's default of 1000 pages) and the WAL file truncated back after a checkpoint.
+    pub fn bound_wal(&self, max_db_bytes: Option<u64>) -> Result<(), StorageError> {
+        if !self.persistent {
+            return Ok(());
+        }
+        let page: i64 = self.conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let pages = match max_db_bytes {
+            Some(max) => (max as i64 / page.max(512) / 32).clamp(16, 1000),
+            None => 1000,
+        };
+        self.conn.pragma_update(None, "wal_autocheckpoint", pages)?;
+        self.conn.pragma_update(None, "journal_size_limit", pages * page * 2)?;
+        Ok(())
     }
 
     /// How long a write waits on a database locked by someone else before failing.
@@ -120,6 +220,10 @@ impl Storage {
     pub fn conn(&mut self) -> &mut Connection {
         &mut self.conn
     }
+
+    fn conn_and_labels(&mut self) -> (&mut Connection, &mut labels::LabelCache) {
+        (&mut self.conn, &mut self.labels)
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +248,20 @@ mod tests {
             Storage::open_with(Some(&path), &first).is_err(),
             "a newer schema is refused"
         );
+    }
+
+    #[test]
+    fn a_deleted_or_replaced_file_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let s = Storage::open(Some(&path)).unwrap();
+        assert!(!s.vanished());
+        assert!(s.bytes().unwrap().file > 0);
+        std::fs::remove_file(&path).unwrap();
+        assert!(s.vanished(), "deleted");
+        let other = Storage::open(Some(&path)).unwrap();
+        assert!(!other.vanished());
+        assert!(s.vanished(), "replaced by another file at the same path");
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! Request records in SQLite: batched inserts from the control thread, retention, and the
-//! queries behind `/admin/logs`, `/admin/stats` and `/admin/stats/overview`.
+//! Request rows in SQLite: batched inserts from the control thread, oldest-first pruning, and
+//! the query behind `/admin/logs` (stats come from `rollups`, never from these rows). A row is
+//! its numbers, its request id and a label id (`labels`): about 60 bytes on disk.
 //! Invariant: every query's filters and grouping come from fixed lists or bound parameters,
 //! never from text spliced into SQL.
 
 use rusqlite::{params_from_iter, types::Value};
 use serde::Serialize;
 
+use super::labels::LabelCache;
 use super::{Storage, StorageError};
 use crate::usage::record::RequestRecord;
 
@@ -39,34 +41,106 @@ pub const MIGRATION: &str = "CREATE TABLE requests (
     CREATE INDEX requests_model ON requests (model, ts_ms);
     CREATE INDEX requests_client ON requests (client, ts_ms);";
 
-const COLUMNS: &str = "id, ts_ms, request_id, client, endpoint, model, provider, upstream_model, key, status, error, \
-attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, \
-usage_partial, bytes_in, bytes_out";
+/// Migration to compact rows: the shared text moves to `log_labels`, a row keeps its label id
+/// and numbers, and the row table has no secondary index (each cost an index insert per row;
+/// stats no longer read rows). Rows are renumbered in order so ids have no gaps.
+pub const MIGRATION_COMPACT: &str = "CREATE TABLE log_labels (
+        id INTEGER PRIMARY KEY,
+        client TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        upstream_model TEXT NOT NULL,
+        key TEXT NOT NULL,
+        error TEXT NOT NULL,
+        UNIQUE (model, client, endpoint, provider, upstream_model, key, error)
+    ) STRICT;
+    CREATE TABLE request_rows (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        labels INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        stream INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        ttfb_ms INTEGER NOT NULL,
+        overhead_us INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        reasoning_tokens INTEGER NOT NULL,
+        usage_partial INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO log_labels (client, endpoint, model, provider, upstream_model, key, error)
+        SELECT DISTINCT client, endpoint, model, provider, upstream_model, key, error FROM requests;
+    INSERT INTO request_rows (ts_ms, request_id, labels, status, attempts, stream, latency_ms, ttfb_ms,
+            overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_partial,
+            bytes_in, bytes_out)
+        SELECT r.ts_ms, r.request_id, l.id, r.status, r.attempts, r.stream, r.latency_ms, r.ttfb_ms,
+            r.overhead_us, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens,
+            r.usage_partial, r.bytes_in, r.bytes_out
+        FROM requests r JOIN log_labels l ON l.model = r.model AND l.client = r.client
+            AND l.endpoint = r.endpoint AND l.provider = r.provider AND l.upstream_model = r.upstream_model
+            AND l.key = r.key AND l.error = r.error
+        ORDER BY r.id;
+    DROP TABLE requests;";
+
+const COLUMNS: &str =
+    "r.id, r.ts_ms, r.request_id, l.client, l.endpoint, l.model, l.provider, l.upstream_model, l.key, \
+r.status, l.error, r.attempts, r.stream, r.latency_ms, r.ttfb_ms, r.overhead_us, r.prompt_tokens, r.completion_tokens, \
+r.cached_tokens, r.reasoning_tokens, r.usage_partial, r.bytes_in, r.bytes_out";
 
 /// Writes `records` in one transaction.
 pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), StorageError> {
-    let tx = storage.conn().transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO requests (ts_ms, request_id, client, endpoint, model, provider, upstream_model, key, status, \
-             error, attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, cached_tokens, \
-             reasoning_tokens, usage_partial, bytes_in, bytes_out) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-        )?;
-        for r in records {
-            stmt.execute(rusqlite::params![
-                r.ts_ms,
-                r.request_id,
-                r.client,
-                r.endpoint,
-                r.model,
-                r.provider,
-                r.upstream_model,
-                r.key,
-                r.status,
-                r.error,
-                r.attempts,
-                r.stream,
+    let (conn, labels) = storage.conn_and_labels();
+    let result = insert_in(conn, labels, records);
+    if result.is_err() {
+        // Label ids added by the rolled-back transaction are gone.
+        labels.clear();
+    }
+    result
+}
+
+/// Rows per `INSERT` statement: one statement step per 32 rows instead of per row.
+const ROWS_PER_STATEMENT: usize = 32;
+const ROW_COLUMNS: usize = 16;
+
+/// `INSERT INTO request_rows ... VALUES (?, ...), ...` for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; ROW_COLUMNS].join(", "));
+    format!(
+        "INSERT INTO request_rows (ts_ms, request_id, labels, status, attempts, stream, latency_ms, ttfb_ms, \
+         overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_partial, bytes_in, \
+         bytes_out) VALUES {}",
+        vec![one; rows].join(", ")
+    )
+}
+
+fn insert_in(
+    conn: &mut rusqlite::Connection,
+    labels: &mut LabelCache,
+    records: &[RequestRecord],
+) -> Result<(), StorageError> {
+    let tx = conn.transaction()?;
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let mut stmt = tx.prepare_cached(&insert_sql(chunk.len().min(ROWS_PER_STATEMENT)))?;
+        let mut at = 1;
+        for r in chunk {
+            let mut text = r.text.get();
+            if text.upstream_model.is_empty() && !text.provider.is_empty() {
+                text.upstream_model = text.model;
+            }
+            let label = labels.id(&tx, &text)?;
+            stmt.raw_bind_parameter(at, r.ts_ms)?;
+            stmt.raw_bind_parameter(at + 1, text.request_id)?;
+            let numbers = [
+                label,
+                i64::from(r.status),
+                i64::from(r.attempts),
+                i64::from(r.stream),
                 clamp(r.latency_ms),
                 clamp(r.ttfb_ms),
                 clamp(r.overhead_us),
@@ -74,11 +148,16 @@ pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), St
                 clamp(r.usage.completion_tokens),
                 clamp(r.usage.cached_tokens),
                 clamp(r.usage.reasoning_tokens),
-                r.usage.partial,
+                i64::from(r.usage.partial),
                 clamp(r.bytes_in),
                 clamp(r.bytes_out),
-            ])?;
+            ];
+            for (i, n) in numbers.into_iter().enumerate() {
+                stmt.raw_bind_parameter(at + 2 + i, n)?;
+            }
+            at += ROW_COLUMNS;
         }
+        stmt.raw_execute()?;
     }
     tx.commit()?;
     Ok(())
@@ -88,15 +167,74 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Deletes records older than `cutoff_ms`; returns how many went.
-pub fn expire(storage: &mut Storage, cutoff_ms: i64) -> Result<usize, StorageError> {
-    Ok(storage
-        .conn()
-        .execute("DELETE FROM requests WHERE ts_ms < ?1", [cutoff_ms])?)
+/// (oldest id, newest id) of the log; `None` when it is empty. Rows are only ever deleted
+/// oldest first (a prefix of ids) and ids are handed out in order, so the log holds exactly
+/// `newest - oldest + 1` rows: counting them costs two index lookups, not a scan.
+pub fn id_span(storage: &mut Storage) -> Result<Option<(i64, i64)>, StorageError> {
+    let span: (Option<i64>, Option<i64>) =
+        storage
+            .conn()
+            .query_row("SELECT MIN(id), MAX(id) FROM request_rows", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+    Ok(match span {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    })
 }
 
+/// Rows in the log (see `id_span`).
+pub fn row_count(storage: &mut Storage) -> Result<u64, StorageError> {
+    Ok(id_span(storage)?.map_or(0, |(a, b)| (b - a + 1).max(0) as u64))
+}
+
+/// Deletes the `n` oldest rows; returns how many went.
+pub fn prune_oldest(storage: &mut Storage, n: u64) -> Result<usize, StorageError> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    Ok(storage.conn().execute(
+        "DELETE FROM request_rows WHERE id < (SELECT MIN(id) FROM request_rows) + ?1",
+        [n],
+    )?)
+}
+
+/// Deletes, oldest first, rows that arrived before `cutoff_ms`, looking at no more than the
+/// `step` oldest rows (one small step; call again while it deletes). Deletes the prefix up to
+/// the newest such row among them, so `id_span` stays exact.
+pub fn prune_before(storage: &mut Storage, cutoff_ms: i64, step: u64) -> Result<usize, StorageError> {
+    let step = i64::try_from(step).unwrap_or(i64::MAX);
+    Ok(storage.conn().execute(
+        "DELETE FROM request_rows WHERE id <= (SELECT MAX(id) FROM \
+         (SELECT id, ts_ms FROM request_rows ORDER BY id LIMIT ?2) WHERE ts_ms < ?1)",
+        [cutoff_ms, step],
+    )?)
+}
+
+/// Deletes every row (and the labels with them); returns how many rows went.
 pub fn clear(storage: &mut Storage) -> Result<usize, StorageError> {
-    Ok(storage.conn().execute("DELETE FROM requests", [])?)
+    let (conn, labels) = storage.conn_and_labels();
+    labels.clear();
+    let tx = conn.transaction()?;
+    let n = tx.execute("DELETE FROM request_rows", [])?;
+    tx.execute("DELETE FROM log_labels", [])?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Labels no row refers to any more are deleted once there are more than `max` of them (a
+/// scan of the rows, so rare: client-chosen model names are what makes labels many).
+pub fn prune_labels(storage: &mut Storage, max: u64) -> Result<usize, StorageError> {
+    let count: i64 = storage
+        .conn()
+        .query_row("SELECT COUNT(*) FROM log_labels", [], |r| r.get(0))?;
+    if u64::try_from(count).unwrap_or(0) <= max {
+        return Ok(0);
+    }
+    let (conn, labels) = storage.conn_and_labels();
+    labels.clear();
+    Ok(conn.execute(
+        "DELETE FROM log_labels WHERE id NOT IN (SELECT DISTINCT labels FROM request_rows)",
+        [],
+    )?)
 }
 
 /// Filters of `GET /admin/logs` (all optional; times in Unix ms).
@@ -119,22 +257,22 @@ impl LogFilter {
             values.push(v);
         };
         if let Some(m) = &self.model {
-            add("model = ?", Value::Text(m.clone()));
+            add("l.model = ?", Value::Text(m.clone()));
         }
         if let Some(c) = &self.client {
-            add("client = ?", Value::Text(c.clone()));
+            add("l.client = ?", Value::Text(c.clone()));
         }
         if let Some(p) = &self.provider {
-            add("provider = ?", Value::Text(p.clone()));
+            add("l.provider = ?", Value::Text(p.clone()));
         }
         if let Some(s) = self.status {
-            add("status = ?", Value::Integer(s));
+            add("r.status = ?", Value::Integer(s));
         }
         if let Some(t) = self.since_ms {
-            add("ts_ms >= ?", Value::Integer(t));
+            add("r.ts_ms >= ?", Value::Integer(t));
         }
         if let Some(t) = self.until_ms {
-            add("ts_ms < ?", Value::Integer(t));
+            add("r.ts_ms < ?", Value::Integer(t));
         }
         let clause = if parts.is_empty() {
             String::new()
@@ -178,19 +316,25 @@ pub struct LogPage {
     pub data: Vec<LogRow>,
 }
 
-/// Newest first.
+/// Newest first. The rows drive the join (`CROSS JOIN` keeps SQLite from making the small
+/// label table the outer loop: rows have no index on their label id).
 pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) -> Result<LogPage, StorageError> {
     let (clause, mut values) = filter.clause();
-    let conn = storage.conn();
-    let total: i64 = conn.query_row(
-        &format!("SELECT COUNT(*) FROM requests{clause}"),
-        params_from_iter(values.iter()),
-        |r| r.get(0),
-    )?;
+    let total = if clause.is_empty() {
+        i64::try_from(row_count(storage)?).unwrap_or(i64::MAX)
+    } else {
+        storage.conn().query_row(
+            &format!("SELECT COUNT(*) FROM request_rows r CROSS JOIN log_labels l ON l.id = r.labels{clause}"),
+            params_from_iter(values.iter()),
+            |r| r.get(0),
+        )?
+    };
     values.push(Value::Integer(limit.clamp(1, 1000)));
     values.push(Value::Integer(offset.max(0)));
+    let conn = storage.conn();
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM requests{clause} ORDER BY id DESC LIMIT ? OFFSET ?"
+        "SELECT {COLUMNS} FROM request_rows r CROSS JOIN log_labels l ON l.id = r.labels{clause} \
+         ORDER BY r.id DESC LIMIT ? OFFSET ?"
     ))?;
     let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
         Ok(LogRow {
@@ -223,172 +367,15 @@ pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) 
     Ok(LogPage { total, data })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Hour,
-    Day,
-    Month,
-}
-
-impl Period {
-    pub fn parse(s: &str) -> Option<Period> {
-        match s {
-            "hour" => Some(Period::Hour),
-            "day" => Some(Period::Day),
-            "month" => Some(Period::Month),
-            _ => None,
-        }
-    }
-
-    fn format(self) -> &'static str {
-        match self {
-            Period::Hour => "%Y-%m-%dT%H:00",
-            Period::Day => "%Y-%m-%d",
-            Period::Month => "%Y-%m",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    Model,
-    Provider,
-    Key,
-    Client,
-}
-
-impl GroupBy {
-    pub fn parse(s: &str) -> Option<GroupBy> {
-        match s {
-            "model" => Some(GroupBy::Model),
-            "provider" => Some(GroupBy::Provider),
-            "key" => Some(GroupBy::Key),
-            "client" => Some(GroupBy::Client),
-            _ => None,
-        }
-    }
-
-    fn column(self) -> &'static str {
-        match self {
-            GroupBy::Model => "model",
-            GroupBy::Provider => "provider",
-            GroupBy::Key => "key",
-            GroupBy::Client => "client",
-        }
-    }
-}
-
-#[derive(Serialize, Debug, PartialEq)]
-pub struct StatsRow {
-    pub bucket: String,
-    pub group: String,
-    pub requests: i64,
-    pub errors: i64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cached_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub avg_latency_ms: f64,
-}
-
-/// Buckets of `period` (UTC) grouped by `group`, oldest first.
-pub fn stats(
-    storage: &mut Storage,
-    period: Period,
-    group: GroupBy,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
-) -> Result<Vec<StatsRow>, StorageError> {
-    let filter = LogFilter {
-        since_ms,
-        until_ms,
-        ..Default::default()
-    };
-    let (clause, values) = filter.clause();
-    let sql = format!(
-        "SELECT strftime('{fmt}', ts_ms / 1000, 'unixepoch') AS bucket, {col} AS grp, COUNT(*), \
-         SUM(status >= 400), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(reasoning_tokens), \
-         AVG(latency_ms) FROM requests{clause} GROUP BY bucket, grp ORDER BY bucket, grp",
-        fmt = period.format(),
-        col = group.column(),
-    );
-    let conn = storage.conn();
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
-        Ok(StatsRow {
-            bucket: r.get(0)?,
-            group: r.get(1)?,
-            requests: r.get(2)?,
-            errors: r.get(3)?,
-            prompt_tokens: r.get(4)?,
-            completion_tokens: r.get(5)?,
-            cached_tokens: r.get(6)?,
-            reasoning_tokens: r.get(7)?,
-            avg_latency_ms: r.get(8)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-}
-
-#[derive(Serialize, Debug, PartialEq)]
-pub struct Overview {
-    pub requests: i64,
-    pub errors: i64,
-    pub success_rate: f64,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub cached_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub avg_latency_ms: f64,
-    pub avg_overhead_us: f64,
-}
-
-pub fn overview(storage: &mut Storage, since_ms: Option<i64>, until_ms: Option<i64>) -> Result<Overview, StorageError> {
-    let filter = LogFilter {
-        since_ms,
-        until_ms,
-        ..Default::default()
-    };
-    let (clause, values) = filter.clause();
-    let sql = format!(
-        "SELECT COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(SUM(prompt_tokens), 0), \
-         COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), \
-         COALESCE(AVG(latency_ms), 0.0), COALESCE(AVG(overhead_us), 0.0) FROM requests{clause}"
-    );
-    let o = storage.conn().query_row(&sql, params_from_iter(values.iter()), |r| {
-        let requests: i64 = r.get(0)?;
-        let errors: i64 = r.get(1)?;
-        Ok(Overview {
-            requests,
-            errors,
-            success_rate: if requests > 0 {
-                (requests - errors) as f64 / requests as f64
-            } else {
-                1.0
-            },
-            prompt_tokens: r.get(2)?,
-            completion_tokens: r.get(3)?,
-            cached_tokens: r.get(4)?,
-            reasoning_tokens: r.get(5)?,
-            avg_latency_ms: r.get(6)?,
-            avg_overhead_us: r.get(7)?,
-        })
-    })?;
-    Ok(o)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::record::{RecordText, Texts};
     use crate::usage::Usage;
 
     fn record(ts_ms: i64, model: &str, status: u16, prompt: u64) -> RequestRecord {
         RequestRecord {
             ts_ms,
-            model: model.into(),
-            provider: "p".into(),
-            client: "c".into(),
-            key: "…abcd".into(),
             status,
             latency_ms: 100,
             usage: Usage {
@@ -397,12 +384,20 @@ mod tests {
                 reported: true,
                 ..Default::default()
             },
+            text: Texts::new(&RecordText {
+                request_id: "r",
+                model,
+                provider: "p",
+                client: "c",
+                key: "…abcd",
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
 
     #[test]
-    fn stats_group_by_period_and_model_over_injected_timestamps() {
+    fn logs_filter_and_page_newest_first_and_prune_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
         // 2026-01-01T00:30Z, 2026-01-01T01:10Z, 2026-01-02T05:00Z, 2026-02-01T00:00Z
@@ -422,43 +417,6 @@ mod tests {
             ],
         )
         .unwrap();
-        let days = stats(&mut s, Period::Day, GroupBy::Model, None, None).unwrap();
-        let summary: Vec<(&str, &str, i64, i64, i64)> = days
-            .iter()
-            .map(|r| {
-                (
-                    r.bucket.as_str(),
-                    r.group.as_str(),
-                    r.requests,
-                    r.errors,
-                    r.prompt_tokens,
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("2026-01-01", "m1", 2, 1, 30),
-                ("2026-01-02", "m2", 1, 0, 5),
-                ("2026-02-01", "m1", 1, 0, 1)
-            ]
-        );
-        let hours = stats(&mut s, Period::Hour, GroupBy::Model, Some(a), Some(c)).unwrap();
-        assert_eq!(
-            hours.iter().map(|r| r.bucket.as_str()).collect::<Vec<_>>(),
-            vec!["2026-01-01T00:00", "2026-01-01T01:00"]
-        );
-        let months = stats(&mut s, Period::Month, GroupBy::Provider, None, None).unwrap();
-        assert_eq!(
-            months
-                .iter()
-                .map(|r| (r.bucket.as_str(), r.requests))
-                .collect::<Vec<_>>(),
-            vec![("2026-01", 3), ("2026-02", 1)]
-        );
-        let o = overview(&mut s, None, None).unwrap();
-        assert_eq!((o.requests, o.errors, o.prompt_tokens), (4, 1, 36));
-        assert!((o.success_rate - 0.75).abs() < 1e-9);
         let page = logs(
             &mut s,
             &LogFilter {
@@ -475,7 +433,35 @@ mod tests {
             vec![d, b],
             "newest first, paged"
         );
-        assert_eq!(expire(&mut s, c).unwrap(), 2);
+        assert_eq!(page.data[1].status, 500);
+        assert_eq!(page.data[1].upstream_model, "m1", "no alias: the model itself");
+        assert_eq!(
+            (page.data[1].client.as_str(), page.data[1].key.as_str()),
+            ("c", "…abcd")
+        );
+        assert_eq!(page.data[1].prompt_tokens, 20);
+        let since = logs(
+            &mut s,
+            &LogFilter {
+                since_ms: Some(c),
+                ..Default::default()
+            },
+            10,
+            0,
+        )
+        .unwrap();
+        assert_eq!(since.total, 2);
+        assert_eq!(row_count(&mut s).unwrap(), 4);
+        assert_eq!(prune_before(&mut s, c, 1).unwrap(), 1, "one step looks at one row");
+        assert_eq!(prune_before(&mut s, c, 10).unwrap(), 1);
+        assert_eq!(prune_before(&mut s, c, 10).unwrap(), 0, "nothing older is left");
+        assert_eq!(row_count(&mut s).unwrap(), 2);
+        assert_eq!(prune_oldest(&mut s, 1).unwrap(), 1);
+        assert_eq!(id_span(&mut s).unwrap(), Some((4, 4)));
+        assert_eq!(prune_labels(&mut s, 0).unwrap(), 1, "m2's label has no row left");
+        insert(&mut s, &[record(d, "m1", 200, 1)]).unwrap();
+        assert_eq!(logs(&mut s, &LogFilter::default(), 10, 0).unwrap().total, 2);
         assert_eq!(clear(&mut s).unwrap(), 2);
+        assert_eq!(row_count(&mut s).unwrap(), 0);
     }
 }

@@ -6,6 +6,7 @@ pub mod anthropic;
 mod needle;
 pub mod openai;
 pub mod record;
+pub mod rollup;
 pub mod writer;
 
 /// Token counts; `partial` when the answer ended before the upstream reported final usage.

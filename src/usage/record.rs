@@ -1,32 +1,67 @@
-//! Request records: one per answered request, pushed by workers into a bounded lock-free queue
-//! and written to storage by the control thread in batches.
+//! Request records: one per answered request that gets a row, pushed by workers into a bounded
+//! lock-free queue and written to storage by the control thread in batches. A record is compact
+//! (its eight text fields share one allocation; the writer splits them and maps them to a
+//! label id), so the worker pays one small allocation and the queue holds ~130 bytes a record.
 //! Invariant: a worker never blocks on the queue; a record that does not fit is counted in
-//! `dropped` (exported as `rotor_log_dropped_total`), never silently lost.
+//! `dropped` (exported as `rotor_log_dropped_total`), never silently lost. The queue's memory
+//! follows what it holds (blocks of 31 records come and go), not its capacity.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 
 use super::Usage;
 
-/// Records waiting for the writer; at ~400 bytes each, 64k of them is ~25 MB at most.
+/// Records waiting for the writer: at ~130 bytes each, 64k of them is ~9 MB at most.
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// Longest text field kept (longer ones are cut at a character boundary).
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// The text fields of a record, borrowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RecordText<'a> {
+    pub request_id: &'a str,
+    pub client: &'a str,
+    pub endpoint: &'a str,
+    pub model: &'a str,
+    pub provider: &'a str,
+    /// The model asked of the provider; empty = the same as `model`.
+    pub upstream_model: &'a str,
+    /// Masked to the last 4 characters.
+    pub key: &'a str,
+    /// Error kind when the request failed (e.g. `upstream_timeout`), else empty.
+    pub error: &'a str,
+}
+
+impl<'a> RecordText<'a> {
+    fn fields(&self) -> [&'a str; 8] {
+        [
+            self.request_id,
+            self.client,
+            self.endpoint,
+            self.model,
+            self.provider,
+            self.upstream_model,
+            self.key,
+            self.error,
+        ]
+    }
+}
+
+/// The `RecordText` fields of a record, owned, in one allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Texts {
+    /// The fields back to back; `ends[i]` is where field `i` stops.
+    joined: Box<str>,
+    ends: [u16; 8],
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestRecord {
     /// Wall-clock time the request arrived, ms since the Unix epoch.
     pub ts_ms: i64,
-    pub request_id: String,
-    pub client: String,
-    pub endpoint: String,
-    pub model: String,
-    pub provider: String,
-    pub upstream_model: String,
-    /// Masked to the last 4 characters.
-    pub key: String,
+    pub text: Texts,
     pub status: u16,
-    /// Error kind when the request failed (e.g. `upstream_timeout`), else empty.
-    pub error: String,
     pub attempts: u32,
     pub stream: bool,
     pub latency_ms: u64,
@@ -37,9 +72,63 @@ pub struct RequestRecord {
     pub bytes_out: u64,
 }
 
+/// `s` cut to at most `MAX_FIELD_BYTES`, at a character boundary.
+fn capped(s: &str) -> &str {
+    if s.len() <= MAX_FIELD_BYTES {
+        return s;
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("")
+}
+
+impl Texts {
+    /// `text`'s fields in one allocation (each cut to `MAX_FIELD_BYTES`).
+    pub fn new(text: &RecordText<'_>) -> Texts {
+        let fields = text.fields().map(capped);
+        let mut joined = String::with_capacity(fields.iter().map(|f| f.len()).sum());
+        let mut ends = [0u16; 8];
+        for (field, end) in fields.iter().zip(ends.iter_mut()) {
+            joined.push_str(field);
+            // At most 8 x MAX_FIELD_BYTES: fits.
+            *end = joined.len() as u16;
+        }
+        Texts {
+            joined: joined.into_boxed_str(),
+            ends,
+        }
+    }
+
+    pub fn get(&self) -> RecordText<'_> {
+        let mut start = 0;
+        let fields = self.ends.map(|end| {
+            let end = usize::from(end);
+            let field = self.joined.get(start..end).unwrap_or("");
+            start = end;
+            field
+        });
+        let [request_id, client, endpoint, model, provider, upstream_model, key, error] = fields;
+        RecordText {
+            request_id,
+            client,
+            endpoint,
+            model,
+            provider,
+            upstream_model,
+            key,
+            error,
+        }
+    }
+}
+
 pub struct RecordQueue {
-    queue: ArrayQueue<RequestRecord>,
+    queue: SegQueue<RequestRecord>,
+    capacity: usize,
     dropped: AtomicU64,
+    /// `storage::health::clock_ms` of the last drop; 0 = never (`/health` looks at it).
+    last_drop_ms: AtomicU64,
     /// `dropped` value when the last warning was logged (one warning per burst).
     warned_at: AtomicU64,
 }
@@ -53,22 +142,30 @@ impl Default for RecordQueue {
 impl RecordQueue {
     pub fn with_capacity(capacity: usize) -> Self {
         RecordQueue {
-            queue: ArrayQueue::new(capacity.max(1)),
+            queue: SegQueue::new(),
+            capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
+            last_drop_ms: AtomicU64::new(0),
             warned_at: AtomicU64::new(0),
         }
     }
 
-    /// Queues a record; when full, counts it as dropped (and warns once per burst).
+    /// Queues a record; when full, counts it as dropped (and warns once per burst). The bound
+    /// is read without a write to shared memory, so pushes racing on a nearly full queue can
+    /// pass it by at most one record each.
     pub fn push(&self, record: RequestRecord) {
-        if self.queue.push(record).is_err() {
+        if self.queue.len() >= self.capacity {
             self.count_dropped(1, "request log queue full");
+            return;
         }
+        self.queue.push(record);
     }
 
     /// Counts records lost elsewhere (e.g. the storage write failed).
     pub fn count_dropped(&self, n: u64, why: &str) {
         let now = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        self.last_drop_ms
+            .store(crate::storage::health::clock_ms(), Ordering::Relaxed);
         let warned = self.warned_at.load(Ordering::Relaxed);
         // Warn on the first drop of a burst: after a quiet period the writer resets `warned_at`.
         if warned == 0
@@ -105,6 +202,11 @@ impl RecordQueue {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// When a record was last dropped (`storage::health::clock_ms`), 0 = never.
+    pub fn last_drop_ms(&self) -> u64 {
+        self.last_drop_ms.load(Ordering::Relaxed)
+    }
+
     pub fn len(&self) -> usize {
         self.queue.len()
     }
@@ -128,8 +230,38 @@ mod tests {
             });
         }
         assert_eq!(q.dropped(), 3);
+        assert!(q.last_drop_ms() > 0);
         let drained = q.drain(10);
         assert_eq!(drained.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 201]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn text_fields_round_trip_through_one_allocation() {
+        let text = RecordText {
+            request_id: "req-1",
+            client: "web",
+            endpoint: "chat",
+            model: "gpt-4o-mini",
+            provider: "",
+            upstream_model: "gpt-4o-mini-2024",
+            key: "…abcd",
+            error: "upstream_timeout",
+        };
+        assert_eq!(Texts::new(&text).get(), text);
+        assert_eq!(RequestRecord::default().text.get(), RecordText::default());
+        let long = "é".repeat(MAX_FIELD_BYTES);
+        let t = Texts::new(&RecordText {
+            model: &long,
+            key: "k",
+            ..Default::default()
+        });
+        assert_eq!(t.get().model.len(), MAX_FIELD_BYTES, "cut at a char boundary");
+        assert_eq!(t.get().key, "k");
+        assert!(
+            std::mem::size_of::<RequestRecord>() <= 136,
+            "{}",
+            std::mem::size_of::<RequestRecord>()
+        );
     }
 }

@@ -1,131 +1,228 @@
 //! The request-log writer, on the control thread: drains the record queue into SQLite in
-//! batched transactions, applies retention, and answers the admin API's storage queries.
-//! Invariant: a storage failure never reaches the workers; the records of a failed batch are
-//! counted as dropped and the failure is visible in `/health` until a write succeeds again.
+//! batched transactions, collects the workers' stats rollups once a second (`FLUSH_EVERY`),
+//! and answers the admin API's storage queries; `storage::keeper` keeps the database open and
+//! bounded around it.
+//! Invariant: a storage failure never reaches the workers. The rows of a failed batch are
+//! counted as dropped; rollup cells that could not be written stay pending (bounded by
+//! `MAX_PENDING`, the excess counted) and are written exactly once when storage is back. Either
+//! failure shows in `/health` for `storage.health_window_ms`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use ahash::AHashMap;
 use serde::Serialize;
 
 use crate::runtime::commands::{Command, Reply};
 use crate::runtime::Gateway;
-use crate::storage::requests;
-use crate::storage::Storage;
+use crate::storage::health::PruneReason;
+use crate::storage::keeper::{batch_rows, now_unix_ms, Keeper};
+use crate::storage::memlog::{Bounds, MemLog};
+use crate::storage::{requests, rollups, Storage, StorageError};
+use crate::usage::rollup::{Cell, RollupKey};
 
-/// Records per transaction; one transaction per tick keeps fsyncs rare.
-const BATCH: usize = 10_000;
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-/// A locked database makes the writer wait this long at most per attempt.
-const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// Storage health as `/health` shows it.
-#[derive(Default)]
-pub struct StorageStatus {
-    failing: AtomicBool,
-    last_error: Mutex<String>,
-}
-
-impl StorageStatus {
-    pub fn ok(&self) -> bool {
-        !self.failing.load(Ordering::Relaxed)
-    }
-
-    pub fn last_error(&self) -> String {
-        self.last_error.lock().clone()
-    }
-
-    fn set(&self, result: Result<(), String>) {
-        match result {
-            Ok(()) => self.failing.store(false, Ordering::Relaxed),
-            Err(e) => {
-                *self.last_error.lock() = e;
-                self.failing.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-}
+/// Rollups reach the database this often: what a crash can lose of the stats.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Rollup cells held while storage is down (a few hundred bytes each).
+const MAX_PENDING: usize = 100_000;
 
 pub struct LogWriter {
-    last_retention: Instant,
+    keeper: Keeper,
+    /// Rollup cells collected from the workers and not yet committed.
+    pending: AHashMap<RollupKey, Cell>,
+    last_flush: Instant,
+    /// The rows when the database is in memory (`storage.path = ""`); SQLite holds only the
+    /// rollups then.
+    memlog: MemLog,
+}
+
+/// The database lives in memory: rows go to the ring.
+fn in_memory(storage: &Option<Storage>) -> bool {
+    storage.as_ref().is_some_and(|s| !s.persistent())
 }
 
 impl Default for LogWriter {
     fn default() -> Self {
-        Self::new()
+        LogWriter {
+            keeper: Keeper::default(),
+            pending: AHashMap::new(),
+            last_flush: Instant::now(),
+            memlog: MemLog::default(),
+        }
     }
 }
 
 impl LogWriter {
     /// Opens the database at `storage.path` (in memory when unset), the one the control thread
-    /// owns for every storage duty. A failure leaves rotor without storage: proxying goes on and
-    /// records are counted as dropped.
-    pub fn open_storage(gateway: &Gateway) -> Option<Storage> {
+    /// owns for every storage duty. A failure leaves rotor without storage until a retry
+    /// succeeds: proxying goes on and records are counted as dropped.
+    pub fn open_storage(&mut self, gateway: &Gateway) -> Option<Storage> {
         let config = gateway.current().config.clone();
-        match Storage::open(config.storage.path.as_deref()) {
-            Ok(s) => {
-                // Bounded waits on a locked file: the control thread has other work.
-                let _ = s.set_busy_timeout(BUSY_TIMEOUT);
-                gateway.storage_status.set(Ok(()));
-                Some(s)
-            }
-            Err(e) => {
-                tracing::error!("storage unavailable: {e}");
-                gateway.storage_status.set(Err(e.to_string()));
-                None
-            }
-        }
+        self.keeper.open(&config.storage, &gateway.storage_status)
     }
 
     pub fn new() -> LogWriter {
-        let long_ago = Instant::now().checked_sub(RETENTION_EVERY).unwrap_or_else(Instant::now);
-        LogWriter {
-            last_retention: long_ago,
+        LogWriter::default()
+    }
+
+    /// Writes what the workers queued since the last tick, the rollups when due, then prunes.
+    pub fn tick(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        self.write(gateway, storage, false);
+    }
+
+    /// Writes everything now, rollups included (before an admin query, and at shutdown).
+    pub fn flush(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        self.write(gateway, storage, true);
+    }
+
+    fn write(&mut self, gateway: &Gateway, storage: &mut Option<Storage>, all: bool) {
+        let config = gateway.current().config.clone();
+        let settings = &config.storage;
+        self.keeper.keep_open(settings, &gateway.storage_status, storage);
+        self.write_rows(gateway, storage);
+        if all || self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.last_flush = Instant::now();
+            self.write_rollups(gateway, storage);
+        }
+        if let Some(storage) = storage.as_mut() {
+            self.keeper.bound(settings, &gateway.storage_status, storage);
+        }
+        if in_memory(storage) {
+            // The keeper measured the SQLite side (rollups); the rows are in the ring.
+            let (_, db_bytes) = gateway.storage_status.size();
+            gateway
+                .storage_status
+                .set_size(self.memlog.len(), self.memlog.bytes() + db_bytes);
         }
     }
 
-    /// Writes what the workers queued since the last tick.
-    pub fn tick(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+    fn write_rows(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        let config = gateway.current().config.clone();
+        let settings = &config.storage;
+        let batch_max = batch_rows(settings);
         loop {
-            let batch = gateway.records.drain(BATCH);
+            let batch = gateway.records.drain(batch_max);
             if batch.is_empty() {
                 break;
             }
-            let result = match storage.as_mut() {
-                Some(storage) => requests::insert(storage, &batch).map_err(|e| e.to_string()),
-                None => Err("storage is not open".to_owned()),
-            };
-            match &result {
-                Ok(()) => gateway.records.burst_over(),
-                Err(e) => gateway
-                    .records
-                    .count_dropped(batch.len() as u64, &format!("request log write failed: {e}")),
+            if in_memory(storage) {
+                let bounds = Bounds {
+                    max_rows: settings.max_records,
+                    max_bytes: settings.max_db_bytes,
+                    cutoff_ms: now_unix_ms() - i64::from(settings.retention_days) * 86_400_000,
+                };
+                let evicted = self.memlog.append(&batch, &bounds);
+                let health = &gateway.storage_status;
+                health.count_pruned(PruneReason::MaxRecords, evicted.rows);
+                health.count_pruned(PruneReason::MaxDbBytes, evicted.bytes);
+                health.count_pruned(PruneReason::Retention, evicted.age);
+                gateway.records.burst_over();
+                continue;
             }
-            let failed = result.is_err();
-            gateway.storage_status.set(result);
-            if failed || batch.len() < BATCH {
-                break;
-            }
-        }
-        if self.last_retention.elapsed() >= RETENTION_EVERY {
-            self.last_retention = Instant::now();
-            let days = gateway.current().config.storage.retention_days;
-            let cutoff = now_unix_ms() - i64::from(days) * 86_400_000;
-            if let Some(storage) = storage.as_mut() {
-                match requests::expire(storage, cutoff) {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "request records past retention deleted"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("retention failed: {e}"),
+            match self.checked(gateway, storage, |s| requests::insert(s, &batch)) {
+                Ok(()) => {
+                    gateway.records.burst_over();
+                    // Bounded after every batch, not once per tick: a tick can drain a full
+                    // queue, many times a small `max_db_bytes`.
+                    if let Some(s) = storage.as_mut() {
+                        self.keeper.bound(settings, &gateway.storage_status, s);
+                    }
                 }
+                Err(e) => {
+                    let e = format!("request log write failed: {e}");
+                    gateway.records.count_dropped(batch.len() as u64, &e);
+                    gateway.storage_status.failed(e);
+                    break;
+                }
+            }
+            if batch.len() < batch_max {
+                break;
             }
         }
     }
 
-    /// Runs an admin storage command (after flushing queued records, so a log query sees every
-    /// request answered before it).
+    /// Adds the workers' cells to the pending ones and commits them all in one transaction;
+    /// on failure they stay pending for the next flush.
+    fn write_rollups(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        for (key, cell) in gateway.rollups.collect() {
+            self.pending.entry(key).or_default().merge(&cell);
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        let cells: Vec<(RollupKey, Cell)> = self.pending.drain().collect();
+        if let Err(e) = self.checked(gateway, storage, |s| rollups::add(s, &cells)) {
+            gateway
+                .storage_status
+                .failed(format!("stats rollup write failed (kept for the next try): {e}"));
+            self.pending.extend(cells);
+            self.shed_pending(gateway);
+        }
+    }
+
+    /// Past `MAX_PENDING` cells, the excess is given up and its requests counted.
+    fn shed_pending(&mut self, gateway: &Gateway) {
+        let excess = self.pending.len().saturating_sub(MAX_PENDING);
+        if excess == 0 {
+            return;
+        }
+        let shed: Vec<RollupKey> = self.pending.keys().take(excess).cloned().collect();
+        let mut requests = 0;
+        for key in shed {
+            requests += self.pending.remove(&key).map_or(0, |c| c.requests);
+        }
+        gateway.storage_status.count_rollups_dropped(requests);
+        tracing::error!(requests, "storage down too long: stats rollups given up");
+    }
+
+    /// Runs `write` in the open database. When the file turns out to have vanished under the
+    /// write, what it wrote went nowhere anyone can read: the database is created again and
+    /// `write` runs once more there (so nothing is lost, and nothing counted twice in a file
+    /// anyone can read).
+    fn checked(
+        &mut self,
+        gateway: &Gateway,
+        storage: &mut Option<Storage>,
+        mut write: impl FnMut(&mut Storage) -> Result<(), StorageError>,
+    ) -> Result<(), String> {
+        let config = gateway.current().config.clone();
+        for _ in 0..2 {
+            let Some(s) = storage.as_mut() else {
+                return Err("storage is not open (retrying)".to_owned());
+            };
+            write(s).map_err(|e| e.to_string())?;
+            if !s.vanished() {
+                return Ok(());
+            }
+            self.keeper.keep_open(&config.storage, &gateway.storage_status, storage);
+        }
+        Err("the database file vanished again while writing".to_owned())
+    }
+
+    /// The last write, after the workers stopped: rollups that cannot be written now are
+    /// counted as lost.
+    pub fn finish(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+        self.flush(gateway, storage);
+        let lost: u64 = self.pending.drain().map(|(_, c)| c.requests).sum();
+        if lost > 0 {
+            gateway.storage_status.count_rollups_dropped(lost);
+            tracing::error!(requests = lost, "stats rollups could not be written before exit");
+        }
+    }
+
+    /// Runs an admin storage command (after flushing queued records and rollups, so a query
+    /// sees every request answered before it).
     pub fn execute(&mut self, command: Command, gateway: &Gateway, storage: &mut Option<Storage>) -> Reply {
-        self.tick(gateway, storage);
+        self.flush(gateway, storage);
+        if in_memory(storage) {
+            match command {
+                Command::Logs { filter, limit, offset } => {
+                    return json(Ok::<_, String>(self.memlog.logs(&filter, limit, offset)))
+                        .map_err(|e| (500, format!("storage query failed: {e}")))
+                }
+                Command::DeleteLogs => return Ok(format!("{{\"deleted\":{}}}", self.memlog.clear()).into_bytes()),
+                _ => {}
+            }
+        }
         let Some(storage) = storage.as_mut() else {
             return Err((503, "request log storage is unavailable".to_owned()));
         };
@@ -139,8 +236,8 @@ impl LogWriter {
                 group,
                 since_ms,
                 until_ms,
-            } => json(requests::stats(storage, period, group, since_ms, until_ms).map(|data| StatsPage { data })),
-            Command::Overview { since_ms, until_ms } => json(requests::overview(storage, since_ms, until_ms)),
+            } => json(rollups::stats(storage, period, group, since_ms, until_ms).map(|data| StatsPage { data })),
+            Command::Overview { since_ms, until_ms } => json(rollups::overview(storage, since_ms, until_ms)),
             Command::Reload => return Err((500, "reload is not a storage command".to_owned())),
         };
         result.map_err(|e| (500, format!("storage query failed: {e}")))
@@ -149,16 +246,10 @@ impl LogWriter {
 
 #[derive(Serialize)]
 struct StatsPage {
-    data: Vec<requests::StatsRow>,
+    data: Vec<rollups::StatsRow>,
 }
 
 fn json<T: Serialize, E: std::fmt::Display>(value: Result<T, E>) -> Result<Vec<u8>, String> {
     let value = value.map_err(|e| e.to_string())?;
     sonic_rs::to_vec(&value).map_err(|e| e.to_string())
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod child;
+pub mod records;
 pub mod tls;
 
 use std::io::{self, Read, Write};

@@ -143,6 +143,9 @@ fn zero_sizes_and_durations_are_refused_where_meaningless() {
         ("storage", "retention_days"),
         ("server", "metrics_max_series"),
         ("server", "metrics_max_bytes"),
+        ("storage", "rollup_retention_days"),
+        ("storage", "health_window_ms"),
+        ("storage", "max_db_bytes"),
     ] {
         let path = format!("{section}.{key}");
         err(&format!("[{section}]\n{key} = 0\n{PROVIDER}"), &[&path]);
@@ -254,4 +257,44 @@ fn limits_map_and_reject_below_minus_one() {
         &format!("[[clients]]\nname = \"c\"\nkey = \"client-key-1\"\nrpd = -2\n{PROVIDER}"),
         &["clients[0].rpd"],
     );
+}
+
+#[test]
+fn the_request_log_is_bounded_by_default_and_bounds_are_checked() {
+    let memory = ok(&format!("[storage]\npath = \"\"\n{PROVIDER}"));
+    let s = &memory.storage;
+    assert_eq!(s.max_records, Some(100_000), "in memory: bounded by default");
+    assert_eq!(s.max_db_bytes, Some(1 << 30));
+    assert_eq!((s.sample_rate, s.rollup_retention_days), (1.0, 400));
+    assert_eq!(s.health_window, std::time::Duration::from_secs(30));
+    let disk = ok(PROVIDER);
+    assert_eq!(
+        disk.storage.max_records, None,
+        "on disk: bounded by max_db_bytes and retention"
+    );
+    let c = ok(&format!(
+        "[storage]\nmax_records = 0\nmax_db_bytes = -1\nsample_rate = 0.25\n{PROVIDER}"
+    ));
+    assert_eq!(
+        (c.storage.max_records, c.storage.max_db_bytes, c.storage.sample_rate),
+        (Some(0), None, 0.25)
+    );
+    err(
+        &format!("[storage]\npath = \"\"\nmax_records = -1\n{PROVIDER}"),
+        &["storage.max_records", "in-memory"],
+    );
+    err(
+        &format!("[storage]\nmax_records = -2\n{PROVIDER}"),
+        &["storage.max_records", "-2"],
+    );
+    err(
+        &format!("[storage]\nmax_db_bytes = 4096\n{PROVIDER}"),
+        &["storage.max_db_bytes", "1048576"],
+    );
+    for bad in ["1.5", "-0.1", "nan"] {
+        err(
+            &format!("[storage]\nsample_rate = {bad}\n{PROVIDER}"),
+            &["storage.sample_rate"],
+        );
+    }
 }

@@ -1,0 +1,181 @@
+//! Keeps the control thread's database open and bounded. Opens it (and retries with backoff
+//! when it cannot), notices a file deleted or replaced under rotor and creates it again, and
+//! prunes request rows oldest first in small steps so the log stays under
+//! `storage.max_records`, `storage.max_db_bytes` and `storage.retention_days`; folds minute
+//! rollups into hours and expires them after `storage.rollup_retention_days`.
+//! Invariant: no step holds the write lock long (a prune deletes at most `PRUNE_STEP` rows per
+//! statement), every pruned row is counted in `rotor_log_pruned_total`, and a store that is
+//! closed or lost shows in `/health` until it is open again.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::health::{PruneReason, StorageHealth};
+use super::{requests, rollups, Storage, StorageError};
+use crate::config::Storage as Settings;
+
+/// Rows deleted per statement: a few ms of lock at most.
+pub const PRUNE_STEP: u64 = 10_000;
+/// Prune statements per tick at most (so the control thread gets on with its other work).
+const PRUNE_STEPS_PER_TICK: usize = 4;
+/// Pruning by size keeps the pages in use under this fraction of `max_db_bytes`, leaving room
+/// for a batch in flight and the WAL.
+const SIZE_TARGET: f64 = 0.8;
+/// Retention (rows and rollups) and folding minute rollups into hours are checked this often,
+/// and stepped every tick while there is work.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+const DAY_MS: i64 = 86_400_000;
+/// Past this many row labels, those no row uses any more are deleted (a scan of the rows).
+const MAX_LABELS: u64 = 10_000;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// A locked database makes a write wait this long at most per attempt.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
+pub struct Keeper {
+    next_open: Instant,
+    backoff: Duration,
+    /// The database was open once: opening it again counts as a reopen.
+    was_open: bool,
+    last_retention: Option<Instant>,
+    /// Warned that pruning every row still leaves the file over `max_db_bytes`.
+    warned_full: bool,
+}
+
+impl Default for Keeper {
+    fn default() -> Self {
+        Keeper {
+            next_open: Instant::now() + FIRST_RETRY,
+            backoff: FIRST_RETRY,
+            was_open: false,
+            last_retention: None,
+            warned_full: false,
+        }
+    }
+}
+
+impl Keeper {
+    /// Opens the database now; a failure is shown in `/health` and retried by `keep_open`.
+    pub fn open(&mut self, settings: &Settings, health: &StorageHealth) -> Option<Storage> {
+        match open(settings) {
+            Ok(storage) => {
+                health.opened(self.was_open);
+                if self.was_open {
+                    tracing::warn!("storage is open again");
+                }
+                self.was_open = true;
+                self.backoff = FIRST_RETRY;
+                Some(storage)
+            }
+            Err(e) => {
+                tracing::error!("storage unavailable (retrying in {:?}): {e}", self.backoff);
+                health.closed(format!("storage unavailable: {e}"));
+                self.next_open = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_RETRY);
+                None
+            }
+        }
+    }
+
+    /// Called before every write: a vanished file is closed and created again at once; a
+    /// database that failed to open is retried when its backoff is up.
+    pub fn keep_open(&mut self, settings: &Settings, health: &StorageHealth, storage: &mut Option<Storage>) {
+        if let Some(s) = storage.as_ref() {
+            if !s.vanished() {
+                return;
+            }
+            let path = s.path().map(|p| p.display().to_string()).unwrap_or_default();
+            tracing::error!("the database file {path} vanished (deleted or replaced); creating it again");
+            health.failed(format!("database file {path} vanished; created again"));
+            // Closing first lets SQLite finish with the old inode and its WAL before a new
+            // file takes the path.
+            *storage = None;
+            self.next_open = Instant::now();
+        }
+        if Instant::now() >= self.next_open {
+            *storage = self.open(settings, health);
+        }
+    }
+
+    /// One round of pruning and the size gauges. Cheap when nothing is over: two index
+    /// lookups and three pragmas.
+    pub fn bound(&mut self, settings: &Settings, health: &StorageHealth, storage: &mut Storage) {
+        if let Err(e) = self.bound_inner(settings, health, storage) {
+            tracing::warn!("pruning the request log failed (will retry): {e}");
+        }
+    }
+
+    fn bound_inner(
+        &mut self,
+        settings: &Settings,
+        health: &StorageHealth,
+        storage: &mut Storage,
+    ) -> Result<(), StorageError> {
+        for _ in 0..PRUNE_STEPS_PER_TICK {
+            let rows = requests::row_count(storage)?;
+            let over_count = settings.max_records.map_or(0, |max| rows.saturating_sub(max));
+            if over_count > 0 {
+                let n = requests::prune_oldest(storage, over_count.min(PRUNE_STEP))?;
+                health.count_pruned(PruneReason::MaxRecords, n as u64);
+                continue;
+            }
+            let Some(max_bytes) = settings.max_db_bytes else { break };
+            if (storage.bytes()?.used as f64) <= max_bytes as f64 * SIZE_TARGET {
+                self.warned_full = false;
+                break;
+            }
+            if rows == 0 {
+                if !self.warned_full {
+                    self.warned_full = true;
+                    tracing::warn!(
+                        "the database is over storage.max_db_bytes with no request rows left to prune \
+                         (stats rollups and limit windows are kept)"
+                    );
+                }
+                break;
+            }
+            // A slice of the rows, so the step shrinks the file in proportion.
+            let n = requests::prune_oldest(storage, (rows / 10).clamp(1, PRUNE_STEP))?;
+            health.count_pruned(PruneReason::MaxDbBytes, n as u64);
+        }
+        if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+            let now = now_unix_ms();
+            let cutoff = now - i64::from(settings.retention_days) * DAY_MS;
+            let n = requests::prune_before(storage, cutoff, PRUNE_STEP)?;
+            health.count_pruned(PruneReason::Retention, n as u64);
+            requests::prune_labels(storage, MAX_LABELS)?;
+            let folded = rollups::fold_oldest_hour(storage, now - rollups::FOLD_AFTER_MS)?;
+            let expired = rollups::expire(storage, now - i64::from(settings.rollup_retention_days) * DAY_MS)?;
+            // One step of each per tick; keep stepping next tick while there is more.
+            if n == 0 && !folded && expired == 0 {
+                self.last_retention = Some(Instant::now());
+            }
+        }
+        let rows = requests::row_count(storage)?;
+        let bytes = storage.bytes()?;
+        health.set_size(rows, bytes.file + bytes.wal);
+        Ok(())
+    }
+}
+
+/// Rows per write transaction: small next to a small `max_db_bytes` or `max_records`, so a
+/// batch (and the WAL it fills before the checkpoint) stays a small part of the bound, and the
+/// pages it needs before the next prune (which an in-memory database never gives back) too.
+pub fn batch_rows(settings: &Settings) -> usize {
+    let by_bytes = settings.max_db_bytes.map_or(10_000, |max| max / 4096);
+    let by_rows = settings.max_records.map_or(10_000, |max| max / 10);
+    by_bytes.min(by_rows).clamp(64, 10_000) as usize
+}
+
+fn open(settings: &Settings) -> Result<Storage, StorageError> {
+    let storage = Storage::open(settings.path.as_deref())?;
+    // Bounded waits on a locked file: the control thread has other work.
+    storage.set_busy_timeout(BUSY_TIMEOUT)?;
+    storage.bound_wal(settings.max_db_bytes)?;
+    Ok(storage)
+}
+
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,99 @@
+//! Label ids of request rows: the text a row shares with many others (client, endpoint, model,
+//! provider, upstream model, key, error) lives once in `log_labels`, and each row holds its id.
+//! This cache maps label text to id on the writer's side, so a row insert binds integers and
+//! one request id instead of eight strings.
+//! Invariant: the cache only holds ids committed to (or being written in the current
+//! transaction of) the database it belongs to; it is cleared whenever that may stop being true
+//! (a failed transaction, labels deleted, another database opened), and holds at most
+//! `MAX_CACHED` entries.
+
+use ahash::AHashMap;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::StorageError;
+use crate::usage::record::RecordText;
+
+const MAX_CACHED: usize = 50_000;
+
+/// The label part of a row, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Label {
+    fields: [Box<str>; 7],
+}
+
+fn fields<'a>(t: &RecordText<'a>) -> [&'a str; 7] {
+    [
+        t.client,
+        t.endpoint,
+        t.model,
+        t.provider,
+        t.upstream_model,
+        t.key,
+        t.error,
+    ]
+}
+
+fn hash(t: &RecordText<'_>) -> u64 {
+    ahash::RandomState::with_seeds(13, 17, 19, 23).hash_one(fields(t))
+}
+
+#[derive(Default)]
+pub struct LabelCache {
+    /// By hash of the fields; equal hashes with different fields share the bucket.
+    ids: AHashMap<u64, Vec<(Label, i64)>>,
+    len: usize,
+}
+
+impl LabelCache {
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.len = 0;
+    }
+
+    /// The id of `text`'s label, added to `log_labels` when new (inside `tx`).
+    pub fn id(&mut self, tx: &Transaction<'_>, text: &RecordText<'_>) -> Result<i64, StorageError> {
+        let h = hash(text);
+        let wanted = fields(text);
+        if let Some(bucket) = self.ids.get(&h) {
+            if let Some((_, id)) = bucket
+                .iter()
+                .find(|(l, _)| l.fields.iter().map(|f| &**f).eq(wanted.iter().copied()))
+            {
+                return Ok(*id);
+            }
+        }
+        let [client, endpoint, model, provider, upstream_model, key, error] = wanted;
+        let found: Option<i64> = tx
+            .prepare_cached(
+                "SELECT id FROM log_labels WHERE model = ?3 AND client = ?1 AND endpoint = ?2 AND provider = ?4 \
+                 AND upstream_model = ?5 AND key = ?6 AND error = ?7",
+            )?
+            .query_row(
+                params![client, endpoint, model, provider, upstream_model, key, error],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO log_labels (client, endpoint, model, provider, upstream_model, key, error) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![client, endpoint, model, provider, upstream_model, key, error])?;
+                tx.last_insert_rowid()
+            }
+        };
+        if self.len >= MAX_CACHED {
+            self.clear();
+        }
+        self.ids.entry(h).or_default().push((
+            Label {
+                fields: wanted.map(Box::from),
+            },
+            id,
+        ));
+        self.len += 1;
+        Ok(id)
+    }
+}

@@ -1,0 +1,279 @@
+//! Stats rollups on the request path: each worker adds every finished request to its own shard
+//! (counts per minute x model x provider x key x client x status), and the control thread
+//! collects the shards once a second and writes them to the `rollups` table.
+//! Invariant: every request that `finish` sees is added exactly once (rows may be sampled or
+//! pruned, rollups never are); a shard is only written by its own core, so its mutex is never
+//! contended on the request path; a shard holds at most `MAX_CELLS` label sets between two
+//! collections, the rest counted under model `(other)` and in `rotor_rollup_overflow_total`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use parking_lot::Mutex;
+
+use super::Usage;
+
+/// One rollup bucket is one minute.
+pub const MINUTE_MS: i64 = 60_000;
+/// Upper bounds (ms) of the coarse latency histogram; one more bucket holds the rest.
+pub const LATENCY_BOUNDS_MS: [u64; 9] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000];
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+/// Label sets a shard holds between two collections (one second apart).
+const MAX_CELLS: usize = 10_000;
+const OVERFLOW_MODEL: &str = "(other)";
+
+/// Which cell a request counts in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct RollupKey {
+    /// Start of the minute the request arrived in, Unix ms.
+    pub bucket_ms: i64,
+    pub model: String,
+    pub provider: String,
+    /// Masked to the last 4 characters.
+    pub key: String,
+    pub client: String,
+    pub status: u16,
+}
+
+/// What a cell counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cell {
+    pub requests: u64,
+    pub errors: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub latency_ms_sum: u64,
+    pub overhead_us_sum: u64,
+    /// Requests per latency bucket (`LATENCY_BOUNDS_MS`).
+    pub latency: [u64; LATENCY_BUCKETS],
+}
+
+impl Cell {
+    pub fn merge(&mut self, o: &Cell) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+        self.cached_tokens += o.cached_tokens;
+        self.reasoning_tokens += o.reasoning_tokens;
+        self.latency_ms_sum += o.latency_ms_sum;
+        self.overhead_us_sum += o.overhead_us_sum;
+        for (a, b) in self.latency.iter_mut().zip(o.latency) {
+            *a += b;
+        }
+    }
+
+    fn add(&mut self, s: &Sample<'_>) {
+        self.requests += 1;
+        self.errors += u64::from(s.status >= 400);
+        self.prompt_tokens += s.usage.prompt_tokens;
+        self.completion_tokens += s.usage.completion_tokens;
+        self.cached_tokens += s.usage.cached_tokens;
+        self.reasoning_tokens += s.usage.reasoning_tokens;
+        self.latency_ms_sum += s.latency_ms;
+        self.overhead_us_sum += s.overhead_us;
+        let bucket = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|&b| s.latency_ms <= b)
+            .unwrap_or(LATENCY_BUCKETS - 1);
+        if let Some(n) = self.latency.get_mut(bucket) {
+            *n += 1;
+        }
+    }
+}
+
+/// One finished request, borrowed from `finish` (nothing is allocated unless its label set is
+/// new in this shard).
+pub struct Sample<'a> {
+    /// Arrival, Unix ms.
+    pub ts_ms: i64,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub key: &'a str,
+    pub client: &'a str,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub overhead_us: u64,
+    pub usage: Usage,
+}
+
+impl Sample<'_> {
+    fn bucket_ms(&self) -> i64 {
+        self.ts_ms - self.ts_ms.rem_euclid(MINUTE_MS)
+    }
+
+    fn hash(&self, model: &str) -> u64 {
+        ahash::RandomState::with_seeds(3, 5, 7, 11).hash_one((
+            self.bucket_ms(),
+            self.status,
+            model,
+            self.provider,
+            self.key,
+            self.client,
+        ))
+    }
+
+    fn is(&self, key: &RollupKey, model: &str) -> bool {
+        key.bucket_ms == self.bucket_ms()
+            && key.status == self.status
+            && key.model == model
+            && key.provider == self.provider
+            && key.key == self.key
+            && key.client == self.client
+    }
+
+    fn key(&self, model: &str) -> RollupKey {
+        RollupKey {
+            bucket_ms: self.bucket_ms(),
+            model: model.to_owned(),
+            provider: self.provider.to_owned(),
+            key: self.key.to_owned(),
+            client: self.client.to_owned(),
+            status: self.status,
+        }
+    }
+}
+
+/// One core's cells since the last collection.
+#[derive(Default)]
+pub struct RollupShard {
+    /// By label hash; a different label set with the same hash goes to `collided`.
+    cells: AHashMap<u64, (RollupKey, Cell)>,
+    collided: Vec<(RollupKey, Cell)>,
+    overflow: u64,
+}
+
+impl RollupShard {
+    pub fn add(&mut self, s: &Sample<'_>) {
+        let mut model = s.model;
+        if self.cells.len() >= MAX_CELLS && !self.cells.contains_key(&s.hash(model)) {
+            self.overflow += 1;
+            model = OVERFLOW_MODEL;
+        }
+        let hash = s.hash(model);
+        match self.cells.get_mut(&hash) {
+            Some((key, cell)) if s.is(key, model) => cell.add(s),
+            Some(_) => match self.collided.iter_mut().find(|(k, _)| s.is(k, model)) {
+                Some((_, cell)) => cell.add(s),
+                None => {
+                    let mut cell = Cell::default();
+                    cell.add(s);
+                    self.collided.push((s.key(model), cell));
+                }
+            },
+            None => {
+                let mut cell = Cell::default();
+                cell.add(s);
+                self.cells.insert(hash, (s.key(model), cell));
+            }
+        }
+    }
+}
+
+/// A core's shard as the registry hands it out.
+pub type RollupShardHandle = Arc<Mutex<RollupShard>>;
+
+/// Every core's shard, registered once at worker start.
+#[derive(Default)]
+pub struct RollupRegistry {
+    shards: Mutex<Vec<Arc<Mutex<RollupShard>>>>,
+    overflow: AtomicU64,
+}
+
+impl RollupRegistry {
+    pub fn shard(&self) -> RollupShardHandle {
+        let shard = Arc::new(Mutex::new(RollupShard::default()));
+        self.shards.lock().push(shard.clone());
+        shard
+    }
+
+    /// Takes every shard's cells (control thread). Each shard is locked only while its maps
+    /// are swapped for empty ones, so a worker never waits on the copy.
+    pub fn collect(&self) -> Vec<(RollupKey, Cell)> {
+        let shards: Vec<_> = self.shards.lock().clone();
+        let mut all = Vec::new();
+        for shard in shards {
+            let mut taken = std::mem::take(&mut *shard.lock());
+            self.overflow.fetch_add(taken.overflow, Ordering::Relaxed);
+            all.extend(taken.cells.into_values());
+            all.append(&mut taken.collided);
+        }
+        all
+    }
+
+    /// Requests counted under model `(other)` so far.
+    pub fn overflow(&self) -> u64 {
+        self.overflow.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ts_ms: i64, model: &str, status: u16, latency_ms: u64) -> Sample<'_> {
+        Sample {
+            ts_ms,
+            model,
+            provider: "p",
+            key: "…abcd",
+            client: "c",
+            status,
+            latency_ms,
+            overhead_us: 10,
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn requests_add_into_their_minute_and_labels() {
+        let registry = RollupRegistry::default();
+        let shard = registry.shard();
+        shard.lock().add(&sample(120_001, "m", 200, 50));
+        shard.lock().add(&sample(179_999, "m", 200, 300));
+        shard.lock().add(&sample(180_000, "m", 200, 70_000));
+        shard.lock().add(&sample(120_500, "m", 500, 1));
+        let mut cells = registry.collect();
+        cells.sort_by_key(|(k, _)| (k.bucket_ms, k.status));
+        let summary: Vec<(i64, u16, u64, u64, u64)> = cells
+            .iter()
+            .map(|(k, c)| (k.bucket_ms, k.status, c.requests, c.errors, c.prompt_tokens))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (120_000, 200, 2, 0, 6),
+                (120_000, 500, 1, 1, 3),
+                (180_000, 200, 1, 0, 3)
+            ]
+        );
+        assert_eq!(cells[0].1.latency[0], 1, "50 ms <= 100 ms");
+        assert_eq!(cells[0].1.latency[2], 1, "300 ms <= 500 ms");
+        assert_eq!(cells[2].1.latency[LATENCY_BUCKETS - 1], 1, "over 60 s");
+        assert_eq!(cells[0].1.latency_ms_sum, 350);
+        assert!(registry.collect().is_empty(), "collected once");
+    }
+
+    #[test]
+    fn client_chosen_models_cannot_grow_a_shard_without_bound() {
+        let registry = RollupRegistry::default();
+        let shard = registry.shard();
+        let names: Vec<String> = (0..MAX_CELLS + 50).map(|i| format!("m{i}")).collect();
+        for name in &names {
+            shard.lock().add(&sample(0, name, 200, 1));
+        }
+        let cells = registry.collect();
+        assert_eq!(cells.len(), MAX_CELLS + 1);
+        assert_eq!(cells.iter().map(|(_, c)| c.requests).sum::<u64>(), names.len() as u64);
+        let other = cells.iter().find(|(k, _)| k.model == OVERFLOW_MODEL).unwrap();
+        assert_eq!(other.1.requests, 50);
+        assert_eq!(registry.overflow(), 50);
+    }
+}
