@@ -67,7 +67,7 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
             let addr = raw
                 .parse::<SocketAddr>()
                 .map_err(|_| ConfigError::at("server.admin_listen", format!("{raw:?} is not an IP:port address")))?;
-            if addr == listen {
+            if addr == listen && addr.port() != 0 {
                 let why = format!("{raw:?} is server.listen itself; give admin its own address or leave it \"\"");
                 return Err(ConfigError::at("server.admin_listen", why));
             }
