@@ -162,7 +162,7 @@ fn keys_page(h: &Harness, browser: &Browser, shots: &std::path::Path) {
     }
     browser.wait_until("the key table", "return !!document.querySelector('#keys-table table')");
     browser.type_into("#add-provider", "mock");
-    browser.type_into("#add-keys", "sk-added-by-dashboard-beef");
+    browser.type_into("#add-keys", "sk-dash-added-fail401-beef");
     browser.click("#add-submit");
     browser.wait_until(
         "the added key",

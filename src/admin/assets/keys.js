@@ -48,7 +48,7 @@ function keyTable(view, rows) {
     [
       { title: 'Provider', value: (r) => r.provider },
       { title: 'Key', value: (r) => el('code', {}, r.key) },
-      { title: 'Source', value: (r) => r.source || '–' },
+      { title: 'Source', value: (r) => r.source || r.origin || '–' },
       { title: 'State', value: (r) => pill(r.state || 'unknown') },
       { title: 'Balance', value: (r) => (r.balance === undefined || r.balance === null ? '–' : num(r.balance)), num: true },
       { title: 'Usage / limits', value: limitsCell },
@@ -56,8 +56,7 @@ function keyTable(view, rows) {
       { title: 'Checked', value: (r) => when(r.validated_at || r.checked_at) },
       {
         title: '',
-        value: (r) =>
-          el('button', { class: 'danger', 'data-key': r.key, onclick: (e) => remove(view, r, e.target) }, 'Remove'),
+        value: (r) => el('button', { class: 'danger', 'data-key': r.key, onclick: (e) => askRemove(view, r, e.target) }, 'Remove'),
       },
     ],
     rows,
@@ -108,20 +107,31 @@ async function runValidate(view) {
   load(view);
 }
 
-// Two clicks: the first arms the button, the second removes (no blocking confirm dialog).
-async function remove(view, row, button) {
-  if (!button.dataset.armed) {
-    button.dataset.armed = '1';
-    button.textContent = 'Click again to remove';
-    return;
-  }
-  try {
-    await api('DELETE', '/admin/keys', { provider: row.provider, key: row.key });
-    toast(`Removed ${row.key}`);
-  } catch (e) {
-    view.err.textContent = `Remove failed: ${e.message}`;
-  }
-  load(view);
+// The list shows keys masked, and removal takes the key itself: the row asks for it, which
+// also guards against a slip of the mouse.
+function askRemove(view, row, button) {
+  const cell = button.parentNode;
+  const secret = el('input', { class: 'remove-key', placeholder: `paste the full key ending ${row.key.slice(-4)}`, type: 'password' });
+  const confirm = el('button', { class: 'danger', type: 'submit' }, 'Remove');
+  const cancel = el('button', { class: 'link', type: 'button', onclick: () => load(view) }, 'Cancel');
+  const form = el('form', { class: 'controls' }, secret, confirm, cancel);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const key = secret.value.trim();
+    if (!key.endsWith(row.key.replace('…', ''))) {
+      view.err.textContent = `That key does not end in ${row.key.replace('…', '')}.`;
+      return;
+    }
+    try {
+      await api('DELETE', '/admin/keys', { provider: row.provider, key });
+      toast(`Removed ${row.key} from ${row.provider}`);
+    } catch (err) {
+      view.err.textContent = `Remove failed: ${err.message}`;
+    }
+    load(view);
+  });
+  cell.replaceChildren(form);
+  secret.focus();
 }
 
 async function exportKeys(view) {
