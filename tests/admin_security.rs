@@ -98,7 +98,16 @@ fn cookie_sessions_need_csrf_for_changes_and_end_at_logout() {
 #[test]
 fn logins_accept_the_key_or_user_and_refuse_forms() {
     let h = harness("");
-    assert_eq!(login(&h, &format!(r#"{{"key":"{ADMIN_KEY}"}}"#)).status, 200);
+    let by_key = login(&h, &format!(r#"{{"key":"{ADMIN_KEY}"}}"#));
+    assert_eq!(by_key.status, 200);
+    assert!(!by_key.header("set-cookie").unwrap().contains("Secure"), "plain HTTP");
+    let behind_tls = h.client().request(
+        "POST",
+        "/admin/login",
+        &[("content-type", "application/json"), ("x-forwarded-proto", "https")],
+        format!(r#"{{"key":"{ADMIN_KEY}"}}"#).as_bytes(),
+    );
+    assert!(behind_tls.header("set-cookie").unwrap().contains("; Secure"));
     assert_eq!(login(&h, r#"{"user":"ops","password":"wrong-password"}"#).status, 401);
     // A cross-site form post (not JSON) is refused before credentials are looked at.
     let form = h.client().request(

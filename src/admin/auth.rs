@@ -105,9 +105,14 @@ pub fn login(state: &AdminState, server: &Server, head: &RequestHead, body: &[u8
             expires_in_s: ttl.as_secs(),
         },
     );
+    // Behind a TLS-terminating proxy that says so, the cookie is never sent over plain HTTP.
+    let https = head
+        .header("x-forwarded-proto")
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"https"));
     let cookie = format!(
-        "{COOKIE}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}",
-        ttl.as_secs()
+        "{COOKIE}={id}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        ttl.as_secs(),
+        if https { "; Secure" } else { "" }
     );
     answer.headers.push(("set-cookie", cookie));
     answer
@@ -198,4 +203,42 @@ fn ct_eq(want: &[u8], given: &[u8]) -> bool {
         diff |= u64::from(want.get(i).copied().unwrap_or(0) ^ b);
     }
     std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::head::{test_headers, BodyFraming};
+
+    fn head(headers: &[(&'static str, &'static str)]) -> RequestHead {
+        RequestHead {
+            method: Method::Get,
+            method_raw: bytes::Bytes::from_static(b"GET"),
+            target: bytes::Bytes::from_static(b"/admin/logs"),
+            http10: false,
+            headers: test_headers(headers),
+            framing: BodyFraming::Empty,
+            keep_alive: true,
+            expect_continue: false,
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let h = head(&[("cookie", "a=1; rotor_admin=abc; b=2")]);
+        assert_eq!(cookie(&h), Some("abc"));
+        let split = head(&[("cookie", "a=1"), ("Cookie", "rotor_admin=xyz")]);
+        assert_eq!(cookie(&split), Some("xyz"));
+        assert_eq!(cookie(&head(&[("cookie", "rotor_admin_other=1; rotor_admin=")])), None);
+        assert_eq!(cookie(&head(&[])), None);
+    }
+
+    #[test]
+    fn constant_time_equality_is_equality() {
+        assert!(ct_eq(b"secret", b"secret"));
+        assert!(!ct_eq(b"secret", b"secreT"));
+        assert!(!ct_eq(b"secret", b"secret2"));
+        assert!(!ct_eq(b"secret", b"secre"));
+        assert!(!ct_eq(b"secret", b""));
+    }
 }
