@@ -70,7 +70,7 @@ pub struct Server {
 }
 
 /// `server.admin_user` and `server.admin_password`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AdminLogin {
     pub user: String,
     pub password: Secret,

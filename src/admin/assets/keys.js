@@ -53,7 +53,7 @@ function keyTable(view, rows) {
       { title: 'Balance', value: (r) => (r.balance === undefined || r.balance === null ? '–' : num(r.balance)), num: true },
       { title: 'Usage / limits', value: limitsCell },
       { title: 'Last error', value: (r) => r.last_error || '–' },
-      { title: 'Checked', value: (r) => when(r.validated_at || r.checked_at) },
+      { title: 'Checked', value: (r) => when(r.last_validated || r.validated_at) },
       {
         title: '',
         value: (r) => el('button', { class: 'danger', 'data-key': r.key, onclick: (e) => askRemove(view, r, e.target) }, 'Remove'),

@@ -69,6 +69,7 @@ export function tile(label, value, id) {
 }
 
 export function toast(message) {
+  for (const old of document.querySelectorAll('.toast')) old.remove();
   const t = el('div', { class: 'toast', role: 'status' }, message);
   document.body.append(t);
   setTimeout(() => t.remove(), 3500);
