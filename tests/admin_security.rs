@@ -96,6 +96,30 @@ fn cookie_sessions_need_csrf_for_changes_and_end_at_logout() {
 }
 
 #[test]
+fn changing_the_admin_credentials_ends_sessions() {
+    let h = harness("");
+    let (cookie, _) = session(&h);
+    let get = || h.client().request("GET", "/admin/logs", &[("cookie", &cookie)], b"");
+    assert_eq!(get().status, 200);
+    // A reload with the same credentials keeps the session.
+    let same = Conf {
+        server: format!("admin_key = \"{ADMIN_KEY}\"\nadmin_user = \"ops\"\nadmin_password = \"ops-password-1\""),
+        ..Default::default()
+    };
+    let gateway = &h.running().gateway;
+    gateway.install(same.parse(&h.mock().base_url())).unwrap();
+    assert_eq!(get().status, 200);
+    let rotated = Conf {
+        server: format!("admin_key = \"{ADMIN_KEY}\"\nadmin_user = \"ops\"\nadmin_password = \"rotated-password-2\""),
+        ..Default::default()
+    };
+    gateway.install(rotated.parse(&h.mock().base_url())).unwrap();
+    let after = get();
+    assert_eq!(after.status, 401);
+    assert!(after.text().contains("credentials changed"), "{}", after.text());
+}
+
+#[test]
 fn logins_accept_the_key_or_user_and_refuse_forms() {
     let h = harness("");
     let by_key = login(&h, &format!(r#"{{"key":"{ADMIN_KEY}"}}"#));

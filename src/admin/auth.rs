@@ -43,6 +43,10 @@ pub fn check(state: &AdminState, server: &Server, head: &RequestHead) -> Result<
     let Some(session) = state.find(id) else {
         return Err(error(401, "admin API: the session has expired or ended; log in again"));
     };
+    if session.credentials != credentials_digest(server) {
+        state.close(id);
+        return Err(error(401, "admin API: the admin credentials changed; log in again"));
+    }
     let safe = matches!(head.method, Method::Get | Method::Head);
     if !safe {
         let token = head.header(CSRF_HEADER).map_or(&[][..], |v| &v[..]);
@@ -95,7 +99,7 @@ pub fn login(state: &AdminState, server: &Server, head: &RequestHead, body: &[u8
     }
     state.succeeded(source);
     let ttl = server.admin_session_ttl;
-    let Some((id, session)) = state.open(ttl) else {
+    let Some((id, session)) = state.open(ttl, credentials_digest(server)) else {
         return error(500, "admin login: no system randomness for a session id");
     };
     let mut answer = json(
@@ -133,6 +137,23 @@ fn credentials_match(server: &Server, login: &Login) -> bool {
         _ => false,
     };
     by_key | by_password
+}
+
+/// A digest of every admin credential (FNV-1a; kept in memory only), so changing the admin key,
+/// user or password by a reload ends every session opened with the old ones.
+fn credentials_digest(server: &Server) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let parts = [
+        server.admin_key.as_ref().map_or("", |k| k.expose()),
+        server.admin_login.as_ref().map_or("", |l| l.user.as_str()),
+        server.admin_login.as_ref().map_or("", |l| l.password.expose()),
+    ];
+    for part in parts {
+        for &b in part.as_bytes().iter().chain(&[0xff]) {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 #[derive(serde::Serialize)]

@@ -28,6 +28,8 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(900);
 pub struct Session {
     pub csrf: String,
     pub expires: Instant,
+    /// A digest of the admin credentials at login: a session ends when they change.
+    pub credentials: u64,
     created: Instant,
 }
 
@@ -51,12 +53,13 @@ struct Failures {
 impl AdminState {
     /// Opens a session valid for `ttl`; returns its cookie id and session. `None` when the
     /// system has no randomness to give (the login then fails with a 500).
-    pub fn open(&self, ttl: Duration) -> Option<(String, Session)> {
+    pub fn open(&self, ttl: Duration, credentials: u64) -> Option<(String, Session)> {
         let now = Instant::now();
         let id = random_token()?;
         let session = Session {
             csrf: random_token()?,
             expires: now + ttl,
+            credentials,
             created: now,
         };
         let mut sessions = self.sessions.lock();
@@ -195,9 +198,9 @@ mod tests {
     #[test]
     fn sessions_are_bounded_and_oldest_go_first() {
         let state = AdminState::default();
-        let (first, _) = state.open(Duration::from_secs(60)).unwrap();
+        let (first, _) = state.open(Duration::from_secs(60), 0).unwrap();
         for _ in 0..MAX_SESSIONS {
-            state.open(Duration::from_secs(60)).unwrap();
+            state.open(Duration::from_secs(60), 0).unwrap();
         }
         assert!(state.find(&first).is_none());
         assert_eq!(state.live_sessions(), MAX_SESSIONS);
@@ -207,13 +210,13 @@ mod tests {
     #[test]
     fn expired_and_closed_sessions_are_gone() {
         let state = AdminState::default();
-        let (id, session) = state.open(Duration::from_secs(60)).unwrap();
+        let (id, session) = state.open(Duration::from_secs(60), 0).unwrap();
         assert_eq!(id.len(), 64);
         assert_ne!(id, session.csrf);
         assert!(state.find(&id).is_some());
         state.close(&id);
         assert!(state.find(&id).is_none());
-        let (short, _) = state.open(Duration::ZERO).unwrap();
+        let (short, _) = state.open(Duration::ZERO, 0).unwrap();
         assert!(state.find(&short).is_none());
     }
 
