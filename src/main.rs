@@ -226,7 +226,9 @@ fn demo() -> Result<(), String> {
          -d '{{\"model\":\"gpt-3.5-turbo\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  \
          curl -s {base}/v1/embeddings -H 'Authorization: Bearer demo-key' -H 'content-type: application/json' \\\n    \
          -d '{{\"model\":\"text-embedding-3-small\",\"input\":\"hello\"}}'\n  \
-         curl -s {base}/health\n\nCtrl-C stops it.\n",
+         curl -s {base}/health\n\n\
+         dashboard: {base}/admin/ (admin key demo-admin-key, or user demo / password demo-password)\n\n\
+         Ctrl-C stops it.\n",
         mock_addr = mock.addr
     );
     running.wait();

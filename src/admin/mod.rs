@@ -1,8 +1,13 @@
-//! The admin API (`/admin/*`, DESIGN 1.3): reload, request logs and usage stats. Off (404)
-//! unless `server.admin_key` is set; every call needs `Authorization: Bearer <admin_key>`.
+//! The admin API (`/admin/*`, DESIGN 1.3): reload, request logs, usage stats, live status,
+//! and the dashboard (`GET /admin/`, `assets`). Off (404) unless `server.admin_key` or
+//! `server.admin_user` + `admin_password` is set; every call but the login page, its files and
+//! the login itself needs the admin key as a bearer token or a dashboard session (`auth`).
 //! Invariant: nothing here touches storage or the config file on a worker: the work runs on the
 //! control thread (`runtime::commands`), and the worker only awaits the reply.
 
+mod assets;
+mod auth;
+pub mod sessions;
 mod time;
 
 use bytes::Bytes;
@@ -10,29 +15,57 @@ use bytes::Bytes;
 use crate::codec::head::{Method, RequestHead};
 use crate::runtime::commands::{Command, Reply};
 use crate::runtime::Gateway;
-use crate::server::Responder;
+use crate::server::{Request, Responder};
 use crate::storage::requests::LogFilter;
 use crate::storage::rollups::{GroupBy, Period};
 
-/// An admin answer: status and JSON body.
+pub use sessions::AdminState;
+
+/// An admin answer: status, body, its content type and extra headers (cookies, caching).
 pub struct AdminAnswer {
     pub status: u16,
-    pub body: Vec<u8>,
+    pub body: Bytes,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
 }
 
-/// Handles one `/admin/*` request. `None` = the admin API is off (the caller answers 404).
-pub async fn handle(gateway: &Gateway, head: &RequestHead) -> Option<AdminAnswer> {
+/// Handles one `/admin` or `/admin/*` request. `None` = the admin API is off (the caller
+/// answers 404).
+pub async fn handle(gateway: &Gateway, req: &Request) -> Option<AdminAnswer> {
     let generation = gateway.current();
-    let admin_key = generation.config.server.admin_key.as_ref()?;
-    let presented = bearer(head);
-    if !presented.is_some_and(|k| admin_key.ct_eq(k)) {
-        return Some(error(
-            401,
-            "admin API: missing or wrong admin key (Authorization: Bearer <admin_key>)",
-        ));
+    let server = &generation.config.server;
+    if !server.admin_enabled() {
+        return None;
     }
+    let head = &req.head;
+    let path = head.path();
+    match (head.method, path) {
+        (Method::Get | Method::Head, "/admin") => return Some(redirect("/admin/")),
+        (Method::Get | Method::Head, "/admin/") => return Some(file(head, &assets::INDEX)),
+        (Method::Get | Method::Head, _) if path.starts_with("/admin/assets/") => {
+            let name = &path["/admin/assets/".len()..];
+            return Some(match assets::find(name) {
+                Some(asset) => file(head, asset),
+                None => error(404, &format!("no dashboard file {name}")),
+            });
+        }
+        (Method::Post, "/admin/login") => {
+            return Some(auth::login(&gateway.admin, server, head, &req.body, req.peer.ip()))
+        }
+        _ => {}
+    }
+    let caller = match auth::check(&gateway.admin, server, head) {
+        Ok(caller) => caller,
+        Err(answer) => return Some(answer),
+    };
     let query = Query::parse(head.query().unwrap_or(""));
-    let command = match (head.method, head.path()) {
+    let command = match (head.method, path) {
+        (Method::Post, "/admin/logout") => return Some(auth::logout(&caller, &gateway.admin)),
+        (Method::Get, "/admin/session") => return Some(auth::session_info(&caller, &gateway.admin)),
+        (Method::Get, "/admin/status") => {
+            let body = crate::proxy::status_json(&generation, None);
+            return Some(json_bytes(200, body));
+        }
         (Method::Post, "/admin/reload") => Command::Reload,
         (Method::Get, "/admin/logs") => match logs_command(&query) {
             Ok(c) => c,
@@ -52,32 +85,71 @@ pub async fn handle(gateway: &Gateway, head: &RequestHead) -> Option<AdminAnswer
     Some(answer(gateway.commands.call(command).await))
 }
 
-/// Sends an admin answer with its request id.
+/// Sends an admin answer with its request id and the dashboard's security headers.
 pub async fn send(res: &mut Responder<'_>, answer: AdminAnswer, request_id: &[u8]) -> std::io::Result<()> {
-    let headers: [(&str, &[u8]); 2] = [("content-type", b"application/json"), ("x-request-id", request_id)];
-    res.send(answer.status, &headers, Bytes::from(answer.body)).await
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(8 + answer.headers.len());
+    headers.push(("content-type", answer.content_type.as_bytes()));
+    headers.push(("x-request-id", request_id));
+    headers.extend(assets::SECURITY_HEADERS);
+    if !answer.headers.iter().any(|(n, _)| *n == "cache-control") {
+        headers.push(("cache-control", b"no-store"));
+    }
+    headers.extend(answer.headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+    res.send(answer.status, &headers, answer.body).await
 }
 
 fn answer(reply: Reply) -> AdminAnswer {
     match reply {
-        Ok(body) => AdminAnswer { status: 200, body },
+        Ok(body) => json_bytes(200, body),
         Err((status, message)) => error(status, &message),
     }
 }
 
-fn error(status: u16, message: &str) -> AdminAnswer {
+fn json_bytes(status: u16, body: Vec<u8>) -> AdminAnswer {
     AdminAnswer {
         status,
-        body: crate::server::error_body(message, "admin_error"),
+        body: Bytes::from(body),
+        content_type: "application/json",
+        headers: Vec::new(),
     }
 }
 
-fn bearer(head: &RequestHead) -> Option<&[u8]> {
-    let value = head.header("authorization")?.trim_ascii();
-    let prefix = value.get(..7)?;
-    prefix
-        .eq_ignore_ascii_case(b"bearer ")
-        .then(|| value.get(7..).unwrap_or_default().trim_ascii())
+fn json<T: serde::Serialize>(status: u16, value: &T) -> AdminAnswer {
+    match sonic_rs::to_vec(value) {
+        Ok(body) => json_bytes(status, body),
+        Err(e) => error(500, &format!("cannot encode the answer: {e}")),
+    }
+}
+
+fn error(status: u16, message: &str) -> AdminAnswer {
+    json_bytes(status, crate::server::error_body(message, "admin_error"))
+}
+
+fn redirect(to: &'static str) -> AdminAnswer {
+    let mut answer = json_bytes(308, Vec::new());
+    answer.headers.push(("location", to.to_owned()));
+    answer
+}
+
+/// A dashboard file: revalidated on every use (`no-cache` + ETag), so an upgraded binary's
+/// files are picked up at once and unchanged ones cost a 304.
+fn file(head: &RequestHead, asset: &'static assets::Asset) -> AdminAnswer {
+    let etag = assets::etag(asset);
+    let fresh = head
+        .header("if-none-match")
+        .is_some_and(|v| v.as_ref() == etag.as_bytes());
+    let mut answer = AdminAnswer {
+        status: if fresh { 304 } else { 200 },
+        body: if fresh {
+            Bytes::new()
+        } else {
+            Bytes::from_static(asset.body.as_bytes())
+        },
+        content_type: asset.content_type,
+        headers: vec![("cache-control", "no-cache".to_owned())],
+    };
+    answer.headers.push(("etag", etag));
+    answer
 }
 
 struct Query(Vec<(String, String)>);

@@ -60,6 +60,24 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         None | Some("") => None,
         Some(raw) => Some(r.secret(raw, "server.admin_key")?),
     };
+    let admin_login = admin_login(s.admin_user.as_deref(), s.admin_password.as_deref(), r)?;
+    let admin_listen = match s.admin_listen.as_str() {
+        "" => None,
+        raw => {
+            let addr = raw
+                .parse::<SocketAddr>()
+                .map_err(|_| ConfigError::at("server.admin_listen", format!("{raw:?} is not an IP:port address")))?;
+            if addr == listen && addr.port() != 0 {
+                let why = format!("{raw:?} is server.listen itself; give admin its own address or leave it \"\"");
+                return Err(ConfigError::at("server.admin_listen", why));
+            }
+            if admin_key.is_none() && admin_login.is_none() {
+                let why = "needs server.admin_key or server.admin_user + server.admin_password (admin is off)";
+                return Err(ConfigError::at("server.admin_listen", why));
+            }
+            Some(addr)
+        }
+    };
     let metrics_key = match s.metrics_key.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(r.secret(raw, "server.metrics_key")?),
@@ -93,10 +111,49 @@ fn server(s: ServerConfig, r: &Resolver<'_>) -> Result<Server, ConfigError> {
         sse_keepalive: (s.sse_keepalive_ms > 0).then(|| Duration::from_millis(s.sse_keepalive_ms)),
         max_json_depth: json_depth(s.max_json_depth)?,
         admin_key,
+        admin_login,
+        admin_listen,
+        admin_session_ttl: positive_ms(s.admin_session_ttl_ms, "server.admin_session_ttl_ms")?,
         metrics_key,
         metrics_max_series: positive(s.metrics_max_series, "server.metrics_max_series")?,
         metrics_max_bytes: s.metrics_max_bytes,
     })
+}
+
+/// `admin_user` and `admin_password` come together or not at all.
+fn admin_login(
+    user: Option<&str>,
+    password: Option<&str>,
+    r: &Resolver<'_>,
+) -> Result<Option<AdminLogin>, ConfigError> {
+    match (user.filter(|u| !u.is_empty()), password.filter(|p| !p.is_empty())) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::at(
+            "server.admin_password",
+            "is needed when server.admin_user is set",
+        )),
+        (None, Some(_)) => Err(ConfigError::at(
+            "server.admin_user",
+            "is needed when server.admin_password is set",
+        )),
+        (Some(user), Some(raw)) => {
+            if user.len() > 256 || user.chars().any(char::is_control) {
+                let why = "must be at most 256 characters without control characters";
+                return Err(ConfigError::at("server.admin_user", why));
+            }
+            let password = r.secret(raw, "server.admin_password")?;
+            if password.expose().len() < 8 {
+                return Err(ConfigError::at(
+                    "server.admin_password",
+                    "must be at least 8 characters",
+                ));
+            }
+            Ok(Some(AdminLogin {
+                user: user.to_owned(),
+                password,
+            }))
+        }
+    }
 }
 
 /// Smallest `server.metrics_max_bytes`: room for every unlabelled family and the histograms.

@@ -47,6 +47,13 @@ pub struct ServerConfig {
     pub max_json_depth: usize,
     /// Absent (or "") = admin API off.
     pub admin_key: Option<String>,
+    /// Dashboard login by name and password (both or neither); the password is a secret.
+    pub admin_user: Option<String>,
+    pub admin_password: Option<String>,
+    /// "" = admin on the main listener; else admin and the dashboard answer only here.
+    pub admin_listen: String,
+    /// Lifetime of a dashboard session cookie.
+    pub admin_session_ttl_ms: u64,
     /// Absent (or "") = `/metrics` open; else it needs `Authorization: Bearer <metrics_key>`.
     pub metrics_key: Option<String>,
     /// Labelled series whose model label a client chose, over every family and core.
@@ -73,6 +80,10 @@ impl Default for ServerConfig {
             sse_keepalive_ms: 15_000,
             max_json_depth: crate::codec::depth::DEFAULT_MAX_DEPTH,
             admin_key: None,
+            admin_user: None,
+            admin_password: None,
+            admin_listen: String::new(),
+            admin_session_ttl_ms: 28_800_000,
             metrics_key: None,
             metrics_max_series: 4096,
             metrics_max_bytes: 8_388_608,

@@ -64,10 +64,29 @@ pub struct Server {
     pub max_json_depth: usize,
     /// `None` = admin API off.
     pub admin_key: Option<Secret>,
+    /// Dashboard name-and-password login; `None` = key login only.
+    pub admin_login: Option<AdminLogin>,
+    /// `None` = admin answers on the main listener.
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_session_ttl: Duration,
     /// `None` = `/metrics` is open.
     pub metrics_key: Option<Secret>,
     pub metrics_max_series: usize,
     pub metrics_max_bytes: usize,
+}
+
+/// `server.admin_user` and `server.admin_password`.
+#[derive(Debug, Clone)]
+pub struct AdminLogin {
+    pub user: String,
+    pub password: Secret,
+}
+
+impl Server {
+    /// Whether the admin API (and the dashboard) is on: an admin key or a user login is set.
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_key.is_some() || self.admin_login.is_some()
+    }
 }
 
 #[derive(Debug)]

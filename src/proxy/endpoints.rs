@@ -8,6 +8,7 @@ use super::error::{ErrorKind, ProxyError, Side};
 use super::{Core, RequestContext};
 use crate::codec::head::RequestHead;
 use crate::config::Client;
+use crate::runtime::Generation;
 use crate::server::Responder;
 
 #[derive(Serialize)]
@@ -192,11 +193,24 @@ pub(super) async fn status(
     client: Option<&Client>,
     res: &mut Responder<'_>,
 ) -> Result<(), ProxyError> {
+    let body = status_json(&ctx.generation, client);
+    let headers: [(&str, &[u8]); 2] = [("content-type", b"application/json"), ("x-request-id", &ctx.request_id)];
+    res.send(200, &headers, Bytes::from(body)).await.map_err(|e| {
+        ProxyError::new(
+            ErrorKind::Internal,
+            Side::Downstream,
+            format!("client connection lost: {e}"),
+        )
+    })
+}
+
+/// The `GET /v1/status` body (also the dashboard's Status page, through `/admin/status`).
+pub fn status_json(generation: &Generation, client: Option<&Client>) -> Vec<u8> {
     use crate::health::{now_ms, KeyState};
-    let config = &ctx.generation.config;
+    let config = &generation.config;
     let now = now_ms();
     let limits_now = crate::limits::now();
-    let table = &ctx.generation.limits;
+    let table = &generation.limits;
     let providers = config
         .providers
         .iter()
@@ -205,13 +219,11 @@ pub(super) async fn status(
             kind: format!("{:?}", p.kind).to_lowercase(),
             enabled: p.enabled,
             weight: p.weight,
-            breaker: ctx
-                .generation
+            breaker: generation
                 .key_health
                 .provider_health(p.index)
                 .map_or("closed", |h| h.breaker_state(now)),
-            keys: ctx
-                .generation
+            keys: generation
                 .key_health
                 .provider(p.index)
                 .iter()
@@ -236,19 +248,16 @@ pub(super) async fn status(
                 .collect(),
         })
         .collect();
-    send_json(
-        res,
-        ctx,
-        &Status {
-            generation: ctx.generation.id,
-            providers,
-            client: client.map(|c| ClientStatus {
-                name: &c.name,
-                limits: limits_status(table.clients.get(c.index), limits_now),
-            }),
-        },
-    )
-    .await
+    let status = Status {
+        generation: generation.id,
+        providers,
+        client: client.map(|c| ClientStatus {
+            name: &c.name,
+            limits: limits_status(table.clients.get(c.index), limits_now),
+        }),
+    };
+    // Plain structs of numbers and strings: encoding cannot fail.
+    sonic_rs::to_vec(&status).unwrap_or_default()
 }
 
 /// `GET /metrics`: Prometheus text, summed over every core's shard at scrape time, at most
@@ -307,6 +316,7 @@ pub(super) async fn metrics(
         })
         .collect();
     crate::metrics::health::render(&mut body, &samples);
+    core.gateway.admin.render_metrics(&mut body);
     // The size bound covers every family, the health ones included.
     let body = crate::metrics::fit(body, config.server.metrics_max_bytes);
     let headers: [(&str, &[u8]); 2] = [

@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use endpoints::status_json;
 pub use error::{ErrorKind, ProxyError, Side};
 
 use crate::codec::head::{Method, RequestHead};
@@ -146,14 +147,29 @@ impl Core {
         }
     }
 
-    async fn handle(&self, ctx: &RequestContext, req: Request, res: &mut Responder<'_>) -> Result<(), ProxyError> {
+    async fn handle(
+        &self,
+        ctx: &RequestContext,
+        req: Request,
+        res: &mut Responder<'_>,
+        door: Door,
+    ) -> Result<(), ProxyError> {
         let endpoint = route(&req.head)?;
         ctx.trace.borrow_mut().endpoint = endpoint.name();
+        if door == Door::Admin && endpoint != Endpoint::Admin {
+            let message = "this address (server.admin_listen) serves only /admin/";
+            return Err(ProxyError::new(ErrorKind::NotFound, Side::Downstream, message).with_code("unknown_url"));
+        }
         match endpoint {
             Endpoint::Health => return endpoints::health(self, ctx, res).await,
             Endpoint::Metrics => return endpoints::metrics(self, ctx, &req.head, res).await,
             Endpoint::Admin => {
-                let Some(answer) = crate::admin::handle(&self.gateway, &req.head).await else {
+                let answer = match door {
+                    // With `server.admin_listen`, admin answers there only.
+                    Door::Api if self.gateway.admin_apart() => None,
+                    _ => crate::admin::handle(&self.gateway, &req).await,
+                };
+                let Some(answer) = answer else {
                     return Err(
                         ProxyError::new(ErrorKind::NotFound, Side::Downstream, "the admin API is off")
                             .with_code("unknown_url"),
@@ -197,6 +213,34 @@ impl Service for Core {
     }
 
     async fn call(&self, req: Request, res: &mut Responder<'_>) {
+        self.serve_at(req, res, Door::Api).await;
+    }
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `server.listen`: the API, and admin unless `server.admin_listen` is set.
+    Api,
+    /// `server.admin_listen`: admin and the dashboard only.
+    Admin,
+}
+
+/// The service of the `server.admin_listen` listener: the worker's own core, admin only.
+pub struct AdminDoor(pub Rc<Core>);
+
+impl Service for AdminDoor {
+    fn limits(&self) -> Limits {
+        self.0.limits()
+    }
+
+    async fn call(&self, req: Request, res: &mut Responder<'_>) {
+        self.0.serve_at(req, res, Door::Admin).await;
+    }
+}
+
+impl Core {
+    async fn serve_at(&self, req: Request, res: &mut Responder<'_>, door: Door) {
         let request_id = headers::request_id(&req.head);
         let envelope = error::Envelope::for_path(req.head.path());
         let ctx = RequestContext {
@@ -208,7 +252,7 @@ impl Service for Core {
                 ..Default::default()
             }),
         };
-        if let Err(err) = self.handle(&ctx, req, res).await {
+        if let Err(err) = self.handle(&ctx, req, res, door).await {
             tracing::debug!(request_id = ?ctx.request_id, status = err.status(), "{}", err.message());
             ctx.trace.borrow_mut().error = err.kind_name();
             error::render_as(&err, res, &ctx.request_id, envelope).await;
@@ -230,7 +274,7 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
         "/v1/embeddings" => (Endpoint::Embeddings, Method::Post),
         "/v1/messages" => (Endpoint::Messages, Method::Post),
         p if p.starts_with("/v1/") => return Ok(Endpoint::Passthrough),
-        p if p.starts_with("/admin/") => return Ok(Endpoint::Admin),
+        p if p.starts_with("/admin/") || p == "/admin" => return Ok(Endpoint::Admin),
         _ => {
             return Err(
                 ProxyError::new(ErrorKind::NotFound, Side::Downstream, format!("unknown path {path}"))

@@ -62,6 +62,10 @@ pub struct Gateway {
     pub shutdown: Shutdown,
     pub gate: Arc<ConnectionGate>,
     pub started: Instant,
+    /// Dashboard sessions and the failed-login throttle.
+    pub admin: crate::admin::AdminState,
+    /// The `server.admin_listen` address bound at start; set = admin answers only there.
+    admin_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Gateway {
@@ -88,6 +92,8 @@ impl Gateway {
             shutdown: Shutdown::default(),
             gate: Arc::new(ConnectionGate::default()),
             started: Instant::now(),
+            admin: crate::admin::AdminState::default(),
+            admin_addr: std::sync::OnceLock::new(),
         }))
     }
 
@@ -100,6 +106,11 @@ impl Gateway {
     /// count), for per-request reads that keep nothing.
     pub fn peek<R>(&self, read: impl FnOnce(&Generation) -> R) -> R {
         read(&self.current.load())
+    }
+
+    /// Whether admin has its own listener (`server.admin_listen`), so the API one refuses it.
+    pub fn admin_apart(&self) -> bool {
+        self.admin_addr.get().is_some()
     }
 
     /// Loads the config again from where it came from; on success it serves new requests.
@@ -120,6 +131,14 @@ impl Gateway {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         for warning in config.warnings() {
             tracing::warn!("{warning}");
+        }
+        let bound = self.admin_addr.get().copied();
+        if config.server.admin_listen != bound {
+            // Listeners are bound once, at start.
+            tracing::warn!(
+                "server.admin_listen changed; it takes effect on restart (admin stays on {})",
+                bound.map_or_else(|| "the main listener".to_owned(), |a| a.to_string())
+            );
         }
         let generation = prepare(id, config, &self.resolver, &self.health, &self.limits)?;
         self.metrics.set_max_series(generation.config.server.metrics_max_series);
@@ -172,6 +191,8 @@ pub(crate) fn upstream_hosts(config: &Config) -> Vec<(String, u16)> {
 /// A started gateway: its bound address and the threads to join.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The `server.admin_listen` address, when admin has its own.
+    pub admin_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     workers: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
@@ -206,17 +227,30 @@ pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Ru
         name: "rotor-worker",
     };
     let (addr, listeners) = bind_listeners(server.listen, spec.count)?;
+    let admin = match server.admin_listen {
+        Some(admin_addr) => Some(bind_listeners(admin_addr, spec.count)?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|(a, _)| *a);
+    // Worker `i` takes admin listener `i` from here.
+    let admin_listeners: Arc<parking_lot::Mutex<Vec<Option<std::net::TcpListener>>>> = Arc::new(
+        parking_lot::Mutex::new(admin.map_or_else(Vec::new, |(_, l)| l.into_iter().map(Some).collect())),
+    );
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
     let gateway = Gateway::new(config).map_err(io::Error::other)?;
+    if let Some(a) = admin_addr {
+        let _ = gateway.admin_addr.set(a);
+    }
     // Storage opens and windows are restored before any worker serves.
     let control = control::spawn(gateway.clone(), signals)?;
     let workers = {
         let gateway = gateway.clone();
         spawn_workers(&spec, listeners, move |index, listener| {
             let gateway = gateway.clone();
-            async move { run_worker(index, listener, gateway).await }
+            let admin = admin_listeners.lock().get_mut(index).and_then(Option::take);
+            async move { run_worker(index, listener, admin, gateway).await }
         })
     };
     let workers = match workers {
@@ -234,15 +268,24 @@ pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Ru
         io_uring = uses_io_uring(spec.driver),
         "rotor listening"
     );
+    if let Some(admin_addr) = admin_addr {
+        tracing::info!(%admin_addr, "admin API and dashboard listening (only there)");
+    }
     Ok(Running {
         addr,
+        admin_addr,
         gateway,
         workers,
         control: Some(control),
     })
 }
 
-async fn run_worker(index: usize, listener: monoio::net::TcpListener, gateway: Arc<Gateway>) {
+async fn run_worker(
+    index: usize,
+    listener: monoio::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
+    gateway: Arc<Gateway>,
+) {
     let generation = gateway.current();
     let server_config = &generation.config.server;
     let server = WorkerServer::new(
@@ -252,6 +295,28 @@ async fn run_worker(index: usize, listener: monoio::net::TcpListener, gateway: A
     );
     let core = Rc::new(crate::proxy::Core::new(index, gateway.clone()));
     monoio::spawn(crate::proxy::Core::housekeeping(core.clone()));
+    let admin_door = admin.map(|l| (l, Rc::new(crate::proxy::AdminDoor(core.clone()))));
     let stop = gateway.shutdown.subscribe();
-    server.serve(listener, core, stop).await;
+    match admin_door {
+        None => server.serve(listener, core, stop).await,
+        Some((admin, door)) => {
+            // Its own server state: the admin door drains on shutdown like the API one.
+            let admin_server = WorkerServer::new(
+                gateway.gate.clone(),
+                server_config.max_connections,
+                server_config.shutdown_grace,
+            );
+            let admin_stop = gateway.shutdown.subscribe();
+            match monoio::net::TcpListener::from_std(admin) {
+                Ok(admin) => {
+                    let admin_serve = admin_server.serve(admin, door, admin_stop);
+                    futures_util::future::join(server.serve(listener, core, stop), admin_serve).await;
+                }
+                Err(e) => {
+                    tracing::error!(worker = index, "cannot adopt the admin listener: {e}");
+                    server.serve(listener, core, stop).await;
+                }
+            }
+        }
+    }
 }
