@@ -113,7 +113,7 @@ logged=$(curl -s -H "Authorization: Bearer $ADMIN" "127.0.0.1:$ROTOR_PORT/admin/
 sent=$(sed -n 's/.*sent=\([0-9]*\).*/\1/p' <<<"$result")
 echo "client sent $sent; /metrics counts $counted; the log holds ${logged:-?}"
 echo "quarantines and restores logged: $(grep -ciE 'quarantin' "$WORK/rotor.log" || true) lines"
-grep -E '^rotor_(upstream_attempts_total|stream_failures_total|provider_breaker|key_quarantines_total)' <<<"$metrics" || true
+grep -E '^rotor_(upstream_attempts_total|relay_failures_total|breaker_opens_total|breaker_state|key_quarantines_total|key_restores_total)' <<<"$metrics" || true
 echo "rotor RSS at the end: $(rss) MB"
 fail=0
 [ "$sent" = "$counted" ] || { echo "MISMATCH: client and /metrics disagree"; fail=1; }
