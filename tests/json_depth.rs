@@ -72,34 +72,7 @@ fn conf(server: &str, extra: &str) -> Conf {
         workers: 1,
         server: server.to_owned(),
         retry: "max_attempts = 1".to_owned(),
-        ..Conf::with_body(&format!(
-            r#"
-[[clients]]
-name = "tester"
-key = "{CLIENT_KEY}"
-
-[[providers]]
-name = "oai"
-kind = "openai"
-base_url = "{{MOCK}}"
-keys = ["{POOL_KEY}"]
-models = ["gpt-4o-mini"]
-
-[[providers]]
-name = "claude"
-kind = "anthropic"
-base_url = "{{MOCK}}"
-keys = ["sk-ant-pool-0001"]
-models = ["claude-x"]
-
-[[providers]]
-name = "gem"
-kind = "gemini"
-base_url = "{{MOCK}}beta"
-keys = ["goog-pool-0001"]
-models = ["gemini-x"]
-{extra}"#
-        ))
+        ..Conf::with_body(&format!("{}{extra}", one_provider_per_protocol()))
     }
 }
 

@@ -10,34 +10,7 @@ use common::*;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 fn conf() -> Conf {
-    Conf::with_body(&format!(
-        r#"
-[[clients]]
-name = "tester"
-key = "{CLIENT_KEY}"
-
-[[providers]]
-name = "oai"
-kind = "openai"
-base_url = "{{MOCK}}"
-keys = ["{POOL_KEY}"]
-models = ["gpt-4o-mini"]
-
-[[providers]]
-name = "claude"
-kind = "anthropic"
-base_url = "{{MOCK}}"
-keys = ["sk-ant-pool-0001"]
-models = ["claude-x"]
-
-[[providers]]
-name = "gem"
-kind = "gemini"
-base_url = "{{MOCK}}beta"
-keys = ["goog-pool-0001"]
-models = ["gemini-x"]
-"#
-    ))
+    Conf::with_body(&one_provider_per_protocol())
 }
 
 /// Data payloads of an SSE body (LF framing, as rotor emits).

@@ -638,3 +638,35 @@ pub fn closed_port() -> SocketAddr {
     drop(l);
     addr
 }
+
+/// A client and one provider of each wire protocol (openai, anthropic, gemini) on the mock.
+pub fn one_provider_per_protocol() -> String {
+    format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "oai"
+kind = "openai"
+base_url = "{{MOCK}}"
+keys = ["{POOL_KEY}"]
+models = ["gpt-4o-mini"]
+
+[[providers]]
+name = "claude"
+kind = "anthropic"
+base_url = "{{MOCK}}"
+keys = ["sk-ant-pool-0001"]
+models = ["claude-x"]
+
+[[providers]]
+name = "gem"
+kind = "gemini"
+base_url = "{{MOCK}}beta"
+keys = ["goog-pool-0001"]
+models = ["gemini-x"]
+"#
+    )
+}
