@@ -321,3 +321,51 @@ fn anthropic_request_maps_to_openai_and_gemini() {
     assert_eq!(g["toolConfig"]["functionCallingConfig"]["mode"].as_str(), Some("ANY"));
     assert_eq!(g["generationConfig"]["maxOutputTokens"].as_u64(), Some(50));
 }
+
+/// Counts the events that end a stream in either client protocol: `[DONE]`, an OpenAI error
+/// chunk, Anthropic's `message_stop` or `error`.
+fn terminators(out: &str) -> usize {
+    out.split("\n\n")
+        .filter(|e| {
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("");
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("");
+            data == "[DONE]"
+                || (name.is_empty() && data.starts_with("{\"error\""))
+                || name == "message_stop"
+                || name == "error"
+        })
+        .count()
+}
+
+/// An upstream error event ends the stream; a later too-deep event or relay failure must not
+/// add a second terminator (found by the translate_stream fuzz target).
+#[test]
+fn nothing_follows_the_terminator_of_an_ended_stream() {
+    let deep = format!("data: {}{}\n\n", "[".repeat(D + 5), "]".repeat(D + 5));
+    let cases: [(Box<dyn ResponseTransform>, &str); 3] = [
+        (
+            Box::new(SseTranslator::new(GeminiToOpenAi::new("m", true), D)),
+            "data: {\"error\":{\"code\":500,\"message\":\"boom\",\"status\":\"INTERNAL\"}}\n\n",
+        ),
+        (
+            Box::new(SseTranslator::new(AnthropicToOpenAi::new("m", true), D)),
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\n\n",
+        ),
+        (
+            Box::new(SseTranslator::new(OpenAiToAnthropic::new("m"), D)),
+            "data: {\"error\":{\"message\":\"boom\"}}\n\n",
+        ),
+    ];
+    for (mut t, error_event) in cases {
+        let mut out = Vec::new();
+        for piece in [error_event, deep.as_str()] {
+            t.piece(Bytes::from(piece.to_owned()))
+                .iter()
+                .for_each(|b| out.extend_from_slice(b));
+        }
+        t.fail("relay cut").iter().for_each(|b| out.extend_from_slice(b));
+        t.end().iter().for_each(|b| out.extend_from_slice(b));
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(terminators(&text), 1, "{text}");
+    }
+}

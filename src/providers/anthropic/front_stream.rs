@@ -224,6 +224,9 @@ impl StreamHandler for OpenAiToAnthropic {
     }
 
     fn on_fail(&mut self, message: &str, out: &mut String) {
+        if self.done {
+            return; // the stream already ended with its one terminator
+        }
         self.error(out, "api_error", message);
     }
 

@@ -133,6 +133,9 @@ impl StreamHandler for GeminiToOpenAi {
     }
 
     fn on_fail(&mut self, message: &str, out: &mut String) {
+        if self.done {
+            return; // the stream already ended with its one terminator
+        }
         self.done = true;
         out.push_str(&String::from_utf8_lossy(&openai_error_event(message)));
     }
