@@ -42,7 +42,7 @@ const NOT_YET_KINDS: &[ProviderKind] = &[
     ProviderKind::Cloudflare,
     ProviderKind::OnDemand,
 ];
-const NOT_YET_STRATEGIES: &[KeyStrategy] = &[KeyStrategy::LeastUsed, KeyStrategy::HighestBalance];
+const NOT_YET_STRATEGIES: &[KeyStrategy] = &[KeyStrategy::HighestBalance];
 
 /// `value` from `table`, refused when this build lists it in `not_yet`.
 fn honoured<T: Copy + PartialEq>(

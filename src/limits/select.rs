@@ -59,6 +59,28 @@ pub fn pick_key(input: &PickInput<'_>, soonest: &mut Option<u64>) -> Option<(usi
     None
 }
 
+/// `key_strategy = "least-used"`: the untried, available key with the fewest requests in
+/// flight, ties broken by the fewest requests in its RPM window (both shared atomics, so exact
+/// over cores), then by index. Falls back to `fallback` when every key was tried.
+pub fn least_used(input: &PickInput<'_>, fallback: usize) -> usize {
+    let mut best: Option<(u32, u64, usize)> = None;
+    for (index, health) in input.health.iter().enumerate() {
+        if input.tried.contains(&index) || !health.available(input.now) {
+            continue;
+        }
+        let in_flight = health.in_flight();
+        if best.is_some_and(|(f, _, _)| in_flight > f) {
+            continue;
+        }
+        let used = input.limits.get(index).map_or(0, |l| l.rpm_used(input.limits_now));
+        let candidate = (in_flight, used, index);
+        if best.is_none_or(|b| candidate < b) {
+            best = Some(candidate);
+        }
+    }
+    best.map_or(fallback, |(_, _, index)| index)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +122,31 @@ mod tests {
         assert_eq!(pick_key(&input(0), &mut soonest), None);
         // Admitted in the bucket starting at 5 s: free once that bucket is a window old.
         assert_eq!(soonest, Some(5_000 + 61_000));
+    }
+
+    #[test]
+    fn least_used_prefers_fewest_in_flight_then_fewest_in_the_rpm_window() {
+        let (health, limits) = keys(3, 100);
+        let now = CLOCK_BASE_MS + 5_000;
+        let input = |tried: &'static [usize]| PickInput {
+            health: &health,
+            limits: &limits,
+            start: 0,
+            tried,
+            tokens: 0,
+            now: 5_000,
+            limits_now: now,
+        };
+        let _busy = health[0].enter();
+        // Keys 1 and 2 idle; key 1 has used more of its RPM window.
+        let _ = limits[1].admit(0, now);
+        assert_eq!(least_used(&input(&[]), 0), 2);
+        assert_eq!(least_used(&input(&[2]), 0), 1);
+        assert_eq!(
+            least_used(&input(&[1, 2]), 7),
+            0,
+            "the busy key is still better than none"
+        );
+        assert_eq!(least_used(&input(&[0, 1, 2]), 7), 7);
     }
 }

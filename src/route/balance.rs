@@ -95,8 +95,9 @@ impl CoreBalance {
         }
         match provider.key_strategy {
             KeyStrategy::Random => fastrand::usize(..n),
-            // `rotor check` refuses least-used and highest-balance until they are built, so
-            // they never reach here; the arm only keeps the match total.
+            // least-used starts from this cursor and then picks its own key (see
+            // `limits::select::least_used`); `rotor check` refuses highest-balance until it is
+            // built, so it never reaches here.
             KeyStrategy::RoundRobin | KeyStrategy::LeastUsed | KeyStrategy::HighestBalance => {
                 match self.key_cursor.get_mut(provider.index) {
                     Some(cursor) => {
