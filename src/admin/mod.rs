@@ -1,8 +1,10 @@
-//! The admin API (`/admin/*`, DESIGN 1.3): reload, request logs and usage stats. Off (404)
+//! The admin API (`/admin/*`, DESIGN 1.3): reload, request logs, usage stats and the key pool
+//! (`keys`). Off (404)
 //! unless `server.admin_key` is set; every call needs `Authorization: Bearer <admin_key>`.
 //! Invariant: nothing here touches storage or the config file on a worker: the work runs on the
 //! control thread (`runtime::commands`), and the worker only awaits the reply.
 
+mod keys;
 mod time;
 
 use bytes::Bytes;
@@ -20,7 +22,7 @@ pub struct AdminAnswer {
 }
 
 /// Handles one `/admin/*` request. `None` = the admin API is off (the caller answers 404).
-pub async fn handle(gateway: &Gateway, head: &RequestHead) -> Option<AdminAnswer> {
+pub async fn handle(gateway: &Gateway, head: &RequestHead, body: &[u8]) -> Option<AdminAnswer> {
     let generation = gateway.current();
     let admin_key = generation.config.server.admin_key.as_ref()?;
     let presented = bearer(head);
@@ -38,6 +40,16 @@ pub async fn handle(gateway: &Gateway, head: &RequestHead) -> Option<AdminAnswer
             Err(message) => return Some(error(400, &message)),
         },
         (Method::Delete, "/admin/logs") => Command::DeleteLogs,
+        (Method::Get, "/admin/keys") => return Some(keys::list(gateway)),
+        (Method::Get, "/admin/keys/export") => return Some(keys::export(gateway)),
+        (Method::Post, "/admin/keys") => match keys::add(body) {
+            Ok(c) => c,
+            Err(answer) => return Some(answer),
+        },
+        (Method::Delete, "/admin/keys") => match keys::remove(&query, body) {
+            Ok(c) => c,
+            Err(answer) => return Some(answer),
+        },
         (Method::Get, "/admin/stats") => match stats_command(&query) {
             Ok(c) => c,
             Err(message) => return Some(error(400, &message)),

@@ -12,7 +12,7 @@ use ahash::AHashMap;
 use super::secret::Secret;
 
 /// One immutable configuration generation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub server: Server,
     pub upstream: Upstream,
@@ -41,7 +41,7 @@ pub enum Driver {
     Legacy,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Server {
     pub listen: SocketAddr,
     /// Resolved: 0 in the file becomes the number of available cores.
@@ -64,7 +64,7 @@ pub struct Server {
     pub metrics_max_bytes: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     pub pool_max_idle_per_host: usize,
     pub pool_idle_timeout: Duration,
@@ -78,7 +78,7 @@ pub struct Upstream {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Retry {
     pub max_attempts: u32,
     pub backoff: Duration,
@@ -112,7 +112,7 @@ pub enum DisconnectPolicy {
     Drain,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Storage {
     /// `None` = in-memory only.
     pub path: Option<PathBuf>,
@@ -120,7 +120,7 @@ pub struct Storage {
     pub retention_days: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Routing {
     /// Used when the requested model has no route; `None` = such requests get 404.
     pub default_model: Option<String>,
@@ -143,7 +143,7 @@ pub struct Limits {
     pub tpm: Limit,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Client {
     /// Position in `Config::clients` (indexes per-generation client state such as limits).
     pub index: usize,
@@ -205,13 +205,35 @@ pub struct BaseUrl {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub u64);
 
-#[derive(Debug)]
+/// Where a pool key came from (listed by `GET /admin/keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// The provider's `keys` list.
+    Config,
+    /// The provider's `keys_file`.
+    KeysFile,
+    /// Added through `POST /admin/keys` (persisted in storage, kept across reloads).
+    Runtime,
+}
+
+impl KeyOrigin {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyOrigin::Config => "config",
+            KeyOrigin::KeysFile => "keys_file",
+            KeyOrigin::Runtime => "runtime",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Key {
     pub id: KeyId,
     pub secret: Secret,
+    pub origin: KeyOrigin,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Provider {
     /// Position in `Config::providers`.
     pub index: usize,
@@ -253,7 +275,7 @@ pub struct Route {
 }
 
 /// Client-facing model name -> route. Disabled providers are left out.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RouteTable {
     pub by_model: AHashMap<String, Arc<Route>>,
     /// Candidates of providers with an empty `models` list: serve any name not in `by_model`

@@ -167,7 +167,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
 fn keys(i: usize, p: &ProviderConfig, r: &Resolver<'_>) -> Result<Vec<Key>, ConfigError> {
     let mut secrets = Vec::with_capacity(p.keys.len());
     for (j, raw) in p.keys.iter().enumerate() {
-        secrets.push(r.secret(raw, &format!("providers[{i}].keys[{j}]"))?);
+        secrets.push((r.secret(raw, &format!("providers[{i}].keys[{j}]"))?, KeyOrigin::Config));
     }
     if !p.keys_file.is_empty() {
         let path = r.path(&p.keys_file);
@@ -183,16 +183,17 @@ fn keys(i: usize, p: &ProviderConfig, r: &Resolver<'_>) -> Result<Vec<Key>, Conf
                 let what = format!("line {} of {} contains control characters", n + 1, path.display());
                 return Err(ConfigError::at(&here, what));
             }
-            secrets.push(Secret::new(line));
+            secrets.push((Secret::new(line), KeyOrigin::KeysFile));
         }
     }
     let mut seen = AHashSet::with_capacity(secrets.len());
     Ok(secrets
         .into_iter()
-        .filter(|s| seen.insert(s.expose().to_string()))
-        .map(|secret| Key {
+        .filter(|(s, _)| seen.insert(s.expose().to_string()))
+        .map(|(secret, origin)| Key {
             id: KeyId::of(&p.name, secret.expose()),
             secret,
+            origin,
         })
         .collect())
 }

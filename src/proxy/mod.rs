@@ -149,7 +149,7 @@ impl Core {
             Endpoint::Health => return endpoints::health(self, ctx, res).await,
             Endpoint::Metrics => return endpoints::metrics(self, ctx, &req.head, res).await,
             Endpoint::Admin => {
-                let Some(answer) = crate::admin::handle(&self.gateway, &req.head).await else {
+                let Some(answer) = crate::admin::handle(&self.gateway, &req.head, &req.body).await else {
                     return Err(
                         ProxyError::new(ErrorKind::NotFound, Side::Downstream, "the admin API is off")
                             .with_code("unknown_url"),

@@ -7,6 +7,7 @@
 //! in order, inside a transaction, so a crash mid-migration leaves the previous version.
 
 pub mod journal;
+pub mod keys;
 pub mod requests;
 pub mod windows;
 
@@ -26,6 +27,8 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     // 2: request records (see `requests`).
     requests::MIGRATION,
+    // 3: the runtime key pool (see `keys`).
+    keys::MIGRATION,
 ];
 
 #[derive(Debug)]
