@@ -344,3 +344,212 @@ fn a_disabled_config_key_stays_disabled_until_the_config_file_changes() {
         [row(POOL_KEY, "config", "active"), row(RT1, "runtime", "active")]
     );
 }
+
+const GOOD: &str = "sk-keys-good-0000g1";
+const BAD: &str = "sk-keys-fail401-00b1";
+const FLAKY: &str = "sk-keys-flaky-000f1";
+
+fn fault_401() -> KeyFault {
+    KeyFault {
+        status: Some(401),
+        ..Default::default()
+    }
+}
+
+fn with_provider_lines(keys: &[&str], lines: &str) -> Conf {
+    let body = pool_body(keys).replace(
+        "models = [\"gpt-4o-mini\"]",
+        &format!("models = [\"gpt-4o-mini\"]\n{lines}"),
+    );
+    Conf {
+        server: format!("admin_key = \"{ADMIN}\""),
+        ..Conf::with_body(&body)
+    }
+}
+
+/// The listed entry of `key` (masked match).
+fn entry(h: &Harness, key: &str) -> Option<sonic_rs::Value> {
+    let v = admin(h, "GET", "/admin/keys", "").json();
+    let m = masked(key);
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"].as_str() == Some(m.as_str()))
+        .cloned()
+}
+
+fn state(h: &Harness, key: &str) -> String {
+    entry(h, key)
+        .map(|e| e["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn verdicts(r: &Response) -> Vec<(String, Option<bool>)> {
+    r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap().to_owned(), k["valid"].as_bool()))
+        .collect()
+}
+
+#[test]
+fn validate_disables_refused_keys_and_restores_them_when_they_pass() {
+    let h = Harness::start(with_provider_lines(&[GOOD, BAD, FLAKY], ""));
+    h.mock().faults.set(FLAKY, fault_401());
+    let r = admin(&h, "POST", "/admin/keys/validate", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        verdicts(&r),
+        [
+            (masked(GOOD), Some(true)),
+            (masked(BAD), Some(false)),
+            (masked(FLAKY), Some(false))
+        ]
+    );
+    assert!(!r.text().contains(BAD), "no secret in the answer");
+    assert_eq!(
+        (state(&h, GOOD), state(&h, BAD), state(&h, FLAKY)),
+        ("active".into(), "invalid".into(), "invalid".into())
+    );
+    let bad = entry(&h, BAD).unwrap();
+    assert_eq!(bad["last_status"].as_u64(), Some(401));
+    assert!(bad["last_validated"].as_u64().is_some());
+    assert!(bad["last_error"].as_str().unwrap().contains("401"));
+    // Disabled keys get no traffic.
+    for _ in 0..4 {
+        assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert_eq!((hits(&h, BAD), hits(&h, FLAKY)), (0, 0));
+    // The flaky key passes again: validating just it (one provider, given keys) restores it.
+    h.mock().faults.clear(FLAKY);
+    let r = admin(
+        &h,
+        "POST",
+        "/admin/keys/validate",
+        &format!(r#"{{"provider":"mock","keys":["{FLAKY}"]}}"#),
+    );
+    assert_eq!(verdicts(&r), [(masked(FLAKY), Some(true))]);
+    assert_eq!(state(&h, FLAKY), "active");
+    let r = admin(&h, "POST", "/admin/keys/validate", r#"{"provider":"mock"}"#);
+    assert_eq!(verdicts(&r).len(), 3);
+    // Bad selections: clear errors.
+    assert_eq!(
+        admin(&h, "POST", "/admin/keys/validate", r#"{"provider":"nope"}"#).status,
+        404
+    );
+    assert_eq!(
+        admin(&h, "POST", "/admin/keys/validate", r#"{"keys":["x"]}"#).status,
+        400
+    );
+    assert_eq!(admin(&h, "POST", "/admin/keys/validate", "[1]").status, 400);
+    let r = admin(
+        &h,
+        "POST",
+        "/admin/keys/validate",
+        r#"{"provider":"mock","keys":["sk-not-in-the-pool"]}"#,
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn validate_interval_disables_a_key_that_starts_failing_without_client_traffic() {
+    let h = Harness::start(with_provider_lines(&[GOOD, FLAKY], "validate_interval_ms = 1000"));
+    assert!(
+        eventually(Duration::from_secs(5), || entry(&h, FLAKY)
+            .is_some_and(|e| e["last_validated"].as_u64().is_some())),
+        "validated in the background at start"
+    );
+    assert_eq!(state(&h, FLAKY), "active");
+    h.mock().faults.set(FLAKY, fault_401());
+    assert!(
+        eventually(Duration::from_secs(5), || state(&h, FLAKY) == "invalid"),
+        "disabled by background validation"
+    );
+    assert_eq!(state(&h, GOOD), "active");
+    h.mock().faults.clear(FLAKY);
+    assert!(
+        eventually(Duration::from_secs(5), || state(&h, FLAKY) == "active"),
+        "restored when it validates again"
+    );
+    let chats = h
+        .recorded()
+        .iter()
+        .filter(|r| r.target.ends_with("/chat/completions"))
+        .count();
+    assert_eq!(chats, 0, "no client traffic was needed");
+}
+
+#[test]
+fn remove_invalid_deletes_runtime_keys_that_stay_invalid_but_never_config_keys() {
+    let h = Harness::start(with_provider_lines(
+        &[GOOD, BAD],
+        "validate_interval_ms = 1000\nremove_invalid = true",
+    ));
+    let r = admin(
+        &h,
+        "POST",
+        "/admin/keys",
+        &format!(r#"{{"provider":"mock","key":"{FLAKY}"}}"#),
+    );
+    assert_eq!(r.status, 200);
+    h.mock().faults.set(FLAKY, fault_401());
+    assert!(
+        eventually(Duration::from_secs(8), || entry(&h, FLAKY).is_none()),
+        "the invalid runtime key is deleted"
+    );
+    assert_eq!(state(&h, BAD), "invalid", "a config key is disabled, never deleted");
+    assert_eq!(state(&h, GOOD), "active");
+}
+
+#[test]
+fn highest_balance_spends_the_richest_key_first_and_skips_broke_ones() {
+    const POOR: &str = "sk-keys-poor-0000p1";
+    const RICH: &str = "sk-keys-rich-0000r1";
+    const BROKE: &str = "sk-keys-broke-000z1";
+    let mock = start_mock();
+    for (key, balance) in [(POOR, 5.0), (RICH, 50.0), (BROKE, 0.0)] {
+        mock.faults.set(
+            key,
+            KeyFault {
+                balance: Some(balance),
+                ..Default::default()
+            },
+        );
+    }
+    let lines =
+        "key_strategy = \"highest-balance\"\nbalance = { path = \"/user/info\", field = \"/data/totalBalance\" }";
+    let h = Harness::with_mock(mock, with_provider_lines(&[BROKE, POOR, RICH], lines));
+    let balance = |h: &Harness, key| entry(h, key).and_then(|e| e["balance"].as_f64());
+    assert!(
+        eventually(Duration::from_secs(5), || [POOR, RICH, BROKE]
+            .iter()
+            .all(|k| balance(&h, k).is_some())),
+        "balances fetched at start"
+    );
+    assert_eq!(balance(&h, RICH), Some(50.0));
+    for _ in 0..4 {
+        assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert_eq!((hits(&h, RICH), hits(&h, POOR), hits(&h, BROKE)), (4, 0, 0));
+    // The rich key is spent: after a validation (which fetches balances) the poor one leads.
+    h.mock().faults.set(
+        RICH,
+        KeyFault {
+            balance: Some(1.0),
+            ..Default::default()
+        },
+    );
+    let r = admin(&h, "POST", "/admin/keys/validate", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(balance(&h, RICH), Some(1.0));
+    for _ in 0..3 {
+        assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert_eq!(
+        (hits(&h, RICH), hits(&h, POOR), hits(&h, BROKE)),
+        (4, 3, 0),
+        "the broke key is never used"
+    );
+}

@@ -24,8 +24,18 @@ struct Listed {
     id: String,
     /// `config` | `keys_file` | `runtime`.
     origin: &'static str,
-    /// `active` | `cooling` | `quarantined` | `disabled`.
+    /// `active` | `cooling` | `quarantined` | `invalid` (refused on validation) | `disabled`.
     state: &'static str,
+    /// Last fetched balance, in the provider's currency unit (`null` = not known).
+    balance: Option<f64>,
+    /// Unix ms of the last balance fetch.
+    balance_at: Option<u64>,
+    /// Unix ms of the last validation.
+    last_validated: Option<u64>,
+    /// Status of the last validation answer.
+    last_status: Option<u16>,
+    /// Why the last validation did not pass (never the key itself).
+    last_error: Option<String>,
     in_flight: u32,
     successes: u64,
     failures: u64,
@@ -54,9 +64,11 @@ pub(super) fn list(gateway: &Gateway) -> AdminAnswer {
     for p in generation.config.providers.iter() {
         for (i, key) in p.keys.iter().enumerate() {
             let health = generation.key_health.get(p.index, i);
+            let care = health.map(|h| &h.care);
             let state = match health.map(|h| h.state(now)) {
                 _ if !p.enabled => "disabled",
                 Some(KeyState::Cooling(_)) => "cooling",
+                Some(KeyState::Quarantined(_)) if care.is_some_and(|c| c.is_invalid()) => "invalid",
                 Some(KeyState::Quarantined(_)) => "quarantined",
                 Some(KeyState::Active) | None => "active",
             };
@@ -74,6 +86,11 @@ pub(super) fn list(gateway: &Gateway) -> AdminAnswer {
                 id: format!("{:016x}", key.id.0),
                 origin: key.origin.name(),
                 state,
+                balance: care.and_then(|c| c.balance()),
+                balance_at: care.and_then(|c| c.balance_at()),
+                last_validated: care.and_then(|c| c.validated_at()),
+                last_status: care.and_then(|c| c.last_status()),
+                last_error: care.and_then(|c| c.last_error()),
                 in_flight: health.map_or(0, |h| h.in_flight()),
                 successes: health.map_or(0, |h| h.successes()),
                 failures: health.map_or(0, |h| h.failures()),
@@ -88,6 +105,11 @@ pub(super) fn list(gateway: &Gateway) -> AdminAnswer {
             id: format!("{:016x}", d.id.0),
             origin: d.origin.name(),
             state: "disabled",
+            balance: None,
+            balance_at: None,
+            last_validated: None,
+            last_status: None,
+            last_error: None,
             in_flight: 0,
             successes: 0,
             failures: 0,
@@ -114,6 +136,48 @@ pub(super) fn export(gateway: &Gateway) -> AdminAnswer {
         providers: BTreeMap<&'a str, Vec<&'a str>>,
     }
     json(&Export { providers })
+}
+
+/// `POST /admin/keys/validate`: no body (or `{}`) = every key of every provider;
+/// `{"provider":"p"}` = that provider's keys; `{"provider":"p","keys":["k1"]}` = those keys.
+/// A cheap authenticated call per key; refused keys are disabled, valid ones restored.
+pub(super) async fn validate(core: &crate::proxy::Core, body: &[u8]) -> AdminAnswer {
+    let (provider, keys) = if body.iter().all(u8::is_ascii_whitespace) {
+        (None, Vec::new())
+    } else {
+        let value: sonic_rs::Value = match sonic_rs::from_slice(body) {
+            Ok(v) if sonic_rs::JsonValueTrait::is_object(&v) => v,
+            _ => return error(400, "the body must be a JSON object (or empty for every key)"),
+        };
+        let provider = value.get("provider").and_then(|p| p.as_str()).map(str::to_owned);
+        let mut keys = Vec::new();
+        for field in ["key", "keys"] {
+            match value.get(field) {
+                None => {}
+                Some(v) if v.as_str().is_some() => keys.extend(v.as_str().map(str::to_owned)),
+                Some(v) => match v.as_array() {
+                    Some(list) if list.iter().all(|k| k.as_str().is_some()) => {
+                        keys.extend(list.iter().filter_map(|k| k.as_str().map(str::to_owned)))
+                    }
+                    _ => return error(400, &format!("`{field}` must be a string or a list of strings")),
+                },
+            }
+        }
+        if provider.is_none() && !keys.is_empty() {
+            return error(400, "name the `provider` of the keys to validate");
+        }
+        (provider, keys)
+    };
+    match crate::proxy::keycare::validate(core, provider.as_deref(), &keys).await {
+        Ok(data) => {
+            #[derive(Serialize)]
+            struct Validated {
+                data: Vec<crate::proxy::keycare::Checked>,
+            }
+            json(&Validated { data })
+        }
+        Err(message) => error(404, &message),
+    }
 }
 
 /// `POST /admin/keys` with `{"provider":"p","keys":["k1","k2"]}`, `"keys":"k1\nk2"` (a pasted

@@ -22,7 +22,8 @@ pub struct AdminAnswer {
 }
 
 /// Handles one `/admin/*` request. `None` = the admin API is off (the caller answers 404).
-pub async fn handle(gateway: &Gateway, head: &RequestHead, body: &[u8]) -> Option<AdminAnswer> {
+pub async fn handle(core: &crate::proxy::Core, head: &RequestHead, body: &[u8]) -> Option<AdminAnswer> {
+    let gateway: &Gateway = &core.gateway;
     let generation = gateway.current();
     let admin_key = generation.config.server.admin_key.as_ref()?;
     let presented = bearer(head);
@@ -42,6 +43,7 @@ pub async fn handle(gateway: &Gateway, head: &RequestHead, body: &[u8]) -> Optio
         (Method::Delete, "/admin/logs") => Command::DeleteLogs,
         (Method::Get, "/admin/keys") => return Some(keys::list(gateway)),
         (Method::Get, "/admin/keys/export") => return Some(keys::export(gateway)),
+        (Method::Post, "/admin/keys/validate") => return Some(keys::validate(core, body).await),
         (Method::Post, "/admin/keys") => match keys::add(body) {
             Ok(c) => c,
             Err(answer) => return Some(answer),

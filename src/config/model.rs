@@ -254,6 +254,23 @@ pub struct Provider {
     pub aliases: Vec<(String, String)>,
     /// Extra headers sent upstream on every request (names lowercased).
     pub headers: Vec<(String, String)>,
+    /// Background re-validation interval (`validate_interval_ms`; `None` = off).
+    pub validate_interval: Option<std::time::Duration>,
+    /// Runtime keys refused twice in a row on validation are deleted.
+    pub remove_invalid: bool,
+    /// Where balances are fetched from (`balance`, or known for the provider's host).
+    pub balance: Option<BalanceSource>,
+    /// How often balances are fetched (`None` = only when keys are validated).
+    pub balance_interval: Option<std::time::Duration>,
+}
+
+/// A balance endpoint: `GET` this path with the key, read the number at `field`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceSource {
+    /// The whole upstream path, base path included.
+    pub path: String,
+    /// A JSON pointer; the value may be a number or a string holding one.
+    pub field: String,
 }
 
 /// One way to serve a client-facing model name.

@@ -7,6 +7,7 @@
 //! config file is byte-for-byte the one it was disabled under ("until the file changes");
 //! only the control thread changes the pool and persists it (`storage::keys`).
 
+pub mod care;
 pub mod command;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! Key admission during selection: walk a provider's keys from the strategy's starting point
 //! and take the first that is healthy and whose windows admit the request. A key whose window
 //! is full is skipped like a cooling key (its soonest free moment is reported); a key with a
-//! limit of 0 is skipped like a quarantined one.
+//! limit of 0, or a known balance at zero or below, is skipped like a quarantined one.
 //! Invariant: a key is returned only with its reservation taken, so the attempt it serves is
 //! already counted on every core.
 
@@ -46,6 +46,9 @@ pub fn pick_key(input: &PickInput<'_>, soonest: &mut Option<u64>) -> Option<(usi
             }
             Some(KeyState::Quarantined(_)) => continue,
         }
+        if input.health.get(index).is_some_and(|h| h.care.is_broke()) {
+            continue;
+        }
         let limits = input.limits.get(index).unwrap_or(&unlimited);
         if limits.is_unlimited() {
             return Some((index, Reservation::default()));
@@ -79,6 +82,23 @@ pub fn least_used(input: &PickInput<'_>, fallback: usize) -> usize {
         }
     }
     best.map_or(fallback, |(_, _, index)| index)
+}
+
+/// `key_strategy = "highest-balance"`: the untried, available key with the highest known
+/// balance (keys without a known balance come after every known one, in index order). One
+/// atomic load per key. Falls back to `fallback` when no key qualifies.
+pub fn highest_balance(input: &PickInput<'_>, fallback: usize) -> usize {
+    let mut best: Option<(i64, usize)> = None;
+    for (index, health) in input.health.iter().enumerate() {
+        if input.tried.contains(&index) || !health.available(input.now) {
+            continue;
+        }
+        let balance = health.care.balance_micros().unwrap_or(i64::MIN);
+        if best.is_none_or(|(b, _)| balance > b) {
+            best = Some((balance, index));
+        }
+    }
+    best.map_or(fallback, |(_, index)| index)
 }
 
 #[cfg(test)]
@@ -148,5 +168,33 @@ mod tests {
             "the busy key is still better than none"
         );
         assert_eq!(least_used(&input(&[0, 1, 2]), 7), 7);
+    }
+
+    #[test]
+    fn highest_balance_goes_first_and_a_broke_key_is_skipped() {
+        let (health, limits) = keys(3, 100);
+        let input = |tried: &'static [usize]| PickInput {
+            health: &health,
+            limits: &limits,
+            start: 0,
+            tried,
+            tokens: 0,
+            now: 5_000,
+            limits_now: CLOCK_BASE_MS + 5_000,
+        };
+        assert_eq!(highest_balance(&input(&[]), 9), 0, "nothing known: index order");
+        health[1].care.set_balance(3.0, 1, 0);
+        health[2].care.set_balance(7.5, 1, 0);
+        assert_eq!(highest_balance(&input(&[]), 9), 2);
+        assert_eq!(highest_balance(&input(&[2]), 9), 1);
+        health[2].care.set_balance(0.0, 2, 0);
+        assert_eq!(highest_balance(&input(&[]), 9), 1);
+        let mut soonest = None;
+        let start = PickInput { start: 2, ..input(&[]) };
+        assert_eq!(
+            pick_key(&start, &mut soonest).map(|p| p.0),
+            Some(0),
+            "the broke key is skipped"
+        );
     }
 }

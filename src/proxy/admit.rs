@@ -7,7 +7,7 @@
 use super::error::{ErrorKind, ProxyError, Side};
 use super::{Core, RequestContext};
 use crate::config::{Client, KeyStrategy, Provider};
-use crate::limits::select::{least_used, pick_key, PickInput};
+use crate::limits::select::{highest_balance, least_used, pick_key, PickInput};
 use crate::limits::{self, Admission, LimitSet, Reservation};
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;
@@ -67,8 +67,10 @@ pub(super) fn pick_available_key(
         now,
         limits_now: limits::from_health_ms(now),
     };
-    if provider.key_strategy == KeyStrategy::LeastUsed {
-        input.start = least_used(&input, start);
+    match provider.key_strategy {
+        KeyStrategy::LeastUsed => input.start = least_used(&input, start),
+        KeyStrategy::HighestBalance => input.start = highest_balance(&input, start),
+        KeyStrategy::RoundRobin | KeyStrategy::Random => {}
     }
     pick_key(&input, soonest)
 }

@@ -29,6 +29,7 @@ mod finish;
 mod forward;
 pub mod headers;
 mod inspect;
+pub mod keycare;
 mod probe;
 mod relay;
 mod send;
@@ -138,6 +139,7 @@ impl Core {
             // One worker probes quarantined keys, so each key gets one probe per due time.
             if core.worker == 0 {
                 probe::probe_due_keys(&core, &generation).await;
+                keycare::tick(&core, &generation).await;
             }
         }
     }
@@ -149,7 +151,7 @@ impl Core {
             Endpoint::Health => return endpoints::health(self, ctx, res).await,
             Endpoint::Metrics => return endpoints::metrics(self, ctx, &req.head, res).await,
             Endpoint::Admin => {
-                let Some(answer) = crate::admin::handle(&self.gateway, &req.head, &req.body).await else {
+                let Some(answer) = crate::admin::handle(self, &req.head, &req.body).await else {
                     return Err(
                         ProxyError::new(ErrorKind::NotFound, Side::Downstream, "the admin API is off")
                             .with_code("unknown_url"),

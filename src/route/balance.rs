@@ -95,9 +95,8 @@ impl CoreBalance {
         }
         match provider.key_strategy {
             KeyStrategy::Random => fastrand::usize(..n),
-            // least-used starts from this cursor and then picks its own key (see
-            // `limits::select::least_used`); `rotor check` refuses highest-balance until it is
-            // built, so it never reaches here.
+            // least-used and highest-balance pick their own key from the shared counters
+            // (`limits::select`); the cursor is their fallback.
             KeyStrategy::RoundRobin | KeyStrategy::LeastUsed | KeyStrategy::HighestBalance => {
                 match self.key_cursor.get_mut(provider.index) {
                     Some(cursor) => {
