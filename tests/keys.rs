@@ -39,28 +39,38 @@ fn least_used_steers_new_requests_around_a_key_with_answers_pending() {
             ..Default::default()
         },
     );
-    // Both idle: the tie goes to the first key, the slow one.
+    // Requests until one is pending on the slow key (idle keys tie; ties rotate).
     let addr = h.addr;
-    let pending = std::thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        c.set_read_timeout(Duration::from_secs(10));
-        c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status
-    });
-    assert!(
-        eventually(Duration::from_secs(5), || hits(&h, SLOW) == 1),
-        "the slow key got the first request"
-    );
+    let mut pending = Vec::new();
+    for sent in 1..=4 {
+        pending.push(std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            c.set_read_timeout(Duration::from_secs(10));
+            c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status
+        }));
+        assert!(eventually(Duration::from_secs(5), || hits(&h, SLOW) + hits(&h, FAST) == sent));
+        if hits(&h, SLOW) == 1 {
+            break;
+        }
+        assert!(eventually(Duration::from_secs(5), || pending
+            .iter()
+            .all(|p| p.is_finished())));
+    }
+    assert_eq!(hits(&h, SLOW), 1, "a request is pending on the slow key");
+    let fast_before = hits(&h, FAST);
     for _ in 0..6 {
         let r = h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
         assert_eq!(r.status, 200, "{}", r.text());
     }
     assert_eq!(
-        hits(&h, FAST),
+        hits(&h, FAST) - fast_before,
         6,
         "every request while the slow one is pending goes to the idle key"
     );
     assert_eq!(hits(&h, SLOW), 1);
-    assert_eq!(pending.join().unwrap(), 200);
+    for p in pending {
+        assert_eq!(p.join().unwrap(), 200);
+    }
 }
 
 const ADMIN: &str = "admin-secret-keys-0001";

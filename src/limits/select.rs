@@ -62,26 +62,45 @@ pub fn pick_key(input: &PickInput<'_>, soonest: &mut Option<u64>) -> Option<(usi
     None
 }
 
+/// Keys with the fewest in flight whose RPM windows `least_used` compares (in rotation order
+/// from the strategy's cursor): bounds the cost of a pick in a large idle pool, where every
+/// key ties, to `TIE_SAMPLE` window reads.
+const TIE_SAMPLE: usize = 8;
+
 /// `key_strategy = "least-used"`: the untried, available key with the fewest requests in
-/// flight, ties broken by the fewest requests in its RPM window (both shared atomics, so exact
-/// over cores), then by index. Falls back to `fallback` when every key was tried.
-pub fn least_used(input: &PickInput<'_>, fallback: usize) -> usize {
-    let mut best: Option<(u32, u64, usize)> = None;
-    for (index, health) in input.health.iter().enumerate() {
-        if input.tried.contains(&index) || !health.available(input.now) {
-            continue;
+/// flight; among those (the first `TIE_SAMPLE` from `input.start`, in rotation order), the
+/// fewest requests in its RPM window. Both are shared atomics, so exact over cores. Falls
+/// back to `input.start` when every key was tried.
+pub fn least_used(input: &PickInput<'_>) -> usize {
+    let n = input.health.len();
+    let usable =
+        |index: usize| !input.tried.contains(&index) && input.health.get(index).is_some_and(|h| h.available(input.now));
+    let mut fewest = u32::MAX;
+    for index in 0..n {
+        if usable(index) {
+            fewest = fewest.min(input.health.get(index).map_or(u32::MAX, |h| h.in_flight()));
         }
-        let in_flight = health.in_flight();
-        if best.is_some_and(|(f, _, _)| in_flight > f) {
+    }
+    if fewest == u32::MAX {
+        return input.start;
+    }
+    let mut best: Option<(u64, usize)> = None;
+    let mut compared = 0;
+    for offset in 0..n {
+        let index = (input.start + offset) % n;
+        if !usable(index) || input.health.get(index).map_or(u32::MAX, |h| h.in_flight()) != fewest {
             continue;
         }
         let used = input.limits.get(index).map_or(0, |l| l.rpm_used(input.limits_now));
-        let candidate = (in_flight, used, index);
-        if best.is_none_or(|b| candidate < b) {
-            best = Some(candidate);
+        if best.is_none_or(|(u, _)| used < u) {
+            best = Some((used, index));
+        }
+        compared += 1;
+        if compared == TIE_SAMPLE || used == 0 {
+            break;
         }
     }
-    best.map_or(fallback, |(_, _, index)| index)
+    best.map_or(input.start, |(_, index)| index)
 }
 
 /// `key_strategy = "highest-balance"`: the untried, available key with the highest known
@@ -160,14 +179,18 @@ mod tests {
         let _busy = health[0].enter();
         // Keys 1 and 2 idle; key 1 has used more of its RPM window.
         let _ = limits[1].admit(0, now);
-        assert_eq!(least_used(&input(&[]), 0), 2);
-        assert_eq!(least_used(&input(&[2]), 0), 1);
-        assert_eq!(
-            least_used(&input(&[1, 2]), 7),
-            0,
-            "the busy key is still better than none"
-        );
-        assert_eq!(least_used(&input(&[0, 1, 2]), 7), 7);
+        assert_eq!(least_used(&input(&[])), 2);
+        assert_eq!(least_used(&input(&[2])), 1);
+        assert_eq!(least_used(&input(&[1, 2])), 0, "the busy key is still better than none");
+        let all_tried = PickInput {
+            start: 1,
+            ..input(&[0, 1, 2])
+        };
+        assert_eq!(least_used(&all_tried), 1, "nothing usable: the cursor");
+        // Ties rotate with the cursor.
+        let _ = limits[2].admit(0, now);
+        let from = |start| PickInput { start, ..input(&[]) };
+        assert_eq!((least_used(&from(1)), least_used(&from(2))), (1, 2));
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub(super) fn pick_available_key(
         limits_now: limits::from_health_ms(now),
     };
     match provider.key_strategy {
-        KeyStrategy::LeastUsed => input.start = least_used(&input, start),
+        KeyStrategy::LeastUsed => input.start = least_used(&input),
         KeyStrategy::HighestBalance => input.start = highest_balance(&input, start),
         KeyStrategy::RoundRobin | KeyStrategy::Random => {}
     }
