@@ -62,41 +62,44 @@ pub fn pick_key(input: &PickInput<'_>, soonest: &mut Option<u64>) -> Option<(usi
     None
 }
 
-/// Keys with the fewest in flight whose RPM windows `least_used` compares (in rotation order
-/// from the strategy's cursor): bounds the cost of a pick in a large idle pool, where every
-/// key ties, to `TIE_SAMPLE` window reads.
-const TIE_SAMPLE: usize = 8;
+/// Keys with the fewest in flight whose RPM windows `least_used` compares (the first found in
+/// rotation order from the strategy's cursor): bounds the cost of a pick where many keys tie
+/// (a large idle pool) to `TIE_SAMPLE` window reads of 61 buckets each.
+const TIE_SAMPLE: usize = 4;
 
 /// `key_strategy = "least-used"`: the untried, available key with the fewest requests in
 /// flight; among those (the first `TIE_SAMPLE` from `input.start`, in rotation order), the
-/// fewest requests in its RPM window. Both are shared atomics, so exact over cores. Falls
+/// fewest requests in its RPM window. Both are shared atomics, so exact over cores. One pass
+/// over the keys (one in-flight load each), then at most `TIE_SAMPLE` window reads. Falls
 /// back to `input.start` when every key was tried.
 pub fn least_used(input: &PickInput<'_>) -> usize {
     let n = input.health.len();
-    let usable =
-        |index: usize| !input.tried.contains(&index) && input.health.get(index).is_some_and(|h| h.available(input.now));
     let mut fewest = u32::MAX;
-    for index in 0..n {
-        if usable(index) {
-            fewest = fewest.min(input.health.get(index).map_or(u32::MAX, |h| h.in_flight()));
-        }
-    }
-    if fewest == u32::MAX {
-        return input.start;
-    }
-    let mut best: Option<(u64, usize)> = None;
-    let mut compared = 0;
+    let mut tied: smallvec::SmallVec<[usize; TIE_SAMPLE]> = smallvec::SmallVec::new();
     for offset in 0..n {
         let index = (input.start + offset) % n;
-        if !usable(index) || input.health.get(index).map_or(u32::MAX, |h| h.in_flight()) != fewest {
+        let Some(health) = input.health.get(index) else {
+            continue;
+        };
+        if input.tried.contains(&index) || !health.available(input.now) {
             continue;
         }
+        let in_flight = health.in_flight();
+        if in_flight < fewest {
+            fewest = in_flight;
+            tied.clear();
+        }
+        if in_flight == fewest && tied.len() < TIE_SAMPLE {
+            tied.push(index);
+        }
+    }
+    let mut best: Option<(u64, usize)> = None;
+    for &index in &tied {
         let used = input.limits.get(index).map_or(0, |l| l.rpm_used(input.limits_now));
         if best.is_none_or(|(u, _)| used < u) {
             best = Some((used, index));
         }
-        compared += 1;
-        if compared == TIE_SAMPLE || used == 0 {
+        if used == 0 {
             break;
         }
     }
