@@ -5,7 +5,7 @@
 //! (and it must not collapse when two cores contend for one key), key pick < 20 ns. Measured:
 //! one window admit, a full key admit (rpm + rpd + tpm) with its TPM settle, the same under a
 //! second thread hammering the same windows, and key selection over 1, 16 and 1,000 keys with
-//! and without limits.
+//! and without limits, also with the `least-used` and `highest-balance` starting points.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rotor::config::KeyId;
 use rotor::health::KeyHealth;
-use rotor::limits::select::{pick_key, PickInput};
+use rotor::limits::select::{highest_balance, least_used, pick_key, PickInput};
 use rotor::limits::{Admission, Gate, Kind, LimitSet, Window, CLOCK_BASE_MS};
 
 /// Large enough that a bench run never fills a window.
@@ -128,12 +128,53 @@ fn bench_pick(c: &mut Criterion) {
     group.finish();
 }
 
+/// The two strategies that look at every key: their start plus the pick, RPM-limited keys
+/// (least-used compares RPM windows), 16 and 1,000 keys, all idle (every key ties).
+fn bench_strategies(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick_key_strategy");
+    for n in [16usize, 1_000] {
+        let (health, limits) = keys(n, true);
+        for (i, h) in health.iter().enumerate() {
+            h.care.set_balance((i % 97) as f64, 1, 0);
+        }
+        let mut start = 0usize;
+        let input = |start| PickInput {
+            health: &health,
+            limits: &limits,
+            start,
+            tried: &[],
+            tokens: 0,
+            now: 1_000,
+            limits_now: NOW,
+        };
+        group.bench_with_input(BenchmarkId::new("least_used", n), &n, |b, &n| {
+            b.iter(|| {
+                start = (start + 1) % n;
+                let mut pick = input(start);
+                pick.start = least_used(&pick);
+                let mut soonest = None;
+                black_box(pick_key(&pick, &mut soonest))
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("highest_balance", n), &n, |b, &n| {
+            b.iter(|| {
+                start = (start + 1) % n;
+                let mut pick = input(start);
+                pick.start = highest_balance(&pick, start);
+                let mut soonest = None;
+                black_box(pick_key(&pick, &mut soonest))
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = bench_admit, bench_pick
+    targets = bench_admit, bench_pick, bench_strategies
 }
 criterion_main!(benches);

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 pub mod health;
 pub mod heap;
+pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod mock;

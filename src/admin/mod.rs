@@ -1,12 +1,14 @@
 //! The admin API (`/admin/*`, DESIGN 1.3): reload, request logs, usage stats, live status,
-//! and the dashboard (`GET /admin/`, `assets`). Off (404) unless `server.admin_key` or
-//! `server.admin_user` + `admin_password` is set; every call but the login page, its files and
-//! the login itself needs the admin key as a bearer token or a dashboard session (`auth`).
+//! the key pool (`keys`) and the dashboard (`GET /admin/`, `assets`). Off (404) unless
+//! `server.admin_key` or `server.admin_user` + `admin_password` is set; every call but the
+//! login page, its files and the login itself needs the admin key as a bearer token or a
+//! dashboard session (`auth`).
 //! Invariant: nothing here touches storage or the config file on a worker: the work runs on the
 //! control thread (`runtime::commands`), and the worker only awaits the reply.
 
 mod assets;
 mod auth;
+mod keys;
 pub mod sessions;
 mod time;
 
@@ -31,7 +33,9 @@ pub struct AdminAnswer {
 
 /// Handles one `/admin` or `/admin/*` request. `None` = the admin API is off (the caller
 /// answers 404).
-pub async fn handle(gateway: &Gateway, req: &Request) -> Option<AdminAnswer> {
+pub async fn handle(core: &crate::proxy::Core, req: &Request) -> Option<AdminAnswer> {
+    let gateway: &Gateway = &core.gateway;
+    let body: &[u8] = &req.body;
     let generation = gateway.current();
     let server = &generation.config.server;
     if !server.admin_enabled() {
@@ -72,6 +76,17 @@ pub async fn handle(gateway: &Gateway, req: &Request) -> Option<AdminAnswer> {
             Err(message) => return Some(error(400, &message)),
         },
         (Method::Delete, "/admin/logs") => Command::DeleteLogs,
+        (Method::Get, "/admin/keys") => return Some(keys::list(gateway)),
+        (Method::Get, "/admin/keys/export") => return Some(keys::export(gateway)),
+        (Method::Post, "/admin/keys/validate") => return Some(keys::validate(core, body).await),
+        (Method::Post, "/admin/keys") => match keys::add(body) {
+            Ok(c) => c,
+            Err(answer) => return Some(answer),
+        },
+        (Method::Delete, "/admin/keys") => match keys::remove(&query, body) {
+            Ok(c) => c,
+            Err(answer) => return Some(answer),
+        },
         (Method::Get, "/admin/stats") => match stats_command(&query) {
             Ok(c) => c,
             Err(message) => return Some(error(400, &message)),

@@ -251,6 +251,30 @@ pub struct ProviderConfig {
     pub aliases: BTreeMap<String, String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Background re-validation of every key; 0 = off.
+    #[serde(default)]
+    pub validate_interval_ms: u64,
+    /// Delete runtime keys that fail validation twice in a row.
+    #[serde(default)]
+    pub remove_invalid: bool,
+    /// Where the key's balance is published, for providers rotor does not know.
+    #[serde(default)]
+    pub balance: Option<BalanceConfig>,
+    #[serde(default = "five_minutes")]
+    pub balance_interval_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceConfig {
+    /// Appended to the provider's base URL path, e.g. "/user/info".
+    pub path: String,
+    /// JSON pointer to the balance in the answer, e.g. "/data/totalBalance".
+    pub field: String,
+}
+
+fn five_minutes() -> u64 {
+    300_000
 }
 
 fn unlimited() -> i64 {

@@ -161,6 +161,10 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
         models: Vec::new(),
         aliases: Default::default(),
         headers: Default::default(),
+        validate_interval_ms: 0,
+        remove_invalid: false,
+        balance: None,
+        balance_interval_ms: 300_000,
     };
     let file = FileConfig {
         server: ServerConfig {

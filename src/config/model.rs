@@ -12,7 +12,7 @@ use ahash::AHashMap;
 use super::secret::Secret;
 
 /// One immutable configuration generation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub server: Server,
     pub upstream: Upstream,
@@ -41,7 +41,7 @@ pub enum Driver {
     Legacy,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Server {
     pub listen: SocketAddr,
     /// Resolved: 0 in the file becomes the number of available cores.
@@ -89,7 +89,7 @@ impl Server {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     pub pool_max_idle_per_host: usize,
     pub pool_idle_timeout: Duration,
@@ -103,7 +103,7 @@ pub struct Upstream {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Retry {
     pub max_attempts: u32,
     pub backoff: Duration,
@@ -137,7 +137,7 @@ pub enum DisconnectPolicy {
     Drain,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Storage {
     /// `None` = in-memory only.
     pub path: Option<PathBuf>,
@@ -155,7 +155,7 @@ pub struct Storage {
     pub health_window: std::time::Duration,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Routing {
     /// Used when the requested model has no route; `None` = such requests get 404.
     pub default_model: Option<String>,
@@ -178,7 +178,7 @@ pub struct Limits {
     pub tpm: Limit,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Client {
     /// Position in `Config::clients` (indexes per-generation client state such as limits).
     pub index: usize,
@@ -240,13 +240,35 @@ pub struct BaseUrl {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub u64);
 
-#[derive(Debug)]
+/// Where a pool key came from (listed by `GET /admin/keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// The provider's `keys` list.
+    Config,
+    /// The provider's `keys_file`.
+    KeysFile,
+    /// Added through `POST /admin/keys` (persisted in storage, kept across reloads).
+    Runtime,
+}
+
+impl KeyOrigin {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyOrigin::Config => "config",
+            KeyOrigin::KeysFile => "keys_file",
+            KeyOrigin::Runtime => "runtime",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Key {
     pub id: KeyId,
     pub secret: Secret,
+    pub origin: KeyOrigin,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Provider {
     /// Position in `Config::providers`.
     pub index: usize,
@@ -267,6 +289,23 @@ pub struct Provider {
     pub aliases: Vec<(String, String)>,
     /// Extra headers sent upstream on every request (names lowercased).
     pub headers: Vec<(String, String)>,
+    /// Background re-validation interval (`validate_interval_ms`; `None` = off).
+    pub validate_interval: Option<std::time::Duration>,
+    /// Runtime keys refused twice in a row on validation are deleted.
+    pub remove_invalid: bool,
+    /// Where balances are fetched from (`balance`, or known for the provider's host).
+    pub balance: Option<BalanceSource>,
+    /// How often balances are fetched (`None` = only when keys are validated).
+    pub balance_interval: Option<std::time::Duration>,
+}
+
+/// A balance endpoint: `GET` this path with the key, read the number at `field`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceSource {
+    /// The whole upstream path, base path included.
+    pub path: String,
+    /// A JSON pointer; the value may be a number or a string holding one.
+    pub field: String,
 }
 
 /// One way to serve a client-facing model name.
@@ -288,7 +327,7 @@ pub struct Route {
 }
 
 /// Client-facing model name -> route. Disabled providers are left out.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RouteTable {
     pub by_model: AHashMap<String, Arc<Route>>,
     /// Candidates of providers with an empty `models` list: serve any name not in `by_model`

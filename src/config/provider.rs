@@ -42,7 +42,7 @@ const NOT_YET_KINDS: &[ProviderKind] = &[
     ProviderKind::Cloudflare,
     ProviderKind::OnDemand,
 ];
-const NOT_YET_STRATEGIES: &[KeyStrategy] = &[KeyStrategy::LeastUsed, KeyStrategy::HighestBalance];
+const NOT_YET_STRATEGIES: &[KeyStrategy] = &[];
 
 /// `value` from `table`, refused when this build lists it in `not_yet`.
 fn honoured<T: Copy + PartialEq>(
@@ -146,6 +146,34 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         }
         headers.push((name, value));
     }
+    let validate_interval = match p.validate_interval_ms {
+        0 => None,
+        ms if ms < 1_000 => {
+            return Err(ConfigError::at(
+                &at("validate_interval_ms"),
+                "must be 0 (off) or at least 1000",
+            ))
+        }
+        ms => Some(std::time::Duration::from_millis(ms)),
+    };
+    let balance = balance_source(&p, &base_url, &at("balance"))?;
+    let balance_interval = match p.balance_interval_ms {
+        0 => None,
+        ms if ms < 1_000 => {
+            return Err(ConfigError::at(
+                &at("balance_interval_ms"),
+                "must be 0 (only when keys are validated) or at least 1000",
+            ))
+        }
+        ms => Some(std::time::Duration::from_millis(ms)),
+    };
+    if key_strategy == KeyStrategy::HighestBalance && balance.is_none() {
+        let what = format!(
+            "highest-balance needs balances: rotor knows SiliconFlow, DeepSeek and OpenRouter by host; for {:?} set balance = {{ path = \"/user/info\", field = \"/data/totalBalance\" }}",
+            base_url.host
+        );
+        return Err(ConfigError::at(&at("key_strategy"), what));
+    }
     Ok(Provider {
         index: i,
         kind,
@@ -158,7 +186,55 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         models: p.models,
         aliases: p.aliases.into_iter().collect(),
         headers,
+        validate_interval,
+        remove_invalid: p.remove_invalid,
+        balance,
+        balance_interval,
         name: p.name,
+    })
+}
+
+/// The configured balance endpoint, else the one of a provider known by its host.
+fn balance_source(p: &ProviderConfig, base: &BaseUrl, path: &str) -> Result<Option<BalanceSource>, ConfigError> {
+    if let Some(b) = &p.balance {
+        let clean =
+            |s: &str| s.starts_with('/') && !s.bytes().any(|c| c <= b' ' || c == b'?' || c == b'#' || c == 0x7f);
+        if !clean(&b.path) {
+            return Err(ConfigError::at(
+                &format!("{path}.path"),
+                "must be a path starting with / (no spaces, query or fragment)",
+            ));
+        }
+        if !b.field.starts_with('/') {
+            return Err(ConfigError::at(
+                &format!("{path}.field"),
+                "must be a JSON pointer such as \"/data/totalBalance\"",
+            ));
+        }
+        return Ok(Some(BalanceSource {
+            path: format!("{}{}", base.path, b.path),
+            field: b.field.clone(),
+        }));
+    }
+    let host = base.host.to_ascii_lowercase();
+    let known = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    Ok(if known("siliconflow.cn") || known("siliconflow.com") {
+        Some(BalanceSource {
+            path: format!("{}/user/info", base.path),
+            field: "/data/totalBalance".into(),
+        })
+    } else if known("deepseek.com") {
+        Some(BalanceSource {
+            path: "/user/balance".into(),
+            field: "/balance_infos/0/total_balance".into(),
+        })
+    } else if known("openrouter.ai") {
+        Some(BalanceSource {
+            path: format!("{}/key", base.path),
+            field: "/data/limit_remaining".into(),
+        })
+    } else {
+        None
     })
 }
 
@@ -167,7 +243,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
 fn keys(i: usize, p: &ProviderConfig, r: &Resolver<'_>) -> Result<Vec<Key>, ConfigError> {
     let mut secrets = Vec::with_capacity(p.keys.len());
     for (j, raw) in p.keys.iter().enumerate() {
-        secrets.push(r.secret(raw, &format!("providers[{i}].keys[{j}]"))?);
+        secrets.push((r.secret(raw, &format!("providers[{i}].keys[{j}]"))?, KeyOrigin::Config));
     }
     if !p.keys_file.is_empty() {
         let path = r.path(&p.keys_file);
@@ -183,16 +259,17 @@ fn keys(i: usize, p: &ProviderConfig, r: &Resolver<'_>) -> Result<Vec<Key>, Conf
                 let what = format!("line {} of {} contains control characters", n + 1, path.display());
                 return Err(ConfigError::at(&here, what));
             }
-            secrets.push(Secret::new(line));
+            secrets.push((Secret::new(line), KeyOrigin::KeysFile));
         }
     }
     let mut seen = AHashSet::with_capacity(secrets.len());
     Ok(secrets
         .into_iter()
-        .filter(|s| seen.insert(s.expose().to_string()))
-        .map(|secret| Key {
+        .filter(|(s, _)| seen.insert(s.expose().to_string()))
+        .map(|(secret, origin)| Key {
             id: KeyId::of(&p.name, secret.expose()),
             secret,
+            origin,
         })
         .collect())
 }

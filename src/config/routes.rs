@@ -111,14 +111,6 @@ impl Config {
                 p.name
             ));
         }
-        for p in self.providers.iter() {
-            if matches!(p.key_strategy, KeyStrategy::LeastUsed | KeyStrategy::HighestBalance) {
-                out.push(format!(
-                    "provider {:?}: key_strategy {:?} needs shared key state that is not built yet; it rotates like round-robin for now",
-                    p.name, p.key_strategy
-                ));
-            }
-        }
         if self.routes.len == 0 {
             out.push("no enabled provider: every request will get 404 (no route)".to_string());
         }

@@ -59,6 +59,8 @@ pub struct KeyHealth {
     in_flight: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
+    /// Validation results and balance (`keys::care`).
+    pub care: crate::keys::care::KeyCare,
 }
 
 impl KeyHealth {
@@ -75,6 +77,7 @@ impl KeyHealth {
             in_flight: AtomicU32::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            care: crate::keys::care::KeyCare::default(),
         }
     }
 
@@ -158,6 +161,14 @@ impl KeyHealth {
         self.quarantined_until
             .store(now.saturating_add(length).max(1), Ordering::Release);
         length
+    }
+
+    /// The provider refused the key on validation: no traffic (and no probe) until a
+    /// validation succeeds and calls `restore`.
+    pub fn disable_invalid(&self, now: u64) {
+        self.changed_at.fetch_max(now, Ordering::AcqRel);
+        self.quarantined_until.store(u64::MAX, Ordering::Release);
+        self.forgive();
     }
 
     /// A probe succeeded: back in rotation.

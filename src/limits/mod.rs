@@ -188,6 +188,14 @@ impl LimitSet {
         }
     }
 
+    /// Requests counted in the RPM window at `now` (0 when RPM is not limited).
+    pub fn rpm_used(&self, now: u64) -> u64 {
+        match &self.gates[0] {
+            Gate::Max(w) => w.used(now),
+            _ => 0,
+        }
+    }
+
     /// `(kind, used, limit)` for each limited window (`limit` 0 = disabled), for status pages.
     pub fn usage(&self, now: u64) -> Vec<(Kind, u64, u64)> {
         Kind::ALL

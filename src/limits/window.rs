@@ -278,9 +278,17 @@ impl Window {
             .collect()
     }
 
-    /// Units counted in the window at `now` (for status pages).
+    /// Units counted in the window at `now` (status pages, `least-used`).
     pub fn used(&self, now: u64) -> u64 {
-        self.live(self.epoch(now)).iter().map(|(_, c)| u64::from(*c)).sum()
+        // No allocation: `least-used` reads this on the request path.
+        let epoch = self.epoch(now);
+        let oldest_live = epoch.saturating_sub(BUCKETS as u32);
+        self.slots
+            .iter()
+            .map(|s| unpack(s.load(Ordering::Acquire)))
+            .filter(|(at, count)| *count > 0 && *at >= oldest_live && *at <= epoch)
+            .map(|(_, count)| u64::from(count))
+            .sum()
     }
 
     /// Live buckets as `(bucket start ms, count)`, for snapshots.

@@ -16,7 +16,8 @@
 //! draw the same for every request; each retry draws anew).
 //! Keys select faults too, so a pool can mix bad keys in: a bearer key containing `fail401`,
 //! `fail403`, `fail429` or `fail500` gets that status; `MockServer::faults` sets a key's fault
-//! at run time, for every request or for the next N.
+//! at run time, for every request or for the next N, and a key's balance
+//! (`KeyFault::balance`, served at `GET .../user/info` and `.../user/balance`).
 //! Invariant: the mock records requests only when asked and keeps at most `record_limit`.
 
 mod anthropic;
@@ -126,7 +127,7 @@ impl Recorder {
 }
 
 /// A fault injected for one pool key at run time (tests flip keys bad and good again).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct KeyFault {
     /// Answer this status with an error body.
     pub status: Option<u16>,
@@ -138,6 +139,9 @@ pub struct KeyFault {
     pub cut_after: Option<usize>,
     /// Apply to this many requests, then clear; 0 = until cleared.
     pub times: u32,
+    /// The key's balance at the balance endpoints (`GET .../user/info`, SiliconFlow-shaped,
+    /// and `GET .../user/balance`, DeepSeek-shaped); unset = 100.
+    pub balance: Option<f64>,
 }
 
 /// Faults by pool key (the bearer token or `x-api-key`/`x-goog-api-key` value).

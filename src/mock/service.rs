@@ -40,6 +40,8 @@ pub(super) struct Knobs {
     /// `x-mock-chunked: 1`: send whole JSON answers with chunked encoding, as providers behind
     /// CDNs do.
     pub chunked: bool,
+    /// The key's balance (`KeyFault::balance`, default 100).
+    pub balance: f64,
 }
 
 impl MockService {
@@ -84,6 +86,7 @@ impl MockService {
         .find(|(marker, _)| key.windows(7).any(|w| w == *marker))
         .map(|(_, status)| *status);
         let fault = self.faults.get(Self::pool_key(head)).unwrap_or_default();
+        let balance = fault.balance.unwrap_or(100.0);
         let key_status = fault.status.or(key_status);
         let fault_latency = (fault.latency_ms > 0).then(|| Duration::from_millis(fault.latency_ms));
         Knobs {
@@ -113,6 +116,7 @@ impl MockService {
             crlf: number("x-mock-crlf") == Some(1),
             cached_tokens: number("x-mock-cached-tokens").unwrap_or(0),
             chunked: number("x-mock-chunked") == Some(1),
+            balance,
         }
     }
 
@@ -200,6 +204,11 @@ impl Service for MockService {
             let _ = res.send(status, &headers, Bytes::from(body)).await;
             return;
         }
+        if let Some(body) = balance_answer(req.head.path(), knobs.balance) {
+            let headers: [(&str, &[u8]); 1] = [("content-type", b"application/json")];
+            let _ = res.send(200, &headers, Bytes::from(body)).await;
+            return;
+        }
         if let Some((remaining, reset)) = &knobs.ratelimit {
             let headers: [(&str, &[u8]); 3] = [
                 ("content-type", b"application/json"),
@@ -214,6 +223,23 @@ impl Service for MockService {
             Shape::Gemini => gemini::answer(&req, &knobs, res).await,
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };
+    }
+}
+
+/// Balance endpoints: SiliconFlow's `GET /v1/user/info` and DeepSeek's `GET /user/balance`
+/// (amounts as strings, as both send them).
+fn balance_answer(path: &str, balance: f64) -> Option<String> {
+    if path.ends_with("/user/info") {
+        Some(format!(
+            r#"{{"code":20000,"status":true,"data":{{"balance":"{balance:.2}","totalBalance":"{balance:.2}"}}}}"#
+        ))
+    } else if path.ends_with("/user/balance") {
+        Some(format!(
+            r#"{{"is_available":{},"balance_infos":[{{"currency":"CNY","total_balance":"{balance:.2}"}}]}}"#,
+            balance > 0.0
+        ))
+    } else {
+        None
     }
 }
 

@@ -6,8 +6,8 @@
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::{Core, RequestContext};
-use crate::config::{Client, Provider};
-use crate::limits::select::{pick_key, PickInput};
+use crate::config::{Client, KeyStrategy, Provider};
+use crate::limits::select::{highest_balance, least_used, pick_key, PickInput};
 use crate::limits::{self, Admission, LimitSet, Reservation};
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;
@@ -58,7 +58,7 @@ pub(super) fn pick_available_key(
     }
     let start = core.balance.borrow_mut().pick_key(provider);
     // `now` (health clock) serves both clocks.
-    let input = PickInput {
+    let mut input = PickInput {
         health: ctx.generation.key_health.provider(provider.index),
         limits: ctx.generation.limits.provider(provider.index),
         start,
@@ -67,6 +67,11 @@ pub(super) fn pick_available_key(
         now,
         limits_now: limits::from_health_ms(now),
     };
+    match provider.key_strategy {
+        KeyStrategy::LeastUsed => input.start = least_used(&input),
+        KeyStrategy::HighestBalance => input.start = highest_balance(&input, start),
+        KeyStrategy::RoundRobin | KeyStrategy::Random => {}
+    }
     pick_key(&input, soonest)
 }
 

@@ -29,6 +29,7 @@ mod finish;
 mod forward;
 pub mod headers;
 mod inspect;
+pub mod keycare;
 mod probe;
 mod relay;
 mod send;
@@ -143,6 +144,7 @@ impl Core {
             // One worker probes quarantined keys, so each key gets one probe per due time.
             if core.worker == 0 {
                 probe::probe_due_keys(&core, &generation).await;
+                keycare::tick(&core, &generation).await;
             }
         }
     }
@@ -167,7 +169,7 @@ impl Core {
                 let answer = match door {
                     // With `server.admin_listen`, admin answers there only.
                     Door::Api if self.gateway.admin_apart() => None,
-                    _ => crate::admin::handle(&self.gateway, &req).await,
+                    _ => crate::admin::handle(self, &req).await,
                 };
                 let Some(answer) = answer else {
                     return Err(

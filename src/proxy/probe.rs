@@ -1,6 +1,7 @@
 //! Background probes of quarantined keys: a cheap authenticated request (`GET <base>/models`)
 //! once a key's quarantine time is up; success restores the key, failure doubles the wait.
 //! Runs on worker 0's housekeeping task, so probes use the same client, pool and TLS as traffic.
+//! `get` is also the one upstream call of key validation and balance fetches (`keycare`).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -43,29 +44,50 @@ pub(super) async fn probe_due_keys(core: &Core, generation: &Generation) {
 }
 
 async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &str) -> bool {
+    let path = format!("{}/models", provider.base_url.path);
+    matches!(get(core, generation, provider, key, &path).await, Ok((200..=299, _)))
+}
+
+/// `GET <path>` upstream with the key in the provider's way: the status and up to 4 MiB of
+/// body, or why there was no answer. Async on this core's pool; never blocks the worker.
+pub(super) async fn get(
+    core: &Core,
+    generation: &Generation,
+    provider: &Provider,
+    key: &str,
+    path: &str,
+) -> Result<(u16, Bytes), &'static str> {
     let connector = &generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
     let work = async {
-        let head = probe_head(provider, key)?;
+        let head = get_head(provider, key, path).ok_or("the key or a header cannot be sent")?;
         let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, PROBE_TIMEOUT)
             .await
-            .ok()?;
-        exchange.send(head, &Bytes::new()).await.ok()?;
-        let head = exchange.read_head(PROBE_TIMEOUT, false).await.ok()?;
-        let _ = exchange.read_to_end(PROBE_TIMEOUT, 4 * 1024 * 1024).await.ok()?;
+            .map_err(|_| "cannot connect")?;
+        exchange.send(head, &Bytes::new()).await.map_err(|_| "cannot send")?;
+        let head = exchange
+            .read_head(PROBE_TIMEOUT, false)
+            .await
+            .map_err(|_| "no answer")?;
+        let body = exchange
+            .read_to_end(PROBE_TIMEOUT, 4 * 1024 * 1024)
+            .await
+            .map_err(|_| "answer cut or too large")?;
         upstream::checkin(&core.pool, &pool_key, exchange);
-        Some((200..300).contains(&head.status))
+        Ok((head.status, body))
     };
-    matches!(monoio::time::timeout(PROBE_TIMEOUT * 2, work).await, Ok(Some(true)))
+    monoio::time::timeout(PROBE_TIMEOUT * 2, work)
+        .await
+        .unwrap_or(Err("timed out"))
 }
 
-/// `GET <base>/models` with the key in the provider's way; `None` when a piece would break the
-/// head (the writers refuse CR, LF and NUL).
-fn probe_head(provider: &Provider, key: &str) -> Option<BytesMut> {
+/// `GET <path>` with the key in the provider's way; `None` when a piece would break the head
+/// (the writers refuse CR, LF and NUL).
+fn get_head(provider: &Provider, key: &str, path: &str) -> Option<BytesMut> {
     let mut out = BytesMut::with_capacity(256);
     out.put_slice(b"GET ");
-    put_target(&mut out, provider.base_url.path.as_bytes()).ok()?;
-    out.put_slice(b"/models HTTP/1.1\r\n");
+    put_target(&mut out, path.as_bytes()).ok()?;
+    out.put_slice(b" HTTP/1.1\r\n");
     put_header(&mut out, b"host", provider.base_url.host_header.as_bytes()).ok()?;
     match provider.kind {
         ProviderKind::Anthropic => {

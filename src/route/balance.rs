@@ -95,8 +95,8 @@ impl CoreBalance {
         }
         match provider.key_strategy {
             KeyStrategy::Random => fastrand::usize(..n),
-            // `rotor check` refuses least-used and highest-balance until they are built, so
-            // they never reach here; the arm only keeps the match total.
+            // least-used and highest-balance pick their own key from the shared counters
+            // (`limits::select`); the cursor is their fallback.
             KeyStrategy::RoundRobin | KeyStrategy::LeastUsed | KeyStrategy::HighestBalance => {
                 match self.key_cursor.get_mut(provider.index) {
                     Some(cursor) => {

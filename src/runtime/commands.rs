@@ -32,6 +32,8 @@ pub enum Command {
         since_ms: Option<i64>,
         until_ms: Option<i64>,
     },
+    /// A key-pool change (`/admin/keys`).
+    Keys(crate::keys::command::KeysCommand),
 }
 
 /// A JSON body, or an HTTP status with a message.

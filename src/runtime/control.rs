@@ -111,6 +111,8 @@ impl Duties {
     fn open(gateway: &Gateway) -> Duties {
         let mut log_writer = LogWriter::new();
         let mut storage = log_writer.open_storage(gateway);
+        // Runtime keys join the generation before their windows are restored.
+        crate::keys::command::restore(gateway, storage.as_mut());
         let persist = Persist::open(gateway, storage.as_mut());
         Duties {
             storage,
@@ -123,6 +125,7 @@ impl Duties {
         self.run_commands(gateway);
         self.log_writer.tick(gateway, &mut self.storage);
         self.persist.tick(gateway, self.storage.as_mut());
+        crate::keys::command::persist_if_dirty(gateway, self.storage.as_mut());
     }
 
     /// Workers finish in-flight requests after shutdown starts; their records and the final
@@ -156,6 +159,7 @@ impl Duties {
                         Err((400, e))
                     }
                 },
+                Command::Keys(change) => crate::keys::command::execute(change, gateway, self.storage.as_mut()),
                 other => self.log_writer.execute(other, gateway, &mut self.storage),
             };
             let _ = reply.send(result);

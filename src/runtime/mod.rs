@@ -66,6 +66,11 @@ pub struct Gateway {
     pub admin: crate::admin::AdminState,
     /// The `server.admin_listen` address bound at start; set = admin answers only there.
     admin_addr: std::sync::OnceLock<SocketAddr>,
+    /// Runtime keys and disabled config keys, merged into every generation.
+    pub keys: crate::keys::KeyPool,
+    /// The last loaded config before the pool was merged in, and its file's fingerprint: what
+    /// a key-pool change rebuilds from (control thread only).
+    base: parking_lot::Mutex<(Config, u64)>,
 }
 
 impl Gateway {
@@ -74,6 +79,7 @@ impl Gateway {
         let resolver = Arc::new(Resolver::default());
         let health = HealthRegistry::default();
         let limits = LimitRegistry::default();
+        let base = (config.clone(), crate::keys::fingerprint(&config.source));
         let first = prepare(1, config, &resolver, &health, &limits)?;
         let metrics = crate::metrics::Registry::default();
         metrics.set_max_series(first.config.server.metrics_max_series);
@@ -94,6 +100,8 @@ impl Gateway {
             started: Instant::now(),
             admin: crate::admin::AdminState::default(),
             admin_addr: std::sync::OnceLock::new(),
+            keys: crate::keys::KeyPool::default(),
+            base: parking_lot::Mutex::new(base),
         }))
     }
 
@@ -126,9 +134,9 @@ impl Gateway {
         self.install(config)
     }
 
-    /// Prepares and swaps in `config` as the next generation.
+    /// Prepares and swaps in `config`, with the key pool merged in, as the next generation.
     pub fn install(&self, config: Config) -> Result<u64, String> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let fingerprint = crate::keys::fingerprint(&config.source);
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
@@ -140,6 +148,26 @@ impl Gateway {
                 bound.map_or_else(|| "the main listener".to_owned(), |a| a.to_string())
             );
         }
+        let id = self.swap_in(config.clone(), fingerprint)?;
+        *self.base.lock() = (config, fingerprint);
+        Ok(id)
+    }
+
+    /// Builds the next generation from the last loaded config and the key pool as it is now
+    /// (after an admin key change); keys that stay keep their windows and health.
+    pub fn rebuild(&self) -> Result<u64, String> {
+        let (config, fingerprint) = self.base.lock().clone();
+        self.swap_in(config, fingerprint)
+    }
+
+    /// The last loaded config, before the key pool was merged in.
+    pub fn base_config(&self) -> (Config, u64) {
+        self.base.lock().clone()
+    }
+
+    fn swap_in(&self, mut config: Config, fingerprint: u64) -> Result<u64, String> {
+        self.keys.apply(&mut config, fingerprint);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let generation = prepare(id, config, &self.resolver, &self.health, &self.limits)?;
         self.metrics.set_max_series(generation.config.server.metrics_max_series);
         self.current.store(Arc::new(generation));

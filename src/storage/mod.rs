@@ -9,6 +9,7 @@
 pub mod health;
 pub mod journal;
 pub mod keeper;
+pub mod keys;
 mod labels;
 pub mod memlog;
 pub mod requests;
@@ -36,6 +37,8 @@ pub const MIGRATIONS: &[&str] = &[
     rollups::MIGRATION,
     // 4: compact request rows with shared labels, no secondary index (see `requests`).
     requests::MIGRATION_COMPACT,
+    // 5: the runtime key pool (see `keys`).
+    keys::MIGRATION,
 ];
 
 #[derive(Debug)]

@@ -41,15 +41,77 @@ fn kinds_and_strategies_this_build_cannot_honour_are_refused() {
             ],
         );
     }
-    for strategy in ["least-used", "highest-balance"] {
-        err(
-            &format!("{PROVIDER}key_strategy = {strategy:?}\n"),
-            &[
-                "providers[0].key_strategy",
-                "not supported by this build of rotor yet; use round-robin | random",
-            ],
-        );
+    let c = ok(&format!("{PROVIDER}key_strategy = \"least-used\"\n"));
+    assert_eq!(c.providers[0].key_strategy, KeyStrategy::LeastUsed);
+}
+
+#[test]
+fn key_pool_settings_are_checked_with_their_paths() {
+    err(
+        &format!("{PROVIDER}key_strategy = \"highest-balance\"\n"),
+        &[
+            "providers[0].key_strategy",
+            "highest-balance needs balances",
+            "balance = {",
+        ],
+    );
+    let c = ok(&format!(
+        "{PROVIDER}key_strategy = \"highest-balance\"\nbalance = {{ path = \"/user/info\", field = \"/data/totalBalance\" }}\n"
+    ));
+    let p = &c.providers[0];
+    assert_eq!(p.key_strategy, KeyStrategy::HighestBalance);
+    let balance = p.balance.as_ref().unwrap();
+    assert!(balance.path.ends_with("/user/info"), "{}", balance.path);
+    assert_eq!(balance.field, "/data/totalBalance");
+    assert_eq!(p.balance_interval, Some(std::time::Duration::from_millis(300_000)));
+    assert_eq!((p.validate_interval, p.remove_invalid), (None, false));
+    err(
+        &format!("{PROVIDER}balance = {{ path = \"user/info\", field = \"/a\" }}\n"),
+        &["providers[0].balance.path", "starting with /"],
+    );
+    err(
+        &format!("{PROVIDER}balance = {{ path = \"/user/info\", field = \"data\" }}\n"),
+        &["providers[0].balance.field", "JSON pointer"],
+    );
+    err(
+        &format!("{PROVIDER}balance = {{ path = \"/u\", field = \"/a\", every = 1 }}\n"),
+        &["providers[0].balance", "every"],
+    );
+    err(
+        &format!("{PROVIDER}validate_interval_ms = 500\n"),
+        &["providers[0].validate_interval_ms", "at least 1000"],
+    );
+    err(
+        &format!("{PROVIDER}balance_interval_ms = 10\n"),
+        &["providers[0].balance_interval_ms", "at least 1000"],
+    );
+    let c = ok(&format!(
+        "{PROVIDER}validate_interval_ms = 60000\nremove_invalid = true\nbalance_interval_ms = 0\n"
+    ));
+    let p = &c.providers[0];
+    assert_eq!(p.validate_interval, Some(std::time::Duration::from_secs(60)));
+    assert!(p.remove_invalid);
+    assert_eq!(p.balance_interval, None);
+    // Known providers get their balance endpoint from the host.
+    for (base, path, field) in [
+        (
+            "https://api.deepseek.com",
+            "/user/balance",
+            "/balance_infos/0/total_balance",
+        ),
+        (
+            "https://api.deepseek.com/v1",
+            "/user/balance",
+            "/balance_infos/0/total_balance",
+        ),
+        ("https://api.siliconflow.cn/v1", "/v1/user/info", "/data/totalBalance"),
+        ("https://openrouter.ai/api/v1", "/api/v1/key", "/data/limit_remaining"),
+    ] {
+        let c = ok(&PROVIDER.replace("https://api.example.com/v1", base));
+        let balance = c.providers[0].balance.clone().unwrap();
+        assert_eq!((balance.path.as_str(), balance.field.as_str()), (path, field), "{base}");
     }
+    assert_eq!(ok(PROVIDER).providers[0].balance, None);
 }
 
 #[test]
