@@ -18,13 +18,14 @@ pub mod gemini;
 pub mod openai;
 #[cfg(test)]
 mod stream_tests;
+pub mod transform;
 pub mod write;
 
 use bytes::Bytes;
 
+use self::transform::{Emit, ResponseTransform};
 use crate::codec::sse::{Event, SseSplitter};
 use crate::config::ProviderKind;
-use crate::proxy::transform::{Emit, ResponseTransform};
 use crate::usage::Usage;
 
 /// The wait a provider asks for in a 429 body (Gemini's `RetryInfo`); headers are read by

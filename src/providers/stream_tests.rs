@@ -8,7 +8,7 @@ use super::anthropic::front_stream::OpenAiToAnthropic;
 use super::anthropic::stream::AnthropicToOpenAi;
 use super::gemini::stream::GeminiToOpenAi;
 use super::{SseTranslator, StreamHandler};
-use crate::proxy::transform::ResponseTransform;
+use crate::providers::transform::ResponseTransform;
 
 const ANTHROPIC: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":30,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\r\n\r\n\
 event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n\

@@ -33,7 +33,6 @@ mod probe;
 mod relay;
 mod send;
 mod target;
-pub mod transform;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

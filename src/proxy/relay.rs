@@ -15,11 +15,11 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::headers::response_headers;
-use super::transform::{Emit, ResponseTransform};
 use super::{Core, RequestContext};
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{DisconnectPolicy, Provider};
 use crate::metrics::health::RelayFailure;
+use crate::providers::transform::{Emit, ResponseTransform};
 use crate::server::Responder;
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;

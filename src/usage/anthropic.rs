@@ -8,7 +8,7 @@ use super::needle::{MESSAGE_START, USAGE};
 use super::Usage;
 use crate::codec::sse::SseSplitter;
 use crate::providers::anthropic::{error_body, push_event, Tally, WireUsage};
-use crate::proxy::transform::{Emit, ResponseTransform};
+use crate::providers::transform::{Emit, ResponseTransform};
 
 #[derive(Default)]
 pub struct AnthropicUsageTap {
