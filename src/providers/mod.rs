@@ -13,6 +13,7 @@
 //! Invariant: the same-protocol path never parses or re-encodes the body (only the model
 //! splice), so `cache_control`, thinking blocks and unknown fields survive it byte for byte.
 
+pub mod adapter;
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
@@ -23,19 +24,12 @@ pub mod write;
 
 use bytes::Bytes;
 
+pub use self::adapter::Adapter;
+
 use self::transform::{Emit, ResponseTransform};
 use crate::codec::sse::{Event, SseSplitter};
 use crate::config::ProviderKind;
 use crate::usage::Usage;
-
-/// The wait a provider asks for in a 429 body (Gemini's `RetryInfo`); headers are read by
-/// `proxy::classify`.
-pub fn retry_delay(kind: ProviderKind, body: &[u8]) -> Option<std::time::Duration> {
-    match kind {
-        ProviderKind::Gemini | ProviderKind::Vertex => gemini::retry_delay(body),
-        _ => None,
-    }
-}
 
 /// A wire protocol, named by its API rather than a vendor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

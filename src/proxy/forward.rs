@@ -24,14 +24,12 @@ use crate::config::{Client, Config, Provider, Route};
 use crate::health::{now_ms, Gate};
 use crate::limits::estimate::estimate_tokens;
 use crate::limits::{self, learned};
-use crate::providers::transform::ResponseTransform;
-use crate::providers::{self, PrepareError};
+use crate::providers::{self, Adapter, Front, PrepareError};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::storage::windows::unix_now_ms;
 use crate::upstream::{PoolKey, UpstreamErrorKind};
-use crate::usage::anthropic::AnthropicUsageTap;
-use crate::usage::openai::{inject_include_usage, Mode, OpenAiUsageTap};
+use crate::usage::openai::{inject_include_usage, Mode};
 use crate::usage::Usage;
 
 pub(super) async fn forward(
@@ -240,14 +238,8 @@ async fn try_provider(
     };
     // Phase `adapt`: passthrough (model splice only) or a protocol translation.
     let same = || adapt(&req.body, inspection, &candidate.upstream_model, model);
-    let prepared = match providers::prepare(
-        req.head.path(),
-        provider.kind,
-        &req.body,
-        &candidate.upstream_model,
-        model,
-        same,
-    ) {
+    let adapter = Adapter::of(provider);
+    let prepared = match adapter.prepare(req.head.path(), &req.body, &candidate.upstream_model, model, same) {
         Ok(prepared) => prepared,
         Err(PrepareError::Unsupported(reason)) => {
             let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
@@ -264,6 +256,7 @@ async fn try_provider(
     };
     let target = Target {
         provider,
+        adapter,
         upstream_model: &candidate.upstream_model,
         body,
         usage_mode,
@@ -287,6 +280,7 @@ async fn try_provider(
 /// One provider, ready to send to.
 struct Target<'a> {
     provider: &'a Provider,
+    adapter: Adapter,
     upstream_model: &'a str,
     body: Bytes,
     usage_mode: Mode,
@@ -388,7 +382,7 @@ async fn try_key(
             let error_body = Box::pin(discard(core, ctx, provider, exchange, &head)).await;
             // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
             if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
-                if let Some(wait) = providers::retry_delay(provider.kind, body) {
+                if let Some(wait) = target.adapter.retry_delay(body) {
                     verdict = Verdict::Retry(Penalty::Cool(wait));
                 }
             }
@@ -409,12 +403,10 @@ async fn try_key(
         deadline: job.deadline,
         retry_after,
     };
-    let mut transform: Box<dyn ResponseTransform> = match target.translation {
-        Some(translation) => translation.transform(input.head.status),
-        // Anthropic to Anthropic: bytes untouched, usage read on the way.
-        None if job.endpoint == Endpoint::Messages => Box::new(AnthropicUsageTap::default()),
-        None => Box::new(OpenAiUsageTap::new(target.usage_mode)),
-    };
+    let front = Front::of_path(job.req.head.path());
+    let mut transform = target
+        .adapter
+        .transform(target.translation, front, target.usage_mode, input.head.status);
     let relayed = match relay(core, ctx, res, input, transform.as_mut()).await? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {

@@ -5,13 +5,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::headers::put_bearer;
 use super::Core;
-use crate::codec::encode::{put_request_header as put_header, put_target};
-use crate::config::{Provider, ProviderKind};
+use crate::config::Provider;
 use crate::health::now_ms;
+use crate::providers::Adapter;
 use crate::runtime::Generation;
 use crate::upstream::{self, PoolKey};
 
@@ -46,7 +45,7 @@ async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &
     let connector = &generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
     let work = async {
-        let head = probe_head(provider, key)?;
+        let head = Adapter::of(provider).probe_head(provider, key)?;
         let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, PROBE_TIMEOUT)
             .await
             .ok()?;
@@ -57,27 +56,4 @@ async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &
         Some((200..300).contains(&head.status))
     };
     matches!(monoio::time::timeout(PROBE_TIMEOUT * 2, work).await, Ok(Some(true)))
-}
-
-/// `GET <base>/models` with the key in the provider's way; `None` when a piece would break the
-/// head (the writers refuse CR, LF and NUL).
-fn probe_head(provider: &Provider, key: &str) -> Option<BytesMut> {
-    let mut out = BytesMut::with_capacity(256);
-    out.put_slice(b"GET ");
-    put_target(&mut out, provider.base_url.path.as_bytes()).ok()?;
-    out.put_slice(b"/models HTTP/1.1\r\n");
-    put_header(&mut out, b"host", provider.base_url.host_header.as_bytes()).ok()?;
-    match provider.kind {
-        ProviderKind::Anthropic => {
-            put_header(&mut out, b"x-api-key", key.as_bytes()).ok()?;
-            put_header(&mut out, b"anthropic-version", b"2023-06-01").ok()?;
-        }
-        ProviderKind::Gemini => put_header(&mut out, b"x-goog-api-key", key.as_bytes()).ok()?,
-        _ => put_bearer(&mut out, key).ok()?,
-    }
-    for (name, value) in &provider.headers {
-        put_header(&mut out, name.as_bytes(), value.as_bytes()).ok()?;
-    }
-    out.put_slice(b"\r\n");
-    Some(out)
 }
