@@ -15,12 +15,15 @@
 //! | finish       | the request's `Trace`               | metrics shard, record queue |   |
 //!
 //! `route`/`authenticate` live here; `inspect` in `inspect` (paths and URL-bound names in
-//! `target`), `admit` in `admit`, select to relay
-//! driven from `forward` (`send`, `classify`, `relay`), `finish` in `finish`; the only
-//! error-to-HTTP mapping is `error::render_as`. Invariant: one request holds one config
+//! `target`), `admit` in `admit`; `forward` walks the candidates (keys, providers, fallbacks)
+//! and runs `adapt` per provider; one attempt is `attempt::try_key`, the functions `select`,
+//! `send` (the wire work in `send`), `classify` (the decisions in `classify`) and `relay` (the
+//! body loop in `relay`); `finish` in `finish`. What depends on a provider's wire protocol is
+//! asked of its `providers::Adapter`. The only error-to-HTTP mapping is `error::render_as`. Invariant: one request holds one config
 //! generation from start to end, so a reload never changes a request midway.
 
 mod admit;
+mod attempt;
 mod attempts;
 mod classify;
 mod endpoints;
