@@ -73,7 +73,7 @@ pub(super) async fn try_key(
         started: now,
     };
     let secret = provider.keys.get(key.index).map_or("", |k| k.secret.expose());
-    let sent = send_request(core, ctx, job.req, provider, secret, &target.body, target.path).await;
+    let sent = send_request(core, ctx, job.req, provider, secret, &target.body, &target.path).await;
     let (exchange, head) = match sent {
         Ok(answer) => answer,
         Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
@@ -231,9 +231,10 @@ async fn relay(
         retry_after,
     };
     let front = Front::of_path(job.req.head.path());
-    let mut transform = target
-        .adapter
-        .transform(target.translation, front, target.usage_mode, input.head.status);
+    let mut transform =
+        target
+            .adapter
+            .transform(target.translation.as_ref(), front, target.usage_mode, input.head.status);
     let relayed = match relay_answer(core, ctx, res, input, transform.as_mut()).await? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {

@@ -14,7 +14,7 @@ use super::admit::{admit_client, usage_tokens};
 use super::attempt::{try_key, KeyTry};
 use super::attempts::{usable_in, Attempts};
 use super::error::{ErrorKind, ProxyError, Side};
-use super::inspect::{adapt, default_model_for, inspect, validate_model_name};
+use super::inspect::{default_model_for, inspect, validate_model_name};
 use super::target::{check_passthrough_path, check_upstream_path};
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::json::Inspection;
@@ -209,9 +209,6 @@ async fn try_provider(
     step: &Step<'_>,
     attempt: &mut Attempts,
 ) -> Result<Option<Usage>, ProxyError> {
-    let Job {
-        req, inspection, model, ..
-    } = *job;
     let config = &ctx.generation.config;
     let Some(candidate) = step.route.candidates.get(step.candidate) else {
         return Ok(None);
@@ -232,32 +229,8 @@ async fn try_provider(
             return Ok(None);
         }
     };
-    // Phase `adapt`: passthrough (model splice only) or a protocol translation.
-    let same = || adapt(&req.body, inspection, &candidate.upstream_model, model);
-    let adapter = Adapter::of(provider);
-    let prepared = match adapter.prepare(req.head.path(), &req.body, &candidate.upstream_model, model, same) {
-        Ok(prepared) => prepared,
-        Err(PrepareError::Unsupported(reason)) => {
-            let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
-            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
-            return Ok(None);
-        }
-        Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
-    };
-    check_upstream_path(job.endpoint, &prepared.path)?;
-    // Same protocol: rotor may ask for usage the client did not (and hide it again).
-    let (body, usage_mode) = match prepared.translation {
-        None => usage_plan(job, prepared.body.clone()),
-        Some(_) => (prepared.body.clone(), Mode::Observe),
-    };
-    let target = Target {
-        provider,
-        adapter,
-        upstream_model: &candidate.upstream_model,
-        body,
-        usage_mode,
-        path: prepared.path.as_str(),
-        translation: prepared.translation.as_ref(),
+    let Some(target) = adapt(job, provider, &candidate.upstream_model, attempt)? else {
+        return Ok(None);
     };
     while attempt.made < attempt.max {
         match try_key(core, ctx, job, res, &target, attempt).await? {
@@ -273,6 +246,46 @@ async fn try_provider(
     Ok(None)
 }
 
+/// Phase `adapt`: passthrough (model splice only) or a protocol translation, as the provider's
+/// adapter plans it. `None` = this provider cannot serve this request (kept as the last error,
+/// the next candidate is tried).
+fn adapt<'a>(
+    job: &Job<'_>,
+    provider: &'a Provider,
+    upstream_model: &'a str,
+    attempt: &mut Attempts,
+) -> Result<Option<Target<'a>>, ProxyError> {
+    let Job {
+        req, inspection, model, ..
+    } = *job;
+    let same = || super::inspect::adapt(&req.body, inspection, upstream_model, model);
+    let adapter = Adapter::of(provider);
+    let prepared = match adapter.prepare(req.head.path(), &req.body, upstream_model, model, same) {
+        Ok(prepared) => prepared,
+        Err(PrepareError::Unsupported(reason)) => {
+            let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
+            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+            return Ok(None);
+        }
+        Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
+    };
+    check_upstream_path(job.endpoint, &prepared.path)?;
+    // Same protocol: rotor may ask for usage the client did not (and hide it again).
+    let (body, usage_mode) = match prepared.translation {
+        None => usage_plan(job, prepared.body),
+        Some(_) => (prepared.body, Mode::Observe),
+    };
+    Ok(Some(Target {
+        provider,
+        adapter,
+        upstream_model,
+        body,
+        usage_mode,
+        path: prepared.path,
+        translation: prepared.translation,
+    }))
+}
+
 /// One provider, ready to send to.
 pub(super) struct Target<'a> {
     pub(super) provider: &'a Provider,
@@ -280,8 +293,8 @@ pub(super) struct Target<'a> {
     pub(super) upstream_model: &'a str,
     pub(super) body: Bytes,
     pub(super) usage_mode: Mode,
-    pub(super) path: &'a str,
-    pub(super) translation: Option<&'a providers::Translation>,
+    pub(super) path: String,
+    pub(super) translation: Option<providers::Translation>,
 }
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask
