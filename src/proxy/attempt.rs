@@ -22,7 +22,7 @@ use crate::limits::{self, learned, LimitSet, Reservation};
 use crate::providers::Front;
 use crate::server::Responder;
 use crate::storage::windows::unix_now_ms;
-use crate::upstream::{Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
+use crate::upstream::{Exchange, UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;
 
 pub(super) enum KeyTry {
@@ -185,7 +185,7 @@ async fn classify(
             let message = format!("upstream '{}' answered {}", provider.name, head.status);
             attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
             // Boxed: a retried answer is the rare path.
-            let error_body = Box::pin(discard(core, ctx, provider, exchange, &head)).await;
+            let error_body = Box::pin(discard(ctx, exchange, &head)).await;
             // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
             if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
                 if let Some(wait) = target.adapter.retry_delay(body) {
@@ -220,10 +220,8 @@ async fn relay(
     let provider = target.provider;
     // A 503 tells the client when to come back, whether or not the upstream did.
     let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
-    let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
     let input = RelayInput {
         provider,
-        pool_key,
         attempts: attempt.made,
         head,
         exchange,
@@ -235,7 +233,7 @@ async fn relay(
         target
             .adapter
             .transform(target.translation.as_ref(), front, target.usage_mode, input.head.status);
-    let relayed = match relay_answer(core, ctx, res, input, transform.as_mut()).await? {
+    let relayed = match relay_answer(ctx, res, input, transform.as_mut()).await? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {
             // The answer broke before anything reached the client: as good as a failed send.

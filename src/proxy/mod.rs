@@ -58,7 +58,7 @@ use crate::upstream::Pool;
 pub struct Core {
     pub worker: usize,
     pub gateway: Arc<Gateway>,
-    pub pool: Pool,
+    pub pool: Rc<Pool>,
     balance: RefCell<CoreBalance>,
     pool_generation: Cell<u64>,
     /// This core's metrics shard (only this core writes it).
@@ -117,7 +117,7 @@ impl Core {
         let upstream = &generation.config.upstream;
         Core {
             worker,
-            pool: Pool::new(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout),
+            pool: Rc::new(Pool::new(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout)),
             balance: RefCell::new(CoreBalance::new(worker)),
             pool_generation: Cell::new(generation.id),
             metrics: gateway.metrics.shard(),

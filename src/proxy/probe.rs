@@ -52,7 +52,7 @@ async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &
         exchange.send(head, &Bytes::new()).await.ok()?;
         let head = exchange.read_head(PROBE_TIMEOUT, false).await.ok()?;
         let _ = exchange.read_to_end(PROBE_TIMEOUT, 4 * 1024 * 1024).await.ok()?;
-        upstream::checkin(&core.pool, &pool_key, exchange);
+        exchange.release();
         Some((200..300).contains(&head.status))
     };
     matches!(monoio::time::timeout(PROBE_TIMEOUT * 2, work).await, Ok(Some(true)))
