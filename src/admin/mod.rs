@@ -1,15 +1,15 @@
 //! The admin API (`/admin/*`, DESIGN 1.3): reload, request logs and usage stats. Off (404)
 //! unless `server.admin_key` is set; every call needs `Authorization: Bearer <admin_key>`.
 //! Invariant: nothing here touches storage or the config file on a worker: the work runs on the
-//! control thread (`runtime::commands`), and the worker only awaits the reply.
+//! control thread (`gateway::commands`), and the worker only awaits the reply.
 
 mod time;
 
 use bytes::Bytes;
 
 use crate::codec::head::{Method, RequestHead};
-use crate::runtime::commands::{Command, Reply};
-use crate::runtime::Gateway;
+use crate::gateway::commands::{Command, Reply};
+use crate::gateway::Gateway;
 use crate::server::Responder;
 use crate::storage::requests::{GroupBy, LogFilter, Period};
 

@@ -48,8 +48,8 @@ pub use error::{ErrorKind, ProxyError, Side};
 
 use crate::codec::head::{Method, RequestHead};
 use crate::config::Client;
+use crate::gateway::{Gateway, Generation};
 use crate::route::CoreBalance;
-use crate::runtime::{Gateway, Generation};
 use crate::server::{Limits, Request, Responder, Service};
 use crate::upstream::Pool;
 

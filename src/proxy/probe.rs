@@ -9,9 +9,9 @@ use bytes::Bytes;
 
 use super::Core;
 use crate::config::Provider;
+use crate::gateway::Generation;
 use crate::health::now_ms;
 use crate::providers::Adapter;
-use crate::runtime::Generation;
 use crate::upstream::{self, PoolKey};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);

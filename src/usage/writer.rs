@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::runtime::commands::{Command, Reply};
-use crate::runtime::Gateway;
+use crate::gateway::commands::{Command, Reply};
+use crate::gateway::Gateway;
 use crate::storage::requests;
 use crate::storage::Storage;
 
