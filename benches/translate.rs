@@ -19,8 +19,8 @@ use rotor::providers::anthropic::front_stream::OpenAiToAnthropic;
 use rotor::providers::anthropic::stream::AnthropicToOpenAi;
 use rotor::providers::gemini::stream::GeminiToOpenAi;
 use rotor::providers::openai::ChatRequest;
+use rotor::providers::transform::ResponseTransform;
 use rotor::providers::{anthropic, gemini, SseTranslator};
-use rotor::proxy::transform::ResponseTransform;
 
 fn chat_body() -> Vec<u8> {
     let mut messages = String::from(r#"[{"role":"system","content":"You are a helpful assistant."}"#);

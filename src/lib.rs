@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod gateway;
 pub mod health;
 pub mod heap;
 pub mod keys;

@@ -10,7 +10,7 @@ use rotor::providers::anthropic::front_stream::OpenAiToAnthropic;
 use rotor::providers::anthropic::stream::AnthropicToOpenAi;
 use rotor::providers::gemini::stream::GeminiToOpenAi;
 use rotor::providers::SseTranslator;
-use rotor::proxy::transform::ResponseTransform;
+use rotor::providers::transform::ResponseTransform;
 use sonic_rs::JsonValueTrait;
 
 fn check(t: &mut dyn ResponseTransform, body: &[u8], step: usize) {

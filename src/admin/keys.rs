@@ -10,10 +10,10 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 use super::{error, AdminAnswer, Query};
 use crate::config::Secret;
+use crate::gateway::commands::Command;
+use crate::gateway::Gateway;
 use crate::health::{now_ms, KeyState};
 use crate::keys::command::KeysCommand;
-use crate::runtime::commands::Command;
-use crate::runtime::Gateway;
 
 #[derive(Serialize)]
 struct Listed {

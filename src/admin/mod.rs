@@ -4,7 +4,7 @@
 //! login page, its files and the login itself needs the admin key as a bearer token or a
 //! dashboard session (`auth`).
 //! Invariant: nothing here touches storage or the config file on a worker: the work runs on the
-//! control thread (`runtime::commands`), and the worker only awaits the reply.
+//! control thread (`gateway::commands`), and the worker only awaits the reply.
 
 mod assets;
 mod auth;
@@ -15,8 +15,8 @@ mod time;
 use bytes::Bytes;
 
 use crate::codec::head::{Method, RequestHead};
-use crate::runtime::commands::{Command, Reply};
-use crate::runtime::Gateway;
+use crate::gateway::commands::{Command, Reply};
+use crate::gateway::Gateway;
 use crate::server::{Request, Responder};
 use crate::storage::requests::LogFilter;
 use crate::storage::rollups::{GroupBy, Period};

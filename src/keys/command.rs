@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::{DisabledKey, PoolState, RuntimeKey, MAX_RUNTIME_KEYS};
 use crate::config::{KeyId, Provider, Secret};
-use crate::runtime::commands::Reply;
-use crate::runtime::Gateway;
+use crate::gateway::commands::Reply;
+use crate::gateway::Gateway;
 use crate::storage::Storage;
 
 #[derive(Debug)]

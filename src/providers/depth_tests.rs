@@ -12,7 +12,7 @@ use super::gemini::stream::GeminiToOpenAi;
 use super::openai::ChatRequest;
 use super::{anthropic, gemini, openai, prepare, Chain, Front, PrepareError, SseTranslator, WholeBody};
 use crate::config::ProviderKind;
-use crate::proxy::transform::ResponseTransform;
+use crate::providers::transform::ResponseTransform;
 
 const LIMIT: usize = 8;
 

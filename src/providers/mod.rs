@@ -15,6 +15,7 @@
 //! Every JSON a translation parses (the request, embedded tool arguments, each upstream event,
 //! a whole upstream answer) is first bounded by `server.max_json_depth` (`codec::depth`).
 
+pub mod adapter;
 pub mod anthropic;
 #[cfg(test)]
 mod depth_tests;
@@ -22,24 +23,18 @@ pub mod gemini;
 pub mod openai;
 #[cfg(test)]
 mod stream_tests;
+pub mod transform;
 pub mod write;
 
 use bytes::Bytes;
 
+pub use self::adapter::Adapter;
+
+use self::transform::{Emit, ResponseTransform};
 use crate::codec::depth::check_depth;
 use crate::codec::sse::{Event, SseSplitter};
 use crate::config::ProviderKind;
-use crate::proxy::transform::{Emit, ResponseTransform};
 use crate::usage::Usage;
-
-/// The wait a provider asks for in a 429 body (Gemini's `RetryInfo`); headers are read by
-/// `proxy::classify`. A body nesting deeper than `max_depth` is not read.
-pub fn retry_delay(kind: ProviderKind, body: &[u8], max_depth: usize) -> Option<std::time::Duration> {
-    match kind {
-        ProviderKind::Gemini | ProviderKind::Vertex => gemini::retry_delay(body, max_depth),
-        _ => None,
-    }
-}
 
 /// A wire protocol, named by its API rather than a vendor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

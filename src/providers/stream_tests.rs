@@ -9,7 +9,7 @@ use super::anthropic::stream::AnthropicToOpenAi;
 use super::gemini::stream::GeminiToOpenAi;
 use super::{SseTranslator, StreamHandler};
 use crate::codec::DEFAULT_MAX_DEPTH as D;
-use crate::proxy::transform::ResponseTransform;
+use crate::providers::transform::ResponseTransform;
 
 const ANTHROPIC: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":30,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\r\n\r\n\
 event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n\

@@ -8,7 +8,7 @@ use super::error::{ErrorKind, ProxyError, Side};
 use super::{Core, RequestContext};
 use crate::codec::head::RequestHead;
 use crate::config::Client;
-use crate::runtime::Generation;
+use crate::gateway::Generation;
 use crate::server::Responder;
 
 #[derive(Serialize)]

@@ -10,28 +10,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use super::admit::{admit_client, never_reached, pick_available_key, usage_tokens};
+use super::admit::{admit_client, usage_tokens};
+use super::attempt::{try_key, KeyTry};
 use super::attempts::{usable_in, Attempts};
-use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
-use super::inspect::{adapt, default_model_for, inspect, validate_model_name};
-use super::relay::{relay, Relay, RelayInput};
-use super::send::{backoff, discard, send};
+use super::inspect::{default_model_for, inspect, validate_model_name};
 use super::target::{check_passthrough_path, check_upstream_path};
-use super::transform::ResponseTransform;
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::json::Inspection;
 use crate::config::{Client, Config, Provider, Route};
 use crate::health::{now_ms, Gate};
+use crate::limits;
 use crate::limits::estimate::estimate_tokens;
-use crate::limits::{self, learned};
-use crate::providers::{self, PrepareError};
+use crate::providers::{self, Adapter, PrepareError};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
-use crate::storage::windows::unix_now_ms;
-use crate::upstream::{PoolKey, UpstreamErrorKind};
-use crate::usage::anthropic::AnthropicUsageTap;
-use crate::usage::openai::{inject_include_usage, Mode, OpenAiUsageTap};
+use crate::usage::openai::{inject_include_usage, Mode};
 use crate::usage::Usage;
 
 pub(super) async fn forward(
@@ -113,18 +107,18 @@ pub(super) async fn forward(
 }
 
 /// What every attempt of one client request shares.
-struct Job<'a> {
-    req: &'a Request,
-    inspection: &'a Inspection,
-    model: &'a str,
-    endpoint: Endpoint,
-    deadline: Option<Instant>,
-    plan: &'a [Step<'a>],
+pub(super) struct Job<'a> {
+    pub(super) req: &'a Request,
+    pub(super) inspection: &'a Inspection,
+    pub(super) model: &'a str,
+    pub(super) endpoint: Endpoint,
+    pub(super) deadline: Option<Instant>,
+    pub(super) plan: &'a [Step<'a>],
 }
 
 impl Job<'_> {
     /// The providers of the plan (for `Retry-After`, on the rare 503 path).
-    fn plan_providers(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(super) fn plan_providers(&self) -> impl Iterator<Item = usize> + '_ {
         self.plan
             .iter()
             .filter_map(|s| s.route.candidates.get(s.candidate))
@@ -179,7 +173,7 @@ async fn attempt_all(
 }
 
 /// One provider candidate in the order to try.
-struct Step<'a> {
+pub(super) struct Step<'a> {
     route: &'a Route,
     candidate: usize,
 }
@@ -216,9 +210,6 @@ async fn try_provider(
     step: &Step<'_>,
     attempt: &mut Attempts,
 ) -> Result<Option<Usage>, ProxyError> {
-    let Job {
-        req, inspection, model, ..
-    } = *job;
     let config = &ctx.generation.config;
     let Some(candidate) = step.route.candidates.get(step.candidate) else {
         return Ok(None);
@@ -239,38 +230,9 @@ async fn try_provider(
             return Ok(None);
         }
     };
-    // Phase `adapt`: passthrough (model splice only) or a protocol translation.
-    let same = || adapt(&req.body, inspection, &candidate.upstream_model, model);
-    let prepared = match providers::prepare(
-        req.head.path(),
-        provider.kind,
-        &req.body,
-        &candidate.upstream_model,
-        model,
-        config.server.max_json_depth,
-        same,
-    ) {
-        Ok(prepared) => prepared,
-        Err(PrepareError::Unsupported(reason)) => {
-            let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
-            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
-            return Ok(None);
-        }
-        Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
-    };
-    check_upstream_path(job.endpoint, &prepared.path)?;
-    // Same protocol: rotor may ask for usage the client did not (and hide it again).
-    let (body, usage_mode) = match prepared.translation {
-        None => usage_plan(job, prepared.body.clone(), config.server.max_json_depth),
-        Some(_) => (prepared.body.clone(), Mode::Observe),
-    };
-    let target = Target {
-        provider,
-        upstream_model: &candidate.upstream_model,
-        body,
-        usage_mode,
-        path: prepared.path.as_str(),
-        translation: prepared.translation.as_ref(),
+    let max_depth = config.server.max_json_depth;
+    let Some(target) = adapt(job, provider, &candidate.upstream_model, max_depth, attempt)? else {
+        return Ok(None);
     };
     while attempt.made < attempt.max {
         match try_key(core, ctx, job, res, &target, attempt).await? {
@@ -286,194 +248,56 @@ async fn try_provider(
     Ok(None)
 }
 
-/// One provider, ready to send to.
-struct Target<'a> {
+/// Phase `adapt`: passthrough (model splice only) or a protocol translation, as the provider's
+/// adapter plans it. `None` = this provider cannot serve this request (kept as the last error,
+/// the next candidate is tried).
+fn adapt<'a>(
+    job: &Job<'_>,
     provider: &'a Provider,
     upstream_model: &'a str,
-    body: Bytes,
-    usage_mode: Mode,
-    path: &'a str,
-    translation: Option<&'a providers::Translation>,
-}
-
-enum KeyTry {
-    /// An answer went to the client.
-    Delivered(Usage),
-    /// The attempt failed; the next key may be tried.
-    Failed,
-    /// No usable key left on this provider for this pass.
-    NoKey,
-}
-
-/// Phases `select` (one key) to `relay` for one attempt.
-async fn try_key(
-    core: &Core,
-    ctx: &RequestContext,
-    job: &Job<'_>,
-    res: &mut Responder<'_>,
-    target: &Target<'_>,
+    max_depth: usize,
     attempt: &mut Attempts,
-) -> Result<KeyTry, ProxyError> {
-    let provider = target.provider;
-    let config = &ctx.generation.config;
-    let table = &ctx.generation.key_health;
-    let tried = attempt.tried_keys(provider.index);
-    let mut soonest = None;
-    let mut now = now_ms();
-    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, now, &mut soonest);
-    if let Some(until) = soonest {
-        attempt.note_cooling(until);
-    }
-    let Some((key_index, reservation)) = picked else {
-        return Ok(KeyTry::NoKey);
-    };
-    let (Some(health), Some(provider_health)) = (
-        table.get(provider.index, key_index),
-        table.provider_health(provider.index),
-    ) else {
-        return Ok(KeyTry::NoKey);
-    };
-    attempt.mark_tried(provider.index, key_index, false);
-    let key_limits = ctx.generation.limits.key(provider.index, key_index);
-    if attempt.made > 0 {
-        backoff(config.retry.backoff).await;
-        now = now_ms();
-    }
-    attempt.made += 1;
-    let _in_flight = health.enter();
-    note_attempt(ctx, provider, target.upstream_model, job.model, key_index, attempt.made);
-    let subject = Subject {
-        provider: &provider.name,
-        provider_health,
-        keys: table.provider(provider.index),
-        key: key_index,
-        started: now,
-    };
-    let key = provider.keys.get(key_index).map_or("", |k| k.secret.expose());
-    let sent = send(core, ctx, job.req, provider, key, &target.body, target.path).await;
-    let (exchange, head) = match sent {
-        Ok(answer) => answer,
-        Err(error) => {
-            tracing::debug!(provider = %provider.name, key = %health.masked, "attempt {} failed: {error}", attempt.made);
-            core.metrics.lock().attempt(&provider.name, "error");
-            if never_reached(&error) {
-                if let Some(limits) = key_limits {
-                    limits.refund(&reservation);
-                }
-            }
-            if error.kind == UpstreamErrorKind::Encode {
-                // Every key and provider would refuse the same head: nothing to retry.
-                return Err(ProxyError::new(ErrorKind::Internal, Side::Internal, error.message));
-            }
-            let repeat = error_may_repeat(&error);
-            attempt.judge(&subject, provider.index, classify_error(&error), repeat, &config.retry);
-            attempt.last_error = Some(error.into());
-            return Ok(KeyTry::Failed);
-        }
-    };
-    if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms) {
-        tracing::debug!(provider = %provider.name, key = %health.masked, wait_ms = wait, "upstream says the key is spent");
-        let now = now_ms();
-        health.cool_until(now + wait, now);
-    }
-    let mut verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
-    let outcome = match verdict {
-        Verdict::Deliver { .. } => "ok",
-        // Out of attempts: the upstream's own answer goes to the client.
-        Verdict::Retry(_) if attempt.made >= attempt.max => "error",
-        Verdict::Retry(_) => {
-            core.metrics.lock().attempt(&provider.name, "retried");
-            tracing::debug!(provider = %provider.name, key = %health.masked, status = head.status, "retrying elsewhere");
-            let message = format!("upstream '{}' answered {}", provider.name, head.status);
+) -> Result<Option<Target<'a>>, ProxyError> {
+    let Job {
+        req, inspection, model, ..
+    } = *job;
+    let same = || super::inspect::adapt(&req.body, inspection, upstream_model, model);
+    let adapter = Adapter::of(provider);
+    let prepared = match adapter.prepare(req.head.path(), &req.body, upstream_model, model, max_depth, same) {
+        Ok(prepared) => prepared,
+        Err(PrepareError::Unsupported(reason)) => {
+            let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
             attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
-            // Boxed: a retried answer is the rare path.
-            let error_body = Box::pin(discard(core, ctx, provider, exchange, &head)).await;
-            // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
-            if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
-                if let Some(wait) = providers::retry_delay(provider.kind, body, config.server.max_json_depth) {
-                    verdict = Verdict::Retry(Penalty::Cool(wait));
-                }
-            }
-            attempt.judge(&subject, provider.index, verdict, may_repeat(verdict), &config.retry);
-            return Ok(KeyTry::Failed);
+            return Ok(None);
         }
+        Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
     };
-    attempt.judge(&subject, provider.index, verdict, false, &config.retry);
-    // A 503 tells the client when to come back, whether or not the upstream did.
-    let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
-    let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
-    let input = RelayInput {
+    check_upstream_path(job.endpoint, &prepared.path)?;
+    // Same protocol: rotor may ask for usage the client did not (and hide it again).
+    let (body, usage_mode) = match prepared.translation {
+        None => usage_plan(job, prepared.body, max_depth),
+        Some(_) => (prepared.body, Mode::Observe),
+    };
+    Ok(Some(Target {
         provider,
-        pool_key,
-        attempts: attempt.made,
-        head,
-        exchange,
-        deadline: job.deadline,
-        retry_after,
-    };
-    let mut transform: Box<dyn ResponseTransform> = match target.translation {
-        Some(translation) => translation.transform(input.head.status),
-        // Anthropic to Anthropic: bytes untouched, usage read on the way.
-        None if job.endpoint == Endpoint::Messages => Box::new(AnthropicUsageTap::new(config.server.max_json_depth)),
-        None => Box::new(OpenAiUsageTap::new(target.usage_mode, config.server.max_json_depth)),
-    };
-    let relayed = match relay(core, ctx, res, input, transform.as_mut()).await? {
-        Relay::Done(relayed) => relayed,
-        Relay::Unsent(error) => {
-            // The answer broke before anything reached the client: as good as a failed send.
-            tracing::debug!(provider = %provider.name, key = %health.masked, "answer failed before the client saw it: {error}");
-            let retried = attempt.made < attempt.max;
-            core.metrics
-                .lock()
-                .attempt(&provider.name, if retried { "retried" } else { "error" });
-            let repeat = error_may_repeat(&error);
-            attempt.judge(&subject, provider.index, classify_error(&error), repeat, &config.retry);
-            attempt.last_error = Some(error.into());
-            return Ok(KeyTry::Failed);
-        }
-    };
-    core.metrics.lock().attempt(&provider.name, outcome);
-    {
-        let mut trace = ctx.trace.borrow_mut();
-        trace.usage = relayed.usage;
-        trace.relay_failure = relayed.failure;
-    }
-    tracing::debug!(
-        request_id = ?ctx.request_id,
-        provider = %provider.name,
-        status = relayed.status,
-        streamed = relayed.streamed,
-        failure = ?relayed.failure,
-        usage = ?relayed.usage,
-        "relayed"
-    );
-    if let (Some(limits), true) = (key_limits, relayed.usage.reported) {
-        limits.settle(&reservation, usage_tokens(&relayed.usage), limits::now());
-    }
-    Ok(KeyTry::Delivered(relayed.usage))
+        adapter,
+        upstream_model,
+        body,
+        usage_mode,
+        path: prepared.path,
+        translation: prepared.translation,
+    }))
 }
 
-/// Records who is being tried, for the request record and metrics.
-fn note_attempt(
-    ctx: &RequestContext,
-    provider: &Provider,
-    upstream_model: &str,
-    model: &str,
-    key_index: usize,
-    n: usize,
-) {
-    let mut trace = ctx.trace.borrow_mut();
-    if trace.before_upstream.is_none() {
-        trace.before_upstream = Some(ctx.received_at.elapsed());
-    }
-    trace.attempts = n as u32;
-    trace.provider = Some(provider.index);
-    if upstream_model.is_empty() || upstream_model == model {
-        trace.upstream_model.clear();
-    } else if trace.upstream_model != upstream_model {
-        trace.upstream_model = upstream_model.to_owned();
-    }
-    trace.key = Some((provider.index, key_index));
+/// One provider, ready to send to.
+pub(super) struct Target<'a> {
+    pub(super) provider: &'a Provider,
+    pub(super) adapter: Adapter,
+    pub(super) upstream_model: &'a str,
+    pub(super) body: Bytes,
+    pub(super) usage_mode: Mode,
+    pub(super) path: String,
+    pub(super) translation: Option<providers::Translation>,
 }
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask

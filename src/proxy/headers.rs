@@ -7,7 +7,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
 use crate::codec::head::{Header, RequestHead};
-use crate::config::{Provider, ProviderKind};
+use crate::config::Provider;
+use crate::providers::Adapter;
 
 /// Client request headers rotor sets itself or must not forward.
 const NOT_FORWARDED: &[&str] = &[
@@ -108,16 +109,7 @@ pub fn upstream_request_head(
     }
     out.put_slice(b" HTTP/1.1\r\n");
     put_header(&mut out, b"host", provider.base_url.host_header.as_bytes())?;
-    match provider.kind {
-        ProviderKind::Anthropic => {
-            put_header(&mut out, b"x-api-key", key.as_bytes())?;
-            if head.header("anthropic-version").is_none() {
-                put_header(&mut out, b"anthropic-version", b"2023-06-01")?;
-            }
-        }
-        ProviderKind::Gemini => put_header(&mut out, b"x-goog-api-key", key.as_bytes())?,
-        _ => put_bearer(&mut out, key)?,
-    }
+    Adapter::of(provider).put_auth(&mut out, key, Some(head))?;
     if body_len > 0 || head.method_raw.as_ref() != b"GET" {
         let mut digits = itoa::Buffer::new();
         put_header(&mut out, b"content-length", digits.format(body_len).as_bytes())?;
@@ -140,17 +132,6 @@ pub fn upstream_request_head(
     }
     out.put_slice(b"\r\n");
     Ok(out)
-}
-
-/// `authorization: Bearer <key>`, checked like every other header.
-pub fn put_bearer(out: &mut BytesMut, key: &str) -> Result<(), UnsafeHead> {
-    if memchr::memchr3(b'\r', b'\n', 0, key.as_bytes()).is_some() {
-        return Err(UnsafeHead("header value"));
-    }
-    out.put_slice(b"authorization: Bearer ");
-    out.put_slice(key.as_bytes());
-    out.put_slice(b"\r\n");
-    Ok(())
 }
 
 /// On the heap for the reason `codec::head::Headers` is: the list lives across the relay's awaits.

@@ -18,11 +18,11 @@ use sonic_rs::JsonValueTrait;
 
 use super::{probe, Core};
 use crate::config::{Key, KeyOrigin, Provider};
+use crate::gateway::commands::Command;
+use crate::gateway::Generation;
 use crate::health::{now_ms, KeyHealth};
 use crate::keys::care::{unix_ms, Verdict};
 use crate::keys::command::KeysCommand;
-use crate::runtime::commands::Command;
-use crate::runtime::Generation;
 
 /// Upstream calls started per housekeeping tick (one tick a second on worker 0).
 const MAX_PER_TICK: usize = 16;

@@ -15,12 +15,15 @@
 //! | finish       | the request's `Trace`               | metrics shard, record queue |   |
 //!
 //! `route`/`authenticate` live here; `inspect` in `inspect` (paths and URL-bound names in
-//! `target`), `admit` in `admit`, select to relay
-//! driven from `forward` (`send`, `classify`, `relay`), `finish` in `finish`; the only
-//! error-to-HTTP mapping is `error::render_as`. Invariant: one request holds one config
+//! `target`), `admit` in `admit`; `forward` walks the candidates (keys, providers, fallbacks)
+//! and runs `adapt` per provider; one attempt is `attempt::try_key`, the functions `select`,
+//! `send` (the wire work in `send`), `classify` (the decisions in `classify`) and `relay` (the
+//! body loop in `relay`); `finish` in `finish`. What depends on a provider's wire protocol is
+//! asked of its `providers::Adapter`. The only error-to-HTTP mapping is `error::render_as`. Invariant: one request holds one config
 //! generation from start to end, so a reload never changes a request midway.
 
 mod admit;
+mod attempt;
 mod attempts;
 mod classify;
 mod endpoints;
@@ -34,7 +37,6 @@ mod probe;
 mod relay;
 mod send;
 mod target;
-pub mod transform;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -48,8 +50,8 @@ pub use error::{ErrorKind, ProxyError, Side};
 
 use crate::codec::head::{Method, RequestHead};
 use crate::config::Client;
+use crate::gateway::{Gateway, Generation};
 use crate::route::CoreBalance;
-use crate::runtime::{Gateway, Generation};
 use crate::server::{Limits, Request, Responder, Service};
 use crate::upstream::Pool;
 
@@ -58,7 +60,7 @@ use crate::upstream::Pool;
 pub struct Core {
     pub worker: usize,
     pub gateway: Arc<Gateway>,
-    pub pool: Pool,
+    pub pool: Rc<Pool>,
     balance: RefCell<CoreBalance>,
     pool_generation: Cell<u64>,
     /// This core's metrics shard (only this core writes it).
@@ -119,7 +121,7 @@ impl Core {
         let upstream = &generation.config.upstream;
         Core {
             worker,
-            pool: Pool::new(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout),
+            pool: Rc::new(Pool::new(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout)),
             balance: RefCell::new(CoreBalance::new(worker)),
             pool_generation: Cell::new(generation.id),
             metrics: gateway.metrics.shard(),

@@ -6,14 +6,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::headers::put_bearer;
 use super::Core;
-use crate::codec::encode::{put_request_header as put_header, put_target};
-use crate::config::{Provider, ProviderKind};
+use crate::config::Provider;
+use crate::gateway::Generation;
 use crate::health::now_ms;
-use crate::runtime::Generation;
+use crate::providers::Adapter;
 use crate::upstream::{self, PoolKey};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +59,9 @@ pub(super) async fn get(
     let connector = &generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
     let work = async {
-        let head = get_head(provider, key, path).ok_or("the key or a header cannot be sent")?;
+        let head = Adapter::of(provider)
+            .get_head(provider, key, path)
+            .ok_or("the key or a header cannot be sent")?;
         let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, PROBE_TIMEOUT)
             .await
             .map_err(|_| "cannot connect")?;
@@ -73,33 +74,10 @@ pub(super) async fn get(
             .read_to_end(PROBE_TIMEOUT, 4 * 1024 * 1024)
             .await
             .map_err(|_| "answer cut or too large")?;
-        upstream::checkin(&core.pool, &pool_key, exchange);
+        exchange.release();
         Ok((head.status, body))
     };
     monoio::time::timeout(PROBE_TIMEOUT * 2, work)
         .await
         .unwrap_or(Err("timed out"))
-}
-
-/// `GET <path>` with the key in the provider's way; `None` when a piece would break the head
-/// (the writers refuse CR, LF and NUL).
-fn get_head(provider: &Provider, key: &str, path: &str) -> Option<BytesMut> {
-    let mut out = BytesMut::with_capacity(256);
-    out.put_slice(b"GET ");
-    put_target(&mut out, path.as_bytes()).ok()?;
-    out.put_slice(b" HTTP/1.1\r\n");
-    put_header(&mut out, b"host", provider.base_url.host_header.as_bytes()).ok()?;
-    match provider.kind {
-        ProviderKind::Anthropic => {
-            put_header(&mut out, b"x-api-key", key.as_bytes()).ok()?;
-            put_header(&mut out, b"anthropic-version", b"2023-06-01").ok()?;
-        }
-        ProviderKind::Gemini => put_header(&mut out, b"x-goog-api-key", key.as_bytes()).ok()?,
-        _ => put_bearer(&mut out, key).ok()?,
-    }
-    for (name, value) in &provider.headers {
-        put_header(&mut out, name.as_bytes(), value.as_bytes()).ok()?;
-    }
-    out.put_slice(b"\r\n");
-    Some(out)
 }

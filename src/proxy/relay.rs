@@ -15,13 +15,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::headers::response_headers;
-use super::transform::{Emit, ResponseTransform};
-use super::{Core, RequestContext};
+use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{DisconnectPolicy, Provider};
 use crate::metrics::health::RelayFailure;
+use crate::providers::transform::{Emit, ResponseTransform};
 use crate::server::Responder;
-use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
+use crate::upstream::{Exchange, UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;
 
 /// Non-SSE upstream bodies up to this are read whole (usage read, translation applied, one
@@ -51,7 +51,6 @@ pub(super) enum Relay {
 
 pub(super) struct RelayInput<'a> {
     pub provider: &'a Provider,
-    pub pool_key: PoolKey,
     pub attempts: usize,
     pub head: ResponseHead,
     pub exchange: Exchange,
@@ -62,7 +61,6 @@ pub(super) struct RelayInput<'a> {
 }
 
 pub(super) async fn relay(
-    core: &Core,
     ctx: &RequestContext,
     res: &mut Responder<'_>,
     input: RelayInput<'_>,
@@ -70,7 +68,6 @@ pub(super) async fn relay(
 ) -> Result<Relay, ProxyError> {
     let RelayInput {
         provider,
-        pool_key,
         attempts,
         head,
         mut exchange,
@@ -108,7 +105,7 @@ pub(super) async fn relay(
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             let result = res.send(status, &headers, Bytes::new()).await;
             mark_first_byte(ctx);
-            upstream::checkin(&core.pool, &pool_key, exchange);
+            exchange.release();
             result.map_err(gone)?;
             Ok(Relay::Done(whole))
         }
@@ -138,7 +135,7 @@ pub(super) async fn relay(
                     };
                     let (failure, returned) = stream.run(res, exchange, transform).await;
                     if let Some(exchange) = returned {
-                        upstream::checkin(&core.pool, &pool_key, exchange);
+                        exchange.release();
                     }
                     return Ok(Relay::Done(Relayed {
                         status,
@@ -149,7 +146,7 @@ pub(super) async fn relay(
                 }
             };
             let answer_ready = Instant::now();
-            upstream::checkin(&core.pool, &pool_key, exchange);
+            exchange.release();
             let body = transform.full(status, body);
             let status = transform.status(status);
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
@@ -195,7 +192,7 @@ pub(super) async fn relay(
             };
             let (failure, returned) = stream.run(res, exchange, transform).await;
             if let Some(exchange) = returned {
-                upstream::checkin(&core.pool, &pool_key, exchange);
+                exchange.release();
             }
             let mut usage = transform.usage();
             usage.partial |= failure.is_some();

@@ -32,13 +32,7 @@ pub(super) async fn backoff(base: Duration) {
 
 /// Reads a small error body so the connection can be reused (and returns it, for retry hints
 /// in bodies); larger ones are dropped.
-pub(super) async fn discard(
-    core: &Core,
-    ctx: &RequestContext,
-    provider: &Provider,
-    mut exchange: Exchange,
-    head: &ResponseHead,
-) -> Option<Bytes> {
+pub(super) async fn discard(ctx: &RequestContext, mut exchange: Exchange, head: &ResponseHead) -> Option<Bytes> {
     let small = matches!(head.framing, ResponseFraming::Empty)
         || matches!(head.framing, ResponseFraming::Length(n) if n <= DISCARD_LIMIT);
     if !small {
@@ -46,8 +40,7 @@ pub(super) async fn discard(
     }
     let idle = ctx.generation.config.upstream.stream_idle_timeout;
     let body = exchange.read_to_end(idle, DISCARD_LIMIT as usize).await.ok()?;
-    let pool_key = PoolKey::for_base(&provider.base_url, ctx.generation.connector.tls_id);
-    upstream::checkin(&core.pool, &pool_key, exchange);
+    exchange.release();
     Some(body)
 }
 
@@ -90,7 +83,8 @@ pub(super) async fn send(
         match result {
             Ok(head) => return Ok((exchange, head)),
             Err(e) if exchange.reused && e.before_response() => {
-                exchange = upstream::connect_fresh(connector, &pool_key, upstream_config.connect_timeout).await?;
+                exchange =
+                    upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
             }
             Err(e) => return Err(e),
         }

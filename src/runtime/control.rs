@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::commands::Command;
 use super::persist::Persist;
-use super::{upstream_hosts, Gateway};
 use crate::config::ConfigSource;
+use crate::gateway::commands::Command;
+use crate::gateway::{upstream_hosts, Gateway};
 use crate::storage::Storage;
 use crate::usage::writer::LogWriter;
 

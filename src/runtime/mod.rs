@@ -4,217 +4,24 @@
 //! a reload prepares a whole new `Generation` (which may fail) and then swaps it in (which
 //! cannot), so in-flight requests finish on the generation they started with.
 
-pub mod commands;
 pub mod control;
 mod listen;
 mod persist;
-mod shutdown;
 mod workers;
 
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
-use arc_swap::ArcSwap;
-
+pub use crate::gateway::{Gateway, Generation, Shutdown};
 pub use listen::bind_listeners;
-pub use shutdown::Shutdown;
 pub use workers::{run_on_driver, spawn_workers, uses_io_uring, WorkerSpec};
 
-use crate::config::{self, Config, ConfigSource};
-use crate::health::{HealthRegistry, KeyHealthTable};
-use crate::limits::{LimitRegistry, LimitTable};
-use crate::server::{ConnectionGate, WorkerServer};
-use crate::upstream::{dns::Resolver, tls, Connector};
-
-/// One configuration generation with everything derived from it.
-pub struct Generation {
-    pub id: u64,
-    pub config: Arc<Config>,
-    pub connector: Connector,
-    /// Health of every key, `[provider][key]`, shared with other generations that keep the key.
-    pub key_health: KeyHealthTable,
-    /// Window limits of every key and client, sharing windows with other generations.
-    pub limits: LimitTable,
-}
-
-/// Process-wide shared state (`Send + Sync`); each worker builds its own `Core` from it.
-pub struct Gateway {
-    current: ArcSwap<Generation>,
-    next_id: AtomicU64,
-    pub resolver: Arc<Resolver>,
-    pub health: HealthRegistry,
-    pub metrics: crate::metrics::Registry,
-    /// Request records on their way to storage.
-    pub records: crate::usage::record::RecordQueue,
-    /// Per-core stats rollups, collected by the control thread.
-    pub rollups: crate::usage::rollup::RollupRegistry,
-    pub storage_status: crate::storage::health::StorageHealth,
-    /// Work for the control thread (reload, storage queries), queued by workers.
-    pub commands: commands::Commands,
-    pub limits: LimitRegistry,
-    /// Set once every worker thread has ended (final writes and snapshots wait for it).
-    pub workers_stopped: AtomicBool,
-    pub shutdown: Shutdown,
-    pub gate: Arc<ConnectionGate>,
-    pub started: Instant,
-    /// Dashboard sessions and the failed-login throttle.
-    pub admin: crate::admin::AdminState,
-    /// The `server.admin_listen` address bound at start; set = admin answers only there.
-    admin_addr: std::sync::OnceLock<SocketAddr>,
-    /// Runtime keys and disabled config keys, merged into every generation.
-    pub keys: crate::keys::KeyPool,
-    /// The last loaded config before the pool was merged in, and its file's fingerprint: what
-    /// a key-pool change rebuilds from (control thread only).
-    base: parking_lot::Mutex<(Config, u64)>,
-}
-
-impl Gateway {
-    /// Prepares generation 1: TLS roots loaded, every upstream host resolved.
-    pub fn new(config: Config) -> Result<Arc<Self>, String> {
-        let resolver = Arc::new(Resolver::default());
-        let health = HealthRegistry::default();
-        let limits = LimitRegistry::default();
-        let base = (config.clone(), crate::keys::fingerprint(&config.source));
-        let first = prepare(1, config, &resolver, &health, &limits)?;
-        let metrics = crate::metrics::Registry::default();
-        metrics.set_max_series(first.config.server.metrics_max_series);
-        Ok(Arc::new(Gateway {
-            current: ArcSwap::from_pointee(first),
-            next_id: AtomicU64::new(2),
-            resolver,
-            health,
-            metrics,
-            records: crate::usage::record::RecordQueue::default(),
-            rollups: crate::usage::rollup::RollupRegistry::default(),
-            storage_status: crate::storage::health::StorageHealth::default(),
-            commands: commands::Commands::default(),
-            limits,
-            workers_stopped: AtomicBool::new(false),
-            shutdown: Shutdown::default(),
-            gate: Arc::new(ConnectionGate::default()),
-            started: Instant::now(),
-            admin: crate::admin::AdminState::default(),
-            admin_addr: std::sync::OnceLock::new(),
-            keys: crate::keys::KeyPool::default(),
-            base: parking_lot::Mutex::new(base),
-        }))
-    }
-
-    /// The live generation (an atomic pointer load; hold the `Arc` for a whole request).
-    pub fn current(&self) -> Arc<Generation> {
-        self.current.load_full()
-    }
-
-    /// Reads the current generation without taking a reference on it (no write to its shared
-    /// count), for per-request reads that keep nothing.
-    pub fn peek<R>(&self, read: impl FnOnce(&Generation) -> R) -> R {
-        read(&self.current.load())
-    }
-
-    /// Whether admin has its own listener (`server.admin_listen`), so the API one refuses it.
-    pub fn admin_apart(&self) -> bool {
-        self.admin_addr.get().is_some()
-    }
-
-    /// Loads the config again from where it came from; on success it serves new requests.
-    /// On failure the running generation stays and the error says why.
-    pub fn reload(&self) -> Result<u64, String> {
-        let source = self.current().config.source.clone();
-        let config = match &source {
-            ConfigSource::File(path) => config::load(path).map_err(|e| e.to_string())?,
-            ConfigSource::Environment => config::from_env()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "ROTOR_UPSTREAM_URL is no longer set".to_owned())?,
-        };
-        self.install(config)
-    }
-
-    /// Prepares and swaps in `config`, with the key pool merged in, as the next generation.
-    pub fn install(&self, config: Config) -> Result<u64, String> {
-        let fingerprint = crate::keys::fingerprint(&config.source);
-        for warning in config.warnings() {
-            tracing::warn!("{warning}");
-        }
-        let bound = self.admin_addr.get().copied();
-        if config.server.admin_listen != bound {
-            // Listeners are bound once, at start.
-            tracing::warn!(
-                "server.admin_listen changed; it takes effect on restart (admin stays on {})",
-                bound.map_or_else(|| "the main listener".to_owned(), |a| a.to_string())
-            );
-        }
-        let id = self.swap_in(config.clone(), fingerprint)?;
-        *self.base.lock() = (config, fingerprint);
-        Ok(id)
-    }
-
-    /// Builds the next generation from the last loaded config and the key pool as it is now
-    /// (after an admin key change); keys that stay keep their windows and health.
-    pub fn rebuild(&self) -> Result<u64, String> {
-        let (config, fingerprint) = self.base.lock().clone();
-        self.swap_in(config, fingerprint)
-    }
-
-    /// The last loaded config, before the key pool was merged in.
-    pub fn base_config(&self) -> (Config, u64) {
-        self.base.lock().clone()
-    }
-
-    fn swap_in(&self, mut config: Config, fingerprint: u64) -> Result<u64, String> {
-        self.keys.apply(&mut config, fingerprint);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let generation = prepare(id, config, &self.resolver, &self.health, &self.limits)?;
-        self.metrics.set_max_series(generation.config.server.metrics_max_series);
-        self.current.store(Arc::new(generation));
-        Ok(id)
-    }
-}
-
-fn prepare(
-    id: u64,
-    config: Config,
-    resolver: &Arc<Resolver>,
-    health: &HealthRegistry,
-    limits: &LimitRegistry,
-) -> Result<Generation, String> {
-    let tls_config = tls::client_config(config.upstream.ca_file.as_deref())?;
-    let tls_id = config
-        .upstream
-        .ca_file
-        .as_ref()
-        .map_or(0, |p| ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(p) | 1);
-    let failures = resolver.refresh(upstream_hosts(&config));
-    for failure in failures {
-        tracing::warn!("cannot resolve upstream {failure}; will retry");
-    }
-    let connector = Connector {
-        resolver: resolver.clone(),
-        tls: monoio_rustls::TlsConnector::from(tls_config),
-        tls_id,
-    };
-    let key_health = health.table_for(&config);
-    let limits = limits.table_for(&config);
-    Ok(Generation {
-        id,
-        config: Arc::new(config),
-        connector,
-        key_health,
-        limits,
-    })
-}
-
-pub(crate) fn upstream_hosts(config: &Config) -> Vec<(String, u16)> {
-    config
-        .providers
-        .iter()
-        .map(|p| (p.base_url.host.clone(), p.base_url.port))
-        .collect()
-}
+use crate::config::Config;
+use crate::server::WorkerServer;
 
 /// A started gateway: its bound address and the threads to join.
 pub struct Running {
@@ -269,7 +76,7 @@ pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Ru
     }
     let gateway = Gateway::new(config).map_err(io::Error::other)?;
     if let Some(a) = admin_addr {
-        let _ = gateway.admin_addr.set(a);
+        gateway.set_admin_addr(a);
     }
     // Storage opens and windows are restored before any worker serves.
     let control = control::spawn(gateway.clone(), signals)?;

@@ -21,7 +21,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::Gateway;
+use crate::gateway::Gateway;
 use crate::limits;
 use crate::storage::journal::{self, Journal, Previous};
 use crate::storage::windows::{unix_now_ms, WindowStore};

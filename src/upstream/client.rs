@@ -2,14 +2,18 @@
 //! the body piece by piece as it arrives (Content-Length, chunked, or until close).
 //! Invariant: `reusable()` is true only after the request was written whole and the body was
 //! completely framed with nothing left over, so a pooled connection always starts at a message
-//! boundary.
+//! boundary; an exchange returns its connection to its pool itself, on drop, only after
+//! `release` marked it clean and only when `reusable()` and the TLS session agree.
 
+use std::rc::Weak;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
 use super::connect::Io;
 use super::error::{UpstreamError, UpstreamErrorKind};
+use super::pool::Pool;
+use super::PoolKey;
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
@@ -21,7 +25,13 @@ const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
 };
 
 pub struct Exchange {
-    pub io: Io,
+    /// `None` only once `drop` handed it back to the pool.
+    io: Option<Io>,
+    /// The pool the connection goes back to, and under which key.
+    home: Weak<Pool>,
+    key: PoolKey,
+    /// Set by `release`: the caller is done at a message boundary.
+    clean: bool,
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
     buf: BytesMut,
@@ -43,9 +53,12 @@ enum BodyState {
 }
 
 impl Exchange {
-    pub fn new(io: Io, reused: bool) -> Self {
+    pub(super) fn new(io: Io, reused: bool, home: Weak<Pool>, key: PoolKey) -> Self {
         Exchange {
-            io,
+            io: Some(io),
+            home,
+            key,
+            clean: false,
             reused,
             buf: BytesMut::new(),
             body: BodyState::NotStarted,
@@ -57,12 +70,13 @@ impl Exchange {
     /// Writes the request head and body (one write when the body is small).
     pub async fn send(&mut self, mut head: BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
         let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
+        let io = self.io.as_mut().ok_or_else(released).map_err(send_err)?;
         if body.len() <= 64 * 1024 {
             head.extend_from_slice(body);
-            write_all_buf(&mut self.io, &mut head).await.map_err(send_err)?;
+            write_all_buf(io, &mut head).await.map_err(send_err)?;
         } else {
-            write_all_buf(&mut self.io, &mut head).await.map_err(send_err)?;
-            let (result, _) = monoio::io::AsyncWriteRentExt::write_all(&mut self.io, body.clone()).await;
+            write_all_buf(io, &mut head).await.map_err(send_err)?;
+            let (result, _) = monoio::io::AsyncWriteRentExt::write_all(io, body.clone()).await;
             result.map_err(send_err)?;
         }
         self.written = true;
@@ -91,7 +105,11 @@ impl Exchange {
                 Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
             }
             let left = time_left(&mut deadline, timeout);
-            match read_more_within(&mut self.io, &mut self.buf, left).await {
+            let read = match self.io.as_mut() {
+                Some(io) => read_more_within(io, &mut self.buf, left).await,
+                None => Err(released()),
+            };
+            match read {
                 Ok(0) => {
                     return Err(UpstreamError::new(
                         UpstreamErrorKind::ClosedBeforeHead,
@@ -220,7 +238,11 @@ impl Exchange {
     }
 
     async fn fill(&mut self, idle: Duration) -> Result<(), UpstreamError> {
-        match read_more_within(&mut self.io, &mut self.buf, idle).await {
+        let read = match self.io.as_mut() {
+            Some(io) => read_more_within(io, &mut self.buf, idle).await,
+            None => Err(released()),
+        };
+        match read {
             Ok(0) => {
                 if matches!(self.body, BodyState::UntilClose) {
                     self.body = BodyState::Done;
@@ -256,4 +278,33 @@ impl Exchange {
     pub fn reusable(&self) -> bool {
         self.written && matches!(self.body, BodyState::Done) && self.keep_alive && self.buf.is_empty()
     }
+
+    /// The caller is done with this exchange at a message boundary: the connection goes back
+    /// to its pool now if `reusable()` and the TLS session agree, and is closed otherwise.
+    /// Dropping an exchange without `release` always closes it.
+    pub fn release(mut self) {
+        self.clean = true;
+    }
+}
+
+impl Drop for Exchange {
+    /// The only way into the pool: clean (released), completely framed with nothing left
+    /// over in rotor's buffer or inside the TLS session, and the pool still there.
+    fn drop(&mut self) {
+        if !self.clean || !self.reusable() {
+            return;
+        }
+        let (Some(pool), Some(mut io)) = (self.home.upgrade(), self.io.take()) else {
+            return;
+        };
+        if io.nothing_buffered() {
+            pool.put(&self.key, io);
+        }
+    }
+}
+
+/// The error of an exchange used after its connection went back (never reached: `release`
+/// consumes the exchange).
+fn released() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "connection already released")
 }

@@ -1,7 +1,8 @@
 //! The upstream client: pre-resolved DNS, TCP + rustls connections, a per-core keep-alive pool
 //! and one-exchange-at-a-time HTTP/1.1 on rotor's codec.
 //! Invariant: a connection is in exactly one place: the pool, or one `Exchange`; it enters the
-//! pool only through `checkin` and leaves it only when its socket is quiet (`idle`).
+//! pool only when a released `Exchange` drops (the checks in `Exchange::drop`) and leaves it only
+//! when its socket is quiet (`idle`).
 
 mod client;
 mod connect;
@@ -11,6 +12,7 @@ mod idle;
 mod pool;
 pub mod tls;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,19 +54,21 @@ pub struct Connector {
 /// A pooled connection if one is idle, else a new one. `reused` tells the caller whether a
 /// failure before the first response byte may be a stale connection.
 pub async fn checkout(
-    pool: &Pool,
+    pool: &Rc<Pool>,
     connector: &Connector,
     key: &PoolKey,
     connect_timeout: Duration,
 ) -> Result<Exchange, UpstreamError> {
     if let Some(io) = pool.take(key) {
-        return Ok(Exchange::new(io, true));
+        return Ok(Exchange::new(io, true, Rc::downgrade(pool), key.clone()));
     }
-    connect_fresh(connector, key, connect_timeout).await
+    connect_fresh(pool, connector, key, connect_timeout).await
 }
 
-/// Opens a fresh connection, bypassing the pool (the retry after a stale pooled one).
+/// Opens a fresh connection, bypassing the pool's idle ones (the retry after a stale pooled
+/// one); it returns to `pool` when released clean.
 pub async fn connect_fresh(
+    pool: &Rc<Pool>,
     connector: &Connector,
     key: &PoolKey,
     connect_timeout: Duration,
@@ -78,14 +82,5 @@ pub async fn connect_fresh(
         connect_timeout,
     ))
     .await?;
-    Ok(Exchange::new(io, false))
-}
-
-/// Returns the connection to the pool if its request was completely written and its response
-/// read exactly to the end of its framing with nothing left over (in rotor's buffer or inside
-/// the TLS session); closes it otherwise. The only way into the pool.
-pub fn checkin(pool: &Pool, key: &PoolKey, mut exchange: Exchange) {
-    if exchange.reusable() && exchange.io.nothing_buffered() {
-        pool.put(key, exchange.io);
-    }
+    Ok(Exchange::new(io, false, Rc::downgrade(pool), key.clone()))
 }

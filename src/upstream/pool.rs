@@ -53,7 +53,7 @@ impl Pool {
         None
     }
 
-    /// Only `checkin` puts connections back (after its checks).
+    /// Only a released `Exchange` puts connections back, from its `drop` (after its checks).
     pub(super) fn put(&self, key: &PoolKey, io: Io) {
         let max = self.max_idle_per_host.get();
         if max == 0 {

@@ -10,7 +10,7 @@ use super::Usage;
 use crate::codec::depth::check_depth;
 use crate::codec::sse::SseSplitter;
 use crate::providers::anthropic::{error_body, push_event, Tally, WireUsage};
-use crate::proxy::transform::{Emit, ResponseTransform};
+use crate::providers::transform::{Emit, ResponseTransform};
 
 pub struct AnthropicUsageTap {
     events: SseSplitter,

@@ -14,7 +14,7 @@ use super::needle::{COMMA_USAGE_NULL, EMPTY_CHOICES, USAGE, USAGE_NULL};
 use super::Usage;
 use crate::codec::depth::check_depth;
 use crate::codec::sse::SseSplitter;
-use crate::proxy::transform::{openai_error_event, Emit, ResponseTransform};
+use crate::providers::transform::{openai_error_event, Emit, ResponseTransform};
 
 /// The one top-level member read from a whole OpenAI body.
 #[derive(Deserialize)]

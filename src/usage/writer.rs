@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use serde::Serialize;
 
-use crate::runtime::commands::{Command, Reply};
-use crate::runtime::Gateway;
+use crate::gateway::commands::{Command, Reply};
+use crate::gateway::Gateway;
 use crate::storage::health::PruneReason;
 use crate::storage::keeper::{batch_rows, now_unix_ms, Keeper};
 use crate::storage::memlog::{Bounds, MemLog};

@@ -10,9 +10,9 @@ use smallvec::SmallVec;
 use super::{finish_reason, Block, ErrorDetail, MessagesResponse, Tally, WireUsage};
 use crate::codec::sse::Event;
 use crate::providers::openai::{self, ChunkWriter, DONE};
+use crate::providers::transform::openai_error_event;
 use crate::providers::write;
 use crate::providers::StreamHandler;
-use crate::proxy::transform::openai_error_event;
 use crate::usage::Usage;
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,9 +8,9 @@
 use super::{finish_reason, parse_error, GenerateResponse, UsageMetadata};
 use crate::codec::sse::Event;
 use crate::providers::openai::{self, ChunkWriter, DONE};
+use crate::providers::transform::openai_error_event;
 use crate::providers::write;
 use crate::providers::StreamHandler;
-use crate::proxy::transform::openai_error_event;
 use crate::usage::Usage;
 
 pub struct GeminiToOpenAi {

@@ -1,0 +1,121 @@
+//! The seam between the request path and a wire protocol: everything `proxy/` needs to know
+//! about a provider's protocol it asks an `Adapter` for (the key's auth headers, the request
+//! plan, the response transform or usage tap, the retry wait an error body names, the probe
+//! request). Invariant: only this module and the protocol modules under `providers/` look at a
+//! provider's kind, so `proxy/` never branches on it and a new protocol is one more arm here.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::transform::ResponseTransform;
+use super::{Front, PrepareError, Prepared, Translation};
+use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
+use crate::codec::head::RequestHead;
+use crate::config::{Provider, ProviderKind};
+use crate::usage::anthropic::AnthropicUsageTap;
+use crate::usage::openai::{Mode, OpenAiUsageTap};
+
+/// The protocol adapter of one provider, chosen by its configured kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adapter {
+    kind: ProviderKind,
+}
+
+impl Adapter {
+    pub fn of(provider: &Provider) -> Adapter {
+        Adapter { kind: provider.kind }
+    }
+
+    /// Plans one attempt (see `providers::prepare`): upstream path and body, and the
+    /// translation the answer needs. `same` builds the same-protocol body (the model splice).
+    pub fn prepare(
+        self,
+        client_path: &str,
+        body: &Bytes,
+        upstream_model: &str,
+        client_model: &str,
+        max_depth: usize,
+        same: impl FnOnce() -> Bytes,
+    ) -> Result<Prepared, PrepareError> {
+        super::prepare(
+            client_path,
+            self.kind,
+            body,
+            upstream_model,
+            client_model,
+            max_depth,
+            same,
+        )
+    }
+
+    /// Writes the key in the provider's way. `client` is the client's request head when one is
+    /// relayed: a client's own `anthropic-version` is kept, otherwise rotor names one.
+    pub fn put_auth(self, out: &mut BytesMut, key: &str, client: Option<&RequestHead>) -> Result<(), UnsafeHead> {
+        match self.kind {
+            ProviderKind::Anthropic => {
+                put_header(out, b"x-api-key", key.as_bytes())?;
+                if client.is_none_or(|head| head.header("anthropic-version").is_none()) {
+                    put_header(out, b"anthropic-version", b"2023-06-01")?;
+                }
+                Ok(())
+            }
+            ProviderKind::Gemini => put_header(out, b"x-goog-api-key", key.as_bytes()),
+            _ => put_bearer(out, key),
+        }
+    }
+
+    /// The wait a provider asks for in a 429 body (Gemini's `RetryInfo`); headers are read by
+    /// `proxy::classify`.
+    pub fn retry_delay(self, body: &[u8], max_depth: usize) -> Option<std::time::Duration> {
+        match self.kind {
+            ProviderKind::Gemini | ProviderKind::Vertex => super::gemini::retry_delay(body, max_depth),
+            _ => None,
+        }
+    }
+
+    /// What the answer passes through on its way to the client: the translation's transform,
+    /// or on the same protocol a usage tap that leaves the bytes untouched. `max_depth`
+    /// (`server.max_json_depth`) bounds what the taps parse.
+    pub fn transform(
+        self,
+        translation: Option<&Translation>,
+        front: Front,
+        usage_mode: Mode,
+        status: u16,
+        max_depth: usize,
+    ) -> Box<dyn ResponseTransform> {
+        match translation {
+            Some(translation) => translation.transform(status),
+            // Anthropic to Anthropic: bytes untouched, usage read on the way.
+            None if front == Front::Messages => Box::new(AnthropicUsageTap::new(max_depth)),
+            None => Box::new(OpenAiUsageTap::new(usage_mode, max_depth)),
+        }
+    }
+
+    /// `GET <path>` with the key in the provider's way: the probe of a quarantined key
+    /// (`<base>/models`), key validation and balance reads. `None` when a piece would break
+    /// the head (the writers refuse CR, LF and NUL).
+    pub fn get_head(self, provider: &Provider, key: &str, path: &str) -> Option<BytesMut> {
+        let mut out = BytesMut::with_capacity(256);
+        out.put_slice(b"GET ");
+        put_target(&mut out, path.as_bytes()).ok()?;
+        out.put_slice(b" HTTP/1.1\r\n");
+        put_header(&mut out, b"host", provider.base_url.host_header.as_bytes()).ok()?;
+        self.put_auth(&mut out, key, None).ok()?;
+        for (name, value) in &provider.headers {
+            put_header(&mut out, name.as_bytes(), value.as_bytes()).ok()?;
+        }
+        out.put_slice(b"\r\n");
+        Some(out)
+    }
+}
+
+/// `authorization: Bearer <key>`, checked like every other header.
+pub fn put_bearer(out: &mut BytesMut, key: &str) -> Result<(), UnsafeHead> {
+    if memchr::memchr3(b'\r', b'\n', 0, key.as_bytes()).is_some() {
+        return Err(UnsafeHead("header value"));
+    }
+    out.put_slice(b"authorization: Bearer ");
+    out.put_slice(key.as_bytes());
+    out.put_slice(b"\r\n");
+    Ok(())
+}

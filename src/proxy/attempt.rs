@@ -1,0 +1,303 @@
+//! One attempt on one provider, as the phases `select` (a key), `send`, `classify` and `relay`
+//! (see the table in `proxy/mod.rs`), each a function of that name. `forward` drives the
+//! attempts; this module runs one.
+//! Invariant: each attempt charges its key once: the key's reservation is refunded only when
+//! the upstream was never reached and settled only from usage the upstream reported, and every
+//! attempt that reached the upstream is judged (`Attempts::judge`) exactly once.
+
+use std::sync::Arc;
+
+use super::admit::{never_reached, pick_available_key, usage_tokens};
+use super::attempts::{usable_in, Attempts};
+use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
+use super::error::{ErrorKind, ProxyError, Side};
+use super::forward::{Job, Target};
+use super::relay::{relay as relay_answer, Relay, RelayInput};
+use super::send::{backoff, discard, send as send_request};
+use super::{Core, RequestContext};
+use crate::codec::response::ResponseHead;
+use crate::config::Provider;
+use crate::health::{now_ms, KeyHealth, ProviderHealth};
+use crate::limits::{self, learned, LimitSet, Reservation};
+use crate::providers::Front;
+use crate::server::Responder;
+use crate::storage::windows::unix_now_ms;
+use crate::upstream::{Exchange, UpstreamError, UpstreamErrorKind};
+use crate::usage::Usage;
+
+pub(super) enum KeyTry {
+    /// An answer went to the client.
+    Delivered(Usage),
+    /// The attempt failed; the next key may be tried.
+    Failed,
+    /// No usable key left on this provider for this pass.
+    NoKey,
+}
+
+/// The key phase `select` picked, with what the later phases charge and judge.
+struct Picked<'g> {
+    index: usize,
+    reservation: Reservation,
+    health: &'g Arc<KeyHealth>,
+    provider_health: &'g Arc<ProviderHealth>,
+    limits: Option<&'g LimitSet>,
+}
+
+/// Phases `select` (one key) to `relay` for one attempt.
+pub(super) async fn try_key(
+    core: &Core,
+    ctx: &RequestContext,
+    job: &Job<'_>,
+    res: &mut Responder<'_>,
+    target: &Target<'_>,
+    attempt: &mut Attempts,
+) -> Result<KeyTry, ProxyError> {
+    let provider = target.provider;
+    let config = &ctx.generation.config;
+    let mut now = now_ms();
+    let Some(key) = select(core, ctx, provider, attempt, now) else {
+        return Ok(KeyTry::NoKey);
+    };
+    if attempt.made > 0 {
+        backoff(config.retry.backoff).await;
+        now = now_ms();
+    }
+    attempt.made += 1;
+    let _in_flight = key.health.enter();
+    note_attempt(ctx, provider, target.upstream_model, job.model, key.index, attempt.made);
+    let subject = Subject {
+        provider: &provider.name,
+        provider_health: key.provider_health,
+        keys: ctx.generation.key_health.provider(provider.index),
+        key: key.index,
+        started: now,
+    };
+    let secret = provider.keys.get(key.index).map_or("", |k| k.secret.expose());
+    let sent = send_request(core, ctx, job.req, provider, secret, &target.body, &target.path).await;
+    let (exchange, head) = match sent {
+        Ok(answer) => answer,
+        Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
+    };
+    let Some((exchange, head, outcome)) = classify(core, ctx, target, &key, &subject, attempt, exchange, head).await
+    else {
+        return Ok(KeyTry::Failed);
+    };
+    relay(
+        core, ctx, job, res, target, &key, &subject, attempt, exchange, head, outcome,
+    )
+    .await
+}
+
+/// Phase `select`: one usable key of the provider, its windows reserved. Notes when the
+/// soonest cooling key frees up, for the wait of `attempt_all`.
+fn select<'g>(
+    core: &Core,
+    ctx: &'g RequestContext,
+    provider: &Provider,
+    attempt: &mut Attempts,
+    now: u64,
+) -> Option<Picked<'g>> {
+    let table = &ctx.generation.key_health;
+    let tried = attempt.tried_keys(provider.index);
+    let mut soonest = None;
+    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, now, &mut soonest);
+    if let Some(until) = soonest {
+        attempt.note_cooling(until);
+    }
+    let (index, reservation) = picked?;
+    let (Some(health), Some(provider_health)) =
+        (table.get(provider.index, index), table.provider_health(provider.index))
+    else {
+        return None;
+    };
+    attempt.mark_tried(provider.index, index, false);
+    Some(Picked {
+        index,
+        reservation,
+        health,
+        provider_health,
+        limits: ctx.generation.limits.key(provider.index, index),
+    })
+}
+
+/// Phase `send` failed: refund the key when the upstream was never reached, judge the key.
+fn send_failed(
+    core: &Core,
+    ctx: &RequestContext,
+    provider: &Provider,
+    key: &Picked<'_>,
+    subject: &Subject<'_>,
+    attempt: &mut Attempts,
+    error: UpstreamError,
+) -> Result<KeyTry, ProxyError> {
+    tracing::debug!(provider = %provider.name, key = %key.health.masked, "attempt {} failed: {error}", attempt.made);
+    core.metrics.lock().attempt(&provider.name, "error");
+    if never_reached(&error) {
+        if let Some(limits) = key.limits {
+            limits.refund(&key.reservation);
+        }
+    }
+    if error.kind == UpstreamErrorKind::Encode {
+        // Every key and provider would refuse the same head: nothing to retry.
+        return Err(ProxyError::new(ErrorKind::Internal, Side::Internal, error.message));
+    }
+    let repeat = error_may_repeat(&error);
+    attempt.judge(
+        subject,
+        provider.index,
+        classify_error(&error),
+        repeat,
+        &ctx.generation.config.retry,
+    );
+    attempt.last_error = Some(error.into());
+    Ok(KeyTry::Failed)
+}
+
+/// Phase `classify`: the upstream's status (and, for a retried Gemini 429, its body) decides
+/// between delivering this answer and retrying elsewhere. `None` = retried: the answer was
+/// discarded and the key judged. Otherwise the answer and its metrics outcome.
+#[allow(clippy::too_many_arguments)]
+async fn classify(
+    core: &Core,
+    ctx: &RequestContext,
+    target: &Target<'_>,
+    key: &Picked<'_>,
+    subject: &Subject<'_>,
+    attempt: &mut Attempts,
+    exchange: Exchange,
+    head: ResponseHead,
+) -> Option<(Exchange, ResponseHead, &'static str)> {
+    let provider = target.provider;
+    let config = &ctx.generation.config;
+    if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms) {
+        tracing::debug!(provider = %provider.name, key = %key.health.masked, wait_ms = wait, "upstream says the key is spent");
+        let now = now_ms();
+        key.health.cool_until(now + wait, now);
+    }
+    let mut verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
+    let outcome = match verdict {
+        Verdict::Deliver { .. } => "ok",
+        // Out of attempts: the upstream's own answer goes to the client.
+        Verdict::Retry(_) if attempt.made >= attempt.max => "error",
+        Verdict::Retry(_) => {
+            core.metrics.lock().attempt(&provider.name, "retried");
+            tracing::debug!(provider = %provider.name, key = %key.health.masked, status = head.status, "retrying elsewhere");
+            let message = format!("upstream '{}' answered {}", provider.name, head.status);
+            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+            // Boxed: a retried answer is the rare path.
+            let error_body = Box::pin(discard(ctx, exchange, &head)).await;
+            // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
+            if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
+                if let Some(wait) = target.adapter.retry_delay(body, config.server.max_json_depth) {
+                    verdict = Verdict::Retry(Penalty::Cool(wait));
+                }
+            }
+            attempt.judge(subject, provider.index, verdict, may_repeat(verdict), &config.retry);
+            return None;
+        }
+    };
+    attempt.judge(subject, provider.index, verdict, false, &config.retry);
+    Some((exchange, head, outcome))
+}
+
+/// Phase `relay`: the answer through the adapter's transform to the client, then the key's
+/// windows settled from the usage it reported. An answer that broke before the client saw a
+/// byte is a failed attempt like a failed send.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    core: &Core,
+    ctx: &RequestContext,
+    job: &Job<'_>,
+    res: &mut Responder<'_>,
+    target: &Target<'_>,
+    key: &Picked<'_>,
+    subject: &Subject<'_>,
+    attempt: &mut Attempts,
+    exchange: Exchange,
+    head: ResponseHead,
+    outcome: &'static str,
+) -> Result<KeyTry, ProxyError> {
+    let provider = target.provider;
+    // A 503 tells the client when to come back, whether or not the upstream did.
+    let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
+    let input = RelayInput {
+        provider,
+        attempts: attempt.made,
+        head,
+        exchange,
+        deadline: job.deadline,
+        retry_after,
+    };
+    let front = Front::of_path(job.req.head.path());
+    let max_depth = core.gateway.peek(|g| g.config.server.max_json_depth);
+    let mut transform = target.adapter.transform(
+        target.translation.as_ref(),
+        front,
+        target.usage_mode,
+        input.head.status,
+        max_depth,
+    );
+    let relayed = match relay_answer(ctx, res, input, transform.as_mut()).await? {
+        Relay::Done(relayed) => relayed,
+        Relay::Unsent(error) => {
+            // The answer broke before anything reached the client: as good as a failed send.
+            tracing::debug!(provider = %provider.name, key = %key.health.masked, "answer failed before the client saw it: {error}");
+            let retried = attempt.made < attempt.max;
+            core.metrics
+                .lock()
+                .attempt(&provider.name, if retried { "retried" } else { "error" });
+            let repeat = error_may_repeat(&error);
+            attempt.judge(
+                subject,
+                provider.index,
+                classify_error(&error),
+                repeat,
+                &ctx.generation.config.retry,
+            );
+            attempt.last_error = Some(error.into());
+            return Ok(KeyTry::Failed);
+        }
+    };
+    core.metrics.lock().attempt(&provider.name, outcome);
+    {
+        let mut trace = ctx.trace.borrow_mut();
+        trace.usage = relayed.usage;
+        trace.relay_failure = relayed.failure;
+    }
+    tracing::debug!(
+        request_id = ?ctx.request_id,
+        provider = %provider.name,
+        status = relayed.status,
+        streamed = relayed.streamed,
+        failure = ?relayed.failure,
+        usage = ?relayed.usage,
+        "relayed"
+    );
+    if let (Some(limits), true) = (key.limits, relayed.usage.reported) {
+        limits.settle(&key.reservation, usage_tokens(&relayed.usage), limits::now());
+    }
+    Ok(KeyTry::Delivered(relayed.usage))
+}
+
+/// Records who is being tried, for the request record and metrics.
+fn note_attempt(
+    ctx: &RequestContext,
+    provider: &Provider,
+    upstream_model: &str,
+    model: &str,
+    key_index: usize,
+    n: usize,
+) {
+    let mut trace = ctx.trace.borrow_mut();
+    if trace.before_upstream.is_none() {
+        trace.before_upstream = Some(ctx.received_at.elapsed());
+    }
+    trace.attempts = n as u32;
+    trace.provider = Some(provider.index);
+    if upstream_model.is_empty() || upstream_model == model {
+        trace.upstream_model.clear();
+    } else if trace.upstream_model != upstream_model {
+        trace.upstream_model = upstream_model.to_owned();
+    }
+    trace.key = Some((provider.index, key_index));
+}
