@@ -1,0 +1,108 @@
+//! What phase `send` authenticates with: a key's secret, or for a key that is a credential
+//! (Vertex `google_oauth` / `service_account`) its current access token. A credential with no
+//! usable token asks the control thread to mint one and waits (without blocking the core); a
+//! 401 answered to a minted token forces one refresh and one resend on the same key, which
+//! does not count as another attempt (like a stale pooled connection's resend).
+//! Invariant: workers never mint; they read the token cell (lock-free) or await the control
+//! thread's reply, bounded by `MINT_WAIT`.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::send::{discard, send};
+use super::{Core, RequestContext};
+use crate::codec::response::ResponseHead;
+use crate::config::Provider;
+use crate::gateway::commands::Command;
+use crate::gateway::Generation;
+use crate::server::Request;
+use crate::upstream::{Exchange, UpstreamError, UpstreamErrorKind};
+
+/// The longest a request waits for the control thread to mint a token.
+const MINT_WAIT: Duration = Duration::from_secs(30);
+
+/// The credential sent for one key, and the serial of the token when it is one.
+pub(super) struct Credential<'a> {
+    pub text: Cow<'a, str>,
+    pub serial: Option<u64>,
+}
+
+/// The key's credential as it is now, without minting: its secret, its current token, or ""
+/// for a credential that has none yet (probes then fail like a refused key).
+pub(super) fn current<'g>(generation: &'g Generation, provider: &'g Provider, key: usize) -> Cow<'g, str> {
+    match generation.tokens.get(provider.index, key) {
+        None => Cow::Borrowed(provider.keys.get(key).map_or("", |k| k.secret.expose())),
+        Some(cell) => Cow::Owned(cell.token().map(|t| t.access.expose().to_owned()).unwrap_or_default()),
+    }
+}
+
+/// The credential to send: a secret as is; a usable token newer than `refused`, minted on the
+/// control thread first when there is none.
+async fn credential<'g>(
+    core: &Core,
+    ctx: &'g RequestContext,
+    provider: &'g Provider,
+    key: usize,
+    refused: Option<u64>,
+) -> Result<Credential<'g>, UpstreamError> {
+    let Some(cell) = ctx.generation.tokens.get(provider.index, key) else {
+        let secret = provider.keys.get(key).map_or("", |k| k.secret.expose());
+        return Ok(Credential {
+            text: Cow::Borrowed(secret),
+            serial: None,
+        });
+    };
+    let fresh = |now| {
+        cell.token()
+            .filter(|t| t.usable(now) && Some(t.serial) != refused)
+    };
+    let token = match fresh(std::time::Instant::now()) {
+        Some(token) => token,
+        None => {
+            let command = Command::MintToken {
+                key: cell.key(),
+                refused,
+            };
+            let reply = monoio::time::timeout(MINT_WAIT, core.gateway.commands.call(command))
+                .await
+                .unwrap_or_else(|_| Err((504, "the token request timed out".to_owned())));
+            if let Err((_, why)) = reply {
+                return Err(UpstreamError::new(UpstreamErrorKind::Connect, why));
+            }
+            fresh(std::time::Instant::now())
+                .ok_or_else(|| UpstreamError::new(UpstreamErrorKind::Connect, "no access token was minted"))?
+        }
+    };
+    Ok(Credential {
+        text: Cow::Owned(token.access.expose().to_owned()),
+        serial: Some(token.serial),
+    })
+}
+
+/// Phase `send` with the key's credential; a 401 to a minted token is answered by one
+/// refresh and one resend.
+pub(super) async fn send_authenticated(
+    core: &Core,
+    ctx: &RequestContext,
+    req: &Request,
+    provider: &Provider,
+    key: usize,
+    body: &Bytes,
+    path: &str,
+) -> Result<(Exchange, ResponseHead), UpstreamError> {
+    let mut refused = None;
+    loop {
+        let credential = credential(core, ctx, provider, key, refused).await?;
+        let (exchange, head) = send(core, ctx, req, provider, &credential.text, body, path).await?;
+        match credential.serial {
+            Some(serial) if head.status == 401 && refused.is_none() => {
+                tracing::debug!(provider = %provider.name, "401 to an access token: refreshing it and sending again");
+                Box::pin(discard(ctx, exchange, &head)).await;
+                refused = Some(serial);
+            }
+            _ => return Ok((exchange, head)),
+        }
+    }
+}
