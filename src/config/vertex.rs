@@ -90,17 +90,29 @@ pub(super) fn compile(
             ("service_account", p.service_account.is_some()),
         ];
         if let Some((name, _)) = set.iter().find(|(_, on)| *on) {
-            return Err(ConfigError::at(&at(name), "is a Vertex AI setting; this provider's kind is not \"vertex\""));
+            return Err(ConfigError::at(
+                &at(name),
+                "is a Vertex AI setting; this provider's kind is not \"vertex\"",
+            ));
         }
         return Ok(None);
     }
     if !p.keys.is_empty() || !p.keys_file.is_empty() {
         let which = if p.keys.is_empty() { "keys_file" } else { "keys" };
-        let what = "a Vertex provider has no keys: its `google_oauth` or `service_account` credentials mint access tokens";
+        let what =
+            "a Vertex provider has no keys: its `google_oauth` or `service_account` credentials mint access tokens";
         return Err(ConfigError::at(&at(which), what));
     }
-    let project = segment(&p.project, &at("project"), "the Google Cloud project id, e.g. \"my-project\"")?;
-    let region = segment(&p.region, &at("region"), "a location such as \"us-east5\" or \"global\"")?;
+    let project = segment(
+        &p.project,
+        &at("project"),
+        "the Google Cloud project id, e.g. \"my-project\"",
+    )?;
+    let region = segment(
+        &p.region,
+        &at("region"),
+        "a location such as \"us-east5\" or \"global\"",
+    )?;
     let base_url = base_url(&p.base_url, &project, &region).map_err(|e| ConfigError::at(&at("base_url"), e))?;
     let configured_url = match p.token_url.as_str() {
         "" => None,
@@ -113,14 +125,28 @@ pub(super) fn compile(
     });
     let many_oauth = matches!(p.google_oauth, Some(super::file::OneOrMany::Many(_)));
     for (j, o) in oauth.enumerate() {
-        let here = if many_oauth { format!("providers[{i}].google_oauth[{j}]") } else { at("google_oauth") };
+        let here = if many_oauth {
+            format!("providers[{i}].google_oauth[{j}]")
+        } else {
+            at("google_oauth")
+        };
         if o.client_id.trim().is_empty() || o.client_id.bytes().any(|b| b.is_ascii_control()) {
-            return Err(ConfigError::at(&format!("{here}.client_id"), "must be a non-empty client id"));
+            return Err(ConfigError::at(
+                &format!("{here}.client_id"),
+                "must be a non-empty client id",
+            ));
         }
         let client_secret = r.secret(&o.client_secret, &format!("{here}.client_secret"))?;
         let refresh_token = r.secret(&o.refresh_token, &format!("{here}.refresh_token"))?;
-        let descriptor = format!("oauth:{}:{:016x}", o.client_id, KeyId::of(&o.client_id, refresh_token.expose()).0);
-        let url = configured_url.clone().map_or_else(|| token_url(GOOGLE_TOKEN_URL), Ok).map_err(|e| ConfigError::at(&here, e))?;
+        let descriptor = format!(
+            "oauth:{}:{:016x}",
+            o.client_id,
+            KeyId::of(&o.client_id, refresh_token.expose()).0
+        );
+        let url = configured_url
+            .clone()
+            .map_or_else(|| token_url(GOOGLE_TOKEN_URL), Ok)
+            .map_err(|e| ConfigError::at(&here, e))?;
         let source = GrantSource::RefreshToken {
             client_id: o.client_id.clone(),
             client_secret,
@@ -135,8 +161,12 @@ pub(super) fn compile(
     };
     let many_accounts = matches!(p.service_account, Some(super::file::OneOrMany::Many(_)));
     for (j, raw) in accounts.into_iter().enumerate() {
-        let here = if many_accounts { format!("providers[{i}].service_account[{j}]") } else { at("service_account") };
-        let json = r.secret(raw, &here)?;
+        let here = if many_accounts {
+            format!("providers[{i}].service_account[{j}]")
+        } else {
+            at("service_account")
+        };
+        let json = r.document(raw, &here)?;
         let (client_email, key, own_url) = service_account(json.expose()).map_err(|e| ConfigError::at(&here, e))?;
         let descriptor = format!("sa:{client_email}:{:016x}", KeyId::of(&client_email, json.expose()).0);
         let url = match (&configured_url, own_url) {
@@ -188,7 +218,11 @@ pub(super) fn compile(
 fn segment(raw: &str, path: &str, what: &str) -> Result<String, ConfigError> {
     let ok = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !ok {
-        let why = if raw.is_empty() { format!("is required: {what}") } else { format!("{raw:?} is not {what}") };
+        let why = if raw.is_empty() {
+            format!("is required: {what}")
+        } else {
+            format!("{raw:?} is not {what}")
+        };
         return Err(ConfigError::at(path, why));
     }
     Ok(raw.to_owned())
@@ -223,7 +257,11 @@ pub(crate) fn token_url(raw: &str) -> Result<TokenUrl, String> {
         return Err(format!("{raw:?}: the query contains spaces, controls or a fragment"));
     }
     let base = url::parse_base_url(without)?;
-    let mut target = if base.path.is_empty() { "/".to_owned() } else { base.path.clone() };
+    let mut target = if base.path.is_empty() {
+        "/".to_owned()
+    } else {
+        base.path.clone()
+    };
     if let Some(q) = query {
         target.push('?');
         target.push_str(q);
@@ -238,11 +276,13 @@ pub(crate) fn token_url(raw: &str) -> Result<TokenUrl, String> {
 /// A service-account JSON key: its `client_email`, parsed RSA key and own `token_uri`.
 fn service_account(json: &str) -> Result<(String, SigningKey, Option<String>), String> {
     use sonic_rs::JsonValueTrait;
-    let value: sonic_rs::Value =
-        sonic_rs::from_str(json).map_err(|_| "is not a service-account JSON key (the JSON does not parse)".to_owned())?;
+    let value: sonic_rs::Value = sonic_rs::from_str(json)
+        .map_err(|_| "is not a service-account JSON key (the JSON does not parse)".to_owned())?;
     let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
     if let Some(kind) = field("type").filter(|t| t != "service_account") {
-        return Err(format!("is a {kind:?} credential, not a service-account key (type \"service_account\")"));
+        return Err(format!(
+            "is a {kind:?} credential, not a service-account key (type \"service_account\")"
+        ));
     }
     let client_email = field("client_email")
         .filter(|e| !e.is_empty() && !e.bytes().any(|b| b.is_ascii_control()))

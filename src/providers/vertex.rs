@@ -101,7 +101,10 @@ mod tests {
         let v: sonic_rs::Value = sonic_rs::from_slice(&out).unwrap();
         assert!(stream);
         assert!(v.get("model").is_none());
-        assert_eq!(v.get("anthropic_version").and_then(|v| v.as_str()), Some(ANTHROPIC_VERSION));
+        assert_eq!(
+            v.get("anthropic_version").and_then(|v| v.as_str()),
+            Some(ANTHROPIC_VERSION)
+        );
         assert_eq!(v.pointer(["x", "y"]).and_then(|v| v.as_u64()), Some(1));
         assert!(anthropic_body(b"[1]", 64).is_err());
         assert!(anthropic_body(b"{", 64).is_err());

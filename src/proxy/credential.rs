@@ -54,23 +54,13 @@ async fn credential<'g>(
             serial: None,
         });
     };
-    let fresh = |now| {
-        cell.token()
-            .filter(|t| t.usable(now) && Some(t.serial) != refused)
-    };
+    let fresh = |now| cell.token().filter(|t| t.usable(now) && Some(t.serial) != refused);
     let token = match fresh(std::time::Instant::now()) {
         Some(token) => token,
         None => {
-            let command = Command::MintToken {
-                key: cell.key(),
-                refused,
-            };
-            let reply = monoio::time::timeout(MINT_WAIT, core.gateway.commands.call(command))
+            mint(core, cell.key(), refused)
                 .await
-                .unwrap_or_else(|_| Err((504, "the token request timed out".to_owned())));
-            if let Err((_, why)) = reply {
-                return Err(UpstreamError::new(UpstreamErrorKind::Connect, why));
-            }
+                .map_err(|why| UpstreamError::new(UpstreamErrorKind::Connect, why))?;
             fresh(std::time::Instant::now())
                 .ok_or_else(|| UpstreamError::new(UpstreamErrorKind::Connect, "no access token was minted"))?
         }
@@ -81,8 +71,18 @@ async fn credential<'g>(
     })
 }
 
+/// Asks the control thread for a token newer than `refused` and waits for it (bounded).
+async fn mint(core: &Core, key: crate::config::KeyId, refused: Option<u64>) -> Result<(), String> {
+    let command = Command::MintToken { key, refused };
+    monoio::time::timeout(MINT_WAIT, core.gateway.commands.call(command))
+        .await
+        .unwrap_or_else(|_| Err((504, "the token request timed out".to_owned())))
+        .map(|_| ())
+        .map_err(|(_, why)| why)
+}
+
 /// Phase `send` with the key's credential; a 401 to a minted token is answered by one
-/// refresh and one resend.
+/// refresh and one resend. When the refresh fails, the 401 stands (the key is refused).
 pub(super) async fn send_authenticated(
     core: &Core,
     ctx: &RequestContext,
@@ -96,13 +96,18 @@ pub(super) async fn send_authenticated(
     loop {
         let credential = credential(core, ctx, provider, key, refused).await?;
         let (exchange, head) = send(core, ctx, req, provider, &credential.text, body, path).await?;
-        match credential.serial {
-            Some(serial) if head.status == 401 && refused.is_none() => {
-                tracing::debug!(provider = %provider.name, "401 to an access token: refreshing it and sending again");
-                Box::pin(discard(ctx, exchange, &head)).await;
-                refused = Some(serial);
-            }
-            _ => return Ok((exchange, head)),
+        let (Some(serial), Some(cell)) = (credential.serial, ctx.generation.tokens.get(provider.index, key)) else {
+            return Ok((exchange, head));
+        };
+        if head.status != 401 || refused.is_some() {
+            return Ok((exchange, head));
         }
+        tracing::debug!(provider = %provider.name, "401 to an access token: refreshing it and sending again");
+        if let Err(why) = Box::pin(mint(core, cell.key(), Some(serial))).await {
+            tracing::debug!(provider = %provider.name, "the refresh after a 401 failed: {why}");
+            return Ok((exchange, head));
+        }
+        Box::pin(discard(ctx, exchange, &head)).await;
+        refused = Some(serial);
     }
 }

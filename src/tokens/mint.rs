@@ -95,7 +95,9 @@ pub(crate) fn assertion(email: &str, audience: &str, key: &SigningKey, now: u64)
 /// The token endpoint's answer: `access_token` and `expires_in`, or why not.
 fn answer(status: u16, body: &[u8]) -> Result<(Secret, Duration), String> {
     let field = |name: &str| -> Option<String> {
-        sonic_rs::get(body, [name]).ok().and_then(|v| v.as_str().map(str::to_owned))
+        sonic_rs::get(body, [name])
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
     };
     if !(200..300).contains(&status) {
         let error = field("error").unwrap_or_default();
@@ -123,7 +125,11 @@ mod tests {
 
     #[test]
     fn answers_become_tokens_or_errors_without_secrets() {
-        let (token, life) = answer(200, br#"{"access_token":"ya29.x","expires_in":120,"token_type":"Bearer"}"#).unwrap();
+        let (token, life) = answer(
+            200,
+            br#"{"access_token":"ya29.x","expires_in":120,"token_type":"Bearer"}"#,
+        )
+        .unwrap();
         assert_eq!((token.expose(), life), ("ya29.x", Duration::from_secs(120)));
         let (_, life) = answer(200, br#"{"access_token":"ya29.x"}"#).unwrap();
         assert_eq!(life, DEFAULT_LIFETIME);

@@ -166,6 +166,10 @@ impl TokenRegistry {
             if token.usable(now) && Some(token.serial) != refused {
                 return Ok(());
             }
+            if Some(token.serial) == refused {
+                // Refused upstream: never sent again, even if no new one can be minted.
+                cell.current.store(None);
+            }
         }
         if cell.backing_off(now) {
             let last = cell.last_error.lock().clone();

@@ -1,0 +1,392 @@
+//! Vertex AI end to end over real sockets against `rotor mock`: Claude models through
+//! `publishers/anthropic` rawPredict / streamRawPredict and Gemini models through
+//! `publishers/google` generateContent / streamGenerateContent, from both front doors;
+//! access tokens from the refresh-token grant and the service-account JWT grant, refreshed
+//! ahead of expiry and after a 401; failover between credentials; cut streams; `rotor check`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rotor::config::{self, ConfigSource};
+use rotor::mock::MockServer;
+use sonic_rs::JsonValueTrait;
+
+const CLAUDE: &str = "claude-3-5-sonnet@20240620";
+const GEMINI: &str = "gemini-2.0-flash";
+const SECRET: &str = "GOCSPX-client-secret-do-not-leak";
+const REFRESH: &str = "1//refresh-token-do-not-leak";
+const SA_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/vertex-test-service-account.json"
+);
+
+/// `credentials` = the TOML lines after `region` (google_oauth / service_account).
+fn vertex_body(mock: &MockServer, token_query: &str, credentials: &str) -> String {
+    format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "vertex"
+kind = "vertex"
+base_url = "{{MOCK}}"
+project = "rotor-test"
+region = "us-east5"
+token_url = "http://{addr}/token{token_query}"
+models = ["{CLAUDE}", "{GEMINI}"]
+{credentials}
+"#,
+        addr = mock.addr
+    )
+}
+
+fn oauth(client_id: &str) -> String {
+    format!(r#"{{ client_id = "{client_id}", client_secret = "{SECRET}", refresh_token = "{REFRESH}" }}"#)
+}
+
+fn start(token_query: &str, credentials: &str) -> Harness {
+    let mock = start_mock();
+    let body = vertex_body(&mock, token_query, credentials);
+    Harness::with_mock(mock, Conf::with_body(&body))
+}
+
+fn one_oauth() -> Harness {
+    start(
+        "",
+        &format!("google_oauth = {}", oauth("client-a.apps.googleusercontent.com")),
+    )
+}
+
+/// Upstream requests to Vertex model paths (not the token endpoint).
+fn model_calls(h: &Harness) -> Vec<rotor::mock::Recorded> {
+    h.recorded()
+        .into_iter()
+        .filter(|r| r.target.contains("/publishers/"))
+        .collect()
+}
+
+fn messages(h: &Harness, body: &str) -> Response {
+    let headers = [
+        ("x-api-key", CLIENT_KEY),
+        ("anthropic-version", "2023-06-01"),
+        ("content-type", "application/json"),
+    ];
+    h.client().request("POST", "/v1/messages", &headers, body.as_bytes())
+}
+
+fn chat_usage_stream(model: &str) -> String {
+    format!(
+        r#"{{"model":"{model}","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"hello"}}]}}"#
+    )
+}
+
+/// The usage object of the stream's usage chunk.
+fn stream_usage(text: &str) -> sonic_rs::Value {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| sonic_rs::from_str::<sonic_rs::Value>(d).unwrap())
+        .find(|v| v.get("usage").is_some_and(|u| !u.is_null()))
+        .and_then(|v| v.get("usage").cloned())
+        .unwrap_or_else(|| panic!("no usage chunk in {text}"))
+}
+
+#[test]
+fn gemini_model_serves_openai_chat_whole_and_streamed_with_usage() {
+    let h = one_oauth();
+    let r = h.post("/v1/chat/completions", &chat(GEMINI), &[("x-mock-chunks", "3")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"].as_str(), Some("tok0 tok1 tok2 "));
+    assert_eq!(v["usage"]["completion_tokens"].as_u64(), Some(3));
+    assert!(v["usage"]["prompt_tokens"].as_u64() > Some(0));
+
+    let (status, text, terminated) = h
+        .client()
+        .stream_chat(&chat_usage_stream(GEMINI), &[("x-mock-crlf", "1")]);
+    assert!(
+        status == 200 && terminated && text.contains("tok4") && text.contains("[DONE]"),
+        "{text}"
+    );
+    assert_eq!(stream_usage(&text)["completion_tokens"].as_u64(), Some(5));
+
+    let calls = model_calls(&h);
+    assert_eq!(calls.len(), 2);
+    let base = "/v1/projects/rotor-test/locations/us-east5/publishers/google/models/gemini-2.0-flash";
+    assert_eq!(calls[0].target, format!("{base}:generateContent"));
+    assert_eq!(calls[1].target, format!("{base}:streamGenerateContent?alt=sse"));
+    for call in &calls {
+        assert!(
+            call.bearer().is_some_and(|t| t.starts_with("ya29.mock-client-a")),
+            "{:?}",
+            call.headers
+        );
+        assert!(call.header("x-goog-api-key").is_none());
+    }
+}
+
+#[test]
+fn claude_model_serves_both_front_doors_through_raw_predict() {
+    let h = one_oauth();
+    let r = h.post("/v1/chat/completions", &chat(CLAUDE), &[("x-mock-chunks", "2")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"].as_str(), Some("tok0 tok1 "));
+    assert_eq!(v["usage"]["completion_tokens"].as_u64(), Some(2));
+
+    let (status, text, terminated) = h.client().stream_chat(&chat_usage_stream(CLAUDE), &[]);
+    assert!(
+        status == 200 && terminated && text.contains("tok4") && text.contains("[DONE]"),
+        "{text}"
+    );
+    assert_eq!(stream_usage(&text)["completion_tokens"].as_u64(), Some(5));
+
+    let body = format!(r#"{{"model":"{CLAUDE}","max_tokens":64,"messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let r = messages(&h, &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["type"].as_str(), Some("message"));
+    assert_eq!(v["usage"]["output_tokens"].as_u64(), Some(5));
+
+    let stream = format!(
+        r#"{{"model":"{CLAUDE}","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    let r = messages(&h, &stream);
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("event: message_stop") && text.contains("tok4"), "{text}");
+
+    let calls = model_calls(&h);
+    let base = "/v1/projects/rotor-test/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet@20240620";
+    let targets: Vec<&str> = calls.iter().map(|c| c.target.as_str()).collect();
+    let raw = format!("{base}:rawPredict");
+    let streamed = format!("{base}:streamRawPredict");
+    assert_eq!(targets, [&raw, &streamed, &raw, &streamed]);
+    for call in &calls {
+        let sent: sonic_rs::Value = sonic_rs::from_slice(&call.body).unwrap();
+        assert!(sent.get("model").is_none(), "the model is in the URL only");
+        assert_eq!(sent["anthropic_version"].as_str(), Some("vertex-2023-10-16"));
+    }
+}
+
+#[test]
+fn gemini_model_serves_anthropic_messages() {
+    let h = one_oauth();
+    let body = format!(r#"{{"model":"{GEMINI}","max_tokens":64,"messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let r = messages(&h, &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["usage"]["output_tokens"].as_u64(), Some(5));
+}
+
+#[test]
+fn a_rate_limited_credential_fails_over_to_the_next() {
+    let creds = format!(
+        "google_oauth = [{}, {}]",
+        oauth("busy-fail429.apps.googleusercontent.com"),
+        oauth("calm.apps.googleusercontent.com")
+    );
+    let h = start("", &creds);
+    for _ in 0..4 {
+        let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let calls = model_calls(&h);
+    let busy = calls
+        .iter()
+        .filter(|c| c.bearer().is_some_and(|t| t.contains("busy-fail429")))
+        .count();
+    let calm = calls
+        .iter()
+        .filter(|c| c.bearer().is_some_and(|t| t.contains("calm")))
+        .count();
+    assert_eq!(busy, 1, "the busy credential is tried once, then cools (Retry-After 1)");
+    assert_eq!(calm, 4, "every request is answered by the calm credential");
+}
+
+#[test]
+fn a_stream_cut_mid_way_ends_with_an_error_event() {
+    let h = one_oauth();
+    for model in [GEMINI, CLAUDE] {
+        let (status, text, terminated) = h.client().stream_chat(
+            &chat_stream(model),
+            &[("x-mock-chunks", "5"), ("x-mock-cut-after", "2")],
+        );
+        assert!(status == 200 && terminated, "{model}: {text}");
+        assert!(text.contains("tok1") && !text.contains("[DONE]"), "{model}: {text}");
+        let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+        assert!(
+            last.starts_with("data: {\"error\":"),
+            "{model}: the last event is an error: {last}"
+        );
+    }
+}
+
+#[test]
+fn tokens_are_refreshed_ahead_of_expiry() {
+    // Two-second tokens: the control thread mints the next one a quarter-life early.
+    let h = start(
+        "?expires_in=2",
+        &format!("google_oauth = {}", oauth("short.apps.googleusercontent.com")),
+    );
+    assert_eq!(h.post("/v1/chat/completions", &chat(GEMINI), &[]).status, 200);
+    let first = model_calls(&h)[0].bearer().unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(10), || h.mock().vertex.grants().0 >= 3),
+        "tokens are refreshed again and again: {:?}",
+        h.mock().vertex.grants()
+    );
+    let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls = model_calls(&h);
+    assert_eq!(calls.len(), 2, "no request met an expired token (no 401 and resend)");
+    assert_ne!(calls[1].bearer().unwrap(), first);
+}
+
+#[test]
+fn a_401_forces_one_refresh_and_one_resend() {
+    let h = one_oauth();
+    assert_eq!(h.post("/v1/chat/completions", &chat(CLAUDE), &[]).status, 200);
+    assert_eq!(h.mock().vertex.grants().0, 1);
+    h.mock().vertex.revoke_all();
+    let r = h.post("/v1/chat/completions", &chat(CLAUDE), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-rotor-attempts"),
+        Some("1"),
+        "the resend is not another attempt"
+    );
+    assert_eq!(h.mock().vertex.grants().0, 2, "one refresh");
+    let calls = model_calls(&h);
+    assert_eq!(calls.len(), 3, "ok, 401, resent ok");
+    assert_eq!(calls[1].bearer(), calls[0].bearer(), "the revoked token was sent once");
+    assert_ne!(calls[2].bearer(), calls[1].bearer(), "the resend carries the new token");
+
+    // Still refused after the refresh: the client gets the 401's error, no loop.
+    h.mock().vertex.revoke_all();
+    h.mock().vertex.reject(true);
+    let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+    assert!(r.status >= 400, "{}", r.text());
+    assert!(model_calls(&h).len() <= 4);
+}
+
+#[test]
+fn service_account_keys_use_the_signed_jwt_grant() {
+    let mock = start_mock();
+    let json = std::fs::read_to_string(SA_FIXTURE).unwrap();
+    let pem = sonic_rs::get(json.as_str(), ["private_key"])
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = rotor::config::vertex::signing_key(&pem).unwrap();
+    use ring::signature::KeyPair;
+    mock.vertex.trust_key(key.0.public_key().as_ref());
+    let body = vertex_body(&mock, "", &format!("service_account = \"file:{SA_FIXTURE}\""));
+    let h = Harness::with_mock(mock, Conf::with_body(&body));
+    let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(h.mock().vertex.grants(), (0, 1));
+    let calls = model_calls(&h);
+    assert!(calls[0]
+        .bearer()
+        .unwrap()
+        .starts_with("ya29.mock-rotor-test@rotor-test.iam.gserviceaccount.com"));
+}
+
+#[test]
+fn a_refused_grant_is_a_clean_error_that_names_no_secret() {
+    let h = one_oauth();
+    h.mock().vertex.reject(true);
+    let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    let text = r.text();
+    assert!(
+        text.contains("invalid_grant") || text.contains("access token"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET) && !text.contains(REFRESH), "{text}");
+    // The grant secrets went to the token endpoint only.
+    for call in h.recorded() {
+        let seen = format!("{:?} {}", call.headers, String::from_utf8_lossy(&call.body));
+        let to_token = call.target.starts_with("/token");
+        assert!(
+            to_token || (!seen.contains("do-not-leak") && !seen.contains("GOCSPX")),
+            "{seen}"
+        );
+    }
+    h.mock().vertex.reject(false);
+    let ok = eventually(Duration::from_secs(10), || {
+        h.post("/v1/chat/completions", &chat(GEMINI), &[]).status == 200
+    });
+    assert!(ok, "the credential recovers once the endpoint grants again");
+}
+
+fn check(body: &str) -> String {
+    let text = format!("[[providers]]\nname = \"v\"\nkind = \"vertex\"\nmodels = [\"{GEMINI}\"]\n{body}\n");
+    match config::parse_str(&text, ConfigSource::Environment) {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn check_refuses_incomplete_vertex_providers_with_the_key_path() {
+    let cred = format!("google_oauth = {}", oauth("c"));
+    let full = format!("project = \"p\"\nregion = \"us-east5\"\n{cred}");
+    assert_eq!(check(&full), "ok");
+    let cases = [
+        (format!("region = \"us-east5\"\n{cred}"), "providers[0].project"),
+        (format!("project = \"p\"\n{cred}"), "providers[0].region"),
+        ("project = \"p\"\nregion = \"r\"".to_owned(), "providers[0].google_oauth"),
+        (format!("{full}\nkeys = [\"k\"]"), "providers[0].keys"),
+        (format!("project = \"p/../x\"\nregion = \"r\"\n{cred}"), "providers[0].project"),
+        (
+            "project = \"p\"\nregion = \"r\"\nservice_account = '{\"type\":\"service_account\",\"client_email\":\"a@b\",\"private_key\":\"nope\"}'".to_owned(),
+            "providers[0].service_account",
+        ),
+        (
+            "project = \"p\"\nregion = \"r\"\ngoogle_oauth = { client_id = \"c\", client_secret = \"env:ROTOR_TEST_UNSET_SECRET\", refresh_token = \"r\" }".to_owned(),
+            "providers[0].google_oauth.client_secret",
+        ),
+    ];
+    for (body, path) in cases {
+        let message = check(&body);
+        assert!(message.contains(path), "{body}\n=> {message}");
+        assert!(!message.contains(SECRET) && !message.contains(REFRESH), "{message}");
+    }
+    let other =
+        "[[providers]]\nname = \"o\"\nkind = \"openai\"\nbase_url = \"http://x\"\nkeys = [\"k\"]\nproject = \"p\"\n";
+    let message = config::parse_str(other, ConfigSource::Environment)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("providers[0].project"), "{message}");
+}
+
+#[test]
+fn global_region_and_default_hosts() {
+    let text = format!(
+        "[[providers]]\nname = \"v\"\nkind = \"vertex\"\nproject = \"p\"\nregion = \"global\"\n{}\n[[providers]]\nname = \"w\"\nkind = \"vertex\"\nproject = \"p\"\nregion = \"europe-west1\"\n{}\n",
+        format_args!("google_oauth = {}", oauth("c")),
+        format_args!("google_oauth = {}", oauth("d"))
+    );
+    let c = config::parse_str(&text, ConfigSource::Environment).unwrap();
+    assert_eq!(c.providers[0].base_url.host, "aiplatform.googleapis.com");
+    assert_eq!(c.providers[0].base_url.path, "/v1/projects/p/locations/global");
+    assert_eq!(c.providers[1].base_url.host, "europe-west1-aiplatform.googleapis.com");
+    let key = &c.providers[0].keys[0];
+    assert!(
+        !key.secret.expose().contains(REFRESH),
+        "the pool key is a descriptor, not the refresh token"
+    );
+    assert_eq!(c.providers[0].keys.len(), 1);
+    let vertex = c.providers[0].vertex.as_ref().unwrap();
+    assert_eq!(vertex.grants.len(), 1);
+    assert_eq!(vertex.grants[0].token_url.raw, "https://oauth2.googleapis.com/token");
+    assert!(c.providers[1].keys[0].secret.expose().starts_with("oauth:d:"));
+}
