@@ -210,6 +210,45 @@ fn a_rate_limited_credential_fails_over_to_the_next() {
 }
 
 #[test]
+fn a_credential_still_refused_after_its_refresh_is_quarantined() {
+    let creds = format!(
+        "google_oauth = [{}, {}]",
+        oauth("denied-fail401.apps.googleusercontent.com"),
+        oauth("calm.apps.googleusercontent.com")
+    );
+    let h = start("", &creds);
+    for _ in 0..4 {
+        let r = h.post("/v1/chat/completions", &chat(CLAUDE), &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let calls = model_calls(&h);
+    let denied: Vec<&str> = calls
+        .iter()
+        .filter_map(|c| c.bearer())
+        .filter(|t| t.contains("denied-fail401"))
+        .collect();
+    assert_eq!(
+        denied.len(),
+        2,
+        "one 401, one refresh and resend, another 401, then quarantine"
+    );
+    assert_ne!(denied[0], denied[1], "the resend carried a fresh token");
+    let metrics = h.client().get("/metrics", &[]).text();
+    let quarantined = metrics
+        .lines()
+        .any(|l| l.starts_with("rotor_key_quarantines_total") && l.contains("vertex") && l.ends_with(" 1"));
+    assert!(
+        quarantined,
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("quarantin"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
 fn a_stream_cut_mid_way_ends_with_an_error_event() {
     let h = one_oauth();
     for model in [GEMINI, CLAUDE] {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::send::{discard, send};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
-use crate::config::Provider;
+use crate::config::{Key, Provider};
 use crate::gateway::commands::Command;
 use crate::gateway::Generation;
 use crate::server::Request;
@@ -35,6 +35,14 @@ pub(super) fn current<'g>(generation: &'g Generation, provider: &'g Provider, ke
     match generation.tokens.get(provider.index, key) {
         None => Cow::Borrowed(provider.keys.get(key).map_or("", |k| k.secret.expose())),
         Some(cell) => Cow::Owned(cell.token().map(|t| t.access.expose().to_owned()).unwrap_or_default()),
+    }
+}
+
+/// `current` for a key named by itself (key validation and balances walk keys, not indexes).
+pub(super) fn current_of<'g>(generation: &'g Generation, provider: &'g Provider, key: &'g Key) -> Cow<'g, str> {
+    match provider.keys.iter().position(|k| k.id == key.id) {
+        Some(index) => current(generation, provider, index),
+        None => Cow::Borrowed(key.secret.expose()),
     }
 }
 
