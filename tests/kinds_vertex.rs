@@ -429,3 +429,27 @@ fn global_region_and_default_hosts() {
     assert_eq!(vertex.grants[0].token_url.raw, "https://oauth2.googleapis.com/token");
     assert!(c.providers[1].keys[0].secret.expose().starts_with("oauth:d:"));
 }
+
+#[test]
+fn the_example_vertex_block_parses() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/rotor.example.toml")).unwrap();
+    let block = example
+        .split("# --- vertex example begin ---\n")
+        .nth(1)
+        .and_then(|rest| rest.split("# --- vertex example end ---").next())
+        .expect("the example has a Vertex block");
+    let text: String = block
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .filter(|l| !l.trim_start().starts_with('#') && !l.starts_with("service_account"))
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.replace("env:G_SECRET", "s3cret").replace("env:G_REFRESH", "r3fresh")
+            )
+        })
+        .collect();
+    let c = config::parse_str(&text, ConfigSource::Environment).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(c.providers[0].base_url.host, "us-east5-aiplatform.googleapis.com");
+    assert_eq!(c.providers[0].keys.len(), 1);
+}
