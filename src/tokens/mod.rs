@@ -26,6 +26,8 @@ const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 /// After a failed mint, the next try waits this long, doubling per failure up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Minting starts no new grant after this much of one control-thread tick.
+const TICK_BUDGET: Duration = Duration::from_secs(2);
 
 /// One minted access token.
 pub struct Token {
@@ -147,6 +149,10 @@ impl TokenRegistry {
     pub fn refresh_due(&self, tls: &Tls) {
         let now = Instant::now();
         for cell in self.cells() {
+            // The rest wait for the next tick, so admin commands are not held up for long.
+            if now.elapsed() >= TICK_BUDGET {
+                break;
+            }
             let due = cell.token().is_none_or(|t| t.due(now));
             if due && !cell.backing_off(now) {
                 let _ = self.mint(&cell, tls);
@@ -201,8 +207,10 @@ impl TokenRegistry {
                 let wait = (FIRST_BACKOFF * 2u32.pow(failures)).min(MAX_BACKOFF);
                 let at = started.saturating_duration_since(cell.since) + wait;
                 cell.retry_at.store(at.as_millis() as u64, Ordering::Relaxed);
-                let message = format!("cannot get an access token from {}: {why}", grant.token_url.raw);
-                tracing::warn!(key = %grant.masked, retry_in_ms = wait.as_millis() as u64, "{message}");
+                // The client may see the message: the token URL stays in the log.
+                let message = format!("cannot get an access token: {why}");
+                let url = &grant.token_url.raw;
+                tracing::warn!(key = %grant.masked, token_url = %url, retry_in_ms = wait.as_millis() as u64, "{message}");
                 *cell.last_error.lock() = Some(message.clone());
                 Err(message)
             }
