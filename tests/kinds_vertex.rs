@@ -182,6 +182,18 @@ fn gemini_model_serves_anthropic_messages() {
     let r = messages(&h, &body);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["usage"]["output_tokens"].as_u64(), Some(5));
+    let stream = format!(
+        r#"{{"model":"{GEMINI}","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    let r = messages(&h, &stream);
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("event: message_stop") && text.contains("tok4"), "{text}");
+    assert!(text.contains(r#""output_tokens":5"#), "usage in message_delta: {text}");
+    let calls = model_calls(&h);
+    assert!(calls[1]
+        .target
+        .ends_with("gemini-2.0-flash:streamGenerateContent?alt=sse"));
 }
 
 #[test]
@@ -339,6 +351,31 @@ fn service_account_keys_use_the_signed_jwt_grant() {
 }
 
 #[test]
+fn a_jwt_signed_with_another_key_is_refused() {
+    let mock = start_mock();
+    let json = std::fs::read_to_string(SA_FIXTURE).unwrap();
+    let pem = sonic_rs::get(json.as_str(), ["private_key"])
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = rotor::config::vertex::signing_key(&pem).unwrap();
+    use ring::signature::KeyPair;
+    // The same key with its modulus changed: not the key the JWT was signed with.
+    let mut other = key.0.public_key().as_ref().to_vec();
+    let i = other.len() / 2;
+    other[i] ^= 0x55;
+    mock.vertex.trust_key(&other);
+    let body = vertex_body(&mock, "", &format!("service_account = \"file:{SA_FIXTURE}\""));
+    let h = Harness::with_mock(mock, Conf::with_body(&body));
+    let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("Invalid JWT Signature"), "{}", r.text());
+    assert_eq!(h.mock().vertex.grants(), (0, 0));
+    assert!(model_calls(&h).is_empty());
+}
+
+#[test]
 fn a_refused_grant_is_a_clean_error_that_names_no_secret() {
     let h = one_oauth();
     h.mock().vertex.reject(true);
@@ -418,6 +455,9 @@ fn global_region_and_default_hosts() {
     assert_eq!(c.providers[0].base_url.host, "aiplatform.googleapis.com");
     assert_eq!(c.providers[0].base_url.path, "/v1/projects/p/locations/global");
     assert_eq!(c.providers[1].base_url.host, "europe-west1-aiplatform.googleapis.com");
+    let eu = text.replace("europe-west1", "eu");
+    let c2 = config::parse_str(&eu, ConfigSource::Environment).unwrap();
+    assert_eq!(c2.providers[1].base_url.host, "aiplatform.eu.rep.googleapis.com");
     let key = &c.providers[0].keys[0];
     assert!(
         !key.secret.expose().contains(REFRESH),

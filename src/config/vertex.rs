@@ -228,13 +228,17 @@ fn segment(raw: &str, path: &str, what: &str) -> Result<String, ConfigError> {
     Ok(raw.to_owned())
 }
 
-/// `base_url` (default: the region's host, `/v1`) with `/projects/{p}/locations/{r}` appended,
+/// `base_url` (default: the region's host, `/v1`: `{region}-aiplatform.googleapis.com`,
+/// `aiplatform.googleapis.com` for `global`, `aiplatform.{us|eu}.rep.googleapis.com`) with `/projects/{p}/locations/{r}` appended,
 /// so adapters and probes add only `/publishers/...` or `/models`.
 fn base_url(raw: &str, project: &str, region: &str) -> Result<BaseUrl, String> {
     let default;
     let raw = if raw.is_empty() {
         default = if region == "global" {
             "https://aiplatform.googleapis.com/v1".to_owned()
+        } else if region == "us" || region == "eu" {
+            // The multi-region endpoints (provider-formats 3.7).
+            format!("https://aiplatform.{region}.rep.googleapis.com/v1")
         } else {
             format!("https://{region}-aiplatform.googleapis.com/v1")
         };
