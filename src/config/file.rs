@@ -288,15 +288,6 @@ pub enum OneOrMany<T> {
     Many(Vec<T>),
 }
 
-impl<T> OneOrMany<T> {
-    pub fn into_vec(self) -> Vec<T> {
-        match self {
-            OneOrMany::One(one) => vec![one],
-            OneOrMany::Many(many) => many,
-        }
-    }
-}
-
 /// One OAuth user credential, as pro-api and gcloud's `application_default_credentials.json`
 /// hold it. `client_secret` and `refresh_token` are secrets (`env:`/`file:` forms work).
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::file::ProviderConfig;
+use super::file::{OneOrMany, ProviderConfig};
 use super::model::{BaseUrl, Key, KeyId, KeyOrigin, ProviderKind};
 use super::secret::{Resolver, Secret};
 use super::{url, ConfigError};
@@ -118,64 +118,8 @@ pub(super) fn compile(
         "" => None,
         raw => Some(token_url(raw).map_err(|e| ConfigError::at(&at("token_url"), e))?),
     };
-    let mut grants = Vec::new();
-    let oauth = p.google_oauth.iter().flat_map(|o| match o {
-        super::file::OneOrMany::One(one) => std::slice::from_ref(one),
-        super::file::OneOrMany::Many(many) => many.as_slice(),
-    });
-    let many_oauth = matches!(p.google_oauth, Some(super::file::OneOrMany::Many(_)));
-    for (j, o) in oauth.enumerate() {
-        let here = if many_oauth {
-            format!("providers[{i}].google_oauth[{j}]")
-        } else {
-            at("google_oauth")
-        };
-        if o.client_id.trim().is_empty() || o.client_id.bytes().any(|b| b.is_ascii_control()) {
-            return Err(ConfigError::at(
-                &format!("{here}.client_id"),
-                "must be a non-empty client id",
-            ));
-        }
-        let client_secret = r.secret(&o.client_secret, &format!("{here}.client_secret"))?;
-        let refresh_token = r.secret(&o.refresh_token, &format!("{here}.refresh_token"))?;
-        let descriptor = format!(
-            "oauth:{}:{:016x}",
-            o.client_id,
-            KeyId::of(&o.client_id, refresh_token.expose()).0
-        );
-        let url = configured_url
-            .clone()
-            .map_or_else(|| token_url(GOOGLE_TOKEN_URL), Ok)
-            .map_err(|e| ConfigError::at(&here, e))?;
-        let source = GrantSource::RefreshToken {
-            client_id: o.client_id.clone(),
-            client_secret,
-            refresh_token,
-        };
-        grants.push((descriptor, url, source));
-    }
-    let accounts: Vec<&String> = match &p.service_account {
-        None => Vec::new(),
-        Some(super::file::OneOrMany::One(one)) => vec![one],
-        Some(super::file::OneOrMany::Many(many)) => many.iter().collect(),
-    };
-    let many_accounts = matches!(p.service_account, Some(super::file::OneOrMany::Many(_)));
-    for (j, raw) in accounts.into_iter().enumerate() {
-        let here = if many_accounts {
-            format!("providers[{i}].service_account[{j}]")
-        } else {
-            at("service_account")
-        };
-        let json = r.document(raw, &here)?;
-        let (client_email, key, own_url) = service_account(json.expose()).map_err(|e| ConfigError::at(&here, e))?;
-        let descriptor = format!("sa:{client_email}:{:016x}", KeyId::of(&client_email, json.expose()).0);
-        let url = match (&configured_url, own_url) {
-            (Some(url), _) => url.clone(),
-            (None, Some(own)) => token_url(&own).map_err(|e| ConfigError::at(&format!("{here} (token_uri)"), e))?,
-            (None, None) => token_url(GOOGLE_TOKEN_URL).map_err(|e| ConfigError::at(&here, e))?,
-        };
-        grants.push((descriptor, url, GrantSource::ServiceAccount { client_email, key }));
-    }
+    let mut grants = oauth_grants(p, &at("google_oauth"), configured_url.as_ref(), r)?;
+    grants.extend(account_grants(p, &at("service_account"), configured_url.as_ref(), r)?);
     if p.enabled && grants.is_empty() {
         let what = format!(
             "Vertex provider {:?} has no credentials: set `google_oauth = {{ client_id, client_secret, refresh_token }}` or `service_account = \"file:key.json\"`",
@@ -212,6 +156,79 @@ pub(super) fn compile(
         keys,
         base_url,
     )))
+}
+
+/// A grant before it has its key id: descriptor, token URL, source.
+type Pending = (String, TokenUrl, GrantSource);
+
+/// The entries of a one-or-many setting with their key paths (`path` or `path[j]`).
+fn entries<'a, T>(value: &'a Option<OneOrMany<T>>, path: &str) -> Vec<(String, &'a T)> {
+    match value {
+        None => Vec::new(),
+        Some(OneOrMany::One(one)) => vec![(path.to_owned(), one)],
+        Some(OneOrMany::Many(many)) => many
+            .iter()
+            .enumerate()
+            .map(|(j, v)| (format!("{path}[{j}]"), v))
+            .collect(),
+    }
+}
+
+/// `google_oauth`: refresh-token grants. The descriptor holds a hash of the refresh token, so
+/// a new token for the same client is a new key.
+fn oauth_grants(
+    p: &ProviderConfig,
+    path: &str,
+    configured_url: Option<&TokenUrl>,
+    r: &Resolver<'_>,
+) -> Result<Vec<Pending>, ConfigError> {
+    let mut out = Vec::new();
+    for (here, o) in entries(&p.google_oauth, path) {
+        if o.client_id.trim().is_empty() || o.client_id.bytes().any(|b| b.is_ascii_control()) {
+            return Err(ConfigError::at(
+                &format!("{here}.client_id"),
+                "must be a non-empty client id",
+            ));
+        }
+        let client_secret = r.secret(&o.client_secret, &format!("{here}.client_secret"))?;
+        let refresh_token = r.secret(&o.refresh_token, &format!("{here}.refresh_token"))?;
+        let hash = KeyId::of(&o.client_id, refresh_token.expose()).0;
+        let descriptor = format!("oauth:{}:{hash:016x}", o.client_id);
+        let url = match configured_url {
+            Some(url) => url.clone(),
+            None => token_url(GOOGLE_TOKEN_URL).map_err(|e| ConfigError::at(&here, e))?,
+        };
+        let source = GrantSource::RefreshToken {
+            client_id: o.client_id.clone(),
+            client_secret,
+            refresh_token,
+        };
+        out.push((descriptor, url, source));
+    }
+    Ok(out)
+}
+
+/// `service_account`: JWT-bearer grants, each key parsed now so `rotor check` refuses a bad one.
+fn account_grants(
+    p: &ProviderConfig,
+    path: &str,
+    configured_url: Option<&TokenUrl>,
+    r: &Resolver<'_>,
+) -> Result<Vec<Pending>, ConfigError> {
+    let mut out = Vec::new();
+    for (here, raw) in entries(&p.service_account, path) {
+        let json = r.document(raw, &here)?;
+        let (client_email, key, own_url) = service_account(json.expose()).map_err(|e| ConfigError::at(&here, e))?;
+        let hash = KeyId::of(&client_email, json.expose()).0;
+        let descriptor = format!("sa:{client_email}:{hash:016x}");
+        let url = match (configured_url, own_url) {
+            (Some(url), _) => url.clone(),
+            (None, Some(own)) => token_url(&own).map_err(|e| ConfigError::at(&format!("{here} (token_uri)"), e))?,
+            (None, None) => token_url(GOOGLE_TOKEN_URL).map_err(|e| ConfigError::at(&here, e))?,
+        };
+        out.push((descriptor, url, GrantSource::ServiceAccount { client_email, key }));
+    }
+    Ok(out)
 }
 
 /// A project id or region: letters, digits, `-`, `_`, `.` (it goes into every request path).
