@@ -7,6 +7,7 @@
 //! thread's reply, bounded by `MINT_WAIT`.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,15 +19,25 @@ use crate::config::{Key, Provider};
 use crate::gateway::commands::Command;
 use crate::gateway::Generation;
 use crate::server::Request;
+use crate::tokens::Token;
 use crate::upstream::{Exchange, UpstreamError, UpstreamErrorKind};
 
 /// The longest a request waits for the control thread to mint a token.
 const MINT_WAIT: Duration = Duration::from_secs(30);
 
-/// The credential sent for one key, and the serial of the token when it is one.
-pub(super) struct Credential<'a> {
-    pub text: Cow<'a, str>,
-    pub serial: Option<u64>,
+/// The credential sent for one key: its secret, or a minted token (held, not copied).
+enum Credential<'a> {
+    Secret(&'a str),
+    Token(Arc<Token>),
+}
+
+impl Credential<'_> {
+    fn text(&self) -> &str {
+        match self {
+            Credential::Secret(secret) => secret,
+            Credential::Token(token) => token.access.expose(),
+        }
+    }
 }
 
 /// The key's credential as it is now, without minting: its secret, its current token, or ""
@@ -56,27 +67,23 @@ async fn credential<'g>(
     refused: Option<u64>,
 ) -> Result<Credential<'g>, UpstreamError> {
     let Some(cell) = ctx.generation.tokens.get(provider.index, key) else {
-        let secret = provider.keys.get(key).map_or("", |k| k.secret.expose());
-        return Ok(Credential {
-            text: Cow::Borrowed(secret),
-            serial: None,
-        });
+        return Ok(Credential::Secret(
+            provider.keys.get(key).map_or("", |k| k.secret.expose()),
+        ));
     };
     let fresh = |now| cell.token().filter(|t| t.usable(now) && Some(t.serial) != refused);
     let token = match fresh(std::time::Instant::now()) {
         Some(token) => token,
         None => {
-            mint(core, cell.key(), refused)
+            // Boxed: the timer inside is large and this is the rare path.
+            Box::pin(mint(core, cell.key(), refused))
                 .await
                 .map_err(|why| UpstreamError::new(UpstreamErrorKind::Connect, why))?;
             fresh(std::time::Instant::now())
                 .ok_or_else(|| UpstreamError::new(UpstreamErrorKind::Connect, "no access token was minted"))?
         }
     };
-    Ok(Credential {
-        text: Cow::Owned(token.access.expose().to_owned()),
-        serial: Some(token.serial),
-    })
+    Ok(Credential::Token(token))
 }
 
 /// Asks the control thread for a token newer than `refused` and waits for it (bounded).
@@ -103,10 +110,12 @@ pub(super) async fn send_authenticated(
     let mut refused = None;
     loop {
         let credential = credential(core, ctx, provider, key, refused).await?;
-        let (exchange, head) = send(core, ctx, req, provider, &credential.text, body, path).await?;
-        let (Some(serial), Some(cell)) = (credential.serial, ctx.generation.tokens.get(provider.index, key)) else {
+        let (exchange, head) = send(core, ctx, req, provider, credential.text(), body, path).await?;
+        let (Credential::Token(token), Some(cell)) = (&credential, ctx.generation.tokens.get(provider.index, key))
+        else {
             return Ok((exchange, head));
         };
+        let serial = token.serial;
         if head.status != 401 || refused.is_some() {
             return Ok((exchange, head));
         }
