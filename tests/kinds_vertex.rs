@@ -322,8 +322,46 @@ fn a_401_forces_one_refresh_and_one_resend() {
     h.mock().vertex.revoke_all();
     h.mock().vertex.reject(true);
     let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
-    assert!(r.status >= 400, "{}", r.text());
-    assert!(model_calls(&h).len() <= 4);
+    assert!(r.status == 502 && r.text().contains("answered 401"), "{}", r.text());
+    assert_eq!(
+        model_calls(&h).len(),
+        4,
+        "one more call: the refused token is not sent again"
+    );
+}
+
+#[test]
+fn a_quarantined_credential_is_probed_with_its_next_token_and_restored() {
+    let mock = start_mock();
+    let body = vertex_body(
+        &mock,
+        "",
+        &format!("google_oauth = {}", oauth("lone.apps.googleusercontent.com")),
+    );
+    let conf = Conf {
+        retry: "quarantine_ms = 300".to_owned(),
+        ..Conf::with_body(&body)
+    };
+    let h = Harness::with_mock(mock, conf);
+    assert_eq!(h.post("/v1/chat/completions", &chat(GEMINI), &[]).status, 200);
+    // The token is revoked and no new one can be had: the 401 stands, the key is quarantined.
+    h.mock().vertex.revoke_all();
+    h.mock().vertex.reject(true);
+    let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+    assert!(r.status == 502 && r.text().contains("answered 401"), "{}", r.text());
+    let refused = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+    assert_ne!(refused.status, 200, "the quarantined key is not used");
+    // Grants work again: the control thread mints a token, the probe uses it, the key returns.
+    h.mock().vertex.reject(false);
+    let back = eventually(Duration::from_secs(10), || {
+        h.post("/v1/chat/completions", &chat(GEMINI), &[]).status == 200
+    });
+    assert!(back, "the credential is restored by its probe");
+    let probes = h
+        .recorded()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.target.ends_with("/locations/us-east5/models"));
+    assert!(probes.count() >= 1, "restored by a probe, not by chance");
 }
 
 #[test]
