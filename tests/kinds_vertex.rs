@@ -365,6 +365,29 @@ fn a_quarantined_credential_is_probed_with_its_next_token_and_restored() {
 }
 
 #[test]
+fn tokens_survive_a_reload_that_keeps_the_credential() {
+    let mock = start_mock();
+    let body = vertex_body(
+        &mock,
+        "",
+        &format!("google_oauth = {}", oauth("kept.apps.googleusercontent.com")),
+    );
+    let conf = Conf::with_body(&body);
+    let again = conf.parse(&mock.base_url());
+    let h = Harness::with_mock(mock, conf);
+    assert_eq!(h.post("/v1/chat/completions", &chat(GEMINI), &[]).status, 200);
+    h.running().gateway.install(again).unwrap();
+    assert_eq!(h.post("/v1/chat/completions", &chat(CLAUDE), &[]).status, 200);
+    assert_eq!(
+        h.mock().vertex.grants(),
+        (1, 0),
+        "the reloaded generation reuses the token"
+    );
+    let calls = model_calls(&h);
+    assert_eq!(calls[0].bearer(), calls[1].bearer());
+}
+
+#[test]
 fn service_account_keys_use_the_signed_jwt_grant() {
     let mock = start_mock();
     let json = std::fs::read_to_string(SA_FIXTURE).unwrap();
