@@ -462,6 +462,17 @@ fn a_refused_grant_is_a_clean_error_that_names_no_secret() {
         h.post("/v1/chat/completions", &chat(GEMINI), &[]).status == 200
     });
     assert!(ok, "the credential recovers once the endpoint grants again");
+    let metrics = h.client().get("/metrics", &[]).text();
+    let value = |series: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("{series}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("rotor_token_grants_total{outcome=\"failed\"}") >= 1);
+    assert!(value("rotor_token_grants_total{outcome=\"ok\"}") >= 1);
+    assert_eq!(value("rotor_token_credentials{state=\"usable\"}"), 1);
 }
 
 fn check(body: &str) -> String {

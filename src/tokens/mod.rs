@@ -94,6 +94,9 @@ impl TokenCell {
 pub struct TokenRegistry {
     cells: parking_lot::Mutex<AHashMap<KeyId, Arc<TokenCell>>>,
     serial: AtomicU64,
+    /// Grants answered with a token, and grants that failed (for `/metrics`).
+    minted: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// `[provider][key]`: the token cell of a key that is a credential, `None` for a plain secret.
@@ -138,6 +141,31 @@ impl TokenRegistry {
             .collect();
         *known = next;
         TokenTable { keys }
+    }
+
+    /// `rotor_token_grants_total{outcome}` and `rotor_token_credentials{state}` (credentials
+    /// with a usable token, and without one), appended to `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let now = Instant::now();
+        let cells = self.cells();
+        let usable = cells
+            .iter()
+            .filter(|c| c.token().is_some_and(|t| t.usable(now)))
+            .count();
+        let name = "rotor_token_grants_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Access-token grants (Vertex credentials), by outcome.\n# TYPE {name} counter\n{name}{{outcome=\"ok\"}} {}\n{name}{{outcome=\"failed\"}} {}",
+            self.minted.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed)
+        );
+        let name = "rotor_token_credentials";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Credential keys with a usable access token now, and without one.\n# TYPE {name} gauge\n{name}{{state=\"usable\"}} {usable}\n{name}{{state=\"missing\"}} {}",
+            cells.len() - usable
+        );
     }
 
     fn cells(&self) -> Vec<Arc<TokenCell>> {
@@ -196,6 +224,7 @@ impl TokenRegistry {
                     minted_at: started,
                     serial,
                 })));
+                self.minted.fetch_add(1, Ordering::Relaxed);
                 cell.failures.store(0, Ordering::Relaxed);
                 cell.retry_at.store(0, Ordering::Relaxed);
                 *cell.last_error.lock() = None;
@@ -203,6 +232,7 @@ impl TokenRegistry {
                 Ok(())
             }
             Err(why) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
                 let failures = cell.failures.fetch_add(1, Ordering::Relaxed).min(6);
                 let wait = (FIRST_BACKOFF * 2u32.pow(failures)).min(MAX_BACKOFF);
                 let at = started.saturating_duration_since(cell.since) + wait;
