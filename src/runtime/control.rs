@@ -127,8 +127,10 @@ impl Duties {
     fn tick(&mut self, gateway: &Gateway) {
         self.run_commands(gateway);
         // Access tokens due for refresh (blocks on the token endpoints; this thread may).
-        self.token_tls.update(&gateway.current().config);
-        gateway.tokens.refresh_due(&self.token_tls);
+        if gateway.tokens.any() {
+            self.token_tls.update(&gateway.current().config);
+            gateway.tokens.refresh_due(&self.token_tls);
+        }
         self.log_writer.tick(gateway, &mut self.storage);
         self.persist.tick(gateway, self.storage.as_mut());
         crate::keys::command::persist_if_dirty(gateway, self.storage.as_mut());

@@ -168,6 +168,11 @@ impl TokenRegistry {
         );
     }
 
+    /// Whether any credential is configured (no TLS roots are loaded for minting otherwise).
+    pub fn any(&self) -> bool {
+        !self.cells.lock().is_empty()
+    }
+
     fn cells(&self) -> Vec<Arc<TokenCell>> {
         self.cells.lock().values().cloned().collect()
     }
