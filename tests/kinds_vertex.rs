@@ -388,6 +388,46 @@ fn tokens_survive_a_reload_that_keeps_the_credential() {
 }
 
 #[test]
+fn tokens_are_minted_over_tls_with_the_upstream_ca() {
+    let mock = start_mock();
+    let tls = tls::start(mock.addr);
+    let port = tls.addr.port();
+    let body = format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "vertex"
+kind = "vertex"
+base_url = "https://localhost:{port}/v1"
+project = "rotor-test"
+region = "us-east5"
+token_url = "https://localhost:{port}/token"
+models = ["{GEMINI}"]
+google_oauth = {}
+"#,
+        oauth("tls.apps.googleusercontent.com")
+    );
+    let conf = Conf {
+        upstream: format!("ca_file = \"{}\"", tls.ca_path()),
+        ..Conf::with_body(&body)
+    };
+    let h = Harness::with_mock(mock, conf);
+    let r = h.post("/v1/chat/completions", &chat(GEMINI), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(h.mock().vertex.grants(), (1, 0));
+    let token_call = h.recorded().into_iter().find(|c| c.target == "/token").unwrap();
+    assert_eq!(token_call.header("host"), Some(format!("localhost:{port}").as_str()));
+    let form = String::from_utf8_lossy(&token_call.body).into_owned();
+    assert!(
+        form.contains("grant_type=refresh_token") && form.contains("client_id=tls.apps"),
+        "{form}"
+    );
+}
+
+#[test]
 fn service_account_keys_use_the_signed_jwt_grant() {
     let mock = start_mock();
     let json = std::fs::read_to_string(SA_FIXTURE).unwrap();
