@@ -46,12 +46,13 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// The protocol a provider kind speaks for `model` (Vertex serves two, by model family).
-    pub fn of_provider(kind: ProviderKind, model: &str) -> Option<Protocol> {
+    /// The protocol a provider kind speaks; `None` for Vertex, which speaks one per model
+    /// (`vertex::protocol`).
+    pub fn of_provider(kind: ProviderKind) -> Option<Protocol> {
         match kind {
             ProviderKind::Anthropic => Some(Protocol::Anthropic),
             ProviderKind::Gemini => Some(Protocol::Gemini),
-            ProviderKind::Vertex => Some(vertex::protocol(model)),
+            ProviderKind::Vertex => None,
             _ => Some(Protocol::OpenAi),
         }
     }
@@ -118,17 +119,17 @@ pub fn prepare(
     max_depth: usize,
     same: impl FnOnce() -> Bytes,
 ) -> Result<Prepared, PrepareError> {
+    if kind == ProviderKind::Vertex {
+        return vertex::prepare(client_path, body, upstream_model, client_model, max_depth);
+    }
     let front = Front::of_path(client_path);
+    let upstream = Protocol::of_provider(kind)
+        .ok_or_else(|| PrepareError::Unsupported(format!("provider kind {kind:?} has no protocol adapter yet")))?;
     let model = if upstream_model.is_empty() {
         client_model
     } else {
         upstream_model
     };
-    let upstream = Protocol::of_provider(kind, model)
-        .ok_or_else(|| PrepareError::Unsupported(format!("provider kind {kind:?} has no protocol adapter yet")))?;
-    if kind == ProviderKind::Vertex {
-        return vertex_prepare(client_path, front, upstream, body, model, client_model, max_depth);
-    }
     let passthrough = || Prepared {
         body: same(),
         path: client_path.get(3..).unwrap_or("").to_owned(),
@@ -179,40 +180,6 @@ pub fn prepare(
         path,
         translation: Some(translation),
     })
-}
-
-/// `prepare` for Vertex: Anthropic Messages to a Claude model go through with only the
-/// Vertex body edit (no model, `anthropic_version`); everything else is translated as for the
-/// Anthropic or Gemini kinds, then placed at the Vertex publisher path.
-fn vertex_prepare(
-    client_path: &str,
-    front: Front,
-    upstream: Protocol,
-    body: &Bytes,
-    model: &str,
-    client_model: &str,
-    max_depth: usize,
-) -> Result<Prepared, PrepareError> {
-    if front == Front::Messages && upstream == Protocol::Anthropic {
-        let (body, stream) = vertex::anthropic_body(body, max_depth).map_err(PrepareError::BadRequest)?;
-        return Ok(Prepared {
-            body: Bytes::from(body),
-            path: vertex::path(upstream, model, stream),
-            translation: None,
-        });
-    }
-    let kind = match upstream {
-        Protocol::Anthropic => ProviderKind::Anthropic,
-        _ => ProviderKind::Gemini,
-    };
-    let mut prepared = prepare(client_path, kind, body, model, client_model, max_depth, Bytes::new)?;
-    let stream = prepared.translation.as_ref().is_some_and(|t| t.stream);
-    if upstream == Protocol::Anthropic {
-        let (body, _) = vertex::anthropic_body(&prepared.body, max_depth).map_err(PrepareError::BadRequest)?;
-        prepared.body = Bytes::from(body);
-    }
-    prepared.path = vertex::path(upstream, model, stream);
-    Ok(prepared)
 }
 
 impl Translation {

@@ -9,9 +9,12 @@
 
 use sonic_rs::{JsonValueMutTrait, JsonValueTrait};
 
-use super::Protocol;
+use bytes::Bytes;
+
+use super::{Front, PrepareError, Prepared, Protocol};
 use crate::codec::depth::check_depth;
 use crate::codec::target::push_segment;
+use crate::config::ProviderKind;
 
 /// The `anthropic_version` Vertex requires in Claude bodies.
 pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
@@ -46,6 +49,44 @@ pub fn path(protocol: Protocol, model: &str, stream: bool) -> String {
         (_, true) => ":streamGenerateContent?alt=sse",
     });
     out
+}
+
+/// `providers::prepare` for Vertex: Anthropic Messages to a Claude model go through with only
+/// the Vertex body edit (no model, `anthropic_version`); everything else is translated as for
+/// the Anthropic or Gemini kinds, then placed at the Vertex publisher path.
+pub fn prepare(
+    client_path: &str,
+    body: &Bytes,
+    upstream_model: &str,
+    client_model: &str,
+    max_depth: usize,
+) -> Result<Prepared, PrepareError> {
+    let model = if upstream_model.is_empty() {
+        client_model
+    } else {
+        upstream_model
+    };
+    let upstream = protocol(model);
+    if Front::of_path(client_path) == Front::Messages && upstream == Protocol::Anthropic {
+        let (body, stream) = anthropic_body(body, max_depth).map_err(PrepareError::BadRequest)?;
+        return Ok(Prepared {
+            body: Bytes::from(body),
+            path: path(upstream, model, stream),
+            translation: None,
+        });
+    }
+    let kind = match upstream {
+        Protocol::Anthropic => ProviderKind::Anthropic,
+        _ => ProviderKind::Gemini,
+    };
+    let mut prepared = super::prepare(client_path, kind, body, model, client_model, max_depth, Bytes::new)?;
+    let stream = prepared.translation.as_ref().is_some_and(|t| t.stream);
+    if upstream == Protocol::Anthropic {
+        let (body, _) = anthropic_body(&prepared.body, max_depth).map_err(PrepareError::BadRequest)?;
+        prepared.body = Bytes::from(body);
+    }
+    prepared.path = path(upstream, model, stream);
+    Ok(prepared)
 }
 
 /// An Anthropic Messages body as Vertex takes it: `model` removed (it is in the URL),
