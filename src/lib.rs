@@ -23,5 +23,6 @@ pub mod route;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod tokens;
 pub mod upstream;
 pub mod usage;

@@ -225,6 +225,8 @@ pub struct ProviderConfig {
     pub name: String,
     /// One of the eight wire protocols; checked in `compile.rs` so the message lists them.
     pub kind: String,
+    /// "" = the kind's default (Vertex only; other kinds need one).
+    #[serde(default)]
     pub base_url: String,
     #[serde(default)]
     pub keys: Vec<String>,
@@ -262,6 +264,38 @@ pub struct ProviderConfig {
     pub balance: Option<BalanceConfig>,
     #[serde(default = "five_minutes")]
     pub balance_interval_ms: u64,
+    /// Vertex AI: the Google Cloud project and region (location) in every request URL.
+    #[serde(default)]
+    pub project: String,
+    #[serde(default)]
+    pub region: String,
+    /// Vertex AI: where access tokens are minted; "" = Google's (or the service account's own).
+    #[serde(default)]
+    pub token_url: String,
+    /// Vertex AI: OAuth user credentials (refresh-token grant), one or a list; each is one key.
+    #[serde(default)]
+    pub google_oauth: Option<OneOrMany<GoogleOAuthConfig>>,
+    /// Vertex AI: service-account JSON keys (secret references), one or a list; each is one key.
+    #[serde(default)]
+    pub service_account: Option<OneOrMany<String>>,
+}
+
+/// A value or a list of them (`google_oauth = { ... }` or `google_oauth = [{ ... }, { ... }]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+/// One OAuth user credential, as pro-api and gcloud's `application_default_credentials.json`
+/// hold it. `client_secret` and `refresh_token` are secrets (`env:`/`file:` forms work).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleOAuthConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
 }
 
 #[derive(Debug, Deserialize)]

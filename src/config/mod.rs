@@ -14,6 +14,7 @@ mod provider;
 mod routes;
 pub mod secret;
 mod url;
+pub mod vertex;
 
 #[cfg(test)]
 mod tests;
@@ -165,6 +166,11 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
         remove_invalid: false,
         balance: None,
         balance_interval_ms: 300_000,
+        project: String::new(),
+        region: String::new(),
+        token_url: String::new(),
+        google_oauth: None,
+        service_account: None,
     };
     let file = FileConfig {
         server: ServerConfig {

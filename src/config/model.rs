@@ -297,6 +297,8 @@ pub struct Provider {
     pub balance: Option<BalanceSource>,
     /// How often balances are fetched (`None` = only when keys are validated).
     pub balance_interval: Option<std::time::Duration>,
+    /// `kind = "vertex"`: project, region and the credentials behind its keys.
+    pub vertex: Option<std::sync::Arc<super::vertex::Vertex>>,
 }
 
 /// A balance endpoint: `GET` this path with the key, read the number at `field`.

@@ -36,7 +36,6 @@ const STRATEGIES: &[(&str, KeyStrategy)] = &[
 /// yet. They are refused with the key's path instead of running as something else: a
 /// `replicate` provider sent OpenAI requests, a `least-used` pool rotated round-robin.
 const NOT_YET_KINDS: &[ProviderKind] = &[
-    ProviderKind::Vertex,
     ProviderKind::Replicate,
     ProviderKind::Cohere,
     ProviderKind::Cloudflare,
@@ -94,8 +93,13 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
     let at = |k: &str| format!("providers[{i}].{k}");
     check_name(&p.name, &at("name"))?;
     let kind = honoured(&p.kind, KINDS, NOT_YET_KINDS, &at("kind"))?;
-    let base_url = url::parse_base_url(&p.base_url).map_err(|e| ConfigError::at(&at("base_url"), e))?;
-    let keys = keys(i, &p, r)?;
+    let (vertex, keys, base_url) = match super::vertex::compile(i, &p, kind, r)? {
+        Some((vertex, keys, base_url)) => (Some(Arc::new(vertex)), keys, base_url),
+        None => {
+            let base_url = url::parse_base_url(&p.base_url).map_err(|e| ConfigError::at(&at("base_url"), e))?;
+            (None, keys(i, &p, r)?, base_url)
+        }
+    };
     if p.enabled && keys.is_empty() {
         let what = format!(
             "provider {:?} is enabled but has no keys (from `keys` or `keys_file`); add keys or set enabled = false",
@@ -190,6 +194,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         remove_invalid: p.remove_invalid,
         balance,
         balance_interval,
+        vertex,
         name: p.name,
     })
 }

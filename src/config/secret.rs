@@ -84,6 +84,16 @@ impl Resolver<'_> {
     /// `key_path` (e.g. `providers[0].keys[1]`) goes into every error so the user knows which
     /// line to fix; the secret itself never does.
     pub fn secret(&self, raw: &str, key_path: &str) -> Result<Secret, ConfigError> {
+        self.resolve(raw, key_path, false)
+    }
+
+    /// `secret` for a multi-line document (a service-account JSON key): line breaks and tabs
+    /// are allowed, other control characters are not. Never sent as a header.
+    pub fn document(&self, raw: &str, key_path: &str) -> Result<Secret, ConfigError> {
+        self.resolve(raw, key_path, true)
+    }
+
+    fn resolve(&self, raw: &str, key_path: &str, multiline: bool) -> Result<Secret, ConfigError> {
         let value = if let Some(name) = raw.strip_prefix("env:") {
             let name = name.trim();
             match (self.env)(name) {
@@ -112,7 +122,10 @@ impl Resolver<'_> {
         if value.is_empty() {
             return Err(ConfigError::at(key_path, "secret is empty"));
         }
-        if value.bytes().any(|b| b.is_ascii_control()) {
+        if value
+            .bytes()
+            .any(|b| b.is_ascii_control() && !(multiline && b"\n\r\t".contains(&b)))
+        {
             // It would end up in an HTTP header; CR/LF there is header injection.
             return Err(ConfigError::at(key_path, "secret contains control characters"));
         }

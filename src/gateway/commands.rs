@@ -34,6 +34,12 @@ pub enum Command {
     },
     /// A key-pool change (`/admin/keys`).
     Keys(crate::keys::command::KeysCommand),
+    /// An access token for a credential key newer than `refused` (the one a 401 answered),
+    /// minted now unless one exists (`tokens::TokenRegistry::mint_now`).
+    MintToken {
+        key: crate::config::KeyId,
+        refused: Option<u64>,
+    },
 }
 
 /// A JSON body, or an HTTP status with a message.

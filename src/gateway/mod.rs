@@ -33,6 +33,8 @@ pub struct Generation {
     pub key_health: KeyHealthTable,
     /// Window limits of every key and client, sharing windows with other generations.
     pub limits: LimitTable,
+    /// Access-token cells of keys that are credentials (Vertex), `[provider][key]`.
+    pub tokens: crate::tokens::TokenTable,
 }
 
 /// Process-wide shared state (`Send + Sync`); each worker builds its own `Core` from it.
@@ -61,6 +63,8 @@ pub struct Gateway {
     admin_addr: std::sync::OnceLock<SocketAddr>,
     /// Runtime keys and disabled config keys, merged into every generation.
     pub keys: crate::keys::KeyPool,
+    /// Access tokens of credential keys, minted by the control thread, kept across reloads.
+    pub tokens: Arc<crate::tokens::TokenRegistry>,
     /// The last loaded config before the pool was merged in, and its file's fingerprint: what
     /// a key-pool change rebuilds from (control thread only).
     base: parking_lot::Mutex<(Config, u64)>,
@@ -73,7 +77,8 @@ impl Gateway {
         let health = HealthRegistry::default();
         let limits = LimitRegistry::default();
         let base = (config.clone(), crate::keys::fingerprint(&config.source));
-        let first = prepare(1, config, &resolver, &health, &limits)?;
+        let tokens = Arc::new(crate::tokens::TokenRegistry::default());
+        let first = prepare(1, config, &resolver, &health, &limits, &tokens)?;
         let metrics = crate::metrics::Registry::default();
         metrics.set_max_series(first.config.server.metrics_max_series);
         Ok(Arc::new(Gateway {
@@ -94,6 +99,7 @@ impl Gateway {
             admin: crate::admin::AdminState::default(),
             admin_addr: std::sync::OnceLock::new(),
             keys: crate::keys::KeyPool::default(),
+            tokens,
             base: parking_lot::Mutex::new(base),
         }))
     }
@@ -166,7 +172,7 @@ impl Gateway {
     fn swap_in(&self, mut config: Config, fingerprint: u64) -> Result<u64, String> {
         self.keys.apply(&mut config, fingerprint);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let generation = prepare(id, config, &self.resolver, &self.health, &self.limits)?;
+        let generation = prepare(id, config, &self.resolver, &self.health, &self.limits, &self.tokens)?;
         self.metrics.set_max_series(generation.config.server.metrics_max_series);
         self.current.store(Arc::new(generation));
         Ok(id)
@@ -179,6 +185,7 @@ fn prepare(
     resolver: &Arc<Resolver>,
     health: &HealthRegistry,
     limits: &LimitRegistry,
+    tokens: &crate::tokens::TokenRegistry,
 ) -> Result<Generation, String> {
     let tls_config = tls::client_config(config.upstream.ca_file.as_deref())?;
     let tls_id = config
@@ -197,12 +204,14 @@ fn prepare(
     };
     let key_health = health.table_for(&config);
     let limits = limits.table_for(&config);
+    let tokens = tokens.table_for(&config);
     Ok(Generation {
         id,
         config: Arc::new(config),
         connector,
         key_health,
         limits,
+        tokens,
     })
 }
 

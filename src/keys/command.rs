@@ -120,6 +120,10 @@ fn add(gateway: &Gateway, provider: &Provider, secrets: Vec<Secret>) -> Result<C
         provider: provider.name.clone(),
         ..Default::default()
     };
+    if provider.vertex.is_some() {
+        let why = "a Vertex provider's keys are its credentials (google_oauth / service_account in the config)";
+        return Err((400, why.into()));
+    }
     for secret in &secrets {
         let raw = secret.expose();
         if raw.is_empty() || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {

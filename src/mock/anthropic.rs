@@ -28,9 +28,14 @@ pub(super) fn error_body(status: u16) -> Vec<u8> {
 
 pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>) -> io::Result<()> {
     let body = req.body.as_ref();
+    // Vertex names the model in the path (`.../models/{m}:rawPredict`), not the body.
     let model = sonic_rs::get(body, &["model"])
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
+        .or_else(|| {
+            let (_, rest) = req.head.path().rsplit_once("/models/")?;
+            rest.split(':').next().map(str::to_owned)
+        })
         .unwrap_or_else(|| "mock-claude".to_owned());
     let model = quote(&model);
     let stream = sonic_rs::get(body, &["stream"]).ok().and_then(|v| v.as_bool()) == Some(true);

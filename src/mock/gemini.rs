@@ -35,9 +35,10 @@ pub(super) fn error_body(status: u16, retry_after: Option<&str>) -> Vec<u8> {
 
 pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>) -> io::Result<()> {
     let path = req.head.path();
+    // `/v1beta/models/{m}:method` or Vertex's `.../publishers/google/models/{m}:method`.
     let model = path
-        .strip_prefix("/v1beta/models/")
-        .and_then(|rest| rest.split(':').next())
+        .rsplit_once("/models/")
+        .and_then(|(_, rest)| rest.split(':').next())
         .unwrap_or("mock-gemini")
         .to_owned();
     let stream = path.ends_with(":streamGenerateContent");

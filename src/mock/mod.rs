@@ -18,6 +18,7 @@
 //! `fail403`, `fail429` or `fail500` gets that status; `MockServer::faults` sets a key's fault
 //! at run time, for every request or for the next N, and a key's balance
 //! (`KeyFault::balance`, served at `GET .../user/info` and `.../user/balance`).
+//! Vertex AI (`/token` and `/v1/projects/{p}/locations/{r}/publishers/...`): see `vertex.rs`.
 //! Invariant: the mock records requests only when asked and keeps at most `record_limit`.
 
 mod anthropic;
@@ -25,6 +26,7 @@ mod chaos;
 mod gemini;
 mod openai;
 mod service;
+mod vertex;
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use chaos::{Chaos, Fault};
+pub use vertex::VertexMock;
 
 use crate::config::Driver;
 use crate::runtime::{bind_listeners, spawn_workers, Shutdown, WorkerSpec};
@@ -192,6 +195,8 @@ pub struct MockServer {
     pub faults: Arc<KeyFaults>,
     /// Connection counts (accepted in total, open now): keep-alive tests read these.
     pub gate: Arc<ConnectionGate>,
+    /// Vertex AI token state (issued tokens, grant counts, rejection), changeable at run time.
+    pub vertex: Arc<VertexMock>,
     shutdown: Arc<Shutdown>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -230,6 +235,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     };
     let (addr, listeners) = bind_listeners(options.listen, spec.count)?;
     let faults = Arc::new(KeyFaults::default());
+    let vertex = Arc::new(VertexMock::default());
     let recorder = Arc::new(Recorder {
         limit: options.record_limit,
         ..Recorder::default()
@@ -239,6 +245,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     let workers = {
         let recorder = recorder.clone();
         let faults = faults.clone();
+        let vertex = vertex.clone();
         let shutdown = shutdown.clone();
         let gate = gate.clone();
         spawn_workers(&spec, listeners, move |index, listener| {
@@ -247,6 +254,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
                 options.clone(),
                 recorder.clone(),
                 faults.clone(),
+                vertex.clone(),
             ));
             let server = WorkerServer::new(gate.clone(), usize::MAX, Duration::from_millis(100));
             let stop = shutdown.subscribe();
@@ -258,6 +266,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
         recorder,
         faults,
         gate,
+        vertex,
         shutdown,
         workers,
     })

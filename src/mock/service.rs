@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{anthropic, gemini, openai};
-use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder};
+use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder, VertexMock};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
 
@@ -17,6 +17,7 @@ pub(super) struct MockService {
     options: MockOptions,
     recorder: Arc<Recorder>,
     faults: Arc<KeyFaults>,
+    vertex: Arc<VertexMock>,
 }
 
 /// Knob values for one request.
@@ -45,12 +46,19 @@ pub(super) struct Knobs {
 }
 
 impl MockService {
-    pub(super) fn new(worker: usize, options: MockOptions, recorder: Arc<Recorder>, faults: Arc<KeyFaults>) -> Self {
+    pub(super) fn new(
+        worker: usize,
+        options: MockOptions,
+        recorder: Arc<Recorder>,
+        faults: Arc<KeyFaults>,
+        vertex: Arc<VertexMock>,
+    ) -> Self {
         MockService {
             worker,
             options,
             recorder,
             faults,
+            vertex,
         }
     }
 
@@ -186,6 +194,11 @@ impl Service for MockService {
             let _ = res.send(400, &headers, Bytes::from(openai::error_body(400))).await;
             return;
         }
+        if let Some((status, body)) = self.vertex.intercept(&req) {
+            let headers: [(&str, &[u8]); 1] = [("content-type", b"application/json")];
+            let _ = res.send(status, &headers, Bytes::from(body)).await;
+            return;
+        }
         let mut knobs = self.knobs(&req.head);
         self.add_chaos(&req, &mut knobs);
         if !knobs.latency.is_zero() {
@@ -252,9 +265,9 @@ enum Shape {
 
 impl Shape {
     fn of(path: &str) -> Shape {
-        if path == "/v1/messages" {
+        if path == "/v1/messages" || path.contains("/publishers/anthropic/") {
             Shape::Anthropic
-        } else if path.starts_with("/v1beta/models/") {
+        } else if path.starts_with("/v1beta/models/") || path.contains("/publishers/") {
             Shape::Gemini
         } else {
             Shape::OpenAi

@@ -10,6 +10,9 @@
 //! | `/v1/messages`        | messages <-> chat      | passthrough         | messages <-> chat <-> gemini |
 //! | other `/v1/*`         | passthrough            | unsupported         | unsupported              |
 //!
+//! Vertex (`vertex.rs`) is the anthropic column for `claude-*` models and the gemini column
+//! for the rest, at its publisher paths.
+//!
 //! Invariant: the same-protocol path never parses or re-encodes the body (only the model
 //! splice), so `cache_control`, thinking blocks and unknown fields survive it byte for byte.
 //! Every JSON a translation parses (the request, embedded tool arguments, each upstream event,
@@ -24,6 +27,7 @@ pub mod openai;
 #[cfg(test)]
 mod stream_tests;
 pub mod transform;
+pub mod vertex;
 pub mod write;
 
 use bytes::Bytes;
@@ -45,7 +49,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// The protocol a provider kind speaks; `None` for kinds with no adapter yet (Vertex).
+    /// The protocol a provider kind speaks; `None` for Vertex, which speaks one per model
+    /// (`vertex::protocol`).
     pub fn of_provider(kind: ProviderKind) -> Option<Protocol> {
         match kind {
             ProviderKind::Anthropic => Some(Protocol::Anthropic),
@@ -117,6 +122,9 @@ pub fn prepare(
     max_depth: usize,
     same: impl FnOnce() -> Bytes,
 ) -> Result<Prepared, PrepareError> {
+    if kind == ProviderKind::Vertex {
+        return vertex::prepare(client_path, body, upstream_model, client_model, max_depth);
+    }
     let front = Front::of_path(client_path);
     let upstream = Protocol::of_provider(kind)
         .ok_or_else(|| PrepareError::Unsupported(format!("provider kind {kind:?} has no protocol adapter yet")))?;

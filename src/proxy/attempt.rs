@@ -10,10 +10,11 @@ use std::sync::Arc;
 use super::admit::{never_reached, pick_available_key, usage_tokens};
 use super::attempts::{usable_in, Attempts};
 use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
+use super::credential::send_authenticated;
 use super::error::{ErrorKind, ProxyError, Side};
 use super::forward::{Job, Target};
 use super::relay::{relay as relay_answer, Relay, RelayInput};
-use super::send::{backoff, discard, send as send_request};
+use super::send::{backoff, discard};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
 use crate::config::Provider;
@@ -72,8 +73,7 @@ pub(super) async fn try_key(
         key: key.index,
         started: now,
     };
-    let secret = provider.keys.get(key.index).map_or("", |k| k.secret.expose());
-    let sent = send_request(core, ctx, job.req, provider, secret, &target.body, &target.path).await;
+    let sent = send_authenticated(core, ctx, job.req, provider, key.index, &target.body, &target.path).await;
     let (exchange, head) = match sent {
         Ok(answer) => answer,
         Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),

@@ -125,7 +125,8 @@ pub async fn validate(core: &Core, provider: Option<&str>, keys: &[String]) -> R
 /// Validates one key, applies the verdict, fetches its balance when the provider has one.
 async fn check(core: &Core, generation: &Arc<Generation>, p: &Provider, key: &Key, health: &KeyHealth) -> Checked {
     let path = format!("{}/models", p.base_url.path);
-    let answer = probe::get(core, generation, p, key.secret.expose(), &path).await;
+    let credential = super::credential::current_of(generation, p, key);
+    let answer = probe::get(core, generation, p, &credential, &path).await;
     let (status, verdict, error) = match &answer {
         Ok((status, body)) => {
             let verdict = Verdict::of(Some(*status), body);
@@ -186,7 +187,8 @@ async fn remove(core: &Core, p: &Provider, key: &Key) -> bool {
 async fn fetch_balance(core: &Core, generation: &Arc<Generation>, p: &Provider, key: &Key, health: &KeyHealth) {
     let Some(source) = &p.balance else { return };
     let seen = health.successes();
-    let balance = match probe::get(core, generation, p, key.secret.expose(), &source.path).await {
+    let credential = super::credential::current_of(generation, p, key);
+    let balance = match probe::get(core, generation, p, &credential, &source.path).await {
         Ok((200..=299, body)) => read_number(&body, &source.field),
         _ => None,
     };

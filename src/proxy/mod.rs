@@ -26,6 +26,7 @@ mod admit;
 mod attempt;
 mod attempts;
 mod classify;
+mod credential;
 mod endpoints;
 pub mod error;
 mod finish;

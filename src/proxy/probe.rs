@@ -20,14 +20,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) async fn probe_due_keys(core: &Core, generation: &Generation) {
     let config = &generation.config;
     for provider in config.providers.iter().filter(|p| p.enabled) {
-        for (index, key) in provider.keys.iter().enumerate() {
+        for index in 0..provider.keys.len() {
             let Some(health) = generation.key_health.get(provider.index, index) else {
                 continue;
             };
             if !health.probe_due(now_ms()) {
                 continue;
             }
-            let ok = probe(core, generation, provider, key.secret.expose()).await;
+            // A Vertex credential probes with its current access token.
+            let credential = super::credential::current(generation, provider, index);
+            let ok = probe(core, generation, provider, &credential).await;
             if ok {
                 health.restore(now_ms());
                 if let Some(provider_health) = generation.key_health.provider_health(provider.index) {

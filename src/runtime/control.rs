@@ -104,6 +104,8 @@ struct Duties {
     storage: Option<Storage>,
     persist: Persist,
     log_writer: LogWriter,
+    /// TLS roots for the token endpoints (access tokens are minted here).
+    token_tls: crate::tokens::Tls,
 }
 
 impl Duties {
@@ -118,11 +120,17 @@ impl Duties {
             storage,
             persist,
             log_writer,
+            token_tls: crate::tokens::Tls::default(),
         }
     }
 
     fn tick(&mut self, gateway: &Gateway) {
         self.run_commands(gateway);
+        // Access tokens due for refresh (blocks on the token endpoints; this thread may).
+        if gateway.tokens.any() {
+            self.token_tls.update(&gateway.current().config);
+            gateway.tokens.refresh_due(&self.token_tls);
+        }
         self.log_writer.tick(gateway, &mut self.storage);
         self.persist.tick(gateway, self.storage.as_mut());
         crate::keys::command::persist_if_dirty(gateway, self.storage.as_mut());
@@ -160,6 +168,14 @@ impl Duties {
                     }
                 },
                 Command::Keys(change) => crate::keys::command::execute(change, gateway, self.storage.as_mut()),
+                Command::MintToken { key, refused } => {
+                    self.token_tls.update(&gateway.current().config);
+                    gateway
+                        .tokens
+                        .mint_now(key, refused, &self.token_tls)
+                        .map(|()| Vec::new())
+                        .map_err(|e| (502, e))
+                }
                 other => self.log_writer.execute(other, gateway, &mut self.storage),
             };
             let _ = reply.send(result);
