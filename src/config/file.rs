@@ -262,6 +262,10 @@ pub struct ProviderConfig {
     pub balance: Option<BalanceConfig>,
     #[serde(default = "five_minutes")]
     pub balance_interval_ms: u64,
+    /// `/v1/responses`: "native" (passed through) or "translate" (to chat completions);
+    /// "" = native for api.openai.com only.
+    #[serde(default)]
+    pub responses: String,
 }
 
 #[derive(Debug, Deserialize)]

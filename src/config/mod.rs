@@ -165,6 +165,7 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
         remove_invalid: false,
         balance: None,
         balance_interval_ms: 300_000,
+        responses: String::new(),
     };
     let file = FileConfig {
         server: ServerConfig {
