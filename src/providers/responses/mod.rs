@@ -10,6 +10,8 @@
 pub mod request;
 pub mod response;
 pub mod stream;
+#[cfg(test)]
+mod stream_tests;
 
 use crate::config::ResponsesMode;
 use crate::providers::write;
@@ -42,8 +44,13 @@ pub struct Ids {
 
 impl Ids {
     pub fn new() -> Self {
+        Self::fixed(fastrand::u64(..))
+    }
+
+    /// The ids of one seed (tests and fuzzing compare outputs byte for byte).
+    pub fn fixed(seed: u64) -> Self {
         Ids {
-            hex: format!("{:016x}", fastrand::u64(..)),
+            hex: format!("{seed:016x}"),
         }
     }
 

@@ -57,10 +57,15 @@ pub struct ChatToResponses {
 impl ChatToResponses {
     /// `model`: shown until (and unless) the upstream names its own.
     pub fn new(model: &str) -> Self {
+        Self::with_ids(model, Ids::new(), write::unix_now())
+    }
+
+    /// With given ids and creation time, so two runs give the same bytes.
+    pub fn with_ids(model: &str, ids: Ids, created_at: u64) -> Self {
         ChatToResponses {
             model: model.to_owned(),
-            ids: Ids::new(),
-            created_at: write::unix_now(),
+            ids,
+            created_at,
             seq: 0,
             started: false,
             done: false,
