@@ -201,7 +201,7 @@ fn stored_responses_are_reached_on_a_native_upstream_only() {
     translate.routing = "default_model = \"gpt-chat\"".to_owned();
     let h = Harness::start(translate);
     let r = h.client().get("/v1/responses/resp_abc", &[]);
-    assert_ne!(r.status, 200);
+    assert_eq!(r.status, 502, "no candidate left: {}", r.text());
     let (message, _) = r.openai_error();
     assert!(message.contains("keeps no stored responses"), "{message}");
     assert!(h.recorded().is_empty());
@@ -370,4 +370,14 @@ fn an_upstream_error_and_a_cut_stream_reach_the_client_in_responses_shapes() {
     let (_, response) = responses_stream(&r.text());
     assert_eq!(response["status"].as_str(), Some("failed"), "{}", r.text());
     assert!(!response["error"]["message"].as_str().unwrap().is_empty());
+    // Native: the upstream's own events, then an `error` event of the Responses API.
+    let body = r#"{"model":"gpt-native","input":"hello","stream":true}"#;
+    let r = h.post("/v1/responses", body, &[("x-mock-cut-after", "2")]);
+    assert_eq!(r.status, 200);
+    let evs = events(&r.text());
+    assert_eq!(evs[0].0, "response.created");
+    let (name, data) = evs.last().unwrap();
+    assert_eq!(name, "error", "{}", r.text());
+    assert_eq!(data["type"].as_str(), Some("error"));
+    assert!(!data["message"].as_str().unwrap().is_empty());
 }
