@@ -52,6 +52,8 @@ pub struct ChatToResponses {
     finish: Option<String>,
     usage: Usage,
     kept: usize,
+    /// `MAX_ANSWER_BYTES`, lower in tests.
+    max_kept: usize,
 }
 
 impl ChatToResponses {
@@ -74,7 +76,14 @@ impl ChatToResponses {
             finish: None,
             usage: Usage::default(),
             kept: 0,
+            max_kept: MAX_ANSWER_BYTES,
         }
+    }
+
+    /// A lower bound on the answer kept (tests).
+    pub fn keeping_at_most(mut self, bytes: usize) -> Self {
+        self.max_kept = bytes;
+        self
     }
 
     /// `event: <kind>` and the opening of its data, up to and including the sequence number.
@@ -244,8 +253,8 @@ impl ChatToResponses {
             return;
         }
         self.kept += delta.len();
-        if self.kept > MAX_ANSWER_BYTES {
-            let message = format!("the answer is longer than rotor translates ({MAX_ANSWER_BYTES} bytes)");
+        if self.kept > self.max_kept {
+            let message = format!("the answer is longer than rotor translates ({} bytes)", self.max_kept);
             self.fail(out, &message);
             return;
         }
@@ -266,7 +275,8 @@ impl ChatToResponses {
     }
 
     fn text(&mut self, out: &mut String, reasoning: bool, text: &str) {
-        if text.is_empty() {
+        // `done`: an earlier delta of this chunk overflowed and failed the stream.
+        if text.is_empty() || self.done {
             return;
         }
         let want: fn(&Kind) -> bool = if reasoning {
@@ -299,6 +309,9 @@ impl ChatToResponses {
     }
 
     fn tool(&mut self, out: &mut String, call: ToolCallDelta) {
+        if self.done {
+            return;
+        }
         let index = call.index.unwrap_or(0);
         let function = call.function.unwrap_or_default();
         let open = self.items.iter().rposition(|it| match &it.kind {

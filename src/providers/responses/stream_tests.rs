@@ -171,3 +171,14 @@ fn truncated_failed_and_too_deep_streams_end_with_one_response_failed() {
     assert_eq!(response["error"]["message"].as_str(), Some("connection reset"));
     assert_eq!(response["output"][0]["content"][0]["text"].as_str(), Some("partial"));
 }
+
+#[test]
+fn an_answer_longer_than_the_bound_fails_once_and_nothing_follows() {
+    let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"0123456789AB\",\"content\":\"x\",\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    let mut t = SseTranslator::new(ChatToResponses::with_ids("m", Ids::fixed(2), 1).keeping_at_most(10), D);
+    let text = run(&mut t, &[chunk.as_bytes()]);
+    let (names, response) = check(&text);
+    assert_eq!(names.last().map(String::as_str), Some("response.failed"), "{text}");
+    assert!(response["error"]["message"].as_str().unwrap().contains("10 bytes"));
+    assert!(!names.iter().any(|n| n == "response.output_text.delta"), "{names:?}");
+}
