@@ -63,7 +63,8 @@ impl Protocol {
 pub enum Front {
     Chat,
     Messages,
-    /// `POST /v1/responses`, to an upstream that does not serve the Responses API itself.
+    /// `POST /v1/responses`: passed through to a native upstream (`responses = "native"`, see
+    /// `Adapter::prepare`), translated through chat to every other.
     Responses,
     /// Any other OpenAI route (completions, embeddings, passthrough).
     Other,
