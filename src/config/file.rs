@@ -278,6 +278,10 @@ pub struct ProviderConfig {
     /// Vertex AI: service-account JSON keys (secret references), one or a list; each is one key.
     #[serde(default)]
     pub service_account: Option<OneOrMany<String>>,
+    /// `/v1/responses`: "native" (passed through) or "translate" (to chat completions);
+    /// "" = native for api.openai.com only.
+    #[serde(default)]
+    pub responses: String,
 }
 
 /// A value or a list of them (`google_oauth = { ... }` or `google_oauth = [{ ... }, { ... }]`).

@@ -171,6 +171,7 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
         token_url: String::new(),
         google_oauth: None,
         service_account: None,
+        responses: String::new(),
     };
     let file = FileConfig {
         server: ServerConfig {

@@ -208,6 +208,15 @@ pub enum ProviderKind {
     OnDemand,
 }
 
+/// How a provider serves `POST /v1/responses` (DESIGN 1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsesMode {
+    /// The upstream serves the Responses API itself: bytes pass through.
+    Native,
+    /// Translated to chat completions (and through the hub to other protocols).
+    Translate,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStrategy {
     RoundRobin,
@@ -299,6 +308,8 @@ pub struct Provider {
     pub balance_interval: Option<std::time::Duration>,
     /// `kind = "vertex"`: project, region and the credentials behind its keys.
     pub vertex: Option<std::sync::Arc<super::vertex::Vertex>>,
+    /// `responses`: native only where the upstream serves the Responses API.
+    pub responses: ResponsesMode,
 }
 
 /// A balance endpoint: `GET` this path with the key, read the number at `field`.

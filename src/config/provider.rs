@@ -178,6 +178,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         );
         return Err(ConfigError::at(&at("key_strategy"), what));
     }
+    let responses = responses_mode(&p.responses, kind, &base_url, &at("responses"))?;
     Ok(Provider {
         index: i,
         kind,
@@ -195,8 +196,34 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         balance,
         balance_interval,
         vertex,
+        responses,
         name: p.name,
     })
+}
+
+/// `responses`: "native" or "translate"; unset = native only for OpenAI's own API host (other
+/// OpenAI-compatible servers mostly serve chat completions only). Only OpenAI-kind providers
+/// can be native: no other kind's API has a Responses endpoint.
+fn responses_mode(value: &str, kind: ProviderKind, base: &BaseUrl, path: &str) -> Result<ResponsesMode, ConfigError> {
+    const MODES: &[(&str, ResponsesMode)] = &[
+        ("native", ResponsesMode::Native),
+        ("translate", ResponsesMode::Translate),
+    ];
+    if value.is_empty() {
+        let openai = kind == ProviderKind::OpenAi && base.host.eq_ignore_ascii_case("api.openai.com");
+        return Ok(if openai {
+            ResponsesMode::Native
+        } else {
+            ResponsesMode::Translate
+        });
+    }
+    let mode = one_of(value, MODES, path)?;
+    if mode == ResponsesMode::Native && kind != ProviderKind::OpenAi {
+        let what =
+            format!("\"native\" needs kind = \"openai\" (a {kind:?} upstream has no Responses API); use \"translate\"");
+        return Err(ConfigError::at(path, what));
+    }
+    Ok(mode)
 }
 
 /// The configured balance endpoint, else the one of a provider known by its host.

@@ -1,4 +1,5 @@
-//! The built-in mock provider: OpenAI-, Anthropic- (`/v1/messages`) and Gemini-shaped
+//! The built-in mock provider: OpenAI- (chat, completions, embeddings and the Responses API
+//! `/v1/responses`), Anthropic- (`/v1/messages`) and Gemini-shaped
 //! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) answers; OpenAI ones (chat, streamed chat with usage,
 //! completions, embeddings, models) with knobs for latency, stream length and pacing, status
 //! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
@@ -25,6 +26,7 @@ mod anthropic;
 mod chaos;
 mod gemini;
 mod openai;
+mod responses;
 mod service;
 mod vertex;
 

@@ -1,5 +1,6 @@
 //! OpenAI-shaped bodies for the mock: chat completion (whole and streamed, with
-//! `stream_options.include_usage`), completions, embeddings (float and base64), models.
+//! `stream_options.include_usage`; `x-mock-tool: 1` adds a `get_weather` tool call),
+//! completions, embeddings (float and base64), models; the Responses API in `responses`.
 //! Token counts are deterministic (prompt bytes / 4, one token per content chunk) so tests can
 //! assert on them.
 
@@ -14,6 +15,8 @@ use super::service::Knobs;
 use crate::server::{Request, Responder};
 
 const JSON: (&str, &[u8]) = ("content-type", b"application/json");
+const TOOL_CALL: &str =
+    r#"{"id":"call_mock1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}"#;
 
 pub(super) fn error_body(status: u16) -> Vec<u8> {
     let (kind, message) = match status {
@@ -32,6 +35,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
     let model = string_field(body, &["model"]).unwrap_or_else(|| "mock-model".to_owned());
     let prompt_tokens = (body.len() / 4).max(1) as u64;
     match req.head.path() {
+        p if super::responses::serves(p) => super::responses::answer(req, knobs, res).await,
         "/v1/chat/completions" | "/v1/completions" => {
             let chat = req.head.path() == "/v1/chat/completions";
             let stream = sonic_rs::get(body.as_ref(), &["stream"])
@@ -47,9 +51,14 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             } else {
                 let text = (0..knobs.chunks).map(|i| format!("tok{i} ")).collect::<String>();
                 let completion = knobs.chunks as u64;
+                let (calls, finish) = if knobs.tool {
+                    (format!(r#","tool_calls":[{TOOL_CALL}]"#), "tool_calls")
+                } else {
+                    (String::new(), "stop")
+                };
                 let out = if chat {
                     format!(
-                        r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{},"choices":[{{"index":0,"message":{{"role":"assistant","content":{}}},"finish_reason":"stop"}}],"usage":{}}}"#,
+                        r#"{{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":{},"choices":[{{"index":0,"message":{{"role":"assistant","content":{}{calls}}},"finish_reason":"{finish}"}}],"usage":{}}}"#,
                         quote(&model),
                         quote(&text),
                         usage(prompt_tokens, completion)
@@ -98,7 +107,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
 
 /// A whole JSON answer, sized or (with `x-mock-chunked: 1`) in two chunks; with a cut, the
 /// connection closes halfway through the body.
-async fn send_json(res: &mut Responder<'_>, knobs: &Knobs, out: String) -> io::Result<()> {
+pub(super) async fn send_json(res: &mut Responder<'_>, knobs: &Knobs, out: String) -> io::Result<()> {
     if knobs.cut_after.is_some() {
         res.start(200, &[JSON], Some(out.len() as u64)).await?;
         res.piece(&out.as_bytes()[..out.len() / 2]).await?;
@@ -160,7 +169,19 @@ async fn stream_completion(
         };
         res.piece(event(choice).as_bytes()).await?;
     }
-    let last = if chat {
+    if chat && knobs.tool {
+        let start = r#"{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_mock1","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}"#;
+        res.piece(event(start.to_owned()).as_bytes()).await?;
+        for part in [r#"{\"city\":"#, r#"\"Oslo\"}"#] {
+            let args = format!(
+                r#"{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"{part}"}}}}]}},"finish_reason":null}}"#
+            );
+            res.piece(event(args).as_bytes()).await?;
+        }
+    }
+    let last = if chat && knobs.tool {
+        r#"{"index":0,"delta":{},"finish_reason":"tool_calls"}"#
+    } else if chat {
         r#"{"index":0,"delta":{},"finish_reason":"stop"}"#
     } else {
         r#"{"index":0,"text":"","finish_reason":"stop"}"#
@@ -221,6 +242,6 @@ fn string_field(body: &Bytes, path: &[&str]) -> Option<String> {
         .and_then(|v| v.as_str().map(str::to_owned))
 }
 
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     sonic_rs::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }

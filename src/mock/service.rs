@@ -38,6 +38,8 @@ pub(super) struct Knobs {
     /// Cache-read tokens to report (Anthropic `cache_read_input_tokens`, Gemini
     /// `cachedContentTokenCount`).
     pub cached_tokens: u64,
+    /// Reasoning tokens to report (Responses `output_tokens_details.reasoning_tokens`).
+    pub reasoning_tokens: u64,
     /// `x-mock-chunked: 1`: send whole JSON answers with chunked encoding, as providers behind
     /// CDNs do.
     pub chunked: bool,
@@ -123,6 +125,7 @@ impl MockService {
             tool: number("x-mock-tool") == Some(1),
             crlf: number("x-mock-crlf") == Some(1),
             cached_tokens: number("x-mock-cached-tokens").unwrap_or(0),
+            reasoning_tokens: number("x-mock-reasoning-tokens").unwrap_or(0),
             chunked: number("x-mock-chunked") == Some(1),
             balance,
         }

@@ -10,19 +10,25 @@ use super::transform::ResponseTransform;
 use super::{Front, PrepareError, Prepared, Translation};
 use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
 use crate::codec::head::RequestHead;
-use crate::config::{Provider, ProviderKind};
+use crate::config::{Provider, ProviderKind, ResponsesMode};
 use crate::usage::anthropic::AnthropicUsageTap;
 use crate::usage::openai::{Mode, OpenAiUsageTap};
+use crate::usage::responses::ResponsesUsageTap;
 
 /// The protocol adapter of one provider, chosen by its configured kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Adapter {
     kind: ProviderKind,
+    /// Whether the upstream serves `/v1/responses` itself (`responses = "native"`).
+    responses: ResponsesMode,
 }
 
 impl Adapter {
     pub fn of(provider: &Provider) -> Adapter {
-        Adapter { kind: provider.kind }
+        Adapter {
+            kind: provider.kind,
+            responses: provider.responses,
+        }
     }
 
     /// Plans one attempt (see `providers::prepare`): upstream path and body, and the
@@ -36,6 +42,23 @@ impl Adapter {
         max_depth: usize,
         same: impl FnOnce() -> Bytes,
     ) -> Result<Prepared, PrepareError> {
+        // The Responses API's paths: bytes untouched to an upstream that serves it; a stored
+        // response (`/v1/responses/{id}...`) exists only there.
+        match super::responses::native(client_path, self.responses) {
+            Some(true) => {
+                return Ok(Prepared {
+                    body: same(),
+                    path: client_path.get(3..).unwrap_or("").to_owned(),
+                    translation: None,
+                })
+            }
+            Some(false) => {
+                return Err(PrepareError::Unsupported(
+                    "it keeps no stored responses (responses = \"translate\")".to_owned(),
+                ))
+            }
+            None => {}
+        }
         super::prepare(
             client_path,
             self.kind,
@@ -87,6 +110,8 @@ impl Adapter {
             Some(translation) => translation.transform(status),
             // Anthropic to Anthropic: bytes untouched, usage read on the way.
             None if front == Front::Messages => Box::new(AnthropicUsageTap::new(max_depth)),
+            // A native Responses upstream: bytes untouched, usage read on the way.
+            None if front == Front::Responses => Box::new(ResponsesUsageTap::new(max_depth)),
             None => Box::new(OpenAiUsageTap::new(usage_mode, max_depth)),
         }
     }

@@ -8,6 +8,7 @@
 //! |-----------------------|------------------------|---------------------|--------------------------|
 //! | `/v1/chat/completions`| passthrough            | chat <-> messages   | chat <-> generateContent |
 //! | `/v1/messages`        | messages <-> chat      | passthrough         | messages <-> chat <-> gemini |
+//! | `/v1/responses`       | passthrough (native) or responses <-> chat | responses <-> chat <-> messages | responses <-> chat <-> gemini |
 //! | other `/v1/*`         | passthrough            | unsupported         | unsupported              |
 //!
 //! Vertex (`vertex.rs`) is the anthropic column for `claude-*` models and the gemini column
@@ -24,6 +25,7 @@ pub mod anthropic;
 mod depth_tests;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 #[cfg(test)]
 mod stream_tests;
 pub mod transform;
@@ -66,6 +68,9 @@ impl Protocol {
 pub enum Front {
     Chat,
     Messages,
+    /// `POST /v1/responses`: passed through to a native upstream (`responses = "native"`, see
+    /// `Adapter::prepare`), translated through chat to every other.
+    Responses,
     /// Any other OpenAI route (completions, embeddings, passthrough).
     Other,
 }
@@ -75,6 +80,7 @@ impl Front {
         match path {
             "/v1/chat/completions" => Front::Chat,
             "/v1/messages" => Front::Messages,
+            "/v1/responses" => Front::Responses,
             _ => Front::Other,
         }
     }
@@ -151,6 +157,7 @@ pub fn prepare(
         (Front::Messages, _) => {
             anthropic::request::to_chat(body, model, max_depth).map_err(PrepareError::BadRequest)?
         }
+        (Front::Responses, _) => responses::request::to_chat(body, max_depth).map_err(PrepareError::BadRequest)?,
     };
     let stream = chat.stream == Some(true);
     let translation = Translation {
@@ -191,6 +198,9 @@ impl Translation {
         let model = self.model.clone();
         let ok = (200..300).contains(&status);
         let depth = self.max_depth;
+        if self.front == Front::Responses && ok && self.stream {
+            return responses_stream(self.upstream, &model, depth);
+        }
         match (self.front, self.upstream, ok && self.stream) {
             (Front::Messages, Protocol::OpenAi, true) => Box::new(SseTranslator::new(
                 anthropic::front_stream::OpenAiToAnthropic::new(&model),
@@ -213,6 +223,22 @@ impl Translation {
     }
 }
 
+/// Chat chunks (from the upstream, or from the hub) to Responses events.
+fn responses_stream(upstream: Protocol, model: &str, depth: usize) -> Box<dyn ResponseTransform> {
+    let last = SseTranslator::new(responses::stream::ChatToResponses::new(model), depth);
+    match upstream {
+        Protocol::OpenAi => Box::new(last),
+        Protocol::Anthropic => Box::new(Chain {
+            first: SseTranslator::new(anthropic::stream::AnthropicToOpenAi::new(model, true), depth),
+            second: last,
+        }),
+        Protocol::Gemini => Box::new(Chain {
+            first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(model, true), depth),
+            second: last,
+        }),
+    }
+}
+
 /// Maps a whole upstream answer (status, body, model) to the client's protocol. The body's
 /// own depth was bounded by `WholeBody`; the last argument (`server.max_json_depth`) bounds
 /// JSON embedded in it as strings (tool arguments).
@@ -225,6 +251,15 @@ fn whole_map(front: Front, upstream: Protocol) -> WholeMap {
             anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
         },
         (Front::Messages, _) => anthropic::response::from_openai,
+        (Front::Responses, Protocol::OpenAi) => responses::response::from_chat,
+        (Front::Responses, Protocol::Anthropic) => |status, body, model, depth| {
+            let (chat, _) = anthropic::response::to_openai(status, body, model, depth);
+            responses::response::from_chat(status, chat.as_bytes(), model, depth)
+        },
+        (Front::Responses, Protocol::Gemini) => |status, body, model, depth| {
+            let (chat, _) = gemini::response::to_openai(status, body, model, depth);
+            responses::response::from_chat(status, chat.as_bytes(), model, depth)
+        },
         (_, Protocol::Gemini) => gemini::response::to_openai,
         (_, _) => anthropic::response::to_openai,
     }
@@ -433,7 +468,7 @@ impl WholeBody {
 fn error_answer(front: Front, message: &str) -> String {
     match front {
         Front::Messages => anthropic::error_body("api_error", message),
-        Front::Chat | Front::Other => openai::error_body(message, "upstream_error"),
+        Front::Chat | Front::Responses | Front::Other => openai::error_body(message, "upstream_error"),
     }
 }
 

@@ -94,6 +94,8 @@ pub enum Endpoint {
     Embeddings,
     /// The Anthropic Messages front door (`POST /v1/messages`), errors in Anthropic's envelope.
     Messages,
+    /// The OpenAI Responses API (`POST /v1/responses`): passed through or translated.
+    Responses,
     /// Any other `/v1/*`, relayed to an OpenAI-kind provider.
     Passthrough,
 }
@@ -111,6 +113,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::Responses => "responses",
             Endpoint::Passthrough => "passthrough",
         }
     }
@@ -278,6 +281,7 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
         "/v1/completions" => (Endpoint::Completions, Method::Post),
         "/v1/embeddings" => (Endpoint::Embeddings, Method::Post),
         "/v1/messages" => (Endpoint::Messages, Method::Post),
+        "/v1/responses" => (Endpoint::Responses, Method::Post),
         p if p.starts_with("/v1/") => return Ok(Endpoint::Passthrough),
         p if p.starts_with("/admin/") || p == "/admin" => return Ok(Endpoint::Admin),
         _ => {

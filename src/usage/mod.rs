@@ -6,6 +6,7 @@ pub mod anthropic;
 mod needle;
 pub mod openai;
 pub mod record;
+pub mod responses;
 pub mod rollup;
 pub mod writer;
 

@@ -293,3 +293,31 @@ fn ca_file_and_file_secrets_resolve_against_the_config_dir() {
     let e = parse_str_with_env(&missing, source, &env).unwrap_err().0;
     assert!(e.contains("upstream.ca_file") && e.contains("nope.pem"), "{e}");
 }
+
+#[test]
+fn responses_mode_defaults_to_native_only_for_openai_itself_and_is_checked() {
+    let c = ok(PROVIDER);
+    assert_eq!(c.providers[0].responses, ResponsesMode::Translate);
+    let c = ok(&PROVIDER.replace("api.example.com", "api.openai.com"));
+    assert_eq!(c.providers[0].responses, ResponsesMode::Native);
+    let c = ok(&format!(
+        "{}responses = \"translate\"\n",
+        PROVIDER.replace("api.example.com", "api.openai.com")
+    ));
+    assert_eq!(c.providers[0].responses, ResponsesMode::Translate);
+    let c = ok(&format!("{PROVIDER}responses = \"native\"\n"));
+    assert_eq!(c.providers[0].responses, ResponsesMode::Native);
+    err(
+        &format!("{PROVIDER}responses = \"passthrough\"\n"),
+        &["providers[0].responses", "native | translate"],
+    );
+    err(
+        &format!(
+            "{}responses = \"native\"\n",
+            PROVIDER.replace("\"openai\"", "\"anthropic\"")
+        ),
+        &["providers[0].responses", "needs kind = \"openai\""],
+    );
+    let c = ok(&PROVIDER.replace("\"openai\"", "\"gemini\""));
+    assert_eq!(c.providers[0].responses, ResponsesMode::Translate);
+}
