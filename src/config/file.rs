@@ -262,6 +262,14 @@ pub struct ProviderConfig {
     pub balance: Option<BalanceConfig>,
     #[serde(default = "five_minutes")]
     pub balance_interval_ms: u64,
+    /// `kind = "ondemand"` only: how long an on-demand session serves follow-up turns after
+    /// its last use (absent = 30 min).
+    #[serde(default)]
+    pub session_timeout_ms: Option<u64>,
+    /// `kind = "ondemand"` only: live sessions remembered for this provider; past it the
+    /// oldest is forgotten (absent = 10000).
+    #[serde(default)]
+    pub max_sessions: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -165,6 +165,8 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
         remove_invalid: false,
         balance: None,
         balance_interval_ms: 300_000,
+        session_timeout_ms: None,
+        max_sessions: None,
     };
     let file = FileConfig {
         server: ServerConfig {

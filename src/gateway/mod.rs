@@ -61,6 +61,8 @@ pub struct Gateway {
     admin_addr: std::sync::OnceLock<SocketAddr>,
     /// Runtime keys and disabled config keys, merged into every generation.
     pub keys: crate::keys::KeyPool,
+    /// on-demand sessions of every provider, shared by all workers (kept across reloads).
+    pub sessions: crate::providers::ondemand::SessionRegistry,
     /// The last loaded config before the pool was merged in, and its file's fingerprint: what
     /// a key-pool change rebuilds from (control thread only).
     base: parking_lot::Mutex<(Config, u64)>,
@@ -94,6 +96,7 @@ impl Gateway {
             admin: crate::admin::AdminState::default(),
             admin_addr: std::sync::OnceLock::new(),
             keys: crate::keys::KeyPool::default(),
+            sessions: Default::default(),
             base: parking_lot::Mutex::new(base),
         }))
     }

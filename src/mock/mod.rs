@@ -23,6 +23,7 @@
 mod anthropic;
 mod chaos;
 mod gemini;
+mod ondemand;
 mod openai;
 mod service;
 
@@ -36,6 +37,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use chaos::{Chaos, Fault};
+pub use ondemand::OnDemandSessions;
 
 use crate::config::Driver;
 use crate::runtime::{bind_listeners, spawn_workers, Shutdown, WorkerSpec};
@@ -192,6 +194,8 @@ pub struct MockServer {
     pub faults: Arc<KeyFaults>,
     /// Connection counts (accepted in total, open now): keep-alive tests read these.
     pub gate: Arc<ConnectionGate>,
+    /// The on-demand sessions it created (tests forget them to play an upstream expiry).
+    pub ondemand: Arc<OnDemandSessions>,
     shutdown: Arc<Shutdown>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -236,7 +240,9 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     });
     let shutdown = Arc::new(Shutdown::default());
     let gate = Arc::new(ConnectionGate::default());
+    let ondemand = Arc::new(OnDemandSessions::default());
     let workers = {
+        let ondemand = ondemand.clone();
         let recorder = recorder.clone();
         let faults = faults.clone();
         let shutdown = shutdown.clone();
@@ -247,6 +253,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
                 options.clone(),
                 recorder.clone(),
                 faults.clone(),
+                ondemand.clone(),
             ));
             let server = WorkerServer::new(gate.clone(), usize::MAX, Duration::from_millis(100));
             let stop = shutdown.subscribe();
@@ -258,6 +265,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
         recorder,
         faults,
         gate,
+        ondemand,
         shutdown,
         workers,
     })

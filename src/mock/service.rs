@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{anthropic, gemini, openai};
+use super::{anthropic, gemini, ondemand, openai};
 use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
@@ -17,6 +17,7 @@ pub(super) struct MockService {
     options: MockOptions,
     recorder: Arc<Recorder>,
     faults: Arc<KeyFaults>,
+    ondemand: Arc<ondemand::OnDemandSessions>,
 }
 
 /// Knob values for one request.
@@ -45,12 +46,19 @@ pub(super) struct Knobs {
 }
 
 impl MockService {
-    pub(super) fn new(worker: usize, options: MockOptions, recorder: Arc<Recorder>, faults: Arc<KeyFaults>) -> Self {
+    pub(super) fn new(
+        worker: usize,
+        options: MockOptions,
+        recorder: Arc<Recorder>,
+        faults: Arc<KeyFaults>,
+        ondemand: Arc<ondemand::OnDemandSessions>,
+    ) -> Self {
         MockService {
             worker,
             options,
             recorder,
             faults,
+            ondemand,
         }
     }
 
@@ -61,6 +69,7 @@ impl MockService {
         }
         head.header("x-api-key")
             .or_else(|| head.header("x-goog-api-key"))
+            .or_else(|| head.header("apikey"))
             .map_or(&[], |v| v.as_ref())
     }
 
@@ -74,6 +83,7 @@ impl MockService {
             .header("authorization")
             .or_else(|| head.header("x-api-key"))
             .or_else(|| head.header("x-goog-api-key"))
+            .or_else(|| head.header("apikey"))
             .map(|v| v.as_ref())
             .unwrap_or(b"");
         let key_status = [
@@ -199,6 +209,7 @@ impl Service for MockService {
             let body = match Shape::of(req.head.path()) {
                 Shape::Anthropic => anthropic::error_body(status),
                 Shape::Gemini => gemini::error_body(status, knobs.retry_after.as_deref()),
+                Shape::OnDemand => ondemand::error_body(status),
                 Shape::OpenAi => openai::error_body(status),
             };
             let _ = res.send(status, &headers, Bytes::from(body)).await;
@@ -221,6 +232,7 @@ impl Service for MockService {
         let _ = match Shape::of(req.head.path()) {
             Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
             Shape::Gemini => gemini::answer(&req, &knobs, res).await,
+            Shape::OnDemand => ondemand::answer(&req, &knobs, &self.ondemand, res).await,
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };
     }
@@ -248,6 +260,7 @@ enum Shape {
     OpenAi,
     Anthropic,
     Gemini,
+    OnDemand,
 }
 
 impl Shape {
@@ -256,6 +269,8 @@ impl Shape {
             Shape::Anthropic
         } else if path.starts_with("/v1beta/models/") {
             Shape::Gemini
+        } else if ondemand::is_ondemand(path) {
+            Shape::OnDemand
         } else {
             Shape::OpenAi
         }

@@ -59,6 +59,7 @@ impl Adapter {
                 Ok(())
             }
             ProviderKind::Gemini => put_header(out, b"x-goog-api-key", key.as_bytes()),
+            ProviderKind::OnDemand => put_header(out, b"apikey", key.as_bytes()),
             _ => put_bearer(out, key),
         }
     }
@@ -88,6 +89,15 @@ impl Adapter {
             // Anthropic to Anthropic: bytes untouched, usage read on the way.
             None if front == Front::Messages => Box::new(AnthropicUsageTap::new(max_depth)),
             None => Box::new(OpenAiUsageTap::new(usage_mode, max_depth)),
+        }
+    }
+
+    /// The cheap authenticated `GET` a key is probed and validated with: `<base>/models`, or
+    /// on-demand's session list (it serves no model list).
+    pub fn check_path(self, provider: &Provider) -> String {
+        match self.kind {
+            ProviderKind::OnDemand => format!("{}/sessions?externalUserId=rotor", provider.base_url.path),
+            _ => format!("{}/models", provider.base_url.path),
         }
     }
 

@@ -19,7 +19,9 @@ pub mod adapter;
 pub mod anthropic;
 #[cfg(test)]
 mod depth_tests;
+pub mod dialog;
 pub mod gemini;
+pub mod ondemand;
 pub mod openai;
 #[cfg(test)]
 mod stream_tests;
@@ -42,6 +44,8 @@ pub enum Protocol {
     OpenAi,
     Anthropic,
     Gemini,
+    /// on-demand.io sessions (`ondemand`): served through a `dialog::Dialog`.
+    OnDemand,
 }
 
 impl Protocol {
@@ -50,6 +54,7 @@ impl Protocol {
         match kind {
             ProviderKind::Anthropic => Some(Protocol::Anthropic),
             ProviderKind::Gemini => Some(Protocol::Gemini),
+            ProviderKind::OnDemand => Some(Protocol::OnDemand),
             ProviderKind::Vertex => None,
             _ => Some(Protocol::OpenAi),
         }
@@ -82,6 +87,9 @@ pub struct Prepared {
     /// client's query is then not forwarded).
     pub path: String,
     pub translation: Option<Translation>,
+    /// The upstream takes more than one exchange (an on-demand turn): `path` and `body` are
+    /// then unused placeholders, the dialog's steps are sent instead.
+    pub dialog: Option<dialog::Plan>,
 }
 
 #[derive(Debug)]
@@ -129,6 +137,7 @@ pub fn prepare(
         body: same(),
         path: client_path.get(3..).unwrap_or("").to_owned(),
         translation: None,
+        dialog: None,
     };
     let chat = match (front, upstream) {
         (Front::Chat, Protocol::OpenAi) | (Front::Messages, Protocol::Anthropic) | (Front::Other, Protocol::OpenAi) => {
@@ -153,6 +162,7 @@ pub fn prepare(
         model: client_model.to_owned(),
         max_depth,
     };
+    let mut plan = None;
     let (body, path) = match upstream {
         Protocol::Anthropic => (
             anthropic::request::from_chat(&chat, model, max_depth),
@@ -168,18 +178,27 @@ pub fn prepare(
             let body = sonic_rs::to_vec(&chat).map_err(|e| format!("cannot encode the chat request: {e}"));
             (body, "/chat/completions".to_owned())
         }
+        Protocol::OnDemand => {
+            plan = Some(ondemand::Conversation::from_chat(&chat, model).map_err(PrepareError::BadRequest)?);
+            (Ok(Vec::new()), "/sessions".to_owned())
+        }
     };
     let body = body.map_err(PrepareError::BadRequest)?;
     Ok(Prepared {
         body: Bytes::from(body),
         path,
         translation: Some(translation),
+        dialog: plan,
     })
 }
 
 impl Translation {
     /// The transform for an answer with this status.
     pub fn transform(&self, status: u16) -> Box<dyn ResponseTransform> {
+        if self.upstream == Protocol::OnDemand {
+            // Without its dialog's turn (nothing to commit), as `dialog::Turn::transform`.
+            return ondemand::transform(self, status, 0, None);
+        }
         let model = self.model.clone();
         let ok = (200..300).contains(&status);
         let depth = self.max_depth;
