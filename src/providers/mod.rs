@@ -10,6 +10,9 @@
 //! | `/v1/messages`        | messages <-> chat      | passthrough         | messages <-> chat <-> gemini |
 //! | other `/v1/*`         | passthrough            | unsupported         | unsupported              |
 //!
+//! `ondemand` takes chat and messages like `gemini`, through a `dialog` (a session is opened or
+//! continued per conversation before the query).
+//!
 //! Invariant: the same-protocol path never parses or re-encodes the body (only the model
 //! splice), so `cache_control`, thinking blocks and unknown fields survive it byte for byte.
 //! Every JSON a translation parses (the request, embedded tool arguments, each upstream event,

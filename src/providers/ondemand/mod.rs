@@ -12,6 +12,8 @@ pub mod request;
 pub mod response;
 pub mod sessions;
 pub mod stream;
+#[cfg(test)]
+mod stream_tests;
 
 use sonic_rs::{JsonValueTrait, Value};
 
