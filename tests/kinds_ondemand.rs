@@ -290,18 +290,28 @@ fn a_session_the_upstream_forgot_is_replaced_within_the_same_request() {
     assert_eq!(q[2].target, "/v1/sessions/mock-session-2/query");
     assert!(json(&q[2])["query"].as_str().unwrap().contains("User: hi"));
     assert_eq!(event(&h, "expired"), 1);
-    // The mock's own expiry knob answers 404 the same way.
-    let third = ask(
-        &h,
-        &[
-            ("user", "hi"),
-            ("assistant", &first),
-            ("user", "again"),
-            ("assistant", &next),
-            ("user", "x"),
-        ],
+    // The mock's own idle expiry (x-mock-session-ttl-ms) answers 404 the same way; the new
+    // session is queried right after its create, well within the ttl.
+    sleep_ms(800);
+    let history = [
+        ("user", "hi"),
+        ("assistant", first.as_str()),
+        ("user", "again"),
+        ("assistant", next.as_str()),
+        ("user", "x"),
+    ];
+    let r = h.post(
+        "/v1/chat/completions",
+        &convo(false, &history),
+        &[("x-mock-session-ttl-ms", "400")],
     );
-    assert!(third.contains("mock-session-2, turn 2"), "{third}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let third = r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(third.contains("mock-session-3, turn 1"), "{third}");
+    assert_eq!(event(&h, "expired"), 2);
 }
 
 #[test]
@@ -436,6 +446,26 @@ fn a_cut_stream_ends_in_an_error_event_and_the_session_is_not_continued() {
     assert!(text.contains(r#""error""#), "{text}");
     assert!(!text.contains("[DONE]"), "{text}");
     assert_eq!(metric(&h, r#"rotor_ondemand_sessions{provider="od"}"#), 0);
+}
+
+#[test]
+fn a_sync_answer_cut_before_the_client_saw_it_is_retried_on_the_next_key() {
+    let h = start(&[K1, K2], "");
+    h.mock().faults.set(
+        K1,
+        KeyFault {
+            cut_after: Some(0),
+            ..KeyFault::default()
+        },
+    );
+    for i in 0..2 {
+        let a = ask(&h, &[("user", &format!("q{i}"))]);
+        assert!(a.starts_with("Hello"), "{a}");
+    }
+    assert!(
+        queries(&h).iter().any(|r| r.header("apikey") == Some(K1)),
+        "the cut key was tried"
+    );
 }
 
 #[test]

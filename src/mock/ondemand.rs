@@ -1,7 +1,8 @@
 //! on-demand.io-shaped answers for the mock: `POST .../sessions` (201, `data.id`) and
 //! `POST .../sessions/{id}/query` (sync JSON or SSE by `responseMode`), with the usual knobs
 //! (status and Retry-After, latency, `x-mock-chunks`, `x-mock-interval-ms`,
-//! `x-mock-cut-after` for streams) plus `x-mock-session-ttl-ms` (a session idle longer is
+//! `x-mock-cut-after`: a stream closes after that many answer events, a sync answer halfway
+//! through its body; session creates are never cut) plus `x-mock-session-ttl-ms` (a session idle longer is
 //! forgotten: 404), `x-mock-no-metrics: 1` (no `metrics`/`metricsLog`, so rotor estimates) and
 //! `x-mock-thinking: 1` (a `fulfillment_thinking` event first). A session answers only the
 //! `apikey` that created it (404 otherwise, as on-demand's are per account). The answer names
@@ -161,6 +162,13 @@ pub(super) async fn answer(
             r#"{{"message":"Chat query submitted successfully","data":{{"sessionId":"{id}","messageId":"mock-msg-{turn}","answer":{},"status":"completed"{metrics}}}}}"#,
             quote(&text)
         );
+        if knobs.cut_after.is_some() {
+            // A whole answer is cut halfway through its body.
+            res.start(200, &[JSON], Some(out.len() as u64)).await?;
+            res.piece(&out.as_bytes()[..out.len() / 2]).await?;
+            res.abort();
+            return Ok(());
+        }
         return res.send(200, &[JSON], Bytes::from(out)).await;
     }
     let headers: [(&str, &[u8]); 1] = [("content-type", b"text/event-stream")];
