@@ -469,6 +469,23 @@ fn a_sync_answer_cut_before_the_client_saw_it_is_retried_on_the_next_key() {
 }
 
 #[test]
+fn a_transient_404_on_session_create_is_retried_once() {
+    let h = start(&[K1], "");
+    let fault = KeyFault {
+        status: Some(404),
+        times: 1,
+        ..KeyFault::default()
+    };
+    h.mock().faults.set(K1, fault);
+    let a = ask(&h, &[("user", "hi")]);
+    assert!(a.contains("mock-session-1, turn 1"), "{a}");
+    assert_eq!(creates(&h).len(), 2, "the 404 create, then the one that worked");
+    h.mock().faults.set(K1, KeyFault { times: 2, ..fault });
+    let r = h.post("/v1/chat/completions", &convo(false, &[("user", "again")]), &[]);
+    assert_eq!(r.status, 404, "a second 404 is the answer: {}", r.text());
+}
+
+#[test]
 fn without_metrics_usage_is_estimated() {
     let h = start(&[K1], "");
     let r = h.post(

@@ -1,7 +1,7 @@
 //! Attempts the upstream answers over more than one exchange: an on-demand turn opens a
 //! session (`setup`) before its query when no live one continues the conversation. `proxy/`
 //! drives a `Turn` without knowing the kind: it sends each `Step` on the same pool and
-//! connector, hands a setup's answer back, lets the turn replace a final answer that says the
+//! connector, hands a setup's answer back, lets the turn replace an answer that says the
 //! upstream state is gone (at most once), and relays the final answer through
 //! `Turn::transform`.
 //! Invariant: a turn is bound to one key; upstream state it uses was created with that key.
@@ -21,6 +21,6 @@ pub struct Step {
     pub setup: bool,
 }
 
-/// At most this many upstream requests in one turn (setup, query, and after a lost session
-/// one more setup and query).
-pub const MAX_STEPS: usize = 4;
+/// At most this many upstream requests in one turn (setup, query, after a lost session one
+/// more setup and query, and one setup retried).
+pub const MAX_STEPS: usize = 5;

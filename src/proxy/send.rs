@@ -97,9 +97,9 @@ pub(super) async fn send(
 /// Phase `send` for an upstream that takes more than one exchange (`providers::dialog`): each
 /// step goes out like `send` (same pool, connector and timeouts, so every step is bounded by
 /// `connect_timeout_ms`, `first_byte_timeout_ms` and `stream_idle_timeout_ms`). A setup that
-/// succeeds is read (at most `SETUP_LIMIT`) and handed back to the turn; one that fails is the
-/// attempt's answer, classified like any other. A final answer the turn replaces (a lost
-/// session) is discarded. At most `MAX_STEPS` requests.
+/// succeeds is read (at most `SETUP_LIMIT`) and handed back to the turn; any other answer is
+/// the attempt's, classified like any other, unless the turn replaces it (a lost session), and
+/// then it is discarded. At most `MAX_STEPS` requests.
 pub(super) async fn send_turn(
     core: &Core,
     ctx: &RequestContext,
@@ -120,10 +120,7 @@ pub(super) async fn send_turn(
             step = turn.setup_answered(&body).map_err(protocol)?;
             continue;
         }
-        if step.setup {
-            return Ok((exchange, head));
-        }
-        match turn.final_answered(head.status) {
+        match turn.answered(step.setup, head.status) {
             Some(next) => {
                 discard(ctx, exchange, &head).await;
                 step = next;

@@ -67,6 +67,7 @@ impl Dialog {
             session: None,
             continued: false,
             restarted: false,
+            create_retried: false,
         }
     }
 }
@@ -80,6 +81,8 @@ pub struct Turn<'d> {
     continued: bool,
     /// A lost session was replaced once already.
     restarted: bool,
+    /// A session create answered 404 once already.
+    create_retried: bool,
 }
 
 impl Turn<'_> {
@@ -119,10 +122,23 @@ impl Turn<'_> {
         self.query()
     }
 
-    /// The final answer's status. A 404 to a continued session means on-demand forgot it
-    /// (expired or unknown): once, open a new session and send the folded history instead.
-    pub fn final_answered(&mut self, status: u16) -> Option<Step> {
-        if status != 404 || !self.continued || self.restarted {
+    /// A request answered `status` other than a setup's success: the step that replaces that
+    /// answer, or `None` when it is the attempt's answer. A 404 to a continued session means
+    /// on-demand forgot it (expired or unknown): once, open a new session and send the folded
+    /// history instead. A 404 to a session create ("no Route matched", seen transiently) is
+    /// retried once.
+    pub fn answered(&mut self, setup: bool, status: u16) -> Option<Step> {
+        if status != 404 {
+            return None;
+        }
+        if setup {
+            if self.create_retried {
+                return None;
+            }
+            self.create_retried = true;
+            return Some(create());
+        }
+        if !self.continued || self.restarted {
             return None;
         }
         self.restarted = true;
