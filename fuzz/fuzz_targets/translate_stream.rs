@@ -1,8 +1,9 @@
 //! Each stream translator, fed arbitrary bytes in fuzzer-chosen pieces, never panics, emits
 //! only well-formed SSE whose every `data:` payload is JSON or `[DONE]`, and ends with exactly
 //! one terminator, also when an event nests deeper than the depth bound (it ends the stream
-//! with the error event). The first byte picks the translator (mod 4: Anthropic -> chat,
-//! chat -> Anthropic, Gemini -> chat, chat -> Responses events).
+//! with the error event). The first byte picks the translator (mod 5: Anthropic -> chat,
+//! chat -> Anthropic, Gemini -> chat, chat -> Responses events, on-demand.io -> chat) and the
+//! piece size (its upper six bits).
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +11,7 @@ use rotor::codec::DEFAULT_MAX_DEPTH as D;
 use rotor::providers::anthropic::front_stream::OpenAiToAnthropic;
 use rotor::providers::anthropic::stream::AnthropicToOpenAi;
 use rotor::providers::gemini::stream::GeminiToOpenAi;
+use rotor::providers::ondemand::stream::OnDemandToOpenAi;
 use rotor::providers::responses::stream::ChatToResponses;
 use rotor::providers::SseTranslator;
 use rotor::providers::transform::ResponseTransform;
@@ -48,10 +50,12 @@ fn check(t: &mut dyn ResponseTransform, body: &[u8], step: usize) {
 fuzz_target!(|input: &[u8]| {
     let Some((&pick, body)) = input.split_first() else { return };
     let step = (pick >> 2) as usize + 1;
-    match pick % 4 {
+    // The seeds' first bytes pick their translators (corpus files named after them).
+    match pick % 5 {
         0 => check(&mut SseTranslator::new(AnthropicToOpenAi::new("m", true), D), body, step),
         1 => check(&mut SseTranslator::new(OpenAiToAnthropic::new("m"), D), body, step),
         2 => check(&mut SseTranslator::new(GeminiToOpenAi::new("m", true), D), body, step),
-        _ => check(&mut SseTranslator::new(ChatToResponses::new("m"), D), body, step),
+        3 => check(&mut SseTranslator::new(ChatToResponses::new("m"), D), body, step),
+        _ => check(&mut SseTranslator::new(OnDemandToOpenAi::new("m", true, 8, None), D), body, step),
     }
 });

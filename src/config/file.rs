@@ -282,6 +282,14 @@ pub struct ProviderConfig {
     /// "" = native for api.openai.com only.
     #[serde(default)]
     pub responses: String,
+    /// `kind = "ondemand"` only: how long an on-demand session serves follow-up turns after
+    /// its last use (absent = 30 min).
+    #[serde(default)]
+    pub session_timeout_ms: Option<u64>,
+    /// `kind = "ondemand"` only: live sessions remembered for this provider; past it the
+    /// oldest is forgotten (absent = 10000).
+    #[serde(default)]
+    pub max_sessions: Option<u64>,
 }
 
 /// A value or a list of them (`google_oauth = { ... }` or `google_oauth = [{ ... }, { ... }]`).

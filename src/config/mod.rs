@@ -172,6 +172,8 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
         google_oauth: None,
         service_account: None,
         responses: String::new(),
+        session_timeout_ms: None,
+        max_sessions: None,
     };
     let file = FileConfig {
         server: ServerConfig {

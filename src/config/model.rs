@@ -310,6 +310,16 @@ pub struct Provider {
     pub vertex: Option<std::sync::Arc<super::vertex::Vertex>>,
     /// `responses`: native only where the upstream serves the Responses API.
     pub responses: ResponsesMode,
+    /// on-demand sessions (`session_timeout_ms`, `max_sessions`); `None` for other kinds.
+    pub sessions: Option<SessionLimits>,
+}
+
+/// How long an on-demand session serves follow-up turns after its last use, and how many are
+/// remembered per provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub timeout: std::time::Duration,
+    pub max: usize,
 }
 
 /// A balance endpoint: `GET` this path with the key, read the number at `field`.

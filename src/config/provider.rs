@@ -39,7 +39,6 @@ const NOT_YET_KINDS: &[ProviderKind] = &[
     ProviderKind::Replicate,
     ProviderKind::Cohere,
     ProviderKind::Cloudflare,
-    ProviderKind::OnDemand,
 ];
 const NOT_YET_STRATEGIES: &[KeyStrategy] = &[];
 
@@ -179,6 +178,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         return Err(ConfigError::at(&at("key_strategy"), what));
     }
     let responses = responses_mode(&p.responses, kind, &base_url, &at("responses"))?;
+    let sessions = session_limits(i, kind, &p)?;
     Ok(Provider {
         index: i,
         kind,
@@ -197,6 +197,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         balance_interval,
         vertex,
         responses,
+        sessions,
         name: p.name,
     })
 }
@@ -224,6 +225,47 @@ fn responses_mode(value: &str, kind: ProviderKind, base: &BaseUrl, path: &str) -
         return Err(ConfigError::at(path, what));
     }
     Ok(mode)
+}
+
+/// Default `session_timeout_ms` (DESIGN 1.2a) and `max_sessions`.
+const SESSION_TIMEOUT_MS: u64 = 1_800_000;
+const MAX_SESSIONS: u64 = 10_000;
+/// `max_sessions` above this is refused: each session costs ~150 bytes of shared memory.
+const MAX_SESSIONS_CEILING: u64 = 1_000_000;
+
+/// `session_timeout_ms` and `max_sessions`: an on-demand provider's, refused on other kinds
+/// (they would do nothing there).
+fn session_limits(i: usize, kind: ProviderKind, p: &ProviderConfig) -> Result<Option<SessionLimits>, ConfigError> {
+    let at = |k: &str| format!("providers[{i}].{k}");
+    if kind != ProviderKind::OnDemand {
+        for (name, set) in [
+            ("session_timeout_ms", p.session_timeout_ms.is_some()),
+            ("max_sessions", p.max_sessions.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::at(&at(name), "only kind = \"ondemand\" has sessions"));
+            }
+        }
+        return Ok(None);
+    }
+    let timeout = p.session_timeout_ms.unwrap_or(SESSION_TIMEOUT_MS);
+    if !(1_000..=86_400_000).contains(&timeout) {
+        return Err(ConfigError::at(
+            &at("session_timeout_ms"),
+            "must be between 1000 (1 s) and 86400000 (24 h)",
+        ));
+    }
+    let max = p.max_sessions.unwrap_or(MAX_SESSIONS);
+    if !(1..=MAX_SESSIONS_CEILING).contains(&max) {
+        return Err(ConfigError::at(
+            &at("max_sessions"),
+            format!("must be between 1 and {MAX_SESSIONS_CEILING}"),
+        ));
+    }
+    Ok(Some(SessionLimits {
+        timeout: std::time::Duration::from_millis(timeout),
+        max: max as usize,
+    }))
 }
 
 /// The configured balance endpoint, else the one of a provider known by its host.

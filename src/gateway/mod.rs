@@ -65,6 +65,8 @@ pub struct Gateway {
     pub keys: crate::keys::KeyPool,
     /// Access tokens of credential keys, minted by the control thread, kept across reloads.
     pub tokens: Arc<crate::tokens::TokenRegistry>,
+    /// on-demand sessions of every provider, shared by all workers (kept across reloads).
+    pub sessions: crate::providers::ondemand::SessionRegistry,
     /// The last loaded config before the pool was merged in, and its file's fingerprint: what
     /// a key-pool change rebuilds from (control thread only).
     base: parking_lot::Mutex<(Config, u64)>,
@@ -100,6 +102,7 @@ impl Gateway {
             admin_addr: std::sync::OnceLock::new(),
             keys: crate::keys::KeyPool::default(),
             tokens,
+            sessions: Default::default(),
             base: parking_lot::Mutex::new(base),
         }))
     }

@@ -1,6 +1,7 @@
 //! The built-in mock provider: OpenAI- (chat, completions, embeddings and the Responses API
-//! `/v1/responses`), Anthropic- (`/v1/messages`) and Gemini-shaped
-//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) answers; OpenAI ones (chat, streamed chat with usage,
+//! `/v1/responses`), Anthropic- (`/v1/messages`), Gemini-shaped
+//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) and on-demand.io-shaped
+//! (`.../sessions`, `.../sessions/{id}/query`, see `ondemand`) answers; OpenAI ones (chat, streamed chat with usage,
 //! completions, embeddings, models) with knobs for latency, stream length and pacing, status
 //! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
 //! and the benchmarks, so nobody needs a real key to see rotor work.
@@ -25,6 +26,7 @@
 mod anthropic;
 mod chaos;
 mod gemini;
+mod ondemand;
 mod openai;
 mod responses;
 mod service;
@@ -41,6 +43,7 @@ use parking_lot::Mutex;
 
 pub use chaos::{Chaos, Fault};
 pub use vertex::VertexMock;
+pub use ondemand::OnDemandSessions;
 
 use crate::config::Driver;
 use crate::runtime::{bind_listeners, spawn_workers, Shutdown, WorkerSpec};
@@ -199,6 +202,8 @@ pub struct MockServer {
     pub gate: Arc<ConnectionGate>,
     /// Vertex AI token state (issued tokens, grant counts, rejection), changeable at run time.
     pub vertex: Arc<VertexMock>,
+    /// The on-demand sessions it created (tests forget them to play an upstream expiry).
+    pub ondemand: Arc<OnDemandSessions>,
     shutdown: Arc<Shutdown>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -244,7 +249,9 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     });
     let shutdown = Arc::new(Shutdown::default());
     let gate = Arc::new(ConnectionGate::default());
+    let ondemand = Arc::new(OnDemandSessions::default());
     let workers = {
+        let ondemand = ondemand.clone();
         let recorder = recorder.clone();
         let faults = faults.clone();
         let vertex = vertex.clone();
@@ -257,6 +264,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
                 recorder.clone(),
                 faults.clone(),
                 vertex.clone(),
+                ondemand.clone(),
             ));
             let server = WorkerServer::new(gate.clone(), usize::MAX, Duration::from_millis(100));
             let stop = shutdown.subscribe();
@@ -269,6 +277,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
         faults,
         gate,
         vertex,
+        ondemand,
         shutdown,
         workers,
     })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{anthropic, gemini, openai};
+use super::{anthropic, gemini, ondemand, openai};
 use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder, VertexMock};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
@@ -18,6 +18,7 @@ pub(super) struct MockService {
     recorder: Arc<Recorder>,
     faults: Arc<KeyFaults>,
     vertex: Arc<VertexMock>,
+    ondemand: Arc<ondemand::OnDemandSessions>,
 }
 
 /// Knob values for one request.
@@ -54,6 +55,7 @@ impl MockService {
         recorder: Arc<Recorder>,
         faults: Arc<KeyFaults>,
         vertex: Arc<VertexMock>,
+        ondemand: Arc<ondemand::OnDemandSessions>,
     ) -> Self {
         MockService {
             worker,
@@ -61,6 +63,7 @@ impl MockService {
             recorder,
             faults,
             vertex,
+            ondemand,
         }
     }
 
@@ -71,6 +74,7 @@ impl MockService {
         }
         head.header("x-api-key")
             .or_else(|| head.header("x-goog-api-key"))
+            .or_else(|| head.header("apikey"))
             .map_or(&[], |v| v.as_ref())
     }
 
@@ -84,6 +88,7 @@ impl MockService {
             .header("authorization")
             .or_else(|| head.header("x-api-key"))
             .or_else(|| head.header("x-goog-api-key"))
+            .or_else(|| head.header("apikey"))
             .map(|v| v.as_ref())
             .unwrap_or(b"");
         let key_status = [
@@ -215,6 +220,7 @@ impl Service for MockService {
             let body = match Shape::of(req.head.path()) {
                 Shape::Anthropic => anthropic::error_body(status),
                 Shape::Gemini => gemini::error_body(status, knobs.retry_after.as_deref()),
+                Shape::OnDemand => ondemand::error_body(status),
                 Shape::OpenAi => openai::error_body(status),
             };
             let _ = res.send(status, &headers, Bytes::from(body)).await;
@@ -237,6 +243,7 @@ impl Service for MockService {
         let _ = match Shape::of(req.head.path()) {
             Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
             Shape::Gemini => gemini::answer(&req, &knobs, res).await,
+            Shape::OnDemand => ondemand::answer(&req, &knobs, &self.ondemand, res).await,
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };
     }
@@ -264,6 +271,7 @@ enum Shape {
     OpenAi,
     Anthropic,
     Gemini,
+    OnDemand,
 }
 
 impl Shape {
@@ -272,6 +280,8 @@ impl Shape {
             Shape::Anthropic
         } else if path.starts_with("/v1beta/models/") || path.contains("/publishers/") {
             Shape::Gemini
+        } else if ondemand::is_ondemand(path) {
+            Shape::OnDemand
         } else {
             Shape::OpenAi
         }

@@ -50,6 +50,7 @@ impl Adapter {
                     body: same(),
                     path: client_path.get(3..).unwrap_or("").to_owned(),
                     translation: None,
+                    dialog: None,
                 })
             }
             Some(false) => {
@@ -82,6 +83,7 @@ impl Adapter {
                 Ok(())
             }
             ProviderKind::Gemini => put_header(out, b"x-goog-api-key", key.as_bytes()),
+            ProviderKind::OnDemand => put_header(out, b"apikey", key.as_bytes()),
             _ => put_bearer(out, key),
         }
     }
@@ -113,6 +115,15 @@ impl Adapter {
             // A native Responses upstream: bytes untouched, usage read on the way.
             None if front == Front::Responses => Box::new(ResponsesUsageTap::new(max_depth)),
             None => Box::new(OpenAiUsageTap::new(usage_mode, max_depth)),
+        }
+    }
+
+    /// The cheap authenticated `GET` a key is probed and validated with: `<base>/models`, or
+    /// on-demand's session list (it serves no model list).
+    pub fn check_path(self, provider: &Provider) -> String {
+        match self.kind {
+            ProviderKind::OnDemand => format!("{}/sessions?externalUserId=rotor", provider.base_url.path),
+            _ => format!("{}/models", provider.base_url.path),
         }
     }
 

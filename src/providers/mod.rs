@@ -13,6 +13,8 @@
 //!
 //! Vertex (`vertex.rs`) is the anthropic column for `claude-*` models and the gemini column
 //! for the rest, at its publisher paths.
+//! `ondemand` takes chat and messages like `gemini`, through a `dialog` (a session is opened or
+//! continued per conversation before the query).
 //!
 //! Invariant: the same-protocol path never parses or re-encodes the body (only the model
 //! splice), so `cache_control`, thinking blocks and unknown fields survive it byte for byte.
@@ -23,7 +25,9 @@ pub mod adapter;
 pub mod anthropic;
 #[cfg(test)]
 mod depth_tests;
+pub mod dialog;
 pub mod gemini;
+pub mod ondemand;
 pub mod openai;
 pub mod responses;
 #[cfg(test)]
@@ -48,6 +52,8 @@ pub enum Protocol {
     OpenAi,
     Anthropic,
     Gemini,
+    /// on-demand.io sessions (`ondemand`): served through a `dialog::Dialog`.
+    OnDemand,
 }
 
 impl Protocol {
@@ -57,6 +63,7 @@ impl Protocol {
         match kind {
             ProviderKind::Anthropic => Some(Protocol::Anthropic),
             ProviderKind::Gemini => Some(Protocol::Gemini),
+            ProviderKind::OnDemand => Some(Protocol::OnDemand),
             ProviderKind::Vertex => None,
             _ => Some(Protocol::OpenAi),
         }
@@ -93,6 +100,9 @@ pub struct Prepared {
     /// client's query is then not forwarded).
     pub path: String,
     pub translation: Option<Translation>,
+    /// The upstream takes more than one exchange (an on-demand turn): `path` and `body` are
+    /// then unused placeholders, the dialog's steps are sent instead.
+    pub dialog: Option<dialog::Plan>,
 }
 
 #[derive(Debug)]
@@ -143,6 +153,7 @@ pub fn prepare(
         body: same(),
         path: client_path.get(3..).unwrap_or("").to_owned(),
         translation: None,
+        dialog: None,
     };
     let chat = match (front, upstream) {
         (Front::Chat, Protocol::OpenAi) | (Front::Messages, Protocol::Anthropic) | (Front::Other, Protocol::OpenAi) => {
@@ -152,6 +163,11 @@ pub fn prepare(
             return Err(PrepareError::Unsupported(format!(
                 "{client_path} is served by OpenAI-compatible providers only"
             )))
+        }
+        (Front::Responses, Protocol::OnDemand) => {
+            return Err(PrepareError::Unsupported(
+                "the Responses API is not translated to on-demand.io sessions".to_owned(),
+            ))
         }
         (Front::Chat, _) => openai::read_chat(body, max_depth).map_err(PrepareError::BadRequest)?,
         (Front::Messages, _) => {
@@ -168,6 +184,7 @@ pub fn prepare(
         model: client_model.to_owned(),
         max_depth,
     };
+    let mut plan = None;
     let (body, path) = match upstream {
         Protocol::Anthropic => (
             anthropic::request::from_chat(&chat, model, max_depth),
@@ -183,18 +200,27 @@ pub fn prepare(
             let body = sonic_rs::to_vec(&chat).map_err(|e| format!("cannot encode the chat request: {e}"));
             (body, "/chat/completions".to_owned())
         }
+        Protocol::OnDemand => {
+            plan = Some(ondemand::Conversation::from_chat(&chat, model).map_err(PrepareError::BadRequest)?);
+            (Ok(Vec::new()), "/sessions".to_owned())
+        }
     };
     let body = body.map_err(PrepareError::BadRequest)?;
     Ok(Prepared {
         body: Bytes::from(body),
         path,
         translation: Some(translation),
+        dialog: plan,
     })
 }
 
 impl Translation {
     /// The transform for an answer with this status.
     pub fn transform(&self, status: u16) -> Box<dyn ResponseTransform> {
+        if self.upstream == Protocol::OnDemand {
+            // Without its dialog's turn (nothing to commit), as `dialog::Turn::transform`.
+            return ondemand::transform(self, status, 0, None);
+        }
         let model = self.model.clone();
         let ok = (200..300).contains(&status);
         let depth = self.max_depth;
@@ -236,6 +262,8 @@ fn responses_stream(upstream: Protocol, model: &str, depth: usize) -> Box<dyn Re
             first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(model, true), depth),
             second: last,
         }),
+        // `prepare` refuses the Responses API toward on-demand.io: no answer reaches here.
+        Protocol::OnDemand => Box::new(last),
     }
 }
 

@@ -29,7 +29,7 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
 /// Runs `input` through a fresh transform whole, then split at every position; all outputs
 /// must match. Returns the output.
-fn run_all_splits<T: ResponseTransform>(make: impl Fn() -> T, input: &str) -> String {
+pub(super) fn run_all_splits<T: ResponseTransform>(make: impl Fn() -> T, input: &str) -> String {
     let run = |pieces: &[&[u8]]| {
         let mut t = make();
         let mut out = Vec::new();
@@ -65,7 +65,7 @@ fn normalize(s: &str) -> String {
     out
 }
 
-fn chunks(out: &str) -> (Vec<Value>, bool) {
+pub(super) fn chunks(out: &str) -> (Vec<Value>, bool) {
     let data: Vec<&str> = out.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).collect();
     let done = data.last() == Some(&"[DONE]");
     let values = data

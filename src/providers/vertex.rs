@@ -73,6 +73,7 @@ pub fn prepare(
             body: Bytes::from(body),
             path: path(upstream, model, stream),
             translation: None,
+            dialog: None,
         });
     }
     let kind = match upstream {

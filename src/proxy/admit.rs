@@ -43,7 +43,9 @@ pub(super) fn admit_client(client: &Client, limits: &LimitSet, tokens: u64) -> R
 /// The provider's next key by its strategy, skipping keys already tried for this request,
 /// keys that are cooling or quarantined, and keys whose windows are full or disabled (noting
 /// when the soonest cooling or full one frees up). The key comes with its windows reserved.
-/// `now` is the health clock (`health::now_ms`).
+/// `now` is the health clock (`health::now_ms`). `pinned` (the key holding the request's
+/// upstream state, see `providers::dialog`) goes first when it is usable, whatever the strategy.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pick_available_key(
     core: &Core,
     ctx: &RequestContext,
@@ -52,6 +54,7 @@ pub(super) fn pick_available_key(
     tokens: u64,
     now: u64,
     soonest: &mut Option<u64>,
+    pinned: Option<usize>,
 ) -> Option<(usize, Reservation)> {
     if provider.keys.is_empty() {
         return None;
@@ -71,6 +74,9 @@ pub(super) fn pick_available_key(
         KeyStrategy::LeastUsed => input.start = least_used(&input),
         KeyStrategy::HighestBalance => input.start = highest_balance(&input, start),
         KeyStrategy::RoundRobin | KeyStrategy::Random => {}
+    }
+    if let Some(pinned) = pinned.filter(|p| *p < provider.keys.len() && !tried.contains(p)) {
+        input.start = pinned;
     }
     pick_key(&input, soonest)
 }

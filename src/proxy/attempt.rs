@@ -14,12 +14,13 @@ use super::credential::send_authenticated;
 use super::error::{ErrorKind, ProxyError, Side};
 use super::forward::{Job, Target};
 use super::relay::{relay as relay_answer, Relay, RelayInput};
-use super::send::{backoff, discard};
+use super::send::{backoff, discard, send_turn};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
 use crate::config::Provider;
 use crate::health::{now_ms, KeyHealth, ProviderHealth};
 use crate::limits::{self, learned, LimitSet, Reservation};
+use crate::providers::dialog::Turn;
 use crate::providers::Front;
 use crate::server::Responder;
 use crate::storage::windows::unix_now_ms;
@@ -56,7 +57,8 @@ pub(super) async fn try_key(
     let provider = target.provider;
     let config = &ctx.generation.config;
     let mut now = now_ms();
-    let Some(key) = select(core, ctx, provider, attempt, now) else {
+    let pinned = target.dialog.as_ref().and_then(|d| d.pinned_key(provider));
+    let Some(key) = select(core, ctx, provider, attempt, now, pinned) else {
         return Ok(KeyTry::NoKey);
     };
     if attempt.made > 0 {
@@ -73,7 +75,16 @@ pub(super) async fn try_key(
         key: key.index,
         started: now,
     };
-    let sent = send_authenticated(core, ctx, job.req, provider, key.index, &target.body, &target.path).await;
+    let pool_key = provider.keys.get(key.index);
+    // A dialog's turn is bound to the key: upstream state it uses was created with it.
+    let mut turn = target.dialog.as_ref().zip(pool_key).map(|(d, k)| d.turn(k.id));
+    let sent = match turn.as_mut() {
+        Some(turn) => {
+            let secret = pool_key.map_or("", |k| k.secret.expose());
+            Box::pin(send_turn(core, ctx, job.req, provider, secret, turn)).await
+        }
+        None => send_authenticated(core, ctx, job.req, provider, key.index, &target.body, &target.path).await,
+    };
     let (exchange, head) = match sent {
         Ok(answer) => answer,
         Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
@@ -83,7 +94,7 @@ pub(super) async fn try_key(
         return Ok(KeyTry::Failed);
     };
     relay(
-        core, ctx, job, res, target, &key, &subject, attempt, exchange, head, outcome,
+        core, ctx, job, res, target, &key, &subject, attempt, exchange, head, outcome, turn,
     )
     .await
 }
@@ -96,11 +107,12 @@ fn select<'g>(
     provider: &Provider,
     attempt: &mut Attempts,
     now: u64,
+    pinned: Option<usize>,
 ) -> Option<Picked<'g>> {
     let table = &ctx.generation.key_health;
     let tried = attempt.tried_keys(provider.index);
     let mut soonest = None;
-    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, now, &mut soonest);
+    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, now, &mut soonest, pinned);
     if let Some(until) = soonest {
         attempt.note_cooling(until);
     }
@@ -216,6 +228,7 @@ async fn relay(
     exchange: Exchange,
     head: ResponseHead,
     outcome: &'static str,
+    turn: Option<Turn<'_>>,
 ) -> Result<KeyTry, ProxyError> {
     let provider = target.provider;
     // A 503 tells the client when to come back, whether or not the upstream did.
@@ -230,13 +243,16 @@ async fn relay(
     };
     let front = Front::of_path(job.req.head.path());
     let max_depth = core.gateway.peek(|g| g.config.server.max_json_depth);
-    let mut transform = target.adapter.transform(
-        target.translation.as_ref(),
-        front,
-        target.usage_mode,
-        input.head.status,
-        max_depth,
-    );
+    let mut transform = match (turn, target.translation.as_ref()) {
+        (Some(turn), Some(translation)) => turn.transform(translation, input.head.status),
+        _ => target.adapter.transform(
+            target.translation.as_ref(),
+            front,
+            target.usage_mode,
+            input.head.status,
+            max_depth,
+        ),
+    };
     let relayed = match relay_answer(ctx, res, input, transform.as_mut()).await? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {

@@ -22,6 +22,7 @@ use crate::config::{Client, Config, Provider, Route};
 use crate::health::{now_ms, Gate};
 use crate::limits;
 use crate::limits::estimate::estimate_tokens;
+use crate::providers::dialog::Dialog;
 use crate::providers::{self, Adapter, PrepareError};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
@@ -231,7 +232,7 @@ async fn try_provider(
         }
     };
     let max_depth = config.server.max_json_depth;
-    let Some(target) = adapt(job, provider, &candidate.upstream_model, max_depth, attempt)? else {
+    let Some(target) = adapt(core, ctx, job, provider, &candidate.upstream_model, max_depth, attempt)? else {
         return Ok(None);
     };
     while attempt.made < attempt.max {
@@ -252,6 +253,8 @@ async fn try_provider(
 /// adapter plans it. `None` = this provider cannot serve this request (kept as the last error,
 /// the next candidate is tried).
 fn adapt<'a>(
+    core: &Core,
+    ctx: &RequestContext,
     job: &Job<'_>,
     provider: &'a Provider,
     upstream_model: &'a str,
@@ -273,6 +276,16 @@ fn adapt<'a>(
         Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
     };
     check_upstream_path(job.endpoint, &prepared.path)?;
+    let dialog = prepared.dialog.map(|plan| {
+        let clients = &ctx.generation.config.clients;
+        let client = ctx.trace.borrow().client.and_then(|i| clients.get(i));
+        Dialog::open(
+            plan,
+            &core.gateway.sessions,
+            provider,
+            client.map_or("", |c| c.name.as_str()),
+        )
+    });
     // Same protocol: rotor may ask for usage the client did not (and hide it again).
     let (body, usage_mode) = match prepared.translation {
         None => usage_plan(job, prepared.body, max_depth),
@@ -286,6 +299,7 @@ fn adapt<'a>(
         usage_mode,
         path: prepared.path,
         translation: prepared.translation,
+        dialog,
     }))
 }
 
@@ -298,6 +312,9 @@ pub(super) struct Target<'a> {
     pub(super) usage_mode: Mode,
     pub(super) path: String,
     pub(super) translation: Option<providers::Translation>,
+    /// An upstream that takes more than one exchange per attempt (an on-demand session): it
+    /// names the key to prefer and the requests to send.
+    pub(super) dialog: Option<Dialog>,
 }
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask

@@ -17,7 +17,8 @@
 //! `route`/`authenticate` live here; `inspect` in `inspect` (paths and URL-bound names in
 //! `target`), `admit` in `admit`; `forward` walks the candidates (keys, providers, fallbacks)
 //! and runs `adapt` per provider; one attempt is `attempt::try_key`, the functions `select`,
-//! `send` (the wire work in `send`), `classify` (the decisions in `classify`) and `relay` (the
+//! `send` (the wire work in `send`; `send::send_turn` for a `providers::dialog` turn, whose
+//! session create precedes the query on the same pool), `classify` (the decisions in `classify`) and `relay` (the
 //! body loop in `relay`); `finish` in `finish`. What depends on a provider's wire protocol is
 //! asked of its `providers::Adapter`. The only error-to-HTTP mapping is `error::render_as`. Invariant: one request holds one config
 //! generation from start to end, so a reload never changes a request midway.

@@ -45,7 +45,7 @@ pub(super) async fn probe_due_keys(core: &Core, generation: &Generation) {
 }
 
 async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &str) -> bool {
-    let path = format!("{}/models", provider.base_url.path);
+    let path = Adapter::of(provider).check_path(provider);
     matches!(get(core, generation, provider, key, &path).await, Ok((200..=299, _)))
 }
 

@@ -12,11 +12,14 @@ use super::{Core, RequestContext};
 use crate::codec::head::Method;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::Provider;
+use crate::providers::dialog::{Turn, MAX_STEPS};
 use crate::server::Request;
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
 
 /// Discarded error bodies up to this are read so the connection can be pooled.
 const DISCARD_LIMIT: u64 = 64 * 1024;
+/// Largest setup answer read (an on-demand session create is well under 1 KiB).
+const SETUP_LIMIT: usize = 64 * 1024;
 
 /// Jittered pause between attempts (50-150 % of `backoff_ms`), so retries from many requests do
 /// not arrive in lockstep.
@@ -89,4 +92,43 @@ pub(super) async fn send(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Phase `send` for an upstream that takes more than one exchange (`providers::dialog`): each
+/// step goes out like `send` (same pool, connector and timeouts, so every step is bounded by
+/// `connect_timeout_ms`, `first_byte_timeout_ms` and `stream_idle_timeout_ms`). A setup that
+/// succeeds is read (at most `SETUP_LIMIT`) and handed back to the turn; any other answer is
+/// the attempt's, classified like any other, unless the turn replaces it (a lost session), and
+/// then it is discarded. At most `MAX_STEPS` requests.
+pub(super) async fn send_turn(
+    core: &Core,
+    ctx: &RequestContext,
+    req: &Request,
+    provider: &Provider,
+    key: &str,
+    turn: &mut Turn<'_>,
+) -> Result<(Exchange, ResponseHead), UpstreamError> {
+    let protocol = |message: String| UpstreamError::new(UpstreamErrorKind::Protocol, message);
+    let idle = ctx.generation.config.upstream.stream_idle_timeout;
+    let mut step = turn.first().map_err(protocol)?;
+    for _ in 0..MAX_STEPS {
+        let (mut exchange, head) = send(core, ctx, req, provider, key, &step.body, &step.path).await?;
+        let ok = (200..300).contains(&head.status);
+        if step.setup && ok {
+            let body = exchange.read_to_end(idle, SETUP_LIMIT).await?;
+            exchange.release();
+            step = turn.setup_answered(&body).map_err(protocol)?;
+            continue;
+        }
+        match turn.answered(step.setup, head.status) {
+            Some(next) => {
+                discard(ctx, exchange, &head).await;
+                step = next;
+            }
+            None => return Ok((exchange, head)),
+        }
+    }
+    Err(protocol(format!(
+        "the upstream dialog took more than {MAX_STEPS} requests"
+    )))
 }

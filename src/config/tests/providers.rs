@@ -32,17 +32,47 @@ fn provider_kind_and_strategy_are_checked() {
 
 #[test]
 fn kinds_and_strategies_this_build_cannot_honour_are_refused() {
-    for kind in ["replicate", "cohere", "cloudflare", "ondemand"] {
+    for kind in ["replicate", "cohere", "cloudflare"] {
         err(
             &PROVIDER.replace("\"openai\"", &format!("{kind:?}")),
             &[
                 "providers[0].kind",
                 &format!("{kind:?} is not supported by this build of rotor yet; use openai | anthropic | gemini"),
+                "ondemand",
             ],
         );
     }
     let c = ok(&format!("{PROVIDER}key_strategy = \"least-used\"\n"));
     assert_eq!(c.providers[0].key_strategy, KeyStrategy::LeastUsed);
+}
+
+#[test]
+fn ondemand_session_settings_have_defaults_bounds_and_only_that_kind() {
+    let ondemand = PROVIDER.replace("\"openai\"", "\"ondemand\"");
+    let c = ok(&ondemand);
+    assert_eq!(c.providers[0].kind, ProviderKind::OnDemand);
+    let limits = c.providers[0].sessions.unwrap();
+    assert_eq!((limits.timeout.as_millis(), limits.max), (1_800_000, 10_000));
+    let c = ok(&format!("{ondemand}session_timeout_ms = 60000\nmax_sessions = 5\n"));
+    let limits = c.providers[0].sessions.unwrap();
+    assert_eq!((limits.timeout.as_millis(), limits.max), (60_000, 5));
+    err(
+        &format!("{ondemand}session_timeout_ms = 10\n"),
+        &["providers[0].session_timeout_ms", "between 1000"],
+    );
+    err(
+        &format!("{ondemand}max_sessions = 0\n"),
+        &["providers[0].max_sessions", "between 1 and 1000000"],
+    );
+    err(
+        &format!("{PROVIDER}max_sessions = 5\n"),
+        &["providers[0].max_sessions", "only kind = \"ondemand\""],
+    );
+    err(
+        &format!("{PROVIDER}session_timeout_ms = 5000\n"),
+        &["providers[0].session_timeout_ms", "only kind = \"ondemand\""],
+    );
+    assert_eq!(ok(PROVIDER).providers[0].sessions, None);
 }
 
 #[test]

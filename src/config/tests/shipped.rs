@@ -136,6 +136,8 @@ fn example_config_parses_with_every_key() {
         c.routes.get("gpt-3.5").unwrap().candidates[0].upstream_model,
         "gpt-4o-mini"
     );
+    let ondemand = c.providers.iter().find(|p| p.kind == ProviderKind::OnDemand).unwrap();
+    assert_eq!(ondemand.sessions.map(|s| s.max), Some(10_000));
 }
 
 #[test]
