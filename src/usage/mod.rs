@@ -3,6 +3,7 @@
 //! what it saw.
 
 pub mod anthropic;
+mod event;
 mod needle;
 pub mod openai;
 pub mod record;
