@@ -12,6 +12,7 @@ use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeH
 use crate::codec::head::RequestHead;
 use crate::config::{Provider, ProviderKind};
 use crate::usage::anthropic::AnthropicUsageTap;
+use crate::usage::gemini::GeminiUsageTap;
 use crate::usage::openai::{Mode, OpenAiUsageTap};
 
 /// The protocol adapter of one provider, chosen by its configured kind.
@@ -87,6 +88,8 @@ impl Adapter {
             Some(translation) => translation.transform(status),
             // Anthropic to Anthropic: bytes untouched, usage read on the way.
             None if front == Front::Messages => Box::new(AnthropicUsageTap::new(max_depth)),
+            // Gemini to Gemini (the Gemini front door): the same, with `usageMetadata`.
+            None if front == Front::Gemini => Box::new(GeminiUsageTap::new(max_depth)),
             None => Box::new(OpenAiUsageTap::new(usage_mode, max_depth)),
         }
     }

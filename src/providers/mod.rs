@@ -9,6 +9,8 @@
 //! | `/v1/chat/completions`| passthrough            | chat <-> messages   | chat <-> generateContent |
 //! | `/v1/messages`        | messages <-> chat      | passthrough         | messages <-> chat <-> gemini |
 //! | other `/v1/*`         | passthrough            | unsupported         | unsupported              |
+//! | Gemini `:generateContent`, `:streamGenerateContent` | gemini <-> chat | gemini <-> chat <-> messages | passthrough |
+//! | other Gemini methods (`:countTokens`, ...) | unsupported | unsupported     | passthrough              |
 //!
 //! Invariant: the same-protocol path never parses or re-encodes the body (only the model
 //! splice), so `cache_control`, thinking blocks and unknown fields survive it byte for byte.
@@ -63,6 +65,8 @@ pub enum Front {
     Messages,
     /// Any other OpenAI route (completions, embeddings, passthrough).
     Other,
+    /// The Gemini front door (`/v1beta/models/{model}:{method}`, `gemini::door`).
+    Gemini,
 }
 
 impl Front {
@@ -70,6 +74,7 @@ impl Front {
         match path {
             "/v1/chat/completions" => Front::Chat,
             "/v1/messages" => Front::Messages,
+            p if gemini::door::door_path(p).is_some() => Front::Gemini,
             _ => Front::Other,
         }
     }
@@ -125,6 +130,13 @@ pub fn prepare(
     } else {
         upstream_model
     };
+    let same = match front {
+        Front::Gemini => match gemini_door_plan(client_path, upstream, model, same)? {
+            Ok(prepared) => return Ok(prepared),
+            Err(same) => same,
+        },
+        _ => same,
+    };
     let passthrough = || Prepared {
         body: same(),
         path: client_path.get(3..).unwrap_or("").to_owned(),
@@ -142,6 +154,10 @@ pub fn prepare(
         (Front::Chat, _) => openai::read_chat(body, max_depth).map_err(PrepareError::BadRequest)?,
         (Front::Messages, _) => {
             anthropic::request::to_chat(body, model, max_depth).map_err(PrepareError::BadRequest)?
+        }
+        (Front::Gemini, _) => {
+            let stream = gemini::door::door_path(client_path).is_some_and(|p| p.stream());
+            gemini::front_request::to_chat(body, model, stream, max_depth).map_err(PrepareError::BadRequest)?
         }
     };
     let stream = chat.stream == Some(true);
@@ -177,6 +193,32 @@ pub fn prepare(
     })
 }
 
+/// The Gemini door's plan when it needs no chat hub: passthrough to a Gemini upstream (the body
+/// untouched, the model in the path the upstream's), or a method only Gemini serves. `Err(same)`
+/// hands the body builder back: the request is translated.
+#[allow(clippy::type_complexity)]
+fn gemini_door_plan<F: FnOnce() -> Bytes>(
+    client_path: &str,
+    upstream: Protocol,
+    model: &str,
+    same: F,
+) -> Result<Result<Prepared, F>, PrepareError> {
+    let door = gemini::door::door_path(client_path)
+        .ok_or_else(|| PrepareError::BadRequest(format!("{client_path} is not a Gemini model method")))?;
+    match upstream {
+        Protocol::Gemini => Ok(Ok(Prepared {
+            body: same(),
+            path: gemini::request::method_path(model, door.method),
+            translation: None,
+        })),
+        _ if door.translatable() => Ok(Err(same)),
+        _ => Err(PrepareError::Unsupported(format!(
+            ":{} is served by Gemini providers only",
+            door.method
+        ))),
+    }
+}
+
 impl Translation {
     /// The transform for an answer with this status.
     pub fn transform(&self, status: u16) -> Box<dyn ResponseTransform> {
@@ -191,6 +233,14 @@ impl Translation {
             (Front::Messages, Protocol::Gemini, true) => Box::new(Chain {
                 first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(&model, true), depth),
                 second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
+            }),
+            (Front::Gemini, Protocol::OpenAi, true) => Box::new(SseTranslator::new(
+                gemini::front_stream::OpenAiToGemini::new(&model, depth),
+                depth,
+            )),
+            (Front::Gemini, _, true) => Box::new(Chain {
+                first: SseTranslator::new(anthropic::stream::AnthropicToOpenAi::new(&model, true), depth),
+                second: SseTranslator::new(gemini::front_stream::OpenAiToGemini::new(&model, depth), depth),
             }),
             (_, Protocol::Anthropic, true) => Box::new(SseTranslator::new(
                 anthropic::stream::AnthropicToOpenAi::new(&model, self.include_usage),
@@ -217,6 +267,11 @@ fn whole_map(front: Front, upstream: Protocol) -> WholeMap {
             anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
         },
         (Front::Messages, _) => anthropic::response::from_openai,
+        (Front::Gemini, Protocol::OpenAi) => gemini::front_response::from_openai,
+        (Front::Gemini, _) => |status, body, model, depth| {
+            let (chat, _) = anthropic::response::to_openai(status, body, model, depth);
+            gemini::front_response::from_openai(status, chat.as_bytes(), model, depth)
+        },
         (_, Protocol::Gemini) => gemini::response::to_openai,
         (_, _) => anthropic::response::to_openai,
     }
@@ -413,7 +468,7 @@ impl WholeBody {
             } else {
                 format!("the upstream answered {status} with a body that {e}")
             };
-            return error_answer(self.front, &message);
+            return error_answer(self.front, self.refused.unwrap_or(status), &message);
         }
         let (out, usage) = (self.map)(status, body, &self.model, self.max_depth);
         self.usage = usage;
@@ -421,10 +476,11 @@ impl WholeBody {
     }
 }
 
-/// An upstream failure in the client's envelope.
-fn error_answer(front: Front, message: &str) -> String {
+/// An upstream failure in the client's envelope (`status`: what the client gets).
+fn error_answer(front: Front, status: u16, message: &str) -> String {
     match front {
         Front::Messages => anthropic::error_body("api_error", message),
+        Front::Gemini => gemini::door::error_body(status, message),
         Front::Chat | Front::Other => openai::error_body(message, "upstream_error"),
     }
 }

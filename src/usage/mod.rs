@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 mod event;
+pub mod gemini;
 mod needle;
 pub mod openai;
 pub mod record;
