@@ -131,7 +131,7 @@ pub fn prepare(
         upstream_model
     };
     let same = match front {
-        Front::Gemini => match gemini_door_plan(client_path, upstream, model, same)? {
+        Front::Gemini => match gemini::door::plan(client_path, upstream, model, same)? {
             Ok(prepared) => return Ok(prepared),
             Err(same) => same,
         },
@@ -191,32 +191,6 @@ pub fn prepare(
         path,
         translation: Some(translation),
     })
-}
-
-/// The Gemini door's plan when it needs no chat hub: passthrough to a Gemini upstream (the body
-/// untouched, the model in the path the upstream's), or a method only Gemini serves. `Err(same)`
-/// hands the body builder back: the request is translated.
-#[allow(clippy::type_complexity)]
-fn gemini_door_plan<F: FnOnce() -> Bytes>(
-    client_path: &str,
-    upstream: Protocol,
-    model: &str,
-    same: F,
-) -> Result<Result<Prepared, F>, PrepareError> {
-    let door = gemini::door::door_path(client_path)
-        .ok_or_else(|| PrepareError::BadRequest(format!("{client_path} is not a Gemini model method")))?;
-    match upstream {
-        Protocol::Gemini => Ok(Ok(Prepared {
-            body: same(),
-            path: gemini::request::method_path(model, door.method),
-            translation: None,
-        })),
-        _ if door.translatable() => Ok(Err(same)),
-        _ => Err(PrepareError::Unsupported(format!(
-            ":{} is served by Gemini providers only",
-            door.method
-        ))),
-    }
 }
 
 impl Translation {

@@ -1,14 +1,17 @@
 //! The Gemini front door's addressing and envelope: which paths it owns
 //! (`/v1beta/models/{model}:{method}`, and the same under `/v1/models/`, the google-genai SDK's
-//! default), the model and method a path names, and Google's error envelope
+//! default), the model and method a path names, the plan when no translation is needed
+//! (passthrough to Gemini upstreams), and Google's error envelope
 //! (`{"error":{"code","message","status"}}`) for rotor's own errors and translated ones.
 //! Invariant: under `/v1/models/` only the Gemini method names below are the door, so OpenAI
 //! paths with colons in them (`/v1/models/ft:gpt-4o:org:id`) stay OpenAI passthrough.
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+
 use crate::codec::target::percent_decode;
-use crate::providers::write;
+use crate::providers::{write, PrepareError, Prepared, Protocol};
 
 /// The methods the door answers. `generateContent` and `streamGenerateContent` are served by any
 /// provider kind; the others only by Gemini providers (passed through).
@@ -55,6 +58,32 @@ pub fn door_path(path: &str) -> Option<DoorPath<'_>> {
         Cow::Owned(bytes) => Cow::Owned(String::from_utf8(bytes).ok()?),
     };
     Some(DoorPath { model, method })
+}
+
+/// The Gemini door's plan when it needs no chat hub: passthrough to a Gemini upstream (the body
+/// untouched, the model in the path the upstream's), or a method only Gemini serves. `Err(same)`
+/// hands the body builder back: the request is translated.
+#[allow(clippy::type_complexity)]
+pub(crate) fn plan<F: FnOnce() -> Bytes>(
+    client_path: &str,
+    upstream: Protocol,
+    model: &str,
+    same: F,
+) -> Result<Result<Prepared, F>, PrepareError> {
+    let door = door_path(client_path)
+        .ok_or_else(|| PrepareError::BadRequest(format!("{client_path} is not a Gemini model method")))?;
+    match upstream {
+        Protocol::Gemini => Ok(Ok(Prepared {
+            body: same(),
+            path: super::request::method_path(model, door.method),
+            translation: None,
+        })),
+        _ if door.translatable() => Ok(Err(same)),
+        _ => Err(PrepareError::Unsupported(format!(
+            ":{} is served by Gemini providers only",
+            door.method
+        ))),
+    }
 }
 
 /// Paths whose errors are answered in Google's envelope: the door, and anything under `/v1beta/`.
