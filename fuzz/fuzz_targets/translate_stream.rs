@@ -1,13 +1,15 @@
 //! Each stream translator, fed arbitrary bytes in fuzzer-chosen pieces, never panics, emits
 //! only well-formed SSE whose every `data:` payload is JSON or `[DONE]`, and ends with exactly
 //! one terminator, also when an event nests deeper than the depth bound (it ends the stream
-//! with the error event). The first byte picks the translator.
+//! with the error event). The first byte picks the translator (mod 4; 3 is the Gemini door's
+//! OpenAI -> Gemini translator, whose terminator is the one chunk with a `finishReason`).
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use rotor::codec::DEFAULT_MAX_DEPTH as D;
 use rotor::providers::anthropic::front_stream::OpenAiToAnthropic;
 use rotor::providers::anthropic::stream::AnthropicToOpenAi;
+use rotor::providers::gemini::front_stream::OpenAiToGemini;
 use rotor::providers::gemini::stream::GeminiToOpenAi;
 use rotor::providers::SseTranslator;
 use rotor::providers::transform::ResponseTransform;
@@ -35,7 +37,10 @@ fn check(t: &mut dyn ResponseTransform, body: &[u8], step: usize) {
         }
         let v: sonic_rs::Value = sonic_rs::from_str(data).expect("data is JSON");
         let openai_error = name.is_empty() && v.get("error").is_some();
-        if openai_error || name == "message_stop" || name == "error" {
+        // The Gemini door's last chunk is the only one with a finishReason.
+        let first = v.get("candidates").and_then(|c| c.get(0));
+        let gemini_last = first.and_then(|c| c.get("finishReason")).is_some();
+        if openai_error || gemini_last || name == "message_stop" || name == "error" {
             terminators += 1;
         }
     }
@@ -45,9 +50,10 @@ fn check(t: &mut dyn ResponseTransform, body: &[u8], step: usize) {
 fuzz_target!(|input: &[u8]| {
     let Some((&pick, body)) = input.split_first() else { return };
     let step = (pick >> 2) as usize + 1;
-    match pick % 3 {
+    match pick % 4 {
         0 => check(&mut SseTranslator::new(AnthropicToOpenAi::new("m", true), D), body, step),
         1 => check(&mut SseTranslator::new(OpenAiToAnthropic::new("m"), D), body, step),
-        _ => check(&mut SseTranslator::new(GeminiToOpenAi::new("m", true), D), body, step),
+        2 => check(&mut SseTranslator::new(GeminiToOpenAi::new("m", true), D), body, step),
+        _ => check(&mut SseTranslator::new(OpenAiToGemini::new("m", D), D), body, step),
     }
 });
