@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sonic_rs::JsonValueTrait;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 const ADMIN: &str = "adm-key-0000-0001";
 
@@ -54,6 +54,30 @@ fn a_stream_without_include_usage_hides_the_usage_chunk_but_logs_the_tokens() {
     assert!(row["prompt_tokens"].as_u64().unwrap() > 0);
     assert_eq!(row["stream"].as_bool(), Some(true));
     assert_eq!(row["key"].as_str(), Some("…0001"));
+}
+
+/// Issue 16 item 4: a Python-formatted upstream (`"usage": null` with a space, `usage` as the first
+/// member) once leaked the usage chunk and every null to a client that did not ask.
+#[test]
+fn a_spaced_stream_without_include_usage_hides_the_usage_chunk_but_logs_the_tokens() {
+    let h = Harness::start(admin_conf());
+    let (status, text, terminated) = h
+        .client()
+        .stream_chat(&chat_stream("gpt-4o-mini"), &[("x-mock-spaced", "1")]);
+    assert_eq!((status, terminated), (200, true));
+    assert!(!text.contains("usage"), "the client did not ask for usage: {text}");
+    assert!(
+        text.contains(r#""content": "tok4 ""#),
+        "the upstream's spacing is kept: {text}"
+    );
+    for event in text.split("\n\n").filter(|e| e.starts_with("data: {")) {
+        let json: sonic_rs::Value = sonic_rs::from_str(&event["data: ".len()..]).expect(event);
+        assert!(json["choices"].as_array().is_some_and(|c| !c.is_empty()), "{event}");
+    }
+    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
+    let log = logs(&h, "?limit=1");
+    assert_eq!(log["data"][0]["completion_tokens"].as_u64(), Some(5), "{log}");
+    assert!(log["data"][0]["prompt_tokens"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -1,15 +1,17 @@
 //! Each stream translator, fed arbitrary bytes in fuzzer-chosen pieces, never panics, emits
 //! only well-formed SSE whose every `data:` payload is JSON or `[DONE]`, and ends with exactly
 //! one terminator, also when an event nests deeper than the depth bound (it ends the stream
-//! with the error event). The first byte picks the translator (mod 5: Anthropic -> chat,
-//! chat -> Anthropic, Gemini -> chat, chat -> Responses events, on-demand.io -> chat) and the
-//! piece size (its upper six bits).
+//! with the error event). The first byte picks the translator (mod 6: Anthropic -> chat,
+//! chat -> Anthropic, Gemini -> chat, chat -> Responses events, on-demand.io -> chat, and the
+//! Gemini door's chat -> Gemini, whose terminator is the one chunk with a `finishReason`) and
+//! the piece size (its upper six bits).
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use rotor::codec::DEFAULT_MAX_DEPTH as D;
 use rotor::providers::anthropic::front_stream::OpenAiToAnthropic;
 use rotor::providers::anthropic::stream::AnthropicToOpenAi;
+use rotor::providers::gemini::front_stream::OpenAiToGemini;
 use rotor::providers::gemini::stream::GeminiToOpenAi;
 use rotor::providers::ondemand::stream::OnDemandToOpenAi;
 use rotor::providers::responses::stream::ChatToResponses;
@@ -39,8 +41,11 @@ fn check(t: &mut dyn ResponseTransform, body: &[u8], step: usize) {
         }
         let v: sonic_rs::Value = sonic_rs::from_str(data).expect("data is JSON");
         let openai_error = name.is_empty() && v.get("error").is_some();
+        // The Gemini door's last chunk is the only one with a finishReason.
+        let first = v.get("candidates").and_then(|c| c.get(0));
+        let gemini_last = first.and_then(|c| c.get("finishReason")).is_some();
         let responses_end = matches!(name, "response.completed" | "response.incomplete" | "response.failed");
-        if openai_error || responses_end || name == "message_stop" || name == "error" {
+        if openai_error || responses_end || gemini_last || name == "message_stop" || name == "error" {
             terminators += 1;
         }
     }
@@ -51,11 +56,12 @@ fuzz_target!(|input: &[u8]| {
     let Some((&pick, body)) = input.split_first() else { return };
     let step = (pick >> 2) as usize + 1;
     // The seeds' first bytes pick their translators (corpus files named after them).
-    match pick % 5 {
+    match pick % 6 {
         0 => check(&mut SseTranslator::new(AnthropicToOpenAi::new("m", true), D), body, step),
         1 => check(&mut SseTranslator::new(OpenAiToAnthropic::new("m"), D), body, step),
         2 => check(&mut SseTranslator::new(GeminiToOpenAi::new("m", true), D), body, step),
         3 => check(&mut SseTranslator::new(ChatToResponses::new("m"), D), body, step),
-        _ => check(&mut SseTranslator::new(OnDemandToOpenAi::new("m", true, 8, None), D), body, step),
+        4 => check(&mut SseTranslator::new(OnDemandToOpenAi::new("m", true, 8, None), D), body, step),
+        _ => check(&mut SseTranslator::new(OpenAiToGemini::new("m", D), D), body, step),
     }
 });

@@ -1,8 +1,8 @@
 //! Gemini-shaped answers for the mock (`POST /v1beta/models/{m}:generateContent` and
 //! `:streamGenerateContent?alt=sse`), with the OpenAI knobs plus `x-mock-crlf: 1` (CRLF framing,
 //! as Vertex sends), `x-mock-tool: 1` (a `functionCall` part, finishReason STOP) and
-//! `x-mock-cached-tokens: N`. Every stream chunk carries cumulative `usageMetadata`, as Gemini's
-//! do. 429 bodies carry `RetryInfo.retryDelay` from `x-mock-retry-after`.
+//! `x-mock-cached-tokens: N`; `:countTokens` answers `{"totalTokens": body bytes / 4}`. Every
+//! stream chunk carries cumulative `usageMetadata`, as Gemini's do. 429 bodies carry `RetryInfo.retryDelay` from `x-mock-retry-after`.
 
 use std::io;
 
@@ -51,6 +51,10 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
         )
     };
     let call = r#"{"functionCall":{"name":"get_weather","args":{"city":"Oslo"}}}"#;
+    if path.ends_with(":countTokens") {
+        let out = format!(r#"{{"totalTokens":{prompt}}}"#);
+        return res.send(200, &[JSON], Bytes::from(out)).await;
+    }
     if !stream {
         let text = (0..knobs.chunks).map(|i| format!("tok{i} ")).collect::<String>();
         let mut parts = format!(r#"{{"text":{}}}"#, quote(&text));

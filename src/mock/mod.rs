@@ -12,7 +12,8 @@
 //! `x-mock-chunks` (content chunks in a stream), `x-mock-interval-ms` (gap between chunks),
 //! `x-mock-cut-after` (close the connection after this many chunks, without a terminator; a
 //! whole answer is cut halfway through its body),
-//! `x-mock-chaos` (random faults drawn per request, in percent, e.g.
+//! `x-mock-spaced: 1` (OpenAI stream chunks spaced as Python's `json.dumps` writes them, `usage`
+//! first), `x-mock-chaos` (random faults drawn per request, in percent, e.g.
 //! `5xx=5,cut=1,slow=1,429=0.2,slow_ms=3000`: a 500/502/503, a cut answer, a first byte
 //! `slow_ms` late, a 429 with `Retry-After: 1`; `MockOptions::chaos` / `rotor mock --chaos`
 //! draw the same for every request; each retry draws anew).

@@ -142,9 +142,12 @@ async fn stream_completion(
         ("text_completion", "cmpl-mock")
     };
     let event = |choice: String| {
-        format!(
-            "data: {{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":{model},\"choices\":[{choice}]{usage_null}}}\n\n"
-        )
+        let json = if knobs.spaced && include_usage {
+            format!("{{\"usage\":null,\"id\":\"{id}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":{model},\"choices\":[{choice}]}}")
+        } else {
+            format!("{{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":{model},\"choices\":[{choice}]{usage_null}}}")
+        };
+        frame(&json, knobs.spaced)
     };
     if chat {
         res.piece(
@@ -188,14 +191,38 @@ async fn stream_completion(
     };
     res.piece(event(last.to_owned()).as_bytes()).await?;
     if include_usage {
-        let out = format!(
-            "data: {{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":{model},\"choices\":[],\"usage\":{}}}\n\n",
-            usage(prompt_tokens, knobs.chunks as u64)
-        );
-        res.piece(out.as_bytes()).await?;
+        let usage = usage(prompt_tokens, knobs.chunks as u64);
+        let json = if knobs.spaced {
+            format!("{{\"usage\":{usage},\"id\":\"{id}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":{model},\"choices\":[]}}")
+        } else {
+            format!("{{\"id\":\"{id}\",\"object\":\"{object}\",\"created\":1700000000,\"model\":{model},\"choices\":[],\"usage\":{usage}}}")
+        };
+        res.piece(frame(&json, knobs.spaced).as_bytes()).await?;
     }
     res.piece(b"data: [DONE]\n\n").await?;
     res.finish().await
+}
+
+/// One SSE event carrying `json`; `spaced` puts a space after every `:` and `,` outside strings.
+fn frame(json: &str, spaced: bool) -> String {
+    if !spaced {
+        return format!("data: {json}\n\n");
+    }
+    let mut out = String::with_capacity(json.len() + json.len() / 4 + 8);
+    out.push_str("data: ");
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        out.push(c);
+        if in_string {
+            (escaped, in_string) = (!escaped && c == '\\', in_string && (escaped || c != '"'));
+        } else if c == '"' {
+            in_string = true;
+        } else if c == ':' || c == ',' {
+            out.push(' ');
+        }
+    }
+    out.push_str("\n\n");
+    out
 }
 
 #[derive(Serialize)]

@@ -46,6 +46,9 @@ pub(super) struct Knobs {
     pub chunked: bool,
     /// The key's balance (`KeyFault::balance`, default 100).
     pub balance: f64,
+    /// `x-mock-spaced: 1`: OpenAI stream chunks formatted as Python's `json.dumps` writes them
+    /// (a space after `:` and `,`), with `usage` as the first member.
+    pub spaced: bool,
 }
 
 impl MockService {
@@ -133,6 +136,7 @@ impl MockService {
             reasoning_tokens: number("x-mock-reasoning-tokens").unwrap_or(0),
             chunked: number("x-mock-chunked") == Some(1),
             balance,
+            spaced: number("x-mock-spaced") == Some(1),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeH
 use crate::codec::head::RequestHead;
 use crate::config::{Provider, ProviderKind, ResponsesMode};
 use crate::usage::anthropic::AnthropicUsageTap;
+use crate::usage::gemini::GeminiUsageTap;
 use crate::usage::openai::{Mode, OpenAiUsageTap};
 use crate::usage::responses::ResponsesUsageTap;
 
@@ -114,6 +115,8 @@ impl Adapter {
             None if front == Front::Messages => Box::new(AnthropicUsageTap::new(max_depth)),
             // A native Responses upstream: bytes untouched, usage read on the way.
             None if front == Front::Responses => Box::new(ResponsesUsageTap::new(max_depth)),
+            // Gemini to Gemini (the Gemini front door): the same, with `usageMetadata`.
+            None if front == Front::Gemini => Box::new(GeminiUsageTap::new(max_depth)),
             None => Box::new(OpenAiUsageTap::new(usage_mode, max_depth)),
         }
     }

@@ -10,6 +10,8 @@
 //! | `/v1/messages`        | messages <-> chat      | passthrough         | messages <-> chat <-> gemini |
 //! | `/v1/responses`       | passthrough (native) or responses <-> chat | responses <-> chat <-> messages | responses <-> chat <-> gemini |
 //! | other `/v1/*`         | passthrough            | unsupported         | unsupported              |
+//! | Gemini `:generateContent`, `:streamGenerateContent` | gemini <-> chat | gemini <-> chat <-> messages | passthrough |
+//! | other Gemini methods (`:countTokens`, ...) | unsupported | unsupported     | passthrough              |
 //!
 //! Vertex (`vertex.rs`) is the anthropic column for `claude-*` models and the gemini column
 //! for the rest, at its publisher paths.
@@ -80,6 +82,8 @@ pub enum Front {
     Responses,
     /// Any other OpenAI route (completions, embeddings, passthrough).
     Other,
+    /// The Gemini front door (`/v1beta/models/{model}:{method}`, `gemini::door`).
+    Gemini,
 }
 
 impl Front {
@@ -88,6 +92,7 @@ impl Front {
             "/v1/chat/completions" => Front::Chat,
             "/v1/messages" => Front::Messages,
             "/v1/responses" => Front::Responses,
+            p if gemini::door::door_path(p).is_some() => Front::Gemini,
             _ => Front::Other,
         }
     }
@@ -149,6 +154,13 @@ pub fn prepare(
     } else {
         upstream_model
     };
+    let same = match front {
+        Front::Gemini => match gemini::door::plan(client_path, upstream, model, same)? {
+            Ok(prepared) => return Ok(prepared),
+            Err(same) => same,
+        },
+        _ => same,
+    };
     let passthrough = || Prepared {
         body: same(),
         path: client_path.get(3..).unwrap_or("").to_owned(),
@@ -174,6 +186,10 @@ pub fn prepare(
             anthropic::request::to_chat(body, model, max_depth).map_err(PrepareError::BadRequest)?
         }
         (Front::Responses, _) => responses::request::to_chat(body, max_depth).map_err(PrepareError::BadRequest)?,
+        (Front::Gemini, _) => {
+            let stream = gemini::door::door_path(client_path).is_some_and(|p| p.stream());
+            gemini::front_request::to_chat(body, model, stream, max_depth).map_err(PrepareError::BadRequest)?
+        }
     };
     let stream = chat.stream == Some(true);
     let translation = Translation {
@@ -236,6 +252,14 @@ impl Translation {
                 first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(&model, true), depth),
                 second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
             }),
+            (Front::Gemini, Protocol::OpenAi, true) => Box::new(SseTranslator::new(
+                gemini::front_stream::OpenAiToGemini::new(&model, depth),
+                depth,
+            )),
+            (Front::Gemini, _, true) => Box::new(Chain {
+                first: SseTranslator::new(anthropic::stream::AnthropicToOpenAi::new(&model, true), depth),
+                second: SseTranslator::new(gemini::front_stream::OpenAiToGemini::new(&model, depth), depth),
+            }),
             (_, Protocol::Anthropic, true) => Box::new(SseTranslator::new(
                 anthropic::stream::AnthropicToOpenAi::new(&model, self.include_usage),
                 depth,
@@ -287,6 +311,11 @@ fn whole_map(front: Front, upstream: Protocol) -> WholeMap {
         (Front::Responses, Protocol::Gemini) => |status, body, model, depth| {
             let (chat, _) = gemini::response::to_openai(status, body, model, depth);
             responses::response::from_chat(status, chat.as_bytes(), model, depth)
+        },
+        (Front::Gemini, Protocol::OpenAi) => gemini::front_response::from_openai,
+        (Front::Gemini, _) => |status, body, model, depth| {
+            let (chat, _) = anthropic::response::to_openai(status, body, model, depth);
+            gemini::front_response::from_openai(status, chat.as_bytes(), model, depth)
         },
         (_, Protocol::Gemini) => gemini::response::to_openai,
         (_, _) => anthropic::response::to_openai,
@@ -484,7 +513,7 @@ impl WholeBody {
             } else {
                 format!("the upstream answered {status} with a body that {e}")
             };
-            return error_answer(self.front, &message);
+            return error_answer(self.front, self.refused.unwrap_or(status), &message);
         }
         let (out, usage) = (self.map)(status, body, &self.model, self.max_depth);
         self.usage = usage;
@@ -492,10 +521,11 @@ impl WholeBody {
     }
 }
 
-/// An upstream failure in the client's envelope.
-fn error_answer(front: Front, message: &str) -> String {
+/// An upstream failure in the client's envelope (`status`: what the client gets).
+fn error_answer(front: Front, status: u16, message: &str) -> String {
     match front {
         Front::Messages => anthropic::error_body("api_error", message),
+        Front::Gemini => gemini::door::error_body(status, message),
         Front::Chat | Front::Responses | Front::Other => openai::error_body(message, "upstream_error"),
     }
 }

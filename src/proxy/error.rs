@@ -187,12 +187,16 @@ pub enum Envelope {
     OpenAi,
     /// `{"type":"error","error":{"type","message"}}` on `/v1/messages`.
     Anthropic,
+    /// `{"error":{"code","message","status"}}` on the Gemini front door and `/v1beta/*`.
+    Google,
 }
 
 impl Envelope {
     pub fn for_path(path: &str) -> Envelope {
         if path == "/v1/messages" {
             Envelope::Anthropic
+        } else if crate::providers::gemini::door::is_google_path(path) {
+            Envelope::Google
         } else {
             Envelope::OpenAi
         }
@@ -240,6 +244,7 @@ pub async fn render_as(err: &ProxyError, res: &mut Responder<'_>, request_id: &[
     let body = Bytes::from(match envelope {
         Envelope::OpenAi => err.body(),
         Envelope::Anthropic => err.anthropic_body(),
+        Envelope::Google => crate::providers::gemini::door::error_body(err.status(), err.message()).into_bytes(),
     });
     let mut digits = itoa::Buffer::new();
     let mut headers: smallvec::SmallVec<[(&str, &[u8]); 3]> = smallvec::smallvec![

@@ -60,7 +60,8 @@ fn named_by_connection(head: &RequestHead, name: &[u8]) -> bool {
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
 }
 
-/// The key the client presented: `Authorization: Bearer <key>`, else `x-api-key`.
+/// The key the client presented: `Authorization: Bearer <key>`, else `x-api-key`, else
+/// `x-goog-api-key`, else the `key` query parameter (Google's styles, for the Gemini SDKs).
 pub fn client_key(head: &RequestHead) -> Option<&[u8]> {
     if let Some(value) = head.header("authorization") {
         let value = value.trim_ascii();
@@ -68,7 +69,25 @@ pub fn client_key(head: &RequestHead) -> Option<&[u8]> {
             return Some(value[7..].trim_ascii());
         }
     }
-    head.header("x-api-key").map(|v| v.trim_ascii())
+    head.header("x-api-key")
+        .or_else(|| head.header("x-goog-api-key"))
+        .map(|v| v.trim_ascii())
+        .or_else(|| query_key(head.query()?))
+}
+
+/// The `key=` parameter of a query (taken as it is: API keys are URL-safe).
+fn query_key(query: &str) -> Option<&[u8]> {
+    query.split('&').find_map(|p| p.strip_prefix("key=")).map(str::as_bytes)
+}
+
+/// The client's query without its `key` parameters: a client credential never goes upstream.
+pub fn without_key(query: &str) -> std::borrow::Cow<'_, str> {
+    let is_key = |p: &&str| *p == "key" || p.starts_with("key=");
+    if !query.split('&').any(|p| is_key(&p)) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !is_key(p)).collect();
+    std::borrow::Cow::Owned(kept.join("&"))
 }
 
 /// The client's `x-request-id` when it is a sane token, else a fresh random id.
@@ -102,10 +121,13 @@ pub fn upstream_request_head(
     out.put_u8(b' ');
     put_target(&mut out, provider.base_url.path.as_bytes())?;
     put_target(&mut out, upstream_path.as_bytes())?;
-    // An adapter that sets its own query (Gemini's `?alt=sse`) replaces the client's.
-    if let Some(query) = head.query().filter(|_| !upstream_path.contains('?')) {
-        out.put_u8(b'?');
-        put_target(&mut out, query.as_bytes())?;
+    // An adapter that sets its own query (Gemini's `?alt=sse`) replaces the client's; the
+    // client's `key=` (its rotor key) is never forwarded.
+    if let Some(query) = head.query().filter(|_| !upstream_path.contains('?')).map(without_key) {
+        if !query.is_empty() {
+            out.put_u8(b'?');
+            put_target(&mut out, query.as_bytes())?;
+        }
     }
     out.put_slice(b" HTTP/1.1\r\n");
     put_header(&mut out, b"host", provider.base_url.host_header.as_bytes())?;

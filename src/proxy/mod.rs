@@ -3,7 +3,7 @@
 //! | phase        | reads                               | writes            | errors      |
 //! |--------------|-------------------------------------|-------------------|-------------|
 //! | route        | method, path                        |                   | 404, 405    |
-//! | authenticate | `Authorization` / `x-api-key`, clients | the `Client`   | 401         |
+//! | authenticate | `Authorization` / `x-api-key` / `x-goog-api-key` / `?key=`, clients | the `Client` | 401 |
 //! | inspect      | body (`model`, `stream`, strictly), passthrough path | | 400         |
 //! | authorize    | client model globs                  |                   | 403         |
 //! | admit        | client limit windows                | window counts     | 429         |
@@ -32,6 +32,7 @@ mod endpoints;
 pub mod error;
 mod finish;
 mod forward;
+mod gemini_door;
 pub mod headers;
 mod inspect;
 pub mod keycare;
@@ -99,6 +100,11 @@ pub enum Endpoint {
     Responses,
     /// Any other `/v1/*`, relayed to an OpenAI-kind provider.
     Passthrough,
+    /// The Gemini front door (`/v1beta/models/{model}:generateContent` and its siblings, also
+    /// under `/v1/models/`), errors in Google's envelope.
+    Gemini,
+    /// `GET /v1beta/models[/{model}]`, answered by rotor in Gemini's shape.
+    GeminiModels,
 }
 
 impl Endpoint {
@@ -116,6 +122,8 @@ impl Endpoint {
             Endpoint::Messages => "messages",
             Endpoint::Responses => "responses",
             Endpoint::Passthrough => "passthrough",
+            Endpoint::Gemini => "gemini",
+            Endpoint::GeminiModels => "gemini/models",
         }
     }
 }
@@ -201,6 +209,7 @@ impl Core {
         match endpoint {
             Endpoint::Models => endpoints::models(ctx, client, res).await,
             Endpoint::Status => endpoints::status(ctx, client, res).await,
+            Endpoint::GeminiModels => gemini_door::models(ctx, client, &req.head, res).await,
             _ => forward::forward(self, ctx, endpoint, client, req, res).await,
         }
     }
@@ -274,6 +283,7 @@ impl Core {
 fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
     let path = head.path();
     let (endpoint, method) = match path {
+        p if gemini_door::owns(p) => gemini_door::route(p)?,
         "/health" => (Endpoint::Health, Method::Get),
         "/metrics" => (Endpoint::Metrics, Method::Get),
         "/v1/models" => (Endpoint::Models, Method::Get),
@@ -303,8 +313,9 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
     Ok(endpoint)
 }
 
-/// Phase `authenticate`: the client key from `Authorization: Bearer` or `x-api-key`, compared in
-/// constant time against every configured client. No clients configured = open gateway.
+/// Phase `authenticate`: the client key from `Authorization: Bearer`, `x-api-key`,
+/// `x-goog-api-key` or the `key` query parameter, compared in constant time against every
+/// configured client. No clients configured = open gateway.
 fn authenticate<'c>(clients: &'c [Client], head: &RequestHead) -> Result<Option<&'c Client>, ProxyError> {
     if clients.is_empty() {
         return Ok(None);
@@ -313,7 +324,7 @@ fn authenticate<'c>(clients: &'c [Client], head: &RequestHead) -> Result<Option<
         ProxyError::new(
             ErrorKind::Unauthorized,
             Side::Downstream,
-            "missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key'",
+            "missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key', 'x-goog-api-key' or '?key='",
         )
         .with_code("missing_api_key")
     })?;

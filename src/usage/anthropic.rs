@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::needle::{MESSAGE_START, USAGE};
+use super::needle::{may_name_usage, MESSAGE_START};
 use super::Usage;
 use crate::codec::depth::check_depth;
 use crate::codec::sse::SseSplitter;
@@ -29,7 +29,7 @@ impl AnthropicUsageTap {
     }
 
     fn read(&mut self, json: &[u8], path: &[&str]) {
-        if USAGE.find(json).is_none() || check_depth(json, self.max_depth).is_err() {
+        if !may_name_usage(json) || check_depth(json, self.max_depth).is_err() {
             return;
         }
         let Ok(raw) = sonic_rs::get(json, path) else { return };
@@ -50,7 +50,7 @@ impl ResponseTransform for AnthropicUsageTap {
     fn piece(&mut self, piece: Bytes) -> Emit {
         let mut found: smallvec::SmallVec<[(Vec<u8>, bool); 2]> = smallvec::SmallVec::new();
         self.events.feed(&piece, &mut |event| {
-            if USAGE.find(event.data).is_some() {
+            if may_name_usage(event.data) {
                 let start = event.event == b"message_start" || MESSAGE_START.find(event.data).is_some();
                 found.push((event.data.to_vec(), start));
             }

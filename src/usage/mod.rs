@@ -3,6 +3,8 @@
 //! what it saw.
 
 pub mod anthropic;
+mod event;
+pub mod gemini;
 mod needle;
 pub mod openai;
 pub mod record;

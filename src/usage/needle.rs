@@ -15,12 +15,17 @@ macro_rules! needles {
 needles! {
     /// A `usage` key.
     USAGE = b"\"usage\"";
-    /// A null `usage` (every chunk of a stream asked for `include_usage` carries one).
-    USAGE_NULL = b"\"usage\":null";
-    /// The member `write_event` removes from chunks when the client did not ask for usage.
-    COMMA_USAGE_NULL = b",\"usage\":null";
-    /// The usage-only chunk that `include_usage` adds.
-    EMPTY_CHOICES = b"\"choices\":[]";
+    /// The only JSON escape that can spell a letter of `usage` in a key (`\u0075sage`): text
+    /// with neither this nor a plain `"usage"` has no usage member.
+    LETTER_ESCAPE = b"\\u00";
+    /// Gemini's usage member.
+    USAGE_METADATA = b"\"usageMetadata\"";
     /// Anthropic's first stream event, when it arrives without an `event:` line.
     MESSAGE_START = b"\"message_start\"";
+}
+
+/// Whether `json` can have a member named `usage`: it holds `"usage"` or an escape that could
+/// spell one of its letters. `false` is certain; `true` needs a parse to confirm.
+pub(crate) fn may_name_usage(json: &[u8]) -> bool {
+    USAGE.find(json).is_some() || LETTER_ESCAPE.find(json).is_some()
 }

@@ -2,15 +2,19 @@
 //! Non-streamed: the top-level `usage` object, read without parsing the rest of the body.
 //! Streamed: the chunk with `usage`. When the client did not ask for usage, rotor asked the
 //! upstream for it (`inject_include_usage`) and `Hide` mode removes the usage-only chunk and
-//! the `"usage":null` fields, so that client sees the stream it asked for.
+//! the `"usage": null` members, so that client sees the stream it asked for. What an event says
+//! about usage is read by `usage::event` on any valid JSON formatting, not by byte patterns.
 //! Invariant: in `Observe` mode the bytes the client receives are exactly the upstream's.
 //! JSON nesting deeper than `server.max_json_depth` is never parsed: its usage goes unread (the
 //! bytes still pass, as the same-protocol path relays what it does not need to understand).
 
+use std::ops::Range;
+
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
-use super::needle::{COMMA_USAGE_NULL, EMPTY_CHOICES, USAGE, USAGE_NULL};
+use super::event::event_usage;
+use super::needle::may_name_usage;
 use super::Usage;
 use crate::codec::depth::check_depth;
 use crate::codec::sse::SseSplitter;
@@ -50,7 +54,9 @@ struct CompletionDetails {
 /// The top-level `usage` of an OpenAI JSON body (chat, completions, embeddings), if present
 /// and the body nests no deeper than `max_depth`.
 pub fn usage_of(body: &[u8], max_depth: usize) -> Option<Usage> {
-    USAGE.find(body)?;
+    if !may_name_usage(body) {
+        return None;
+    }
     parse_usage(body, max_depth)
 }
 
@@ -61,7 +67,16 @@ pub fn usage_of(body: &[u8], max_depth: usize) -> Option<Usage> {
 fn parse_usage(body: &[u8], max_depth: usize) -> Option<Usage> {
     check_depth(body, max_depth).ok()?;
     let wire = sonic_rs::from_slice::<WireBody>(body).ok()?.usage?;
-    Some(Usage {
+    Some(to_usage(wire))
+}
+
+/// One `usage` object (its raw JSON, depth already bounded by the caller).
+pub(super) fn wire_usage(raw: &[u8]) -> Option<Usage> {
+    sonic_rs::from_slice::<WireUsage>(raw).ok().map(to_usage)
+}
+
+fn to_usage(wire: WireUsage) -> Usage {
+    Usage {
         prompt_tokens: wire.prompt_tokens,
         completion_tokens: wire.completion_tokens,
         cached_tokens: wire.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
@@ -71,7 +86,7 @@ fn parse_usage(body: &[u8], max_depth: usize) -> Option<Usage> {
             .unwrap_or(0),
         reported: true,
         partial: false,
-    })
+    }
 }
 
 /// The request body with `stream_options.include_usage = true`; `None` if the body could not be
@@ -155,11 +170,11 @@ impl ResponseTransform for OpenAiUsageTap {
                 let mut seen = None;
                 let max_depth = self.max_depth;
                 self.events.feed(&piece, &mut |event| {
-                    if let Some(usage) = usage_event(event.data, max_depth) {
+                    if let Some(usage) = event_usage(event.data, max_depth).usage {
                         seen = Some(usage);
                     }
                 });
-                if let Some((usage, _)) = seen {
+                if let Some(usage) = seen {
                     self.usage = usage;
                 }
                 out.push(piece);
@@ -171,17 +186,13 @@ impl ResponseTransform for OpenAiUsageTap {
                 let mut seen = None;
                 let max_depth = self.max_depth;
                 self.events.feed(&piece, &mut |event| {
-                    // One search per event serves both the usage read and the null removal.
-                    let first = USAGE.find(event.data);
-                    match first.and_then(|at| usage_event_at(event.data, at, max_depth)) {
-                        // The usage-only chunk rotor asked for: read, not relayed.
-                        Some((usage, true)) => seen = Some(usage),
-                        found => {
-                            if let Some((usage, false)) = found {
-                                seen = Some(usage);
-                            }
-                            write_event(event.event, event.data, first, &mut kept);
-                        }
+                    let facts = event_usage(event.data, max_depth);
+                    if facts.usage.is_some() {
+                        seen = facts.usage;
+                    }
+                    // The usage-only chunk rotor asked for is read, not relayed.
+                    if !facts.usage_only {
+                        write_event(event.event, event.data, facts.null_member, &mut kept);
                     }
                 });
                 if let Some(usage) = seen {
@@ -199,8 +210,11 @@ impl ResponseTransform for OpenAiUsageTap {
         let mut out = Emit::new();
         if self.mode == Mode::Hide {
             let mut kept = BytesMut::new();
-            self.events
-                .finish(&mut |event| write_event(event.event, event.data, USAGE.find(event.data), &mut kept));
+            let max_depth = self.max_depth;
+            self.events.finish(&mut |event| {
+                let facts = event_usage(event.data, max_depth);
+                write_event(event.event, event.data, facts.null_member, &mut kept)
+            });
             if !kept.is_empty() {
                 out.push(kept.freeze());
             }
@@ -219,43 +233,23 @@ impl ResponseTransform for OpenAiUsageTap {
     }
 }
 
-/// The usage in one event's data, and whether the event is the usage-only chunk
-/// (`"choices":[]`) that `include_usage` adds.
-fn usage_event(data: &[u8], max_depth: usize) -> Option<(Usage, bool)> {
-    usage_event_at(data, USAGE.find(data)?, max_depth)
-}
-
-/// `usage_event` for data whose first `"usage"` is at `first`: a `"usage":null` can only start
-/// there or later, and in every chunk but the last it starts right there.
-fn usage_event_at(data: &[u8], first: usize, max_depth: usize) -> Option<(Usage, bool)> {
-    if USAGE_NULL.find(data.get(first..)?).is_some() {
-        return None;
-    }
-    let usage = parse_usage(data, max_depth)?;
-    Some((usage, EMPTY_CHOICES.find(data).is_some()))
-}
-
 /// Re-frames one event for the client (`event:` line if any, `data:` line, blank line) without
-/// the `"usage":null` members the injected option adds. OpenAI streams carry only `data:` lines;
-/// upstream comments are not relayed (rotor sends its own keepalives). `first_usage` is where
-/// `"usage"` first occurs in `data` (`None`: nowhere, so there is nothing to remove).
-fn write_event(name: &[u8], data: &[u8], first_usage: Option<usize>, out: &mut BytesMut) {
+/// the bytes of `remove` (the `"usage": null` member the injected option adds). OpenAI streams
+/// carry only `data:` lines; upstream comments are not relayed (rotor sends its own keepalives).
+fn write_event(name: &[u8], data: &[u8], remove: Option<Range<usize>>, out: &mut BytesMut) {
     if !name.is_empty() {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name);
         out.extend_from_slice(b"\n");
     }
     out.extend_from_slice(b"data: ");
-    // `,"usage":null` starts at most one byte before the first `"usage"`: only the rest from
-    // there is searched (nothing, when there is no `"usage"`).
-    let from = first_usage.map_or(data.len(), |first| first.saturating_sub(1));
-    let (before, mut rest) = data.split_at(from.min(data.len()));
-    out.extend_from_slice(before);
-    while let Some(at) = COMMA_USAGE_NULL.find(rest) {
-        out.extend_from_slice(rest.get(..at).unwrap_or_default());
-        rest = rest.get(at + COMMA_USAGE_NULL.needle().len()..).unwrap_or_default();
+    match remove.and_then(|span| Some((data.get(..span.start)?, data.get(span.end..)?))) {
+        Some((before, after)) => {
+            out.extend_from_slice(before);
+            out.extend_from_slice(after);
+        }
+        None => out.extend_from_slice(data),
     }
-    out.extend_from_slice(rest);
     out.extend_from_slice(b"\n\n");
 }
 
@@ -302,17 +296,41 @@ data: [DONE]\n\n";
     }
 
     #[test]
-    fn hide_removes_only_the_null_members_after_a_mention_of_usage() {
+    fn hide_removes_only_top_level_null_members_and_leaves_duplicates() {
         let chunk: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"token \\\"usage\\\" up\"},\
-\"usage_hint\":1}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":null,\"x\":1,\"usage\":null}\n\n";
+\"usage_hint\":1}],\"usage\":null}\n\ndata: {\"choices\": [], \"usage\": null, \"x\": 1}\n\n\
+data: {\"usage\":null,\"x\":1,\"usage\":null}\n\n";
         let (out, usage) = run(Mode::Hide, &[chunk]);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "data: {\"choices\":[{\"delta\":{\"content\":\"token \\\"usage\\\" up\"},\"usage_hint\":1}]}\n\n\
-             data: {\"choices\":[],\"x\":1}\n\n"
+             data: {\"choices\": [], \"x\": 1}\n\n\
+             data: {\"usage\":null,\"x\":1,\"usage\":null}\n\n"
         );
         assert!(!usage.reported);
+    }
+
+    /// Issue 16 item 4: `"usage": null` with a space once kept the usage chunk in the stream.
+    #[test]
+    fn hide_reads_python_spaced_streams_in_any_key_order() {
+        let spaced: &[u8] = b"data: {\"usage\": null, \"choices\": [{\"delta\": {\"content\": \"hi\"}}]}\n\n\
+data: {\"id\": \"c\", \"choices\": [{\"delta\": {}}], \"usage\": null}\n\n\
+data: {\"usage\": {\"completion_tokens\": 2, \"prompt_tokens\": 9}, \"choices\": []}\n\n\
+data: [DONE]\n\n";
+        for cut in 0..spaced.len() {
+            let (a, b) = spaced.split_at(cut);
+            let (out, usage) = run(Mode::Hide, &[a, b]);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "data: {\"choices\": [{\"delta\": {\"content\": \"hi\"}}]}\n\n\
+                 data: {\"id\": \"c\", \"choices\": [{\"delta\": {}}]}\n\ndata: [DONE]\n\n",
+                "cut {cut}"
+            );
+            assert_eq!((usage.prompt_tokens, usage.completion_tokens), (9, 2), "cut {cut}");
+            let (out, usage) = run(Mode::Observe, &[a, b]);
+            assert_eq!((out.as_slice(), usage.prompt_tokens), (spaced, 9), "cut {cut}");
+        }
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The Gemini `generateContent` protocol: wire shapes, finish-reason and usage maps, and the
 //! retry delay carried in 429 bodies; the request, response and stream mappings to the OpenAI
-//! hub live in the submodules.
+//! hub live in the submodules (`request`, `response`, `stream` for Gemini upstreams; `door` and
+//! `front_*` for the Gemini front door served by other kinds).
 //! Invariant: `usageMetadata` is cumulative on streams; the last one seen wins, never a sum.
 
+pub mod door;
+pub mod front_request;
+pub mod front_response;
+pub mod front_stream;
 pub mod request;
 pub mod response;
 pub mod stream;

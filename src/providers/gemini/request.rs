@@ -81,6 +81,21 @@ pub fn path(model: &str, stream: bool) -> String {
     out
 }
 
+/// `/models/{model}:{method}` for any method (the Gemini door's passthrough), with
+/// `streamGenerateContent` as SSE.
+pub fn method_path(model: &str, method: &str) -> String {
+    match method {
+        "generateContent" => path(model, false),
+        "streamGenerateContent" => path(model, true),
+        _ => {
+            let mut out = path(model, false);
+            out.truncate(out.len() - "generateContent".len());
+            out.push_str(method);
+            out
+        }
+    }
+}
+
 fn json(text: &str) -> Value {
     sonic_rs::from_str(text).unwrap_or_default()
 }

@@ -12,7 +12,7 @@ use super::{error_message, error_type, estimate, metrics_usage};
 use crate::codec::depth::check_depth;
 use crate::providers::openai::{self, Answer};
 use crate::providers::transform::{Emit, ResponseTransform};
-use crate::providers::{anthropic, Front};
+use crate::providers::{anthropic, gemini, Front};
 use crate::usage::Usage;
 
 /// Largest whole answer translated (as `providers::WholeBody`).
@@ -72,6 +72,10 @@ impl WholeAnswer {
             Front::Messages => {
                 let status = self.refused.unwrap_or(status);
                 anthropic::response::from_openai(status, openai.as_bytes(), &self.model, self.max_depth).0
+            }
+            Front::Gemini => {
+                let status = self.refused.unwrap_or(status);
+                gemini::front_response::from_openai(status, openai.as_bytes(), &self.model, self.max_depth).0
             }
             Front::Chat | Front::Other | Front::Responses => openai,
         }
@@ -146,6 +150,7 @@ impl ResponseTransform for WholeAnswer {
             let message = "the on-demand answer is larger than rotor translates";
             match self.front {
                 Front::Messages => anthropic::error_body("api_error", message),
+                Front::Gemini => gemini::door::error_body(502, message),
                 Front::Chat | Front::Other | Front::Responses => openai::error_body(message, "upstream_error"),
             }
         } else {
