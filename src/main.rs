@@ -77,7 +77,8 @@ const DEMO_MOCK_ADDR: &str = "127.0.0.1:18080";
     about = "LLM API gateway: key pools, rate limits, failover, SSE relay"
 )]
 struct Cli {
-    /// Config file (default: config/rotor.toml, or the ROTOR_* environment quick start).
+    /// Config file, or an http(s):// URL fetched at start and on every reload (default:
+    /// config/rotor.toml, or the ROTOR_* environment quick start).
     #[arg(long, global = true, env = "ROTOR_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -158,9 +159,13 @@ fn init_logging() {
         .init();
 }
 
-/// The config from `--config`/`ROTOR_CONFIG`, else `config/rotor.toml`, else the environment.
+/// The config from `--config`/`ROTOR_CONFIG` (a path or an http(s) URL), else `config/rotor.toml`, else the environment.
 fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
     if let Some(path) = path {
+        if let Some(url) = path.to_str().filter(|p| config::remote::is_url(p)) {
+            let remote = config::Remote::from_env(url, |name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+            return config::load_remote(&remote).map_err(|e| e.to_string());
+        }
         return config::load(&path).map_err(|e| e.to_string());
     }
     let default = PathBuf::from(DEFAULT_CONFIG);
