@@ -91,6 +91,12 @@ enum Command {
     Check,
     /// Run the gateway on 127.0.0.1:8080 with the built-in mock provider behind it.
     Demo,
+    /// Convert another gateway's config (api-together apis.json, pro-api / uni-api api.yaml,
+    /// the on-demand proxy's config.json) to a rotor TOML on stdout; notes go to stderr.
+    Import {
+        /// The file to convert.
+        path: PathBuf,
+    },
     /// Run the built-in mock provider alone.
     Mock {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
         None => run(cli.config),
         Some(Command::Check) => check(cli.config),
         Some(Command::Demo) => demo(),
+        Some(Command::Import { path }) => import(&path),
         Some(Command::Mock {
             listen,
             workers,
@@ -194,6 +201,24 @@ fn check(path: Option<PathBuf>) -> Result<(), String> {
     let config = load_config(path)?;
     print!("{}", config.route_table_text());
     println!("config OK");
+    Ok(())
+}
+
+fn import(path: &std::path::Path) -> Result<(), String> {
+    let imported = rotor::import::import(path)?;
+    print!("{}", imported.toml);
+    eprintln!("rotor import: read {} as {}", path.display(), imported.format);
+    if imported.notes.is_empty() {
+        eprintln!("rotor import: everything was carried over");
+    } else {
+        eprintln!("rotor import: not carried over or changed ({}):", imported.notes.len());
+        for note in &imported.notes {
+            eprintln!("  - {note}");
+        }
+    }
+    if !imported.passes {
+        return Err("the imported config does not pass `rotor check` yet (see the last note)".into());
+    }
     Ok(())
 }
 
