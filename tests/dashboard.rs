@@ -204,6 +204,7 @@ fn keys_page(h: &Harness, browser: &Browser, shots: &std::path::Path, downloads:
         ADDED,
         KeyFault {
             status: Some(401),
+            latency_ms: 700,
             ..Default::default()
         },
     );
@@ -215,6 +216,9 @@ fn keys_page(h: &Harness, browser: &Browser, shots: &std::path::Path, downloads:
         },
     );
     row_click(browser, "beef", "validate");
+    browser.wait_for("…beef to read validating… while its check runs", || {
+        (row_state(browser, "beef") == "validating…").then_some(())
+    });
     browser.wait_for("…beef to turn invalid after its validation", || {
         (row_state(browser, "beef") == "invalid").then_some(())
     });
@@ -224,6 +228,10 @@ fn keys_page(h: &Harness, browser: &Browser, shots: &std::path::Path, downloads:
         "return document.getElementById('keys-message').innerText.includes('Validated 1 key(s): 0 valid, 1 refused')",
     );
     browser.click("#validate-all");
+    browser.wait_until(
+        "the summary of validating all keys",
+        "return document.getElementById('keys-message').innerText.includes('Validated 3 key(s): 2 valid, 1 refused')",
+    );
     browser.wait_until(
         "the balance of …cafe",
         "const row = [...document.querySelectorAll('#keys-table tbody tr')].find(r => r.innerText.includes('…cafe')); \

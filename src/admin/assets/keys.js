@@ -9,6 +9,8 @@ import { api } from './api.js';
 import { ago, el, num, pill, table, usage, when } from './ui.js';
 
 const REFRESH_MS = 10000;
+// Rows drawn at once: a pool may hold 100,000 runtime keys, more than a page can draw.
+const MAX_ROWS = 500;
 
 export function render(main) {
   const view = {
@@ -36,12 +38,14 @@ export function render(main) {
   main.append(el('h1', {}, 'Keys'), view.summary, toolbar, view.message, view.err, view.list, addForm(view));
   load(view);
   const timer = setInterval(() => {
-    if (!view.confirming && view.validating.size === 0) load(view);
+    if (!view.confirming && view.validating.size === 0) load(view, true);
   }, REFRESH_MS);
   return () => clearInterval(timer);
 }
 
-async function load(view) {
+/** Fetches the pool and draws it; a background refresh that lands while a row asks for a
+ * confirmation or a validation runs leaves the table as it is. */
+async function load(view, background = false) {
   try {
     const [keys, status] = await Promise.all([api('GET', '/admin/keys'), api('GET', '/admin/status')]);
     view.rows = keys.data;
@@ -51,6 +55,7 @@ async function load(view) {
     view.err.textContent = `Cannot load keys: ${e.message}`;
     return;
   }
+  if (background && (view.confirming || view.validating.size > 0)) return;
   fillProviders(view.filter, [['', 'All providers'], ...view.providers.map((p) => [p, p])]);
   fillProviders(document.getElementById('add-provider'), view.providers.map((p) => [p, p]));
   show(view);
@@ -76,9 +81,10 @@ function show(view) {
   const states = {};
   for (const r of rows) states[r.state] = (states[r.state] || 0) + 1;
   const parts = Object.entries(states).map(([s, n]) => `${n} ${s}`);
-  view.summary.textContent = `${rows.length} key${rows.length === 1 ? '' : 's'}${parts.length ? ` · ${parts.join(' · ')}` : ''}`;
+  const cut = rows.length > MAX_ROWS ? ` · showing the first ${MAX_ROWS}: choose a provider to narrow` : '';
+  view.summary.textContent = `${rows.length} key${rows.length === 1 ? '' : 's'}${parts.length ? ` · ${parts.join(' · ')}` : ''}${cut}`;
   view.confirming = false;
-  view.list.replaceChildren(keyTable(view, rows));
+  view.list.replaceChildren(keyTable(view, rows.slice(0, MAX_ROWS)));
 }
 
 function keyTable(view, rows) {
