@@ -245,3 +245,39 @@ fn a_remote_config_over_tls_is_checked_against_the_given_ca() {
     assert_eq!(reload(&h).status, 200);
     assert_eq!(chat_status(&h, "remote-alias"), 200);
 }
+
+#[test]
+fn a_config_key_disabled_at_runtime_stays_disabled_until_the_fetched_file_changes() {
+    let mock = start_mock();
+    let text = conf(false).render(&mock.base_url());
+    let server = ConfigServer::start(Serve::Ok(text.clone()), None);
+    let h = start(
+        mock,
+        &remote(format!("http://127.0.0.1:{}/rotor.toml", server.addr.port()), None),
+    );
+    let auth = format!("Bearer {ADMIN}");
+    let admin = |method: &str, path: &str, body: &str| {
+        h.client().request(
+            method,
+            path,
+            &[("authorization", &auth), ("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    let disable = format!(r#"{{"provider":"mock","key":"{POOL_KEY}"}}"#);
+    assert_eq!(admin("DELETE", "/admin/keys", &disable).status, 200);
+    let state = || {
+        admin("GET", "/admin/keys", "").json()["data"][0]["state"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    assert_eq!(state().as_deref(), Some("disabled"));
+    // The same file fetched again: still disabled.
+    assert_eq!(reload(&h).status, 200);
+    assert_eq!(state().as_deref(), Some("disabled"));
+    // A changed file: the config key serves again.
+    server.set(Serve::Ok(format!("{text}\n# edited\n")));
+    assert_eq!(reload(&h).status, 200);
+    assert_eq!(state().as_deref(), Some("active"));
+    assert_eq!(chat_status(&h, "gpt-3.5"), 200);
+}
