@@ -144,31 +144,9 @@ pub(super) fn export(gateway: &Gateway) -> AdminAnswer {
 /// never needs a secret). A cheap authenticated call per key; refused keys are disabled, valid
 /// ones restored.
 pub(super) async fn validate(core: &crate::proxy::Core, body: &[u8]) -> AdminAnswer {
-    let (provider, keys) = if body.iter().all(u8::is_ascii_whitespace) {
-        (None, Vec::new())
-    } else {
-        let value: sonic_rs::Value = match sonic_rs::from_slice(body) {
-            Ok(v) if sonic_rs::JsonValueTrait::is_object(&v) => v,
-            _ => return error(400, "the body must be a JSON object (or empty for every key)"),
-        };
-        let provider = value.get("provider").and_then(|p| p.as_str()).map(str::to_owned);
-        let field = |name: &str| strings(&value, name);
-        let (mut keys, ids) = match (field("key"), field("keys"), field("id"), field("ids")) {
-            (Ok(k1), Ok(k2), Ok(i1), Ok(i2)) => ([k1, k2].concat(), [i1, i2].concat()),
-            (Err(answer), ..) | (_, Err(answer), ..) | (_, _, Err(answer), _) | (.., Err(answer)) => return answer,
-        };
-        if provider.is_none() && !(keys.is_empty() && ids.is_empty()) {
-            return error(400, "name the `provider` of the keys to validate");
-        }
-        if let Some(name) = provider.as_deref() {
-            for id in &ids {
-                match secret_by_id(&core.gateway, name, id, false) {
-                    Some(secret) => keys.push(secret.expose().to_owned()),
-                    None => return error(404, &format!("provider {name:?} has no key with id {id:?}")),
-                }
-            }
-        }
-        (provider, keys)
+    let (provider, keys) = match selection(&core.gateway, body) {
+        Ok(selected) => selected,
+        Err(answer) => return answer,
     };
     match crate::proxy::keycare::validate(core, provider.as_deref(), &keys).await {
         Ok(data) => {
@@ -180,6 +158,32 @@ pub(super) async fn validate(core: &crate::proxy::Core, body: &[u8]) -> AdminAns
         }
         Err(message) => error(404, &message),
     }
+}
+
+/// The provider and whole keys a validation body selects (ids resolved to their keys).
+fn selection(gateway: &Gateway, body: &[u8]) -> Result<(Option<String>, Vec<String>), AdminAnswer> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, Vec::new()));
+    }
+    let value: sonic_rs::Value = match sonic_rs::from_slice(body) {
+        Ok(v) if sonic_rs::JsonValueTrait::is_object(&v) => v,
+        _ => return Err(error(400, "the body must be a JSON object (or empty for every key)")),
+    };
+    let provider = value.get("provider").and_then(|p| p.as_str()).map(str::to_owned);
+    let mut keys = [strings(&value, "key")?, strings(&value, "keys")?].concat();
+    let ids = [strings(&value, "id")?, strings(&value, "ids")?].concat();
+    let Some(name) = provider.as_deref() else {
+        if keys.is_empty() && ids.is_empty() {
+            return Ok((None, keys));
+        }
+        return Err(error(400, "name the `provider` of the keys to validate"));
+    };
+    for id in &ids {
+        let secret = secret_by_id(gateway, name, id, false)
+            .ok_or_else(|| error(404, &format!("provider {name:?} has no key with id {id:?}")))?;
+        keys.push(secret.expose().to_owned());
+    }
+    Ok((provider, keys))
 }
 
 /// `POST /admin/keys` with `{"provider":"p","keys":["k1","k2"]}`, `"keys":"k1\nk2"` (a pasted
