@@ -116,6 +116,21 @@ impl Remote {
     }
 }
 
+/// The body of a raw answer to the config GET as read so far (`closed` = the peer has
+/// closed): `Ok(None)` = read on. Pure, for the fuzz target; `fetch` uses the same framing.
+pub fn answer_body(raw: &[u8], closed: bool) -> Result<Option<Vec<u8>>, String> {
+    let answer = if closed {
+        Some(finish_at_eof(raw)?)
+    } else {
+        complete(raw)?
+    };
+    match answer {
+        None => Ok(None),
+        Some(Answer::Body(body)) => Ok(Some(body)),
+        Some(Answer::Redirect(location)) => Err(format!("redirect to {location}")),
+    }
+}
+
 /// `scheme://host[:port]/path` with the user info and query left out.
 pub fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));

@@ -30,15 +30,20 @@ pub struct Imported {
 /// Reads `path` and converts it. Errors: unreadable file, unknown format, malformed content.
 pub fn import(path: &Path) -> Result<Imported, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    from_text(path, &text)
+}
+
+/// Converts `text`, read from `path` (its name picks YAML or JSON).
+pub fn from_text(path: &Path, text: &str) -> Result<Imported, String> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
     let (format, draft) = if name.ends_with(".yaml") || name.ends_with(".yml") {
-        api_yaml::read(&text)?
+        api_yaml::read(text)?
     } else {
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
+            serde_json::from_str(text).map_err(|e| format!("{}: not valid JSON: {e}", path.display()))?;
         if value.get("apis").is_some() {
             ("api-together apis.json", api_together::read(&value)?)
         } else if value.get("accounts").is_some() || ondemand::looks_like(&value) {
