@@ -12,6 +12,7 @@ pub mod config;
 pub mod gateway;
 pub mod health;
 pub mod heap;
+pub mod import;
 pub mod keys;
 pub mod limits;
 pub mod metrics;

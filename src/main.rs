@@ -77,7 +77,8 @@ const DEMO_MOCK_ADDR: &str = "127.0.0.1:18080";
     about = "LLM API gateway: key pools, rate limits, failover, SSE relay"
 )]
 struct Cli {
-    /// Config file (default: config/rotor.toml, or the ROTOR_* environment quick start).
+    /// Config file, or an http(s):// URL fetched at start and on every reload (default:
+    /// config/rotor.toml, or the ROTOR_* environment quick start).
     #[arg(long, global = true, env = "ROTOR_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -90,6 +91,12 @@ enum Command {
     Check,
     /// Run the gateway on 127.0.0.1:8080 with the built-in mock provider behind it.
     Demo,
+    /// Convert another gateway's config (api-together apis.json, pro-api / uni-api api.yaml,
+    /// the on-demand proxy's config.json) to a rotor TOML on stdout; notes go to stderr.
+    Import {
+        /// The file to convert.
+        path: PathBuf,
+    },
     /// Run the built-in mock provider alone.
     Mock {
         #[arg(long, default_value = "127.0.0.1:18080")]
@@ -121,6 +128,7 @@ fn main() -> ExitCode {
         None => run(cli.config),
         Some(Command::Check) => check(cli.config),
         Some(Command::Demo) => demo(),
+        Some(Command::Import { path }) => import(&path),
         Some(Command::Mock {
             listen,
             workers,
@@ -158,9 +166,13 @@ fn init_logging() {
         .init();
 }
 
-/// The config from `--config`/`ROTOR_CONFIG`, else `config/rotor.toml`, else the environment.
+/// The config from `--config`/`ROTOR_CONFIG` (a path or an http(s) URL), else `config/rotor.toml`, else the environment.
 fn load_config(path: Option<PathBuf>) -> Result<Config, String> {
     if let Some(path) = path {
+        if let Some(url) = path.to_str().filter(|p| config::remote::is_url(p)) {
+            let remote = config::Remote::from_env(url, |name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+            return config::load_remote(&remote).map_err(|e| e.to_string());
+        }
         return config::load(&path).map_err(|e| e.to_string());
     }
     let default = PathBuf::from(DEFAULT_CONFIG);
@@ -189,6 +201,24 @@ fn check(path: Option<PathBuf>) -> Result<(), String> {
     let config = load_config(path)?;
     print!("{}", config.route_table_text());
     println!("config OK");
+    Ok(())
+}
+
+fn import(path: &std::path::Path) -> Result<(), String> {
+    let imported = rotor::import::import(path)?;
+    print!("{}", imported.toml);
+    eprintln!("rotor import: read {} as {}", path.display(), imported.format);
+    if imported.notes.is_empty() {
+        eprintln!("rotor import: everything was carried over");
+    } else {
+        eprintln!("rotor import: not carried over or changed ({}):", imported.notes.len());
+        for note in &imported.notes {
+            eprintln!("  - {note}");
+        }
+    }
+    if !imported.passes {
+        return Err("the imported config does not pass `rotor check` yet (see the last note)".into());
+    }
     Ok(())
 }
 

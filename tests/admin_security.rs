@@ -96,6 +96,68 @@ fn cookie_sessions_need_csrf_for_changes_and_end_at_logout() {
 }
 
 #[test]
+fn key_pool_changes_from_a_session_need_the_csrf_token() {
+    let h = harness("");
+    let (cookie, csrf) = session(&h);
+    let call = |method: &str, path: &str, token: Option<&str>, body: &str| {
+        let mut headers = vec![("cookie", cookie.as_str()), ("content-type", "application/json")];
+        if let Some(t) = token {
+            headers.push(("x-csrf-token", t));
+        }
+        h.client().request(method, path, &headers, body.as_bytes())
+    };
+    let add = r#"{"provider":"mock","keys":"sk-csrf-test-key-0042"}"#;
+    let remove = r#"{"provider":"mock","key":"sk-csrf-test-key-0042"}"#;
+    for (method, path, body) in [
+        ("POST", "/admin/keys", add),
+        ("POST", "/admin/keys/validate", ""),
+        ("DELETE", "/admin/keys", remove),
+    ] {
+        assert_eq!(
+            call(method, path, None, body).status,
+            403,
+            "{method} {path} without a token"
+        );
+        assert_eq!(
+            call(method, path, Some("wrong"), body).status,
+            403,
+            "{method} {path} wrong token"
+        );
+    }
+    assert!(
+        !call("GET", "/admin/keys", None, "").text().contains("0042"),
+        "nothing was added without the token"
+    );
+    // With the token: each call goes through; reads need no token.
+    for (method, path, body) in [
+        ("POST", "/admin/keys", add),
+        ("POST", "/admin/keys/validate", ""),
+        ("DELETE", "/admin/keys", remove),
+    ] {
+        let r = call(method, path, Some(&csrf), body);
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+    }
+    assert_eq!(call("GET", "/admin/keys", None, "").status, 200);
+    let export = call("GET", "/admin/keys/export", None, "");
+    assert_eq!(export.status, 200);
+    assert!(export.text().contains(common::POOL_KEY));
+    // Without a session or key: 401 on every key call.
+    for (method, path) in [
+        ("GET", "/admin/keys"),
+        ("GET", "/admin/keys/export"),
+        ("POST", "/admin/keys"),
+        ("DELETE", "/admin/keys"),
+        ("POST", "/admin/keys/validate"),
+    ] {
+        assert_eq!(
+            h.client().request(method, path, &[], b"").status,
+            401,
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
 fn changing_the_admin_credentials_ends_sessions() {
     let h = harness("");
     let (cookie, _) = session(&h);

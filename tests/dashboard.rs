@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (headless Chromium through chromedriver, WebDriver over
 //! HTTP): sign in (a wrong key first), the overview chart drawn from real traffic, the Keys page
-//! (add and validate a key when the build has runtime key management, else its clear notice),
+//! on the real `/admin/keys` API (paste keys, validate one so the mock's 401 turns it invalid,
+//! validate all for a mock balance, export as a download, remove),
 //! log filters, paging and detail, the Status page, sign-out. Every page is saved as a PNG in
 //! `target/dashboard-screenshots/`. Fails, never skips, without chromium and chromedriver.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,7 +13,8 @@ mod webdriver;
 
 use std::path::PathBuf;
 
-use common::{chat, Conf, Harness, CLIENT_KEY};
+use common::{chat, default_body, Conf, Harness, CLIENT_KEY};
+use rotor::mock::KeyFault;
 use sonic_rs::JsonValueTrait;
 use webdriver::{json_str, Browser};
 
@@ -30,21 +32,18 @@ fn traffic(h: &Harness) {
     assert_eq!(h.post("/v1/embeddings", embed, &[]).status, 200);
 }
 
-fn admin_get(h: &Harness, path: &str) -> common::Response {
-    let auth = format!("Bearer {ADMIN_KEY}");
-    h.client().request("GET", path, &[("authorization", &auth)], b"")
-}
-
 #[test]
 fn dashboard_in_a_real_browser() {
+    let balance = "aliases = { \"gpt-3.5\" = \"gpt-4o-mini\" }\nbalance = { path = \"/user/info\", field = \"/data/totalBalance\" }";
     let h = Harness::start(Conf {
         server: format!("admin_key = \"{ADMIN_KEY}\"\nadmin_user = \"ops\"\nadmin_password = \"ops-password-1\""),
-        ..Default::default()
+        ..Conf::with_body(&default_body().replace("aliases = { \"gpt-3.5\" = \"gpt-4o-mini\" }", balance))
     });
     traffic(&h);
     let base = format!("http://{}/admin/", h.addr);
     let shots = screenshots();
-    let browser = Browser::start();
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start_with(Some(downloads.path()));
 
     // Sign-in page; a wrong key is refused with a message.
     browser.goto(&base);
@@ -98,7 +97,7 @@ fn dashboard_in_a_real_browser() {
          document.querySelectorAll('#overview-chart .u-legend .u-series').length === 2",
     );
 
-    keys_page(&h, &browser, &shots);
+    keys_page(&h, &browser, &shots, downloads.path());
     logs_page(&browser, &shots);
 
     // Status: the provider and its key, live.
@@ -137,47 +136,142 @@ fn dashboard_in_a_real_browser() {
         "const x = new XMLHttpRequest(); x.open('GET', '/admin/stats/overview', false); x.send(); return x.status",
     );
     assert_eq!(after.as_u64(), Some(401), "the session ended with the logout");
-    for name in ["1-login", "2-overview", "3-keys", "4-logs", "5-status", "6-logged-out"] {
+    for name in [
+        "1-login",
+        "2-overview",
+        "3-keys",
+        "3b-keys-remove",
+        "4-logs",
+        "5-status",
+        "6-logged-out",
+    ] {
         assert!(shots.join(format!("{name}.png")).is_file(), "{name}.png saved");
     }
     let _ = CLIENT_KEY;
 }
 
-/// With `/admin/keys` (runtime key pool): add a key, validate, see its state change. Without
-/// it: the page says key management is not available and still lists the configured pool.
-fn keys_page(h: &Harness, browser: &Browser, shots: &std::path::Path) {
-    let has_keys_api = admin_get(h, "/admin/keys").status != 404;
+const ADDED: &str = "sk-dash-added-fail-beef";
+const RICH: &str = "sk-dash-added-rich-cafe";
+
+/// The state (`data-state`) of the Keys table row whose masked key ends in `tail` ("" = none).
+fn row_state(browser: &Browser, tail: &str) -> String {
+    let script = format!(
+        "const row = [...document.querySelectorAll('#keys-table tbody tr')].find(r => r.innerText.includes({})); \
+         return row ? row.querySelector('.pill').innerText : ''",
+        json_str(tail)
+    );
+    browser.script(&script).as_str().unwrap_or("").to_owned()
+}
+
+/// Clicks the `action` button of the row whose masked key ends in `tail`.
+fn row_click(browser: &Browser, tail: &str, action: &str) {
+    let script = format!(
+        "const row = [...document.querySelectorAll('#keys-table tbody tr')].find(r => r.innerText.includes({})); \
+         const b = row && row.querySelector('button[data-action={action}]'); if (b) b.click(); return !!b",
+        json_str(tail)
+    );
+    browser.wait_until(&format!("the {action} button of …{tail}"), &script);
+}
+
+/// The Keys page on the real `/admin/keys` API: paste two keys, validate one (the mock refuses
+/// it: its row turns `invalid` with the 401 as its last error) and all (the other shows its
+/// mock balance), export (a real download holding both keys whole), remove one.
+fn keys_page(h: &Harness, browser: &Browser, shots: &std::path::Path, downloads: &std::path::Path) {
     browser.click("nav a[data-page=keys]");
-    if !has_keys_api {
-        browser.wait_until(
-            "the key-management notice",
-            "return document.getElementById('keys-unavailable')?.innerText.includes('not available in this build')",
-        );
-        browser.wait_until(
-            "the read-only pool",
-            "return document.getElementById('keys-table')?.innerText.includes('…0001')",
-        );
-        browser.screenshot(shots, "3-keys");
-        return;
-    }
-    browser.wait_until("the key table", "return !!document.querySelector('#keys-table table')");
-    browser.type_into("#add-provider", "mock");
-    browser.type_into("#add-keys", "sk-dash-added-fail401-beef");
+    browser.wait_until(
+        "the key table",
+        "return document.getElementById('keys-table')?.innerText.includes('…0001')",
+    );
+    assert!(
+        browser.find("#keys-unavailable").is_none(),
+        "no 'not available' fallback"
+    );
+    browser.type_into("#add-keys", &format!("{ADDED}\n{RICH}, {ADDED}"));
     browser.click("#add-submit");
     browser.wait_until(
-        "the added key",
-        "return document.getElementById('keys-table').innerText.includes('beef')",
+        "the add answer",
+        "return document.getElementById('keys-message').innerText.includes('Added 2 key(s) to mock. 1 duplicate(s) ignored')",
     );
-    let state_of_added =
-        "const row = [...document.querySelectorAll('#keys-table tr')].find(r => r.innerText.includes('beef')); \
-         return row ? row.querySelector('.pill').innerText : ''";
-    let before = browser.script(state_of_added).as_str().unwrap_or("").to_owned();
-    browser.click("#validate-all");
-    browser.wait_for("the added key's state to change after validation", || {
-        let now = browser.script(state_of_added).as_str().unwrap_or("").to_owned();
-        (!now.is_empty() && now != before).then_some(now)
+    browser.wait_until(
+        "both added keys listed",
+        "const t = document.getElementById('keys-table').innerText; return t.includes('…beef') && t.includes('…cafe')",
+    );
+    assert_eq!(row_state(browser, "beef"), "active");
+    assert!(browser.text("#keys-table").contains("runtime"));
+
+    // The mock now refuses the first key and holds a balance for the second.
+    h.mock().faults.set(
+        ADDED,
+        KeyFault {
+            status: Some(401),
+            latency_ms: 700,
+            ..Default::default()
+        },
+    );
+    h.mock().faults.set(
+        RICH,
+        KeyFault {
+            balance: Some(42.5),
+            ..Default::default()
+        },
+    );
+    row_click(browser, "beef", "validate");
+    browser.wait_for("…beef to read validating… while its check runs", || {
+        (row_state(browser, "beef") == "validating…").then_some(())
     });
+    browser.wait_for("…beef to turn invalid after its validation", || {
+        (row_state(browser, "beef") == "invalid").then_some(())
+    });
+    assert_eq!(row_state(browser, "cafe"), "active", "only the one key was validated");
+    browser.wait_until(
+        "the validation summary",
+        "return document.getElementById('keys-message').innerText.includes('Validated 1 key(s): 0 valid, 1 refused')",
+    );
+    browser.click("#validate-all");
+    browser.wait_until(
+        "the summary of validating all keys",
+        "return document.getElementById('keys-message').innerText.includes('Validated 3 key(s): 2 valid, 1 refused')",
+    );
+    browser.wait_until(
+        "the balance of …cafe",
+        "const row = [...document.querySelectorAll('#keys-table tbody tr')].find(r => r.innerText.includes('…cafe')); \
+         return !!row && row.innerText.includes('42.5')",
+    );
+    let table = browser.text("#keys-table");
+    assert!(table.contains("GET /models answered 401"), "{table}");
+    assert!(!table.contains(ADDED) && !table.contains(RICH), "keys are shown masked");
+    browser.script("window.scrollTo(0, 0); return true");
     browser.screenshot(shots, "3-keys");
+
+    // Export: a real download with every key in full.
+    browser.click("#export");
+    let exported = browser.wait_for("the exported file", || {
+        let file = std::fs::read_dir(downloads)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with(".json"))?;
+        let text = std::fs::read_to_string(file.path()).ok()?;
+        text.contains(RICH).then_some(text)
+    });
+    assert!(
+        exported.contains(ADDED) && exported.contains(common::POOL_KEY),
+        "{exported}"
+    );
+
+    // Remove asks first, then the row is gone; the pool serves with the remaining keys.
+    row_click(browser, "beef", "remove");
+    browser.wait_until(
+        "the remove confirmation",
+        "return document.getElementById('keys-table').innerText.includes('Remove …beef?')",
+    );
+    browser.screenshot(shots, "3b-keys-remove");
+    row_click(browser, "beef", "confirm");
+    browser.wait_until(
+        "…beef removed",
+        "return document.getElementById('keys-message').innerText.includes('Removed …beef') && \
+         !document.getElementById('keys-table').innerText.includes('…beef')",
+    );
+    assert_eq!(row_state(browser, "cafe"), "active");
 }
 
 /// Filters narrow the list, a row opens its detail.

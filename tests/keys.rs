@@ -563,3 +563,111 @@ fn highest_balance_spends_the_richest_key_first_and_skips_broke_ones() {
         "the broke key is never used"
     );
 }
+
+/// The listed `id` of `key` (masked match).
+fn id_of(h: &Harness, key: &str) -> String {
+    entry(h, key).unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn keys_are_validated_removed_and_enabled_by_their_listed_id() {
+    let h = Harness::start(with_provider_lines(&[GOOD, FLAKY], ""));
+    admin(
+        &h,
+        "POST",
+        "/admin/keys",
+        &format!(r#"{{"provider":"mock","key":"{RT1}"}}"#),
+    );
+    h.mock().faults.set(FLAKY, fault_401());
+    // Validate one key by id: only it is checked, and it turns invalid.
+    let body = format!(r#"{{"provider":"mock","ids":["{}"]}}"#, id_of(&h, FLAKY));
+    let r = admin(&h, "POST", "/admin/keys/validate", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(verdicts(&r), [(masked(FLAKY), Some(false))]);
+    assert_eq!(state(&h, FLAKY), "invalid");
+    assert!(entry(&h, GOOD).unwrap()["last_validated"].as_u64().is_none());
+    // Remove a runtime key by id (body), disable a config key by id (query).
+    let r = admin(
+        &h,
+        "DELETE",
+        "/admin/keys",
+        &format!(r#"{{"provider":"mock","id":"{}"}}"#, id_of(&h, RT1)),
+    );
+    assert_eq!(
+        r.json()["removed"][0].as_str(),
+        Some(masked(RT1).as_str()),
+        "{}",
+        r.text()
+    );
+    let good = id_of(&h, GOOD);
+    let r = admin(&h, "DELETE", &format!("/admin/keys?provider=mock&id={good}"), "");
+    assert_eq!(
+        r.json()["disabled"][0].as_str(),
+        Some(masked(GOOD).as_str()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        listed(&h),
+        [row(FLAKY, "config", "invalid"), row(GOOD, "config", "disabled")]
+    );
+    // The disabled key keeps its id and is enabled again by it.
+    assert_eq!(id_of(&h, GOOD), good);
+    let r = admin(
+        &h,
+        "POST",
+        "/admin/keys",
+        &format!(r#"{{"provider":"mock","ids":["{good}"]}}"#),
+    );
+    assert_eq!(
+        r.json()["added"][0].as_str(),
+        Some(masked(GOOD).as_str()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(state(&h, GOOD), "active");
+    // Unknown or malformed ids: 404, nothing changed; ids need their provider.
+    for (method, path, body, status) in [
+        (
+            "POST",
+            "/admin/keys/validate",
+            r#"{"provider":"mock","ids":["00000000000000ff"]}"#,
+            404,
+        ),
+        ("POST", "/admin/keys/validate", r#"{"ids":["00000000000000ff"]}"#, 400),
+        ("POST", "/admin/keys/validate", r#"{"provider":"mock","ids":[7]}"#, 400),
+        ("DELETE", "/admin/keys", r#"{"provider":"mock","id":"not-hex"}"#, 404),
+        (
+            "POST",
+            "/admin/keys",
+            r#"{"provider":"mock","ids":["00000000000000ff"]}"#,
+            404,
+        ),
+    ] {
+        let r = admin(&h, method, path, body);
+        assert_eq!(r.status, status, "{method} {path} {body}: {}", r.text());
+    }
+    assert_eq!(listed(&h).len(), 2);
+}
+
+#[test]
+fn a_keys_health_and_validation_survive_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotor.toml");
+    let h = start_from_file(start_mock(), &path, &with_provider_lines(&[GOOD, FLAKY], ""));
+    h.mock().faults.set(FLAKY, fault_401());
+    assert_eq!(admin(&h, "POST", "/admin/keys/validate", "").status, 200);
+    assert_eq!(state(&h, FLAKY), "invalid");
+    let validated = entry(&h, FLAKY).unwrap()["last_validated"].as_u64();
+    // An edited file (so a new generation from a new file) keeps the verdict and its time.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\n# edited\n")).unwrap();
+    let r = admin(&h, "POST", "/admin/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(state(&h, FLAKY), "invalid", "a reload keeps the key disabled");
+    assert_eq!(entry(&h, FLAKY).unwrap()["last_validated"].as_u64(), validated);
+    for _ in 0..3 {
+        assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert_eq!(hits(&h, FLAKY), 0, "the invalid key still gets no traffic");
+}

@@ -139,34 +139,14 @@ pub(super) fn export(gateway: &Gateway) -> AdminAnswer {
 }
 
 /// `POST /admin/keys/validate`: no body (or `{}`) = every key of every provider;
-/// `{"provider":"p"}` = that provider's keys; `{"provider":"p","keys":["k1"]}` = those keys.
-/// A cheap authenticated call per key; refused keys are disabled, valid ones restored.
+/// `{"provider":"p"}` = that provider's keys; `{"provider":"p","keys":["k1"]}` = those keys;
+/// `{"provider":"p","ids":["<id>"]}` = the keys with those ids (as listed, so the dashboard
+/// never needs a secret). A cheap authenticated call per key; refused keys are disabled, valid
+/// ones restored.
 pub(super) async fn validate(core: &crate::proxy::Core, body: &[u8]) -> AdminAnswer {
-    let (provider, keys) = if body.iter().all(u8::is_ascii_whitespace) {
-        (None, Vec::new())
-    } else {
-        let value: sonic_rs::Value = match sonic_rs::from_slice(body) {
-            Ok(v) if sonic_rs::JsonValueTrait::is_object(&v) => v,
-            _ => return error(400, "the body must be a JSON object (or empty for every key)"),
-        };
-        let provider = value.get("provider").and_then(|p| p.as_str()).map(str::to_owned);
-        let mut keys = Vec::new();
-        for field in ["key", "keys"] {
-            match value.get(field) {
-                None => {}
-                Some(v) if v.as_str().is_some() => keys.extend(v.as_str().map(str::to_owned)),
-                Some(v) => match v.as_array() {
-                    Some(list) if list.iter().all(|k| k.as_str().is_some()) => {
-                        keys.extend(list.iter().filter_map(|k| k.as_str().map(str::to_owned)))
-                    }
-                    _ => return error(400, &format!("`{field}` must be a string or a list of strings")),
-                },
-            }
-        }
-        if provider.is_none() && !keys.is_empty() {
-            return error(400, "name the `provider` of the keys to validate");
-        }
-        (provider, keys)
+    let (provider, keys) = match selection(&core.gateway, body) {
+        Ok(selected) => selected,
+        Err(answer) => return answer,
     };
     match crate::proxy::keycare::validate(core, provider.as_deref(), &keys).await {
         Ok(data) => {
@@ -180,11 +160,43 @@ pub(super) async fn validate(core: &crate::proxy::Core, body: &[u8]) -> AdminAns
     }
 }
 
+/// The provider and whole keys a validation body selects (ids resolved to their keys).
+fn selection(gateway: &Gateway, body: &[u8]) -> Result<(Option<String>, Vec<String>), AdminAnswer> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, Vec::new()));
+    }
+    let value: sonic_rs::Value = match sonic_rs::from_slice(body) {
+        Ok(v) if sonic_rs::JsonValueTrait::is_object(&v) => v,
+        _ => return Err(error(400, "the body must be a JSON object (or empty for every key)")),
+    };
+    let provider = value.get("provider").and_then(|p| p.as_str()).map(str::to_owned);
+    let mut keys = [strings(&value, "key")?, strings(&value, "keys")?].concat();
+    let ids = [strings(&value, "id")?, strings(&value, "ids")?].concat();
+    let Some(name) = provider.as_deref() else {
+        if keys.is_empty() && ids.is_empty() {
+            return Ok((None, keys));
+        }
+        return Err(error(400, "name the `provider` of the keys to validate"));
+    };
+    for id in &ids {
+        let secret = secret_by_id(gateway, name, id, false)
+            .ok_or_else(|| error(404, &format!("provider {name:?} has no key with id {id:?}")))?;
+        keys.push(secret.expose().to_owned());
+    }
+    Ok((provider, keys))
+}
+
 /// `POST /admin/keys` with `{"provider":"p","keys":["k1","k2"]}`, `"keys":"k1\nk2"` (a pasted
-/// list: whitespace, commas or semicolons between keys) or `"key":"k1"`.
-pub(super) fn add(body: &[u8]) -> Result<Command, AdminAnswer> {
+/// list: whitespace, commas or semicolons between keys) or `"key":"k1"`; `"ids":["<id>"]`
+/// enables disabled config keys again by their listed id.
+pub(super) fn add(gateway: &Gateway, body: &[u8]) -> Result<Command, AdminAnswer> {
     let (provider, value) = parse(body)?;
     let mut secrets = Vec::new();
+    for id in strings(&value, "id")?.into_iter().chain(strings(&value, "ids")?) {
+        let secret = secret_by_id(gateway, &provider, &id, true)
+            .ok_or_else(|| error(404, &format!("provider {provider:?} has no key with id {id:?}")))?;
+        secrets.push(secret);
+    }
     let mut push = |text: &str| {
         secrets.extend(
             text.split(|c: char| c.is_whitespace() || c == ',' || c == ';')
@@ -216,25 +228,65 @@ pub(super) fn add(body: &[u8]) -> Result<Command, AdminAnswer> {
     Ok(Command::Keys(KeysCommand::Add { provider, secrets }))
 }
 
-/// `DELETE /admin/keys` with `{"provider":"p","key":"k1"}` or `?provider=p&key=k1`.
-pub(super) fn remove(query: &Query, body: &[u8]) -> Result<Command, AdminAnswer> {
-    let (provider, secret) = match (query.get("provider"), query.get("key")) {
-        (Some(p), Some(k)) => (p.to_owned(), k.to_owned()),
+/// `DELETE /admin/keys` with `{"provider":"p","key":"k1"}` or `?provider=p&key=k1`, or the
+/// listed id instead of the key (`"id":"<id>"`, `&id=<id>`).
+pub(super) fn remove(gateway: &Gateway, query: &Query, body: &[u8]) -> Result<Command, AdminAnswer> {
+    const HOW: &str = "send {\"provider\":\"p\",\"key\":\"k1\"} (or \"id\") or ?provider=p&key=k1 (or &id=)";
+    let (provider, key, id) = match query.get("provider") {
+        Some(p) if query.get("key").is_some() || query.get("id").is_some() => (
+            p.to_owned(),
+            query.get("key").map(str::to_owned),
+            query.get("id").map(str::to_owned),
+        ),
         _ => {
             let (provider, value) = parse(body)?;
-            let key = value
-                .get("key")
-                .and_then(|k| k.as_str())
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .ok_or_else(|| error(400, "send {\"provider\":\"p\",\"key\":\"k1\"} or ?provider=p&key=k1"))?;
-            (provider, key.to_owned())
+            let text = |field: &str| {
+                value
+                    .get(field)
+                    .and_then(|k| k.as_str())
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+            };
+            (provider, text("key"), text("id"))
         }
     };
-    Ok(Command::Keys(KeysCommand::Remove {
-        provider,
-        secret: Secret::new(secret),
-    }))
+    let secret = match (key, id) {
+        (Some(key), _) => Secret::new(key),
+        (None, Some(id)) => secret_by_id(gateway, &provider, &id, false)
+            .ok_or_else(|| error(404, &format!("provider {provider:?} has no key with id {id:?}")))?,
+        (None, None) => return Err(error(400, HOW)),
+    };
+    Ok(Command::Keys(KeysCommand::Remove { provider, secret }))
+}
+
+/// The secret of the key listed with `id` in `provider`: a key serving now, or (with
+/// `disabled`) also a config key disabled through `DELETE /admin/keys`.
+fn secret_by_id(gateway: &Gateway, provider: &str, id: &str, disabled: bool) -> Option<Secret> {
+    let id = u64::from_str_radix(id.trim(), 16).ok()?;
+    let find = |config: &crate::config::Config| {
+        config
+            .providers
+            .iter()
+            .find(|p| p.name == provider)
+            .and_then(|p| p.keys.iter().find(|k| k.id.0 == id))
+            .map(|k| k.secret.clone())
+    };
+    find(&gateway.current().config).or_else(|| disabled.then(|| find(&gateway.base_config().0)).flatten())
+}
+
+/// The strings of `field`: absent = none, a string = one, a list of strings = those.
+fn strings(value: &sonic_rs::Value, field: &str) -> Result<Vec<String>, AdminAnswer> {
+    match value.get(field) {
+        None => Ok(Vec::new()),
+        Some(v) if v.as_str().is_some() => Ok(v.as_str().map(str::to_owned).into_iter().collect()),
+        Some(v) => match v.as_array() {
+            Some(list) if list.iter().all(|k| k.as_str().is_some()) => {
+                Ok(list.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+            }
+            _ => Err(error(400, &format!("`{field}` must be a string or a list of strings"))),
+        },
+    }
 }
 
 /// The JSON object of a body and its `provider`.

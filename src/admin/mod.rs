@@ -79,11 +79,11 @@ pub async fn handle(core: &crate::proxy::Core, req: &Request) -> Option<AdminAns
         (Method::Get, "/admin/keys") => return Some(keys::list(gateway)),
         (Method::Get, "/admin/keys/export") => return Some(keys::export(gateway)),
         (Method::Post, "/admin/keys/validate") => return Some(keys::validate(core, body).await),
-        (Method::Post, "/admin/keys") => match keys::add(body) {
+        (Method::Post, "/admin/keys") => match keys::add(gateway, body) {
             Ok(c) => c,
             Err(answer) => return Some(answer),
         },
-        (Method::Delete, "/admin/keys") => match keys::remove(&query, body) {
+        (Method::Delete, "/admin/keys") => match keys::remove(gateway, &query, body) {
             Ok(c) => c,
             Err(answer) => return Some(answer),
         },

@@ -11,6 +11,7 @@ pub mod file;
 pub mod glob;
 pub mod model;
 mod provider;
+pub mod remote;
 mod routes;
 pub mod secret;
 mod url;
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 pub use model::*;
+pub use remote::Remote;
 pub use secret::Secret;
 
 use file::{ClientConfig, FileConfig, ProviderConfig, ServerConfig};
@@ -56,6 +58,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse_str(&text, ConfigSource::File(path.to_path_buf()))
 }
 
+/// Fetches the config at `remote.url` (blocking: control thread or start-up), then parses and
+/// compiles it. Relative paths in it (`keys_file`, `ca_file`, `file:` secrets) start from the
+/// working directory.
+pub fn load_remote(remote: &Remote) -> Result<Config, ConfigError> {
+    let text = remote.fetch()?;
+    let source = Remote {
+        digest: KeyId::of("config-file", &text).0,
+        ..remote.clone()
+    };
+    parse_str(&text, ConfigSource::Remote(source))
+        .map_err(|e| ConfigError(format!("{e} (in the config fetched from {})", remote.display())))
+}
+
 /// Parses and compiles config text. With `ConfigSource::File`, relative `keys_file`, `ca_file`
 /// and `file:` secret paths start from the file's directory; otherwise from the working one.
 pub fn parse_str(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
@@ -72,7 +87,7 @@ pub fn parse_str_with_env(
     let file = parse_toml(text)?;
     let base_dir = match &source {
         ConfigSource::File(p) => p.parent().map(Path::to_path_buf),
-        ConfigSource::Environment => None,
+        ConfigSource::Environment | ConfigSource::Remote(_) => None,
     };
     let resolver = Resolver {
         env,

@@ -31,6 +31,8 @@ pub struct Config {
 pub enum ConfigSource {
     File(PathBuf),
     Environment,
+    /// `--config https://…`: fetched at start and on every reload (`config::remote`).
+    Remote(super::remote::Remote),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -123,6 +123,7 @@ impl Config {
         let source = match &self.source {
             ConfigSource::File(p) => p.display().to_string(),
             ConfigSource::Environment => "ROTOR_* environment".to_string(),
+            ConfigSource::Remote(r) => r.display(),
         };
         let _ = writeln!(s, "source: {source}");
         let _ = writeln!(

@@ -134,6 +134,7 @@ impl Gateway {
         let source = self.current().config.source.clone();
         let config = match &source {
             ConfigSource::File(path) => config::load(path).map_err(|e| e.to_string())?,
+            ConfigSource::Remote(remote) => config::load_remote(remote).map_err(|e| e.to_string())?,
             ConfigSource::Environment => config::from_env()
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| "ROTOR_UPSTREAM_URL is no longer set".to_owned())?,

@@ -123,13 +123,14 @@ impl KeyPool {
 }
 
 /// A fixed hash of the config file's bytes (0 for the environment quick start or an unreadable
-/// file): what "the file changed" means for disabled config keys. Reads the file: control
-/// thread or start-up only.
+/// file; a remote config's is taken when it is fetched): what "the file changed" means for
+/// disabled config keys. Reads the file: control thread or start-up only.
 pub fn fingerprint(source: &ConfigSource) -> u64 {
     match source {
         ConfigSource::File(path) => std::fs::read(path)
             .map(|bytes| KeyId::of("config-file", &String::from_utf8_lossy(&bytes)).0)
             .unwrap_or(0),
         ConfigSource::Environment => 0,
+        ConfigSource::Remote(remote) => remote.digest,
     }
 }

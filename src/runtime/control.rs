@@ -189,7 +189,8 @@ impl Duties {
 fn watched_file(gateway: &Gateway) -> Option<(PathBuf, Option<SystemTime>)> {
     match &gateway.current().config.source {
         ConfigSource::File(path) => Some((path.clone(), modified(path))),
-        ConfigSource::Environment => None,
+        // A remote config is fetched on SIGHUP and POST /admin/reload only.
+        ConfigSource::Environment | ConfigSource::Remote(_) => None,
     }
 }
 

@@ -43,6 +43,11 @@ fn find_binary(names: &[&str]) -> PathBuf {
 impl Browser {
     /// Starts chromedriver on a free port and opens a headless Chromium session.
     pub fn start() -> Browser {
+        Browser::start_with(None)
+    }
+
+    /// `start`, with downloads saved to `downloads` without asking.
+    pub fn start_with(downloads: Option<&Path>) -> Browser {
         let driver_bin = find_binary(&["chromedriver"]);
         let chromium = find_binary(&["chromium", "chromium-browser"]);
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -62,10 +67,16 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not come up on port {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let prefs = downloads.map_or_else(String::new, |dir| {
+            format!(
+                r#","prefs":{{"download.default_directory":{},"download.prompt_for_download":false}}"#,
+                json_str(&dir.display().to_string())
+            )
+        });
         let caps = format!(
             r#"{{"capabilities":{{"alwaysMatch":{{"browserName":"chrome","goog:loggingPrefs":{{"browser":"ALL"}},
             "goog:chromeOptions":{{"binary":"{}","args":["--headless=new","--no-sandbox","--disable-gpu",
-            "--disable-dev-shm-usage","--window-size=1360,900","--hide-scrollbars"]}}}}}}}}"#,
+            "--disable-dev-shm-usage","--window-size=1360,900","--hide-scrollbars"]{prefs}}}}}}}}}"#,
             chromium.display()
         );
         let answer = browser.call("POST", "/session", Some(&caps));

@@ -11,12 +11,13 @@ const pages = { overview, keys, logs, status };
 const $ = (id) => document.getElementById(id);
 let cleanup = null;
 
-function showLogin(message = '') {
+function showLogin(message = '', info = false) {
   if (cleanup) cleanup();
   cleanup = null;
   $('app').hidden = true;
   $('login').hidden = false;
   $('login-error').textContent = message;
+  $('login-error').classList.toggle('info', info);
   $('login-key').focus();
 }
 
@@ -52,6 +53,7 @@ $('login-form').addEventListener('submit', async (event) => {
     $('login-form').reset();
     showApp();
   } catch (e) {
+    $('login-error').classList.remove('info');
     $('login-error').textContent = e.message;
   } finally {
     $('login-submit').disabled = false;
@@ -62,7 +64,7 @@ $('logout').addEventListener('click', async () => {
   try {
     await logout();
   } finally {
-    showLogin('You are signed out.');
+    showLogin('You are signed out.', true);
   }
 });
 

@@ -1,179 +1,260 @@
-// Keys: the runtime key pool (`/admin/keys`): each key with its provider, source, state,
-// balance, usage against its limits and last error; add, remove, validate, export.
-// On a build without runtime key management (404), it says so and shows the pool read-only
-// from `/admin/status`.
+// Keys: the key pool of every provider (`GET /admin/keys`): provider, masked key, origin,
+// state, balance (and when it was fetched), usage against limits, last error, last validation.
+// Actions: add (a pasted list), validate (every key, one provider, one key), remove (a runtime
+// key) or disable (a config key) and enable it again, export (a JSON download).
+// Rows are addressed by their listed `id`: the page never holds a secret except the keys the
+// user pastes (sent once) and the export (handed straight to the download).
 
-import { api, ApiError } from './api.js';
-import { el, num, pill, table, toast, usage, when } from './ui.js';
+import { api } from './api.js';
+import { ago, el, num, pill, table, usage, when } from './ui.js';
+
+const REFRESH_MS = 10000;
+// Rows drawn at once: a pool may hold 100,000 runtime keys, more than a page can draw.
+const MAX_ROWS = 500;
 
 export function render(main) {
-  const notice = el('div', { id: 'keys-notice' });
-  const actions = el('div', { class: 'controls', id: 'keys-actions' });
-  const list = el('div', { id: 'keys-table' });
-  const err = el('p', { class: 'error', id: 'keys-error' });
-  main.append(el('h1', {}, 'Keys'), notice, actions, err, list);
-  load({ notice, actions, list, err });
+  const view = {
+    rows: [],
+    providers: [],
+    filter: el('select', { id: 'keys-provider' }),
+    validate: el('button', { id: 'validate-all', class: 'secondary' }, 'Validate all keys'),
+    summary: el('p', { class: 'muted', id: 'keys-summary' }),
+    message: el('p', { class: 'ok-message', id: 'keys-message', role: 'status' }),
+    err: el('p', { class: 'error', id: 'keys-error', role: 'alert' }),
+    list: el('div', { id: 'keys-table' }),
+    validating: new Set(),
+    confirming: false,
+  };
+  view.filter.addEventListener('change', () => show(view));
+  view.validate.addEventListener('click', () => validate(view, filtered(view)));
+  const toolbar = el(
+    'div',
+    { class: 'controls', id: 'keys-actions' },
+    el('label', {}, 'Provider', view.filter),
+    view.validate,
+    el('button', { id: 'export', class: 'secondary', onclick: () => exportKeys(view) }, 'Export keys'),
+    el('button', { id: 'keys-refresh', class: 'link', onclick: () => load(view) }, 'Refresh'),
+  );
+  main.append(el('h1', {}, 'Keys'), view.summary, toolbar, view.message, view.err, view.list, addForm(view));
+  load(view);
+  const timer = setInterval(() => {
+    if (!view.confirming && view.validating.size === 0) load(view, true);
+  }, REFRESH_MS);
+  return () => clearInterval(timer);
 }
 
-async function load(view) {
-  let answer;
+/** Fetches the pool and draws it; a background refresh that lands while a row asks for a
+ * confirmation or a validation runs leaves the table as it is. */
+async function load(view, background = false) {
   try {
-    answer = await api('GET', '/admin/keys');
+    const [keys, status] = await Promise.all([api('GET', '/admin/keys'), api('GET', '/admin/status')]);
+    view.rows = keys.data;
+    view.providers = status.providers.map((p) => p.name);
+    view.err.textContent = '';
   } catch (e) {
-    if (e instanceof ApiError && e.status === 404) return readOnly(view);
     view.err.textContent = `Cannot load keys: ${e.message}`;
     return;
   }
-  view.err.textContent = '';
-  const rows = rowsOf(answer);
-  view.notice.replaceChildren();
-  view.actions.replaceChildren(...actionBar(view, rows));
-  view.list.replaceChildren(keyTable(view, rows));
+  if (background && (view.confirming || view.validating.size > 0)) return;
+  fillProviders(view.filter, [['', 'All providers'], ...view.providers.map((p) => [p, p])]);
+  fillProviders(document.getElementById('add-provider'), view.providers.map((p) => [p, p]));
+  show(view);
 }
 
-/** The list answer as rows, whatever its wrapping (`{data:[..]}`, `{keys:[..]}` or `[..]`). */
-function rowsOf(answer) {
-  const rows = Array.isArray(answer) ? answer : answer.data || answer.keys || [];
-  return rows.map((r) => ({ ...r, provider: r.provider ?? r.provider_name ?? '', key: r.key ?? r.masked ?? '' }));
+/** Replaces a select's options, keeping its choice when it still exists. */
+function fillProviders(select, options) {
+  if (!select) return;
+  const keep = select.value;
+  select.replaceChildren(...options.map(([v, t]) => el('option', { value: v }, t)));
+  if (options.some(([v]) => v === keep)) select.value = keep;
 }
 
-function limitsCell(r) {
-  const limits = r.limits || r.usage || {};
-  const parts = Object.entries(limits).map(([name, u]) => el('div', {}, `${name} `, usage(u.used, u.limit)));
-  return parts.length ? el('div', {}, parts) : '–';
+function filtered(view) {
+  const p = view.filter.value;
+  return p ? view.rows.filter((r) => r.provider === p) : view.rows;
+}
+
+function show(view) {
+  const rows = filtered(view);
+  const p = view.filter.value;
+  view.validate.textContent = p ? `Validate ${p}'s keys` : 'Validate all keys';
+  const states = {};
+  for (const r of rows) states[r.state] = (states[r.state] || 0) + 1;
+  const parts = Object.entries(states).map(([s, n]) => `${n} ${s}`);
+  const cut = rows.length > MAX_ROWS ? ` · showing the first ${MAX_ROWS}: choose a provider to narrow` : '';
+  view.summary.textContent = `${rows.length} key${rows.length === 1 ? '' : 's'}${parts.length ? ` · ${parts.join(' · ')}` : ''}${cut}`;
+  view.confirming = false;
+  view.list.replaceChildren(keyTable(view, rows.slice(0, MAX_ROWS)));
 }
 
 function keyTable(view, rows) {
   return table(
     [
       { title: 'Provider', value: (r) => r.provider },
-      { title: 'Key', value: (r) => el('code', {}, r.key) },
-      { title: 'Source', value: (r) => r.source || r.origin || '–' },
-      { title: 'State', value: (r) => pill(r.state || 'unknown') },
-      { title: 'Balance', value: (r) => (r.balance === undefined || r.balance === null ? '–' : num(r.balance)), num: true },
-      { title: 'Usage / limits', value: limitsCell },
-      { title: 'Last error', value: (r) => r.last_error || '–' },
-      { title: 'Checked', value: (r) => when(r.last_validated || r.validated_at) },
-      {
-        title: '',
-        value: (r) => el('button', { class: 'danger', 'data-key': r.key, onclick: (e) => askRemove(view, r, e.target) }, 'Remove'),
-      },
+      { title: 'Key', value: (r) => el('code', { title: `id ${r.id}` }, r.key) },
+      { title: 'Origin', value: (r) => r.origin },
+      { title: 'State', value: (r) => (view.validating.has(r.id) ? pill('validating…', 'unknown') : pill(r.state)) },
+      { title: 'Balance', value: balanceCell, num: true },
+      { title: 'Usage / limits', value: usageCell },
+      { title: 'Last error', value: (r) => (r.last_error ? el('span', { class: 'wrap' }, r.last_error) : '–') },
+      { title: 'Last validated', value: validatedCell },
+      { title: '', value: (r) => actions(view, r) },
     ],
     rows,
+    null,
+    (r) => ({ 'data-id': r.id, 'data-state': r.state }),
   );
 }
 
-function actionBar(view, rows) {
-  const providers = [...new Set(rows.map((r) => r.provider))];
-  const provider = el('input', { id: 'add-provider', list: 'provider-names', placeholder: 'provider name' });
-  const names = el('datalist', { id: 'provider-names' }, providers.map((p) => el('option', { value: p })));
-  const keys = el('textarea', { id: 'add-keys', placeholder: 'one key per line' });
-  const add = el('button', { id: 'add-submit', type: 'submit' }, 'Add keys');
+function balanceCell(r) {
+  if (r.balance === null || r.balance === undefined) return '–';
+  return el('div', {}, el('div', {}, num(r.balance)), el('div', { class: 'sub', title: when(r.balance_at) }, ago(r.balance_at)));
+}
+
+function usageCell(r) {
+  const limits = Object.entries(r.limits || {}).map(([name, u]) => el('div', {}, `${name} `, usage(u.used, u.limit)));
+  const counts = `${num(r.in_flight)} in flight · ${num(r.successes)} ok · ${num(r.failures)} failed`;
+  return el('div', {}, limits.length ? limits : el('div', {}, 'no limits'), el('div', { class: 'sub' }, counts));
+}
+
+function validatedCell(r) {
+  if (!r.last_validated) return 'never';
+  const status = r.last_status ? ` · ${r.last_status}` : '';
+  return el('span', { title: when(r.last_validated) }, `${ago(r.last_validated)}${status}`);
+}
+
+function actions(view, r) {
+  if (r.state === 'disabled') {
+    return el('div', { class: 'row-actions' }, button('Enable', 'enable', () => enable(view, r)));
+  }
+  return el(
+    'div',
+    { class: 'row-actions' },
+    button('Validate', 'validate', () => validate(view, [r], r.provider)),
+    button(r.origin === 'runtime' ? 'Remove' : 'Disable', 'remove', (e) => askRemove(view, r, e.target), 'danger'),
+  );
+}
+
+function button(text, action, onclick, kind = 'secondary') {
+  return el('button', { class: `${kind} small`, type: 'button', 'data-action': action, onclick }, text);
+}
+
+/** Validates `rows` (all shown keys, or one): their state reads "validating…" meanwhile. */
+async function validate(view, rows, provider = view.filter.value) {
+  if (rows.length === 0) return;
+  const one = rows.length === 1 && provider;
+  const body = one ? { provider, ids: [rows[0].id] } : provider ? { provider } : undefined;
+  for (const r of rows) view.validating.add(r.id);
+  view.validate.disabled = true;
+  show(view);
+  try {
+    const answer = await api('POST', '/admin/keys/validate', body);
+    const count = (v) => answer.data.filter((k) => k.valid === v).length;
+    say(view, `Validated ${answer.data.length} key(s): ${count(true)} valid, ${count(false)} refused, ${count(null)} without an answer.`);
+  } catch (e) {
+    view.err.textContent = `Validation failed: ${e.message}`;
+  } finally {
+    view.validating.clear();
+    view.validate.disabled = false;
+  }
+  await load(view);
+}
+
+// A click asks first, in the row itself: a runtime key is deleted, a config key disabled until
+// the config file changes (it can be enabled again from its row).
+function askRemove(view, r, target) {
+  const cell = target.closest('td');
+  const what = r.origin === 'runtime' ? `Remove ${r.key}?` : `Disable ${r.key} until the config file changes?`;
+  const cancel = el('button', { class: 'link', type: 'button', onclick: () => show(view) }, 'Cancel');
+  const yes = button(r.origin === 'runtime' ? 'Yes, remove' : 'Yes, disable', 'confirm', () => remove(view, r), 'danger');
+  view.confirming = true;
+  cell.replaceChildren(el('div', { class: 'row-actions confirm' }, el('span', {}, what), yes, cancel));
+  yes.focus();
+}
+
+async function remove(view, r) {
+  try {
+    const answer = await api('DELETE', '/admin/keys', { provider: r.provider, id: r.id });
+    const verb = answer.removed.length ? 'Removed' : 'Disabled';
+    say(view, `${verb} ${r.key} (${r.provider}).${persistNote(answer)}`);
+  } catch (e) {
+    view.err.textContent = `Remove failed: ${e.message}`;
+  }
+  await load(view);
+}
+
+async function enable(view, r) {
+  try {
+    await api('POST', '/admin/keys', { provider: r.provider, ids: [r.id] });
+    say(view, `Enabled ${r.key} (${r.provider}) again.`);
+  } catch (e) {
+    view.err.textContent = `Enable failed: ${e.message}`;
+  }
+  await load(view);
+}
+
+function addForm(view) {
+  const provider = el('select', { id: 'add-provider' });
+  const keys = el('textarea', {
+    id: 'add-keys',
+    rows: 4,
+    autocomplete: 'off',
+    spellcheck: 'false',
+    placeholder: 'Paste keys: one per line (spaces, commas or semicolons separate them too)',
+  });
+  const submit = el('button', { id: 'add-submit', type: 'submit' }, 'Add keys');
   const form = el(
     'form',
-    { class: 'card controls', id: 'add-form' },
-    el('label', {}, 'Provider', provider, names),
-    el('label', { class: 'grow' }, 'Keys', keys),
-    add,
+    { class: 'card add-keys', id: 'add-form' },
+    el('h2', {}, 'Add keys'),
+    el('div', { class: 'controls' }, el('label', {}, 'Provider', provider), el('label', { class: 'grow' }, 'Keys', keys), submit),
+    el('p', { class: 'muted' }, 'Added keys serve at once; with a storage file they are kept across restarts and reloads. Keys already in the pool are ignored.'),
   );
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
-    const list = keys.value.split('\n').map((k) => k.trim()).filter(Boolean);
-    if (!provider.value || list.length === 0) return;
-    try {
-      await api('POST', '/admin/keys', { provider: provider.value.trim(), keys: list });
-      keys.value = '';
-      toast(`Added ${list.length} key(s) to ${provider.value}`);
-      load(view);
-    } catch (err) {
-      view.err.textContent = `Add failed: ${err.message}`;
-    }
-  });
-  const validate = el('button', { id: 'validate-all', class: 'secondary', onclick: () => runValidate(view) }, 'Validate all');
-  const exportButton = el('button', { id: 'export', class: 'secondary', onclick: () => exportKeys(view) }, 'Export');
-  return [form, validate, exportButton];
-}
-
-async function runValidate(view) {
-  const button = document.getElementById('validate-all');
-  button.disabled = true;
-  button.textContent = 'Validating…';
-  try {
-    await api('POST', '/admin/keys/validate');
-    toast('Validation finished');
-  } catch (e) {
-    view.err.textContent = `Validate failed: ${e.message}`;
-  }
-  load(view);
-}
-
-// The list shows keys masked, and removal takes the key itself: the row asks for it, which
-// also guards against a slip of the mouse.
-function askRemove(view, row, button) {
-  const cell = button.parentNode;
-  const secret = el('input', { class: 'remove-key', placeholder: `paste the full key ending ${row.key.slice(-4)}`, type: 'password' });
-  const confirm = el('button', { class: 'danger', type: 'submit' }, 'Remove');
-  const cancel = el('button', { class: 'link', type: 'button', onclick: () => load(view) }, 'Cancel');
-  const form = el('form', { class: 'controls' }, secret, confirm, cancel);
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const key = secret.value.trim();
-    if (!key.endsWith(row.key.replace('…', ''))) {
-      view.err.textContent = `That key does not end in ${row.key.replace('…', '')}.`;
+    if (!provider.value || !keys.value.trim()) {
+      view.err.textContent = 'Choose a provider and paste at least one key.';
       return;
     }
+    submit.disabled = true;
     try {
-      await api('DELETE', '/admin/keys', { provider: row.provider, key });
-      toast(`Removed ${row.key} from ${row.provider}`);
+      const answer = await api('POST', '/admin/keys', { provider: provider.value, keys: keys.value });
+      keys.value = '';
+      const dup = answer.duplicates.length ? ` ${answer.duplicates.length} duplicate(s) ignored: ${answer.duplicates.join(', ')}.` : '';
+      say(view, `Added ${answer.added.length} key(s) to ${answer.provider}.${dup}${persistNote(answer)}`);
     } catch (err) {
-      view.err.textContent = `Remove failed: ${err.message}`;
+      view.err.textContent = `Add failed: ${err.message}`;
+    } finally {
+      submit.disabled = false;
     }
-    load(view);
+    await load(view);
   });
-  cell.replaceChildren(form);
-  secret.focus();
+  return form;
 }
 
+function persistNote(answer) {
+  return answer.persisted === false ? ' Not persisted: storage is in memory, so this lasts until rotor stops.' : '';
+}
+
+function say(view, text) {
+  view.err.textContent = '';
+  view.message.textContent = text;
+}
+
+/** Downloads `{"providers":{"p":["k1",...]}}`: the keys in full, so it says so first. */
 async function exportKeys(view) {
   try {
     const data = await api('GET', '/admin/keys/export');
-    const blob = new Blob([typeof data === 'string' ? data : JSON.stringify(data, null, 2)], { type: 'application/json' });
-    const a = el('a', { href: URL.createObjectURL(blob), download: 'rotor-keys.json' });
+    const count = Object.values(data.providers).reduce((n, keys) => n + keys.length, 0);
+    const blob = new Blob([JSON.stringify(data, null, 2)], { type: 'application/json' });
+    const name = `rotor-keys-${new Date().toISOString().slice(0, 10)}.json`;
+    const a = el('a', { href: URL.createObjectURL(blob), download: name });
+    document.body.append(a);
     a.click();
-    setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    say(view, `Exported ${count} key(s) of ${Object.keys(data.providers).length} provider(s) to ${name}. The file holds the keys in full: keep it safe.`);
   } catch (e) {
     view.err.textContent = `Export failed: ${e.message}`;
-  }
-}
-
-/** No `/admin/keys` here: the pool from `/admin/status`, without the management actions. */
-async function readOnly(view) {
-  view.notice.replaceChildren(
-    el(
-      'div',
-      { class: 'notice', id: 'keys-unavailable' },
-      el('strong', {}, 'Key management is not available in this build. '),
-      'Keys come from the config file only; below is the pool as configured, read-only.',
-    ),
-  );
-  view.actions.replaceChildren();
-  try {
-    const status = await api('GET', '/admin/status');
-    const rows = status.providers.flatMap((p) => p.keys.map((k) => ({ ...k, provider: p.name, source: 'config' })));
-    view.list.replaceChildren(
-      table(
-        [
-          { title: 'Provider', value: (r) => r.provider },
-          { title: 'Key', value: (r) => el('code', {}, r.key) },
-          { title: 'Source', value: (r) => r.source },
-          { title: 'State', value: (r) => pill(r.state) },
-          { title: 'Usage / limits', value: limitsCell },
-          { title: 'Failures', value: (r) => num(r.failures), num: true },
-        ],
-        rows,
-      ),
-    );
-  } catch (e) {
-    view.err.textContent = `Cannot load the pool: ${e.message}`;
   }
 }

@@ -113,7 +113,8 @@ function logTable(rows, detail) {
 }
 
 function showDetail(detail, row) {
-  const items = Object.entries(row).flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, k === 'ts' ? `${v} (${when(v)})` : String(v))]);
+  const shown = (k, v) => (k === 'ts' ? `${v} (${when(v)})` : v === null || v === undefined || v === '' ? '–' : String(v));
+  const items = Object.entries(row).flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, shown(k, v))]);
   detail.replaceChildren(el('div', { class: 'card' }, el('h2', {}, `Request ${row.request_id}`), el('dl', {}, items)));
   detail.scrollIntoView({ block: 'nearest' });
 }

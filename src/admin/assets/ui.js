@@ -34,6 +34,17 @@ export function when(tsMs) {
   return new Date(tsMs).toISOString().replace('T', ' ').slice(0, 19);
 }
 
+/** "12 s ago", "5 min ago", "3 h ago", "2 d ago" (future times read "now"). */
+export function ago(tsMs) {
+  if (!tsMs) return '–';
+  const s = Math.max(0, Math.round((Date.now() - tsMs) / 1000));
+  if (s < 5) return 'just now';
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
 export function pill(text, kind) {
   return el('span', { class: `pill ${kind || text}` }, text);
 }
@@ -48,12 +59,12 @@ export function usage(used, limit) {
 
 /**
  * A table: columns are [{title, value(row) -> Node|string, num?: bool}].
- * `onRow(row, tr)` makes rows clickable.
+ * `onRow(row, tr)` makes rows clickable; `rowAttrs(row)` gives each row's attributes.
  */
-export function table(columns, rows, onRow) {
+export function table(columns, rows, onRow, rowAttrs) {
   const head = el('tr', {}, columns.map((c) => el('th', { class: c.num ? 'num' : '' }, c.title)));
   const body = rows.map((row) => {
-    const tr = el('tr', { class: onRow ? 'clickable' : '' });
+    const tr = el('tr', { class: onRow ? 'clickable' : '', ...(rowAttrs ? rowAttrs(row) : {}) });
     for (const c of columns) tr.append(el('td', { class: c.num ? 'num' : '' }, c.value(row)));
     if (onRow) tr.addEventListener('click', () => onRow(row, tr));
     return tr;
