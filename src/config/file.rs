@@ -225,6 +225,8 @@ pub struct ProviderConfig {
     pub name: String,
     /// One of the eight wire protocols; checked in `compile.rs` so the message lists them.
     pub kind: String,
+    /// "" = the kind's default (`config::provider::default_base_url`).
+    #[serde(default)]
     pub base_url: String,
     #[serde(default)]
     pub keys: Vec<String>,
@@ -262,6 +264,15 @@ pub struct ProviderConfig {
     pub balance: Option<BalanceConfig>,
     #[serde(default = "five_minutes")]
     pub balance_interval_ms: u64,
+    /// `kind = "cloudflare"` only: the account in Workers AI's URL.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// `kind = "replicate"` only: pause between polls of an unfinished prediction.
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
+    /// `kind = "replicate"` only: longest wait for a prediction to finish (`Prefer: wait` included).
+    #[serde(default)]
+    pub poll_max_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -297,6 +297,25 @@ pub struct Provider {
     pub balance: Option<BalanceSource>,
     /// How often balances are fetched (`None` = only when keys are validated).
     pub balance_interval: Option<std::time::Duration>,
+    /// How an unfinished upstream job is waited for (Replicate predictions; other kinds keep
+    /// the defaults and never poll).
+    pub poll: Poll,
+}
+
+/// `poll_interval_ms` and `poll_max_wait_ms`: the bound on a multi-request exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    pub interval: std::time::Duration,
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll {
+            interval: std::time::Duration::from_millis(500),
+            max_wait: std::time::Duration::from_millis(300_000),
+        }
+    }
 }
 
 /// A balance endpoint: `GET` this path with the key, read the number at `field`.

@@ -37,11 +37,20 @@ const STRATEGIES: &[(&str, KeyStrategy)] = &[
 /// `replicate` provider sent OpenAI requests, a `least-used` pool rotated round-robin.
 const NOT_YET_KINDS: &[ProviderKind] = &[
     ProviderKind::Vertex,
-    ProviderKind::Replicate,
     ProviderKind::Cohere,
     ProviderKind::Cloudflare,
     ProviderKind::OnDemand,
 ];
+
+/// The base URL a provider of this kind gets when `base_url` is left out (DESIGN 1.2a).
+pub(crate) fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::Replicate => Some("https://api.replicate.com/v1"),
+        ProviderKind::Cohere => Some("https://api.cohere.com/v2"),
+        ProviderKind::Cloudflare => Some("https://api.cloudflare.com/client/v4"),
+        _ => None,
+    }
+}
 const NOT_YET_STRATEGIES: &[KeyStrategy] = &[];
 
 /// `value` from `table`, refused when this build lists it in `not_yet`.
@@ -94,7 +103,15 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
     let at = |k: &str| format!("providers[{i}].{k}");
     check_name(&p.name, &at("name"))?;
     let kind = honoured(&p.kind, KINDS, NOT_YET_KINDS, &at("kind"))?;
-    let base_url = url::parse_base_url(&p.base_url).map_err(|e| ConfigError::at(&at("base_url"), e))?;
+    let raw_base = match (p.base_url.as_str(), default_base_url(kind)) {
+        ("", Some(default)) => default,
+        (raw, _) => raw,
+    };
+    let mut base_url = url::parse_base_url(raw_base).map_err(|e| ConfigError::at(&at("base_url"), e))?;
+    if let Some(path) = account_path(kind, p.account_id.as_deref(), &at("account_id"))? {
+        base_url.path.push_str(&path);
+    }
+    let poll = poll(kind, &p, &at(""))?;
     let keys = keys(i, &p, r)?;
     if p.enabled && keys.is_empty() {
         let what = format!(
@@ -190,7 +207,67 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         remove_invalid: p.remove_invalid,
         balance,
         balance_interval,
+        poll,
         name: p.name,
+    })
+}
+
+/// Cloudflare's `account_id`: required there (Workers AI's OpenAI-compatible endpoint is
+/// `{base}/accounts/{account_id}/ai/v1`), refused on every other kind.
+fn account_path(kind: ProviderKind, account_id: Option<&str>, path: &str) -> Result<Option<String>, ConfigError> {
+    match (kind, account_id) {
+        (ProviderKind::Cloudflare, Some(id)) => {
+            let clean = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(clean) {
+                return Err(ConfigError::at(
+                    path,
+                    "must be the Cloudflare account id (letters, digits, - and _ only, up to 64)",
+                ));
+            }
+            Ok(Some(format!("/accounts/{id}/ai/v1")))
+        }
+        (ProviderKind::Cloudflare, None) => Err(ConfigError::at(
+            path,
+            "kind = \"cloudflare\" needs account_id (Workers AI URLs name the account)",
+        )),
+        (_, Some(_)) => Err(ConfigError::at(path, "only kind = \"cloudflare\" takes account_id")),
+        (_, None) => Ok(None),
+    }
+}
+
+/// `poll_interval_ms` and `poll_max_wait_ms` (Replicate only): bounded so a prediction that
+/// never finishes cannot hold a request, and polls cannot hammer the upstream.
+fn poll(kind: ProviderKind, p: &ProviderConfig, at: &str) -> Result<Poll, ConfigError> {
+    let path = |k: &str| format!("{at}{k}");
+    if kind != ProviderKind::Replicate {
+        for (name, set) in [
+            ("poll_interval_ms", p.poll_interval_ms.is_some()),
+            ("poll_max_wait_ms", p.poll_max_wait_ms.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::at(
+                    &path(name),
+                    "only kind = \"replicate\" polls; remove it",
+                ));
+            }
+        }
+        return Ok(Poll::default());
+    }
+    let default = Poll::default();
+    let interval = p.poll_interval_ms.unwrap_or(default.interval.as_millis() as u64);
+    if !(50..=60_000).contains(&interval) {
+        return Err(ConfigError::at(&path("poll_interval_ms"), "must be within 50..=60000"));
+    }
+    let max_wait = p.poll_max_wait_ms.unwrap_or(default.max_wait.as_millis() as u64);
+    if !(1_000..=3_600_000).contains(&max_wait) || max_wait < interval {
+        return Err(ConfigError::at(
+            &path("poll_max_wait_ms"),
+            "must be within 1000..=3600000 and at least poll_interval_ms",
+        ));
+    }
+    Ok(Poll {
+        interval: std::time::Duration::from_millis(interval),
+        max_wait: std::time::Duration::from_millis(max_wait),
     })
 }
 

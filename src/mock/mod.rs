@@ -1,5 +1,6 @@
-//! The built-in mock provider: OpenAI-, Anthropic- (`/v1/messages`) and Gemini-shaped
-//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) answers; OpenAI ones (chat, streamed chat with usage,
+//! The built-in mock provider: OpenAI-, Anthropic- (`/v1/messages`), Gemini-shaped
+//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) and Replicate-shaped
+//! (predictions, polls, stream URLs; see `replicate`) answers; OpenAI ones (chat, streamed chat with usage,
 //! completions, embeddings, models) with knobs for latency, stream length and pacing, status
 //! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
 //! and the benchmarks, so nobody needs a real key to see rotor work.
@@ -24,6 +25,7 @@ mod anthropic;
 mod chaos;
 mod gemini;
 mod openai;
+mod replicate;
 mod service;
 
 use std::io;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{anthropic, gemini, openai};
+use super::{anthropic, gemini, openai, replicate};
 use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
@@ -199,6 +199,7 @@ impl Service for MockService {
             let body = match Shape::of(req.head.path()) {
                 Shape::Anthropic => anthropic::error_body(status),
                 Shape::Gemini => gemini::error_body(status, knobs.retry_after.as_deref()),
+                Shape::Replicate => replicate::error_body(status),
                 Shape::OpenAi => openai::error_body(status),
             };
             let _ = res.send(status, &headers, Bytes::from(body)).await;
@@ -221,6 +222,7 @@ impl Service for MockService {
         let _ = match Shape::of(req.head.path()) {
             Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
             Shape::Gemini => gemini::answer(&req, &knobs, res).await,
+            Shape::Replicate => replicate::answer(&req, &knobs, res).await,
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };
     }
@@ -248,6 +250,7 @@ enum Shape {
     OpenAi,
     Anthropic,
     Gemini,
+    Replicate,
 }
 
 impl Shape {
@@ -256,6 +259,8 @@ impl Shape {
             Shape::Anthropic
         } else if path.starts_with("/v1beta/models/") {
             Shape::Gemini
+        } else if replicate::serves(path) {
+            Shape::Replicate
         } else {
             Shape::OpenAi
         }

@@ -6,11 +6,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::follow::FollowUp;
 use super::transform::ResponseTransform;
 use super::{Front, PrepareError, Prepared, Translation};
 use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
 use crate::codec::head::RequestHead;
-use crate::config::{Provider, ProviderKind};
+use crate::config::{Poll, Provider, ProviderKind};
 use crate::usage::anthropic::AnthropicUsageTap;
 use crate::usage::openai::{Mode, OpenAiUsageTap};
 
@@ -18,11 +19,16 @@ use crate::usage::openai::{Mode, OpenAiUsageTap};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Adapter {
     kind: ProviderKind,
+    /// The bound on multi-request exchanges (Replicate's polling).
+    poll: Poll,
 }
 
 impl Adapter {
     pub fn of(provider: &Provider) -> Adapter {
-        Adapter { kind: provider.kind }
+        Adapter {
+            kind: provider.kind,
+            poll: provider.poll,
+        }
     }
 
     /// Plans one attempt (see `providers::prepare`): upstream path and body, and the
@@ -39,6 +45,7 @@ impl Adapter {
         super::prepare(
             client_path,
             self.kind,
+            self.poll,
             body,
             upstream_model,
             client_model,
@@ -91,15 +98,64 @@ impl Adapter {
         }
     }
 
+    /// The follow-up of a translated answer that takes more requests (a Replicate
+    /// prediction: poll it or read its stream); `None` = the first answer is the answer.
+    pub fn follow_up(self, translation: Option<&Translation>) -> Option<Box<dyn FollowUp>> {
+        let translation = translation?;
+        match self.kind {
+            ProviderKind::Replicate => Some(Box::new(super::replicate::PredictionFollow::new(
+                translation.stream,
+                self.poll,
+                translation.max_depth,
+            ))),
+            _ => None,
+        }
+    }
+
+    /// Whether the key may go to a URL the upstream named (a prediction's `urls.get` and
+    /// `urls.stream`): the base URL's own host, or over https a host of the provider's own
+    /// domains (Replicate streams from `*.replicate.net`). Anything else would hand the key
+    /// to whoever controls the answer.
+    pub fn trusts(self, provider: &Provider, target: &crate::config::BaseUrl) -> bool {
+        if target.host == provider.base_url.host {
+            return target.scheme == provider.base_url.scheme || target.scheme == crate::config::Scheme::Https;
+        }
+        let domains: &[&str] = match self.kind {
+            ProviderKind::Replicate => &["replicate.com", "replicate.net"],
+            _ => &[],
+        };
+        let host = target.host.as_str();
+        target.scheme == crate::config::Scheme::Https
+            && domains
+                .iter()
+                .any(|d| host == *d || host.strip_suffix(d).is_some_and(|rest| rest.ends_with('.')))
+    }
+
     /// `GET <path>` with the key in the provider's way: the probe of a quarantined key
     /// (`<base>/models`), key validation and balance reads. `None` when a piece would break
     /// the head (the writers refuse CR, LF and NUL).
     pub fn get_head(self, provider: &Provider, key: &str, path: &str) -> Option<BytesMut> {
+        self.get_head_at(provider, &provider.base_url.host_header, key, path, None)
+    }
+
+    /// `get_head` for a URL the upstream named (`host` may differ from the base URL's), with
+    /// an `accept` header when one is given.
+    pub fn get_head_at(
+        self,
+        provider: &Provider,
+        host: &str,
+        key: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Option<BytesMut> {
         let mut out = BytesMut::with_capacity(256);
         out.put_slice(b"GET ");
         put_target(&mut out, path.as_bytes()).ok()?;
         out.put_slice(b" HTTP/1.1\r\n");
-        put_header(&mut out, b"host", provider.base_url.host_header.as_bytes()).ok()?;
+        put_header(&mut out, b"host", host.as_bytes()).ok()?;
+        if let Some(accept) = accept {
+            put_header(&mut out, b"accept", accept.as_bytes()).ok()?;
+        }
         self.put_auth(&mut out, key, None).ok()?;
         for (name, value) in &provider.headers {
             put_header(&mut out, name.as_bytes(), value.as_bytes()).ok()?;

@@ -19,8 +19,10 @@ pub mod adapter;
 pub mod anthropic;
 #[cfg(test)]
 mod depth_tests;
+pub mod follow;
 pub mod gemini;
 pub mod openai;
+pub mod replicate;
 #[cfg(test)]
 mod stream_tests;
 pub mod transform;
@@ -42,6 +44,8 @@ pub enum Protocol {
     OpenAi,
     Anthropic,
     Gemini,
+    /// Replicate predictions (a prompt in, tokens out; several requests per answer).
+    Replicate,
 }
 
 impl Protocol {
@@ -50,6 +54,7 @@ impl Protocol {
         match kind {
             ProviderKind::Anthropic => Some(Protocol::Anthropic),
             ProviderKind::Gemini => Some(Protocol::Gemini),
+            ProviderKind::Replicate => Some(Protocol::Replicate),
             ProviderKind::Vertex => None,
             _ => Some(Protocol::OpenAi),
         }
@@ -82,6 +87,8 @@ pub struct Prepared {
     /// client's query is then not forwarded).
     pub path: String,
     pub translation: Option<Translation>,
+    /// One more request header the protocol needs (Replicate's `prefer: wait=N`).
+    pub header: Option<(&'static str, String)>,
 }
 
 #[derive(Debug)]
@@ -104,13 +111,18 @@ pub struct Translation {
     pub model: String,
     /// `server.max_json_depth`: deeper upstream JSON is an error for the client, never parsed.
     pub max_depth: usize,
+    /// Where the upstream keeps the finished answer's record (Replicate's `urls.get`), learned
+    /// from its first answer: the stream translator reads usage there at the end.
+    pub record_url: Option<String>,
 }
 
 /// Plans one attempt. `same` builds the same-protocol body (the model splice). A body to
 /// translate that nests deeper than `max_depth` is a `BadRequest`.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     client_path: &str,
     kind: ProviderKind,
+    poll: crate::config::Poll,
     body: &Bytes,
     upstream_model: &str,
     client_model: &str,
@@ -129,6 +141,7 @@ pub fn prepare(
         body: same(),
         path: client_path.get(3..).unwrap_or("").to_owned(),
         translation: None,
+        header: None,
     };
     let chat = match (front, upstream) {
         (Front::Chat, Protocol::OpenAi) | (Front::Messages, Protocol::Anthropic) | (Front::Other, Protocol::OpenAi) => {
@@ -152,7 +165,9 @@ pub fn prepare(
         include_usage: chat.wants_usage_chunk(),
         model: client_model.to_owned(),
         max_depth,
+        record_url: None,
     };
+    let mut header = None;
     let (body, path) = match upstream {
         Protocol::Anthropic => (
             anthropic::request::from_chat(&chat, model, max_depth),
@@ -162,6 +177,14 @@ pub fn prepare(
             gemini::request::from_chat(&chat, max_depth),
             gemini::request::path(model, stream),
         ),
+        Protocol::Replicate => {
+            let (body, path) = replicate::request::from_chat(&chat, model, stream).map_err(PrepareError::BadRequest)?;
+            // A stream's create answer must come at once (it carries the stream URL).
+            if !stream {
+                header = Some(("prefer", replicate::prefer_wait(poll.max_wait)));
+            }
+            (Ok(body), path)
+        }
         Protocol::OpenAi => {
             let mut chat = chat;
             chat.model = model.to_owned();
@@ -174,6 +197,7 @@ pub fn prepare(
         body: Bytes::from(body),
         path,
         translation: Some(translation),
+        header,
     })
 }
 
@@ -192,6 +216,13 @@ impl Translation {
                 first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(&model, true), depth),
                 second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
             }),
+            (Front::Messages, Protocol::Replicate, true) => Box::new(Chain {
+                first: SseTranslator::new(self.replicate_stream(true), depth),
+                second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
+            }),
+            (_, Protocol::Replicate, true) => {
+                Box::new(SseTranslator::new(self.replicate_stream(self.include_usage), depth))
+            }
             (_, Protocol::Anthropic, true) => Box::new(SseTranslator::new(
                 anthropic::stream::AnthropicToOpenAi::new(&model, self.include_usage),
                 depth,
@@ -202,6 +233,10 @@ impl Translation {
             )),
             (front, upstream, _) => Box::new(WholeBody::new(status, model, whole_map(front, upstream), front, depth)),
         }
+    }
+
+    fn replicate_stream(&self, include_usage: bool) -> replicate::stream::ReplicateToOpenAi {
+        replicate::stream::ReplicateToOpenAi::new(&self.model, include_usage, self.record_url.clone())
     }
 }
 
@@ -216,8 +251,13 @@ fn whole_map(front: Front, upstream: Protocol) -> WholeMap {
             let (chat, _) = gemini::response::to_openai(status, body, model, depth);
             anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
         },
+        (Front::Messages, Protocol::Replicate) => |status, body, model, depth| {
+            let (chat, _) = replicate::response::to_openai(status, body, model, depth);
+            anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
+        },
         (Front::Messages, _) => anthropic::response::from_openai,
         (_, Protocol::Gemini) => gemini::response::to_openai,
+        (_, Protocol::Replicate) => replicate::response::to_openai,
         (_, _) => anthropic::response::to_openai,
     }
 }
@@ -230,6 +270,17 @@ pub trait StreamHandler {
     /// The relay failed mid-stream: an error event in the client's protocol.
     fn on_fail(&mut self, message: &str, out: &mut String);
     fn usage(&self) -> Usage;
+    /// Whether this event's data is JSON (bounded by `max_json_depth` before it is handed
+    /// over); Replicate's `output` events are plain text.
+    fn is_json(&self, _event: Event<'_>) -> bool {
+        true
+    }
+    /// See `ResponseTransform::fetch_at_end`.
+    fn fetch_at_end(&self) -> Option<String> {
+        None
+    }
+    /// See `ResponseTransform::fetched`; the body's depth is already bounded.
+    fn fetched(&mut self, _body: Option<&[u8]>) {}
 }
 
 /// Feeds a handler whole SSE events. An event whose data nests deeper than `max_depth` is not
@@ -257,6 +308,9 @@ impl<H: StreamHandler> SseTranslator<H> {
 fn deliver<H: StreamHandler>(handler: &mut H, failed: &mut bool, max_depth: usize, event: Event<'_>, out: &mut String) {
     if *failed {
         return;
+    }
+    if !handler.is_json(event) {
+        return handler.on_event(event, out);
     }
     match check_depth(event.data, max_depth) {
         Ok(()) => handler.on_event(event, out),
@@ -323,6 +377,15 @@ impl<H: StreamHandler> ResponseTransform for SseTranslator<H> {
     fn usage(&self) -> Usage {
         self.handler.usage()
     }
+
+    fn fetch_at_end(&self) -> Option<String> {
+        self.handler.fetch_at_end().filter(|_| !self.failed)
+    }
+
+    fn fetched(&mut self, body: Option<&[u8]>) {
+        let bounded = body.filter(|b| check_depth(b, self.max_depth).is_ok());
+        self.handler.fetched(bounded);
+    }
 }
 
 /// Two translations in a row through the OpenAI hub (Gemini -> OpenAI -> Anthropic).
@@ -368,6 +431,14 @@ impl<A: ResponseTransform, B: ResponseTransform> ResponseTransform for Chain<A, 
 
     fn usage(&self) -> Usage {
         self.second.usage()
+    }
+
+    fn fetch_at_end(&self) -> Option<String> {
+        self.first.fetch_at_end()
+    }
+
+    fn fetched(&mut self, body: Option<&[u8]>) {
+        self.first.fetched(body);
     }
 }
 

@@ -11,6 +11,7 @@ use super::admit::{never_reached, pick_available_key, usage_tokens};
 use super::attempts::{usable_in, Attempts};
 use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::error::{ErrorKind, ProxyError, Side};
+use super::follow::{follow, Fetcher, Followed};
 use super::forward::{Job, Target};
 use super::relay::{relay as relay_answer, Relay, RelayInput};
 use super::send::{backoff, discard, send as send_request};
@@ -73,7 +74,7 @@ pub(super) async fn try_key(
         started: now,
     };
     let secret = provider.keys.get(key.index).map_or("", |k| k.secret.expose());
-    let sent = send_request(core, ctx, job.req, provider, secret, &target.body, &target.path).await;
+    let sent = send_request(core, ctx, job.req, target, secret).await;
     let (exchange, head) = match sent {
         Ok(answer) => answer,
         Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
@@ -82,8 +83,22 @@ pub(super) async fn try_key(
     else {
         return Ok(KeyTry::Failed);
     };
+    let fetcher = Fetcher {
+        core,
+        ctx,
+        provider,
+        adapter: target.adapter,
+        key: secret,
+    };
+    let answer = match Box::pin(follow(&fetcher, target, exchange, head)).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            unsent(core, ctx, provider, &key, &subject, attempt, error);
+            return Ok(KeyTry::Failed);
+        }
+    };
     relay(
-        core, ctx, job, res, target, &key, &subject, attempt, exchange, head, outcome,
+        core, ctx, job, res, target, &key, &subject, attempt, &fetcher, answer, outcome,
     )
     .await
 }
@@ -213,11 +228,17 @@ async fn relay(
     key: &Picked<'_>,
     subject: &Subject<'_>,
     attempt: &mut Attempts,
-    exchange: Exchange,
-    head: ResponseHead,
+    fetcher: &Fetcher<'_>,
+    answer: Followed,
     outcome: &'static str,
 ) -> Result<KeyTry, ProxyError> {
     let provider = target.provider;
+    let Followed {
+        exchange,
+        head,
+        body,
+        record_url,
+    } = answer;
     // A 503 tells the client when to come back, whether or not the upstream did.
     let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
     let input = RelayInput {
@@ -225,13 +246,21 @@ async fn relay(
         attempts: attempt.made,
         head,
         exchange,
+        body,
+        fetcher,
         deadline: job.deadline,
         retry_after,
     };
     let front = Front::of_path(job.req.head.path());
     let max_depth = core.gateway.peek(|g| g.config.server.max_json_depth);
+    // A follow-up learned where the finished answer's record is: the transform reads it.
+    let learned = record_url.and_then(|url| {
+        let mut t = target.translation.clone()?;
+        t.record_url = Some(url);
+        Some(t)
+    });
     let mut transform = target.adapter.transform(
-        target.translation.as_ref(),
+        learned.as_ref().or(target.translation.as_ref()),
         front,
         target.usage_mode,
         input.head.status,
@@ -240,21 +269,7 @@ async fn relay(
     let relayed = match relay_answer(ctx, res, input, transform.as_mut()).await? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {
-            // The answer broke before anything reached the client: as good as a failed send.
-            tracing::debug!(provider = %provider.name, key = %key.health.masked, "answer failed before the client saw it: {error}");
-            let retried = attempt.made < attempt.max;
-            core.metrics
-                .lock()
-                .attempt(&provider.name, if retried { "retried" } else { "error" });
-            let repeat = error_may_repeat(&error);
-            attempt.judge(
-                subject,
-                provider.index,
-                classify_error(&error),
-                repeat,
-                &ctx.generation.config.retry,
-            );
-            attempt.last_error = Some(error.into());
+            unsent(core, ctx, provider, key, subject, attempt, error);
             return Ok(KeyTry::Failed);
         }
     };
@@ -277,6 +292,33 @@ async fn relay(
         limits.settle(&key.reservation, usage_tokens(&relayed.usage), limits::now());
     }
     Ok(KeyTry::Delivered(relayed.usage))
+}
+
+/// The answer broke (or its follow-up failed) before anything reached the client: as good as
+/// a failed send, the key is judged and the next one may be tried.
+fn unsent(
+    core: &Core,
+    ctx: &RequestContext,
+    provider: &Provider,
+    key: &Picked<'_>,
+    subject: &Subject<'_>,
+    attempt: &mut Attempts,
+    error: UpstreamError,
+) {
+    tracing::debug!(provider = %provider.name, key = %key.health.masked, "answer failed before the client saw it: {error}");
+    let retried = attempt.made < attempt.max;
+    core.metrics
+        .lock()
+        .attempt(&provider.name, if retried { "retried" } else { "error" });
+    let repeat = error_may_repeat(&error);
+    attempt.judge(
+        subject,
+        provider.index,
+        classify_error(&error),
+        repeat,
+        &ctx.generation.config.retry,
+    );
+    attempt.last_error = Some(error.into());
 }
 
 /// Records who is being tried, for the request record and metrics.

@@ -286,6 +286,7 @@ fn adapt<'a>(
         usage_mode,
         path: prepared.path,
         translation: prepared.translation,
+        header: prepared.header,
     }))
 }
 
@@ -298,6 +299,8 @@ pub(super) struct Target<'a> {
     pub(super) usage_mode: Mode,
     pub(super) path: String,
     pub(super) translation: Option<providers::Translation>,
+    /// The adapter's own request header (Replicate's `prefer: wait=N`).
+    pub(super) header: Option<(&'static str, String)>,
 }
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::forward::Target;
 use super::headers::upstream_request_head;
 use super::{Core, RequestContext};
 use crate::codec::head::Method;
 use crate::codec::response::{ResponseFraming, ResponseHead};
-use crate::config::Provider;
 use crate::server::Request;
 use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
 
@@ -51,17 +51,17 @@ pub(super) async fn send(
     core: &Core,
     ctx: &RequestContext,
     req: &Request,
-    provider: &Provider,
+    target: &Target<'_>,
     key: &str,
-    body: &Bytes,
-    upstream_path: &str,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
+    let (provider, body, upstream_path) = (target.provider, &target.body, target.path.as_str());
+    let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
     let upstream_config = &ctx.generation.config.upstream;
     let connector = &ctx.generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
     let head_request = req.head.method == Method::Head;
     let build = || {
-        upstream_request_head(&req.head, provider, key, upstream_path, body.len())
+        upstream_request_head(&req.head, provider, key, upstream_path, body.len(), extra)
             .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
     };
     // Built before a connection is taken: a head the writer refuses never touches one.

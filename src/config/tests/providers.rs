@@ -32,12 +32,14 @@ fn provider_kind_and_strategy_are_checked() {
 
 #[test]
 fn kinds_and_strategies_this_build_cannot_honour_are_refused() {
-    for kind in ["vertex", "replicate", "cohere", "cloudflare", "ondemand"] {
+    for kind in ["vertex", "cohere", "cloudflare", "ondemand"] {
         err(
             &PROVIDER.replace("\"openai\"", &format!("{kind:?}")),
             &[
                 "providers[0].kind",
-                &format!("{kind:?} is not supported by this build of rotor yet; use openai | anthropic | gemini"),
+                &format!(
+                    "{kind:?} is not supported by this build of rotor yet; use openai | anthropic | gemini | replicate"
+                ),
             ],
         );
     }
@@ -292,4 +294,44 @@ fn ca_file_and_file_secrets_resolve_against_the_config_dir() {
     let missing = text.replace("ca.pem", "nope.pem");
     let e = parse_str_with_env(&missing, source, &env).unwrap_err().0;
     assert!(e.contains("upstream.ca_file") && e.contains("nope.pem"), "{e}");
+}
+
+#[test]
+fn kind_defaults_and_kind_only_settings() {
+    let replicate = "[[providers]]\nname = \"r\"\nkind = \"replicate\"\nkeys = [\"r8_k\"]\n";
+    let c = ok(replicate);
+    let p = &c.providers[0];
+    assert_eq!(
+        (p.base_url.host.as_str(), p.base_url.path.as_str()),
+        ("api.replicate.com", "/v1")
+    );
+    assert_eq!(p.poll, Poll::default());
+    let c = ok(&format!("{replicate}poll_interval_ms = 250\npoll_max_wait_ms = 5000\n"));
+    assert_eq!(c.providers[0].poll.interval, std::time::Duration::from_millis(250));
+    assert_eq!(c.providers[0].poll.max_wait, std::time::Duration::from_millis(5000));
+    err(
+        &format!("{replicate}poll_interval_ms = 10\n"),
+        &["providers[0].poll_interval_ms", "50..=60000"],
+    );
+    err(
+        &format!("{replicate}poll_max_wait_ms = 100\n"),
+        &["providers[0].poll_max_wait_ms", "1000..=3600000"],
+    );
+    err(
+        &format!("{replicate}poll_interval_ms = 5000\npoll_max_wait_ms = 2000\n"),
+        &["providers[0].poll_max_wait_ms", "at least poll_interval_ms"],
+    );
+    err(
+        &format!("{PROVIDER}poll_interval_ms = 500\n"),
+        &["providers[0].poll_interval_ms", "only kind = \"replicate\""],
+    );
+    err(
+        &format!("{PROVIDER}account_id = \"abc\"\n"),
+        &["providers[0].account_id", "only kind = \"cloudflare\""],
+    );
+    // Kinds without a default base URL still need one.
+    err(
+        "[[providers]]\nname = \"o\"\nkind = \"openai\"\nkeys = [\"k\"]\n",
+        &["providers[0].base_url"],
+    );
 }
