@@ -175,3 +175,38 @@ pub fn put_bearer(out: &mut BytesMut, key: &str) -> Result<(), UnsafeHead> {
     out.put_slice(b"\r\n");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_base_url, parse_str, ConfigSource};
+
+    fn provider(kind: &str, base: &str) -> std::sync::Arc<Provider> {
+        let text = format!("[[providers]]\nname = \"p\"\nkind = \"{kind}\"\nbase_url = \"{base}\"\nkeys = [\"k\"]\n");
+        let config = parse_str(&text, ConfigSource::Environment).unwrap();
+        config.providers[0].clone()
+    }
+
+    #[test]
+    fn the_key_follows_only_to_the_providers_own_hosts() {
+        let p = provider("replicate", "https://api.replicate.com/v1");
+        let a = Adapter::of(&p);
+        let trusts = |url: &str| a.trusts(&p, &parse_base_url(url).unwrap());
+        assert!(trusts("https://api.replicate.com"));
+        assert!(trusts("https://stream-b.svc.rno2.c.replicate.net"));
+        assert!(trusts("https://replicate.com"));
+        assert!(
+            !trusts("http://stream.replicate.net"),
+            "never in clear text to another host"
+        );
+        assert!(!trusts("http://api.replicate.com"), "no downgrade");
+        assert!(!trusts("https://evilreplicate.net"));
+        assert!(!trusts("https://replicate.net.evil.com"));
+        assert!(!trusts("https://example.com"));
+        // Another kind trusts its base host only.
+        let o = provider("openai", "http://127.0.0.1:9/v1");
+        let b = Adapter::of(&o);
+        assert!(b.trusts(&o, &parse_base_url("http://127.0.0.1:10").unwrap()));
+        assert!(!b.trusts(&o, &parse_base_url("https://stream.replicate.net").unwrap()));
+    }
+}
