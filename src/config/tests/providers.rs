@@ -32,7 +32,7 @@ fn provider_kind_and_strategy_are_checked() {
 
 #[test]
 fn kinds_and_strategies_this_build_cannot_honour_are_refused() {
-    for kind in ["vertex", "cohere", "cloudflare", "ondemand"] {
+    for kind in ["vertex", "cohere", "ondemand"] {
         err(
             &PROVIDER.replace("\"openai\"", &format!("{kind:?}")),
             &[
@@ -328,6 +328,18 @@ fn kind_defaults_and_kind_only_settings() {
     err(
         &format!("{PROVIDER}account_id = \"abc\"\n"),
         &["providers[0].account_id", "only kind = \"cloudflare\""],
+    );
+    let cloudflare = "[[providers]]\nname = \"cf\"\nkind = \"cloudflare\"\nkeys = [\"cf_k\"]\n";
+    err(cloudflare, &["providers[0].account_id", "needs account_id"]);
+    let c = ok(&format!("{cloudflare}account_id = \"0123abcd\"\n"));
+    let p = &c.providers[0];
+    assert_eq!(
+        (p.base_url.host.as_str(), p.base_url.path.as_str()),
+        ("api.cloudflare.com", "/client/v4/accounts/0123abcd/ai/v1")
+    );
+    err(
+        &format!("{cloudflare}account_id = \"a/b\"\n"),
+        &["providers[0].account_id", "letters, digits"],
     );
     // Kinds without a default base URL still need one.
     err(
