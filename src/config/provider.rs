@@ -35,7 +35,7 @@ const STRATEGIES: &[(&str, KeyStrategy)] = &[
 /// Kinds and strategies the config language names (DESIGN 1.2) that this build cannot honour
 /// yet. They are refused with the key's path instead of running as something else: a
 /// `replicate` provider sent OpenAI requests, a `least-used` pool rotated round-robin.
-const NOT_YET_KINDS: &[ProviderKind] = &[ProviderKind::Vertex, ProviderKind::Cohere, ProviderKind::OnDemand];
+const NOT_YET_KINDS: &[ProviderKind] = &[ProviderKind::Vertex, ProviderKind::OnDemand];
 
 /// The base URL a provider of this kind gets when `base_url` is left out (DESIGN 1.2a).
 pub(crate) fn default_base_url(kind: ProviderKind) -> Option<&'static str> {

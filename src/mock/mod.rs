@@ -1,6 +1,7 @@
 //! The built-in mock provider: OpenAI-, Anthropic- (`/v1/messages`), Gemini-shaped
-//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) and Replicate-shaped
-//! (predictions, polls, stream URLs; see `replicate`) answers; OpenAI ones (chat, streamed chat with usage,
+//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`), Replicate-shaped
+//! (predictions, polls, stream URLs; see `replicate`), Cohere v2 (`/v2/chat`) and Cloudflare
+//! Workers AI (OpenAI shapes under `/client/v4/accounts/{id}/ai/v1`) answers; OpenAI ones (chat, streamed chat with usage,
 //! completions, embeddings, models) with knobs for latency, stream length and pacing, status
 //! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
 //! and the benchmarks, so nobody needs a real key to see rotor work.
@@ -23,6 +24,7 @@
 
 mod anthropic;
 mod chaos;
+mod cohere;
 mod gemini;
 mod openai;
 mod replicate;

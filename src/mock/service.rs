@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{anthropic, gemini, openai, replicate};
+use super::{anthropic, cohere, gemini, openai, replicate};
 use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
@@ -200,6 +200,7 @@ impl Service for MockService {
                 Shape::Anthropic => anthropic::error_body(status),
                 Shape::Gemini => gemini::error_body(status, knobs.retry_after.as_deref()),
                 Shape::Replicate => replicate::error_body(status),
+                Shape::Cohere => cohere::error_body(status),
                 Shape::OpenAi => openai::error_body(status),
             };
             let _ = res.send(status, &headers, Bytes::from(body)).await;
@@ -223,6 +224,7 @@ impl Service for MockService {
             Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
             Shape::Gemini => gemini::answer(&req, &knobs, res).await,
             Shape::Replicate => replicate::answer(&req, &knobs, res).await,
+            Shape::Cohere => cohere::answer(&req, &knobs, res).await,
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };
     }
@@ -251,6 +253,7 @@ enum Shape {
     Anthropic,
     Gemini,
     Replicate,
+    Cohere,
 }
 
 impl Shape {
@@ -261,6 +264,8 @@ impl Shape {
             Shape::Gemini
         } else if replicate::serves(path) {
             Shape::Replicate
+        } else if cohere::serves(path) {
+            Shape::Cohere
         } else {
             Shape::OpenAi
         }

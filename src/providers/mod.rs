@@ -10,6 +10,10 @@
 //! | `/v1/messages`        | messages <-> chat      | passthrough         | messages <-> chat <-> gemini |
 //! | other `/v1/*`         | passthrough            | unsupported         | unsupported              |
 //!
+//! Replicate (predictions) and Cohere (Chat v2) are served like Gemini: chat <-> their own
+//! shape, and messages <-> chat <-> theirs. Cloudflare is OpenAI-compatible at a base URL built
+//! from its account id.
+//!
 //! Invariant: the same-protocol path never parses or re-encodes the body (only the model
 //! splice), so `cache_control`, thinking blocks and unknown fields survive it byte for byte.
 //! Every JSON a translation parses (the request, embedded tool arguments, each upstream event,
@@ -17,6 +21,7 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod cohere;
 #[cfg(test)]
 mod depth_tests;
 pub mod follow;
@@ -46,6 +51,8 @@ pub enum Protocol {
     Gemini,
     /// Replicate predictions (a prompt in, tokens out; several requests per answer).
     Replicate,
+    /// Cohere Chat v2.
+    Cohere,
 }
 
 impl Protocol {
@@ -55,6 +62,7 @@ impl Protocol {
             ProviderKind::Anthropic => Some(Protocol::Anthropic),
             ProviderKind::Gemini => Some(Protocol::Gemini),
             ProviderKind::Replicate => Some(Protocol::Replicate),
+            ProviderKind::Cohere => Some(Protocol::Cohere),
             ProviderKind::Vertex => None,
             _ => Some(Protocol::OpenAi),
         }
@@ -185,6 +193,7 @@ pub fn prepare(
             }
             (Ok(body), path)
         }
+        Protocol::Cohere => (cohere::request::from_chat(&chat, model), "/chat".to_owned()),
         Protocol::OpenAi => {
             let mut chat = chat;
             chat.model = model.to_owned();
@@ -220,6 +229,14 @@ impl Translation {
                 first: SseTranslator::new(self.replicate_stream(true), depth),
                 second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
             }),
+            (Front::Messages, Protocol::Cohere, true) => Box::new(Chain {
+                first: SseTranslator::new(cohere::stream::CohereToOpenAi::new(&model, true), depth),
+                second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
+            }),
+            (_, Protocol::Cohere, true) => Box::new(SseTranslator::new(
+                cohere::stream::CohereToOpenAi::new(&model, self.include_usage),
+                depth,
+            )),
             (_, Protocol::Replicate, true) => {
                 Box::new(SseTranslator::new(self.replicate_stream(self.include_usage), depth))
             }
@@ -255,9 +272,14 @@ fn whole_map(front: Front, upstream: Protocol) -> WholeMap {
             let (chat, _) = replicate::response::to_openai(status, body, model, depth);
             anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
         },
+        (Front::Messages, Protocol::Cohere) => |status, body, model, depth| {
+            let (chat, _) = cohere::response::to_openai(status, body, model, depth);
+            anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
+        },
         (Front::Messages, _) => anthropic::response::from_openai,
         (_, Protocol::Gemini) => gemini::response::to_openai,
         (_, Protocol::Replicate) => replicate::response::to_openai,
+        (_, Protocol::Cohere) => cohere::response::to_openai,
         (_, _) => anthropic::response::to_openai,
     }
 }

@@ -32,7 +32,7 @@ fn provider_kind_and_strategy_are_checked() {
 
 #[test]
 fn kinds_and_strategies_this_build_cannot_honour_are_refused() {
-    for kind in ["vertex", "cohere", "ondemand"] {
+    for kind in ["vertex", "ondemand"] {
         err(
             &PROVIDER.replace("\"openai\"", &format!("{kind:?}")),
             &[

@@ -136,6 +136,29 @@ fn example_config_parses_with_every_key() {
         c.routes.get("gpt-3.5").unwrap().candidates[0].upstream_model,
         "gpt-4o-mini"
     );
+    // The commented examples of the other kinds parse too, once uncommented.
+    let (start, end) = (
+        text.find("# --- more kinds").unwrap(),
+        text.find("# --- end of more kinds").unwrap(),
+    );
+    let more: String = text[start..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let more_env = |name: &str| {
+        let upstream = name.ends_with("_API_KEY") || name == "CLOUDFLARE_API_TOKEN";
+        env(name).or_else(|| upstream.then(|| format!("{name}-value")))
+    };
+    let c = parse_str_with_env(&format!("{text}\n{more}"), ConfigSource::Environment, &more_env)
+        .unwrap_or_else(|e| panic!("{e}\n{more}"));
+    let kinds: Vec<ProviderKind> = c.providers.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds[1..],
+        [ProviderKind::Replicate, ProviderKind::Cohere, ProviderKind::Cloudflare]
+    );
+    assert_eq!(c.providers[3].base_url.path, "/client/v4/accounts/0123abcd/ai/v1");
 }
 
 #[test]
