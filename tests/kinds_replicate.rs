@@ -340,3 +340,38 @@ fn bad_model_names_and_tools_are_400s() {
 fn auth_header() -> (&'static str, &'static str) {
     ("authorization", "Bearer sk-client-test-0001")
 }
+
+#[test]
+fn a_quarantined_key_is_restored_by_probing_the_account() {
+    let h = Harness::start(Conf {
+        workers: 1,
+        retry: "quarantine_ms = 200".into(),
+        ..Conf::with_body(&body(&[KEY_A, KEY_B], ""))
+    });
+    h.mock().faults.set(
+        KEY_A,
+        KeyFault {
+            status: Some(401),
+            ..Default::default()
+        },
+    );
+    let mut c = h.client();
+    for _ in 0..2 {
+        assert_eq!(c.post("/v1/chat/completions", &chat(MODEL), &[]).status, 200);
+    }
+    h.mock().faults.clear(KEY_A);
+    let restored = eventually(Duration::from_secs(5), || {
+        let status = c.get("/v1/status", &[]).json();
+        status["providers"][0]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["state"].as_str() == Some("active"))
+    });
+    assert!(restored, "the probe restores the key");
+    let probed = h
+        .recorded()
+        .iter()
+        .any(|r| r.target == "/v1/account" && r.bearer() == Some(KEY_A));
+    assert!(probed, "Replicate keys are probed at /account");
+}

@@ -131,6 +131,26 @@ impl Adapter {
                 .any(|d| host == *d || host.strip_suffix(d).is_some_and(|rest| rest.ends_with('.')))
     }
 
+    /// The cheap authenticated `GET` that says whether a key works (quarantine probes, key
+    /// validation): `<base>/models` where the provider serves it. Replicate's `/account`
+    /// answers for the token itself; Cohere lists models under v1 only; Workers AI's
+    /// OpenAI-compatible API has no model list, its native model search does.
+    pub fn probe_path(self, provider: &Provider) -> String {
+        let base = provider.base_url.path.as_str();
+        match self.kind {
+            ProviderKind::Replicate => format!("{base}/account"),
+            ProviderKind::Cohere => match base.strip_suffix("/v2") {
+                Some(root) => format!("{root}/v1/models"),
+                None => format!("{base}/models"),
+            },
+            ProviderKind::Cloudflare => match base.strip_suffix("/v1") {
+                Some(ai) => format!("{ai}/models/search"),
+                None => format!("{base}/models"),
+            },
+            _ => format!("{base}/models"),
+        }
+    }
+
     /// `GET <path>` with the key in the provider's way: the probe of a quarantined key
     /// (`<base>/models`), key validation and balance reads. `None` when a piece would break
     /// the head (the writers refuse CR, LF and NUL).
@@ -208,5 +228,21 @@ mod tests {
         let b = Adapter::of(&o);
         assert!(b.trusts(&o, &parse_base_url("http://127.0.0.1:10").unwrap()));
         assert!(!b.trusts(&o, &parse_base_url("https://stream.replicate.net").unwrap()));
+    }
+
+    #[test]
+    fn probes_use_an_endpoint_each_provider_serves() {
+        let path = |kind: &str, base: &str| {
+            let p = provider(kind, base);
+            Adapter::of(&p).probe_path(&p)
+        };
+        assert_eq!(path("openai", "https://api.openai.com/v1"), "/v1/models");
+        assert_eq!(path("replicate", "https://api.replicate.com/v1"), "/v1/account");
+        assert_eq!(path("cohere", "https://api.cohere.com/v2"), "/v1/models");
+        assert_eq!(path("cohere", "http://127.0.0.1:9/proxy"), "/proxy/models");
+        let cf = "[[providers]]\nname = \"p\"\nkind = \"cloudflare\"\naccount_id = \"a1\"\nkeys = [\"k\"]\n";
+        let c = parse_str(cf, ConfigSource::Environment).unwrap();
+        let p = &c.providers[0];
+        assert_eq!(Adapter::of(p).probe_path(p), "/client/v4/accounts/a1/ai/models/search");
     }
 }
