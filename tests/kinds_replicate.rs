@@ -73,7 +73,8 @@ fn chat_is_a_prediction_with_prompt_and_usage() {
     let sent = &creates(&h)[0];
     assert_eq!(sent.target, format!("/v1/models/{MODEL}/predictions"));
     assert_eq!(sent.bearer(), Some(KEY_A));
-    assert_eq!(sent.header("prefer"), Some("wait=60"));
+    // Below the harness's first_byte_timeout_ms (5000), never past Replicate's 60 s.
+    assert_eq!(sent.header("prefer"), Some("wait=4"));
     let up: Value = sonic_rs::from_slice(&sent.body).unwrap();
     assert_eq!(up["input"]["prompt"].as_str(), Some("hello there"));
     assert_eq!(up["input"]["system_prompt"].as_str(), Some("Be brief."));

@@ -307,6 +307,9 @@ pub struct Provider {
 pub struct Poll {
     pub interval: std::time::Duration,
     pub max_wait: std::time::Duration,
+    /// How long the first request asks the upstream to hold its answer (`Prefer: wait`):
+    /// `max_wait`, at most 60 s and below `upstream.first_byte_timeout_ms`.
+    pub prefer_wait: std::time::Duration,
 }
 
 impl Default for Poll {
@@ -314,6 +317,7 @@ impl Default for Poll {
         Poll {
             interval: std::time::Duration::from_millis(500),
             max_wait: std::time::Duration::from_millis(300_000),
+            prefer_wait: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -75,7 +75,13 @@ fn honoured<T: Copy + PartialEq>(
 /// or fight the pool key.
 const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
 
-pub(super) fn providers(list: Vec<ProviderConfig>, r: &Resolver<'_>) -> Result<Vec<Arc<Provider>>, ConfigError> {
+/// `first_byte` (`upstream.first_byte_timeout_ms`) bounds how long an upstream may be asked to
+/// hold its first answer (Replicate's `Prefer: wait`).
+pub(super) fn providers(
+    list: Vec<ProviderConfig>,
+    r: &Resolver<'_>,
+    first_byte: std::time::Duration,
+) -> Result<Vec<Arc<Provider>>, ConfigError> {
     if list.is_empty() {
         return Err(ConfigError::at(
             "providers",
@@ -84,7 +90,7 @@ pub(super) fn providers(list: Vec<ProviderConfig>, r: &Resolver<'_>) -> Result<V
     }
     let mut out: Vec<Arc<Provider>> = Vec::with_capacity(list.len());
     for (i, p) in list.into_iter().enumerate() {
-        let provider = provider(i, p, r)?;
+        let provider = provider(i, p, r, first_byte)?;
         if let Some(j) = out.iter().position(|o| o.name == provider.name) {
             let what = format!("{:?} is already the name of providers[{j}]", provider.name);
             return Err(ConfigError::at(&format!("providers[{i}].name"), what));
@@ -94,7 +100,12 @@ pub(super) fn providers(list: Vec<ProviderConfig>, r: &Resolver<'_>) -> Result<V
     Ok(out)
 }
 
-fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, ConfigError> {
+fn provider(
+    i: usize,
+    p: ProviderConfig,
+    r: &Resolver<'_>,
+    first_byte: std::time::Duration,
+) -> Result<Provider, ConfigError> {
     let at = |k: &str| format!("providers[{i}].{k}");
     check_name(&p.name, &at("name"))?;
     let kind = honoured(&p.kind, KINDS, NOT_YET_KINDS, &at("kind"))?;
@@ -106,7 +117,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
     if let Some(path) = account_path(kind, p.account_id.as_deref(), &at("account_id"))? {
         base_url.path.push_str(&path);
     }
-    let poll = poll(kind, &p, &at(""))?;
+    let poll = poll(kind, &p, &at(""), first_byte)?;
     let keys = keys(i, &p, r)?;
     if p.enabled && keys.is_empty() {
         let what = format!(
@@ -232,7 +243,12 @@ fn account_path(kind: ProviderKind, account_id: Option<&str>, path: &str) -> Res
 
 /// `poll_interval_ms` and `poll_max_wait_ms` (Replicate only): bounded so a prediction that
 /// never finishes cannot hold a request, and polls cannot hammer the upstream.
-fn poll(kind: ProviderKind, p: &ProviderConfig, at: &str) -> Result<Poll, ConfigError> {
+fn poll(
+    kind: ProviderKind,
+    p: &ProviderConfig,
+    at: &str,
+    first_byte: std::time::Duration,
+) -> Result<Poll, ConfigError> {
     let path = |k: &str| format!("{at}{k}");
     if kind != ProviderKind::Replicate {
         for (name, set) in [
@@ -260,9 +276,18 @@ fn poll(kind: ProviderKind, p: &ProviderConfig, at: &str) -> Result<Poll, Config
             "must be within 1000..=3600000 and at least poll_interval_ms",
         ));
     }
+    let max_wait = std::time::Duration::from_millis(max_wait);
+    // Replicate holds a request at most 60 s; rotor never asks for longer than it waits for a
+    // first byte (else a slow prediction would look like a dead upstream and be re-created).
+    let second = std::time::Duration::from_secs(1);
+    let prefer_wait = max_wait
+        .min(std::time::Duration::from_secs(60))
+        .min(first_byte.saturating_sub(second))
+        .max(second);
     Ok(Poll {
         interval: std::time::Duration::from_millis(interval),
-        max_wait: std::time::Duration::from_millis(max_wait),
+        max_wait,
+        prefer_wait,
     })
 }
 

@@ -189,7 +189,7 @@ pub fn prepare(
             let (body, path) = replicate::request::from_chat(&chat, model, stream).map_err(PrepareError::BadRequest)?;
             // A stream's create answer must come at once (it carries the stream URL).
             if !stream {
-                header = Some(("prefer", replicate::prefer_wait(poll.max_wait)));
+                header = Some(("prefer", replicate::prefer_wait(poll.prefer_wait)));
             }
             (Ok(body), path)
         }

@@ -347,3 +347,14 @@ fn kind_defaults_and_kind_only_settings() {
         &["providers[0].base_url"],
     );
 }
+
+#[test]
+fn replicate_prefer_wait_stays_below_the_first_byte_timeout() {
+    let replicate = "[[providers]]\nname = \"r\"\nkind = \"replicate\"\nkeys = [\"r8_k\"]\n";
+    let c = ok(replicate);
+    assert_eq!(c.providers[0].poll.prefer_wait, std::time::Duration::from_secs(60));
+    let c = ok(&format!("[upstream]\nfirst_byte_timeout_ms = 20000\n{replicate}"));
+    assert_eq!(c.providers[0].poll.prefer_wait, std::time::Duration::from_secs(19));
+    let c = ok(&format!("{replicate}poll_max_wait_ms = 5000\n"));
+    assert_eq!(c.providers[0].poll.prefer_wait, std::time::Duration::from_secs(5));
+}

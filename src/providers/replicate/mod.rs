@@ -122,10 +122,9 @@ pub fn error_message(body: &[u8]) -> Option<String> {
     })
 }
 
-/// `Prefer: wait=N` for a prediction that may take at most `max_wait`: Replicate holds the
-/// request up to 60 s.
-pub fn prefer_wait(max_wait: Duration) -> String {
-    let seconds = max_wait.as_secs().clamp(1, 60);
+/// `Prefer: wait=N` for `wait` (`Poll::prefer_wait`): Replicate holds the request up to 60 s.
+pub fn prefer_wait(wait: Duration) -> String {
+    let seconds = wait.as_secs().clamp(1, 60);
     format!("wait={seconds}")
 }
 
