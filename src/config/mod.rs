@@ -123,9 +123,9 @@ pub fn from_env() -> Result<Option<Config>, ConfigError> {
 pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Config>, ConfigError> {
     let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let replicate_keys = var("REPLICATE_API_KEYS");
-    let (keys_var, keys) = match var("ROTOR_UPSTREAM_KEYS") {
-        Some(keys) => ("ROTOR_UPSTREAM_KEYS", Some(keys)),
-        None => ("REPLICATE_API_KEYS", replicate_keys.clone()),
+    let (keys_var, keys) = match (var("ROTOR_UPSTREAM_KEYS"), &replicate_keys) {
+        (None, Some(keys)) => ("REPLICATE_API_KEYS", Some(keys.clone())),
+        (keys, _) => ("ROTOR_UPSTREAM_KEYS", keys),
     };
     let url = var("ROTOR_UPSTREAM_URL");
     if url.is_none() && keys.is_none() {
@@ -149,7 +149,7 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
     if keys.is_empty() {
         return Err(ConfigError::at(
             keys_var,
-            "no upstream keys; set it to the comma-separated upstream keys",
+            "no upstream keys; set ROTOR_UPSTREAM_KEYS (or REPLICATE_API_KEYS) to the comma-separated upstream keys",
         ));
     }
     let listen = match (var("ROTOR_LISTEN"), var("PORT")) {

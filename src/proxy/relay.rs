@@ -31,6 +31,9 @@ const BUFFER_WHOLE_LIMIT: usize = 16 * 1024 * 1024;
 /// After the client left under the drain policy, read at most this much more for usage.
 const DRAIN_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 const KEEPALIVE_COMMENT: &[u8] = b": keepalive\n\n";
+/// The longest the end of a stream waits for what its transform reads there (Replicate's
+/// usage): the client's terminator is held meanwhile, and usage is not worth more.
+const FETCH_AT_END_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the relay ended, for accounting.
 #[derive(Debug, Clone, Copy)]
@@ -414,8 +417,8 @@ impl Stream<'_> {
     /// attempt's key; the exchange's connection is not involved.
     async fn fetch_at_end(&self, transform: &mut dyn ResponseTransform) {
         if let Some(url) = transform.fetch_at_end() {
-            let body = Box::pin(self.fetcher.read(&url)).await;
-            transform.fetched(body.as_deref());
+            let read = Box::pin(crate::net::within(FETCH_AT_END_TIMEOUT, self.fetcher.read(&url))).await;
+            transform.fetched(read.ok().flatten().as_deref());
         }
     }
 
