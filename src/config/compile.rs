@@ -22,7 +22,7 @@ pub(crate) fn compile(file: FileConfig, r: &Resolver<'_>, source: ConfigSource) 
     let retry = retry(&file.retry)?;
     let storage = storage(file.storage)?;
     let clients = clients(file.clients, r)?;
-    let providers = provider::providers(file.providers, r)?;
+    let providers = provider::providers(file.providers, r, upstream.first_byte_timeout)?;
     let routes = routes::build(&providers);
     let routing = routing(file.routing, &routes)?;
     Ok(Config {

@@ -225,7 +225,7 @@ pub struct ProviderConfig {
     pub name: String,
     /// One of the eight wire protocols; checked in `compile.rs` so the message lists them.
     pub kind: String,
-    /// "" = the kind's default (Vertex only; other kinds need one).
+    /// "" = the kind's default (`config::provider::default_base_url`; Vertex builds its own).
     #[serde(default)]
     pub base_url: String,
     #[serde(default)]
@@ -290,6 +290,15 @@ pub struct ProviderConfig {
     /// oldest is forgotten (absent = 10000).
     #[serde(default)]
     pub max_sessions: Option<u64>,
+    /// `kind = "cloudflare"` only: the account in Workers AI's URL.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// `kind = "replicate"` only: pause between polls of an unfinished prediction.
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
+    /// `kind = "replicate"` only: longest wait for a prediction to finish (`Prefer: wait` included).
+    #[serde(default)]
+    pub poll_max_wait_ms: Option<u64>,
 }
 
 /// A value or a list of them (`google_oauth = { ... }` or `google_oauth = [{ ... }, { ... }]`).

@@ -27,6 +27,7 @@ use std::path::Path;
 pub use model::*;
 pub use remote::Remote;
 pub use secret::Secret;
+pub(crate) use url::parse_base_url;
 
 use file::{ClientConfig, FileConfig, ProviderConfig, ServerConfig};
 use secret::Resolver;
@@ -120,37 +121,73 @@ fn line_of(text: &str, at: usize) -> usize {
     1 + before.iter().filter(|&&b| b == b'\n').count()
 }
 
-/// Zero-config quick start from the process environment; `None` when `ROTOR_UPSTREAM_URL`
-/// is unset. See `from_env_map`.
+/// Zero-config quick start from the process environment; `None` when neither
+/// `ROTOR_UPSTREAM_URL`, `ROTOR_UPSTREAM_KEYS` nor `REPLICATE_API_KEYS` is set. See
+/// `from_env_map`.
 pub fn from_env() -> Result<Option<Config>, ConfigError> {
     from_env_map(|name| std::env::var(name).ok())
 }
 
 /// Builds a one-provider config from `ROTOR_UPSTREAM_URL`, `ROTOR_UPSTREAM_KEYS`,
-/// `ROTOR_AUTH_KEYS` (client keys; none = open gateway), `ROTOR_LISTEN` and, beyond DESIGN
-/// 1.1, `ROTOR_ADMIN_KEY` (admin API on when set). The provider is `default`, kind openai,
-/// with no model list, so it serves any model name. Everything else takes the file defaults.
+/// `ROTOR_UPSTREAM_KIND` (default `openai`), `ROTOR_AUTH_KEYS` (client keys; none = open
+/// gateway), `ROTOR_LISTEN` and, beyond DESIGN 1.1, `ROTOR_ADMIN_KEY` (admin API on when set).
+/// The seed tools' variables work too: `REPLICATE_API_KEYS` (keys; the kind becomes
+/// `replicate` unless `ROTOR_UPSTREAM_KIND` says otherwise), `AUTH_KEY` (client keys) and
+/// `PORT` (listen on `0.0.0.0:PORT`, as those tools do, when `ROTOR_LISTEN` is unset). The URL
+/// may be left out for kinds with a default base URL. The provider is `default`, with no
+/// model list, so it serves any model name. Everything else takes the file defaults.
 pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Config>, ConfigError> {
     let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    let Some(url) = var("ROTOR_UPSTREAM_URL") else {
-        return Ok(None);
+    let replicate_keys = var("REPLICATE_API_KEYS");
+    let (keys_var, keys) = match (var("ROTOR_UPSTREAM_KEYS"), &replicate_keys) {
+        (None, Some(keys)) => ("REPLICATE_API_KEYS", Some(keys.clone())),
+        (keys, _) => ("ROTOR_UPSTREAM_KEYS", keys),
     };
-    url::parse_base_url(&url).map_err(|e| ConfigError::at("ROTOR_UPSTREAM_URL", e))?;
-    let keys = comma_list(var("ROTOR_UPSTREAM_KEYS"));
+    let url = var("ROTOR_UPSTREAM_URL");
+    if url.is_none() && keys.is_none() {
+        return Ok(None);
+    }
+    let default_kind = if replicate_keys.is_some() {
+        "replicate"
+    } else {
+        "openai"
+    };
+    let kind = var("ROTOR_UPSTREAM_KIND").unwrap_or_else(|| default_kind.to_owned());
+    let url = match url {
+        Some(url) => {
+            url::parse_base_url(&url).map_err(|e| ConfigError::at("ROTOR_UPSTREAM_URL", e))?;
+            url
+        }
+        // A kind with a default base URL needs none; the provider check names a bad kind.
+        None => String::new(),
+    };
+    let keys = comma_list(keys);
     if keys.is_empty() {
         return Err(ConfigError::at(
-            "ROTOR_UPSTREAM_KEYS",
-            "no upstream keys; set it to the comma-separated keys for ROTOR_UPSTREAM_URL",
+            keys_var,
+            "no upstream keys; set ROTOR_UPSTREAM_KEYS (or REPLICATE_API_KEYS) to the comma-separated upstream keys",
         ));
     }
-    let listen = var("ROTOR_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = match (var("ROTOR_LISTEN"), var("PORT")) {
+        (Some(listen), _) => listen,
+        (None, Some(port)) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => format!("0.0.0.0:{port}"),
+            _ => {
+                return Err(ConfigError::at(
+                    "PORT",
+                    format!("{port:?} is not a port number in 1..=65535"),
+                ))
+            }
+        },
+        (None, None) => "127.0.0.1:8080".into(),
+    };
     if listen.parse::<SocketAddr>().is_err() {
         return Err(ConfigError::at(
             "ROTOR_LISTEN",
             format!("{listen:?} is not an IP:port address, e.g. \"127.0.0.1:8080\""),
         ));
     }
-    let clients = comma_list(var("ROTOR_AUTH_KEYS"))
+    let clients = comma_list(var("ROTOR_AUTH_KEYS").or_else(|| var("AUTH_KEY")))
         .into_iter()
         .enumerate()
         .map(|(i, key)| ClientConfig {
@@ -164,7 +201,7 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
         .collect();
     let provider = ProviderConfig {
         name: "default".into(),
-        kind: "openai".into(),
+        kind,
         base_url: url,
         keys,
         keys_file: String::new(),
@@ -189,6 +226,9 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
         responses: String::new(),
         session_timeout_ms: None,
         max_sessions: None,
+        account_id: None,
+        poll_interval_ms: None,
+        poll_max_wait_ms: None,
     };
     let file = FileConfig {
         server: ServerConfig {
@@ -206,7 +246,12 @@ pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Option<Confi
     };
     compile::compile(file, &resolver, ConfigSource::Environment)
         .map(Some)
-        .map_err(|e| ConfigError(format!("{} (from the ROTOR_* environment variables)", e.0)))
+        .map_err(|e| {
+            ConfigError(format!(
+                "{} (from the environment: ROTOR_UPSTREAM_KIND names the kind)",
+                e.0
+            ))
+        })
 }
 
 /// `"a, b,,c "` -> `["a", "b", "c"]`.

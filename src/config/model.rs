@@ -314,6 +314,9 @@ pub struct Provider {
     pub responses: ResponsesMode,
     /// on-demand sessions (`session_timeout_ms`, `max_sessions`); `None` for other kinds.
     pub sessions: Option<SessionLimits>,
+    /// How an unfinished upstream job is waited for (Replicate predictions; other kinds keep
+    /// the defaults and never poll).
+    pub poll: Poll,
 }
 
 /// How long an on-demand session serves follow-up turns after its last use, and how many are
@@ -322,6 +325,26 @@ pub struct Provider {
 pub struct SessionLimits {
     pub timeout: std::time::Duration,
     pub max: usize,
+}
+
+/// `poll_interval_ms` and `poll_max_wait_ms`: the bound on a multi-request exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Poll {
+    pub interval: std::time::Duration,
+    pub max_wait: std::time::Duration,
+    /// How long the first request asks the upstream to hold its answer (`Prefer: wait`):
+    /// `max_wait`, at most 60 s and below `upstream.first_byte_timeout_ms`.
+    pub prefer_wait: std::time::Duration,
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll {
+            interval: std::time::Duration::from_millis(500),
+            max_wait: std::time::Duration::from_millis(300_000),
+            prefer_wait: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// A balance endpoint: `GET` this path with the key, read the number at `field`.

@@ -35,11 +35,18 @@ const STRATEGIES: &[(&str, KeyStrategy)] = &[
 /// Kinds and strategies the config language names (DESIGN 1.2) that this build cannot honour
 /// yet. They are refused with the key's path instead of running as something else: a
 /// `replicate` provider sent OpenAI requests, a `least-used` pool rotated round-robin.
-const NOT_YET_KINDS: &[ProviderKind] = &[
-    ProviderKind::Replicate,
-    ProviderKind::Cohere,
-    ProviderKind::Cloudflare,
-];
+const NOT_YET_KINDS: &[ProviderKind] = &[];
+
+/// The base URL a provider of this kind gets when `base_url` is left out (DESIGN 1.2a).
+pub(crate) fn default_base_url(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::Replicate => Some("https://api.replicate.com/v1"),
+        ProviderKind::Cohere => Some("https://api.cohere.com/v2"),
+        ProviderKind::Cloudflare => Some("https://api.cloudflare.com/client/v4"),
+        ProviderKind::OnDemand => Some("https://api.on-demand.io/chat/v1"),
+        _ => None,
+    }
+}
 const NOT_YET_STRATEGIES: &[KeyStrategy] = &[];
 
 /// `value` from `table`, refused when this build lists it in `not_yet`.
@@ -69,7 +76,13 @@ fn honoured<T: Copy + PartialEq>(
 /// or fight the pool key.
 const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
 
-pub(super) fn providers(list: Vec<ProviderConfig>, r: &Resolver<'_>) -> Result<Vec<Arc<Provider>>, ConfigError> {
+/// `first_byte` (`upstream.first_byte_timeout_ms`) bounds how long an upstream may be asked to
+/// hold its first answer (Replicate's `Prefer: wait`).
+pub(super) fn providers(
+    list: Vec<ProviderConfig>,
+    r: &Resolver<'_>,
+    first_byte: std::time::Duration,
+) -> Result<Vec<Arc<Provider>>, ConfigError> {
     if list.is_empty() {
         return Err(ConfigError::at(
             "providers",
@@ -78,7 +91,7 @@ pub(super) fn providers(list: Vec<ProviderConfig>, r: &Resolver<'_>) -> Result<V
     }
     let mut out: Vec<Arc<Provider>> = Vec::with_capacity(list.len());
     for (i, p) in list.into_iter().enumerate() {
-        let provider = provider(i, p, r)?;
+        let provider = provider(i, p, r, first_byte)?;
         if let Some(j) = out.iter().position(|o| o.name == provider.name) {
             let what = format!("{:?} is already the name of providers[{j}]", provider.name);
             return Err(ConfigError::at(&format!("providers[{i}].name"), what));
@@ -88,17 +101,30 @@ pub(super) fn providers(list: Vec<ProviderConfig>, r: &Resolver<'_>) -> Result<V
     Ok(out)
 }
 
-fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, ConfigError> {
+fn provider(
+    i: usize,
+    p: ProviderConfig,
+    r: &Resolver<'_>,
+    first_byte: std::time::Duration,
+) -> Result<Provider, ConfigError> {
     let at = |k: &str| format!("providers[{i}].{k}");
     check_name(&p.name, &at("name"))?;
     let kind = honoured(&p.kind, KINDS, NOT_YET_KINDS, &at("kind"))?;
-    let (vertex, keys, base_url) = match super::vertex::compile(i, &p, kind, r)? {
+    let (vertex, keys, mut base_url) = match super::vertex::compile(i, &p, kind, r)? {
         Some((vertex, keys, base_url)) => (Some(Arc::new(vertex)), keys, base_url),
         None => {
-            let base_url = url::parse_base_url(&p.base_url).map_err(|e| ConfigError::at(&at("base_url"), e))?;
+            let raw_base = match (p.base_url.as_str(), default_base_url(kind)) {
+                ("", Some(default)) => default,
+                (raw, _) => raw,
+            };
+            let base_url = url::parse_base_url(raw_base).map_err(|e| ConfigError::at(&at("base_url"), e))?;
             (None, keys(i, &p, r)?, base_url)
         }
     };
+    if let Some(path) = account_path(kind, p.account_id.as_deref(), &at("account_id"))? {
+        base_url.path.push_str(&path);
+    }
+    let poll = poll(kind, &p, &at(""), first_byte)?;
     if p.enabled && keys.is_empty() {
         let what = format!(
             "provider {:?} is enabled but has no keys (from `keys` or `keys_file`); add keys or set enabled = false",
@@ -198,6 +224,7 @@ fn provider(i: usize, p: ProviderConfig, r: &Resolver<'_>) -> Result<Provider, C
         vertex,
         responses,
         sessions,
+        poll,
         name: p.name,
     })
 }
@@ -266,6 +293,79 @@ fn session_limits(i: usize, kind: ProviderKind, p: &ProviderConfig) -> Result<Op
         timeout: std::time::Duration::from_millis(timeout),
         max: max as usize,
     }))
+}
+
+/// Cloudflare's `account_id`: required there (Workers AI's OpenAI-compatible endpoint is
+/// `{base}/accounts/{account_id}/ai/v1`), refused on every other kind.
+fn account_path(kind: ProviderKind, account_id: Option<&str>, path: &str) -> Result<Option<String>, ConfigError> {
+    match (kind, account_id) {
+        (ProviderKind::Cloudflare, Some(id)) => {
+            let clean = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(clean) {
+                return Err(ConfigError::at(
+                    path,
+                    "must be the Cloudflare account id (letters, digits, - and _ only, up to 64)",
+                ));
+            }
+            Ok(Some(format!("/accounts/{id}/ai/v1")))
+        }
+        (ProviderKind::Cloudflare, None) => Err(ConfigError::at(
+            path,
+            "kind = \"cloudflare\" needs account_id (Workers AI URLs name the account)",
+        )),
+        (_, Some(_)) => Err(ConfigError::at(path, "only kind = \"cloudflare\" takes account_id")),
+        (_, None) => Ok(None),
+    }
+}
+
+/// `poll_interval_ms` and `poll_max_wait_ms` (Replicate only): bounded so a prediction that
+/// never finishes cannot hold a request, and polls cannot hammer the upstream.
+fn poll(
+    kind: ProviderKind,
+    p: &ProviderConfig,
+    at: &str,
+    first_byte: std::time::Duration,
+) -> Result<Poll, ConfigError> {
+    let path = |k: &str| format!("{at}{k}");
+    if kind != ProviderKind::Replicate {
+        for (name, set) in [
+            ("poll_interval_ms", p.poll_interval_ms.is_some()),
+            ("poll_max_wait_ms", p.poll_max_wait_ms.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::at(
+                    &path(name),
+                    "only kind = \"replicate\" polls; remove it",
+                ));
+            }
+        }
+        return Ok(Poll::default());
+    }
+    let default = Poll::default();
+    let interval = p.poll_interval_ms.unwrap_or(default.interval.as_millis() as u64);
+    if !(50..=60_000).contains(&interval) {
+        return Err(ConfigError::at(&path("poll_interval_ms"), "must be within 50..=60000"));
+    }
+    let max_wait = p.poll_max_wait_ms.unwrap_or(default.max_wait.as_millis() as u64);
+    if !(1_000..=3_600_000).contains(&max_wait) || max_wait < interval {
+        return Err(ConfigError::at(
+            &path("poll_max_wait_ms"),
+            "must be within 1000..=3600000 and at least poll_interval_ms",
+        ));
+    }
+    let max_wait = std::time::Duration::from_millis(max_wait);
+    // Replicate holds a request at most 60 s; rotor never asks for longer than it waits for a
+    // first byte (else a slow prediction would look like a dead upstream and be re-created).
+    let second = std::time::Duration::from_secs(1);
+    let prefer_wait = max_wait
+        .min(std::time::Duration::from_secs(60))
+        .min(first_byte.saturating_sub(second))
+        .max(second);
+    Ok(Poll {
+        interval: std::time::Duration::from_millis(interval),
+        max_wait,
+        prefer_wait,
+    })
 }
 
 /// The configured balance endpoint, else the one of a provider known by its host.

@@ -1,7 +1,9 @@
 //! The built-in mock provider: OpenAI- (chat, completions, embeddings and the Responses API
 //! `/v1/responses`), Anthropic- (`/v1/messages`), Gemini-shaped
-//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) and on-demand.io-shaped
-//! (`.../sessions`, `.../sessions/{id}/query`, see `ondemand`) answers; OpenAI ones (chat, streamed chat with usage,
+//! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`), on-demand.io-shaped
+//! (`.../sessions`, `.../sessions/{id}/query`, see `ondemand`), Replicate-shaped
+//! (predictions, polls, stream URLs; see `replicate`), Cohere v2 (`/v2/chat`) and Cloudflare
+//! Workers AI (OpenAI shapes under `/client/v4/accounts/{id}/ai/v1`) answers; OpenAI ones (chat, streamed chat with usage,
 //! completions, embeddings, models) with knobs for latency, stream length and pacing, status
 //! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
 //! and the benchmarks, so nobody needs a real key to see rotor work.
@@ -26,9 +28,11 @@
 
 mod anthropic;
 mod chaos;
+mod cohere;
 mod gemini;
 mod ondemand;
 mod openai;
+mod replicate;
 mod responses;
 mod service;
 mod vertex;
@@ -43,8 +47,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use chaos::{Chaos, Fault};
-pub use vertex::VertexMock;
 pub use ondemand::OnDemandSessions;
+pub use vertex::VertexMock;
 
 use crate::config::Driver;
 use crate::runtime::{bind_listeners, spawn_workers, Shutdown, WorkerSpec};

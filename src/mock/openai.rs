@@ -34,10 +34,11 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
     let body = &req.body;
     let model = string_field(body, &["model"]).unwrap_or_else(|| "mock-model".to_owned());
     let prompt_tokens = (body.len() / 4).max(1) as u64;
-    match req.head.path() {
+    let path = openai_path(req.head.path());
+    match path {
         p if super::responses::serves(p) => super::responses::answer(req, knobs, res).await,
         "/v1/chat/completions" | "/v1/completions" => {
-            let chat = req.head.path() == "/v1/chat/completions";
+            let chat = path == "/v1/chat/completions";
             let stream = sonic_rs::get(body.as_ref(), &["stream"])
                 .ok()
                 .and_then(|v| v.as_bool())
@@ -102,6 +103,18 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             );
             res.send(200, &[JSON], Bytes::from(out)).await
         }
+    }
+}
+
+/// The OpenAI path of a request: Cloudflare Workers AI serves the same API under
+/// `/client/v4/accounts/{account_id}/ai/v1/...`.
+pub(super) fn openai_path(path: &str) -> &str {
+    let Some(rest) = path.strip_prefix("/client/v4/accounts/") else {
+        return path;
+    };
+    match rest.find("/ai/v1/") {
+        Some(at) => rest.get(at + 3..).unwrap_or(path),
+        None => path,
     }
 }
 
@@ -271,4 +284,22 @@ fn string_field(body: &Bytes, path: &[&str]) -> Option<String> {
 
 pub(super) fn quote(s: &str) -> String {
     sonic_rs::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cloudflare_paths_are_openai_paths() {
+        use super::openai_path;
+        assert_eq!(
+            openai_path("/client/v4/accounts/abc/ai/v1/chat/completions"),
+            "/v1/chat/completions"
+        );
+        assert_eq!(openai_path("/client/v4/accounts/abc/ai/v1/models"), "/v1/models");
+        assert_eq!(openai_path("/v1/models"), "/v1/models");
+        assert_eq!(
+            openai_path("/client/v4/accounts/abc/other"),
+            "/client/v4/accounts/abc/other"
+        );
+    }
 }

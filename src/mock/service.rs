@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{anthropic, gemini, ondemand, openai};
+use super::{anthropic, cohere, gemini, ondemand, openai, replicate};
 use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder, VertexMock};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
@@ -225,6 +225,8 @@ impl Service for MockService {
                 Shape::Anthropic => anthropic::error_body(status),
                 Shape::Gemini => gemini::error_body(status, knobs.retry_after.as_deref()),
                 Shape::OnDemand => ondemand::error_body(status),
+                Shape::Replicate => replicate::error_body(status),
+                Shape::Cohere => cohere::error_body(status),
                 Shape::OpenAi => openai::error_body(status),
             };
             let _ = res.send(status, &headers, Bytes::from(body)).await;
@@ -248,6 +250,8 @@ impl Service for MockService {
             Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
             Shape::Gemini => gemini::answer(&req, &knobs, res).await,
             Shape::OnDemand => ondemand::answer(&req, &knobs, &self.ondemand, res).await,
+            Shape::Replicate => replicate::answer(&req, &knobs, res).await,
+            Shape::Cohere => cohere::answer(&req, &knobs, res).await,
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };
     }
@@ -276,6 +280,8 @@ enum Shape {
     Anthropic,
     Gemini,
     OnDemand,
+    Replicate,
+    Cohere,
 }
 
 impl Shape {
@@ -286,6 +292,10 @@ impl Shape {
             Shape::Gemini
         } else if ondemand::is_ondemand(path) {
             Shape::OnDemand
+        } else if replicate::serves(path) {
+            Shape::Replicate
+        } else if cohere::serves(path) {
+            Shape::Cohere
         } else {
             Shape::OpenAi
         }

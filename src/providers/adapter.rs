@@ -6,11 +6,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::follow::FollowUp;
 use super::transform::ResponseTransform;
 use super::{Front, PrepareError, Prepared, Translation};
 use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
 use crate::codec::head::RequestHead;
-use crate::config::{Provider, ProviderKind, ResponsesMode};
+use crate::config::{Poll, Provider, ProviderKind, ResponsesMode};
 use crate::usage::anthropic::AnthropicUsageTap;
 use crate::usage::gemini::GeminiUsageTap;
 use crate::usage::openai::{Mode, OpenAiUsageTap};
@@ -22,6 +23,8 @@ pub struct Adapter {
     kind: ProviderKind,
     /// Whether the upstream serves `/v1/responses` itself (`responses = "native"`).
     responses: ResponsesMode,
+    /// The bound on multi-request exchanges (Replicate's polling).
+    poll: Poll,
 }
 
 impl Adapter {
@@ -29,6 +32,7 @@ impl Adapter {
         Adapter {
             kind: provider.kind,
             responses: provider.responses,
+            poll: provider.poll,
         }
     }
 
@@ -52,6 +56,7 @@ impl Adapter {
                     path: client_path.get(3..).unwrap_or("").to_owned(),
                     translation: None,
                     dialog: None,
+                    header: None,
                 })
             }
             Some(false) => {
@@ -64,6 +69,7 @@ impl Adapter {
         super::prepare(
             client_path,
             self.kind,
+            self.poll,
             body,
             upstream_model,
             client_model,
@@ -121,12 +127,58 @@ impl Adapter {
         }
     }
 
-    /// The cheap authenticated `GET` a key is probed and validated with: `<base>/models`, or
-    /// on-demand's session list (it serves no model list).
-    pub fn check_path(self, provider: &Provider) -> String {
+    /// The follow-up of a translated answer that takes more requests (a Replicate
+    /// prediction: poll it or read its stream); `None` = the first answer is the answer.
+    pub fn follow_up(self, translation: Option<&Translation>) -> Option<Box<dyn FollowUp>> {
+        let translation = translation?;
         match self.kind {
-            ProviderKind::OnDemand => format!("{}/sessions?externalUserId=rotor", provider.base_url.path),
-            _ => format!("{}/models", provider.base_url.path),
+            ProviderKind::Replicate => Some(Box::new(super::replicate::PredictionFollow::new(
+                translation.stream,
+                self.poll,
+                translation.max_depth,
+            ))),
+            _ => None,
+        }
+    }
+
+    /// Whether the key may go to a URL the upstream named (a prediction's `urls.get` and
+    /// `urls.stream`): the base URL's own host, or over https a host of the provider's own
+    /// domains (Replicate streams from `*.replicate.net`). Anything else would hand the key
+    /// to whoever controls the answer.
+    pub fn trusts(self, provider: &Provider, target: &crate::config::BaseUrl) -> bool {
+        if target.host == provider.base_url.host {
+            return target.scheme == provider.base_url.scheme || target.scheme == crate::config::Scheme::Https;
+        }
+        let domains: &[&str] = match self.kind {
+            ProviderKind::Replicate => &["replicate.com", "replicate.net"],
+            _ => &[],
+        };
+        let host = target.host.as_str();
+        target.scheme == crate::config::Scheme::Https
+            && domains
+                .iter()
+                .any(|d| host == *d || host.strip_suffix(d).is_some_and(|rest| rest.ends_with('.')))
+    }
+
+    /// The cheap authenticated `GET` that says whether a key works (quarantine probes, key
+    /// validation): `<base>/models` where the provider serves it. Replicate's `/account`
+    /// answers for the token itself; Cohere lists models under v1 only; Workers AI's
+    /// OpenAI-compatible API has no model list, its native model search does.
+    pub fn probe_path(self, provider: &Provider) -> String {
+        let base = provider.base_url.path.as_str();
+        match self.kind {
+            ProviderKind::Replicate => format!("{base}/account"),
+            // on-demand serves no model list; its session list answers for the key.
+            ProviderKind::OnDemand => format!("{base}/sessions?externalUserId=rotor"),
+            ProviderKind::Cohere => match base.strip_suffix("/v2") {
+                Some(root) => format!("{root}/v1/models"),
+                None => format!("{base}/models"),
+            },
+            ProviderKind::Cloudflare => match base.strip_suffix("/v1") {
+                Some(ai) => format!("{ai}/models/search"),
+                None => format!("{base}/models"),
+            },
+            _ => format!("{base}/models"),
         }
     }
 
@@ -134,11 +186,27 @@ impl Adapter {
     /// (`<base>/models`), key validation and balance reads. `None` when a piece would break
     /// the head (the writers refuse CR, LF and NUL).
     pub fn get_head(self, provider: &Provider, key: &str, path: &str) -> Option<BytesMut> {
+        self.get_head_at(provider, &provider.base_url.host_header, key, path, None)
+    }
+
+    /// `get_head` for a URL the upstream named (`host` may differ from the base URL's), with
+    /// an `accept` header when one is given.
+    pub fn get_head_at(
+        self,
+        provider: &Provider,
+        host: &str,
+        key: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Option<BytesMut> {
         let mut out = BytesMut::with_capacity(256);
         out.put_slice(b"GET ");
         put_target(&mut out, path.as_bytes()).ok()?;
         out.put_slice(b" HTTP/1.1\r\n");
-        put_header(&mut out, b"host", provider.base_url.host_header.as_bytes()).ok()?;
+        put_header(&mut out, b"host", host.as_bytes()).ok()?;
+        if let Some(accept) = accept {
+            put_header(&mut out, b"accept", accept.as_bytes()).ok()?;
+        }
         self.put_auth(&mut out, key, None).ok()?;
         for (name, value) in &provider.headers {
             put_header(&mut out, name.as_bytes(), value.as_bytes()).ok()?;
@@ -157,4 +225,55 @@ pub fn put_bearer(out: &mut BytesMut, key: &str) -> Result<(), UnsafeHead> {
     out.put_slice(key.as_bytes());
     out.put_slice(b"\r\n");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_base_url, parse_str, ConfigSource};
+
+    fn provider(kind: &str, base: &str) -> std::sync::Arc<Provider> {
+        let text = format!("[[providers]]\nname = \"p\"\nkind = \"{kind}\"\nbase_url = \"{base}\"\nkeys = [\"k\"]\n");
+        let config = parse_str(&text, ConfigSource::Environment).unwrap();
+        config.providers[0].clone()
+    }
+
+    #[test]
+    fn the_key_follows_only_to_the_providers_own_hosts() {
+        let p = provider("replicate", "https://api.replicate.com/v1");
+        let a = Adapter::of(&p);
+        let trusts = |url: &str| a.trusts(&p, &parse_base_url(url).unwrap());
+        assert!(trusts("https://api.replicate.com"));
+        assert!(trusts("https://stream-b.svc.rno2.c.replicate.net"));
+        assert!(trusts("https://replicate.com"));
+        assert!(
+            !trusts("http://stream.replicate.net"),
+            "never in clear text to another host"
+        );
+        assert!(!trusts("http://api.replicate.com"), "no downgrade");
+        assert!(!trusts("https://evilreplicate.net"));
+        assert!(!trusts("https://replicate.net.evil.com"));
+        assert!(!trusts("https://example.com"));
+        // Another kind trusts its base host only.
+        let o = provider("openai", "http://127.0.0.1:9/v1");
+        let b = Adapter::of(&o);
+        assert!(b.trusts(&o, &parse_base_url("http://127.0.0.1:10").unwrap()));
+        assert!(!b.trusts(&o, &parse_base_url("https://stream.replicate.net").unwrap()));
+    }
+
+    #[test]
+    fn probes_use_an_endpoint_each_provider_serves() {
+        let path = |kind: &str, base: &str| {
+            let p = provider(kind, base);
+            Adapter::of(&p).probe_path(&p)
+        };
+        assert_eq!(path("openai", "https://api.openai.com/v1"), "/v1/models");
+        assert_eq!(path("replicate", "https://api.replicate.com/v1"), "/v1/account");
+        assert_eq!(path("cohere", "https://api.cohere.com/v2"), "/v1/models");
+        assert_eq!(path("cohere", "http://127.0.0.1:9/proxy"), "/proxy/models");
+        let cf = "[[providers]]\nname = \"p\"\nkind = \"cloudflare\"\naccount_id = \"a1\"\nkeys = [\"k\"]\n";
+        let c = parse_str(cf, ConfigSource::Environment).unwrap();
+        let p = &c.providers[0];
+        assert_eq!(Adapter::of(p).probe_path(p), "/client/v4/accounts/a1/ai/models/search");
+    }
 }

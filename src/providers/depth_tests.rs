@@ -195,6 +195,7 @@ fn translations_refuse_too_deep_request_bodies() {
     let planned = prepare(
         "/v1/chat/completions",
         ProviderKind::Anthropic,
+        crate::config::Poll::default(),
         &body,
         "m",
         "m",

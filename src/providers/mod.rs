@@ -18,6 +18,10 @@
 //! `ondemand` takes chat and messages like `gemini`, through a `dialog` (a session is opened or
 //! continued per conversation before the query).
 //!
+//! Replicate (predictions) and Cohere (Chat v2) are served like Gemini: chat <-> their own
+//! shape, and messages <-> chat <-> theirs. Cloudflare is OpenAI-compatible at a base URL built
+//! from its account id.
+//!
 //! Invariant: the same-protocol path never parses or re-encodes the body (only the model
 //! splice), so `cache_control`, thinking blocks and unknown fields survive it byte for byte.
 //! Every JSON a translation parses (the request, embedded tool arguments, each upstream event,
@@ -25,22 +29,27 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod cohere;
 #[cfg(test)]
 mod depth_tests;
 pub mod dialog;
+pub mod follow;
 pub mod gemini;
 pub mod ondemand;
 pub mod openai;
+pub mod replicate;
 pub mod responses;
 #[cfg(test)]
 mod stream_tests;
 pub mod transform;
 pub mod vertex;
+mod whole;
 pub mod write;
 
 use bytes::Bytes;
 
 pub use self::adapter::Adapter;
+pub use self::whole::WholeBody;
 
 use self::transform::{Emit, ResponseTransform};
 use crate::codec::depth::check_depth;
@@ -56,6 +65,10 @@ pub enum Protocol {
     Gemini,
     /// on-demand.io sessions (`ondemand`): served through a `dialog::Dialog`.
     OnDemand,
+    /// Replicate predictions (a prompt in, tokens out; several requests per answer).
+    Replicate,
+    /// Cohere Chat v2.
+    Cohere,
 }
 
 impl Protocol {
@@ -66,6 +79,8 @@ impl Protocol {
             ProviderKind::Anthropic => Some(Protocol::Anthropic),
             ProviderKind::Gemini => Some(Protocol::Gemini),
             ProviderKind::OnDemand => Some(Protocol::OnDemand),
+            ProviderKind::Replicate => Some(Protocol::Replicate),
+            ProviderKind::Cohere => Some(Protocol::Cohere),
             ProviderKind::Vertex => None,
             _ => Some(Protocol::OpenAi),
         }
@@ -108,6 +123,8 @@ pub struct Prepared {
     /// The upstream takes more than one exchange (an on-demand turn): `path` and `body` are
     /// then unused placeholders, the dialog's steps are sent instead.
     pub dialog: Option<dialog::Plan>,
+    /// One more request header the protocol needs (Replicate's `prefer: wait=N`).
+    pub header: Option<(&'static str, String)>,
 }
 
 #[derive(Debug)]
@@ -130,13 +147,18 @@ pub struct Translation {
     pub model: String,
     /// `server.max_json_depth`: deeper upstream JSON is an error for the client, never parsed.
     pub max_depth: usize,
+    /// Where the upstream keeps the finished answer's record (Replicate's `urls.get`), learned
+    /// from its first answer: the stream translator reads usage there at the end.
+    pub record_url: Option<String>,
 }
 
 /// Plans one attempt. `same` builds the same-protocol body (the model splice). A body to
 /// translate that nests deeper than `max_depth` is a `BadRequest`.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     client_path: &str,
     kind: ProviderKind,
+    poll: crate::config::Poll,
     body: &Bytes,
     upstream_model: &str,
     client_model: &str,
@@ -166,6 +188,7 @@ pub fn prepare(
         path: client_path.get(3..).unwrap_or("").to_owned(),
         translation: None,
         dialog: None,
+        header: None,
     };
     let chat = match (front, upstream) {
         (Front::Chat, Protocol::OpenAi) | (Front::Messages, Protocol::Anthropic) | (Front::Other, Protocol::OpenAi) => {
@@ -199,8 +222,10 @@ pub fn prepare(
         include_usage: chat.wants_usage_chunk(),
         model: client_model.to_owned(),
         max_depth,
+        record_url: None,
     };
     let mut plan = None;
+    let mut header = None;
     let (body, path) = match upstream {
         Protocol::Anthropic => (
             anthropic::request::from_chat(&chat, model, max_depth),
@@ -210,6 +235,15 @@ pub fn prepare(
             gemini::request::from_chat(&chat, max_depth),
             gemini::request::path(model, stream),
         ),
+        Protocol::Replicate => {
+            let (body, path) = replicate::request::from_chat(&chat, model, stream).map_err(PrepareError::BadRequest)?;
+            // A stream's create answer must come at once (it carries the stream URL).
+            if !stream {
+                header = Some(("prefer", replicate::prefer_wait(poll.prefer_wait)));
+            }
+            (Ok(body), path)
+        }
+        Protocol::Cohere => (cohere::request::from_chat(&chat, model), "/chat".to_owned()),
         Protocol::OpenAi => {
             let mut chat = chat;
             chat.model = model.to_owned();
@@ -227,6 +261,7 @@ pub fn prepare(
         path,
         translation: Some(translation),
         dialog: plan,
+        header,
     })
 }
 
@@ -241,7 +276,7 @@ impl Translation {
         let ok = (200..300).contains(&status);
         let depth = self.max_depth;
         if self.front == Front::Responses && ok && self.stream {
-            return responses_stream(self.upstream, &model, depth);
+            return self.responses_stream(&model, depth);
         }
         match (self.front, self.upstream, ok && self.stream) {
             (Front::Messages, Protocol::OpenAi, true) => Box::new(SseTranslator::new(
@@ -256,10 +291,33 @@ impl Translation {
                 gemini::front_stream::OpenAiToGemini::new(&model, depth),
                 depth,
             )),
+            (Front::Gemini, Protocol::Cohere, true) => Box::new(Chain {
+                first: SseTranslator::new(cohere::stream::CohereToOpenAi::new(&model, true), depth),
+                second: SseTranslator::new(gemini::front_stream::OpenAiToGemini::new(&model, depth), depth),
+            }),
+            (Front::Gemini, Protocol::Replicate, true) => Box::new(Chain {
+                first: SseTranslator::new(self.replicate_stream(true), depth),
+                second: SseTranslator::new(gemini::front_stream::OpenAiToGemini::new(&model, depth), depth),
+            }),
             (Front::Gemini, _, true) => Box::new(Chain {
                 first: SseTranslator::new(anthropic::stream::AnthropicToOpenAi::new(&model, true), depth),
                 second: SseTranslator::new(gemini::front_stream::OpenAiToGemini::new(&model, depth), depth),
             }),
+            (Front::Messages, Protocol::Replicate, true) => Box::new(Chain {
+                first: SseTranslator::new(self.replicate_stream(true), depth),
+                second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
+            }),
+            (Front::Messages, Protocol::Cohere, true) => Box::new(Chain {
+                first: SseTranslator::new(cohere::stream::CohereToOpenAi::new(&model, true), depth),
+                second: SseTranslator::new(anthropic::front_stream::OpenAiToAnthropic::new(&model), depth),
+            }),
+            (_, Protocol::Cohere, true) => Box::new(SseTranslator::new(
+                cohere::stream::CohereToOpenAi::new(&model, self.include_usage),
+                depth,
+            )),
+            (_, Protocol::Replicate, true) => {
+                Box::new(SseTranslator::new(self.replicate_stream(self.include_usage), depth))
+            }
             (_, Protocol::Anthropic, true) => Box::new(SseTranslator::new(
                 anthropic::stream::AnthropicToOpenAi::new(&model, self.include_usage),
                 depth,
@@ -271,23 +329,35 @@ impl Translation {
             (front, upstream, _) => Box::new(WholeBody::new(status, model, whole_map(front, upstream), front, depth)),
         }
     }
-}
 
-/// Chat chunks (from the upstream, or from the hub) to Responses events.
-fn responses_stream(upstream: Protocol, model: &str, depth: usize) -> Box<dyn ResponseTransform> {
-    let last = SseTranslator::new(responses::stream::ChatToResponses::new(model), depth);
-    match upstream {
-        Protocol::OpenAi => Box::new(last),
-        Protocol::Anthropic => Box::new(Chain {
-            first: SseTranslator::new(anthropic::stream::AnthropicToOpenAi::new(model, true), depth),
-            second: last,
-        }),
-        Protocol::Gemini => Box::new(Chain {
-            first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(model, true), depth),
-            second: last,
-        }),
-        // `prepare` refuses the Responses API toward on-demand.io: no answer reaches here.
-        Protocol::OnDemand => Box::new(last),
+    /// Chat chunks (from the upstream, or from the hub) to Responses events.
+    fn responses_stream(&self, model: &str, depth: usize) -> Box<dyn ResponseTransform> {
+        let last = SseTranslator::new(responses::stream::ChatToResponses::new(model), depth);
+        match self.upstream {
+            Protocol::OpenAi => Box::new(last),
+            Protocol::Anthropic => Box::new(Chain {
+                first: SseTranslator::new(anthropic::stream::AnthropicToOpenAi::new(model, true), depth),
+                second: last,
+            }),
+            Protocol::Gemini => Box::new(Chain {
+                first: SseTranslator::new(gemini::stream::GeminiToOpenAi::new(model, true), depth),
+                second: last,
+            }),
+            // `prepare` refuses the Responses API toward on-demand.io: no answer reaches here.
+            Protocol::Cohere => Box::new(Chain {
+                first: SseTranslator::new(cohere::stream::CohereToOpenAi::new(model, true), depth),
+                second: last,
+            }),
+            Protocol::Replicate => Box::new(Chain {
+                first: SseTranslator::new(self.replicate_stream(true), depth),
+                second: last,
+            }),
+            Protocol::OnDemand => Box::new(last),
+        }
+    }
+
+    fn replicate_stream(&self, include_usage: bool) -> replicate::stream::ReplicateToOpenAi {
+        replicate::stream::ReplicateToOpenAi::new(&self.model, include_usage, self.record_url.clone())
     }
 }
 
@@ -302,6 +372,14 @@ fn whole_map(front: Front, upstream: Protocol) -> WholeMap {
             let (chat, _) = gemini::response::to_openai(status, body, model, depth);
             anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
         },
+        (Front::Messages, Protocol::Replicate) => |status, body, model, depth| {
+            let (chat, _) = replicate::response::to_openai(status, body, model, depth);
+            anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
+        },
+        (Front::Messages, Protocol::Cohere) => |status, body, model, depth| {
+            let (chat, _) = cohere::response::to_openai(status, body, model, depth);
+            anthropic::response::from_openai(status, chat.as_bytes(), model, depth)
+        },
         (Front::Messages, _) => anthropic::response::from_openai,
         (Front::Responses, Protocol::OpenAi) => responses::response::from_chat,
         (Front::Responses, Protocol::Anthropic) => |status, body, model, depth| {
@@ -312,12 +390,30 @@ fn whole_map(front: Front, upstream: Protocol) -> WholeMap {
             let (chat, _) = gemini::response::to_openai(status, body, model, depth);
             responses::response::from_chat(status, chat.as_bytes(), model, depth)
         },
+        (Front::Responses, Protocol::Replicate) => |status, body, model, depth| {
+            let (chat, _) = replicate::response::to_openai(status, body, model, depth);
+            responses::response::from_chat(status, chat.as_bytes(), model, depth)
+        },
+        (Front::Responses, Protocol::Cohere) => |status, body, model, depth| {
+            let (chat, _) = cohere::response::to_openai(status, body, model, depth);
+            responses::response::from_chat(status, chat.as_bytes(), model, depth)
+        },
         (Front::Gemini, Protocol::OpenAi) => gemini::front_response::from_openai,
+        (Front::Gemini, Protocol::Replicate) => |status, body, model, depth| {
+            let (chat, _) = replicate::response::to_openai(status, body, model, depth);
+            gemini::front_response::from_openai(status, chat.as_bytes(), model, depth)
+        },
+        (Front::Gemini, Protocol::Cohere) => |status, body, model, depth| {
+            let (chat, _) = cohere::response::to_openai(status, body, model, depth);
+            gemini::front_response::from_openai(status, chat.as_bytes(), model, depth)
+        },
         (Front::Gemini, _) => |status, body, model, depth| {
             let (chat, _) = anthropic::response::to_openai(status, body, model, depth);
             gemini::front_response::from_openai(status, chat.as_bytes(), model, depth)
         },
         (_, Protocol::Gemini) => gemini::response::to_openai,
+        (_, Protocol::Replicate) => replicate::response::to_openai,
+        (_, Protocol::Cohere) => cohere::response::to_openai,
         (_, _) => anthropic::response::to_openai,
     }
 }
@@ -330,6 +426,17 @@ pub trait StreamHandler {
     /// The relay failed mid-stream: an error event in the client's protocol.
     fn on_fail(&mut self, message: &str, out: &mut String);
     fn usage(&self) -> Usage;
+    /// Whether this event's data is JSON (bounded by `max_json_depth` before it is handed
+    /// over); Replicate's `output` events are plain text.
+    fn is_json(&self, _event: Event<'_>) -> bool {
+        true
+    }
+    /// See `ResponseTransform::fetch_at_end`.
+    fn fetch_at_end(&self) -> Option<String> {
+        None
+    }
+    /// See `ResponseTransform::fetched`; the body's depth is already bounded.
+    fn fetched(&mut self, _body: Option<&[u8]>) {}
 }
 
 /// Feeds a handler whole SSE events. An event whose data nests deeper than `max_depth` is not
@@ -357,6 +464,9 @@ impl<H: StreamHandler> SseTranslator<H> {
 fn deliver<H: StreamHandler>(handler: &mut H, failed: &mut bool, max_depth: usize, event: Event<'_>, out: &mut String) {
     if *failed {
         return;
+    }
+    if !handler.is_json(event) {
+        return handler.on_event(event, out);
     }
     match check_depth(event.data, max_depth) {
         Ok(()) => handler.on_event(event, out),
@@ -423,6 +533,15 @@ impl<H: StreamHandler> ResponseTransform for SseTranslator<H> {
     fn usage(&self) -> Usage {
         self.handler.usage()
     }
+
+    fn fetch_at_end(&self) -> Option<String> {
+        self.handler.fetch_at_end().filter(|_| !self.failed)
+    }
+
+    fn fetched(&mut self, body: Option<&[u8]>) {
+        let bounded = body.filter(|b| check_depth(b, self.max_depth).is_ok());
+        self.handler.fetched(bounded);
+    }
 }
 
 /// Two translations in a row through the OpenAI hub (Gemini -> OpenAI -> Anthropic).
@@ -469,102 +588,12 @@ impl<A: ResponseTransform, B: ResponseTransform> ResponseTransform for Chain<A, 
     fn usage(&self) -> Usage {
         self.second.usage()
     }
-}
 
-/// Largest non-streamed body translated; beyond it the client gets an error body instead.
-const WHOLE_LIMIT: usize = 32 * 1024 * 1024;
-
-/// A non-streamed answer (or any error answer): collected, then mapped in one go. An answer
-/// nesting deeper than `max_depth` is not parsed: the client gets an error in its envelope,
-/// with status 502 for a success it cannot deliver, the upstream's own for an error.
-pub struct WholeBody {
-    status: u16,
-    model: String,
-    map: WholeMap,
-    front: Front,
-    max_depth: usize,
-    buf: Vec<u8>,
-    overflow: bool,
-    /// A successful answer was too deep to translate: the client gets this status instead.
-    refused: Option<u16>,
-    usage: Usage,
-}
-
-impl WholeBody {
-    pub fn new(status: u16, model: String, map: WholeMap, front: Front, max_depth: usize) -> Self {
-        WholeBody {
-            status,
-            model,
-            map,
-            front,
-            max_depth,
-            buf: Vec::new(),
-            overflow: false,
-            refused: None,
-            usage: Usage::default(),
-        }
+    fn fetch_at_end(&self) -> Option<String> {
+        self.first.fetch_at_end()
     }
 
-    fn answer(&mut self, status: u16, body: &[u8]) -> String {
-        if let Err(e) = check_depth(body, self.max_depth) {
-            let message = if (200..300).contains(&status) {
-                self.refused = Some(502);
-                format!("the upstream answer {e}")
-            } else {
-                format!("the upstream answered {status} with a body that {e}")
-            };
-            return error_answer(self.front, self.refused.unwrap_or(status), &message);
-        }
-        let (out, usage) = (self.map)(status, body, &self.model, self.max_depth);
-        self.usage = usage;
-        out
-    }
-}
-
-/// An upstream failure in the client's envelope (`status`: what the client gets).
-fn error_answer(front: Front, status: u16, message: &str) -> String {
-    match front {
-        Front::Messages => anthropic::error_body("api_error", message),
-        Front::Gemini => gemini::door::error_body(status, message),
-        Front::Chat | Front::Responses | Front::Other => openai::error_body(message, "upstream_error"),
-    }
-}
-
-impl ResponseTransform for WholeBody {
-    fn content_type(&self) -> Option<&'static [u8]> {
-        Some(b"application/json")
-    }
-
-    fn full(&mut self, status: u16, body: Bytes) -> Bytes {
-        Bytes::from(self.answer(status, &body))
-    }
-
-    fn status(&self, upstream: u16) -> u16 {
-        self.refused.unwrap_or(upstream)
-    }
-
-    fn piece(&mut self, piece: Bytes) -> Emit {
-        if self.buf.len() + piece.len() > WHOLE_LIMIT {
-            self.overflow = true;
-            self.buf = Vec::new();
-        } else if !self.overflow {
-            self.buf.extend_from_slice(&piece);
-        }
-        Emit::new()
-    }
-
-    fn end(&mut self) -> Emit {
-        let body = std::mem::take(&mut self.buf);
-        let status = if self.overflow { 502 } else { self.status };
-        let out = self.answer(status, &body);
-        emit(out)
-    }
-
-    fn fail(&mut self, _message: &str) -> Emit {
-        Emit::new()
-    }
-
-    fn usage(&self) -> Usage {
-        self.usage
+    fn fetched(&mut self, body: Option<&[u8]>) {
+        self.first.fetched(body);
     }
 }

@@ -369,3 +369,145 @@ fn nothing_follows_the_terminator_of_an_ended_stream() {
         assert_eq!(terminators(&text), 1, "{text}");
     }
 }
+
+/// Replicate's `urls.stream`: plain-text `output` events (a token that is a newline arrives as
+/// two `data:` lines; a leading space beyond the one the spec strips is kept), `logs`
+/// dropped, CRLF framing, then `done`.
+const REPLICATE: &str = "event: output\nid: 1:0\ndata: Hel\n\n\
+event: logs\nid: 1:1\ndata: loading weights [[[[\n\n\
+event: output\r\nid: 1:2\r\ndata:  lo\r\n\r\n\
+event: output\nid: 1:3\ndata: \ndata: \n\n\
+event: output\nid: 1:4\ndata: {\"not\": json\n\n\
+: keep-alive\n\n\
+event: done\nid: 1:5\ndata: {}\n\n";
+
+#[test]
+fn replicate_stream_to_openai_chunks() {
+    use super::replicate::stream::ReplicateToOpenAi;
+    let out = run_all_splits(
+        || SseTranslator::new(ReplicateToOpenAi::new("m", false, None), D),
+        REPLICATE,
+    );
+    let (c, done) = chunks(&out);
+    assert!(done, "{out}");
+    assert_eq!(c[0]["choices"][0]["delta"]["role"].as_str(), Some("assistant"));
+    let text: String = c
+        .iter()
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "Hel lo\n{\"not\": json");
+    assert_eq!(c.last().unwrap()["choices"][0]["finish_reason"].as_str(), Some("stop"));
+    assert_eq!(terminators(&out), 1);
+}
+
+#[test]
+fn replicate_stream_reads_usage_from_the_prediction_after_done() {
+    use super::replicate::stream::ReplicateToOpenAi;
+    let make = || SseTranslator::new(ReplicateToOpenAi::new("m", true, Some("http://h/p/1".into())), D);
+    let mut t = make();
+    assert_eq!(t.fetch_at_end(), None, "nothing to read before done");
+    t.piece(Bytes::from_static(REPLICATE.as_bytes()));
+    assert_eq!(t.fetch_at_end().as_deref(), Some("http://h/p/1"));
+    t.fetched(Some(
+        br#"{"status":"succeeded","metrics":{"input_token_count":9,"output_token_count":4.0}}"#,
+    ));
+    assert_eq!(t.fetch_at_end(), None, "read once");
+    let out: Vec<u8> = t.end().into_iter().flat_map(|b| b.to_vec()).collect();
+    let (c, done) = chunks(&String::from_utf8(out).unwrap());
+    assert!(done);
+    assert_eq!(c[0]["usage"]["prompt_tokens"].as_u64(), Some(9));
+    assert_eq!(c[0]["usage"]["completion_tokens"].as_u64(), Some(4));
+    let u = t.usage();
+    assert!(u.reported && !u.partial && u.prompt_tokens == 9);
+    // A failed read leaves the usage unreported, never a broken stream.
+    let mut t = make();
+    t.piece(Bytes::from_static(REPLICATE.as_bytes()));
+    t.fetched(None);
+    let out: Vec<u8> = t.end().into_iter().flat_map(|b| b.to_vec()).collect();
+    assert!(String::from_utf8(out).unwrap().ends_with("data: [DONE]\n\n"));
+    assert!(!t.usage().reported);
+}
+
+#[test]
+fn replicate_stream_errors_and_cuts_end_in_one_error_event() {
+    use super::replicate::stream::ReplicateToOpenAi;
+    for input in [
+        "event: output\nid: 1\ndata: a\n\nevent: error\nid: 2\ndata: {\"detail\":\"CUDA OOM\"}\n\n",
+        "event: output\nid: 1\ndata: a\n\nevent: done\nid: 2\ndata: {\"reason\":\"canceled\"}\n\n",
+        "event: output\nid: 1\ndata: a\n\n",
+    ] {
+        let out = run_all_splits(|| SseTranslator::new(ReplicateToOpenAi::new("m", true, None), D), input);
+        assert!(!out.contains("[DONE]"), "{out}");
+        assert_eq!(terminators(&out), 1, "{out}");
+        let (c, _) = chunks(&out);
+        assert!(c.last().unwrap()["error"]["message"].as_str().is_some(), "{out}");
+    }
+    let out = run_all_splits(
+        || SseTranslator::new(ReplicateToOpenAi::new("m", true, None), D),
+        "event: error\nid: 2\ndata: {\"detail\":\"CUDA OOM\"}\n\n",
+    );
+    assert!(out.contains("CUDA OOM"), "{out}");
+}
+
+/// Cohere v2: the type inside the data decides (the `event:` line may be absent), thinking,
+/// a tool call in fragments, a stray `[DONE]`, usage in `message-end`.
+const COHERE: &str = "event: message-start\ndata: {\"type\":\"message-start\",\"id\":\"c-1\",\"delta\":{\"message\":{\"role\":\"assistant\"}}}\n\n\
+data: {\"type\":\"content-start\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"type\":\"thinking\",\"thinking\":\"\"}}}}\r\n\r\n\
+data: {\"type\":\"content-delta\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"thinking\":\"hmm\"}}}}\n\n\
+event: content-delta\ndata: {\"type\":\"content-delta\",\"index\":1,\"delta\":{\"message\":{\"content\":{\"text\":\"Hi \\\"you\\\"\"}}}}\n\n\
+event: tool-plan-delta\ndata: {\"type\":\"tool-plan-delta\",\"delta\":{\"message\":{\"tool_plan\":\"call f\"}}}\n\n\
+event: tool-call-start\ndata: {\"type\":\"tool-call-start\",\"index\":2,\"delta\":{\"message\":{\"tool_calls\":{\"id\":\"f_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}}}}\n\n\
+event: tool-call-delta\ndata: {\"type\":\"tool-call-delta\",\"index\":2,\"delta\":{\"message\":{\"tool_calls\":{\"function\":{\"arguments\":\"{\\\"a\\\":\"}}}}}\n\n\
+event: tool-call-delta\ndata: {\"type\":\"tool-call-delta\",\"index\":2,\"delta\":{\"message\":{\"tool_calls\":{\"function\":{\"arguments\":\"1}\"}}}}}\n\n\
+event: citation-start\ndata: {\"type\":\"citation-start\",\"index\":0}\n\n\
+event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"TOOL_CALL\",\"usage\":{\"billed_units\":{\"input_tokens\":3,\"output_tokens\":9},\"tokens\":{\"input_tokens\":40.0,\"output_tokens\":9.0},\"cached_tokens\":8}}}\n\n\
+data: [DONE]\n\n";
+
+#[test]
+fn cohere_stream_to_openai_chunks() {
+    use super::cohere::stream::CohereToOpenAi;
+    let out = run_all_splits(|| SseTranslator::new(CohereToOpenAi::new("m", true), D), COHERE);
+    let (c, done) = chunks(&out);
+    assert!(done, "{out}");
+    assert_eq!(terminators(&out), 1);
+    assert_eq!(c[0]["id"].as_str(), Some("chatcmpl-c-1"));
+    assert_eq!(c[1]["choices"][0]["delta"]["reasoning_content"].as_str(), Some("hmm"));
+    assert_eq!(c[2]["choices"][0]["delta"]["content"].as_str(), Some("Hi \"you\""));
+    let call = &c[3]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!((call["index"].as_u64(), call["id"].as_str()), (Some(0), Some("f_1")));
+    let args: String = c
+        .iter()
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(args, "{\"a\":1}", "{out}");
+    assert_eq!(
+        c[c.len() - 2]["choices"][0]["finish_reason"].as_str(),
+        Some("tool_calls")
+    );
+    let usage = &c[c.len() - 1]["usage"];
+    assert_eq!(usage["prompt_tokens"].as_u64(), Some(40));
+    assert_eq!(usage["completion_tokens"].as_u64(), Some(9));
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(8));
+}
+
+#[test]
+fn cohere_stream_errors_and_cuts_end_in_one_error_event() {
+    use super::cohere::stream::CohereToOpenAi;
+    let start = "data: {\"type\":\"message-start\",\"id\":\"c\"}\n\ndata: {\"type\":\"content-delta\",\"delta\":{\"message\":{\"content\":{\"text\":\"a\"}}}}\n\n";
+    for tail in [
+        "",
+        "data: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"ERROR\",\"error\":\"model overloaded\"}}\n\n",
+        "data: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"TIMEOUT\"}}\n\n",
+    ] {
+        let input = format!("{start}{tail}");
+        let out = run_all_splits(|| SseTranslator::new(CohereToOpenAi::new("m", true), D), &input);
+        assert!(!out.contains("[DONE]"), "{out}");
+        assert_eq!(terminators(&out), 1, "{out}");
+        let (c, _) = chunks(&out);
+        assert!(c.last().unwrap()["error"]["message"].as_str().is_some(), "{out}");
+    }
+}

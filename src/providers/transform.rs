@@ -44,6 +44,16 @@ pub trait ResponseTransform {
     fn usage(&self) -> Usage {
         Usage::default()
     }
+
+    /// After the upstream body ended, before `end`: a URL the transform needs read (with the
+    /// attempt's key) to finish the answer. Replicate's stream carries no usage; its
+    /// prediction does. The relay asks once.
+    fn fetch_at_end(&self) -> Option<String> {
+        None
+    }
+
+    /// The body that URL answered with (`None`: it failed or was not a success).
+    fn fetched(&mut self, _body: Option<&[u8]>) {}
 }
 
 /// Same protocol on both sides: bytes pass untouched.

@@ -74,13 +74,23 @@ pub fn prepare(
             path: path(upstream, model, stream),
             translation: None,
             dialog: None,
+            header: None,
         });
     }
     let kind = match upstream {
         Protocol::Anthropic => ProviderKind::Anthropic,
         _ => ProviderKind::Gemini,
     };
-    let mut prepared = super::prepare(client_path, kind, body, model, client_model, max_depth, Bytes::new)?;
+    let mut prepared = super::prepare(
+        client_path,
+        kind,
+        crate::config::Poll::default(),
+        body,
+        model,
+        client_model,
+        max_depth,
+        Bytes::new,
+    )?;
     let stream = prepared.translation.as_ref().is_some_and(|t| t.stream);
     if upstream == Protocol::Anthropic {
         let (body, _) = anthropic_body(&prepared.body, max_depth).map_err(PrepareError::BadRequest)?;

@@ -12,6 +12,7 @@ use super::attempts::{usable_in, Attempts};
 use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::credential::send_authenticated;
 use super::error::{ErrorKind, ProxyError, Side};
+use super::follow::{follow, Fetcher, Followed};
 use super::forward::{Job, Target};
 use super::relay::{relay as relay_answer, Relay, RelayInput};
 use super::send::{backoff, discard, send_turn};
@@ -76,14 +77,12 @@ pub(super) async fn try_key(
         started: now,
     };
     let pool_key = provider.keys.get(key.index);
+    let secret = pool_key.map_or("", |k| k.secret.expose());
     // A dialog's turn is bound to the key: upstream state it uses was created with it.
     let mut turn = target.dialog.as_ref().zip(pool_key).map(|(d, k)| d.turn(k.id));
     let sent = match turn.as_mut() {
-        Some(turn) => {
-            let secret = pool_key.map_or("", |k| k.secret.expose());
-            Box::pin(send_turn(core, ctx, job.req, provider, secret, turn)).await
-        }
-        None => send_authenticated(core, ctx, job.req, provider, key.index, &target.body, &target.path).await,
+        Some(turn) => Box::pin(send_turn(core, ctx, job.req, provider, secret, turn)).await,
+        None => send_authenticated(core, ctx, job.req, target, key.index).await,
     };
     let (exchange, head) = match sent {
         Ok(answer) => answer,
@@ -93,8 +92,22 @@ pub(super) async fn try_key(
     else {
         return Ok(KeyTry::Failed);
     };
+    let fetcher = Fetcher {
+        core,
+        ctx,
+        provider,
+        adapter: target.adapter,
+        key: secret,
+    };
+    let answer = match Box::pin(follow(&fetcher, target, exchange, head)).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            unsent(core, ctx, provider, &key, &subject, attempt, error);
+            return Ok(KeyTry::Failed);
+        }
+    };
     relay(
-        core, ctx, job, res, target, &key, &subject, attempt, exchange, head, outcome, turn,
+        core, ctx, job, res, target, &key, &subject, attempt, &fetcher, answer, outcome, turn,
     )
     .await
 }
@@ -225,12 +238,18 @@ async fn relay(
     key: &Picked<'_>,
     subject: &Subject<'_>,
     attempt: &mut Attempts,
-    exchange: Exchange,
-    head: ResponseHead,
+    fetcher: &Fetcher<'_>,
+    answer: Followed,
     outcome: &'static str,
     turn: Option<Turn<'_>>,
 ) -> Result<KeyTry, ProxyError> {
     let provider = target.provider;
+    let Followed {
+        exchange,
+        head,
+        body,
+        record_url,
+    } = answer;
     // A 503 tells the client when to come back, whether or not the upstream did.
     let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
     let input = RelayInput {
@@ -238,39 +257,30 @@ async fn relay(
         attempts: attempt.made,
         head,
         exchange,
+        body,
+        fetcher,
         deadline: job.deadline,
         retry_after,
     };
     let front = Front::of_path(job.req.head.path());
     let max_depth = core.gateway.peek(|g| g.config.server.max_json_depth);
-    let mut transform = match (turn, target.translation.as_ref()) {
+    // A follow-up learned where the finished answer's record is: the transform reads it.
+    let learned = record_url.and_then(|url| {
+        let mut t = target.translation.clone()?;
+        t.record_url = Some(url);
+        Some(t)
+    });
+    let translation = learned.as_ref().or(target.translation.as_ref());
+    let mut transform = match (turn, translation) {
         (Some(turn), Some(translation)) => turn.transform(translation, input.head.status),
-        _ => target.adapter.transform(
-            target.translation.as_ref(),
-            front,
-            target.usage_mode,
-            input.head.status,
-            max_depth,
-        ),
+        _ => target
+            .adapter
+            .transform(translation, front, target.usage_mode, input.head.status, max_depth),
     };
     let relayed = match relay_answer(ctx, res, input, transform.as_mut()).await? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {
-            // The answer broke before anything reached the client: as good as a failed send.
-            tracing::debug!(provider = %provider.name, key = %key.health.masked, "answer failed before the client saw it: {error}");
-            let retried = attempt.made < attempt.max;
-            core.metrics
-                .lock()
-                .attempt(&provider.name, if retried { "retried" } else { "error" });
-            let repeat = error_may_repeat(&error);
-            attempt.judge(
-                subject,
-                provider.index,
-                classify_error(&error),
-                repeat,
-                &ctx.generation.config.retry,
-            );
-            attempt.last_error = Some(error.into());
+            unsent(core, ctx, provider, key, subject, attempt, error);
             return Ok(KeyTry::Failed);
         }
     };
@@ -293,6 +303,33 @@ async fn relay(
         limits.settle(&key.reservation, usage_tokens(&relayed.usage), limits::now());
     }
     Ok(KeyTry::Delivered(relayed.usage))
+}
+
+/// The answer broke (or its follow-up failed) before anything reached the client: as good as
+/// a failed send, the key is judged and the next one may be tried.
+fn unsent(
+    core: &Core,
+    ctx: &RequestContext,
+    provider: &Provider,
+    key: &Picked<'_>,
+    subject: &Subject<'_>,
+    attempt: &mut Attempts,
+    error: UpstreamError,
+) {
+    tracing::debug!(provider = %provider.name, key = %key.health.masked, "answer failed before the client saw it: {error}");
+    let retried = attempt.made < attempt.max;
+    core.metrics
+        .lock()
+        .attempt(&provider.name, if retried { "retried" } else { "error" });
+    let repeat = error_may_repeat(&error);
+    attempt.judge(
+        subject,
+        provider.index,
+        classify_error(&error),
+        repeat,
+        &ctx.generation.config.retry,
+    );
+    attempt.last_error = Some(error.into());
 }
 
 /// Records who is being tried, for the request record and metrics.

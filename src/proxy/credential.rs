@@ -10,8 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
+use super::forward::Target;
 use super::send::{discard, send};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
@@ -102,15 +101,14 @@ pub(super) async fn send_authenticated(
     core: &Core,
     ctx: &RequestContext,
     req: &Request,
-    provider: &Provider,
+    target: &Target<'_>,
     key: usize,
-    body: &Bytes,
-    path: &str,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
+    let provider = target.provider;
     let mut refused = None;
     loop {
         let credential = credential(core, ctx, provider, key, refused).await?;
-        let (exchange, head) = send(core, ctx, req, provider, credential.text(), body, path).await?;
+        let (exchange, head) = send(core, ctx, req, target, credential.text()).await?;
         let (Credential::Token(token), Some(cell)) = (&credential, ctx.generation.tokens.get(provider.index, key))
         else {
             return Ok((exchange, head));

@@ -300,6 +300,7 @@ fn adapt<'a>(
         path: prepared.path,
         translation: prepared.translation,
         dialog,
+        header: prepared.header,
     }))
 }
 
@@ -315,6 +316,8 @@ pub(super) struct Target<'a> {
     /// An upstream that takes more than one exchange per attempt (an on-demand session): it
     /// names the key to prefer and the requests to send.
     pub(super) dialog: Option<Dialog>,
+    /// The adapter's own request header (Replicate's `prefer: wait=N`).
+    pub(super) header: Option<(&'static str, String)>,
 }
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask

@@ -106,7 +106,8 @@ pub fn request_id(head: &RequestHead) -> Bytes {
 }
 
 /// Writes the upstream request head: request line, Host, the pool key in the provider's way,
-/// Content-Length, the client's end-to-end headers, then the provider's configured headers.
+/// the adapter's own header (`extra`, replacing a client's of that name), Content-Length, the
+/// client's end-to-end headers, then the provider's configured headers.
 /// Every piece goes through the checked writers, so a CR, LF or NUL anywhere (a model name in
 /// the path, a header value) refuses the whole head instead of splitting the request.
 pub fn upstream_request_head(
@@ -115,6 +116,7 @@ pub fn upstream_request_head(
     key: &str,
     upstream_path: &str,
     body_len: usize,
+    extra: Option<(&str, &str)>,
 ) -> Result<BytesMut, UnsafeHead> {
     let mut out = BytesMut::with_capacity(512);
     put_target(&mut out, &head.method_raw)?;
@@ -132,12 +134,18 @@ pub fn upstream_request_head(
     out.put_slice(b" HTTP/1.1\r\n");
     put_header(&mut out, b"host", provider.base_url.host_header.as_bytes())?;
     Adapter::of(provider).put_auth(&mut out, key, Some(head))?;
+    if let Some((name, value)) = extra {
+        put_header(&mut out, name.as_bytes(), value.as_bytes())?;
+    }
     if body_len > 0 || head.method_raw.as_ref() != b"GET" {
         let mut digits = itoa::Buffer::new();
         put_header(&mut out, b"content-length", digits.format(body_len).as_bytes())?;
     }
     for Header { name, value } in &head.headers {
         if listed(name, NOT_FORWARDED) || named_by_connection(head, name) {
+            continue;
+        }
+        if extra.is_some_and(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)) {
             continue;
         }
         if provider

@@ -124,7 +124,7 @@ pub async fn validate(core: &Core, provider: Option<&str>, keys: &[String]) -> R
 
 /// Validates one key, applies the verdict, fetches its balance when the provider has one.
 async fn check(core: &Core, generation: &Arc<Generation>, p: &Provider, key: &Key, health: &KeyHealth) -> Checked {
-    let path = crate::providers::Adapter::of(p).check_path(p);
+    let path = crate::providers::Adapter::of(p).probe_path(p);
     let credential = super::credential::current_of(generation, p, key);
     let answer = probe::get(core, generation, p, &credential, &path).await;
     let (status, verdict, error) = match &answer {

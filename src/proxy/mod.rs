@@ -11,6 +11,7 @@
 //! | adapt        | alias -> upstream model, or a protocol translation | request body | 400     |
 //! | send         | per-core pool, connector            | pool              | 502, 504    |
 //! | classify     | upstream status                     | key health        | (retry)     |
+//! | follow       | the adapter's follow-up (Replicate: poll, stream URL) | pool | 502, 504 |
 //! | relay        | upstream response, through a `ResponseTransform` | client connection | error event |
 //! | finish       | the request's `Trace`               | metrics shard, record queue |   |
 //!
@@ -18,8 +19,9 @@
 //! `target`), `admit` in `admit`; `forward` walks the candidates (keys, providers, fallbacks)
 //! and runs `adapt` per provider; one attempt is `attempt::try_key`, the functions `select`,
 //! `send` (the wire work in `send`; `send::send_turn` for a `providers::dialog` turn, whose
-//! session create precedes the query on the same pool), `classify` (the decisions in `classify`) and `relay` (the
-//! body loop in `relay`); `finish` in `finish`. What depends on a provider's wire protocol is
+//! session create precedes the query on the same pool), `classify` (the decisions in
+//! `classify`), `follow` (more requests of one answer, in `follow`) and `relay` (the body loop
+//! in `relay`); `finish` in `finish`. What depends on a provider's wire protocol is
 //! asked of its `providers::Adapter`. The only error-to-HTTP mapping is `error::render_as`. Invariant: one request holds one config
 //! generation from start to end, so a reload never changes a request midway.
 
@@ -31,6 +33,7 @@ mod credential;
 mod endpoints;
 pub mod error;
 mod finish;
+mod follow;
 mod forward;
 mod gemini_door;
 pub mod headers;

@@ -1,4 +1,5 @@
-//! Background probes of quarantined keys: a cheap authenticated request (`GET <base>/models`)
+//! Background probes of quarantined keys: a cheap authenticated request (`GET <base>/models`,
+//! or the provider's own, see `Adapter::probe_path`)
 //! once a key's quarantine time is up; success restores the key, failure doubles the wait.
 //! Runs on worker 0's housekeeping task, so probes use the same client, pool and TLS as traffic.
 //! `get` is also the one upstream call of key validation and balance fetches (`keycare`).
@@ -45,7 +46,7 @@ pub(super) async fn probe_due_keys(core: &Core, generation: &Generation) {
 }
 
 async fn probe(core: &Core, generation: &Generation, provider: &Provider, key: &str) -> bool {
-    let path = Adapter::of(provider).check_path(provider);
+    let path = Adapter::of(provider).probe_path(provider);
     matches!(get(core, generation, provider, key, &path).await, Ok((200..=299, _)))
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::error::{ErrorKind, ProxyError, Side};
+use super::follow::Fetcher;
 use super::headers::response_headers;
 use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
@@ -30,6 +31,9 @@ const BUFFER_WHOLE_LIMIT: usize = 16 * 1024 * 1024;
 /// After the client left under the drain policy, read at most this much more for usage.
 const DRAIN_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 const KEEPALIVE_COMMENT: &[u8] = b": keepalive\n\n";
+/// The longest the end of a stream waits for what its transform reads there (Replicate's
+/// usage): the client's terminator is held meanwhile, and usage is not worth more.
+const FETCH_AT_END_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the relay ended, for accounting.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +58,10 @@ pub(super) struct RelayInput<'a> {
     pub attempts: usize,
     pub head: ResponseHead,
     pub exchange: Exchange,
+    /// The answer's body when phase `follow` already read it (the exchange is then at its end).
+    pub body: Option<Bytes>,
+    /// GETs with the attempt's key, for a transform that reads a URL at the end.
+    pub fetcher: &'a Fetcher<'a>,
     /// Absolute deadline for the whole request (`upstream.request_timeout_ms`), if any.
     pub deadline: Option<Instant>,
     /// `Retry-After` seconds to add when the upstream's answer has none (a relayed 503).
@@ -71,6 +79,8 @@ pub(super) async fn relay(
         attempts,
         head,
         mut exchange,
+        body: read_before,
+        fetcher,
         deadline,
         retry_after,
     } = input;
@@ -99,6 +109,21 @@ pub(super) async fn relay(
         failure: None,
         usage: Usage::default(),
     };
+    if let Some(body) = read_before {
+        exchange.release();
+        let answer_ready = Instant::now();
+        let body = transform.full(status, body);
+        let status = transform.status(status);
+        let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+        headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
+        res.send(status, &headers, body).await.map_err(gone)?;
+        mark_first_byte(ctx);
+        return Ok(Relay::Done(Relayed {
+            status,
+            usage: transform.usage(),
+            ..whole
+        }));
+    }
     match head.framing {
         ResponseFraming::Empty => {
             let overhead = overhead_digits.format(overhead_micros(ctx, Instant::now()));
@@ -132,6 +157,7 @@ pub(super) async fn relay(
                         deadline,
                         sse: false,
                         policy: upstream_config.on_client_disconnect,
+                        fetcher,
                     };
                     let (failure, returned) = stream.run(res, exchange, transform).await;
                     if let Some(exchange) = returned {
@@ -189,6 +215,7 @@ pub(super) async fn relay(
                 deadline,
                 sse,
                 policy,
+                fetcher,
             };
             let (failure, returned) = stream.run(res, exchange, transform).await;
             if let Some(exchange) = returned {
@@ -265,12 +292,13 @@ fn client_gone(ctx: &RequestContext, e: std::io::Error) -> ProxyError {
     )
 }
 
-struct Stream {
+struct Stream<'a> {
     idle: Duration,
     keepalive: Option<Duration>,
     deadline: Option<Instant>,
     sse: bool,
     policy: DisconnectPolicy,
+    fetcher: &'a Fetcher<'a>,
 }
 
 /// What waiting for the next upstream piece ended with.
@@ -281,7 +309,7 @@ enum Next {
     Deadline,
 }
 
-impl Stream {
+impl Stream<'_> {
     /// Relays pieces until the upstream ends or fails. Returns how the answer failed (`None`:
     /// the client got all of it), and the exchange when it may be pooled (its body was read to
     /// the end).
@@ -299,6 +327,7 @@ impl Stream {
                 Next::Piece(Ok(Some(data))) => data,
                 Next::Piece(Ok(None)) => {
                     if client_present {
+                        self.fetch_at_end(transform).await;
                         let tail = transform.end();
                         client_present = send_all(res, tail).await && res.finish().await.is_ok();
                     }
@@ -330,6 +359,7 @@ impl Stream {
             // The terminator often comes in the same upstream read as the last event: then the
             // last piece and the end of the response go out in one write.
             if client_present && exchange.body_done() {
+                self.fetch_at_end(transform).await;
                 let mut last = BytesMut::new();
                 for piece in out.into_iter().chain(transform.end()) {
                     last.extend_from_slice(&piece);
@@ -380,6 +410,15 @@ impl Stream {
                     }
                 }
             }
+        }
+    }
+
+    /// What the transform needs read before it can end (Replicate's usage), with the
+    /// attempt's key; the exchange's connection is not involved.
+    async fn fetch_at_end(&self, transform: &mut dyn ResponseTransform) {
+        if let Some(url) = transform.fetch_at_end() {
+            let read = Box::pin(crate::net::within(FETCH_AT_END_TIMEOUT, self.fetcher.read(&url))).await;
+            transform.fetched(read.ok().flatten().as_deref());
         }
     }
 

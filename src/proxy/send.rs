@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::forward::Target;
 use super::headers::upstream_request_head;
 use super::{Core, RequestContext};
 use crate::codec::head::Method;
@@ -54,17 +55,30 @@ pub(super) async fn send(
     core: &Core,
     ctx: &RequestContext,
     req: &Request,
-    provider: &Provider,
+    target: &Target<'_>,
     key: &str,
-    body: &Bytes,
-    upstream_path: &str,
+) -> Result<(Exchange, ResponseHead), UpstreamError> {
+    let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
+    let request = (target.provider, &target.body, target.path.as_str(), extra);
+    send_to(core, ctx, req, key, request).await
+}
+
+/// `send` of one request: the provider, body, upstream path and the adapter's extra header.
+type Outgoing<'a> = (&'a Provider, &'a Bytes, &'a str, Option<(&'a str, &'a str)>);
+
+async fn send_to(
+    core: &Core,
+    ctx: &RequestContext,
+    req: &Request,
+    key: &str,
+    (provider, body, upstream_path, extra): Outgoing<'_>,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
     let upstream_config = &ctx.generation.config.upstream;
     let connector = &ctx.generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
     let head_request = req.head.method == Method::Head;
     let build = || {
-        upstream_request_head(&req.head, provider, key, upstream_path, body.len())
+        upstream_request_head(&req.head, provider, key, upstream_path, body.len(), extra)
             .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
     };
     // Built before a connection is taken: a head the writer refuses never touches one.
@@ -112,7 +126,7 @@ pub(super) async fn send_turn(
     let idle = ctx.generation.config.upstream.stream_idle_timeout;
     let mut step = turn.first().map_err(protocol)?;
     for _ in 0..MAX_STEPS {
-        let (mut exchange, head) = send(core, ctx, req, provider, key, &step.body, &step.path).await?;
+        let (mut exchange, head) = send_to(core, ctx, req, key, (provider, &step.body, &step.path, None)).await?;
         let ok = (200..300).contains(&head.status);
         if step.setup && ok {
             let body = exchange.read_to_end(idle, SETUP_LIMIT).await?;

@@ -138,6 +138,34 @@ fn example_config_parses_with_every_key() {
     );
     let ondemand = c.providers.iter().find(|p| p.kind == ProviderKind::OnDemand).unwrap();
     assert_eq!(ondemand.sessions.map(|s| s.max), Some(10_000));
+    // The commented examples of the other kinds parse too, once uncommented.
+    let (start, end) = (
+        text.find("# --- more kinds").unwrap(),
+        text.find("# --- end of more kinds").unwrap(),
+    );
+    let more: String = text[start..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let more_env = |name: &str| {
+        let upstream = name.ends_with("_API_KEY") || name == "CLOUDFLARE_API_TOKEN";
+        env(name).or_else(|| upstream.then(|| format!("{name}-value")))
+    };
+    let c = parse_str_with_env(&format!("{text}\n{more}"), ConfigSource::Environment, &more_env)
+        .unwrap_or_else(|e| panic!("{e}\n{more}"));
+    let kinds: Vec<ProviderKind> = c.providers.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds[1..],
+        [
+            ProviderKind::OnDemand,
+            ProviderKind::Replicate,
+            ProviderKind::Cohere,
+            ProviderKind::Cloudflare
+        ]
+    );
+    assert_eq!(c.providers[4].base_url.path, "/client/v4/accounts/0123abcd/ai/v1");
 }
 
 #[test]
@@ -199,4 +227,50 @@ fn wildcard_route_is_last_and_disabled_providers_are_left_out() {
         "disabled provider not a candidate"
     );
     assert_eq!(c.routes.get("other").map(|r| r.index), Some(1));
+}
+
+#[test]
+fn replicate_seed_tool_quick_start() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |n: &str| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+    };
+    // The seed tool's own variables, no URL: a Replicate pool on 0.0.0.0:PORT.
+    let c = from_env_map(vars(&[
+        ("REPLICATE_API_KEYS", "r8_one_0001,r8_two_0002"),
+        ("AUTH_KEY", "secret-client-key"),
+        ("PORT", "3000"),
+    ]))
+    .unwrap()
+    .unwrap();
+    let p = &c.providers[0];
+    assert_eq!((p.kind, p.keys.len()), (ProviderKind::Replicate, 2));
+    assert_eq!(p.base_url.host, "api.replicate.com");
+    assert_eq!(c.server.listen.to_string(), "0.0.0.0:3000");
+    assert!(c.clients.len() == 1 && c.clients[0].key.ct_eq(b"secret-client-key"));
+    // ROTOR_UPSTREAM_KIND and ROTOR_UPSTREAM_URL win; ROTOR_LISTEN wins over PORT.
+    let c = from_env_map(vars(&[
+        ("REPLICATE_API_KEYS", "r8_one_0001"),
+        ("ROTOR_UPSTREAM_KIND", "replicate"),
+        ("ROTOR_UPSTREAM_URL", "http://127.0.0.1:9/v1"),
+        ("ROTOR_LISTEN", "127.0.0.1:7000"),
+        ("PORT", "3000"),
+    ]))
+    .unwrap()
+    .unwrap();
+    assert_eq!(c.providers[0].base_url.host_header, "127.0.0.1:9");
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:7000");
+    let e = from_env_map(vars(&[("REPLICATE_API_KEYS", "k"), ("PORT", "http")]))
+        .unwrap_err()
+        .0;
+    assert!(e.contains("PORT"), "{e}");
+    let e = from_env_map(vars(&[("ROTOR_UPSTREAM_KEYS", "k"), ("ROTOR_UPSTREAM_KIND", "bogus")]))
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("providers[0].kind") && e.contains("ROTOR_UPSTREAM_KIND"),
+        "{e}"
+    );
+    // openai has no default URL: the message says which key is missing.
+    let e = from_env_map(vars(&[("ROTOR_UPSTREAM_KEYS", "k")])).unwrap_err().0;
+    assert!(e.contains("base_url"), "{e}");
 }

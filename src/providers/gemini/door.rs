@@ -78,6 +78,7 @@ pub(crate) fn plan<F: FnOnce() -> Bytes>(
             path: super::request::method_path(model, door.method),
             translation: None,
             dialog: None,
+            header: None,
         })),
         _ if door.translatable() => Ok(Err(same)),
         _ => Err(PrepareError::Unsupported(format!(
