@@ -64,6 +64,10 @@ pub struct Gateway {
     /// The last loaded config before the pool was merged in, and its file's fingerprint: what
     /// a key-pool change rebuilds from (control thread only).
     base: parking_lot::Mutex<(Config, u64)>,
+    /// `[cluster]` on (fixed at start): what workers and status pages read of the cluster.
+    pub cluster: Option<Arc<crate::cluster::Shared>>,
+    /// Set by an admin key-pool change: the cluster thread shares the pool.
+    pub cluster_pool_changed: AtomicBool,
 }
 
 impl Gateway {
@@ -72,6 +76,13 @@ impl Gateway {
         let resolver = Arc::new(Resolver::default());
         let health = HealthRegistry::default();
         let limits = LimitRegistry::default();
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| Arc::new(crate::cluster::Shared::new(c)));
+        if let Some(shared) = &cluster {
+            limits.share(shared.clone());
+        }
         let base = (config.clone(), crate::keys::fingerprint(&config.source));
         let first = prepare(1, config, &resolver, &health, &limits)?;
         let metrics = crate::metrics::Registry::default();
@@ -95,6 +106,8 @@ impl Gateway {
             admin_addr: std::sync::OnceLock::new(),
             keys: crate::keys::KeyPool::default(),
             base: parking_lot::Mutex::new(base),
+            cluster,
+            cluster_pool_changed: AtomicBool::new(false),
         }))
     }
 

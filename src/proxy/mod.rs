@@ -195,7 +195,7 @@ impl Core {
         }
         match endpoint {
             Endpoint::Models => endpoints::models(ctx, client, res).await,
-            Endpoint::Status => endpoints::status(ctx, client, res).await,
+            Endpoint::Status => endpoints::status(self, ctx, client, res).await,
             _ => forward::forward(self, ctx, endpoint, client, req, res).await,
         }
     }

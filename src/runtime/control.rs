@@ -160,6 +160,10 @@ impl Duties {
                     }
                 },
                 Command::Keys(change) => crate::keys::command::execute(change, gateway, self.storage.as_mut()),
+                Command::ClusterPool(state) => {
+                    crate::keys::command::adopt(state, gateway, self.storage.as_mut());
+                    Ok(Vec::new())
+                }
                 other => self.log_writer.execute(other, gateway, &mut self.storage),
             };
             let _ = reply.send(result);

@@ -238,7 +238,9 @@ impl LogWriter {
                 until_ms,
             } => json(rollups::stats(storage, period, group, since_ms, until_ms).map(|data| StatsPage { data })),
             Command::Overview { since_ms, until_ms } => json(rollups::overview(storage, since_ms, until_ms)),
-            Command::Reload | Command::Keys(_) => return Err((500, "not a storage command".to_owned())),
+            Command::Reload | Command::Keys(_) | Command::ClusterPool(_) => {
+                return Err((500, "not a storage command".to_owned()))
+            }
         };
         result.map_err(|e| (500, format!("storage query failed: {e}")))
     }

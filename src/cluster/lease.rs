@@ -1,0 +1,152 @@
+//! The worker side of shared windows: one `LeaseCell` per limited window when `[cluster]` is
+//! on. Workers admit from the cell's atomics only (never Redis): a lease is a number of slots
+//! the cluster thread drew from Redis, usable until `valid_until`. The cluster thread
+//! (`cluster::leases`) renews leases, returns what was not used, and turns refunds and TPM
+//! settlements into Redis corrections.
+//! Invariant: a slot is taken from a lease only by a CAS on `word` that also checks the lease
+//! generation, so a slot of an expired or replaced lease is never used; every slot handed
+//! back goes either into the live lease's credit or to the ring of its own generation (which
+//! the cluster thread returns to the Redis bucket that lease was counted in), or is dropped
+//! (the safe direction: under-admission, never over-admission).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::{Mode, Shared};
+
+/// Generations whose late refunds can still go back to Redis (a lease lives `lease_ms`, so
+/// 64 cover more than the one-minute windows at the default 2 s).
+pub const RING: usize = 64;
+
+fn pack(gen: u32, units: u32) -> u64 {
+    (u64::from(gen) << 32) | u64::from(units)
+}
+
+pub fn unpack(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
+}
+
+#[derive(Debug)]
+pub struct LeaseCell {
+    pub(super) shared: Arc<Shared>,
+    /// `(lease generation, slots left)`; generation 0 = no lease yet.
+    pub(super) word: AtomicU64,
+    /// Limiter time the current lease ends (`limits::now` clock).
+    pub(super) valid_until: AtomicU64,
+    /// Redis said the window is full until this limiter time (0 = not denied).
+    pub(super) denied_until: AtomicU64,
+    /// Largest single cost a starved request asked for since the last draw.
+    pub(super) want: AtomicU64,
+    /// Slots handed back per generation, `(gen, units)` at `gen % RING`.
+    pub(super) returns: [AtomicU64; RING],
+    /// Units to count in Redis without a lease: TPM above the estimate, fallback admissions.
+    pub(super) debt: AtomicU64,
+}
+
+/// What a cell says about one admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Taken from lease `gen`.
+    Lease(u32),
+    /// No lease in hand; one is being drawn (wait briefly and try again).
+    Wait,
+    /// Redis said the window is full until this limiter time.
+    Full(u64),
+    /// Redis is down and `on_redis_down = "local"`: admit locally within `limit / live`.
+    Local(u64),
+    /// Redis is down and `on_redis_down = "refuse"`.
+    Refused,
+}
+
+impl LeaseCell {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        LeaseCell {
+            shared,
+            word: AtomicU64::new(0),
+            valid_until: AtomicU64::new(0),
+            denied_until: AtomicU64::new(0),
+            want: AtomicU64::new(0),
+            returns: std::array::from_fn(|_| AtomicU64::new(0)),
+            debt: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `cost` slots at `now` (limiter time) for a window of `limit`.
+    pub fn take(&self, cost: u64, limit: u64, now: u64) -> Take {
+        match self.shared.mode() {
+            Mode::Shared => {}
+            Mode::Local => return Take::Local((limit / self.shared.live()).max(1)),
+            Mode::Refuse => return Take::Refused,
+        }
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let (gen, left) = unpack(word);
+            if u64::from(left) < cost || now >= self.valid_until.load(Ordering::Acquire) {
+                break;
+            }
+            let next = pack(gen, left - cost as u32);
+            match self
+                .word
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Take::Lease(gen),
+                Err(seen) => word = seen,
+            }
+        }
+        let denied = self.denied_until.load(Ordering::Acquire);
+        self.want.fetch_max(cost.max(1), Ordering::AcqRel);
+        self.shared.wake();
+        if denied > now {
+            return Take::Full(denied);
+        }
+        Take::Wait
+    }
+
+    /// Gives back `units` taken from lease `gen` (a refund, or a TPM estimate above real use).
+    pub fn give_back(&self, gen: u32, units: u64) {
+        if units == 0 {
+            return;
+        }
+        if gen == 0 {
+            // Admitted locally while Redis was down: it is still owed to Redis, minus this.
+            let _ = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| Some(d.saturating_sub(units)));
+            return;
+        }
+        let units = units.min(u64::from(u32::MAX)) as u32;
+        let mut word = self.word.load(Ordering::Acquire);
+        while unpack(word).0 == gen {
+            let (_, left) = unpack(word);
+            let next = pack(gen, left.saturating_add(units));
+            match self
+                .word
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(seen) => word = seen,
+            }
+        }
+        let slot = &self.returns[gen as usize % RING];
+        let mut held = slot.load(Ordering::Acquire);
+        while unpack(held).0 == gen {
+            let next = pack(gen, unpack(held).1.saturating_add(units));
+            match slot.compare_exchange_weak(held, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(seen) => held = seen,
+            }
+        }
+        self.shared
+            .counters
+            .returns_lost
+            .fetch_add(u64::from(units), Ordering::Relaxed);
+    }
+
+    /// Units used beyond what any lease covered (TPM above the estimate; a fallback admission):
+    /// counted in Redis at the next draw.
+    pub fn owe(&self, units: u64) {
+        if units > 0 {
+            self.debt.fetch_add(units, Ordering::AcqRel);
+        }
+    }
+}
