@@ -220,7 +220,13 @@ fn plan(held: &mut Held, cell: &LeaseCell, limit: u64, live: u64, lease_ms: u64)
     let active = held.gen != 0;
     let expired = active && now >= held.expires;
     let consumed = held.granted.saturating_sub(left);
-    let soon = active && !expired && consumed > 0 && now + lease_ms / 4 >= held.expires;
+    // Renew ahead only a lease in use that still has slots and is near its end or its last
+    // quarter: a quiet window (or a used-up small lease) draws on demand instead.
+    let soon = active
+        && !expired
+        && consumed > 0
+        && left > 0
+        && (now + lease_ms / 4 >= held.expires || left * 4 < held.granted);
     let denied = cell.denied_until.load(Ordering::Acquire) > now && now < held.retry_at;
     let starved = want > 0 && (left < want || !active || expired) && !denied;
     if want > 0 && denied {

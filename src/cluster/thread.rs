@@ -82,7 +82,6 @@ fn run(gateway: &Gateway, shared: &Arc<Shared>, cluster: &Cluster, ready: std::s
                 step().map_err(|e| format!("Redis call failed: {e}"))
             }
         };
-        let _ = ready.try_send(());
         match result {
             Ok(()) => {
                 conn.succeeded();
@@ -102,6 +101,7 @@ fn run(gateway: &Gateway, shared: &Arc<Shared>, cluster: &Cluster, ready: std::s
                 leases.reset(&gateway.limits);
             }
         }
+        let _ = ready.try_send(());
     }
     if let Ok(Some(c)) = conn.get() {
         sync.leave(c, shared);
