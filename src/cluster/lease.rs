@@ -71,6 +71,14 @@ impl LeaseCell {
         }
     }
 
+    /// Puts a lease of `units` slots valid until `valid_until` in the cell, as the cluster
+    /// thread does after a draw (benches and tests drive cells without Redis with it).
+    #[doc(hidden)]
+    pub fn install_for_test(&self, gen: u32, units: u32, valid_until: u64) {
+        self.word.store(pack(gen, units), Ordering::Release);
+        self.valid_until.store(valid_until, Ordering::Release);
+    }
+
     /// Takes `cost` slots at `now` (limiter time) for a window of `limit`.
     pub fn take(&self, cost: u64, limit: u64, now: u64) -> Take {
         match self.shared.mode() {

@@ -101,6 +101,25 @@ impl Shared {
         }
     }
 
+    /// A `Shared` in the shared mode without a cluster thread (benches and tests).
+    #[doc(hidden)]
+    pub fn for_test(instance_id: &str) -> Self {
+        let shared = Shared {
+            instance_id: instance_id.to_owned(),
+            on_down: OnRedisDown::Local,
+            mode: AtomicU8::new(Mode::Local as u8),
+            live: AtomicU64::new(1),
+            wanted: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            counters: Counters::default(),
+            down_since: AtomicU64::new(0),
+            instances: Mutex::new(Vec::new()),
+            last_error: Mutex::new(String::new()),
+        };
+        shared.set_up();
+        shared
+    }
+
     fn down_mode(on_down: OnRedisDown) -> Mode {
         match on_down {
             OnRedisDown::Local => Mode::Local,
