@@ -204,6 +204,71 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{parse_str_with_env, ConfigSource};
+
+    fn parse(cluster: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:8181\"\n[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nkeys = [\"sk-test-0001\"]\n[cluster]\n{cluster}\n"
+        );
+        let env = |name: &str| (name == "REDIS_PASSWORD").then(|| "pw-from-env-1234".to_owned());
+        parse_str_with_env(&text, ConfigSource::Environment, &env).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn the_documented_section_parses_with_every_key() {
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/rotor.example.toml")).unwrap();
+        let section: Vec<String> = example
+            .lines()
+            .skip_while(|l| !l.starts_with("# [cluster]"))
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').to_owned())
+            .collect();
+        assert!(section.len() >= 11, "{section:?}");
+        let c = parse(&section.join("\n")).unwrap().cluster.unwrap();
+        assert_eq!(c.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("pw-from-env-1234"));
+        assert_eq!(c.on_redis_down, OnRedisDown::Local);
+        assert!(c.instance_id.ends_with(":8181"), "{}", c.instance_id);
+        assert_eq!((c.lease.as_millis(), c.lease_wait.as_millis()), (2000, 250));
+        assert!(!format!("{c:?}").contains("pw-from-env"), "Debug masks the password");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_key_path() {
+        for (text, path) in [
+            ("", "cluster.redis_url"),
+            ("redis_url = \"http://h:1\"", "cluster.redis_url"),
+            (
+                "redis_url = \"redis://h:1\"\non_redis_down = \"ignore\"",
+                "cluster.on_redis_down",
+            ),
+            (
+                "redis_url = \"redis://h:1\"\npassword = \"env:NOPE\"",
+                "cluster.password",
+            ),
+            ("redis_url = \"redis://h:1\"\nlease_ms = 5", "cluster.lease_ms"),
+            (
+                "redis_url = \"redis://h:1\"\ninstance_id = \"a b\"",
+                "cluster.instance_id",
+            ),
+            ("redis_url = \"redis://h:1\"\nkey_prefix = \"\"", "cluster.key_prefix"),
+            ("redis_url = \"redis://h:1\"\nredis_timout_ms = 5", "redis_timout_ms"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(path), "{text}: {err}");
+        }
+        let c = parse(
+            "redis_url = \"rediss://:secret-pw@cache:6380\"\ninstance_id = \"edge-1\"\non_redis_down = \"refuse\"",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert!(c.tls && c.redis_url == "rediss://cache:6380" && c.instance_id == "edge-1");
+        assert_eq!(c.password.map(|p| p.expose().to_owned()).as_deref(), Some("secret-pw"));
+        assert_eq!(c.on_redis_down, OnRedisDown::Refuse);
+    }
 
     #[test]
     fn urls_split_off_their_password_and_bad_ones_name_the_key() {
