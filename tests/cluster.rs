@@ -254,3 +254,53 @@ fn refuse_mode_answers_limited_requests_503_while_redis_is_down() {
     assert!(r.text().contains("cluster"), "{}", r.text());
     assert!(r.header("retry-after").is_some());
 }
+
+#[test]
+fn a_limit_learned_from_headers_on_one_instance_is_honoured_by_the_other() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    let gateways = instances(2, &mock, || cluster_conf(&redis, &pool_body(&[FLAKY, GOOD]), ""));
+    let (a, b) = (&gateways[0], &gateways[1]);
+    let spent = a.post(
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini"),
+        &[("x-mock-ratelimit-remaining", "0"), ("x-mock-ratelimit-reset", "30s")],
+    );
+    assert_eq!(spent.status, 200, "{}", spent.text());
+    let spent_key = mock.recorder.requests()[0].bearer().unwrap().to_owned();
+    let tail = &spent_key[spent_key.len() - 4..];
+    assert!(
+        eventually(Duration::from_secs(3), || key_state(b, tail).as_deref()
+            == Some("cooling")),
+        "instance B learned the spent key: {:?}",
+        key_state(b, tail)
+    );
+    for _ in 0..4 {
+        assert_eq!(b.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert_eq!(hits(&mock, &spent_key), 1, "instance B never chose the spent key");
+}
+
+#[test]
+fn tpm_is_settled_to_real_usage_across_instances() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    // A request reserves its estimate (bytes / 4 + max_tokens = about 1000) and settles to the
+    // mock's real usage (a few tokens): without settling, 2 requests would fill tpm = 2000.
+    let gateways = instances(2, &mock, || {
+        cluster_conf(&redis, &limited_body(&[POOL_KEY], "tpm = 2000"), "")
+    });
+    let body = r#"{"model":"gpt-4o-mini","max_tokens":990,"messages":[{"role":"user","content":"hello"}]}"#;
+    // Without settling, the third request could not pass for a minute; with it, each passes
+    // as soon as the previous one's unused estimate is back in Redis (well under a second).
+    for i in 0..6 {
+        let g = &gateways[i % 2];
+        assert!(
+            eventually(Duration::from_secs(4), || g
+                .post("/v1/chat/completions", body, &[])
+                .status
+                == 200),
+            "request {i} was never admitted"
+        );
+    }
+}

@@ -135,6 +135,22 @@ impl LeaseCell {
                 Err(seen) => word = seen,
             }
         }
+        self.to_redis(gen, units);
+    }
+
+    /// Gives `units` of lease `gen` back to Redis itself (not to this instance's lease), so
+    /// other instances can draw them: a TPM estimate above what the upstream really used.
+    pub fn settle_back(&self, gen: u32, units: u64) {
+        if gen == 0 {
+            self.give_back(0, units);
+        } else if units > 0 {
+            self.to_redis(gen, units.min(u64::from(u32::MAX)) as u32);
+            self.shared.wake();
+        }
+    }
+
+    /// Queues `units` of lease `gen` for the cluster thread to give back to that lease's bucket.
+    fn to_redis(&self, gen: u32, units: u32) {
         let slot = &self.returns[gen as usize % RING];
         let mut held = slot.load(Ordering::Acquire);
         while unpack(held).0 == gen {

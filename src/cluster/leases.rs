@@ -147,7 +147,14 @@ impl Leases {
                 cell.denied_until.store(0, Ordering::Release);
             }
         }
-        self.held.clear();
+        // Generations keep counting up: a late refund of a lease from before the outage must
+        // never land in a new lease that happens to reuse its number.
+        for held in self.held.values_mut() {
+            *held = Held {
+                next_gen: held.next_gen,
+                ..Held::default()
+            };
+        }
     }
 
     /// One pass over every shared window: draws, renewals, ends and corrections.

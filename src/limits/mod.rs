@@ -213,7 +213,7 @@ impl LimitSet {
         if used_tokens < reservation.tokens {
             window.refund(epoch, reservation.tokens - used_tokens);
             if let Some(cell) = window.lease() {
-                cell.give_back(reservation.leases[2], reservation.tokens - used_tokens);
+                cell.settle_back(reservation.leases[2], reservation.tokens - used_tokens);
             }
         } else {
             window.force(used_tokens - reservation.tokens, now);
