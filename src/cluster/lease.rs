@@ -171,6 +171,7 @@ impl LeaseCell {
     pub fn owe(&self, units: u64) {
         if units > 0 {
             self.debt.fetch_add(units, Ordering::AcqRel);
+            self.shared.note_debt();
         }
     }
 }

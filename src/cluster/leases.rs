@@ -22,7 +22,10 @@ use redis::{Connection, Script};
 
 use super::lease::{unpack, LeaseCell, RING};
 use super::Shared;
-use crate::limits::{self, LimitRegistry, LimiterId};
+use crate::gateway::Gateway;
+use crate::limits::Window;
+use crate::limits::{self, LimiterId};
+use std::sync::Arc;
 
 /// Corrections (returns, debts) not riding on a draw are flushed at most this often.
 const FLUSH_MS: u64 = 250;
@@ -101,8 +104,10 @@ return {grant, target, now, free_at}
 "#;
 
 /// One window's lease as the cluster thread knows it.
-#[derive(Default)]
 struct Held {
+    window: Arc<Window>,
+    /// Limiter time the last lease ended: late refunds may come back for a window after it.
+    ended: u64,
     /// Generation of the lease in the cell (0 = none).
     gen: u32,
     next_gen: u32,
@@ -120,8 +125,34 @@ struct Held {
     retry_at: u64,
 }
 
+impl Held {
+    fn new(window: Arc<Window>) -> Self {
+        Held {
+            window,
+            ended: 0,
+            gen: 0,
+            next_gen: 0,
+            bucket: 0,
+            granted: 0,
+            sent: 0,
+            expires: 0,
+            buckets: Vec::new(),
+            returns: Vec::new(),
+            last_call: 0,
+            retry_at: 0,
+        }
+    }
+
+    /// Refunds of its past leases may still arrive (they go back while their bucket is live).
+    fn buckets_live(&self, now: u64) -> bool {
+        now < self.ended + self.window.bucket_ms() * 62
+    }
+}
+
 pub struct Leases {
     held: AHashMap<LimiterId, Held>,
+    windows: Vec<(LimiterId, Arc<Window>)>,
+    generation: u64,
     script: Script,
     prefix: String,
     lease_ms: u64,
@@ -131,6 +162,8 @@ impl Leases {
     pub fn new(prefix: &str, lease_ms: u64) -> Self {
         Leases {
             held: AHashMap::new(),
+            windows: Vec::new(),
+            generation: 0,
             script: Script::new(SCRIPT),
             prefix: prefix.to_owned(),
             lease_ms,
@@ -139,8 +172,8 @@ impl Leases {
 
     /// Redis went away: every lease in hand is dropped (Redis drains its counts in time) and
     /// the cells start over once it is back.
-    pub fn reset(&mut self, registry: &LimitRegistry) {
-        for (_, window) in registry.windows() {
+    pub fn reset(&mut self) {
+        for (_, window) in &self.windows {
             if let Some(cell) = window.lease() {
                 cell.word.store(0, Ordering::Release);
                 cell.valid_until.store(0, Ordering::Release);
@@ -150,40 +183,68 @@ impl Leases {
         // Generations keep counting up: a late refund of a lease from before the outage must
         // never land in a new lease that happens to reuse its number.
         for held in self.held.values_mut() {
-            *held = Held {
-                next_gen: held.next_gen,
-                ..Held::default()
-            };
+            let next_gen = held.next_gen;
+            *held = Held::new(held.window.clone());
+            held.next_gen = next_gen;
+            held.ended = limits::now();
         }
     }
 
-    /// One pass over every shared window: draws, renewals, ends and corrections.
-    pub fn tick(&mut self, conn: &mut Connection, registry: &LimitRegistry, shared: &Shared) -> redis::RedisResult<()> {
-        let windows = registry.windows();
-        if self.held.len() > windows.len() * 2 + 64 {
-            let live: ahash::AHashSet<&LimiterId> = windows.iter().map(|(id, _)| id).collect();
-            self.held.retain(|id, _| live.contains(id));
+    /// One pass: every window this thread holds something for (a lease, corrections), and,
+    /// when `all` (a worker asked, or the periodic sweep), every shared window with demand or
+    /// debt. No allocation for quiet windows; the window list is refreshed per generation.
+    pub fn tick(
+        &mut self,
+        conn: &mut Connection,
+        gateway: &Gateway,
+        shared: &Shared,
+        all: bool,
+    ) -> redis::RedisResult<()> {
+        let generation = gateway.current().id;
+        if generation != self.generation {
+            self.generation = generation;
+            self.windows = gateway.limits.windows();
+            let live: ahash::AHashSet<&LimiterId> = self.windows.iter().map(|(id, _)| id).collect();
+            self.held
+                .retain(|id, held| live.contains(id) || !held.returns.is_empty());
         }
-        for (id, window) in &windows {
-            let Some(cell) = window.lease() else { continue };
-            let held = self.held.entry(id.clone()).or_default();
-            let key = format!("{}:w:{}", self.prefix, id.storage_name());
-            let plan = plan(held, cell, window.limit(), shared.live(), self.lease_ms);
-            if let Some(plan) = plan {
-                call(
-                    &self.script,
-                    conn,
-                    &key,
-                    held,
-                    cell,
-                    window.bucket_ms(),
-                    window.limit(),
-                    self.lease_ms,
-                    plan,
-                    shared,
-                )?;
+        let mut active: Vec<(LimiterId, Arc<Window>)> = Vec::new();
+        if all {
+            for (id, window) in &self.windows {
+                let Some(cell) = window.lease() else { continue };
+                if self.held.contains_key(id)
+                    || cell.want.load(Ordering::Acquire) > 0
+                    || cell.debt.load(Ordering::Acquire) > 0
+                {
+                    active.push((id.clone(), window.clone()));
+                }
             }
+        } else {
+            active.extend(self.held.iter().map(|(id, held)| (id.clone(), held.window.clone())));
         }
+        for (id, window) in active {
+            let Some(cell) = window.lease() else { continue };
+            let held = self.held.entry(id.clone()).or_insert_with(|| Held::new(window.clone()));
+            let Some(plan) = plan(held, cell, window.limit(), shared.live(), self.lease_ms) else {
+                continue;
+            };
+            let key = format!("{}:w:{}", self.prefix, id.storage_name());
+            call(
+                &self.script,
+                conn,
+                &key,
+                held,
+                cell,
+                window.bucket_ms(),
+                window.limit(),
+                self.lease_ms,
+                plan,
+                shared,
+            )?;
+        }
+        // Forget windows with nothing in hand and nothing pending (a quiet window holds nothing).
+        self.held
+            .retain(|_, h| h.gen != 0 || !h.returns.is_empty() || h.buckets_live(limits::now()));
         Ok(())
     }
 }
@@ -248,6 +309,7 @@ fn plan(held: &mut Held, cell: &LeaseCell, limit: u64, live: u64, lease_ms: u64)
             held.returns.push((held.bucket, u64::from(old_left)));
         }
         held.gen = 0;
+        held.ended = now;
     }
     let debt = cell.debt.swap(0, Ordering::AcqRel);
     let corrections = !held.returns.is_empty() || debt > 0;

@@ -75,6 +75,8 @@ pub struct Shared {
     live: AtomicU64,
     /// Set when a worker asked for a lease since the cluster thread last looked.
     wanted: AtomicBool,
+    /// Set when a window owes Redis units (no wake: the next pass flushes them).
+    debts: AtomicBool,
     thread: OnceLock<Thread>,
     pub counters: Counters,
     /// Health-clock ms the current outage began (0 = Redis answers).
@@ -93,6 +95,7 @@ impl Shared {
             mode: AtomicU8::new(Self::down_mode(cluster.on_redis_down) as u8),
             live: AtomicU64::new(1),
             wanted: AtomicBool::new(false),
+            debts: AtomicBool::new(false),
             thread: OnceLock::new(),
             counters: Counters::default(),
             down_since: AtomicU64::new(crate::health::now_ms().max(1)),
@@ -110,6 +113,7 @@ impl Shared {
             mode: AtomicU8::new(Mode::Local as u8),
             live: AtomicU64::new(1),
             wanted: AtomicBool::new(false),
+            debts: AtomicBool::new(false),
             thread: OnceLock::new(),
             counters: Counters::default(),
             down_since: AtomicU64::new(0),
@@ -168,6 +172,16 @@ impl Shared {
                 thread.unpark();
             }
         }
+    }
+
+    pub(crate) fn note_debt(&self) {
+        if !self.debts.load(Ordering::Relaxed) {
+            self.debts.store(true, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn take_debts(&self) -> bool {
+        self.debts.swap(false, Ordering::AcqRel)
     }
 
     pub(crate) fn take_wanted(&self) -> bool {

@@ -19,6 +19,8 @@ use crate::gateway::Gateway;
 
 /// Lease pass period when no worker asks sooner (lease ends and renewals are checked then).
 const LEASE_TICK: Duration = Duration::from_millis(10);
+/// Every shared window is looked at least this often (a missed wake costs at most this).
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Starts the cluster thread when `[cluster]` is on.
 pub fn spawn(gateway: Arc<Gateway>) -> std::io::Result<Option<JoinHandle<()>>> {
@@ -48,14 +50,23 @@ fn run(gateway: &Gateway, shared: &Arc<Shared>, cluster: &Cluster, ready: std::s
     let ttl_ms = cluster.heartbeat.as_millis() as u64 * 3;
     let mut last_sync = Instant::now() - cluster.sync;
     let mut last_beat = Instant::now() - cluster.heartbeat;
+    let mut last_sweep = Instant::now();
     loop {
         if gateway.workers_stopped.load(Ordering::Acquire) {
             break;
         }
-        if !shared.take_wanted() {
+        let mut wanted = shared.take_wanted();
+        if !wanted {
             std::thread::park_timeout(LEASE_TICK);
+            wanted = shared.take_wanted();
         }
-        shared.take_wanted();
+        // Every shared window is looked at when a worker asked, when one owes Redis, and once
+        // a second; otherwise only the windows this thread holds leases or corrections for.
+        let sweep_due = last_sweep.elapsed() >= SWEEP;
+        if sweep_due {
+            last_sweep = Instant::now();
+        }
+        let all = wanted | shared.take_debts() | sweep_due;
         if gateway.cluster_pool_changed.swap(false, Ordering::AcqRel) {
             sync.pool_dirty = true;
         }
@@ -72,7 +83,7 @@ fn run(gateway: &Gateway, shared: &Arc<Shared>, cluster: &Cluster, ready: std::s
                         last_beat = Instant::now();
                         sync.beat(c, shared, ttl_ms)?;
                     }
-                    leases.tick(c, &gateway.limits, shared)?;
+                    leases.tick(c, gateway, shared, all)?;
                     if last_sync.elapsed() >= cluster.sync {
                         last_sync = Instant::now();
                         sync.poll(c, gateway, shared)?;
@@ -98,7 +109,7 @@ fn run(gateway: &Gateway, shared: &Arc<Shared>, cluster: &Cluster, ready: std::s
                     tracing::warn!("{error}; falling back to on_redis_down until it is back");
                 }
                 shared.set_down(error);
-                leases.reset(&gateway.limits);
+                leases.reset();
             }
         }
         let _ = ready.try_send(());
