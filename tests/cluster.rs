@@ -223,6 +223,11 @@ fn redis_down_keeps_both_answering_in_fallback_and_they_come_back() {
         metrics.contains("rotor_cluster_state{state=\"fallback_local\"} 1"),
         "{metrics}"
     );
+    let decided = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rotor_cluster_decisions_without_redis_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(decided >= Some(3), "admissions without Redis are counted: {decided:?}");
     redis.restart();
     for g in &gateways {
         assert!(

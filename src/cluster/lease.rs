@@ -83,8 +83,20 @@ impl LeaseCell {
     pub fn take(&self, cost: u64, limit: u64, now: u64) -> Take {
         match self.shared.mode() {
             Mode::Shared => {}
-            Mode::Local => return Take::Local((limit / self.shared.live()).max(1)),
-            Mode::Refuse => return Take::Refused,
+            Mode::Local => {
+                self.shared
+                    .counters
+                    .decisions_without_redis
+                    .fetch_add(1, Ordering::Relaxed);
+                return Take::Local((limit / self.shared.live()).max(1));
+            }
+            Mode::Refuse => {
+                self.shared
+                    .counters
+                    .decisions_without_redis
+                    .fetch_add(1, Ordering::Relaxed);
+                return Take::Refused;
+            }
         }
         let mut word = self.word.load(Ordering::Acquire);
         loop {

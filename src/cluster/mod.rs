@@ -48,6 +48,8 @@ pub struct Counters {
     pub redis_calls: AtomicU64,
     pub redis_errors: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Admissions of shared windows decided without Redis (local share or refused).
+    pub decisions_without_redis: AtomicU64,
     /// Milliseconds spent without Redis so far (finished outages).
     pub fallback_ms: AtomicU64,
     /// Health changes published to / applied from other instances.

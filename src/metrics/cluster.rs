@@ -8,7 +8,7 @@ use crate::cluster::{Mode, Shared};
 
 pub fn render(out: &mut String, shared: &Shared) {
     let c = &shared.counters;
-    let counters: [(&str, &str, u64); 12] = [
+    let counters: [(&str, &str, u64); 13] = [
         (
             "rotor_cluster_lease_draws_total",
             "Lease draws asked of Redis.",
@@ -53,6 +53,11 @@ pub fn render(out: &mut String, shared: &Shared) {
             "rotor_cluster_fallback_seconds_total",
             "Seconds spent without Redis (on_redis_down in force).",
             shared.fallback_ms() / 1000,
+        ),
+        (
+            "rotor_cluster_decisions_without_redis_total",
+            "Window admissions decided without Redis (local share of the limit, or refused).",
+            c.decisions_without_redis.load(Relaxed),
         ),
         (
             "rotor_cluster_events_published_total",
