@@ -159,6 +159,15 @@ impl Gateway {
                 bound.map_or_else(|| "the main listener".to_owned(), |a| a.to_string())
             );
         }
+        let shape = |c: &Config| {
+            c.cluster
+                .as_ref()
+                .map(|c| (c.redis_url.clone(), c.key_prefix.clone(), c.on_redis_down))
+        };
+        if shape(&config) != shape(&self.current().config) {
+            // The cluster thread and the windows' lease cells are set up once, at start.
+            tracing::warn!("[cluster] changed; it takes effect on restart");
+        }
         let id = self.swap_in(config.clone(), fingerprint)?;
         *self.base.lock() = (config, fingerprint);
         Ok(id)
