@@ -10,9 +10,14 @@
 #
 #   benches/cluster.sh                         # debug binary, about 1 minute
 #   BIN=target/release/rotor RATE="20 200" benches/cluster.sh
+#   3. load (PARTS=load; needs wrk): both instances under wrk at once (-t1 -cCONNS each,
+#      LOAD_S s, REPEAT rounds alternating), sharing Redis with a limit no run fills vs two
+#      independent instances (no [cluster]); prints summed requests/s, median [min-max].
+#   BIN=target/release/rotor PARTS=load benches/cluster.sh
 #
 # Knobs: BIN (target/debug/rotor), RATE ("10 50 200"), DURATION (10), LIMIT (120), EXACT_RATE (5),
-# EXACT_S (40), LEASE_MS (2000), PORT_BASE (19300). Needs redis-server and python3.
+# EXACT_S (40), LEASE_MS (2000), PORT_BASE (19300), PARTS ("calls exact"; add "load"), CONNS (32),
+# LOAD_S (5), REPEAT (3). Needs redis-server and python3 (and wrk for load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +29,10 @@ EXACT_RATE=${EXACT_RATE:-5}
 EXACT_S=${EXACT_S:-40}
 LEASE_MS=${LEASE_MS:-2000}
 PORT_BASE=${PORT_BASE:-19300}
+PARTS=${PARTS:-"calls exact"}
+CONNS=${CONNS:-32}
+LOAD_S=${LOAD_S:-5}
+REPEAT=${REPEAT:-3}
 REDIS_PORT=$PORT_BASE
 MOCK_PORT=$((PORT_BASE + 1))
 A_PORT=$((PORT_BASE + 2))
@@ -44,7 +53,14 @@ pids+=($!)
 "$BIN" mock --listen "127.0.0.1:$MOCK_PORT" >/dev/null 2>&1 &
 pids+=($!)
 
-conf() { # port rpm prefix
+conf() { # port rpm prefix [cluster: 1|0]
+  local cluster=""
+  if [ "${4:-1}" = 1 ]; then
+    cluster="[cluster]
+redis_url = \"redis://127.0.0.1:$REDIS_PORT\"
+key_prefix = \"$3\"
+lease_ms = $LEASE_MS"
+  fi
   cat >"$work/$1.toml" <<TOML
 [server]
 listen = "127.0.0.1:$1"
@@ -58,16 +74,13 @@ base_url = "http://127.0.0.1:$MOCK_PORT/v1"
 keys = ["sk-bench-cluster-0001"]
 models = ["gpt-4o-mini"]
 rpm = $2
-[cluster]
-redis_url = "redis://127.0.0.1:$REDIS_PORT"
-key_prefix = "$3"
-lease_ms = $LEASE_MS
+$cluster
 TOML
 }
 
-start_pair() { # rpm prefix
-  conf "$A_PORT" "$1" "$2"
-  conf "$B_PORT" "$1" "$2"
+start_pair() { # rpm prefix [cluster: 1|0]
+  conf "$A_PORT" "$1" "$2" "${3:-1}"
+  conf "$B_PORT" "$1" "$2" "${3:-1}"
   RUST_LOG=warn "$BIN" --config "$work/$A_PORT.toml" >"$work/a.log" 2>&1 &
   pair=($!)
   RUST_LOG=warn "$BIN" --config "$work/$B_PORT.toml" >"$work/b.log" 2>&1 &
@@ -117,6 +130,7 @@ print(counts["ok"], counts["limited"], counts["other"])
 PY
 }
 
+if [[ " $PARTS " == *" calls "* ]]; then
 echo "== 1. Redis calls at a fixed rate (rpm = 1000000, lease_ms = $LEASE_MS, 2 instances) =="
 printf '%-14s %-12s %-16s %-12s %-14s %-14s\n' "req/s/inst" "ok/limited" "calls/s/inst" "draws/inst" "leased/inst" "returned/inst"
 for rate in $RATE; do
@@ -132,7 +146,9 @@ for rate in $RATE; do
   stop_pair
 done
 
-echo
+fi
+
+if [[ " $PARTS " == *" exact "* ]]; then
 echo "== 2. Exactness: rpm = $LIMIT, 2 instances offered $EXACT_RATE req/s each for $EXACT_S s =="
 start_pair "$LIMIT" "bench-exact-$$"
 read -r ok limited other < <(drive "$EXACT_RATE" "$EXACT_S")
@@ -140,3 +156,35 @@ denied=$(( $(metric "$A_PORT" rotor_cluster_lease_denied_total) + $(metric "$B_P
 echo "admitted $ok of limit $LIMIT (offered $((ok + limited + other)), 429: $limited, other: $other, lease draws denied: $denied)"
 echo "under-admission: $((LIMIT - ok))"
 stop_pair
+fi
+
+if [[ " $PARTS " == *" load "* ]]; then
+  cat >"$work/chat.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in five words."}]}'
+LUA
+  load_once() { # -> summed rps of both instances
+    wrk -t1 -c"$CONNS" -d"${LOAD_S}s" -s "$work/chat.lua" "http://127.0.0.1:$A_PORT/v1/chat/completions" >"$work/wa" 2>&1 &
+    local wa=$!
+    wrk -t1 -c"$CONNS" -d"${LOAD_S}s" -s "$work/chat.lua" "http://127.0.0.1:$B_PORT/v1/chat/completions" >"$work/wb" 2>&1
+    wait "$wa"
+    if grep -q "Non-2xx" "$work/wa" "$work/wb"; then echo "non-2xx answers under load" >&2; fi
+    awk '/Requests\/sec/ {s += $2} END {printf "%.0f", s}' "$work/wa" "$work/wb"
+  }
+  echo
+  echo "== 3. Load: two instances under wrk at once (-t1 -c$CONNS each, ${LOAD_S}s, $REPEAT rounds) =="
+  shared=(); alone=()
+  for round in $(seq "$REPEAT"); do
+    for mode in 1 0; do
+      [ $((round % 2)) = 0 ] && mode=$((1 - mode))
+      start_pair 1000000000 "bench-load-$round" "$mode"
+      rps=$(load_once)
+      if [ "$mode" = 1 ]; then shared+=("$rps"); else alone+=("$rps"); fi
+      stop_pair
+    done
+  done
+  summary() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {printf "%s [%s-%s]", v[int((NR+1)/2)], v[1], v[NR]}'; }
+  echo "sharing Redis:  $(summary "${shared[@]}") req/s"
+  echo "independent:    $(summary "${alone[@]}") req/s"
+fi
