@@ -309,3 +309,41 @@ fn tpm_is_settled_to_real_usage_across_instances() {
         );
     }
 }
+
+#[test]
+fn a_quarantine_and_its_restore_on_one_instance_reach_the_other() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    mock.faults.set(
+        FLAKY,
+        KeyFault {
+            status: Some(401),
+            ..Default::default()
+        },
+    );
+    // A probes its quarantined key after 200 ms; B would wait 10 minutes on its own, so a
+    // restore on B can only come from A.
+    let with_quarantine = |ms: u64| {
+        let mut conf = cluster_conf(&redis, &pool_body(&[FLAKY, GOOD]), "");
+        conf.retry = format!("quarantine_ms = {ms}");
+        Harness::gateway_only(conf, &mock.base_url())
+    };
+    let (a, b) = (with_quarantine(200), with_quarantine(600_000));
+    for _ in 0..2 {
+        assert_eq!(a.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    let tail = &FLAKY[FLAKY.len() - 4..];
+    assert!(
+        eventually(Duration::from_secs(3), || key_state(&b, tail).as_deref()
+            == Some("quarantined")),
+        "instance B learned the quarantine: {:?}",
+        key_state(&b, tail)
+    );
+    mock.faults.clear(FLAKY);
+    assert!(
+        eventually(Duration::from_secs(5), || key_state(&b, tail).as_deref()
+            == Some("active")),
+        "instance B learned the restore from A's probe: {:?}",
+        key_state(&b, tail)
+    );
+}
