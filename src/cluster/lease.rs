@@ -187,3 +187,57 @@ impl LeaseCell {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell() -> LeaseCell {
+        LeaseCell::new(Arc::new(Shared::for_test("t")))
+    }
+
+    #[test]
+    fn slots_come_only_from_a_live_lease() {
+        let c = cell();
+        assert_eq!(c.take(1, 10, 100), Take::Wait, "no lease yet: wait for one");
+        assert_eq!(c.want.load(Ordering::Acquire), 1, "the demand is noted");
+        c.install_for_test(3, 2, 200);
+        assert_eq!(c.take(1, 10, 100), Take::Lease(3));
+        assert_eq!(c.take(1, 10, 100), Take::Lease(3));
+        assert_eq!(c.take(1, 10, 100), Take::Wait, "used up");
+        c.install_for_test(4, 5, 200);
+        assert_eq!(c.take(1, 10, 200), Take::Wait, "expired at its end");
+        c.denied_until.store(5_000, Ordering::Release);
+        assert_eq!(c.take(1, 10, 300), Take::Full(5_000), "Redis said full");
+    }
+
+    #[test]
+    fn give_backs_go_to_their_own_lease_or_its_ring_slot_never_to_another() {
+        let c = cell();
+        c.install_for_test(7, 0, 1_000);
+        c.give_back(7, 2);
+        assert_eq!(unpack(c.word.load(Ordering::Acquire)), (7, 2), "the live lease gets it");
+        // Lease 8 replaced 7: a late refund of 7 waits in 7's ring slot for the cluster thread.
+        c.returns[7 % RING].store(pack(7, 0), Ordering::Release);
+        c.install_for_test(8, 0, 1_000);
+        c.give_back(7, 3);
+        assert_eq!(
+            unpack(c.word.load(Ordering::Acquire)),
+            (8, 0),
+            "never into another lease"
+        );
+        assert_eq!(unpack(c.returns[7 % RING].load(Ordering::Acquire)), (7, 3));
+        // A generation whose slot was reused: dropped and counted (under-admission only).
+        c.give_back(7 + RING as u32, 4);
+        assert_eq!(c.shared.counters.returns_lost.load(Ordering::Relaxed), 4);
+        // Settlements skip the live lease and go back to Redis.
+        c.returns[8 % RING].store(pack(8, 0), Ordering::Release);
+        c.settle_back(8, 5);
+        assert_eq!(unpack(c.word.load(Ordering::Acquire)), (8, 0));
+        assert_eq!(unpack(c.returns[8 % RING].load(Ordering::Acquire)), (8, 5));
+        // Generation 0 = admitted without Redis: a refund lowers what is owed.
+        c.owe(6);
+        c.give_back(0, 2);
+        assert_eq!(c.debt.load(Ordering::Acquire), 4);
+    }
+}
