@@ -24,7 +24,8 @@ fn cluster_conf(redis: &RedisServer, body: &str, extra: &str) -> Conf {
         workers: 2,
         server: format!("admin_key = \"{ADMIN}\""),
         ..Conf::with_body(&format!(
-            "{body}\n[cluster]\nredis_url = \"{}\"\nsync_ms = 20\nheartbeat_ms = 200\n{extra}\n",
+            // A generous lease wait: a loaded CI machine must not turn a slow draw into a 429.
+            "{body}\n[cluster]\nredis_url = \"{}\"\nsync_ms = 20\nheartbeat_ms = 200\nlease_wait_ms = 2000\n{extra}\n",
             redis.url()
         ))
     }
