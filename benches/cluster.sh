@@ -149,6 +149,7 @@ done
 fi
 
 if [[ " $PARTS " == *" exact "* ]]; then
+echo
 echo "== 2. Exactness: rpm = $LIMIT, 2 instances offered $EXACT_RATE req/s each for $EXACT_S s =="
 start_pair "$LIMIT" "bench-exact-$$"
 read -r ok limited other < <(drive "$EXACT_RATE" "$EXACT_S")
@@ -170,6 +171,9 @@ LUA
     wrk -t1 -c"$CONNS" -d"${LOAD_S}s" -s "$work/chat.lua" "http://127.0.0.1:$B_PORT/v1/chat/completions" >"$work/wb" 2>&1
     wait "$wa"
     if grep -q "Non-2xx" "$work/wa" "$work/wb"; then echo "non-2xx answers under load" >&2; fi
+    if [ "${SHOW_DRAWS:-0}" = 1 ]; then
+      echo "draws A: $(metric "$A_PORT" rotor_cluster_lease_draws_total) calls A: $(metric "$A_PORT" rotor_cluster_redis_calls_total)" >&2
+    fi
     awk '/Requests\/sec/ {s += $2} END {printf "%.0f", s}' "$work/wa" "$work/wb"
   }
   echo
