@@ -17,7 +17,7 @@
 #
 # Knobs: BIN (target/debug/rotor), RATE ("10 50 200"), DURATION (10), LIMIT (120), EXACT_RATE (5),
 # EXACT_S (40), LEASE_MS (2000), PORT_BASE (19300), PARTS ("calls exact"; add "load"), CONNS (32),
-# LOAD_S (5), REPEAT (3). Needs redis-server and python3 (and wrk for load).
+# LOAD_S (5), REPEAT (3), LOAD_RPM (1000000000; -1 = no limit, no leases), SHOW_DRAWS (0). Needs redis-server and python3 (and wrk for load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -182,7 +182,7 @@ LUA
   for round in $(seq "$REPEAT"); do
     for mode in 1 0; do
       [ $((round % 2)) = 0 ] && mode=$((1 - mode))
-      start_pair 1000000000 "bench-load-$round" "$mode"
+      start_pair "${LOAD_RPM:-1000000000}" "bench-load-$round" "$mode"
       rps=$(load_once)
       if [ "$mode" = 1 ]; then shared+=("$rps"); else alone+=("$rps"); fi
       stop_pair
