@@ -170,6 +170,11 @@ impl Leases {
         }
     }
 
+    /// Whether any lease or correction is in hand (the thread then looks every few ms).
+    pub fn busy(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Redis went away: every lease in hand is dropped (Redis drains its counts in time) and
     /// the cells start over once it is back.
     pub fn reset(&mut self) {

@@ -57,7 +57,13 @@ fn run(gateway: &Gateway, shared: &Arc<Shared>, cluster: &Cluster, ready: std::s
         }
         let mut wanted = shared.take_wanted();
         if !wanted {
-            std::thread::park_timeout(LEASE_TICK);
+            // Idle (no lease in hand): sleep until the next poll; a starved worker wakes us.
+            let idle = if leases.busy() {
+                LEASE_TICK
+            } else {
+                cluster.sync.min(cluster.heartbeat)
+            };
+            std::thread::park_timeout(idle);
             wanted = shared.take_wanted();
         }
         // Every shared window is looked at when a worker asked, when one owes Redis, and once
