@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use rotor::cluster::lease::LeaseCell;
+use rotor::cluster::Shared;
 use rotor::config::KeyId;
 use rotor::health::KeyHealth;
-use rotor::limits::select::{highest_balance, least_used, pick_key, PickInput};
+use rotor::limits::select::{highest_balance, least_used, pick_key, PickInput, Skipped};
 use rotor::limits::{Admission, Gate, Kind, LimitSet, Window, CLOCK_BASE_MS};
 
 /// Large enough that a bench run never fills a window.
@@ -25,6 +27,28 @@ const NOW: u64 = CLOCK_BASE_MS + 1_000_000;
 fn limited_set() -> LimitSet {
     LimitSet {
         gates: Kind::ALL.map(|kind| Gate::Max(Arc::new(Window::new(kind.window_ms(), ROOMY)))),
+    }
+}
+
+/// `limited_set` with every window shared through a cluster lease that never runs out (the
+/// cluster thread's refills are not on this path): admission with `[cluster]` on.
+fn leased_set() -> LimitSet {
+    let shared = Arc::new(Shared::for_test("bench"));
+    let set = limited_set();
+    for gate in &set.gates {
+        if let Gate::Max(window) = gate {
+            let cell = LeaseCell::new(shared.clone());
+            cell.install_for_test(1, u32::MAX, u64::MAX);
+            window.attach_lease(cell);
+        }
+    }
+    set
+}
+
+/// Admit then refund: net zero, so a lease of `u32::MAX` slots never runs dry.
+fn admit_refund(set: &LimitSet) {
+    if let Admission::Admitted(r) = set.admit(black_box(600), NOW) {
+        set.refund(&r);
     }
 }
 
@@ -41,6 +65,16 @@ fn bench_admit(c: &mut Criterion) {
     let set = limited_set();
     group.bench_function("key_rpm_rpd_tpm_admit_settle_uncontended", |b| {
         b.iter(|| admit_settle(&set))
+    });
+
+    // Issue 17: admission with `[cluster]` on must stay within 10% of off.
+    let local = limited_set();
+    group.bench_function("key_rpm_rpd_tpm_admit_refund_local", |b| {
+        b.iter(|| admit_refund(&local))
+    });
+    let leased = leased_set();
+    group.bench_function("key_rpm_rpd_tpm_admit_refund_cluster_lease", |b| {
+        b.iter(|| admit_refund(&leased))
     });
 
     // Two threads on the same windows: this one measured, one hammering in the background.
@@ -99,7 +133,7 @@ fn bench_pick(c: &mut Criterion) {
                         now: 1_000,
                         limits_now: NOW,
                     };
-                    let mut soonest = None;
+                    let mut soonest = Skipped::default();
                     black_box(pick_key(&input, &mut soonest))
                 })
             });
@@ -121,7 +155,7 @@ fn bench_pick(c: &mut Criterion) {
                 now: 1_000,
                 limits_now: NOW,
             };
-            let mut soonest = None;
+            let mut soonest = Skipped::default();
             black_box(pick_key(&input, &mut soonest))
         })
     });
@@ -152,7 +186,7 @@ fn bench_strategies(c: &mut Criterion) {
                 start = (start + 1) % n;
                 let mut pick = input(start);
                 pick.start = least_used(&pick);
-                let mut soonest = None;
+                let mut soonest = Skipped::default();
                 black_box(pick_key(&pick, &mut soonest))
             })
         });
@@ -161,7 +195,7 @@ fn bench_strategies(c: &mut Criterion) {
                 start = (start + 1) % n;
                 let mut pick = input(start);
                 pick.start = highest_balance(&pick, start);
-                let mut soonest = None;
+                let mut soonest = Skipped::default();
                 black_box(pick_key(&pick, &mut soonest))
             })
         });

@@ -67,7 +67,7 @@ pub async fn handle(core: &crate::proxy::Core, req: &Request) -> Option<AdminAns
         (Method::Post, "/admin/logout") => return Some(auth::logout(&caller, &gateway.admin)),
         (Method::Get, "/admin/session") => return Some(auth::session_info(&caller, &gateway.admin)),
         (Method::Get, "/admin/status") => {
-            let body = crate::proxy::status_json(&generation, None);
+            let body = crate::proxy::status_json(&generation, None, gateway.cluster.as_deref());
             return Some(json_bytes(200, body));
         }
         (Method::Post, "/admin/reload") => Command::Reload,

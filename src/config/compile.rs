@@ -18,6 +18,7 @@ use super::{provider, routes, ConfigError};
 
 pub(crate) fn compile(file: FileConfig, r: &Resolver<'_>, source: ConfigSource) -> Result<Config, ConfigError> {
     let server = server(file.server, r)?;
+    let cluster = super::cluster::cluster(file.cluster, server.listen.port(), r)?;
     let upstream = upstream(file.upstream, r)?;
     let retry = retry(&file.retry)?;
     let storage = storage(file.storage)?;
@@ -35,6 +36,7 @@ pub(crate) fn compile(file: FileConfig, r: &Resolver<'_>, source: ConfigSource) 
         providers,
         routes,
         source,
+        cluster,
     })
 }
 

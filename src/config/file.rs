@@ -20,6 +20,8 @@ pub struct FileConfig {
     /// No `[[clients]]` = open gateway.
     pub clients: Vec<ClientConfig>,
     pub providers: Vec<ProviderConfig>,
+    /// Absent = this instance runs alone.
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 //! Invariant: every error is one `ConfigError` whose message names the key path, what is wrong
 //! and what is allowed, and never contains a secret.
 
+pub mod cluster;
 mod compile;
 pub mod file;
 pub mod glob;

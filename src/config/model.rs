@@ -25,6 +25,8 @@ pub struct Config {
     pub routes: RouteTable,
     /// Where this config came from: a file path, or the `ROTOR_*` environment quick start.
     pub source: ConfigSource,
+    /// `[cluster]`: shared windows, key health and key pool over Redis; `None` = alone.
+    pub cluster: Option<super::cluster::Cluster>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -137,6 +137,19 @@ impl Config {
                 Driver::Legacy => "legacy",
             }
         );
+        if let Some(c) = &self.cluster {
+            let _ = writeln!(
+                s,
+                "cluster: {} as instance {:?}, on_redis_down {}, lease {} ms",
+                c.redis_url,
+                c.instance_id,
+                match c.on_redis_down {
+                    super::cluster::OnRedisDown::Local => "local",
+                    super::cluster::OnRedisDown::Refuse => "refuse",
+                },
+                c.lease.as_millis()
+            );
+        }
         let _ = writeln!(s, "\nroutes (client model -> provider, upstream model, weight, keys):");
         let mut models: Vec<&Arc<Route>> = self.routes.by_model.values().collect();
         models.sort_by(|a, b| a.model.cmp(&b.model));

@@ -40,6 +40,8 @@ pub enum Command {
         key: crate::config::KeyId,
         refused: Option<u64>,
     },
+    /// The fleet's key pool, read from Redis by the cluster thread (no reply awaited).
+    ClusterPool(crate::keys::PoolState),
 }
 
 /// A JSON body, or an HTTP status with a message.
@@ -61,6 +63,15 @@ impl Commands {
         }
         rx.await
             .unwrap_or_else(|_| Err((503, "the control thread is not running".to_owned())))
+    }
+
+    /// Queues `command` for the control thread without waiting for its reply.
+    pub fn post(&self, command: Command) {
+        let (tx, _rx) = oneshot::channel();
+        self.queue.push((command, tx));
+        if let Some(control) = self.control.get() {
+            control.unpark();
+        }
     }
 
     /// Called once by the control thread so `call` can wake it.

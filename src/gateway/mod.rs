@@ -70,6 +70,10 @@ pub struct Gateway {
     /// The last loaded config before the pool was merged in, and its file's fingerprint: what
     /// a key-pool change rebuilds from (control thread only).
     base: parking_lot::Mutex<(Config, u64)>,
+    /// `[cluster]` on (fixed at start): what workers and status pages read of the cluster.
+    pub cluster: Option<Arc<crate::cluster::Shared>>,
+    /// Set by an admin key-pool change: the cluster thread shares the pool.
+    pub cluster_pool_changed: AtomicBool,
 }
 
 impl Gateway {
@@ -78,6 +82,13 @@ impl Gateway {
         let resolver = Arc::new(Resolver::default());
         let health = HealthRegistry::default();
         let limits = LimitRegistry::default();
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| Arc::new(crate::cluster::Shared::new(c)));
+        if let Some(shared) = &cluster {
+            limits.share(shared.clone());
+        }
         let base = (config.clone(), crate::keys::fingerprint(&config.source));
         let tokens = Arc::new(crate::tokens::TokenRegistry::default());
         let first = prepare(1, config, &resolver, &health, &limits, &tokens)?;
@@ -104,6 +115,8 @@ impl Gateway {
             tokens,
             sessions: Default::default(),
             base: parking_lot::Mutex::new(base),
+            cluster,
+            cluster_pool_changed: AtomicBool::new(false),
         }))
     }
 
@@ -155,6 +168,15 @@ impl Gateway {
                 "server.admin_listen changed; it takes effect on restart (admin stays on {})",
                 bound.map_or_else(|| "the main listener".to_owned(), |a| a.to_string())
             );
+        }
+        let shape = |c: &Config| {
+            c.cluster
+                .as_ref()
+                .map(|c| (c.redis_url.clone(), c.key_prefix.clone(), c.on_redis_down))
+        };
+        if shape(&config) != shape(&self.current().config) {
+            // The cluster thread and the windows' lease cells are set up once, at start.
+            tracing::warn!("[cluster] changed; it takes effect on restart");
         }
         let id = self.swap_in(config.clone(), fingerprint)?;
         *self.base.lock() = (config, fingerprint);

@@ -179,6 +179,12 @@ impl KeyHealth {
         self.quarantine_streak.store(0, Ordering::Relaxed);
     }
 
+    /// The cooling deadline (health clock; 0 or past = not cooling), for the cluster thread,
+    /// which shares changes with other instances.
+    pub fn cooling_until(&self) -> u64 {
+        self.cooling_until.load(Ordering::Acquire)
+    }
+
     pub fn is_quarantined(&self) -> bool {
         self.quarantined_until.load(Ordering::Acquire) != 0
     }

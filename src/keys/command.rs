@@ -81,6 +81,9 @@ pub fn execute(command: KeysCommand, gateway: &Gateway, storage: Option<&mut Sto
     };
     match gateway.rebuild() {
         Ok(generation) => {
+            gateway
+                .cluster_pool_changed
+                .store(gateway.cluster.is_some(), std::sync::atomic::Ordering::Release);
             let mut out = body;
             out.generation = generation;
             out.persisted = persisted;
@@ -95,6 +98,30 @@ pub fn execute(command: KeysCommand, gateway: &Gateway, storage: Option<&mut Sto
                 500,
                 format!("cannot build a generation with this change, nothing changed: {e}"),
             ))
+        }
+    }
+}
+
+/// The fleet's pool from Redis (another instance changed it, or this one started): replaces
+/// ours, is persisted here too, and serves from the next generation.
+pub fn adopt(state: PoolState, gateway: &Gateway, storage: Option<&mut Storage>) {
+    let before = gateway.keys.snapshot();
+    if crate::cluster::same_pool(&before, &state) {
+        return;
+    }
+    gateway.keys.replace(state);
+    match gateway.rebuild() {
+        Ok(generation) => {
+            tracing::info!(generation, "key pool changed by another instance");
+            if let Some(storage) = storage {
+                if let Err(e) = crate::storage::keys::save(storage, &gateway.keys.snapshot()) {
+                    tracing::error!("cannot save the key pool: {e}");
+                }
+            }
+        }
+        Err(e) => {
+            gateway.keys.replace(before);
+            tracing::error!("cannot apply the fleet's key pool, keeping ours: {e}");
         }
     }
 }

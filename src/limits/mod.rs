@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub use registry::{LimitRegistry, LimitTable, LimiterId, Scope, Snapshot, WindowSnapshot};
 pub use window::{Admit, Window};
 
+use crate::cluster::lease::Take;
 use crate::config::{Limit, Limits};
 use crate::health::now_ms;
 
@@ -108,6 +109,8 @@ impl Default for LimitSet {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reservation {
     epochs: [Option<u32>; 3],
+    /// The cluster lease generation each window's slot came from (0 = none).
+    leases: [u32; 3],
     pub tokens: u64,
 }
 
@@ -121,6 +124,11 @@ pub enum Admission {
     },
     /// A limit is `0`.
     Disabled(Kind),
+    /// `[cluster]`: no slot in hand yet; the cluster thread is drawing a lease. Try again
+    /// shortly (up to `cluster.lease_wait_ms`), then answer as `Full`.
+    Leasing(Kind),
+    /// `[cluster]` with `on_redis_down = "refuse"` while Redis is unreachable.
+    Unavailable(Kind),
 }
 
 impl LimitSet {
@@ -133,10 +141,7 @@ impl LimitSet {
     /// window refuses, the earlier ones are refunded. A token estimate above the TPM limit is
     /// capped at the limit, so a big request is not refused forever.
     pub fn admit(&self, tokens: u64, now: u64) -> Admission {
-        let mut taken = Reservation {
-            epochs: [None; 3],
-            tokens: 0,
-        };
+        let mut taken = Reservation::default();
         for (i, kind) in Kind::ALL.into_iter().enumerate() {
             let window = match &self.gates[i] {
                 Gate::Unlimited => continue,
@@ -150,14 +155,35 @@ impl LimitSet {
                 Kind::Tpm => tokens.min(window.limit()),
                 _ => 1,
             };
-            match window.try_admit(cost, now) {
+            let (lease, within) = match window.lease().map(|cell| cell.take(cost, window.limit(), now)) {
+                None => (0, window.limit()),
+                Some(Take::Lease(gen)) => (gen, window.limit()),
+                Some(Take::Local(share)) => (0, share),
+                Some(refused) => {
+                    self.refund(&taken);
+                    return match refused {
+                        Take::Full(free_at) => Admission::Full { free_at, kind },
+                        Take::Refused => Admission::Unavailable(kind),
+                        _ => Admission::Leasing(kind),
+                    };
+                }
+            };
+            match window.try_admit_within(cost, now, within) {
                 Admit::Yes { epoch } => {
                     taken.epochs[i] = Some(epoch);
+                    taken.leases[i] = lease;
                     if kind == Kind::Tpm {
                         taken.tokens = cost;
                     }
+                    if let (0, Some(cell)) = (lease, window.lease()) {
+                        // Admitted without Redis: owed to it once it is back.
+                        cell.owe(cost);
+                    }
                 }
                 Admit::Full { free_at } => {
+                    if let (true, Some(cell)) = (lease != 0, window.lease()) {
+                        cell.give_back(lease, cost);
+                    }
                     self.refund(&taken);
                     return Admission::Full { free_at, kind };
                 }
@@ -172,6 +198,9 @@ impl LimitSet {
             if let (Some(epoch), Gate::Max(window)) = (epoch, &self.gates[i]) {
                 let cost = if i == 2 { reservation.tokens } else { 1 };
                 window.refund(*epoch, cost);
+                if let Some(cell) = window.lease() {
+                    cell.give_back(reservation.leases[i], cost);
+                }
             }
         }
     }
@@ -183,8 +212,14 @@ impl LimitSet {
         };
         if used_tokens < reservation.tokens {
             window.refund(epoch, reservation.tokens - used_tokens);
+            if let Some(cell) = window.lease() {
+                cell.settle_back(reservation.leases[2], reservation.tokens - used_tokens);
+            }
         } else {
             window.force(used_tokens - reservation.tokens, now);
+            if let Some(cell) = window.lease() {
+                cell.owe(used_tokens - reservation.tokens);
+            }
         }
     }
 

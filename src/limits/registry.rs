@@ -63,6 +63,8 @@ pub struct LimitRegistry {
     windows: Mutex<AHashMap<LimiterId, Arc<Window>>>,
     /// Set by the control thread once storage is open; gives windows created later their cell.
     journal: Mutex<Option<Journal>>,
+    /// `[cluster]` on: every window gets a lease cell (set before the first table).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Shared>>,
 }
 
 /// Every window's buckets, and the journal counts read just before them: once the buckets
@@ -102,6 +104,20 @@ impl LimitTable {
 }
 
 impl LimitRegistry {
+    /// Shares every window made from now on through the cluster (call before `table_for`).
+    pub fn share(&self, shared: Arc<crate::cluster::Shared>) {
+        let _ = self.cluster.set(shared);
+    }
+
+    /// Every live window with its id (the cluster thread walks them for leases).
+    pub fn windows(&self) -> Vec<(LimiterId, Arc<Window>)> {
+        self.windows
+            .lock()
+            .iter()
+            .map(|(id, w)| (id.clone(), w.clone()))
+            .collect()
+    }
+
     /// The table for `config`, reusing windows already known (with their limits updated).
     pub fn table_for(&self, config: &Config) -> LimitTable {
         let mut known = self.windows.lock();
@@ -118,6 +134,9 @@ impl LimitRegistry {
                     };
                     let window = known.remove(&id).or_else(|| next.get(&id).cloned()).unwrap_or_else(|| {
                         let window = Window::new(kind.window_ms(), n);
+                        if let Some(shared) = self.cluster.get() {
+                            window.attach_lease(crate::cluster::lease::LeaseCell::new(shared.clone()));
+                        }
                         if let Some(cell) = journal.as_mut().and_then(|j| j.cell(journal_id(&id))) {
                             window.attach(cell);
                         }

@@ -27,12 +27,25 @@ pub struct PickInput<'a> {
     pub limits_now: u64,
 }
 
-/// The chosen key index and what it reserved, or `None`. `soonest` learns the earliest
-/// moment (health clock) a cooling or full key frees up.
-pub fn pick_key(input: &PickInput<'_>, soonest: &mut Option<u64>) -> Option<(usize, Reservation)> {
+/// Why keys were passed over, for the answer when none is picked.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    /// The earliest moment (health clock) a cooling or full key frees up.
+    pub soonest: Option<u64>,
+    /// `[cluster]`: a key had no lease in hand yet (one is being drawn).
+    pub leasing: bool,
+    /// `[cluster]`: a key's shared windows are unavailable (Redis down, `refuse`).
+    pub unavailable: bool,
+}
+
+/// The chosen key index and what it reserved, or `None`; `skipped` learns why others were
+/// passed over.
+pub fn pick_key(input: &PickInput<'_>, skipped: &mut Skipped) -> Option<(usize, Reservation)> {
     let n = input.health.len();
     let unlimited = LimitSet::default();
+    let soonest = &mut skipped.soonest;
     let mut note = |until: u64| *soonest = Some(soonest.map_or(until, |s| s.min(until)));
+    let (mut leasing, mut unavailable) = (false, false);
     for offset in 0..n {
         let index = (input.start + offset) % n;
         if input.tried.contains(&index) {
@@ -57,8 +70,12 @@ pub fn pick_key(input: &PickInput<'_>, soonest: &mut Option<u64>) -> Option<(usi
             Admission::Admitted(reservation) => return Some((index, reservation)),
             Admission::Full { free_at, .. } => note(to_health_ms(free_at)),
             Admission::Disabled(_) => {}
+            Admission::Leasing(_) => leasing = true,
+            Admission::Unavailable(_) => unavailable = true,
         }
     }
+    skipped.leasing |= leasing;
+    skipped.unavailable |= unavailable;
     None
 }
 
@@ -158,12 +175,12 @@ mod tests {
             now: 5_000,
             limits_now: now,
         };
-        let mut soonest = None;
-        assert_eq!(pick_key(&input(0), &mut soonest).map(|p| p.0), Some(0));
-        assert_eq!(pick_key(&input(0), &mut soonest).map(|p| p.0), Some(1));
-        assert_eq!(pick_key(&input(0), &mut soonest), None);
+        let mut skipped = Skipped::default();
+        assert_eq!(pick_key(&input(0), &mut skipped).map(|p| p.0), Some(0));
+        assert_eq!(pick_key(&input(0), &mut skipped).map(|p| p.0), Some(1));
+        assert_eq!(pick_key(&input(0), &mut skipped), None);
         // Admitted in the bucket starting at 5 s: free once that bucket is a window old.
-        assert_eq!(soonest, Some(5_000 + 61_000));
+        assert_eq!(skipped.soonest, Some(5_000 + 61_000));
     }
 
     #[test]
@@ -215,10 +232,10 @@ mod tests {
         assert_eq!(highest_balance(&input(&[2]), 9), 1);
         health[2].care.set_balance(0.0, 2, 0);
         assert_eq!(highest_balance(&input(&[]), 9), 1);
-        let mut soonest = None;
+        let mut skipped = Skipped::default();
         let start = PickInput { start: 2, ..input(&[]) };
         assert_eq!(
-            pick_key(&start, &mut soonest).map(|p| p.0),
+            pick_key(&start, &mut skipped).map(|p| p.0),
             Some(0),
             "the broke key is skipped"
         );

@@ -49,6 +49,8 @@ pub struct Window {
     slots: [AtomicU64; SLOTS],
     /// Set once storage opened the admission journal (before any worker serves).
     journal: OnceLock<&'static JournalCell>,
+    /// `[cluster]` on: the slots this instance may use, drawn from Redis (`cluster::lease`).
+    lease: OnceLock<crate::cluster::lease::LeaseCell>,
 }
 
 /// Outcome of `Window::try_admit`.
@@ -76,7 +78,18 @@ impl Window {
             used: AtomicU64::new(0),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
             journal: OnceLock::new(),
+            lease: OnceLock::new(),
         }
+    }
+
+    /// Shares this window across instances (a second call keeps the first cell).
+    pub fn attach_lease(&self, cell: crate::cluster::lease::LeaseCell) {
+        let _ = self.lease.set(cell);
+    }
+
+    /// The window's lease cell when `[cluster]` is on.
+    pub fn lease(&self) -> Option<&crate::cluster::lease::LeaseCell> {
+        self.lease.get()
     }
 
     /// Gives the window its journal cell (a second call keeps the first cell).
@@ -121,8 +134,13 @@ impl Window {
 
     /// Admits `cost` at `now` if the window has room for it.
     pub fn try_admit(&self, cost: u64, now: u64) -> Admit {
+        self.try_admit_within(cost, now, self.limit())
+    }
+
+    /// `try_admit` against `limit` instead of the window's own (a cluster instance without
+    /// Redis admits within its share of the limit).
+    pub fn try_admit_within(&self, cost: u64, now: u64, limit: u64) -> Admit {
         let epoch = self.epoch(now);
-        let limit = self.limit();
         let mut drained = false;
         let mut used = self.used.load(Ordering::Acquire);
         loop {

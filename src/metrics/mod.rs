@@ -5,6 +5,7 @@
 //! are bounded in length and number (`bound`), and the rendered body in size (`fit`).
 
 mod bound;
+pub mod cluster;
 mod fit;
 
 pub use fit::fit;

@@ -4,30 +4,70 @@
 //! Invariant: a reservation is given back only when the request provably never reached the
 //! upstream (no attempt at all, or the connection was never made); otherwise it stays counted.
 
+use std::time::{Duration, Instant};
+
 use super::error::{ErrorKind, ProxyError, Side};
 use super::{Core, RequestContext};
 use crate::config::{Client, KeyStrategy, Provider};
-use crate::limits::select::{highest_balance, least_used, pick_key, PickInput};
+use crate::limits::select::{highest_balance, least_used, pick_key, PickInput, Skipped};
 use crate::limits::{self, Admission, LimitSet, Reservation};
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;
 
 /// The client's own windows, before any upstream work: over a limit -> 429 with Retry-After;
-/// a limit of 0 -> 429 without one (waiting will not help).
-pub(super) fn admit_client(client: &Client, limits: &LimitSet, tokens: u64) -> Result<Reservation, ProxyError> {
-    let now = limits::now();
-    match limits.admit(tokens, now) {
+/// a limit of 0 -> 429 without one (waiting will not help). With `[cluster]`, a window with
+/// no lease in hand is asked again every few ms up to `lease_wait`, then answered like a
+/// full one; shared windows refused while Redis is down (`on_redis_down = "refuse"`) -> 503.
+pub(super) async fn admit_client(
+    client: &Client,
+    limits: &LimitSet,
+    tokens: u64,
+    lease_wait: Duration,
+) -> Result<Reservation, ProxyError> {
+    let deadline = Instant::now() + lease_wait;
+    loop {
+        let now = limits::now();
+        match limits.admit(tokens, now) {
+            Admission::Leasing(_) if Instant::now() < deadline => {
+                Box::pin(monoio::time::sleep(LEASE_POLL)).await;
+            }
+            Admission::Leasing(kind) => return Err(client_full(client, kind, 1)),
+            other => return client_answer(client, other, now),
+        }
+    }
+}
+
+/// How often a request starved of a lease looks again.
+pub(super) const LEASE_POLL: Duration = Duration::from_millis(2);
+
+fn client_full(client: &Client, kind: crate::limits::Kind, seconds: u64) -> ProxyError {
+    let message = format!(
+        "client '{}' is over its {} limit; retry in {seconds} s",
+        client.name,
+        kind.name()
+    );
+    ProxyError::new(ErrorKind::RateLimited, Side::Downstream, message)
+        .with_code("rate_limit_exceeded")
+        .with_retry_after(seconds)
+}
+
+fn client_answer(client: &Client, admission: Admission, now: u64) -> Result<Reservation, ProxyError> {
+    match admission {
         Admission::Admitted(reservation) => Ok(reservation),
-        Admission::Full { free_at, kind } => {
-            let seconds = free_at.saturating_sub(now).div_ceil(1000).max(1);
+        Admission::Leasing(kind) => Err(client_full(client, kind, 1)),
+        Admission::Unavailable(kind) => {
             let message = format!(
-                "client '{}' is over its {} limit; retry in {seconds} s",
+                "client '{}' has a shared {} limit and the cluster's Redis is unreachable (cluster.on_redis_down = \"refuse\"); retry in 1 s",
                 client.name,
                 kind.name()
             );
-            Err(ProxyError::new(ErrorKind::RateLimited, Side::Downstream, message)
-                .with_code("rate_limit_exceeded")
-                .with_retry_after(seconds))
+            Err(ProxyError::new(ErrorKind::NoUsableKey, Side::Downstream, message)
+                .with_code("cluster_unavailable")
+                .with_retry_after(1))
+        }
+        Admission::Full { free_at, kind } => {
+            let seconds = free_at.saturating_sub(now).div_ceil(1000).max(1);
+            Err(client_full(client, kind, seconds))
         }
         Admission::Disabled(kind) => {
             let message = format!(
@@ -53,7 +93,7 @@ pub(super) fn pick_available_key(
     tried: &[usize],
     tokens: u64,
     now: u64,
-    soonest: &mut Option<u64>,
+    skipped: &mut Skipped,
     pinned: Option<usize>,
 ) -> Option<(usize, Reservation)> {
     if provider.keys.is_empty() {
@@ -78,7 +118,7 @@ pub(super) fn pick_available_key(
     if let Some(pinned) = pinned.filter(|p| *p < provider.keys.len() && !tried.contains(p)) {
         input.start = pinned;
     }
-    pick_key(&input, soonest)
+    pick_key(&input, skipped)
 }
 
 /// The request never left rotor (no connection, no TLS, or a head the writer refused), so the

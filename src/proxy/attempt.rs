@@ -20,6 +20,7 @@ use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
 use crate::config::Provider;
 use crate::health::{now_ms, KeyHealth, ProviderHealth};
+use crate::limits::select::Skipped;
 use crate::limits::{self, learned, LimitSet, Reservation};
 use crate::providers::dialog::Turn;
 use crate::providers::Front;
@@ -124,11 +125,17 @@ fn select<'g>(
 ) -> Option<Picked<'g>> {
     let table = &ctx.generation.key_health;
     let tried = attempt.tried_keys(provider.index);
-    let mut soonest = None;
-    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, now, &mut soonest, pinned);
-    if let Some(until) = soonest {
+    let mut skipped = Skipped::default();
+    let picked = pick_available_key(core, ctx, provider, &tried, attempt.tokens, now, &mut skipped, pinned);
+    if let Some(until) = skipped.soonest {
         attempt.note_cooling(until);
     }
+    if skipped.leasing {
+        // Answered like a full window (429, Retry-After 1) if no lease comes in time.
+        attempt.leasing = true;
+        attempt.note_cooling(now + 1_000);
+    }
+    attempt.cluster_down |= skipped.unavailable;
     let (index, reservation) = picked?;
     let (Some(health), Some(provider_health)) =
         (table.get(provider.index, index), table.provider_health(provider.index))

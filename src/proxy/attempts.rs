@@ -23,6 +23,10 @@ pub(super) struct Attempts {
     pub soonest_cool: Option<u64>,
     /// A candidate provider was skipped because its breaker is open.
     pub breaker_open: bool,
+    /// `[cluster]`: a key was skipped for want of a lease (one is being drawn).
+    pub leasing: bool,
+    /// `[cluster]`: a key's shared windows were refused (Redis down, `on_redis_down = "refuse"`).
+    pub cluster_down: bool,
     pub last_error: Option<ProxyError>,
     pub last_penalty: Option<Penalty>,
     tried: SmallVec<[Tried; 4]>,
@@ -97,6 +101,14 @@ impl Attempts {
         }
         if let Some(error) = self.last_error {
             return error;
+        }
+        if self.cluster_down {
+            let message = format!(
+                "the keys for model '{model}' have shared limits and the cluster's Redis is unreachable (cluster.on_redis_down = \"refuse\"); retry in 1 s"
+            );
+            return ProxyError::new(ErrorKind::NoUsableKey, Side::Upstream, message)
+                .with_code("cluster_unavailable")
+                .with_retry_after(1);
         }
         let seconds = usable_in();
         let message = if self.breaker_open {

@@ -27,6 +27,9 @@ struct Health<'a> {
     log_dropped: u64,
     /// Request rows in the log now.
     log_rows: u64,
+    /// `[cluster]` on: Redis state, the fallback in force, live instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<crate::cluster::Status>,
 }
 
 pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responder<'_>) -> Result<(), ProxyError> {
@@ -50,8 +53,11 @@ pub(super) async fn health(core: &Core, ctx: &RequestContext, res: &mut Responde
         .gateway
         .storage_status
         .state(config.storage.health_window, core.gateway.records.last_drop_ms());
+    let cluster = core.gateway.cluster.as_ref().map(|c| c.status());
+    let cluster_ok = cluster.as_ref().is_none_or(|c| c.redis == "up");
     let body = Health {
-        status: if usable_keys > 0 && storage.ok {
+        cluster,
+        status: if usable_keys > 0 && storage.ok && cluster_ok {
             "ok"
         } else {
             "degraded"
@@ -136,6 +142,9 @@ struct Status<'a> {
     /// The calling client's own limits (other clients' names are not shown to it).
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<ClientStatus<'a>>,
+    /// `[cluster]` on: this instance, Redis state and the live instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<crate::cluster::Status>,
 }
 
 #[derive(Serialize)]
@@ -189,11 +198,12 @@ struct KeyStatus {
 
 /// Each provider and key with its state and usage against its limits; keys are masked.
 pub(super) async fn status(
+    core: &Core,
     ctx: &RequestContext,
     client: Option<&Client>,
     res: &mut Responder<'_>,
 ) -> Result<(), ProxyError> {
-    let body = status_json(&ctx.generation, client);
+    let body = status_json(&ctx.generation, client, core.gateway.cluster.as_deref());
     let headers: [(&str, &[u8]); 2] = [("content-type", b"application/json"), ("x-request-id", &ctx.request_id)];
     res.send(200, &headers, Bytes::from(body)).await.map_err(|e| {
         ProxyError::new(
@@ -205,7 +215,11 @@ pub(super) async fn status(
 }
 
 /// The `GET /v1/status` body (also the dashboard's Status page, through `/admin/status`).
-pub fn status_json(generation: &Generation, client: Option<&Client>) -> Vec<u8> {
+pub fn status_json(
+    generation: &Generation,
+    client: Option<&Client>,
+    cluster: Option<&crate::cluster::Shared>,
+) -> Vec<u8> {
     use crate::health::{now_ms, KeyState};
     let config = &generation.config;
     let now = now_ms();
@@ -249,6 +263,7 @@ pub fn status_json(generation: &Generation, client: Option<&Client>) -> Vec<u8> 
         })
         .collect();
     let status = Status {
+        cluster: cluster.map(|c| c.status()),
         generation: generation.id,
         providers,
         client: client.map(|c| ClientStatus {
@@ -319,6 +334,9 @@ pub(super) async fn metrics(
     core.gateway.admin.render_metrics(&mut body);
     core.gateway.tokens.render_metrics(&mut body);
     core.gateway.sessions.render_metrics(&mut body);
+    if let Some(cluster) = &core.gateway.cluster {
+        crate::metrics::cluster::render(&mut body, cluster);
+    }
     // The size bound covers every family, the health ones included.
     let body = crate::metrics::fit(body, config.server.metrics_max_bytes);
     let headers: [(&str, &[u8]); 2] = [

@@ -76,7 +76,7 @@ pub(super) async fn forward(
     let client_limits = client.and_then(|c| Some((c, ctx.generation.limits.clients.get(c.index)?)));
     let client_reservation = match client_limits {
         Some((client, limits)) if !limits.is_unlimited() => {
-            let admitted = admit_client(client, limits, tokens);
+            let admitted = admit_client(client, limits, tokens, lease_wait(config)).await;
             if admitted.is_err() {
                 core.metrics.lock().limit_rejection("client");
             }
@@ -105,6 +105,11 @@ pub(super) async fn forward(
         }
     }
     result.map(|_| ())
+}
+
+/// The longest a request waits for a cluster lease (zero without `[cluster]`).
+fn lease_wait(config: &Config) -> Duration {
+    config.cluster.as_ref().map_or(Duration::ZERO, |c| c.lease_wait)
 }
 
 /// What every attempt of one client request shares.
@@ -140,6 +145,7 @@ async fn attempt_all(
 ) -> Result<Usage, ProxyError> {
     let config = &ctx.generation.config;
     let mut waited = false;
+    let lease_deadline = Instant::now() + lease_wait(config);
     loop {
         let made_before = attempt.made;
         for step in job.plan {
@@ -154,6 +160,11 @@ async fn attempt_all(
             break;
         }
         if attempt.made > made_before && attempt.next_pass() {
+            continue;
+        }
+        if attempt.made == 0 && std::mem::take(&mut attempt.leasing) && Instant::now() < lease_deadline {
+            // A key had no cluster lease in hand: the cluster thread is drawing one.
+            Box::pin(monoio::time::sleep(super::admit::LEASE_POLL)).await;
             continue;
         }
         let wait = attempt.soonest_cool.map(|until| until.saturating_sub(now_ms()));

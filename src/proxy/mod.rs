@@ -211,7 +211,7 @@ impl Core {
         }
         match endpoint {
             Endpoint::Models => endpoints::models(ctx, client, res).await,
-            Endpoint::Status => endpoints::status(ctx, client, res).await,
+            Endpoint::Status => endpoints::status(self, ctx, client, res).await,
             Endpoint::GeminiModels => gemini_door::models(ctx, client, &req.head, res).await,
             _ => forward::forward(self, ctx, endpoint, client, req, res).await,
         }

@@ -176,6 +176,10 @@ impl Duties {
                         .map(|()| Vec::new())
                         .map_err(|e| (502, e))
                 }
+                Command::ClusterPool(state) => {
+                    crate::keys::command::adopt(state, gateway, self.storage.as_mut());
+                    Ok(Vec::new())
+                }
                 other => self.log_writer.execute(other, gateway, &mut self.storage),
             };
             let _ = reply.send(result);

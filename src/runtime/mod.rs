@@ -31,6 +31,7 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     workers: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
+    cluster: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -46,6 +47,10 @@ impl Running {
         }
         self.gateway.workers_stopped.store(true, Ordering::Release);
         if let Some(c) = self.control.take() {
+            c.thread().unpark();
+            let _ = c.join();
+        }
+        if let Some(c) = self.cluster.take() {
             c.thread().unpark();
             let _ = c.join();
         }
@@ -74,12 +79,19 @@ pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Ru
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    let mut config = config;
+    if let Some(cluster) = config.cluster.as_mut().filter(|c| c.instance_id.ends_with(":0")) {
+        // Port 0 in the config: the default instance id takes the port really bound.
+        let host = cluster.instance_id.trim_end_matches(":0").to_owned();
+        cluster.instance_id = format!("{host}:{}", addr.port());
+    }
     let gateway = Gateway::new(config).map_err(io::Error::other)?;
     if let Some(a) = admin_addr {
         gateway.set_admin_addr(a);
     }
     // Storage opens and windows are restored before any worker serves.
     let control = control::spawn(gateway.clone(), signals)?;
+    let cluster = crate::cluster::spawn(gateway.clone())?;
     let workers = {
         let gateway = gateway.clone();
         spawn_workers(&spec, listeners, move |index, listener| {
@@ -94,6 +106,9 @@ pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Ru
             gateway.shutdown.trigger();
             gateway.workers_stopped.store(true, Ordering::Release);
             let _ = control.join();
+            if let Some(c) = cluster {
+                let _ = c.join();
+            }
             return Err(e);
         }
     };
@@ -112,6 +127,7 @@ pub fn start(config: Config, signals: Option<control::Signals>) -> io::Result<Ru
         gateway,
         workers,
         control: Some(control),
+        cluster,
     })
 }
 

@@ -238,7 +238,7 @@ impl LogWriter {
                 until_ms,
             } => json(rollups::stats(storage, period, group, since_ms, until_ms).map(|data| StatsPage { data })),
             Command::Overview { since_ms, until_ms } => json(rollups::overview(storage, since_ms, until_ms)),
-            Command::Reload | Command::Keys(_) | Command::MintToken { .. } => {
+            Command::Reload | Command::Keys(_) | Command::MintToken { .. } | Command::ClusterPool(_) => {
                 return Err((500, "not a storage command".to_owned()))
             }
         };

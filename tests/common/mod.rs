@@ -12,6 +12,7 @@
 
 pub mod child;
 pub mod records;
+pub mod redis;
 pub mod tls;
 
 use std::io::{self, Read, Write};
