@@ -109,13 +109,13 @@ case $WHAT in
     grep -E 'Requests/sec' "$OUT/wrk.txt" || true
     perf report -i "$OUT/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep '%' | grep -v -- '--' | head -5
     perf report -i "$OUT/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep '%' | head -30
-    [ -n "$KEEP" ] && echo "perf.data in $OUT"
+    if [ -n "$KEEP" ]; then echo "perf.data in $OUT"; fi
     ;;
   callgrind)
     wrk -t1 -c8 -d2s -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool
     callgrind_control -z "$ROTOR_PID" >/dev/null
     measured=$DURATION; [ -n "${REQUESTS:-}" ] && measured=120
-    wrk -t1 -c8 -d"${measured}s" -s "$OUT/counted.lua" "$URL" >"$OUT/wrk.txt"
+    wrk -t1 -c8 -d"${measured}s" --timeout 30s -s "$OUT/counted.lua" "$URL" >"$OUT/wrk.txt"
     callgrind_control -d "$ROTOR_PID" >/dev/null
     sleep 1
     n=$(requests <"$OUT/wrk.txt")
@@ -126,6 +126,6 @@ case $WHAT in
     total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     echo "$MODE: $n requests, $((total / n)) user-space instructions per request (callgrind, c=8, log $LOG, profile $PROFILE)"
     callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,30p' | cut -c1-160
-    [ -n "$KEEP" ] && echo "callgrind dumps in $OUT"
+    if [ -n "$KEEP" ]; then echo "callgrind dumps in $OUT"; fi
     ;;
 esac
