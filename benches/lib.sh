@@ -12,7 +12,8 @@ need() {
 
 # rotor_config PORT WORKERS MOCK_PORT: a rotor config in front of `rotor mock`, one client key,
 # two upstream keys. POOL (256) sizes the upstream pool like nginx's `keepalive 256`;
-# LOG_REQUESTS (true) keeps rotor's in-memory request log and stats on, as shipped.
+# LOG_REQUESTS (true) keeps rotor's request log and stats on, as shipped; DB_PATH ("", in
+# memory) is `storage.path`: a file there is the log as users run it (to disk).
 rotor_config() {
   cat <<TOML
 [server]
@@ -21,7 +22,7 @@ workers = $2
 [upstream]
 pool_max_idle_per_host = ${POOL:-256}
 [storage]
-path = ""
+path = "${DB_PATH:-}"
 log_requests = ${LOG_REQUESTS:-true}
 [[clients]]
 name = "bench"

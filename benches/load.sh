@@ -7,6 +7,7 @@
 #   benches/load.sh                               # everything, about 5 minutes on 2 cores
 #   DURATION=5 REPEAT=5 CONNS="1 256" benches/load.sh
 #   PARTS=table benches/load.sh                   # only the wrk table (or: streams, idle)
+#   LOG_REQUESTS=false LOG_OFF=0 benches/load.sh  # rotor with its request log off only
 #
 # Knobs: DURATION (s per wrk cell, 3), REPEAT (3; targets alternate their order every round so
 # drift on a shared machine shows as spread), CONNS ("1 64 256"), MODES ("chat stream"),
@@ -16,9 +17,10 @@
 # they are spread over several rotor processes of one worker each, on the ports after
 # SCALE_PORT), IDLE (10000 idle keep-alive connections), POOL (256: rotor's
 # upstream.pool_max_idle_per_host, matching nginx's `keepalive 256`), LOG_REQUESTS (true: rotor's
-# in-memory request log and stats rollups on, as shipped; false turns them off), LOG_OFF (1: the
-# table also runs a second rotor, `rotor-nolog`, with the log off, and prints the log on/off
-# ratio next to both rotor/nginx ratios; 0 skips it), SKIP_BUILD=1.
+# request log and stats rollups on, as shipped; false turns them off), LOG_TO (file: the log goes
+# to a SQLite file in the run's temp dir, as users run it; memory: `storage.path = ""`), LOG_OFF
+# (1: the table also runs a second rotor, `rotor-nolog`, with the log off, and prints the log
+# on/off ratio next to both rotor/nginx ratios; 0 skips it), SKIP_BUILD=1.
 # Every cell is bounded (wrk -d, the stream client ends after its streams); loopback only.
 # Needs wrk and nginx; installs them with apt-get when missing and allowed (root).
 set -euo pipefail
@@ -37,11 +39,17 @@ MOCK_PORT=${MOCK_PORT:-18181}
 ROTOR_PORT=${ROTOR_PORT:-18282}
 NOLOG_PORT=${NOLOG_PORT:-18585}
 LOG_REQUESTS=${LOG_REQUESTS:-true}
+LOG_TO=${LOG_TO:-file}
 LOG_OFF=${LOG_OFF:-1}
 NGINX_PORT=${NGINX_PORT:-18383}
 SCALE_PORT=${SCALE_PORT:-18484}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 WORK=$(mktemp -d)
+case $LOG_TO in
+  file) LOG_DB="$WORK/rotor.db" ;;
+  memory) LOG_DB="" ;;
+  *) echo "LOG_TO is file or memory"; exit 2 ;;
+esac
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -69,7 +77,7 @@ CLIENT=$(cargo bench --bench streams --no-run 2>&1 | sed -n 's/.*Executable .*(\
 
 "$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
 
-rotor_config "$ROTOR_PORT" "$PROXY_WORKERS" "$MOCK_PORT" >"$WORK/rotor.toml"
+DB_PATH="$LOG_DB" rotor_config "$ROTOR_PORT" "$PROXY_WORKERS" "$MOCK_PORT" >"$WORK/rotor.toml"
 ROTOR_LOG=warn "$ROTOR" --config "$WORK/rotor.toml" >"$WORK/rotor.log" 2>&1 & ROTOR_PID=$!; PIDS+=($ROTOR_PID)
 NOLOG_PID=""
 if [ "$LOG_OFF" = 1 ]; then
@@ -174,7 +182,8 @@ print_table() {
   local results=$1
   printf '\nwrk -t1, %ss per cell, %s rounds (targets alternate), median [min-max]; proxy workers: %s; %s cores, loopback\n' \
     "$DURATION" "$REPEAT" "$PROXY_WORKERS" "$(nproc)"
-  printf 'rotor: request log %s (in memory); rotor-nolog: log off\n' "$([ "$LOG_REQUESTS" = true ] && echo on || echo off)"
+  local where="in memory"; [ -n "$LOG_DB" ] && where="to a SQLite file"
+  printf 'rotor: request log %s; rotor-nolog: log off\n' "$([ "$LOG_REQUESTS" = true ] && echo "on, $where" || echo off)"
   local nolog_rss="" nolog_hwm=""
   if [ -n "$NOLOG_PID" ]; then nolog_rss=$(rss_mb "$NOLOG_PID"); nolog_hwm=$(hwm_mb "$NOLOG_PID"); fi
   awk -v ROTOR_RSS="$(rss_mb "$ROTOR_PID")" -v ROTOR_HWM="$(hwm_mb "$ROTOR_PID")" \
@@ -222,7 +231,7 @@ print_table() {
 
 start_scale_rotor() {
   if [ -z "${SCALE_PID:-}" ]; then
-    rotor_config "$SCALE_PORT" "$SCALE_WORKERS" "$MOCK_PORT" >"$WORK/scale.toml"
+    DB_PATH="${LOG_DB:+$WORK/scale.db}" rotor_config "$SCALE_PORT" "$SCALE_WORKERS" "$MOCK_PORT" >"$WORK/scale.toml"
     ROTOR_LOG=error "$ROTOR" --config "$WORK/scale.toml" >"$WORK/scale.log" 2>&1 & SCALE_PID=$!; PIDS+=($SCALE_PID)
     wait_port "$SCALE_PORT"
   fi
@@ -245,7 +254,7 @@ scale_targets() {
     port=$((SCALE_PORT + i))
     if [ -z "${SPLIT_PID[$port]:-}" ]; then
       require_free_ports "$port"
-      rotor_config "$port" 1 "$MOCK_PORT" >"$WORK/split$i.toml"
+      DB_PATH="${LOG_DB:+$WORK/split$i.db}" rotor_config "$port" 1 "$MOCK_PORT" >"$WORK/split$i.toml"
       ROTOR_LOG=error "$ROTOR" --config "$WORK/split$i.toml" >"$WORK/split$i.log" 2>&1 & SPLIT_PID[$port]=$!
       PIDS+=("${SPLIT_PID[$port]}")
       wait_port "$port"

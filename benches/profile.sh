@@ -7,7 +7,10 @@
 #   benches/profile.sh callgrind  # user-space instructions per request (repeatable on a busy box)
 #
 # Knobs: MODE (chat | stream), CONNS (256; callgrind uses 8), DURATION (s, 5), SKIP_BUILD=1,
-# ROTOR_BIN (a rotor binary to profile instead of target/release/rotor; the mock stays the same),
+# LOG (memory | file | off: rotor's request log in memory, to a SQLite file as users run it, or
+# off), PROFILE (release; `gate` is the cheaper build the CI cost gate measures),
+# REQUESTS (callgrind only: measure exactly this many requests instead of DURATION seconds),
+# ROTOR_BIN (a rotor binary to profile instead of target/$PROFILE/rotor; the mock stays the same),
 # OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set).
 # Every run is bounded by wrk -d; loopback only. Needs wrk (apt-get when missing, as root),
 # perf (linux-perf) or valgrind for the matching report.
@@ -46,16 +49,35 @@ case $WHAT in
 esac
 
 require_free_ports "$MOCK_PORT" "$ROTOR_PORT"
-[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet
+PROFILE=${PROFILE:-release}
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --profile "$PROFILE" --quiet
 # ROTOR_BIN: profile another build (an A/B against an older binary, alternating runs).
-ROTOR=${ROTOR_BIN:-$TARGET_DIR/release/rotor}
+BUILT=$TARGET_DIR/$PROFILE/rotor
+ROTOR=${ROTOR_BIN:-$BUILT}
 
-rotor_config "$ROTOR_PORT" 1 "$MOCK_PORT" >"$OUT/rotor.toml"
+LOG=${LOG:-memory}
+case $LOG in
+  memory) LOG_REQUESTS=true DB_PATH="" rotor_config "$ROTOR_PORT" 1 "$MOCK_PORT" >"$OUT/rotor.toml" ;;
+  file) LOG_REQUESTS=true DB_PATH="$OUT/rotor.db" rotor_config "$ROTOR_PORT" 1 "$MOCK_PORT" >"$OUT/rotor.toml" ;;
+  off) LOG_REQUESTS=false DB_PATH="" rotor_config "$ROTOR_PORT" 1 "$MOCK_PORT" >"$OUT/rotor.toml" ;;
+  *) echo "LOG is memory, file or off"; exit 2 ;;
+esac
 stream=false; [ "$MODE" = stream ] && stream=true
 chat_lua "$stream" >"$OUT/body.lua"
+cp "$OUT/body.lua" "$OUT/counted.lua"
+if [ -n "${REQUESTS:-}" ]; then
+  # A fixed workload: the wrk thread stops after REQUESTS answers (-d only bounds the run).
+  cat >>"$OUT/counted.lua" <<LUA
+local answered = 0
+function response(status, headers, body)
+  answered = answered + 1
+  if answered >= $REQUESTS then wrk.thread:stop() end
+end
+LUA
+fi
 URL="http://127.0.0.1:$ROTOR_PORT/v1/chat/completions"
 
-"$TARGET_DIR/release/rotor" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$OUT/mock.log" 2>&1 & PIDS+=($!)
+"$BUILT" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$OUT/mock.log" 2>&1 & PIDS+=($!)
 if [ "$WHAT" = callgrind ]; then
   ROTOR_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
     "$ROTOR" --config "$OUT/rotor.toml" >"$OUT/rotor.log" 2>&1 & ROTOR_PID=$!
@@ -87,18 +109,23 @@ case $WHAT in
     grep -E 'Requests/sec' "$OUT/wrk.txt" || true
     perf report -i "$OUT/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep '%' | grep -v -- '--' | head -5
     perf report -i "$OUT/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep '%' | head -30
-    [ -n "$KEEP" ] && echo "perf.data in $OUT"
+    if [ -n "$KEEP" ]; then echo "perf.data in $OUT"; fi
     ;;
   callgrind)
     wrk -t1 -c8 -d2s -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool
     callgrind_control -z "$ROTOR_PID" >/dev/null
-    n=$(wrk -t1 -c8 -d"${DURATION}s" -s "$OUT/body.lua" "$URL" | requests)
+    measured=$DURATION; [ -n "${REQUESTS:-}" ] && measured=120
+    wrk -t1 -c8 -d"${measured}s" --timeout 30s -s "$OUT/counted.lua" "$URL" >"$OUT/wrk.txt"
     callgrind_control -d "$ROTOR_PID" >/dev/null
     sleep 1
+    n=$(requests <"$OUT/wrk.txt")
+    if grep -qE 'Non-2xx|Socket errors' "$OUT/wrk.txt"; then
+      cat "$OUT/wrk.txt"; echo "errors during the measured run: the count would not be comparable"; exit 1
+    fi
     dump=$(ls "$OUT"/callgrind.out.* | tail -1)
     total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    echo "$MODE: $n requests, $((total / n)) user-space instructions per request (callgrind, c=8)"
+    echo "$MODE: $n requests, $((total / n)) user-space instructions per request (callgrind, c=8, log $LOG, profile $PROFILE)"
     callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,30p' | cut -c1-160
-    [ -n "$KEEP" ] && echo "callgrind dumps in $OUT"
+    if [ -n "$KEEP" ]; then echo "callgrind dumps in $OUT"; fi
     ;;
 esac

@@ -122,6 +122,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    rotor::heap::disable_transparent_huge_pages();
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -339,3 +339,36 @@ aliases = {{ "gpt-3.5" = "gpt-4o-mini" }}
     assert!(stderr.contains("providers[0].modelz"), "stderr: {stderr}");
     assert!(!stderr.contains(secret));
 }
+
+/// Issue 18 item 3: the binary turns transparent huge pages off before its allocator's first
+/// regions fill (a huge page per 2 MiB of a small heap cost an idle rotor 8 MB of RSS). Read
+/// from the kernel's own view of the process, `THP_enabled` in /proc/PID/status.
+#[test]
+fn the_binary_runs_without_transparent_huge_pages() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .args(["mock", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .env("ROTOR_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        seen = text
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_owned());
+        // The flag is set in `main`; right after the spawn the process may still be starting.
+        if seen.as_deref() == Some("0") {
+            break;
+        }
+        #[allow(clippy::disallowed_methods)] // a test thread, polling another process
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(seen.as_deref(), Some("0"), "THP_enabled of the running binary");
+}

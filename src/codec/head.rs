@@ -119,8 +119,12 @@ pub struct RequestHead {
 impl RequestHead {
     /// The target before `?`; "" when the target is not UTF-8 (no route can match it then).
     pub fn path(&self) -> &str {
-        let t = std::str::from_utf8(&self.target).unwrap_or("");
-        t.split_once('?').map_or(t, |(p, _)| p)
+        // Called by several phases: one byte search and the UTF-8 check of the path alone.
+        let end = memchr::memchr(b'?', &self.target).unwrap_or(self.target.len());
+        self.target
+            .get(..end)
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .unwrap_or("")
     }
 
     /// The target after the first `?`, if any (and if UTF-8).

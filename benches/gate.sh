@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The cost gate (issue 18 item 5): callgrind instructions per request for non-streamed and
+# streamed chat on a fixed workload, held to the numbers committed in benches/baseline.toml.
+# Fails when either rises more than the baseline's `tolerance_percent` above its number.
+#
+#   benches/gate.sh                # build the `gate` profile, measure chat and stream, compare
+#   SKIP_BUILD=1 benches/gate.sh   # measure target/gate/rotor as it is
+#
+# The workload: `benches/profile.sh callgrind` with PROFILE=gate, the request log off, c=8,
+# REQUESTS (2000) answers per mode after a warm-up; every thread of rotor counts. Instruction
+# counts on the request path do not depend on how busy the machine is (three runs: within 2 %),
+# so the gate holds on a shared CI box where wall-clock numbers would not. The log writer's
+# cost per request does: it writes a batch per 100 ms tick and its per-batch work is spread over
+# however many requests came in that tick (log to a file, three runs: 47.3 k, 52.2 k, 55.9 k).
+# GATE_LOG=file measures that anyway (with its own numbers: chat_file, stream_file).
+# Runs in a few minutes once built. Knobs: REQUESTS, BASELINE (benches/baseline.toml), MODES
+# ("chat stream"), GATE_LOG (off), ROTOR_BIN (measure another binary, e.g. an older build).
+# Moving the baseline: run this, copy the printed `measured` numbers into benches/baseline.toml,
+# and say in that commit's message what made them move.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASELINE=${BASELINE:-benches/baseline.toml}
+REQUESTS=${REQUESTS:-2000}
+MODES=${MODES:-"chat stream"}
+GATE_LOG=${GATE_LOG:-off}
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --profile gate --quiet
+
+# baseline KEY: the number for KEY in the baseline file ("" when missing).
+baseline() { awk -F= -v k="$1" '{ key = $1; gsub(/ /, "", key) } key == k { v = $2; gsub(/[ _]/, "", v); sub(/#.*/, "", v); print v }' "$BASELINE"; }
+tolerance=$(baseline tolerance_percent)
+[ -n "$tolerance" ] || { echo "no tolerance_percent in $BASELINE"; exit 1; }
+
+failed=0
+for mode in $MODES; do
+  key=$mode; [ "$GATE_LOG" = off ] || key="${mode}_$GATE_LOG"
+  expected=$(baseline "$key")
+  [ -n "$expected" ] || { echo "no '$key' number in $BASELINE"; exit 1; }
+  line=$(SKIP_BUILD=1 PROFILE=gate LOG="$GATE_LOG" MODE="$mode" REQUESTS="$REQUESTS" benches/profile.sh callgrind |
+    grep 'instructions per request') || { echo "gate: the $mode measurement failed"; exit 1; }
+  measured=$(sed -n 's/.* \([0-9][0-9]*\) user-space instructions per request.*/\1/p' <<<"$line")
+  echo "$line"
+  verdict=$(awk -v m="$measured" -v b="$expected" -v t="$tolerance" 'BEGIN {
+    change = (m - b) * 100 / b
+    if (change > t) printf "FAIL %+.1f%%", change
+    else if (change < -t) printf "ok %+.1f%% (well under the baseline: move it down in a commit that says why)", change
+    else printf "ok %+.1f%%", change }')
+  echo "gate $key: measured $measured, baseline $expected (tolerance +$tolerance%): $verdict"
+  case $verdict in FAIL*) failed=1 ;; esac
+done
+if [ "$failed" = 1 ]; then
+  echo "cost gate failed: instructions per request rose more than $tolerance% above $BASELINE"
+  echo "(find where with: OUT=/tmp/cg PROFILE=gate LOG=$GATE_LOG MODE=chat REQUESTS=$REQUESTS benches/profile.sh callgrind)"
+  exit 1
+fi
