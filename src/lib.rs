@@ -7,6 +7,7 @@
 //! `codec` (byte-level parsing), `config`, `runtime` (threads, reload, shutdown) and `mock`.
 
 pub mod admin;
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod gateway;

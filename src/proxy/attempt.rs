@@ -253,10 +253,18 @@ async fn relay(
             max_depth,
         ),
     };
-    let relayed = match relay_answer(ctx, res, input, transform.as_mut()).await? {
+    let cache_key = job.cache.borrow_mut().take();
+    let mut tee = None;
+    let transform: &mut dyn crate::providers::transform::ResponseTransform = match cache_key {
+        Some(_) => tee.insert(super::cached::tee(ctx, transform.as_mut())),
+        None => transform.as_mut(),
+    };
+    let relayed = match relay_answer(ctx, res, input, transform).await? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {
             // The answer broke before anything reached the client: as good as a failed send.
+            // The next attempt may still store its answer.
+            *job.cache.borrow_mut() = cache_key;
             tracing::debug!(provider = %provider.name, key = %key.health.masked, "answer failed before the client saw it: {error}");
             let retried = attempt.made < attempt.max;
             core.metrics
@@ -275,6 +283,9 @@ async fn relay(
         }
     };
     core.metrics.lock().attempt(&provider.name, outcome);
+    if let (Some(key), Some(tee)) = (cache_key, tee.as_mut()) {
+        super::cached::store(core, ctx, key, &relayed, tee);
+    }
     {
         let mut trace = ctx.trace.borrow_mut();
         trace.usage = relayed.usage;

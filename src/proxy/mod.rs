@@ -26,6 +26,7 @@
 mod admit;
 mod attempt;
 mod attempts;
+mod cached;
 mod classify;
 mod credential;
 mod endpoints;

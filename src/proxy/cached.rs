@@ -1,0 +1,162 @@
+//! The response cache on the request path (`[cache]`, DESIGN 1.3): phase `lookup` runs after
+//! `admit` and before `select`; a hit is answered here without any upstream work, a miss
+//! carries its key to `relay`, which tees the client's bytes and stores them when the answer
+//! ended cleanly with a 2xx.
+//! Invariant: with `[cache]` off nothing is hashed or copied; a request with
+//! `Cache-Control: no-cache` neither reads nor writes the cache; only a 2xx answer the client
+//! got whole (no cut, no error event, within `max_entry_bytes`) is stored.
+
+use std::sync::Arc;
+
+use super::error::{ErrorKind, ProxyError, Side};
+use super::{Core, Endpoint, RequestContext};
+use crate::cache::tee::Tee;
+use crate::cache::{Answer, CacheKey, Outcome};
+use crate::config::Client;
+use crate::health::now_ms;
+use crate::server::{Request, Responder};
+
+/// What the lookup found.
+pub(super) enum Lookup {
+    /// Cache off, or an endpoint whose answers are not cached.
+    Off,
+    Bypass,
+    Hit(Arc<Answer>),
+    /// Not there: store the answer under this key if it qualifies.
+    Miss(CacheKey),
+}
+
+/// Endpoints whose answers depend only on the request. The Responses API is left out: its
+/// answers carry ids of objects the upstream stores (`store` defaults to true), and a replayed
+/// id would name someone else's object.
+fn cacheable(endpoint: Endpoint) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Messages
+            | Endpoint::Gemini
+    )
+}
+
+/// `Cache-Control: no-cache` (or `no-store`) in any of the request's `Cache-Control` headers.
+fn no_cache(req: &Request) -> bool {
+    req.head
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(b"cache-control"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|d| {
+            let d = d.trim_ascii();
+            d.eq_ignore_ascii_case(b"no-cache") || d.eq_ignore_ascii_case(b"no-store")
+        })
+}
+
+/// Phase `lookup`.
+pub(super) fn lookup(
+    core: &Core,
+    ctx: &RequestContext,
+    endpoint: Endpoint,
+    client: Option<&Client>,
+    req: &Request,
+    model: &str,
+    stream: bool,
+) -> Lookup {
+    let settings = &ctx.generation.config.cache;
+    if !settings.enabled || !cacheable(endpoint) {
+        return Lookup::Off;
+    }
+    let cache = &core.gateway.cache;
+    let (lookup, flag, outcome) = if no_cache(req) {
+        (Lookup::Bypass, "bypass", Outcome::Bypass)
+    } else {
+        let client = client.map_or("", |c| c.name.as_str());
+        let key = CacheKey::new(client, model, req.head.path(), stream, req.body.clone());
+        match cache.get(&key, now_ms()) {
+            Some(answer) => (Lookup::Hit(answer), "hit", Outcome::Hit),
+            None => (Lookup::Miss(key), "miss", Outcome::Miss),
+        }
+    };
+    cache.count(outcome);
+    ctx.trace.borrow_mut().cache = Some(flag);
+    lookup
+}
+
+/// A hit, answered as the client first got it: the same status and bytes, streamed as SSE when
+/// the original was.
+pub(super) async fn serve_hit(
+    ctx: &RequestContext,
+    res: &mut Responder<'_>,
+    answer: &Answer,
+) -> Result<(), ProxyError> {
+    let headers: [(&str, &[u8]); 5] = [
+        ("content-type", answer.content_type),
+        ("x-request-id", &ctx.request_id),
+        ("x-rotor-cache", b"hit"),
+        ("x-rotor-provider", b"cache"),
+        ("x-rotor-attempts", b"0"),
+    ];
+    let sent = if answer.streamed {
+        match res.start(answer.status, &headers, None).await {
+            Ok(()) => res.piece_and_finish(&answer.body).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        res.send(answer.status, &headers, answer.body.clone()).await
+    };
+    ctx.trace.borrow_mut().first_byte_at = Some(std::time::Instant::now());
+    sent.map_err(|e| {
+        ProxyError::new(
+            ErrorKind::Internal,
+            Side::Downstream,
+            format!("client connection lost: {e}"),
+        )
+    })
+}
+
+/// The tee for a missed request's answer, capped at `cache.max_entry_bytes`.
+pub(super) fn tee<'a>(
+    ctx: &RequestContext,
+    transform: &'a mut dyn crate::providers::transform::ResponseTransform,
+) -> Tee<'a> {
+    Tee::new(transform, ctx.generation.config.cache.max_entry_bytes as usize)
+}
+
+/// Stores what the client got, when it qualifies: a 2xx delivered whole, within the cap.
+pub(super) fn store(
+    core: &Core,
+    ctx: &RequestContext,
+    key: CacheKey,
+    relayed: &super::relay::Relayed,
+    tee: &mut Tee<'_>,
+) {
+    // A body streamed only because it was too large to read whole is not an SSE answer.
+    let asked_stream = ctx.trace.borrow().stream;
+    if !(200..300).contains(&relayed.status) || relayed.failure.is_some() || relayed.streamed != asked_stream {
+        return;
+    }
+    let Some(body) = tee.take() else {
+        return;
+    };
+    use crate::providers::transform::ResponseTransform;
+    let content_type = tee.content_type().unwrap_or(if relayed.streamed {
+        b"text/event-stream"
+    } else {
+        b"application/json"
+    });
+    let settings = &ctx.generation.config.cache;
+    let answer = Answer {
+        status: relayed.status,
+        streamed: relayed.streamed,
+        content_type,
+        body,
+    };
+    core.gateway.cache.put(
+        key,
+        answer,
+        now_ms(),
+        settings.ttl.as_millis() as u64,
+        settings.max_bytes,
+    );
+}
