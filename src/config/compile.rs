@@ -314,12 +314,13 @@ fn cache(c: &CacheConfig) -> Result<Cache, ConfigError> {
             format!("must be at least 1000 (ms an entry is served), got {}", c.ttl_ms),
         ));
     }
-    let shard = c.max_bytes / crate::cache::SHARDS as u64;
-    if c.max_entry_bytes == 0 || c.max_entry_bytes > shard {
+    // One shard of the store, and no more than the relay reads whole (16 MiB).
+    let most = (c.max_bytes / crate::cache::SHARDS as u64).min(16 << 20);
+    if c.max_entry_bytes == 0 || c.max_entry_bytes > most {
         return Err(ConfigError::at(
             "cache.max_entry_bytes",
             format!(
-                "must be between 1 and cache.max_bytes / {} = {shard} (one shard of the store), got {}",
+                "must be between 1 and {most} (the smaller of cache.max_bytes / {} and 16 MiB), got {}",
                 crate::cache::SHARDS,
                 c.max_entry_bytes
             ),

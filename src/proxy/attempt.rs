@@ -255,8 +255,9 @@ async fn relay(
     };
     let cache_key = job.cache.borrow_mut().take();
     let mut tee = None;
+    let status = input.head.status;
     let transform: &mut dyn crate::providers::transform::ResponseTransform = match cache_key {
-        Some(_) => tee.insert(super::cached::tee(ctx, transform.as_mut())),
+        Some(key) => tee.insert(super::cached::tee(core, ctx, key, status, transform.as_mut())),
         None => transform.as_mut(),
     };
     let relayed = match relay_answer(ctx, res, input, transform).await? {
@@ -264,7 +265,7 @@ async fn relay(
         Relay::Unsent(error) => {
             // The answer broke before anything reached the client: as good as a failed send.
             // The next attempt may still store its answer.
-            *job.cache.borrow_mut() = cache_key;
+            *job.cache.borrow_mut() = tee.and_then(|t| t.into_key());
             tracing::debug!(provider = %provider.name, key = %key.health.masked, "answer failed before the client saw it: {error}");
             let retried = attempt.made < attempt.max;
             core.metrics
@@ -283,9 +284,6 @@ async fn relay(
         }
     };
     core.metrics.lock().attempt(&provider.name, outcome);
-    if let (Some(key), Some(tee)) = (cache_key, tee.as_mut()) {
-        super::cached::store(core, ctx, key, &relayed, tee);
-    }
     {
         let mut trace = ctx.trace.borrow_mut();
         trace.usage = relayed.usage;

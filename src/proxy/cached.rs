@@ -1,7 +1,7 @@
 //! The response cache on the request path (`[cache]`, DESIGN 1.3): phase `lookup` runs after
 //! `admit` and before `select`; a hit is answered here without any upstream work, a miss
-//! carries its key to `relay`, which tees the client's bytes and stores them when the answer
-//! ended cleanly with a 2xx.
+//! carries its key to `relay`, whose tee keeps the client's bytes and stores them when the
+//! upstream answer completes cleanly with a 2xx.
 //! Invariant: with `[cache]` off nothing is hashed or copied; a request with
 //! `Cache-Control: no-cache` neither reads nor writes the cache; only a 2xx answer the client
 //! got whole (no cut, no error event, within `max_entry_bytes`) is stored.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::{Core, Endpoint, RequestContext};
-use crate::cache::tee::Tee;
+use crate::cache::tee::{Pending, Tee};
 use crate::cache::{Answer, CacheKey, Outcome};
 use crate::config::Client;
 use crate::health::now_ms;
@@ -115,48 +115,24 @@ pub(super) async fn serve_hit(
     })
 }
 
-/// The tee for a missed request's answer, capped at `cache.max_entry_bytes`.
+/// The tee for a missed request's answer, capped at `cache.max_entry_bytes`: it stores the
+/// answer under `key` when the upstream answer completes with a 2xx.
 pub(super) fn tee<'a>(
-    ctx: &RequestContext,
-    transform: &'a mut dyn crate::providers::transform::ResponseTransform,
-) -> Tee<'a> {
-    Tee::new(transform, ctx.generation.config.cache.max_entry_bytes as usize)
-}
-
-/// Stores what the client got, when it qualifies: a 2xx delivered whole, within the cap.
-pub(super) fn store(
-    core: &Core,
+    core: &'a Core,
     ctx: &RequestContext,
     key: CacheKey,
-    relayed: &super::relay::Relayed,
-    tee: &mut Tee<'_>,
-) {
-    // A body streamed only because it was too large to read whole is not an SSE answer.
-    let asked_stream = ctx.trace.borrow().stream;
-    if !(200..300).contains(&relayed.status) || relayed.failure.is_some() || relayed.streamed != asked_stream {
-        return;
-    }
-    let Some(body) = tee.take() else {
-        return;
-    };
-    use crate::providers::transform::ResponseTransform;
-    let content_type = tee.content_type().unwrap_or(if relayed.streamed {
-        b"text/event-stream"
-    } else {
-        b"application/json"
-    });
+    status: u16,
+    transform: &'a mut dyn crate::providers::transform::ResponseTransform,
+) -> Tee<'a> {
     let settings = &ctx.generation.config.cache;
-    let answer = Answer {
-        status: relayed.status,
-        streamed: relayed.streamed,
-        content_type,
-        body,
-    };
-    core.gateway.cache.put(
+    let pending = Pending {
+        cache: &core.gateway.cache,
         key,
-        answer,
-        now_ms(),
-        settings.ttl.as_millis() as u64,
-        settings.max_bytes,
-    );
+        status,
+        stream: ctx.trace.borrow().stream,
+        now_ms: now_ms(),
+        ttl_ms: settings.ttl.as_millis() as u64,
+        max_bytes: settings.max_bytes,
+    };
+    Tee::new(transform, settings.max_entry_bytes as usize, Some(pending))
 }
