@@ -212,3 +212,23 @@ fn with_the_cache_off_nothing_is_looked_up() {
     assert_eq!(upstream_calls(&h), 2);
     assert_eq!(outcome(&h, "miss"), 0);
 }
+
+#[test]
+fn a_hit_counts_against_the_clients_request_limit() {
+    let body = format!(
+        "[cache]\nenabled = true\n{}",
+        default_body().replace("name = \"tester\"\n", "name = \"tester\"\nrpm = 2\n")
+    );
+    let h = Harness::start(Conf::with_body(&body));
+    assert_eq!(
+        h.post(CHAT, &chat("gpt-4o-mini"), &[]).header("x-rotor-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        h.post(CHAT, &chat("gpt-4o-mini"), &[]).header("x-rotor-cache"),
+        Some("hit")
+    );
+    let third = h.post(CHAT, &chat("gpt-4o-mini"), &[]);
+    assert_eq!(third.status, 429, "{}", third.text());
+    assert_eq!(upstream_calls(&h), 1);
+}
