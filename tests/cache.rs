@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sonic_rs::JsonValueTrait;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 const ADMIN: &str = "adm-key-0000-0003";
 const OTHER_KEY: &str = "sk-client-other-0002";
@@ -231,4 +231,30 @@ fn a_hit_counts_against_the_clients_request_limit() {
     let third = h.post(CHAT, &chat("gpt-4o-mini"), &[]);
     assert_eq!(third.status, 429, "{}", third.text());
     assert_eq!(upstream_calls(&h), 1);
+}
+
+#[test]
+fn the_gemini_door_caches_by_method_and_not_by_the_key_parameter() {
+    let h = start("");
+    let body = r#"{"contents":[{"role":"user","parts":[{"text":"hello"}]}]}"#;
+    let path = "/v1beta/models/gpt-4o-mini:streamGenerateContent?alt=sse";
+    let goog = |target: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        h.client().request("POST", target, &all, body.as_bytes())
+    };
+    let first = goog(&format!("{path}&key={CLIENT_KEY}"), &[]);
+    assert_eq!((first.status, first.header("x-rotor-cache")), (200, Some("miss")));
+    let second = goog(path, &[("x-goog-api-key", CLIENT_KEY)]);
+    assert_eq!((second.status, second.header("x-rotor-cache")), (200, Some("hit")));
+    assert_eq!(first.text(), second.text());
+    assert!(second.text().starts_with("data: "));
+    // The whole method, same body: its own entry.
+    let whole = goog(
+        "/v1beta/models/gpt-4o-mini:generateContent",
+        &[("x-goog-api-key", CLIENT_KEY)],
+    );
+    assert_eq!(whole.header("x-rotor-cache"), Some("miss"), "{}", whole.text());
+    assert!(whole.json()["candidates"].is_array());
+    assert_eq!(upstream_calls(&h), 2);
 }

@@ -53,6 +53,25 @@ fn no_cache(req: &Request) -> bool {
         })
 }
 
+/// The path and its query without the client's `key` (Gemini's `?key=`, a secret): the query
+/// may change the answer's shape (`alt=sse` on the Gemini door).
+fn keyed_target(req: &Request) -> std::borrow::Cow<'_, str> {
+    let path = req.head.path();
+    match req.head.query() {
+        None => path.into(),
+        Some(query) => {
+            let mut target = format!("{path}?");
+            for (name, value) in form_urlencoded::parse(query.as_bytes()).filter(|(n, _)| n != "key") {
+                target.push_str(&name);
+                target.push('=');
+                target.push_str(&value);
+                target.push('&');
+            }
+            target.into()
+        }
+    }
+}
+
 /// Phase `lookup`.
 pub(super) fn lookup(
     core: &Core,
@@ -72,7 +91,8 @@ pub(super) fn lookup(
         (Lookup::Bypass, "bypass", Outcome::Bypass)
     } else {
         let client = client.map_or("", |c| c.name.as_str());
-        let key = CacheKey::new(client, model, req.head.path(), stream, req.body.clone());
+        let target = keyed_target(req);
+        let key = CacheKey::new(client, model, &target, stream, req.body.clone());
         match cache.get(&key, now_ms()) {
             Some(answer) => (Lookup::Hit(answer), "hit", Outcome::Hit),
             None => (Lookup::Miss(key), "miss", Outcome::Miss),
