@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+use sonic_rs::JsonValueTrait;
 
 const ADMIN: &str = "adm-key-0000-0003";
 const OTHER_KEY: &str = "sk-client-other-0002";
