@@ -43,8 +43,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use chaos::{Chaos, Fault};
-pub use ondemand::OnDemandSessions;
 pub use vertex::VertexMock;
+pub use ondemand::OnDemandSessions;
 
 use crate::config::Driver;
 use crate::runtime::{bind_listeners, spawn_workers, Shutdown, WorkerSpec};
