@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod gateway;

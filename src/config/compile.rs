@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use ahash::AHashMap;
 
-use super::file::{ClientConfig, FileConfig, RetryConfig, RoutingConfig, ServerConfig, StorageConfig, UpstreamConfig};
+use super::file::{
+    CacheConfig, ClientConfig, FileConfig, RetryConfig, RoutingConfig, ServerConfig, StorageConfig, UpstreamConfig,
+};
 use super::model::*;
 use super::secret::Resolver;
 use super::{provider, routes, ConfigError};
@@ -22,6 +24,7 @@ pub(crate) fn compile(file: FileConfig, r: &Resolver<'_>, source: ConfigSource) 
     let upstream = upstream(file.upstream, r)?;
     let retry = retry(&file.retry)?;
     let storage = storage(file.storage)?;
+    let cache = cache(&file.cache)?;
     let clients = clients(file.clients, r)?;
     let providers = provider::providers(file.providers, r, upstream.first_byte_timeout)?;
     let routes = routes::build(&providers);
@@ -32,6 +35,7 @@ pub(crate) fn compile(file: FileConfig, r: &Resolver<'_>, source: ConfigSource) 
         retry,
         storage,
         routing,
+        cache,
         clients,
         providers,
         routes,
@@ -288,6 +292,47 @@ fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
         sample_rate: s.sample_rate,
         rollup_retention_days: s.rollup_retention_days,
         health_window: positive_ms(s.health_window_ms, "storage.health_window_ms")?,
+    })
+}
+
+/// `[cache] max_bytes` bounds: the store is split in `cache::SHARDS` parts of at least 1 KiB,
+/// and at most 64 GiB is ever held.
+const MIN_CACHE_BYTES: u64 = 16 << 10;
+const MAX_CACHE_BYTES: u64 = 64 << 30;
+
+fn cache(c: &CacheConfig) -> Result<Cache, ConfigError> {
+    if !(MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(&c.max_bytes) {
+        return Err(ConfigError::at(
+            "cache.max_bytes",
+            format!(
+                "must be between {MIN_CACHE_BYTES} (16 KiB) and {MAX_CACHE_BYTES} (64 GiB), got {}",
+                c.max_bytes
+            ),
+        ));
+    }
+    if c.ttl_ms < 1000 {
+        return Err(ConfigError::at(
+            "cache.ttl_ms",
+            format!("must be at least 1000 (ms an entry is served), got {}", c.ttl_ms),
+        ));
+    }
+    // One shard of the store, and no more than the relay reads whole (16 MiB).
+    let most = (c.max_bytes / crate::cache::SHARDS as u64).min(16 << 20);
+    if c.max_entry_bytes == 0 || c.max_entry_bytes > most {
+        return Err(ConfigError::at(
+            "cache.max_entry_bytes",
+            format!(
+                "must be between 1 and {most} (the smaller of cache.max_bytes / {} and 16 MiB), got {}",
+                crate::cache::SHARDS,
+                c.max_entry_bytes
+            ),
+        ));
+    }
+    Ok(Cache {
+        enabled: c.enabled,
+        max_bytes: c.max_bytes,
+        ttl: Duration::from_millis(c.ttl_ms),
+        max_entry_bytes: c.max_entry_bytes,
     })
 }
 

@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub retry: RetryConfig,
     pub storage: StorageConfig,
     pub routing: RoutingConfig,
+    pub cache: CacheConfig,
     /// No `[[clients]]` = open gateway.
     pub clients: Vec<ClientConfig>,
     pub providers: Vec<ProviderConfig>,
@@ -192,6 +193,29 @@ impl Default for StorageConfig {
             sample_rate: 1.0,
             rollup_retention_days: 400,
             health_window_ms: 30_000,
+        }
+    }
+}
+
+/// `[cache]`: the response cache (DESIGN 1.3), off by default.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// All entries together (request and answer bytes), kept under this by LRU eviction.
+    pub max_bytes: u64,
+    pub ttl_ms: u64,
+    /// Answers larger than this are not stored.
+    pub max_entry_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            max_bytes: 256 << 20,
+            ttl_ms: 300_000,
+            max_entry_bytes: 1 << 20,
         }
     }
 }

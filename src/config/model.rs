@@ -19,6 +19,7 @@ pub struct Config {
     pub retry: Retry,
     pub storage: Storage,
     pub routing: Routing,
+    pub cache: Cache,
     /// Empty = open gateway (no client key needed; warned at start).
     pub clients: Vec<Client>,
     pub providers: Vec<Arc<Provider>>,
@@ -139,6 +140,15 @@ pub enum DisconnectPolicy {
     Cancel,
     /// Keep reading (bounded) so usage is complete, then close.
     Drain,
+}
+
+/// The response cache's settings (`[cache]`), checked by `compile`.
+#[derive(Debug, Clone, Copy)]
+pub struct Cache {
+    pub enabled: bool,
+    pub max_bytes: u64,
+    pub ttl: std::time::Duration,
+    pub max_entry_bytes: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -67,6 +67,8 @@ pub struct Gateway {
     pub tokens: Arc<crate::tokens::TokenRegistry>,
     /// on-demand sessions of every provider, shared by all workers (kept across reloads).
     pub sessions: crate::providers::ondemand::SessionRegistry,
+    /// The response cache (`[cache]`), shared by all workers, kept across reloads.
+    pub cache: crate::cache::Cache,
     /// The last loaded config before the pool was merged in, and its file's fingerprint: what
     /// a key-pool change rebuilds from (control thread only).
     base: parking_lot::Mutex<(Config, u64)>,
@@ -114,6 +116,7 @@ impl Gateway {
             keys: crate::keys::KeyPool::default(),
             tokens,
             sessions: Default::default(),
+            cache: Default::default(),
             base: parking_lot::Mutex::new(base),
             cluster,
             cluster_pool_changed: AtomicBool::new(false),

@@ -284,9 +284,18 @@ async fn relay(
             .adapter
             .transform(translation, front, target.usage_mode, input.head.status, max_depth),
     };
-    let relayed = match relay_answer(ctx, res, input, transform.as_mut()).await? {
+    let cache_key = job.cache.borrow_mut().take();
+    let mut tee = None;
+    let status = input.head.status;
+    let transform: &mut dyn crate::providers::transform::ResponseTransform = match cache_key {
+        Some(key) => tee.insert(super::cached::tee(core, ctx, key, status, transform.as_mut())),
+        None => transform.as_mut(),
+    };
+    let relayed = match relay_answer(ctx, res, input, transform).await? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {
+            // The next attempt may still store its answer.
+            *job.cache.borrow_mut() = tee.and_then(|t| t.into_key());
             unsent(core, ctx, provider, key, subject, attempt, error);
             return Ok(KeyTry::Failed);
         }

@@ -315,6 +315,7 @@ pub(super) async fn metrics(
     };
     let mut body = core.gateway.metrics.render(&extra);
     core.gateway.gate.body.write_metrics(&mut body);
+    core.gateway.cache.write_metrics(&mut body);
     core.gateway
         .storage_status
         .render(&mut body, core.gateway.rollups.overflow());

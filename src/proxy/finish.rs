@@ -44,6 +44,9 @@ pub struct Trace {
     /// How the answer failed after its status went out (a cut, an idle upstream, a client that
     /// left); recorded as the `error` in its place.
     pub relay_failure: Option<RelayFailure>,
+    /// The response cache's answer to this request (`hit`, `miss`, `bypass`); `None` = not
+    /// looked up. A hit is recorded with provider `cache`.
+    pub cache: Option<&'static str>,
 }
 
 impl Trace {
@@ -67,10 +70,13 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     let overhead = trace.overhead();
     let usage = trace.usage;
     let config = &ctx.generation.config;
-    let provider = trace
-        .provider
-        .and_then(|i| config.providers.get(i))
-        .map_or("", |p| p.name.as_str());
+    let provider = match trace.cache {
+        Some("hit") => "cache",
+        _ => trace
+            .provider
+            .and_then(|i| config.providers.get(i))
+            .map_or("", |p| p.name.as_str()),
+    };
     let error = trace.relay_failure.map_or(trace.error, RelayFailure::name);
     if let Some(failure) = trace.relay_failure {
         let health = trace

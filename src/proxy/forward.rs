@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 use super::admit::{admit_client, usage_tokens};
 use super::attempt::{try_key, KeyTry};
 use super::attempts::{usable_in, Attempts};
+use super::cached::{self, Lookup};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::inspect::{default_model_for, inspect, validate_model_name};
 use super::target::{check_passthrough_path, check_upstream_path};
@@ -84,6 +85,18 @@ pub(super) async fn forward(
         }
         _ => None,
     };
+    let cache = match cached::lookup(core, ctx, endpoint, client, &req, &model, inspection.stream) {
+        Lookup::Hit(answer) => {
+            // No upstream call: the client's request windows count it, its TPM window is
+            // charged nothing (no tokens were generated for it).
+            if let Some((limits, reservation)) = &client_reservation {
+                limits.settle(reservation, 0, limits::now());
+            }
+            return cached::serve_hit(ctx, res, &answer).await;
+        }
+        Lookup::Miss(key) => Some(key),
+        Lookup::Off | Lookup::Bypass => None,
+    };
     let mut attempt = Attempts::new(config.retry.max_attempts.max(1) as usize, tokens);
     let deadline = config.upstream.request_timeout.map(|t| req.received_at + t);
     let job = Job {
@@ -93,6 +106,7 @@ pub(super) async fn forward(
         endpoint,
         deadline,
         plan: &plan,
+        cache: std::cell::RefCell::new(cache),
     };
     let result = attempt_all(core, ctx, &job, res, &mut attempt).await;
     // The client's own windows: settle TPM to what the upstream reported; give everything
@@ -120,6 +134,8 @@ pub(super) struct Job<'a> {
     pub(super) endpoint: Endpoint,
     pub(super) deadline: Option<Instant>,
     pub(super) plan: &'a [Step<'a>],
+    /// A cache miss's key: the delivered answer is stored under it when it qualifies.
+    pub(super) cache: std::cell::RefCell<Option<crate::cache::CacheKey>>,
 }
 
 impl Job<'_> {

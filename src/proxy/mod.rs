@@ -7,6 +7,7 @@
 //! | inspect      | body (`model`, `stream`, strictly), passthrough path | | 400         |
 //! | authorize    | client model globs                  |                   | 403         |
 //! | admit        | client limit windows                | window counts     | 429         |
+//! | lookup       | `[cache]`, client, model, path, body, `Cache-Control` | cache (a hit is answered here) | |
 //! | select       | route table, balance, key health and windows | cursors, windows | 404, 429, 503 |
 //! | adapt        | alias -> upstream model, or a protocol translation | request body | 400     |
 //! | send         | per-core pool, connector            | pool              | 502, 504    |
@@ -28,6 +29,7 @@
 mod admit;
 mod attempt;
 mod attempts;
+mod cached;
 mod classify;
 mod credential;
 mod endpoints;

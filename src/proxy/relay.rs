@@ -92,6 +92,9 @@ pub(super) async fn relay(
     let mut digits = itoa::Buffer::new();
     let attempts_text = digits.format(attempts).as_bytes();
     let mut headers = response_headers(&head.headers, &ctx.request_id, &provider.name, attempts_text);
+    if let Some(flag) = ctx.trace.borrow().cache {
+        headers.push(("x-rotor-cache", flag.as_bytes()));
+    }
     if let Some(content_type) = transform.content_type() {
         headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
         headers.push(("content-type", content_type));

@@ -298,3 +298,23 @@ fn the_request_log_is_bounded_by_default_and_bounds_are_checked() {
         );
     }
 }
+
+#[test]
+fn cache_is_off_by_default_and_its_bounds_are_checked() {
+    let c = ok(PROVIDER);
+    assert!(!c.cache.enabled);
+    assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes), (256 << 20, 1 << 20));
+    let c = ok(&format!("[cache]\nenabled = true\nttl_ms = 1000\n{PROVIDER}"));
+    assert!(c.cache.enabled && c.cache.ttl.as_millis() == 1000);
+    for (line, path) in [
+        ("max_bytes = 0", "cache.max_bytes"),
+        ("max_bytes = 1099511627776", "cache.max_bytes"),
+        ("ttl_ms = 999", "cache.ttl_ms"),
+        ("max_entry_bytes = 0", "cache.max_entry_bytes"),
+        ("max_bytes = 16384\nmax_entry_bytes = 1025", "cache.max_entry_bytes"),
+        ("max_entry_bytes = 16777217", "cache.max_entry_bytes"),
+    ] {
+        err(&format!("[cache]\n{line}\n{PROVIDER}"), &[path]);
+    }
+    err(&format!("[cache]\nenable = true\n{PROVIDER}"), &["enable"]);
+}
