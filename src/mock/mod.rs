@@ -1,7 +1,8 @@
 //! The built-in mock provider: OpenAI- (chat, completions, embeddings and the Responses API
 //! `/v1/responses`), Anthropic- (`/v1/messages`), Gemini-shaped
 //! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`) and on-demand.io-shaped
-//! (`.../sessions`, `.../sessions/{id}/query`, see `ondemand`) answers; OpenAI ones (chat, streamed chat with usage,
+//! (`.../sessions`, `.../sessions/{id}/query`, see `ondemand`) answers, files and batches owned by
+//! the key that created them (see `files`); OpenAI ones (chat, streamed chat with usage,
 //! completions, embeddings, models) with knobs for latency, stream length and pacing, status
 //! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
 //! and the benchmarks, so nobody needs a real key to see rotor work.
@@ -26,6 +27,7 @@
 
 mod anthropic;
 mod chaos;
+mod files;
 mod gemini;
 mod ondemand;
 mod openai;
@@ -43,8 +45,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use chaos::{Chaos, Fault};
-pub use vertex::VertexMock;
+pub use files::MockObjects;
 pub use ondemand::OnDemandSessions;
+pub use vertex::VertexMock;
 
 use crate::config::Driver;
 use crate::runtime::{bind_listeners, spawn_workers, Shutdown, WorkerSpec};
@@ -251,6 +254,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     let shutdown = Arc::new(Shutdown::default());
     let gate = Arc::new(ConnectionGate::default());
     let ondemand = Arc::new(OnDemandSessions::default());
+    let objects = Arc::new(MockObjects::default());
     let workers = {
         let ondemand = ondemand.clone();
         let recorder = recorder.clone();
@@ -266,6 +270,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
                 faults.clone(),
                 vertex.clone(),
                 ondemand.clone(),
+                objects.clone(),
             ));
             let server = WorkerServer::new(gate.clone(), usize::MAX, Duration::from_millis(100));
             let stop = shutdown.subscribe();
