@@ -67,6 +67,9 @@ pub struct Gateway {
     pub tokens: Arc<crate::tokens::TokenRegistry>,
     /// on-demand sessions of every provider, shared by all workers (kept across reloads).
     pub sessions: crate::providers::ondemand::SessionRegistry,
+    /// Account-scoped object ids pinned to the key that created them (kept across reloads,
+    /// persisted by the control thread).
+    pub pins: crate::pins::Pins,
     /// The last loaded config before the pool was merged in, and its file's fingerprint: what
     /// a key-pool change rebuilds from (control thread only).
     base: parking_lot::Mutex<(Config, u64)>,
@@ -103,6 +106,7 @@ impl Gateway {
             keys: crate::keys::KeyPool::default(),
             tokens,
             sessions: Default::default(),
+            pins: Default::default(),
             base: parking_lot::Mutex::new(base),
         }))
     }

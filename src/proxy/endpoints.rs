@@ -319,6 +319,7 @@ pub(super) async fn metrics(
     core.gateway.admin.render_metrics(&mut body);
     core.gateway.tokens.render_metrics(&mut body);
     core.gateway.sessions.render_metrics(&mut body);
+    core.gateway.pins.render_metrics(&mut body);
     // The size bound covers every family, the health ones included.
     let body = crate::metrics::fit(body, config.server.metrics_max_bytes);
     let headers: [(&str, &[u8]); 2] = [

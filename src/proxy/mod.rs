@@ -36,6 +36,7 @@ mod gemini_door;
 pub mod headers;
 mod inspect;
 pub mod keycare;
+mod pinning;
 mod probe;
 mod relay;
 mod send;
