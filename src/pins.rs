@@ -73,7 +73,12 @@ impl Pins {
             return;
         }
         let mut table = self.table.lock();
-        if table.map.get(id) == Some(&pin) {
+        // A read or cancel answer names its object again: already pinned to the same key.
+        if table
+            .map
+            .get(id)
+            .is_some_and(|p| p.key == pin.key && p.provider == pin.provider)
+        {
             return;
         }
         let pruned = table.add(id, pin.clone(), max);

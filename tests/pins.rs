@@ -169,6 +169,37 @@ fn pins_survive_a_restart_and_a_removed_key_is_a_clear_404() {
 }
 
 #[test]
+fn a_cooling_creator_key_still_serves_its_objects() {
+    let h = Harness::start(conf(&[KEY_A, KEY_B], ""));
+    let file = upload(&h, "x");
+    let owner = creator(&h, "/v1/files");
+    let fault = rotor::mock::KeyFault {
+        status: Some(429),
+        retry_after_s: Some(60),
+        times: 1,
+        ..Default::default()
+    };
+    h.mock().faults.set(&owner, fault);
+    let hit = |h: &Harness| {
+        h.recorded()
+            .iter()
+            .any(|r| r.target == "/v1/chat/completions" && r.bearer() == Some(owner.as_str()))
+    };
+    for _ in 0..4 {
+        if hit(&h) {
+            break;
+        }
+        assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert!(hit(&h), "the owner key answered 429 once and cools for 60 s");
+    for _ in 0..3 {
+        let r = call(&h, "GET", &format!("/v1/files/{file}"), "");
+        assert_eq!(r.status, 200, "the cooling creator key is still asked: {}", r.text());
+        assert_eq!(h.recorded().last().unwrap().bearer(), Some(owner.as_str()));
+    }
+}
+
+#[test]
 fn the_pin_bound_prunes_the_oldest_and_counts_it() {
     let h = Harness::start(conf(&[KEY_A, KEY_B], "max_pins = 2"));
     let ids: Vec<String> = (0..3).map(|i| upload(&h, &format!("f{i}"))).collect();
