@@ -35,7 +35,11 @@ const STRATEGIES: &[(&str, KeyStrategy)] = &[
 /// Kinds and strategies the config language names (DESIGN 1.2) that this build cannot honour
 /// yet. They are refused with the key's path instead of running as something else: a
 /// `replicate` provider sent OpenAI requests, a `least-used` pool rotated round-robin.
-const NOT_YET_KINDS: &[ProviderKind] = &[ProviderKind::Replicate, ProviderKind::Cohere, ProviderKind::Cloudflare];
+const NOT_YET_KINDS: &[ProviderKind] = &[
+    ProviderKind::Replicate,
+    ProviderKind::Cohere,
+    ProviderKind::Cloudflare,
+];
 const NOT_YET_STRATEGIES: &[KeyStrategy] = &[];
 
 /// `value` from `table`, refused when this build lists it in `not_yet`.

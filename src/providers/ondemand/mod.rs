@@ -45,10 +45,7 @@ pub fn transform(
         }),
         (Front::Gemini, true) => Box::new(Chain {
             first: SseTranslator::new(stream::OnDemandToOpenAi::new(model, true, prompt_chars, commit), depth),
-            second: SseTranslator::new(
-                crate::providers::gemini::front_stream::OpenAiToGemini::new(model, depth),
-                depth,
-            ),
+            second: SseTranslator::new(crate::providers::gemini::front_stream::OpenAiToGemini::new(model, depth), depth),
         }),
         (_, true) => Box::new(SseTranslator::new(
             stream::OnDemandToOpenAi::new(model, translation.include_usage, prompt_chars, commit),
