@@ -59,6 +59,9 @@ pub struct Pins {
     pub pruned: AtomicU64,
     /// Pins dropped by `storage.pin_retention_days`.
     pub expired: AtomicU64,
+    /// Pins kept in memory but not saved: more than `storage.max_pins` were made between two
+    /// control-thread ticks.
+    pub unsaved_dropped: AtomicU64,
 }
 
 impl Pins {
@@ -82,10 +85,14 @@ impl Pins {
             return;
         }
         let pruned = table.add(id, pin.clone(), max);
-        if table.unsaved.len() < max {
+        let queued = table.unsaved.len() < max;
+        if queued {
             table.unsaved.push((id.into(), pin));
         }
         drop(table);
+        if !queued {
+            self.unsaved_dropped.fetch_add(1, Ordering::Relaxed);
+        }
         if pruned > 0 {
             self.pruned.fetch_add(pruned, Ordering::Relaxed);
         }
@@ -138,9 +145,10 @@ impl Pins {
         );
         let _ = writeln!(
             out,
-            "# HELP rotor_object_pins_pruned_total pins dropped: the oldest past storage.max_pins (bound), or older than storage.pin_retention_days (expired).\n# TYPE rotor_object_pins_pruned_total counter\nrotor_object_pins_pruned_total{{reason=\"bound\"}} {}\nrotor_object_pins_pruned_total{{reason=\"expired\"}} {}",
+            "# HELP rotor_object_pins_pruned_total pins dropped: the oldest past storage.max_pins (bound), older than storage.pin_retention_days (expired), or not saved to storage because more than max_pins were made in one 100 ms tick (unsaved).\n# TYPE rotor_object_pins_pruned_total counter\nrotor_object_pins_pruned_total{{reason=\"bound\"}} {}\nrotor_object_pins_pruned_total{{reason=\"expired\"}} {}\nrotor_object_pins_pruned_total{{reason=\"unsaved\"}} {}",
             self.pruned.load(Ordering::Relaxed),
-            self.expired.load(Ordering::Relaxed)
+            self.expired.load(Ordering::Relaxed),
+            self.unsaved_dropped.load(Ordering::Relaxed)
         );
     }
 }
@@ -333,5 +341,8 @@ mod tests {
         assert_eq!(pins.expire(4), 2);
         assert_eq!(pins.len(), 1);
         assert_eq!(pins.take_unsaved().len(), 3);
+        assert_eq!(pins.unsaved_dropped.load(Ordering::Relaxed), 2);
+        pins.insert("file-9", pin(9), 3);
+        assert_eq!(pins.take_unsaved().len(), 1, "drained: room again");
     }
 }
