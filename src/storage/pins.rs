@@ -72,3 +72,26 @@ pub fn load(storage: &mut Storage) -> Result<Vec<(String, Pin)>, StorageError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_prune_and_load_keep_the_newest_within_retention() {
+        let mut storage = Storage::open(None).unwrap();
+        let pin = |t: u64| Pin {
+            provider: Arc::from("mock"),
+            key: KeyId(u64::MAX - t),
+            created_ms: t,
+        };
+        let rows: Vec<(Box<str>, Pin)> = (1..=4u64).map(|t| (format!("file-{t}").into(), pin(t))).collect();
+        save(&mut storage, &rows).unwrap();
+        // file-1 is past retention; of the other three, the bound keeps the newest two.
+        assert_eq!(prune(&mut storage, 2, 2).unwrap(), 2);
+        let loaded = load(&mut storage).unwrap();
+        let ids: Vec<&str> = loaded.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["file-3", "file-4"]);
+        assert_eq!(loaded[1].1, pin(4), "key ids round-trip as u64 bit patterns");
+    }
+}
