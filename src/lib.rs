@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod mock;
 pub mod net;
+pub mod pins;
 pub mod providers;
 pub mod proxy;
 pub mod route;

@@ -283,6 +283,21 @@ fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
             ))
         }
     };
+    if !(1..=MAX_PINS).contains(&s.max_pins) {
+        return Err(ConfigError::at(
+            "storage.max_pins",
+            format!(
+                "must be between 1 and {MAX_PINS} (object ids pinned to their key), got {}",
+                s.max_pins
+            ),
+        ));
+    }
+    if s.pin_retention_days == 0 {
+        return Err(ConfigError::at(
+            "storage.pin_retention_days",
+            "must be at least 1 (days an object id stays pinned to its key)",
+        ));
+    }
     Ok(Storage {
         path,
         log_requests: s.log_requests,
@@ -292,6 +307,8 @@ fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
         sample_rate: s.sample_rate,
         rollup_retention_days: s.rollup_retention_days,
         health_window: positive_ms(s.health_window_ms, "storage.health_window_ms")?,
+        max_pins: s.max_pins as usize,
+        pin_retention_days: s.pin_retention_days,
     })
 }
 
@@ -335,6 +352,9 @@ fn cache(c: &CacheConfig) -> Result<Cache, ConfigError> {
         max_entry_bytes: c.max_entry_bytes,
     })
 }
+
+/// Largest `storage.max_pins`: each pin costs ~150 bytes of shared memory.
+const MAX_PINS: u64 = 10_000_000;
 
 /// Smallest `storage.max_db_bytes`: room for the schema, the stats rollups and a batch of rows.
 const MIN_DB_BYTES: i64 = 1 << 20;

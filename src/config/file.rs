@@ -180,6 +180,11 @@ pub struct StorageConfig {
     pub rollup_retention_days: u32,
     /// `/health` reports storage failing while a failure or drop is this recent.
     pub health_window_ms: u64,
+    /// Account-scoped object ids (files, batches, ...) pinned to their creating key; past it
+    /// the oldest pin is pruned.
+    pub max_pins: u64,
+    /// Days a pin is kept after the object was created.
+    pub pin_retention_days: u32,
 }
 
 impl Default for StorageConfig {
@@ -193,6 +198,8 @@ impl Default for StorageConfig {
             sample_rate: 1.0,
             rollup_retention_days: 400,
             health_window_ms: 30_000,
+            max_pins: 100_000,
+            pin_retention_days: 30,
         }
     }
 }

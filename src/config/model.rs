@@ -167,6 +167,10 @@ pub struct Storage {
     pub rollup_retention_days: u32,
     /// How long a storage failure or dropped record keeps `/health` at `failing`.
     pub health_window: std::time::Duration,
+    /// Object ids pinned to their creating key at most (oldest pruned first).
+    pub max_pins: usize,
+    /// Pins older than this many days are pruned.
+    pub pin_retention_days: u32,
 }
 
 #[derive(Debug, Clone)]

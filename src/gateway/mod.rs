@@ -69,6 +69,9 @@ pub struct Gateway {
     pub sessions: crate::providers::ondemand::SessionRegistry,
     /// The response cache (`[cache]`), shared by all workers, kept across reloads.
     pub cache: crate::cache::Cache,
+    /// Account-scoped object ids pinned to the key that created them (kept across reloads,
+    /// persisted by the control thread).
+    pub pins: crate::pins::Pins,
     /// The last loaded config before the pool was merged in, and its file's fingerprint: what
     /// a key-pool change rebuilds from (control thread only).
     base: parking_lot::Mutex<(Config, u64)>,
@@ -117,6 +120,7 @@ impl Gateway {
             tokens,
             sessions: Default::default(),
             cache: Default::default(),
+            pins: Default::default(),
             base: parking_lot::Mutex::new(base),
             cluster,
             cluster_pool_changed: AtomicBool::new(false),

@@ -3,7 +3,8 @@
 //! (`/v1beta/models/{m}:generateContent`, `:streamGenerateContent`), on-demand.io-shaped
 //! (`.../sessions`, `.../sessions/{id}/query`, see `ondemand`), Replicate-shaped
 //! (predictions, polls, stream URLs; see `replicate`), Cohere v2 (`/v2/chat`) and Cloudflare
-//! Workers AI (OpenAI shapes under `/client/v4/accounts/{id}/ai/v1`) answers; OpenAI ones (chat, streamed chat with usage,
+//! Workers AI (OpenAI shapes under `/client/v4/accounts/{id}/ai/v1`) answers, files and batches owned by
+//! the key that created them (see `files`); OpenAI ones (chat, streamed chat with usage,
 //! completions, embeddings, models) with knobs for latency, stream length and pacing, status
 //! codes with Retry-After, slow first byte and mid-stream cuts. Used by `rotor demo`, the tests
 //! and the benchmarks, so nobody needs a real key to see rotor work.
@@ -29,6 +30,7 @@
 mod anthropic;
 mod chaos;
 mod cohere;
+mod files;
 mod gemini;
 mod ondemand;
 mod openai;
@@ -47,6 +49,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use chaos::{Chaos, Fault};
+pub use files::MockObjects;
 pub use ondemand::OnDemandSessions;
 pub use vertex::VertexMock;
 
@@ -255,6 +258,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     let shutdown = Arc::new(Shutdown::default());
     let gate = Arc::new(ConnectionGate::default());
     let ondemand = Arc::new(OnDemandSessions::default());
+    let objects = Arc::new(MockObjects::default());
     let workers = {
         let ondemand = ondemand.clone();
         let recorder = recorder.clone();
@@ -270,6 +274,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
                 faults.clone(),
                 vertex.clone(),
                 ondemand.clone(),
+                objects.clone(),
             ));
             let server = WorkerServer::new(gate.clone(), usize::MAX, Duration::from_millis(100));
             let stop = shutdown.subscribe();

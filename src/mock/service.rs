@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{anthropic, cohere, gemini, ondemand, openai, replicate};
+use super::{anthropic, cohere, files, gemini, ondemand, openai, replicate};
 use super::{Chaos, Fault, KeyFaults, MockOptions, Recorded, Recorder, VertexMock};
 use crate::codec::head::RequestHead;
 use crate::server::{Limits, Request, Responder, Service};
@@ -19,6 +19,7 @@ pub(super) struct MockService {
     faults: Arc<KeyFaults>,
     vertex: Arc<VertexMock>,
     ondemand: Arc<ondemand::OnDemandSessions>,
+    objects: Arc<files::MockObjects>,
 }
 
 /// Knob values for one request.
@@ -59,6 +60,7 @@ impl MockService {
         faults: Arc<KeyFaults>,
         vertex: Arc<VertexMock>,
         ondemand: Arc<ondemand::OnDemandSessions>,
+        objects: Arc<files::MockObjects>,
     ) -> Self {
         MockService {
             worker,
@@ -67,6 +69,7 @@ impl MockService {
             faults,
             vertex,
             ondemand,
+            objects,
         }
     }
 
@@ -245,6 +248,11 @@ impl Service for MockService {
             ];
             let _ = res.send(200, &headers, Bytes::from_static(RATELIMITED_ANSWER)).await;
             return;
+        }
+        let key = String::from_utf8_lossy(Self::pool_key(&req.head)).into_owned();
+        match files::answer(&req, &key, &self.objects, res).await {
+            Ok(false) => {}
+            _ => return,
         }
         let _ = match Shape::of(req.head.path()) {
             Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,

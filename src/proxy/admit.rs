@@ -84,7 +84,9 @@ fn client_answer(client: &Client, admission: Admission, now: u64) -> Result<Rese
 /// keys that are cooling or quarantined, and keys whose windows are full or disabled (noting
 /// when the soonest cooling or full one frees up). The key comes with its windows reserved.
 /// `now` is the health clock (`health::now_ms`). `pinned` (the key holding the request's
-/// upstream state, see `providers::dialog`) goes first when it is usable, whatever the strategy.
+/// upstream state): `Prefer` (an on-demand session, see `providers::dialog`) goes first when it
+/// is usable, whatever the strategy; `Only` (the key that created an account-scoped object,
+/// see `pinning`) is the one key tried, cooling or not, its windows reserved when they admit.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pick_available_key(
     core: &Core,
@@ -94,10 +96,21 @@ pub(super) fn pick_available_key(
     tokens: u64,
     now: u64,
     skipped: &mut Skipped,
-    pinned: Option<usize>,
+    pinned: Option<KeyPin>,
 ) -> Option<(usize, Reservation)> {
     if provider.keys.is_empty() {
         return None;
+    }
+    if let Some(KeyPin::Only(only)) = pinned {
+        if tried.contains(&only) || only >= provider.keys.len() {
+            return None;
+        }
+        let limits = ctx.generation.limits.provider(provider.index).get(only);
+        let reservation = match limits.map(|l| l.admit(tokens, limits::from_health_ms(now))) {
+            Some(Admission::Admitted(reservation)) => reservation,
+            _ => Reservation::default(),
+        };
+        return Some((only, reservation));
     }
     let start = core.balance.borrow_mut().pick_key(provider);
     // `now` (health clock) serves both clocks.
@@ -115,10 +128,21 @@ pub(super) fn pick_available_key(
         KeyStrategy::HighestBalance => input.start = highest_balance(&input, start),
         KeyStrategy::RoundRobin | KeyStrategy::Random => {}
     }
-    if let Some(pinned) = pinned.filter(|p| *p < provider.keys.len() && !tried.contains(p)) {
+    let preferred = match pinned {
+        Some(KeyPin::Prefer(index)) => Some(index),
+        _ => None,
+    };
+    if let Some(pinned) = preferred.filter(|p| *p < provider.keys.len() && !tried.contains(p)) {
         input.start = pinned;
     }
     pick_key(&input, skipped)
+}
+
+/// A key a request is bound to (see `pick_available_key`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum KeyPin {
+    Prefer(usize),
+    Only(usize),
 }
 
 /// The request never left rotor (no connection, no TLS, or a head the writer refused), so the

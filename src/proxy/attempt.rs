@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::admit::{never_reached, pick_available_key, usage_tokens};
+use super::admit::{never_reached, pick_available_key, usage_tokens, KeyPin};
 use super::attempts::{usable_in, Attempts};
 use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::credential::send_authenticated;
@@ -59,7 +59,7 @@ pub(super) async fn try_key(
     let provider = target.provider;
     let config = &ctx.generation.config;
     let mut now = now_ms();
-    let pinned = target.dialog.as_ref().and_then(|d| d.pinned_key(provider));
+    let pinned = target.key_pin();
     let Some(key) = select(core, ctx, provider, attempt, now, pinned) else {
         return Ok(KeyTry::NoKey);
     };
@@ -121,7 +121,7 @@ fn select<'g>(
     provider: &Provider,
     attempt: &mut Attempts,
     now: u64,
-    pinned: Option<usize>,
+    pinned: Option<KeyPin>,
 ) -> Option<Picked<'g>> {
     let table = &ctx.generation.key_health;
     let tried = attempt.tried_keys(provider.index);
@@ -284,6 +284,12 @@ async fn relay(
             .adapter
             .transform(translation, front, target.usage_mode, input.head.status, max_depth),
     };
+    if job.records && (200..300).contains(&input.head.status) {
+        let max_pins = ctx.generation.config.storage.max_pins;
+        if let Some(pool_key) = provider.keys.get(key.index) {
+            transform = super::pinning::tap(transform, &core.gateway, provider, pool_key.id, max_pins);
+        }
+    }
     let cache_key = job.cache.borrow_mut().take();
     let mut tee = None;
     let status = input.head.status;

@@ -338,6 +338,7 @@ pub(super) async fn metrics(
     if let Some(cluster) = &core.gateway.cluster {
         crate::metrics::cluster::render(&mut body, cluster);
     }
+    core.gateway.pins.render_metrics(&mut body);
     // The size bound covers every family, the health ones included.
     let body = crate::metrics::fit(body, config.server.metrics_max_bytes);
     let headers: [(&str, &[u8]); 2] = [

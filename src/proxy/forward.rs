@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use super::admit::KeyPin;
 use super::admit::{admit_client, usage_tokens};
 use super::attempt::{try_key, KeyTry};
 use super::attempts::{usable_in, Attempts};
 use super::cached::{self, Lookup};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::inspect::{default_model_for, inspect, validate_model_name};
+use super::pinning::Owner;
 use super::target::{check_passthrough_path, check_upstream_path};
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::json::Inspection;
@@ -68,7 +70,15 @@ pub(super) async fn forward(
         trace.defaulted = defaulted;
         trace.stream = inspection.stream;
     }
-    let plan = plan(core, ctx, route, &model);
+    // An account-scoped object lives with the key that created it: only that one is asked.
+    let owner = super::pinning::owner(&core.gateway, config, &req)?;
+    let plan = match owner {
+        Some(owner) => {
+            let (route, candidate) = super::pinning::route_of(config, route, owner)?;
+            SmallVec::from_iter([Step { route, candidate }])
+        }
+        None => plan(core, ctx, route, &model),
+    };
     let tokens = if ctx.generation.limits.any_tpm {
         estimate_tokens(req.body.len(), &inspection)
     } else {
@@ -107,6 +117,8 @@ pub(super) async fn forward(
         deadline,
         plan: &plan,
         cache: std::cell::RefCell::new(cache),
+        owner,
+        records: super::pinning::records(&req),
     };
     let result = attempt_all(core, ctx, &job, res, &mut attempt).await;
     // The client's own windows: settle TPM to what the upstream reported; give everything
@@ -136,6 +148,10 @@ pub(super) struct Job<'a> {
     pub(super) plan: &'a [Step<'a>],
     /// A cache miss's key: the delivered answer is stored under it when it qualifies.
     pub(super) cache: std::cell::RefCell<Option<crate::cache::CacheKey>>,
+    /// The creator of an object the request names (see `pinning`).
+    pub(super) owner: Option<Owner>,
+    /// A 2xx answer's ids are pinned to the key that made it (a create under a collection).
+    pub(super) records: bool,
 }
 
 impl Job<'_> {
@@ -303,6 +319,7 @@ fn adapt<'a>(
         Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
     };
     check_upstream_path(job.endpoint, &prepared.path)?;
+    let owned = job.owner.filter(|o| o.provider == provider.index);
     let dialog = prepared.dialog.map(|plan| {
         let clients = &ctx.generation.config.clients;
         let client = ctx.trace.borrow().client.and_then(|i| clients.get(i));
@@ -328,6 +345,7 @@ fn adapt<'a>(
         translation: prepared.translation,
         dialog,
         header: prepared.header,
+        owned_key: owned.map(|o| o.key),
     }))
 }
 
@@ -345,6 +363,22 @@ pub(super) struct Target<'a> {
     pub(super) dialog: Option<Dialog>,
     /// The adapter's own request header (Replicate's `prefer: wait=N`).
     pub(super) header: Option<(&'static str, String)>,
+    /// The key that created the object the request names: the only one tried.
+    pub(super) owned_key: Option<usize>,
+}
+
+impl Target<'_> {
+    /// The key the request is bound to, if any (see `admit::pick_available_key`).
+    pub(super) fn key_pin(&self) -> Option<KeyPin> {
+        match self.owned_key {
+            Some(index) => Some(KeyPin::Only(index)),
+            None => self
+                .dialog
+                .as_ref()
+                .and_then(|d| d.pinned_key(self.provider))
+                .map(KeyPin::Prefer),
+        }
+    }
 }
 
 /// Streams of chat and completions always carry usage upstream: when the client did not ask

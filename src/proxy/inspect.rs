@@ -7,14 +7,14 @@ use bytes::Bytes;
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::Endpoint;
-use crate::codec::head::Method;
 use crate::codec::json::{inspect_body, multipart_field, splice_model, Inspection};
 use crate::config::Config;
 use crate::server::Request;
 
 /// Phase `inspect`: the model name (and stream flag) from a JSON body, or the multipart `model`
-/// field; `None` when the request carries no model at all (a bodiless passthrough like
-/// `GET /v1/files`). A JSON body nesting deeper than `max_json_depth` is a 400.
+/// field; `None` when a passthrough request carries no model at all (a bodiless one like
+/// `GET /v1/files` or `POST /v1/batches/{id}/cancel`, a multipart upload to `/v1/files`).
+/// A JSON body nesting deeper than `max_json_depth` is a 400.
 pub(super) fn inspect(
     endpoint: Endpoint,
     req: &Request,
@@ -31,11 +31,12 @@ pub(super) fn inspect(
             .map(|m| m.trim().to_owned());
         return match model {
             Some(m) if !m.is_empty() => Ok(Some((m, Inspection::default()))),
+            _ if endpoint == Endpoint::Passthrough => Ok(None),
             _ => Err(ProxyError::bad_request("the multipart form has no 'model' field").with_param("model")),
         };
     }
     if req.body.is_empty() {
-        if endpoint == Endpoint::Passthrough && matches!(req.head.method, Method::Get | Method::Delete | Method::Head) {
+        if endpoint == Endpoint::Passthrough {
             return Ok(None);
         }
         return Err(ProxyError::bad_request(
@@ -51,8 +52,9 @@ pub(super) fn inspect(
     }
 }
 
-/// For requests without a model: `routing.default_model`, else the first OpenAI-kind provider's
-/// route (files, batches and similar account-level endpoints).
+/// For requests without a model: `routing.default_model`, else the wildcard route, else the
+/// first route an OpenAI-kind provider serves (files, batches and similar account-level
+/// endpoints are OpenAI's), else the first route.
 pub(super) fn default_model_for(config: &Config) -> Result<String, ProxyError> {
     if let Some(model) = &config.routing.default_model {
         return Ok(model.clone());
@@ -60,11 +62,19 @@ pub(super) fn default_model_for(config: &Config) -> Result<String, ProxyError> {
     if config.routes.wildcard.is_some() {
         return Ok(String::new());
     }
-    config
-        .routes
-        .by_model
-        .values()
+    let openai = |route: &&std::sync::Arc<crate::config::Route>| {
+        route.candidates.iter().any(|c| {
+            config
+                .providers
+                .get(c.provider)
+                .is_some_and(|p| p.kind == crate::config::ProviderKind::OpenAi)
+        })
+    };
+    let routes = || config.routes.by_model.values();
+    routes()
+        .filter(openai)
         .min_by_key(|r| r.index)
+        .or_else(|| routes().min_by_key(|r| r.index))
         .map(|r| r.model.clone())
         .ok_or_else(|| {
             ProxyError::new(

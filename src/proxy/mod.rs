@@ -41,6 +41,7 @@ mod gemini_door;
 pub mod headers;
 mod inspect;
 pub mod keycare;
+mod pinning;
 mod probe;
 mod relay;
 mod send;

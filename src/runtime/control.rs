@@ -106,6 +106,8 @@ struct Duties {
     log_writer: LogWriter,
     /// TLS roots for the token endpoints (access tokens are minted here).
     token_tls: crate::tokens::Tls,
+    /// When object pins were last pruned (unix ms).
+    pins_pruned: u64,
 }
 
 impl Duties {
@@ -115,12 +117,14 @@ impl Duties {
         let mut storage = log_writer.open_storage(gateway);
         // Runtime keys join the generation before their windows are restored.
         crate::keys::command::restore(gateway, storage.as_mut());
+        crate::pins::restore(gateway, storage.as_mut());
         let persist = Persist::open(gateway, storage.as_mut());
         Duties {
             storage,
             persist,
             log_writer,
             token_tls: crate::tokens::Tls::default(),
+            pins_pruned: crate::storage::windows::unix_now_ms(),
         }
     }
 
@@ -134,6 +138,7 @@ impl Duties {
         self.log_writer.tick(gateway, &mut self.storage);
         self.persist.tick(gateway, self.storage.as_mut());
         crate::keys::command::persist_if_dirty(gateway, self.storage.as_mut());
+        crate::pins::persist(gateway, self.storage.as_mut(), &mut self.pins_pruned);
     }
 
     /// Workers finish in-flight requests after shutdown starts; their records and the final
@@ -147,6 +152,7 @@ impl Duties {
             self.log_writer.tick(gateway, &mut self.storage);
         }
         self.log_writer.finish(gateway, &mut self.storage);
+        crate::pins::persist(gateway, self.storage.as_mut(), &mut self.pins_pruned);
         let saved = self.persist.snapshot(gateway, self.storage.as_mut());
         // Only a snapshot taken after every worker ended holds every admission.
         if saved && gateway.workers_stopped.load(Ordering::Acquire) {

@@ -12,6 +12,7 @@ pub mod keeper;
 pub mod keys;
 mod labels;
 pub mod memlog;
+pub mod pins;
 pub mod requests;
 pub mod rollups;
 pub mod windows;
@@ -39,6 +40,8 @@ pub const MIGRATIONS: &[&str] = &[
     requests::MIGRATION_COMPACT,
     // 5: the runtime key pool (see `keys`).
     keys::MIGRATION,
+    // 6: account-scoped object ids pinned to their creating key (see `pins`).
+    pins::MIGRATION,
 ];
 
 #[derive(Debug)]
