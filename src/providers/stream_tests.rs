@@ -225,7 +225,7 @@ fn gemini_crlf_stream_to_openai_chunks() {
         .iter()
         .find_map(|v| v["choices"][0]["delta"]["tool_calls"][0].as_object().cloned())
         .unwrap();
-    assert_eq!(call.get(&"id").and_then(|v| v.as_str()), Some("call_0"));
+    assert_eq!(call.get(&"id").and_then(|v| v.as_str()), Some("call_r1_0"));
     let finish: Vec<&str> = c
         .iter()
         .filter_map(|v| v["choices"][0]["finish_reason"].as_str())

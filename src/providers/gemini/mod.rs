@@ -119,6 +119,33 @@ struct ErrorEnvelope {
     error: Option<ErrorDetail>,
 }
 
+/// A tool-call id for a Gemini function call that carries none: unique per answer (the
+/// `responseId`, else a process-unique tag) and per call (`k`), so a second tool round never
+/// sees the ids of the first again and results map back to the right call.
+pub fn call_id(own: Option<String>, response_id: Option<&str>, k: usize) -> String {
+    if let Some(id) = own.filter(|i| !i.is_empty()) {
+        return id;
+    }
+    let mut out = String::from("call_");
+    match response_id.filter(|r| !r.is_empty()) {
+        // Only id-safe characters (Anthropic clients check `^[a-zA-Z0-9_-]+$`).
+        Some(r) => out.extend(
+            r.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .take(64),
+        ),
+        None => {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            out.push_str(&format!("r{:x}{n:x}", crate::providers::write::unix_now()));
+        }
+    }
+    out.push('_');
+    out.push_str(&k.to_string());
+    out
+}
+
 /// Gemini `finishReason` -> OpenAI `finish_reason` (7.6); `STOP` with function calls is
 /// `tool_calls` (edge case 6).
 pub fn finish_reason(reason: &str, saw_tool_call: bool) -> &'static str {

@@ -96,7 +96,7 @@ fn text_part(text: &str) -> Value {
 pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String> {
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<Content> = Vec::new();
-    for m in &chat.messages {
+    for (at, m) in chat.messages.iter().enumerate() {
         let (role, parts) = match m.role.as_str() {
             "system" | "developer" => {
                 if let Some(c) = &m.content {
@@ -105,7 +105,7 @@ pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String
                 continue;
             }
             "assistant" => ("model", assistant_parts(m, max_depth)?),
-            "tool" | "function" => ("user", vec![function_response(chat, m, max_depth)]),
+            "tool" | "function" => ("user", vec![function_response(chat, at, m, max_depth)]),
             _ => ("user", user_parts(m.content.as_ref())),
         };
         if parts.is_empty() {
@@ -252,14 +252,18 @@ fn assistant_parts(m: &crate::providers::openai::Message, max_depth: usize) -> R
     Ok(parts)
 }
 
-/// A tool message as a `functionResponse`; its name comes from the assistant call with the
-/// same id earlier in the history (Gemini requires it). Content that is not a JSON object, or
-/// nests deeper than `max_depth`, is wrapped as text.
-fn function_response(chat: &ChatRequest, m: &crate::providers::openai::Message, max_depth: usize) -> Value {
+/// The tool message at `at` as a `functionResponse`; its name comes from the nearest assistant
+/// call with the same id before it (Gemini requires it; the nearest, so a history that reused
+/// an id, as rotor's `call_0` once did, still names the right function). Content that is not
+/// a JSON object, or nests deeper than `max_depth`, is wrapped as text.
+fn function_response(chat: &ChatRequest, at: usize, m: &crate::providers::openai::Message, max_depth: usize) -> Value {
     let id = m.tool_call_id.as_deref().unwrap_or("");
     let name = chat
         .messages
+        .get(..at)
+        .unwrap_or_default()
         .iter()
+        .rev()
         .flat_map(|x| x.tool_calls.iter().flatten())
         .find(|c| c.id == id)
         .map(|c| c.function.name.clone())
@@ -328,4 +332,36 @@ fn tool_config(choice: &Value) -> Option<Value> {
     }
     text.push_str("}}");
     sonic_rs::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::DEFAULT_MAX_DEPTH as D;
+
+    fn gemini(chat: &str) -> Value {
+        let chat: ChatRequest = sonic_rs::from_str(chat).unwrap();
+        sonic_rs::from_slice(&from_chat(&chat, D).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn tool_results_are_named_by_the_nearest_call_with_their_id() {
+        // Two rounds that (as rotor's old `call_0` did) reuse an id for different functions.
+        let v = gemini(
+            r#"{"model":"m","messages":[{"role":"user","content":"go"},
+            {"role":"assistant","tool_calls":[{"id":"call_0","type":"function","function":{"name":"first","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"call_0","content":"1"},
+            {"role":"assistant","tool_calls":[{"id":"call_0","type":"function","function":{"name":"second","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"call_0","content":"2"}]}"#,
+        );
+        let names: Vec<&str> = [2, 4]
+            .iter()
+            .map(|i| {
+                v["contents"][*i]["parts"][0]["functionResponse"]["name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+    }
 }

@@ -1,8 +1,9 @@
 //! A whole Gemini `generateContent` answer -> OpenAI chat completion, and Gemini error bodies ->
 //! the OpenAI envelope (the Google `status`, e.g. `RESOURCE_EXHAUSTED`, kept as `type`).
-//! Invariant: function calls get stable synthesized ids (`call_<n>`) when Gemini sends none.
+//! Invariant: function calls Gemini sends without an id get one unique to the answer
+//! (`call_<responseId>_<n>`), never a `call_0` that repeats across tool rounds.
 
-use super::{finish_reason, parse_error, GenerateResponse};
+use super::{call_id, finish_reason, parse_error, GenerateResponse};
 use crate::providers::openai::{self, FunctionCall, ToolCall};
 use crate::usage::Usage;
 
@@ -34,14 +35,12 @@ pub fn to_openai(status: u16, body: &[u8], model: &str, _max_depth: usize) -> (S
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
+    let response_id = r.response_id.clone().or_else(|| Some(call_id(None, None, 0)));
     let candidate = r.candidates.into_iter().next().unwrap_or_default();
     for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
         if let Some(fc) = part.function_call {
             calls.push(ToolCall {
-                id: fc
-                    .id
-                    .filter(|i| !i.is_empty())
-                    .unwrap_or_else(|| format!("call_{}", calls.len())),
+                id: call_id(fc.id, response_id.as_deref(), calls.len()),
                 kind: "function".to_owned(),
                 function: FunctionCall {
                     name: fc.name,
@@ -93,7 +92,7 @@ mod tests {
         assert_eq!(v["choices"][0]["finish_reason"].as_str(), Some("tool_calls"));
         assert_eq!(
             v["choices"][0]["message"]["tool_calls"][0]["id"].as_str(),
-            Some("call_0")
+            Some("call_abc_0")
         );
         assert_eq!(
             v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"].as_str(),
@@ -126,5 +125,34 @@ mod tests {
         let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
         assert_eq!(v["error"]["type"].as_str(), Some("RESOURCE_EXHAUSTED"));
         assert_eq!(v["error"]["message"].as_str(), Some("quota"));
+    }
+
+    #[test]
+    fn tool_call_ids_are_unique_per_answer() {
+        let id = |body: &[u8]| {
+            let (out, _) = to_openai(200, body, "m", D);
+            let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
+            let calls = v["choices"][0]["message"]["tool_calls"].clone();
+            (
+                calls[0]["id"].as_str().unwrap().to_owned(),
+                calls[1]["id"].as_str().unwrap().to_owned(),
+            )
+        };
+        let call = r#"{"functionCall":{"name":"f","args":{}}}"#;
+        let with = |rid: &str| format!(r#"{{"candidates":[{{"content":{{"parts":[{call},{call}]}}}}]{rid}}}"#);
+        let (a0, a1) = id(with(r#","responseId":"r1""#).as_bytes());
+        let (b0, _) = id(with(r#","responseId":"r2""#).as_bytes());
+        assert_eq!(
+            (a0.as_str(), a1.as_str(), b0.as_str()),
+            ("call_r1_0", "call_r1_1", "call_r2_0")
+        );
+        let (c0, c1) = id(with("").as_bytes());
+        let (d0, _) = id(with("").as_bytes());
+        assert_ne!(c0, c1);
+        assert_ne!(c0, d0, "no responseId: still unique per answer");
+        let (e0, _) = id(with(r#","responseId":"a/b+c=""#).as_bytes());
+        assert_eq!(e0, "call_abc_0", "only id-safe characters");
+        let own = r#"{"candidates":[{"content":{"parts":[{"functionCall":{"id":"g1","name":"f"}},{"functionCall":{"id":"g2","name":"f"}}]}}]}"#;
+        assert_eq!(id(own.as_bytes()), ("g1".to_owned(), "g2".to_owned()));
     }
 }
