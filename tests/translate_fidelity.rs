@@ -12,16 +12,6 @@ fn conf() -> Conf {
     Conf::with_body(&one_provider_per_protocol())
 }
 
-fn anthropic_post(h: &Harness, body: &str, extra: &[(&str, &str)]) -> Response {
-    let mut headers: Vec<(&str, &str)> = vec![
-        ("x-api-key", CLIENT_KEY),
-        ("anthropic-version", "2023-06-01"),
-        ("content-type", "application/json"),
-    ];
-    headers.extend_from_slice(extra);
-    h.client().request("POST", "/v1/messages", &headers, body.as_bytes())
-}
-
 #[test]
 fn gemini_tool_call_ids_differ_between_rounds_and_results_find_their_call() {
     let h = Harness::start(conf());
