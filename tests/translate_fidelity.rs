@@ -38,3 +38,40 @@ fn gemini_tool_call_ids_differ_between_rounds_and_results_find_their_call() {
     assert_eq!(response["name"].as_str(), Some("get_weather"));
     assert_eq!(response["response"]["content"].as_str(), Some("sunny"));
 }
+
+fn anthropic_post(h: &Harness, body: &str, extra: &[(&str, &str)]) -> Response {
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("x-api-key", CLIENT_KEY),
+        ("anthropic-version", "2023-06-01"),
+        ("content-type", "application/json"),
+    ];
+    headers.extend_from_slice(extra);
+    h.client().request("POST", "/v1/messages", &headers, body.as_bytes())
+}
+
+#[test]
+fn an_overloaded_upstream_stays_overloaded_when_no_key_is_left() {
+    let h = Harness::start(conf());
+    let body = r#"{"model":"claude-x","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = anthropic_post(&h, body, &[("x-mock-status", "529")]);
+    assert_eq!(r.status, 529, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["type"].as_str(),
+        Some("overloaded_error"),
+        "{}",
+        r.text()
+    );
+    // A Gemini 503 to an Anthropic client (through the hub), and to an OpenAI client.
+    let body = r#"{"model":"gemini-x","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = anthropic_post(&h, body, &[("x-mock-status", "503")]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["type"].as_str(),
+        Some("overloaded_error"),
+        "{}",
+        r.text()
+    );
+    assert!(r.header("retry-after").is_some());
+    let r = h.post("/v1/chat/completions", &chat("gemini-x"), &[("x-mock-status", "503")]);
+    assert_eq!(r.status, 503, "{}", r.text());
+}

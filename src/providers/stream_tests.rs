@@ -206,6 +206,30 @@ fn openai_stream_without_finish_is_an_anthropic_error() {
     assert!(!out.contains("message_stop"));
 }
 
+#[test]
+fn a_mid_stream_overload_reaches_anthropic_clients_as_overloaded_error() {
+    // An OpenAI upstream's error chunk, and a Gemini UNAVAILABLE event through the hub.
+    let openai = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+data: {\"error\":{\"message\":\"busy\",\"type\":\"overloaded_error\"}}\n\n";
+    let out = run_all_splits(|| SseTranslator::new(OpenAiToAnthropic::new("m"), D), openai);
+    let ev = anthropic_events(&out);
+    assert_eq!(ev.last().map(|e| e.0.as_str()), Some("error"), "{out}");
+    assert_eq!(ev.last().unwrap().1["error"]["type"].as_str(), Some("overloaded_error"));
+    let gemini = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}]}\n\n\
+data: {\"error\":{\"code\":503,\"message\":\"busy\",\"status\":\"UNAVAILABLE\"}}\n\n";
+    let chain = || super::Chain {
+        first: SseTranslator::new(GeminiToOpenAi::new("m", true), D),
+        second: SseTranslator::new(OpenAiToAnthropic::new("m"), D),
+    };
+    let out = run_all_splits(chain, gemini);
+    let ev = anthropic_events(&out);
+    assert_eq!(
+        ev.last().unwrap().1["error"]["type"].as_str(),
+        Some("overloaded_error"),
+        "{out}"
+    );
+}
+
 const GEMINI: &str = "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hel\"}]}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":1},\"modelVersion\":\"gemini-x\",\"responseId\":\"r1\"}\r\n\r\n\
 data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo\"},{\"functionCall\":{\"name\":\"f\",\"args\":{\"a\":1}}}]}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":2}}\r\n\r\n\
 data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":3,\"thoughtsTokenCount\":2,\"cachedContentTokenCount\":4}}\r\n\r\n";

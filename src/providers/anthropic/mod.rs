@@ -309,6 +309,21 @@ pub fn error_type_for_status(status: u16) -> &'static str {
     }
 }
 
+/// The Anthropic error type for an error's `type` in another protocol (an OpenAI error chunk,
+/// or the Google status a Gemini stream carried through the hub); unknown names are `api_error`.
+pub fn error_type_for_name(kind: &str) -> &'static str {
+    match kind {
+        "overloaded_error" | "UNAVAILABLE" | "upstream_overloaded" => "overloaded_error",
+        "rate_limit_error" | "rate_limit_exceeded" | "RESOURCE_EXHAUSTED" => "rate_limit_error",
+        "invalid_request_error" | "INVALID_ARGUMENT" | "FAILED_PRECONDITION" => "invalid_request_error",
+        "authentication_error" | "UNAUTHENTICATED" => "authentication_error",
+        "permission_error" | "PERMISSION_DENIED" => "permission_error",
+        "not_found_error" | "NOT_FOUND" => "not_found_error",
+        "timeout_error" | "DEADLINE_EXCEEDED" => "timeout_error",
+        _ => "api_error",
+    }
+}
+
 /// An SSE event in Anthropic's framing.
 pub fn push_event(out: &mut String, name: &str, data: &str) {
     out.push_str("event: ");
