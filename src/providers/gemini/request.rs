@@ -290,21 +290,29 @@ fn function_response(chat: &ChatRequest, at: usize, m: &crate::providers::openai
     p
 }
 
-/// JSON-schema keys Gemini's OpenAPI subset rejects, removed at every depth. Walks with its own
-/// stack, not recursion: the schema is client input (its depth is bounded by
+/// JSON-schema keywords Gemini's OpenAPI subset rejects, removed at every depth. Only keywords:
+/// the keys of a `properties` (or `patternProperties`, `$defs`, `definitions`) map are names,
+/// so a property called `strict` or `additionalProperties` stays, as `required` lists it.
+/// Walks with its own stack, not recursion: the schema is client input (its depth is bounded by
 /// `server.max_json_depth`, and this walk would not need that bound).
 fn clean_schema(mut schema: Value) -> Value {
-    let mut pending: Vec<&mut Value> = vec![&mut schema];
-    while let Some(v) = pending.pop() {
+    // (value, is a map of names to schemas)
+    let mut pending: Vec<(&mut Value, bool)> = vec![(&mut schema, false)];
+    while let Some((v, names)) = pending.pop() {
         if v.is_object() {
             let Some(o) = v.as_object_mut() else { continue };
-            for key in ["$schema", "additionalProperties", "strict"] {
-                o.remove(&key);
+            if !names {
+                for key in ["$schema", "additionalProperties", "strict"] {
+                    o.remove(&key);
+                }
             }
-            pending.extend(o.iter_mut().map(|(_, child)| child));
+            pending.extend(o.iter_mut().map(|(k, child)| {
+                let is_map = !names && matches!(k, "properties" | "patternProperties" | "$defs" | "definitions");
+                (child, is_map)
+            }));
         } else if v.is_array() {
             let Some(a) = v.as_array_mut() else { continue };
-            pending.extend(a.iter_mut());
+            pending.extend(a.iter_mut().map(|c| (c, false)));
         }
     }
     schema
@@ -363,5 +371,24 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["first", "second"]);
+    }
+
+    #[test]
+    fn schema_clean_up_drops_keywords_never_properties_of_that_name() {
+        let v = gemini(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","strict":true,"parameters":
+            {"type":"object","additionalProperties":false,"required":["strict","additionalProperties"],
+             "properties":{"strict":{"type":"boolean"},"additionalProperties":{"type":"object","additionalProperties":false,"properties":{}}}}}}]}"#,
+        );
+        let p = &v["tools"][0]["functionDeclarations"][0]["parameters"];
+        assert!(p.get("additionalProperties").is_none());
+        assert_eq!(p["properties"]["strict"]["type"].as_str(), Some("boolean"));
+        let inner = &p["properties"]["additionalProperties"];
+        assert_eq!(inner["type"].as_str(), Some("object"));
+        assert!(
+            inner.get("additionalProperties").is_none(),
+            "the keyword inside it still goes"
+        );
+        assert_eq!(p["required"][1].as_str(), Some("additionalProperties"));
     }
 }
