@@ -75,3 +75,22 @@ fn an_overloaded_upstream_stays_overloaded_when_no_key_is_left() {
     let r = h.post("/v1/chat/completions", &chat("gemini-x"), &[("x-mock-status", "503")]);
     assert_eq!(r.status, 503, "{}", r.text());
 }
+
+#[test]
+fn n_above_one_is_every_gemini_candidate_or_a_400() {
+    let h = Harness::start(conf());
+    let body = r#"{"model":"claude-x","n":2,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = h.post("/v1/chat/completions", body, &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let (message, kind) = r.openai_error();
+    assert_eq!(kind, "invalid_request_error");
+    assert!(message.contains("n = 2"), "{message}");
+    let body = r#"{"model":"claude-x","temperature":1.5,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(h.post("/v1/chat/completions", body, &[]).status, 400);
+    let body = r#"{"model":"gemini-x","n":2,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = h.post("/v1/chat/completions", body, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = sonic_rs::from_slice(&h.recorded().last().unwrap().body).unwrap();
+    assert_eq!(sent["generationConfig"]["candidateCount"].as_u64(), Some(2));
+    assert_eq!(h.recorded().len(), 1, "refusals never reach the upstream");
+}

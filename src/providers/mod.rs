@@ -22,6 +22,7 @@ pub mod adapter;
 pub mod anthropic;
 #[cfg(test)]
 mod depth_tests;
+pub mod fidelity;
 pub mod gemini;
 pub mod openai;
 #[cfg(test)]
@@ -152,6 +153,7 @@ pub fn prepare(
             anthropic::request::to_chat(body, model, max_depth).map_err(PrepareError::BadRequest)?
         }
     };
+    fidelity::check(&chat, upstream).map_err(PrepareError::BadRequest)?;
     let stream = chat.stream == Some(true);
     let translation = Translation {
         front,

@@ -51,6 +51,11 @@ pub struct ChatRequest {
     pub n: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<Value>,
+    /// Read so translated paths can refuse them (`fidelity::check`) rather than lose them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
 }
 
 impl ChatRequest {
@@ -397,6 +402,12 @@ pub struct Answer<'a> {
 
 /// A whole OpenAI `chat.completion` body (content is `null` when the answer is only tool calls).
 pub fn write_chat_completion(c: &Answer<'_>) -> String {
+    write_chat_completion_choices(c, &[])
+}
+
+/// A `chat.completion` with `first` as choice 0 and `more` as choices 1.. (an `n > 1` answer);
+/// id, model and usage come from `first`.
+pub fn write_chat_completion_choices(c: &Answer<'_>, more: &[Answer<'_>]) -> String {
     let mut out = String::with_capacity(256 + c.text.len());
     out.push('{');
     write::field_str(&mut out, "id", c.id);
@@ -404,24 +415,37 @@ pub fn write_chat_completion(c: &Answer<'_>) -> String {
     write::number(&mut out, write::unix_now());
     out.push(',');
     write::field_str(&mut out, "model", c.model);
-    out.push_str(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+    out.push_str(",\"choices\":[");
+    for (index, choice) in std::iter::once(c).chain(more).enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        write_choice(&mut out, index, choice);
+    }
+    out.push_str("],\"usage\":");
+    write_usage(&mut out, c.usage);
+    out.push('}');
+    out
+}
+
+fn write_choice(out: &mut String, index: usize, c: &Answer<'_>) {
+    out.push_str("{\"index\":");
+    write::number(out, index as u64);
+    out.push_str(",\"message\":{\"role\":\"assistant\",\"content\":");
     if c.text.is_empty() && !c.calls.is_empty() {
         out.push_str("null");
     } else {
-        write::string(&mut out, c.text);
+        write::string(out, c.text);
     }
     if !c.reasoning.is_empty() {
         out.push(',');
-        write::field_str(&mut out, "reasoning_content", c.reasoning);
+        write::field_str(out, "reasoning_content", c.reasoning);
     }
     if !c.calls.is_empty() {
         out.push_str(",\"tool_calls\":");
         out.push_str(&sonic_rs::to_string(c.calls).unwrap_or_else(|_| "[]".to_owned()));
     }
     out.push_str("},\"finish_reason\":");
-    write::string(&mut out, c.finish);
-    out.push_str("}],\"usage\":");
-    write_usage(&mut out, c.usage);
+    write::string(out, c.finish);
     out.push('}');
-    out
 }

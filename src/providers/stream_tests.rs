@@ -276,7 +276,7 @@ fn gemini_stream_closed_without_finish_reason_is_an_error() {
 
 #[test]
 fn openai_request_maps_to_anthropic() {
-    let body = br#"{"model":"x","temperature":1.6,"stop":"END","parallel_tool_calls":false,"messages":[
+    let body = br#"{"model":"x","temperature":0.6,"stop":"END","parallel_tool_calls":false,"messages":[
       {"role":"system","content":"A"},{"role":"developer","content":[{"type":"text","text":"B"}]},
       {"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]},
       {"role":"assistant","content":"","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"not json"}},{"id":"call_2","type":"function","function":{"name":"g","arguments":"{\"k\":2}"}}]},
@@ -288,7 +288,11 @@ fn openai_request_maps_to_anthropic() {
     let v: Value = sonic_rs::from_slice(&out).unwrap();
     assert_eq!(v["system"].as_str(), Some("A\n\nB"));
     assert_eq!(v["max_tokens"].as_u64(), Some(4096));
-    assert_eq!(v["temperature"].as_f64(), Some(1.0));
+    assert_eq!(
+        v["temperature"].as_f64(),
+        Some(0.6),
+        "above 1 is refused by fidelity::check"
+    );
     assert_eq!(v["stop_sequences"][0].as_str(), Some("END"));
     let msgs = v["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 3, "tool results merged with the next user turn: {v:?}");

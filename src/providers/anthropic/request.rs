@@ -65,7 +65,7 @@ pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Ve
         system: (!system.is_empty()).then(|| BlockContent::Text(system.join("\n\n"))),
         stop_sequences: (!stops.is_empty()).then_some(stops),
         // OpenAI allows 0-2, Anthropic 0-1.
-        temperature: chat.temperature.map(|t| t.clamp(0.0, 1.0)),
+        temperature: chat.temperature, // above 1 is refused (`fidelity::check`), never clamped
         top_p: chat.top_p,
         top_k: chat.top_k,
         stream: chat.stream.filter(|s| *s),

@@ -3,7 +3,7 @@
 //! Invariant: function calls Gemini sends without an id get one unique to the answer
 //! (`call_<responseId>_<n>`), never a `call_0` that repeats across tool rounds.
 
-use super::{call_id, finish_reason, parse_error, GenerateResponse};
+use super::{call_id, finish_reason, parse_error, Candidate, GenerateResponse};
 use crate::providers::openai::{self, FunctionCall, ToolCall};
 use crate::usage::Usage;
 
@@ -32,15 +32,53 @@ pub fn to_openai(status: u16, body: &[u8], model: &str, _max_depth: usize) -> (S
         );
     };
     let usage = r.usage_metadata.map(|u| u.usage()).unwrap_or_default();
-    let mut text = String::new();
-    let mut reasoning = String::new();
-    let mut calls = Vec::new();
-    let response_id = r.response_id.clone().or_else(|| Some(call_id(None, None, 0)));
-    let candidate = r.candidates.into_iter().next().unwrap_or_default();
+    let response_id = r.response_id.clone().unwrap_or_else(|| call_id(None, None, 0));
+    let blocked = r.prompt_feedback.and_then(|f| f.block_reason).is_some();
+    // Every candidate (`n > 1` asks for candidateCount) is a choice; tool-call ids count on
+    // across candidates so they stay unique in the answer.
+    let mut candidates: Vec<Choice> = Vec::with_capacity(r.candidates.len().max(1));
+    let mut k = 0;
+    for candidate in r.candidates {
+        candidates.push(choice(candidate, &response_id, &mut k, blocked));
+    }
+    if candidates.is_empty() {
+        candidates.push(choice(Candidate::default(), &response_id, &mut k, blocked));
+    }
+    let id = format!("chatcmpl-{}", r.response_id.as_deref().unwrap_or("gemini"));
+    let model = r.model_version.as_deref().unwrap_or(model);
+    let answers: Vec<openai::Answer<'_>> = candidates
+        .iter()
+        .map(|c| openai::Answer {
+            id: &id,
+            model,
+            text: &c.text,
+            reasoning: &c.reasoning,
+            calls: &c.calls,
+            finish: c.finish,
+            usage: &usage,
+        })
+        .collect();
+    let out = match answers.split_first() {
+        Some((first, more)) => openai::write_chat_completion_choices(first, more),
+        None => String::new(), // unreachable: one choice at least
+    };
+    (out, usage)
+}
+
+#[derive(Default)]
+struct Choice {
+    text: String,
+    reasoning: String,
+    calls: Vec<ToolCall>,
+    finish: &'static str,
+}
+
+fn choice(candidate: Candidate, response_id: &str, k: &mut usize, blocked: bool) -> Choice {
+    let mut c = Choice::default();
     for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
         if let Some(fc) = part.function_call {
-            calls.push(ToolCall {
-                id: call_id(fc.id, response_id.as_deref(), calls.len()),
+            c.calls.push(ToolCall {
+                id: call_id(fc.id, Some(response_id), *k),
                 kind: "function".to_owned(),
                 function: FunctionCall {
                     name: fc.name,
@@ -50,31 +88,21 @@ pub fn to_openai(status: u16, body: &[u8], model: &str, _max_depth: usize) -> (S
                         .unwrap_or_else(|| "{}".to_owned()),
                 },
             });
+            *k += 1;
         } else if let Some(t) = part.text {
             if part.thought == Some(true) {
-                reasoning.push_str(&t);
+                c.reasoning.push_str(&t);
             } else {
-                text.push_str(&t);
+                c.text.push_str(&t);
             }
         }
     }
-    let blocked = r.prompt_feedback.and_then(|f| f.block_reason).is_some();
-    let finish = match candidate.finish_reason.as_deref() {
-        Some(reason) => finish_reason(reason, !calls.is_empty()),
+    c.finish = match candidate.finish_reason.as_deref() {
+        Some(reason) => finish_reason(reason, !c.calls.is_empty()),
         None if blocked => "content_filter",
-        None => finish_reason("STOP", !calls.is_empty()),
+        None => finish_reason("STOP", !c.calls.is_empty()),
     };
-    let id = format!("chatcmpl-{}", r.response_id.as_deref().unwrap_or("gemini"));
-    let out = openai::write_chat_completion(&openai::Answer {
-        id: &id,
-        model: r.model_version.as_deref().unwrap_or(model),
-        text: &text,
-        reasoning: &reasoning,
-        calls: &calls,
-        finish,
-        usage: &usage,
-    });
-    (out, usage)
+    c
 }
 
 #[cfg(test)]
@@ -154,5 +182,23 @@ mod tests {
         assert_eq!(e0, "call_abc_0", "only id-safe characters");
         let own = r#"{"candidates":[{"content":{"parts":[{"functionCall":{"id":"g1","name":"f"}},{"functionCall":{"id":"g2","name":"f"}}]}}]}"#;
         assert_eq!(id(own.as_bytes()), ("g1".to_owned(), "g2".to_owned()));
+    }
+
+    #[test]
+    fn every_candidate_is_a_choice() {
+        let body = br#"{"candidates":[{"index":0,"content":{"parts":[{"text":"a"}]},"finishReason":"STOP"},
+          {"index":1,"content":{"parts":[{"text":"b"}]},"finishReason":"MAX_TOKENS"}],"responseId":"r"}"#;
+        let (out, _) = to_openai(200, body, "m", D);
+        let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
+        let c = &v["choices"];
+        assert_eq!(
+            (c[0]["index"].as_u64(), c[0]["message"]["content"].as_str()),
+            (Some(0), Some("a"))
+        );
+        assert_eq!(
+            (c[1]["index"].as_u64(), c[1]["message"]["content"].as_str()),
+            (Some(1), Some("b"))
+        );
+        assert_eq!(c[1]["finish_reason"].as_str(), Some("length"));
     }
 }
