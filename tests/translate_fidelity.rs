@@ -94,3 +94,62 @@ fn n_above_one_is_every_gemini_candidate_or_a_400() {
     assert_eq!(sent["generationConfig"]["candidateCount"].as_u64(), Some(2));
     assert_eq!(h.recorded().len(), 1, "refusals never reach the upstream");
 }
+
+const PDF: &str = "data:application/pdf;base64,JVBERi0x";
+
+#[test]
+fn documents_and_audio_reach_the_upstream_or_are_refused() {
+    let h = Harness::start(conf());
+    // OpenAI file part -> Anthropic document block; -> Gemini inlineData (and audio too).
+    let file = format!(r#"{{"type":"file","file":{{"filename":"a.pdf","file_data":"{PDF}"}}}}"#);
+    let body = |model: &str, part: &str| {
+        format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":[{{"type":"text","text":"read"}},{part}]}}]}}"#
+        )
+    };
+    let r = h.post("/v1/chat/completions", &body("claude-x", &file), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = sonic_rs::from_slice(&h.recorded().last().unwrap().body).unwrap();
+    let doc = &sent["messages"][0]["content"][1];
+    assert_eq!(doc["type"].as_str(), Some("document"), "{sent:?}");
+    assert_eq!(doc["source"]["media_type"].as_str(), Some("application/pdf"));
+    assert_eq!(doc["source"]["data"].as_str(), Some("JVBERi0x"));
+    let r = h.post("/v1/chat/completions", &body("gemini-x", &file), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = sonic_rs::from_slice(&h.recorded().last().unwrap().body).unwrap();
+    assert_eq!(
+        sent["contents"][0]["parts"][1]["inlineData"]["mimeType"].as_str(),
+        Some("application/pdf")
+    );
+    let audio = r#"{"type":"input_audio","input_audio":{"data":"UklG","format":"wav"}}"#;
+    let r = h.post("/v1/chat/completions", &body("gemini-x", audio), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = sonic_rs::from_slice(&h.recorded().last().unwrap().body).unwrap();
+    assert_eq!(
+        sent["contents"][0]["parts"][1]["inlineData"]["mimeType"].as_str(),
+        Some("audio/wav")
+    );
+    let before = h.recorded().len();
+    let r = h.post("/v1/chat/completions", &body("claude-x", audio), &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.openai_error().0.contains("audio"));
+    let by_id = r#"{"type":"file","file":{"file_id":"file-abc"}}"#;
+    assert_eq!(
+        h.post("/v1/chat/completions", &body("gemini-x", by_id), &[]).status,
+        400
+    );
+    // Anthropic client: a document block -> Gemini inlineData; a server tool toward OpenAI: 400.
+    let doc = r#"{"model":"gemini-x","max_tokens":10,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0x"}}]}]}"#;
+    let r = anthropic_post(&h, doc, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = sonic_rs::from_slice(&h.recorded().last().unwrap().body).unwrap();
+    assert_eq!(
+        sent["contents"][0]["parts"][0]["inlineData"]["data"].as_str(),
+        Some("JVBERi0x")
+    );
+    let search = r#"{"model":"gpt-4o-mini","max_tokens":10,"messages":[{"role":"user","content":"news?"}],"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":3}]}"#;
+    let r = anthropic_post(&h, search, &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"].as_str(), Some("invalid_request_error"));
+    assert_eq!(h.recorded().len(), before + 1, "refusals never reach the upstream");
+}

@@ -139,6 +139,30 @@ pub struct Part {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_url: Option<ImageUrl>,
+    /// `{"file_data": "data:<mime>;base64,..", "filename"}` or `{"file_id"}` (PDFs, documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FilePart>,
+    /// `{"data": base64, "format": "wav" | "mp3"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_audio: Option<AudioPart>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct FilePart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct AudioPart {
+    #[serde(default)]
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

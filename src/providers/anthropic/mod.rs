@@ -8,6 +8,7 @@ pub mod front_stream;
 pub mod request;
 pub mod response;
 pub mod stream;
+mod user_blocks;
 
 use serde::{Deserialize, Serialize};
 use sonic_rs::Value;
@@ -152,6 +153,10 @@ pub struct ImageSource {
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct ATool {
+    /// Absent or `custom` for client tools; server tools (`web_search_20250305`, ...) name
+    /// their version here.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

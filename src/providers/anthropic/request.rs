@@ -10,7 +10,7 @@ use crate::codec::depth::{check_depth, TooDeep};
 
 use super::{AMessage, ATool, AToolChoice, Block, BlockContent, ImageSource, MessagesRequest, Metadata};
 use crate::providers::openai::{
-    ChatRequest, Content, FunctionCall, FunctionDef, ImageUrl, Message, Part, StreamOptions, Tool, ToolCall,
+    ChatRequest, Content, FunctionCall, FunctionDef, Message, Part, StreamOptions, Tool, ToolCall,
 };
 
 /// `max_tokens` is required by Anthropic; this is used when the OpenAI client set none.
@@ -31,7 +31,7 @@ pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Ve
             }
             "assistant" => ("assistant", assistant_blocks(m, max_depth)?),
             "tool" | "function" => ("user", vec![tool_result(m)]),
-            _ => ("user", user_blocks(m.content.as_ref())),
+            _ => ("user", user_blocks(m.content.as_ref())?),
         };
         if blocks.is_empty() {
             continue;
@@ -89,20 +89,32 @@ fn text_block(text: String) -> Block {
     }
 }
 
-fn user_blocks(content: Option<&Content>) -> Vec<Block> {
-    match content {
+fn user_blocks(content: Option<&Content>) -> Result<Vec<Block>, String> {
+    Ok(match content {
         None => Vec::new(),
         Some(Content::Text(s)) if s.is_empty() => Vec::new(),
         Some(Content::Text(s)) => vec![text_block(s.clone())],
-        Some(Content::Parts(parts)) => parts.iter().filter_map(part_to_block).collect(),
-    }
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .map(part_to_block)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+    })
 }
 
-fn part_to_block(part: &Part) -> Option<Block> {
-    match part.kind.as_str() {
+/// An OpenAI content part as a block; a part Anthropic has no block for is a 400.
+fn part_to_block(part: &Part) -> Result<Option<Block>, String> {
+    Ok(match part.kind.as_str() {
         "text" => part.text.clone().filter(|t| !t.is_empty()).map(text_block),
+        "file" => Some(document_block(part)?),
+        "input_audio" => return Err("input_audio: Anthropic models do not take audio input".to_owned()),
         "image_url" => {
-            let url = &part.image_url.as_ref()?.url;
+            let Some(image) = part.image_url.as_ref() else {
+                return Ok(None);
+            };
+            let url = &image.url;
             let source = match parse_data_url(url) {
                 Some((media_type, data)) => ImageSource {
                     kind: "base64".to_owned(),
@@ -122,8 +134,27 @@ fn part_to_block(part: &Part) -> Option<Block> {
                 ..Block::default()
             })
         }
-        _ => None,
-    }
+        other => return Err(format!("content part type '{other}' has no Anthropic equivalent")),
+    })
+}
+
+/// An OpenAI `file` part with inline `file_data` as a base64 `document` block; an uploaded
+/// `file_id` means nothing to Anthropic (400).
+fn document_block(part: &Part) -> Result<Block, String> {
+    let data = part.file.as_ref().and_then(|f| f.file_data.as_deref());
+    let Some((media_type, data)) = data.and_then(parse_data_url) else {
+        return Err("file: only inline file_data (a base64 data URL) can be sent to Anthropic models".to_owned());
+    };
+    Ok(Block {
+        kind: "document".to_owned(),
+        source: Some(ImageSource {
+            kind: "base64".to_owned(),
+            media_type: Some(media_type.to_owned()),
+            data: Some(data.to_owned()),
+            url: None,
+        }),
+        ..Block::default()
+    })
 }
 
 /// `data:<mime>;base64,<data>` -> (mime, data).
@@ -187,6 +218,7 @@ fn tool_from_openai(tool: &Tool) -> ATool {
         .clone()
         .unwrap_or_else(|| sonic_rs::from_str(r#"{"type":"object","properties":{}}"#).unwrap_or_default());
     ATool {
+        kind: None,
         name: tool.function.name.clone(),
         description: tool.function.description.clone(),
         input_schema: Some(schema),
@@ -243,8 +275,20 @@ pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest
                 ..Message::default()
             }),
             (BlockContent::Blocks(blocks), "assistant") => messages.push(assistant_from_blocks(blocks)),
-            (BlockContent::Blocks(blocks), _) => user_from_blocks(blocks, &mut messages),
+            (BlockContent::Blocks(blocks), _) => super::user_blocks::to_hub(blocks, &mut messages)?,
         }
+    }
+    if let Some(t) = req
+        .tools
+        .iter()
+        .flatten()
+        .find(|t| t.kind.as_deref().is_some_and(|k| k != "custom"))
+    {
+        return Err(format!(
+            "tool '{}' is an Anthropic server tool ({}); only Anthropic upstreams run it",
+            t.name,
+            t.kind.as_deref().unwrap_or("")
+        ));
     }
     let stream = req.stream == Some(true);
     let tool_choice = req.tool_choice.as_ref().and_then(|c| {
@@ -274,6 +318,7 @@ pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest
         max_tokens: (req.max_tokens > 0).then_some(req.max_tokens),
         temperature: req.temperature,
         top_p: req.top_p,
+        top_k: req.top_k,
         stop: req.stop_sequences.map(crate::providers::openai::Stop::Many),
         stream: stream.then_some(true),
         stream_options: stream.then_some(StreamOptions {
@@ -327,60 +372,4 @@ fn assistant_from_blocks(blocks: &[Block]) -> Message {
         tool_calls: (!calls.is_empty()).then_some(calls),
         ..Message::default()
     }
-}
-
-/// A user turn: its tool results become `tool` messages (first, as OpenAI wants them right
-/// after the assistant's calls), the rest one user message.
-fn user_from_blocks(blocks: &[Block], out: &mut Vec<Message>) {
-    let mut parts = Vec::new();
-    for b in blocks {
-        match b.kind.as_str() {
-            "tool_result" => out.push(Message {
-                role: "tool".to_owned(),
-                tool_call_id: b.tool_use_id.clone(),
-                content: Some(Content::Text(
-                    b.content.as_ref().map(|c| c.text("\n")).unwrap_or_default(),
-                )),
-                ..Message::default()
-            }),
-            "text" => parts.push(Part {
-                kind: "text".to_owned(),
-                text: b.text.clone(),
-                image_url: None,
-            }),
-            "image" => {
-                let Some(source) = &b.source else { continue };
-                let url = match (&source.url, &source.data) {
-                    (Some(url), _) => url.clone(),
-                    (None, Some(data)) => {
-                        format!(
-                            "data:{};base64,{data}",
-                            source.media_type.as_deref().unwrap_or("image/png")
-                        )
-                    }
-                    (None, None) => continue,
-                };
-                parts.push(Part {
-                    kind: "image_url".to_owned(),
-                    text: None,
-                    image_url: Some(ImageUrl { url }),
-                });
-            }
-            _ => {}
-        }
-    }
-    if parts.is_empty() {
-        return;
-    }
-    let content = match parts.as_slice() {
-        [Part {
-            kind, text: Some(t), ..
-        }] if kind == "text" => Content::Text(t.clone()),
-        _ => Content::Parts(parts),
-    };
-    out.push(Message {
-        role: "user".to_owned(),
-        content: Some(content),
-        ..Message::default()
-    });
 }

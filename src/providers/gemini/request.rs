@@ -106,7 +106,7 @@ pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String
             }
             "assistant" => ("model", assistant_parts(m, max_depth)?),
             "tool" | "function" => ("user", vec![function_response(chat, at, m, max_depth)]),
-            _ => ("user", user_parts(m.content.as_ref())),
+            _ => ("user", user_parts(m.content.as_ref())?),
         };
         if parts.is_empty() {
             continue;
@@ -178,12 +178,49 @@ pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String
     sonic_rs::to_vec(&body).map_err(|e| format!("cannot encode the Gemini request: {e}"))
 }
 
-fn user_parts(content: Option<&ChatContent>) -> Vec<Value> {
-    match content {
+fn user_parts(content: Option<&ChatContent>) -> Result<Vec<Value>, String> {
+    Ok(match content {
         None => Vec::new(),
         Some(ChatContent::Text(s)) => vec![text_part(s)],
-        Some(ChatContent::Parts(parts)) => parts.iter().filter_map(part).collect(),
-    }
+        Some(ChatContent::Parts(parts)) => parts
+            .iter()
+            .map(|p| match p.kind.as_str() {
+                "file" | "input_audio" => inline_part(p).map(Some),
+                "text" | "image_url" => Ok(part(p)),
+                other => Err(format!("content part type '{other}' has no Gemini equivalent")),
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+    })
+}
+
+/// A `file` part with inline `file_data`, or an `input_audio` part, as `inlineData`; an
+/// uploaded OpenAI `file_id` means nothing to Gemini (400).
+fn inline_part(p: &ChatPart) -> Result<Value, String> {
+    let (mime, data) = if p.kind == "file" {
+        let url = p.file.as_ref().and_then(|f| f.file_data.as_deref());
+        let (mime, data) = url
+            .and_then(parse_data_url)
+            .ok_or_else(|| "file: only inline file_data (a base64 data URL) can be sent to Gemini models".to_owned())?;
+        (mime.to_owned(), data)
+    } else {
+        let audio = p.input_audio.as_ref().filter(|a| !a.data.is_empty());
+        let audio = audio.ok_or("input_audio: data is missing")?;
+        (
+            format!("audio/{}", audio.format.as_deref().unwrap_or("wav")),
+            audio.data.as_str(),
+        )
+    };
+    let mut inline = json("{}");
+    inline.as_object_mut().map(|i| {
+        i.insert("mimeType", Value::from(mime.as_str()));
+        i.insert("data", Value::from(data))
+    });
+    let mut v = json("{}");
+    v.as_object_mut().map(|o| o.insert("inlineData", inline));
+    Ok(v)
 }
 
 fn part(p: &ChatPart) -> Option<Value> {
