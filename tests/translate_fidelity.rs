@@ -153,3 +153,47 @@ fn documents_and_audio_reach_the_upstream_or_are_refused() {
     assert_eq!(r.json()["error"]["type"].as_str(), Some("invalid_request_error"));
     assert_eq!(h.recorded().len(), before + 1, "refusals never reach the upstream");
 }
+
+const SCHEMA: &str = r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#;
+
+#[test]
+fn structured_output_and_thinking_budgets_cross_both_ways() {
+    let h = Harness::start(conf());
+    let last = |h: &Harness| -> Value { sonic_rs::from_slice(&h.recorded().last().unwrap().body).unwrap() };
+    // OpenAI json_schema -> Anthropic output_config.format; reasoning_effort -> thinking.
+    let body = format!(
+        r#"{{"model":"claude-x","max_completion_tokens":4000,"reasoning_effort":"low","response_format":{{"type":"json_schema","json_schema":{{"name":"o","schema":{SCHEMA}}}}},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    let r = h.post("/v1/chat/completions", &body, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = last(&h);
+    assert_eq!(sent["output_config"]["format"]["type"].as_str(), Some("json_schema"));
+    assert_eq!(
+        sent["output_config"]["format"]["schema"]["required"][0].as_str(),
+        Some("a")
+    );
+    assert_eq!(sent["thinking"]["budget_tokens"].as_u64(), Some(1024));
+    let body =
+        r#"{"model":"claude-x","response_format":{"type":"json_object"},"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(h.post("/v1/chat/completions", body, &[]).status, 400);
+    // Anthropic output_config + thinking + top_k -> Gemini responseJsonSchema + thinkingBudget + topK.
+    let body = format!(
+        r#"{{"model":"gemini-x","max_tokens":4000,"top_k":5,"thinking":{{"type":"enabled","budget_tokens":2048}},"output_config":{{"format":{{"type":"json_schema","schema":{SCHEMA}}}}},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    let r = anthropic_post(&h, &body, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let config = &last(&h)["generationConfig"];
+    assert_eq!(config["responseMimeType"].as_str(), Some("application/json"));
+    assert_eq!(config["responseJsonSchema"]["required"][0].as_str(), Some("a"));
+    assert_eq!(config["thinkingConfig"]["thinkingBudget"].as_u64(), Some(2048));
+    assert_eq!(config["topK"].as_u64(), Some(5));
+    // ... and to an OpenAI upstream as response_format.
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini","max_tokens":100,"output_config":{{"format":{{"type":"json_schema","schema":{SCHEMA}}}}},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    assert_eq!(anthropic_post(&h, &body, &[]).status, 200);
+    assert_eq!(
+        last(&h)["response_format"]["json_schema"]["schema"]["required"][0].as_str(),
+        Some("a")
+    );
+}

@@ -56,9 +56,28 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    /// An Anthropic client's `thinking.budget_tokens`, carried through the hub to Gemini's
+    /// `thinkingBudget` (never sent to OpenAI upstreams, which have no such field).
+    #[serde(skip)]
+    pub thinking_budget: Option<u64>,
 }
 
 impl ChatRequest {
+    /// The thinking budget asked for: Anthropic's `budget_tokens`, else `reasoning_effort`
+    /// mapped to tokens (minimal 512, low 1024, medium 8192, high 24576).
+    pub fn reasoning_budget(&self) -> Option<u64> {
+        self.thinking_budget
+            .or_else(|| match self.reasoning_effort.as_deref()? {
+                "minimal" => Some(512),
+                "low" => Some(1024),
+                "medium" => Some(8192),
+                "high" => Some(24576),
+                _ => None,
+            })
+    }
+
     pub fn wants_usage_chunk(&self) -> bool {
         self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
     }

@@ -42,6 +42,12 @@ pub struct MessagesRequest {
     pub tool_choice: Option<AToolChoice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+    /// `{"type":"enabled","budget_tokens":N}` (extended thinking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Value>,
+    /// `{"format":{"type":"json_schema","schema":{..}}}` (structured output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -58,9 +58,12 @@ pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Ve
         }
     }
     let stops = chat.stop_list();
+    let max_tokens = chat.output_limit().unwrap_or(DEFAULT_MAX_TOKENS);
     let request = MessagesRequest {
         model: model.to_owned(),
-        max_tokens: chat.output_limit().unwrap_or(DEFAULT_MAX_TOKENS),
+        max_tokens,
+        thinking: thinking_from_openai(chat, max_tokens)?,
+        output_config: output_config_from_openai(chat)?,
         messages,
         system: (!system.is_empty()).then(|| BlockContent::Text(system.join("\n\n"))),
         stop_sequences: (!stops.is_empty()).then_some(stops),
@@ -79,6 +82,43 @@ pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Ve
         }),
     };
     sonic_rs::to_vec(&request).map_err(|e| format!("cannot encode the Anthropic request: {e}"))
+}
+
+/// `reasoning_effort` as extended thinking; its budget must stay below `max_tokens` (which
+/// counts thinking, as OpenAI's `max_completion_tokens` counts reasoning).
+fn thinking_from_openai(chat: &ChatRequest, max_tokens: u64) -> Result<Option<Value>, String> {
+    let Some(budget) = chat.reasoning_budget() else {
+        return Ok(None);
+    };
+    let budget = budget.clamp(1024, max_tokens.saturating_sub(1));
+    if budget < 1024 {
+        return Err(format!(
+            "reasoning_effort needs max_completion_tokens above 1024 for Anthropic models (got {max_tokens})"
+        ));
+    }
+    Ok(sonic_rs::from_str(&format!(r#"{{"type":"enabled","budget_tokens":{budget}}}"#)).ok())
+}
+
+/// `response_format` json_schema as `output_config.format`; `json_object` has no Anthropic
+/// form (400).
+fn output_config_from_openai(chat: &ChatRequest) -> Result<Option<Value>, String> {
+    let Some(format) = &chat.response_format else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(|t| t.as_str()) {
+        Some("json_schema") => {
+            let schema = format.get("json_schema").and_then(|s| s.get("schema"));
+            let schema = schema.ok_or("response_format.json_schema.schema is missing")?;
+            let mut out = String::from(r#"{"format":{"type":"json_schema","schema":"#);
+            out.push_str(&sonic_rs::to_string(schema).map_err(|e| e.to_string())?);
+            out.push_str("}}");
+            Ok(sonic_rs::from_str(&out).ok())
+        }
+        Some("text") | None => Ok(None),
+        Some(other) => Err(format!(
+            "response_format type '{other}' has no Anthropic equivalent; use json_schema"
+        )),
+    }
 }
 
 fn text_block(text: String) -> Block {
@@ -319,6 +359,17 @@ pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest
         temperature: req.temperature,
         top_p: req.top_p,
         top_k: req.top_k,
+        thinking_budget: req
+            .thinking
+            .as_ref()
+            .filter(|t| t.get("type").and_then(|k| k.as_str()) == Some("enabled"))
+            .and_then(|t| t.get("budget_tokens"))
+            .and_then(|b| b.as_u64()),
+        response_format: req
+            .output_config
+            .as_ref()
+            .and_then(|c| c.get("format"))
+            .and_then(response_format_from_output),
         stop: req.stop_sequences.map(crate::providers::openai::Stop::Many),
         stream: stream.then_some(true),
         stream_options: stream.then_some(StreamOptions {
@@ -342,6 +393,15 @@ pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest
         user: req.metadata.and_then(|m| m.user_id),
         ..ChatRequest::default()
     })
+}
+
+/// Anthropic `output_config.format` (json_schema) as an OpenAI `response_format`.
+fn response_format_from_output(format: &Value) -> Option<Value> {
+    let schema = format.get("schema")?;
+    let mut out = String::from(r#"{"type":"json_schema","json_schema":{"name":"output","schema":"#);
+    out.push_str(&sonic_rs::to_string(schema).ok()?);
+    out.push_str("}}");
+    sonic_rs::from_str(&out).ok()
 }
 
 fn assistant_from_blocks(blocks: &[Block]) -> Message {

@@ -64,6 +64,8 @@ struct GenerationConfig {
     response_mime_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_json_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<Value>,
 }
 
 /// `/models/{model}:generateContent`, or the SSE streaming method. The model is one
@@ -129,6 +131,9 @@ pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String
         frequency_penalty: chat.frequency_penalty,
         seed: chat.seed,
         candidate_count: chat.n.filter(|n| *n > 1),
+        thinking_config: chat
+            .reasoning_budget()
+            .and_then(|b| sonic_rs::from_str(&format!(r#"{{"thinkingBudget":{b},"includeThoughts":true}}"#)).ok()),
         ..GenerationConfig::default()
     };
     if let Some(format) = &chat.response_format {
