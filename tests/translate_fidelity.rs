@@ -197,3 +197,37 @@ fn structured_output_and_thinking_budgets_cross_both_ways() {
         Some("a")
     );
 }
+
+#[test]
+fn openai_reasoning_models_get_max_completion_tokens() {
+    let h = Harness::start(Conf {
+        routing: String::new(),
+        ..Conf::with_body(&format!(
+            r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "oai"
+kind = "openai"
+base_url = "{{MOCK}}"
+keys = ["{POOL_KEY}"]
+models = ["o3-mini", "gpt-4o-mini"]
+"#
+        ))
+    });
+    for (model, field) in [("o3-mini", "max_completion_tokens"), ("gpt-4o-mini", "max_tokens")] {
+        let body = format!(r#"{{"model":"{model}","max_tokens":77,"messages":[{{"role":"user","content":"hi"}}]}}"#);
+        let r = anthropic_post(&h, &body, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let sent: Value = sonic_rs::from_slice(&h.recorded().last().unwrap().body).unwrap();
+        assert_eq!(sent[field].as_u64(), Some(77), "{model}: {sent:?}");
+        let other = if field == "max_tokens" {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        assert!(sent.get(other).is_none(), "{model}");
+    }
+}

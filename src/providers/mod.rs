@@ -175,6 +175,10 @@ pub fn prepare(
         Protocol::OpenAi => {
             let mut chat = chat;
             chat.model = model.to_owned();
+            // OpenAI reasoning models refuse `max_tokens` (provider-formats.md 2).
+            if openai::is_reasoning_model(model) && chat.max_completion_tokens.is_none() {
+                chat.max_completion_tokens = chat.max_tokens.take();
+            }
             let body = sonic_rs::to_vec(&chat).map_err(|e| format!("cannot encode the chat request: {e}"));
             (body, "/chat/completions".to_owned())
         }

@@ -64,6 +64,17 @@ pub struct ChatRequest {
     pub thinking_budget: Option<u64>,
 }
 
+/// OpenAI reasoning models (o1, o3, o4, gpt-5 families), which take `max_completion_tokens`
+/// and refuse `max_tokens`.
+pub fn is_reasoning_model(model: &str) -> bool {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    ["o1", "o3", "o4", "gpt-5"].iter().any(|p| {
+        m == *p
+            || m.strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('-') || rest.starts_with('.'))
+    })
+}
+
 impl ChatRequest {
     /// The thinking budget asked for: Anthropic's `budget_tokens`, else `reasoning_effort`
     /// mapped to tokens (minimal 512, low 1024, medium 8192, high 24576).
