@@ -55,6 +55,8 @@ pub struct Part {
     pub thought: Option<bool>,
     #[serde(default)]
     pub function_call: Option<FunctionCall>,
+    #[serde(default)]
+    pub thought_signature: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +148,40 @@ pub fn call_id(own: Option<String>, response_id: Option<&str>, k: usize) -> Stri
     out
 }
 
+/// Where a tool-call id carries the call's `thoughtSignature` (URL-safe base64): the hub has
+/// no field for it, and Gemini wants it back on the call in the next tool round.
+const SIGNATURE_MARK: &str = "__ts_";
+
+/// `id` with Gemini's `thoughtSignature` (standard base64) appended, id-safe.
+pub fn with_signature(mut id: String, signature: Option<&str>) -> String {
+    if let Some(sig) = signature.filter(|s| !s.is_empty()) {
+        id.push_str(SIGNATURE_MARK);
+        id.extend(sig.chars().filter(|c| *c != '=').map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        }));
+    }
+    id
+}
+
+/// The `thoughtSignature` a tool-call id carries (standard base64, padded), if any.
+pub fn signature_of(id: &str) -> Option<String> {
+    let (_, sig) = id.split_once(SIGNATURE_MARK)?;
+    let mut out: String = sig
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while out.len() % 4 != 0 {
+        out.push('=');
+    }
+    (!sig.is_empty()).then_some(out)
+}
+
 /// Gemini `finishReason` -> OpenAI `finish_reason` (7.6); `STOP` with function calls is
 /// `tool_calls` (edge case 6).
 pub fn finish_reason(reason: &str, saw_tool_call: bool) -> &'static str {
@@ -222,6 +258,15 @@ mod tests {
             "/models/m%20HTTP%2F1.1%0D%0Ahost:%20x%0D%0A%0D%0APOST%20%2Fx:generateContent"
         );
         assert_eq!(path("../a?b#c%", false), "/models/..%2Fa%3Fb%23c%25:generateContent");
+    }
+
+    #[test]
+    fn thought_signatures_ride_in_the_tool_call_id() {
+        let id = with_signature("call_r_0".to_owned(), Some("ab+/cw=="));
+        assert_eq!(id, "call_r_0__ts_ab-_cw");
+        assert_eq!(signature_of(&id).as_deref(), Some("ab+/cw=="));
+        assert_eq!(signature_of("call_r_0"), None);
+        assert_eq!(with_signature("x".to_owned(), None), "x");
     }
 
     #[test]

@@ -288,7 +288,13 @@ fn assistant_parts(m: &crate::providers::openai::Message, max_depth: usize) -> R
             o.insert("args", args);
         }
         let mut p = json("{}");
-        p.as_object_mut().map(|o| o.insert("functionCall", fc));
+        if let Some(o) = p.as_object_mut() {
+            o.insert("functionCall", fc);
+            // The signature Gemini gave this call, carried in its id (`with_signature`).
+            if let Some(sig) = super::signature_of(&call.id) {
+                o.insert("thoughtSignature", Value::from(sig.as_str()));
+            }
+        }
         parts.push(p);
     }
     Ok(parts)

@@ -3,7 +3,7 @@
 //! Invariant: function calls Gemini sends without an id get one unique to the answer
 //! (`call_<responseId>_<n>`), never a `call_0` that repeats across tool rounds.
 
-use super::{call_id, finish_reason, parse_error, Candidate, GenerateResponse};
+use super::{call_id, finish_reason, parse_error, with_signature, Candidate, GenerateResponse};
 use crate::providers::openai::{self, FunctionCall, ToolCall};
 use crate::usage::Usage;
 
@@ -78,7 +78,7 @@ fn choice(candidate: Candidate, response_id: &str, k: &mut usize, blocked: bool)
     for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
         if let Some(fc) = part.function_call {
             c.calls.push(ToolCall {
-                id: call_id(fc.id, Some(response_id), *k),
+                id: with_signature(call_id(fc.id, Some(response_id), *k), part.thought_signature.as_deref()),
                 kind: "function".to_owned(),
                 function: FunctionCall {
                     name: fc.name,
@@ -200,5 +200,33 @@ mod tests {
             (Some(1), Some("b"))
         );
         assert_eq!(c[1]["finish_reason"].as_str(), Some("length"));
+    }
+
+    #[test]
+    fn a_thought_signature_comes_back_on_its_call_in_the_next_round() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}},"thoughtSignature":"c2lnbmF0dXJl+/8="}]}}],"responseId":"r"}"#;
+        let (out, _) = to_openai(200, body, "m", D);
+        let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
+        let id = v["choices"][0]["message"]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{id}"
+        );
+        let chat = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"go"}},{{"role":"assistant","tool_calls":[{{"id":"{id}","type":"function","function":{{"name":"f","arguments":"{{}}"}}}}]}},{{"role":"tool","tool_call_id":"{id}","content":"ok"}}]}}"#
+        );
+        let chat: crate::providers::openai::ChatRequest = sonic_rs::from_str(&chat).unwrap();
+        let sent: sonic_rs::Value = sonic_rs::from_slice(&super::super::request::from_chat(&chat, D).unwrap()).unwrap();
+        assert_eq!(
+            sent["contents"][1]["parts"][0]["thoughtSignature"].as_str(),
+            Some("c2lnbmF0dXJl+/8=")
+        );
+        assert_eq!(
+            sent["contents"][2]["parts"][0]["functionResponse"]["name"].as_str(),
+            Some("f")
+        );
     }
 }

@@ -95,6 +95,7 @@ impl StreamHandler for GeminiToOpenAi {
                 let k = self.tool_calls;
                 self.tool_calls += 1;
                 let id = call_id(fc.id, Some(&self.answer_id), k as usize);
+                let id = super::with_signature(id, part.thought_signature.as_deref());
                 let args = fc
                     .args
                     .and_then(|a| sonic_rs::to_string(&a).ok())
