@@ -7,8 +7,8 @@
 //! `codec` (byte-level parsing), `config`, `runtime` (threads, reload, shutdown) and `mock`.
 
 pub mod admin;
-pub mod cluster;
 pub mod cache;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod gateway;

@@ -1,8 +1,9 @@
 //! Gemini-shaped answers for the mock (`POST /v1beta/models/{m}:generateContent` and
 //! `:streamGenerateContent?alt=sse`), with the OpenAI knobs plus `x-mock-crlf: 1` (CRLF framing,
-//! as Vertex sends), `x-mock-tool: 1` (a `functionCall` part, finishReason STOP) and
-//! `x-mock-cached-tokens: N`; `:countTokens` answers `{"totalTokens": body bytes / 4}`. Every
-//! stream chunk carries cumulative `usageMetadata`, as Gemini's do. 429 bodies carry `RetryInfo.retryDelay` from `x-mock-retry-after`.
+//! as Vertex sends), `x-mock-tool: 1` (a `functionCall` part, finishReason STOP; `responseId`
+//! is unique per answer) and `x-mock-cached-tokens: N`; `:countTokens` answers
+//! `{"totalTokens": body bytes / 4}`. Every stream chunk carries cumulative `usageMetadata`, as
+//! Gemini's do. 429 bodies carry `RetryInfo.retryDelay` from `x-mock-retry-after`.
 
 use std::io;
 
@@ -50,6 +51,12 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             prompt + n
         )
     };
+    // Unique per answer, as Gemini's are (tool-call ids are derived from it).
+    let rid = {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        format!("mockresp{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    };
     let call = r#"{"functionCall":{"name":"get_weather","args":{"city":"Oslo"}}}"#;
     if path.ends_with(":countTokens") {
         let out = format!(r#"{{"totalTokens":{prompt}}}"#);
@@ -63,7 +70,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             parts.push_str(call);
         }
         let out = format!(
-            r#"{{"candidates":[{{"index":0,"content":{{"role":"model","parts":[{parts}]}},"finishReason":"STOP"}}],"usageMetadata":{},"modelVersion":"{model}","responseId":"mockresp"}}"#,
+            r#"{{"candidates":[{{"index":0,"content":{{"role":"model","parts":[{parts}]}},"finishReason":"STOP"}}],"usageMetadata":{},"modelVersion":"{model}","responseId":"{rid}"}}"#,
             usage(knobs.chunks as u64)
         );
         return res.send(200, &[JSON], Bytes::from(out)).await;
@@ -80,7 +87,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             monoio::time::sleep(knobs.interval).await;
         }
         let data = format!(
-            r#"data: {{"candidates":[{{"index":0,"content":{{"role":"model","parts":[{{"text":{}}}]}}}}],"usageMetadata":{},"modelVersion":"{model}","responseId":"mockresp"}}{end}"#,
+            r#"data: {{"candidates":[{{"index":0,"content":{{"role":"model","parts":[{{"text":{}}}]}}}}],"usageMetadata":{},"modelVersion":"{model}","responseId":"{rid}"}}{end}"#,
             quote(&format!("tok{i} ")),
             usage(i as u64 + 1)
         );
@@ -88,7 +95,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
     }
     let parts = if knobs.tool { call } else { r#"{"text":""}"# };
     let last = format!(
-        r#"data: {{"candidates":[{{"index":0,"content":{{"role":"model","parts":[{parts}]}},"finishReason":"STOP"}}],"usageMetadata":{},"modelVersion":"{model}","responseId":"mockresp"}}{end}"#,
+        r#"data: {{"candidates":[{{"index":0,"content":{{"role":"model","parts":[{parts}]}},"finishReason":"STOP"}}],"usageMetadata":{},"modelVersion":"{model}","responseId":"{rid}"}}{end}"#,
         usage(knobs.chunks as u64)
     );
     res.piece(last.as_bytes()).await?;

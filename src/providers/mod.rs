@@ -33,6 +33,7 @@ pub mod cohere;
 #[cfg(test)]
 mod depth_tests;
 pub mod dialog;
+pub mod fidelity;
 pub mod follow;
 pub mod gemini;
 pub mod ondemand;
@@ -214,6 +215,7 @@ pub fn prepare(
             gemini::front_request::to_chat(body, model, stream, max_depth).map_err(PrepareError::BadRequest)?
         }
     };
+    fidelity::check(&chat, upstream).map_err(PrepareError::BadRequest)?;
     let stream = chat.stream == Some(true);
     let translation = Translation {
         front,
@@ -247,6 +249,10 @@ pub fn prepare(
         Protocol::OpenAi => {
             let mut chat = chat;
             chat.model = model.to_owned();
+            // OpenAI reasoning models refuse `max_tokens` (provider-formats.md 2).
+            if openai::is_reasoning_model(model) && chat.max_completion_tokens.is_none() {
+                chat.max_completion_tokens = chat.max_tokens.take();
+            }
             let body = sonic_rs::to_vec(&chat).map_err(|e| format!("cannot encode the chat request: {e}"));
             (body, "/chat/completions".to_owned())
         }

@@ -51,12 +51,45 @@ pub struct ChatRequest {
     pub n: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<Value>,
-    /// `low | medium | high` for reasoning models (the Responses API's `reasoning.effort`).
+    /// Read so translated paths can refuse them (`fidelity::check`) rather than lose them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+    /// `low | medium | high` for reasoning models (also the Responses API's `reasoning.effort`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<String>,
+    /// An Anthropic client's `thinking.budget_tokens`, carried through the hub to Gemini's
+    /// `thinkingBudget` (never sent to OpenAI upstreams, which have no such field).
+    #[serde(skip)]
+    pub thinking_budget: Option<u64>,
+}
+
+/// OpenAI reasoning models (o1, o3, o4, gpt-5 families), which take `max_completion_tokens`
+/// and refuse `max_tokens`.
+pub fn is_reasoning_model(model: &str) -> bool {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    ["o1", "o3", "o4", "gpt-5"].iter().any(|p| {
+        m == *p
+            || m.strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('-') || rest.starts_with('.'))
+    })
 }
 
 impl ChatRequest {
+    /// The thinking budget asked for: Anthropic's `budget_tokens`, else `reasoning_effort`
+    /// mapped to tokens (minimal 512, low 1024, medium 8192, high 24576).
+    pub fn reasoning_budget(&self) -> Option<u64> {
+        self.thinking_budget
+            .or_else(|| match self.reasoning_effort.as_deref()? {
+                "minimal" => Some(512),
+                "low" => Some(1024),
+                "medium" => Some(8192),
+                "high" => Some(24576),
+                _ => None,
+            })
+    }
+
     pub fn wants_usage_chunk(&self) -> bool {
         self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
     }
@@ -137,6 +170,30 @@ pub struct Part {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_url: Option<ImageUrl>,
+    /// `{"file_data": "data:<mime>;base64,..", "filename"}` or `{"file_id"}` (PDFs, documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FilePart>,
+    /// `{"data": base64, "format": "wav" | "mp3"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_audio: Option<AudioPart>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct FilePart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct AudioPart {
+    #[serde(default)]
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -400,6 +457,12 @@ pub struct Answer<'a> {
 
 /// A whole OpenAI `chat.completion` body (content is `null` when the answer is only tool calls).
 pub fn write_chat_completion(c: &Answer<'_>) -> String {
+    write_chat_completion_choices(c, &[])
+}
+
+/// A `chat.completion` with `first` as choice 0 and `more` as choices 1.. (an `n > 1` answer);
+/// id, model and usage come from `first`.
+pub fn write_chat_completion_choices(c: &Answer<'_>, more: &[Answer<'_>]) -> String {
     let mut out = String::with_capacity(256 + c.text.len());
     out.push('{');
     write::field_str(&mut out, "id", c.id);
@@ -407,24 +470,37 @@ pub fn write_chat_completion(c: &Answer<'_>) -> String {
     write::number(&mut out, write::unix_now());
     out.push(',');
     write::field_str(&mut out, "model", c.model);
-    out.push_str(",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+    out.push_str(",\"choices\":[");
+    for (index, choice) in std::iter::once(c).chain(more).enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        write_choice(&mut out, index, choice);
+    }
+    out.push_str("],\"usage\":");
+    write_usage(&mut out, c.usage);
+    out.push('}');
+    out
+}
+
+fn write_choice(out: &mut String, index: usize, c: &Answer<'_>) {
+    out.push_str("{\"index\":");
+    write::number(out, index as u64);
+    out.push_str(",\"message\":{\"role\":\"assistant\",\"content\":");
     if c.text.is_empty() && !c.calls.is_empty() {
         out.push_str("null");
     } else {
-        write::string(&mut out, c.text);
+        write::string(out, c.text);
     }
     if !c.reasoning.is_empty() {
         out.push(',');
-        write::field_str(&mut out, "reasoning_content", c.reasoning);
+        write::field_str(out, "reasoning_content", c.reasoning);
     }
     if !c.calls.is_empty() {
         out.push_str(",\"tool_calls\":");
         out.push_str(&sonic_rs::to_string(c.calls).unwrap_or_else(|_| "[]".to_owned()));
     }
     out.push_str("},\"finish_reason\":");
-    write::string(&mut out, c.finish);
-    out.push_str("}],\"usage\":");
-    write_usage(&mut out, c.usage);
+    write::string(out, c.finish);
     out.push('}');
-    out
 }

@@ -206,6 +206,30 @@ fn openai_stream_without_finish_is_an_anthropic_error() {
     assert!(!out.contains("message_stop"));
 }
 
+#[test]
+fn a_mid_stream_overload_reaches_anthropic_clients_as_overloaded_error() {
+    // An OpenAI upstream's error chunk, and a Gemini UNAVAILABLE event through the hub.
+    let openai = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+data: {\"error\":{\"message\":\"busy\",\"type\":\"overloaded_error\"}}\n\n";
+    let out = run_all_splits(|| SseTranslator::new(OpenAiToAnthropic::new("m"), D), openai);
+    let ev = anthropic_events(&out);
+    assert_eq!(ev.last().map(|e| e.0.as_str()), Some("error"), "{out}");
+    assert_eq!(ev.last().unwrap().1["error"]["type"].as_str(), Some("overloaded_error"));
+    let gemini = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}]}\n\n\
+data: {\"error\":{\"code\":503,\"message\":\"busy\",\"status\":\"UNAVAILABLE\"}}\n\n";
+    let chain = || super::Chain {
+        first: SseTranslator::new(GeminiToOpenAi::new("m", true), D),
+        second: SseTranslator::new(OpenAiToAnthropic::new("m"), D),
+    };
+    let out = run_all_splits(chain, gemini);
+    let ev = anthropic_events(&out);
+    assert_eq!(
+        ev.last().unwrap().1["error"]["type"].as_str(),
+        Some("overloaded_error"),
+        "{out}"
+    );
+}
+
 const GEMINI: &str = "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hel\"}]}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":1},\"modelVersion\":\"gemini-x\",\"responseId\":\"r1\"}\r\n\r\n\
 data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo\"},{\"functionCall\":{\"name\":\"f\",\"args\":{\"a\":1}}}]}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":2}}\r\n\r\n\
 data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":3,\"thoughtsTokenCount\":2,\"cachedContentTokenCount\":4}}\r\n\r\n";
@@ -225,7 +249,7 @@ fn gemini_crlf_stream_to_openai_chunks() {
         .iter()
         .find_map(|v| v["choices"][0]["delta"]["tool_calls"][0].as_object().cloned())
         .unwrap();
-    assert_eq!(call.get(&"id").and_then(|v| v.as_str()), Some("call_0"));
+    assert_eq!(call.get(&"id").and_then(|v| v.as_str()), Some("call_r1_0"));
     let finish: Vec<&str> = c
         .iter()
         .filter_map(|v| v["choices"][0]["finish_reason"].as_str())
@@ -252,7 +276,7 @@ fn gemini_stream_closed_without_finish_reason_is_an_error() {
 
 #[test]
 fn openai_request_maps_to_anthropic() {
-    let body = br#"{"model":"x","temperature":1.6,"stop":"END","parallel_tool_calls":false,"messages":[
+    let body = br#"{"model":"x","temperature":0.6,"stop":"END","parallel_tool_calls":false,"messages":[
       {"role":"system","content":"A"},{"role":"developer","content":[{"type":"text","text":"B"}]},
       {"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]},
       {"role":"assistant","content":"","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"not json"}},{"id":"call_2","type":"function","function":{"name":"g","arguments":"{\"k\":2}"}}]},
@@ -264,7 +288,11 @@ fn openai_request_maps_to_anthropic() {
     let v: Value = sonic_rs::from_slice(&out).unwrap();
     assert_eq!(v["system"].as_str(), Some("A\n\nB"));
     assert_eq!(v["max_tokens"].as_u64(), Some(4096));
-    assert_eq!(v["temperature"].as_f64(), Some(1.0));
+    assert_eq!(
+        v["temperature"].as_f64(),
+        Some(0.6),
+        "above 1 is refused by fidelity::check"
+    );
     assert_eq!(v["stop_sequences"][0].as_str(), Some("END"));
     let msgs = v["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 3, "tool results merged with the next user turn: {v:?}");

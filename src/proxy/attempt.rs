@@ -215,7 +215,11 @@ async fn classify(
             core.metrics.lock().attempt(&provider.name, "retried");
             tracing::debug!(provider = %provider.name, key = %key.health.masked, status = head.status, "retrying elsewhere");
             let message = format!("upstream '{}' answered {}", provider.name, head.status);
-            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+            attempt.last_error = Some(match head.status {
+                // Overloaded keeps its meaning when no other key is left (issue 16 item 8).
+                503 | 529 => ProxyError::overloaded(head.status, message),
+                _ => ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message),
+            });
             // Boxed: a retried answer is the rare path.
             let error_body = Box::pin(discard(ctx, exchange, &head)).await;
             // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.

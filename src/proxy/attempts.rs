@@ -100,6 +100,10 @@ impl Attempts {
                 .with_retry_after(seconds);
         }
         if let Some(error) = self.last_error {
+            // Every 503 rotor answers itself says when to come back.
+            if error.status() == 503 && error.retry_after().is_none() {
+                return error.with_retry_after(usable_in());
+            }
             return error;
         }
         if self.cluster_down {

@@ -27,6 +27,9 @@ pub enum ErrorKind {
     /// Every candidate key is rate limited (or the client's own limit is hit).
     RateLimited,
     UpstreamFailed,
+    /// The upstream said it is overloaded (503, Anthropic's 529) and no other key could answer;
+    /// the client sees the upstream's status and, on `/v1/messages`, `overloaded_error`.
+    UpstreamOverloaded,
     UpstreamTimeout,
     NoUsableKey,
     Internal,
@@ -41,6 +44,8 @@ struct Inner {
     param: Option<&'static str>,
     /// Seconds for the `Retry-After` header.
     retry_after: Option<u64>,
+    /// The upstream's own status, kept by `UpstreamOverloaded` (503 or 529).
+    upstream_status: Option<u16>,
 }
 
 /// Boxed so `Result<T, ProxyError>` stays one pointer wide on the hot path.
@@ -56,7 +61,15 @@ impl ProxyError {
             code: None,
             param: None,
             retry_after: None,
+            upstream_status: None,
         }))
+    }
+
+    /// The upstream answered 503 or 529 (overloaded) and nothing else could serve the request.
+    pub fn overloaded(status: u16, message: impl Into<Cow<'static, str>>) -> Self {
+        let mut e = Self::new(ErrorKind::UpstreamOverloaded, Side::Upstream, message).with_code("upstream_overloaded");
+        e.0.upstream_status = Some(status);
+        e
     }
 
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
@@ -105,6 +118,7 @@ impl ProxyError {
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::UpstreamFailed => "upstream_failed",
+            ErrorKind::UpstreamOverloaded => "upstream_overloaded",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::NoUsableKey => "no_usable_key",
             ErrorKind::Internal => "internal",
@@ -120,6 +134,7 @@ impl ProxyError {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RateLimited => 429,
             ErrorKind::UpstreamFailed => 502,
+            ErrorKind::UpstreamOverloaded => self.0.upstream_status.unwrap_or(503),
             ErrorKind::NoUsableKey => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::Internal => 500,
@@ -134,7 +149,10 @@ impl ProxyError {
             ErrorKind::Unauthorized => "authentication_error",
             ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::Forbidden => "permission_error",
-            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout | ErrorKind::NoUsableKey => "upstream_error",
+            ErrorKind::UpstreamFailed
+            | ErrorKind::UpstreamOverloaded
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::NoUsableKey => "upstream_error",
             ErrorKind::Internal => "server_error",
         }
     }
@@ -212,7 +230,7 @@ impl ProxyError {
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::UpstreamTimeout => "timeout_error",
-            ErrorKind::NoUsableKey => "overloaded_error",
+            ErrorKind::NoUsableKey | ErrorKind::UpstreamOverloaded => "overloaded_error",
             ErrorKind::UpstreamFailed | ErrorKind::Internal => "api_error",
         }
     }

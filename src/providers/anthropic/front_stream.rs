@@ -8,7 +8,7 @@
 //! exactly one `message_stop` or one `error` event.
 
 use super::response::anthropic_id;
-use super::{error_body, push_event, stop_reason, write_usage};
+use super::{error_body, error_type_for_name, push_event, stop_reason, write_usage};
 use crate::codec::sse::Event;
 use crate::providers::openai::{Completion, ToolCallDelta};
 use crate::providers::write;
@@ -184,7 +184,9 @@ impl StreamHandler for OpenAiToAnthropic {
             } else {
                 &e.message
             };
-            self.error(out, "api_error", message);
+            // The upstream's meaning survives the hub: an overload stays `overloaded_error`.
+            let kind = error_type_for_name(e.kind.as_deref().unwrap_or(""));
+            self.error(out, kind, message);
             return;
         }
         self.start(out, &chunk.id, &chunk.model);

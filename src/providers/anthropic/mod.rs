@@ -8,6 +8,7 @@ pub mod front_stream;
 pub mod request;
 pub mod response;
 pub mod stream;
+mod user_blocks;
 
 use serde::{Deserialize, Serialize};
 use sonic_rs::Value;
@@ -41,6 +42,12 @@ pub struct MessagesRequest {
     pub tool_choice: Option<AToolChoice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+    /// `{"type":"enabled","budget_tokens":N}` (extended thinking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Value>,
+    /// `{"format":{"type":"json_schema","schema":{..}}}` (structured output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -134,6 +141,8 @@ pub struct Block {
     pub is_error: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -150,6 +159,10 @@ pub struct ImageSource {
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct ATool {
+    /// Absent or `custom` for client tools; server tools (`web_search_20250305`, ...) name
+    /// their version here.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +318,21 @@ pub fn error_type_for_status(status: u16) -> &'static str {
         504 => "timeout_error",
         503 | 529 => "overloaded_error",
         400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// The Anthropic error type for an error's `type` in another protocol (an OpenAI error chunk,
+/// or the Google status a Gemini stream carried through the hub); unknown names are `api_error`.
+pub fn error_type_for_name(kind: &str) -> &'static str {
+    match kind {
+        "overloaded_error" | "UNAVAILABLE" | "upstream_overloaded" => "overloaded_error",
+        "rate_limit_error" | "rate_limit_exceeded" | "RESOURCE_EXHAUSTED" => "rate_limit_error",
+        "invalid_request_error" | "INVALID_ARGUMENT" | "FAILED_PRECONDITION" => "invalid_request_error",
+        "authentication_error" | "UNAUTHENTICATED" => "authentication_error",
+        "permission_error" | "PERMISSION_DENIED" => "permission_error",
+        "not_found_error" | "NOT_FOUND" => "not_found_error",
+        "timeout_error" | "DEADLINE_EXCEEDED" => "timeout_error",
         _ => "api_error",
     }
 }

@@ -10,7 +10,7 @@ use crate::codec::depth::{check_depth, TooDeep};
 
 use super::{AMessage, ATool, AToolChoice, Block, BlockContent, ImageSource, MessagesRequest, Metadata};
 use crate::providers::openai::{
-    ChatRequest, Content, FunctionCall, FunctionDef, ImageUrl, Message, Part, StreamOptions, Tool, ToolCall,
+    ChatRequest, Content, FunctionCall, FunctionDef, Message, Part, StreamOptions, Tool, ToolCall,
 };
 
 /// `max_tokens` is required by Anthropic; this is used when the OpenAI client set none.
@@ -31,7 +31,7 @@ pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Ve
             }
             "assistant" => ("assistant", assistant_blocks(m, max_depth)?),
             "tool" | "function" => ("user", vec![tool_result(m)]),
-            _ => ("user", user_blocks(m.content.as_ref())),
+            _ => ("user", user_blocks(m.content.as_ref())?),
         };
         if blocks.is_empty() {
             continue;
@@ -58,14 +58,17 @@ pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Ve
         }
     }
     let stops = chat.stop_list();
+    let max_tokens = chat.output_limit().unwrap_or(DEFAULT_MAX_TOKENS);
     let request = MessagesRequest {
         model: model.to_owned(),
-        max_tokens: chat.output_limit().unwrap_or(DEFAULT_MAX_TOKENS),
+        max_tokens,
+        thinking: thinking_from_openai(chat, max_tokens)?,
+        output_config: output_config_from_openai(chat)?,
         messages,
         system: (!system.is_empty()).then(|| BlockContent::Text(system.join("\n\n"))),
         stop_sequences: (!stops.is_empty()).then_some(stops),
         // OpenAI allows 0-2, Anthropic 0-1.
-        temperature: chat.temperature.map(|t| t.clamp(0.0, 1.0)),
+        temperature: chat.temperature, // above 1 is refused (`fidelity::check`), never clamped
         top_p: chat.top_p,
         top_k: chat.top_k,
         stream: chat.stream.filter(|s| *s),
@@ -81,6 +84,43 @@ pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Ve
     sonic_rs::to_vec(&request).map_err(|e| format!("cannot encode the Anthropic request: {e}"))
 }
 
+/// `reasoning_effort` as extended thinking; its budget must stay below `max_tokens` (which
+/// counts thinking, as OpenAI's `max_completion_tokens` counts reasoning).
+fn thinking_from_openai(chat: &ChatRequest, max_tokens: u64) -> Result<Option<Value>, String> {
+    let Some(budget) = chat.reasoning_budget() else {
+        return Ok(None);
+    };
+    let budget = budget.clamp(1024, max_tokens.saturating_sub(1));
+    if budget < 1024 {
+        return Err(format!(
+            "reasoning_effort needs max_completion_tokens above 1024 for Anthropic models (got {max_tokens})"
+        ));
+    }
+    Ok(sonic_rs::from_str(&format!(r#"{{"type":"enabled","budget_tokens":{budget}}}"#)).ok())
+}
+
+/// `response_format` json_schema as `output_config.format`; `json_object` has no Anthropic
+/// form (400).
+fn output_config_from_openai(chat: &ChatRequest) -> Result<Option<Value>, String> {
+    let Some(format) = &chat.response_format else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(|t| t.as_str()) {
+        Some("json_schema") => {
+            let schema = format.get("json_schema").and_then(|s| s.get("schema"));
+            let schema = schema.ok_or("response_format.json_schema.schema is missing")?;
+            let mut out = String::from(r#"{"format":{"type":"json_schema","schema":"#);
+            out.push_str(&sonic_rs::to_string(schema).map_err(|e| e.to_string())?);
+            out.push_str("}}");
+            Ok(sonic_rs::from_str(&out).ok())
+        }
+        Some("text") | None => Ok(None),
+        Some(other) => Err(format!(
+            "response_format type '{other}' has no Anthropic equivalent; use json_schema"
+        )),
+    }
+}
+
 fn text_block(text: String) -> Block {
     Block {
         kind: "text".to_owned(),
@@ -89,20 +129,32 @@ fn text_block(text: String) -> Block {
     }
 }
 
-fn user_blocks(content: Option<&Content>) -> Vec<Block> {
-    match content {
+fn user_blocks(content: Option<&Content>) -> Result<Vec<Block>, String> {
+    Ok(match content {
         None => Vec::new(),
         Some(Content::Text(s)) if s.is_empty() => Vec::new(),
         Some(Content::Text(s)) => vec![text_block(s.clone())],
-        Some(Content::Parts(parts)) => parts.iter().filter_map(part_to_block).collect(),
-    }
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .map(part_to_block)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+    })
 }
 
-fn part_to_block(part: &Part) -> Option<Block> {
-    match part.kind.as_str() {
+/// An OpenAI content part as a block; a part Anthropic has no block for is a 400.
+fn part_to_block(part: &Part) -> Result<Option<Block>, String> {
+    Ok(match part.kind.as_str() {
         "text" => part.text.clone().filter(|t| !t.is_empty()).map(text_block),
+        "file" => Some(document_block(part)?),
+        "input_audio" => return Err("input_audio: Anthropic models do not take audio input".to_owned()),
         "image_url" => {
-            let url = &part.image_url.as_ref()?.url;
+            let Some(image) = part.image_url.as_ref() else {
+                return Ok(None);
+            };
+            let url = &image.url;
             let source = match parse_data_url(url) {
                 Some((media_type, data)) => ImageSource {
                     kind: "base64".to_owned(),
@@ -122,8 +174,27 @@ fn part_to_block(part: &Part) -> Option<Block> {
                 ..Block::default()
             })
         }
-        _ => None,
-    }
+        other => return Err(format!("content part type '{other}' has no Anthropic equivalent")),
+    })
+}
+
+/// An OpenAI `file` part with inline `file_data` as a base64 `document` block; an uploaded
+/// `file_id` means nothing to Anthropic (400).
+fn document_block(part: &Part) -> Result<Block, String> {
+    let data = part.file.as_ref().and_then(|f| f.file_data.as_deref());
+    let Some((media_type, data)) = data.and_then(parse_data_url) else {
+        return Err("file: only inline file_data (a base64 data URL) can be sent to Anthropic models".to_owned());
+    };
+    Ok(Block {
+        kind: "document".to_owned(),
+        source: Some(ImageSource {
+            kind: "base64".to_owned(),
+            media_type: Some(media_type.to_owned()),
+            data: Some(data.to_owned()),
+            url: None,
+        }),
+        ..Block::default()
+    })
 }
 
 /// `data:<mime>;base64,<data>` -> (mime, data).
@@ -187,6 +258,7 @@ fn tool_from_openai(tool: &Tool) -> ATool {
         .clone()
         .unwrap_or_else(|| sonic_rs::from_str(r#"{"type":"object","properties":{}}"#).unwrap_or_default());
     ATool {
+        kind: None,
         name: tool.function.name.clone(),
         description: tool.function.description.clone(),
         input_schema: Some(schema),
@@ -243,8 +315,20 @@ pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest
                 ..Message::default()
             }),
             (BlockContent::Blocks(blocks), "assistant") => messages.push(assistant_from_blocks(blocks)),
-            (BlockContent::Blocks(blocks), _) => user_from_blocks(blocks, &mut messages),
+            (BlockContent::Blocks(blocks), _) => super::user_blocks::to_hub(blocks, &mut messages)?,
         }
+    }
+    if let Some(t) = req
+        .tools
+        .iter()
+        .flatten()
+        .find(|t| t.kind.as_deref().is_some_and(|k| k != "custom"))
+    {
+        return Err(format!(
+            "tool '{}' is an Anthropic server tool ({}); only Anthropic upstreams run it",
+            t.name,
+            t.kind.as_deref().unwrap_or("")
+        ));
     }
     let stream = req.stream == Some(true);
     let tool_choice = req.tool_choice.as_ref().and_then(|c| {
@@ -274,6 +358,18 @@ pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest
         max_tokens: (req.max_tokens > 0).then_some(req.max_tokens),
         temperature: req.temperature,
         top_p: req.top_p,
+        top_k: req.top_k,
+        thinking_budget: req
+            .thinking
+            .as_ref()
+            .filter(|t| t.get("type").and_then(|k| k.as_str()) == Some("enabled"))
+            .and_then(|t| t.get("budget_tokens"))
+            .and_then(|b| b.as_u64()),
+        response_format: req
+            .output_config
+            .as_ref()
+            .and_then(|c| c.get("format"))
+            .and_then(response_format_from_output),
         stop: req.stop_sequences.map(crate::providers::openai::Stop::Many),
         stream: stream.then_some(true),
         stream_options: stream.then_some(StreamOptions {
@@ -297,6 +393,15 @@ pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest
         user: req.metadata.and_then(|m| m.user_id),
         ..ChatRequest::default()
     })
+}
+
+/// Anthropic `output_config.format` (json_schema) as an OpenAI `response_format`.
+fn response_format_from_output(format: &Value) -> Option<Value> {
+    let schema = format.get("schema")?;
+    let mut out = String::from(r#"{"type":"json_schema","json_schema":{"name":"output","schema":"#);
+    out.push_str(&sonic_rs::to_string(schema).ok()?);
+    out.push_str("}}");
+    sonic_rs::from_str(&out).ok()
 }
 
 fn assistant_from_blocks(blocks: &[Block]) -> Message {
@@ -327,60 +432,4 @@ fn assistant_from_blocks(blocks: &[Block]) -> Message {
         tool_calls: (!calls.is_empty()).then_some(calls),
         ..Message::default()
     }
-}
-
-/// A user turn: its tool results become `tool` messages (first, as OpenAI wants them right
-/// after the assistant's calls), the rest one user message.
-fn user_from_blocks(blocks: &[Block], out: &mut Vec<Message>) {
-    let mut parts = Vec::new();
-    for b in blocks {
-        match b.kind.as_str() {
-            "tool_result" => out.push(Message {
-                role: "tool".to_owned(),
-                tool_call_id: b.tool_use_id.clone(),
-                content: Some(Content::Text(
-                    b.content.as_ref().map(|c| c.text("\n")).unwrap_or_default(),
-                )),
-                ..Message::default()
-            }),
-            "text" => parts.push(Part {
-                kind: "text".to_owned(),
-                text: b.text.clone(),
-                image_url: None,
-            }),
-            "image" => {
-                let Some(source) = &b.source else { continue };
-                let url = match (&source.url, &source.data) {
-                    (Some(url), _) => url.clone(),
-                    (None, Some(data)) => {
-                        format!(
-                            "data:{};base64,{data}",
-                            source.media_type.as_deref().unwrap_or("image/png")
-                        )
-                    }
-                    (None, None) => continue,
-                };
-                parts.push(Part {
-                    kind: "image_url".to_owned(),
-                    text: None,
-                    image_url: Some(ImageUrl { url }),
-                });
-            }
-            _ => {}
-        }
-    }
-    if parts.is_empty() {
-        return;
-    }
-    let content = match parts.as_slice() {
-        [Part {
-            kind, text: Some(t), ..
-        }] if kind == "text" => Content::Text(t.clone()),
-        _ => Content::Parts(parts),
-    };
-    out.push(Message {
-        role: "user".to_owned(),
-        content: Some(content),
-        ..Message::default()
-    });
 }

@@ -96,6 +96,15 @@ pub fn from_openai(status: u16, body: &[u8], model: &str, max_depth: usize) -> (
     let choice = c.choices.into_iter().next().unwrap_or_default();
     let message = choice.message.unwrap_or_default();
     let mut blocks: Vec<Block> = Vec::new();
+    // Reasoning first, as a thinking block, as the streamed answer carries it (front_stream).
+    if let Some(thinking) = message.reasoning_content.filter(|t| !t.is_empty()) {
+        blocks.push(Block {
+            kind: "thinking".to_owned(),
+            thinking: Some(thinking),
+            signature: Some(String::new()),
+            ..Block::default()
+        });
+    }
     if let Some(text) = message.content.filter(|t| !t.is_empty()) {
         blocks.push(Block {
             kind: "text".to_owned(),
@@ -226,5 +235,17 @@ mod tests {
         assert_eq!(v["usage"]["input_tokens"].as_u64(), Some(12));
         assert_eq!(v["usage"]["cache_read_input_tokens"].as_u64(), Some(8));
         assert_eq!(v["usage"]["output_tokens"].as_u64(), Some(9));
+    }
+
+    #[test]
+    fn reasoning_reaches_non_streamed_anthropic_clients_as_a_thinking_block() {
+        let body = br#"{"id":"c","model":"g","choices":[{"index":0,"finish_reason":"stop",
+          "message":{"role":"assistant","content":"42","reasoning_content":"think first"}}]}"#;
+        let (out, _) = from_openai(200, body, "m", D);
+        let v: sonic_rs::Value = sonic_rs::from_str(&out).unwrap();
+        assert_eq!(v["content"][0]["type"].as_str(), Some("thinking"));
+        assert_eq!(v["content"][0]["thinking"].as_str(), Some("think first"));
+        assert_eq!(v["content"][0]["signature"].as_str(), Some(""));
+        assert_eq!(v["content"][1]["text"].as_str(), Some("42"));
     }
 }

@@ -60,6 +60,8 @@ pub struct Part {
     pub thought: Option<bool>,
     #[serde(default)]
     pub function_call: Option<FunctionCall>,
+    #[serde(default)]
+    pub thought_signature: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +124,67 @@ pub struct ErrorDetail {
 struct ErrorEnvelope {
     #[serde(default)]
     error: Option<ErrorDetail>,
+}
+
+/// A tool-call id for a Gemini function call that carries none: unique per answer (the
+/// `responseId`, else a process-unique tag) and per call (`k`), so a second tool round never
+/// sees the ids of the first again and results map back to the right call.
+pub fn call_id(own: Option<String>, response_id: Option<&str>, k: usize) -> String {
+    if let Some(id) = own.filter(|i| !i.is_empty()) {
+        return id;
+    }
+    let mut out = String::from("call_");
+    match response_id.filter(|r| !r.is_empty()) {
+        // Only id-safe characters (Anthropic clients check `^[a-zA-Z0-9_-]+$`).
+        Some(r) => out.extend(
+            r.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .take(64),
+        ),
+        None => {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            out.push_str(&format!("r{:x}{n:x}", crate::providers::write::unix_now()));
+        }
+    }
+    out.push('_');
+    out.push_str(&k.to_string());
+    out
+}
+
+/// Where a tool-call id carries the call's `thoughtSignature` (URL-safe base64): the hub has
+/// no field for it, and Gemini wants it back on the call in the next tool round.
+const SIGNATURE_MARK: &str = "__ts_";
+
+/// `id` with Gemini's `thoughtSignature` (standard base64) appended, id-safe.
+pub fn with_signature(mut id: String, signature: Option<&str>) -> String {
+    if let Some(sig) = signature.filter(|s| !s.is_empty()) {
+        id.push_str(SIGNATURE_MARK);
+        id.extend(sig.chars().filter(|c| *c != '=').map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        }));
+    }
+    id
+}
+
+/// The `thoughtSignature` a tool-call id carries (standard base64, padded), if any.
+pub fn signature_of(id: &str) -> Option<String> {
+    let (_, sig) = id.split_once(SIGNATURE_MARK)?;
+    let mut out: String = sig
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    (!sig.is_empty()).then_some(out)
 }
 
 /// Gemini `finishReason` -> OpenAI `finish_reason` (7.6); `STOP` with function calls is
@@ -200,6 +263,15 @@ mod tests {
             "/models/m%20HTTP%2F1.1%0D%0Ahost:%20x%0D%0A%0D%0APOST%20%2Fx:generateContent"
         );
         assert_eq!(path("../a?b#c%", false), "/models/..%2Fa%3Fb%23c%25:generateContent");
+    }
+
+    #[test]
+    fn thought_signatures_ride_in_the_tool_call_id() {
+        let id = with_signature("call_r_0".to_owned(), Some("ab+/cw=="));
+        assert_eq!(id, "call_r_0__ts_ab-_cw");
+        assert_eq!(signature_of(&id).as_deref(), Some("ab+/cw=="));
+        assert_eq!(signature_of("call_r_0"), None);
+        assert_eq!(with_signature("x".to_owned(), None), "x");
     }
 
     #[test]

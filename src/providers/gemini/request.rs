@@ -64,6 +64,8 @@ struct GenerationConfig {
     response_mime_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_json_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<Value>,
 }
 
 /// `/models/{model}:generateContent`, or the SSE streaming method. The model is one
@@ -111,7 +113,7 @@ fn text_part(text: &str) -> Value {
 pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String> {
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<Content> = Vec::new();
-    for m in &chat.messages {
+    for (at, m) in chat.messages.iter().enumerate() {
         let (role, parts) = match m.role.as_str() {
             "system" | "developer" => {
                 if let Some(c) = &m.content {
@@ -120,8 +122,8 @@ pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String
                 continue;
             }
             "assistant" => ("model", assistant_parts(m, max_depth)?),
-            "tool" | "function" => ("user", vec![function_response(chat, m, max_depth)]),
-            _ => ("user", user_parts(m.content.as_ref())),
+            "tool" | "function" => ("user", vec![function_response(chat, at, m, max_depth)]),
+            _ => ("user", user_parts(m.content.as_ref())?),
         };
         if parts.is_empty() {
             continue;
@@ -144,6 +146,9 @@ pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String
         frequency_penalty: chat.frequency_penalty,
         seed: chat.seed,
         candidate_count: chat.n.filter(|n| *n > 1),
+        thinking_config: chat
+            .reasoning_budget()
+            .and_then(|b| sonic_rs::from_str(&format!(r#"{{"thinkingBudget":{b},"includeThoughts":true}}"#)).ok()),
         ..GenerationConfig::default()
     };
     if let Some(format) = &chat.response_format {
@@ -193,12 +198,49 @@ pub fn from_chat(chat: &ChatRequest, max_depth: usize) -> Result<Vec<u8>, String
     sonic_rs::to_vec(&body).map_err(|e| format!("cannot encode the Gemini request: {e}"))
 }
 
-fn user_parts(content: Option<&ChatContent>) -> Vec<Value> {
-    match content {
+fn user_parts(content: Option<&ChatContent>) -> Result<Vec<Value>, String> {
+    Ok(match content {
         None => Vec::new(),
         Some(ChatContent::Text(s)) => vec![text_part(s)],
-        Some(ChatContent::Parts(parts)) => parts.iter().filter_map(part).collect(),
-    }
+        Some(ChatContent::Parts(parts)) => parts
+            .iter()
+            .map(|p| match p.kind.as_str() {
+                "file" | "input_audio" => inline_part(p).map(Some),
+                "text" | "image_url" => Ok(part(p)),
+                other => Err(format!("content part type '{other}' has no Gemini equivalent")),
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+    })
+}
+
+/// A `file` part with inline `file_data`, or an `input_audio` part, as `inlineData`; an
+/// uploaded OpenAI `file_id` means nothing to Gemini (400).
+fn inline_part(p: &ChatPart) -> Result<Value, String> {
+    let (mime, data) = if p.kind == "file" {
+        let url = p.file.as_ref().and_then(|f| f.file_data.as_deref());
+        let (mime, data) = url
+            .and_then(parse_data_url)
+            .ok_or_else(|| "file: only inline file_data (a base64 data URL) can be sent to Gemini models".to_owned())?;
+        (mime.to_owned(), data)
+    } else {
+        let audio = p.input_audio.as_ref().filter(|a| !a.data.is_empty());
+        let audio = audio.ok_or("input_audio: data is missing")?;
+        (
+            format!("audio/{}", audio.format.as_deref().unwrap_or("wav")),
+            audio.data.as_str(),
+        )
+    };
+    let mut inline = json("{}");
+    inline.as_object_mut().map(|i| {
+        i.insert("mimeType", Value::from(mime.as_str()));
+        i.insert("data", Value::from(data))
+    });
+    let mut v = json("{}");
+    v.as_object_mut().map(|o| o.insert("inlineData", inline));
+    Ok(v)
 }
 
 fn part(p: &ChatPart) -> Option<Value> {
@@ -261,20 +303,30 @@ fn assistant_parts(m: &crate::providers::openai::Message, max_depth: usize) -> R
             o.insert("args", args);
         }
         let mut p = json("{}");
-        p.as_object_mut().map(|o| o.insert("functionCall", fc));
+        if let Some(o) = p.as_object_mut() {
+            o.insert("functionCall", fc);
+            // The signature Gemini gave this call, carried in its id (`with_signature`).
+            if let Some(sig) = super::signature_of(&call.id) {
+                o.insert("thoughtSignature", Value::from(sig.as_str()));
+            }
+        }
         parts.push(p);
     }
     Ok(parts)
 }
 
-/// A tool message as a `functionResponse`; its name comes from the assistant call with the
-/// same id earlier in the history (Gemini requires it). Content that is not a JSON object, or
-/// nests deeper than `max_depth`, is wrapped as text.
-fn function_response(chat: &ChatRequest, m: &crate::providers::openai::Message, max_depth: usize) -> Value {
+/// The tool message at `at` as a `functionResponse`; its name comes from the nearest assistant
+/// call with the same id before it (Gemini requires it; the nearest, so a history that reused
+/// an id, as rotor's `call_0` once did, still names the right function). Content that is not
+/// a JSON object, or nests deeper than `max_depth`, is wrapped as text.
+fn function_response(chat: &ChatRequest, at: usize, m: &crate::providers::openai::Message, max_depth: usize) -> Value {
     let id = m.tool_call_id.as_deref().unwrap_or("");
     let name = chat
         .messages
+        .get(..at)
+        .unwrap_or_default()
         .iter()
+        .rev()
         .flat_map(|x| x.tool_calls.iter().flatten())
         .find(|c| c.id == id)
         .map(|c| c.function.name.clone())
@@ -301,21 +353,29 @@ fn function_response(chat: &ChatRequest, m: &crate::providers::openai::Message, 
     p
 }
 
-/// JSON-schema keys Gemini's OpenAPI subset rejects, removed at every depth. Walks with its own
-/// stack, not recursion: the schema is client input (its depth is bounded by
+/// JSON-schema keywords Gemini's OpenAPI subset rejects, removed at every depth. Only keywords:
+/// the keys of a `properties` (or `patternProperties`, `$defs`, `definitions`) map are names,
+/// so a property called `strict` or `additionalProperties` stays, as `required` lists it.
+/// Walks with its own stack, not recursion: the schema is client input (its depth is bounded by
 /// `server.max_json_depth`, and this walk would not need that bound).
 fn clean_schema(mut schema: Value) -> Value {
-    let mut pending: Vec<&mut Value> = vec![&mut schema];
-    while let Some(v) = pending.pop() {
+    // (value, is a map of names to schemas)
+    let mut pending: Vec<(&mut Value, bool)> = vec![(&mut schema, false)];
+    while let Some((v, names)) = pending.pop() {
         if v.is_object() {
             let Some(o) = v.as_object_mut() else { continue };
-            for key in ["$schema", "additionalProperties", "strict"] {
-                o.remove(&key);
+            if !names {
+                for key in ["$schema", "additionalProperties", "strict"] {
+                    o.remove(&key);
+                }
             }
-            pending.extend(o.iter_mut().map(|(_, child)| child));
+            pending.extend(o.iter_mut().map(|(k, child)| {
+                let is_map = !names && matches!(k, "properties" | "patternProperties" | "$defs" | "definitions");
+                (child, is_map)
+            }));
         } else if v.is_array() {
             let Some(a) = v.as_array_mut() else { continue };
-            pending.extend(a.iter_mut());
+            pending.extend(a.iter_mut().map(|c| (c, false)));
         }
     }
     schema
@@ -343,4 +403,55 @@ fn tool_config(choice: &Value) -> Option<Value> {
     }
     text.push_str("}}");
     sonic_rs::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::DEFAULT_MAX_DEPTH as D;
+
+    fn gemini(chat: &str) -> Value {
+        let chat: ChatRequest = sonic_rs::from_str(chat).unwrap();
+        sonic_rs::from_slice(&from_chat(&chat, D).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn tool_results_are_named_by_the_nearest_call_with_their_id() {
+        // Two rounds that (as rotor's old `call_0` did) reuse an id for different functions.
+        let v = gemini(
+            r#"{"model":"m","messages":[{"role":"user","content":"go"},
+            {"role":"assistant","tool_calls":[{"id":"call_0","type":"function","function":{"name":"first","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"call_0","content":"1"},
+            {"role":"assistant","tool_calls":[{"id":"call_0","type":"function","function":{"name":"second","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"call_0","content":"2"}]}"#,
+        );
+        let names: Vec<&str> = [2, 4]
+            .iter()
+            .map(|i| {
+                v["contents"][*i]["parts"][0]["functionResponse"]["name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+    }
+
+    #[test]
+    fn schema_clean_up_drops_keywords_never_properties_of_that_name() {
+        let v = gemini(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","strict":true,"parameters":
+            {"type":"object","additionalProperties":false,"required":["strict","additionalProperties"],
+             "properties":{"strict":{"type":"boolean"},"additionalProperties":{"type":"object","additionalProperties":false,"properties":{}}}}}}]}"#,
+        );
+        let p = &v["tools"][0]["functionDeclarations"][0]["parameters"];
+        assert!(p.get("additionalProperties").is_none());
+        assert_eq!(p["properties"]["strict"]["type"].as_str(), Some("boolean"));
+        let inner = &p["properties"]["additionalProperties"];
+        assert_eq!(inner["type"].as_str(), Some("object"));
+        assert!(
+            inner.get("additionalProperties").is_none(),
+            "the keyword inside it still goes"
+        );
+        assert_eq!(p["required"][1].as_str(), Some("additionalProperties"));
+    }
 }

@@ -5,7 +5,7 @@
 //! Invariant: usage is the last `usageMetadata` seen (cumulative, edge case 1), and a stream that
 //! closes without any `finishReason` ends in an error event, not a clean `[DONE]`.
 
-use super::{finish_reason, parse_error, GenerateResponse, UsageMetadata};
+use super::{call_id, finish_reason, parse_error, GenerateResponse, UsageMetadata};
 use crate::codec::sse::Event;
 use crate::providers::openai::{self, ChunkWriter, DONE};
 use crate::providers::transform::openai_error_event;
@@ -18,6 +18,8 @@ pub struct GeminiToOpenAi {
     include_usage: bool,
     usage: Option<UsageMetadata>,
     tool_calls: u32,
+    /// What tool-call ids are made unique with: the `responseId`, else a process-unique tag.
+    answer_id: String,
     started: bool,
     finished: bool,
     done: bool,
@@ -34,6 +36,7 @@ impl GeminiToOpenAi {
             include_usage,
             usage: None,
             tool_calls: 0,
+            answer_id: String::new(),
             started: false,
             finished: false,
             done: false,
@@ -72,6 +75,7 @@ impl StreamHandler for GeminiToOpenAi {
             if let Some(id) = &r.response_id {
                 self.writer.id = format!("chatcmpl-{id}");
             }
+            self.answer_id = r.response_id.clone().unwrap_or_else(|| call_id(None, None, 0));
             if let Some(m) = r.model_version.filter(|m| !m.is_empty()) {
                 self.writer.model = m;
             }
@@ -90,7 +94,8 @@ impl StreamHandler for GeminiToOpenAi {
             if let Some(fc) = part.function_call {
                 let k = self.tool_calls;
                 self.tool_calls += 1;
-                let id = fc.id.filter(|i| !i.is_empty()).unwrap_or_else(|| format!("call_{k}"));
+                let id = call_id(fc.id, Some(&self.answer_id), k as usize);
+                let id = super::with_signature(id, part.thought_signature.as_deref());
                 let args = fc
                     .args
                     .and_then(|a| sonic_rs::to_string(&a).ok())
