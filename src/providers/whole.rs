@@ -1,6 +1,6 @@
 //! A non-streamed upstream answer (or any error answer), collected whole and mapped to the
 //! client's protocol in one go by a `WholeMap`.
-//! Invariant: memory is bounded by `WHOLE_LIMIT`, and an answer nesting deeper than
+//! Invariant: memory is bounded by `WHOLE_LIMIT` (`Collected`, also used by on-demand), and an answer nesting deeper than
 //! `server.max_json_depth` is never parsed: the client gets an error in its own envelope.
 
 use bytes::Bytes;
@@ -13,6 +13,31 @@ use crate::usage::Usage;
 /// Largest non-streamed body translated; beyond it the client gets an error body instead.
 const WHOLE_LIMIT: usize = 32 * 1024 * 1024;
 
+/// A whole answer gathered piece by piece, never more than `WHOLE_LIMIT` bytes: past it the
+/// bytes are dropped and `take` says so (every whole-answer translator shares this bound).
+#[derive(Default)]
+pub(super) struct Collected {
+    buf: Vec<u8>,
+    overflow: bool,
+}
+
+impl Collected {
+    pub(super) fn push(&mut self, piece: &[u8]) {
+        if self.buf.len() + piece.len() > WHOLE_LIMIT {
+            self.overflow = true;
+            self.buf = Vec::new();
+        } else if !self.overflow {
+            self.buf.extend_from_slice(piece);
+        }
+    }
+
+    /// The answer, or `None` when it was larger than rotor translates.
+    pub(super) fn take(&mut self) -> Option<Vec<u8>> {
+        let body = std::mem::take(&mut self.buf);
+        (!self.overflow).then_some(body)
+    }
+}
+
 /// A non-streamed answer (or any error answer): collected, then mapped in one go. An answer
 /// nesting deeper than `max_depth` is not parsed: the client gets an error in its envelope,
 /// with status 502 for a success it cannot deliver, the upstream's own for an error.
@@ -22,8 +47,7 @@ pub struct WholeBody {
     map: WholeMap,
     front: Front,
     max_depth: usize,
-    buf: Vec<u8>,
-    overflow: bool,
+    collected: Collected,
     /// A successful answer was too deep to translate: the client gets this status instead.
     refused: Option<u16>,
     usage: Usage,
@@ -37,8 +61,7 @@ impl WholeBody {
             map,
             front,
             max_depth,
-            buf: Vec::new(),
-            overflow: false,
+            collected: Collected::default(),
             refused: None,
             usage: Usage::default(),
         }
@@ -83,19 +106,15 @@ impl ResponseTransform for WholeBody {
     }
 
     fn piece(&mut self, piece: Bytes) -> Emit {
-        if self.buf.len() + piece.len() > WHOLE_LIMIT {
-            self.overflow = true;
-            self.buf = Vec::new();
-        } else if !self.overflow {
-            self.buf.extend_from_slice(&piece);
-        }
+        self.collected.push(&piece);
         Emit::new()
     }
 
     fn end(&mut self) -> Emit {
-        let body = std::mem::take(&mut self.buf);
-        let status = if self.overflow { 502 } else { self.status };
-        let out = self.answer(status, &body);
+        let out = match self.collected.take() {
+            Some(body) => self.answer(self.status, &body),
+            None => self.answer(502, &[]),
+        };
         emit(out)
     }
 

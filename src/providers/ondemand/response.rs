@@ -12,12 +12,11 @@ use super::{error_message, error_type, estimate, metrics_usage};
 use crate::codec::depth::check_depth;
 use crate::providers::openai::{self, Answer};
 use crate::providers::transform::{Emit, ResponseTransform};
+use crate::providers::whole::{error_answer, Collected};
 use crate::providers::{anthropic, gemini, Front};
 use crate::usage::Usage;
 
-/// Largest whole answer translated (as `providers::WholeBody`).
-const WHOLE_LIMIT: usize = 32 * 1024 * 1024;
-
+/// A whole on-demand answer, collected (bounded by `whole::Collected`) and mapped to the client.
 pub struct WholeAnswer {
     status: u16,
     model: String,
@@ -25,8 +24,7 @@ pub struct WholeAnswer {
     max_depth: usize,
     prompt_chars: usize,
     commit: Option<SessionCommit>,
-    buf: Vec<u8>,
-    overflow: bool,
+    collected: Collected,
     /// The answer could not be used: the client gets this status instead of the upstream's.
     refused: Option<u16>,
     usage: Usage,
@@ -48,8 +46,7 @@ impl WholeAnswer {
             max_depth,
             prompt_chars,
             commit,
-            buf: Vec::new(),
-            overflow: false,
+            collected: Collected::default(),
             refused: None,
             usage: Usage::default(),
         }
@@ -134,27 +131,17 @@ impl ResponseTransform for WholeAnswer {
     }
 
     fn piece(&mut self, piece: Bytes) -> Emit {
-        if self.buf.len() + piece.len() > WHOLE_LIMIT {
-            self.overflow = true;
-            self.buf = Vec::new();
-        } else if !self.overflow {
-            self.buf.extend_from_slice(&piece);
-        }
+        self.collected.push(&piece);
         Emit::new()
     }
 
     fn end(&mut self) -> Emit {
-        let body = std::mem::take(&mut self.buf);
-        let out = if self.overflow {
-            self.refused = Some(502);
-            let message = "the on-demand answer is larger than rotor translates";
-            match self.front {
-                Front::Messages => anthropic::error_body("api_error", message),
-                Front::Gemini => gemini::door::error_body(502, message),
-                Front::Chat | Front::Other | Front::Responses => openai::error_body(message, "upstream_error"),
+        let out = match self.collected.take() {
+            Some(body) => self.answer(self.status, &body),
+            None => {
+                self.refused = Some(502);
+                error_answer(self.front, 502, "the on-demand answer is larger than rotor translates")
             }
-        } else {
-            self.answer(self.status, &body)
         };
         let mut e = Emit::new();
         e.push(Bytes::from(out));
