@@ -48,6 +48,7 @@ pub struct Shard {
     tokens: Family<[u64; 4]>,
     attempts: Family<u64>,
     limit_rejections: Family<u64>,
+    cancels: Family<u64>,
     duration: Histogram,
     overhead: Histogram,
     /// Observations that got no series of their own (counted under `(other)`, or dropped).
@@ -63,6 +64,7 @@ impl Shard {
             tokens: Family::default(),
             attempts: Family::default(),
             limit_rejections: Family::default(),
+            cancels: Family::default(),
             duration: Histogram::new(DURATION_BOUNDS),
             overhead: Histogram::new(OVERHEAD_BOUNDS),
             series_dropped: 0,
@@ -116,6 +118,16 @@ impl Shard {
         }
     }
 
+    /// An upstream job canceled because nobody waits for it any more (a Replicate prediction),
+    /// and how the cancel went (`ok`, `failed`, `shed`).
+    pub fn upstream_cancel(&mut self, provider: &str, outcome: &str) {
+        if !bump(&mut self.cancels, &self.budget, &[provider, outcome], None, 0, |n| {
+            *n += 1
+        }) {
+            self.series_dropped += 1;
+        }
+    }
+
     fn merge(&mut self, other: &Shard) {
         fn add<V: Clone>(into: &mut Family<V>, from: &Family<V>, plus: impl Fn(&mut V, &V)) {
             for (k, (labels, v)) in from {
@@ -130,6 +142,7 @@ impl Shard {
         add(&mut self.requests, &other.requests, |a, b| *a += b);
         add(&mut self.attempts, &other.attempts, |a, b| *a += b);
         add(&mut self.limit_rejections, &other.limit_rejections, |a, b| *a += b);
+        add(&mut self.cancels, &other.cancels, |a, b| *a += b);
         add(&mut self.tokens, &other.tokens, |a, b| {
             for (x, y) in a.iter_mut().zip(b) {
                 *x += y;
@@ -232,6 +245,21 @@ impl Registry {
         );
         for (labels, n) in sorted(&total.limit_rejections) {
             series(&mut out, "rotor_limit_rejections_total", &["scope"], labels, *n);
+        }
+        family(
+            &mut out,
+            "rotor_upstream_cancels_total",
+            "counter",
+            "Upstream jobs (Replicate predictions) canceled because no client waits for them, by provider and outcome (ok, failed, shed: too many cancels in flight).",
+        );
+        for (labels, n) in sorted(&total.cancels) {
+            series(
+                &mut out,
+                "rotor_upstream_cancels_total",
+                &["provider", "outcome"],
+                labels,
+                *n,
+            );
         }
         family(
             &mut out,

@@ -51,6 +51,7 @@ use parking_lot::Mutex;
 pub use chaos::{Chaos, Fault};
 pub use files::MockObjects;
 pub use ondemand::OnDemandSessions;
+pub use replicate::ReplicateCancels;
 pub use vertex::VertexMock;
 
 use crate::config::Driver;
@@ -212,6 +213,8 @@ pub struct MockServer {
     pub vertex: Arc<VertexMock>,
     /// The on-demand sessions it created (tests forget them to play an upstream expiry).
     pub ondemand: Arc<OnDemandSessions>,
+    /// The Replicate predictions it was asked to cancel (id, key).
+    pub replicate_cancels: Arc<ReplicateCancels>,
     shutdown: Arc<Shutdown>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -259,7 +262,9 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
     let gate = Arc::new(ConnectionGate::default());
     let ondemand = Arc::new(OnDemandSessions::default());
     let objects = Arc::new(MockObjects::default());
+    let replicate_cancels = Arc::new(ReplicateCancels::default());
     let workers = {
+        let cancels = replicate_cancels.clone();
         let ondemand = ondemand.clone();
         let recorder = recorder.clone();
         let faults = faults.clone();
@@ -275,6 +280,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
                 vertex.clone(),
                 ondemand.clone(),
                 objects.clone(),
+                cancels.clone(),
             ));
             let server = WorkerServer::new(gate.clone(), usize::MAX, Duration::from_millis(100));
             let stop = shutdown.subscribe();
@@ -288,6 +294,7 @@ pub fn start(options: MockOptions) -> io::Result<MockServer> {
         gate,
         vertex,
         ondemand,
+        replicate_cancels,
         shutdown,
         workers,
     })

@@ -5,14 +5,20 @@
 //! (with `id:` lines, as the SDK needs), then `done`. Knobs: the usual ones on the create
 //! request, plus `x-mock-pending-ms` (the prediction finishes this long after creation, and
 //! `Prefer: wait` does not wait for it) and `x-mock-prediction-fail: 1` (it ends `failed`).
+//! `x-mock-poll-status: N` makes every poll of the prediction answer N (with `Retry-After` from
+//! `x-mock-retry-after`, default 1). `POST /v1/predictions/{id}/cancel` cancels it: the cancel
+//! is recorded (`ReplicateCancels`, with the key that sent it), later polls answer `canceled`
+//! and a running stream ends with `done` `{"reason":"canceled"}`.
 //! Token counts: input = prompt bytes / 4 (at least 1), output = one per chunk.
-//! Invariant: stateless across mock workers: a prediction's id carries everything later
-//! requests need (creation time, pending time, chunks, cut, pacing, tokens, failure).
+//! Invariant: stateless across mock workers but for the cancels (bounded, `MAX_CANCELS`): a
+//! prediction's id carries everything later requests need (creation time, pending time,
+//! chunks, cut, pacing, tokens, failure, poll status).
 
 use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use sonic_rs::JsonValueTrait;
 
 use super::service::Knobs;
@@ -33,6 +39,33 @@ pub(super) fn error_body(status: u16) -> Vec<u8> {
     format!(r#"{{"title":"{title}","detail":"mock {status}: {title}","status":{status}}}"#).into_bytes()
 }
 
+/// Cancels kept for inspection (the oldest go first).
+const MAX_CANCELS: usize = 10_000;
+
+/// The cancels the mock received: (prediction id, key that sent it), oldest first.
+#[derive(Default)]
+pub struct ReplicateCancels {
+    list: Mutex<Vec<(String, String)>>,
+}
+
+impl ReplicateCancels {
+    pub fn list(&self) -> Vec<(String, String)> {
+        self.list.lock().clone()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.list.lock().iter().any(|(i, _)| i == id)
+    }
+
+    fn push(&self, id: &str, key: &str) {
+        let mut list = self.list.lock();
+        if list.len() >= MAX_CANCELS {
+            list.remove(0);
+        }
+        list.push((id.to_owned(), key.to_owned()));
+    }
+}
+
 /// What a prediction id encodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Job {
@@ -44,19 +77,24 @@ struct Job {
     interval_ms: u64,
     prompt_tokens: u64,
     fail: bool,
+    /// Polls answer this status (0 = the prediction).
+    poll_status: u64,
+    poll_retry_after: u64,
 }
 
 impl Job {
     fn id(&self) -> String {
         format!(
-            "mock{}x{}x{}x{}x{}x{}x{}",
+            "mock{}x{}x{}x{}x{}x{}x{}x{}x{}",
             self.created_ms,
             self.pending_ms,
             self.chunks,
             self.cut,
             self.interval_ms,
             self.prompt_tokens,
-            u8::from(self.fail)
+            u8::from(self.fail),
+            self.poll_status,
+            self.poll_retry_after
         )
     }
 
@@ -71,6 +109,8 @@ impl Job {
             interval_ms: next()?,
             prompt_tokens: next()?,
             fail: next()? == 1,
+            poll_status: next()?,
+            poll_retry_after: next()?,
         })
     }
 
@@ -92,7 +132,12 @@ pub(super) fn serves(path: &str) -> bool {
         || path.starts_with("/v1/streams/")
 }
 
-pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>) -> io::Result<()> {
+pub(super) async fn answer(
+    req: &Request,
+    knobs: &Knobs,
+    cancels: &ReplicateCancels,
+    res: &mut Responder<'_>,
+) -> io::Result<()> {
     let path = req.head.path();
     let host = req
         .head
@@ -101,12 +146,38 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
         .unwrap_or_default();
     if let Some(id) = path.strip_prefix("/v1/streams/") {
         return match Job::parse(id) {
-            Some(job) => stream(res, &job).await,
+            Some(job) => stream(res, &job, id, cancels).await,
             None => not_found(res).await,
         };
     }
+    if let Some(id) = path
+        .strip_prefix("/v1/predictions/")
+        .and_then(|p| p.strip_suffix("/cancel"))
+    {
+        let Some(job) = Job::parse(id).filter(|_| &req.head.method_raw[..] == b"POST") else {
+            return not_found(res).await;
+        };
+        let key = req
+            .head
+            .header("authorization")
+            .map(|v| String::from_utf8_lossy(v.strip_prefix(b"Bearer ").unwrap_or(v)).into_owned())
+            .unwrap_or_default();
+        cancels.push(id, &key);
+        let body = canceled(&prediction(&job, &host, false, false));
+        return res.send(200, &[JSON], Bytes::from(body)).await;
+    }
     if let Some(id) = path.strip_prefix("/v1/predictions/") {
         return match Job::parse(id) {
+            Some(job) if job.poll_status != 0 => {
+                let retry_after = job.poll_retry_after.to_string();
+                let headers: [(&str, &[u8]); 2] = [JSON, ("retry-after", retry_after.as_bytes())];
+                let status = u16::try_from(job.poll_status).unwrap_or(500);
+                res.send(status, &headers, Bytes::from(error_body(status))).await
+            }
+            Some(job) if cancels.contains(id) => {
+                let body = canceled(&prediction(&job, &host, false, false));
+                res.send(200, &[JSON], Bytes::from(body)).await
+            }
             Some(job) => {
                 let body = prediction(&job, &host, false, job.ready());
                 res.send(200, &[JSON], Bytes::from(body)).await
@@ -139,6 +210,8 @@ async fn create(req: &Request, knobs: &Knobs, res: &mut Responder<'_>, host: &st
         interval_ms: knobs.interval.as_millis() as u64,
         prompt_tokens: (prompt_len / 4).max(1) as u64,
         fail: number("x-mock-prediction-fail") == Some(1),
+        poll_status: number("x-mock-poll-status").unwrap_or(0),
+        poll_retry_after: knobs.retry_after.as_deref().and_then(|s| s.parse().ok()).unwrap_or(1),
     };
     // `Prefer: wait` returns a fast prediction finished; a slow one (pending) comes back
     // unfinished, as when Replicate's wait runs out.
@@ -179,7 +252,12 @@ fn prediction(job: &Job, host: &str, streamed: bool, finished: bool) -> String {
     )
 }
 
-async fn stream(res: &mut Responder<'_>, job: &Job) -> io::Result<()> {
+/// An unfinished prediction's JSON as the cancel left it.
+fn canceled(unfinished: &str) -> String {
+    unfinished.replacen(r#""status":"starting""#, r#""status":"canceled""#, 1)
+}
+
+async fn stream(res: &mut Responder<'_>, job: &Job, job_id: &str, cancels: &ReplicateCancels) -> io::Result<()> {
     let headers: [(&str, &[u8]); 2] = [("content-type", b"text/event-stream"), ("cache-control", b"no-store")];
     res.start(200, &headers, None).await?;
     let id = job.created_ms;
@@ -187,6 +265,11 @@ async fn stream(res: &mut Responder<'_>, job: &Job) -> io::Result<()> {
         if job.cut == i {
             res.abort();
             return Ok(());
+        }
+        if cancels.contains(job_id) {
+            res.piece(format!("event: done\nid: {id}:d\ndata: {{\"reason\":\"canceled\"}}\n\n").as_bytes())
+                .await?;
+            return res.finish().await;
         }
         if job.interval_ms > 0 {
             monoio::time::sleep(Duration::from_millis(job.interval_ms)).await;
@@ -222,6 +305,8 @@ mod tests {
             interval_ms: 0,
             prompt_tokens: 7,
             fail: true,
+            poll_status: 429,
+            poll_retry_after: 30,
         };
         assert_eq!(Job::parse(&job.id()), Some(job));
         assert_eq!(Job::parse("nope"), None);

@@ -20,6 +20,7 @@ pub(super) struct MockService {
     vertex: Arc<VertexMock>,
     ondemand: Arc<ondemand::OnDemandSessions>,
     objects: Arc<files::MockObjects>,
+    cancels: Arc<replicate::ReplicateCancels>,
 }
 
 /// Knob values for one request.
@@ -53,6 +54,7 @@ pub(super) struct Knobs {
 }
 
 impl MockService {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         worker: usize,
         options: MockOptions,
@@ -61,6 +63,7 @@ impl MockService {
         vertex: Arc<VertexMock>,
         ondemand: Arc<ondemand::OnDemandSessions>,
         objects: Arc<files::MockObjects>,
+        cancels: Arc<replicate::ReplicateCancels>,
     ) -> Self {
         MockService {
             worker,
@@ -70,6 +73,7 @@ impl MockService {
             vertex,
             ondemand,
             objects,
+            cancels,
         }
     }
 
@@ -258,7 +262,7 @@ impl Service for MockService {
             Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
             Shape::Gemini => gemini::answer(&req, &knobs, res).await,
             Shape::OnDemand => ondemand::answer(&req, &knobs, &self.ondemand, res).await,
-            Shape::Replicate => replicate::answer(&req, &knobs, res).await,
+            Shape::Replicate => replicate::answer(&req, &knobs, &self.cancels, res).await,
             Shape::Cohere => cohere::answer(&req, &knobs, res).await,
             Shape::OpenAi => openai::answer(&req, &knobs, res).await,
         };

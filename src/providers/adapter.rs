@@ -199,13 +199,33 @@ impl Adapter {
         path: &str,
         accept: Option<&str>,
     ) -> Option<BytesMut> {
+        self.bodiless_head(b"GET ", provider, host, key, path, accept)
+    }
+
+    /// An authenticated `POST path` without a body (Replicate's `urls.cancel`), on `host`.
+    pub fn post_empty_at(self, provider: &Provider, host: &str, key: &str, path: &str) -> Option<BytesMut> {
+        self.bodiless_head(b"POST ", provider, host, key, path, Some("application/json"))
+    }
+
+    fn bodiless_head(
+        self,
+        method: &[u8],
+        provider: &Provider,
+        host: &str,
+        key: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Option<BytesMut> {
         let mut out = BytesMut::with_capacity(256);
-        out.put_slice(b"GET ");
+        out.put_slice(method);
         put_target(&mut out, path.as_bytes()).ok()?;
         out.put_slice(b" HTTP/1.1\r\n");
         put_header(&mut out, b"host", host.as_bytes()).ok()?;
         if let Some(accept) = accept {
             put_header(&mut out, b"accept", accept.as_bytes()).ok()?;
+        }
+        if method == b"POST " {
+            out.put_slice(b"content-length: 0\r\n");
         }
         self.put_auth(&mut out, key, None).ok()?;
         for (name, value) in &provider.headers {

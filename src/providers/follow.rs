@@ -35,4 +35,8 @@ pub trait FollowUp {
     fn record_url(&self) -> Option<&str>;
     /// The longest the whole exchange may wait for the upstream (`poll_max_wait_ms`).
     fn max_wait(&self) -> Duration;
+    /// Where the job is canceled while it may still run (Replicate's `urls.cancel`, `None` once
+    /// an answer showed it finished): the request path cancels a job the client no longer
+    /// waits for, so it stops running (and billing) upstream.
+    fn cancel_url(&self) -> Option<&str>;
 }

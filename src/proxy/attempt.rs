@@ -12,9 +12,9 @@ use super::attempts::{usable_in, Attempts};
 use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::credential::send_authenticated;
 use super::error::{ErrorKind, ProxyError, Side};
-use super::follow::{follow, Fetcher, Followed};
+use super::follow::{follow, Fetcher, Followed, Unfollowed};
 use super::forward::{Job, Target};
-use super::relay::{relay as relay_answer, Relay, RelayInput};
+use super::relay::{relay as relay_answer, Relay, RelayInput, Relayed};
 use super::send::{backoff, discard, send_turn};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
@@ -100,13 +100,26 @@ pub(super) async fn try_key(
         adapter: target.adapter,
         key: secret,
     };
-    let answer = match Box::pin(follow(&fetcher, target, exchange, head)).await {
+    let mut answer = match Box::pin(follow(&fetcher, target, res, exchange, head)).await {
         Ok(answer) => answer,
-        Err(error) => {
+        Err(Unfollowed::Upstream(error)) => {
             unsent(core, ctx, provider, &key, &subject, attempt, error);
             return Ok(KeyTry::Failed);
         }
+        Err(Unfollowed::ClientGone) => return Err(client_left(ctx)),
     };
+    // A follow-up's own answer (a poll's 429, the stream URL's head) is judged like the first.
+    let mut outcome = outcome;
+    if answer.followed && answer.body.is_none() {
+        let (exchange, head) = (answer.exchange, answer.head);
+        let Some(judged) = classify(core, ctx, target, &key, &subject, attempt, exchange, head).await else {
+            if let Some(url) = &answer.cancel_url {
+                super::cancel::spawn(&fetcher, url);
+            }
+            return Ok(KeyTry::Failed);
+        };
+        (answer.exchange, answer.head, outcome) = judged;
+    }
     relay(
         core, ctx, job, res, target, &key, &subject, attempt, &fetcher, answer, outcome, turn,
     )
@@ -260,6 +273,8 @@ async fn relay(
         head,
         body,
         record_url,
+        cancel_url,
+        followed: _,
     } = answer;
     // A 503 tells the client when to come back, whether or not the upstream did.
     let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
@@ -301,7 +316,13 @@ async fn relay(
         Some(key) => tee.insert(super::cached::tee(core, ctx, key, status, transform.as_mut())),
         None => transform.as_mut(),
     };
-    let relayed = match relay_answer(ctx, res, input, transform).await? {
+    let result = relay_answer(ctx, res, input, transform).await;
+    // A job whose answer did not reach its end (the client left, the stream broke) may still
+    // run upstream.
+    if let Some(url) = cancel_url.filter(|_| !matches!(result, Ok(Relay::Done(Relayed { failure: None, .. })))) {
+        super::cancel::spawn(fetcher, &url);
+    }
+    let relayed = match result? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {
             // The next attempt may still store its answer.
@@ -356,6 +377,14 @@ fn unsent(
         &ctx.generation.config.retry,
     );
     attempt.last_error = Some(error.into());
+}
+
+/// The client left while its answer was still being prepared (a polled job): recorded as a
+/// client abort, like a client that leaves during the relay.
+fn client_left(ctx: &RequestContext) -> ProxyError {
+    ctx.trace.borrow_mut().relay_failure = Some(crate::metrics::health::RelayFailure::ClientAbort);
+    let message = "client connection lost while the upstream job was polled";
+    ProxyError::new(ErrorKind::Internal, Side::Downstream, message)
 }
 
 /// Records who is being tried, for the request record and metrics.

@@ -30,6 +30,7 @@ mod admit;
 mod attempt;
 mod attempts;
 mod cached;
+mod cancel;
 mod classify;
 mod credential;
 mod endpoints;

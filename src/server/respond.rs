@@ -71,6 +71,32 @@ impl<'a> Responder<'a> {
         self.state != State::Fresh
     }
 
+    /// Whether the client closed or reset its connection, asked of the socket with one
+    /// non-blocking `recv(MSG_PEEK)` (no IO is waited for, no byte consumed: a pipelined next
+    /// request stays where it is). For a handler that waits long without writing (a polled
+    /// Replicate prediction). A client that only half-closed after its request counts as gone.
+    #[allow(unsafe_code)]
+    pub fn peer_closed(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut byte = 0u8;
+        // SAFETY: the fd belongs to the connection borrowed by this responder, so it is open;
+        // `recv` writes at most one byte into `byte`, which outlives the call. MSG_DONTWAIT
+        // keeps it from blocking; MSG_PEEK leaves any byte where it is.
+        let n = unsafe {
+            libc::recv(
+                self.io.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => true,
+            n if n > 0 => false,
+            _ => io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock,
+        }
+    }
+
     /// Asks for the connection to close after this response (`Connection: close` is sent if the
     /// head has not gone yet).
     pub fn close_after(&mut self) {

@@ -70,6 +70,8 @@ pub struct Urls {
     pub get: Option<String>,
     #[serde(default)]
     pub stream: Option<String>,
+    #[serde(default)]
+    pub cancel: Option<String>,
 }
 
 impl Prediction {
@@ -144,6 +146,7 @@ pub struct PredictionFollow {
     max_depth: usize,
     phase: Phase,
     record: Option<String>,
+    cancel: Option<String>,
 }
 
 impl PredictionFollow {
@@ -154,6 +157,7 @@ impl PredictionFollow {
             max_depth,
             phase: Phase::Waiting,
             record: None,
+            cancel: None,
         }
     }
 }
@@ -170,10 +174,17 @@ impl FollowUp for PredictionFollow {
         let Ok(p) = sonic_rs::from_slice::<Prediction>(body) else {
             return Step::Fail("the upstream answer was not a Replicate prediction".to_owned());
         };
+        let finished = p.finished();
         let urls = p.urls.unwrap_or_default();
         if let Some(get) = urls.get.filter(|u| !u.is_empty()) {
             self.record = Some(get);
         }
+        // A finished prediction has nothing left to cancel.
+        self.cancel = match urls.cancel.filter(|u| !u.is_empty()) {
+            Some(url) if !finished => Some(url),
+            Some(_) => None,
+            None => self.cancel.take().filter(|_| !finished),
+        };
         if self.stream {
             return match urls.stream.filter(|u| !u.is_empty()) {
                 Some(url) => {
@@ -210,6 +221,10 @@ impl FollowUp for PredictionFollow {
     fn max_wait(&self) -> Duration {
         self.poll.max_wait
     }
+
+    fn cancel_url(&self) -> Option<&str> {
+        self.cancel.as_deref()
+    }
 }
 
 #[cfg(test)]
@@ -235,10 +250,20 @@ mod tests {
             }
         );
         assert_eq!(f.record_url(), Some("https://api.replicate.com/v1/predictions/p1"));
+        assert_eq!(f.cancel_url(), None, "this answer named no cancel URL");
+        f.next(
+            200,
+            br#"{"status":"processing","urls":{"get":"https://api.replicate.com/v1/predictions/p1","cancel":"https://api.replicate.com/v1/predictions/p1/cancel"}}"#,
+        );
+        assert_eq!(
+            f.cancel_url(),
+            Some("https://api.replicate.com/v1/predictions/p1/cancel")
+        );
         assert_eq!(
             f.next(200, br#"{"status":"succeeded","output":["a"]}"#),
             Step::Deliver { status: 200 }
         );
+        assert_eq!(f.cancel_url(), None, "a finished prediction is not canceled");
         assert_eq!(
             f.next(200, br#"{"status":"failed","error":"boom"}"#),
             Step::Deliver { status: 502 }
