@@ -201,10 +201,40 @@ fn stored_responses_are_reached_on_a_native_upstream_only() {
     translate.routing = "default_model = \"gpt-chat\"".to_owned();
     let h = Harness::start(translate);
     let r = h.client().get("/v1/responses/resp_abc", &[]);
-    assert_eq!(r.status, 502, "no candidate left: {}", r.text());
+    assert_eq!(r.status, 404, "no candidate has it: {}", r.text());
     let (message, _) = r.openai_error();
     assert!(message.contains("keeps no stored responses"), "{message}");
     assert!(h.recorded().is_empty());
+}
+
+#[test]
+fn stored_responses_behind_a_translated_provider_are_a_404_for_every_method() {
+    let mut translate = conf();
+    translate.routing = "default_model = \"claude-x\"".to_owned();
+    let h = Harness::start(translate);
+    let (name, value) = auth();
+    for (method, path) in [
+        ("GET", "/v1/responses/resp_abc"),
+        ("DELETE", "/v1/responses/resp_abc"),
+        ("GET", "/v1/responses/resp_abc/input_items"),
+        ("POST", "/v1/responses/resp_abc/cancel"),
+    ] {
+        let r = h.client().request(method, path, &[(name, &value)], b"");
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"]["type"].as_str(), Some("invalid_request_error"), "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("provider 'claude'")
+                && message.contains("stored responses are not available through a translated provider"),
+            "{message}"
+        );
+        assert!(
+            v["error"].get("param").is_some() && v["error"].get("code").is_some(),
+            "{v}"
+        );
+    }
+    assert!(h.recorded().is_empty(), "nothing reached the upstream");
 }
 
 #[test]

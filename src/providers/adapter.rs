@@ -60,8 +60,8 @@ impl Adapter {
                 })
             }
             Some(false) => {
-                return Err(PrepareError::Unsupported(
-                    "it keeps no stored responses (responses = \"translate\")".to_owned(),
+                return Err(PrepareError::Unavailable(
+                    "stored responses are not available through a translated provider: it serves the Responses API by translating to its own protocol (responses = \"translate\") and keeps no stored responses, so GET, DELETE and input_items of /v1/responses/{id} work only through a provider with responses = \"native\"".to_owned(),
                 ))
             }
             None => {}

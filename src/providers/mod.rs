@@ -134,6 +134,9 @@ pub enum PrepareError {
     Unsupported(String),
     /// The client's body cannot be translated: a 400 for the client.
     BadRequest(String),
+    /// What the client asks for cannot exist at this provider (a stored Responses API object
+    /// behind a provider that translates): try the next candidate; a 404 when none has it.
+    Unavailable(String),
 }
 
 /// What the answer needs on its way back.

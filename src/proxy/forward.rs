@@ -317,6 +317,14 @@ fn adapt<'a>(
             return Ok(None);
         }
         Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
+        Err(PrepareError::Unavailable(reason)) => {
+            // A 404 unless an earlier candidate failed for real.
+            if attempt.last_error.is_none() {
+                let message = format!("provider '{}': {reason}", provider.name);
+                attempt.last_error = Some(ProxyError::new(ErrorKind::NotFound, Side::Downstream, message));
+            }
+            return Ok(None);
+        }
     };
     check_upstream_path(job.endpoint, &prepared.path)?;
     let owned = job.owner.filter(|o| o.provider == provider.index);
