@@ -309,7 +309,115 @@ fn v1beta_models_lists_in_gemini_shape_and_v1_models_stays_openai() {
         one.text()
     );
     google_error(&get("/v1beta/models/nope"), 404, "NOT_FOUND");
-    let openai = get("/v1/models");
+    let (name, value) = auth();
+    let openai = h.client().request("GET", "/v1/models", &[(name, &value)], b"");
     assert_eq!(openai.json()["object"].as_str(), Some("list"), "{}", openai.text());
     assert!(openai.json()["data"].as_array().unwrap().len() == 4);
+}
+
+/// The google-genai SDK's default `api_version` is `v1`: `models.list()` sends `GET /v1/models`
+/// with `x-goog-api-key` (seen with google-genai 3.6.1), `models.get` `GET /v1/models/{m}`.
+#[test]
+fn v1_models_with_a_google_key_lists_in_gemini_shape() {
+    let h = Harness::start(conf());
+    let names = |r: &Response| -> Vec<String> {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert!(v.get("object").is_none() && v.get("data").is_none(), "{v}");
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let all = [
+        "models/claude-x",
+        "models/gemini-x",
+        "models/gpt-4o-mini",
+        "models/my-gem",
+    ];
+    let sdk_headers = [
+        ("x-goog-api-key", CLIENT_KEY),
+        ("x-goog-api-client", "google-genai-sdk/3.6.1 gl-python/3.11.7"),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(names(&h.client().request("GET", "/v1/models", &sdk_headers, b"")), all);
+    let keyed = format!("/v1/models?pageSize=50&key={CLIENT_KEY}");
+    assert_eq!(names(&h.client().request("GET", &keyed, &[], b"")), all);
+    let one = h
+        .client()
+        .request("GET", "/v1/models/models%2Fgpt-4o-mini", &sdk_headers, b"");
+    assert_eq!(
+        one.json()["name"].as_str(),
+        Some("models/gpt-4o-mini"),
+        "{}",
+        one.text()
+    );
+    let one = h.client().request("GET", "/v1/models/my-gem", &sdk_headers, b"");
+    assert_eq!(one.json()["name"].as_str(), Some("models/my-gem"), "{}", one.text());
+    // Errors come in Google's envelope, as the SDK parses them.
+    google_error(
+        &h.client().request("GET", "/v1/models/nope", &sdk_headers, b""),
+        404,
+        "NOT_FOUND",
+    );
+    let bad_key = [("x-goog-api-key", "not-a-client-key")];
+    google_error(
+        &h.client().request("GET", "/v1/models", &bad_key, b""),
+        401,
+        "UNAUTHENTICATED",
+    );
+    // OpenAI's list stays what OpenAI clients (Bearer) get, even with a Google header too.
+    let (name, value) = auth();
+    for headers in [
+        vec![(name, value.as_str())],
+        vec![(name, value.as_str()), ("x-goog-api-key", CLIENT_KEY)],
+    ] {
+        let r = h.client().request("GET", "/v1/models", &headers, b"");
+        assert_eq!(r.json()["object"].as_str(), Some("list"), "{}", r.text());
+        assert_eq!(r.json()["data"].as_array().unwrap().len(), 4);
+    }
+    let r = h
+        .client()
+        .request("GET", "/v1/models/gpt-4o-mini", &[(name, &value)], b"");
+    assert_ne!(r.json()["name"].as_str(), Some("models/gpt-4o-mini"), "{}", r.text());
+    assert!(
+        h.recorded().iter().all(|r| !r.target.starts_with("/v1/models?")),
+        "answered by rotor"
+    );
+}
+
+/// The real google-genai SDK (`tests/sdk/gemini_models.py`), default `api_version`, `v1` and
+/// `v1beta`. Skipped, saying so, where Python or the SDK is not installed.
+#[test]
+fn the_google_genai_sdk_lists_models_with_its_default_api_version() {
+    let has_sdk = std::process::Command::new("python3")
+        .args(["-c", "import google.genai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_sdk {
+        eprintln!("SKIPPED: python3 with google-genai is not installed");
+        return;
+    }
+    let h = Harness::start(conf());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/gemini_models.py");
+    let out = std::process::Command::new("python3")
+        .args([
+            script,
+            &format!("http://{}", h.addr),
+            CLIENT_KEY,
+            "gemini-x",
+            "my-gem",
+            "claude-x",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("default: models.list() -> ['models/claude-x'"), "{text}");
 }

@@ -1,8 +1,9 @@
 //! The Gemini front door on the request path (the protocol itself is `providers::gemini::door`
 //! and the `front_*` translators): phase `route` for `/v1beta/*` and for Gemini methods under
 //! `/v1/models/`, phase `inspect` (the model and the stream flag come from the path; the body is
-//! only bounded, the adapter reads it), and `GET /v1beta/models[/{model}]`, answered by rotor
-//! from its route table in Gemini's shape.
+//! only bounded, the adapter reads it), and `GET /v1beta/models[/{model}]` (also under `/v1/`
+//! when Google's SDK asks, see `lists_models_under_v1`), answered by rotor from its route table
+//! in Gemini's shape.
 //! Invariant: the door adds no provider-kind branch; which upstream serves a request, and how,
 //! is `providers::prepare`'s decision, as for every other door.
 
@@ -22,6 +23,23 @@ use crate::server::{Request, Responder};
 /// Paths the door answers (any other `/v1beta/` path is its 404).
 pub(super) fn owns(path: &str) -> bool {
     is_google_path(path)
+}
+
+/// The Gemini SDK's `models.list` / `models.get` with its default `api_version` (`v1`): `GET
+/// /v1/models[/{model}]`, the paths of OpenAI's model list too. Told apart by how the key comes:
+/// Google's `x-goog-api-key` header or `?key=`, and no `Authorization` (which every OpenAI
+/// client sends).
+pub(super) fn lists_models_under_v1(head: &RequestHead) -> bool {
+    let path = head.path();
+    let one_model = path.strip_prefix("/v1/models/").is_some_and(|m| !m.contains(':'));
+    if path != "/v1/models" && !one_model {
+        return false;
+    }
+    let google_key = head.header("x-goog-api-key").is_some()
+        || head
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
+    google_key && head.header("authorization").is_none()
 }
 
 /// Phase `route` for an owned path: the endpoint and the method it accepts.
@@ -93,7 +111,8 @@ fn entry<'a>(ctx: &'a RequestContext, route: &'a Route) -> GeminiModel<'a> {
 }
 
 /// `GET /v1beta/models`: every model this client may use, sorted; `GET /v1beta/models/{model}`:
-/// that one, or a 404 in Google's envelope.
+/// that one, or a 404 in Google's envelope. The same under `/v1/models` for the Gemini SDK
+/// (`lists_models_under_v1`).
 pub(super) async fn models(
     ctx: &RequestContext,
     client: Option<&Client>,
@@ -102,7 +121,11 @@ pub(super) async fn models(
 ) -> Result<(), ProxyError> {
     let config = &ctx.generation.config;
     let allowed = |route: &&std::sync::Arc<Route>| client.is_none_or(|c| c.allows(&route.model));
-    let body = match head.path().strip_prefix("/v1beta/models/") {
+    let path = head.path();
+    let body = match path
+        .strip_prefix("/v1beta/models/")
+        .or(path.strip_prefix("/v1/models/"))
+    {
         None => {
             let mut models: Vec<GeminiModel> = config
                 .routes

@@ -267,7 +267,10 @@ impl Service for AdminDoor {
 impl Core {
     async fn serve_at(&self, req: Request, res: &mut Responder<'_>, door: Door) {
         let request_id = headers::request_id(&req.head);
-        let envelope = error::Envelope::for_path(req.head.path());
+        let envelope = match gemini_door::lists_models_under_v1(&req.head) {
+            true => error::Envelope::Google,
+            false => error::Envelope::for_path(req.head.path()),
+        };
         let ctx = RequestContext {
             generation: self.gateway.current(),
             request_id,
@@ -291,6 +294,7 @@ fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
     let path = head.path();
     let (endpoint, method) = match path {
         p if gemini_door::owns(p) => gemini_door::route(p)?,
+        _ if gemini_door::lists_models_under_v1(head) => (Endpoint::GeminiModels, Method::Get),
         "/health" => (Endpoint::Health, Method::Get),
         "/metrics" => (Endpoint::Metrics, Method::Get),
         "/v1/models" => (Endpoint::Models, Method::Get),
