@@ -355,3 +355,62 @@ models = ["gemini-x"]
     // The first key (or the second) answers; a 429 on one moves to the other.
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Anthropic prompt caching through the OpenAI door: `cache_control` on content parts (system,
+/// user, assistant), on a message, on a tool result and on a tool reaches the Anthropic blocks.
+#[test]
+fn openai_client_cache_control_reaches_the_anthropic_blocks() {
+    let h = Harness::start(conf());
+    let cc = r#"{"type":"ephemeral"}"#;
+    let cc_1h = r#"{"type":"ephemeral","ttl":"1h"}"#;
+    let body = format!(
+        r#"{{"model":"claude-x","messages":[
+        {{"role":"system","content":[{{"type":"text","text":"Long rules."}},{{"type":"text","text":"Cached rules.","cache_control":{cc_1h}}}]}},
+        {{"role":"user","content":[{{"type":"text","text":"Big document","cache_control":{cc}}},{{"type":"text","text":"question?"}}]}},
+        {{"role":"assistant","content":[{{"type":"text","text":"Calling.","cache_control":{cc}}}],"tool_calls":[{{"id":"call_1","type":"function","function":{{"name":"lookup","arguments":"{{}}"}}}}]}},
+        {{"role":"tool","tool_call_id":"call_1","content":[{{"type":"text","text":"result","cache_control":{cc}}}]}},
+        {{"role":"user","content":"and now?","cache_control":{cc}}}],
+        "tools":[{{"type":"function","function":{{"name":"lookup","parameters":{{"type":"object"}}}},"cache_control":{cc}}},
+                 {{"type":"function","function":{{"name":"other"}}}}]}}"#
+    );
+    let r = h.post("/v1/chat/completions", &body, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up: Value = sonic_rs::from_slice(&h.recorded()[0].body).unwrap();
+    let ephemeral = Some("ephemeral");
+    // The system prompt becomes blocks so its breakpoint has a place.
+    let system = up["system"].as_array().unwrap();
+    assert_eq!(system.len(), 2, "{up}");
+    assert!(system[0].get("cache_control").is_none(), "{up}");
+    assert_eq!(system[1]["text"].as_str(), Some("Cached rules."));
+    assert_eq!(system[1]["cache_control"]["ttl"].as_str(), Some("1h"), "{up}");
+    let messages = up["messages"].as_array().unwrap();
+    let user = messages[0]["content"].as_array().unwrap();
+    assert_eq!(user[0]["cache_control"]["type"].as_str(), ephemeral, "{up}");
+    assert!(user[1].get("cache_control").is_none(), "{up}");
+    let assistant = messages[1]["content"].as_array().unwrap();
+    assert_eq!(assistant[0]["type"].as_str(), Some("text"));
+    assert_eq!(assistant[0]["cache_control"]["type"].as_str(), ephemeral, "{up}");
+    assert_eq!(assistant[1]["type"].as_str(), Some("tool_use"));
+    assert!(assistant[1].get("cache_control").is_none(), "{up}");
+    // The tool result and the next user turn merge into one user message.
+    let last = messages[2]["content"].as_array().unwrap();
+    assert_eq!(last[0]["type"].as_str(), Some("tool_result"));
+    assert_eq!(last[0]["cache_control"]["type"].as_str(), ephemeral, "{up}");
+    assert_eq!(last[1]["text"].as_str(), Some("and now?"));
+    assert_eq!(
+        last[1]["cache_control"]["type"].as_str(),
+        ephemeral,
+        "message-level: {up}"
+    );
+    let tools = up["tools"].as_array().unwrap();
+    assert_eq!(tools[0]["cache_control"]["type"].as_str(), ephemeral, "{up}");
+    assert!(tools[1].get("cache_control").is_none(), "{up}");
+    // Without cache_control the system prompt stays one string.
+    let r = h.post("/v1/chat/completions", &chat("claude-x"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plain = r#"{"model":"claude-x","messages":[{"role":"system","content":[{"type":"text","text":"A"},{"type":"text","text":"B"}]},{"role":"system","content":"C"},{"role":"user","content":"hi"}]}"#;
+    assert_eq!(h.post("/v1/chat/completions", plain, &[]).status, 200);
+    let up: Value = sonic_rs::from_slice(&h.recorded()[2].body).unwrap();
+    assert_eq!(up["system"].as_str(), Some("AB\n\nC"), "{up}");
+    assert!(!String::from_utf8_lossy(&h.recorded()[2].body).contains("cache_control"));
+}

@@ -139,6 +139,10 @@ pub struct Message {
     pub tool_call_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Anthropic prompt caching through an OpenAI-shaped request (a message-level breakpoint,
+    /// as LiteLLM and OpenRouter accept it): carried to the message's last Anthropic block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -176,6 +180,21 @@ pub struct Part {
     /// `{"data": base64, "format": "wav" | "mp3"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_audio: Option<AudioPart>,
+    /// Anthropic prompt caching (`{"type":"ephemeral","ttl"?}`) on an OpenAI part, as clients
+    /// send it through OpenAI-compatible gateways: carried to the matching Anthropic block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
+}
+
+/// Anthropic's prompt-caching breakpoint, `{"type":"ephemeral","ttl"?:"5m"|"1h"}`, as clients
+/// send it on OpenAI-shaped parts, messages and tools (typed: it sits inside untagged enums,
+/// which buffer what they read).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+pub struct CacheControl {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -230,6 +249,9 @@ pub struct Tool {
     pub kind: String,
     #[serde(default)]
     pub function: FunctionDef,
+    /// Anthropic prompt caching on a tool definition: carried to the Anthropic tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -143,6 +143,9 @@ pub struct Block {
     pub thinking: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// A prompt-caching breakpoint (`{"type":"ephemeral","ttl"?}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<crate::providers::openai::CacheControl>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -169,6 +172,8 @@ pub struct ATool {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<crate::providers::openai::CacheControl>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

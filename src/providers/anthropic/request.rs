@@ -2,7 +2,9 @@
 //! `from_chat` for Anthropic upstreams, `to_chat` for the `/v1/messages` front door in front of
 //! OpenAI-compatible (and, through the hub, Gemini) upstreams.
 //! Invariant: no turn is lost; consecutive same-role turns are merged (Anthropic wants them
-//! alternating), tool results become `tool_result` blocks in a user turn and back.
+//! alternating), tool results become `tool_result` blocks in a user turn and back. A client's
+//! `cache_control` (on a content part, a message or a tool) stays on the block or tool it
+//! belongs to, so prompt caching works through the translation.
 
 use sonic_rs::{JsonValueTrait, Value};
 
@@ -10,7 +12,7 @@ use crate::codec::depth::{check_depth, TooDeep};
 
 use super::{AMessage, ATool, AToolChoice, Block, BlockContent, ImageSource, MessagesRequest, Metadata};
 use crate::providers::openai::{
-    ChatRequest, Content, FunctionCall, FunctionDef, Message, Part, StreamOptions, Tool, ToolCall,
+    CacheControl, ChatRequest, Content, FunctionCall, FunctionDef, Message, Part, StreamOptions, Tool, ToolCall,
 };
 
 /// `max_tokens` is required by Anthropic; this is used when the OpenAI client set none.
@@ -20,19 +22,24 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// deeper than `max_depth` are refused.
 pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Vec<u8>, String> {
     let mut system: Vec<String> = Vec::new();
+    let mut system_blocks_all: Vec<Block> = Vec::new();
     let mut messages: Vec<AMessage> = Vec::new();
     for m in &chat.messages {
-        let (role, blocks) = match m.role.as_str() {
+        let (role, mut blocks) = match m.role.as_str() {
             "system" | "developer" => {
                 if let Some(c) = &m.content {
                     system.push(c.text());
                 }
+                let mut blocks = system_blocks(m.content.as_ref());
+                mark_last(&mut blocks, m.cache_control.as_ref());
+                system_blocks_all.extend(blocks);
                 continue;
             }
             "assistant" => ("assistant", assistant_blocks(m, max_depth)?),
             "tool" | "function" => ("user", vec![tool_result(m)]),
             _ => ("user", user_blocks(m.content.as_ref())?),
         };
+        mark_last(&mut blocks, m.cache_control.as_ref());
         if blocks.is_empty() {
             continue;
         }
@@ -65,7 +72,7 @@ pub fn from_chat(chat: &ChatRequest, model: &str, max_depth: usize) -> Result<Ve
         thinking: thinking_from_openai(chat, max_tokens)?,
         output_config: output_config_from_openai(chat)?,
         messages,
-        system: (!system.is_empty()).then(|| BlockContent::Text(system.join("\n\n"))),
+        system: system_content(system, system_blocks_all),
         stop_sequences: (!stops.is_empty()).then_some(stops),
         // OpenAI allows 0-2, Anthropic 0-1.
         temperature: chat.temperature, // above 1 is refused (`fidelity::check`), never clamped
@@ -129,6 +136,41 @@ fn text_block(text: String) -> Block {
     }
 }
 
+/// A message-level `cache_control` marks the message's last block (unless it has its own).
+fn mark_last(blocks: &mut [Block], cache_control: Option<&CacheControl>) {
+    if let (Some(last), Some(cc)) = (blocks.last_mut(), cache_control) {
+        last.cache_control.get_or_insert_with(|| cc.clone());
+    }
+}
+
+/// A system or developer message as text blocks: one per text part (keeping its
+/// `cache_control`), or one for a plain string.
+fn system_blocks(content: Option<&Content>) -> Vec<Block> {
+    match content {
+        None => Vec::new(),
+        Some(Content::Text(s)) => vec![text_block(s.clone())],
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .filter_map(|p| {
+                let text = p.text.clone().filter(|t| !t.is_empty() && p.kind == "text")?;
+                Some(Block {
+                    cache_control: p.cache_control.clone(),
+                    ..text_block(text)
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The top-level `system`: one string (each message's text, joined by blank lines) unless a
+/// block carries `cache_control`, which only the block form can hold.
+fn system_content(texts: Vec<String>, blocks: Vec<Block>) -> Option<BlockContent> {
+    if blocks.iter().any(|b| b.cache_control.is_some()) {
+        return Some(BlockContent::Blocks(blocks));
+    }
+    (!texts.is_empty()).then(|| BlockContent::Text(texts.join("\n\n")))
+}
+
 fn user_blocks(content: Option<&Content>) -> Result<Vec<Block>, String> {
     Ok(match content {
         None => Vec::new(),
@@ -144,8 +186,17 @@ fn user_blocks(content: Option<&Content>) -> Result<Vec<Block>, String> {
     })
 }
 
-/// An OpenAI content part as a block; a part Anthropic has no block for is a 400.
+/// An OpenAI content part as a block (its `cache_control` kept); a part Anthropic has no block
+/// for is a 400.
 fn part_to_block(part: &Part) -> Result<Option<Block>, String> {
+    let block = part_kind_to_block(part)?;
+    Ok(block.map(|block| Block {
+        cache_control: part.cache_control.clone(),
+        ..block
+    }))
+}
+
+fn part_kind_to_block(part: &Part) -> Result<Option<Block>, String> {
     Ok(match part.kind.as_str() {
         "text" => part.text.clone().filter(|t| !t.is_empty()).map(text_block),
         "file" => Some(document_block(part)?),
@@ -208,7 +259,11 @@ pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
 fn assistant_blocks(m: &Message, max_depth: usize) -> Result<Vec<Block>, String> {
     let mut blocks = Vec::new();
     if let Some(text) = m.content.as_ref().map(Content::text).filter(|t| !t.is_empty()) {
-        blocks.push(text_block(text));
+        // The texts become one block: it carries the last breakpoint a part asked for.
+        blocks.push(Block {
+            cache_control: part_cache_control(m.content.as_ref()),
+            ..text_block(text)
+        });
     }
     for call in m.tool_calls.iter().flatten() {
         let input =
@@ -247,7 +302,16 @@ fn tool_result(m: &Message) -> Block {
         content: Some(BlockContent::Text(
             m.content.as_ref().map(Content::text).unwrap_or_default(),
         )),
+        cache_control: part_cache_control(m.content.as_ref()),
         ..Block::default()
+    }
+}
+
+/// The last `cache_control` among a message's parts (for parts that become one block).
+fn part_cache_control(content: Option<&Content>) -> Option<CacheControl> {
+    match content {
+        Some(Content::Parts(parts)) => parts.iter().rev().find_map(|p| p.cache_control.clone()),
+        _ => None,
     }
 }
 
@@ -262,6 +326,7 @@ fn tool_from_openai(tool: &Tool) -> ATool {
         name: tool.function.name.clone(),
         description: tool.function.description.clone(),
         input_schema: Some(schema),
+        cache_control: tool.cache_control.clone(),
     }
 }
 
@@ -385,6 +450,7 @@ pub fn to_chat(body: &[u8], model: &str, max_depth: usize) -> Result<ChatRequest
                         description: t.description,
                         parameters: t.input_schema,
                     },
+                    cache_control: None,
                 })
                 .collect()
         }),

@@ -340,6 +340,7 @@ fn tools(tools: &[Value]) -> Result<Option<Vec<Tool>>, String> {
                         description: d.get("description").and_then(|n| n.as_str()).map(str::to_owned),
                         parameters,
                     },
+                    cache_control: None,
                 });
             }
         }

@@ -228,6 +228,7 @@ fn tools(req: &Value) -> Result<Option<Vec<Tool>>> {
                     description: str_of(tool, "description"),
                     parameters: tool.get("parameters").filter(|p| !p.is_null()).cloned(),
                 },
+                cache_control: None,
             }),
             other => {
                 return Err(format!(
