@@ -1,17 +1,16 @@
 //! `kind = "cloudflare"` end to end over real sockets: Workers AI's OpenAI-compatible endpoint
 //! built from `account_id` (`{base}/accounts/{account_id}/ai/v1/chat/completions`), both front
-//! doors streamed or not, usage, 429 failover, 401 quarantine, a cut stream's error event.
+//! doors streamed or not, usage. Its 429 failover, 401 quarantine, refusal out of attempts and
+//! cut stream's error event are checked with every kind's in `kinds_shared.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 mod common;
 
 use common::*;
-use rotor::mock::KeyFault;
-use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+use sonic_rs::{JsonValueTrait, Value};
 
 const MODEL: &str = "@cf/meta/llama-3.1-8b-instruct";
 const KEY_A: &str = "cf_token_aaaa_0001";
-const KEY_B: &str = "cf_token_bbbb_0002";
 const PATH: &str = "/client/v4/accounts/acct0123/ai/v1/chat/completions";
 
 fn harness(keys: &[&str], retry: &str) -> Harness {
@@ -101,47 +100,4 @@ fn anthropic_front_door_whole_and_streamed() {
     let text = r.text();
     assert!(text.contains("event: message_stop"), "{text}");
     assert!(text.contains("\"output_tokens\":2"), "{text}");
-}
-
-#[test]
-fn a_429_key_fails_over_and_a_401_key_is_quarantined() {
-    let h = harness(&[KEY_A, KEY_B, "cf_token_cccc_0003"], "quarantine_ms = 60000");
-    h.mock().faults.set(
-        KEY_A,
-        KeyFault {
-            status: Some(429),
-            retry_after_s: Some(30),
-            ..Default::default()
-        },
-    );
-    h.mock().faults.set(
-        KEY_B,
-        KeyFault {
-            status: Some(401),
-            ..Default::default()
-        },
-    );
-    let mut c = h.client();
-    for _ in 0..4 {
-        let r = c.post("/v1/chat/completions", &chat(MODEL), &[]);
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    let by = |k: &str| chats(&h).iter().filter(|r| r.bearer() == Some(k)).count();
-    assert_eq!((by(KEY_A), by(KEY_B), by("cf_token_cccc_0003")), (1, 1, 4));
-    let status = c.get("/v1/status", &[]).json();
-    let keys = status["providers"][0]["keys"].as_array().unwrap().clone();
-    let states: Vec<&str> = keys.iter().filter_map(|k| k["state"].as_str()).collect();
-    assert!(states.contains(&"quarantined"), "{states:?}");
-}
-
-#[test]
-fn a_stream_cut_midway_ends_in_an_error_event() {
-    let h = harness(&[KEY_A], "");
-    let (status, text, _) = h.client().stream_chat(
-        &chat_stream(MODEL),
-        &[("x-mock-chunks", "5"), ("x-mock-cut-after", "2")],
-    );
-    assert_eq!(status, 200);
-    assert!(text.contains("tok1 ") && text.contains("\"error\""), "{text}");
-    assert!(!text.contains("[DONE]"), "{text}");
 }

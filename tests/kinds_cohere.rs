@@ -1,18 +1,17 @@
 //! `kind = "cohere"` end to end over real sockets against the mock's Chat v2: the native
 //! request (`POST {base}/chat`), whole answers and SSE (`content-delta`, `tool-call-*`,
-//! `message-end` with usage) translated for both front doors, tool calls, 429 failover, 401
-//! quarantine, a cut stream's error event.
+//! `message-end` with usage) translated for both front doors, tool calls. Its 429 failover, 401
+//! quarantine, refusal out of attempts and cut stream's error event are checked with every
+//! kind's in `kinds_shared.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 mod common;
 
 use common::*;
-use rotor::mock::KeyFault;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 const MODEL: &str = "command-r-plus";
 const KEY_A: &str = "co_key_aaaa_0001";
-const KEY_B: &str = "co_key_bbbb_0002";
 
 fn harness(keys: &[&str], retry: &str) -> Harness {
     let mock = start_mock();
@@ -193,57 +192,4 @@ fn anthropic_front_door_whole_streamed_and_tools() {
         .unwrap()
         .clone();
     assert_eq!(block["input"]["city"].as_str(), Some("Oslo"));
-}
-
-#[test]
-fn a_429_key_fails_over_and_a_401_key_is_quarantined() {
-    let h = harness(&[KEY_A, KEY_B, "co_key_cccc_0003"], "quarantine_ms = 60000");
-    h.mock().faults.set(
-        KEY_A,
-        KeyFault {
-            status: Some(429),
-            retry_after_s: Some(30),
-            ..Default::default()
-        },
-    );
-    h.mock().faults.set(
-        KEY_B,
-        KeyFault {
-            status: Some(401),
-            ..Default::default()
-        },
-    );
-    let mut c = h.client();
-    for _ in 0..4 {
-        let r = c.post("/v1/chat/completions", &chat(MODEL), &[]);
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    let by = |k: &str| chats(&h).iter().filter(|r| r.bearer() == Some(k)).count();
-    assert_eq!((by(KEY_A), by(KEY_B), by("co_key_cccc_0003")), (1, 1, 4));
-    let status = c.get("/v1/status", &[]).json();
-    let keys = status["providers"][0]["keys"].as_array().unwrap().clone();
-    let b = keys.iter().find(|k| k["key"].as_str() == Some("…0002")).unwrap();
-    assert_eq!(b["state"].as_str(), Some("quarantined"));
-}
-
-#[test]
-fn errors_keep_cohere_s_message_and_status() {
-    let h = harness(&["co_fail401_0001"], "max_attempts = 1");
-    let r = h.post("/v1/chat/completions", &chat(MODEL), &[]);
-    assert_eq!(r.status, 401, "{}", r.text());
-    assert!(r.openai_error().0.contains("invalid api token"), "{}", r.text());
-}
-
-#[test]
-fn a_stream_cut_midway_ends_in_an_error_event() {
-    let h = harness(&[KEY_A], "");
-    let (status, text, _) = h.client().stream_chat(
-        &chat_stream(MODEL),
-        &[("x-mock-chunks", "5"), ("x-mock-cut-after", "2")],
-    );
-    assert_eq!(status, 200);
-    let c = data(&text);
-    assert!(text.contains("tok1 "), "{text}");
-    assert!(c.last().unwrap()["error"]["message"].as_str().is_some(), "{text}");
-    assert!(!text.contains("[DONE]"), "{text}");
 }

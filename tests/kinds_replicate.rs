@@ -1,7 +1,9 @@
 //! `kind = "replicate"` end to end over real sockets against the mock's Replicate API: chat
 //! becomes a prediction (`Prefer: wait`, polled at `urls.get` while unfinished), streams come
-//! from `urls.stream` with usage read from the prediction afterwards, both front doors, key
-//! failover on 429, quarantine on 401, a cut stream ending in an error event, and the bounds.
+//! from `urls.stream` with usage read from the prediction afterwards, both front doors, the
+//! bounds, and cancels of predictions nobody waits for. Its 429 failover, 401 quarantine,
+//! refusal out of attempts and cut stream's error event are checked with every kind's in
+//! `kinds_shared.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
 
 mod common;
@@ -230,87 +232,6 @@ fn anthropic_front_door_whole_and_streamed() {
     let delta: Value = sonic_rs::from_str(delta).unwrap();
     assert_eq!(delta["usage"]["output_tokens"].as_u64(), Some(3));
     assert_eq!(delta["usage"]["input_tokens"].as_u64(), Some(2));
-}
-
-#[test]
-fn a_429_key_fails_over_to_the_next_key() {
-    let h = harness(&[KEY_A, KEY_B], "");
-    h.mock().faults.set(
-        KEY_A,
-        KeyFault {
-            status: Some(429),
-            retry_after_s: Some(30),
-            ..Default::default()
-        },
-    );
-    let mut c = h.client();
-    for _ in 0..3 {
-        let r = c.post("/v1/chat/completions", &chat(MODEL), &[]);
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    let keys: Vec<String> = creates(&h).iter().map(|r| r.bearer().unwrap().to_owned()).collect();
-    assert_eq!(
-        keys.iter().filter(|k| *k == KEY_A).count(),
-        1,
-        "cooling for its Retry-After: {keys:?}"
-    );
-    assert_eq!(keys.iter().filter(|k| *k == KEY_B).count(), 3);
-}
-
-#[test]
-fn a_401_key_is_quarantined() {
-    let h = Harness::start(Conf {
-        workers: 1,
-        retry: "quarantine_ms = 60000".into(),
-        ..Conf::with_body(&body(&[KEY_A, KEY_B], ""))
-    });
-    h.mock().faults.set(
-        KEY_A,
-        KeyFault {
-            status: Some(401),
-            ..Default::default()
-        },
-    );
-    let mut c = h.client();
-    for _ in 0..4 {
-        let r = c.post("/v1/chat/completions", &chat(MODEL), &[]);
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    assert_eq!(creates(&h).iter().filter(|r| r.bearer() == Some(KEY_A)).count(), 1);
-    let status = c.get("/v1/status", &[]).json();
-    let keys = status["providers"][0]["keys"].as_array().unwrap().clone();
-    let a = keys.iter().find(|k| k["key"].as_str() == Some("…0001")).unwrap();
-    assert_eq!(a["state"].as_str(), Some("quarantined"));
-}
-
-#[test]
-fn out_of_attempts_the_client_gets_the_problem_details_message() {
-    let h = Harness::start(Conf {
-        workers: 1,
-        retry: "max_attempts = 1".into(),
-        ..Conf::with_body(&body(&["r8_fail401_key_0001"], ""))
-    });
-    let r = h.post("/v1/chat/completions", &chat(MODEL), &[]);
-    assert_eq!(r.status, 401, "{}", r.text());
-    assert!(r.openai_error().0.contains("Unauthenticated"), "{}", r.text());
-}
-
-#[test]
-fn a_stream_cut_midway_ends_in_an_error_event() {
-    let h = harness(&[KEY_A], "");
-    let (status, text, _) = h.client().stream_chat(
-        &chat_stream(MODEL),
-        &[("x-mock-chunks", "5"), ("x-mock-cut-after", "2")],
-    );
-    assert_eq!(status, 200);
-    let data = sse_data(&text);
-    assert!(text.contains("tok1 "), "{text}");
-    let last: Value = sonic_rs::from_str(data.last().unwrap()).unwrap();
-    assert!(last["error"]["message"].as_str().is_some(), "{text}");
-    assert!(
-        !text.contains("[DONE]") && !text.contains("\"finish_reason\":\"stop\""),
-        "{text}"
-    );
 }
 
 #[test]

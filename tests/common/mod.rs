@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod child;
+pub mod kinds;
 pub mod records;
 pub mod redis;
 pub mod tls;
