@@ -446,3 +446,22 @@ fn a_429_on_a_poll_cools_the_key_for_its_retry_after() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(creates(&h).len(), before);
 }
+
+#[test]
+fn out_of_attempts_a_throttled_poll_reaches_the_client_and_its_prediction_is_canceled() {
+    let h = Harness::start(Conf {
+        workers: 1,
+        retry: "max_attempts = 1".into(),
+        ..Conf::with_body(&body(&[KEY_A], ""))
+    });
+    let knobs = [
+        ("x-mock-pending-ms", "60000"),
+        ("x-mock-poll-status", "429"),
+        ("x-mock-retry-after", "30"),
+    ];
+    let r = h.post("/v1/chat/completions", &chat(MODEL), &knobs);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.openai_error().0.contains("Request was throttled"), "{}", r.text());
+    let cancels = cancels_eventually(&h, 1);
+    assert_eq!(cancels[0].1, KEY_A);
+}

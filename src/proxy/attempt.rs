@@ -317,9 +317,17 @@ async fn relay(
         None => transform.as_mut(),
     };
     let result = relay_answer(ctx, res, input, transform).await;
-    // A job whose answer did not reach its end (the client left, the stream broke) may still
-    // run upstream.
-    if let Some(url) = cancel_url.filter(|_| !matches!(result, Ok(Relay::Done(Relayed { failure: None, .. })))) {
+    // A job whose answer did not reach its end (the client left, the stream broke, a poll's
+    // error went to the client) may still run upstream.
+    let finished = matches!(
+        result,
+        Ok(Relay::Done(Relayed {
+            failure: None,
+            status: 200..=299,
+            ..
+        }))
+    );
+    if let Some(url) = cancel_url.filter(|_| !finished) {
         super::cancel::spawn(fetcher, &url);
     }
     let relayed = match result? {
