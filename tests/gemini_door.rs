@@ -387,37 +387,3 @@ fn v1_models_with_a_google_key_lists_in_gemini_shape() {
         "answered by rotor"
     );
 }
-
-/// The real google-genai SDK (`tests/sdk/gemini_models.py`), default `api_version`, `v1` and
-/// `v1beta`. Skipped, saying so, where Python or the SDK is not installed.
-#[test]
-fn the_google_genai_sdk_lists_models_with_its_default_api_version() {
-    let has_sdk = std::process::Command::new("python3")
-        .args(["-c", "import google.genai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_sdk {
-        eprintln!("SKIPPED: python3 with google-genai is not installed");
-        return;
-    }
-    let h = Harness::start(conf());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/gemini_models.py");
-    let out = std::process::Command::new("python3")
-        .args([
-            script,
-            &format!("http://{}", h.addr),
-            CLIENT_KEY,
-            "gemini-x",
-            "my-gem",
-            "claude-x",
-        ])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("default: models.list() -> ['models/claude-x'"), "{text}");
-}
