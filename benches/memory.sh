@@ -15,7 +15,7 @@
 #
 # Knobs: PROFILE (gate: as cheap as release to build and the same for memory), WORKERS (2),
 # IDLE (10000), STREAMS (5000: two sockets each, so one process's fd limit must hold them),
-# SETTLE (3 s of quiet before the idle figure), PORTS (MOCK_PORT 18781, ROTOR_PORT 18782),
+# SETTLE (3 s of quiet before the idle figure), PORTS (MOCK_PORT 18971, ROTOR_PORT 18972),
 # SKIP_BUILD=1, ROTOR_BIN (measure another rotor binary; the mock stays target/$PROFILE's). Bounded: every client ends by itself; loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +26,8 @@ IDLE=${IDLE:-10000}
 STREAMS=${STREAMS:-5000}
 SETTLE=${SETTLE:-3}
 PARTS=${PARTS:-"idle conns streams"}
-MOCK_PORT=${MOCK_PORT:-18781}
-ROTOR_PORT=${ROTOR_PORT:-18782}
+MOCK_PORT=${MOCK_PORT:-18971}
+ROTOR_PORT=${ROTOR_PORT:-18972}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 WORK=$(mktemp -d)
 PIDS=()
