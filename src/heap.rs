@@ -27,18 +27,34 @@ pub fn release_freed_memory() {
     }
 }
 
-/// Turns transparent huge pages off for this process. mimalloc advises huge pages on the regions
-/// it maps (`MADV_HUGEPAGE`), so the first small allocations of each 2 MiB stretch fault in a
-/// whole huge page: an idle rotor with two workers held 8 MB of its 17-18 MB RSS in four of
-/// them (`AnonHugePages` in /proc/PID/smaps). A gateway's heap is small and churns, so the TLB
-/// gain of huge pages does not pay for that. Called first thing in `main`: the two huge pages
-/// mimalloc faulted in before `main` stay (idle RSS 14 MB); `MIMALLOC_ALLOW_THP=0` in the
-/// environment avoids those too (9.5 MB). A kernel without the knob keeps its default.
-pub fn disable_transparent_huge_pages() {
-    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches no memory of ours;
-    // it only sets a flag on this process. There is no safe wrapper in the crates rotor uses.
-    // The arguments are unsigned longs to the kernel: passed as such through the variadic call.
-    let (on, unused): (libc::c_ulong, libc::c_ulong) = (1, 0);
+/// mimalloc's number for `allow_thp` in the mimalloc the `libmimalloc-sys` of Cargo.lock
+/// vendors (3.3: `libmimalloc-sys` names only the older options). The assertion below stops the
+/// build when an update renumbers the options, so a wrong option is never set.
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+const _: () = assert!(
+    libmimalloc_sys::_mi_option_last == 47,
+    "libmimalloc-sys changed its mimalloc: check MI_OPTION_ALLOW_THP in include/mimalloc.h"
+);
+
+/// rotor's defaults for mimalloc's options; a `MIMALLOC_<OPTION>` environment variable still
+/// overrides each (mimalloc reads them when it starts). Must run before mimalloc starts, which
+/// is before `main` (its constructor, or the first allocation): the `rotor` binary calls it from
+/// an `.init_array` entry ordered ahead of mimalloc's (`src/main.rs`).
+///
+/// - `allow_thp` = 0 (mimalloc: 1): no transparent huge pages for rotor. mimalloc advises huge
+///   pages on the regions it maps (`MADV_HUGEPAGE`), so the first small allocation in each
+///   2 MiB stretch faults in a whole huge page: its page map and the main thread's first arena
+///   before `main`, then each worker's heap. An idle rotor with two workers held 8 MB of its
+///   17-18 MB RSS in four of them (`AnonHugePages` in /proc/PID/smaps). A gateway's heap is
+///   small and churns, so the TLB gain does not pay for that. mimalloc then also turns THP off
+///   for the whole process (`PR_SET_THP_DISABLE`: SQLite's heap, thread stacks).
+///   `MIMALLOC_ALLOW_THP=1` brings them back.
+pub fn set_allocator_defaults() {
+    // SAFETY: `mi_option_set_default` only writes mimalloc's static option table; it is safe
+    // before mimalloc has started (it then decides what mimalloc starts with) and leaves an
+    // option the environment or code already set alone.
     #[allow(unsafe_code)]
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused) };
+    unsafe {
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_ALLOW_THP, 0);
+    }
 }

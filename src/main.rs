@@ -65,6 +65,21 @@ unsafe impl std::alloc::GlobalAlloc for Allocator {
     }
 }
 
+/// rotor's mimalloc option defaults (`rotor::heap::set_allocator_defaults`) must be in place
+/// before mimalloc starts, and mimalloc starts before `main`: from its own `.init_array` entry
+/// (priority 101), or at the first allocation. Priority 99 runs ahead of it (the linker sorts
+/// `.init_array.NNNNN` sections by number; std's own argument capture uses the same slot).
+#[cfg(target_os = "linux")]
+#[used]
+#[allow(unsafe_code)] // `link_section`: the slot is only read by the loader, which calls it once
+#[link_section = ".init_array.00099"]
+static ALLOCATOR_DEFAULTS: extern "C" fn() = {
+    extern "C" fn set() {
+        rotor::heap::set_allocator_defaults();
+    }
+    set
+};
+
 const DEFAULT_CONFIG: &str = "config/rotor.toml";
 const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 /// The mock address written in `config/demo.toml`; `rotor demo` swaps in the real one.
@@ -122,7 +137,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    rotor::heap::disable_transparent_huge_pages();
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
