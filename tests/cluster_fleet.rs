@@ -1,0 +1,151 @@
+//! Many instances, one gateway, the fleet's data (issue 17 items 4 and 5): two rotor processes
+//! sharing a real `redis-server` on a loopback port. Stats of both instances answered by either
+//! with `scope=cluster`, the live instances in `/v1/status`, and an answer cached on one
+//! instance served from the shared cache by the other.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use common::{chat, eventually, pool_body, start_mock, Conf, Harness, Response, POOL_KEY};
+use rotor::mock::MockServer;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+
+const ADMIN: &str = "admin-secret-fleet-001";
+
+fn conf(redis: &RedisServer, extra_body: &str, cluster: &str) -> Conf {
+    Conf {
+        workers: 2,
+        server: format!("admin_key = \"{ADMIN}\""),
+        ..Conf::with_body(&format!(
+            "{extra_body}\n{}\n[cluster]\nredis_url = \"{}\"\nsync_ms = 20\nheartbeat_ms = 200\nlease_wait_ms = 2000\n{cluster}\n",
+            pool_body(&[POOL_KEY]),
+            redis.url()
+        ))
+    }
+}
+
+fn two(redis: &RedisServer, mock: &MockServer, extra_body: &str, cluster: &str) -> (Harness, Harness) {
+    let a = Harness::gateway_only(conf(redis, extra_body, cluster), &mock.base_url());
+    let b = Harness::gateway_only(conf(redis, extra_body, cluster), &mock.base_url());
+    (a, b)
+}
+
+fn admin(h: &Harness, path: &str) -> Response {
+    h.client()
+        .request("GET", path, &[("authorization", &format!("Bearer {ADMIN}"))], b"")
+}
+
+fn requests(h: &Harness, path: &str) -> Option<u64> {
+    let r = admin(h, path);
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r.json()["requests"].as_u64()
+}
+
+fn metric(h: &Harness, series: &str) -> u64 {
+    let text = h.client().get("/metrics", &[]).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+}
+
+#[test]
+fn cluster_scope_stats_count_the_requests_of_every_instance() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    let (a, b) = two(&redis, &mock, "", "");
+    for _ in 0..3 {
+        assert_eq!(a.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(b.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert_eq!(
+        requests(&a, "/admin/stats/overview"),
+        Some(3),
+        "scope=instance stays this instance's"
+    );
+    assert_eq!(requests(&b, "/admin/stats/overview?scope=instance"), Some(2));
+    for h in [&a, &b] {
+        assert!(
+            eventually(Duration::from_secs(5), || requests(
+                h,
+                "/admin/stats/overview?scope=cluster"
+            ) == Some(5)),
+            "the fleet's overview counts both instances: {}",
+            admin(h, "/admin/stats/overview?scope=cluster").text()
+        );
+    }
+    let stats = admin(&b, "/admin/stats?scope=cluster&period=hour&group_by=model").json();
+    let rows = stats["data"].as_array().unwrap();
+    let total: u64 = rows.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    assert_eq!(total, 5, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["group"].as_str() == Some("gpt-4o-mini")),
+        "{rows:?}"
+    );
+    let by_client = admin(&a, "/admin/stats?scope=cluster&period=day&group_by=client").json();
+    assert_eq!(by_client["data"].as_array().unwrap().len(), 1, "{by_client:?}");
+    // A range that ends before the requests: nothing.
+    let old = requests(&a, "/admin/stats/overview?scope=cluster&until=2020-01-01");
+    assert_eq!(old, Some(0));
+    assert!(metric(&a, "rotor_cluster_stats_cells_published_total") >= 1);
+    let bad = admin(&a, "/admin/stats/overview?scope=planet");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("scope"), "{}", bad.text());
+}
+
+#[test]
+fn status_lists_the_live_instances_of_the_fleet() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    let (a, mut b) = two(&redis, &mock, "", "");
+    let ids = |h: &Harness| -> Vec<String> {
+        let v = h
+            .client()
+            .get(
+                "/v1/status",
+                &[("authorization", &format!("Bearer {}", common::CLIENT_KEY))],
+            )
+            .json();
+        v["cluster"]["instances"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let a_id = format!(":{}", a.addr.port());
+    let b_id = format!(":{}", b.addr.port());
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let seen = ids(&a);
+            seen.len() == 2 && seen.iter().any(|i| i.ends_with(&a_id)) && seen.iter().any(|i| i.ends_with(&b_id))
+        }),
+        "A lists both instances: {:?}",
+        ids(&a)
+    );
+    let admin_status = admin(&a, "/admin/status").json();
+    assert_eq!(
+        admin_status["cluster"]["instances"].as_array().map(|a| a.len()),
+        Some(2)
+    );
+    b.stop();
+    assert!(
+        eventually(Duration::from_secs(5), || ids(&a).len() == 1),
+        "a stopped instance leaves the list: {:?}",
+        ids(&a)
+    );
+}
+
+#[test]
+fn scope_cluster_without_cluster_is_a_clear_400() {
+    let h = Harness::start(Conf {
+        server: format!("admin_key = \"{ADMIN}\""),
+        ..Default::default()
+    });
+    let r = admin(&h, "/admin/stats?scope=cluster");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("[cluster]"), "{}", r.text());
+}
