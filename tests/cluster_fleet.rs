@@ -149,3 +149,117 @@ fn scope_cluster_without_cluster_is_a_clear_400() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("[cluster]"), "{}", r.text());
 }
+
+fn chat_about(topic: &str) -> String {
+    format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{topic}"}}]}}"#)
+}
+
+fn upstream_calls(mock: &MockServer) -> usize {
+    mock.recorder
+        .requests()
+        .iter()
+        .filter(|r| r.target.ends_with("/chat/completions"))
+        .count()
+}
+
+fn shared_cache(h: &Harness, outcome: &str) -> u64 {
+    metric(h, &format!("rotor_cluster_cache_total{{outcome=\"{outcome}\"}}"))
+}
+
+const CACHE: &str = "[cache]\nenabled = true";
+
+#[test]
+fn an_answer_cached_on_one_instance_is_served_from_cache_on_the_other() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    let (a, b) = two(&redis, &mock, CACHE, "");
+    for stream in [false, true] {
+        let body = if stream {
+            common::chat_stream("gpt-4o-mini")
+        } else {
+            chat_about("shared")
+        };
+        let calls = upstream_calls(&mock);
+        let first = a.post("/v1/chat/completions", &body, &[]);
+        assert_eq!((first.status, first.header("x-rotor-cache")), (200, Some("miss")));
+        let stored = shared_cache(&a, "store");
+        assert!(
+            eventually(Duration::from_secs(3), || shared_cache(&a, "store") >= stored.max(1)),
+            "A published its answer"
+        );
+        let hits = shared_cache(&b, "hit");
+        let second = b.post("/v1/chat/completions", &body, &[]);
+        assert_eq!(second.status, 200, "{}", second.text());
+        assert_eq!(second.header("x-rotor-cache"), Some("hit"), "stream {stream}");
+        assert_eq!(first.text(), second.text(), "the same bytes");
+        assert_eq!(upstream_calls(&mock), calls + 1, "B never asked the upstream");
+        assert_eq!(shared_cache(&b, "hit"), hits + 1);
+        // B keeps it locally now: a third ask does not go to Redis.
+        let third = b.post("/v1/chat/completions", &body, &[]);
+        assert_eq!(third.header("x-rotor-cache"), Some("hit"));
+        assert_eq!(shared_cache(&b, "hit"), hits + 1, "served from B's local cache");
+    }
+    // A different request is a miss everywhere.
+    let other = b.post("/v1/chat/completions", &chat_about("not cached"), &[]);
+    assert_eq!(other.header("x-rotor-cache"), Some("miss"));
+    assert!(shared_cache(&b, "miss") >= 1);
+}
+
+#[test]
+fn a_slow_redis_costs_a_lookup_its_deadline_and_the_request_goes_upstream() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    let (a, b) = two(&redis, &mock, CACHE, "cache_wait_ms = 50\nredis_timeout_ms = 2000");
+    assert_eq!(a.post("/v1/chat/completions", &chat_about("slow"), &[]).status, 200);
+    assert!(eventually(Duration::from_secs(3), || shared_cache(&a, "store") >= 1));
+    redis.pause();
+    let started = std::time::Instant::now();
+    let r = b.post("/v1/chat/completions", &chat_about("slow"), &[]);
+    let took = started.elapsed();
+    redis.resume();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-rotor-cache"), Some("miss"), "answered by the upstream");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the lookup gave up at its deadline: {took:?}"
+    );
+    assert_eq!(shared_cache(&b, "timeout"), 1);
+    assert_eq!(upstream_calls(&mock), 2);
+}
+
+#[test]
+fn the_fleet_cache_keeps_to_its_entry_bound_and_counts_what_it_sheds() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    let a = Harness::gateway_only(
+        conf(&redis, CACHE, "cache_max_entries = 2\ncache_max_entry_bytes = 1024"),
+        &mock.base_url(),
+    );
+    for topic in ["one", "two", "three", "four"] {
+        assert_eq!(a.post("/v1/chat/completions", &chat_about(topic), &[]).status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || shared_cache(&a, "store") == 4),
+        "{}",
+        shared_cache(&a, "store")
+    );
+    assert_eq!(shared_cache(&a, "evict"), 2, "the two oldest went");
+    assert_eq!(redis.command("ZCARD rotor:c:index").trim(), ":2");
+    let ttl: i64 = redis
+        .command("PTTL rotor:c:index")
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 300_000, "Redis keeps the TTL: {ttl}");
+    // An answer over cache_max_entry_bytes stays local only.
+    let r = a.post(
+        "/v1/chat/completions",
+        &common::chat_stream("gpt-4o-mini"),
+        &[("x-mock-chunks", "64")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().len() > 1024, "{}", r.text().len());
+    assert_eq!(shared_cache(&a, "shed"), 1, "an answer over the entry bound is shed");
+    assert_eq!(shared_cache(&a, "store"), 4);
+}
