@@ -403,6 +403,56 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_are_read_now_and_bad_ones_are_refused_with_their_key_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&pem, cert.cert.pem()).unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, cert.key_pair.serialize_pem()).unwrap();
+        let tls = |extra: &str| parse(&format!("redis_url = \"rediss://cache:6380\"\n{extra}"));
+        let ok = tls(&format!(
+            "tls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            pem.display(),
+            pem.display(),
+            key.display()
+        ))
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert!(ok.tls_files.ca.is_some() && ok.tls_files.client.is_some());
+        assert!(!format!("{ok:?}").contains("PRIVATE KEY"), "Debug never shows the key");
+        let missing = dir.path().join("nope.pem");
+        for (extra, path) in [
+            (
+                format!("tls_ca_file = \"{}\"", missing.display()),
+                "cluster.tls_ca_file",
+            ),
+            (format!("tls_ca_file = \"{}\"", junk.display()), "cluster.tls_ca_file"),
+            (format!("tls_cert_file = \"{}\"", pem.display()), "cluster.tls_key_file"),
+            (format!("tls_key_file = \"{}\"", pem.display()), "cluster.tls_key_file"),
+            ("stats_ttl_hours = 9999".to_owned(), "cluster.stats_ttl_hours"),
+            ("cache_wait_ms = 5000".to_owned(), "cluster.cache_wait_ms"),
+            ("cache_max_bytes = 10".to_owned(), "cluster.cache_max_bytes"),
+            ("stats_max_cells = 1".to_owned(), "cluster.stats_max_cells"),
+        ] {
+            let err = tls(&extra).unwrap_err();
+            assert!(err.contains(path), "{extra}: {err}");
+        }
+        let plain = parse(&format!(
+            "redis_url = \"redis://cache:6379\"\ntls_ca_file = \"{}\"",
+            pem.display()
+        ))
+        .unwrap_err();
+        assert!(
+            plain.contains("cluster.tls_ca_file") && plain.contains("rediss://"),
+            "{plain}"
+        );
+    }
+
+    #[test]
     fn urls_split_off_their_password_and_bad_ones_name_the_key() {
         let (url, tls, user, pass) = split_url("rediss://app:s3cret@cache:6380/2").unwrap();
         assert_eq!((url.as_str(), tls), ("rediss://cache:6380/2", true));
