@@ -6,6 +6,8 @@
 #![allow(clippy::disallowed_methods)]
 
 mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
 
 use std::time::Duration;
 
@@ -262,4 +264,50 @@ fn the_fleet_cache_keeps_to_its_entry_bound_and_counts_what_it_sheds() {
     assert!(r.text().len() > 1024, "{}", r.text().len());
     assert_eq!(shared_cache(&a, "shed"), 1, "an answer over the entry bound is shed");
     assert_eq!(shared_cache(&a, "store"), 4);
+}
+
+fn sign_in(browser: &webdriver::Browser, h: &Harness) {
+    browser.goto(&format!("http://{}/admin/", h.addr));
+    browser.wait_until("the login form", "return !document.getElementById('login').hidden");
+    browser.type_into("#login-key", ADMIN);
+    browser.click("#login-submit");
+    browser.wait_until("the app", "return !document.getElementById('app').hidden");
+}
+
+#[test]
+fn the_overview_switches_between_this_instance_and_the_whole_fleet() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    let (a, b) = two(&redis, &mock, "", "");
+    assert_eq!(a.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    for _ in 0..2 {
+        assert_eq!(b.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert!(eventually(Duration::from_secs(5), || requests(
+        &a,
+        "/admin/stats/overview?scope=cluster"
+    ) == Some(3)));
+    let browser = webdriver::Browser::start();
+    sign_in(&browser, &a);
+    let tile = |n: u64| {
+        format!("const t = document.querySelector('#tile-requests .value'); return !!t && t.innerText === '{n}'")
+    };
+    browser.wait_until("this instance's requests", &tile(1));
+    browser.wait_until("the scope switch", "return !!document.getElementById('f-scope')");
+    browser.script(
+        "const s = document.getElementById('f-scope'); s.value = 'cluster'; \
+         s.dispatchEvent(new Event('change', {bubbles: true})); return true",
+    );
+    browser.wait_until("the fleet's requests", &tile(3));
+    let shots = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+    browser.screenshot(&shots, "overview-fleet");
+
+    // Without [cluster] there is nothing to switch to.
+    let alone = Harness::start(Conf {
+        server: format!("admin_key = \"{ADMIN}\""),
+        ..Default::default()
+    });
+    sign_in(&browser, &alone);
+    browser.wait_until("the overview", &tile(0));
+    assert!(browser.find("#f-scope").is_none(), "no scope switch without [cluster]");
 }
