@@ -311,3 +311,17 @@ fn the_overview_switches_between_this_instance_and_the_whole_fleet() {
     browser.wait_until("the overview", &tile(0));
     assert!(browser.find("#f-scope").is_none(), "no scope switch without [cluster]");
 }
+
+#[test]
+fn stats_ttl_0_publishes_nothing_and_scope_cluster_says_so() {
+    let redis = RedisServer::start();
+    let mock = start_mock();
+    let a = Harness::gateway_only(conf(&redis, "", "stats_ttl_hours = 0"), &mock.base_url());
+    assert_eq!(a.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    assert_eq!(requests(&a, "/admin/stats/overview"), Some(1));
+    let r = admin(&a, "/admin/stats/overview?scope=cluster");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("stats_ttl_hours"), "{}", r.text());
+    std::thread::sleep(Duration::from_millis(1500)); // a publish period would have passed
+    assert_eq!(redis.command("KEYS rotor:stats:*").trim(), "*0", "nothing published");
+}

@@ -107,6 +107,15 @@ pub async fn handle(core: &crate::proxy::Core, req: &Request) -> Option<AdminAns
                         "scope=cluster needs [cluster] (many instances sharing a Redis)",
                     ));
                 };
+                if generation
+                    .config
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.stats_ttl.is_zero())
+                {
+                    let why = "scope=cluster: cluster.stats_ttl_hours = 0, the fleet's stats are not published";
+                    return Some(error(400, why));
+                }
                 return Some(answer(cluster.fleet_query(command).await));
             }
             other => return Some(error(400, &format!("scope must be instance or cluster, got {other:?}"))),

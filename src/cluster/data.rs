@@ -62,7 +62,15 @@ fn run(gateway: &Gateway, shared: &Shared, cluster: &Cluster) {
         let mut step = || -> redis::RedisResult<()> {
             shared.remote_cache.serve(c, &store, prefix)?;
             if let Some((command, tx)) = shared.fleet_queries.pop() {
-                let _ = tx.send(answer(c, prefix, cluster.stats_ttl, command));
+                match answer(c, prefix, cluster.stats_ttl, command) {
+                    Ok(reply) => {
+                        let _ = tx.send(reply);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err((503, format!("cannot read the fleet's stats from Redis: {e}"))));
+                        return Err(e);
+                    }
+                }
             }
             if publish_due {
                 last_publish = Instant::now();
@@ -97,9 +105,9 @@ fn run(gateway: &Gateway, shared: &Shared, cluster: &Cluster) {
     }
 }
 
-/// A cluster-scope stats query, answered from the fleet's cells.
-fn answer(conn: &mut redis::Connection, prefix: &str, ttl: Duration, command: Command) -> Reply {
-    let failed = |e: redis::RedisError| (503, format!("cannot read the fleet's stats from Redis: {e}"));
+/// A cluster-scope stats query, answered from the fleet's cells (a Redis error is the
+/// caller's: the connection is dropped).
+fn answer(conn: &mut redis::Connection, prefix: &str, ttl: Duration, command: Command) -> redis::RedisResult<Reply> {
     let body = match command {
         Command::Stats {
             period,
@@ -107,18 +115,18 @@ fn answer(conn: &mut redis::Connection, prefix: &str, ttl: Duration, command: Co
             since_ms,
             until_ms,
         } => {
-            let cells = fleet::read(conn, prefix, since_ms, until_ms, ttl).map_err(failed)?;
+            let cells = fleet::read(conn, prefix, since_ms, until_ms, ttl)?;
             sonic_rs::to_vec(&StatsPage {
                 data: fleet::stats(&cells, period, group),
             })
         }
         Command::Overview { since_ms, until_ms } => {
-            let cells = fleet::read(conn, prefix, since_ms, until_ms, ttl).map_err(failed)?;
+            let cells = fleet::read(conn, prefix, since_ms, until_ms, ttl)?;
             sonic_rs::to_vec(&fleet::overview(&cells))
         }
-        _ => return Err((500, "not a fleet stats query".to_owned())),
+        _ => return Ok(Err((500, "not a fleet stats query".to_owned()))),
     };
-    body.map_err(|e| (500, format!("cannot encode the answer: {e}")))
+    Ok(body.map_err(|e| (500, format!("cannot encode the answer: {e}"))))
 }
 
 #[derive(serde::Serialize)]
