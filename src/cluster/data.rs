@@ -45,7 +45,12 @@ fn run(gateway: &Gateway, shared: &Shared, cluster: &Cluster) {
         if !stopping && !shared.remote_cache.pending() && shared.fleet_queries.is_empty() {
             std::thread::park_timeout(PUBLISH_EVERY.saturating_sub(last_publish.elapsed()));
         }
-        let publish_due = publishing && (stopping || last_publish.elapsed() >= PUBLISH_EVERY);
+        // The period restarts whether or not Redis answers, so an outage never spins this loop.
+        let period_over = last_publish.elapsed() >= PUBLISH_EVERY;
+        if period_over {
+            last_publish = Instant::now();
+        }
+        let publish_due = publishing && (stopping || period_over);
         let c = match conn.get() {
             Ok(Some(c)) => c,
             Ok(None) | Err(_) => {
@@ -73,7 +78,6 @@ fn run(gateway: &Gateway, shared: &Shared, cluster: &Cluster) {
                 }
             }
             if publish_due {
-                last_publish = Instant::now();
                 // A batch that failed goes again alone (its number makes a repeat a no-op);
                 // the cells collected meanwhile wait in the registry for the next pass.
                 let cells = if publisher.waiting() {
