@@ -325,3 +325,47 @@ fn stats_ttl_0_publishes_nothing_and_scope_cluster_says_so() {
     std::thread::sleep(Duration::from_millis(1500)); // a publish period would have passed
     assert_eq!(redis.command("KEYS rotor:stats:*").trim(), "*0", "nothing published");
 }
+
+#[test]
+fn the_shared_cache_and_the_fleet_stats_come_back_after_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let mock = start_mock();
+    let (a, b) = two(&redis, &mock, CACHE, "redis_timeout_ms = 200");
+    assert_eq!(a.post("/v1/chat/completions", &chat_about("before"), &[]).status, 200);
+    redis.stop();
+    let r = a.post("/v1/chat/completions", &chat_about("during"), &[]);
+    assert_eq!(r.status, 200, "answered without Redis: {}", r.text());
+    let during = admin(&a, "/admin/stats/overview?scope=cluster");
+    assert_eq!(during.status, 503, "{}", during.text());
+    redis.restart();
+    // A's idle connections to the old server are dead; each answer offered after the restart
+    // is stored once A has noticed.
+    let mut n = 0;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            n += 1;
+            let topic = format!("after {n}");
+            let stored = shared_cache(&a, "store");
+            a.post("/v1/chat/completions", &chat_about(&topic), &[]);
+            eventually(Duration::from_secs(2), || shared_cache(&a, "store") > stored);
+            b.post("/v1/chat/completions", &chat_about(&topic), &[])
+                .header("x-rotor-cache")
+                == Some("hit")
+        }),
+        "B never found an answer A cached after the restart"
+    );
+    assert!(
+        n <= 3,
+        "at most the answers offered while the dead connection was found are lost: {n}"
+    );
+    // The request made during the outage reaches the fleet's stats once Redis is back.
+    assert!(
+        eventually(Duration::from_secs(5), || requests(
+            &a,
+            "/admin/stats/overview?scope=cluster"
+        )
+        .is_some_and(|n| n >= 2)),
+        "{}",
+        admin(&a, "/admin/stats/overview?scope=cluster").text()
+    );
+}

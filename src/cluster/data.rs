@@ -40,6 +40,8 @@ fn run(gateway: &Gateway, shared: &Shared, cluster: &Cluster) {
     let origin = format!("{}#{:016x}", cluster.instance_id, fastrand::u64(..));
     let mut publisher = Publisher::new(prefix, &origin);
     let mut last_publish = Instant::now();
+    // The last call on this connection succeeded (a failure then reconnects at once).
+    let mut worked = false;
     loop {
         let stopping = gateway.workers_stopped.load(Ordering::Acquire);
         if !stopping && !shared.remote_cache.pending() && shared.fleet_queries.is_empty() {
@@ -96,11 +98,18 @@ fn run(gateway: &Gateway, shared: &Shared, cluster: &Cluster) {
             Ok(())
         };
         match step() {
-            Ok(()) => conn.succeeded(),
+            Ok(()) => {
+                conn.succeeded();
+                worked = true;
+            }
             Err(e) => {
                 tracing::debug!("cluster data call failed: {e}");
                 shared.counters.data_errors.fetch_add(1, Ordering::Relaxed);
-                conn.failed();
+                if std::mem::take(&mut worked) {
+                    conn.dropped();
+                } else {
+                    conn.failed();
+                }
             }
         }
         if stopping {

@@ -66,6 +66,13 @@ impl RedisConn {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
+    /// A call failed on a connection that had worked (Redis restarted, an idle connection
+    /// cut): reconnect at once, once; the backoff applies from the next failure.
+    pub fn dropped(&mut self) {
+        self.conn = None;
+        self.next_try = Instant::now();
+    }
+
     /// A call succeeded: the next failure starts the backoff from the bottom again.
     pub fn succeeded(&mut self) {
         self.backoff = BACKOFF_MIN;

@@ -171,7 +171,9 @@ impl RemoteCache {
         }
         for _ in 0..PUTS {
             let Some(put) = puts.pop() else { break };
-            let evicted = store.put(conn, prefix, &put)?;
+            let evicted = store
+                .put(conn, prefix, &put)
+                .inspect_err(|_| self.count(Outcome::Error, 1))?;
             self.count(Outcome::Store, 1);
             self.count(Outcome::Evict, evicted);
         }
