@@ -97,6 +97,30 @@ pub async fn handle(core: &crate::proxy::Core, req: &Request) -> Option<AdminAns
         },
         (_, path) => return Some(error(404, &format!("no admin endpoint {path} for this method"))),
     };
+    if matches!(command, Command::Stats { .. } | Command::Overview { .. }) {
+        match query.get("scope").unwrap_or("instance") {
+            "instance" => {}
+            "cluster" => {
+                let Some(cluster) = gateway.cluster.as_deref() else {
+                    return Some(error(
+                        400,
+                        "scope=cluster needs [cluster] (many instances sharing a Redis)",
+                    ));
+                };
+                if generation
+                    .config
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.stats_ttl.is_zero())
+                {
+                    let why = "scope=cluster: cluster.stats_ttl_hours = 0, the fleet's stats are not published";
+                    return Some(error(400, why));
+                }
+                return Some(answer(cluster.fleet_query(command).await));
+            }
+            other => return Some(error(400, &format!("scope must be instance or cluster, got {other:?}"))),
+        }
+    }
     Some(answer(gateway.commands.call(command).await))
 }
 

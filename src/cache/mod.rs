@@ -53,6 +53,18 @@ impl CacheKey {
     fn size(&self) -> usize {
         self.meta.len() + self.body.len()
     }
+
+    /// SHA-256 of everything the key compares: the name of its entry in the fleet's shared
+    /// cache (`cluster::remote_cache`), where no key material is stored to compare on a hit.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&(self.meta.len() as u64).to_be_bytes());
+        ctx.update(&self.meta);
+        ctx.update(&self.body);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
 }
 
 /// A stored answer, as the client got it.
@@ -142,7 +154,7 @@ impl Cache {
 
     /// Stores an answer, evicting the least recently used entries of its shard to stay under
     /// `max_bytes / SHARDS`. Returns false (nothing stored) when it cannot fit a shard.
-    pub fn put(&self, key: CacheKey, answer: Answer, now_ms: u64, ttl_ms: u64, max_bytes: u64) -> bool {
+    pub fn put(&self, key: CacheKey, answer: Arc<Answer>, now_ms: u64, ttl_ms: u64, max_bytes: u64) -> bool {
         let size = key.size() + answer.body.len() + ENTRY_OVERHEAD;
         let bound = (max_bytes / SHARDS as u64) as usize;
         if size > bound {
@@ -171,7 +183,7 @@ impl Cache {
         shard.order.insert(tick, hash);
         let entry = Entry {
             key,
-            answer: Arc::new(answer),
+            answer,
             expires_ms: now_ms.saturating_add(ttl_ms),
             tick,
             size,
@@ -215,13 +227,13 @@ impl Cache {
 mod tests {
     use super::*;
 
-    fn answer(n: usize) -> Answer {
-        Answer {
+    fn answer(n: usize) -> Arc<Answer> {
+        Arc::new(Answer {
             status: 200,
             streamed: false,
             content_type: b"application/json",
             body: Bytes::from(vec![b'x'; n]),
-        }
+        })
     }
 
     fn key(body: &str) -> CacheKey {
@@ -258,5 +270,9 @@ mod tests {
         let s = CacheKey::new("a", "m", "/p", true, Bytes::from_static(b"{}"));
         assert_ne!(a.hash, b.hash);
         assert_ne!(a.hash, s.hash);
+        assert_ne!(a.digest(), b.digest());
+        assert_ne!(a.digest(), s.digest());
+        let moved = CacheKey::new("a", "m", "/p", false, Bytes::from_static(b"{}"));
+        assert_eq!(a.digest(), moved.digest(), "the same request, the same entry");
     }
 }

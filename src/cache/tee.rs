@@ -24,6 +24,8 @@ pub struct Pending<'a> {
     pub now_ms: u64,
     pub ttl_ms: u64,
     pub max_bytes: u64,
+    /// `[cluster]` shares the cache: the answer is offered to the fleet too (up to this size).
+    pub remote: Option<(&'a crate::cluster::Shared, u64)>,
 }
 
 pub struct Tee<'a> {
@@ -73,9 +75,16 @@ impl<'a> Tee<'a> {
             content_type: self.inner.content_type().unwrap_or(fallback),
             body,
         };
-        pending
-            .cache
-            .put(pending.key, answer, pending.now_ms, pending.ttl_ms, pending.max_bytes);
+        if let Some((shared, max_entry_bytes)) = pending.remote {
+            shared.cache_offer(pending.key.digest(), &answer, pending.ttl_ms, max_entry_bytes);
+        }
+        pending.cache.put(
+            pending.key,
+            std::sync::Arc::new(answer),
+            pending.now_ms,
+            pending.ttl_ms,
+            pending.max_bytes,
+        );
     }
 
     fn keep(&mut self, piece: &[u8]) {

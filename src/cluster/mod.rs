@@ -2,25 +2,37 @@
 //! health and the runtime key pool between rotor instances through Redis.
 //! Where it sits: workers only read and write atomics (`lease::LeaseCell` in each window, the
 //! `Shared` mode); one `rotor-cluster` thread (`thread`) owns the Redis connection and does
-//! every Redis call: lease draws and returns (`leases`), key health and key-pool events and
-//! the instance heartbeat (`sync`). A slow Redis therefore delays only that thread, never a
-//! request beyond `cluster.lease_wait_ms`, and never the control thread's storage work.
+//! the Redis calls of admission: lease draws and returns (`leases`), key health and key-pool
+//! events and the instance heartbeat (`sync`). A second thread, `rotor-cluster-data` (`data`),
+//! on its own connection, carries the fleet's data: the shared response cache
+//! (`remote_cache`) and the published stats rollups (`fleet`). A slow Redis therefore delays
+//! only those threads, never a request beyond `cluster.lease_wait_ms` (or
+//! `cluster.cache_wait_ms` for a shared-cache lookup), and never the control thread.
 //! Invariant: the sum of slots all instances admit in any window never passes its limit while
 //! Redis answers (leases are drawn by one atomic script against the shared rolling buckets);
 //! while it does not, each instance admits at most limit / live instances (`on_redis_down =
 //! "local"`) or refuses (`"refuse"`), and says so in `/health` and `/metrics`.
 
+mod data;
+mod fleet;
 pub mod lease;
 mod leases;
 mod redis_conn;
+pub mod remote_cache;
 mod sync;
 mod thread;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::thread::Thread;
+use std::time::Duration;
 
+use crossbeam_queue::ArrayQueue;
+use futures_channel::oneshot;
 use parking_lot::Mutex;
+
+use crate::gateway::commands::{Command, Reply};
+use remote_cache::RemoteCache;
 
 pub use thread::spawn;
 
@@ -57,7 +69,19 @@ pub struct Counters {
     pub events_applied: AtomicU64,
     /// Key-pool changes received from other instances.
     pub pool_syncs: AtomicU64,
+    /// Stats cells published to the fleet, and label sets folded into `(other)` there.
+    pub stats_cells_published: AtomicU64,
+    pub stats_cells_folded: AtomicU64,
+    /// Requests whose cells the registry could not keep for the fleet (copied from it).
+    pub stats_shed: AtomicU64,
+    /// Failed calls of the data thread (shared cache, stats).
+    pub data_errors: AtomicU64,
 }
+
+/// Cluster-scope stats queries waiting for the data thread (more are answered 503).
+const FLEET_QUERIES: usize = 16;
+/// The longest an admin request waits for a cluster-scope answer.
+const FLEET_WAIT: Duration = Duration::from_secs(10);
 
 /// One live instance as its heartbeat says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +110,11 @@ pub struct Shared {
     pub instances: Mutex<Vec<Instance>>,
     /// The last Redis error, for `/health` (never holds a secret: the URL has no password).
     pub last_error: Mutex<String>,
+    /// The data thread (`data`), woken by lookups and queries.
+    data_thread: OnceLock<Thread>,
+    /// The shared response cache's queues and counters.
+    pub remote_cache: RemoteCache,
+    fleet_queries: ArrayQueue<(Command, oneshot::Sender<Reply>)>,
 }
 
 impl Shared {
@@ -103,6 +132,9 @@ impl Shared {
             down_since: AtomicU64::new(crate::health::now_ms().max(1)),
             instances: Mutex::new(Vec::new()),
             last_error: Mutex::new("not connected yet".into()),
+            data_thread: OnceLock::new(),
+            remote_cache: RemoteCache::new(),
+            fleet_queries: ArrayQueue::new(FLEET_QUERIES),
         }
     }
 
@@ -121,6 +153,9 @@ impl Shared {
             down_since: AtomicU64::new(0),
             instances: Mutex::new(Vec::new()),
             last_error: Mutex::new(String::new()),
+            data_thread: OnceLock::new(),
+            remote_cache: RemoteCache::new(),
+            fleet_queries: ArrayQueue::new(FLEET_QUERIES),
         };
         shared.set_up();
         shared
@@ -173,6 +208,42 @@ impl Shared {
             if let Some(thread) = self.thread.get() {
                 thread.unpark();
             }
+        }
+    }
+
+    fn wake_data(&self) {
+        if let Some(thread) = self.data_thread.get() {
+            thread.unpark();
+        }
+    }
+
+    /// A local cache miss asks the fleet's cache (worker side, at most `wait`).
+    pub async fn cache_lookup(&self, digest: [u8; 32], wait: Duration) -> remote_cache::Found {
+        if self.mode() != Mode::Shared {
+            self.remote_cache.count(remote_cache::Outcome::Error, 1);
+            return None;
+        }
+        self.remote_cache.lookup(digest, wait, || self.wake_data()).await
+    }
+
+    /// Offers a freshly stored answer to the fleet's cache (worker side, never waits).
+    pub fn cache_offer(&self, digest: [u8; 32], answer: &crate::cache::Answer, ttl_ms: u64, max_entry_bytes: u64) {
+        self.remote_cache.offer(digest, answer, ttl_ms, max_entry_bytes);
+        self.wake_data();
+    }
+
+    /// A cluster-scope stats query (`Command::Stats` or `Command::Overview`), answered by the
+    /// data thread from the fleet's rollups in Redis.
+    pub async fn fleet_query(&self, command: Command) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if self.fleet_queries.push((command, tx)).is_err() {
+            return Err((503, "too many cluster-scope stats queries at once; retry".to_owned()));
+        }
+        self.wake_data();
+        match crate::net::within(FLEET_WAIT, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err((503, "the cluster data thread is not running".to_owned())),
+            Err(_) => Err((504, "the fleet's stats did not arrive in time".to_owned())),
         }
     }
 

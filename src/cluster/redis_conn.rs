@@ -23,7 +23,7 @@ pub struct RedisConn {
 
 impl RedisConn {
     pub fn new(cluster: &Cluster) -> Self {
-        let client = info(cluster).and_then(Client::open).ok();
+        let client = info(cluster).and_then(|info| client(info, cluster)).ok();
         RedisConn {
             client,
             conn: None,
@@ -66,10 +66,33 @@ impl RedisConn {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
+    /// A call failed on a connection that had worked (Redis restarted, an idle connection
+    /// cut): reconnect at once, once; the backoff applies from the next failure.
+    pub fn dropped(&mut self) {
+        self.conn = None;
+        self.next_try = Instant::now();
+    }
+
     /// A call succeeded: the next failure starts the backoff from the bottom again.
     pub fn succeeded(&mut self) {
         self.backoff = BACKOFF_MIN;
     }
+}
+
+/// The client, with `cluster.tls_ca_file` / client certificates when set (`rediss://` only).
+fn client(info: ConnectionInfo, cluster: &Cluster) -> redis::RedisResult<Client> {
+    let files = &cluster.tls_files;
+    if files.ca.is_none() && files.client.is_none() {
+        return Client::open(info);
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: files.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+            client_cert: cert.clone(),
+            client_key: key.clone(),
+        }),
+        root_cert: files.ca.clone(),
+    };
+    Client::build_with_tls(info, certificates)
 }
 
 fn info(cluster: &Cluster) -> redis::RedisResult<ConnectionInfo> {

@@ -28,9 +28,16 @@ pub fn spawn(gateway: Arc<Gateway>) -> std::io::Result<Option<JoinHandle<()>>> {
         return Ok(None);
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let data = super::data::spawn(gateway.clone(), shared.clone(), cluster.clone())?;
     let handle = std::thread::Builder::new()
         .name("rotor-cluster".into())
-        .spawn(move || run(&gateway, &shared, &cluster, ready_tx))?;
+        .spawn(move || {
+            run(&gateway, &shared, &cluster, ready_tx);
+            if let Some(thread) = shared.data_thread.get() {
+                thread.unpark();
+            }
+            let _ = data.join();
+        })?;
     // Workers start after the first connection attempt (bounded by redis_timeout_ms), so they
     // do not begin in the fallback mode when Redis is there.
     let _ = ready_rx.recv_timeout(Duration::from_secs(15));

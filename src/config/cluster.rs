@@ -36,6 +36,23 @@ pub struct ClusterConfig {
     pub sync_ms: u64,
     /// Heartbeat period; an instance silent for 3 periods is no longer live.
     pub heartbeat_ms: u64,
+    /// `rediss://` with a private CA: PEM roots trusted for Redis (on top of the public ones).
+    pub tls_ca_file: String,
+    /// `rediss://` with client certificates (mutual TLS): PEM certificate chain and key.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Hours the fleet's stats rollups are kept in Redis (0 = not published).
+    pub stats_ttl_hours: u64,
+    /// Label sets (model x provider x key x client x status) per published minute or hour.
+    pub stats_max_cells: u64,
+    /// `[cache]` on: how long a local miss waits for Redis before going upstream (0 = the
+    /// cache is not shared).
+    pub cache_wait_ms: u64,
+    /// Answers larger than this are kept locally only.
+    pub cache_max_entry_bytes: u64,
+    /// Bound of the shared cache in Redis: entries, and their bytes.
+    pub cache_max_entries: u64,
+    pub cache_max_bytes: u64,
 }
 
 impl Default for ClusterConfig {
@@ -52,6 +69,15 @@ impl Default for ClusterConfig {
             redis_timeout_ms: 250,
             sync_ms: 100,
             heartbeat_ms: 1_000,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            stats_ttl_hours: 168,
+            stats_max_cells: 2_000,
+            cache_wait_ms: 20,
+            cache_max_entry_bytes: 256 << 10,
+            cache_max_entries: 10_000,
+            cache_max_bytes: 64 << 20,
         }
     }
 }
@@ -80,6 +106,34 @@ pub struct Cluster {
     pub redis_timeout: Duration,
     pub sync: Duration,
     pub heartbeat: Duration,
+    /// Extra TLS material for `rediss://` (read at compile time, so `rotor check` sees it).
+    pub tls_files: TlsFiles,
+    /// Zero = stats are not published.
+    pub stats_ttl: Duration,
+    pub stats_max_cells: u64,
+    /// Zero = the response cache is not shared.
+    pub cache_wait: Duration,
+    pub cache_max_entry_bytes: u64,
+    pub cache_max_entries: u64,
+    pub cache_max_bytes: u64,
+}
+
+/// PEM bytes of `cluster.tls_ca_file` and `tls_cert_file` + `tls_key_file`.
+#[derive(Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    /// (certificate chain, private key).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key's bytes.
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
 }
 
 const ON_DOWN: &[(&str, OnRedisDown)] = &[("local", OnRedisDown::Local), ("refuse", OnRedisDown::Refuse)];
@@ -102,6 +156,7 @@ pub(super) fn cluster(
         None | Some("") => url_password.map(Secret::new),
         Some(p) => Some(r.secret(p, "cluster.password")?),
     };
+    let tls_files = tls_files(&c, tls, r)?;
     let username = c.username.filter(|u| !u.is_empty()).or(url_user);
     let instance_id = match c.instance_id.trim() {
         "" => format!("{}:{listen_port}", host_name()),
@@ -141,7 +196,73 @@ pub(super) fn cluster(
         redis_timeout: ms(c.redis_timeout_ms, "cluster.redis_timeout_ms", 10, 10_000)?,
         sync: ms(c.sync_ms, "cluster.sync_ms", 10, 10_000)?,
         heartbeat: ms(c.heartbeat_ms, "cluster.heartbeat_ms", 100, 60_000)?,
+        tls_files,
+        stats_ttl: Duration::from_secs(3_600 * within(c.stats_ttl_hours, "cluster.stats_ttl_hours", 0, 8_784)?),
+        stats_max_cells: within(c.stats_max_cells, "cluster.stats_max_cells", 10, 1_000_000)?,
+        cache_wait: ms(c.cache_wait_ms, "cluster.cache_wait_ms", 0, 1_000)?,
+        cache_max_entry_bytes: within(
+            c.cache_max_entry_bytes,
+            "cluster.cache_max_entry_bytes",
+            1_024,
+            16 << 20,
+        )?,
+        cache_max_entries: within(c.cache_max_entries, "cluster.cache_max_entries", 1, 10_000_000)?,
+        cache_max_bytes: within(
+            c.cache_max_bytes,
+            "cluster.cache_max_bytes",
+            c.cache_max_entry_bytes,
+            64 << 30,
+        )?,
     }))
+}
+
+fn within(v: u64, path: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if v < min || v > max {
+        return Err(ConfigError::at(
+            path,
+            format!("must be between {min} and {max}, got {v}"),
+        ));
+    }
+    Ok(v)
+}
+
+/// Reads the TLS files now: an unreadable or empty one is refused with its key path.
+fn tls_files(c: &ClusterConfig, tls: bool, r: &Resolver<'_>) -> Result<TlsFiles, ConfigError> {
+    let read = |raw: &str, path: &str, what: &str| -> Result<Option<Vec<u8>>, ConfigError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if !tls {
+            return Err(ConfigError::at(path, "needs a rediss:// (TLS) cluster.redis_url"));
+        }
+        let file = r.path(raw);
+        let bytes = std::fs::read(&file)
+            .map_err(|e| ConfigError::at(path, format!("{} is not readable: {e}", file.display())))?;
+        if !pem_holds(&bytes, what) {
+            return Err(ConfigError::at(path, format!("{} holds no PEM {what}", file.display())));
+        }
+        Ok(Some(bytes))
+    };
+    let ca = read(&c.tls_ca_file, "cluster.tls_ca_file", "certificate")?;
+    let cert = read(&c.tls_cert_file, "cluster.tls_cert_file", "certificate")?;
+    let key = read(&c.tls_key_file, "cluster.tls_key_file", "private key")?;
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::at(
+                "cluster.tls_key_file",
+                "is required with tls_cert_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::at(
+                "cluster.tls_cert_file",
+                "is required with tls_key_file",
+            ))
+        }
+    };
+    Ok(TlsFiles { ca, client })
 }
 
 /// `(url without password, tls, user, password)`; errors never quote the URL (it may hold one).
@@ -183,6 +304,17 @@ fn split_url(raw: &str) -> Result<(String, bool, Option<String>, Option<String>)
     };
     redis::Client::open(clean.as_str()).map_err(|_| bad("is not a valid Redis URL (redis://host:port/db)"))?;
     Ok((clean, tls, user, password))
+}
+
+/// Whether `bytes` parse as PEM certificates (at least one, all valid) or a private key.
+fn pem_holds(bytes: &[u8], what: &str) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    if what == "private key" {
+        return PrivateKeyDer::from_pem_slice(bytes).is_ok();
+    }
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(bytes).collect();
+    certs.is_ok_and(|c| !c.is_empty())
 }
 
 /// The machine's host name ("localhost" when it cannot be read).
@@ -268,6 +400,56 @@ mod tests {
         assert!(c.tls && c.redis_url == "rediss://cache:6380" && c.instance_id == "edge-1");
         assert_eq!(c.password.map(|p| p.expose().to_owned()).as_deref(), Some("secret-pw"));
         assert_eq!(c.on_redis_down, OnRedisDown::Refuse);
+    }
+
+    #[test]
+    fn tls_files_are_read_now_and_bad_ones_are_refused_with_their_key_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&pem, cert.cert.pem()).unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, cert.key_pair.serialize_pem()).unwrap();
+        let tls = |extra: &str| parse(&format!("redis_url = \"rediss://cache:6380\"\n{extra}"));
+        let ok = tls(&format!(
+            "tls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            pem.display(),
+            pem.display(),
+            key.display()
+        ))
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert!(ok.tls_files.ca.is_some() && ok.tls_files.client.is_some());
+        assert!(!format!("{ok:?}").contains("PRIVATE KEY"), "Debug never shows the key");
+        let missing = dir.path().join("nope.pem");
+        for (extra, path) in [
+            (
+                format!("tls_ca_file = \"{}\"", missing.display()),
+                "cluster.tls_ca_file",
+            ),
+            (format!("tls_ca_file = \"{}\"", junk.display()), "cluster.tls_ca_file"),
+            (format!("tls_cert_file = \"{}\"", pem.display()), "cluster.tls_key_file"),
+            (format!("tls_key_file = \"{}\"", pem.display()), "cluster.tls_key_file"),
+            ("stats_ttl_hours = 9999".to_owned(), "cluster.stats_ttl_hours"),
+            ("cache_wait_ms = 5000".to_owned(), "cluster.cache_wait_ms"),
+            ("cache_max_bytes = 10".to_owned(), "cluster.cache_max_bytes"),
+            ("stats_max_cells = 1".to_owned(), "cluster.stats_max_cells"),
+        ] {
+            let err = tls(&extra).unwrap_err();
+            assert!(err.contains(path), "{extra}: {err}");
+        }
+        let plain = parse(&format!(
+            "redis_url = \"redis://cache:6379\"\ntls_ca_file = \"{}\"",
+            pem.display()
+        ))
+        .unwrap_err();
+        assert!(
+            plain.contains("cluster.tls_ca_file") && plain.contains("rediss://"),
+            "{plain}"
+        );
     }
 
     #[test]

@@ -78,6 +78,32 @@ pub fn render(out: &mut String, shared: &Shared) {
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
     }
+    let fleet: [(&str, &str, u64); 4] = [
+        (
+            "rotor_cluster_stats_cells_published_total",
+            "Stats rollup cells (minute x labels) published to the fleet in Redis.",
+            c.stats_cells_published.load(Relaxed),
+        ),
+        (
+            "rotor_cluster_stats_cells_folded_total",
+            "Published label sets counted under (other): a fleet minute was at cluster.stats_max_cells.",
+            c.stats_cells_folded.load(Relaxed),
+        ),
+        (
+            "rotor_cluster_stats_shed_requests_total",
+            "Requests whose stats cells could not wait for Redis (bound reached) and are missing from the fleet view.",
+            c.stats_shed.load(Relaxed),
+        ),
+        (
+            "rotor_cluster_data_errors_total",
+            "Failed Redis calls of the cluster data thread (shared cache, fleet stats).",
+            c.data_errors.load(Relaxed),
+        ),
+    ];
+    for (name, help, value) in fleet {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    shared.remote_cache.write_metrics(out);
     let mode = shared.mode();
     let _ = writeln!(
         out,

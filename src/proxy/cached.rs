@@ -2,6 +2,9 @@
 //! `admit` and before `select`; a hit is answered here without any upstream work, a miss
 //! carries its key to `relay`, whose tee keeps the client's bytes and stores them when the
 //! upstream answer completes cleanly with a 2xx.
+//! With `[cluster]` on (and `cluster.cache_wait_ms` > 0) a local miss asks the fleet's cache
+//! in Redis through the cluster data thread, waiting at most that deadline, and a stored answer
+//! is offered to the fleet (`cluster::remote_cache`).
 //! Invariant: with `[cache]` off nothing is hashed or copied; a request with
 //! `Cache-Control: no-cache` neither reads nor writes the cache; only a 2xx answer the client
 //! got whole (no cut, no error event, within `max_entry_bytes`) is stored.
@@ -72,8 +75,9 @@ fn keyed_target(req: &Request) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Phase `lookup`.
-pub(super) fn lookup(
+/// Phase `lookup`: the local cache, then (`[cluster]` sharing it) the fleet's, waiting for
+/// Redis at most `cluster.cache_wait_ms`; a hit there is kept locally too.
+pub(super) async fn lookup(
     core: &Core,
     ctx: &RequestContext,
     endpoint: Endpoint,
@@ -95,12 +99,30 @@ pub(super) fn lookup(
         let key = CacheKey::new(client, model, &target, stream, req.body.clone());
         match cache.get(&key, now_ms()) {
             Some(answer) => (Lookup::Hit(answer), "hit", Outcome::Hit),
-            None => (Lookup::Miss(key), "miss", Outcome::Miss),
+            None => match shared_cache(core, ctx) {
+                None => (Lookup::Miss(key), "miss", Outcome::Miss),
+                Some((shared, wait)) => match shared.cache_lookup(key.digest(), wait).await {
+                    None => (Lookup::Miss(key), "miss", Outcome::Miss),
+                    Some((answer, left_ms)) => {
+                        let answer = Arc::new(answer);
+                        let ttl = (settings.ttl.as_millis() as u64).min(left_ms);
+                        cache.put(key, answer.clone(), now_ms(), ttl, settings.max_bytes);
+                        (Lookup::Hit(answer), "hit", Outcome::Miss)
+                    }
+                },
+            },
         }
     };
     cache.count(outcome);
     ctx.trace.borrow_mut().cache = Some(flag);
     lookup
+}
+
+/// The fleet's cache, when `[cluster]` shares it (`cluster.cache_wait_ms` > 0).
+fn shared_cache<'a>(core: &'a Core, ctx: &RequestContext) -> Option<(&'a crate::cluster::Shared, std::time::Duration)> {
+    let wait = ctx.generation.config.cluster.as_ref()?.cache_wait;
+    let shared = core.gateway.cluster.as_deref()?;
+    (!wait.is_zero()).then_some((shared, wait))
 }
 
 /// A hit, answered as the client first got it: the same status and bytes, streamed as SSE when
@@ -153,6 +175,10 @@ pub(super) fn tee<'a>(
         now_ms: now_ms(),
         ttl_ms: settings.ttl.as_millis() as u64,
         max_bytes: settings.max_bytes,
+        remote: shared_cache(core, ctx).and_then(|(shared, _)| {
+            let max = ctx.generation.config.cluster.as_ref()?.cache_max_entry_bytes;
+            Some((shared, max))
+        }),
     };
     Tee::new(transform, settings.max_entry_bytes as usize, Some(pending))
 }

@@ -95,7 +95,7 @@ pub(super) async fn forward(
         }
         _ => None,
     };
-    let cache = match cached::lookup(core, ctx, endpoint, client, &req, &model, inspection.stream) {
+    let cache = match cached::lookup(core, ctx, endpoint, client, &req, &model, inspection.stream).await {
         Lookup::Hit(answer) => {
             // No upstream call: the client's request windows count it, its TPM window is
             // charged nothing (no tokens were generated for it).

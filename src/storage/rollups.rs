@@ -302,7 +302,7 @@ pub struct StatsRow {
     pub p95_latency_ms: f64,
 }
 
-fn stats_row(bucket: String, group: String, c: &Cell) -> StatsRow {
+pub fn stats_row(bucket: String, group: String, c: &Cell) -> StatsRow {
     StatsRow {
         bucket,
         group,
@@ -362,8 +362,13 @@ pub fn overview(storage: &mut Storage, since_ms: Option<i64>, until_ms: Option<i
     let c = storage
         .conn()
         .query_row(&sql, bounds(since_ms, until_ms), |r| read_cell(r, 0))?;
-    let row = stats_row(String::new(), String::new(), &c);
-    Ok(Overview {
+    Ok(overview_of(&c))
+}
+
+/// The overview of one merged cell (also the fleet's, `cluster::fleet`).
+pub fn overview_of(c: &Cell) -> Overview {
+    let row = stats_row(String::new(), String::new(), c);
+    Overview {
         requests: row.requests,
         errors: row.errors,
         success_rate: if c.requests > 0 {
@@ -379,7 +384,7 @@ pub fn overview(storage: &mut Storage, since_ms: Option<i64>, until_ms: Option<i
         avg_overhead_us: row.avg_overhead_us,
         p50_latency_ms: row.p50_latency_ms,
         p95_latency_ms: row.p95_latency_ms,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -176,11 +176,18 @@ impl RollupShard {
 /// A core's shard as the registry hands it out.
 pub type RollupShardHandle = Arc<Mutex<RollupShard>>;
 
+/// Label sets waiting to be published to the fleet (`cluster::fleet`) while Redis is away.
+const MAX_FLEET_CELLS: usize = 50_000;
+
 /// Every core's shard, registered once at worker start.
 #[derive(Default)]
 pub struct RollupRegistry {
     shards: Mutex<Vec<Arc<Mutex<RollupShard>>>>,
     overflow: AtomicU64,
+    /// `[cluster]`: a copy of every collected cell, taken by the cluster data thread.
+    fleet: Mutex<Option<AHashMap<RollupKey, Cell>>>,
+    /// Requests of cells the fleet copy had no room for.
+    fleet_shed: AtomicU64,
 }
 
 impl RollupRegistry {
@@ -201,7 +208,39 @@ impl RollupRegistry {
             all.extend(taken.cells.into_values());
             all.append(&mut taken.collided);
         }
+        if let Some(fleet) = self.fleet.lock().as_mut() {
+            for (key, cell) in &all {
+                let room = fleet.len() < MAX_FLEET_CELLS;
+                match fleet.get_mut(key) {
+                    Some(held) => held.merge(cell),
+                    None if room => {
+                        fleet.insert(key.clone(), *cell);
+                    }
+                    None => {
+                        self.fleet_shed.fetch_add(cell.requests, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
         all
+    }
+
+    /// From now on, collected cells are also kept for the fleet (`take_fleet`).
+    pub fn share_with_fleet(&self) {
+        self.fleet.lock().get_or_insert_with(AHashMap::new);
+    }
+
+    /// The cells collected since the last call (cluster data thread).
+    pub fn take_fleet(&self) -> Vec<(RollupKey, Cell)> {
+        match self.fleet.lock().as_mut() {
+            Some(fleet) => fleet.drain().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Requests whose cells could not be kept for the fleet (Redis away too long).
+    pub fn fleet_shed(&self) -> u64 {
+        self.fleet_shed.load(Ordering::Relaxed)
     }
 
     /// Requests counted under model `(other)` so far.

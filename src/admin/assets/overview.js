@@ -21,7 +21,7 @@ function bucketSeconds(bucket) {
 }
 
 export function render(main) {
-  const state = { period: 'hour', group_by: 'model', metric: 'requests' };
+  const state = { period: 'hour', group_by: 'model', metric: 'requests', scope: 'instance' };
   const tiles = el('div', { class: 'tiles', id: 'overview-tiles' });
   const chart = el('div', { class: 'card chart', id: 'overview-chart' });
   const groups = el('div', { id: 'overview-groups' });
@@ -33,6 +33,14 @@ export function render(main) {
     select('Split by', 'group_by', [['model', 'Model'], ['provider', 'Provider'], ['key', 'Key'], ['client', 'Client']], state.group_by),
     select('Show', 'metric', [['requests', 'Requests'], ['errors', 'Errors'], ['tokens', 'Tokens'], ['avg_latency_ms', 'Avg latency (ms)']], state.metric),
   );
+  // With [cluster] on, the whole fleet (rollups every instance publishes to Redis) or this one.
+  api('GET', '/admin/status')
+    .then((status) => {
+      if (!status.cluster) return;
+      const scope = select('Scope', 'scope', [['instance', `This instance (${status.cluster.instance})`], ['cluster', 'Whole fleet']], state.scope);
+      controls.prepend(scope);
+    })
+    .catch(() => {});
   controls.addEventListener('change', (e) => {
     state[e.target.name] = e.target.value;
     load();
@@ -46,8 +54,8 @@ export function render(main) {
     main.querySelector('#overview-range').textContent = `Since ${new Date(since).toUTCString()} · updates every 30 s`;
     try {
       const [totals, stats] = await Promise.all([
-        api('GET', `/admin/stats/overview${query({ since })}`),
-        api('GET', `/admin/stats${query({ period: state.period, group_by: state.group_by, since })}`),
+        api('GET', `/admin/stats/overview${query({ since, scope: state.scope })}`),
+        api('GET', `/admin/stats${query({ period: state.period, group_by: state.group_by, since, scope: state.scope })}`),
       ]);
       err.textContent = '';
       showTiles(tiles, totals);
