@@ -225,6 +225,48 @@ fn deep_tool_arguments_are_refused_where_a_translation_would_parse_them() {
     );
 }
 
+/// The Responses and Gemini front doors and the admin bodies (the login needs no key) are bounded
+/// too: each answers 400 in its own envelope and rotor keeps serving.
+#[test]
+fn deep_bodies_at_the_other_doors_and_the_admin_api_get_400_and_rotor_lives_on() {
+    let mock = start_mock();
+    let mut rotor = Rotor::start(&conf("admin_key = \"sk-admin-test-9999\"", ""), &mock.base_url());
+    let deep = nested(30_000);
+    let bearer = format!("Bearer {CLIENT_KEY}");
+    let cases: [(&str, Vec<(&str, &str)>, String); 5] = [
+        (
+            "/v1/responses",
+            vec![("authorization", bearer.as_str())],
+            format!(r#"{{"model":"gpt-4o-mini","input":{deep}}}"#),
+        ),
+        (
+            "/v1beta/models/gpt-4o-mini:generateContent",
+            vec![("x-goog-api-key", CLIENT_KEY)],
+            format!(r#"{{"contents":[{{"role":"user","parts":[{{"text":"hi"}}]}}],"x":{deep}}}"#),
+        ),
+        ("/admin/login", vec![], format!(r#"{{"user":{deep}}}"#)),
+        (
+            "/admin/keys",
+            vec![("authorization", "Bearer sk-admin-test-9999")],
+            format!(r#"{{"provider":"oai","keys":{deep}}}"#),
+        ),
+        (
+            "/admin/keys/validate",
+            vec![("authorization", "Bearer sk-admin-test-9999")],
+            format!(r#"{{"keys":{deep}}}"#),
+        ),
+    ];
+    for (path, extra, body) in cases {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend(extra);
+        let mut c = Client::connect(rotor.addr());
+        let r = rotor.0.send(&mut c, path, &h, &body);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().contains("server.max_json_depth"), "{path}: {}", r.text());
+        rotor.assert_serving(&mut c, path);
+    }
+}
+
 /// An upstream that answers every request with `status`, `content_type` and `body`, then closes
 /// the connection. Its base URL.
 fn scripted(status: u16, content_type: &'static str, body: String) -> String {
