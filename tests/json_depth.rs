@@ -233,38 +233,33 @@ fn deep_bodies_at_the_other_doors_and_the_admin_api_get_400_and_rotor_lives_on()
     let mut rotor = Rotor::start(&conf("admin_key = \"sk-admin-test-9999\"", ""), &mock.base_url());
     let deep = nested(30_000);
     let bearer = format!("Bearer {CLIENT_KEY}");
-    let cases: [(&str, Vec<(&str, &str)>, String); 5] = [
-        (
-            "/v1/responses",
-            vec![("authorization", bearer.as_str())],
-            format!(r#"{{"model":"gpt-4o-mini","input":{deep}}}"#),
-        ),
-        (
-            "/v1beta/models/gpt-4o-mini:generateContent",
-            vec![("x-goog-api-key", CLIENT_KEY)],
-            format!(r#"{{"contents":[{{"role":"user","parts":[{{"text":"hi"}}]}}],"x":{deep}}}"#),
-        ),
-        ("/admin/login", vec![], format!(r#"{{"user":{deep}}}"#)),
-        (
-            "/admin/keys",
-            vec![("authorization", "Bearer sk-admin-test-9999")],
-            format!(r#"{{"provider":"oai","keys":{deep}}}"#),
-        ),
-        (
-            "/admin/keys/validate",
-            vec![("authorization", "Bearer sk-admin-test-9999")],
-            format!(r#"{{"keys":{deep}}}"#),
-        ),
-    ];
-    for (path, extra, body) in cases {
+    let admin = ("authorization", "Bearer sk-admin-test-9999");
+    let mut refused = |path: &str, header: Option<(&str, &str)>, body: String| {
         let mut h = vec![("content-type", "application/json")];
-        h.extend(extra);
+        h.extend(header);
         let mut c = Client::connect(rotor.addr());
         let r = rotor.0.send(&mut c, path, &h, &body);
         assert_eq!(r.status, 400, "{path}: {}", r.text());
         assert!(r.text().contains("server.max_json_depth"), "{path}: {}", r.text());
         rotor.assert_serving(&mut c, path);
-    }
+    };
+    refused(
+        "/v1/responses",
+        Some(("authorization", bearer.as_str())),
+        format!(r#"{{"model":"gpt-4o-mini","input":{deep}}}"#),
+    );
+    refused(
+        "/v1beta/models/gpt-4o-mini:generateContent",
+        Some(("x-goog-api-key", CLIENT_KEY)),
+        format!(r#"{{"contents":[{{"role":"user","parts":[{{"text":"hi"}}]}}],"x":{deep}}}"#),
+    );
+    refused("/admin/login", None, format!(r#"{{"user":{deep}}}"#));
+    refused(
+        "/admin/keys",
+        Some(admin),
+        format!(r#"{{"provider":"oai","keys":{deep}}}"#),
+    );
+    refused("/admin/keys/validate", Some(admin), format!(r#"{{"keys":{deep}}}"#));
 }
 
 /// An upstream that answers every request with `status`, `content_type` and `body`, then closes
