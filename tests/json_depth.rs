@@ -323,6 +323,53 @@ models = ["{name}"]
     )
 }
 
+/// An upstream that answers every request 200 with `body` (JSON) and counts the requests.
+fn counted(body: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (body, count) = (Arc::new(body), asked.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (body, count) = (body.clone(), count.clone());
+            std::thread::spawn(move || {
+                if read_request(&mut conn) {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(body.as_bytes());
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), asked)
+}
+
+/// A provider's balance endpoint (`balance = {..}`) answering deeply nested JSON used to abort
+/// rotor on the worker that fetched it; the answer is now left unread (balance unknown).
+#[test]
+fn a_deep_balance_answer_is_not_parsed_and_rotor_lives_on() {
+    let mock = start_mock();
+    let (url, asked) = counted(format!(r#"{{"data":{}}}"#, nested(30_000)));
+    let deep = format!(
+        "{}balance = {{ path = \"/user/info\", field = \"/data/totalBalance\" }}\nbalance_interval_ms = 1000\n",
+        provider("deepbal", "openai", &url)
+    );
+    let mut rotor = Rotor::start(&conf("", &deep), &mock.base_url());
+    // A second fetch comes a second after the first only if the first answer did not kill rotor.
+    let fetched = eventually(Duration::from_secs(10), || {
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 2 || rotor.0.exit().is_some()
+    });
+    assert!(fetched, "no balance fetch seen");
+    assert!(rotor.0.exit().is_none(), "rotor died reading a deep balance answer");
+    let mut c = Client::connect(rotor.addr());
+    rotor.assert_serving(&mut c, "a deep balance answer");
+}
+
 /// Data payloads and event names of an SSE body.
 fn sse(body: &str) -> Vec<(String, String)> {
     body.split("\n\n")
