@@ -370,6 +370,36 @@ fn a_deep_balance_answer_is_not_parsed_and_rotor_lives_on() {
     rotor.assert_serving(&mut c, "a deep balance answer");
 }
 
+/// A Vertex token endpoint answering deeply nested JSON used to abort rotor (the control thread
+/// mints tokens); the answer is now refused unread, counted as a failed mint and retried.
+#[test]
+fn a_deep_token_answer_is_not_parsed_and_rotor_lives_on() {
+    let mock = start_mock();
+    let (url, asked) = counted(format!(r#"{{"x":{},"access_token":"ya29.x"}}"#, nested(30_000)));
+    let vertex = format!(
+        r#"
+[[providers]]
+name = "deepvertex"
+kind = "vertex"
+base_url = "{url}"
+project = "rotor-test"
+region = "us-east5"
+token_url = "{url}/token"
+models = ["deepvertex-model"]
+google_oauth = {{ client_id = "c.apps.googleusercontent.com", client_secret = "GOCSPX-test", refresh_token = "1//test" }}
+"#
+    );
+    let mut rotor = Rotor::start(&conf("", &vertex), &mock.base_url());
+    // A failed mint is retried a second later: a second ask means the first answer was survived.
+    let fetched = eventually(Duration::from_secs(10), || {
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 2 || rotor.0.exit().is_some()
+    });
+    assert!(fetched, "no token request seen");
+    assert!(rotor.0.exit().is_none(), "rotor died reading a deep token answer");
+    let mut c = Client::connect(rotor.addr());
+    rotor.assert_serving(&mut c, "a deep token answer");
+}
+
 /// Data payloads and event names of an SSE body.
 fn sse(body: &str) -> Vec<(String, String)> {
     body.split("\n\n")
