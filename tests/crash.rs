@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{chat, start_mock, Client, CLIENT_KEY};
 use parking_lot::Mutex;
+use sonic_rs::JsonValueTrait;
 
 /// A running `rotor` child and everything it logged so far.
 struct Rotor {
@@ -220,5 +221,68 @@ fn a_journal_from_before_a_reboot_fills_every_window() {
         second.log()
     );
     second.kill();
+    mock.stop();
+}
+
+/// The requests the stats rollups in the database file count (what a flush has committed).
+fn committed_requests(db: &Path) -> i64 {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let Ok(conn) = rusqlite::Connection::open_with_flags(db, flags) else {
+        return -1;
+    };
+    conn.query_row("SELECT COALESCE(SUM(requests), 0) FROM rollups", [], |r| r.get(0))
+        .unwrap_or(-1)
+}
+
+/// Issue 13 item 4: the stats rollups survive a graceful restart whole, and a SIGKILL loses
+/// nothing a flush (once a second, `usage::writer::FLUSH_EVERY`) had committed; neither
+/// restart counts a request twice (the rows are not folded into the rollups again).
+#[test]
+fn stats_survive_a_restart_and_a_kill_9_up_to_the_last_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = start_mock();
+    let (config, db) = write_config(dir.path(), &mock.base_url());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let admin = "adm-key-crash-0001";
+    let text = text.replace(
+        "shutdown_grace_ms = 2000",
+        &format!("shutdown_grace_ms = 2000\nadmin_key = \"{admin}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let overview = |rotor: &Rotor| {
+        let auth = format!("Bearer {admin}");
+        let r = Client::connect(rotor.addr).request(
+            "GET",
+            "/admin/stats/overview",
+            &[("authorization", auth.as_str())],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["requests"].as_u64().unwrap()
+    };
+
+    let first = Rotor::start(&config);
+    assert_eq!(first.send(8), (8, 0));
+    // No admin query here: it would flush the rollups itself; the stop must.
+    first.terminate();
+
+    let second = Rotor::start(&config);
+    assert_eq!(overview(&second), 8, "a graceful restart keeps every request, once");
+    assert_eq!(second.send(7), (7, 0));
+    // Wait for the flush that commits them, then kill before anything else happens.
+    assert!(
+        common::eventually(Duration::from_secs(5), || committed_requests(&db) == 15),
+        "the rollups in the file count {}",
+        committed_requests(&db)
+    );
+    second.kill();
+
+    let third = Rotor::start(&config);
+    assert_eq!(
+        overview(&third),
+        15,
+        "a kill -9 after the flush loses nothing, counts nothing twice"
+    );
+    third.terminate();
     mock.stop();
 }

@@ -225,6 +225,43 @@ fn deep_tool_arguments_are_refused_where_a_translation_would_parse_them() {
     );
 }
 
+/// The Responses and Gemini front doors and the admin bodies (the login needs no key) are bounded
+/// too: each answers 400 in its own envelope and rotor keeps serving.
+#[test]
+fn deep_bodies_at_the_other_doors_and_the_admin_api_get_400_and_rotor_lives_on() {
+    let mock = start_mock();
+    let mut rotor = Rotor::start(&conf("admin_key = \"sk-admin-test-9999\"", ""), &mock.base_url());
+    let deep = nested(30_000);
+    let bearer = format!("Bearer {CLIENT_KEY}");
+    let admin = ("authorization", "Bearer sk-admin-test-9999");
+    let mut refused = |path: &str, header: Option<(&str, &str)>, body: String| {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend(header);
+        let mut c = Client::connect(rotor.addr());
+        let r = rotor.0.send(&mut c, path, &h, &body);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().contains("server.max_json_depth"), "{path}: {}", r.text());
+        rotor.assert_serving(&mut c, path);
+    };
+    refused(
+        "/v1/responses",
+        Some(("authorization", bearer.as_str())),
+        format!(r#"{{"model":"gpt-4o-mini","input":{deep}}}"#),
+    );
+    refused(
+        "/v1beta/models/gpt-4o-mini:generateContent",
+        Some(("x-goog-api-key", CLIENT_KEY)),
+        format!(r#"{{"contents":[{{"role":"user","parts":[{{"text":"hi"}}]}}],"x":{deep}}}"#),
+    );
+    refused("/admin/login", None, format!(r#"{{"user":{deep}}}"#));
+    refused(
+        "/admin/keys",
+        Some(admin),
+        format!(r#"{{"provider":"oai","keys":{deep}}}"#),
+    );
+    refused("/admin/keys/validate", Some(admin), format!(r#"{{"keys":{deep}}}"#));
+}
+
 /// An upstream that answers every request with `status`, `content_type` and `body`, then closes
 /// the connection. Its base URL.
 fn scripted(status: u16, content_type: &'static str, body: String) -> String {
@@ -284,6 +321,83 @@ keys = ["sk-{name}-pool-0001"]
 models = ["{name}"]
 "#
     )
+}
+
+/// An upstream that answers every request 200 with `body` (JSON) and counts the requests.
+fn counted(body: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (body, count) = (Arc::new(body), asked.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (body, count) = (body.clone(), count.clone());
+            std::thread::spawn(move || {
+                if read_request(&mut conn) {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(body.as_bytes());
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), asked)
+}
+
+/// A provider's balance endpoint (`balance = {..}`) answering deeply nested JSON used to abort
+/// rotor on the worker that fetched it; the answer is now left unread (balance unknown).
+#[test]
+fn a_deep_balance_answer_is_not_parsed_and_rotor_lives_on() {
+    let mock = start_mock();
+    let (url, asked) = counted(format!(r#"{{"data":{}}}"#, nested(30_000)));
+    let deep = format!(
+        "{}balance = {{ path = \"/user/info\", field = \"/data/totalBalance\" }}\nbalance_interval_ms = 1000\n",
+        provider("deepbal", "openai", &url)
+    );
+    let mut rotor = Rotor::start(&conf("", &deep), &mock.base_url());
+    // A second fetch comes a second after the first only if the first answer did not kill rotor.
+    let fetched = eventually(Duration::from_secs(10), || {
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 2 || rotor.0.exit().is_some()
+    });
+    assert!(fetched, "no balance fetch seen");
+    assert!(rotor.0.exit().is_none(), "rotor died reading a deep balance answer");
+    let mut c = Client::connect(rotor.addr());
+    rotor.assert_serving(&mut c, "a deep balance answer");
+}
+
+/// A Vertex token endpoint answering deeply nested JSON used to abort rotor (the control thread
+/// mints tokens); the answer is now refused unread, counted as a failed mint and retried.
+#[test]
+fn a_deep_token_answer_is_not_parsed_and_rotor_lives_on() {
+    let mock = start_mock();
+    let (url, asked) = counted(format!(r#"{{"x":{},"access_token":"ya29.x"}}"#, nested(30_000)));
+    let vertex = format!(
+        r#"
+[[providers]]
+name = "deepvertex"
+kind = "vertex"
+base_url = "{url}"
+project = "rotor-test"
+region = "us-east5"
+token_url = "{url}/token"
+models = ["deepvertex-model"]
+google_oauth = {{ client_id = "c.apps.googleusercontent.com", client_secret = "GOCSPX-test", refresh_token = "1//test" }}
+"#
+    );
+    let mut rotor = Rotor::start(&conf("", &vertex), &mock.base_url());
+    // A failed mint is retried a second later: a second ask means the first answer was survived.
+    let fetched = eventually(Duration::from_secs(10), || {
+        asked.load(std::sync::atomic::Ordering::SeqCst) >= 2 || rotor.0.exit().is_some()
+    });
+    assert!(fetched, "no token request seen");
+    assert!(rotor.0.exit().is_none(), "rotor died reading a deep token answer");
+    let mut c = Client::connect(rotor.addr());
+    rotor.assert_serving(&mut c, "a deep token answer");
 }
 
 /// Data payloads and event names of an SSE body.

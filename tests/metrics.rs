@@ -178,3 +178,35 @@ fn metrics_key_puts_metrics_behind_a_bearer_key() {
     let v = h.client().get("/v1/models", &[]).json();
     assert!(v["data"].as_array().is_some());
 }
+
+/// The stats rollups bound client-chosen names too (issue 13 item 1): past
+/// `storage.max_stat_models` distinct models, new names count under `(other)`, so a wildcard
+/// route cannot add a stats row per request; every request is still counted.
+#[test]
+fn stats_keep_at_most_max_stat_models_names_and_count_every_request() {
+    let h = Harness::start(Conf {
+        storage: "max_stat_models = 3".into(),
+        ..wildcard_conf("")
+    });
+    let mut client = h.client();
+    for i in 0..8 {
+        let model = format!("stat-model-{i}");
+        assert_eq!(client.post("/v1/chat/completions", &chat(&model), &[]).status, 200);
+    }
+    let auth = format!("Bearer {ADMIN}");
+    let get = |path: &str| h.client().request("GET", path, &[("authorization", &auth)], b"").json();
+    assert!(eventually(Duration::from_secs(5), || {
+        get("/admin/stats/overview")["requests"].as_u64() == Some(8)
+    }));
+    let stats = get("/admin/stats?period=day&group_by=model");
+    let groups: Vec<(String, u64)> = stats["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["group"].as_str().unwrap().to_owned(), g["requests"].as_u64().unwrap()))
+        .collect();
+    let named = groups.iter().filter(|(g, _)| g.starts_with("stat-model-")).count();
+    assert_eq!(named, 3, "{groups:?}");
+    assert!(groups.contains(&("(other)".to_owned(), 5)), "{groups:?}");
+    assert_eq!(counter(&scrape(&h).text(), "rotor_rollup_overflow_total"), 5);
+}

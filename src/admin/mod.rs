@@ -41,6 +41,11 @@ pub async fn handle(core: &crate::proxy::Core, req: &Request) -> Option<AdminAns
     if !server.admin_enabled() {
         return None;
     }
+    // Login and key bodies are parsed by recursive parsers: bound their nesting first (issue 12
+    // item 1; `/admin/login` needs no key, so this is reachable by anyone).
+    if let Err(e) = crate::codec::check_depth(body, server.max_json_depth) {
+        return Some(error(400, &format!("the body {e}")));
+    }
     let head = &req.head;
     let path = head.path();
     match (head.method, path) {

@@ -245,6 +245,15 @@ fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
             "must be at least 1 (days of stats rollups kept)",
         ));
     }
+    if !(1..=1_000_000).contains(&s.max_stat_models) {
+        return Err(ConfigError::at(
+            "storage.max_stat_models",
+            format!(
+                "must be between 1 and 1000000 (distinct model names in the stats), got {}",
+                s.max_stat_models
+            ),
+        ));
+    }
     if !(0.0..=1.0).contains(&s.sample_rate) {
         return Err(ConfigError::at(
             "storage.sample_rate",
@@ -306,6 +315,7 @@ fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
         max_db_bytes,
         sample_rate: s.sample_rate,
         rollup_retention_days: s.rollup_retention_days,
+        max_stat_models: s.max_stat_models as usize,
         health_window: positive_ms(s.health_window_ms, "storage.health_window_ms")?,
         max_pins: s.max_pins as usize,
         pin_retention_days: s.pin_retention_days,

@@ -178,6 +178,8 @@ pub struct StorageConfig {
     pub sample_rate: f64,
     /// Days the per-minute/hour stats rollups are kept.
     pub rollup_retention_days: u32,
+    /// Distinct model names the stats rollups keep; new names past it count as `(other)`.
+    pub max_stat_models: u64,
     /// `/health` reports storage failing while a failure or drop is this recent.
     pub health_window_ms: u64,
     /// Account-scoped object ids (files, batches, ...) pinned to their creating key; past it
@@ -197,6 +199,7 @@ impl Default for StorageConfig {
             max_db_bytes: 1 << 30,
             sample_rate: 1.0,
             rollup_retention_days: 400,
+            max_stat_models: 10_000,
             health_window_ms: 30_000,
             max_pins: 100_000,
             pin_retention_days: 30,

@@ -165,6 +165,9 @@ pub struct Storage {
     /// Fraction of requests that get a row, in [0, 1]; rollups count every request.
     pub sample_rate: f64,
     pub rollup_retention_days: u32,
+    /// Distinct model names the stats rollups keep (client-chosen names through wildcard
+    /// routes); new names past it are counted under model `(other)`.
+    pub max_stat_models: usize,
     /// How long a storage failure or dropped record keeps `/health` at `failing`.
     pub health_window: std::time::Duration,
     /// Object ids pinned to their creating key at most (oldest pruned first).

@@ -99,6 +99,8 @@ impl Gateway {
         let first = prepare(1, config, &resolver, &health, &limits, &tokens)?;
         let metrics = crate::metrics::Registry::default();
         metrics.set_max_series(first.config.server.metrics_max_series);
+        let rollups = crate::usage::rollup::RollupRegistry::default();
+        rollups.set_max_models(first.config.storage.max_stat_models);
         Ok(Arc::new(Gateway {
             current: ArcSwap::from_pointee(first),
             next_id: AtomicU64::new(2),
@@ -106,7 +108,7 @@ impl Gateway {
             health,
             metrics,
             records: crate::usage::record::RecordQueue::default(),
-            rollups: crate::usage::rollup::RollupRegistry::default(),
+            rollups,
             storage_status: crate::storage::health::StorageHealth::default(),
             commands: commands::Commands::default(),
             limits,
@@ -207,6 +209,7 @@ impl Gateway {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let generation = prepare(id, config, &self.resolver, &self.health, &self.limits, &self.tokens)?;
         self.metrics.set_max_series(generation.config.server.metrics_max_series);
+        self.rollups.set_max_models(generation.config.storage.max_stat_models);
         self.current.store(Arc::new(generation));
         Ok(id)
     }

@@ -189,7 +189,7 @@ async fn fetch_balance(core: &Core, generation: &Arc<Generation>, p: &Provider, 
     let seen = health.successes();
     let credential = super::credential::current_of(generation, p, key);
     let balance = match probe::get(core, generation, p, &credential, &source.path).await {
-        Ok((200..=299, body)) => read_number(&body, &source.field),
+        Ok((200..=299, body)) => read_number(&body, &source.field, generation.config.server.max_json_depth),
         _ => None,
     };
     match balance {
@@ -198,8 +198,10 @@ async fn fetch_balance(core: &Core, generation: &Arc<Generation>, p: &Provider, 
     }
 }
 
-/// The number at JSON pointer `field` (a number, or a string holding one).
-pub fn read_number(body: &[u8], field: &str) -> Option<f64> {
+/// The number at JSON pointer `field` (a number, or a string holding one). A body nested
+/// deeper than `max_depth` (`server.max_json_depth`) is not parsed: the balance stays unknown.
+pub fn read_number(body: &[u8], field: &str, max_depth: usize) -> Option<f64> {
+    crate::codec::check_depth(body, max_depth).ok()?;
     let root: sonic_rs::Value = sonic_rs::from_slice(body).ok()?;
     let mut at = &root;
     for raw in field.split('/').skip(1) {
@@ -219,12 +221,19 @@ mod tests {
     #[test]
     fn balances_are_read_from_numbers_or_strings_at_a_pointer() {
         let siliconflow = br#"{"data":{"totalBalance":"12.50"}}"#;
-        assert_eq!(read_number(siliconflow, "/data/totalBalance"), Some(12.5));
+        assert_eq!(read_number(siliconflow, "/data/totalBalance", 128), Some(12.5));
         let deepseek = br#"{"is_available":true,"balance_infos":[{"currency":"CNY","total_balance":"110.00"}]}"#;
-        assert_eq!(read_number(deepseek, "/balance_infos/0/total_balance"), Some(110.0));
+        assert_eq!(
+            read_number(deepseek, "/balance_infos/0/total_balance", 128),
+            Some(110.0)
+        );
         let openrouter = br#"{"data":{"limit_remaining":null}}"#;
-        assert_eq!(read_number(openrouter, "/data/limit_remaining"), None);
-        assert_eq!(read_number(br#"{"a":{"b/c":-3}}"#, "/a/b~1c"), Some(-3.0));
-        assert_eq!(read_number(b"not json", "/a"), None);
+        assert_eq!(read_number(openrouter, "/data/limit_remaining", 128), None);
+        assert_eq!(read_number(br#"{"a":{"b/c":-3}}"#, "/a/b~1c", 128), Some(-3.0));
+        assert_eq!(read_number(b"not json", "/a", 128), None);
+        // Too deep for the bound: not parsed (a recursive parse would overflow the stack).
+        let deep = format!(r#"{{"a":1,"b":{}{}}}"#, "[".repeat(30_000), "]".repeat(30_000));
+        assert_eq!(read_number(deep.as_bytes(), "/a", 128), None);
+        assert_eq!(read_number(br#"{"a":[[2]]}"#, "/a/0/0", 3), Some(2.0));
     }
 }

@@ -92,8 +92,15 @@ pub(crate) fn assertion(email: &str, audience: &str, key: &SigningKey, now: u64)
     Ok(jwt)
 }
 
-/// The token endpoint's answer: `access_token` and `expires_in`, or why not.
+/// The token endpoint's answer: `access_token` and `expires_in`, or why not. An answer nested
+/// deeper than any worker-safe `server.max_json_depth` is not read (sonic-rs recurses per level
+/// while it skips to a field).
 fn answer(status: u16, body: &[u8]) -> Result<(Secret, Duration), String> {
+    if crate::codec::check_depth(body, crate::codec::depth::MAX_DEPTH_CEILING).is_err() {
+        return Err(format!(
+            "the token endpoint answered {status} with JSON nested too deeply"
+        ));
+    }
     let field = |name: &str| -> Option<String> {
         sonic_rs::get(body, [name])
             .ok()
@@ -137,5 +144,13 @@ mod tests {
         assert!(e.contains("400") && e.contains("invalid_grant"), "{e}");
         assert!(answer(200, br#"{"access_token":"a b"}"#).is_err());
         assert!(answer(200, b"not json").is_err());
+        // 30,000 levels before the token: refused unread, not a stack overflow.
+        let deep = format!(
+            r#"{{"x":{}{},"access_token":"ya29.x"}}"#,
+            "[".repeat(30_000),
+            "]".repeat(30_000)
+        );
+        let e = answer(200, deep.as_bytes()).unwrap_err();
+        assert!(e.contains("nested too deeply"), "{e}");
     }
 }

@@ -5,11 +5,14 @@
 //! pruned, rollups never are); a shard is only written by its own core, so its mutex is never
 //! contended on the request path; a shard holds at most `MAX_CELLS` label sets between two
 //! collections, the rest counted under model `(other)` and in `rotor_rollup_overflow_total`.
+//! Over time the collected cells name at most `storage.max_stat_models` distinct models since
+//! start (client-chosen names through wildcard routes would otherwise add a stats row each, kept
+//! for `rollup_retention_days`); the rest are counted under `(other)` the same way.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use parking_lot::Mutex;
 
 use super::Usage;
@@ -180,7 +183,6 @@ pub type RollupShardHandle = Arc<Mutex<RollupShard>>;
 const MAX_FLEET_CELLS: usize = 50_000;
 
 /// Every core's shard, registered once at worker start.
-#[derive(Default)]
 pub struct RollupRegistry {
     shards: Mutex<Vec<Arc<Mutex<RollupShard>>>>,
     overflow: AtomicU64,
@@ -188,9 +190,46 @@ pub struct RollupRegistry {
     fleet: Mutex<Option<AHashMap<RollupKey, Cell>>>,
     /// Requests of cells the fleet copy had no room for.
     fleet_shed: AtomicU64,
+    /// Model names the collected cells carried since start (only `collect` touches it).
+    models: Mutex<AHashSet<String>>,
+    /// `storage.max_stat_models`.
+    max_models: AtomicUsize,
+}
+
+impl Default for RollupRegistry {
+    fn default() -> Self {
+        RollupRegistry {
+            shards: Mutex::default(),
+            overflow: AtomicU64::new(0),
+            fleet: Mutex::default(),
+            fleet_shed: AtomicU64::new(0),
+            models: Mutex::default(),
+            max_models: AtomicUsize::new(10_000),
+        }
+    }
 }
 
 impl RollupRegistry {
+    /// Applies `storage.max_stat_models` (at start and on every reload). Known names stay; a
+    /// lower limit only stops new ones.
+    pub fn set_max_models(&self, max: usize) {
+        self.max_models.store(max, Ordering::Relaxed);
+    }
+
+    /// `key`'s model, or `(other)` (its requests counted as overflow) when it is a new name
+    /// past `max_models`.
+    fn bound_model(&self, models: &mut AHashSet<String>, key: &mut RollupKey, requests: u64) {
+        if key.model.is_empty() || key.model == OVERFLOW_MODEL || models.contains(&key.model) {
+            return;
+        }
+        if models.len() < self.max_models.load(Ordering::Relaxed) {
+            models.insert(key.model.clone());
+            return;
+        }
+        key.model = OVERFLOW_MODEL.to_owned();
+        self.overflow.fetch_add(requests, Ordering::Relaxed);
+    }
+
     pub fn shard(&self) -> RollupShardHandle {
         let shard = Arc::new(Mutex::new(RollupShard::default()));
         self.shards.lock().push(shard.clone());
@@ -207,6 +246,11 @@ impl RollupRegistry {
             self.overflow.fetch_add(taken.overflow, Ordering::Relaxed);
             all.extend(taken.cells.into_values());
             all.append(&mut taken.collided);
+        }
+        // Cells renamed `(other)` may share a key now: the writer merges equal keys.
+        let mut models = self.models.lock();
+        for (key, cell) in &mut all {
+            self.bound_model(&mut models, key, cell.requests);
         }
         if let Some(fleet) = self.fleet.lock().as_mut() {
             for (key, cell) in &all {
@@ -314,5 +358,38 @@ mod tests {
         let other = cells.iter().find(|(k, _)| k.model == OVERFLOW_MODEL).unwrap();
         assert_eq!(other.1.requests, 50);
         assert_eq!(registry.overflow(), 50);
+    }
+
+    #[test]
+    fn distinct_models_over_time_are_bounded_by_max_stat_models() {
+        let registry = RollupRegistry::default();
+        registry.set_max_models(3);
+        let shard = registry.shard();
+        let mut cells = Vec::new();
+        // One collection per minute, as the control thread collects every second.
+        for (minute, name) in ["a", "b", "a", "c", "d", "e", "b"].iter().enumerate() {
+            shard.lock().add(&sample(minute as i64 * MINUTE_MS, name, 200, 1));
+            shard.lock().add(&sample(minute as i64 * MINUTE_MS, "", 404, 1));
+            cells.extend(registry.collect());
+        }
+        let mut models: Vec<&str> = cells.iter().map(|(k, _)| k.model.as_str()).collect();
+        models.sort_unstable();
+        models.dedup();
+        assert_eq!(models, vec!["", "(other)", "a", "b", "c"]);
+        assert_eq!(
+            cells.iter().map(|(_, c)| c.requests).sum::<u64>(),
+            14,
+            "every request counted"
+        );
+        assert_eq!(registry.overflow(), 2, "d and e");
+        // Known names keep their own cells later; new ones still go to (other).
+        shard.lock().add(&sample(0, "c", 200, 1));
+        shard.lock().add(&sample(0, "f", 200, 1));
+        let later: Vec<String> = registry.collect().into_iter().map(|(k, _)| k.model).collect();
+        assert!(
+            later.contains(&"c".to_owned()) && later.contains(&"(other)".to_owned()),
+            "{later:?}"
+        );
+        assert_eq!(registry.overflow(), 3);
     }
 }

@@ -297,6 +297,13 @@ fn the_request_log_is_bounded_by_default_and_bounds_are_checked() {
             &["storage.sample_rate"],
         );
     }
+    assert_eq!(memory.storage.max_stat_models, 10_000);
+    for bad in ["0", "1000001"] {
+        err(
+            &format!("[storage]\nmax_stat_models = {bad}\n{PROVIDER}"),
+            &["storage.max_stat_models", bad],
+        );
+    }
 }
 
 #[test]
