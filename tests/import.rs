@@ -97,8 +97,10 @@ fn start_imported(toml: &str, urls: &[&str], mock: MockServer) -> Harness {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let config = config::parse_str(&format!("{text}\n[storage]\npath = \"\"\n"), ConfigSource::Environment)
+    let mut config = config::parse_str(&format!("{text}\n[storage]\npath = \"\"\n"), ConfigSource::Environment)
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    // An import without a listen line gets the default port; the test takes a free one.
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
     let running = runtime::start(config, None).unwrap();
     let addr = running.addr;
     Harness {
