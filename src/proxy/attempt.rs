@@ -100,11 +100,22 @@ pub(super) async fn try_key(
         adapter: target.adapter,
         key: secret,
     };
-    let answer = match Box::pin(follow(&fetcher, target, exchange, head)).await {
-        Ok(answer) => answer,
-        Err(error) => {
-            unsent(core, ctx, provider, &key, &subject, attempt, error);
-            return Ok(KeyTry::Failed);
+    // Without a follow-up (every protocol but Replicate) the first answer is the client's: no
+    // boxed `follow` future is built, copied and freed for it.
+    let answer = if target.adapter.follow_up(target.translation.as_ref()).is_none() {
+        Followed {
+            exchange,
+            head,
+            body: None,
+            record_url: None,
+        }
+    } else {
+        match Box::pin(follow(&fetcher, target, exchange, head)).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                unsent(core, ctx, provider, &key, &subject, attempt, error);
+                return Ok(KeyTry::Failed);
+            }
         }
     };
     relay(
