@@ -70,7 +70,8 @@ pub struct Elapsed;
 pub fn within<F: Future>(limit: Duration, fut: F) -> Within<F> {
     Within {
         fut,
-        timer: Box::pin(monoio::time::sleep(limit)),
+        // Built in its allocation: no 640-byte copy from the stack per timed read.
+        timer: crate::heap::pin_in_place(|| monoio::time::sleep(limit)),
     }
 }
 

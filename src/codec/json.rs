@@ -51,7 +51,18 @@ fn err(msg: &str) -> InspectError {
 /// One pass with `sonic_rs::to_object_iter`: every nested value is validated as it is skipped,
 /// no DOM is built. Top-level `model` must be a string, `stream` a bool or null. A body nesting
 /// deeper than `max_depth` is refused before sonic-rs (which recurses per level) sees it.
+/// The plain body (almost every request) is read in one pass by `codec::scan`; anything else
+/// by the full inspection below.
 pub fn inspect_body(body: &[u8], max_depth: usize) -> Result<Inspection, InspectError> {
+    match super::scan::inspect_plain(body, max_depth) {
+        Some(inspection) => Ok(inspection),
+        None => inspect_full(body, max_depth),
+    }
+}
+
+/// `inspect_body` with sonic-rs, for every body (and the reference `codec::scan` is tested
+/// against).
+pub(crate) fn inspect_full(body: &[u8], max_depth: usize) -> Result<Inspection, InspectError> {
     check_depth(body, max_depth).map_err(|e| InspectError(e.to_string()))?;
     let base = body.as_ptr() as usize;
     let mut out = Inspection::default();

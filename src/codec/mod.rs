@@ -12,6 +12,7 @@ mod fields;
 pub mod head;
 pub mod json;
 pub mod response;
+pub(crate) mod scan;
 pub mod sse;
 pub mod target;
 pub mod time;

@@ -100,13 +100,26 @@ pub(super) async fn try_key(
         adapter: target.adapter,
         key: secret,
     };
-    let mut answer = match Box::pin(follow(&fetcher, target, res, exchange, head)).await {
-        Ok(answer) => answer,
-        Err(Unfollowed::Upstream(error)) => {
-            unsent(core, ctx, provider, &key, &subject, attempt, error);
-            return Ok(KeyTry::Failed);
+    // Without a follow-up (every protocol but Replicate) the first answer is the client's: no
+    // boxed `follow` future is built, copied and freed for it.
+    let mut answer = if target.adapter.follow_up(target.translation.as_ref()).is_none() {
+        Followed {
+            exchange,
+            head,
+            body: None,
+            record_url: None,
+            cancel_url: None,
+            followed: false,
         }
-        Err(Unfollowed::ClientGone) => return Err(client_left(ctx)),
+    } else {
+        match Box::pin(follow(&fetcher, target, res, exchange, head)).await {
+            Ok(answer) => answer,
+            Err(Unfollowed::Upstream(error)) => {
+                unsent(core, ctx, provider, &key, &subject, attempt, error);
+                return Ok(KeyTry::Failed);
+            }
+            Err(Unfollowed::ClientGone) => return Err(client_left(ctx)),
+        }
     };
     // A follow-up's own answer (a poll's 429, the stream URL's head) is judged like the first.
     let mut outcome = outcome;

@@ -71,7 +71,14 @@ pub(super) async fn forward(
         trace.stream = inspection.stream;
     }
     // An account-scoped object lives with the key that created it: only that one is asked.
-    let owner = super::pinning::owner(&core.gateway, config, &req)?;
+    // Only a path under an object collection names or creates pinned objects: one check here
+    // spares every other request both look-ups.
+    let on_collection = crate::pins::creates_objects(req.head.path());
+    let owner = if on_collection {
+        super::pinning::owner(&core.gateway, config, &req)?
+    } else {
+        None
+    };
     let plan = match owner {
         Some(owner) => {
             let (route, candidate) = super::pinning::route_of(config, route, owner)?;
@@ -118,7 +125,7 @@ pub(super) async fn forward(
         plan: &plan,
         cache: std::cell::RefCell::new(cache),
         owner,
-        records: super::pinning::records(&req),
+        records: on_collection && super::pinning::records(&req),
     };
     let result = attempt_all(core, ctx, &job, res, &mut attempt).await;
     // The client's own windows: settle TPM to what the upstream reported; give everything

@@ -43,9 +43,10 @@ pub(super) fn inspect(
             "the request body is empty; a JSON object is required",
         ));
     }
-    let inspection = inspect_body(&req.body, max_json_depth)
+    let mut inspection = inspect_body(&req.body, max_json_depth)
         .map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {}", e.0)))?;
-    match inspection.model.clone() {
+    // The name moves out (the request carries it as `model` from here; nothing reads it twice).
+    match inspection.model.take() {
         Some(m) => Ok(Some((m, inspection))),
         None if endpoint == Endpoint::Passthrough => Ok(None),
         None => Err(ProxyError::bad_request("you must provide a model parameter").with_param("model")),

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use smallvec::SmallVec;
 
 use super::event::event_usage;
-use super::needle::{may_name_usage, LETTER_ESCAPE, USAGE};
+use super::needle::{LETTER_ESCAPE, USAGE};
 use super::Usage;
 use crate::codec::depth::check_depth;
 use crate::codec::sse::SseSplitter;
@@ -56,12 +56,15 @@ struct CompletionDetails {
 /// The top-level `usage` of an OpenAI JSON body (chat, completions, embeddings), if present
 /// and the body nests no deeper than `max_depth`.
 pub fn usage_of(body: &[u8], max_depth: usize) -> Option<Usage> {
-    if !may_name_usage(body) {
+    // `needle::may_name_usage` with each search made once.
+    let literal = USAGE.find(body);
+    let escape = memchr::memchr(b'\\', body).is_some() && LETTER_ESCAPE.find(body).is_some();
+    if literal.is_none() && !escape {
         return None;
     }
     // The tail read trusts the one literal `"usage"`; a `\u00XX` escape could spell another key.
-    let literal = USAGE.find(body).filter(|_| LETTER_ESCAPE.find(body).is_none());
     literal
+        .filter(|_| !escape)
         .and_then(|first| tail_usage(body, first, max_depth))
         .or_else(|| parse_usage(body, max_depth))
 }
@@ -87,6 +90,17 @@ fn tail_usage(body: &[u8], first: usize, max_depth: usize) -> Option<Usage> {
     let before = body.get(..first)?.iter().rev().find(|b| !b.is_ascii_whitespace())?;
     if !matches!(before, b'{' | b',') {
         return None;
+    }
+    // The plain tail in one pass, without the copy and serde.
+    if let Some(counts) = crate::codec::scan::usage_tail(tail, max_depth) {
+        return Some(Usage {
+            prompt_tokens: counts.prompt,
+            completion_tokens: counts.completion,
+            cached_tokens: counts.cached,
+            reasoning_tokens: counts.reasoning,
+            reported: true,
+            partial: false,
+        });
     }
     let mut object: SmallVec<[u8; MAX_USAGE_TAIL + 1]> = SmallVec::new();
     object.push(b'{');

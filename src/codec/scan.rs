@@ -1,0 +1,397 @@
+//! A one-pass reader for the JSON that requests and answers usually are, so the common body is
+//! validated and read in one walk over its bytes instead of a depth scan plus sonic-rs (which
+//! cost about 5 k instructions per chat request, and 2.8 k per answer for its `usage` tail:
+//! callgrind, issue 18).
+//! Invariant: this reader only ever decides the plain case. It accepts a strict subset of JSON
+//! (RFC 8259 minus `\u` escapes, exponents, control bytes and anything nested more than
+//! `MAX_SCAN_DEPTH` or the caller's limit), and answers `None` ("not decided here") for
+//! everything else, including every malformed input; the caller then runs its full parser,
+//! whose answer (and error message) stands. So whatever this reader accepts, the full parser
+//! accepts with the same reading.
+
+use super::json::Inspection;
+
+/// Deepest nesting read here (the caller's `server.max_json_depth` may lower it); deeper bodies
+/// go to the full parser. Bounds this reader's recursion.
+const MAX_SCAN_DEPTH: usize = 64;
+
+/// A position in a body being read; every method answers `None` for "not decided here".
+pub(crate) struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// Open arrays and objects around the position.
+    depth: usize,
+    /// Refused at this depth (the smaller of the caller's limit and `MAX_SCAN_DEPTH`).
+    limit: usize,
+    /// A byte >= 0x80 was seen in a string: the caller checks the whole body is UTF-8.
+    pub(crate) non_ascii: bool,
+}
+
+impl<'a> Cursor<'a> {
+    /// `max_depth` as `codec::depth::check_depth` counts it (every `[` and `{`).
+    pub(crate) fn new(bytes: &'a [u8], max_depth: usize) -> Self {
+        Cursor {
+            bytes,
+            at: 0,
+            depth: 0,
+            limit: max_depth.min(MAX_SCAN_DEPTH),
+            non_ascii: false,
+        }
+    }
+
+    pub(crate) fn at(&self) -> usize {
+        self.at
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    pub(crate) fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// Whitespace, then `byte`.
+    pub(crate) fn eat(&mut self, byte: u8) -> Option<()> {
+        self.ws();
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// Whitespace, then `byte` if it is next (true) or nothing (false).
+    pub(crate) fn take(&mut self, byte: u8) -> bool {
+        self.ws();
+        let next = self.peek() == Some(byte);
+        if next {
+            self.at += 1;
+        }
+        next
+    }
+
+    /// Only whitespace left.
+    pub(crate) fn at_end(&mut self) -> bool {
+        self.ws();
+        self.at == self.bytes.len()
+    }
+
+    /// Enters an array or object (its opener already read).
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth < self.limit).then_some(())
+    }
+
+    /// Whitespace, then a string; the bytes between its quotes and whether it has escapes.
+    pub(crate) fn string(&mut self) -> Option<(&'a [u8], bool)> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            // Runs of plain text at the start and after each escape; the rest byte by byte.
+            self.at += plain_run(self.bytes.get(self.at..)?);
+            loop {
+                let b = self.peek()?;
+                self.at += 1;
+                match b {
+                    b'"' => return Some((self.bytes.get(start..self.at - 1)?, escaped)),
+                    b'\\' => {
+                        escaped = true;
+                        // `\u` escapes (surrogates) are left to the full parser.
+                        match self.peek()? {
+                            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
+                            _ => return None,
+                        }
+                        break;
+                    }
+                    0..=0x1f => return None,
+                    0x80..=0xff => self.non_ascii = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Whitespace, then a key without escapes and its colon.
+    pub(crate) fn key(&mut self) -> Option<&'a [u8]> {
+        let (key, escaped) = self.string()?;
+        self.eat(b':')?;
+        (!escaped).then_some(key)
+    }
+
+    /// Whitespace, then a non-negative integer that fits `u64` (no fraction, no exponent).
+    pub(crate) fn uint(&mut self) -> Option<u64> {
+        self.ws();
+        let start = self.at;
+        let mut n: u64 = 0;
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            self.at += 1;
+        }
+        let digits = self.at - start;
+        let leading_zero = digits > 1 && self.bytes.get(start) == Some(&b'0');
+        if digits == 0 || leading_zero || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some(n)
+    }
+
+    /// Whitespace, then `true`, `false` or `null` (`Some(None)`).
+    pub(crate) fn literal(&mut self) -> Option<Option<bool>> {
+        self.ws();
+        let rest = self.bytes.get(self.at..)?;
+        let (value, len) = if rest.starts_with(b"true") {
+            (Some(true), 4)
+        } else if rest.starts_with(b"false") {
+            (Some(false), 5)
+        } else if rest.starts_with(b"null") {
+            (None, 4)
+        } else {
+            return None;
+        };
+        self.at += len;
+        Some(value)
+    }
+
+    /// Whitespace, then a number: `-`, integer part, optional fraction (no exponent).
+    fn number(&mut self) -> Option<()> {
+        self.ws();
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        let digits = |c: &mut Self| {
+            let start = c.at;
+            while let Some(b'0'..=b'9') = c.peek() {
+                c.at += 1;
+            }
+            c.at - start
+        };
+        let first = self.peek();
+        let whole = digits(self);
+        if whole == 0 || (whole > 1 && first == Some(b'0')) {
+            return None;
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if digits(self) == 0 {
+                return None;
+            }
+        }
+        (!matches!(self.peek(), Some(b'e' | b'E'))).then_some(())
+    }
+
+    /// Whitespace, then any value of the subset, read to its end.
+    pub(crate) fn skip(&mut self) -> Option<()> {
+        self.ws();
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' => {
+                self.at += 1;
+                self.enter()?;
+                if !self.take(b'}') {
+                    loop {
+                        self.key()?;
+                        self.skip()?;
+                        if !self.take(b',') {
+                            break;
+                        }
+                    }
+                    self.eat(b'}')?;
+                }
+                self.depth -= 1;
+                Some(())
+            }
+            b'[' => {
+                self.at += 1;
+                self.enter()?;
+                if !self.take(b']') {
+                    loop {
+                        self.skip()?;
+                        if !self.take(b',') {
+                            break;
+                        }
+                    }
+                    self.eat(b']')?;
+                }
+                self.depth -= 1;
+                Some(())
+            }
+            b't' | b'f' | b'n' => self.literal().map(|_| ()),
+            _ => self.number(),
+        }
+    }
+
+    /// The top-level object is being read: counts it for the depth limit.
+    pub(crate) fn open_object(&mut self) -> Option<()> {
+        self.eat(b'{')?;
+        self.enter()
+    }
+
+    /// Done: only whitespace left, and the whole body is UTF-8 when a string was not ASCII.
+    pub(crate) fn finish(mut self) -> Option<()> {
+        let utf8 = !self.non_ascii || std::str::from_utf8(self.bytes).is_ok();
+        (self.at_end() && utf8).then_some(())
+    }
+}
+
+/// How many bytes from the start of `bytes` are plain string text: printable ASCII other
+/// than `"` and `\\`. Eight bytes at a time while they last (string values are most of a body).
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A lane is flagged (high bit) when its byte is zero (Mycroft's test, exact for ASCII lanes).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut n = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut lanes = [0u8; 8];
+        lanes.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(lanes);
+        // Non-ASCII, a control byte (< 0x20), `"` or `\\` anywhere in the eight.
+        let special = (x & HIGH) | zero(x & 0xe0e0_e0e0_e0e0_e0e0) | zero(x ^ (ONES * 0x22)) | zero(x ^ (ONES * 0x5c));
+        if special != 0 {
+            break;
+        }
+        n += 8;
+    }
+    n
+}
+
+/// `json::inspect_body` for the plain body, in one pass; `None` = not decided here (also for
+/// every body the full inspection refuses, a duplicate `model` or `stream`, a `stream_options`).
+pub(crate) fn inspect_plain(body: &[u8], max_depth: usize) -> Option<Inspection> {
+    let mut c = Cursor::new(body, max_depth);
+    let mut out = Inspection::default();
+    let mut seen_stream = false;
+    c.open_object()?;
+    if !c.take(b'}') {
+        loop {
+            let key = c.key()?;
+            c.ws();
+            match key {
+                b"model" => {
+                    let start = c.at();
+                    let (model, escaped) = c.string()?;
+                    if escaped || out.model.is_some() {
+                        return None;
+                    }
+                    out.model = Some(std::str::from_utf8(model).ok()?.to_owned());
+                    out.model_span = Some(start..c.at());
+                }
+                b"stream" => {
+                    if std::mem::replace(&mut seen_stream, true) {
+                        return None;
+                    }
+                    out.stream = c.literal()?.unwrap_or(false);
+                }
+                b"max_completion_tokens" => out.max_completion_tokens = Some(c.uint()?),
+                b"max_tokens" => out.max_tokens = Some(c.uint()?),
+                b"stream_options" => return None,
+                _ => c.skip()?,
+            }
+            if !c.take(b',') {
+                break;
+            }
+        }
+        c.eat(b'}')?;
+    }
+    c.finish()?;
+    Some(out)
+}
+
+/// The token counts of an OpenAI `usage` object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct UsageCounts {
+    pub(crate) prompt: u64,
+    pub(crate) completion: u64,
+    pub(crate) cached: u64,
+    pub(crate) reasoning: u64,
+}
+
+/// The `usage` read from `tail`, the bytes of a body from its one `"usage"` key on, read as
+/// the members of an object whose `{` precedes them (what `usage::openai` parses with serde
+/// after copying `{` in front). `None` = not decided here: a value serde would refuse or read
+/// otherwise (a count that is not a plain integer, a duplicate member), `usage` null, or any
+/// byte outside the subset.
+pub(crate) fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
+    let mut c = Cursor::new(tail, max_depth);
+    c.enter()?;
+    if c.key()? != b"usage" {
+        return None;
+    }
+    let mut out = UsageCounts::default();
+    let mut seen = [false; 4];
+    let mut once = |i: usize| (!std::mem::replace(&mut seen[i], true)).then_some(());
+    c.open_object()?;
+    if !c.take(b'}') {
+        loop {
+            match c.key()? {
+                b"prompt_tokens" => {
+                    once(0)?;
+                    out.prompt = c.uint()?;
+                }
+                b"completion_tokens" => {
+                    once(1)?;
+                    out.completion = c.uint()?;
+                }
+                b"prompt_tokens_details" => {
+                    once(2)?;
+                    out.cached = details(&mut c, b"cached_tokens")?;
+                }
+                b"completion_tokens_details" => {
+                    once(3)?;
+                    out.reasoning = details(&mut c, b"reasoning_tokens")?;
+                }
+                _ => c.skip()?,
+            }
+            if !c.take(b',') {
+                break;
+            }
+        }
+        c.eat(b'}')?;
+    }
+    c.depth -= 1;
+    // The members after `usage`, then the body's closing brace.
+    while c.take(b',') {
+        c.key()?;
+        c.skip()?;
+    }
+    c.eat(b'}')?;
+    c.finish()?;
+    Some(out)
+}
+
+/// A `*_tokens_details` value: null, or an object whose `field` is a count or null (0 then).
+fn details(c: &mut Cursor<'_>, field: &[u8]) -> Option<u64> {
+    c.ws();
+    if c.peek() != Some(b'{') {
+        return c.literal()?.map_or(Some(0), |_| None);
+    }
+    c.open_object()?;
+    let mut found = None;
+    if !c.take(b'}') {
+        loop {
+            let key = c.key()?;
+            if key == field {
+                if found.is_some() {
+                    return None;
+                }
+                c.ws();
+                found = Some(match c.peek() {
+                    Some(b'n') => c.literal()?.map_or(Some(0), |_| None)?,
+                    _ => c.uint()?,
+                });
+            } else {
+                c.skip()?;
+            }
+            if !c.take(b',') {
+                break;
+            }
+        }
+        c.eat(b'}')?;
+    }
+    c.depth -= 1;
+    Some(found.unwrap_or(0))
+}
+
+#[cfg(test)]
+#[path = "scan_tests.rs"]
+mod tests;

@@ -1,0 +1,159 @@
+use super::*;
+use crate::codec::json::inspect_full;
+
+const D: usize = 128;
+
+/// Bodies the one-pass reader must decide, each read exactly as the full inspection reads it.
+const PLAIN: &[&str] = &[
+    r#"{"model":"gpt-4o-mini","stream":false,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"temperature":0.2}"#,
+    r#"{}"#,
+    " \r\n\t{ } \n",
+    r#"{"model":"m"}"#,
+    r#"{"stream":true,"model":"a/b:c","max_tokens":0,"max_completion_tokens":18446744073709551615}"#,
+    r#"{"stream":null,"model":"m","n":-1.5,"x":[],"y":[[1,2],{"a":{"b":[true,false,null]}}]}"#,
+    r#"{"model":"mödel","messages":[{"content":"héllo \"quoted\" \\ \/ \b\f\n\r\t"}]}"#,
+    r#"{"model":"m","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]}"#,
+    r#"{ "model" : "m" , "stream" : true }"#,
+    r#"{"model":"m","temperature":0,"top_p":0.95,"seed":-0}"#,
+];
+
+/// Bodies left to the full inspection (errors, or what this reader does not decide).
+const UNDECIDED: &[&str] = &[
+    "",
+    "[]",
+    r#"{"model":"m""#,
+    r#"{"model":"m",}"#,
+    r#"{"model":"m"} x"#,
+    r#"{"model":"m"}}"#,
+    r#"{"model":1}"#,
+    r#"{"model":"m","model":"n"}"#,
+    r#"{"model":"m","stream":true,"stream":false}"#,
+    r#"{"model":"m","stream":"yes"}"#,
+    r#"{"model":"m","stream_options":{"include_usage":true}}"#,
+    r#"{"mod\u0065l":"m"}"#,
+    r#"{"model":"m\u0041"}"#,
+    r#"{"model":"m\n"}"#,
+    r#"{"model":"m","x":1e5}"#,
+    r#"{"model":"m","x":01}"#,
+    r#"{"model":"m","x":1.}"#,
+    r#"{"model":"m","x":-}"#,
+    r#"{"model":"m","x":tru}"#,
+    r#"{"model":"m","x":"a	b"}"#,
+    r#"{"model":"m","max_tokens":-1}"#,
+    r#"{"model":"m","max_tokens":1.5}"#,
+    r#"{"model":"m","max_tokens":18446744073709551616}"#,
+    r#"{"model":"m","x":[1,]}"#,
+    r#"{"model":"m","x":{"a"}}"#,
+    r#"{"model":"m","x":'a'}"#,
+    r#"{"model":"m","x":"\x"}"#,
+];
+
+#[test]
+fn plain_bodies_are_read_in_one_pass_exactly_as_the_full_inspection_reads_them() {
+    for body in PLAIN {
+        let fast = inspect_plain(body.as_bytes(), D);
+        assert!(fast.is_some(), "not decided: {body}");
+        assert_eq!(fast.map(Ok), Some(inspect_full(body.as_bytes(), D)), "{body}");
+    }
+}
+
+#[test]
+fn everything_else_is_left_to_the_full_inspection() {
+    for body in UNDECIDED {
+        assert_eq!(inspect_plain(body.as_bytes(), D), None, "decided: {body}");
+    }
+    // Invalid UTF-8 in a string, and nesting at the caller's limit.
+    assert_eq!(inspect_plain(b"{\"model\":\"m\xff\"}", D), None);
+    assert_eq!(inspect_plain(br#"{"model":"m","x":[[[]]]}"#, 3), None);
+    assert!(inspect_plain(br#"{"model":"m","x":[[[]]]}"#, 5).is_some());
+    let deep = format!("{{\"x\":{}{}}}", "[".repeat(100), "]".repeat(100));
+    assert_eq!(inspect_plain(deep.as_bytes(), 1024), None);
+}
+
+#[test]
+fn every_prefix_of_a_plain_body_is_undecided_or_read_as_the_full_inspection_reads_it() {
+    for body in PLAIN.iter().chain(UNDECIDED) {
+        for end in 0..body.len() {
+            let Some(part) = body.as_bytes().get(..end) else {
+                continue;
+            };
+            if let Some(fast) = inspect_plain(part, D) {
+                assert_eq!(Ok(fast), inspect_full(part, D), "{}", String::from_utf8_lossy(part));
+            }
+        }
+    }
+}
+
+fn counts(prompt: u64, completion: u64, cached: u64, reasoning: u64) -> Option<UsageCounts> {
+    Some(UsageCounts {
+        prompt,
+        completion,
+        cached,
+        reasoning,
+    })
+}
+
+#[test]
+fn a_plain_usage_tail_is_read_in_one_pass() {
+    let tail = |s: &str| usage_tail(s.as_bytes(), D);
+    assert_eq!(
+        tail(r#""usage":{"prompt_tokens":16,"completion_tokens":5,"total_tokens":21}}"#),
+        counts(16, 5, 0, 0)
+    );
+    assert_eq!(
+        tail(
+            r#""usage" : {"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":3,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":7,"accepted_prediction_tokens":null}},"system_fingerprint":"fp_1","service_tier":null} "#
+        ),
+        counts(9, 12, 3, 7)
+    );
+    assert_eq!(
+        tail(r#""usage":{"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":null}}}"#),
+        counts(0, 0, 0, 0)
+    );
+    assert_eq!(tail(r#""usage":{}}"#), counts(0, 0, 0, 0));
+}
+
+#[test]
+fn a_usage_tail_serde_would_read_otherwise_is_left_to_it() {
+    for tail in [
+        r#""usage":null}"#,
+        r#""usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+        r#""usage":{"prompt_tokens":1.0}}"#,
+        r#""usage":{"prompt_tokens":-1}}"#,
+        r#""usage":{"prompt_tokens":null}}"#,
+        r#""usage":{"prompt_tokens":"1"}}"#,
+        r#""usage":{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":1}}}"#,
+        r#""usage":{"prompt_tokens_details":true}}"#,
+        r#""usage":{"prompt_tokens_details":{"cached_tokens":true}}}"#,
+        r#""usage":{"prompt_tokens":1}"#,
+        r#""usage":{"prompt_tokens":1}}}"#,
+        r#""usage":{"prompt_tokens":1}},}"#,
+        r#""usage":{"prompt_tokens":1}} x"#,
+        r#""usage":{"prompt_tokens":1}]}"#,
+        r#""usage":{"pro\u006dpt_tokens":1}}"#,
+        r#""usage":{"prompt_tokens":1},"a":[1,2}"#,
+    ] {
+        assert_eq!(usage_tail(tail.as_bytes(), D), None, "{tail}");
+    }
+    // The virtual `{` and `usage` count for the depth limit.
+    let tail = br#""usage":{"prompt_tokens":1,"x":{}}}"#;
+    assert_eq!(usage_tail(tail, 3), None);
+    assert_eq!(usage_tail(tail, 4), counts(1, 0, 0, 0));
+}
+
+#[test]
+fn each_special_byte_at_each_place_of_a_long_string_is_read_as_the_full_inspection_reads_it() {
+    for special in ["\\n", "\\\"", "\\\\", "é", "\\u0041", "\t", "\"", "\u{1}"] {
+        for at in 0..24 {
+            let text: String = "abcdefghijklmnopqrstuvwx".chars().take(at).collect();
+            let body = format!("{{\"model\":\"m\",\"x\":\"{text}{special}yz0123456789\",\"y\":1}}");
+            match inspect_plain(body.as_bytes(), D) {
+                Some(fast) => assert_eq!(Ok(fast), inspect_full(body.as_bytes(), D), "{body}"),
+                None => assert!(
+                    matches!(special, "\\u0041" | "\t" | "\"" | "\u{1}"),
+                    "undecided: {body}"
+                ),
+            }
+        }
+    }
+}
