@@ -1,10 +1,11 @@
-//! Strict inspection never panics; when it yields a model span, splicing a fixed name (with
+//! Strict inspection never panics, and the one-pass reader (`codec::scan`) agrees with the full
+//! one; when it yields a model span, splicing a fixed name (with
 //! characters that need escaping) re-inspects Ok with that name and the same stream flag.
 //! The depth bound agrees with sonic-rs: on any body sonic-rs parses, `check_depth` passes at
 //! exactly the body's real depth and fails one below it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rotor::codec::{check_depth, inspect_body, splice_model, DEFAULT_MAX_DEPTH};
+use rotor::codec::{check_depth, inspect_body, inspect_full, splice_model, DEFAULT_MAX_DEPTH};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 const NEW: &str = "alias/\"q\"\\\n\u{1}é";
@@ -29,7 +30,15 @@ fuzz_target!(|body: &[u8]| {
             assert!(real == 0 || check_depth(body, real - 1).is_err(), "real depth {real}");
         }
     }
-    let Ok(found) = inspect_body(body, DEFAULT_MAX_DEPTH) else { return };
+    // The one-pass reader (codec::scan) decides only what the full inspection reads the same.
+    let quick = inspect_body(body, DEFAULT_MAX_DEPTH);
+    let full = inspect_full(body, DEFAULT_MAX_DEPTH);
+    match (&quick, &full) {
+        (Ok(q), Ok(f)) => assert_eq!(q, f),
+        (Err(q), Err(f)) => assert_eq!(q, f),
+        _ => panic!("one-pass {quick:?} vs full {full:?}"),
+    }
+    let Ok(found) = quick else { return };
     let Some(span) = found.model_span else { return };
     let out = splice_model(body, span, NEW);
     let again = inspect_body(&out, DEFAULT_MAX_DEPTH).expect("spliced body must stay valid");

@@ -61,8 +61,8 @@ pub fn inspect_body(body: &[u8], max_depth: usize) -> Result<Inspection, Inspect
 }
 
 /// `inspect_body` with sonic-rs, for every body (and the reference `codec::scan` is tested
-/// against).
-pub(crate) fn inspect_full(body: &[u8], max_depth: usize) -> Result<Inspection, InspectError> {
+/// against, also by the `json_inspect` fuzz target).
+pub fn inspect_full(body: &[u8], max_depth: usize) -> Result<Inspection, InspectError> {
     check_depth(body, max_depth).map_err(|e| InspectError(e.to_string()))?;
     let base = body.as_ptr() as usize;
     let mut out = Inspection::default();

@@ -23,5 +23,5 @@ pub use encode::{reason_phrase, write_chunk, write_last_chunk, write_response_he
 pub use head::{
     find_header, parse_request_head, BodyFraming, HeadError, HeadLimits, Header, Headers, Method, RequestHead,
 };
-pub use json::{inspect_body, multipart_field, splice_model, InspectError, Inspection};
+pub use json::{inspect_body, inspect_full, multipart_field, splice_model, InspectError, Inspection};
 pub use response::{parse_response_head, ResponseFraming, ResponseHead};
