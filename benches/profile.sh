@@ -11,7 +11,13 @@
 # off), PROFILE (release; `gate` is the cheaper build the CI cost gate measures),
 # REQUESTS (callgrind only: measure exactly this many requests instead of DURATION seconds),
 # ROTOR_BIN (a rotor binary to profile instead of target/$PROFILE/rotor; the mock stays the same),
-# OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set).
+# OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set),
+# KEY_LIMITS (TOML lines added to the provider, e.g. "rpm = 100000000" + newline + "tpm = 1000000000",
+# so windows are counted), CLUSTER=1 ([cluster] on: starts a redis-server on REDIS_PORT (18583),
+# prints Redis commands and redis-server CPU per request next to the count; LEASE_MS,
+# LEASE_WAIT_MS: under callgrind a lease draw is ~50x slower, 5000 keeps 429s out of the count),
+# WARMUP (callgrind: seconds of load before counting, 2; with CLUSTER=1 use 10 so the first,
+# slow-to-translate lease draws and the lease ramp-up stay out of the count).
 # Every run is bounded by wrk -d; loopback only. Needs wrk (apt-get when missing, as root),
 # perf (linux-perf) or valgrind for the matching report.
 set -euo pipefail
@@ -62,6 +68,37 @@ case $LOG in
   off) LOG_REQUESTS=false DB_PATH="" rotor_config "$ROTOR_PORT" 1 "$MOCK_PORT" >"$OUT/rotor.toml" ;;
   *) echo "LOG is memory, file or off"; exit 2 ;;
 esac
+if [ -n "${KEY_LIMITS:-}" ]; then printf '%s\n' "$KEY_LIMITS" >>"$OUT/rotor.toml"; fi
+REDIS_PID=""
+if [ "${CLUSTER:-0}" = 1 ]; then
+  needed redis-server redis-server
+  REDIS_PORT=${REDIS_PORT:-18583}
+  require_free_ports "$REDIS_PORT"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 & REDIS_PID=$!
+  PIDS+=($REDIS_PID)
+  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  cat >>"$OUT/rotor.toml" <<TOML
+[cluster]
+redis_url = "redis://127.0.0.1:$REDIS_PORT"
+key_prefix = "profile"
+lease_ms = ${LEASE_MS:-2000}
+lease_wait_ms = ${LEASE_WAIT_MS:-250}
+TOML
+fi
+# redis_stats -> "commands cpu_ticks": every command Redis ran so far, and its CPU (user+sys ticks).
+redis_stats() {
+  [ -n "$REDIS_PID" ] || { echo "0 0"; return; }
+  local calls
+  calls=$(redis-cli -p "$REDIS_PORT" INFO commandstats | awk -F'[=,:]' '/^cmdstat_/ {s += $3} END {print s + 0}')
+  echo "$calls $(awk '{print $14 + $15}' "/proc/$REDIS_PID/stat")"
+}
+redis_report() { # n seconds before(commands ticks) after(commands ticks)
+  [ -n "$REDIS_PID" ] || return 0
+  awk -v n="$1" -v d="$2" -v c0="$3" -v t0="$4" -v c1="$5" -v t1="$6" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    printf "redis: %d commands in %.1f s (%.1f/s, %.4f per request; INFO counts itself), redis-server CPU %.1f us per request\n",
+      c1 - c0, d, (c1 - c0) / d, (c1 - c0) / n, (t1 - t0) * 1e6 / hz / n }'
+  redis-cli -p "$REDIS_PORT" INFO commandstats | grep '^cmdstat_' | cut -d, -f1-2
+}
 stream=false; [ "$MODE" = stream ] && stream=true
 chat_lua "$stream" >"$OUT/body.lua"
 cp "$OUT/body.lua" "$OUT/counted.lua"
@@ -94,12 +131,15 @@ case $WHAT in
   cpu)
     wrk -t1 -c"$CONNS" -d1s -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool
     read -r u0 s0 < <(ticks)
+    read -r rc0 rt0 < <(redis_stats)
     n=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$OUT/body.lua" "$URL" | requests)
     read -r u1 s1 < <(ticks)
+    read -r rc1 rt1 < <(redis_stats)
     hz=$(getconf CLK_TCK)
     awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v d="$DURATION" -v m="$MODE" -v c="$CONNS" 'BEGIN {
       printf "%s c=%s: %d requests, %.0f rps; rotor CPU per request: user %.2f us, kernel %.2f us, total %.2f us (%.2f cores)\n",
         m, c, n, n / d, u * 1e6 / hz / n, s * 1e6 / hz / n, (u + s) * 1e6 / hz / n, (u + s) / hz / d }'
+    redis_report "$n" "$DURATION" "$rc0" "$rt0" "$rc1" "$rt1"
     ;;
   perf)
     (wrk -t1 -c"$CONNS" -d"$((DURATION + 2))s" -s "$OUT/body.lua" "$URL" >"$OUT/wrk.txt" 2>&1 &)
@@ -112,10 +152,14 @@ case $WHAT in
     if [ -n "$KEEP" ]; then echo "perf.data in $OUT"; fi
     ;;
   callgrind)
-    wrk -t1 -c8 -d2s -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool
+    wrk -t1 -c8 -d"${WARMUP:-2}s" -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool (and leases)
     callgrind_control -z "$ROTOR_PID" >/dev/null
     measured=$DURATION; [ -n "${REQUESTS:-}" ] && measured=120
+    read -r rc0 rt0 < <(redis_stats)
+    t0=$(date +%s.%N)
     wrk -t1 -c8 -d"${measured}s" --timeout 30s -s "$OUT/counted.lua" "$URL" >"$OUT/wrk.txt"
+    t1=$(date +%s.%N)
+    read -r rc1 rt1 < <(redis_stats)
     callgrind_control -d "$ROTOR_PID" >/dev/null
     sleep 1
     n=$(requests <"$OUT/wrk.txt")
@@ -124,7 +168,8 @@ case $WHAT in
     fi
     dump=$(ls "$OUT"/callgrind.out.* | tail -1)
     total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    echo "$MODE: $n requests, $((total / n)) user-space instructions per request (callgrind, c=8, log $LOG, profile $PROFILE)"
+    echo "$MODE: $n requests, $((total / n)) user-space instructions per request (callgrind, c=8, log $LOG, profile $PROFILE, cluster ${CLUSTER:-0})"
+    redis_report "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" "$rc0" "$rt0" "$rc1" "$rt1"
     callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,30p' | cut -c1-160
     if [ -n "$KEEP" ]; then echo "callgrind dumps in $OUT"; fi
     ;;

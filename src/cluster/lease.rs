@@ -152,12 +152,14 @@ impl LeaseCell {
 
     /// Gives `units` of lease `gen` back to Redis itself (not to this instance's lease), so
     /// other instances can draw them: a TPM estimate above what the upstream really used.
+    /// No wake: nearly every TPM request settles, and waking the cluster thread for each cost
+    /// a futex wake per request and a pass per request; the thread ticks every few ms while it
+    /// holds the lease and flushes corrections at most every `FLUSH_MS` anyway.
     pub fn settle_back(&self, gen: u32, units: u64) {
         if gen == 0 {
             self.give_back(0, units);
         } else if units > 0 {
             self.to_redis(gen, units.min(u64::from(u32::MAX)) as u32);
-            self.shared.wake();
         }
     }
 
@@ -235,6 +237,10 @@ mod tests {
         c.settle_back(8, 5);
         assert_eq!(unpack(c.word.load(Ordering::Acquire)), (8, 0));
         assert_eq!(unpack(c.returns[8 % RING].load(Ordering::Acquire)), (8, 5));
+        assert!(
+            !c.shared.take_wanted(),
+            "a settlement does not wake the cluster thread (its tick flushes it)"
+        );
         // Generation 0 = admitted without Redis: a refund lowers what is owed.
         c.owe(6);
         c.give_back(0, 2);

@@ -11,7 +11,8 @@
 //! script's "used + grant <= limit" check then bounds every window, aligned or not, across all
 //! instances. The price: a slot frees up to `lease_ms` + one bucket later than locally.
 //!
-//! Lease size adapts: 1.5 x what the last lease's lifetime consumed, at least what the starved
+//! Lease size adapts: 1.5 x what the last lease's lifetime consumed, at least `GROWTH` x the
+//! last lease when that one ran dry before its end (requests waited), at least what the starved
 //! request needs, at most `limit / (8 x live instances)` (but never below that request's
 //! cost); a window with no use and no demand lets its lease end and holds nothing.
 
@@ -31,6 +32,8 @@ use std::sync::Arc;
 const FLUSH_MS: u64 = 250;
 /// A window Redis called full is asked again at most this often while requests want it.
 const DENIED_RETRY_MS: u64 = 1_000;
+/// A lease that ran dry before its end is followed by one at least this many times bigger.
+const GROWTH: u64 = 4;
 
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -328,7 +331,13 @@ fn plan(held: &mut Held, cell: &LeaseCell, limit: u64, live: u64, lease_ms: u64)
     let size = if starved || soon {
         let elapsed = now.saturating_sub(held.sent).max(1);
         let rate = consumed as f64 / elapsed.min(lease_ms) as f64;
-        let next = (rate * lease_ms as f64 * 1.5).ceil() as u64;
+        let mut next = (rate * lease_ms as f64 * 1.5).ceil() as u64;
+        if starved && active && !expired {
+            // The lease ran dry before its end: its rate only counts what it admitted, not the
+            // requests left waiting, so grow it geometrically (a ramp from 1 slot reaches
+            // thousands in a few draws instead of following the throttled rate up slowly).
+            next = next.max(held.granted.saturating_mul(GROWTH));
+        }
         let cap = (limit / (8 * live.max(1))).max(1).max(want);
         next.max(want).max(1).min(cap)
     } else {
@@ -370,7 +379,9 @@ fn call(
     }
     invocation.arg(plan.need);
     counters.redis_calls.fetch_add(1, Ordering::Relaxed);
-    let (grant, target, redis_now, free_at): (u64, i64, u64, u64) = match invocation.invoke(conn) {
+    let reply = invocation.invoke(conn);
+    tracing::debug!(key, size = plan.size, debt = plan.debt, returned, "lease call");
+    let (grant, target, redis_now, free_at): (u64, i64, u64, u64) = match reply {
         Ok(reply) => reply,
         Err(e) => {
             // Not given back: put the debt where the next call finds it.
@@ -428,4 +439,41 @@ fn install(held: &mut Held, cell: &LeaseCell, grant: u64, bucket: i64, sent: u64
     held.granted = grant;
     held.expires = expires;
     held.sent = sent;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::lease::Take;
+
+    #[test]
+    fn a_lease_that_ran_dry_before_its_end_is_followed_by_a_bigger_one() {
+        let cell = LeaseCell::new(Arc::new(Shared::for_test("t")));
+        let mut held = Held::new(Arc::new(Window::new(60_000, 1_000_000)));
+        let now = limits::now();
+        // Drawn 1.9 s ago: its 10 slots over 1.9 s are a throttled rate of 16 per lease.
+        install(&mut held, &cell, 10, 5, now - 1_900, 2_000);
+        for _ in 0..10 {
+            assert!(matches!(cell.take(1, 1_000_000, now), Take::Lease(_)));
+        }
+        assert_eq!(cell.take(1, 1_000_000, now), Take::Wait, "used up: a request waits");
+        let size = plan(&mut held, &cell, 1_000_000, 1, 2_000).map(|p| p.size);
+        assert!(
+            size.is_some_and(|s| s >= 10 * GROWTH),
+            "the next lease grows at least {GROWTH}x, not with the throttled rate: {size:?}"
+        );
+        // A lease capped by limit / (8 x live) stays capped.
+        let cell = LeaseCell::new(Arc::new(Shared::for_test("t")));
+        let mut held = Held::new(Arc::new(Window::new(60_000, 160)));
+        install(&mut held, &cell, 10, 5, now, 2_000);
+        for _ in 0..10 {
+            assert!(matches!(cell.take(1, 160, now), Take::Lease(_)));
+        }
+        assert_eq!(cell.take(1, 160, now), Take::Wait);
+        assert_eq!(
+            plan(&mut held, &cell, 160, 2, 2_000).map(|p| p.size),
+            Some(10),
+            "160 / (8 x 2)"
+        );
+    }
 }
