@@ -12,6 +12,7 @@ pub mod keeper;
 pub mod keys;
 mod labels;
 pub mod memlog;
+mod packed;
 pub mod pins;
 pub mod requests;
 pub mod rollups;
@@ -42,6 +43,8 @@ pub const MIGRATIONS: &[&str] = &[
     keys::MIGRATION,
     // 6: account-scoped object ids pinned to their creating key (see `pins`).
     pins::MIGRATION,
+    // 7: a request row's unfiltered numbers in one blob (see `packed`).
+    packed::MIGRATION,
 ];
 
 #[derive(Debug)]
@@ -151,13 +154,15 @@ impl Storage {
     /// Bytes the database takes now: (pages in use, total) plus the WAL file, or the
     /// in-memory pages. Pages in use exclude the free list, which new rows reuse.
     pub fn bytes(&self) -> Result<DbBytes, StorageError> {
-        let pragma = |name: &str| -> Result<u64, StorageError> {
-            let v: i64 = self.conn.pragma_query_value(None, name, |r| r.get(0))?;
+        // Cached statements: the writer asks after every batch, and parsing a pragma each time
+        // cost more than running it.
+        let pragma = |sql: &str| -> Result<u64, StorageError> {
+            let v: i64 = self.conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
             Ok(u64::try_from(v).unwrap_or(0))
         };
-        let page = pragma("page_size")?;
-        let pages = pragma("page_count")?;
-        let free = pragma("freelist_count")?;
+        let page = pragma("PRAGMA page_size")?;
+        let pages = pragma("PRAGMA page_count")?;
+        let free = pragma("PRAGMA freelist_count")?;
         let wal = match &self.file {
             Some((path, _)) => {
                 let mut wal = path.clone().into_os_string();
