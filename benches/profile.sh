@@ -11,7 +11,9 @@
 # off), PROFILE (release; `gate` is the cheaper build the CI cost gate measures),
 # REQUESTS (callgrind only: measure exactly this many requests instead of DURATION seconds),
 # ROTOR_BIN (a rotor binary to profile instead of target/$PROFILE/rotor; the mock stays the same),
-# OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set).
+# OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set),
+# SETTLE (callgrind with the log on: seconds the writer gets to drain the queue before the
+# counters are zeroed and again before the dump, 1.5).
 # Every run is bounded by wrk -d; loopback only. Needs wrk (apt-get when missing, as root),
 # perf (linux-perf) or valgrind for the matching report.
 set -euo pipefail
@@ -113,9 +115,16 @@ case $WHAT in
     ;;
   callgrind)
     wrk -t1 -c8 -d2s -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool
+    # With the log on, the writer (a 100 ms tick on the control thread) first writes what the
+    # warm-up queued, and after the run writes every measured request before the dump: the
+    # window holds the writer's work for exactly the measured requests, not a varying part of
+    # the warm-up's and the run's last tick (that made the log-on figure vary by ~8 %).
+    settle() { [ "$LOG" = off ] || sleep "${SETTLE:-1.5}"; }
+    settle
     callgrind_control -z "$ROTOR_PID" >/dev/null
     measured=$DURATION; [ -n "${REQUESTS:-}" ] && measured=120
     wrk -t1 -c8 -d"${measured}s" --timeout 30s -s "$OUT/counted.lua" "$URL" >"$OUT/wrk.txt"
+    settle
     callgrind_control -d "$ROTOR_PID" >/dev/null
     sleep 1
     n=$(requests <"$OUT/wrk.txt")

@@ -83,6 +83,8 @@ pub struct Storage {
     file: Option<(PathBuf, (u64, u64))>,
     /// Label ids of this database's request rows (see `labels`).
     labels: labels::LabelCache,
+    /// Bytes per page, read once at open (only a VACUUM could change it, and rotor runs none).
+    page_size: u64,
 }
 
 /// (device, inode) of the file at `path`, if it exists.
@@ -123,11 +125,13 @@ impl Storage {
             )),
             None => None,
         };
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let mut storage = Storage {
             conn,
             persistent: path.is_some(),
             file,
             labels: labels::LabelCache::default(),
+            page_size: u64::try_from(page_size).unwrap_or(4096),
         };
         storage.migrate(migrations)?;
         Ok(storage)
@@ -160,7 +164,7 @@ impl Storage {
             let v: i64 = self.conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
             Ok(u64::try_from(v).unwrap_or(0))
         };
-        let page = pragma("PRAGMA page_size")?;
+        let page = self.page_size;
         let pages = pragma("PRAGMA page_count")?;
         let free = pragma("PRAGMA freelist_count")?;
         let wal = match &self.file {
