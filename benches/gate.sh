@@ -9,10 +9,12 @@
 # The workload: `benches/profile.sh callgrind` with PROFILE=gate, the request log off, c=8,
 # REQUESTS (2000) answers per mode after a warm-up; every thread of rotor counts. Instruction
 # counts on the request path do not depend on how busy the machine is (three runs: within 2 %),
-# so the gate holds on a shared CI box where wall-clock numbers would not. The log writer's
-# cost per request does: it writes a batch per 100 ms tick and its per-batch work is spread over
-# however many requests came in that tick (log to a file, three runs: 47.3 k, 52.2 k, 55.9 k).
-# GATE_LOG=file measures that anyway (with its own numbers: chat_file, stream_file).
+# so the gate holds on a shared CI box where wall-clock numbers would not. With the log on,
+# profile.sh lets the writer drain the warm-up's records before zeroing the counters and the
+# measured requests' records before the dump (SETTLE), so the window holds the writer's work for
+# exactly the measured requests (two runs: 53481, 53759; before that the figure varied ~8 %
+# with where the run's ends fell in the writer's 100 ms ticks). GATE_LOG=file measures it with
+# its own numbers (chat_file, stream_file).
 # Runs in a few minutes once built. Knobs: REQUESTS, BASELINE (benches/baseline.toml), MODES
 # ("chat stream"), GATE_LOG (off), ROTOR_BIN (measure another binary, e.g. an older build).
 # Moving the baseline: run this, copy the printed `measured` numbers into benches/baseline.toml,

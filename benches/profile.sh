@@ -18,6 +18,8 @@
 # LEASE_WAIT_MS: under callgrind a lease draw is ~50x slower, 5000 keeps 429s out of the count),
 # WARMUP (callgrind: seconds of load before counting, 2; with CLUSTER=1 use 10 so the first,
 # slow-to-translate lease draws and the lease ramp-up stay out of the count).
+# SETTLE (callgrind with the log on: seconds the writer gets to drain the queue before the
+# counters are zeroed and again before the dump, 1.5).
 # Every run is bounded by wrk -d; loopback only. Needs wrk (apt-get when missing, as root),
 # perf (linux-perf) or valgrind for the matching report.
 set -euo pipefail
@@ -153,6 +155,12 @@ case $WHAT in
     ;;
   callgrind)
     wrk -t1 -c8 -d"${WARMUP:-2}s" -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool (and leases)
+    # With the log on, the writer (a 100 ms tick on the control thread) first writes what the
+    # warm-up queued, and after the run writes every measured request before the dump: the
+    # window holds the writer's work for exactly the measured requests, not a varying part of
+    # the warm-up's and the run's last tick (that made the log-on figure vary by ~8 %).
+    settle() { [ "$LOG" = off ] || sleep "${SETTLE:-1.5}"; }
+    settle
     callgrind_control -z "$ROTOR_PID" >/dev/null
     measured=$DURATION; [ -n "${REQUESTS:-}" ] && measured=120
     read -r rc0 rt0 < <(redis_stats)
@@ -160,6 +168,7 @@ case $WHAT in
     wrk -t1 -c8 -d"${measured}s" --timeout 30s -s "$OUT/counted.lua" "$URL" >"$OUT/wrk.txt"
     t1=$(date +%s.%N)
     read -r rc1 rt1 < <(redis_stats)
+    settle
     callgrind_control -d "$ROTOR_PID" >/dev/null
     sleep 1
     n=$(requests <"$OUT/wrk.txt")

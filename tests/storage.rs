@@ -170,6 +170,29 @@ fn a_deleted_database_file_is_created_again_and_records_land_in_it() {
     assert_eq!(metric(&h, "rotor_log_dropped_total"), 0, "nothing was lost");
 }
 
+/// The writer skips measuring the file on a tick with nothing written; a deletion through the
+/// admin API still shows in the row gauge at once, with no request after it.
+#[test]
+fn the_row_gauge_follows_a_deletion_without_new_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(conf(&path_line(&dir.path().join("rotor.db"))));
+    for _ in 0..3 {
+        chat_ok(&h);
+    }
+    assert!(eventually(Duration::from_secs(5), || health(&h)["log_rows"].as_u64() == Some(3)));
+    let auth = format!("Bearer {ADMIN}");
+    let cleared = h
+        .client()
+        .request("DELETE", "/admin/logs", &[("authorization", &auth)], b"");
+    assert_eq!(cleared.status, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || health(&h)["log_rows"].as_u64() == Some(0)),
+        "{}",
+        health(&h)
+    );
+    assert_eq!(metric(&h, "rotor_log_rows"), 0);
+}
+
 /// The in-memory log keeps `max_records` rows, pruned oldest first and counted.
 #[test]
 fn the_in_memory_log_keeps_at_most_max_records() {

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::health::{PruneReason, StorageHealth};
-use super::{requests, rollups, Storage, StorageError};
+use super::{requests, rollups, DbBytes, Storage, StorageError};
 use crate::config::Storage as Settings;
 
 /// Rows deleted per statement: a few ms of lock at most.
@@ -59,6 +59,8 @@ impl Keeper {
         match open(settings) {
             Ok(storage) => {
                 health.opened(self.was_open);
+                // A new database is measured (and its retention stepped) at once.
+                self.last_retention = None;
                 if self.was_open {
                     tracing::warn!("storage is open again");
                 }
@@ -96,6 +98,11 @@ impl Keeper {
         }
     }
 
+    /// A retention step is due (so `bound` has work even when nothing was written).
+    pub fn retention_due(&self) -> bool {
+        self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
+    }
+
     /// One round of pruning and the size gauges. Cheap when nothing is over: two index
     /// lookups and three pragmas.
     pub fn bound(&mut self, settings: &Settings, health: &StorageHealth, storage: &mut Storage) {
@@ -110,16 +117,23 @@ impl Keeper {
         health: &StorageHealth,
         storage: &mut Storage,
     ) -> Result<(), StorageError> {
+        // The last count and sizes measured, while no deletion has made them stale: the gauges
+        // reuse them instead of asking SQLite again (each size pragma is parsed anew).
+        let mut fresh: Option<(u64, Option<DbBytes>)> = None;
         for _ in 0..PRUNE_STEPS_PER_TICK {
             let rows = requests::row_count(storage)?;
+            fresh = Some((rows, None));
             let over_count = settings.max_records.map_or(0, |max| rows.saturating_sub(max));
             if over_count > 0 {
                 let n = requests::prune_oldest(storage, over_count.min(PRUNE_STEP))?;
                 health.count_pruned(PruneReason::MaxRecords, n as u64);
+                fresh = None;
                 continue;
             }
             let Some(max_bytes) = settings.max_db_bytes else { break };
-            if (storage.bytes()?.used as f64) <= max_bytes as f64 * SIZE_TARGET {
+            let bytes = storage.bytes()?;
+            fresh = Some((rows, Some(bytes)));
+            if (bytes.used as f64) <= max_bytes as f64 * SIZE_TARGET {
                 self.warned_full = false;
                 break;
             }
@@ -136,22 +150,29 @@ impl Keeper {
             // A slice of the rows, so the step shrinks the file in proportion.
             let n = requests::prune_oldest(storage, (rows / 10).clamp(1, PRUNE_STEP))?;
             health.count_pruned(PruneReason::MaxDbBytes, n as u64);
+            fresh = None;
         }
-        if self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+        if self.retention_due() {
             let now = now_unix_ms();
             let cutoff = now - i64::from(settings.retention_days) * DAY_MS;
             let n = requests::prune_before(storage, cutoff, PRUNE_STEP)?;
             health.count_pruned(PruneReason::Retention, n as u64);
-            requests::prune_labels(storage, MAX_LABELS)?;
+            let labels = requests::prune_labels(storage, MAX_LABELS)?;
             let folded = rollups::fold_oldest_hour(storage, now - rollups::FOLD_AFTER_MS)?;
             let expired = rollups::expire(storage, now - i64::from(settings.rollup_retention_days) * DAY_MS)?;
             // One step of each per tick; keep stepping next tick while there is more.
             if n == 0 && !folded && expired == 0 {
                 self.last_retention = Some(Instant::now());
             }
+            if n > 0 || labels > 0 || folded || expired > 0 {
+                fresh = None;
+            }
         }
-        let rows = requests::row_count(storage)?;
-        let bytes = storage.bytes()?;
+        let (rows, bytes) = match fresh {
+            Some((rows, Some(bytes))) => (rows, bytes),
+            Some((rows, None)) => (rows, storage.bytes()?),
+            None => (requests::row_count(storage)?, storage.bytes()?),
+        };
         health.set_size(rows, bytes.file + bytes.wal);
         Ok(())
     }

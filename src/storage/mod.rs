@@ -12,6 +12,7 @@ pub mod keeper;
 pub mod keys;
 mod labels;
 pub mod memlog;
+mod packed;
 pub mod pins;
 pub mod requests;
 pub mod rollups;
@@ -42,6 +43,8 @@ pub const MIGRATIONS: &[&str] = &[
     keys::MIGRATION,
     // 6: account-scoped object ids pinned to their creating key (see `pins`).
     pins::MIGRATION,
+    // 7: a request row's unfiltered numbers in one blob (see `packed`).
+    packed::MIGRATION,
 ];
 
 #[derive(Debug)]
@@ -80,6 +83,8 @@ pub struct Storage {
     file: Option<(PathBuf, (u64, u64))>,
     /// Label ids of this database's request rows (see `labels`).
     labels: labels::LabelCache,
+    /// Bytes per page, read once at open (only a VACUUM could change it, and rotor runs none).
+    page_size: u64,
 }
 
 /// (device, inode) of the file at `path`, if it exists.
@@ -120,11 +125,13 @@ impl Storage {
             )),
             None => None,
         };
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let mut storage = Storage {
             conn,
             persistent: path.is_some(),
             file,
             labels: labels::LabelCache::default(),
+            page_size: u64::try_from(page_size).unwrap_or(4096),
         };
         storage.migrate(migrations)?;
         Ok(storage)
@@ -151,13 +158,15 @@ impl Storage {
     /// Bytes the database takes now: (pages in use, total) plus the WAL file, or the
     /// in-memory pages. Pages in use exclude the free list, which new rows reuse.
     pub fn bytes(&self) -> Result<DbBytes, StorageError> {
-        let pragma = |name: &str| -> Result<u64, StorageError> {
-            let v: i64 = self.conn.pragma_query_value(None, name, |r| r.get(0))?;
+        // Cached statements: the writer asks after every batch, and parsing a pragma each time
+        // cost more than running it.
+        let pragma = |sql: &str| -> Result<u64, StorageError> {
+            let v: i64 = self.conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?;
             Ok(u64::try_from(v).unwrap_or(0))
         };
-        let page = pragma("page_size")?;
-        let pages = pragma("page_count")?;
-        let free = pragma("freelist_count")?;
+        let page = self.page_size;
+        let pages = pragma("PRAGMA page_count")?;
+        let free = pragma("PRAGMA freelist_count")?;
         let wal = match &self.file {
             Some((path, _)) => {
                 let mut wal = path.clone().into_os_string();

@@ -1,6 +1,7 @@
 //! Request rows in SQLite: batched inserts from the control thread, oldest-first pruning, and
 //! the query behind `/admin/logs` (stats come from `rollups`, never from these rows). A row is
-//! its numbers, its request id and a label id (`labels`): about 60 bytes on disk.
+//! its time, status, request id, a label id (`labels`) and its other numbers in one blob
+//! (`packed`): about 60 bytes on disk.
 //! Invariant: every query's filters and grouping come from fixed lists or bound parameters,
 //! never from text spliced into SQL.
 
@@ -10,7 +11,7 @@ use rusqlite::{params_from_iter, types::Value};
 use serde::Serialize;
 
 use super::labels::LabelCache;
-use super::{Storage, StorageError};
+use super::{packed, Storage, StorageError};
 use crate::usage::record::RequestRecord;
 
 /// Migration that creates the table (appended to `MIGRATIONS`).
@@ -90,10 +91,8 @@ pub const MIGRATION_COMPACT: &str = "CREATE TABLE log_labels (
         ORDER BY r.id;
     DROP TABLE requests;";
 
-const COLUMNS: &str =
-    "r.id, r.ts_ms, r.request_id, l.client, l.endpoint, l.model, l.provider, l.upstream_model, l.key, \
-r.status, l.error, r.attempts, r.stream, r.latency_ms, r.ttfb_ms, r.overhead_us, r.prompt_tokens, r.completion_tokens, \
-r.cached_tokens, r.reasoning_tokens, r.usage_partial, r.bytes_in, r.bytes_out";
+const COLUMNS: &str = "r.id, r.ts_ms, r.request_id, l.client, l.endpoint, l.model, l.provider, l.upstream_model, \
+l.key, r.status, l.error, r.numbers";
 
 /// Writes `records` in one transaction.
 pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), StorageError> {
@@ -110,8 +109,9 @@ pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), St
 /// batch goes in statements of 16, 8, 4, 2 and 1 rows. So at most six statements are ever
 /// prepared and each stays in the connection's cache: a remainder of 1-31 rows used to prepare
 /// a statement of its own size, again and again (SQL parsing showed in every batch's cost).
+/// Each is taken from the cache once per batch (returning one clears all its bindings).
 const STATEMENT_ROWS: [usize; 6] = [32, 16, 8, 4, 2, 1];
-const ROW_COLUMNS: usize = 16;
+const ROW_COLUMNS: usize = 5;
 
 /// The `INSERT` text for each of `STATEMENT_ROWS`, built once (the cache looks statements up by
 /// their text).
@@ -119,11 +119,9 @@ static INSERT_SQL: LazyLock<[String; 6]> = LazyLock::new(|| STATEMENT_ROWS.map(i
 
 /// `INSERT INTO request_rows ... VALUES (?, ...), ...` for `rows` rows.
 fn insert_sql(rows: usize) -> String {
-    let one = format!("({})", vec!["?"; ROW_COLUMNS].join(", "));
+    let one = format!("({})", ["?"; ROW_COLUMNS].join(", "));
     format!(
-        "INSERT INTO request_rows (ts_ms, request_id, labels, status, attempts, stream, latency_ms, ttfb_ms, \
-         overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_partial, bytes_in, \
-         bytes_out) VALUES {}",
+        "INSERT INTO request_rows (ts_ms, request_id, labels, status, numbers) VALUES {}",
         vec![one; rows].join(", ")
     )
 }
@@ -135,53 +133,52 @@ fn insert_in(
 ) -> Result<(), StorageError> {
     let tx = conn.transaction()?;
     let mut rest = records;
-    // The largest statement that the rest fills (1 always fits while rows remain).
-    while let Some((rows, sql)) = STATEMENT_ROWS
-        .iter()
-        .zip(INSERT_SQL.iter())
-        .find(|(rows, _)| **rows <= rest.len())
-    {
-        let (chunk, tail) = rest.split_at(*rows);
-        rest = tail;
-        let mut stmt = tx.prepare_cached(sql)?;
-        let mut at = 1;
-        for r in chunk {
-            let mut text = r.text.get();
-            if text.upstream_model.is_empty() && !text.provider.is_empty() {
-                text.upstream_model = text.model;
-            }
-            let label = labels.id(&tx, &text)?;
-            stmt.raw_bind_parameter(at, r.ts_ms)?;
-            stmt.raw_bind_parameter(at + 1, text.request_id)?;
-            let numbers = [
-                label,
-                i64::from(r.status),
-                i64::from(r.attempts),
-                i64::from(r.stream),
-                clamp(r.latency_ms),
-                clamp(r.ttfb_ms),
-                clamp(r.overhead_us),
-                clamp(r.usage.prompt_tokens),
-                clamp(r.usage.completion_tokens),
-                clamp(r.usage.cached_tokens),
-                clamp(r.usage.reasoning_tokens),
-                i64::from(r.usage.partial),
-                clamp(r.bytes_in),
-                clamp(r.bytes_out),
-            ];
-            for (i, n) in numbers.into_iter().enumerate() {
-                stmt.raw_bind_parameter(at + 2 + i, n)?;
-            }
-            at += ROW_COLUMNS;
+    let mut numbers = [0u8; packed::MAX_BYTES];
+    // Sizes halve, so past the 32-row statement each size fills at most once.
+    for (rows, sql) in STATEMENT_ROWS.iter().zip(INSERT_SQL.iter()) {
+        if rest.len() < *rows {
+            continue;
         }
-        stmt.raw_execute()?;
+        let mut stmt = tx.prepare_cached(sql)?;
+        while rest.len() >= *rows {
+            let (chunk, tail) = rest.split_at(*rows);
+            rest = tail;
+            let mut at = 1;
+            for r in chunk {
+                let mut text = r.text.get();
+                if text.upstream_model.is_empty() && !text.provider.is_empty() {
+                    text.upstream_model = text.model;
+                }
+                let label = labels.id(&tx, &text)?;
+                let len = packed::encode(
+                    &[
+                        u64::from(r.attempts),
+                        u64::from(r.stream),
+                        r.latency_ms,
+                        r.ttfb_ms,
+                        r.overhead_us,
+                        r.usage.prompt_tokens,
+                        r.usage.completion_tokens,
+                        r.usage.cached_tokens,
+                        r.usage.reasoning_tokens,
+                        u64::from(r.usage.partial),
+                        r.bytes_in,
+                        r.bytes_out,
+                    ],
+                    &mut numbers,
+                );
+                stmt.raw_bind_parameter(at, r.ts_ms)?;
+                stmt.raw_bind_parameter(at + 1, text.request_id)?;
+                stmt.raw_bind_parameter(at + 2, label)?;
+                stmt.raw_bind_parameter(at + 3, i64::from(r.status))?;
+                stmt.raw_bind_parameter(at + 4, numbers.get(..len).unwrap_or(&[]))?;
+                at += ROW_COLUMNS;
+            }
+            stmt.raw_execute()?;
+        }
     }
     tx.commit()?;
     Ok(())
-}
-
-fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// (oldest id, newest id) of the log; `None` when it is empty. Rows are only ever deleted
@@ -355,6 +352,8 @@ pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) 
          ORDER BY r.id DESC LIMIT ? OFFSET ?"
     ))?;
     let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
+        let [attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_partial, bytes_in, bytes_out] =
+            packed::decode(r.get_ref(11)?.as_blob()?);
         Ok(LogRow {
             id: r.get(0)?,
             ts: r.get(1)?,
@@ -367,18 +366,18 @@ pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) 
             key: r.get(8)?,
             status: r.get(9)?,
             error: r.get(10)?,
-            attempts: r.get(11)?,
-            stream: r.get(12)?,
-            latency_ms: r.get(13)?,
-            ttfb_ms: r.get(14)?,
-            overhead_us: r.get(15)?,
-            prompt_tokens: r.get(16)?,
-            completion_tokens: r.get(17)?,
-            cached_tokens: r.get(18)?,
-            reasoning_tokens: r.get(19)?,
-            usage_partial: r.get(20)?,
-            bytes_in: r.get(21)?,
-            bytes_out: r.get(22)?,
+            attempts,
+            stream: stream != 0,
+            latency_ms,
+            ttfb_ms,
+            overhead_us,
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+            reasoning_tokens,
+            usage_partial: usage_partial != 0,
+            bytes_in,
+            bytes_out,
         })
     })?;
     let data = rows.collect::<Result<Vec<_>, _>>()?;

@@ -33,6 +33,8 @@ pub struct LogWriter {
     /// The rows when the database is in memory (`storage.path = ""`); SQLite holds only the
     /// rollups then.
     memlog: MemLog,
+    /// Something was written or deleted since the database was last bounded and measured.
+    stale: bool,
 }
 
 /// The database lives in memory: rows go to the ring.
@@ -47,6 +49,7 @@ impl Default for LogWriter {
             pending: AHashMap::new(),
             last_flush: Instant::now(),
             memlog: MemLog::default(),
+            stale: true,
         }
     }
 }
@@ -78,14 +81,19 @@ impl LogWriter {
         let config = gateway.current().config.clone();
         let settings = &config.storage;
         self.keeper.keep_open(settings, &gateway.storage_status, storage);
-        self.write_rows(gateway, storage);
+        let bounded = self.write_rows(gateway, storage);
+        let mut rollups = false;
         if all || self.last_flush.elapsed() >= FLUSH_EVERY {
             self.last_flush = Instant::now();
-            self.write_rollups(gateway, storage);
+            rollups = self.write_rollups(gateway, storage);
         }
-        if let Some(storage) = storage.as_mut() {
+        // Rows written this tick were bounded after their batch already; an idle tick with no
+        // retention step due has nothing to bound (its sizes and row count cannot have moved).
+        let needed = rollups || (!bounded && (all || self.stale || self.keeper.retention_due()));
+        if let Some(storage) = storage.as_mut().filter(|_| needed) {
             self.keeper.bound(settings, &gateway.storage_status, storage);
         }
+        self.stale = self.stale && storage.is_none();
         if in_memory(storage) {
             // The keeper measured the SQLite side (rollups); the rows are in the ring.
             let (_, db_bytes) = gateway.storage_status.size();
@@ -95,10 +103,12 @@ impl LogWriter {
         }
     }
 
-    fn write_rows(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+    /// Returns whether the database was bounded after a batch (so the tick need not again).
+    fn write_rows(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) -> bool {
         let config = gateway.current().config.clone();
         let settings = &config.storage;
         let batch_max = batch_rows(settings);
+        let mut bounded = false;
         loop {
             let batch = gateway.records.drain(batch_max);
             if batch.is_empty() {
@@ -125,6 +135,7 @@ impl LogWriter {
                     // queue, many times a small `max_db_bytes`.
                     if let Some(s) = storage.as_mut() {
                         self.keeper.bound(settings, &gateway.storage_status, s);
+                        bounded = true;
                     }
                 }
                 Err(e) => {
@@ -138,16 +149,17 @@ impl LogWriter {
                 break;
             }
         }
+        bounded
     }
 
     /// Adds the workers' cells to the pending ones and commits them all in one transaction;
-    /// on failure they stay pending for the next flush.
-    fn write_rollups(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
+    /// on failure they stay pending for the next flush. Returns whether there were any.
+    fn write_rollups(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) -> bool {
         for (key, cell) in gateway.rollups.collect() {
             self.pending.entry(key).or_default().merge(&cell);
         }
         if self.pending.is_empty() {
-            return;
+            return false;
         }
         let cells: Vec<(RollupKey, Cell)> = self.pending.drain().collect();
         if let Err(e) = self.checked(gateway, storage, |s| rollups::add(s, &cells)) {
@@ -157,6 +169,7 @@ impl LogWriter {
             self.pending.extend(cells);
             self.shed_pending(gateway);
         }
+        true
     }
 
     /// Past `MAX_PENDING` cells, the excess is given up and its requests counted.
@@ -213,6 +226,8 @@ impl LogWriter {
     /// sees every request answered before it).
     pub fn execute(&mut self, command: Command, gateway: &Gateway, storage: &mut Option<Storage>) -> Reply {
         self.flush(gateway, storage);
+        // A deletion changes what the next tick measures.
+        self.stale = true;
         if in_memory(storage) {
             match command {
                 Command::Logs { filter, limit, offset } => {
