@@ -10,6 +10,8 @@
 # LOG (memory | file | off: rotor's request log in memory, to a SQLite file as users run it, or
 # off), PROFILE (release; `gate` is the cheaper build the CI cost gate measures),
 # REQUESTS (callgrind only: measure exactly this many requests instead of DURATION seconds),
+# CHUNKS (content chunks per streamed answer from the mock, 5; the per-event cost of a stream is
+# the slope between two CHUNKS values),
 # ROTOR_BIN (a rotor binary to profile instead of target/$PROFILE/rotor; the mock stays the same),
 # OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set),
 # KEY_LIMITS (TOML lines added to the provider, e.g. "rpm = 100000000" + newline + "tpm = 1000000000",
@@ -116,7 +118,7 @@ LUA
 fi
 URL="http://127.0.0.1:$ROTOR_PORT/v1/chat/completions"
 
-"$BUILT" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$OUT/mock.log" 2>&1 & PIDS+=($!)
+"$BUILT" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks "${CHUNKS:-5}" >"$OUT/mock.log" 2>&1 & PIDS+=($!)
 if [ "$WHAT" = callgrind ]; then
   ROTOR_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
     "$ROTOR" --config "$OUT/rotor.toml" >"$OUT/rotor.log" 2>&1 & ROTOR_PID=$!

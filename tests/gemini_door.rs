@@ -70,16 +70,27 @@ fn google_error(r: &Response, code: u16, status: &str) -> String {
     v["error"]["message"].as_str().unwrap_or_default().to_owned()
 }
 
-/// The newest request-log row once `n` requests are logged, and the whole log's text.
-fn last_log(h: &Harness, n: u64) -> (Value, String) {
+/// The request-log row of `answer` (by its `x-request-id`) once `n` requests are logged, and the
+/// whole log's text. Not simply the newest row: two workers queue their records in the order
+/// their requests finish on their own cores, so the request answered first may be logged last
+/// (this once read the previous request's 4 completion tokens as the stream's).
+fn last_log(h: &Harness, n: u64, answer: &Response) -> (Value, String) {
     let auth = format!("Bearer {ADMIN}");
     let get = || {
         h.client()
             .request("GET", "/admin/logs?limit=50", &[("authorization", &auth)], b"")
     };
     assert!(eventually(Duration::from_secs(3), || get().json()["total"].as_u64() == Some(n)));
+    let id = answer
+        .header("x-request-id")
+        .expect("rotor answers with its request id");
     let r = get();
-    (r.json()["data"][0].clone(), r.text())
+    let rows = r.json()["data"].clone();
+    let row = rows
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["request_id"].as_str() == Some(id)).cloned())
+        .unwrap_or_else(|| panic!("no log row for request {id}: {}", r.text()));
+    (row, r.text())
 }
 
 #[test]
@@ -108,7 +119,7 @@ fn generate_content_passes_through_to_gemini_with_only_the_model_changed() {
         Some("goog-pool-0001"),
         "the pool key, not the client's"
     );
-    let (row, _) = last_log(&h, 1);
+    let (row, _) = last_log(&h, 1, &r);
     assert_eq!(
         (row["completion_tokens"].as_u64(), row["provider"].as_str()),
         (Some(3), Some("gem"))
@@ -142,7 +153,7 @@ fn stream_passes_through_with_a_query_key_that_is_never_forwarded_or_logged() {
     );
     let sent = h.recorded().pop().unwrap();
     assert_eq!(sent.target, "/v1beta/models/gemini-x:streamGenerateContent?alt=sse");
-    let (row, log) = last_log(&h, 1);
+    let (row, log) = last_log(&h, 1, &r);
     assert_eq!(row["completion_tokens"].as_u64(), Some(5), "{row}");
     assert!(row["stream"].as_bool() == Some(true));
     assert!(!log.contains(CLIENT_KEY), "the query key is in the request log: {log}");
@@ -189,7 +200,7 @@ fn openai_upstream_is_translated_both_ways_under_v1_and_v1beta() {
     assert_eq!(last["usageMetadata"]["candidatesTokenCount"].as_u64(), Some(5));
     let chat: Value = sonic_rs::from_slice(&h.recorded().pop().unwrap().body).unwrap();
     assert_eq!(chat["stream_options"]["include_usage"].as_bool(), Some(true));
-    let (row, log) = last_log(&h, 2);
+    let (row, log) = last_log(&h, 2, &r);
     assert_eq!(
         (row["completion_tokens"].as_u64(), row["provider"].as_str()),
         (Some(5), Some("oai"))
@@ -225,7 +236,7 @@ fn anthropic_upstream_is_translated_with_tools_and_usage() {
     let last = chunks.last().unwrap();
     assert_eq!(last["candidates"][0]["finishReason"].as_str(), Some("STOP"));
     let completion = last["usageMetadata"]["candidatesTokenCount"].as_u64().unwrap();
-    let (row, _) = last_log(&h, 2);
+    let (row, _) = last_log(&h, 2, &r);
     assert_eq!(row["completion_tokens"].as_u64(), Some(completion));
     assert_eq!(row["provider"].as_str(), Some("claude"));
 }

@@ -1,5 +1,6 @@
 //! Split invariance: feeding the bytes in one piece, split at two fuzzer-chosen points, or one
-//! byte at a time must give the same data, the same result and the same leftover; no panic.
+//! byte at a time must give the same data, the same result and the same leftover, chunk by chunk
+//! (`decode`) and all buffered chunks at once (`decode_into`); no panic.
 #![no_main]
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +23,21 @@ fn run(pieces: &[&[u8]]) -> (Vec<u8>, Result<Option<Vec<u8>>, ChunkError>) {
     (data, Ok(None))
 }
 
+/// `run` with `decode_into`: every buffered chunk at once, as the upstream client reads.
+fn run_into(pieces: &[&[u8]]) -> (Vec<u8>, Result<Option<Vec<u8>>, ChunkError>) {
+    let mut dec = ChunkedDecoder::new(ChunkedLimits { max_line_bytes: 64, max_trailer_bytes: 128 });
+    let (mut buf, mut data) = (BytesMut::new(), BytesMut::new());
+    for (i, piece) in pieces.iter().enumerate() {
+        buf.extend_from_slice(piece);
+        match dec.decode_into(&mut buf, &mut data) {
+            Ok(true) => return (data.to_vec(), Ok(Some([&buf[..], &pieces[i + 1..].concat()].concat()))),
+            Ok(false) => {}
+            Err(e) => return (data.to_vec(), Err(e)),
+        }
+    }
+    (data.to_vec(), Ok(None))
+}
+
 fuzz_target!(|input: (u16, u16, &[u8])| {
     let (a, b, data) = input;
     let (a, b) = (a as usize % (data.len() + 1), b as usize % (data.len() + 1));
@@ -29,4 +45,6 @@ fuzz_target!(|input: (u16, u16, &[u8])| {
     let whole = run(&[data]);
     assert_eq!(run(&[&data[..a], &data[a..b], &data[b..]]), whole);
     assert_eq!(run(&data.chunks(1).collect::<Vec<_>>()), whole);
+    assert_eq!(run_into(&[data]), whole);
+    assert_eq!(run_into(&[&data[..a], &data[a..b], &data[b..]]), whole);
 });

@@ -132,6 +132,74 @@ impl ChunkedDecoder {
     }
 }
 
+impl ChunkedDecoder {
+    /// Appends the data of every chunk buffered in `buf` to `out` and consumes its framing, in
+    /// one pass with one `advance` (no `Bytes` handle per chunk: an SSE upstream sends a chunk
+    /// per event, and splitting each off cost about 300 instructions per streamed event,
+    /// issue 18). `Ok(true)`: the body ended (zero chunk and trailers read). On an error the
+    /// data before it is in `out` and the bad bytes stay in `buf`. The same bytes and states
+    /// as repeated `decode` calls.
+    pub fn decode_into(&mut self, buf: &mut BytesMut, out: &mut BytesMut) -> Result<bool, ChunkError> {
+        let mut at = 0;
+        let scanned = self.scan(buf, &mut at, out);
+        buf.advance(at);
+        scanned?;
+        match self.state {
+            State::Trailer(_) | State::Done => Ok(matches!(self.decode(buf)?, Some(Chunk::Done))),
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether the buffered bytes are all data of the current chunk (the next `decode` hands
+    /// them on without a copy).
+    pub fn inside_chunk(&self, buffered: usize) -> bool {
+        matches!(self.state, State::Data(left) if left >= buffered as u64)
+    }
+
+    /// Data and size lines from `buf[*at..]` until more input is needed or the last chunk.
+    fn scan(&mut self, buf: &[u8], at: &mut usize, out: &mut BytesMut) -> Result<(), ChunkError> {
+        loop {
+            let rest = buf.get(*at..).unwrap_or_default();
+            match self.state {
+                State::Size => {
+                    let Some(len) = line_len(rest, self.limits.max_line_bytes)? else {
+                        return Ok(());
+                    };
+                    let size = parse_size_line(rest.get(..len).unwrap_or_default())?;
+                    *at += len;
+                    self.state = if size == 0 {
+                        State::Trailer(0)
+                    } else {
+                        State::Data(size)
+                    };
+                }
+                State::Data(left) => {
+                    if rest.is_empty() {
+                        return Ok(());
+                    }
+                    let n = usize::try_from(left).map_or(rest.len(), |l| l.min(rest.len()));
+                    if out.capacity() == 0 {
+                        out.reserve(rest.len());
+                    }
+                    out.extend_from_slice(rest.get(..n).unwrap_or_default());
+                    *at += n;
+                    let left = left - n as u64;
+                    self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
+                }
+                State::DataEnd => match rest.get(..2) {
+                    None if rest.first().is_none_or(|&b| b == b'\r') => return Ok(()),
+                    Some(b"\r\n") => {
+                        *at += 2;
+                        self.state = State::Size;
+                    }
+                    _ => return Err(ChunkError("missing CRLF after chunk data")),
+                },
+                State::Trailer(_) | State::Done => return Ok(()),
+            }
+        }
+    }
+}
+
 /// Length of the CRLF-terminated line (terminator included) at the front of `buf`, if it is
 /// complete; the caller reads it in place and then advances past it (splitting it off cost a
 /// reference-counted handle per line). A line longer than `max` is an error whether

@@ -38,9 +38,46 @@ pub(crate) fn run(pieces: &[&[u8]]) -> Outcome {
     (data, Ok(None))
 }
 
-/// Every split (and byte-at-a-time) must give the same data, error and leftover as one piece.
+/// `run` with `decode_into` (every buffered chunk at once, as the upstream client reads).
+fn run_into(pieces: &[&[u8]]) -> Outcome {
+    let mut dec = ChunkedDecoder::new(ChunkedLimits {
+        max_line_bytes: 64,
+        max_trailer_bytes: 64,
+    });
+    let mut buf = BytesMut::new();
+    let mut data = BytesMut::new();
+    for (idx, piece) in pieces.iter().enumerate() {
+        buf.extend_from_slice(piece);
+        match dec.decode_into(&mut buf, &mut data) {
+            Ok(true) => {
+                assert!(dec.is_done());
+                let mut left = buf.to_vec();
+                for p in &pieces[idx + 1..] {
+                    left.extend_from_slice(p);
+                }
+                return (data.to_vec(), Ok(Some(left)));
+            }
+            Ok(false) => {}
+            Err(e) => return (data.to_vec(), Err(e)),
+        }
+    }
+    (data.to_vec(), Ok(None))
+}
+
+/// Every split (and byte-at-a-time) must give the same data, error and leftover as one piece,
+/// chunk by chunk (`decode`) and all at once (`decode_into`).
 fn assert_split_invariant(input: &[u8]) {
     let whole = run(&[input]);
+    assert_eq!(
+        run_into(&[input]),
+        whole,
+        "decode_into {:?}",
+        String::from_utf8_lossy(input)
+    );
+    for i in 0..=input.len() {
+        let (a, b) = input.split_at(i);
+        assert_eq!(run_into(&[a, b]), whole, "decode_into split at {i}");
+    }
     for i in 0..=input.len() {
         let (a, b) = input.split_at(i);
         assert_eq!(

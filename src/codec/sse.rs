@@ -49,6 +49,12 @@ impl SseSplitter {
             }
         }
         while !input.is_empty() {
+            if self.idle() {
+                input = fast_events(input, on_event);
+                if input.is_empty() {
+                    return;
+                }
+            }
             match memchr::memchr2(b'\n', b'\r', input) {
                 None => {
                     self.extend_line(input);
@@ -86,6 +92,16 @@ impl SseSplitter {
     /// Bytes held right now (for the bounded-memory checks).
     pub fn buffered(&self) -> usize {
         self.line.len() + self.event.len() + self.data.len()
+    }
+
+    /// Between events with nothing held: the next bytes start a fresh line of a fresh event.
+    fn idle(&self) -> bool {
+        !self.has_data
+            && !self.after_cr
+            && !self.overflow
+            && self.line.is_empty()
+            && self.event.is_empty()
+            && self.data.is_empty()
     }
 
     fn extend_line(&mut self, bytes: &[u8]) {
@@ -168,6 +184,56 @@ impl SseSplitter {
     }
 }
 
+/// The common events read in place, without copying a byte: whole in `input`, `\n` line ends,
+/// an optional `event:` line, one `data:` line, the blank line. Returns the input from the first
+/// event that is anything else (split, CRs, comments, several data lines, other fields), which
+/// the line-by-line path then reads; the events are the ones it would give (sizes included: an
+/// event here is at most `MAX_EVENT_BYTES` long, which that path keeps too).
+/// Issue 18: copying every line into the splitter's buffers and each event out of them again
+/// cost about 500 instructions per streamed event (callgrind).
+fn fast_events<'a>(mut input: &'a [u8], on_event: &mut dyn FnMut(Event<'_>)) -> &'a [u8] {
+    loop {
+        let Some((first, rest)) = lf_line(input) else {
+            return input;
+        };
+        let (event, data_line, rest) = match first.strip_prefix(b"event:") {
+            Some(name) => match lf_line(rest) {
+                Some((line, rest)) => (strip_space(name), line, rest),
+                None => return input,
+            },
+            None => (&[][..], first, rest),
+        };
+        let Some(data) = data_line.strip_prefix(b"data:") else {
+            return input;
+        };
+        let Some(after) = rest.strip_prefix(b"\n") else {
+            return input;
+        };
+        if input.len() - after.len() > MAX_EVENT_BYTES {
+            return input;
+        }
+        on_event(Event {
+            event,
+            data: strip_space(data),
+        });
+        input = after;
+    }
+}
+
+/// The line at the front of `input` when it ends in a lone `\n` (no `\r` before it), and what
+/// follows.
+fn lf_line(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = memchr::memchr2(b'\n', b'\r', input)?;
+    match input.get(at) {
+        Some(b'\n') => Some((input.get(..at)?, input.get(at + 1..)?)),
+        _ => None,
+    }
+}
+
+fn strip_space(value: &[u8]) -> &[u8] {
+    value.strip_prefix(b" ").unwrap_or(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +290,32 @@ mod tests {
         assert_eq!(out, vec![("".into(), "a\nb".into())]);
     }
 
+    /// The in-place path (whole events in one piece) gives what the line-by-line path gives
+    /// (the same bytes one at a time never hold a whole event).
+    #[test]
+    fn events_read_in_place_equal_events_read_line_by_line() {
+        let streams: [&[u8]; 6] = [
+            b"data: {\"a\":1}\n\ndata:{}\n\nevent: ping\ndata: {}\n\nevent:x\ndata:\n\ndata: [DONE]\n\n",
+            b"event: a\nevent: b\ndata: 1\n\nevent: only\n\ndata: 1\ndata: 2\n\ndata\n\n: c\ndata: 3\n\n",
+            b"data: a\r\n\r\ndata: b\n\ndata: c\n\r\ndata: d\n\nid: 1\ndata: e\n\nevent: e\r\ndata: f\n\n",
+            b"data:  two spaces\n\n\n\ndata: after blanks\n\nevent: \ndata: x\n\ndata: tail",
+            b"\n\ndata: x\n\nretry: 5\n\ndata: y\n\n",
+            STREAM,
+        ];
+        for stream in streams {
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            assert_eq!(
+                split_all(&[stream]),
+                split_all(&bytes),
+                "{}",
+                String::from_utf8_lossy(stream)
+            );
+        }
+        let whole = split_all(&[streams[0]]);
+        assert_eq!(whole.len(), 5);
+        assert_eq!(whole[2], ("ping".into(), "{}".into()));
+    }
+
     #[test]
     fn oversized_event_is_dropped_and_the_next_survives() {
         let mut s = SseSplitter::new();
@@ -236,5 +328,13 @@ mod tests {
         s.feed(b"\n\ndata: ok\n\n", &mut push);
         assert_eq!(seen, vec![2]);
         assert_eq!(s.dropped, 1);
+        // Whole in one piece (the in-place path) it is dropped too.
+        let mut whole = b"data: ".to_vec();
+        whole.extend_from_slice(&big);
+        whole.extend_from_slice(b"\n\ndata: ok\n\n");
+        let mut again = Vec::new();
+        s.feed(&whole, &mut |e| again.push(e.data.len()));
+        assert_eq!(again, vec![2]);
+        assert_eq!(s.dropped, 2);
     }
 }

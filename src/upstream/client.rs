@@ -160,18 +160,17 @@ impl Exchange {
                         return Ok(Some(piece));
                     }
                 }
-                BodyState::Chunked(decoder) => match decoder.decode(&mut self.buf) {
-                    Ok(Some(Chunk::Data(data))) => return Ok(Some(self.gather_chunks(data))),
-                    Ok(Some(Chunk::Done)) => {
-                        self.body = BodyState::Done;
-                        return Ok(None);
+                BodyState::Chunked(decoder) if decoder.inside_chunk(self.buf.len()) => {
+                    // Part of one large chunk: handed on without a copy.
+                    if let Ok(Some(Chunk::Data(data))) = decoder.decode(&mut self.buf) {
+                        return Ok(Some(data));
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.body = BodyState::Failed;
-                        return Err(UpstreamError::new(UpstreamErrorKind::BrokenBody, e.0));
+                }
+                BodyState::Chunked(_) => {
+                    if let Some(result) = self.gather_chunks() {
+                        return result;
                     }
-                },
+                }
                 BodyState::UntilClose => {
                     if !self.buf.is_empty() {
                         return Ok(Some(self.buf.split().freeze()));
@@ -182,39 +181,29 @@ impl Exchange {
         }
     }
 
-    /// `first` plus the data of every further chunk already buffered, in one piece: an
-    /// upstream that sent several SSE events back to back gets them relayed in one downstream
-    /// write (and one hop through the relay's channel) instead of one per chunk. Nothing waits
-    /// for more bytes, so no event is delayed. The terminator, if buffered, ends the body here
-    /// (the next call returns `None`).
-    fn gather_chunks(&mut self, first: Bytes) -> Bytes {
+    /// The data of every chunk already buffered, in one piece: an upstream that sent several
+    /// SSE events back to back gets them relayed in one downstream write instead of one per
+    /// chunk. Nothing waits for more bytes, so no event is delayed. The terminator, if
+    /// buffered, ends the body here (the next call returns `None`); bad framing after some
+    /// data is reported by the next call. `None`: nothing yet, read more.
+    fn gather_chunks(&mut self) -> Option<Result<Option<Bytes>, UpstreamError>> {
         let BodyState::Chunked(decoder) = &mut self.body else {
-            return first;
+            return None;
         };
-        let mut joined: Option<BytesMut> = None;
-        loop {
-            match decoder.decode(&mut self.buf) {
-                Ok(Some(Chunk::Data(more))) => {
-                    let joined = joined.get_or_insert_with(|| {
-                        let mut j = BytesMut::with_capacity(first.len() + more.len() + self.buf.len());
-                        j.extend_from_slice(&first);
-                        j
-                    });
-                    joined.extend_from_slice(&more);
-                }
-                Ok(Some(Chunk::Done)) => {
-                    self.body = BodyState::Done;
-                    break;
-                }
-                Ok(None) => break,
-                // Relay what came before the error; the next call reports it.
-                Err(e) => {
-                    self.body = BodyState::Broken(e.0);
-                    break;
-                }
+        let mut data = BytesMut::new();
+        match decoder.decode_into(&mut self.buf, &mut data) {
+            Ok(true) => self.body = BodyState::Done,
+            Ok(false) => {}
+            Err(e) if data.is_empty() => {
+                self.body = BodyState::Failed;
+                return Some(Err(UpstreamError::new(UpstreamErrorKind::BrokenBody, e.0)));
             }
+            Err(e) => self.body = BodyState::Broken(e.0),
         }
-        joined.map_or(first, BytesMut::freeze)
+        if !data.is_empty() {
+            return Some(Ok(Some(data.freeze())));
+        }
+        matches!(self.body, BodyState::Done).then_some(Ok(None))
     }
 
     /// Reads the rest of a body into one buffer, bounded by `max` bytes.

@@ -381,6 +381,28 @@ data: [DONE]\n\n";
         }
     }
 
+    /// Whole pieces (events read in place by the splitter) give what single bytes give (events
+    /// read line by line): comments and names between, spacing, CRLF, the usage chunk mid-piece.
+    #[test]
+    fn hide_gives_the_same_bytes_whole_or_byte_by_byte() {
+        let mixed: &[u8] = b"data: {\"a\":1,\"usage\":null}\n\n: comment\n\ndata: {\"b\":2,\"usage\":null}\n\n\
+data:{\"c\":3}\n\ndata: {\"d\":4}\n\nevent: x\ndata: {\"e\":5}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":9}}\n\n\
+data: {\"f\":6,\"usage\":null}\r\n\r\ndata: {\"g\":7, \"usage\": null}\n\ndata: [DONE]\n\n";
+        let (whole, usage) = run(Mode::Hide, &[mixed]);
+        let bytes: Vec<&[u8]> = mixed.chunks(1).collect();
+        let (single, _) = run(Mode::Hide, &bytes);
+        assert_eq!(
+            String::from_utf8(whole.clone()).unwrap(),
+            String::from_utf8(single).unwrap()
+        );
+        assert_eq!(
+            String::from_utf8(whole).unwrap(),
+            "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: {\"c\":3}\n\ndata: {\"d\":4}\n\nevent: x\ndata: {\"e\":5}\n\n\
+             data: {\"f\":6}\n\ndata: {\"g\":7}\n\ndata: [DONE]\n\n"
+        );
+        assert_eq!(usage.prompt_tokens, 9);
+    }
+
     #[test]
     fn observe_passes_bytes_untouched() {
         let (out, usage) = run(Mode::Observe, &[&INJECTED[..50], &INJECTED[50..]]);
