@@ -35,6 +35,9 @@ pub struct LogWriter {
     memlog: MemLog,
     /// Something was written or deleted since the database was last bounded and measured.
     stale: bool,
+    /// In memory: the SQLite side's bytes (rollups) as last measured; the size gauge adds the
+    /// ring's bytes to this, never to its own previous value.
+    sqlite_bytes: u64,
 }
 
 /// The database lives in memory: rows go to the ring.
@@ -50,6 +53,7 @@ impl Default for LogWriter {
             last_flush: Instant::now(),
             memlog: MemLog::default(),
             stale: true,
+            sqlite_bytes: 0,
         }
     }
 }
@@ -92,14 +96,15 @@ impl LogWriter {
         let needed = rollups || (!bounded && (all || self.stale || self.keeper.retention_due()));
         if let Some(storage) = storage.as_mut().filter(|_| needed) {
             self.keeper.bound(settings, &gateway.storage_status, storage);
+            self.sqlite_bytes = gateway.storage_status.size().1;
         }
         self.stale = self.stale && storage.is_none();
         if in_memory(storage) {
-            // The keeper measured the SQLite side (rollups); the rows are in the ring.
-            let (_, db_bytes) = gateway.storage_status.size();
+            // The keeper measured the SQLite side (rollups) when it ran; the rows are in the
+            // ring. On a tick it skipped, the gauge still holds last tick's sum, ring included.
             gateway
                 .storage_status
-                .set_size(self.memlog.len(), self.memlog.bytes() + db_bytes);
+                .set_size(self.memlog.len(), self.memlog.bytes() + self.sqlite_bytes);
         }
     }
 
