@@ -380,6 +380,15 @@ pub fn write_usage(out: &mut String, usage: &Usage) {
     out.push_str("}}");
 }
 
+/// The message for an upstream error answer whose own message could not be read: its status
+/// and the first 512 bytes of its body (an upstream's error text, never a secret of rotor's).
+pub fn unreadable_error(status: u16, body: &[u8]) -> String {
+    format!(
+        "upstream answered {status}: {}",
+        String::from_utf8_lossy(body.get(..512).unwrap_or(body))
+    )
+}
+
 /// The OpenAI error envelope (`param`/`code` present, as the SDKs expect).
 pub fn error_body(message: &str, kind: &str) -> String {
     let mut out = String::with_capacity(64 + message.len());

@@ -70,10 +70,7 @@ pub fn anthropic_error_to_openai(status: u16, body: &[u8]) -> String {
     match detail {
         Some(d) => openai::error_body(&d.message, &d.kind),
         None => openai::error_body(
-            &format!(
-                "upstream answered {status}: {}",
-                String::from_utf8_lossy(body.get(..512).unwrap_or(body))
-            ),
+            &crate::providers::openai::unreadable_error(status, body),
             "upstream_error",
         ),
     }
@@ -164,12 +161,7 @@ pub fn openai_error_to_anthropic(status: u16, body: &[u8]) -> String {
         .ok()
         .and_then(|c| c.error)
         .map(|e| e.message)
-        .unwrap_or_else(|| {
-            format!(
-                "upstream answered {status}: {}",
-                String::from_utf8_lossy(body.get(..512).unwrap_or(body))
-            )
-        });
+        .unwrap_or_else(|| crate::providers::openai::unreadable_error(status, body));
     error_body(error_type_for_status(status), &message)
 }
 

@@ -10,12 +10,7 @@ use crate::usage::Usage;
 /// Any status -> OpenAI body, and the usage it reports. The caller bounds the body's depth.
 pub fn to_openai(status: u16, body: &[u8], model: &str, _max_depth: usize) -> (String, Usage) {
     if !(200..300).contains(&status) {
-        let message = error_message(body).unwrap_or_else(|| {
-            format!(
-                "upstream answered {status}: {}",
-                String::from_utf8_lossy(body.get(..512).unwrap_or(body))
-            )
-        });
+        let message = error_message(body).unwrap_or_else(|| crate::providers::openai::unreadable_error(status, body));
         return (openai::error_body(&message, "upstream_error"), Usage::default());
     }
     let Ok(r) = sonic_rs::from_slice::<ChatResponse>(body) else {

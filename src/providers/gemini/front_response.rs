@@ -18,10 +18,7 @@ pub fn from_openai(status: u16, body: &[u8], model: &str, max_depth: usize) -> (
     if !(200..300).contains(&status) {
         let message = match parsed.ok().and_then(|c| c.error) {
             Some(e) if !e.message.is_empty() => e.message,
-            _ => format!(
-                "upstream answered {status}: {}",
-                String::from_utf8_lossy(body.get(..512).unwrap_or(body))
-            ),
+            _ => crate::providers::openai::unreadable_error(status, body),
         };
         return (error_body(status, &message), Usage::default());
     }

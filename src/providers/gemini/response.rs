@@ -18,10 +18,7 @@ pub fn to_openai(status: u16, body: &[u8], model: &str, _max_depth: usize) -> (S
                     Usage::default(),
                 )
             }
-            None => format!(
-                "upstream answered {status}: {}",
-                String::from_utf8_lossy(body.get(..512).unwrap_or(body))
-            ),
+            None => crate::providers::openai::unreadable_error(status, body),
         };
         return (openai::error_body(&message, "upstream_error"), Usage::default());
     }

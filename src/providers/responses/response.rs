@@ -17,10 +17,7 @@ pub fn from_chat(status: u16, body: &[u8], model: &str, _max_depth: usize) -> (S
         let out = match parsed.ok().and_then(|c| c.error) {
             Some(e) => openai::error_body(&e.message, e.kind.as_deref().unwrap_or("upstream_error")),
             None => openai::error_body(
-                &format!(
-                    "upstream answered {status}: {}",
-                    String::from_utf8_lossy(body.get(..512).unwrap_or(body))
-                ),
+                &crate::providers::openai::unreadable_error(status, body),
                 "upstream_error",
             ),
         };
