@@ -127,10 +127,16 @@ impl Adapter {
         }
     }
 
+    /// Whether a translated answer of this kind takes more requests (`follow_up`); asked on
+    /// every attempt, so it builds nothing.
+    pub fn has_follow_up(self) -> bool {
+        matches!(self.kind, ProviderKind::Replicate)
+    }
+
     /// The follow-up of a translated answer that takes more requests (a Replicate
     /// prediction: poll it or read its stream); `None` = the first answer is the answer.
     pub fn follow_up(self, translation: Option<&Translation>) -> Option<Box<dyn FollowUp>> {
-        let translation = translation?;
+        let translation = translation.filter(|_| self.has_follow_up())?;
         match self.kind {
             ProviderKind::Replicate => Some(Box::new(super::replicate::PredictionFollow::new(
                 translation.stream,

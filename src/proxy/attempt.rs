@@ -102,7 +102,7 @@ pub(super) async fn try_key(
     };
     // Without a follow-up (every protocol but Replicate) the first answer is the client's: no
     // boxed `follow` future is built, copied and freed for it.
-    let mut answer = if target.adapter.follow_up(target.translation.as_ref()).is_none() {
+    let mut answer = if target.translation.is_none() || !target.adapter.has_follow_up() {
         Followed {
             exchange,
             head,
