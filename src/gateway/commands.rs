@@ -79,6 +79,11 @@ impl Commands {
         let _ = self.control.set(std::thread::current());
     }
 
+    /// Whether a command waits (the control thread stops pausing for it).
+    pub fn pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     pub fn next(&self) -> Option<(Command, oneshot::Sender<Reply>)> {
         self.queue.pop()
     }
