@@ -465,3 +465,46 @@ fn out_of_attempts_a_throttled_poll_reaches_the_client_and_its_prediction_is_can
     let cancels = cancels_eventually(&h, 1);
     assert_eq!(cancels[0].1, KEY_A);
 }
+
+#[test]
+fn cancels_keep_to_upstream_max_cancels_in_flight_and_cancel_timeout_ms() {
+    // Every answer for the key is 1.5 s late, its cancel included: past `cancel_timeout_ms`.
+    let h = Harness::start(Conf {
+        workers: 1,
+        upstream: "max_cancels_in_flight = 1\ncancel_timeout_ms = 400".into(),
+        ..Conf::with_body(&body(&[KEY_A], "poll_max_wait_ms = 1000"))
+    });
+    h.mock().faults.set(
+        KEY_A,
+        KeyFault {
+            latency_ms: 1500,
+            ..Default::default()
+        },
+    );
+    // Two predictions given up at the same moment: one cancel runs (and times out), one is shed.
+    let requests: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = h.client();
+            std::thread::spawn(move || {
+                let pending = [("x-mock-pending-ms", "60000")];
+                c.post("/v1/chat/completions", &chat(MODEL), &pending).status
+            })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.join().unwrap(), 504);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || cancel_metric(&h, "failed") == Some(1)),
+        "the cancel gave up after cancel_timeout_ms: {:?}",
+        cancel_metric(&h, "failed")
+    );
+    assert_eq!(
+        cancel_metric(&h, "shed"),
+        Some(1),
+        "the second cancel was over the bound"
+    );
+    // The late cancel answer would have counted as `ok` under the default 10 s.
+    sleep_ms(1500);
+    assert_eq!(cancel_metric(&h, "ok"), None);
+}

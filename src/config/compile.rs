@@ -191,6 +191,8 @@ fn upstream(u: UpstreamConfig, r: &Resolver<'_>) -> Result<Upstream, ConfigError
             "upstream.on_client_disconnect",
         )?,
         ca_file,
+        max_cancels_in_flight: cancels_in_flight(u.max_cancels_in_flight)?,
+        cancel_timeout: positive_ms(u.cancel_timeout_ms, "upstream.cancel_timeout_ms")?,
     })
 }
 
@@ -495,6 +497,14 @@ fn json_depth(v: usize) -> Result<usize, ConfigError> {
         return Err(ConfigError::at("server.max_json_depth", what));
     }
     Ok(v)
+}
+
+fn cancels_in_flight(n: usize) -> Result<usize, ConfigError> {
+    if !(1..=100_000).contains(&n) {
+        let what = format!("must be between 1 and 100000 (upstream cancels at once per worker), got {n}");
+        return Err(ConfigError::at("upstream.max_cancels_in_flight", what));
+    }
+    Ok(n)
 }
 
 fn positive_ms(v: u64, path: &str) -> Result<Duration, ConfigError> {

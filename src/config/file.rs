@@ -109,6 +109,10 @@ pub struct UpstreamConfig {
     pub on_client_disconnect: String,
     /// "" = webpki-roots only.
     pub ca_file: String,
+    /// Upstream job cancels (Replicate) running at once per worker; more are shed (counted).
+    pub max_cancels_in_flight: usize,
+    /// The longest one cancel may take, connect to answer.
+    pub cancel_timeout_ms: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -122,6 +126,8 @@ impl Default for UpstreamConfig {
             request_timeout_ms: 0,
             on_client_disconnect: "cancel".into(),
             ca_file: String::new(),
+            max_cancels_in_flight: 256,
+            cancel_timeout_ms: 10_000,
         }
     }
 }

@@ -106,6 +106,9 @@ pub struct Upstream {
     pub on_client_disconnect: DisconnectPolicy,
     /// Extra PEM roots trusted beside webpki-roots.
     pub ca_file: Option<PathBuf>,
+    /// Upstream job cancels running at once per worker (more are shed).
+    pub max_cancels_in_flight: usize,
+    pub cancel_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

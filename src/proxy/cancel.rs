@@ -2,20 +2,15 @@
 //! left, whose `poll_max_wait_ms` ran out or whose exchange failed is canceled with
 //! `POST <urls.cancel>` and the key that created it, so it stops running (and billing)
 //! upstream. Each cancel runs in a task of its own: no client answer waits for it.
-//! Invariant: bounded: at most `MAX_IN_FLIGHT` cancels per core at once (more are shed), each
-//! finished or abandoned within `CANCEL_TIMEOUT`; every cancel asked for is counted in
+//! Invariant: bounded: at most `upstream.max_cancels_in_flight` cancels per core at once (more
+//! are shed), each finished or abandoned within `upstream.cancel_timeout_ms`; every cancel asked for is counted in
 //! `rotor_upstream_cancels_total` by outcome (`ok`, `failed`, `shed`); the key never appears
 //! in a log line but masked.
 
 use std::cell::Cell;
-use std::time::Duration;
 
 use super::follow::{Fetcher, Via};
 
-/// Cancels in flight on one core at most; more are shed (counted, not sent).
-const MAX_IN_FLIGHT: usize = 256;
-/// The longest one cancel may take, connect to answer.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A cancel's answer (the prediction) is read at most this far, then the connection is closed.
 const CANCEL_BODY_LIMIT: usize = 1024 * 1024;
 
@@ -38,7 +33,9 @@ pub(super) fn spawn(fetcher: &Fetcher<'_>, url: &str) {
     let metrics = fetcher.core.metrics.clone();
     let name = &fetcher.provider.name;
     let masked = crate::config::Secret::new(fetcher.key).masked();
-    if IN_FLIGHT.with(Cell::get) >= MAX_IN_FLIGHT {
+    let upstream = &fetcher.ctx.generation.config.upstream;
+    let timeout = upstream.cancel_timeout;
+    if IN_FLIGHT.with(Cell::get) >= upstream.max_cancels_in_flight {
         tracing::warn!(provider = %name, key = %masked, "too many upstream cancels in flight: one shed, its job runs on");
         metrics.lock().upstream_cancel(name, "shed");
         return;
@@ -66,7 +63,7 @@ pub(super) fn spawn(fetcher: &Fetcher<'_>, url: &str) {
             adapter,
             key: &key,
         };
-        let outcome = match crate::net::within(CANCEL_TIMEOUT, cancel(&via, &url)).await {
+        let outcome = match crate::net::within(timeout, cancel(&via, &url)).await {
             Ok(Ok(())) => "ok",
             Ok(Err(why)) => {
                 tracing::warn!(provider = %provider.name, key = %masked, "upstream cancel failed: {why}");

@@ -307,6 +307,23 @@ fn the_request_log_is_bounded_by_default_and_bounds_are_checked() {
 }
 
 #[test]
+fn upstream_cancel_bounds_default_and_are_checked() {
+    let c = ok(PROVIDER);
+    assert_eq!(c.upstream.max_cancels_in_flight, 256);
+    assert_eq!(c.upstream.cancel_timeout.as_millis(), 10_000);
+    for bad in ["0", "100001"] {
+        err(
+            &format!("[upstream]\nmax_cancels_in_flight = {bad}\n{PROVIDER}"),
+            &["upstream.max_cancels_in_flight", bad],
+        );
+    }
+    err(
+        &format!("[upstream]\ncancel_timeout_ms = 0\n{PROVIDER}"),
+        &["upstream.cancel_timeout_ms"],
+    );
+}
+
+#[test]
 fn cache_is_off_by_default_and_its_bounds_are_checked() {
     let c = ok(PROVIDER);
     assert!(!c.cache.enabled);
