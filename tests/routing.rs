@@ -388,3 +388,37 @@ fn json_passthrough_and_bodiless_get() {
     assert_eq!(rec[1].target, "/v1/files?purpose=batch");
     assert_eq!(rec[1].bearer(), Some(POOL_KEY));
 }
+
+#[test]
+fn a_model_less_call_goes_to_an_openai_provider_before_another_kinds_wildcard() {
+    // Gemini serves every model (no `models` list); OpenAI's own API is the OpenAI provider's.
+    let h = Harness::start(Conf::with_body(&format!(
+        r#"
+[[clients]]
+name = "tester"
+key = "{CLIENT_KEY}"
+
+[[providers]]
+name = "gem"
+kind = "gemini"
+base_url = "{{MOCK}}/v1beta"
+keys = ["gem-key-1"]
+
+[[providers]]
+name = "oai"
+kind = "openai"
+base_url = "{{MOCK}}"
+keys = ["{POOL_KEY}"]
+models = ["gpt-4o-mini"]
+"#
+    )));
+    let r = h.client().get("/v1/files?purpose=batch", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-rotor-provider"), Some("oai"));
+    let rec = h.recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(
+        (rec[0].target.as_str(), rec[0].bearer()),
+        ("/v1/files?purpose=batch", Some(POOL_KEY))
+    );
+}

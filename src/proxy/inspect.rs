@@ -60,10 +60,9 @@ pub(super) fn default_model_for(config: &Config) -> Result<String, ProxyError> {
     if let Some(model) = &config.routing.default_model {
         return Ok(model.clone());
     }
-    if config.routes.wildcard.is_some() {
-        return Ok(String::new());
-    }
-    let openai = |route: &&std::sync::Arc<crate::config::Route>| {
+    // A model-less call (`GET /v1/files`, ...) speaks OpenAI's API: a route with an OpenAI
+    // provider first, the wildcard before the named routes, then any route at all.
+    let openai = |route: &crate::config::Route| {
         route.candidates.iter().any(|c| {
             config
                 .providers
@@ -71,19 +70,26 @@ pub(super) fn default_model_for(config: &Config) -> Result<String, ProxyError> {
                 .is_some_and(|p| p.kind == crate::config::ProviderKind::OpenAi)
         })
     };
+    let wildcard = config.routes.wildcard.as_deref();
+    if wildcard.is_some_and(openai) {
+        return Ok(String::new());
+    }
     let routes = || config.routes.by_model.values();
-    routes()
-        .filter(openai)
+    let named = routes()
+        .filter(|r| openai(r))
         .min_by_key(|r| r.index)
-        .or_else(|| routes().min_by_key(|r| r.index))
-        .map(|r| r.model.clone())
-        .ok_or_else(|| {
-            ProxyError::new(
-                ErrorKind::NoRoute,
-                Side::Downstream,
-                "no provider can serve this request",
-            )
-        })
+        .map(|r| r.model.clone());
+    let any = || match wildcard {
+        Some(_) => Some(String::new()),
+        None => routes().min_by_key(|r| r.index).map(|r| r.model.clone()),
+    };
+    named.or_else(any).ok_or_else(|| {
+        ProxyError::new(
+            ErrorKind::NoRoute,
+            Side::Downstream,
+            "no provider can serve this request",
+        )
+    })
 }
 
 /// Phase `adapt` (same protocol): the body as sent, with only the model value replaced when the
