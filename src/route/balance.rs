@@ -47,7 +47,9 @@ impl CoreBalance {
     pub fn order(&mut self, config: &Config, route: &Route) -> TryOrder {
         let n = route.candidates.len();
         let mut order = TryOrder::new();
-        if n == 0 {
+        if n <= 1 {
+            // One candidate (the common route): nothing to weigh.
+            order.extend(0..n);
             return order;
         }
         let weight = |i: usize| {
