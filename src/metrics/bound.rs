@@ -68,8 +68,83 @@ impl Budget {
     }
 }
 
-/// Label sets of one family in one shard, by hash.
-pub type Family<V> = AHashMap<u64, (Vec<String>, V)>;
+/// Series the per-family memo of recently counted label sets holds.
+const RECENT: usize = 4;
+
+/// Label sets of one family in one shard, by hash, with a memo of the series counted last: a
+/// request counts into the series of the one before it almost always, and a memo hit compares
+/// a few short strings instead of capping, collecting and hashing every label.
+pub struct Family<V> {
+    by_hash: AHashMap<u64, usize>,
+    series: Vec<(Vec<String>, V)>,
+    /// Indices into `series`, most recent first (`usize::MAX` = empty).
+    recent: [usize; RECENT],
+}
+
+impl<V> Default for Family<V> {
+    fn default() -> Self {
+        Family {
+            by_hash: AHashMap::default(),
+            series: Vec::new(),
+            recent: [usize::MAX; RECENT],
+        }
+    }
+}
+
+impl<V> Family<V> {
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Every series: its labels and value.
+    pub fn values(&self) -> impl Iterator<Item = &(Vec<String>, V)> {
+        self.series.iter()
+    }
+
+    /// Every series with its label hash (for summing shards).
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &(Vec<String>, V))> {
+        self.by_hash
+            .iter()
+            .filter_map(|(h, &i)| Some((*h, self.series.get(i)?)))
+    }
+
+    pub fn get_mut(&mut self, hash: &u64) -> Option<&mut (Vec<String>, V)> {
+        let i = *self.by_hash.get(hash)?;
+        self.note(i);
+        self.series.get_mut(i)
+    }
+
+    pub fn insert(&mut self, hash: u64, series: (Vec<String>, V)) {
+        if let Some(&i) = self.by_hash.get(&hash) {
+            if let Some(slot) = self.series.get_mut(i) {
+                *slot = series;
+            }
+            return;
+        }
+        self.by_hash.insert(hash, self.series.len());
+        self.note(self.series.len());
+        self.series.push(series);
+    }
+
+    /// The series whose stored labels are exactly `labels`, from the memo.
+    fn recent_mut(&mut self, labels: &[&str]) -> Option<&mut V> {
+        let same = |stored: &[String]| stored.len() == labels.len() && stored.iter().zip(labels).all(|(a, b)| a == b);
+        let at = self
+            .recent
+            .iter()
+            .position(|&i| self.series.get(i).is_some_and(|(stored, _)| same(stored)))?;
+        let i = self.recent[at];
+        self.recent.copy_within(0..at, 1);
+        self.recent[0] = i;
+        self.series.get_mut(i).map(|(_, v)| v)
+    }
+
+    fn note(&mut self, i: usize) {
+        let at = self.recent.iter().position(|&r| r == i).unwrap_or(RECENT - 1);
+        self.recent.copy_within(0..at, 1);
+        self.recent[0] = i;
+    }
+}
 
 /// Fixed seeds: label hashes only need to be stable within the process.
 fn label_hash(parts: &[&str]) -> u64 {
@@ -87,6 +162,12 @@ pub fn bump<V>(
     default: V,
     f: impl FnOnce(&mut V),
 ) -> bool {
+    // A label set met just before is its own series (stored labels are capped, so a value
+    // that needed capping never matches here and takes the full path).
+    if let Some(value) = map.recent_mut(labels) {
+        f(value);
+        return true;
+    }
     let mut labels: smallvec::SmallVec<[Cow<'_, str>; 4]> = labels.iter().map(|l| cap(l, MAX_LABEL_BYTES)).collect();
     let mut hash = hash_of(&labels);
     if let Some(entry) = map.get_mut(&hash) {
@@ -133,6 +214,36 @@ mod tests {
         let cut = cap(&long, 16);
         assert!(cut.len() <= 16 && cut.ends_with('…'), "{cut}");
         assert!(cut.starts_with("ééé"));
+    }
+
+    /// The memo of recent series counts exactly like the full path: same series, same values,
+    /// same answers (own series or folded), with long values, folds and more label sets than
+    /// the memo holds.
+    #[test]
+    fn recent_series_memo_counts_like_the_full_path() {
+        let long = "x".repeat(MAX_LABEL_BYTES + 10);
+        let models = [long.as_str(), "m0", "m1", "m2", "m3", "m4", "m5", "(other)", ""];
+        let (memo_budget, full_budget) = (Budget::default(), Budget::default());
+        memo_budget.set_max(4);
+        full_budget.set_max(4);
+        let (mut memo, mut full): (Family<u64>, Family<u64>) = Default::default();
+        for i in 0..500usize {
+            let model = models[(i * 7 + i / 3) % models.len()];
+            let status = if i % 5 == 0 { "500" } else { "200" };
+            let labels = ["chat", model, "p", status];
+            let a = bump(&mut memo, &memo_budget, &labels, Some(1), 0, |n| *n += 1);
+            full.recent = [usize::MAX; RECENT];
+            let b = bump(&mut full, &full_budget, &labels, Some(1), 0, |n| *n += 1);
+            assert_eq!(a, b, "observation {i} ({labels:?})");
+        }
+        let rows = |f: &Family<u64>| {
+            let mut rows: Vec<_> = f.values().cloned().collect();
+            rows.sort();
+            rows
+        };
+        assert_eq!(rows(&memo), rows(&full));
+        assert!(memo.values().any(|(l, _)| l[1] == OVERFLOW_MODEL), "some folded");
+        assert!(memo.values().any(|(l, _)| l[1].ends_with('…')), "one capped");
     }
 
     #[test]

@@ -130,11 +130,11 @@ impl Shard {
 
     fn merge(&mut self, other: &Shard) {
         fn add<V: Clone>(into: &mut Family<V>, from: &Family<V>, plus: impl Fn(&mut V, &V)) {
-            for (k, (labels, v)) in from {
-                match into.get_mut(k) {
+            for (k, (labels, v)) in from.entries() {
+                match into.get_mut(&k) {
                     Some(existing) => plus(&mut existing.1, v),
                     None => {
-                        into.insert(*k, (labels.clone(), v.clone()));
+                        into.insert(k, (labels.clone(), v.clone()));
                     }
                 }
             }

@@ -82,5 +82,5 @@ pub async fn connect_fresh(
         connect_timeout,
     ))
     .await?;
-    Ok(Exchange::new(io, false, Rc::downgrade(pool), key.clone()))
+    Ok(Exchange::new(Box::new(io), false, Rc::downgrade(pool), key.clone()))
 }

@@ -13,7 +13,7 @@ use super::connect::Io;
 use super::PoolKey;
 
 struct Idle {
-    io: Io,
+    io: Box<Io>,
     since: Instant,
 }
 
@@ -39,7 +39,7 @@ impl Pool {
     }
 
     /// The most recently used live connection for `key` (LIFO keeps a warm set small).
-    pub fn take(&self, key: &PoolKey) -> Option<Io> {
+    pub fn take(&self, key: &PoolKey) -> Option<Box<Io>> {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
@@ -54,7 +54,7 @@ impl Pool {
     }
 
     /// Only a released `Exchange` puts connections back, from its `drop` (after its checks).
-    pub(super) fn put(&self, key: &PoolKey, io: Io) {
+    pub(super) fn put(&self, key: &PoolKey, io: Box<Io>) {
         let max = self.max_idle_per_host.get();
         if max == 0 {
             return;
