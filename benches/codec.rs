@@ -102,7 +102,17 @@ fn bench_heads(c: &mut Criterion) {
         })
     });
     group.bench_function("build_upstream_request", |b| {
-        b.iter(|| upstream_request_head(black_box(&head), provider, prepared, auth, "/chat/completions", 4096, None))
+        b.iter(|| {
+            upstream_request_head(
+                black_box(&head),
+                provider,
+                prepared,
+                auth,
+                "/chat/completions",
+                4096,
+                None,
+            )
+        })
     });
     group.bench_function("parse_response/14_headers", |b| {
         b.iter(|| {
