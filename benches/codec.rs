@@ -24,7 +24,8 @@ use rotor::codec::{
     ChunkedLimits, HeadLimits,
 };
 use rotor::config::{parse_str, ConfigSource};
-use rotor::proxy::headers::{response_headers, upstream_request_head};
+use rotor::providers::prepared::PreparedHeads;
+use rotor::proxy::headers::{response_headers, upstream_request_head, Auth};
 
 const REQUEST_HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
 Host: rotor.internal:8080\r\n\
@@ -76,6 +77,12 @@ fn bench_heads(c: &mut Criterion) {
     let config = parse_str(PROVIDER, ConfigSource::Environment).expect("bench config parses");
     let provider = &config.providers[0];
     let key = provider.keys[0].secret.expose();
+    let heads = PreparedHeads::for_config(&config);
+    let prepared = heads.get(0);
+    let auth = Auth {
+        key,
+        line: prepared.and_then(|p| p.key_line(0)),
+    };
     let mut buf = BytesMut::from(REQUEST_HEAD);
     let head = parse_request_head(&mut buf, &limits)
         .ok()
@@ -95,7 +102,17 @@ fn bench_heads(c: &mut Criterion) {
         })
     });
     group.bench_function("build_upstream_request", |b| {
-        b.iter(|| upstream_request_head(black_box(&head), provider, key, "/chat/completions", 4096, None))
+        b.iter(|| {
+            upstream_request_head(
+                black_box(&head),
+                provider,
+                prepared,
+                auth,
+                "/chat/completions",
+                4096,
+                None,
+            )
+        })
     });
     group.bench_function("parse_response/14_headers", |b| {
         b.iter(|| {

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::fields::{
     has_bare_lf, has_token, header_ranges, header_slots, map_httparse_error, parse_content_length, range_in,
-    skip_leading_empty_lines, slice_headers, sub, trim_ows, INLINE_SLOTS,
+    skip_leading_empty_lines, slice_headers, sub, trim_ows, HeaderRanges, INLINE_SLOTS,
 };
 
 /// Bounds on a request head, so a client cannot make a worker buffer without end.
@@ -129,6 +129,8 @@ impl RequestHead {
 
     /// The target after the first `?`, if any (and if UTF-8).
     pub fn query(&self) -> Option<&str> {
+        // Most targets have no query: one byte search answers them without the UTF-8 check.
+        memchr::memchr(b'?', &self.target)?;
         let t = std::str::from_utf8(&self.target).ok()?;
         t.split_once('?').map(|(_, q)| q)
     }
@@ -173,7 +175,8 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
     // send a stray CRLF after a body). Dropping them here keeps them out of the size limit.
     skip_leading_empty_lines(buf);
     // The httparse borrow of `buf` must end before the head is split off, hence the block.
-    let (head_len, http10, method, method_range, target_range, ranges) = {
+    let mut ranges = HeaderRanges::new();
+    let (head_len, http10, method, method_range, target_range) = {
         // Uninitialised slots: initialising (and moving) 4 KiB of headers per call cost more
         // than parsing the head itself (bench `parse_request_head`).
         let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
@@ -210,14 +213,13 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
             return Err(bad("request-target must be origin-form"));
         }
         let base = buf.as_ptr() as usize;
-        let ranges = header_ranges(base, req.headers);
+        header_ranges(&mut ranges, base, req.headers);
         (
             head_len,
             req.version == Some(0),
             method,
             range_in(base, method_raw),
             range_in(base, target),
-            ranges,
         )
     };
     let head = buf.split_to(head_len).freeze();

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 
 use super::fields::{
     has_token, header_ranges, header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines,
-    slice_headers, trim_ows, INLINE_SLOTS,
+    slice_headers, trim_ows, HeaderRanges, INLINE_SLOTS,
 };
 use super::head::{HeadError, HeadLimits, Headers};
 
@@ -49,8 +49,13 @@ pub fn parse_response_head(
 ) -> Result<Option<ResponseHead>, HeadError> {
     loop {
         skip_leading_empty_lines(buf);
+        if buf.is_empty() {
+            // Nothing to parse yet (every exchange asks once before its first read).
+            return Ok(None);
+        }
         // The httparse borrow of `buf` must end before anything is split off, hence the block.
-        let (head_len, status, http10, ranges) = {
+        let mut ranges = HeaderRanges::new();
+        let (head_len, status, http10) = {
             let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
             let mut spill = Vec::new();
             let slots = header_slots(&mut inline, &mut spill, limits.max_headers);
@@ -69,8 +74,8 @@ pub fn parse_response_head(
             if head_len > limits.max_head_bytes {
                 return Err(bad("upstream response head too large"));
             }
-            let ranges = header_ranges(buf.as_ptr() as usize, resp.headers);
-            (head_len, resp.code.unwrap_or(0), resp.version == Some(0), ranges)
+            header_ranges(&mut ranges, buf.as_ptr() as usize, resp.headers);
+            (head_len, resp.code.unwrap_or(0), resp.version == Some(0))
         };
         if (100..200).contains(&status) && status != 101 {
             // Interim response (100 Continue, 103 Early Hints): drop it, read the next head.

@@ -35,6 +35,8 @@ pub struct Generation {
     pub limits: LimitTable,
     /// Access-token cells of keys that are credentials (Vertex), `[provider][key]`.
     pub tokens: crate::tokens::TokenTable,
+    /// The constant parts of upstream request heads (host, configured headers, key lines).
+    pub heads: crate::providers::prepared::PreparedHeads,
 }
 
 /// Process-wide shared state (`Send + Sync`); each worker builds its own `Core` from it.
@@ -241,8 +243,10 @@ fn prepare(
     let key_health = health.table_for(&config);
     let limits = limits.table_for(&config);
     let tokens = tokens.table_for(&config);
+    let heads = crate::providers::prepared::PreparedHeads::for_config(&config);
     Ok(Generation {
         id,
+        heads,
         config: Arc::new(config),
         connector,
         key_health,

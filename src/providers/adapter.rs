@@ -81,17 +81,28 @@ impl Adapter {
     /// Writes the key in the provider's way. `client` is the client's request head when one is
     /// relayed: a client's own `anthropic-version` is kept, otherwise rotor names one.
     pub fn put_auth(self, out: &mut BytesMut, key: &str, client: Option<&RequestHead>) -> Result<(), UnsafeHead> {
+        self.put_key(out, key)?;
+        self.put_version(out, client);
+        Ok(())
+    }
+
+    /// The key's own header line: the part of `put_auth` that depends on the key alone, so
+    /// `providers::prepared` writes it once per key.
+    pub fn put_key(self, out: &mut BytesMut, key: &str) -> Result<(), UnsafeHead> {
         match self.kind {
-            ProviderKind::Anthropic => {
-                put_header(out, b"x-api-key", key.as_bytes())?;
-                if client.is_none_or(|head| head.header("anthropic-version").is_none()) {
-                    put_header(out, b"anthropic-version", b"2023-06-01")?;
-                }
-                Ok(())
-            }
+            ProviderKind::Anthropic => put_header(out, b"x-api-key", key.as_bytes()),
             ProviderKind::Gemini => put_header(out, b"x-goog-api-key", key.as_bytes()),
             ProviderKind::OnDemand => put_header(out, b"apikey", key.as_bytes()),
             _ => put_bearer(out, key),
+        }
+    }
+
+    /// The rest of `put_auth`, per request: Anthropic's `anthropic-version` unless the client
+    /// named its own.
+    pub fn put_version(self, out: &mut BytesMut, client: Option<&RequestHead>) {
+        if self.kind == ProviderKind::Anthropic && client.is_none_or(|head| head.header("anthropic-version").is_none())
+        {
+            out.put_slice(b"anthropic-version: 2023-06-01\r\n");
         }
     }
 
@@ -244,7 +255,7 @@ impl Adapter {
 
 /// `authorization: Bearer <key>`, checked like every other header.
 pub fn put_bearer(out: &mut BytesMut, key: &str) -> Result<(), UnsafeHead> {
-    if memchr::memchr3(b'\r', b'\n', 0, key.as_bytes()).is_some() {
+    if crate::codec::encode::holds_any(key.as_bytes(), true) {
         return Err(UnsafeHead("header value"));
     }
     out.put_slice(b"authorization: Bearer ");

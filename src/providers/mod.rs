@@ -38,6 +38,7 @@ pub mod follow;
 pub mod gemini;
 pub mod ondemand;
 pub mod openai;
+pub mod prepared;
 pub mod replicate;
 pub mod responses;
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::forward::Target;
+use super::headers::Auth;
 use super::send::{discard, send};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
@@ -24,17 +25,21 @@ use crate::upstream::{Exchange, UpstreamError, UpstreamErrorKind};
 /// The longest a request waits for the control thread to mint a token.
 const MINT_WAIT: Duration = Duration::from_secs(30);
 
-/// The credential sent for one key: its secret, or a minted token (held, not copied).
+/// The credential sent for one key: its secret (with the auth line the generation prepared for
+/// it), or a minted token (held, not copied; its line is written per request).
 enum Credential<'a> {
-    Secret(&'a str),
+    Secret(&'a str, Option<&'a [u8]>),
     Token(Arc<Token>),
 }
 
 impl Credential<'_> {
-    fn text(&self) -> &str {
+    fn auth(&self) -> Auth<'_> {
         match self {
-            Credential::Secret(secret) => secret,
-            Credential::Token(token) => token.access.expose(),
+            Credential::Secret(key, line) => Auth { key, line: *line },
+            Credential::Token(token) => Auth {
+                key: token.access.expose(),
+                line: None,
+            },
         }
     }
 }
@@ -66,8 +71,10 @@ async fn credential<'g>(
     refused: Option<u64>,
 ) -> Result<Credential<'g>, UpstreamError> {
     let Some(cell) = ctx.generation.tokens.get(provider.index, key) else {
+        let line = ctx.generation.heads.get(provider.index).and_then(|h| h.key_line(key));
         return Ok(Credential::Secret(
             provider.keys.get(key).map_or("", |k| k.secret.expose()),
+            line,
         ));
     };
     let fresh = |now| cell.token().filter(|t| t.usable(now) && Some(t.serial) != refused);
@@ -108,7 +115,7 @@ pub(super) async fn send_authenticated(
     let mut refused = None;
     loop {
         let credential = credential(core, ctx, provider, key, refused).await?;
-        let (exchange, head) = send(core, ctx, req, target, credential.text()).await?;
+        let (exchange, head) = send(core, ctx, req, target, credential.auth()).await?;
         let (Credential::Token(token), Some(cell)) = (&credential, ctx.generation.tokens.get(provider.index, key))
         else {
             return Ok((exchange, head));

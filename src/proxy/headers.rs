@@ -8,9 +8,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
 use crate::codec::head::{Header, RequestHead};
 use crate::config::Provider;
+use crate::providers::prepared::ProviderHead;
 use crate::providers::Adapter;
 
-/// Client request headers rotor sets itself or must not forward.
+/// Client request headers rotor sets itself or must not forward (`not_forwarded` answers for
+/// this list; a test holds the two equal).
+#[cfg(test)]
 const NOT_FORWARDED: &[&str] = &[
     // hop-by-hop (RFC 9110 7.6.1)
     "connection",
@@ -35,7 +38,9 @@ const NOT_FORWARDED: &[&str] = &[
     "accept-encoding",
 ];
 
-/// Upstream response headers that describe the upstream hop only.
+/// Upstream response headers that describe the upstream hop only (`not_returned` answers for
+/// this list; a test holds the two equal).
+#[cfg(test)]
 const NOT_RETURNED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -47,6 +52,7 @@ const NOT_RETURNED: &[&str] = &[
     "content-length",
 ];
 
+#[cfg(test)]
 fn listed(name: &[u8], list: &[&str]) -> bool {
     list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
 }
@@ -97,23 +103,34 @@ pub fn request_id(head: &RequestHead) -> Bytes {
             return id.clone();
         }
     }
-    let mut out = BytesMut::with_capacity(16);
     let n = fastrand::u64(..);
-    for shift in (0..16).rev() {
-        out.put_u8(b"0123456789abcdef"[((n >> (shift * 4)) & 0xf) as usize]);
+    let mut hex = [0u8; 16];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((n >> ((15 - i) * 4)) & 0xf) as usize];
     }
-    out.freeze()
+    Bytes::copy_from_slice(&hex)
+}
+
+/// The key as one request sends it: its text (a secret or a current access token), and the
+/// auth line `providers::prepared` wrote for it once, when there is one.
+#[derive(Clone, Copy)]
+pub struct Auth<'a> {
+    pub key: &'a str,
+    pub line: Option<&'a [u8]>,
 }
 
 /// Writes the upstream request head: request line, Host, the pool key in the provider's way,
 /// the adapter's own header (`extra`, replacing a client's of that name), Content-Length, the
 /// client's end-to-end headers, then the provider's configured headers.
 /// Every piece goes through the checked writers, so a CR, LF or NUL anywhere (a model name in
-/// the path, a header value) refuses the whole head instead of splitting the request.
+/// the path, a header value) refuses the whole head instead of splitting the request. The
+/// constant parts come from `prepared` (written by the same writers once per generation) when
+/// given, and the key's line from `auth.line`; the bytes are the same either way.
 pub fn upstream_request_head(
     head: &RequestHead,
     provider: &Provider,
-    key: &str,
+    prepared: Option<&ProviderHead>,
+    auth: Auth<'_>,
     upstream_path: &str,
     body_len: usize,
     extra: Option<(&str, &str)>,
@@ -132,17 +149,50 @@ pub fn upstream_request_head(
         }
     }
     out.put_slice(b" HTTP/1.1\r\n");
-    put_header(&mut out, b"host", provider.base_url.host_header.as_bytes())?;
-    Adapter::of(provider).put_auth(&mut out, key, Some(head))?;
+    match prepared {
+        Some(prepared) => out.put_slice(&prepared.host),
+        None => put_header(&mut out, b"host", provider.base_url.host_header.as_bytes())?,
+    }
+    let adapter = Adapter::of(provider);
+    match auth.line {
+        Some(line) => out.put_slice(line),
+        None => adapter.put_key(&mut out, auth.key)?,
+    }
+    adapter.put_version(&mut out, Some(head));
     if let Some((name, value)) = extra {
         put_header(&mut out, name.as_bytes(), value.as_bytes())?;
     }
     if body_len > 0 || head.method_raw.as_ref() != b"GET" {
         let mut digits = itoa::Buffer::new();
-        put_header(&mut out, b"content-length", digits.format(body_len).as_bytes())?;
+        out.put_slice(b"content-length: ");
+        out.put_slice(digits.format(body_len).as_bytes());
+        out.put_slice(b"\r\n");
     }
+    put_client_headers(&mut out, head, provider, extra)?;
+    match prepared {
+        Some(prepared) => out.put_slice(&prepared.fixed),
+        None => {
+            for (name, value) in &provider.headers {
+                put_header(&mut out, name.as_bytes(), value.as_bytes())?;
+            }
+        }
+    }
+    out.put_slice(b"\r\n");
+    Ok(out)
+}
+
+/// The client's end-to-end headers: not hop-by-hop (listed or named by its `Connection`), not
+/// set by rotor, not the adapter's `extra` nor a configured provider header of the same name.
+fn put_client_headers(
+    out: &mut BytesMut,
+    head: &RequestHead,
+    provider: &Provider,
+    extra: Option<(&str, &str)>,
+) -> Result<(), UnsafeHead> {
+    // `Connection` is itself not forwarded: only when the client sent one can it name others.
+    let connection = head.headers.iter().any(|h| h.name.eq_ignore_ascii_case(b"connection"));
     for Header { name, value } in &head.headers {
-        if listed(name, NOT_FORWARDED) || named_by_connection(head, name) {
+        if not_forwarded(name) || (connection && named_by_connection(head, name)) {
             continue;
         }
         if extra.is_some_and(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)) {
@@ -155,13 +205,51 @@ pub fn upstream_request_head(
         {
             continue;
         }
-        put_header(&mut out, name, value)?;
+        put_header(out, name, value)?;
     }
-    for (name, value) in &provider.headers {
-        put_header(&mut out, name.as_bytes(), value.as_bytes())?;
+    Ok(())
+}
+
+/// `listed(name, NOT_RETURNED)`, with one comparison at most (as `not_forwarded`).
+fn not_returned(name: &[u8]) -> bool {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    match (name.len(), name.first().map(u8::to_ascii_lowercase)) {
+        (2, _) => is("te"),
+        (7, Some(b't')) => is("trailer"),
+        (7, _) => is("upgrade"),
+        (10, Some(b'c')) => is("connection"),
+        (10, _) => is("keep-alive"),
+        (14, _) => is("content-length"),
+        (16, _) => is("proxy-connection"),
+        (17, _) => is("transfer-encoding"),
+        _ => false,
     }
-    out.put_slice(b"\r\n");
-    Ok(out)
+}
+
+/// `listed(name, NOT_FORWARDED)`, with one comparison at most: the names differ in length or,
+/// among those of one length, in their first byte.
+fn not_forwarded(name: &[u8]) -> bool {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    match (name.len(), name.first().map(u8::to_ascii_lowercase)) {
+        (2, _) => is("te"),
+        (4, _) => is("host"),
+        (6, _) => is("expect"),
+        (7, Some(b'a')) => is("api-key"),
+        (7, Some(b't')) => is("trailer"),
+        (7, _) => is("upgrade"),
+        (9, _) => is("x-api-key"),
+        (10, Some(b'c')) => is("connection"),
+        (10, _) => is("keep-alive"),
+        (13, _) => is("authorization"),
+        (14, Some(b'c')) => is("content-length"),
+        (14, _) => is("x-goog-api-key"),
+        (15, _) => is("accept-encoding"),
+        (16, _) => is("proxy-connection"),
+        (17, _) => is("transfer-encoding"),
+        (18, _) => is("proxy-authenticate"),
+        (19, _) => is("proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// On the heap for the reason `codec::head::Headers` is: the list lives across the relay's awaits.
@@ -176,7 +264,7 @@ pub fn response_headers<'a>(
 ) -> ResponseHeaders<'a> {
     let mut out = ResponseHeaders::with_capacity(upstream.len() + 4);
     for h in upstream {
-        if listed(&h.name, NOT_RETURNED) {
+        if not_returned(&h.name) {
             continue;
         }
         // The provider's own request id stays visible (support tickets need it) under a name
@@ -193,4 +281,153 @@ pub fn response_headers<'a>(
     out.push(("x-rotor-provider", provider.as_bytes()));
     out.push(("x-rotor-attempts", attempts));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::head::{parse_request_head, HeadLimits};
+    use crate::config::{parse_str, ConfigSource};
+    use crate::providers::prepared::PreparedHeads;
+
+    #[test]
+    fn not_forwarded_matches_the_list() {
+        let mut names: Vec<String> = NOT_FORWARDED.iter().map(|n| n.to_string()).collect();
+        names.extend(NOT_FORWARDED.iter().map(|n| n.to_ascii_uppercase()));
+        names.extend(NOT_FORWARDED.iter().map(|n| format!("{n}x")));
+        names.extend(NOT_FORWARDED.iter().map(|n| n[1..].to_string()));
+        names.extend(NOT_FORWARDED.iter().map(|n| format!("z{}", &n[1..])));
+        let others = [
+            "",
+            "t",
+            "tf",
+            "hosts",
+            "x-api-kez",
+            "content-type",
+            "accept",
+            "user-agent",
+            "api-kex",
+            "trailers",
+        ];
+        names.extend(others.iter().map(|n| n.to_string()));
+        for name in &names {
+            assert_eq!(
+                not_forwarded(name.as_bytes()),
+                listed(name.as_bytes(), NOT_FORWARDED),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_returned_matches_the_list() {
+        let mut names: Vec<String> = NOT_RETURNED.iter().map(|n| n.to_string()).collect();
+        names.extend(NOT_RETURNED.iter().map(|n| n.to_ascii_uppercase()));
+        names.extend(NOT_RETURNED.iter().map(|n| format!("{n}x")));
+        names.extend(NOT_RETURNED.iter().map(|n| format!("z{}", &n[1..])));
+        names.extend(NOT_FORWARDED.iter().map(|n| n.to_string()));
+        for name in [
+            "",
+            "content-type",
+            "x-request-id",
+            "retry-after",
+            "trailers",
+            "upgrades",
+        ] {
+            names.push(name.to_string());
+        }
+        for name in &names {
+            assert_eq!(
+                not_returned(name.as_bytes()),
+                listed(name.as_bytes(), NOT_RETURNED),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn fresh_request_ids_are_sixteen_hex_digits() {
+        let fresh = head("GET / HTTP/1.1\r\nHost: r\r\nx-request-id: bad id\r\n\r\n");
+        let a = request_id(&fresh);
+        let b = request_id(&fresh);
+        assert_eq!(a.len(), 16);
+        assert!(
+            a.iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{a:?}"
+        );
+        assert_ne!(a, b);
+        let kept = head("GET / HTTP/1.1\r\nHost: r\r\nx-request-id: abc-1\r\n\r\n");
+        assert_eq!(&request_id(&kept)[..], b"abc-1");
+    }
+
+    fn head(raw: &str) -> RequestHead {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse_request_head(&mut buf, &HeadLimits::default()).unwrap().unwrap()
+    }
+
+    /// Differential: the head built from the generation's prepared parts is byte for byte the
+    /// one the checked writers build, for every kind of auth line and with configured headers,
+    /// an `extra` header, a `Connection`-named header and the client's own credentials.
+    #[test]
+    fn prepared_head_equals_checked_head() {
+        let raw = [
+            "POST /v1/chat/completions?a=1&key=rk HTTP/1.1\r\nHost: rotor\r\nContent-Type: application/json\r\nAuthorization: Bearer rk\r\nContent-Length: 2\r\n\r\n",
+            "POST /v1/messages HTTP/1.1\r\nhost: rotor\r\nx-api-key: rk\r\nanthropic-version: 2024-01-01\r\nConnection: x-drop, keep-alive\r\nx-drop: 1\r\nx-keep: 2\r\nX-Fixed: client\r\nTE: trailers\r\n\r\n",
+            "GET /v1/models HTTP/1.1\r\nHost: rotor\r\nAccept-Encoding: gzip\r\nx-goog-api-key: rk\r\n\r\n",
+        ];
+        for kind in ["openai", "anthropic", "gemini", "ondemand", "cohere"] {
+            let text = format!(
+                "[[providers]]\nname = \"p\"\nkind = \"{kind}\"\nbase_url = \"http://127.0.0.1:9/base\"\nkeys = [\"sk-1\", \"sk-2\"]\nheaders = {{ x-fixed = \"conf\", x-org = \"o\" }}\n"
+            );
+            let config = parse_str(&text, ConfigSource::Environment).unwrap();
+            let provider = &config.providers[0];
+            let heads = PreparedHeads::for_config(&config);
+            let prepared = heads.get(0).expect("prepared");
+            for raw in raw {
+                let head = head(raw);
+                for (index, key) in ["sk-1", "sk-2"].into_iter().enumerate() {
+                    for extra in [None, Some(("x-keep", "adapter"))] {
+                        let line = prepared.key_line(index);
+                        assert!(line.is_some(), "{kind}: key line prepared");
+                        let checked = Auth { key, line: None };
+                        let fast = Auth { key, line };
+                        let want = upstream_request_head(&head, provider, None, checked, "/chat", 2, extra).unwrap();
+                        let got =
+                            upstream_request_head(&head, provider, Some(prepared), fast, "/chat", 2, extra).unwrap();
+                        assert_eq!(
+                            String::from_utf8_lossy(&got),
+                            String::from_utf8_lossy(&want),
+                            "{kind} {raw:?} {extra:?}"
+                        );
+                        let text = String::from_utf8_lossy(&got).to_string();
+                        assert!(text.contains(key) && !text.contains("rk"), "{text}");
+                        assert!(!text.contains("x-drop") && !text.contains("TE:"), "{text}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A secret the writer refuses gets no prepared line, so the request still takes the
+    /// checked path and is refused there.
+    #[test]
+    fn refused_secret_is_not_prepared() {
+        let text = "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://h/v1\"\nkeys = [\"ok\"]\n";
+        let mut config = parse_str(text, ConfigSource::Environment).unwrap();
+        let p = std::sync::Arc::make_mut(&mut config.providers[0]);
+        let mut bad = p.keys[0].clone();
+        bad.secret = crate::config::Secret::new("a\r\nx-evil: 1".to_owned());
+        p.keys.push(bad);
+        let heads = PreparedHeads::for_config(&config);
+        let prepared = heads.get(0).unwrap();
+        assert_eq!(prepared.key_line(0), Some(&b"authorization: Bearer ok\r\n"[..]));
+        assert_eq!(prepared.key_line(1), None);
+        assert_eq!(prepared.key_line(2), None);
+        let head = head("POST /v1/x HTTP/1.1\r\nHost: r\r\n\r\n");
+        let auth = Auth {
+            key: "a\r\nx-evil: 1",
+            line: prepared.key_line(1),
+        };
+        assert!(upstream_request_head(&head, &config.providers[0], Some(prepared), auth, "/x", 0, None).is_err());
+    }
 }

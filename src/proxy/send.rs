@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::forward::Target;
-use super::headers::upstream_request_head;
+use super::headers::{upstream_request_head, Auth};
 use super::{Core, RequestContext};
 use crate::codec::head::Method;
 use crate::codec::response::{ResponseFraming, ResponseHead};
@@ -56,11 +56,11 @@ pub(super) async fn send(
     ctx: &RequestContext,
     req: &Request,
     target: &Target<'_>,
-    key: &str,
+    auth: Auth<'_>,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
     let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
     let request = (target.provider, &target.body, target.path.as_str(), extra);
-    send_to(core, ctx, req, key, request).await
+    send_to(core, ctx, req, auth, request).await
 }
 
 /// `send` of one request: the provider, body, upstream path and the adapter's extra header.
@@ -70,15 +70,16 @@ async fn send_to(
     core: &Core,
     ctx: &RequestContext,
     req: &Request,
-    key: &str,
+    auth: Auth<'_>,
     (provider, body, upstream_path, extra): Outgoing<'_>,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
     let upstream_config = &ctx.generation.config.upstream;
     let connector = &ctx.generation.connector;
     let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
     let head_request = req.head.method == Method::Head;
+    let prepared = ctx.generation.heads.get(provider.index);
     let build = || {
-        upstream_request_head(&req.head, provider, key, upstream_path, body.len(), extra)
+        upstream_request_head(&req.head, provider, prepared, auth, upstream_path, body.len(), extra)
             .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
     };
     // Built before a connection is taken: a head the writer refuses never touches one.
@@ -126,7 +127,14 @@ pub(super) async fn send_turn(
     let idle = ctx.generation.config.upstream.stream_idle_timeout;
     let mut step = turn.first().map_err(protocol)?;
     for _ in 0..MAX_STEPS {
-        let (mut exchange, head) = send_to(core, ctx, req, key, (provider, &step.body, &step.path, None)).await?;
+        let (mut exchange, head) = send_to(
+            core,
+            ctx,
+            req,
+            Auth { key, line: None },
+            (provider, &step.body, &step.path, None),
+        )
+        .await?;
         let ok = (200..300).contains(&head.status);
         if step.setup && ok {
             let body = exchange.read_to_end(idle, SETUP_LIMIT).await?;
