@@ -82,9 +82,27 @@ impl<'a> Cursor<'a> {
     }
 
     /// Whitespace, then a string; the bytes between its quotes and whether it has escapes.
+    #[inline]
     pub(crate) fn string(&mut self) -> Option<(&'a [u8], bool)> {
         self.eat(b'"')?;
         let start = self.at;
+        // Most strings (keys, names, short values) close within the 16 bytes after their quote
+        // with nothing special before: one block, no loop and no call.
+        if let Some(block) = self.bytes.get(start..).and_then(|rest| rest.first_chunk::<16>()) {
+            let (stop, high) = special16(block);
+            let lane = stop.trailing_zeros();
+            if stop != 0 && block.get(lane as usize) == Some(&b'"') {
+                self.non_ascii |= high & ((1u32 << lane) - 1) != 0;
+                self.at = start + lane as usize + 1;
+                return Some((self.bytes.get(start..self.at - 1)?, false));
+            }
+        }
+        self.string_rest(start)
+    }
+
+    /// `string` from `start` (just past the opening quote) on, for longer strings and escapes.
+    #[inline(never)]
+    fn string_rest(&mut self, start: usize) -> Option<(&'a [u8], bool)> {
         let mut escaped = false;
         loop {
             // Plain text (non-ASCII included) is skipped 16 bytes at a time to the next quote,
