@@ -157,3 +157,235 @@ fn each_special_byte_at_each_place_of_a_long_string_is_read_as_the_full_inspecti
         }
     }
 }
+
+/// The byte-at-a-time reading of `special16`: the first special byte and every byte >= 0x80.
+fn special_reference(block: &[u8; 16]) -> (Option<u32>, u32) {
+    let first = block.iter().position(|&b| matches!(b, b'"' | b'\\' | 0..=0x1f));
+    let high = block
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b >= 0x80)
+        .fold(0u32, |bits, (i, _)| bits | 1 << i);
+    (first.map(|i| i as u32), high)
+}
+
+#[test]
+fn the_block_classifiers_agree_with_a_byte_at_a_time_reading() {
+    let mut rng = fastrand::Rng::with_seed(18);
+    // Bytes near every boundary the classifiers test, and plain ones.
+    let pool = [
+        0u8, 0x01, 0x1f, 0x20, 0x21, b'"', b'#', b'[', b'\\', b']', b'a', 0x7e, 0x7f, 0x80, 0xc3, 0xdf, 0xe0, 0xff,
+    ];
+    for round in 0..20_000 {
+        let mut block = [0u8; 16];
+        for b in &mut block {
+            // Mostly plain text, so blocks without any special byte are common too.
+            *b = if round % 3 == 0 || rng.u8(..4) == 0 {
+                pool[rng.usize(..pool.len())]
+            } else {
+                rng.u8(0x23..0x5b)
+            };
+        }
+        let (first, high) = special_reference(&block);
+        for (stop, got_high) in [special16(&block), special16_swar(&block)] {
+            let got_first = (stop != 0).then(|| stop.trailing_zeros());
+            assert_eq!(got_first, first, "{block:?}");
+            assert_eq!(got_high, high, "{block:?}");
+        }
+    }
+}
+
+#[test]
+fn strings_across_block_and_body_ends_are_read_as_the_full_inspection_reads_them() {
+    // Every special byte (and invalid UTF-8) at every place of strings up to three blocks long,
+    // with the string ending the body's last partial block or running into its end.
+    let specials: &[&[u8]] = &[
+        b"\\n",
+        b"\\\"",
+        b"\\\\",
+        b"\\/",
+        "é".as_bytes(),
+        "中".as_bytes(),
+        "😀".as_bytes(),
+        b"\\u0041",
+        b"\t",
+        b"\x7f",
+        b"\x00",
+        b"\x1f",
+        b"\xff",
+        b"\xc3",
+        b"\xe4\xb8",
+        b"\\x",
+        b"\\",
+    ];
+    for special in specials {
+        for at in 0..50 {
+            for after in [0usize, 1, 15, 16, 17] {
+                let mut body = b"{\"model\":\"m\",\"x\":\"".to_vec();
+                body.extend(std::iter::repeat_n(b'a', at));
+                body.extend_from_slice(special);
+                body.extend(std::iter::repeat_n(b'z', after));
+                body.extend_from_slice(b"\"}");
+                for end in [body.len(), body.len() - 1, body.len() - 2] {
+                    let part = &body[..end];
+                    let fast = inspect_plain(part, D);
+                    let full = inspect_full(part, D);
+                    if let Some(fast) = fast {
+                        assert_eq!(Ok(fast), full, "{}", String::from_utf8_lossy(part));
+                    } else if end == body.len() {
+                        // Undecided only where the subset ends (or the body is bad).
+                        assert!(
+                            full.is_err() || special.starts_with(b"\\u"),
+                            "undecided: {}",
+                            String::from_utf8_lossy(part)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn random_bodies_are_undecided_or_read_as_the_full_inspection_reads_them() {
+    let mut rng = fastrand::Rng::with_seed(1818);
+    let parts: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        " ",
+        "\n",
+        "\"",
+        "\"model\"",
+        "\"stream\"",
+        "\"max_tokens\"",
+        "\"m\"",
+        "\"x\"",
+        "true",
+        "false",
+        "null",
+        "0",
+        "12",
+        "-1.5",
+        "1e3",
+        "\\",
+        "\\n",
+        "\\u0041",
+        "é",
+        "\t",
+        "\u{1}",
+        "\"abcdefghijklmnopqrstuvwxyz\"",
+        "\"stream_options\"",
+    ];
+    let mut decided = 0;
+    for _ in 0..50_000 {
+        let mut body = String::from("{\"model\":\"m\"");
+        for _ in 0..rng.usize(0..12) {
+            body.push_str(parts[rng.usize(..parts.len())]);
+        }
+        if rng.bool() {
+            body.push('}');
+        }
+        if let Some(fast) = inspect_plain(body.as_bytes(), D) {
+            decided += 1;
+            assert_eq!(Ok(fast), inspect_full(body.as_bytes(), D), "{body}");
+        }
+    }
+    assert!(decided > 100, "only {decided} random bodies were decided");
+}
+
+/// A random JSON value of the scanner's subset (and sometimes outside it), nested up to `depth`.
+fn random_value(rng: &mut fastrand::Rng, depth: usize, out: &mut String) {
+    let ws = |rng: &mut fastrand::Rng, out: &mut String| {
+        if rng.u8(..4) == 0 {
+            out.push_str([" ", "\n", "\t", "\r\n  "][rng.usize(..4)]);
+        }
+    };
+    ws(rng, out);
+    match rng.u8(..if depth == 0 { 4 } else { 6 }) {
+        0 => out.push_str(
+            [
+                "\"\"",
+                "\"text\"",
+                "\"é\\n\\\"\"",
+                "\"a\\u0041\"",
+                "\"0123456789abcdefXYZ\"",
+            ][rng.usize(..5)],
+        ),
+        1 => out.push_str(["0", "-1", "12.5", "1e3", "-0.25"][rng.usize(..5)]),
+        2 => out.push_str(["true", "false", "null"][rng.usize(..3)]),
+        3 => out.push_str(["\"model\"", "\"m\""][rng.usize(..2)]),
+        4 => {
+            out.push('[');
+            for i in 0..rng.usize(0..4) {
+                if i > 0 {
+                    out.push(',');
+                }
+                random_value(rng, depth - 1, out);
+            }
+            ws(rng, out);
+            out.push(']');
+        }
+        _ => {
+            out.push('{');
+            for i in 0..rng.usize(0..4) {
+                if i > 0 {
+                    out.push(',');
+                }
+                ws(rng, out);
+                out.push_str(["\"a\"", "\"content\"", "\"role\""][rng.usize(..3)]);
+                ws(rng, out);
+                out.push(':');
+                random_value(rng, depth - 1, out);
+            }
+            ws(rng, out);
+            out.push('}');
+        }
+    }
+    ws(rng, out);
+}
+
+#[test]
+fn random_nested_bodies_and_their_mutations_are_undecided_or_read_as_the_full_inspection_reads_them() {
+    let mut rng = fastrand::Rng::with_seed(181818);
+    let (mut decided, mut mutated_decided) = (0, 0);
+    for _ in 0..20_000 {
+        let mut body = String::from("{\"model\":\"m\"");
+        for _ in 0..rng.usize(0..4) {
+            body.push_str([",\"messages\":", ",\"x\":", ",\"stream\":", ",\"max_tokens\":"][rng.usize(..4)]);
+            random_value(&mut rng, 5, &mut body);
+        }
+        body.push('}');
+        let depth = [3, 5, D][rng.usize(..3)];
+        if let Some(fast) = inspect_plain(body.as_bytes(), depth) {
+            decided += 1;
+            assert_eq!(Ok(fast), inspect_full(body.as_bytes(), depth), "{body}");
+        }
+        // One byte dropped, doubled or replaced by a structural one.
+        let mut bytes = body.into_bytes();
+        let at = rng.usize(..bytes.len());
+        match rng.u8(..3) {
+            0 => {
+                bytes.remove(at);
+            }
+            1 => bytes.insert(at, bytes[at]),
+            _ => bytes[at] = b"{}[],:\"\\ 0"[rng.usize(..10)],
+        }
+        if let Some(fast) = inspect_plain(&bytes, depth) {
+            mutated_decided += 1;
+            assert_eq!(
+                Ok(fast),
+                inspect_full(&bytes, depth),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    assert!(
+        decided > 2_000 && mutated_decided > 200,
+        "decided {decided}, mutated {mutated_decided}"
+    );
+}

@@ -40,7 +40,10 @@ pub fn check_model_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_MODEL_NAME_BYTES {
         return Err(NameError::TooLong(name.len()));
     }
-    if name.chars().any(char::is_control) {
+    // Printable ASCII (almost every name) has no control character; one pass without
+    // decoding characters (the `chars` walk cost 148 instructions a request: callgrind, issue 18).
+    let printable = name.bytes().fold(true, |all, b| all & (0x20..0x7f).contains(&b));
+    if !printable && name.chars().any(char::is_control) {
         return Err(NameError::Control);
     }
     Ok(())
@@ -93,13 +96,17 @@ const DECODE_ROUNDS: usize = 4;
 /// segments collapsed, `;params` cut off a segment before it is compared with `.` and `..`.
 /// Any dot segment is refused; one that climbs above the base is [`PathError::Escapes`].
 pub fn check_path(path: &str) -> Result<(), PathError> {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
     // Most paths (`/chat/completions`) hold nothing a decoder could turn into a dot segment, a
-    // separator or a control byte: no `%`, `.` or `\`, no control. Those pass without decoding.
-    let plain = |b: &u8| !matches!(b, b'%' | b'.' | b'\\' | 0..0x20 | 0x7f);
-    if path.as_bytes().iter().all(plain) {
+    // separator or a control byte: no `%`, `.` or `\`, no control (nor a `?` to cut first).
+    // Those pass without decoding, after one table look-up a byte.
+    if !path.bytes().fold(false, |any, b| any | PATH_SPECIAL[usize::from(b)]) {
         return Ok(());
     }
+    judge(path.split_once('?').map_or(path, |(p, _)| p))
+}
+
+/// `check_path` for a path without its query, segment by segment.
+fn judge(path: &str) -> Result<(), PathError> {
     let mut depth = 0usize;
     let mut dots = false;
     for raw in path.split('/') {
@@ -125,6 +132,17 @@ pub fn check_path(path: &str) -> Result<(), PathError> {
     }
     Ok(())
 }
+
+/// The bytes `check_path` must look at more closely: `%`, `.`, `\\`, `?`, controls and DEL.
+static PATH_SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'%' | b'.' | b'\\' | b'?' | 0..0x20 | 0x7f);
+        b += 1;
+    }
+    table
+};
 
 fn decode_fully(raw: &[u8]) -> Cow<'_, [u8]> {
     let mut current = percent_decode(raw);

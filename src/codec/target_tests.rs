@@ -100,3 +100,35 @@ fn targets() {
         assert!(!target_is_clean(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn the_quick_pass_for_plain_paths_judges_as_the_segment_walk_does() {
+    let mut rng = fastrand::Rng::with_seed(18);
+    let parts = [
+        "/", "a", "chat", ".", "..", "%2e", "%2f", "%5c", "%00", "%", "\\", "?", ";x", "\u{1}", "\u{7f}", "é",
+    ];
+    for _ in 0..20_000 {
+        let path: String = (0..rng.usize(0..8)).map(|_| parts[rng.usize(..parts.len())]).collect();
+        let walked = judge(path.split_once('?').map_or(path.as_str(), |(p, _)| p));
+        assert_eq!(check_path(&path), walked, "{path:?}");
+    }
+}
+
+#[test]
+fn the_quick_pass_for_printable_names_judges_as_the_character_walk_does() {
+    for name in [
+        "gpt-4o-mini",
+        "",
+        " ",
+        "~",
+        "a\u{7f}",
+        "a\u{1f}",
+        "é",
+        "a\u{85}b",
+        "\u{a0}",
+        "中文",
+    ] {
+        let control = name.chars().any(char::is_control);
+        assert_eq!(check_model_name(name).is_err(), control, "{name:?}");
+    }
+}

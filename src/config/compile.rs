@@ -403,6 +403,7 @@ fn clients(list: Vec<ClientConfig>, r: &Resolver<'_>) -> Result<Vec<Client>, Con
             index: out.len(),
             name: c.name,
             key,
+            allowed: super::glob::ModelSet::new(&models),
             models,
             limits,
         });

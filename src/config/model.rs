@@ -210,13 +210,15 @@ pub struct Client {
     pub key: Secret,
     /// Glob patterns (`*` any run, `?` one char); `["*"]` = every model.
     pub models: Vec<String>,
+    /// `models` prepared for the check at every request.
+    pub allowed: super::glob::ModelSet,
     pub limits: Limits,
 }
 
 impl Client {
     /// Whether this client may use `model` (a client-facing name).
     pub fn allows(&self, model: &str) -> bool {
-        self.models.iter().any(|g| super::glob::matches(g, model))
+        self.allowed.contains(model)
     }
 }
 
