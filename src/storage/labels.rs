@@ -13,7 +13,7 @@ use ahash::AHashMap;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::StorageError;
-use crate::usage::record::RecordText;
+use crate::usage::record::{RecordText, Texts};
 
 const MAX_CACHED: usize = 50_000;
 
@@ -54,23 +54,23 @@ impl LabelCache {
         self.len = 0;
     }
 
-    /// The id of the label `key` (a record's `Texts::label_key`) stands for, whose fields as
-    /// stored are `text`'s; added to `log_labels` when new (inside `tx`). One hash of one run
-    /// of text per row, not seven.
-    pub fn id(
-        &mut self,
-        tx: &Transaction<'_>,
-        key: (&str, [u16; 7]),
-        text: &RecordText<'_>,
-    ) -> Result<i64, StorageError> {
-        let (run, ends) = key;
+    /// The id of the label of a record's `texts`, added to `log_labels` when new (inside `tx`;
+    /// an empty upstream model is stored as the model when a provider served it). One hash of
+    /// one run of text per row, not seven; the fields are split out only when the label is new
+    /// to the cache.
+    pub fn id(&mut self, tx: &Transaction<'_>, texts: &Texts) -> Result<i64, StorageError> {
+        let (run, ends) = texts.label_key();
         let h = hash(run, &ends);
         if let Some(bucket) = self.ids.get(&h) {
             if let Some((_, id)) = bucket.iter().find(|(k, _)| k.ends == ends && &*k.run == run) {
                 return Ok(*id);
             }
         }
-        let [client, endpoint, model, provider, upstream_model, key, error] = fields(text);
+        let mut text = texts.get();
+        if text.upstream_model.is_empty() && !text.provider.is_empty() {
+            text.upstream_model = text.model;
+        }
+        let [client, endpoint, model, provider, upstream_model, key, error] = fields(&text);
         let found: Option<i64> = tx
             .prepare_cached(
                 "SELECT id FROM log_labels WHERE model = ?3 AND client = ?1 AND endpoint = ?2 AND provider = ?4 \

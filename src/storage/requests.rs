@@ -147,11 +147,7 @@ fn insert_in(
             rest = tail;
             let mut at = 1;
             for r in chunk {
-                let mut text = r.text.get();
-                if text.upstream_model.is_empty() && !text.provider.is_empty() {
-                    text.upstream_model = text.model;
-                }
-                let label = labels.id(&tx, r.text.label_key(), &text)?;
+                let label = labels.id(&tx, &r.text)?;
                 let len = packed::encode(
                     &[
                         u64::from(r.attempts),
@@ -167,7 +163,7 @@ fn insert_in(
                         r.bytes_in,
                         r.bytes_out,
                     ],
-                    text.request_id.as_bytes(),
+                    r.text.request_id().as_bytes(),
                     &mut numbers,
                 );
                 stmt.raw_bind_parameter(at, r.ts_ms)?;

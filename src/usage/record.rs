@@ -101,6 +101,11 @@ impl Texts {
         }
     }
 
+    /// The request id field alone (what the writer needs of a record whose label it knows).
+    pub fn request_id(&self) -> &str {
+        self.joined.get(..usize::from(self.ends[0])).unwrap_or("")
+    }
+
     /// The label fields (every field but the request id) as one run of text and where each
     /// of them ends in it: two records have equal label fields exactly when both are equal.
     /// (The writer's label cache hashes and compares this instead of seven strings.)
@@ -266,6 +271,7 @@ mod tests {
         let (run, ends) = key.label_key();
         assert_eq!(run, "webchatgpt-4o-minigpt-4o-mini-2024…abcdupstream_timeout");
         assert_eq!(ends, [3, 7, 18, 18, 34, 41, 57]);
+        assert_eq!(key.request_id(), "req-1");
         let moved = Texts::new(&RecordText {
             client: "webc",
             endpoint: "hat",
