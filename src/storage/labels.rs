@@ -1,7 +1,9 @@
 //! Label ids of request rows: the text a row shares with many others (client, endpoint, model,
 //! provider, upstream model, key, error) lives once in `log_labels`, and each row holds its id.
-//! This cache maps label text to id on the writer's side, so a row insert binds integers and
-//! one request id instead of eight strings.
+//! This cache maps label text to id on the writer's side, so a row insert binds integers
+//! instead of strings. It is keyed by the record's label fields as they arrived (one run of
+//! text, `Texts::label_key`): two keys (an empty upstream model, or the model itself) may map
+//! to one id, never one key to two.
 //! Invariant: the cache only holds ids committed to (or being written in the current
 //! transaction of) the database it belongs to; it is cleared whenever that may stop being true
 //! (a failed transaction, labels deleted, another database opened), and holds at most
@@ -11,16 +13,18 @@ use ahash::AHashMap;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::StorageError;
-use crate::usage::record::RecordText;
+use crate::usage::record::{RecordText, Texts};
 
 const MAX_CACHED: usize = 50_000;
 
-/// The label part of a row, owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Label {
-    fields: [Box<str>; 7],
+/// A label as the cache keys it (`Texts::label_key`): its fields back to back and where each
+/// ends.
+struct Key {
+    run: Box<str>,
+    ends: [u16; 7],
 }
 
+/// The label part of a row's text, in column order.
 fn fields<'a>(t: &RecordText<'a>) -> [&'a str; 7] {
     [
         t.client,
@@ -33,14 +37,14 @@ fn fields<'a>(t: &RecordText<'a>) -> [&'a str; 7] {
     ]
 }
 
-fn hash(t: &RecordText<'_>) -> u64 {
-    ahash::RandomState::with_seeds(13, 17, 19, 23).hash_one(fields(t))
+fn hash(run: &str, ends: &[u16; 7]) -> u64 {
+    ahash::RandomState::with_seeds(13, 17, 19, 23).hash_one((run, ends))
 }
 
 #[derive(Default)]
 pub struct LabelCache {
-    /// By hash of the fields; equal hashes with different fields share the bucket.
-    ids: AHashMap<u64, Vec<(Label, i64)>>,
+    /// By hash of the key; equal hashes with different keys share the bucket.
+    ids: AHashMap<u64, Vec<(Key, i64)>>,
     len: usize,
 }
 
@@ -50,19 +54,23 @@ impl LabelCache {
         self.len = 0;
     }
 
-    /// The id of `text`'s label, added to `log_labels` when new (inside `tx`).
-    pub fn id(&mut self, tx: &Transaction<'_>, text: &RecordText<'_>) -> Result<i64, StorageError> {
-        let h = hash(text);
-        let wanted = fields(text);
+    /// The id of the label of a record's `texts`, added to `log_labels` when new (inside `tx`;
+    /// an empty upstream model is stored as the model when a provider served it). One hash of
+    /// one run of text per row, not seven; the fields are split out only when the label is new
+    /// to the cache.
+    pub fn id(&mut self, tx: &Transaction<'_>, texts: &Texts) -> Result<i64, StorageError> {
+        let (run, ends) = texts.label_key();
+        let h = hash(run, &ends);
         if let Some(bucket) = self.ids.get(&h) {
-            if let Some((_, id)) = bucket
-                .iter()
-                .find(|(l, _)| l.fields.iter().map(|f| &**f).eq(wanted.iter().copied()))
-            {
+            if let Some((_, id)) = bucket.iter().find(|(k, _)| k.ends == ends && &*k.run == run) {
                 return Ok(*id);
             }
         }
-        let [client, endpoint, model, provider, upstream_model, key, error] = wanted;
+        let mut text = texts.get();
+        if text.upstream_model.is_empty() && !text.provider.is_empty() {
+            text.upstream_model = text.model;
+        }
+        let [client, endpoint, model, provider, upstream_model, key, error] = fields(&text);
         let found: Option<i64> = tx
             .prepare_cached(
                 "SELECT id FROM log_labels WHERE model = ?3 AND client = ?1 AND endpoint = ?2 AND provider = ?4 \
@@ -88,8 +96,9 @@ impl LabelCache {
             self.clear();
         }
         self.ids.entry(h).or_default().push((
-            Label {
-                fields: wanted.map(Box::from),
+            Key {
+                run: Box::from(run),
+                ends,
             },
             id,
         ));

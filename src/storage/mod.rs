@@ -45,6 +45,8 @@ pub const MIGRATIONS: &[&str] = &[
     pins::MIGRATION,
     // 7: a request row's unfiltered numbers in one blob (see `packed`).
     packed::MIGRATION,
+    // 8: new request rows carry their request id in the numbers blob (see `packed`).
+    packed::MIGRATION_ID_IN_BLOB,
 ];
 
 #[derive(Debug)]

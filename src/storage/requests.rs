@@ -111,7 +111,9 @@ pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), St
 /// a statement of its own size, again and again (SQL parsing showed in every batch's cost).
 /// Each is taken from the cache once per batch (returning one clears all its bindings).
 const STATEMENT_ROWS: [usize; 6] = [32, 16, 8, 4, 2, 1];
-const ROW_COLUMNS: usize = 5;
+/// Values bound per row: ts_ms, labels, status, numbers (the request id rides in `numbers`;
+/// its column gets a constant '', see `packed`).
+const ROW_COLUMNS: usize = 4;
 
 /// The `INSERT` text for each of `STATEMENT_ROWS`, built once (the cache looks statements up by
 /// their text).
@@ -119,7 +121,7 @@ static INSERT_SQL: LazyLock<[String; 6]> = LazyLock::new(|| STATEMENT_ROWS.map(i
 
 /// `INSERT INTO request_rows ... VALUES (?, ...), ...` for `rows` rows.
 fn insert_sql(rows: usize) -> String {
-    let one = format!("({})", ["?"; ROW_COLUMNS].join(", "));
+    let one = "(?, '', ?, ?, ?)";
     format!(
         "INSERT INTO request_rows (ts_ms, request_id, labels, status, numbers) VALUES {}",
         vec![one; rows].join(", ")
@@ -145,11 +147,7 @@ fn insert_in(
             rest = tail;
             let mut at = 1;
             for r in chunk {
-                let mut text = r.text.get();
-                if text.upstream_model.is_empty() && !text.provider.is_empty() {
-                    text.upstream_model = text.model;
-                }
-                let label = labels.id(&tx, &text)?;
+                let label = labels.id(&tx, &r.text)?;
                 let len = packed::encode(
                     &[
                         u64::from(r.attempts),
@@ -165,13 +163,13 @@ fn insert_in(
                         r.bytes_in,
                         r.bytes_out,
                     ],
+                    r.text.request_id().as_bytes(),
                     &mut numbers,
                 );
                 stmt.raw_bind_parameter(at, r.ts_ms)?;
-                stmt.raw_bind_parameter(at + 1, text.request_id)?;
-                stmt.raw_bind_parameter(at + 2, label)?;
-                stmt.raw_bind_parameter(at + 3, i64::from(r.status))?;
-                stmt.raw_bind_parameter(at + 4, numbers.get(..len).unwrap_or(&[]))?;
+                stmt.raw_bind_parameter(at + 1, label)?;
+                stmt.raw_bind_parameter(at + 2, i64::from(r.status))?;
+                stmt.raw_bind_parameter(at + 3, numbers.get(..len).unwrap_or(&[]))?;
                 at += ROW_COLUMNS;
             }
             stmt.raw_execute()?;
@@ -352,12 +350,17 @@ pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) 
          ORDER BY r.id DESC LIMIT ? OFFSET ?"
     ))?;
     let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
+        let (numbers, id_in_blob) = packed::decode(r.get_ref(11)?.as_blob()?);
         let [attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_partial, bytes_in, bytes_out] =
-            packed::decode(r.get_ref(11)?.as_blob()?);
+            numbers;
+        let request_id = match id_in_blob {
+            Some(id) => String::from_utf8_lossy(id).into_owned(),
+            None => r.get(2)?,
+        };
         Ok(LogRow {
             id: r.get(0)?,
             ts: r.get(1)?,
-            request_id: r.get(2)?,
+            request_id,
             client: r.get(3)?,
             endpoint: r.get(4)?,
             model: r.get(5)?,

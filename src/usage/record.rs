@@ -101,6 +101,24 @@ impl Texts {
         }
     }
 
+    /// The request id field alone (what the writer needs of a record whose label it knows).
+    pub fn request_id(&self) -> &str {
+        self.joined.get(..usize::from(self.ends[0])).unwrap_or("")
+    }
+
+    /// The label fields (every field but the request id) as one run of text and where each
+    /// of them ends in it: two records have equal label fields exactly when both are equal.
+    /// (The writer's label cache hashes and compares this instead of seven strings.)
+    pub fn label_key(&self) -> (&str, [u16; 7]) {
+        let start = self.ends[0];
+        let run = self.joined.get(usize::from(start)..).unwrap_or("");
+        let mut ends = [0u16; 7];
+        for (end, &at) in ends.iter_mut().zip(&self.ends[1..]) {
+            *end = at.saturating_sub(start);
+        }
+        (run, ends)
+    }
+
     pub fn get(&self) -> RecordText<'_> {
         let mut start = 0;
         let fields = self.ends.map(|end| {
@@ -249,6 +267,23 @@ mod tests {
             error: "upstream_timeout",
         };
         assert_eq!(Texts::new(&text).get(), text);
+        let key = Texts::new(&text);
+        let (run, ends) = key.label_key();
+        assert_eq!(run, "webchatgpt-4o-minigpt-4o-mini-2024…abcdupstream_timeout");
+        assert_eq!(ends, [3, 7, 18, 18, 34, 41, 57]);
+        assert_eq!(key.request_id(), "req-1");
+        let moved = Texts::new(&RecordText {
+            client: "webc",
+            endpoint: "hat",
+            request_id: "other",
+            ..text
+        });
+        assert_eq!(moved.label_key().0, run, "the same run of text...");
+        assert_ne!(
+            moved.label_key(),
+            key.label_key(),
+            "...split elsewhere is another label"
+        );
         assert_eq!(RequestRecord::default().text.get(), RecordText::default());
         let long = "é".repeat(MAX_FIELD_BYTES);
         let t = Texts::new(&RecordText {
