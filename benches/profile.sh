@@ -21,7 +21,7 @@
 # WARMUP (callgrind: seconds of load before counting, 2; with CLUSTER=1 use 10 so the first,
 # slow-to-translate lease draws and the lease ramp-up stay out of the count).
 # SETTLE (callgrind with the log on: seconds the writer gets to drain the queue before the
-# counters are zeroed and again before the dump, 1.5).
+# counters are zeroed and again before the dump, 4: at 1.5 on a busy machine warm-up rows leaked into the window).
 # Every run is bounded by wrk -d; loopback only. Needs wrk (apt-get when missing, as root),
 # perf (linux-perf) or valgrind for the matching report.
 set -euo pipefail
@@ -161,7 +161,7 @@ case $WHAT in
     # warm-up queued, and after the run writes every measured request before the dump: the
     # window holds the writer's work for exactly the measured requests, not a varying part of
     # the warm-up's and the run's last tick (that made the log-on figure vary by ~8 %).
-    settle() { [ "$LOG" = off ] || sleep "${SETTLE:-1.5}"; }
+    settle() { [ "$LOG" = off ] || sleep "${SETTLE:-4}"; }
     settle
     callgrind_control -z "$ROTOR_PID" >/dev/null
     measured=$DURATION; [ -n "${REQUESTS:-}" ] && measured=120
