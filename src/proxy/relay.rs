@@ -9,9 +9,6 @@
 //! whole (non-SSE) answer that breaks off while it is read, before any byte of it reached the
 //! client, is handed back for a retry.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -19,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::follow::Fetcher;
 use super::headers::response_headers;
+use super::tick::Tick;
 use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{DisconnectPolicy, Provider};
@@ -451,51 +449,6 @@ impl Stream<'_> {
             return;
         }
         res.abort();
-    }
-}
-
-/// The one keepalive / deadline timer of a stream, armed when first needed and moved only when
-/// it fires: a timer built, inserted into the wheel, removed and freed for every upstream piece
-/// cost about 1,000 instructions per piece (callgrind, issue 18). It may fire early (the
-/// silence it was armed for ended with a piece); `Stream::next_piece` then checks the clock and
-/// waits on.
-#[derive(Default)]
-struct Tick {
-    timer: Option<Pin<Box<monoio::time::Sleep>>>,
-    /// Where the timer is armed; never later than any `due` asked for since (a silence starts
-    /// later each piece and the deadline is fixed), so an armed timer fires no later than due.
-    armed: Option<Instant>,
-}
-
-impl Tick {
-    /// `read`'s output, or `None` when the timer fired first (at `due` or earlier).
-    async fn race<F: Future>(&mut self, due: Instant, mut read: Pin<&mut F>) -> Option<F::Output> {
-        let timer = match (&mut self.timer, self.armed) {
-            (Some(timer), Some(armed)) if armed <= due => timer,
-            (slot, _) => {
-                self.armed = Some(due);
-                let at = monoio::time::Instant::from_std(due);
-                match slot {
-                    Some(timer) => {
-                        timer.as_mut().reset(at);
-                        timer
-                    }
-                    None => slot.insert(crate::heap::pin_in_place(|| monoio::time::sleep_until(at))),
-                }
-            }
-        };
-        let fired = std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = read.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
-            }
-            timer.as_mut().poll(cx).map(|()| None)
-        })
-        .await;
-        if fired.is_none() {
-            // Fired: the next wait re-arms it.
-            self.armed = None;
-        }
-        fired
     }
 }
 
