@@ -12,9 +12,7 @@ use std::ops::Range;
 
 use sonic_rs::JsonValueTrait;
 
-use memchr::memmem::Finder;
-
-use super::needle::{CHOICES, LETTER_ESCAPE, USAGE};
+use super::needle::{LETTER_ESCAPE, USAGE};
 use super::openai::wire_usage;
 use super::Usage;
 use crate::codec::depth::check_depth;
@@ -37,68 +35,15 @@ pub(crate) struct EventUsage {
 /// The usage facts of `data`, one JSON object. Not an object, invalid JSON or nesting deeper
 /// than `max_depth`: no facts (the bytes then pass as they came).
 pub(crate) fn event_usage(data: &[u8], max_depth: usize) -> EventUsage {
-    event_usage_after(data, 0, max_depth)
-}
-
-/// `event_usage` when the first `clean` bytes of `data` are known to hold neither `"usage"` nor
-/// `\u00` (`CleanFront`): both are searched for only from where a match could still start.
-/// The same answer as `event_usage` for such data.
-pub(crate) fn event_usage_after(data: &[u8], clean: usize, max_depth: usize) -> EventUsage {
-    match find_from(&USAGE, data, clean) {
+    match USAGE.find(data) {
         Some(first) if first + COMPACT_NULL_TAIL.len() == data.len() + 1 && data.ends_with(COMPACT_NULL_TAIL) => {
             EventUsage {
                 null_member: Some(first - 1..data.len() - 1),
                 ..EventUsage::default()
             }
         }
-        None if find_from(&LETTER_ESCAPE, data, clean).is_none() => EventUsage::default(),
+        None if LETTER_ESCAPE.find(data).is_none() => EventUsage::default(),
         _ => walk(data, max_depth).unwrap_or_default(),
-    }
-}
-
-/// The first match of `needle` in `data` whose first `clean` bytes hold none.
-fn find_from(needle: &Finder<'static>, data: &[u8], clean: usize) -> Option<usize> {
-    let from = clean.saturating_sub(needle.needle().len() - 1).min(data.len());
-    needle.find(data.get(from..)?).map(|at| at + from)
-}
-
-/// Shortest and longest front `CleanFront` keeps (a shorter one saves little and would stop
-/// the learning).
-const MIN_FRONT: usize = 8;
-const MAX_FRONT: usize = 512;
-/// Times one stream's front is learnt again after an event that does not start with it.
-const MAX_LEARNS: u8 = 4;
-
-/// The front a stream repeats in every event (`{"id":...,"object":...,"created":...,"model":...,`
-/// up to `"choices"`), once checked to hold neither `"usage"` nor `\u00`: an event that starts
-/// with it (one compare) is searched for those only after it. Issue 18: the `"usage"` search
-/// over whole events was ~190 instructions per streamed OpenAI event, half of it over this
-/// front. Bounded: at most `MAX_FRONT` bytes, learnt at most `MAX_LEARNS` times per stream.
-#[derive(Debug, Default)]
-pub(crate) struct CleanFront {
-    bytes: Vec<u8>,
-    learns: u8,
-}
-
-impl CleanFront {
-    /// How many bytes at the front of `data` hold neither `"usage"` nor `\u00` (0: unknown).
-    pub(crate) fn clean_len(&mut self, data: &[u8]) -> usize {
-        if !self.bytes.is_empty() && data.starts_with(&self.bytes) {
-            return self.bytes.len();
-        }
-        if self.learns >= MAX_LEARNS {
-            return 0;
-        }
-        self.learns += 1;
-        self.bytes.clear();
-        let front = CHOICES.find(data).and_then(|end| data.get(..end)).unwrap_or_default();
-        if (MIN_FRONT..=MAX_FRONT).contains(&front.len())
-            && USAGE.find(front).is_none()
-            && LETTER_ESCAPE.find(front).is_none()
-        {
-            self.bytes.extend_from_slice(front);
-        }
-        self.bytes.len()
     }
 }
 
@@ -214,76 +159,6 @@ mod tests {
         let last = r#"{"choices": [{"delta": {}}], "usage": {"prompt_tokens": 1}}"#;
         let facts = event_usage(last.as_bytes(), D);
         assert!(facts.usage.is_some() && !facts.usage_only);
-    }
-
-    /// The longest front of `data` that holds neither `"usage"` nor `\u00`.
-    fn longest_clean(data: &[u8]) -> usize {
-        let end = |needle: &Finder<'static>| {
-            needle
-                .find(data)
-                .map_or(data.len(), |at| at + needle.needle().len() - 1)
-        };
-        end(&USAGE).min(end(&LETTER_ESCAPE))
-    }
-
-    const EVENTS: [&str; 9] = [
-        r#"{"id":"c1","object":"chat.completion.chunk","model":"m","choices":[{"delta":{"role":"assistant"}}],"usage":null}"#,
-        r#"{"id":"c1","object":"chat.completion.chunk","model":"m","choices":[{"delta":{"content":"usage"}}],"usage":null}"#,
-        r#"{"id":"c1","object":"chat.completion.chunk","model":"m","choices":[{"delta":{"content":"\"usage\""}}],"usage":null}"#,
-        r#"{"id":"c1","object":"chat.completion.chunk","model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}"#,
-        r#"{"id":"c1","object":"chat.completion.chunk","model":"m","choices":[],"usage":null,"usage":null}"#,
-        r#"{"id":"c1","object":"chat.completion.chunk","model":"m","choices":[],"\u0075sage":{"prompt_tokens":1},"usage":null}"#,
-        r#"{"id":"c1","object":"chat.completion.chunk","model":"m","usage":{"prompt_tokens":3},"choices":[]}"#,
-        r#"{"usage":null,"id":"c1","choices":[{"delta":{}}]}"#,
-        r#"{"choices":[{"delta":{"content":"x"}}],"id":"c1","usage":null}"#,
-    ];
-
-    /// Differential: searching only after a clean front gives the whole search's answer, for
-    /// every front length that is clean, on events with usage anywhere (or spelled by escapes).
-    #[test]
-    fn search_after_a_clean_front_equals_the_whole_search() {
-        for data in EVENTS {
-            let data = data.as_bytes();
-            let whole = event_usage(data, D);
-            for clean in 0..=longest_clean(data) {
-                assert_eq!(
-                    event_usage_after(data, clean, D),
-                    whole,
-                    "{} clean {clean}",
-                    String::from_utf8_lossy(data)
-                );
-            }
-        }
-    }
-
-    /// The front is learnt from the first event, reused while events start with it, never
-    /// claims a byte that holds `"usage"` or `\u00`, and is learnt again (a bounded number of
-    /// times) when the events change.
-    #[test]
-    fn clean_front_is_learnt_reused_and_never_too_long() {
-        let mut front = CleanFront::default();
-        let prefix = r#"{"id":"c1","object":"chat.completion.chunk","model":"m","#.len();
-        for (i, data) in EVENTS.iter().chain(EVENTS.iter()).map(|d| d.as_bytes()).enumerate() {
-            let clean = front.clean_len(data);
-            assert!(clean <= longest_clean(data), "{}", String::from_utf8_lossy(data));
-            if i < 6 {
-                assert_eq!(clean, prefix, "{i}: the stream's common front");
-            }
-        }
-        let mut front = CleanFront::default();
-        assert_eq!(
-            front.clean_len(EVENTS[7].as_bytes()),
-            0,
-            "usage before choices: no front"
-        );
-        assert_eq!(front.clean_len(EVENTS[8].as_bytes()), 0, "choices first: no front");
-        assert_eq!(front.clean_len(EVENTS[0].as_bytes()), prefix, "learnt later");
-        let mut front = CleanFront::default();
-        for round in 0..10 {
-            let data = format!(r#"{{"id":"c{round}","choices":[]}}"#);
-            let clean = front.clean_len(data.as_bytes());
-            assert_eq!(clean, if round < usize::from(MAX_LEARNS) { 11 } else { 0 }, "{round}");
-        }
     }
 
     #[test]

@@ -18,8 +18,6 @@ needles! {
     /// The only JSON escape that can spell a letter of `usage` in a key (`\u0075sage`): text
     /// with neither this nor a plain `"usage"` has no usage member.
     LETTER_ESCAPE = b"\\u00";
-    /// Where an OpenAI chunk's per-event part starts (`usage::event::CleanFront`).
-    CHOICES = b"\"choices\"";
     /// Gemini's usage member.
     USAGE_METADATA = b"\"usageMetadata\"";
     /// Anthropic's first stream event, when it arrives without an `event:` line.

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use super::event::{event_usage, event_usage_after, CleanFront};
+use super::event::event_usage;
 use super::needle::{LETTER_ESCAPE, USAGE};
 use super::Usage;
 use crate::codec::depth::check_depth;
@@ -185,8 +185,6 @@ pub enum Mode {
 pub struct OpenAiUsageTap {
     mode: Mode,
     events: SseSplitter,
-    /// What the stream's events repeat at their front, searched once.
-    front: CleanFront,
     usage: Usage,
     /// `server.max_json_depth`: deeper bodies and events are relayed without reading usage.
     max_depth: usize,
@@ -197,7 +195,6 @@ impl OpenAiUsageTap {
         OpenAiUsageTap {
             mode,
             events: SseSplitter::new(),
-            front: CleanFront::default(),
             usage: Usage::default(),
             max_depth,
         }
@@ -220,10 +217,8 @@ impl ResponseTransform for OpenAiUsageTap {
             Mode::Observe => {
                 let mut seen = None;
                 let max_depth = self.max_depth;
-                let front = &mut self.front;
                 self.events.feed(&piece, &mut |event| {
-                    let clean = front.clean_len(event.data);
-                    if let Some(usage) = event_usage_after(event.data, clean, max_depth).usage {
+                    if let Some(usage) = event_usage(event.data, max_depth).usage {
                         seen = Some(usage);
                     }
                 });
@@ -238,10 +233,8 @@ impl ResponseTransform for OpenAiUsageTap {
                 let mut kept = BytesMut::with_capacity(piece.len() + 64);
                 let mut seen = None;
                 let max_depth = self.max_depth;
-                let front = &mut self.front;
                 self.events.feed(&piece, &mut |event| {
-                    let clean = front.clean_len(event.data);
-                    let facts = event_usage_after(event.data, clean, max_depth);
+                    let facts = event_usage(event.data, max_depth);
                     if facts.usage.is_some() {
                         seen = facts.usage;
                     }
