@@ -313,6 +313,31 @@ fn keepalive_comments_flow_during_a_silent_upstream() {
     assert!(text.contains("[DONE]"));
 }
 
+/// The stream's keepalive timer is armed once and fires early when events kept coming (issue
+/// 18): an upstream that is never silent for a whole keepalive period gets no keepalive, though
+/// the stream lasts several periods, and one silent for longer still gets them.
+#[test]
+fn keepalive_comes_only_after_a_whole_silent_period() {
+    let h = Harness::start(Conf {
+        server: "sse_keepalive_ms = 250".into(),
+        ..Default::default()
+    });
+    let (status, text, terminated) = h.client().stream_chat(
+        &chat_stream("gpt-4o-mini"),
+        &[("x-mock-chunks", "8"), ("x-mock-interval-ms", "100")],
+    );
+    assert_eq!(status, 200);
+    assert!(terminated && text.contains("[DONE]"), "{text}");
+    assert_eq!(text.matches(": keepalive").count(), 0, "{text}");
+    assert_eq!(text.matches("tok7 ").count(), 1, "{text}");
+    let (_, text, terminated) = h.client().stream_chat(
+        &chat_stream("gpt-4o-mini"),
+        &[("x-mock-chunks", "2"), ("x-mock-interval-ms", "600")],
+    );
+    assert!(terminated && text.contains("[DONE]"), "{text}");
+    assert!(text.matches(": keepalive").count() >= 2, "{text}");
+}
+
 #[test]
 fn request_timeout_ends_a_long_stream_with_an_error_event() {
     let h = Harness::start(Conf {

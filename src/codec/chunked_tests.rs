@@ -172,3 +172,61 @@ fn done_is_sticky_and_keeps_next_message() {
     assert_eq!(dec.decode(&mut buf), Ok(Some(Chunk::Done)));
     assert_eq!(&buf[..], b"GET /");
 }
+
+/// The slow pair `plain_size_line` stands in for, as `scan` used it before.
+fn general_size_line(rest: &[u8], max: usize) -> Result<Option<(u64, usize)>, ChunkError> {
+    let Some(len) = line_len(rest, max)? else {
+        return Ok(None);
+    };
+    Ok(Some((parse_size_line(&rest[..len])?, len)))
+}
+
+/// Differential check of the fast size-line reader against `line_len` + `parse_size_line`:
+/// every line it accepts gets the same size and length from them, for every line limit, and it
+/// accepts the plain lines SSE upstreams send.
+#[test]
+fn plain_size_lines_read_as_the_general_parser_reads_them() {
+    const ALPHABET: &[u8] = b"09aFg\r\n ;";
+    let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut last: Vec<Vec<u8>> = vec![Vec::new()];
+    for _ in 0..5 {
+        let next: Vec<Vec<u8>> = last
+            .iter()
+            .flat_map(|prefix| {
+                ALPHABET.iter().map(move |&b| {
+                    let mut v = prefix.clone();
+                    v.push(b);
+                    v
+                })
+            })
+            .collect();
+        inputs.extend(next.iter().cloned());
+        last = next;
+    }
+    for digits in [15, 16, 17, 18] {
+        let line = format!("{}\r\nxyz", "f".repeat(digits));
+        inputs.push(line.into_bytes());
+    }
+    let mut accepted = 0;
+    for input in &inputs {
+        for max in 0..=22 {
+            if let Some(fast) = plain_size_line(input, max) {
+                accepted += 1;
+                assert_eq!(general_size_line(input, max), Ok(Some(fast)), "{input:?} max {max}");
+            }
+        }
+    }
+    assert!(accepted > 1000, "{accepted}");
+    assert_eq!(plain_size_line(b"c9\r\ndata: {}", 4096), Some((0xc9, 4)));
+    assert_eq!(plain_size_line(b"ffffffffffffffff\r\n", 4096), Some((u64::MAX, 18)));
+    for other in [
+        &b"c9;x\r\n"[..],
+        b"c9 \r\n",
+        b"c9\n",
+        b"c9\r",
+        b"\r\n",
+        b"fffffffffffffffff\r\n",
+    ] {
+        assert_eq!(plain_size_line(other, 4096), None, "{other:?}");
+    }
+}

@@ -47,6 +47,7 @@ mod probe;
 mod relay;
 mod send;
 mod target;
+mod tick;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

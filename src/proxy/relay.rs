@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::follow::Fetcher;
 use super::headers::response_headers;
+use super::tick::Tick;
 use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{DisconnectPolicy, Provider};
@@ -323,10 +324,14 @@ impl Stream<'_> {
         transform: &mut dyn ResponseTransform,
     ) -> (Option<RelayFailure>, Option<Exchange>) {
         let mut client_present = true;
+        let mut tick = Tick::default();
         let mut drained = 0u64;
         let abort = Some(RelayFailure::ClientAbort);
         loop {
-            let data = match self.next_piece(&mut exchange, res, &mut client_present).await {
+            let data = match self
+                .next_piece(&mut exchange, res, &mut client_present, &mut tick)
+                .await
+            {
                 Next::Piece(Ok(Some(data))) => data,
                 Next::Piece(Ok(None)) => {
                     if client_present {
@@ -386,32 +391,41 @@ impl Stream<'_> {
     /// silent. The read stays in flight across those writes (a dropped io_uring read may lose
     /// the bytes it got); it is dropped only when the stream ends anyway (deadline, client gone
     /// under `cancel`). Keepalive writes also notice a client that left during a long silence.
-    async fn next_piece(&self, exchange: &mut Exchange, res: &mut Responder<'_>, client_present: &mut bool) -> Next {
+    async fn next_piece(
+        &self,
+        exchange: &mut Exchange,
+        res: &mut Responder<'_>,
+        client_present: &mut bool,
+        tick: &mut Tick,
+    ) -> Next {
         let mut read = std::pin::pin!(exchange.next_piece(self.idle));
+        // The silence a keepalive ends starts now (and again after each keepalive).
+        let mut quiet_since = Instant::now();
         loop {
-            let keepalive = self.keepalive.filter(|_| *client_present);
-            let until_deadline = self.deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if until_deadline == Some(Duration::ZERO) {
+            if self.deadline.is_some_and(|d| quiet_since >= d) {
                 return Next::Deadline;
             }
-            let tick = match (keepalive, until_deadline) {
+            let keepalive = self.keepalive.filter(|_| *client_present).map(|k| quiet_since + k);
+            let due = match (keepalive, self.deadline) {
                 (Some(k), Some(d)) => k.min(d),
                 (Some(t), None) | (None, Some(t)) => t,
                 (None, None) => return Next::Piece(read.await),
             };
-            match crate::net::within(tick, read.as_mut()).await {
-                Ok(piece) => return Next::Piece(piece),
-                Err(_) => {
-                    if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Next::Deadline;
-                    }
-                    if *client_present && res.piece(KEEPALIVE_COMMENT).await.is_err() {
-                        *client_present = false;
-                        if self.policy == DisconnectPolicy::Cancel {
-                            return Next::ClientGone;
-                        }
+            if let Some(piece) = tick.race(due, read.as_mut()).await {
+                return Next::Piece(piece);
+            }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                return Next::Deadline;
+            }
+            if keepalive.is_some_and(|k| now >= k) {
+                if *client_present && res.piece(KEEPALIVE_COMMENT).await.is_err() {
+                    *client_present = false;
+                    if self.policy == DisconnectPolicy::Cancel {
+                        return Next::ClientGone;
                     }
                 }
+                quiet_since = Instant::now();
             }
         }
     }
