@@ -32,10 +32,12 @@ fn least_used_steers_new_requests_around_a_key_with_answers_pending() {
         "models = [\"gpt-4o-mini\"]\nkey_strategy = \"least-used\"",
     );
     let h = Harness::start(Conf::with_body(&body));
+    // Long enough that the six requests below finish while it is pending, on a loaded CI box too
+    // (1.5 s was not, with the debug build beside a fuzz run).
     h.mock().faults.set(
         SLOW,
         KeyFault {
-            latency_ms: 1_500,
+            latency_ms: 5_000,
             ..Default::default()
         },
     );
