@@ -229,19 +229,16 @@ fn ct_eq(want: &[u8], given: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::head::{test_headers, BodyFraming};
+    use crate::codec::head::{parse_request_head, HeadLimits};
 
     fn head(headers: &[(&'static str, &'static str)]) -> RequestHead {
-        RequestHead {
-            method: Method::Get,
-            method_raw: bytes::Bytes::from_static(b"GET"),
-            target: bytes::Bytes::from_static(b"/admin/logs"),
-            http10: false,
-            headers: test_headers(headers),
-            framing: BodyFraming::Empty,
-            keep_alive: true,
-            expect_continue: false,
+        let mut raw = String::from("GET /admin/logs HTTP/1.1\r\nHost: rotor\r\n");
+        for (name, value) in headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
         }
+        raw.push_str("\r\n");
+        let mut buf = bytes::BytesMut::from(raw.as_bytes());
+        parse_request_head(&mut buf, &HeadLimits::default()).unwrap().unwrap()
     }
 
     #[test]

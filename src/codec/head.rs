@@ -114,15 +114,17 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on HTTP/1.1: the client waits for `100 Continue` before the body.
     pub expect_continue: bool,
+    /// Where the path ends in `target` (its first `?`, else its length): found once at parse,
+    /// since several phases ask for the path.
+    path_end: usize,
 }
 
 impl RequestHead {
     /// The target before `?`; "" when the target is not UTF-8 (no route can match it then).
     pub fn path(&self) -> &str {
-        // Called by several phases: one byte search and the UTF-8 check of the path alone.
-        let end = memchr::memchr(b'?', &self.target).unwrap_or(self.target.len());
+        // Called by several phases: the end was found at parse; only the UTF-8 check remains.
         self.target
-            .get(..end)
+            .get(..self.path_end)
             .and_then(|p| std::str::from_utf8(p).ok())
             .unwrap_or("")
     }
@@ -225,10 +227,12 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
     let head = buf.split_to(head_len).freeze();
     let headers = slice_headers(&head, &ranges);
     let policy = request_policy(&headers, http10)?;
+    let target = sub(&head, target_range);
     Ok(Some(RequestHead {
         method,
         method_raw: sub(&head, method_range),
-        target: sub(&head, target_range),
+        path_end: memchr::memchr(b'?', &target).unwrap_or(target.len()),
+        target,
         http10,
         headers,
         framing: policy.framing,
