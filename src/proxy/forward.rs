@@ -240,8 +240,7 @@ fn plan<'a>(core: &Core, ctx: &'a RequestContext, route: &'a Route, model: &str)
         .into_iter()
         .map(|candidate| Step { route, candidate })
         .collect();
-    let fallbacks = (!config.routing.fallbacks.is_empty()).then(|| config.routing.fallbacks.get(model));
-    for fallback in fallbacks.flatten().into_iter().flatten() {
+    for fallback in config.routing.fallbacks.get(model).into_iter().flatten() {
         if let Some(fallback_route) = config.routes.by_model.get(fallback.as_str()) {
             let order = balance.order(config, fallback_route);
             steps.extend(order.into_iter().map(|candidate| Step {
