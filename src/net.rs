@@ -41,15 +41,8 @@ pub async fn read_more_reserving_within<R: AsyncReadRent>(
     let owned = std::mem::take(buf);
     let start = owned.len();
     let mut timer = crate::heap::pin_in_place(|| monoio::time::sleep(limit));
-    let mut read = std::pin::pin!(io.read(owned.slice_mut(start..)));
-    let done = std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = read.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await;
-    match done {
+    let read = std::pin::pin!(io.read(owned.slice_mut(start..)));
+    match before_timer(read, timer.as_mut()).await {
         Some((result, slice)) => {
             *buf = slice.into_inner();
             result
@@ -57,6 +50,21 @@ pub async fn read_more_reserving_within<R: AsyncReadRent>(
         // The buffer went with the read (io_uring may still write into it): `buf` is empty.
         None => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
     }
+}
+
+/// `op`'s output, or `None` when `timer` fires first. Both stay pinned where their owners built
+/// them: nothing is moved per wait (what [`Within`] costs, as it owns its future).
+pub async fn before_timer<F: Future>(
+    mut op: Pin<&mut F>,
+    mut timer: Pin<&mut monoio::time::Sleep>,
+) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = op.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// `read_more_reserving` with the usual reserve, bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`.

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
 use std::time::Instant;
 
 /// The one keepalive / deadline timer of a stream, armed when first needed and moved only when
@@ -23,7 +22,7 @@ pub(super) struct Tick {
 
 impl Tick {
     /// `read`'s output, or `None` when the timer fired first (at `due` or earlier).
-    pub(super) async fn race<F: Future>(&mut self, due: Instant, mut read: Pin<&mut F>) -> Option<F::Output> {
+    pub(super) async fn race<F: Future>(&mut self, due: Instant, read: Pin<&mut F>) -> Option<F::Output> {
         let timer = match (&mut self.timer, self.armed) {
             (Some(timer), Some(armed)) if armed <= due => timer,
             (slot, _) => {
@@ -38,13 +37,7 @@ impl Tick {
                 }
             }
         };
-        let fired = std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = read.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
-            }
-            timer.as_mut().poll(cx).map(|()| None)
-        })
-        .await;
+        let fired = crate::net::before_timer(read, timer.as_mut()).await;
         if fired.is_none() {
             // Fired: the next wait re-arms it.
             self.armed = None;
