@@ -3,9 +3,9 @@
 //! `POST <urls.cancel>` and the key that created it, so it stops running (and billing)
 //! upstream. Each cancel runs in a task of its own: no client answer waits for it.
 //! Invariant: bounded: at most `upstream.max_cancels_in_flight` cancels per core at once (more
-//! are shed), each finished or abandoned within `upstream.cancel_timeout_ms`; every cancel asked for is counted in
-//! `rotor_upstream_cancels_total` by outcome (`ok`, `failed`, `shed`); the key never appears
-//! in a log line but masked.
+//! are shed), each finished or abandoned within `upstream.cancel_timeout_ms`; every cancel
+//! asked for is counted in `rotor_upstream_cancels_total` by outcome (`ok`, `failed`, `shed`);
+//! the key never appears in a log line but masked.
 
 use std::cell::Cell;
 
