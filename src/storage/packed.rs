@@ -234,22 +234,7 @@ mod tests {
             (r.id, r.ts, r.request_id.as_str(), r.status, r.model.as_str()),
             (1, 5, "r1", 502, "m")
         );
-        assert_eq!(
-            [
-                r.attempts,
-                r.latency_ms,
-                r.ttfb_ms,
-                r.overhead_us,
-                r.prompt_tokens,
-                r.completion_tokens
-            ],
-            [2, 850, 120, 35, 10, 20]
-        );
-        assert_eq!(
-            [r.cached_tokens, r.reasoning_tokens, r.bytes_in, r.bytes_out],
-            [3, 4, 900, 9_000_000_000]
-        );
-        assert!(r.stream && r.usage_partial);
+        super::tests_support::assert_sample_numbers(r);
         assert_eq!(requests::row_count(&mut s).unwrap(), 1);
     }
 }
@@ -312,22 +297,7 @@ mod upgrade_tests {
         assert_eq!(page.total, 2);
         let (n, o) = (&page.data[0], &page.data[1]);
         assert_eq!((o.id, o.ts, o.request_id.as_str(), o.status), (1, 5, "old-1", 502));
-        assert_eq!(
-            [
-                o.attempts,
-                o.latency_ms,
-                o.ttfb_ms,
-                o.overhead_us,
-                o.prompt_tokens,
-                o.completion_tokens
-            ],
-            [2, 850, 120, 35, 10, 20]
-        );
-        assert_eq!(
-            [o.cached_tokens, o.reasoning_tokens, o.bytes_in, o.bytes_out],
-            [3, 4, 900, 9_000_000_000]
-        );
-        assert!(o.stream && o.usage_partial);
+        super::tests_support::assert_sample_numbers(o);
         assert_eq!((n.id, n.ts, n.request_id.as_str(), n.status), (2, 6, "new-2", 200));
         assert_eq!((n.model.as_str(), n.upstream_model.as_str()), ("m", "m"));
         assert_eq!([n.attempts, n.latency_ms, n.bytes_out], [1, 7, 300]);
@@ -339,6 +309,26 @@ mod upgrade_tests {
 
 #[cfg(test)]
 mod tests_support {
+    /// The numbers both upgrade tests wrote in their old-schema row, read back.
+    pub fn assert_sample_numbers(r: &crate::storage::requests::LogRow) {
+        assert_eq!(
+            [
+                r.attempts,
+                r.latency_ms,
+                r.ttfb_ms,
+                r.overhead_us,
+                r.prompt_tokens,
+                r.completion_tokens
+            ],
+            [2, 850, 120, 35, 10, 20]
+        );
+        assert_eq!(
+            [r.cached_tokens, r.reasoning_tokens, r.bytes_in, r.bytes_out],
+            [3, 4, 900, 9_000_000_000]
+        );
+        assert!(r.stream && r.usage_partial);
+    }
+
     /// A `VARINT` blob as rotor wrote it before migration 8.
     pub fn v1_blob(numbers: &[u64; super::COUNT]) -> Vec<u8> {
         let mut out = vec![super::VARINT];
