@@ -139,3 +139,37 @@ fn a_port_held_by_a_live_rotor_still_refuses_a_second_one() {
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+/// Logs written to a pipe (a file, journald, `docker logs`) carry no terminal colour codes: they
+/// would stay in the text as `\x1b[...m`.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rotor"));
+    cmd.current_dir(dir.path())
+        .env_remove("ROTOR_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("ROTOR_UPSTREAM_URL", "http://127.0.0.1:9/v1")
+        .env("ROTOR_UPSTREAM_KEYS", "sk-restart-test-0001")
+        .env("ROTOR_LISTEN", free_port().to_string())
+        .env("ROTOR_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("rotor binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("INFO") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line = line.expect("rotor logged an INFO line within 20 s");
+    assert!(!line.contains('\x1b'), "a colour code in a piped log line: {line:?}");
+}

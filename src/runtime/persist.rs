@@ -40,6 +40,18 @@ fn clock_offset() -> i64 {
     unix_now_ms() as i64 - limits::now() as i64
 }
 
+/// What the start log says of the saved windows: a fresh store is not "0 restored", and windows
+/// dropped because their key or limit left the config are named as such.
+fn restore_summary(saved: usize, restored: usize) -> &'static str {
+    if saved == 0 {
+        "no saved limit windows: every limit starts empty"
+    } else if restored == saved {
+        "limit windows restored from storage"
+    } else {
+        "limit windows restored from storage; the dropped ones belong to keys or limits no longer configured"
+    }
+}
+
 impl Persist {
     /// Restores saved windows from `storage` (the control thread's one open database), adds
     /// what an unclean stop left unsaved, and starts this run's admission journal.
@@ -67,7 +79,13 @@ impl Persist {
         match self.windows.load(storage, clock_offset()) {
             Ok(saved) => {
                 let restored = gateway.limits.restore(&saved, limits::now());
-                tracing::info!(restored, "limit windows restored from storage");
+                let dropped = saved.len().saturating_sub(restored);
+                let summary = restore_summary(saved.len(), restored);
+                if saved.is_empty() {
+                    tracing::info!("{summary}");
+                } else {
+                    tracing::info!(restored, dropped, "{summary}");
+                }
             }
             Err(e) => {
                 tracing::error!("cannot read saved limit windows: {e}");
@@ -133,5 +151,20 @@ impl Persist {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restore_summary;
+
+    #[test]
+    fn the_restore_summary_tells_a_fresh_store_from_a_restore_and_names_dropped_windows() {
+        assert_eq!(
+            restore_summary(0, 0),
+            "no saved limit windows: every limit starts empty"
+        );
+        assert_eq!(restore_summary(3, 3), "limit windows restored from storage");
+        assert!(restore_summary(3, 1).contains("no longer configured"));
     }
 }
