@@ -60,15 +60,16 @@ pub(super) async fn try_key(
     let config = &ctx.generation.config;
     // The attempt's start: the key's windows and health, and rotor's own time before it.
     let mut started = clock::read();
+    let mut now = clock::ms_at(started);
     let pinned = target.key_pin();
-    let Some(key) = select(core, ctx, provider, attempt, clock::ms_at(started), pinned) else {
+    let Some(key) = select(core, ctx, provider, attempt, now, pinned) else {
         return Ok(KeyTry::NoKey);
     };
     if attempt.made > 0 {
         backoff(config.retry.backoff).await;
         started = clock::read();
+        now = clock::ms_at(started);
     }
-    let now = clock::ms_at(started);
     attempt.made += 1;
     let _in_flight = key.health.enter();
     note_attempt(
