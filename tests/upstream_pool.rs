@@ -123,6 +123,11 @@ fn serve<S: Read + Write>(mut conn: S, script: &Script, requests: &AtomicUsize, 
 }
 
 fn gateway(upstream: &Scripted) -> Harness {
+    gateway_with(upstream, "")
+}
+
+/// `gateway` with more `[upstream]` lines.
+fn gateway_with(upstream: &Scripted, more_upstream: &str) -> Harness {
     let scheme = if upstream.ca.is_some() {
         "https://localhost"
     } else {
@@ -146,7 +151,8 @@ models = ["gpt-4o-mini"]
     let upstream_conf = match &upstream.ca {
         Some(ca) => format!("ca_file = \"{}\"\nstream_idle_timeout_ms = 300", ca.path().display()),
         None => "stream_idle_timeout_ms = 300".to_owned(),
-    };
+    } + "\n"
+        + more_upstream;
     Harness::gateway_only(
         Conf {
             workers: 1,
@@ -334,4 +340,33 @@ fn clean_answers_keep_their_connection() {
         }
         assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "tls: {tls}");
     }
+}
+
+/// An idle connection is stamped when its answer ended (with the worker's latest clock reading,
+/// not a reading of its own): reused while younger than `pool_idle_timeout_ms`, never after.
+#[test]
+#[allow(clippy::disallowed_methods)] // the test thread waits out the timeout, no worker sleeps
+fn idle_connections_expire_after_the_pool_idle_timeout() {
+    let upstream = start(
+        Arc::new(|n| Reply {
+            now: answer(&n.to_string()),
+            later: None,
+        }),
+        false,
+    );
+    let h = gateway_with(&upstream, "pool_idle_timeout_ms = 1500");
+    for n in 0..2 {
+        let r = ask(&h);
+        assert_eq!((r.status, r.text()), (200, format!(r#"{{"n":{n}}}"#)));
+    }
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1, "reused while young");
+    // Past the timeout (the connection's stamp can only be early, never late).
+    std::thread::sleep(Duration::from_millis(1700));
+    let r = ask(&h);
+    assert_eq!((r.status, r.text()), (200, r#"{"n":2}"#.to_owned()));
+    assert_eq!(
+        upstream.accepted.load(Ordering::SeqCst),
+        2,
+        "expired: a fresh connection"
+    );
 }

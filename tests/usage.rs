@@ -282,3 +282,76 @@ fn chunked_json_answers_still_have_their_usage_logged() {
     assert_eq!(row["completion_tokens"].as_u64(), Some(5), "{row}");
     assert!(row["prompt_tokens"].as_u64().unwrap() > 0);
 }
+
+/// The `_sum` of one unlabeled histogram in a /metrics scrape.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    let prefix = format!("{name}_sum ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{text}"));
+    line[prefix.len()..].parse().unwrap()
+}
+
+/// A request's times come from a few clock readings passed along (received, attempt start,
+/// answer ready, head out, end): a whole answer behind a slow upstream logs a latency that
+/// covers the wait, a first byte within it, and an overhead (header, row, metric) that leaves
+/// the upstream's wait out.
+#[test]
+fn a_slow_whole_answer_logs_ordered_times_and_an_overhead_without_the_wait() {
+    let h = Harness::start(admin_conf());
+    let r = h.post(
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini"),
+        &[("x-mock-latency-ms", "200")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let header: u64 = r.header("x-rotor-overhead-us").unwrap().parse().unwrap();
+    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
+    let row = logs(&h, "")["data"][0].clone();
+    let (latency, ttfb, overhead) = (
+        row["latency_ms"].as_u64().unwrap(),
+        row["ttfb_ms"].as_u64().unwrap(),
+        row["overhead_us"].as_u64().unwrap(),
+    );
+    assert!(latency >= 200, "{row}");
+    assert!(
+        (200..=latency).contains(&ttfb),
+        "the head left after the wait, by the end: {row}"
+    );
+    assert!(overhead > 0 && overhead == header, "{row} header {header}");
+    assert!(
+        overhead < (latency - 200 + 1) * 1000,
+        "the upstream's wait is not rotor's: {row}"
+    );
+    let text = h.client().request("GET", "/metrics", &[], b"").text();
+    let (duration, own) = (
+        metric_sum(&text, "rotor_request_duration_seconds"),
+        metric_sum(&text, "rotor_overhead_seconds"),
+    );
+    assert!(
+        duration >= 0.2 && own > 0.0 && own < duration - 0.199,
+        "{duration} {own}"
+    );
+}
+
+/// A stream's first byte is its head, its end the last event: with 100 ms between its five
+/// chunks the two are logged well apart, and the latency covers the whole stream.
+#[test]
+fn a_spaced_stream_logs_its_first_byte_before_its_end() {
+    let h = Harness::start(admin_conf());
+    let (status, text, terminated) = h
+        .client()
+        .stream_chat(&chat_stream("gpt-4o-mini"), &[("x-mock-interval-ms", "100")]);
+    assert_eq!((status, terminated), (200, true), "{text}");
+    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
+    let row = logs(&h, "")["data"][0].clone();
+    let (latency, ttfb, overhead) = (
+        row["latency_ms"].as_u64().unwrap(),
+        row["ttfb_ms"].as_u64().unwrap(),
+        row["overhead_us"].as_u64().unwrap(),
+    );
+    assert!(latency >= 400, "four gaps of 100 ms: {row}");
+    assert!(ttfb + 300 <= latency, "the head went out before the gaps: {row}");
+    assert!(overhead > 0 && overhead < latency * 1000, "{row}");
+}

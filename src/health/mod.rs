@@ -8,7 +8,7 @@
 //! before the key's last cooling, quarantine or restore adds no strike (it says nothing about
 //! the key as it is now).
 
-mod clock;
+pub mod clock;
 mod provider;
 mod registry;
 

@@ -19,7 +19,7 @@ use super::send::{backoff, discard, send_turn};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
 use crate::config::Provider;
-use crate::health::{now_ms, KeyHealth, ProviderHealth};
+use crate::health::{clock, now_ms, KeyHealth, ProviderHealth};
 use crate::limits::select::Skipped;
 use crate::limits::{self, learned, LimitSet, Reservation};
 use crate::providers::dialog::Turn;
@@ -58,18 +58,29 @@ pub(super) async fn try_key(
 ) -> Result<KeyTry, ProxyError> {
     let provider = target.provider;
     let config = &ctx.generation.config;
-    let mut now = now_ms();
+    // The attempt's start: the key's windows and health, and rotor's own time before it.
+    let mut started = clock::read();
+    let mut now = clock::ms_at(started);
     let pinned = target.key_pin();
     let Some(key) = select(core, ctx, provider, attempt, now, pinned) else {
         return Ok(KeyTry::NoKey);
     };
     if attempt.made > 0 {
         backoff(config.retry.backoff).await;
-        now = now_ms();
+        started = clock::read();
+        now = clock::ms_at(started);
     }
     attempt.made += 1;
     let _in_flight = key.health.enter();
-    note_attempt(ctx, provider, target.upstream_model, job.model, key.index, attempt.made);
+    note_attempt(
+        ctx,
+        provider,
+        target.upstream_model,
+        job.model,
+        key.index,
+        attempt.made,
+        started,
+    );
     let subject = Subject {
         provider: &provider.name,
         provider_health: key.provider_health,
@@ -353,11 +364,12 @@ async fn relay(
         }
     };
     core.metrics.lock().attempt(&provider.name, outcome);
-    {
+    let ended = {
         let mut trace = ctx.trace.borrow_mut();
         trace.usage = relayed.usage;
         trace.relay_failure = relayed.failure;
-    }
+        trace.ended_at
+    };
     tracing::debug!(
         request_id = ?ctx.request_id,
         provider = %provider.name,
@@ -368,7 +380,9 @@ async fn relay(
         "relayed"
     );
     if let (Some(limits), true) = (key.limits, relayed.usage.reported) {
-        limits.settle(&key.reservation, usage_tokens(&relayed.usage), limits::now());
+        // Settled as of the answer's end (the relay read it), like the metrics.
+        let at = limits::from_health_ms(clock::ms_at(ended.unwrap_or_else(clock::read)));
+        limits.settle(&key.reservation, usage_tokens(&relayed.usage), at);
     }
     Ok(KeyTry::Delivered(relayed.usage))
 }
@@ -408,7 +422,8 @@ fn client_left(ctx: &RequestContext) -> ProxyError {
     ProxyError::new(ErrorKind::Internal, Side::Downstream, message)
 }
 
-/// Records who is being tried, for the request record and metrics.
+/// Records who is being tried, for the request record and metrics; the first attempt's
+/// `started` ends rotor's own time before the upstream.
 fn note_attempt(
     ctx: &RequestContext,
     provider: &Provider,
@@ -416,10 +431,11 @@ fn note_attempt(
     model: &str,
     key_index: usize,
     n: usize,
+    started: std::time::Instant,
 ) {
     let mut trace = ctx.trace.borrow_mut();
     if trace.before_upstream.is_none() {
-        trace.before_upstream = Some(ctx.received_at.elapsed());
+        trace.before_upstream = Some(started.saturating_duration_since(ctx.received_at));
     }
     trace.attempts = n as u32;
     trace.provider = Some(provider.index);

@@ -147,7 +147,12 @@ pub(super) async fn serve_hit(
     } else {
         res.send(answer.status, &headers, answer.body.clone()).await
     };
-    ctx.trace.borrow_mut().first_byte_at = Some(std::time::Instant::now());
+    // The whole answer went out in one go: its first byte and its end are one reading.
+    let at = crate::health::clock::read();
+    let mut trace = ctx.trace.borrow_mut();
+    trace.first_byte_at = Some(at);
+    trace.ended_at = Some(at);
+    drop(trace);
     sent.map_err(|e| {
         ProxyError::new(
             ErrorKind::Internal,

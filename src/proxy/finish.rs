@@ -39,6 +39,9 @@ pub struct Trace {
     pub after_upstream: Option<Duration>,
     /// When the response head went to the client.
     pub first_byte_at: Option<Instant>,
+    /// When the response was complete, read by the relay as the answer ended; `None` (an error
+    /// answer, a cache hit) = `finish` reads the clock.
+    pub ended_at: Option<Instant>,
     /// Error kind when the request failed (e.g. `upstream_timeout`), else empty.
     pub error: &'static str,
     /// How the answer failed after its status went out (a cut, an idle upstream, a client that
@@ -66,7 +69,8 @@ fn capped(model: &str) -> std::borrow::Cow<'_, str> {
 
 pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: u64) {
     let trace = ctx.trace.borrow();
-    let elapsed = ctx.received_at.elapsed();
+    let ended_at = trace.ended_at.unwrap_or_else(Instant::now);
+    let elapsed = ended_at.saturating_duration_since(ctx.received_at);
     let overhead = trace.overhead();
     let usage = trace.usage;
     let config = &ctx.generation.config;

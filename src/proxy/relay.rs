@@ -20,6 +20,7 @@ use super::tick::Tick;
 use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{DisconnectPolicy, Provider};
+use crate::health::clock;
 use crate::metrics::health::RelayFailure;
 use crate::providers::transform::{Emit, ResponseTransform};
 use crate::server::Responder;
@@ -114,14 +115,14 @@ pub(super) async fn relay(
         usage: Usage::default(),
     };
     if let Some(body) = read_before {
+        let answer_ready = clock::read();
         exchange.release();
-        let answer_ready = Instant::now();
         let body = transform.full(status, body);
         let status = transform.status(status);
-        let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+        let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
         headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
         res.send(status, &headers, body).await.map_err(gone)?;
-        mark_first_byte(ctx);
+        mark_sent_whole(ctx);
         return Ok(Relay::Done(Relayed {
             status,
             usage: transform.usage(),
@@ -130,10 +131,12 @@ pub(super) async fn relay(
     }
     match head.framing {
         ResponseFraming::Empty => {
-            let overhead = overhead_digits.format(overhead_micros(ctx, Instant::now()));
+            // Nothing to read or transform: the answer is ready as its head goes out.
+            let ready = clock::read();
+            let overhead = overhead_digits.format(overhead_micros(ctx, ready, ready));
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             let result = res.send(status, &headers, Bytes::new()).await;
-            mark_first_byte(ctx);
+            mark_sent_whole(ctx);
             exchange.release();
             result.map_err(gone)?;
             Ok(Relay::Done(whole))
@@ -150,10 +153,11 @@ pub(super) async fn relay(
                 }
                 Ok(Whole::TooLarge(start)) => {
                     // Untranslated: relay it as a stream, starting with what was read.
-                    let overhead = overhead_digits.format(overhead_micros(ctx, Instant::now()));
+                    let ready = clock::read();
+                    let overhead = overhead_digits.format(overhead_micros(ctx, ready, ready));
                     headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
                     res.start(status, &headers, None).await.map_err(gone)?;
-                    mark_first_byte(ctx);
+                    mark_first_byte(ctx, clock::read());
                     res.piece(&start).await.map_err(gone)?;
                     let stream = Stream {
                         idle,
@@ -164,9 +168,7 @@ pub(super) async fn relay(
                         fetcher,
                     };
                     let (failure, returned) = stream.run(res, exchange, transform).await;
-                    if let Some(exchange) = returned {
-                        exchange.release();
-                    }
+                    mark_end(ctx, returned);
                     return Ok(Relay::Done(Relayed {
                         status,
                         streamed: true,
@@ -175,14 +177,14 @@ pub(super) async fn relay(
                     }));
                 }
             };
-            let answer_ready = Instant::now();
+            let answer_ready = clock::read();
             exchange.release();
             let body = transform.full(status, body);
             let status = transform.status(status);
-            let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+            let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             res.send(status, &headers, body).await.map_err(gone)?;
-            mark_first_byte(ctx);
+            mark_sent_whole(ctx);
             Ok(Relay::Done(Relayed {
                 status,
                 usage: transform.usage(),
@@ -190,23 +192,26 @@ pub(super) async fn relay(
             }))
         }
         framing => {
-            let answer_ready = Instant::now();
+            // The head goes out right after (only headers are added): one reading for both.
+            let answer_ready = clock::read();
             let sse = is_event_stream(&head);
             // A transform may change the length, so only untouched sized bodies keep theirs.
             let length = match framing {
                 ResponseFraming::Length(n) if transform.content_type().is_none() && !sse => Some(n),
                 _ => None,
             };
-            let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready));
+            let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, answer_ready));
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
             // SSE: the head leaves with the first event (one write, not two); every way a
-            // stream ends writes something, so the head is never lost.
+            // stream ends writes something, so the head is never lost. Its first byte is the
+            // moment it was handed over, as before (no write waited on in between).
             if sse {
                 res.start_held(status, &headers, length).map_err(gone)?;
+                mark_first_byte(ctx, answer_ready);
             } else {
                 res.start(status, &headers, length).await.map_err(gone)?;
+                mark_first_byte(ctx, clock::read());
             }
-            mark_first_byte(ctx);
             let keepalive = if sse {
                 ctx.generation.config.server.sse_keepalive
             } else {
@@ -222,9 +227,7 @@ pub(super) async fn relay(
                 fetcher,
             };
             let (failure, returned) = stream.run(res, exchange, transform).await;
-            if let Some(exchange) = returned {
-                exchange.release();
-            }
+            mark_end(ctx, returned);
             let mut usage = transform.usage();
             usage.partial |= failure.is_some();
             Ok(Relay::Done(Relayed {
@@ -267,15 +270,33 @@ async fn read_whole(exchange: &mut Exchange, idle: Duration) -> Result<Whole, Up
     Ok(Whole::Complete(all.freeze()))
 }
 
-/// rotor's own time so far (before the upstream send, plus since the answer was ready), in µs.
-fn overhead_micros(ctx: &RequestContext, answer_ready: Instant) -> u128 {
+/// rotor's own time (before the upstream send, plus from the answer being ready to its head
+/// going out), in µs.
+fn overhead_micros(ctx: &RequestContext, answer_ready: Instant, head_out: Instant) -> u128 {
     let mut trace = ctx.trace.borrow_mut();
-    trace.after_upstream = Some(answer_ready.elapsed());
+    trace.after_upstream = Some(head_out.saturating_duration_since(answer_ready));
     trace.overhead().map_or(0, |d| d.as_micros())
 }
 
-fn mark_first_byte(ctx: &RequestContext) {
-    ctx.trace.borrow_mut().first_byte_at = Some(Instant::now());
+fn mark_first_byte(ctx: &RequestContext, at: Instant) {
+    ctx.trace.borrow_mut().first_byte_at = Some(at);
+}
+
+/// A whole answer was written (or failed to be): its head and its end are one moment.
+fn mark_sent_whole(ctx: &RequestContext) {
+    let at = clock::read();
+    let mut trace = ctx.trace.borrow_mut();
+    trace.first_byte_at = Some(at);
+    trace.ended_at = Some(at);
+}
+
+/// A streamed answer ended: its end is read before its connection goes back to the pool (the
+/// pool stamps it with this reading, `clock::latest`).
+fn mark_end(ctx: &RequestContext, returned: Option<Exchange>) {
+    ctx.trace.borrow_mut().ended_at = Some(clock::read());
+    if let Some(exchange) = returned {
+        exchange.release();
+    }
 }
 
 fn is_event_stream(head: &ResponseHead) -> bool {

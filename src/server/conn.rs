@@ -140,7 +140,7 @@ async fn read_request(
     peer: SocketAddr,
 ) -> Result<Request, ReadStop> {
     let head = read_head(stream, buf, limits).await?;
-    let received_at = Instant::now();
+    let received_at = crate::health::clock::read();
     let body = read_body(stream, buf, out, &head, limits, budget).await?;
     Ok(Request {
         head,

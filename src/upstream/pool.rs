@@ -2,10 +2,14 @@
 //! settings. Invariant: only connections whose last response was completely framed, with no
 //! stray bytes and no `Connection: close`, come back here; idle ones past
 //! `pool_idle_timeout`, and ones whose socket received anything while idle, are never handed
-//! out (and are reaped or closed).
+//! out (and are reaped or closed). An idle connection is stamped with the thread's latest
+//! clock reading (`health::clock::latest`, taken as its answer ended): never later than the
+//! truth, so it can only expire early, never late.
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
+
+use crate::health::clock;
 
 use ahash::AHashMap;
 
@@ -21,6 +25,12 @@ pub struct Pool {
     idle: RefCell<AHashMap<PoolKey, Vec<Idle>>>,
     max_idle_per_host: Cell<usize>,
     idle_timeout: Cell<Duration>,
+}
+
+/// Idle for less than `timeout` at `now` (an addition: cheaper than the difference of two
+/// readings).
+fn fresh(entry: &Idle, timeout: Duration, now: Instant) -> bool {
+    entry.since.checked_add(timeout).is_some_and(|expires| now < expires)
 }
 
 impl Pool {
@@ -42,11 +52,12 @@ impl Pool {
     pub fn take(&self, key: &PoolKey) -> Option<Box<Io>> {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(key)?;
+        let list = idle.get_mut(key).filter(|list| !list.is_empty())?;
+        let now = clock::read();
         while let Some(entry) = list.pop() {
             // A socket with bytes, a FIN or an error waiting was closed by the upstream or
             // sent something nobody asked for: either way it is not at a message boundary.
-            if entry.since.elapsed() < timeout && entry.io.socket_quiet() {
+            if fresh(&entry, timeout, now) && entry.io.socket_quiet() {
                 return Some(entry.io);
             }
         }
@@ -66,7 +77,7 @@ impl Pool {
         }
         list.push(Idle {
             io,
-            since: Instant::now(),
+            since: clock::latest(),
         });
     }
 
@@ -74,8 +85,9 @@ impl Pool {
     pub fn reap(&self) {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
+        let now = Instant::now();
         idle.retain(|_, list| {
-            list.retain(|entry| entry.since.elapsed() < timeout);
+            list.retain(|entry| fresh(entry, timeout, now));
             !list.is_empty()
         });
     }
