@@ -13,6 +13,7 @@ use super::fields::{
     has_bare_lf, has_token, header_ranges, header_slots, map_httparse_error, parse_content_length, range_in,
     skip_leading_empty_lines, slice_headers, sub, trim_ows, HeaderRanges, INLINE_SLOTS,
 };
+use super::text::Text;
 
 /// Bounds on a request head, so a client cannot make a worker buffer without end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +107,9 @@ pub enum BodyFraming {
 pub struct RequestHead {
     pub method: Method,
     pub method_raw: Bytes,
-    /// The raw request-target: origin-form (`/path?query`) or `*` (OPTIONS only).
-    pub target: Bytes,
+    /// The raw request-target: origin-form (`/path?query`) or `*` (OPTIONS only), checked to be
+    /// text once, at parse.
+    pub target: Text,
     pub http10: bool,
     pub headers: Headers,
     pub framing: BodyFraming,
@@ -120,21 +122,15 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// The target before `?`; "" when the target is not UTF-8 (no route can match it then).
+    /// The target before `?`.
     pub fn path(&self) -> &str {
-        // Called by several phases: the end was found at parse; only the UTF-8 check remains.
-        self.target
-            .get(..self.path_end)
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .unwrap_or("")
+        // Called by several phases: the end was found and the text checked at parse.
+        self.target.as_str().get(..self.path_end).unwrap_or("")
     }
 
-    /// The target after the first `?`, if any (and if UTF-8).
+    /// The target after the first `?`, if any.
     pub fn query(&self) -> Option<&str> {
-        // Most targets have no query: one byte search answers them without the UTF-8 check.
-        memchr::memchr(b'?', &self.target)?;
-        let t = std::str::from_utf8(&self.target).ok()?;
-        t.split_once('?').map(|(_, q)| q)
+        self.target.as_str().get(self.path_end..)?.strip_prefix('?')
     }
 
     pub fn header(&self, name: &str) -> Option<&Bytes> {
@@ -227,7 +223,8 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
     let head = buf.split_to(head_len).freeze();
     let headers = slice_headers(&head, &ranges);
     let policy = request_policy(&headers, http10)?;
-    let target = sub(&head, target_range);
+    // httparse hands the target out as `&str` and origin-form is ASCII: `None` cannot happen.
+    let target = Text::new(sub(&head, target_range)).ok_or(bad("request-target must be origin-form"))?;
     Ok(Some(RequestHead {
         method,
         method_raw: sub(&head, method_range),

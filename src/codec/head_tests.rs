@@ -201,10 +201,32 @@ fn expect_rules() {
 
 #[test]
 fn non_ascii_target_rejected() {
-    // httparse hands the target out as &str and refuses bytes >= 0x80, so `path()` never
-    // meets non-UTF-8 from this parser; its "" fallback is for heads built elsewhere.
+    // httparse hands the target out as &str and refuses bytes >= 0x80, and origin-form is
+    // ASCII: the target `path()` reads unchecked was checked once, at parse (`codec::text`).
     assert_eq!(status(b"GET /\xff?a HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_eq!(status(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+}
+
+/// `path()` and `query()` read the text checked at parse; they answer as the full
+/// `from_utf8` + split at the first `?` they replaced (issue 18).
+#[test]
+fn path_and_query_agree_with_a_full_split() {
+    for t in [
+        "/",
+        "/v1/chat/completions",
+        "/v1/models?key=a&b=2",
+        "/a?",
+        "/a??b",
+        "/?x",
+        "/a%20b?c=%3F",
+        "*",
+    ] {
+        let method = if t == "*" { "OPTIONS" } else { "GET" };
+        let h = ok(format!("{method} {t} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let (path, query) = t.split_once('?').map_or((t, None), |(p, q)| (p, Some(q)));
+        assert_eq!((h.path(), h.query()), (path, query), "{t}");
+        assert_eq!((h.target.as_str(), &h.target[..]), (t, t.as_bytes()));
+    }
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod response;
 pub(crate) mod scan;
 pub mod sse;
 pub mod target;
+pub mod text;
 pub mod time;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};
