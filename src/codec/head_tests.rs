@@ -27,8 +27,8 @@ fn simple_get_splits_head_and_keeps_body() {
     assert_eq!(h.framing, BodyFraming::Length(3));
     assert!(h.keep_alive);
     assert!(!h.http10);
-    assert_eq!(h.header("HOST").map(|v| &v[..]), Some(&b"a"[..]));
-    assert_eq!(&h.headers[1].name[..], b"Content-Length");
+    assert_eq!(h.header("HOST"), Some(&b"a"[..]));
+    assert_eq!(h.headers.get(1).map(|f| f.name), Some(&b"Content-Length"[..]));
     assert_eq!(&buf[..], b"abcGET");
 }
 
@@ -245,7 +245,7 @@ fn target_must_be_rfc3986() {
 #[test]
 fn find_header_first_match_case_insensitive() {
     let h = ok(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
-    assert_eq!(find_header(&h.headers, "x-A").map(|v| &v[..]), Some(&b"1"[..]));
+    assert_eq!(find_header(&h.headers, "x-A"), Some(&b"1"[..]));
     assert_eq!(find_header(&h.headers, "missing"), None);
 }
 
@@ -265,4 +265,29 @@ fn header_limit_above_inline_slots_spills() {
         .unwrap();
     assert_eq!(h.headers.len(), 151);
     assert_eq!(status(&raw), 431);
+}
+
+/// Differential (issue 18: fields are spans into the head, not a `Bytes` each): the parsed
+/// list holds exactly httparse's fields, in order, for request and response heads.
+#[test]
+fn header_spans_read_back_as_httparse_sees_them() {
+    let fields =
+        "Host: a\r\nX-Empty:\r\nx-tab:\tv  w \r\nContent-Length: 0\r\nX-A: 1\r\nx-a: 2\r\nAccept: */*\r\n\r\nleft";
+    let request = format!("GET /p?q HTTP/1.1\r\n{fields}");
+    let response = format!("HTTP/1.1 200 OK\r\n{fields}");
+    let mut slots = [httparse::EMPTY_HEADER; 16];
+    let mut theirs = httparse::Request::new(&mut slots);
+    theirs.parse(request.as_bytes()).unwrap();
+    let want: Vec<(&[u8], &[u8])> = theirs.headers.iter().map(|h| (h.name.as_bytes(), h.value)).collect();
+    assert_eq!(want.len(), 7);
+    let ours = ok(request.as_bytes());
+    let got: Vec<(&[u8], &[u8])> = ours.headers.iter().map(|h| (h.name, h.value)).collect();
+    assert_eq!(got, want);
+    let mut buf = BytesMut::from(response.as_bytes());
+    let resp = crate::codec::parse_response_head(&mut buf, &HeadLimits::default(), false)
+        .unwrap()
+        .unwrap();
+    let got: Vec<(&[u8], &[u8])> = resp.headers.iter().map(|h| (h.name, h.value)).collect();
+    assert_eq!(got, want);
+    assert_eq!(&buf[..], b"left");
 }

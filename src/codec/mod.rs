@@ -10,6 +10,7 @@ pub mod depth;
 pub mod encode;
 mod fields;
 pub mod head;
+mod headers;
 pub mod json;
 pub mod response;
 pub(crate) mod scan;
