@@ -92,30 +92,33 @@ impl Headers {
     /// The value of the first field named `name`, compared ASCII case-insensitively (field
     /// names are case-insensitive, RFC 9110 §5.1).
     pub fn find(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|h| h.value)
+        self.span_of(name).map(|s| slice(&self.head, &s.value))
     }
 
     /// [`Headers::find`] as a `Bytes` that shares the head buffer (no copy).
     pub fn find_bytes(&self, name: &str) -> Option<Bytes> {
-        let span = self
-            .spans
-            .iter()
-            .find(|s| field(&self.head, s).name.eq_ignore_ascii_case(name.as_bytes()))?;
-        let fits = span.value.start <= span.value.end && span.value.end <= self.head.len();
-        Some(if fits {
-            self.head.slice(span.value.clone())
-        } else {
-            Bytes::new()
-        })
+        let v = &self.span_of(name)?.value;
+        let fits = v.start <= v.end && v.end <= self.head.len();
+        Some(if fits { self.head.slice(v.clone()) } else { Bytes::new() })
     }
+
+    /// Most lookups miss most fields: the span's length rules them out before any slicing.
+    fn span_of(&self, name: &str) -> Option<&Span> {
+        let name = name.as_bytes();
+        self.spans
+            .iter()
+            .find(|s| s.name.len() == name.len() && slice(&self.head, &s.name).eq_ignore_ascii_case(name))
+    }
+}
+
+fn slice<'a>(head: &'a [u8], r: &Range<usize>) -> &'a [u8] {
+    head.get(r.clone()).unwrap_or_default()
 }
 
 fn field<'a>(head: &'a [u8], s: &Span) -> Header<'a> {
     Header {
-        name: head.get(s.name.clone()).unwrap_or_default(),
-        value: head.get(s.value.clone()).unwrap_or_default(),
+        name: slice(head, &s.name),
+        value: slice(head, &s.value),
     }
 }
 
