@@ -236,6 +236,11 @@ fn request_policy(headers: &Headers, http10: bool) -> Result<RequestPolicy, Head
     let mut expect_continue = false;
     for h in headers {
         let name = h.name;
+        // Host, Expect, Connection, Content-Length, Transfer-Encoding: any other length is
+        // none of them, and most fields are passed on this one compare.
+        if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             if content_length.replace(h.value).is_some() {
                 return Err(bad("repeated Content-Length"));

@@ -93,6 +93,10 @@ fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bo
     let mut keep_alive_token = false;
     for h in &headers {
         let name = h.name;
+        // Connection, Content-Length, Transfer-Encoding: any other length is none of them.
+        if !matches!(name.len(), 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             // RFC 9110 §8.6: identical repeated values (or a list of them) may be taken as one.
             for part in h.value.split(|&b| b == b',') {
