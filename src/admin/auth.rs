@@ -49,7 +49,7 @@ pub fn check(state: &AdminState, server: &Server, head: &RequestHead) -> Result<
     }
     let safe = matches!(head.method, Method::Get | Method::Head);
     if !safe {
-        let token = head.header(CSRF_HEADER).map_or(&[][..], |v| &v[..]);
+        let token = head.header(CSRF_HEADER).unwrap_or_default();
         if !ct_eq(session.csrf.as_bytes(), token) {
             return Err(error(403, "admin API: missing or wrong x-csrf-token for this session"));
         }

@@ -179,9 +179,7 @@ fn redirect(to: &'static str) -> AdminAnswer {
 /// files are picked up at once and unchanged ones cost a 304.
 fn file(head: &RequestHead, asset: &'static assets::Asset) -> AdminAnswer {
     let etag = assets::etag(asset);
-    let fresh = head
-        .header("if-none-match")
-        .is_some_and(|v| v.as_ref() == etag.as_bytes());
+    let fresh = head.header("if-none-match").is_some_and(|v| v == etag.as_bytes());
     let mut answer = AdminAnswer {
         status: if fresh { 304 } else { 200 },
         body: if fresh {

@@ -1,14 +1,13 @@
 //! Field-level helpers shared by the request and response head parsers: token lists, number
-//! syntax, httparse error mapping, and turning httparse's borrowed slices into `Bytes`.
+//! syntax, httparse error mapping, and turning httparse's borrowed slices into spans and `Bytes`.
 //!
 //! Invariant: nothing here indexes untrusted input directly; every slice goes through `get`.
 
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use smallvec::SmallVec;
 
-use super::head::{HeadError, Header, Headers};
+use super::head::HeadError;
 
 /// 1..=19 ASCII digits, nothing else (no sign, no spaces inside, no list): 19 digits always fit
 /// in a u64, and anything longer is no body we would accept anyway.
@@ -103,26 +102,4 @@ pub(crate) fn sub(head: &Bytes, r: std::ops::Range<usize>) -> Bytes {
     } else {
         Bytes::new()
     }
-}
-
-pub(crate) type HeaderRanges = SmallVec<[(std::ops::Range<usize>, std::ops::Range<usize>); 16]>;
-
-/// Fills `ranges` (empty, declared by the caller outside the parser's borrow, so the list is
-/// not moved out of it: 512 bytes inline) with the spans of `headers` in the buffer at `base`.
-pub(crate) fn header_ranges(ranges: &mut HeaderRanges, base: usize, headers: &[httparse::Header<'_>]) {
-    ranges.extend(
-        headers
-            .iter()
-            .map(|h| (range_in(base, h.name.as_bytes()), range_in(base, h.value))),
-    );
-}
-
-pub(crate) fn slice_headers(head: &Bytes, ranges: &HeaderRanges) -> Headers {
-    ranges
-        .iter()
-        .map(|(n, v)| Header {
-            name: sub(head, n.clone()),
-            value: sub(head, v.clone()),
-        })
-        .collect()
 }

@@ -10,9 +10,11 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 
 use super::fields::{
-    has_bare_lf, has_token, header_ranges, header_slots, map_httparse_error, parse_content_length, range_in,
-    skip_leading_empty_lines, slice_headers, sub, trim_ows, HeaderRanges, INLINE_SLOTS,
+    has_bare_lf, has_token, header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines,
+    sub, trim_ows, INLINE_SLOTS,
 };
+use super::headers::spans_of;
+use super::text::Text;
 
 /// Bounds on a request head, so a client cannot make a worker buffer without end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,37 +34,18 @@ impl Default for HeadLimits {
     }
 }
 
-/// One header field. Both parts are zero-copy slices of the frozen head buffer; the name keeps
-/// the case it was sent in (compare with [`find_header`]).
-#[derive(Debug, Clone)]
-pub struct Header {
-    pub name: Bytes,
-    pub value: Bytes,
-}
-
-/// On the heap: a head travels inside the request's future through every phase, and sixteen
-/// inline fields (1 KiB) there cost more in copies of that future than one allocation per head.
-pub type Headers = Vec<Header>;
+pub use super::headers::{Header, Headers};
 
 /// Headers from static pairs, for unit tests of code that reads headers.
 #[cfg(test)]
-pub(crate) fn test_headers(pairs: &[(&'static str, &'static str)]) -> Vec<Header> {
-    pairs
-        .iter()
-        .map(|(n, v)| Header {
-            name: Bytes::from_static(n.as_bytes()),
-            value: Bytes::from_static(v.as_bytes()),
-        })
-        .collect()
+pub(crate) fn test_headers(pairs: &[(&'static str, &'static str)]) -> Headers {
+    Headers::from_pairs(pairs)
 }
 
 /// First header named `name`, compared ASCII case-insensitively (field names are
 /// case-insensitive, RFC 9110 §5.1).
-pub fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a Bytes> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| &h.value)
+pub fn find_header<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
+    headers.find(name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +89,9 @@ pub enum BodyFraming {
 pub struct RequestHead {
     pub method: Method,
     pub method_raw: Bytes,
-    /// The raw request-target: origin-form (`/path?query`) or `*` (OPTIONS only).
-    pub target: Bytes,
+    /// The raw request-target: origin-form (`/path?query`) or `*` (OPTIONS only), checked to be
+    /// text once, at parse.
+    pub target: Text,
     pub http10: bool,
     pub headers: Headers,
     pub framing: BodyFraming,
@@ -120,25 +104,19 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    /// The target before `?`; "" when the target is not UTF-8 (no route can match it then).
+    /// The target before `?`.
     pub fn path(&self) -> &str {
-        // Called by several phases: the end was found at parse; only the UTF-8 check remains.
-        self.target
-            .get(..self.path_end)
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .unwrap_or("")
+        // Called by several phases: the end was found and the text checked at parse.
+        self.target.as_str().get(..self.path_end).unwrap_or("")
     }
 
-    /// The target after the first `?`, if any (and if UTF-8).
+    /// The target after the first `?`, if any.
     pub fn query(&self) -> Option<&str> {
-        // Most targets have no query: one byte search answers them without the UTF-8 check.
-        memchr::memchr(b'?', &self.target)?;
-        let t = std::str::from_utf8(&self.target).ok()?;
-        t.split_once('?').map(|(_, q)| q)
+        self.target.as_str().get(self.path_end..)?.strip_prefix('?')
     }
 
-    pub fn header(&self, name: &str) -> Option<&Bytes> {
-        find_header(&self.headers, name)
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.find(name)
     }
 }
 
@@ -177,8 +155,7 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
     // send a stray CRLF after a body). Dropping them here keeps them out of the size limit.
     skip_leading_empty_lines(buf);
     // The httparse borrow of `buf` must end before the head is split off, hence the block.
-    let mut ranges = HeaderRanges::new();
-    let (head_len, http10, method, method_range, target_range) = {
+    let (head_len, http10, method, method_range, target_range, spans) = {
         // Uninitialised slots: initialising (and moving) 4 KiB of headers per call cost more
         // than parsing the head itself (bench `parse_request_head`).
         let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
@@ -215,22 +192,24 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
             return Err(bad("request-target must be origin-form"));
         }
         let base = buf.as_ptr() as usize;
-        header_ranges(&mut ranges, base, req.headers);
         (
             head_len,
             req.version == Some(0),
             method,
             range_in(base, method_raw),
             range_in(base, target),
+            spans_of(base, req.headers),
         )
     };
     let head = buf.split_to(head_len).freeze();
-    let headers = slice_headers(&head, &ranges);
+    // httparse hands the target out as `&str` and origin-form is ASCII: `None` cannot happen.
+    let target = Text::new(sub(&head, target_range)).ok_or(bad("request-target must be origin-form"))?;
+    let method_raw = sub(&head, method_range);
+    let headers = Headers::parsed(head, spans);
     let policy = request_policy(&headers, http10)?;
-    let target = sub(&head, target_range);
     Ok(Some(RequestHead {
         method,
-        method_raw: sub(&head, method_range),
+        method_raw,
         path_end: memchr::memchr(b'?', &target).unwrap_or(target.len()),
         target,
         http10,
@@ -248,21 +227,26 @@ struct RequestPolicy {
 }
 
 /// The framing and connection rules of RFC 9112 §6 and §9, read strictly.
-fn request_policy(headers: &[Header], http10: bool) -> Result<RequestPolicy, HeadError> {
-    let mut content_length: Option<&Bytes> = None;
-    let mut transfer_encoding: Option<&Bytes> = None;
+fn request_policy(headers: &Headers, http10: bool) -> Result<RequestPolicy, HeadError> {
+    let mut content_length: Option<&[u8]> = None;
+    let mut transfer_encoding: Option<&[u8]> = None;
     let mut host_seen = false;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     for h in headers {
-        let name = &h.name[..];
+        let name = h.name;
+        // Host, Expect, Connection, Content-Length, Transfer-Encoding: any other length is
+        // none of them, and most fields are passed on this one compare.
+        if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
-            if content_length.replace(&h.value).is_some() {
+            if content_length.replace(h.value).is_some() {
                 return Err(bad("repeated Content-Length"));
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if transfer_encoding.replace(&h.value).is_some() {
+            if transfer_encoding.replace(h.value).is_some() {
                 return Err(bad("repeated Transfer-Encoding"));
             }
         } else if name.eq_ignore_ascii_case(b"host") {
@@ -271,10 +255,10 @@ fn request_policy(headers: &[Header], http10: bool) -> Result<RequestPolicy, Hea
             }
             host_seen = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(&h.value, b"close");
-            keep_alive_token |= has_token(&h.value, b"keep-alive");
+            close |= has_token(h.value, b"close");
+            keep_alive_token |= has_token(h.value, b"keep-alive");
         } else if name.eq_ignore_ascii_case(b"expect") {
-            if !trim_ows(&h.value).eq_ignore_ascii_case(b"100-continue") {
+            if !trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
                 return Err(HeadError::new(417, "unsupported Expect"));
             }
             // RFC 9110 §10.1.1: ignore 100-continue from an HTTP/1.0 client.

@@ -27,8 +27,8 @@ fn simple_get_splits_head_and_keeps_body() {
     assert_eq!(h.framing, BodyFraming::Length(3));
     assert!(h.keep_alive);
     assert!(!h.http10);
-    assert_eq!(h.header("HOST").map(|v| &v[..]), Some(&b"a"[..]));
-    assert_eq!(&h.headers[1].name[..], b"Content-Length");
+    assert_eq!(h.header("HOST"), Some(&b"a"[..]));
+    assert_eq!(h.headers.get(1).map(|f| f.name), Some(&b"Content-Length"[..]));
     assert_eq!(&buf[..], b"abcGET");
 }
 
@@ -201,10 +201,32 @@ fn expect_rules() {
 
 #[test]
 fn non_ascii_target_rejected() {
-    // httparse hands the target out as &str and refuses bytes >= 0x80, so `path()` never
-    // meets non-UTF-8 from this parser; its "" fallback is for heads built elsewhere.
+    // httparse hands the target out as &str and refuses bytes >= 0x80, and origin-form is
+    // ASCII: the target `path()` reads unchecked was checked once, at parse (`codec::text`).
     assert_eq!(status(b"GET /\xff?a HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_eq!(status(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+}
+
+/// `path()` and `query()` read the text checked at parse; they answer as the full
+/// `from_utf8` + split at the first `?` they replaced (issue 18).
+#[test]
+fn path_and_query_agree_with_a_full_split() {
+    for t in [
+        "/",
+        "/v1/chat/completions",
+        "/v1/models?key=a&b=2",
+        "/a?",
+        "/a??b",
+        "/?x",
+        "/a%20b?c=%3F",
+        "*",
+    ] {
+        let method = if t == "*" { "OPTIONS" } else { "GET" };
+        let h = ok(format!("{method} {t} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let (path, query) = t.split_once('?').map_or((t, None), |(p, q)| (p, Some(q)));
+        assert_eq!((h.path(), h.query()), (path, query), "{t}");
+        assert_eq!((h.target.as_str(), &h.target[..]), (t, t.as_bytes()));
+    }
 }
 
 #[test]
@@ -223,7 +245,7 @@ fn target_must_be_rfc3986() {
 #[test]
 fn find_header_first_match_case_insensitive() {
     let h = ok(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
-    assert_eq!(find_header(&h.headers, "x-A").map(|v| &v[..]), Some(&b"1"[..]));
+    assert_eq!(find_header(&h.headers, "x-A"), Some(&b"1"[..]));
     assert_eq!(find_header(&h.headers, "missing"), None);
 }
 
@@ -243,4 +265,29 @@ fn header_limit_above_inline_slots_spills() {
         .unwrap();
     assert_eq!(h.headers.len(), 151);
     assert_eq!(status(&raw), 431);
+}
+
+/// Differential (issue 18: fields are spans into the head, not a `Bytes` each): the parsed
+/// list holds exactly httparse's fields, in order, for request and response heads.
+#[test]
+fn header_spans_read_back_as_httparse_sees_them() {
+    let fields =
+        "Host: a\r\nX-Empty:\r\nx-tab:\tv  w \r\nContent-Length: 0\r\nX-A: 1\r\nx-a: 2\r\nAccept: */*\r\n\r\nleft";
+    let request = format!("GET /p?q HTTP/1.1\r\n{fields}");
+    let response = format!("HTTP/1.1 200 OK\r\n{fields}");
+    let mut slots = [httparse::EMPTY_HEADER; 16];
+    let mut theirs = httparse::Request::new(&mut slots);
+    theirs.parse(request.as_bytes()).unwrap();
+    let want: Vec<(&[u8], &[u8])> = theirs.headers.iter().map(|h| (h.name.as_bytes(), h.value)).collect();
+    assert_eq!(want.len(), 7);
+    let ours = ok(request.as_bytes());
+    let got: Vec<(&[u8], &[u8])> = ours.headers.iter().map(|h| (h.name, h.value)).collect();
+    assert_eq!(got, want);
+    let mut buf = BytesMut::from(response.as_bytes());
+    let resp = crate::codec::parse_response_head(&mut buf, &HeadLimits::default(), false)
+        .unwrap()
+        .unwrap();
+    let got: Vec<(&[u8], &[u8])> = resp.headers.iter().map(|h| (h.name, h.value)).collect();
+    assert_eq!(got, want);
+    assert_eq!(&buf[..], b"left");
 }

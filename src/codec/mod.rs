@@ -10,11 +10,13 @@ pub mod depth;
 pub mod encode;
 mod fields;
 pub mod head;
+mod headers;
 pub mod json;
 pub mod response;
 pub(crate) mod scan;
 pub mod sse;
 pub mod target;
+pub mod text;
 pub mod time;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};

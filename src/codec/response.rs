@@ -9,10 +9,10 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 
 use super::fields::{
-    has_token, header_ranges, header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines,
-    slice_headers, trim_ows, HeaderRanges, INLINE_SLOTS,
+    has_token, header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
 };
 use super::head::{HeadError, HeadLimits, Headers};
+use super::headers::spans_of;
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +54,7 @@ pub fn parse_response_head(
             return Ok(None);
         }
         // The httparse borrow of `buf` must end before anything is split off, hence the block.
-        let mut ranges = HeaderRanges::new();
-        let (head_len, status, http10) = {
+        let (head_len, status, http10, spans) = {
             let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
             let mut spill = Vec::new();
             let slots = header_slots(&mut inline, &mut spill, limits.max_headers);
@@ -74,16 +73,15 @@ pub fn parse_response_head(
             if head_len > limits.max_head_bytes {
                 return Err(bad("upstream response head too large"));
             }
-            header_ranges(&mut ranges, buf.as_ptr() as usize, resp.headers);
-            (head_len, resp.code.unwrap_or(0), resp.version == Some(0))
+            let spans = spans_of(buf.as_ptr() as usize, resp.headers);
+            (head_len, resp.code.unwrap_or(0), resp.version == Some(0), spans)
         };
         if (100..200).contains(&status) && status != 101 {
             // Interim response (100 Continue, 103 Early Hints): drop it, read the next head.
             let _ = buf.split_to(head_len);
             continue;
         }
-        let head = buf.split_to(head_len).freeze();
-        let headers = slice_headers(&head, &ranges);
+        let headers = Headers::parsed(buf.split_to(head_len).freeze(), spans);
         return response_policy(status, headers, http10, head_request).map(Some);
     }
 }
@@ -94,7 +92,11 @@ fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bo
     let mut close = false;
     let mut keep_alive_token = false;
     for h in &headers {
-        let name = &h.name[..];
+        let name = h.name;
+        // Connection, Content-Length, Transfer-Encoding: any other length is none of them.
+        if !matches!(name.len(), 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             // RFC 9110 §8.6: identical repeated values (or a list of them) may be taken as one.
             for part in h.value.split(|&b| b == b',') {
@@ -105,13 +107,13 @@ fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bo
                 length = Some(n);
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if te_seen || !trim_ows(&h.value).eq_ignore_ascii_case(b"chunked") {
+            if te_seen || !trim_ows(h.value).eq_ignore_ascii_case(b"chunked") {
                 return Err(bad("unsupported upstream Transfer-Encoding"));
             }
             te_seen = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(&h.value, b"close");
-            keep_alive_token |= has_token(&h.value, b"keep-alive");
+            close |= has_token(h.value, b"close");
+            keep_alive_token |= has_token(h.value, b"keep-alive");
         }
     }
     if te_seen && length.is_some() {

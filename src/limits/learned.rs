@@ -6,7 +6,7 @@
 //! Invariant: only a remaining count of exactly 0 with a parseable reset cools a key, for at
 //! most a day; the caller applies it through `KeyHealth::cool_until`, which only moves later.
 
-use crate::codec::head::Header;
+use crate::codec::head::Headers;
 use crate::codec::time::parse_rfc3339_ms;
 
 /// Longest cooling a header may impose (a garbage reset must not bench a key for a year).
@@ -40,12 +40,12 @@ const TIMESTAMP_RESETS: [(&str, &str); 4] = [
 /// How long (ms from now) the key is spent according to the response headers, if it is.
 /// `unix_now_ms` reads the wall clock, only for RFC 3339 resets. No allocation: it runs on every
 /// upstream response.
-pub fn spent_for(headers: &[Header], unix_now_ms: impl Fn() -> u64) -> Option<u64> {
+pub fn spent_for(headers: &Headers, unix_now_ms: impl Fn() -> u64) -> Option<u64> {
     let value = |name: &str| {
         headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-            .and_then(|h| std::str::from_utf8(&h.value).ok())
+            .and_then(|h| std::str::from_utf8(h.value).ok())
             .map(str::trim)
     };
     let mut wait: Option<u64> = None;

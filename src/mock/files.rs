@@ -141,7 +141,7 @@ async fn not_found(res: &mut Responder<'_>, id: &str) -> io::Result<()> {
 }
 
 fn create_file(req: &Request, key: &str, objects: &MockObjects) -> Option<String> {
-    let content_type = req.head.header("content-type").map_or(&b""[..], |v| v.as_ref());
+    let content_type = req.head.header("content-type").unwrap_or_default();
     let content = multipart_field(&req.body, content_type, "file").unwrap_or(&[]);
     let id = format!("file-{}", objects.next_id());
     let object = Object {

@@ -85,7 +85,7 @@ impl MockService {
         head.header("x-api-key")
             .or_else(|| head.header("x-goog-api-key"))
             .or_else(|| head.header("apikey"))
-            .map_or(&[], |v| v.as_ref())
+            .unwrap_or_default()
     }
 
     fn knobs(&self, head: &RequestHead) -> Knobs {
@@ -99,7 +99,6 @@ impl MockService {
             .or_else(|| head.header("x-api-key"))
             .or_else(|| head.header("x-goog-api-key"))
             .or_else(|| head.header("apikey"))
-            .map(|v| v.as_ref())
             .unwrap_or(b"");
         let key_status = [
             (b"fail401", 401),
@@ -184,8 +183,8 @@ impl MockService {
                 .iter()
                 .map(|h| {
                     (
-                        String::from_utf8_lossy(&h.name).to_ascii_lowercase(),
-                        String::from_utf8_lossy(&h.value).into_owned(),
+                        String::from_utf8_lossy(h.name).to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
                     )
                 })
                 .collect(),

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::codec::head::{find_header, Header};
+use crate::codec::head::{find_header, Headers};
 use crate::config::{Breaker, Retry};
 use crate::health::{KeyHealth, ProviderHealth, Strike, Tally};
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
@@ -37,7 +37,7 @@ pub enum Penalty {
 }
 
 /// An upstream response head. `default_cooldown` applies to a 429 without a usable hint.
-pub fn classify_status(status: u16, headers: &[Header], default_cooldown: Duration) -> Verdict {
+pub fn classify_status(status: u16, headers: &Headers, default_cooldown: Duration) -> Verdict {
     match status {
         401 | 403 => Verdict::Retry(Penalty::Reject(status)),
         429 => Verdict::Retry(Penalty::Cool(
@@ -233,7 +233,7 @@ fn trips(tally: &Tally, breaker: &Breaker, keys: usize) -> bool {
 
 /// How long the provider asks us to wait: `retry-after-ms` (OpenAI, fractional ms), else
 /// `retry-after` in seconds or as an HTTP date.
-pub fn retry_after(headers: &[Header], now: SystemTime) -> Option<Duration> {
+pub fn retry_after(headers: &Headers, now: SystemTime) -> Option<Duration> {
     if let Some(ms) = find_header(headers, "retry-after-ms")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -260,7 +260,6 @@ pub fn retry_after(headers: &[Header], now: SystemTime) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::codec::head::test_headers as headers;
-    use bytes::Bytes;
 
     #[test]
     fn statuses_map_to_verdicts() {
@@ -291,10 +290,7 @@ mod tests {
             Some(Duration::from_micros(1_500_500))
         );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        let owned = vec![Header {
-            name: Bytes::from_static(b"retry-after"),
-            value: Bytes::from(date),
-        }];
+        let owned = Headers::from_pairs(&[("retry-after", date)]);
         assert_eq!(retry_after(&owned, now), Some(Duration::from_secs(30)));
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
         assert_eq!(

@@ -6,7 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
-use crate::codec::head::{Header, RequestHead};
+use crate::codec::head::{Header, Headers, RequestHead};
 use crate::config::Provider;
 use crate::providers::prepared::ProviderHead;
 use crate::providers::Adapter;
@@ -98,9 +98,9 @@ pub fn without_key(query: &str) -> std::borrow::Cow<'_, str> {
 
 /// The client's `x-request-id` when it is a sane token, else a fresh random id.
 pub fn request_id(head: &RequestHead) -> Bytes {
-    if let Some(id) = head.header("x-request-id") {
+    if let Some(id) = head.headers.find_bytes("x-request-id") {
         if !id.is_empty() && id.len() <= 64 && id.iter().all(|b| b.is_ascii_graphic()) {
-            return id.clone();
+            return id;
         }
     }
     let n = fastrand::u64(..);
@@ -257,24 +257,24 @@ pub type ResponseHeaders<'a> = Vec<(&'a str, &'a [u8])>;
 
 /// Upstream response headers worth returning (end-to-end ones), plus rotor's own.
 pub fn response_headers<'a>(
-    upstream: &'a [Header],
+    upstream: &'a Headers,
     request_id: &'a [u8],
     provider: &'a str,
     attempts: &'a [u8],
 ) -> ResponseHeaders<'a> {
     let mut out = ResponseHeaders::with_capacity(upstream.len() + 4);
     for h in upstream {
-        if not_returned(&h.name) {
+        if not_returned(h.name) {
             continue;
         }
         // The provider's own request id stays visible (support tickets need it) under a name
         // that does not collide with rotor's.
         if h.name.eq_ignore_ascii_case(b"x-request-id") {
-            out.push(("x-upstream-request-id", &h.value));
+            out.push(("x-upstream-request-id", h.value));
             continue;
         }
-        if let Ok(name) = std::str::from_utf8(&h.name) {
-            out.push((name, &h.value));
+        if let Ok(name) = std::str::from_utf8(h.name) {
+            out.push((name, h.value));
         }
     }
     out.push(("x-request-id", request_id));

@@ -23,7 +23,7 @@ pub(super) fn inspect(
     if endpoint == Endpoint::Gemini {
         return super::gemini_door::inspect(req, max_json_depth).map(Some);
     }
-    let content_type = req.head.header("content-type").map(|v| v.as_ref()).unwrap_or(b"");
+    let content_type = req.head.header("content-type").unwrap_or(b"");
     let is_multipart = content_type.len() >= 19 && content_type[..19].eq_ignore_ascii_case(b"multipart/form-data");
     if is_multipart {
         let model = multipart_field(&req.body, content_type, "model")

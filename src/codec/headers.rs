@@ -1,0 +1,196 @@
+//! `Headers`: the header fields of one parsed head, as spans into its frozen buffer.
+//!
+//! Invariant: every span was measured on the buffer the list holds (`parsed`, or built with it
+//! in `from_pairs`); fields are sliced on demand through `get`, so a span that does not fit
+//! reads as empty instead of panicking. Parsing a head makes no `Bytes` per field (issue 18:
+//! one `Bytes` per name and value, collected into a `Vec`, cost ~830 instructions a request).
+
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::fields::range_in;
+
+/// One header field, borrowed from its list. The name keeps the case it was sent in (compare
+/// with [`Headers::find`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// Where one field's name and value lie in the head buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Span {
+    name: Range<usize>,
+    value: Range<usize>,
+}
+
+/// The spans of httparse's `headers`, which borrow from the buffer starting at `base`.
+pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Vec<Span> {
+    let mut spans = Vec::with_capacity(headers.len());
+    spans.extend(headers.iter().map(|h| Span {
+        name: range_in(base, h.name.as_bytes()),
+        value: range_in(base, h.value),
+    }));
+    spans
+}
+
+/// On the heap (the spans): a head travels inside the request's future through every phase.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    head: Bytes,
+    spans: Vec<Span>,
+}
+
+impl Headers {
+    /// The fields at `spans` of `head` (the frozen buffer the spans were measured on).
+    pub(crate) fn parsed(head: Bytes, spans: Vec<Span>) -> Self {
+        Self { head, spans }
+    }
+
+    /// A list of the given fields, in order, in one buffer of its own.
+    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Self {
+        let mut buf = BytesMut::new();
+        let mut spans = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            let start = buf.len();
+            buf.put_slice(name);
+            buf.put_slice(value);
+            let mid = start + name.len();
+            spans.push(Span {
+                name: start..mid,
+                value: mid..mid + value.len(),
+            });
+        }
+        Self {
+            head: buf.freeze(),
+            spans,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<Header<'_>> {
+        self.spans.get(i).map(|s| field(&self.head, s))
+    }
+
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            head: &self.head,
+            spans: self.spans.iter(),
+        }
+    }
+
+    /// The value of the first field named `name`, compared ASCII case-insensitively (field
+    /// names are case-insensitive, RFC 9110 §5.1).
+    pub fn find(&self, name: &str) -> Option<&[u8]> {
+        self.span_of(name).map(|s| slice(&self.head, &s.value))
+    }
+
+    /// [`Headers::find`] as a `Bytes` that shares the head buffer (no copy).
+    pub fn find_bytes(&self, name: &str) -> Option<Bytes> {
+        let v = &self.span_of(name)?.value;
+        let fits = v.start <= v.end && v.end <= self.head.len();
+        Some(if fits { self.head.slice(v.clone()) } else { Bytes::new() })
+    }
+
+    /// Most lookups miss most fields: the span's length rules them out before any slicing.
+    fn span_of(&self, name: &str) -> Option<&Span> {
+        let name = name.as_bytes();
+        self.spans
+            .iter()
+            .find(|s| s.name.len() == name.len() && slice(&self.head, &s.name).eq_ignore_ascii_case(name))
+    }
+}
+
+fn slice<'a>(head: &'a [u8], r: &Range<usize>) -> &'a [u8] {
+    head.get(r.clone()).unwrap_or_default()
+}
+
+fn field<'a>(head: &'a [u8], s: &Span) -> Header<'a> {
+    Header {
+        name: slice(head, &s.name),
+        value: slice(head, &s.value),
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        f.debug_list()
+            .entries(self.iter().map(|h| (lossy(h.name), lossy(h.value))))
+            .finish()
+    }
+}
+
+pub struct Iter<'a> {
+    head: &'a [u8],
+    spans: std::slice::Iter<'a, Span>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Header<'a>;
+
+    fn next(&mut self) -> Option<Header<'a>> {
+        self.spans.next().map(|s| field(self.head, s))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.spans.size_hint()
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = Header<'a>;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_pairs_reads_back_in_order() {
+        let h = Headers::from_pairs(&[("Content-Type", "a/b"), ("x-Empty", ""), ("X-A", "1"), ("x-a", "2")]);
+        assert_eq!(h.len(), 4);
+        let got: Vec<(&[u8], &[u8])> = h.iter().map(|f| (f.name, f.value)).collect();
+        let want: Vec<(&[u8], &[u8])> = vec![
+            (b"Content-Type", b"a/b"),
+            (b"x-Empty", b""),
+            (b"X-A", b"1"),
+            (b"x-a", b"2"),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(h.get(1).map(|f| f.value), Some(&b""[..]));
+        assert_eq!(h.get(4), None);
+        assert_eq!(h.find("x-a"), Some(&b"1"[..]));
+        assert_eq!(h.find_bytes("CONTENT-type").as_deref(), Some(&b"a/b"[..]));
+        assert_eq!(h.find("missing"), None);
+        assert!(Headers::default().is_empty());
+    }
+
+    #[test]
+    fn a_span_outside_the_buffer_reads_as_empty() {
+        let h = Headers::parsed(
+            Bytes::from_static(b"ab"),
+            vec![Span {
+                name: 0..1,
+                value: 1..9,
+            }],
+        );
+        assert_eq!(h.get(0), Some(Header { name: b"a", value: b"" }));
+        assert_eq!(h.find_bytes("a").as_deref(), Some(&b""[..]));
+    }
+}
