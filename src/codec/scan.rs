@@ -11,6 +11,10 @@
 
 use super::json::Inspection;
 
+#[path = "scan_usage.rs"]
+mod quick;
+pub use quick::usage_tail_quick;
+
 /// Deepest nesting read here (the caller's `server.max_json_depth` may lower it); deeper bodies
 /// go to the full parser. Bounds this reader's recursion.
 const MAX_SCAN_DEPTH: usize = 64;
@@ -384,7 +388,7 @@ fn checked_text(value: &[u8]) -> String {
 
 /// The token counts of an OpenAI `usage` object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct UsageCounts {
+pub struct UsageCounts {
     pub(crate) prompt: u64,
     pub(crate) completion: u64,
     pub(crate) cached: u64,
@@ -396,7 +400,7 @@ pub(crate) struct UsageCounts {
 /// after copying `{` in front). `None` = not decided here: a value serde would refuse or read
 /// otherwise (a count that is not a plain integer, a duplicate member), `usage` null, or any
 /// byte outside the subset.
-pub(crate) fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
+pub fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
     let mut c = Cursor::new(tail, max_depth);
     c.enter()?;
     if c.key()? != b"usage" {

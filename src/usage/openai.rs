@@ -91,8 +91,11 @@ fn tail_usage(body: &[u8], first: usize, max_depth: usize) -> Option<Usage> {
     if !matches!(before, b'{' | b',') {
         return None;
     }
-    // The plain tail in one pass, without the copy and serde.
-    if let Some(counts) = crate::codec::scan::usage_tail(tail, max_depth) {
+    // The plain tail in one pass, without the copy and serde: its common shape byte by byte,
+    // else through the general reader.
+    let counts = crate::codec::scan::usage_tail_quick(tail, max_depth)
+        .or_else(|| crate::codec::scan::usage_tail(tail, max_depth));
+    if let Some(counts) = counts {
         return Some(Usage {
             prompt_tokens: counts.prompt,
             completion_tokens: counts.completion,
