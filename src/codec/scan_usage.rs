@@ -16,10 +16,11 @@ pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
     if max_depth.min(MAX_SCAN_DEPTH) <= 3 {
         return None;
     }
-    let mut q = Quick { bytes: tail, at: 0 };
-    if q.key()? != b"usage" {
+    if !tail.starts_with(b"\"usage\"") {
         return None;
     }
+    let mut q = Quick { bytes: tail, at: 7 };
+    q.eat(b':')?;
     q.eat(b'{')?;
     let mut out = UsageCounts::default();
     let mut seen = [false; 4];
