@@ -39,8 +39,9 @@ fuzz_target!(|body: &[u8]| {
     tail.extend_from_slice(body);
     for tail in [body, &tail[..]] {
         for depth in [4, DEFAULT_MAX_DEPTH] {
-            if let Some(quick) = usage_tail_quick(tail, depth) {
+            if let Some((quick, alone)) = usage_tail_quick(tail, depth) {
                 assert_eq!(Some(quick), usage_tail(tail, depth));
+                assert!(!alone || !tail[7..].windows(7).any(|w| w == b"\"usage\""));
             }
         }
     }

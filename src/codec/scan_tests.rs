@@ -418,8 +418,18 @@ fn known_keys_and_their_near_misses_are_read_as_the_full_inspection_reads_them()
     for name in names {
         let short = &name[..name.len() - 1];
         let escaped = format!("{short}\\u00{:x}", name.as_bytes()[name.len() - 1]);
-        for key in [name.to_owned(), format!("{name}s"), short.to_owned(), escaped, format!("{name} ")] {
-            let value = if name == "model" { "\"m\"" } else { "[{\"role\":\"r\",\"type\":1}]" };
+        for key in [
+            name.to_owned(),
+            format!("{name}s"),
+            short.to_owned(),
+            escaped,
+            format!("{name} "),
+        ] {
+            let value = if name == "model" {
+                "\"m\""
+            } else {
+                "[{\"role\":\"r\",\"type\":1}]"
+            };
             let body = format!("{{\"x\":{{\"{key}\":1}},\"{key}\" : {value},\"model\":\"n\"}}");
             for end in 0..=body.len() {
                 let part = &body.as_bytes()[..end];

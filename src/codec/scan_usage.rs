@@ -5,13 +5,16 @@
 //! `Some`; for anything outside its narrow shape (a key that is not plain `[a-z0-9_]`, a value
 //! that is neither a plain integer nor `null`, a duplicate count, a depth limit below 4) it
 //! answers `None` and the caller runs `usage_tail`. What follows the `usage` object is read by
-//! the `Cursor` exactly as `usage_tail` reads it.
+//! the `Cursor` exactly as `usage_tail` reads it. It also tells when the tail holds no second
+//! `"usage"`, so the caller need not search for one: when it read every byte itself (its
+//! grammar quotes only keys, so such a mention could only be a key, and none was `usage`).
 
 use super::{Cursor, UsageCounts, MAX_SCAN_DEPTH};
 
 /// `usage_tail` for its common shape: `"usage":{"prompt_tokens":16,...}` followed by the body's
-/// end or more members. `None` = not decided here.
-pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
+/// end or more members, and whether the tail certainly has no other `"usage"` after its first
+/// seven bytes. `None` = not decided here.
+pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<(UsageCounts, bool)> {
     // `usage_tail` opens the virtual `{`, the usage object and a details object: depth 3.
     if max_depth.min(MAX_SCAN_DEPTH) <= 3 {
         return None;
@@ -19,7 +22,11 @@ pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
     if !tail.starts_with(b"\"usage\"") {
         return None;
     }
-    let mut q = Quick { bytes: tail, at: 7 };
+    let mut q = Quick {
+        bytes: tail,
+        at: 7,
+        named_usage: false,
+    };
     q.eat(b':')?;
     q.eat(b'{')?;
     let mut out = UsageCounts::default();
@@ -53,7 +60,7 @@ pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
     // read so far was ASCII, so the tail is UTF-8 exactly when the `Cursor` would find it so.
     let after = q.at;
     if q.take(b'}') && q.at_end() {
-        return Some(out);
+        return Some((out, !q.named_usage));
     }
     // More members (`"system_fingerprint"`, ...): read as `usage_tail` reads them.
     let mut c = Cursor::new(tail, max_depth);
@@ -65,13 +72,15 @@ pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
     }
     c.eat(b'}')?;
     c.finish()?;
-    Some(out)
+    Some((out, false))
 }
 
 /// A position in the tail; ASCII structure only.
 struct Quick<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// A key named `usage` was read.
+    named_usage: bool,
 }
 
 impl<'a> Quick<'a> {
@@ -121,7 +130,9 @@ impl<'a> Quick<'a> {
         }
         self.at = start + len + 1;
         self.eat(b':')?;
-        rest.get(..len)
+        let key = rest.get(..len)?;
+        self.named_usage |= key == b"usage";
+        Some(key)
     }
 
     /// `Cursor::uint` up to 19 digits (which always fit `u64`): a non-negative integer, no
@@ -129,15 +140,18 @@ impl<'a> Quick<'a> {
     fn uint(&mut self) -> Option<u64> {
         self.ws();
         let rest = self.bytes.get(self.at..)?;
-        let digits = rest.iter().take(20).take_while(|b| b.is_ascii_digit()).count();
+        let (mut n, mut digits) = (0u64, 0usize);
+        for &b in rest.iter().take(19) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            n = n * 10 + u64::from(b - b'0');
+            digits += 1;
+        }
         let leading_zero = digits > 1 && rest.first() == Some(&b'0');
-        if digits == 0 || digits > 19 || leading_zero || matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
+        if digits == 0 || leading_zero || matches!(rest.get(digits), Some(b'0'..=b'9' | b'.' | b'e' | b'E')) {
             return None;
         }
-        let n = rest
-            .get(..digits)?
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
         self.at += digits;
         Some(n)
     }
@@ -198,11 +212,24 @@ mod tests {
 
     /// `Some` from the quick reader is `usage_tail`'s answer.
     fn agree(tail: &[u8], depth: usize) -> bool {
-        let quick = usage_tail_quick(tail, depth);
-        if quick.is_some() {
-            assert_eq!(quick, usage_tail(tail, depth), "{}", String::from_utf8_lossy(tail));
+        let Some((quick, alone)) = usage_tail_quick(tail, depth) else {
+            return false;
+        };
+        assert_eq!(
+            Some(quick),
+            usage_tail(tail, depth),
+            "{}",
+            String::from_utf8_lossy(tail)
+        );
+        if alone {
+            let rest = &tail[7..];
+            assert!(
+                !rest.windows(7).any(|w| w == b"\"usage\""),
+                "{}",
+                String::from_utf8_lossy(tail)
+            );
         }
-        quick.is_some()
+        true
     }
 
     #[test]
@@ -247,7 +274,7 @@ mod tests {
         // The virtual `{`, `usage` and a details object count for the depth limit.
         let tail = br#""usage":{"prompt_tokens":1}}"#;
         for depth in 0..4 {
-            assert_eq!(usage_tail_quick(tail, depth), None, "depth {depth}");
+            assert!(usage_tail_quick(tail, depth).is_none(), "depth {depth}");
         }
         assert!(agree(tail, 4));
         assert!(!agree(br#""usage":{"prompt_tokens":1},"x":[[[]]]}"#, 4));
@@ -276,6 +303,7 @@ mod tests {
             "cached_tokens",
             "reasoning_tokens",
             "x_1",
+            "usage",
             "Cost",
             "k\\u0041",
         ];
