@@ -1,11 +1,15 @@
 //! Strict inspection never panics, and the one-pass reader (`codec::scan`) agrees with the full
 //! one; when it yields a model span, splicing a fixed name (with
 //! characters that need escaping) re-inspects Ok with that name and the same stream flag.
+//! The quick usage-tail reader (`usage_tail_quick`) answers only what `usage_tail` answers, on
+//! the body itself and on the body as a tail after `"usage":`.
 //! The depth bound agrees with sonic-rs: on any body sonic-rs parses, `check_depth` passes at
 //! exactly the body's real depth and fails one below it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rotor::codec::{check_depth, inspect_body, inspect_full, splice_model, DEFAULT_MAX_DEPTH};
+use rotor::codec::{
+    check_depth, inspect_body, inspect_full, splice_model, usage_tail, usage_tail_quick, DEFAULT_MAX_DEPTH,
+};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 const NEW: &str = "alias/\"q\"\\\n\u{1}é";
@@ -28,6 +32,17 @@ fuzz_target!(|body: &[u8]| {
             let real = depth(&v);
             assert!(check_depth(body, real).is_ok(), "real depth {real}");
             assert!(real == 0 || check_depth(body, real - 1).is_err(), "real depth {real}");
+        }
+    }
+    // The quick usage-tail reader decides only what the general one reads the same.
+    let mut tail = b"\"usage\":".to_vec();
+    tail.extend_from_slice(body);
+    for tail in [body, &tail[..]] {
+        for depth in [4, DEFAULT_MAX_DEPTH] {
+            if let Some((quick, alone)) = usage_tail_quick(tail, depth) {
+                assert_eq!(Some(quick), usage_tail(tail, depth));
+                assert!(!alone || !tail[7..].windows(7).any(|w| w == b"\"usage\""));
+            }
         }
     }
     // The one-pass reader (codec::scan) decides only what the full inspection reads the same.

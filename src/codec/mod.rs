@@ -27,3 +27,7 @@ pub use head::{
 };
 pub use json::{inspect_body, inspect_full, multipart_field, splice_model, InspectError, Inspection};
 pub use response::{parse_response_head, ResponseFraming, ResponseHead};
+/// The two readers of an answer's usage tail, for the `json_inspect` fuzz target's
+/// differential check (the quick one decides only what the general one reads the same).
+#[doc(hidden)]
+pub use scan::{usage_tail, usage_tail_quick, UsageCounts};

@@ -15,6 +15,8 @@ const PLAIN: &[&str] = &[
     r#"{"model":"m","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]}"#,
     r#"{ "model" : "m" , "stream" : true }"#,
     r#"{"model":"m","temperature":0,"top_p":0.95,"seed":-0}"#,
+    r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"temperature":1,"prompt_tokens":2,"model":"m"}"#,
+    r#"{"models":1,"mode":2,"messagesx":3,"streams":4,"rolex":5,"conten":6,"temp":7,"typ":8,"prompt_token":9,"model":"m"}"#,
 ];
 
 /// Bodies left to the full inspection (errors, or what this reader does not decide).
@@ -279,6 +281,14 @@ fn random_bodies_are_undecided_or_read_as_the_full_inspection_reads_them() {
         "\u{1}",
         "\"abcdefghijklmnopqrstuvwxyz\"",
         "\"stream_options\"",
+        "\"messages\"",
+        "\"temperature\"",
+        "\"type\"",
+        "\"prompt_tokens\"",
+        "\"role\"",
+        "\"content\"",
+        "\"mode",
+        "\"types\"",
     ];
     let mut decided = 0;
     for _ in 0..50_000 {
@@ -388,4 +398,47 @@ fn random_nested_bodies_and_their_mutations_are_undecided_or_read_as_the_full_in
         decided > 2_000 && mutated_decided > 200,
         "decided {decided}, mutated {mutated_decided}"
     );
+}
+
+/// Keys read by whole comparison (`known_key`): each, a longer and a shorter name sharing its
+/// start, with an escape, cut anywhere, read as the full inspection reads them.
+#[test]
+fn known_keys_and_their_near_misses_are_read_as_the_full_inspection_reads_them() {
+    let names = [
+        "model",
+        "messages",
+        "stream",
+        "role",
+        "content",
+        "temperature",
+        "type",
+        "prompt_tokens",
+    ];
+    let mut decided = 0;
+    for name in names {
+        let short = &name[..name.len() - 1];
+        let escaped = format!("{short}\\u00{:x}", name.as_bytes()[name.len() - 1]);
+        for key in [
+            name.to_owned(),
+            format!("{name}s"),
+            short.to_owned(),
+            escaped,
+            format!("{name} "),
+        ] {
+            let value = if name == "model" {
+                "\"m\""
+            } else {
+                "[{\"role\":\"r\",\"type\":1}]"
+            };
+            let body = format!("{{\"x\":{{\"{key}\":1}},\"{key}\" : {value},\"model\":\"n\"}}");
+            for end in 0..=body.len() {
+                let part = &body.as_bytes()[..end];
+                if let Some(fast) = inspect_plain(part, D) {
+                    decided += 1;
+                    assert_eq!(Ok(fast), inspect_full(part, D), "{}", String::from_utf8_lossy(part));
+                }
+            }
+        }
+    }
+    assert!(decided > 20, "decided {decided}");
 }

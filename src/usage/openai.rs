@@ -84,15 +84,26 @@ const MAX_USAGE_TAIL: usize = 1024;
 /// mention, a nested or malformed tail): the caller reads the whole body.
 fn tail_usage(body: &[u8], first: usize, max_depth: usize) -> Option<Usage> {
     let tail = body.get(first..)?;
-    if tail.len() > MAX_USAGE_TAIL || USAGE.find(tail.get(USAGE.needle().len()..)?).is_some() {
+    if tail.len() > MAX_USAGE_TAIL {
         return None;
     }
     let before = body.get(..first)?.iter().rev().find(|b| !b.is_ascii_whitespace())?;
     if !matches!(before, b'{' | b',') {
         return None;
     }
-    // The plain tail in one pass, without the copy and serde.
-    if let Some(counts) = crate::codec::scan::usage_tail(tail, max_depth) {
+    let second = || {
+        USAGE
+            .find(tail.get(USAGE.needle().len()..).unwrap_or_default())
+            .is_some()
+    };
+    // The plain tail in one pass, without the copy and serde: its common shape byte by byte
+    // (which can tell there is no second mention without searching), else the general reader.
+    let counts = match crate::codec::scan::usage_tail_quick(tail, max_depth) {
+        Some((_, false)) | None if second() => return None,
+        Some((counts, _)) => Some(counts),
+        None => crate::codec::scan::usage_tail(tail, max_depth),
+    };
+    if let Some(counts) = counts {
         return Some(Usage {
             prompt_tokens: counts.prompt,
             completion_tokens: counts.completion,
@@ -484,5 +495,17 @@ data: {\"f\":6,\"usage\":null}\r\n\r\ndata: {\"g\":7, \"usage\": null}\n\ndata: 
         assert_eq!(read(&long), Some((4, 0)));
         // Malformed after the usage member: no usage.
         assert_eq!(read(r#"{"usage":{"prompt_tokens":4},"x":}"#), None);
+        // A `usage` key inside the usage object is a second mention: the whole body decides.
+        assert_eq!(read(r#"{"usage":{"usage":1,"prompt_tokens":2}}"#), Some((2, 0)));
+        assert_eq!(read(r#"{"x":,"usage":{"usage":1,"prompt_tokens":2}}"#), None);
+        assert_eq!(
+            read(r#"{"x":,"usage":{"prompt_tokens":2}}"#),
+            Some((2, 0)),
+            "the tail alone"
+        );
     }
 }
+
+#[cfg(test)]
+#[path = "openai_quick_tests.rs"]
+mod quick_tests;
