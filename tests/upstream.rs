@@ -291,3 +291,36 @@ fn server_errors_move_to_the_next_key() {
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
 }
+
+/// The read timer an upstream connection keeps in the pool is re-armed for every read of every
+/// exchange: on pooled connections a stream whose events come every 100 ms outlives several
+/// 300 ms idle limits (each read gets its own), and a later answer that is slow to start still
+/// gets its 504 after the 300 ms first-byte limit.
+#[test]
+fn pooled_connection_times_every_read_afresh() {
+    let h = Harness::start(Conf {
+        upstream: "first_byte_timeout_ms = 300\nstream_idle_timeout_ms = 300".into(),
+        ..Default::default()
+    });
+    assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    let mut c = h.client();
+    let (status, text, done) = c.stream_chat(
+        &chat_stream("gpt-4o-mini"),
+        &[("x-mock-chunks", "8"), ("x-mock-interval-ms", "100")],
+    );
+    assert_eq!(status, 200);
+    assert!(done && text.contains("[DONE]"), "{text}");
+    assert!(!text.contains("stream_interrupted"), "{text}");
+    let started = Instant::now();
+    let r = h.post(
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini"),
+        &[("x-mock-latency-ms", "1500")],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1000),
+        "first-byte limit 300 ms took {elapsed:?}"
+    );
+}

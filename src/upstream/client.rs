@@ -17,7 +17,7 @@ use super::PoolKey;
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
-use crate::net::{read_more_within, time_left, write_all_buf};
+use crate::net::{read_more_timed_default, time_left, write_all_buf};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -72,7 +72,7 @@ impl Exchange {
     /// Writes the request head and body (one write when the body is small).
     pub async fn send(&mut self, mut head: BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
         let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
-        let io = self.io.as_deref_mut().ok_or_else(released).map_err(send_err)?;
+        let io = &mut self.io.as_deref_mut().ok_or_else(released).map_err(send_err)?.link;
         if body.len() <= 64 * 1024 {
             head.extend_from_slice(body);
             write_all_buf(io, &mut head).await.map_err(send_err)?;
@@ -108,7 +108,7 @@ impl Exchange {
             }
             let left = time_left(&mut deadline, timeout);
             let read = match self.io.as_deref_mut() {
-                Some(io) => read_more_within(io, &mut self.buf, left).await,
+                Some(io) => read_more_timed_default(&mut io.link, &mut self.buf, &mut io.timer, left).await,
                 None => Err(released()),
             };
             match read {
@@ -230,7 +230,7 @@ impl Exchange {
 
     async fn fill(&mut self, idle: Duration) -> Result<(), UpstreamError> {
         let read = match self.io.as_deref_mut() {
-            Some(io) => read_more_within(io, &mut self.buf, idle).await,
+            Some(io) => read_more_timed_default(&mut io.link, &mut self.buf, &mut io.timer, idle).await,
             None => Err(released()),
         };
         match read {
