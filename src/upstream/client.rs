@@ -24,6 +24,10 @@ const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_headers: 128,
 };
 
+/// Request bodies up to this size are copied behind the head and sent in one write; larger ones
+/// go as a second, zero-copy write. Whoever builds the head reserves room for such a body.
+pub const COALESCE_BODY_BYTES: usize = 64 * 1024;
+
 pub struct Exchange {
     /// `None` only once `drop` handed it back to the pool. Boxed once per connection (it stays
     /// boxed in the pool): an exchange moves through every phase of an attempt by value, and
@@ -73,7 +77,7 @@ impl Exchange {
     pub async fn send(&mut self, mut head: BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
         let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
         let io = &mut self.io.as_deref_mut().ok_or_else(released).map_err(send_err)?.link;
-        if body.len() <= 64 * 1024 {
+        if body.len() <= COALESCE_BODY_BYTES {
             head.extend_from_slice(body);
             write_all_buf(io, &mut head).await.map_err(send_err)?;
         } else {
