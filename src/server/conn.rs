@@ -161,7 +161,7 @@ async fn read_request(
 ) -> Result<Request, ReadStop> {
     let head = read_head(stream, buf, timer, limits).await?;
     let received_at = Instant::now();
-    let body = read_body(stream, buf, out, &head, limits, budget).await?;
+    let body = read_body(stream, buf, out, timer, &head, limits, budget).await?;
     Ok(Request {
         head,
         body,
