@@ -1,5 +1,6 @@
 //! Socket helpers shared by the downstream server and the upstream client: owned-buffer reads
-//! that append to a `BytesMut`, and writes that hand the buffer back.
+//! that append to a `BytesMut` (timed by a per-connection [`ReadTimer`] on the request path),
+//! small read buffers rewound in place between requests, and writes that hand the buffer back.
 //! Invariant: a read or write that timed out leaves its stream unusable (io_uring may have
 //! consumed bytes into the dropped buffer), so callers close the stream after any error here.
 
