@@ -62,6 +62,11 @@ pub async fn read_more_timed<R: AsyncReadRent>(
 /// The deadline a read gets is exactly now + its limit, as with a fresh `sleep`. An armed timer
 /// left behind by a read that completed may wake its task once at that deadline (a spurious
 /// wake, which every future tolerates).
+/// Only one task may ever poll a `ReadTimer`: monoio's timer entry registers the first waker
+/// that polls it and keeps it until the timer fires (`StateCell::poll` never replaces it), so a
+/// timer handed to another task (say, kept with a pooled upstream connection) would wake the
+/// wrong task and its reader would miss its deadline. A downstream connection's task owns its
+/// timer; an upstream exchange (used by one request's task) owns its own.
 #[derive(Default)]
 pub struct ReadTimer(Option<Pin<Box<monoio::time::Sleep>>>);
 

@@ -292,13 +292,15 @@ fn server_errors_move_to_the_next_key() {
     }
 }
 
-/// The read timer an upstream connection keeps in the pool is re-armed for every read of every
-/// exchange: on pooled connections a stream whose events come every 100 ms outlives several
-/// 300 ms idle limits (each read gets its own), and a later answer that is slow to start still
-/// gets its 504 after the 300 ms first-byte limit.
+/// Every upstream read is timed afresh by its exchange's re-armed timer: a stream whose events
+/// come every 100 ms outlives several 300 ms idle limits (each read gets its own), and the next
+/// request, from another client connection (another task) on the same worker and so on the
+/// stream's pooled connection, still gets its 504 after the 300 ms first-byte limit. (A timer
+/// kept with the pooled connection failed this: monoio's timer kept waking the stream's task.)
 #[test]
 fn pooled_connection_times_every_read_afresh() {
     let h = Harness::start(Conf {
+        workers: 1,
         upstream: "first_byte_timeout_ms = 300\nstream_idle_timeout_ms = 300".into(),
         ..Default::default()
     });

@@ -17,7 +17,7 @@ use super::PoolKey;
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
-use crate::net::{read_more_timed_default, time_left, write_all_buf};
+use crate::net::{read_more_timed_default, time_left, write_all_buf, ReadTimer};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -41,6 +41,10 @@ pub struct Exchange {
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
     buf: BytesMut,
+    /// Times the head and every body read of this exchange (a stream's reads build no timer
+    /// each). Per exchange, not per pooled connection: monoio's timer keeps the first task's
+    /// waker until it fires, so a timer must stay with one task (see `ReadTimer`).
+    timer: ReadTimer,
     body: BodyState,
     keep_alive: bool,
     /// The whole request (head and body) was written.
@@ -67,6 +71,7 @@ impl Exchange {
             clean: false,
             reused,
             buf: BytesMut::new(),
+            timer: ReadTimer::new(),
             body: BodyState::NotStarted,
             keep_alive: false,
             written: false,
@@ -76,7 +81,7 @@ impl Exchange {
     /// Writes the request head and body (one write when the body is small).
     pub async fn send(&mut self, mut head: BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
         let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
-        let io = &mut self.io.as_deref_mut().ok_or_else(released).map_err(send_err)?.link;
+        let io = self.io.as_deref_mut().ok_or_else(released).map_err(send_err)?;
         if body.len() <= COALESCE_BODY_BYTES {
             head.extend_from_slice(body);
             write_all_buf(io, &mut head).await.map_err(send_err)?;
@@ -112,7 +117,7 @@ impl Exchange {
             }
             let left = time_left(&mut deadline, timeout);
             let read = match self.io.as_deref_mut() {
-                Some(io) => read_more_timed_default(&mut io.link, &mut self.buf, &mut io.timer, left).await,
+                Some(io) => read_more_timed_default(io, &mut self.buf, &mut self.timer, left).await,
                 None => Err(released()),
             };
             match read {
@@ -234,7 +239,7 @@ impl Exchange {
 
     async fn fill(&mut self, idle: Duration) -> Result<(), UpstreamError> {
         let read = match self.io.as_deref_mut() {
-            Some(io) => read_more_timed_default(&mut io.link, &mut self.buf, &mut io.timer, idle).await,
+            Some(io) => read_more_timed_default(io, &mut self.buf, &mut self.timer, idle).await,
             None => Err(released()),
         };
         match read {

@@ -18,26 +18,9 @@ use super::error::{UpstreamError, UpstreamErrorKind};
 use super::idle::Guarded;
 use super::PoolKey;
 use crate::config::Scheme;
-use crate::net::ReadTimer;
-
-/// One upstream connection: its stream, and the read timer every exchange on it re-arms (kept
-/// with the connection in the pool, so a request's reads build no timer).
-pub struct Io {
-    pub(super) link: Link,
-    pub(super) timer: ReadTimer,
-}
-
-impl Io {
-    fn new(link: Link) -> Self {
-        Io {
-            link,
-            timer: ReadTimer::new(),
-        }
-    }
-}
 
 /// A plain or TLS upstream stream.
-pub enum Link {
+pub enum Io {
     Plain(TcpStream),
     Tls(Box<Tls>),
 }
@@ -66,7 +49,7 @@ pub async fn connect(
         let tcp = connect_any(&addrs).await?;
         let _ = tcp.set_nodelay(true);
         match key.scheme {
-            Scheme::Http => Ok(Io::new(Link::Plain(tcp))),
+            Scheme::Http => Ok(Io::Plain(tcp)),
             Scheme::Https => {
                 let name = ServerName::try_from(key.host.to_string())
                     .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
@@ -75,7 +58,7 @@ pub async fn connect(
                     .connect(name, Guarded(tcp))
                     .await
                     .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
-                Ok(Io::new(Link::Tls(Box::new(Tls { stream, fd }))))
+                Ok(Io::Tls(Box::new(Tls { stream, fd })))
             }
         }
     };
@@ -107,50 +90,50 @@ async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, UpstreamError> {
     ))
 }
 
-impl AsyncReadRent for Link {
+impl AsyncReadRent for Io {
     async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            Link::Plain(s) => s.read(buf).await,
+            Io::Plain(s) => s.read(buf).await,
             // Boxed: a TLS read's future is ~750 bytes and would sit inline in every request's
             // future (plain upstreams included); one allocation is nothing next to the crypto.
-            Link::Tls(s) => Box::pin(s.stream.read(buf)).await,
+            Io::Tls(s) => Box::pin(s.stream.read(buf)).await,
         }
     }
 
     async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            Link::Plain(s) => s.readv(buf).await,
-            Link::Tls(s) => s.stream.readv(buf).await,
+            Io::Plain(s) => s.readv(buf).await,
+            Io::Tls(s) => s.stream.readv(buf).await,
         }
     }
 }
 
-impl AsyncWriteRent for Link {
+impl AsyncWriteRent for Io {
     async fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            Link::Plain(s) => s.write(buf).await,
-            Link::Tls(s) => s.stream.write(buf).await,
+            Io::Plain(s) => s.write(buf).await,
+            Io::Tls(s) => s.stream.write(buf).await,
         }
     }
 
     async fn writev<T: monoio::buf::IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            Link::Plain(s) => s.writev(buf).await,
-            Link::Tls(s) => s.stream.writev(buf).await,
+            Io::Plain(s) => s.writev(buf).await,
+            Io::Tls(s) => s.stream.writev(buf).await,
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         match self {
-            Link::Plain(s) => s.flush().await,
-            Link::Tls(s) => s.stream.flush().await,
+            Io::Plain(s) => s.flush().await,
+            Io::Tls(s) => s.stream.flush().await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
-            Link::Plain(s) => s.shutdown().await,
-            Link::Tls(s) => s.stream.shutdown().await,
+            Io::Plain(s) => s.shutdown().await,
+            Io::Tls(s) => s.stream.shutdown().await,
         }
     }
 }
