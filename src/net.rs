@@ -1,5 +1,6 @@
 //! Socket helpers shared by the downstream server and the upstream client: owned-buffer reads
-//! that append to a `BytesMut`, and writes that hand the buffer back.
+//! that append to a `BytesMut` (timed by a per-connection [`ReadTimer`] on the request path),
+//! small read buffers rewound in place between requests, and writes that hand the buffer back.
 //! Invariant: a read or write that timed out leaves its stream unusable (io_uring may have
 //! consumed bytes into the dropped buffer), so callers close the stream after any error here.
 
@@ -28,21 +29,82 @@ pub async fn read_more_reserving<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMu
     result
 }
 
-/// `read_more_reserving` bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`. The read
-/// is polled where it was built, next to its timer (not wrapped in a [`Within`]: that moved
-/// the read's future into the wrapper and the wrapper into this future, on every read).
+/// `read_more_reserving` bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`. Builds a
+/// timer for this one read: a connection that reads often keeps a [`ReadTimer`] and calls
+/// [`read_more_timed`] instead.
 pub async fn read_more_reserving_within<R: AsyncReadRent>(
     io: &mut R,
     buf: &mut BytesMut,
     free: usize,
     limit: Duration,
 ) -> io::Result<usize> {
+    let mut timer = crate::heap::pin_in_place(|| monoio::time::sleep(limit));
+    read_more_before(io, buf, free, timer.as_mut()).await
+}
+
+/// `read_more_reserving` bounded by `limit`, timed by `timer` (re-armed for this read).
+pub async fn read_more_timed<R: AsyncReadRent>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    free: usize,
+    timer: &mut ReadTimer,
+    limit: Duration,
+) -> io::Result<usize> {
+    read_more_before(io, buf, free, timer.arm(limit)).await
+}
+
+/// One connection's read timer, re-armed for each timed read instead of a new `Sleep` per read
+/// (a 640-byte allocation plus a timer-wheel insert and remove each time). Re-arming to a later
+/// deadline than the one registered only moves the entry's expiry (monoio's `reset` extends it
+/// in place; the wheel re-files the entry when it reaches the old slot), so back-to-back reads
+/// cost a clock read each and no wheel work. Built at the first read, then held as long as the
+/// connection: an idle connection holds the one timer its pending read needs, as before.
+/// The deadline a read gets is exactly now + its limit, as with a fresh `sleep`. An armed timer
+/// left behind by a read that completed may wake its task once at that deadline (a spurious
+/// wake, which every future tolerates).
+/// Only one task may ever poll a `ReadTimer`: monoio's timer entry registers the first waker
+/// that polls it and keeps it until the timer fires (`StateCell::poll` never replaces it), so a
+/// timer handed to another task (say, kept with a pooled upstream connection) would wake the
+/// wrong task and its reader would miss its deadline. A downstream connection's task owns its
+/// timer; an upstream exchange (used by one request's task) owns its own.
+#[derive(Default)]
+pub struct ReadTimer(Option<Pin<Box<monoio::time::Sleep>>>);
+
+impl ReadTimer {
+    pub fn new() -> Self {
+        ReadTimer(None)
+    }
+
+    /// The timer, set to fire `limit` from now.
+    pub fn arm(&mut self, limit: Duration) -> Pin<&mut monoio::time::Sleep> {
+        if let Some(timer) = &mut self.0 {
+            let now = monoio::time::Instant::now();
+            // As `monoio::time::sleep` does for a limit past any clock: 30 years.
+            let at = now
+                .checked_add(limit)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+            timer.as_mut().reset(at);
+        }
+        self.0
+            .get_or_insert_with(|| crate::heap::pin_in_place(|| monoio::time::sleep(limit)))
+            .as_mut()
+    }
+}
+
+/// `read_more_reserving` raced against `timer`. The read is polled where it was built, next to
+/// its timer (not wrapped in a [`Within`]: that moved the read's future into the wrapper and
+/// the wrapper into this future, on every read).
+async fn read_more_before<R: AsyncReadRent>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    free: usize,
+    timer: Pin<&mut monoio::time::Sleep>,
+) -> io::Result<usize> {
     buf.reserve(free);
     let owned = std::mem::take(buf);
     let start = owned.len();
-    let mut timer = crate::heap::pin_in_place(|| monoio::time::sleep(limit));
     let read = std::pin::pin!(io.read(owned.slice_mut(start..)));
-    match before_timer(read, timer.as_mut()).await {
+    match before_timer(read, timer).await {
         Some((result, slice)) => {
             *buf = slice.into_inner();
             result
@@ -70,6 +132,27 @@ pub async fn before_timer<F: Future>(
 /// `read_more_reserving` with the usual reserve, bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`.
 pub async fn read_more_within<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMut, limit: Duration) -> io::Result<usize> {
     read_more_reserving_within(io, buf, READ_RESERVE, limit).await
+}
+
+/// `read_more_timed` with the usual reserve.
+pub async fn read_more_timed_default<R: AsyncReadRent>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    timer: &mut ReadTimer,
+    limit: Duration,
+) -> io::Result<usize> {
+    read_more_before(io, buf, READ_RESERVE, timer.arm(limit)).await
+}
+
+/// Makes the whole allocation behind the empty `buf` usable again, in place, when nothing else
+/// shares it any more (the previous request's bytes were all dropped) and it is at most `max`
+/// bytes. False otherwise, and the caller drops `buf`: a shared or larger allocation is never
+/// kept (it could pin a large body's buffer on an idle connection).
+pub fn reclaim_small(buf: &mut BytesMut, max: usize) -> bool {
+    // Asking for one byte more than is free forces the reclaim path, which (only when this is
+    // the last handle and bytes before it were consumed) rewinds to the allocation's start and
+    // reports its whole capacity; it never allocates.
+    buf.is_empty() && buf.try_reclaim(buf.capacity() + 1) && buf.capacity() <= max
 }
 
 /// Time left until `deadline`, which is set to now + `limit` on the first call (that call reads
@@ -159,7 +242,7 @@ mod tests {
     use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
     use monoio::net::{TcpListener, TcpStream};
 
-    use super::{read_more_reserving_within, write_all_buf};
+    use super::{read_more_reserving_within, read_more_timed, reclaim_small, write_all_buf, ReadTimer};
 
     fn run(test: impl std::future::Future<Output = ()>) {
         let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
@@ -195,6 +278,77 @@ mod tests {
             assert!(started.elapsed() >= Duration::from_millis(50));
             assert!(buf.is_empty(), "the buffer went with the timed-out read");
         });
+    }
+
+    /// One `ReadTimer` times read after read, each with its own limit: a later deadline is
+    /// kept (the earlier registration does not fire), an earlier one fires on time, and after
+    /// firing the timer is armed again for the next read.
+    #[test]
+    fn read_timer_is_rearmed_for_each_read() {
+        run(async {
+            let mut timer = ReadTimer::new();
+            let (mut client, mut server) = pair().await;
+            let mut buf = BytesMut::new();
+            let (wrote, _) = server.write_all(b"a".to_vec()).await;
+            wrote.expect("write");
+            let n = read_more_timed(&mut client, &mut buf, 64, &mut timer, Duration::from_millis(100)).await;
+            assert_eq!(n.expect("read"), 1);
+            // Extended from 100 ms to 400 ms: data at ~200 ms is read, no timeout at 100 ms.
+            let writer = monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(200)).await;
+                let (wrote, _) = server.write_all(b"bc".to_vec()).await;
+                wrote.expect("write");
+                server
+            });
+            let n = read_more_timed(&mut client, &mut buf, 64, &mut timer, Duration::from_millis(400)).await;
+            assert_eq!(n.expect("read after the first deadline"), 2);
+            assert_eq!(&buf[..], b"abc");
+            let _server = writer.await;
+            // Shortened from the armed deadline: fires at 50 ms, not later.
+            let started = Instant::now();
+            let silent = read_more_timed(&mut client, &mut buf, 64, &mut timer, Duration::from_millis(50)).await;
+            assert_eq!(silent.expect_err("timed out").kind(), std::io::ErrorKind::TimedOut);
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_millis(50) && waited < Duration::from_millis(350),
+                "{waited:?}"
+            );
+            // Fired, then armed again: waits for its own limit.
+            let (mut client, _server) = pair().await;
+            let started = Instant::now();
+            let silent = read_more_timed(&mut client, &mut buf, 64, &mut timer, Duration::from_millis(80)).await;
+            assert_eq!(silent.expect_err("timed out").kind(), std::io::ErrorKind::TimedOut);
+            assert!(started.elapsed() >= Duration::from_millis(80));
+        });
+    }
+
+    /// An empty buffer is rewound in place only when it is the last handle on its allocation
+    /// and that allocation is small; a large or still shared one is refused.
+    #[test]
+    fn reclaim_small_keeps_only_small_unshared_buffers() {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.extend_from_slice(&[7u8; 300]);
+        let request = buf.split_to(300).freeze();
+        assert!(
+            !reclaim_small(&mut buf, 1024),
+            "the request still shares the allocation"
+        );
+        drop(request);
+        assert!(reclaim_small(&mut buf, 1024));
+        assert_eq!(buf.capacity(), 1024);
+        let at = buf.as_ptr();
+        buf.reserve(1024);
+        assert_eq!(buf.as_ptr(), at, "the next read reuses it without allocating");
+
+        let mut big = BytesMut::with_capacity(64 * 1024);
+        big.extend_from_slice(&vec![1u8; 64 * 1024 - 100]);
+        drop(big.split_to(64 * 1024 - 100));
+        assert!(!reclaim_small(&mut big, 1024), "a large allocation is never kept");
+
+        let mut fresh = BytesMut::new();
+        assert!(!reclaim_small(&mut fresh, 1024));
+        let mut held = BytesMut::from(&b"pipelined"[..]);
+        assert!(!reclaim_small(&mut held, 1024), "a buffer with bytes is not rewound");
     }
 
     /// `write_all_buf` writes a buffer larger than one write takes, whole and in order, then

@@ -482,3 +482,47 @@ fn stalled_body_times_out() {
     assert!(started.elapsed() < Duration::from_millis(1500));
     assert!(h.recorded().is_empty());
 }
+
+/// One keep-alive connection carries requests of every size in turn (its small read buffer is
+/// rewound and kept between small requests, and dropped after a large one) and forwards each
+/// body intact, and its one re-armed read timer still enforces each limit: a head split across
+/// writes is read whole, and a head left unfinished after answered requests gets its 408 after
+/// the header timeout (300 ms), not the keep-alive one.
+#[test]
+fn one_connection_keeps_bodies_and_limits_across_requests() {
+    let h = Harness::start(small_limits());
+    let mut c = h.client();
+    let big = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(3000)
+    );
+    let other = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"bye"}]}"#.to_owned();
+    let bodies = [chat("gpt-4o-mini"), big, other, chat("gpt-4o-mini")];
+    for body in &bodies {
+        let r = c.post("/v1/chat/completions", body, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let raw = build_request("GET", "/health", &[], b"");
+    c.send_raw(&raw[..10]);
+    sleep_ms(50);
+    c.send_raw(&raw[10..]);
+    assert_eq!(c.read_response().status, 200);
+    let sent: Vec<String> = h
+        .recorded()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(sent, bodies, "every body reached the upstream intact, in order");
+
+    let started = Instant::now();
+    c.send_raw(b"GET /health HTTP/1.1\r\nhost: x\r\n");
+    if let Some(r) = c.try_read_response() {
+        assert_eq!(r.status, 408, "{}", r.text());
+    }
+    assert!(c.closed_within(Duration::from_secs(2)));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1500),
+        "header timeout 300 ms took {elapsed:?}"
+    );
+}

@@ -291,3 +291,38 @@ fn server_errors_move_to_the_next_key() {
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
 }
+
+/// Every upstream read is timed afresh by its exchange's re-armed timer: a stream whose events
+/// come every 100 ms outlives several 300 ms idle limits (each read gets its own), and the next
+/// request, from another client connection (another task) on the same worker and so on the
+/// stream's pooled connection, still gets its 504 after the 300 ms first-byte limit. (A timer
+/// kept with the pooled connection failed this: monoio's timer kept waking the stream's task.)
+#[test]
+fn pooled_connection_times_every_read_afresh() {
+    let h = Harness::start(Conf {
+        workers: 1,
+        upstream: "first_byte_timeout_ms = 300\nstream_idle_timeout_ms = 300".into(),
+        ..Default::default()
+    });
+    assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    let mut c = h.client();
+    let (status, text, done) = c.stream_chat(
+        &chat_stream("gpt-4o-mini"),
+        &[("x-mock-chunks", "8"), ("x-mock-interval-ms", "100")],
+    );
+    assert_eq!(status, 200);
+    assert!(done && text.contains("[DONE]"), "{text}");
+    assert!(!text.contains("stream_interrupted"), "{text}");
+    let started = Instant::now();
+    let r = h.post(
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini"),
+        &[("x-mock-latency-ms", "1500")],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1000),
+        "first-byte limit 300 ms took {elapsed:?}"
+    );
+}

@@ -80,6 +80,13 @@ pub fn write_response_head_until_close(out: &mut BytesMut, status: u16, headers:
     write_head(out, status, headers, None, false);
 }
 
+/// The most bytes `write_response_head` (or `..._until_close`) writes for `status` and
+/// `headers`: reserve it together with the body to build head and body in one allocation.
+pub fn response_head_capacity(status: u16, headers: &[(&str, &[u8])]) -> usize {
+    let fields: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    17 + reason_phrase(status).len() + fields + 40 + 19 + 2
+}
+
 fn write_head(
     out: &mut BytesMut,
     status: u16,
@@ -88,8 +95,7 @@ fn write_head(
     keep_alive: bool,
 ) {
     let reason = reason_phrase(status);
-    let fields: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-    out.reserve(17 + reason.len() + fields + 40 + 19 + 2);
+    out.reserve(response_head_capacity(status, headers));
     let mut num = itoa::Buffer::new();
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(num.format(status).as_bytes());

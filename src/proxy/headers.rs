@@ -135,7 +135,14 @@ pub fn upstream_request_head(
     body_len: usize,
     extra: Option<(&str, &str)>,
 ) -> Result<BytesMut, UnsafeHead> {
-    let mut out = BytesMut::with_capacity(512);
+    // Room for a body `Exchange::send` copies behind the head: one allocation, not a second
+    // one when the body is appended.
+    let coalesced = if body_len <= crate::upstream::COALESCE_BODY_BYTES {
+        body_len
+    } else {
+        0
+    };
+    let mut out = BytesMut::with_capacity(512 + coalesced);
     put_target(&mut out, &head.method_raw)?;
     out.put_u8(b' ');
     put_target(&mut out, provider.base_url.path.as_bytes())?;

@@ -262,6 +262,10 @@ async fn read_whole(exchange: &mut Exchange, idle: Duration) -> Result<Whole, Up
         if all.is_empty() && piece.len() >= BUFFER_WHOLE_LIMIT {
             return Ok(Whole::TooLarge(piece));
         }
+        if all.is_empty() && exchange.body_done() {
+            // The whole body in one piece (the usual answer): handed on without a copy.
+            return Ok(Whole::Complete(piece));
+        }
         all.extend_from_slice(&piece);
         if all.len() >= BUFFER_WHOLE_LIMIT {
             return Ok(Whole::TooLarge(all.freeze()));

@@ -19,7 +19,7 @@ use super::conn::ReadStop;
 use super::{ConnectionGate, Limits};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::{BodyFraming, RequestHead};
-use crate::net::{read_more_reserving_within, write_all_buf};
+use crate::net::{read_more_timed, write_all_buf, ReadTimer};
 
 /// Body bytes a connection may hold without charge: about one read buffer, which every
 /// connection has anyway. Small bodies therefore never wait on, or fail for, the budget.
@@ -197,8 +197,14 @@ impl<'a> BodyRead<'a> {
     }
 
     /// One read into the free space of `buf` (after `reserve` more), bounded by the body's
-    /// deadline and the silence limit.
-    async fn fill(&self, stream: &mut TcpStream, buf: &mut BytesMut, reserve: usize) -> Result<(), ReadStop> {
+    /// deadline and the silence limit (timed by the connection's `timer`).
+    async fn fill(
+        &self,
+        stream: &mut TcpStream,
+        buf: &mut BytesMut,
+        timer: &mut ReadTimer,
+        reserve: usize,
+    ) -> Result<(), ReadStop> {
         let left = self
             .deadline
             .saturating_duration_since(Instant::now())
@@ -206,7 +212,7 @@ impl<'a> BodyRead<'a> {
         if left.is_zero() {
             return Err(self.budget.refuse(Refusal::Timeout));
         }
-        match read_more_reserving_within(stream, buf, reserve, left).await {
+        match read_more_timed(stream, buf, reserve, timer, left).await {
             Ok(0) => Err(ReadStop::Quiet),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(self.budget.refuse(Refusal::Timeout)),
@@ -220,6 +226,7 @@ pub(super) async fn read_body(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
+    timer: &mut ReadTimer,
     head: &RequestHead,
     limits: &Limits,
     budget: &BodyBudget,
@@ -243,7 +250,7 @@ pub(super) async fn read_body(
             let mut read = BodyRead::new(budget, limits);
             while buf.len() < n {
                 read.room(buf, (n - buf.len()).min(READ_CHUNK), 0, n)?;
-                read.fill(stream, buf, 0).await?;
+                read.fill(stream, buf, timer, 0).await?;
             }
             Ok(buf.split_to(n).freeze())
         }
@@ -267,7 +274,7 @@ pub(super) async fn read_body(
                     Ok(Some(Chunk::Done)) => return Ok(body.freeze()),
                     // The framing buffer stays about one read long: the decoder hands data on
                     // as it arrives, so only `body` grows.
-                    Ok(None) => read.fill(stream, buf, READ_CHUNK).await?,
+                    Ok(None) => read.fill(stream, buf, timer, READ_CHUNK).await?,
                     Err(e) => return Err(ReadStop::Reject(400, e.0)),
                 }
             }

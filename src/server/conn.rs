@@ -17,7 +17,9 @@ use super::respond::{write_error, Responder};
 use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
 use crate::codec::head::{parse_request_head, HeadLimits, RequestHead};
-use crate::net::{read_more_reserving_within, read_more_within, time_left};
+use crate::net::{
+    read_more_reserving_within, read_more_timed, read_more_timed_default, reclaim_small, time_left, ReadTimer,
+};
 
 const MAX_HEADERS: usize = 100;
 /// Buffer offered to the kernel while a connection idles: most request heads fit, and 10,000
@@ -53,6 +55,8 @@ pub(super) async fn serve_connection<S: Service>(
     // connection then holds only the read buffer of its pending read (load.sh `idle` part).
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
+    // One timer for every timed read of the connection (the idle wait and the head).
+    let mut timer = ReadTimer::new();
     let mut first = true;
     loop {
         if counters.stopping.is_stopped() {
@@ -71,7 +75,7 @@ pub(super) async fn serve_connection<S: Service>(
                 // Shutdown while idle: close now (a read cancelled here loses nothing we would
                 // have served).
                 _ = counters.stopping.wait() => return,
-                got = read_more_reserving_within(&mut stream, &mut buf, IDLE_READ_BYTES, idle) => got,
+                got = read_more_timed(&mut stream, &mut buf, IDLE_READ_BYTES, &mut timer, idle) => got,
             };
             if !matches!(got, Ok(n) if n > 0) {
                 return;
@@ -82,16 +86,29 @@ pub(super) async fn serve_connection<S: Service>(
         // large. One allocation per request keeps an idle connection at a few KiB; the future
         // is built in it, not copied into it.
         let one = crate::heap::pin_in_place(|| {
-            serve_one(&mut stream, &mut buf, &mut out, &*service, &counters, &limits, peer)
+            serve_one(
+                &mut stream,
+                &mut buf,
+                &mut out,
+                &mut timer,
+                &*service,
+                &counters,
+                &limits,
+                peer,
+            )
         });
         first = false;
         if !one.await {
             return;
         }
         if buf.is_empty() {
-            // Nothing pipelined: free both buffers before the idle wait (one small allocation
-            // per request buys back up to 16 KiB per idle connection).
-            buf = BytesMut::new();
+            // Nothing pipelined: free the answer's buffer before the idle wait, and the read
+            // buffer unless it is the idle read's own small one and the request's bytes are all
+            // released: then it is rewound for the next request in place (no allocation per
+            // request, and an idle connection holds what its read would allocate anyway).
+            if !reclaim_small(&mut buf, IDLE_READ_BYTES) {
+                buf = BytesMut::new();
+            }
             out = BytesMut::new();
         }
     }
@@ -99,16 +116,18 @@ pub(super) async fn serve_connection<S: Service>(
 
 /// Reads one request whose first bytes are in `buf`, has the service answer it, and says
 /// whether the connection may carry another.
+#[allow(clippy::too_many_arguments)]
 async fn serve_one<S: Service>(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
+    timer: &mut ReadTimer,
     service: &S,
     counters: &Counters,
     limits: &Limits,
     peer: SocketAddr,
 ) -> bool {
-    let request = match read_request(stream, buf, out, limits, &counters.body_budget, peer).await {
+    let request = match read_request(stream, buf, out, timer, limits, &counters.body_budget, peer).await {
         Ok(r) => r,
         Err(ReadStop::Quiet) => return false,
         Err(ReadStop::Reject(status, reason)) => {
@@ -135,13 +154,14 @@ async fn read_request(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
+    timer: &mut ReadTimer,
     limits: &Limits,
     budget: &BodyBudget,
     peer: SocketAddr,
 ) -> Result<Request, ReadStop> {
-    let head = read_head(stream, buf, limits).await?;
+    let head = read_head(stream, buf, timer, limits).await?;
     let received_at = crate::health::clock::read();
-    let body = read_body(stream, buf, out, &head, limits, budget).await?;
+    let body = read_body(stream, buf, out, timer, &head, limits, budget).await?;
     Ok(Request {
         head,
         body,
@@ -151,7 +171,12 @@ async fn read_request(
 }
 
 /// Reads the rest of a head whose first bytes are in `buf`.
-async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) -> Result<RequestHead, ReadStop> {
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timer: &mut ReadTimer,
+    limits: &Limits,
+) -> Result<RequestHead, ReadStop> {
     let head_limits = HeadLimits {
         max_head_bytes: limits.max_header_bytes,
         max_headers: MAX_HEADERS,
@@ -165,7 +190,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut, limits: &Limits) 
             Err(e) => return Err(ReadStop::Reject(e.status, e.reason)),
         }
         let left = time_left(&mut deadline, limits.header_read_timeout);
-        match read_more_within(stream, buf, left).await {
+        match read_more_timed_default(stream, buf, timer, left).await {
             Ok(0) => return Err(ReadStop::Quiet),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {

@@ -9,7 +9,9 @@ use bytes::{Bytes, BytesMut};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
-use crate::codec::encode::{write_chunk, write_last_chunk, write_response_head, write_response_head_until_close};
+use crate::codec::encode::{
+    response_head_capacity, write_chunk, write_last_chunk, write_response_head, write_response_head_until_close,
+};
 use crate::codec::head::BodyFraming;
 use crate::net::write_all_buf;
 
@@ -107,6 +109,11 @@ impl<'a> Responder<'a> {
     pub async fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: Bytes) -> io::Result<()> {
         self.expect_fresh()?;
         self.status = status;
+        let sent = if self.head_only { 0 } else { body.len() };
+        // Head and a coalesced body in one allocation (the head alone, then growing for the
+        // body, allocated twice).
+        let coalesced = if sent <= COALESCE_LIMIT { sent } else { 0 };
+        self.out.reserve(response_head_capacity(status, headers) + coalesced);
         write_response_head(
             &mut self.out,
             status,

@@ -17,12 +17,16 @@ use super::PoolKey;
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
-use crate::net::{read_more_within, time_left, write_all_buf};
+use crate::net::{read_more_timed_default, time_left, write_all_buf, ReadTimer};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
     max_headers: 128,
 };
+
+/// Request bodies up to this size are copied behind the head and sent in one write; larger ones
+/// go as a second, zero-copy write. Whoever builds the head reserves room for such a body.
+pub const COALESCE_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Exchange {
     /// `None` only once `drop` handed it back to the pool. Boxed once per connection (it stays
@@ -37,6 +41,10 @@ pub struct Exchange {
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
     buf: BytesMut,
+    /// Times the head and every body read of this exchange (a stream's reads build no timer
+    /// each). Per exchange, not per pooled connection: monoio's timer keeps the first task's
+    /// waker until it fires, so a timer must stay with one task (see `ReadTimer`).
+    timer: ReadTimer,
     body: BodyState,
     keep_alive: bool,
     /// The whole request (head and body) was written.
@@ -63,6 +71,7 @@ impl Exchange {
             clean: false,
             reused,
             buf: BytesMut::new(),
+            timer: ReadTimer::new(),
             body: BodyState::NotStarted,
             keep_alive: false,
             written: false,
@@ -73,7 +82,7 @@ impl Exchange {
     pub async fn send(&mut self, mut head: BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
         let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
         let io = self.io.as_deref_mut().ok_or_else(released).map_err(send_err)?;
-        if body.len() <= 64 * 1024 {
+        if body.len() <= COALESCE_BODY_BYTES {
             head.extend_from_slice(body);
             write_all_buf(io, &mut head).await.map_err(send_err)?;
         } else {
@@ -108,7 +117,7 @@ impl Exchange {
             }
             let left = time_left(&mut deadline, timeout);
             let read = match self.io.as_deref_mut() {
-                Some(io) => read_more_within(io, &mut self.buf, left).await,
+                Some(io) => read_more_timed_default(io, &mut self.buf, &mut self.timer, left).await,
                 None => Err(released()),
             };
             match read {
@@ -230,7 +239,7 @@ impl Exchange {
 
     async fn fill(&mut self, idle: Duration) -> Result<(), UpstreamError> {
         let read = match self.io.as_deref_mut() {
-            Some(io) => read_more_within(io, &mut self.buf, idle).await,
+            Some(io) => read_more_timed_default(io, &mut self.buf, &mut self.timer, idle).await,
             None => Err(released()),
         };
         match read {
