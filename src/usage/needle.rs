@@ -55,38 +55,39 @@ impl UsageMarks {
 
 pub(crate) fn usage_marks(json: &[u8]) -> UsageMarks {
     let mut marks = UsageMarks::default();
-    let mut base = 0;
-    while base < json.len() {
-        let mut lanes = u_lanes(json, base);
+    for (block_no, block) in json.chunks(16).enumerate() {
+        let mut lanes = u_lanes(block);
         while lanes != 0 {
-            let at = base + lanes.trailing_zeros() as usize;
+            let at = block_no * 16 + lanes.trailing_zeros() as usize;
             lanes &= lanes - 1;
-            // From the byte before the `u`: `"usage"` or `\u00` start there.
-            let Some(from) = at.checked_sub(1).and_then(|b| json.get(b..)) else {
-                continue;
-            };
-            if from.starts_with(b"\"usage\"") {
-                marks.first = Some(at - 1);
-                return marks;
+            let before = at.checked_sub(1).and_then(|b| json.get(b));
+            let after = |n: usize| json.get(at + 1..at + 1 + n);
+            match before {
+                Some(b'"') if after(5) == Some(b"sage\"") => {
+                    marks.first = Some(at - 1);
+                    return marks;
+                }
+                Some(b'\\') if after(2) == Some(b"00") => marks.escape = true,
+                _ => {}
             }
-            marks.escape |= from.starts_with(b"\\u00");
         }
-        base += 16;
     }
     marks
 }
 
-/// Bit `i`: byte `base + i` of `json` is `u` (bits past the end are clear).
-fn u_lanes(json: &[u8], base: usize) -> u32 {
-    if let Some(full) = json.get(base..base + 16).and_then(|b| <&[u8; 16]>::try_from(b).ok()) {
-        return u_lanes16(full);
-    }
-    let rest = json.get(base..).unwrap_or_default();
+/// Bit `i`: byte `i` of `block` (at most 16 bytes) is `u`.
+fn u_lanes(block: &[u8]) -> u32 {
     let mut padded = [0u8; 16];
-    if let Some(head) = padded.get_mut(..rest.len()) {
-        head.copy_from_slice(rest);
-    }
-    u_lanes16(&padded)
+    let full: &[u8; 16] = match block.try_into() {
+        Ok(full) => full,
+        Err(_) => {
+            if let Some(head) = padded.get_mut(..block.len()) {
+                head.copy_from_slice(block);
+            }
+            &padded
+        }
+    };
+    u_lanes16(full)
 }
 
 /// SSE2 (x86-64 baseline) through sonic-simd.
