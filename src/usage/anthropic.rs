@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::needle::{may_name_usage, usage_marks, MESSAGE_START};
+use super::needle::{may_name_usage, MESSAGE_START};
 use super::Usage;
 use crate::codec::depth::check_depth;
 use crate::codec::sse::SseSplitter;
@@ -50,7 +50,7 @@ impl ResponseTransform for AnthropicUsageTap {
     fn piece(&mut self, piece: Bytes) -> Emit {
         let mut found: smallvec::SmallVec<[(Vec<u8>, bool); 2]> = smallvec::SmallVec::new();
         self.events.feed(&piece, &mut |event| {
-            if usage_marks(event.data).may_name_usage() {
+            if may_name_usage(event.data) {
                 let start = event.event == b"message_start" || MESSAGE_START.find(event.data).is_some();
                 found.push((event.data.to_vec(), start));
             }

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use sonic_rs::JsonValueTrait;
 
-use super::needle::usage_marks;
+use super::needle::{LETTER_ESCAPE, USAGE};
 use super::openai::wire_usage;
 use super::Usage;
 use crate::codec::depth::check_depth;
@@ -35,15 +35,14 @@ pub(crate) struct EventUsage {
 /// The usage facts of `data`, one JSON object. Not an object, invalid JSON or nesting deeper
 /// than `max_depth`: no facts (the bytes then pass as they came).
 pub(crate) fn event_usage(data: &[u8], max_depth: usize) -> EventUsage {
-    let marks = usage_marks(data);
-    match marks.first {
+    match USAGE.find(data) {
         Some(first) if first + COMPACT_NULL_TAIL.len() == data.len() + 1 && data.ends_with(COMPACT_NULL_TAIL) => {
             EventUsage {
                 null_member: Some(first - 1..data.len() - 1),
                 ..EventUsage::default()
             }
         }
-        None if !marks.escape => EventUsage::default(),
+        None if LETTER_ESCAPE.find(data).is_none() => EventUsage::default(),
         _ => walk(data, max_depth).unwrap_or_default(),
     }
 }
