@@ -293,6 +293,15 @@ fn metric_sum(text: &str, name: &str) -> f64 {
     line[prefix.len()..].parse().unwrap()
 }
 
+/// The one logged request (waiting for it) and its latency, first byte (ms) and overhead (µs).
+fn only_row_times(h: &Harness) -> (sonic_rs::Value, u64, u64, u64) {
+    assert!(eventually(Duration::from_secs(2), || logs(h, "")["total"].as_u64() == Some(1)));
+    let row = logs(h, "")["data"][0].clone();
+    let time = |field: &str| row[field].as_u64().unwrap();
+    let (latency, ttfb, overhead) = (time("latency_ms"), time("ttfb_ms"), time("overhead_us"));
+    (row, latency, ttfb, overhead)
+}
+
 /// A request's times come from a few clock readings passed along (received, attempt start,
 /// answer ready, head out, end): a whole answer behind a slow upstream logs a latency that
 /// covers the wait, a first byte within it, and an overhead (header, row, metric) that leaves
@@ -307,13 +316,7 @@ fn a_slow_whole_answer_logs_ordered_times_and_an_overhead_without_the_wait() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let header: u64 = r.header("x-rotor-overhead-us").unwrap().parse().unwrap();
-    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
-    let row = logs(&h, "")["data"][0].clone();
-    let (latency, ttfb, overhead) = (
-        row["latency_ms"].as_u64().unwrap(),
-        row["ttfb_ms"].as_u64().unwrap(),
-        row["overhead_us"].as_u64().unwrap(),
-    );
+    let (row, latency, ttfb, overhead) = only_row_times(&h);
     assert!(latency >= 200, "{row}");
     assert!(
         (200..=latency).contains(&ttfb),
@@ -344,13 +347,7 @@ fn a_spaced_stream_logs_its_first_byte_before_its_end() {
         .client()
         .stream_chat(&chat_stream("gpt-4o-mini"), &[("x-mock-interval-ms", "100")]);
     assert_eq!((status, terminated), (200, true), "{text}");
-    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(1)));
-    let row = logs(&h, "")["data"][0].clone();
-    let (latency, ttfb, overhead) = (
-        row["latency_ms"].as_u64().unwrap(),
-        row["ttfb_ms"].as_u64().unwrap(),
-        row["overhead_us"].as_u64().unwrap(),
-    );
+    let (row, latency, ttfb, overhead) = only_row_times(&h);
     assert!(latency >= 400, "four gaps of 100 ms: {row}");
     assert!(ttfb + 300 <= latency, "the head went out before the gaps: {row}");
     assert!(overhead > 0 && overhead < latency * 1000, "{row}");
