@@ -7,7 +7,8 @@
 //! Invariant: the cache only holds ids committed to (or being written in the current
 //! transaction of) the database it belongs to; it is cleared whenever that may stop being true
 //! (a failed transaction, labels deleted, another database opened), and holds at most
-//! `MAX_CACHED` entries.
+//! `MAX_CACHED` entries. A batch's `BatchLabels` remembers only ids this cache gave it during
+//! that batch's transaction.
 
 use ahash::AHashMap;
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -16,6 +17,9 @@ use super::StorageError;
 use crate::usage::record::{RecordText, Texts};
 
 const MAX_CACHED: usize = 50_000;
+/// Labels a batch remembers: a gateway's rows come from a few routes, keys and models, so a
+/// row's label is nearly always one of the last few.
+const RECENT: usize = 8;
 
 /// A label as the cache keys it (`Texts::label_key`): its fields back to back and where each
 /// ends.
@@ -54,11 +58,21 @@ impl LabelCache {
         self.len = 0;
     }
 
+    /// Label ids for the rows of one batch (one transaction).
+    pub fn batch<'r>(&mut self) -> BatchLabels<'_, 'r> {
+        BatchLabels {
+            cache: self,
+            recent: [("", [0; 7], 0); RECENT],
+            len: 0,
+            next: 0,
+        }
+    }
+
     /// The id of the label of a record's `texts`, added to `log_labels` when new (inside `tx`;
     /// an empty upstream model is stored as the model when a provider served it). One hash of
     /// one run of text per row, not seven; the fields are split out only when the label is new
     /// to the cache.
-    pub fn id(&mut self, tx: &Transaction<'_>, texts: &Texts) -> Result<i64, StorageError> {
+    fn id(&mut self, tx: &Transaction<'_>, texts: &Texts) -> Result<i64, StorageError> {
         let (run, ends) = texts.label_key();
         let h = hash(run, &ends);
         if let Some(bucket) = self.ids.get(&h) {
@@ -104,5 +118,88 @@ impl LabelCache {
         ));
         self.len += 1;
         Ok(id)
+    }
+}
+
+/// The label ids of one batch's rows: the last `RECENT` labels it resolved, borrowed from its
+/// records, are compared (their ends, then their text) before the cache is asked, so a row
+/// whose label is one of them skips the hash and the map lookup.
+pub struct BatchLabels<'c, 'r> {
+    cache: &'c mut LabelCache,
+    /// (label text, its ends, id); the first `len` are filled, `next` is replaced next.
+    recent: [(&'r str, [u16; 7], i64); RECENT],
+    len: usize,
+    next: usize,
+}
+
+impl<'r> BatchLabels<'_, 'r> {
+    /// The id of the label of `texts` (see `LabelCache::id`).
+    pub fn id(&mut self, tx: &Transaction<'_>, texts: &'r Texts) -> Result<i64, StorageError> {
+        let (run, ends) = texts.label_key();
+        let recent = self.recent.get(..self.len).unwrap_or(&[]);
+        if let Some((_, _, id)) = recent.iter().find(|(r, e, _)| *e == ends && *r == run) {
+            return Ok(*id);
+        }
+        let id = self.cache.id(tx, texts)?;
+        if let Some(slot) = self.recent.get_mut(self.next) {
+            *slot = (run, ends, id);
+        }
+        self.next = (self.next + 1) % RECENT;
+        self.len = (self.len + 1).min(RECENT);
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::requests::{insert, logs, LogFilter};
+    use crate::storage::Storage;
+    use crate::usage::record::{RecordText, RequestRecord, Texts};
+
+    fn record(ts_ms: i64, model: &str, key: &str) -> RequestRecord {
+        RequestRecord {
+            ts_ms,
+            status: 200,
+            text: Texts::new(&RecordText {
+                request_id: "r",
+                model,
+                key,
+                client: "c",
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rows_whose_label_changes_within_a_batch_keep_their_own_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Storage::open(Some(&dir.path().join("l.db"))).unwrap();
+        // More labels than a batch remembers, revisited out of order, and two that differ only
+        // in where one field ends ("ab"+"c" against "a"+"bc").
+        let mut wanted = Vec::new();
+        for (i, at) in [0, 1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 0, 11, 10].iter().enumerate() {
+            wanted.push((format!("m{at}"), "k".to_owned()));
+            if i % 5 == 0 {
+                wanted.push(("ab".to_owned(), "c".to_owned()));
+                wanted.push(("a".to_owned(), "bc".to_owned()));
+            }
+        }
+        for _ in 0..2 {
+            let batch: Vec<_> = (0..)
+                .zip(&wanted)
+                .map(|(ts, (model, key))| record(ts, model, key))
+                .collect();
+            insert(&mut s, &batch).unwrap();
+        }
+        let page = logs(&mut s, &LogFilter::default(), 500, 0).unwrap();
+        let got: Vec<(String, String)> = page
+            .data
+            .iter()
+            .rev()
+            .map(|r| (r.model.clone(), r.key.clone()))
+            .collect();
+        let twice: Vec<_> = wanted.iter().chain(&wanted).cloned().collect();
+        assert_eq!(got, twice);
     }
 }

@@ -136,6 +136,7 @@ fn insert_in(
     let tx = conn.transaction()?;
     let mut rest = records;
     let mut numbers = [0u8; packed::MAX_BYTES];
+    let mut labels = labels.batch();
     // Sizes halve, so past the 32-row statement each size fills at most once.
     for (rows, sql) in STATEMENT_ROWS.iter().zip(INSERT_SQL.iter()) {
         if rest.len() < *rows {
