@@ -120,7 +120,11 @@ fn lf_cr16_swar(block: &[u8; 16]) -> (u32, u32) {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     // The high bit of each lane whose byte is zero, exactly (no borrow between lanes).
     let zero = |x: u64| !(((x & LOW7) + LOW7) | x) & !LOW7;
-    let pack = |flags: u64| (0..8).fold(0u32, |bits, lane| bits | (((flags >> (lane * 8 + 7)) & 1) as u32) << lane);
+    let pack = |flags: u64| {
+        (0..8).fold(0u32, |bits, lane| {
+            bits | (((flags >> (lane * 8 + 7)) & 1) as u32) << lane
+        })
+    };
     let half = |x: u64| (pack(zero(x ^ (ONES * 0x0a))), pack(zero(x ^ (ONES * 0x0d))));
     let (lo, hi) = block.split_at(8);
     let word = |h: &[u8]| u64::from_le_bytes(h.try_into().unwrap_or([0; 8]));
@@ -203,7 +207,10 @@ mod tests {
                 *b = [b'\n', b'\r', b'a', 0x8a, 0x8d, 0x0c][pick];
             }
             let want = (0..16).fold((0u32, 0u32), |(lf, cr), i| {
-                (lf | u32::from(block[i] == b'\n') << i, cr | u32::from(block[i] == b'\r') << i)
+                (
+                    lf | u32::from(block[i] == b'\n') << i,
+                    cr | u32::from(block[i] == b'\r') << i,
+                )
             });
             assert_eq!(lf_cr16_swar(&block), want, "{block:?}");
             assert_eq!(lf_cr16(&block), want, "{block:?}");

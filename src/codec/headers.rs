@@ -4,11 +4,14 @@
 //! in `from_pairs`); fields are sliced on demand through `get`, so a span that does not fit
 //! reads as empty instead of panicking. Parsing a head makes no `Bytes` per field (issue 18:
 //! one `Bytes` per name and value, collected into a `Vec`, cost ~830 instructions a request).
+//! Each span carries the [`Field`] its name is (recognised once, while parsing), and the list
+//! an index of where each field first is, so `field` is one array read and no name compare.
 
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::field_index::{Field, FieldIndex};
 use super::fields::range_in;
 
 /// One header field, borrowed from its list. The name keeps the case it was sent in (compare
@@ -24,15 +27,45 @@ pub struct Header<'a> {
 pub(crate) struct Span {
     name: Range<usize>,
     value: Range<usize>,
+    /// The field the name is, when it is one rotor reads or drops.
+    field: Option<Field>,
+}
+
+/// The spans of one head's fields and their index (built together, in one pass).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Spans {
+    list: Vec<Span>,
+    index: FieldIndex,
+}
+
+impl Spans {
+    fn with_capacity(n: usize) -> Self {
+        Spans {
+            list: Vec::with_capacity(n),
+            index: FieldIndex::default(),
+        }
+    }
+
+    /// Appends the field named `name`, recognising it.
+    fn push(&mut self, name_bytes: &[u8], name: Range<usize>, value: Range<usize>) {
+        let field = Field::of(name_bytes);
+        if let Some(f) = field {
+            self.index.note(f, self.list.len());
+        }
+        self.list.push(Span { name, value, field });
+    }
 }
 
 /// The spans of httparse's `headers`, which borrow from the buffer starting at `base`.
-pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Vec<Span> {
-    let mut spans = Vec::with_capacity(headers.len());
-    spans.extend(headers.iter().map(|h| Span {
-        name: range_in(base, h.name.as_bytes()),
-        value: range_in(base, h.value),
-    }));
+pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Spans {
+    let mut spans = Spans::with_capacity(headers.len());
+    for h in headers {
+        spans.push(
+            h.name.as_bytes(),
+            range_in(base, h.name.as_bytes()),
+            range_in(base, h.value),
+        );
+    }
     spans
 }
 
@@ -41,33 +74,32 @@ pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Vec<Spa
 pub struct Headers {
     head: Bytes,
     spans: Vec<Span>,
+    index: FieldIndex,
 }
 
 impl Headers {
     /// The fields at `spans` of `head` (the frozen buffer the spans were measured on).
-    pub(crate) fn parsed(head: Bytes, spans: Vec<Span>) -> Self {
-        Self { head, spans }
+    pub(crate) fn parsed(head: Bytes, spans: Spans) -> Self {
+        Self {
+            head,
+            spans: spans.list,
+            index: spans.index,
+        }
     }
 
     /// A list of the given fields, in order, in one buffer of its own.
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Self {
         let mut buf = BytesMut::new();
-        let mut spans = Vec::with_capacity(pairs.len());
+        let mut spans = Spans::with_capacity(pairs.len());
         for (name, value) in pairs {
             let (name, value) = (name.as_ref(), value.as_ref());
             let start = buf.len();
             buf.put_slice(name);
             buf.put_slice(value);
             let mid = start + name.len();
-            spans.push(Span {
-                name: start..mid,
-                value: mid..mid + value.len(),
-            });
+            spans.push(name, start..mid, mid..mid + value.len());
         }
-        Self {
-            head: buf.freeze(),
-            spans,
-        }
+        Self::parsed(buf.freeze(), spans)
     }
 
     pub fn len(&self) -> usize {
@@ -89,14 +121,56 @@ impl Headers {
         }
     }
 
+    /// The value of the first `f`, through the index (no name is compared).
+    pub fn field(&self, f: Field) -> Option<&[u8]> {
+        let span = self.spans.get(self.index.first(f)?)?;
+        Some(slice(&self.head, &span.value))
+    }
+
+    /// [`Headers::field`] as a `Bytes` that shares the head buffer (no copy).
+    pub fn field_bytes(&self, f: Field) -> Option<Bytes> {
+        let v = &self.spans.get(self.index.first(f)?)?.value;
+        let fits = v.start <= v.end && v.end <= self.head.len();
+        Some(if fits { self.head.slice(v.clone()) } else { Bytes::new() })
+    }
+
+    /// The values of every `f`, in order (one when it is not repeated).
+    pub fn fields(&self, f: Field) -> impl Iterator<Item = &[u8]> + '_ {
+        let from = self.index.first(f).unwrap_or(self.spans.len());
+        let count = if self.index.repeated(f) { usize::MAX } else { 1 };
+        self.spans
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .filter(move |s| s.field == Some(f))
+            .take(count)
+            .map(|s| slice(&self.head, &s.value))
+    }
+
+    /// Whether `f` occurs more than once.
+    pub fn repeated(&self, f: Field) -> bool {
+        self.index.repeated(f)
+    }
+
+    /// Each field with the [`Field`] its name is, if any.
+    pub fn tagged(&self) -> impl Iterator<Item = (Option<Field>, Header<'_>)> + '_ {
+        self.spans.iter().map(|s| (s.field, field(&self.head, s)))
+    }
+
     /// The value of the first field named `name`, compared ASCII case-insensitively (field
-    /// names are case-insensitive, RFC 9110 §5.1).
+    /// names are case-insensitive, RFC 9110 §5.1). A [`Field`] is read through the index.
     pub fn find(&self, name: &str) -> Option<&[u8]> {
+        if let Some(f) = Field::of(name.as_bytes()) {
+            return self.field(f);
+        }
         self.span_of(name).map(|s| slice(&self.head, &s.value))
     }
 
     /// [`Headers::find`] as a `Bytes` that shares the head buffer (no copy).
     pub fn find_bytes(&self, name: &str) -> Option<Bytes> {
+        if let Some(f) = Field::of(name.as_bytes()) {
+            return self.field_bytes(f);
+        }
         let v = &self.span_of(name)?.value;
         let fits = v.start <= v.end && v.end <= self.head.len();
         Some(if fits { self.head.slice(v.clone()) } else { Bytes::new() })
@@ -183,14 +257,51 @@ mod tests {
 
     #[test]
     fn a_span_outside_the_buffer_reads_as_empty() {
-        let h = Headers::parsed(
-            Bytes::from_static(b"ab"),
-            vec![Span {
-                name: 0..1,
-                value: 1..9,
-            }],
-        );
+        let mut spans = Spans::default();
+        spans.push(b"a", 0..1, 1..9);
+        spans.push(b"te", 0..1, 1..9);
+        let h = Headers::parsed(Bytes::from_static(b"ab"), spans);
         assert_eq!(h.get(0), Some(Header { name: b"a", value: b"" }));
         assert_eq!(h.find_bytes("a").as_deref(), Some(&b""[..]));
+        assert_eq!(h.field_bytes(Field::Te).as_deref(), Some(&b""[..]));
+        assert_eq!(h.field(Field::Te), Some(&b""[..]));
+    }
+
+    /// The index answers as the name walk does: the first of duplicates, any case, and a name
+    /// that only starts like an indexed one is not it.
+    #[test]
+    fn the_index_answers_as_the_name_walk() {
+        let h = Headers::from_pairs(&[
+            ("Content-Type", "a/b"),
+            ("HOST", "h1"),
+            ("Content-Type-X", "no"),
+            ("x-api-keys", "no"),
+            ("hoSt", "h2"),
+            ("X-Api-Key", "k"),
+            ("Connection", "close"),
+            ("connection", "x-drop"),
+        ]);
+        let walk = |name: &str| {
+            h.iter()
+                .find(|f| f.name.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|f| f.value)
+        };
+        for f in Field::ALL {
+            assert_eq!(h.field(f), walk(f.name()), "{f:?}");
+            assert_eq!(h.find(f.name()), walk(f.name()), "{f:?}");
+            let all: Vec<&[u8]> = h
+                .iter()
+                .filter(|x| x.name.eq_ignore_ascii_case(f.name().as_bytes()))
+                .map(|x| x.value)
+                .collect();
+            assert_eq!(h.fields(f).collect::<Vec<_>>(), all, "{f:?}");
+            assert_eq!(h.repeated(f), all.len() > 1, "{f:?}");
+        }
+        assert_eq!(h.field(Field::Host), Some(&b"h1"[..]));
+        assert_eq!(h.find("content-type-x"), Some(&b"no"[..]));
+        assert_eq!(h.find("x-api-keys"), Some(&b"no"[..]));
+        assert_eq!(h.field(Field::XApiKey), Some(&b"k"[..]));
+        let tags: Vec<Option<Field>> = h.tagged().map(|(f, _)| f).collect();
+        assert_eq!(tags[..3], [Some(Field::ContentType), Some(Field::Host), None]);
     }
 }

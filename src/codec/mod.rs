@@ -8,6 +8,7 @@
 pub mod chunked;
 pub mod depth;
 pub mod encode;
+pub mod field_index;
 mod fields;
 pub mod head;
 mod headers;
@@ -22,6 +23,7 @@ pub mod time;
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};
 pub use depth::{check_depth, TooDeep, DEFAULT_MAX_DEPTH};
 pub use encode::{reason_phrase, write_chunk, write_last_chunk, write_response_head};
+pub use field_index::Field;
 pub use head::{
     find_header, parse_request_head, BodyFraming, HeadError, HeadLimits, Header, Headers, Method, RequestHead,
 };

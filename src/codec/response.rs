@@ -8,6 +8,7 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 
+use super::field_index::Field;
 use super::fields::{
     has_token, header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
 };
@@ -86,38 +87,63 @@ pub fn parse_response_head(
     }
 }
 
-fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bool) -> Result<ResponseHead, HeadError> {
-    let mut length: Option<u64> = None;
-    let mut te_seen = false;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    for h in &headers {
-        let name = h.name;
-        // Connection, Content-Length, Transfer-Encoding: any other length is none of them.
-        if !matches!(name.len(), 10 | 14 | 17) {
-            continue;
+/// RFC 9110 §8.6: identical repeated values (or a list of them) may be taken as one; `so_far`
+/// is what earlier Content-Length fields said.
+fn content_length(value: &[u8], mut so_far: Option<u64>) -> Result<Option<u64>, HeadError> {
+    for part in value.split(|&b| b == b',') {
+        let n = parse_content_length(part).ok_or(bad("invalid upstream Content-Length"))?;
+        if so_far.is_some_and(|l| l != n) {
+            return Err(bad("conflicting upstream Content-Length"));
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            // RFC 9110 §8.6: identical repeated values (or a list of them) may be taken as one.
-            for part in h.value.split(|&b| b == b',') {
-                let n = parse_content_length(part).ok_or(bad("invalid upstream Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad("conflicting upstream Content-Length"));
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if te_seen || !trim_ows(h.value).eq_ignore_ascii_case(b"chunked") {
-                return Err(bad("unsupported upstream Transfer-Encoding"));
-            }
-            te_seen = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(h.value, b"close");
-            keep_alive_token |= has_token(h.value, b"keep-alive");
+        so_far = Some(n);
+    }
+    Ok(so_far)
+}
+
+/// Exactly one `Transfer-Encoding: chunked`.
+fn check_response_te(value: &[u8], repeated: bool) -> Result<(), HeadError> {
+    if repeated || !trim_ows(value).eq_ignore_ascii_case(b"chunked") {
+        return Err(bad("unsupported upstream Transfer-Encoding"));
+    }
+    Ok(())
+}
+
+/// Both Content-Length and Transfer-Encoding: the error of the first bad field in order, as a
+/// walk over the fields reports it, else the conflict itself.
+#[cold]
+fn mixed_framing_error(headers: &Headers) -> HeadError {
+    let mut length = None;
+    let mut te_seen = false;
+    for (field, h) in headers.tagged() {
+        let checked = match field {
+            Some(Field::ContentLength) => content_length(h.value, length).map(|l| length = l),
+            Some(Field::TransferEncoding) => check_response_te(h.value, std::mem::replace(&mut te_seen, true)),
+            _ => Ok(()),
+        };
+        if let Err(e) = checked {
+            return e;
         }
     }
-    if te_seen && length.is_some() {
-        return Err(bad("upstream sent both Content-Length and Transfer-Encoding"));
+    bad("upstream sent both Content-Length and Transfer-Encoding")
+}
+
+fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bool) -> Result<ResponseHead, HeadError> {
+    let te_seen = headers.field(Field::TransferEncoding).is_some();
+    if te_seen && headers.field(Field::ContentLength).is_some() {
+        return Err(mixed_framing_error(&headers));
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.fields(Field::ContentLength) {
+        length = content_length(value, length)?;
+    }
+    if te_seen {
+        let first = headers.field(Field::TransferEncoding).unwrap_or_default();
+        check_response_te(first, headers.repeated(Field::TransferEncoding))?;
+    }
+    let (mut close, mut keep_alive_token) = (false, false);
+    for value in headers.fields(Field::Connection) {
+        close |= has_token(value, b"close");
+        keep_alive_token |= has_token(value, b"keep-alive");
     }
     let no_body = head_request || status < 200 || status == 204 || status == 304;
     let framing = if no_body {

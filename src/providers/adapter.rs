@@ -4,6 +4,7 @@
 //! request). Invariant: only this module and the protocol modules under `providers/` look at a
 //! provider's kind, so `proxy/` never branches on it and a new protocol is one more arm here.
 
+use crate::codec::Field;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::follow::FollowUp;
@@ -100,7 +101,8 @@ impl Adapter {
     /// The rest of `put_auth`, per request: Anthropic's `anthropic-version` unless the client
     /// named its own.
     pub fn put_version(self, out: &mut BytesMut, client: Option<&RequestHead>) {
-        if self.kind == ProviderKind::Anthropic && client.is_none_or(|head| head.header("anthropic-version").is_none())
+        if self.kind == ProviderKind::Anthropic
+            && client.is_none_or(|head| head.field(Field::AnthropicVersion).is_none())
         {
             out.put_slice(b"anthropic-version: 2023-06-01\r\n");
         }

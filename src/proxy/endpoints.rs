@@ -1,6 +1,7 @@
 //! Endpoints rotor answers itself: `GET /health`, `GET /v1/models`, `GET /v1/status` and
 //! `GET /metrics`.
 
+use crate::codec::Field;
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -356,7 +357,7 @@ pub(super) async fn metrics(
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
 fn bearer(head: &RequestHead) -> Option<&[u8]> {
-    let value = head.header("authorization")?.trim_ascii();
+    let value = head.field(Field::Authorization)?.trim_ascii();
     let scheme = value.get(..7)?;
     scheme.eq_ignore_ascii_case(b"bearer ").then(|| value[7..].trim_ascii())
 }

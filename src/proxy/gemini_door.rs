@@ -7,6 +7,7 @@
 //! Invariant: the door adds no provider-kind branch; which upstream serves a request, and how,
 //! is `providers::prepare`'s decision, as for every other door.
 
+use crate::codec::Field;
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -35,11 +36,11 @@ pub(super) fn lists_models_under_v1(head: &RequestHead) -> bool {
     if path != "/v1/models" && !one_model {
         return false;
     }
-    let google_key = head.header("x-goog-api-key").is_some()
+    let google_key = head.field(Field::XGoogApiKey).is_some()
         || head
             .query()
             .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
-    google_key && head.header("authorization").is_none()
+    google_key && head.field(Field::Authorization).is_none()
 }
 
 /// Phase `route` for an owned path: the endpoint and the method it accepts.

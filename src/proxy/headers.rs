@@ -3,6 +3,7 @@
 //! Invariant: the client's credentials and hop-by-hop headers never cross rotor in either
 //! direction; the pool key is the only credential sent upstream.
 
+use crate::codec::Field;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
@@ -60,23 +61,22 @@ fn listed(name: &[u8], list: &[&str]) -> bool {
 /// Names listed in the client's `Connection` header are hop-by-hop too.
 fn named_by_connection(head: &RequestHead, name: &[u8]) -> bool {
     head.headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
+        .fields(Field::Connection)
+        .flat_map(|v| v.split(|&b| b == b','))
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
 }
 
 /// The key the client presented: `Authorization: Bearer <key>`, else `x-api-key`, else
 /// `x-goog-api-key`, else the `key` query parameter (Google's styles, for the Gemini SDKs).
 pub fn client_key(head: &RequestHead) -> Option<&[u8]> {
-    if let Some(value) = head.header("authorization") {
+    if let Some(value) = head.field(Field::Authorization) {
         let value = value.trim_ascii();
         if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
             return Some(value[7..].trim_ascii());
         }
     }
-    head.header("x-api-key")
-        .or_else(|| head.header("x-goog-api-key"))
+    head.field(Field::XApiKey)
+        .or_else(|| head.field(Field::XGoogApiKey))
         .map(|v| v.trim_ascii())
         .or_else(|| query_key(head.query()?))
 }
@@ -98,7 +98,7 @@ pub fn without_key(query: &str) -> std::borrow::Cow<'_, str> {
 
 /// The client's `x-request-id` when it is a sane token, else a fresh random id.
 pub fn request_id(head: &RequestHead) -> Bytes {
-    if let Some(id) = head.headers.find_bytes("x-request-id") {
+    if let Some(id) = head.headers.field_bytes(Field::XRequestId) {
         if !id.is_empty() && id.len() <= 64 && id.iter().all(|b| b.is_ascii_graphic()) {
             return id;
         }
@@ -197,9 +197,11 @@ fn put_client_headers(
     extra: Option<(&str, &str)>,
 ) -> Result<(), UnsafeHead> {
     // `Connection` is itself not forwarded: only when the client sent one can it name others.
-    let connection = head.headers.iter().any(|h| h.name.eq_ignore_ascii_case(b"connection"));
-    for Header { name, value } in &head.headers {
-        if not_forwarded(name) || (connection && named_by_connection(head, name)) {
+    let connection = head.field(Field::Connection).is_some();
+    // Each field's name was recognised once, at parse: the hop-by-hop and credential names
+    // are skipped on their tag, without comparing names again.
+    for (field, Header { name, value }) in head.headers.tagged() {
+        if field.is_some_and(Field::not_forwarded) || (connection && named_by_connection(head, name)) {
             continue;
         }
         if extra.is_some_and(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)) {
@@ -217,46 +219,16 @@ fn put_client_headers(
     Ok(())
 }
 
-/// `listed(name, NOT_RETURNED)`, with one comparison at most (as `not_forwarded`).
+/// `listed(name, NOT_RETURNED)` as the field tags answer it (what `response_headers` reads).
+#[cfg(test)]
 fn not_returned(name: &[u8]) -> bool {
-    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    match (name.len(), name.first().map(u8::to_ascii_lowercase)) {
-        (2, _) => is("te"),
-        (7, Some(b't')) => is("trailer"),
-        (7, _) => is("upgrade"),
-        (10, Some(b'c')) => is("connection"),
-        (10, _) => is("keep-alive"),
-        (14, _) => is("content-length"),
-        (16, _) => is("proxy-connection"),
-        (17, _) => is("transfer-encoding"),
-        _ => false,
-    }
+    Field::of(name).is_some_and(Field::not_returned)
 }
 
-/// `listed(name, NOT_FORWARDED)`, with one comparison at most: the names differ in length or,
-/// among those of one length, in their first byte.
+/// `listed(name, NOT_FORWARDED)` as the field tags answer it (what `put_client_headers` reads).
+#[cfg(test)]
 fn not_forwarded(name: &[u8]) -> bool {
-    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-    match (name.len(), name.first().map(u8::to_ascii_lowercase)) {
-        (2, _) => is("te"),
-        (4, _) => is("host"),
-        (6, _) => is("expect"),
-        (7, Some(b'a')) => is("api-key"),
-        (7, Some(b't')) => is("trailer"),
-        (7, _) => is("upgrade"),
-        (9, _) => is("x-api-key"),
-        (10, Some(b'c')) => is("connection"),
-        (10, _) => is("keep-alive"),
-        (13, _) => is("authorization"),
-        (14, Some(b'c')) => is("content-length"),
-        (14, _) => is("x-goog-api-key"),
-        (15, _) => is("accept-encoding"),
-        (16, _) => is("proxy-connection"),
-        (17, _) => is("transfer-encoding"),
-        (18, _) => is("proxy-authenticate"),
-        (19, _) => is("proxy-authorization"),
-        _ => false,
-    }
+    Field::of(name).is_some_and(Field::not_forwarded)
 }
 
 /// On the heap for the reason `codec::head::Headers` is: the list lives across the relay's awaits.
@@ -270,13 +242,13 @@ pub fn response_headers<'a>(
     attempts: &'a [u8],
 ) -> ResponseHeaders<'a> {
     let mut out = ResponseHeaders::with_capacity(upstream.len() + 4);
-    for h in upstream {
-        if not_returned(h.name) {
+    for (field, h) in upstream.tagged() {
+        if field.is_some_and(Field::not_returned) {
             continue;
         }
         // The provider's own request id stays visible (support tickets need it) under a name
         // that does not collide with rotor's.
-        if h.name.eq_ignore_ascii_case(b"x-request-id") {
+        if field == Some(Field::XRequestId) {
             out.push(("x-upstream-request-id", h.value));
             continue;
         }

@@ -3,6 +3,7 @@
 //! Invariant: the body sent upstream differs from the client's only in the model value, and
 //! only when the client used an alias.
 
+use crate::codec::Field;
 use bytes::Bytes;
 
 use super::error::{ErrorKind, ProxyError, Side};
@@ -23,7 +24,7 @@ pub(super) fn inspect(
     if endpoint == Endpoint::Gemini {
         return super::gemini_door::inspect(req, max_json_depth).map(Some);
     }
-    let content_type = req.head.header("content-type").unwrap_or(b"");
+    let content_type = req.head.field(Field::ContentType).unwrap_or(b"");
     let is_multipart = content_type.len() >= 19 && content_type[..19].eq_ignore_ascii_case(b"multipart/form-data");
     if is_multipart {
         let model = multipart_field(&req.body, content_type, "model")
