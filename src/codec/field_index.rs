@@ -163,9 +163,50 @@ impl FieldIndex {
     }
 }
 
-/// `name` equals `lower` (a lowercase ASCII name) ASCII case-insensitively.
+/// `name` equals `lower` (a name with no uppercase ASCII letter) ASCII case-insensitively,
+/// eight bytes at a time: `name` is lowercased a word at once and compared with `lower`'s word.
+/// A name of 8 or more bytes ends with the overlapping last word; a shorter one is one word
+/// padded with NUL (on both sides, so the padding compares equal).
 pub(crate) fn token_eq_lower(name: &[u8], lower: &[u8]) -> bool {
-    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+    if name.len() != lower.len() {
+        return false;
+    }
+    if name.len() < 8 {
+        return to_lower8(padded(name)) == padded(lower);
+    }
+    let mut ours = name.chunks_exact(8);
+    let mut theirs = lower.chunks_exact(8);
+    for (a, b) in ours.by_ref().zip(theirs.by_ref()) {
+        if to_lower8(word(a)) != word(b) {
+            return false;
+        }
+    }
+    let last = |b: &[u8]| u64::from_le_bytes(b.last_chunk::<8>().copied().unwrap_or_default());
+    to_lower8(last(name)) == last(lower)
+}
+
+/// Eight bytes as one little-endian word (a shorter slice reads as zero).
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or_default())
+}
+
+/// Up to seven bytes as one word, NUL-padded.
+fn padded(b: &[u8]) -> u64 {
+    b.iter().rev().fold(0u64, |w, &byte| w << 8 | u64::from(byte))
+}
+
+/// Every byte `A`..=`Z` of `x` lowercased, every other byte as it was. Per lane, on its low
+/// seven bits (so no carry crosses a lane): `+ 0x3f` sets the lane's high bit from `A` on,
+/// `+ 0x25` from `[` on; a lane in between whose own high bit is clear is an uppercase letter,
+/// and gets 0x20 added (its flag, 0x80, shifted down by two).
+fn to_lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = ONES * 0x7f;
+    let low = x & LOW7;
+    let from_a = low + ONES * u64::from(0x80 - b'A');
+    let past_z = low + ONES * u64::from(0x80 - b'Z' - 1);
+    let upper = from_a & !past_z & !x & !LOW7;
+    x | upper >> 2
 }
 
 #[cfg(test)]
@@ -208,6 +249,29 @@ mod tests {
         ] {
             assert_eq!(Field::of(other.as_bytes()), None, "{other}");
         }
+    }
+
+    #[test]
+    fn token_eq_lower_agrees_with_eq_ignore_ascii_case() {
+        // Every byte value against each letter's case and the neighbours of `A`, `Z`, `a`, `z`,
+        // at every position of names 1..=24 bytes long (short words, whole and overlapping).
+        let lower = b"abcdefghijklmnopqrstuvwxyz-0123";
+        for len in 1..=24 {
+            let want = &lower[..len];
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut name = want.to_vec();
+                    name[at] = byte;
+                    assert_eq!(
+                        token_eq_lower(&name, want),
+                        name.eq_ignore_ascii_case(want),
+                        "{name:?} {want:?}"
+                    );
+                }
+            }
+            assert!(!token_eq_lower(&want[1..], want));
+        }
+        assert!(token_eq_lower(b"", b""));
     }
 
     #[test]
