@@ -25,8 +25,12 @@ pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// Strip optional whitespace (SP / HTAB) at both ends.
+/// Strip optional whitespace (SP / HTAB) at both ends. Most values have none: two compares.
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
+    let ows = |b: &u8| matches!(b, b' ' | b'\t');
+    if v.first().is_some_and(|b| !ows(b)) && v.last().is_some_and(|b| !ows(b)) {
+        return v;
+    }
     let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
     let end = v
         .iter()

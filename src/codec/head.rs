@@ -318,29 +318,40 @@ fn first_field_error(headers: &Headers) -> HeadError {
 
 /// RFC 3986 characters only (pchar, `/`, `?`, well-formed `%XX`). httparse lets through more
 /// (`"`, `{`, `|`, backtick, ...); routing and logging should never meet those raw, and a
-/// front proxy may normalise them differently.
+/// front proxy may normalise them differently. One table look-up a byte; only `%` is looked at
+/// further (a `match` of ranges per byte cost ~N instructions a request, issue 18).
 fn valid_origin_form(target: &[u8]) -> bool {
     let mut i = 0;
     while let Some(&b) = target.get(i) {
-        let ok = match b {
-            b'%' => {
-                let hex = |j: usize| target.get(j).is_some_and(|h| h.is_ascii_hexdigit());
-                let pct = hex(i + 1) && hex(i + 2);
-                i += 2;
-                pct
-            }
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => true,
-            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' => true,
-            b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/' | b'?' => true,
-            _ => false,
-        };
-        if !ok {
+        if ORIGIN_FORM[usize::from(b)] {
+            i += 1;
+            continue;
+        }
+        let hex = |j: usize| target.get(j).is_some_and(|h| h.is_ascii_hexdigit());
+        if b != b'%' || !hex(i + 1) || !hex(i + 2) {
             return false;
         }
-        i += 1;
+        i += 3;
     }
     true
 }
+
+/// The bytes allowed raw in an origin-form target: unreserved, sub-delims, `:`, `@`, `/`, `?`.
+static ORIGIN_FORM: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed = b"-._~!$&'()*+,;=:@/?";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    let mut b = 0;
+    while b < 256 {
+        table[b] |= (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    table
+};
 
 /// Whether the request line is `method SP target SP HTTP/d.d`, so a version error means an
 /// unsupported version (505) rather than a malformed line such as a space inside the target.

@@ -291,3 +291,39 @@ fn header_spans_read_back_as_httparse_sees_them() {
     assert_eq!(got, want);
     assert_eq!(&buf[..], b"left");
 }
+
+/// The target check by table answers as the RFC 3986 character classes, for every byte alone,
+/// after a `/`, and as the first or second digit of a `%XX`.
+#[test]
+fn origin_form_table_matches_the_character_classes() {
+    let raw_ok = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&b);
+    for b in 0..=255u8 {
+        assert_eq!(valid_origin_form(&[b'/', b]), raw_ok(b), "{b:#x}");
+        assert_eq!(valid_origin_form(&[b]), raw_ok(b), "{b:#x}");
+        let hex = b.is_ascii_hexdigit();
+        assert_eq!(valid_origin_form(&[b'/', b'%', b, b'0']), hex, "{b:#x}");
+        assert_eq!(valid_origin_form(&[b'/', b'%', b'0', b, b'x']), hex, "{b:#x}");
+    }
+    assert!(!valid_origin_form(b"/%4"));
+    assert!(!valid_origin_form(b"/%"));
+    assert!(valid_origin_form(b"/a%20b?c=%7E"));
+}
+
+/// A repeated framing field is refused with the reason of the first offence in order, and a
+/// bad Expect before it answers 417 (the index keeps the walk's order of errors).
+#[test]
+fn the_first_offence_in_order_is_reported() {
+    let reason = |raw: &[u8]| parse(raw).unwrap_err();
+    assert_eq!(
+        reason(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: x\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\n").status,
+        417
+    );
+    let e =
+        reason(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nHOST: b\r\ncontent-length: 1\r\nExpect: x\r\n\r\n");
+    assert_eq!((e.status, e.reason), (400, "repeated Host"));
+    let e = reason(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: chunked\r\n\r\n");
+    assert_eq!((e.status, e.reason), (400, "repeated Transfer-Encoding"));
+    let head = ok(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nEXPECT: 100-continue\r\nConnection: x\r\nconnection: close\r\n\r\n");
+    assert!(head.expect_continue && !head.keep_alive);
+    assert_eq!(head.field(Field::Connection), Some(&b"x"[..]));
+}
