@@ -359,7 +359,7 @@ fn special16_swar(block: &[u8; 16]) -> (u32, u32) {
 }
 
 /// `json::inspect_body` for the plain body, in one pass; `None` = not decided here (also for
-/// every body the full inspection refuses, a duplicate `model` or `stream`, a `stream_options`).
+/// every body the full inspection refuses, a duplicate `model`, `stream` or `stream_options`).
 pub(crate) fn inspect_plain(body: &[u8], max_depth: usize) -> Option<Inspection> {
     let mut c = Cursor::new(body, max_depth);
     let mut out = Inspection::default();
@@ -388,7 +388,12 @@ pub(crate) fn inspect_plain(body: &[u8], max_depth: usize) -> Option<Inspection>
                 }
                 b"max_completion_tokens" => out.max_completion_tokens = Some(c.uint()?),
                 b"max_tokens" => out.max_tokens = Some(c.uint()?),
-                b"stream_options" => return None,
+                b"stream_options" => {
+                    if std::mem::replace(&mut out.has_stream_options, true) {
+                        return None;
+                    }
+                    out.include_usage = stream_options(&mut c)?;
+                }
                 _ => c.skip()?,
             }
             if !c.take(b',') {
@@ -400,6 +405,45 @@ pub(crate) fn inspect_plain(body: &[u8], max_depth: usize) -> Option<Inspection>
     c.finish()?;
     out.model = model.map(checked_text);
     Some(out)
+}
+
+/// A `stream_options` value, read in the same pass: whether it is an object whose
+/// `include_usage` is `true` (what the full inspection asks sonic-rs). A repeated
+/// `include_usage` is left to the full inspection. Leaving every `stream_options` to it cost a
+/// streamed request ~N instructions (issue 18).
+fn stream_options(c: &mut Cursor<'_>) -> Option<bool> {
+    c.ws();
+    if c.peek() != Some(b'{') {
+        c.skip()?;
+        return Some(false);
+    }
+    c.open_object()?;
+    let mut include_usage = None;
+    if !c.take(b'}') {
+        loop {
+            if c.key()? == b"include_usage" {
+                if include_usage.is_some() {
+                    return None;
+                }
+                c.ws();
+                include_usage = Some(match c.peek() {
+                    Some(b't' | b'f' | b'n') => c.literal()? == Some(true),
+                    _ => {
+                        c.skip()?;
+                        false
+                    }
+                });
+            } else {
+                c.skip()?;
+            }
+            if !c.take(b',') {
+                break;
+            }
+        }
+        c.eat(b'}')?;
+    }
+    c.depth -= 1;
+    Some(include_usage == Some(true))
 }
 
 /// The text of a string value read by a `Cursor` whose `finish` passed, without checking its
