@@ -291,8 +291,8 @@ pub(crate) fn inspect_plain(body: &[u8], max_depth: usize) -> Option<Inspection>
 
 /// A `stream_options` value, read in the same pass: whether it is an object whose
 /// `include_usage` is `true` (what the full inspection asks sonic-rs). A repeated
-/// `include_usage` is left to the full inspection. Leaving every `stream_options` to it cost a
-/// streamed request ~N instructions (issue 18).
+/// `include_usage` is left to the full inspection, which every body with `stream_options` went
+/// to before (a sonic-rs pass on top of this one; issue 18).
 fn stream_options(c: &mut Cursor<'_>) -> Option<bool> {
     c.ws();
     if c.peek() != Some(b'{') {
