@@ -326,3 +326,34 @@ fn pooled_connection_times_every_read_afresh() {
         "first-byte limit 300 ms took {elapsed:?}"
     );
 }
+
+/// Every upstream wait of one client connection is timed afresh: one connection sending
+/// request after request, each to an upstream that stalls past the 300 ms first-byte limit,
+/// gets every 504 after that limit, not later (a timer woken for the wrong wait, or left armed
+/// at an earlier request's deadline, would not), and a request between them is answered as usual.
+#[test]
+fn one_client_connection_times_each_upstream_wait() {
+    let h = Harness::start(Conf {
+        workers: 1,
+        upstream: "first_byte_timeout_ms = 300".into(),
+        ..Default::default()
+    });
+    let mut c = h.client();
+    assert_eq!(c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    for round in 0..3 {
+        let started = Instant::now();
+        let r = c.post(
+            "/v1/chat/completions",
+            &chat("gpt-4o-mini"),
+            &[("x-mock-latency-ms", "1500")],
+        );
+        let elapsed = started.elapsed();
+        assert_eq!(r.status, 504, "round {round}: {}", r.text());
+        assert!(
+            elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1000),
+            "round {round}: first-byte limit 300 ms took {elapsed:?}"
+        );
+        let fine = c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
+        assert_eq!(fine.status, 200, "round {round}: {}", fine.text());
+    }
+}
