@@ -203,8 +203,8 @@ impl Service for MockService {
         }
     }
 
-    async fn call(&self, req: Request, res: &mut Responder<'_>) {
-        self.record(&req);
+    async fn call(&self, req: &Request, res: &mut Responder<'_>) {
+        self.record(req);
         // The mock reads bodies with sonic-rs too: bounded like rotor's (at the most any rotor
         // config forwards), so a hand-made nesting attack gets a 400, not an abort.
         if crate::codec::depth::check_depth(&req.body, crate::codec::depth::MAX_DEPTH_CEILING).is_err() {
@@ -212,13 +212,13 @@ impl Service for MockService {
             let _ = res.send(400, &headers, Bytes::from(openai::error_body(400))).await;
             return;
         }
-        if let Some((status, body)) = self.vertex.intercept(&req) {
+        if let Some((status, body)) = self.vertex.intercept(req) {
             let headers: [(&str, &[u8]); 1] = [("content-type", b"application/json")];
             let _ = res.send(status, &headers, Bytes::from(body)).await;
             return;
         }
         let mut knobs = self.knobs(&req.head);
-        self.add_chaos(&req, &mut knobs);
+        self.add_chaos(req, &mut knobs);
         if !knobs.latency.is_zero() {
             monoio::time::sleep(knobs.latency).await;
         }
@@ -253,17 +253,17 @@ impl Service for MockService {
             return;
         }
         let key = String::from_utf8_lossy(Self::pool_key(&req.head)).into_owned();
-        match files::answer(&req, &key, &self.objects, res).await {
+        match files::answer(req, &key, &self.objects, res).await {
             Ok(false) => {}
             _ => return,
         }
         let _ = match Shape::of(req.head.path()) {
-            Shape::Anthropic => anthropic::answer(&req, &knobs, res).await,
-            Shape::Gemini => gemini::answer(&req, &knobs, res).await,
-            Shape::OnDemand => ondemand::answer(&req, &knobs, &self.ondemand, res).await,
-            Shape::Replicate => replicate::answer(&req, &knobs, &self.cancels, res).await,
-            Shape::Cohere => cohere::answer(&req, &knobs, res).await,
-            Shape::OpenAi => openai::answer(&req, &knobs, res).await,
+            Shape::Anthropic => anthropic::answer(req, &knobs, res).await,
+            Shape::Gemini => gemini::answer(req, &knobs, res).await,
+            Shape::OnDemand => ondemand::answer(req, &knobs, &self.ondemand, res).await,
+            Shape::Replicate => replicate::answer(req, &knobs, &self.cancels, res).await,
+            Shape::Cohere => cohere::answer(req, &knobs, res).await,
+            Shape::OpenAi => openai::answer(req, &knobs, res).await,
         };
     }
 }

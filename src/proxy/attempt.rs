@@ -100,9 +100,12 @@ pub(super) async fn try_key(
         Ok(answer) => answer,
         Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
     };
-    let Some((exchange, head, outcome)) = classify(core, ctx, target, &key, &subject, attempt, exchange, head).await
-    else {
-        return Ok(KeyTry::Failed);
+    let outcome = match classify(core, ctx, target, &key, &subject, attempt, &head) {
+        Judged::Deliver(outcome) => outcome,
+        Judged::Retry(verdict) => {
+            Box::pin(retry_elsewhere(ctx, target, &subject, attempt, verdict, exchange, head)).await;
+            return Ok(KeyTry::Failed);
+        }
     };
     let fetcher = Fetcher {
         core,
@@ -113,7 +116,7 @@ pub(super) async fn try_key(
     };
     // Without a follow-up (every protocol but Replicate) the first answer is the client's: no
     // boxed `follow` future is built, copied and freed for it.
-    let mut answer = if target.translation.is_none() || !target.adapter.has_follow_up() {
+    let answer = if target.translation.is_none() || !target.adapter.has_follow_up() {
         Followed {
             exchange,
             head,
@@ -135,14 +138,17 @@ pub(super) async fn try_key(
     // A follow-up's own answer (a poll's 429, the stream URL's head) is judged like the first.
     let mut outcome = outcome;
     if answer.followed && answer.body.is_none() {
-        let (exchange, head) = (answer.exchange, answer.head);
-        let Some(judged) = classify(core, ctx, target, &key, &subject, attempt, exchange, head).await else {
-            if let Some(url) = &answer.cancel_url {
-                super::cancel::spawn(&fetcher, url);
+        match classify(core, ctx, target, &key, &subject, attempt, &answer.head) {
+            Judged::Deliver(judged) => outcome = judged,
+            Judged::Retry(verdict) => {
+                let (exchange, head) = (answer.exchange, answer.head);
+                Box::pin(retry_elsewhere(ctx, target, &subject, attempt, verdict, exchange, head)).await;
+                if let Some(url) = &answer.cancel_url {
+                    super::cancel::spawn(&fetcher, url);
+                }
+                return Ok(KeyTry::Failed);
             }
-            return Ok(KeyTry::Failed);
-        };
-        (answer.exchange, answer.head, outcome) = judged;
+        }
     }
     relay(
         core, ctx, job, res, target, &key, &subject, attempt, &fetcher, answer, outcome, turn,
@@ -222,20 +228,27 @@ fn send_failed(
     Ok(KeyTry::Failed)
 }
 
-/// Phase `classify`: the upstream's status (and, for a retried Gemini 429, its body) decides
-/// between delivering this answer and retrying elsewhere. `None` = retried: the answer was
-/// discarded and the key judged. Otherwise the answer and its metrics outcome.
-#[allow(clippy::too_many_arguments)]
-async fn classify(
+/// What phase `classify` decided for an upstream answer.
+enum Judged {
+    /// The answer goes to the client, with its metrics outcome; the key is judged.
+    Deliver(&'static str),
+    /// The answer is to be discarded and the next candidate tried (`retry_elsewhere`).
+    Retry(Verdict),
+}
+
+/// Phase `classify`: the upstream's status decides between delivering this answer and retrying
+/// elsewhere. It reads only the head, so it is a plain function: as an `async fn` taking the
+/// exchange and head by value and handing them back, every call moved both into and out of
+/// its future, and its state widened every attempt's future.
+fn classify(
     core: &Core,
     ctx: &RequestContext,
     target: &Target<'_>,
     key: &Picked<'_>,
     subject: &Subject<'_>,
     attempt: &mut Attempts,
-    exchange: Exchange,
-    head: ResponseHead,
-) -> Option<(Exchange, ResponseHead, &'static str)> {
+    head: &ResponseHead,
+) -> Judged {
     let provider = target.provider;
     let config = &ctx.generation.config;
     if let Some(wait) = learned::spent_for(&head.headers, unix_now_ms) {
@@ -243,7 +256,7 @@ async fn classify(
         let now = now_ms();
         key.health.cool_until(now + wait, now);
     }
-    let mut verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
+    let verdict = classify_status(head.status, &head.headers, config.retry.cooldown);
     let outcome = match verdict {
         Verdict::Deliver { .. } => "ok",
         // Out of attempts: the upstream's own answer goes to the client.
@@ -257,20 +270,38 @@ async fn classify(
                 503 | 529 => ProxyError::overloaded(head.status, message),
                 _ => ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message),
             });
-            // Boxed: a retried answer is the rare path.
-            let error_body = Box::pin(discard(ctx, exchange, &head)).await;
-            // Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
-            if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
-                if let Some(wait) = target.adapter.retry_delay(body, config.server.max_json_depth) {
-                    verdict = Verdict::Retry(Penalty::Cool(wait));
-                }
-            }
-            attempt.judge(subject, provider.index, verdict, may_repeat(verdict), &config.retry);
-            return None;
+            return Judged::Retry(verdict);
         }
     };
     attempt.judge(subject, provider.index, verdict, false, &config.retry);
-    Some((exchange, head, outcome))
+    Judged::Deliver(outcome)
+}
+
+/// A retried answer (the rare path, boxed by its callers): its body is read and dropped, and
+/// the key judged. Gemini puts its 429 wait in the body (`RetryInfo.retryDelay`), not a header.
+async fn retry_elsewhere(
+    ctx: &RequestContext,
+    target: &Target<'_>,
+    subject: &Subject<'_>,
+    attempt: &mut Attempts,
+    mut verdict: Verdict,
+    exchange: Exchange,
+    head: ResponseHead,
+) {
+    let config = &ctx.generation.config;
+    let error_body = discard(ctx, exchange, &head).await;
+    if let (Verdict::Retry(Penalty::Cool(_)), Some(body)) = (verdict, &error_body) {
+        if let Some(wait) = target.adapter.retry_delay(body, config.server.max_json_depth) {
+            verdict = Verdict::Retry(Penalty::Cool(wait));
+        }
+    }
+    attempt.judge(
+        subject,
+        target.provider.index,
+        verdict,
+        may_repeat(verdict),
+        &config.retry,
+    );
 }
 
 /// Phase `relay`: the answer through the adapter's transform to the client, then the key's

@@ -37,7 +37,7 @@ pub(super) async fn forward(
     ctx: &RequestContext,
     endpoint: Endpoint,
     client: Option<&Client>,
-    req: Request,
+    req: &Request,
     res: &mut Responder<'_>,
 ) -> Result<(), ProxyError> {
     let config = &ctx.generation.config;
@@ -45,7 +45,7 @@ pub(super) async fn forward(
         check_passthrough_path(req.head.path())?;
     }
     let max_json_depth = config.server.max_json_depth;
-    let (model, inspection) = match inspect(endpoint, &req, max_json_depth)? {
+    let (model, inspection) = match inspect(endpoint, req, max_json_depth)? {
         Some(found) => {
             validate_model_name(&found.0)?;
             found
@@ -75,7 +75,7 @@ pub(super) async fn forward(
     // spares every other request both look-ups.
     let on_collection = crate::pins::creates_objects(req.head.path());
     let owner = if on_collection {
-        super::pinning::owner(&core.gateway, config, &req)?
+        super::pinning::owner(&core.gateway, config, req)?
     } else {
         None
     };
@@ -102,7 +102,7 @@ pub(super) async fn forward(
         }
         _ => None,
     };
-    let cache = match cached::lookup(core, ctx, endpoint, client, &req, &model, inspection.stream).await {
+    let cache = match cached::lookup(core, ctx, endpoint, client, req, &model, inspection.stream).await {
         Lookup::Hit(answer) => {
             // No upstream call: the client's request windows count it, its TPM window is
             // charged nothing (no tokens were generated for it).
@@ -117,7 +117,7 @@ pub(super) async fn forward(
     let mut attempt = Attempts::new(config.retry.max_attempts.max(1) as usize, tokens);
     let deadline = config.upstream.request_timeout.map(|t| req.received_at + t);
     let job = Job {
-        req: &req,
+        req,
         inspection: &inspection,
         model: &model,
         endpoint,
@@ -125,7 +125,7 @@ pub(super) async fn forward(
         plan: &plan,
         cache: std::cell::RefCell::new(cache),
         owner,
-        records: on_collection && super::pinning::records(&req),
+        records: on_collection && super::pinning::records(req),
     };
     let result = attempt_all(core, ctx, &job, res, &mut attempt).await;
     // The client's own windows: settle TPM to what the upstream reported; give everything
@@ -339,12 +339,12 @@ fn adapt<'a>(
     let dialog = prepared.dialog.map(|plan| {
         let clients = &ctx.generation.config.clients;
         let client = ctx.trace.borrow().client.and_then(|i| clients.get(i));
-        Dialog::open(
+        Box::new(Dialog::open(
             plan,
             &core.gateway.sessions,
             provider,
             client.map_or("", |c| c.name.as_str()),
-        )
+        ))
     });
     // Same protocol: rotor may ask for usage the client did not (and hide it again).
     let (body, usage_mode) = match prepared.translation {
@@ -375,8 +375,9 @@ pub(super) struct Target<'a> {
     pub(super) path: String,
     pub(super) translation: Option<providers::Translation>,
     /// An upstream that takes more than one exchange per attempt (an on-demand session): it
-    /// names the key to prefer and the requests to send.
-    pub(super) dialog: Option<Dialog>,
+    /// names the key to prefer and the requests to send. Boxed: the rare case would otherwise
+    /// widen every `Target`, which lives in each request's future.
+    pub(super) dialog: Option<Box<Dialog>>,
     /// The adapter's own request header (Replicate's `prefer: wait=N`).
     pub(super) header: Option<(&'static str, String)>,
     /// The key that created the object the request names: the only one tried.

@@ -175,7 +175,7 @@ impl Core {
     async fn handle(
         &self,
         ctx: &RequestContext,
-        req: Request,
+        req: &Request,
         res: &mut Responder<'_>,
         door: Door,
     ) -> Result<(), ProxyError> {
@@ -185,14 +185,16 @@ impl Core {
             let message = "this address (server.admin_listen) serves only /admin/";
             return Err(ProxyError::new(ErrorKind::NotFound, Side::Downstream, message).with_code("unknown_url"));
         }
+        // The endpoints rotor answers itself are boxed: their states (the admin API's above
+        // all) would otherwise widen every proxied request's future.
         match endpoint {
             Endpoint::Health => return endpoints::health(self, ctx, res).await,
-            Endpoint::Metrics => return endpoints::metrics(self, ctx, &req.head, res).await,
+            Endpoint::Metrics => return Box::pin(endpoints::metrics(self, ctx, &req.head, res)).await,
             Endpoint::Admin => {
                 let answer = match door {
                     // With `server.admin_listen`, admin answers there only.
                     Door::Api if self.gateway.admin_apart() => None,
-                    _ => crate::admin::handle(self, &req).await,
+                    _ => Box::pin(crate::admin::handle(self, req)).await,
                 };
                 let Some(answer) = answer else {
                     return Err(
@@ -200,13 +202,15 @@ impl Core {
                             .with_code("unknown_url"),
                     );
                 };
-                return crate::admin::send(res, answer, &ctx.request_id).await.map_err(|e| {
-                    ProxyError::new(
-                        ErrorKind::Internal,
-                        Side::Downstream,
-                        format!("client connection lost: {e}"),
-                    )
-                });
+                return Box::pin(crate::admin::send(res, answer, &ctx.request_id))
+                    .await
+                    .map_err(|e| {
+                        ProxyError::new(
+                            ErrorKind::Internal,
+                            Side::Downstream,
+                            format!("client connection lost: {e}"),
+                        )
+                    });
             }
             _ => {}
         }
@@ -215,9 +219,9 @@ impl Core {
             ctx.trace.borrow_mut().client = Some(client.index);
         }
         match endpoint {
-            Endpoint::Models => endpoints::models(ctx, client, res).await,
-            Endpoint::Status => endpoints::status(self, ctx, client, res).await,
-            Endpoint::GeminiModels => gemini_door::models(ctx, client, &req.head, res).await,
+            Endpoint::Models => Box::pin(endpoints::models(ctx, client, res)).await,
+            Endpoint::Status => Box::pin(endpoints::status(self, ctx, client, res)).await,
+            Endpoint::GeminiModels => Box::pin(gemini_door::models(ctx, client, &req.head, res)).await,
             _ => forward::forward(self, ctx, endpoint, client, req, res).await,
         }
     }
@@ -238,7 +242,7 @@ impl Service for Core {
         })
     }
 
-    async fn call(&self, req: Request, res: &mut Responder<'_>) {
+    async fn call(&self, req: &Request, res: &mut Responder<'_>) {
         self.serve_at(req, res, Door::Api).await;
     }
 }
@@ -260,13 +264,13 @@ impl Service for AdminDoor {
         self.0.limits()
     }
 
-    async fn call(&self, req: Request, res: &mut Responder<'_>) {
+    async fn call(&self, req: &Request, res: &mut Responder<'_>) {
         self.0.serve_at(req, res, Door::Admin).await;
     }
 }
 
 impl Core {
-    async fn serve_at(&self, req: Request, res: &mut Responder<'_>, door: Door) {
+    async fn serve_at(&self, req: &Request, res: &mut Responder<'_>, door: Door) {
         let request_id = headers::request_id(&req.head);
         let envelope = match gemini_door::lists_models_under_v1(&req.head) {
             true => error::Envelope::Google,

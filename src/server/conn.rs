@@ -144,7 +144,7 @@ async fn serve_one<S: Service>(
     let keep_alive = request.head.keep_alive && !counters.stopping.is_stopped();
     let http10 = request.head.http10;
     let mut res = Responder::new(stream, std::mem::take(out), keep_alive, head_only, http10);
-    service.call(request, &mut res).await;
+    service.call(&request, &mut res).await;
     let reusable = res.complete_and_reusable().await;
     *out = res.into_buffer();
     reusable

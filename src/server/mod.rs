@@ -67,8 +67,10 @@ pub struct Request {
 pub trait Service: 'static {
     fn limits(&self) -> Limits;
     /// Answers one request through `res`. Whatever happens, the service must either send a
-    /// complete response or leave `res` marked broken (the connection then closes).
-    async fn call(&self, req: Request, res: &mut Responder<'_>);
+    /// complete response or leave `res` marked broken (the connection then closes). The request
+    /// is lent, not given: it stays in the connection's future, and each future of the path
+    /// holds a pointer to it instead of its own ~200-byte copy, moved at every call.
+    async fn call(&self, req: &Request, res: &mut Responder<'_>);
 }
 
 /// Process-wide connection accounting shared by all workers of one server.
