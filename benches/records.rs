@@ -16,7 +16,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rotor::storage::memlog::{Bounds, MemLog};
 use rotor::storage::{requests, Storage};
-use rotor::usage::record::{Batch, RecordQueue, RecordText, RequestRecord, Texts};
+use rotor::usage::record::{RecordQueue, RecordText, RequestRecord, Texts};
 use rotor::usage::rollup::{RollupRegistry, Sample};
 use rotor::usage::Usage;
 
@@ -86,12 +86,10 @@ fn push(c: &mut Criterion) {
         })
     });
     let queue = RecordQueue::with_capacity(1 << 16);
-    let mut batch = Batch::default();
     group.bench_function("push_pop_one_thread", |b| {
         b.iter(|| {
             queue.push(black_box(template.clone()));
-            black_box(queue.next(&mut batch, 1).len());
-            queue.done(&mut batch, 1);
+            black_box(queue.drain(1));
         })
     });
     // A drainer on the other core, as the control thread would be.
@@ -100,10 +98,8 @@ fn push(c: &mut Criterion) {
     let drainer = {
         let (shared, stop) = (shared.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut batch = Batch::default();
             while !stop.load(Ordering::Relaxed) {
-                let n = black_box(shared.next(&mut batch, 4096).len());
-                shared.done(&mut batch, n);
+                black_box(shared.drain(4096));
                 std::thread::yield_now();
             }
         })

@@ -1,29 +1,19 @@
 //! Request records: one per answered request that gets a row, pushed by workers into a bounded
-//! queue and written to storage by the control thread in batches. A record is compact (its
-//! eight text fields share one allocation; the writer splits them and maps them to a label id),
-//! so the worker pays one small allocation and the queue holds ~130 bytes a record.
-//! The queue is a `VecDeque` under a lock that is only ever held for O(1) work: a push, or the
-//! writer swapping the whole queue for its emptied (recycled) `Batch`. One lock and a
-//! `push_back` cost a worker less than the lock-free segment queue did (which also allocated a
-//! block every 31 records), and the writer takes thousands of records in one swap instead of
-//! popping them one by one.
-//! Invariant: the records queued plus those the writer took and has not finished with never
-//! exceed the capacity; a record that does not fit is counted in `dropped` (exported as
-//! `rotor_log_dropped_total`), never silently lost. The room a batch keeps for reuse is at
-//! most `RECYCLED_ROOM` records, so the queue's memory follows what it holds.
+//! lock-free queue and written to storage by the control thread in batches. A record is compact
+//! (its eight text fields share one allocation; the writer splits them and maps them to a
+//! label id), so the worker pays one small allocation and the queue holds ~130 bytes a record.
+//! Invariant: a worker never blocks on the queue; a record that does not fit is counted in
+//! `dropped` (exported as `rotor_log_dropped_total`), never silently lost. The queue's memory
+//! follows what it holds (blocks of 31 records come and go), not its capacity.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use crossbeam_queue::SegQueue;
 
 use super::Usage;
 
 /// Records waiting for the writer: at ~130 bytes each, 64k of them is ~9 MB at most.
 pub const QUEUE_CAPACITY: usize = 65_536;
-/// Room (in records) an emptied batch keeps when it goes back to be the workers' queue: ~0.5 MB,
-/// more than a busy tick gathers (control.rs writes at 256 queued records when busy).
-const RECYCLED_ROOM: usize = 4096;
 /// Longest text field kept (longer ones are cut at a character boundary).
 pub const MAX_FIELD_BYTES: usize = 1024;
 
@@ -151,23 +141,8 @@ impl Texts {
     }
 }
 
-struct Queued {
-    /// Oldest first.
-    records: VecDeque<RequestRecord>,
-    /// Records the writer took (in its `Batch`) and has not finished with: they still count
-    /// against the capacity.
-    taken: usize,
-}
-
-/// The records the writer took from the queue and has not finished with, oldest first. Once
-/// empty, its room goes back to be the queue (see `RecordQueue::next`).
-#[derive(Default)]
-pub struct Batch {
-    records: VecDeque<RequestRecord>,
-}
-
 pub struct RecordQueue {
-    queued: Mutex<Queued>,
+    queue: SegQueue<RequestRecord>,
     capacity: usize,
     dropped: AtomicU64,
     /// `storage::health::clock_ms` of the last drop; 0 = never (`/health` looks at it).
@@ -185,10 +160,7 @@ impl Default for RecordQueue {
 impl RecordQueue {
     pub fn with_capacity(capacity: usize) -> Self {
         RecordQueue {
-            queued: Mutex::new(Queued {
-                records: VecDeque::new(),
-                taken: 0,
-            }),
+            queue: SegQueue::new(),
             capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
             last_drop_ms: AtomicU64::new(0),
@@ -196,16 +168,15 @@ impl RecordQueue {
         }
     }
 
-    /// Queues a record; when full, counts it as dropped (and warns once per burst, after the
-    /// lock is let go; the record is freed after it too).
+    /// Queues a record; when full, counts it as dropped (and warns once per burst). The bound
+    /// is read without a write to shared memory, so pushes racing on a nearly full queue can
+    /// pass it by at most one record each.
     pub fn push(&self, record: RequestRecord) {
-        let mut queued = self.queued.lock();
-        if queued.records.len() + queued.taken < self.capacity {
-            queued.records.push_back(record);
+        if self.queue.len() >= self.capacity {
+            self.count_dropped(1, "request log queue full");
             return;
         }
-        drop(queued);
-        self.count_dropped(1, "request log queue full");
+        self.queue.push(record);
     }
 
     /// Counts records lost elsewhere (e.g. the storage write failed).
@@ -228,28 +199,16 @@ impl RecordQueue {
         }
     }
 
-    /// Up to `max` of the oldest records not yet written: the front of `batch`, or when it is
-    /// empty, everything queued (swapped out whole; the emptied batch becomes the queue).
-    /// Call `done` with how many of them were written or given up.
-    pub fn next<'b>(&self, batch: &'b mut Batch, max: usize) -> &'b [RequestRecord] {
-        if batch.records.is_empty() {
-            // An empty deque starts again at the front of its room (so what the workers push
-            // into it stays contiguous), and keeps at most `RECYCLED_ROOM` of it.
-            batch.records.clear();
-            batch.records.shrink_to(RECYCLED_ROOM);
-            let mut queued = self.queued.lock();
-            std::mem::swap(&mut queued.records, &mut batch.records);
-            queued.taken = batch.records.len();
+    /// Up to `max` queued records, oldest first.
+    pub fn drain(&self, max: usize) -> Vec<RequestRecord> {
+        let mut out = Vec::with_capacity(self.queue.len().min(max));
+        while out.len() < max {
+            match self.queue.pop() {
+                Some(r) => out.push(r),
+                None => break,
+            }
         }
-        let records = batch.records.make_contiguous();
-        records.get(..max.min(records.len())).unwrap_or(&[])
-    }
-
-    /// The first `n` records of `batch` are written (or given up): they leave it, are freed
-    /// (outside the lock), and no longer count against the capacity.
-    pub fn done(&self, batch: &mut Batch, n: usize) {
-        batch.records.drain(..n.min(batch.records.len()));
-        self.queued.lock().taken = batch.records.len();
+        out
     }
 
     /// Called by the writer after a clean batch: the next drop starts a new burst (and warns).
@@ -266,14 +225,12 @@ impl RecordQueue {
         self.last_drop_ms.load(Ordering::Relaxed)
     }
 
-    /// Records not yet written: queued, or taken by the writer and not finished with.
     pub fn len(&self) -> usize {
-        let queued = self.queued.lock();
-        queued.records.len() + queued.taken
+        self.queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.queue.is_empty()
     }
 }
 
@@ -292,57 +249,9 @@ mod tests {
         }
         assert_eq!(q.dropped(), 3);
         assert!(q.last_drop_ms() > 0);
-        let mut batch = Batch::default();
-        let drained = q.next(&mut batch, 10);
+        let drained = q.drain(10);
         assert_eq!(drained.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 201]);
-        q.push(RequestRecord::default());
-        assert_eq!(q.dropped(), 4, "taken and not yet done still counts against the bound");
-        q.done(&mut batch, 2);
         assert!(q.is_empty());
-        q.push(RequestRecord::default());
-        assert_eq!((q.dropped(), q.len()), (4, 1), "done makes room");
-    }
-
-    fn statuses(q: &RecordQueue, batch: &mut Batch, max: usize) -> Vec<u16> {
-        let statuses = q.next(batch, max).iter().map(|r| r.status).collect::<Vec<_>>();
-        q.done(batch, statuses.len());
-        statuses
-    }
-
-    #[test]
-    fn batches_come_out_oldest_first_whatever_their_size_and_reuse_recycled_room() {
-        let q = RecordQueue::with_capacity(20_000);
-        let push = |from: u16, to: u16| {
-            for status in from..to {
-                q.push(RequestRecord {
-                    status,
-                    ..Default::default()
-                });
-            }
-        };
-        let mut batch = Batch::default();
-        push(0, 10);
-        assert_eq!(statuses(&q, &mut batch, 3), [0, 1, 2]);
-        push(10, 15);
-        assert_eq!(statuses(&q, &mut batch, 100), [3, 4, 5, 6, 7, 8, 9], "the batch first");
-        assert_eq!(q.len(), 5);
-        let room = batch.records.capacity();
-        assert_eq!(statuses(&q, &mut batch, 1), [10]);
-        assert!(
-            q.queued.lock().records.capacity() >= room.max(1),
-            "the emptied batch is the queue now"
-        );
-        push(15, 17);
-        assert_eq!(statuses(&q, &mut batch, 100), [11, 12, 13, 14]);
-        assert_eq!(statuses(&q, &mut batch, 100), [15, 16]);
-        assert!(q.is_empty() && statuses(&q, &mut batch, 100).is_empty());
-        // A burst's room is cut back when it is recycled.
-        push(0, 10_000);
-        assert_eq!(statuses(&q, &mut batch, 20_000).len(), 10_000);
-        assert!(batch.records.capacity() >= 10_000);
-        assert!(statuses(&q, &mut batch, 1).is_empty());
-        assert!(q.queued.lock().records.capacity() <= RECYCLED_ROOM);
-        assert_eq!(q.dropped(), 0);
     }
 
     #[test]

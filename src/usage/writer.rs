@@ -18,7 +18,6 @@ use crate::storage::health::PruneReason;
 use crate::storage::keeper::{batch_rows, now_unix_ms, Keeper};
 use crate::storage::memlog::{Bounds, MemLog};
 use crate::storage::{requests, rollups, Storage, StorageError};
-use crate::usage::record::Batch;
 use crate::usage::rollup::{Cell, RollupKey};
 
 /// Rollups reach the database this often: what a crash can lose of the stats.
@@ -39,8 +38,6 @@ pub struct LogWriter {
     /// In memory: the SQLite side's bytes (rollups) as last measured; the size gauge adds the
     /// ring's bytes to this, never to its own previous value.
     sqlite_bytes: u64,
-    /// Records taken from the queue and not yet written (its room is recycled).
-    batch: Batch,
 }
 
 /// The database lives in memory: rows go to the ring.
@@ -57,7 +54,6 @@ impl Default for LogWriter {
             memlog: MemLog::default(),
             stale: true,
             sqlite_bytes: 0,
-            batch: Batch::default(),
         }
     }
 }
@@ -118,11 +114,9 @@ impl LogWriter {
         let settings = &config.storage;
         let batch_max = batch_rows(settings);
         let mut bounded = false;
-        let mut taken = std::mem::take(&mut self.batch);
         loop {
-            let batch = gateway.records.next(&mut taken, batch_max);
-            let n = batch.len();
-            if n == 0 {
+            let batch = gateway.records.drain(batch_max);
+            if batch.is_empty() {
                 break;
             }
             if in_memory(storage) {
@@ -131,18 +125,15 @@ impl LogWriter {
                     max_bytes: settings.max_db_bytes,
                     cutoff_ms: now_unix_ms() - i64::from(settings.retention_days) * 86_400_000,
                 };
-                let evicted = self.memlog.append(batch, &bounds);
+                let evicted = self.memlog.append(&batch, &bounds);
                 let health = &gateway.storage_status;
                 health.count_pruned(PruneReason::MaxRecords, evicted.rows);
                 health.count_pruned(PruneReason::MaxDbBytes, evicted.bytes);
                 health.count_pruned(PruneReason::Retention, evicted.age);
-                gateway.records.done(&mut taken, n);
                 gateway.records.burst_over();
                 continue;
             }
-            let written = self.checked(gateway, storage, |s| requests::insert(s, batch));
-            gateway.records.done(&mut taken, n);
-            match written {
+            match self.checked(gateway, storage, |s| requests::insert(s, &batch)) {
                 Ok(()) => {
                     gateway.records.burst_over();
                     // Bounded after every batch, not once per tick: a tick can drain a full
@@ -154,16 +145,15 @@ impl LogWriter {
                 }
                 Err(e) => {
                     let e = format!("request log write failed: {e}");
-                    gateway.records.count_dropped(n as u64, &e);
+                    gateway.records.count_dropped(batch.len() as u64, &e);
                     gateway.storage_status.failed(e);
                     break;
                 }
             }
-            if n < batch_max {
+            if batch.len() < batch_max {
                 break;
             }
         }
-        self.batch = taken;
         bounded
     }
 
