@@ -233,6 +233,38 @@ impl<'a> Cursor<'a> {
         self.enter()
     }
 
+    /// An object (at its `{`) read for one member: `read`'s value for `name` (called at the
+    /// value, after whitespace), `Some(None)` when the object has no such member, every other
+    /// member skipped. `None` for a repeated `name` too: left to the full parser, which decides
+    /// which one counts.
+    pub(crate) fn only_member<T>(
+        &mut self,
+        name: &[u8],
+        mut read: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Option<T>> {
+        self.open_object()?;
+        let mut found = None;
+        if !self.take(b'}') {
+            loop {
+                if self.key()? == name {
+                    if found.is_some() {
+                        return None;
+                    }
+                    self.ws();
+                    found = Some(read(self)?);
+                } else {
+                    self.skip()?;
+                }
+                if !self.take(b',') {
+                    break;
+                }
+            }
+            self.eat(b'}')?;
+        }
+        self.depth -= 1;
+        Some(found)
+    }
+
     /// Done: only whitespace left, and the whole body is UTF-8 when a string was not ASCII.
     pub(crate) fn finish(mut self) -> Option<()> {
         let utf8 = !self.non_ascii || std::str::from_utf8(self.bytes).is_ok();
@@ -299,32 +331,13 @@ fn stream_options(c: &mut Cursor<'_>) -> Option<bool> {
         c.skip()?;
         return Some(false);
     }
-    c.open_object()?;
-    let mut include_usage = None;
-    if !c.take(b'}') {
-        loop {
-            if c.key()? == b"include_usage" {
-                if include_usage.is_some() {
-                    return None;
-                }
-                c.ws();
-                include_usage = Some(match c.peek() {
-                    Some(b't' | b'f' | b'n') => c.literal()? == Some(true),
-                    _ => {
-                        c.skip()?;
-                        false
-                    }
-                });
-            } else {
-                c.skip()?;
-            }
-            if !c.take(b',') {
-                break;
-            }
+    let include_usage = c.only_member(b"include_usage", |c| match c.peek() {
+        Some(b't' | b'f' | b'n') => Some(c.literal()? == Some(true)),
+        _ => {
+            c.skip()?;
+            Some(false)
         }
-        c.eat(b'}')?;
-    }
-    c.depth -= 1;
+    })?;
     Some(include_usage == Some(true))
 }
 
@@ -408,30 +421,10 @@ fn details(c: &mut Cursor<'_>, field: &[u8]) -> Option<u64> {
     if c.peek() != Some(b'{') {
         return c.literal()?.map_or(Some(0), |_| None);
     }
-    c.open_object()?;
-    let mut found = None;
-    if !c.take(b'}') {
-        loop {
-            let key = c.key()?;
-            if key == field {
-                if found.is_some() {
-                    return None;
-                }
-                c.ws();
-                found = Some(match c.peek() {
-                    Some(b'n') => c.literal()?.map_or(Some(0), |_| None)?,
-                    _ => c.uint()?,
-                });
-            } else {
-                c.skip()?;
-            }
-            if !c.take(b',') {
-                break;
-            }
-        }
-        c.eat(b'}')?;
-    }
-    c.depth -= 1;
+    let found = c.only_member(field, |c| match c.peek() {
+        Some(b'n') => c.literal()?.map_or(Some(0), |_| None),
+        _ => c.uint(),
+    })?;
     Some(found.unwrap_or(0))
 }
 
