@@ -313,17 +313,21 @@ fn pooled_connection_times_every_read_afresh() {
     assert_eq!(status, 200);
     assert!(done && text.contains("[DONE]"), "{text}");
     assert!(!text.contains("stream_interrupted"), "{text}");
+    stalled_answer_is_504_after_the_limit("pooled", |stall| {
+        h.post("/v1/chat/completions", &chat("gpt-4o-mini"), stall)
+    });
+}
+
+/// `post` with the mock told to stall its answer 1.5 s, under a 300 ms first-byte limit: a 504,
+/// after the limit and well before the stall ends.
+fn stalled_answer_is_504_after_the_limit(label: &str, post: impl FnOnce(&[(&str, &str)]) -> Response) {
     let started = Instant::now();
-    let r = h.post(
-        "/v1/chat/completions",
-        &chat("gpt-4o-mini"),
-        &[("x-mock-latency-ms", "1500")],
-    );
+    let r = post(&[("x-mock-latency-ms", "1500")]);
     let elapsed = started.elapsed();
-    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.status, 504, "{label}: {}", r.text());
     assert!(
         elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1000),
-        "first-byte limit 300 ms took {elapsed:?}"
+        "{label}: first-byte limit 300 ms took {elapsed:?}"
     );
 }
 
@@ -341,18 +345,9 @@ fn one_client_connection_times_each_upstream_wait() {
     let mut c = h.client();
     assert_eq!(c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
     for round in 0..3 {
-        let started = Instant::now();
-        let r = c.post(
-            "/v1/chat/completions",
-            &chat("gpt-4o-mini"),
-            &[("x-mock-latency-ms", "1500")],
-        );
-        let elapsed = started.elapsed();
-        assert_eq!(r.status, 504, "round {round}: {}", r.text());
-        assert!(
-            elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(1000),
-            "round {round}: first-byte limit 300 ms took {elapsed:?}"
-        );
+        stalled_answer_is_504_after_the_limit(&format!("round {round}"), |stall| {
+            c.post("/v1/chat/completions", &chat("gpt-4o-mini"), stall)
+        });
         let fine = c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
         assert_eq!(fine.status, 200, "round {round}: {}", fine.text());
     }
