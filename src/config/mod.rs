@@ -8,6 +8,7 @@
 
 pub mod cluster;
 mod compile;
+mod compile_storage;
 pub mod file;
 pub mod glob;
 pub mod model;
