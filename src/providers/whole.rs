@@ -6,7 +6,8 @@
 use bytes::Bytes;
 
 use super::transform::{Emit, ResponseTransform};
-use super::{anthropic, emit, openai, Front, WholeMap};
+use super::translator::emit;
+use super::{anthropic, openai, Front, WholeMap};
 use crate::codec::depth::check_depth;
 use crate::usage::Usage;
 
