@@ -40,6 +40,8 @@ pub mod ondemand;
 pub mod openai;
 pub mod prepared;
 pub mod replicate;
+#[cfg(test)]
+mod request_map_tests;
 pub mod responses;
 #[cfg(test)]
 mod stream_tests;
