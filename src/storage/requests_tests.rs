@@ -31,14 +31,14 @@ fn batches_of_any_size_insert_every_row_in_order_and_the_span_counts_them() {
     let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
     assert_eq!(id_span(&mut s).unwrap(), None);
     let mut next = 0;
-    // Sizes that use every statement (32 down to 1) and a full chunk plus remainders.
-    for size in [1, 2, 3, 31, 32, 33, 63, 100] {
+    // Sizes that use every statement (64 down to 1) and a full chunk plus remainders.
+    for size in [1, 2, 3, 31, 32, 33, 63, 64, 65, 127, 200] {
         let batch: Vec<_> = (next..next + size).map(|i| record(i, "m", 200, i as u64)).collect();
         insert(&mut s, &batch).unwrap();
         next += size;
     }
     assert_eq!(row_count(&mut s).unwrap(), next as u64);
-    let page = logs(&mut s, &LogFilter::default(), 500, 0).unwrap();
+    let page = logs(&mut s, &LogFilter::default(), 1000, 0).unwrap();
     let stamps: Vec<i64> = page.data.iter().rev().map(|r| r.ts).collect();
     assert_eq!(stamps, (0..next).collect::<Vec<_>>(), "every row, in insertion order");
     assert_eq!(prune_oldest(&mut s, 10).unwrap(), 10);
@@ -143,4 +143,28 @@ fn retention_deletes_the_expired_prefix_and_never_a_younger_row() {
     assert_eq!(kept(&mut s), vec![60]);
     assert_eq!(id_span(&mut s).unwrap(), Some((4, 4)), "the span stays exact");
     assert_eq!(prune_before(&mut s, 55, 100).unwrap(), 0);
+}
+
+#[test]
+fn a_batch_that_fails_part_way_leaves_none_of_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
+    insert(&mut s, &[record(1, "m", 200, 1)]).unwrap();
+    // The row stamped 70 in the next batch fails inside the second statement (64 + 8 + 4 + 2 rows):
+    // `OR FAIL` keeps the rows before it in that statement, the transaction must not.
+    s.conn()
+        .execute_batch(
+            "CREATE TRIGGER no_70 BEFORE INSERT ON request_rows WHEN NEW.ts_ms = 70 \
+             BEGIN SELECT RAISE(FAIL, 'row 70'); END;",
+        )
+        .unwrap();
+    let batch: Vec<_> = (2..80).map(|ts| record(ts, "new-model", 200, 1)).collect();
+    assert!(insert(&mut s, &batch).is_err());
+    assert_eq!(row_count(&mut s).unwrap(), 1, "no row of the failed batch");
+    s.conn().execute_batch("DROP TRIGGER no_70;").unwrap();
+    // The label the failed batch added was rolled back with it: the next batch adds it again.
+    insert(&mut s, &batch).unwrap();
+    let page = logs(&mut s, &LogFilter::default(), 1000, 0).unwrap();
+    assert_eq!(page.total, 79);
+    assert!(page.data.iter().take(78).all(|r| r.model == "new-model"));
 }
