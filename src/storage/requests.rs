@@ -262,7 +262,8 @@ pub fn clear(storage: &mut Storage) -> Result<usize, StorageError> {
 pub fn prune_labels(storage: &mut Storage, max: u64) -> Result<usize, StorageError> {
     let count: i64 = storage
         .conn()
-        .query_row("SELECT COUNT(*) FROM log_labels", [], |r| r.get(0))?;
+        .prepare_cached("SELECT COUNT(*) FROM log_labels")?
+        .query_row([], |r| r.get(0))?;
     if u64::try_from(count).unwrap_or(0) <= max {
         return Ok(0);
     }
