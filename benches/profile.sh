@@ -53,7 +53,8 @@ needed() { need "$1" "$2" || { echo "$1 is required (apt-get install $2)"; exit 
 needed wrk wrk
 case $WHAT in
   perf) needed perf linux-perf ;;
-  callgrind) needed valgrind valgrind; needed callgrind_annotate valgrind ;;
+  callgrind) needed valgrind valgrind; needed callgrind_annotate valgrind
+    if [ "${LOG:-memory}" = file ]; then needed sqlite3 sqlite3; fi ;;
   cpu) ;;
   *) echo "usage: $0 cpu|perf|callgrind"; exit 2 ;;
 esac
@@ -156,13 +157,38 @@ case $WHAT in
     if [ -n "$KEEP" ]; then echo "perf.data in $OUT"; fi
     ;;
   callgrind)
-    wrk -t1 -c8 -d"${WARMUP:-2}s" -s "$OUT/body.lua" "$URL" >/dev/null # warm the pool (and leases)
+    warm=$(wrk -t1 -c8 -d"${WARMUP:-2}s" -s "$OUT/body.lua" "$URL" | requests) # warm the pool (and leases)
     # With the log on, the writer (a 100 ms tick on the control thread) first writes what the
     # warm-up queued, and after the run writes every measured request before the dump: the
     # window holds the writer's work for exactly the measured requests, not a varying part of
     # the warm-up's and the run's last tick (that made the log-on figure vary by ~8 %).
-    settle() { [ "$LOG" = off ] || sleep "${SETTLE:-4}"; }
-    settle
+    # Under valgrind the control thread can stall for minutes once the load stops (2026-12-04):
+    # an idle worker blocks in io_uring_enter holding valgrind's thread lock, so the writer,
+    # back from a pwrite, waits for it (callgrind_control -b: thread 2 in pwrite under
+    # requests::insert, thread 3 in IoUringDriver::inner_park). A fixed sleep left 320-2,300
+    # warm-up rows for the window (1.16-2.14 rows written per measured request). With the log
+    # to a file, `settle ROWS [wake]` also waits (up to 120 s) until sqlite3 counts ROWS rows in
+    # the file; `wake` (before the counters are zeroed only) keeps the worker busy with
+    # /health (no row, no rollup) meanwhile, so valgrind hands the writer the lock.
+    db_rows() { sqlite3 "$OUT/rotor.db" 'SELECT COUNT(*) FROM request_rows' 2>/dev/null || echo 0; }
+    settle() {
+      [ "$LOG" = off ] && return 0
+      sleep "${SETTLE:-4}"
+      [ "$LOG" = file ] || return 0
+      local rows=0
+      for _ in $(seq 240); do
+        rows=$(db_rows)
+        [ "${rows:-0}" -ge "$1" ] && return 0
+        if [ "${2:-}" = wake ]; then
+          wrk -t1 -c1 -d1s "http://127.0.0.1:$ROTOR_PORT/health" >/dev/null
+        else
+          sleep 0.5
+        fi
+      done
+      echo "warning: the log writer wrote $rows of $1 rows before the counters were read" >&2
+    }
+    settle "$warm" wake
+    rows0=$([ "$LOG" = file ] && db_rows || echo 0)
     callgrind_control -z "$ROTOR_PID" >/dev/null
     measured=$DURATION; [ -n "${REQUESTS:-}" ] && measured=120
     read -r rc0 rt0 < <(redis_stats)
@@ -170,10 +196,12 @@ case $WHAT in
     wrk -t1 -c8 -d"${measured}s" --timeout 30s -s "$OUT/counted.lua" "$URL" >"$OUT/wrk.txt"
     t1=$(date +%s.%N)
     read -r rc1 rt1 < <(redis_stats)
-    settle
+    settle "$((warm + $(requests <"$OUT/wrk.txt")))"
+    rows1=$([ "$LOG" = file ] && db_rows || echo 0)
     callgrind_control -d "$ROTOR_PID" >/dev/null
     sleep 1
     n=$(requests <"$OUT/wrk.txt")
+    [ "$LOG" = file ] && echo "log rows written in the window: $((rows1 - rows0)) (for $n requests)"
     if grep -qE 'Non-2xx|Socket errors' "$OUT/wrk.txt"; then
       cat "$OUT/wrk.txt"; echo "errors during the measured run: the count would not be comparable"; exit 1
     fi

