@@ -172,6 +172,16 @@ impl ChunkedDecoder {
                             (parse_size_line(rest.get(..len).unwrap_or_default())?, len)
                         }
                     };
+                    if let Some(data) = whole_chunk(rest, len, size) {
+                        // The usual SSE chunk, buffered whole with its CRLF: copied in one step
+                        // and the state stays `Size` (no `Data`/`DataEnd` round per chunk).
+                        if out.capacity() == 0 {
+                            out.reserve(rest.len());
+                        }
+                        out.extend_from_slice(data);
+                        *at += len + data.len() + 2;
+                        continue;
+                    }
                     *at += len;
                     self.state = if size == 0 {
                         State::Trailer(0)
@@ -225,6 +235,37 @@ fn line_len(buf: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
     }
 }
 
+/// The data of a non-empty chunk whose size line (`len` bytes, `size`) is at the front of
+/// `rest`, when the data and the CRLF after it are buffered too. `None` otherwise (the state
+/// machine then reads it in steps, and reports a missing CRLF).
+fn whole_chunk(rest: &[u8], len: usize, size: u64) -> Option<&[u8]> {
+    let size = usize::try_from(size).ok().filter(|&s| s > 0)?;
+    let end = len.checked_add(size)?;
+    match rest.get(end..end.checked_add(2)?)? {
+        b"\r\n" => rest.get(len..end),
+        _ => None,
+    }
+}
+
+/// Hex digit values, `NOT_HEX` for every other byte: one load per digit instead of three range
+/// tests.
+const NOT_HEX: u8 = 0xff;
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A size line that is only hex digits and CRLF (what SSE upstreams send before every event),
 /// read in one short loop: `(size, line length)`. `None` for anything else (extensions,
 /// whitespace, more than 16 digits, a bare LF, a line not complete yet, one longer than `max`):
@@ -234,13 +275,11 @@ fn line_len(buf: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
 fn plain_size_line(rest: &[u8], max: usize) -> Option<(u64, usize)> {
     let mut size = 0u64;
     for (i, &b) in rest.iter().enumerate().take(17) {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            b'\r' if i > 0 => return (rest.get(i + 1) == Some(&b'\n') && i + 2 <= max).then_some((size, i + 2)),
-            _ => return None,
-        };
+        let digit = HEX_VALUE[usize::from(b)];
+        if digit == NOT_HEX {
+            let crlf = b == b'\r' && i > 0 && rest.get(i + 1) == Some(&b'\n');
+            return (crlf && i + 2 <= max).then_some((size, i + 2));
+        }
         size = (size << 4) | u64::from(digit);
     }
     None

@@ -41,13 +41,6 @@ impl SseSplitter {
 
     /// Feeds bytes; calls `on_event` for every event they complete.
     pub fn feed(&mut self, mut input: &[u8], on_event: &mut dyn FnMut(Event<'_>)) {
-        // An empty piece says nothing about whether a `\n` follows the last `\r`.
-        if self.after_cr && !input.is_empty() {
-            self.after_cr = false;
-            if let Some(rest) = input.strip_prefix(b"\n") {
-                input = rest;
-            }
-        }
         while !input.is_empty() {
             if self.idle() {
                 input = fast_events(input, on_event);
@@ -55,25 +48,41 @@ impl SseSplitter {
                     return;
                 }
             }
-            match memchr::memchr2(b'\n', b'\r', input) {
-                None => {
-                    self.extend_line(input);
-                    return;
-                }
-                Some(at) => {
-                    let (head, rest) = input.split_at(at);
-                    self.extend_line(head);
-                    let cr = rest.first() == Some(&b'\r');
-                    input = rest.get(1..).unwrap_or(&[]);
-                    if cr {
-                        match input.first() {
-                            Some(b'\n') => input = input.get(1..).unwrap_or(&[]),
-                            Some(_) => {}
-                            None => self.after_cr = true,
-                        }
+            input = self.feed_line(input, on_event);
+        }
+    }
+
+    /// Feeds the first line of `input` (all of it when it holds no line end), calling
+    /// `on_event` if it completes an event; returns the rest. `feed` is this in a loop, with
+    /// plain events read in place whenever the splitter is `idle`; a caller that reads them its
+    /// own way (`usage::openai_stream`) feeds lines until the splitter is idle again.
+    pub fn feed_line<'a>(&mut self, mut input: &'a [u8], on_event: &mut dyn FnMut(Event<'_>)) -> &'a [u8] {
+        // An empty piece says nothing about whether a `\n` follows the last `\r`.
+        if self.after_cr && !input.is_empty() {
+            self.after_cr = false;
+            if let Some(rest) = input.strip_prefix(b"\n") {
+                return rest;
+            }
+        }
+        match memchr::memchr2(b'\n', b'\r', input) {
+            None => {
+                self.extend_line(input);
+                &[]
+            }
+            Some(at) => {
+                let (head, rest) = input.split_at(at);
+                self.extend_line(head);
+                let cr = rest.first() == Some(&b'\r');
+                input = rest.get(1..).unwrap_or(&[]);
+                if cr {
+                    match input.first() {
+                        Some(b'\n') => input = input.get(1..).unwrap_or(&[]),
+                        Some(_) => {}
+                        None => self.after_cr = true,
                     }
-                    self.end_line(on_event);
                 }
+                self.end_line(on_event);
+                input
             }
         }
     }
@@ -95,7 +104,7 @@ impl SseSplitter {
     }
 
     /// Between events with nothing held: the next bytes start a fresh line of a fresh event.
-    fn idle(&self) -> bool {
+    pub fn idle(&self) -> bool {
         !self.has_data
             && !self.after_cr
             && !self.overflow

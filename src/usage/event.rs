@@ -18,7 +18,7 @@ use super::Usage;
 use crate::codec::depth::check_depth;
 
 /// The compact tail of a chunk asked for with `include_usage`.
-const COMPACT_NULL_TAIL: &[u8] = b",\"usage\":null}";
+pub(super) const COMPACT_NULL_TAIL: &[u8] = b",\"usage\":null}";
 
 /// The usage facts of one event.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

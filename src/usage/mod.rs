@@ -7,6 +7,7 @@ mod event;
 pub mod gemini;
 mod needle;
 pub mod openai;
+mod openai_stream;
 pub mod record;
 pub mod responses;
 pub mod rollup;

@@ -1,26 +1,16 @@
-//! Usage from OpenAI-shaped answers, and the transform that carries it through the relay.
-//! Non-streamed: the top-level `usage` object, read without parsing the rest of the body.
-//! Streamed: the chunk with `usage`. When the client did not ask for usage, rotor asked the
-//! upstream for it (`inject_include_usage`) and `Hide` mode removes the usage-only chunk and
-//! the `"usage": null` members, so that client sees the stream it asked for. What an event says
-//! about usage is read by `usage::event` on any valid JSON formatting, not by byte patterns.
-//! Invariant: in `Observe` mode the bytes the client receives are exactly the upstream's.
-//! JSON nesting deeper than `server.max_json_depth` is never parsed: the bytes still pass (the
-//! same-protocol path relays what it does not need to understand), and the usage is read only
-//! when the bytes that can hold it, the tail from the `usage` member on, nest no deeper.
-
-use std::ops::Range;
+//! Usage from OpenAI-shaped answers. Non-streamed: the top-level `usage` object, read without
+//! parsing the rest of the body. Streamed answers go through `usage::openai_stream`'s tap; the
+//! request asks the upstream for stream usage here (`inject_include_usage`).
+//! Invariant: JSON nesting deeper than `server.max_json_depth` is never parsed; the usage is read
+//! only when the bytes that can hold it, the tail from the `usage` member on, nest no deeper.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use super::event::event_usage;
 use super::needle::{LETTER_ESCAPE, USAGE};
 use super::Usage;
 use crate::codec::depth::check_depth;
-use crate::codec::sse::SseSplitter;
-use crate::providers::transform::{openai_error_event, Emit, ResponseTransform};
 
 /// The one top-level member read from a whole OpenAI body.
 #[derive(Deserialize)]
@@ -184,242 +174,13 @@ pub fn inject_include_usage(body: &[u8], has_stream_options: bool, max_depth: us
     Some(out.freeze())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Pass bytes through untouched; only read usage.
-    Observe,
-    /// Remove what rotor added to the stream (usage chunk, `"usage":null`).
-    Hide,
-}
-
-/// OpenAI-to-OpenAI relay with usage accounting.
-pub struct OpenAiUsageTap {
-    mode: Mode,
-    events: SseSplitter,
-    usage: Usage,
-    /// `server.max_json_depth`: deeper bodies and events are relayed without reading usage.
-    max_depth: usize,
-}
-
-impl OpenAiUsageTap {
-    pub fn new(mode: Mode, max_depth: usize) -> Self {
-        OpenAiUsageTap {
-            mode,
-            events: SseSplitter::new(),
-            usage: Usage::default(),
-            max_depth,
-        }
-    }
-}
-
-impl ResponseTransform for OpenAiUsageTap {
-    fn full(&mut self, status: u16, body: Bytes) -> Bytes {
-        if (200..300).contains(&status) {
-            if let Some(usage) = usage_of(&body, self.max_depth) {
-                self.usage = usage;
-            }
-        }
-        body
-    }
-
-    fn piece(&mut self, piece: Bytes) -> Emit {
-        let mut out = Emit::new();
-        match self.mode {
-            Mode::Observe => {
-                let mut seen = None;
-                let max_depth = self.max_depth;
-                self.events.feed(&piece, &mut |event| {
-                    if let Some(usage) = event_usage(event.data, max_depth).usage {
-                        seen = Some(usage);
-                    }
-                });
-                if let Some(usage) = seen {
-                    self.usage = usage;
-                }
-                out.push(piece);
-            }
-            Mode::Hide => {
-                // Re-framed events are no longer than the piece, but for `data:` lines that
-                // gain a space.
-                let mut kept = BytesMut::with_capacity(piece.len() + 64);
-                let mut seen = None;
-                let max_depth = self.max_depth;
-                self.events.feed(&piece, &mut |event| {
-                    let facts = event_usage(event.data, max_depth);
-                    if facts.usage.is_some() {
-                        seen = facts.usage;
-                    }
-                    // The usage-only chunk rotor asked for is read, not relayed.
-                    if !facts.usage_only {
-                        write_event(event.event, event.data, facts.null_member, &mut kept);
-                    }
-                });
-                if let Some(usage) = seen {
-                    self.usage = usage;
-                }
-                if !kept.is_empty() {
-                    out.push(kept.freeze());
-                }
-            }
-        }
-        out
-    }
-
-    fn end(&mut self) -> Emit {
-        let mut out = Emit::new();
-        if self.mode == Mode::Hide {
-            let mut kept = BytesMut::new();
-            let max_depth = self.max_depth;
-            self.events.finish(&mut |event| {
-                let facts = event_usage(event.data, max_depth);
-                write_event(event.event, event.data, facts.null_member, &mut kept)
-            });
-            if !kept.is_empty() {
-                out.push(kept.freeze());
-            }
-        }
-        out
-    }
-
-    fn fail(&mut self, message: &str) -> Emit {
-        let mut out = self.end();
-        out.push(openai_error_event(message));
-        out
-    }
-
-    fn usage(&self) -> Usage {
-        self.usage
-    }
-}
-
-/// Re-frames one event for the client (`event:` line if any, `data:` line, blank line) without
-/// the bytes of `remove` (the `"usage": null` member the injected option adds). OpenAI streams
-/// carry only `data:` lines; upstream comments are not relayed (rotor sends its own keepalives).
-fn write_event(name: &[u8], data: &[u8], remove: Option<Range<usize>>, out: &mut BytesMut) {
-    if !name.is_empty() {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name);
-        out.extend_from_slice(b"\n");
-    }
-    out.extend_from_slice(b"data: ");
-    match remove.and_then(|span| Some((data.get(..span.start)?, data.get(span.end..)?))) {
-        Some((before, after)) => {
-            out.extend_from_slice(before);
-            out.extend_from_slice(after);
-        }
-        None => out.extend_from_slice(data),
-    }
-    out.extend_from_slice(b"\n\n");
-}
+pub use super::openai_stream::{Mode, OpenAiUsageTap};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::json::inspect_body;
     use crate::codec::DEFAULT_MAX_DEPTH as D;
-
-    const INJECTED: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
-data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\
-\"prompt_tokens_details\":{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":1}}}\n\n\
-data: [DONE]\n\n";
-
-    fn run(mode: Mode, pieces: &[&[u8]]) -> (Vec<u8>, Usage) {
-        let mut tap = OpenAiUsageTap::new(mode, D);
-        let mut out = Vec::new();
-        for p in pieces {
-            for b in tap.piece(Bytes::copy_from_slice(p)) {
-                out.extend_from_slice(&b);
-            }
-        }
-        for b in tap.end() {
-            out.extend_from_slice(&b);
-        }
-        (out, tap.usage())
-    }
-
-    #[test]
-    fn hide_removes_the_usage_chunk_and_nulls_but_keeps_the_tokens() {
-        for cut in 0..INJECTED.len() {
-            let (a, b) = INJECTED.split_at(cut);
-            let (out, usage) = run(Mode::Hide, &[a, b]);
-            let text = String::from_utf8(out).unwrap();
-            assert!(!text.contains("usage"), "cut {cut}: {text}");
-            assert!(
-                text.contains("\"content\":\"hi\"") && text.ends_with("data: [DONE]\n\n"),
-                "cut {cut}: {text}"
-            );
-            assert_eq!((usage.prompt_tokens, usage.completion_tokens), (9, 2));
-            assert_eq!((usage.cached_tokens, usage.reasoning_tokens), (4, 1));
-            assert!(usage.reported);
-        }
-    }
-
-    #[test]
-    fn hide_removes_only_top_level_null_members_and_leaves_duplicates() {
-        let chunk: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"token \\\"usage\\\" up\"},\
-\"usage_hint\":1}],\"usage\":null}\n\ndata: {\"choices\": [], \"usage\": null, \"x\": 1}\n\n\
-data: {\"usage\":null,\"x\":1,\"usage\":null}\n\n";
-        let (out, usage) = run(Mode::Hide, &[chunk]);
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(
-            text,
-            "data: {\"choices\":[{\"delta\":{\"content\":\"token \\\"usage\\\" up\"},\"usage_hint\":1}]}\n\n\
-             data: {\"choices\": [], \"x\": 1}\n\n\
-             data: {\"usage\":null,\"x\":1,\"usage\":null}\n\n"
-        );
-        assert!(!usage.reported);
-    }
-
-    /// Issue 16 item 4: `"usage": null` with a space once kept the usage chunk in the stream.
-    #[test]
-    fn hide_reads_python_spaced_streams_in_any_key_order() {
-        let spaced: &[u8] = b"data: {\"usage\": null, \"choices\": [{\"delta\": {\"content\": \"hi\"}}]}\n\n\
-data: {\"id\": \"c\", \"choices\": [{\"delta\": {}}], \"usage\": null}\n\n\
-data: {\"usage\": {\"completion_tokens\": 2, \"prompt_tokens\": 9}, \"choices\": []}\n\n\
-data: [DONE]\n\n";
-        for cut in 0..spaced.len() {
-            let (a, b) = spaced.split_at(cut);
-            let (out, usage) = run(Mode::Hide, &[a, b]);
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                "data: {\"choices\": [{\"delta\": {\"content\": \"hi\"}}]}\n\n\
-                 data: {\"id\": \"c\", \"choices\": [{\"delta\": {}}]}\n\ndata: [DONE]\n\n",
-                "cut {cut}"
-            );
-            assert_eq!((usage.prompt_tokens, usage.completion_tokens), (9, 2), "cut {cut}");
-            let (out, usage) = run(Mode::Observe, &[a, b]);
-            assert_eq!((out.as_slice(), usage.prompt_tokens), (spaced, 9), "cut {cut}");
-        }
-    }
-
-    /// Whole pieces (events read in place by the splitter) give what single bytes give (events
-    /// read line by line): comments and names between, spacing, CRLF, the usage chunk mid-piece.
-    #[test]
-    fn hide_gives_the_same_bytes_whole_or_byte_by_byte() {
-        let mixed: &[u8] = b"data: {\"a\":1,\"usage\":null}\n\n: comment\n\ndata: {\"b\":2,\"usage\":null}\n\n\
-data:{\"c\":3}\n\ndata: {\"d\":4}\n\nevent: x\ndata: {\"e\":5}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":9}}\n\n\
-data: {\"f\":6,\"usage\":null}\r\n\r\ndata: {\"g\":7, \"usage\": null}\n\ndata: [DONE]\n\n";
-        let (whole, usage) = run(Mode::Hide, &[mixed]);
-        let bytes: Vec<&[u8]> = mixed.chunks(1).collect();
-        let (single, _) = run(Mode::Hide, &bytes);
-        assert_eq!(
-            String::from_utf8(whole.clone()).unwrap(),
-            String::from_utf8(single).unwrap()
-        );
-        assert_eq!(
-            String::from_utf8(whole).unwrap(),
-            "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: {\"c\":3}\n\ndata: {\"d\":4}\n\nevent: x\ndata: {\"e\":5}\n\n\
-             data: {\"f\":6}\n\ndata: {\"g\":7}\n\ndata: [DONE]\n\n"
-        );
-        assert_eq!(usage.prompt_tokens, 9);
-    }
-
-    #[test]
-    fn observe_passes_bytes_untouched() {
-        let (out, usage) = run(Mode::Observe, &[&INJECTED[..50], &INJECTED[50..]]);
-        assert_eq!(out, INJECTED);
-        assert_eq!(usage.prompt_tokens, 9);
-    }
 
     #[test]
     fn include_usage_is_injected_once_and_keeps_the_rest() {
@@ -444,31 +205,6 @@ data: {\"f\":6,\"usage\":null}\r\n\r\ndata: {\"g\":7, \"usage\": null}\n\ndata: 
         // Only the tail from `"usage"` on is parsed: its depth (2) is what counts.
         assert!(usage_of(body, 3).is_some(), "the body is 4 levels deep, the tail 2");
         assert_eq!(usage_of(body, 1), None, "the tail is 2 levels deep");
-    }
-
-    #[test]
-    fn too_deep_answers_pass_untouched_with_whole_body_usage_read_from_the_tail_only() {
-        let deep = |tail: &str| format!(r#"{{"x":{}{}{tail}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        // The usage member and what follows it nest no deeper: read from there.
-        let shallow_tail = deep(r#","usage":{"prompt_tokens":3,"completion_tokens":5}"#);
-        // A deep value after the usage member: the tail is deep too, nothing is parsed.
-        let deep_tail = format!(
-            r#"{{"usage":{{"prompt_tokens":3,"completion_tokens":5}},"x":{}{}}}"#,
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
-        for (body, read) in [(shallow_tail, true), (deep_tail, false)] {
-            let mut tap = OpenAiUsageTap::new(Mode::Observe, D);
-            assert_eq!(tap.full(200, Bytes::from(body.clone())).as_ref(), body.as_bytes());
-            assert_eq!(tap.usage().reported, read);
-            let stream = format!("data: {body}\n\ndata: [DONE]\n\n");
-            for mode in [Mode::Observe, Mode::Hide] {
-                let (out, usage) = run(mode, &[stream.as_bytes()]);
-                assert_eq!(out, stream.as_bytes(), "{mode:?}");
-                // A stream event is depth-checked whole before any read (`usage::event`).
-                assert!(!usage.reported, "{mode:?}");
-            }
-        }
     }
 
     #[test]
