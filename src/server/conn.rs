@@ -83,9 +83,10 @@ pub(super) async fn serve_connection<S: Service>(
         }
         // Boxed: reading, serving and answering one request is a state machine of tens of KiB
         // (forward, retries, relay); inline it would make every idle connection's task that
-        // large. One allocation per request keeps an idle connection at a few KiB; the future
-        // is built in it, not copied into it.
-        let one = crate::heap::pin_in_place(|| {
+        // large. One block per request keeps an idle connection at a few KiB; the future is
+        // built in it, not copied into it, and the worker keeps the block for the next request
+        // (`heap::recycled`: no allocation and free per request).
+        let one = crate::heap::pin_recycled(|| {
             serve_one(
                 &mut stream,
                 &mut buf,
