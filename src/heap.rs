@@ -1,8 +1,12 @@
 //! Putting large values on the heap without building them on the stack first, handing freed
-//! memory back to the OS, and keeping the heap in small pages.
+//! memory back to the OS, keeping the heap in small pages, and reusing the blocks of a worker's
+//! request futures (`recycled`).
 //! Invariant: the value is written straight into its allocation (no stack copy of its full size).
 
 use std::pin::Pin;
+
+mod recycled;
+pub use recycled::{pin_recycled, trim as trim_recycled, Recycled};
 
 /// `Box::pin(make())`, with the allocation made before the value: the value can then be built
 /// in place. `Box::pin(serve_one(..))` built the 5.8 KB request future on the stack and copied

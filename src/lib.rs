@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod spare;
 pub mod storage;
 pub mod tokens;
 pub mod upstream;

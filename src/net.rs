@@ -15,7 +15,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 /// Smallest free space offered to the kernel per read.
-const READ_RESERVE: usize = 8 * 1024;
+pub const READ_RESERVE: usize = 8 * 1024;
 
 /// Reads once, appending to `buf` and offering the kernel at least `free` bytes. Returns the
 /// number of bytes read; 0 means the peer closed. An idle keep-alive connection waits with a

@@ -163,6 +163,8 @@ impl Core {
                     .resize(upstream.pool_max_idle_per_host, upstream.pool_idle_timeout);
             }
             core.pool.reap();
+            crate::spare::trim();
+            crate::heap::trim_recycled();
             crate::heap::release_freed_memory();
             // One worker probes quarantined keys, so each key gets one probe per due time.
             if core.worker == 0 {

@@ -81,11 +81,17 @@ pub(super) async fn serve_connection<S: Service>(
                 return;
             }
         }
+        if out.capacity() == 0 {
+            // A kept buffer of this worker, any size: it grows to the answers this worker sends
+            // (up to `spare`'s bound), so answering allocates none.
+            out = crate::spare::take(crate::spare::Kind::Write, 0);
+        }
         // Boxed: reading, serving and answering one request is a state machine of tens of KiB
         // (forward, retries, relay); inline it would make every idle connection's task that
-        // large. One allocation per request keeps an idle connection at a few KiB; the future
-        // is built in it, not copied into it.
-        let one = crate::heap::pin_in_place(|| {
+        // large. One block per request keeps an idle connection at a few KiB; the future is
+        // built in it, not copied into it, and the worker keeps the block for the next request
+        // (`heap::recycled`: no allocation and free per request).
+        let one = crate::heap::pin_recycled(|| {
             serve_one(
                 &mut stream,
                 &mut buf,
@@ -102,14 +108,14 @@ pub(super) async fn serve_connection<S: Service>(
             return;
         }
         if buf.is_empty() {
-            // Nothing pipelined: free the answer's buffer before the idle wait, and the read
+            // Nothing pipelined: hand the answer's buffer back before the idle wait, and the read
             // buffer unless it is the idle read's own small one and the request's bytes are all
             // released: then it is rewound for the next request in place (no allocation per
             // request, and an idle connection holds what its read would allocate anyway).
             if !reclaim_small(&mut buf, IDLE_READ_BYTES) {
                 buf = BytesMut::new();
             }
-            out = BytesMut::new();
+            crate::spare::give(crate::spare::Kind::Write, std::mem::take(&mut out));
         }
     }
 }

@@ -17,7 +17,7 @@ use super::PoolKey;
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
-use crate::net::{read_more_timed_default, time_left, write_all_buf, ReadTimer};
+use crate::net::{read_more_timed_default, time_left, write_all_buf, ReadTimer, READ_RESERVE};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -70,7 +70,8 @@ impl Exchange {
             key,
             clean: false,
             reused,
-            buf: BytesMut::new(),
+            // A kept buffer of this worker (no allocation per exchange); back on drop.
+            buf: crate::spare::take(crate::spare::Kind::Read, READ_RESERVE),
             timer: ReadTimer::new(),
             body: BodyState::NotStarted,
             keep_alive: false,
@@ -291,7 +292,9 @@ impl Drop for Exchange {
     /// The only way into the pool: clean (released), completely framed with nothing left
     /// over in rotor's buffer or inside the TLS session, and the pool still there.
     fn drop(&mut self) {
-        if !self.clean || !self.reusable() {
+        let reusable = self.clean && self.reusable();
+        crate::spare::give(crate::spare::Kind::Read, std::mem::take(&mut self.buf));
+        if !reusable {
             return;
         }
         let (Some(pool), Some(mut io)) = (self.home.upgrade(), self.io.take()) else {
