@@ -1,20 +1,74 @@
 //! One monotonic millisecond clock for deadlines shared across threads (cooling, quarantine),
-//! and the request path's clock readings.
+//! and the request path's clock readings (`Moment`s).
 //! Monotonic so a wall-clock step cannot un-cool every key at once.
 //! Invariants: a request reads the clock only at the moments it reports (received, attempt
 //! start, upstream head in, answer ready, head out, end: see `proxy::finish::Trace`) and
 //! derives every other figure from those readings (`ms_at`); `latest` is never later than the
 //! true time, so only figures that may safely be early use it (an idle connection's stamp).
+//! A `Moment` becomes an `Instant` only to arm a timer (`Moment::instant`), never later than
+//! the moment it stands for.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-static START: OnceLock<Instant> = OnceLock::new();
+/// A reading of the monotonic clock (`CLOCK_MONOTONIC`, the clock `Instant` reads on Linux), in
+/// nanoseconds: the difference of two readings is one subtraction. An `Instant` difference
+/// cost ~55 instructions and its reading ~28 more than this one (callgrind, issue 18), and the
+/// request path takes several of each per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Moment(u64);
+
+impl Moment {
+    /// Reads the clock (a vDSO call, no system call).
+    #[allow(unsafe_code)]
+    pub fn now() -> Moment {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec that outlives the call; clock_gettime
+        // only writes it. CLOCK_MONOTONIC exists on every kernel rotor runs on, so the call
+        // cannot fail (were it to, `ts` stays zero: an early reading, never a late one).
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        Moment(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    }
+
+    /// Nanoseconds from `earlier` to this reading (0 when `earlier` is later).
+    pub fn nanos_since(self, earlier: Moment) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// The time from `earlier` to this reading (zero when `earlier` is later).
+    pub fn since(self, earlier: Moment) -> Duration {
+        Duration::from_nanos(self.nanos_since(earlier))
+    }
+
+    /// The `Instant` of this moment, for a timer deadline. Both clocks are read, the `Instant`
+    /// first: the result is early by the few nanoseconds between the two reads, never late.
+    pub fn instant(self) -> Instant {
+        let (instant, moment) = (Instant::now(), Moment::now());
+        match self.0.checked_sub(moment.0) {
+            Some(ahead) => instant.checked_add(Duration::from_nanos(ahead)).unwrap_or(instant),
+            None => instant
+                .checked_sub(Duration::from_nanos(moment.0 - self.0))
+                .unwrap_or(instant),
+        }
+    }
+}
+
+/// `d` after a reading (saturating: a limit past any clock stays in the far future).
+impl std::ops::Add<Duration> for Moment {
+    type Output = Moment;
+
+    fn add(self, d: Duration) -> Moment {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Moment(self.0.saturating_add(nanos))
+    }
+}
+
+static START: OnceLock<Moment> = OnceLock::new();
 
 thread_local! {
     /// This thread's latest `read`.
-    static LATEST: Cell<Option<Instant>> = const { Cell::new(None) };
+    static LATEST: Cell<Option<Moment>> = const { Cell::new(None) };
 }
 
 /// Milliseconds since the first call in this process (never 0 after the first ms).
@@ -23,32 +77,31 @@ pub fn now_ms() -> u64 {
 }
 
 /// `now_ms` of a reading already taken: no clock read.
-pub fn ms_at(at: Instant) -> u64 {
+pub fn ms_at(at: Moment) -> u64 {
     let start = START.get_or_init(|| at);
-    at.saturating_duration_since(*start).as_millis() as u64 + 1
+    at.nanos_since(*start) / 1_000_000 + 1
 }
 
 /// Reads the clock (a moment of a request worth reporting) and remembers it for `latest`.
-pub fn read() -> Instant {
-    let now = Instant::now();
+pub fn read() -> Moment {
+    let now = Moment::now();
     LATEST.set(Some(now));
     now
 }
 
 /// This thread's latest `read`, without a clock read: at most the true time, older by however
 /// long the thread went without a `read` (reads the clock when there was none yet).
-pub fn latest() -> Instant {
+pub fn latest() -> Moment {
     LATEST.get().unwrap_or_else(read)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// Waits until `d` past `from` without sleeping a thread (clippy bars `thread::sleep`).
-    fn spin(from: Instant, d: Duration) {
-        while from.elapsed() < d {
+    fn spin(from: Moment, d: Duration) {
+        while Moment::now().since(from) < d {
             std::hint::spin_loop();
         }
     }
@@ -69,9 +122,55 @@ mod tests {
         let first = read();
         assert_eq!(latest(), first);
         spin(first, Duration::from_millis(2));
-        assert!(latest() < Instant::now(), "latest is a past reading, not a new one");
+        assert!(latest() < Moment::now(), "latest is a past reading, not a new one");
         let second = read();
         assert!(second > first);
         assert_eq!(latest(), second);
+    }
+
+    /// A `Moment` is monotonic and measures what `Instant` measures: over a 20 ms wait, the
+    /// `Instant` span lies between the spans of the `Moment`s read around its two ends, however
+    /// the scheduler delayed any read.
+    #[test]
+    fn moments_are_monotonic_and_agree_with_instant() {
+        let (m0, i0, m0_after) = (Moment::now(), Instant::now(), Moment::now());
+        let mut last = m0_after;
+        while i0.elapsed() < Duration::from_millis(20) {
+            let m = Moment::now();
+            assert!(m >= last, "the clock went back: {last:?} then {m:?}");
+            last = m;
+        }
+        let (m1, i1, m1_after) = (Moment::now(), Instant::now(), Moment::now());
+        let by_instant = i1.duration_since(i0);
+        assert!(by_instant >= Duration::from_millis(20));
+        let (narrowest, widest) = (m1.since(m0_after), m1_after.since(m0));
+        assert!(
+            narrowest <= by_instant && by_instant <= widest,
+            "{by_instant:?} not within {narrowest:?}..={widest:?}"
+        );
+        assert_eq!(m0.since(m1), Duration::ZERO, "an earlier reading minus a later is zero");
+        assert_eq!(m1.nanos_since(m0), widest.as_nanos() as u64 - m1_after.nanos_since(m1));
+    }
+
+    /// A deadline made of a `Moment` becomes the `Instant` it stands for, never later (and
+    /// early only by the reads' gap, bounded loosely here: a busy test machine may preempt).
+    #[test]
+    fn instant_of_a_moment_is_never_late() {
+        let (before, now, after) = (Instant::now(), Moment::now(), Instant::now());
+        let at = now.instant();
+        assert!(at <= after, "late: {at:?} after {after:?}");
+        assert!(before.duration_since(at) < Duration::from_secs(1), "too early");
+        let later = now + Duration::from_secs(3);
+        assert_eq!(later.since(now), Duration::from_secs(3));
+        let at = later.instant();
+        assert!(at <= after + Duration::from_secs(3), "late");
+        assert!(at > before + Duration::from_secs(2), "too early");
+        let past = Moment(now.0 - 1_000_000);
+        assert!(past.instant() <= after - Duration::from_millis(1), "late");
+        assert_eq!(
+            now + Duration::MAX,
+            Moment(u64::MAX),
+            "a limit past any clock saturates"
+        );
     }
 }

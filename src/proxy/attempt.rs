@@ -462,11 +462,11 @@ fn note_attempt(
     model: &str,
     key_index: usize,
     n: usize,
-    started: std::time::Instant,
+    started: clock::Moment,
 ) {
     let mut trace = ctx.trace.borrow_mut();
-    if trace.before_upstream.is_none() {
-        trace.before_upstream = Some(started.saturating_duration_since(ctx.received_at));
+    if trace.before_upstream_ns.is_none() {
+        trace.before_upstream_ns = Some(started.nanos_since(ctx.received_at));
     }
     trace.attempts = n as u32;
     trace.provider = Some(provider.index);

@@ -4,9 +4,10 @@
 //! Invariant: runs exactly once per request, after the response (or the error) went out, and
 //! never blocks.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Core, RequestContext};
+use crate::health::clock::Moment;
 use crate::metrics::health::RelayFailure;
 use crate::metrics::Observation;
 use crate::usage::record::{RecordText, RequestRecord, Texts};
@@ -33,15 +34,16 @@ pub struct Trace {
     pub stream: bool,
     pub usage: Usage,
     pub bytes_in: u64,
-    /// rotor's own time before the first upstream send.
-    pub before_upstream: Option<Duration>,
-    /// rotor's own time between the chosen upstream answer and the client's response head.
-    pub after_upstream: Option<Duration>,
+    /// rotor's own time before the first upstream send, in ns (integers: no `Duration`
+    /// arithmetic per request).
+    pub before_upstream_ns: Option<u64>,
+    /// rotor's own time between the chosen upstream answer and the client's response head, ns.
+    pub after_upstream_ns: Option<u64>,
     /// When the response head went to the client.
-    pub first_byte_at: Option<Instant>,
+    pub first_byte_at: Option<Moment>,
     /// When the response was complete, read by the relay as the answer ended; `None` (an error
     /// answer, a cache hit) = `finish` reads the clock.
-    pub ended_at: Option<Instant>,
+    pub ended_at: Option<Moment>,
     /// Error kind when the request failed (e.g. `upstream_timeout`), else empty.
     pub error: &'static str,
     /// How the answer failed after its status went out (a cut, an idle upstream, a client that
@@ -53,9 +55,9 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// rotor's own added time, when the request reached an upstream.
-    pub fn overhead(&self) -> Option<Duration> {
-        Some(self.before_upstream? + self.after_upstream.unwrap_or_default())
+    /// rotor's own added time in ns, when the request reached an upstream.
+    pub fn overhead_ns(&self) -> Option<u64> {
+        Some(self.before_upstream_ns? + self.after_upstream_ns.unwrap_or_default())
     }
 }
 
@@ -67,11 +69,16 @@ fn capped(model: &str) -> std::borrow::Cow<'_, str> {
     crate::metrics::cap(model, MAX_RECORD_MODEL_BYTES)
 }
 
+/// Nanoseconds as the seconds metrics observe.
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
 pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: u64) {
     let trace = ctx.trace.borrow();
-    let ended_at = trace.ended_at.unwrap_or_else(Instant::now);
-    let elapsed = ended_at.saturating_duration_since(ctx.received_at);
-    let overhead = trace.overhead();
+    let ended_at = trace.ended_at.unwrap_or_else(Moment::now);
+    let elapsed_ns = ended_at.nanos_since(ctx.received_at);
+    let overhead_ns = trace.overhead_ns();
     let usage = trace.usage;
     let config = &ctx.generation.config;
     let provider = match trace.cache {
@@ -101,8 +108,8 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         model,
         provider,
         status,
-        duration_s: elapsed.as_secs_f64(),
-        overhead_s: overhead.map(|d| d.as_secs_f64()),
+        duration_s: seconds(elapsed_ns),
+        overhead_s: overhead_ns.map(seconds),
         tokens: [
             usage.prompt_tokens,
             usage.completion_tokens,
@@ -114,7 +121,9 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models" | "admin") {
         return;
     }
-    let arrived = SystemTime::now().checked_sub(elapsed).unwrap_or_else(SystemTime::now);
+    let arrived = SystemTime::now()
+        .checked_sub(Duration::from_nanos(elapsed_ns))
+        .unwrap_or_else(SystemTime::now);
     let ts_ms = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let client = trace
         .client
@@ -124,8 +133,8 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         .key
         .and_then(|(p, k)| ctx.generation.key_health.get(p, k))
         .map_or("", |h| h.masked.as_str());
-    let latency_ms = elapsed.as_millis() as u64;
-    let overhead_us = overhead.map_or(0, |d| d.as_micros() as u64);
+    let latency_ms = elapsed_ns / 1_000_000;
+    let overhead_us = overhead_ns.map_or(0, |ns| ns / 1_000);
     // Every request counts in the stats, whether or not it gets a row.
     core.rollups.lock().add(&Sample {
         ts_ms,
@@ -165,7 +174,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         latency_ms,
         ttfb_ms: trace
             .first_byte_at
-            .map_or(0, |t| t.duration_since(ctx.received_at).as_millis() as u64),
+            .map_or(0, |t| t.nanos_since(ctx.received_at) / 1_000_000),
         overhead_us,
         usage,
         bytes_in: trace.bytes_in,

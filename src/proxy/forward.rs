@@ -5,7 +5,7 @@
 //! every retry is invisible to the client; at most `retry.max_attempts` upstream requests are
 //! made per client request (a stale pooled connection retried once does not count).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -22,6 +22,7 @@ use super::target::{check_passthrough_path, check_upstream_path};
 use super::{Core, Endpoint, RequestContext};
 use crate::codec::json::Inspection;
 use crate::config::{Client, Config, Provider, Route};
+use crate::health::clock::Moment;
 use crate::health::{now_ms, Gate};
 use crate::limits;
 use crate::limits::estimate::estimate_tokens;
@@ -151,7 +152,7 @@ pub(super) struct Job<'a> {
     pub(super) inspection: &'a Inspection,
     pub(super) model: &'a str,
     pub(super) endpoint: Endpoint,
-    pub(super) deadline: Option<Instant>,
+    pub(super) deadline: Option<Moment>,
     pub(super) plan: &'a [Step<'a>],
     /// A cache miss's key: the delivered answer is stored under it when it qualifies.
     pub(super) cache: std::cell::RefCell<Option<crate::cache::CacheKey>>,
@@ -202,7 +203,7 @@ async fn attempt_all(
         if attempt.made > made_before && attempt.next_pass() {
             continue;
         }
-        if attempt.made == 0 && std::mem::take(&mut attempt.leasing) && Instant::now() < lease_deadline {
+        if attempt.made == 0 && std::mem::take(&mut attempt.leasing) && Moment::now() < lease_deadline {
             // A key had no cluster lease in hand: the cluster thread is drawing one.
             Box::pin(monoio::time::sleep(super::admit::LEASE_POLL)).await;
             continue;

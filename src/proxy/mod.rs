@@ -85,7 +85,7 @@ pub struct RequestContext {
     pub generation: Arc<Generation>,
     pub request_id: Bytes,
     /// When the request head arrived.
-    pub received_at: std::time::Instant,
+    pub received_at: crate::health::clock::Moment,
     /// What the phases learn, for `finish`; borrowed briefly, never across an `.await`.
     pub trace: RefCell<finish::Trace>,
 }

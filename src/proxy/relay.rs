@@ -9,7 +9,7 @@
 //! whole (non-SSE) answer that breaks off while it is read, before any byte of it reached the
 //! client, is handed back for a retry.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -20,7 +20,7 @@ use super::tick::Tick;
 use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::{DisconnectPolicy, Provider};
-use crate::health::clock;
+use crate::health::clock::{self, Moment};
 use crate::metrics::health::RelayFailure;
 use crate::providers::transform::{Emit, ResponseTransform};
 use crate::server::Responder;
@@ -65,7 +65,7 @@ pub(super) struct RelayInput<'a> {
     /// GETs with the attempt's key, for a transform that reads a URL at the end.
     pub fetcher: &'a Fetcher<'a>,
     /// Absolute deadline for the whole request (`upstream.request_timeout_ms`), if any.
-    pub deadline: Option<Instant>,
+    pub deadline: Option<Moment>,
     /// `Retry-After` seconds to add when the upstream's answer has none (a relayed 503).
     pub retry_after: Option<u64>,
 }
@@ -276,13 +276,13 @@ async fn read_whole(exchange: &mut Exchange, idle: Duration) -> Result<Whole, Up
 
 /// rotor's own time (before the upstream send, plus from the answer being ready to its head
 /// going out), in µs.
-fn overhead_micros(ctx: &RequestContext, answer_ready: Instant, head_out: Instant) -> u128 {
+fn overhead_micros(ctx: &RequestContext, answer_ready: Moment, head_out: Moment) -> u64 {
     let mut trace = ctx.trace.borrow_mut();
-    trace.after_upstream = Some(head_out.saturating_duration_since(answer_ready));
-    trace.overhead().map_or(0, |d| d.as_micros())
+    trace.after_upstream_ns = Some(head_out.nanos_since(answer_ready));
+    trace.overhead_ns().map_or(0, |ns| ns / 1_000)
 }
 
-fn mark_first_byte(ctx: &RequestContext, at: Instant) {
+fn mark_first_byte(ctx: &RequestContext, at: Moment) {
     ctx.trace.borrow_mut().first_byte_at = Some(at);
 }
 
@@ -324,7 +324,7 @@ fn client_gone(ctx: &RequestContext, e: std::io::Error) -> ProxyError {
 struct Stream<'a> {
     idle: Duration,
     keepalive: Option<Duration>,
-    deadline: Option<Instant>,
+    deadline: Option<Moment>,
     sse: bool,
     policy: DisconnectPolicy,
     fetcher: &'a Fetcher<'a>,
@@ -425,7 +425,7 @@ impl Stream<'_> {
     ) -> Next {
         let mut read = std::pin::pin!(exchange.next_piece(self.idle));
         // The silence a keepalive ends starts now (and again after each keepalive).
-        let mut quiet_since = Instant::now();
+        let mut quiet_since = Moment::now();
         loop {
             if self.deadline.is_some_and(|d| quiet_since >= d) {
                 return Next::Deadline;
@@ -439,7 +439,7 @@ impl Stream<'_> {
             if let Some(piece) = tick.race(due, read.as_mut()).await {
                 return Next::Piece(piece);
             }
-            let now = Instant::now();
+            let now = Moment::now();
             if self.deadline.is_some_and(|d| now >= d) {
                 return Next::Deadline;
             }
@@ -450,7 +450,7 @@ impl Stream<'_> {
                         return Next::ClientGone;
                     }
                 }
-                quiet_since = Instant::now();
+                quiet_since = Moment::now();
             }
         }
     }

@@ -5,7 +5,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
+
+use crate::health::clock::Moment;
 
 /// The one keepalive / deadline timer of a stream, armed when first needed and moved only when
 /// it fires: a timer built, inserted into the wheel, removed and freed for every upstream piece
@@ -17,17 +18,18 @@ pub(super) struct Tick {
     timer: Option<Pin<Box<monoio::time::Sleep>>>,
     /// Where the timer is armed; never later than any `due` asked for since (a silence starts
     /// later each piece and the deadline is fixed), so an armed timer fires no later than due.
-    armed: Option<Instant>,
+    armed: Option<Moment>,
 }
 
 impl Tick {
     /// `read`'s output, or `None` when the timer fired first (at `due` or earlier).
-    pub(super) async fn race<F: Future>(&mut self, due: Instant, read: Pin<&mut F>) -> Option<F::Output> {
+    pub(super) async fn race<F: Future>(&mut self, due: Moment, read: Pin<&mut F>) -> Option<F::Output> {
         let timer = match (&mut self.timer, self.armed) {
             (Some(timer), Some(armed)) if armed <= due => timer,
             (slot, _) => {
                 self.armed = Some(due);
-                let at = monoio::time::Instant::from_std(due);
+                // Never later than `due` (`Moment::instant`).
+                let at = monoio::time::Instant::from_std(due.instant());
                 match slot {
                     Some(timer) => {
                         timer.as_mut().reset(at);

@@ -59,7 +59,7 @@ pub struct Request {
     pub body: Bytes,
     pub peer: SocketAddr,
     /// When the first byte of the head arrived (the start of rotor's own latency).
-    pub received_at: Instant,
+    pub received_at: crate::health::clock::Moment,
 }
 
 /// What a worker serves: the gateway, or the built-in mock. One instance per core.

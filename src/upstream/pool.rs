@@ -7,9 +7,9 @@
 //! truth, so it can only expire early, never late.
 
 use std::cell::{Cell, RefCell};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::health::clock;
+use crate::health::clock::{self, Moment};
 
 use ahash::AHashMap;
 
@@ -18,7 +18,7 @@ use super::PoolKey;
 
 struct Idle {
     io: Box<Io>,
-    since: Instant,
+    since: Moment,
 }
 
 pub struct Pool {
@@ -27,10 +27,9 @@ pub struct Pool {
     idle_timeout: Cell<Duration>,
 }
 
-/// Idle for less than `timeout` at `now` (an addition: cheaper than the difference of two
-/// readings).
-fn fresh(entry: &Idle, timeout: Duration, now: Instant) -> bool {
-    entry.since.checked_add(timeout).is_some_and(|expires| now < expires)
+/// Idle for less than `timeout` at `now`.
+fn fresh(entry: &Idle, timeout: Duration, now: Moment) -> bool {
+    now < entry.since + timeout
 }
 
 impl Pool {
@@ -85,7 +84,7 @@ impl Pool {
     pub fn reap(&self) {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
-        let now = Instant::now();
+        let now = Moment::now();
         idle.retain(|_, list| {
             list.retain(|entry| fresh(entry, timeout, now));
             !list.is_empty()
