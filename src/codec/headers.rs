@@ -1,9 +1,10 @@
 //! `Headers`: the header fields of one parsed head, as spans into its frozen buffer.
 //!
 //! Invariant: every span was measured on the buffer the list holds (`parsed`, or built with it
-//! in `from_pairs`); fields are sliced on demand through `get`, so a span that does not fit
-//! reads as empty instead of panicking. Parsing a head makes no `Bytes` per field (issue 18:
-//! one `Bytes` per name and value, collected into a `Vec`, cost ~830 instructions a request).
+//! in `from_pairs`), and its name range holds the bytes of a `&str` there; fields are sliced on
+//! demand through `get`, so a span that does not fit reads as empty instead of panicking.
+//! Parsing a head makes no `Bytes` per field (issue 18: one `Bytes` per name and value,
+//! collected into a `Vec`, cost ~830 instructions a request).
 //! Each span carries the [`Field`] its name is (recognised once, while parsing), and the list
 //! an index of where each field first is, so `field` is one array read and no name compare;
 //! and the list the set of its names' lengths, so a look-up by any other name that no field has
@@ -70,8 +71,11 @@ impl Spans {
         }
     }
 
-    /// Appends the field named `name`, recognising it.
-    fn push(&mut self, name_bytes: &[u8], name: Range<usize>, value: Range<usize>) {
+    /// Appends the field named `name`, recognising it. `name` is text, and `name_at` where its
+    /// bytes lie in the list's buffer: what lets [`Headers::tagged_text`] hand names out as
+    /// text without checking them again.
+    fn push(&mut self, name: &str, name_at: Range<usize>, value: Range<usize>) {
+        let (name_bytes, name) = (name.as_bytes(), name_at);
         let field = Field::of(name_bytes);
         self.lengths.note(name_bytes.len());
         if let Some(f) = field {
@@ -85,11 +89,7 @@ impl Spans {
 pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Spans {
     let mut spans = Spans::with_capacity(headers.len());
     for h in headers {
-        spans.push(
-            h.name.as_bytes(),
-            range_in(base, h.name.as_bytes()),
-            range_in(base, h.value),
-        );
+        spans.push(h.name, range_in(base, h.name.as_bytes()), range_in(base, h.value));
     }
     spans
 }
@@ -115,13 +115,13 @@ impl Headers {
     }
 
     /// A list of the given fields, in order, in one buffer of its own.
-    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Self {
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Self {
         let mut buf = BytesMut::new();
         let mut spans = Spans::with_capacity(pairs.len());
         for (name, value) in pairs {
             let (name, value) = (name.as_ref(), value.as_ref());
             let start = buf.len();
-            buf.put_slice(name);
+            buf.put_slice(name.as_bytes());
             buf.put_slice(value);
             let mid = start + name.len();
             spans.push(name, start..mid, mid..mid + value.len());
@@ -184,6 +184,14 @@ impl Headers {
         self.spans.iter().map(|s| (s.field, field(&self.head, s)))
     }
 
+    /// [`Headers::tagged`] with each name as text, for writing it into an answer's head: not
+    /// checked again (`from_utf8` on every name cost ~70 instructions each, issue 18).
+    pub fn tagged_text(&self) -> impl Iterator<Item = (Option<Field>, &str, &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|s| (s.field, name_text(&self.head, s), slice(&self.head, &s.value)))
+    }
+
     /// The value of the first field named `name`, compared ASCII case-insensitively (field
     /// names are case-insensitive, RFC 9110 §5.1). A [`Field`] is read through the index.
     #[inline]
@@ -222,6 +230,19 @@ impl Headers {
 
 fn slice<'a>(head: &'a [u8], r: &Range<usize>) -> &'a [u8] {
     head.get(r.clone()).unwrap_or_default()
+}
+
+/// The one unchecked conversion: only `Headers::tagged_text` calls it, on a list's own buffer.
+#[allow(unsafe_code)]
+fn name_text<'a>(head: &'a [u8], s: &Span) -> &'a str {
+    let name = slice(head, &s.name);
+    debug_assert!(std::str::from_utf8(name).is_ok());
+    // SAFETY: `Spans::push`, the only maker of spans, takes each name as a `&str` together with
+    // where those bytes lie in the buffer the list then holds (httparse's `&str` names measured
+    // on the head it parsed, or a pair's name written by `from_pairs`), and `Bytes` never
+    // changes its contents; a range that does not fit reads as empty. No safe way: std has no
+    // stable ASCII-to-`str` conversion, and checking again is the cost this avoids.
+    unsafe { std::str::from_utf8_unchecked(name) }
 }
 
 fn field<'a>(head: &'a [u8], s: &Span) -> Header<'a> {
@@ -293,13 +314,29 @@ mod tests {
     #[test]
     fn a_span_outside_the_buffer_reads_as_empty() {
         let mut spans = Spans::default();
-        spans.push(b"a", 0..1, 1..9);
-        spans.push(b"te", 0..1, 1..9);
-        let h = Headers::parsed(Bytes::from_static(b"ab"), spans);
+        spans.push("a", 0..1, 1..9);
+        spans.push("te", 1..3, 3..9);
+        let h = Headers::parsed(Bytes::from_static(b"ate"), spans);
         assert_eq!(h.get(0), Some(Header { name: b"a", value: b"" }));
         assert_eq!(h.find_bytes("a").as_deref(), Some(&b""[..]));
         assert_eq!(h.field_bytes(Field::Te).as_deref(), Some(&b""[..]));
         assert_eq!(h.field(Field::Te), Some(&b""[..]));
+        let text: Vec<(Option<Field>, &str, &[u8])> = h.tagged_text().collect();
+        assert_eq!(text, [(None, "a", &b""[..]), (Some(Field::Te), "te", &b""[..])]);
+    }
+
+    #[test]
+    fn names_as_text_are_the_names() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: a\r\nX-Odd_Name!: \xe9\r\nx-request-id: 1\r\n\r\n";
+        let mut buf = BytesMut::from(&raw[..]);
+        let head = crate::codec::response::parse_response_head(&mut buf, &Default::default(), false)
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = head.headers.tagged_text().map(|(_, n, _)| n).collect();
+        assert_eq!(names, ["Content-Type", "X-Odd_Name!", "x-request-id"]);
+        let pairs = Headers::from_pairs(&[("caf\u{e9}", "v"), ("b", "w")]);
+        let got: Vec<(&str, &[u8])> = pairs.tagged_text().map(|(_, n, v)| (n, v)).collect();
+        assert_eq!(got, [("caf\u{e9}", &b"v"[..]), ("b", &b"w"[..])]);
     }
 
     /// `find` answers as a walk comparing every name, whatever lengths the list holds (the
