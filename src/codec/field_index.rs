@@ -82,7 +82,7 @@ impl Field {
     }
 
     /// The field `name` is, if any: its length and first byte leave at most one candidate,
-    /// which is then compared whole (one compare per field, most fields none).
+    /// whose name is then compared whole in at most three words (see [`Key`]).
     pub fn of(name: &[u8]) -> Option<Field> {
         let candidate = match (name.len(), name.first().map(u8::to_ascii_lowercase)) {
             (2, _) => Field::Te,
@@ -107,7 +107,7 @@ impl Field {
             (19, _) => Field::ProxyAuthorization,
             _ => return None,
         };
-        token_eq_lower(name, candidate.name().as_bytes()).then_some(candidate)
+        KEYS.get(candidate as usize)?.matches(name).then_some(candidate)
     }
 
     /// Hop-by-hop (RFC 9110 §7.6.1), set by rotor for the upstream hop, or the client's own
@@ -163,50 +163,97 @@ impl FieldIndex {
     }
 }
 
-/// `name` equals `lower` (a name with no uppercase ASCII letter) ASCII case-insensitively,
-/// eight bytes at a time: `name` is lowercased a word at once and compared with `lower`'s word.
-/// A name of 8 or more bytes ends with the overlapping last word; a shorter one is one word
-/// padded with NUL (on both sides, so the padding compares equal).
-pub(crate) fn token_eq_lower(name: &[u8], lower: &[u8]) -> bool {
-    if name.len() != lower.len() {
-        return false;
-    }
-    if name.len() < 8 {
-        return to_lower8(padded(name)) == padded(lower);
-    }
-    let mut ours = name.chunks_exact(8);
-    let mut theirs = lower.chunks_exact(8);
-    for (a, b) in ours.by_ref().zip(theirs.by_ref()) {
-        if to_lower8(word(a)) != word(b) {
-            return false;
+/// A field's name as the words [`words`] reads from a name of its length, and which bits of
+/// them case may change: `0x20` in each byte that is a letter, none elsewhere. A name of that
+/// length is the field's, ASCII case-insensitively, exactly when every word ORed with `fold`
+/// equals `word`: a letter's byte may differ only in its case bit, any other byte not at all.
+/// Two operations a word, where lowercasing the name a word at a time took eight (issue 18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    word: [u64; 3],
+    fold: [u64; 3],
+}
+
+impl Key {
+    const fn of(name: &str) -> Key {
+        let word = words_const(name.as_bytes());
+        let mut fold = [0u64; 3];
+        let mut w = 0;
+        while w < 3 {
+            let mut byte = 0;
+            while byte < 8 {
+                let b = (word[w] >> (byte * 8)) as u8;
+                if b.is_ascii_lowercase() {
+                    fold[w] |= 0x20 << (byte * 8);
+                }
+                byte += 1;
+            }
+            w += 1;
         }
+        Key { word, fold }
     }
-    let last = |b: &[u8]| u64::from_le_bytes(b.last_chunk::<8>().copied().unwrap_or_default());
-    to_lower8(last(name)) == last(lower)
+
+    /// `name` (of the field's length: the caller picked the field by it) is the field's name.
+    fn matches(&self, name: &[u8]) -> bool {
+        let w = words(name);
+        let differ = |i: usize| (w[i] | self.fold[i]) ^ self.word[i];
+        differ(0) | differ(1) | differ(2) == 0
+    }
 }
 
-/// Eight bytes as one little-endian word (a shorter slice reads as zero).
-fn word(b: &[u8]) -> u64 {
-    u64::from_le_bytes(b.try_into().unwrap_or_default())
+/// The key of each field, at its index.
+static KEYS: [Key; Field::ALL.len()] = {
+    let mut keys = [Key {
+        word: [0; 3],
+        fold: [0; 3],
+    }; Field::ALL.len()];
+    let mut i = 0;
+    while i < keys.len() {
+        keys[i] = Key::of(Field::ALL[i].name());
+        i += 1;
+    }
+    keys
+};
+
+/// A name of up to 24 bytes as up to three little-endian words that together hold every byte,
+/// read in at most three loads however long it is: up to 8 bytes, its first and last four
+/// (two, for 2 or 3 bytes) in one word; up to 16, its first and last eight; up to 24, bytes
+/// 0..8, 8..16 and its last eight. Words overlap, so two names of one length are equal exactly
+/// when their words are. Unused words are 0.
+fn words(name: &[u8]) -> [u64; 3] {
+    let eight = |b: &[u8]| b.first_chunk::<8>().map_or(0, |c| u64::from_le_bytes(*c));
+    let last8 = |b: &[u8]| b.last_chunk::<8>().map_or(0, |c| u64::from_le_bytes(*c));
+    let four = |c: Option<&[u8; 4]>| c.map_or(0, |c| u64::from(u32::from_le_bytes(*c)));
+    let two = |c: Option<&[u8; 2]>| c.map_or(0, |c| u64::from(u16::from_le_bytes(*c)));
+    match name.len() {
+        0..=1 => [name.first().map_or(0, |&b| u64::from(b)), 0, 0],
+        2..=3 => [two(name.first_chunk()) | two(name.last_chunk()) << 16, 0, 0],
+        4..=8 => [four(name.first_chunk()) | four(name.last_chunk()) << 32, 0, 0],
+        9..=16 => [eight(name), last8(name), 0],
+        _ => [eight(name), eight(name.get(8..).unwrap_or_default()), last8(name)],
+    }
 }
 
-/// Up to seven bytes as one word, NUL-padded.
-fn padded(b: &[u8]) -> u64 {
-    b.iter().rev().fold(0u64, |w, &byte| w << 8 | u64::from(byte))
-}
-
-/// Every byte `A`..=`Z` of `x` lowercased, every other byte as it was. Per lane, on its low
-/// seven bits (so no carry crosses a lane): `+ 0x3f` sets the lane's high bit from `A` on,
-/// `+ 0x25` from `[` on; a lane in between whose own high bit is clear is an uppercase letter,
-/// and gets 0x20 added (its flag, 0x80, shifted down by two).
-fn to_lower8(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const LOW7: u64 = ONES * 0x7f;
-    let low = x & LOW7;
-    let from_a = low + ONES * u64::from(0x80 - b'A');
-    let past_z = low + ONES * u64::from(0x80 - b'Z' - 1);
-    let upper = from_a & !past_z & !x & !LOW7;
-    x | upper >> 2
+/// [`words`] for the keys, at compile time (a byte at a time; a test holds the two equal).
+const fn words_const(name: &[u8]) -> [u64; 3] {
+    const fn le(name: &[u8], from: usize, count: usize) -> u64 {
+        let mut w = 0u64;
+        let mut i = 0;
+        while i < count {
+            w |= (name[from + i] as u64) << (8 * i);
+            i += 1;
+        }
+        w
+    }
+    let n = name.len();
+    match n {
+        0 => [0, 0, 0],
+        1 => [name[0] as u64, 0, 0],
+        2..=3 => [le(name, 0, 2) | le(name, n - 2, 2) << 16, 0, 0],
+        4..=8 => [le(name, 0, 4) | le(name, n - 4, 4) << 32, 0, 0],
+        9..=16 => [le(name, 0, 8), le(name, n - 8, 8), 0],
+        _ => [le(name, 0, 8), le(name, 8, 8), le(name, n - 8, 8)],
+    }
 }
 
 #[cfg(test)]
@@ -252,26 +299,36 @@ mod tests {
     }
 
     #[test]
-    fn token_eq_lower_agrees_with_eq_ignore_ascii_case() {
-        // Every byte value against each letter's case and the neighbours of `A`, `Z`, `a`, `z`,
-        // at every position of names 1..=24 bytes long (short words, whole and overlapping).
-        let lower = b"abcdefghijklmnopqrstuvwxyz-0123";
-        for len in 1..=24 {
-            let want = &lower[..len];
-            for at in 0..len {
+    fn of_agrees_with_eq_ignore_ascii_case_at_every_byte() {
+        // Each field's name with every byte value at every position: the neighbours of `A`,
+        // `Z`, `a`, `z`, each letter's other case, and bytes that differ from `-` only in 0x20.
+        for f in Field::ALL {
+            let name = f.name().as_bytes();
+            for at in 0..name.len() {
                 for byte in 0..=255u8 {
-                    let mut name = want.to_vec();
-                    name[at] = byte;
-                    assert_eq!(
-                        token_eq_lower(&name, want),
-                        name.eq_ignore_ascii_case(want),
-                        "{name:?} {want:?}"
-                    );
+                    let mut near = name.to_vec();
+                    near[at] = byte;
+                    let want = Field::ALL
+                        .into_iter()
+                        .find(|g| g.name().as_bytes().eq_ignore_ascii_case(&near));
+                    assert_eq!(Field::of(&near), want, "{near:?}");
                 }
             }
-            assert!(!token_eq_lower(&want[1..], want));
         }
-        assert!(token_eq_lower(b"", b""));
+    }
+
+    #[test]
+    fn words_hold_every_byte_and_agree_with_the_const_reading() {
+        let text = b"abcdefghijklmnopqrstuvwx";
+        for len in 0..=24 {
+            let name = &text[..len];
+            assert_eq!(words(name), words_const(name), "{len}");
+            for at in 0..len {
+                let mut other = name.to_vec();
+                other[at] ^= 0x40;
+                assert_ne!(words(&other), words(name), "{len} {at}");
+            }
+        }
     }
 
     #[test]

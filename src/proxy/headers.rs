@@ -242,19 +242,17 @@ pub fn response_headers<'a>(
     attempts: &'a [u8],
 ) -> ResponseHeaders<'a> {
     let mut out = ResponseHeaders::with_capacity(upstream.len() + 4);
-    for (field, h) in upstream.tagged() {
+    for (field, name, value) in upstream.tagged_text() {
         if field.is_some_and(Field::not_returned) {
             continue;
         }
         // The provider's own request id stays visible (support tickets need it) under a name
         // that does not collide with rotor's.
         if field == Some(Field::XRequestId) {
-            out.push(("x-upstream-request-id", h.value));
+            out.push(("x-upstream-request-id", value));
             continue;
         }
-        if let Ok(name) = std::str::from_utf8(h.name) {
-            out.push((name, h.value));
-        }
+        out.push((name, value));
     }
     out.push(("x-request-id", request_id));
     out.push(("x-rotor-provider", provider.as_bytes()));

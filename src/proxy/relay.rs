@@ -19,6 +19,7 @@ use super::headers::response_headers;
 use super::tick::Tick;
 use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
+use crate::codec::Field;
 use crate::config::{DisconnectPolicy, Provider};
 use crate::health::clock::{self, Moment};
 use crate::metrics::health::RelayFailure;
@@ -303,11 +304,11 @@ fn mark_end(ctx: &RequestContext, returned: Option<Exchange>) {
     }
 }
 
+/// Any `Content-Type` field (through the field index, not a walk comparing names) says so.
 fn is_event_stream(head: &ResponseHead) -> bool {
-    head.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case(b"content-type")
-            && h.value.len() >= 17
-            && h.value[..17].eq_ignore_ascii_case(b"text/event-stream")
+    head.headers.fields(Field::ContentType).any(|v| {
+        v.get(..17)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
     })
 }
 
