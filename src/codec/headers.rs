@@ -105,6 +105,8 @@ pub struct Headers {
 
 impl Headers {
     /// The fields at `spans` of `head` (the frozen buffer the spans were measured on).
+    /// `head` must be that very buffer: [`Headers::tagged_text`] trusts that each span's name
+    /// range holds the text pushed with it (the `unsafe` in `name_text`).
     pub(crate) fn parsed(head: Bytes, spans: Spans) -> Self {
         Self {
             head,
