@@ -75,6 +75,20 @@ pub fn put_request_header(out: &mut BytesMut, name: &[u8], value: &[u8]) -> Resu
     Ok(())
 }
 
+/// [`put_request_header`] for a name the request parser tagged as one of [`super::Field`]'s:
+/// it equals a fixed token name ignoring ASCII case, so it holds no separator or control byte
+/// and only the value is checked (the name scan cost ~50 per forwarded field, callgrind).
+pub fn put_request_field(out: &mut BytesMut, name: &[u8], value: &[u8]) -> Result<(), UnsafeHead> {
+    debug_assert!(super::Field::of(name).is_some(), "a tagged name");
+    if holds_any(value, true) {
+        return Err(UnsafeHead("header value"));
+    }
+    let mut fill = Fill::new(out, name.len() + value.len() + 4);
+    fill.field(name, value);
+    fill.commit();
+    Ok(())
+}
+
 /// One chunk: hex size, CRLF, data, CRLF. Empty `data` writes nothing, because an empty chunk
 /// would be read as the last one.
 pub fn write_chunk(out: &mut BytesMut, data: &[u8]) {
@@ -135,6 +149,26 @@ mod tests {
         }
         assert_eq!(out.len(), good, "a refused piece writes nothing");
         assert_eq!(&out[..], b"/v1beta/models/x:generateContentx-goog-api-key: k\r\n");
+    }
+
+    /// Every name `Field` tags passes the full name check, in any case: skipping it for them
+    /// (`put_request_field`) writes and refuses exactly what `put_request_header` does.
+    #[test]
+    fn tagged_names_need_no_name_check() {
+        for field in crate::codec::Field::ALL {
+            for name in [field.name().to_owned(), field.name().to_ascii_uppercase()] {
+                assert_eq!(crate::codec::Field::of(name.as_bytes()), Some(field), "{name}");
+                for value in [&b"v"[..], b"", b"a b\t\xff", b"a\r\nx: 1", b"a\0"] {
+                    let (mut full, mut quick) = (BytesMut::new(), BytesMut::new());
+                    assert_eq!(
+                        put_request_header(&mut full, name.as_bytes(), value),
+                        put_request_field(&mut quick, name.as_bytes(), value),
+                        "{name} {value:?}"
+                    );
+                    assert_eq!(full, quick, "{name} {value:?}");
+                }
+            }
+        }
     }
 
     /// Differential: `holds_any` answers as `memchr2` / `memchr3` did, at every length and

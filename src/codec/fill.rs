@@ -33,8 +33,15 @@ impl<'a> Fill<'a> {
         let end = self.at + piece.len();
         match self.out.spare_capacity_mut().get_mut(self.at..end) {
             Some(dst) if !self.full => {
-                for (d, &s) in dst.iter_mut().zip(piece) {
-                    d.write(s);
+                // A byte loop over `MaybeUninit::write` was not turned into a copy (+400 per
+                // chat request, callgrind): copy the piece whole.
+                // SAFETY: `dst` is `piece.len()` elements of spare capacity (the range above)
+                // and `MaybeUninit<u8>` has the layout of `u8`. The spare room belongs to `out`
+                // alone (a `BytesMut` never shares it, and `piece` is borrowed while `out` is
+                // borrowed mutably), so the two cannot overlap.
+                #[allow(unsafe_code)]
+                unsafe {
+                    std::ptr::copy_nonoverlapping(piece.as_ptr(), dst.as_mut_ptr().cast::<u8>(), piece.len());
                 }
                 self.at = end;
             }
@@ -55,7 +62,7 @@ impl<'a> Fill<'a> {
     #[inline(always)]
     pub(crate) fn commit(self) -> usize {
         let written = self.at;
-        // SAFETY: `put` wrote (with `MaybeUninit::write`) each of the first `written` bytes of
+        // SAFETY: `put` wrote each of the first `written` bytes of
         // the spare capacity, in order and without gaps (`at` only moves past a piece once it
         // is written), and never past it (`get_mut` is bounds-checked against the spare
         // capacity). So every byte taken into the length is initialised and within capacity.

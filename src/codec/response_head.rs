@@ -155,6 +155,10 @@ pub fn write_head(
     };
     let end = if keep_alive { END_KEEP } else { END_CLOSE };
     let end = if framing_line.is_empty() { &end[2..] } else { end };
+    debug_assert!(
+        fields.own.iter().all(|&(n, v)| !breaks_line(n, v)),
+        "rotor's own fields hold no line break"
+    );
     let (fields_len, clean) = measure(fields);
     let fixed = line.len() + code.len() + line_end.len() + framing_line.len() + digits.len() + end.len();
     let len = fixed + fields_len;

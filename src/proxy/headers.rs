@@ -6,7 +6,7 @@
 use crate::codec::Field;
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
+use crate::codec::encode::{put_request_field, put_request_header as put_header, put_target, UnsafeHead};
 use crate::codec::head::{Header, Headers, RequestHead};
 use crate::codec::response_head::{HeadFields, Pair};
 use crate::config::Provider;
@@ -240,7 +240,11 @@ fn put_client_headers(
         {
             continue;
         }
-        put_header(out, name, value)?;
+        match field {
+            // A tagged name is one of `Field`'s names: only the value needs the check.
+            Some(_) => put_request_field(out, name, value)?,
+            None => put_header(out, name, value)?,
+        }
     }
     Ok(())
 }
@@ -350,6 +354,37 @@ mod tests {
         ];
         others.extend(NOT_FORWARDED);
         agrees_with_the_list(not_returned, NOT_RETURNED, &others);
+    }
+
+    /// `split` at `OWN_FIELDS` from the end leaves exactly rotor's own fields unchecked, and
+    /// every upstream field (a hostile value too) on the checked side.
+    #[test]
+    fn only_rotors_own_fields_skip_the_check() {
+        let upstream = Headers::from_pairs(&[
+            ("content-type", &b"application/json"[..]),
+            ("x-request-id", b"up-1"),
+            ("x-evil", b"a\r\nset-cookie: y"),
+        ]);
+        let headers = response_headers(&upstream, b"rid", "mock", b"2");
+        let fields = split(&headers, headers.len() - OWN_FIELDS);
+        let own: Vec<&str> = fields.own.iter().map(|(n, _)| *n).collect();
+        assert_eq!(own, ["x-request-id", "x-rotor-provider", "x-rotor-attempts"]);
+        let checked: Vec<&str> = fields.checked.iter().map(|(n, _)| *n).collect();
+        assert_eq!(checked, ["content-type", "x-upstream-request-id", "x-evil"]);
+        let mut out = BytesMut::new();
+        crate::codec::response_head::write_head(&mut out, 200, fields, None, true, 0);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("evil") && !text.contains("set-cookie"), "{text}");
+        assert!(
+            text.ends_with("x-request-id: rid\r\nx-rotor-provider: mock\r\nx-rotor-attempts: 2\r\n\r\n"),
+            "{text}"
+        );
+        let whole = split(&headers, headers.len() + 1);
+        assert_eq!(
+            (whole.checked.len(), whole.own.len()),
+            (headers.len(), 0),
+            "out of range: all checked"
+        );
     }
 
     #[test]
