@@ -105,7 +105,7 @@ pub(super) async fn relay(
         let before = headers.len();
         headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
         // Only the upstream's fields can be named content-type so far.
-        own_from -= before - headers.len();
+        own_from = own_from.saturating_sub(before - headers.len());
         headers.push(("content-type", content_type));
     }
     if let Some(seconds) = retry_after {
