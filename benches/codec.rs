@@ -82,6 +82,7 @@ fn bench_heads(c: &mut Criterion) {
     let auth = Auth {
         key,
         line: prepared.and_then(|p| p.key_line(0)),
+        post: prepared.and_then(|p| p.post_line(0)),
     };
     let mut buf = BytesMut::from(REQUEST_HEAD);
     let head = parse_request_head(&mut buf, &limits)

@@ -10,10 +10,12 @@ pub mod depth;
 pub mod encode;
 pub mod field_index;
 mod fields;
+mod fill;
 pub mod head;
 mod headers;
 pub mod json;
 pub mod response;
+pub mod response_head;
 pub(crate) mod scan;
 pub mod sse;
 pub mod target;
@@ -22,13 +24,14 @@ pub mod time;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};
 pub use depth::{check_depth, TooDeep, DEFAULT_MAX_DEPTH};
-pub use encode::{reason_phrase, write_chunk, write_last_chunk, write_response_head};
+pub use encode::{write_chunk, write_last_chunk};
 pub use field_index::Field;
 pub use head::{
     find_header, parse_request_head, BodyFraming, HeadError, HeadLimits, Header, Headers, Method, RequestHead,
 };
 pub use json::{inspect_body, inspect_full, multipart_field, splice_model, InspectError, Inspection};
 pub use response::{parse_response_head, ResponseFraming, ResponseHead};
+pub use response_head::{reason_phrase, write_response_head, HeadFields};
 /// The two readers of an answer's usage tail, for the `json_inspect` fuzz target's
 /// differential check (the quick one decides only what the general one reads the same).
 #[doc(hidden)]

@@ -28,17 +28,18 @@ const MINT_WAIT: Duration = Duration::from_secs(30);
 /// The credential sent for one key: its secret (with the auth line the generation prepared for
 /// it), or a minted token (held, not copied; its line is written per request).
 enum Credential<'a> {
-    Secret(&'a str, Option<&'a [u8]>),
+    Secret(Auth<'a>),
     Token(Arc<Token>),
 }
 
 impl Credential<'_> {
     fn auth(&self) -> Auth<'_> {
         match self {
-            Credential::Secret(key, line) => Auth { key, line: *line },
+            Credential::Secret(auth) => *auth,
             Credential::Token(token) => Auth {
                 key: token.access.expose(),
                 line: None,
+                post: None,
             },
         }
     }
@@ -71,11 +72,12 @@ async fn credential<'g>(
     refused: Option<u64>,
 ) -> Result<Credential<'g>, UpstreamError> {
     let Some(cell) = ctx.generation.tokens.get(provider.index, key) else {
-        let line = ctx.generation.heads.get(provider.index).and_then(|h| h.key_line(key));
-        return Ok(Credential::Secret(
-            provider.keys.get(key).map_or("", |k| k.secret.expose()),
-            line,
-        ));
+        let prepared = ctx.generation.heads.get(provider.index);
+        return Ok(Credential::Secret(Auth {
+            key: provider.keys.get(key).map_or("", |k| k.secret.expose()),
+            line: prepared.and_then(|h| h.key_line(key)),
+            post: prepared.and_then(|h| h.post_line(key)),
+        }));
     };
     let fresh = |now| cell.token().filter(|t| t.usable(now) && Some(t.serial) != refused);
     let token = match fresh(std::time::Instant::now()) {

@@ -6,8 +6,9 @@
 use crate::codec::Field;
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::codec::encode::{put_request_header as put_header, put_target, UnsafeHead};
+use crate::codec::encode::{put_request_field, put_request_header as put_header, put_target, UnsafeHead};
 use crate::codec::head::{Header, Headers, RequestHead};
+use crate::codec::response_head::{HeadFields, Pair};
 use crate::config::Provider;
 use crate::providers::prepared::ProviderHead;
 use crate::providers::Adapter;
@@ -112,11 +113,13 @@ pub fn request_id(head: &RequestHead) -> Bytes {
 }
 
 /// The key as one request sends it: its text (a secret or a current access token), and the
-/// auth line `providers::prepared` wrote for it once, when there is one.
+/// auth line `providers::prepared` wrote for it once, when there is one; with it, the whole
+/// start of a POST head to the provider's `post_path`.
 #[derive(Clone, Copy)]
 pub struct Auth<'a> {
     pub key: &'a str,
     pub line: Option<&'a [u8]>,
+    pub post: Option<&'a [u8]>,
 }
 
 /// Writes the upstream request head: request line, Host, the pool key in the provider's way,
@@ -125,7 +128,7 @@ pub struct Auth<'a> {
 /// Every piece goes through the checked writers, so a CR, LF or NUL anywhere (a model name in
 /// the path, a header value) refuses the whole head instead of splitting the request. The
 /// constant parts come from `prepared` (written by the same writers once per generation) when
-/// given, and the key's line from `auth.line`; the bytes are the same either way.
+/// given, and the key's lines from `auth`; the bytes are the same either way.
 pub fn upstream_request_head(
     head: &RequestHead,
     provider: &Provider,
@@ -143,28 +146,18 @@ pub fn upstream_request_head(
         0
     };
     let mut out = BytesMut::with_capacity(512 + coalesced);
-    put_target(&mut out, &head.method_raw)?;
-    out.put_u8(b' ');
-    put_target(&mut out, provider.base_url.path.as_bytes())?;
-    put_target(&mut out, upstream_path.as_bytes())?;
-    // An adapter that sets its own query (Gemini's `?alt=sse`) replaces the client's; the
-    // client's `key=` (its rotor key) is never forwarded.
-    if let Some(query) = head.query().filter(|_| !upstream_path.contains('?')).map(without_key) {
-        if !query.is_empty() {
-            out.put_u8(b'?');
-            put_target(&mut out, query.as_bytes())?;
+    match (prepared, auth.post) {
+        // A POST to the prepared path with no query: request line, host and key in one copy.
+        (Some(prepared), Some(post))
+            if prepared.post_path == Some(upstream_path)
+                && head.method_raw.as_ref() == b"POST"
+                && head.query().is_none() =>
+        {
+            out.put_slice(post)
         }
-    }
-    out.put_slice(b" HTTP/1.1\r\n");
-    match prepared {
-        Some(prepared) => out.put_slice(&prepared.host),
-        None => put_header(&mut out, b"host", provider.base_url.host_header.as_bytes())?,
+        _ => put_start(&mut out, head, provider, prepared, auth, upstream_path)?,
     }
     let adapter = Adapter::of(provider);
-    match auth.line {
-        Some(line) => out.put_slice(line),
-        None => adapter.put_key(&mut out, auth.key)?,
-    }
     adapter.put_version(&mut out, Some(head));
     if let Some((name, value)) = extra {
         put_header(&mut out, name.as_bytes(), value.as_bytes())?;
@@ -186,6 +179,39 @@ pub fn upstream_request_head(
     }
     out.put_slice(b"\r\n");
     Ok(out)
+}
+
+/// Request line, Host and the key's line, written piece by piece (checked).
+fn put_start(
+    out: &mut BytesMut,
+    head: &RequestHead,
+    provider: &Provider,
+    prepared: Option<&ProviderHead>,
+    auth: Auth<'_>,
+    upstream_path: &str,
+) -> Result<(), UnsafeHead> {
+    put_target(out, &head.method_raw)?;
+    out.put_u8(b' ');
+    put_target(out, provider.base_url.path.as_bytes())?;
+    put_target(out, upstream_path.as_bytes())?;
+    // An adapter that sets its own query (Gemini's `?alt=sse`) replaces the client's; the
+    // client's `key=` (its rotor key) is never forwarded.
+    if let Some(query) = head.query().filter(|_| !upstream_path.contains('?')).map(without_key) {
+        if !query.is_empty() {
+            out.put_u8(b'?');
+            put_target(out, query.as_bytes())?;
+        }
+    }
+    out.put_slice(b" HTTP/1.1\r\n");
+    match prepared {
+        Some(prepared) => out.put_slice(&prepared.host),
+        None => put_header(out, b"host", provider.base_url.host_header.as_bytes())?,
+    }
+    match auth.line {
+        Some(line) => out.put_slice(line),
+        None => Adapter::of(provider).put_key(out, auth.key)?,
+    }
+    Ok(())
 }
 
 /// The client's end-to-end headers: not hop-by-hop (listed or named by its `Connection`), not
@@ -214,7 +240,11 @@ fn put_client_headers(
         {
             continue;
         }
-        put_header(out, name, value)?;
+        match field {
+            // A tagged name is one of `Field`'s names: only the value needs the check.
+            Some(_) => put_request_field(out, name, value)?,
+            None => put_header(out, name, value)?,
+        }
     }
     Ok(())
 }
@@ -234,7 +264,21 @@ fn not_forwarded(name: &[u8]) -> bool {
 /// On the heap for the reason `codec::head::Headers` is: the list lives across the relay's awaits.
 pub type ResponseHeaders<'a> = Vec<(&'a str, &'a [u8])>;
 
-/// Upstream response headers worth returning (end-to-end ones), plus rotor's own.
+/// How many of rotor's own fields end the list `response_headers` returns.
+pub const OWN_FIELDS: usize = 3;
+
+/// The answer's fields as the head writer takes them: the upstream's (checked for line
+/// breaks) before `own_from`, rotor's own after.
+pub fn split<'a>(headers: &'a [Pair<'a>], own_from: usize) -> HeadFields<'a> {
+    match headers.split_at_checked(own_from) {
+        Some((checked, own)) => HeadFields { checked, own },
+        None => HeadFields::checked(headers),
+    }
+}
+
+/// Upstream response headers worth returning (end-to-end ones), then rotor's own
+/// (`OWN_FIELDS` of them: the request id, graphic ASCII by `request_id`; the provider's
+/// name, printable ASCII by `config::check_name`; the attempts' digits).
 pub fn response_headers<'a>(
     upstream: &'a Headers,
     request_id: &'a [u8],
@@ -312,6 +356,37 @@ mod tests {
         agrees_with_the_list(not_returned, NOT_RETURNED, &others);
     }
 
+    /// `split` at `OWN_FIELDS` from the end leaves exactly rotor's own fields unchecked, and
+    /// every upstream field (a hostile value too) on the checked side.
+    #[test]
+    fn only_rotors_own_fields_skip_the_check() {
+        let upstream = Headers::from_pairs(&[
+            ("content-type", &b"application/json"[..]),
+            ("x-request-id", b"up-1"),
+            ("x-evil", b"a\r\nset-cookie: y"),
+        ]);
+        let headers = response_headers(&upstream, b"rid", "mock", b"2");
+        let fields = split(&headers, headers.len() - OWN_FIELDS);
+        let own: Vec<&str> = fields.own.iter().map(|(n, _)| *n).collect();
+        assert_eq!(own, ["x-request-id", "x-rotor-provider", "x-rotor-attempts"]);
+        let checked: Vec<&str> = fields.checked.iter().map(|(n, _)| *n).collect();
+        assert_eq!(checked, ["content-type", "x-upstream-request-id", "x-evil"]);
+        let mut out = BytesMut::new();
+        crate::codec::response_head::write_head(&mut out, 200, fields, None, true, 0);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("evil") && !text.contains("set-cookie"), "{text}");
+        assert!(
+            text.ends_with("x-request-id: rid\r\nx-rotor-provider: mock\r\nx-rotor-attempts: 2\r\n\r\n"),
+            "{text}"
+        );
+        let whole = split(&headers, headers.len() + 1);
+        assert_eq!(
+            (whole.checked.len(), whole.own.len()),
+            (headers.len(), 0),
+            "out of range: all checked"
+        );
+    }
+
     #[test]
     fn fresh_request_ids_are_sixteen_hex_digits() {
         let fresh = head("GET / HTTP/1.1\r\nHost: r\r\nx-request-id: bad id\r\n\r\n");
@@ -334,14 +409,27 @@ mod tests {
 
     /// Differential: the head built from the generation's prepared parts is byte for byte the
     /// one the checked writers build, for every kind of auth line and with configured headers,
-    /// an `extra` header, a `Connection`-named header and the client's own credentials.
+    /// an `extra` header, a `Connection`-named header and the client's own credentials; and on
+    /// every upstream path, so the prepared POST start is used where it applies (and only
+    /// there: a query, another method or another path take the checked pieces).
     #[test]
     fn prepared_head_equals_checked_head() {
         let raw = [
             "POST /v1/chat/completions?a=1&key=rk HTTP/1.1\r\nHost: rotor\r\nContent-Type: application/json\r\nAuthorization: Bearer rk\r\nContent-Length: 2\r\n\r\n",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: rotor\r\nContent-Type: application/json\r\nAuthorization: Bearer rk\r\nContent-Length: 2\r\n\r\n",
+            "POST /v1/chat/completions? HTTP/1.1\r\nHost: rotor\r\nx-odd: \"q\" a\tb\r\n\r\n",
             "POST /v1/messages HTTP/1.1\r\nhost: rotor\r\nx-api-key: rk\r\nanthropic-version: 2024-01-01\r\nConnection: x-drop, keep-alive\r\nx-drop: 1\r\nx-keep: 2\r\nX-Fixed: client\r\nTE: trailers\r\n\r\n",
+            "PUT /v1/messages HTTP/1.1\r\nhost: rotor\r\n\r\n",
             "GET /v1/models HTTP/1.1\r\nHost: rotor\r\nAccept-Encoding: gzip\r\nx-goog-api-key: rk\r\n\r\n",
         ];
+        let paths = [
+            "/chat",
+            "/chat/completions",
+            "/messages",
+            "/models/m:generateContent?alt=sse",
+            "",
+        ];
+        let mut fast_used = 0;
         for kind in ["openai", "anthropic", "gemini", "ondemand", "cohere"] {
             let text = format!(
                 "[[providers]]\nname = \"p\"\nkind = \"{kind}\"\nbase_url = \"http://127.0.0.1:9/base\"\nkeys = [\"sk-1\", \"sk-2\"]\nheaders = {{ x-fixed = \"conf\", x-org = \"o\" }}\n"
@@ -350,21 +438,28 @@ mod tests {
             let provider = &config.providers[0];
             let heads = PreparedHeads::for_config(&config);
             let prepared = heads.get(0).expect("prepared");
-            for raw in raw {
+            for (raw, path) in raw.into_iter().flat_map(|r| paths.map(|p| (r, p))) {
                 let head = head(raw);
                 for (index, key) in ["sk-1", "sk-2"].into_iter().enumerate() {
                     for extra in [None, Some(("x-keep", "adapter"))] {
                         let line = prepared.key_line(index);
                         assert!(line.is_some(), "{kind}: key line prepared");
-                        let checked = Auth { key, line: None };
-                        let fast = Auth { key, line };
-                        let want = upstream_request_head(&head, provider, None, checked, "/chat", 2, extra).unwrap();
-                        let got =
-                            upstream_request_head(&head, provider, Some(prepared), fast, "/chat", 2, extra).unwrap();
+                        let post = prepared.post_line(index);
+                        assert_eq!(post.is_some(), kind != "gemini" && kind != "ondemand", "{kind}");
+                        let fast_path = post.is_some() && prepared.post_path == Some(path);
+                        fast_used += usize::from(fast_path && raw.starts_with("POST") && !raw.contains('?'));
+                        let checked = Auth {
+                            key,
+                            line: None,
+                            post: None,
+                        };
+                        let fast = Auth { key, line, post };
+                        let want = upstream_request_head(&head, provider, None, checked, path, 2, extra).unwrap();
+                        let got = upstream_request_head(&head, provider, Some(prepared), fast, path, 2, extra).unwrap();
                         assert_eq!(
                             String::from_utf8_lossy(&got),
                             String::from_utf8_lossy(&want),
-                            "{kind} {raw:?} {extra:?}"
+                            "{kind} {raw:?} {path} {extra:?}"
                         );
                         let text = String::from_utf8_lossy(&got).to_string();
                         assert!(text.contains(key) && !text.contains("rk"), "{text}");
@@ -373,6 +468,8 @@ mod tests {
                 }
             }
         }
+        // openai, anthropic and cohere each: 2 raw heads x 2 keys x 2 extras.
+        assert_eq!(fast_used, 3 * 2 * 2 * 2, "the prepared start was exercised");
     }
 
     /// A secret the writer refuses gets no prepared line, so the request still takes the
@@ -394,7 +491,9 @@ mod tests {
         let auth = Auth {
             key: "a\r\nx-evil: 1",
             line: prepared.key_line(1),
+            post: prepared.post_line(1),
         };
+        assert_eq!(auth.post, None, "no prepared start for a refused secret");
         assert!(upstream_request_head(&head, &config.providers[0], Some(prepared), auth, "/x", 0, None).is_err());
     }
 }

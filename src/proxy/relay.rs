@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::follow::Fetcher;
-use super::headers::response_headers;
+use super::headers::{response_headers, split, OWN_FIELDS};
 use super::tick::Tick;
 use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
@@ -95,11 +95,17 @@ pub(super) async fn relay(
     let mut digits = itoa::Buffer::new();
     let attempts_text = digits.format(attempts).as_bytes();
     let mut headers = response_headers(&head.headers, &ctx.request_id, &provider.name, attempts_text);
+    // Fields from here on are rotor's own (ids, names, digits, static text): `own_from` splits
+    // them from the upstream's, which alone are checked for line breaks when written.
+    let mut own_from = headers.len().saturating_sub(OWN_FIELDS);
     if let Some(flag) = ctx.trace.borrow().cache {
         headers.push(("x-rotor-cache", flag.as_bytes()));
     }
     if let Some(content_type) = transform.content_type() {
+        let before = headers.len();
         headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
+        // Only the upstream's fields can be named content-type so far.
+        own_from = own_from.saturating_sub(before - headers.len());
         headers.push(("content-type", content_type));
     }
     if let Some(seconds) = retry_after {
@@ -122,7 +128,9 @@ pub(super) async fn relay(
         let status = transform.status(status);
         let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
         headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-        res.send(status, &headers, body).await.map_err(gone)?;
+        res.send_fields(status, split(&headers, own_from), body)
+            .await
+            .map_err(gone)?;
         mark_sent_whole(ctx);
         return Ok(Relay::Done(Relayed {
             status,
@@ -136,7 +144,7 @@ pub(super) async fn relay(
             let ready = clock::read();
             let overhead = overhead_digits.format(overhead_micros(ctx, ready, ready));
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-            let result = res.send(status, &headers, Bytes::new()).await;
+            let result = res.send_fields(status, split(&headers, own_from), Bytes::new()).await;
             mark_sent_whole(ctx);
             exchange.release();
             result.map_err(gone)?;
@@ -157,7 +165,9 @@ pub(super) async fn relay(
                     let ready = clock::read();
                     let overhead = overhead_digits.format(overhead_micros(ctx, ready, ready));
                     headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-                    res.start(status, &headers, None).await.map_err(gone)?;
+                    res.start_fields(status, split(&headers, own_from), None)
+                        .await
+                        .map_err(gone)?;
                     mark_first_byte(ctx, clock::read());
                     res.piece(&start).await.map_err(gone)?;
                     let stream = Stream {
@@ -184,7 +194,9 @@ pub(super) async fn relay(
             let status = transform.status(status);
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
             headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-            res.send(status, &headers, body).await.map_err(gone)?;
+            res.send_fields(status, split(&headers, own_from), body)
+                .await
+                .map_err(gone)?;
             mark_sent_whole(ctx);
             Ok(Relay::Done(Relayed {
                 status,
@@ -207,10 +219,13 @@ pub(super) async fn relay(
             // stream ends writes something, so the head is never lost. Its first byte is the
             // moment it was handed over, as before (no write waited on in between).
             if sse {
-                res.start_held(status, &headers, length).map_err(gone)?;
+                res.start_held_fields(status, split(&headers, own_from), length)
+                    .map_err(gone)?;
                 mark_first_byte(ctx, answer_ready);
             } else {
-                res.start(status, &headers, length).await.map_err(gone)?;
+                res.start_fields(status, split(&headers, own_from), length)
+                    .await
+                    .map_err(gone)?;
                 mark_first_byte(ctx, clock::read());
             }
             let keepalive = if sse {

@@ -131,7 +131,11 @@ pub(super) async fn send_turn(
             core,
             ctx,
             req,
-            Auth { key, line: None },
+            Auth {
+                key,
+                line: None,
+                post: None,
+            },
             (provider, &step.body, &step.path, None),
         )
         .await?;

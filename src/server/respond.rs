@@ -9,10 +9,9 @@ use bytes::{Bytes, BytesMut};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
-use crate::codec::encode::{
-    response_head_capacity, write_chunk, write_last_chunk, write_response_head, write_response_head_until_close,
-};
+use crate::codec::encode::{write_chunk, write_last_chunk};
 use crate::codec::head::BodyFraming;
+use crate::codec::response_head::{write_head, write_response_head, HeadFields, Pair};
 use crate::net::write_all_buf;
 
 /// Bodies up to this size are copied behind the head and sent in one write; larger ones are
@@ -106,21 +105,20 @@ impl<'a> Responder<'a> {
     }
 
     /// Sends a complete response with a content-length.
-    pub async fn send(&mut self, status: u16, headers: &[(&str, &[u8])], body: Bytes) -> io::Result<()> {
+    pub async fn send(&mut self, status: u16, headers: &[Pair<'_>], body: Bytes) -> io::Result<()> {
+        self.send_fields(status, HeadFields::checked(headers), body).await
+    }
+
+    /// [`Responder::send`] with rotor's own fields apart (they skip the line-break check).
+    pub async fn send_fields(&mut self, status: u16, fields: HeadFields<'_>, body: Bytes) -> io::Result<()> {
         self.expect_fresh()?;
         self.status = status;
         let sent = if self.head_only { 0 } else { body.len() };
         // Head and a coalesced body in one allocation (the head alone, then growing for the
         // body, allocated twice).
         let coalesced = if sent <= COALESCE_LIMIT { sent } else { 0 };
-        self.out.reserve(response_head_capacity(status, headers) + coalesced);
-        write_response_head(
-            &mut self.out,
-            status,
-            headers,
-            BodyFraming::Length(body.len() as u64),
-            self.keep_alive,
-        );
+        let framing = Some(BodyFraming::Length(body.len() as u64));
+        write_head(&mut self.out, status, fields, framing, self.keep_alive, coalesced);
         let body = if self.head_only { Bytes::new() } else { body };
         let result = if body.len() <= COALESCE_LIMIT {
             self.out.extend_from_slice(&body);
@@ -136,8 +134,13 @@ impl<'a> Responder<'a> {
 
     /// Sends the head of a streamed response. `length` = Some(n) keeps the upstream's
     /// content-length (pieces are then raw), None uses chunked framing.
-    pub async fn start(&mut self, status: u16, headers: &[(&str, &[u8])], length: Option<u64>) -> io::Result<()> {
-        self.start_held(status, headers, length)?;
+    pub async fn start(&mut self, status: u16, headers: &[Pair<'_>], length: Option<u64>) -> io::Result<()> {
+        self.start_fields(status, HeadFields::checked(headers), length).await
+    }
+
+    /// [`Responder::start`] with rotor's own fields apart (they skip the line-break check).
+    pub async fn start_fields(&mut self, status: u16, fields: HeadFields<'_>, length: Option<u64>) -> io::Result<()> {
+        self.start_held_fields(status, fields, length)?;
         let next = self.state;
         let result = write_all_buf(self.io, &mut self.out).await;
         self.settle(result, next, 0)
@@ -146,24 +149,23 @@ impl<'a> Responder<'a> {
     /// Prepares the head of a streamed response without sending it: it leaves with the first
     /// piece (or `finish`), one write instead of two. For SSE, whose failures always end in a
     /// written error event, so a held head is never lost.
-    pub fn start_held(&mut self, status: u16, headers: &[(&str, &[u8])], length: Option<u64>) -> io::Result<()> {
+    pub fn start_held(&mut self, status: u16, headers: &[Pair<'_>], length: Option<u64>) -> io::Result<()> {
+        self.start_held_fields(status, HeadFields::checked(headers), length)
+    }
+
+    /// [`Responder::start_held`] with rotor's own fields apart (they skip the line-break check).
+    pub fn start_held_fields(&mut self, status: u16, fields: HeadFields<'_>, length: Option<u64>) -> io::Result<()> {
         self.expect_fresh()?;
         self.status = status;
-        let next = match length {
-            Some(n) => {
-                write_response_head(&mut self.out, status, headers, BodyFraming::Length(n), self.keep_alive);
-                State::Sized(n)
-            }
+        let (framing, next) = match length {
+            Some(n) => (Some(BodyFraming::Length(n)), State::Sized(n)),
             None if self.http10 => {
                 self.keep_alive = false;
-                write_response_head_until_close(&mut self.out, status, headers);
-                State::UntilClose
+                (None, State::UntilClose)
             }
-            None => {
-                write_response_head(&mut self.out, status, headers, BodyFraming::Chunked, self.keep_alive);
-                State::Chunked
-            }
+            None => (Some(BodyFraming::Chunked), State::Chunked),
         };
+        write_head(&mut self.out, status, fields, framing, self.keep_alive, 0);
         self.state = if self.head_only { State::Done } else { next };
         Ok(())
     }

@@ -1,0 +1,208 @@
+//! The downstream response head (what the `relay` step and every local answer send): status
+//! line, fields, the framing header, `connection: close` and the blank line, written after
+//! one reservation of its exact length.
+//! Invariant: the framing we write always matches the body we will send (one framing header,
+//! chosen here, never copied from upstream), and nothing but `out` is allocated. A field from
+//! outside rotor (`HeadFields::checked`) whose name or value holds CR or LF is dropped, so a value
+//! from upstream can never inject header lines; only rotor's own fields skip that check.
+
+use bytes::BytesMut;
+
+use super::fill::Fill;
+use super::head::BodyFraming;
+
+/// One `name: value` field of a response head.
+pub type Pair<'a> = (&'a str, &'a [u8]);
+
+/// A response head's fields, written in this order: `checked` then `own`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeadFields<'a> {
+    /// From an upstream, a client or anything else rotor did not write: a field whose name or
+    /// value holds CR or LF is skipped.
+    pub checked: &'a [Pair<'a>],
+    /// Rotor's own, written as they are: digits, static text, config names (`check_name`
+    /// allows printable ASCII only) and request ids (`headers::request_id` keeps graphic ASCII
+    /// only). A caller puts nothing here that could hold CR or LF.
+    pub own: &'a [Pair<'a>],
+}
+
+impl<'a> HeadFields<'a> {
+    /// All of `fields` checked (the safe default for any list).
+    pub fn checked(fields: &'a [Pair<'a>]) -> Self {
+        HeadFields {
+            checked: fields,
+            own: &[],
+        }
+    }
+}
+
+macro_rules! statuses {
+    ($($code:literal $reason:literal,)*) => {
+        /// Standard reason phrase; "" for codes without one (the phrase is optional, RFC 9112 §4).
+        pub fn reason_phrase(status: u16) -> &'static str {
+            match status {
+                $($code => $reason,)*
+                _ => "",
+            }
+        }
+
+        /// The whole status line of a code that has a reason phrase, as one prepared string:
+        /// one copy instead of formatting the number and looking up the reason.
+        fn status_line(status: u16) -> Option<&'static [u8]> {
+            match status {
+                $($code => Some(concat!("HTTP/1.1 ", stringify!($code), " ", $reason, "\r\n").as_bytes()),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+statuses! {
+    100 "Continue",
+    101 "Switching Protocols",
+    200 "OK",
+    201 "Created",
+    202 "Accepted",
+    204 "No Content",
+    206 "Partial Content",
+    301 "Moved Permanently",
+    302 "Found",
+    304 "Not Modified",
+    307 "Temporary Redirect",
+    308 "Permanent Redirect",
+    400 "Bad Request",
+    401 "Unauthorized",
+    402 "Payment Required",
+    403 "Forbidden",
+    404 "Not Found",
+    405 "Method Not Allowed",
+    408 "Request Timeout",
+    409 "Conflict",
+    411 "Length Required",
+    413 "Content Too Large",
+    414 "URI Too Long",
+    415 "Unsupported Media Type",
+    417 "Expectation Failed",
+    422 "Unprocessable Content",
+    429 "Too Many Requests",
+    431 "Request Header HeadFields Too Large",
+    499 "Client Closed Request",
+    500 "Internal Server Error",
+    501 "Not Implemented",
+    502 "Bad Gateway",
+    503 "Service Unavailable",
+    504 "Gateway Timeout",
+    505 "HTTP Version Not Supported",
+}
+
+/// Statuses that never carry a body, so they get no `content-length: 0` either.
+fn bodiless(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
+}
+
+/// What ends a keep-alive head after a framing line, and after `connection: close`; without a
+/// framing line, the same minus its first CRLF.
+const END_KEEP: &[u8] = b"\r\n\r\n";
+const END_CLOSE: &[u8] = b"\r\nconnection: close\r\n\r\n";
+
+/// [`write_head`] with every field checked, no room behind.
+pub fn write_response_head(
+    out: &mut BytesMut,
+    status: u16,
+    headers: &[Pair<'_>],
+    framing: BodyFraming,
+    keep_alive: bool,
+) {
+    write_head(out, status, HeadFields::checked(headers), Some(framing), keep_alive, 0);
+}
+
+/// A head with no framing header and `connection: close`: the body ends when the connection
+/// does. Only for HTTP/1.0 clients receiving a body of unknown length, who must not be sent
+/// chunked encoding (RFC 9112 7.1).
+pub fn write_response_head_until_close(out: &mut BytesMut, status: u16, headers: &[Pair<'_>]) {
+    write_head(out, status, HeadFields::checked(headers), None, false, 0);
+}
+
+/// Write a status line, `fields`, the framing header and the blank line, with `room` more
+/// bytes reserved behind it (a body the caller copies after the head: one allocation).
+///
+/// Framing: `content-length: N` for `Length`, `transfer-encoding: chunked` for `Chunked`; for
+/// `Empty`, `content-length: 0` when the status may carry a body (so keep-alive clients know
+/// it ended) and nothing otherwise; none at all for `None` (an HTTP/1.0 client reading until
+/// close). `connection: close` when `!keep_alive`. Callers must not pass their own framing or
+/// connection fields.
+pub fn write_head(
+    out: &mut BytesMut,
+    status: u16,
+    fields: HeadFields<'_>,
+    framing: Option<BodyFraming>,
+    keep_alive: bool,
+    room: usize,
+) {
+    let mut code = itoa::Buffer::new();
+    let mut length = itoa::Buffer::new();
+    // An unknown code has no reason: "HTTP/1.1 299 \r\n" (the space stays, RFC 9112 §4).
+    let (line, code) = match status_line(status) {
+        Some(line) => (line, &b""[..]),
+        None => (&b"HTTP/1.1 "[..], code.format(status).as_bytes()),
+    };
+    let line_end: &[u8] = if code.is_empty() { b"" } else { b" \r\n" };
+    let (framing_line, digits): (&[u8], &[u8]) = match framing {
+        Some(BodyFraming::Length(n)) => (b"content-length: ", length.format(n).as_bytes()),
+        Some(BodyFraming::Chunked) => (b"transfer-encoding: chunked", b""),
+        Some(BodyFraming::Empty) if !bodiless(status) => (b"content-length: 0", b""),
+        Some(BodyFraming::Empty) | None => (b"", b""),
+    };
+    let end = if keep_alive { END_KEEP } else { END_CLOSE };
+    let end = if framing_line.is_empty() { &end[2..] } else { end };
+    debug_assert!(
+        fields.own.iter().all(|&(n, v)| !breaks_line(n, v)),
+        "rotor's own fields hold no line break"
+    );
+    let (fields_len, clean) = measure(fields);
+    let fixed = line.len() + code.len() + line_end.len() + framing_line.len() + digits.len() + end.len();
+    let len = fixed + fields_len;
+    let mut fill = Fill::new(out, len + room);
+    fill.put(line);
+    fill.put(code);
+    fill.put(line_end);
+    for &(name, value) in fields.checked {
+        if clean || !breaks_line(name, value) {
+            fill.field(name.as_bytes(), value);
+        }
+    }
+    for &(name, value) in fields.own {
+        fill.field(name.as_bytes(), value);
+    }
+    fill.put(framing_line);
+    fill.put(digits);
+    fill.put(end);
+    let written = fill.commit();
+    debug_assert_eq!(written, len, "the measured head length is the written one");
+}
+
+/// The fields' bytes on the wire, and whether no checked field was dropped (then the writing
+/// pass need not look at them again).
+fn measure(fields: HeadFields<'_>) -> (usize, bool) {
+    let mut len = 0;
+    let mut clean = true;
+    for &(name, value) in fields.checked {
+        if breaks_line(name, value) {
+            clean = false;
+        } else {
+            len += name.len() + value.len() + 4;
+        }
+    }
+    for &(name, value) in fields.own {
+        len += name.len() + value.len() + 4;
+    }
+    (len, clean)
+}
+
+fn breaks_line(name: &str, value: &[u8]) -> bool {
+    super::encode::holds_any(name.as_bytes(), false) || super::encode::holds_any(value, false)
+}
+
+#[cfg(test)]
+#[path = "response_head_tests.rs"]
+mod tests;
