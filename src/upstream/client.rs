@@ -41,9 +41,9 @@ pub struct Exchange {
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
     buf: BytesMut,
-    /// Times the head and every body read of this exchange (a stream's reads build no timer
-    /// each). Per exchange, not per pooled connection: monoio's timer keeps the first task's
-    /// waker until it fires, so a timer must stay with one task (see `ReadTimer`).
+    /// Times the head and every body read. Kept with the connection in the pool (disarmed,
+    /// without a waker), so an exchange on a pooled connection takes no new deadline entry: its
+    /// waker follows whichever task polls it (see `ReadTimer`).
     timer: ReadTimer,
     body: BodyState,
     keep_alive: bool,
@@ -63,7 +63,7 @@ enum BodyState {
 }
 
 impl Exchange {
-    pub(super) fn new(io: Box<Io>, reused: bool, home: Weak<Pool>, key: PoolKey) -> Self {
+    pub(super) fn new(io: Box<Io>, timer: ReadTimer, reused: bool, home: Weak<Pool>, key: PoolKey) -> Self {
         Exchange {
             io: Some(io),
             home,
@@ -72,7 +72,7 @@ impl Exchange {
             reused,
             // A kept buffer of this worker (no allocation per exchange); back on drop.
             buf: crate::spare::take(crate::spare::Kind::Read, READ_RESERVE),
-            timer: ReadTimer::new(),
+            timer,
             body: BodyState::NotStarted,
             keep_alive: false,
             written: false,
@@ -301,7 +301,9 @@ impl Drop for Exchange {
             return;
         };
         if io.nothing_buffered() {
-            pool.put(&self.key, io);
+            // Idle in the pool: no deadline, and no waker keeping this task alive.
+            self.timer.idle();
+            pool.put(&self.key, io, std::mem::take(&mut self.timer));
         }
     }
 }
