@@ -16,6 +16,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::deadline::Deadline;
+use crate::health::clock::Moment;
 
 /// Smallest free space offered to the kernel per read.
 pub const READ_RESERVE: usize = 8 * 1024;
@@ -78,6 +79,12 @@ impl ReadTimer {
         &mut self.0
     }
 
+    /// The deadline, set to fire at `at` (no clock read).
+    pub fn arm_at(&mut self, at: Moment) -> &mut Deadline {
+        self.0.arm_at(at);
+        &mut self.0
+    }
+
     /// Disarmed and holding no waker: its connection goes idle in a pool.
     pub fn idle(&mut self) {
         self.0.idle();
@@ -126,6 +133,19 @@ pub async fn read_more_within<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMut, 
     read_more_reserving_within(io, buf, READ_RESERVE, limit).await
 }
 
+/// `read_more_reserving` with the usual reserve, bounded by `at`: the fixed deadline of a
+/// wait that may take several reads (a head), read from the clock once, when the wait began.
+/// Deriving each read's limit from it cost an `Instant` reading and subtraction per read on
+/// top of the clock read that arming one takes.
+pub async fn read_more_until<R: AsyncReadRent>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    timer: &mut ReadTimer,
+    at: Moment,
+) -> io::Result<usize> {
+    read_more_before(io, buf, READ_RESERVE, timer.arm_at(at)).await
+}
+
 /// `read_more_timed` with the usual reserve.
 pub async fn read_more_timed_default<R: AsyncReadRent>(
     io: &mut R,
@@ -145,18 +165,6 @@ pub fn reclaim_small(buf: &mut BytesMut, max: usize) -> bool {
     // the last handle and bytes before it were consumed) rewinds to the allocation's start and
     // reports its whole capacity; it never allocates.
     buf.is_empty() && buf.try_reclaim(buf.capacity() + 1) && buf.capacity() <= max
-}
-
-/// Time left until `deadline`, which is set to now + `limit` on the first call (that call reads
-/// the clock once and returns `limit`; later calls read it once each).
-pub fn time_left(deadline: &mut Option<std::time::Instant>, limit: Duration) -> Duration {
-    match deadline {
-        Some(at) => at.saturating_duration_since(std::time::Instant::now()),
-        None => {
-            *deadline = Some(std::time::Instant::now() + limit);
-            limit
-        }
-    }
 }
 
 /// `limit` passed before `fut` finished (`fut` was dropped).

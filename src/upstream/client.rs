@@ -17,7 +17,8 @@ use super::PoolKey;
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
-use crate::net::{read_more_timed_default, time_left, write_all_buf, ReadTimer, READ_RESERVE};
+use crate::health::clock::Moment;
+use crate::net::{read_more_timed_default, read_more_until, write_all_buf, ReadTimer, READ_RESERVE};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -116,9 +117,10 @@ impl Exchange {
                 Ok(None) => {}
                 Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
             }
-            let left = time_left(&mut deadline, timeout);
+            // Set at the first read: one clock read for the whole head.
+            let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
             let read = match self.io.as_deref_mut() {
-                Some(io) => read_more_timed_default(io, &mut self.buf, &mut self.timer, left).await,
+                Some(io) => read_more_until(io, &mut self.buf, &mut self.timer, at).await,
                 None => Err(released()),
             };
             match read {
