@@ -13,8 +13,9 @@
 //! entry keeps the first waker that polled it, so it could not stay with a pooled connection.
 //! Here arming is a clock read and a store, polling compares a waker, and an entry follows
 //! whichever task polls it: chat went from 29,012-29,098 to 28,783 instructions per request
-//! with this wheel and pooled entries, and to 28,701-28,766 with one clock read per head
-//! (`net::read_more_until`), about -320 (callgrind, issue 18). What remains of monoio's timer
+//! with this wheel and pooled entries, to 28,701-28,766 with one clock read per head
+//! (`net::read_more_until`), and to 28,572-28,581 leaving a completed read's deadline armed
+//! (`net::read_more_before`), about -480 in all (callgrind, issue 18). What remains of monoio's timer
 //! cost is its time driver's pass on every park (about 330 instructions a park, timers or
 //! not): the other sleeps on a worker (pool reaper, retries, lease polls, shutdown) and this
 //! ticker still use it. An entry armed further than one turn of the wheel (8.8 s) ahead costs
