@@ -80,13 +80,6 @@ impl Deadline {
         });
     }
 
-    /// Not armed any more (until the next `arm`): the entry will wake nobody.
-    pub fn disarm(&mut self) {
-        if self.index != NIL {
-            with(|wheel| wheel.disarm(self.index));
-        }
-    }
-
     /// Disarms and drops the waker: the owner goes idle (a pooled connection) and must not keep
     /// the last task that used it alive.
     pub fn idle(&mut self) {
