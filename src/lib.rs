@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod deadline;
 pub mod gateway;
 pub mod health;
 pub mod heap;

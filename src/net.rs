@@ -1,5 +1,6 @@
 //! Socket helpers shared by the downstream server and the upstream client: owned-buffer reads
-//! that append to a `BytesMut` (timed by a per-connection [`ReadTimer`] on the request path),
+//! that append to a `BytesMut` (timed by a per-connection [`ReadTimer`], an entry in the
+//! worker's deadline wheel),
 //! small read buffers rewound in place between requests, and writes that hand the buffer back.
 //! Invariant: a read or write that timed out leaves its stream unusable (io_uring may have
 //! consumed bytes into the dropped buffer), so callers close the stream after any error here.
@@ -13,6 +14,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use crate::deadline::Deadline;
+use crate::health::clock::Moment;
 
 /// Smallest free space offered to the kernel per read.
 pub const READ_RESERVE: usize = 8 * 1024;
@@ -29,8 +33,8 @@ pub async fn read_more_reserving<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMu
     result
 }
 
-/// `read_more_reserving` bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`. Builds a
-/// timer for this one read: a connection that reads often keeps a [`ReadTimer`] and calls
+/// `read_more_reserving` bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`. Takes a
+/// deadline for this one read: a connection that reads often keeps a [`ReadTimer`] and calls
 /// [`read_more_timed`] instead.
 pub async fn read_more_reserving_within<R: AsyncReadRent>(
     io: &mut R,
@@ -38,8 +42,9 @@ pub async fn read_more_reserving_within<R: AsyncReadRent>(
     free: usize,
     limit: Duration,
 ) -> io::Result<usize> {
-    let mut timer = crate::heap::pin_in_place(|| monoio::time::sleep(limit));
-    read_more_before(io, buf, free, timer.as_mut()).await
+    let mut deadline = Deadline::new();
+    deadline.arm(limit);
+    read_more_before(io, buf, free, &mut deadline).await
 }
 
 /// `read_more_reserving` bounded by `limit`, timed by `timer` (re-armed for this read).
@@ -53,58 +58,59 @@ pub async fn read_more_timed<R: AsyncReadRent>(
     read_more_before(io, buf, free, timer.arm(limit)).await
 }
 
-/// One connection's read timer, re-armed for each timed read instead of a new `Sleep` per read
-/// (a 640-byte allocation plus a timer-wheel insert and remove each time). Re-arming to a later
-/// deadline than the one registered only moves the entry's expiry (monoio's `reset` extends it
-/// in place; the wheel re-files the entry when it reaches the old slot), so back-to-back reads
-/// cost a clock read each and no wheel work. Built at the first read, then held as long as the
-/// connection: an idle connection holds the one timer its pending read needs, as before.
-/// The deadline a read gets is exactly now + its limit, as with a fresh `sleep`. An armed timer
-/// left behind by a read that completed may wake its task once at that deadline (a spurious
-/// wake, which every future tolerates).
-/// Only one task may ever poll a `ReadTimer`: monoio's timer entry registers the first waker
-/// that polls it and keeps it until the timer fires (`StateCell::poll` never replaces it), so a
-/// timer handed to another task (say, kept with a pooled upstream connection) would wake the
-/// wrong task and its reader would miss its deadline. A downstream connection's task owns its
-/// timer; an upstream exchange (used by one request's task) owns its own.
+/// One connection's read deadline, re-armed for each timed read: arming is a clock read and a
+/// store in this worker's deadline wheel (`crate::deadline`), where a fresh monoio `sleep` per
+/// read was a 640-byte allocation, a timer-wheel insert and remove, and its polling. A read
+/// gets exactly now + its limit, and times out no earlier than that and at most the wheel's
+/// slack later (a tick, 2.1 ms, plus monoio's rounding to the next ms and scheduling). A read
+/// that completes leaves it armed (as monoio's timer was): it may wake its task once at that
+/// deadline, a spurious wake every future tolerates, unless a read re-arms it first; a pooled
+/// connection's is disarmed (`idle`). Any task may poll it (the waker follows the task that
+/// polls), so it can stay with a pooled connection.
 #[derive(Default)]
-pub struct ReadTimer(Option<Pin<Box<monoio::time::Sleep>>>);
+pub struct ReadTimer(Deadline);
 
 impl ReadTimer {
-    pub fn new() -> Self {
-        ReadTimer(None)
+    pub const fn new() -> Self {
+        ReadTimer(Deadline::new())
     }
 
-    /// The timer, set to fire `limit` from now.
-    pub fn arm(&mut self, limit: Duration) -> Pin<&mut monoio::time::Sleep> {
-        if let Some(timer) = &mut self.0 {
-            let now = monoio::time::Instant::now();
-            // As `monoio::time::sleep` does for a limit past any clock: 30 years.
-            let at = now
-                .checked_add(limit)
-                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
-            timer.as_mut().reset(at);
-        }
-        self.0
-            .get_or_insert_with(|| crate::heap::pin_in_place(|| monoio::time::sleep(limit)))
-            .as_mut()
+    /// The deadline, set to fire `limit` from now.
+    pub fn arm(&mut self, limit: Duration) -> &mut Deadline {
+        self.0.arm(limit);
+        &mut self.0
+    }
+
+    /// The deadline, set to fire at `at` (no clock read).
+    pub fn arm_at(&mut self, at: Moment) -> &mut Deadline {
+        self.0.arm_at(at);
+        &mut self.0
+    }
+
+    /// Disarmed and holding no waker: its connection goes idle in a pool.
+    pub fn idle(&mut self) {
+        self.0.idle();
     }
 }
 
-/// `read_more_reserving` raced against `timer`. The read is polled where it was built, next to
-/// its timer (not wrapped in a [`Within`]: that moved the read's future into the wrapper and
-/// the wrapper into this future, on every read).
+/// `read_more_reserving` raced against `deadline`. The read is polled where it was built, next
+/// to its deadline (not wrapped in a [`Within`]: that moved the read's future into the wrapper
+/// and the wrapper into this future, on every read).
 async fn read_more_before<R: AsyncReadRent>(
     io: &mut R,
     buf: &mut BytesMut,
     free: usize,
-    timer: Pin<&mut monoio::time::Sleep>,
+    deadline: &mut Deadline,
 ) -> io::Result<usize> {
     buf.reserve(free);
     let owned = std::mem::take(buf);
     let start = owned.len();
     let read = std::pin::pin!(io.read(owned.slice_mut(start..)));
-    match before_timer(read, timer).await {
+    // Left armed when the read completes: the next read re-arms it with a store. Disarming here
+    // cost a wheel access per read and made the wheel drop the entry, so that the next arm
+    // filed it again: chat 28,701-28,766 with it, 28,572-28,581 without (callgrind). It may
+    // wake its task once, spuriously, if no read re-arms it first.
+    match before_deadline(read, deadline).await {
         Some((result, slice)) => {
             *buf = slice.into_inner();
             result
@@ -114,17 +120,14 @@ async fn read_more_before<R: AsyncReadRent>(
     }
 }
 
-/// `op`'s output, or `None` when `timer` fires first. Both stay pinned where their owners built
-/// them: nothing is moved per wait (what [`Within`] costs, as it owns its future).
-pub async fn before_timer<F: Future>(
-    mut op: Pin<&mut F>,
-    mut timer: Pin<&mut monoio::time::Sleep>,
-) -> Option<F::Output> {
+/// `op`'s output, or `None` when `deadline` passes first. `op` stays pinned where its owner
+/// built it: nothing is moved per wait (what [`Within`] costs, as it owns its future).
+pub async fn before_deadline<F: Future>(mut op: Pin<&mut F>, deadline: &mut Deadline) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = op.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        timer.as_mut().poll(cx).map(|()| None)
+        deadline.poll_elapsed(cx).map(|()| None)
     })
     .await
 }
@@ -132,6 +135,19 @@ pub async fn before_timer<F: Future>(
 /// `read_more_reserving` with the usual reserve, bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`.
 pub async fn read_more_within<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMut, limit: Duration) -> io::Result<usize> {
     read_more_reserving_within(io, buf, READ_RESERVE, limit).await
+}
+
+/// `read_more_reserving` with the usual reserve, bounded by `at`: the fixed deadline of a
+/// wait that may take several reads (a head), read from the clock once, when the wait began.
+/// Deriving each read's limit from it cost an `Instant` reading and subtraction per read on
+/// top of the clock read that arming one takes.
+pub async fn read_more_until<R: AsyncReadRent>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    timer: &mut ReadTimer,
+    at: Moment,
+) -> io::Result<usize> {
+    read_more_before(io, buf, READ_RESERVE, timer.arm_at(at)).await
 }
 
 /// `read_more_timed` with the usual reserve.
@@ -155,34 +171,19 @@ pub fn reclaim_small(buf: &mut BytesMut, max: usize) -> bool {
     buf.is_empty() && buf.try_reclaim(buf.capacity() + 1) && buf.capacity() <= max
 }
 
-/// Time left until `deadline`, which is set to now + `limit` on the first call (that call reads
-/// the clock once and returns `limit`; later calls read it once each).
-pub fn time_left(deadline: &mut Option<std::time::Instant>, limit: Duration) -> Duration {
-    match deadline {
-        Some(at) => at.saturating_duration_since(std::time::Instant::now()),
-        None => {
-            *deadline = Some(std::time::Instant::now() + limit);
-            limit
-        }
-    }
-}
-
 /// `limit` passed before `fut` finished (`fut` was dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
-/// `fut` bounded by `limit`, like `monoio::time::timeout`, but with the timer in its own
-/// allocation. monoio's timer entry is 640 bytes aligned to 128; kept inline, it makes every
-/// future that awaits a timed read that much larger and 128-aligned, and the request path
-/// builds and moves such futures several times per request (memmove was 12 % of a proxy
-/// core's time under load; `perf record`, issue 7). A plain struct, not an `async fn`: an
-/// async fn would keep `fut` twice (as its argument and as the polled value).
+/// `fut` bounded by `limit`, like `monoio::time::timeout`, but timed by this worker's deadline
+/// wheel (one timer system for every wait with a limit; the entry is a few bytes, where
+/// monoio's is 640 aligned to 128 and made every future around it that large). A plain
+/// struct, not an `async fn`: an async fn would keep `fut` twice (as its argument and as the
+/// polled value).
 pub fn within<F: Future>(limit: Duration, fut: F) -> Within<F> {
-    Within {
-        fut,
-        // Built in its allocation: no 640-byte copy from the stack per timed read.
-        timer: crate::heap::pin_in_place(|| monoio::time::sleep(limit)),
-    }
+    let mut deadline = Deadline::new();
+    deadline.arm(limit);
+    Within { fut, deadline }
 }
 
 pin_project_lite::pin_project! {
@@ -190,7 +191,7 @@ pin_project_lite::pin_project! {
     pub struct Within<F> {
         #[pin]
         fut: F,
-        timer: Pin<Box<monoio::time::Sleep>>,
+        deadline: Deadline,
     }
 }
 
@@ -202,7 +203,7 @@ impl<F: Future> Future for Within<F> {
         if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        this.timer.as_mut().poll(cx).map(|()| Err(Elapsed))
+        this.deadline.poll_elapsed(cx).map(|()| Err(Elapsed))
     }
 }
 

@@ -292,11 +292,12 @@ fn server_errors_move_to_the_next_key() {
     }
 }
 
-/// Every upstream read is timed afresh by its exchange's re-armed timer: a stream whose events
-/// come every 100 ms outlives several 300 ms idle limits (each read gets its own), and the next
-/// request, from another client connection (another task) on the same worker and so on the
-/// stream's pooled connection, still gets its 504 after the 300 ms first-byte limit. (A timer
-/// kept with the pooled connection failed this: monoio's timer kept waking the stream's task.)
+/// Every upstream read is timed afresh by its connection's re-armed deadline: a stream whose
+/// events come every 100 ms outlives several 300 ms idle limits (each read gets its own), and
+/// the next request, from another client connection (another task) on the same worker and so
+/// on the stream's pooled connection and its kept deadline, still gets its 504 after the 300 ms
+/// first-byte limit. (A monoio timer kept with the pooled connection failed this: it kept
+/// waking the stream's task; a `crate::deadline` entry wakes whichever task polls it.)
 #[test]
 fn pooled_connection_times_every_read_afresh() {
     let h = Harness::start(Conf {

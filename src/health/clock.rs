@@ -31,6 +31,16 @@ impl Moment {
         Moment(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
     }
 
+    /// This reading in nanoseconds (for `deadline`'s wheel, which files them as numbers).
+    pub fn nanos(self) -> u64 {
+        self.0
+    }
+
+    /// The reading `nanos` returned.
+    pub fn from_nanos(nanos: u64) -> Moment {
+        Moment(nanos)
+    }
+
     /// Nanoseconds from `earlier` to this reading (0 when `earlier` is later).
     pub fn nanos_since(self, earlier: Moment) -> u64 {
         self.0.saturating_sub(earlier.0)

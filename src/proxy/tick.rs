@@ -1,49 +1,27 @@
 //! The keepalive / deadline timer of one streamed answer (phase `relay`), kept across upstream
-//! pieces. Invariant: it never fires later than the earliest instant asked for since it was
-//! armed, so a keepalive or the request deadline is never late; firing early is allowed (the
-//! caller checks the clock and asks again).
+//! pieces. Invariant: it fires at the earliest instant asked for by the current `race`, never
+//! earlier, and at most the deadline wheel's slack later (`crate::deadline`: a 2.1 ms tick plus
+//! monoio's rounding to the next ms), so a keepalive or the request deadline is that late at most.
 
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::deadline::Deadline;
 use crate::health::clock::Moment;
 
-/// The one keepalive / deadline timer of a stream, armed when first needed and moved only when
-/// it fires: a timer built, inserted into the wheel, removed and freed for every upstream piece
-/// cost about 1,000 instructions per piece (callgrind, issue 18). It may fire early (the
-/// silence it was armed for ended with a piece); `Stream::next_piece` then checks the clock and
-/// waits on.
+/// The one keepalive / deadline entry of a stream, taken at the first race and re-armed for
+/// each: a monoio timer built, inserted into its wheel, removed and freed for every upstream
+/// piece cost about 1,000 instructions per piece (callgrind, issue 18), and even one kept per
+/// stream was re-registered at each move. Re-arming a `Deadline` later is one store.
 #[derive(Default)]
 pub(super) struct Tick {
-    timer: Option<Pin<Box<monoio::time::Sleep>>>,
-    /// Where the timer is armed; never later than any `due` asked for since (a silence starts
-    /// later each piece and the deadline is fixed), so an armed timer fires no later than due.
-    armed: Option<Moment>,
+    deadline: Deadline,
 }
 
 impl Tick {
-    /// `read`'s output, or `None` when the timer fired first (at `due` or earlier).
+    /// `read`'s output, or `None` when `due` passed first.
     pub(super) async fn race<F: Future>(&mut self, due: Moment, read: Pin<&mut F>) -> Option<F::Output> {
-        let timer = match (&mut self.timer, self.armed) {
-            (Some(timer), Some(armed)) if armed <= due => timer,
-            (slot, _) => {
-                self.armed = Some(due);
-                // Never later than `due` (`Moment::instant`).
-                let at = monoio::time::Instant::from_std(due.instant());
-                match slot {
-                    Some(timer) => {
-                        timer.as_mut().reset(at);
-                        timer
-                    }
-                    None => slot.insert(crate::heap::pin_in_place(|| monoio::time::sleep_until(at))),
-                }
-            }
-        };
-        let fired = crate::net::before_timer(read, timer.as_mut()).await;
-        if fired.is_none() {
-            // Fired: the next wait re-arms it.
-            self.armed = None;
-        }
-        fired
+        self.deadline.arm_at(due);
+        crate::net::before_deadline(read, &mut self.deadline).await
     }
 }

@@ -112,6 +112,8 @@ where
             rt.block_on(make());
         }
     }
+    // The runtime's tasks, this thread's deadline ticker among them, run no more.
+    crate::deadline::forget_ticker();
     Ok(())
 }
 

@@ -17,9 +17,8 @@ use super::respond::{write_error, Responder};
 use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
 use crate::codec::head::{parse_request_head, HeadLimits, RequestHead};
-use crate::net::{
-    read_more_reserving_within, read_more_timed, read_more_timed_default, reclaim_small, time_left, ReadTimer,
-};
+use crate::health::clock::Moment;
+use crate::net::{read_more_reserving_within, read_more_timed, read_more_until, reclaim_small, ReadTimer};
 
 const MAX_HEADERS: usize = 100;
 /// Buffer offered to the kernel while a connection idles: most request heads fit, and 10,000
@@ -188,15 +187,15 @@ async fn read_head(
         max_headers: MAX_HEADERS,
     };
     // Set at the first read: a head that arrived whole (the usual case) reads no clock.
-    let mut deadline: Option<Instant> = None;
+    let mut deadline: Option<Moment> = None;
     loop {
         match parse_request_head(buf, &head_limits) {
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(e) => return Err(ReadStop::Reject(e.status, e.reason)),
         }
-        let left = time_left(&mut deadline, limits.header_read_timeout);
-        match read_more_timed_default(stream, buf, timer, left).await {
+        let at = *deadline.get_or_insert_with(|| Moment::now() + limits.header_read_timeout);
+        match read_more_until(stream, buf, timer, at).await {
             Ok(0) => return Err(ReadStop::Quiet),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {

@@ -17,7 +17,8 @@ use super::PoolKey;
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
-use crate::net::{read_more_timed_default, time_left, write_all_buf, ReadTimer, READ_RESERVE};
+use crate::health::clock::Moment;
+use crate::net::{read_more_timed_default, read_more_until, write_all_buf, ReadTimer, READ_RESERVE};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -41,9 +42,9 @@ pub struct Exchange {
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
     buf: BytesMut,
-    /// Times the head and every body read of this exchange (a stream's reads build no timer
-    /// each). Per exchange, not per pooled connection: monoio's timer keeps the first task's
-    /// waker until it fires, so a timer must stay with one task (see `ReadTimer`).
+    /// Times the head and every body read. Kept with the connection in the pool (disarmed,
+    /// without a waker), so an exchange on a pooled connection takes no new deadline entry: its
+    /// waker follows whichever task polls it (see `ReadTimer`).
     timer: ReadTimer,
     body: BodyState,
     keep_alive: bool,
@@ -63,7 +64,7 @@ enum BodyState {
 }
 
 impl Exchange {
-    pub(super) fn new(io: Box<Io>, reused: bool, home: Weak<Pool>, key: PoolKey) -> Self {
+    pub(super) fn new(io: Box<Io>, timer: ReadTimer, reused: bool, home: Weak<Pool>, key: PoolKey) -> Self {
         Exchange {
             io: Some(io),
             home,
@@ -72,7 +73,7 @@ impl Exchange {
             reused,
             // A kept buffer of this worker (no allocation per exchange); back on drop.
             buf: crate::spare::take(crate::spare::Kind::Read, READ_RESERVE),
-            timer: ReadTimer::new(),
+            timer,
             body: BodyState::NotStarted,
             keep_alive: false,
             written: false,
@@ -116,9 +117,10 @@ impl Exchange {
                 Ok(None) => {}
                 Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
             }
-            let left = time_left(&mut deadline, timeout);
+            // Set at the first read: one clock read for the whole head.
+            let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
             let read = match self.io.as_deref_mut() {
-                Some(io) => read_more_timed_default(io, &mut self.buf, &mut self.timer, left).await,
+                Some(io) => read_more_until(io, &mut self.buf, &mut self.timer, at).await,
                 None => Err(released()),
             };
             match read {
@@ -301,7 +303,9 @@ impl Drop for Exchange {
             return;
         };
         if io.nothing_buffered() {
-            pool.put(&self.key, io);
+            // Idle in the pool: no deadline, and no waker keeping this task alive.
+            self.timer.idle();
+            pool.put(&self.key, io, std::mem::take(&mut self.timer));
         }
     }
 }

@@ -22,6 +22,7 @@ pub use error::{UpstreamError, UpstreamErrorKind};
 pub use pool::Pool;
 
 use crate::config::{BaseUrl, Scheme};
+use crate::net::ReadTimer;
 
 /// Which connections are interchangeable: same scheme, host, port and TLS trust settings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -59,8 +60,8 @@ pub async fn checkout(
     key: &PoolKey,
     connect_timeout: Duration,
 ) -> Result<Exchange, UpstreamError> {
-    if let Some(io) = pool.take(key) {
-        return Ok(Exchange::new(io, true, Rc::downgrade(pool), key.clone()));
+    if let Some((io, timer)) = pool.take(key) {
+        return Ok(Exchange::new(io, timer, true, Rc::downgrade(pool), key.clone()));
     }
     connect_fresh(pool, connector, key, connect_timeout).await
 }
@@ -82,5 +83,11 @@ pub async fn connect_fresh(
         connect_timeout,
     ))
     .await?;
-    Ok(Exchange::new(Box::new(io), false, Rc::downgrade(pool), key.clone()))
+    Ok(Exchange::new(
+        Box::new(io),
+        ReadTimer::new(),
+        false,
+        Rc::downgrade(pool),
+        key.clone(),
+    ))
 }

@@ -15,9 +15,13 @@ use ahash::AHashMap;
 
 use super::connect::Io;
 use super::PoolKey;
+use crate::net::ReadTimer;
 
 struct Idle {
     io: Box<Io>,
+    /// The connection's read deadline, kept with it (disarmed, holding no waker): the next
+    /// exchange re-arms it instead of taking a new entry.
+    timer: ReadTimer,
     since: Moment,
 }
 
@@ -48,7 +52,7 @@ impl Pool {
     }
 
     /// The most recently used live connection for `key` (LIFO keeps a warm set small).
-    pub fn take(&self, key: &PoolKey) -> Option<Box<Io>> {
+    pub fn take(&self, key: &PoolKey) -> Option<(Box<Io>, ReadTimer)> {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key).filter(|list| !list.is_empty())?;
@@ -57,14 +61,14 @@ impl Pool {
             // A socket with bytes, a FIN or an error waiting was closed by the upstream or
             // sent something nobody asked for: either way it is not at a message boundary.
             if fresh(&entry, timeout, now) && entry.io.socket_quiet() {
-                return Some(entry.io);
+                return Some((entry.io, entry.timer));
             }
         }
         None
     }
 
     /// Only a released `Exchange` puts connections back, from its `drop` (after its checks).
-    pub(super) fn put(&self, key: &PoolKey, io: Box<Io>) {
+    pub(super) fn put(&self, key: &PoolKey, io: Box<Io>, timer: ReadTimer) {
         let max = self.max_idle_per_host.get();
         if max == 0 {
             return;
@@ -76,6 +80,7 @@ impl Pool {
         }
         list.push(Idle {
             io,
+            timer,
             since: clock::latest(),
         });
     }

@@ -1,0 +1,190 @@
+//! Per-worker read deadlines: what times every read on the request path, instead of a monoio
+//! timer per read. Each worker thread has one `Wheel` (a slab of {deadline, waker} filed in a
+//! coarse hashed wheel, see `wheel`) and one ticker task that sleeps on a single monoio timer
+//! until the end of the first occupied tick, wakes what expired there, and parks without any
+//! timer when nothing is filed (an idle worker stays idle).
+//! Invariants: a [`Deadline`] fires no earlier than the time it was armed for, and at most one
+//! tick (2^21 ns, 2.1 ms) plus monoio's rounding to the next ms plus the worker's scheduling
+//! delay later; dropping a `Deadline` removes its entry in O(1), so the wheel holds only live
+//! entries however many come and go. A `Deadline` never leaves its thread (it is `!Send`).
+//!
+//! Why not monoio's timer: a fresh `monoio::time::sleep` per upstream exchange (a 640-byte
+//! 128-aligned entry, an allocation, a wheel insert), its re-arms, polls and removal, and its
+//! entry keeps the first waker that polled it, so it could not stay with a pooled connection.
+//! Here arming is a clock read and a store, polling compares a waker, and an entry follows
+//! whichever task polls it: chat went from 29,012-29,098 to 28,783 instructions per request
+//! with this wheel and pooled entries, to 28,701-28,766 with one clock read per head
+//! (`net::read_more_until`), and to 28,572-28,581 leaving a completed read's deadline armed
+//! (`net::read_more_before`), about -480 in all (callgrind, issue 18). What remains of monoio's timer
+//! cost is its time driver's pass on every park (about 330 instructions a park, timers or
+//! not): the other sleeps on a worker (pool reaper, retries, lease polls, shutdown) and this
+//! ticker still use it. An entry armed further than one turn of the wheel (8.8 s) ahead costs
+//! the ticker one pass per turn until its own.
+
+mod wheel;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::health::clock::Moment;
+use wheel::{Wheel, NIL};
+
+thread_local! {
+    static WHEEL: RefCell<Wheel> = const { RefCell::new(Wheel::new()) };
+}
+
+fn with<R>(f: impl FnOnce(&mut Wheel) -> R) -> R {
+    WHEEL.with(|wheel| f(&mut wheel.borrow_mut()))
+}
+
+/// One deadline, re-armed for each timed wait. Takes its wheel entry at the first `arm` (a
+/// connection that never times a read takes none) and gives it back on drop.
+pub struct Deadline {
+    index: u32,
+    /// The entry is in this thread's wheel.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Default for Deadline {
+    fn default() -> Self {
+        Deadline::new()
+    }
+}
+
+impl Deadline {
+    pub const fn new() -> Deadline {
+        Deadline {
+            index: NIL,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Fires `limit` from now (a limit past any clock saturates: never, in practice).
+    pub fn arm(&mut self, limit: Duration) {
+        self.arm_at(Moment::now() + limit);
+    }
+
+    /// Fires at `at`.
+    pub fn arm_at(&mut self, at: Moment) {
+        // `NEVER` is kept for "disarmed": the last nanosecond of the clock is close enough.
+        let at = at.nanos().min(wheel::NEVER - 1);
+        with(|wheel| {
+            if self.index == NIL {
+                self.index = wheel.insert();
+            }
+            wheel.arm(self.index, at);
+        });
+    }
+
+    /// Disarms and drops the waker: the owner goes idle (a pooled connection) and must not keep
+    /// the last task that used it alive.
+    pub fn idle(&mut self) {
+        if self.index != NIL {
+            let waker = with(|wheel| {
+                wheel.disarm(self.index);
+                wheel.forget_waker(self.index)
+            });
+            // Dropped with the wheel released: it may be a task's last reference.
+            drop(waker);
+        }
+    }
+
+    /// Ready once the armed deadline passed; until then the task polling it is the one woken
+    /// (whichever task that is). Pending forever when never armed. Starts this thread's ticker
+    /// if it is not running.
+    pub fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.index == NIL {
+            return Poll::Pending;
+        }
+        let (fired, replaced, start_ticker) = with(|wheel| {
+            let (fired, replaced) = wheel.poll(self.index, cx.waker());
+            let start = !wheel.ticker_alive;
+            if start {
+                wheel.ticker_alive = true;
+                wheel.ticker_generation += 1;
+            }
+            (fired, replaced, start.then_some(wheel.ticker_generation))
+        });
+        drop(replaced);
+        if let Some(generation) = start_ticker {
+            // Detached: it lives as long as the runtime (its guard resets the flag if dropped).
+            drop(monoio::spawn(ticker(generation)));
+        }
+        if fired {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        if self.index != NIL {
+            // The thread's wheel is gone only at thread exit, and the entry with it.
+            let waker = WHEEL.try_with(|wheel| wheel.borrow_mut().remove(self.index));
+            drop(waker);
+        }
+    }
+}
+
+/// Forgets this thread's ticker: called when a runtime on this thread returns, whose tasks
+/// (the ticker among them) will not run again, so the next runtime starts its own.
+pub fn forget_ticker() {
+    let waker = WHEEL.try_with(|wheel| wheel.borrow_mut().drop_ticker());
+    // Dropped with the wheel released: it is the ticker task's last reference.
+    drop(waker);
+}
+
+/// Marks the ticker of this generation gone when its task is dropped (a stale one, from a
+/// runtime that already ended, leaves a newer ticker alone).
+struct Alive(u64);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let waker = WHEEL.try_with(|wheel| {
+            let mut wheel = wheel.borrow_mut();
+            (wheel.ticker_generation == self.0).then(|| wheel.drop_ticker())
+        });
+        drop(waker);
+    }
+}
+
+/// The thread's ticker: runs the wheel's pass when its timer fires or when a deadline earlier
+/// than its timer is filed, then sleeps until the end of the first occupied tick. With nothing
+/// filed it drops its timer and waits to be woken by the next filing.
+async fn ticker(generation: u64) {
+    let _alive = Alive(generation);
+    let mut timer: Option<Pin<Box<monoio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| loop {
+        let (next, replaced) = with(|wheel| {
+            let replaced = wheel.set_ticker(cx.waker());
+            (wheel.expire(Moment::now().nanos()), replaced)
+        });
+        drop(replaced);
+        let Some(at) = next else {
+            timer = None;
+            return Poll::<()>::Pending;
+        };
+        let at = monoio::time::Instant::from_std(Moment::from_nanos(at).instant());
+        let sleep = match &mut timer {
+            Some(sleep) => {
+                sleep.as_mut().reset(at);
+                sleep
+            }
+            None => timer.insert(Box::pin(monoio::time::sleep_until(at))),
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

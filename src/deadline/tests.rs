@@ -1,0 +1,128 @@
+//! Deadlines on real runtimes (io_uring when available, and the legacy driver): on time and
+//! never early, the waker follows the task that polls, drop leaves nothing filed, and an idle
+//! ticker runs no passes.
+
+use std::future::poll_fn;
+use std::time::{Duration, Instant};
+
+use super::{with, Deadline};
+use crate::config::Driver;
+
+/// Runs `test` on a worker runtime of `driver`, as workers run (`run_on_driver`).
+fn on(driver: Driver, test: impl std::future::Future<Output = ()>) {
+    let mut test = Some(test);
+    crate::runtime::run_on_driver(driver, || test.take().expect("once")).expect("runtime");
+}
+
+async fn elapsed(deadline: &mut Deadline) {
+    poll_fn(|cx| deadline.poll_elapsed(cx)).await;
+}
+
+/// Waits until `limit` passed; panics (a failed test) if `what` is not done by then.
+async fn bounded<F: std::future::Future>(limit: Duration, what: F) -> F::Output {
+    monoio::time::timeout(limit, what)
+        .await
+        .expect("the deadline never fired")
+}
+
+fn fires_on_time(driver: Driver) {
+    on(driver, async {
+        for limit_ms in [1u64, 20, 75] {
+            let limit = Duration::from_millis(limit_ms);
+            let mut deadline = Deadline::new();
+            let started = Instant::now();
+            deadline.arm(limit);
+            bounded(limit + Duration::from_secs(2), elapsed(&mut deadline)).await;
+            let waited = started.elapsed();
+            // The slack stated in the module doc (a tick and monoio's ms) plus a loaded machine.
+            assert!(
+                waited >= limit && waited < limit + Duration::from_millis(500),
+                "{limit:?} fired after {waited:?}"
+            );
+        }
+        // Re-armed later while waiting: the first deadline passes without firing.
+        let mut deadline = Deadline::new();
+        let started = Instant::now();
+        deadline.arm(Duration::from_millis(10));
+        let first = poll_fn(|cx| std::task::Poll::Ready(deadline.poll_elapsed(cx).is_ready())).await;
+        assert!(!first);
+        deadline.arm(Duration::from_millis(120));
+        bounded(Duration::from_secs(3), elapsed(&mut deadline)).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(120),
+            "fired at the old deadline"
+        );
+    });
+}
+
+#[test]
+fn fires_on_time_on_the_default_driver() {
+    fires_on_time(Driver::Auto);
+}
+
+#[test]
+fn fires_on_time_on_the_legacy_driver() {
+    fires_on_time(Driver::Legacy);
+}
+
+/// An entry polled by one task and then handed to another wakes the other: the waker is the
+/// latest poller's (what lets a deadline stay with a pooled connection).
+#[test]
+fn waker_follows_the_polling_task() {
+    on(Driver::Auto, async {
+        let mut deadline = Deadline::new();
+        deadline.arm(Duration::from_millis(60));
+        // This task polls it first and registers its waker.
+        let first = poll_fn(|cx| std::task::Poll::Ready(deadline.poll_elapsed(cx).is_ready())).await;
+        assert!(!first);
+        let other = monoio::spawn(async move {
+            let started = Instant::now();
+            elapsed(&mut deadline).await;
+            started.elapsed()
+        });
+        // This task stays busy elsewhere; only the other one can see the deadline pass.
+        let waited = bounded(Duration::from_secs(3), other).await;
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+    });
+}
+
+/// Dropping deadlines removes their entries at once; once nothing is filed the ticker parks
+/// without a timer and runs no pass while the worker idles.
+#[test]
+fn drop_removes_and_an_idle_ticker_parks() {
+    on(Driver::Auto, async {
+        let mut many: Vec<Deadline> = (0..1000).map(|_| Deadline::new()).collect();
+        for (i, d) in many.iter_mut().enumerate() {
+            d.arm(Duration::from_secs(60 + i as u64));
+        }
+        assert_eq!(with(|w| w.filed()), 1000);
+        drop(many);
+        assert_eq!(with(|w| w.filed()), 0, "dropped entries leave their slots at once");
+        // One fires: the ticker's pass wakes it and finds nothing else filed.
+        let mut short = Deadline::new();
+        short.arm(Duration::from_millis(5));
+        bounded(Duration::from_secs(2), elapsed(&mut short)).await;
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        let (passes, parked) = with(|w| (w.passes, w.ticker_at() == super::wheel::NEVER));
+        assert!(parked, "nothing filed: the ticker has no timer");
+        monoio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(with(|w| w.passes), passes, "an idle worker's ticker ran passes");
+        // Woken by the next filing, it times that one.
+        let started = Instant::now();
+        short.arm(Duration::from_millis(15));
+        bounded(Duration::from_secs(2), elapsed(&mut short)).await;
+        assert!(started.elapsed() >= Duration::from_millis(15));
+    });
+}
+
+/// A thread that runs one worker runtime after another gets a ticker in each.
+#[test]
+fn each_runtime_gets_its_ticker() {
+    for driver in [Driver::Auto, Driver::Legacy, Driver::Auto] {
+        on(driver, async {
+            let mut deadline = Deadline::new();
+            deadline.arm(Duration::from_millis(10));
+            bounded(Duration::from_secs(2), elapsed(&mut deadline)).await;
+        });
+    }
+}

@@ -1,0 +1,300 @@
+//! The deadline wheel itself, with no clock and no runtime: a slab of entries {deadline, waker}
+//! filed lazily in a hashed wheel of coarse ticks, and the pass that wakes expired entries.
+//! Invariants: an entry fires only when a pass is given a `now` at or past its deadline (never
+//! early); every filed entry sits in exactly one slot's list and that slot's occupied bit is set
+//! while the list is non-empty; removing an entry unlinks it in O(1) and leaves nothing behind
+//! (the slab's size is the peak number of live entries, the lists hold only live entries).
+
+use std::task::Waker;
+
+/// A tick is 2^21 ns (2.1 ms): the ticker wakes at the end of the tick holding a deadline, so
+/// this is the slack a deadline gets on top of monoio's own (it rounds up to the next ms).
+pub const TICK_SHIFT: u32 = 21;
+/// Slots of the hashed wheel: one turn is 4096 ticks (8.8 s). A deadline further away than one
+/// turn sits in its slot and is passed over (kept) once per turn until its turn comes.
+const SLOTS: u64 = 4096;
+const WORDS: usize = (SLOTS / 64) as usize;
+/// No entry: the end of a list, an empty slot, the end of the free list.
+pub const NIL: u32 = u32::MAX;
+/// An entry's deadline when it is not armed, and its `filed` when it is in no slot.
+pub const NEVER: u64 = u64::MAX;
+
+struct Entry {
+    /// Nanoseconds on the `Moment` clock; `NEVER` when disarmed.
+    deadline: u64,
+    /// The deadline tick it was filed under (its slot is that tick's), `NEVER` when unfiled.
+    /// The wheel visits the slot at or before this tick, so a later deadline needs no re-filing.
+    filed: u64,
+    prev: u32,
+    /// The next entry in its slot, or in the free list.
+    next: u32,
+    /// A pass found it expired; cleared by the next `arm`.
+    fired: bool,
+    waker: Option<Waker>,
+}
+
+pub struct Wheel {
+    entries: Vec<Entry>,
+    free: u32,
+    /// First entry of each slot; allocated at the first filing (a thread that never times a read
+    /// keeps none).
+    heads: Vec<u32>,
+    occupied: [u64; WORDS],
+    /// The first tick not yet passed over for good (the slot at `cursor` may still hold
+    /// entries of that tick that were not due yet).
+    cursor: u64,
+    /// The ticker's waker, and the tick at whose end it will next run (`NEVER`: parked).
+    ticker: Option<Waker>,
+    ticker_at: u64,
+    pub ticker_alive: bool,
+    /// Counts tickers started, so a stale ticker's end cannot mark a newer one gone.
+    pub ticker_generation: u64,
+    /// Passes run (tests check that an idle ticker runs none).
+    #[cfg(test)]
+    pub passes: u64,
+}
+
+impl Wheel {
+    pub const fn new() -> Wheel {
+        Wheel {
+            entries: Vec::new(),
+            free: NIL,
+            heads: Vec::new(),
+            occupied: [0; WORDS],
+            cursor: 0,
+            ticker: None,
+            ticker_at: NEVER,
+            ticker_alive: false,
+            ticker_generation: 0,
+            #[cfg(test)]
+            passes: 0,
+        }
+    }
+
+    /// A new disarmed, unfiled entry (a free one reused when there is one).
+    pub fn insert(&mut self) -> u32 {
+        let entry = Entry {
+            deadline: NEVER,
+            filed: NEVER,
+            prev: NIL,
+            next: NIL,
+            fired: false,
+            waker: None,
+        };
+        if self.free != NIL {
+            let index = self.free;
+            let slot = &mut self.entries[index as usize];
+            self.free = slot.next;
+            *slot = entry;
+            return index;
+        }
+        self.entries.push(entry);
+        (self.entries.len() - 1) as u32
+    }
+
+    /// Unlinks and frees `index`. Returns its waker for the caller to drop once the wheel is no
+    /// longer borrowed (dropping a task's last waker drops the task, which may drop deadlines).
+    #[must_use]
+    pub fn remove(&mut self, index: u32) -> Option<Waker> {
+        self.unfile(index);
+        let entry = &mut self.entries[index as usize];
+        entry.deadline = NEVER;
+        entry.next = self.free;
+        self.free = index;
+        entry.waker.take()
+    }
+
+    /// Sets the deadline. A later deadline than the one filed is one store: the wheel re-files
+    /// the entry when it reaches the old slot. An earlier one is re-filed now.
+    pub fn arm(&mut self, index: u32, deadline: u64) {
+        let entry = &mut self.entries[index as usize];
+        entry.deadline = deadline;
+        entry.fired = false;
+        let tick = deadline >> TICK_SHIFT;
+        if tick < entry.filed {
+            self.unfile(index);
+            self.file(index, tick);
+        }
+    }
+
+    /// No deadline (the wheel drops the entry from its slot when it gets there). The waker is
+    /// kept: the same task usually arms it again.
+    pub fn disarm(&mut self, index: u32) {
+        let entry = &mut self.entries[index as usize];
+        entry.deadline = NEVER;
+        entry.fired = false;
+    }
+
+    /// Whether the entry fired; if not, `waker` is the one it will wake (replaced only when it
+    /// would not wake the same task; a replaced waker is handed back, as by `remove`).
+    pub fn poll(&mut self, index: u32, waker: &Waker) -> (bool, Option<Waker>) {
+        let entry = &mut self.entries[index as usize];
+        if entry.fired {
+            return (true, None);
+        }
+        if entry.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            return (false, None);
+        }
+        (false, entry.waker.replace(waker.clone()))
+    }
+
+    /// Takes the entry's waker (its owner goes idle, say into a pool, and must not keep a
+    /// finished task alive); handed back as by `remove`.
+    #[must_use]
+    pub fn forget_waker(&mut self, index: u32) -> Option<Waker> {
+        self.entries[index as usize].waker.take()
+    }
+
+    /// Registers the ticker's waker (a replaced one is handed back, as by `remove`).
+    #[must_use]
+    pub fn set_ticker(&mut self, waker: &Waker) -> Option<Waker> {
+        if self.ticker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            return None;
+        }
+        self.ticker.replace(waker.clone())
+    }
+
+    /// Forgets the ticker (its task ended, or its runtime did); its waker is handed back.
+    #[must_use]
+    pub fn drop_ticker(&mut self) -> Option<Waker> {
+        self.ticker_at = NEVER;
+        self.ticker_alive = false;
+        self.ticker.take()
+    }
+
+    fn file(&mut self, index: u32, tick: u64) {
+        if self.heads.is_empty() {
+            self.heads = vec![NIL; SLOTS as usize];
+        }
+        // A deadline in a tick already passed over goes in the first one still to come.
+        let tick = tick.max(self.cursor);
+        let slot = (tick % SLOTS) as usize;
+        let head = self.heads[slot];
+        if head != NIL {
+            self.entries[head as usize].prev = index;
+        }
+        let entry = &mut self.entries[index as usize];
+        entry.filed = tick;
+        entry.prev = NIL;
+        entry.next = head;
+        self.heads[slot] = index;
+        self.occupied[slot / 64] |= 1 << (slot % 64);
+        if tick < self.ticker_at {
+            // The ticker sleeps past this deadline (or is parked): it runs and sleeps again.
+            self.ticker_at = tick;
+            if let Some(ticker) = &self.ticker {
+                ticker.wake_by_ref();
+            }
+        }
+    }
+
+    fn unfile(&mut self, index: u32) {
+        let entry = &mut self.entries[index as usize];
+        if entry.filed == NEVER {
+            return;
+        }
+        let slot = (entry.filed % SLOTS) as usize;
+        let (prev, next) = (entry.prev, entry.next);
+        entry.filed = NEVER;
+        if next != NIL {
+            self.entries[next as usize].prev = prev;
+        }
+        if prev != NIL {
+            self.entries[prev as usize].next = next;
+        } else {
+            self.heads[slot] = next;
+            if next == NIL {
+                self.occupied[slot / 64] &= !(1 << (slot % 64));
+            }
+        }
+    }
+
+    /// Wakes every entry due at `now` (ns) in the ticks up to now's, re-files the ones whose
+    /// deadline moved later and drops disarmed ones. Returns when the ticker should run next:
+    /// the end of the first tick whose slot holds anything, or `None` (park) when none does.
+    pub fn expire(&mut self, now: u64) -> Option<u64> {
+        #[cfg(test)]
+        {
+            self.passes += 1;
+        }
+        let now_tick = now >> TICK_SHIFT;
+        let count = (now_tick.saturating_sub(self.cursor) + 1).min(SLOTS);
+        // No ticker wakes for entries re-filed by this pass: the ticker is the one running it.
+        self.ticker_at = 0;
+        let mut k = 0;
+        while let Some(found) = self.next_occupied(self.cursor + k, count - k) {
+            k += found;
+            self.pass_slot(((self.cursor + k) % SLOTS) as usize, now);
+            k += 1;
+        }
+        self.cursor = self.cursor.max(now_tick);
+        self.ticker_at = match self.next_occupied(now_tick, SLOTS) {
+            Some(ahead) => now_tick + ahead,
+            None => NEVER,
+        };
+        (self.ticker_at != NEVER).then(|| (self.ticker_at + 1) << TICK_SHIFT)
+    }
+
+    /// Offset from `from` (a tick) of the first tick within `count` whose slot is occupied.
+    fn next_occupied(&self, from: u64, count: u64) -> Option<u64> {
+        let mut k = 0;
+        while k < count {
+            let slot = ((from + k) % SLOTS) as usize;
+            let bits = self.occupied[slot / 64] >> (slot % 64);
+            if bits & 1 == 1 {
+                return Some(k);
+            }
+            // Skip to the next set bit in this word, or to the next word.
+            k += if bits == 0 {
+                64 - (slot % 64) as u64
+            } else {
+                u64::from(bits.trailing_zeros())
+            };
+        }
+        None
+    }
+
+    fn pass_slot(&mut self, slot: usize, now: u64) {
+        let mut at = self.heads[slot];
+        while at != NIL {
+            let index = at;
+            let entry = &mut self.entries[index as usize];
+            at = entry.next;
+            let deadline = entry.deadline;
+            if deadline <= now {
+                entry.fired = true;
+                if let Some(waker) = &entry.waker {
+                    waker.wake_by_ref();
+                }
+                self.unfile(index);
+            } else if deadline == NEVER {
+                self.unfile(index);
+            } else if (deadline >> TICK_SHIFT) % SLOTS != slot as u64 {
+                self.unfile(index);
+                self.file(index, deadline >> TICK_SHIFT);
+            } else {
+                entry.filed = deadline >> TICK_SHIFT;
+            }
+        }
+    }
+
+    /// Entries filed in some slot (for tests and the bound check).
+    #[cfg(test)]
+    pub fn filed(&self) -> usize {
+        self.entries.iter().filter(|e| e.filed != NEVER).count()
+    }
+
+    #[cfg(test)]
+    pub fn slab_len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    pub fn ticker_at(&self) -> u64 {
+        self.ticker_at
+    }
+}
+
+#[cfg(test)]
+#[path = "wheel_tests.rs"]
+mod tests;
