@@ -116,7 +116,7 @@ pub(super) async fn try_key(
     };
     // Without a follow-up (every protocol but Replicate) the first answer is the client's: no
     // boxed `follow` future is built, copied and freed for it.
-    let answer = if target.translation.is_none() || !target.adapter.has_follow_up() {
+    let mut answer = if target.translation.is_none() || !target.adapter.has_follow_up() {
         Followed {
             exchange,
             head,
@@ -151,7 +151,18 @@ pub(super) async fn try_key(
         }
     }
     relay(
-        core, ctx, job, res, target, &key, &subject, attempt, &fetcher, answer, outcome, turn,
+        core,
+        ctx,
+        job,
+        res,
+        target,
+        &key,
+        &subject,
+        attempt,
+        &fetcher,
+        &mut answer,
+        outcome,
+        turn,
     )
     .await
 }
@@ -318,27 +329,22 @@ async fn relay(
     subject: &Subject<'_>,
     attempt: &mut Attempts,
     fetcher: &Fetcher<'_>,
-    answer: Followed,
+    answer: &mut Followed,
     outcome: &'static str,
     turn: Option<Turn<'_>>,
 ) -> Result<KeyTry, ProxyError> {
     let provider = target.provider;
-    let Followed {
-        exchange,
-        head,
-        body,
-        record_url,
-        cancel_url,
-        followed: _,
-    } = answer;
+    // Borrowed from `try_key`'s future, not moved: the answer (exchange and head, 392 bytes)
+    // by value was copied into this future and again into `RelayInput`.
+    let (record_url, cancel_url) = (answer.record_url.take(), answer.cancel_url.take());
     // A 503 tells the client when to come back, whether or not the upstream did.
-    let retry_after = (head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
+    let retry_after = (answer.head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
     let input = RelayInput {
         provider,
         attempts: attempt.made,
-        head,
-        exchange,
-        body,
+        head: &answer.head,
+        exchange: &mut answer.exchange,
+        body: answer.body.take(),
         fetcher,
         deadline: job.deadline,
         retry_after,

@@ -2,8 +2,8 @@
 //! the body piece by piece as it arrives (Content-Length, chunked, or until close).
 //! Invariant: `reusable()` is true only after the request was written whole and the body was
 //! completely framed with nothing left over, so a pooled connection always starts at a message
-//! boundary; an exchange returns its connection to its pool itself, on drop, only after
-//! `release` marked it clean and only when `reusable()` and the TLS session agree.
+//! boundary; an exchange returns its connection to its pool only in `release`, and only when
+//! `reusable()` and the TLS session agree; an exchange dropped unreleased closes it.
 
 use std::rc::Weak;
 use std::time::Duration;
@@ -29,15 +29,13 @@ const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
 pub const COALESCE_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Exchange {
-    /// `None` only once `drop` handed it back to the pool. Boxed once per connection (it stays
-    /// boxed in the pool): an exchange moves through every phase of an attempt by value, and
-    /// the socket inline made each move a 200-byte copy.
+    /// `None` once `release` handed it back to the pool (or closed it). Boxed once per
+    /// connection (it stays boxed in the pool): an exchange moves through every phase of an
+    /// attempt by value, and the socket inline made each move a 200-byte copy.
     io: Option<Box<Io>>,
     /// The pool the connection goes back to, and under which key.
     home: Weak<Pool>,
     key: PoolKey,
-    /// Set by `release`: the caller is done at a message boundary.
-    clean: bool,
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
     buf: BytesMut,
@@ -68,7 +66,6 @@ impl Exchange {
             io: Some(io),
             home,
             key,
-            clean: false,
             reused,
             // A kept buffer of this worker (no allocation per exchange); back on drop.
             buf: crate::spare::take(crate::spare::Kind::Read, READ_RESERVE),
@@ -281,23 +278,15 @@ impl Exchange {
     }
 
     /// The caller is done with this exchange at a message boundary: the connection goes back
-    /// to its pool now if `reusable()` and the TLS session agree, and is closed otherwise.
-    /// Dropping an exchange without `release` always closes it.
-    pub fn release(mut self) {
-        self.clean = true;
-    }
-}
-
-impl Drop for Exchange {
-    /// The only way into the pool: clean (released), completely framed with nothing left
-    /// over in rotor's buffer or inside the TLS session, and the pool still there.
-    fn drop(&mut self) {
-        let reusable = self.clean && self.reusable();
+    /// to its pool now if `reusable()` and the TLS session agree, and is closed otherwise; the
+    /// exchange is spent (any later read or write fails as released). Dropping an exchange
+    /// without `release` always closes it. By `&mut`, so an answer's exchange stays in the
+    /// attempt's future while the relay borrows it instead of being moved through each layer.
+    pub fn release(&mut self) {
+        let reusable = self.reusable();
+        let io = self.io.take();
         crate::spare::give(crate::spare::Kind::Read, std::mem::take(&mut self.buf));
-        if !reusable {
-            return;
-        }
-        let (Some(pool), Some(mut io)) = (self.home.upgrade(), self.io.take()) else {
+        let (true, Some(pool), Some(mut io)) = (reusable, self.home.upgrade(), io) else {
             return;
         };
         if io.nothing_buffered() {
@@ -306,8 +295,15 @@ impl Drop for Exchange {
     }
 }
 
-/// The error of an exchange used after its connection went back (never reached: `release`
-/// consumes the exchange).
+impl Drop for Exchange {
+    /// An exchange dropped unreleased closes its connection (the only way into the pool is
+    /// `release`); its read buffer goes back to this worker's spares either way.
+    fn drop(&mut self) {
+        crate::spare::give(crate::spare::Kind::Read, std::mem::take(&mut self.buf));
+    }
+}
+
+/// The error of an exchange used after `release` handed its connection back or closed it.
 fn released() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "connection already released")
 }
