@@ -10,12 +10,12 @@ use std::sync::Arc;
 use super::admit::{never_reached, pick_available_key, usage_tokens, KeyPin};
 use super::attempts::{usable_in, Attempts};
 use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
-use super::credential::send_authenticated;
+use super::credential::{plain_secret, send_authenticated};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::follow::{follow, Fetcher, Followed, Unfollowed};
 use super::forward::{Job, Target};
 use super::relay::{relay as relay_answer, Relay, RelayInput, Relayed};
-use super::send::{backoff, discard, send_turn};
+use super::send::{backoff, discard, send, send_turn};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
 use crate::config::Provider;
@@ -94,7 +94,13 @@ pub(super) async fn try_key(
     let mut turn = target.dialog.as_ref().zip(pool_key).map(|(d, k)| d.turn(k.id));
     let sent = match turn.as_mut() {
         Some(turn) => Box::pin(send_turn(core, ctx, job.req, provider, secret, turn)).await,
-        None => send_authenticated(core, ctx, job.req, target, key.index).await,
+        // A plain secret (every key but a minted credential's) is sent by `send` itself: the
+        // answer (exchange and head, 304 bytes) then crosses one future less on its way here.
+        None => match plain_secret(&ctx.generation, provider, key.index) {
+            Some(auth) => send(core, ctx, job.req, target, auth).await,
+            // Boxed: the rare credential path's states stay out of every attempt's future.
+            None => Box::pin(send_authenticated(core, ctx, job.req, target, key.index)).await,
+        },
     };
     let (exchange, head) = match sent {
         Ok(answer) => answer,
