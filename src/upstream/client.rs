@@ -307,3 +307,96 @@ impl Drop for Exchange {
 fn released() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "connection already released")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    use monoio::net::{TcpListener, TcpStream};
+
+    use super::super::{Io, Pool, PoolKey};
+    use super::Exchange;
+    use crate::config::Scheme;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// An exchange over a fresh loopback connection, and the upstream's end of it.
+    async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect_addr(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let io = Box::new(Io::Plain(client));
+        (Exchange::new(io, false, Rc::downgrade(pool), key.clone()), server)
+    }
+
+    /// Sends a request and has `upstream` answer it with `answer`; returns the body read.
+    async fn answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) -> Bytes {
+        let head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
+        exchange.send(head, &Bytes::new()).await.expect("send");
+        let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
+        assert!(read.expect("request read") > 0);
+        let (written, _) = upstream.write_all(answer).await;
+        written.expect("answer written");
+        exchange.read_head(SECOND, false).await.expect("head");
+        exchange.read_to_end(SECOND, 1024).await.expect("body")
+    }
+
+    /// `release` (by `&mut`, so an answer's exchange can stay where it is while the relay
+    /// borrows it) hands a clean connection to the pool at once and only once, spends the
+    /// exchange, and closes a connection whose answer was not read to its end.
+    #[test]
+    fn release_by_reference_pools_a_clean_connection_once_and_spends_the_exchange() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
+            let key = PoolKey {
+                scheme: Scheme::Http,
+                host: Arc::from("127.0.0.1"),
+                port: 1,
+                tls: 0,
+            };
+            let (mut clean, mut upstream) = exchange(&pool, &key).await;
+            let body = answered(
+                &mut clean,
+                &mut upstream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            )
+            .await;
+            assert_eq!(&body[..], b"ok");
+            clean.release();
+            assert_eq!(pool.idle_count(), 1, "pooled at release, before the exchange drops");
+            clean.release();
+            assert_eq!(pool.idle_count(), 1, "a second release pools nothing");
+            let refused = clean.send(BytesMut::from(&b"x"[..]), &Bytes::new()).await;
+            assert!(refused.is_err(), "a released exchange writes nothing");
+            drop(clean);
+            assert_eq!(
+                pool.idle_count(),
+                1,
+                "the drop of a released exchange leaves the pool alone"
+            );
+
+            let (mut unread, mut upstream) = exchange(&pool, &key).await;
+            let head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
+            unread.send(head, &Bytes::new()).await.expect("send");
+            let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
+            assert!(read.expect("request read") > 0);
+            let (written, _) = upstream
+                .write_all(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab"[..])
+                .await;
+            written.expect("answer written");
+            unread.read_head(SECOND, false).await.expect("head");
+            unread.release();
+            assert_eq!(pool.idle_count(), 1, "a body not read to its end is never pooled");
+        });
+    }
+}
