@@ -62,6 +62,18 @@ pub(super) fn current_of<'g>(generation: &'g Generation, provider: &'g Provider,
     }
 }
 
+/// The auth of a key that is a plain secret (no token cell): the common case, sent by
+/// `send` directly. `None` for a credential key, which goes through `send_authenticated`.
+pub(super) fn plain_secret<'g>(generation: &'g Generation, provider: &'g Provider, key: usize) -> Option<Auth<'g>> {
+    if generation.tokens.get(provider.index, key).is_some() {
+        return None;
+    }
+    Some(Auth {
+        key: provider.keys.get(key).map_or("", |k| k.secret.expose()),
+        line: generation.heads.get(provider.index).and_then(|h| h.key_line(key)),
+    })
+}
+
 /// The credential to send: a secret as is; a usable token newer than `refused`, minted on the
 /// control thread first when there is none.
 async fn credential<'g>(

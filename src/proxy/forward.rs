@@ -80,13 +80,16 @@ pub(super) async fn forward(
     } else {
         None
     };
-    let plan = match owner {
+    // Filled in place: returned by value, the plan (a 144-byte `SmallVec`) was copied out of
+    // `plan` and again into this future.
+    let mut plan = SmallVec::new();
+    match owner {
         Some(owner) => {
             let (route, candidate) = super::pinning::route_of(config, route, owner)?;
-            SmallVec::from_iter([Step { route, candidate }])
+            plan.push(Step { route, candidate });
         }
-        None => plan(core, ctx, route, &model),
-    };
+        None => fill_plan(core, ctx, route, &model, &mut plan),
+    }
     let tokens = if ctx.generation.limits.any_tpm {
         estimate_tokens(req.body.len(), &inspection)
     } else {
@@ -231,16 +234,19 @@ pub(super) struct Step<'a> {
     candidate: usize,
 }
 
-/// The route's candidates in balancing order, then each fallback model's.
-fn plan<'a>(core: &Core, ctx: &'a RequestContext, route: &'a Route, model: &str) -> SmallVec<[Step<'a>; 8]> {
+/// The route's candidates in balancing order, then each fallback model's, into `steps`.
+fn fill_plan<'a>(
+    core: &Core,
+    ctx: &'a RequestContext,
+    route: &'a Route,
+    model: &str,
+    steps: &mut SmallVec<[Step<'a>; 8]>,
+) {
     let config: &'a Config = &ctx.generation.config;
     let mut balance = core.balance.borrow_mut();
     balance.sync(ctx.generation.id, config);
-    let mut steps: SmallVec<[Step<'a>; 8]> = balance
-        .order(config, route)
-        .into_iter()
-        .map(|candidate| Step { route, candidate })
-        .collect();
+    let order = balance.order(config, route);
+    steps.extend(order.into_iter().map(|candidate| Step { route, candidate }));
     for fallback in config.routing.fallbacks.get(model).into_iter().flatten() {
         if let Some(fallback_route) = config.routes.by_model.get(fallback.as_str()) {
             let order = balance.order(config, fallback_route);
@@ -250,7 +256,6 @@ fn plan<'a>(core: &Core, ctx: &'a RequestContext, route: &'a Route, model: &str)
             }));
         }
     }
-    steps
 }
 
 /// Tries keys of one provider until one delivers, the provider has no usable key left, or the

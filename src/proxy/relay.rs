@@ -59,8 +59,10 @@ pub(super) enum Relay {
 pub(super) struct RelayInput<'a> {
     pub provider: &'a Provider,
     pub attempts: usize,
-    pub head: ResponseHead,
-    pub exchange: Exchange,
+    /// The answer's head and exchange stay in the attempt's future, borrowed: moved by value
+    /// through `try_key`, `attempt::relay` and here, they cost a 400-byte copy per layer.
+    pub head: &'a ResponseHead,
+    pub exchange: &'a mut Exchange,
     /// The answer's body when phase `follow` already read it (the exchange is then at its end).
     pub body: Option<Bytes>,
     /// GETs with the attempt's key, for a transform that reads a URL at the end.
@@ -81,7 +83,7 @@ pub(super) async fn relay(
         provider,
         attempts,
         head,
-        mut exchange,
+        exchange,
         body: read_before,
         fetcher,
         deadline,
@@ -152,8 +154,8 @@ pub(super) async fn relay(
         }
         // Anything but SSE is read whole when it fits, sized or not (providers behind CDNs answer
         // JSON with chunked encoding): usage is read from it and translations see a whole body.
-        framing if !is_event_stream(&head) && fits_whole(framing, transform) => {
-            let body = match read_whole(&mut exchange, idle).await {
+        framing if !is_event_stream(head) && fits_whole(framing, transform) => {
+            let body = match read_whole(exchange, idle).await {
                 Ok(Whole::Complete(body)) => body,
                 Err(error) => return Ok(Relay::Unsent(error)),
                 Ok(Whole::TooLarge(_)) if transform.content_type().is_some() => {
@@ -178,8 +180,8 @@ pub(super) async fn relay(
                         policy: upstream_config.on_client_disconnect,
                         fetcher,
                     };
-                    let (failure, returned) = stream.run(res, exchange, transform).await;
-                    mark_end(ctx, returned);
+                    let (failure, poolable) = stream.run(res, exchange, transform).await;
+                    mark_end(ctx, exchange, poolable);
                     return Ok(Relay::Done(Relayed {
                         status,
                         streamed: true,
@@ -207,7 +209,7 @@ pub(super) async fn relay(
         framing => {
             // The head goes out right after (only headers are added): one reading for both.
             let answer_ready = clock::read();
-            let sse = is_event_stream(&head);
+            let sse = is_event_stream(head);
             // A transform may change the length, so only untouched sized bodies keep theirs.
             let length = match framing {
                 ResponseFraming::Length(n) if transform.content_type().is_none() && !sse => Some(n),
@@ -242,8 +244,8 @@ pub(super) async fn relay(
                 policy,
                 fetcher,
             };
-            let (failure, returned) = stream.run(res, exchange, transform).await;
-            mark_end(ctx, returned);
+            let (failure, poolable) = stream.run(res, exchange, transform).await;
+            mark_end(ctx, exchange, poolable);
             let mut usage = transform.usage();
             usage.partial |= failure.is_some();
             Ok(Relay::Done(Relayed {
@@ -312,9 +314,9 @@ fn mark_sent_whole(ctx: &RequestContext) {
 
 /// A streamed answer ended: its end is read before its connection goes back to the pool (the
 /// pool stamps it with this reading, `clock::latest`).
-fn mark_end(ctx: &RequestContext, returned: Option<Exchange>) {
+fn mark_end(ctx: &RequestContext, exchange: &mut Exchange, poolable: bool) {
     ctx.trace.borrow_mut().ended_at = Some(clock::read());
-    if let Some(exchange) = returned {
+    if poolable {
         exchange.release();
     }
 }
@@ -356,23 +358,20 @@ enum Next {
 
 impl Stream<'_> {
     /// Relays pieces until the upstream ends or fails. Returns how the answer failed (`None`:
-    /// the client got all of it), and the exchange when it may be pooled (its body was read to
+    /// the client got all of it), and whether the exchange may be pooled (its body was read to
     /// the end).
     async fn run(
         &self,
         res: &mut Responder<'_>,
-        mut exchange: Exchange,
+        exchange: &mut Exchange,
         transform: &mut dyn ResponseTransform,
-    ) -> (Option<RelayFailure>, Option<Exchange>) {
+    ) -> (Option<RelayFailure>, bool) {
         let mut client_present = true;
         let mut tick = Tick::default();
         let mut drained = 0u64;
         let abort = Some(RelayFailure::ClientAbort);
         loop {
-            let data = match self
-                .next_piece(&mut exchange, res, &mut client_present, &mut tick)
-                .await
-            {
+            let data = match self.next_piece(exchange, res, &mut client_present, &mut tick).await {
                 Next::Piece(Ok(Some(data))) => data,
                 Next::Piece(Ok(None)) => {
                     if client_present {
@@ -380,7 +379,7 @@ impl Stream<'_> {
                         let tail = transform.end();
                         client_present = send_all(res, tail).await && res.finish().await.is_ok();
                     }
-                    return (if client_present { None } else { abort }, Some(exchange));
+                    return (if client_present { None } else { abort }, true);
                 }
                 Next::Piece(Err(e)) => {
                     tracing::warn!("upstream failed mid-response: {e}");
@@ -391,14 +390,14 @@ impl Stream<'_> {
                         _ => RelayFailure::UpstreamCut,
                     };
                     // A client that had already left is what the answer's end looked like to it.
-                    return (if client_present { Some(failure) } else { abort }, None);
+                    return (if client_present { Some(failure) } else { abort }, false);
                 }
-                Next::ClientGone => return (abort, None),
+                Next::ClientGone => return (abort, false),
                 Next::Deadline => {
                     let message = "request exceeded upstream.request_timeout_ms";
                     self.fail(res, transform, message, client_present).await;
                     let failure = Some(RelayFailure::RequestTimeout);
-                    return (if client_present { failure } else { abort }, None);
+                    return (if client_present { failure } else { abort }, false);
                 }
             };
             if !client_present {
@@ -414,16 +413,16 @@ impl Stream<'_> {
                     last.extend_from_slice(&piece);
                 }
                 let delivered = res.piece_and_finish(&last).await.is_ok();
-                return (if delivered { None } else { abort }, Some(exchange));
+                return (if delivered { None } else { abort }, true);
             }
             if client_present && !send_all(res, out).await {
                 client_present = false;
                 if self.policy == DisconnectPolicy::Cancel {
-                    return (abort, None);
+                    return (abort, false);
                 }
             }
             if !client_present && drained > DRAIN_LIMIT_BYTES {
-                return (abort, None);
+                return (abort, false);
             }
         }
     }

@@ -2,8 +2,8 @@
 //! the body piece by piece as it arrives (Content-Length, chunked, or until close).
 //! Invariant: `reusable()` is true only after the request was written whole and the body was
 //! completely framed with nothing left over, so a pooled connection always starts at a message
-//! boundary; an exchange returns its connection to its pool itself, on drop, only after
-//! `release` marked it clean and only when `reusable()` and the TLS session agree.
+//! boundary; an exchange returns its connection to its pool only in `release`, and only when
+//! `reusable()` and the TLS session agree; an exchange dropped unreleased closes it.
 
 use std::rc::Weak;
 use std::time::Duration;
@@ -30,15 +30,13 @@ const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
 pub const COALESCE_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Exchange {
-    /// `None` only once `drop` handed it back to the pool. Boxed once per connection (it stays
-    /// boxed in the pool): an exchange moves through every phase of an attempt by value, and
-    /// the socket inline made each move a 200-byte copy.
+    /// `None` once `release` handed it back to the pool (or closed it). Boxed once per
+    /// connection (it stays boxed in the pool): an exchange moves through every phase of an
+    /// attempt by value, and the socket inline made each move a 200-byte copy.
     io: Option<Box<Io>>,
     /// The pool the connection goes back to, and under which key.
     home: Weak<Pool>,
     key: PoolKey,
-    /// Set by `release`: the caller is done at a message boundary.
-    clean: bool,
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
     buf: BytesMut,
@@ -69,7 +67,6 @@ impl Exchange {
             io: Some(io),
             home,
             key,
-            clean: false,
             reused,
             // A kept buffer of this worker (no allocation per exchange); back on drop.
             buf: crate::spare::take(crate::spare::Kind::Read, READ_RESERVE),
@@ -283,23 +280,15 @@ impl Exchange {
     }
 
     /// The caller is done with this exchange at a message boundary: the connection goes back
-    /// to its pool now if `reusable()` and the TLS session agree, and is closed otherwise.
-    /// Dropping an exchange without `release` always closes it.
-    pub fn release(mut self) {
-        self.clean = true;
-    }
-}
-
-impl Drop for Exchange {
-    /// The only way into the pool: clean (released), completely framed with nothing left
-    /// over in rotor's buffer or inside the TLS session, and the pool still there.
-    fn drop(&mut self) {
-        let reusable = self.clean && self.reusable();
+    /// to its pool now if `reusable()` and the TLS session agree, and is closed otherwise; the
+    /// exchange is spent (any later read or write fails as released). Dropping an exchange
+    /// without `release` always closes it. By `&mut`, so an answer's exchange stays in the
+    /// attempt's future while the relay borrows it instead of being moved through each layer.
+    pub fn release(&mut self) {
+        let reusable = self.reusable();
+        let io = self.io.take();
         crate::spare::give(crate::spare::Kind::Read, std::mem::take(&mut self.buf));
-        if !reusable {
-            return;
-        }
-        let (Some(pool), Some(mut io)) = (self.home.upgrade(), self.io.take()) else {
+        let (true, Some(pool), Some(mut io)) = (reusable, self.home.upgrade(), io) else {
             return;
         };
         if io.nothing_buffered() {
@@ -310,8 +299,108 @@ impl Drop for Exchange {
     }
 }
 
-/// The error of an exchange used after its connection went back (never reached: `release`
-/// consumes the exchange).
+impl Drop for Exchange {
+    /// An exchange dropped unreleased closes its connection (the only way into the pool is
+    /// `release`); its read buffer goes back to this worker's spares either way.
+    fn drop(&mut self) {
+        crate::spare::give(crate::spare::Kind::Read, std::mem::take(&mut self.buf));
+    }
+}
+
+/// The error of an exchange used after `release` handed its connection back or closed it.
 fn released() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "connection already released")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    use monoio::net::{TcpListener, TcpStream};
+
+    use super::super::{Io, Pool, PoolKey};
+    use super::Exchange;
+    use crate::config::Scheme;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// An exchange over a fresh loopback connection, and the upstream's end of it.
+    async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect_addr(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let io = Box::new(Io::Plain(client));
+        (Exchange::new(io, false, Rc::downgrade(pool), key.clone()), server)
+    }
+
+    /// Sends a request and has `upstream` answer it with `answer`; returns the body read.
+    async fn answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) -> Bytes {
+        let head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
+        exchange.send(head, &Bytes::new()).await.expect("send");
+        let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
+        assert!(read.expect("request read") > 0);
+        let (written, _) = upstream.write_all(answer).await;
+        written.expect("answer written");
+        exchange.read_head(SECOND, false).await.expect("head");
+        exchange.read_to_end(SECOND, 1024).await.expect("body")
+    }
+
+    /// `release` (by `&mut`, so an answer's exchange can stay where it is while the relay
+    /// borrows it) hands a clean connection to the pool at once and only once, spends the
+    /// exchange, and closes a connection whose answer was not read to its end.
+    #[test]
+    fn release_by_reference_pools_a_clean_connection_once_and_spends_the_exchange() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
+            let key = PoolKey {
+                scheme: Scheme::Http,
+                host: Arc::from("127.0.0.1"),
+                port: 1,
+                tls: 0,
+            };
+            let (mut clean, mut upstream) = exchange(&pool, &key).await;
+            let body = answered(
+                &mut clean,
+                &mut upstream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            )
+            .await;
+            assert_eq!(&body[..], b"ok");
+            clean.release();
+            assert_eq!(pool.idle_count(), 1, "pooled at release, before the exchange drops");
+            clean.release();
+            assert_eq!(pool.idle_count(), 1, "a second release pools nothing");
+            let refused = clean.send(BytesMut::from(&b"x"[..]), &Bytes::new()).await;
+            assert!(refused.is_err(), "a released exchange writes nothing");
+            drop(clean);
+            assert_eq!(
+                pool.idle_count(),
+                1,
+                "the drop of a released exchange leaves the pool alone"
+            );
+
+            let (mut unread, mut upstream) = exchange(&pool, &key).await;
+            let head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
+            unread.send(head, &Bytes::new()).await.expect("send");
+            let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
+            assert!(read.expect("request read") > 0);
+            let (written, _) = upstream
+                .write_all(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab"[..])
+                .await;
+            written.expect("answer written");
+            unread.read_head(SECOND, false).await.expect("head");
+            unread.release();
+            assert_eq!(pool.idle_count(), 1, "a body not read to its end is never pooled");
+        });
+    }
 }
