@@ -68,10 +68,17 @@ pub(super) fn plain_secret<'g>(generation: &'g Generation, provider: &'g Provide
     if generation.tokens.get(provider.index, key).is_some() {
         return None;
     }
-    Some(Auth {
+    Some(secret_auth(generation, provider, key))
+}
+
+/// A plain secret key's auth, with its prepared lines when the generation has them.
+fn secret_auth<'g>(generation: &'g Generation, provider: &'g Provider, key: usize) -> Auth<'g> {
+    let prepared = generation.heads.get(provider.index);
+    Auth {
         key: provider.keys.get(key).map_or("", |k| k.secret.expose()),
-        line: generation.heads.get(provider.index).and_then(|h| h.key_line(key)),
-    })
+        line: prepared.and_then(|h| h.key_line(key)),
+        post: prepared.and_then(|h| h.post_line(key)),
+    }
 }
 
 /// The credential to send: a secret as is; a usable token newer than `refused`, minted on the
@@ -84,12 +91,7 @@ async fn credential<'g>(
     refused: Option<u64>,
 ) -> Result<Credential<'g>, UpstreamError> {
     let Some(cell) = ctx.generation.tokens.get(provider.index, key) else {
-        let prepared = ctx.generation.heads.get(provider.index);
-        return Ok(Credential::Secret(Auth {
-            key: provider.keys.get(key).map_or("", |k| k.secret.expose()),
-            line: prepared.and_then(|h| h.key_line(key)),
-            post: prepared.and_then(|h| h.post_line(key)),
-        }));
+        return Ok(Credential::Secret(secret_auth(&ctx.generation, provider, key)));
     };
     let fresh = |now| cell.token().filter(|t| t.usable(now) && Some(t.serial) != refused);
     let token = match fresh(std::time::Instant::now()) {
