@@ -9,7 +9,7 @@
 //! `"usage"`, so the caller need not search for one: when it read every byte itself (its
 //! grammar quotes only keys, so such a mention could only be a key, and none was `usage`).
 
-use super::{Cursor, UsageCounts, MAX_SCAN_DEPTH};
+use super::{word, Cursor, UsageCounts, MAX_SCAN_DEPTH};
 
 /// `usage_tail` for its common shape: `"usage":{"prompt_tokens":16,...}` followed by the body's
 /// end or more members, and whether the tail certainly has no other `"usage"` after its first
@@ -33,21 +33,26 @@ pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<(UsageCounts, b
     let mut seen = [false; 4];
     if !q.take(b'}') {
         loop {
-            let key = q.key()?;
-            // Keys told apart by length first; a count `usage_tail` reads twice is refused.
-            let slot = match key.len() {
-                13 if key == b"prompt_tokens" => Some(0),
-                17 if key == b"completion_tokens" => Some(1),
-                21 if key == b"prompt_tokens_details" => Some(2),
-                25 if key == b"completion_tokens_details" => Some(3),
-                _ => None,
+            let slot = match q.known_member() {
+                Some(slot) => slot,
+                // Keys told apart by length first.
+                None => match q.key()? {
+                    key if key.len() == 13 && key == b"prompt_tokens" => PROMPT,
+                    key if key.len() == 17 && key == b"completion_tokens" => COMPLETION,
+                    key if key.len() == 21 && key == b"prompt_tokens_details" => 2,
+                    key if key.len() == 25 && key == b"completion_tokens_details" => 3,
+                    _ => OTHER,
+                },
             };
+            // A count `usage_tail` reads twice is refused.
+            if slot < OTHER && std::mem::replace(seen.get_mut(slot)?, true) {
+                return None;
+            }
             match slot {
-                Some(i) if std::mem::replace(seen.get_mut(i)?, true) => return None,
-                Some(0) => out.prompt = q.uint()?,
-                Some(1) => out.completion = q.uint()?,
-                Some(2) => out.cached = q.details(b"cached_tokens")?,
-                Some(3) => out.reasoning = q.details(b"reasoning_tokens")?,
+                PROMPT => out.prompt = q.uint()?,
+                COMPLETION => out.completion = q.uint()?,
+                2 => out.cached = q.details(b"cached_tokens")?,
+                3 => out.reasoning = q.details(b"reasoning_tokens")?,
                 _ => q.plain_value()?,
             }
             if !q.take(b',') {
@@ -74,6 +79,12 @@ pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<(UsageCounts, b
     c.finish()?;
     Some((out, false))
 }
+
+/// `usage_tail_quick`'s slots for the members it reads: the counts (2 and 3 are the details),
+/// and any other member.
+const PROMPT: usize = 0;
+const COMPLETION: usize = 1;
+const OTHER: usize = 4;
 
 /// A position in the tail; ASCII structure only.
 struct Quick<'a> {
@@ -135,21 +146,49 @@ impl<'a> Quick<'a> {
         Some(key)
     }
 
+    /// Whitespace, then one of the names every usage object has, with its closing quote and
+    /// colon right after it, read by comparing the next 16 bytes as one word: its slot
+    /// (`PROMPT`, `COMPLETION`, `OTHER` for `total_tokens`). `None` (nothing but whitespace
+    /// read) for anything else, which `key` then reads. Reading these through `key` (its
+    /// compares, a second compare to find the slot, the colon) cost ~60 instructions a member
+    /// (callgrind, issue 18). No `usage` among them, so `named_usage` stays as `key` leaves it.
+    fn known_member(&mut self) -> Option<usize> {
+        const PROMPT_NAME: u128 = word(b"\"prompt_tokens\":");
+        const COMPLETION_HEAD: u128 = word(b"\"completion_toke");
+        const TOTAL_NAME: u128 = word(b"\"total_tokens\":");
+        const FIFTEEN: u128 = u128::MAX >> 8;
+        self.ws();
+        let rest = self.bytes.get(self.at..)?;
+        let head = u128::from_le_bytes(*rest.first_chunk::<16>()?);
+        let (slot, len) = if head == PROMPT_NAME {
+            (PROMPT, 16)
+        } else if head == COMPLETION_HEAD && rest.get(16..20) == Some(&b"ns\":"[..]) {
+            (COMPLETION, 20)
+        } else if head & FIFTEEN == TOTAL_NAME {
+            (OTHER, 15)
+        } else {
+            return None;
+        };
+        self.at += len;
+        Some(slot)
+    }
+
     /// `Cursor::uint` up to 19 digits (which always fit `u64`): a non-negative integer, no
     /// leading zero, fraction or exponent. Longer ones are left to `usage_tail`.
     fn uint(&mut self) -> Option<u64> {
         self.ws();
         let rest = self.bytes.get(self.at..)?;
         let (mut n, mut digits) = (0u64, 0usize);
-        for &b in rest.iter().take(19) {
-            if !b.is_ascii_digit() {
-                break;
+        // One test a byte for digit or not (`b - '0'` wraps above 9 for every other byte).
+        while let Some(d) = rest.get(digits).map(|b| b.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+            if digits == 19 {
+                return None;
             }
-            n = n * 10 + u64::from(b - b'0');
+            n = n * 10 + u64::from(d);
             digits += 1;
         }
         let leading_zero = digits > 1 && rest.first() == Some(&b'0');
-        if digits == 0 || leading_zero || matches!(rest.get(digits), Some(b'0'..=b'9' | b'.' | b'e' | b'E')) {
+        if digits == 0 || leading_zero || matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
             return None;
         }
         self.at += digits;
@@ -281,6 +320,36 @@ mod tests {
         assert!(agree(br#""usage":{"prompt_tokens":1},"x":[[[]]]}"#, 5));
         // Invalid UTF-8 after the usage object: the tail is refused as `usage_tail` refuses it.
         assert!(!agree(b"\"usage\":{\"prompt_tokens\":1},\"x\":\"\xff\"}", D));
+    }
+
+    /// The names read as one word (`known_member`), spaced, cut or misspelt near them, at
+    /// every length of the tail: undecided or read as `usage_tail` reads them.
+    #[test]
+    fn names_read_as_one_word_and_their_near_misses_are_read_as_usage_tail_reads_them() {
+        let mut decided = 0;
+        for member in [
+            r#""prompt_tokens":12"#,
+            r#""prompt_tokens" :12"#,
+            r#""prompt_tokenz":12"#,
+            r#""prompt_tokens_":12"#,
+            r#""completion_tokens":3"#,
+            r#""completion_tokens" : 3"#,
+            r#""completion_tokenx":3"#,
+            r#""completion_toke":3"#,
+            r#""total_tokens":15"#,
+            r#""total_tokens" :15"#,
+            r#""total_tokens":1.5"#,
+            r#""total_tokensx":15"#,
+        ] {
+            let tail = format!(r#""usage":{{{member},{member},"total_tokens":15}}}}"#);
+            let single = format!(r#""usage":{{{member}}}}}"#);
+            for text in [tail, single] {
+                for end in 0..=text.len() {
+                    decided += usize::from(agree(&text.as_bytes()[..end], D));
+                }
+            }
+        }
+        assert!(decided > 10, "decided {decided}");
     }
 
     /// A random usage tail near the common shape: members of every kind the two readers tell
