@@ -323,7 +323,7 @@ mod tests {
     use monoio::net::{TcpListener, TcpStream};
 
     use super::super::{Io, Pool, PoolKey};
-    use super::Exchange;
+    use super::{Exchange, ReadTimer};
     use crate::config::Scheme;
 
     const SECOND: Duration = Duration::from_secs(1);
@@ -336,7 +336,10 @@ mod tests {
             .expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
         let io = Box::new(Io::Plain(client));
-        (Exchange::new(io, false, Rc::downgrade(pool), key.clone()), server)
+        (
+            Exchange::new(io, ReadTimer::new(), false, Rc::downgrade(pool), key.clone()),
+            server,
+        )
     }
 
     /// Sends a request and has `upstream` answer it with `answer`; returns the body read.
