@@ -85,7 +85,7 @@ statuses! {
     417 "Expectation Failed",
     422 "Unprocessable Content",
     429 "Too Many Requests",
-    431 "Request Header HeadFields Too Large",
+    431 "Request Header Fields Too Large",
     499 "Client Closed Request",
     500 "Internal Server Error",
     501 "Not Implemented",

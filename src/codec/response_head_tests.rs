@@ -94,6 +94,26 @@ fn every_status_line_is_number_and_phrase() {
     }
 }
 
+/// The phrases as RFC 9110 §15 names them (a rename once turned 431's "Fields" into another
+/// word: the test above compares the table with itself and could not see it).
+#[test]
+fn phrases_are_the_rfc_ones() {
+    let rfc = [
+        (200, "OK"),
+        (400, "Bad Request"),
+        (404, "Not Found"),
+        (413, "Content Too Large"),
+        (429, "Too Many Requests"),
+        (431, "Request Header Fields Too Large"),
+        (502, "Bad Gateway"),
+        (503, "Service Unavailable"),
+        (504, "Gateway Timeout"),
+    ];
+    for (status, phrase) in rfc {
+        assert_eq!(reason_phrase(status), phrase, "{status}");
+    }
+}
+
 const VALUES: &[&[u8]] = &[
     b"",
     b"1",
