@@ -67,7 +67,7 @@ impl Pool {
         None
     }
 
-    /// Only a released `Exchange` puts connections back, from its `drop` (after its checks).
+    /// Only `Exchange::release` puts connections back (after its checks), with their disarmed deadline.
     pub(super) fn put(&self, key: &PoolKey, io: Box<Io>, timer: ReadTimer) {
         let max = self.max_idle_per_host.get();
         if max == 0 {
