@@ -17,7 +17,8 @@ pub struct AnswerFields<'a> {
     /// The upstream's `content-type` is returned (rotor did not replace it).
     upstream_content_type: bool,
     /// Inline, not a `Vec`: with the upstream's fields no longer copied into a list, the
-    /// allocation was the list's main cost (see `Returned`).
+    /// allocation was the list's main cost (see `Returned`). Together: -220 instructions per
+    /// chat request (callgrind, 26,630 to 26,410).
     own: [Pair<'a>; OWN_ROOM],
     own_len: usize,
 }
