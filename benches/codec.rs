@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rotor::codec::response_head::write_head;
+use rotor::codec::HeadFields;
 use rotor::codec::{
-    parse_request_head, parse_response_head, write_chunk, write_response_head, BodyFraming, Chunk, ChunkedDecoder,
-    ChunkedLimits, HeadLimits,
+    parse_request_head, parse_response_head, write_chunk, BodyFraming, Chunk, ChunkedDecoder, ChunkedLimits, HeadLimits,
 };
 use rotor::config::{parse_str, ConfigSource};
 use rotor::providers::prepared::PreparedHeads;
-use rotor::proxy::headers::{response_headers, upstream_request_head, Auth};
+use rotor::proxy::headers::{upstream_request_head, Auth};
 
 const REQUEST_HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
 Host: rotor.internal:8080\r\n\
@@ -124,9 +125,19 @@ fn bench_heads(c: &mut Criterion) {
     let mut out = BytesMut::with_capacity(8 * 1024);
     group.bench_function("encode_response", |b| {
         b.iter(|| {
-            let headers = response_headers(&upstream.headers, b"6f1c2a4e-9d3b-4c55", "openai", b"1");
+            // The relay's fields: the upstream's read from its head, then rotor's own.
+            let own: &[(&str, &[u8])] = &[
+                ("x-request-id", b"6f1c2a4e-9d3b-4c55"),
+                ("x-rotor-provider", b"openai"),
+                ("x-rotor-attempts", b"1"),
+            ];
+            let fields = HeadFields {
+                checked: &[],
+                returned: Some(black_box(&upstream).returned(true)),
+                own,
+            };
             out.clear();
-            write_response_head(&mut out, 200, black_box(&headers), BodyFraming::Chunked, true);
+            write_head(&mut out, 200, fields, Some(BodyFraming::Chunked), true, 0);
             out.len()
         })
     });

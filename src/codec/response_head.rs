@@ -4,22 +4,27 @@
 //! Invariant: the framing we write always matches the body we will send (one framing header,
 //! chosen here, never copied from upstream), and nothing but `out` is allocated. A field from
 //! outside rotor (`HeadFields::checked`) whose name or value holds CR or LF is dropped, so a value
-//! from upstream can never inject header lines; only rotor's own fields skip that check.
+//! from upstream can never inject header lines; only rotor's own fields and an upstream head's
+//! fields as httparse parsed them (`HeadFields::returned`, which cannot hold CR or LF) skip it.
 
 use bytes::BytesMut;
 
 use super::fill::Fill;
 use super::head::BodyFraming;
+use super::response::Returned;
 
 /// One `name: value` field of a response head.
 pub type Pair<'a> = (&'a str, &'a [u8]);
 
-/// A response head's fields, written in this order: `checked` then `own`.
+/// A response head's fields, written in this order: `checked`, `returned`, then `own`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HeadFields<'a> {
     /// From an upstream, a client or anything else rotor did not write: a field whose name or
     /// value holds CR or LF is skipped.
     pub checked: &'a [Pair<'a>],
+    /// An upstream answer's fields, from its parsed head: httparse already refused CR, LF and
+    /// NUL in them (see [`Returned`]), so they are written unchecked.
+    pub returned: Option<Returned<'a>>,
     /// Rotor's own, written as they are: digits, static text, config names (`check_name`
     /// allows printable ASCII only) and request ids (`headers::request_id` keeps graphic ASCII
     /// only). A caller puts nothing here that could hold CR or LF.
@@ -31,6 +36,7 @@ impl<'a> HeadFields<'a> {
     pub fn checked(fields: &'a [Pair<'a>]) -> Self {
         HeadFields {
             checked: fields,
+            returned: None,
             own: &[],
         }
     }
@@ -171,6 +177,12 @@ pub fn write_head(
             fill.field(name.as_bytes(), value);
         }
     }
+    if let Some(returned) = fields.returned {
+        returned.for_each(|name, value| {
+            debug_assert!(!breaks_line(name, value), "httparse refused line breaks in a field");
+            fill.field(name.as_bytes(), value);
+        });
+    }
     for &(name, value) in fields.own {
         fill.field(name.as_bytes(), value);
     }
@@ -192,6 +204,9 @@ fn measure(fields: HeadFields<'_>) -> (usize, bool) {
         } else {
             len += name.len() + value.len() + 4;
         }
+    }
+    if let Some(returned) = fields.returned {
+        returned.for_each(|name, value| len += name.len() + value.len() + 4);
     }
     for &(name, value) in fields.own {
         len += name.len() + value.len() + 4;

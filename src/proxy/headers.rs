@@ -7,8 +7,7 @@ use crate::codec::Field;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::encode::{put_request_field, put_request_header as put_header, put_target, UnsafeHead};
-use crate::codec::head::{Header, Headers, RequestHead};
-use crate::codec::response_head::{HeadFields, Pair};
+use crate::codec::head::{Header, RequestHead};
 use crate::config::Provider;
 use crate::providers::prepared::ProviderHead;
 use crate::providers::Adapter;
@@ -249,7 +248,7 @@ fn put_client_headers(
     Ok(())
 }
 
-/// `listed(name, NOT_RETURNED)` as the field tags answer it (what `response_headers` reads).
+/// `listed(name, NOT_RETURNED)` as the field tags answer it (what `Returned` reads).
 #[cfg(test)]
 fn not_returned(name: &[u8]) -> bool {
     Field::of(name).is_some_and(Field::not_returned)
@@ -259,49 +258,6 @@ fn not_returned(name: &[u8]) -> bool {
 #[cfg(test)]
 fn not_forwarded(name: &[u8]) -> bool {
     Field::of(name).is_some_and(Field::not_forwarded)
-}
-
-/// On the heap for the reason `codec::head::Headers` is: the list lives across the relay's awaits.
-pub type ResponseHeaders<'a> = Vec<(&'a str, &'a [u8])>;
-
-/// How many of rotor's own fields end the list `response_headers` returns.
-pub const OWN_FIELDS: usize = 3;
-
-/// The answer's fields as the head writer takes them: the upstream's (checked for line
-/// breaks) before `own_from`, rotor's own after.
-pub fn split<'a>(headers: &'a [Pair<'a>], own_from: usize) -> HeadFields<'a> {
-    match headers.split_at_checked(own_from) {
-        Some((checked, own)) => HeadFields { checked, own },
-        None => HeadFields::checked(headers),
-    }
-}
-
-/// Upstream response headers worth returning (end-to-end ones), then rotor's own
-/// (`OWN_FIELDS` of them: the request id, graphic ASCII by `request_id`; the provider's
-/// name, printable ASCII by `config::check_name`; the attempts' digits).
-pub fn response_headers<'a>(
-    upstream: &'a Headers,
-    request_id: &'a [u8],
-    provider: &'a str,
-    attempts: &'a [u8],
-) -> ResponseHeaders<'a> {
-    let mut out = ResponseHeaders::with_capacity(upstream.len() + 4);
-    for (field, name, value) in upstream.tagged_text() {
-        if field.is_some_and(Field::not_returned) {
-            continue;
-        }
-        // The provider's own request id stays visible (support tickets need it) under a name
-        // that does not collide with rotor's.
-        if field == Some(Field::XRequestId) {
-            out.push(("x-upstream-request-id", value));
-            continue;
-        }
-        out.push((name, value));
-    }
-    out.push(("x-request-id", request_id));
-    out.push(("x-rotor-provider", provider.as_bytes()));
-    out.push(("x-rotor-attempts", attempts));
-    out
 }
 
 #[cfg(test)]
@@ -354,37 +310,6 @@ mod tests {
         ];
         others.extend(NOT_FORWARDED);
         agrees_with_the_list(not_returned, NOT_RETURNED, &others);
-    }
-
-    /// `split` at `OWN_FIELDS` from the end leaves exactly rotor's own fields unchecked, and
-    /// every upstream field (a hostile value too) on the checked side.
-    #[test]
-    fn only_rotors_own_fields_skip_the_check() {
-        let upstream = Headers::from_pairs(&[
-            ("content-type", &b"application/json"[..]),
-            ("x-request-id", b"up-1"),
-            ("x-evil", b"a\r\nset-cookie: y"),
-        ]);
-        let headers = response_headers(&upstream, b"rid", "mock", b"2");
-        let fields = split(&headers, headers.len() - OWN_FIELDS);
-        let own: Vec<&str> = fields.own.iter().map(|(n, _)| *n).collect();
-        assert_eq!(own, ["x-request-id", "x-rotor-provider", "x-rotor-attempts"]);
-        let checked: Vec<&str> = fields.checked.iter().map(|(n, _)| *n).collect();
-        assert_eq!(checked, ["content-type", "x-upstream-request-id", "x-evil"]);
-        let mut out = BytesMut::new();
-        crate::codec::response_head::write_head(&mut out, 200, fields, None, true, 0);
-        let text = String::from_utf8_lossy(&out);
-        assert!(!text.contains("evil") && !text.contains("set-cookie"), "{text}");
-        assert!(
-            text.ends_with("x-request-id: rid\r\nx-rotor-provider: mock\r\nx-rotor-attempts: 2\r\n\r\n"),
-            "{text}"
-        );
-        let whole = split(&headers, headers.len() + 1);
-        assert_eq!(
-            (whole.checked.len(), whole.own.len()),
-            (headers.len(), 0),
-            "out of range: all checked"
-        );
     }
 
     #[test]

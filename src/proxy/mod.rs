@@ -27,6 +27,7 @@
 //! generation from start to end, so a reload never changes a request midway.
 
 mod admit;
+mod answer_fields;
 mod attempt;
 mod attempts;
 mod cached;

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::answer_fields::AnswerFields;
 use super::error::{ErrorKind, ProxyError, Side};
 use super::follow::Fetcher;
-use super::headers::{response_headers, split, OWN_FIELDS};
 use super::tick::Tick;
 use super::RequestContext;
 use crate::codec::response::{ResponseFraming, ResponseHead};
@@ -96,24 +96,17 @@ pub(super) async fn relay(
     let idle = upstream_config.stream_idle_timeout;
     let mut digits = itoa::Buffer::new();
     let attempts_text = digits.format(attempts).as_bytes();
-    let mut headers = response_headers(&head.headers, &ctx.request_id, &provider.name, attempts_text);
-    // Fields from here on are rotor's own (ids, names, digits, static text): `own_from` splits
-    // them from the upstream's, which alone are checked for line breaks when written.
-    let mut own_from = headers.len().saturating_sub(OWN_FIELDS);
+    // The upstream's fields are read from its head as the answer's head is written; every
+    // field pushed here is rotor's own (ids, names, digits, static text).
+    let mut headers = AnswerFields::new(head, &ctx.request_id, &provider.name, attempts_text);
     if let Some(flag) = ctx.trace.borrow().cache {
-        headers.push(("x-rotor-cache", flag.as_bytes()));
+        headers.push("x-rotor-cache", flag.as_bytes());
     }
     if let Some(content_type) = transform.content_type() {
-        let before = headers.len();
-        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
-        // Only the upstream's fields can be named content-type so far.
-        own_from = own_from.saturating_sub(before - headers.len());
-        headers.push(("content-type", content_type));
+        headers.replace_content_type(content_type);
     }
     if let Some(seconds) = retry_after {
-        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("retry-after")) {
-            headers.push(("retry-after", retry_digits.format(seconds).as_bytes()));
-        }
+        headers.retry_after_unless_sent(retry_digits.format(seconds).as_bytes());
     }
     let status = head.status;
     let gone = |e: std::io::Error| client_gone(ctx, e);
@@ -129,10 +122,8 @@ pub(super) async fn relay(
         let body = transform.full(status, body);
         let status = transform.status(status);
         let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
-        headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-        res.send_fields(status, split(&headers, own_from), body)
-            .await
-            .map_err(gone)?;
+        headers.push("x-rotor-overhead-us", overhead.as_bytes());
+        res.send_fields(status, headers.fields(), body).await.map_err(gone)?;
         mark_sent_whole(ctx);
         return Ok(Relay::Done(Relayed {
             status,
@@ -145,8 +136,8 @@ pub(super) async fn relay(
             // Nothing to read or transform: the answer is ready as its head goes out.
             let ready = clock::read();
             let overhead = overhead_digits.format(overhead_micros(ctx, ready, ready));
-            headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-            let result = res.send_fields(status, split(&headers, own_from), Bytes::new()).await;
+            headers.push("x-rotor-overhead-us", overhead.as_bytes());
+            let result = res.send_fields(status, headers.fields(), Bytes::new()).await;
             mark_sent_whole(ctx);
             exchange.release();
             result.map_err(gone)?;
@@ -166,10 +157,8 @@ pub(super) async fn relay(
                     // Untranslated: relay it as a stream, starting with what was read.
                     let ready = clock::read();
                     let overhead = overhead_digits.format(overhead_micros(ctx, ready, ready));
-                    headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-                    res.start_fields(status, split(&headers, own_from), None)
-                        .await
-                        .map_err(gone)?;
+                    headers.push("x-rotor-overhead-us", overhead.as_bytes());
+                    res.start_fields(status, headers.fields(), None).await.map_err(gone)?;
                     mark_first_byte(ctx, clock::read());
                     res.piece(&start).await.map_err(gone)?;
                     let stream = Stream {
@@ -195,10 +184,8 @@ pub(super) async fn relay(
             let body = transform.full(status, body);
             let status = transform.status(status);
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
-            headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
-            res.send_fields(status, split(&headers, own_from), body)
-                .await
-                .map_err(gone)?;
+            headers.push("x-rotor-overhead-us", overhead.as_bytes());
+            res.send_fields(status, headers.fields(), body).await.map_err(gone)?;
             mark_sent_whole(ctx);
             Ok(Relay::Done(Relayed {
                 status,
@@ -216,18 +203,15 @@ pub(super) async fn relay(
                 _ => None,
             };
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, answer_ready));
-            headers.push(("x-rotor-overhead-us", overhead.as_bytes()));
+            headers.push("x-rotor-overhead-us", overhead.as_bytes());
             // SSE: the head leaves with the first event (one write, not two); every way a
             // stream ends writes something, so the head is never lost. Its first byte is the
             // moment it was handed over, as before (no write waited on in between).
             if sse {
-                res.start_held_fields(status, split(&headers, own_from), length)
-                    .map_err(gone)?;
+                res.start_held_fields(status, headers.fields(), length).map_err(gone)?;
                 mark_first_byte(ctx, answer_ready);
             } else {
-                res.start_fields(status, split(&headers, own_from), length)
-                    .await
-                    .map_err(gone)?;
+                res.start_fields(status, headers.fields(), length).await.map_err(gone)?;
                 mark_first_byte(ctx, clock::read());
             }
             let keepalive = if sse {
