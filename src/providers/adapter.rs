@@ -54,7 +54,7 @@ impl Adapter {
             Some(true) => {
                 return Ok(Prepared {
                     body: same(),
-                    path: client_path.get(3..).unwrap_or("").to_owned(),
+                    path: client_path.get(3..).unwrap_or("").to_owned().into(),
                     translation: None,
                     dialog: None,
                     header: None,

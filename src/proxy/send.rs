@@ -59,7 +59,7 @@ pub(super) async fn send(
     auth: Auth<'_>,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
     let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
-    let request = (target.provider, &target.body, target.path.as_str(), extra);
+    let request = (target.provider, &target.body, target.path.as_ref(), extra);
     send_to(core, ctx, req, auth, request).await
 }
 
