@@ -235,11 +235,12 @@ fn prepare(
     for failure in failures {
         tracing::warn!("cannot resolve upstream {failure}; will retry");
     }
-    let connector = Connector {
-        resolver: resolver.clone(),
-        tls: monoio_rustls::TlsConnector::from(tls_config),
+    let connector = Connector::new(
+        resolver.clone(),
+        monoio_rustls::TlsConnector::from(tls_config),
         tls_id,
-    };
+        config.providers.iter().map(|p| &p.base_url),
+    );
     let key_health = health.table_for(&config);
     let limits = limits.table_for(&config);
     let tokens = tokens.table_for(&config);

@@ -114,20 +114,40 @@ impl<V> Family<V> {
         self.series.get_mut(i)
     }
 
-    pub fn insert(&mut self, hash: u64, series: (Vec<String>, V)) {
+    /// The stored (capped) labels of series `i`.
+    pub fn labels(&self, i: usize) -> Option<&[String]> {
+        self.series.get(i).map(|(labels, _)| labels.as_slice())
+    }
+
+    /// The value of series `i` (an index `bump` returned: series are never removed).
+    pub fn value_mut(&mut self, i: usize) -> Option<&mut V> {
+        self.series.get_mut(i).map(|(_, v)| v)
+    }
+
+    /// Series `i` now, counted through its hash (the memo learns it).
+    fn counted(&mut self, hash: u64) -> Option<usize> {
+        let i = *self.by_hash.get(&hash)?;
+        self.note(i);
+        Some(i)
+    }
+
+    /// The index the series of `hash` has (a new one at the end).
+    pub fn insert(&mut self, hash: u64, series: (Vec<String>, V)) -> usize {
         if let Some(&i) = self.by_hash.get(&hash) {
             if let Some(slot) = self.series.get_mut(i) {
                 *slot = series;
             }
-            return;
+            return i;
         }
-        self.by_hash.insert(hash, self.series.len());
-        self.note(self.series.len());
+        let i = self.series.len();
+        self.by_hash.insert(hash, i);
+        self.note(i);
         self.series.push(series);
+        i
     }
 
     /// The series whose stored labels are exactly `labels`, from the memo.
-    fn recent_mut(&mut self, labels: &[&str]) -> Option<&mut V> {
+    fn recent_index(&mut self, labels: &[&str]) -> Option<usize> {
         let same = |stored: &[String]| stored.len() == labels.len() && stored.iter().zip(labels).all(|(a, b)| a == b);
         let at = self
             .recent
@@ -136,7 +156,7 @@ impl<V> Family<V> {
         let i = self.recent[at];
         self.recent.copy_within(0..at, 1);
         self.recent[0] = i;
-        self.series.get_mut(i).map(|(_, v)| v)
+        Some(i)
     }
 
     fn note(&mut self, i: usize) {
@@ -153,7 +173,9 @@ fn label_hash(parts: &[&str]) -> u64 {
 
 /// Adds to the series of `labels`. `client_named` is the index of the one label whose values
 /// clients choose (the model): a new value there needs a slot of `budget`, else it counts under
-/// `(other)`. Returns false when the observation got no series of its own (folded or dropped).
+/// `(other)`. Returns the index of the series counted into when it is the observation's own
+/// (stable: series are never removed), `None` when it got no series of its own (folded or
+/// dropped).
 pub fn bump<V>(
     map: &mut Family<V>,
     budget: &Budget,
@@ -161,18 +183,18 @@ pub fn bump<V>(
     client_named: Option<usize>,
     default: V,
     f: impl FnOnce(&mut V),
-) -> bool {
+) -> Option<usize> {
     // A label set met just before is its own series (stored labels are capped, so a value
     // that needed capping never matches here and takes the full path).
-    if let Some(value) = map.recent_mut(labels) {
-        f(value);
-        return true;
+    if let Some(i) = map.recent_index(labels) {
+        f(map.value_mut(i)?);
+        return Some(i);
     }
     let mut labels: smallvec::SmallVec<[Cow<'_, str>; 4]> = labels.iter().map(|l| cap(l, MAX_LABEL_BYTES)).collect();
     let mut hash = hash_of(&labels);
-    if let Some(entry) = map.get_mut(&hash) {
-        f(&mut entry.1);
-        return true;
+    if let Some(i) = map.counted(hash) {
+        f(map.value_mut(i)?);
+        return Some(i);
     }
     let full = map.len() >= budget.hard_cap();
     let mut own = true;
@@ -183,19 +205,21 @@ pub fn bump<V>(
             *slot = Cow::Borrowed(OVERFLOW_MODEL);
             hash = hash_of(&labels);
             own = false;
-            if let Some(entry) = map.get_mut(&hash) {
-                f(&mut entry.1);
-                return false;
+            if let Some(i) = map.counted(hash) {
+                if let Some(value) = map.value_mut(i) {
+                    f(value);
+                }
+                return None;
             }
         }
     }
     if full {
-        return false;
+        return None;
     }
     let mut value = default;
     f(&mut value);
-    map.insert(hash, (labels.iter().map(|s| s.as_ref().to_owned()).collect(), value));
-    own
+    let i = map.insert(hash, (labels.iter().map(|s| s.as_ref().to_owned()).collect(), value));
+    own.then_some(i)
 }
 
 fn hash_of(labels: &[Cow<'_, str>]) -> u64 {
@@ -234,6 +258,9 @@ mod tests {
             let a = bump(&mut memo, &memo_budget, &labels, Some(1), 0, |n| *n += 1);
             full.recent = [usize::MAX; RECENT];
             let b = bump(&mut full, &full_budget, &labels, Some(1), 0, |n| *n += 1);
+            if let Some(i) = a {
+                assert_eq!(memo.labels(i), full.labels(i), "the index names the series counted");
+            }
             assert_eq!(a, b, "observation {i} ({labels:?})");
         }
         let rows = |f: &Family<u64>| {
@@ -251,12 +278,12 @@ mod tests {
         let budget = Budget::default();
         budget.set_max(2);
         let (mut a, mut b): (Family<u64>, Family<u64>) = Default::default();
-        assert!(bump(&mut a, &budget, &["m1", "p"], Some(0), 0, |n| *n += 1));
-        assert!(bump(&mut b, &budget, &["m2", "p"], Some(0), 0, |n| *n += 1));
+        assert_eq!(bump(&mut a, &budget, &["m1", "p"], Some(0), 0, |n| *n += 1), Some(0));
+        assert_eq!(bump(&mut b, &budget, &["m2", "p"], Some(0), 0, |n| *n += 1), Some(0));
         // Existing series keep counting; a third model anywhere folds.
-        assert!(bump(&mut a, &budget, &["m1", "p"], Some(0), 0, |n| *n += 1));
-        assert!(!bump(&mut a, &budget, &["m3", "p"], Some(0), 0, |n| *n += 1));
-        assert!(!bump(&mut b, &budget, &["m4", "p"], Some(0), 0, |n| *n += 1));
+        assert_eq!(bump(&mut a, &budget, &["m1", "p"], Some(0), 0, |n| *n += 1), Some(0));
+        assert_eq!(bump(&mut a, &budget, &["m3", "p"], Some(0), 0, |n| *n += 1), None);
+        assert_eq!(bump(&mut b, &budget, &["m4", "p"], Some(0), 0, |n| *n += 1), None);
         let other = a.values().find(|(l, _)| l[0] == OVERFLOW_MODEL).map(|(_, n)| *n);
         assert_eq!(other, Some(1));
         assert_eq!(a.len() + b.len(), 4, "m1, m2 and one (other) in each");

@@ -11,6 +11,7 @@ mod fit;
 pub use fit::fit;
 pub mod health;
 mod histogram;
+mod recent;
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use parking_lot::Mutex;
 pub use bound::cap;
 use bound::{bump, Budget, Family};
 use histogram::Histogram;
+use recent::{Entry, Recent};
 
 /// Seconds: from a millisecond to two minutes (LLM answers are slow).
 const DURATION_BOUNDS: &[f64] = &[
@@ -32,7 +34,7 @@ const OVERHEAD_BOUNDS: &[f64] = &[
 
 /// One finished request, as metrics see it.
 pub struct Observation<'a> {
-    pub endpoint: &'a str,
+    pub endpoint: &'static str,
     pub model: &'a str,
     pub provider: &'a str,
     pub status: u16,
@@ -53,6 +55,10 @@ pub struct Shard {
     overhead: Histogram,
     /// Observations that got no series of their own (counted under `(other)`, or dropped).
     series_dropped: u64,
+    /// The `requests` (and `tokens`) series of recent requests, by endpoint and status.
+    recent_requests: Recent,
+    /// The `attempts` series of recent attempts, by outcome.
+    recent_attempts: Recent,
     /// Shared with the registry and every other shard.
     budget: Arc<Budget>,
 }
@@ -68,32 +74,28 @@ impl Shard {
             duration: Histogram::new(DURATION_BOUNDS),
             overhead: Histogram::new(OVERHEAD_BOUNDS),
             series_dropped: 0,
+            recent_requests: Recent::default(),
+            recent_attempts: Recent::default(),
             budget,
         }
     }
 
     pub fn observe(&mut self, o: &Observation<'_>) {
-        let mut digits = itoa::Buffer::new();
-        let status = digits.format(o.status);
-        let labels = [o.endpoint, o.model, o.provider, status];
-        if !bump(&mut self.requests, &self.budget, &labels, Some(1), 0, |n| *n += 1) {
-            self.series_dropped += 1;
-        }
-        if o.tokens.iter().any(|&t| t > 0) {
-            let add = |t: &mut [u64; 4]| {
-                for (a, b) in t.iter_mut().zip(o.tokens) {
-                    *a += b;
+        let same = same_request(&self.requests, o.model, o.provider);
+        let known = self.recent_requests.find(o.endpoint, o.status, same).copied();
+        let tokens = match known {
+            Some(entry) => {
+                if let Some(n) = self.requests.value_mut(entry.series) {
+                    *n += 1;
                 }
-            };
-            if !bump(
-                &mut self.tokens,
-                &self.budget,
-                &[o.model, o.provider],
-                Some(0),
-                [0; 4],
-                add,
-            ) {
-                self.series_dropped += 1;
+                entry.tokens
+            }
+            None => self.count_request(o),
+        };
+        if o.tokens.iter().any(|&t| t > 0) {
+            match tokens.and_then(|i| self.tokens.value_mut(i)) {
+                Some(counts) => add_tokens(counts, o.tokens),
+                None => self.count_tokens(o),
             }
         }
         self.duration.observe(o.duration_s);
@@ -102,18 +104,62 @@ impl Shard {
         }
     }
 
+    /// `observe`'s request count through `bump`; its series is remembered when it is its
+    /// own. The tokens series the memo knows for it (none yet).
+    fn count_request(&mut self, o: &Observation<'_>) -> Option<usize> {
+        let mut digits = itoa::Buffer::new();
+        let status = digits.format(o.status);
+        let labels = [o.endpoint, o.model, o.provider, status];
+        match bump(&mut self.requests, &self.budget, &labels, Some(1), 0, |n| *n += 1) {
+            Some(series) => self.recent_requests.note(Entry::new(o.endpoint, o.status, series)),
+            None => self.series_dropped += 1,
+        }
+        None
+    }
+
+    /// `observe`'s token count through `bump`; its series is remembered with the request's
+    /// when both are their own.
+    fn count_tokens(&mut self, o: &Observation<'_>) {
+        let labels = [o.model, o.provider];
+        match bump(&mut self.tokens, &self.budget, &labels, Some(0), [0; 4], |t| {
+            add_tokens(t, o.tokens)
+        }) {
+            Some(series) => {
+                let same = same_request(&self.requests, o.model, o.provider);
+                if let Some(entry) = self.recent_requests.find(o.endpoint, o.status, same) {
+                    entry.tokens = Some(series);
+                }
+            }
+            None => self.series_dropped += 1,
+        }
+    }
+
     /// One upstream attempt and how it went (`ok`, `retried`, `error`).
-    pub fn attempt(&mut self, provider: &str, outcome: &str) {
-        if !bump(&mut self.attempts, &self.budget, &[provider, outcome], None, 0, |n| {
+    pub fn attempt(&mut self, provider: &str, outcome: &'static str) {
+        let attempts = &self.attempts;
+        let same = |i: usize| {
+            attempts
+                .labels(i)
+                .and_then(|l| l.first())
+                .is_some_and(|p| p == provider)
+        };
+        if let Some(entry) = self.recent_attempts.find(outcome, 0, same) {
+            if let Some(n) = self.attempts.value_mut(entry.series) {
+                *n += 1;
+                return;
+            }
+        }
+        match bump(&mut self.attempts, &self.budget, &[provider, outcome], None, 0, |n| {
             *n += 1
         }) {
-            self.series_dropped += 1;
+            Some(series) => self.recent_attempts.note(Entry::new(outcome, 0, series)),
+            None => self.series_dropped += 1,
         }
     }
 
     /// A request refused by a limit (`scope`: client, key, provider).
     pub fn limit_rejection(&mut self, scope: &str) {
-        if !bump(&mut self.limit_rejections, &self.budget, &[scope], None, 0, |n| *n += 1) {
+        if bump(&mut self.limit_rejections, &self.budget, &[scope], None, 0, |n| *n += 1).is_none() {
             self.series_dropped += 1;
         }
     }
@@ -121,9 +167,11 @@ impl Shard {
     /// An upstream job canceled because nobody waits for it any more (a Replicate prediction),
     /// and how the cancel went (`ok`, `failed`, `shed`).
     pub fn upstream_cancel(&mut self, provider: &str, outcome: &str) {
-        if !bump(&mut self.cancels, &self.budget, &[provider, outcome], None, 0, |n| {
+        if bump(&mut self.cancels, &self.budget, &[provider, outcome], None, 0, |n| {
             *n += 1
-        }) {
+        })
+        .is_none()
+        {
             self.series_dropped += 1;
         }
     }
@@ -151,6 +199,23 @@ impl Shard {
         self.duration.merge(&other.duration);
         self.overhead.merge(&other.overhead);
         self.series_dropped += other.series_dropped;
+    }
+}
+
+/// Whether series `i` of `requests` has `model` and `provider` (its stored labels are
+/// endpoint, model, provider and status; `Recent` compares the first and last itself).
+fn same_request<'s>(requests: &'s Family<u64>, model: &'s str, provider: &'s str) -> impl Fn(usize) -> bool + 's {
+    move |i| {
+        requests
+            .labels(i)
+            .is_some_and(|l| l.get(1).is_some_and(|m| m == model) && l.get(2).is_some_and(|p| p == provider))
+    }
+}
+
+/// Adds one observation's tokens (prompt, completion, cached, reasoning) to a series.
+fn add_tokens(counts: &mut [u64; 4], tokens: [u64; 4]) {
+    for (a, b) in counts.iter_mut().zip(tokens) {
+        *a += b;
     }
 }
 
@@ -351,6 +416,10 @@ fn series_str(out: &mut String, name: &str, keys: &[&str], values: &[&str], n: u
     }
     let _ = writeln!(out, "}} {n}");
 }
+
+#[cfg(test)]
+#[path = "shard_tests.rs"]
+mod shard_tests;
 
 #[cfg(test)]
 mod tests {

@@ -71,7 +71,7 @@ pub fn prepare(
         let (body, stream) = anthropic_body(body, max_depth).map_err(PrepareError::BadRequest)?;
         return Ok(Prepared {
             body: Bytes::from(body),
-            path: path(upstream, model, stream),
+            path: path(upstream, model, stream).into(),
             translation: None,
             dialog: None,
             header: None,
@@ -96,7 +96,7 @@ pub fn prepare(
         let (body, _) = anthropic_body(&prepared.body, max_depth).map_err(PrepareError::BadRequest)?;
         prepared.body = Bytes::from(body);
     }
-    prepared.path = path(upstream, model, stream);
+    prepared.path = path(upstream, model, stream).into();
     Ok(prepared)
 }
 

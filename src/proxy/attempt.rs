@@ -22,6 +22,7 @@ use crate::config::Provider;
 use crate::health::{clock, now_ms, KeyHealth, ProviderHealth};
 use crate::limits::select::Skipped;
 use crate::limits::{self, learned, LimitSet, Reservation};
+use crate::providers::adapter::Transform;
 use crate::providers::dialog::Turn;
 use crate::providers::Front;
 use crate::server::Responder;
@@ -356,7 +357,9 @@ async fn relay(
         retry_after,
     };
     let front = Front::of_path(job.req.head.path());
-    let max_depth = core.gateway.peek(|g| g.config.server.max_json_depth);
+    // The request's own generation: a `gateway.peek` here cost an `arc_swap` load and its
+    // thread-local per request (~70 instructions, callgrind, issue 18).
+    let max_depth = ctx.generation.config.server.max_json_depth;
     // A follow-up learned where the finished answer's record is: the transform reads it.
     let learned = record_url.and_then(|url| {
         let mut t = target.translation.clone()?;
@@ -365,7 +368,7 @@ async fn relay(
     });
     let translation = learned.as_ref().or(target.translation.as_ref());
     let mut transform = match (turn, translation) {
-        (Some(turn), Some(translation)) => turn.transform(translation, input.head.status),
+        (Some(turn), Some(translation)) => Transform::Boxed(turn.transform(translation, input.head.status)),
         _ => target
             .adapter
             .transform(translation, front, target.usage_mode, input.head.status, max_depth),
@@ -373,15 +376,16 @@ async fn relay(
     if job.records && (200..300).contains(&input.head.status) {
         let max_pins = ctx.generation.config.storage.max_pins;
         if let Some(pool_key) = provider.keys.get(key.index) {
-            transform = super::pinning::tap(transform, &core.gateway, provider, pool_key.id, max_pins);
+            let tap = super::pinning::tap(transform.boxed(), &core.gateway, provider, pool_key.id, max_pins);
+            transform = Transform::Boxed(tap);
         }
     }
     let cache_key = job.cache.borrow_mut().take();
     let mut tee = None;
     let status = input.head.status;
     let transform: &mut dyn crate::providers::transform::ResponseTransform = match cache_key {
-        Some(key) => tee.insert(super::cached::tee(core, ctx, key, status, transform.as_mut())),
-        None => transform.as_mut(),
+        Some(key) => tee.insert(super::cached::tee(core, ctx, key, status, transform.as_dyn())),
+        None => transform.as_dyn(),
     };
     let result = relay_answer(ctx, res, input, transform).await;
     // A job whose answer did not reach its end (the client left, the stream broke, a poll's

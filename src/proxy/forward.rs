@@ -340,7 +340,10 @@ fn adapt<'a>(
             return Ok(None);
         }
     };
-    check_upstream_path(job.endpoint, &prepared.path)?;
+    // A borrowed path is one of rotor's constants (see `Prepared::path`): nothing to judge.
+    if let std::borrow::Cow::Owned(path) = &prepared.path {
+        check_upstream_path(job.endpoint, path)?;
+    }
     let owned = job.owner.filter(|o| o.provider == provider.index);
     let dialog = prepared.dialog.map(|plan| {
         let clients = &ctx.generation.config.clients;
@@ -378,7 +381,7 @@ pub(super) struct Target<'a> {
     pub(super) upstream_model: &'a str,
     pub(super) body: Bytes,
     pub(super) usage_mode: Mode,
-    pub(super) path: String,
+    pub(super) path: std::borrow::Cow<'static, str>,
     pub(super) translation: Option<providers::Translation>,
     /// An upstream that takes more than one exchange per attempt (an on-demand session): it
     /// names the key to prefer and the requests to send. Boxed: the rare case would otherwise

@@ -14,7 +14,7 @@ use crate::config::Provider;
 use crate::gateway::Generation;
 use crate::health::now_ms;
 use crate::providers::Adapter;
-use crate::upstream::{self, PoolKey};
+use crate::upstream;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -60,7 +60,7 @@ pub(super) async fn get(
     path: &str,
 ) -> Result<(u16, Bytes), &'static str> {
     let connector = &generation.connector;
-    let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
+    let pool_key = connector.pool_key(provider.index, &provider.base_url);
     let work = async {
         let head = Adapter::of(provider)
             .get_head(provider, key, path)

@@ -15,7 +15,7 @@ use crate::codec::response::{ResponseFraming, ResponseHead};
 use crate::config::Provider;
 use crate::providers::dialog::{Turn, MAX_STEPS};
 use crate::server::Request;
-use crate::upstream::{self, Exchange, PoolKey, UpstreamError, UpstreamErrorKind};
+use crate::upstream::{self, Exchange, UpstreamError, UpstreamErrorKind};
 
 /// Discarded error bodies up to this are read so the connection can be pooled.
 const DISCARD_LIMIT: u64 = 64 * 1024;
@@ -59,7 +59,7 @@ pub(super) async fn send(
     auth: Auth<'_>,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
     let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
-    let request = (target.provider, &target.body, target.path.as_str(), extra);
+    let request = (target.provider, &target.body, target.path.as_ref(), extra);
     send_to(core, ctx, req, auth, request).await
 }
 
@@ -75,7 +75,7 @@ async fn send_to(
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
     let upstream_config = &ctx.generation.config.upstream;
     let connector = &ctx.generation.connector;
-    let pool_key = PoolKey::for_base(&provider.base_url, connector.tls_id);
+    let pool_key = connector.pool_key(provider.index, &provider.base_url);
     let head_request = req.head.method == Method::Head;
     let prepared = ctx.generation.heads.get(provider.index);
     let build = || {

@@ -365,12 +365,7 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
-            let key = PoolKey {
-                scheme: Scheme::Http,
-                host: Arc::from("127.0.0.1"),
-                port: 1,
-                tls: 0,
-            };
+            let key = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 1, 0);
             let (mut clean, mut upstream) = exchange(&pool, &key).await;
             let body = answered(
                 &mut clean,

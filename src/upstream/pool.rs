@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::health::clock::{self, Moment};
 
-use ahash::AHashMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::connect::Io;
 use super::PoolKey;
@@ -26,9 +27,32 @@ struct Idle {
 }
 
 pub struct Pool {
-    idle: RefCell<AHashMap<PoolKey, Vec<Idle>>>,
+    /// Hashed by the hash each `PoolKey` carries (`KeyHash`).
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>, BuildHasherDefault<KeyHash>>>,
     max_idle_per_host: Cell<usize>,
     idle_timeout: Cell<Duration>,
+}
+
+/// The pool map's hasher: a `PoolKey` hashes as the one `u64` it computed when built, which is
+/// taken as it is (no hashing per checkout and release).
+#[derive(Default)]
+pub struct KeyHash(u64);
+
+impl Hasher for KeyHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `PoolKey`; anything else is folded in all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
 }
 
 /// Idle for less than `timeout` at `now`.
@@ -39,7 +63,7 @@ fn fresh(entry: &Idle, timeout: Duration, now: Moment) -> bool {
 impl Pool {
     pub fn new(max_idle_per_host: usize, idle_timeout: Duration) -> Self {
         Pool {
-            idle: RefCell::new(AHashMap::new()),
+            idle: RefCell::new(HashMap::default()),
             max_idle_per_host: Cell::new(max_idle_per_host),
             idle_timeout: Cell::new(idle_timeout),
         }
@@ -73,16 +97,24 @@ impl Pool {
         if max == 0 {
             return;
         }
-        let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(key.clone()).or_default();
-        if list.len() >= max {
-            list.remove(0);
-        }
-        list.push(Idle {
+        let entry = Idle {
             io,
             timer,
             since: clock::latest(),
-        });
+        };
+        let mut idle = self.idle.borrow_mut();
+        // Looked up before inserting: the key is cloned only for a host's first connection.
+        match idle.get_mut(key) {
+            Some(list) => {
+                if list.len() >= max {
+                    list.remove(0);
+                }
+                list.push(entry);
+            }
+            None => {
+                idle.insert(key.clone(), vec![entry]);
+            }
+        }
     }
 
     /// Drops connections idle past the timeout; called once a second per core.
@@ -98,5 +130,34 @@ impl Pool {
 
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::hash::BuildHasherDefault;
+    use std::sync::Arc;
+
+    use super::{KeyHash, PoolKey};
+    use crate::config::Scheme;
+
+    /// A key built elsewhere (a probe's, a follow-up's: another `Arc` of the host) finds the
+    /// provider's connections; a key differing in any field finds none.
+    #[test]
+    fn keys_match_by_content_whichever_arc_holds_the_host() {
+        let key = |scheme, host: &str, port, tls| PoolKey::new(scheme, Arc::from(host), port, tls);
+        let mut map: HashMap<PoolKey, u32, BuildHasherDefault<KeyHash>> = HashMap::default();
+        map.insert(key(Scheme::Http, "api.example", 80, 0), 1);
+        assert_eq!(map.get(&key(Scheme::Http, "api.example", 80, 0)), Some(&1));
+        for other in [
+            key(Scheme::Https, "api.example", 80, 0),
+            key(Scheme::Http, "api.example2", 80, 0),
+            key(Scheme::Http, "api.example", 81, 0),
+            key(Scheme::Http, "api.example", 80, 3),
+        ] {
+            assert_eq!(map.get(&other), None, "{other:?}");
+            assert_ne!(other, key(Scheme::Http, "api.example", 80, 0));
+        }
     }
 }

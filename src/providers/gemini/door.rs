@@ -75,7 +75,7 @@ pub(crate) fn plan<F: FnOnce() -> Bytes>(
     match upstream {
         Protocol::Gemini => Ok(Ok(Prepared {
             body: same(),
-            path: super::request::method_path(model, door.method),
+            path: super::request::method_path(model, door.method).into(),
             translation: None,
             dialog: None,
             header: None,
