@@ -46,6 +46,7 @@ pub mod keycare;
 mod pinning;
 mod probe;
 mod relay;
+pub mod request_id;
 mod send;
 mod target;
 mod tick;
@@ -54,8 +55,6 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-
-use bytes::Bytes;
 
 pub use endpoints::status_json;
 pub use error::{ErrorKind, ProxyError, Side};
@@ -84,7 +83,7 @@ pub struct Core {
 /// What every phase of one request may read.
 pub struct RequestContext {
     pub generation: Arc<Generation>,
-    pub request_id: Bytes,
+    pub request_id: request_id::RequestId,
     /// When the request head arrived.
     pub received_at: crate::health::clock::Moment,
     /// What the phases learn, for `finish`; borrowed briefly, never across an `.await`.
@@ -274,7 +273,7 @@ impl Service for AdminDoor {
 
 impl Core {
     async fn serve_at(&self, req: &Request, res: &mut Responder<'_>, door: Door) {
-        let request_id = headers::request_id(&req.head);
+        let request_id = request_id::RequestId::of(&req.head);
         let envelope = match gemini_door::lists_models_under_v1(&req.head) {
             true => error::Envelope::Google,
             false => error::Envelope::for_path(req.head.path()),
