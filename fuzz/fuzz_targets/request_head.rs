@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(monoio_codec::Decoded::Some(h)) => h,
         other => panic!("rotor accepted, monoio-http did not: {:?}", other.map(|_| ())),
     };
-    assert_eq!(ours.method_raw, theirs.method.as_str().as_bytes());
-    assert_eq!(ours.target.as_bytes(), theirs.uri.to_string().as_bytes());
+    assert_eq!(ours.method_raw(), theirs.method.as_str().as_bytes());
+    assert_eq!(ours.target().as_bytes(), theirs.uri.to_string().as_bytes());
     assert_eq!(ours.http10, theirs.version == http::Version::HTTP_10);
     assert_eq!(ours.headers.len(), theirs.headers.len());
     for h in &ours.headers {

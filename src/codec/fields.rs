@@ -1,11 +1,11 @@
 //! Field-level helpers shared by the request and response head parsers: token lists, number
-//! syntax, httparse error mapping, and turning httparse's borrowed slices into spans and `Bytes`.
+//! syntax, httparse error mapping, and turning httparse's borrowed slices into spans.
 //!
 //! Invariant: nothing here indexes untrusted input directly; every slice goes through `get`.
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::head::HeadError;
 
@@ -157,16 +157,6 @@ pub(crate) fn map_httparse_error(e: httparse::Error, other: u16) -> HeadError {
 pub(crate) fn range_in(base: usize, part: &[u8]) -> std::ops::Range<usize> {
     let start = (part.as_ptr() as usize).saturating_sub(base);
     start..start.saturating_add(part.len())
-}
-
-/// `head.slice(r)` that cannot panic: an out-of-range span (impossible when it came from
-/// [`range_in`] on the same buffer) yields an empty `Bytes`.
-pub(crate) fn sub(head: &Bytes, r: std::ops::Range<usize>) -> Bytes {
-    if r.start <= r.end && r.end <= head.len() {
-        head.slice(r)
-    } else {
-        Bytes::new()
-    }
 }
 
 #[cfg(test)]

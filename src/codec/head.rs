@@ -7,15 +7,16 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use std::ops::Range;
+
+use bytes::BytesMut;
 
 use super::field_index::Field;
 use super::fields::{
     has_bare_lf, has_token, header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines,
-    sub, trim_ows, INLINE_SLOTS,
+    trim_ows, INLINE_SLOTS,
 };
 use super::headers::spans_of;
-use super::text::Text;
 
 /// Bounds on a request head, so a client cannot make a worker buffer without end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub enum Method {
     Patch,
     Delete,
     Options,
-    /// Any other valid token; see `RequestHead::method_raw`.
+    /// Any other valid token; see `RequestHead::method_raw()`.
     Other,
 }
 
@@ -89,31 +90,44 @@ pub enum BodyFraming {
 #[derive(Debug)]
 pub struct RequestHead {
     pub method: Method,
-    pub method_raw: Bytes,
-    /// The raw request-target: origin-form (`/path?query`) or `*` (OPTIONS only), checked to be
-    /// text once, at parse.
-    pub target: Text,
     pub http10: bool,
+    /// The fields, and the one frozen buffer the whole head lies in: the method and target are
+    /// read from it too (each used to hold a `Bytes` of its own on that buffer: two slices,
+    /// a UTF-8 check and two releases, ~200 instructions a request, callgrind, issue 18).
     pub headers: Headers,
     pub framing: BodyFraming,
     pub keep_alive: bool,
     /// `Expect: 100-continue` on HTTP/1.1: the client waits for `100 Continue` before the body.
     pub expect_continue: bool,
-    /// Where the path ends in `target` (its first `?`, else its length): found once at parse,
+    /// Where the method lies in the head buffer.
+    method_at: Range<u32>,
+    /// Where the raw request-target lies in the head buffer: origin-form (`/path?query`) or `*`
+    /// (OPTIONS only), checked at parse to be those, so ASCII (`target` relies on it).
+    target_at: Range<u32>,
+    /// Where the path ends in the target (its first `?`, else its length): found once at parse,
     /// since several phases ask for the path.
-    path_end: usize,
+    path_end: u32,
 }
 
 impl RequestHead {
+    /// The method as sent (a token; see `method`).
+    pub fn method_raw(&self) -> &[u8] {
+        self.headers.head_bytes(&self.method_at)
+    }
+
+    /// The raw request-target: origin-form (`/path?query`) or `*` (OPTIONS only).
+    pub fn target(&self) -> &str {
+        ascii_text(self.headers.head_bytes(&self.target_at))
+    }
+
     /// The target before `?`.
     pub fn path(&self) -> &str {
-        // Called by several phases: the end was found and the text checked at parse.
-        self.target.as_str().get(..self.path_end).unwrap_or("")
+        self.target().get(..self.path_end as usize).unwrap_or("")
     }
 
     /// The target after the first `?`, if any.
     pub fn query(&self) -> Option<&str> {
-        self.target.as_str().get(self.path_end..)?.strip_prefix('?')
+        self.target().get(self.path_end as usize..)?.strip_prefix('?')
     }
 
     pub fn header(&self, name: &str) -> Option<&[u8]> {
@@ -124,6 +138,19 @@ impl RequestHead {
     pub fn field(&self, f: Field) -> Option<&[u8]> {
         self.headers.field(f)
     }
+}
+
+/// The one unchecked conversion: only `RequestHead::target` calls it, on the target's bytes.
+#[allow(unsafe_code)]
+fn ascii_text(target: &[u8]) -> &str {
+    debug_assert!(target.is_ascii());
+    // SAFETY: `target_at` is set only by `parse_request_head`, to where httparse found the
+    // target in the very buffer `headers` then holds (`Bytes` never changes its contents), and
+    // only after `valid_origin_form` (a table of ASCII bytes and `%`) or the test for `*`
+    // accepted those bytes: they are ASCII, so UTF-8. A range that does not fit reads as empty.
+    // No safe way: checking again on every ask is the cost `path_end` and this avoid (the
+    // path is asked for in six phases; `from_utf8` each time cost ~500 instructions a request).
+    unsafe { std::str::from_utf8_unchecked(target) }
 }
 
 /// A rejected head: the status to answer with, and a short reason safe to show the client.
@@ -161,7 +188,7 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
     // send a stray CRLF after a body). Dropping them here keeps them out of the size limit.
     skip_leading_empty_lines(buf);
     // The httparse borrow of `buf` must end before the head is split off, hence the block.
-    let (head_len, http10, method, method_range, target_range, spans) = {
+    let (head_len, http10, method, method_at, target_at, path_end, spans) = {
         // Uninitialised slots: initialising (and moving) 4 KiB of headers per call cost more
         // than parsing the head itself (bench `parse_request_head`).
         let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
@@ -198,32 +225,38 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
             return Err(bad("request-target must be origin-form"));
         }
         let base = buf.as_ptr() as usize;
+        let path_end = memchr::memchr(b'?', target).unwrap_or(target.len());
         (
             head_len,
             req.version == Some(0),
             method,
-            range_in(base, method_raw),
-            range_in(base, target),
+            narrow(range_in(base, method_raw)),
+            narrow(range_in(base, target)),
+            u32::try_from(path_end).unwrap_or(u32::MAX),
             spans_of(base, req.headers),
         )
     };
     let head = buf.split_to(head_len).freeze();
-    // httparse hands the target out as `&str` and origin-form is ASCII: `None` cannot happen.
-    let target = Text::new(sub(&head, target_range)).ok_or(bad("request-target must be origin-form"))?;
-    let method_raw = sub(&head, method_range);
     let headers = Headers::parsed(head, spans);
     let policy = request_policy(&headers, http10)?;
     Ok(Some(RequestHead {
         method,
-        method_raw,
-        path_end: memchr::memchr(b'?', &target).unwrap_or(target.len()),
-        target,
         http10,
         headers,
         framing: policy.framing,
         keep_alive: policy.keep_alive,
         expect_continue: policy.expect_continue,
+        method_at,
+        target_at,
+        path_end,
     }))
+}
+
+/// `r` in `u32`s: a head is far shorter than 4 GiB (`max_head_bytes`), and a range that does
+/// not fit would read as empty rather than wrap.
+fn narrow(r: Range<usize>) -> Range<u32> {
+    let at = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+    at(r.start)..at(r.end)
 }
 
 struct RequestPolicy {

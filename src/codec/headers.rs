@@ -135,6 +135,12 @@ impl Headers {
         self.spans.len()
     }
 
+    /// The bytes at `r` of the buffer the fields lie in (empty when `r` does not fit): a
+    /// request head reads its method and target from that one buffer.
+    pub(crate) fn head_bytes(&self, r: &Range<u32>) -> &[u8] {
+        self.head.get(r.start as usize..r.end as usize).unwrap_or_default()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }

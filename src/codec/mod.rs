@@ -19,7 +19,6 @@ pub mod response_head;
 pub(crate) mod scan;
 pub mod sse;
 pub mod target;
-pub mod text;
 pub mod time;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder, ChunkedLimits};

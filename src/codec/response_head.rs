@@ -26,7 +26,7 @@ pub struct HeadFields<'a> {
     /// NUL in them (see [`Returned`]), so they are written unchecked.
     pub returned: Option<Returned<'a>>,
     /// Rotor's own, written as they are: digits, static text, config names (`check_name`
-    /// allows printable ASCII only) and request ids (`headers::request_id` keeps graphic ASCII
+    /// allows printable ASCII only) and request ids (`RequestId` keeps graphic ASCII
     /// only). A caller puts nothing here that could hold CR or LF.
     pub own: &'a [Pair<'a>],
 }

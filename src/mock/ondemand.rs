@@ -110,7 +110,7 @@ pub(super) async fn answer(
         let body = br#"{"message":"missing apikey","errorCode":"unauthorized"}"#;
         return res.send(401, &[JSON], Bytes::from_static(body)).await;
     }
-    if path.ends_with("/sessions") && req.head.method_raw.as_ref() == b"GET" {
+    if path.ends_with("/sessions") && req.head.method_raw() == b"GET" {
         let body = br#"{"message":"Chat sessions fetched successfully","data":[]}"#;
         return res.send(200, &[JSON], Bytes::from_static(body)).await;
     }

@@ -96,7 +96,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             // Unknown paths echo what arrived, so passthrough tests can see it.
             let out = format!(
                 r#"{{"object":"mock.echo","method":{},"path":{},"model":{},"bytes":{}}}"#,
-                quote(&String::from_utf8_lossy(&req.head.method_raw)),
+                quote(&String::from_utf8_lossy(req.head.method_raw())),
                 quote(req.head.path()),
                 quote(&model),
                 body.len()

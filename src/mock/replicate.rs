@@ -154,7 +154,7 @@ pub(super) async fn answer(
         .strip_prefix("/v1/predictions/")
         .and_then(|p| p.strip_suffix("/cancel"))
     {
-        let Some(job) = Job::parse(id).filter(|_| &req.head.method_raw[..] == b"POST") else {
+        let Some(job) = Job::parse(id).filter(|_| req.head.method_raw() == b"POST") else {
             return not_found(res).await;
         };
         let key = req

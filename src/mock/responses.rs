@@ -49,7 +49,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
 /// `GET /v1/responses/{id}` (a stored response), `DELETE` (deleted), `.../input_items` (a list).
 async fn stored(req: &Request, rest: &str, res: &mut Responder<'_>) -> io::Result<()> {
     let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    let out = match (req.head.method_raw.as_ref(), tail) {
+    let out = match (req.head.method_raw(), tail) {
         (b"DELETE", "") => format!(r#"{{"id":{},"object":"response","deleted":true}}"#, quote(id)),
         (_, "input_items") => format!(
             r#"{{"object":"list","data":[{{"id":"msg_in","type":"message","role":"user","content":[{{"type":"input_text","text":"hello"}}]}}],"first_id":"msg_in","last_id":"msg_in","has_more":false,"response_id":{}}}"#,

@@ -175,8 +175,8 @@ impl MockService {
 
     fn record(&self, req: &Request) {
         self.recorder.push(Recorded {
-            method: String::from_utf8_lossy(&req.head.method_raw).into_owned(),
-            target: String::from_utf8_lossy(&req.head.target).into_owned(),
+            method: String::from_utf8_lossy(req.head.method_raw()).into_owned(),
+            target: req.head.target().to_owned(),
             headers: req
                 .head
                 .headers

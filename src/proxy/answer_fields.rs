@@ -25,7 +25,7 @@ pub struct AnswerFields<'a> {
 
 impl<'a> AnswerFields<'a> {
     /// The upstream's returned fields, then rotor's first three: the request id (graphic ASCII
-    /// by `headers::request_id`), the provider's name (printable ASCII by
+    /// by `RequestId`), the provider's name (printable ASCII by
     /// `config::check_name`) and the attempts' digits.
     pub fn new(head: &'a ResponseHead, request_id: &'a [u8], provider: &'a str, attempts: &'a [u8]) -> Self {
         let mut fields = AnswerFields {
