@@ -75,7 +75,7 @@ pub async fn read_more_timed_in<R: AsyncReadRent>(
 /// store in this worker's deadline wheel (`crate::deadline`), where a fresh monoio `sleep` per
 /// read was a 640-byte allocation, a timer-wheel insert and remove, and its polling. A read
 /// gets exactly now + its limit, and times out no earlier than that and at most the wheel's
-/// slack later (a tick, 2.1 ms, plus monoio's rounding to the next ms and scheduling). A read
+/// slack later (a tick, 2.1 ms, plus scheduling; see `crate::deadline`). A read
 /// that completes leaves it armed (as monoio's timer was): it may wake its task once at that
 /// deadline, a spurious wake every future tolerates, unless a read re-arms it first; a pooled
 /// connection's is disarmed (`idle`). Any task may poll it (the waker follows the task that

@@ -80,7 +80,7 @@ mod tests {
             });
             let stopper = signal.clone();
             monoio::spawn(async move {
-                monoio::time::sleep(Duration::from_millis(30)).await;
+                crate::deadline::sleep(Duration::from_millis(30)).await;
                 assert!(!stopper.is_stopped());
                 stopper.trigger();
             });
