@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, Group};
 use crate::health::clock::Moment;
 
 /// Smallest free space offered to the kernel per read.
@@ -58,11 +58,24 @@ pub async fn read_more_timed<R: AsyncReadRent>(
     read_more_before(io, buf, free, timer.arm(limit)).await
 }
 
+/// `read_more_timed`, ended early (a `TimedOut`) when `group` is fired first: a server's idle
+/// keep-alive wait, which its shutdown ends at once (`server::StopSignal`).
+pub async fn read_more_timed_in<R: AsyncReadRent>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    free: usize,
+    timer: &mut ReadTimer,
+    limit: Duration,
+    group: &Group,
+) -> io::Result<usize> {
+    read_more_before(io, buf, free, timer.arm_in(limit, group)).await
+}
+
 /// One connection's read deadline, re-armed for each timed read: arming is a clock read and a
 /// store in this worker's deadline wheel (`crate::deadline`), where a fresh monoio `sleep` per
 /// read was a 640-byte allocation, a timer-wheel insert and remove, and its polling. A read
 /// gets exactly now + its limit, and times out no earlier than that and at most the wheel's
-/// slack later (a tick, 2.1 ms, plus monoio's rounding to the next ms and scheduling). A read
+/// slack later (a tick, 2.1 ms, plus scheduling; see `crate::deadline`). A read
 /// that completes leaves it armed (as monoio's timer was): it may wake its task once at that
 /// deadline, a spurious wake every future tolerates, unless a read re-arms it first; a pooled
 /// connection's is disarmed (`idle`). Any task may poll it (the waker follows the task that
@@ -78,6 +91,12 @@ impl ReadTimer {
     /// The deadline, set to fire `limit` from now.
     pub fn arm(&mut self, limit: Duration) -> &mut Deadline {
         self.0.arm(limit);
+        &mut self.0
+    }
+
+    /// The deadline, set to fire `limit` from now or when `group` is fired.
+    pub fn arm_in(&mut self, limit: Duration, group: &Group) -> &mut Deadline {
+        self.0.arm_in(limit, group);
         &mut self.0
     }
 

@@ -1,12 +1,16 @@
-//! Per-worker read deadlines: what times every read on the request path, instead of a monoio
-//! timer per read. Each worker thread has one `Wheel` (a slab of {deadline, waker} filed in a
-//! coarse hashed wheel, see `wheel`) and one ticker task that sleeps on a single monoio timer
-//! until the end of the first occupied tick, wakes what expired there, and parks without any
-//! timer when nothing is filed (an idle worker stays idle).
-//! Invariants: a [`Deadline`] fires no earlier than the time it was armed for, and at most one
-//! tick (2^21 ns, 2.1 ms) plus monoio's rounding to the next ms plus the worker's scheduling
-//! delay later; dropping a `Deadline` removes its entry in O(1), so the wheel holds only live
-//! entries however many come and go. A `Deadline` never leaves its thread (it is `!Send`).
+//! Per-worker deadlines: what times every read on the request path and every other timed wait
+//! on a worker (`sleep`, `net::within`), instead of monoio's timer. Each worker thread has one
+//! `Wheel` (a slab of {deadline, waker} filed in a coarse hashed wheel, see `wheel`) and one
+//! ticker task that sleeps until the end of the first occupied tick, wakes what expired there,
+//! and parks without any timer when nothing is filed (an idle worker stays idle). The ticker
+//! wakes on a timerfd read through the ring on io_uring (`alarm`; those runtimes have no
+//! monoio time driver), on monoio's timer on the legacy driver.
+//! Invariants: a [`Deadline`] fires no earlier than the time it was armed for (unless armed in
+//! a [`Group`] that is fired: a server's stop ends its idle waits on purpose), and at most one
+//! tick (2^21 ns, 2.1 ms) plus the worker's scheduling delay later (plus monoio's rounding to
+//! the next ms on the legacy driver); dropping a `Deadline` removes its entry in O(1), so the
+//! wheel holds only live entries however many come and go. A `Deadline` never leaves its
+//! thread (it is `!Send`).
 //!
 //! Why not monoio's timer: a fresh `monoio::time::sleep` per upstream exchange (a 640-byte
 //! 128-aligned entry, an allocation, a wheel insert), its re-arms, polls and removal, and its
@@ -15,18 +19,22 @@
 //! whichever task polls it: chat went from 29,012-29,098 to 28,783 instructions per request
 //! with this wheel and pooled entries, to 28,701-28,766 with one clock read per head
 //! (`net::read_more_until`), and to 28,572-28,581 leaving a completed read's deadline armed
-//! (`net::read_more_before`), about -480 in all (callgrind, issue 18). What remains of monoio's timer
-//! cost is its time driver's pass on every park (about 330 instructions a park, timers or
-//! not): the other sleeps on a worker (pool reaper, retries, lease polls, shutdown) and this
-//! ticker still use it. An entry armed further than one turn of the wheel (8.8 s) ahead costs
-//! the ticker one pass per turn until its own.
+//! (`net::read_more_before`), about -480 in all (callgrind, issue 18). Then monoio's time
+//! driver still ran a pass on every park (timers or not, about 355 instructions per chat
+//! request) for the other sleeps and this ticker; with those on the wheel and the ticker on a
+//! timerfd, io_uring workers run without it: chat 26,393/26,391 -> 25,940/26,028, stream
+//! 42,481 -> 41,295 (callgrind). An entry armed further than one turn of the wheel (8.8 s)
+//! ahead costs the ticker one pass per turn until its own; a removed entry can cost it one
+//! spurious pass at the tick it was filed for.
 
+mod alarm;
 mod wheel;
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -70,13 +78,22 @@ impl Deadline {
 
     /// Fires at `at`.
     pub fn arm_at(&mut self, at: Moment) {
+        self.arm_in_group(at, 0);
+    }
+
+    /// Fires `limit` from now, or earlier when `group` is fired first (until armed again).
+    pub fn arm_in(&mut self, limit: Duration, group: &Group) {
+        self.arm_in_group(Moment::now() + limit, group.id);
+    }
+
+    fn arm_in_group(&mut self, at: Moment, group: u32) {
         // `NEVER` is kept for "disarmed": the last nanosecond of the clock is close enough.
         let at = at.nanos().min(wheel::NEVER - 1);
         with(|wheel| {
             if self.index == NIL {
                 self.index = wheel.insert();
             }
-            wheel.arm(self.index, at);
+            wheel.arm(self.index, at, group);
         });
     }
 
@@ -132,6 +149,42 @@ impl Drop for Deadline {
     }
 }
 
+/// Deadlines that can be fired together before their time: a server's idle keep-alive waits,
+/// cut short when it stops. Membership is a field the arming stores (no registration per wait,
+/// where a stop future beside each idle read cost about 200 instructions per request), and
+/// lasts until the deadline is armed again by any other `arm`.
+pub struct Group {
+    /// Never 0 (the wheel's "no group"); unique in the process.
+    id: u32,
+    /// Fires entries in this thread's wheel.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Group::new()
+    }
+}
+
+impl Group {
+    pub fn new() -> Group {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        Group {
+            id: NEXT.fetch_add(1, Ordering::Relaxed).max(1),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Fires now every deadline of this group that is armed and has not fired: each wakes its
+    /// task and reads as elapsed until armed again. Returns how many fired. O(deadlines on the
+    /// thread): for a stop, not for the request path.
+    pub fn fire(&self) -> usize {
+        WHEEL
+            .try_with(|wheel| wheel.borrow_mut().fire_group(self.id))
+            .unwrap_or(0)
+    }
+}
+
 /// Forgets this thread's ticker: called when a runtime on this thread returns, whose tasks
 /// (the ticker among them) will not run again, so the next runtime starts its own.
 pub fn forget_ticker() {
@@ -154,19 +207,49 @@ impl Drop for Alive {
     }
 }
 
-/// The thread's ticker: runs the wheel's pass when its timer fires or when a deadline earlier
-/// than its timer is filed, then sleeps until the end of the first occupied tick. With nothing
-/// filed it drops its timer and waits to be woken by the next filing.
+/// The thread's ticker: runs the wheel's pass when its wake source goes off or when a deadline
+/// earlier than it is filed, then sleeps until the end of the first occupied tick. With nothing
+/// filed it waits to be woken by the next filing. Its wake source is a timerfd read through the
+/// ring on io_uring (workers run without monoio's time driver: `alarm`), monoio's timer on the
+/// legacy driver, or when no timerfd can be had (that runtime must then have timers enabled).
 async fn ticker(generation: u64) {
     let _alive = Alive(generation);
+    if !monoio::utils::is_legacy() {
+        match alarm::Alarm::new() {
+            Ok(alarm) => return tick_on_alarm(alarm).await,
+            Err(e) => tracing::warn!("no timerfd for the deadline ticker, using monoio's timer: {e}"),
+        }
+    }
+    tick_on_monoio_timer().await
+}
+
+/// One pass: wakes what expired, registers the ticker, and says when to run next.
+fn pass(cx: &Context<'_>) -> Option<u64> {
+    let (next, replaced) = with(|wheel| {
+        let replaced = wheel.set_ticker(cx.waker());
+        (wheel.expire(Moment::now().nanos()), replaced)
+    });
+    drop(replaced);
+    next
+}
+
+async fn tick_on_alarm(mut alarm: alarm::Alarm) {
+    std::future::poll_fn(|cx| loop {
+        // Nothing filed: the alarm may still go off at its old time (one spurious pass).
+        let Some(at) = pass(cx) else {
+            return Poll::<()>::Pending;
+        };
+        if alarm.poll_at(at, cx).is_pending() {
+            return Poll::Pending;
+        }
+    })
+    .await
+}
+
+async fn tick_on_monoio_timer() {
     let mut timer: Option<Pin<Box<monoio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| loop {
-        let (next, replaced) = with(|wheel| {
-            let replaced = wheel.set_ticker(cx.waker());
-            (wheel.expire(Moment::now().nanos()), replaced)
-        });
-        drop(replaced);
-        let Some(at) = next else {
+        let Some(at) = pass(cx) else {
             timer = None;
             return Poll::<()>::Pending;
         };
@@ -183,6 +266,14 @@ async fn ticker(generation: u64) {
         }
     })
     .await
+}
+
+/// Completes `limit` from now: `monoio::time::sleep` for code on a worker, which runs without
+/// monoio's timer on io_uring. Never early; late by at most the slack in the module doc.
+pub async fn sleep(limit: Duration) {
+    let mut deadline = Deadline::new();
+    deadline.arm(limit);
+    std::future::poll_fn(|cx| deadline.poll_elapsed(cx)).await
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! never early, the waker follows the task that polls, drop leaves nothing filed, and an idle
 //! ticker runs no passes.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::{with, Deadline};
@@ -18,11 +19,30 @@ async fn elapsed(deadline: &mut Deadline) {
     poll_fn(|cx| deadline.poll_elapsed(cx)).await;
 }
 
-/// Waits until `limit` passed; panics (a failed test) if `what` is not done by then.
+/// Waits until `limit` passed; panics (a failed test) if `what` is not done by then. Timed
+/// outside the wheel under test (and worker runtimes on io_uring have no monoio timer).
 async fn bounded<F: std::future::Future>(limit: Duration, what: F) -> F::Output {
-    monoio::time::timeout(limit, what)
-        .await
-        .expect("the deadline never fired")
+    let mut what = std::pin::pin!(what);
+    let mut limit = std::pin::pin!(wait_outside_the_wheel(limit));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = what.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        assert!(limit.as_mut().poll(cx).is_pending(), "the deadline never fired");
+        Poll::Pending
+    })
+    .await
+}
+
+/// Waits `time` without filing anything in the wheel: a thread sleeps and sends.
+async fn wait_outside_the_wheel(time: Duration) {
+    let (tx, rx) = futures_channel::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        #[allow(clippy::disallowed_methods)] // its own thread, not a worker
+        std::thread::sleep(time);
+        let _ = tx.send(());
+    });
+    rx.await.expect("the sleeper thread sends");
 }
 
 fn fires_on_time(driver: Driver) {
@@ -44,7 +64,7 @@ fn fires_on_time(driver: Driver) {
         let mut deadline = Deadline::new();
         let started = Instant::now();
         deadline.arm(Duration::from_millis(10));
-        let first = poll_fn(|cx| std::task::Poll::Ready(deadline.poll_elapsed(cx).is_ready())).await;
+        let first = poll_fn(|cx| Poll::Ready(deadline.poll_elapsed(cx).is_ready())).await;
         assert!(!first);
         deadline.arm(Duration::from_millis(120));
         bounded(Duration::from_secs(3), elapsed(&mut deadline)).await;
@@ -73,7 +93,7 @@ fn waker_follows_the_polling_task() {
         let mut deadline = Deadline::new();
         deadline.arm(Duration::from_millis(60));
         // This task polls it first and registers its waker.
-        let first = poll_fn(|cx| std::task::Poll::Ready(deadline.poll_elapsed(cx).is_ready())).await;
+        let first = poll_fn(|cx| Poll::Ready(deadline.poll_elapsed(cx).is_ready())).await;
         assert!(!first);
         let other = monoio::spawn(async move {
             let started = Instant::now();
@@ -88,9 +108,8 @@ fn waker_follows_the_polling_task() {
 
 /// Dropping deadlines removes their entries at once; once nothing is filed the ticker parks
 /// without a timer and runs no pass while the worker idles.
-#[test]
-fn drop_removes_and_an_idle_ticker_parks() {
-    on(Driver::Auto, async {
+fn drop_removes_and_an_idle_ticker_parks(driver: Driver) {
+    on(driver, async {
         let mut many: Vec<Deadline> = (0..1000).map(|_| Deadline::new()).collect();
         for (i, d) in many.iter_mut().enumerate() {
             d.arm(Duration::from_secs(60 + i as u64));
@@ -102,10 +121,10 @@ fn drop_removes_and_an_idle_ticker_parks() {
         let mut short = Deadline::new();
         short.arm(Duration::from_millis(5));
         bounded(Duration::from_secs(2), elapsed(&mut short)).await;
-        monoio::time::sleep(Duration::from_millis(20)).await;
+        wait_outside_the_wheel(Duration::from_millis(20)).await;
         let (passes, parked) = with(|w| (w.passes, w.ticker_at() == super::wheel::NEVER));
         assert!(parked, "nothing filed: the ticker has no timer");
-        monoio::time::sleep(Duration::from_millis(200)).await;
+        wait_outside_the_wheel(Duration::from_millis(200)).await;
         assert_eq!(with(|w| w.passes), passes, "an idle worker's ticker ran passes");
         // Woken by the next filing, it times that one.
         let started = Instant::now();
@@ -113,6 +132,65 @@ fn drop_removes_and_an_idle_ticker_parks() {
         bounded(Duration::from_secs(2), elapsed(&mut short)).await;
         assert!(started.elapsed() >= Duration::from_millis(15));
     });
+}
+
+#[test]
+fn an_idle_ticker_parks_on_the_default_driver() {
+    drop_removes_and_an_idle_ticker_parks(Driver::Auto);
+}
+
+#[test]
+fn an_idle_ticker_parks_on_the_legacy_driver() {
+    drop_removes_and_an_idle_ticker_parks(Driver::Legacy);
+}
+
+/// `sleep` and `net::within` (the worker's `monoio::time::sleep` and `timeout`) never end
+/// early and end within the stated slack; `within` hands back a result that came first.
+fn sleep_and_timeout(driver: Driver) {
+    on(driver, async {
+        for limit_ms in [0u64, 3, 40] {
+            let limit = Duration::from_millis(limit_ms);
+            let started = Instant::now();
+            bounded(limit + Duration::from_secs(2), super::sleep(limit)).await;
+            let waited = started.elapsed();
+            assert!(
+                waited >= limit && waited < limit + Duration::from_millis(500),
+                "sleep({limit:?}) took {waited:?}"
+            );
+        }
+        let started = Instant::now();
+        let late = crate::net::within(Duration::from_millis(30), super::sleep(Duration::from_secs(60))).await;
+        let waited = started.elapsed();
+        assert!(late.is_err(), "the limit came first");
+        assert!(
+            waited >= Duration::from_millis(30) && waited < Duration::from_millis(530),
+            "timed out after {waited:?}"
+        );
+        let early = crate::net::within(Duration::from_secs(60), super::sleep(Duration::from_millis(5))).await;
+        assert!(early.is_ok(), "the work came first");
+    });
+}
+
+#[test]
+fn sleep_and_timeout_on_the_default_driver() {
+    sleep_and_timeout(Driver::Auto);
+}
+
+#[test]
+fn sleep_and_timeout_on_the_legacy_driver() {
+    sleep_and_timeout(Driver::Legacy);
+}
+
+/// An io_uring worker runs without monoio's time driver (its pass on every park is what the
+/// deadline ticker's timerfd replaces); a legacy worker keeps it.
+#[test]
+fn only_the_legacy_worker_has_monoio_timers() {
+    for (driver, expected) in [(Driver::Auto, !monoio::utils::detect_uring()), (Driver::Legacy, true)] {
+        on(driver, async move {
+            let made = std::panic::catch_unwind(|| drop(monoio::time::sleep(Duration::from_millis(1))));
+            assert_eq!(made.is_ok(), expected, "{driver:?}");
+        });
+    }
 }
 
 /// A thread that runs one worker runtime after another gets a ticker in each.

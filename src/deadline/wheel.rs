@@ -28,8 +28,10 @@ struct Entry {
     prev: u32,
     /// The next entry in its slot, or in the free list.
     next: u32,
-    /// A pass found it expired; cleared by the next `arm`.
+    /// A pass found it expired, or its group was fired; cleared by the next `arm`.
     fired: bool,
+    /// The group that may fire it early (`fire_group`), 0 for none; set by every `arm`.
+    group: u32,
     waker: Option<Waker>,
 }
 
@@ -79,6 +81,7 @@ impl Wheel {
             prev: NIL,
             next: NIL,
             fired: false,
+            group: 0,
             waker: None,
         };
         if self.free != NIL {
@@ -104,12 +107,14 @@ impl Wheel {
         entry.waker.take()
     }
 
-    /// Sets the deadline. A later deadline than the one filed is one store: the wheel re-files
-    /// the entry when it reaches the old slot. An earlier one is re-filed now.
-    pub fn arm(&mut self, index: u32, deadline: u64) {
+    /// Sets the deadline, and the group that may fire it early (0: none). A later deadline than
+    /// the one filed is one store: the wheel re-files the entry when it reaches the old slot.
+    /// An earlier one is re-filed now.
+    pub fn arm(&mut self, index: u32, deadline: u64, group: u32) {
         let entry = &mut self.entries[index as usize];
         entry.deadline = deadline;
         entry.fired = false;
+        entry.group = group;
         let tick = deadline >> TICK_SHIFT;
         if tick < entry.filed {
             self.unfile(index);
@@ -123,6 +128,27 @@ impl Wheel {
         let entry = &mut self.entries[index as usize];
         entry.deadline = NEVER;
         entry.fired = false;
+    }
+
+    /// Fires now every armed entry of `group` (not 0) that has not fired: it wakes its task and
+    /// leaves its slot, as if its deadline had passed. Visits the whole slab: run once per
+    /// group (a server's shutdown), never on the request path. Returns how many it fired.
+    pub fn fire_group(&mut self, group: u32) -> usize {
+        let mut fired = 0;
+        for index in 0..self.entries.len() {
+            let entry = &mut self.entries[index];
+            // Free entries are disarmed (`remove`), so they never match.
+            if group == 0 || entry.group != group || entry.deadline == NEVER || entry.fired {
+                continue;
+            }
+            entry.fired = true;
+            if let Some(waker) = &entry.waker {
+                waker.wake_by_ref();
+            }
+            self.unfile(index as u32);
+            fired += 1;
+        }
+        fired
     }
 
     /// Whether the entry fired; if not, `waker` is the one it will wake (replaced only when it

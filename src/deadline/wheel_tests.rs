@@ -50,7 +50,7 @@ fn fires_on_time_never_early() {
     let (count, waker) = counter();
     let e = wheel.insert();
     let deadline = start + 50 * MS;
-    wheel.arm(e, deadline);
+    wheel.arm(e, deadline, 0);
     assert!(!wheel.poll(e, &waker).0);
     // A pass just before the deadline fires nothing; the ticker is asked to run again by the
     // end of the deadline's tick, and then it fires.
@@ -76,9 +76,9 @@ fn rearm_later_and_earlier() {
     wheel.expire(start);
     let (count, waker) = counter();
     let e = wheel.insert();
-    wheel.arm(e, start + 10 * MS);
+    wheel.arm(e, start + 10 * MS, 0);
     drop(wheel.poll(e, &waker));
-    wheel.arm(e, start + 300 * MS);
+    wheel.arm(e, start + 300 * MS, 0);
     let now = run_until(&mut wheel, start, start + 299 * MS);
     assert!(!wheel.poll(e, &waker).0, "not at the first deadline (ran to {now})");
     assert_eq!(wakes(&count), 0);
@@ -87,9 +87,9 @@ fn rearm_later_and_earlier() {
     assert!(wheel.poll(e, &waker).0);
     // Earlier than filed: moved now, fires at the earlier one.
     let now = start + 400 * MS;
-    wheel.arm(e, now + 10 * SLOTS * TICK);
+    wheel.arm(e, now + 10 * SLOTS * TICK, 0);
     assert!(!wheel.poll(e, &waker).0, "arming clears the fired mark");
-    wheel.arm(e, now + 20 * MS);
+    wheel.arm(e, now + 20 * MS, 0);
     let next = wheel.expire(now).expect("filed");
     assert!(next <= now + 20 * MS + TICK, "the ticker runs by the earlier deadline");
     wheel.expire(now + 20 * MS);
@@ -106,7 +106,7 @@ fn far_deadline_survives_turns() {
     let (count, waker) = counter();
     let e = wheel.insert();
     let deadline = start + 3 * SLOTS * TICK + 5 * MS;
-    wheel.arm(e, deadline);
+    wheel.arm(e, deadline, 0);
     drop(wheel.poll(e, &waker));
     let mut passes = 0;
     let mut now = start;
@@ -136,8 +136,8 @@ fn disarm_and_remove_leave_nothing() {
     let (count, waker) = counter();
     let a = wheel.insert();
     let b = wheel.insert();
-    wheel.arm(a, start + 5 * MS);
-    wheel.arm(b, start + 5 * MS);
+    wheel.arm(a, start + 5 * MS, 0);
+    wheel.arm(b, start + 5 * MS, 0);
     drop(wheel.poll(a, &waker));
     drop(wheel.poll(b, &waker));
     wheel.disarm(a);
@@ -168,7 +168,7 @@ fn many_entries_fire_once_each() {
         let e = wheel.insert();
         // Spread over about two turns, several per tick, in no order.
         let deadline = start + (i * 7_919_000_003) % (2 * SLOTS * TICK);
-        wheel.arm(e, deadline);
+        wheel.arm(e, deadline, 0);
         drop(wheel.poll(e, &waker));
         entries.push((e, deadline, waker, true));
         counts.push(count);
@@ -214,7 +214,7 @@ fn churn_is_bounded() {
     let (_count, waker) = counter();
     for _ in 0..100_000 {
         let e = wheel.insert();
-        wheel.arm(e, now + 60_000 * MS);
+        wheel.arm(e, now + 60_000 * MS, 0);
         drop(wheel.poll(e, &waker));
         drop(wheel.remove(e));
         now += 10_000;
@@ -234,16 +234,74 @@ fn earlier_filing_wakes_the_ticker() {
     drop(wheel.set_ticker(&ticker_waker));
     wheel.expire(start);
     let e = wheel.insert();
-    wheel.arm(e, start + 100 * MS);
+    wheel.arm(e, start + 100 * MS, 0);
     assert_eq!(wakes(&ticker), 1, "a parked ticker is woken by the first filing");
     wheel.expire(start);
     let f = wheel.insert();
-    wheel.arm(f, start + 200 * MS);
+    wheel.arm(f, start + 200 * MS, 0);
     assert_eq!(
         wakes(&ticker),
         1,
         "a later deadline: the ticker's timer already covers it"
     );
-    wheel.arm(f, start + 10 * MS);
+    wheel.arm(f, start + 10 * MS, 0);
     assert_eq!(wakes(&ticker), 2, "an earlier one: it must sleep less");
+}
+
+/// Firing a group wakes, at once, exactly its armed entries that have not fired: not another
+/// group's, not ungrouped ones, not disarmed or freed ones, and not one re-armed without the
+/// group since; fired entries leave their slots and report fired until armed again.
+#[test]
+fn fire_group_fires_only_its_armed_entries() {
+    let mut wheel = Wheel::new();
+    let start = 100 * MS;
+    wheel.expire(start);
+    let (mine, mine_waker) = counter();
+    let (other, other_waker) = counter();
+    let a = wheel.insert();
+    let b = wheel.insert();
+    let ungrouped = wheel.insert();
+    let foreign = wheel.insert();
+    let disarmed = wheel.insert();
+    let regrouped = wheel.insert();
+    for (e, group) in [
+        (a, 7),
+        (b, 7),
+        (ungrouped, 0),
+        (foreign, 8),
+        (disarmed, 7),
+        (regrouped, 7),
+    ] {
+        wheel.arm(e, start + 60_000 * MS, group);
+    }
+    for e in [a, b, disarmed, regrouped] {
+        drop(wheel.poll(e, &mine_waker));
+    }
+    for e in [ungrouped, foreign] {
+        drop(wheel.poll(e, &other_waker));
+    }
+    wheel.disarm(disarmed);
+    // Re-armed for another wait that the group must not cut short (a head read after the idle
+    // wait on the same connection timer).
+    wheel.arm(regrouped, start + 60_000 * MS, 0);
+    let gone = wheel.insert();
+    wheel.arm(gone, start + 60_000 * MS, 7);
+    drop(wheel.remove(gone));
+    assert_eq!(wheel.fire_group(0), 0, "group 0 is no group");
+    assert_eq!(wheel.fire_group(7), 2);
+    assert_eq!(wakes(&mine), 2);
+    assert_eq!(wakes(&other), 0);
+    assert!(wheel.poll(a, &mine_waker).0);
+    assert!(wheel.poll(b, &mine_waker).0);
+    assert!(!wheel.poll(regrouped, &mine_waker).0);
+    assert!(!wheel.poll(ungrouped, &other_waker).0);
+    // Left: ungrouped, foreign, regrouped, and the disarmed one until a pass reaches its slot.
+    assert_eq!(wheel.filed(), 4, "the fired entries left their slots");
+    assert_eq!(wheel.fire_group(7), 0, "a second firing finds nothing");
+    assert_eq!(wakes(&mine), 2);
+    // Armed again, an entry waits for its deadline as before.
+    wheel.arm(a, start + 10 * MS, 7);
+    assert!(!wheel.poll(a, &mine_waker).0);
+    wheel.expire(start + 20 * MS);
+    assert!(wheel.poll(a, &mine_waker).0);
 }

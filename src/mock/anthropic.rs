@@ -77,7 +77,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             return Ok(());
         }
         if !knobs.interval.is_zero() {
-            monoio::time::sleep(knobs.interval).await;
+            crate::deadline::sleep(knobs.interval).await;
         }
         let data = format!(
             r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}}"#,

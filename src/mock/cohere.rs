@@ -86,7 +86,7 @@ async fn answer_stream(res: &mut Responder<'_>, knobs: &Knobs, usage: &str) -> i
             return Ok(());
         }
         if !knobs.interval.is_zero() {
-            monoio::time::sleep(knobs.interval).await;
+            crate::deadline::sleep(knobs.interval).await;
         }
         let delta = format!(r#","index":0,"delta":{{"message":{{"content":{{"text":"tok{i} "}}}}}}"#);
         res.piece(event("content-delta", &delta).as_bytes()).await?;

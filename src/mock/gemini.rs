@@ -84,7 +84,7 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
             return Ok(());
         }
         if !knobs.interval.is_zero() {
-            monoio::time::sleep(knobs.interval).await;
+            crate::deadline::sleep(knobs.interval).await;
         }
         let data = format!(
             r#"data: {{"candidates":[{{"index":0,"content":{{"role":"model","parts":[{{"text":{}}}]}}}}],"usageMetadata":{},"modelVersion":"{model}","responseId":"{rid}"}}{end}"#,

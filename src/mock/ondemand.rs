@@ -186,7 +186,7 @@ pub(super) async fn answer(
             return Ok(());
         }
         if !knobs.interval.is_zero() {
-            monoio::time::sleep(knobs.interval).await;
+            crate::deadline::sleep(knobs.interval).await;
         }
         let data = format!(
             r#"{{"sessionId":"{id}","messageId":"mock-msg-{turn}","eventIndex":{i},"eventType":"fulfillment","answer":{},"status":"processing"}}"#,

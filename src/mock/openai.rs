@@ -175,7 +175,7 @@ async fn stream_completion(
             return Ok(());
         }
         if !knobs.interval.is_zero() {
-            monoio::time::sleep(knobs.interval).await;
+            crate::deadline::sleep(knobs.interval).await;
         }
         let text = quote(&format!("tok{i} "));
         let choice = if chat {

@@ -272,7 +272,7 @@ async fn stream(res: &mut Responder<'_>, job: &Job, job_id: &str, cancels: &Repl
             return res.finish().await;
         }
         if job.interval_ms > 0 {
-            monoio::time::sleep(Duration::from_millis(job.interval_ms)).await;
+            crate::deadline::sleep(Duration::from_millis(job.interval_ms)).await;
         }
         res.piece(format!("event: output\nid: {id}:{i}\ndata: tok{i} \n\n").as_bytes())
             .await?;

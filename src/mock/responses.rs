@@ -121,7 +121,7 @@ async fn stream_answer(res: &mut Responder<'_>, knobs: &Knobs, model: &str, usag
             return Ok(());
         }
         if !knobs.interval.is_zero() {
-            monoio::time::sleep(knobs.interval).await;
+            crate::deadline::sleep(knobs.interval).await;
         }
         let delta = format!("tok{i} ");
         text.push_str(&delta);

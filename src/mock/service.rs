@@ -220,7 +220,7 @@ impl Service for MockService {
         let mut knobs = self.knobs(&req.head);
         self.add_chaos(req, &mut knobs);
         if !knobs.latency.is_zero() {
-            monoio::time::sleep(knobs.latency).await;
+            crate::deadline::sleep(knobs.latency).await;
         }
         if let Some(status) = knobs.status {
             let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];

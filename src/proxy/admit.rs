@@ -29,7 +29,7 @@ pub(super) async fn admit_client(
         let now = limits::now();
         match limits.admit(tokens, now) {
             Admission::Leasing(_) if Instant::now() < deadline => {
-                Box::pin(monoio::time::sleep(LEASE_POLL)).await;
+                crate::deadline::sleep(LEASE_POLL).await;
             }
             Admission::Leasing(kind) => return Err(client_full(client, kind, 1)),
             other => return client_answer(client, other, now),

@@ -111,7 +111,7 @@ async fn credential<'g>(
 /// Asks the control thread for a token newer than `refused` and waits for it (bounded).
 async fn mint(core: &Core, key: crate::config::KeyId, refused: Option<u64>) -> Result<(), String> {
     let command = Command::MintToken { key, refused };
-    monoio::time::timeout(MINT_WAIT, core.gateway.commands.call(command))
+    crate::net::within(MINT_WAIT, core.gateway.commands.call(command))
         .await
         .unwrap_or_else(|_| Err((504, "the token request timed out".to_owned())))
         .map(|_| ())

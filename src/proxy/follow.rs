@@ -137,7 +137,7 @@ async fn walk(
                 // The finished answer's connection goes back to the pool while we wait.
                 exchange.release();
                 if !after.is_zero() {
-                    Box::pin(monoio::time::sleep(after)).await;
+                    crate::deadline::sleep(after).await;
                 }
                 // Only a poll waits long enough for a client to give up; a stream's client is
                 // watched by the relay.
@@ -251,7 +251,7 @@ impl Via<'_> {
         loop {
             match upstream::checkout(self.pool, connector, pool_key, timeout).await {
                 Err(e) if e.kind == UpstreamErrorKind::Dns && waited.elapsed() < DNS_WAIT => {
-                    Box::pin(monoio::time::sleep(Duration::from_millis(100))).await;
+                    crate::deadline::sleep(Duration::from_millis(100)).await;
                 }
                 result => return result,
             }

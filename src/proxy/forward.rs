@@ -208,13 +208,13 @@ async fn attempt_all(
         }
         if attempt.made == 0 && std::mem::take(&mut attempt.leasing) && Moment::now() < lease_deadline {
             // A key had no cluster lease in hand: the cluster thread is drawing one.
-            Box::pin(monoio::time::sleep(super::admit::LEASE_POLL)).await;
+            crate::deadline::sleep(super::admit::LEASE_POLL).await;
             continue;
         }
         let wait = attempt.soonest_cool.map(|until| until.saturating_sub(now_ms()));
         match wait {
             Some(ms) if !waited && attempt.made == 0 && ms <= config.retry.wait_for_key.as_millis() as u64 => {
-                Box::pin(monoio::time::sleep(Duration::from_millis(ms))).await;
+                crate::deadline::sleep(Duration::from_millis(ms)).await;
                 attempt.soonest_cool = None;
                 waited = true;
             }

@@ -154,7 +154,7 @@ impl Core {
     /// Per-core periodic work: reap idle upstream connections, follow pool settings on reload.
     pub async fn housekeeping(core: Rc<Core>) {
         while !core.gateway.shutdown.is_stopping() {
-            monoio::time::sleep(Duration::from_secs(1)).await;
+            crate::deadline::sleep(Duration::from_secs(1)).await;
             let generation = core.gateway.current();
             if core.pool_generation.get() != generation.id {
                 core.pool_generation.set(generation.id);

@@ -80,7 +80,7 @@ pub(super) async fn get(
         exchange.release();
         Ok((head.status, body))
     };
-    monoio::time::timeout(PROBE_TIMEOUT * 2, work)
+    crate::net::within(PROBE_TIMEOUT * 2, work)
         .await
         .unwrap_or(Err("timed out"))
 }

@@ -30,8 +30,7 @@ pub(super) async fn backoff(base: Duration) {
     }
     let ms = base.as_millis() as u64;
     let jittered = ms / 2 + fastrand::u64(0..=ms);
-    // Boxed: an inline timer is 640 bytes, 128-aligned, in every attempt's future (`net::within`).
-    Box::pin(monoio::time::sleep(Duration::from_millis(jittered))).await;
+    crate::deadline::sleep(Duration::from_millis(jittered)).await;
 }
 
 /// Reads a small error body so the connection can be reused (and returns it, for retry hints

@@ -18,7 +18,7 @@ use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
 use crate::codec::head::{parse_request_head, HeadLimits, RequestHead};
 use crate::health::clock::Moment;
-use crate::net::{read_more_reserving_within, read_more_timed, read_more_until, reclaim_small, ReadTimer};
+use crate::net::{read_more_reserving_within, read_more_timed_in, read_more_until, reclaim_small, ReadTimer};
 
 const MAX_HEADERS: usize = 100;
 /// Buffer offered to the kernel while a connection idles: most request heads fit, and 10,000
@@ -70,12 +70,11 @@ pub(super) async fn serve_connection<S: Service>(
             } else {
                 limits.keepalive_timeout
             };
-            let got = monoio::select! {
-                // Shutdown while idle: close now (a read cancelled here loses nothing we would
-                // have served).
-                _ = counters.stopping.wait() => return,
-                got = read_more_timed(&mut stream, &mut buf, IDLE_READ_BYTES, &mut timer, idle) => got,
-            };
+            // Shutdown while idle fires this wait's deadline (`StopSignal::trigger`): the read
+            // ends as timed out and the connection closes (a read cancelled here loses nothing
+            // we would have served).
+            let group = counters.stopping.idle_group();
+            let got = read_more_timed_in(&mut stream, &mut buf, IDLE_READ_BYTES, &mut timer, idle, group).await;
             if !matches!(got, Ok(n) if n > 0) {
                 return;
             }

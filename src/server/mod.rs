@@ -143,7 +143,7 @@ impl WorkerServer {
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
                         // Out of fds or similar: back off instead of spinning.
-                        monoio::time::sleep(Duration::from_millis(10)).await;
+                        crate::deadline::sleep(Duration::from_millis(10)).await;
                     }
                 },
             }
@@ -151,12 +151,12 @@ impl WorkerServer {
         drop(listener);
         // Let the driver reap the cancelled accept so the listener really closes (io_uring keeps
         // the fd alive until then; a runtime dropped before that leaks a listening socket).
-        monoio::time::sleep(Duration::from_millis(1)).await;
+        crate::deadline::sleep(Duration::from_millis(1)).await;
         // Idle connections close now; busy ones after their current response.
         self.stopping.trigger();
         let deadline = Instant::now() + self.shutdown_grace;
         while self.in_flight.get() > 0 && Instant::now() < deadline {
-            monoio::time::sleep(Duration::from_millis(5)).await;
+            crate::deadline::sleep(Duration::from_millis(5)).await;
         }
         if self.in_flight.get() > 0 {
             tracing::warn!(abandoned = self.in_flight.get(), "shutdown grace elapsed");
@@ -164,7 +164,7 @@ impl WorkerServer {
         // Give woken connection tasks a moment to drop their sockets inside the runtime.
         let linger = Instant::now() + Duration::from_millis(100);
         while self.open_here.get() > 0 && Instant::now() < linger {
-            monoio::time::sleep(Duration::from_millis(1)).await;
+            crate::deadline::sleep(Duration::from_millis(1)).await;
         }
     }
 

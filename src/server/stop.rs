@@ -1,133 +1,110 @@
-//! A per-worker stop signal that idle connections can await, so shutdown closes them inside
+//! A per-worker stop signal that ends idle connections' waits, so shutdown closes them inside
 //! the runtime instead of leaving their sockets open after it. Single-threaded (`Rc`, `Cell`):
 //! it never leaves its worker.
+//! Invariant: an idle wait arms its read deadline in the signal's group (`idle_group`), so
+//! `trigger` fires it at once; nothing is registered per wait, so nothing accumulates.
 
-use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
+use std::cell::Cell;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 
-use slab::Slab;
+use crate::deadline::Group;
 
 #[derive(Clone, Default)]
 pub struct StopSignal(Rc<State>);
 
-/// Invariant: `waiters` holds one waker per live, pending `Stopped` (each removes its own on
-/// drop), so connections that come and go leave nothing behind, and registering is O(1).
 #[derive(Default)]
 struct State {
     stopped: Cell<bool>,
-    waiters: RefCell<Slab<Waker>>,
+    idle: Group,
 }
 
 impl StopSignal {
+    /// Marks the worker stopping and ends every idle wait armed in `idle_group` (their reads
+    /// time out now). Waits armed later must check `is_stopped` first.
     pub fn trigger(&self) {
         self.0.stopped.set(true);
-        let waiters: Vec<Waker> = self.0.waiters.borrow_mut().drain().collect();
-        for waker in waiters {
-            waker.wake();
-        }
+        self.0.idle.fire();
     }
 
     pub fn is_stopped(&self) -> bool {
         self.0.stopped.get()
     }
 
-    /// Completes once `trigger` has been called.
-    pub fn wait(&self) -> Stopped {
-        Stopped {
-            state: self.0.clone(),
-            slot: None,
-        }
-    }
-
-    /// Wakers registered now (tests: nothing accumulates).
-    #[cfg(test)]
-    fn registered(&self) -> usize {
-        self.0.waiters.borrow().len()
-    }
-}
-
-pub struct Stopped {
-    state: Rc<State>,
-    /// This future's entry in `State::waiters` while it waits.
-    slot: Option<usize>,
-}
-
-impl Future for Stopped {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.state.stopped.get() {
-            return Poll::Ready(());
-        }
-        let mut waiters = self.state.waiters.borrow_mut();
-        match self.slot.and_then(|slot| waiters.get_mut(slot)) {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            Some(waker) => *waker = cx.waker().clone(),
-            None => {
-                let slot = waiters.insert(cx.waker().clone());
-                drop(waiters);
-                self.slot = Some(slot);
-            }
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            // Gone already when `trigger` drained the waiters.
-            self.state.waiters.borrow_mut().try_remove(slot);
-        }
+    /// The group an idle wait arms its deadline in: replaces a stop future polled beside every
+    /// keep-alive read (its poll, waker registration and removal, and the `select!` around
+    /// both cost about 200 instructions per request, callgrind).
+    pub fn idle_group(&self) -> &Group {
+        &self.0.idle
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
+    use std::future::poll_fn;
+    use std::task::Poll;
+    use std::time::{Duration, Instant};
 
-    struct CountingWaker(AtomicUsize);
+    use super::StopSignal;
+    use crate::config::Driver;
+    use crate::deadline::Deadline;
 
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
+    fn on(driver: Driver, test: impl std::future::Future<Output = ()>) {
+        let mut test = Some(test);
+        crate::runtime::run_on_driver(driver, || test.take().expect("once")).expect("runtime");
+    }
+
+    fn elapsed_now(deadline: &mut Deadline) -> impl std::future::Future<Output = bool> + '_ {
+        poll_fn(|cx| Poll::Ready(deadline.poll_elapsed(cx).is_ready()))
+    }
+
+    /// `trigger` wakes a task waiting on an idle deadline at once (not at its minute), leaves
+    /// deadlines outside its group alone (another server's, or one re-armed for a head read),
+    /// and later triggers find nothing to fire.
+    fn trigger_ends_idle_waits(driver: Driver) {
+        on(driver, async {
+            let signal = StopSignal::default();
+            let other = StopSignal::default();
+            let mut idle = Deadline::new();
+            idle.arm_in(Duration::from_secs(60), signal.idle_group());
+            let mut foreign = Deadline::new();
+            foreign.arm_in(Duration::from_secs(60), other.idle_group());
+            let mut reading = Deadline::new();
+            reading.arm_in(Duration::from_secs(60), signal.idle_group());
+            reading.arm(Duration::from_secs(60));
+            assert!(!elapsed_now(&mut foreign).await);
+            assert!(!elapsed_now(&mut reading).await);
+            let started = Instant::now();
+            let waiter = monoio::spawn(async move {
+                poll_fn(|cx| idle.poll_elapsed(cx)).await;
+                idle
+            });
+            let stopper = signal.clone();
+            monoio::spawn(async move {
+                crate::deadline::sleep(Duration::from_millis(30)).await;
+                assert!(!stopper.is_stopped());
+                stopper.trigger();
+            });
+            let mut idle = waiter.await;
+            assert!(signal.is_stopped());
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "woken by the stop, not the deadline"
+            );
+            assert!(elapsed_now(&mut idle).await, "stays elapsed until armed again");
+            assert!(!elapsed_now(&mut foreign).await, "another signal's wait goes on");
+            assert!(!elapsed_now(&mut reading).await, "a re-armed deadline left the group");
+            signal.trigger();
+            assert!(!other.is_stopped());
+        });
     }
 
     #[test]
-    fn waiters_that_go_away_leave_nothing_registered() {
-        let signal = StopSignal::default();
-        let mut cx = Context::from_waker(Waker::noop());
-        for _ in 0..1000 {
-            let mut wait = std::pin::pin!(signal.wait());
-            assert!(wait.as_mut().poll(&mut cx).is_pending());
-            assert!(wait.as_mut().poll(&mut cx).is_pending());
-            assert_eq!(signal.registered(), 1, "a re-polled waiter registers once");
-        }
-        assert_eq!(signal.registered(), 0, "dropped waiters unregister");
+    fn trigger_ends_idle_waits_on_the_default_driver() {
+        trigger_ends_idle_waits(Driver::Auto);
     }
 
     #[test]
-    fn trigger_wakes_every_waiter_and_later_waits_are_ready() {
-        let signal = StopSignal::default();
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut first = Box::pin(signal.wait());
-        let mut second = Box::pin(signal.wait());
-        assert!(first.as_mut().poll(&mut cx).is_pending());
-        assert!(second.as_mut().poll(&mut cx).is_pending());
-        signal.trigger();
-        assert_eq!(counter.0.load(Ordering::Relaxed), 2);
-        assert!(first.as_mut().poll(&mut cx).is_ready());
-        drop(second);
-        assert!(Box::pin(signal.wait()).as_mut().poll(&mut cx).is_ready());
-        assert_eq!(signal.registered(), 0);
+    fn trigger_ends_idle_waits_on_the_legacy_driver() {
+        trigger_ends_idle_waits(Driver::Legacy);
     }
 }
