@@ -23,17 +23,23 @@ pub struct Alarm {
 }
 
 impl Alarm {
-    /// A disarmed timer, or the system's error (out of descriptors).
+    /// A new timer descriptor, disarmed, or the system's error (out of descriptors). Needs no
+    /// runtime: a worker makes it before it serves (`prepare`), so that a worker which cannot
+    /// have one fails to start instead of finding out at its first deadline.
     #[allow(unsafe_code)]
-    pub fn new() -> io::Result<Alarm> {
+    pub fn descriptor() -> io::Result<OwnedFd> {
         // SAFETY: timerfd_create takes no pointers; its result is checked before use.
         let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just created, is valid, and nothing else owns it.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let file = monoio::fs::File::from_std(std::fs::File::from(owned))?;
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The alarm on `fd` (from `descriptor`), read through the current runtime's ring.
+    pub fn on(fd: OwnedFd) -> io::Result<Alarm> {
+        let file = monoio::fs::File::from_std(std::fs::File::from(fd))?;
         Ok(Alarm {
             file: std::rc::Rc::new(file),
             read: None,

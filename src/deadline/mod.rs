@@ -32,7 +32,9 @@ mod wheel;
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::io;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
@@ -43,6 +45,8 @@ use wheel::{Wheel, NIL};
 
 thread_local! {
     static WHEEL: RefCell<Wheel> = const { RefCell::new(Wheel::new()) };
+    /// The timer descriptor `prepare_alarm` made for this thread's next ticker.
+    static PREPARED_ALARM: RefCell<Option<OwnedFd>> = const { RefCell::new(None) };
 }
 
 fn with<R>(f: impl FnOnce(&mut Wheel) -> R) -> R {
@@ -188,6 +192,7 @@ impl Group {
 /// Forgets this thread's ticker: called when a runtime on this thread returns, whose tasks
 /// (the ticker among them) will not run again, so the next runtime starts its own.
 pub fn forget_ticker() {
+    drop(PREPARED_ALARM.with(|p| p.borrow_mut().take()));
     let waker = WHEEL.try_with(|wheel| wheel.borrow_mut().drop_ticker());
     // Dropped with the wheel released: it is the ticker task's last reference.
     drop(waker);
@@ -215,12 +220,28 @@ impl Drop for Alive {
 async fn ticker(generation: u64) {
     let _alive = Alive(generation);
     if !monoio::utils::is_legacy() {
-        match alarm::Alarm::new() {
+        let prepared = PREPARED_ALARM.with(|p| p.borrow_mut().take());
+        match prepared
+            .map_or_else(alarm::Alarm::descriptor, Ok)
+            .and_then(alarm::Alarm::on)
+        {
             Ok(alarm) => return tick_on_alarm(alarm).await,
+            // Only a runtime with timers gets here: a worker prepared its descriptor before
+            // serving (`prepare_alarm`), and one that could not did not start.
             Err(e) => tracing::warn!("no timerfd for the deadline ticker, using monoio's timer: {e}"),
         }
     }
     tick_on_monoio_timer().await
+}
+
+/// Makes the timer descriptor this thread's next ticker wakes on, for a runtime without
+/// monoio's timer (a worker on io_uring), which has no other wake source: called before the
+/// worker serves, so that running out of descriptors stops the start with this error rather
+/// than the ticker later.
+pub fn prepare_alarm() -> io::Result<()> {
+    let fd = alarm::Alarm::descriptor()?;
+    PREPARED_ALARM.with(|p| *p.borrow_mut() = Some(fd));
+    Ok(())
 }
 
 /// One pass: wakes what expired, registers the ticker, and says when to run next.

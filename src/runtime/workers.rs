@@ -37,7 +37,9 @@ pub struct WorkerSpec {
 }
 
 /// Starts `spec.count` worker threads. Worker `i` receives listener `i` and runs the future that
-/// `body(i, listener)` returns until it completes.
+/// `body(i, listener)` returns until it completes. Returns once every worker has its runtime,
+/// or the first worker's error that could not build one (io_uring refused, out of descriptors):
+/// a gateway with a worker missing does not start.
 pub fn spawn_workers<F, Fut>(spec: &WorkerSpec, listeners: Vec<TcpListener>, body: F) -> io::Result<Vec<JoinHandle<()>>>
 where
     F: Fn(usize, monoio::net::TcpListener) -> Fut + Send + Clone + 'static,
@@ -45,10 +47,12 @@ where
 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::with_capacity(listeners.len());
+    let mut started = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
         let body = body.clone();
         let driver = spec.driver;
         let pin = spec.pin;
+        let (report, built) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
         let handle = std::thread::Builder::new()
             .name(format!("{}-{index}", spec.name))
             .stack_size(WORKER_STACK_BYTES)
@@ -58,16 +62,35 @@ where
                         tracing::warn!(worker = index, "cannot pin worker to a core: {e}");
                     }
                 }
-                if let Err(e) = run_on_driver(driver, move || async move {
-                    match monoio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => body(index, listener).await,
-                        Err(e) => tracing::error!(worker = index, "cannot adopt listener: {e}"),
-                    }
-                }) {
-                    tracing::error!(worker = index, "worker runtime failed to start: {e}");
+                let runtime = WorkerRuntime::build(driver);
+                let _ = report.send(
+                    runtime
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| io::Error::new(e.kind(), e.to_string())),
+                );
+                if let Ok(runtime) = runtime {
+                    runtime.run(move || async move {
+                        match monoio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => body(index, listener).await,
+                            Err(e) => tracing::error!(worker = index, "cannot adopt listener: {e}"),
+                        }
+                    });
                 }
             })?;
         handles.push(handle);
+        started.push(built);
+    }
+    for (index, built) in started.into_iter().enumerate() {
+        match built.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(io::Error::new(e.kind(), format!("worker {index} cannot start: {e}"))),
+            Err(_) => {
+                return Err(io::Error::other(format!(
+                    "worker {index} ended before its runtime was built"
+                )))
+            }
+        }
     }
     Ok(handles)
 }
@@ -85,36 +108,62 @@ fn uring_runtime() -> io::Result<monoio::Runtime<IoUringDriver>> {
         .or_else(|_| builder().build())
 }
 
-/// Runs one future to completion on a worker runtime of the chosen driver. `Auto` makes the
-/// choice monoio's `FusionDriver` would (io_uring when the kernel has every operation it
-/// uses, epoll otherwise), so that only the io_uring runtime drops monoio's time driver. The
-/// legacy runtime keeps it: the deadline ticker sleeps on it there (see `deadline::alarm`).
+/// Runs one future to completion on a worker runtime of the chosen driver (`WorkerRuntime`).
 pub fn run_on_driver<F, Fut>(driver: Driver, make: F) -> io::Result<()>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
 {
-    let uring = match driver {
-        Driver::Auto => {
-            let found = monoio::utils::detect_uring();
-            if !found {
-                say_fallback_once();
-            }
-            found
-        }
-        Driver::IoUring => true,
-        Driver::Legacy => false,
-    };
-    if uring {
-        let mut rt = uring_runtime().map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?;
-        rt.block_on(make());
-    } else {
-        let mut rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?;
-        rt.block_on(make());
-    }
-    // The runtime's tasks, this thread's deadline ticker among them, run no more.
-    crate::deadline::forget_ticker();
+    WorkerRuntime::build(driver)?.run(make);
     Ok(())
+}
+
+/// A worker's runtime, built but not yet running. `Auto` makes the choice monoio's
+/// `FusionDriver` would (io_uring when the kernel has every operation it uses, epoll
+/// otherwise), so that only the io_uring runtime drops monoio's time driver. The legacy runtime
+/// keeps it: the deadline ticker sleeps on it there (see `deadline::alarm`). The io_uring one
+/// has the ticker's timer descriptor made with it, its only wake source.
+enum WorkerRuntime {
+    Uring(monoio::Runtime<IoUringDriver>),
+    Legacy(monoio::Runtime<monoio::time::TimeDriver<LegacyDriver>>),
+}
+
+impl WorkerRuntime {
+    fn build(driver: Driver) -> io::Result<WorkerRuntime> {
+        let uring = match driver {
+            Driver::Auto => {
+                let found = monoio::utils::detect_uring();
+                if !found {
+                    say_fallback_once();
+                }
+                found
+            }
+            Driver::IoUring => true,
+            Driver::Legacy => false,
+        };
+        if !uring {
+            return Ok(WorkerRuntime::Legacy(
+                RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?,
+            ));
+        }
+        let runtime = uring_runtime().map_err(|e| io::Error::new(e.kind(), format!("io_uring unavailable: {e}")))?;
+        crate::deadline::prepare_alarm()
+            .map_err(|e| io::Error::new(e.kind(), format!("no timerfd for the deadline ticker: {e}")))?;
+        Ok(WorkerRuntime::Uring(runtime))
+    }
+
+    fn run<F, Fut>(self, make: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        match self {
+            WorkerRuntime::Uring(mut rt) => rt.block_on(make()),
+            WorkerRuntime::Legacy(mut rt) => rt.block_on(make()),
+        }
+        // The runtime's tasks, this thread's deadline ticker among them, run no more.
+        crate::deadline::forget_ticker();
+    }
 }
 
 /// The ring every worker asks for first. Completions are run only when the worker itself enters
