@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{family, series_str};
+use super::render::{family, series_str};
 
 /// How a relayed answer ended when it did not end cleanly. The HTTP status (usually 200) had
 /// already gone to the client; this says what happened after it.
