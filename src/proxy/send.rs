@@ -92,22 +92,22 @@ async fn send_to(
             Some(head) => head,
             None => build()?,
         };
-        let result = match exchange.send(head, body).await {
-            Ok(()) => {
-                exchange
-                    .read_head(upstream_config.first_byte_timeout, head_request)
-                    .await
-            }
-            Err(e) => Err(e),
+        // The head read goes straight into the answer (kept in a `Result` first and matched
+        // after, it was copied once more).
+        let error = match exchange.send(head, body).await {
+            Ok(()) => match exchange
+                .read_head(upstream_config.first_byte_timeout, head_request)
+                .await
+            {
+                Ok(head) => return Ok((exchange, head)),
+                Err(e) => e,
+            },
+            Err(e) => e,
         };
-        match result {
-            Ok(head) => return Ok((exchange, head)),
-            Err(e) if exchange.reused && e.before_response() => {
-                exchange =
-                    upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
-            }
-            Err(e) => return Err(e),
+        if !(exchange.reused && error.before_response()) {
+            return Err(error);
         }
+        exchange = upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
     }
 }
 
