@@ -47,28 +47,31 @@ pub async fn read_more_reserving_within<R: AsyncReadRent>(
     read_more_before(io, buf, free, &mut deadline).await
 }
 
-/// `read_more_reserving` bounded by `limit`, timed by `timer` (re-armed for this read).
-pub async fn read_more_timed<R: AsyncReadRent>(
-    io: &mut R,
-    buf: &mut BytesMut,
+/// `read_more_reserving` bounded by `limit`, timed by `timer` (re-armed for this read, as it
+/// is called). This and the other timed reads below are plain functions returning
+/// `read_more_before`'s future, not `async fn`s: a wrapper future around it cost its own
+/// state, a move of the inner future into it and a resume on every poll.
+pub fn read_more_timed<'a, R: AsyncReadRent>(
+    io: &'a mut R,
+    buf: &'a mut BytesMut,
     free: usize,
-    timer: &mut ReadTimer,
+    timer: &'a mut ReadTimer,
     limit: Duration,
-) -> io::Result<usize> {
-    read_more_before(io, buf, free, timer.arm(limit)).await
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    read_more_before(io, buf, free, timer.arm(limit))
 }
 
 /// `read_more_timed`, ended early (a `TimedOut`) when `group` is fired first: a server's idle
 /// keep-alive wait, which its shutdown ends at once (`server::StopSignal`).
-pub async fn read_more_timed_in<R: AsyncReadRent>(
-    io: &mut R,
-    buf: &mut BytesMut,
+pub fn read_more_timed_in<'a, R: AsyncReadRent>(
+    io: &'a mut R,
+    buf: &'a mut BytesMut,
     free: usize,
-    timer: &mut ReadTimer,
+    timer: &'a mut ReadTimer,
     limit: Duration,
     group: &Group,
-) -> io::Result<usize> {
-    read_more_before(io, buf, free, timer.arm_in(limit, group)).await
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    read_more_before(io, buf, free, timer.arm_in(limit, group))
 }
 
 /// One connection's read deadline, re-armed for each timed read: arming is a clock read and a
@@ -140,15 +143,18 @@ async fn read_more_before<R: AsyncReadRent>(
 }
 
 /// `op`'s output, or `None` when `deadline` passes first. `op` stays pinned where its owner
-/// built it: nothing is moved per wait (what [`Within`] costs, as it owns its future).
-pub async fn before_deadline<F: Future>(mut op: Pin<&mut F>, deadline: &mut Deadline) -> Option<F::Output> {
-    std::future::poll_fn(|cx| {
+/// built it: nothing is moved per wait (what [`Within`] costs, as it owns its future). The
+/// `poll_fn` itself is returned (an `async fn` around it was one more future per wait).
+pub fn before_deadline<'a, F: Future>(
+    mut op: Pin<&'a mut F>,
+    deadline: &'a mut Deadline,
+) -> impl Future<Output = Option<F::Output>> + 'a {
+    std::future::poll_fn(move |cx| {
         if let Poll::Ready(out) = op.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
         deadline.poll_elapsed(cx).map(|()| None)
     })
-    .await
 }
 
 /// `read_more_reserving` with the usual reserve, bounded by `limit`; a timeout is `io::ErrorKind::TimedOut`.
@@ -160,23 +166,23 @@ pub async fn read_more_within<R: AsyncReadRent>(io: &mut R, buf: &mut BytesMut, 
 /// wait that may take several reads (a head), read from the clock once, when the wait began.
 /// Deriving each read's limit from it cost an `Instant` reading and subtraction per read on
 /// top of the clock read that arming one takes.
-pub async fn read_more_until<R: AsyncReadRent>(
-    io: &mut R,
-    buf: &mut BytesMut,
-    timer: &mut ReadTimer,
+pub fn read_more_until<'a, R: AsyncReadRent>(
+    io: &'a mut R,
+    buf: &'a mut BytesMut,
+    timer: &'a mut ReadTimer,
     at: Moment,
-) -> io::Result<usize> {
-    read_more_before(io, buf, READ_RESERVE, timer.arm_at(at)).await
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    read_more_before(io, buf, READ_RESERVE, timer.arm_at(at))
 }
 
 /// `read_more_timed` with the usual reserve.
-pub async fn read_more_timed_default<R: AsyncReadRent>(
-    io: &mut R,
-    buf: &mut BytesMut,
-    timer: &mut ReadTimer,
+pub fn read_more_timed_default<'a, R: AsyncReadRent>(
+    io: &'a mut R,
+    buf: &'a mut BytesMut,
+    timer: &'a mut ReadTimer,
     limit: Duration,
-) -> io::Result<usize> {
-    read_more_before(io, buf, READ_RESERVE, timer.arm(limit)).await
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    read_more_before(io, buf, READ_RESERVE, timer.arm(limit))
 }
 
 /// Makes the whole allocation behind the empty `buf` usable again, in place, when nothing else

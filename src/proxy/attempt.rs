@@ -103,13 +103,23 @@ pub(super) async fn try_key(
             None => Box::pin(send_authenticated(core, ctx, job.req, target, key.index)).await,
         },
     };
-    let (exchange, head) = match sent {
-        Ok(answer) => answer,
+    // The answer goes straight into the `Followed` it is relayed from (destructured first and
+    // then rebuilt, it was copied once more).
+    let mut answer = match sent {
+        Ok((exchange, head)) => Followed {
+            exchange,
+            head,
+            body: None,
+            record_url: None,
+            cancel_url: None,
+            followed: false,
+        },
         Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
     };
-    let outcome = match classify(core, ctx, target, &key, &subject, attempt, &head) {
+    let outcome = match classify(core, ctx, target, &key, &subject, attempt, &answer.head) {
         Judged::Deliver(outcome) => outcome,
         Judged::Retry(verdict) => {
+            let (exchange, head) = (answer.exchange, answer.head);
             Box::pin(retry_elsewhere(ctx, target, &subject, attempt, verdict, exchange, head)).await;
             return Ok(KeyTry::Failed);
         }
@@ -123,25 +133,17 @@ pub(super) async fn try_key(
     };
     // Without a follow-up (every protocol but Replicate) the first answer is the client's: no
     // boxed `follow` future is built, copied and freed for it.
-    let mut answer = if target.translation.is_none() || !target.adapter.has_follow_up() {
-        Followed {
-            exchange,
-            head,
-            body: None,
-            record_url: None,
-            cancel_url: None,
-            followed: false,
-        }
-    } else {
-        match Box::pin(follow(&fetcher, target, res, exchange, head)).await {
+    if target.translation.is_some() && target.adapter.has_follow_up() {
+        let (exchange, head) = (answer.exchange, answer.head);
+        answer = match Box::pin(follow(&fetcher, target, res, exchange, head)).await {
             Ok(answer) => answer,
             Err(Unfollowed::Upstream(error)) => {
                 unsent(core, ctx, provider, &key, &subject, attempt, error);
                 return Ok(KeyTry::Failed);
             }
             Err(Unfollowed::ClientGone) => return Err(client_left(ctx)),
-        }
-    };
+        };
+    }
     // A follow-up's own answer (a poll's 429, the stream URL's head) is judged like the first.
     let mut outcome = outcome;
     if answer.followed && answer.body.is_none() {

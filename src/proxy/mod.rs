@@ -244,8 +244,10 @@ impl Service for Core {
         })
     }
 
-    async fn call(&self, req: &Request, res: &mut Responder<'_>) {
-        self.serve_at(req, res, Door::Api).await;
+    /// `serve_at`'s future itself: an `async fn` around it was one more future on the request
+    /// path, moved into and resumed at every poll.
+    fn call(&self, req: &Request, res: &mut Responder<'_>) -> impl std::future::Future<Output = ()> {
+        self.serve_at(req, res, Door::Api)
     }
 }
 
@@ -266,8 +268,8 @@ impl Service for AdminDoor {
         self.0.limits()
     }
 
-    async fn call(&self, req: &Request, res: &mut Responder<'_>) {
-        self.0.serve_at(req, res, Door::Admin).await;
+    fn call(&self, req: &Request, res: &mut Responder<'_>) -> impl std::future::Future<Output = ()> {
+        self.0.serve_at(req, res, Door::Admin)
     }
 }
 

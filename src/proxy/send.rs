@@ -3,6 +3,7 @@
 //! Invariant: a pooled connection is reused only from a clean message boundary: an answer that
 //! is not relayed is either read to its end (small) or its connection is dropped.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -50,16 +51,18 @@ pub(super) async fn discard(ctx: &RequestContext, mut exchange: Exchange, head: 
 /// Phase `send`: one attempt on one provider with one key. A failure on a reused pooled
 /// connection before any response byte is retried once on a fresh connection (the pooled one
 /// was probably closed by the upstream while idle); that retry does not count as an attempt.
-pub(super) async fn send(
-    core: &Core,
-    ctx: &RequestContext,
-    req: &Request,
-    target: &Target<'_>,
-    auth: Auth<'_>,
-) -> Result<(Exchange, ResponseHead), UpstreamError> {
+/// A plain function returning `send_to`'s future: as an `async fn` it was one more future
+/// on the request path, initialised, moved into and resumed at every poll of the attempt.
+pub(super) fn send<'a>(
+    core: &'a Core,
+    ctx: &'a RequestContext,
+    req: &'a Request,
+    target: &'a Target<'_>,
+    auth: Auth<'a>,
+) -> impl Future<Output = Result<(Exchange, ResponseHead), UpstreamError>> + 'a {
     let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
     let request = (target.provider, &target.body, target.path.as_ref(), extra);
-    send_to(core, ctx, req, auth, request).await
+    send_to(core, ctx, req, auth, request)
 }
 
 /// `send` of one request: the provider, body, upstream path and the adapter's extra header.
@@ -89,22 +92,22 @@ async fn send_to(
             Some(head) => head,
             None => build()?,
         };
-        let result = match exchange.send(head, body).await {
-            Ok(()) => {
-                exchange
-                    .read_head(upstream_config.first_byte_timeout, head_request)
-                    .await
-            }
-            Err(e) => Err(e),
+        // The head read goes straight into the answer (kept in a `Result` first and matched
+        // after, it was copied once more).
+        let error = match exchange.send(head, body).await {
+            Ok(()) => match exchange
+                .read_head(upstream_config.first_byte_timeout, head_request)
+                .await
+            {
+                Ok(head) => return Ok((exchange, head)),
+                Err(e) => e,
+            },
+            Err(e) => e,
         };
-        match result {
-            Ok(head) => return Ok((exchange, head)),
-            Err(e) if exchange.reused && e.before_response() => {
-                exchange =
-                    upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
-            }
-            Err(e) => return Err(e),
+        if !(exchange.reused && error.before_response()) {
+            return Err(error);
         }
+        exchange = upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
     }
 }
 
