@@ -47,6 +47,9 @@ pub const MIGRATIONS: &[&str] = &[
     packed::MIGRATION,
     // 8: new request rows carry their request id in the numbers blob (see `packed`).
     packed::MIGRATION_ID_IN_BLOB,
+    // 9: request rows of time, label (with the status) and blob, with no per-row checks (see
+    // `requests`).
+    requests::MIGRATION_LEAN,
 ];
 
 #[derive(Debug)]

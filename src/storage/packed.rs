@@ -2,9 +2,10 @@
 //! bytes), packed into one BLOB column, `numbers`, so a row insert binds few values and SQLite
 //! builds a small record (issue 18: the log writer's cost per row was mostly binding and record
 //! building, one step per column). Since migration 8 the row's request id (never filtered on)
-//! follows the numbers in the same blob, and its column holds '' (one bind less per row).
-//! Filtered columns (`ts_ms`, `status`, `labels`) stay columns.
-//! Invariant: `decode` reads every format `encode` or `MIGRATION` ever wrote (the first byte
+//! follows the numbers in the same blob; since migration 9 (`requests::MIGRATION_LEAN`) every
+//! row's does, and the row has no request id column. Filtered columns (`ts_ms`, `labels`) stay
+//! columns.
+//! Invariant: `decode` reads every format `encode` or a migration ever wrote (the first byte
 //! says which), and never fails: a short or unknown blob reads as zeros past its end.
 
 /// The packed numbers in row order: attempts, stream, latency_ms, ttfb_ms, overhead_us,
@@ -17,7 +18,11 @@ const FIXED: u8 = 0;
 /// request id is in its own column.
 const VARINT: u8 = 1;
 /// Written by `encode`: the numbers as in `VARINT`, then the request id's bytes to the end.
+/// (`requests::MIGRATION_LEAN` turned every `VARINT` row into this by appending its id column.)
 const VARINT_ID: u8 = 2;
+/// Written by `requests::MIGRATION_LEAN` from `FIXED` rows: the numbers as in `FIXED`, then the request
+/// id's bytes to the end.
+const FIXED_ID: u8 = 3;
 /// The longest blob `encode` writes: a format byte, 10 bytes per number at most and the
 /// request id (cut to `MAX_FIELD_BYTES` when the record was built).
 pub const MAX_BYTES: usize = 1 + COUNT * 10 + crate::usage::record::MAX_FIELD_BYTES;
@@ -85,15 +90,13 @@ fn varint(mut n: u64, out: &mut [u8]) -> usize {
     at
 }
 
-/// The numbers of a blob `encode` or `MIGRATION` wrote (as i64, the way rows report them),
+/// The numbers of a blob `encode` or a migration wrote (as i64, the way rows report them),
 /// and the request id it carries (`None` for formats that keep it in its column).
 pub fn decode(blob: &[u8]) -> ([i64; COUNT], Option<&[u8]>) {
     let mut out = [0i64; COUNT];
     match blob.split_first() {
         Some((&FIXED, rest)) => {
-            for (n, bytes) in out.iter_mut().zip(rest.chunks_exact(8)) {
-                *n = bytes.try_into().map_or(0, i64::from_be_bytes);
-            }
+            read_fixed(rest, &mut out);
             (out, None)
         }
         Some((&VARINT, rest)) => {
@@ -104,7 +107,19 @@ pub fn decode(blob: &[u8]) -> ([i64; COUNT], Option<&[u8]>) {
             let used = read_varints(rest, &mut out);
             (out, Some(rest.get(used..).unwrap_or(&[])))
         }
+        Some((&FIXED_ID, rest)) => {
+            let (fixed, id) = rest.split_at(rest.len().min(COUNT * 8));
+            read_fixed(fixed, &mut out);
+            (out, Some(id))
+        }
         _ => (out, None),
+    }
+}
+
+/// Fills `out` from the 8-byte big-endian numbers at the start of `bytes`.
+fn read_fixed(bytes: &[u8], out: &mut [i64; COUNT]) {
+    for (n, bytes) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *n = bytes.try_into().map_or(0, i64::from_be_bytes);
     }
 }
 
@@ -169,6 +184,19 @@ mod tests {
             fixed.extend_from_slice(&(n as i64).to_be_bytes());
         }
         assert_eq!(decode(&fixed), (numbers.map(|n| n as i64), None));
+        let mut fixed_id = fixed.clone();
+        fixed_id[0] = FIXED_ID;
+        fixed_id.extend_from_slice(b"req-1");
+        assert_eq!(
+            decode(&fixed_id),
+            (numbers.map(|n| n as i64), Some(&b"req-1"[..])),
+            "FIXED rows after migration 9"
+        );
+        assert_eq!(
+            decode(&[FIXED_ID, 0, 0, 0, 0, 0, 0, 0, 5]),
+            ([5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], Some(&[][..])),
+            "short reads as zeros and no id"
+        );
         assert_eq!(decode(&[]), ([0; COUNT], None));
         assert_eq!(
             decode(&[VARINT, 5]),
@@ -304,6 +332,60 @@ mod upgrade_tests {
         assert!(!n.stream && !n.usage_partial);
         let old_binary = Storage::open_with(Some(&path), &MIGRATIONS[..at]);
         assert!(old_binary.is_err(), "a rotor from before migration 8 refuses the file");
+    }
+}
+
+#[cfg(test)]
+mod lean_tests {
+    use crate::storage::requests::{self, LogFilter};
+    use crate::storage::{Storage, MIGRATIONS};
+
+    /// Rows of every earlier format (written at schema 8: a `VARINT` row with its id in the
+    /// column, a `VARINT_ID` row with '' there) read the same after migration 9, which drops
+    /// the column and its checks and moves the status into the label.
+    #[test]
+    fn rows_of_schema_8_keep_their_request_ids_through_migration_9() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v8.db");
+        let at = MIGRATIONS.iter().position(|m| *m == requests::MIGRATION_LEAN).unwrap();
+        assert_eq!(at, 8);
+        let mut old = Storage::open_with(Some(&path), &MIGRATIONS[..at]).unwrap();
+        let numbers = [2, 1, 850, 120, 35, 10, 20, 3, 4, 1, 900, 9_000_000_000];
+        let v1 = super::tests_support::v1_blob(&numbers);
+        let mut buf = [0u8; super::MAX_BYTES];
+        let len = super::encode(&numbers, "new-ü".as_bytes(), &mut buf);
+        {
+            let conn = old.conn();
+            conn.execute(
+                "INSERT INTO log_labels (client, endpoint, model, provider, upstream_model, key, error) \
+                 VALUES ('c', 'chat', 'm', 'p', 'm', '…abcd', '')",
+                [],
+            )
+            .unwrap();
+            let insert =
+                "INSERT INTO request_rows (ts_ms, request_id, labels, status, numbers) VALUES (?1, ?2, 1, 502, ?3)";
+            conn.execute(insert, rusqlite::params![5, "old-1", v1]).unwrap();
+            conn.execute(insert, rusqlite::params![6, "", &buf[..len]]).unwrap();
+        }
+        drop(old);
+        let mut s = Storage::open(Some(&path)).unwrap();
+        let columns: Vec<String> = s
+            .conn()
+            .prepare("SELECT name FROM pragma_table_info('request_rows')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(columns, ["id", "ts_ms", "labels", "numbers"]);
+        let page = requests::logs(&mut s, &LogFilter::default(), 10, 0).unwrap();
+        let ids: Vec<_> = page.data.iter().map(|r| (r.id, r.ts, r.request_id.as_str())).collect();
+        assert_eq!(ids, [(2, 6, "new-ü"), (1, 5, "old-1")]);
+        for r in &page.data {
+            super::tests_support::assert_sample_numbers(r);
+            assert_eq!((r.status, r.model.as_str(), r.key.as_str()), (502, "m", "…abcd"));
+        }
+        assert_eq!(requests::row_count(&mut s).unwrap(), 2);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Request rows in SQLite: batched inserts from the control thread, oldest-first pruning, and
 //! the query behind `/admin/logs` (stats come from `rollups`, never from these rows). A row is
-//! its time, status, request id, a label id (`labels`) and its other numbers in one blob
-//! (`packed`): about 60 bytes on disk.
+//! its time, a label id (`labels`: its text fields and status) and its other numbers and
+//! request id in one blob (`packed`): about 60 bytes on disk.
 //! Invariant: every query's filters and grouping come from fixed lists or bound parameters,
 //! never from text spliced into SQL.
 
@@ -91,8 +91,50 @@ pub const MIGRATION_COMPACT: &str = "CREATE TABLE log_labels (
         ORDER BY r.id;
     DROP TABLE requests;";
 
-const COLUMNS: &str = "r.id, r.ts_ms, r.request_id, l.client, l.endpoint, l.model, l.provider, l.upstream_model, \
-l.key, r.status, l.error, r.numbers";
+/// Migration 9: a row insert was 22 VDBE steps a row, 8 of them checks that can never fail
+/// here (five `NOT NULL`s and `STRICT`'s type check on values `insert` always binds as
+/// integers and a blob, and the '' request id with its copy), and bound four values. Now a
+/// row is its time, its label id and its blob, in columns with no type (no affinity to apply)
+/// and no constraint: the status joins the label (a gateway answers a few statuses per
+/// label), and the request id moves into the blob of the rows that still had it in its column
+/// (`packed`: `VARINT` -> `VARINT_ID`, `FIXED` -> `FIXED_ID`, the format byte changed and the
+/// id appended; `||` joins the bytes as text, the cast takes them back as a blob). Rows keep
+/// their ids (so pruning and the id span stay exact), including a row whose label is missing,
+/// which stays out of `logs` as before.
+pub const MIGRATION_LEAN: &str = "CREATE TABLE log_labels_lean (
+        id INTEGER PRIMARY KEY,
+        client TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        upstream_model TEXT NOT NULL,
+        key TEXT NOT NULL,
+        error TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        UNIQUE (model, client, endpoint, provider, upstream_model, key, error, status)
+    ) STRICT;
+    INSERT INTO log_labels_lean (client, endpoint, model, provider, upstream_model, key, error, status)
+        SELECT DISTINCT l.client, l.endpoint, l.model, l.provider, l.upstream_model, l.key, l.error, r.status
+        FROM request_rows r JOIN log_labels l ON l.id = r.labels;
+    CREATE TABLE request_rows_lean (id INTEGER PRIMARY KEY, ts_ms, labels, numbers);
+    INSERT INTO request_rows_lean (id, ts_ms, labels, numbers)
+        SELECT r.id, r.ts_ms, n.id, CASE substr(r.numbers, 1, 1)
+            WHEN X'00' THEN CAST(X'03' || substr(r.numbers, 2) || CAST(r.request_id AS BLOB) AS BLOB)
+            WHEN X'01' THEN CAST(X'02' || substr(r.numbers, 2) || CAST(r.request_id AS BLOB) AS BLOB)
+            ELSE r.numbers END
+        FROM request_rows r LEFT JOIN log_labels l ON l.id = r.labels
+            LEFT JOIN log_labels_lean n ON n.model = l.model AND n.client = l.client
+                AND n.endpoint = l.endpoint AND n.provider = l.provider
+                AND n.upstream_model = l.upstream_model AND n.key = l.key AND n.error = l.error
+                AND n.status = r.status
+        ORDER BY r.id;
+    DROP TABLE request_rows;
+    DROP TABLE log_labels;
+    ALTER TABLE request_rows_lean RENAME TO request_rows;
+    ALTER TABLE log_labels_lean RENAME TO log_labels;";
+
+const COLUMNS: &str = "r.id, r.ts_ms, l.client, l.endpoint, l.model, l.provider, l.upstream_model, \
+l.key, l.status, l.error, r.numbers";
 
 /// Writes `records` in one transaction.
 pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), StorageError> {
@@ -112,9 +154,9 @@ pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), St
 /// Each is taken from the cache once per batch (returning one clears all its bindings).
 /// (64 rows against 32: 41 instructions a row less in `sqlite3_step`, callgrind, SQLite 3.40.)
 const STATEMENT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
-/// Values bound per row: ts_ms, labels, status, numbers (the request id rides in `numbers`;
-/// its column gets a constant '', see `packed`).
-const ROW_COLUMNS: usize = 4;
+/// Values bound per row: ts_ms, labels, numbers (the status is part of the label, the request
+/// id rides in `numbers`; see `packed`).
+const ROW_COLUMNS: usize = 3;
 
 /// The `INSERT` text for each of `STATEMENT_ROWS`, built once (the cache looks statements up by
 /// their text).
@@ -126,9 +168,9 @@ static INSERT_SQL: LazyLock<[String; 7]> = LazyLock::new(|| STATEMENT_ROWS.map(i
 /// row in `sqlite3_step` under callgrind, SQLite 3.40). Nothing here needs that undo: a failed
 /// statement fails `insert`, whose transaction then rolls back the whole batch.
 fn insert_sql(rows: usize) -> String {
-    let one = "(?, '', ?, ?, ?)";
+    let one = "(?, ?, ?)";
     format!(
-        "INSERT OR FAIL INTO request_rows (ts_ms, request_id, labels, status, numbers) VALUES {}",
+        "INSERT OR FAIL INTO request_rows (ts_ms, labels, numbers) VALUES {}",
         vec![one; rows].join(", ")
     )
 }
@@ -153,7 +195,7 @@ fn insert_in(
             rest = tail;
             let mut at = 1;
             for r in chunk {
-                let label = labels.id(&tx, &r.text)?;
+                let label = labels.id(&tx, &r.text, r.status)?;
                 let len = packed::encode(
                     &[
                         u64::from(r.attempts),
@@ -174,8 +216,7 @@ fn insert_in(
                 );
                 stmt.raw_bind_parameter(at, r.ts_ms)?;
                 stmt.raw_bind_parameter(at + 1, label)?;
-                stmt.raw_bind_parameter(at + 2, i64::from(r.status))?;
-                stmt.raw_bind_parameter(at + 3, numbers.get(..len).unwrap_or(&[]))?;
+                stmt.raw_bind_parameter(at + 2, numbers.get(..len).unwrap_or(&[]))?;
                 at += ROW_COLUMNS;
             }
             stmt.raw_execute()?;
@@ -304,7 +345,7 @@ impl LogFilter {
             add("l.provider = ?", Value::Text(p.clone()));
         }
         if let Some(s) = self.status {
-            add("r.status = ?", Value::Integer(s));
+            add("l.status = ?", Value::Integer(s));
         }
         if let Some(t) = self.since_ms {
             add("r.ts_ms >= ?", Value::Integer(t));
@@ -375,25 +416,22 @@ pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) 
          ORDER BY r.id DESC LIMIT ? OFFSET ?"
     ))?;
     let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
-        let (numbers, id_in_blob) = packed::decode(r.get_ref(11)?.as_blob()?);
+        // Since migration 9 every row's request id is in its blob (`packed`).
+        let (numbers, request_id) = packed::decode(r.get_ref(10)?.as_blob()?);
         let [attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_partial, bytes_in, bytes_out] =
             numbers;
-        let request_id = match id_in_blob {
-            Some(id) => String::from_utf8_lossy(id).into_owned(),
-            None => r.get(2)?,
-        };
         Ok(LogRow {
             id: r.get(0)?,
             ts: r.get(1)?,
-            request_id,
-            client: r.get(3)?,
-            endpoint: r.get(4)?,
-            model: r.get(5)?,
-            provider: r.get(6)?,
-            upstream_model: r.get(7)?,
-            key: r.get(8)?,
-            status: r.get(9)?,
-            error: r.get(10)?,
+            request_id: String::from_utf8_lossy(request_id.unwrap_or(&[])).into_owned(),
+            client: r.get(2)?,
+            endpoint: r.get(3)?,
+            model: r.get(4)?,
+            provider: r.get(5)?,
+            upstream_model: r.get(6)?,
+            key: r.get(7)?,
+            status: r.get(8)?,
+            error: r.get(9)?,
             attempts,
             stream: stream != 0,
             latency_ms,

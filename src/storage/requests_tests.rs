@@ -109,7 +109,11 @@ fn logs_filter_and_page_newest_first_and_prune_oldest_first() {
     assert_eq!(row_count(&mut s).unwrap(), 2);
     assert_eq!(prune_oldest(&mut s, 1).unwrap(), 1);
     assert_eq!(id_span(&mut s).unwrap(), Some((4, 4)));
-    assert_eq!(prune_labels(&mut s, 0).unwrap(), 1, "m2's label has no row left");
+    assert_eq!(
+        prune_labels(&mut s, 0).unwrap(),
+        2,
+        "m2's label and m1's with status 500 have no row left"
+    );
     insert(&mut s, &[record(d, "m1", 200, 1)]).unwrap();
     assert_eq!(logs(&mut s, &LogFilter::default(), 10, 0).unwrap().total, 2);
     assert_eq!(clear(&mut s).unwrap(), 2);

@@ -136,9 +136,10 @@ impl LogWriter {
             match self.checked(gateway, storage, |s| requests::insert(s, &batch)) {
                 Ok(()) => {
                     gateway.records.burst_over();
-                    // Bounded after every batch, not once per tick: a tick can drain a full
-                    // queue, many times a small `max_db_bytes`.
-                    if let Some(s) = storage.as_mut() {
+                    // Bounded after every batch that could have crossed a bound, not once per
+                    // tick: a tick can drain a full queue, many times a small `max_db_bytes`.
+                    let needed = self.keeper.needs_bound(settings, batch.len());
+                    if let Some(s) = storage.as_mut().filter(|_| needed) {
                         self.keeper.bound(settings, &gateway.storage_status, s);
                         bounded = true;
                     }
