@@ -86,12 +86,28 @@ impl Spans {
 }
 
 /// The spans of httparse's `headers`, which borrow from the buffer starting at `base`.
+/// One `collect` of exactly `headers.len()` spans: no capacity check per field, as `push` has.
 pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Spans {
-    let mut spans = Spans::with_capacity(headers.len());
-    for h in headers {
-        spans.push(h.name, range_in(base, h.name.as_bytes()), range_in(base, h.value));
-    }
-    spans
+    let mut index = FieldIndex::default();
+    let mut lengths = Lengths::default();
+    let list = headers
+        .iter()
+        .enumerate()
+        .map(|(at, h)| {
+            let name = h.name.as_bytes();
+            let field = Field::of(name);
+            lengths.note(name.len());
+            if let Some(f) = field {
+                index.note(f, at);
+            }
+            Span {
+                name: range_in(base, name),
+                value: range_in(base, h.value),
+                field,
+            }
+        })
+        .collect();
+    Spans { list, index, lengths }
 }
 
 /// On the heap (the spans): a head travels inside the request's future through every phase.
