@@ -81,33 +81,14 @@ impl Field {
         }
     }
 
-    /// The field `name` is, if any: its length and first byte leave at most one candidate,
-    /// whose name is then compared whole in at most three words (see [`Key`]).
+    /// The field `name` is, if any: its length and first byte leave at most one candidate
+    /// (two table reads, [`PICK`]), whose name is then compared whole in at most three words
+    /// (see [`Key`]).
     pub fn of(name: &[u8]) -> Option<Field> {
-        let candidate = match (name.len(), name.first().map(u8::to_ascii_lowercase)) {
-            (2, _) => Field::Te,
-            (4, _) => Field::Host,
-            (6, _) => Field::Expect,
-            (7, Some(b'a')) => Field::ApiKey,
-            (7, Some(b't')) => Field::Trailer,
-            (7, _) => Field::Upgrade,
-            (9, _) => Field::XApiKey,
-            (10, Some(b'c')) => Field::Connection,
-            (10, _) => Field::KeepAlive,
-            (12, Some(b'c')) => Field::ContentType,
-            (12, _) => Field::XRequestId,
-            (13, _) => Field::Authorization,
-            (14, Some(b'c')) => Field::ContentLength,
-            (14, _) => Field::XGoogApiKey,
-            (15, _) => Field::AcceptEncoding,
-            (16, _) => Field::ProxyConnection,
-            (17, Some(b'a')) => Field::AnthropicVersion,
-            (17, _) => Field::TransferEncoding,
-            (18, _) => Field::ProxyAuthenticate,
-            (19, _) => Field::ProxyAuthorization,
-            _ => return None,
-        };
-        KEYS.get(candidate as usize)?.matches(name).then_some(candidate)
+        let class = FIRST_CLASS[usize::from(*name.first()?)];
+        let candidate = *PICK.get(name.len())?.get(usize::from(class))?;
+        let field = *Field::ALL.get(usize::from(candidate))?;
+        KEYS.get(usize::from(candidate))?.matches(name).then_some(field)
     }
 
     /// Hop-by-hop (RFC 9110 §7.6.1), set by rotor for the upstream hop, or the client's own
@@ -162,11 +143,13 @@ impl FieldIndex {
 
     /// The span index of the first `f`, or, when that is `FAR - 1` or more, `FAR - 1` (where a
     /// walk for it starts).
+    #[inline]
     pub(crate) fn first(&self, f: Field) -> Option<usize> {
         let slot = *self.first.get(f as usize)?;
         (slot != 0).then(|| usize::from(slot) - 1)
     }
 
+    #[inline]
     pub(crate) fn repeated(&self, f: Field) -> bool {
         self.repeated & (1u32 << (f as u8)) != 0
     }
@@ -209,6 +192,53 @@ impl Key {
         differ(0) | differ(1) | differ(2) == 0
     }
 }
+
+/// The first bytes that tell apart two fields of one length (`a`, `c` and `t`, either case) as
+/// classes 1 to 3; any other byte is class 0.
+static FIRST_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let firsts = *b"act";
+    let mut i = 0;
+    while i < firsts.len() {
+        table[firsts[i] as usize] = i as u8 + 1;
+        table[firsts[i].to_ascii_uppercase() as usize] = i as u8 + 1;
+        i += 1;
+    }
+    table
+};
+
+/// No field has this length and first byte.
+const NONE: u8 = u8::MAX;
+
+/// The only field a name may be, by its length and its first byte's class (`NONE` if none):
+/// a field whose first byte has class 0 fills every class of its length, one of classes 1 to
+/// 3 then takes its own. Two fields of one length and class cannot both be told apart this
+/// way: building the table fails then.
+static PICK: [[u8; 4]; 20] = {
+    let mut pick = [[NONE; 4]; 20];
+    let mut pass = 0;
+    while pass < 2 {
+        let mut i = 0;
+        while i < Field::ALL.len() {
+            let name = Field::ALL[i].name().as_bytes();
+            let class = FIRST_CLASS[name[0] as usize] as usize;
+            let row = &mut pick[name.len()];
+            if pass == 0 && class == 0 {
+                assert!(row[0] == NONE, "two fields of one length start with no telling byte");
+                *row = [i as u8; 4];
+            } else if pass == 1 && class != 0 {
+                assert!(
+                    row[class] == NONE || row[0] == row[class],
+                    "two fields of one length and class"
+                );
+                row[class] = i as u8;
+            }
+            i += 1;
+        }
+        pass += 1;
+    }
+    pick
+};
 
 /// The key of each field, at its index.
 static KEYS: [Key; Field::ALL.len()] = {
