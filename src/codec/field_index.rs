@@ -4,7 +4,8 @@
 //!
 //! Invariant: a span is tagged `Some(f)` exactly when its name equals `f.name()` ASCII
 //! case-insensitively (the test holds `Field::of` to that), and the index's entry for `f` is the
-//! first span so tagged; lookups through the index therefore answer as the name walk would.
+//! first span so tagged (past its byte's reach, where a walk for that span starts); lookups
+//! through the index therefore answer as the name walk would.
 
 /// A header name read or dropped by the request or response path (lowercase in `name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
