@@ -4,7 +4,8 @@
 //!
 //! Invariant: a span is tagged `Some(f)` exactly when its name equals `f.name()` ASCII
 //! case-insensitively (the test holds `Field::of` to that), and the index's entry for `f` is the
-//! first span so tagged; lookups through the index therefore answer as the name walk would.
+//! first span so tagged (past its byte's reach, where a walk for that span starts); lookups
+//! through the index therefore answer as the name walk would.
 
 /// A header name read or dropped by the request or response path (lowercase in `name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,33 +82,14 @@ impl Field {
         }
     }
 
-    /// The field `name` is, if any: its length and first byte leave at most one candidate,
-    /// whose name is then compared whole in at most three words (see [`Key`]).
+    /// The field `name` is, if any: its length and first byte leave at most one candidate
+    /// (two table reads, [`PICK`]), whose name is then compared whole in at most three words
+    /// (see [`Key`]).
     pub fn of(name: &[u8]) -> Option<Field> {
-        let candidate = match (name.len(), name.first().map(u8::to_ascii_lowercase)) {
-            (2, _) => Field::Te,
-            (4, _) => Field::Host,
-            (6, _) => Field::Expect,
-            (7, Some(b'a')) => Field::ApiKey,
-            (7, Some(b't')) => Field::Trailer,
-            (7, _) => Field::Upgrade,
-            (9, _) => Field::XApiKey,
-            (10, Some(b'c')) => Field::Connection,
-            (10, _) => Field::KeepAlive,
-            (12, Some(b'c')) => Field::ContentType,
-            (12, _) => Field::XRequestId,
-            (13, _) => Field::Authorization,
-            (14, Some(b'c')) => Field::ContentLength,
-            (14, _) => Field::XGoogApiKey,
-            (15, _) => Field::AcceptEncoding,
-            (16, _) => Field::ProxyConnection,
-            (17, Some(b'a')) => Field::AnthropicVersion,
-            (17, _) => Field::TransferEncoding,
-            (18, _) => Field::ProxyAuthenticate,
-            (19, _) => Field::ProxyAuthorization,
-            _ => return None,
-        };
-        KEYS.get(candidate as usize)?.matches(name).then_some(candidate)
+        let class = FIRST_CLASS[usize::from(*name.first()?)];
+        let candidate = *PICK.get(name.len())?.get(usize::from(class))?;
+        let field = *Field::ALL.get(usize::from(candidate))?;
+        KEYS.get(usize::from(candidate))?.matches(name).then_some(field)
     }
 
     /// Hop-by-hop (RFC 9110 §7.6.1), set by rotor for the upstream hop, or the client's own
@@ -134,30 +116,41 @@ impl Field {
 }
 
 /// Where each field first occurs in a list, and which occur more than once.
+///
+/// A byte per field: a head travels by value through the request path (returned, wrapped,
+/// moved into futures), and `u32` slots made this index 84 bytes of every move; at 24 a
+/// response head fits the size the compiler copies inline instead of calling `memcpy`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FieldIndex {
-    /// Span index + 1 of each field's first occurrence; 0 when absent.
-    first: [u32; Field::ALL.len()],
+    /// Span index + 1 of each field's first occurrence; 0 when absent; [`FAR`] when that index
+    /// is `FAR - 1` or more (a head with hundreds of fields), then found by a walk from there.
+    first: [u8; Field::ALL.len()],
     /// Bit `f as u8`: the field occurs more than once.
     repeated: u32,
 }
+
+/// The slot of a field first met at span index `FAR - 1` or later.
+pub(crate) const FAR: u8 = u8::MAX;
 
 impl FieldIndex {
     /// Records that span `at` is field `f`.
     pub(crate) fn note(&mut self, f: Field, at: usize) {
         let bit = 1u32 << (f as u8);
         match self.first.get_mut(f as usize) {
-            Some(slot) if *slot == 0 => *slot = u32::try_from(at).map_or(u32::MAX, |a| a.saturating_add(1)),
+            Some(slot) if *slot == 0 => *slot = u8::try_from(at).map_or(FAR, |a| a.saturating_add(1)),
             _ => self.repeated |= bit,
         }
     }
 
-    /// The span index of the first `f`.
+    /// The span index of the first `f`, or, when that is `FAR - 1` or more, `FAR - 1` (where a
+    /// walk for it starts).
+    #[inline]
     pub(crate) fn first(&self, f: Field) -> Option<usize> {
         let slot = *self.first.get(f as usize)?;
-        (slot != 0).then(|| slot as usize - 1)
+        (slot != 0).then(|| usize::from(slot) - 1)
     }
 
+    #[inline]
     pub(crate) fn repeated(&self, f: Field) -> bool {
         self.repeated & (1u32 << (f as u8)) != 0
     }
@@ -200,6 +193,53 @@ impl Key {
         differ(0) | differ(1) | differ(2) == 0
     }
 }
+
+/// The first bytes that tell apart two fields of one length (`a`, `c` and `t`, either case) as
+/// classes 1 to 3; any other byte is class 0.
+static FIRST_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let firsts = *b"act";
+    let mut i = 0;
+    while i < firsts.len() {
+        table[firsts[i] as usize] = i as u8 + 1;
+        table[firsts[i].to_ascii_uppercase() as usize] = i as u8 + 1;
+        i += 1;
+    }
+    table
+};
+
+/// No field has this length and first byte.
+const NONE: u8 = u8::MAX;
+
+/// The only field a name may be, by its length and its first byte's class (`NONE` if none):
+/// a field whose first byte has class 0 fills every class of its length, one of classes 1 to
+/// 3 then takes its own. Two fields of one length and class cannot both be told apart this
+/// way: building the table fails then.
+static PICK: [[u8; 4]; 20] = {
+    let mut pick = [[NONE; 4]; 20];
+    let mut pass = 0;
+    while pass < 2 {
+        let mut i = 0;
+        while i < Field::ALL.len() {
+            let name = Field::ALL[i].name().as_bytes();
+            let class = FIRST_CLASS[name[0] as usize] as usize;
+            let row = &mut pick[name.len()];
+            if pass == 0 && class == 0 {
+                assert!(row[0] == NONE, "two fields of one length start with no telling byte");
+                *row = [i as u8; 4];
+            } else if pass == 1 && class != 0 {
+                assert!(
+                    row[class] == NONE || row[0] == row[class],
+                    "two fields of one length and class"
+                );
+                row[class] = i as u8;
+            }
+            i += 1;
+        }
+        pass += 1;
+    }
+    pick
+};
 
 /// The key of each field, at its index.
 static KEYS: [Key; Field::ALL.len()] = {
@@ -349,5 +389,10 @@ mod tests {
         assert_eq!(index.first(Field::Te), Some(0));
         assert_eq!(index.first(Field::Expect), None);
         assert!(index.repeated(Field::Te) && !index.repeated(Field::Host));
+        for (at, want) in [(253, 253), (254, 254), (255, 254), (70_000, 254)] {
+            let mut index = FieldIndex::default();
+            index.note(Field::Expect, at);
+            assert_eq!(index.first(Field::Expect), Some(want), "{at}");
+        }
     }
 }

@@ -13,8 +13,8 @@ use bytes::BytesMut;
 
 use super::field_index::Field;
 use super::fields::{
-    has_bare_lf, has_token, header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines,
-    trim_ows, INLINE_SLOTS,
+    has_token, header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines, trim_ows,
+    INLINE_SLOTS,
 };
 use super::headers::spans_of;
 
@@ -146,7 +146,7 @@ fn ascii_text(target: &[u8]) -> &str {
     debug_assert!(target.is_ascii());
     // SAFETY: `target_at` is set only by `parse_request_head`, to where httparse found the
     // target in the very buffer `headers` then holds (`Bytes` never changes its contents), and
-    // only after `valid_origin_form` (a table of ASCII bytes and `%`) or the test for `*`
+    // only after `origin_form_path_end` (a table of ASCII bytes, `?` and `%`) or the test for `*`
     // accepted those bytes: they are ASCII, so UTF-8. A range that does not fit reads as empty.
     // No safe way: checking again on every ask is the cost `path_end` and this avoid (the
     // path is asked for in six phases; `from_utf8` each time cost ~500 instructions a request).
@@ -211,21 +211,20 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
         if head_len > limits.max_head_bytes {
             return Err(HeadError::new(431, "request header section too large"));
         }
+        let base = buf.as_ptr() as usize;
+        let method_raw = req.method.unwrap_or("").as_bytes();
         // httparse accepts a bare LF as a line end (RFC 9112 §2.2 allows it); a front proxy
         // that does not is how requests get smuggled, so we refuse it.
-        if has_bare_lf(buf.get(..head_len).unwrap_or(&[])) {
+        if !lines_end_in_crlf(buf, head_len, range_in(base, method_raw).start, req.headers) {
             return Err(bad("bare LF in request head"));
         }
-        let method_raw = req.method.unwrap_or("").as_bytes();
         let method = Method::from_bytes(method_raw);
         let target = req.path.unwrap_or("").as_bytes();
-        let origin_form = target.first() == Some(&b'/') && valid_origin_form(target);
-        let asterisk = target == b"*" && method == Method::Options;
-        if !origin_form && !asterisk {
-            return Err(bad("request-target must be origin-form"));
-        }
-        let base = buf.as_ptr() as usize;
-        let path_end = memchr::memchr(b'?', target).unwrap_or(target.len());
+        let path_end = match origin_form_path_end(target) {
+            Some(end) if target.first() == Some(&b'/') => end,
+            _ if target == b"*" && method == Method::Options => target.len(),
+            _ => return Err(bad("request-target must be origin-form")),
+        };
         (
             head_len,
             req.version == Some(0),
@@ -250,6 +249,25 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
         target_at,
         path_end,
     }))
+}
+
+/// Whether every line of the head (the first `head_len` bytes of `buf`, which httparse took
+/// whole, the method at `method_start` and `fields` in it) ends in CRLF. httparse takes an LF
+/// only as a line's end (never inside the request line, a name or a value: those refuse
+/// control bytes) and a CR only before an LF, so the LFs of a head are exactly: in empty
+/// lines it skipped before the method (our own skip took every CRLF, so any left held a bare
+/// LF and the method does not start the buffer), just before each field's name (the previous
+/// line's end), and the last two line ends. Reading those few bytes replaced a scan of every
+/// byte of the head (`has_bare_lf`, 16 bytes at a time: ~150 instructions a request,
+/// callgrind, issue 18); a test holds this to a byte walk on random heads.
+fn lines_end_in_crlf(buf: &[u8], head_len: usize, method_start: usize, fields: &[httparse::Header<'_>]) -> bool {
+    let base = buf.as_ptr() as usize;
+    let crlf_before = |at: usize| at.checked_sub(2).and_then(|from| buf.get(from..at)) == Some(b"\r\n");
+    method_start == 0
+        && buf.get(..head_len).is_some_and(|head| head.ends_with(b"\r\n\r\n"))
+        && fields
+            .iter()
+            .all(|h| crlf_before(range_in(base, h.name.as_bytes()).start))
 }
 
 /// `r` in `u32`s: a head is far shorter than 4 GiB (`max_head_bytes`), and a range that does
@@ -354,28 +372,43 @@ fn first_field_error(headers: &Headers) -> HeadError {
 
 /// RFC 3986 characters only (pchar, `/`, `?`, well-formed `%XX`). httparse lets through more
 /// (`"`, `{`, `|`, backtick, ...); routing and logging should never meet those raw, and a
-/// front proxy may normalise them differently. One table look-up a byte; only `%` is looked at
-/// further, instead of a `match` of ranges per byte.
+/// front proxy may normalise them differently.
+#[cfg(test)]
 fn valid_origin_form(target: &[u8]) -> bool {
+    origin_form_path_end(target).is_some()
+}
+
+/// Where the path of `target` ends (its first `?`, else its length) when every byte of it is
+/// allowed in an origin-form target (see `valid_origin_form`); `None` otherwise. One table
+/// look-up a byte; only `%` and `?` are looked at further, so the path's end comes with the
+/// check instead of a `memchr` of its own (~55 instructions a request, callgrind, issue 18).
+fn origin_form_path_end(target: &[u8]) -> Option<usize> {
+    let mut query = None;
     let mut i = 0;
     while let Some(&b) = target.get(i) {
         if ORIGIN_FORM[usize::from(b)] {
             i += 1;
             continue;
         }
+        if b == b'?' {
+            query = query.or(Some(i));
+            i += 1;
+            continue;
+        }
         let hex = |j: usize| target.get(j).is_some_and(|h| h.is_ascii_hexdigit());
         if b != b'%' || !hex(i + 1) || !hex(i + 2) {
-            return false;
+            return None;
         }
         i += 3;
     }
-    true
+    Some(query.unwrap_or(target.len()))
 }
 
-/// The bytes allowed raw in an origin-form target: unreserved, sub-delims, `:`, `@`, `/`, `?`.
+/// The bytes allowed raw in an origin-form target but `?` (allowed too, and looked at by
+/// `origin_form_path_end`): unreserved, sub-delims, `:`, `@`, `/`.
 static ORIGIN_FORM: [bool; 256] = {
     let mut table = [false; 256];
-    let allowed = b"-._~!$&'()*+,;=:@/?";
+    let allowed = b"-._~!$&'()*+,;=:@/";
     let mut i = 0;
     while i < allowed.len() {
         table[allowed[i] as usize] = true;

@@ -327,3 +327,65 @@ fn the_first_offence_in_order_is_reported() {
     assert!(head.expect_continue && !head.keep_alive);
     assert_eq!(head.field(Field::Connection), Some(&b"x"[..]));
 }
+
+/// The reference the line-end check replaced: any LF not right after a CR, byte by byte.
+fn bare_lf_bytewise(head: &[u8]) -> bool {
+    (0..head.len()).any(|i| head[i] == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// `lines_end_in_crlf` refuses a head exactly when a byte walk finds a bare LF in what httparse
+/// took: heads built at random from pieces with CR, LF, CRLF, empty lines, spaces and control
+/// bytes anywhere (the start, the request line, names, values, the end).
+#[test]
+fn bare_lf_verdict_agrees_with_a_byte_walk() {
+    let pieces: &[&[u8]] = &[
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\r\r\n",
+        b"\n\r\n",
+        b"a",
+        b"X-A: ",
+        b"Host: h",
+        b": ",
+        b" ",
+        b"\t",
+        b"\0",
+        b"\x0b",
+        b"GET / HTTP/1.1",
+        b"GET /",
+        b" HTTP/1.1",
+    ];
+    let mut rng = fastrand::Rng::with_seed(1812);
+    let (mut refused, mut accepted) = (0, 0);
+    for _ in 0..40_000 {
+        let mut raw = Vec::new();
+        if rng.bool() {
+            raw.extend_from_slice(pieces[rng.usize(..5)]);
+        }
+        raw.extend_from_slice(b"GET / HTTP/1.1");
+        for _ in 0..rng.usize(0..8) {
+            raw.extend_from_slice(pieces[rng.usize(..pieces.len())]);
+        }
+        raw.extend_from_slice([&b"\r\n\r\n"[..], b"\n\n", b"\r\n\n", b"\n\r\n"][rng.usize(..4)]);
+        let skipped = raw.chunks(2).take_while(|c| *c == b"\r\n").count() * 2;
+        let mut buf = BytesMut::from(&raw[..]);
+        let mut slots = [httparse::EMPTY_HEADER; 100];
+        let Ok(httparse::Status::Complete(len)) = httparse::Request::new(&mut slots).parse(&raw[skipped..]) else {
+            continue;
+        };
+        let bare = bare_lf_bytewise(&raw[skipped..skipped + len]);
+        let verdict = parse_request_head(&mut buf, &HeadLimits::default());
+        let said_bare = matches!(&verdict, Err(e) if e.reason == "bare LF in request head");
+        assert_eq!(said_bare, bare, "{raw:?} -> {verdict:?}");
+        if bare {
+            refused += 1;
+        } else {
+            accepted += 1;
+        }
+    }
+    assert!(
+        refused > 1_000 && accepted > 1_000,
+        "both verdicts met: {refused} {accepted}"
+    );
+}

@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::field_index::{Field, FieldIndex};
+use super::field_index::{Field, FieldIndex, FAR};
 use super::fields::range_in;
 
 /// One header field, borrowed from its list. The name keeps the case it was sent in (compare
@@ -86,12 +86,28 @@ impl Spans {
 }
 
 /// The spans of httparse's `headers`, which borrow from the buffer starting at `base`.
+/// One `collect` of exactly `headers.len()` spans: no capacity check per field, as `push` has.
 pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Spans {
-    let mut spans = Spans::with_capacity(headers.len());
-    for h in headers {
-        spans.push(h.name, range_in(base, h.name.as_bytes()), range_in(base, h.value));
-    }
-    spans
+    let mut index = FieldIndex::default();
+    let mut lengths = Lengths::default();
+    let list = headers
+        .iter()
+        .enumerate()
+        .map(|(at, h)| {
+            let name = h.name.as_bytes();
+            let field = Field::of(name);
+            lengths.note(name.len());
+            if let Some(f) = field {
+                index.note(f, at);
+            }
+            Span {
+                name: range_in(base, name),
+                value: range_in(base, h.value),
+                field,
+            }
+        })
+        .collect();
+    Spans { list, index, lengths }
 }
 
 /// On the heap (the spans): a head travels inside the request's future through every phase.
@@ -156,22 +172,43 @@ impl Headers {
         }
     }
 
+    /// The span index of the first `f`: the index's, or past the index's reach, a walk from
+    /// where it ends. Inlined, as `field`, `fields` and `repeated` are: the framing checks of
+    /// both heads ask for six fields, and each call with its iterator set up out of line cost
+    /// ~30 instructions where the inlined read of an absent field takes a few (issue 18).
+    #[inline]
+    fn first(&self, f: Field) -> Option<usize> {
+        let at = self.index.first(f)?;
+        if at < usize::from(FAR - 1) {
+            return Some(at);
+        }
+        self.first_far(f, at)
+    }
+
+    #[cold]
+    fn first_far(&self, f: Field, from: usize) -> Option<usize> {
+        let rest = self.spans.get(from..)?;
+        rest.iter().position(|s| s.field == Some(f)).map(|i| from + i)
+    }
+
     /// The value of the first `f`, through the index (no name is compared).
+    #[inline]
     pub fn field(&self, f: Field) -> Option<&[u8]> {
-        let span = self.spans.get(self.index.first(f)?)?;
+        let span = self.spans.get(self.first(f)?)?;
         Some(slice(&self.head, &span.value))
     }
 
     /// [`Headers::field`] as a `Bytes` that shares the head buffer (no copy).
     pub fn field_bytes(&self, f: Field) -> Option<Bytes> {
-        let v = &self.spans.get(self.index.first(f)?)?.value;
+        let v = &self.spans.get(self.first(f)?)?.value;
         let fits = v.start <= v.end && v.end <= self.head.len();
         Some(if fits { self.head.slice(v.clone()) } else { Bytes::new() })
     }
 
     /// The values of every `f`, in order (one when it is not repeated).
+    #[inline]
     pub fn fields(&self, f: Field) -> impl Iterator<Item = &[u8]> + '_ {
-        let from = self.index.first(f).unwrap_or(self.spans.len());
+        let from = self.first(f).unwrap_or(self.spans.len());
         let count = if self.index.repeated(f) { usize::MAX } else { 1 };
         self.spans
             .get(from..)
@@ -183,6 +220,7 @@ impl Headers {
     }
 
     /// Whether `f` occurs more than once.
+    #[inline]
     pub fn repeated(&self, f: Field) -> bool {
         self.index.repeated(f)
     }
@@ -419,5 +457,32 @@ mod tests {
         assert_eq!(h.field(Field::XApiKey), Some(&b"k"[..]));
         let tags: Vec<Option<Field>> = h.tagged().map(|(f, _)| f).collect();
         assert_eq!(tags[..3], [Some(Field::ContentType), Some(Field::Host), None]);
+    }
+
+    /// Past the index's byte (a first occurrence at span 254 or later), look-ups walk and still
+    /// answer as the name walk does: first, all, and repeats.
+    #[test]
+    fn fields_far_down_a_long_list_are_found() {
+        let mut pairs: Vec<(String, String)> = (0..300).map(|i| (format!("x-{i}"), i.to_string())).collect();
+        pairs[253] = ("host".into(), "h253".into());
+        pairs[254] = ("Expect".into(), "e254".into());
+        pairs[255] = ("te".into(), "t255".into());
+        pairs[280] = ("content-type".into(), "c280".into());
+        pairs[290] = ("Content-Type".into(), "c290".into());
+        pairs[299] = ("expect".into(), "e299".into());
+        let h = Headers::from_pairs(&pairs);
+        for f in Field::ALL {
+            let all: Vec<&[u8]> = h
+                .iter()
+                .filter(|x| x.name.eq_ignore_ascii_case(f.name().as_bytes()))
+                .map(|x| x.value)
+                .collect();
+            assert_eq!(h.field(f), all.first().copied(), "{f:?}");
+            assert_eq!(h.field_bytes(f).as_deref(), all.first().copied(), "{f:?}");
+            assert_eq!(h.fields(f).collect::<Vec<_>>(), all, "{f:?}");
+            assert_eq!(h.repeated(f), all.len() > 1, "{f:?}");
+        }
+        assert_eq!(h.field(Field::Te), Some(&b"t255"[..]));
+        assert_eq!(h.field(Field::ContentType), Some(&b"c280"[..]));
     }
 }

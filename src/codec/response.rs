@@ -134,6 +134,14 @@ pub fn parse_response_head(
 /// RFC 9110 §8.6: identical repeated values (or a list of them) may be taken as one; `so_far`
 /// is what earlier Content-Length fields said.
 fn content_length(value: &[u8], mut so_far: Option<u64>) -> Result<Option<u64>, HeadError> {
+    // Most values are one number: read whole, it is the list's only part (the split below
+    // reads each part again; a value that is not one number takes it, for the same errors).
+    if let Some(n) = parse_content_length(value) {
+        return match so_far {
+            Some(l) if l != n => Err(bad("conflicting upstream Content-Length")),
+            _ => Ok(Some(n)),
+        };
+    }
     for part in value.split(|&b| b == b',') {
         let n = parse_content_length(part).ok_or(bad("invalid upstream Content-Length"))?;
         if so_far.is_some_and(|l| l != n) {
