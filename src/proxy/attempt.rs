@@ -106,14 +106,7 @@ pub(super) async fn try_key(
     // The answer goes straight into the `Followed` it is relayed from (destructured first and
     // then rebuilt, it was copied once more).
     let mut answer = match sent {
-        Ok((exchange, head)) => Followed {
-            exchange,
-            head,
-            body: None,
-            record_url: None,
-            cancel_url: None,
-            followed: false,
-        },
+        Ok((exchange, head)) => Followed::unfollowed(exchange, head),
         Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
     };
     let outcome = match classify(core, ctx, target, &key, &subject, attempt, &answer.head) {

@@ -53,6 +53,21 @@ pub(super) enum Unfollowed {
     ClientGone,
 }
 
+impl Followed {
+    /// The first exchange's own answer, with no follow-up.
+    #[inline]
+    pub fn unfollowed(exchange: Exchange, head: ResponseHead) -> Followed {
+        Followed {
+            exchange,
+            head,
+            body: None,
+            record_url: None,
+            cancel_url: None,
+            followed: false,
+        }
+    }
+}
+
 impl From<UpstreamError> for Unfollowed {
     fn from(e: UpstreamError) -> Self {
         Unfollowed::Upstream(e)
@@ -78,14 +93,7 @@ pub(super) async fn follow(
     head: ResponseHead,
 ) -> Result<Followed, Unfollowed> {
     let Some(mut plan) = target.adapter.follow_up(target.translation.as_ref()) else {
-        return Ok(Followed {
-            exchange,
-            head,
-            body: None,
-            record_url: None,
-            cancel_url: None,
-            followed: false,
-        });
+        return Ok(Followed::unfollowed(exchange, head));
     };
     let walked = walk(fetcher, plan.as_mut(), client, exchange, head).await;
     if walked.is_err() {
