@@ -75,14 +75,25 @@ impl Spans {
     /// bytes lie in the list's buffer: what lets [`Headers::tagged_text`] hand names out as
     /// text without checking them again.
     fn push(&mut self, name: &str, name_at: Range<usize>, value: Range<usize>) {
-        let (name_bytes, name) = (name.as_bytes(), name_at);
-        let field = Field::of(name_bytes);
-        self.lengths.note(name_bytes.len());
-        if let Some(f) = field {
-            self.index.note(f, self.list.len());
-        }
-        self.list.push(Span { name, value, field });
+        let field = recognise(&mut self.index, &mut self.lengths, name.as_bytes(), self.list.len());
+        self.list.push(Span {
+            name: name_at,
+            value,
+            field,
+        });
     }
+}
+
+/// The field the name at span `at` is, noted in `index`, and its length in `lengths`: what
+/// every span added to a list records.
+#[inline]
+fn recognise(index: &mut FieldIndex, lengths: &mut Lengths, name: &[u8], at: usize) -> Option<Field> {
+    let field = Field::of(name);
+    lengths.note(name.len());
+    if let Some(f) = field {
+        index.note(f, at);
+    }
+    field
 }
 
 /// The spans of httparse's `headers`, which borrow from the buffer starting at `base`.
@@ -95,11 +106,7 @@ pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Spans {
         .enumerate()
         .map(|(at, h)| {
             let name = h.name.as_bytes();
-            let field = Field::of(name);
-            lengths.note(name.len());
-            if let Some(f) = field {
-                index.note(f, at);
-            }
+            let field = recognise(&mut index, &mut lengths, name, at);
             Span {
                 name: range_in(base, name),
                 value: range_in(base, h.value),
