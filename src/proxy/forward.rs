@@ -131,7 +131,50 @@ pub(super) async fn forward(
         owner,
         records: on_collection && super::pinning::records(req),
     };
-    let result = attempt_all(core, ctx, &job, res, &mut attempt).await;
+    // The passes over the plan run here, not in an `attempt_all` future of their own: that was
+    // one more state machine resumed at every poll of every request. One pass over every
+    // candidate, more passes while attempts remain and keys failed in ways that may not repeat
+    // (a 5xx, a broken connection), and one more after a wait when every key was cooling or
+    // full and `wait_for_key_ms` allows waiting for the soonest.
+    let result = 'attempts: {
+        let mut waited = false;
+        // From the request's arrival (read once already): a clock read per request saved.
+        let lease_deadline = ctx.received_at + lease_wait(config);
+        loop {
+            let made_before = attempt.made;
+            for step in job.plan {
+                match try_provider(core, ctx, &job, res, step, &mut attempt).await {
+                    Ok(Some(usage)) => break 'attempts Ok(usage),
+                    Ok(None) => {}
+                    Err(error) => break 'attempts Err(error),
+                }
+                if attempt.made >= attempt.max {
+                    break;
+                }
+            }
+            if attempt.made >= attempt.max {
+                break;
+            }
+            if attempt.made > made_before && attempt.next_pass() {
+                continue;
+            }
+            if attempt.made == 0 && std::mem::take(&mut attempt.leasing) && Moment::now() < lease_deadline {
+                // A key had no cluster lease in hand: the cluster thread is drawing one.
+                crate::deadline::sleep(super::admit::LEASE_POLL).await;
+                continue;
+            }
+            let wait = attempt.soonest_cool.map(|until| until.saturating_sub(now_ms()));
+            match wait {
+                Some(ms) if !waited && attempt.made == 0 && ms <= config.retry.wait_for_key.as_millis() as u64 => {
+                    crate::deadline::sleep(Duration::from_millis(ms)).await;
+                    attempt.soonest_cool = None;
+                    waited = true;
+                }
+                _ => break,
+            }
+        }
+        Err(exhausted(core, ctx, &job, &mut attempt))
+    };
     // The client's own windows: settle TPM to what the upstream reported; give everything
     // back when no upstream was ever asked (every key full, cooling or unusable).
     if let Some((limits, reservation)) = client_reservation {
@@ -175,57 +218,13 @@ impl Job<'_> {
     }
 }
 
-/// Tries the plan: one pass over every candidate, more passes while attempts remain and keys
-/// failed in ways that may not repeat (a 5xx, a broken connection), and one more after a wait
-/// when every key was cooling or full and `wait_for_key_ms` allows waiting for the soonest.
-/// The usage of the delivered answer.
-async fn attempt_all(
-    core: &Core,
-    ctx: &RequestContext,
-    job: &Job<'_>,
-    res: &mut Responder<'_>,
-    attempt: &mut Attempts,
-) -> Result<Usage, ProxyError> {
-    let config = &ctx.generation.config;
-    let mut waited = false;
-    // From the request's arrival (read once already): a clock read per request saved.
-    let lease_deadline = ctx.received_at + lease_wait(config);
-    loop {
-        let made_before = attempt.made;
-        for step in job.plan {
-            if let Some(usage) = try_provider(core, ctx, job, res, step, attempt).await? {
-                return Ok(usage);
-            }
-            if attempt.made >= attempt.max {
-                break;
-            }
-        }
-        if attempt.made >= attempt.max {
-            break;
-        }
-        if attempt.made > made_before && attempt.next_pass() {
-            continue;
-        }
-        if attempt.made == 0 && std::mem::take(&mut attempt.leasing) && Moment::now() < lease_deadline {
-            // A key had no cluster lease in hand: the cluster thread is drawing one.
-            crate::deadline::sleep(super::admit::LEASE_POLL).await;
-            continue;
-        }
-        let wait = attempt.soonest_cool.map(|until| until.saturating_sub(now_ms()));
-        match wait {
-            Some(ms) if !waited && attempt.made == 0 && ms <= config.retry.wait_for_key.as_millis() as u64 => {
-                crate::deadline::sleep(Duration::from_millis(ms)).await;
-                attempt.soonest_cool = None;
-                waited = true;
-            }
-            _ => break,
-        }
-    }
+/// Every pass over the plan is over and nothing was delivered: the error that says why.
+fn exhausted(core: &Core, ctx: &RequestContext, job: &Job<'_>, attempt: &mut Attempts) -> ProxyError {
     let error = std::mem::take(attempt).exhausted(job.model, || usable_in(ctx, job.plan_providers()));
     if error.kind() == ErrorKind::RateLimited {
         core.metrics.lock().limit_rejection("key");
     }
-    Err(error)
+    error
 }
 
 /// One provider candidate in the order to try.

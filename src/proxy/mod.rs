@@ -174,29 +174,50 @@ impl Core {
         }
     }
 
-    async fn handle(
+    /// Phases `route` and `authenticate`, which await nothing: the endpoint, and the client
+    /// for the endpoints that have one (`/health`, `/metrics` and admin authenticate their own
+    /// way). A plain function: `serve_at` then awaits the endpoint's own future, where an
+    /// `async fn handle` around them was one more state machine resumed at every poll of every
+    /// request.
+    fn admit<'c>(
         &self,
-        ctx: &RequestContext,
-        req: &Request,
-        res: &mut Responder<'_>,
+        ctx: &'c RequestContext,
+        head: &RequestHead,
         door: Door,
-    ) -> Result<(), ProxyError> {
-        let endpoint = route(&req.head)?;
+    ) -> Result<(Endpoint, Option<&'c Client>), ProxyError> {
+        let endpoint = route(head)?;
         ctx.trace.borrow_mut().endpoint = endpoint.name();
         if door == Door::Admin && endpoint != Endpoint::Admin {
             let message = "this address (server.admin_listen) serves only /admin/";
             return Err(ProxyError::new(ErrorKind::NotFound, Side::Downstream, message).with_code("unknown_url"));
         }
-        // The endpoints rotor answers itself are boxed: their states (the admin API's above
-        // all) would otherwise widen every proxied request's future.
+        if matches!(endpoint, Endpoint::Health | Endpoint::Metrics | Endpoint::Admin) {
+            return Ok((endpoint, None));
+        }
+        let client = authenticate(&ctx.generation.config.clients, head)?;
+        if let Some(client) = client {
+            ctx.trace.borrow_mut().client = Some(client.index);
+        }
+        Ok((endpoint, client))
+    }
+
+    /// The endpoints rotor answers itself, but for `/health`. Boxed by `serve_at`: their
+    /// states (the admin API's above all) would otherwise widen every proxied request's future.
+    async fn answer_own(
+        &self,
+        ctx: &RequestContext,
+        req: &Request,
+        res: &mut Responder<'_>,
+        door: Door,
+        (endpoint, client): (Endpoint, Option<&Client>),
+    ) -> Result<(), ProxyError> {
         match endpoint {
-            Endpoint::Health => return endpoints::health(self, ctx, res).await,
-            Endpoint::Metrics => return Box::pin(endpoints::metrics(self, ctx, &req.head, res)).await,
+            Endpoint::Metrics => endpoints::metrics(self, ctx, &req.head, res).await,
             Endpoint::Admin => {
                 let answer = match door {
                     // With `server.admin_listen`, admin answers there only.
                     Door::Api if self.gateway.admin_apart() => None,
-                    _ => Box::pin(crate::admin::handle(self, req)).await,
+                    _ => crate::admin::handle(self, req).await,
                 };
                 let Some(answer) = answer else {
                     return Err(
@@ -204,29 +225,28 @@ impl Core {
                             .with_code("unknown_url"),
                     );
                 };
-                return Box::pin(crate::admin::send(res, answer, &ctx.request_id))
-                    .await
-                    .map_err(|e| {
-                        ProxyError::new(
-                            ErrorKind::Internal,
-                            Side::Downstream,
-                            format!("client connection lost: {e}"),
-                        )
-                    });
+                crate::admin::send(res, answer, &ctx.request_id).await.map_err(|e| {
+                    ProxyError::new(
+                        ErrorKind::Internal,
+                        Side::Downstream,
+                        format!("client connection lost: {e}"),
+                    )
+                })
             }
-            _ => {}
-        }
-        let client = authenticate(&ctx.generation.config.clients, &req.head)?;
-        if let Some(client) = client {
-            ctx.trace.borrow_mut().client = Some(client.index);
-        }
-        match endpoint {
-            Endpoint::Models => Box::pin(endpoints::models(ctx, client, res)).await,
-            Endpoint::Status => Box::pin(endpoints::status(self, ctx, client, res)).await,
-            Endpoint::GeminiModels => Box::pin(gemini_door::models(ctx, client, &req.head, res)).await,
+            Endpoint::Models => endpoints::models(ctx, client, res).await,
+            Endpoint::Status => endpoints::status(self, ctx, client, res).await,
+            Endpoint::GeminiModels => gemini_door::models(ctx, client, &req.head, res).await,
             _ => forward::forward(self, ctx, endpoint, client, req, res).await,
         }
     }
+}
+
+/// Whether `endpoint` is answered by `Core::answer_own` (rotor's own, but for `/health`).
+fn answered_by_rotor(endpoint: Endpoint) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::Metrics | Endpoint::Admin | Endpoint::Models | Endpoint::Status | Endpoint::GeminiModels
+    )
 }
 
 impl Service for Core {
@@ -284,7 +304,15 @@ impl Core {
                 ..Default::default()
             }),
         };
-        if let Err(err) = self.handle(&ctx, req, res, door).await {
+        let result = match self.admit(&ctx, &req.head, door) {
+            Ok((Endpoint::Health, _)) => endpoints::health(self, &ctx, res).await,
+            Ok(admitted) if answered_by_rotor(admitted.0) => {
+                Box::pin(self.answer_own(&ctx, req, res, door, admitted)).await
+            }
+            Ok((endpoint, client)) => forward::forward(self, &ctx, endpoint, client, req, res).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = result {
             tracing::debug!(request_id = ?ctx.request_id, status = err.status(), "{}", err.message());
             ctx.trace.borrow_mut().error = err.kind_name();
             error::render_as(&err, res, &ctx.request_id, envelope(&req.head)).await;

@@ -86,7 +86,10 @@ async fn send_to(
     };
     // Built before a connection is taken: a head the writer refuses never touches one.
     let mut first: Option<BytesMut> = Some(build()?);
-    let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
+    let mut exchange = match upstream::pooled(&core.pool, &pool_key) {
+        Some(exchange) => exchange,
+        None => upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?,
+    };
     loop {
         let head = match first.take() {
             Some(head) => head,

@@ -401,4 +401,37 @@ mod tests {
             assert_eq!(pool.idle_count(), 1, "a body not read to its end is never pooled");
         });
     }
+
+    /// `pooled` (the request path's checkout without a future) hands out a released connection
+    /// as reused, once, and finds nothing in an empty pool or under another key.
+    #[test]
+    fn pooled_hands_out_a_released_connection_once_and_marks_it_reused() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
+            let key = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 1, 0);
+            let other = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 2, 0);
+            assert!(super::super::pooled(&pool, &key).is_none(), "an empty pool has nothing");
+            let (mut clean, mut upstream) = exchange(&pool, &key).await;
+            answered(
+                &mut clean,
+                &mut upstream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            )
+            .await;
+            assert!(!clean.reused, "a fresh connection is not reused");
+            clean.release();
+            assert!(
+                super::super::pooled(&pool, &other).is_none(),
+                "another key finds nothing"
+            );
+            let again = super::super::pooled(&pool, &key).expect("the released connection");
+            assert!(again.reused, "a pooled connection is marked reused");
+            assert_eq!(pool.idle_count(), 0, "taken out of the pool");
+            assert!(super::super::pooled(&pool, &key).is_none(), "handed out once");
+        });
+    }
 }

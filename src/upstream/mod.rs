@@ -119,10 +119,19 @@ pub async fn checkout(
     key: &PoolKey,
     connect_timeout: Duration,
 ) -> Result<Exchange, UpstreamError> {
-    if let Some((io, timer)) = pool.take(key) {
-        return Ok(Exchange::new(io, timer, true, Rc::downgrade(pool), key.clone()));
+    match pooled(pool, key) {
+        Some(exchange) => Ok(exchange),
+        None => connect_fresh(pool, connector, key, connect_timeout).await,
     }
-    connect_fresh(pool, connector, key, connect_timeout).await
+}
+
+/// An exchange on an idle pooled connection for `key`, if there is one: `checkout` without a
+/// future. The request path calls it first and awaits `connect_fresh` only when it finds none:
+/// the `checkout` future it awaited was built, polled and dropped on every request even though
+/// a pool hit never waits.
+pub fn pooled(pool: &Rc<Pool>, key: &PoolKey) -> Option<Exchange> {
+    let (io, timer) = pool.take(key)?;
+    Some(Exchange::new(io, timer, true, Rc::downgrade(pool), key.clone()))
 }
 
 /// Opens a fresh connection, bypassing the pool's idle ones (the retry after a stale pooled
