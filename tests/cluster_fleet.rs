@@ -65,12 +65,21 @@ fn cluster_scope_stats_count_the_requests_of_every_instance() {
     for _ in 0..2 {
         assert_eq!(b.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
     }
-    assert_eq!(
-        requests(&a, "/admin/stats/overview"),
-        Some(3),
-        "scope=instance stays this instance's"
+    // A request is recorded just after its answer is written, so the stats may lag the answer.
+    assert!(
+        eventually(Duration::from_secs(5), || requests(&a, "/admin/stats/overview")
+            == Some(3)),
+        "scope=instance stays this instance's: {:?}",
+        requests(&a, "/admin/stats/overview")
     );
-    assert_eq!(requests(&b, "/admin/stats/overview?scope=instance"), Some(2));
+    assert!(
+        eventually(Duration::from_secs(5), || requests(
+            &b,
+            "/admin/stats/overview?scope=instance"
+        ) == Some(2)),
+        "{:?}",
+        requests(&b, "/admin/stats/overview?scope=instance")
+    );
     for h in [&a, &b] {
         assert!(
             eventually(Duration::from_secs(5), || requests(
@@ -318,7 +327,12 @@ fn stats_ttl_0_publishes_nothing_and_scope_cluster_says_so() {
     let mock = start_mock();
     let a = Harness::gateway_only(conf(&redis, "", "stats_ttl_hours = 0"), &mock.base_url());
     assert_eq!(a.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
-    assert_eq!(requests(&a, "/admin/stats/overview"), Some(1));
+    assert!(
+        eventually(Duration::from_secs(5), || requests(&a, "/admin/stats/overview")
+            == Some(1)),
+        "{:?}",
+        requests(&a, "/admin/stats/overview")
+    );
     let r = admin(&a, "/admin/stats/overview?scope=cluster");
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("stats_ttl_hours"), "{}", r.text());
