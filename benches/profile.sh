@@ -170,7 +170,7 @@ case $WHAT in
     # to a file, `settle ROWS [wake]` also waits (up to 120 s) until sqlite3 counts ROWS rows in
     # the file; `wake` (before the counters are zeroed only) keeps the worker busy with
     # /health (no row, no rollup) meanwhile, so valgrind hands the writer the lock.
-    db_rows() { sqlite3 "$OUT/rotor.db" 'SELECT COUNT(*) FROM request_rows' 2>/dev/null || echo 0; }
+    db_rows() { sqlite3 "$OUT/rotor.db" 'SELECT ifnull(SUM(id - first + 1), 0) FROM request_batches' 2>/dev/null || echo 0; }
     settle() {
       [ "$LOG" = off ] && return 0
       sleep "${SETTLE:-4}"

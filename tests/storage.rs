@@ -61,8 +61,10 @@ fn chat_ok(h: &Harness) {
 fn rows_in_file(path: &Path) -> Option<i64> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
     let conn = rusqlite::Connection::open_with_flags(path, flags).ok()?;
-    conn.query_row("SELECT COUNT(*) FROM request_rows", [], |r| r.get(0))
-        .ok()
+    conn.query_row("SELECT ifnull(SUM(id - first + 1), 0) FROM request_batches", [], |r| {
+        r.get(0)
+    })
+    .ok()
 }
 
 /// Queue overflow with every write succeeding: the old `/health` flipped back to `ok` after

@@ -236,7 +236,7 @@ fn a_failing_storage_keeps_proxying_and_counts_drops() {
     let lock = rusqlite::Connection::open(&path).unwrap();
     lock.busy_timeout(Duration::from_secs(5)).unwrap();
     // Another writer holds the write lock (WAL allows one writer at a time).
-    lock.execute_batch("BEGIN IMMEDIATE; DELETE FROM request_rows WHERE 0;")
+    lock.execute_batch("BEGIN IMMEDIATE; DELETE FROM request_batches WHERE 0;")
         .unwrap();
     for _ in 0..5 {
         assert_eq!(

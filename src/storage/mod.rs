@@ -6,6 +6,7 @@
 //! Invariant: `PRAGMA user_version` = the number of migrations applied; a migration runs once,
 //! in order, inside a transaction, so a crash mid-migration leaves the previous version.
 
+mod batches;
 pub mod health;
 pub mod journal;
 pub mod keeper;
@@ -50,6 +51,8 @@ pub const MIGRATIONS: &[&str] = &[
     // 9: request rows of time, label (with the status) and blob, with no per-row checks (see
     // `requests`).
     requests::MIGRATION_LEAN,
+    // 10: a writer batch's request rows in one table row (see `batches`).
+    batches::MIGRATION,
 ];
 
 #[derive(Debug)]

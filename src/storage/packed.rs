@@ -368,8 +368,9 @@ mod lean_tests {
             conn.execute(insert, rusqlite::params![6, "", &buf[..len]]).unwrap();
         }
         drop(old);
-        let mut s = Storage::open(Some(&path)).unwrap();
-        let columns: Vec<String> = s
+        // Migration 9's table, before migration 10 moves its rows into batches.
+        let mut v9 = Storage::open_with(Some(&path), &MIGRATIONS[..=at]).unwrap();
+        let columns: Vec<String> = v9
             .conn()
             .prepare("SELECT name FROM pragma_table_info('request_rows')")
             .unwrap()
@@ -378,6 +379,8 @@ mod lean_tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(columns, ["id", "ts_ms", "labels", "numbers"]);
+        drop(v9);
+        let mut s = Storage::open(Some(&path)).unwrap();
         let page = requests::logs(&mut s, &LogFilter::default(), 10, 0).unwrap();
         let ids: Vec<_> = page.data.iter().map(|r| (r.id, r.ts, r.request_id.as_str())).collect();
         assert_eq!(ids, [(2, 6, "new-ü"), (1, 5, "old-1")]);
@@ -390,7 +393,7 @@ mod lean_tests {
 }
 
 #[cfg(test)]
-mod tests_support {
+pub(super) mod tests_support {
     /// The numbers both upgrade tests wrote in their old-schema row, read back.
     pub fn assert_sample_numbers(r: &crate::storage::requests::LogRow) {
         assert_eq!(

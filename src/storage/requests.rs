@@ -1,17 +1,18 @@
 //! Request rows in SQLite: batched inserts from the control thread, oldest-first pruning, and
 //! the query behind `/admin/logs` (stats come from `rollups`, never from these rows). A row is
-//! its time, a label id (`labels`: its text fields and status) and its other numbers and
-//! request id in one blob (`packed`): about 60 bytes on disk.
+//! its id, time, a label id (`labels`: its text fields and status) and its other numbers and
+//! request id in one blob (`packed`); since migration 10 a writer batch's rows share one table
+//! row (`batches`), and this module reads them back row by row.
 //! Invariant: every query's filters and grouping come from fixed lists or bound parameters,
-//! never from text spliced into SQL.
+//! never from text spliced into SQL; row ids are handed out in order and rows deleted oldest
+//! first only, so the log holds exactly the ids from its oldest to its newest.
 
-use std::sync::LazyLock;
-
-use rusqlite::{params_from_iter, types::Value};
+use ahash::AHashSet;
+use rusqlite::{params_from_iter, types::Value, OptionalExtension};
 use serde::Serialize;
 
 use super::labels::LabelCache;
-use super::{packed, Storage, StorageError};
+use super::{batches, packed, Storage, StorageError};
 use crate::usage::record::RequestRecord;
 
 /// Migration that creates the table (appended to `MIGRATIONS`).
@@ -133,11 +134,11 @@ pub const MIGRATION_LEAN: &str = "CREATE TABLE log_labels_lean (
     ALTER TABLE request_rows_lean RENAME TO request_rows;
     ALTER TABLE log_labels_lean RENAME TO log_labels;";
 
-const COLUMNS: &str = "r.id, r.ts_ms, l.client, l.endpoint, l.model, l.provider, l.upstream_model, \
-l.key, l.status, l.error, r.numbers";
-
-/// Writes `records` in one transaction.
+/// Writes `records` in one transaction, as one table row (`batches`).
 pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), StorageError> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let (conn, labels) = storage.conn_and_labels();
     let result = insert_in(conn, labels, records);
     if result.is_err() {
@@ -147,81 +148,45 @@ pub fn insert(storage: &mut Storage, records: &[RequestRecord]) -> Result<(), St
     result
 }
 
-/// Rows per `INSERT` statement: one statement step per 64 rows instead of per row; the rest of a
-/// batch goes in statements of 32, 16, 8, 4, 2 and 1 rows. So at most seven statements are ever
-/// prepared and each stays in the connection's cache: a remainder of 1-63 rows used to prepare
-/// a statement of its own size, again and again (SQL parsing showed in every batch's cost).
-/// Each is taken from the cache once per batch (returning one clears all its bindings).
-/// (64 rows against 32: 41 instructions a row less in `sqlite3_step`, callgrind, SQLite 3.40.)
-const STATEMENT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
-/// Values bound per row: ts_ms, labels, numbers (the status is part of the label, the request
-/// id rides in `numbers`; see `packed`).
-const ROW_COLUMNS: usize = 3;
-
-/// The `INSERT` text for each of `STATEMENT_ROWS`, built once (the cache looks statements up by
-/// their text).
-static INSERT_SQL: LazyLock<[String; 7]> = LazyLock::new(|| STATEMENT_ROWS.map(insert_sql));
-
-/// `INSERT OR FAIL INTO request_rows ... VALUES (?, ...), ...` for `rows` rows. `OR FAIL`, not
-/// the default `ABORT`: a multi-row statement that may abort keeps a statement journal, a copy
-/// of each page it touches, to undo its own rows (`subjournalPageIfRequired`, 158 instructions a
-/// row in `sqlite3_step` under callgrind, SQLite 3.40). Nothing here needs that undo: a failed
-/// statement fails `insert`, whose transaction then rolls back the whole batch.
-fn insert_sql(rows: usize) -> String {
-    let one = "(?, ?, ?)";
-    format!(
-        "INSERT OR FAIL INTO request_rows (ts_ms, labels, numbers) VALUES {}",
-        vec![one; rows].join(", ")
-    )
-}
-
 fn insert_in(
     conn: &mut rusqlite::Connection,
     labels: &mut LabelCache,
     records: &[RequestRecord],
 ) -> Result<(), StorageError> {
     let tx = conn.transaction()?;
-    let mut rest = records;
     let mut numbers = [0u8; packed::MAX_BYTES];
     let mut labels = labels.batch();
-    // Sizes halve, so past the 64-row statement each size fills at most once.
-    for (rows, sql) in STATEMENT_ROWS.iter().zip(INSERT_SQL.iter()) {
-        if rest.len() < *rows {
-            continue;
-        }
-        let mut stmt = tx.prepare_cached(sql)?;
-        while rest.len() >= *rows {
-            let (chunk, tail) = rest.split_at(*rows);
-            rest = tail;
-            let mut at = 1;
-            for r in chunk {
-                let label = labels.id(&tx, &r.text, r.status)?;
-                let len = packed::encode(
-                    &[
-                        u64::from(r.attempts),
-                        u64::from(r.stream),
-                        r.latency_ms,
-                        r.ttfb_ms,
-                        r.overhead_us,
-                        r.usage.prompt_tokens,
-                        r.usage.completion_tokens,
-                        r.usage.cached_tokens,
-                        r.usage.reasoning_tokens,
-                        u64::from(r.usage.partial),
-                        r.bytes_in,
-                        r.bytes_out,
-                    ],
-                    r.text.request_id().as_bytes(),
-                    &mut numbers,
-                );
-                stmt.raw_bind_parameter(at, r.ts_ms)?;
-                stmt.raw_bind_parameter(at + 1, label)?;
-                stmt.raw_bind_parameter(at + 2, numbers.get(..len).unwrap_or(&[]))?;
-                at += ROW_COLUMNS;
-            }
-            stmt.raw_execute()?;
-        }
+    let mut batch = batches::Builder::with_capacity(records.len());
+    for r in records {
+        let label = labels.id(&tx, &r.text, r.status)?;
+        let len = packed::encode(
+            &[
+                u64::from(r.attempts),
+                u64::from(r.stream),
+                r.latency_ms,
+                r.ttfb_ms,
+                r.overhead_us,
+                r.usage.prompt_tokens,
+                r.usage.completion_tokens,
+                r.usage.cached_tokens,
+                r.usage.reasoning_tokens,
+                u64::from(r.usage.partial),
+                r.bytes_in,
+                r.bytes_out,
+            ],
+            r.text.request_id().as_bytes(),
+            &mut numbers,
+        );
+        batch.push(r.ts_ms, label, numbers.get(..len).unwrap_or(&[]));
     }
+    // Ids go on from the newest row (from 1 in an empty log, as SQLite's row ids did).
+    let newest: Option<i64> = tx
+        .prepare_cached("SELECT MAX(id) FROM request_batches")?
+        .query_row([], |r| r.get(0))?;
+    let first = newest.unwrap_or(0) + 1;
+    let last = first + batch.len() as i64 - 1;
+    tx.prepare_cached("INSERT INTO request_batches (id, first, rows) VALUES (?1, ?2, ?3)")?
+        .execute(rusqlite::params![last, first, batch.blob()])?;
     tx.commit()?;
     Ok(())
 }
@@ -230,12 +195,13 @@ fn insert_in(
 /// oldest first (a prefix of ids) and ids are handed out in order, so the log holds exactly
 /// `newest - oldest + 1` rows: counting them costs two index lookups, not a scan. (Two
 /// subqueries: SQLite answers a lone `MIN` or `MAX` from the index, but `SELECT MIN(id),
-/// MAX(id)` scans the whole table, which cost the log writer 47 k instructions per request at
-/// a few thousand rows.)
+/// MAX(id)` scans the whole table.) The oldest batch's `first` is the oldest id.
 pub fn id_span(storage: &mut Storage) -> Result<Option<(i64, i64)>, StorageError> {
     let span: (Option<i64>, Option<i64>) = storage
         .conn()
-        .prepare_cached("SELECT (SELECT MIN(id) FROM request_rows), (SELECT MAX(id) FROM request_rows)")?
+        .prepare_cached(
+            "SELECT (SELECT first FROM request_batches ORDER BY id LIMIT 1), (SELECT MAX(id) FROM request_batches)",
+        )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(match span {
         (Some(a), Some(b)) => Some((a, b)),
@@ -248,13 +214,43 @@ pub fn row_count(storage: &mut Storage) -> Result<u64, StorageError> {
     Ok(id_span(storage)?.map_or(0, |(a, b)| (b - a + 1).max(0) as u64))
 }
 
-/// Deletes the `n` oldest rows; returns how many went.
+/// Deletes the `n` oldest rows; returns how many went. Whole batches go; the batch that
+/// holds the new oldest row keeps it and those after it (its `first` moves up).
 pub fn prune_oldest(storage: &mut Storage, n: u64) -> Result<usize, StorageError> {
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
-    Ok(storage.conn().execute(
-        "DELETE FROM request_rows WHERE id < (SELECT MIN(id) FROM request_rows) + ?1",
-        [n],
-    )?)
+    let Some((oldest, newest)) = id_span(storage)? else {
+        return Ok(0);
+    };
+    let n = i64::try_from(n).unwrap_or(i64::MAX).min(newest - oldest + 1);
+    if n <= 0 {
+        return Ok(0);
+    }
+    delete_before(storage, oldest + n)?;
+    Ok(n as usize)
+}
+
+/// Deletes every row whose id is below `keep` (the oldest rows; `keep` is at most the newest
+/// id + 1). Whole batches go; the batch left holding rows on both sides of `keep` is written
+/// again without the older ones, so their bytes go too (at most one batch per prune).
+fn delete_before(storage: &mut Storage, keep: i64) -> Result<(), StorageError> {
+    let tx = storage.conn().transaction()?;
+    tx.prepare_cached("DELETE FROM request_batches WHERE id < ?1")?
+        .execute([keep])?;
+    let split: Option<(i64, i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT id, first, rows FROM request_batches ORDER BY id LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+        .filter(|(_, first, _)| *first < keep);
+    if let Some((last, _, blob)) = split {
+        let kept = batches::records(last, keep, &blob);
+        let mut rest = batches::Builder::with_capacity(kept.len());
+        for r in &kept {
+            rest.push(r.ts_ms, r.label, r.numbers);
+        }
+        tx.prepare_cached("UPDATE request_batches SET first = ?1, rows = ?2 WHERE id = ?3")?
+            .execute(rusqlite::params![keep, rest.blob(), last])?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Deletes, oldest first, the rows that arrived before `cutoff_ms`: the oldest rows up to the
@@ -262,40 +258,44 @@ pub fn prune_oldest(storage: &mut Storage, n: u64) -> Result<usize, StorageError
 /// again while it deletes). So `id_span` stays exact, and the in-memory ring (`memlog`) prunes
 /// by the same rule. A row written after a newer one (a long request ends after a short one
 /// that arrived later) goes when the rows before it have gone: minutes late on a scale of days.
-/// The rows are read lazily, oldest first, so with nothing expired the step reads one row: it
-/// used to read all `step` rows (up to 10,000) once a minute, 1.8 M instructions whenever that
-/// minute fell into a callgrind run (the log writer's `Keeper::bound` varied 0.6 M-3.0 M).
+/// The batches are read lazily, oldest first, so with nothing expired the step reads one.
 pub fn prune_before(storage: &mut Storage, cutoff_ms: i64, step: u64) -> Result<usize, StorageError> {
-    let step = i64::try_from(step).unwrap_or(i64::MAX);
-    let conn = storage.conn();
+    let mut left = step;
     let mut newest_expired = None;
     {
-        let mut oldest = conn.prepare_cached("SELECT id, ts_ms FROM request_rows ORDER BY id LIMIT ?1")?;
-        let mut rows = oldest.query([step])?;
-        while let Some(row) = rows.next()? {
-            if row.get::<_, i64>(1)? >= cutoff_ms {
-                break;
+        let mut oldest = storage
+            .conn()
+            .prepare_cached("SELECT id, first, rows FROM request_batches ORDER BY id")?;
+        let mut rows = oldest.query([])?;
+        'batches: while let Some(row) = rows.next()? {
+            let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
+            for record in batches::records(row.get(0)?, row.get(1)?, blob) {
+                if left == 0 || record.ts_ms >= cutoff_ms {
+                    break 'batches;
+                }
+                left -= 1;
+                newest_expired = Some(record.id);
             }
-            newest_expired = Some(row.get::<_, i64>(0)?);
         }
     }
     let Some(newest_expired) = newest_expired else {
         return Ok(0);
     };
-    Ok(conn
-        .prepare_cached("DELETE FROM request_rows WHERE id <= ?1")?
-        .execute([newest_expired])?)
+    let oldest = id_span(storage)?.map_or(newest_expired, |(a, _)| a);
+    delete_before(storage, newest_expired + 1)?;
+    Ok((newest_expired - oldest + 1).max(0) as usize)
 }
 
 /// Deletes every row (and the labels with them); returns how many rows went.
 pub fn clear(storage: &mut Storage) -> Result<usize, StorageError> {
+    let n = row_count(storage)?;
     let (conn, labels) = storage.conn_and_labels();
     labels.clear();
     let tx = conn.transaction()?;
-    let n = tx.execute("DELETE FROM request_rows", [])?;
+    tx.execute("DELETE FROM request_batches", [])?;
     tx.execute("DELETE FROM log_labels", [])?;
     tx.commit()?;
-    Ok(n)
+    Ok(n as usize)
 }
 
 /// Labels no row refers to any more are deleted once there are more than `max` of them (a
@@ -310,10 +310,29 @@ pub fn prune_labels(storage: &mut Storage, max: u64) -> Result<usize, StorageErr
     }
     let (conn, labels) = storage.conn_and_labels();
     labels.clear();
-    Ok(conn.execute(
-        "DELETE FROM log_labels WHERE id NOT IN (SELECT DISTINCT labels FROM request_rows)",
-        [],
-    )?)
+    let tx = conn.transaction()?;
+    let mut used = AHashSet::new();
+    {
+        let mut stmt = tx.prepare("SELECT id, first, rows FROM request_batches")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
+            used.extend(batches::records(row.get(0)?, row.get(1)?, blob).iter().map(|r| r.label));
+        }
+    }
+    let unused: Vec<i64> = tx
+        .prepare("SELECT id FROM log_labels")?
+        .query_map([], |r| r.get(0))?
+        .filter(|id| id.as_ref().map_or(true, |id| !used.contains(id)))
+        .collect::<Result<_, _>>()?;
+    {
+        let mut delete = tx.prepare("DELETE FROM log_labels WHERE id = ?1")?;
+        for id in &unused {
+            delete.execute([id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(unused.len())
 }
 
 /// Filters of `GET /admin/logs` (all optional; times in Unix ms).
@@ -328,7 +347,8 @@ pub struct LogFilter {
 }
 
 impl LogFilter {
-    fn clause(&self) -> (String, Vec<Value>) {
+    /// The `WHERE` clause on the label table (`l`) and its values.
+    fn label_clause(&self) -> (String, Vec<Value>) {
         let mut parts = Vec::new();
         let mut values = Vec::new();
         let mut add = |sql: &str, v: Value| {
@@ -347,18 +367,25 @@ impl LogFilter {
         if let Some(s) = self.status {
             add("l.status = ?", Value::Integer(s));
         }
-        if let Some(t) = self.since_ms {
-            add("r.ts_ms >= ?", Value::Integer(t));
-        }
-        if let Some(t) = self.until_ms {
-            add("r.ts_ms < ?", Value::Integer(t));
-        }
         let clause = if parts.is_empty() {
             String::new()
         } else {
             format!(" WHERE {}", parts.join(" AND "))
         };
         (clause, values)
+    }
+
+    fn any(&self) -> bool {
+        self.model.is_some()
+            || self.client.is_some()
+            || self.provider.is_some()
+            || self.status.is_some()
+            || self.since_ms.is_some()
+            || self.until_ms.is_some()
+    }
+
+    fn admits_time(&self, ts_ms: i64) -> bool {
+        self.since_ms.is_none_or(|t| ts_ms >= t) && self.until_ms.is_none_or(|t| ts_ms < t)
     }
 }
 
@@ -395,58 +422,87 @@ pub struct LogPage {
     pub data: Vec<LogRow>,
 }
 
-/// Newest first. The rows drive the join (`CROSS JOIN` keeps SQLite from making the small
-/// label table the outer loop: rows have no index on their label id).
+/// Newest first. A row shows when its label exists and passes the label filters (the set of
+/// such label ids comes from `log_labels`) and its time passes the time filters; a row whose
+/// label is missing stays out, as the join of old did. With no filter the total is the id
+/// span and the scan stops at the page's end; with one, every row is read to count them.
 pub fn logs(storage: &mut Storage, filter: &LogFilter, limit: i64, offset: i64) -> Result<LogPage, StorageError> {
-    let (clause, mut values) = filter.clause();
-    let total = if clause.is_empty() {
-        i64::try_from(row_count(storage)?).unwrap_or(i64::MAX)
+    let (clause, values) = filter.label_clause();
+    let shown: AHashSet<i64> = storage
+        .conn()
+        .prepare(&format!("SELECT l.id FROM log_labels l{clause}"))?
+        .query_map(params_from_iter(values.iter()), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let limit = usize::try_from(limit.clamp(1, 1000)).unwrap_or(1);
+    let offset = usize::try_from(offset.max(0)).unwrap_or(usize::MAX);
+    let counted = filter.any();
+    let mut matched = 0usize;
+    let mut page = Vec::new();
+    {
+        let mut stmt = storage
+            .conn()
+            .prepare_cached("SELECT id, first, rows FROM request_batches ORDER BY id DESC")?;
+        let mut rows = stmt.query([])?;
+        'batches: while let Some(row) = rows.next()? {
+            let blob = row.get_ref(2)?.as_blob().unwrap_or(&[]);
+            for record in batches::records(row.get(0)?, row.get(1)?, blob).iter().rev() {
+                if !shown.contains(&record.label) || !filter.admits_time(record.ts_ms) {
+                    continue;
+                }
+                if matched >= offset && page.len() < limit {
+                    page.push((record.id, record.ts_ms, record.label, record.numbers.to_vec()));
+                }
+                matched += 1;
+                if !counted && page.len() >= limit {
+                    break 'batches;
+                }
+            }
+        }
+    }
+    let total = if counted {
+        i64::try_from(matched).unwrap_or(i64::MAX)
     } else {
-        storage.conn().query_row(
-            &format!("SELECT COUNT(*) FROM request_rows r CROSS JOIN log_labels l ON l.id = r.labels{clause}"),
-            params_from_iter(values.iter()),
-            |r| r.get(0),
-        )?
+        i64::try_from(row_count(storage)?).unwrap_or(i64::MAX)
     };
-    values.push(Value::Integer(limit.clamp(1, 1000)));
-    values.push(Value::Integer(offset.max(0)));
     let conn = storage.conn();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM request_rows r CROSS JOIN log_labels l ON l.id = r.labels{clause} \
-         ORDER BY r.id DESC LIMIT ? OFFSET ?"
-    ))?;
-    let rows = stmt.query_map(params_from_iter(values.iter()), |r| {
+    let mut label = conn.prepare_cached(
+        "SELECT client, endpoint, model, provider, upstream_model, key, status, error FROM log_labels WHERE id = ?1",
+    )?;
+    let mut data = Vec::with_capacity(page.len());
+    for (id, ts, label_id, numbers) in page {
         // Since migration 9 every row's request id is in its blob (`packed`).
-        let (numbers, request_id) = packed::decode(r.get_ref(10)?.as_blob()?);
+        let (numbers, request_id) = packed::decode(&numbers);
         let [attempts, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_partial, bytes_in, bytes_out] =
             numbers;
-        Ok(LogRow {
-            id: r.get(0)?,
-            ts: r.get(1)?,
-            request_id: String::from_utf8_lossy(request_id.unwrap_or(&[])).into_owned(),
-            client: r.get(2)?,
-            endpoint: r.get(3)?,
-            model: r.get(4)?,
-            provider: r.get(5)?,
-            upstream_model: r.get(6)?,
-            key: r.get(7)?,
-            status: r.get(8)?,
-            error: r.get(9)?,
-            attempts,
-            stream: stream != 0,
-            latency_ms,
-            ttfb_ms,
-            overhead_us,
-            prompt_tokens,
-            completion_tokens,
-            cached_tokens,
-            reasoning_tokens,
-            usage_partial: usage_partial != 0,
-            bytes_in,
-            bytes_out,
-        })
-    })?;
-    let data = rows.collect::<Result<Vec<_>, _>>()?;
+        let row = label.query_row([label_id], |l| {
+            Ok(LogRow {
+                id,
+                ts,
+                request_id: String::from_utf8_lossy(request_id.unwrap_or(&[])).into_owned(),
+                client: l.get(0)?,
+                endpoint: l.get(1)?,
+                model: l.get(2)?,
+                provider: l.get(3)?,
+                upstream_model: l.get(4)?,
+                key: l.get(5)?,
+                status: l.get(6)?,
+                error: l.get(7)?,
+                attempts,
+                stream: stream != 0,
+                latency_ms,
+                ttfb_ms,
+                overhead_us,
+                prompt_tokens,
+                completion_tokens,
+                cached_tokens,
+                reasoning_tokens,
+                usage_partial: usage_partial != 0,
+                bytes_in,
+                bytes_out,
+            })
+        })?;
+        data.push(row);
+    }
     Ok(LogPage { total, data })
 }
 

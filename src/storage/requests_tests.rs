@@ -31,7 +31,7 @@ fn batches_of_any_size_insert_every_row_in_order_and_the_span_counts_them() {
     let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
     assert_eq!(id_span(&mut s).unwrap(), None);
     let mut next = 0;
-    // Sizes that use every statement (64 down to 1) and a full chunk plus remainders.
+    // Batches of one row, of a few, and of more than one label cache round.
     for size in [1, 2, 3, 31, 32, 33, 63, 64, 65, 127, 200] {
         let batch: Vec<_> = (next..next + size).map(|i| record(i, "m", 200, i as u64)).collect();
         insert(&mut s, &batch).unwrap();
@@ -154,21 +154,140 @@ fn a_batch_that_fails_part_way_leaves_none_of_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
     insert(&mut s, &[record(1, "m", 200, 1)]).unwrap();
-    // The row stamped 70 in the next batch fails inside the second statement (64 + 8 + 4 + 2 rows):
-    // `OR FAIL` keeps the rows before it in that statement, the transaction must not.
+    // The next batch fails when its rows are written, after it added a label for its new model:
+    // the transaction must take the label back with the rows.
     s.conn()
         .execute_batch(
-            "CREATE TRIGGER no_70 BEFORE INSERT ON request_rows WHEN NEW.ts_ms = 70 \
-             BEGIN SELECT RAISE(FAIL, 'row 70'); END;",
+            "CREATE TRIGGER no_batch BEFORE INSERT ON request_batches WHEN NEW.id > 1 \
+             BEGIN SELECT RAISE(FAIL, 'no batch'); END;",
         )
         .unwrap();
     let batch: Vec<_> = (2..80).map(|ts| record(ts, "new-model", 200, 1)).collect();
     assert!(insert(&mut s, &batch).is_err());
     assert_eq!(row_count(&mut s).unwrap(), 1, "no row of the failed batch");
-    s.conn().execute_batch("DROP TRIGGER no_70;").unwrap();
+    let labels: i64 = s
+        .conn()
+        .query_row("SELECT COUNT(*) FROM log_labels", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(labels, 1, "the failed batch's label went with it");
+    s.conn().execute_batch("DROP TRIGGER no_batch;").unwrap();
     // The label the failed batch added was rolled back with it: the next batch adds it again.
     insert(&mut s, &batch).unwrap();
     let page = logs(&mut s, &LogFilter::default(), 1000, 0).unwrap();
     assert_eq!(page.total, 79);
     assert!(page.data.iter().take(78).all(|r| r.model == "new-model"));
+    assert_eq!(id_span(&mut s).unwrap(), Some((1, 79)), "ids go on from the newest row");
+}
+
+#[test]
+fn a_prune_inside_a_batch_keeps_the_exact_rows_and_gives_back_the_bytes_of_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
+    let batch: Vec<_> = (0..5).map(|ts| record(ts, "m", 200, ts as u64)).collect();
+    insert(&mut s, &batch).unwrap();
+    insert(&mut s, &batch).unwrap();
+    let bytes = |s: &mut Storage| -> Vec<i64> {
+        s.conn()
+            .prepare("SELECT length(rows) FROM request_batches ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = bytes(&mut s);
+    assert_eq!(prune_oldest(&mut s, 7).unwrap(), 7);
+    assert_eq!(id_span(&mut s).unwrap(), Some((8, 10)));
+    let after = bytes(&mut s);
+    assert_eq!(after.len(), 1, "the first batch went whole");
+    assert!(
+        after[0] < before[1],
+        "{after:?} {before:?}: the pruned rows' bytes went"
+    );
+    let page = logs(&mut s, &LogFilter::default(), 10, 0).unwrap();
+    let rows: Vec<_> = page.data.iter().map(|r| (r.id, r.ts, r.prompt_tokens)).collect();
+    assert_eq!(rows, [(10, 4, 4), (9, 3, 3), (8, 2, 2)]);
+    assert_eq!(page.total, 3);
+    assert_eq!(
+        prune_before(&mut s, 4, 100).unwrap(),
+        2,
+        "the expired rows of the kept batch"
+    );
+    assert_eq!(id_span(&mut s).unwrap(), Some((10, 10)));
+    let paged = logs(&mut s, &LogFilter::default(), 1, 1).unwrap();
+    assert_eq!((paged.total, paged.data.len()), (1, 0), "paged past the end");
+    assert_eq!(prune_oldest(&mut s, 5).unwrap(), 1, "no more than there are");
+    assert_eq!(id_span(&mut s).unwrap(), None);
+}
+
+#[test]
+fn pages_across_batches_answer_as_a_row_by_row_scan_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Storage::open(Some(&dir.path().join("r.db"))).unwrap();
+    // (id, ts, model, status) of every row, written in batches of 1 to 7 rows.
+    let mut rows = Vec::new();
+    let mut id = 0;
+    for size in [3, 1, 7, 2, 5, 4, 6] {
+        let batch: Vec<_> = (0..size)
+            .map(|i| {
+                id += 1;
+                let (ts, model, status) = (
+                    (id * 37) % 50,
+                    ["a", "b", "c"][id as usize % 3],
+                    [200, 429][id as usize % 2],
+                );
+                rows.push((id, ts, model, status));
+                record(ts, model, status, i)
+            })
+            .collect();
+        insert(&mut s, &batch).unwrap();
+    }
+    assert_eq!(prune_oldest(&mut s, 2).unwrap(), 2);
+    rows.drain(..2);
+    let filters = [
+        LogFilter::default(),
+        LogFilter {
+            model: Some("b".into()),
+            ..Default::default()
+        },
+        LogFilter {
+            status: Some(429),
+            since_ms: Some(10),
+            ..Default::default()
+        },
+        LogFilter {
+            until_ms: Some(25),
+            model: Some("a".into()),
+            ..Default::default()
+        },
+        LogFilter {
+            model: Some("none".into()),
+            ..Default::default()
+        },
+    ];
+    for filter in &filters {
+        let wanted: Vec<i64> = rows
+            .iter()
+            .rev()
+            .filter(|(_, ts, model, status)| {
+                filter.model.as_deref().is_none_or(|m| m == *model)
+                    && filter.status.is_none_or(|st| st == i64::from(*status))
+                    && filter.since_ms.is_none_or(|t| *ts >= t)
+                    && filter.until_ms.is_none_or(|t| *ts < t)
+            })
+            .map(|r| r.0)
+            .collect();
+        for (limit, offset) in [(1, 0), (3, 2), (4, 5), (100, 0), (2, 40)] {
+            let page = logs(&mut s, filter, limit, offset).unwrap();
+            assert_eq!(page.total as usize, wanted.len(), "{filter:?}");
+            let ids: Vec<i64> = page.data.iter().map(|r| r.id).collect();
+            let expected: Vec<i64> = wanted
+                .iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .copied()
+                .collect();
+            assert_eq!(ids, expected, "{filter:?} limit {limit} offset {offset}");
+        }
+    }
 }
