@@ -15,6 +15,7 @@ mod labels;
 pub mod memlog;
 mod packed;
 pub mod pins;
+mod request_migrations;
 pub mod requests;
 pub mod rollups;
 pub mod windows;
@@ -35,11 +36,11 @@ pub const MIGRATIONS: &[&str] = &[
         buckets BLOB NOT NULL
     ) STRICT;",
     // 2: request records (see `requests`).
-    requests::MIGRATION,
+    request_migrations::MIGRATION,
     // 3: stats rollups, seeded from the request records (see `rollups`).
     rollups::MIGRATION,
     // 4: compact request rows with shared labels, no secondary index (see `requests`).
-    requests::MIGRATION_COMPACT,
+    request_migrations::MIGRATION_COMPACT,
     // 5: the runtime key pool (see `keys`).
     keys::MIGRATION,
     // 6: account-scoped object ids pinned to their creating key (see `pins`).
@@ -50,7 +51,7 @@ pub const MIGRATIONS: &[&str] = &[
     packed::MIGRATION_ID_IN_BLOB,
     // 9: request rows of time, label (with the status) and blob, with no per-row checks (see
     // `requests`).
-    requests::MIGRATION_LEAN,
+    request_migrations::MIGRATION_LEAN,
     // 10: a writer batch's request rows in one table row (see `batches`).
     batches::MIGRATION,
 ];

@@ -2,9 +2,9 @@
 //! bytes), packed into one BLOB column, `numbers`, so a row insert binds few values and SQLite
 //! builds a small record (issue 18: the log writer's cost per row was mostly binding and record
 //! building, one step per column). Since migration 8 the row's request id (never filtered on)
-//! follows the numbers in the same blob; since migration 9 (`requests::MIGRATION_LEAN`) every
-//! row's does, and the row has no request id column. Filtered columns (`ts_ms`, `labels`) stay
-//! columns.
+//! follows the numbers in the same blob; since migration 9
+//! (`request_migrations::MIGRATION_LEAN`) every row's does, and the row has no request id
+//! column. Filtered columns (`ts_ms`, `labels`) stay columns.
 //! Invariant: `decode` reads every format `encode` or a migration ever wrote (the first byte
 //! says which), and never fails: a short or unknown blob reads as zeros past its end.
 
@@ -18,10 +18,11 @@ const FIXED: u8 = 0;
 /// request id is in its own column.
 const VARINT: u8 = 1;
 /// Written by `encode`: the numbers as in `VARINT`, then the request id's bytes to the end.
-/// (`requests::MIGRATION_LEAN` turned every `VARINT` row into this by appending its id column.)
+/// (`request_migrations::MIGRATION_LEAN` turned every `VARINT` row into this by appending its
+/// id column.)
 const VARINT_ID: u8 = 2;
-/// Written by `requests::MIGRATION_LEAN` from `FIXED` rows: the numbers as in `FIXED`, then the request
-/// id's bytes to the end.
+/// Written by `request_migrations::MIGRATION_LEAN` from `FIXED` rows: the numbers as in
+/// `FIXED`, then the request id's bytes to the end.
 const FIXED_ID: u8 = 3;
 /// The longest blob `encode` writes: a format byte, 10 bytes per number at most and the
 /// request id (cut to `MAX_FIELD_BYTES` when the record was built).
@@ -338,7 +339,7 @@ mod upgrade_tests {
 #[cfg(test)]
 mod lean_tests {
     use crate::storage::requests::{self, LogFilter};
-    use crate::storage::{Storage, MIGRATIONS};
+    use crate::storage::{request_migrations, Storage, MIGRATIONS};
 
     /// Rows of every earlier format (written at schema 8: a `VARINT` row with its id in the
     /// column, a `VARINT_ID` row with '' there) read the same after migration 9, which drops
@@ -347,7 +348,10 @@ mod lean_tests {
     fn rows_of_schema_8_keep_their_request_ids_through_migration_9() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v8.db");
-        let at = MIGRATIONS.iter().position(|m| *m == requests::MIGRATION_LEAN).unwrap();
+        let at = MIGRATIONS
+            .iter()
+            .position(|m| *m == request_migrations::MIGRATION_LEAN)
+            .unwrap();
         assert_eq!(at, 8);
         let mut old = Storage::open_with(Some(&path), &MIGRATIONS[..at]).unwrap();
         let numbers = [2, 1, 850, 120, 35, 10, 20, 3, 4, 1, 900, 9_000_000_000];
