@@ -247,6 +247,19 @@ impl Headers {
         self.spans.iter().map(|s| (s.field, field(&self.head, s)))
     }
 
+    /// [`Headers::tagged`] without the fields whose tag `skip` holds for, passed over before
+    /// their bytes are sliced: an upstream request forwards few of the client's fields, and
+    /// slicing each first cost ~20 instructions.
+    pub(crate) fn tagged_except<'a>(
+        &'a self,
+        skip: impl Fn(Field) -> bool + 'a,
+    ) -> impl Iterator<Item = (Option<Field>, Header<'a>)> + 'a {
+        self.spans
+            .iter()
+            .filter(move |s| !s.field.is_some_and(&skip))
+            .map(|s| (s.field, field(&self.head, s)))
+    }
+
     /// [`Headers::tagged`] with each name as text, for writing it into an answer's head: not
     /// checked again (`from_utf8` on every name cost ~70 instructions each, issue 18).
     pub fn tagged_text(&self) -> impl Iterator<Item = (Option<Field>, &str, &[u8])> + '_ {

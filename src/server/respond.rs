@@ -98,6 +98,19 @@ impl<'a> Responder<'a> {
         }
     }
 
+    /// The answer's write buffer, lent while nothing was written to the client: the upstream
+    /// request is built and sent from it (one buffer per request, where the request's own was
+    /// an allocation and a free, ~90 instructions). Emptied when it comes back, so no byte
+    /// written into it while lent ever reaches the client. Once an answer started (never, on
+    /// the proxy's path), a buffer of its own is lent instead.
+    pub fn lend(&mut self) -> Lent<'_> {
+        if self.state == State::Fresh && self.out.is_empty() {
+            Lent::Answer(&mut self.out)
+        } else {
+            Lent::Own(BytesMut::new())
+        }
+    }
+
     /// Asks for the connection to close after this response (`Connection: close` is sent if the
     /// head has not gone yet).
     pub fn close_after(&mut self) {
@@ -295,6 +308,38 @@ impl<'a> Responder<'a> {
                 Err(e)
             }
         }
+    }
+}
+
+/// What [`Responder::lend`] lends: the answer's buffer, or one of its own.
+pub enum Lent<'r> {
+    Answer(&'r mut BytesMut),
+    Own(BytesMut),
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = BytesMut;
+
+    fn deref(&self) -> &BytesMut {
+        match self {
+            Lent::Answer(buf) => buf,
+            Lent::Own(buf) => buf,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Lent<'_> {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        match self {
+            Lent::Answer(buf) => buf,
+            Lent::Own(buf) => buf,
+        }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
