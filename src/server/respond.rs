@@ -337,9 +337,18 @@ impl std::ops::DerefMut for Lent<'_> {
     }
 }
 
+/// A lent buffer grown past this (a large request body sent from it) is not kept for the
+/// answer: a long stream would hold it to its end, where the request's own buffer was freed
+/// once sent. The same bound as the worker's kept buffers (`spare`).
+const KEEP_LENT: usize = 16 * 1024;
+
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        self.clear();
+        if self.capacity() > KEEP_LENT {
+            **self = BytesMut::new();
+        } else {
+            self.clear();
+        }
     }
 }
 
@@ -372,4 +381,19 @@ async fn write_error_into(io: &mut TcpStream, out: &mut BytesMut, status: u16, r
 /// the OpenAI wire module (one writer for every place rotor speaks OpenAI errors).
 pub fn error_body(message: &str, kind: &str) -> Vec<u8> {
     crate::providers::openai::error_body(message, kind).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lent buffer comes back empty, and without a large request's allocation.
+    #[test]
+    fn a_lent_buffer_comes_back_empty_and_small() {
+        let mut out = BytesMut::with_capacity(1024);
+        Lent::Answer(&mut out).extend_from_slice(b"POST / HTTP/1.1\r\n\r\n");
+        assert!(out.is_empty() && out.capacity() >= 1024, "kept for the answer");
+        Lent::Answer(&mut out).extend_from_slice(&vec![b'x'; KEEP_LENT + 1]);
+        assert_eq!(out.capacity(), 0, "a large request's buffer is freed");
+    }
 }
