@@ -10,7 +10,7 @@ pub mod depth;
 pub mod encode;
 pub mod field_index;
 mod fields;
-mod fill;
+pub(crate) mod fill;
 pub mod head;
 mod headers;
 pub mod json;

@@ -98,7 +98,8 @@ pub(super) async fn try_key(
         // A plain secret (every key but a minted credential's) is sent by `send` itself: the
         // answer (exchange and head, 304 bytes) then crosses one future less on its way here.
         None => match plain_secret(&ctx.generation, provider, key.index) {
-            Some(auth) => send(core, ctx, job.req, target, auth).await,
+            // Sent from the answer's buffer, lent while nothing was written to the client.
+            Some(auth) => send(core, ctx, job.req, target, auth, &mut res.lend()).await,
             // Boxed: the rare credential path's states stay out of every attempt's future.
             None => Box::pin(send_authenticated(core, ctx, job.req, target, key.index)).await,
         },

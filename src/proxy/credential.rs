@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use super::forward::Target;
 use super::headers::Auth;
 use super::send::{discard, send};
@@ -131,7 +133,8 @@ pub(super) async fn send_authenticated(
     let mut refused = None;
     loop {
         let credential = credential(core, ctx, provider, key, refused).await?;
-        let (exchange, head) = send(core, ctx, req, target, credential.auth()).await?;
+        // A buffer of its own: the rare credential path is not lent the answer's.
+        let (exchange, head) = send(core, ctx, req, target, credential.auth(), &mut BytesMut::new()).await?;
         let (Credential::Token(token), Some(cell)) = (&credential, ctx.generation.tokens.get(provider.index, key))
         else {
             return Ok((exchange, head));

@@ -234,7 +234,7 @@ impl Via<'_> {
         let pool_key = PoolKey::for_base(&base, connector.tls_id);
         let mut exchange = self.checkout(&pool_key).await?;
         loop {
-            let result = match exchange.send(head.clone(), &Bytes::new()).await {
+            let result = match exchange.send(&mut head.clone(), &Bytes::new()).await {
                 Ok(()) => exchange.read_head(upstream_config.first_byte_timeout, false).await,
                 Err(e) => Err(e),
             };

@@ -6,7 +6,10 @@
 use crate::codec::Field;
 use bytes::{BufMut, BytesMut};
 
-use crate::codec::encode::{put_request_field, put_request_header as put_header, put_target, UnsafeHead};
+use crate::codec::encode::{
+    check_request_field, check_request_header, put_request_header as put_header, put_target, UnsafeHead,
+};
+use crate::codec::fill::Fill;
 use crate::codec::head::{Header, RequestHead};
 use crate::config::Provider;
 use crate::providers::prepared::ProviderHead;
@@ -106,14 +109,19 @@ pub struct Auth<'a> {
     pub post: Option<&'a [u8]>,
 }
 
-/// Writes the upstream request head: request line, Host, the pool key in the provider's way,
-/// the adapter's own header (`extra`, replacing a client's of that name), Content-Length, the
-/// client's end-to-end headers, then the provider's configured headers.
+/// Writes the upstream request head into `out`, behind what it holds: request line, Host, the
+/// pool key in the provider's way, the adapter's own header (`extra`, replacing a client's of
+/// that name), Content-Length, the client's end-to-end headers, then the provider's configured
+/// headers. `out` is the answer's write buffer, lent before anything is written to the client
+/// (`Responder::lend`): the request goes out of it, so no buffer is allocated and freed for it.
 /// Every piece goes through the checked writers, so a CR, LF or NUL anywhere (a model name in
-/// the path, a header value) refuses the whole head instead of splitting the request. The
-/// constant parts come from `prepared` (written by the same writers once per generation) when
-/// given, and the key's lines from `auth`; the bytes are the same either way.
+/// the path, a header value) refuses the whole head, and `out` is left as it was, instead of
+/// splitting the request. The constant parts come from `prepared` (written by the same writers
+/// once per generation) when given, and the key's lines from `auth`; the bytes are the same
+/// either way.
+#[allow(clippy::too_many_arguments)]
 pub fn upstream_request_head(
+    out: &mut BytesMut,
     head: &RequestHead,
     provider: &Provider,
     prepared: Option<&ProviderHead>,
@@ -121,46 +129,80 @@ pub fn upstream_request_head(
     upstream_path: &str,
     body_len: usize,
     extra: Option<(&str, &str)>,
-) -> Result<BytesMut, UnsafeHead> {
-    // Room for a body `Exchange::send` copies behind the head: one allocation, not a second
+) -> Result<(), UnsafeHead> {
+    let kept = out.len();
+    let written = write_head(out, head, provider, prepared, auth, upstream_path, body_len, extra);
+    if written.is_err() {
+        out.truncate(kept);
+    }
+    written
+}
+
+/// The longest `content-length: N` CRLF.
+const LENGTH_LINE: usize = 16 + 20 + 2;
+
+#[allow(clippy::too_many_arguments)]
+fn write_head(
+    out: &mut BytesMut,
+    head: &RequestHead,
+    provider: &Provider,
+    prepared: Option<&ProviderHead>,
+    auth: Auth<'_>,
+    upstream_path: &str,
+    body_len: usize,
+    extra: Option<(&str, &str)>,
+) -> Result<(), UnsafeHead> {
+    // Room for a body `Exchange::send` copies behind the head: one reservation, not a second
     // one when the body is appended.
     let coalesced = if body_len <= crate::upstream::COALESCE_BODY_BYTES {
         body_len
     } else {
         0
     };
-    let mut out = BytesMut::with_capacity(512 + coalesced);
     match (prepared, auth.post) {
         // A POST to the prepared path with no query: request line, host and key in one copy.
         (Some(prepared), Some(post))
             if prepared.post_path == Some(upstream_path) && head.method_raw() == b"POST" && head.query().is_none() =>
         {
-            out.put_slice(post)
+            out.reserve(post.len() + 512 + coalesced);
+            let mut fill = Fill::new(out, post.len());
+            fill.put(post);
+            fill.commit();
         }
-        _ => put_start(&mut out, head, provider, prepared, auth, upstream_path)?,
+        _ => {
+            out.reserve(512 + coalesced);
+            put_start(out, head, provider, prepared, auth, upstream_path)?;
+        }
     }
     let adapter = Adapter::of(provider);
-    adapter.put_version(&mut out, Some(head));
+    adapter.put_version(out, Some(head));
     if let Some((name, value)) = extra {
-        put_header(&mut out, name.as_bytes(), value.as_bytes())?;
+        put_header(out, name.as_bytes(), value.as_bytes())?;
     }
+    let fixed = prepared.map_or(&[][..], |p| &p.fixed);
+    // The client's fields come out no longer than their lines in its head, plus the space and
+    // CR a bare `name:value` LF line lacks: with that bound the rest is one reservation.
+    let fields = head.headers.raw().len() + 2 * head.headers.len();
+    let mut fill = Fill::new(out, LENGTH_LINE + fields + fixed.len() + 2 + coalesced);
     if body_len > 0 || head.method_raw() != b"GET" {
         let mut digits = itoa::Buffer::new();
-        out.put_slice(b"content-length: ");
-        out.put_slice(digits.format(body_len).as_bytes());
-        out.put_slice(b"\r\n");
+        fill.put(b"content-length: ");
+        fill.put(digits.format(body_len).as_bytes());
+        fill.put(b"\r\n");
     }
-    put_client_headers(&mut out, head, provider, extra)?;
-    match prepared {
-        Some(prepared) => out.put_slice(&prepared.fixed),
-        None => {
-            for (name, value) in &provider.headers {
-                put_header(&mut out, name.as_bytes(), value.as_bytes())?;
-            }
-        }
+    put_client_headers(&mut fill, head, provider, extra)?;
+    fill.put(fixed);
+    if prepared.is_some() {
+        fill.put(b"\r\n");
+        fill.commit();
+        return Ok(());
+    }
+    fill.commit();
+    for (name, value) in &provider.headers {
+        put_header(out, name.as_bytes(), value.as_bytes())?;
     }
     out.put_slice(b"\r\n");
-    Ok(out)
+    Ok(())
 }
 
 /// Request line, Host and the key's line, written piece by piece (checked).
@@ -198,8 +240,10 @@ fn put_start(
 
 /// The client's end-to-end headers: not hop-by-hop (listed or named by its `Connection`), not
 /// set by rotor, not the adapter's `extra` nor a configured provider header of the same name.
+/// Placed by `fill`, whose reservation holds them all (see `write_head`): a refused one
+/// leaves the fill uncommitted, so nothing of the head is kept.
 fn put_client_headers(
-    out: &mut BytesMut,
+    fill: &mut Fill<'_>,
     head: &RequestHead,
     provider: &Provider,
     extra: Option<(&str, &str)>,
@@ -208,8 +252,8 @@ fn put_client_headers(
     let connection = head.field(Field::Connection).is_some();
     // Each field's name was recognised once, at parse: the hop-by-hop and credential names
     // are skipped on their tag, without comparing names again.
-    for (field, Header { name, value }) in head.headers.tagged() {
-        if field.is_some_and(Field::not_forwarded) || (connection && named_by_connection(head, name)) {
+    for (field, Header { name, value }) in head.headers.tagged_except(Field::not_forwarded) {
+        if connection && named_by_connection(head, name) {
             continue;
         }
         if extra.is_some_and(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)) {
@@ -224,9 +268,10 @@ fn put_client_headers(
         }
         match field {
             // A tagged name is one of `Field`'s names: only the value needs the check.
-            Some(_) => put_request_field(out, name, value)?,
-            None => put_header(out, name, value)?,
+            Some(_) => check_request_field(name, value)?,
+            None => check_request_header(name, value)?,
         }
+        fill.field(name, value);
     }
     Ok(())
 }
@@ -347,8 +392,12 @@ mod tests {
                             post: None,
                         };
                         let fast = Auth { key, line, post };
-                        let want = upstream_request_head(&head, provider, None, checked, path, 2, extra).unwrap();
-                        let got = upstream_request_head(&head, provider, Some(prepared), fast, path, 2, extra).unwrap();
+                        let mut want = BytesMut::new();
+                        upstream_request_head(&mut want, &head, provider, None, checked, path, 2, extra).unwrap();
+                        // Written behind what the lent buffer holds, as the answer's buffer is.
+                        let mut got = BytesMut::from(&b"kept"[..]);
+                        upstream_request_head(&mut got, &head, provider, Some(prepared), fast, path, 2, extra).unwrap();
+                        assert_eq!(&got.split_to(4)[..], b"kept");
                         assert_eq!(
                             String::from_utf8_lossy(&got),
                             String::from_utf8_lossy(&want),
@@ -387,6 +436,18 @@ mod tests {
             post: prepared.post_line(1),
         };
         assert_eq!(auth.post, None, "no prepared start for a refused secret");
-        assert!(upstream_request_head(&head, &config.providers[0], Some(prepared), auth, "/x", 0, None).is_err());
+        let mut out = BytesMut::from(&b"kept"[..]);
+        let refused = upstream_request_head(
+            &mut out,
+            &head,
+            &config.providers[0],
+            Some(prepared),
+            auth,
+            "/x",
+            0,
+            None,
+        );
+        assert!(refused.is_err());
+        assert_eq!(&out[..], b"kept", "a refused head leaves the buffer as it was");
     }
 }

@@ -62,13 +62,16 @@ pub(super) async fn get(
     let connector = &generation.connector;
     let pool_key = connector.pool_key(provider.index, &provider.base_url);
     let work = async {
-        let head = Adapter::of(provider)
+        let mut head = Adapter::of(provider)
             .get_head(provider, key, path)
             .ok_or("the key or a header cannot be sent")?;
         let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, PROBE_TIMEOUT)
             .await
             .map_err(|_| "cannot connect")?;
-        exchange.send(head, &Bytes::new()).await.map_err(|_| "cannot send")?;
+        exchange
+            .send(&mut head, &Bytes::new())
+            .await
+            .map_err(|_| "cannot send")?;
         let head = exchange
             .read_head(PROBE_TIMEOUT, false)
             .await

@@ -53,16 +53,19 @@ pub(super) async fn discard(ctx: &RequestContext, mut exchange: Exchange, head: 
 /// was probably closed by the upstream while idle); that retry does not count as an attempt.
 /// A plain function returning `send_to`'s future: as an `async fn` it was one more future
 /// on the request path, initialised, moved into and resumed at every poll of the attempt.
+/// The request is written into `out` and sent from it (the answer's lent buffer, see
+/// `Responder::lend`), which is left empty.
 pub(super) fn send<'a>(
     core: &'a Core,
     ctx: &'a RequestContext,
     req: &'a Request,
     target: &'a Target<'_>,
     auth: Auth<'a>,
+    out: &'a mut BytesMut,
 ) -> impl Future<Output = Result<(Exchange, ResponseHead), UpstreamError>> + 'a {
     let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
     let request = (target.provider, &target.body, target.path.as_ref(), extra);
-    send_to(core, ctx, req, auth, request)
+    send_to(core, ctx, req, auth, request, out)
 }
 
 /// `send` of one request: the provider, body, upstream path and the adapter's extra header.
@@ -74,30 +77,50 @@ async fn send_to(
     req: &Request,
     auth: Auth<'_>,
     (provider, body, upstream_path, extra): Outgoing<'_>,
+    out: &mut BytesMut,
 ) -> Result<(Exchange, ResponseHead), UpstreamError> {
     let upstream_config = &ctx.generation.config.upstream;
     let connector = &ctx.generation.connector;
     let pool_key = connector.pool_key(provider.index, &provider.base_url);
     let head_request = req.head.method == Method::Head;
     let prepared = ctx.generation.heads.get(provider.index);
-    let build = || {
-        upstream_request_head(&req.head, provider, prepared, auth, upstream_path, body.len(), extra)
-            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
+    let build = |out: &mut BytesMut| {
+        upstream_request_head(
+            out,
+            &req.head,
+            provider,
+            prepared,
+            auth,
+            upstream_path,
+            body.len(),
+            extra,
+        )
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
     };
     // Built before a connection is taken: a head the writer refuses never touches one.
-    let mut first: Option<BytesMut> = Some(build()?);
-    let mut exchange = match upstream::pooled(&core.pool, &pool_key) {
+    build(out)?;
+    let pooled = upstream::pooled(&core.pool, &pool_key);
+    let mut exchange = match pooled {
         Some(exchange) => exchange,
-        None => upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?,
+        None => {
+            match upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await {
+                Ok(exchange) => exchange,
+                Err(error) => {
+                    // Not sent: the lent buffer goes back empty.
+                    out.clear();
+                    return Err(error);
+                }
+            }
+        }
     };
+    let mut built = true;
     loop {
-        let head = match first.take() {
-            Some(head) => head,
-            None => build()?,
-        };
+        if !std::mem::take(&mut built) {
+            build(out)?;
+        }
         // The head read goes straight into the answer (kept in a `Result` first and matched
-        // after, it was copied once more).
-        let error = match exchange.send(head, body).await {
+        // after, it was copied once more). `send` leaves `out` empty, sent or not.
+        let error = match exchange.send(out, body).await {
             Ok(()) => match exchange
                 .read_head(upstream_config.first_byte_timeout, head_request)
                 .await
@@ -131,6 +154,8 @@ pub(super) async fn send_turn(
     let protocol = |message: String| UpstreamError::new(UpstreamErrorKind::Protocol, message);
     let idle = ctx.generation.config.upstream.stream_idle_timeout;
     let mut step = turn.first().map_err(protocol)?;
+    // A buffer of the dialog's own (a rare path: the answer's is lent to `send` only).
+    let mut out = BytesMut::new();
     for _ in 0..MAX_STEPS {
         let (mut exchange, head) = send_to(
             core,
@@ -142,6 +167,7 @@ pub(super) async fn send_turn(
                 post: None,
             },
             (provider, &step.body, &step.path, None),
+            &mut out,
         )
         .await?;
         let ok = (200..300).contains(&head.status);

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 pub use body::BodyStats;
-pub use respond::{error_body, Responder};
+pub use respond::{error_body, Lent, Responder};
 
 pub use stop::StopSignal;
 

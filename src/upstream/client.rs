@@ -78,14 +78,18 @@ impl Exchange {
     }
 
     /// Writes the request head and body (one write when the body is small).
-    pub async fn send(&mut self, mut head: BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
+    /// `head` is left empty, its capacity kept: the buffer is lent (see `proxy::headers`).
+    pub async fn send(&mut self, head: &mut BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
         let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
-        let io = self.io.as_deref_mut().ok_or_else(released).map_err(send_err)?;
+        let Some(io) = self.io.as_deref_mut() else {
+            head.clear();
+            return Err(send_err(released()));
+        };
         if body.len() <= COALESCE_BODY_BYTES {
             head.extend_from_slice(body);
-            write_all_buf(io, &mut head).await.map_err(send_err)?;
+            write_all_buf(io, head).await.map_err(send_err)?;
         } else {
-            write_all_buf(io, &mut head).await.map_err(send_err)?;
+            write_all_buf(io, head).await.map_err(send_err)?;
             let (result, _) = monoio::io::AsyncWriteRentExt::write_all(io, body.clone()).await;
             result.map_err(send_err)?;
         }
@@ -344,8 +348,9 @@ mod tests {
 
     /// Sends a request and has `upstream` answer it with `answer`; returns the body read.
     async fn answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) -> Bytes {
-        let head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
-        exchange.send(head, &Bytes::new()).await.expect("send");
+        let mut head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
+        exchange.send(&mut head, &Bytes::new()).await.expect("send");
+        assert!(head.is_empty(), "the lent buffer comes back empty");
         let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
         assert!(read.expect("request read") > 0);
         let (written, _) = upstream.write_all(answer).await;
@@ -378,8 +383,10 @@ mod tests {
             assert_eq!(pool.idle_count(), 1, "pooled at release, before the exchange drops");
             clean.release();
             assert_eq!(pool.idle_count(), 1, "a second release pools nothing");
-            let refused = clean.send(BytesMut::from(&b"x"[..]), &Bytes::new()).await;
+            let mut lent = BytesMut::from(&b"x"[..]);
+            let refused = clean.send(&mut lent, &Bytes::new()).await;
             assert!(refused.is_err(), "a released exchange writes nothing");
+            assert!(lent.is_empty(), "and its lent buffer comes back empty");
             drop(clean);
             assert_eq!(
                 pool.idle_count(),
@@ -388,8 +395,8 @@ mod tests {
             );
 
             let (mut unread, mut upstream) = exchange(&pool, &key).await;
-            let head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
-            unread.send(head, &Bytes::new()).await.expect("send");
+            let mut head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
+            unread.send(&mut head, &Bytes::new()).await.expect("send");
             let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
             assert!(read.expect("request read") > 0);
             let (written, _) = upstream
