@@ -99,8 +99,7 @@ async fn send_to(
     };
     // Built before a connection is taken: a head the writer refuses never touches one.
     build(out)?;
-    let pooled = upstream::pooled(&core.pool, &pool_key);
-    let mut exchange = match pooled {
+    let mut exchange = match upstream::pooled(&core.pool, &pool_key) {
         Some(exchange) => exchange,
         None => {
             match upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await {

@@ -6,7 +6,7 @@
 //! Why: a table row costs SQLite about 1,400 instructions to step and 600 to bind whatever it
 //! holds (callgrind, SQLite 3.40, issue 18); one per batch costs a few instructions a record.
 //! Invariant: `records` reads every blob `encode` or the migration ever wrote and never fails
-//! (a short blob ends early); `table_row_ids` and `records` agree on each record's id.
+//! (a short blob ends early), numbering its records back from the table row's `id`.
 
 /// Migration 10: every request row becomes a batch of one record, keeping its id, time, label
 /// id (0 when it had none: no label has that id, so the row stays out of `logs` as before) and

@@ -332,6 +332,19 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
+    /// Runs `test` on a fresh runtime with a pool of 4 and a key of its own.
+    fn on_a_pool<F: std::future::Future<Output = ()>>(test: impl FnOnce(Rc<Pool>, PoolKey) -> F) {
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
+            let key = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 1, 0);
+            test(pool, key).await;
+        });
+    }
+
     /// An exchange over a fresh loopback connection, and the upstream's end of it.
     async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -364,13 +377,7 @@ mod tests {
     /// exchange, and closes a connection whose answer was not read to its end.
     #[test]
     fn release_by_reference_pools_a_clean_connection_once_and_spends_the_exchange() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
-            let key = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 1, 0);
+        on_a_pool(|pool, key| async move {
             let (mut clean, mut upstream) = exchange(&pool, &key).await;
             let body = answered(
                 &mut clean,
@@ -413,13 +420,7 @@ mod tests {
     /// as reused, once, and finds nothing in an empty pool or under another key.
     #[test]
     fn pooled_hands_out_a_released_connection_once_and_marks_it_reused() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
-            let key = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 1, 0);
+        on_a_pool(|pool, key| async move {
             let other = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 2, 0);
             assert!(super::super::pooled(&pool, &key).is_none(), "an empty pool has nothing");
             let (mut clean, mut upstream) = exchange(&pool, &key).await;
