@@ -209,11 +209,11 @@ impl Core {
         req: &Request,
         res: &mut Responder<'_>,
         door: Door,
-        (endpoint, client): (Endpoint, Option<&Client>),
+        (own, client): (Own, Option<&Client>),
     ) -> Result<(), ProxyError> {
-        match endpoint {
-            Endpoint::Metrics => endpoints::metrics(self, ctx, &req.head, res).await,
-            Endpoint::Admin => {
+        match own {
+            Own::Metrics => endpoints::metrics(self, ctx, &req.head, res).await,
+            Own::Admin => {
                 let answer = match door {
                     // With `server.admin_listen`, admin answers there only.
                     Door::Api if self.gateway.admin_apart() => None,
@@ -233,20 +233,35 @@ impl Core {
                     )
                 })
             }
-            Endpoint::Models => endpoints::models(ctx, client, res).await,
-            Endpoint::Status => endpoints::status(self, ctx, client, res).await,
-            Endpoint::GeminiModels => gemini_door::models(ctx, client, &req.head, res).await,
-            _ => forward::forward(self, ctx, endpoint, client, req, res).await,
+            Own::Models => endpoints::models(ctx, client, res).await,
+            Own::Status => endpoints::status(self, ctx, client, res).await,
+            Own::GeminiModels => gemini_door::models(ctx, client, &req.head, res).await,
         }
     }
 }
 
-/// Whether `endpoint` is answered by `Core::answer_own` (rotor's own, but for `/health`).
-fn answered_by_rotor(endpoint: Endpoint) -> bool {
-    matches!(
-        endpoint,
-        Endpoint::Metrics | Endpoint::Admin | Endpoint::Models | Endpoint::Status | Endpoint::GeminiModels
-    )
+/// The endpoints `Core::answer_own` answers: rotor's own, but for `/health` (answered inline).
+#[derive(Debug, Clone, Copy)]
+enum Own {
+    Metrics,
+    Admin,
+    Models,
+    Status,
+    GeminiModels,
+}
+
+impl Own {
+    /// `endpoint` if rotor answers it itself (in `answer_own`), else `None`.
+    fn of(endpoint: Endpoint) -> Option<Own> {
+        match endpoint {
+            Endpoint::Metrics => Some(Own::Metrics),
+            Endpoint::Admin => Some(Own::Admin),
+            Endpoint::Models => Some(Own::Models),
+            Endpoint::Status => Some(Own::Status),
+            Endpoint::GeminiModels => Some(Own::GeminiModels),
+            _ => None,
+        }
+    }
 }
 
 impl Service for Core {
@@ -306,10 +321,10 @@ impl Core {
         };
         let result = match self.admit(&ctx, &req.head, door) {
             Ok((Endpoint::Health, _)) => endpoints::health(self, &ctx, res).await,
-            Ok(admitted) if answered_by_rotor(admitted.0) => {
-                Box::pin(self.answer_own(&ctx, req, res, door, admitted)).await
-            }
-            Ok((endpoint, client)) => forward::forward(self, &ctx, endpoint, client, req, res).await,
+            Ok((endpoint, client)) => match Own::of(endpoint) {
+                Some(own) => Box::pin(self.answer_own(&ctx, req, res, door, (own, client))).await,
+                None => forward::forward(self, &ctx, endpoint, client, req, res).await,
+            },
             Err(err) => Err(err),
         };
         if let Err(err) = result {
