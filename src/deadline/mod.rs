@@ -9,8 +9,10 @@
 //! a [`Group`] that is fired: a server's stop ends its idle waits on purpose), and at most one
 //! tick (2^21 ns, 2.1 ms) plus the worker's scheduling delay later (plus monoio's rounding to
 //! the next ms on the legacy driver); dropping a `Deadline` removes its entry in O(1), so the
-//! wheel holds only live entries however many come and go. A `Deadline` never leaves its
-//! thread (it is `!Send`).
+//! wheel holds only live entries however many come and go; an arm reaches the wheel at the
+//! deadline's next poll (one wheel access per timed wait), so the wheel files, and a group
+//! fires, only deadlines that are waited on. A `Deadline` never leaves its thread (it is
+//! `!Send`).
 //!
 //! Why not monoio's timer: a fresh `monoio::time::sleep` per upstream exchange (a 640-byte
 //! 128-aligned entry, an allocation, a wheel insert), its re-arms, polls and removal, and its
@@ -53,13 +55,28 @@ fn with<R>(f: impl FnOnce(&mut Wheel) -> R) -> R {
     WHEEL.with(|wheel| f(&mut wheel.borrow_mut()))
 }
 
-/// One deadline, re-armed for each timed wait. Takes its wheel entry at the first `arm` (a
-/// connection that never times a read takes none) and gives it back on drop.
+/// One deadline, re-armed for each timed wait. Takes its wheel entry at the first poll after an
+/// `arm` (a connection that never waits on a timed read takes none) and gives it back on drop.
+///
+/// An `arm` is only stored here; the next `poll_elapsed` files it in the wheel together with
+/// the waker, in one access to the thread's wheel. Arming in the wheel at once cost a second
+/// access per timed wait (a thread-local, a `RefCell` borrow and a bounds check), and a wait
+/// whose operation completes at its first poll never needs the wheel at all. A deadline armed
+/// and never polled fires nothing (nobody waits on it), and one armed again before its poll
+/// keeps only the latest arm, as before.
 pub struct Deadline {
     index: u32,
+    /// The group of the arm not yet in the wheel (0: none).
+    unfiled_group: u32,
+    /// The time (ns) of an arm not yet in the wheel, `UNARMED` when there is none.
+    unfiled_at: u64,
     /// The entry is in this thread's wheel.
     _not_send: PhantomData<*const ()>,
 }
+
+/// `Deadline::unfiled_at` when no arm waits for the next poll (the wheel's `NEVER`, which no arm
+/// stores: arms saturate one nanosecond earlier).
+const UNARMED: u64 = wheel::NEVER;
 
 impl Default for Deadline {
     fn default() -> Self {
@@ -71,6 +88,8 @@ impl Deadline {
     pub const fn new() -> Deadline {
         Deadline {
             index: NIL,
+            unfiled_group: 0,
+            unfiled_at: UNARMED,
             _not_send: PhantomData,
         }
     }
@@ -92,18 +111,14 @@ impl Deadline {
 
     fn arm_in_group(&mut self, at: Moment, group: u32) {
         // `NEVER` is kept for "disarmed": the last nanosecond of the clock is close enough.
-        let at = at.nanos().min(wheel::NEVER - 1);
-        with(|wheel| {
-            if self.index == NIL {
-                self.index = wheel.insert();
-            }
-            wheel.arm(self.index, at, group);
-        });
+        self.unfiled_at = at.nanos().min(wheel::NEVER - 1);
+        self.unfiled_group = group;
     }
 
     /// Disarms and drops the waker: the owner goes idle (a pooled connection) and must not keep
     /// the last task that used it alive.
     pub fn idle(&mut self) {
+        self.unfiled_at = UNARMED;
         if self.index != NIL {
             let waker = with(|wheel| {
                 wheel.disarm(self.index);
@@ -115,13 +130,20 @@ impl Deadline {
     }
 
     /// Ready once the armed deadline passed; until then the task polling it is the one woken
-    /// (whichever task that is). Pending forever when never armed. Starts this thread's ticker
-    /// if it is not running.
+    /// (whichever task that is). Pending forever when never armed. Files an arm made since the
+    /// last poll, and starts this thread's ticker if it is not running.
     pub fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.index == NIL {
+        let at = std::mem::replace(&mut self.unfiled_at, UNARMED);
+        if self.index == NIL && at == UNARMED {
             return Poll::Pending;
         }
         let (fired, replaced, start_ticker) = with(|wheel| {
+            if at != UNARMED {
+                if self.index == NIL {
+                    self.index = wheel.insert();
+                }
+                wheel.arm(self.index, at, self.unfiled_group);
+            }
             let (fired, replaced) = wheel.poll(self.index, cx.waker());
             let start = !wheel.ticker_alive;
             if start {

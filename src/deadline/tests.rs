@@ -114,6 +114,11 @@ fn drop_removes_and_an_idle_ticker_parks(driver: Driver) {
         for (i, d) in many.iter_mut().enumerate() {
             d.arm(Duration::from_secs(60 + i as u64));
         }
+        assert_eq!(with(|w| w.filed()), 0, "an arm reaches the wheel at the next poll");
+        for d in &mut many {
+            let fired = poll_fn(|cx| Poll::Ready(d.poll_elapsed(cx).is_ready())).await;
+            assert!(!fired);
+        }
         assert_eq!(with(|w| w.filed()), 1000);
         drop(many);
         assert_eq!(with(|w| w.filed()), 0, "dropped entries leave their slots at once");

@@ -1,8 +1,8 @@
 //! The deadline wheel itself, with no clock and no runtime: a slab of entries {deadline, waker}
 //! filed lazily in a hashed wheel of coarse ticks, and the pass that wakes expired entries.
 //! Invariants: an entry fires only when a pass is given a `now` at or past its deadline (never
-//! early); every filed entry sits in exactly one slot's list and that slot's occupied bit is set
-//! while the list is non-empty; removing an entry unlinks it in O(1) and leaves nothing behind
+//! early); every filed entry sits in exactly one slot's list and that slot's occupied bit (and
+//! its word's bit in `occupied_words`) is set while the list is non-empty; removing an entry unlinks it in O(1) and leaves nothing behind
 //! (the slab's size is the peak number of live entries, the lists hold only live entries).
 
 use std::task::Waker;
@@ -14,6 +14,8 @@ pub const TICK_SHIFT: u32 = 21;
 /// turn sits in its slot and is passed over (kept) once per turn until its turn comes.
 const SLOTS: u64 = 4096;
 const WORDS: usize = (SLOTS / 64) as usize;
+// `Wheel::occupied_words` has one bit per word and is searched by rotating it.
+const _: () = assert!(WORDS == 64);
 /// No entry: the end of a list, an empty slot, the end of the free list.
 pub const NIL: u32 = u32::MAX;
 /// An entry's deadline when it is not armed, and its `filed` when it is in no slot.
@@ -42,6 +44,10 @@ pub struct Wheel {
     /// keeps none).
     heads: Vec<u32>,
     occupied: [u64; WORDS],
+    /// Bit `w` is set while `occupied[w]` is not 0: a search for the next occupied slot skips
+    /// empty words in one step instead of reading all 64 of them (a pass with its next deadline
+    /// a turn away read them all, about 600 instructions).
+    occupied_words: u64,
     /// The first tick not yet passed over for good (the slot at `cursor` may still hold
     /// entries of that tick that were not due yet).
     cursor: u64,
@@ -63,6 +69,7 @@ impl Wheel {
             free: NIL,
             heads: Vec::new(),
             occupied: [0; WORDS],
+            occupied_words: 0,
             cursor: 0,
             ticker: None,
             ticker_at: NEVER,
@@ -205,6 +212,7 @@ impl Wheel {
         entry.next = head;
         self.heads[slot] = index;
         self.occupied[slot / 64] |= 1 << (slot % 64);
+        self.occupied_words |= 1 << (slot / 64);
         if tick < self.ticker_at {
             // The ticker sleeps past this deadline (or is parked): it runs and sleeps again.
             self.ticker_at = tick;
@@ -231,6 +239,9 @@ impl Wheel {
             self.heads[slot] = next;
             if next == NIL {
                 self.occupied[slot / 64] &= !(1 << (slot % 64));
+                if self.occupied[slot / 64] == 0 {
+                    self.occupied_words &= !(1 << (slot / 64));
+                }
             }
         }
     }
@@ -267,15 +278,18 @@ impl Wheel {
         while k < count {
             let slot = ((from + k) % SLOTS) as usize;
             let bits = self.occupied[slot / 64] >> (slot % 64);
-            if bits & 1 == 1 {
-                return Some(k);
+            if bits != 0 {
+                let found = k + u64::from(bits.trailing_zeros());
+                return (found < count).then_some(found);
             }
-            // Skip to the next set bit in this word, or to the next word.
-            k += if bits == 0 {
-                64 - (slot % 64) as u64
-            } else {
-                u64::from(bits.trailing_zeros())
-            };
+            // The rest of this word is empty: on to the next occupied word, wrapping around.
+            k += 64 - (slot % 64) as u64;
+            let next_word = (slot / 64 + 1) % WORDS;
+            let ahead = self.occupied_words.rotate_right(next_word as u32);
+            if ahead == 0 {
+                return None;
+            }
+            k += 64 * u64::from(ahead.trailing_zeros());
         }
         None
     }

@@ -305,3 +305,37 @@ fn fire_group_fires_only_its_armed_entries() {
     wheel.expire(start + 20 * MS);
     assert!(wheel.poll(a, &mine_waker).0);
 }
+
+/// The search for the next occupied slot (which skips empty words through `occupied_words`)
+/// finds what a slot-by-slot scan finds, from any start and over any span, wrapping around the
+/// wheel, as entries are filed and removed.
+#[test]
+fn next_occupied_matches_a_scan_of_every_slot() {
+    let mut wheel = Wheel::new();
+    let scan = |wheel: &Wheel, from: u64, count: u64| {
+        (0..count).find(|k| wheel.heads[((from + k) % SLOTS) as usize] != super::NIL)
+    };
+    let mut rng = fastrand::Rng::with_seed(18);
+    let mut live = Vec::new();
+    for round in 0..400 {
+        if live.len() > 12 || (round % 3 == 2 && !live.is_empty()) {
+            let index = live.swap_remove(rng.usize(..live.len()));
+            drop(wheel.remove(index));
+        } else {
+            let index = wheel.insert();
+            // Deadlines anywhere in the next two turns: slots all over the wheel, some in the
+            // same word, some wrapping past the last slot.
+            wheel.arm(index, rng.u64(..2 * SLOTS) * TICK, 0);
+            live.push(index);
+        }
+        for _ in 0..20 {
+            let from = rng.u64(..2 * SLOTS);
+            let count = rng.u64(1..=SLOTS);
+            assert_eq!(
+                wheel.next_occupied(from, count),
+                scan(&wheel, from, count),
+                "from {from}, count {count}"
+            );
+        }
+    }
+}

@@ -12,8 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::connect::Io;
 use super::error::{UpstreamError, UpstreamErrorKind};
-use super::pool::Pool;
-use super::PoolKey;
+use super::pool::{Pool, Shelf};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
@@ -34,9 +33,10 @@ pub struct Exchange {
     /// connection (it stays boxed in the pool): an exchange moves through every phase of an
     /// attempt by value, and the socket inline made each move a 200-byte copy.
     io: Option<Box<Io>>,
-    /// The pool the connection goes back to, and under which key.
+    /// The pool the connection goes back to, and its key's shelf there (held from checkout, so
+    /// a release looks nothing up).
     home: Weak<Pool>,
-    key: PoolKey,
+    shelf: Shelf,
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
     buf: BytesMut,
@@ -62,11 +62,11 @@ enum BodyState {
 }
 
 impl Exchange {
-    pub(super) fn new(io: Box<Io>, timer: ReadTimer, reused: bool, home: Weak<Pool>, key: PoolKey) -> Self {
+    pub(super) fn new(io: Box<Io>, timer: ReadTimer, reused: bool, home: Weak<Pool>, shelf: Shelf) -> Self {
         Exchange {
             io: Some(io),
             home,
-            key,
+            shelf,
             reused,
             // A kept buffer of this worker (no allocation per exchange); back on drop.
             buf: crate::spare::take(crate::spare::Kind::Read, READ_RESERVE),
@@ -298,7 +298,7 @@ impl Exchange {
         if io.nothing_buffered() {
             // Idle in the pool: no deadline, and no waker keeping this task alive.
             self.timer.idle();
-            pool.put(&self.key, io, std::mem::take(&mut self.timer));
+            pool.put(&self.shelf, io, std::mem::take(&mut self.timer));
         }
     }
 }
@@ -354,7 +354,7 @@ mod tests {
         let (server, _) = listener.accept().await.expect("accept");
         let io = Box::new(Io::Plain(client));
         (
-            Exchange::new(io, ReadTimer::new(), false, Rc::downgrade(pool), key.clone()),
+            Exchange::new(io, ReadTimer::new(), false, Rc::downgrade(pool), pool.shelf(key)),
             server,
         )
     }
@@ -440,6 +440,26 @@ mod tests {
             assert!(again.reused, "a pooled connection is marked reused");
             assert_eq!(pool.idle_count(), 0, "taken out of the pool");
             assert!(super::super::pooled(&pool, &key).is_none(), "handed out once");
+        });
+    }
+
+    /// An exchange holds its key's shelf from connect to release: a reap meanwhile (which drops
+    /// empty shelves) keeps it, so the release still pools the connection where the next
+    /// checkout finds it.
+    #[test]
+    fn a_reap_keeps_the_shelf_an_exchange_will_release_to() {
+        on_a_pool(|pool, key| async move {
+            let (mut exchange, mut upstream) = exchange(&pool, &key).await;
+            pool.reap();
+            answered(
+                &mut exchange,
+                &mut upstream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            )
+            .await;
+            exchange.release();
+            assert_eq!(pool.idle_count(), 1, "pooled on the shelf the reap kept");
+            assert!(super::super::pooled(&pool, &key).is_some(), "and found there by key");
         });
     }
 }

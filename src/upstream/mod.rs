@@ -130,8 +130,8 @@ pub async fn checkout(
 /// the `checkout` future it awaited was built, polled and dropped on every request even though
 /// a pool hit never waits.
 pub fn pooled(pool: &Rc<Pool>, key: &PoolKey) -> Option<Exchange> {
-    let (io, timer) = pool.take(key)?;
-    Some(Exchange::new(io, timer, true, Rc::downgrade(pool), key.clone()))
+    let (io, timer, shelf) = pool.take(key)?;
+    Some(Exchange::new(io, timer, true, Rc::downgrade(pool), shelf))
 }
 
 /// Opens a fresh connection, bypassing the pool's idle ones (the retry after a stale pooled
@@ -156,6 +156,6 @@ pub async fn connect_fresh(
         ReadTimer::new(),
         false,
         Rc::downgrade(pool),
-        key.clone(),
+        pool.shelf(key),
     ))
 }
