@@ -7,7 +7,9 @@
 #   SKIP_BUILD=1 benches/gate.sh   # measure target/gate/rotor as it is
 #
 # The workload: `benches/profile.sh callgrind` with PROFILE=gate, the request log off, c=8,
-# REQUESTS (2000) answers per mode after a warm-up; every thread of rotor counts. Instruction
+# REQUESTS (2000) answers per mode after a warm-up, the window ending at the last answer (until
+# 2026-12-05 it ran 120 s, and ~660 of a chat's count was two minutes of idle housekeeping);
+# every thread of rotor counts. Instruction
 # counts on the request path do not depend on how busy the machine is (three runs: within 2 %),
 # so the gate holds on a shared CI box where wall-clock numbers would not. With the log on,
 # profile.sh lets the writer drain the warm-up's records before zeroing the counters and the

@@ -1,8 +1,8 @@
 //! The upstream client: pre-resolved DNS, TCP + rustls connections, a per-core keep-alive pool
 //! and one-exchange-at-a-time HTTP/1.1 on rotor's codec.
 //! Invariant: a connection is in exactly one place: the pool, or one `Exchange`; it enters the
-//! pool only when a released `Exchange` drops (the checks in `Exchange::drop`) and leaves it only
-//! when its socket is quiet (`idle`).
+//! pool only in `Exchange::release` (a clean message boundary, the TLS session agreeing; an
+//! exchange dropped unreleased closes it) and leaves it only when its socket is quiet (`idle`).
 
 mod client;
 mod connect;
