@@ -36,6 +36,16 @@ pub(crate) struct Line<'a> {
     pub exact: Option<Range<usize>>,
 }
 
+/// One field as [`Headers::tagged_except`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tagged<'a> {
+    pub field: Option<Field>,
+    pub header: Header<'a>,
+    /// httparse parsed it (see [`Span::parsed`]): the name is a token and the value holds no
+    /// CR, LF or NUL, so a writer needs not look for them again.
+    pub parsed: bool,
+}
+
 /// Where one field's name and value lie in the head buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -43,6 +53,10 @@ pub(crate) struct Span {
     value: Range<usize>,
     /// The field the name is, when it is one rotor reads or drops.
     field: Option<Field>,
+    /// Made by [`spans_of`] from what httparse parsed: a name of token bytes and a value of
+    /// HTAB, SP, visible ASCII and obs-text only (obsolete line folding is off). In the span's
+    /// padding: no byte is added to a head for it.
+    parsed: bool,
 }
 
 /// The spans of one head's fields, their index and their names' lengths (built together, in
@@ -90,6 +104,7 @@ impl Spans {
             name: name_at,
             value,
             field,
+            parsed: false,
         });
     }
 }
@@ -121,6 +136,7 @@ pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Spans {
                 name: range_in(base, name),
                 value: range_in(base, h.value),
                 field,
+                parsed: true,
             }
         })
         .collect();
@@ -253,11 +269,15 @@ impl Headers {
     pub(crate) fn tagged_except<'a>(
         &'a self,
         skip: impl Fn(Field) -> bool + 'a,
-    ) -> impl Iterator<Item = (Option<Field>, Header<'a>)> + 'a {
+    ) -> impl Iterator<Item = Tagged<'a>> + 'a {
         self.spans
             .iter()
             .filter(move |s| !s.field.is_some_and(&skip))
-            .map(|s| (s.field, field(&self.head, s)))
+            .map(|s| Tagged {
+                field: s.field,
+                header: field(&self.head, s),
+                parsed: s.parsed,
+            })
     }
 
     /// [`Headers::tagged`] with each name as text, for writing it into an answer's head: not
