@@ -122,6 +122,36 @@ fn prepared_head_equals_checked_head() {
     assert_eq!(fast_used, 3 * 2 * 2 * 2, "the prepared start was exercised");
 }
 
+/// Every name the client's `Connection` lists stays back, in any case and however long,
+/// and only those: a name of the same length but other letters, or one byte longer, goes.
+#[test]
+fn names_listed_in_connection_are_not_forwarded() {
+    let config = parse_str(
+        "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://h/v1\"\nkeys = [\"k\"]\n",
+        ConfigSource::Environment,
+    )
+    .unwrap();
+    let auth = Auth {
+        key: "k",
+        line: None,
+        post: None,
+    };
+    let long = format!("x-{}", "l".repeat(70));
+    let raw = format!(
+        "POST /v1/x HTTP/1.1\r\nHost: r\r\nConnection: close, X-Drop ,{long}, te\r\nconnection: x-also\r\nclose: 1\r\nx-drop: 2\r\nx-dro: 3\r\nx-drot: 4\r\n{long}: 5\r\n{long}x: 6\r\nx-ALSO: 7\r\nx-keep: 8\r\n\r\n"
+    );
+    let head = head(&raw);
+    let mut out = BytesMut::new();
+    upstream_request_head(&mut out, &head, &config.providers[0], None, auth, "/x", 0, None).unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    for kept in ["x-dro: 3", "x-drot: 4", &format!("{long}x: 6"), "x-keep: 8"] {
+        assert!(text.contains(kept), "{kept} in {text}");
+    }
+    for dropped in ["close:", "x-drop:", &format!("{long}:"), "x-ALSO", "onnection"] {
+        assert!(!text.contains(dropped), "{dropped} in {text}");
+    }
+}
+
 /// Fields rotor did not parse are still checked: a head whose fields were replaced by ones
 /// holding a line break, a NUL or a bad name is refused whole, with a tagged name or not.
 #[test]
