@@ -2,7 +2,9 @@
 //!
 //! Invariant: every span was measured on the buffer the list holds (`parsed`, or built with it
 //! in `from_pairs`), and its name range holds the bytes of a `&str` there; fields are sliced on
-//! demand through `get`, so a span that does not fit reads as empty instead of panicking.
+//! demand through `get`, so a span that does not fit reads as empty instead of panicking. A
+//! span marks itself `parsed` only when `spans_of` made it from httparse's fields, so its name
+//! is a token and its value holds no CR, LF or NUL: writers skip those checks for it alone.
 //! Parsing a head makes no `Bytes` per field (issue 18: one `Bytes` per name and value,
 //! collected into a `Vec`, cost ~830 instructions a request).
 //! Each span carries the [`Field`] its name is (recognised once, while parsing), and the list
@@ -37,13 +39,16 @@ pub(crate) struct Line<'a> {
 }
 
 /// One field as [`Headers::tagged_except`] hands it out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tagged<'a> {
     pub field: Option<Field>,
     pub header: Header<'a>,
     /// httparse parsed it (see [`Span::parsed`]): the name is a token and the value holds no
     /// CR, LF or NUL, so a writer needs not look for them again.
     pub parsed: bool,
+    /// As [`Line::exact`]: where its line lies in [`Headers::raw`], when that is exactly
+    /// `name: value` CRLF.
+    pub exact: Option<Range<usize>>,
 }
 
 /// Where one field's name and value lie in the head buffer.
@@ -296,6 +301,7 @@ impl Headers {
                 field: s.field,
                 header: field(&self.head, s),
                 parsed: s.parsed,
+                exact: self.exact_line(s),
             })
     }
 
@@ -316,19 +322,23 @@ impl Headers {
     /// the buffer holds it exactly as a head writer writes it, `name: value` CRLF: a run of
     /// such lines is then copied whole (one copy where writing each field took four).
     pub(crate) fn lines(&self) -> impl Iterator<Item = Line<'_>> + '_ {
-        self.spans.iter().map(|s| {
-            let after_name = s.name.end..s.name.end + 2;
-            let after_value = s.value.end..s.value.end + 2;
-            let exact = s.value.start == after_name.end
-                && self.head.get(after_name) == Some(b": ")
-                && self.head.get(after_value.clone()) == Some(b"\r\n");
-            Line {
-                field: s.field,
-                name: name_text(&self.head, s),
-                value: slice(&self.head, &s.value),
-                exact: exact.then_some(s.name.start..after_value.end),
-            }
+        self.spans.iter().map(|s| Line {
+            field: s.field,
+            name: name_text(&self.head, s),
+            value: slice(&self.head, &s.value),
+            exact: self.exact_line(s),
         })
+    }
+
+    /// Where the line of `s` lies in the buffer, when it is exactly `name: value` CRLF.
+    #[inline]
+    fn exact_line(&self, s: &Span) -> Option<Range<usize>> {
+        let after_name = s.name.end..s.name.end.checked_add(2)?;
+        let after_value = s.value.end..s.value.end.checked_add(2)?;
+        let exact = s.value.start == after_name.end
+            && self.head.get(after_name) == Some(b": ")
+            && self.head.get(after_value.clone()) == Some(b"\r\n");
+        exact.then_some(s.name.start..after_value.end)
     }
 
     /// The value of the first field named `name`, compared ASCII case-insensitively (field

@@ -152,6 +152,91 @@ fn names_listed_in_connection_are_not_forwarded() {
     }
 }
 
+/// Differential: the client's fields as copied in runs are byte for byte what writing each
+/// kept field as `name: value` CRLF gives, on random heads whose lines are written tightly or
+/// loosely (no space, two spaces, a tab, trailing blanks), with fields left out between kept
+/// ones by tag, by `Connection`, by the adapter's `extra` and by configured headers.
+#[test]
+fn client_fields_copied_in_runs_equal_field_by_field() {
+    let config = parse_str(
+        "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://h/v1\"\nkeys = [\"k\"]\nheaders = { x-fixed = \"conf\" }\n",
+        ConfigSource::Environment,
+    )
+    .unwrap();
+    let provider = &config.providers[0];
+    let auth = Auth {
+        key: "k",
+        line: None,
+        post: None,
+    };
+    let names = [
+        "x-a",
+        "X-B",
+        "content-type",
+        "Accept",
+        "user-agent",
+        "x-fixed",
+        "x-keep",
+        "TE",
+        "x-drop",
+        "authorization",
+        "Keep-Alive",
+        "x-stainless-os",
+    ];
+    let separators = [": ", ":", ":  ", ":\t", ": \t"];
+    let values = ["1", "a b", "v\t", "w ", "\u{e9}", ""];
+    let mut rng = fastrand::Rng::with_seed(18);
+    let mut copied = 0;
+    for _ in 0..3_000 {
+        let mut raw = String::from("POST /v1/x HTTP/1.1\r\nHost: r\r\n");
+        if rng.bool() {
+            raw.push_str(["Connection: x-drop\r\n", "connection: keep-alive, X-A\r\n"][rng.usize(..2)]);
+        }
+        for _ in 0..rng.usize(0..8) {
+            let (name, sep, value) = (
+                names[rng.usize(..names.len())],
+                separators[rng.usize(..separators.len())],
+                values[rng.usize(..values.len())],
+            );
+            raw.push_str(&format!("{name}{sep}{value}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let head = head(&raw);
+        let extra = rng.bool().then_some(("x-keep", "adapter"));
+        let named: Vec<&[u8]> = head
+            .headers
+            .fields(Field::Connection)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect();
+        let mut want = String::new();
+        for h in &head.headers {
+            let kept = !listed(h.name, NOT_FORWARDED)
+                && !named.iter().any(|n| n.eq_ignore_ascii_case(h.name))
+                && !extra.is_some_and(|(n, _)| n.as_bytes().eq_ignore_ascii_case(h.name))
+                && !provider
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(h.name));
+            if kept {
+                want.push_str(&format!(
+                    "{}: {}\r\n",
+                    String::from_utf8_lossy(h.name),
+                    String::from_utf8_lossy(h.value)
+                ));
+            }
+        }
+        copied += usize::from(!want.is_empty());
+        let mut out = BytesMut::new();
+        upstream_request_head(&mut out, &head, provider, None, auth, "/x", 2, extra).unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let start = text.find("content-length: 2\r\n").unwrap() + "content-length: 2\r\n".len();
+        let tail = format!("{want}x-fixed: conf\r\n\r\n");
+        assert_eq!(&text[start..], tail, "{raw:?}");
+    }
+    assert!(copied > 1_000, "enough heads kept fields to mean something: {copied}");
+}
+
 /// Fields rotor did not parse are still checked: a head whose fields were replaced by ones
 /// holding a line break, a NUL or a bad name is refused whole, with a tagged name or not.
 #[test]
