@@ -13,8 +13,7 @@ use bytes::BytesMut;
 
 use super::field_index::Field;
 use super::fields::{
-    has_token, header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines, trim_ows,
-    INLINE_SLOTS,
+    header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
 };
 use super::headers::spans_of;
 
@@ -36,6 +35,7 @@ impl Default for HeadLimits {
     }
 }
 
+pub(crate) use super::headers::Tagged;
 pub use super::headers::{Header, Headers};
 
 /// Headers from static pairs, for unit tests of code that reads headers.
@@ -301,11 +301,7 @@ fn request_policy(headers: &Headers, http10: bool) -> Result<RequestPolicy, Head
         // RFC 9110 §10.1.1: ignore 100-continue from an HTTP/1.0 client.
         expect_continue = !http10;
     }
-    let (mut close, mut keep_alive_token) = (false, false);
-    for value in headers.fields(Field::Connection) {
-        close |= has_token(value, b"close");
-        keep_alive_token |= has_token(value, b"keep-alive");
-    }
+    let connection = headers.connection();
     let content_length = headers.field(Field::ContentLength);
     let transfer_encoding = headers.field(Field::TransferEncoding);
     let host_seen = headers.field(Field::Host).is_some();
@@ -329,7 +325,11 @@ fn request_policy(headers: &Headers, http10: bool) -> Result<RequestPolicy, Head
         },
         (None, None) => BodyFraming::Empty,
     };
-    let keep_alive = if http10 { keep_alive_token && !close } else { !close };
+    let keep_alive = if http10 {
+        connection.keep_alive && !connection.close
+    } else {
+        !connection.close
+    };
     Ok(RequestPolicy {
         framing,
         keep_alive,

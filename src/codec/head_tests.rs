@@ -309,6 +309,58 @@ fn origin_form_table_matches_the_character_classes() {
     assert!(valid_origin_form(b"/a%20b?c=%7E"));
 }
 
+/// What the upstream request writer relies on to forward a client's fields unchecked: every
+/// field of a request head that parses passes the writer's checks (a token name, no CR, LF or
+/// NUL in the value), whatever bytes came (heads built at random from pieces that include
+/// them, bare CRs, folded lines, separators and control bytes).
+#[test]
+fn parsed_request_fields_pass_the_writer_checks() {
+    use crate::codec::encode::check_request_header;
+    let pieces: &[&[u8]] = &[
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\0",
+        b":",
+        b": ",
+        b" ",
+        b"\t",
+        b"a",
+        b"X-A",
+        b"\xe9",
+        b"\x7f",
+        b"\x0b",
+        b"\r\n ",
+        b"\r\nB: ",
+        b"\r\nC:",
+        b"(",
+        b"\"",
+        b",",
+        b";",
+        b"@",
+        b"\r\n\r\n",
+    ];
+    let mut rng = fastrand::Rng::with_seed(18);
+    let mut fields = 0;
+    for _ in 0..20_000 {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+        for _ in 0..rng.usize(0..10) {
+            raw.extend_from_slice(pieces[rng.usize(..pieces.len())]);
+        }
+        raw.extend_from_slice(b"\r\n\r\n");
+        let mut buf = BytesMut::from(&raw[..]);
+        let Ok(Some(head)) = parse_request_head(&mut buf, &HeadLimits::default()) else {
+            continue;
+        };
+        for t in head.headers.tagged_except(|_| false) {
+            fields += 1;
+            assert!(t.parsed, "{raw:?}");
+            assert_eq!(check_request_header(t.header.name, t.header.value), Ok(()), "{raw:?}");
+        }
+    }
+    assert!(fields > 10_000, "enough heads parsed to mean something: {fields}");
+}
+
 /// A repeated framing field is refused with the reason of the first offence in order, and a
 /// bad Expect before it answers 417 (the index keeps the walk's order of errors).
 #[test]

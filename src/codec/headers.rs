@@ -2,7 +2,9 @@
 //!
 //! Invariant: every span was measured on the buffer the list holds (`parsed`, or built with it
 //! in `from_pairs`), and its name range holds the bytes of a `&str` there; fields are sliced on
-//! demand through `get`, so a span that does not fit reads as empty instead of panicking.
+//! demand through `get`, so a span that does not fit reads as empty instead of panicking. A
+//! span marks itself `parsed` only when `spans_of` made it from httparse's fields, so its name
+//! is a token and its value holds no CR, LF or NUL: writers skip those checks for it alone.
 //! Parsing a head makes no `Bytes` per field (issue 18: one `Bytes` per name and value,
 //! collected into a `Vec`, cost ~830 instructions a request).
 //! Each span carries the [`Field`] its name is (recognised once, while parsing), and the list
@@ -16,7 +18,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::field_index::{Field, FieldIndex, FAR};
-use super::fields::range_in;
+use super::fields::{connection_options, ConnectionOptions};
 
 /// One header field, borrowed from its list. The name keeps the case it was sent in (compare
 /// with [`Headers::find`]).
@@ -36,6 +38,19 @@ pub(crate) struct Line<'a> {
     pub exact: Option<Range<usize>>,
 }
 
+/// One field as [`Headers::tagged_except`] hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tagged<'a> {
+    pub field: Option<Field>,
+    pub header: Header<'a>,
+    /// httparse parsed it (see [`Span::parsed`]): the name is a token and the value holds no
+    /// CR, LF or NUL, so a writer needs not look for them again.
+    pub parsed: bool,
+    /// As [`Line::exact`]: where its line lies in [`Headers::raw`], when that is exactly
+    /// `name: value` CRLF.
+    pub exact: Option<Range<usize>>,
+}
+
 /// Where one field's name and value lie in the head buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -43,6 +58,10 @@ pub(crate) struct Span {
     value: Range<usize>,
     /// The field the name is, when it is one rotor reads or drops.
     field: Option<Field>,
+    /// Made by [`spans_of`] from what httparse parsed: a name of token bytes and a value of
+    /// HTAB, SP, visible ASCII and obs-text only (obsolete line folding is off). In the span's
+    /// padding: no byte is added to a head for it.
+    parsed: bool,
 }
 
 /// The spans of one head's fields, their index and their names' lengths (built together, in
@@ -90,6 +109,7 @@ impl Spans {
             name: name_at,
             value,
             field,
+            parsed: false,
         });
     }
 }
@@ -118,13 +138,23 @@ pub(crate) fn spans_of(base: usize, headers: &[httparse::Header<'_>]) -> Spans {
             let name = h.name.as_bytes();
             let field = recognise(&mut index, &mut lengths, name, at);
             Span {
-                name: range_in(base, name),
-                value: range_in(base, h.value),
+                name: place(base, name),
+                value: place(base, h.value),
                 field,
+                parsed: true,
             }
         })
         .collect();
     Spans { list, index, lengths }
+}
+
+/// Where `part`, which borrows from the buffer starting at `base`, lies in it. Wrapping, not
+/// saturating as `range_in` is (two conditional moves a bound, four bounds a field): httparse's
+/// slices lie in the buffer, and a range that did not would read as empty through `get`.
+#[inline(always)]
+fn place(base: usize, part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(base);
+    start..start.wrapping_add(part.len())
 }
 
 /// On the heap (the spans): a head travels inside the request's future through every phase.
@@ -236,6 +266,16 @@ impl Headers {
             .map(|s| slice(&self.head, &s.value))
     }
 
+    /// What the `Connection` fields say ([`connection_options`]); with none (most heads), read
+    /// from the index alone (setting up the walk over no field cost ~40 instructions a head).
+    #[inline]
+    pub(crate) fn connection(&self) -> ConnectionOptions {
+        if self.first(Field::Connection).is_none() {
+            return ConnectionOptions::default();
+        }
+        connection_options(self.fields(Field::Connection))
+    }
+
     /// Whether `f` occurs more than once.
     #[inline]
     pub fn repeated(&self, f: Field) -> bool {
@@ -253,11 +293,16 @@ impl Headers {
     pub(crate) fn tagged_except<'a>(
         &'a self,
         skip: impl Fn(Field) -> bool + 'a,
-    ) -> impl Iterator<Item = (Option<Field>, Header<'a>)> + 'a {
+    ) -> impl Iterator<Item = Tagged<'a>> + 'a {
         self.spans
             .iter()
             .filter(move |s| !s.field.is_some_and(&skip))
-            .map(|s| (s.field, field(&self.head, s)))
+            .map(|s| Tagged {
+                field: s.field,
+                header: field(&self.head, s),
+                parsed: s.parsed,
+                exact: self.exact_line(s),
+            })
     }
 
     /// [`Headers::tagged`] with each name as text, for writing it into an answer's head: not
@@ -277,19 +322,23 @@ impl Headers {
     /// the buffer holds it exactly as a head writer writes it, `name: value` CRLF: a run of
     /// such lines is then copied whole (one copy where writing each field took four).
     pub(crate) fn lines(&self) -> impl Iterator<Item = Line<'_>> + '_ {
-        self.spans.iter().map(|s| {
-            let after_name = s.name.end..s.name.end + 2;
-            let after_value = s.value.end..s.value.end + 2;
-            let exact = s.value.start == after_name.end
-                && self.head.get(after_name) == Some(b": ")
-                && self.head.get(after_value.clone()) == Some(b"\r\n");
-            Line {
-                field: s.field,
-                name: name_text(&self.head, s),
-                value: slice(&self.head, &s.value),
-                exact: exact.then_some(s.name.start..after_value.end),
-            }
+        self.spans.iter().map(|s| Line {
+            field: s.field,
+            name: name_text(&self.head, s),
+            value: slice(&self.head, &s.value),
+            exact: self.exact_line(s),
         })
+    }
+
+    /// Where the line of `s` lies in the buffer, when it is exactly `name: value` CRLF.
+    #[inline]
+    fn exact_line(&self, s: &Span) -> Option<Range<usize>> {
+        let after_name = s.name.end..s.name.end.checked_add(2)?;
+        let after_value = s.value.end..s.value.end.checked_add(2)?;
+        let exact = s.value.start == after_name.end
+            && self.head.get(after_name) == Some(b": ")
+            && self.head.get(after_value.clone()) == Some(b"\r\n");
+        exact.then_some(s.name.start..after_value.end)
     }
 
     /// The value of the first field named `name`, compared ASCII case-insensitively (field

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 
 use super::field_index::Field;
 use super::fields::{
-    has_token, header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
+    header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
 };
 use super::head::{HeadError, HeadLimits, Headers};
 use super::headers::spans_of;
@@ -234,11 +234,7 @@ fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bo
         let first = headers.field(Field::TransferEncoding).unwrap_or_default();
         check_response_te(first, headers.repeated(Field::TransferEncoding))?;
     }
-    let (mut close, mut keep_alive_token) = (false, false);
-    for value in headers.fields(Field::Connection) {
-        close |= has_token(value, b"close");
-        keep_alive_token |= has_token(value, b"keep-alive");
-    }
+    let connection = headers.connection();
     let no_body = head_request || status < 200 || status == 204 || status == 304;
     let framing = if no_body {
         ResponseFraming::Empty
@@ -251,7 +247,10 @@ fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bo
             None => ResponseFraming::UntilClose,
         }
     };
-    let keep_alive = framing != ResponseFraming::UntilClose && status != 101 && !close && (!http10 || keep_alive_token);
+    let keep_alive = framing != ResponseFraming::UntilClose
+        && status != 101
+        && !connection.close
+        && (!http10 || connection.keep_alive);
     Ok(ResponseHead {
         status,
         headers,
