@@ -12,6 +12,7 @@
 # REQUESTS (callgrind only: measure exactly this many requests instead of DURATION seconds),
 # CHUNKS (content chunks per streamed answer from the mock, 5; the per-event cost of a stream is
 # the slope between two CHUNKS values),
+# SDK=1 (the request head carries the 13 further fields openai-python sends),
 # ROTOR_BIN (a rotor binary to profile instead of target/$PROFILE/rotor; the mock stays the same),
 # OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set),
 # KEY_LIMITS (TOML lines added to the provider, e.g. "rpm = 100000000" + newline + "tpm = 1000000000",
@@ -106,6 +107,25 @@ redis_report() { # n seconds before(commands ticks) after(commands ticks)
 }
 stream=false; [ "$MODE" = stream ] && stream=true
 chat_lua "$stream" >"$OUT/body.lua"
+if [ "${SDK:-0}" = 1 ]; then
+  # A request head as the official openai-python SDK (1.54) sends it: 13 fields besides Host,
+  # Content-Type, Authorization and Content-Length.
+  cat >>"$OUT/body.lua" <<'LUA'
+wrk.headers["Accept-Encoding"] = "gzip, deflate"
+wrk.headers["Connection"] = "keep-alive"
+wrk.headers["Accept"] = "application/json"
+wrk.headers["User-Agent"] = "OpenAI/Python 1.54.4"
+wrk.headers["X-Stainless-Lang"] = "python"
+wrk.headers["X-Stainless-Package-Version"] = "1.54.4"
+wrk.headers["X-Stainless-OS"] = "Linux"
+wrk.headers["X-Stainless-Arch"] = "x64"
+wrk.headers["X-Stainless-Runtime"] = "CPython"
+wrk.headers["X-Stainless-Runtime-Version"] = "3.12.3"
+wrk.headers["X-Stainless-Async"] = "false"
+wrk.headers["x-stainless-retry-count"] = "0"
+wrk.headers["x-stainless-read-timeout"] = "600"
+LUA
+fi
 cp "$OUT/body.lua" "$OUT/counted.lua"
 if [ -n "${REQUESTS:-}" ]; then
   # A fixed workload: the wrk thread stops after REQUESTS answers and leaves a mark, at which
