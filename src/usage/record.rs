@@ -2,6 +2,8 @@
 //! lock-free queue and written to storage by the control thread in batches. A record is compact
 //! (its eight text fields share one allocation; the writer splits them and maps them to a
 //! label id), so the worker pays one small allocation and the queue holds ~130 bytes a record.
+//! The writer counts a queued record's request in the stats rollups (`record_rollup`); the
+//! worker counts the requests whose record is not queued.
 //! Invariant: a worker never blocks on the queue; a record that does not fit is counted in
 //! `dropped` (exported as `rotor_log_dropped_total`), never silently lost. The queue's memory
 //! follows what it holds (blocks of 31 records come and go), not its capacity.
@@ -70,6 +72,10 @@ pub struct RequestRecord {
     pub usage: Usage,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The worker counted this request in its stats rollup shard itself (a label was cut to
+    /// fit the record, so the record's labels are not the stats' ones): the writer, which
+    /// counts every other record it drains (`usage::record_rollup`), must not count it again.
+    pub in_rollups: bool,
 }
 
 /// `s` cut to at most `MAX_FIELD_BYTES`, at a character boundary.
@@ -125,6 +131,18 @@ impl Texts {
         (run, ends)
     }
 
+    /// The label fields of a `label_key` run, in `RecordText` order (client, endpoint, model,
+    /// provider, upstream model, key, error).
+    pub fn split_label<'r>(run: &'r str, ends: &[u16; 7]) -> [&'r str; 7] {
+        let mut start = 0;
+        ends.map(|end| {
+            let end = usize::from(end);
+            let field = run.get(start..end).unwrap_or("");
+            start = end;
+            field
+        })
+    }
+
     pub fn get(&self) -> RecordText<'_> {
         let mut start = 0;
         let fields = self.ends.map(|end| {
@@ -174,15 +192,18 @@ impl RecordQueue {
         }
     }
 
-    /// Queues a record; when full, counts it as dropped (and warns once per burst). The bound
-    /// is read without a write to shared memory, so pushes racing on a nearly full queue can
-    /// pass it by at most one record each.
-    pub fn push(&self, record: RequestRecord) {
+    /// Queues a record; when full, counts it as dropped (and warns once per burst) and returns
+    /// false (its request still counts in the stats: the caller adds it to its rollups). The
+    /// bound is read without a write to shared memory, so pushes racing on a nearly full queue
+    /// can pass it by at most one record each.
+    #[must_use = "the writer counts only queued records in the stats"]
+    pub fn push(&self, record: RequestRecord) -> bool {
         if self.queue.len() >= self.capacity {
             self.count_dropped(1, "request log queue full");
-            return;
+            return false;
         }
         self.queue.push(record);
+        true
     }
 
     /// Counts records lost elsewhere (e.g. the storage write failed).
@@ -248,10 +269,11 @@ mod tests {
     fn a_full_queue_counts_drops_and_keeps_the_oldest() {
         let q = RecordQueue::with_capacity(2);
         for i in 0..5 {
-            q.push(RequestRecord {
+            let pushed = q.push(RequestRecord {
                 status: 200 + i,
                 ..Default::default()
             });
+            assert_eq!(pushed, i < 2);
         }
         assert_eq!(q.dropped(), 3);
         assert!(q.last_drop_ms() > 0);
@@ -277,6 +299,18 @@ mod tests {
         let (run, ends) = key.label_key();
         assert_eq!(run, "webchatgpt-4o-minigpt-4o-mini-2024…abcdupstream_timeout");
         assert_eq!(ends, [3, 7, 18, 18, 34, 41, 57]);
+        assert_eq!(
+            Texts::split_label(run, &ends),
+            [
+                "web",
+                "chat",
+                "gpt-4o-mini",
+                "",
+                "gpt-4o-mini-2024",
+                "…abcd",
+                "upstream_timeout"
+            ]
+        );
         assert_eq!(key.request_id(), "req-1");
         let moved = Texts::new(&RecordText {
             client: "webc",
