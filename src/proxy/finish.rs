@@ -173,22 +173,25 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         key,
         error,
     });
-    let queued = core.gateway.records.push(RequestRecord {
-        ts_ms,
-        text,
-        status,
-        attempts: trace.attempts,
-        stream: trace.stream,
-        latency_ms,
-        ttfb_ms: trace
-            .first_byte_at
-            .map_or(0, |t| t.nanos_since(ctx.received_at) / 1_000_000),
-        overhead_us,
-        usage,
-        bytes_in: trace.bytes_in,
-        bytes_out,
-        in_rollups,
-    });
+    let queued = core.gateway.records.push_to(
+        &core.log_lane,
+        RequestRecord {
+            ts_ms,
+            text,
+            status,
+            attempts: trace.attempts,
+            stream: trace.stream,
+            latency_ms,
+            ttfb_ms: trace
+                .first_byte_at
+                .map_or(0, |t| t.nanos_since(ctx.received_at) / 1_000_000),
+            overhead_us,
+            usage,
+            bytes_in: trace.bytes_in,
+            bytes_out,
+            in_rollups,
+        },
+    );
     if !queued && !in_rollups {
         core.rollups.lock().add(&sample);
     }
