@@ -154,10 +154,15 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         core.rollups.lock().add(&sample);
         return;
     }
-    // A label cut to fit the record would count under the cut name: counted here instead.
-    let in_rollups = !labels_fit(&sample);
+    queue_record(core, ctx, &trace, &sample, error, bytes_out);
+}
+
+/// Queues the request's record; the writer counts it in the stats as it drains it, unless it
+/// is counted here (a label had to be cut to fit the record, or the queue is full).
+fn queue_record(core: &Core, ctx: &RequestContext, trace: &Trace, sample: &Sample<'_>, error: &str, bytes_out: u64) {
+    let in_rollups = !labels_fit(sample);
     if in_rollups {
-        core.rollups.lock().add(&sample);
+        core.rollups.lock().add(sample);
     }
     // The text in one allocation; the writer maps it to a label id (and an empty upstream
     // model to `model`).
@@ -165,35 +170,32 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     let text = Texts::new(&RecordText {
         // Request ids are ASCII (checked when read, or generated as hex).
         request_id: std::str::from_utf8(&ctx.request_id).unwrap_or(""),
-        client,
+        client: sample.client,
         endpoint: trace.endpoint,
         model: &model,
-        provider,
+        provider: sample.provider,
         upstream_model: &upstream_model,
-        key,
+        key: sample.key,
         error,
     });
-    let queued = core.gateway.records.push_to(
-        &core.log_lane,
-        RequestRecord {
-            ts_ms,
-            text,
-            status,
-            attempts: trace.attempts,
-            stream: trace.stream,
-            latency_ms,
-            ttfb_ms: trace
-                .first_byte_at
-                .map_or(0, |t| t.nanos_since(ctx.received_at) / 1_000_000),
-            overhead_us,
-            usage,
-            bytes_in: trace.bytes_in,
-            bytes_out,
-            in_rollups,
-        },
-    );
-    if !queued && !in_rollups {
-        core.rollups.lock().add(&sample);
+    let record = RequestRecord {
+        ts_ms: sample.ts_ms,
+        text,
+        status: sample.status,
+        attempts: trace.attempts,
+        stream: trace.stream,
+        latency_ms: sample.latency_ms,
+        ttfb_ms: trace
+            .first_byte_at
+            .map_or(0, |t| t.nanos_since(ctx.received_at) / 1_000_000),
+        overhead_us: sample.overhead_us,
+        usage: sample.usage,
+        bytes_in: trace.bytes_in,
+        bytes_out,
+        in_rollups,
+    };
+    if !core.gateway.records.push_to(&core.log_lane, record) && !in_rollups {
+        core.rollups.lock().add(sample);
     }
 }
 

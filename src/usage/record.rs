@@ -1,5 +1,5 @@
 //! Request records: one per answered request that gets a row, pushed by each worker into its
-//! own lane of a bounded queue (a vector the writer takes whole; a shared lock-free queue for
+//! own lane of a bounded queue (a vector the writer empties; a shared lock-free queue for
 //! pushes without a lane) and written to storage by the control thread in batches. A record
 //! is compact (its eight text fields share one allocation; the writer splits them and maps them
 //! to a label id), so the worker pays one small allocation and the queue holds ~130 bytes a
@@ -9,8 +9,9 @@
 //! Invariant: a worker never blocks on the queue (a lane being taken is skipped for the shared
 //! queue); a record that does not fit is counted in `dropped` (exported as
 //! `rotor_log_dropped_total`), never silently lost. The queue's memory follows what it holds,
-//! not its capacity: a lane keeps room for what it held at the last take (at most its share of
-//! the capacity), the shared queue's blocks of 31 records come and go.
+//! not its capacity: a lane keeps room for twice what it held at the last take (at least
+//! `LANE_KEEP` records, at most its share of the capacity), the shared queue's blocks of 31
+//! records come and go.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +24,8 @@ use super::Usage;
 
 /// Records waiting for the writer: at ~130 bytes each, 64k of them is ~9 MB at most.
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// Records of room a lane keeps after a take however few it held (~140 kB).
+const LANE_KEEP: usize = 1024;
 /// Longest text field kept (longer ones are cut at a character boundary).
 pub const MAX_FIELD_BYTES: usize = 1024;
 
@@ -173,7 +176,7 @@ impl Texts {
 }
 
 /// One worker's queued records (`RecordQueue::lane`): a vector only its worker pushes to and
-/// the writer takes whole, so a push is a lock nobody else holds and a move, where a shared
+/// the writer empties, so a push is a lock nobody else holds and a move, where a shared
 /// lock-free queue paid a contended index and a zeroed block every 31 records (~300
 /// instructions a record with the writer's pop, callgrind, issue 18).
 #[derive(Default)]
@@ -291,21 +294,16 @@ impl RecordQueue {
     /// within a lane, then the shared queue's.
     pub fn drain(&self, max: usize) -> Vec<RequestRecord> {
         let mut taken = self.taken.lock();
-        let left = taken.len().min(max);
-        let mut out: Vec<RequestRecord> = taken.drain(..left).collect();
         let lanes: Vec<Arc<Lane>> = self.lanes.lock().clone();
+        let held: usize = lanes.iter().map(|l| l.held.load(Ordering::Relaxed)).sum();
+        let mut out = Vec::with_capacity((taken.len() + held + self.queue.len()).min(max));
+        let left = taken.len().min(max);
+        out.extend(taken.drain(..left));
         for lane in &lanes {
             if out.len() >= max {
                 break;
             }
-            let mut records = self.take(lane);
-            if out.is_empty() && records.len() <= max {
-                out = records;
-                continue;
-            }
-            let room = (max - out.len()).min(records.len());
-            taken.extend(records.drain(room..));
-            out.append(&mut records);
+            Self::take(lane, &mut out, max, &mut taken);
         }
         if taken.is_empty() {
             // What a burst left goes with it.
@@ -320,15 +318,22 @@ impl RecordQueue {
         out
     }
 
-    /// `lane`'s records, leaving it room for half as many again (a steady load then pushes
-    /// without growing the vector; a burst's room goes with the next take).
-    fn take(&self, lane: &Lane) -> Vec<RequestRecord> {
-        let held = lane.held.load(Ordering::Relaxed);
-        let share = self.lane_capacity.load(Ordering::Relaxed);
-        let room = Vec::with_capacity((held + held / 2 + 16).min(share));
+    /// Moves `lane`'s records to `out` (up to `max` in all, the rest to `taken`). The lane keeps
+    /// its vector, so a steady load pushes without growing it; room past twice what it held
+    /// (and past `LANE_KEEP`) goes, so after a burst its memory follows the load again.
+    fn take(lane: &Lane, out: &mut Vec<RequestRecord>, max: usize, taken: &mut VecDeque<RequestRecord>) {
         let mut records = lane.records.lock();
+        let held = records.len();
+        let room = max.saturating_sub(out.len());
+        if held > room {
+            taken.extend(records.drain(room..));
+        }
+        out.append(&mut records);
         lane.held.store(0, Ordering::Relaxed);
-        std::mem::replace(&mut *records, room)
+        let keep = (2 * held).max(LANE_KEEP);
+        if records.capacity() > keep {
+            records.shrink_to(keep);
+        }
     }
 
     /// Called by the writer after a clean batch: the next drop starts a new burst (and warns).

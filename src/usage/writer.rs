@@ -1,12 +1,12 @@
 //! The request-log writer, on the control thread: drains the record queue into SQLite in
 //! batched transactions, counts the drained records in the stats rollups (`record_rollup`),
-//! collects the rollups once a second (`FLUSH_EVERY`), and answers the admin API's storage queries; `storage::keeper` keeps the database open and
-//! bounded around it.
+//! collects the rollups once a second (`FLUSH_EVERY`), and answers the admin API's storage
+//! queries; `storage::keeper` keeps the database open and bounded around it.
 //! Invariant: a storage failure never reaches the workers. A drained record counts in the
 //! rollups before its row is written, so the rows of a failed batch are counted as dropped and
-//! their requests still in the stats; rollup cells that could not be written stay pending (bounded by
-//! `MAX_PENDING`, the excess counted) and are written exactly once when storage is back. Either
-//! failure shows in `/health` for `storage.health_window_ms`.
+//! their requests still in the stats; rollup cells that could not be written stay pending
+//! (bounded by `MAX_PENDING`, the excess counted) and are written exactly once when storage is
+//! back. Either failure shows in `/health` for `storage.health_window_ms`.
 
 use std::time::{Duration, Instant};
 
@@ -164,8 +164,9 @@ impl LogWriter {
         bounded
     }
 
-    /// Adds the workers' cells to the pending ones and commits them all in one transaction;
-    /// on failure they stay pending for the next flush. Returns whether there were any.
+    /// Adds the collected cells (the workers' and the drained records') to the pending ones and
+    /// commits them all in one transaction; on failure they stay pending for the next flush.
+    /// Returns whether there were any.
     fn write_rollups(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) -> bool {
         self.record_rollups.fold(&gateway.rollups);
         for (key, cell) in gateway.rollups.collect() {
