@@ -406,6 +406,13 @@ mod tests {
         );
         assert!(q.is_empty());
         assert!(q.drain(10).is_empty());
+        let burst = RecordQueue::with_capacity(1 << 20);
+        let c = burst.lane();
+        assert!((0..10 * LANE_KEEP as u16).all(|i| burst.push_to(&c, numbered(i))));
+        assert_eq!(burst.drain(usize::MAX).len(), 10 * LANE_KEEP);
+        assert!(burst.push_to(&c, numbered(0)) && burst.drain(1).len() == 1);
+        let room = c.records.lock().capacity();
+        assert!(room <= LANE_KEEP, "a burst's room goes with the next take: {room}");
     }
 
     #[test]
