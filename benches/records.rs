@@ -1,10 +1,11 @@
-//! Decision this supports: every proxied request adds itself to its core's stats rollup shard
-//! and pushes one compact record into a bounded lock-free queue (crossbeam `SegQueue`) from its
-//! worker, and the control thread drains it into SQLite in batches. That keeps logging off the
-//! request path only if building and pushing a record and counting the rollup cost next to
-//! nothing next to the ~10-50 µs rotor spends on a request (budget < 300 ns together), and if
-//! the batched SQLite insert the drainer pays per record stays under 1.5 µs (issue 13), so the
-//! control thread takes < 6 % of a core at 40k requests/s and keeps up with > 600k/s.
+//! Decision this supports: every logged request pushes one compact record into its worker's
+//! lane of a bounded queue (a vector the writer takes whole; crossbeam `SegQueue` for pushes
+//! without a lane), and the control thread drains it into SQLite in batches, counting its
+//! stats rollup as it goes. That keeps logging off the request path only if building and
+//! pushing a record (and the writer's rollup count) cost next to nothing next to the ~10-50 µs
+//! rotor spends on a request (budget < 300 ns together), and if the batched SQLite insert the
+//! drainer pays per record stays under 1.5 µs (issue 13), so the control thread takes < 6 % of
+//! a core at 40k requests/s and keeps up with > 600k/s.
 
 #![allow(clippy::expect_used)] // bench set-up: a failure here is a broken bench, not a request
 
@@ -17,7 +18,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rotor::storage::memlog::{Bounds, MemLog};
 use rotor::storage::{requests, Storage};
 use rotor::usage::record::{RecordQueue, RecordText, RequestRecord, Texts};
-use rotor::usage::rollup::{RollupRegistry, Sample};
+use rotor::usage::record_rollup::RecordRollups;
+use rotor::usage::rollup::RollupRegistry;
 use rotor::usage::Usage;
 
 const TEXT: RecordText<'static> = RecordText {
@@ -49,6 +51,7 @@ fn record() -> RequestRecord {
         },
         bytes_in: 900,
         bytes_out: 4200,
+        in_rollups: false,
     }
 }
 
@@ -56,39 +59,33 @@ fn push(c: &mut Criterion) {
     let mut group = c.benchmark_group("record_push");
     group.throughput(Throughput::Elements(1));
     let template = record();
-    // What `finish` does per request: build the record (one allocation for its text) and count
-    // the request in this core's rollup shard.
-    let registry = RollupRegistry::default();
-    let shard = registry.shard();
+    // What `finish` does per logged request before the push: build the record (one
+    // allocation for its text).
     // Numbers only: cloning an empty text allocates nothing.
     let numbers = RequestRecord {
         text: Texts::default(),
         ..record()
     };
-    group.bench_function("build_record_and_rollup", |b| {
+    group.bench_function("build_record", |b| {
         b.iter(|| {
-            let r = RequestRecord {
+            black_box(RequestRecord {
                 text: Texts::new(black_box(&TEXT)),
                 ..numbers.clone()
-            };
-            shard.lock().add(&Sample {
-                ts_ms: r.ts_ms,
-                model: TEXT.model,
-                provider: TEXT.provider,
-                key: TEXT.key,
-                client: TEXT.client,
-                status: r.status,
-                latency_ms: r.latency_ms,
-                overhead_us: r.overhead_us,
-                usage: r.usage,
-            });
-            black_box(r)
+            })
         })
     });
     let queue = RecordQueue::with_capacity(1 << 16);
     group.bench_function("push_pop_one_thread", |b| {
         b.iter(|| {
-            queue.push(black_box(template.clone()));
+            black_box(queue.push(black_box(template.clone())));
+            black_box(queue.drain(1));
+        })
+    });
+    // What a worker does: push to its own lane; the writer takes the lane whole.
+    let lane = queue.lane();
+    group.bench_function("push_to_lane_then_take", |b| {
+        b.iter(|| {
+            black_box(queue.push_to(&lane, black_box(template.clone())));
             black_box(queue.drain(1));
         })
     });
@@ -120,6 +117,16 @@ fn insert(c: &mut Criterion) {
     group.throughput(Throughput::Elements(batch.len() as u64));
     group.bench_function("sqlite_batch_of_1000", |b| {
         b.iter(|| requests::insert(&mut storage, black_box(&batch)).expect("insert"))
+    });
+    // The writer counts every drained record in the stats rollups.
+    let registry = RollupRegistry::default();
+    let mut rollups = RecordRollups::default();
+    group.bench_function("rollups_of_1000", |b| {
+        b.iter(|| {
+            rollups.count(black_box(&batch), &registry);
+            rollups.fold(&registry);
+            black_box(registry.collect())
+        })
     });
     // The in-memory log (`storage.path = ""`) at its bound: every row appended evicts one.
     let mut ring = MemLog::default();

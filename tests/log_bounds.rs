@@ -63,12 +63,11 @@ fn three_hundred_thousand_requests_leave_the_in_memory_log_flat() {
             200
         );
     }
-    let shard = h.running().gateway.rollups.shard();
-    log_directly(&h, 17_000, &shard);
+    log_directly(&h, 17_000);
     settled(&h);
     let (rss_20k, bytes_20k) = (rss_kb(), metric(&h, "rotor_storage_bytes"));
     for _ in 0..28 {
-        log_directly(&h, 10_000, &shard);
+        log_directly(&h, 10_000);
     }
     settled(&h);
     let (rss_300k, bytes_300k) = (rss_kb(), metric(&h, "rotor_storage_bytes"));

@@ -80,7 +80,7 @@ fn health_stays_failing_while_records_are_dropped_and_recovers_after_the_window(
         let before = gateway.records.dropped();
         // Far more than the queue holds, faster than the writer drains it.
         for _ in 0..200_000 {
-            gateway.records.push(RequestRecord::default());
+            let _dropped_when_full = gateway.records.push(RequestRecord::default());
         }
         assert!(gateway.records.dropped() > before, "the burst overflowed the queue");
     };
@@ -297,7 +297,6 @@ fn max_db_bytes_bounds_the_file_and_its_wal_while_stats_count_everything() {
             200
         );
     }
-    let shard = h.running().gateway.rollups.shard();
     let mut biggest = (0, 0);
     let mut sample = || {
         let (file, wal) = file_bytes(&path);
@@ -306,7 +305,7 @@ fn max_db_bytes_bounds_the_file_and_its_wal_while_stats_count_everything() {
         }
     };
     for _ in 0..10 {
-        log_directly(&h, 10_000, &shard);
+        log_directly(&h, 10_000);
         sample();
         assert!(eventually(Duration::from_secs(20), || {
             sample();

@@ -352,3 +352,40 @@ fn a_spaced_stream_logs_its_first_byte_before_its_end() {
     assert!(ttfb + 300 <= latency, "the head went out before the gaps: {row}");
     assert!(overhead > 0 && overhead < latency * 1000, "{row}");
 }
+
+/// Stats count every request exactly once, whoever counts it: the log writer for a request
+/// with a row, the worker for one sampled out (`sample_rate`) or kept without rows
+/// (`max_records = 0`).
+#[test]
+fn stats_count_each_request_once_with_or_without_its_row() {
+    for (storage, rows) in [("", 3), ("sample_rate = 0.0", 0), ("max_records = 0", 0)] {
+        let h = Harness::start(Conf {
+            storage: storage.into(),
+            ..admin_conf()
+        });
+        let mut client = h.client();
+        for model in ["gpt-3.5", "gpt-4o-mini", "gpt-3.5"] {
+            assert_eq!(client.post("/v1/chat/completions", &chat(model), &[]).status, 200);
+        }
+        let requests = || admin(&h, "GET", "/admin/stats/overview").json()["requests"].as_u64();
+        assert!(
+            eventually(Duration::from_secs(3), || requests() == Some(3)),
+            "{storage}"
+        );
+        let stats = admin(&h, "GET", "/admin/stats?period=hour&group_by=model").json();
+        let mut groups: Vec<(String, u64)> = stats["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| (g["group"].as_str().unwrap().to_owned(), g["requests"].as_u64().unwrap()))
+            .collect();
+        groups.sort();
+        assert_eq!(
+            groups,
+            [("gpt-3.5".to_owned(), 2), ("gpt-4o-mini".to_owned(), 1)],
+            "{storage}"
+        );
+        assert_eq!(logs(&h, "")["total"].as_u64(), Some(rows), "{storage}");
+        assert_eq!(requests(), Some(3), "{storage}: counted once");
+    }
+}

@@ -1,6 +1,7 @@
 //! Phase `finish`: what the earlier phases learned about a request (the `Trace`) becomes
-//! metrics on this core's shard and, when logging is on, a stats rollup count on this core's
-//! shard and (sampled) a request record on the queue.
+//! metrics on this core's shard and, when logging is on, (sampled) a request record on the
+//! queue; a request that gets no record there counts in this core's stats rollup shard (the
+//! writer counts the queued ones).
 //! Invariant: runs exactly once per request, after the response (or the error) went out, and
 //! never blocks.
 
@@ -10,7 +11,7 @@ use super::{Core, RequestContext};
 use crate::health::clock::Moment;
 use crate::metrics::health::RelayFailure;
 use crate::metrics::Observation;
-use crate::usage::record::{RecordText, RequestRecord, Texts};
+use crate::usage::record::{RecordText, RequestRecord, Texts, MAX_FIELD_BYTES};
 use crate::usage::rollup::Sample;
 use crate::usage::Usage;
 
@@ -135,8 +136,9 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         .map_or("", |h| h.masked.as_str());
     let latency_ms = elapsed_ns / 1_000_000;
     let overhead_us = overhead_ns.map_or(0, |ns| ns / 1_000);
-    // Every request counts in the stats, whether or not it gets a row.
-    core.rollups.lock().add(&Sample {
+    // Every request counts in the stats, whether or not it gets a row: here when it gets none,
+    // else by the writer as it drains the record (`usage::record_rollup`).
+    let sample = Sample {
         ts_ms,
         model: &trace.model,
         provider,
@@ -146,10 +148,21 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         latency_ms,
         overhead_us,
         usage,
-    });
+    };
     // A row for this request? (`max_records = 0` keeps none; `sample_rate` thins them.)
     if storage.max_records == Some(0) || (storage.sample_rate < 1.0 && fastrand::f64() >= storage.sample_rate) {
+        core.rollups.lock().add(&sample);
         return;
+    }
+    queue_record(core, ctx, &trace, &sample, error, bytes_out);
+}
+
+/// Queues the request's record; the writer counts it in the stats as it drains it, unless it
+/// is counted here (a label had to be cut to fit the record, or the queue is full).
+fn queue_record(core: &Core, ctx: &RequestContext, trace: &Trace, sample: &Sample<'_>, error: &str, bytes_out: u64) {
+    let in_rollups = !labels_fit(sample);
+    if in_rollups {
+        core.rollups.lock().add(sample);
     }
     // The text in one allocation; the writer maps it to a label id (and an empty upstream
     // model to `model`).
@@ -157,27 +170,40 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     let text = Texts::new(&RecordText {
         // Request ids are ASCII (checked when read, or generated as hex).
         request_id: std::str::from_utf8(&ctx.request_id).unwrap_or(""),
-        client,
+        client: sample.client,
         endpoint: trace.endpoint,
         model: &model,
-        provider,
+        provider: sample.provider,
         upstream_model: &upstream_model,
-        key,
+        key: sample.key,
         error,
     });
-    core.gateway.records.push(RequestRecord {
-        ts_ms,
+    let record = RequestRecord {
+        ts_ms: sample.ts_ms,
         text,
-        status,
+        status: sample.status,
         attempts: trace.attempts,
         stream: trace.stream,
-        latency_ms,
+        latency_ms: sample.latency_ms,
         ttfb_ms: trace
             .first_byte_at
             .map_or(0, |t| t.nanos_since(ctx.received_at) / 1_000_000),
-        overhead_us,
-        usage,
+        overhead_us: sample.overhead_us,
+        usage: sample.usage,
         bytes_in: trace.bytes_in,
         bytes_out,
-    });
+        in_rollups,
+    };
+    if !core.gateway.records.push_to(&core.log_lane, record) && !in_rollups {
+        core.rollups.lock().add(sample);
+    }
+}
+
+/// The stats labels of `sample` are kept whole in a request record (else the record's would
+/// name another model, or cut a configured name).
+fn labels_fit(sample: &Sample<'_>) -> bool {
+    sample.model.len() <= MAX_RECORD_MODEL_BYTES
+        && [sample.client, sample.provider, sample.key]
+            .iter()
+            .all(|name| name.len() <= MAX_FIELD_BYTES)
 }

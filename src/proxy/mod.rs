@@ -78,6 +78,8 @@ pub struct Core {
     metrics: Arc<parking_lot::Mutex<crate::metrics::Shard>>,
     /// This core's stats rollups (only this core writes them; the control thread collects).
     rollups: Arc<parking_lot::Mutex<crate::usage::rollup::RollupShard>>,
+    /// This core's lane of the request record queue (only this core pushes to it).
+    log_lane: Arc<crate::usage::record::Lane>,
 }
 
 /// What every phase of one request may read.
@@ -147,6 +149,7 @@ impl Core {
             pool_generation: Cell::new(generation.id),
             metrics: gateway.metrics.shard(),
             rollups: gateway.rollups.shard(),
+            log_lane: gateway.records.lane(),
             gateway,
         }
     }

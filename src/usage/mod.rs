@@ -9,6 +9,7 @@ mod needle;
 pub mod openai;
 mod openai_stream;
 pub mod record;
+pub mod record_rollup;
 pub mod responses;
 pub mod rollup;
 pub mod writer;

@@ -1,16 +1,20 @@
-//! Stats rollups on the request path: each worker adds every finished request to its own shard
-//! (counts per minute x model x provider x key x client x status), and the control thread
-//! collects the shards once a second and writes them to the `rollups` table.
-//! Invariant: every request that `finish` sees is added exactly once (rows may be sampled or
-//! pruned, rollups never are); a shard is only written by its own core, so its mutex is never
-//! contended on the request path; a shard holds at most `MAX_CELLS` label sets between two
-//! collections, the rest counted under model `(other)` and in `rotor_rollup_overflow_total`.
+//! Stats rollups: counts per minute x model x provider x key x client x status, in shards the
+//! control thread collects once a second and writes to the `rollups` table. A worker adds to
+//! its own shard the finished requests that queue no request record; the log writer counts the
+//! queued ones from their records into its own shard (`record_rollup`).
+//! Invariant: every request that `finish` sees is added exactly once, by its worker or by the
+//! writer (rows may be sampled or pruned, rollups never are); a shard is only written by its own
+//! thread, so its mutex is never contended on the request path; a shard holds at most
+//! `MAX_CELLS` label sets between two collections, the rest counted under model `(other)` and in
+//! `rotor_rollup_overflow_total`.
 //! Over time the collected cells name at most `storage.max_stat_models` distinct models since
 //! start (client-chosen names through wildcard routes would otherwise add a stats row each, kept
 //! for `rollup_retention_days`); the rest are counted under `(other)` the same way.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use std::collections::hash_map::Entry;
 
 use ahash::{AHashMap, AHashSet};
 use parking_lot::Mutex;
@@ -69,23 +73,29 @@ impl Cell {
         }
     }
 
-    fn add(&mut self, s: &Sample<'_>) {
+    /// Counts one request.
+    pub fn count(&mut self, status: u16, latency_ms: u64, overhead_us: u64, usage: &Usage) {
         self.requests += 1;
-        self.errors += u64::from(s.status >= 400);
-        self.prompt_tokens += s.usage.prompt_tokens;
-        self.completion_tokens += s.usage.completion_tokens;
-        self.cached_tokens += s.usage.cached_tokens;
-        self.reasoning_tokens += s.usage.reasoning_tokens;
-        self.latency_ms_sum += s.latency_ms;
-        self.overhead_us_sum += s.overhead_us;
+        self.errors += u64::from(status >= 400);
+        self.prompt_tokens += usage.prompt_tokens;
+        self.completion_tokens += usage.completion_tokens;
+        self.cached_tokens += usage.cached_tokens;
+        self.reasoning_tokens += usage.reasoning_tokens;
+        self.latency_ms_sum += latency_ms;
+        self.overhead_us_sum += overhead_us;
         let bucket = LATENCY_BOUNDS_MS
             .iter()
-            .position(|&b| s.latency_ms <= b)
+            .position(|&b| latency_ms <= b)
             .unwrap_or(LATENCY_BUCKETS - 1);
         if let Some(n) = self.latency.get_mut(bucket) {
             *n += 1;
         }
     }
+}
+
+/// Start of the minute `ts_ms` (Unix ms) falls in.
+pub fn bucket_of(ts_ms: i64) -> i64 {
+    ts_ms - ts_ms.rem_euclid(MINUTE_MS)
 }
 
 /// One finished request, borrowed from `finish` (nothing is allocated unless its label set is
@@ -104,34 +114,54 @@ pub struct Sample<'a> {
 }
 
 impl Sample<'_> {
-    fn bucket_ms(&self) -> i64 {
-        self.ts_ms - self.ts_ms.rem_euclid(MINUTE_MS)
+    fn labels(&self) -> Labels<'_> {
+        Labels {
+            bucket_ms: bucket_of(self.ts_ms),
+            model: self.model,
+            provider: self.provider,
+            key: self.key,
+            client: self.client,
+            status: self.status,
+        }
     }
+}
 
-    fn hash(&self, model: &str) -> u64 {
+/// The labels of a cell, borrowed (`RollupKey` owned).
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    pub bucket_ms: i64,
+    pub model: &'a str,
+    pub provider: &'a str,
+    pub key: &'a str,
+    pub client: &'a str,
+    pub status: u16,
+}
+
+impl Labels<'_> {
+    fn hash(&self) -> u64 {
         ahash::RandomState::with_seeds(3, 5, 7, 11).hash_one((
-            self.bucket_ms(),
+            self.bucket_ms,
             self.status,
-            model,
+            self.model,
             self.provider,
             self.key,
             self.client,
         ))
     }
 
-    fn is(&self, key: &RollupKey, model: &str) -> bool {
-        key.bucket_ms == self.bucket_ms()
+    fn is(&self, key: &RollupKey) -> bool {
+        key.bucket_ms == self.bucket_ms
             && key.status == self.status
-            && key.model == model
+            && key.model == self.model
             && key.provider == self.provider
             && key.key == self.key
             && key.client == self.client
     }
 
-    fn key(&self, model: &str) -> RollupKey {
+    fn key(&self) -> RollupKey {
         RollupKey {
-            bucket_ms: self.bucket_ms(),
-            model: model.to_owned(),
+            bucket_ms: self.bucket_ms,
+            model: self.model.to_owned(),
             provider: self.provider.to_owned(),
             key: self.key.to_owned(),
             client: self.client.to_owned(),
@@ -151,27 +181,36 @@ pub struct RollupShard {
 
 impl RollupShard {
     pub fn add(&mut self, s: &Sample<'_>) {
-        let mut model = s.model;
-        if self.cells.len() >= MAX_CELLS && !self.cells.contains_key(&s.hash(model)) {
-            self.overflow += 1;
-            model = OVERFLOW_MODEL;
+        self.cell(s.labels(), 1)
+            .count(s.status, s.latency_ms, s.overhead_us, &s.usage);
+    }
+
+    /// Adds the counts of `cell` (its requests under `labels`).
+    pub fn merge(&mut self, labels: Labels<'_>, cell: &Cell) {
+        self.cell(labels, cell.requests).merge(cell);
+    }
+
+    /// The cell of `labels` (of `(other)` in their place when the shard is full: `requests`
+    /// count as overflow then).
+    fn cell(&mut self, mut labels: Labels<'_>, requests: u64) -> &mut Cell {
+        if self.cells.len() >= MAX_CELLS && !self.cells.contains_key(&labels.hash()) {
+            self.overflow += requests;
+            labels.model = OVERFLOW_MODEL;
         }
-        let hash = s.hash(model);
-        match self.cells.get_mut(&hash) {
-            Some((key, cell)) if s.is(key, model) => cell.add(s),
-            Some(_) => match self.collided.iter_mut().find(|(k, _)| s.is(k, model)) {
-                Some((_, cell)) => cell.add(s),
-                None => {
-                    let mut cell = Cell::default();
-                    cell.add(s);
-                    self.collided.push((s.key(model), cell));
-                }
-            },
-            None => {
-                let mut cell = Cell::default();
-                cell.add(s);
-                self.cells.insert(hash, (s.key(model), cell));
+        match self.cells.entry(labels.hash()) {
+            Entry::Occupied(held) if labels.is(&held.get().0) => &mut held.into_mut().1,
+            Entry::Occupied(_) => {
+                let at = match self.collided.iter().position(|(k, _)| labels.is(k)) {
+                    Some(at) => at,
+                    None => {
+                        self.collided.push((labels.key(), Cell::default()));
+                        self.collided.len() - 1
+                    }
+                };
+                // Found or just pushed: in bounds.
+                &mut self.collided[at].1
             }
+            Entry::Vacant(new) => &mut new.insert((labels.key(), Cell::default())).1,
         }
     }
 }

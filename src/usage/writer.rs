@@ -1,11 +1,12 @@
 //! The request-log writer, on the control thread: drains the record queue into SQLite in
-//! batched transactions, collects the workers' stats rollups once a second (`FLUSH_EVERY`),
-//! and answers the admin API's storage queries; `storage::keeper` keeps the database open and
-//! bounded around it.
-//! Invariant: a storage failure never reaches the workers. The rows of a failed batch are
-//! counted as dropped; rollup cells that could not be written stay pending (bounded by
-//! `MAX_PENDING`, the excess counted) and are written exactly once when storage is back. Either
-//! failure shows in `/health` for `storage.health_window_ms`.
+//! batched transactions, counts the drained records in the stats rollups (`record_rollup`),
+//! collects the rollups once a second (`FLUSH_EVERY`), and answers the admin API's storage
+//! queries; `storage::keeper` keeps the database open and bounded around it.
+//! Invariant: a storage failure never reaches the workers. A drained record counts in the
+//! rollups before its row is written, so the rows of a failed batch are counted as dropped and
+//! their requests still in the stats; rollup cells that could not be written stay pending
+//! (bounded by `MAX_PENDING`, the excess counted) and are written exactly once when storage is
+//! back. Either failure shows in `/health` for `storage.health_window_ms`.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use crate::storage::health::PruneReason;
 use crate::storage::keeper::{batch_rows, now_unix_ms, Keeper};
 use crate::storage::memlog::{Bounds, MemLog};
 use crate::storage::{requests, rollups, Storage, StorageError};
+use crate::usage::record_rollup::RecordRollups;
 use crate::usage::rollup::{Cell, RollupKey};
 
 /// Rollups reach the database this often: what a crash can lose of the stats.
@@ -27,7 +29,9 @@ const MAX_PENDING: usize = 100_000;
 
 pub struct LogWriter {
     keeper: Keeper,
-    /// Rollup cells collected from the workers and not yet committed.
+    /// The drained records' stats, until the next collection.
+    record_rollups: RecordRollups,
+    /// Rollup cells collected and not yet committed.
     pending: AHashMap<RollupKey, Cell>,
     last_flush: Instant,
     /// The rows when the database is in memory (`storage.path = ""`); SQLite holds only the
@@ -49,6 +53,7 @@ impl Default for LogWriter {
     fn default() -> Self {
         LogWriter {
             keeper: Keeper::default(),
+            record_rollups: RecordRollups::default(),
             pending: AHashMap::new(),
             last_flush: Instant::now(),
             memlog: MemLog::default(),
@@ -119,6 +124,7 @@ impl LogWriter {
             if batch.is_empty() {
                 break;
             }
+            self.record_rollups.count(&batch, &gateway.rollups);
             if in_memory(storage) {
                 let bounds = Bounds {
                     max_rows: settings.max_records,
@@ -158,9 +164,11 @@ impl LogWriter {
         bounded
     }
 
-    /// Adds the workers' cells to the pending ones and commits them all in one transaction;
-    /// on failure they stay pending for the next flush. Returns whether there were any.
+    /// Adds the collected cells (the workers' and the drained records') to the pending ones and
+    /// commits them all in one transaction; on failure they stay pending for the next flush.
+    /// Returns whether there were any.
     fn write_rollups(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) -> bool {
+        self.record_rollups.fold(&gateway.rollups);
         for (key, cell) in gateway.rollups.collect() {
             self.pending.entry(key).or_default().merge(&cell);
         }
@@ -218,9 +226,14 @@ impl LogWriter {
     }
 
     /// The last write, after the workers stopped: rollups that cannot be written now are
-    /// counted as lost.
+    /// counted as lost (with the requests of records a failed write left queued).
     pub fn finish(&mut self, gateway: &Gateway, storage: &mut Option<Storage>) {
         self.flush(gateway, storage);
+        let left = gateway.records.drain(usize::MAX);
+        if !left.is_empty() {
+            self.record_rollups.count(&left, &gateway.rollups);
+            self.write_rollups(gateway, storage);
+        }
         let lost: u64 = self.pending.drain().map(|(_, c)| c.requests).sum();
         if lost > 0 {
             gateway.storage_status.count_rollups_dropped(lost);
