@@ -1,0 +1,137 @@
+//! Tests of the request record queue: lanes, drops, drains and the text fields.
+
+use super::*;
+
+#[test]
+fn a_full_queue_counts_drops_and_keeps_the_oldest() {
+    let q = RecordQueue::with_capacity(2);
+    for i in 0..5 {
+        assert_eq!(q.push(numbered(200 + i)), i < 2);
+    }
+    assert_eq!(q.dropped(), 3);
+    assert!(q.last_drop_ms() > 0);
+    let drained = q.drain(10);
+    assert_eq!(drained.iter().map(|r| r.status).collect::<Vec<_>>(), vec![200, 201]);
+    assert!(q.is_empty());
+}
+
+fn numbered(status: u16) -> RequestRecord {
+    RequestRecord {
+        status,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn lanes_share_the_capacity_and_drain_every_record_once_in_lane_order() {
+    let q = RecordQueue::with_capacity(8);
+    let (a, b) = (q.lane(), q.lane());
+    for i in 0..5 {
+        assert_eq!(q.push_to(&a, numbered(100 + i)), i < 4, "a lane holds half");
+    }
+    assert!(q.push_to(&b, numbered(200)));
+    assert!(q.push(numbered(300)), "a push without a lane");
+    assert_eq!((q.len(), q.dropped()), (6, 1));
+    let first = q.drain(3);
+    assert_eq!(first.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 101, 102]);
+    assert_eq!(q.len(), 3, "what did not fit waits for the next drain");
+    assert!(q.push_to(&a, numbered(104)), "the lane was taken: room again");
+    let rest = q.drain(10);
+    assert_eq!(
+        rest.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [103, 104, 200, 300],
+        "leftovers first, then each lane, then the shared queue"
+    );
+    assert!(q.is_empty());
+    assert!(q.drain(10).is_empty());
+    let burst = RecordQueue::with_capacity(1 << 20);
+    let c = burst.lane();
+    assert!((0..10 * LANE_KEEP as u16).all(|i| burst.push_to(&c, numbered(i))));
+    assert_eq!(burst.drain(usize::MAX).len(), 10 * LANE_KEEP);
+    assert!(burst.push_to(&c, numbered(0)) && burst.drain(1).len() == 1);
+    let room = c.records.lock().capacity();
+    assert!(room <= LANE_KEEP, "a burst's room goes with the next take: {room}");
+}
+
+#[test]
+fn a_worker_pushing_while_the_writer_drains_loses_nothing() {
+    let q = Arc::new(RecordQueue::with_capacity(1 << 20));
+    let lane = q.lane();
+    const N: u16 = 50_000;
+    let pusher = {
+        let q = q.clone();
+        std::thread::spawn(move || (0..N).all(|i| q.push_to(&lane, numbered(i))))
+    };
+    let mut seen = Vec::new();
+    loop {
+        let done = pusher.is_finished();
+        seen.extend(q.drain(64).into_iter().map(|r| r.status));
+        if done && q.is_empty() {
+            break;
+        }
+    }
+    assert!(pusher.join().unwrap(), "nothing was dropped");
+    // A record that met a lane being taken went to the shared queue: order aside, each
+    // arrives once.
+    seen.sort_unstable();
+    assert!(seen.iter().copied().eq(0..N));
+    assert!(q.is_empty());
+}
+
+#[test]
+fn text_fields_round_trip_through_one_allocation() {
+    let text = RecordText {
+        request_id: "req-1",
+        client: "web",
+        endpoint: "chat",
+        model: "gpt-4o-mini",
+        provider: "",
+        upstream_model: "gpt-4o-mini-2024",
+        key: "…abcd",
+        error: "upstream_timeout",
+    };
+    assert_eq!(Texts::new(&text).get(), text);
+    let key = Texts::new(&text);
+    let (run, ends) = key.label_key();
+    assert_eq!(run, "webchatgpt-4o-minigpt-4o-mini-2024…abcdupstream_timeout");
+    assert_eq!(ends, [3, 7, 18, 18, 34, 41, 57]);
+    assert_eq!(
+        Texts::split_label(run, &ends),
+        [
+            "web",
+            "chat",
+            "gpt-4o-mini",
+            "",
+            "gpt-4o-mini-2024",
+            "…abcd",
+            "upstream_timeout"
+        ]
+    );
+    assert_eq!(key.request_id(), "req-1");
+    let moved = Texts::new(&RecordText {
+        client: "webc",
+        endpoint: "hat",
+        request_id: "other",
+        ..text
+    });
+    assert_eq!(moved.label_key().0, run, "the same run of text...");
+    assert_ne!(
+        moved.label_key(),
+        key.label_key(),
+        "...split elsewhere is another label"
+    );
+    assert_eq!(RequestRecord::default().text.get(), RecordText::default());
+    let long = "é".repeat(MAX_FIELD_BYTES);
+    let t = Texts::new(&RecordText {
+        model: &long,
+        key: "k",
+        ..Default::default()
+    });
+    assert_eq!(t.get().model.len(), MAX_FIELD_BYTES, "cut at a char boundary");
+    assert_eq!(t.get().key, "k");
+    assert!(
+        std::mem::size_of::<RequestRecord>() <= 136,
+        "{}",
+        std::mem::size_of::<RequestRecord>()
+    );
+}
