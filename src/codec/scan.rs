@@ -424,6 +424,21 @@ pub fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
     if c.key()? != b"usage" {
         return None;
     }
+    let out = usage_object(&mut c)?;
+    // The members after `usage`, then the body's closing brace.
+    while c.take(b',') {
+        c.key()?;
+        c.skip()?;
+    }
+    c.eat(b'}')?;
+    c.finish()?;
+    Some(out)
+}
+
+/// A `usage` object's counts (the cursor at its `{`, after whitespace or not): a count that is
+/// not a plain integer, a duplicate member or a `*_details` that is neither an object nor null
+/// is left to serde (`None`), which `usage::openai` reads it with otherwise.
+pub(crate) fn usage_object(c: &mut Cursor<'_>) -> Option<UsageCounts> {
     let mut out = UsageCounts::default();
     let mut seen = [false; 4];
     let mut once = |i: usize| (!std::mem::replace(&mut seen[i], true)).then_some(());
@@ -441,11 +456,11 @@ pub fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
                 }
                 b"prompt_tokens_details" => {
                     once(2)?;
-                    out.cached = details(&mut c, b"cached_tokens")?;
+                    out.cached = details(c, b"cached_tokens")?;
                 }
                 b"completion_tokens_details" => {
                     once(3)?;
-                    out.reasoning = details(&mut c, b"reasoning_tokens")?;
+                    out.reasoning = details(c, b"reasoning_tokens")?;
                 }
                 _ => c.skip()?,
             }
@@ -456,13 +471,6 @@ pub fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
         c.eat(b'}')?;
     }
     c.depth -= 1;
-    // The members after `usage`, then the body's closing brace.
-    while c.take(b',') {
-        c.key()?;
-        c.skip()?;
-    }
-    c.eat(b'}')?;
-    c.finish()?;
     Some(out)
 }
 
