@@ -64,18 +64,26 @@ impl<'a> Cursor<'a> {
 
     /// Whitespace, then `byte`.
     pub(crate) fn eat(&mut self, byte: u8) -> Option<()> {
-        self.ws();
-        (self.peek()? == byte).then(|| self.at += 1)
+        self.take(byte).then_some(())
     }
 
-    /// Whitespace, then `byte` if it is next (true) or nothing (false).
+    /// Whitespace, then `byte` if it is next (true) or nothing (false). Compact JSON has no
+    /// whitespace, so the byte at the position is compared first and only whitespace sends the
+    /// cursor through `ws` (a token cost a whitespace test, then a second load and compare).
+    #[inline]
     pub(crate) fn take(&mut self, byte: u8) -> bool {
-        self.ws();
-        let next = self.peek() == Some(byte);
-        if next {
-            self.at += 1;
+        match self.peek() {
+            Some(next) if next == byte => {}
+            Some(b' ' | b'\t' | b'\n' | b'\r') => {
+                self.ws();
+                if self.peek() != Some(byte) {
+                    return false;
+                }
+            }
+            _ => return false,
         }
-        next
+        self.at += 1;
+        true
     }
 
     /// Only whitespace left.
@@ -230,7 +238,10 @@ impl<'a> Cursor<'a> {
     pub(crate) fn skip(&mut self) -> Option<()> {
         self.ws();
         match self.peek()? {
-            b'"' => self.string().map(|_| ()),
+            b'"' => {
+                self.at += 1;
+                self.string_after_quote().map(|_| ())
+            }
             b'{' => {
                 self.at += 1;
                 self.enter()?;
@@ -424,6 +435,21 @@ pub fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
     if c.key()? != b"usage" {
         return None;
     }
+    let out = usage_object(&mut c)?;
+    // The members after `usage`, then the body's closing brace.
+    while c.take(b',') {
+        c.key()?;
+        c.skip()?;
+    }
+    c.eat(b'}')?;
+    c.finish()?;
+    Some(out)
+}
+
+/// A `usage` object's counts (the cursor at its `{`, after whitespace or not): a count that is
+/// not a plain integer, a duplicate member or a `*_details` that is neither an object nor null
+/// is left to serde (`None`), which `usage::openai` reads it with otherwise.
+pub(crate) fn usage_object(c: &mut Cursor<'_>) -> Option<UsageCounts> {
     let mut out = UsageCounts::default();
     let mut seen = [false; 4];
     let mut once = |i: usize| (!std::mem::replace(&mut seen[i], true)).then_some(());
@@ -441,11 +467,11 @@ pub fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
                 }
                 b"prompt_tokens_details" => {
                     once(2)?;
-                    out.cached = details(&mut c, b"cached_tokens")?;
+                    out.cached = details(c, b"cached_tokens")?;
                 }
                 b"completion_tokens_details" => {
                     once(3)?;
-                    out.reasoning = details(&mut c, b"reasoning_tokens")?;
+                    out.reasoning = details(c, b"reasoning_tokens")?;
                 }
                 _ => c.skip()?,
             }
@@ -456,13 +482,6 @@ pub fn usage_tail(tail: &[u8], max_depth: usize) -> Option<UsageCounts> {
         c.eat(b'}')?;
     }
     c.depth -= 1;
-    // The members after `usage`, then the body's closing brace.
-    while c.take(b',') {
-        c.key()?;
-        c.skip()?;
-    }
-    c.eat(b'}')?;
-    c.finish()?;
     Some(out)
 }
 

@@ -12,13 +12,23 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub(crate) fn string(&mut self) -> Option<(&'a [u8], bool)> {
         self.eat(b'"')?;
+        self.string_after_quote()
+    }
+
+    /// `string` from just past its opening quote.
+    #[inline]
+    pub(super) fn string_after_quote(&mut self) -> Option<(&'a [u8], bool)> {
         let start = self.at;
         // Most strings (keys, names, short values) close within the 16 bytes after their quote
         // with nothing special before: one block, no loop and no call.
         if let Some(block) = self.bytes.get(start..).and_then(|rest| rest.first_chunk::<16>()) {
             let (stop, high) = special16(block);
             let lane = stop.trailing_zeros();
-            if stop != 0 && block.get(lane as usize) == Some(&b'"') {
+            if stop == 0 {
+                // Plain text throughout: `string_rest` reads on after this block, not from it.
+                self.non_ascii |= high != 0;
+                self.at = start + 16;
+            } else if block.get(lane as usize) == Some(&b'"') {
                 self.non_ascii |= high & ((1u32 << lane) - 1) != 0;
                 self.at = start + lane as usize + 1;
                 return Some((self.bytes.get(start..self.at - 1)?, false));

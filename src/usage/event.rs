@@ -5,17 +5,20 @@
 //! Invariant: the answer equals a full JSON parse's. Two byte checks decide the common cases
 //! without parsing: rotor's compact chunk ending in `,"usage":null}` whose only `"usage"` is that
 //! member, and an event with no `"usage"` and no `\u00` escape (the only escape that can spell a
-//! letter of `usage`), which has no usage member. Everything else is walked with
-//! `sonic_rs::to_object_iter` (values skipped, no DOM), after the depth bound.
+//! letter of `usage`), which has no usage member. Everything else is read in one pass by
+//! `codec::scan`'s reader when it is plain (whatever that reader accepts, sonic-rs reads the
+//! same), else walked with `sonic_rs::to_object_iter` (values skipped, no DOM), after the depth
+//! bound.
 
 use std::ops::Range;
 
 use sonic_rs::JsonValueTrait;
 
 use super::needle::{LETTER_ESCAPE, USAGE};
-use super::openai::wire_usage;
+use super::openai::{counted, wire_usage};
 use super::Usage;
 use crate::codec::depth::check_depth;
+use crate::codec::scan::{usage_object, Cursor};
 
 /// The compact tail of a chunk asked for with `include_usage`.
 pub(super) const COMPACT_NULL_TAIL: &[u8] = b",\"usage\":null}";
@@ -43,8 +46,60 @@ pub(crate) fn event_usage(data: &[u8], max_depth: usize) -> EventUsage {
             }
         }
         None if LETTER_ESCAPE.find(data).is_none() => EventUsage::default(),
-        _ => walk(data, max_depth).unwrap_or_default(),
+        _ => read_plain(data, max_depth)
+            .or_else(|| walk(data, max_depth))
+            .unwrap_or_default(),
     }
+}
+
+/// `walk` for the plain event (rotor's usage chunk, `{"id":...,"choices":[],"usage":{...}}`),
+/// in one pass of `codec::scan`'s reader instead of a depth scan, a sonic-rs walk and a serde
+/// parse of the usage (~4 k instructions, a third of a short stream's cost: callgrind, issue
+/// 18). `None` = not decided here, and `walk` decides: anything outside the reader's subset
+/// (an escaped key, an exponent, bytes after the object), a repeated `usage` or `choices`, a
+/// `usage` that is neither an object nor null, one serde would read otherwise.
+fn read_plain(data: &[u8], max_depth: usize) -> Option<EventUsage> {
+    let mut c = Cursor::new(data, max_depth);
+    c.open_object()?;
+    let open = c.at() - 1;
+    let mut out = EventUsage::default();
+    let (mut saw_usage, mut saw_choices, mut choices_empty) = (false, false, true);
+    let mut prev_end = None;
+    if !c.take(b'}') {
+        loop {
+            let key = c.key()?;
+            c.ws();
+            let start = c.at();
+            match key {
+                b"usage" if std::mem::replace(&mut saw_usage, true) => return None,
+                b"usage" => match c.literal() {
+                    Some(None) => {
+                        let end = c.at();
+                        out.null_member = Some(match prev_end {
+                            Some(prev) => prev..end,
+                            None => open + 1..after_comma(data, end),
+                        });
+                    }
+                    Some(Some(_)) => return None,
+                    None => out.usage = Some(counted(usage_object(&mut c)?)),
+                },
+                b"choices" if std::mem::replace(&mut saw_choices, true) => return None,
+                b"choices" => {
+                    c.skip()?;
+                    choices_empty = is_empty_array(data.get(start..c.at())?);
+                }
+                _ => c.skip()?,
+            }
+            prev_end = Some(c.at());
+            if !c.take(b',') {
+                break;
+            }
+        }
+        c.eat(b'}')?;
+    }
+    c.finish()?;
+    out.usage_only = out.usage.is_some() && choices_empty;
+    Some(out)
 }
 
 /// The full reading: every top-level member, in order.
@@ -159,6 +214,117 @@ mod tests {
         let last = r#"{"choices": [{"delta": {}}], "usage": {"prompt_tokens": 1}}"#;
         let facts = event_usage(last.as_bytes(), D);
         assert!(facts.usage.is_some() && !facts.usage_only);
+    }
+
+    /// Events `read_plain` decides, each read exactly as `walk` reads it.
+    const PLAIN: &[&str] = &[
+        r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"x"}}],"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":3,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":null}}}"#,
+        r#"{"usage":null,"id":"c","choices":[{"delta":{}}]}"#,
+        r#"{ "usage" : null , "a": 1 }"#,
+        r#"{"a":1, "usage": null}"#,
+        r#"{"usage":null}"#,
+        r#"{"usage": {"completion_tokens": 2, "prompt_tokens": 9}, "choices": [ ]}"#,
+        r#"{"usage":{},"choices":[1]}"#,
+        r#"{"usage":{"prompt_tokens_details":null,"x":[{"y":"\"usage\""}]}}"#,
+        r#"{"c":"x,\"usage\":null}","usage": null}"#,
+        r#"{}"#,
+        r#"{"choices":[],"model":"mödel"}"#,
+    ];
+
+    /// Events left to `walk`.
+    const UNDECIDED: &[&str] = &[
+        r#"{"\u0075sage":null,"a":[1]}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":5},"usage":{"prompt_tokens":6}}"#,
+        r#"{"choices":[],"choices":[1],"usage":{}}"#,
+        r#"{"usage":1}"#,
+        r#"{"usage":true}"#,
+        r#"{"usage":{"prompt_tokens":1.5}}"#,
+        r#"{"usage":{"prompt_tokens":null}}"#,
+        r#"{"usage":{"prompt_tokens":1,"prompt_tokens":1}}"#,
+        r#"{"usage":{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":2}}}"#,
+        r#"{"usage":{"prompt_tokens_details":true}}"#,
+        r#"{"usage":null} x"#,
+        r#"{"usage":null,}"#,
+        r#"{"a":1e3,"usage":null}"#,
+        r#"not json "usage""#,
+        r#"[{"usage":null}]"#,
+    ];
+
+    #[test]
+    fn plain_events_are_read_in_one_pass_exactly_as_the_walk_reads_them() {
+        for data in PLAIN {
+            let fast = read_plain(data.as_bytes(), D);
+            assert!(fast.is_some(), "not decided: {data}");
+            assert_eq!(fast, walk(data.as_bytes(), D), "{data}");
+        }
+        for data in UNDECIDED {
+            assert_eq!(read_plain(data.as_bytes(), D), None, "decided: {data}");
+        }
+        // Nesting at the caller's limit is left to `walk` (and its depth bound).
+        let nested = br#"{"choices":[{"delta":{}}],"usage":null}"#;
+        assert!(read_plain(nested, 5).is_some());
+        assert_eq!(read_plain(nested, 4), None);
+        assert!(walk(nested, 4).is_some() && walk(nested, 3).is_none());
+    }
+
+    /// A random event near the shapes streams carry: members of every kind the two readers
+    /// tell apart, in any order, with spacing.
+    fn random_event(rng: &mut fastrand::Rng) -> String {
+        let ws = |rng: &mut fastrand::Rng| ["", "", "", " ", "\n "][rng.usize(..5)];
+        let members = [
+            r#""id":"chatcmpl-1""#,
+            r#""created":1700000000"#,
+            r#""choices":[]"#,
+            r#""choices":[ ]"#,
+            r#""choices":[{"index":0,"delta":{"content":"tok \"usage\""},"finish_reason":null}]"#,
+            r#""usage":null"#,
+            r#""usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}"#,
+            r#""usage":{"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":null}"#,
+            r#""usage":{"prompt_tokens":-1}"#,
+            r#""usage":7"#,
+            r#""\u0075sage":null"#,
+            r#""x":[1.5,true,{"a":null}]"#,
+        ];
+        let mut out = format!("{}{{", ws(rng));
+        for i in 0..rng.usize(0..5) {
+            if i > 0 {
+                out.push_str(&format!("{},{}", ws(rng), ws(rng)));
+            }
+            let member = members[rng.usize(..members.len())];
+            out.push_str(&member.replacen(':', &format!("{}:{}", ws(rng), ws(rng)), 1));
+        }
+        out.push_str(&format!("{}}}{}", ws(rng), ws(rng)));
+        out
+    }
+
+    #[test]
+    fn random_events_and_their_mutations_are_undecided_or_read_as_the_walk_reads_them() {
+        let mut rng = fastrand::Rng::with_seed(18);
+        let (mut decided, mut mutated_decided) = (0, 0);
+        for _ in 0..20_000 {
+            let data = random_event(&mut rng).into_bytes();
+            let depth = [2, 3, 4, D][rng.usize(..4)];
+            let mut bytes = data.clone();
+            let at = rng.usize(..bytes.len());
+            match rng.u8(..3) {
+                0 => {
+                    bytes.remove(at);
+                }
+                1 => bytes.insert(at, bytes[at]),
+                _ => bytes[at] = b"{}[],:\"\\ 0n\xff"[rng.usize(..12)],
+            }
+            for (input, count) in [(&data, &mut decided), (&bytes, &mut mutated_decided)] {
+                if let Some(fast) = read_plain(input, depth) {
+                    *count += 1;
+                    assert_eq!(Some(fast), walk(input, depth), "{}", String::from_utf8_lossy(input));
+                }
+            }
+        }
+        assert!(
+            decided > 5_000 && mutated_decided > 1_000,
+            "decided {decided}, mutated {mutated_decided}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 use super::needle::{LETTER_ESCAPE, USAGE};
 use super::Usage;
 use crate::codec::depth::check_depth;
+use crate::codec::scan::UsageCounts;
 
 /// The one top-level member read from a whole OpenAI body.
 #[derive(Deserialize)]
@@ -94,14 +95,7 @@ fn tail_usage(body: &[u8], first: usize, max_depth: usize) -> Option<Usage> {
         None => crate::codec::scan::usage_tail(tail, max_depth),
     };
     if let Some(counts) = counts {
-        return Some(Usage {
-            prompt_tokens: counts.prompt,
-            completion_tokens: counts.completion,
-            cached_tokens: counts.cached,
-            reasoning_tokens: counts.reasoning,
-            reported: true,
-            partial: false,
-        });
+        return Some(counted(counts));
     }
     let mut object: SmallVec<[u8; MAX_USAGE_TAIL + 1]> = SmallVec::new();
     object.push(b'{');
@@ -122,6 +116,18 @@ fn parse_usage(body: &[u8], max_depth: usize) -> Option<Usage> {
 /// One `usage` object (its raw JSON, depth already bounded by the caller).
 pub(super) fn wire_usage(raw: &[u8]) -> Option<Usage> {
     sonic_rs::from_slice::<WireUsage>(raw).ok().map(to_usage)
+}
+
+/// The usage `codec::scan` read, as serde would have read it.
+pub(super) fn counted(counts: UsageCounts) -> Usage {
+    Usage {
+        prompt_tokens: counts.prompt,
+        completion_tokens: counts.completion,
+        cached_tokens: counts.cached,
+        reasoning_tokens: counts.reasoning,
+        reported: true,
+        partial: false,
+    }
 }
 
 fn to_usage(wire: WireUsage) -> Usage {

@@ -203,3 +203,35 @@ fn marks_are_every_line_end_and_every_g() {
         }
     }
 }
+
+/// The AVX2 classifier marks exactly the bytes the portable one marks: every byte value at
+/// every lane of both halves, and random blocks.
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[allow(unsafe_code)]
+fn the_avx2_classifier_marks_what_the_portable_one_marks() {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        return;
+    }
+    let mut rng = fastrand::Rng::with_seed(64);
+    let mut marked = 0;
+    for lane in 0..64 {
+        for byte in 0..=255u8 {
+            let mut block = [b'a'; 64];
+            block[lane] = byte;
+            let marks = classify_portable(&block);
+            // SAFETY: checked above.
+            assert_eq!(unsafe { classify_avx2(&block) }, marks, "byte {byte} at {lane}");
+            marked += marks.count_ones();
+        }
+    }
+    assert_eq!(marked, 64 * 3, "\\n, \\r and g at each lane");
+    for _ in 0..10_000 {
+        let mut block = [0u8; 64];
+        for b in &mut block {
+            *b = b"\n\r\"gua {}"[rng.usize(..9)];
+        }
+        // SAFETY: checked above.
+        assert_eq!(unsafe { classify_avx2(&block) }, classify_portable(&block));
+    }
+}
