@@ -22,7 +22,9 @@ use parking_lot::Mutex;
 
 use super::Usage;
 
-/// Records waiting for the writer: at ~130 bytes each, 64k of them is ~9 MB at most.
+/// Records waiting for the writer in the workers' lanes together: at ~130 bytes each, 64k of
+/// them is ~9 MB. The shared queue (pushes that meet the writer taking their lane, or that have
+/// no lane) is bounded by the same number on its own, so ~17 MB is the very most.
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// Records of room a lane keeps after a take however few it held (~140 kB).
 const LANE_KEEP: usize = 1024;
