@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rotor::health::clock::Moment;
 use rotor::storage::memlog::{Bounds, MemLog};
 use rotor::storage::{requests, Storage};
 use rotor::usage::record::{RecordQueue, RecordText, RequestRecord, Texts};
@@ -85,7 +86,7 @@ fn push(c: &mut Criterion) {
     let lane = queue.lane();
     group.bench_function("push_to_lane_then_take", |b| {
         b.iter(|| {
-            black_box(queue.push_to(&lane, black_box(template.clone())));
+            black_box(queue.push_to(&lane, Moment::now(), black_box(template.clone())));
             black_box(queue.drain(1));
         })
     });

@@ -154,12 +154,20 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
         core.rollups.lock().add(&sample);
         return;
     }
-    queue_record(core, ctx, &trace, &sample, error, bytes_out);
+    queue_record(core, ctx, &trace, &sample, error, bytes_out, ended_at);
 }
 
 /// Queues the request's record; the writer counts it in the stats as it drains it, unless it
 /// is counted here (a label had to be cut to fit the record, or the queue is full).
-fn queue_record(core: &Core, ctx: &RequestContext, trace: &Trace, sample: &Sample<'_>, error: &str, bytes_out: u64) {
+fn queue_record(
+    core: &Core,
+    ctx: &RequestContext,
+    trace: &Trace,
+    sample: &Sample<'_>,
+    error: &str,
+    bytes_out: u64,
+    ended_at: Moment,
+) {
     let in_rollups = !labels_fit(sample);
     if in_rollups {
         core.rollups.lock().add(sample);
@@ -194,7 +202,7 @@ fn queue_record(core: &Core, ctx: &RequestContext, trace: &Trace, sample: &Sampl
         bytes_out,
         in_rollups,
     };
-    if !core.gateway.records.push_to(&core.log_lane, record) && !in_rollups {
+    if !core.gateway.records.push_to(&core.log_lane, ended_at, record) && !in_rollups {
         core.rollups.lock().add(sample);
     }
 }

@@ -5,7 +5,8 @@
 //! to a label id), so the worker pays one small allocation and the queue holds ~130 bytes a
 //! record.
 //! The writer counts a queued record's request in the stats rollups (`record_rollup`); the
-//! worker counts the requests whose record is not queued.
+//! worker counts the requests whose record is not queued. The writer takes the records in the
+//! order their requests ended, across lanes (so rows are numbered in that order).
 //! Invariant: a worker never blocks on the queue (a lane being taken is skipped for the shared
 //! queue); a record that does not fit is counted in `dropped` (exported as
 //! `rotor_log_dropped_total`), never silently lost. The queue's memory follows what it holds,
@@ -21,6 +22,7 @@ use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 
 use super::Usage;
+use crate::health::clock::{self, Moment};
 
 /// Records waiting for the writer in the workers' lanes together: at ~130 bytes each, 64k of
 /// them is ~9 MB. The shared queue (pushes that meet the writer taking their lane, or that have
@@ -183,14 +185,19 @@ impl Texts {
 /// instructions a record with the writer's pop, callgrind, issue 18).
 #[derive(Default)]
 pub struct Lane {
-    records: Mutex<Vec<RequestRecord>>,
+    records: Mutex<Vec<Ordered>>,
     /// `records.len()`, stored under the lock, read without it (`RecordQueue::len`).
     held: AtomicUsize,
 }
 
+/// A queued record with the time its request ended (`Moment` nanoseconds, one clock for every
+/// thread): the writer orders what it drains by it, so rows are numbered in the order requests
+/// ended, across workers, as when every worker pushed to one shared queue.
+type Ordered = (u64, RequestRecord);
+
 pub struct RecordQueue {
     /// Records pushed without a lane, or while the writer was taking the lane's.
-    queue: SegQueue<RequestRecord>,
+    queue: SegQueue<Ordered>,
     lanes: Mutex<Vec<Arc<Lane>>>,
     /// Records one lane may hold: `capacity` shared among the lanes.
     lane_capacity: AtomicUsize,
@@ -235,12 +242,13 @@ impl RecordQueue {
         lane
     }
 
-    /// Queues a record in `lane` (`push`'s contract). A lane the writer is taking at this very
-    /// moment is not waited for: the record goes to the shared queue instead.
+    /// Queues a record in `lane` (`push`'s contract), `ended` being when its request ended. A
+    /// lane the writer is taking at this very moment is not waited for: the record goes to the
+    /// shared queue instead.
     #[must_use = "the writer counts only queued records in the stats"]
-    pub fn push_to(&self, lane: &Lane, record: RequestRecord) -> bool {
+    pub fn push_to(&self, lane: &Lane, ended: Moment, record: RequestRecord) -> bool {
         let Some(mut records) = lane.records.try_lock() else {
-            return self.push(record);
+            return self.push_ordered((ended.nanos(), record));
         };
         let lane_capacity = self.lane_capacity.load(Ordering::Relaxed);
         if records.len() >= lane_capacity {
@@ -253,7 +261,7 @@ impl RecordQueue {
             let room = records.len().max(16).min(lane_capacity - records.len());
             records.reserve_exact(room);
         }
-        records.push(record);
+        records.push((ended.nanos(), record));
         lane.held.store(records.len(), Ordering::Relaxed);
         true
     }
@@ -264,6 +272,10 @@ impl RecordQueue {
     /// can pass it by at most one record each.
     #[must_use = "the writer counts only queued records in the stats"]
     pub fn push(&self, record: RequestRecord) -> bool {
+        self.push_ordered((clock::read().nanos(), record))
+    }
+
+    fn push_ordered(&self, record: Ordered) -> bool {
         if self.queue.len() >= self.capacity {
             self.count_dropped(1, "request log queue full");
             return false;
@@ -292,8 +304,8 @@ impl RecordQueue {
         }
     }
 
-    /// Up to `max` queued records: what an earlier drain left, then each lane's, oldest first
-    /// within a lane, then the shared queue's.
+    /// Up to `max` queued records: what an earlier drain left, then the lanes' and the shared
+    /// queue's in the order their requests ended.
     pub fn drain(&self, max: usize) -> Vec<RequestRecord> {
         let mut taken = self.taken.lock();
         let lanes: Vec<Arc<Lane>> = self.lanes.lock().clone();
@@ -301,36 +313,37 @@ impl RecordQueue {
         let mut out = Vec::with_capacity((taken.len() + held + self.queue.len()).min(max));
         let left = taken.len().min(max);
         out.extend(taken.drain(..left));
-        for lane in &lanes {
-            if out.len() >= max {
-                break;
+        if out.len() < max {
+            let mut fresh = Vec::with_capacity((held + self.queue.len()).min(held.saturating_add(max - out.len())));
+            for lane in &lanes {
+                Self::take(lane, &mut fresh);
             }
-            Self::take(lane, &mut out, max, &mut taken);
+            // The shared queue only up to the batch: what stays there is still queued.
+            while fresh.len() < max - out.len() {
+                match self.queue.pop() {
+                    Some(r) => fresh.push(r),
+                    None => break,
+                }
+            }
+            let room = max - out.len();
+            let mut ordered = in_order_ended(fresh);
+            out.extend(ordered.by_ref().take(room));
+            taken.extend(ordered);
         }
         if taken.is_empty() {
             // What a burst left goes with it.
             *taken = VecDeque::new();
         }
-        while out.len() < max {
-            match self.queue.pop() {
-                Some(r) => out.push(r),
-                None => break,
-            }
-        }
         out
     }
 
-    /// Moves `lane`'s records to `out` (up to `max` in all, the rest to `taken`). The lane keeps
-    /// its vector, so a steady load pushes without growing it; room past twice what it held
-    /// (and past `LANE_KEEP`) goes, so after a burst its memory follows the load again.
-    fn take(lane: &Lane, out: &mut Vec<RequestRecord>, max: usize, taken: &mut VecDeque<RequestRecord>) {
+    /// Moves `lane`'s records to `fresh`. The lane keeps its vector, so a steady load pushes
+    /// without growing it; room past twice what it held (and past `LANE_KEEP`) goes, so after a
+    /// burst its memory follows the load again.
+    fn take(lane: &Lane, fresh: &mut Vec<Ordered>) {
         let mut records = lane.records.lock();
         let held = records.len();
-        let room = max.saturating_sub(out.len());
-        if held > room {
-            taken.extend(records.drain(room..));
-        }
-        out.append(&mut records);
+        fresh.append(&mut records);
         lane.held.store(0, Ordering::Relaxed);
         let keep = (2 * held).max(LANE_KEEP);
         if records.capacity() > keep {
@@ -360,6 +373,24 @@ impl RecordQueue {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `records` in the order their requests ended. Sorted by (time, position) pairs, then moved
+/// once each: sorting the ~140-byte records themselves moved each several times, and a stable
+/// sort's scratch copy of a 10,000-record batch left the writer's heap megabytes larger.
+fn in_order_ended(records: Vec<Ordered>) -> impl Iterator<Item = RequestRecord> {
+    let mut order: Vec<(u64, usize)> = records
+        .iter()
+        .enumerate()
+        .map(|(at, (ended, _))| (*ended, at))
+        .collect();
+    order.sort_unstable();
+    // `Option` of a record is no larger than the record: this reuses the vector's memory.
+    let mut slots: Vec<Option<Ordered>> = records.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(move |(_, at)| slots.get_mut(at).and_then(Option::take))
+        .map(|(_, record)| record)
 }
 
 #[cfg(test)]

@@ -22,33 +22,43 @@ fn numbered(status: u16) -> RequestRecord {
     }
 }
 
+/// A request that ended at `ns` (the order key of a lane's records).
+fn at(ns: u64) -> Moment {
+    Moment::from_nanos(ns)
+}
+
 #[test]
-fn lanes_share_the_capacity_and_drain_every_record_once_in_lane_order() {
+fn lanes_share_the_capacity_and_drain_every_record_once_in_the_order_requests_ended() {
     let q = RecordQueue::with_capacity(8);
     let (a, b) = (q.lane(), q.lane());
+    assert!(
+        q.push_to(&b, at(15), numbered(200)),
+        "b's request ended between a's second and third"
+    );
     for i in 0..5 {
-        assert_eq!(q.push_to(&a, numbered(100 + i)), i < 4, "a lane holds half");
+        let ended = at(10 + 10 * u64::from(i));
+        assert_eq!(q.push_to(&a, ended, numbered(100 + i)), i < 4, "a lane holds half");
     }
-    assert!(q.push_to(&b, numbered(200)));
-    assert!(q.push(numbered(300)), "a push without a lane");
-    assert_eq!((q.len(), q.dropped()), (6, 1));
+    assert_eq!((q.len(), q.dropped()), (5, 1));
     let first = q.drain(3);
-    assert_eq!(first.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 101, 102]);
-    assert_eq!(q.len(), 3, "what did not fit waits for the next drain");
-    assert!(q.push_to(&a, numbered(104)), "the lane was taken: room again");
+    assert_eq!(first.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 200, 101]);
+    assert_eq!(q.len(), 2, "what did not fit waits for the next drain");
+    assert!(q.push_to(&a, at(5), numbered(104)), "the lane was taken: room again");
     let rest = q.drain(10);
     assert_eq!(
         rest.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [103, 104, 200, 300],
-        "leftovers first, then each lane, then the shared queue"
+        [102, 103, 104],
+        "leftovers first (they were drained before), then the rest in the order requests ended"
     );
+    assert!(q.push(numbered(300)), "a push without a lane");
+    assert_eq!(q.drain(10).iter().map(|r| r.status).collect::<Vec<_>>(), [300]);
     assert!(q.is_empty());
     assert!(q.drain(10).is_empty());
     let burst = RecordQueue::with_capacity(1 << 20);
     let c = burst.lane();
-    assert!((0..10 * LANE_KEEP as u16).all(|i| burst.push_to(&c, numbered(i))));
+    assert!((0..10 * LANE_KEEP as u16).all(|i| burst.push_to(&c, at(u64::from(i)), numbered(i))));
     assert_eq!(burst.drain(usize::MAX).len(), 10 * LANE_KEEP);
-    assert!(burst.push_to(&c, numbered(0)) && burst.drain(1).len() == 1);
+    assert!(burst.push_to(&c, at(0), numbered(0)) && burst.drain(1).len() == 1);
     let room = c.records.lock().capacity();
     assert!(room <= LANE_KEEP, "a burst's room goes with the next take: {room}");
 }
@@ -60,7 +70,7 @@ fn a_worker_pushing_while_the_writer_drains_loses_nothing() {
     const N: u16 = 50_000;
     let pusher = {
         let q = q.clone();
-        std::thread::spawn(move || (0..N).all(|i| q.push_to(&lane, numbered(i))))
+        std::thread::spawn(move || (0..N).all(|i| q.push_to(&lane, at(u64::from(i)), numbered(i))))
     };
     let mut seen = Vec::new();
     loop {
