@@ -16,7 +16,7 @@ pub fn write_usage(out: &mut String, usage: &Usage) {
     out.push_str(",\"completion_tokens\":");
     write::number(out, usage.completion_tokens);
     out.push_str(",\"total_tokens\":");
-    write::number(out, usage.prompt_tokens + usage.completion_tokens);
+    write::number(out, usage.total());
     out.push_str(",\"prompt_tokens_details\":{\"cached_tokens\":");
     write::number(out, usage.cached_tokens);
     out.push_str("},\"completion_tokens_details\":{\"reasoning_tokens\":");

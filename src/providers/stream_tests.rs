@@ -447,6 +447,30 @@ fn cohere_stream_to_openai_chunks() {
     assert_eq!(usage["prompt_tokens_details"]["cached_tokens"].as_u64(), Some(8));
 }
 
+/// The fuzz smoke's find: a count past `u64` (Cohere sends floats; the cast saturates) made
+/// `total_tokens` overflow. The answer carries the counts as sent, the total saturates, and
+/// what the relay hands on is bounded.
+#[test]
+fn cohere_stream_with_an_absurd_usage_saturates() {
+    use super::cohere::stream::CohereToOpenAi;
+    let stream = "data: {\"type\":\"message-start\",\"id\":\"c-1\"}\n\n\
+data: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"COMPLETE\",\"usage\":{\"tokens\":{\"input_tokens\":2.2e34,\"output_tokens\":2}}}}\n\n";
+    let mut t = SseTranslator::new(CohereToOpenAi::new("m", true), D);
+    let out = run_all_splits(|| SseTranslator::new(CohereToOpenAi::new("m", true), D), stream);
+    let (c, done) = chunks(&out);
+    assert!(done, "{out}");
+    let usage = &c[c.len() - 1]["usage"];
+    assert_eq!(usage["prompt_tokens"].as_u64(), Some(u64::MAX));
+    assert_eq!(usage["total_tokens"].as_u64(), Some(u64::MAX));
+    t.piece(Bytes::from(stream));
+    t.end();
+    let bounded = t.usage().bounded();
+    assert_eq!(
+        (bounded.prompt_tokens, bounded.completion_tokens),
+        (crate::usage::MAX_TOKENS, 2)
+    );
+}
+
 #[test]
 fn cohere_stream_errors_and_cuts_end_in_one_error_event() {
     use super::cohere::stream::CohereToOpenAi;

@@ -12,7 +12,6 @@ use crate::config::{Client, KeyStrategy, Provider};
 use crate::limits::select::{highest_balance, least_used, pick_key, PickInput, Skipped};
 use crate::limits::{self, Admission, LimitSet, Reservation};
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
-use crate::usage::Usage;
 
 /// The client's own windows, before any upstream work: over a limit -> 429 with Retry-After;
 /// a limit of 0 -> 429 without one (waiting will not help). With `[cluster]`, a window with
@@ -156,8 +155,4 @@ pub(super) fn never_reached(error: &UpstreamError) -> bool {
             | UpstreamErrorKind::Tls
             | UpstreamErrorKind::Encode
     )
-}
-
-pub(super) fn usage_tokens(usage: &Usage) -> u64 {
-    usage.prompt_tokens.saturating_add(usage.completion_tokens)
 }

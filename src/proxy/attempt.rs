@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::admit::{never_reached, pick_available_key, usage_tokens, KeyPin};
+use super::admit::{never_reached, pick_available_key, KeyPin};
 use super::attempts::{usable_in, Attempts};
 use super::classify::{classify_error, classify_status, error_may_repeat, may_repeat, Penalty, Subject, Verdict};
 use super::credential::{plain_secret, send_authenticated};
@@ -397,7 +397,7 @@ async fn relay(
     if let Some(url) = cancel_url.filter(|_| !finished) {
         super::cancel::spawn(fetcher, &url);
     }
-    let relayed = match result? {
+    let mut relayed = match result? {
         Relay::Done(relayed) => relayed,
         Relay::Unsent(error) => {
             // The next attempt may still store its answer.
@@ -407,6 +407,7 @@ async fn relay(
         }
     };
     core.metrics.lock().attempt(&provider.name, outcome);
+    relayed.usage = relayed.usage.bounded();
     let ended = {
         let mut trace = ctx.trace.borrow_mut();
         trace.usage = relayed.usage;
@@ -425,7 +426,7 @@ async fn relay(
     if let (Some(limits), true) = (key.limits, relayed.usage.reported) {
         // Settled as of the answer's end (the relay read it), like the metrics.
         let at = limits::from_health_ms(clock::ms_at(ended.unwrap_or_else(clock::read)));
-        limits.settle(&key.reservation, usage_tokens(&relayed.usage), at);
+        limits.settle(&key.reservation, relayed.usage.total(), at);
     }
     Ok(KeyTry::Delivered(relayed.usage))
 }

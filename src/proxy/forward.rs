@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use super::admit::admit_client;
 use super::admit::KeyPin;
-use super::admit::{admit_client, usage_tokens};
 use super::attempt::{try_key, KeyTry};
 use super::attempts::{usable_in, Attempts};
 use super::cached::{self, Lookup};
@@ -179,7 +179,7 @@ pub(super) async fn forward(
     // back when no upstream was ever asked (every key full, cooling or unusable).
     if let Some((limits, reservation)) = client_reservation {
         match &result {
-            Ok(usage) if usage.reported => limits.settle(&reservation, usage_tokens(usage), limits::now()),
+            Ok(usage) if usage.reported => limits.settle(&reservation, usage.total(), limits::now()),
             _ if attempt.made == 0 => limits.refund(&reservation),
             _ => {}
         }

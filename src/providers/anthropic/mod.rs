@@ -245,7 +245,10 @@ impl Tally {
     /// OpenAI view: prompt = input + cache read + cache creation; cached = cache read.
     pub fn usage(&self) -> Usage {
         Usage {
-            prompt_tokens: self.input + self.cache_read + self.cache_creation,
+            prompt_tokens: self
+                .input
+                .saturating_add(self.cache_read)
+                .saturating_add(self.cache_creation),
             completion_tokens: self.output,
             cached_tokens: self.cache_read,
             reasoning_tokens: 0,

@@ -175,7 +175,7 @@ pub fn write_usage(out: &mut String, usage: &Usage) {
     out.push_str(",\"candidatesTokenCount\":");
     write::number(out, usage.completion_tokens - thoughts);
     out.push_str(",\"totalTokenCount\":");
-    write::number(out, usage.prompt_tokens + usage.completion_tokens);
+    write::number(out, usage.total());
     if thoughts > 0 {
         out.push_str(",\"thoughtsTokenCount\":");
         write::number(out, thoughts);

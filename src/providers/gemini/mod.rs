@@ -100,8 +100,8 @@ impl UsageMetadata {
     /// provider-formats.md 7.8: completion = candidates + thoughts; cached is part of prompt.
     pub fn usage(&self) -> Usage {
         Usage {
-            prompt_tokens: self.prompt_token_count + self.tool_use_prompt_token_count,
-            completion_tokens: self.candidates_token_count + self.thoughts_token_count,
+            prompt_tokens: self.prompt_token_count.saturating_add(self.tool_use_prompt_token_count),
+            completion_tokens: self.candidates_token_count.saturating_add(self.thoughts_token_count),
             cached_tokens: self.cached_content_token_count,
             reasoning_tokens: self.thoughts_token_count,
             reported: true,
@@ -233,6 +233,22 @@ pub fn retry_delay(body: &[u8], max_depth: usize) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_sums_saturate() {
+        let m = UsageMetadata {
+            prompt_token_count: u64::MAX,
+            tool_use_prompt_token_count: 5,
+            candidates_token_count: u64::MAX - 1,
+            thoughts_token_count: 2,
+            ..UsageMetadata::default()
+        };
+        let u = m.usage();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total()),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+    }
 
     #[test]
     fn retry_delay_comes_from_retry_info() {

@@ -164,7 +164,7 @@ pub fn write_usage(out: &mut String, u: &Usage) {
     out.push_str(",\"output_tokens_details\":{\"reasoning_tokens\":");
     write::number(out, u.reasoning_tokens);
     out.push_str("},\"total_tokens\":");
-    write::number(out, u.prompt_tokens + u.completion_tokens);
+    write::number(out, u.total());
     out.push('}');
 }
 
