@@ -251,3 +251,31 @@ fn word_steps_stop_where_a_byte_walk_stops() {
         assert_eq!(visible_run(&buf, 0), walk_value(&buf), "{buf:?}");
     }
 }
+
+/// The eight-byte token check answers as the table does, for names of every length made of
+/// letters, digits and `-` with at times another visible byte at any place.
+#[test]
+fn token_steps_answer_as_the_table() {
+    let mut rng = fastrand::Rng::with_seed(1809);
+    let plain = b"abcxyzABCXYZ0189-";
+    for _ in 0..200_000 {
+        let len = rng.usize(1..40);
+        let mut name: Vec<u8> = (0..len).map(|_| plain[rng.usize(..plain.len())]).collect();
+        for _ in 0..rng.usize(0..3) {
+            let at = rng.usize(..len);
+            name[at] = loop {
+                let b = rng.u8(b'!'..=b'~');
+                if b != b':' {
+                    break b;
+                }
+            };
+        }
+        let want = name.iter().all(|&b| TOKEN[usize::from(b)]);
+        assert_eq!(is_token(&name), want, "{:?}", String::from_utf8_lossy(&name));
+    }
+    for b in b'!'..=b'~' {
+        let word = [b; 8];
+        let want = b.is_ascii_alphanumeric() || b == b'-';
+        assert_eq!(plain_word(word), want, "{b}");
+    }
+}
