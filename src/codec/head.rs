@@ -37,7 +37,6 @@ impl Default for HeadLimits {
     }
 }
 
-pub(crate) use super::headers::Tagged;
 pub use super::headers::{Header, Headers};
 
 /// Headers from static pairs, for unit tests of code that reads headers.

@@ -39,17 +39,32 @@ pub(crate) struct Line<'a> {
     pub exact: Option<Range<usize>>,
 }
 
-/// One field as [`Headers::tagged_except`] hands it out.
+/// One field as [`Headers::tagged_except`] hands it out; its bytes are sliced only when asked
+/// for ([`Tagged::header`]): most forwarded fields are copied as a run of lines that never
+/// looks at them (slicing both first cost ~25 instructions a field).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tagged<'a> {
     pub field: Option<Field>,
-    pub header: Header<'a>,
     /// httparse parsed it (see [`Span::parsed`]): the name is a token and the value holds no
     /// CR, LF or NUL, so a writer needs not look for them again.
     pub parsed: bool,
     /// As [`Line::exact`]: where its line lies in [`Headers::raw`], when that is exactly
     /// `name: value` CRLF.
     pub exact: Option<Range<usize>>,
+    head: &'a [u8],
+    span: &'a Span,
+}
+
+impl<'a> Tagged<'a> {
+    /// The field's name and value.
+    pub fn header(&self) -> Header<'a> {
+        field(self.head, self.span)
+    }
+
+    /// The length of its name, without slicing it.
+    pub fn name_len(&self) -> usize {
+        self.span.name.len()
+    }
 }
 
 /// Where one field's name and value lie in the head buffer.
@@ -335,9 +350,10 @@ impl Headers {
             .filter(move |s| !s.field.is_some_and(&skip))
             .map(|s| Tagged {
                 field: s.field,
-                header: field(&self.head, s),
                 parsed: s.parsed,
                 exact: self.exact_line(s),
+                head: &self.head,
+                span: s,
             })
     }
 
