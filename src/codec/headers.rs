@@ -3,8 +3,9 @@
 //! Invariant: every span was measured on the buffer the list holds (`parsed`, or built with it
 //! in `from_pairs`), and its name range holds the bytes of a `&str` there; fields are sliced on
 //! demand through `get`, so a span that does not fit reads as empty instead of panicking. A
-//! span marks itself `parsed` only when `spans_of` made it from httparse's fields, so its name
-//! is a token and its value holds no CR, LF or NUL: writers skip those checks for it alone.
+//! span marks itself `parsed` only when `spans_of` made it from httparse's fields or
+//! `push_scanned` from a field `quick` read as httparse does, so its name is a token and its
+//! value holds no CR, LF or NUL: writers skip those checks for it alone.
 //! Parsing a head makes no `Bytes` per field (issue 18: one `Bytes` per name and value,
 //! collected into a `Vec`, cost ~830 instructions a request).
 //! Each span carries the [`Field`] its name is (recognised once, while parsing), and the list
@@ -38,17 +39,32 @@ pub(crate) struct Line<'a> {
     pub exact: Option<Range<usize>>,
 }
 
-/// One field as [`Headers::tagged_except`] hands it out.
+/// One field as [`Headers::tagged_except`] hands it out; its bytes are sliced only when asked
+/// for ([`Tagged::header`]): most forwarded fields are copied as a run of lines that never
+/// looks at them (slicing both first cost ~25 instructions a field).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tagged<'a> {
     pub field: Option<Field>,
-    pub header: Header<'a>,
     /// httparse parsed it (see [`Span::parsed`]): the name is a token and the value holds no
     /// CR, LF or NUL, so a writer needs not look for them again.
     pub parsed: bool,
     /// As [`Line::exact`]: where its line lies in [`Headers::raw`], when that is exactly
     /// `name: value` CRLF.
     pub exact: Option<Range<usize>>,
+    head: &'a [u8],
+    span: &'a Span,
+}
+
+impl<'a> Tagged<'a> {
+    /// The field's name and value.
+    pub fn header(&self) -> Header<'a> {
+        field(self.head, self.span)
+    }
+
+    /// The length of its name, without slicing it.
+    pub fn name_len(&self) -> usize {
+        self.span.name.len()
+    }
 }
 
 /// Where one field's name and value lie in the head buffer.
@@ -98,6 +114,41 @@ impl Spans {
             index: FieldIndex::default(),
             lengths: Lengths::default(),
         }
+    }
+
+    /// An empty list for a scanner that adds fields one by one (`quick::fields`), with room for
+    /// the fields of most heads.
+    pub(crate) fn for_scan() -> Self {
+        Self::with_capacity(16)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Appends a field read as httparse reads it (`quick::fields`): `name` of token bytes, the
+    /// field it is (`Field::of`, asked by the scanner), at `name_at`, and a value of HTAB, SP
+    /// and visible ASCII at `value`, so it is marked [`Span::parsed`] as httparse's are.
+    #[inline]
+    pub(crate) fn push_scanned(
+        &mut self,
+        name: &[u8],
+        field: Option<Field>,
+        name_at: Range<usize>,
+        value: Range<usize>,
+    ) {
+        debug_assert!(name.is_ascii(), "a token is ASCII");
+        debug_assert_eq!(field, Field::of(name), "recognised by the scanner");
+        self.lengths.note(name.len());
+        if let Some(f) = field {
+            self.index.note(f, self.list.len());
+        }
+        self.list.push(Span {
+            name: name_at,
+            value,
+            field,
+            parsed: true,
+        });
     }
 
     /// Appends the field named `name`, recognising it. `name` is text, and `name_at` where its
@@ -299,9 +350,10 @@ impl Headers {
             .filter(move |s| !s.field.is_some_and(&skip))
             .map(|s| Tagged {
                 field: s.field,
-                header: field(&self.head, s),
                 parsed: s.parsed,
                 exact: self.exact_line(s),
+                head: &self.head,
+                span: s,
             })
     }
 
@@ -386,11 +438,14 @@ fn slice<'a>(head: &'a [u8], r: &Range<usize>) -> &'a [u8] {
 fn name_text<'a>(head: &'a [u8], s: &Span) -> &'a str {
     let name = slice(head, &s.name);
     debug_assert!(std::str::from_utf8(name).is_ok());
-    // SAFETY: `Spans::push`, the only maker of spans, takes each name as a `&str` together with
-    // where those bytes lie in the buffer the list then holds (httparse's `&str` names measured
-    // on the head it parsed, or a pair's name written by `from_pairs`), and `Bytes` never
-    // changes its contents; a range that does not fit reads as empty. No safe way: std has no
-    // stable ASCII-to-`str` conversion, and checking again is the cost this avoids.
+    // SAFETY: each span's name range holds text in the buffer the list then holds: `Spans::push`
+    // takes the name as a `&str` with where those bytes lie (httparse's `&str` names measured
+    // on the head it parsed, or a pair's name written by `from_pairs`), and `push_scanned` is
+    // given only names `quick::fields` read as ASCII (token bytes by its `TOKEN` table, or a
+    // `Field`'s name but for letter case), with where they lie in the head that becomes the
+    // list's buffer. `Bytes` never changes its contents; a range that does not fit reads as
+    // empty. No safe way: std has no stable ASCII-to-`str` conversion, and checking again is
+    // the cost this avoids.
     unsafe { std::str::from_utf8_unchecked(name) }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod fill;
 pub mod head;
 mod headers;
 pub mod json;
+mod quick;
 pub mod response;
 pub mod response_head;
 pub(crate) mod scan;

@@ -13,7 +13,8 @@ use super::fields::{
     header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
 };
 use super::head::{HeadError, HeadLimits, Headers};
-use super::headers::spans_of;
+use super::headers::{spans_of, Spans};
+use super::quick;
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,28 +141,12 @@ pub fn parse_response_head(
             // Nothing to parse yet (every exchange asks once before its first read).
             return Ok(None);
         }
-        // The httparse borrow of `buf` must end before anything is split off, hence the block.
-        let (head_len, status, http10, spans) = {
-            let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
-            let mut spill = Vec::new();
-            let slots = header_slots(&mut inline, &mut spill, limits.max_headers);
-            let mut resp = httparse::Response::new(&mut []);
-            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots);
-            let head_len = match parsed {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => {
-                    if buf.len() > limits.max_head_bytes {
-                        return Err(bad("upstream response head too large"));
-                    }
-                    return Ok(None);
-                }
-                Err(e) => return Err(map_httparse_error(e, 502)),
-            };
-            if head_len > limits.max_head_bytes {
-                return Err(bad("upstream response head too large"));
-            }
-            let spans = spans_of(buf.as_ptr() as usize, resp.headers);
-            (head_len, resp.code.unwrap_or(0), resp.version == Some(0), spans)
+        let (head_len, status, http10, spans) = match quick_response(buf, limits) {
+            Some(read) => read,
+            None => match httparse_response(buf, limits)? {
+                Some(read) => read,
+                None => return Ok(None),
+            },
         };
         if (100..200).contains(&status) && status != 101 {
             // Interim response (100 Continue, 103 Early Hints): drop it, read the next head.
@@ -171,6 +156,42 @@ pub fn parse_response_head(
         let headers = Headers::parsed(buf.split_to(head_len).freeze(), spans);
         return response_policy(status, headers, http10, head_request).map(Some);
     }
+}
+
+/// A head's length, status, HTTP/1.0-ness and fields.
+type Read = (usize, u16, bool, Spans);
+
+/// A plain head (`quick`), in one pass: what httparse would read from it, without its slot
+/// array and the walk that turns the slots into spans. `None` for anything else, which
+/// httparse then reads as before (a head too large, too: its error is said there).
+fn quick_response(buf: &[u8], limits: &HeadLimits) -> Option<Read> {
+    let line = quick::status_line(buf)?;
+    let (head_len, spans) = quick::fields(buf, line.end, limits.max_headers)?;
+    (head_len <= limits.max_head_bytes).then_some((head_len, line.status, line.http10, spans))
+}
+
+/// The head as httparse reads it (bare LFs taken), refused when too large.
+fn httparse_response(buf: &BytesMut, limits: &HeadLimits) -> Result<Option<Read>, HeadError> {
+    let mut inline = [const { MaybeUninit::uninit() }; INLINE_SLOTS];
+    let mut spill = Vec::new();
+    let slots = header_slots(&mut inline, &mut spill, limits.max_headers);
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots);
+    let head_len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_head_bytes {
+                return Err(bad("upstream response head too large"));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(map_httparse_error(e, 502)),
+    };
+    if head_len > limits.max_head_bytes {
+        return Err(bad("upstream response head too large"));
+    }
+    let spans = spans_of(buf.as_ptr() as usize, resp.headers);
+    Ok(Some((head_len, resp.code.unwrap_or(0), resp.version == Some(0), spans)))
 }
 
 /// RFC 9110 §8.6: identical repeated values (or a list of them) may be taken as one; `so_far`
