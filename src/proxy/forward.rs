@@ -245,15 +245,15 @@ fn fill_plan<'a>(
     let config: &'a Config = &ctx.generation.config;
     let mut balance = core.balance.borrow_mut();
     balance.sync(ctx.generation.id, config);
-    let order = balance.order(config, route);
-    steps.extend(order.into_iter().map(|candidate| Step { route, candidate }));
+    balance.order(config, route, |candidate| steps.push(Step { route, candidate }));
     for fallback in config.routing.fallbacks.get(model).into_iter().flatten() {
         if let Some(fallback_route) = config.routes.by_model.get(fallback.as_str()) {
-            let order = balance.order(config, fallback_route);
-            steps.extend(order.into_iter().map(|candidate| Step {
-                route: fallback_route,
-                candidate,
-            }));
+            balance.order(config, fallback_route, |candidate| {
+                steps.push(Step {
+                    route: fallback_route,
+                    candidate,
+                })
+            });
         }
     }
 }
