@@ -170,6 +170,26 @@ fn a_model_without_a_route_labels_nothing() {
     assert_eq!(models, [(200, "gpt-4o-mini".to_owned()), (404, String::new())]);
 }
 
+/// The attempt that delivered an answer is counted with its request (by `finish`, under the
+/// request's memo entry), whole or streamed, once per request.
+#[test]
+fn each_delivered_answer_counts_one_ok_attempt() {
+    let h = Harness::start(Conf::default());
+    for _ in 0..3 {
+        assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert_eq!(
+        h.post("/v1/chat/completions", &chat_stream("gpt-4o-mini"), &[]).status,
+        200
+    );
+    let ok = r#"rotor_upstream_attempts_total{provider="mock",outcome="ok"} 4"#;
+    assert!(
+        eventually(Duration::from_secs(3), || scrape(&h).text().contains(ok)),
+        "{}",
+        scrape(&h).text()
+    );
+}
+
 #[test]
 fn the_body_is_cut_to_metrics_max_bytes_from_the_largest_family() {
     let h = Harness::start(wildcard_conf("metrics_max_bytes = 65536"));

@@ -30,6 +30,9 @@ pub struct Trace {
     pub upstream_model: String,
     /// The key of the delivering (or last) attempt: (provider index, key index).
     pub key: Option<(usize, usize)>,
+    /// The metrics outcome of the attempt that delivered the answer (`ok`, or `error` when the
+    /// last one's failure went to the client), counted by `finish` with the request.
+    pub delivered: Option<&'static str>,
     pub attempts: u32,
     pub stream: bool,
     pub usage: Usage,
@@ -117,6 +120,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
             usage.cached_tokens,
             usage.reasoning_tokens,
         ],
+        attempt: trace.delivered,
     });
     let storage = &config.storage;
     if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models" | "admin") {

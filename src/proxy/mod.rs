@@ -447,8 +447,8 @@ mod tests {
 
     use super::Core;
     use crate::config::{parse_str, ConfigSource};
-    use crate::server::Service;
     use crate::gateway::Gateway;
+    use crate::server::Service;
 
     fn config(model: &str) -> crate::config::Config {
         let text = format!(

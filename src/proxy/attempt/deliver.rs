@@ -108,10 +108,11 @@ pub(super) async fn relay(
             return Ok(KeyTry::Failed);
         }
     };
-    core.metrics.lock().attempt(&provider.name, outcome);
     relayed.usage = relayed.usage.bounded();
     let ended = {
         let mut trace = ctx.trace.borrow_mut();
+        // Counted by `finish`, under the request's lock and memo entry.
+        trace.delivered = Some(outcome);
         trace.usage = relayed.usage;
         trace.relay_failure = relayed.failure;
         trace.ended_at
