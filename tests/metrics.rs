@@ -124,6 +124,72 @@ fn an_unknown_model_served_by_the_default_counts_under_the_default() {
     );
 }
 
+/// A model a request was refused for (no route) labels nothing, neither a series nor the
+/// request's record; the model of a routed request labels both (the model is kept once per
+/// request, from `forward` to `finish`, issue 18).
+#[test]
+fn a_model_without_a_route_labels_nothing() {
+    let h = Harness::start(Conf {
+        server: format!("admin_key = \"{ADMIN}\""),
+        ..Default::default()
+    });
+    assert_eq!(
+        h.post("/v1/chat/completions", &chat("no-such-model-77"), &[]).status,
+        404
+    );
+    assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    let routed =
+        r#"rotor_requests_total{endpoint="chat/completions",model="gpt-4o-mini",provider="mock",status="200"} 1"#;
+    assert!(eventually(Duration::from_secs(3), || scrape(&h)
+        .text()
+        .contains(routed)));
+    let text = scrape(&h).text();
+    let refused = r#"rotor_requests_total{endpoint="chat/completions",model="",provider="",status="404"} 1"#;
+    assert!(text.contains(refused), "{text}");
+    assert!(!text.contains("no-such-model"), "{text}");
+
+    let auth = format!("Bearer {ADMIN}");
+    let logs = || {
+        h.client()
+            .request("GET", "/admin/logs?limit=10", &[("authorization", &auth)], b"")
+    };
+    assert!(eventually(Duration::from_secs(3), || logs().json()["total"].as_u64() == Some(2)));
+    let log = logs().json();
+    let mut models: Vec<(u64, String)> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["status"].as_u64().unwrap(),
+                row["model"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    models.sort();
+    assert_eq!(models, [(200, "gpt-4o-mini".to_owned()), (404, String::new())]);
+}
+
+/// The attempt that delivered an answer is counted with its request (by `finish`, under the
+/// request's memo entry), whole or streamed, once per request.
+#[test]
+fn each_delivered_answer_counts_one_ok_attempt() {
+    let h = Harness::start(Conf::default());
+    for _ in 0..3 {
+        assert_eq!(h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]).status, 200);
+    }
+    assert_eq!(
+        h.post("/v1/chat/completions", &chat_stream("gpt-4o-mini"), &[]).status,
+        200
+    );
+    let ok = r#"rotor_upstream_attempts_total{provider="mock",outcome="ok"} 4"#;
+    assert!(
+        eventually(Duration::from_secs(3), || scrape(&h).text().contains(ok)),
+        "{}",
+        scrape(&h).text()
+    );
+}
+
 #[test]
 fn the_body_is_cut_to_metrics_max_bytes_from_the_largest_family() {
     let h = Harness::start(wildcard_conf("metrics_max_bytes = 65536"));

@@ -42,6 +42,9 @@ pub struct Generation {
 /// Process-wide shared state (`Send + Sync`); each worker builds its own `Core` from it.
 pub struct Gateway {
     current: ArcSwap<Generation>,
+    /// The id of the generation in `current`, stored after it: a worker that keeps its own
+    /// copy of the generation compares this one load instead of loading `current`.
+    live_id: AtomicU64,
     next_id: AtomicU64,
     pub resolver: Arc<Resolver>,
     pub health: HealthRegistry,
@@ -105,6 +108,7 @@ impl Gateway {
         rollups.set_max_models(first.config.storage.max_stat_models);
         Ok(Arc::new(Gateway {
             current: ArcSwap::from_pointee(first),
+            live_id: AtomicU64::new(1),
             next_id: AtomicU64::new(2),
             resolver,
             health,
@@ -134,6 +138,12 @@ impl Gateway {
     /// The live generation (an atomic pointer load; hold the `Arc` for a whole request).
     pub fn current(&self) -> Arc<Generation> {
         self.current.load_full()
+    }
+
+    /// The id of the live generation: when it differs from a kept copy's, `current` has
+    /// another generation (one atomic load; `current` itself costs an `arc_swap` load).
+    pub fn live_id(&self) -> u64 {
+        self.live_id.load(Ordering::Acquire)
     }
 
     /// Reads the current generation without taking a reference on it (no write to its shared
@@ -213,6 +223,7 @@ impl Gateway {
         self.metrics.set_max_series(generation.config.server.metrics_max_series);
         self.rollups.set_max_models(generation.config.storage.max_stat_models);
         self.current.store(Arc::new(generation));
+        self.live_id.store(id, Ordering::Release);
         Ok(id)
     }
 }

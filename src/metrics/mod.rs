@@ -43,6 +43,10 @@ pub struct Observation<'a> {
     pub overhead_s: Option<f64>,
     /// prompt, completion, cached, reasoning.
     pub tokens: [u64; 4],
+    /// The outcome of the attempt that delivered the answer, counted in `attempts` under
+    /// `provider` as by `Shard::attempt` (`None`: no attempt delivered it). Counted here, the
+    /// request's memo entry finds its series: one lock and one memo walk for both.
+    pub attempt: Option<&'static str>,
 }
 
 pub struct Shard {
@@ -98,6 +102,9 @@ impl Shard {
                 None => self.count_tokens(o),
             }
         }
+        if let Some(outcome) = o.attempt {
+            self.count_attempt(o, outcome, known.and_then(|e| e.attempt));
+        }
         self.duration.observe(o.duration_s);
         if let Some(overhead) = o.overhead_s {
             self.overhead.observe(overhead);
@@ -134,8 +141,26 @@ impl Shard {
         }
     }
 
-    /// One upstream attempt and how it went (`ok`, `retried`, `error`).
-    pub fn attempt(&mut self, provider: &str, outcome: &'static str) {
+    /// `observe`'s attempt count: through the series its request's memo entry knows, else
+    /// through `attempt`, whose series the entry then remembers.
+    fn count_attempt(&mut self, o: &Observation<'_>, outcome: &'static str, known: Option<(&'static str, usize)>) {
+        let memo = known.filter(|&(name, _)| Recent::same_name(name, outcome));
+        if let Some(n) = memo.and_then(|(_, i)| self.attempts.value_mut(i)) {
+            *n += 1;
+            return;
+        }
+        let Some(series) = self.attempt(o.provider, outcome) else {
+            return;
+        };
+        let same = same_request(&self.requests, o.model, o.provider);
+        if let Some(entry) = self.recent_requests.find(o.endpoint, o.status, same) {
+            entry.attempt = Some((outcome, series));
+        }
+    }
+
+    /// One upstream attempt and how it went (`ok`, `retried`, `error`). Returns its series
+    /// when it has its own.
+    pub fn attempt(&mut self, provider: &str, outcome: &'static str) -> Option<usize> {
         let attempts = &self.attempts;
         let same = |i: usize| {
             attempts
@@ -144,16 +169,23 @@ impl Shard {
                 .is_some_and(|p| p == provider)
         };
         if let Some(entry) = self.recent_attempts.find(outcome, 0, same) {
-            if let Some(n) = self.attempts.value_mut(entry.series) {
+            let series = entry.series;
+            if let Some(n) = self.attempts.value_mut(series) {
                 *n += 1;
-                return;
+                return Some(series);
             }
         }
         match bump(&mut self.attempts, &self.budget, &[provider, outcome], None, 0, |n| {
             *n += 1
         }) {
-            Some(series) => self.recent_attempts.note(Entry::new(outcome, 0, series)),
-            None => self.series_dropped += 1,
+            Some(series) => {
+                self.recent_attempts.note(Entry::new(outcome, 0, series));
+                Some(series)
+            }
+            None => {
+                self.series_dropped += 1;
+                None
+            }
         }
     }
 
@@ -272,6 +304,7 @@ mod tests {
                 duration_s: 0.1,
                 overhead_s: None,
                 tokens: [1, 1, 0, 0],
+                attempt: None,
             });
         }
         let series = |s: &Arc<Mutex<Shard>>| {
@@ -310,6 +343,7 @@ mod tests {
             duration_s: 0.2,
             overhead_s: Some(0.00003),
             tokens: [3, 5, 0, 0],
+            attempt: None,
         };
         a.lock().observe(&o);
         b.lock().observe(&o);

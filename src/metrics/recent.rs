@@ -28,6 +28,9 @@ pub(super) struct Entry {
     pub series: usize,
     /// The `tokens` series of the same model and provider, once one was counted.
     pub tokens: Option<usize>,
+    /// The `attempts` series of the same provider and the outcome named (`'static`, compared
+    /// by address like `name`), once a delivering attempt was counted with the request.
+    pub attempt: Option<(&'static str, usize)>,
 }
 
 impl Entry {
@@ -37,6 +40,7 @@ impl Entry {
             number,
             series,
             tokens: None,
+            attempt: None,
         }
     }
 }
@@ -48,17 +52,18 @@ impl Default for Recent {
 }
 
 impl Recent {
+    /// The same `'static` text (equal address and length).
+    pub fn same_name(a: &'static str, b: &'static str) -> bool {
+        a.len() == b.len() && std::ptr::eq(a.as_ptr(), b.as_ptr())
+    }
+
     /// The entry of `name` and `number` whose series `same` accepts (it compares the labels
     /// clients or the config choose), moved to the front.
     pub fn find(&mut self, name: &'static str, number: u16, same: impl Fn(usize) -> bool) -> Option<&mut Entry> {
-        let at = self.entries.iter().position(|e| {
-            e.is_some_and(|e| {
-                e.number == number
-                    && e.name.len() == name.len()
-                    && std::ptr::eq(e.name.as_ptr(), name.as_ptr())
-                    && same(e.series)
-            })
-        })?;
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.is_some_and(|e| e.number == number && Recent::same_name(e.name, name) && same(e.series)))?;
         // The one before, almost always: nothing to move.
         if at > 0 {
             self.entries[..=at].rotate_right(1);

@@ -28,11 +28,20 @@ fn memo_of_recent_series_counts_like_the_full_path() {
             duration_s: 0.01,
             overhead_s: Some(0.0001),
             tokens: if rng.bool() { [0; 4] } else { [rng.u64(..100), 1, 0, 2] },
+            attempt: None,
         };
         let outcome = outcomes[rng.usize(..outcomes.len())];
         let provider = o.provider;
-        a.lock().observe(&o);
-        a.lock().attempt(provider, outcome);
+        // The delivering attempt counted with its request (`finish`), or apart (a retry).
+        if rng.bool() {
+            a.lock().observe(&Observation {
+                attempt: Some(outcome),
+                ..o
+            });
+        } else {
+            a.lock().observe(&o);
+            a.lock().attempt(provider, outcome);
+        }
         let mut shard = b.lock();
         shard.recent_requests = Recent::default();
         shard.recent_attempts = Recent::default();

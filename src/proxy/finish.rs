@@ -22,7 +22,6 @@ pub struct Trace {
     /// Index in the generation's `clients` (names are looked up at `finish`: no copies per
     /// request).
     pub client: Option<usize>,
-    pub model: String,
     /// `model` had no route and `routing.default_model` served it instead.
     pub defaulted: bool,
     /// Index in the generation's `providers`.
@@ -31,6 +30,9 @@ pub struct Trace {
     pub upstream_model: String,
     /// The key of the delivering (or last) attempt: (provider index, key index).
     pub key: Option<(usize, usize)>,
+    /// The metrics outcome of the attempt that delivered the answer (`ok`, or `error` when the
+    /// last one's failure went to the client), counted by `finish` with the request.
+    pub delivered: Option<&'static str>,
     pub attempts: u32,
     pub stream: bool,
     pub usage: Usage,
@@ -100,9 +102,10 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     }
     // Only a name that routed labels metrics: a defaulted request counts under the default
     // model, not under whatever unknown name the client sent.
+    let asked = ctx.model.get().map_or("", String::as_str);
     let model = match &config.routing.default_model {
         Some(default) if trace.defaulted => default.as_str(),
-        _ => trace.model.as_str(),
+        _ => asked,
     };
     core.metrics.lock().observe(&Observation {
         endpoint: trace.endpoint,
@@ -117,6 +120,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
             usage.cached_tokens,
             usage.reasoning_tokens,
         ],
+        attempt: trace.delivered,
     });
     let storage = &config.storage;
     if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models" | "admin") {
@@ -140,7 +144,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     // else by the writer as it drains the record (`usage::record_rollup`).
     let sample = Sample {
         ts_ms,
-        model: &trace.model,
+        model: asked,
         provider,
         key,
         client,
@@ -174,7 +178,7 @@ fn queue_record(
     }
     // The text in one allocation; the writer maps it to a label id (and an empty upstream
     // model to `model`).
-    let (model, upstream_model) = (capped(&trace.model), capped(&trace.upstream_model));
+    let (model, upstream_model) = (capped(sample.model), capped(&trace.upstream_model));
     let text = Texts::new(&RecordText {
         // Request ids are ASCII (checked when read, or generated as hex).
         request_id: std::str::from_utf8(&ctx.request_id).unwrap_or(""),

@@ -46,7 +46,7 @@ pub(super) async fn forward(
         check_passthrough_path(req.head.path())?;
     }
     let max_json_depth = config.server.max_json_depth;
-    let (model, inspection) = match inspect(endpoint, req, max_json_depth)? {
+    let (asked, inspection) = match inspect(endpoint, req, max_json_depth)? {
         Some(found) => {
             validate_model_name(&found.0)?;
             found
@@ -54,20 +54,21 @@ pub(super) async fn forward(
         None => (default_model_for(config)?, Inspection::default()),
     };
     if let Some(client) = client {
-        if !client.allows(&model) {
-            let message = format!("this API key may not use model '{model}'");
+        if !client.allows(&asked) {
+            let message = format!("this API key may not use model '{asked}'");
             return Err(ProxyError::new(ErrorKind::Forbidden, Side::Downstream, message).with_code("model_not_allowed"));
         }
     }
-    let (route, defaulted) = find_route(config, &model).map_err(|_| {
-        let message = format!("the model '{model}' does not exist or has no route");
+    let (route, defaulted) = find_route(config, &asked).map_err(|_| {
+        let message = format!("the model '{asked}' does not exist or has no route");
         ProxyError::new(ErrorKind::NoRoute, Side::Downstream, message)
             .with_param("model")
             .with_code("model_not_found")
     })?;
+    // Only a model that routed is recorded (a refused name labels nothing).
+    let model: &str = ctx.model.get_or_init(|| asked);
     {
         let mut trace = ctx.trace.borrow_mut();
-        trace.model = model.clone();
         trace.defaulted = defaulted;
         trace.stream = inspection.stream;
     }
@@ -88,7 +89,7 @@ pub(super) async fn forward(
             let (route, candidate) = super::pinning::route_of(config, route, owner)?;
             plan.push(Step { route, candidate });
         }
-        None => fill_plan(core, ctx, route, &model, &mut plan),
+        None => fill_plan(core, ctx, route, model, &mut plan),
     }
     let tokens = if ctx.generation.limits.any_tpm {
         estimate_tokens(req.body.len(), &inspection)
@@ -106,7 +107,7 @@ pub(super) async fn forward(
         }
         _ => None,
     };
-    let cache = match cached::lookup(core, ctx, endpoint, client, req, &model, inspection.stream).await {
+    let cache = match cached::lookup(core, ctx, endpoint, client, req, model, inspection.stream).await {
         Lookup::Hit(answer) => {
             // No upstream call: the client's request windows count it, its TPM window is
             // charged nothing (no tokens were generated for it).
@@ -123,7 +124,7 @@ pub(super) async fn forward(
     let job = Job {
         req,
         inspection: &inspection,
-        model: &model,
+        model,
         endpoint,
         deadline,
         plan: &plan,
@@ -244,15 +245,15 @@ fn fill_plan<'a>(
     let config: &'a Config = &ctx.generation.config;
     let mut balance = core.balance.borrow_mut();
     balance.sync(ctx.generation.id, config);
-    let order = balance.order(config, route);
-    steps.extend(order.into_iter().map(|candidate| Step { route, candidate }));
+    balance.order(config, route, |candidate| steps.push(Step { route, candidate }));
     for fallback in config.routing.fallbacks.get(model).into_iter().flatten() {
         if let Some(fallback_route) = config.routes.by_model.get(fallback.as_str()) {
-            let order = balance.order(config, fallback_route);
-            steps.extend(order.into_iter().map(|candidate| Step {
-                route: fallback_route,
-                candidate,
-            }));
+            balance.order(config, fallback_route, |candidate| {
+                steps.push(Step {
+                    route: fallback_route,
+                    candidate,
+                })
+            });
         }
     }
 }
