@@ -179,13 +179,13 @@ impl Texts {
     }
 }
 
-/// One worker's queued records (`RecordQueue::lane`): a vector only its worker pushes to and
+/// One worker's queued records (`RecordQueue::lane`): vectors only its worker pushes to and
 /// the writer empties, so a push is a lock nobody else holds and a move, where a shared
 /// lock-free queue paid a contended index and a zeroed block every 31 records (~300
 /// instructions a record with the writer's pop, callgrind, issue 18).
 #[derive(Default)]
 pub struct Lane {
-    records: Mutex<Vec<Ordered>>,
+    records: Mutex<Timed>,
     /// `records.len()`, stored under the lock, read without it (`RecordQueue::len`).
     held: AtomicUsize,
 }
@@ -194,6 +194,33 @@ pub struct Lane {
 /// thread): the writer orders what it drains by it, so rows are numbered in the order requests
 /// ended, across workers, as when every worker pushed to one shared queue.
 type Ordered = (u64, RequestRecord);
+
+/// Records and the times their requests ended, side by side: a lane's records are nearly
+/// always in that order already, and then the writer takes them as they are, without a move.
+#[derive(Default)]
+struct Timed {
+    ended: Vec<u64>,
+    records: Vec<RequestRecord>,
+}
+
+impl Timed {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn push(&mut self, (ended, record): Ordered) {
+        self.ended.push(ended);
+        self.records.push(record);
+    }
+
+    /// The records in the order their requests ended (ties in the order they were pushed).
+    fn in_order_ended(self) -> Vec<RequestRecord> {
+        if self.ended.is_sorted() {
+            return self.records;
+        }
+        in_order_ended(self.ended.into_iter().zip(self.records).collect()).collect()
+    }
+}
 
 pub struct RecordQueue {
     /// Records pushed without a lane, or while the writer was taking the lane's.
@@ -247,12 +274,13 @@ impl RecordQueue {
     /// shared queue instead.
     #[must_use = "the writer counts only queued records in the stats"]
     pub fn push_to(&self, lane: &Lane, ended: Moment, record: RequestRecord) -> bool {
-        let Some(mut records) = lane.records.try_lock() else {
+        let Some(mut lane_records) = lane.records.try_lock() else {
             return self.push_ordered((ended.nanos(), record));
         };
+        let Timed { ended: times, records } = &mut *lane_records;
         let lane_capacity = self.lane_capacity.load(Ordering::Relaxed);
         if records.len() >= lane_capacity {
-            drop(records);
+            drop(lane_records);
             self.count_dropped(1, "request log queue full");
             return false;
         }
@@ -260,8 +288,10 @@ impl RecordQueue {
             // Doubling, but never past the lane's share: the bound holds for memory too.
             let room = records.len().max(16).min(lane_capacity - records.len());
             records.reserve_exact(room);
+            times.reserve_exact(room);
         }
-        records.push((ended.nanos(), record));
+        times.push(ended.nanos());
+        records.push(record);
         lane.held.store(records.len(), Ordering::Relaxed);
         true
     }
@@ -305,16 +335,15 @@ impl RecordQueue {
     }
 
     /// Up to `max` queued records: what an earlier drain left, then the lanes' and the shared
-    /// queue's in the order their requests ended.
+    /// queue's in the order their requests ended. When nothing was left and one lane holds
+    /// them all in order (a steady load), its vector is the batch: no record is moved.
     pub fn drain(&self, max: usize) -> Vec<RequestRecord> {
         let mut taken = self.taken.lock();
-        let lanes: Vec<Arc<Lane>> = self.lanes.lock().clone();
-        let held: usize = lanes.iter().map(|l| l.held.load(Ordering::Relaxed)).sum();
-        let mut out = Vec::with_capacity((taken.len() + held + self.queue.len()).min(max));
         let left = taken.len().min(max);
-        out.extend(taken.drain(..left));
+        let mut out: Vec<RequestRecord> = taken.drain(..left).collect();
         if out.len() < max {
-            let mut fresh = Vec::with_capacity((held + self.queue.len()).min(held.saturating_add(max - out.len())));
+            let mut fresh = Timed::default();
+            let lanes: Vec<Arc<Lane>> = self.lanes.lock().clone();
             for lane in &lanes {
                 Self::take(lane, &mut fresh);
             }
@@ -325,10 +354,15 @@ impl RecordQueue {
                     None => break,
                 }
             }
-            let room = max - out.len();
-            let mut ordered = in_order_ended(fresh);
-            out.extend(ordered.by_ref().take(room));
-            taken.extend(ordered);
+            let ordered = fresh.in_order_ended();
+            if out.is_empty() {
+                out = ordered;
+            } else {
+                out.extend(ordered);
+            }
+            if out.len() > max {
+                taken.extend(out.drain(max..));
+            }
         }
         if taken.is_empty() {
             // What a burst left goes with it.
@@ -337,17 +371,32 @@ impl RecordQueue {
         out
     }
 
-    /// Moves `lane`'s records to `fresh`. The lane keeps its vector, so a steady load pushes
-    /// without growing it; room past twice what it held (and past `LANE_KEEP`) goes, so after a
-    /// burst its memory follows the load again.
-    fn take(lane: &Lane, fresh: &mut Vec<Ordered>) {
-        let mut records = lane.records.lock();
+    /// Moves `lane`'s records to `fresh`: the first lane with records hands over its vector
+    /// and gets a new one with the room it had (past twice what it held, and past
+    /// `LANE_KEEP`, room goes, so after a burst its memory follows the load again); the others
+    /// are appended.
+    fn take(lane: &Lane, fresh: &mut Timed) {
+        let mut lane_records = lane.records.lock();
+        let Timed { ended, records } = &mut *lane_records;
         let held = records.len();
-        fresh.append(&mut records);
+        if held == 0 {
+            return;
+        }
         lane.held.store(0, Ordering::Relaxed);
         let keep = (2 * held).max(LANE_KEEP);
-        if records.capacity() > keep {
-            records.shrink_to(keep);
+        fresh.ended.extend_from_slice(ended);
+        ended.clear();
+        if ended.capacity() > keep {
+            ended.shrink_to(keep);
+        }
+        if fresh.records.is_empty() {
+            let room = records.capacity().min(keep);
+            fresh.records = std::mem::replace(records, Vec::with_capacity(room));
+        } else {
+            fresh.records.append(records);
+            if records.capacity() > keep {
+                records.shrink_to(keep);
+            }
         }
     }
 
