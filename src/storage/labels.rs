@@ -142,7 +142,10 @@ impl<'r> BatchLabels<'_, 'r> {
     pub fn id(&mut self, tx: &Transaction<'_>, texts: &'r Texts, status: u16) -> Result<i64, StorageError> {
         let (run, ends) = texts.label_key();
         let recent = self.recent.get(..self.len).unwrap_or(&[]);
-        let same = |(r, e, s, _): &&(&str, [u16; 7], u16, i64)| *s == status && *e == ends && *r == run;
+        // Records of one route share their label's text: its address is compared first.
+        let same = |(r, e, s, _): &&(&str, [u16; 7], u16, i64)| {
+            *s == status && *e == ends && (std::ptr::eq(*r, run) || *r == run)
+        };
         if let Some((_, _, _, id)) = recent.iter().find(same) {
             return Ok(*id);
         }

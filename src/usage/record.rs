@@ -1,9 +1,9 @@
 //! Request records: one per answered request that gets a row, pushed by each worker into its
 //! own lane of a bounded queue (a vector the writer empties; a shared lock-free queue for
 //! pushes without a lane) and written to storage by the control thread in batches. A record
-//! is compact (its eight text fields share one allocation; the writer splits them and maps them
-//! to a label id), so the worker pays one small allocation and the queue holds ~130 bytes a
-//! record.
+//! is compact (its seven label fields share one allocation, which the records of one route
+//! share in turn; the writer maps them to a label id), so the worker pays one small allocation
+//! (the request id) and the queue holds ~130 bytes a record.
 //! The writer counts a queued record's request in the stats rollups (`record_rollup`); the
 //! worker counts the requests whose record is not queued. The writer takes the records in the
 //! order their requests ended, across lanes (so rows are numbered in that order).
@@ -64,12 +64,51 @@ impl<'a> RecordText<'a> {
     }
 }
 
-/// The `RecordText` fields of a record, owned, in one allocation.
+/// The label fields of a record (every text field but the request id) in one allocation,
+/// shared by the records of one route: a worker whose request has the label of its last one
+/// copies no name (`proxy::finish`), and the writer tells records of one label by address
+/// before it compares their text.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Label {
+    /// The fields back to back; `ends[i]` is where field `i` stops.
+    run: Box<str>,
+    ends: [u16; 7],
+}
+
+impl Label {
+    /// `text`'s label fields (each cut to `MAX_FIELD_BYTES`). One pass sums the ends, one
+    /// copies: no `map(capped)` array of the fields first.
+    pub fn new(text: &RecordText<'_>) -> Label {
+        let fields = text.fields();
+        let fields = fields.get(1..).unwrap_or(&[]);
+        let mut ends = [0u16; 7];
+        let mut total = 0;
+        for (field, end) in fields.iter().zip(ends.iter_mut()) {
+            total += capped(field).len();
+            // At most 7 x MAX_FIELD_BYTES: fits.
+            *end = total as u16;
+        }
+        let mut run = String::with_capacity(total);
+        for field in fields {
+            run.push_str(capped(field));
+        }
+        Label {
+            run: run.into_boxed_str(),
+            ends,
+        }
+    }
+
+    /// The fields as one run of text and where each ends in it (`Texts::label_key`).
+    pub fn key(&self) -> (&str, [u16; 7]) {
+        (&self.run, self.ends)
+    }
+}
+
+/// The `RecordText` fields of a record, owned: its request id and its (shared) label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Texts {
-    /// The fields back to back; `ends[i]` is where field `i` stops.
-    joined: Box<str>,
-    ends: [u16; 8],
+    request_id: Box<str>,
+    label: Arc<Label>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,44 +144,34 @@ fn capped(s: &str) -> &str {
 }
 
 impl Texts {
-    /// `text`'s fields in one allocation (each cut to `MAX_FIELD_BYTES`).
-    /// One pass sums the ends, one copies: no `map(capped)` array of the fields first (396 -> 371
-    /// instructions a logged request under callgrind, 2026-12-04).
+    /// `text`'s fields, each cut to `MAX_FIELD_BYTES`, with a label of their own.
     pub fn new(text: &RecordText<'_>) -> Texts {
-        let fields = text.fields();
-        let mut ends = [0u16; 8];
-        let mut total = 0;
-        for (field, end) in fields.iter().zip(ends.iter_mut()) {
-            total += capped(field).len();
-            // At most 8 x MAX_FIELD_BYTES: fits.
-            *end = total as u16;
-        }
-        let mut joined = String::with_capacity(total);
-        for field in fields {
-            joined.push_str(capped(field));
-        }
+        Texts::with_label(text.request_id, Arc::new(Label::new(text)))
+    }
+
+    /// A record's texts whose label is `label` (shared with other records).
+    pub fn with_label(request_id: &str, label: Arc<Label>) -> Texts {
         Texts {
-            joined: joined.into_boxed_str(),
-            ends,
+            request_id: Box::from(capped(request_id)),
+            label,
         }
     }
 
     /// The request id field alone (what the writer needs of a record whose label it knows).
     pub fn request_id(&self) -> &str {
-        self.joined.get(..usize::from(self.ends[0])).unwrap_or("")
+        &self.request_id
+    }
+
+    /// The label this record shares: records holding the same one have equal labels.
+    pub fn label(&self) -> &Arc<Label> {
+        &self.label
     }
 
     /// The label fields (every field but the request id) as one run of text and where each
     /// of them ends in it: two records have equal label fields exactly when both are equal.
     /// (The writer's label cache hashes and compares this instead of seven strings.)
     pub fn label_key(&self) -> (&str, [u16; 7]) {
-        let start = self.ends[0];
-        let run = self.joined.get(usize::from(start)..).unwrap_or("");
-        let mut ends = [0u16; 7];
-        for (end, &at) in ends.iter_mut().zip(&self.ends[1..]) {
-            *end = at.saturating_sub(start);
-        }
-        (run, ends)
+        self.label.key()
     }
 
     /// The label fields of a `label_key` run, in `RecordText` order (client, endpoint, model,
@@ -158,16 +187,10 @@ impl Texts {
     }
 
     pub fn get(&self) -> RecordText<'_> {
-        let mut start = 0;
-        let fields = self.ends.map(|end| {
-            let end = usize::from(end);
-            let field = self.joined.get(start..end).unwrap_or("");
-            start = end;
-            field
-        });
-        let [request_id, client, endpoint, model, provider, upstream_model, key, error] = fields;
+        let (run, ends) = self.label_key();
+        let [client, endpoint, model, provider, upstream_model, key, error] = Self::split_label(run, &ends);
         RecordText {
-            request_id,
+            request_id: &self.request_id,
             client,
             endpoint,
             model,
