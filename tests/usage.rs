@@ -420,27 +420,33 @@ fn each_row_keeps_its_own_labels_when_records_share_them() {
         }
         let r = h.post("/v1/chat/completions", &chat(model), &[]);
         // A model with no route is logged without a name (as before labels were shared).
-        let logged = if r.status == 200 { model } else { "" };
-        wanted.push((logged.to_owned(), r.status, client));
+        let logged = if r.status == 200 { *model } else { "" };
+        let id = r.header("x-request-id").unwrap().to_owned();
+        wanted.push((id, logged.to_owned(), r.status, client));
     }
     let n = models.len() as u64;
     assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(n)));
     let log = logs(&h, "");
     let rows = log["data"].as_array().unwrap();
-    let got: Vec<(String, u16, &str)> = rows
+    // Rows are in the order their requests ended, which two workers may see a little apart:
+    // each row is matched to its request by id.
+    let mut got: Vec<(String, String, u16, &str)> = rows
         .iter()
-        .rev()
         .map(|r| {
+            let id = r["request_id"].as_str().unwrap().to_owned();
             let model = r["model"].as_str().unwrap().to_owned();
             (
+                id,
                 model,
                 r["status"].as_u64().unwrap() as u16,
                 r["client"].as_str().unwrap(),
             )
         })
         .collect();
+    got.sort();
+    wanted.sort();
     assert_eq!(got, wanted);
-    assert!(wanted.iter().any(|w| w.1 != 200), "a failed request among them");
+    assert!(wanted.iter().any(|w| w.2 != 200), "a failed request among them");
     for row in rows.iter().filter(|r| r["status"].as_u64() == Some(200)) {
         assert_eq!(row["upstream_model"].as_str(), Some("gpt-4o-mini"));
         assert_eq!(row["provider"].as_str(), Some("mock"));

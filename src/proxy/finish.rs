@@ -175,7 +175,7 @@ fn queue_record(
     }
     let text = Texts::with_label(
         // Request ids are ASCII (checked when read, or generated as hex).
-        std::str::from_utf8(&ctx.request_id).unwrap_or(""),
+        &ctx.request_id,
         label_of(core, ctx, trace, sample, error),
     );
     let record = RequestRecord {

@@ -107,7 +107,9 @@ impl Label {
 /// The `RecordText` fields of a record, owned: its request id and its (shared) label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Texts {
-    request_id: Box<str>,
+    /// ASCII (request ids are), kept as bytes: the worker does not check it again, the file
+    /// writer stores the bytes, and only a reader of text (`get`) looks.
+    request_id: Box<[u8]>,
     label: Arc<Label>,
 }
 
@@ -146,19 +148,25 @@ fn capped(s: &str) -> &str {
 impl Texts {
     /// `text`'s fields, each cut to `MAX_FIELD_BYTES`, with a label of their own.
     pub fn new(text: &RecordText<'_>) -> Texts {
-        Texts::with_label(text.request_id, Arc::new(Label::new(text)))
+        Texts::with_label(capped(text.request_id).as_bytes(), Arc::new(Label::new(text)))
     }
 
-    /// A record's texts whose label is `label` (shared with other records).
-    pub fn with_label(request_id: &str, label: Arc<Label>) -> Texts {
+    /// A record's texts whose label is `label` (shared with other records) and whose request
+    /// id is `request_id` (ASCII; cut to `MAX_FIELD_BYTES`; anything but UTF-8 reads as "").
+    pub fn with_label(request_id: &[u8], label: Arc<Label>) -> Texts {
         Texts {
-            request_id: Box::from(capped(request_id)),
+            request_id: Box::from(request_id.get(..MAX_FIELD_BYTES).unwrap_or(request_id)),
             label,
         }
     }
 
     /// The request id field alone (what the writer needs of a record whose label it knows).
     pub fn request_id(&self) -> &str {
+        std::str::from_utf8(&self.request_id).unwrap_or("")
+    }
+
+    /// The request id's bytes (the file writer stores them as they are).
+    pub fn request_id_bytes(&self) -> &[u8] {
         &self.request_id
     }
 
@@ -190,7 +198,7 @@ impl Texts {
         let (run, ends) = self.label_key();
         let [client, endpoint, model, provider, upstream_model, key, error] = Self::split_label(run, &ends);
         RecordText {
-            request_id: &self.request_id,
+            request_id: self.request_id(),
             client,
             endpoint,
             model,

@@ -29,12 +29,13 @@ struct Held {
 }
 
 impl Held {
-    /// A request at `ts_ms` with this status and label counts here (its minute compared
-    /// without a division; the label by address first, its text only when that differs).
-    fn holds(&self, ts_ms: i64, status: u16, label: &Arc<Label>) -> bool {
+    /// A request at `ts_ms` with this status counts here if its label is this cell's (its
+    /// minute compared without a division); `by_address` compares the labels by address
+    /// only (records of one route share theirs), else by text.
+    fn holds(&self, ts_ms: i64, status: u16, label: &Arc<Label>, by_address: bool) -> bool {
         self.status == status
             && (self.bucket_ms..self.bucket_ms + MINUTE_MS).contains(&ts_ms)
-            && (Arc::ptr_eq(&self.label, label) || self.label == *label)
+            && (Arc::ptr_eq(&self.label, label) || (!by_address && self.label == *label))
     }
 }
 
@@ -59,9 +60,12 @@ impl RecordRollups {
     fn cell_of(&mut self, record: &RequestRecord, registry: &RollupRegistry) -> &mut Cell {
         let label = record.text.label();
         let (ts_ms, status) = (record.ts_ms, record.status);
+        // The last cell, then every cell by the label's address, then by its text: a route's
+        // keys take turns, so the label is most often one of the held ones, shared.
         let found = match self.held.get(self.last) {
-            Some(last) if last.holds(ts_ms, status, label) => Some(self.last),
-            _ => self.held.iter().position(|h| h.holds(ts_ms, status, label)),
+            Some(last) if last.holds(ts_ms, status, label, true) => Some(self.last),
+            _ => (self.held.iter().position(|h| h.holds(ts_ms, status, label, true)))
+                .or_else(|| self.held.iter().position(|h| h.holds(ts_ms, status, label, false))),
         };
         self.last = match found {
             Some(at) => at,
