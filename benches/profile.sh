@@ -22,7 +22,11 @@
 # WARMUP (callgrind: seconds of load before counting, 2; with CLUSTER=1 use 10 so the first,
 # slow-to-translate lease draws and the lease ramp-up stay out of the count).
 # SETTLE (callgrind with the log on: seconds the writer gets to drain the queue before the
-# counters are zeroed and again before the dump, 4: at 1.5 on a busy machine warm-up rows leaked into the window).
+# counters are zeroed and, in memory, again before the dump, 4: at 1.5 on a busy machine
+# warm-up rows leaked into the window; to a file, the rows are then counted in the file).
+# Callgrind with LOG=file writes one file per thread and two dumps: callgrind.out.1-NN (every
+# thread, the load) and callgrind.out.2-NN (after it, until the writer has written the measured
+# rows; only the threads that are not workers count of it); the summary shown is the worker's.
 # Every run is bounded by wrk -d; loopback only. Needs wrk (apt-get when missing, as root),
 # perf (linux-perf) or valgrind for the matching report.
 set -euo pipefail
@@ -145,7 +149,9 @@ URL="http://127.0.0.1:$ROTOR_PORT/v1/chat/completions"
 
 "$BUILT" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks "${CHUNKS:-5}" >"$OUT/mock.log" 2>&1 & PIDS+=($!)
 if [ "$WHAT" = callgrind ]; then
-  ROTOR_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+  # With the log to a file each thread gets its own dump file (see the window below).
+  threads=no; [ "$LOG" = file ] && threads=yes
+  ROTOR_LOG=warn valgrind --tool=callgrind --separate-threads="$threads" --callgrind-out-file="$OUT/callgrind.out" \
     "$ROTOR" --config "$OUT/rotor.toml" >"$OUT/rotor.log" 2>&1 & ROTOR_PID=$!
 else
   ROTOR_LOG=warn "$ROTOR" --config "$OUT/rotor.toml" >"$OUT/rotor.log" 2>&1 & ROTOR_PID=$!
@@ -191,34 +197,44 @@ case $WHAT in
     # back from a pwrite, waits for it (callgrind_control -b: thread 2 in pwrite under
     # requests::insert, thread 3 in IoUringDriver::inner_park). A fixed sleep left 320-2,300
     # warm-up rows for the window (1.16-2.14 rows written per measured request). With the log
-    # to a file, `settle ROWS [wake]` also waits (up to 120 s) until sqlite3 counts ROWS rows in
-    # the file; `wake` (before the counters are zeroed only) keeps the worker busy with
-    # /health (no row, no rollup) meanwhile, so valgrind hands the writer the lock. After the
-    # run (inside the window) one /health every 0.2 s does it: the worker now sleeps until its
-    # next deadline, and the window no longer runs wrk's idle -d (2026-12-05); the report says
-    # how many such nudges the window holds.
+    # to a file, `settle ROWS` waits (up to 600 rounds) until sqlite3 counts ROWS rows in the
+    # file, meanwhile keeping the worker busy with /health (no row, no rollup): that is what
+    # hands the writer valgrind's lock. Valgrind runs one thread at a time, and it treats
+    # io_uring_enter as a system call that does not block, so an idle worker waiting for its
+    # next completion keeps the lock; the control thread, its 100 ms park over (or back from a
+    # pwrite of SQLite's), waits for the lock until the worker has run out its time slice
+    # (100,000 basic blocks), that is until enough requests reach the worker. How many that
+    # takes depends on whether the writer had caught up when the load stopped: until
+    # 2026-12-05 the window counted those nudges (0 to 300 or more /health requests, about
+    # 19.5k instructions each: 23.4k-28k a chat request), now the dumps leave them out.
     db_rows() { sqlite3 "$OUT/rotor.db" 'SELECT ifnull(SUM(id - first + 1), 0) FROM request_batches' 2>/dev/null || echo 0; }
     settle() {
       [ "$LOG" = off ] && return 0
       if [ "$LOG" != file ]; then sleep "${SETTLE:-4}"; return 0; fi
-      [ "${2:-}" = wake ] && sleep "${SETTLE:-4}"
-      local rows=0
+      local rows=0 sent
       for _ in $(seq 600); do
         rows=$(db_rows)
         [ "${rows:-0}" -ge "$1" ] && return 0
-        if [ "${2:-}" = wake ]; then
-          wrk -t1 -c1 -d1s "http://127.0.0.1:$ROTOR_PORT/health" >/dev/null
-        else
-          # Inside the window: one /health at a time (no row, no rollup), counted in NUDGES.
-          curl -s -o /dev/null "http://127.0.0.1:$ROTOR_PORT/health" && NUDGES=$((NUDGES + 1))
-          sleep 0.2
-        fi
+        sent=$(wrk -t1 -c1 -d1s "http://127.0.0.1:$ROTOR_PORT/health" | requests)
+        NUDGES=$((NUDGES + ${sent:-0}))
+        [ "${2:-}" = once ] && return 0
       done
       echo "warning: the log writer wrote $rows of $1 rows before the counters were read" >&2
     }
+    # dump_total FILE...: the instructions the dump files hold, together.
+    dump_total() { local f t=0; for f in "$@"; do t=$((t + $(awk '/^(summary|totals):/ {print $2; exit}' "$f"))); done; echo "$t"; }
     NUDGES=0
-    settle "$warm" wake
+    [ "$LOG" = file ] && sleep "${SETTLE:-4}"
+    settle "$warm"
+    # wrk's count leaves out the requests it had in flight when it stopped; their rows come
+    # after: the log is settled when a second of nudges adds no row.
     rows0=$([ "$LOG" = file ] && db_rows || echo 0)
+    while [ "$LOG" = file ]; do
+      settle "$((rows0 + 1))" once
+      [ "$(db_rows)" = "$rows0" ] && break
+      rows0=$(db_rows)
+    done
+    NUDGES=0
     callgrind_control -z "$ROTOR_PID" >/dev/null
     measured=$DURATION; [ -n "${REQUESTS:-}" ] && measured=120
     read -r rc0 rt0 < <(redis_stats)
@@ -234,17 +250,35 @@ case $WHAT in
     wait "$WRK_PID"
     t1=$(date +%s.%N)
     read -r rc1 rt1 < <(redis_stats)
-    settle "$((warm + $(requests <"$OUT/wrk.txt")))"
-    rows1=$([ "$LOG" = file ] && db_rows || echo 0)
-    callgrind_control -d "$ROTOR_PID" >/dev/null
-    sleep 1
     n=$(requests <"$OUT/wrk.txt")
-    [ "$LOG" = file ] && echo "log rows written in the window: $((rows1 - rows0)) (for $n requests; $NUDGES /health requests nudged the worker meanwhile and count in the window)"
+    if [ "$LOG" = file ]; then
+      # Two dumps, one file per thread each: the first when the load is over (every thread,
+      # wrk's closes handled), the second once the writer has put every measured row in the
+      # file, of which only the threads that run no worker count (the control thread, whose
+      # writer work for the measured rows it holds; main). The worker's part of the second is
+      # the nudges, requests of the harness's own, and so is left out (see settle).
+      sleep 0.5
+      callgrind_control -d "$ROTOR_PID" >/dev/null
+      settle "$((rows0 + n))"
+      rows1=$(db_rows)
+      callgrind_control -d "$ROTOR_PID" >/dev/null
+      sleep 1
+      load=$(dump_total "$OUT"/callgrind.out.1-*)
+      after=$(dump_total $(grep -L 'monoio::runtime' "$OUT"/callgrind.out.2-*))
+      writer=$(($(dump_total $(grep -L 'monoio::runtime' "$OUT"/callgrind.out.1-*)) + after))
+      total=$((load + after))
+      echo "log rows written in the window: $((rows1 - rows0)) (for $n requests); the threads other than the worker (the log writer's): $((writer / n)) per request, $((after / n)) of it after the load ($NUDGES /health nudges then, not counted)"
+      dump=$(ls -S "$OUT"/callgrind.out.1-* | head -1)
+    else
+      settle "$((warm + n))"
+      callgrind_control -d "$ROTOR_PID" >/dev/null
+      sleep 1
+      dump=$(ls "$OUT"/callgrind.out.* | tail -1)
+      total=$(dump_total "$dump")
+    fi
     if grep -qE 'Non-2xx|Socket errors' "$OUT/wrk.txt"; then
       cat "$OUT/wrk.txt"; echo "errors during the measured run: the count would not be comparable"; exit 1
     fi
-    dump=$(ls "$OUT"/callgrind.out.* | tail -1)
-    total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     echo "$MODE: $n requests, $((total / n)) user-space instructions per request (callgrind, c=8, log $LOG, profile $PROFILE, cluster ${CLUSTER:-0})"
     redis_report "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" "$rc0" "$rt0" "$rc1" "$rt1"
     callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,30p' | cut -c1-160

@@ -389,3 +389,66 @@ fn stats_count_each_request_once_with_or_without_its_row() {
         assert_eq!(requests(), Some(3), "{storage}: counted once");
     }
 }
+
+/// A worker shares one label among the records of requests made of the same names and makes
+/// a new one when any differs: every row names its own request's model, upstream model,
+/// status and client, whether its label was shared or not, across a reload that renames the
+/// client (same indices, another generation).
+#[test]
+fn each_row_keeps_its_own_labels_when_records_share_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotor.toml");
+    let mock = start_mock();
+    let text = admin_conf().render(&mock.base_url());
+    assert!(text.contains("name = \"tester\""));
+    std::fs::write(&path, &text).unwrap();
+    let running = rotor::runtime::start(rotor::config::load(&path).unwrap(), None).unwrap();
+    let addr = running.addr;
+    let h = Harness {
+        mock: Some(mock),
+        running: Some(running),
+        addr,
+    };
+    let models = ["gpt-3.5", "gpt-4o-mini", "gpt-3.5", "gpt-3.5", "nope", "gpt-4o-mini"];
+    let mut wanted = Vec::new();
+    let mut client = "tester";
+    for (i, model) in models.iter().enumerate() {
+        if i == 3 {
+            std::fs::write(&path, text.replace("name = \"tester\"", "name = \"renamed\"")).unwrap();
+            assert_eq!(admin(&h, "POST", "/admin/reload").status, 200);
+            client = "renamed";
+        }
+        let r = h.post("/v1/chat/completions", &chat(model), &[]);
+        // A model with no route is logged without a name (as before labels were shared).
+        let logged = if r.status == 200 { *model } else { "" };
+        let id = r.header("x-request-id").unwrap().to_owned();
+        wanted.push((id, logged.to_owned(), r.status, client));
+    }
+    let n = models.len() as u64;
+    assert!(eventually(Duration::from_secs(2), || logs(&h, "")["total"].as_u64() == Some(n)));
+    let log = logs(&h, "");
+    let rows = log["data"].as_array().unwrap();
+    // Rows are in the order their requests ended, which two workers may see a little apart:
+    // each row is matched to its request by id.
+    let mut got: Vec<(String, String, u16, &str)> = rows
+        .iter()
+        .map(|r| {
+            let id = r["request_id"].as_str().unwrap().to_owned();
+            let model = r["model"].as_str().unwrap().to_owned();
+            (
+                id,
+                model,
+                r["status"].as_u64().unwrap() as u16,
+                r["client"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    wanted.sort();
+    assert_eq!(got, wanted);
+    assert!(wanted.iter().any(|w| w.2 != 200), "a failed request among them");
+    for row in rows.iter().filter(|r| r["status"].as_u64() == Some(200)) {
+        assert_eq!(row["upstream_model"].as_str(), Some("gpt-4o-mini"));
+        assert_eq!(row["provider"].as_str(), Some("mock"));
+    }
+}

@@ -5,13 +5,14 @@
 //! Invariant: runs exactly once per request, after the response (or the error) went out, and
 //! never blocks.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Core, RequestContext};
 use crate::health::clock::Moment;
 use crate::metrics::health::RelayFailure;
 use crate::metrics::Observation;
-use crate::usage::record::{RecordText, RequestRecord, Texts, MAX_FIELD_BYTES};
+use crate::usage::record::{Label, RecordText, RequestRecord, Texts, MAX_FIELD_BYTES};
 use crate::usage::rollup::Sample;
 use crate::usage::Usage;
 
@@ -168,7 +169,7 @@ fn queue_record(
     ctx: &RequestContext,
     trace: &Trace,
     sample: &Sample<'_>,
-    error: &str,
+    error: &'static str,
     bytes_out: u64,
     ended_at: Moment,
 ) {
@@ -176,20 +177,11 @@ fn queue_record(
     if in_rollups {
         core.rollups.lock().add(sample);
     }
-    // The text in one allocation; the writer maps it to a label id (and an empty upstream
-    // model to `model`).
-    let (model, upstream_model) = (capped(sample.model), capped(&trace.upstream_model));
-    let text = Texts::new(&RecordText {
+    let text = Texts::with_label(
         // Request ids are ASCII (checked when read, or generated as hex).
-        request_id: std::str::from_utf8(&ctx.request_id).unwrap_or(""),
-        client: sample.client,
-        endpoint: trace.endpoint,
-        model: &model,
-        provider: sample.provider,
-        upstream_model: &upstream_model,
-        key: sample.key,
-        error,
-    });
+        &ctx.request_id,
+        label_of(core, ctx, trace, sample, error),
+    );
     let record = RequestRecord {
         ts_ms: sample.ts_ms,
         text,
@@ -209,6 +201,91 @@ fn queue_record(
     if !core.gateway.records.push_to(&core.log_lane, ended_at, record) && !in_rollups {
         core.rollups.lock().add(sample);
     }
+}
+
+/// What a record's label is made of: the generation's indices for the configured names, the
+/// static names, and the model names a client chose. Two requests with equal ones have equal
+/// labels (a generation's names never change).
+pub(super) struct LabelMemo {
+    generation: u64,
+    client: Option<usize>,
+    provider: Option<usize>,
+    cached: bool,
+    key: Option<(usize, usize)>,
+    endpoint: &'static str,
+    error: &'static str,
+    model: String,
+    upstream_model: String,
+    label: Arc<Label>,
+}
+
+impl LabelMemo {
+    /// `model` is the name the client asked for (`Sample::model`).
+    fn holds(&self, generation: u64, trace: &Trace, model: &str, error: &str) -> bool {
+        self.key == trace.key
+            && self.generation == generation
+            && self.client == trace.client
+            && self.provider == trace.provider
+            && self.cached == (trace.cache == Some("hit"))
+            && self.endpoint == trace.endpoint
+            && self.error == error
+            && self.model == model
+            && self.upstream_model == trace.upstream_model
+    }
+}
+
+/// Labels a core remembers: a route's keys take turns, so its requests' labels are a few.
+pub(super) const LABELS_KEPT: usize = 8;
+
+/// The record label of this request: one of this core's last ones when it is made of the same
+/// (most requests: no name is copied), else a new one, remembered in place of the oldest.
+fn label_of(core: &Core, ctx: &RequestContext, trace: &Trace, sample: &Sample<'_>, error: &'static str) -> Arc<Label> {
+    let mut kept = core.last_labels.borrow_mut();
+    if let Some(memo) = kept
+        .labels
+        .iter()
+        .find(|m| m.holds(ctx.generation.id, trace, sample.model, error))
+    {
+        return memo.label.clone();
+    }
+    let (model, upstream_model) = (capped(sample.model), capped(&trace.upstream_model));
+    let label = Arc::new(Label::new(&RecordText {
+        request_id: "",
+        client: sample.client,
+        endpoint: trace.endpoint,
+        model: &model,
+        provider: sample.provider,
+        upstream_model: &upstream_model,
+        key: sample.key,
+        error,
+    }));
+    let memo = LabelMemo {
+        generation: ctx.generation.id,
+        client: trace.client,
+        provider: trace.provider,
+        cached: trace.cache == Some("hit"),
+        key: trace.key,
+        endpoint: trace.endpoint,
+        error,
+        model: sample.model.to_owned(),
+        upstream_model: trace.upstream_model.clone(),
+        label: label.clone(),
+    };
+    let KeptLabels { labels, next } = &mut *kept;
+    if labels.len() < LABELS_KEPT {
+        labels.push(memo);
+    } else if let Some(slot) = labels.get_mut(*next) {
+        *slot = memo;
+    }
+    *next = (*next + 1) % LABELS_KEPT;
+    label
+}
+
+/// A core's last record labels (`label_of`): at most `LABELS_KEPT`, `next` replaced next.
+#[derive(Default)]
+pub(super) struct KeptLabels {
+    labels: Vec<LabelMemo>,
+    next: usize,
 }
 
 /// The stats labels of `sample` are kept whole in a request record (else the record's would

@@ -84,6 +84,8 @@ pub struct Core {
     rollups: Arc<parking_lot::Mutex<crate::usage::rollup::RollupShard>>,
     /// This core's lane of the request record queue (only this core pushes to it).
     log_lane: Arc<crate::usage::record::Lane>,
+    /// The labels of this core's last request records and what they were made of (`finish`).
+    last_labels: RefCell<finish::KeptLabels>,
 }
 
 /// What every phase of one request may read.
@@ -159,6 +161,7 @@ impl Core {
             metrics: gateway.metrics.shard(),
             rollups: gateway.rollups.shard(),
             log_lane: gateway.records.lane(),
+            last_labels: RefCell::default(),
             gateway,
         }
     }

@@ -142,8 +142,11 @@ impl<'r> BatchLabels<'_, 'r> {
     pub fn id(&mut self, tx: &Transaction<'_>, texts: &'r Texts, status: u16) -> Result<i64, StorageError> {
         let (run, ends) = texts.label_key();
         let recent = self.recent.get(..self.len).unwrap_or(&[]);
-        let same = |(r, e, s, _): &&(&str, [u16; 7], u16, i64)| *s == status && *e == ends && *r == run;
-        if let Some((_, _, _, id)) = recent.iter().find(same) {
+        // Records of one route share their label's text: every recent one is compared by its
+        // address before any by its text.
+        let by_address = |(r, _, s, _): &&(&str, [u16; 7], u16, i64)| *s == status && std::ptr::eq(*r, run);
+        let by_text = |(r, e, s, _): &&(&str, [u16; 7], u16, i64)| *s == status && *e == ends && *r == run;
+        if let Some((_, _, _, id)) = recent.iter().find(by_address).or_else(|| recent.iter().find(by_text)) {
             return Ok(*id);
         }
         let id = self.cache.id(tx, texts, status)?;

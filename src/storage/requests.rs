@@ -55,7 +55,7 @@ fn insert_in(
                 r.bytes_in,
                 r.bytes_out,
             ],
-            r.text.request_id().as_bytes(),
+            r.text.request_id_bytes(),
             &mut numbers,
         );
         batch.push(r.ts_ms, label, numbers.get(..len).unwrap_or(&[]));

@@ -1,9 +1,9 @@
 //! Request records: one per answered request that gets a row, pushed by each worker into its
 //! own lane of a bounded queue (a vector the writer empties; a shared lock-free queue for
 //! pushes without a lane) and written to storage by the control thread in batches. A record
-//! is compact (its eight text fields share one allocation; the writer splits them and maps them
-//! to a label id), so the worker pays one small allocation and the queue holds ~130 bytes a
-//! record.
+//! is compact (its seven label fields share one allocation, which the records of one route
+//! share in turn; the writer maps them to a label id), so the worker pays one small allocation
+//! (the request id) and the queue holds ~130 bytes a record.
 //! The writer counts a queued record's request in the stats rollups (`record_rollup`); the
 //! worker counts the requests whose record is not queued. The writer takes the records in the
 //! order their requests ended, across lanes (so rows are numbered in that order).
@@ -64,12 +64,53 @@ impl<'a> RecordText<'a> {
     }
 }
 
-/// The `RecordText` fields of a record, owned, in one allocation.
+/// The label fields of a record (every text field but the request id) in one allocation,
+/// shared by the records of one route: a worker whose request has the label of its last one
+/// copies no name (`proxy::finish`), and the writer tells records of one label by address
+/// before it compares their text.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Label {
+    /// The fields back to back; `ends[i]` is where field `i` stops.
+    run: Box<str>,
+    ends: [u16; 7],
+}
+
+impl Label {
+    /// `text`'s label fields (each cut to `MAX_FIELD_BYTES`). One pass sums the ends, one
+    /// copies: no `map(capped)` array of the fields first.
+    pub fn new(text: &RecordText<'_>) -> Label {
+        let fields = text.fields();
+        let fields = fields.get(1..).unwrap_or(&[]);
+        let mut ends = [0u16; 7];
+        let mut total = 0;
+        for (field, end) in fields.iter().zip(ends.iter_mut()) {
+            total += capped(field).len();
+            // At most 7 x MAX_FIELD_BYTES: fits.
+            *end = total as u16;
+        }
+        let mut run = String::with_capacity(total);
+        for field in fields {
+            run.push_str(capped(field));
+        }
+        Label {
+            run: run.into_boxed_str(),
+            ends,
+        }
+    }
+
+    /// The fields as one run of text and where each ends in it (`Texts::label_key`).
+    pub fn key(&self) -> (&str, [u16; 7]) {
+        (&self.run, self.ends)
+    }
+}
+
+/// The `RecordText` fields of a record, owned: its request id and its (shared) label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Texts {
-    /// The fields back to back; `ends[i]` is where field `i` stops.
-    joined: Box<str>,
-    ends: [u16; 8],
+    /// ASCII (request ids are), kept as bytes: the worker does not check it again, the file
+    /// writer stores the bytes, and only a reader of text (`get`) looks.
+    request_id: Box<[u8]>,
+    label: Arc<Label>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,44 +146,40 @@ fn capped(s: &str) -> &str {
 }
 
 impl Texts {
-    /// `text`'s fields in one allocation (each cut to `MAX_FIELD_BYTES`).
-    /// One pass sums the ends, one copies: no `map(capped)` array of the fields first (396 -> 371
-    /// instructions a logged request under callgrind, 2026-12-04).
+    /// `text`'s fields, each cut to `MAX_FIELD_BYTES`, with a label of their own.
     pub fn new(text: &RecordText<'_>) -> Texts {
-        let fields = text.fields();
-        let mut ends = [0u16; 8];
-        let mut total = 0;
-        for (field, end) in fields.iter().zip(ends.iter_mut()) {
-            total += capped(field).len();
-            // At most 8 x MAX_FIELD_BYTES: fits.
-            *end = total as u16;
-        }
-        let mut joined = String::with_capacity(total);
-        for field in fields {
-            joined.push_str(capped(field));
-        }
+        Texts::with_label(capped(text.request_id).as_bytes(), Arc::new(Label::new(text)))
+    }
+
+    /// A record's texts whose label is `label` (shared with other records) and whose request
+    /// id is `request_id` (ASCII; cut to `MAX_FIELD_BYTES`; anything but UTF-8 reads as "").
+    pub fn with_label(request_id: &[u8], label: Arc<Label>) -> Texts {
         Texts {
-            joined: joined.into_boxed_str(),
-            ends,
+            request_id: Box::from(request_id.get(..MAX_FIELD_BYTES).unwrap_or(request_id)),
+            label,
         }
     }
 
     /// The request id field alone (what the writer needs of a record whose label it knows).
     pub fn request_id(&self) -> &str {
-        self.joined.get(..usize::from(self.ends[0])).unwrap_or("")
+        std::str::from_utf8(&self.request_id).unwrap_or("")
+    }
+
+    /// The request id's bytes (the file writer stores them as they are).
+    pub fn request_id_bytes(&self) -> &[u8] {
+        &self.request_id
+    }
+
+    /// The label this record shares: records holding the same one have equal labels.
+    pub fn label(&self) -> &Arc<Label> {
+        &self.label
     }
 
     /// The label fields (every field but the request id) as one run of text and where each
     /// of them ends in it: two records have equal label fields exactly when both are equal.
     /// (The writer's label cache hashes and compares this instead of seven strings.)
     pub fn label_key(&self) -> (&str, [u16; 7]) {
-        let start = self.ends[0];
-        let run = self.joined.get(usize::from(start)..).unwrap_or("");
-        let mut ends = [0u16; 7];
-        for (end, &at) in ends.iter_mut().zip(&self.ends[1..]) {
-            *end = at.saturating_sub(start);
-        }
-        (run, ends)
+        self.label.key()
     }
 
     /// The label fields of a `label_key` run, in `RecordText` order (client, endpoint, model,
@@ -158,16 +195,10 @@ impl Texts {
     }
 
     pub fn get(&self) -> RecordText<'_> {
-        let mut start = 0;
-        let fields = self.ends.map(|end| {
-            let end = usize::from(end);
-            let field = self.joined.get(start..end).unwrap_or("");
-            start = end;
-            field
-        });
-        let [request_id, client, endpoint, model, provider, upstream_model, key, error] = fields;
+        let (run, ends) = self.label_key();
+        let [client, endpoint, model, provider, upstream_model, key, error] = Self::split_label(run, &ends);
         RecordText {
-            request_id,
+            request_id: self.request_id(),
             client,
             endpoint,
             model,
@@ -179,13 +210,13 @@ impl Texts {
     }
 }
 
-/// One worker's queued records (`RecordQueue::lane`): a vector only its worker pushes to and
+/// One worker's queued records (`RecordQueue::lane`): vectors only its worker pushes to and
 /// the writer empties, so a push is a lock nobody else holds and a move, where a shared
 /// lock-free queue paid a contended index and a zeroed block every 31 records (~300
 /// instructions a record with the writer's pop, callgrind, issue 18).
 #[derive(Default)]
 pub struct Lane {
-    records: Mutex<Vec<Ordered>>,
+    records: Mutex<Timed>,
     /// `records.len()`, stored under the lock, read without it (`RecordQueue::len`).
     held: AtomicUsize,
 }
@@ -194,6 +225,33 @@ pub struct Lane {
 /// thread): the writer orders what it drains by it, so rows are numbered in the order requests
 /// ended, across workers, as when every worker pushed to one shared queue.
 type Ordered = (u64, RequestRecord);
+
+/// Records and the times their requests ended, side by side: a lane's records are nearly
+/// always in that order already, and then the writer takes them as they are, without a move.
+#[derive(Default)]
+struct Timed {
+    ended: Vec<u64>,
+    records: Vec<RequestRecord>,
+}
+
+impl Timed {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn push(&mut self, (ended, record): Ordered) {
+        self.ended.push(ended);
+        self.records.push(record);
+    }
+
+    /// The records in the order their requests ended (ties in the order they were pushed).
+    fn in_order_ended(self) -> Vec<RequestRecord> {
+        if self.ended.is_sorted() {
+            return self.records;
+        }
+        in_order_ended(self.ended.into_iter().zip(self.records).collect()).collect()
+    }
+}
 
 pub struct RecordQueue {
     /// Records pushed without a lane, or while the writer was taking the lane's.
@@ -247,12 +305,13 @@ impl RecordQueue {
     /// shared queue instead.
     #[must_use = "the writer counts only queued records in the stats"]
     pub fn push_to(&self, lane: &Lane, ended: Moment, record: RequestRecord) -> bool {
-        let Some(mut records) = lane.records.try_lock() else {
+        let Some(mut lane_records) = lane.records.try_lock() else {
             return self.push_ordered((ended.nanos(), record));
         };
+        let Timed { ended: times, records } = &mut *lane_records;
         let lane_capacity = self.lane_capacity.load(Ordering::Relaxed);
         if records.len() >= lane_capacity {
-            drop(records);
+            drop(lane_records);
             self.count_dropped(1, "request log queue full");
             return false;
         }
@@ -260,8 +319,10 @@ impl RecordQueue {
             // Doubling, but never past the lane's share: the bound holds for memory too.
             let room = records.len().max(16).min(lane_capacity - records.len());
             records.reserve_exact(room);
+            times.reserve_exact(room);
         }
-        records.push((ended.nanos(), record));
+        times.push(ended.nanos());
+        records.push(record);
         lane.held.store(records.len(), Ordering::Relaxed);
         true
     }
@@ -305,16 +366,15 @@ impl RecordQueue {
     }
 
     /// Up to `max` queued records: what an earlier drain left, then the lanes' and the shared
-    /// queue's in the order their requests ended.
+    /// queue's in the order their requests ended. When nothing was left and one lane holds
+    /// them all in order (a steady load), its vector is the batch: no record is moved.
     pub fn drain(&self, max: usize) -> Vec<RequestRecord> {
         let mut taken = self.taken.lock();
-        let lanes: Vec<Arc<Lane>> = self.lanes.lock().clone();
-        let held: usize = lanes.iter().map(|l| l.held.load(Ordering::Relaxed)).sum();
-        let mut out = Vec::with_capacity((taken.len() + held + self.queue.len()).min(max));
         let left = taken.len().min(max);
-        out.extend(taken.drain(..left));
+        let mut out: Vec<RequestRecord> = taken.drain(..left).collect();
         if out.len() < max {
-            let mut fresh = Vec::with_capacity((held + self.queue.len()).min(held.saturating_add(max - out.len())));
+            let mut fresh = Timed::default();
+            let lanes: Vec<Arc<Lane>> = self.lanes.lock().clone();
             for lane in &lanes {
                 Self::take(lane, &mut fresh);
             }
@@ -325,10 +385,15 @@ impl RecordQueue {
                     None => break,
                 }
             }
-            let room = max - out.len();
-            let mut ordered = in_order_ended(fresh);
-            out.extend(ordered.by_ref().take(room));
-            taken.extend(ordered);
+            let ordered = fresh.in_order_ended();
+            if out.is_empty() {
+                out = ordered;
+            } else {
+                out.extend(ordered);
+            }
+            if out.len() > max {
+                taken.extend(out.drain(max..));
+            }
         }
         if taken.is_empty() {
             // What a burst left goes with it.
@@ -337,17 +402,32 @@ impl RecordQueue {
         out
     }
 
-    /// Moves `lane`'s records to `fresh`. The lane keeps its vector, so a steady load pushes
-    /// without growing it; room past twice what it held (and past `LANE_KEEP`) goes, so after a
-    /// burst its memory follows the load again.
-    fn take(lane: &Lane, fresh: &mut Vec<Ordered>) {
-        let mut records = lane.records.lock();
+    /// Moves `lane`'s records to `fresh`: the first lane with records hands over its vector
+    /// and gets a new one with the room it had (past twice what it held, and past
+    /// `LANE_KEEP`, room goes, so after a burst its memory follows the load again); the others
+    /// are appended.
+    fn take(lane: &Lane, fresh: &mut Timed) {
+        let mut lane_records = lane.records.lock();
+        let Timed { ended, records } = &mut *lane_records;
         let held = records.len();
-        fresh.append(&mut records);
+        if held == 0 {
+            return;
+        }
         lane.held.store(0, Ordering::Relaxed);
         let keep = (2 * held).max(LANE_KEEP);
-        if records.capacity() > keep {
-            records.shrink_to(keep);
+        fresh.ended.extend_from_slice(ended);
+        ended.clear();
+        if ended.capacity() > keep {
+            ended.shrink_to(keep);
+        }
+        if fresh.records.is_empty() {
+            let room = records.capacity().min(keep);
+            fresh.records = std::mem::replace(records, Vec::with_capacity(room));
+        } else {
+            fresh.records.append(records);
+            if records.capacity() > keep {
+                records.shrink_to(keep);
+            }
         }
     }
 

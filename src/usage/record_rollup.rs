@@ -2,7 +2,7 @@
 //! a worker that queues a record does not also add it to its rollup shard (the add, a hash of
 //! four names and a map lookup, cost a worker ~370 instructions a request; here a record whose
 //! label run, status and minute equal the last one's costs a compare and a few adds).
-//! Records add into cells held by label run (`Texts::label_key`, finer than a rollup's
+//! Records add into cells held by label (`record::Label`, finer than a rollup's
 //! labels); the held cells are folded into the writer's own shard in the `RollupRegistry`
 //! before every collection, and whenever `MAX_HELD` label runs are held.
 //! Invariant: every record drained and passed to `count` is counted exactly once, unless its
@@ -10,30 +10,32 @@
 //! writer (sampled out, the queue full) is counted by its worker. At most `MAX_HELD` cells are
 //! held, and the shard bounds its label sets like a worker's.
 
-use super::record::{RequestRecord, Texts};
+use std::sync::Arc;
+
+use super::record::{Label, RequestRecord, Texts};
 use super::rollup::{bucket_of, Cell, Labels, RollupRegistry, RollupShardHandle, MINUTE_MS};
 
 /// Label runs held between two folds: a gateway's records come from a few routes, keys and
 /// models, and a record's run is looked for among these (the last one used first).
 const MAX_HELD: usize = 32;
 
-/// Requests of one label run, status and minute.
+/// Requests of one label, status and minute.
 struct Held {
     bucket_ms: i64,
     status: u16,
-    ends: [u16; 7],
-    run: Box<str>,
+    /// The label of the first record counted here (records of one route share it).
+    label: Arc<Label>,
     cell: Cell,
 }
 
 impl Held {
-    /// A request at `ts_ms` with this status and label run counts here (its minute compared
-    /// without a division).
-    fn holds(&self, ts_ms: i64, status: u16, run: &str, ends: &[u16; 7]) -> bool {
+    /// A request at `ts_ms` with this status counts here if its label is this cell's (its
+    /// minute compared without a division); `by_address` compares the labels by address
+    /// only (records of one route share theirs), else by text.
+    fn holds(&self, ts_ms: i64, status: u16, label: &Arc<Label>, by_address: bool) -> bool {
         self.status == status
             && (self.bucket_ms..self.bucket_ms + MINUTE_MS).contains(&ts_ms)
-            && self.ends == *ends
-            && &*self.run == run
+            && (Arc::ptr_eq(&self.label, label) || (!by_address && self.label == *label))
     }
 }
 
@@ -56,11 +58,14 @@ impl RecordRollups {
     }
 
     fn cell_of(&mut self, record: &RequestRecord, registry: &RollupRegistry) -> &mut Cell {
-        let (run, ends) = record.text.label_key();
+        let label = record.text.label();
         let (ts_ms, status) = (record.ts_ms, record.status);
+        // The last cell, then every cell by the label's address, then by its text: a route's
+        // keys take turns, so the label is most often one of the held ones, shared.
         let found = match self.held.get(self.last) {
-            Some(last) if last.holds(ts_ms, status, run, &ends) => Some(self.last),
-            _ => self.held.iter().position(|h| h.holds(ts_ms, status, run, &ends)),
+            Some(last) if last.holds(ts_ms, status, label, true) => Some(self.last),
+            _ => (self.held.iter().position(|h| h.holds(ts_ms, status, label, true)))
+                .or_else(|| self.held.iter().position(|h| h.holds(ts_ms, status, label, false))),
         };
         self.last = match found {
             Some(at) => at,
@@ -71,8 +76,7 @@ impl RecordRollups {
                 self.held.push(Held {
                     bucket_ms: bucket_of(ts_ms),
                     status,
-                    ends,
-                    run: Box::from(run),
+                    label: label.clone(),
                     cell: Cell::default(),
                 });
                 self.held.len() - 1
@@ -90,8 +94,8 @@ impl RecordRollups {
         let shard = self.shard.get_or_insert_with(|| registry.shard());
         let mut shard = shard.lock();
         for held in self.held.drain(..) {
-            let [client, _endpoint, model, provider, _upstream_model, key, _error] =
-                Texts::split_label(&held.run, &held.ends);
+            let (run, ends) = held.label.key();
+            let [client, _endpoint, model, provider, _upstream_model, key, _error] = Texts::split_label(run, &ends);
             let labels = Labels {
                 bucket_ms: held.bucket_ms,
                 model,

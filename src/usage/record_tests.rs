@@ -59,7 +59,7 @@ fn lanes_share_the_capacity_and_drain_every_record_once_in_the_order_requests_en
     assert!((0..10 * LANE_KEEP as u16).all(|i| burst.push_to(&c, at(u64::from(i)), numbered(i))));
     assert_eq!(burst.drain(usize::MAX).len(), 10 * LANE_KEEP);
     assert!(burst.push_to(&c, at(0), numbered(0)) && burst.drain(1).len() == 1);
-    let room = c.records.lock().capacity();
+    let room = c.records.lock().records.capacity();
     assert!(room <= LANE_KEEP, "a burst's room goes with the next take: {room}");
 }
 
@@ -144,4 +144,27 @@ fn text_fields_round_trip_through_one_allocation() {
         "{}",
         std::mem::size_of::<RequestRecord>()
     );
+}
+
+/// One lane's records are taken as they are when their requests ended in the order they were
+/// pushed (ties too), and put in that order when not (a request whose end was read before a
+/// record pushed ahead of it).
+#[test]
+fn one_lane_drains_in_the_order_requests_ended_whether_pushed_so_or_not() {
+    let q = RecordQueue::with_capacity(64);
+    let lane = q.lane();
+    for (ns, status) in [(1, 100), (2, 101), (2, 102), (3, 103)] {
+        assert!(q.push_to(&lane, at(ns), numbered(status)));
+    }
+    assert_eq!(
+        q.drain(10).iter().map(|r| r.status).collect::<Vec<_>>(),
+        [100, 101, 102, 103]
+    );
+    for (ns, status) in [(5, 202), (4, 200), (4, 201), (6, 203)] {
+        assert!(q.push_to(&lane, at(ns), numbered(status)));
+    }
+    assert_eq!(q.drain(3).iter().map(|r| r.status).collect::<Vec<_>>(), [200, 201, 202]);
+    assert!(q.push_to(&lane, at(7), numbered(204)));
+    assert_eq!(q.drain(10).iter().map(|r| r.status).collect::<Vec<_>>(), [203, 204]);
+    assert!(q.is_empty());
 }

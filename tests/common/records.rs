@@ -2,7 +2,9 @@
 //! and rollups, without an HTTP round trip per record (for tests that need 100k+ of them).
 #![allow(clippy::unwrap_used)]
 
-use rotor::usage::record::{RecordText, RequestRecord, Texts};
+use std::sync::Arc;
+
+use rotor::usage::record::{Label, RecordText, RequestRecord, Texts};
 
 use super::{sleep_ms, Harness};
 
@@ -15,21 +17,22 @@ pub fn log_directly(h: &Harness, n: usize) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
+    // One route's records share their label, as a worker's do (`proxy::finish`).
+    let label = Arc::new(Label::new(&RecordText {
+        request_id: "",
+        client: "tester",
+        endpoint: "chat",
+        model: "gpt-4o-mini",
+        provider: "mock",
+        upstream_model: "",
+        key: "…0001",
+        error: "",
+    }));
     for i in 0..n {
         let id = format!("{i:016x}");
-        let text = RecordText {
-            request_id: &id,
-            client: "tester",
-            endpoint: "chat",
-            model: "gpt-4o-mini",
-            provider: "mock",
-            upstream_model: "",
-            key: "…0001",
-            error: "",
-        };
         let record = RequestRecord {
             ts_ms: now,
-            text: Texts::new(&text),
+            text: Texts::with_label(id.as_bytes(), label.clone()),
             status: 200,
             attempts: 1,
             latency_ms: 3,
