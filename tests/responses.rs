@@ -47,8 +47,8 @@ fn admin(h: &Harness, method: &str, path: &str) -> Response {
     h.client().request(method, path, &[("authorization", &auth)], b"")
 }
 
-/// The newest log row, once `n` requests are logged.
-fn last_log(h: &Harness, n: u64) -> Value {
+/// The log rows, newest first, once `n` requests are logged.
+fn logged(h: &Harness, n: u64) -> Vec<Value> {
     assert!(
         eventually(Duration::from_secs(3), || admin(h, "GET", "/admin/logs").json()
             ["total"]
@@ -57,7 +57,29 @@ fn last_log(h: &Harness, n: u64) -> Value {
         "{}",
         admin(h, "GET", "/admin/logs").text()
     );
-    admin(h, "GET", "/admin/logs?limit=1").json()["data"][0].clone()
+    admin(h, "GET", "/admin/logs").json()["data"]
+        .as_array()
+        .unwrap()
+        .to_vec()
+}
+
+/// The newest log row, once `n` requests are logged.
+fn last_log(h: &Harness, n: u64) -> Value {
+    logged(h, n).swap_remove(0)
+}
+
+/// The one streamed request's row, once `n` requests are logged, found by its `stream` flag:
+/// a record is queued just after its answer went out, so the client's next request, served on
+/// another worker, can reach the writer first and be numbered before it.
+fn stream_row(h: &Harness, n: u64) -> Value {
+    let rows = logged(h, n);
+    let mut streamed = rows.iter().filter(|r| r["stream"].as_bool() == Some(true));
+    let row = streamed
+        .next()
+        .unwrap_or_else(|| panic!("no streamed row in {rows:?}"))
+        .clone();
+    assert!(streamed.next().is_none(), "one streamed row: {rows:?}");
+    row
 }
 
 fn tokens(row: &Value) -> (u64, u64, u64, u64) {
@@ -342,7 +364,7 @@ fn translated_to_a_chat_only_upstream() {
     check_stream(&h, "gpt-chat", "/v1/chat/completions");
     let sent: Value = sonic_rs::from_slice(&h.recorded().pop().unwrap().body).unwrap();
     assert_eq!(sent["stream_options"]["include_usage"].as_bool(), Some(true));
-    let row = last_log(&h, 2);
+    let row = stream_row(&h, 2);
     assert_eq!(row["endpoint"].as_str(), Some("responses"));
     assert_eq!(row["completion_tokens"].as_u64(), Some(3), "{row}");
 }
@@ -352,7 +374,7 @@ fn translated_to_an_anthropic_upstream() {
     let h = Harness::start(conf());
     check_whole(&h, "claude-x", "claude", "/v1/messages");
     check_stream(&h, "claude-x", "/v1/messages");
-    let row = last_log(&h, 2);
+    let row = stream_row(&h, 2);
     assert_eq!(row["completion_tokens"].as_u64(), Some(3), "{row}");
 }
 
@@ -361,7 +383,7 @@ fn translated_to_a_gemini_upstream() {
     let h = Harness::start(conf());
     check_whole(&h, "gemini-x", "gem", "/v1beta/models/gemini-x:generateContent");
     check_stream(&h, "gemini-x", "/v1beta/models/gemini-x:streamGenerateContent");
-    let row = last_log(&h, 2);
+    let row = stream_row(&h, 2);
     assert!(row["prompt_tokens"].as_u64().unwrap() > 0, "{row}");
 }
 
