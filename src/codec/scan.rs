@@ -13,6 +13,7 @@ use super::json::Inspection;
 
 #[path = "scan_usage.rs"]
 mod quick;
+pub(crate) use quick::usage_object_quick;
 pub use quick::usage_tail_quick;
 
 #[path = "scan_string.rs"]

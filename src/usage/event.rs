@@ -18,7 +18,7 @@ use super::needle::{LETTER_ESCAPE, USAGE};
 use super::openai::{counted, wire_usage};
 use super::Usage;
 use crate::codec::depth::check_depth;
-use crate::codec::scan::{usage_object, Cursor};
+use crate::codec::scan::{usage_object, usage_object_quick, Cursor};
 
 /// The compact tail of a chunk asked for with `include_usage`.
 pub(super) const COMPACT_NULL_TAIL: &[u8] = b",\"usage\":null}";
@@ -81,7 +81,10 @@ fn read_plain(data: &[u8], max_depth: usize) -> Option<EventUsage> {
                         });
                     }
                     Some(Some(_)) => return None,
-                    None => out.usage = Some(counted(usage_object(&mut c)?)),
+                    None => {
+                        let counts = usage_object_quick(&mut c).or_else(|| usage_object(&mut c));
+                        out.usage = Some(counted(counts?));
+                    }
                 },
                 b"choices" if std::mem::replace(&mut saw_choices, true) => return None,
                 b"choices" => {
