@@ -84,6 +84,7 @@ struct Quick<'a> {
 impl<'a> Quick<'a> {
     /// Whitespace, then a usage object read to its `}`: its counts, as `usage_object` reads
     /// them.
+    #[inline(always)]
     fn object(&mut self) -> Option<UsageCounts> {
         self.eat(b'{')?;
         let mut out = UsageCounts::default();

@@ -67,7 +67,7 @@ fn read_plain(data: &[u8], max_depth: usize) -> Option<EventUsage> {
     let mut prev_end = None;
     if !c.take(b'}') {
         loop {
-            let key = c.key()?;
+            let key = c.chunk_key()?;
             c.ws();
             let start = c.at();
             match key {
@@ -288,6 +288,15 @@ mod tests {
             r#""usage":7"#,
             r#""\u0075sage":null"#,
             r#""x":[1.5,true,{"a":null}]"#,
+            r#""object":"chat.completion.chunk""#,
+            r#""model":"gpt-4o-mini""#,
+            // Near misses of the names `Cursor::chunk_key` compares as one word.
+            r#""ids":"x""#,
+            r#""objects":1"#,
+            r#""create":2"#,
+            r#""choice":[]"#,
+            r#""usages":null"#,
+            r#""\u0063hoices":[]"#,
         ];
         let mut out = format!("{}{{", ws(rng));
         for i in 0..rng.usize(0..5) {
