@@ -455,3 +455,47 @@ fn known_keys_and_their_near_misses_are_read_as_the_full_inspection_reads_them()
     }
     assert!(decided > 20, "decided {decided}");
 }
+
+/// `skip` keeps its open containers as bits of one word: arrays and objects mixed and closed
+/// in every order, down to `MAX_SCAN_DEPTH` and past it, each with siblings after it, read as
+/// the full inspection reads them or left to it (past the subset's depth or the caller's limit).
+#[test]
+fn mixed_nesting_to_the_deepest_level_is_skipped_as_the_full_inspection_reads_it() {
+    // sonic-rs recurses once per level, and a debug build's frames are large: a roomy stack.
+    let run = std::thread::Builder::new().stack_size(64 << 20).spawn(|| {
+        let mut decided = 0;
+        for levels in 1..=MAX_SCAN_DEPTH + 2 {
+            let (mut open, mut close) = (String::new(), String::new());
+            for level in 0..levels {
+                // Objects on a pattern that is not a plain alternation, so pops meet both kinds.
+                if level % 3 == 1 {
+                    open.push_str("{\"k\":");
+                    close.insert_str(0, ",\"z\":[1,{}]}");
+                } else {
+                    open.push('[');
+                    close.insert_str(0, ",\"s\",{\"a\":[]}]");
+                }
+            }
+            let body = format!("{{\"model\":\"m\",\"x\":{open}null{close},\"y\":[[],{{}}]}}");
+            // The body nests `levels + 3` deep: its object, `x`'s levels, the innermost `{"a":[]}`;
+            // the subset decides only what nests less deep than the limit.
+            let real = levels + 3;
+            for depth in (levels..levels + 6).chain([D]) {
+                let fast = inspect_plain(body.as_bytes(), depth);
+                let full = inspect_full(body.as_bytes(), depth);
+                match fast {
+                    Some(fast) => {
+                        assert!(real < depth.min(MAX_SCAN_DEPTH), "{body} at {depth}");
+                        assert_eq!(Ok(fast), full, "{body} at {depth}");
+                        decided += 1;
+                    }
+                    None => assert!(full.is_err() || real >= depth.min(MAX_SCAN_DEPTH), "{body} at {depth}"),
+                }
+            }
+        }
+        // Every level below the subset's depth at the default limit, and more.
+        assert!(decided > 2 * (MAX_SCAN_DEPTH - 4), "decided {decided}");
+    });
+    run.and_then(|t| t.join().map_err(|_| std::io::Error::other("panicked")))
+        .unwrap();
+}

@@ -28,39 +28,7 @@ pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<(UsageCounts, b
         named_usage: false,
     };
     q.eat(b':')?;
-    q.eat(b'{')?;
-    let mut out = UsageCounts::default();
-    let mut seen = [false; 4];
-    if !q.take(b'}') {
-        loop {
-            let slot = match q.known_member() {
-                Some(slot) => slot,
-                // Keys told apart by length first.
-                None => match q.key()? {
-                    key if key.len() == 13 && key == b"prompt_tokens" => PROMPT,
-                    key if key.len() == 17 && key == b"completion_tokens" => COMPLETION,
-                    key if key.len() == 21 && key == b"prompt_tokens_details" => 2,
-                    key if key.len() == 25 && key == b"completion_tokens_details" => 3,
-                    _ => OTHER,
-                },
-            };
-            // A count `usage_tail` reads twice is refused.
-            if slot < OTHER && std::mem::replace(seen.get_mut(slot)?, true) {
-                return None;
-            }
-            match slot {
-                PROMPT => out.prompt = q.uint()?,
-                COMPLETION => out.completion = q.uint()?,
-                2 => out.cached = q.details(b"cached_tokens")?,
-                3 => out.reasoning = q.details(b"reasoning_tokens")?,
-                _ => q.plain_value()?,
-            }
-            if !q.take(b',') {
-                break;
-            }
-        }
-        q.eat(b'}')?;
-    }
+    let out = q.object()?;
     // The common end: the body's closing brace and nothing but whitespace after it. Every byte
     // read so far was ASCII, so the tail is UTF-8 exactly when the `Cursor` would find it so.
     let after = q.at;
@@ -80,6 +48,25 @@ pub fn usage_tail_quick(tail: &[u8], max_depth: usize) -> Option<(UsageCounts, b
     Some((out, false))
 }
 
+/// `usage_object` for the same common shape, at the cursor (the object's `{`, after whitespace
+/// or not): the counts, the cursor moved just past the object. `None` (the cursor not moved) =
+/// not decided here. It keeps no depth, so it reads only where the cursor's limit leaves room
+/// for the object and a details object, as `usage_object` opens them. A stream's usage chunk
+/// read its object through the `Cursor` for ~860 instructions (callgrind, issue 18).
+pub(crate) fn usage_object_quick(c: &mut Cursor<'_>) -> Option<UsageCounts> {
+    if c.depth + 2 >= c.limit {
+        return None;
+    }
+    let mut q = Quick {
+        bytes: c.bytes,
+        at: c.at,
+        named_usage: false,
+    };
+    let out = q.object()?;
+    c.at = q.at;
+    Some(out)
+}
+
 /// `usage_tail_quick`'s slots for the members it reads: the counts (2 and 3 are the details),
 /// and any other member.
 const PROMPT: usize = 0;
@@ -95,6 +82,46 @@ struct Quick<'a> {
 }
 
 impl<'a> Quick<'a> {
+    /// Whitespace, then a usage object read to its `}`: its counts, as `usage_object` reads
+    /// them.
+    #[inline(always)]
+    fn object(&mut self) -> Option<UsageCounts> {
+        self.eat(b'{')?;
+        let mut out = UsageCounts::default();
+        let mut seen = [false; 4];
+        if !self.take(b'}') {
+            loop {
+                let slot = match self.known_member() {
+                    Some(slot) => slot,
+                    // Keys told apart by length first.
+                    None => match self.key()? {
+                        key if key.len() == 13 && key == b"prompt_tokens" => PROMPT,
+                        key if key.len() == 17 && key == b"completion_tokens" => COMPLETION,
+                        key if key.len() == 21 && key == b"prompt_tokens_details" => 2,
+                        key if key.len() == 25 && key == b"completion_tokens_details" => 3,
+                        _ => OTHER,
+                    },
+                };
+                // A count `usage_tail` reads twice is refused.
+                if slot < OTHER && std::mem::replace(seen.get_mut(slot)?, true) {
+                    return None;
+                }
+                match slot {
+                    PROMPT => out.prompt = self.uint()?,
+                    COMPLETION => out.completion = self.uint()?,
+                    2 => out.cached = self.details(b"cached_tokens")?,
+                    3 => out.reasoning = self.details(b"reasoning_tokens")?,
+                    _ => self.plain_value()?,
+                }
+                if !self.take(b',') {
+                    break;
+                }
+            }
+            self.eat(b'}')?;
+        }
+        Some(out)
+    }
+
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
@@ -424,14 +451,38 @@ mod tests {
         out
     }
 
+    /// `Some` from `usage_object_quick` is `usage_object`'s answer, ending at the same byte;
+    /// the tail's object read at depth 1 (inside an event's object).
+    fn object_agrees(tail: &[u8], depth: usize) -> bool {
+        let Some(colon) = tail.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let at = |depth| {
+            let mut c = Cursor::new(tail, depth);
+            (c.at, c.depth) = (colon + 1, 1);
+            c
+        };
+        let mut quick = at(depth);
+        let Some(counts) = usage_object_quick(&mut quick) else {
+            assert_eq!(quick.at, colon + 1, "not moved");
+            return false;
+        };
+        let mut cursor = at(depth);
+        let text = String::from_utf8_lossy(tail);
+        assert_eq!(super::super::usage_object(&mut cursor), Some(counts), "{text}");
+        assert_eq!((cursor.at, cursor.depth), (quick.at, 1), "{text}");
+        true
+    }
+
     #[test]
     fn random_usage_tails_and_their_mutations_are_undecided_or_read_as_usage_tail_reads_them() {
         let mut rng = fastrand::Rng::with_seed(1801);
-        let (mut decided, mut mutated_decided) = (0, 0);
+        let (mut decided, mut mutated_decided, mut objects) = (0, 0, 0);
         for _ in 0..30_000 {
             let tail = random_tail(&mut rng);
             let depth = [3, 4, 5, D][rng.usize(..4)];
             decided += usize::from(agree(tail.as_bytes(), depth));
+            objects += usize::from(object_agrees(tail.as_bytes(), depth));
             // One byte dropped, doubled or replaced by a structural one.
             let mut bytes = tail.into_bytes();
             let at = rng.usize(..bytes.len());
@@ -443,10 +494,12 @@ mod tests {
                 _ => bytes[at] = b"{}[],:\"\\ 0n\xff"[rng.usize(..12)],
             }
             mutated_decided += usize::from(agree(&bytes, depth));
+            objects += usize::from(object_agrees(&bytes, depth));
         }
         assert!(
             decided > 3_000 && mutated_decided > 1_000,
             "decided {decided}, mutated {mutated_decided}"
         );
+        assert!(objects > 4_000, "objects {objects}");
     }
 }

@@ -18,7 +18,7 @@ use super::needle::{LETTER_ESCAPE, USAGE};
 use super::openai::{counted, wire_usage};
 use super::Usage;
 use crate::codec::depth::check_depth;
-use crate::codec::scan::{usage_object, Cursor};
+use crate::codec::scan::{usage_object, usage_object_quick, Cursor};
 
 /// The compact tail of a chunk asked for with `include_usage`.
 pub(super) const COMPACT_NULL_TAIL: &[u8] = b",\"usage\":null}";
@@ -67,7 +67,7 @@ fn read_plain(data: &[u8], max_depth: usize) -> Option<EventUsage> {
     let mut prev_end = None;
     if !c.take(b'}') {
         loop {
-            let key = c.key()?;
+            let key = c.chunk_key()?;
             c.ws();
             let start = c.at();
             match key {
@@ -81,7 +81,10 @@ fn read_plain(data: &[u8], max_depth: usize) -> Option<EventUsage> {
                         });
                     }
                     Some(Some(_)) => return None,
-                    None => out.usage = Some(counted(usage_object(&mut c)?)),
+                    None => {
+                        let counts = usage_object_quick(&mut c).or_else(|| usage_object(&mut c));
+                        out.usage = Some(counted(counts?));
+                    }
                 },
                 b"choices" if std::mem::replace(&mut saw_choices, true) => return None,
                 b"choices" => {
@@ -285,6 +288,15 @@ mod tests {
             r#""usage":7"#,
             r#""\u0075sage":null"#,
             r#""x":[1.5,true,{"a":null}]"#,
+            r#""object":"chat.completion.chunk""#,
+            r#""model":"gpt-4o-mini""#,
+            // Near misses of the names `Cursor::chunk_key` compares as one word.
+            r#""ids":"x""#,
+            r#""objects":1"#,
+            r#""create":2"#,
+            r#""choice":[]"#,
+            r#""usages":null"#,
+            r#""\u0063hoices":[]"#,
         ];
         let mut out = format!("{}{{", ws(rng));
         for i in 0..rng.usize(0..5) {
