@@ -2,9 +2,12 @@
 //! Invariant: no blocking call (DNS comes from `dns::Resolver`), and every step is bounded by
 //! the connect timeout.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -90,13 +93,40 @@ async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, UpstreamError> {
     ))
 }
 
+pin_project_lite::pin_project! {
+    /// The read or write future of whichever stream an [`Io`] holds, polled in place. Its
+    /// `async fn` wrappers were one more state machine per upstream read and write: a resume on
+    /// every poll and the stream's future moved into them (chat 19,940 -> 19,600, stream
+    /// 28,646 -> 28,154 instructions per request without them; callgrind, issue 18).
+    #[project = EitherProj]
+    pub enum Either<P, T> {
+        Plain { #[pin] op: P },
+        Tls { #[pin] op: T },
+    }
+}
+
+impl<P: Future, T: Future<Output = P::Output>> Future for Either<P, T> {
+    type Output = P::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<P::Output> {
+        match self.project() {
+            EitherProj::Plain { op } => op.poll(cx),
+            EitherProj::Tls { op } => op.poll(cx),
+        }
+    }
+}
+
 impl AsyncReadRent for Io {
-    async fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+    /// Not an `async fn`: the stream's own read future is returned in an [`Either`], not
+    /// awaited inside one more state machine.
+    fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         match self {
-            Io::Plain(s) => s.read(buf).await,
+            Io::Plain(s) => Either::Plain { op: s.read(buf) },
             // Boxed: a TLS read's future is ~750 bytes and would sit inline in every request's
             // future (plain upstreams included); one allocation is nothing next to the crypto.
-            Io::Tls(s) => Box::pin(s.stream.read(buf)).await,
+            Io::Tls(s) => Either::Tls {
+                op: Box::pin(s.stream.read(buf)),
+            },
         }
     }
 
@@ -109,10 +139,13 @@ impl AsyncReadRent for Io {
 }
 
 impl AsyncWriteRent for Io {
-    async fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+    /// Not an `async fn`, like `read`.
+    fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         match self {
-            Io::Plain(s) => s.write(buf).await,
-            Io::Tls(s) => s.stream.write(buf).await,
+            Io::Plain(s) => Either::Plain { op: s.write(buf) },
+            Io::Tls(s) => Either::Tls {
+                op: s.stream.write(buf),
+            },
         }
     }
 
