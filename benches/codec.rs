@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rotor::codec::response_head::write_head;
+use rotor::codec::response_head::{write_head, Relayed};
 use rotor::codec::HeadFields;
 use rotor::codec::{
     parse_request_head, parse_response_head, write_chunk, BodyFraming, Chunk, ChunkedDecoder, ChunkedLimits, HeadLimits,
@@ -130,15 +130,17 @@ fn bench_heads(c: &mut Criterion) {
     group.bench_function("encode_response", |b| {
         b.iter(|| {
             // The relay's fields: the upstream's read from its head, then rotor's own.
-            let own: &[(&str, &[u8])] = &[
-                ("x-request-id", b"6f1c2a4e-9d3b-4c55"),
-                ("x-rotor-provider", b"openai"),
-                ("x-rotor-attempts", b"1"),
-            ];
+            let relayed = Relayed {
+                request_id: b"6f1c2a4e-9d3b-4c55",
+                provider: b"openai",
+                attempts: b"1",
+                overhead_us: Some(b"17"),
+            };
             let fields = HeadFields {
                 checked: &[],
                 returned: Some(black_box(&upstream).returned(true)),
-                own,
+                own: &[],
+                relayed: Some(relayed),
             };
             out.clear();
             write_head(&mut out, 200, fields, Some(BodyFraming::Chunked), true, 0);

@@ -16,7 +16,8 @@ use super::response::Returned;
 /// One `name: value` field of a response head.
 pub type Pair<'a> = (&'a str, &'a [u8]);
 
-/// A response head's fields, written in this order: `checked`, `returned`, then `own`.
+/// A response head's fields, written in this order: `checked`, `returned`, `relayed`'s first
+/// three, `own`, then `relayed`'s overhead.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HeadFields<'a> {
     /// From an upstream, a client or anything else rotor did not write: a field whose name or
@@ -29,7 +30,28 @@ pub struct HeadFields<'a> {
     /// allows printable ASCII only) and request ids (`RequestId` keeps graphic ASCII
     /// only). A caller puts nothing here that could hold CR or LF.
     pub own: &'a [Pair<'a>],
+    /// The fields of rotor's own that every relayed answer carries, written as `own` is.
+    pub relayed: Option<Relayed<'a>>,
 }
+
+/// The values of the fields every relayed answer carries (`proxy::answer_fields`): the request
+/// id, the provider's name and the attempts' digits lead rotor's own fields, the overhead's
+/// digits end them. Their names are written as constants: as `own` pairs, each name and value
+/// was a copy of a length known only at run time (~15 instructions each, callgrind) and a
+/// step of the loops that measure and write them.
+/// Values as `own`'s: nothing that could hold CR or LF.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Relayed<'a> {
+    pub request_id: &'a [u8],
+    pub provider: &'a [u8],
+    pub attempts: &'a [u8],
+    pub overhead_us: Option<&'a [u8]>,
+}
+
+/// What [`Relayed`]'s fields add to a head besides their values: the first three's names,
+/// separators and line ends, and the overhead's.
+const RELAYED_NAMES: usize = b"x-request-id: \r\nx-rotor-provider: \r\nx-rotor-attempts: \r\n".len();
+const OVERHEAD_NAME: usize = b"x-rotor-overhead-us: \r\n".len();
 
 impl<'a> HeadFields<'a> {
     /// All of `fields` checked (the safe default for any list).
@@ -38,6 +60,7 @@ impl<'a> HeadFields<'a> {
             checked: fields,
             returned: None,
             own: &[],
+            relayed: None,
         }
     }
 }
@@ -165,6 +188,13 @@ pub fn write_head(
         fields.own.iter().all(|&(n, v)| !breaks_line(n, v)),
         "rotor's own fields hold no line break"
     );
+    debug_assert!(
+        fields.relayed.is_none_or(|r| {
+            let values = [r.request_id, r.provider, r.attempts, r.overhead_us.unwrap_or_default()];
+            values.iter().all(|v| !breaks_line("", v))
+        }),
+        "the relayed fields hold no line break"
+    );
     let (fields_len, clean) = measure(fields);
     let fixed = line.len() + code.len() + line_end.len() + framing_line.len() + digits.len() + end.len();
     // The returned fields are not measured (a pass over them, ~50 instructions per answer):
@@ -182,8 +212,20 @@ pub fn write_head(
     if let Some(returned) = fields.returned {
         returned.for_each_piece(|piece| fill.put(piece));
     }
+    if let Some(r) = fields.relayed {
+        fill.put(b"x-request-id: ");
+        fill.put(r.request_id);
+        fill.put(b"\r\nx-rotor-provider: ");
+        fill.put(r.provider);
+        fill.put(b"\r\nx-rotor-attempts: ");
+        fill.put(r.attempts);
+        fill.put(b"\r\n");
+    }
     for &(name, value) in fields.own {
         fill.field(name.as_bytes(), value);
+    }
+    if let Some(overhead) = fields.relayed.and_then(|r| r.overhead_us) {
+        fill.field(b"x-rotor-overhead-us", overhead);
     }
     fill.put(framing_line);
     fill.put(digits);
@@ -192,8 +234,8 @@ pub fn write_head(
     debug_assert!(written <= len, "the head fits its reservation");
 }
 
-/// The checked and own fields' bytes on the wire, and whether no checked field was dropped
-/// (then the writing pass need not look at them again).
+/// The checked, own and relayed fields' bytes on the wire, and whether no checked field was
+/// dropped (then the writing pass need not look at them again).
 fn measure(fields: HeadFields<'_>) -> (usize, bool) {
     let mut len = 0;
     let mut clean = true;
@@ -206,6 +248,10 @@ fn measure(fields: HeadFields<'_>) -> (usize, bool) {
     }
     for &(name, value) in fields.own {
         len += name.len() + value.len() + 4;
+    }
+    if let Some(r) = fields.relayed {
+        len += RELAYED_NAMES + r.request_id.len() + r.provider.len() + r.attempts.len();
+        len += r.overhead_us.map_or(0, |us| OVERHEAD_NAME + us.len());
     }
     (len, clean)
 }

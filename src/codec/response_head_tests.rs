@@ -145,10 +145,39 @@ fn random_fields(rng: &mut fastrand::Rng, clean_only: bool) -> Vec<Pair<'static>
         .collect()
 }
 
+/// Relayed fields of random values (clean, as rotor's are; an empty one too), overhead or not.
+fn random_relayed(rng: &mut fastrand::Rng) -> Relayed<'static> {
+    let clean: Vec<&'static [u8]> = VALUES.iter().copied().filter(|v| !breaks_line("", v)).collect();
+    let mut pick = || clean[rng.usize(..clean.len())];
+    Relayed {
+        request_id: pick(),
+        provider: pick(),
+        attempts: pick(),
+        overhead_us: Some(pick()).filter(|_| rng.bool()),
+    }
+}
+
+/// The relayed fields as the pairs they stand for: those before `own`, and the overhead after.
+fn relayed_pairs(r: &Relayed<'static>) -> (Vec<Pair<'static>>, Vec<Pair<'static>>) {
+    let first = vec![
+        ("x-request-id", r.request_id),
+        ("x-rotor-provider", r.provider),
+        ("x-rotor-attempts", r.attempts),
+    ];
+    (
+        first,
+        r.overhead_us
+            .map(|us| ("x-rotor-overhead-us", us))
+            .into_iter()
+            .collect(),
+    )
+}
+
 /// Differential: the one-reservation writer answers byte for byte as the reference for every
 /// status (known, unknown, bodiless), every framing, keep-alive or close, and field lists with
 /// odd values (line breaks, NUL, tabs, high bytes, empty names and values); rotor's own fields
-/// (always clean) come out after the checked ones as if they had been checked.
+/// (always clean) and the relayed ones come out after the checked ones as if they had been
+/// checked, in their places.
 #[test]
 fn new_writer_matches_the_reference() {
     let mut rng = fastrand::Rng::with_seed(18);
@@ -171,7 +200,9 @@ fn new_writer_matches_the_reference() {
                 for _ in 0..20 {
                     let checked = random_fields(&mut rng, false);
                     let own = random_fields(&mut rng, true);
-                    let all: Vec<Pair<'_>> = checked.iter().chain(&own).copied().collect();
+                    let relayed = rng.bool().then(|| random_relayed(&mut rng));
+                    let (first, last) = relayed.map_or((vec![], vec![]), |r| relayed_pairs(&r));
+                    let all: Vec<Pair<'_>> = checked.iter().chain(&first).chain(&own).chain(&last).copied().collect();
                     let mut want = BytesMut::new();
                     reference(&mut want, status, &all, framing, keep_alive);
                     let room = rng.usize(0..300);
@@ -180,6 +211,7 @@ fn new_writer_matches_the_reference() {
                         checked: &checked,
                         returned: None,
                         own: &own,
+                        relayed,
                     };
                     write_head(&mut got, status, fields, framing, keep_alive, room);
                     assert_eq!(&got[..4], b"kept", "what was in the buffer stays");
@@ -262,6 +294,7 @@ fn returned_fields_match_the_checked_reference() {
             checked,
             returned: Some(head.returned(true)),
             own,
+            relayed: None,
         };
         let mut got = BytesMut::new();
         write_head(&mut got, 200, fields, Some(BodyFraming::Chunked), true, 0);

@@ -117,7 +117,7 @@ pub(super) async fn relay(
         let body = transform.full(status, body);
         let status = transform.status(status);
         let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
-        headers.push("x-rotor-overhead-us", overhead.as_bytes());
+        headers.overhead_us(overhead.as_bytes());
         res.send_fields(status, headers.fields(), body).await.map_err(gone)?;
         mark_sent_whole(ctx);
         return Ok(Relay::Done(Relayed {
@@ -131,7 +131,7 @@ pub(super) async fn relay(
             // Nothing to read or transform: the answer is ready as its head goes out.
             let ready = clock::read();
             let overhead = overhead_digits.format(overhead_micros(ctx, ready, ready));
-            headers.push("x-rotor-overhead-us", overhead.as_bytes());
+            headers.overhead_us(overhead.as_bytes());
             let result = res.send_fields(status, headers.fields(), Bytes::new()).await;
             mark_sent_whole(ctx);
             exchange.release();
@@ -152,7 +152,7 @@ pub(super) async fn relay(
                     // Untranslated: relay it as a stream, starting with what was read.
                     let ready = clock::read();
                     let overhead = overhead_digits.format(overhead_micros(ctx, ready, ready));
-                    headers.push("x-rotor-overhead-us", overhead.as_bytes());
+                    headers.overhead_us(overhead.as_bytes());
                     res.start_fields(status, headers.fields(), None).await.map_err(gone)?;
                     mark_first_byte(ctx, clock::read());
                     res.piece(&start).await.map_err(gone)?;
@@ -179,7 +179,7 @@ pub(super) async fn relay(
             let body = transform.full(status, body);
             let status = transform.status(status);
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
-            headers.push("x-rotor-overhead-us", overhead.as_bytes());
+            headers.overhead_us(overhead.as_bytes());
             res.send_fields(status, headers.fields(), body).await.map_err(gone)?;
             mark_sent_whole(ctx);
             Ok(Relay::Done(Relayed {
@@ -198,7 +198,7 @@ pub(super) async fn relay(
                 _ => None,
             };
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, answer_ready));
-            headers.push("x-rotor-overhead-us", overhead.as_bytes());
+            headers.overhead_us(overhead.as_bytes());
             // SSE: the head leaves with the first event (one write, not two); every way a
             // stream ends writes something, so the head is never lost. Its first byte is the
             // moment it was handed over, as before (no write waited on in between).
