@@ -115,6 +115,23 @@ pub(crate) fn range_in(base: usize, part: &[u8]) -> std::ops::Range<usize> {
     start..start.saturating_add(part.len())
 }
 
+/// A byte table true for ASCII letters and digits and for each byte of `extra` (the token and
+/// target tables of `quick` and `head`).
+pub(super) const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    let mut b = 0;
+    while b < 256 {
+        table[b] |= (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,8 @@ use bytes::BytesMut;
 
 use super::field_index::Field;
 use super::fields::{
-    header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
+    alphanumeric_and, header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines,
+    trim_ows, INLINE_SLOTS,
 };
 use super::headers::{spans_of, Spans};
 use super::quick;
@@ -441,21 +442,7 @@ fn origin_form_path_end(target: &[u8]) -> Option<usize> {
 
 /// The bytes allowed raw in an origin-form target but `?` (allowed too, and looked at by
 /// `origin_form_path_end`): unreserved, sub-delims, `:`, `@`, `/`.
-static ORIGIN_FORM: [bool; 256] = {
-    let mut table = [false; 256];
-    let allowed = b"-._~!$&'()*+,;=:@/";
-    let mut i = 0;
-    while i < allowed.len() {
-        table[allowed[i] as usize] = true;
-        i += 1;
-    }
-    let mut b = 0;
-    while b < 256 {
-        table[b] |= (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    table
-};
+static ORIGIN_FORM: [bool; 256] = alphanumeric_and(b"-._~!$&'()*+,;=:@/");
 
 /// Whether the request line is `method SP target SP HTTP/d.d`, so a version error means an
 /// unsupported version (505) rather than a malformed line such as a space inside the target.

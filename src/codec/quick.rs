@@ -16,6 +16,7 @@
 use std::ops::Range;
 
 use super::field_index::Field;
+use super::fields::alphanumeric_and;
 use super::headers::Spans;
 
 /// Where a request line's parts lie in the buffer it was read from.
@@ -234,21 +235,7 @@ fn plain_word(word: [u8; 8]) -> bool {
 }
 
 /// httparse's token bytes (names and methods): RFC 9110 §5.6.2 tchar.
-static TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let extra = b"!#$%&'*+-.^_`|~";
-    let mut i = 0;
-    while i < extra.len() {
-        table[extra[i] as usize] = true;
-        i += 1;
-    }
-    let mut b = 0;
-    while b < 256 {
-        table[b] |= (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    table
-};
+static TOKEN: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
 
 #[cfg(test)]
 #[path = "quick_tests.rs"]

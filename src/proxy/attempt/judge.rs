@@ -42,15 +42,7 @@ pub(super) fn send_failed(
         // Every key and provider would refuse the same head: nothing to retry.
         return Err(ProxyError::new(ErrorKind::Internal, Side::Internal, error.message));
     }
-    let repeat = error_may_repeat(&error);
-    attempt.judge(
-        subject,
-        provider.index,
-        classify_error(&error),
-        repeat,
-        &ctx.generation.config.retry,
-    );
-    attempt.last_error = Some(error.into());
+    judge_failure(ctx, provider, subject, attempt, error);
     Ok(KeyTry::Failed)
 }
 
@@ -146,6 +138,17 @@ pub(super) fn unsent(
     core.metrics
         .lock()
         .attempt(&provider.name, if retried { "retried" } else { "error" });
+    judge_failure(ctx, provider, subject, attempt, error);
+}
+
+/// An attempt that failed with `error` is judged by its kind and kept as the last error.
+fn judge_failure(
+    ctx: &RequestContext,
+    provider: &Provider,
+    subject: &Subject<'_>,
+    attempt: &mut Attempts,
+    error: UpstreamError,
+) {
     let repeat = error_may_repeat(&error);
     attempt.judge(
         subject,
