@@ -45,6 +45,10 @@ pub struct Gateway {
     /// The id of the generation in `current`, stored after it: a worker that keeps its own
     /// copy of the generation compares this one load instead of loading `current`.
     live_id: AtomicU64,
+    /// Held while `current` and `live_id` are stored, so two swaps on different threads (an
+    /// admin reload beside a key change) cannot leave `live_id` naming the generation `current`
+    /// no longer holds: a core whose copy had that id would keep serving it.
+    swapping: parking_lot::Mutex<()>,
     next_id: AtomicU64,
     pub resolver: Arc<Resolver>,
     pub health: HealthRegistry,
@@ -109,6 +113,7 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             current: ArcSwap::from_pointee(first),
             live_id: AtomicU64::new(1),
+            swapping: parking_lot::Mutex::new(()),
             next_id: AtomicU64::new(2),
             resolver,
             health,
@@ -222,6 +227,7 @@ impl Gateway {
         let generation = prepare(id, config, &self.resolver, &self.health, &self.limits, &self.tokens)?;
         self.metrics.set_max_series(generation.config.server.metrics_max_series);
         self.rollups.set_max_models(generation.config.storage.max_stat_models);
+        let _swapping = self.swapping.lock();
         self.current.store(Arc::new(generation));
         self.live_id.store(id, Ordering::Release);
         Ok(id)
