@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
-use super::needle::{LETTER_ESCAPE, USAGE};
+use super::needle::{first_mention, Mention, USAGE};
 use super::Usage;
 use crate::codec::depth::check_depth;
 use crate::codec::scan::UsageCounts;
@@ -47,17 +47,12 @@ struct CompletionDetails {
 /// The top-level `usage` of an OpenAI JSON body (chat, completions, embeddings), if present
 /// and the body nests no deeper than `max_depth`.
 pub fn usage_of(body: &[u8], max_depth: usize) -> Option<Usage> {
-    // `needle::may_name_usage` with each search made once.
-    let literal = USAGE.find(body);
-    let escape = memchr::memchr(b'\\', body).is_some() && LETTER_ESCAPE.find(body).is_some();
-    if literal.is_none() && !escape {
-        return None;
+    match first_mention(body) {
+        // The tail read trusts the one literal `"usage"`; a `\u00XX` escape could spell another key.
+        Mention::Usage(first) => tail_usage(body, first, max_depth).or_else(|| parse_usage(body, max_depth)),
+        Mention::Escape => parse_usage(body, max_depth),
+        Mention::None => None,
     }
-    // The tail read trusts the one literal `"usage"`; a `\u00XX` escape could spell another key.
-    literal
-        .filter(|_| !escape)
-        .and_then(|first| tail_usage(body, first, max_depth))
-        .or_else(|| parse_usage(body, max_depth))
 }
 
 /// Longest tail `tail_usage` copies; a body with `usage` earlier than this from its end is read
@@ -82,16 +77,16 @@ fn tail_usage(body: &[u8], first: usize, max_depth: usize) -> Option<Usage> {
     if !matches!(before, b'{' | b',') {
         return None;
     }
-    let second = || {
-        USAGE
-            .find(tail.get(USAGE.needle().len()..).unwrap_or_default())
-            .is_some()
-    };
-    // The plain tail in one pass, without the copy and serde: its common shape byte by byte
-    // (which can tell there is no second mention without searching), else the general reader.
+    // The bytes after this `"usage"` hold no other one and no `\u00` (`usage_of` read the body
+    // only up to here). The quick reader tells without a search when it read every byte: its
+    // grammar has no `\` and quotes only keys.
+    let alone = || first_mention(tail.get(USAGE.needle().len()..).unwrap_or_default()) == Mention::None;
+    // The plain tail in one pass, without the copy and serde: its common shape byte by byte,
+    // else the general reader.
     let counts = match crate::codec::scan::usage_tail_quick(tail, max_depth) {
-        Some((_, false)) | None if second() => return None,
-        Some((counts, _)) => Some(counts),
+        Some((counts, true)) => Some(counts),
+        _ if !alone() => return None,
+        Some((counts, false)) => Some(counts),
         None => crate::codec::scan::usage_tail(tail, max_depth),
     };
     if let Some(counts) = counts {

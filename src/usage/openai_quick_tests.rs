@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::codec::DEFAULT_MAX_DEPTH as D;
+use crate::usage::needle::LETTER_ESCAPE;
 
 /// `usage_of` as it read bodies before the quick tail reader (`usage_tail_quick`).
 fn usage_of_before(body: &[u8], max_depth: usize) -> Option<Usage> {
