@@ -128,6 +128,20 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The front door of a proxied endpoint's requests: `Front::of_path` of every path `route`
+    /// gives it (a door path is always `Gemini`, `/v1/chat/completions` the only
+    /// `ChatCompletions`), found here without matching the path again.
+    pub fn front(self) -> crate::providers::Front {
+        use crate::providers::Front;
+        match self {
+            Endpoint::ChatCompletions => Front::Chat,
+            Endpoint::Messages => Front::Messages,
+            Endpoint::Responses => Front::Responses,
+            Endpoint::Gemini => Front::Gemini,
+            _ => Front::Other,
+        }
+    }
+
     /// The label used in metrics and request records.
     pub fn name(self) -> &'static str {
         match self {
@@ -383,18 +397,21 @@ fn envelope(head: &RequestHead) -> error::Envelope {
 /// Phase `route`: path and method -> endpoint.
 fn route(head: &RequestHead) -> Result<Endpoint, ProxyError> {
     let path = head.path();
+    // rotor's fixed paths first: none is a Google path or a model list, so the Gemini door's
+    // checks (a door-path parse, the key fields) run only for paths they may claim (~75
+    // instructions a chat request, callgrind, issue 18).
     let (endpoint, method) = match path {
-        p if gemini_door::owns(p) => gemini_door::route(p)?,
-        _ if gemini_door::lists_models_under_v1(head) => (Endpoint::GeminiModels, Method::Get),
-        "/health" => (Endpoint::Health, Method::Get),
-        "/metrics" => (Endpoint::Metrics, Method::Get),
-        "/v1/models" => (Endpoint::Models, Method::Get),
-        "/v1/status" => (Endpoint::Status, Method::Get),
         "/v1/chat/completions" => (Endpoint::ChatCompletions, Method::Post),
         "/v1/completions" => (Endpoint::Completions, Method::Post),
         "/v1/embeddings" => (Endpoint::Embeddings, Method::Post),
         "/v1/messages" => (Endpoint::Messages, Method::Post),
         "/v1/responses" => (Endpoint::Responses, Method::Post),
+        "/health" => (Endpoint::Health, Method::Get),
+        "/metrics" => (Endpoint::Metrics, Method::Get),
+        "/v1/status" => (Endpoint::Status, Method::Get),
+        p if gemini_door::owns(p) => gemini_door::route(p)?,
+        _ if gemini_door::lists_models_under_v1(head) => (Endpoint::GeminiModels, Method::Get),
+        "/v1/models" => (Endpoint::Models, Method::Get),
         p if p.starts_with("/v1/") => return Ok(Endpoint::Passthrough),
         p if p.starts_with("/admin/") || p == "/admin" => return Ok(Endpoint::Admin),
         _ => {
@@ -458,6 +475,66 @@ mod tests {
             "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nkeys = [\"sk-p-0001\"]\nmodels = [\"{model}\"]\n"
         );
         parse_str(&text, ConfigSource::Environment).unwrap()
+    }
+
+    fn head(raw: &str) -> crate::codec::head::RequestHead {
+        use crate::codec::head::{parse_request_head, HeadLimits};
+        let raw = raw.replacen("HTTP/1.1\r\n", "HTTP/1.1\r\nhost: a\r\n", 1);
+        let mut buf = bytes::BytesMut::from(raw.as_str());
+        parse_request_head(&mut buf, &HeadLimits::default()).unwrap().unwrap()
+    }
+
+    /// `route` tries rotor's fixed paths before the Gemini door's checks: every path keeps its
+    /// endpoint (a Gemini SDK's model list under `/v1` included), and a proxied endpoint's
+    /// `front` is the front door `Front::of_path` finds in its path.
+    #[test]
+    fn routes_keep_their_endpoints_and_fronts() {
+        use super::{route, Endpoint};
+        use crate::providers::Front;
+        let cases = [
+            ("POST /v1/chat/completions HTTP/1.1\r\n\r\n", Endpoint::ChatCompletions),
+            ("POST /v1/completions HTTP/1.1\r\n\r\n", Endpoint::Completions),
+            ("POST /v1/embeddings HTTP/1.1\r\n\r\n", Endpoint::Embeddings),
+            ("POST /v1/messages HTTP/1.1\r\n\r\n", Endpoint::Messages),
+            ("POST /v1/responses HTTP/1.1\r\n\r\n", Endpoint::Responses),
+            ("GET /v1/responses/resp_1 HTTP/1.1\r\n\r\n", Endpoint::Passthrough),
+            ("GET /health HTTP/1.1\r\n\r\n", Endpoint::Health),
+            ("GET /metrics HTTP/1.1\r\n\r\n", Endpoint::Metrics),
+            ("GET /v1/status HTTP/1.1\r\n\r\n", Endpoint::Status),
+            (
+                "GET /v1/models HTTP/1.1\r\nauthorization: Bearer k\r\n\r\n",
+                Endpoint::Models,
+            ),
+            (
+                "GET /v1/models HTTP/1.1\r\nx-goog-api-key: k\r\n\r\n",
+                Endpoint::GeminiModels,
+            ),
+            (
+                "GET /v1/models/gemini-pro?key=k HTTP/1.1\r\n\r\n",
+                Endpoint::GeminiModels,
+            ),
+            (
+                "POST /v1/models/gemini-pro:generateContent HTTP/1.1\r\n\r\n",
+                Endpoint::Gemini,
+            ),
+            (
+                "POST /v1beta/models/gemini-pro:streamGenerateContent HTTP/1.1\r\n\r\n",
+                Endpoint::Gemini,
+            ),
+            ("GET /v1beta/models HTTP/1.1\r\n\r\n", Endpoint::GeminiModels),
+            ("POST /v1/images/generations HTTP/1.1\r\n\r\n", Endpoint::Passthrough),
+            ("GET /admin/logs HTTP/1.1\r\n\r\n", Endpoint::Admin),
+        ];
+        for (raw, endpoint) in cases {
+            let head = head(raw);
+            assert_eq!(route(&head).unwrap(), endpoint, "{raw}");
+            assert_eq!(endpoint.front(), Front::of_path(head.path()), "{raw}");
+        }
+        assert!(
+            route(&head("GET /v1/chat/completions HTTP/1.1\r\n\r\n")).is_err(),
+            "POST only"
+        );
+        assert!(route(&head("GET /v2/x HTTP/1.1\r\n\r\n")).is_err(), "unknown path");
     }
 
     /// A core's copy of the live generation follows a swap at its next read, and lets the old
