@@ -355,7 +355,7 @@ fn adapt<'a>(
         let clients = &ctx.generation.config.clients;
         let client = ctx.trace.borrow().client.and_then(|i| clients.get(i));
         Box::new(Dialog::open(
-            plan,
+            *plan,
             &core.gateway.sessions,
             provider,
             client.map_or("", |c| c.name.as_str()),
