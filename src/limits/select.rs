@@ -42,7 +42,6 @@ pub struct Skipped {
 /// passed over.
 pub fn pick_key(input: &PickInput<'_>, skipped: &mut Skipped) -> Option<(usize, Reservation)> {
     let n = input.health.len();
-    let unlimited = LimitSet::default();
     let soonest = &mut skipped.soonest;
     let mut note = |until: u64| *soonest = Some(soonest.map_or(until, |s| s.min(until)));
     let (mut leasing, mut unavailable) = (false, false);
@@ -62,10 +61,10 @@ pub fn pick_key(input: &PickInput<'_>, skipped: &mut Skipped) -> Option<(usize, 
         if input.health.get(index).is_some_and(|h| h.care.is_broke()) {
             continue;
         }
-        let limits = input.limits.get(index).unwrap_or(&unlimited);
-        if limits.is_unlimited() {
+        // A key without a limit set (or with only unlimited gates) has nothing to reserve.
+        let Some(limits) = input.limits.get(index).filter(|l| !l.is_unlimited()) else {
             return Some((index, Reservation::default()));
-        }
+        };
         match limits.admit(input.tokens, input.limits_now) {
             Admission::Admitted(reservation) => return Some((index, reservation)),
             Admission::Full { free_at, .. } => note(to_health_ms(free_at)),

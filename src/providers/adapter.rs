@@ -66,7 +66,7 @@ impl Adapter {
     /// translation the answer needs. `same` builds the same-protocol body (the model splice).
     pub fn prepare(
         self,
-        client_path: &str,
+        client: super::ClientPath<'_>,
         body: &Bytes,
         upstream_model: &str,
         client_model: &str,
@@ -75,6 +75,7 @@ impl Adapter {
     ) -> Result<Prepared, PrepareError> {
         // The Responses API's paths: bytes untouched to an upstream that serves it; a stored
         // response (`/v1/responses/{id}...`) exists only there.
+        let client_path = client.path;
         match super::responses::native(client_path, self.responses) {
             Some(true) => {
                 return Ok(Prepared {
@@ -93,7 +94,7 @@ impl Adapter {
             None => {}
         }
         super::prepare(
-            client_path,
+            client,
             self.kind,
             self.poll,
             body,

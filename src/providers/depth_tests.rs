@@ -193,7 +193,7 @@ fn translations_refuse_too_deep_request_bodies() {
         .contains("request body"));
     let body = Bytes::from(chat);
     let planned = prepare(
-        "/v1/chat/completions",
+        super::ClientPath::of("/v1/chat/completions"),
         ProviderKind::Anthropic,
         crate::config::Poll::default(),
         &body,

@@ -55,7 +55,7 @@ pub fn path(protocol: Protocol, model: &str, stream: bool) -> String {
 /// the Vertex body edit (no model, `anthropic_version`); everything else is translated as for
 /// the Anthropic or Gemini kinds, then placed at the Vertex publisher path.
 pub fn prepare(
-    client_path: &str,
+    client: super::ClientPath<'_>,
     body: &Bytes,
     upstream_model: &str,
     client_model: &str,
@@ -67,7 +67,7 @@ pub fn prepare(
         upstream_model
     };
     let upstream = protocol(model);
-    if Front::of_path(client_path) == Front::Messages && upstream == Protocol::Anthropic {
+    if client.front == Front::Messages && upstream == Protocol::Anthropic {
         let (body, stream) = anthropic_body(body, max_depth).map_err(PrepareError::BadRequest)?;
         return Ok(Prepared {
             body: Bytes::from(body),
@@ -82,7 +82,7 @@ pub fn prepare(
         _ => ProviderKind::Gemini,
     };
     let mut prepared = super::prepare(
-        client_path,
+        client,
         kind,
         crate::config::Poll::default(),
         body,

@@ -66,6 +66,10 @@ impl Attempts {
 
     /// Keys of `provider` already tried in this pass.
     pub fn tried_keys(&self, provider: usize) -> SmallVec<[usize; 4]> {
+        if self.tried.is_empty() {
+            // A request's first attempt: nothing to collect.
+            return SmallVec::new();
+        }
         self.tried
             .iter()
             .filter(|t| t.provider == provider)

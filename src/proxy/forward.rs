@@ -27,7 +27,7 @@ use crate::health::{now_ms, Gate};
 use crate::limits;
 use crate::limits::estimate::estimate_tokens;
 use crate::providers::dialog::Dialog;
-use crate::providers::{self, Adapter, PrepareError};
+use crate::providers::{self, Adapter, ClientPath, PrepareError};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::usage::openai::{inject_include_usage, Mode};
@@ -123,6 +123,10 @@ pub(super) async fn forward(
     let deadline = config.upstream.request_timeout.map(|t| req.received_at + t);
     let job = Job {
         req,
+        client_path: ClientPath {
+            path: req.head.path(),
+            front: endpoint.front(),
+        },
         inspection: &inspection,
         model,
         endpoint,
@@ -196,6 +200,8 @@ fn lease_wait(config: &Config) -> Duration {
 /// What every attempt of one client request shares.
 pub(super) struct Job<'a> {
     pub(super) req: &'a Request,
+    /// The request's path and its front door (from the route: the path is not matched again).
+    pub(super) client_path: ClientPath<'a>,
     pub(super) inspection: &'a Inspection,
     pub(super) model: &'a str,
     pub(super) endpoint: Endpoint,
@@ -323,7 +329,7 @@ fn adapt<'a>(
     } = *job;
     let same = || super::inspect::adapt(&req.body, inspection, upstream_model, model);
     let adapter = Adapter::of(provider);
-    let prepared = match adapter.prepare(req.head.path(), &req.body, upstream_model, model, max_depth, same) {
+    let prepared = match adapter.prepare(job.client_path, &req.body, upstream_model, model, max_depth, same) {
         Ok(prepared) => prepared,
         Err(PrepareError::Unsupported(reason)) => {
             let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
@@ -349,7 +355,7 @@ fn adapt<'a>(
         let clients = &ctx.generation.config.clients;
         let client = ctx.trace.borrow().client.and_then(|i| clients.get(i));
         Box::new(Dialog::open(
-            plan,
+            *plan,
             &core.gateway.sessions,
             provider,
             client.map_or("", |c| c.name.as_str()),

@@ -10,7 +10,6 @@ use crate::health::clock;
 use crate::limits;
 use crate::providers::adapter::Transform;
 use crate::providers::dialog::Turn;
-use crate::providers::Front;
 use crate::proxy::attempts::{usable_in, Attempts};
 use crate::proxy::classify::Subject;
 use crate::proxy::error::ProxyError;
@@ -54,7 +53,7 @@ pub(super) async fn relay(
         deadline: job.deadline,
         retry_after,
     };
-    let front = Front::of_path(job.req.head.path());
+    let front = job.client_path.front;
     // The request's own generation: a `gateway.peek` here cost an `arc_swap` load and its
     // thread-local per request (~70 instructions, callgrind, issue 18).
     let max_depth = ctx.generation.config.server.max_json_depth;

@@ -126,6 +126,8 @@ pub(super) async fn relay(
             ..whole
         }));
     }
+    // Read once: a stream's answer asked it twice (about 130 instructions each).
+    let sse = is_event_stream(head);
     match head.framing {
         ResponseFraming::Empty => {
             // Nothing to read or transform: the answer is ready as its head goes out.
@@ -140,7 +142,7 @@ pub(super) async fn relay(
         }
         // Anything but SSE is read whole when it fits, sized or not (providers behind CDNs answer
         // JSON with chunked encoding): usage is read from it and translations see a whole body.
-        framing if !is_event_stream(head) && fits_whole(framing, transform) => {
+        framing if !sse && fits_whole(framing, transform) => {
             let body = match read_whole(exchange, idle).await {
                 Ok(Whole::Complete(body)) => body,
                 Err(error) => return Ok(Relay::Unsent(error)),
@@ -191,7 +193,6 @@ pub(super) async fn relay(
         framing => {
             // The head goes out right after (only headers are added): one reading for both.
             let answer_ready = clock::read();
-            let sse = is_event_stream(head);
             // A transform may change the length, so only untouched sized bodies keep theirs.
             let length = match framing {
                 ResponseFraming::Length(n) if transform.content_type().is_none() && !sse => Some(n),
@@ -301,10 +302,13 @@ fn mark_end(ctx: &RequestContext, exchange: &mut Exchange, poolable: bool) {
 }
 
 /// Any `Content-Type` field (through the field index, not a walk comparing names) says so.
+/// Compared exactly first (providers send it in lower case): a byte-wise caseless compare of
+/// the 17 bytes cost about 100 instructions more.
 fn is_event_stream(head: &ResponseHead) -> bool {
+    const SSE: &[u8] = b"text/event-stream";
     head.headers.fields(Field::ContentType).any(|v| {
-        v.get(..17)
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+        v.get(..SSE.len())
+            .is_some_and(|t| t == SSE || t.eq_ignore_ascii_case(SSE))
     })
 }
 
@@ -316,4 +320,31 @@ fn client_gone(ctx: &RequestContext, e: std::io::Error) -> ProxyError {
         Side::Downstream,
         format!("client connection lost: {e}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use crate::codec::head::HeadLimits;
+    use crate::codec::response::parse_response_head;
+
+    fn sse(content_type: &str) -> bool {
+        let raw = format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: 0\r\n\r\n");
+        let mut buf = bytes::BytesMut::from(raw.as_str());
+        let head = parse_response_head(&mut buf, &HeadLimits::default(), false)
+            .unwrap()
+            .unwrap();
+        super::is_event_stream(&head)
+    }
+
+    /// SSE is told by its media type in any case, with or without parameters.
+    #[test]
+    fn event_streams_are_told_by_their_media_type_in_any_case() {
+        assert!(sse("text/event-stream"));
+        assert!(sse("text/event-stream; charset=utf-8"));
+        assert!(sse("Text/Event-Stream"));
+        assert!(!sse("application/json"));
+        assert!(!sse("text/event"));
+    }
 }

@@ -96,10 +96,7 @@ impl Stream<'_> {
             // last piece and the end of the response go out in one write.
             if client_present && exchange.body_done() {
                 self.fetch_at_end(transform).await;
-                let mut last = BytesMut::new();
-                for piece in out.into_iter().chain(transform.end()) {
-                    last.extend_from_slice(&piece);
-                }
+                let last = joined(out, transform.end());
                 let delivered = res.piece_and_finish(&last).await.is_ok();
                 return (if delivered { None } else { abort }, true);
             }
@@ -187,4 +184,49 @@ async fn send_all(res: &mut Responder<'_>, pieces: Emit) -> bool {
         }
     }
     true
+}
+
+/// A stream's last pieces and its end, for one write: a lone piece as it is, several copied
+/// once into a buffer of their joint size (grown piece by piece from empty, it was reallocated
+/// as it filled: ~250 instructions a streamed request, callgrind, issue 18).
+fn joined(out: Emit, end: Emit) -> Bytes {
+    let total: usize = out.iter().chain(&end).map(Bytes::len).sum();
+    let mut pieces = out.into_iter().chain(end).filter(|piece| !piece.is_empty());
+    let Some(first) = pieces.next() else {
+        return Bytes::new();
+    };
+    if first.len() == total {
+        return first;
+    }
+    let mut last = BytesMut::with_capacity(total);
+    last.extend_from_slice(&first);
+    pieces.for_each(|piece| last.extend_from_slice(&piece));
+    last.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use smallvec::smallvec;
+
+    use super::{joined, Emit};
+
+    /// The last pieces and the end go out as the same bytes, in order: a lone piece as it is
+    /// (no copy), several in one buffer of their joint size.
+    #[test]
+    fn last_pieces_join_in_order_and_a_lone_one_is_not_copied() {
+        let lone = Bytes::from_static(b"data: [DONE]\n\n");
+        let same = joined(smallvec![Bytes::new(), lone.clone()], Emit::new());
+        assert_eq!(same, lone);
+        assert_eq!(same.as_ptr(), lone.as_ptr(), "handed on, not copied");
+        let all = joined(
+            smallvec![Bytes::from_static(b"data: a\n\n"), Bytes::new()],
+            smallvec![
+                Bytes::from_static(b"data: b\n\n"),
+                Bytes::from_static(b"data: [DONE]\n\n")
+            ],
+        );
+        assert_eq!(&all[..], b"data: a\n\ndata: b\n\ndata: [DONE]\n\n");
+        assert!(joined(Emit::new(), smallvec![Bytes::new()]).is_empty());
+    }
 }
