@@ -197,3 +197,49 @@ fn a_scanned_list_holds_an_sdk_head_without_growing() {
     let h = Headers::parsed(Bytes::from(raw), spans);
     assert_eq!(h.find("x-stainless-field-23"), Some(&b"value 23"[..]));
 }
+
+/// What `exact_runs_except` hands out, joined, or `None` when it declines.
+fn runs_except(h: &Headers, skip: impl Fn(Field) -> bool) -> Option<String> {
+    let mut out = Vec::new();
+    let taken = h.exact_runs_except(skip, |run| out.extend_from_slice(run));
+    taken.then(|| String::from_utf8(out).unwrap())
+}
+
+fn parsed_request(raw: &str) -> Headers {
+    let mut buf = BytesMut::from(raw.as_bytes());
+    let limits = crate::codec::HeadLimits::default();
+    crate::codec::parse_request_head(&mut buf, &limits)
+        .unwrap()
+        .unwrap()
+        .headers
+}
+
+/// Runs are taken only when every kept line is exact (a loose line left out does not matter),
+/// and they are the kept lines, in order; lists that are not a parsed head's are declined.
+#[test]
+fn exact_runs_are_the_kept_lines_or_nothing() {
+    let skip = Field::not_forwarded;
+    let h = parsed_request(
+        "POST / HTTP/1.1\r\nHost:r\r\nX-A: 1\r\nAuthorization:  k \r\nX-B: 2\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(runs_except(&h, skip).as_deref(), Some("X-A: 1\r\nX-B: 2\r\n"));
+    let h = parsed_request("POST / HTTP/1.1\r\nX-A: 1\r\nX-B: 2\r\nHost: r\r\n\r\n");
+    assert_eq!(runs_except(&h, skip).as_deref(), Some("X-A: 1\r\nX-B: 2\r\n"));
+    let h = parsed_request("POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(runs_except(&h, skip).as_deref(), Some(""));
+    for loose in ["X-A:1", "X-A:  1", "X-A:\t1", "X-A: 1 ", "X-A: 1\t", "X-A:"] {
+        let h = parsed_request(&format!("POST / HTTP/1.1\r\nHost: r\r\n{loose}\r\nX-B: 2\r\n\r\n"));
+        assert_eq!(runs_except(&h, skip), None, "{loose}");
+    }
+    // A run handed out before a loose kept line is found: declined all the same.
+    let h = parsed_request("POST / HTTP/1.1\r\nX-A: 1\r\nHost: r\r\nX-B:2\r\n\r\n");
+    assert_eq!(runs_except(&h, skip), None);
+    let h = parsed_request("POST / HTTP/1.1\r\nHost: r\r\nX-A: caf\u{e9}\r\n\r\n");
+    assert_eq!(
+        runs_except(&h, skip).as_deref(),
+        Some("X-A: caf\u{e9}\r\n"),
+        "httparse's"
+    );
+    assert_eq!(runs_except(&Headers::from_pairs(&[("x-a", "1")]), skip), None);
+    assert_eq!(runs_except(&Headers::default(), skip).as_deref(), Some(""));
+}
