@@ -56,19 +56,6 @@ impl<'a> Fill<'a> {
         self.put(b"\r\n");
     }
 
-    /// Where the next piece goes: a mark for [`Fill::rewind`].
-    #[inline(always)]
-    pub(crate) fn mark(&self) -> usize {
-        self.at
-    }
-
-    /// Forgets the pieces put since `mark` (a writer that gave up on a shortcut half-way):
-    /// the next piece goes where the first of them went.
-    #[inline(always)]
-    pub(crate) fn rewind(&mut self, mark: usize) {
-        self.at = self.at.min(mark);
-    }
-
     /// Takes what was written into the buffer; returns how many bytes that was.
     #[inline(always)]
     pub(crate) fn commit(self) -> usize {
@@ -140,22 +127,6 @@ mod tests {
         fill.put(b"");
         assert_eq!(fill.commit(), 7);
         assert_eq!(&out[..], b"abcn: v\r\n");
-    }
-
-    /// Pieces put after a mark are forgotten on a rewind to it: the next lands in their place,
-    /// and only what is kept is committed.
-    #[test]
-    fn a_rewind_forgets_the_pieces_after_its_mark() {
-        let mut out = BytesMut::from(&b"ab"[..]);
-        let mut fill = Fill::new(&mut out, 9);
-        fill.put(b"c");
-        let mark = fill.mark();
-        fill.put(b"dropped");
-        fill.rewind(mark);
-        fill.put(b"d");
-        fill.rewind(mark + 5);
-        assert_eq!(fill.commit(), 2);
-        assert_eq!(&out[..], b"abcd");
     }
 
     /// A piece past the reserved room stops the filling: what fitted is kept, nothing after it.

@@ -401,48 +401,6 @@ impl Headers {
         })
     }
 
-    /// Hands `put` the lines of the fields kept (whose tag `skip` does not hold for), in order,
-    /// as runs of adjacent lines (the bytes between two fields left out), and says `true`, when
-    /// each kept field is parsed and its line is exactly `name: value` CRLF, right before the
-    /// next field's or the blank line (a head as most clients and providers write it): the
-    /// bytes writing each kept field as `name: value` CRLF gives. A field left out is looked at
-    /// for its tag alone (the run walk over [`Headers::tagged_except`] cost ~60 instructions a
-    /// forwarded field, ~700 for an SDK's request, callgrind). `false` for any other list, once
-    /// `put` may have been handed the runs before the first field that is not so: the caller
-    /// drops them. The head must end in its blank line (a parsed head's buffer does).
-    pub(crate) fn exact_runs_except(&self, skip: impl Fn(Field) -> bool, mut put: impl FnMut(&[u8])) -> bool {
-        let head: &[u8] = &self.head;
-        let spans: &[Span] = &self.spans;
-        // Where the blank line starts, and where the line of the span at `i` ends (the lines
-        // of a parsed head follow one another).
-        let blank = head.len().wrapping_sub(2);
-        let line_end = |i: usize| spans.get(i + 1).map_or(blank, |next| next.name.start as usize);
-        let mut from = spans.first().map_or(blank, |s| s.name.start as usize);
-        for (i, s) in spans.iter().enumerate() {
-            if s.field.is_some_and(&skip) {
-                let start = s.name.start as usize;
-                if from < start {
-                    put(head.get(from..start).unwrap_or_default());
-                }
-                from = line_end(i);
-                continue;
-            }
-            let (name_end, value) = (s.name.end as usize, wide(&s.value));
-            let exact = s.parsed
-                && value.start == name_end + 2
-                && line_end(i) == value.end + 2
-                && head.get(name_end + 1) == Some(&b' ')
-                && head.get(value.end..value.end + 2) == Some(b"\r\n");
-            if !exact {
-                return false;
-            }
-        }
-        if from < blank {
-            put(head.get(from..blank).unwrap_or_default());
-        }
-        true
-    }
-
     /// Where the line of `s` lies in the buffer, when it is exactly `name: value` CRLF.
     #[inline]
     fn exact_line(&self, s: &Span) -> Option<Range<usize>> {

@@ -282,19 +282,6 @@ fn put_client_headers(
     // Without an adapter field or configured headers (most providers), only a name of a length
     // the client's `Connection` lists can be kept back: the others are not looked at.
     let by_name = extra.is_some() || !provider.headers.is_empty();
-    // Without any field kept back by name, a head of exact lines is copied as the runs
-    // between the fields left out by tag, without a look at the kept ones; for any other head
-    // the runs copied before a field that is not exact are dropped, and the walk below writes.
-    if named == 0 && !by_name {
-        let mark = fill.mark();
-        if head
-            .headers
-            .exact_runs_except(Field::not_forwarded, |run| fill.put(run))
-        {
-            return Ok(());
-        }
-        fill.rewind(mark);
-    }
     let raw = head.headers.raw();
     let mut run = 0..0;
     // Each field's name was recognised once, at parse: the hop-by-hop and credential names
