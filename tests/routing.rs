@@ -422,3 +422,57 @@ models = ["gpt-4o-mini"]
         ("/v1/files?purpose=batch", Some(POOL_KEY))
     );
 }
+
+/// An SDK's head, its lines written tightly (copied as runs between the fields left out) or
+/// one of them loosely (written field by field): upstream gets the same end-to-end fields, in
+/// the client's order, and none of the hop-by-hop or credential ones between them.
+#[test]
+fn an_sdk_head_is_forwarded_in_order_whether_its_lines_are_tight_or_not() {
+    let h = Harness::start(Conf::default());
+    let body = chat("gpt-4o-mini");
+    let kept = [
+        ("Accept", "application/json"),
+        ("Content-Type", "application/json"),
+        ("User-Agent", "OpenAI/Python 1.54.4"),
+        ("X-Stainless-Lang", "python"),
+        ("x-stainless-retry-count", "0"),
+    ];
+    for loose in ["", "X-Stainless-OS:Linux \r\n"] {
+        let raw = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: rotor\r\nAccept-Encoding: gzip, deflate\r\n\
+             Connection: keep-alive\r\nAccept: application/json\r\nContent-Type: application/json\r\n\
+             User-Agent: OpenAI/Python 1.54.4\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\
+             X-Stainless-Lang: python\r\n{loose}x-stainless-retry-count: 0\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut client = h.client();
+        client.send_raw(raw.as_bytes());
+        let r = client.read_response();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let rec = h.recorded();
+        let got = rec.last().unwrap();
+        let mut want: Vec<(String, String)> = kept
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        if !loose.is_empty() {
+            want.insert(4, ("x-stainless-os".into(), "Linux".into()));
+        }
+        let names: Vec<&String> = want.iter().map(|(n, _)| n).collect();
+        let forwarded: Vec<(String, String)> = got
+            .headers
+            .iter()
+            .filter(|(n, _)| names.contains(&n))
+            .cloned()
+            .collect();
+        assert_eq!(forwarded, want, "{:?}", got.headers);
+        for name in ["accept-encoding", "connection"] {
+            assert!(got.header(name).is_none(), "{name} forwarded: {:?}", got.headers);
+        }
+        assert_eq!(got.headers_named_count("authorization"), 1);
+        assert_ne!(
+            got.header("authorization"),
+            Some(format!("Bearer {CLIENT_KEY}").as_str())
+        );
+    }
+}

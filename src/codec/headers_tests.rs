@@ -179,3 +179,21 @@ fn exact_lines_are_the_ones_written_as_they_are() {
         ]
     );
 }
+
+/// A span is 20 bytes, and the list a scanner starts holds an SDK's 17 fields (and more)
+/// without growing: one allocation a head.
+#[test]
+fn a_scanned_list_holds_an_sdk_head_without_growing() {
+    assert_eq!(std::mem::size_of::<Span>(), 20);
+    let mut raw = b"POST /v1/chat/completions HTTP/1.1\r\n".to_vec();
+    for i in 0..24 {
+        raw.extend_from_slice(format!("X-Stainless-Field-{i}: value {i}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    let line = crate::codec::quick::request_line(&raw).unwrap();
+    let (len, spans) = crate::codec::quick::fields(&raw, line.end, 100).unwrap();
+    assert_eq!((len, spans.len()), (raw.len(), 24));
+    assert_eq!(spans.list.capacity(), Spans::for_scan().list.capacity());
+    let h = Headers::parsed(Bytes::from(raw), spans);
+    assert_eq!(h.find("x-stainless-field-23"), Some(&b"value 23"[..]));
+}

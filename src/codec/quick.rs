@@ -94,6 +94,10 @@ pub(crate) fn status_line(buf: &[u8]) -> Option<StatusLine> {
 /// taken as httparse takes it: without its leading and trailing SP and HTAB, and an empty one
 /// placed where its line's CR is.
 pub(crate) fn fields(buf: &[u8], mut at: usize, max: usize) -> Option<(usize, Spans)> {
+    // Spans hold `u32` bounds: a larger buffer (never a head's) is httparse's to read.
+    if u32::try_from(buf.len()).is_err() {
+        return None;
+    }
     let mut spans = Spans::for_scan();
     loop {
         if buf.get(at..at + 2)? == b"\r\n" {
