@@ -232,32 +232,47 @@ impl<F: Future> Future for Within<F> {
     }
 }
 
-/// Writes all of `buf`, then clears it for reuse (its capacity is kept). Each write is pinned
-/// where it is built: awaiting `write_all`'s future moved it (160 bytes) into this one first.
+/// Writes all of `buf`, then clears it for reuse (its capacity is kept). The first write
+/// takes the whole buffer as it is (no slice around it) and almost always writes it all; a
+/// short write's rest goes on in [`write_rest`], boxed, so the loop and its second write
+/// future are not part of every caller's state (every answer and upstream request passes
+/// here).
 pub async fn write_all_buf<W: AsyncWriteRent>(io: &mut W, buf: &mut BytesMut) -> io::Result<()> {
-    let mut owned = std::mem::take(buf);
-    let len = owned.len();
-    let mut written = 0;
-    let mut result = Ok(());
-    while written < len {
-        let (wrote, slice) = std::pin::pin!(io.write(owned.slice(written..len))).await;
-        owned = slice.into_inner();
-        match wrote {
-            Ok(0) => {
-                result = Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer"));
-                break;
-            }
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
+    let len = buf.len();
+    if len == 0 {
+        return Ok(());
     }
+    let (wrote, mut owned) = std::pin::pin!(io.write(std::mem::take(buf))).await;
+    let result = match wrote {
+        Ok(n) if n == len => Ok(()),
+        first => Box::pin(write_rest(io, &mut owned, first)).await,
+    };
     owned.clear();
     *buf = owned;
     result
+}
+
+/// The rest of `write_all_buf` after a first write that did not take everything (`first`:
+/// what it wrote, or its error). Each write is pinned where it is built: awaiting
+/// `write_all`'s future moved it (160 bytes) into this one first.
+async fn write_rest<W: AsyncWriteRent>(io: &mut W, owned: &mut BytesMut, first: io::Result<usize>) -> io::Result<()> {
+    let len = owned.len();
+    let mut wrote = first;
+    let mut written = 0;
+    loop {
+        match wrote {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer")),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if written >= len {
+            return Ok(());
+        }
+        let (next, slice) = std::pin::pin!(io.write(std::mem::take(owned).slice(written..len))).await;
+        *owned = slice.into_inner();
+        wrote = next;
+    }
 }
 
 #[cfg(test)]
@@ -375,6 +390,34 @@ mod tests {
         assert!(!reclaim_small(&mut fresh, 1024));
         let mut held = BytesMut::from(&b"pipelined"[..]);
         assert!(!reclaim_small(&mut held, 1024), "a buffer with bytes is not rewound");
+    }
+
+    /// `write_all_buf` hands the buffer back cleared (its capacity kept) when the write fails
+    /// too, and writes nothing for an empty buffer.
+    #[test]
+    fn write_all_buf_clears_on_failure_and_skips_an_empty_buffer() {
+        run(async {
+            let (mut client, server) = pair().await;
+            let mut buf = BytesMut::with_capacity(64);
+            write_all_buf(&mut client, &mut buf).await.expect("nothing to write");
+            assert_eq!(buf.capacity(), 64);
+            drop(server);
+            let mut failed = None;
+            // The peer's reset reaches the socket after a write or two.
+            for _ in 0..100 {
+                buf.extend_from_slice(&[b'x'; 64]);
+                let capacity = buf.capacity();
+                if let Err(e) = write_all_buf(&mut client, &mut buf).await {
+                    failed = Some(e);
+                }
+                assert!(buf.is_empty() && buf.capacity() == capacity);
+                if failed.is_some() {
+                    break;
+                }
+                monoio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(failed.is_some(), "writing to a closed peer fails");
+        });
     }
 
     /// `write_all_buf` writes a buffer larger than one write takes, whole and in order, then

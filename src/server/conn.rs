@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::body::{read_body, BodyBudget};
+use super::body::{buffered, read_body, BodyBudget};
 use super::respond::{write_error, Responder};
 use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
@@ -167,7 +167,12 @@ async fn serve_one<S: Service>(
             ReadStop::Reject(status, reason) => Box::pin(refuse(stream, buf, out, status, reason)).await,
         };
     };
-    request.body = match read_body(stream, buf, out, timer, &request.head, limits, &counters.body_budget).await {
+    let budget = &counters.body_budget;
+    let body = match buffered(buf, &request.head, limits, budget) {
+        Some(body) => body,
+        None => read_body(stream, buf, out, timer, &request.head, limits, budget).await,
+    };
+    request.body = match body {
         Ok(body) => body,
         Err(ReadStop::Quiet) => return false,
         Err(ReadStop::Reject(status, reason)) => return Box::pin(refuse(stream, buf, out, status, reason)).await,
