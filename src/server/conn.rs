@@ -18,7 +18,7 @@ use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
 use crate::codec::head::{parse_request_head, HeadLimits};
 use crate::health::clock::Moment;
-use crate::net::{read_more_reserving_within, read_more_timed_in, read_more_until, reclaim_small, ReadTimer};
+use crate::net::{read_before, read_more_reserving_within, read_more_until, reclaim_small, ReadTimer};
 
 const MAX_HEADERS: usize = 100;
 /// Buffer offered to the kernel while a connection idles: most request heads fit, and 10,000
@@ -74,7 +74,7 @@ pub(super) async fn serve_connection<S: Service>(
             // ends as timed out and the connection closes (a read cancelled here loses nothing
             // we would have served).
             let group = counters.stopping.idle_group();
-            let got = read_more_timed_in(&mut stream, &mut buf, IDLE_READ_BYTES, &mut timer, idle, group).await;
+            let got = read_before!(&mut stream, &mut buf, IDLE_READ_BYTES, timer.arm_in(idle, group));
             if !matches!(got, Ok(n) if n > 0) {
                 return;
             }
