@@ -221,6 +221,26 @@ impl<'a> BodyRead<'a> {
     }
 }
 
+/// The body when it takes no read: none announced, or all of it already in `buf` (the usual
+/// request, whose body came with its head). `None` when it must be read ([`read_body`]). A plain
+/// function, called before `read_body`: the `async fn` alone (its future built, polled once
+/// and dropped) cost about as much as taking the body out of the buffer.
+pub(super) fn buffered(
+    buf: &mut BytesMut,
+    head: &RequestHead,
+    limits: &Limits,
+    budget: &BodyBudget,
+) -> Option<Result<Bytes, ReadStop>> {
+    match head.framing {
+        BodyFraming::Empty => Some(Ok(Bytes::new())),
+        BodyFraming::Length(n) => match usize::try_from(n).ok().filter(|&n| n <= limits.max_body_bytes) {
+            Some(n) => (buf.len() >= n).then(|| Ok(buf.split_to(n).freeze())),
+            None => Some(Err(budget.refuse(Refusal::TooLarge))),
+        },
+        BodyFraming::Chunked => None,
+    }
+}
+
 /// Reads the body `head` announces; its first bytes may already be in `buf`.
 pub(super) async fn read_body(
     stream: &mut TcpStream,
@@ -234,13 +254,11 @@ pub(super) async fn read_body(
     match head.framing {
         BodyFraming::Empty => Ok(Bytes::new()),
         BodyFraming::Length(n) => {
-            let n = usize::try_from(n)
-                .ok()
-                .filter(|&n| n <= limits.max_body_bytes)
-                .ok_or_else(|| budget.refuse(Refusal::TooLarge))?;
-            if buf.len() >= n {
-                return Ok(buf.split_to(n).freeze());
+            if let Some(body) = buffered(buf, head, limits, budget) {
+                return body;
             }
+            // `buffered` refused a length past the limit: it fits a usize.
+            let n = n as usize;
             let needs_budget = n > UNCHARGED_BYTES.max(buf.capacity());
             if needs_budget && budget.used.load(Ordering::Relaxed) >= limits.max_body_bytes_in_flight {
                 // Refused before the client is told to send (no 100 Continue).
@@ -295,6 +313,71 @@ async fn send_continue(stream: &mut TcpStream, out: &mut BytesMut, head: &Reques
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The head of `raw` parsed off `buf`, which keeps what follows it.
+    fn head_of(buf: &mut BytesMut) -> RequestHead {
+        let limits = crate::codec::head::HeadLimits {
+            max_head_bytes: 4096,
+            max_headers: 16,
+        };
+        crate::codec::head::parse_request_head(buf, &limits)
+            .expect("a valid head")
+            .expect("a whole head")
+    }
+
+    /// `buffered` answers without a read exactly when no read is needed: no body, or all of a
+    /// sized body buffered (bytes after it stay for the next request); a partial or chunked
+    /// body is left to `read_body` untouched, and a length past the limit is a counted 413.
+    #[test]
+    fn buffered_takes_a_whole_body_and_leaves_the_rest_to_read_body() {
+        let gate = Arc::new(ConnectionGate::default());
+        let budget = BodyBudget::register(&gate);
+        let limits = Limits {
+            max_body_bytes: 10,
+            ..Limits::default()
+        };
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\nGET"[..]);
+        let head = head_of(&mut buf);
+        let body = buffered(&mut buf, &head, &limits, &budget)
+            .expect("no read")
+            .ok()
+            .expect("a body");
+        assert!(body.is_empty());
+        assert_eq!(&buf[..], b"GET", "a pipelined request stays");
+
+        let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhelloPOST"[..]);
+        let head = head_of(&mut buf);
+        let body = buffered(&mut buf, &head, &limits, &budget)
+            .expect("no read")
+            .ok()
+            .expect("a body");
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(&buf[..], b"POST");
+
+        let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\nhel"[..]);
+        let head = head_of(&mut buf);
+        assert!(
+            buffered(&mut buf, &head, &limits, &budget).is_none(),
+            "two bytes to read"
+        );
+        assert_eq!(&buf[..], b"hel", "left as it was");
+
+        let mut buf = BytesMut::from(
+            &b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+        );
+        let head = head_of(&mut buf);
+        assert!(
+            buffered(&mut buf, &head, &limits, &budget).is_none(),
+            "chunked is decoded by read_body"
+        );
+        assert_eq!(buf.len(), 15);
+
+        let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 11\r\n\r\nhello world"[..]);
+        let head = head_of(&mut buf);
+        let refused = buffered(&mut buf, &head, &limits, &budget).expect("no read");
+        assert!(matches!(refused, Err(ReadStop::Reject(413, _))));
+        assert_eq!(gate.body.refused()[1], ("too_large", 1));
+    }
 
     #[test]
     fn a_charge_stops_at_the_limit_and_gives_everything_back() {

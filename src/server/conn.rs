@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::body::{read_body, BodyBudget};
+use super::body::{buffered, read_body, BodyBudget};
 use super::respond::{write_error, Responder};
 use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
 use crate::codec::head::{parse_request_head, HeadLimits};
 use crate::health::clock::Moment;
-use crate::net::{read_more_reserving_within, read_more_timed_in, read_more_until, reclaim_small, ReadTimer};
+use crate::net::{read_before, read_more_reserving_within, read_more_until, reclaim_small, ReadTimer};
 
 const MAX_HEADERS: usize = 100;
 /// Buffer offered to the kernel while a connection idles: most request heads fit, and 10,000
@@ -74,7 +74,7 @@ pub(super) async fn serve_connection<S: Service>(
             // ends as timed out and the connection closes (a read cancelled here loses nothing
             // we would have served).
             let group = counters.stopping.idle_group();
-            let got = read_more_timed_in(&mut stream, &mut buf, IDLE_READ_BYTES, &mut timer, idle, group).await;
+            let got = read_before!(&mut stream, &mut buf, IDLE_READ_BYTES, timer.arm_in(idle, group));
             if !matches!(got, Ok(n) if n > 0) {
                 return;
             }
@@ -167,7 +167,12 @@ async fn serve_one<S: Service>(
             ReadStop::Reject(status, reason) => Box::pin(refuse(stream, buf, out, status, reason)).await,
         };
     };
-    request.body = match read_body(stream, buf, out, timer, &request.head, limits, &counters.body_budget).await {
+    let budget = &counters.body_budget;
+    let body = match buffered(buf, &request.head, limits, budget) {
+        Some(body) => body,
+        None => read_body(stream, buf, out, timer, &request.head, limits, budget).await,
+    };
+    request.body = match body {
         Ok(body) => body,
         Err(ReadStop::Quiet) => return false,
         Err(ReadStop::Reject(status, reason)) => return Box::pin(refuse(stream, buf, out, status, reason)).await,

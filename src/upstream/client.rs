@@ -17,7 +17,7 @@ use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
 use crate::health::clock::Moment;
-use crate::net::{read_more_timed_default, read_more_until, write_all_buf, ReadTimer, READ_RESERVE};
+use crate::net::{read_before, write_all_buf, ReadTimer, READ_RESERVE};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -121,7 +121,7 @@ impl Exchange {
             // Set at the first read: one clock read for the whole head.
             let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
             let read = match self.io.as_deref_mut() {
-                Some(io) => read_more_until(io, &mut self.buf, &mut self.timer, at).await,
+                Some(io) => read_before!(io, &mut self.buf, READ_RESERVE, self.timer.arm_at(at)),
                 None => Err(released()),
             };
             match read {
@@ -243,7 +243,7 @@ impl Exchange {
 
     async fn fill(&mut self, idle: Duration) -> Result<(), UpstreamError> {
         let read = match self.io.as_deref_mut() {
-            Some(io) => read_more_timed_default(io, &mut self.buf, &mut self.timer, idle).await,
+            Some(io) => read_before!(io, &mut self.buf, READ_RESERVE, self.timer.arm(idle)),
             None => Err(released()),
         };
         match read {
