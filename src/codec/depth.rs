@@ -159,27 +159,20 @@ impl Scan {
 
     /// Bytes escaped by a backslash (the byte after each odd-length run of backslashes).
     fn escaped(&mut self, backslashes: u64) -> u64 {
-        escaped(backslashes, &mut self.escape_carry)
+        if backslashes | self.escape_carry == 0 {
+            return 0;
+        }
+        let backslashes = backslashes & !self.escape_carry;
+        let follows_escape = (backslashes << 1) | self.escape_carry;
+        let odd_starts = backslashes & !EVEN_BITS & !follows_escape;
+        let (even_starts, carry) = odd_starts.overflowing_add(backslashes);
+        self.escape_carry = u64::from(carry);
+        (EVEN_BITS ^ (even_starts << 1)) & follows_escape
     }
-}
-
-/// Bytes of a block escaped by a backslash (the byte after each odd-length run of backslashes);
-/// `carry` is 1 when the block before ended in an odd run (its first byte is escaped), and is
-/// updated for the next block. Shared with `codec::scan`'s block skip.
-pub(super) fn escaped(backslashes: u64, carry: &mut u64) -> u64 {
-    if backslashes | *carry == 0 {
-        return 0;
-    }
-    let backslashes = backslashes & !*carry;
-    let follows_escape = (backslashes << 1) | *carry;
-    let odd_starts = backslashes & !EVEN_BITS & !follows_escape;
-    let (even_starts, overflow) = odd_starts.overflowing_add(backslashes);
-    *carry = u64::from(overflow);
-    (EVEN_BITS ^ (even_starts << 1)) & follows_escape
 }
 
 /// Bit `i` set in the result = an odd number of bits set in `bits` at positions `<= i`.
-pub(super) fn prefix_xor(mut bits: u64) -> u64 {
+fn prefix_xor(mut bits: u64) -> u64 {
     for shift in [1, 2, 4, 8, 16, 32] {
         bits ^= bits << shift;
     }
@@ -189,7 +182,7 @@ pub(super) fn prefix_xor(mut bits: u64) -> u64 {
 /// One block as a vector, for byte comparisons 16 or 32 bytes at a time (sonic-rs's portable
 /// SIMD: SSE2/AVX2 on x86-64, NEON on aarch64).
 #[allow(unsafe_code)]
-pub(super) fn load(block: &[u8; 64]) -> u8x64 {
+fn load(block: &[u8; 64]) -> u8x64 {
     // SAFETY: `block` is 64 readable bytes, exactly one `u8x64`; `loadu` allows any alignment.
     unsafe { u8x64::loadu(block.as_ptr()) }
 }

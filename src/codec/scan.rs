@@ -18,9 +18,6 @@ pub use quick::usage_tail_quick;
 
 #[path = "scan_string.rs"]
 mod string;
-
-#[path = "scan_skip.rs"]
-mod skip;
 #[cfg(test)]
 use string::{special16, special16_swar};
 
@@ -269,22 +266,12 @@ impl<'a> Cursor<'a> {
         (!matches!(self.peek(), Some(b'e' | b'E'))).then_some(())
     }
 
-    /// Whitespace, then any value of the subset, read to its end: an array or object by
-    /// `skip_blocks` (64 bytes a step) when it decides, else (and for scalars) by the byte walk.
-    pub(crate) fn skip(&mut self) -> Option<()> {
-        self.ws();
-        if matches!(self.peek(), Some(b'[' | b'{')) && self.skip_blocks().is_some() {
-            return Some(());
-        }
-        self.skip_bytes()
-    }
-
-    /// `skip` a byte at a time, the reference `skip_blocks` is tested against. One loop, no recursion: the
+    /// Whitespace, then any value of the subset, read to its end. One loop, no recursion: the
     /// open containers are the bits of `objects` (1 = object), so a nested value costs no call
     /// (with `key` inlined, ~110 instructions less per chat request than a call per value and
     /// key: callgrind, issue 18). `enter` keeps the nesting below 64 levels, the bits a `u64`
     /// holds.
-    pub(crate) fn skip_bytes(&mut self) -> Option<()> {
+    pub(crate) fn skip(&mut self) -> Option<()> {
         let base = self.depth;
         let mut objects: u64 = 0;
         loop {
