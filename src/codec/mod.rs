@@ -18,6 +18,7 @@ mod quick;
 pub mod response;
 pub mod response_head;
 pub(crate) mod scan;
+mod spans;
 pub mod sse;
 pub mod target;
 pub mod time;
