@@ -139,9 +139,8 @@ async fn read_more_before<R: AsyncReadRent>(
 
 /// The free part of `buf` (at least `free` bytes, reserved first), for a read to fill: `buf`
 /// stays empty until [`returned`] gives the whole buffer back.
-#[doc(hidden)]
 #[inline(always)]
-pub fn rent(buf: &mut BytesMut, free: usize) -> SliceMut<BytesMut> {
+pub(crate) fn rent(buf: &mut BytesMut, free: usize) -> SliceMut<BytesMut> {
     buf.reserve(free);
     let owned = std::mem::take(buf);
     let start = owned.len();
@@ -150,9 +149,8 @@ pub fn rent(buf: &mut BytesMut, free: usize) -> SliceMut<BytesMut> {
 
 /// A rented read's outcome: its buffer back in `buf`, or `TimedOut` (`None`: the deadline
 /// passed first, and the buffer went with the read).
-#[doc(hidden)]
 #[inline(always)]
-pub fn returned(buf: &mut BytesMut, read: Option<BufResult<usize, SliceMut<BytesMut>>>) -> io::Result<usize> {
+pub(crate) fn returned(buf: &mut BytesMut, read: Option<BufResult<usize, SliceMut<BytesMut>>>) -> io::Result<usize> {
     match read {
         Some((result, slice)) => {
             *buf = slice.into_inner();
