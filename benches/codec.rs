@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rotor::codec::response_head::{write_head, Relayed};
+use rotor::codec::response_head::{write_head, ProviderLines, Relayed};
 use rotor::codec::HeadFields;
 use rotor::codec::{
     parse_request_head, parse_response_head, write_chunk, BodyFraming, Chunk, ChunkedDecoder, ChunkedLimits, HeadLimits,
@@ -127,12 +127,13 @@ fn bench_heads(c: &mut Criterion) {
         })
     });
     let mut out = BytesMut::with_capacity(8 * 1024);
+    let provider = ProviderLines::new(b"openai");
     group.bench_function("encode_response", |b| {
         b.iter(|| {
             // The relay's fields: the upstream's read from its head, then rotor's own.
             let relayed = Relayed {
                 request_id: b"6f1c2a4e-9d3b-4c55",
-                provider: b"openai",
+                provider: &provider,
                 attempts: b"1",
                 overhead_us: Some(b"17"),
             };

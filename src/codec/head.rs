@@ -38,7 +38,7 @@ impl Default for HeadLimits {
     }
 }
 
-pub use super::headers::{Header, Headers};
+pub use super::headers::{Header, Headers, NameLengths};
 
 /// Headers from static pairs, for unit tests of code that reads headers.
 #[cfg(test)]

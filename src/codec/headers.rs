@@ -20,6 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::field_index::{Field, FieldIndex, FAR};
 use super::fields::{connection_options, ConnectionOptions};
+pub use super::spans::NameLengths;
 pub(crate) use super::spans::{spans_of, Span, Spans};
 use super::spans::{wide, Lengths};
 
@@ -267,6 +268,13 @@ impl Headers {
             return self.field(f);
         }
         self.span_of(name).map(|s| slice(&self.head, &s.value))
+    }
+
+    /// Whether a field named any of the names `names` was built from may be here: `false` is
+    /// certain (no field's name has any of their lengths), `true` needs a `find`.
+    #[inline]
+    pub fn may_hold_any(&self, names: NameLengths) -> bool {
+        self.lengths.may_hold_any(names)
     }
 
     /// [`Headers::find`] as a `Bytes` that shares the head buffer (no copy).

@@ -148,12 +148,14 @@ fn random_fields(rng: &mut fastrand::Rng, clean_only: bool) -> Vec<Pair<'static>
 /// Relayed fields of random values (clean, as rotor's are; an empty one too), overhead or not.
 fn random_relayed(rng: &mut fastrand::Rng) -> Relayed<'static> {
     let clean: Vec<&'static [u8]> = VALUES.iter().copied().filter(|v| !breaks_line("", v)).collect();
-    let mut pick = || clean[rng.usize(..clean.len())];
+    let pick = |rng: &mut fastrand::Rng| clean[rng.usize(..clean.len())];
+    let provider: &'static ProviderLines = Box::leak(Box::new(ProviderLines::new(pick(rng))));
     Relayed {
-        request_id: pick(),
-        provider: pick(),
-        attempts: pick(),
-        overhead_us: Some(pick()).filter(|_| rng.bool()),
+        request_id: pick(rng),
+        provider,
+        // One attempt (the prepared lines taken whole) or any other digits.
+        attempts: if rng.bool() { b"1" } else { pick(rng) },
+        overhead_us: rng.bool().then(|| pick(rng)),
     }
 }
 
@@ -161,7 +163,7 @@ fn random_relayed(rng: &mut fastrand::Rng) -> Relayed<'static> {
 fn relayed_pairs(r: &Relayed<'static>) -> (Vec<Pair<'static>>, Vec<Pair<'static>>) {
     let first = vec![
         ("x-request-id", r.request_id),
-        ("x-rotor-provider", r.provider),
+        ("x-rotor-provider", r.provider.name()),
         ("x-rotor-attempts", r.attempts),
     ];
     (
@@ -299,5 +301,77 @@ fn returned_fields_match_the_checked_reference() {
         let mut got = BytesMut::new();
         write_head(&mut got, 200, fields, Some(BodyFraming::Chunked), true, 0);
         assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want), "{raw:?}");
+    }
+}
+
+/// The usual relayed answer's own path (`Usual`: upstream fields, one attempt, an overhead, a
+/// length or chunks, nothing of rotor's own between) writes what the general path writes, at
+/// every status, framing and keep-alive, with its room reserved; a head it does not take
+/// (two attempts, no overhead, an unknown status) is the general path's as before.
+#[test]
+fn the_usual_relayed_head_is_the_general_one() {
+    use crate::codec::head::HeadLimits;
+    use crate::codec::response::parse_response_head;
+    let mut rng = fastrand::Rng::with_seed(18);
+    let uppers = [
+        &b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 277\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nDate: x\r\nX-Request-Id: up\r\nConnection: keep-alive\r\nA:b\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ];
+    let statuses = [200, 201, 299, 404, 429, 503, 999];
+    let framings = [
+        None,
+        Some(BodyFraming::Empty),
+        Some(BodyFraming::Chunked),
+        Some(BodyFraming::Length(0)),
+        Some(BodyFraming::Length(277)),
+        Some(BodyFraming::Length(u64::MAX)),
+    ];
+    let lines = ProviderLines::new(b"mock");
+    for raw in uppers {
+        let mut buf = BytesMut::from(raw);
+        let head = parse_response_head(&mut buf, &HeadLimits::default(), false)
+            .unwrap()
+            .unwrap();
+        let mut returned: Vec<Pair<'_>> = vec![];
+        head.returned(true).for_each(|n, v| returned.push((n, v)));
+        for (attempts, overhead) in [(&b"1"[..], Some(&b"125"[..])), (b"2", Some(b"7")), (b"1", None)] {
+            let relayed = Relayed {
+                request_id: b"57600d42d3883858",
+                provider: &lines,
+                attempts,
+                overhead_us: overhead,
+            };
+            let mut all = returned.clone();
+            all.extend([
+                ("x-request-id", relayed.request_id),
+                ("x-rotor-provider", &b"mock"[..]),
+                ("x-rotor-attempts", attempts),
+            ]);
+            all.extend(overhead.map(|us| ("x-rotor-overhead-us", us)));
+            for status in statuses {
+                for framing in framings {
+                    for keep_alive in [true, false] {
+                        let mut want = BytesMut::new();
+                        reference(&mut want, status, &all, framing, keep_alive);
+                        let fields = HeadFields {
+                            checked: &[],
+                            returned: Some(head.returned(true)),
+                            own: &[],
+                            relayed: Some(relayed),
+                        };
+                        let room = rng.usize(0..300);
+                        let mut got = BytesMut::from(&b"kept"[..]);
+                        write_head(&mut got, status, fields, framing, keep_alive, room);
+                        assert_eq!(
+                            String::from_utf8_lossy(&got[4..]),
+                            String::from_utf8_lossy(&want),
+                            "{status} {framing:?} {keep_alive} {attempts:?} {overhead:?}"
+                        );
+                        assert!(got.capacity() - got.len() >= room, "room reserved behind the head");
+                    }
+                }
+            }
+        }
     }
 }

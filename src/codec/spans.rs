@@ -66,6 +66,29 @@ impl Lengths {
     pub(super) fn may_hold(self, len: usize) -> bool {
         self.0 & Self::bit(len) != 0
     }
+
+    /// Whether a name of any length in `names` may be in the list.
+    pub(super) fn may_hold_any(self, names: NameLengths) -> bool {
+        self.0 & names.0 != 0
+    }
+}
+
+/// The lengths of a list of names, as [`Lengths`] marks them, built once (a constant): a head
+/// that holds none of them rules the whole list out with one test (`Headers::may_hold_any`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameLengths(u64);
+
+impl NameLengths {
+    pub const fn of(names: &[&str]) -> Self {
+        let mut bits = 0u64;
+        let mut i = 0;
+        while i < names.len() {
+            let len = names[i].len();
+            bits |= 1 << if len < 63 { len } else { 63 };
+            i += 1;
+        }
+        NameLengths(bits)
+    }
 }
 
 impl Spans {

@@ -341,6 +341,9 @@ pub struct Provider {
     /// How an unfinished upstream job is waited for (Replicate predictions; other kinds keep
     /// the defaults and never poll).
     pub poll: Poll,
+    /// Its part of every relayed answer's head (`x-rotor-provider` and the names around it),
+    /// prepared once from `name`.
+    pub answer_lines: crate::codec::response_head::ProviderLines,
 }
 
 /// How long an on-demand session serves follow-up turns after its last use, and how many are

@@ -13,6 +13,7 @@ use super::file::ProviderConfig;
 use super::model::*;
 use super::secret::{Resolver, Secret};
 use super::{url, ConfigError};
+use crate::codec::response_head::ProviderLines;
 
 const KINDS: &[(&str, ProviderKind)] = &[
     ("openai", ProviderKind::OpenAi),
@@ -225,6 +226,7 @@ fn provider(
         responses,
         sessions,
         poll,
+        answer_lines: ProviderLines::new(p.name.as_bytes()),
         name: p.name,
     })
 }

@@ -5,7 +5,7 @@
 //! the own fields never outgrow their fixed room (`OWN_ROOM`, every field the relay adds).
 
 use crate::codec::response::ResponseHead;
-use crate::codec::response_head::{HeadFields, Pair, Relayed};
+use crate::codec::response_head::{HeadFields, Pair, ProviderLines, Relayed};
 
 /// The most own fields one answer carries besides the relayed ones (`Relayed`):
 /// `x-rotor-cache`, a replacing `content-type` and `retry-after`.
@@ -27,15 +27,15 @@ pub struct AnswerFields<'a> {
 
 impl<'a> AnswerFields<'a> {
     /// The upstream's returned fields, then rotor's first three: the request id (graphic ASCII
-    /// by `RequestId`), the provider's name (printable ASCII by
+    /// by `RequestId`), the provider's lines (its name printable ASCII by
     /// `config::check_name`) and the attempts' digits.
-    pub fn new(head: &'a ResponseHead, request_id: &'a [u8], provider: &'a str, attempts: &'a [u8]) -> Self {
+    pub fn new(head: &'a ResponseHead, request_id: &'a [u8], provider: &'a ProviderLines, attempts: &'a [u8]) -> Self {
         AnswerFields {
             head,
             upstream_content_type: true,
             relayed: Relayed {
                 request_id,
-                provider: provider.as_bytes(),
+                provider,
                 attempts,
                 overhead_us: None,
             },

@@ -29,7 +29,7 @@ fn reference_list<'a>(upstream: &'a Headers, rid: &'a [u8], provider: &'a str, a
 /// What the relay added to that list and how it split it (`OWN_FIELDS` = 3 from the end, the
 /// upstream's checked), written by the head writer: the bytes the client got before.
 fn reference_head(head: &ResponseHead, extra: &Extra, framing: Option<BodyFraming>) -> BytesMut {
-    let mut headers = reference_list(&head.headers, b"rid-1", "mock", b"2");
+    let mut headers = reference_list(&head.headers, b"rid-1", "mock", extra.attempts);
     let mut own_from = headers.len().saturating_sub(3);
     if let Some(flag) = extra.cache {
         headers.push(("x-rotor-cache", flag));
@@ -66,7 +66,8 @@ fn reference_head(head: &ResponseHead, extra: &Extra, framing: Option<BodyFramin
 
 /// The same through `AnswerFields`, as `relay` calls it.
 fn new_head(head: &ResponseHead, extra: &Extra, framing: Option<BodyFraming>) -> BytesMut {
-    let mut fields = AnswerFields::new(head, b"rid-1", "mock", b"2");
+    let lines = ProviderLines::new(b"mock");
+    let mut fields = AnswerFields::new(head, b"rid-1", &lines, extra.attempts);
     if let Some(flag) = extra.cache {
         fields.push("x-rotor-cache", flag);
     }
@@ -83,6 +84,8 @@ fn new_head(head: &ResponseHead, extra: &Extra, framing: Option<BodyFraming>) ->
 }
 
 struct Extra {
+    /// The attempts' digits: one attempt takes the provider's prepared lines whole.
+    attempts: &'static [u8],
     cache: Option<&'static [u8]>,
     content_type: Option<&'static [u8]>,
     retry_after: Option<&'static [u8]>,
@@ -128,8 +131,9 @@ fn answer_heads_match_the_list_they_replace() {
         let head = parse_response_head(&mut buf, &HeadLimits::default(), false)
             .expect("a valid head")
             .expect("complete");
-        for bits in 0..8u8 {
+        for bits in 0..16u8 {
             let extra = Extra {
+                attempts: if bits & 8 != 0 { b"2" } else { b"1" },
                 cache: (bits & 1 != 0).then_some(&b"hit"[..]),
                 content_type: (bits & 2 != 0).then_some(&b"application/json"[..]),
                 retry_after: (bits & 4 != 0).then_some(&b"7"[..]),
@@ -146,7 +150,7 @@ fn answer_heads_match_the_list_they_replace() {
             }
         }
     }
-    assert_eq!(compared, 400 * 8 * 3);
+    assert_eq!(compared, 400 * 16 * 3);
 }
 
 /// Every field the relay can add fits: none is silently left out.
@@ -156,7 +160,8 @@ fn the_most_own_fields_all_fit() {
     let head = parse_response_head(&mut buf, &HeadLimits::default(), false)
         .unwrap()
         .unwrap();
-    let mut fields = AnswerFields::new(&head, b"r", "p", b"1");
+    let lines = ProviderLines::new(b"p");
+    let mut fields = AnswerFields::new(&head, b"r", &lines, b"1");
     fields.push("x-rotor-cache", b"miss");
     fields.replace_content_type(b"text/event-stream");
     fields.retry_after_unless_sent(b"3");
@@ -203,7 +208,7 @@ fn line_breaks_never_reach_returned_fields() {
     write_head(
         &mut out,
         200,
-        AnswerFields::new(&head, b"r", "p", b"1").fields(),
+        AnswerFields::new(&head, b"r", &ProviderLines::new(b"p"), b"1").fields(),
         None,
         true,
         0,

@@ -93,7 +93,7 @@ pub(super) async fn relay(
     let attempts_text = digits.format(attempts).as_bytes();
     // The upstream's fields are read from its head as the answer's head is written; every
     // field pushed here is rotor's own (ids, names, digits, static text).
-    let mut headers = AnswerFields::new(head, &ctx.request_id, &provider.name, attempts_text);
+    let mut headers = AnswerFields::new(head, &ctx.request_id, &provider.answer_lines, attempts_text);
     if let Some(flag) = ctx.trace.borrow().cache {
         headers.push("x-rotor-cache", flag.as_bytes());
     }
