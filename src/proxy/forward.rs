@@ -27,7 +27,7 @@ use crate::health::{now_ms, Gate};
 use crate::limits;
 use crate::limits::estimate::estimate_tokens;
 use crate::providers::dialog::Dialog;
-use crate::providers::{self, Adapter, ClientPath, PrepareError};
+use crate::providers::{self, Adapter, ClientPath, PrepareError, Prepared};
 use crate::route::find_route;
 use crate::server::{Request, Responder};
 use crate::usage::openai::{inject_include_usage, Mode};
@@ -333,7 +333,14 @@ fn adapt<'a>(
     } = *job;
     let same = || super::inspect::adapt(&req.body, inspection, upstream_model, model);
     let adapter = Adapter::of(provider);
-    let prepared = match adapter.prepare(job.client_path, &req.body, upstream_model, model, max_depth, same) {
+    let planned = match adapter.relayed_path(job.client_path.front) {
+        // A fixed door on the provider's own protocol (most requests): what `prepare` plans
+        // for it, without its dispatch and the plan's move out of it (~150 instructions a
+        // chat request, callgrind, issue 18).
+        Some(path) => Ok(Prepared::relayed(same(), path)),
+        None => adapter.prepare(job.client_path, &req.body, upstream_model, model, max_depth, same),
+    };
+    let prepared = match planned {
         Ok(prepared) => prepared,
         Err(PrepareError::Unsupported(reason)) => {
             let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
