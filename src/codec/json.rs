@@ -8,11 +8,16 @@
 //! another (DESIGN 2.1a, monoio-notes §6). Nesting is bounded first (`codec::depth`): sonic-rs
 //! recurses once per level and 15,000 levels overflowed a worker's stack.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use sonic_rs::JsonValueTrait;
 
 use super::depth::check_depth;
+
+#[path = "json_name.rs"]
+mod name;
+pub use name::ModelName;
 
 /// What routing and billing need from a request body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +62,20 @@ pub fn inspect_body(body: &[u8], max_depth: usize) -> Result<Inspection, Inspect
     match super::scan::inspect_plain(body, max_depth) {
         Some(inspection) => Ok(inspection),
         None => inspect_full(body, max_depth),
+    }
+}
+
+/// `inspect_body` for the request path: the model borrowed from the body when the plain
+/// reader decided it (the request keeps it as a [`ModelName`], copied once where it stays),
+/// and `model` of the inspection left `None`. The same decisions and errors as `inspect_body`.
+pub fn inspect_request(body: &[u8], max_depth: usize) -> Result<(Inspection, Option<Cow<'_, str>>), InspectError> {
+    match super::scan::read_plain(body, max_depth) {
+        Some((inspection, model)) => Ok((inspection, model.map(Cow::Borrowed))),
+        None => {
+            let mut inspection = inspect_full(body, max_depth)?;
+            let model = inspection.model.take().map(Cow::Owned);
+            Ok((inspection, model))
+        }
     }
 }
 

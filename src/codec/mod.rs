@@ -30,7 +30,9 @@ pub use field_index::Field;
 pub use head::{
     find_header, parse_request_head, BodyFraming, HeadError, HeadLimits, Header, Headers, Method, RequestHead,
 };
-pub use json::{inspect_body, inspect_full, multipart_field, splice_model, InspectError, Inspection};
+pub use json::{
+    inspect_body, inspect_full, inspect_request, multipart_field, splice_model, InspectError, Inspection, ModelName,
+};
 pub use response::{parse_response_head, ResponseFraming, ResponseHead};
 pub use response_head::{reason_phrase, write_response_head, HeadFields};
 /// The two readers of an answer's usage tail, for the `json_inspect` fuzz target's

@@ -368,6 +368,14 @@ impl<'a> Cursor<'a> {
 /// `json::inspect_body` for the plain body, in one pass; `None` = not decided here (also for
 /// every body the full inspection refuses, a duplicate `model`, `stream` or `stream_options`).
 pub(crate) fn inspect_plain(body: &[u8], max_depth: usize) -> Option<Inspection> {
+    let (mut out, model) = read_plain(body, max_depth)?;
+    out.model = model.map(str::to_owned);
+    Some(out)
+}
+
+/// `inspect_plain` with the model's text borrowed from the body (`out.model` stays `None`):
+/// the request path copies it once, where it keeps it (`json::inspect_request`).
+pub(crate) fn read_plain(body: &[u8], max_depth: usize) -> Option<(Inspection, Option<&str>)> {
     let mut c = Cursor::new(body, max_depth);
     let mut out = Inspection::default();
     let mut seen_stream = false;
@@ -410,8 +418,7 @@ pub(crate) fn inspect_plain(body: &[u8], max_depth: usize) -> Option<Inspection>
         c.eat(b'}')?;
     }
     c.finish()?;
-    out.model = model.map(checked_text);
-    Some(out)
+    Some((out, model.map(checked_text)))
 }
 
 /// A `stream_options` value, read in the same pass: whether it is an object whose
@@ -438,12 +445,12 @@ fn stream_options(c: &mut Cursor<'_>) -> Option<bool> {
 /// UTF-8 a second time (`from_utf8` on the model cost 118 instructions a request: callgrind,
 /// issue 18).
 #[allow(unsafe_code)]
-fn checked_text(value: &[u8]) -> String {
+fn checked_text(value: &[u8]) -> &str {
     debug_assert!(std::str::from_utf8(value).is_ok());
     // SAFETY: `finish` passed, so either no string held a byte >= 0x80 (the value is ASCII) or
     // the whole body is valid UTF-8; the value lies between two ASCII quotes, which are
     // character boundaries, so it is valid UTF-8 on its own.
-    unsafe { std::str::from_utf8_unchecked(value) }.to_owned()
+    unsafe { std::str::from_utf8_unchecked(value) }
 }
 
 /// A quoted name and its colon, as `known_member` compares them: its word, the mask of its

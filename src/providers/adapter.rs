@@ -105,6 +105,19 @@ impl Adapter {
         )
     }
 
+    /// The upstream path of a request at `front` that this provider serves on the client's
+    /// own protocol as it is (a chat request to an OpenAI-protocol provider, a Messages
+    /// request to an Anthropic one): `prepare` plans exactly `Prepared::relayed` with this path
+    /// for it (a test holds the two equal), so the request path skips its dispatch. `None` for
+    /// every other front door and protocol: ask `prepare`.
+    pub fn relayed_path(self, front: Front) -> Option<&'static str> {
+        match (front, super::Protocol::of_provider(self.kind)?) {
+            (Front::Chat, super::Protocol::OpenAi) => Some("/chat/completions"),
+            (Front::Messages, super::Protocol::Anthropic) => Some("/messages"),
+            _ => None,
+        }
+    }
+
     /// Writes the key in the provider's way. `client` is the client's request head when one is
     /// relayed: a client's own `anthropic-version` is kept, otherwise rotor names one.
     pub fn put_auth(self, out: &mut BytesMut, key: &str, client: Option<&RequestHead>) -> Result<(), UnsafeHead> {
@@ -324,6 +337,60 @@ mod tests {
         let b = Adapter::of(&o);
         assert!(b.trusts(&o, &parse_base_url("http://127.0.0.1:10").unwrap()));
         assert!(!b.trusts(&o, &parse_base_url("https://stream.replicate.net").unwrap()));
+    }
+
+    /// Where `relayed_path` answers, `prepare` plans exactly `Prepared::relayed` with that path
+    /// (the request path skips `prepare` for it); every kind, both response modes, every door.
+    #[test]
+    fn relayed_paths_are_what_prepare_plans() {
+        use crate::config::{ProviderKind as K, ResponsesMode as R};
+        let body = Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        let doors = [
+            "/v1/chat/completions",
+            "/v1/messages",
+            "/v1/responses",
+            "/v1/completions",
+            "/v1/embeddings",
+        ];
+        let kinds = [
+            K::OpenAi,
+            K::Anthropic,
+            K::Gemini,
+            K::Vertex,
+            K::Replicate,
+            K::Cohere,
+            K::Cloudflare,
+            K::OnDemand,
+        ];
+        let mut relayed = 0;
+        for kind in kinds {
+            for responses in [R::Native, R::Translate] {
+                let adapter = Adapter {
+                    kind,
+                    responses,
+                    poll: Poll::default(),
+                };
+                for door in doors {
+                    let client = super::super::ClientPath::of(door);
+                    let Some(path) = adapter.relayed_path(client.front) else {
+                        continue;
+                    };
+                    relayed += 1;
+                    let spliced = Bytes::from_static(b"{}");
+                    let planned = adapter.prepare(client, &body, "u", "m", 64, || spliced.clone());
+                    let planned = match planned {
+                        Ok(planned) => planned,
+                        Err(e) => panic!("{kind:?} {door}: {e:?}"),
+                    };
+                    assert_eq!((&planned.body, &planned.path[..]), (&spliced, path), "{kind:?} {door}");
+                    assert!(matches!(planned.path, std::borrow::Cow::Borrowed(_)));
+                    let bare = planned.translation.is_none() && planned.dialog.is_none() && planned.header.is_none();
+                    assert!(bare, "{kind:?} {door}");
+                }
+            }
+        }
+        // Chat to OpenAI and Cloudflare, Messages to Anthropic, in both modes.
+        assert_eq!(relayed, 6);
     }
 
     #[test]

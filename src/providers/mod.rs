@@ -155,6 +155,20 @@ pub struct Prepared {
     pub header: Option<(&'static str, String)>,
 }
 
+impl Prepared {
+    /// The plan of a request relayed on its own protocol to a fixed path: `body` as the client
+    /// sent it (or with the model spliced), nothing translated.
+    pub fn relayed(body: Bytes, path: &'static str) -> Prepared {
+        Prepared {
+            body,
+            path: std::borrow::Cow::Borrowed(path),
+            translation: None,
+            dialog: None,
+            header: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum PrepareError {
     /// This provider cannot serve this front door: try the next candidate.

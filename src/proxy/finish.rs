@@ -103,7 +103,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     }
     // Only a name that routed labels metrics: a defaulted request counts under the default
     // model, not under whatever unknown name the client sent.
-    let asked = ctx.model.get().map_or("", String::as_str);
+    let asked = ctx.model.get().map_or("", crate::codec::ModelName::as_str);
     let model = match &config.routing.default_model {
         Some(default) if trace.defaulted => default.as_str(),
         _ => asked,

@@ -8,9 +8,10 @@ use bytes::Bytes;
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::Endpoint;
-use crate::codec::json::{inspect_body, multipart_field, splice_model, Inspection};
+use crate::codec::json::{inspect_request, multipart_field, splice_model, Inspection};
 use crate::config::Config;
 use crate::server::Request;
+use std::borrow::Cow;
 
 /// Phase `inspect`: the model name (and stream flag) from a JSON body, or the multipart `model`
 /// field; `None` when a passthrough request carries no model at all (a bodiless one like
@@ -20,18 +21,19 @@ pub(super) fn inspect(
     endpoint: Endpoint,
     req: &Request,
     max_json_depth: usize,
-) -> Result<Option<(String, Inspection)>, ProxyError> {
+) -> Result<Option<(Cow<'_, str>, Inspection)>, ProxyError> {
     if endpoint == Endpoint::Gemini {
-        return super::gemini_door::inspect(req, max_json_depth).map(Some);
+        let (model, inspection) = super::gemini_door::inspect(req, max_json_depth)?;
+        return Ok(Some((Cow::Owned(model), inspection)));
     }
     let content_type = req.head.field(Field::ContentType).unwrap_or(b"");
     let is_multipart = content_type.len() >= 19 && content_type[..19].eq_ignore_ascii_case(b"multipart/form-data");
     if is_multipart {
         let model = multipart_field(&req.body, content_type, "model")
             .and_then(|m| std::str::from_utf8(m).ok())
-            .map(|m| m.trim().to_owned());
+            .map(str::trim);
         return match model {
-            Some(m) if !m.is_empty() => Ok(Some((m, Inspection::default()))),
+            Some(m) if !m.is_empty() => Ok(Some((Cow::Borrowed(m), Inspection::default()))),
             _ if endpoint == Endpoint::Passthrough => Ok(None),
             _ => Err(ProxyError::bad_request("the multipart form has no 'model' field").with_param("model")),
         };
@@ -44,10 +46,10 @@ pub(super) fn inspect(
             "the request body is empty; a JSON object is required",
         ));
     }
-    let mut inspection = inspect_body(&req.body, max_json_depth)
+    // The name comes apart from the inspection (the request carries it as `model` from here).
+    let (inspection, model) = inspect_request(&req.body, max_json_depth)
         .map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {}", e.0)))?;
-    // The name moves out (the request carries it as `model` from here; nothing reads it twice).
-    match inspection.model.take() {
+    match model {
         Some(m) => Ok(Some((m, inspection))),
         None if endpoint == Endpoint::Passthrough => Ok(None),
         None => Err(ProxyError::bad_request("you must provide a model parameter").with_param("model")),

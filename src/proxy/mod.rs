@@ -96,8 +96,9 @@ pub struct RequestContext {
     pub received_at: crate::health::clock::Moment,
     /// The model the request names (or the default model it was given), set once by
     /// `forward` and borrowed from here until `finish`: kept in the `Trace` as well, it was
-    /// cloned per request (an allocation, a copy and a free, about 120 instructions).
-    pub model: OnceCell<String>,
+    /// cloned per request (an allocation, a copy and a free, about 120 instructions). Inline
+    /// when short (`ModelName`): as a `String` it was one allocation and free per request.
+    pub model: OnceCell<crate::codec::ModelName>,
     /// What the phases learn, for `finish`; borrowed briefly, never across an `.await`.
     pub trace: RefCell<finish::Trace>,
 }
