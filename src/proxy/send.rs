@@ -118,15 +118,10 @@ async fn send_to(
             build(out)?;
         }
         // The head read goes straight into the answer (kept in a `Result` first and matched
-        // after, it was copied once more). `send` leaves `out` empty, sent or not.
-        let error = match exchange.send(out, body).await {
-            Ok(()) => match exchange
-                .read_head(upstream_config.first_byte_timeout, head_request)
-                .await
-            {
-                Ok(head) => return Ok((exchange, head)),
-                Err(e) => e,
-            },
+        // after, it was copied once more). `round_trip` leaves `out` empty, sent or not.
+        let timeout = upstream_config.first_byte_timeout;
+        let error = match exchange.round_trip(out, body, timeout, head_request).await {
+            Ok(head) => return Ok((exchange, head)),
             Err(e) => e,
         };
         if !(exchange.reused && error.before_response()) {

@@ -17,7 +17,7 @@ use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
 use crate::health::clock::Moment;
-use crate::net::{read_before, write_all_buf, ReadTimer, READ_RESERVE};
+use crate::net::{read_before, write_all_buf, write_in_place, ReadTimer, READ_RESERVE};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -61,6 +61,21 @@ enum BodyState {
     Broken(&'static str),
 }
 
+impl BodyState {
+    /// Where a body of this framing starts.
+    fn of(framing: ResponseFraming) -> BodyState {
+        match framing {
+            ResponseFraming::Empty | ResponseFraming::Length(0) => BodyState::Done,
+            ResponseFraming::Length(n) => BodyState::Length(n),
+            ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(ChunkedLimits {
+                max_line_bytes: 4096,
+                max_trailer_bytes: 16 * 1024,
+            })),
+            ResponseFraming::UntilClose => BodyState::UntilClose,
+        }
+    }
+}
+
 impl Exchange {
     pub(super) fn new(io: Box<Io>, timer: ReadTimer, reused: bool, home: Weak<Pool>, shelf: Shelf) -> Self {
         Exchange {
@@ -77,42 +92,42 @@ impl Exchange {
         }
     }
 
-    /// Writes the request head and body (one write when the body is small).
-    /// `head` is left empty, its capacity kept: the buffer is lent (see `proxy::headers`).
-    pub async fn send(&mut self, head: &mut BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
+    /// Writes the request (the head in `out`, then `body`: one write when the body is small)
+    /// and reads the answer's head; `timeout` bounds the wait for that head (time to first
+    /// byte), from the first read after the request went out. `out` is left empty, its
+    /// capacity kept, sent or not: the buffer is lent (see `proxy::headers`).
+    ///
+    /// One state machine for the whole round trip, its write and reads pinned in place
+    /// (`net::write_in_place!`, `net::read_before!`): as `send` and `read_head`, each an
+    /// `async fn` around `net::write_all_buf` or a read, every poll of an attempt resumed two
+    /// or three nested futures more, each set up and dropped per request.
+    pub async fn round_trip(
+        &mut self,
+        out: &mut BytesMut,
+        body: &Bytes,
+        timeout: Duration,
+        head_request: bool,
+    ) -> Result<ResponseHead, UpstreamError> {
         let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
         let Some(io) = self.io.as_deref_mut() else {
-            head.clear();
+            out.clear();
             return Err(send_err(released()));
         };
         if body.len() <= COALESCE_BODY_BYTES {
-            head.extend_from_slice(body);
-            write_all_buf(io, head).await.map_err(send_err)?;
+            out.extend_from_slice(body);
+            write_in_place!(&mut *io, out).map_err(send_err)?;
         } else {
-            write_all_buf(io, head).await.map_err(send_err)?;
-            let (result, _) = monoio::io::AsyncWriteRentExt::write_all(io, body.clone()).await;
-            result.map_err(send_err)?;
+            // Rare (a body over 64 KiB): boxed, so its second write stays out of every
+            // attempt's state.
+            Box::pin(write_apart(io, out, body)).await.map_err(send_err)?;
         }
         self.written = true;
-        Ok(())
-    }
-
-    /// Reads the response head; `timeout` bounds the wait for it (time to first byte).
-    pub async fn read_head(&mut self, timeout: Duration, head_request: bool) -> Result<ResponseHead, UpstreamError> {
         let mut deadline = None;
         loop {
             match parse_response_head(&mut self.buf, &RESPONSE_HEAD_LIMITS, head_request) {
                 Ok(Some(head)) => {
                     self.keep_alive = head.keep_alive;
-                    self.body = match head.framing {
-                        ResponseFraming::Empty | ResponseFraming::Length(0) => BodyState::Done,
-                        ResponseFraming::Length(n) => BodyState::Length(n),
-                        ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(ChunkedLimits {
-                            max_line_bytes: 4096,
-                            max_trailer_bytes: 16 * 1024,
-                        })),
-                        ResponseFraming::UntilClose => BodyState::UntilClose,
-                    };
+                    self.body = BodyState::of(head.framing);
                     return Ok(head);
                 }
                 Ok(None) => {}
@@ -120,10 +135,7 @@ impl Exchange {
             }
             // Set at the first read: one clock read for the whole head.
             let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
-            let read = match self.io.as_deref_mut() {
-                Some(io) => read_before!(io, &mut self.buf, READ_RESERVE, self.timer.arm_at(at)),
-                None => Err(released()),
-            };
+            let read = read_before!(&mut *io, &mut self.buf, READ_RESERVE, self.timer.arm_at(at));
             match read {
                 Ok(0) => {
                     return Err(UpstreamError::new(
@@ -311,155 +323,19 @@ impl Drop for Exchange {
     }
 }
 
+/// A request whose body is sent apart from its head (over `COALESCE_BODY_BYTES`): the head,
+/// then the body without a copy.
+async fn write_apart(io: &mut Io, head: &mut BytesMut, body: &Bytes) -> std::io::Result<()> {
+    write_all_buf(io, head).await?;
+    let (result, _) = monoio::io::AsyncWriteRentExt::write_all(io, body.clone()).await;
+    result.map(drop)
+}
+
 /// The error of an exchange used after `release` handed its connection back or closed it.
 fn released() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "connection already released")
 }
 
 #[cfg(test)]
-mod tests {
-    use std::rc::Rc;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bytes::{Bytes, BytesMut};
-    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-    use monoio::net::{TcpListener, TcpStream};
-
-    use super::super::{Io, Pool, PoolKey};
-    use super::{Exchange, ReadTimer};
-    use crate::config::Scheme;
-
-    const SECOND: Duration = Duration::from_secs(1);
-
-    /// Runs `test` on a fresh runtime with a pool of 4 and a key of its own.
-    fn on_a_pool<F: std::future::Future<Output = ()>>(test: impl FnOnce(Rc<Pool>, PoolKey) -> F) {
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
-            let key = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 1, 0);
-            test(pool, key).await;
-        });
-    }
-
-    /// An exchange over a fresh loopback connection, and the upstream's end of it.
-    async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client = TcpStream::connect_addr(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        let io = Box::new(Io::Plain(client));
-        (
-            Exchange::new(io, ReadTimer::new(), false, Rc::downgrade(pool), pool.shelf(key)),
-            server,
-        )
-    }
-
-    /// Sends a request and has `upstream` answer it with `answer`; returns the body read.
-    async fn answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) -> Bytes {
-        let mut head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
-        exchange.send(&mut head, &Bytes::new()).await.expect("send");
-        assert!(head.is_empty(), "the lent buffer comes back empty");
-        let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
-        assert!(read.expect("request read") > 0);
-        let (written, _) = upstream.write_all(answer).await;
-        written.expect("answer written");
-        exchange.read_head(SECOND, false).await.expect("head");
-        exchange.read_to_end(SECOND, 1024).await.expect("body")
-    }
-
-    /// `release` (by `&mut`, so an answer's exchange can stay where it is while the relay
-    /// borrows it) hands a clean connection to the pool at once and only once, spends the
-    /// exchange, and closes a connection whose answer was not read to its end.
-    #[test]
-    fn release_by_reference_pools_a_clean_connection_once_and_spends_the_exchange() {
-        on_a_pool(|pool, key| async move {
-            let (mut clean, mut upstream) = exchange(&pool, &key).await;
-            let body = answered(
-                &mut clean,
-                &mut upstream,
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            )
-            .await;
-            assert_eq!(&body[..], b"ok");
-            clean.release();
-            assert_eq!(pool.idle_count(), 1, "pooled at release, before the exchange drops");
-            clean.release();
-            assert_eq!(pool.idle_count(), 1, "a second release pools nothing");
-            let mut lent = BytesMut::from(&b"x"[..]);
-            let refused = clean.send(&mut lent, &Bytes::new()).await;
-            assert!(refused.is_err(), "a released exchange writes nothing");
-            assert!(lent.is_empty(), "and its lent buffer comes back empty");
-            drop(clean);
-            assert_eq!(
-                pool.idle_count(),
-                1,
-                "the drop of a released exchange leaves the pool alone"
-            );
-
-            let (mut unread, mut upstream) = exchange(&pool, &key).await;
-            let mut head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
-            unread.send(&mut head, &Bytes::new()).await.expect("send");
-            let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
-            assert!(read.expect("request read") > 0);
-            let (written, _) = upstream
-                .write_all(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab"[..])
-                .await;
-            written.expect("answer written");
-            unread.read_head(SECOND, false).await.expect("head");
-            unread.release();
-            assert_eq!(pool.idle_count(), 1, "a body not read to its end is never pooled");
-        });
-    }
-
-    /// `pooled` (the request path's checkout without a future) hands out a released connection
-    /// as reused, once, and finds nothing in an empty pool or under another key.
-    #[test]
-    fn pooled_hands_out_a_released_connection_once_and_marks_it_reused() {
-        on_a_pool(|pool, key| async move {
-            let other = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 2, 0);
-            assert!(super::super::pooled(&pool, &key).is_none(), "an empty pool has nothing");
-            let (mut clean, mut upstream) = exchange(&pool, &key).await;
-            answered(
-                &mut clean,
-                &mut upstream,
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            )
-            .await;
-            assert!(!clean.reused, "a fresh connection is not reused");
-            clean.release();
-            assert!(
-                super::super::pooled(&pool, &other).is_none(),
-                "another key finds nothing"
-            );
-            let again = super::super::pooled(&pool, &key).expect("the released connection");
-            assert!(again.reused, "a pooled connection is marked reused");
-            assert_eq!(pool.idle_count(), 0, "taken out of the pool");
-            assert!(super::super::pooled(&pool, &key).is_none(), "handed out once");
-        });
-    }
-
-    /// An exchange holds its key's shelf from connect to release: a reap meanwhile (which drops
-    /// empty shelves) keeps it, so the release still pools the connection where the next
-    /// checkout finds it.
-    #[test]
-    fn a_reap_keeps_the_shelf_an_exchange_will_release_to() {
-        on_a_pool(|pool, key| async move {
-            let (mut exchange, mut upstream) = exchange(&pool, &key).await;
-            pool.reap();
-            answered(
-                &mut exchange,
-                &mut upstream,
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            )
-            .await;
-            exchange.release();
-            assert_eq!(pool.idle_count(), 1, "pooled on the shelf the reap kept");
-            assert!(super::super::pooled(&pool, &key).is_some(), "and found there by key");
-        });
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;
