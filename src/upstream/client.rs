@@ -5,7 +5,8 @@
 //! boundary; an exchange returns its connection to its pool only in `release`, and only when
 //! `reusable()` and the TLS session agree; an exchange dropped unreleased closes it.
 
-use std::rc::Weak;
+use std::borrow::Cow;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use super::connect::Io;
 use super::error::{UpstreamError, UpstreamErrorKind};
 use super::pool::{Pool, Shelf};
+use super::{Connector, PoolKey};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
@@ -27,6 +29,136 @@ const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
 /// Request bodies up to this size are copied behind the head and sent in one write; larger ones
 /// go as a second, zero-copy write. Whoever builds the head reserves room for such a body.
 pub const COALESCE_BODY_BYTES: usize = 64 * 1024;
+
+/// [`Exchange::round_trip`] written out where it is awaited: one state machine for the whole
+/// round trip, its write and reads pinned in place (`net::write_in_place!`,
+/// `net::read_before!`). As `send` and `read_head`, each an `async fn` around
+/// `net::write_all_buf` or a read, every poll of an attempt resumed two or three nested
+/// futures more, each set up and dropped per request. `$exchange: &mut Exchange`, `$out: &mut
+/// BytesMut`, `$body: &Bytes`, `$timeout: Duration`, `$head_request: bool`; evaluates to
+/// `Result<ResponseHead, UpstreamError>`.
+macro_rules! round_trip {
+    ($exchange:expr, $out:expr, $body:expr, $timeout:expr, $head_request:expr) => {
+        'trip: {
+            let exchange: &mut Exchange = $exchange;
+            let out: &mut BytesMut = $out;
+            let body: &Bytes = $body;
+            let timeout: Duration = $timeout;
+            let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
+            let Some(io) = exchange.io.as_deref_mut() else {
+                out.clear();
+                break 'trip Err(send_err(released()));
+            };
+            let sent = if body.len() <= COALESCE_BODY_BYTES {
+                out.extend_from_slice(body);
+                write_in_place!(&mut *io, out)
+            } else {
+                // Rare (a body over 64 KiB): boxed, so its second write stays out of every
+                // attempt's state.
+                Box::pin(write_apart(io, out, body)).await
+            };
+            if let Err(e) = sent {
+                break 'trip Err(send_err(e));
+            }
+            exchange.written = true;
+            let mut deadline = None;
+            loop {
+                match parse_response_head(&mut exchange.buf, &RESPONSE_HEAD_LIMITS, $head_request) {
+                    Ok(Some(head)) => {
+                        exchange.keep_alive = head.keep_alive;
+                        exchange.body = BodyState::of(head.framing);
+                        break 'trip Ok(head);
+                    }
+                    Ok(None) => {}
+                    Err(e) => break 'trip Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
+                }
+                // Set at the first read: one clock read for the whole head.
+                let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
+                let read = read_before!(&mut *io, &mut exchange.buf, READ_RESERVE, exchange.timer.arm_at(at));
+                match read {
+                    Ok(0) => {
+                        break 'trip Err(UpstreamError::new(
+                            UpstreamErrorKind::ClosedBeforeHead,
+                            "upstream closed the connection before responding",
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        break 'trip Err(UpstreamError::new(
+                            UpstreamErrorKind::FirstByteTimeout,
+                            format!("no response within {} ms", timeout.as_millis()),
+                        ))
+                    }
+                    Err(e) if exchange.buf.is_empty() => {
+                        break 'trip Err(UpstreamError::new(UpstreamErrorKind::ClosedBeforeHead, e.to_string()))
+                    }
+                    Err(e) => break 'trip Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.to_string())),
+                }
+            }
+        }
+    };
+}
+
+/// Where and how one request goes upstream, for [`send_pooled`].
+pub struct Trip<'a> {
+    pub pool: &'a Rc<Pool>,
+    pub connector: &'a Connector,
+    pub key: Cow<'a, PoolKey>,
+    pub connect_timeout: Duration,
+    /// Bounds the wait for the answer's head (see [`Exchange::round_trip`]).
+    pub first_byte_timeout: Duration,
+    /// The request is a HEAD (its answer has no body whatever it says).
+    pub head_request: bool,
+}
+
+/// One attempt's exchange: a pooled connection (a new one when none is idle), the request
+/// `build` writes into `out` sent with `body`, and the answer's head read. A failure before
+/// any answer byte on a reused connection (probably closed by the upstream while idle) is
+/// tried once more on a fresh connection, with the head built again. The head is built before
+/// a connection is taken: one the writer refuses never touches one. `out` is left empty.
+///
+/// The request path's whole upstream exchange in one state machine (checkout, write, reads
+/// and the stale-connection retry): awaited through `proxy::send`'s `async fn` and
+/// `Exchange::round_trip`, each poll of an attempt resumed two nested futures, and the answer
+/// (exchange and head) was moved out of one into the other.
+pub async fn send_pooled<B>(
+    trip: Trip<'_>,
+    out: &mut BytesMut,
+    body: &Bytes,
+    mut build: B,
+) -> Result<(Exchange, ResponseHead), UpstreamError>
+where
+    B: FnMut(&mut BytesMut) -> Result<(), UpstreamError>,
+{
+    build(out)?;
+    let mut exchange = match super::pooled(trip.pool, &trip.key) {
+        Some(exchange) => exchange,
+        None => match super::connect_fresh(trip.pool, trip.connector, &trip.key, trip.connect_timeout).await {
+            Ok(exchange) => exchange,
+            Err(error) => {
+                // Not sent: the lent buffer goes back empty.
+                out.clear();
+                return Err(error);
+            }
+        },
+    };
+    let mut built = true;
+    loop {
+        if !std::mem::take(&mut built) {
+            build(out)?;
+        }
+        // The head goes straight into the answer (kept in a `Result` first and matched after,
+        // it was copied once more).
+        let error = match round_trip!(&mut exchange, out, body, trip.first_byte_timeout, trip.head_request) {
+            Ok(head) => return Ok((exchange, head)),
+            Err(e) => e,
+        };
+        if !(exchange.reused && error.before_response()) {
+            return Err(error);
+        }
+        exchange = super::connect_fresh(trip.pool, trip.connector, &trip.key, trip.connect_timeout).await?;
+    }
+}
 
 pub struct Exchange {
     /// `None` once `release` handed it back to the pool (or closed it). Boxed once per
@@ -95,12 +227,8 @@ impl Exchange {
     /// Writes the request (the head in `out`, then `body`: one write when the body is small)
     /// and reads the answer's head; `timeout` bounds the wait for that head (time to first
     /// byte), from the first read after the request went out. `out` is left empty, its
-    /// capacity kept, sent or not: the buffer is lent (see `proxy::headers`).
-    ///
-    /// One state machine for the whole round trip, its write and reads pinned in place
-    /// (`net::write_in_place!`, `net::read_before!`): as `send` and `read_head`, each an
-    /// `async fn` around `net::write_all_buf` or a read, every poll of an attempt resumed two
-    /// or three nested futures more, each set up and dropped per request.
+    /// capacity kept, sent or not: the buffer is lent (see `proxy::headers`). The request
+    /// path's attempts take [`send_pooled`] instead, with this written out in its own state.
     pub async fn round_trip(
         &mut self,
         out: &mut BytesMut,
@@ -108,54 +236,7 @@ impl Exchange {
         timeout: Duration,
         head_request: bool,
     ) -> Result<ResponseHead, UpstreamError> {
-        let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
-        let Some(io) = self.io.as_deref_mut() else {
-            out.clear();
-            return Err(send_err(released()));
-        };
-        if body.len() <= COALESCE_BODY_BYTES {
-            out.extend_from_slice(body);
-            write_in_place!(&mut *io, out).map_err(send_err)?;
-        } else {
-            // Rare (a body over 64 KiB): boxed, so its second write stays out of every
-            // attempt's state.
-            Box::pin(write_apart(io, out, body)).await.map_err(send_err)?;
-        }
-        self.written = true;
-        let mut deadline = None;
-        loop {
-            match parse_response_head(&mut self.buf, &RESPONSE_HEAD_LIMITS, head_request) {
-                Ok(Some(head)) => {
-                    self.keep_alive = head.keep_alive;
-                    self.body = BodyState::of(head.framing);
-                    return Ok(head);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
-            }
-            // Set at the first read: one clock read for the whole head.
-            let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
-            let read = read_before!(&mut *io, &mut self.buf, READ_RESERVE, self.timer.arm_at(at));
-            match read {
-                Ok(0) => {
-                    return Err(UpstreamError::new(
-                        UpstreamErrorKind::ClosedBeforeHead,
-                        "upstream closed the connection before responding",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(UpstreamError::new(
-                        UpstreamErrorKind::FirstByteTimeout,
-                        format!("no response within {} ms", timeout.as_millis()),
-                    ))
-                }
-                Err(e) if self.buf.is_empty() => {
-                    return Err(UpstreamError::new(UpstreamErrorKind::ClosedBeforeHead, e.to_string()))
-                }
-                Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.to_string())),
-            }
-        }
+        round_trip!(self, out, body, timeout, head_request)
     }
 
     /// The body's end was read (the next `next_piece` returns `None` without reading).

@@ -223,3 +223,72 @@ fn round_trip_times_out_or_sees_a_close_before_the_head() {
         assert!(error.before_response());
     });
 }
+
+/// A connector for loopback upstreams (IP literals resolve without the control thread).
+fn loopback_connector() -> super::super::Connector {
+    let tls = super::super::tls::client_config(None).expect("tls config");
+    super::super::Connector::new(
+        Arc::new(super::super::dns::Resolver::default()),
+        monoio_rustls::TlsConnector::from(tls),
+        0,
+        std::iter::empty(),
+    )
+}
+
+/// `send_pooled` builds the head before it takes a connection (a refused head opens none and
+/// comes back as `Encode`), takes an idle pooled connection when there is one (reused), and
+/// hands back the exchange with the answer's head and the lent buffer empty.
+#[test]
+fn send_pooled_builds_first_then_takes_a_pooled_connection() {
+    use super::super::{send_pooled, Trip, UpstreamErrorKind};
+    on_a_pool(|pool, _| async move {
+        let connector = loopback_connector();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let key = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), port, 0);
+        let trip = || Trip {
+            pool: &pool,
+            connector: &connector,
+            key: std::borrow::Cow::Borrowed(&key),
+            connect_timeout: SECOND,
+            first_byte_timeout: SECOND,
+            head_request: false,
+        };
+        let mut out = BytesMut::new();
+        let refused = send_pooled(trip(), &mut out, &Bytes::new(), |_: &mut BytesMut| {
+            Err(super::UpstreamError::new(UpstreamErrorKind::Encode, "refused"))
+        })
+        .await;
+        assert_eq!(refused.err().map(|e| e.kind), Some(UpstreamErrorKind::Encode));
+
+        let request = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        let build = |out: &mut BytesMut| {
+            out.extend_from_slice(request);
+            Ok(())
+        };
+        let mut upstream = None;
+        let no_body = Bytes::new();
+        for round in 0..2 {
+            let upstream_side = async {
+                if upstream.is_none() {
+                    upstream = Some(listener.accept().await.expect("accept").0);
+                }
+                let stream = upstream.as_mut().expect("upstream");
+                let (read, _) = stream.read(Vec::with_capacity(1024)).await;
+                assert!(read.expect("request read") > 0);
+                let (written, _) = stream
+                    .write_all(&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..])
+                    .await;
+                written.expect("answer written");
+            };
+            let (sent, ()) = monoio::join!(send_pooled(trip(), &mut out, &no_body, build), upstream_side);
+            let (mut exchange, head) = sent.expect("answered");
+            assert_eq!(head.status, 200);
+            assert!(out.is_empty(), "the lent buffer comes back empty");
+            assert_eq!(exchange.reused, round == 1, "the second round takes the pooled one");
+            assert_eq!(&exchange.read_to_end(SECOND, 1024).await.expect("body")[..], b"ok");
+            exchange.release();
+            assert_eq!(pool.idle_count(), 1);
+        }
+    });
+}
