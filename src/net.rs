@@ -240,30 +240,50 @@ impl<F: Future> Future for Within<F> {
     }
 }
 
+/// [`write_all_buf`] written out where it is awaited, for the upstream request every
+/// attempt sends (`upstream::Exchange::round_trip`): the write's future is pinned in the
+/// awaiting function's own state, with no `write_all_buf` state machine between them (its
+/// resume on every poll, its set-up and drop). `$io: &mut impl AsyncWriteRent`, `$buf: &mut
+/// BytesMut`, handed back cleared with its capacity kept, written or not. Evaluates to
+/// `io::Result<()>`.
+macro_rules! write_in_place {
+    ($io:expr, $buf:expr) => {{
+        let io = $io;
+        let buf: &mut ::bytes::BytesMut = $buf;
+        let len = buf.len();
+        if len == 0 {
+            Ok(())
+        } else {
+            let (wrote, mut owned) =
+                ::std::pin::pin!(::monoio::io::AsyncWriteRent::write(&mut *io, ::std::mem::take(buf))).await;
+            let result = match wrote {
+                Ok(n) if n == len => Ok(()),
+                first => Box::pin($crate::net::write_rest(io, &mut owned, first)).await,
+            };
+            owned.clear();
+            *buf = owned;
+            result
+        }
+    }};
+}
+pub(crate) use write_in_place;
+
 /// Writes all of `buf`, then clears it for reuse (its capacity is kept). The first write
 /// takes the whole buffer as it is (no slice around it) and almost always writes it all; a
 /// short write's rest goes on in [`write_rest`], boxed, so the loop and its second write
-/// future are not part of every caller's state (every answer and upstream request passes
-/// here).
+/// future are not part of every caller's state (every answer passes here).
 pub async fn write_all_buf<W: AsyncWriteRent>(io: &mut W, buf: &mut BytesMut) -> io::Result<()> {
-    let len = buf.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let (wrote, mut owned) = std::pin::pin!(io.write(std::mem::take(buf))).await;
-    let result = match wrote {
-        Ok(n) if n == len => Ok(()),
-        first => Box::pin(write_rest(io, &mut owned, first)).await,
-    };
-    owned.clear();
-    *buf = owned;
-    result
+    write_in_place!(io, buf)
 }
 
 /// The rest of `write_all_buf` after a first write that did not take everything (`first`:
 /// what it wrote, or its error). Each write is pinned where it is built: awaiting
 /// `write_all`'s future moved it (160 bytes) into this one first.
-async fn write_rest<W: AsyncWriteRent>(io: &mut W, owned: &mut BytesMut, first: io::Result<usize>) -> io::Result<()> {
+pub(crate) async fn write_rest<W: AsyncWriteRent>(
+    io: &mut W,
+    owned: &mut BytesMut,
+    first: io::Result<usize>,
+) -> io::Result<()> {
     let len = owned.len();
     let mut wrote = first;
     let mut written = 0;

@@ -234,11 +234,11 @@ impl Via<'_> {
         let pool_key = PoolKey::for_base(&base, connector.tls_id);
         let mut exchange = self.checkout(&pool_key).await?;
         loop {
-            let result = match exchange.send(&mut head.clone(), &Bytes::new()).await {
-                Ok(()) => exchange.read_head(upstream_config.first_byte_timeout, false).await,
-                Err(e) => Err(e),
-            };
-            match result {
+            let timeout = upstream_config.first_byte_timeout;
+            match exchange
+                .round_trip(&mut head.clone(), &Bytes::new(), timeout, false)
+                .await
+            {
                 Ok(head) => return Ok((exchange, head)),
                 // A stale pooled connection: once more on a fresh one (as `send` does).
                 Err(e) if exchange.reused && e.before_response() => {

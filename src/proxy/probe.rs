@@ -14,7 +14,7 @@ use crate::config::Provider;
 use crate::gateway::Generation;
 use crate::health::now_ms;
 use crate::providers::Adapter;
-use crate::upstream;
+use crate::upstream::{self, UpstreamErrorKind};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,14 +68,13 @@ pub(super) async fn get(
         let mut exchange = upstream::checkout(&core.pool, connector, &pool_key, PROBE_TIMEOUT)
             .await
             .map_err(|_| "cannot connect")?;
-        exchange
-            .send(&mut head, &Bytes::new())
-            .await
-            .map_err(|_| "cannot send")?;
         let head = exchange
-            .read_head(PROBE_TIMEOUT, false)
+            .round_trip(&mut head, &Bytes::new(), PROBE_TIMEOUT, false)
             .await
-            .map_err(|_| "no answer")?;
+            .map_err(|e| match e.kind {
+                UpstreamErrorKind::Send => "cannot send",
+                _ => "no answer",
+            })?;
         let body = exchange
             .read_to_end(PROBE_TIMEOUT, 4 * 1024 * 1024)
             .await

@@ -55,6 +55,7 @@ pub(super) async fn discard(ctx: &RequestContext, mut exchange: Exchange, head: 
 /// on the request path, initialised, moved into and resumed at every poll of the attempt.
 /// The request is written into `out` and sent from it (the answer's lent buffer, see
 /// `Responder::lend`), which is left empty.
+#[inline(always)]
 pub(super) fn send<'a>(
     core: &'a Core,
     ctx: &'a RequestContext,
@@ -71,20 +72,31 @@ pub(super) fn send<'a>(
 /// `send` of one request: the provider, body, upstream path and the adapter's extra header.
 type Outgoing<'a> = (&'a Provider, &'a Bytes, &'a str, Option<(&'a str, &'a str)>);
 
-async fn send_to(
-    core: &Core,
-    ctx: &RequestContext,
-    req: &Request,
-    auth: Auth<'_>,
-    (provider, body, upstream_path, extra): Outgoing<'_>,
-    out: &mut BytesMut,
-) -> Result<(Exchange, ResponseHead), UpstreamError> {
+/// `send` from its parts: the upstream head's writer and the pooled exchange that sends it,
+/// built here and handed to `upstream::send_pooled` (see there), whose future this returns:
+/// as an `async fn` around it this was one more future resumed at every poll of an attempt,
+/// and the answer was moved out of that future into this one.
+#[inline(always)]
+fn send_to<'a>(
+    core: &'a Core,
+    ctx: &'a RequestContext,
+    req: &'a Request,
+    auth: Auth<'a>,
+    (provider, body, upstream_path, extra): Outgoing<'a>,
+    out: &'a mut BytesMut,
+) -> impl Future<Output = Result<(Exchange, ResponseHead), UpstreamError>> + 'a {
     let upstream_config = &ctx.generation.config.upstream;
     let connector = &ctx.generation.connector;
-    let pool_key = connector.pool_key(provider.index, &provider.base_url);
-    let head_request = req.head.method == Method::Head;
     let prepared = ctx.generation.heads.get(provider.index);
-    let build = |out: &mut BytesMut| {
+    let trip = upstream::Trip {
+        pool: &core.pool,
+        connector,
+        key: connector.pool_key(provider.index, &provider.base_url),
+        connect_timeout: upstream_config.connect_timeout,
+        first_byte_timeout: upstream_config.first_byte_timeout,
+        head_request: req.head.method == Method::Head,
+    };
+    let build = move |out: &mut BytesMut| {
         upstream_request_head(
             out,
             &req.head,
@@ -97,43 +109,7 @@ async fn send_to(
         )
         .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
     };
-    // Built before a connection is taken: a head the writer refuses never touches one.
-    build(out)?;
-    let mut exchange = match upstream::pooled(&core.pool, &pool_key) {
-        Some(exchange) => exchange,
-        None => {
-            match upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await {
-                Ok(exchange) => exchange,
-                Err(error) => {
-                    // Not sent: the lent buffer goes back empty.
-                    out.clear();
-                    return Err(error);
-                }
-            }
-        }
-    };
-    let mut built = true;
-    loop {
-        if !std::mem::take(&mut built) {
-            build(out)?;
-        }
-        // The head read goes straight into the answer (kept in a `Result` first and matched
-        // after, it was copied once more). `send` leaves `out` empty, sent or not.
-        let error = match exchange.send(out, body).await {
-            Ok(()) => match exchange
-                .read_head(upstream_config.first_byte_timeout, head_request)
-                .await
-            {
-                Ok(head) => return Ok((exchange, head)),
-                Err(e) => e,
-            },
-            Err(e) => e,
-        };
-        if !(exchange.reused && error.before_response()) {
-            return Err(error);
-        }
-        exchange = upstream::connect_fresh(&core.pool, connector, &pool_key, upstream_config.connect_timeout).await?;
-    }
+    upstream::send_pooled(trip, out, body, build)
 }
 
 /// Phase `send` for an upstream that takes more than one exchange (`providers::dialog`): each

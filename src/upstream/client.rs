@@ -5,7 +5,8 @@
 //! boundary; an exchange returns its connection to its pool only in `release`, and only when
 //! `reusable()` and the TLS session agree; an exchange dropped unreleased closes it.
 
-use std::rc::Weak;
+use std::borrow::Cow;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,11 +14,12 @@ use bytes::{Bytes, BytesMut};
 use super::connect::Io;
 use super::error::{UpstreamError, UpstreamErrorKind};
 use super::pool::{Pool, Shelf};
+use super::{Connector, PoolKey};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
 use crate::health::clock::Moment;
-use crate::net::{read_before, write_all_buf, ReadTimer, READ_RESERVE};
+use crate::net::{read_before, write_all_buf, write_in_place, ReadTimer, READ_RESERVE};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
@@ -27,6 +29,136 @@ const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
 /// Request bodies up to this size are copied behind the head and sent in one write; larger ones
 /// go as a second, zero-copy write. Whoever builds the head reserves room for such a body.
 pub const COALESCE_BODY_BYTES: usize = 64 * 1024;
+
+/// [`Exchange::round_trip`] written out where it is awaited: one state machine for the whole
+/// round trip, its write and reads pinned in place (`net::write_in_place!`,
+/// `net::read_before!`). As `send` and `read_head`, each an `async fn` around
+/// `net::write_all_buf` or a read, every poll of an attempt resumed two or three nested
+/// futures more, each set up and dropped per request. `$exchange: &mut Exchange`, `$out: &mut
+/// BytesMut`, `$body: &Bytes`, `$timeout: Duration`, `$head_request: bool`; evaluates to
+/// `Result<ResponseHead, UpstreamError>`.
+macro_rules! round_trip {
+    ($exchange:expr, $out:expr, $body:expr, $timeout:expr, $head_request:expr) => {
+        'trip: {
+            let exchange: &mut Exchange = $exchange;
+            let out: &mut BytesMut = $out;
+            let body: &Bytes = $body;
+            let timeout: Duration = $timeout;
+            let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
+            let Some(io) = exchange.io.as_deref_mut() else {
+                out.clear();
+                break 'trip Err(send_err(released()));
+            };
+            let sent = if body.len() <= COALESCE_BODY_BYTES {
+                out.extend_from_slice(body);
+                write_in_place!(&mut *io, out)
+            } else {
+                // Rare (a body over 64 KiB): boxed, so its second write stays out of every
+                // attempt's state.
+                Box::pin(write_apart(io, out, body)).await
+            };
+            if let Err(e) = sent {
+                break 'trip Err(send_err(e));
+            }
+            exchange.written = true;
+            let mut deadline = None;
+            loop {
+                match parse_response_head(&mut exchange.buf, &RESPONSE_HEAD_LIMITS, $head_request) {
+                    Ok(Some(head)) => {
+                        exchange.keep_alive = head.keep_alive;
+                        exchange.body = BodyState::of(head.framing);
+                        break 'trip Ok(head);
+                    }
+                    Ok(None) => {}
+                    Err(e) => break 'trip Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
+                }
+                // Set at the first read: one clock read for the whole head.
+                let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
+                let read = read_before!(&mut *io, &mut exchange.buf, READ_RESERVE, exchange.timer.arm_at(at));
+                match read {
+                    Ok(0) => {
+                        break 'trip Err(UpstreamError::new(
+                            UpstreamErrorKind::ClosedBeforeHead,
+                            "upstream closed the connection before responding",
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        break 'trip Err(UpstreamError::new(
+                            UpstreamErrorKind::FirstByteTimeout,
+                            format!("no response within {} ms", timeout.as_millis()),
+                        ))
+                    }
+                    Err(e) if exchange.buf.is_empty() => {
+                        break 'trip Err(UpstreamError::new(UpstreamErrorKind::ClosedBeforeHead, e.to_string()))
+                    }
+                    Err(e) => break 'trip Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.to_string())),
+                }
+            }
+        }
+    };
+}
+
+/// Where and how one request goes upstream, for [`send_pooled`].
+pub struct Trip<'a> {
+    pub pool: &'a Rc<Pool>,
+    pub connector: &'a Connector,
+    pub key: Cow<'a, PoolKey>,
+    pub connect_timeout: Duration,
+    /// Bounds the wait for the answer's head (see [`Exchange::round_trip`]).
+    pub first_byte_timeout: Duration,
+    /// The request is a HEAD (its answer has no body whatever it says).
+    pub head_request: bool,
+}
+
+/// One attempt's exchange: a pooled connection (a new one when none is idle), the request
+/// `build` writes into `out` sent with `body`, and the answer's head read. A failure before
+/// any answer byte on a reused connection (probably closed by the upstream while idle) is
+/// tried once more on a fresh connection, with the head built again. The head is built before
+/// a connection is taken: one the writer refuses never touches one. `out` is left empty.
+///
+/// The request path's whole upstream exchange in one state machine (checkout, write, reads
+/// and the stale-connection retry): awaited through `proxy::send`'s `async fn` and
+/// `Exchange::round_trip`, each poll of an attempt resumed two nested futures, and the answer
+/// (exchange and head) was moved out of one into the other.
+pub async fn send_pooled<B>(
+    trip: Trip<'_>,
+    out: &mut BytesMut,
+    body: &Bytes,
+    mut build: B,
+) -> Result<(Exchange, ResponseHead), UpstreamError>
+where
+    B: FnMut(&mut BytesMut) -> Result<(), UpstreamError>,
+{
+    build(out)?;
+    let mut exchange = match super::pooled(trip.pool, &trip.key) {
+        Some(exchange) => exchange,
+        None => match super::connect_fresh(trip.pool, trip.connector, &trip.key, trip.connect_timeout).await {
+            Ok(exchange) => exchange,
+            Err(error) => {
+                // Not sent: the lent buffer goes back empty.
+                out.clear();
+                return Err(error);
+            }
+        },
+    };
+    let mut built = true;
+    loop {
+        if !std::mem::take(&mut built) {
+            build(out)?;
+        }
+        // The head goes straight into the answer (kept in a `Result` first and matched after,
+        // it was copied once more).
+        let error = match round_trip!(&mut exchange, out, body, trip.first_byte_timeout, trip.head_request) {
+            Ok(head) => return Ok((exchange, head)),
+            Err(e) => e,
+        };
+        if !(exchange.reused && error.before_response()) {
+            return Err(error);
+        }
+        exchange = super::connect_fresh(trip.pool, trip.connector, &trip.key, trip.connect_timeout).await?;
+    }
+}
 
 pub struct Exchange {
     /// `None` once `release` handed it back to the pool (or closed it). Boxed once per
@@ -61,6 +193,21 @@ enum BodyState {
     Broken(&'static str),
 }
 
+impl BodyState {
+    /// Where a body of this framing starts.
+    fn of(framing: ResponseFraming) -> BodyState {
+        match framing {
+            ResponseFraming::Empty | ResponseFraming::Length(0) => BodyState::Done,
+            ResponseFraming::Length(n) => BodyState::Length(n),
+            ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(ChunkedLimits {
+                max_line_bytes: 4096,
+                max_trailer_bytes: 16 * 1024,
+            })),
+            ResponseFraming::UntilClose => BodyState::UntilClose,
+        }
+    }
+}
+
 impl Exchange {
     pub(super) fn new(io: Box<Io>, timer: ReadTimer, reused: bool, home: Weak<Pool>, shelf: Shelf) -> Self {
         Exchange {
@@ -77,73 +224,19 @@ impl Exchange {
         }
     }
 
-    /// Writes the request head and body (one write when the body is small).
-    /// `head` is left empty, its capacity kept: the buffer is lent (see `proxy::headers`).
-    pub async fn send(&mut self, head: &mut BytesMut, body: &Bytes) -> Result<(), UpstreamError> {
-        let send_err = |e: std::io::Error| UpstreamError::new(UpstreamErrorKind::Send, e.to_string());
-        let Some(io) = self.io.as_deref_mut() else {
-            head.clear();
-            return Err(send_err(released()));
-        };
-        if body.len() <= COALESCE_BODY_BYTES {
-            head.extend_from_slice(body);
-            write_all_buf(io, head).await.map_err(send_err)?;
-        } else {
-            write_all_buf(io, head).await.map_err(send_err)?;
-            let (result, _) = monoio::io::AsyncWriteRentExt::write_all(io, body.clone()).await;
-            result.map_err(send_err)?;
-        }
-        self.written = true;
-        Ok(())
-    }
-
-    /// Reads the response head; `timeout` bounds the wait for it (time to first byte).
-    pub async fn read_head(&mut self, timeout: Duration, head_request: bool) -> Result<ResponseHead, UpstreamError> {
-        let mut deadline = None;
-        loop {
-            match parse_response_head(&mut self.buf, &RESPONSE_HEAD_LIMITS, head_request) {
-                Ok(Some(head)) => {
-                    self.keep_alive = head.keep_alive;
-                    self.body = match head.framing {
-                        ResponseFraming::Empty | ResponseFraming::Length(0) => BodyState::Done,
-                        ResponseFraming::Length(n) => BodyState::Length(n),
-                        ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(ChunkedLimits {
-                            max_line_bytes: 4096,
-                            max_trailer_bytes: 16 * 1024,
-                        })),
-                        ResponseFraming::UntilClose => BodyState::UntilClose,
-                    };
-                    return Ok(head);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.reason)),
-            }
-            // Set at the first read: one clock read for the whole head.
-            let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
-            let read = match self.io.as_deref_mut() {
-                Some(io) => read_before!(io, &mut self.buf, READ_RESERVE, self.timer.arm_at(at)),
-                None => Err(released()),
-            };
-            match read {
-                Ok(0) => {
-                    return Err(UpstreamError::new(
-                        UpstreamErrorKind::ClosedBeforeHead,
-                        "upstream closed the connection before responding",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Err(UpstreamError::new(
-                        UpstreamErrorKind::FirstByteTimeout,
-                        format!("no response within {} ms", timeout.as_millis()),
-                    ))
-                }
-                Err(e) if self.buf.is_empty() => {
-                    return Err(UpstreamError::new(UpstreamErrorKind::ClosedBeforeHead, e.to_string()))
-                }
-                Err(e) => return Err(UpstreamError::new(UpstreamErrorKind::Protocol, e.to_string())),
-            }
-        }
+    /// Writes the request (the head in `out`, then `body`: one write when the body is small)
+    /// and reads the answer's head; `timeout` bounds the wait for that head (time to first
+    /// byte), from the first read after the request went out. `out` is left empty, its
+    /// capacity kept, sent or not: the buffer is lent (see `proxy::headers`). The request
+    /// path's attempts take [`send_pooled`] instead, with this written out in its own state.
+    pub async fn round_trip(
+        &mut self,
+        out: &mut BytesMut,
+        body: &Bytes,
+        timeout: Duration,
+        head_request: bool,
+    ) -> Result<ResponseHead, UpstreamError> {
+        round_trip!(self, out, body, timeout, head_request)
     }
 
     /// The body's end was read (the next `next_piece` returns `None` without reading).
@@ -311,155 +404,19 @@ impl Drop for Exchange {
     }
 }
 
+/// A request whose body is sent apart from its head (over `COALESCE_BODY_BYTES`): the head,
+/// then the body without a copy.
+async fn write_apart(io: &mut Io, head: &mut BytesMut, body: &Bytes) -> std::io::Result<()> {
+    write_all_buf(io, head).await?;
+    let (result, _) = monoio::io::AsyncWriteRentExt::write_all(io, body.clone()).await;
+    result.map(drop)
+}
+
 /// The error of an exchange used after `release` handed its connection back or closed it.
 fn released() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "connection already released")
 }
 
 #[cfg(test)]
-mod tests {
-    use std::rc::Rc;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bytes::{Bytes, BytesMut};
-    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-    use monoio::net::{TcpListener, TcpStream};
-
-    use super::super::{Io, Pool, PoolKey};
-    use super::{Exchange, ReadTimer};
-    use crate::config::Scheme;
-
-    const SECOND: Duration = Duration::from_secs(1);
-
-    /// Runs `test` on a fresh runtime with a pool of 4 and a key of its own.
-    fn on_a_pool<F: std::future::Future<Output = ()>>(test: impl FnOnce(Rc<Pool>, PoolKey) -> F) {
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let pool = Rc::new(Pool::new(4, Duration::from_secs(60)));
-            let key = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 1, 0);
-            test(pool, key).await;
-        });
-    }
-
-    /// An exchange over a fresh loopback connection, and the upstream's end of it.
-    async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client = TcpStream::connect_addr(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        let io = Box::new(Io::Plain(client));
-        (
-            Exchange::new(io, ReadTimer::new(), false, Rc::downgrade(pool), pool.shelf(key)),
-            server,
-        )
-    }
-
-    /// Sends a request and has `upstream` answer it with `answer`; returns the body read.
-    async fn answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) -> Bytes {
-        let mut head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
-        exchange.send(&mut head, &Bytes::new()).await.expect("send");
-        assert!(head.is_empty(), "the lent buffer comes back empty");
-        let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
-        assert!(read.expect("request read") > 0);
-        let (written, _) = upstream.write_all(answer).await;
-        written.expect("answer written");
-        exchange.read_head(SECOND, false).await.expect("head");
-        exchange.read_to_end(SECOND, 1024).await.expect("body")
-    }
-
-    /// `release` (by `&mut`, so an answer's exchange can stay where it is while the relay
-    /// borrows it) hands a clean connection to the pool at once and only once, spends the
-    /// exchange, and closes a connection whose answer was not read to its end.
-    #[test]
-    fn release_by_reference_pools_a_clean_connection_once_and_spends_the_exchange() {
-        on_a_pool(|pool, key| async move {
-            let (mut clean, mut upstream) = exchange(&pool, &key).await;
-            let body = answered(
-                &mut clean,
-                &mut upstream,
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            )
-            .await;
-            assert_eq!(&body[..], b"ok");
-            clean.release();
-            assert_eq!(pool.idle_count(), 1, "pooled at release, before the exchange drops");
-            clean.release();
-            assert_eq!(pool.idle_count(), 1, "a second release pools nothing");
-            let mut lent = BytesMut::from(&b"x"[..]);
-            let refused = clean.send(&mut lent, &Bytes::new()).await;
-            assert!(refused.is_err(), "a released exchange writes nothing");
-            assert!(lent.is_empty(), "and its lent buffer comes back empty");
-            drop(clean);
-            assert_eq!(
-                pool.idle_count(),
-                1,
-                "the drop of a released exchange leaves the pool alone"
-            );
-
-            let (mut unread, mut upstream) = exchange(&pool, &key).await;
-            let mut head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
-            unread.send(&mut head, &Bytes::new()).await.expect("send");
-            let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
-            assert!(read.expect("request read") > 0);
-            let (written, _) = upstream
-                .write_all(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab"[..])
-                .await;
-            written.expect("answer written");
-            unread.read_head(SECOND, false).await.expect("head");
-            unread.release();
-            assert_eq!(pool.idle_count(), 1, "a body not read to its end is never pooled");
-        });
-    }
-
-    /// `pooled` (the request path's checkout without a future) hands out a released connection
-    /// as reused, once, and finds nothing in an empty pool or under another key.
-    #[test]
-    fn pooled_hands_out_a_released_connection_once_and_marks_it_reused() {
-        on_a_pool(|pool, key| async move {
-            let other = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 2, 0);
-            assert!(super::super::pooled(&pool, &key).is_none(), "an empty pool has nothing");
-            let (mut clean, mut upstream) = exchange(&pool, &key).await;
-            answered(
-                &mut clean,
-                &mut upstream,
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            )
-            .await;
-            assert!(!clean.reused, "a fresh connection is not reused");
-            clean.release();
-            assert!(
-                super::super::pooled(&pool, &other).is_none(),
-                "another key finds nothing"
-            );
-            let again = super::super::pooled(&pool, &key).expect("the released connection");
-            assert!(again.reused, "a pooled connection is marked reused");
-            assert_eq!(pool.idle_count(), 0, "taken out of the pool");
-            assert!(super::super::pooled(&pool, &key).is_none(), "handed out once");
-        });
-    }
-
-    /// An exchange holds its key's shelf from connect to release: a reap meanwhile (which drops
-    /// empty shelves) keeps it, so the release still pools the connection where the next
-    /// checkout finds it.
-    #[test]
-    fn a_reap_keeps_the_shelf_an_exchange_will_release_to() {
-        on_a_pool(|pool, key| async move {
-            let (mut exchange, mut upstream) = exchange(&pool, &key).await;
-            pool.reap();
-            answered(
-                &mut exchange,
-                &mut upstream,
-                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            )
-            .await;
-            exchange.release();
-            assert_eq!(pool.idle_count(), 1, "pooled on the shelf the reap kept");
-            assert!(super::super::pooled(&pool, &key).is_some(), "and found there by key");
-        });
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{Exchange, COALESCE_BODY_BYTES};
+pub use client::{send_pooled, Exchange, Trip, COALESCE_BODY_BYTES};
 pub use connect::Io;
 pub use error::{UpstreamError, UpstreamErrorKind};
 pub use pool::Pool;
