@@ -177,8 +177,8 @@ fn write_head(
     body_len: usize,
     extra: Option<(&str, &str)>,
 ) -> Result<(), UnsafeHead> {
-    // Room for a body `Exchange::send` copies behind the head: one reservation, not a second
-    // one when the body is appended.
+    // Room for a body the round trip (`upstream::client::round_trip!`) copies behind the
+    // head: one reservation, not a second one when the body is appended.
     let coalesced = if body_len <= crate::upstream::COALESCE_BODY_BYTES {
         body_len
     } else {
