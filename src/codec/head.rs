@@ -236,8 +236,7 @@ struct Read {
 /// way, 21,515 -> 20,549 instructions a chat request, callgrind, issue 18). `None` for
 /// anything else, which httparse then reads as before.
 fn quick_request(buf: &[u8], max_headers: usize) -> Option<Read> {
-    let line = quick::request_line(buf)?;
-    let (head_len, spans) = quick::fields(buf, line.end, max_headers)?;
+    let (line, head_len, spans) = quick::request(buf, max_headers)?;
     Some(Read {
         head_len,
         http10: line.http10,

@@ -6,6 +6,7 @@
 //! unambiguously or rejected (no request smuggling through CL/TE disagreements).
 
 pub mod chunked;
+mod classes;
 pub mod depth;
 pub mod encode;
 pub mod field_index;
