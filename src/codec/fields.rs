@@ -116,7 +116,7 @@ pub(crate) fn range_in(base: usize, part: &[u8]) -> std::ops::Range<usize> {
 }
 
 /// A byte table true for ASCII letters and digits and for each byte of `extra` (the token and
-/// target tables of `quick` and `head`).
+/// target tables of `quick` and `origin_form`).
 pub(super) const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut i = 0;
