@@ -56,6 +56,20 @@ x-request-id: req_0123456789abcdef0123456789abcdef\r\n\
 cf-cache-status: DYNAMIC\r\n\
 Server: cloudflare\r\n\r\n";
 
+/// The chat path's two heads as `benches/profile.sh` sends and gets them (wrk's four fields, the
+/// mock's two), each followed by its body's first bytes as they arrive with it: the heads the
+/// callgrind gate counts, read by `quick`'s 64-byte classes (issue 18).
+const CHAT_REQUEST_HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\n\
+Host: 127.0.0.1:19101\r\n\
+Content-Type: application/json\r\n\
+Authorization: Bearer bench-client-key\r\n\
+Content-Length: 164\r\n\r\n\
+{\"model\":\"gpt-4o-mini\",\"stream\":false,\"messages\":[{\"role\":\"system\",\"content\":\"You are terse.\"}";
+const CHAT_RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
+content-type: application/json\r\n\
+content-length: 277\r\n\r\n\
+{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":\"gpt-4o-mini\"";
+
 /// One OpenAI delta event, about 130 bytes, as the mock and the real API send it.
 const EVENT: &[u8] = b"data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok7 \"},\"finish_reason\":null}]}\n\n";
 const EVENTS: usize = 20;
@@ -101,6 +115,18 @@ fn bench_heads(c: &mut Criterion) {
         b.iter(|| {
             let mut buf = BytesMut::from(black_box(REQUEST_HEAD));
             parse_request_head(&mut buf, &limits)
+        })
+    });
+    group.bench_function("parse_request/chat_4_headers", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(black_box(CHAT_REQUEST_HEAD));
+            parse_request_head(&mut buf, &limits)
+        })
+    });
+    group.bench_function("parse_response/chat_2_headers", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(black_box(CHAT_RESPONSE_HEAD));
+            parse_response_head(&mut buf, &response_limits, false)
         })
     });
     // Into a buffer kept across requests, as the answer's lent buffer is (no allocation).

@@ -14,10 +14,10 @@ use bytes::BytesMut;
 
 use super::field_index::Field;
 use super::fields::{
-    alphanumeric_and, header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines,
-    trim_ows, INLINE_SLOTS,
+    header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
 };
 use super::headers::{spans_of, Spans};
+use super::origin_form;
 use super::quick;
 
 /// Bounds on a request head, so a client cannot make a worker buffer without end.
@@ -146,10 +146,10 @@ impl RequestHead {
 #[allow(unsafe_code)]
 fn ascii_text(target: &[u8]) -> &str {
     debug_assert!(target.is_ascii());
-    // SAFETY: `target_at` is set only by `parse_request_head`, to where httparse found the
-    // target in the very buffer `headers` then holds (`Bytes` never changes its contents), and
-    // only after `origin_form_path_end` (a table of ASCII bytes, `?` and `%`) or the test for `*`
-    // accepted those bytes: they are ASCII, so UTF-8. A range that does not fit reads as empty.
+    // SAFETY: `target_at` is set only by `parse_request_head`, to where httparse (or `quick`)
+    // found the target in the very buffer `headers` then holds (`Bytes` never changes its
+    // contents), and only after `origin_form::path_end` (words of ASCII path letters, a table
+    // of ASCII bytes, `?` and `%`) or the test for `*` accepted those bytes: they are ASCII, so UTF-8. A range that does not fit reads as empty.
     // No safe way: checking again on every ask is the cost `path_end` and this avoid (the
     // path is asked for in six phases; `from_utf8` each time cost ~500 instructions a request).
     unsafe { std::str::from_utf8_unchecked(target) }
@@ -201,7 +201,7 @@ pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Opt
     }
     let method = Method::from_bytes(buf.get(read.method_at.clone()).unwrap_or_default());
     let target = buf.get(read.target_at.clone()).unwrap_or_default();
-    let path_end = match origin_form_path_end(target) {
+    let path_end = match origin_form::path_end(target) {
         Some(end) if target.first() == Some(&b'/') => end,
         _ if target == b"*" && method == Method::Options => target.len(),
         _ => return Err(bad("request-target must be origin-form")),
@@ -236,8 +236,7 @@ struct Read {
 /// way, 21,515 -> 20,549 instructions a chat request, callgrind, issue 18). `None` for
 /// anything else, which httparse then reads as before.
 fn quick_request(buf: &[u8], max_headers: usize) -> Option<Read> {
-    let line = quick::request_line(buf)?;
-    let (head_len, spans) = quick::fields(buf, line.end, max_headers)?;
+    let (line, head_len, spans) = quick::request(buf, max_headers)?;
     Some(Read {
         head_len,
         http10: line.http10,
@@ -405,44 +404,6 @@ fn first_field_error(headers: &Headers) -> HeadError {
     }
     bad("repeated header")
 }
-
-/// RFC 3986 characters only (pchar, `/`, `?`, well-formed `%XX`). httparse lets through more
-/// (`"`, `{`, `|`, backtick, ...); routing and logging should never meet those raw, and a
-/// front proxy may normalise them differently.
-#[cfg(test)]
-fn valid_origin_form(target: &[u8]) -> bool {
-    origin_form_path_end(target).is_some()
-}
-
-/// Where the path of `target` ends (its first `?`, else its length) when every byte of it is
-/// allowed in an origin-form target (see `valid_origin_form`); `None` otherwise. One table
-/// look-up a byte; only `%` and `?` are looked at further, so the path's end comes with the
-/// check instead of a `memchr` of its own (~55 instructions a request, callgrind, issue 18).
-fn origin_form_path_end(target: &[u8]) -> Option<usize> {
-    let mut query = None;
-    let mut i = 0;
-    while let Some(&b) = target.get(i) {
-        if ORIGIN_FORM[usize::from(b)] {
-            i += 1;
-            continue;
-        }
-        if b == b'?' {
-            query = query.or(Some(i));
-            i += 1;
-            continue;
-        }
-        let hex = |j: usize| target.get(j).is_some_and(|h| h.is_ascii_hexdigit());
-        if b != b'%' || !hex(i + 1) || !hex(i + 2) {
-            return None;
-        }
-        i += 3;
-    }
-    Some(query.unwrap_or(target.len()))
-}
-
-/// The bytes allowed raw in an origin-form target but `?` (allowed too, and looked at by
-/// `origin_form_path_end`): unreserved, sub-delims, `:`, `@`, `/`.
-static ORIGIN_FORM: [bool; 256] = alphanumeric_and(b"-._~!$&'()*+,;=:@/");
 
 /// Whether the request line is `method SP target SP HTTP/d.d`, so a version error means an
 /// unsupported version (505) rather than a malformed line such as a space inside the target.

@@ -292,23 +292,6 @@ fn header_spans_read_back_as_httparse_sees_them() {
     assert_eq!(&buf[..], b"left");
 }
 
-/// The target check by table answers as the RFC 3986 character classes, for every byte alone,
-/// after a `/`, and as the first or second digit of a `%XX`.
-#[test]
-fn origin_form_table_matches_the_character_classes() {
-    let raw_ok = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&b);
-    for b in 0..=255u8 {
-        assert_eq!(valid_origin_form(&[b'/', b]), raw_ok(b), "{b:#x}");
-        assert_eq!(valid_origin_form(&[b]), raw_ok(b), "{b:#x}");
-        let hex = b.is_ascii_hexdigit();
-        assert_eq!(valid_origin_form(&[b'/', b'%', b, b'0']), hex, "{b:#x}");
-        assert_eq!(valid_origin_form(&[b'/', b'%', b'0', b, b'x']), hex, "{b:#x}");
-    }
-    assert!(!valid_origin_form(b"/%4"));
-    assert!(!valid_origin_form(b"/%"));
-    assert!(valid_origin_form(b"/a%20b?c=%7E"));
-}
-
 /// What the upstream request writer relies on to forward a client's fields unchecked: every
 /// field of a request head that parses passes the writer's checks (a token name, no CR, LF or
 /// NUL in the value), whatever bytes came (heads built at random from pieces that include

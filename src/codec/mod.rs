@@ -6,6 +6,7 @@
 //! unambiguously or rejected (no request smuggling through CL/TE disagreements).
 
 pub mod chunked;
+mod classes;
 pub mod depth;
 pub mod encode;
 pub mod field_index;
@@ -14,6 +15,7 @@ pub(crate) mod fill;
 pub mod head;
 mod headers;
 pub mod json;
+mod origin_form;
 mod quick;
 pub mod response;
 pub mod response_head;

@@ -11,10 +11,14 @@
 //! Why by hand: httparse hands out `&str`/`&[u8]` pairs in a slot array that rotor must walk
 //! again to turn into spans and recognise names; no parser fills offsets and the field index in
 //! the pass that finds them. For a chat request's two heads (4 and 2 fields) the two passes
-//! took ~2,700 instructions, this one ~1,800 (callgrind, issue 18).
+//! took ~2,700 instructions, this one ~1,800 (callgrind, issue 18). Each line's parts are found
+//! in the head's byte classes (`classes`, 64 bytes a step): a shift and a `trailing_zeros` a
+//! part, where loops of eight-byte words and the OWS loops took ~1,910 instructions for both
+//! heads' start lines and fields, the classes ~1,750 with their classifying (~60 a block).
 
 use std::ops::Range;
 
+use super::classes::{Block, Classes};
 use super::field_index::Field;
 use super::fields::alphanumeric_and;
 use super::headers::Spans;
@@ -25,8 +29,6 @@ pub(crate) struct RequestLine {
     pub method: Range<usize>,
     pub target: Range<usize>,
     pub http10: bool,
-    /// Just past the line's CRLF: where the fields start.
-    pub end: usize,
 }
 
 /// A status line as rotor reads it (the reason phrase is not kept).
@@ -34,39 +36,40 @@ pub(crate) struct RequestLine {
 pub(crate) struct StatusLine {
     pub status: u16,
     pub http10: bool,
-    pub end: usize,
 }
 
-/// `method SP target SP HTTP/1.x CRLF` at the start of `buf`: a method of token bytes and a
-/// target of visible ASCII (httparse takes those and more; whether the target is origin-form is
-/// the caller's check, the same whichever parser read it).
-pub(crate) fn request_line(buf: &[u8]) -> Option<RequestLine> {
-    let method_end = word_end(buf, 0, false);
+/// A plain request head at the start of `buf`, at most `max` fields: its request line, its
+/// length and its fields' spans. The line is `method SP target SP HTTP/1.x CRLF`, a method of
+/// token bytes and a target of visible ASCII (httparse takes those and more; whether the target
+/// is origin-form is the caller's check, the same whichever parser read it).
+pub(crate) fn request(buf: &[u8], max: usize) -> Option<(RequestLine, usize, Spans)> {
+    let mut classes = Classes::at(buf, 0);
+    let method_end = classes.next(0, Block::not_visible);
     if !buf.get(..method_end)?.iter().all(|&b| TOKEN[usize::from(b)]) {
         return None;
     }
     let target_start = single_space_after(buf, 0, method_end)?;
-    let target_end = word_end(buf, target_start, false);
+    let target_end = classes.next(target_start, Block::not_visible);
     let version = single_space_after(buf, target_start, target_end)?;
-    let http10 = match buf.get(version..version + 10)? {
-        b"HTTP/1.1\r\n" => false,
-        b"HTTP/1.0\r\n" => true,
+    let http10 = match buf.get(version..version + 10)?.split_first_chunk::<8>()? {
+        (word, b"\r\n") => http_1x(*word)?,
         _ => return None,
     };
-    Some(RequestLine {
+    let (head_len, spans) = fields(buf, &mut classes, version + 10, max)?;
+    let line = RequestLine {
         method: 0..method_end,
         target: target_start..target_end,
         http10,
-        end: version + 10,
-    })
+    };
+    Some((line, head_len, spans))
 }
 
-/// `HTTP/1.x SP 3DIGIT [SP reason] CRLF` at the start of `buf`, the reason of HTAB, SP and
-/// visible ASCII.
-pub(crate) fn status_line(buf: &[u8]) -> Option<StatusLine> {
-    let http10 = match buf.get(..9)? {
-        b"HTTP/1.1 " => false,
-        b"HTTP/1.0 " => true,
+/// A plain response head at the start of `buf`, at most `max` fields: its status line, its
+/// length and its fields' spans. The line is `HTTP/1.x SP 3DIGIT [SP reason] CRLF`, the reason
+/// of HTAB, SP and visible ASCII.
+pub(crate) fn response(buf: &[u8], max: usize) -> Option<(StatusLine, usize, Spans)> {
+    let http10 = match buf.split_first_chunk::<8>()? {
+        (word, [b' ', ..]) => http_1x(*word)?,
         _ => return None,
     };
     let mut status = 0u16;
@@ -77,23 +80,24 @@ pub(crate) fn status_line(buf: &[u8]) -> Option<StatusLine> {
         }
         status = status * 10 + u16::from(digit);
     }
+    let mut classes = Classes::at(buf, 12);
     let line_end = match buf.get(12)? {
         b'\r' => 12,
-        b' ' => visible_run(buf, 13),
+        b' ' => classes.next(13, Block::stop),
         _ => return None,
     };
-    (buf.get(line_end..line_end + 2)? == b"\r\n").then_some(StatusLine {
-        status,
-        http10,
-        end: line_end + 2,
-    })
+    if buf.get(line_end..line_end + 2)? != b"\r\n" {
+        return None;
+    }
+    let (head_len, spans) = fields(buf, &mut classes, line_end + 2, max)?;
+    Some((StatusLine { status, http10 }, head_len, spans))
 }
 
 /// The fields from `at` to the blank line, at most `max` of them: the head's length and its
 /// spans. A field is `token ":" OWS value CRLF`, the value of HTAB, SP and visible ASCII,
 /// taken as httparse takes it: without its leading and trailing SP and HTAB, and an empty one
-/// placed where its line's CR is.
-pub(crate) fn fields(buf: &[u8], mut at: usize, max: usize) -> Option<(usize, Spans)> {
+/// placed where its line's CR is. `classes` is `buf`'s, at or before `at`.
+fn fields(buf: &[u8], classes: &mut Classes<'_>, mut at: usize, max: usize) -> Option<(usize, Spans)> {
     // Spans hold `u32` bounds: a larger buffer (never a head's) is httparse's to read.
     if u32::try_from(buf.len()).is_err() {
         return None;
@@ -106,8 +110,8 @@ pub(crate) fn fields(buf: &[u8], mut at: usize, max: usize) -> Option<(usize, Sp
         if spans.len() >= max {
             return None;
         }
-        let name_end = word_end(buf, at, true);
-        if name_end == at || buf.get(name_end) != Some(&b':') {
+        let name_end = classes.next(at, Block::name_end);
+        if name_end == at || !classes.holds(name_end, Block::colon) {
             return None;
         }
         let name = buf.get(at..name_end)?;
@@ -117,45 +121,35 @@ pub(crate) fn fields(buf: &[u8], mut at: usize, max: usize) -> Option<(usize, Sp
         if field.is_none() && !is_token(name) {
             return None;
         }
-        let mut value_start = name_end + 1;
-        while matches!(buf.get(value_start), Some(b' ' | b'\t')) {
-            value_start += 1;
+        let value_start = classes.next(name_end + 1, Block::not_ows);
+        let line_end = classes.next(value_start, Block::stop);
+        if buf.get(line_end..line_end + 2)? != b"\r\n" {
+            return None;
         }
-        let line_end = value_end(buf, value_start)?;
         let mut end = line_end;
-        while end > value_start && matches!(buf.get(end - 1), Some(b' ' | b'\t')) {
-            end -= 1;
+        // Most values end without OWS: the class of their last byte says so (the loop reads
+        // bytes, as the last one may lie in the block before).
+        if end > value_start && !classes.holds(end - 1, Block::not_ows) {
+            while end > value_start && matches!(buf.get(end - 1), Some(b' ' | b'\t')) {
+                end -= 1;
+            }
         }
         spans.push_scanned(name, field, at..name_end, value_start..end);
         at = line_end + 2;
     }
 }
 
-/// Where the first byte at or after `at` outside `!`..=`~` lies (a space, a control byte,
-/// DEL or obs-text), or with `colon` the first `:` if that comes first; the end of `buf` when
-/// none does. Eight bytes a step, as [`visible_run`] (names are the next largest part of a
-/// head; a byte at a time cost ~9 instructions a byte).
+/// Whether `word` is `HTTP/1.0` (or `HTTP/1.1`, else `None`): one compare each, where matching
+/// the bytes as a string took ~25 instructions a head.
 #[inline]
-fn word_end(buf: &[u8], mut at: usize, colon: bool) -> usize {
-    let colons = if colon { ONES * u64::from(b':') } else { 0 };
-    while let Some(chunk) = buf.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-        let w = u64::from_le_bytes(*chunk);
-        let x = w ^ colons;
-        // With `colon` off, `x` is `w`, and a zero byte in it is a NUL: below `!` anyway.
-        let zero = x.wrapping_sub(ONES) & !x;
-        let special = ((w.wrapping_sub(ONES * 0x21) & !w) | w.wrapping_add(ONES) | w | zero) & HIGH;
-        if special != 0 {
-            return at + (special.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
+fn http_1x(word: [u8; 8]) -> Option<bool> {
+    const HTTP11: u64 = u64::from_le_bytes(*b"HTTP/1.1");
+    const HTTP10: u64 = u64::from_le_bytes(*b"HTTP/1.0");
+    match u64::from_le_bytes(word) {
+        HTTP11 => Some(false),
+        HTTP10 => Some(true),
+        _ => None,
     }
-    while buf
-        .get(at)
-        .is_some_and(|&b| (b'!'..=b'~').contains(&b) && !(colon && b == b':'))
-    {
-        at += 1;
-    }
-    at
 }
 
 /// After a non-empty part `start..end`, one SP: where the next part starts.
@@ -164,45 +158,10 @@ fn single_space_after(buf: &[u8], start: usize, end: usize) -> Option<usize> {
     (end > start && buf.get(end) == Some(&b' ')).then_some(end + 1)
 }
 
-/// Where the CR of the line a value starting at `at` is on lies, when every byte before it is
-/// HTAB, SP or visible ASCII and an LF follows it.
-#[inline]
-fn value_end(buf: &[u8], at: usize) -> Option<usize> {
-    let at = visible_run(buf, at);
-    (buf.get(at..at + 2)? == b"\r\n").then_some(at)
-}
-
 const ONES: u64 = u64::from_le_bytes([1; 8]);
 const HIGH: u64 = ONES * 0x80;
 
-/// Where the first byte at or after `at` that is neither HTAB nor SP..=`~` lies (or the end
-/// of `buf`): eight bytes a step (values are most of a head's bytes). In a word, a byte below
-/// SP sets its top bit in `w - 0x20..` while its own is clear, and one above `~` in
-/// `w + 0x01..` or in itself; a borrow or carry can flag a byte only above the first flagged
-/// one, which is the one read. An HTAB (rare) is stepped over and the scan goes on.
-#[inline]
-fn visible_run(buf: &[u8], mut at: usize) -> usize {
-    loop {
-        while let Some(chunk) = buf.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-            let w = u64::from_le_bytes(*chunk);
-            let special = ((w.wrapping_sub(ONES * 0x20) & !w) | w.wrapping_add(ONES) | w) & HIGH;
-            if special != 0 {
-                at += (special.trailing_zeros() / 8) as usize;
-                break;
-            }
-            at += 8;
-        }
-        while buf.get(at).is_some_and(|b| (b' '..=b'~').contains(b)) {
-            at += 1;
-        }
-        if buf.get(at) != Some(&b'\t') {
-            return at;
-        }
-        at += 1;
-    }
-}
-
-/// Whether `name`, of bytes in `!`..=`~` but `:` (as [`word_end`] leaves a name), is a token:
+/// Whether `name`, of bytes in `!`..=`~` but `:` (as [`fields`] leaves a name), is a token:
 /// eight bytes a step while they are letters, digits and `-` (nearly every name), the rest
 /// looked up in [`TOKEN`] a byte at a time (~6 instructions a byte; an SDK's request head has
 /// ~220 bytes of names no `Field` is).

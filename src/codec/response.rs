@@ -165,8 +165,7 @@ type Read = (usize, u16, bool, Spans);
 /// array and the walk that turns the slots into spans. `None` for anything else, which
 /// httparse then reads as before (a head too large, too: its error is said there).
 fn quick_response(buf: &[u8], limits: &HeadLimits) -> Option<Read> {
-    let line = quick::status_line(buf)?;
-    let (head_len, spans) = quick::fields(buf, line.end, limits.max_headers)?;
+    let (line, head_len, spans) = quick::response(buf, limits.max_headers)?;
     (head_len <= limits.max_head_bytes).then_some((head_len, line.status, line.http10, spans))
 }
 
