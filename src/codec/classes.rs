@@ -9,8 +9,9 @@
 //!
 //! Why: the word loops this replaced (eight bytes a step, one loop per part of a line, and the
 //! OWS loops around the value) cost ~250 instructions a field, most of it per-field overhead
-//! rather than bytes; classifying a block once costs about one instruction a byte (SSE2, the
-//! x86-64 baseline; a byte loop elsewhere), and each part of a line is then a few (issue 18).
+//! rather than bytes; classifying a block once costs under one instruction a byte (AVX2 where
+//! the CPU has it, else SSE2, the x86-64 baseline; a byte loop on other targets), and each part
+//! of a line is then a few (issue 18).
 
 /// The classes of 64 bytes from a [`Classes`] cursor's base: bit `i` is byte `base + i`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
