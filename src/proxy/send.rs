@@ -75,7 +75,10 @@ type Outgoing<'a> = (&'a Provider, &'a Bytes, &'a str, Option<(&'a str, &'a str)
 /// `send` from its parts: the upstream head's writer and the pooled exchange that sends it,
 /// built here and handed to `upstream::send_pooled` (see there), whose future this returns:
 /// as an `async fn` around it this was one more future resumed at every poll of an attempt,
-/// and the answer was moved out of that future into this one.
+/// and the answer was moved out of that future into this one. `#[inline(always)]` here and
+/// on `send` is what builds the future in place: built apart, it (the whole exchange's
+/// states) was copied into `try_key`'s state (memcpy +296, chat 18,763 instructions against
+/// 18,407, callgrind, issue 18).
 #[inline(always)]
 fn send_to<'a>(
     core: &'a Core,
