@@ -476,5 +476,8 @@ pub(crate) use tail::usage_object;
 pub use tail::{usage_tail, UsageCounts};
 
 #[cfg(test)]
+#[path = "scan_random_tests.rs"]
+mod random_tests;
+#[cfg(test)]
 #[path = "scan_tests.rs"]
 mod tests;

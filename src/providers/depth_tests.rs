@@ -188,7 +188,7 @@ fn translations_refuse_too_deep_request_bodies() {
     assert!(openai::read_chat(chat.as_bytes(), LIMIT)
         .unwrap_err()
         .contains("request body nests deeper"));
-    assert!(anthropic::request::to_chat(messages.as_bytes(), "m", LIMIT)
+    assert!(anthropic::front_request::to_chat(messages.as_bytes(), "m", LIMIT)
         .unwrap_err()
         .contains("request body"));
     let body = Bytes::from(chat);

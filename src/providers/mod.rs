@@ -267,7 +267,7 @@ pub fn prepare(
         }
         (Front::Chat, _) => openai::read_chat(body, max_depth).map_err(PrepareError::BadRequest)?,
         (Front::Messages, _) => {
-            anthropic::request::to_chat(body, model, max_depth).map_err(PrepareError::BadRequest)?
+            anthropic::front_request::to_chat(body, model, max_depth).map_err(PrepareError::BadRequest)?
         }
         (Front::Responses, _) => responses::request::to_chat(body, max_depth).map_err(PrepareError::BadRequest)?,
         (Front::Gemini, _) => {

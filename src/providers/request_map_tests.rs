@@ -49,7 +49,7 @@ fn anthropic_request_maps_to_openai_and_gemini() {
         {"role":"assistant","content":[{"type":"thinking","thinking":"t","signature":"s"},{"type":"text","text":"calling"},{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}]},
         {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"42"}]},{"type":"text","text":"ok?"}]}],
       "tools":[{"name":"f","input_schema":{"type":"object","additionalProperties":false}}],"tool_choice":{"type":"any"}}"#;
-    let chat = super::anthropic::request::to_chat(body, "gpt-x", D)
+    let chat = super::anthropic::front_request::to_chat(body, "gpt-x", D)
         .map_err(|e| panic!("{e}"))
         .unwrap();
     let v: Value = sonic_rs::from_slice(&sonic_rs::to_vec(&chat).unwrap()).unwrap();

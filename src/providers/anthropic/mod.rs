@@ -4,6 +4,7 @@
 //! Invariant: token accounting follows provider-formats.md 7.8 in both directions: Anthropic's
 //! `input_tokens` excludes cache reads and writes, OpenAI's `prompt_tokens` includes them.
 
+pub mod front_request;
 pub mod front_stream;
 pub mod request;
 pub mod response;

@@ -124,7 +124,7 @@ mod tests {
     use sonic_rs::JsonValueTrait;
 
     fn hub(body: &str) -> Result<crate::providers::openai::ChatRequest, String> {
-        super::super::request::to_chat(body.as_bytes(), "m", D)
+        super::super::front_request::to_chat(body.as_bytes(), "m", D)
     }
 
     #[test]
