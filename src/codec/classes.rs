@@ -1,13 +1,11 @@
 //! A head's bytes in classes, 64 a step: for each byte whether it is `:`, optional whitespace
-//! (SP, HTAB), CR, LF, or outside the field-value set (HTAB, SP, visible ASCII), as one bit in
-//! each of five words, for `quick` to find a start line's parts with a shift and a
-//! `trailing_zeros` each instead of a loop a part, and for `lines` to check a head's field
-//! lines on the words at once.
+//! (SP, HTAB), or outside the field-value set (HTAB, SP, visible ASCII), as one bit in each of
+//! three words, for `quick` to find a line's parts with a shift and a `trailing_zeros` each
+//! instead of a loop a part.
 //!
 //! Invariant: bit `i` of a [`Block`] says whether byte `base + i` of the buffer is in that
-//! class, and every byte past the buffer's end reads as a NUL (outside the value set), so a
-//! search [`Classes::next`] makes for a class that holds NUL stops at the buffer's end at the
-//! latest.
+//! class, and every byte past the buffer's end reads as a NUL (outside the value set), so every
+//! search [`Classes::next`] makes stops at the buffer's end at the latest.
 //!
 //! Why: the word loops this replaced (eight bytes a step, one loop per part of a line, and the
 //! OWS loops around the value) cost ~250 instructions a field, most of it per-field overhead
@@ -25,13 +23,15 @@ pub(super) struct Block {
     /// Outside HTAB, SP and `!`..=`~`: a CR or LF ends a value here, any other such byte is
     /// not `quick`'s to read.
     stop: u64,
-    /// CR.
-    cr: u64,
-    /// LF.
-    lf: u64,
 }
 
 impl Block {
+    /// Where a name ends: `:`, or any byte outside `!`..=`~`.
+    #[inline(always)]
+    pub(super) fn name_end(&self) -> u64 {
+        self.colon | self.ows | self.stop
+    }
+
     /// Where a word of the start line ends: any byte outside `!`..=`~`.
     #[inline(always)]
     pub(super) fn not_visible(&self) -> u64 {
@@ -44,22 +44,10 @@ impl Block {
         self.colon
     }
 
-    /// SP or HTAB.
+    /// Where optional whitespace ends.
     #[inline(always)]
-    pub(super) fn ows(&self) -> u64 {
-        self.ows
-    }
-
-    /// CR.
-    #[inline(always)]
-    pub(super) fn cr(&self) -> u64 {
-        self.cr
-    }
-
-    /// LF.
-    #[inline(always)]
-    pub(super) fn lf(&self) -> u64 {
-        self.lf
+    pub(super) fn not_ows(&self) -> u64 {
+        !self.ows
     }
 
     /// Where a value (or a reason phrase) ends.
@@ -106,10 +94,12 @@ impl<'a> Classes<'a> {
         }
     }
 
-    /// Where the block held starts, and its classes: for `lines` to go on from them.
+    /// Whether the byte at `at` is in the block held and `pick` sets its bit: after a search
+    /// found `at`, whether that byte is of a class.
     #[inline(always)]
-    pub(super) fn held(&self) -> (usize, Block) {
-        (self.base, self.block)
+    pub(super) fn holds(&self, at: usize, pick: impl Fn(&Block) -> u64) -> bool {
+        let off = at.wrapping_sub(self.base);
+        off < 64 && (pick(&self.block) >> off) & 1 != 0
     }
 
     /// The block after the one held, or the one at `from` when that lies further on.
@@ -122,7 +112,7 @@ impl<'a> Classes<'a> {
 
 /// The classes of the 64 bytes of `buf` from `base`, those past its end as NULs.
 #[inline]
-pub(super) fn classify(buf: &[u8], base: usize) -> Block {
+fn classify(buf: &[u8], base: usize) -> Block {
     let rest = buf.get(base..).unwrap_or_default();
     if let Some(block) = rest.first_chunk::<64>() {
         return classify64(block);
@@ -167,9 +157,6 @@ unsafe fn classify64_avx2(block: &[u8; 64]) -> Block {
     let (colon, space, tab) = (splat(b':' as i8), splat(b' ' as i8), splat(b'\t' as i8));
     let (shift, above) = (splat(0x60), splat(-34));
     let colon = word(bits(eq(low, colon)), bits(eq(high, colon)));
-    let (cr, lf) = (splat(b'\r' as i8), splat(b'\n' as i8));
-    let cr = word(bits(eq(low, cr)), bits(eq(high, cr)));
-    let lf = word(bits(eq(low, lf)), bits(eq(high, lf)));
     let ows = word(
         bits(or(eq(low, space), eq(low, tab))),
         bits(or(eq(high, space), eq(high, tab))),
@@ -180,8 +167,6 @@ unsafe fn classify64_avx2(block: &[u8; 64]) -> Block {
         colon,
         ows,
         stop: outside & !ows,
-        cr,
-        lf,
     }
 }
 
@@ -200,16 +185,12 @@ unsafe fn classify64_sse2(block: &[u8; 64]) -> Block {
     let mut colon = 0u64;
     let mut ows = 0u64;
     let mut outside = 0u64;
-    let mut cr = 0u64;
-    let mut lf = 0u64;
     for (i, part) in block.chunks_exact(16).enumerate() {
         // SAFETY: `part` is 16 readable bytes (`chunks_exact`), one `__m128i`; `loadu` allows any
         // alignment.
         let v = unsafe { _mm_loadu_si128(part.as_ptr().cast()) };
         let at = |mask: i32| u64::from(mask as u16) << (16 * i);
         colon |= at(bits(eq(v, splat(b':' as i8))));
-        cr |= at(bits(eq(v, splat(b'\r' as i8))));
-        lf |= at(bits(eq(v, splat(b'\n' as i8))));
         ows |= at(bits(or(eq(v, splat(b' ' as i8)), eq(v, splat(b'\t' as i8)))));
         // Adding 0x60 wraps SP..=`~` onto -128..=-34 (signed) and every other byte above it.
         outside |= at(bits(gt(add(v, splat(0x60)), splat(-34))));
@@ -219,8 +200,6 @@ unsafe fn classify64_sse2(block: &[u8; 64]) -> Block {
         colon,
         ows,
         stop: outside & !ows,
-        cr,
-        lf,
     }
 }
 
@@ -238,12 +217,6 @@ fn classify_bytes(block: &[u8; 64]) -> Block {
         let bit = 1u64 << i;
         if b == b':' {
             classes.colon |= bit;
-        }
-        if b == b'\r' {
-            classes.cr |= bit;
-        }
-        if b == b'\n' {
-            classes.lf |= bit;
         }
         if b == b' ' || b == b'\t' {
             classes.ows |= bit;
@@ -299,17 +272,14 @@ mod tests {
                 let walk = |is: &dyn Fn(u8) -> bool| (from..len).find(|&i| is(buf[i])).unwrap_or(len);
                 let (found, want) = match rng.u8(..4) {
                     0 => (
-                        classes.next(from, |b: &Block| b.colon() | b.ows() | b.stop()),
+                        classes.next(from, Block::name_end),
                         walk(&|b| b == b':' || !(b'!'..=b'~').contains(&b)),
                     ),
                     1 => (
                         classes.next(from, Block::not_visible),
                         walk(&|b| !(b'!'..=b'~').contains(&b)),
                     ),
-                    2 => (
-                        classes.next(from, |b: &Block| b.cr() | b.stop()),
-                        walk(&|b| b != b'\t' && !(b' '..=b'~').contains(&b)),
-                    ),
+                    2 => (classes.next(from, Block::not_ows), walk(&|b| b != b' ' && b != b'\t')),
                     _ => (
                         classes.next(from, Block::stop),
                         walk(&|b| b != b'\t' && !(b' '..=b'~').contains(&b)),

@@ -15,7 +15,6 @@ pub(crate) mod fill;
 pub mod head;
 mod headers;
 pub mod json;
-mod lines;
 mod origin_form;
 mod quick;
 pub mod response;

@@ -22,7 +22,6 @@ use super::classes::{Block, Classes};
 use super::field_index::Field;
 use super::fields::alphanumeric_and;
 use super::headers::Spans;
-use super::lines::Lines;
 
 /// Where a request line's parts lie in the buffer it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +55,7 @@ pub(crate) fn request(buf: &[u8], max: usize) -> Option<(RequestLine, usize, Spa
         (word, b"\r\n") => http_1x(*word)?,
         _ => return None,
     };
-    let (head_len, spans) = fields(buf, &classes, version + 10, max)?;
+    let (head_len, spans) = fields(buf, &mut classes, version + 10, max)?;
     let line = RequestLine {
         method: 0..method_end,
         target: target_start..target_end,
@@ -90,50 +89,54 @@ pub(crate) fn response(buf: &[u8], max: usize) -> Option<(StatusLine, usize, Spa
     if buf.get(line_end..line_end + 2)? != b"\r\n" {
         return None;
     }
-    let (head_len, spans) = fields(buf, &classes, line_end + 2, max)?;
+    let (head_len, spans) = fields(buf, &mut classes, line_end + 2, max)?;
     Some((StatusLine { status, http10 }, head_len, spans))
 }
 
 /// The fields from `at` to the blank line, at most `max` of them: the head's length and its
 /// spans. A field is `token ":" OWS value CRLF`, the value of HTAB, SP and visible ASCII,
 /// taken as httparse takes it: without its leading and trailing SP and HTAB, and an empty one
-/// placed where its line's CR is. `classes` is `buf`'s, at or before `at`. The lines' bytes and
-/// ends are checked at once (`Lines::of`): here each line's colon, name and value are found.
-fn fields(buf: &[u8], classes: &Classes<'_>, at: usize, max: usize) -> Option<(usize, Spans)> {
+/// placed where its line's CR is. `classes` is `buf`'s, at or before `at`.
+fn fields(buf: &[u8], classes: &mut Classes<'_>, mut at: usize, max: usize) -> Option<(usize, Spans)> {
     // Spans hold `u32` bounds: a larger buffer (never a head's) is httparse's to read.
     if u32::try_from(buf.len()).is_err() {
         return None;
     }
-    let lines = Lines::of(buf, classes, at)?;
-    if lines.count > max {
-        return None;
-    }
-    let mut spans = Spans::for_scan(lines.count);
-    let mut start = at;
-    for end in lines.ends() {
-        let colon = lines.colon(start);
-        if colon >= end || colon == start {
+    let mut spans = Spans::for_scan();
+    loop {
+        if buf.get(at..at + 2)? == b"\r\n" {
+            return Some((at + 2, spans));
+        }
+        if spans.len() >= max {
             return None;
         }
-        let name = buf.get(start..colon)?;
+        let name_end = classes.next(at, Block::name_end);
+        if name_end == at || !classes.holds(name_end, Block::colon) {
+            return None;
+        }
+        let name = buf.get(at..name_end)?;
         // A name `Field::of` knows is that field's name but for the case of its letters: a
         // token (most of a request's names, and of a chat answer's), looked at no further.
         let field = Field::of(name);
         if field.is_none() && !is_token(name) {
             return None;
         }
-        let value_start = lines.not_ows(colon + 1);
-        let mut value_end = end;
-        // Most heads have no value that ends in OWS: `Lines` says whether any does.
-        if lines.trailing_ows {
-            while value_end > value_start && matches!(buf.get(value_end - 1), Some(b' ' | b'\t')) {
-                value_end -= 1;
+        let value_start = classes.next(name_end + 1, Block::not_ows);
+        let line_end = classes.next(value_start, Block::stop);
+        if buf.get(line_end..line_end + 2)? != b"\r\n" {
+            return None;
+        }
+        let mut end = line_end;
+        // Most values end without OWS: the class of their last byte says so (the loop reads
+        // bytes, as the last one may lie in the block before).
+        if end > value_start && !classes.holds(end - 1, Block::not_ows) {
+            while end > value_start && matches!(buf.get(end - 1), Some(b' ' | b'\t')) {
+                end -= 1;
             }
         }
-        spans.push_scanned(name, field, start..colon, value_start..value_end);
-        start = end + 2;
+        spans.push_scanned(name, field, at..name_end, value_start..end);
+        at = line_end + 2;
     }
-    Some((lines.end, spans))
 }
 
 /// Whether `word` is `HTTP/1.0` (or `HTTP/1.1`, else `None`): one compare each, where matching
@@ -158,8 +161,7 @@ fn single_space_after(buf: &[u8], start: usize, end: usize) -> Option<usize> {
 const ONES: u64 = u64::from_le_bytes([1; 8]);
 const HIGH: u64 = ONES * 0x80;
 
-/// Whether `name`, of bytes in HTAB, SP and `!`..=`~` but `:` (as [`fields`] leaves a name),
-/// is a token:
+/// Whether `name`, of bytes in `!`..=`~` but `:` (as [`fields`] leaves a name), is a token:
 /// eight bytes a step while they are letters, digits and `-` (nearly every name), the rest
 /// looked up in [`TOKEN`] a byte at a time (~6 instructions a byte; an SDK's request head has
 /// ~220 bytes of names no `Field` is).

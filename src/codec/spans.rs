@@ -100,14 +100,12 @@ impl Spans {
         }
     }
 
-    /// An empty list for a scanner that adds fields one by one (`quick::fields`), knowing how
-    /// many it adds: room for exactly those, so it never grows (and a head of four fields
-    /// takes 80 bytes, not room for 32).
-    pub(crate) fn for_scan(count: usize) -> Self {
-        Self::with_capacity(count)
+    /// An empty list for a scanner that adds fields one by one (`quick::fields`), with room for
+    /// the fields of most heads.
+    pub(crate) fn for_scan() -> Self {
+        Self::with_capacity(32)
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.list.len()
     }
