@@ -9,10 +9,11 @@
 //! a [`Group`] that is fired: a server's stop ends its idle waits on purpose), and at most one
 //! tick (2^21 ns, 2.1 ms) plus the worker's scheduling delay later (plus monoio's rounding to
 //! the next ms on the legacy driver); dropping a `Deadline` removes its entry in O(1), so the
-//! wheel holds only live entries however many come and go; an arm reaches the wheel at the
-//! deadline's next poll (one wheel access per timed wait), so the wheel files, and a group
-//! fires, only deadlines that are waited on. A `Deadline` never leaves its thread (it is
-//! `!Send`).
+//! wheel holds only live entries however many come and go; an arm reaches the entry at the
+//! deadline's next poll, so the wheel files, and a group fires, only deadlines that are waited
+//! on; an entry filed in a slot is re-armed later in place (it shares its cells with the wheel),
+//! and the wheel is reached only to file it earlier; while an entry is filed, a ticker runs
+//! (one that ends unfiles every entry). A `Deadline` never leaves its thread (it is `!Send`).
 //!
 //! Why not monoio's timer: a fresh `monoio::time::sleep` per upstream exchange (a 640-byte
 //! 128-aligned entry, an allocation, a wheel insert), its re-arms, polls and removal, and its
@@ -38,12 +39,13 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::health::clock::Moment;
-use wheel::{Wheel, NIL};
+use wheel::{Entry, Wheel, NIL};
 
 thread_local! {
     static WHEEL: RefCell<Wheel> = const { RefCell::new(Wheel::new()) };
@@ -58,20 +60,27 @@ fn with<R>(f: impl FnOnce(&mut Wheel) -> R) -> R {
 /// One deadline, re-armed for each timed wait. Takes its wheel entry at the first poll after an
 /// `arm` (a connection that never waits on a timed read takes none) and gives it back on drop.
 ///
-/// An `arm` is only stored here; the next `poll_elapsed` files it in the wheel together with
-/// the waker, in one access to the thread's wheel. Arming in the wheel at once cost a second
-/// access per timed wait (a thread-local, a `RefCell` borrow and a bounds check), and a wait
-/// whose operation completes at its first poll never needs the wheel at all. A deadline armed
+/// An `arm` is only stored here; the next `poll_elapsed` hands it to the entry together with
+/// the waker. Arming in the wheel at once cost a second access per timed wait (a thread-local,
+/// a `RefCell` borrow and a bounds check), and a wait whose operation completes at its first
+/// poll never needs the entry at all. A deadline armed
 /// and never polled fires nothing (nobody waits on it), and one armed again before its poll
 /// keeps only the latest arm, as before.
+///
+/// The entry is shared with the wheel (`wheel::Entry`, its fields in cells): a poll re-arms it
+/// for a later deadline, reads whether it fired and swaps its waker on the entry itself, and
+/// reaches the thread's wheel only to file it in an earlier slot (a first poll, an earlier
+/// deadline, an entry a pass unfiled). Through the wheel at every poll (a thread-local, a
+/// `RefCell` borrow, bounds checks) each timed wait cost about 150 instructions, twice per
+/// chat request (callgrind, issue 18).
 pub struct Deadline {
     index: u32,
     /// The group of the arm not yet in the wheel (0: none).
     unfiled_group: u32,
     /// The time (ns) of an arm not yet in the wheel, `UNARMED` when there is none.
     unfiled_at: u64,
-    /// The entry is in this thread's wheel.
-    _not_send: PhantomData<*const ()>,
+    /// The entry at `index` in this thread's wheel, once it has one (`Rc`: never `Send`).
+    entry: Option<Rc<Entry>>,
 }
 
 /// `Deadline::unfiled_at` when no arm waits for the next poll (the wheel's `NEVER`, which no arm
@@ -90,7 +99,7 @@ impl Deadline {
             index: NIL,
             unfiled_group: 0,
             unfiled_at: UNARMED,
-            _not_send: PhantomData,
+            entry: None,
         }
     }
 
@@ -119,31 +128,54 @@ impl Deadline {
     /// the last task that used it alive.
     pub fn idle(&mut self) {
         self.unfiled_at = UNARMED;
-        if self.index != NIL {
-            let waker = with(|wheel| {
-                wheel.disarm(self.index);
-                wheel.forget_waker(self.index)
-            });
-            // Dropped with the wheel released: it may be a task's last reference.
-            drop(waker);
+        if let Some(entry) = &self.entry {
+            // Dropped with no borrow held: it may be a task's last reference.
+            drop(entry.idle());
         }
     }
 
     /// Ready once the armed deadline passed; until then the task polling it is the one woken
     /// (whichever task that is). Pending forever when never armed. Files an arm made since the
     /// last poll, and starts this thread's ticker if it is not running.
+    #[inline]
     pub fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let at = std::mem::replace(&mut self.unfiled_at, UNARMED);
-        if self.index == NIL && at == UNARMED {
-            return Poll::Pending;
-        }
-        let (fired, replaced, start_ticker) = with(|wheel| {
-            if at != UNARMED {
-                if self.index == NIL {
-                    self.index = wheel.insert();
-                }
-                wheel.arm(self.index, at, self.unfiled_group);
+        let Some(entry) = &self.entry else {
+            if at == UNARMED {
+                return Poll::Pending;
             }
+            return self.poll_in_wheel(at, cx);
+        };
+        if at != UNARMED {
+            if !entry.rearm_later(at, self.unfiled_group) {
+                return self.poll_in_wheel(at, cx);
+            }
+        } else if let Some(armed) = entry.armed_unfiled() {
+            // Unfiled by a ticker that ended (`Wheel::drop_ticker`): filed again, for a new one.
+            self.unfiled_group = entry.group();
+            return self.poll_in_wheel(armed, cx);
+        }
+        let (fired, replaced) = entry.poll(cx.waker());
+        drop(replaced);
+        if fired {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// `poll_elapsed` through the wheel: the first arm (the entry is made), an arm earlier than
+    /// the slot the entry is filed in, or one the wheel has not filed (fired, passed over as
+    /// disarmed, or left by a ticker that ended). Starts this thread's ticker if it is not
+    /// running.
+    #[inline(never)]
+    fn poll_in_wheel(&mut self, at: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let (fired, replaced, start_ticker) = with(|wheel| {
+            if self.entry.is_none() {
+                self.index = wheel.insert();
+                self.entry = Some(wheel.shared(self.index));
+            }
+            wheel.arm(self.index, at, self.unfiled_group);
             let (fired, replaced) = wheel.poll(self.index, cx.waker());
             let start = !wheel.ticker_alive;
             if start {

@@ -209,3 +209,67 @@ fn each_runtime_gets_its_ticker() {
         });
     }
 }
+
+/// A deadline re-armed later while filed stays in its slot (no wheel access: the wheel sees
+/// only the first filing), still fires at the later time and never at the first; one re-armed
+/// earlier is filed again; a pooled owner's `idle` drops its waker without the wheel.
+#[test]
+fn rearmed_later_in_place_fires_at_the_latest_arm() {
+    on(Driver::Auto, async {
+        let mut deadline = Deadline::new();
+        deadline.arm(Duration::from_millis(20));
+        let first = poll_fn(|cx| Poll::Ready(deadline.poll_elapsed(cx).is_ready())).await;
+        assert!(!first);
+        assert_eq!(with(|w| w.filed()), 1);
+        let started = Instant::now();
+        for _ in 0..5 {
+            deadline.arm(Duration::from_millis(80));
+            let fired = poll_fn(|cx| Poll::Ready(deadline.poll_elapsed(cx).is_ready())).await;
+            assert!(!fired);
+        }
+        bounded(Duration::from_secs(3), elapsed(&mut deadline)).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(80),
+            "fired before the latest arm"
+        );
+        // Earlier than its filed slot: filed again, fires at the earlier time.
+        deadline.arm(Duration::from_secs(30));
+        assert!(poll_fn(|cx| Poll::Ready(deadline.poll_elapsed(cx).is_pending())).await);
+        let started = Instant::now();
+        deadline.arm(Duration::from_millis(10));
+        bounded(Duration::from_secs(3), elapsed(&mut deadline)).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "kept the later slot");
+        // Idle: disarmed, no waker; armed again, it is filed and fires.
+        deadline.idle();
+        assert!(poll_fn(|cx| Poll::Ready(deadline.poll_elapsed(cx).is_pending())).await);
+        deadline.arm(Duration::from_millis(5));
+        bounded(Duration::from_secs(3), elapsed(&mut deadline)).await;
+    });
+}
+
+/// Entries left filed when a ticker ends are unfiled with it, so a deadline re-armed later on
+/// the next runtime of the thread (which alone would stay in its old slot, with no ticker to
+/// reach it) files itself again and that runtime's ticker fires it.
+#[test]
+fn an_entry_outliving_its_runtime_fires_on_the_next() {
+    let mut kept = Some(Deadline::new());
+    for (driver, first) in [(Driver::Auto, true), (Driver::Legacy, false), (Driver::Auto, false)] {
+        let mut deadline = kept.take().expect("kept");
+        let (tx, rx) = std::sync::mpsc::channel();
+        on(driver, async move {
+            if !first {
+                // Later than the slot it was filed in on the runtime before.
+                deadline.arm(Duration::from_millis(150));
+                let started = Instant::now();
+                bounded(Duration::from_secs(3), elapsed(&mut deadline)).await;
+                assert!(started.elapsed() >= Duration::from_millis(150));
+            }
+            // Filed when this runtime ends.
+            deadline.arm(Duration::from_millis(100));
+            assert!(poll_fn(|cx| Poll::Ready(deadline.poll_elapsed(cx).is_pending())).await);
+            tx.send(deadline).expect("send");
+        });
+        super::forget_ticker();
+        kept = Some(rx.recv().expect("the deadline back"));
+    }
+}

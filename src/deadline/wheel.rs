@@ -1,10 +1,13 @@
 //! The deadline wheel itself, with no clock and no runtime: a slab of entries {deadline, waker}
+//! (each shared with its `Deadline` through cells: `Entry`)
 //! filed lazily in a hashed wheel of coarse ticks, and the pass that wakes expired entries.
 //! Invariants: an entry fires only when a pass is given a `now` at or past its deadline (never
 //! early); every filed entry sits in exactly one slot's list and that slot's occupied bit (and
 //! its word's bit in `occupied_words`) is set while the list is non-empty; removing an entry unlinks it in O(1) and leaves nothing behind
 //! (the slab's size is the peak number of live entries, the lists hold only live entries).
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::task::Waker;
 
 /// A tick is 2^21 ns (2.1 ms): the ticker wakes at the end of the tick holding a deadline, so
@@ -21,24 +24,103 @@ pub const NIL: u32 = u32::MAX;
 /// An entry's deadline when it is not armed, and its `filed` when it is in no slot.
 pub const NEVER: u64 = u64::MAX;
 
-struct Entry {
+/// One entry, shared by the wheel and its `Deadline` (`Wheel::shared`): the deadline re-arms it
+/// later, reads whether it fired and swaps its waker through these cells without reaching the
+/// thread's wheel, which it needs only to file the entry in an earlier slot (see
+/// `Deadline::poll_elapsed`).
+pub struct Entry {
     /// Nanoseconds on the `Moment` clock; `NEVER` when disarmed.
-    deadline: u64,
+    deadline: Cell<u64>,
     /// The deadline tick it was filed under (its slot is that tick's), `NEVER` when unfiled.
     /// The wheel visits the slot at or before this tick, so a later deadline needs no re-filing.
-    filed: u64,
-    prev: u32,
+    filed: Cell<u64>,
+    prev: Cell<u32>,
     /// The next entry in its slot, or in the free list.
-    next: u32,
+    next: Cell<u32>,
     /// A pass found it expired, or its group was fired; cleared by the next `arm`.
-    fired: bool,
+    fired: Cell<bool>,
     /// The group that may fire it early (`fire_group`), 0 for none; set by every `arm`.
-    group: u32,
-    waker: Option<Waker>,
+    group: Cell<u32>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Entry {
+    fn new() -> Entry {
+        Entry {
+            deadline: Cell::new(NEVER),
+            filed: Cell::new(NEVER),
+            prev: Cell::new(NIL),
+            next: Cell::new(NIL),
+            fired: Cell::new(false),
+            group: Cell::new(0),
+            waker: Cell::new(None),
+        }
+    }
+
+    /// Re-arms a filed entry for a deadline in its filed tick or later, without the wheel
+    /// (which re-files it when it reaches the old slot). False, and nothing changed, when the
+    /// deadline is earlier than the filed tick or the entry is not filed: `Wheel::arm` then.
+    #[inline]
+    pub fn rearm_later(&self, deadline: u64, group: u32) -> bool {
+        if deadline >> TICK_SHIFT < self.filed.get() {
+            return false;
+        }
+        self.deadline.set(deadline);
+        self.fired.set(false);
+        self.group.set(group);
+        true
+    }
+
+    /// The deadline of an armed entry that has not fired and is in no slot (only after
+    /// `Wheel::drop_ticker`: a pass unfiles only fired and disarmed entries).
+    #[inline]
+    pub fn armed_unfiled(&self) -> Option<u64> {
+        let deadline = self.deadline.get();
+        (self.filed.get() == NEVER && deadline != NEVER && !self.fired.get()).then_some(deadline)
+    }
+
+    /// The group that may fire it early.
+    pub fn group(&self) -> u32 {
+        self.group.get()
+    }
+
+    /// `Wheel::poll` of this entry, without the wheel: whether it fired, and if not, `waker`
+    /// is the one it wakes (a replaced waker is handed back, to drop with no borrow held).
+    #[inline]
+    pub fn poll(&self, waker: &Waker) -> (bool, Option<Waker>) {
+        if self.fired.get() {
+            return (true, None);
+        }
+        let kept = self.waker.take();
+        if kept.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker.set(kept);
+            return (false, None);
+        }
+        self.waker.set(Some(waker.clone()));
+        (false, kept)
+    }
+
+    /// `Wheel::disarm` and `Wheel::forget_waker` of this entry, without the wheel.
+    #[inline]
+    pub fn idle(&self) -> Option<Waker> {
+        self.deadline.set(NEVER);
+        self.fired.set(false);
+        self.waker.take()
+    }
+
+    /// Wakes the entry's task, if it has one.
+    fn wake(&self) {
+        let waker = self.waker.take();
+        if let Some(waker) = &waker {
+            waker.wake_by_ref();
+        }
+        self.waker.set(waker);
+    }
 }
 
 pub struct Wheel {
-    entries: Vec<Entry>,
+    /// The slab: a freed entry stays allocated here for the next `insert`.
+    entries: Vec<Rc<Entry>>,
     free: u32,
     /// First entry of each slot; allocated at the first filing (a thread that never times a read
     /// keeps none).
@@ -82,24 +164,24 @@ impl Wheel {
 
     /// A new disarmed, unfiled entry (a free one reused when there is one).
     pub fn insert(&mut self) -> u32 {
-        let entry = Entry {
-            deadline: NEVER,
-            filed: NEVER,
-            prev: NIL,
-            next: NIL,
-            fired: false,
-            group: 0,
-            waker: None,
-        };
         if self.free != NIL {
             let index = self.free;
-            let slot = &mut self.entries[index as usize];
-            self.free = slot.next;
-            *slot = entry;
+            let entry = &self.entries[index as usize];
+            self.free = entry.next.get();
+            // Freed by `remove`: disarmed, unfiled and without a waker already.
+            entry.next.set(NIL);
+            entry.prev.set(NIL);
+            entry.fired.set(false);
+            entry.group.set(0);
             return index;
         }
-        self.entries.push(entry);
+        self.entries.push(Rc::new(Entry::new()));
         (self.entries.len() - 1) as u32
+    }
+
+    /// The entry at `index`, for its `Deadline` to hold.
+    pub fn shared(&self, index: u32) -> Rc<Entry> {
+        Rc::clone(&self.entries[index as usize])
     }
 
     /// Unlinks and frees `index`. Returns its waker for the caller to drop once the wheel is no
@@ -107,9 +189,9 @@ impl Wheel {
     #[must_use]
     pub fn remove(&mut self, index: u32) -> Option<Waker> {
         self.unfile(index);
-        let entry = &mut self.entries[index as usize];
-        entry.deadline = NEVER;
-        entry.next = self.free;
+        let entry = &self.entries[index as usize];
+        entry.deadline.set(NEVER);
+        entry.next.set(self.free);
         self.free = index;
         entry.waker.take()
     }
@@ -118,12 +200,12 @@ impl Wheel {
     /// the one filed is one store: the wheel re-files the entry when it reaches the old slot.
     /// An earlier one is re-filed now.
     pub fn arm(&mut self, index: u32, deadline: u64, group: u32) {
-        let entry = &mut self.entries[index as usize];
-        entry.deadline = deadline;
-        entry.fired = false;
-        entry.group = group;
+        let entry = &self.entries[index as usize];
+        entry.deadline.set(deadline);
+        entry.fired.set(false);
+        entry.group.set(group);
         let tick = deadline >> TICK_SHIFT;
-        if tick < entry.filed {
+        if tick < entry.filed.get() {
             self.unfile(index);
             self.file(index, tick);
         }
@@ -131,10 +213,11 @@ impl Wheel {
 
     /// No deadline (the wheel drops the entry from its slot when it gets there). The waker is
     /// kept: the same task usually arms it again.
+    #[cfg(test)]
     pub fn disarm(&mut self, index: u32) {
-        let entry = &mut self.entries[index as usize];
-        entry.deadline = NEVER;
-        entry.fired = false;
+        let entry = &self.entries[index as usize];
+        entry.deadline.set(NEVER);
+        entry.fired.set(false);
     }
 
     /// Fires now every armed entry of `group` (not 0) that has not fired: it wakes its task and
@@ -143,15 +226,13 @@ impl Wheel {
     pub fn fire_group(&mut self, group: u32) -> usize {
         let mut fired = 0;
         for index in 0..self.entries.len() {
-            let entry = &mut self.entries[index];
+            let entry = &self.entries[index];
             // Free entries are disarmed (`remove`), so they never match.
-            if group == 0 || entry.group != group || entry.deadline == NEVER || entry.fired {
+            if group == 0 || entry.group.get() != group || entry.deadline.get() == NEVER || entry.fired.get() {
                 continue;
             }
-            entry.fired = true;
-            if let Some(waker) = &entry.waker {
-                waker.wake_by_ref();
-            }
+            entry.fired.set(true);
+            entry.wake();
             self.unfile(index as u32);
             fired += 1;
         }
@@ -161,21 +242,7 @@ impl Wheel {
     /// Whether the entry fired; if not, `waker` is the one it will wake (replaced only when it
     /// would not wake the same task; a replaced waker is handed back, as by `remove`).
     pub fn poll(&mut self, index: u32, waker: &Waker) -> (bool, Option<Waker>) {
-        let entry = &mut self.entries[index as usize];
-        if entry.fired {
-            return (true, None);
-        }
-        if entry.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            return (false, None);
-        }
-        (false, entry.waker.replace(waker.clone()))
-    }
-
-    /// Takes the entry's waker (its owner goes idle, say into a pool, and must not keep a
-    /// finished task alive); handed back as by `remove`.
-    #[must_use]
-    pub fn forget_waker(&mut self, index: u32) -> Option<Waker> {
-        self.entries[index as usize].waker.take()
+        self.entries[index as usize].poll(waker)
     }
 
     /// Registers the ticker's waker (a replaced one is handed back, as by `remove`).
@@ -189,9 +256,18 @@ impl Wheel {
 
     /// Forgets the ticker (its task ended, or its runtime did); its waker is handed back.
     #[must_use]
+    /// Every entry leaves its slot: with no ticker to reach them, filed entries would be
+    /// re-armed later in place (`Entry::rearm_later`) and never fire; unfiled, the next poll of
+    /// an armed one files it and starts a ticker.
     pub fn drop_ticker(&mut self) -> Option<Waker> {
         self.ticker_at = NEVER;
         self.ticker_alive = false;
+        for entry in &self.entries {
+            entry.filed.set(NEVER);
+        }
+        self.heads.fill(NIL);
+        self.occupied = [0; WORDS];
+        self.occupied_words = 0;
         self.ticker.take()
     }
 
@@ -204,12 +280,12 @@ impl Wheel {
         let slot = (tick % SLOTS) as usize;
         let head = self.heads[slot];
         if head != NIL {
-            self.entries[head as usize].prev = index;
+            self.entries[head as usize].prev.set(index);
         }
-        let entry = &mut self.entries[index as usize];
-        entry.filed = tick;
-        entry.prev = NIL;
-        entry.next = head;
+        let entry = &self.entries[index as usize];
+        entry.filed.set(tick);
+        entry.prev.set(NIL);
+        entry.next.set(head);
         self.heads[slot] = index;
         self.occupied[slot / 64] |= 1 << (slot % 64);
         self.occupied_words |= 1 << (slot / 64);
@@ -223,18 +299,18 @@ impl Wheel {
     }
 
     fn unfile(&mut self, index: u32) {
-        let entry = &mut self.entries[index as usize];
-        if entry.filed == NEVER {
+        let entry = &self.entries[index as usize];
+        if entry.filed.get() == NEVER {
             return;
         }
-        let slot = (entry.filed % SLOTS) as usize;
-        let (prev, next) = (entry.prev, entry.next);
-        entry.filed = NEVER;
+        let slot = (entry.filed.get() % SLOTS) as usize;
+        let (prev, next) = (entry.prev.get(), entry.next.get());
+        entry.filed.set(NEVER);
         if next != NIL {
-            self.entries[next as usize].prev = prev;
+            self.entries[next as usize].prev.set(prev);
         }
         if prev != NIL {
-            self.entries[prev as usize].next = next;
+            self.entries[prev as usize].next.set(next);
         } else {
             self.heads[slot] = next;
             if next == NIL {
@@ -298,14 +374,12 @@ impl Wheel {
         let mut at = self.heads[slot];
         while at != NIL {
             let index = at;
-            let entry = &mut self.entries[index as usize];
-            at = entry.next;
-            let deadline = entry.deadline;
+            let entry = &self.entries[index as usize];
+            at = entry.next.get();
+            let deadline = entry.deadline.get();
             if deadline <= now {
-                entry.fired = true;
-                if let Some(waker) = &entry.waker {
-                    waker.wake_by_ref();
-                }
+                entry.fired.set(true);
+                entry.wake();
                 self.unfile(index);
             } else if deadline == NEVER {
                 self.unfile(index);
@@ -313,7 +387,7 @@ impl Wheel {
                 self.unfile(index);
                 self.file(index, deadline >> TICK_SHIFT);
             } else {
-                entry.filed = deadline >> TICK_SHIFT;
+                entry.filed.set(deadline >> TICK_SHIFT);
             }
         }
     }
@@ -321,7 +395,7 @@ impl Wheel {
     /// Entries filed in some slot (for tests and the bound check).
     #[cfg(test)]
     pub fn filed(&self) -> usize {
-        self.entries.iter().filter(|e| e.filed != NEVER).count()
+        self.entries.iter().filter(|e| e.filed.get() != NEVER).count()
     }
 
     #[cfg(test)]

@@ -111,7 +111,12 @@ pub(super) async fn forward(
         }
         _ => None,
     };
-    let cache = match cached::lookup(core, ctx, endpoint, client, req, model, inspection.stream).await {
+    // With the cache off (the default) no lookup future is built, moved and dropped.
+    let looked_up = match cached::applies(ctx, endpoint) {
+        true => cached::lookup(core, ctx, endpoint, client, req, model, inspection.stream).await,
+        false => Lookup::Off,
+    };
+    let cache = match looked_up {
         Lookup::Hit(answer) => {
             // No upstream call: the client's request windows count it, its TPM window is
             // charged nothing (no tokens were generated for it).
