@@ -231,3 +231,50 @@ fn random_usage_tails_and_their_mutations_are_undecided_or_read_as_usage_tail_re
     );
     assert!(objects > 4_000, "objects {objects}");
 }
+
+/// The usual three members, compact and in order (`usual_three`), with every kind of count and
+/// what may follow them, and each byte of them dropped, doubled or replaced: undecided or read
+/// as `usage_tail` reads them, for a tail and for a streamed chunk's object.
+#[test]
+fn the_usual_three_members_and_their_mutations_are_read_as_usage_tail_reads_them() {
+    let mut rng = fastrand::Rng::with_seed(1818);
+    let counts = ["0", "7", "41", "1234567", "18446744073709551615"];
+    let odd = ["01", "1.5", "-2", "null", " 3", "1e2", "99999999999999999999"];
+    let after = [
+        "}}",
+        "} }\n",
+        ",\"prompt_tokens_details\":{\"cached_tokens\":3}}}",
+        ",\"completion_tokens_details\":{\"reasoning_tokens\":2},\"x\":1},\"system_fingerprint\":\"fp\"}",
+        ",\"prompt_tokens\":1}}",
+        " , \"usage\":2}}",
+        "}",
+        "",
+    ];
+    let (mut decided, mut objects) = (0, 0);
+    for _ in 0..20_000 {
+        let pick = |rng: &mut fastrand::Rng| match rng.u8(..8) {
+            0 => odd[rng.usize(..odd.len())],
+            _ => counts[rng.usize(..counts.len())],
+        };
+        let (p, c, t) = (pick(&mut rng), pick(&mut rng), pick(&mut rng));
+        let rest = after[rng.usize(..after.len())];
+        let tail = format!(r#""usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}{rest}"#);
+        let mut bytes = tail.into_bytes();
+        decided += usize::from(agree(&bytes, D));
+        objects += usize::from(object_agrees(&bytes, D));
+        let at = rng.usize(..bytes.len());
+        match rng.u8(..3) {
+            0 => {
+                bytes.remove(at);
+            }
+            1 => bytes.insert(at, bytes[at]),
+            _ => bytes[at] = b"{}[],:\"\\ 0n\xff"[rng.usize(..12)],
+        }
+        decided += usize::from(agree(&bytes, D));
+        objects += usize::from(object_agrees(&bytes, D));
+    }
+    assert!(
+        decided > 5_000 && objects > 5_000,
+        "decided {decided}, objects {objects}"
+    );
+}

@@ -82,7 +82,7 @@ pub(super) async fn serve_connection<S: Service>(
         if out.capacity() == 0 {
             // A kept buffer of this worker, any size: it grows to the answers this worker sends
             // (up to `spare`'s bound), so answering allocates none.
-            out = crate::spare::take(crate::spare::Kind::Write, 0);
+            out = crate::spare::take();
         }
         // Boxed: reading, serving and answering one request is a state machine of tens of KiB
         // (forward, retries, relay); inline it would make every idle connection's task that
@@ -113,7 +113,7 @@ pub(super) async fn serve_connection<S: Service>(
             if !reclaim_small(&mut buf, IDLE_READ_BYTES) {
                 buf = BytesMut::new();
             }
-            crate::spare::give(crate::spare::Kind::Write, std::mem::take(&mut out));
+            crate::spare::give(std::mem::take(&mut out));
         }
     }
 }

@@ -3,7 +3,9 @@
 //! Invariant: `reusable()` is true only after the request was written whole and the body was
 //! completely framed with nothing left over, so a pooled connection always starts at a message
 //! boundary; an exchange returns its connection to its pool only in `release`, and only when
-//! `reusable()` and the TLS session agree; an exchange dropped unreleased closes it.
+//! `reusable()` and the TLS session agree; an exchange dropped unreleased closes it. A pooled
+//! connection keeps its read buffer (at most `READ_BUFFER_BYTES`), so the next exchange on it
+//! reads on from where the last answer ended.
 
 use std::borrow::Cow;
 use std::rc::{Rc, Weak};
@@ -19,12 +21,23 @@ use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
 use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
 use crate::health::clock::Moment;
-use crate::net::{read_before, write_all_buf, write_in_place, ReadTimer, READ_RESERVE};
+use crate::net::{read_before, write_all_buf, write_in_place, ReadTimer};
 
 const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
     max_head_bytes: 64 * 1024,
     max_headers: 128,
 };
+
+/// A connection's read buffer, allocated at its first exchange and kept with it in the pool.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Least free space offered to the kernel per read. Half the buffer, so one buffer serves
+/// answers from its free end one after another (a chat answer takes ~400 bytes of it) and is
+/// rewound or replaced only when less than this is left: then at once if nothing shares it any
+/// more, else a new one is allocated and the old one freed with the last piece of an answer
+/// read into it. Each exchange took a kept buffer of the worker and gave it back (`spare`,
+/// through a thread-local), and rewound it first, still shared with the last answer's head
+/// and body as it mostly was: ~330 instructions a chat request (callgrind, issue 18).
+const READ_MIN: usize = 4 * 1024;
 
 /// Request bodies up to this size are copied behind the head and sent in one write; larger ones
 /// go as a second, zero-copy write. Whoever builds the head reserves room for such a body.
@@ -74,7 +87,8 @@ macro_rules! round_trip {
                 }
                 // Set at the first read: one clock read for the whole head.
                 let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
-                let read = read_before!(&mut *io, &mut exchange.buf, READ_RESERVE, exchange.timer.arm_at(at));
+                room(&mut exchange.buf, &mut exchange.oversized);
+                let read = read_before!(&mut *io, &mut exchange.buf, READ_MIN, exchange.timer.arm_at(at));
                 match read {
                     Ok(0) => {
                         break 'trip Err(UpstreamError::new(
@@ -171,7 +185,10 @@ pub struct Exchange {
     shelf: Shelf,
     /// Came from the pool (a failure before any response byte may be a stale connection).
     pub reused: bool,
+    /// The connection's read buffer while the exchange holds the connection (see `READ_MIN`).
     buf: BytesMut,
+    /// `buf` grew past `READ_BUFFER_BYTES` during this exchange: it is freed, not kept.
+    oversized: bool,
     /// Times the head and every body read. Kept with the connection in the pool (disarmed,
     /// without a waker), so an exchange on a pooled connection takes no new deadline entry: its
     /// waker follows whichever task polls it (see `ReadTimer`).
@@ -209,14 +226,20 @@ impl BodyState {
 }
 
 impl Exchange {
-    pub(super) fn new(io: Box<Io>, timer: ReadTimer, reused: bool, home: Weak<Pool>, shelf: Shelf) -> Self {
+    pub(super) fn new(mut io: Box<Io>, timer: ReadTimer, reused: bool, home: Weak<Pool>, shelf: Shelf) -> Self {
+        // The connection's own buffer (no allocation, no look-up per exchange); a new one at
+        // its first exchange.
+        let mut buf = std::mem::take(&mut io.buf);
+        if buf.capacity() == 0 {
+            buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        }
         Exchange {
             io: Some(io),
             home,
             shelf,
             reused,
-            // A kept buffer of this worker (no allocation per exchange); back on drop.
-            buf: crate::spare::take(crate::spare::Kind::Read, READ_RESERVE),
+            buf,
+            oversized: false,
             timer,
             body: BodyState::NotStarted,
             keep_alive: false,
@@ -335,8 +358,9 @@ impl Exchange {
     }
 
     async fn fill(&mut self, idle: Duration) -> Result<(), UpstreamError> {
+        room(&mut self.buf, &mut self.oversized);
         let read = match self.io.as_deref_mut() {
-            Some(io) => read_before!(io, &mut self.buf, READ_RESERVE, self.timer.arm(idle)),
+            Some(io) => read_before!(io, &mut self.buf, READ_MIN, self.timer.arm(idle)),
             None => Err(released()),
         };
         match read {
@@ -384,24 +408,32 @@ impl Exchange {
     pub fn release(&mut self) {
         let reusable = self.reusable();
         let io = self.io.take();
-        crate::spare::give(crate::spare::Kind::Read, std::mem::take(&mut self.buf));
         let (true, Some(pool), Some(mut io)) = (reusable, self.home.upgrade(), io) else {
+            self.buf = BytesMut::new();
             return;
         };
         if io.nothing_buffered() {
-            // Idle in the pool: no deadline, and no waker keeping this task alive.
+            // Idle in the pool: no deadline, and no waker keeping this task alive. Its read
+            // buffer goes with it, unless it grew.
             self.timer.idle();
+            if !self.oversized {
+                io.buf = std::mem::take(&mut self.buf);
+            }
             pool.put(&self.shelf, io, std::mem::take(&mut self.timer));
         }
+        self.buf = BytesMut::new();
     }
 }
 
-impl Drop for Exchange {
-    /// An exchange dropped unreleased closes its connection (the only way into the pool is
-    /// `release`); its read buffer goes back to this worker's spares either way.
-    fn drop(&mut self) {
-        crate::spare::give(crate::spare::Kind::Read, std::mem::take(&mut self.buf));
-    }
+/// Room in an exchange's `buf` for a read (at least `READ_MIN` free), and `oversized` set when
+/// that grew it past its usual size (a large head or chunk): such a buffer is freed at release,
+/// not kept with the connection, so an idle connection never pins more than
+/// `READ_BUFFER_BYTES`. (A buffer is only ever reallocated here: `read_before!`'s own reserve
+/// then finds the room.)
+#[inline(always)]
+fn room(buf: &mut BytesMut, oversized: &mut bool) {
+    buf.reserve(READ_MIN);
+    *oversized |= buf.capacity() > READ_BUFFER_BYTES;
 }
 
 /// A request whose body is sent apart from its head (over `COALESCE_BODY_BYTES`): the head,

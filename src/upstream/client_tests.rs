@@ -8,8 +8,9 @@ use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
+use super::super::connect::Stream;
 use super::super::{Io, Pool, PoolKey};
-use super::{Exchange, ReadTimer};
+use super::{Exchange, ReadTimer, READ_BUFFER_BYTES};
 use crate::config::Scheme;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -34,7 +35,7 @@ async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
         .await
         .expect("connect");
     let (server, _) = listener.accept().await.expect("accept");
-    let io = Box::new(Io::Plain(client));
+    let io = Box::new(Io::new(Stream::Plain(client)));
     (
         Exchange::new(io, ReadTimer::new(), false, Rc::downgrade(pool), pool.shelf(key)),
         server,
@@ -43,6 +44,12 @@ async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
 
 /// Sends a request and has `upstream` answer it with `answer`; returns the body read.
 async fn answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) -> Bytes {
+    head_answered(exchange, upstream, answer).await;
+    exchange.read_to_end(SECOND, 1024).await.expect("body")
+}
+
+/// `answered` up to the answer's head.
+async fn head_answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) {
     let mut head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
     let no_body = Bytes::new();
     let upstream_side = async {
@@ -54,7 +61,15 @@ async fn answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'s
     let (trip, ()) = monoio::join!(exchange.round_trip(&mut head, &no_body, SECOND, false), upstream_side);
     trip.expect("head");
     assert!(head.is_empty(), "the lent buffer comes back empty");
-    exchange.read_to_end(SECOND, 1024).await.expect("body")
+}
+
+/// `answered` with a body that arrives in one piece: that piece as read, in the exchange's
+/// buffer.
+async fn answered_in_place(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) -> Bytes {
+    head_answered(exchange, upstream, answer).await;
+    let piece = exchange.next_piece(SECOND).await.expect("body").expect("a piece");
+    assert!(exchange.body_done(), "in one piece");
+    piece
 }
 
 /// `release` (by `&mut`, so an answer's exchange can stay where it is while the relay
@@ -290,5 +305,53 @@ fn send_pooled_builds_first_then_takes_a_pooled_connection() {
             exchange.release();
             assert_eq!(pool.idle_count(), 1);
         }
+    });
+}
+
+/// A connection keeps its read buffer in the pool: the next exchange on it reads on from the
+/// end of the last answer, in the same allocation, while that answer's body still lives; once
+/// the bodies are gone the buffer is rewound in place when its free end runs short; and one
+/// that grew for a large head is freed at release, not kept.
+#[test]
+fn a_pooled_connection_reads_on_in_its_own_buffer() {
+    on_a_pool(|pool, key| async move {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let (mut first, mut upstream) = exchange(&pool, &key).await;
+        let body = answered_in_place(&mut first, &mut upstream, ANSWER).await;
+        first.release();
+        let mut next = super::super::pooled(&pool, &key).expect("pooled");
+        assert_eq!(
+            next.buf.as_ptr(),
+            body.as_ptr().wrapping_add(body.len()),
+            "read on right after the last answer, which still lives"
+        );
+        assert_eq!(next.buf.capacity(), READ_BUFFER_BYTES - ANSWER.len());
+        let first_at = body.as_ptr();
+        drop(body);
+        // About 8 KiB of answers: the free end runs short and the buffer, no longer shared,
+        // is rewound: an answer lands where the first one did.
+        let mut rewound = false;
+        for _ in 0..READ_BUFFER_BYTES / ANSWER.len() + 2 {
+            let body = answered_in_place(&mut next, &mut upstream, ANSWER).await;
+            assert_eq!(&body[..], b"ok");
+            rewound |= body.as_ptr() == first_at;
+            next.release();
+            next = super::super::pooled(&pool, &key).expect("pooled");
+        }
+        assert!(rewound, "rewound in place once the answers were gone");
+
+        let mut large = b"HTTP/1.1 200 OK\r\nx-large: ".to_vec();
+        large.extend(std::iter::repeat_n(b'a', READ_BUFFER_BYTES + 100));
+        large.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
+        let large: &'static [u8] = large.leak();
+        assert_eq!(&answered(&mut next, &mut upstream, large).await[..], b"ok");
+        assert!(next.oversized, "the buffer grew for the head");
+        next.release();
+        let again = super::super::pooled(&pool, &key).expect("pooled");
+        assert_eq!(
+            again.buf.capacity(),
+            READ_BUFFER_BYTES,
+            "a grown buffer is freed: a new one of the usual size"
+        );
     });
 }

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
@@ -22,10 +23,28 @@ use super::idle::Guarded;
 use super::PoolKey;
 use crate::config::Scheme;
 
+/// An upstream connection: its plain or TLS stream, and the read buffer its exchanges read
+/// into, kept here while the connection idles in its pool (an exchange holds it meanwhile).
+pub struct Io {
+    pub(super) stream: Stream,
+    /// Empty (no allocation) until the connection's first exchange; see `Exchange::new`.
+    pub(super) buf: BytesMut,
+}
+
 /// A plain or TLS upstream stream.
-pub enum Io {
+pub enum Stream {
     Plain(TcpStream),
     Tls(Box<Tls>),
+}
+
+impl Io {
+    /// A connection over `stream`, without a read buffer yet.
+    pub(super) fn new(stream: Stream) -> Io {
+        Io {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
 }
 
 /// A TLS session over a guarded TCP stream (see `idle`), and that stream's descriptor so the
@@ -52,7 +71,7 @@ pub async fn connect(
         let tcp = connect_any(&addrs).await?;
         let _ = tcp.set_nodelay(true);
         match key.scheme {
-            Scheme::Http => Ok(Io::Plain(tcp)),
+            Scheme::Http => Ok(Io::new(Stream::Plain(tcp))),
             Scheme::Https => {
                 let name = ServerName::try_from(key.host.to_string())
                     .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
@@ -61,7 +80,7 @@ pub async fn connect(
                     .connect(name, Guarded(tcp))
                     .await
                     .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
-                Ok(Io::Tls(Box::new(Tls { stream, fd })))
+                Ok(Io::new(Stream::Tls(Box::new(Tls { stream, fd }))))
             }
         }
     };
@@ -122,20 +141,20 @@ impl AsyncReadRent for Io {
     /// Not an `async fn`: the stream's own read future is returned in an [`Either`], not
     /// awaited inside one more state machine.
     fn read<T: monoio::buf::IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        match self {
-            Io::Plain(s) => Either::Plain { op: s.read(buf) },
+        match &mut self.stream {
+            Stream::Plain(s) => Either::Plain { op: s.read(buf) },
             // Boxed: a TLS read's future is ~750 bytes and would sit inline in every request's
             // future (plain upstreams included); one allocation is nothing next to the crypto.
-            Io::Tls(s) => Either::Tls {
+            Stream::Tls(s) => Either::Tls {
                 op: Box::pin(s.stream.read(buf)),
             },
         }
     }
 
     async fn readv<T: monoio::buf::IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            Io::Plain(s) => s.readv(buf).await,
-            Io::Tls(s) => s.stream.readv(buf).await,
+        match &mut self.stream {
+            Stream::Plain(s) => s.readv(buf).await,
+            Stream::Tls(s) => s.stream.readv(buf).await,
         }
     }
 }
@@ -143,32 +162,32 @@ impl AsyncReadRent for Io {
 impl AsyncWriteRent for Io {
     /// Not an `async fn`, like `read`.
     fn write<T: monoio::buf::IoBuf>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
-        match self {
-            Io::Plain(s) => Either::Plain { op: s.write(buf) },
-            Io::Tls(s) => Either::Tls {
+        match &mut self.stream {
+            Stream::Plain(s) => Either::Plain { op: s.write(buf) },
+            Stream::Tls(s) => Either::Tls {
                 op: s.stream.write(buf),
             },
         }
     }
 
     async fn writev<T: monoio::buf::IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            Io::Plain(s) => s.writev(buf).await,
-            Io::Tls(s) => s.stream.writev(buf).await,
+        match &mut self.stream {
+            Stream::Plain(s) => s.writev(buf).await,
+            Stream::Tls(s) => s.stream.writev(buf).await,
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Io::Plain(s) => s.flush().await,
-            Io::Tls(s) => s.stream.flush().await,
+        match &mut self.stream {
+            Stream::Plain(s) => s.flush().await,
+            Stream::Tls(s) => s.stream.flush().await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
-        match self {
-            Io::Plain(s) => s.shutdown().await,
-            Io::Tls(s) => s.stream.shutdown().await,
+        match &mut self.stream {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.stream.shutdown().await,
         }
     }
 }

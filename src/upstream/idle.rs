@@ -20,7 +20,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
-use super::connect::Io;
+use super::connect::{Io, Stream};
 
 thread_local! {
     /// Set only for the duration of one synchronous probe poll on this thread.
@@ -80,7 +80,9 @@ impl Io {
     /// Check-in: the TLS session holds no plaintext, no undecrypted record and no close
     /// (plain TCP has no such buffer; its socket is asked at check-out).
     pub fn nothing_buffered(&mut self) -> bool {
-        let Io::Tls(tls) = self else { return true };
+        let Stream::Tls(tls) = &mut self.stream else {
+            return true;
+        };
         PROBING.set(true);
         let polled = poll_once(tls.stream.read(Vec::<u8>::with_capacity(1)));
         PROBING.set(false);
@@ -91,9 +93,9 @@ impl Io {
 
     /// Check-out: nothing arrived on the socket while the connection sat in the pool.
     pub fn socket_quiet(&self) -> bool {
-        let fd = match self {
-            Io::Plain(tcp) => tcp.as_raw_fd(),
-            Io::Tls(tls) => tls.fd,
+        let fd = match &self.stream {
+            Stream::Plain(tcp) => tcp.as_raw_fd(),
+            Stream::Tls(tls) => tls.fd,
         };
         peek_quiet(fd)
     }
