@@ -271,7 +271,8 @@ pub(crate) use write_in_place;
 /// Writes all of `buf`, then clears it for reuse (its capacity is kept). The first write
 /// takes the whole buffer as it is (no slice around it) and almost always writes it all; a
 /// short write's rest goes on in [`write_rest`], boxed, so the loop and its second write
-/// future are not part of every caller's state (every answer passes here).
+/// future are not part of every caller's state (every streamed piece and rotor's own answers
+/// pass here; a relayed whole answer takes `server::send_whole!`, which writes in place).
 pub async fn write_all_buf<W: AsyncWriteRent>(io: &mut W, buf: &mut BytesMut) -> io::Result<()> {
     write_in_place!(io, buf)
 }

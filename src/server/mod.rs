@@ -21,6 +21,7 @@ use futures_channel::oneshot;
 
 pub use body::BodyStats;
 pub use respond::{error_body, Lent, Responder};
+pub(crate) use respond::{send_whole, write_apart};
 
 pub use stop::StopSignal;
 

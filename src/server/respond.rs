@@ -124,6 +124,19 @@ impl<'a> Responder<'a> {
 
     /// [`Responder::send`] with rotor's own fields apart (they skip the line-break check).
     pub async fn send_fields(&mut self, status: u16, fields: HeadFields<'_>, body: Bytes) -> io::Result<()> {
+        let staged = self.stage_whole(status, fields, body)?;
+        let mut result = write_all_buf(self.io, &mut self.out).await;
+        if let (Ok(()), Some(body)) = (&result, staged.apart) {
+            result = write_apart(self.io, body).await;
+        }
+        self.sent_whole(result, staged.len)
+    }
+
+    /// The first half of [`Responder::send_fields`], which awaits nothing: the head, and the
+    /// body behind it when it is coalesced, written into the answer's buffer. The caller
+    /// writes the buffer ([`Responder::wire`]), then a body kept apart, then reports how that
+    /// went with [`Responder::sent_whole`]; [`send_whole!`] does all three where it is awaited.
+    pub(crate) fn stage_whole(&mut self, status: u16, fields: HeadFields<'_>, body: Bytes) -> io::Result<Staged> {
         self.expect_fresh()?;
         self.status = status;
         let sent = if self.head_only { 0 } else { body.len() };
@@ -132,17 +145,27 @@ impl<'a> Responder<'a> {
         let coalesced = if sent <= COALESCE_LIMIT { sent } else { 0 };
         let framing = Some(BodyFraming::Length(body.len() as u64));
         write_head(&mut self.out, status, fields, framing, self.keep_alive, coalesced);
-        let body = if self.head_only { Bytes::new() } else { body };
-        let result = if body.len() <= COALESCE_LIMIT {
-            self.out.extend_from_slice(&body);
-            write_all_buf(self.io, &mut self.out).await
+        let apart = if sent <= COALESCE_LIMIT {
+            self.out.extend_from_slice(&body[..sent]);
+            None
         } else {
-            match write_all_buf(self.io, &mut self.out).await {
-                Ok(()) => self.io.write_all(body.clone()).await.0.map(|_| ()),
-                Err(e) => Err(e),
-            }
+            Some(body)
         };
-        self.settle(result, State::Done, body.len() as u64)
+        Ok(Staged {
+            apart,
+            len: sent as u64,
+        })
+    }
+
+    /// The connection and the answer's buffer, for a caller that writes a staged answer in
+    /// its own state (`net::write_in_place!`).
+    pub(crate) fn wire(&mut self) -> (&mut TcpStream, &mut BytesMut) {
+        (&mut *self.io, &mut self.out)
+    }
+
+    /// How the write of a staged whole answer went: done, or the connection broken.
+    pub(crate) fn sent_whole(&mut self, result: io::Result<()>, len: u64) -> io::Result<()> {
+        self.settle(result, State::Done, len)
     }
 
     /// Sends the head of a streamed response. `length` = Some(n) keeps the upstream's
@@ -311,6 +334,43 @@ impl<'a> Responder<'a> {
     }
 }
 
+/// A whole answer staged in the answer's buffer ([`Responder::stage_whole`]).
+pub(crate) struct Staged {
+    /// A body over `COALESCE_LIMIT`, written after the buffer without a copy.
+    pub apart: Option<Bytes>,
+    /// Body bytes the answer sends (none for a HEAD request).
+    pub len: u64,
+}
+
+/// The body of a large whole answer, after its head: rare, and boxed by [`send_whole!`], so
+/// its write stays out of every caller's state.
+pub(crate) async fn write_apart(io: &mut TcpStream, body: Bytes) -> io::Result<()> {
+    io.write_all(body).await.0.map(drop)
+}
+
+/// [`Responder::send_fields`] written out where it is awaited (the relay of every whole
+/// answer): the head and body staged, the buffer's write pinned in the caller's own state
+/// (`net::write_in_place!`), with no `send_fields` and `write_all_buf` futures between them,
+/// each built, resumed at every poll and dropped per answer. `$res: &mut Responder`,
+/// `$fields: HeadFields`, `$body: Bytes`; evaluates to `io::Result<()>`.
+macro_rules! send_whole {
+    ($res:expr, $status:expr, $fields:expr, $body:expr) => {{
+        let res: &mut $crate::server::Responder<'_> = $res;
+        match res.stage_whole($status, $fields, $body) {
+            Err(e) => Err(e),
+            Ok(staged) => {
+                let (io, out) = res.wire();
+                let mut result = $crate::net::write_in_place!(&mut *io, out);
+                if let (Ok(()), Some(body)) = (&result, staged.apart) {
+                    result = Box::pin($crate::server::write_apart(io, body)).await;
+                }
+                res.sent_whole(result, staged.len)
+            }
+        }
+    }};
+}
+pub(crate) use send_whole;
+
 /// What [`Responder::lend`] lends: the answer's buffer, or one of its own.
 pub enum Lent<'r> {
     Answer(&'r mut BytesMut),
@@ -384,16 +444,5 @@ pub fn error_body(message: &str, kind: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A lent buffer comes back empty, and without a large request's allocation.
-    #[test]
-    fn a_lent_buffer_comes_back_empty_and_small() {
-        let mut out = BytesMut::with_capacity(1024);
-        Lent::Answer(&mut out).extend_from_slice(b"POST / HTTP/1.1\r\n\r\n");
-        assert!(out.is_empty() && out.capacity() >= 1024, "kept for the answer");
-        Lent::Answer(&mut out).extend_from_slice(&vec![b'x'; KEEP_LENT + 1]);
-        assert_eq!(out.capacity(), 0, "a large request's buffer is freed");
-    }
-}
+#[path = "respond_tests.rs"]
+mod tests;

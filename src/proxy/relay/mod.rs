@@ -182,7 +182,9 @@ pub(super) async fn relay(
             let status = transform.status(status);
             let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
             headers.overhead_us(overhead.as_bytes());
-            res.send_fields(status, headers.fields(), body).await.map_err(gone)?;
+            // Written out here (`send_whole!`), not through `send_fields`' future (~190
+            // instructions a chat request: see the macro).
+            crate::server::send_whole!(res, status, headers.fields(), body).map_err(gone)?;
             mark_sent_whole(ctx);
             Ok(Relay::Done(Relayed {
                 status,
