@@ -2,10 +2,7 @@
 //! back here when its connection goes idle, instead of one allocation (and a free) per request,
 //! which grew from empty as the answer was written (~650 instructions a chat request with the
 //! frees, callgrind, issue 18). An upstream connection keeps its read buffer itself
-//! (`upstream::Exchange`), so only write buffers are kept here, each with the span list its
-//! connection's request heads were scanned into (`codec::SpanHome`'s sibling for requests): a
-//! connection gets both in the one look-up it makes for the buffer, and an idle connection
-//! holds neither (a list kept with the connection itself would add 640 bytes to each idle one).
+//! (`upstream::Exchange`), so only write buffers are kept here.
 //! Invariants: a buffer handed out is empty and no other handle can write into its spare
 //! capacity (a write buffer is never split, so nothing shares it); each thread keeps at most
 //! `KEPT` buffers of at most `MAX_BYTES` each (256 KiB in all), so an idle worker pins little;
@@ -16,17 +13,14 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use crate::codec::Span;
-
 /// Buffers kept per thread: a request in flight holds one (its answer's write buffer), and
 /// the callgrind workload runs 8 connections on one worker.
 const KEPT: usize = 16;
 /// Larger buffers are never kept (a large answer's buffer is freed, as before).
 const MAX_BYTES: usize = 16 * 1024;
 
-/// A kept buffer, its span list (empty when it has none) and the `trim` period it was given
-/// back in.
-type Kept = VecDeque<(BytesMut, Vec<Span>, u32)>;
+/// A kept buffer and the `trim` period it was given back in.
+type Kept = VecDeque<(BytesMut, u32)>;
 
 thread_local! {
     static WRITE: RefCell<Kept> = const { RefCell::new(VecDeque::new()) };
@@ -34,18 +28,17 @@ thread_local! {
     static PERIOD: Cell<u32> = const { Cell::new(0) };
 }
 
-/// An empty buffer and the span list given back with it: the oldest kept (it grew to the
-/// answers this worker sends), else a new buffer and list without an allocation.
-pub(crate) fn take() -> (BytesMut, Vec<Span>) {
+/// An empty buffer: the oldest kept one (it grew to the answers this worker sends), else a new
+/// one without an allocation.
+pub fn take() -> BytesMut {
     WRITE
-        .with_borrow_mut(|kept| kept.pop_front().map(|(buf, spans, _)| (buf, spans)))
+        .with_borrow_mut(|kept| kept.pop_front().map(|(buf, _)| buf))
         .unwrap_or_default()
 }
 
-/// Keeps `buf` and `spans` for a later `take` when `buf` is empty and small enough (dropping
-/// the oldest kept pair when full); drops both otherwise. `spans` is a list its connection kept
-/// (`codec::head::parse_request_head_in`), or an empty one.
-pub(crate) fn give(buf: BytesMut, spans: Vec<Span>) {
+/// Keeps `buf` for a later `take` when it is empty and small enough (dropping the oldest kept
+/// one when full); drops it otherwise.
+pub fn give(buf: BytesMut) {
     if !buf.is_empty() || buf.capacity() == 0 || buf.capacity() > MAX_BYTES {
         return;
     }
@@ -54,7 +47,7 @@ pub(crate) fn give(buf: BytesMut, spans: Vec<Span>) {
         if kept.len() == KEPT {
             kept.pop_front();
         }
-        kept.push_back((buf, spans, period));
+        kept.push_back((buf, period));
     });
 }
 
@@ -64,24 +57,14 @@ pub(crate) fn give(buf: BytesMut, spans: Vec<Span>) {
 pub fn trim() {
     let period = PERIOD.get().wrapping_add(1);
     PERIOD.set(period);
-    WRITE.with_borrow_mut(|kept| kept.retain(|(_, _, given)| given.wrapping_add(1) == period));
+    WRITE.with_borrow_mut(|kept| kept.retain(|(_, given)| given.wrapping_add(1) == period));
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
 
-    use crate::codec::Span;
-
-    use super::{trim, KEPT, MAX_BYTES};
-
-    fn take() -> BytesMut {
-        super::take().0
-    }
-
-    fn give(buf: BytesMut) {
-        super::give(buf, Vec::new())
-    }
+    use super::{give, take, trim, KEPT, MAX_BYTES};
 
     /// A buffer given back is handed out again (same allocation, emptied), and large or
     /// non-empty ones never. (Each test runs on its own thread: its spares start empty.)
@@ -108,20 +91,6 @@ mod tests {
         }
         let kept = (0..KEPT + 4).filter(|_| take().capacity() >= 64).count();
         assert_eq!(kept, KEPT, "at most KEPT buffers per thread");
-    }
-
-    /// A span list given back with its buffer comes back with it; without one, the list is
-    /// an empty one, unallocated.
-    #[test]
-    fn a_span_list_travels_with_its_buffer() {
-        let list: Vec<Span> = Vec::with_capacity(32);
-        let at = list.as_ptr();
-        super::give(BytesMut::with_capacity(64), list);
-        let (buf, list) = super::take();
-        assert_eq!((buf.capacity(), list.as_ptr(), list.capacity()), (64, at, 32));
-        super::give(buf, Vec::new());
-        assert_eq!(super::take().1.capacity(), 0);
-        assert_eq!(super::take().1.capacity(), 0, "none kept");
     }
 
     /// A buffer given back since the last trim survives one trim; none survives two.

@@ -16,7 +16,7 @@ use super::field_index::Field;
 use super::fields::{
     header_slots, map_httparse_error, parse_content_length, range_in, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
 };
-use super::headers::{spans_of, Span, Spans};
+use super::headers::{spans_of, Spans};
 use super::origin_form;
 use super::quick;
 
@@ -186,21 +186,10 @@ fn bad(reason: &'static str) -> HeadError {
 /// the head bytes are split off the front of `buf` (split_to + freeze; headers are slices of
 /// that), and any body bytes already read stay in `buf`.
 pub fn parse_request_head(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Option<RequestHead>, HeadError> {
-    parse_request_head_in(buf, limits, &mut Vec::new())
-}
-
-/// [`parse_request_head`], a plain head's spans scanned into `list` when it is a kept list
-/// (a connection's, given back by `Headers::give_list` when its last request ended), which the
-/// head then holds; otherwise `list` is left as it was.
-pub(crate) fn parse_request_head_in(
-    buf: &mut BytesMut,
-    limits: &HeadLimits,
-    list: &mut Vec<Span>,
-) -> Result<Option<RequestHead>, HeadError> {
     // RFC 9112 §2.2: a server SHOULD ignore empty lines before the request-line (some clients
     // send a stray CRLF after a body). Dropping them here keeps them out of the size limit.
     skip_leading_empty_lines(buf);
-    let read = match quick_request(buf, limits.max_headers, list) {
+    let read = match quick_request(buf, limits.max_headers) {
         Some(read) => read,
         None => match httparse_request(buf, limits)? {
             Some(read) => read,
@@ -246,8 +235,8 @@ struct Read {
 /// array and the walk that turns the slots into spans (with the answer's head read the same
 /// way, 21,515 -> 20,549 instructions a chat request, callgrind, issue 18). `None` for
 /// anything else, which httparse then reads as before.
-fn quick_request(buf: &[u8], max_headers: usize, list: &mut Vec<Span>) -> Option<Read> {
-    let (line, head_len, spans) = quick::request(buf, max_headers, list)?;
+fn quick_request(buf: &[u8], max_headers: usize) -> Option<Read> {
+    let (line, head_len, spans) = quick::request(buf, max_headers)?;
     Some(Read {
         head_len,
         http10: line.http10,

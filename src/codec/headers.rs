@@ -21,7 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::field_index::{Field, FieldIndex, FAR};
 use super::fields::{connection_options, ConnectionOptions};
 pub use super::spans::NameLengths;
-pub(crate) use super::spans::{keep_list, spans_of, Span, SpanHome, Spans};
+pub(crate) use super::spans::{spans_of, Span, Spans};
 use super::spans::{wide, Lengths};
 
 /// One header field, borrowed from its list. The name keeps the case it was sent in (compare
@@ -90,27 +90,6 @@ impl Headers {
             index: spans.index,
             lengths: spans.lengths,
         }
-    }
-
-    /// Hands this head's span list to `slot` for the next head's scan when it can be kept (see
-    /// `spans::keep_list`), by its owner done with it (a request that was answered): see
-    /// [`Headers::take_list`].
-    #[inline]
-    pub(crate) fn give_list(&mut self, slot: &mut Vec<Span>) {
-        keep_list(self.take_list(), slot);
-    }
-
-    /// Where this head's span list lies (the tests of its reuse).
-    #[cfg(test)]
-    pub(crate) fn list_at(&self) -> *const Span {
-        self.spans.as_ptr()
-    }
-
-    /// This head's span list, taken, by an owner about to drop the head: its index still
-    /// names spans, but none is there (every look-up reads `None`, through `get`).
-    #[inline]
-    pub(crate) fn take_list(&mut self) -> Vec<Span> {
-        std::mem::take(&mut self.spans)
     }
 
     /// A list of the given fields, in order, in one buffer of its own.

@@ -32,8 +32,6 @@ pub use field_index::Field;
 pub use head::{
     find_header, parse_request_head, BodyFraming, HeadError, HeadLimits, Header, Headers, Method, RequestHead,
 };
-/// Kept span lists: a connection's, reused head after head (`spans::SpanHome`).
-pub(crate) use headers::{Span, SpanHome};
 pub use json::{
     inspect_body, inspect_full, inspect_request, multipart_field, splice_model, InspectError, Inspection, ModelName,
 };

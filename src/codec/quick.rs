@@ -21,7 +21,7 @@ use std::ops::Range;
 use super::classes::{Block, Classes};
 use super::field_index::Field;
 use super::fields::alphanumeric_and;
-use super::headers::{Span, Spans};
+use super::headers::Spans;
 
 /// Where a request line's parts lie in the buffer it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,9 +41,8 @@ pub(crate) struct StatusLine {
 /// A plain request head at the start of `buf`, at most `max` fields: its request line, its
 /// length and its fields' spans. The line is `method SP target SP HTTP/1.x CRLF`, a method of
 /// token bytes and a target of visible ASCII (httparse takes those and more; whether the target
-/// is origin-form is the caller's check, the same whichever parser read it). The spans are
-/// scanned into `list` when it is a kept one (see [`fields`]).
-pub(crate) fn request(buf: &[u8], max: usize, list: &mut Vec<Span>) -> Option<(RequestLine, usize, Spans)> {
+/// is origin-form is the caller's check, the same whichever parser read it).
+pub(crate) fn request(buf: &[u8], max: usize) -> Option<(RequestLine, usize, Spans)> {
     let mut classes = Classes::at(buf, 0);
     let method_end = classes.next(0, Block::not_visible);
     if !buf.get(..method_end)?.iter().all(|&b| TOKEN[usize::from(b)]) {
@@ -56,7 +55,7 @@ pub(crate) fn request(buf: &[u8], max: usize, list: &mut Vec<Span>) -> Option<(R
         (word, b"\r\n") => http_1x(*word)?,
         _ => return None,
     };
-    let (head_len, spans) = fields(buf, &mut classes, version + 10, max, list)?;
+    let (head_len, spans) = fields(buf, &mut classes, version + 10, max)?;
     let line = RequestLine {
         method: 0..method_end,
         target: target_start..target_end,
@@ -67,8 +66,8 @@ pub(crate) fn request(buf: &[u8], max: usize, list: &mut Vec<Span>) -> Option<(R
 
 /// A plain response head at the start of `buf`, at most `max` fields: its status line, its
 /// length and its fields' spans. The line is `HTTP/1.x SP 3DIGIT [SP reason] CRLF`, the reason
-/// of HTAB, SP and visible ASCII. The spans are scanned into `list` as [`request`]'s.
-pub(crate) fn response(buf: &[u8], max: usize, list: &mut Vec<Span>) -> Option<(StatusLine, usize, Spans)> {
+/// of HTAB, SP and visible ASCII.
+pub(crate) fn response(buf: &[u8], max: usize) -> Option<(StatusLine, usize, Spans)> {
     let http10 = match buf.split_first_chunk::<8>()? {
         (word, [b' ', ..]) => http_1x(*word)?,
         _ => return None,
@@ -90,43 +89,23 @@ pub(crate) fn response(buf: &[u8], max: usize, list: &mut Vec<Span>) -> Option<(
     if buf.get(line_end..line_end + 2)? != b"\r\n" {
         return None;
     }
-    let (head_len, spans) = fields(buf, &mut classes, line_end + 2, max, list)?;
+    let (head_len, spans) = fields(buf, &mut classes, line_end + 2, max)?;
     Some((StatusLine { status, http10 }, head_len, spans))
 }
 
 /// The fields from `at` to the blank line, at most `max` of them: the head's length and its
 /// spans. A field is `token ":" OWS value CRLF`, the value of HTAB, SP and visible ASCII,
 /// taken as httparse takes it: without its leading and trailing SP and HTAB, and an empty one
-/// placed where its line's CR is. `classes` is `buf`'s, at or before `at`. The spans go into
-/// `list` when it is a kept list (`Spans::reusing`), which is taken; a head this does not read
-/// leaves it in `list`.
-fn fields(
-    buf: &[u8],
-    classes: &mut Classes<'_>,
-    at: usize,
-    max: usize,
-    list: &mut Vec<Span>,
-) -> Option<(usize, Spans)> {
+/// placed where its line's CR is. `classes` is `buf`'s, at or before `at`.
+fn fields(buf: &[u8], classes: &mut Classes<'_>, mut at: usize, max: usize) -> Option<(usize, Spans)> {
     // Spans hold `u32` bounds: a larger buffer (never a head's) is httparse's to read.
     if u32::try_from(buf.len()).is_err() {
         return None;
     }
-    let mut spans = Spans::reusing(std::mem::take(list));
-    match scan_fields(buf, classes, at, max, &mut spans) {
-        Some(head_len) => Some((head_len, spans)),
-        None => {
-            *list = spans.list;
-            None
-        }
-    }
-}
-
-/// [`fields`]' loop: the head's length, its spans pushed onto `spans`.
-#[inline(always)]
-fn scan_fields(buf: &[u8], classes: &mut Classes<'_>, mut at: usize, max: usize, spans: &mut Spans) -> Option<usize> {
+    let mut spans = Spans::for_scan();
     loop {
         if buf.get(at..at + 2)? == b"\r\n" {
-            return Some(at + 2);
+            return Some((at + 2, spans));
         }
         if spans.len() >= max {
             return None;

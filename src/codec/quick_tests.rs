@@ -41,12 +41,12 @@ fn httparse_response(buf: &[u8]) -> Option<(usize, u16, bool, Spans)> {
 }
 
 fn quick_request(buf: &[u8]) -> Option<Request> {
-    let (line, n, spans) = request(buf, MAX, &mut Vec::new())?;
+    let (line, n, spans) = request(buf, MAX)?;
     Some((n, line.method, line.target, line.http10, spans))
 }
 
 fn quick_response(buf: &[u8]) -> Option<(usize, u16, bool, Spans)> {
-    let (line, n, spans) = response(buf, MAX, &mut Vec::new())?;
+    let (line, n, spans) = response(buf, MAX)?;
     Some((n, line.status, line.http10, spans))
 }
 

@@ -5,7 +5,6 @@
 //! framed unambiguously or it is a 502.
 
 use std::mem::MaybeUninit;
-use std::rc::Rc;
 
 use bytes::BytesMut;
 
@@ -14,7 +13,7 @@ use super::fields::{
     header_slots, map_httparse_error, parse_content_length, skip_leading_empty_lines, trim_ows, INLINE_SLOTS,
 };
 use super::head::{HeadError, HeadLimits, Headers};
-use super::headers::{spans_of, Span, SpanHome, Spans};
+use super::headers::{spans_of, Spans};
 use super::quick;
 
 /// How the response body is delimited.
@@ -34,20 +33,6 @@ pub struct ResponseHead {
     pub framing: ResponseFraming,
     /// Whether the connection may go back to the pool after this response's body.
     pub keep_alive: bool,
-    /// Where the fields' span list goes back when the head is dropped: the upstream
-    /// connection's (see `SpanHome`). Here, not in `Headers`: a request head has none, and 8
-    /// bytes more in its `Headers` made moving a parsed request a `memcpy` call (+58
-    /// instructions a chat request, callgrind).
-    home: Option<Rc<SpanHome>>,
-}
-
-impl Drop for ResponseHead {
-    #[inline]
-    fn drop(&mut self) {
-        if let Some(home) = self.home.take() {
-            home.give(self.headers.take_list());
-        }
-    }
 }
 
 impl ResponseHead {
@@ -150,25 +135,13 @@ pub fn parse_response_head(
     limits: &HeadLimits,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    parse_response_head_at(buf, limits, head_request, None)
-}
-
-/// [`parse_response_head`] on a connection whose span list lives in `home` (an upstream
-/// connection's): a plain head's spans are scanned into the list kept there, and the head gives
-/// it back when dropped (see `SpanHome`).
-pub(crate) fn parse_response_head_at(
-    buf: &mut BytesMut,
-    limits: &HeadLimits,
-    head_request: bool,
-    home: Option<&Rc<SpanHome>>,
-) -> Result<Option<ResponseHead>, HeadError> {
     loop {
         skip_leading_empty_lines(buf);
         if buf.is_empty() {
             // Nothing to parse yet (every exchange asks once before its first read).
             return Ok(None);
         }
-        let (head_len, status, http10, spans) = match quick_response(buf, limits, home) {
+        let (head_len, status, http10, spans) = match quick_response(buf, limits) {
             Some(read) => read,
             None => match httparse_response(buf, limits)? {
                 Some(read) => read,
@@ -181,7 +154,7 @@ pub(crate) fn parse_response_head_at(
             continue;
         }
         let headers = Headers::parsed(buf.split_to(head_len).freeze(), spans);
-        return response_policy(status, headers, http10, head_request, home).map(Some);
+        return response_policy(status, headers, http10, head_request).map(Some);
     }
 }
 
@@ -190,23 +163,10 @@ type Read = (usize, u16, bool, Spans);
 
 /// A plain head (`quick`), in one pass: what httparse would read from it, without its slot
 /// array and the walk that turns the slots into spans. `None` for anything else, which
-/// httparse then reads as before (a head too large, too: its error is said there). The spans
-/// go into `home`'s list when it keeps one (left there when this reads no head).
-#[inline]
-fn quick_response(buf: &[u8], limits: &HeadLimits, home: Option<&Rc<SpanHome>>) -> Option<Read> {
-    let mut list = home.map(|h| h.take()).unwrap_or_default();
-    let read = quick::response(buf, limits.max_headers, &mut list);
-    if let Some(home) = home.filter(|_| read.is_none()) {
-        give_back(home, list);
-    }
-    let (line, head_len, spans) = read?;
+/// httparse then reads as before (a head too large, too: its error is said there).
+fn quick_response(buf: &[u8], limits: &HeadLimits) -> Option<Read> {
+    let (line, head_len, spans) = quick::response(buf, limits.max_headers)?;
     (head_len <= limits.max_head_bytes).then_some((head_len, line.status, line.http10, spans))
-}
-
-/// A list `quick` did not take, back to its home.
-#[cold]
-fn give_back(home: &SpanHome, list: Vec<Span>) {
-    home.give(list);
 }
 
 /// The head as httparse reads it (bare LFs taken), refused when too large.
@@ -281,15 +241,7 @@ fn mixed_framing_error(headers: &Headers) -> HeadError {
     bad("upstream sent both Content-Length and Transfer-Encoding")
 }
 
-/// The head's framing and whether its connection may be reused; `home` is where its list goes
-/// back (set here, so the head is built once).
-fn response_policy(
-    status: u16,
-    headers: Headers,
-    http10: bool,
-    head_request: bool,
-    home: Option<&Rc<SpanHome>>,
-) -> Result<ResponseHead, HeadError> {
+fn response_policy(status: u16, headers: Headers, http10: bool, head_request: bool) -> Result<ResponseHead, HeadError> {
     let te_seen = headers.field(Field::TransferEncoding).is_some();
     if te_seen && headers.field(Field::ContentLength).is_some() {
         return Err(mixed_framing_error(&headers));
@@ -324,7 +276,6 @@ fn response_policy(
         headers,
         framing,
         keep_alive,
-        home: home.cloned(),
     })
 }
 

@@ -3,16 +3,10 @@
 //! together in the one pass that reads the head (`quick::fields`, or from httparse's fields in
 //! `spans_of`); `headers::Headers` holds them with the head's buffer.
 //!
-//! A scanned list (room for `SCAN_ROOM` spans) is reused: a request head's goes back to its
-//! connection when the request ends (`server::conn`), an answer head's to its upstream
-//! connection's [`SpanHome`] when the head is dropped (`response::ResponseHead`).
-//!
 //! Invariant: a span is marked `parsed` only when its name is a token and its value holds no
 //! CR, LF or NUL (httparse's fields, or `quick`'s read as httparse reads them), and every span a
-//! list holds is in its index and its lengths. A list kept for reuse is empty and has room for
-//! exactly `SCAN_ROOM` spans: one that grew is freed, never kept.
+//! list holds is in its index and its lengths.
 
-use std::cell::Cell;
 use std::ops::Range;
 
 use super::field_index::{Field, FieldIndex};
@@ -97,67 +91,6 @@ impl NameLengths {
     }
 }
 
-/// The spans a scanned list has room for: an SDK's 17 fields and more without growing.
-const SCAN_ROOM: usize = 32;
-
-/// A list for a connection's first head (or one after a head that could not be kept).
-#[cold]
-fn new_list() -> Vec<Span> {
-    Vec::with_capacity(SCAN_ROOM)
-}
-
-/// Whether `list` may be kept for a later head: it has exactly the room a scan starts with (a
-/// list that grew past it, or one of another size, is freed as before).
-#[inline]
-fn keepable(list: &Vec<Span>) -> bool {
-    list.capacity() == SCAN_ROOM
-}
-
-/// An empty list of `SCAN_ROOM` spans in `slot` (its own, when it held one), for the next
-/// head's scan; a list that cannot be kept is dropped. What a connection does with the list of
-/// a head it is done with: the next head then allocates none (a list's allocation and free
-/// cost ~60 instructions a head, callgrind, issue 18).
-#[inline]
-pub(crate) fn keep_list(mut list: Vec<Span>, slot: &mut Vec<Span>) {
-    if keepable(&list) {
-        list.clear();
-        *slot = list;
-    }
-}
-
-/// Where an upstream connection keeps its span list between answers: an answer head parsed on
-/// the connection takes the list and gives it back here when dropped (`ResponseHead`'s `Drop`), which
-/// is after the exchange released the connection (the relay writes the client's head from the
-/// answer's after release), so no caller has to hand it back. Holds one list: a second
-/// answer on the same connection while the first head is alive (the pool hands the connection
-/// out again meanwhile) scans into a new list, and of the two given back one is kept.
-#[derive(Default)]
-pub(crate) struct SpanHome(Cell<Vec<Span>>);
-
-impl std::fmt::Debug for SpanHome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SpanHome")
-    }
-}
-
-impl SpanHome {
-    /// The kept list (an empty one without an allocation when none is kept).
-    #[inline]
-    pub(crate) fn take(&self) -> Vec<Span> {
-        self.0.take()
-    }
-
-    /// Keeps `list` when it is keepable (a list kept before is freed).
-    #[inline]
-    pub(super) fn give(&self, list: Vec<Span>) {
-        if keepable(&list) {
-            let mut list = list;
-            list.clear();
-            self.0.set(list);
-        }
-    }
-}
-
 impl Spans {
     pub(super) fn with_capacity(n: usize) -> Self {
         Spans {
@@ -169,25 +102,8 @@ impl Spans {
 
     /// An empty list for a scanner that adds fields one by one (`quick::fields`), with room for
     /// the fields of most heads.
-    #[cfg(test)]
     pub(crate) fn for_scan() -> Self {
-        Self::reusing(Vec::new())
-    }
-
-    /// [`Spans::for_scan`] in `list` when it is a kept one (emptied, `SCAN_ROOM` spans), else
-    /// in a new list.
-    #[inline]
-    pub(crate) fn reusing(mut list: Vec<Span>) -> Self {
-        if keepable(&list) {
-            list.clear();
-        } else {
-            list = new_list();
-        }
-        Spans {
-            list,
-            index: FieldIndex::default(),
-            lengths: Lengths::default(),
-        }
+        Self::with_capacity(32)
     }
 
     pub(crate) fn len(&self) -> usize {

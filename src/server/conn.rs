@@ -16,8 +16,7 @@ use super::body::{buffered, read_body, BodyBudget};
 use super::respond::{write_error, Responder};
 use super::stop::StopSignal;
 use super::{InFlight, Limits, Request, Service};
-use crate::codec::head::{parse_request_head_in, HeadLimits};
-use crate::codec::Span;
+use crate::codec::head::{parse_request_head, HeadLimits};
 use crate::health::clock::Moment;
 use crate::net::{read_before, read_more_reserving_within, read_more_until, reclaim_small, ReadTimer};
 
@@ -57,9 +56,6 @@ pub(super) async fn serve_connection<S: Service>(
     let mut out = BytesMut::new();
     // One timer for every timed read of the connection (the idle wait and the head).
     let mut timer = ReadTimer::new();
-    // The span list request heads are scanned into, kept from one request to the next (and
-    // through `spare` with `out` while idle): no allocation and free per head.
-    let mut spans: Vec<Span> = Vec::new();
     let mut first = true;
     loop {
         if counters.stopping.is_stopped() {
@@ -86,7 +82,7 @@ pub(super) async fn serve_connection<S: Service>(
         if out.capacity() == 0 {
             // A kept buffer of this worker, any size: it grows to the answers this worker sends
             // (up to `spare`'s bound), so answering allocates none.
-            (out, spans) = crate::spare::take();
+            out = crate::spare::take();
         }
         // Boxed: reading, serving and answering one request is a state machine of tens of KiB
         // (forward, retries, relay); inline it would make every idle connection's task that
@@ -99,7 +95,6 @@ pub(super) async fn serve_connection<S: Service>(
                 &mut buf,
                 &mut out,
                 &mut timer,
-                &mut spans,
                 &*service,
                 &counters,
                 &limits,
@@ -118,7 +113,7 @@ pub(super) async fn serve_connection<S: Service>(
             if !reclaim_small(&mut buf, IDLE_READ_BYTES) {
                 buf = BytesMut::new();
             }
-            crate::spare::give(std::mem::take(&mut out), std::mem::take(&mut spans));
+            crate::spare::give(std::mem::take(&mut out));
         }
     }
 }
@@ -129,15 +124,12 @@ pub(super) async fn serve_connection<S: Service>(
 /// its future and again out of the `Result`, about 150 instructions per request (callgrind).
 /// The head is parsed straight into the request for the same reason: returned by a
 /// `read_head` future, it was copied out of it, out of its `Result` and into the request.
-/// The head's fields are scanned into `spans`, the connection's list, and the list goes back
-/// there once the request is answered.
 #[allow(clippy::too_many_arguments)]
 async fn serve_one<S: Service>(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     timer: &mut ReadTimer,
-    spans: &mut Vec<Span>,
     service: &S,
     counters: &Counters,
     limits: &Limits,
@@ -150,7 +142,7 @@ async fn serve_one<S: Service>(
     // Set at the first read: a head that arrived whole (the usual case) reads no clock.
     let mut deadline: Option<Moment> = None;
     let mut request = loop {
-        let stop = match parse_request_head_in(buf, &head_limits, spans) {
+        let stop = match parse_request_head(buf, &head_limits) {
             Ok(Some(head)) => {
                 let received_at = crate::health::clock::read();
                 let body = Bytes::new();
@@ -193,7 +185,6 @@ async fn serve_one<S: Service>(
     service.call(&request, &mut res).await;
     let reusable = res.complete_and_reusable().await;
     *out = res.into_buffer();
-    request.head.headers.give_list(spans);
     reusable
 }
 

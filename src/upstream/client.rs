@@ -19,7 +19,7 @@ use super::pool::{Pool, Shelf};
 use super::{Connector, PoolKey};
 use crate::codec::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::codec::head::HeadLimits;
-use crate::codec::response::{parse_response_head_at, ResponseFraming, ResponseHead};
+use crate::codec::response::{parse_response_head, ResponseFraming, ResponseHead};
 use crate::health::clock::Moment;
 use crate::net::{read_before, write_all_buf, write_in_place, ReadTimer};
 
@@ -76,8 +76,7 @@ macro_rules! round_trip {
             exchange.written = true;
             let mut deadline = None;
             loop {
-                let home = Some(&io.spans);
-                match parse_response_head_at(&mut exchange.buf, &RESPONSE_HEAD_LIMITS, $head_request, home) {
+                match parse_response_head(&mut exchange.buf, &RESPONSE_HEAD_LIMITS, $head_request) {
                     Ok(Some(head)) => {
                         exchange.keep_alive = head.keep_alive;
                         exchange.body = BodyState::of(head.framing);

@@ -355,37 +355,3 @@ fn a_pooled_connection_reads_on_in_its_own_buffer() {
         );
     });
 }
-
-/// A pooled connection's answer heads are scanned into its one span list: a head dropped after
-/// the exchange released the connection (as the relay does) gives the list back to it, and the
-/// next exchange's head is read into the same allocation.
-#[test]
-fn a_pooled_connections_answer_heads_share_its_span_list() {
-    on_a_pool(|pool, key| async move {
-        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-        let no_body = Bytes::new();
-        let (mut exchange, mut upstream) = exchange(&pool, &key).await;
-        let mut at = None;
-        for _ in 0..3 {
-            let mut request = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
-            let upstream_side = async {
-                let (read, _) = upstream.read(Vec::with_capacity(1024)).await;
-                assert!(read.expect("request read") > 0);
-                let (written, _) = upstream.write_all(ANSWER).await;
-                written.expect("answer written");
-            };
-            let (trip, ()) = monoio::join!(
-                exchange.round_trip(&mut request, &no_body, SECOND, false),
-                upstream_side
-            );
-            let head = trip.expect("head");
-            assert_eq!(head.headers.find("content-length"), Some(&b"2"[..]));
-            let list = head.headers.list_at();
-            assert_eq!(*at.get_or_insert(list), list, "the connection's one list");
-            assert_eq!(&exchange.read_to_end(SECOND, 1024).await.expect("body")[..], b"ok");
-            exchange.release();
-            drop(head);
-            exchange = super::super::pooled(&pool, &key).expect("pooled");
-        }
-    });
-}

@@ -7,7 +7,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,7 +21,6 @@ use super::dns::Resolver;
 use super::error::{UpstreamError, UpstreamErrorKind};
 use super::idle::Guarded;
 use super::PoolKey;
-use crate::codec::SpanHome;
 use crate::config::Scheme;
 
 /// An upstream connection: its plain or TLS stream, and the read buffer its exchanges read
@@ -31,10 +29,6 @@ pub struct Io {
     pub(super) stream: Stream,
     /// Empty (no allocation) until the connection's first exchange; see `Exchange::new`.
     pub(super) buf: BytesMut,
-    /// The span list its answers' heads are scanned into, given back by each head when dropped
-    /// (no allocation and free per answer; see `SpanHome`): 640 bytes once its first answer
-    /// was read.
-    pub(super) spans: Rc<SpanHome>,
 }
 
 /// A plain or TLS upstream stream.
@@ -49,7 +43,6 @@ impl Io {
         Io {
             stream,
             buf: BytesMut::new(),
-            spans: Rc::default(),
         }
     }
 }
