@@ -134,7 +134,15 @@ pub(super) async fn send_authenticated(
     loop {
         let credential = credential(core, ctx, provider, key, refused).await?;
         // A buffer of its own: the rare credential path is not lent the answer's.
-        let (exchange, head) = send(core, ctx, req, target, credential.auth(), &mut BytesMut::new()).await?;
+        let mut landed = None;
+        let land = |exchange, head| landed = Some((exchange, head));
+        send(core, ctx, req, target, credential.auth(), &mut BytesMut::new(), land).await?;
+        let Some((exchange, head)) = landed else {
+            return Err(UpstreamError::new(
+                UpstreamErrorKind::Protocol,
+                "the upstream answer was not kept",
+            ));
+        };
         let (Credential::Token(token), Some(cell)) = (&credential, ctx.generation.tokens.get(provider.index, key))
         else {
             return Ok((exchange, head));

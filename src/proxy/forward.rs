@@ -304,11 +304,23 @@ async fn try_provider(
         }
     };
     let max_depth = config.server.max_json_depth;
-    let Some(target) = adapt(core, ctx, job, provider, &candidate.upstream_model, max_depth, attempt)? else {
+    // Filled in place: returned by value, the target was copied out of the result.
+    let mut slot = None;
+    adapt(
+        core,
+        ctx,
+        job,
+        provider,
+        &candidate.upstream_model,
+        max_depth,
+        attempt,
+        &mut slot,
+    )?;
+    let Some(target) = slot.as_ref() else {
         return Ok(None);
     };
     while attempt.made < attempt.max {
-        match try_key(core, ctx, job, res, &target, attempt).await? {
+        match try_key(core, ctx, job, res, target, attempt).await? {
             KeyTry::Delivered(usage) => return Ok(Some(usage)),
             KeyTry::NoKey => return Ok(None),
             KeyTry::Failed => {}
@@ -322,8 +334,9 @@ async fn try_provider(
 }
 
 /// Phase `adapt`: passthrough (model splice only) or a protocol translation, as the provider's
-/// adapter plans it. `None` = this provider cannot serve this request (kept as the last error,
-/// the next candidate is tried).
+/// adapter plans it, into `slot`. Left `None` = this provider cannot serve this request (kept
+/// as the last error, the next candidate is tried).
+#[allow(clippy::too_many_arguments)]
 fn adapt<'a>(
     core: &Core,
     ctx: &RequestContext,
@@ -332,35 +345,22 @@ fn adapt<'a>(
     upstream_model: &'a str,
     max_depth: usize,
     attempt: &mut Attempts,
-) -> Result<Option<Target<'a>>, ProxyError> {
+    slot: &mut Option<Target<'a>>,
+) -> Result<(), ProxyError> {
     let Job {
         req, inspection, model, ..
     } = *job;
     let same = || super::inspect::adapt(&req.body, inspection, upstream_model, model);
     let adapter = Adapter::of(provider);
-    let planned = match adapter.relayed_path(job.client_path.front) {
+    let prepared = match adapter.relayed_path(job.client_path.front) {
         // A fixed door on the provider's own protocol (most requests): what `prepare` plans
-        // for it, without its dispatch and the plan's move out of it (~150 instructions a
-        // chat request, callgrind, issue 18).
-        Some(path) => Ok(Prepared::relayed(same(), path)),
-        None => adapter.prepare(job.client_path, &req.body, upstream_model, model, max_depth, same),
-    };
-    let prepared = match planned {
-        Ok(prepared) => prepared,
-        Err(PrepareError::Unsupported(reason)) => {
-            let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
-            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
-            return Ok(None);
-        }
-        Err(PrepareError::BadRequest(message)) => return Err(ProxyError::bad_request(message)),
-        Err(PrepareError::Unavailable(reason)) => {
-            // A 404 unless an earlier candidate failed for real.
-            if attempt.last_error.is_none() {
-                let message = format!("provider '{}': {reason}", provider.name);
-                attempt.last_error = Some(ProxyError::new(ErrorKind::NotFound, Side::Downstream, message));
-            }
-            return Ok(None);
-        }
+        // for it, without its dispatch and the plan's moves out of it and out of a `Result`
+        // (~150 and ~30 instructions a chat request, callgrind, issue 18).
+        Some(path) => Prepared::relayed(same(), path),
+        None => match adapter.prepare(job.client_path, &req.body, upstream_model, model, max_depth, same) {
+            Ok(prepared) => prepared,
+            Err(error) => return refused(provider, attempt, error),
+        },
     };
     // A borrowed path is one of rotor's constants (see `Prepared::path`): nothing to judge.
     if let std::borrow::Cow::Owned(path) = &prepared.path {
@@ -382,7 +382,7 @@ fn adapt<'a>(
         None => usage_plan(job, prepared.body, max_depth),
         Some(_) => (prepared.body, Mode::Observe),
     };
-    Ok(Some(Target {
+    *slot = Some(Target {
         provider,
         adapter,
         upstream_model,
@@ -393,7 +393,28 @@ fn adapt<'a>(
         dialog,
         header: prepared.header,
         owned_key: owned.map(|o| o.key),
-    }))
+    });
+    Ok(())
+}
+
+/// The provider's adapter cannot plan this request: an error for the client, or (kept as the
+/// last error) the next candidate.
+fn refused(provider: &Provider, attempt: &mut Attempts, error: PrepareError) -> Result<(), ProxyError> {
+    match error {
+        PrepareError::Unsupported(reason) => {
+            let message = format!("provider '{}' cannot serve this request: {reason}", provider.name);
+            attempt.last_error = Some(ProxyError::new(ErrorKind::UpstreamFailed, Side::Upstream, message));
+        }
+        PrepareError::BadRequest(message) => return Err(ProxyError::bad_request(message)),
+        PrepareError::Unavailable(reason) => {
+            // A 404 unless an earlier candidate failed for real.
+            if attempt.last_error.is_none() {
+                let message = format!("provider '{}': {reason}", provider.name);
+                attempt.last_error = Some(ProxyError::new(ErrorKind::NotFound, Side::Downstream, message));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One provider, ready to send to.

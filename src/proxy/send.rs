@@ -54,7 +54,8 @@ pub(super) async fn discard(ctx: &RequestContext, mut exchange: Exchange, head: 
 /// A plain function returning `send_to`'s future: as an `async fn` it was one more future
 /// on the request path, initialised, moved into and resumed at every poll of the attempt.
 /// The request is written into `out` and sent from it (the answer's lent buffer, see
-/// `Responder::lend`), which is left empty.
+/// `Responder::lend`), which is left empty; the answer (exchange and head) is handed to
+/// `land`, which writes it straight into the caller's state (see `upstream::send_pooled`).
 #[inline(always)]
 pub(super) fn send<'a>(
     core: &'a Core,
@@ -63,10 +64,11 @@ pub(super) fn send<'a>(
     target: &'a Target<'_>,
     auth: Auth<'a>,
     out: &'a mut BytesMut,
-) -> impl Future<Output = Result<(Exchange, ResponseHead), UpstreamError>> + 'a {
+    land: impl FnOnce(Exchange, ResponseHead) + 'a,
+) -> impl Future<Output = Result<(), UpstreamError>> + 'a {
     let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
     let request = (target.provider, &target.body, target.path.as_ref(), extra);
-    send_to(core, ctx, req, auth, request, out)
+    send_to(core, ctx, req, auth, request, out, land)
 }
 
 /// `send` of one request: the provider, body, upstream path and the adapter's extra header.
@@ -87,7 +89,8 @@ fn send_to<'a>(
     auth: Auth<'a>,
     (provider, body, upstream_path, extra): Outgoing<'a>,
     out: &'a mut BytesMut,
-) -> impl Future<Output = Result<(Exchange, ResponseHead), UpstreamError>> + 'a {
+    land: impl FnOnce(Exchange, ResponseHead) + 'a,
+) -> impl Future<Output = Result<(), UpstreamError>> + 'a {
     let upstream_config = &ctx.generation.config.upstream;
     let connector = &ctx.generation.connector;
     let prepared = ctx.generation.heads.get(provider.index);
@@ -112,7 +115,7 @@ fn send_to<'a>(
         )
         .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
     };
-    upstream::send_pooled(trip, out, body, build)
+    upstream::send_pooled(trip, out, body, build, land)
 }
 
 /// Phase `send` for an upstream that takes more than one exchange (`providers::dialog`): each
@@ -135,19 +138,26 @@ pub(super) async fn send_turn(
     // A buffer of the dialog's own (a rare path: the answer's is lent to `send` only).
     let mut out = BytesMut::new();
     for _ in 0..MAX_STEPS {
-        let (mut exchange, head) = send_to(
+        let auth = Auth {
+            key,
+            line: None,
+            post: None,
+        };
+        let mut landed = None;
+        let land = |exchange, head| landed = Some((exchange, head));
+        send_to(
             core,
             ctx,
             req,
-            Auth {
-                key,
-                line: None,
-                post: None,
-            },
+            auth,
             (provider, &step.body, &step.path, None),
             &mut out,
+            land,
         )
         .await?;
+        let Some((mut exchange, head)) = landed else {
+            return Err(protocol("the upstream answer was not kept".to_owned()));
+        };
         let ok = (200..300).contains(&head.status);
         if step.setup && ok {
             let body = exchange.read_to_end(idle, SETUP_LIMIT).await?;

@@ -130,19 +130,23 @@ pub struct Trip<'a> {
 /// any answer byte on a reused connection (probably closed by the upstream while idle) is
 /// tried once more on a fresh connection, with the head built again. The head is built before
 /// a connection is taken: one the writer refuses never touches one. `out` is left empty.
+/// The answer (exchange and head) is handed to `land`, which writes it where its caller keeps
+/// it (returned, it was moved out of this future and once more into the caller's state).
 ///
 /// The request path's whole upstream exchange in one state machine (checkout, write, reads
 /// and the stale-connection retry): awaited through `proxy::send`'s `async fn` and
 /// `Exchange::round_trip`, each poll of an attempt resumed two nested futures, and the answer
 /// (exchange and head) was moved out of one into the other.
-pub async fn send_pooled<B>(
+pub async fn send_pooled<B, L>(
     trip: Trip<'_>,
     out: &mut BytesMut,
     body: &Bytes,
     mut build: B,
-) -> Result<(Exchange, ResponseHead), UpstreamError>
+    land: L,
+) -> Result<(), UpstreamError>
 where
     B: FnMut(&mut BytesMut) -> Result<(), UpstreamError>,
+    L: FnOnce(Exchange, ResponseHead),
 {
     build(out)?;
     let mut exchange = match super::pooled(trip.pool, &trip.key) {
@@ -164,7 +168,10 @@ where
         // The head goes straight into the answer (kept in a `Result` first and matched after,
         // it was copied once more).
         let error = match round_trip!(&mut exchange, out, body, trip.first_byte_timeout, trip.head_request) {
-            Ok(head) => return Ok((exchange, head)),
+            Ok(head) => {
+                land(exchange, head);
+                return Ok(());
+            }
             Err(e) => e,
         };
         if !(exchange.reused && error.before_response()) {

@@ -270,9 +270,13 @@ fn send_pooled_builds_first_then_takes_a_pooled_connection() {
             head_request: false,
         };
         let mut out = BytesMut::new();
-        let refused = send_pooled(trip(), &mut out, &Bytes::new(), |_: &mut BytesMut| {
-            Err(super::UpstreamError::new(UpstreamErrorKind::Encode, "refused"))
-        })
+        let refused = send_pooled(
+            trip(),
+            &mut out,
+            &Bytes::new(),
+            |_: &mut BytesMut| Err(super::UpstreamError::new(UpstreamErrorKind::Encode, "refused")),
+            |_, _| panic!("nothing was sent"),
+        )
         .await;
         assert_eq!(refused.err().map(|e| e.kind), Some(UpstreamErrorKind::Encode));
 
@@ -296,8 +300,11 @@ fn send_pooled_builds_first_then_takes_a_pooled_connection() {
                     .await;
                 written.expect("answer written");
             };
-            let (sent, ()) = monoio::join!(send_pooled(trip(), &mut out, &no_body, build), upstream_side);
-            let (mut exchange, head) = sent.expect("answered");
+            let mut landed = None;
+            let land = |exchange, head| landed = Some((exchange, head));
+            let (sent, ()) = monoio::join!(send_pooled(trip(), &mut out, &no_body, build, land), upstream_side);
+            sent.expect("answered");
+            let (mut exchange, head): (Exchange, _) = landed.expect("landed");
             assert_eq!(head.status, 200);
             assert!(out.is_empty(), "the lent buffer comes back empty");
             assert_eq!(exchange.reused, round == 1, "the second round takes the pooled one");

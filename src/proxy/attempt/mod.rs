@@ -25,6 +25,7 @@ use crate::health::{clock, KeyHealth, ProviderHealth};
 use crate::limits::select::Skipped;
 use crate::limits::{LimitSet, Reservation};
 use crate::server::Responder;
+use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;
 use deliver::relay;
 use judge::{classify, retry_elsewhere, send_failed, unsent, Judged};
@@ -92,28 +93,46 @@ pub(super) async fn try_key(
     let secret = pool_key.map_or("", |k| k.secret.expose());
     // A dialog's turn is bound to the key: upstream state it uses was created with it.
     let mut turn = target.dialog.as_ref().zip(pool_key).map(|(d, k)| d.turn(k.id));
+    // The answer lands straight in the `Followed` it is relayed from, in this future's state
+    // (returned through `send`'s future, it was moved out of it and once more into here).
+    let mut landed: Option<Followed> = None;
+    let mut land = |exchange, head| landed = Some(Followed::unfollowed(exchange, head));
     let sent = match turn.as_mut() {
-        Some(turn) => Box::pin(send_turn(core, ctx, job.req, provider, secret, turn)).await,
-        // A plain secret (every key but a minted credential's) is sent by `send` itself: the
-        // answer (exchange and head, 304 bytes) then crosses one future less on its way here.
+        Some(turn) => match Box::pin(send_turn(core, ctx, job.req, provider, secret, turn)).await {
+            Ok((exchange, head)) => {
+                land(exchange, head);
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
+        // A plain secret (every key but a minted credential's) is sent by `send` itself.
         None => match plain_secret(&ctx.generation, provider, key.index) {
             // Sent from the answer's buffer, lent while nothing was written to the client.
-            Some(auth) => send(core, ctx, job.req, target, auth, &mut res.lend()).await,
+            Some(auth) => send(core, ctx, job.req, target, auth, &mut res.lend(), land).await,
             // Boxed: the rare credential path's states stay out of every attempt's future.
-            None => Box::pin(send_authenticated(core, ctx, job.req, target, key.index)).await,
+            None => match Box::pin(send_authenticated(core, ctx, job.req, target, key.index)).await {
+                Ok((exchange, head)) => {
+                    land(exchange, head);
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            },
         },
     };
-    // The answer goes straight into the `Followed` it is relayed from (destructured first and
-    // then rebuilt, it was copied once more).
-    let mut answer = match sent {
-        Ok((exchange, head)) => Followed::unfollowed(exchange, head),
-        Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
+    let answer = match (sent, landed.as_mut()) {
+        (Ok(()), Some(answer)) => answer,
+        (Err(error), _) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
+        (Ok(()), None) => {
+            let error = UpstreamError::new(UpstreamErrorKind::Protocol, "the upstream answer was not kept");
+            return send_failed(core, ctx, provider, &key, &subject, attempt, error);
+        }
     };
     let outcome = match classify(core, ctx, target, &key, &subject, attempt, &answer.head) {
         Judged::Deliver(outcome) => outcome,
         Judged::Retry(verdict) => {
-            let (exchange, head) = (answer.exchange, answer.head);
-            Box::pin(retry_elsewhere(ctx, target, &subject, attempt, verdict, exchange, head)).await;
+            if let Some(Followed { exchange, head, .. }) = landed.take() {
+                Box::pin(retry_elsewhere(ctx, target, &subject, attempt, verdict, exchange, head)).await;
+            }
             return Ok(KeyTry::Failed);
         }
     };
@@ -127,25 +146,31 @@ pub(super) async fn try_key(
     // Without a follow-up (every protocol but Replicate) the first answer is the client's: no
     // boxed `follow` future is built, copied and freed for it.
     if target.translation.is_some() && target.adapter.has_follow_up() {
-        let (exchange, head) = (answer.exchange, answer.head);
-        answer = match Box::pin(follow(&fetcher, target, res, exchange, head)).await {
-            Ok(answer) => answer,
-            Err(Unfollowed::Upstream(error)) => {
-                unsent(core, ctx, provider, &key, &subject, attempt, error);
-                return Ok(KeyTry::Failed);
-            }
-            Err(Unfollowed::ClientGone) => return Err(client_left(ctx)),
-        };
+        if let Some(Followed { exchange, head, .. }) = landed.take() {
+            landed = Some(match Box::pin(follow(&fetcher, target, res, exchange, head)).await {
+                Ok(answer) => answer,
+                Err(Unfollowed::Upstream(error)) => {
+                    unsent(core, ctx, provider, &key, &subject, attempt, error);
+                    return Ok(KeyTry::Failed);
+                }
+                Err(Unfollowed::ClientGone) => return Err(client_left(ctx)),
+            });
+        }
     }
+    let Some(answer) = landed.as_mut() else {
+        return Ok(KeyTry::Failed);
+    };
     // A follow-up's own answer (a poll's 429, the stream URL's head) is judged like the first.
     let mut outcome = outcome;
     if answer.followed && answer.body.is_none() {
         match classify(core, ctx, target, &key, &subject, attempt, &answer.head) {
             Judged::Deliver(judged) => outcome = judged,
             Judged::Retry(verdict) => {
-                let (exchange, head) = (answer.exchange, answer.head);
-                Box::pin(retry_elsewhere(ctx, target, &subject, attempt, verdict, exchange, head)).await;
-                if let Some(url) = &answer.cancel_url {
+                let cancel_url = answer.cancel_url.take();
+                if let Some(Followed { exchange, head, .. }) = landed.take() {
+                    Box::pin(retry_elsewhere(ctx, target, &subject, attempt, verdict, exchange, head)).await;
+                }
+                if let Some(url) = &cancel_url {
                     super::cancel::spawn(&fetcher, url);
                 }
                 return Ok(KeyTry::Failed);
@@ -153,18 +178,7 @@ pub(super) async fn try_key(
         }
     }
     relay(
-        core,
-        ctx,
-        job,
-        res,
-        target,
-        &key,
-        &subject,
-        attempt,
-        &fetcher,
-        &mut answer,
-        outcome,
-        turn,
+        core, ctx, job, res, target, &key, &subject, attempt, &fetcher, answer, outcome, turn,
     )
     .await
 }
