@@ -14,7 +14,7 @@ use bytes::BytesMut;
 
 use super::forward::Target;
 use super::headers::Auth;
-use super::send::{discard, send};
+use super::send::{answer_kept, discard, send};
 use super::{Core, RequestContext};
 use crate::codec::response::ResponseHead;
 use crate::config::{Key, Provider};
@@ -137,12 +137,7 @@ pub(super) async fn send_authenticated(
         let mut landed = None;
         let land = |exchange, head| landed = Some((exchange, head));
         send(core, ctx, req, target, credential.auth(), &mut BytesMut::new(), land).await?;
-        let Some((exchange, head)) = landed else {
-            return Err(UpstreamError::new(
-                UpstreamErrorKind::Protocol,
-                "the upstream answer was not kept",
-            ));
-        };
+        let (exchange, head) = answer_kept(landed)?;
         let (Credential::Token(token), Some(cell)) = (&credential, ctx.generation.tokens.get(provider.index, key))
         else {
             return Ok((exchange, head));

@@ -118,6 +118,13 @@ fn send_to<'a>(
     upstream::send_pooled(trip, out, body, build, land)
 }
 
+/// The answer a `land` closure kept (see `upstream::send_pooled`), for a caller that goes on
+/// once its send succeeded: a send that succeeded without landing one (which `send_pooled`
+/// never does) is a protocol error, not a panic.
+pub(super) fn answer_kept<T>(kept: Option<T>) -> Result<T, UpstreamError> {
+    kept.ok_or_else(|| UpstreamError::new(UpstreamErrorKind::Protocol, "the upstream answer was not kept"))
+}
+
 /// Phase `send` for an upstream that takes more than one exchange (`providers::dialog`): each
 /// step goes out like `send` (same pool, connector and timeouts, so every step is bounded by
 /// `connect_timeout_ms`, `first_byte_timeout_ms` and `stream_idle_timeout_ms`). A setup that
@@ -155,9 +162,7 @@ pub(super) async fn send_turn(
             land,
         )
         .await?;
-        let Some((mut exchange, head)) = landed else {
-            return Err(protocol("the upstream answer was not kept".to_owned()));
-        };
+        let (mut exchange, head) = answer_kept(landed)?;
         let ok = (200..300).contains(&head.status);
         if step.setup && ok {
             let body = exchange.read_to_end(idle, SETUP_LIMIT).await?;

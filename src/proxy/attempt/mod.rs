@@ -18,14 +18,13 @@ use super::credential::{plain_secret, send_authenticated};
 use super::error::{ErrorKind, ProxyError, Side};
 use super::follow::{follow, Fetcher, Followed, Unfollowed};
 use super::forward::{Job, Target};
-use super::send::{backoff, send, send_turn};
+use super::send::{answer_kept, backoff, send, send_turn};
 use super::{Core, RequestContext};
 use crate::config::Provider;
 use crate::health::{clock, KeyHealth, ProviderHealth};
 use crate::limits::select::Skipped;
 use crate::limits::{LimitSet, Reservation};
 use crate::server::Responder;
-use crate::upstream::{UpstreamError, UpstreamErrorKind};
 use crate::usage::Usage;
 use deliver::relay;
 use judge::{classify, retry_elsewhere, send_failed, unsent, Judged};
@@ -119,13 +118,9 @@ pub(super) async fn try_key(
             },
         },
     };
-    let answer = match (sent, landed.as_mut()) {
-        (Ok(()), Some(answer)) => answer,
-        (Err(error), _) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
-        (Ok(()), None) => {
-            let error = UpstreamError::new(UpstreamErrorKind::Protocol, "the upstream answer was not kept");
-            return send_failed(core, ctx, provider, &key, &subject, attempt, error);
-        }
+    let answer = match sent.and_then(|()| answer_kept(landed.as_mut())) {
+        Ok(answer) => answer,
+        Err(error) => return send_failed(core, ctx, provider, &key, &subject, attempt, error),
     };
     let outcome = match classify(core, ctx, target, &key, &subject, attempt, &answer.head) {
         Judged::Deliver(outcome) => outcome,
