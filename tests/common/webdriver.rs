@@ -18,11 +18,15 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long `wait_for` polls before failing.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-/// A running chromedriver and one browser session; both end on drop.
+/// A running chromedriver and one browser session; both end on drop, and so does `scratch`.
 pub struct Browser {
     driver: Child,
     port: u16,
     session: String,
+    /// The `TMPDIR` of chromedriver and Chromium: Chromium leaves its singleton-socket directory
+    /// (`org.chromium.Chromium.*`) behind in the temp directory after every session, 286 of them
+    /// in `/tmp` after a day of test runs; here they go with the browser.
+    scratch: PathBuf,
 }
 
 fn find_binary(names: &[&str]) -> PathBuf {
@@ -51,8 +55,11 @@ impl Browser {
         let driver_bin = find_binary(&["chromedriver"]);
         let chromium = find_binary(&["chromium", "chromium-browser"]);
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let scratch = std::env::temp_dir().join(format!("rotor-browser-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&scratch).expect("the browser's temp directory");
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &scratch)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -61,6 +68,7 @@ impl Browser {
             driver,
             port,
             session: String::new(),
+            scratch,
         };
         let deadline = Instant::now() + WAIT;
         while browser.try_call("GET", "/status", None).is_none() {
@@ -247,6 +255,7 @@ impl Drop for Browser {
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
