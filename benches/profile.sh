@@ -48,6 +48,9 @@ cleanup() {
   local signal=TERM; [ "$WHAT" = callgrind ] && signal=KILL
   for p in "${PIDS[@]}"; do kill -s "$signal" "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # A valgrind that is killed leaves its three vgdb FIFOs behind (679 sets in /tmp after a
+  # day of runs); they are named after its pid.
+  for p in "${PIDS[@]}"; do rm -f "${TMPDIR:-/tmp}"/vgdb-pipe-*-"$p"-by-*; done
   [ -n "$KEEP" ] || rm -rf "$OUT"
 }
 trap cleanup EXIT
