@@ -94,27 +94,42 @@ pub struct Subject<'a> {
 }
 
 /// Applies what `verdict` means to the key and its provider. Returns the moment the key is
-/// usable again when it now cools.
+/// usable again when it now cools. A delivered answer (nearly every attempt) is settled inline
+/// in the caller; only a retried one enters `settle_retry`'s frame.
+#[inline]
 pub fn settle(subject: &Subject<'_>, verdict: Verdict, retry: &Retry, now: u64) -> Option<u64> {
-    let health = subject.keys.get(subject.key)?;
-    let window = retry
-        .breaker
-        .map_or(DEFAULT_TALLY_WINDOW_MS, |b| b.window.as_millis() as u64);
     match verdict {
         Verdict::Deliver { key_ok } => {
+            let health = subject.keys.get(subject.key)?;
             if key_ok {
                 health.record_success();
             }
-            answered(subject, now, window);
+            answered(subject, now, tally_window(retry));
             None
         }
-        Verdict::Retry(Penalty::Cool(wait)) => {
+        Verdict::Retry(penalty) => settle_retry(subject, penalty, retry, now),
+    }
+}
+
+/// The window failures are tallied over: the breaker's, else `DEFAULT_TALLY_WINDOW_MS`.
+fn tally_window(retry: &Retry) -> u64 {
+    retry
+        .breaker
+        .map_or(DEFAULT_TALLY_WINDOW_MS, |b| b.window.as_millis() as u64)
+}
+
+/// `settle` for an answer or failure that is retried elsewhere.
+fn settle_retry(subject: &Subject<'_>, penalty: Penalty, retry: &Retry, now: u64) -> Option<u64> {
+    let health = subject.keys.get(subject.key)?;
+    let window = tally_window(retry);
+    match penalty {
+        Penalty::Cool(wait) => {
             let until = now.saturating_add(wait.as_millis() as u64);
             health.cool_until(until, now);
             answered(subject, now, window);
             Some(until)
         }
-        Verdict::Retry(Penalty::Reject(status)) => {
+        Penalty::Reject(status) => {
             answered(subject, now, window);
             // Two requests rejected at once quarantine the key once (not for twice as long).
             let quarantined = subject.provider_health.serialized(|| {
@@ -132,7 +147,7 @@ pub fn settle(subject: &Subject<'_>, verdict: Verdict, retry: &Retry, now: u64) 
             }
             None
         }
-        Verdict::Retry(Penalty::Failure) => {
+        Penalty::Failure => {
             failed(subject, health, retry, window, now);
             None
         }
