@@ -53,7 +53,9 @@ impl Attempts {
     }
 
     /// Applies a verdict to the key and provider health (`classify::settle`) and notes what the
-    /// request learned; `repeat`: the key may be tried again in a later pass.
+    /// request learned; `repeat`: the key may be tried again in a later pass. Inlined into its
+    /// callers (`attempt::judge`), so a delivered answer's judging is one frame.
+    #[inline(always)]
     pub fn judge(&mut self, subject: &Subject<'_>, provider: usize, verdict: Verdict, repeat: bool, retry: &Retry) {
         if let Some(until) = settle(subject, verdict, retry, now_ms()) {
             self.note_cooling(until);

@@ -96,16 +96,31 @@ fn connection_named_lengths(head: &RequestHead) -> u64 {
 /// The key the client presented: `Authorization: Bearer <key>`, else `x-api-key`, else
 /// `x-goog-api-key`, else the `key` query parameter (Google's styles, for the Gemini SDKs).
 pub fn client_key(head: &RequestHead) -> Option<&[u8]> {
-    if let Some(value) = head.field(Field::Authorization) {
-        let value = value.trim_ascii();
-        if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
-            return Some(value[7..].trim_ascii());
-        }
+    if let Some(token) = head
+        .field(Field::Authorization)
+        .and_then(|v| bearer_token(v.trim_ascii()))
+    {
+        return Some(token.trim_ascii());
     }
     head.field(Field::XApiKey)
         .or_else(|| head.field(Field::XGoogApiKey))
         .map(|v| v.trim_ascii())
         .or_else(|| query_key(head.query()?))
+}
+
+/// What follows `Bearer ` (the scheme in any case) in an `Authorization` value with more after
+/// it. The first eight bytes are read as one word and the scheme compared in one test: setting
+/// bit 5 of the six letters' bytes folds an upper-case ASCII letter to its lower case and maps
+/// no other byte to a letter of `bearer`, and the space is compared as it is, so this accepts
+/// exactly what `value[..7].eq_ignore_ascii_case(b"bearer ")` did, whose byte loop cost ~50
+/// instructions a request (`client_key` 115 -> 65, callgrind, issue 18).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const FOLD: u64 = u64::from_le_bytes(*b"\x20\x20\x20\x20\x20\x20\0\0");
+    const SEVEN: u64 = u64::from_le_bytes(*b"\xff\xff\xff\xff\xff\xff\xff\0");
+    const SCHEME: u64 = u64::from_le_bytes(*b"bearer \0");
+    let (first, _) = value.split_first_chunk::<8>()?;
+    let folded = (u64::from_le_bytes(*first) | FOLD) & SEVEN;
+    value.get(7..).filter(|_| folded == SCHEME)
 }
 
 /// The `key=` parameter of a query (taken as it is: API keys are URL-safe).

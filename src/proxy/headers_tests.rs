@@ -322,3 +322,56 @@ fn refused_secret_is_not_prepared() {
     assert!(refused.is_err());
     assert_eq!(&out[..], b"kept", "a refused head leaves the buffer as it was");
 }
+
+/// `bearer_token` takes exactly what the byte-wise rule it replaced took (more than seven
+/// bytes, the first seven `bearer ` in any case): every case of the scheme, and every byte
+/// value at each of the first eight places of a few values.
+#[test]
+fn bearer_token_agrees_with_the_byte_wise_rule() {
+    fn old(v: &[u8]) -> Option<&[u8]> {
+        (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
+    }
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for case in 0..64u32 {
+        let mut v = b"bearer key-1".to_vec();
+        for (i, b) in v.iter_mut().take(6).enumerate() {
+            if case & (1 << i) != 0 {
+                b.make_ascii_uppercase();
+            }
+        }
+        values.push(v);
+    }
+    for base in [&b"Bearer k"[..], b"bearer sk-123", b"BEARER  x"] {
+        for at in 0..8 {
+            for byte in 0..=255u8 {
+                let mut v = base.to_vec();
+                v[at] = byte;
+                values.push(v);
+            }
+        }
+    }
+    for short in [&b""[..], b"Bearer", b"Bearer ", b"bearer\tk", b"Basic abc"] {
+        values.push(short.to_vec());
+    }
+    for v in &values {
+        assert_eq!(bearer_token(v), old(v), "{:?}", String::from_utf8_lossy(v));
+    }
+}
+
+/// The client's key from each place it may come, the scheme in any case.
+#[test]
+fn client_key_from_each_place() {
+    let key = |fields: &str, target: &str| {
+        let raw = format!("POST {target} HTTP/1.1\r\nHost: r\r\n{fields}\r\n");
+        let mut buf = bytes::BytesMut::from(raw.as_str());
+        let head = parse_request_head(&mut buf, &HeadLimits::default()).unwrap().unwrap();
+        client_key(&head).map(|k| String::from_utf8_lossy(k).into_owned())
+    };
+    let k = |s: &str| Some(s.to_string());
+    assert_eq!(key("Authorization: Bearer sk-1\r\n", "/v1/chat/completions"), k("sk-1"));
+    assert_eq!(key("authorization: bEaReR   sk-2 \r\n", "/"), k("sk-2"));
+    assert_eq!(key("Authorization: Bearer\r\nx-api-key: a\r\n", "/"), k("a"));
+    assert_eq!(key("Authorization: Basic abc\r\nx-goog-api-key: g\r\n", "/"), k("g"));
+    assert_eq!(key("", "/v1beta/models/m:generateContent?alt=sse&key=q"), k("q"));
+    assert_eq!(key("", "/"), None);
+}
