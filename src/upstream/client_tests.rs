@@ -362,3 +362,41 @@ fn a_pooled_connection_reads_on_in_its_own_buffer() {
         );
     });
 }
+
+/// `buffered_body` takes a sized body the head's read brought along whole, as `next_piece`
+/// would (the body is done and the connection pools clean); it takes nothing from a body
+/// that is not all here yet, that is not shorter than its bound, or that is chunked, which
+/// `next_piece` then reads as before.
+#[test]
+fn buffered_body_takes_only_a_sized_body_all_here() {
+    on_a_pool(|pool, key| async move {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        let (mut whole, mut upstream) = exchange(&pool, &key).await;
+        head_answered(&mut whole, &mut upstream, ANSWER).await;
+        assert!(whole.buffered_body(5).is_none(), "not shorter than the bound");
+        assert_eq!(whole.buffered_body(6).as_deref(), Some(&b"hello"[..]));
+        assert!(whole.body_done() && whole.reusable(), "done, nothing left over");
+        assert!(whole.buffered_body(6).is_none(), "taken once");
+        whole.release();
+        assert_eq!(pool.idle_count(), 1, "pooled clean");
+
+        let mut next = super::super::pooled(&pool, &key).expect("pooled");
+        head_answered(
+            &mut next,
+            &mut upstream,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe",
+        )
+        .await;
+        assert!(next.buffered_body(1024).is_none(), "two bytes of five");
+        let (written, _) = upstream.write_all(&b"llo"[..]).await;
+        written.expect("rest written");
+        assert_eq!(&next.read_to_end(SECOND, 1024).await.expect("body")[..], b"hello");
+        next.release();
+
+        let mut chunked = super::super::pooled(&pool, &key).expect("pooled");
+        const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        head_answered(&mut chunked, &mut upstream, CHUNKED).await;
+        assert!(chunked.buffered_body(1024).is_none(), "chunked");
+        assert_eq!(&chunked.read_to_end(SECOND, 1024).await.expect("body")[..], b"hello");
+    });
+}
