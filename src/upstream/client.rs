@@ -436,12 +436,15 @@ impl Exchange {
         };
         if io.nothing_buffered() {
             // Idle in the pool: no deadline, and no waker keeping this task alive. Its read
-            // buffer goes with it, unless it grew.
+            // buffer goes with it, unless it grew (freed here).
             self.timer.idle();
-            if !self.oversized {
-                io.buf = std::mem::take(&mut self.buf);
+            io.buf = std::mem::take(&mut self.buf);
+            if self.oversized {
+                io.buf = BytesMut::new();
             }
             pool.put(&self.shelf, io, std::mem::take(&mut self.timer));
+            // Nothing left to free: the buffer went with the connection.
+            return;
         }
         self.buf = BytesMut::new();
     }

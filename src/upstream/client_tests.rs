@@ -400,3 +400,41 @@ fn buffered_body_takes_only_a_sized_body_all_here() {
         assert_eq!(&chunked.read_to_end(SECOND, 1024).await.expect("body")[..], b"hello");
     });
 }
+
+/// A checkout finds its key's connections whichever key the one before it asked for (the
+/// shelf it looked up last is kept only as a shortcut), and a reap still drops every empty
+/// shelf no exchange holds, the last one looked up too.
+#[test]
+fn checkouts_find_each_keys_shelf_and_a_reap_drops_the_last_one_looked_up() {
+    on_a_pool(|pool, key| async move {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let other = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 2, 0);
+        let (mut a, mut upstream_a) = exchange(&pool, &key).await;
+        let (mut b, mut upstream_b) = exchange(&pool, &other).await;
+        answered(&mut a, &mut upstream_a, ANSWER).await;
+        answered(&mut b, &mut upstream_b, ANSWER).await;
+        a.release();
+        b.release();
+        assert_eq!(pool.idle_count(), 2);
+        for _ in 0..3 {
+            for (k, upstream) in [(&key, &mut upstream_a), (&other, &mut upstream_b)] {
+                let mut again = super::super::pooled(&pool, k).expect("this key's connection");
+                assert!(super::super::pooled(&pool, k).is_none(), "handed out once");
+                answered(&mut again, upstream, ANSWER).await;
+                again.release();
+            }
+        }
+        let mut twice = super::super::pooled(&pool, &other).expect("pooled");
+        answered(&mut twice, &mut upstream_b, ANSWER).await;
+        twice.release();
+        assert!(super::super::pooled(&pool, &other).is_some(), "asked twice in a row");
+        assert!(super::super::pooled(&pool, &key).is_some());
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(pool.shelves(), 2);
+        // The spent exchanges still hold their shelves.
+        drop((a, b, twice));
+        pool.reap();
+        assert_eq!(pool.shelves(), 0, "empty shelves nobody holds are dropped");
+        assert!(super::super::pooled(&pool, &other).is_none());
+    });
+}
