@@ -323,3 +323,107 @@ fn head_request_gets_headers_only() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("\"status\""), "{}", r.text());
 }
+
+/// An upstream on one keep-alive connection that answers each request with the same sized
+/// JSON body: with its head in one write when `together`, else the head and 40 ms later the
+/// body. Counts the connections it accepted.
+fn sized_upstream(together: bool) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    // One request: its head, then its content-length's bytes.
+                    let Some(end) = find(&buf, b"\r\n\r\n") else {
+                        match conn.read(&mut tmp) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if buf.len() < end + 4 + len {
+                        match conn.read(&mut tmp) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                        continue;
+                    }
+                    buf.drain(..end + 4 + len);
+                    let body = r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: kept\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if together {
+                        conn.write_all(format!("{head}{body}").as_bytes()).unwrap();
+                    } else {
+                        conn.write_all(head.as_bytes()).unwrap();
+                        sleep_ms(40);
+                        conn.write_all(body.as_bytes()).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A sized answer whose body came with its head (taken at once, written where the attempt
+/// awaits it) and one whose body came after (read by the relay) reach the client alike: the
+/// same status, fields, length and body, and the upstream connection is reused either way.
+#[test]
+fn a_sized_answer_is_relayed_alike_whether_its_body_came_with_its_head_or_after() {
+    let mut answers = Vec::new();
+    for together in [true, false] {
+        let (addr, accepted) = sized_upstream(together);
+        let url = format!("http://{addr}/v1");
+        let provider = format!(
+            "[[clients]]\nname = \"tester\"\nkey = \"{CLIENT_KEY}\"\n\n[[providers]]\nname = \"raw\"\nkind = \"openai\"\nbase_url = \"{url}\"\nkeys = [\"{POOL_KEY}\"]\nmodels = [\"gpt-4o-mini\"]\n"
+        );
+        let h = Harness::gateway_only(
+            Conf {
+                workers: 1,
+                ..Conf::with_body(&provider)
+            },
+            &url,
+        );
+        let mut c = h.client();
+        for _ in 0..3 {
+            let r = c.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
+            assert_eq!(r.status, 200, "{together}: {}", r.text());
+            assert!(r.complete && !r.chunked, "{together}");
+            assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+            assert_eq!(r.header("x-rotor-provider"), Some("raw"));
+            assert_eq!(r.header("x-rotor-attempts"), Some("1"));
+            assert!(r.header("x-rotor-overhead-us").is_some(), "{together}");
+            assert!(r.header("x-request-id").is_some(), "{together}");
+            answers.push((
+                r.header("content-type").map(str::to_owned),
+                r.header("x-upstream").map(str::to_owned),
+                r.text(),
+            ));
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{together}: reused"
+        );
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    assert_eq!(answers[0].0.as_deref(), Some("application/json"));
+    assert_eq!(answers[0].1.as_deref(), Some("kept"));
+}

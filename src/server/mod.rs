@@ -21,7 +21,7 @@ use futures_channel::oneshot;
 
 pub use body::BodyStats;
 pub use respond::{error_body, Lent, Responder};
-pub(crate) use respond::{send_whole, write_apart};
+pub(crate) use respond::{send_whole, write_apart, write_staged, Staged};
 
 pub use stop::StopSignal;
 

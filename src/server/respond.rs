@@ -358,18 +358,28 @@ macro_rules! send_whole {
         let res: &mut $crate::server::Responder<'_> = $res;
         match res.stage_whole($status, $fields, $body) {
             Err(e) => Err(e),
-            Ok(staged) => {
-                let (io, out) = res.wire();
-                let mut result = $crate::net::write_in_place!(&mut *io, out);
-                if let (Ok(()), Some(body)) = (&result, staged.apart) {
-                    result = Box::pin($crate::server::write_apart(io, body)).await;
-                }
-                res.sent_whole(result, staged.len)
-            }
+            Ok(staged) => $crate::server::write_staged!(res, staged),
         }
     }};
 }
 pub(crate) use send_whole;
+
+/// The second half of [`send_whole!`]: a whole answer [`Responder::stage_whole`] staged,
+/// written where it is awaited and settled. `$res: &mut Responder`, `$staged: Staged`;
+/// evaluates to `io::Result<()>`.
+macro_rules! write_staged {
+    ($res:expr, $staged:expr) => {{
+        let res: &mut $crate::server::Responder<'_> = $res;
+        let staged: $crate::server::Staged = $staged;
+        let (io, out) = res.wire();
+        let mut result = $crate::net::write_in_place!(&mut *io, out);
+        if let (Ok(()), Some(body)) = (&result, staged.apart) {
+            result = Box::pin($crate::server::write_apart(io, body)).await;
+        }
+        res.sent_whole(result, staged.len)
+    }};
+}
+pub(crate) use write_staged;
 
 /// What [`Responder::lend`] lends: the answer's buffer, or one of its own.
 pub enum Lent<'r> {

@@ -274,6 +274,21 @@ impl Exchange {
         matches!(self.body, BodyState::Done)
     }
 
+    /// The whole body when it is sized, shorter than `below` bytes and already in the read
+    /// buffer (the head's read brought it along, as it does a chat answer): taken as
+    /// `next_piece` would take it, without its future, and the body is done. `None` (nothing
+    /// taken): read it with `next_piece`.
+    pub fn buffered_body(&mut self, below: u64) -> Option<Bytes> {
+        let BodyState::Length(n) = self.body else {
+            return None;
+        };
+        if n >= below || (self.buf.len() as u64) < n {
+            return None;
+        }
+        self.body = BodyState::Done;
+        Some(self.buf.split_to(n as usize).freeze())
+    }
+
     /// The next piece of the body as it arrives; `None` at its end. `idle` bounds each silence.
     pub async fn next_piece(&mut self, idle: Duration) -> Result<Option<Bytes>, UpstreamError> {
         loop {
@@ -421,12 +436,15 @@ impl Exchange {
         };
         if io.nothing_buffered() {
             // Idle in the pool: no deadline, and no waker keeping this task alive. Its read
-            // buffer goes with it, unless it grew.
+            // buffer goes with it, unless it grew (freed here).
             self.timer.idle();
-            if !self.oversized {
-                io.buf = std::mem::take(&mut self.buf);
+            io.buf = std::mem::take(&mut self.buf);
+            if self.oversized {
+                io.buf = BytesMut::new();
             }
             pool.put(&self.shelf, io, std::mem::take(&mut self.timer));
+            // Nothing left to free: the buffer went with the connection.
+            return;
         }
         self.buf = BytesMut::new();
     }

@@ -362,3 +362,79 @@ fn a_pooled_connection_reads_on_in_its_own_buffer() {
         );
     });
 }
+
+/// `buffered_body` takes a sized body the head's read brought along whole, as `next_piece`
+/// would (the body is done and the connection pools clean); it takes nothing from a body
+/// that is not all here yet, that is not shorter than its bound, or that is chunked, which
+/// `next_piece` then reads as before.
+#[test]
+fn buffered_body_takes_only_a_sized_body_all_here() {
+    on_a_pool(|pool, key| async move {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        let (mut whole, mut upstream) = exchange(&pool, &key).await;
+        head_answered(&mut whole, &mut upstream, ANSWER).await;
+        assert!(whole.buffered_body(5).is_none(), "not shorter than the bound");
+        assert_eq!(whole.buffered_body(6).as_deref(), Some(&b"hello"[..]));
+        assert!(whole.body_done() && whole.reusable(), "done, nothing left over");
+        assert!(whole.buffered_body(6).is_none(), "taken once");
+        whole.release();
+        assert_eq!(pool.idle_count(), 1, "pooled clean");
+
+        let mut next = super::super::pooled(&pool, &key).expect("pooled");
+        head_answered(
+            &mut next,
+            &mut upstream,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe",
+        )
+        .await;
+        assert!(next.buffered_body(1024).is_none(), "two bytes of five");
+        let (written, _) = upstream.write_all(&b"llo"[..]).await;
+        written.expect("rest written");
+        assert_eq!(&next.read_to_end(SECOND, 1024).await.expect("body")[..], b"hello");
+        next.release();
+
+        let mut chunked = super::super::pooled(&pool, &key).expect("pooled");
+        const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        head_answered(&mut chunked, &mut upstream, CHUNKED).await;
+        assert!(chunked.buffered_body(1024).is_none(), "chunked");
+        assert_eq!(&chunked.read_to_end(SECOND, 1024).await.expect("body")[..], b"hello");
+    });
+}
+
+/// A checkout finds its key's connections whichever key the one before it asked for (the
+/// shelf it looked up last is kept only as a shortcut), and a reap still drops every empty
+/// shelf no exchange holds, the last one looked up too.
+#[test]
+fn checkouts_find_each_keys_shelf_and_a_reap_drops_the_last_one_looked_up() {
+    on_a_pool(|pool, key| async move {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let other = PoolKey::new(Scheme::Http, Arc::from("127.0.0.1"), 2, 0);
+        let (mut a, mut upstream_a) = exchange(&pool, &key).await;
+        let (mut b, mut upstream_b) = exchange(&pool, &other).await;
+        answered(&mut a, &mut upstream_a, ANSWER).await;
+        answered(&mut b, &mut upstream_b, ANSWER).await;
+        a.release();
+        b.release();
+        assert_eq!(pool.idle_count(), 2);
+        for _ in 0..3 {
+            for (k, upstream) in [(&key, &mut upstream_a), (&other, &mut upstream_b)] {
+                let mut again = super::super::pooled(&pool, k).expect("this key's connection");
+                assert!(super::super::pooled(&pool, k).is_none(), "handed out once");
+                answered(&mut again, upstream, ANSWER).await;
+                again.release();
+            }
+        }
+        let mut twice = super::super::pooled(&pool, &other).expect("pooled");
+        answered(&mut twice, &mut upstream_b, ANSWER).await;
+        twice.release();
+        assert!(super::super::pooled(&pool, &other).is_some(), "asked twice in a row");
+        assert!(super::super::pooled(&pool, &key).is_some());
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(pool.shelves(), 2);
+        // The spent exchanges still hold their shelves.
+        drop((a, b, twice));
+        pool.reap();
+        assert_eq!(pool.shelves(), 0, "empty shelves nobody holds are dropped");
+        assert!(super::super::pooled(&pool, &other).is_none());
+    });
+}

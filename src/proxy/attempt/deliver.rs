@@ -15,7 +15,7 @@ use crate::proxy::classify::Subject;
 use crate::proxy::error::ProxyError;
 use crate::proxy::follow::{Fetcher, Followed};
 use crate::proxy::forward::{Job, Target};
-use crate::proxy::relay::{relay as relay_answer, Relay, RelayInput, Relayed};
+use crate::proxy::relay::{self, Relay, RelayInput, Relayed};
 use crate::proxy::{Core, RequestContext};
 use crate::server::Responder;
 
@@ -43,12 +43,11 @@ pub(super) async fn relay(
     let (record_url, cancel_url) = (answer.record_url.take(), answer.cancel_url.take());
     // A 503 tells the client when to come back, whether or not the upstream did.
     let retry_after = (answer.head.status == 503).then(|| usable_in(ctx, job.plan_providers()));
-    let input = RelayInput {
+    let mut input = RelayInput {
         provider,
         attempts: attempt.made,
         head: &answer.head,
         exchange: &mut answer.exchange,
-        body: answer.body.take(),
         fetcher,
         deadline: job.deadline,
         retry_after,
@@ -84,7 +83,16 @@ pub(super) async fn relay(
         Some(key) => tee.insert(crate::proxy::cached::tee(core, ctx, key, status, transform.as_dyn())),
         None => transform.as_dyn(),
     };
-    let result = relay_answer(ctx, res, input, transform).await;
+    // An answer all here (a chat answer) is written where this future awaits it; only one
+    // still to be read or streamed takes the relay's own future.
+    let result = match relay::ready(ctx, res, &mut input, answer.body.take(), transform) {
+        Some(Ok(ready)) => {
+            let written = crate::server::write_staged!(res, ready.staged);
+            relay::sent_ready(ctx, ready.status, written, transform)
+        }
+        Some(Err(error)) => Err(error),
+        None => relay::relay(ctx, res, input, transform).await,
+    };
     // A job whose answer did not reach its end (the client left, the stream broke, a poll's
     // error went to the client) may still run upstream.
     let finished = matches!(

@@ -1,6 +1,7 @@
 //! Phase `relay`: the upstream answer goes to the client through a `ResponseTransform`. A whole
-//! (non-SSE) answer is read, transformed and written here in one piece; anything that streams
-//! is handed to `stream` once its head went out.
+//! (non-SSE) answer is read, transformed and written here in one piece (one all here already,
+//! a chat answer, by `ready`, with no future of its own); anything that streams is handed to
+//! `stream` once its head went out.
 //! How an answer ends is recorded: cleanly, or as an upstream cut, an idle timeout, a client
 //! abort or the request deadline (`RelayFailure`), even though the status already went out.
 //! Invariant: the upstream connection returns to the pool only when its body was read to the
@@ -24,7 +25,7 @@ use crate::config::Provider;
 use crate::health::clock::{self, Moment};
 use crate::metrics::health::RelayFailure;
 use crate::providers::transform::ResponseTransform;
-use crate::server::Responder;
+use crate::server::{Responder, Staged};
 use crate::upstream::{Exchange, UpstreamError};
 use crate::usage::Usage;
 use stream::Stream;
@@ -58,8 +59,6 @@ pub(super) struct RelayInput<'a> {
     /// through `try_key`, `attempt::relay` and here, they cost a 400-byte copy per layer.
     pub head: &'a ResponseHead,
     pub exchange: &'a mut Exchange,
-    /// The answer's body when phase `follow` already read it (the exchange is then at its end).
-    pub body: Option<Bytes>,
     /// GETs with the attempt's key, for a transform that reads a URL at the end.
     pub fetcher: &'a Fetcher<'a>,
     /// Absolute deadline for the whole request (`upstream.request_timeout_ms`), if any.
@@ -68,41 +67,127 @@ pub(super) struct RelayInput<'a> {
     pub retry_after: Option<u64>,
 }
 
-pub(super) async fn relay(
+/// The digits an answer's head borrows, kept by whoever writes the head.
+#[derive(Default)]
+struct Digits {
+    attempts: itoa::Buffer,
+    retry: itoa::Buffer,
+    overhead: itoa::Buffer,
+}
+
+/// rotor's own fields of the answer's head but its overhead, added to `headers` (built by the
+/// caller: returned from here, the fields, about 170 bytes, were copied by `memcpy`).
+#[inline(always)]
+fn own_fields<'a>(
     ctx: &RequestContext,
-    res: &mut Responder<'_>,
-    input: RelayInput<'_>,
-    transform: &mut dyn ResponseTransform,
-) -> Result<Relay, ProxyError> {
-    let RelayInput {
-        provider,
-        attempts,
-        head,
-        exchange,
-        body: read_before,
-        fetcher,
-        deadline,
-        retry_after,
-    } = input;
-    // Declared before `headers`, which borrows them.
-    let mut overhead_digits = itoa::Buffer::new();
-    let mut retry_digits = itoa::Buffer::new();
-    let upstream_config = &ctx.generation.config.upstream;
-    let idle = upstream_config.stream_idle_timeout;
-    let mut digits = itoa::Buffer::new();
-    let attempts_text = digits.format(attempts).as_bytes();
-    // The upstream's fields are read from its head as the answer's head is written; every
-    // field pushed here is rotor's own (ids, names, digits, static text).
-    let mut headers = AnswerFields::new(head, &ctx.request_id, &provider.answer_lines, attempts_text);
+    input: &RelayInput<'_>,
+    transform: &dyn ResponseTransform,
+    headers: &mut AnswerFields<'a>,
+    retry: &'a mut itoa::Buffer,
+) {
     if let Some(flag) = ctx.trace.borrow().cache {
         headers.push("x-rotor-cache", flag.as_bytes());
     }
     if let Some(content_type) = transform.content_type() {
         headers.replace_content_type(content_type);
     }
-    if let Some(seconds) = retry_after {
-        headers.retry_after_unless_sent(retry_digits.format(seconds).as_bytes());
+    if let Some(seconds) = input.retry_after {
+        headers.retry_after_unless_sent(retry.format(seconds).as_bytes());
     }
+}
+
+/// A whole answer staged by [`ready`], for the caller to write (`server::write_staged!`) and
+/// report with [`sent_ready`].
+pub(super) struct Ready {
+    /// The status the client gets.
+    pub status: u16,
+    pub staged: Staged,
+}
+
+/// The answer when all of it is here (phase `follow` read its body, or its head's read brought
+/// a sized body along, as it does a chat answer): its connection released, the body
+/// transformed, and head and body staged in the answer's buffer, with no future for the read
+/// and none for the relay: their set-up, resumes and drops cost about 200 instructions a chat
+/// request (callgrind, issue 18). `None` (nothing done): [`relay`] reads or streams it.
+pub(super) fn ready(
+    ctx: &RequestContext,
+    res: &mut Responder<'_>,
+    input: &mut RelayInput<'_>,
+    read_before: Option<Bytes>,
+    transform: &mut dyn ResponseTransform,
+) -> Option<Result<Ready, ProxyError>> {
+    let head = input.head;
+    let body = match read_before {
+        Some(body) => body,
+        // What `relay` does with it: read whole (a piece at least `BUFFER_WHOLE_LIMIT` long
+        // would stream), unless it is SSE.
+        None => match head.framing {
+            ResponseFraming::Length(_) if !is_event_stream(head) => {
+                input.exchange.buffered_body(BUFFER_WHOLE_LIMIT as u64)?
+            }
+            _ => return None,
+        },
+    };
+    let mut digits = Digits::default();
+    let attempts = digits.attempts.format(input.attempts).as_bytes();
+    // The upstream's fields are read from its head as the answer's head is written; every
+    // field pushed here is rotor's own (ids, names, digits, static text).
+    let mut headers = AnswerFields::new(head, &ctx.request_id, &input.provider.answer_lines, attempts);
+    own_fields(ctx, input, transform, &mut headers, &mut digits.retry);
+    let answer_ready = clock::read();
+    input.exchange.release();
+    let body = transform.full(head.status, body);
+    let status = transform.status(head.status);
+    let overhead = digits
+        .overhead
+        .format(overhead_micros(ctx, answer_ready, clock::read()));
+    headers.overhead_us(overhead.as_bytes());
+    let staged = res.stage_whole(status, headers.fields(), body);
+    Some(
+        staged
+            .map(|staged| Ready { status, staged })
+            .map_err(|e| client_gone(ctx, e)),
+    )
+}
+
+/// How the write of a [`ready`] answer went.
+pub(super) fn sent_ready(
+    ctx: &RequestContext,
+    status: u16,
+    written: std::io::Result<()>,
+    transform: &dyn ResponseTransform,
+) -> Result<Relay, ProxyError> {
+    written.map_err(|e| client_gone(ctx, e))?;
+    mark_sent_whole(ctx);
+    Ok(Relay::Done(Relayed {
+        status,
+        streamed: false,
+        failure: None,
+        usage: transform.usage(),
+    }))
+}
+
+/// Every answer [`ready`] did not take: read whole, streamed, or empty.
+pub(super) async fn relay(
+    ctx: &RequestContext,
+    res: &mut Responder<'_>,
+    input: RelayInput<'_>,
+    transform: &mut dyn ResponseTransform,
+) -> Result<Relay, ProxyError> {
+    let mut digits = Digits::default();
+    let attempts = digits.attempts.format(input.attempts).as_bytes();
+    let mut headers = AnswerFields::new(input.head, &ctx.request_id, &input.provider.answer_lines, attempts);
+    own_fields(ctx, &input, transform, &mut headers, &mut digits.retry);
+    let overhead_digits = &mut digits.overhead;
+    let RelayInput {
+        head,
+        exchange,
+        fetcher,
+        deadline,
+        ..
+    } = input;
+    let upstream_config = &ctx.generation.config.upstream;
+    let idle = upstream_config.stream_idle_timeout;
     let status = head.status;
     let gone = |e: std::io::Error| client_gone(ctx, e);
     let whole = Relayed {
@@ -111,21 +196,6 @@ pub(super) async fn relay(
         failure: None,
         usage: Usage::default(),
     };
-    if let Some(body) = read_before {
-        let answer_ready = clock::read();
-        exchange.release();
-        let body = transform.full(status, body);
-        let status = transform.status(status);
-        let overhead = overhead_digits.format(overhead_micros(ctx, answer_ready, clock::read()));
-        headers.overhead_us(overhead.as_bytes());
-        res.send_fields(status, headers.fields(), body).await.map_err(gone)?;
-        mark_sent_whole(ctx);
-        return Ok(Relay::Done(Relayed {
-            status,
-            usage: transform.usage(),
-            ..whole
-        }));
-    }
     // Read once: a stream's answer asked it twice (about 130 instructions each).
     let sse = is_event_stream(head);
     match head.framing {
