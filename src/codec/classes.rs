@@ -11,7 +11,11 @@
 //! OWS loops around the value) cost ~250 instructions a field, most of it per-field overhead
 //! rather than bytes; classifying a block once costs under one instruction a byte (AVX2 where
 //! the CPU has it, else SSE2, the x86-64 baseline; a byte loop on other targets), and each part
-//! of a line is then a few (issue 18).
+//! of a line is then a few (issue 18). The CPU is asked once a head ([`on_cpu`]), and the
+//! reading of the head is compiled once for each classifier, the AVX2 one with AVX2 on, so a
+//! block is classified inline where the cursor moves on: asking every block and calling through
+//! two functions to the classifier cost ~44 instructions a block beside its own ~38 (a chat
+//! request's two heads 2,406 -> 2,295 instructions, an SDK's 5,782 -> 5,414; callgrind).
 
 /// The classes of 64 bytes from a [`Classes`] cursor's base: bit `i` is byte `base + i`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,22 +61,96 @@ impl Block {
     }
 }
 
+/// A way to classify a block, picked once per head by [`on_cpu`], so the code that reads a head
+/// is compiled for it: its blocks are classified inline, where asking the CPU and two calls a
+/// block cost about as much again as AVX2's own work (~44 instructions a block beside ~38,
+/// callgrind, issue 18).
+pub(super) trait Classify: Copy {
+    fn block(self, block: &[u8; 64]) -> Block;
+}
+
+/// AVX2, which the CPU has: made only by [`on_cpu`], after asking.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct Avx2 {
+    _asked: (),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Classify for Avx2 {
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    fn block(self, block: &[u8; 64]) -> Block {
+        // SAFETY: an `Avx2` exists only where the CPU has AVX2 (`on_cpu` asked).
+        unsafe { classify64_avx2(block) }
+    }
+}
+
+/// What every CPU of the target has: SSE2 on x86-64, a byte walk elsewhere.
+#[derive(Clone, Copy)]
+pub(super) struct Baseline;
+
+impl Classify for Baseline {
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    fn block(self, block: &[u8; 64]) -> Block {
+        // SAFETY: every x86-64 CPU has SSE2 (the target's baseline, enabled in every build).
+        #[cfg(target_arch = "x86_64")]
+        return unsafe { classify64_sse2(block) };
+        #[cfg(not(target_arch = "x86_64"))]
+        classify_bytes(block)
+    }
+}
+
+/// A reading of a head, done with whichever [`Classify`] [`on_cpu`] picks: generic over it, so
+/// it is compiled once for each (its code inlined into [`run_avx2`] for AVX2).
+pub(super) trait OnCpu {
+    type Out;
+    fn run<C: Classify>(self, classify: C) -> Self::Out;
+}
+
+/// `task` run with AVX2 where the CPU has it (asked once a head, not once a block), else with
+/// the [`Baseline`].
+#[allow(unsafe_code)]
+#[inline]
+pub(super) fn on_cpu<T: OnCpu>(task: T) -> T::Out {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { run_avx2(task) };
+    }
+    task.run(Baseline)
+}
+
+/// [`OnCpu::run`] with [`Avx2`], compiled for AVX2: the classifier is inlined into the reading.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn run_avx2<T: OnCpu>(task: T) -> T::Out {
+    task.run(Avx2 { _asked: () })
+}
+
 /// A cursor over a buffer's classes that only moves forward: it holds one block, from `base`,
 /// and classifies the next when a search runs past it (or a search starts past it).
-pub(super) struct Classes<'a> {
+pub(super) struct Classes<'a, C> {
     buf: &'a [u8],
     base: usize,
     block: Block,
+    classify: C,
 }
 
-impl<'a> Classes<'a> {
+impl<'a, C: Classify> Classes<'a, C> {
     /// The classes of `buf` from `at` on.
-    #[inline]
-    pub(super) fn at(buf: &'a [u8], at: usize) -> Self {
+    #[inline(always)]
+    pub(super) fn at(buf: &'a [u8], at: usize, classify: C) -> Self {
         Classes {
             buf,
             base: at,
-            block: classify(buf, at),
+            block: classify_at(buf, at, classify),
+            classify,
         }
     }
 
@@ -103,48 +181,56 @@ impl<'a> Classes<'a> {
     }
 
     /// The block after the one held, or the one at `from` when that lies further on.
-    #[inline(never)]
+    #[inline(always)]
     fn advance(&mut self, from: usize) {
         self.base = self.base.saturating_add(64).max(from);
-        self.block = classify(self.buf, self.base);
+        self.block = classify_at(self.buf, self.base, self.classify);
     }
 }
 
 /// The classes of the 64 bytes of `buf` from `base`, those past its end as NULs.
-#[inline]
-fn classify(buf: &[u8], base: usize) -> Block {
+#[inline(always)]
+fn classify_at<C: Classify>(buf: &[u8], base: usize, classify: C) -> Block {
     let rest = buf.get(base..).unwrap_or_default();
-    if let Some(block) = rest.first_chunk::<64>() {
-        return classify64(block);
-    }
     let mut padded = [0u8; 64];
-    if let Some(head) = padded.get_mut(..rest.len()) {
-        head.copy_from_slice(rest);
-    }
-    classify64(&padded)
+    // One classifying either way: its code is inlined where a cursor moves on.
+    let block = match rest.first_chunk::<64>() {
+        Some(block) => block,
+        None => {
+            if let Some(head) = padded.get_mut(..rest.len()) {
+                head.copy_from_slice(rest);
+            }
+            &padded
+        }
+    };
+    classify.block(block)
 }
 
-/// [`classify`] of one whole block: AVX2, 32 bytes a step, where the CPU has it (about 45
-/// instructions a block), else SSE2, 16 bytes a step (x86-64's baseline, about 90).
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-#[inline]
+/// [`Classify::block`] with AVX2 where the CPU has it, asked each time (tests).
+#[cfg(test)]
 fn classify64(block: &[u8; 64]) -> Block {
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { classify64_avx2(block) };
-    }
-    // SAFETY: every x86-64 CPU has SSE2 (the target's baseline, enabled in every build).
-    unsafe { classify64_sse2(block) }
+    on_cpu(One(block))
 }
 
-/// [`classify64`] with AVX2.
+#[cfg(test)]
+struct One<'a>(&'a [u8; 64]);
+
+#[cfg(test)]
+impl OnCpu for One<'_> {
+    type Out = Block;
+    fn run<C: Classify>(self, classify: C) -> Block {
+        classify.block(self.0)
+    }
+}
+
+/// [`Classify::block`] with AVX2.
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(unsafe_code)]
+#[inline]
 unsafe fn classify64_avx2(block: &[u8; 64]) -> Block {
     use std::arch::x86_64::{
         __m256i, _mm256_add_epi8 as add, _mm256_cmpeq_epi8 as eq, _mm256_cmpgt_epi8 as gt, _mm256_loadu_si256,
@@ -170,13 +256,14 @@ unsafe fn classify64_avx2(block: &[u8; 64]) -> Block {
     }
 }
 
-/// [`classify64`] with SSE2.
+/// [`Classify::block`] with SSE2.
 ///
 /// # Safety
 /// The CPU has SSE2 (every x86-64 CPU does).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
 #[allow(unsafe_code)]
+#[inline]
 unsafe fn classify64_sse2(block: &[u8; 64]) -> Block {
     use std::arch::x86_64::{
         _mm_add_epi8 as add, _mm_cmpeq_epi8 as eq, _mm_cmpgt_epi8 as gt, _mm_loadu_si128, _mm_movemask_epi8 as bits,
@@ -203,13 +290,7 @@ unsafe fn classify64_sse2(block: &[u8; 64]) -> Block {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn classify64(block: &[u8; 64]) -> Block {
-    classify_bytes(block)
-}
-
-/// [`classify64`] a byte at a time (portable; the SSE2 one is tested against it).
+/// [`Classify::block`] a byte at a time (portable; the SSE2 and AVX2 ones are tested against it).
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn classify_bytes(block: &[u8; 64]) -> Block {
     let mut classes = Block::default();
@@ -257,16 +338,30 @@ mod tests {
     }
 
     /// A search finds what a byte walk finds, across blocks, from anywhere, and stops at the
-    /// buffer's end.
+    /// buffer's end: with the baseline classifier, and with the one `on_cpu` picks.
     #[test]
     fn next_finds_what_a_byte_walk_finds() {
+        searches_as_a_byte_walk(Baseline);
+        on_cpu(Searches);
+    }
+
+    struct Searches;
+
+    impl OnCpu for Searches {
+        type Out = ();
+        fn run<C: Classify>(self, classify: C) {
+            searches_as_a_byte_walk(classify);
+        }
+    }
+
+    fn searches_as_a_byte_walk<C: Classify>(classify: C) {
         let mut rng = fastrand::Rng::with_seed(65);
         let alphabet = b"ab:: \t\r\n\x7f\x80~!";
         for _ in 0..20_000 {
             let len = rng.usize(0..200);
             let buf: Vec<u8> = (0..len).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
             let start = rng.usize(0..=len);
-            let mut classes = Classes::at(&buf, start);
+            let mut classes = Classes::at(&buf, start, classify);
             let mut from = start;
             while from <= len {
                 let walk = |is: &dyn Fn(u8) -> bool| (from..len).find(|&i| is(buf[i])).unwrap_or(len);

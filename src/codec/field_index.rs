@@ -85,7 +85,15 @@ impl Field {
     /// The field `name` is, if any: its length and first byte leave at most one candidate
     /// (two table reads, [`PICK`]), whose name is then compared whole in at most three words
     /// (see [`Key`]).
+    #[inline]
     pub fn of(name: &[u8]) -> Option<Field> {
+        Self::of_inlined(name)
+    }
+
+    /// [`Field::of`], inlined into the loop that reads a head's fields (`quick::fields`, once a
+    /// field): a call there cost ~10 instructions a field.
+    #[inline(always)]
+    pub(crate) fn of_inlined(name: &[u8]) -> Option<Field> {
         let class = FIRST_CLASS[usize::from(*name.first()?)];
         let candidate = *PICK.get(name.len())?.get(usize::from(class))?;
         let field = *Field::ALL.get(usize::from(candidate))?;
@@ -187,6 +195,7 @@ impl Key {
     }
 
     /// `name` (of the field's length: the caller picked the field by it) is the field's name.
+    #[inline(always)]
     fn matches(&self, name: &[u8]) -> bool {
         let w = words(name);
         let differ = |i: usize| (w[i] | self.fold[i]) ^ self.word[i];
@@ -260,6 +269,7 @@ static KEYS: [Key; Field::ALL.len()] = {
 /// (two, for 2 or 3 bytes) in one word; up to 16, its first and last eight; up to 24, bytes
 /// 0..8, 8..16 and its last eight. Words overlap, so two names of one length are equal exactly
 /// when their words are. Unused words are 0.
+#[inline(always)]
 fn words(name: &[u8]) -> [u64; 3] {
     let eight = |b: &[u8]| b.first_chunk::<8>().map_or(0, |c| u64::from_le_bytes(*c));
     let last8 = |b: &[u8]| b.last_chunk::<8>().map_or(0, |c| u64::from_le_bytes(*c));

@@ -14,11 +14,12 @@
 //! took ~2,700 instructions, this one ~1,800 (callgrind, issue 18). Each line's parts are found
 //! in the head's byte classes (`classes`, 64 bytes a step): a shift and a `trailing_zeros` a
 //! part, where loops of eight-byte words and the OWS loops took ~1,910 instructions for both
-//! heads' start lines and fields, the classes ~1,750 with their classifying (~60 a block).
+//! heads' start lines and fields, the classes ~1,750 with their classifying (~80 a block, ~40
+//! since each reading is compiled for its classifier: `classes::on_cpu`).
 
 use std::ops::Range;
 
-use super::classes::{Block, Classes};
+use super::classes::{on_cpu, Block, Classes, Classify, OnCpu};
 use super::field_index::Field;
 use super::fields::alphanumeric_and;
 use super::headers::Spans;
@@ -43,7 +44,27 @@ pub(crate) struct StatusLine {
 /// token bytes and a target of visible ASCII (httparse takes those and more; whether the target
 /// is origin-form is the caller's check, the same whichever parser read it).
 pub(crate) fn request(buf: &[u8], max: usize) -> Option<(RequestLine, usize, Spans)> {
-    let mut classes = Classes::at(buf, 0);
+    on_cpu(ReadRequest { buf, max })
+}
+
+/// [`request`]'s reading, for [`on_cpu`] to compile once for each classifier.
+struct ReadRequest<'a> {
+    buf: &'a [u8],
+    max: usize,
+}
+
+impl OnCpu for ReadRequest<'_> {
+    type Out = Option<(RequestLine, usize, Spans)>;
+
+    #[inline(always)]
+    fn run<C: Classify>(self, classify: C) -> Self::Out {
+        read_request(self.buf, self.max, classify)
+    }
+}
+
+#[inline(always)]
+fn read_request<C: Classify>(buf: &[u8], max: usize, classify: C) -> Option<(RequestLine, usize, Spans)> {
+    let mut classes = Classes::at(buf, 0, classify);
     let method_end = classes.next(0, Block::not_visible);
     if !buf.get(..method_end)?.iter().all(|&b| TOKEN[usize::from(b)]) {
         return None;
@@ -68,6 +89,26 @@ pub(crate) fn request(buf: &[u8], max: usize) -> Option<(RequestLine, usize, Spa
 /// length and its fields' spans. The line is `HTTP/1.x SP 3DIGIT [SP reason] CRLF`, the reason
 /// of HTAB, SP and visible ASCII.
 pub(crate) fn response(buf: &[u8], max: usize) -> Option<(StatusLine, usize, Spans)> {
+    on_cpu(ReadResponse { buf, max })
+}
+
+/// [`response`]'s reading, for [`on_cpu`] to compile once for each classifier.
+struct ReadResponse<'a> {
+    buf: &'a [u8],
+    max: usize,
+}
+
+impl OnCpu for ReadResponse<'_> {
+    type Out = Option<(StatusLine, usize, Spans)>;
+
+    #[inline(always)]
+    fn run<C: Classify>(self, classify: C) -> Self::Out {
+        read_response(self.buf, self.max, classify)
+    }
+}
+
+#[inline(always)]
+fn read_response<C: Classify>(buf: &[u8], max: usize, classify: C) -> Option<(StatusLine, usize, Spans)> {
     let http10 = match buf.split_first_chunk::<8>()? {
         (word, [b' ', ..]) => http_1x(*word)?,
         _ => return None,
@@ -80,7 +121,7 @@ pub(crate) fn response(buf: &[u8], max: usize) -> Option<(StatusLine, usize, Spa
         }
         status = status * 10 + u16::from(digit);
     }
-    let mut classes = Classes::at(buf, 12);
+    let mut classes = Classes::at(buf, 12, classify);
     let line_end = match buf.get(12)? {
         b'\r' => 12,
         b' ' => classes.next(13, Block::stop),
@@ -97,7 +138,8 @@ pub(crate) fn response(buf: &[u8], max: usize) -> Option<(StatusLine, usize, Spa
 /// spans. A field is `token ":" OWS value CRLF`, the value of HTAB, SP and visible ASCII,
 /// taken as httparse takes it: without its leading and trailing SP and HTAB, and an empty one
 /// placed where its line's CR is. `classes` is `buf`'s, at or before `at`.
-fn fields(buf: &[u8], classes: &mut Classes<'_>, mut at: usize, max: usize) -> Option<(usize, Spans)> {
+#[inline(always)]
+fn fields<C: Classify>(buf: &[u8], classes: &mut Classes<'_, C>, mut at: usize, max: usize) -> Option<(usize, Spans)> {
     // Spans hold `u32` bounds: a larger buffer (never a head's) is httparse's to read.
     if u32::try_from(buf.len()).is_err() {
         return None;
@@ -117,7 +159,7 @@ fn fields(buf: &[u8], classes: &mut Classes<'_>, mut at: usize, max: usize) -> O
         let name = buf.get(at..name_end)?;
         // A name `Field::of` knows is that field's name but for the case of its letters: a
         // token (most of a request's names, and of a chat answer's), looked at no further.
-        let field = Field::of(name);
+        let field = Field::of_inlined(name);
         if field.is_none() && !is_token(name) {
             return None;
         }
@@ -165,6 +207,7 @@ const HIGH: u64 = ONES * 0x80;
 /// eight bytes a step while they are letters, digits and `-` (nearly every name), the rest
 /// looked up in [`TOKEN`] a byte at a time (~6 instructions a byte; an SDK's request head has
 /// ~220 bytes of names no `Field` is).
+#[inline(always)]
 fn is_token(name: &[u8]) -> bool {
     let by_table = |part: &[u8]| part.iter().all(|&b| TOKEN[usize::from(b)]);
     let Some(last) = name.last_chunk::<8>() else {

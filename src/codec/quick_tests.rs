@@ -1,6 +1,7 @@
 use std::mem::MaybeUninit;
 
 use super::*;
+use crate::codec::classes::Baseline;
 use crate::codec::headers::spans_of;
 
 const MAX: usize = 8;
@@ -40,13 +41,30 @@ fn httparse_response(buf: &[u8]) -> Option<(usize, u16, bool, Spans)> {
     ))
 }
 
+/// `request`'s reading, held equal to the baseline classifier's (`request` reads with AVX2
+/// where the CPU has it, each reading compiled for its classifier).
 fn quick_request(buf: &[u8]) -> Option<Request> {
-    let (line, n, spans) = request(buf, MAX)?;
+    let read = request(buf, MAX);
+    assert_eq!(
+        read,
+        read_request(buf, MAX, Baseline),
+        "{:?}",
+        String::from_utf8_lossy(buf)
+    );
+    let (line, n, spans) = read?;
     Some((n, line.method, line.target, line.http10, spans))
 }
 
+/// `response`'s reading, held equal to the baseline classifier's.
 fn quick_response(buf: &[u8]) -> Option<(usize, u16, bool, Spans)> {
-    let (line, n, spans) = response(buf, MAX)?;
+    let read = response(buf, MAX);
+    assert_eq!(
+        read,
+        read_response(buf, MAX, Baseline),
+        "{:?}",
+        String::from_utf8_lossy(buf)
+    );
+    let (line, n, spans) = read?;
     Some((n, line.status, line.http10, spans))
 }
 

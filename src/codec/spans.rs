@@ -102,8 +102,13 @@ impl Spans {
 
     /// An empty list for a scanner that adds fields one by one (`quick::fields`), with room for
     /// the fields of most heads.
+    #[inline(always)]
     pub(crate) fn for_scan() -> Self {
-        Self::with_capacity(32)
+        Spans {
+            list: Vec::with_capacity(32),
+            index: FieldIndex::default(),
+            lengths: Lengths::default(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -114,7 +119,7 @@ impl Spans {
     /// field it is (`Field::of`, asked by the scanner), at `name_at`, and a value of HTAB, SP
     /// and visible ASCII at `value`, so it is marked [`Span::parsed`] as httparse's are. Its
     /// bounds fit `u32` as they are: `quick::fields` reads no buffer of 4 GiB or more.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_scanned(
         &mut self,
         name: &[u8],
