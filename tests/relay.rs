@@ -328,7 +328,7 @@ fn head_request_gets_headers_only() {
 /// JSON body: with its head in one write when `together`, else the head and 40 ms later the
 /// body. Counts the connections it accepted.
 fn sized_upstream(together: bool) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::sync::atomic::Ordering;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -340,29 +340,7 @@ fn sized_upstream(together: bool) -> (std::net::SocketAddr, std::sync::Arc<std::
             count.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                loop {
-                    // One request: its head, then its content-length's bytes.
-                    let Some(end) = find(&buf, b"\r\n\r\n") else {
-                        match conn.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    if buf.len() < end + 4 + len {
-                        match conn.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                        continue;
-                    }
-                    buf.drain(..end + 4 + len);
+                while next_request(&mut conn, &mut buf) {
                     let body = r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
                     let head = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: kept\r\ncontent-length: {}\r\n\r\n",

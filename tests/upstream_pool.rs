@@ -86,28 +86,7 @@ fn start(script: Script, tls: bool) -> Scripted {
 /// Reads requests (head plus Content-Length body) and writes the script's replies until EOF.
 fn serve<S: Read + Write>(mut conn: S, script: &Script, requests: &AtomicUsize, stale: &AtomicUsize) {
     let mut buf = Vec::new();
-    let mut tmp = [0u8; 16 * 1024];
-    loop {
-        let Some(end) = find(&buf, b"\r\n\r\n") else {
-            match conn.read(&mut tmp) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        if buf.len() < end + 4 + len {
-            match conn.read(&mut tmp) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-            continue;
-        }
-        buf.drain(..end + 4 + len);
+    while next_request(&mut conn, &mut buf) {
         let reply = script(requests.fetch_add(1, Ordering::SeqCst));
         if conn.write_all(&reply.now).and_then(|()| conn.flush()).is_err() {
             return;

@@ -335,6 +335,29 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A test upstream's read of the next request on `conn`: reads into `buf` until it holds a
+/// whole head and its Content-Length body, then drains them. False at EOF or a read error.
+pub fn next_request<S: std::io::Read>(conn: &mut S, buf: &mut Vec<u8>) -> bool {
+    let mut tmp = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                buf.drain(..end + 4 + len);
+                return true;
+            }
+        }
+        match conn.read(&mut tmp) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+}
+
 fn parse_head(head: &[u8]) -> Head {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
