@@ -258,12 +258,22 @@ fn read_cell(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Cell> {
 }
 
 /// The latency below which a fraction `q` of requests finished, interpolated in the coarse
-/// histogram (past its last bound: that bound).
+/// histogram (past its last bound: that bound), and never above what the mean allows: at least
+/// `1 - q` of the requests took the quantile or longer, so it is at most `mean / (1 - q)`
+/// (Markov's inequality). Interpolating alone put every quantile of sub-millisecond answers
+/// (cached ones, a fast upstream) at tens of milliseconds inside the first bucket (0-100 ms):
+/// one 0.3 ms request showed p50 50 ms and p95 95 ms beside a mean of 0.
 fn quantile_ms(c: &Cell, q: f64) -> f64 {
     let total = c.latency.iter().sum::<u64>();
     if total == 0 {
         return 0.0;
     }
+    let mean_bound = c.latency_ms_sum as f64 / total as f64 / (1.0 - q);
+    interpolated_ms(c, q, total).min(mean_bound)
+}
+
+/// [`quantile_ms`] by interpolation in the histogram alone, over its `total` requests.
+fn interpolated_ms(c: &Cell, q: f64, total: u64) -> f64 {
     let rank = q * total as f64;
     let mut seen = 0.0;
     let mut lower = 0.0;

@@ -211,3 +211,33 @@ fn compacting_the_rows_keeps_them_in_order_with_their_labels() {
         .unwrap();
     assert_eq!(labels, 2);
 }
+
+/// A cell of `n` requests all in latency bucket `bucket`, taking `sum_ms` together.
+fn cell_of(n: u64, bucket: usize, sum_ms: u64) -> Cell {
+    let mut c = Cell {
+        requests: n,
+        latency_ms_sum: sum_ms,
+        ..Cell::default()
+    };
+    c.latency[bucket] = n;
+    c
+}
+
+#[test]
+fn quantiles_stay_within_what_the_mean_allows() {
+    // One sub-millisecond answer (recorded as 0 ms): interpolation alone said p50 50, p95 95.
+    let fast = stats_row(String::new(), String::new(), &cell_of(1, 0, 0));
+    assert_eq!((fast.p50_latency_ms, fast.p95_latency_ms), (0.0, 0.0));
+    // 99 answers of 0 ms and one of 200 ms: the mean (2 ms) bounds p50 by 4 and p95 by 40.
+    let mut mixed = cell_of(99, 0, 0);
+    mixed.requests += 1;
+    mixed.latency[1] += 1;
+    mixed.latency_ms_sum = 200;
+    let mixed = stats_row(String::new(), String::new(), &mixed);
+    assert!((mixed.p50_latency_ms - 4.0).abs() < 1e-9, "{}", mixed.p50_latency_ms);
+    assert!((mixed.p95_latency_ms - 40.0).abs() < 1e-9, "{}", mixed.p95_latency_ms);
+    // Where the mean allows it, the interpolation stands: ten 2 s answers (bucket 1-2.5 s).
+    let slow = stats_row(String::new(), String::new(), &cell_of(10, 4, 20_000));
+    assert_eq!(slow.p50_latency_ms, 1_750.0);
+    assert_eq!(slow.p95_latency_ms, 2_425.0);
+}
