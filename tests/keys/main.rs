@@ -38,6 +38,7 @@ fn least_used_steers_new_requests_around_a_key_with_answers_pending() {
     // one hit more than the six counted below (seen twice on a loaded 2-core box).
     let h = Harness::start(Conf {
         upstream: "first_byte_timeout_ms = 30000".into(),
+        server: format!("admin_key = \"{ADMIN}\""),
         ..Conf::with_body(&body)
     });
     // Long enough that the six requests below finish while it is pending, on a loaded CI box too
@@ -71,6 +72,12 @@ fn least_used_steers_new_requests_around_a_key_with_answers_pending() {
     for _ in 0..6 {
         let r = h.post("/v1/chat/completions", &chat("gpt-4o-mini"), &[]);
         assert_eq!(r.status, 200, "{}", r.text());
+        // A request counts as in flight until rotor has written its answer, so the client can
+        // send the next one a moment before the count drops; on a loaded box the next pick
+        // then saw both keys with one in flight and took the slow key by its quieter RPM
+        // window (seen 1 run in 4 beside two busy loops). The next request waits for the fast
+        // key to be idle again, as the test means it.
+        assert!(eventually(Duration::from_secs(5), || in_flight(&h, FAST) == 0));
     }
     assert_eq!(
         hits(&h, FAST) - fast_before,
@@ -81,6 +88,17 @@ fn least_used_steers_new_requests_around_a_key_with_answers_pending() {
     for p in pending {
         assert_eq!(p.join().unwrap(), 200);
     }
+}
+
+/// Requests in flight on `key`, as `/admin/keys` lists it (masked to its last 4).
+fn in_flight(h: &Harness, key: &str) -> u64 {
+    let masked = format!("…{}", &key[key.len() - 4..]);
+    let r = admin(h, "GET", "/admin/keys", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let keys = v["data"].as_array().unwrap();
+    let listed = keys.iter().find(|k| k["key"].as_str() == Some(masked.as_str()));
+    listed.and_then(|k| k["in_flight"].as_u64()).expect("the key is listed")
 }
 
 const ADMIN: &str = "admin-secret-keys-0001";
