@@ -329,35 +329,23 @@ fn head_request_gets_headers_only() {
 /// body. Counts the connections it accepted.
 fn sized_upstream(together: bool) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::Write;
-    use std::sync::atomic::Ordering;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                while next_request(&mut conn, &mut buf) {
-                    let body = r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: kept\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if together {
-                        conn.write_all(format!("{head}{body}").as_bytes()).unwrap();
-                    } else {
-                        conn.write_all(head.as_bytes()).unwrap();
-                        sleep_ms(40);
-                        conn.write_all(body.as_bytes()).unwrap();
-                    }
-                }
-            });
+    counting_upstream(move |mut conn| {
+        let mut buf = Vec::new();
+        while next_request(&mut conn, &mut buf) {
+            let body = r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: kept\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            if together {
+                conn.write_all(format!("{head}{body}").as_bytes()).unwrap();
+            } else {
+                conn.write_all(head.as_bytes()).unwrap();
+                sleep_ms(40);
+                conn.write_all(body.as_bytes()).unwrap();
+            }
         }
-    });
-    (addr, accepted)
+    })
 }
 
 /// A sized answer whose body came with its head (taken at once, written where the attempt

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -208,48 +208,21 @@ fn upstream_status_and_body_pass_through() {
 /// An upstream that answers one request per connection, claims keep-alive, then closes the
 /// connection 50 ms later: every pooled connection to it goes stale.
 fn closing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                // Read one request: head, then content-length bytes.
-                loop {
-                    if let Some(end) = find(&buf, b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map_or(0, |v| v.trim().parse().unwrap());
-                        if buf.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                    match conn.read(&mut tmp) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                    }
-                }
-                let body = r#"{"ok":true}"#;
-                let _ = conn.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-                sleep_ms(50);
-            });
+    counting_upstream(|mut conn| {
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        if !next_request(&mut conn, &mut Vec::new()) {
+            return;
         }
-    });
-    (addr, accepted)
+        let body = r#"{"ok":true}"#;
+        let _ = conn.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        sleep_ms(50);
+    })
 }
 
 #[test]

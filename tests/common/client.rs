@@ -335,6 +335,29 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A test upstream on a loopback port: each accepted connection counted, then served by
+/// `serve` on a thread of its own. Its address and the count of connections it accepted.
+pub fn counting_upstream(
+    serve: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+    (addr, accepted)
+}
+
 /// A test upstream's read of the next request on `conn`: reads into `buf` until it holds a
 /// whole head and its Content-Length body, then drains them. False at EOF or a read error.
 pub fn next_request<S: std::io::Read>(conn: &mut S, buf: &mut Vec<u8>) -> bool {

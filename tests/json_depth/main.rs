@@ -15,7 +15,7 @@
 mod common;
 mod upstream;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;

@@ -33,24 +33,7 @@ fn scripted(status: u16, content_type: &'static str, body: String) -> String {
 /// Reads one request (head and Content-Length body); false if the peer left first.
 fn read_request(conn: &mut std::net::TcpStream) -> bool {
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 16 * 1024];
-    loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= end + 4 + len {
-                return true;
-            }
-        }
-        match conn.read(&mut tmp) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
-    }
+    next_request(conn, &mut Vec::new())
 }
 
 fn provider(name: &str, kind: &str, url: &str) -> String {
