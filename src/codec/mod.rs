@@ -41,3 +41,17 @@ pub use response_head::{reason_phrase, write_response_head, HeadFields};
 /// differential check (the quick one decides only what the general one reads the same).
 #[doc(hidden)]
 pub use scan::{usage_tail, usage_tail_quick, UsageCounts};
+
+/// For the usage readers' randomized tests: one byte of `bytes` dropped, doubled or replaced
+/// by a structural one (or a byte the usage readers treat specially).
+#[cfg(test)]
+pub(crate) fn mutate_one_byte(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
+    let at = rng.usize(..bytes.len());
+    match rng.u8(..3) {
+        0 => {
+            bytes.remove(at);
+        }
+        1 => bytes.insert(at, bytes[at]),
+        _ => bytes[at] = b"{}[],:\"\\ 0n\xff"[rng.usize(..12)],
+    }
+}

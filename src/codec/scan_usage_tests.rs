@@ -203,19 +203,6 @@ fn object_agrees(tail: &[u8], depth: usize) -> bool {
     true
 }
 
-/// One byte of `bytes` dropped, doubled or replaced by a structural one (or a byte the usage
-/// readers treat specially).
-fn mutate(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
-    let at = rng.usize(..bytes.len());
-    match rng.u8(..3) {
-        0 => {
-            bytes.remove(at);
-        }
-        1 => bytes.insert(at, bytes[at]),
-        _ => bytes[at] = b"{}[],:\"\\ 0n\xff"[rng.usize(..12)],
-    }
-}
-
 #[test]
 fn random_usage_tails_and_their_mutations_are_undecided_or_read_as_usage_tail_reads_them() {
     let mut rng = fastrand::Rng::with_seed(1801);
@@ -226,7 +213,7 @@ fn random_usage_tails_and_their_mutations_are_undecided_or_read_as_usage_tail_re
         decided += usize::from(agree(tail.as_bytes(), depth));
         objects += usize::from(object_agrees(tail.as_bytes(), depth));
         let mut bytes = tail.into_bytes();
-        mutate(&mut rng, &mut bytes);
+        crate::codec::mutate_one_byte(&mut rng, &mut bytes);
         mutated_decided += usize::from(agree(&bytes, depth));
         objects += usize::from(object_agrees(&bytes, depth));
     }
@@ -267,7 +254,7 @@ fn the_usual_three_members_and_their_mutations_are_read_as_usage_tail_reads_them
         let mut bytes = tail.into_bytes();
         decided += usize::from(agree(&bytes, D));
         objects += usize::from(object_agrees(&bytes, D));
-        mutate(&mut rng, &mut bytes);
+        crate::codec::mutate_one_byte(&mut rng, &mut bytes);
         decided += usize::from(agree(&bytes, D));
         objects += usize::from(object_agrees(&bytes, D));
     }

@@ -318,14 +318,7 @@ mod tests {
             let data = random_event(&mut rng).into_bytes();
             let depth = [2, 3, 4, D][rng.usize(..4)];
             let mut bytes = data.clone();
-            let at = rng.usize(..bytes.len());
-            match rng.u8(..3) {
-                0 => {
-                    bytes.remove(at);
-                }
-                1 => bytes.insert(at, bytes[at]),
-                _ => bytes[at] = b"{}[],:\"\\ 0n\xff"[rng.usize(..12)],
-            }
+            crate::codec::mutate_one_byte(&mut rng, &mut bytes);
             for (input, count) in [(&data, &mut decided), (&bytes, &mut mutated_decided)] {
                 if let Some(fast) = read_plain(input, depth) {
                     *count += 1;
