@@ -21,6 +21,9 @@
 # to a SQLite file in the run's temp dir, as users run it; memory: `storage.path = ""`), LOG_OFF
 # (1: the table also runs a second rotor, `rotor-nolog`, with the log off, and prints the log
 # on/off ratio next to both rotor/nginx ratios; 0 skips it), SKIP_BUILD=1.
+# After the table, the CPU each request cost wrk, the mock and the proxy (user and kernel), and
+# for every cell where nginx kept the cores busy, the ceiling: rotor/nginx with rotor's user
+# space at zero, and the proxy cost that 1.25x nginx would need.
 # Every cell is bounded (wrk -d, the stream client ends after its streams); loopback only.
 # Needs wrk and nginx; installs them with apt-get when missing and allowed (root).
 set -euo pipefail
@@ -75,7 +78,7 @@ ROTOR="$TARGET_DIR/release/rotor"
 CLIENT=$(cargo bench --bench streams --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 [ -x "$CLIENT" ] || { echo "could not build benches/streams.rs"; exit 1; }
 
-"$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
+"$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & MOCK_PID=$!; PIDS+=($MOCK_PID)
 
 DB_PATH="$LOG_DB" rotor_config "$ROTOR_PORT" "$PROXY_WORKERS" "$MOCK_PORT" >"$WORK/rotor.toml"
 ROTOR_LOG=warn "$ROTOR" --config "$WORK/rotor.toml" >"$WORK/rotor.log" 2>&1 & ROTOR_PID=$!; PIDS+=($ROTOR_PID)
@@ -134,16 +137,23 @@ wait_port "$MOCK_PORT"; wait_port "$ROTOR_PORT"
 TICKS=$(getconf CLK_TCK)
 # utime+stime of the given pids, in clock ticks.
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+# "user kernel" ticks of the given pids.
+cpu_split() {
+  local u=0 k=0 p a b
+  for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0"); u=$((u + a)); k=$((k + b)); done
+  echo "$u $k"
+}
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-# One wrk run; prints "rps p50_ms p99_ms errors".
+# One wrk run; prints "rps p50_ms p99_ms errors wrk_cpu_s" (wrk's own user+system CPU seconds,
+# from bash's `time`, which reads the finished child's rusage).
 measure() {
-  local url=$1 conns=$2 lua=$3 out
-  out=$(wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$WORK/$lua.lua" "$url" 2>&1)
-  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx|Socket errors/ {err=1}
+  local url=$1 conns=$2 lua=$3 out TIMEFORMAT='WRK_CPU %U %S'
+  out=$( { time wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$WORK/$lua.lua" "$url"; } 2>&1)
+  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx|Socket errors/ {err=1} /^WRK_CPU/ {wrk=$2+$3}
        function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-       END { printf "%.0f %.3f %.3f %d\n", rps, ms(p50), ms(p99), err }' <<<"$out"
+       END { printf "%.0f %.3f %.3f %d %.3f\n", rps, ms(p50), ms(p99), err, wrk }' <<<"$out"
 }
 
 pids_of() { case $1 in rotor) echo "$ROTOR_PID" ;; rotor-nolog) echo "$NOLOG_PID" ;; nginx) echo "$NGINX_PIDS" ;; *) echo "" ;; esac; }
@@ -160,15 +170,15 @@ run_table() {
       local order=$targets
       for round in $(seq "$REPEAT"); do
         for t in $order; do
-          local pids before after rps p50 p99 err cpu
+          local pids u0 k0 u1 k1 m0 m1 rps p50 p99 err wrk_cpu cpu
           pids=$(pids_of "$t")
           # shellcheck disable=SC2086
-          before=$(cpu_ticks $pids)
-          read -r rps p50 p99 err < <(measure "http://127.0.0.1:$(port_of "$t")/v1/chat/completions" "$c" "$mode")
+          read -r u0 k0 < <(cpu_split $pids); m0=$(cpu_ticks "$MOCK_PID")
+          read -r rps p50 p99 err wrk_cpu < <(measure "http://127.0.0.1:$(port_of "$t")/v1/chat/completions" "$c" "$mode")
           # shellcheck disable=SC2086
-          after=$(cpu_ticks $pids)
-          cpu=$(awk -v d=$((after - before)) -v hz="$TICKS" -v s="$DURATION" 'BEGIN { printf "%.2f", d / hz / s }')
-          echo "$mode $c $t $round $rps $p50 $p99 $cpu $err" >>"$results"
+          read -r u1 k1 < <(cpu_split $pids); m1=$(cpu_ticks "$MOCK_PID")
+          cpu=$(awk -v d=$((u1 + k1 - u0 - k0)) -v hz="$TICKS" -v s="$DURATION" 'BEGIN { printf "%.2f", d / hz / s }')
+          echo "$mode $c $t $round $rps $p50 $p99 $cpu $err $((u1 - u0)) $((k1 - k0)) $((m1 - m0)) $wrk_cpu" >>"$results"
         done
         order="$(echo "$order" | cut -d' ' -f2-) $(echo "$order" | cut -d' ' -f1)" # rotate
       done
@@ -187,12 +197,38 @@ print_table() {
   local nolog_rss="" nolog_hwm=""
   if [ -n "$NOLOG_PID" ]; then nolog_rss=$(rss_mb "$NOLOG_PID"); nolog_hwm=$(hwm_mb "$NOLOG_PID"); fi
   awk -v ROTOR_RSS="$(rss_mb "$ROTOR_PID")" -v ROTOR_HWM="$(hwm_mb "$ROTOR_PID")" \
-      -v NOLOG_RSS="$nolog_rss" -v NOLOG_HWM="$nolog_hwm" '
+      -v NOLOG_RSS="$nolog_rss" -v NOLOG_HWM="$nolog_hwm" -v HZ="$TICKS" -v SECS="$DURATION" -v CORES="$(nproc)" '
     function median(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
       return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+    # Where the cores went, per request: wrk and the mock are the same programs behind every
+    # target, so where the cores are saturated, rps follows the sum and the proxy is only its
+    # share. The ceiling says what rotor/nginx would be with rotor at zero user-space CPU and
+    # everything else as measured, and what the proxy must cost for 1.25x nginx.
+    function cpu_split(   i, j, k, mc, t, W, M, U, K, T, ng, ro, need) {
+      printf "\nCPU per request, us (median over rounds): wrk and the mock are the same behind every target\n"
+      printf "%-6s %5s %-11s %7s %7s %11s %12s %7s %11s\n", "mode", "conns", "target", "wrk", "mock", "proxy_user", "proxy_kernel", "total", "cores_busy"
+      for (i = 1; i <= nk; i++) {
+        split(order[i], mc, SUBSEP)
+        for (j = 1; j <= nt; j++) {
+          k = mc[1] SUBSEP mc[2] SUBSEP targets[j]; if (!(k in wrk)) continue
+          W = median(wrk[k]); M = median(mock[k]); U = median(pu[k]); K = median(pk[k]); T[k] = W + M + U + K
+          OTHER[k] = W + M; USER[k] = U; PROXY[k] = U + K
+          printf "%-6s %5s %-11s %7.1f %7.1f %11.1f %12.1f %7.1f %11.2f\n", mc[1], mc[2], targets[j], W, M, U, K, T[k], T[k] * R[k] / 1e6
+        }
+      }
+      for (i = 1; i <= nk; i++) {
+        split(order[i], mc, SUBSEP); ng = mc[1] SUBSEP mc[2] SUBSEP "nginx"; ro = mc[1] SUBSEP mc[2] SUBSEP "rotor"
+        if (!(ng in T) || !(ro in T) || T[ng] * R[ng] / 1e6 < 0.9 * CORES) continue
+        need = T[ng] / 1.25 - OTHER[ro]
+        printf "%s c=%s (cores saturated): with zero user-space CPU rotor/nginx would be at most %.2fx; 1.25x needs rotor at or under %.1f us a request (now %.1f)\n",
+          mc[1], mc[2], T[ng] / (T[ro] - USER[ro]), need, PROXY[ro]
+      }
+    }
     function mn(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
     function mx(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
     { k = $1 SUBSEP $2 SUBSEP $3; rps[k] = rps[k] " " $5; p50[k] = p50[k] " " $6; p99[k] = p99[k] " " $7; cpu[k] = cpu[k] " " $8; err[k] += $9
+      n = $5 * SECS
+      if (n > 0) { us = 1e6 / HZ / n; wrk[k] = wrk[k] " " $13 * 1e6 / n; mock[k] = mock[k] " " $12 * us; pu[k] = pu[k] " " $10 * us; pk[k] = pk[k] " " $11 * us }
       if (!(($1 SUBSEP $2) in seen)) { seen[$1 SUBSEP $2] = 1; order[++nk] = $1 SUBSEP $2 }
       if (!($3 in tseen)) { tseen[$3] = 1; targets[++nt] = $3 } }
     END {
@@ -224,6 +260,7 @@ print_table() {
         }
         print line
       }
+      cpu_split()
       printf "rotor RSS after the table: %s MB (peak %s MB)\n", ROTOR_RSS, ROTOR_HWM
       if (NOLOG_RSS != "") printf "rotor-nolog RSS after the table: %s MB (peak %s MB)\n", NOLOG_RSS, NOLOG_HWM
     }' "$results"
