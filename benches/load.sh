@@ -232,15 +232,15 @@ print_table() {
       if (!(($1 SUBSEP $2) in seen)) { seen[$1 SUBSEP $2] = 1; order[++nk] = $1 SUBSEP $2 }
       if (!($3 in tseen)) { tseen[$3] = 1; targets[++nt] = $3 } }
     END {
-      printf "%-6s %5s %-11s %8s %-15s %8s %8s %9s %10s %s\n", "mode", "conns", "target", "rps", "[min-max]", "p50_ms", "p99_ms", "cpu_cores", "rps/core", "flags"
+      printf "%-6s %5s %-11s %8s %-15s %8s %8s %-15s %9s %10s %s\n", "mode", "conns", "target", "rps", "[min-max]", "p50_ms", "p99_ms", "[min-max]", "cpu_cores", "rps/core", "flags"
       for (i = 1; i <= nk; i++) {
         split(order[i], mc, SUBSEP)
         for (j = 1; j <= nt; j++) {
           k = mc[1] SUBSEP mc[2] SUBSEP targets[j]; if (!(k in rps)) continue
           r = median(rps[k]); c = median(cpu[k]); R[k] = r; C[k] = c; P50[k] = median(p50[k]); P99[k] = median(p99[k])
           per = (targets[j] == "direct" || c == 0) ? "-" : sprintf("%.0f", r / c); PER[k] = per
-          printf "%-6s %5s %-11s %8.0f %-15s %8.3f %8.3f %9s %10s %s\n", mc[1], mc[2], targets[j], r, "[" mn(rps[k]) "-" mx(rps[k]) "]",
-            P50[k], P99[k], (targets[j] == "direct" ? "-" : c), per, (err[k] ? "ERRORS" : "")
+          printf "%-6s %5s %-11s %8.0f %-15s %8.3f %8.3f %-15s %9s %10s %s\n", mc[1], mc[2], targets[j], r, "[" mn(rps[k]) "-" mx(rps[k]) "]",
+            P50[k], P99[k], "[" mn(p99[k]) "-" mx(p99[k]) "]", (targets[j] == "direct" ? "-" : c), per, (err[k] ? "ERRORS" : "")
         }
       }
       print ""
