@@ -6,7 +6,6 @@
 //! never blocks.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Core, RequestContext};
 use crate::health::clock::Moment;
@@ -127,10 +126,7 @@ pub(super) fn finish(core: &Core, ctx: &RequestContext, status: u16, bytes_out: 
     if !storage.log_requests || matches!(trace.endpoint, "health" | "metrics" | "status" | "models" | "admin") {
         return;
     }
-    let arrived = SystemTime::now()
-        .checked_sub(Duration::from_nanos(elapsed_ns))
-        .unwrap_or_else(SystemTime::now);
-    let ts_ms = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let ts_ms = ctx.received_at.unix_ms();
     let client = trace
         .client
         .and_then(|i| config.clients.get(i))
