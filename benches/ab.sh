@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# A/B of two rotors side by side behind one mock: two builds, or one build with two configs or
+# environments. wrk alternates between them every round (A first, then B; the next round
+# B first), so drift on a shared machine falls on both. Per round it prints requests/s, p99,
+# rotor's user and kernel CPU per request (from /proc) and the TCP segments per request on
+# loopback (nstat, when there); then the medians of each side.
+#
+#   A=/tmp/rotor-before benches/ab.sh                       # another build against target/release
+#   B_TOML_SED='s/^log_requests = true/log_requests = false/' benches/ab.sh   # log on against off
+#   B_ENV="SOME_SWITCH=1" CONNS=256 MODE=stream benches/ab.sh
+#
+# Knobs: A, B (rotor binaries; target/release/rotor), A_ENV, B_ENV (extra environment, VAR=value
+# words), B_TOML_SED (a sed script applied to B's config, e.g. to add `max_records = 0` after
+# the `log_requests` line), CONNS (64), DURATION (s per round and side, 4), ROUNDS (6), MODE
+# (chat | stream), WORKERS (2), LOG_TO (file: both logs to SQLite files in a temp dir, as users
+# run it; memory), MOCK_PORT, A_PORT, B_PORT. The mock is A's `rotor mock`. Bounded (wrk -d);
+# loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+A=${A:-target/release/rotor}
+B=${B:-target/release/rotor}
+CONNS=${CONNS:-64}
+DURATION=${DURATION:-4}
+ROUNDS=${ROUNDS:-6}
+MODE=${MODE:-chat}
+WORKERS=${WORKERS:-2}
+LOG_TO=${LOG_TO:-file}
+MOCK_PORT=${MOCK_PORT:-18681}
+A_PORT=${A_PORT:-18682}
+B_PORT=${B_PORT:-18683}
+
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+need wrk wrk || { echo "wrk is required"; exit 1; }
+for bin in "$A" "$B"; do [ -x "$bin" ] || { echo "no rotor binary at $bin (cargo build --release)"; exit 1; }; done
+require_free_ports "$MOCK_PORT" "$A_PORT" "$B_PORT"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+db() { [ "$LOG_TO" = file ] && echo "$WORK/$1.db" || echo ""; }
+"$A" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
+DB_PATH=$(db a) rotor_config "$A_PORT" "$WORKERS" "$MOCK_PORT" >"$WORK/a.toml"
+DB_PATH=$(db b) rotor_config "$B_PORT" "$WORKERS" "$MOCK_PORT" | sed "${B_TOML_SED:-}" >"$WORK/b.toml"
+# shellcheck disable=SC2086
+env ${A_ENV:-} ROTOR_LOG=warn "$A" --config "$WORK/a.toml" >"$WORK/a.log" 2>&1 & A_PID=$!; PIDS+=($A_PID)
+# shellcheck disable=SC2086
+env ${B_ENV:-} ROTOR_LOG=warn "$B" --config "$WORK/b.toml" >"$WORK/b.log" 2>&1 & B_PID=$!; PIDS+=($B_PID)
+for port in "$MOCK_PORT" "$A_PORT" "$B_PORT"; do
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "127.0.0.1:$port/v1/models" -H 'Authorization: Bearer bench-client-key' && break
+    sleep 0.1
+  done
+done
+stream=false; [ "$MODE" = stream ] && stream=true
+chat_lua "$stream" >"$WORK/body.lua"
+HAVE_NSTAT=0; command -v nstat >/dev/null && HAVE_NSTAT=1
+TICKS=$(getconf CLK_TCK)
+
+# One side's round: "side rps p99_ms user_us kernel_us segments" (segments "-" without nstat).
+round() {
+  local side=$1 port=$2 pid=$3 u0 k0 u1 k1 out segs="-"
+  read -r u0 k0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  [ "$HAVE_NSTAT" = 1 ] && nstat -n >/dev/null
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/body.lua" "http://127.0.0.1:$port/v1/chat/completions" 2>&1)
+  [ "$HAVE_NSTAT" = 1 ] && segs=$(nstat -z TcpInSegs 2>/dev/null | awk '/TcpInSegs/ {print $2}')
+  read -r u1 k1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  awk -v side="$side" -v u=$((u1 - u0)) -v k=$((k1 - k0)) -v hz="$TICKS" -v segs="$segs" '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /requests in/ {n = $1} /Requests\/sec/ {rps = $2} /^ +99%/ {p99 = ms($2)} /Non-2xx|Socket errors/ {err = " ERRORS"}
+    END { printf "%s %.0f %.3f %.2f %.2f %s%s\n", side, rps, p99, u * 1e6 / hz / n, k * 1e6 / hz / n, (segs == "-" ? "-" : sprintf("%.2f", segs / n)), err }' <<<"$out"
+}
+
+printf '%s c=%s, %s rounds of %ss a side, %s workers, log %s\nA: %s %s\nB: %s %s%s\n' "$MODE" "$CONNS" "$ROUNDS" "$DURATION" \
+  "$WORKERS" "$LOG_TO" "$A" "${A_ENV:-}" "$B" "${B_ENV:-}" "${B_TOML_SED:+ (config: $B_TOML_SED)}"
+printf '%-4s %8s %8s %8s %10s %9s\n' side rps p99_ms user_us kernel_us segments
+for r in $(seq "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then order="a b"; else order="b a"; fi
+  for side in $order; do
+    if [ "$side" = a ]; then round A "$A_PORT" "$A_PID"; else round B "$B_PORT" "$B_PID"; fi
+  done
+done | tee "$WORK/rounds" | awk '{printf "%-4s %8s %8s %8s %10s %9s %s\n", $1, $2, $3, $4, $5, $6, $7}'
+awk '
+  function median(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  { for (f = 2; f <= 6; f++) v[$1, f] = v[$1, f] " " $f }
+  END { for (s = 0; s < 2; s++) { side = s ? "B" : "A"
+          printf "median %s: rps %.0f, p99 %.3f ms, user %.2f us, kernel %.2f us a request, segments %s\n", side,
+            median(v[side, 2]), median(v[side, 3]), median(v[side, 4]), median(v[side, 5]), (v[side, 6] ~ /-/ ? "-" : median(v[side, 6])) } }' "$WORK/rounds"
