@@ -36,14 +36,7 @@ need wrk wrk || { echo "wrk is required"; exit 1; }
 for bin in "$A" "$B"; do [ -x "$bin" ] || { echo "no rotor binary at $bin (cargo build --release)"; exit 1; }; done
 require_free_ports "$MOCK_PORT" "$A_PORT" "$B_PORT"
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+scratch
 
 db() { [ "$LOG_TO" = file ] && echo "$WORK/$1.db" || echo ""; }
 "$A" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
@@ -53,12 +46,7 @@ DB_PATH=$(db b) rotor_config "$B_PORT" "$WORKERS" "$MOCK_PORT" | sed "${B_TOML_S
 env ${A_ENV:-} ROTOR_LOG=warn "$A" --config "$WORK/a.toml" >"$WORK/a.log" 2>&1 & A_PID=$!; PIDS+=($A_PID)
 # shellcheck disable=SC2086
 env ${B_ENV:-} ROTOR_LOG=warn "$B" --config "$WORK/b.toml" >"$WORK/b.log" 2>&1 & B_PID=$!; PIDS+=($B_PID)
-for port in "$MOCK_PORT" "$A_PORT" "$B_PORT"; do
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "127.0.0.1:$port/v1/models" -H 'Authorization: Bearer bench-client-key' && break
-    sleep 0.1
-  done
-done
+for port in "$MOCK_PORT" "$A_PORT" "$B_PORT"; do wait_ready "$port"; done
 stream=false; [ "$MODE" = stream ] && stream=true
 chat_lua "$stream" >"$WORK/body.lua"
 HAVE_NSTAT=0; command -v nstat >/dev/null && HAVE_NSTAT=1

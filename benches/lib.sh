@@ -10,6 +10,30 @@ need() {
   command -v "$1" >/dev/null 2>&1
 }
 
+# scratch: WORK, a temp dir for the run's files, and PIDS, the processes it starts (append to
+# it); at exit the processes are stopped and the dir removed. Call it right after sourcing.
+scratch() {
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap stop_scratch EXIT
+}
+stop_scratch() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
+# wait_ready PORT: waits (up to 10 s) until whatever serves PORT, rotor or its mock, answers
+# `/v1/models` for the bench client key; stops the run if it never does.
+wait_ready() {
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "127.0.0.1:$1/v1/models" -H 'Authorization: Bearer bench-client-key' && return 0
+    sleep 0.1
+  done
+  echo "port $1 did not come up"; exit 1
+}
+
 # rotor_config PORT WORKERS MOCK_PORT: a rotor config in front of `rotor mock`, one client key,
 # two upstream keys. POOL (256) sizes the upstream pool like nginx's `keepalive 256`;
 # LOG_REQUESTS (true) keeps rotor's request log and stats on, as shipped; DB_PATH ("", in

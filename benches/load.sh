@@ -47,25 +47,18 @@ LOG_OFF=${LOG_OFF:-1}
 NGINX_PORT=${NGINX_PORT:-18383}
 SCALE_PORT=${SCALE_PORT:-18484}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-WORK=$(mktemp -d)
-case $LOG_TO in
-  file) LOG_DB="$WORK/rotor.db" ;;
-  memory) LOG_DB="" ;;
-  *) echo "LOG_TO is file or memory"; exit 2 ;;
-esac
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 # 10,000 streams need 20,000+ fds in rotor (one downstream and one upstream socket each).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FD_LIMIT=$(ulimit -n)
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
+scratch
+case $LOG_TO in
+  file) LOG_DB="$WORK/rotor.db" ;;
+  memory) LOG_DB="" ;;
+  *) echo "LOG_TO is file or memory"; exit 2 ;;
+esac
 need wrk wrk || { echo "wrk is required"; exit 1; }
 HAVE_NGINX=1; need nginx nginx-light || HAVE_NGINX=0
 require_free_ports "$MOCK_PORT" "$ROTOR_PORT" "$NGINX_PORT" "$SCALE_PORT"
@@ -122,16 +115,9 @@ for lua in chat stream; do
   chat_lua "$stream" >"$WORK/$lua.lua"
 done
 
-wait_port() {
-  for _ in $(seq 100); do
-    curl -s -o /dev/null "127.0.0.1:$1/v1/models" -H 'Authorization: Bearer bench-client-key' && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not come up"; exit 1
-}
-wait_port "$MOCK_PORT"; wait_port "$ROTOR_PORT"
-[ "$LOG_OFF" = 1 ] && wait_port "$NOLOG_PORT"
-[ "$HAVE_NGINX" = 1 ] && wait_port "$NGINX_PORT"
+wait_ready "$MOCK_PORT"; wait_ready "$ROTOR_PORT"
+[ "$LOG_OFF" = 1 ] && wait_ready "$NOLOG_PORT"
+[ "$HAVE_NGINX" = 1 ] && wait_ready "$NGINX_PORT"
 [ "$HAVE_NGINX" = 1 ] && NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
 
 TICKS=$(getconf CLK_TCK)
@@ -270,7 +256,7 @@ start_scale_rotor() {
   if [ -z "${SCALE_PID:-}" ]; then
     DB_PATH="${LOG_DB:+$WORK/scale.db}" rotor_config "$SCALE_PORT" "$SCALE_WORKERS" "$MOCK_PORT" >"$WORK/scale.toml"
     ROTOR_LOG=error "$ROTOR" --config "$WORK/scale.toml" >"$WORK/scale.log" 2>&1 & SCALE_PID=$!; PIDS+=($SCALE_PID)
-    wait_port "$SCALE_PORT"
+    wait_ready "$SCALE_PORT"
   fi
 }
 
@@ -294,7 +280,7 @@ scale_targets() {
       DB_PATH="${LOG_DB:+$WORK/split$i.db}" rotor_config "$port" 1 "$MOCK_PORT" >"$WORK/split$i.toml"
       ROTOR_LOG=error "$ROTOR" --config "$WORK/split$i.toml" >"$WORK/split$i.log" 2>&1 & SPLIT_PID[$port]=$!
       PIDS+=("${SPLIT_PID[$port]}")
-      wait_port "$port"
+      wait_ready "$port"
     fi
     STREAM_ADDRS="$STREAM_ADDRS${STREAM_ADDRS:+,}127.0.0.1:$port"
     STREAM_PIDS="$STREAM_PIDS ${SPLIT_PID[$port]}"

@@ -29,18 +29,11 @@ PARTS=${PARTS:-"idle conns streams"}
 MOCK_PORT=${MOCK_PORT:-18971}
 ROTOR_PORT=${ROTOR_PORT:-18972}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
+scratch
 require_free_ports "$MOCK_PORT" "$ROTOR_PORT"
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --profile "$PROFILE" --quiet --bin rotor --bench streams

@@ -20,17 +20,10 @@ STORAGE_PATH=${STORAGE_PATH:-}
 MOCK_PORT=${MOCK_PORT:-18681}
 ROTOR_PORT=${ROTOR_PORT:-18682}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
+scratch
 need wrk wrk || { echo "wrk is required"; exit 1; }
 require_free_ports "$MOCK_PORT" "$ROTOR_PORT"
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --quiet
@@ -39,10 +32,7 @@ ROTOR="$TARGET_DIR/release/rotor"
 "$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
 rotor_config "$ROTOR_PORT" "$WORKERS" "$MOCK_PORT" | sed "s|^path = \"\"|path = \"$STORAGE_PATH\"|" >"$WORK/rotor.toml"
 ROTOR_LOG=warn "$ROTOR" --config "$WORK/rotor.toml" >"$WORK/rotor.log" 2>&1 & ROTOR_PID=$!; PIDS+=($ROTOR_PID)
-for _ in $(seq 100); do
-  curl -s -o /dev/null "127.0.0.1:$ROTOR_PORT/v1/models" -H 'Authorization: Bearer bench-client-key' && break
-  sleep 0.1
-done
+wait_ready "$ROTOR_PORT"
 chat_lua false >"$WORK/chat.lua"
 
 rps_of() { awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$1"; }

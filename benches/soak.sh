@@ -24,18 +24,11 @@ MOCK_PORT=${MOCK_PORT:-18681}
 ROTOR_PORT=${ROTOR_PORT:-18682}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 ADMIN=soak-admin-key
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
+scratch
 need wrk wrk || { echo "wrk is required"; exit 1; }
 require_free_ports "$MOCK_PORT" "$ROTOR_PORT" "$((MOCK_PORT + 10))"
 
