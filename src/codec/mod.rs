@@ -42,16 +42,22 @@ pub use response_head::{reason_phrase, write_response_head, HeadFields};
 #[doc(hidden)]
 pub use scan::{usage_tail, usage_tail_quick, UsageCounts};
 
-/// For the usage readers' randomized tests: one byte of `bytes` dropped, doubled or replaced
-/// by a structural one (or a byte the usage readers treat specially).
+/// For the JSON readers' randomized tests: one byte of `bytes` dropped, doubled or replaced
+/// by one of `with` (structural bytes, and whatever else the reader under test treats
+/// specially).
 #[cfg(test)]
-pub(crate) fn mutate_one_byte(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
+pub(crate) fn mutate_one_byte(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>, with: &[u8]) {
     let at = rng.usize(..bytes.len());
     match rng.u8(..3) {
         0 => {
             bytes.remove(at);
         }
         1 => bytes.insert(at, bytes[at]),
-        _ => bytes[at] = b"{}[],:\"\\ 0n\xff"[rng.usize(..12)],
+        _ => bytes[at] = with[rng.usize(..with.len())],
     }
 }
+
+/// The replacements of the usage readers' mutations: structural bytes, a digit, the `n` of
+/// `null` and a byte that is not UTF-8.
+#[cfg(test)]
+pub(crate) const USAGE_MUTATIONS: &[u8] = b"{}[],:\"\\ 0n\xff";

@@ -41,30 +41,22 @@ fn httparse_response(buf: &[u8]) -> Option<(usize, u16, bool, Spans)> {
     ))
 }
 
-/// `request`'s reading, held equal to the baseline classifier's (`request` reads with AVX2
-/// where the CPU has it, each reading compiled for its classifier).
+/// `read` of `buf`, held equal to the baseline classifier's reading of it (`request` and
+/// `response` read with AVX2 where the CPU has it, each reading compiled for its classifier).
+fn agreed<T: PartialEq + std::fmt::Debug>(buf: &[u8], read: T, baseline: T) -> T {
+    assert_eq!(read, baseline, "{:?}", String::from_utf8_lossy(buf));
+    read
+}
+
+/// `request`'s reading, held equal to the baseline classifier's.
 fn quick_request(buf: &[u8]) -> Option<Request> {
-    let read = request(buf, MAX);
-    assert_eq!(
-        read,
-        read_request(buf, MAX, Baseline),
-        "{:?}",
-        String::from_utf8_lossy(buf)
-    );
-    let (line, n, spans) = read?;
+    let (line, n, spans) = agreed(buf, request(buf, MAX), read_request(buf, MAX, Baseline))?;
     Some((n, line.method, line.target, line.http10, spans))
 }
 
 /// `response`'s reading, held equal to the baseline classifier's.
 fn quick_response(buf: &[u8]) -> Option<(usize, u16, bool, Spans)> {
-    let read = response(buf, MAX);
-    assert_eq!(
-        read,
-        read_response(buf, MAX, Baseline),
-        "{:?}",
-        String::from_utf8_lossy(buf)
-    );
-    let (line, n, spans) = read?;
+    let (line, n, spans) = agreed(buf, response(buf, MAX), read_response(buf, MAX, Baseline))?;
     Some((n, line.status, line.http10, spans))
 }
 

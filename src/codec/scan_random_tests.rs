@@ -135,14 +135,7 @@ fn random_nested_bodies_and_their_mutations_are_undecided_or_read_as_the_full_in
         }
         // One byte dropped, doubled or replaced by a structural one.
         let mut bytes = body.into_bytes();
-        let at = rng.usize(..bytes.len());
-        match rng.u8(..3) {
-            0 => {
-                bytes.remove(at);
-            }
-            1 => bytes.insert(at, bytes[at]),
-            _ => bytes[at] = b"{}[],:\"\\ 0"[rng.usize(..10)],
-        }
+        crate::codec::mutate_one_byte(&mut rng, &mut bytes, b"{}[],:\"\\ 0");
         if let Some(fast) = inspect_plain(&bytes, depth) {
             mutated_decided += 1;
             assert_eq!(

@@ -213,7 +213,7 @@ fn random_usage_tails_and_their_mutations_are_undecided_or_read_as_usage_tail_re
         decided += usize::from(agree(tail.as_bytes(), depth));
         objects += usize::from(object_agrees(tail.as_bytes(), depth));
         let mut bytes = tail.into_bytes();
-        crate::codec::mutate_one_byte(&mut rng, &mut bytes);
+        crate::codec::mutate_one_byte(&mut rng, &mut bytes, crate::codec::USAGE_MUTATIONS);
         mutated_decided += usize::from(agree(&bytes, depth));
         objects += usize::from(object_agrees(&bytes, depth));
     }
@@ -254,7 +254,7 @@ fn the_usual_three_members_and_their_mutations_are_read_as_usage_tail_reads_them
         let mut bytes = tail.into_bytes();
         decided += usize::from(agree(&bytes, D));
         objects += usize::from(object_agrees(&bytes, D));
-        crate::codec::mutate_one_byte(&mut rng, &mut bytes);
+        crate::codec::mutate_one_byte(&mut rng, &mut bytes, crate::codec::USAGE_MUTATIONS);
         decided += usize::from(agree(&bytes, D));
         objects += usize::from(object_agrees(&bytes, D));
     }

@@ -318,7 +318,7 @@ mod tests {
             let data = random_event(&mut rng).into_bytes();
             let depth = [2, 3, 4, D][rng.usize(..4)];
             let mut bytes = data.clone();
-            crate::codec::mutate_one_byte(&mut rng, &mut bytes);
+            crate::codec::mutate_one_byte(&mut rng, &mut bytes, crate::codec::USAGE_MUTATIONS);
             for (input, count) in [(&data, &mut decided), (&bytes, &mut mutated_decided)] {
                 if let Some(fast) = read_plain(input, depth) {
                     *count += 1;
