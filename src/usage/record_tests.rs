@@ -140,7 +140,7 @@ fn text_fields_round_trip_through_one_allocation() {
     assert_eq!(t.get().model.len(), MAX_FIELD_BYTES, "cut at a char boundary");
     assert_eq!(t.get().key, "k");
     assert!(
-        std::mem::size_of::<RequestRecord>() <= 136,
+        std::mem::size_of::<RequestRecord>() <= 168,
         "{}",
         std::mem::size_of::<RequestRecord>()
     );
@@ -167,4 +167,25 @@ fn one_lane_drains_in_the_order_requests_ended_whether_pushed_so_or_not() {
     assert!(q.push_to(&lane, at(7), numbered(204)));
     assert_eq!(q.drain(10).iter().map(|r| r.status).collect::<Vec<_>>(), [203, 204]);
     assert!(q.is_empty());
+}
+
+/// Request ids of the usual lengths (rotor's 16 hex digits, a UUID, `req_` and 32 hex digits)
+/// are held in the record itself, so the writer's drop frees nothing the worker allocated; a
+/// longer one takes a box, and one past `MAX_FIELD_BYTES` is cut. Each reads back as it was.
+#[test]
+fn usual_request_ids_are_held_inline_and_longer_ones_boxed() {
+    let label = Arc::new(Label::default());
+    for (id, inline) in [
+        ("0123456789abcdef".to_owned(), true),
+        ("123e4567-e89b-12d3-a456-426614174000".to_owned(), true),
+        (format!("req_{}", "f".repeat(36)), true),
+        (format!("req_{}", "f".repeat(37)), false),
+    ] {
+        let texts = Texts::with_label(id.as_bytes(), label.clone());
+        assert_eq!(texts.request_id(), id);
+        assert_eq!(!texts.request_id.spilled(), inline, "{} bytes", id.len());
+    }
+    let long = "x".repeat(MAX_FIELD_BYTES + 5);
+    let texts = Texts::with_label(long.as_bytes(), label);
+    assert_eq!(texts.request_id().len(), MAX_FIELD_BYTES);
 }
