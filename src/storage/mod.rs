@@ -101,6 +101,15 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// The most WAL pages a commit leaves before it copies them into the database (SQLite's
+/// automatic checkpoint, which runs in the committing thread, the control thread here). At
+/// SQLite's default of 1,000 pages (4 MB) the checkpoint took 3-5 ms of CPU every ~0.7 s with
+/// the request log at ~97k requests/s, and the worker on that core waited as long
+/// (`perf sched`: the worker's longest wait ended with the checkpoint). 128 pages spread the
+/// same copying over runs of about half a millisecond: p99.9 4.5 -> 3.7 ms at 64 connections
+/// (`benches/ab.sh`, issue 18).
+const WAL_CHECKPOINT_PAGES: i64 = 128;
+
 impl Storage {
     /// Opens (creating it and its directory if needed) and migrates the database at `path`;
     /// `None` = in memory.
@@ -192,15 +201,15 @@ impl Storage {
     }
 
     /// Keeps the WAL small next to `max_db_bytes`: a checkpoint every ~1/32 of it (at most
-    /// SQLite's default of 1000 pages) and the WAL file truncated back after a checkpoint.
+    /// `WAL_CHECKPOINT_PAGES`) and the WAL file truncated back after a checkpoint.
     pub fn bound_wal(&self, max_db_bytes: Option<u64>) -> Result<(), StorageError> {
         if !self.persistent {
             return Ok(());
         }
         let page: i64 = self.conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let pages = match max_db_bytes {
-            Some(max) => (max as i64 / page.max(512) / 32).clamp(16, 1000),
-            None => 1000,
+            Some(max) => (max as i64 / page.max(512) / 32).clamp(16, WAL_CHECKPOINT_PAGES),
+            None => WAL_CHECKPOINT_PAGES,
         };
         self.conn.pragma_update(None, "wal_autocheckpoint", pages)?;
         self.conn.pragma_update(None, "journal_size_limit", pages * page * 2)?;
@@ -293,5 +302,40 @@ mod tests {
         let s = Storage::open(None).unwrap();
         assert!(!s.persistent());
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len());
+    }
+
+    /// Many small commits (as the log writer makes) never leave the WAL much past
+    /// `WAL_CHECKPOINT_PAGES`: each commit past it checkpoints, and the next writes over the
+    /// WAL from its start. 16 MB of rows in 256 commits; at SQLite's default the WAL would reach
+    /// 1,000 pages (4 MB).
+    #[test]
+    fn the_wal_stays_near_its_checkpoint_size_under_small_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let migrations = ["CREATE TABLE t (v BLOB);"];
+        let mut s = Storage::open_with(Some(&path), &migrations).unwrap();
+        s.bound_wal(None).unwrap();
+        let pages: i64 = s
+            .conn()
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+            .unwrap();
+        assert_eq!(pages, WAL_CHECKPOINT_PAGES);
+        let row = vec![7u8; 4096];
+        let mut largest_wal = 0;
+        for _ in 0..256 {
+            let tx = s.conn.transaction().unwrap();
+            for _ in 0..16 {
+                tx.execute("INSERT INTO t (v) VALUES (?1)", [&row]).unwrap();
+            }
+            tx.commit().unwrap();
+            largest_wal = largest_wal.max(s.bytes().unwrap().wal);
+        }
+        let page = s.page_size;
+        // The checkpoint size, plus the commit that passed it (16 rows of a page or two each),
+        // plus the WAL's header and frame headers.
+        let bound = (WAL_CHECKPOINT_PAGES as u64 + 48) * (page + 24) + 32;
+        assert!(largest_wal > 0, "the WAL is in use");
+        assert!(largest_wal <= bound, "WAL reached {largest_wal} bytes, bound {bound}");
+        assert!(s.bytes().unwrap().file >= 16 << 20, "the rows reached the database");
     }
 }
