@@ -20,7 +20,10 @@
 # request log and stats rollups on, as shipped; false turns them off), LOG_TO (file: the log goes
 # to a SQLite file in the run's temp dir, as users run it; memory: `storage.path = ""`), LOG_OFF
 # (1: the table also runs a second rotor, `rotor-nolog`, with the log off, and prints the log
-# on/off ratio next to both rotor/nginx ratios; 0 skips it), SKIP_BUILD=1.
+# on/off ratio next to both rotor/nginx ratios; 0 skips it), NGINX_LOG (off: nginx logs no
+# request, the strictest comparison; on: nginx's default access log, one line a request in the
+# combined format to a file in the temp dir, as an nginx installed from a package runs; buffered:
+# the same with `buffer=64k flush=1s`), SKIP_BUILD=1.
 # After the table, the CPU each request cost wrk, the mock and the proxy (user and kernel), and
 # for every cell where nginx kept the cores busy, the ceiling: rotor/nginx with rotor's user
 # space at zero, and the proxy cost that 1.25x nginx would need.
@@ -82,6 +85,12 @@ if [ "$LOG_OFF" = 1 ]; then
 fi
 
 NGINX_PIDS=""
+case "${NGINX_LOG:-off}" in
+  off) NGINX_ACCESS_LOG="access_log off;" ;;
+  on) NGINX_ACCESS_LOG="access_log $WORK/nginx-access.log combined;" ;;
+  buffered) NGINX_ACCESS_LOG="access_log $WORK/nginx-access.log combined buffer=64k flush=1s;" ;;
+  *) echo "NGINX_LOG must be off, on or buffered" >&2; exit 1 ;;
+esac
 if [ "$HAVE_NGINX" = 1 ]; then
   mkdir -p "$WORK/ng"
   cat >"$WORK/nginx.conf" <<NGINX
@@ -90,7 +99,7 @@ pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $NGINX_ACCESS_LOG
   client_body_temp_path $WORK/ng/body; proxy_temp_path $WORK/ng/proxy;
   fastcgi_temp_path $WORK/ng/fcgi; uwsgi_temp_path $WORK/ng/uwsgi; scgi_temp_path $WORK/ng/scgi;
   upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 256; }
@@ -179,7 +188,8 @@ print_table() {
   printf '\nwrk -t1, %ss per cell, %s rounds (targets alternate), median [min-max]; proxy workers: %s; %s cores, loopback\n' \
     "$DURATION" "$REPEAT" "$PROXY_WORKERS" "$(nproc)"
   local where="in memory"; [ -n "$LOG_DB" ] && where="to a SQLite file"
-  printf 'rotor: request log %s; rotor-nolog: log off\n' "$([ "$LOG_REQUESTS" = true ] && echo "on, $where" || echo off)"
+  printf 'rotor: request log %s; rotor-nolog: log off; nginx: access log %s\n' \
+    "$([ "$LOG_REQUESTS" = true ] && echo "on, $where" || echo off)" "${NGINX_LOG:-off}"
   local nolog_rss="" nolog_hwm=""
   if [ -n "$NOLOG_PID" ]; then nolog_rss=$(rss_mb "$NOLOG_PID"); nolog_hwm=$(hwm_mb "$NOLOG_PID"); fi
   awk -v ROTOR_RSS="$(rss_mb "$ROTOR_PID")" -v ROTOR_HWM="$(hwm_mb "$ROTOR_PID")" \
