@@ -107,7 +107,10 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 /// the request log at ~97k requests/s, and the worker on that core waited as long
 /// (`perf sched`: the worker's longest wait ended with the checkpoint). 128 pages spread the
 /// same copying over runs of about half a millisecond: p99.9 4.5 -> 3.7 ms at 64 connections
-/// (`benches/ab.sh`, issue 18).
+/// (`benches/ab.sh`, issue 18). The price is more syncs: ~10 checkpoints a second at that load,
+/// each syncing the WAL and the database (`synchronous = NORMAL`), which the control thread
+/// waits out off the CPU (0.2-0.8 ms a sync on the project's VM); the queue holds ~0.6 s of
+/// records at that load for a slower disk.
 const WAL_CHECKPOINT_PAGES: i64 = 128;
 
 impl Storage {
