@@ -2,8 +2,11 @@
 # A/B of two rotors side by side behind one mock: two builds, or one build with two configs or
 # environments. wrk alternates between them every round (A first, then B; the next round
 # B first), so drift on a shared machine falls on both. Per round it prints requests/s, p99,
+# p50, p90, p99.9, the slowest request,
 # rotor's user and kernel CPU per request (from /proc) and the TCP segments per request on
-# loopback (nstat, when there); then the medians of each side.
+# loopback (nstat, when there); then the medians of each side, each side's p99 and p99.9 range
+# over the rounds, and in how many rounds B's came in under A's (on this project's noisy VMs a
+# difference that is not there still wins about half the rounds).
 #
 #   A=/tmp/rotor-before benches/ab.sh                       # another build against target/release
 #   B_TOML_SED='s/^log_requests = true/log_requests = false/' benches/ab.sh   # log on against off
@@ -88,9 +91,16 @@ done | tee "$WORK/rounds" | awk '{printf "%-4s %8s %8s %8s %10s %9s %8s %8s %8s 
 awk '
   function median(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
     return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-  { for (f = 2; f <= 10; f++) v[$1, f] = v[$1, f] " " $f }
+  function lo(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
+  function hi(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
+  { for (f = 2; f <= 10; f++) v[$1, f] = v[$1, f] " " $f
+    k = ++seen[$1]; p99[$1, k] = $3; p999[$1, k] = $9 }
   END { for (s = 0; s < 2; s++) { side = s ? "B" : "A"
           printf "median %s: rps %.0f, p50/p90/p99/p99.9/max %.3f/%.3f/%.3f/%.3f/%.3f ms, user %.2f us, kernel %.2f us a request, segments %s\n", side,
             median(v[side, 2]), median(v[side, 7]), median(v[side, 8]), median(v[side, 3]), median(v[side, 9]), median(v[side, 10]),
             median(v[side, 4]), median(v[side, 5]),
-            (v[side, 6] ~ /-/ ? "-" : median(v[side, 6])) } }' "$WORK/rounds"
+            (v[side, 6] ~ /-/ ? "-" : median(v[side, 6]))
+          printf "  %s over rounds: p99 [%s-%s] ms, p99.9 [%s-%s] ms\n", side, lo(v[side, 3]), hi(v[side, 3]), lo(v[side, 9]), hi(v[side, 9]) }
+        # Rounds pair up in order (round r ran A and B back to back): how often B came in under A.
+        for (r = 1; r <= seen["A"] && r <= seen["B"]; r++) { n++; u99 += (p99["B", r] + 0 < p99["A", r] + 0); u999 += (p999["B", r] + 0 < p999["A", r] + 0) }
+        printf "B under A in %d of %d rounds for p99, %d of %d for p99.9 (about half of them when there is no difference)\n", u99, n, u999, n }' "$WORK/rounds"
