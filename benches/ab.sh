@@ -2,9 +2,9 @@
 # A/B of two rotors side by side behind one mock: two builds, or one build with two configs or
 # environments. wrk alternates between them every round (A first, then B; the next round
 # B first), so drift on a shared machine falls on both. Per round it prints requests/s, p99,
-# p50, p90, p99.9, the slowest request,
-# rotor's user and kernel CPU per request (from /proc) and the TCP segments per request on
-# loopback (nstat, when there); then the medians of each side, each side's p99 and p99.9 range
+# p50, p90, p99.9, the slowest request, rotor's user and kernel CPU per request (from /proc)
+# and the TCP segments per request on loopback (nstat, when there); then the medians of each
+# side, each side's p99 and p99.9 range
 # over the rounds, and in how many rounds B's came in under A's (on this project's noisy VMs a
 # difference that is not there still wins about half the rounds).
 #
