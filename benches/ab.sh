@@ -4,9 +4,9 @@
 # B first), so drift on a shared machine falls on both. Per round it prints requests/s, p99,
 # p50, p90, p99.9, the slowest request, rotor's user and kernel CPU per request (from /proc)
 # and the TCP segments per request on loopback (nstat, when there); then the medians of each
-# side, each side's p99 and p99.9 range
-# over the rounds, and in how many rounds B's came in under A's (on this project's noisy VMs a
-# difference that is not there still wins about half the rounds).
+# side, each side's p99 and p99.9 range over the rounds, and in how many rounds B's came in
+# under A's (on this project's noisy VMs a difference that is not there still wins about half
+# the rounds).
 #
 #   A=/tmp/rotor-before benches/ab.sh                       # another build against target/release
 #   B_TOML_SED='s/^log_requests = true/log_requests = false/' benches/ab.sh   # log on against off
