@@ -88,11 +88,7 @@ for r in $(seq "$ROUNDS"); do
     if [ "$side" = a ]; then round A "$A_PORT" "$A_PID"; else round B "$B_PORT" "$B_PID"; fi
   done
 done | tee "$WORK/rounds" | awk '{printf "%-4s %8s %8s %8s %10s %9s %8s %8s %8s %8s %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}'
-awk '
-  function median(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-  function lo(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
-  function hi(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
+awk "$STATS_AWK"'
   { for (f = 2; f <= 10; f++) v[$1, f] = v[$1, f] " " $f
     k = ++seen[$1]; p99[$1, k] = $3; p999[$1, k] = $9 }
   END { for (s = 0; s < 2; s++) { side = s ? "B" : "A"
@@ -100,7 +96,7 @@ awk '
             median(v[side, 2]), median(v[side, 7]), median(v[side, 8]), median(v[side, 3]), median(v[side, 9]), median(v[side, 10]),
             median(v[side, 4]), median(v[side, 5]),
             (v[side, 6] ~ /-/ ? "-" : median(v[side, 6]))
-          printf "  %s over rounds: p99 [%s-%s] ms, p99.9 [%s-%s] ms\n", side, lo(v[side, 3]), hi(v[side, 3]), lo(v[side, 9]), hi(v[side, 9]) }
+          printf "  %s over rounds: p99 [%s-%s] ms, p99.9 [%s-%s] ms\n", side, mn(v[side, 3]), mx(v[side, 3]), mn(v[side, 9]), mx(v[side, 9]) }
         # Rounds pair up in order (round r ran A and B back to back): how often B came in under A.
         for (r = 1; r <= seen["A"] && r <= seen["B"]; r++) { n++; u99 += (p99["B", r] + 0 < p99["A", r] + 0); u999 += (p999["B", r] + 0 < p999["A", r] + 0) }
         printf "B under A in %d of %d rounds for p99, %d of %d for p99.9 (about half of them when there is no difference)\n", u99, n, u999, n }' "$WORK/rounds"

@@ -34,6 +34,16 @@ wait_ready() {
   echo "port $1 did not come up"; exit 1
 }
 
+# STATS_AWK: awk functions over a space-separated list of numbers (a value per round):
+# median(s), mn(s) and mx(s). Put it before a script's own text: awk "$STATS_AWK"'...'.
+# shellcheck disable=SC2034
+STATS_AWK='
+  function median(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  function mn(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
+  function mx(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
+'
+
 # rotor_config PORT WORKERS MOCK_PORT: a rotor config in front of `rotor mock`, one client key,
 # two upstream keys. POOL (256) sizes the upstream pool like nginx's `keepalive 256`;
 # LOG_REQUESTS (true) keeps rotor's request log and stats on, as shipped; DB_PATH ("", in

@@ -193,9 +193,7 @@ print_table() {
   local nolog_rss="" nolog_hwm=""
   if [ -n "$NOLOG_PID" ]; then nolog_rss=$(rss_mb "$NOLOG_PID"); nolog_hwm=$(hwm_mb "$NOLOG_PID"); fi
   awk -v ROTOR_RSS="$(rss_mb "$ROTOR_PID")" -v ROTOR_HWM="$(hwm_mb "$ROTOR_PID")" \
-      -v NOLOG_RSS="$nolog_rss" -v NOLOG_HWM="$nolog_hwm" -v HZ="$TICKS" -v SECS="$DURATION" -v CORES="$(nproc)" '
-    function median(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+      -v NOLOG_RSS="$nolog_rss" -v NOLOG_HWM="$nolog_hwm" -v HZ="$TICKS" -v SECS="$DURATION" -v CORES="$(nproc)" "$STATS_AWK"'
     # Where the cores went, per request: wrk and the mock are the same programs behind every
     # target, so where the cores are saturated, rps follows the sum and the proxy is only its
     # share. The ceiling says what rotor/nginx would be with rotor at zero user-space CPU and
@@ -220,8 +218,6 @@ print_table() {
           mc[1], mc[2], T[ng] / (T[ro] - USER[ro]), need, PROXY[ro]
       }
     }
-    function mn(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]; return m }
-    function mx(s,   a, n, i, m) { n = split(s, a, " "); m = a[1]; for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]; return m }
     { k = $1 SUBSEP $2 SUBSEP $3; rps[k] = rps[k] " " $5; p50[k] = p50[k] " " $6; p99[k] = p99[k] " " $7; cpu[k] = cpu[k] " " $8; err[k] += $9
       n = $5 * SECS
       if (n > 0) { us = 1e6 / HZ / n; wrk[k] = wrk[k] " " $13 * 1e6 / n; mock[k] = mock[k] " " $12 * us; pu[k] = pu[k] " " $10 * us; pk[k] = pk[k] " " $11 * us }
