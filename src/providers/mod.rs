@@ -29,6 +29,7 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod chunk_stream;
 pub mod cohere;
 #[cfg(test)]
 mod depth_tests;

@@ -81,8 +81,14 @@ impl ResponseTransform for Passthrough {
 /// `data: {"error":{...}}` followed by a blank line: the OpenAI SDKs raise this as an APIError
 /// mid-stream.
 pub fn openai_error_event(message: &str) -> Bytes {
-    let quoted = sonic_rs::to_string(message).unwrap_or_else(|_| "\"upstream failed\"".to_owned());
-    Bytes::from(format!(
-        "data: {{\"error\":{{\"message\":{quoted},\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}}}\n\n"
-    ))
+    let mut out = String::with_capacity(112 + message.len());
+    push_openai_error_event(&mut out, message);
+    Bytes::from(out)
+}
+
+/// `openai_error_event` written onto the end of `out`.
+pub fn push_openai_error_event(out: &mut String, message: &str) {
+    out.push_str("data: {\"error\":{");
+    super::write::field_str(out, "message", message);
+    out.push_str(",\"type\":\"upstream_error\",\"param\":null,\"code\":\"stream_interrupted\"}}\n\n");
 }

@@ -9,9 +9,7 @@ use smallvec::SmallVec;
 
 use super::{finish_reason, Block, ErrorDetail, MessagesResponse, Tally, WireUsage};
 use crate::codec::sse::Event;
-use crate::providers::openai::{self, ChunkWriter, DONE};
-use crate::providers::transform::openai_error_event;
-use crate::providers::write;
+use crate::providers::chunk_stream::ChunkStream;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
@@ -48,37 +46,27 @@ struct Delta {
 }
 
 pub struct AnthropicToOpenAi {
-    writer: ChunkWriter,
-    include_usage: bool,
+    chunks: ChunkStream,
     tally: Tally,
     /// Anthropic block index -> OpenAI tool-call index.
     tools: SmallVec<[(u64, u32); 4]>,
     next_tool: u32,
     stop_reason: Option<String>,
-    started: bool,
-    done: bool,
 }
 
 impl AnthropicToOpenAi {
     pub fn new(model: &str, include_usage: bool) -> Self {
         AnthropicToOpenAi {
-            writer: ChunkWriter {
-                id: "chatcmpl-rotor".to_owned(),
-                model: model.to_owned(),
-                created: write::unix_now(),
-            },
-            include_usage,
+            chunks: ChunkStream::new("chatcmpl-rotor", model, include_usage),
             tally: Tally::default(),
             tools: SmallVec::new(),
             next_tool: 0,
             stop_reason: None,
-            started: false,
-            done: false,
         }
     }
 
     fn on_event(&mut self, event: Event<'_>, out: &mut String) {
-        if self.done {
+        if self.chunks.is_done() {
             return;
         }
         let Ok(ev) = sonic_rs::from_slice::<StreamEvent>(event.data) else {
@@ -88,19 +76,19 @@ impl AnthropicToOpenAi {
             "message_start" => {
                 if let Some(m) = ev.message {
                     if !m.id.is_empty() {
-                        self.writer.id = m.id;
+                        self.chunks.writer.id = m.id;
                     }
                     if !m.model.is_empty() {
-                        self.writer.model = m.model;
+                        self.chunks.writer.model = m.model;
                     }
                     if let Some(u) = &m.usage {
                         self.tally.apply(u);
                     }
                 }
-                self.start(out);
+                self.chunks.start(out);
             }
             "content_block_start" => {
-                self.start(out);
+                self.chunks.start(out);
                 let Some(block) = ev.content_block.filter(|b| b.kind == "tool_use") else {
                     return;
                 };
@@ -109,22 +97,22 @@ impl AnthropicToOpenAi {
                 self.tools.push((ev.index.unwrap_or(u64::MAX), k));
                 let id = block.id.unwrap_or_default();
                 let name = block.name.unwrap_or_default();
-                self.writer.tool_start(out, k, &id, &name, "");
+                self.chunks.writer.tool_start(out, k, &id, &name, "");
             }
             "content_block_delta" => {
-                self.start(out);
+                self.chunks.start(out);
                 let Some(delta) = ev.delta else { return };
                 match delta.kind.as_str() {
                     "text_delta" => {
                         let text = delta.text.unwrap_or_default();
                         if !text.is_empty() {
-                            self.writer.text_delta(out, "content", &text);
+                            self.chunks.writer.text_delta(out, "content", &text);
                         }
                     }
                     "thinking_delta" => {
                         let text = delta.thinking.unwrap_or_default();
                         if !text.is_empty() {
-                            self.writer.text_delta(out, "reasoning_content", &text);
+                            self.chunks.writer.text_delta(out, "reasoning_content", &text);
                         }
                     }
                     "input_json_delta" => {
@@ -132,7 +120,7 @@ impl AnthropicToOpenAi {
                         let index = ev.index.unwrap_or(u64::MAX);
                         let tool = self.tools.iter().find(|(i, _)| *i == index).map(|(_, k)| *k);
                         if let (Some(k), false) = (tool, fragment.is_empty()) {
-                            self.writer.tool_args(out, k, &fragment);
+                            self.chunks.writer.tool_args(out, k, &fragment);
                         }
                     }
                     _ => {}
@@ -147,31 +135,15 @@ impl AnthropicToOpenAi {
                 }
             }
             "message_stop" => {
-                self.start(out);
                 let finish = finish_reason(self.stop_reason.as_deref().unwrap_or("end_turn"));
-                self.writer.chunk(out, "{}", Some(finish));
-                if self.include_usage {
-                    self.writer.usage_chunk(out, &self.tally.usage());
-                }
-                out.push_str(DONE);
-                self.done = true;
+                self.chunks.finish(out, finish);
+                self.chunks.close(out, &self.tally.usage());
             }
             "error" => {
                 let e = ev.error.unwrap_or_default();
-                out.push_str("data: ");
-                out.push_str(&openai::error_body(&e.message, &e.kind));
-                out.push_str("\n\n");
-                self.done = true;
+                self.chunks.upstream_error(out, &e.message, &e.kind);
             }
             _ => {}
-        }
-    }
-
-    fn start(&mut self, out: &mut String) {
-        if !self.started {
-            self.started = true;
-            self.writer
-                .chunk(out, "{\"role\":\"assistant\",\"content\":\"\"}", None);
         }
     }
 }
@@ -182,25 +154,16 @@ impl StreamHandler for AnthropicToOpenAi {
     }
 
     fn on_end(&mut self, out: &mut String) {
-        if !self.done {
-            self.done = true;
-            out.push_str(&String::from_utf8_lossy(&openai_error_event(
-                "upstream stream ended before message_stop",
-            )));
-        }
+        self.chunks.fail(out, "upstream stream ended before message_stop");
     }
 
     fn on_fail(&mut self, message: &str, out: &mut String) {
-        if self.done {
-            return; // the stream already ended with its one terminator
-        }
-        self.done = true;
-        out.push_str(&String::from_utf8_lossy(&openai_error_event(message)));
+        self.chunks.fail(out, message);
     }
 
     fn usage(&self) -> Usage {
         let mut u = self.tally.usage();
-        u.partial = !self.done;
+        u.partial = !(self.chunks.is_done() && self.chunks.is_finished());
         u
     }
 }

@@ -11,9 +11,8 @@ use sonic_rs::{JsonValueTrait, Value};
 use super::dialog::SessionCommit;
 use super::{error_message, estimate, metrics_usage};
 use crate::codec::sse::Event;
-use crate::providers::openai::{ChunkWriter, DONE};
-use crate::providers::transform::openai_error_event;
-use crate::providers::{write, StreamHandler};
+use crate::providers::chunk_stream::ChunkStream;
+use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
 /// Answer text kept for the session commit; a longer answer is not committed (its next turn
@@ -21,71 +20,50 @@ use crate::usage::Usage;
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 pub struct OnDemandToOpenAi {
-    writer: ChunkWriter,
-    include_usage: bool,
+    chunks: ChunkStream,
     prompt_chars: usize,
     /// Answer text so far (for the commit and the estimate), up to `MAX_ANSWER_BYTES`.
     answer: String,
     answer_chars: usize,
     reported: Option<Usage>,
     commit: Option<SessionCommit>,
-    started: bool,
-    done: bool,
-    /// Ended by `[DONE]` (not by a failure).
-    clean: bool,
 }
 
 impl OnDemandToOpenAi {
     pub fn new(model: &str, include_usage: bool, prompt_chars: usize, commit: Option<SessionCommit>) -> Self {
         OnDemandToOpenAi {
-            writer: ChunkWriter {
-                id: "chatcmpl-ondemand".to_owned(),
-                model: model.to_owned(),
-                created: write::unix_now(),
-            },
-            include_usage,
+            chunks: ChunkStream::new("chatcmpl-ondemand", model, include_usage),
             prompt_chars,
             answer: String::new(),
             answer_chars: 0,
             reported: None,
             commit,
-            started: false,
-            done: false,
-            clean: false,
         }
     }
 
     fn start(&mut self, out: &mut String, message_id: Option<&str>) {
-        if self.started {
+        if self.chunks.is_started() {
             return;
         }
-        self.started = true;
         if let Some(id) = message_id.filter(|id| !id.is_empty()) {
-            self.writer.id = format!("chatcmpl-{id}");
+            self.chunks.writer.id = format!("chatcmpl-{id}");
         }
-        self.writer
-            .chunk(out, "{\"role\":\"assistant\",\"content\":\"\"}", None);
+        self.chunks.start(out);
     }
 
     fn fail(&mut self, message: &str, out: &mut String) {
-        self.done = true;
         if let Some(commit) = self.commit.take() {
             commit.failed();
         }
-        out.push_str(&String::from_utf8_lossy(&openai_error_event(message)));
+        self.chunks.fail(out, message);
     }
 
     /// `[DONE]`: finish chunk, usage chunk when asked, `[DONE]`; the session is committed.
     fn finish(&mut self, out: &mut String) {
-        self.done = true;
-        self.clean = true;
         self.start(out, None);
-        self.writer.chunk(out, "{}", Some("stop"));
-        if self.include_usage {
-            let usage = self.usage();
-            self.writer.usage_chunk(out, &usage);
-        }
-        out.push_str(DONE);
+        self.chunks.finish(out, "stop");
+        let usage = self.usage();
+        self.chunks.close(out, &usage);
         if self.reported.is_none() {
             let _ = estimate(self.prompt_chars, self.answer_chars);
         }
@@ -108,7 +86,7 @@ impl OnDemandToOpenAi {
                 self.answer.push_str(text);
             }
         }
-        self.writer.text_delta(out, field, text);
+        self.chunks.writer.text_delta(out, field, text);
     }
 }
 
@@ -120,7 +98,7 @@ fn thinking_text(v: &Value) -> Option<&str> {
 
 impl StreamHandler for OnDemandToOpenAi {
     fn on_event(&mut self, event: Event<'_>, out: &mut String) {
-        if self.done {
+        if self.chunks.is_done() {
             return;
         }
         let data = event.data.trim_ascii();
@@ -166,13 +144,13 @@ impl StreamHandler for OnDemandToOpenAi {
     }
 
     fn on_end(&mut self, out: &mut String) {
-        if !self.done {
+        if !self.chunks.is_done() {
             self.fail("the on-demand stream ended without [DONE]", out);
         }
     }
 
     fn on_fail(&mut self, message: &str, out: &mut String) {
-        if !self.done {
+        if !self.chunks.is_done() {
             self.fail(message, out);
         }
     }
@@ -186,7 +164,7 @@ impl StreamHandler for OnDemandToOpenAi {
                 ..Usage::default()
             }
         });
-        u.partial = !self.clean;
+        u.partial = !(self.chunks.is_done() && self.chunks.is_finished());
         u
     }
 }

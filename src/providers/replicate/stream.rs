@@ -8,53 +8,26 @@
 
 use super::{error_message, Prediction};
 use crate::codec::sse::Event;
-use crate::providers::openai::{ChunkWriter, DONE};
-use crate::providers::transform::openai_error_event;
-use crate::providers::write;
+use crate::providers::chunk_stream::ChunkStream;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
 pub struct ReplicateToOpenAi {
-    writer: ChunkWriter,
-    include_usage: bool,
+    chunks: ChunkStream,
     /// The prediction's `urls.get`, read once for usage after `done`.
     record_url: Option<String>,
     fetched: bool,
     usage: Option<Usage>,
-    started: bool,
-    finished: bool,
-    done: bool,
 }
 
 impl ReplicateToOpenAi {
     pub fn new(model: &str, include_usage: bool, record_url: Option<String>) -> Self {
         ReplicateToOpenAi {
-            writer: ChunkWriter {
-                id: "chatcmpl-replicate".to_owned(),
-                model: model.to_owned(),
-                created: write::unix_now(),
-            },
-            include_usage,
+            chunks: ChunkStream::new("chatcmpl-replicate", model, include_usage),
             record_url,
             fetched: false,
             usage: None,
-            started: false,
-            finished: false,
-            done: false,
         }
-    }
-
-    fn start(&mut self, out: &mut String) {
-        if !self.started {
-            self.started = true;
-            self.writer
-                .chunk(out, "{\"role\":\"assistant\",\"content\":\"\"}", None);
-        }
-    }
-
-    fn error(&mut self, out: &mut String, message: &str) {
-        self.done = true;
-        out.push_str(&String::from_utf8_lossy(&openai_error_event(message)));
     }
 }
 
@@ -64,15 +37,15 @@ impl StreamHandler for ReplicateToOpenAi {
     }
 
     fn on_event(&mut self, event: Event<'_>, out: &mut String) {
-        if self.done || self.finished {
+        if self.chunks.is_done() || self.chunks.is_finished() {
             return;
         }
         match event.event {
             b"output" => {
-                self.start(out);
+                self.chunks.start(out);
                 if !event.data.is_empty() {
                     let text = String::from_utf8_lossy(event.data);
-                    self.writer.text_delta(out, "content", &text);
+                    self.chunks.writer.text_delta(out, "content", &text);
                 }
             }
             b"done" => {
@@ -83,52 +56,32 @@ impl StreamHandler for ReplicateToOpenAi {
                 }
                 let reason = sonic_rs::from_slice::<Done>(event.data).ok().and_then(|d| d.reason);
                 match reason.filter(|r| !r.is_empty()) {
-                    Some(reason) => self.error(out, &format!("the prediction ended: {reason}")),
-                    None => {
-                        self.start(out);
-                        self.finished = true;
-                        self.writer.chunk(out, "{}", Some("stop"));
-                    }
+                    Some(reason) => self.chunks.fail(out, &format!("the prediction ended: {reason}")),
+                    None => self.chunks.finish(out, "stop"),
                 }
             }
             b"error" => {
                 let message =
                     error_message(event.data).unwrap_or_else(|| String::from_utf8_lossy(event.data).into_owned());
-                self.error(out, &format!("the prediction failed: {message}"));
+                self.chunks.fail(out, &format!("the prediction failed: {message}"));
             }
             _ => {}
         }
     }
 
     fn on_end(&mut self, out: &mut String) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        if !self.finished {
-            out.push_str(&String::from_utf8_lossy(&openai_error_event(
-                "upstream stream ended without a done event",
-            )));
-            return;
-        }
-        if self.include_usage {
-            self.writer.usage_chunk(out, &self.usage.unwrap_or_default());
-        }
-        out.push_str(DONE);
+        self.chunks
+            .close_at_end(out, &self.usage.unwrap_or_default(), "a done event");
     }
 
     fn on_fail(&mut self, message: &str, out: &mut String) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        out.push_str(&String::from_utf8_lossy(&openai_error_event(message)));
+        self.chunks.fail(out, message);
     }
 
     fn fetch_at_end(&self) -> Option<String> {
         self.record_url
             .clone()
-            .filter(|_| self.finished && !self.done && !self.fetched)
+            .filter(|_| self.chunks.is_finished() && !self.chunks.is_done() && !self.fetched)
     }
 
     fn fetched(&mut self, body: Option<&[u8]>) {
@@ -139,7 +92,7 @@ impl StreamHandler for ReplicateToOpenAi {
 
     fn usage(&self) -> Usage {
         let mut u = self.usage.unwrap_or_default();
-        u.partial = !(self.done && self.finished);
+        u.partial = !(self.chunks.is_done() && self.chunks.is_finished());
         u
     }
 }
