@@ -29,6 +29,7 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod chat_chunks;
 pub mod chunk_stream;
 pub mod cohere;
 #[cfg(test)]

@@ -9,8 +9,11 @@
 
 use super::response::anthropic_id;
 use super::{error_body, error_type_for_name, push_event, stop_reason, write_usage};
+use std::ops::ControlFlow;
+
 use crate::codec::sse::Event;
-use crate::providers::openai::{Completion, ToolCallDelta};
+use crate::providers::chat_chunks::{self, ChatDeltas, ChatEvent};
+use crate::providers::openai::ToolCallDelta;
 use crate::providers::write;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
@@ -169,46 +172,24 @@ impl StreamHandler for OpenAiToAnthropic {
         if self.done {
             return;
         }
-        let data = event.data.trim_ascii();
-        if data == b"[DONE]" {
-            self.start(out, "", "");
-            self.stop(out);
-            return;
-        }
-        let Ok(chunk) = sonic_rs::from_slice::<Completion>(data) else {
-            return;
-        };
-        if let Some(e) = chunk.error {
-            let message = if e.message.is_empty() {
-                "upstream error"
-            } else {
-                &e.message
-            };
-            // The upstream's meaning survives the hub: an overload stays `overloaded_error`.
-            let kind = error_type_for_name(e.kind.as_deref().unwrap_or(""));
-            self.error(out, kind, message);
-            return;
-        }
-        self.start(out, &chunk.id, &chunk.model);
-        if let Some(u) = chunk.usage {
-            self.usage = u.to_usage();
-        }
-        for choice in chunk.choices {
-            if let Some(delta) = choice.delta {
-                if let Some(r) = delta.reasoning_content.as_deref() {
-                    self.text(out, true, r);
-                }
-                if let Some(t) = delta.content.as_deref() {
-                    self.text(out, false, t);
-                }
-                for call in delta.tool_calls.into_iter().flatten() {
-                    self.tool(out, call);
-                }
+        match chat_chunks::read_event(event.data) {
+            ChatEvent::Done => {
+                self.start(out, "", "");
+                self.stop(out);
             }
-            if let Some(f) = choice.finish_reason {
-                self.close(out);
-                self.finish = Some(f);
+            ChatEvent::Failed { message, kind } => {
+                // The upstream's meaning survives the hub: an overload stays `overloaded_error`.
+                let kind = error_type_for_name(kind.as_deref().unwrap_or(""));
+                self.error(out, kind, &message);
             }
+            ChatEvent::Chunk(chunk) => {
+                self.start(out, &chunk.id, &chunk.model);
+                if let Some(u) = chunk.usage {
+                    self.usage = u.to_usage();
+                }
+                chat_chunks::walk(self, chunk.choices, out);
+            }
+            ChatEvent::Unreadable => {}
         }
     }
 
@@ -236,5 +217,22 @@ impl StreamHandler for OpenAiToAnthropic {
         let mut u = self.usage;
         u.partial = !self.done;
         u
+    }
+}
+
+impl ChatDeltas for OpenAiToAnthropic {
+    fn on_text(&mut self, out: &mut String, reasoning: bool, text: &str) {
+        self.text(out, reasoning, text);
+    }
+
+    fn on_tool_call(&mut self, out: &mut String, call: ToolCallDelta) -> ControlFlow<()> {
+        self.tool(out, call);
+        ControlFlow::Continue(())
+    }
+
+    fn on_finish(&mut self, out: &mut String, reason: String) -> ControlFlow<()> {
+        self.close(out);
+        self.finish = Some(reason);
+        ControlFlow::Continue(())
     }
 }

@@ -8,8 +8,11 @@
 
 use super::door::error_event;
 use super::front_response::{candidate, tail, write_usage, Parts};
+use std::ops::ControlFlow;
+
 use crate::codec::sse::Event;
-use crate::providers::openai::{Completion, ToolCallDelta};
+use crate::providers::chat_chunks::{self, ChatDeltas, ChatEvent};
+use crate::providers::openai::ToolCallDelta;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
@@ -131,47 +134,22 @@ impl StreamHandler for OpenAiToGemini {
         if self.done {
             return;
         }
-        let data = event.data.trim_ascii();
-        if data == b"[DONE]" {
-            self.last(out);
-            return;
-        }
-        let Ok(chunk) = sonic_rs::from_slice::<Completion>(data) else {
-            return;
-        };
-        if let Some(e) = chunk.error {
-            let message = if e.message.is_empty() {
-                "upstream error"
-            } else {
-                &e.message
-            };
-            self.error(out, 502, message);
-            return;
-        }
-        if self.id.is_empty() && !chunk.id.is_empty() {
-            self.id = chunk.id;
-        }
-        if !chunk.model.is_empty() {
-            self.model = chunk.model;
-        }
-        if let Some(u) = chunk.usage {
-            self.usage = u.to_usage();
-        }
-        for choice in chunk.choices {
-            if let Some(delta) = choice.delta {
-                self.text(out, delta.reasoning_content.as_deref().unwrap_or(""), true);
-                self.text(out, delta.content.as_deref().unwrap_or(""), false);
-                for call in delta.tool_calls.into_iter().flatten() {
-                    if !self.gather(call) {
-                        let message = format!("the upstream's tool calls passed {MAX_CALL_BYTES} bytes");
-                        self.error(out, 502, &message);
-                        return;
-                    }
+        match chat_chunks::read_event(event.data) {
+            ChatEvent::Done => self.last(out),
+            ChatEvent::Failed { message, .. } => self.error(out, 502, &message),
+            ChatEvent::Chunk(chunk) => {
+                if self.id.is_empty() && !chunk.id.is_empty() {
+                    self.id = chunk.id;
                 }
+                if !chunk.model.is_empty() {
+                    self.model = chunk.model;
+                }
+                if let Some(u) = chunk.usage {
+                    self.usage = u.to_usage();
+                }
+                chat_chunks::walk(self, chunk.choices, out);
             }
-            if let Some(f) = choice.finish_reason {
-                self.finish = Some(f);
-            }
+            ChatEvent::Unreadable => {}
         }
     }
 
@@ -197,6 +175,26 @@ impl StreamHandler for OpenAiToGemini {
         let mut u = self.usage;
         u.partial = !self.complete;
         u
+    }
+}
+
+impl ChatDeltas for OpenAiToGemini {
+    fn on_text(&mut self, out: &mut String, reasoning: bool, text: &str) {
+        self.text(out, text, reasoning);
+    }
+
+    fn on_tool_call(&mut self, out: &mut String, call: ToolCallDelta) -> ControlFlow<()> {
+        if self.gather(call) {
+            return ControlFlow::Continue(());
+        }
+        let message = format!("the upstream's tool calls passed {MAX_CALL_BYTES} bytes");
+        self.error(out, 502, &message);
+        ControlFlow::Break(())
+    }
+
+    fn on_finish(&mut self, _: &mut String, reason: String) -> ControlFlow<()> {
+        self.finish = Some(reason);
+        ControlFlow::Continue(())
     }
 }
 

@@ -12,8 +12,11 @@
 
 use super::{write_call_item, write_message_item, write_reasoning_item, write_response, write_text_part};
 use super::{Ids, ResponseObject, Status};
+use std::ops::ControlFlow;
+
 use crate::codec::sse::Event;
-use crate::providers::openai::{Completion, ToolCallDelta};
+use crate::providers::chat_chunks::{self, ChatDeltas, ChatEvent};
+use crate::providers::openai::ToolCallDelta;
 use crate::providers::write;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
@@ -386,48 +389,20 @@ impl StreamHandler for ChatToResponses {
         if self.done {
             return;
         }
-        let data = event.data.trim_ascii();
-        if data == b"[DONE]" {
-            self.finish(out);
-            return;
-        }
-        let Ok(chunk) = sonic_rs::from_slice::<Completion>(data) else {
-            return;
-        };
-        if let Some(e) = chunk.error {
-            let message = if e.message.is_empty() {
-                "upstream error"
-            } else {
-                &e.message
-            };
-            self.fail(out, message);
-            return;
-        }
-        if !chunk.model.is_empty() && !self.started {
-            self.model = chunk.model;
-        }
-        self.start(out);
-        if let Some(u) = chunk.usage {
-            self.usage = u.to_usage();
-        }
-        for choice in chunk.choices {
-            if let Some(delta) = choice.delta {
-                if let Some(r) = delta.reasoning_content.as_deref() {
-                    self.text(out, true, r);
+        match chat_chunks::read_event(event.data) {
+            ChatEvent::Done => self.finish(out),
+            ChatEvent::Failed { message, .. } => self.fail(out, &message),
+            ChatEvent::Chunk(chunk) => {
+                if !chunk.model.is_empty() && !self.started {
+                    self.model = chunk.model;
                 }
-                if let Some(t) = delta.content.as_deref() {
-                    self.text(out, false, t);
+                self.start(out);
+                if let Some(u) = chunk.usage {
+                    self.usage = u.to_usage();
                 }
-                for call in delta.tool_calls.into_iter().flatten() {
-                    self.tool(out, call);
-                }
+                chat_chunks::walk(self, chunk.choices, out);
             }
-            if let Some(f) = choice.finish_reason {
-                self.finish = Some(f);
-            }
-            if self.done {
-                return;
-            }
+            ChatEvent::Unreadable => {}
         }
     }
 
@@ -451,5 +426,30 @@ impl StreamHandler for ChatToResponses {
         let mut u = self.usage;
         u.partial = !self.done || self.failed;
         u
+    }
+}
+
+impl ChatDeltas for ChatToResponses {
+    fn on_text(&mut self, out: &mut String, reasoning: bool, text: &str) {
+        self.text(out, reasoning, text);
+    }
+
+    /// `Break` once a delta overflowed `MAX_ANSWER_BYTES` and failed the stream.
+    fn on_tool_call(&mut self, out: &mut String, call: ToolCallDelta) -> ControlFlow<()> {
+        self.tool(out, call);
+        if self.done {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn on_finish(&mut self, _: &mut String, reason: String) -> ControlFlow<()> {
+        self.finish = Some(reason);
+        if self.done {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 }
