@@ -131,6 +131,11 @@ fn anthropic_error_event_becomes_openai_error_data() {
     let (c, _) = chunks(&out);
     assert_eq!(c[0]["error"]["type"].as_str(), Some("overloaded_error"));
     assert_eq!(c.len(), 1, "{out}");
+    // Cut by the error after the answer began: its usage is what was counted, marked partial.
+    let begun = &ANTHROPIC[..ANTHROPIC.find("event: message_delta").unwrap()];
+    let mut t = SseTranslator::new(AnthropicToOpenAi::new("m", false), D);
+    t.piece(Bytes::from(format!("{begun}{input}")));
+    assert!(t.usage().partial);
 }
 
 const OPENAI: &str = "data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
