@@ -165,7 +165,15 @@ fn soak(retry: &str) -> (Tally, String) {
         }
         total
     });
-    let metrics = h.client().get("/metrics", &[]).text();
+    // A cut is counted just after its error event went out: give the last one a moment.
+    let mut metrics = h.client().get("/metrics", &[]).text();
+    for _ in 0..20 {
+        if relay_cuts(&metrics) >= total.cut_streams {
+            break;
+        }
+        sleep_ms(50);
+        metrics = h.client().get("/metrics", &[]).text();
+    }
     let health: String = metrics
         .lines()
         .filter(|l| {
