@@ -187,20 +187,24 @@ fn soak(retry: &str) -> (Tally, String) {
     (total, health)
 }
 
-fn quarantines(metrics: &str) -> u64 {
+/// The value of one series (its name and labels, as `/metrics` prints them), 0 when absent.
+fn series(metrics: &str, name_and_labels: &str) -> u64 {
     metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("rotor_key_quarantines_total{provider=\"mock\"} "))
+        .filter_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
         .map(|n| n.trim().parse::<u64>().unwrap())
         .sum()
 }
 
+fn quarantines(metrics: &str) -> u64 {
+    series(metrics, "rotor_key_quarantines_total{provider=\"mock\"}")
+}
+
 fn relay_cuts(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("rotor_relay_failures_total{provider=\"mock\",reason=\"upstream_cut\"} "))
-        .map(|n| n.trim().parse::<u64>().unwrap())
-        .sum()
+    series(
+        metrics,
+        "rotor_relay_failures_total{provider=\"mock\",reason=\"upstream_cut\"}",
+    )
 }
 
 /// Prints the run and returns its share of failed answers, streams cut midway aside.
