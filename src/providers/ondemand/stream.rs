@@ -60,7 +60,6 @@ impl OnDemandToOpenAi {
 
     /// `[DONE]`: finish chunk, usage chunk when asked, `[DONE]`; the session is committed.
     fn finish(&mut self, out: &mut String) {
-        self.start(out, None);
         self.chunks.finish(out, "stop");
         let usage = self.usage();
         self.chunks.close(out, &usage);
