@@ -11,7 +11,9 @@
 # off), PROFILE (release; `gate` is the cheaper build the CI cost gate measures),
 # REQUESTS (callgrind only: measure exactly this many requests instead of DURATION seconds),
 # CHUNKS (content chunks per streamed answer from the mock, 5; the per-event cost of a stream is
-# the slope between two CHUNKS values),
+# the slope between two CHUNKS values), INTERVAL_MS (the mock's gap between a stream's events,
+# 0: written back to back, rotor reads several at once and how many varies; 1: each event its
+# own read, as a model's tokens arrive, and the count repeats within 0.4 %),
 # SDK=1 (the request head carries the 13 further fields openai-python sends),
 # ROTOR_BIN (a rotor binary to profile instead of target/$PROFILE/rotor; the mock stays the same),
 # OUT (directory for perf.data / callgrind.out, default a temp dir that is removed unless set),
@@ -150,7 +152,7 @@ LUA
 fi
 URL="http://127.0.0.1:$ROTOR_PORT/v1/chat/completions"
 
-"$BUILT" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks "${CHUNKS:-5}" >"$OUT/mock.log" 2>&1 & PIDS+=($!)
+"$BUILT" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks "${CHUNKS:-5}" --interval-ms "${INTERVAL_MS:-0}" >"$OUT/mock.log" 2>&1 & PIDS+=($!)
 if [ "$WHAT" = callgrind ]; then
   # With the log to a file each thread gets its own dump file (see the window below).
   threads=no; [ "$LOG" = file ] && threads=yes
