@@ -29,8 +29,8 @@
 
 pub mod adapter;
 pub mod anthropic;
-pub mod chat_chunks;
-pub mod chunk_stream;
+pub mod chat_stream_in;
+pub mod chat_stream_out;
 pub mod cohere;
 #[cfg(test)]
 mod depth_tests;

@@ -12,7 +12,7 @@ use super::{error_body, error_type_for_name, push_event, stop_reason, write_usag
 use std::ops::ControlFlow;
 
 use crate::codec::sse::Event;
-use crate::providers::chat_chunks::{self, ChatDeltas, ChatEvent};
+use crate::providers::chat_stream_in::{self, ChatDeltas, ChatEvent};
 use crate::providers::openai::ToolCallDelta;
 use crate::providers::write;
 use crate::providers::StreamHandler;
@@ -172,7 +172,7 @@ impl StreamHandler for OpenAiToAnthropic {
         if self.done {
             return;
         }
-        match chat_chunks::read_event(event.data) {
+        match chat_stream_in::read_event(event.data) {
             ChatEvent::Done => {
                 self.start(out, "", "");
                 self.stop(out);
@@ -187,7 +187,7 @@ impl StreamHandler for OpenAiToAnthropic {
                 if let Some(u) = chunk.usage {
                     self.usage = u.to_usage();
                 }
-                chat_chunks::walk(self, chunk.choices, out);
+                chat_stream_in::walk(self, chunk.choices, out);
             }
             ChatEvent::Unreadable => {}
         }

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use super::{finish_reason, Block, ErrorDetail, MessagesResponse, Tally, WireUsage};
 use crate::codec::sse::Event;
-use crate::providers::chunk_stream::ChunkStream;
+use crate::providers::chat_stream_out::ChatStreamOut;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
@@ -46,7 +46,7 @@ struct Delta {
 }
 
 pub struct AnthropicToOpenAi {
-    chunks: ChunkStream,
+    chunks: ChatStreamOut,
     tally: Tally,
     /// Anthropic block index -> OpenAI tool-call index.
     tools: SmallVec<[(u64, u32); 4]>,
@@ -57,7 +57,7 @@ pub struct AnthropicToOpenAi {
 impl AnthropicToOpenAi {
     pub fn new(model: &str, include_usage: bool) -> Self {
         AnthropicToOpenAi {
-            chunks: ChunkStream::new("chatcmpl-rotor", model, include_usage),
+            chunks: ChatStreamOut::new("chatcmpl-rotor", model, include_usage),
             tally: Tally::default(),
             tools: SmallVec::new(),
             next_tool: 0,

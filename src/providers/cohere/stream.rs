@@ -11,7 +11,7 @@ use sonic_rs::{JsonValueTrait, Value};
 
 use super::{finish_reason, Function, WireUsage};
 use crate::codec::sse::Event;
-use crate::providers::chunk_stream::ChunkStream;
+use crate::providers::chat_stream_out::ChatStreamOut;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
@@ -62,7 +62,7 @@ struct DeltaToolCall {
 }
 
 pub struct CohereToOpenAi {
-    chunks: ChunkStream,
+    chunks: ChatStreamOut,
     usage: Option<WireUsage>,
     tool_calls: u32,
 }
@@ -70,7 +70,7 @@ pub struct CohereToOpenAi {
 impl CohereToOpenAi {
     pub fn new(model: &str, include_usage: bool) -> Self {
         CohereToOpenAi {
-            chunks: ChunkStream::new("chatcmpl-cohere", model, include_usage),
+            chunks: ChatStreamOut::new("chatcmpl-cohere", model, include_usage),
             usage: None,
             tool_calls: 0,
         }

@@ -11,7 +11,7 @@ use super::front_response::{candidate, tail, write_usage, Parts};
 use std::ops::ControlFlow;
 
 use crate::codec::sse::Event;
-use crate::providers::chat_chunks::{self, ChatDeltas, ChatEvent};
+use crate::providers::chat_stream_in::{self, ChatDeltas, ChatEvent};
 use crate::providers::openai::ToolCallDelta;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
@@ -134,7 +134,7 @@ impl StreamHandler for OpenAiToGemini {
         if self.done {
             return;
         }
-        match chat_chunks::read_event(event.data) {
+        match chat_stream_in::read_event(event.data) {
             ChatEvent::Done => self.last(out),
             ChatEvent::Failed { message, .. } => self.error(out, 502, &message),
             ChatEvent::Chunk(chunk) => {
@@ -147,7 +147,7 @@ impl StreamHandler for OpenAiToGemini {
                 if let Some(u) = chunk.usage {
                     self.usage = u.to_usage();
                 }
-                chat_chunks::walk(self, chunk.choices, out);
+                chat_stream_in::walk(self, chunk.choices, out);
             }
             ChatEvent::Unreadable => {}
         }

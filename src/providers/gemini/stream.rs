@@ -7,12 +7,12 @@
 
 use super::{call_id, finish_reason, parse_error, GenerateResponse, UsageMetadata};
 use crate::codec::sse::Event;
-use crate::providers::chunk_stream::ChunkStream;
+use crate::providers::chat_stream_out::ChatStreamOut;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
 pub struct GeminiToOpenAi {
-    chunks: ChunkStream,
+    chunks: ChatStreamOut,
     usage: Option<UsageMetadata>,
     tool_calls: u32,
     /// What tool-call ids are made unique with: the `responseId`, else a process-unique tag.
@@ -22,7 +22,7 @@ pub struct GeminiToOpenAi {
 impl GeminiToOpenAi {
     pub fn new(model: &str, include_usage: bool) -> Self {
         GeminiToOpenAi {
-            chunks: ChunkStream::new("chatcmpl-gemini", model, include_usage),
+            chunks: ChatStreamOut::new("chatcmpl-gemini", model, include_usage),
             usage: None,
             tool_calls: 0,
             answer_id: String::new(),

@@ -11,7 +11,7 @@ use sonic_rs::{JsonValueTrait, Value};
 use super::dialog::SessionCommit;
 use super::{error_message, estimate, metrics_usage};
 use crate::codec::sse::Event;
-use crate::providers::chunk_stream::ChunkStream;
+use crate::providers::chat_stream_out::ChatStreamOut;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
@@ -20,7 +20,7 @@ use crate::usage::Usage;
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 pub struct OnDemandToOpenAi {
-    chunks: ChunkStream,
+    chunks: ChatStreamOut,
     prompt_chars: usize,
     /// Answer text so far (for the commit and the estimate), up to `MAX_ANSWER_BYTES`.
     answer: String,
@@ -32,7 +32,7 @@ pub struct OnDemandToOpenAi {
 impl OnDemandToOpenAi {
     pub fn new(model: &str, include_usage: bool, prompt_chars: usize, commit: Option<SessionCommit>) -> Self {
         OnDemandToOpenAi {
-            chunks: ChunkStream::new("chatcmpl-ondemand", model, include_usage),
+            chunks: ChatStreamOut::new("chatcmpl-ondemand", model, include_usage),
             prompt_chars,
             answer: String::new(),
             answer_chars: 0,

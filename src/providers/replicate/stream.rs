@@ -8,12 +8,12 @@
 
 use super::{error_message, Prediction};
 use crate::codec::sse::Event;
-use crate::providers::chunk_stream::ChunkStream;
+use crate::providers::chat_stream_out::ChatStreamOut;
 use crate::providers::StreamHandler;
 use crate::usage::Usage;
 
 pub struct ReplicateToOpenAi {
-    chunks: ChunkStream,
+    chunks: ChatStreamOut,
     /// The prediction's `urls.get`, read once for usage after `done`.
     record_url: Option<String>,
     fetched: bool,
@@ -23,7 +23,7 @@ pub struct ReplicateToOpenAi {
 impl ReplicateToOpenAi {
     pub fn new(model: &str, include_usage: bool, record_url: Option<String>) -> Self {
         ReplicateToOpenAi {
-            chunks: ChunkStream::new("chatcmpl-replicate", model, include_usage),
+            chunks: ChatStreamOut::new("chatcmpl-replicate", model, include_usage),
             record_url,
             fetched: false,
             usage: None,

@@ -15,7 +15,7 @@ use super::{Ids, ResponseObject, Status};
 use std::ops::ControlFlow;
 
 use crate::codec::sse::Event;
-use crate::providers::chat_chunks::{self, ChatDeltas, ChatEvent};
+use crate::providers::chat_stream_in::{self, ChatDeltas, ChatEvent};
 use crate::providers::openai::ToolCallDelta;
 use crate::providers::write;
 use crate::providers::StreamHandler;
@@ -389,7 +389,7 @@ impl StreamHandler for ChatToResponses {
         if self.done {
             return;
         }
-        match chat_chunks::read_event(event.data) {
+        match chat_stream_in::read_event(event.data) {
             ChatEvent::Done => self.finish(out),
             ChatEvent::Failed { message, .. } => self.fail(out, &message),
             ChatEvent::Chunk(chunk) => {
@@ -400,7 +400,7 @@ impl StreamHandler for ChatToResponses {
                 if let Some(u) = chunk.usage {
                     self.usage = u.to_usage();
                 }
-                chat_chunks::walk(self, chunk.choices, out);
+                chat_stream_in::walk(self, chunk.choices, out);
             }
             ChatEvent::Unreadable => {}
         }

@@ -10,7 +10,7 @@ use super::transform::push_openai_error_event;
 use super::write;
 use crate::usage::Usage;
 
-pub struct ChunkStream {
+pub struct ChatStreamOut {
     pub writer: ChunkWriter,
     include_usage: bool,
     started: bool,
@@ -18,10 +18,10 @@ pub struct ChunkStream {
     done: bool,
 }
 
-impl ChunkStream {
+impl ChatStreamOut {
     /// `id` is the chunks' id until the upstream names its answer (`writer.id`).
     pub fn new(id: &str, model: &str, include_usage: bool) -> Self {
-        ChunkStream {
+        ChatStreamOut {
             writer: ChunkWriter {
                 id: id.to_owned(),
                 model: model.to_owned(),
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn a_finished_stream_closes_with_usage_then_done_and_nothing_after() {
-        let mut s = ChunkStream::new("chatcmpl-x", "m", true);
+        let mut s = ChatStreamOut::new("chatcmpl-x", "m", true);
         let mut out = String::new();
         s.finish(&mut out, "stop");
         s.close_at_end(&mut out, &usage(), "a finish");
@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_stream_ends_in_one_error_event_naming_what_never_came() {
-        let mut s = ChunkStream::new("chatcmpl-x", "m", true);
+        let mut s = ChatStreamOut::new("chatcmpl-x", "m", true);
         let mut out = String::new();
         s.start(&mut out);
         s.close_at_end(&mut out, &usage(), "a finishReason");
@@ -149,12 +149,12 @@ mod tests {
 
     #[test]
     fn usage_is_left_out_unless_asked_and_upstream_errors_keep_their_type() {
-        let mut s = ChunkStream::new("chatcmpl-x", "m", false);
+        let mut s = ChatStreamOut::new("chatcmpl-x", "m", false);
         let mut out = String::new();
         s.finish(&mut out, "length");
         s.close(&mut out, &usage());
         assert!(!out.contains("\"usage\""));
-        let mut e = ChunkStream::new("chatcmpl-y", "m", false);
+        let mut e = ChatStreamOut::new("chatcmpl-y", "m", false);
         let mut out = String::new();
         e.upstream_error(&mut out, "slow down", "overloaded_error");
         assert!(
