@@ -175,7 +175,7 @@ impl ChunkedDecoder {
                     if let Some(data) = whole_chunk(rest, len, size) {
                         // The usual SSE chunk, buffered whole with its CRLF: copied in one step
                         // and the state stays `Size` (no `Data`/`DataEnd` round per chunk).
-                        if out.capacity() == 0 {
+                        if out.is_empty() {
                             out.reserve(rest.len());
                         }
                         out.extend_from_slice(data);
@@ -194,7 +194,7 @@ impl ChunkedDecoder {
                         return Ok(());
                     }
                     let n = usize::try_from(left).map_or(rest.len(), |l| l.min(rest.len()));
-                    if out.capacity() == 0 {
+                    if out.is_empty() {
                         out.reserve(rest.len());
                     }
                     out.extend_from_slice(rest.get(..n).unwrap_or_default());

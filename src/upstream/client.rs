@@ -201,6 +201,11 @@ pub struct Exchange {
     /// waker follows whichever task polls it (see `ReadTimer`).
     timer: ReadTimer,
     body: BodyState,
+    /// What chunked data is gathered into (`gather_chunks`), reused piece after piece: a piece
+    /// handed out shares it, and once the relay has written that piece and dropped it, the next
+    /// one is gathered from its start again. A new buffer per piece was a `malloc`, a `free`
+    /// and a `Vec` conversion per streamed event, ~300 of its ~5.8k instructions (callgrind).
+    pieces: BytesMut,
     keep_alive: bool,
     /// The whole request (head and body) was written.
     written: bool,
@@ -249,6 +254,7 @@ impl Exchange {
             oversized: false,
             timer,
             body: BodyState::NotStarted,
+            pieces: BytesMut::new(),
             keep_alive: false,
             written: false,
         }
@@ -343,18 +349,17 @@ impl Exchange {
         let BodyState::Chunked(decoder) = &mut self.body else {
             return None;
         };
-        let mut data = BytesMut::new();
-        match decoder.decode_into(&mut self.buf, &mut data) {
+        match decoder.decode_into(&mut self.buf, &mut self.pieces) {
             Ok(true) => self.body = BodyState::Done,
             Ok(false) => {}
-            Err(e) if data.is_empty() => {
+            Err(e) if self.pieces.is_empty() => {
                 self.body = BodyState::Failed;
                 return Some(Err(UpstreamError::new(UpstreamErrorKind::BrokenBody, e.0)));
             }
             Err(e) => self.body = BodyState::Broken(e.0),
         }
-        if !data.is_empty() {
-            return Some(Ok(Some(data.freeze())));
+        if !self.pieces.is_empty() {
+            return Some(Ok(Some(self.pieces.split().freeze())));
         }
         matches!(self.body, BodyState::Done).then_some(Ok(None))
     }

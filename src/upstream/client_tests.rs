@@ -438,3 +438,31 @@ fn checkouts_find_each_keys_shelf_and_a_reap_drops_the_last_one_looked_up() {
         assert!(super::super::pooled(&pool, &other).is_none());
     });
 }
+
+/// A chunked body's pieces are gathered into one buffer the exchange keeps: once the relay
+/// dropped a piece, the next is gathered at the same address (no allocation per streamed
+/// event), and a piece still held is never written over.
+#[test]
+fn chunked_pieces_reuse_one_buffer_once_dropped_and_never_overwrite_a_held_one() {
+    on_a_pool(|pool, key| async move {
+        const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        let (mut exchange, mut upstream) = exchange(&pool, &key).await;
+        head_answered(&mut exchange, &mut upstream, HEAD).await;
+        let mut next = async |chunk: &'static [u8]| {
+            let (written, _) = upstream.write_all(chunk).await;
+            written.expect("chunk written");
+            exchange.next_piece(SECOND).await.expect("body").expect("a piece")
+        };
+        let first = next(b"8\r\ndata: a\n\r\n").await;
+        let address = first.as_ptr();
+        drop(first);
+        // Takes the block a freed buffer would leave, so a new allocation could not land there.
+        let occupant = Vec::<u8>::with_capacity(64);
+        let second = next(b"8\r\ndata: b\n\r\n").await;
+        assert_eq!((&second[..], second.as_ptr()), (&b"data: b\n"[..], address));
+        let third = next(b"8\r\ndata: c\n\r\n").await;
+        assert_eq!((&second[..], &third[..]), (&b"data: b\n"[..], &b"data: c\n"[..]));
+        assert_ne!(third.as_ptr(), second.as_ptr());
+        drop(occupant);
+    });
+}

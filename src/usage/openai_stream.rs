@@ -35,6 +35,9 @@ pub struct OpenAiUsageTap {
     usage: Usage,
     /// `server.max_json_depth`: deeper bodies and events are relayed without reading usage.
     max_depth: usize,
+    /// `Hide` mode's output, reused piece after piece as `Exchange`'s gathered pieces are (a
+    /// piece handed out shares it until the relay dropped it): no allocation per event.
+    kept: BytesMut,
 }
 
 impl OpenAiUsageTap {
@@ -44,6 +47,7 @@ impl OpenAiUsageTap {
             events: SseSplitter::new(),
             usage: Usage::default(),
             max_depth,
+            kept: BytesMut::new(),
         }
     }
 
@@ -109,11 +113,13 @@ impl ResponseTransform for OpenAiUsageTap {
             Mode::Hide => {
                 // Re-framed events are no longer than the piece, but for `data:` lines that
                 // gain a space.
-                let mut kept = BytesMut::with_capacity(piece.len() + 64);
+                let mut kept = std::mem::take(&mut self.kept);
+                kept.reserve(piece.len() + 64);
                 self.read_events(&piece, Some(&mut kept));
                 if !kept.is_empty() {
-                    out.push(kept.freeze());
+                    out.push(kept.split().freeze());
                 }
+                self.kept = kept;
             }
         }
         out

@@ -235,3 +235,28 @@ fn the_avx2_classifier_marks_what_the_portable_one_marks() {
         assert_eq!(unsafe { classify_avx2(&block) }, classify_portable(&block));
     }
 }
+/// `Hide` writes each piece's events into one buffer it keeps: once the relay dropped what a
+/// piece gave, the next piece's events are written at the same address (no allocation per
+/// event), and a piece still held elsewhere is never written over.
+#[test]
+fn hide_reuses_its_buffer_once_the_last_piece_was_dropped_and_never_overwrites_a_held_one() {
+    let event: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    let expected: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    let mut tap = OpenAiUsageTap::new(Mode::Hide, D);
+    let first = tap.piece(Bytes::from_static(event));
+    let address = first[0].as_ptr();
+    drop(first);
+    // Takes the block a freed buffer would leave, so a new allocation could not land there.
+    let occupant = Vec::<u8>::with_capacity(event.len() + 64);
+    let second = tap.piece(Bytes::from_static(event));
+    assert_eq!(&second[0][..], expected);
+    assert_eq!(second[0].as_ptr(), address, "written where the dropped piece was");
+    let third = tap.piece(Bytes::from_static(event));
+    assert_eq!(
+        (&second[0][..], &third[0][..]),
+        (expected, expected),
+        "the held piece is intact"
+    );
+    assert_ne!(third[0].as_ptr(), second[0].as_ptr());
+    drop(occupant);
+}
