@@ -372,3 +372,28 @@ fn rollups_wait_out_a_locked_database_and_count_once() {
     assert_eq!(admin_json(&h, "/admin/stats/overview")["requests"].as_u64(), Some(8));
     assert_eq!(metric(&h, "rotor_rollups_dropped_total"), 0);
 }
+
+/// `storage.writer_class`: with "auto" the log's writes use the idle scheduling class exactly
+/// where this process may leave it again (CI runs as root, where it may), with "normal" never;
+/// rows land either way.
+#[test]
+fn the_writer_uses_the_idle_class_where_it_may_and_rows_land_either_way() {
+    let usable = u64::from(rotor::storage::idle_class::may_leave_idle_class());
+    for (class, expected) in [("auto", usable), ("normal", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rotor.db");
+        let h = Harness::start(conf(&format!("{}\nwriter_class = {class:?}", path_line(&path))));
+        for _ in 0..3 {
+            chat_ok(&h);
+        }
+        assert!(
+            eventually(Duration::from_secs(5), || rows_in_file(&path) == Some(3)),
+            "{class}: rows written"
+        );
+        assert!(
+            eventually(Duration::from_secs(2), || metric(&h, "rotor_storage_idle_class")
+                == expected),
+            "{class}: rotor_storage_idle_class {expected}"
+        );
+    }
+}

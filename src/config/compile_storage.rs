@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use super::compile::one_of;
 use super::compile::positive_ms;
 use super::file::{CacheConfig, StorageConfig};
-use super::model::{Cache, Storage};
+use super::model::{Cache, Storage, WriterClass};
 use super::ConfigError;
 
 pub(super) fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
@@ -86,6 +87,14 @@ pub(super) fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
             "must be at least 1 (days an object id stays pinned to its key)",
         ));
     }
+    let writer_class = one_of(&s.writer_class, WRITER_CLASSES, "storage.writer_class")?;
+    if writer_class == WriterClass::Idle && !crate::storage::idle_class::may_leave_idle_class() {
+        return Err(ConfigError::at(
+            "storage.writer_class",
+            "\"idle\" needs a process that may leave the idle scheduling class again \
+             (CAP_SYS_NICE, or an RLIMIT_NICE of 20); \"auto\" uses it only where it can",
+        ));
+    }
     Ok(Storage {
         path,
         log_requests: s.log_requests,
@@ -98,8 +107,15 @@ pub(super) fn storage(s: StorageConfig) -> Result<Storage, ConfigError> {
         health_window: positive_ms(s.health_window_ms, "storage.health_window_ms")?,
         max_pins: s.max_pins as usize,
         pin_retention_days: s.pin_retention_days,
+        writer_class,
     })
 }
+
+const WRITER_CLASSES: &[(&str, WriterClass)] = &[
+    ("auto", WriterClass::Auto),
+    ("idle", WriterClass::Idle),
+    ("normal", WriterClass::Normal),
+];
 
 /// `[cache] max_bytes` bounds: the store is split in `cache::SHARDS` parts of at least 1 KiB,
 /// and at most 64 GiB is ever held.

@@ -193,6 +193,8 @@ pub struct StorageConfig {
     pub max_pins: u64,
     /// Days a pin is kept after the object was created.
     pub pin_retention_days: u32,
+    /// The scheduling class of the request log's writes: "auto" | "idle" | "normal".
+    pub writer_class: String,
 }
 
 impl Default for StorageConfig {
@@ -209,6 +211,7 @@ impl Default for StorageConfig {
             health_window_ms: 30_000,
             max_pins: 100_000,
             pin_retention_days: 30,
+            writer_class: "auto".into(),
         }
     }
 }

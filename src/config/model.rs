@@ -177,6 +177,21 @@ pub struct Storage {
     pub max_pins: usize,
     /// Pins older than this many days are pruned.
     pub pin_retention_days: u32,
+    /// The scheduling class the control thread writes the request log in.
+    pub writer_class: WriterClass,
+}
+
+/// `storage.writer_class`: the control thread's request-log writes and its naps between them
+/// in the kernel's `SCHED_IDLE` class while CPUs have room (`storage::idle_class`), or always
+/// in the normal class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterClass {
+    /// The idle class where this process may leave it again (`CAP_SYS_NICE` or an
+    /// `RLIMIT_NICE` of 20), else the normal class; `/metrics` says which.
+    Auto,
+    /// The idle class; refused at start where the process may not leave it again.
+    Idle,
+    Normal,
 }
 
 #[derive(Debug, Clone)]

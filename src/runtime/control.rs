@@ -69,9 +69,12 @@ fn run(gateway: &Gateway, signals: Signals, duties: &mut Duties) {
     let mut last_dns = Instant::now();
     let mut nap = None;
     let mut last_look = Instant::now();
+    let mut queued = 0;
     while !gateway.shutdown.is_stopping() {
-        pause(gateway, nap);
-        let queued = gateway.records.len();
+        duties
+            .log_writer
+            .nap_in_idle_class(gateway, queued > 0, || pause(gateway, nap));
+        queued = gateway.records.len();
         nap = (queued >= BUSY_ROWS).then(|| busy_nap(queued, last_look.elapsed()));
         last_look = Instant::now();
         duties.tick(gateway);

@@ -55,6 +55,10 @@ pub struct StorageHealth {
     /// the in-memory pages).
     rows: AtomicU64,
     bytes: AtomicU64,
+    /// The control thread writes in the idle scheduling class while CPUs have room
+    /// (`storage::idle_class`), and the times its watchdog found it starved there.
+    idle_class: AtomicBool,
+    idle_class_starved: AtomicU64,
 }
 
 /// What `/health` shows about storage.
@@ -133,6 +137,13 @@ impl StorageHealth {
         self.bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// Whether the control thread's writes use the idle scheduling class now, and how often it
+    /// was found starved there (so went back to the normal class for a while).
+    pub fn set_idle_class(&self, used: bool, starved: u64) {
+        self.idle_class.store(used, Ordering::Relaxed);
+        self.idle_class_starved.store(starved, Ordering::Relaxed);
+    }
+
     /// (rows in the request log, database bytes) as last measured.
     pub fn size(&self) -> (u64, u64) {
         (self.rows.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
@@ -176,6 +187,18 @@ impl StorageHealth {
                 "counter",
                 "Requests whose stats were lost: storage stayed down past the pending rollups' bound, or at exit.",
                 self.rollups_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "rotor_storage_idle_class",
+                "gauge",
+                "1 when the request log's writes run in the idle scheduling class while CPUs have room (storage.writer_class), 0 when in the normal class.",
+                u64::from(self.idle_class.load(Ordering::Relaxed)),
+            ),
+            (
+                "rotor_storage_idle_class_starved_total",
+                "counter",
+                "Times the log writer waited for a CPU in the idle class (the CPUs were full) and went back to the normal class for 5 s.",
+                self.idle_class_starved.load(Ordering::Relaxed),
             ),
             (
                 "rotor_rollup_overflow_total",
@@ -224,5 +247,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("rotor_storage_reopened_total 1"), "{text}");
+        assert!(text.contains("rotor_storage_idle_class 0\n"), "{text}");
+        h.set_idle_class(true, 3);
+        let mut text = String::new();
+        h.render(&mut text, 0);
+        assert!(text.contains("rotor_storage_idle_class 1\n"), "{text}");
+        assert!(text.contains("rotor_storage_idle_class_starved_total 3\n"), "{text}");
     }
 }

@@ -268,6 +268,7 @@ mod tests {
             health_window: Duration::from_secs(30),
             max_pins: 100_000,
             pin_retention_days: 30,
+            writer_class: crate::config::WriterClass::Auto,
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod batches;
 pub mod health;
+pub mod idle_class;
 pub mod journal;
 pub mod keeper;
 pub mod keys;

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use serde::Serialize;
 
+use crate::config::WriterClass;
 use crate::gateway::commands::{Command, Reply};
 use crate::gateway::Gateway;
 use crate::storage::health::PruneReason;
+use crate::storage::idle_class::IdleClass;
 use crate::storage::keeper::{batch_rows, now_unix_ms, Keeper};
 use crate::storage::memlog::{Bounds, MemLog};
 use crate::storage::{requests, rollups, Storage, StorageError};
@@ -42,6 +44,9 @@ pub struct LogWriter {
     /// In memory: the SQLite side's bytes (rollups) as last measured; the size gauge adds the
     /// ring's bytes to this, never to its own previous value.
     sqlite_bytes: u64,
+    /// The control thread's row writes and naps in the idle scheduling class while CPUs have
+    /// room (`storage.writer_class`).
+    idle_class: IdleClass,
 }
 
 /// The database lives in memory: rows go to the ring.
@@ -59,6 +64,7 @@ impl Default for LogWriter {
             memlog: MemLog::default(),
             stale: true,
             sqlite_bytes: 0,
+            idle_class: IdleClass::probe(),
         }
     }
 }
@@ -74,6 +80,17 @@ impl LogWriter {
 
     pub fn new() -> LogWriter {
         LogWriter::default()
+    }
+
+    /// Runs `nap` (the control thread's wait for its next tick) in the idle scheduling class
+    /// when requests are being logged (`logging`: the last look found records queued) and
+    /// `storage.writer_class` and the machine allow: its wake-up then takes no CPU a worker
+    /// wants. Its only lock is the thread's park.
+    pub fn nap_in_idle_class(&mut self, gateway: &Gateway, logging: bool, nap: impl FnOnce()) {
+        let class = gateway.current().config.storage.writer_class;
+        let stretch = logging.then(|| self.idle_class.begin(class)).flatten();
+        nap();
+        self.idle_class.end(stretch);
     }
 
     /// Writes what the workers queued since the last tick, the rollups when due, then prunes.
@@ -104,6 +121,10 @@ impl LogWriter {
             self.sqlite_bytes = gateway.storage_status.size().1;
         }
         self.stale = self.stale && storage.is_none();
+        let idle_class = self.idle_class.usable() && settings.writer_class != WriterClass::Normal;
+        gateway
+            .storage_status
+            .set_idle_class(idle_class, self.idle_class.starved());
         if in_memory(storage) {
             // The keeper measured the SQLite side (rollups) when it ran; the rows are in the
             // ring. On a tick it skipped, the gauge still holds last tick's sum, ring included.
@@ -139,7 +160,11 @@ impl LogWriter {
                 gateway.records.burst_over();
                 continue;
             }
-            match self.checked(gateway, storage, |s| requests::insert(s, &batch)) {
+            // SQLite's own locks only: no worker waits on them.
+            let stretch = self.idle_class.begin(settings.writer_class);
+            let written = self.checked(gateway, storage, |s| requests::insert(s, &batch));
+            self.idle_class.end(stretch);
+            match written {
                 Ok(()) => {
                     gateway.records.burst_over();
                     // Bounded after every batch that could have crossed a bound, not once per

@@ -306,6 +306,26 @@ fn the_request_log_is_bounded_by_default_and_bounds_are_checked() {
     }
 }
 
+/// `storage.writer_class`: "auto" by default, "idle" only where this process may leave the
+/// idle class again (refused with the key's path elsewhere), anything else refused.
+#[test]
+fn the_writer_class_is_auto_by_default_and_idle_only_where_it_can_be_honoured() {
+    use crate::config::WriterClass;
+    assert_eq!(ok(PROVIDER).storage.writer_class, WriterClass::Auto);
+    let normal = ok(&format!("[storage]\nwriter_class = \"normal\"\n{PROVIDER}"));
+    assert_eq!(normal.storage.writer_class, WriterClass::Normal);
+    let idle = format!("[storage]\nwriter_class = \"idle\"\n{PROVIDER}");
+    if crate::storage::idle_class::may_leave_idle_class() {
+        assert_eq!(ok(&idle).storage.writer_class, WriterClass::Idle);
+    } else {
+        err(&idle, &["storage.writer_class", "CAP_SYS_NICE"]);
+    }
+    err(
+        &format!("[storage]\nwriter_class = \"low\"\n{PROVIDER}"),
+        &["storage.writer_class", "auto | idle | normal"],
+    );
+}
+
 #[test]
 fn upstream_cancel_bounds_default_and_are_checked() {
     let c = ok(PROVIDER);
