@@ -6,7 +6,9 @@
 //! return to the normal class (`CAP_SYS_NICE`, or an `RLIMIT_NICE` of 20), found at start, and
 //! the kernel reports its time waiting for a CPU (`/proc/<tid>/schedstat`).
 //! Invariant: the thread is in the idle class only inside a `begin`..`end` stretch, which holds
-//! no lock a worker takes while serving; a watchdog thread in the normal class returns it to
+//! no lock a worker takes while serving (but for the storage status's error text, set when a
+//! write fails or the file vanished, which `/health` reads); a watchdog thread in the normal
+//! class returns it to
 //! the normal class once it has waited `STARVED` for a CPU within one `WATCH` (the CPUs are
 //! full), and keeps it there for `NORMAL_FOR`, so a stretch is never starved for longer than
 //! about `WATCH`. The watchdog sleeps through a `WATCH` without stretches until the next one.
