@@ -152,7 +152,10 @@ impl LogWriter {
                     max_bytes: settings.max_db_bytes,
                     cutoff_ms: now_unix_ms() - i64::from(settings.retention_days) * 86_400_000,
                 };
+                // The ring is this thread's alone: no worker waits on it.
+                let stretch = self.idle_class.begin(settings.writer_class);
                 let evicted = self.memlog.append(&batch, &bounds);
+                self.idle_class.end(stretch);
                 let health = &gateway.storage_status;
                 health.count_pruned(PruneReason::MaxRecords, evicted.rows);
                 health.count_pruned(PruneReason::MaxDbBytes, evicted.bytes);
