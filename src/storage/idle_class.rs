@@ -8,10 +8,10 @@
 //! Invariant: the thread is in the idle class only inside a `begin`..`end` stretch, which holds
 //! no lock a worker takes while serving (but for the storage status's error text, set when a
 //! write fails or the file vanished, which `/health` reads); a watchdog thread in the normal
-//! class returns it to
-//! the normal class once it has waited `STARVED` for a CPU within one `WATCH` (the CPUs are
-//! full), and keeps it there for `NORMAL_FOR`, so a stretch is never starved for longer than
-//! about `WATCH`. The watchdog sleeps through a `WATCH` without stretches until the next one.
+//! class returns it to the normal class once it has waited `STARVED` for a CPU within one
+//! `WATCH` (the CPUs are full), and keeps it there for `NORMAL_FOR`, so a stretch is never
+//! starved for longer than about `WATCH`. The watchdog sleeps through a `WATCH` without
+//! stretches until the next one.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -27,7 +27,8 @@ use crate::storage::health::clock_ms;
 const WATCH: Duration = Duration::from_millis(20);
 /// Waiting this long for a CPU within one `WATCH` means the CPUs are full. A thread that
 /// waits less still gets a quarter of `WATCH` or more, many times what the log's writes take
-/// (1-5 % of a core); at one connection on 2 CPUs, a 10 ms bound was crossed every few seconds.
+/// (1-5 % of a core); at one connection on 2 CPUs, a 10 ms bound was crossed within the first
+/// seconds of each of two 3-4 s runs, 15 ms once in three 5 s runs.
 const STARVED: Duration = Duration::from_millis(15);
 /// How long the thread stays in the normal class after it was found starved.
 const NORMAL_FOR: Duration = Duration::from_secs(5);
