@@ -23,7 +23,10 @@
 # on/off ratio next to both rotor/nginx ratios; 0 skips it), NGINX_LOG (off: nginx logs no
 # request, the strictest comparison; on: nginx's default access log, one line a request in the
 # combined format to a file in the temp dir, as an nginx installed from a package runs; buffered:
-# the same with `buffer=64k flush=1s`), SKIP_BUILD=1.
+# the same with `buffer=64k flush=1s`), RESULTS (a path: the table's raw rounds are copied there,
+# one line a round and target: mode, conns, target, round, rps, p50, p99, ...), SKIP_BUILD=1.
+# Per cell it also prints the p99 each proxy adds over direct and, pairing the targets' runs of
+# each round, in how many rounds rotor's p99 was at or under nginx's.
 # After the table, the CPU each request cost wrk, the mock and the proxy (user and kernel), and
 # for every cell where nginx kept the cores busy, the ceiling: rotor/nginx with rotor's user
 # space at zero, and the proxy cost that 1.25x nginx would need.
@@ -180,6 +183,8 @@ run_table() {
     done
   done
   print_table "$results"
+  [ -n "${RESULTS:-}" ] && cp "$results" "$RESULTS"
+  return 0
 }
 
 # Median over rounds (with min-max of rps) per mode/conns/target, then the comparisons.
@@ -218,6 +223,14 @@ print_table() {
           mc[1], mc[2], T[ng] / (T[ro] - USER[ro]), need, PROXY[ro]
       }
     }
+    # Rounds of one cell were run side by side, so each round pairs the targets fairly.
+    function under_in(m, c, a, b,   r, n, u) {
+      for (r = 1; r <= ROUNDS[m SUBSEP c]; r++)
+        if ((m SUBSEP c SUBSEP a SUBSEP r) in P99R && (m SUBSEP c SUBSEP b SUBSEP r) in P99R) {
+          n++; if (P99R[m SUBSEP c SUBSEP a SUBSEP r] + 0 <= P99R[m SUBSEP c SUBSEP b SUBSEP r] + 0) u++ }
+      return sprintf("%d of %d rounds", u, n)
+    }
+    { P99R[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $7; if ($4 > ROUNDS[$1 SUBSEP $2]) ROUNDS[$1 SUBSEP $2] = $4 }
     { k = $1 SUBSEP $2 SUBSEP $3; rps[k] = rps[k] " " $5; p50[k] = p50[k] " " $6; p99[k] = p99[k] " " $7; cpu[k] = cpu[k] " " $8; err[k] += $9
       n = $5 * SECS
       if (n > 0) { us = 1e6 / HZ / n; wrk[k] = wrk[k] " " $13 * 1e6 / n; mock[k] = mock[k] " " $12 * us; pu[k] = pu[k] " " $10 * us; pk[k] = pk[k] " " $11 * us }
@@ -251,6 +264,13 @@ print_table() {
           if (ng in R) line = line sprintf(", nginx p50 +%.3f p99 +%.3f ms", P50[ng] - P50[di], P99[ng] - P99[di])
         }
         print line
+        # Issue 18 item 2: the latency each proxy adds, at p99, over the same direct runs.
+        if ((ng in R) && (di in R)) {
+          line = sprintf("%-6s c=%-4s p99 added over direct: rotor %+.3f ms, nginx %+.3f ms: rotor %s nginx, and at or under it in %s", m, c,
+            P99[ro] - P99[di], P99[ng] - P99[di], (P99[ro] <= P99[ng] ? "at or under" : "over"), under_in(m, c, "rotor", "nginx"))
+          if (nl in R) line = line sprintf("; rotor-nolog %+.3f ms (at or under nginx in %s)", P99[nl] - P99[di], under_in(m, c, "rotor-nolog", "nginx"))
+          print line
+        }
       }
       cpu_split()
       printf "rotor RSS after the table: %s MB (peak %s MB)\n", ROTOR_RSS, ROTOR_HWM
