@@ -90,6 +90,22 @@ fn push(c: &mut Criterion) {
             black_box(queue.drain(1));
         })
     });
+    // A batch of 1,000 from two busy workers' lanes, their requests' ends interleaved: the
+    // writer puts them in one order (issue 18: the lanes merged, each record moved once).
+    let two = RecordQueue::with_capacity(1 << 16);
+    let (first, second) = (two.lane(), two.lane());
+    group.bench_function("drain_1000_from_two_lanes", |b| {
+        b.iter_batched(
+            || {
+                for i in 0..500u64 {
+                    let _ = two.push_to(&first, Moment::from_nanos(2 * i), template.clone());
+                    let _ = two.push_to(&second, Moment::from_nanos(2 * i + 1), template.clone());
+                }
+            },
+            |()| black_box(two.drain(usize::MAX)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
     // A drainer on the other core, as the control thread would be.
     let shared = Arc::new(RecordQueue::with_capacity(1 << 16));
     let stop = Arc::new(AtomicBool::new(false));

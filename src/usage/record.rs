@@ -235,33 +235,6 @@ pub struct Lane {
 /// ended, across workers, as when every worker pushed to one shared queue.
 type Ordered = (u64, RequestRecord);
 
-/// Records and the times their requests ended, side by side: a lane's records are nearly
-/// always in that order already, and then the writer takes them as they are, without a move.
-#[derive(Default)]
-struct Timed {
-    ended: Vec<u64>,
-    records: Vec<RequestRecord>,
-}
-
-impl Timed {
-    fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    fn push(&mut self, (ended, record): Ordered) {
-        self.ended.push(ended);
-        self.records.push(record);
-    }
-
-    /// The records in the order their requests ended (ties in the order they were pushed).
-    fn in_order_ended(self) -> Vec<RequestRecord> {
-        if self.ended.is_sorted() {
-            return self.records;
-        }
-        in_order_ended(self.ended.into_iter().zip(self.records).collect()).collect()
-    }
-}
-
 pub struct RecordQueue {
     /// Records pushed without a lane, or while the writer was taking the lane's.
     queue: SegQueue<Ordered>,
@@ -382,19 +355,20 @@ impl RecordQueue {
         let left = taken.len().min(max);
         let mut out: Vec<RequestRecord> = taken.drain(..left).collect();
         if out.len() < max {
-            let mut fresh = Timed::default();
             let lanes: Vec<Arc<Lane>> = self.lanes.lock().clone();
-            for lane in &lanes {
-                Self::take(lane, &mut fresh);
-            }
+            let mut sources: Vec<Timed> = lanes.iter().filter_map(|lane| Self::take(lane)).collect();
             // The shared queue only up to the batch: what stays there is still queued.
-            while fresh.len() < max - out.len() {
+            let mut fresh = sources.iter().map(Timed::len).sum::<usize>();
+            let mut queued = Timed::default();
+            while fresh < max - out.len() {
                 match self.queue.pop() {
-                    Some(r) => fresh.push(r),
+                    Some(r) => queued.push(r),
                     None => break,
                 }
+                fresh += 1;
             }
-            let ordered = fresh.in_order_ended();
+            sources.push(queued);
+            let ordered = order::in_order_ended(sources);
             if out.is_empty() {
                 out = ordered;
             } else {
@@ -411,33 +385,21 @@ impl RecordQueue {
         out
     }
 
-    /// Moves `lane`'s records to `fresh`: the first lane with records hands over its vector
-    /// and gets a new one with the room it had (past twice what it held, and past
-    /// `LANE_KEEP`, room goes, so after a burst its memory follows the load again); the others
-    /// are appended.
-    fn take(lane: &Lane, fresh: &mut Timed) {
+    /// `lane`'s records: the lane hands over its vectors and gets new ones with the room it
+    /// had (past twice what it held, and past `LANE_KEEP`, room goes, so after a burst its
+    /// memory follows the load again). `None` when it held none.
+    fn take(lane: &Lane) -> Option<Timed> {
         let mut lane_records = lane.records.lock();
         let Timed { ended, records } = &mut *lane_records;
         let held = records.len();
         if held == 0 {
-            return;
+            return None;
         }
         lane.held.store(0, Ordering::Relaxed);
         let keep = (2 * held).max(LANE_KEEP);
-        fresh.ended.extend_from_slice(ended);
-        ended.clear();
-        if ended.capacity() > keep {
-            ended.shrink_to(keep);
-        }
-        if fresh.records.is_empty() {
-            let room = records.capacity().min(keep);
-            fresh.records = std::mem::replace(records, Vec::with_capacity(room));
-        } else {
-            fresh.records.append(records);
-            if records.capacity() > keep {
-                records.shrink_to(keep);
-            }
-        }
+        let ended = std::mem::replace(ended, Vec::with_capacity(ended.capacity().min(keep)));
+        let records = std::mem::replace(records, Vec::with_capacity(records.capacity().min(keep)));
+        Some(Timed { ended, records })
     }
 
     /// Called by the writer after a clean batch: the next drop starts a new burst (and warns).
@@ -464,23 +426,9 @@ impl RecordQueue {
     }
 }
 
-/// `records` in the order their requests ended. Sorted by (time, position) pairs, then moved
-/// once each: sorting the ~140-byte records themselves moved each several times, and a stable
-/// sort's scratch copy of a 10,000-record batch left the writer's heap megabytes larger.
-fn in_order_ended(records: Vec<Ordered>) -> impl Iterator<Item = RequestRecord> {
-    let mut order: Vec<(u64, usize)> = records
-        .iter()
-        .enumerate()
-        .map(|(at, (ended, _))| (*ended, at))
-        .collect();
-    order.sort_unstable();
-    // `Option` of a record is no larger than the record: this reuses the vector's memory.
-    let mut slots: Vec<Option<Ordered>> = records.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(move |(_, at)| slots.get_mut(at).and_then(Option::take))
-        .map(|(_, record)| record)
-}
+#[path = "record_order.rs"]
+mod order;
+use order::Timed;
 
 #[cfg(test)]
 #[path = "record_tests.rs"]

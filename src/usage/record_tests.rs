@@ -189,3 +189,50 @@ fn usual_request_ids_are_held_inline_and_longer_ones_boxed() {
     let texts = Texts::with_label(long.as_bytes(), label);
     assert_eq!(texts.request_id().len(), MAX_FIELD_BYTES);
 }
+
+/// Several lanes and the shared queue drain as one sequence in the order requests ended: ties
+/// keep the lanes' order (then the queue's), a lane pushed out of order is put in order first,
+/// and every record comes out once. The expected order is a stable sort of every record by the
+/// time its request ended, lanes first, then the queue.
+#[test]
+fn lanes_and_the_queue_merge_in_the_order_requests_ended() {
+    let q = RecordQueue::with_capacity(1 << 16);
+    let lanes = [q.lane(), q.lane(), q.lane()];
+    let mut seed = 7u64;
+    let mut pushed: Vec<(u64, usize, u16)> = Vec::new();
+    for status in 0..3000u16 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let source = (seed >> 33) as usize % 4;
+        // Lanes 0 and 1 push in the order their requests ended (with ties); lane 2 and the
+        // shared queue out of it.
+        let ended = match source {
+            0 | 1 => u64::from(status / 3),
+            _ => (seed >> 40) % 1000,
+        };
+        pushed.push((ended, source, status));
+        let queued = match lanes.get(source) {
+            Some(lane) => q.push_to(lane, at(ended), numbered(status)),
+            None => q.push_ordered((ended, numbered(status))),
+        };
+        assert!(queued);
+    }
+    pushed.sort_by_key(|&(ended, source, _)| (ended, source));
+    let expected: Vec<u16> = pushed.iter().map(|&(_, _, status)| status).collect();
+    let drained: Vec<u16> = q.drain(usize::MAX).iter().map(|r| r.status).collect();
+    assert_eq!(drained, expected);
+    assert!(q.is_empty());
+}
+
+/// With one lane busy and in order, the batch is that lane's vector: no record is moved.
+#[test]
+fn a_lone_lane_in_order_is_handed_over_as_it_is() {
+    let q = RecordQueue::with_capacity(64);
+    let (busy, _idle) = (q.lane(), q.lane());
+    for i in 0..10 {
+        assert!(q.push_to(&busy, at(u64::from(i)), numbered(i)));
+    }
+    let held = busy.records.lock().records.as_ptr();
+    let drained = q.drain(64);
+    assert_eq!(drained.len(), 10);
+    assert_eq!(drained.as_ptr(), held);
+}
