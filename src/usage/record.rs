@@ -7,7 +7,7 @@
 //! bytes a record.
 //! The writer counts a queued record's request in the stats rollups (`record_rollup`); the
 //! worker counts the requests whose record is not queued. The writer takes the records in the
-//! order their requests ended, across lanes (so rows are numbered in that order).
+//! order their requests ended, across lanes (so rows are numbered in that order: `order`).
 //! Invariant: a worker never blocks on the queue (a lane being taken is skipped for the shared
 //! queue); a record that does not fit is counted in `dropped` (exported as
 //! `rotor_log_dropped_total`), never silently lost. The queue's memory follows what it holds,
@@ -23,8 +23,14 @@ use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
+use order::Timed;
+
 use super::Usage;
 use crate::health::clock::{self, Moment};
+
+/// How a drain orders what it took from the lanes and the shared queue.
+#[path = "record_order.rs"]
+mod order;
 
 /// Records waiting for the writer in the workers' lanes together: at ~170 bytes each, 64k of
 /// them is ~11 MB. The shared queue (pushes that meet the writer taking their lane, or that have
@@ -425,10 +431,6 @@ impl RecordQueue {
         self.len() == 0
     }
 }
-
-#[path = "record_order.rs"]
-mod order;
-use order::Timed;
 
 #[cfg(test)]
 #[path = "record_tests.rs"]
