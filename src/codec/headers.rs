@@ -111,6 +111,14 @@ impl Headers {
         self.spans.len()
     }
 
+    /// The same fields in a buffer of their own, their list no longer than they are: a parsed
+    /// head shares the connection's read buffer (8 KiB upstream), which a head kept for the
+    /// length of a stream would otherwise hold (see `upstream::Exchange::lean_reads`).
+    pub fn detach(&mut self) {
+        self.head = Bytes::copy_from_slice(&self.head);
+        self.spans.shrink_to_fit();
+    }
+
     /// The bytes at `r` of the buffer the fields lie in (empty when `r` does not fit): a
     /// request head reads its method and target from that one buffer.
     pub(crate) fn head_bytes(&self, r: &Range<u32>) -> &[u8] {

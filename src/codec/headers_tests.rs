@@ -196,3 +196,38 @@ fn a_scanned_list_holds_an_sdk_head_without_growing() {
     let h = Headers::parsed(Bytes::from(raw), spans);
     assert_eq!(h.find("x-stainless-field-23"), Some(&b"value 23"[..]));
 }
+
+/// A detached head reads every field as before, from a buffer of its own: the one it was
+/// parsed from (a connection's read buffer) is freed when nothing else holds it.
+#[test]
+fn a_detached_head_reads_the_same_from_its_own_buffer() {
+    let raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nx-request-id: r1\r\nX-A: 1\r\n\r\nrest";
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    buf.extend_from_slice(raw);
+    let read_buffer = buf.as_ptr();
+    let mut head = crate::codec::response::parse_response_head(&mut buf, &Default::default(), false)
+        .unwrap()
+        .unwrap();
+    let before: Vec<(Vec<u8>, Vec<u8>)> = head
+        .headers
+        .iter()
+        .map(|f| (f.name.to_vec(), f.value.to_vec()))
+        .collect();
+    assert_eq!(head.headers.raw().as_ptr(), read_buffer, "parsed in place");
+    head.headers.detach();
+    let after: Vec<(Vec<u8>, Vec<u8>)> = head
+        .headers
+        .iter()
+        .map(|f| (f.name.to_vec(), f.value.to_vec()))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(before.len(), 3);
+    assert_eq!(head.headers.field(Field::ContentType), Some(&b"text/event-stream"[..]));
+    assert_eq!(head.headers.find("x-a"), Some(&b"1"[..]));
+    assert_ne!(
+        head.headers.raw().as_ptr(),
+        read_buffer,
+        "no longer shares the read buffer"
+    );
+    assert_eq!(&buf[..], b"rest");
+}

@@ -38,6 +38,12 @@ const READ_BUFFER_BYTES: usize = 8 * 1024;
 /// through a thread-local), and rewound it first, still shared with the last answer's head
 /// and body as it mostly was: ~330 instructions a chat request (callgrind, issue 18).
 const READ_MIN: usize = 4 * 1024;
+/// An SSE stream's read buffer once it is relayed (`Exchange::lean_reads`), and the least
+/// free space each of its reads is offered. A model's events are a few hundred bytes each and
+/// come apart; the connection's 8 KiB buffer held for a stream's whole length was its largest
+/// allocation (8 KiB of ~20 KiB a stream, DHAT, issue 18). A larger event grows it.
+const STREAM_BUFFER_BYTES: usize = 2 * 1024;
+const STREAM_READ_MIN: usize = 512;
 
 /// Request bodies up to this size are copied behind the head and sent in one write; larger ones
 /// go as a second, zero-copy write. Whoever builds the head reserves room for such a body.
@@ -87,7 +93,7 @@ macro_rules! round_trip {
                 }
                 // Set at the first read: one clock read for the whole head.
                 let at = *deadline.get_or_insert_with(|| Moment::now() + timeout);
-                room(&mut exchange.buf, &mut exchange.oversized);
+                room(&mut exchange.buf, &mut exchange.not_kept, READ_MIN);
                 let read = read_before!(&mut *io, &mut exchange.buf, READ_MIN, exchange.timer.arm_at(at));
                 match read {
                     Ok(0) => {
@@ -194,8 +200,13 @@ pub struct Exchange {
     pub reused: bool,
     /// The connection's read buffer while the exchange holds the connection (see `READ_MIN`).
     buf: BytesMut,
-    /// `buf` grew past `READ_BUFFER_BYTES` during this exchange: it is freed, not kept.
-    oversized: bool,
+    /// `buf` is not the connection's usual one (it grew past `READ_BUFFER_BYTES`, or it is
+    /// a stream's smaller one): it is freed at release, not kept with the connection.
+    not_kept: bool,
+    /// The least free space each body read is offered: `READ_MIN`, or `STREAM_READ_MIN`
+    /// once `lean_reads` was asked (`lean_pending` until the next read swaps the buffer).
+    read_min: usize,
+    lean_pending: bool,
     /// Times the head and every body read. Kept with the connection in the pool (disarmed,
     /// without a waker), so an exchange on a pooled connection takes no new deadline entry: its
     /// waker follows whichever task polls it (see `ReadTimer`).
@@ -251,7 +262,9 @@ impl Exchange {
             shelf,
             reused,
             buf,
-            oversized: false,
+            not_kept: false,
+            read_min: READ_MIN,
+            lean_pending: false,
             timer,
             body: BodyState::NotStarted,
             pieces: BytesMut::new(),
@@ -273,6 +286,24 @@ impl Exchange {
         head_request: bool,
     ) -> Result<ResponseHead, UpstreamError> {
         round_trip!(self, out, body, timeout, head_request)
+    }
+
+    /// The body is an SSE stream being relayed: from its next read on, it is read into a
+    /// buffer of `STREAM_BUFFER_BYTES` (what is unread moves there), freed at release, so an
+    /// open stream no longer holds the connection's 8 KiB one. A head parsed from that buffer
+    /// still shares it: detach it too (`Headers::detach`).
+    pub fn lean_reads(&mut self) {
+        self.read_min = STREAM_READ_MIN;
+        self.lean_pending = true;
+    }
+
+    #[cold]
+    fn take_stream_buffer(&mut self) {
+        self.lean_pending = false;
+        let mut lean = BytesMut::with_capacity(STREAM_BUFFER_BYTES.max(self.buf.len() + STREAM_READ_MIN));
+        lean.extend_from_slice(&self.buf);
+        self.buf = lean;
+        self.not_kept = true;
     }
 
     /// The body's end was read (the next `next_piece` returns `None` without reading).
@@ -385,9 +416,12 @@ impl Exchange {
     }
 
     async fn fill(&mut self, idle: Duration) -> Result<(), UpstreamError> {
-        room(&mut self.buf, &mut self.oversized);
+        if self.lean_pending {
+            self.take_stream_buffer();
+        }
+        room(&mut self.buf, &mut self.not_kept, self.read_min);
         let read = match self.io.as_deref_mut() {
-            Some(io) => read_before!(io, &mut self.buf, READ_MIN, self.timer.arm(idle)),
+            Some(io) => read_before!(io, &mut self.buf, self.read_min, self.timer.arm(idle)),
             None => Err(released()),
         };
         match read {
@@ -444,7 +478,7 @@ impl Exchange {
             // buffer goes with it, unless it grew (freed here).
             self.timer.idle();
             io.buf = std::mem::take(&mut self.buf);
-            if self.oversized {
+            if self.not_kept {
                 io.buf = BytesMut::new();
             }
             pool.put(&self.shelf, io, std::mem::take(&mut self.timer));
@@ -455,15 +489,15 @@ impl Exchange {
     }
 }
 
-/// Room in an exchange's `buf` for a read (at least `READ_MIN` free), and `oversized` set when
+/// Room in an exchange's `buf` for a read (at least `free` bytes), and `not_kept` set when
 /// that grew it past its usual size (a large head or chunk): such a buffer is freed at release,
 /// not kept with the connection, so an idle connection never pins more than
 /// `READ_BUFFER_BYTES`. (A buffer is only ever reallocated here: `read_before!`'s own reserve
 /// then finds the room.)
 #[inline(always)]
-fn room(buf: &mut BytesMut, oversized: &mut bool) {
-    buf.reserve(READ_MIN);
-    *oversized |= buf.capacity() > READ_BUFFER_BYTES;
+fn room(buf: &mut BytesMut, not_kept: &mut bool, free: usize) {
+    buf.reserve(free);
+    *not_kept |= buf.capacity() > READ_BUFFER_BYTES;
 }
 
 /// A request whose body is sent apart from its head (over `COALESCE_BODY_BYTES`): the head,
@@ -482,3 +516,7 @@ fn released() -> std::io::Error {
 #[cfg(test)]
 #[path = "client_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "client_lean_tests.rs"]
+mod lean_tests;

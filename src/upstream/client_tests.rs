@@ -13,10 +13,10 @@ use super::super::{Io, Pool, PoolKey};
 use super::{Exchange, ReadTimer, READ_BUFFER_BYTES};
 use crate::config::Scheme;
 
-const SECOND: Duration = Duration::from_secs(1);
+pub(super) const SECOND: Duration = Duration::from_secs(1);
 
 /// Runs `test` on a fresh runtime with a pool of 4 and a key of its own.
-fn on_a_pool<F: std::future::Future<Output = ()>>(test: impl FnOnce(Rc<Pool>, PoolKey) -> F) {
+pub(super) fn on_a_pool<F: std::future::Future<Output = ()>>(test: impl FnOnce(Rc<Pool>, PoolKey) -> F) {
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()
@@ -29,7 +29,7 @@ fn on_a_pool<F: std::future::Future<Output = ()>>(test: impl FnOnce(Rc<Pool>, Po
 }
 
 /// An exchange over a fresh loopback connection, and the upstream's end of it.
-async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
+pub(super) async fn exchange(pool: &Rc<Pool>, key: &PoolKey) -> (Exchange, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let client = TcpStream::connect_addr(listener.local_addr().expect("addr"))
         .await
@@ -49,7 +49,7 @@ async fn answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'s
 }
 
 /// `answered` up to the answer's head.
-async fn head_answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) {
+pub(super) async fn head_answered(exchange: &mut Exchange, upstream: &mut TcpStream, answer: &'static [u8]) {
     let mut head = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
     let no_body = Bytes::new();
     let upstream_side = async {
@@ -352,7 +352,7 @@ fn a_pooled_connection_reads_on_in_its_own_buffer() {
         large.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
         let large: &'static [u8] = large.leak();
         assert_eq!(&answered(&mut next, &mut upstream, large).await[..], b"ok");
-        assert!(next.oversized, "the buffer grew for the head");
+        assert!(next.not_kept, "the buffer grew for the head");
         next.release();
         let again = super::super::pooled(&pool, &key).expect("pooled");
         assert_eq!(

@@ -46,7 +46,7 @@ pub(super) async fn relay(
     let mut input = RelayInput {
         provider,
         attempts: attempt.made,
-        head: &answer.head,
+        head: &mut answer.head,
         exchange: &mut answer.exchange,
         fetcher,
         deadline: job.deadline,
