@@ -15,7 +15,8 @@
 #
 # Knobs: PROFILE (gate: as cheap as release to build and the same for memory), WORKERS (2),
 # IDLE (10000), STREAMS (5000: two sockets each, so one process's fd limit must hold them),
-# SETTLE (3 s of quiet before the idle figure), PORTS (MOCK_PORT 18971, ROTOR_PORT 18972),
+# PROMPT_BYTES (0: each stream's request pads its user message to about that many bytes, as a
+# conversation's context would), SETTLE (3 s of quiet before the idle figure), PORTS (MOCK_PORT 18971, ROTOR_PORT 18972),
 # SKIP_BUILD=1, ROTOR_BIN (measure another rotor binary; the mock stays target/$PROFILE's). Bounded: every client ends by itself; loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ PROFILE=${PROFILE:-gate}
 WORKERS=${WORKERS:-2}
 IDLE=${IDLE:-10000}
 STREAMS=${STREAMS:-5000}
+PROMPT_BYTES=${PROMPT_BYTES:-0}
 SETTLE=${SETTLE:-3}
 PARTS=${PARTS:-"idle conns streams"}
 MOCK_PORT=${MOCK_PORT:-18971}
@@ -137,7 +139,7 @@ run_streams() {
   sleep "$SETTLE"
   local before line peak
   before=$(kb "$ROTOR_PID" VmRSS)
-  line=$("$CLIENT" streams "127.0.0.1:$ROTOR_PORT" "$STREAMS" 20 50 2>&1 | grep '^RESULT' || echo "RESULT failed")
+  line=$("$CLIENT" streams "127.0.0.1:$ROTOR_PORT" "$STREAMS" 20 50 "$PROMPT_BYTES" 2>&1 | grep '^RESULT' || echo "RESULT failed")
   peak=$(kb "$ROTOR_PID" VmHWM)
   printf '\n%s concurrent streams: %s\n' "$STREAMS" "$line"
   printf 'RSS before %s MB, peak %s MB\n' "$(mb "$before")" "$(mb "$peak")"

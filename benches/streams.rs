@@ -6,7 +6,7 @@
 //!
 //! Not a criterion bench: a load client on one monoio thread, driven by `benches/load.sh`.
 //!
-//!   cargo bench --bench streams -- streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS]
+//!   cargo bench --bench streams -- streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS [PROMPT_BYTES]]
 //!   cargo bench --bench streams -- idle ADDR[,ADDR...] N HOLD_S
 //!
 //! Connection i goes to the (i mod k)-th of the k addresses: a file-descriptor limit is per
@@ -18,7 +18,8 @@
 //! every SSE event. The gaps between the first CHUNKS+1 events of each stream are nominally
 //! INTERVAL_MS (the mock sends the role event at once, then a content event after each sleep);
 //! `added` = gap - interval. A stream *stalls* when a gap exceeds interval + 250 ms, or it
-//! does not complete. Prints one `RESULT key=value ...` line.
+//! does not complete. Prints one `RESULT key=value ...` line. PROMPT_BYTES (0) pads the user
+//! message to about that many bytes, as a real conversation's context would be.
 //! `idle`: opens N connections, makes one small request on each (so every one is a live HTTP
 //! keep-alive connection), prints `READY`, holds them HOLD_S seconds, closes them.
 
@@ -152,17 +153,20 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn run_streams(addrs: &[SocketAddr], n: usize, chunks: usize, interval: Duration) {
+async fn run_streams(addrs: &[SocketAddr], n: usize, chunks: usize, interval: Duration, prompt_bytes: usize) {
     let t0 = Instant::now();
     let conns = connect_all(addrs, n).await;
     let connected = conns.iter().filter(|c| c.is_some()).count();
     let connect_ms = t0.elapsed().as_millis();
-    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello."}]}"#;
+    let padding = "lorem ipsum ".repeat(prompt_bytes / 12);
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini","stream":true,"messages":[{{"role":"user","content":"{padding}Say hello."}}]}}"#
+    );
     let extra = format!(
         "x-mock-chunks: {chunks}\r\nx-mock-interval-ms: {}\r\n",
         interval.as_millis()
     );
-    let req = request(body, &extra);
+    let req = request(&body, &extra);
     let mut tasks = Vec::with_capacity(n);
     for (i, c) in conns.into_iter().enumerate() {
         let Some(c) = c else { continue };
@@ -248,7 +252,7 @@ async fn run_idle(addrs: &[SocketAddr], n: usize, hold: Duration) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let usage = "usage: streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS] | idle ADDR[,ADDR...] N HOLD_S";
+    let usage = "usage: streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS [PROMPT_BYTES]] | idle ADDR[,ADDR...] N HOLD_S";
     if args.len() < 3 {
         // `cargo bench` with no arguments runs every bench target: nothing to do here.
         eprintln!("{usage}");
@@ -268,6 +272,7 @@ fn main() {
             n,
             num(3, 20) as usize,
             Duration::from_millis(num(4, 50)),
+            num(5, 0) as usize,
         )),
         "idle" => rt.block_on(run_idle(&addrs, n, Duration::from_secs(num(3, 10)))),
         _ => panic!("{usage}"),

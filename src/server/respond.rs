@@ -31,6 +31,9 @@ enum State {
     Broken,
 }
 
+/// The most write buffer a streamed answer keeps from its request (see `Responder::lean_writes`).
+const STREAM_WRITE_KEEP_BYTES: usize = 4 * 1024;
+
 pub struct Responder<'a> {
     io: &'a mut TcpStream,
     out: BytesMut,
@@ -108,6 +111,17 @@ impl<'a> Responder<'a> {
             Lent::Answer(&mut self.out)
         } else {
             Lent::Own(BytesMut::new())
+        }
+    }
+
+    /// Frees the write buffer when a request grew it (the upstream request is sent from it, see
+    /// [`Responder::lend`]; one over `KEEP_LENT` is freed already) and nothing is in it: an
+    /// answer that streams writes small pieces for as long as it lasts and would hold the
+    /// request's size all that time (an 8 KB prompt: about 8 KB more an open stream). The next
+    /// write allocates what it needs.
+    pub fn lean_writes(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > STREAM_WRITE_KEEP_BYTES {
+            self.out = BytesMut::new();
         }
     }
 

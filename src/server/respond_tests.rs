@@ -89,3 +89,35 @@ fn send_whole_in_place_writes_what_send_fields_writes() {
         }
     });
 }
+
+/// A streamed answer does not keep the buffer a mid-sized request grew while lent (kept for a
+/// whole answer, under `KEEP_LENT`): `lean_writes` frees it when it is over
+/// `STREAM_WRITE_KEEP_BYTES` and empty, and keeps a small one; the stream's pieces still go
+/// out.
+#[test]
+fn a_streamed_answer_drops_the_buffer_a_mid_sized_request_grew() {
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect_addr(addr).await.unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut res = Responder::new(&mut stream, BytesMut::new(), true, false, false);
+        res.lend().extend_from_slice(&vec![b'x'; STREAM_WRITE_KEEP_BYTES + 1]);
+        assert!(res.out.capacity() > STREAM_WRITE_KEEP_BYTES, "kept when lent");
+        res.lean_writes();
+        assert_eq!(res.out.capacity(), 0, "freed for the stream");
+
+        res.lend().extend_from_slice(&[b'x'; 512]);
+        let small = res.out.capacity();
+        res.lean_writes();
+        assert_eq!(res.out.capacity(), small, "a small one is kept");
+
+        res.start_held_fields(200, HeadFields::checked(&[]), None).unwrap();
+        res.piece(b"data: a\n\n").await.unwrap();
+        assert!(res.bytes_out() > 0);
+    });
+}

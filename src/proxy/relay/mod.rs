@@ -178,9 +178,11 @@ pub(super) async fn relay(
     let sse = is_event_stream(input.head);
     if sse {
         // For as long as it streams, neither its head nor its reads hold the connection's
-        // 8 KiB read buffer (~6 KiB less an open stream, DHAT, issue 18).
+        // 8 KiB read buffer (~6 KiB less an open stream, DHAT, issue 18), nor its writes a
+        // buffer a large request grew.
         input.head.headers.detach();
         input.exchange.lean_reads();
+        res.lean_writes();
     }
     let head: &ResponseHead = input.head;
     let mut digits = Digits::default();
