@@ -67,12 +67,25 @@ pub(super) fn send<'a>(
     land: impl FnOnce(Exchange, ResponseHead) + 'a,
 ) -> impl Future<Output = Result<(), UpstreamError>> + 'a {
     let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
-    let request = (target.provider, &target.body, target.path.as_ref(), extra);
+    let body = OutBody {
+        prefix: target.body_prefix,
+        rest: &target.body,
+    };
+    let request = (target.provider, body, target.path.as_ref(), extra);
     send_to(core, ctx, req, auth, request, out, land)
 }
 
 /// `send` of one request: the provider, body, upstream path and the adapter's extra header.
-type Outgoing<'a> = (&'a Provider, &'a Bytes, &'a str, Option<(&'a str, &'a str)>);
+type Outgoing<'a> = (&'a Provider, OutBody<'a>, &'a str, Option<(&'a str, &'a str)>);
+
+/// A request body as it goes upstream: `prefix` (what rotor puts in front, written behind the
+/// head: the usage member, see `forward::usage_plan`), then `rest`, a slice of the client's
+/// body, not a copy of it (a copy was held for a stream's whole length, issue 18).
+#[derive(Clone, Copy)]
+pub(super) struct OutBody<'a> {
+    pub prefix: &'static [u8],
+    pub rest: &'a Bytes,
+}
 
 /// `send` from its parts: the upstream head's writer and the pooled exchange that sends it,
 /// built here and handed to `upstream::send_pooled` (see there), whose future this returns:
@@ -110,12 +123,13 @@ fn send_to<'a>(
             prepared,
             auth,
             upstream_path,
-            body.len(),
+            body.prefix.len() + body.rest.len(),
             extra,
         )
+        .map(|()| out.extend_from_slice(body.prefix))
         .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
     };
-    upstream::send_pooled(trip, out, body, build, land)
+    upstream::send_pooled(trip, out, body.rest, build, land)
 }
 
 /// The answer a `land` closure kept (see `upstream::send_pooled`), for a caller that goes on
@@ -157,7 +171,15 @@ pub(super) async fn send_turn(
             ctx,
             req,
             auth,
-            (provider, &step.body, &step.path, None),
+            (
+                provider,
+                OutBody {
+                    prefix: b"",
+                    rest: &step.body,
+                },
+                &step.path,
+                None,
+            ),
             &mut out,
             land,
         )

@@ -175,6 +175,17 @@ pub fn inject_include_usage(body: &[u8], has_stream_options: bool, max_depth: us
     Some(out.freeze())
 }
 
+/// [`inject_include_usage`]'s common case without a copy: a body that opens with `{` (and
+/// has no `stream_options`) goes upstream as this prefix, then the body after its `{`.
+/// `None` for a body that starts any other way (whitespace first): that one is rewritten.
+pub fn include_usage_prefix(body: &[u8]) -> Option<&'static [u8]> {
+    const MEMBER: &[u8] = b"{\"stream_options\":{\"include_usage\":true}";
+    const MEMBER_THEN_MORE: &[u8] = b"{\"stream_options\":{\"include_usage\":true},";
+    let rest = body.strip_prefix(b"{")?;
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    Some(if empty { MEMBER } else { MEMBER_THEN_MORE })
+}
+
 pub use super::openai_stream::{Mode, OpenAiUsageTap};
 
 #[cfg(test)]
@@ -196,6 +207,27 @@ mod tests {
                 .include_usage
         );
         assert!(inject_include_usage(with_options, true, 1).is_none(), "2 levels deep");
+    }
+
+    /// The prefix and the rest of the body are, byte for byte, what `inject_include_usage`
+    /// writes, for an empty object, a full body and one with whitespace inside; a body that
+    /// does not open with `{` has no prefix (it is rewritten instead).
+    #[test]
+    fn the_usage_prefix_and_the_rest_are_the_injected_body() {
+        for body in [
+            &br#"{"model":"m","stream":true,"messages":[]}"#[..],
+            b"{}",
+            b"{ \n }",
+            b"{\n  \"model\": \"m\",\n  \"stream\": true\n}",
+        ] {
+            let prefix = include_usage_prefix(body).unwrap();
+            let mut sent = prefix.to_vec();
+            sent.extend_from_slice(&body[1..]);
+            assert_eq!(sent, inject_include_usage(body, false, D).unwrap().to_vec(), "{body:?}");
+            assert!(inspect_body(&sent, D).unwrap().include_usage);
+        }
+        assert_eq!(include_usage_prefix(b" {}"), None);
+        assert_eq!(include_usage_prefix(b""), None);
     }
 
     #[test]
