@@ -164,26 +164,32 @@ pub fn inject_include_usage(body: &[u8], has_stream_options: bool, max_depth: us
     // Common case: splice the member in right after the opening brace, bytes otherwise intact.
     let open = body.iter().position(|&b| b == b'{')?;
     let rest = body.get(open + 1..)?;
-    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-    let mut out = BytesMut::with_capacity(body.len() + 40);
-    out.extend_from_slice(body.get(..=open)?);
-    out.extend_from_slice(b"\"stream_options\":{\"include_usage\":true}");
-    if !empty {
-        out.extend_from_slice(b",");
-    }
+    let opening = usage_opening(rest);
+    let mut out = BytesMut::with_capacity(body.len() + opening.len());
+    out.extend_from_slice(body.get(..open)?);
+    out.extend_from_slice(opening);
     out.extend_from_slice(rest);
     Some(out.freeze())
+}
+
+/// What takes the place of a body's opening `{` to ask for usage: the brace and rotor's
+/// member, and a comma when other members follow (`rest`: the body after that brace).
+fn usage_opening(rest: &[u8]) -> &'static [u8] {
+    const MEMBER: &[u8] = b"{\"stream_options\":{\"include_usage\":true}";
+    const MEMBER_THEN_MORE: &[u8] = b"{\"stream_options\":{\"include_usage\":true},";
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    if empty {
+        MEMBER
+    } else {
+        MEMBER_THEN_MORE
+    }
 }
 
 /// [`inject_include_usage`]'s common case without a copy: a body that opens with `{` (and
 /// has no `stream_options`) goes upstream as this prefix, then the body after its `{`.
 /// `None` for a body that starts any other way (whitespace first): that one is rewritten.
 pub fn include_usage_prefix(body: &[u8]) -> Option<&'static [u8]> {
-    const MEMBER: &[u8] = b"{\"stream_options\":{\"include_usage\":true}";
-    const MEMBER_THEN_MORE: &[u8] = b"{\"stream_options\":{\"include_usage\":true},";
-    let rest = body.strip_prefix(b"{")?;
-    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-    Some(if empty { MEMBER } else { MEMBER_THEN_MORE })
+    body.strip_prefix(b"{").map(usage_opening)
 }
 
 pub use super::openai_stream::{Mode, OpenAiUsageTap};
@@ -227,6 +233,11 @@ mod tests {
             assert!(inspect_body(&sent, D).unwrap().include_usage);
         }
         assert_eq!(include_usage_prefix(b" {}"), None);
+        assert_eq!(
+            &inject_include_usage(b" {}", false, D).unwrap()[..],
+            b" {\"stream_options\":{\"include_usage\":true}}",
+            "rewritten, what comes before the brace kept"
+        );
         assert_eq!(include_usage_prefix(b""), None);
     }
 
