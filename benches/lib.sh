@@ -45,7 +45,9 @@ STATS_AWK='
 '
 
 # rotor_config PORT WORKERS MOCK_PORT: a rotor config in front of `rotor mock`, one client key,
-# two upstream keys. POOL (256) sizes the upstream pool like nginx's `keepalive 256`;
+# two upstream keys. UPSTREAM_URL (http://127.0.0.1:MOCK_PORT/v1) and CA_FILE (none:
+# `upstream.ca_file`) point it elsewhere, e.g. at a TLS front; POOL (256) sizes the upstream
+# pool like nginx's `keepalive 256`;
 # LOG_REQUESTS (true) keeps rotor's request log and stats on, as shipped; DB_PATH ("", in
 # memory) is `storage.path`: a file there is the log as users run it (to disk).
 rotor_config() {
@@ -55,6 +57,7 @@ listen = "127.0.0.1:$1"
 workers = $2
 [upstream]
 pool_max_idle_per_host = ${POOL:-256}
+${CA_FILE:+ca_file = \"$CA_FILE\"}
 [storage]
 path = "${DB_PATH:-}"
 log_requests = ${LOG_REQUESTS:-true}
@@ -64,7 +67,7 @@ key = "bench-client-key"
 [[providers]]
 name = "mock"
 kind = "openai"
-base_url = "http://127.0.0.1:$3/v1"
+base_url = "${UPSTREAM_URL:-http://127.0.0.1:$3/v1}"
 keys = ["sk-bench-key-1", "sk-bench-key-2"]
 models = ["gpt-4o-mini"]
 TOML
