@@ -35,6 +35,7 @@ MOCK_PORT=${MOCK_PORT:-18971}
 ROTOR_PORT=${ROTOR_PORT:-18972}
 TLS_PORT=${TLS_PORT:-18973}
 UPSTREAM_TLS=${UPSTREAM_TLS:-0}
+case $UPSTREAM_TLS in 0 | 1) ;; *) echo "UPSTREAM_TLS must be 0 or 1, not '$UPSTREAM_TLS'" >&2; exit 2 ;; esac
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
