@@ -6,8 +6,8 @@
 #      from /proc/PID/smaps: the binary, thread stacks, io_uring rings, heap, ...);
 #   2. per idle connection: IDLE keep-alive connections each make one request and stay open;
 #      (RSS while held - RSS before) / IDLE;
-#   3. per open stream: STREAMS concurrent slow streams (20 chunks 50 ms apart) on a fresh
-#      rotor; (peak RSS - idle RSS) / STREAMS.
+#   3. per open stream: STREAMS concurrent slow streams (STREAM_CHUNKS chunks 50 ms apart) on a
+#      fresh rotor; (peak RSS - idle RSS) / STREAMS.
 #
 #   benches/memory.sh                        # gate build, IDLE=10000, STREAMS=5000
 #   PARTS=idle benches/memory.sh             # only the idle footprint (parts: idle conns streams)
@@ -16,7 +16,10 @@
 # Knobs: PROFILE (gate: as cheap as release to build and the same for memory), WORKERS (2),
 # IDLE (10000), STREAMS (5000: two sockets each, so one process's fd limit must hold them),
 # PROMPT_BYTES (0: each stream's request pads its user message to about that many bytes, as a
-# conversation's context would), UPSTREAM_TLS (0; 1: rotor reaches the mock over TLS, through
+# conversation's context would), STREAM_CHUNKS (20), RAMP_MS (0: the streams start within one
+# chunk interval, a burst whose bodies are all read before any answer starts; longer spreads
+# the starts over it, a steady arrival, and STREAM_CHUNKS should then make each stream outlast
+# it), UPSTREAM_TLS (0; 1: rotor reaches the mock over TLS, through
 # nginx terminating it with a certificate of a CA made here by openssl, as a provider is
 # reached), SETTLE (3 s of quiet before the idle figure), PORTS (MOCK_PORT 18971, ROTOR_PORT
 # 18972, TLS_PORT 18973),
@@ -29,6 +32,8 @@ WORKERS=${WORKERS:-2}
 IDLE=${IDLE:-10000}
 STREAMS=${STREAMS:-5000}
 PROMPT_BYTES=${PROMPT_BYTES:-0}
+STREAM_CHUNKS=${STREAM_CHUNKS:-20}
+RAMP_MS=${RAMP_MS:-0}
 SETTLE=${SETTLE:-3}
 PARTS=${PARTS:-"idle conns streams"}
 MOCK_PORT=${MOCK_PORT:-18971}
@@ -179,7 +184,7 @@ run_streams() {
   sleep "$SETTLE"
   local before line peak
   before=$(kb "$ROTOR_PID" VmRSS)
-  line=$("$CLIENT" streams "127.0.0.1:$ROTOR_PORT" "$STREAMS" 20 50 "$PROMPT_BYTES" 2>&1 | grep '^RESULT' || echo "RESULT failed")
+  line=$("$CLIENT" streams "127.0.0.1:$ROTOR_PORT" "$STREAMS" "$STREAM_CHUNKS" 50 "$PROMPT_BYTES" "$RAMP_MS" 2>&1 | grep '^RESULT' || echo "RESULT failed")
   peak=$(kb "$ROTOR_PID" VmHWM)
   printf '\n%s concurrent streams: %s\n' "$STREAMS" "$line"
   printf 'RSS before %s MB, peak %s MB\n' "$(mb "$before")" "$(mb "$peak")"

@@ -6,7 +6,7 @@
 //!
 //! Not a criterion bench: a load client on one monoio thread, driven by `benches/load.sh`.
 //!
-//!   cargo bench --bench streams -- streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS [PROMPT_BYTES]]
+//!   cargo bench --bench streams -- streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS [PROMPT_BYTES [RAMP_MS]]]
 //!   cargo bench --bench streams -- idle ADDR[,ADDR...] N HOLD_S
 //!
 //! Connection i goes to the (i mod k)-th of the k addresses: a file-descriptor limit is per
@@ -14,7 +14,8 @@
 //! two rotor processes where the hard limit is 20,000.
 //!
 //! `streams`: opens N connections, then sends one streamed chat request on each, starts spread
-//! evenly over one interval (so the upstream's timers do not all fire together), and times
+//! evenly over one interval (so the upstream's timers do not all fire together) or over RAMP_MS
+//! when longer (streams then arrive as a steady flow, not a burst), and times
 //! every SSE event. The gaps between the first CHUNKS+1 events of each stream are nominally
 //! INTERVAL_MS (the mock sends the role event at once, then a content event after each sleep);
 //! `added` = gap - interval. A stream *stalls* when a gap exceeds interval + 250 ms, or it
@@ -153,7 +154,21 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn run_streams(addrs: &[SocketAddr], n: usize, chunks: usize, interval: Duration, prompt_bytes: usize) {
+/// How `run_streams` shapes each stream's request and spreads their starts.
+struct StreamPlan {
+    chunks: usize,
+    interval: Duration,
+    prompt_bytes: usize,
+    ramp: Duration,
+}
+
+async fn run_streams(addrs: &[SocketAddr], n: usize, plan: StreamPlan) {
+    let StreamPlan {
+        chunks,
+        interval,
+        prompt_bytes,
+        ramp,
+    } = plan;
     let t0 = Instant::now();
     let conns = connect_all(addrs, n).await;
     let connected = conns.iter().filter(|c| c.is_some()).count();
@@ -170,7 +185,7 @@ async fn run_streams(addrs: &[SocketAddr], n: usize, chunks: usize, interval: Du
     let mut tasks = Vec::with_capacity(n);
     for (i, c) in conns.into_iter().enumerate() {
         let Some(c) = c else { continue };
-        let delay = interval.mul_f64(i as f64 / n as f64);
+        let delay = interval.max(ramp).mul_f64(i as f64 / n as f64);
         tasks.push(monoio::spawn(one_stream(c, delay, req.clone(), chunks, interval)));
     }
     let mut results = Vec::with_capacity(n);
@@ -252,7 +267,8 @@ async fn run_idle(addrs: &[SocketAddr], n: usize, hold: Duration) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let usage = "usage: streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS [PROMPT_BYTES]] | idle ADDR[,ADDR...] N HOLD_S";
+    let usage =
+        "usage: streams ADDR[,ADDR...] N [CHUNKS INTERVAL_MS [PROMPT_BYTES [RAMP_MS]]] | idle ADDR[,ADDR...] N HOLD_S";
     if args.len() < 3 {
         // `cargo bench` with no arguments runs every bench target: nothing to do here.
         eprintln!("{usage}");
@@ -267,13 +283,15 @@ fn main() {
         .build()
         .expect("runtime");
     match args[0].as_str() {
-        "streams" => rt.block_on(run_streams(
-            &addrs,
-            n,
-            num(3, 20) as usize,
-            Duration::from_millis(num(4, 50)),
-            num(5, 0) as usize,
-        )),
+        "streams" => {
+            let plan = StreamPlan {
+                chunks: num(3, 20) as usize,
+                interval: Duration::from_millis(num(4, 50)),
+                prompt_bytes: num(5, 0) as usize,
+                ramp: Duration::from_millis(num(6, 0)),
+            };
+            rt.block_on(run_streams(&addrs, n, plan))
+        }
         "idle" => rt.block_on(run_idle(&addrs, n, Duration::from_secs(num(3, 10)))),
         _ => panic!("{usage}"),
     }

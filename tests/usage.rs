@@ -39,7 +39,8 @@ fn stream_text(h: &Harness, body: &str) -> String {
 #[test]
 fn a_stream_without_include_usage_hides_the_usage_chunk_but_logs_the_tokens() {
     let h = Harness::start(admin_conf());
-    let text = stream_text(&h, &chat_stream("gpt-4o-mini"));
+    let body = chat_stream("gpt-4o-mini");
+    let text = stream_text(&h, &body);
     assert!(!text.contains("usage"), "the client did not ask for usage: {text}");
     assert!(text.contains("tok4") && text.contains("[DONE]"));
     let sent = h.recorded().pop().unwrap();
@@ -54,6 +55,8 @@ fn a_stream_without_include_usage_hides_the_usage_chunk_but_logs_the_tokens() {
     assert!(row["prompt_tokens"].as_u64().unwrap() > 0);
     assert_eq!(row["stream"].as_bool(), Some(true));
     assert_eq!(row["key"].as_str(), Some("…0001"));
+    // The body was let go of once the stream started; its length was kept for the row.
+    assert_eq!(row["bytes_in"].as_u64(), Some(body.len() as u64), "{log}");
 }
 
 /// Issue 16 item 4: a Python-formatted upstream (`"usage": null` with a space, `usage` as the first

@@ -35,7 +35,8 @@ pub struct AdminAnswer {
 /// answers 404).
 pub async fn handle(core: &crate::proxy::Core, req: &Request) -> Option<AdminAnswer> {
     let gateway: &Gateway = &core.gateway;
-    let body: &[u8] = &req.body;
+    let body = req.body.to_bytes();
+    let body: &[u8] = &body;
     let generation = gateway.current();
     let server = &generation.config.server;
     if !server.admin_enabled() {
@@ -58,9 +59,7 @@ pub async fn handle(core: &crate::proxy::Core, req: &Request) -> Option<AdminAns
                 None => error(404, &format!("no dashboard file {name}")),
             });
         }
-        (Method::Post, "/admin/login") => {
-            return Some(auth::login(&gateway.admin, server, head, &req.body, req.peer.ip()))
-        }
+        (Method::Post, "/admin/login") => return Some(auth::login(&gateway.admin, server, head, body, req.peer.ip())),
         _ => {}
     }
     let caller = match auth::check(&gateway.admin, server, head) {

@@ -27,7 +27,8 @@ pub(super) fn error_body(status: u16) -> Vec<u8> {
 }
 
 pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>) -> io::Result<()> {
-    let body = req.body.as_ref();
+    let body = req.body.to_bytes();
+    let body: &[u8] = &body;
     // Vertex names the model in the path (`.../models/{m}:rawPredict`), not the body.
     let model = sonic_rs::get(body, &["model"])
         .ok()

@@ -36,7 +36,8 @@ fn usage(input: u64, output: u64, cached: u64) -> String {
 }
 
 pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>) -> io::Result<()> {
-    let body = req.body.as_ref();
+    let body = req.body.to_bytes();
+    let body: &[u8] = &body;
     let stream = sonic_rs::get(body, &["stream"]).ok().and_then(|v| v.as_bool()) == Some(true);
     let input = (body.len() / 4).max(1) as u64;
     let output = knobs.chunks as u64;

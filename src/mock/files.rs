@@ -142,7 +142,8 @@ async fn not_found(res: &mut Responder<'_>, id: &str) -> io::Result<()> {
 
 fn create_file(req: &Request, key: &str, objects: &MockObjects) -> Option<String> {
     let content_type = req.head.header("content-type").unwrap_or_default();
-    let content = multipart_field(&req.body, content_type, "file").unwrap_or(&[]);
+    let body = req.body.bytes();
+    let content = multipart_field(&body, content_type, "file").unwrap_or(&[]);
     let id = format!("file-{}", objects.next_id());
     let object = Object {
         key: key.to_owned(),
@@ -155,7 +156,7 @@ fn create_file(req: &Request, key: &str, objects: &MockObjects) -> Option<String
 }
 
 fn create_batch(req: &Request, key: &str, objects: &MockObjects) -> Option<String> {
-    let file = sonic_rs::get(req.body.as_ref(), &["input_file_id"])
+    let file = sonic_rs::get(req.body.bytes().as_ref(), &["input_file_id"])
         .ok()
         .and_then(|v| sonic_rs::JsonValueTrait::as_str(&v).map(str::to_owned))?;
     // A file of another key (or none at all) is a 404, as the upstream account would say.

@@ -136,7 +136,8 @@ pub(super) async fn answer(
         let body = br#"{"message":"Session not found","errorCode":"session_not_found"}"#;
         return res.send(404, &[JSON], Bytes::from_static(body)).await;
     };
-    let body = req.body.as_ref();
+    let body = req.body.to_bytes();
+    let body: &[u8] = &body;
     let field = |name: &str| {
         sonic_rs::get(body, &[name])
             .ok()

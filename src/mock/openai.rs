@@ -31,7 +31,7 @@ pub(super) fn error_body(status: u16) -> Vec<u8> {
 }
 
 pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>) -> io::Result<()> {
-    let body = &req.body;
+    let body = &req.body.to_bytes();
     let model = string_field(body, &["model"]).unwrap_or_else(|| "mock-model".to_owned());
     let prompt_tokens = (body.len() / 4).max(1) as u64;
     let path = openai_path(req.head.path());

@@ -189,7 +189,8 @@ pub(super) async fn answer(
 }
 
 async fn create(req: &Request, knobs: &Knobs, res: &mut Responder<'_>, host: &str) -> io::Result<()> {
-    let body = req.body.as_ref();
+    let body = req.body.to_bytes();
+    let body: &[u8] = &body;
     let Ok(prompt) = sonic_rs::get(body, &["input", "prompt"]) else {
         let problem = r#"{"title":"Invalid input","detail":"input.prompt is required","status":422}"#;
         return res.send(422, &[JSON], Bytes::from_static(problem.as_bytes())).await;

@@ -27,7 +27,8 @@ pub(super) async fn answer(req: &Request, knobs: &Knobs, res: &mut Responder<'_>
     if let Some(rest) = path.strip_prefix("/v1/responses/") {
         return stored(req, rest, res).await;
     }
-    let body = req.body.as_ref();
+    let body = req.body.to_bytes();
+    let body: &[u8] = &body;
     let model = sonic_rs::get(body, &["model"])
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

@@ -188,7 +188,7 @@ impl MockService {
                     )
                 })
                 .collect(),
-            body: req.body.clone(),
+            body: req.body.bytes().clone(),
             worker: self.worker,
         });
     }
@@ -207,7 +207,7 @@ impl Service for MockService {
         self.record(req);
         // The mock reads bodies with sonic-rs too: bounded like rotor's (at the most any rotor
         // config forwards), so a hand-made nesting attack gets a 400, not an abort.
-        if crate::codec::depth::check_depth(&req.body, crate::codec::depth::MAX_DEPTH_CEILING).is_err() {
+        if crate::codec::depth::check_depth(&req.body.bytes(), crate::codec::depth::MAX_DEPTH_CEILING).is_err() {
             let headers: [(&str, &[u8]); 1] = [("content-type", b"application/json")];
             let _ = res.send(400, &headers, Bytes::from(openai::error_body(400))).await;
             return;

@@ -81,8 +81,9 @@ impl VertexMock {
             return Some((401, body.to_owned()));
         }
         if path.contains("/publishers/anthropic/") {
-            let version = sonic_rs::get(&req.body, ["anthropic_version"]).ok();
-            let has_model = sonic_rs::get(&req.body, ["model"]).is_ok();
+            let body = req.body.bytes();
+            let version = sonic_rs::get(&*body, ["anthropic_version"]).ok();
+            let has_model = sonic_rs::get(&*body, ["model"]).is_ok();
             if version.as_ref().and_then(|v| v.as_str()) != Some("vertex-2023-10-16") || has_model {
                 let body = r#"{"type":"error","error":{"type":"invalid_request_error","message":"Vertex wants anthropic_version \"vertex-2023-10-16\" and no model in the body"}}"#;
                 return Some((400, body.to_owned()));
@@ -104,7 +105,7 @@ impl VertexMock {
                 .map(|(_, v)| v.into_owned())
         };
         let form = |name: &str| {
-            form_urlencoded::parse(&req.body)
+            form_urlencoded::parse(&req.body.bytes())
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.into_owned())
         };

@@ -103,7 +103,7 @@ pub(super) async fn lookup(
     } else {
         let client = client.map_or("", |c| c.name.as_str());
         let target = keyed_target(req);
-        let key = CacheKey::new(client, model, &target, stream, req.body.clone());
+        let key = CacheKey::new(client, model, &target, stream, req.body.bytes().clone());
         match cache.get(&key, now_ms()) {
             Some(answer) => (Lookup::Hit(answer), "hit", Outcome::Hit),
             None => match shared_cache(core, ctx) {

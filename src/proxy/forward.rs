@@ -29,7 +29,7 @@ use crate::limits::estimate::estimate_tokens;
 use crate::providers::dialog::Dialog;
 use crate::providers::{self, Adapter, ClientPath, PrepareError, Prepared};
 use crate::route::find_route;
-use crate::server::{Request, Responder};
+use crate::server::{HeldBody, Request, Responder};
 use crate::usage::openai::{include_usage_prefix, inject_include_usage, Mode};
 use crate::usage::Usage;
 
@@ -47,9 +47,9 @@ pub(super) async fn forward(
     }
     let max_json_depth = config.server.max_json_depth;
     let (asked, inspection) = match inspect(endpoint, req, max_json_depth)? {
+        // `inspect` copied the name out of the body, once (a `String` was an allocation and
+        // its free).
         Some((asked, inspection)) => {
-            // Copied once, out of the body (a `String` was an allocation and its free).
-            let asked = ModelName::new(&asked);
             if !asked.is_plain() {
                 validate_model_name(&asked)?;
             }
@@ -350,14 +350,15 @@ fn adapt<'a>(
     let Job {
         req, inspection, model, ..
     } = *job;
-    let same = || super::inspect::adapt(&req.body, inspection, upstream_model, model);
+    let body = req.body.bytes();
+    let same = || super::inspect::adapt(&body, inspection, upstream_model, model);
     let adapter = Adapter::of(provider);
     let prepared = match adapter.relayed_path(job.client_path.front) {
         // A fixed door on the provider's own protocol (most requests): what `prepare` plans
         // for it, without its dispatch and the plan's moves out of it and out of a `Result`
         // (~150 and ~30 instructions a chat request, callgrind, issue 18).
         Some(path) => Prepared::relayed(same(), path),
-        None => match adapter.prepare(job.client_path, &req.body, upstream_model, model, max_depth, same) {
+        None => match adapter.prepare(job.client_path, &body, upstream_model, model, max_depth, same) {
             Ok(prepared) => prepared,
             Err(error) => return refused(provider, attempt, error),
         },
@@ -386,7 +387,7 @@ fn adapt<'a>(
         provider,
         adapter,
         upstream_model,
-        body,
+        body: HeldBody::new(body),
         body_prefix,
         usage_mode,
         path: prepared.path,
@@ -423,8 +424,9 @@ pub(super) struct Target<'a> {
     pub(super) provider: &'a Provider,
     pub(super) adapter: Adapter,
     pub(super) upstream_model: &'a str,
-    /// Sent behind `body_prefix` (empty but for the usage member, see `usage_plan`).
-    pub(super) body: Bytes,
+    /// Sent behind `body_prefix` (empty but for the usage member, see `usage_plan`); let go
+    /// of, like the client's, once a stream's answer starts.
+    pub(super) body: HeldBody,
     pub(super) body_prefix: &'static [u8],
     pub(super) usage_mode: Mode,
     pub(super) path: std::borrow::Cow<'static, str>,

@@ -69,7 +69,8 @@ pub(super) fn inspect(req: &Request, max_json_depth: usize) -> Result<(String, I
             "the request body is empty; a JSON object is required",
         ));
     }
-    check_depth(&req.body, max_json_depth).map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {e}")))?;
+    check_depth(&req.body.bytes(), max_json_depth)
+        .map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {e}")))?;
     let inspection = Inspection {
         stream,
         ..Inspection::default()

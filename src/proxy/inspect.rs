@@ -8,37 +8,38 @@ use bytes::Bytes;
 
 use super::error::{ErrorKind, ProxyError, Side};
 use super::Endpoint;
-use crate::codec::json::{inspect_request, multipart_field, splice_model, Inspection};
+use crate::codec::json::{inspect_request, multipart_field, splice_model, Inspection, ModelName};
 use crate::config::Config;
 use crate::server::Request;
-use std::borrow::Cow;
 
 /// Phase `inspect`: the model name (and stream flag) from a JSON body, or the multipart `model`
 /// field; `None` when a passthrough request carries no model at all (a bodiless one like
 /// `GET /v1/files` or `POST /v1/batches/{id}/cancel`, a multipart upload to `/v1/files`).
-/// A JSON body nesting deeper than `max_json_depth` is a 400.
+/// A JSON body nesting deeper than `max_json_depth` is a 400. The name is copied out of the
+/// body here, once: the body is only borrowed while it is read (see `HeldBody`).
 pub(super) fn inspect(
     endpoint: Endpoint,
     req: &Request,
     max_json_depth: usize,
-) -> Result<Option<(Cow<'_, str>, Inspection)>, ProxyError> {
+) -> Result<Option<(ModelName, Inspection)>, ProxyError> {
     if endpoint == Endpoint::Gemini {
         let (model, inspection) = super::gemini_door::inspect(req, max_json_depth)?;
-        return Ok(Some((Cow::Owned(model), inspection)));
+        return Ok(Some((ModelName::new(&model), inspection)));
     }
+    let body = req.body.bytes();
     let content_type = req.head.field(Field::ContentType).unwrap_or(b"");
     let is_multipart = content_type.len() >= 19 && content_type[..19].eq_ignore_ascii_case(b"multipart/form-data");
     if is_multipart {
-        let model = multipart_field(&req.body, content_type, "model")
+        let model = multipart_field(&body, content_type, "model")
             .and_then(|m| std::str::from_utf8(m).ok())
             .map(str::trim);
         return match model {
-            Some(m) if !m.is_empty() => Ok(Some((Cow::Borrowed(m), Inspection::default()))),
+            Some(m) if !m.is_empty() => Ok(Some((ModelName::new(m), Inspection::default()))),
             _ if endpoint == Endpoint::Passthrough => Ok(None),
             _ => Err(ProxyError::bad_request("the multipart form has no 'model' field").with_param("model")),
         };
     }
-    if req.body.is_empty() {
+    if body.is_empty() {
         if endpoint == Endpoint::Passthrough {
             return Ok(None);
         }
@@ -47,10 +48,10 @@ pub(super) fn inspect(
         ));
     }
     // The name comes apart from the inspection (the request carries it as `model` from here).
-    let (inspection, model) = inspect_request(&req.body, max_json_depth)
+    let (inspection, model) = inspect_request(&body, max_json_depth)
         .map_err(|e| ProxyError::bad_request(format!("invalid JSON body: {}", e.0)))?;
     match model {
-        Some(m) => Ok(Some((m, inspection))),
+        Some(m) => Ok(Some((ModelName::new(&m), inspection))),
         None if endpoint == Endpoint::Passthrough => Ok(None),
         None => Err(ProxyError::bad_request("you must provide a model parameter").with_param("model")),
     }

@@ -463,3 +463,6 @@ fn authenticate<'c>(clients: &'c [Client], head: &RequestHead) -> Result<Option<
 #[cfg(test)]
 #[path = "mod_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod release_tests;

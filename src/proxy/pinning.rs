@@ -32,7 +32,7 @@ pub(super) struct Owner {
 /// The owner of the first pinned id the request names; a 404 when that key (or its provider)
 /// is no longer configured.
 pub(super) fn owner(gateway: &Gateway, config: &Config, req: &Request) -> Result<Option<Owner>, ProxyError> {
-    for id in referenced_ids(req.head.path(), &req.body) {
+    for id in referenced_ids(req.head.path(), &req.body.bytes()) {
         let Some(pin) = gateway.pins.get(&id) else {
             continue;
         };

@@ -69,22 +69,22 @@ pub(super) fn send<'a>(
     let extra = target.header.as_ref().map(|(n, v)| (*n, v.as_str()));
     let body = OutBody {
         prefix: target.body_prefix,
-        rest: &target.body,
+        rest: target.body.bytes().clone(),
     };
     let request = (target.provider, body, target.path.as_ref(), extra);
     send_to(core, ctx, req, auth, request, out, land)
 }
 
 /// `send` of one request: the provider, body, upstream path and the adapter's extra header.
-type Outgoing<'a> = (&'a Provider, OutBody<'a>, &'a str, Option<(&'a str, &'a str)>);
+type Outgoing<'a> = (&'a Provider, OutBody, &'a str, Option<(&'a str, &'a str)>);
 
 /// A request body as it goes upstream: `prefix` (what rotor puts in front, written behind the
 /// head: the usage member, see `forward::usage_plan`), then `rest`, a slice of the client's
-/// body, not a copy of it (a copy was held for a stream's whole length, issue 18).
-#[derive(Clone, Copy)]
-pub(super) struct OutBody<'a> {
+/// body, not a copy of it (a copy was held for a stream's whole length, issue 18). `rest` is
+/// a reference of its own, dropped when the send ends, so a `HeldBody::release` frees it.
+pub(super) struct OutBody {
     pub prefix: &'static [u8],
-    pub rest: &'a Bytes,
+    pub rest: Bytes,
 }
 
 /// `send` from its parts: the upstream head's writer and the pooled exchange that sends it,
@@ -100,7 +100,7 @@ fn send_to<'a>(
     ctx: &'a RequestContext,
     req: &'a Request,
     auth: Auth<'a>,
-    (provider, body, upstream_path, extra): Outgoing<'a>,
+    (provider, OutBody { prefix, rest }, upstream_path, extra): Outgoing<'a>,
     out: &'a mut BytesMut,
     land: impl FnOnce(Exchange, ResponseHead) + 'a,
 ) -> impl Future<Output = Result<(), UpstreamError>> + 'a {
@@ -115,21 +115,13 @@ fn send_to<'a>(
         first_byte_timeout: upstream_config.first_byte_timeout,
         head_request: req.head.method == Method::Head,
     };
+    let length = prefix.len() + rest.len();
     let build = move |out: &mut BytesMut| {
-        upstream_request_head(
-            out,
-            &req.head,
-            provider,
-            prepared,
-            auth,
-            upstream_path,
-            body.prefix.len() + body.rest.len(),
-            extra,
-        )
-        .map(|()| out.extend_from_slice(body.prefix))
-        .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
+        upstream_request_head(out, &req.head, provider, prepared, auth, upstream_path, length, extra)
+            .map(|()| out.extend_from_slice(prefix))
+            .map_err(|e| UpstreamError::new(UpstreamErrorKind::Encode, e.to_string()))
     };
-    upstream::send_pooled(trip, out, body.rest, build, land)
+    upstream::send_pooled(trip, out, rest, build, land)
 }
 
 /// The answer a `land` closure kept (see `upstream::send_pooled`), for a caller that goes on
@@ -175,7 +167,7 @@ pub(super) async fn send_turn(
                 provider,
                 OutBody {
                     prefix: b"",
-                    rest: &step.body,
+                    rest: step.body.clone(),
                 },
                 &step.path,
                 None,

@@ -270,6 +270,11 @@ pub(super) async fn read_body(
                 read.room(buf, (n - buf.len()).min(READ_CHUNK), 0, n)?;
                 read.fill(stream, buf, timer, 0).await?;
             }
+            // All of the buffer (the usual case: `room` sizes it to the body): taken whole,
+            // so the connection keeps no share of it, and a stream's `release` frees it.
+            if buf.len() == n {
+                return Ok(std::mem::take(buf).freeze());
+            }
             Ok(buf.split_to(n).freeze())
         }
         BodyFraming::Chunked => {

@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use super::body::{buffered, read_body, BodyBudget};
 use super::respond::{write_error, Responder};
 use super::stop::StopSignal;
-use super::{InFlight, Limits, Request, Service};
+use super::{HeldBody, InFlight, Limits, Request, Service};
 use crate::codec::head::{parse_request_head, HeadLimits};
 use crate::health::clock::Moment;
 use crate::net::{read_before, read_more_reserving_within, read_more_until, reclaim_small, ReadTimer};
@@ -145,7 +145,7 @@ async fn serve_one<S: Service>(
         let stop = match parse_request_head(buf, &head_limits) {
             Ok(Some(head)) => {
                 let received_at = crate::health::clock::read();
-                let body = Bytes::new();
+                let body = HeldBody::default();
                 break Request {
                     head,
                     body,
@@ -173,7 +173,7 @@ async fn serve_one<S: Service>(
         None => read_body(stream, buf, out, timer, &request.head, limits, budget).await,
     };
     request.body = match body {
-        Ok(body) => body,
+        Ok(body) => HeldBody::new(body),
         Err(ReadStop::Quiet) => return false,
         Err(ReadStop::Reject(status, reason)) => return Box::pin(refuse(stream, buf, out, status, reason)).await,
     };

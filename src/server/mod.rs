@@ -5,6 +5,7 @@
 
 mod body;
 mod conn;
+mod held_body;
 mod respond;
 mod stop;
 mod unwind;
@@ -16,10 +17,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_channel::oneshot;
 
 pub use body::BodyStats;
+pub use held_body::HeldBody;
 pub use respond::{error_body, Lent, Responder};
 pub(crate) use respond::{send_whole, write_apart, write_staged, Staged};
 
@@ -57,7 +58,8 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct Request {
     pub head: RequestHead,
-    pub body: Bytes,
+    /// Let go of once a stream's answer starts (see `HeldBody`).
+    pub body: HeldBody,
     pub peer: SocketAddr,
     /// When the first byte of the head arrived (the start of rotor's own latency).
     pub received_at: crate::health::clock::Moment,

@@ -47,7 +47,7 @@ pub struct Responder<'a> {
 }
 
 impl<'a> Responder<'a> {
-    pub(super) fn new(io: &'a mut TcpStream, out: BytesMut, keep_alive: bool, head_only: bool, http10: bool) -> Self {
+    pub(crate) fn new(io: &'a mut TcpStream, out: BytesMut, keep_alive: bool, head_only: bool, http10: bool) -> Self {
         Responder {
             io,
             out,

@@ -146,7 +146,7 @@ pub struct Trip<'a> {
 pub async fn send_pooled<B, L>(
     trip: Trip<'_>,
     out: &mut BytesMut,
-    body: &Bytes,
+    body: Bytes,
     mut build: B,
     land: L,
 ) -> Result<(), UpstreamError>
@@ -173,7 +173,7 @@ where
         }
         // The head goes straight into the answer (kept in a `Result` first and matched after,
         // it was copied once more).
-        let error = match round_trip!(&mut exchange, out, body, trip.first_byte_timeout, trip.head_request) {
+        let error = match round_trip!(&mut exchange, out, &body, trip.first_byte_timeout, trip.head_request) {
             Ok(head) => {
                 land(exchange, head);
                 return Ok(());

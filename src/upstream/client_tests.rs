@@ -273,7 +273,7 @@ fn send_pooled_builds_first_then_takes_a_pooled_connection() {
         let refused = send_pooled(
             trip(),
             &mut out,
-            &Bytes::new(),
+            Bytes::new(),
             |_: &mut BytesMut| Err(super::UpstreamError::new(UpstreamErrorKind::Encode, "refused")),
             |_, _| panic!("nothing was sent"),
         )
@@ -302,7 +302,10 @@ fn send_pooled_builds_first_then_takes_a_pooled_connection() {
             };
             let mut landed = None;
             let land = |exchange, head| landed = Some((exchange, head));
-            let (sent, ()) = monoio::join!(send_pooled(trip(), &mut out, &no_body, build, land), upstream_side);
+            let (sent, ()) = monoio::join!(
+                send_pooled(trip(), &mut out, no_body.clone(), build, land),
+                upstream_side
+            );
             sent.expect("answered");
             let (mut exchange, head): (Exchange, _) = landed.expect("landed");
             assert_eq!(head.status, 200);

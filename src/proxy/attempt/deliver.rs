@@ -51,6 +51,7 @@ pub(super) async fn relay(
         fetcher,
         deadline: job.deadline,
         retry_after,
+        bodies: [&job.req.body, &target.body],
     };
     let front = job.client_path.front;
     // The request's own generation: a `gateway.peek` here cost an `arc_swap` load and its

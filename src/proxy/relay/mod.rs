@@ -25,7 +25,7 @@ use crate::config::Provider;
 use crate::health::clock::{self, Moment};
 use crate::metrics::health::RelayFailure;
 use crate::providers::transform::ResponseTransform;
-use crate::server::{Responder, Staged};
+use crate::server::{HeldBody, Responder, Staged};
 use crate::upstream::{Exchange, UpstreamError};
 use crate::usage::Usage;
 use stream::Stream;
@@ -65,6 +65,10 @@ pub(super) struct RelayInput<'a> {
     pub deadline: Option<Moment>,
     /// `Retry-After` seconds to add when the upstream's answer has none (a relayed 503).
     pub retry_after: Option<u64>,
+    /// The client's body and the one sent upstream: let go of when the answer streams, since
+    /// no attempt can follow once its head is out (a long prompt is not held for a stream's
+    /// whole length, issue 18).
+    pub bodies: [&'a HeldBody; 2],
 }
 
 /// The digits an answer's head borrows, kept by whoever writes the head.
@@ -194,6 +198,7 @@ pub(super) async fn relay(
         exchange,
         fetcher,
         deadline,
+        bodies,
         ..
     } = input;
     let upstream_config = &ctx.generation.config.upstream;
@@ -244,6 +249,7 @@ pub(super) async fn relay(
                         policy: upstream_config.on_client_disconnect,
                         fetcher,
                     };
+                    bodies.iter().for_each(|body| body.release());
                     let (failure, poolable) = stream.run(res, exchange, transform).await;
                     mark_end(ctx, exchange, poolable);
                     return Ok(Relay::Done(Relayed {
@@ -304,6 +310,7 @@ pub(super) async fn relay(
                 policy,
                 fetcher,
             };
+            bodies.iter().for_each(|body| body.release());
             let (failure, poolable) = stream.run(res, exchange, transform).await;
             mark_end(ctx, exchange, poolable);
             let mut usage = transform.usage();
