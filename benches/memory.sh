@@ -77,6 +77,8 @@ worker_rlimit_nofile $(ulimit -n);
 events { worker_connections $((2 * STREAMS + 1024)); }
 http {
   access_log off;
+  # Long prompts stay in memory: nginx's workers may not write temp files under \$WORK.
+  client_body_buffer_size 1m; proxy_request_buffering off;
   client_body_temp_path $WORK/ng/body; proxy_temp_path $WORK/ng/proxy;
   fastcgi_temp_path $WORK/ng/fcgi; uwsgi_temp_path $WORK/ng/uwsgi; scgi_temp_path $WORK/ng/scgi;
   upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 256; }
