@@ -254,7 +254,7 @@ fn prepare(
     }
     let connector = Connector::new(
         resolver.clone(),
-        monoio_rustls::TlsConnector::from(tls_config),
+        tls_config,
         tls_id,
         config.providers.iter().map(|p| &p.base_url),
     );

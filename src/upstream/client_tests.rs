@@ -244,7 +244,7 @@ fn loopback_connector() -> super::super::Connector {
     let tls = super::super::tls::client_config(None).expect("tls config");
     super::super::Connector::new(
         Arc::new(super::super::dns::Resolver::default()),
-        monoio_rustls::TlsConnector::from(tls),
+        tls,
         0,
         std::iter::empty(),
     )

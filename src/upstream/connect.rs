@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,12 +15,11 @@ use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
-use monoio_rustls::TlsConnector;
 use rustls_pki_types::ServerName;
 
 use super::dns::Resolver;
 use super::error::{UpstreamError, UpstreamErrorKind};
-use super::idle::Guarded;
+use super::tls_stream::TlsStream;
 use super::PoolKey;
 use crate::config::Scheme;
 
@@ -47,10 +47,10 @@ impl Io {
     }
 }
 
-/// A TLS session over a guarded TCP stream (see `idle`), and that stream's descriptor so the
-/// socket can be peeked while the session owns it.
+/// A TLS session over a TCP stream, and that stream's descriptor so the socket can be peeked
+/// while the session owns it.
 pub struct Tls {
-    pub(super) stream: monoio_rustls::ClientTlsStream<Guarded>,
+    pub(super) stream: TlsStream,
     /// Valid as long as `stream` lives (it owns the socket).
     pub(super) fd: RawFd,
 }
@@ -58,7 +58,7 @@ pub struct Tls {
 pub async fn connect(
     key: &PoolKey,
     resolver: &Resolver,
-    tls: &TlsConnector,
+    tls: &Arc<rustls::ClientConfig>,
     timeout: Duration,
 ) -> Result<Io, UpstreamError> {
     let addrs = resolver.lookup(&key.host, key.port).ok_or_else(|| {
@@ -76,10 +76,11 @@ pub async fn connect(
                 let name = ServerName::try_from(key.host.to_string())
                     .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
                 let fd = tcp.as_raw_fd();
-                let stream = tls
-                    .connect(name, Guarded(tcp))
-                    .await
-                    .map_err(|e| UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host)))?;
+                let tls_error = |e: &dyn std::fmt::Display| {
+                    UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host))
+                };
+                let session = rustls::ClientConnection::new(tls.clone(), name).map_err(|e| tls_error(&e))?;
+                let stream = TlsStream::connect(tcp, session).await.map_err(|e| tls_error(&e))?;
                 Ok(Io::new(Stream::Tls(Box::new(Tls { stream, fd }))))
             }
         }

@@ -8,87 +8,18 @@
 //! FIN or an error that arrived while the connection was idle). A connection failing either
 //! is closed, never reused.
 
-use std::cell::Cell;
-use std::future::Future;
-use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
-use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::net::TcpStream;
-use monoio::BufResult;
 
 use super::connect::{Io, Stream};
-
-thread_local! {
-    /// Set only for the duration of one synchronous probe poll on this thread.
-    static PROBING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The TCP stream under a TLS session. While a probe runs on this thread it answers every read
-/// and write with `WouldBlock` instead of doing IO, so a probe read through the TLS session
-/// returns only what the session already holds and completes on its first poll.
-pub struct Guarded(pub TcpStream);
-
-fn would_block() -> io::Error {
-    io::Error::from(io::ErrorKind::WouldBlock)
-}
-
-impl AsyncReadRent for Guarded {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        if PROBING.get() {
-            return (Err(would_block()), buf);
-        }
-        self.0.read(buf).await
-    }
-
-    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        if PROBING.get() {
-            return (Err(would_block()), buf);
-        }
-        self.0.readv(buf).await
-    }
-}
-
-impl AsyncWriteRent for Guarded {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        if PROBING.get() {
-            return (Err(would_block()), buf);
-        }
-        self.0.write(buf).await
-    }
-
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        if PROBING.get() {
-            return (Err(would_block()), buf);
-        }
-        self.0.writev(buf).await
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        self.0.flush().await
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        self.0.shutdown().await
-    }
-}
 
 impl Io {
     /// Check-in: the TLS session holds no plaintext, no undecrypted record and no close
     /// (plain TCP has no such buffer; its socket is asked at check-out).
     pub fn nothing_buffered(&mut self) -> bool {
-        let Stream::Tls(tls) = &mut self.stream else {
-            return true;
-        };
-        PROBING.set(true);
-        let polled = poll_once(tls.stream.read(Vec::<u8>::with_capacity(1)));
-        PROBING.set(false);
-        // Only "would block" proves the session is empty; data, EOF, an error or (never
-        // expected) a pending read all mean the connection must go.
-        matches!(polled, Some((Err(e), _)) if e.kind() == io::ErrorKind::WouldBlock)
+        match &mut self.stream {
+            Stream::Plain(_) => true,
+            Stream::Tls(tls) => tls.stream.nothing_buffered(),
+        }
     }
 
     /// Check-out: nothing arrived on the socket while the connection sat in the pool.
@@ -98,15 +29,6 @@ impl Io {
             Stream::Tls(tls) => tls.fd,
         };
         peek_quiet(fd)
-    }
-}
-
-/// Polls `fut` once; `None` if it did not complete (it is dropped then).
-fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => Some(out),
-        Poll::Pending => None,
     }
 }
 

@@ -11,6 +11,9 @@ mod error;
 mod idle;
 mod pool;
 pub mod tls;
+mod tls_stream;
+#[cfg(test)]
+mod tls_stream_tests;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -78,7 +81,7 @@ impl std::hash::Hash for PoolKey {
 /// Shared, `Send` inputs every core needs to open connections.
 pub struct Connector {
     pub resolver: Arc<dns::Resolver>,
-    pub tls: monoio_rustls::TlsConnector,
+    pub tls: Arc<rustls::ClientConfig>,
     pub tls_id: u64,
     /// Each provider's pool key, by provider index (built with the generation).
     pool_keys: Vec<PoolKey>,
@@ -88,7 +91,7 @@ impl Connector {
     /// `providers`: every provider's base URL, by provider index.
     pub fn new<'a>(
         resolver: Arc<dns::Resolver>,
-        tls: monoio_rustls::TlsConnector,
+        tls: Arc<rustls::ClientConfig>,
         tls_id: u64,
         providers: impl Iterator<Item = &'a BaseUrl>,
     ) -> Self {

@@ -1,0 +1,181 @@
+//! `TlsStream` against a blocking rustls server on a real loopback socket, with a certificate
+//! of a CA made for the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+use super::tls_stream::TlsStream;
+
+/// A server config for `localhost` signed by a fresh CA, and a client config trusting that CA.
+fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+/// Byte `i` of a test message.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// How the test server ends its side once it has answered.
+#[derive(Clone, Copy)]
+enum Ending {
+    CloseNotify,
+    TcpOnly,
+}
+
+/// A one-connection server: reads `request` bytes, checks them, writes `answer` bytes, ends
+/// as `ending` says. Returns its address.
+fn serve_once(
+    config: Arc<rustls::ServerConfig>,
+    request: usize,
+    answer: usize,
+    ending: Ending,
+) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), tcp);
+        let mut got = vec![0u8; request];
+        tls.read_exact(&mut got).unwrap();
+        assert_eq!(got, pattern(request, 1), "the request arrived intact");
+        tls.write_all(&pattern(answer, 2)).unwrap();
+        if let Ending::CloseNotify = ending {
+            tls.conn.send_close_notify();
+        }
+        tls.flush().unwrap();
+        // Dropped here: the TCP connection closes.
+    });
+    addr
+}
+
+/// Connects, sends `request` bytes, then reads with `room` bytes a read until the stream
+/// ends: what was read, and how it ended.
+async fn exchange(
+    client: Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    request: usize,
+    room: usize,
+) -> (Vec<u8>, std::io::Result<usize>) {
+    let tcp = TcpStream::connect_addr(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(client, name).unwrap();
+    let mut stream = TlsStream::connect(tcp, session).await.unwrap();
+    let (written, _) = stream.write_all(pattern(request, 1)).await;
+    written.unwrap();
+    let mut answer = Vec::new();
+    loop {
+        let (read, buf) = stream.read(Vec::with_capacity(room)).await;
+        match read {
+            Ok(0) => return (answer, Ok(0)),
+            Ok(n) => {
+                assert!(n <= room);
+                answer.extend_from_slice(&buf);
+            }
+            Err(e) => return (answer, Err(e)),
+        }
+    }
+}
+
+fn on_monoio<F: std::future::Future<Output = ()>>(test: F) {
+    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
+/// A request several records long goes out whole (a record's worth a write), and an answer
+/// several records long comes back whole and in order through reads far smaller than a record
+/// (what rustls decrypted and the caller had no room for waits in the session); a clean close
+/// reads as the end (`Ok(0)`).
+#[test]
+fn long_messages_pass_whole_through_small_reads_and_a_clean_close_ends_them() {
+    let (server, client) = configs();
+    on_monoio(async move {
+        let addr = serve_once(server, 100_000, 70_000, Ending::CloseNotify);
+        let (answer, end) = exchange(client, addr, 100_000, 700).await;
+        assert_eq!(answer.len(), 70_000);
+        assert!(answer == pattern(70_000, 2), "the answer arrived intact and in order");
+        assert_eq!(end.unwrap(), 0);
+    });
+}
+
+/// A peer that closes TCP without `close_notify` after its answer: the answer is read whole,
+/// then the read fails as an unexpected end (a truncation rotor must not take for an end).
+#[test]
+fn a_close_without_close_notify_is_an_unexpected_end() {
+    let (server, client) = configs();
+    on_monoio(async move {
+        let addr = serve_once(server, 10, 20_000, Ending::TcpOnly);
+        let (answer, end) = exchange(client, addr, 10, 8192).await;
+        assert!(answer == pattern(20_000, 2));
+        assert_eq!(end.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    });
+}
+
+/// Check-in's probe: plaintext left in the session (a read with less room than arrived) is
+/// "something buffered"; once it is read, nothing is. No IO either way: the probe answers at
+/// once on a connection whose peer is still open and silent.
+#[test]
+fn the_probe_sees_plaintext_left_in_the_session() {
+    let (server, client) = configs();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(server).unwrap(), tcp);
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).unwrap();
+        tls.write_all(b"0123456789").unwrap();
+        tls.flush().unwrap();
+        let _ = wait.recv();
+    });
+    on_monoio(async move {
+        let tcp = TcpStream::connect_addr(addr).await.unwrap();
+        let session = rustls::ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut stream = TlsStream::connect(tcp, session).await.unwrap();
+        let (written, _) = stream.write_all(b"x".to_vec()).await;
+        written.unwrap();
+        let (read, first) = stream.read(Vec::with_capacity(4)).await;
+        assert_eq!(read.unwrap(), 4);
+        assert_eq!(first, b"0123");
+        assert!(!stream.nothing_buffered(), "six bytes are still in the session");
+        let (read, rest) = stream.read(Vec::with_capacity(64)).await;
+        assert_eq!(read.unwrap(), 6);
+        assert_eq!(rest, b"456789");
+        assert!(stream.nothing_buffered());
+        done.send(()).unwrap();
+    });
+}
