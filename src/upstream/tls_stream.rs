@@ -70,15 +70,16 @@ impl TlsStream {
         let (read, ciphertext) = self.tcp.read(Vec::with_capacity(size)).await;
         let n = read?;
         let mut rest = &ciphertext[..];
-        // At least once: an empty read tells rustls the socket ended.
+        // At least once: an empty read tells rustls the socket ended. rustls takes nothing more
+        // once the peer has closed; what follows its close is dropped.
         loop {
-            self.session.read_tls(&mut rest)?;
+            let taken = self.session.read_tls(&mut rest)?;
             if let Err(e) = self.session.process_new_packets() {
                 // The alert rustls queued for the peer, on a best-effort basis.
                 let _ = self.send_records(0).await;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
-            if rest.is_empty() {
+            if rest.is_empty() || taken == 0 {
                 break;
             }
         }

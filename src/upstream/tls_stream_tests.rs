@@ -51,6 +51,8 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 enum Ending {
     CloseNotify,
     TcpOnly,
+    /// `close_notify`, then bytes that are no record, in the same write.
+    CloseNotifyThenJunk,
 }
 
 /// A one-connection server: reads `request` bytes, checks them, writes `answer` bytes, ends
@@ -70,8 +72,17 @@ fn serve_once(
         tls.read_exact(&mut got).unwrap();
         assert_eq!(got, pattern(request, 1), "the request arrived intact");
         tls.write_all(&pattern(answer, 2)).unwrap();
-        if let Ending::CloseNotify = ending {
-            tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        match ending {
+            Ending::CloseNotify => tls.conn.send_close_notify(),
+            Ending::TcpOnly => {}
+            Ending::CloseNotifyThenJunk => {
+                tls.conn.send_close_notify();
+                let mut wire = Vec::new();
+                tls.conn.write_tls(&mut wire).unwrap();
+                wire.extend_from_slice(&[b'j'; 8000]);
+                tls.sock.write_all(&wire).unwrap();
+            }
         }
         tls.flush().unwrap();
         // Dropped here: the TCP connection closes.
@@ -129,6 +140,26 @@ fn long_messages_pass_whole_through_small_reads_and_a_clean_close_ends_them() {
         assert!(answer == pattern(70_000, 2), "the answer arrived intact and in order");
         assert_eq!(end.unwrap(), 0);
     });
+}
+
+/// Bytes after the peer's `close_notify`, arriving with it, are not read: the stream ends
+/// cleanly (rustls takes nothing after a close, so a read that kept offering them would spin
+/// for ever: the client runs on a thread of its own, waited for with a deadline).
+#[test]
+fn bytes_after_a_close_notify_are_dropped() {
+    let (server, client) = configs();
+    let (ended, end) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        on_monoio(async move {
+            let addr = serve_once(server, 10, 3_000, Ending::CloseNotifyThenJunk);
+            let _ = ended.send(exchange(client, addr, 10, 8192).await);
+        })
+    });
+    let (answer, end) = end
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the stream ended");
+    assert!(answer == pattern(3_000, 2));
+    assert_eq!(end.unwrap(), 0);
 }
 
 /// A peer that closes TCP without `close_notify` after its answer: the answer is read whole,
