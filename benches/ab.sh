@@ -11,12 +11,14 @@
 #   A=/tmp/rotor-before benches/ab.sh                       # another build against target/release
 #   B_TOML_SED='s/^log_requests = true/log_requests = false/' benches/ab.sh   # log on against off
 #   B_ENV="SOME_SWITCH=1" CONNS=256 MODE=stream benches/ab.sh
+#   UPSTREAM_TLS=1 LOG_TO=memory A=/tmp/rotor-before benches/ab.sh  # both rotors reach the mock over TLS
 #
 # Knobs: A, B (rotor binaries; target/release/rotor), A_ENV, B_ENV (extra environment, VAR=value
 # words), B_TOML_SED (a sed script applied to B's config, e.g. to add `max_records = 0` after
 # the `log_requests` line), CONNS (64), DURATION (s per round and side, 4), ROUNDS (6), MODE
 # (chat | stream), WORKERS (2), LOG_TO (file: both logs to SQLite files in a temp dir, as users
-# run it; memory), MOCK_PORT, A_PORT, B_PORT. The mock is A's `rotor mock`. Bounded (wrk -d);
+# run it; memory), UPSTREAM_TLS (0; 1: through nginx terminating TLS in front of the mock, see
+# `tls_front`), MOCK_PORT, A_PORT, B_PORT, TLS_PORT. The mock is A's `rotor mock`. Bounded (wrk -d);
 # loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,9 @@ LOG_TO=${LOG_TO:-file}
 MOCK_PORT=${MOCK_PORT:-18681}
 A_PORT=${A_PORT:-18682}
 B_PORT=${B_PORT:-18683}
+TLS_PORT=${TLS_PORT:-18684}
+UPSTREAM_TLS=${UPSTREAM_TLS:-0}
+case $UPSTREAM_TLS in 0 | 1) ;; *) echo "UPSTREAM_TLS must be 0 or 1, not '$UPSTREAM_TLS'" >&2; exit 2 ;; esac
 
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
@@ -43,6 +48,10 @@ scratch
 
 db() { [ "$LOG_TO" = file ] && echo "$WORK/$1.db" || echo ""; }
 "$A" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
+if [ "$UPSTREAM_TLS" = 1 ]; then
+  require_free_ports "$TLS_PORT"
+  tls_front "$TLS_PORT" "$MOCK_PORT" 4096
+fi
 DB_PATH=$(db a) rotor_config "$A_PORT" "$WORKERS" "$MOCK_PORT" >"$WORK/a.toml"
 DB_PATH=$(db b) rotor_config "$B_PORT" "$WORKERS" "$MOCK_PORT" | sed "${B_TOML_SED:-}" >"$WORK/b.toml"
 # shellcheck disable=SC2086

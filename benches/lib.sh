@@ -73,6 +73,45 @@ models = ["gpt-4o-mini"]
 TOML
 }
 
+# tls_front PORT BACKEND_PORT CONNECTIONS: nginx terminating TLS on PORT in front of BACKEND_PORT
+# (the mock), with a certificate for 127.0.0.1 from a CA openssl makes in $WORK; buffering off,
+# so streams pass as they come, and request bodies kept in memory (nginx's workers may not
+# write temp files under $WORK). Sets UPSTREAM_URL and CA_FILE for `rotor_config`, so rotor
+# reaches the backend over TLS as it reaches a provider. Needs `scratch`.
+tls_front() {
+  command -v openssl >/dev/null && command -v nginx >/dev/null || { echo "a TLS upstream needs openssl and nginx"; exit 1; }
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/ca.key" -out "$WORK/ca.pem" -days 1 -subj /CN=bench-ca 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$WORK/tls.key" -out "$WORK/tls.csr" -subj /CN=127.0.0.1 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$WORK/tls.ext"
+  openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+    -out "$WORK/tls.pem" -days 1 -extfile "$WORK/tls.ext" 2>/dev/null
+  mkdir -p "$WORK/ng"
+  cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $3; }
+http {
+  access_log off;
+  client_body_buffer_size 1m; proxy_request_buffering off;
+  client_body_temp_path $WORK/ng/body; proxy_temp_path $WORK/ng/proxy;
+  fastcgi_temp_path $WORK/ng/fcgi; uwsgi_temp_path $WORK/ng/uwsgi; scgi_temp_path $WORK/ng/scgi;
+  upstream backend { server 127.0.0.1:$2; keepalive 256; }
+  server {
+    listen 127.0.0.1:$1 ssl;
+    ssl_certificate $WORK/tls.pem; ssl_certificate_key $WORK/tls.key;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGINX
+  nginx -c "$WORK/nginx.conf" -g 'daemon off;' 2>>"$WORK/nginx-error.log" & PIDS+=($!)
+  export UPSTREAM_URL="https://127.0.0.1:$1/v1" CA_FILE="$WORK/ca.pem"
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "the TLS front on port $1 did not come up"; cat "$WORK/nginx-error.log"; exit 1
+}
+
 # chat_lua STREAM: the wrk script every target gets (STREAM is true or false).
 chat_lua() {
   cat <<LUA

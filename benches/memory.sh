@@ -58,40 +58,10 @@ CLIENT=$(ls -t "$TARGET_DIR/$PROFILE"/deps/streams-* 2>/dev/null | grep -v '\.d$
 
 "$TARGET_DIR/$PROFILE/rotor" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chunks 5 >"$WORK/mock.log" 2>&1 & PIDS+=($!)
 
-# UPSTREAM_TLS=1: a CA and a certificate for 127.0.0.1, and nginx terminating TLS in front of
-# the mock (buffering off, so streams pass as they come); rotor trusts the CA by ca_file.
+# UPSTREAM_TLS=1: rotor reaches the mock through a TLS front (`tls_front`, benches/lib.sh).
 if [ "$UPSTREAM_TLS" = 1 ]; then
-  command -v openssl >/dev/null && command -v nginx >/dev/null || { echo "UPSTREAM_TLS=1 needs openssl and nginx"; exit 1; }
   require_free_ports "$TLS_PORT"
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/ca.key" -out "$WORK/ca.pem" -days 1 -subj /CN=bench-ca 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -keyout "$WORK/tls.key" -out "$WORK/tls.csr" -subj /CN=127.0.0.1 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$WORK/tls.ext"
-  openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
-    -out "$WORK/tls.pem" -days 1 -extfile "$WORK/tls.ext" 2>/dev/null
-  mkdir -p "$WORK/ng"
-  cat >"$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-worker_rlimit_nofile $(ulimit -n);
-events { worker_connections $((2 * STREAMS + 1024)); }
-http {
-  access_log off;
-  # Long prompts stay in memory: nginx's workers may not write temp files under \$WORK.
-  client_body_buffer_size 1m; proxy_request_buffering off;
-  client_body_temp_path $WORK/ng/body; proxy_temp_path $WORK/ng/proxy;
-  fastcgi_temp_path $WORK/ng/fcgi; uwsgi_temp_path $WORK/ng/uwsgi; scgi_temp_path $WORK/ng/scgi;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 256; }
-  server {
-    listen 127.0.0.1:$TLS_PORT ssl;
-    ssl_certificate $WORK/tls.pem; ssl_certificate_key $WORK/tls.key;
-    keepalive_requests 1000000;
-    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-NGINX
-  nginx -c "$WORK/nginx.conf" -g 'daemon off;' 2>>"$WORK/nginx-error.log" & PIDS+=($!)
-  export UPSTREAM_URL="https://127.0.0.1:$TLS_PORT/v1" CA_FILE="$WORK/ca.pem"
+  tls_front "$TLS_PORT" "$MOCK_PORT" $((2 * STREAMS + 1024))
 fi
 
 kb() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }

@@ -79,9 +79,10 @@ pub(super) fn send<'a>(
 type Outgoing<'a> = (&'a Provider, OutBody, &'a str, Option<(&'a str, &'a str)>);
 
 /// A request body as it goes upstream: `prefix` (what rotor puts in front, written behind the
-/// head: the usage member, see `forward::usage_plan`), then `rest`, a slice of the client's
-/// body, not a copy of it (a copy was held for a stream's whole length, issue 18). `rest` is
-/// a reference of its own, dropped when the send ends, so a `HeldBody::release` frees it.
+/// head: the usage member, see `forward::usage_plan`), then `rest`, the target's body (with a
+/// prefix, a slice of the client's own bytes rather than a copy: a copy was held for a stream's
+/// whole length, issue 18). `rest` is a reference of its own, dropped when the send ends, so a
+/// `HeldBody::release` frees it.
 pub(super) struct OutBody {
     pub prefix: &'static [u8],
     pub rest: Bytes,
