@@ -79,7 +79,8 @@ pub async fn connect(
                 let tls_error = |e: &dyn std::fmt::Display| {
                     UpstreamError::new(UpstreamErrorKind::Tls, format!("{}: {e}", key.host))
                 };
-                let session = rustls::ClientConnection::new(tls.clone(), name).map_err(|e| tls_error(&e))?;
+                let session =
+                    rustls::client::UnbufferedClientConnection::new(tls.clone(), name).map_err(|e| tls_error(&e))?;
                 let stream = TlsStream::connect(tcp, session).await.map_err(|e| tls_error(&e))?;
                 Ok(Io::new(Stream::Tls(Box::new(Tls { stream, fd }))))
             }

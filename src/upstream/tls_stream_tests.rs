@@ -14,6 +14,13 @@ use super::tls_stream::TlsStream;
 
 /// A server config for `localhost` signed by a fresh CA, and a client config trusting that CA.
 fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    configs_of(rustls::DEFAULT_VERSIONS)
+}
+
+/// `configs`, the server speaking only `versions`.
+fn configs_of(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -26,7 +33,7 @@ fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![leaf.der().clone()], key)
@@ -100,7 +107,7 @@ async fn exchange(
 ) -> (Vec<u8>, std::io::Result<usize>) {
     let tcp = TcpStream::connect_addr(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let session = rustls::ClientConnection::new(client, name).unwrap();
+    let session = rustls::client::UnbufferedClientConnection::new(client, name).unwrap();
     let mut stream = TlsStream::connect(tcp, session).await.unwrap();
     let (written, _) = stream.write_all(pattern(request, 1)).await;
     written.unwrap();
@@ -133,12 +140,67 @@ fn on_monoio<F: std::future::Future<Output = ()>>(test: F) {
 #[test]
 fn long_messages_pass_whole_through_small_reads_and_a_clean_close_ends_them() {
     let (server, client) = configs();
+    // 700 bytes: below a read's least, so ciphertext goes through the stream's own buffer;
+    // 2 KiB and 8 KiB (a stream's and an exchange's reads): decrypted in the caller's buffer,
+    // each 16 KiB record arriving over several reads.
+    for room in [700, 2048, 8192] {
+        let (server, client) = (server.clone(), client.clone());
+        on_monoio(async move {
+            let addr = serve_once(server, 100_000, 70_000, Ending::CloseNotify);
+            let (answer, end) = exchange(client, addr, 100_000, room).await;
+            assert_eq!(answer.len(), 70_000, "room {room}");
+            assert!(
+                answer == pattern(70_000, 2),
+                "the answer arrived intact and in order (room {room})"
+            );
+            assert_eq!(end.unwrap(), 0);
+        });
+    }
+}
+
+/// An event stream: many short records, each written on its own or several at once, read
+/// with a stream's 2 KiB (several records decrypted in place by one read). Every event
+/// arrives in order, and once all are read the stream holds no buffer while the peer is
+/// silent.
+#[test]
+fn short_records_are_read_in_place_and_nothing_is_held_after() {
+    let (server, client) = configs();
+    let events: Vec<Vec<u8>> = (0..300).map(|i| pattern(40 + (i * 37) % 400, i as u8)).collect();
+    let expected: Vec<u8> = events.concat();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(server).unwrap(), tcp);
+        let mut request = [0u8; 10];
+        tls.read_exact(&mut request).unwrap();
+        for (i, event) in events.iter().enumerate() {
+            tls.write_all(event).unwrap();
+            if i % 3 != 0 {
+                tls.flush().unwrap();
+            }
+        }
+        tls.flush().unwrap();
+        let _ = wait.recv();
+    });
     on_monoio(async move {
-        let addr = serve_once(server, 100_000, 70_000, Ending::CloseNotify);
-        let (answer, end) = exchange(client, addr, 100_000, 700).await;
-        assert_eq!(answer.len(), 70_000);
-        assert!(answer == pattern(70_000, 2), "the answer arrived intact and in order");
-        assert_eq!(end.unwrap(), 0);
+        let tcp = TcpStream::connect_addr(addr).await.unwrap();
+        let session =
+            rustls::client::UnbufferedClientConnection::new(client, ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        let mut stream = TlsStream::connect(tcp, session).await.unwrap();
+        stream.write_all(pattern(10, 1)).await.0.unwrap();
+        let mut answer = Vec::new();
+        while answer.len() < expected.len() {
+            let (read, buf) = stream.read(Vec::with_capacity(2048)).await;
+            assert!(read.unwrap() > 0, "the events go on");
+            answer.extend_from_slice(&buf);
+        }
+        assert!(answer == expected, "every event, in order");
+        assert_eq!(stream.held_bytes(), 0, "nothing is held once every event is read");
+        assert!(stream.nothing_buffered());
+        done.send(()).unwrap();
     });
 }
 
@@ -195,18 +257,86 @@ fn the_probe_sees_plaintext_left_in_the_session() {
     });
     on_monoio(async move {
         let tcp = TcpStream::connect_addr(addr).await.unwrap();
-        let session = rustls::ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap();
+        let session =
+            rustls::client::UnbufferedClientConnection::new(client, ServerName::try_from("localhost").unwrap())
+                .unwrap();
         let mut stream = TlsStream::connect(tcp, session).await.unwrap();
         let (written, _) = stream.write_all(b"x".to_vec()).await;
         written.unwrap();
+        assert_eq!(stream.held_bytes(), 0, "nothing is held once the request is out");
         let (read, first) = stream.read(Vec::with_capacity(4)).await;
         assert_eq!(read.unwrap(), 4);
         assert_eq!(first, b"0123");
         assert!(!stream.nothing_buffered(), "six bytes are still in the session");
+        assert!(
+            (6..=64).contains(&stream.held_bytes()),
+            "the six bytes are kept, no more"
+        );
         let (read, rest) = stream.read(Vec::with_capacity(64)).await;
         assert_eq!(read.unwrap(), 6);
         assert_eq!(rest, b"456789");
         assert!(stream.nothing_buffered());
+        assert_eq!(stream.held_bytes(), 0, "every buffer is let go of once read");
         done.send(()).unwrap();
+    });
+}
+
+/// A server that speaks only TLS 1.2: the same exchange, whole and in order.
+#[test]
+fn a_tls12_server_is_spoken_to() {
+    let (server, client) = configs_of(&[&rustls::version::TLS12]);
+    on_monoio(async move {
+        let addr = serve_once(server, 5_000, 30_000, Ending::CloseNotify);
+        let (answer, end) = exchange(client, addr, 5_000, 2048).await;
+        assert!(answer == pattern(30_000, 2), "the answer arrived intact and in order");
+        assert_eq!(end.unwrap(), 0);
+    });
+}
+
+/// The server rolls its keys in the middle of an answer (a TLS 1.3 `KeyUpdate` asking for the
+/// client's in return): the answer reads on whole, and the next request and answer pass.
+#[test]
+fn a_key_update_mid_answer_is_followed() {
+    let (server, client) = configs();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(server).unwrap(), tcp);
+        let mut request = [0u8; 10];
+        tls.read_exact(&mut request).unwrap();
+        tls.write_all(&pattern(5_000, 2)).unwrap();
+        tls.conn.refresh_traffic_keys().unwrap();
+        tls.write_all(&pattern(5_000, 3)).unwrap();
+        tls.flush().unwrap();
+        tls.read_exact(&mut request).unwrap();
+        assert_eq!(
+            request.as_slice(),
+            pattern(10, 4),
+            "the second request, under the client's new keys"
+        );
+        tls.write_all(b"done").unwrap();
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+    });
+    on_monoio(async move {
+        let tcp = TcpStream::connect_addr(addr).await.unwrap();
+        let session =
+            rustls::client::UnbufferedClientConnection::new(client, ServerName::try_from("localhost").unwrap())
+                .unwrap();
+        let mut stream = TlsStream::connect(tcp, session).await.unwrap();
+        stream.write_all(pattern(10, 1)).await.0.unwrap();
+        let mut answer = Vec::new();
+        while answer.len() < 10_000 {
+            let (read, buf) = stream.read(Vec::with_capacity(2048)).await;
+            assert!(read.unwrap() > 0, "the answer goes on");
+            answer.extend_from_slice(&buf);
+        }
+        assert!(answer[..5_000] == pattern(5_000, 2) && answer[5_000..] == pattern(5_000, 3));
+        stream.write_all(pattern(10, 4)).await.0.unwrap();
+        let (read, done) = stream.read(Vec::with_capacity(64)).await;
+        assert_eq!(read.unwrap(), 4);
+        assert_eq!(done, b"done");
+        assert_eq!(stream.read(Vec::with_capacity(64)).await.0.unwrap(), 0);
     });
 }
