@@ -62,6 +62,32 @@ enum Ending {
     CloseNotifyThenJunk,
 }
 
+type ServerStream = rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>;
+
+/// A one-connection server on a thread of its own, running `script` over the TLS stream it
+/// accepts. Returns its address.
+fn serve_with(
+    config: Arc<rustls::ServerConfig>,
+    script: impl FnOnce(&mut ServerStream) + Send + 'static,
+) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), tcp);
+        script(&mut tls);
+    });
+    addr
+}
+
+/// A `TlsStream` to `addr`, handshake done, its server named `localhost`.
+async fn connect(client: Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> TlsStream {
+    let tcp = TcpStream::connect_addr(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let session = rustls::client::UnbufferedClientConnection::new(client, name).unwrap();
+    TlsStream::connect(tcp, session).await.unwrap()
+}
+
 /// A one-connection server: reads `request` bytes, checks them, writes `answer` bytes, ends
 /// as `ending` says. Returns its address.
 fn serve_once(
@@ -70,11 +96,7 @@ fn serve_once(
     answer: usize,
     ending: Ending,
 ) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), tcp);
+    serve_with(config, move |tls| {
         let mut got = vec![0u8; request];
         tls.read_exact(&mut got).unwrap();
         assert_eq!(got, pattern(request, 1), "the request arrived intact");
@@ -92,9 +114,8 @@ fn serve_once(
             }
         }
         tls.flush().unwrap();
-        // Dropped here: the TCP connection closes.
-    });
-    addr
+        // Dropped when the script ends: the TCP connection closes.
+    })
 }
 
 /// Connects, sends `request` bytes, then reads with `room` bytes a read until the stream
@@ -105,10 +126,7 @@ async fn exchange(
     request: usize,
     room: usize,
 ) -> (Vec<u8>, std::io::Result<usize>) {
-    let tcp = TcpStream::connect_addr(addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let session = rustls::client::UnbufferedClientConnection::new(client, name).unwrap();
-    let mut stream = TlsStream::connect(tcp, session).await.unwrap();
+    let mut stream = connect(client, addr).await;
     let (written, _) = stream.write_all(pattern(request, 1)).await;
     written.unwrap();
     let mut answer = Vec::new();
@@ -167,12 +185,8 @@ fn short_records_are_read_in_place_and_nothing_is_held_after() {
     let (server, client) = configs();
     let events: Vec<Vec<u8>> = (0..300).map(|i| pattern(40 + (i * 37) % 400, i as u8)).collect();
     let expected: Vec<u8> = events.concat();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let (done, wait) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(server).unwrap(), tcp);
+    let addr = serve_with(server, move |tls| {
         let mut request = [0u8; 10];
         tls.read_exact(&mut request).unwrap();
         for (i, event) in events.iter().enumerate() {
@@ -185,11 +199,7 @@ fn short_records_are_read_in_place_and_nothing_is_held_after() {
         let _ = wait.recv();
     });
     on_monoio(async move {
-        let tcp = TcpStream::connect_addr(addr).await.unwrap();
-        let session =
-            rustls::client::UnbufferedClientConnection::new(client, ServerName::try_from("localhost").unwrap())
-                .unwrap();
-        let mut stream = TlsStream::connect(tcp, session).await.unwrap();
+        let mut stream = connect(client, addr).await;
         stream.write_all(pattern(10, 1)).await.0.unwrap();
         let mut answer = Vec::new();
         while answer.len() < expected.len() {
@@ -243,12 +253,8 @@ fn a_close_without_close_notify_is_an_unexpected_end() {
 #[test]
 fn the_probe_sees_plaintext_left_in_the_session() {
     let (server, client) = configs();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let (done, wait) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(server).unwrap(), tcp);
+    let addr = serve_with(server, move |tls| {
         let mut byte = [0u8; 1];
         tls.read_exact(&mut byte).unwrap();
         tls.write_all(b"0123456789").unwrap();
@@ -256,11 +262,7 @@ fn the_probe_sees_plaintext_left_in_the_session() {
         let _ = wait.recv();
     });
     on_monoio(async move {
-        let tcp = TcpStream::connect_addr(addr).await.unwrap();
-        let session =
-            rustls::client::UnbufferedClientConnection::new(client, ServerName::try_from("localhost").unwrap())
-                .unwrap();
-        let mut stream = TlsStream::connect(tcp, session).await.unwrap();
+        let mut stream = connect(client, addr).await;
         let (written, _) = stream.write_all(b"x".to_vec()).await;
         written.unwrap();
         assert_eq!(stream.held_bytes(), 0, "nothing is held once the request is out");
@@ -298,11 +300,7 @@ fn a_tls12_server_is_spoken_to() {
 #[test]
 fn a_key_update_mid_answer_is_followed() {
     let (server, client) = configs();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(server).unwrap(), tcp);
+    let addr = serve_with(server, move |tls| {
         let mut request = [0u8; 10];
         tls.read_exact(&mut request).unwrap();
         tls.write_all(&pattern(5_000, 2)).unwrap();
@@ -320,11 +318,7 @@ fn a_key_update_mid_answer_is_followed() {
         tls.flush().unwrap();
     });
     on_monoio(async move {
-        let tcp = TcpStream::connect_addr(addr).await.unwrap();
-        let session =
-            rustls::client::UnbufferedClientConnection::new(client, ServerName::try_from("localhost").unwrap())
-                .unwrap();
-        let mut stream = TlsStream::connect(tcp, session).await.unwrap();
+        let mut stream = connect(client, addr).await;
         stream.write_all(pattern(10, 1)).await.0.unwrap();
         let mut answer = Vec::new();
         while answer.len() < 10_000 {
