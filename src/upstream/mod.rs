@@ -11,6 +11,7 @@ mod error;
 mod idle;
 mod pool;
 pub mod tls;
+mod tls_session;
 mod tls_stream;
 #[cfg(test)]
 mod tls_stream_tests;

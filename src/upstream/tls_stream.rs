@@ -22,10 +22,9 @@ use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf, SliceMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
-use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
-use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError, UnbufferedStatus, WriteTraffic,
-};
+use rustls::client::UnbufferedClientConnection;
+
+use super::tls_session::{as_uninit, invalid, Fit, Offer, Session, Turn};
 
 /// Ciphertext taken from the socket in one read: what the caller offers for plaintext, within
 /// these bounds (the upper one is a TLS record's most).
@@ -35,9 +34,6 @@ const MAX_READ_BYTES: usize = 16 * 1024;
 /// and sent a record at a time (the caller's `write_all` comes back for the rest) instead of
 /// all at once into a buffer as large as itself.
 const MAX_WRITE_BYTES: usize = 16 * 1024;
-/// What a record adds to its plaintext (header, content type, tag), with room to spare; a
-/// record that needs more is encrypted again into a buffer of the size rustls asks for.
-const RECORD_OVERHEAD_BYTES: usize = 64;
 /// Ciphertext kept while it holds no complete message: rustls joins a handshake message of up
 /// to 64 KiB from several records, and a record is at most 16 KiB and a bit. More than both
 /// is a peer that is not speaking TLS.
@@ -53,57 +49,12 @@ pub struct TlsStream {
     peer_closed: bool,
 }
 
-/// The rustls session and what it produced that is not yet taken.
-struct Session {
-    tls: UnbufferedClientConnection,
-    /// Decrypted bytes the caller has not taken yet, from `taken` on.
-    plaintext: Vec<u8>,
-    taken: usize,
-    /// Records encoded and not yet sent.
-    outgoing: Vec<u8>,
-}
-
-/// What a turn offers rustls to send once it can send application data.
-#[derive(Clone, Copy)]
-enum Offer<'a> {
-    Nothing,
-    Plaintext(&'a [u8]),
-    CloseNotify,
-}
-
-/// What one turn of the session over the unprocessed ciphertext came to.
-enum Turn {
-    /// A record's plaintext: this many bytes of it went to the caller, the rest to `plaintext`.
-    Plaintext(usize),
-    /// A record is decrypted and waits in the session: the caller's room was too small for it
-    /// and asked for whole records only.
-    Decrypted,
-    /// A handshake message or an alert went into `outgoing`; more may follow.
-    Encoded,
-    /// `outgoing` is to be sent now.
-    Transmit,
-    /// The offer went into `outgoing` (this many bytes of plaintext).
-    Sealed(usize),
-    /// Nothing more to do without more ciphertext.
-    NeedsInput,
-    /// The peer's `close_notify` was read.
-    PeerClosed,
-    /// Both sides have sent `close_notify`.
-    Closed,
-}
-
 impl TlsStream {
     /// Runs the handshake of `session` over `tcp` (bounded by the caller's connect timeout).
     pub async fn connect(tcp: TcpStream, session: UnbufferedClientConnection) -> io::Result<TlsStream> {
-        let session = Session {
-            tls: session,
-            plaintext: Vec::new(),
-            taken: 0,
-            outgoing: Vec::new(),
-        };
         let mut stream = TlsStream {
             tcp,
-            session,
+            session: Session::new(session),
             incoming: Vec::new(),
             processed: 0,
             peer_closed: false,
@@ -300,153 +251,6 @@ impl TlsStream {
             }
         }
     }
-}
-
-/// How a turn hands over a decrypted record.
-#[derive(Clone, Copy)]
-enum Fit {
-    /// What fits into the room, the rest to the session's `plaintext`.
-    Part,
-    /// Into the room if it fits whole; else it waits in rustls.
-    Whole,
-}
-
-impl Session {
-    fn has_plaintext(&self) -> bool {
-        self.taken < self.plaintext.len()
-    }
-
-    /// Plaintext kept from an earlier record, as much as fits into `room`.
-    fn take_plaintext(&mut self, room: &mut [MaybeUninit<u8>]) -> usize {
-        let n = copy_into(room, &self.plaintext[self.taken..]);
-        self.taken += n;
-        if self.taken == self.plaintext.len() {
-            self.plaintext = Vec::new();
-            self.taken = 0;
-        }
-        n
-    }
-
-    /// Hands rustls `unprocessed` once: decrypts a record (into `room` as `fit` says),
-    /// encodes a message to send, seals `offer`, or finds it needs more. With how many bytes
-    /// from the front of `unprocessed` are done with, whatever the outcome.
-    fn turn(
-        &mut self,
-        unprocessed: &mut [u8],
-        room: &mut [MaybeUninit<u8>],
-        offer: Offer<'_>,
-        fit: Fit,
-    ) -> (usize, io::Result<Turn>) {
-        let UnbufferedStatus { mut discard, state } = self.tls.process_tls_records(unprocessed);
-        let turn = match state {
-            Ok(ConnectionState::ReadTraffic(traffic))
-                if matches!(fit, Fit::Whole) && traffic.peek_len().is_some_and(|n| n.get() > room.len()) =>
-            {
-                Ok(Turn::Decrypted)
-            }
-            Ok(ConnectionState::ReadTraffic(mut traffic)) => match traffic.next_record() {
-                Some(Ok(record)) => {
-                    discard += record.discard;
-                    let copied = copy_into(room, record.payload);
-                    self.plaintext.extend_from_slice(&record.payload[copied..]);
-                    Ok(Turn::Plaintext(copied))
-                }
-                Some(Err(e)) => Err(invalid(e)),
-                None => Ok(Turn::Encoded),
-            },
-            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                encode_into(&mut encode, &mut self.outgoing).map(|()| Turn::Encoded)
-            }
-            Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                // Marked sent before it is: the caller sends `outgoing` before it offers
-                // anything more, and a failed send ends the connection.
-                transmit.done();
-                Ok(Turn::Transmit)
-            }
-            Ok(ConnectionState::WriteTraffic(mut traffic)) => match offer {
-                Offer::Nothing => Ok(Turn::NeedsInput),
-                Offer::Plaintext(bytes) => seal_into(&mut traffic, bytes, &mut self.outgoing).map(Turn::Sealed),
-                Offer::CloseNotify => close_into(&mut traffic, &mut self.outgoing).map(|()| Turn::Sealed(0)),
-            },
-            Ok(ConnectionState::BlockedHandshake) => Ok(Turn::NeedsInput),
-            Ok(ConnectionState::PeerClosed) => Ok(Turn::PeerClosed),
-            Ok(ConnectionState::Closed) => Ok(Turn::Closed),
-            // Early data is a server's; the enum may grow.
-            Ok(_) => Err(invalid("unexpected tls state")),
-            Err(e) => Err(invalid(e)),
-        };
-        (discard, turn)
-    }
-}
-
-/// `bytes` as room to write into (every byte of it may be overwritten).
-fn as_uninit(bytes: &mut [u8]) -> &mut [MaybeUninit<u8>] {
-    // SAFETY: `MaybeUninit<u8>` has `u8`'s layout, and every value written through the result
-    // is an initialised byte, so `bytes` stays initialised.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<MaybeUninit<u8>>(), bytes.len())
-    }
-}
-
-/// Encodes the handshake message or alert rustls has ready at the end of `out`.
-fn encode_into(encode: &mut EncodeTlsData<'_, ClientConnectionData>, out: &mut Vec<u8>) -> io::Result<()> {
-    let needed = match encode.encode(&mut []) {
-        Ok(_) => return Ok(()),
-        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => required_size,
-        Err(e) => return Err(invalid(e)),
-    };
-    let start = out.len();
-    out.resize(start + needed, 0);
-    let n = encode.encode(&mut out[start..]).map_err(invalid)?;
-    out.truncate(start + n);
-    Ok(())
-}
-
-/// Encrypts `plaintext` at the end of `out`; its length.
-fn seal_into(
-    traffic: &mut WriteTraffic<'_, ClientConnectionData>,
-    plaintext: &[u8],
-    out: &mut Vec<u8>,
-) -> io::Result<usize> {
-    let start = out.len();
-    out.resize(start + plaintext.len() + RECORD_OVERHEAD_BYTES, 0);
-    let n = match traffic.encrypt(plaintext, &mut out[start..]) {
-        Ok(n) => n,
-        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-            out.resize(start + required_size, 0);
-            traffic.encrypt(plaintext, &mut out[start..]).map_err(invalid)?
-        }
-        Err(e) => return Err(invalid(e)),
-    };
-    out.truncate(start + n);
-    Ok(plaintext.len())
-}
-
-/// Encodes a `close_notify` alert at the end of `out`.
-fn close_into(traffic: &mut WriteTraffic<'_, ClientConnectionData>, out: &mut Vec<u8>) -> io::Result<()> {
-    let start = out.len();
-    out.resize(start + RECORD_OVERHEAD_BYTES, 0);
-    let n = traffic.queue_close_notify(&mut out[start..]).map_err(invalid)?;
-    out.truncate(start + n);
-    Ok(())
-}
-
-/// Copies as much of `bytes` as fits to the start of `room`; how much. (`write_copy_of_slice`
-/// would do it without `unsafe` from Rust 1.93; the crate's floor is 1.87.)
-fn copy_into(room: &mut [MaybeUninit<u8>], bytes: &[u8]) -> usize {
-    let n = bytes.len().min(room.len());
-    // SAFETY: both are valid for `n` bytes (`n` is at most either length), and `bytes` is
-    // initialised; they do not overlap, `room` being borrowed mutably.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), room.as_mut_ptr().cast::<u8>(), n);
-    }
-    n
-}
-
-fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 /// A socket's end before the peer's `close_notify`: a truncation, never taken for an end.
