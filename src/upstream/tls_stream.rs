@@ -143,19 +143,50 @@ impl TlsStream {
         read
     }
 
-    /// The next plaintext into `room` (not empty): `Ok(0)` is the peer's clean close, a close
-    /// without `close_notify` is `UnexpectedEof` once every record before it was read.
-    async fn read_into(&mut self, room: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    /// The next plaintext into `buf` (room for at least a byte): `Ok(0)` is the peer's clean
+    /// close, a close without `close_notify` is `UnexpectedEof` once every record before it
+    /// was read. With `in_place`, a socket read goes straight into `buf`, an owned buffer the
+    /// runtime keeps alive if this read is dropped while the kernel holds it (`readv`'s raw
+    /// view of the caller's buffer is not one, so it reads through the stream's own).
+    async fn read_plaintext<T: IoBufMut>(&mut self, mut buf: T, in_place: bool) -> BufResult<usize, T> {
+        let size = buf.bytes_total();
+        loop {
+            match self.ready_plaintext(room_of(&mut buf)).await {
+                Ok(Some(n)) => return (Ok(n), set_init(buf, n)),
+                Ok(None) => {}
+                Err(e) => return (Err(e), buf),
+            }
+            if in_place && self.incoming.is_empty() && size >= MIN_READ_BYTES {
+                let (read, filled) = self.read_in_place(buf).await;
+                buf = filled;
+                match read {
+                    Ok(0) => {}
+                    Ok(n) => return (Ok(n), set_init(buf, n)),
+                    Err(e) => return (Err(e), buf),
+                }
+            } else {
+                match self.receive(size.clamp(MIN_READ_BYTES, MAX_READ_BYTES)).await {
+                    Ok(0) => return (Err(eof(UNCLOSED)), buf),
+                    Ok(_) => {}
+                    Err(e) => return (Err(e), buf),
+                }
+            }
+        }
+    }
+
+    /// Plaintext that needs no socket read, into `room`: kept from before, or decrypted from
+    /// ciphertext already here (`Some(0)` after the peer's close). `None`: a read is needed.
+    async fn ready_plaintext(&mut self, room: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
         loop {
             if self.session.has_plaintext() {
-                return Ok(self.session.take_plaintext(room));
+                return Ok(Some(self.session.take_plaintext(room)));
             }
             if self.peer_closed {
-                return Ok(0);
+                return Ok(Some(0));
             }
             match self.turn_or_alert(room, Offer::Nothing).await? {
                 Turn::Plaintext(0) | Turn::Decrypted | Turn::Encoded | Turn::Sealed(_) => {}
-                Turn::Plaintext(n) => return Ok(n),
+                Turn::Plaintext(n) => return Ok(Some(n)),
                 Turn::Transmit => self.transmit().await?,
                 Turn::PeerClosed | Turn::Closed => {
                     // What follows a close is dropped.
@@ -163,37 +194,27 @@ impl TlsStream {
                     self.incoming = Vec::new();
                     self.processed = 0;
                 }
-                Turn::NeedsInput if self.incoming.is_empty() && room.len() >= MIN_READ_BYTES => {
-                    let n = self.read_in_place(room).await?;
-                    if n > 0 {
-                        return Ok(n);
-                    }
-                }
-                Turn::NeedsInput => {
-                    if self.receive(room.len().clamp(MIN_READ_BYTES, MAX_READ_BYTES)).await? == 0 {
-                        return Err(eof(UNCLOSED));
-                    }
-                }
+                Turn::NeedsInput => return Ok(None),
             }
         }
     }
 
-    /// One socket read straight into the caller's `room`, decrypted there: a record's
-    /// plaintext (shorter than its ciphertext) goes to the part of `room` already processed,
-    /// so a pending read holds no buffer but the caller's. A record's start at the end is kept
-    /// in `incoming` until the rest arrives. How many plaintext bytes `room` now starts with.
-    async fn read_in_place(&mut self, room: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        // SAFETY: `room` is valid for writes of its length and outlives the read, which only
-        // writes to it.
+    /// One socket read straight into `buf`, decrypted there: a record's plaintext (shorter
+    /// than its ciphertext) goes to the part of `buf` already processed, so a pending read
+    /// holds no buffer but the caller's. A record's start at the end is kept in `incoming`
+    /// until the rest arrives. How many plaintext bytes `buf` now starts with (its init is
+    /// for the caller to set).
+    async fn read_in_place<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        let (read, Ciphertext(mut buf)) = self.tcp.read(Ciphertext(buf)).await;
+        let n = match read {
+            Ok(0) => return (Err(eof(UNCLOSED)), buf),
+            Ok(n) => n,
+            Err(e) => return (Err(e), buf),
+        };
+        // SAFETY: the read initialised the first `n` bytes at `write_ptr`, and `buf` is
+        // neither moved nor touched while the slice lives.
         #[allow(unsafe_code)]
-        let target = unsafe { RawBuf::new(room.as_mut_ptr().cast::<u8>(), room.len()) };
-        let n = self.tcp.read(target).await.0?;
-        if n == 0 {
-            return Err(eof(UNCLOSED));
-        }
-        // SAFETY: the read initialised the first `n` bytes of `room`.
-        #[allow(unsafe_code)]
-        let received = unsafe { std::slice::from_raw_parts_mut(room.as_mut_ptr().cast::<u8>(), n) };
+        let received = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), n) };
         let (mut processed, mut written, mut transmit, mut fit) = (0, 0, false, Fit::Whole);
         let result = loop {
             let (done, unprocessed) = received.split_at_mut(processed);
@@ -226,12 +247,14 @@ impl TlsStream {
         self.incoming = received[processed..].to_vec();
         if let Err(e) = result {
             self.send_alert().await;
-            return Err(e);
+            return (Err(e), buf);
         }
         if transmit {
-            self.transmit().await?;
+            if let Err(e) = self.transmit().await {
+                return (Err(e), buf);
+            }
         }
-        result
+        (result, buf)
     }
 
     /// Seals and sends `offer`; how many plaintext bytes that was.
@@ -260,35 +283,70 @@ fn eof(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, what)
 }
 
-impl AsyncReadRent for TlsStream {
-    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        let size = buf.bytes_total();
-        if size == 0 {
+/// A caller's buffer lent to a socket read of ciphertext: its init is left as it was (some
+/// buffers only ever grow theirs), to be set once to the length of the plaintext decrypted
+/// in it.
+struct Ciphertext<T>(T);
+
+// SAFETY: the pointer and length are `T`'s own, valid as `T`'s contract says; not marking
+// bytes initialised is always sound.
+#[allow(unsafe_code)]
+unsafe impl<T: IoBufMut> IoBufMut for Ciphertext<T> {
+    fn write_ptr(&mut self) -> *mut u8 {
+        self.0.write_ptr()
+    }
+
+    fn bytes_total(&mut self) -> usize {
+        self.0.bytes_total()
+    }
+
+    unsafe fn set_init(&mut self, _: usize) {}
+}
+
+/// `buf`'s room: every byte it may be written, initialised or not.
+fn room_of<T: IoBufMut>(buf: &mut T) -> &mut [MaybeUninit<u8>] {
+    let size = buf.bytes_total();
+    // SAFETY: `write_ptr` is valid for `bytes_total` bytes by `IoBufMut`'s contract, for as
+    // long as `buf` is borrowed; `MaybeUninit` makes no claim that they are initialised.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::slice::from_raw_parts_mut(buf.write_ptr().cast::<MaybeUninit<u8>>(), size)
+    }
+}
+
+/// `buf` with its first `n` bytes marked written.
+fn set_init<T: IoBufMut>(mut buf: T, n: usize) -> T {
+    // SAFETY: every caller wrote `n` bytes from `write_ptr` on.
+    #[allow(unsafe_code)]
+    unsafe {
+        buf.set_init(n)
+    };
+    buf
+}
+
+impl TlsStream {
+    /// `read_plaintext` of a buffer with room, `Ok(0)` at once for one without.
+    async fn read_sized<T: IoBufMut>(&mut self, mut buf: T, in_place: bool) -> BufResult<usize, T> {
+        if buf.bytes_total() == 0 {
             return (Ok(0), buf);
         }
-        // SAFETY: `write_ptr` is valid for `bytes_total` bytes by `IoBufMut`'s contract, and
-        // `buf` is neither moved nor touched while `room` lives; `MaybeUninit` makes no claim
-        // that they are initialised.
-        #[allow(unsafe_code)]
-        let room = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr().cast::<MaybeUninit<u8>>(), size) };
-        let read = self.read_into(room).await;
-        if let Ok(n) = read {
-            // SAFETY: `read_into` wrote the first `n` bytes of `room`.
-            #[allow(unsafe_code)]
-            unsafe {
-                buf.set_init(n)
-            };
-        }
-        (read, buf)
+        self.read_plaintext(buf, in_place).await
+    }
+}
+
+impl AsyncReadRent for TlsStream {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        self.read_sized(buf, true).await
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
         // SAFETY: the raw buffer is the first of `buf`'s own slices, which `buf` (kept here)
-        // outlives; it is used only within this call.
+        // outlives; it is used only within this call, and never handed to the kernel (a
+        // dropped read would leave the kernel writing to it).
         #[allow(unsafe_code)]
         let first = unsafe { RawBuf::new_from_iovec_mut(&mut buf) };
         let read = match first {
-            Some(raw) => self.read(raw).await.0,
+            Some(raw) => self.read_sized(raw, false).await.0,
             None => Ok(0),
         };
         if let Ok(n) = read {
