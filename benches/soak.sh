@@ -10,7 +10,9 @@
 # faults), CHAOS (a 429 cools its key for a second, so at thousands of requests/s 1% 429s would
 # keep every key cooling: "5xx=5,cut=1,slow=1,429=0.02,slow_ms=2000"), STREAM_PCT (30), CONNS (256
 # client connections), WORKERS (2 rotor workers), KEYS (4 upstream keys), EXTRA_TOML (appended
-# to the rotor config, e.g. a [retry] table), SKIP_BUILD=1.
+# to the rotor config, e.g. a [retry] table), UPSTREAM_TLS (0; 1: rotor reaches the faulty mock
+# through nginx terminating TLS, `tls_front`, as it reaches a provider; needs RATE, the peak
+# being measured over plain TCP), TLS_PORT (18683), SKIP_BUILD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,12 @@ WORKERS=${WORKERS:-2}
 KEYS=${KEYS:-4}
 MOCK_PORT=${MOCK_PORT:-18681}
 ROTOR_PORT=${ROTOR_PORT:-18682}
+TLS_PORT=${TLS_PORT:-18683}
+UPSTREAM_TLS=${UPSTREAM_TLS:-0}
+case $UPSTREAM_TLS in 0 | 1) ;; *) echo "UPSTREAM_TLS must be 0 or 1, not '$UPSTREAM_TLS'" >&2; exit 2 ;; esac
+if [ "$UPSTREAM_TLS" = 1 ] && [ -z "${RATE:-}" ]; then
+  echo "UPSTREAM_TLS=1 needs RATE (the peak is measured over plain TCP)" >&2; exit 2
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 ADMIN=soak-admin-key
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -49,6 +57,7 @@ admin_key = "$ADMIN"
 [upstream]
 first_byte_timeout_ms = 5000
 stream_idle_timeout_ms = 5000
+${CA_FILE:+ca_file = \"$CA_FILE\"}
 [storage]
 path = "$WORK/rotor.db"
 log_requests = true
@@ -58,7 +67,7 @@ key = "bench-client-key"
 [[providers]]
 name = "mock"
 kind = "openai"
-base_url = "http://127.0.0.1:$2/v1"
+base_url = "${UPSTREAM_URL:-http://127.0.0.1:$2/v1}"
 keys = [${keys%,}]
 models = ["gpt-4o-mini"]
 ${EXTRA_TOML:-}
@@ -89,11 +98,15 @@ if [ -z "${RATE:-}" ]; then
 fi
 
 "$ROTOR" mock --listen "127.0.0.1:$MOCK_PORT" --workers 1 --chaos "$CHAOS" >"$WORK/mock.log" 2>&1 & PIDS+=($!)
+if [ "$UPSTREAM_TLS" = 1 ]; then
+  require_free_ports "$TLS_PORT"
+  tls_front "$TLS_PORT" "$MOCK_PORT" $((CONNS * 2))
+fi
 write_config "$ROTOR_PORT" "$MOCK_PORT" >"$WORK/rotor.toml"
 ROTOR_LOG=info "$ROTOR" --config "$WORK/rotor.toml" >"$WORK/rotor.log" 2>&1 & ROTOR_PID=$!; PIDS+=($ROTOR_PID)
 wait_port "$MOCK_PORT"; wait_port "$ROTOR_PORT"
 
-echo "soak: ${DURATION}s at $RATE requests/s, chaos $CHAOS, ${STREAM_PCT}% streams, $CONNS connections"
+echo "soak: ${DURATION}s at $RATE requests/s, chaos $CHAOS, ${STREAM_PCT}% streams, $CONNS connections${CA_FILE:+, upstream over TLS}"
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$ROTOR_PID/status"; }
 ( for _ in $(seq $((DURATION / 60))); do sleep 60; echo "rss_mb $(rss)"; done ) & PIDS+=($!)
 result=$("$CLIENT" "127.0.0.1:$ROTOR_PORT" "$RATE" "$DURATION" "$STREAM_PCT" "$CONNS")
