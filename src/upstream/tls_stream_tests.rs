@@ -151,10 +151,21 @@ fn on_monoio<F: std::future::Future<Output = ()>>(test: F) {
         .block_on(test);
 }
 
+/// Runs the test `make` builds on io_uring (the fusion driver takes it where the kernel has
+/// it, as here) and again on the legacy epoll driver, rotor's fallback.
+fn on_each_driver<F: std::future::Future<Output = ()>>(make: impl Fn() -> F) {
+    on_monoio(make());
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+        .block_on(make());
+}
+
 /// A request several records long goes out whole (a record's worth a write), and an answer
 /// several records long comes back whole and in order through reads far smaller than a record
 /// (what rustls decrypted and the caller had no room for waits in the session); a clean close
-/// reads as the end (`Ok(0)`).
+/// reads as the end (`Ok(0)`). On io_uring and on the legacy driver.
 #[test]
 fn long_messages_pass_whole_through_small_reads_and_a_clean_close_ends_them() {
     let (server, client) = configs();
@@ -162,67 +173,75 @@ fn long_messages_pass_whole_through_small_reads_and_a_clean_close_ends_them() {
     // 2 KiB and 8 KiB (a stream's and an exchange's reads): decrypted in the caller's buffer,
     // each 16 KiB record arriving over several reads.
     for room in [700, 2048, 8192] {
-        let (server, client) = (server.clone(), client.clone());
-        on_monoio(async move {
-            let addr = serve_once(server, 100_000, 70_000, Ending::CloseNotify);
-            let (answer, end) = exchange(client, addr, 100_000, room).await;
-            assert_eq!(answer.len(), 70_000, "room {room}");
-            assert!(
-                answer == pattern(70_000, 2),
-                "the answer arrived intact and in order (room {room})"
-            );
-            assert_eq!(end.unwrap(), 0);
+        on_each_driver(|| {
+            let (server, client) = (server.clone(), client.clone());
+            async move {
+                let addr = serve_once(server, 100_000, 70_000, Ending::CloseNotify);
+                let (answer, end) = exchange(client, addr, 100_000, room).await;
+                assert_eq!(answer.len(), 70_000, "room {room}");
+                assert!(
+                    answer == pattern(70_000, 2),
+                    "the answer arrived intact and in order (room {room})"
+                );
+                assert_eq!(end.unwrap(), 0);
+            }
         });
     }
 }
 
 /// An event stream: many short records, each written on its own or several at once, read
 /// with a stream's 2 KiB (several records decrypted in place by one read), into a `Vec` and a
-/// `BytesMut` in turn. Every event
-/// arrives in order, and once all are read the stream holds no buffer while the peer is
-/// silent.
+/// `BytesMut` in turn, on io_uring and on the legacy driver. Every event arrives in order, and
+/// once all are read the stream holds no buffer while the peer is silent.
 #[test]
 fn short_records_are_read_in_place_and_nothing_is_held_after() {
-    let (server, client) = configs();
-    let events: Vec<Vec<u8>> = (0..300).map(|i| pattern(40 + (i * 37) % 400, i as u8)).collect();
-    let expected: Vec<u8> = events.concat();
-    let (done, wait) = std::sync::mpsc::channel::<()>();
-    let addr = serve_with(server, move |tls| {
-        let mut request = [0u8; 10];
-        tls.read_exact(&mut request).unwrap();
-        for (i, event) in events.iter().enumerate() {
-            tls.write_all(event).unwrap();
-            if i % 3 != 0 {
-                tls.flush().unwrap();
+    on_each_driver(|| {
+        let (server, client) = configs();
+        let events: Vec<Vec<u8>> = (0..300).map(|i| pattern(40 + (i * 37) % 400, i as u8)).collect();
+        let expected: Vec<u8> = events.concat();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let addr = serve_with(server, move |tls| {
+            let mut request = [0u8; 10];
+            tls.read_exact(&mut request).unwrap();
+            for (i, event) in events.iter().enumerate() {
+                tls.write_all(event).unwrap();
+                if i % 3 != 0 {
+                    tls.flush().unwrap();
+                }
             }
+            tls.flush().unwrap();
+            let _ = wait.recv();
+        });
+        async move {
+            let mut stream = connect(client, addr).await;
+            stream.write_all(pattern(10, 1)).await.0.unwrap();
+            // Every other read into a `BytesMut`, whose init only ever grows: its length must
+            // come out as the plaintext's, not the ciphertext's read into it.
+            let mut answer = Vec::new();
+            for i in 0.. {
+                if answer.len() >= expected.len() {
+                    break;
+                }
+                let (read, bytes) = if i % 2 == 0 {
+                    let (read, buf) = stream.read(Vec::with_capacity(2048)).await;
+                    (read, buf)
+                } else {
+                    let (read, buf) = stream.read(bytes::BytesMut::with_capacity(2048)).await;
+                    (read, buf.to_vec())
+                };
+                let n = read.unwrap();
+                assert!(
+                    n > 0 && n == bytes.len(),
+                    "the events go on: read {n}, {} bytes",
+                    bytes.len()
+                );
+                answer.extend_from_slice(&bytes);
+            }
+            assert!(answer == expected, "every event, in order");
+            assert_eq!(stream.held_bytes(), 0, "nothing is held once every event is read");
+            assert!(stream.nothing_buffered());
+            done.send(()).unwrap();
         }
-        tls.flush().unwrap();
-        let _ = wait.recv();
-    });
-    on_monoio(async move {
-        let mut stream = connect(client, addr).await;
-        stream.write_all(pattern(10, 1)).await.0.unwrap();
-        // Every other read into a `BytesMut`, whose init only ever grows: its length must come
-        // out as the plaintext's, not the ciphertext's read into it.
-        let mut answer = Vec::new();
-        for i in 0.. {
-            if answer.len() >= expected.len() {
-                break;
-            }
-            if i % 2 == 0 {
-                let (read, buf) = stream.read(Vec::with_capacity(2048)).await;
-                assert_eq!(read.unwrap(), buf.len(), "the events go on");
-                answer.extend_from_slice(&buf);
-            } else {
-                let (read, buf) = stream.read(bytes::BytesMut::with_capacity(2048)).await;
-                assert_eq!(read.unwrap(), buf.len(), "the events go on");
-                answer.extend_from_slice(&buf);
-            }
-        }
-        assert!(answer == expected, "every event, in order");
-        assert_eq!(stream.held_bytes(), 0, "nothing is held once every event is read");
-        assert!(stream.nothing_buffered());
-        done.send(()).unwrap();
     });
 }
 
