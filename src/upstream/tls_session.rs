@@ -101,6 +101,8 @@ impl Session {
         offer: Offer<'_>,
         fit: Fit,
     ) -> (usize, io::Result<Turn>) {
+        // Behind plaintext kept aside, a record is kept whole too: order holds.
+        let keep_whole = self.has_plaintext();
         let UnbufferedStatus { mut discard, state } = self.tls.process_tls_records(unprocessed);
         let turn = match state {
             Ok(ConnectionState::ReadTraffic(traffic))
@@ -111,16 +113,12 @@ impl Session {
             Ok(ConnectionState::ReadTraffic(mut traffic)) => match traffic.next_record() {
                 Some(Ok(record)) => {
                     discard += record.discard;
-                    // Behind plaintext kept aside, all of it is kept: order holds.
-                    let copied = if self.taken < self.plaintext.len() {
-                        0
-                    } else {
-                        copy_into(room, record.payload)
-                    };
+                    let copied = if keep_whole { 0 } else { copy_into(room, record.payload) };
                     self.plaintext.extend_from_slice(&record.payload[copied..]);
                     Ok(Turn::Plaintext(copied))
                 }
                 Some(Err(e)) => Err(invalid(e)),
+                // Not expected (the state comes with a record): a turn with nothing to show.
                 None => Ok(Turn::Encoded),
             },
             Ok(ConnectionState::EncodeTlsData(mut encode)) => {
@@ -158,18 +156,47 @@ pub(super) fn as_uninit(bytes: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     }
 }
 
+/// Why `append`'s writer wrote nothing.
+enum Unwritten {
+    /// Its bytes need this much room.
+    Needs(usize),
+    Failed(io::Error),
+}
+
+/// Has `write` put its bytes at the end of `out`, in room for `guess` bytes or, when that is
+/// too little, for as many as it asks for.
+fn append(
+    out: &mut Vec<u8>,
+    guess: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Unwritten>,
+) -> io::Result<()> {
+    let start = out.len();
+    out.resize(start + guess, 0);
+    let written = match write(&mut out[start..]) {
+        Err(Unwritten::Needs(size)) => {
+            out.resize(start + size, 0);
+            write(&mut out[start..])
+        }
+        other => other,
+    };
+    match written {
+        Ok(n) => {
+            out.truncate(start + n);
+            Ok(())
+        }
+        Err(Unwritten::Needs(size)) => Err(invalid(format!("tls: a record asked for {size} bytes twice"))),
+        Err(Unwritten::Failed(e)) => Err(e),
+    }
+}
+
 /// Encodes the handshake message or alert rustls has ready at the end of `out`.
 fn encode_into(encode: &mut EncodeTlsData<'_, ClientConnectionData>, out: &mut Vec<u8>) -> io::Result<()> {
-    let needed = match encode.encode(&mut []) {
-        Ok(_) => return Ok(()),
-        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => required_size,
-        Err(e) => return Err(invalid(e)),
-    };
-    let start = out.len();
-    out.resize(start + needed, 0);
-    let n = encode.encode(&mut out[start..]).map_err(invalid)?;
-    out.truncate(start + n);
-    Ok(())
+    append(out, 0, |room| {
+        encode.encode(room).map_err(|e| match e {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => Unwritten::Needs(required_size),
+            e => Unwritten::Failed(invalid(e)),
+        })
+    })
 }
 
 /// Encrypts `plaintext` at the end of `out`; its length.
@@ -178,27 +205,24 @@ fn seal_into(
     plaintext: &[u8],
     out: &mut Vec<u8>,
 ) -> io::Result<usize> {
-    let start = out.len();
-    out.resize(start + plaintext.len() + RECORD_OVERHEAD_BYTES, 0);
-    let n = match traffic.encrypt(plaintext, &mut out[start..]) {
-        Ok(n) => n,
-        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-            out.resize(start + required_size, 0);
-            traffic.encrypt(plaintext, &mut out[start..]).map_err(invalid)?
-        }
-        Err(e) => return Err(invalid(e)),
-    };
-    out.truncate(start + n);
+    append(out, plaintext.len() + RECORD_OVERHEAD_BYTES, |room| {
+        traffic.encrypt(plaintext, room).map_err(unwritten)
+    })?;
     Ok(plaintext.len())
 }
 
 /// Encodes a `close_notify` alert at the end of `out`.
 fn close_into(traffic: &mut WriteTraffic<'_, ClientConnectionData>, out: &mut Vec<u8>) -> io::Result<()> {
-    let start = out.len();
-    out.resize(start + RECORD_OVERHEAD_BYTES, 0);
-    let n = traffic.queue_close_notify(&mut out[start..]).map_err(invalid)?;
-    out.truncate(start + n);
-    Ok(())
+    append(out, RECORD_OVERHEAD_BYTES, |room| {
+        traffic.queue_close_notify(room).map_err(unwritten)
+    })
+}
+
+fn unwritten(e: EncryptError) -> Unwritten {
+    match e {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => Unwritten::Needs(required_size),
+        e => Unwritten::Failed(invalid(e)),
+    }
 }
 
 /// Copies as much of `bytes` as fits to the start of `room`; how much. (`write_copy_of_slice`

@@ -136,20 +136,25 @@ impl TlsStream {
         if incoming.len() > MAX_UNPROCESSED_BYTES {
             return Err(invalid("tls: no complete message in the ciphertext received"));
         }
-        incoming.reserve_exact(size);
+        // Exactly `size` into an empty buffer; doubling while a record arrives over several
+        // reads, so a 16 KiB record read 2 KiB at a time is not copied at every read.
+        incoming.reserve(size);
         let (len, total) = (incoming.len(), incoming.capacity());
         let (read, filled) = self.tcp.read(SliceMut::new(incoming, len, total)).await;
         self.incoming = filled.into_inner();
         read
     }
 
-    /// The next plaintext into `buf` (room for at least a byte): `Ok(0)` is the peer's clean
-    /// close, a close without `close_notify` is `UnexpectedEof` once every record before it
+    /// The next plaintext into `buf`: `Ok(0)` is the peer's clean close (or a buffer with no
+    /// room), a close without `close_notify` is `UnexpectedEof` once every record before it
     /// was read. With `in_place`, a socket read goes straight into `buf`, an owned buffer the
     /// runtime keeps alive if this read is dropped while the kernel holds it (`readv`'s raw
     /// view of the caller's buffer is not one, so it reads through the stream's own).
     async fn read_plaintext<T: IoBufMut>(&mut self, mut buf: T, in_place: bool) -> BufResult<usize, T> {
         let size = buf.bytes_total();
+        if size == 0 {
+            return (Ok(0), buf);
+        }
         loop {
             match self.ready_plaintext(room_of(&mut buf)).await {
                 Ok(Some(n)) => return (Ok(n), set_init(buf, n)),
@@ -324,19 +329,9 @@ fn set_init<T: IoBufMut>(mut buf: T, n: usize) -> T {
     buf
 }
 
-impl TlsStream {
-    /// `read_plaintext` of a buffer with room, `Ok(0)` at once for one without.
-    async fn read_sized<T: IoBufMut>(&mut self, mut buf: T, in_place: bool) -> BufResult<usize, T> {
-        if buf.bytes_total() == 0 {
-            return (Ok(0), buf);
-        }
-        self.read_plaintext(buf, in_place).await
-    }
-}
-
 impl AsyncReadRent for TlsStream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        self.read_sized(buf, true).await
+        self.read_plaintext(buf, true).await
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
@@ -346,7 +341,7 @@ impl AsyncReadRent for TlsStream {
         #[allow(unsafe_code)]
         let first = unsafe { RawBuf::new_from_iovec_mut(&mut buf) };
         let read = match first {
-            Some(raw) => self.read_sized(raw, false).await.0,
+            Some(raw) => self.read_plaintext(raw, false).await.0,
             None => Ok(0),
         };
         if let Ok(n) = read {
