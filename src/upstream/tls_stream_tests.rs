@@ -365,3 +365,40 @@ fn a_key_update_mid_answer_is_followed() {
         assert_eq!(stream.read(Vec::with_capacity(64)).await.0.unwrap(), 0);
     });
 }
+
+/// A peer that sends one handshake message a byte a record (each record valid, the message
+/// claiming 65,520 bytes) never makes the stream keep more than its bound of ciphertext
+/// waiting for the message's end: the handshake fails with the bound's error (without the
+/// bound it would read all 360,000 bytes and fail on the peer's close instead). On io_uring
+/// and on the legacy driver.
+#[test]
+fn a_handshake_message_dribbled_a_byte_a_record_fails_at_the_bound() {
+    const RECORDS: usize = 60_000;
+    on_each_driver(|| async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 4096];
+            let _ = tcp.read(&mut hello).unwrap();
+            // A ServerHello header claiming 0xfff0 bytes, then the body a byte a record.
+            tcp.write_all(&[0x16, 0x03, 0x03, 0x00, 0x04, 0x02, 0x00, 0xff, 0xf0])
+                .unwrap();
+            let batch: Vec<u8> = [0x16, 0x03, 0x03, 0x00, 0x01, 0x00].repeat(1000);
+            for _ in 0..RECORDS / 1000 {
+                if tcp.write_all(&batch).is_err() {
+                    break;
+                }
+            }
+        });
+        let tcp = TcpStream::connect_addr(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let session = rustls::client::UnbufferedClientConnection::new(configs().1, name).unwrap();
+        let Err(error) = TlsStream::connect(tcp, session).await else {
+            panic!("a handshake message that never ends cannot complete a handshake");
+        };
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("no complete message"), "{error}");
+        server.join().unwrap();
+    });
+}
