@@ -82,10 +82,15 @@ fn serve_with(
 
 /// A `TlsStream` to `addr`, handshake done, its server named `localhost`.
 async fn connect(client: Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> TlsStream {
+    handshake(client, addr).await.unwrap()
+}
+
+/// The handshake with `addr` as `TlsStream::connect` ends it.
+async fn handshake(client: Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> std::io::Result<TlsStream> {
     let tcp = TcpStream::connect_addr(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let session = rustls::client::UnbufferedClientConnection::new(client, name).unwrap();
-    TlsStream::connect(tcp, session).await.unwrap()
+    TlsStream::connect(tcp, session).await
 }
 
 /// A one-connection server: reads `request` bytes, checks them, writes `answer` bytes, ends
@@ -391,10 +396,7 @@ fn a_handshake_message_dribbled_a_byte_a_record_fails_at_the_bound() {
                 }
             }
         });
-        let tcp = TcpStream::connect_addr(addr).await.unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let session = rustls::client::UnbufferedClientConnection::new(configs().1, name).unwrap();
-        let Err(error) = TlsStream::connect(tcp, session).await else {
+        let Err(error) = handshake(configs().1, addr).await else {
             panic!("a handshake message that never ends cannot complete a handshake");
         };
         assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
