@@ -228,8 +228,7 @@ fn short_records_are_read_in_place_and_nothing_is_held_after() {
                     break;
                 }
                 let (read, bytes) = if i % 2 == 0 {
-                    let (read, buf) = stream.read(Vec::with_capacity(2048)).await;
-                    (read, buf)
+                    stream.read(Vec::with_capacity(2048)).await
                 } else {
                     let (read, buf) = stream.read(bytes::BytesMut::with_capacity(2048)).await;
                     (read, buf.to_vec())
